@@ -1,0 +1,38 @@
+# Refundflow. `make dev` runs the whole system locally; `make test` runs every test.
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.venv-bootstrap/bin/uv")
+
+.PHONY: dev test test-unit lint format migrate bench install clean
+
+# uv itself comes from PyPI when it is not on the machine: Python 3.11+ and make are all a user needs.
+$(CURDIR)/.venv-bootstrap/bin/uv:
+	python3 -m venv .venv-bootstrap && .venv-bootstrap/bin/pip install --quiet uv
+
+install: $(if $(shell command -v uv 2>/dev/null),,$(CURDIR)/.venv-bootstrap/bin/uv)
+	$(UV) sync --frozen
+
+dev: install
+	$(UV) run --frozen refundflow-dev
+
+test: install
+	$(UV) run --frozen pytest
+
+test-unit: install
+	$(UV) run --frozen pytest tests/unit
+
+lint: install
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy shared services devstack
+
+format: install
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+migrate: install
+	$(UV) run --frozen refundflow-migrate
+
+bench: install
+	$(UV) run --frozen python -m benchmarks.run
+
+clean:
+	rm -rf var .venv .venv-bootstrap

@@ -1,0 +1,100 @@
+"""`make dev`: the whole system on a bare machine, in the foreground; Ctrl-C stops all of it.
+
+Starts what is not configured from outside (PostgreSQL unless DATABASE_URL, the Tansu broker unless
+KAFKA_BOOTSTRAP_SERVERS, an SMTP sink unless SMTP_HOST), then runs the services with honcho.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from refundflow_shared.kafka_topics import all_topics, ensure_topics
+
+from refundflow_devstack.local_kafka import LocalKafka
+from refundflow_devstack.local_postgres import LocalPostgres
+from refundflow_devstack.service_migrations import migrate_all
+
+ROOT = Path(__file__).resolve().parents[2]
+VAR = Path(os.environ.get("REFUNDFLOW_VAR_DIR", ROOT / "var"))
+SANDBOX_URL = "http://127.0.0.1:12111"
+
+
+def admin_token() -> str:
+    """The admin token from the environment, else one generated once and kept under var/."""
+    if token := os.environ.get("REFUNDFLOW_ADMIN_TOKEN"):
+        return token
+    path = VAR / "admin-token"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _interrupt(signum: int, _: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack as cleanly as Ctrl-C
+    VAR.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    stack: list[LocalPostgres | LocalKafka] = []
+    processes = ["sandbox", "intake", "processor", "notifier"]
+    try:
+        if "DATABASE_URL" not in env:
+            postgres = LocalPostgres(VAR / "postgres", port=int(env.get("REFUNDFLOW_PG_PORT", "5432")))
+            stack.append(postgres)
+            env["DATABASE_URL"] = postgres.start()
+        if "KAFKA_BOOTSTRAP_SERVERS" not in env:
+            kafka = LocalKafka(port=9092, log_file=VAR / "tansu.log")
+            stack.append(kafka)
+            env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.start()
+        if "SMTP_HOST" not in env:
+            env |= {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "1025", "SMTP_SINK_DIR": str(VAR / "mail")}
+            processes.insert(0, "smtp")
+        env.setdefault("STRIPE_API_BASE", SANDBOX_URL)
+        env.setdefault("STRIPE_API_KEY", "sk_test_refundflow_local")
+        env["REFUNDFLOW_ADMIN_TOKEN"] = admin_token()
+
+        asyncio.run(_prepare(env["DATABASE_URL"], env["KAFKA_BOOTSTRAP_SERVERS"], env.get("TOPIC_PREFIX", "")))
+        _print_banner(env, "smtp" in processes)
+        honcho = shutil.which("honcho") or "honcho"
+        runner = subprocess.Popen([honcho, "-f", str(ROOT / "Procfile"), "start", *processes], env=env, cwd=ROOT)
+        try:
+            sys.exit(runner.wait())
+        except KeyboardInterrupt:
+            # The terminal's Ctrl-C reached honcho too; it stops the services, then we stop the stack.
+            runner.send_signal(signal.SIGINT)
+            runner.wait()
+    finally:
+        for part in reversed(stack):
+            part.stop()
+
+
+async def _prepare(dsn: str, bootstrap: str, prefix: str) -> None:
+    for line in await migrate_all(dsn):
+        print(f"migrated {line}")
+    await ensure_topics(bootstrap, all_topics(prefix), partitions=6)
+
+
+def _print_banner(env: dict[str, str], local_smtp: bool) -> None:
+    mail = f"SMTP sink 127.0.0.1:1025 -> {VAR / 'mail'}/*.eml" if local_smtp else f"SMTP {env['SMTP_HOST']}"
+    print(
+        "\nRefundflow is starting:\n"
+        "  intake API      http://127.0.0.1:8000      (API docs: http://127.0.0.1:8000/docs)\n"
+        "  processor       http://127.0.0.1:8001/readyz\n"
+        "  notifier        http://127.0.0.1:8002/readyz\n"
+        f"  provider sandbox {SANDBOX_URL}\n"
+        f"  PostgreSQL      {env['DATABASE_URL']}\n"
+        f"  Kafka broker    {env['KAFKA_BOOTSTRAP_SERVERS']}\n"
+        f"  mail            {mail}\n"
+        f"  admin token     {env['REFUNDFLOW_ADMIN_TOKEN']}   (Authorization: Bearer <token> on POST /v1/merchants)\n",
+        flush=True,
+    )

@@ -1,0 +1,77 @@
+"""Request-scoped dependencies: the database and who is calling."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+import asyncpg
+import structlog
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from refundflow_intake import repository
+from refundflow_intake.api.errors import ApiError
+from refundflow_intake.settings import IntakeSettings
+
+_bearer = HTTPBearer(auto_error=False)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+class Database:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """One transaction: commits when the block ends, rolls back if it raises."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+
+def get_database(request: Request) -> Database:
+    db: Database = request.app.state.database
+    return db
+
+
+Db = Annotated[Database, Depends(get_database)]
+
+
+def _unauthorized() -> ApiError:
+    return ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <key>' header is required")
+
+
+async def require_admin(request: Request, credentials: Credentials) -> None:
+    settings: IntakeSettings = request.app.state.settings
+    expected = settings.refundflow_admin_token.get_secret_value().encode()
+    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), expected):
+        raise _unauthorized()
+
+
+@dataclass(frozen=True)
+class Caller:
+    merchant_id: str
+    key_id: str
+
+    @property
+    def actor(self) -> str:
+        """How the audit trail names who acted."""
+        return f"api_key:{self.key_id}"
+
+
+async def current_caller(db: Db, credentials: Credentials) -> Caller:
+    """The merchant the API key belongs to; every query is then scoped to it."""
+    if credentials is None:
+        raise _unauthorized()
+    async with db.pool.acquire() as conn:
+        owner = await repository.api_key_owner(conn, credentials.credentials)
+    if owner is None:
+        raise _unauthorized()
+    structlog.contextvars.bind_contextvars(merchant_id=owner[0])
+    return Caller(merchant_id=owner[0], key_id=owner[1])
+
+
+CurrentCaller = Annotated[Caller, Depends(current_caller)]

@@ -1,0 +1,104 @@
+"""Refund rules: statuses, transitions and what may be refunded. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class RefundStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+# pending -> processing -> succeeded | failed, or pending -> rejected. Nothing else.
+ALLOWED_TRANSITIONS: dict[RefundStatus, frozenset[RefundStatus]] = {
+    RefundStatus.PENDING: frozenset({RefundStatus.PROCESSING, RefundStatus.REJECTED}),
+    RefundStatus.PROCESSING: frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED}),
+    RefundStatus.SUCCEEDED: frozenset(),
+    RefundStatus.FAILED: frozenset(),
+    RefundStatus.REJECTED: frozenset(),
+}
+
+# Refunds that hold part of the payment: what they ask for can no longer be asked for again.
+HOLDING_STATUSES = (RefundStatus.PENDING, RefundStatus.PROCESSING, RefundStatus.SUCCEEDED)
+
+
+class DomainError(Exception):
+    """A rule said no. ``code`` is stable: clients branch on it."""
+
+    code = "domain_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class PaymentNotFound(NotFound):
+    code = "payment_not_found"
+
+
+class RefundNotFound(NotFound):
+    code = "refund_not_found"
+
+
+class RefundExceedsRefundable(DomainError):
+    code = "refund_exceeds_refundable"
+
+
+class CurrencyMismatch(DomainError):
+    code = "currency_mismatch"
+
+
+class InvalidTransition(DomainError):
+    code = "invalid_status_transition"
+
+
+class DuplicatePayment(DomainError):
+    code = "payment_already_registered"
+
+
+def refundable_amount(payment_amount: int, held_by_refunds: int) -> int:
+    """What can still be asked for: the payment minus every pending, processing or succeeded refund."""
+    return max(payment_amount - held_by_refunds, 0)
+
+
+def payment_status(amount: int, refunded_amount: int) -> str:
+    if refunded_amount == 0:
+        return "paid"
+    return "refunded" if refunded_amount >= amount else "partially_refunded"
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    payment_amount: int
+    payment_currency: str
+    held_by_refunds: int
+
+    def decide_amount(self, requested: int | None, currency: str | None) -> int:
+        """The amount to refund: the request's, or all that is left. Raises when a hard rule says no."""
+        if currency is not None and currency.upper() != self.payment_currency:
+            raise CurrencyMismatch(f"the payment is in {self.payment_currency}, not {currency.upper()}")
+        left = refundable_amount(self.payment_amount, self.held_by_refunds)
+        amount = left if requested is None else requested
+        if amount <= 0 or amount > left:
+            raise RefundExceedsRefundable(
+                f"{amount} exceeds the refundable amount of {left} {self.payment_currency} minor units"
+            )
+        return amount
+
+
+def check_transition(current: RefundStatus, target: RefundStatus) -> bool:
+    """True when the transition applies, False when it is a repeat (idempotent); raises otherwise."""
+    if current == target:
+        return False
+    if target not in ALLOWED_TRANSITIONS[current]:
+        raise InvalidTransition(f"a {current.value} refund cannot become {target.value}")
+    return True

@@ -1,0 +1,67 @@
+"""Wiring: one ledger, one idempotency store, the routes, and Stripe-shaped error answers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from refundflow_sandbox.idempotency import IdempotencyStore
+from refundflow_sandbox.refund_creation import RefundCreation
+from refundflow_sandbox.refunds import RefundLedger, RefundRuleError
+from refundflow_sandbox.routes import Sandbox, router
+from refundflow_sandbox.settings import SandboxSettings
+from refundflow_sandbox.stripe_errors import ApiError, from_rule_error, invalid_request
+
+
+def create_app(settings: SandboxSettings | None = None) -> FastAPI:
+    """A fresh sandbox (empty ledger, no idempotency keys) answering Stripe's refund API."""
+    settings = settings or SandboxSettings()
+    ledger = RefundLedger(
+        charge_amount=settings.charge_amount,
+        default_currency=settings.default_currency,
+        pending_seconds=settings.pending_seconds,
+    )
+    idempotency = IdempotencyStore(ttl_seconds=settings.idempotency_ttl_seconds)
+    app = FastAPI(title="Refundflow payment-provider sandbox", docs_url=None, redoc_url=None)
+    app.state.sandbox = Sandbox(
+        settings=settings,
+        ledger=ledger,
+        refund_creation=RefundCreation(settings=settings, ledger=ledger, idempotency=idempotency),
+    )
+    app.include_router(router)
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def answer(error: ApiError) -> JSONResponse:
+        return JSONResponse(status_code=error.status_code, content=error.body())
+
+    async def on_api_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ApiError)
+        return answer(error)
+
+    async def on_rule_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RefundRuleError)
+        return answer(from_rule_error(error))
+
+    async def on_http_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        if error.status_code in (404, 405):
+            message = f"Unrecognized request URL ({request.method}: {request.url.path})."
+        else:
+            message = str(error.detail)
+        return answer(ApiError(error.status_code, "invalid_request_error", message))
+
+    async def on_validation_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        first = error.errors()[0] if error.errors() else {}
+        param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+        return answer(invalid_request(str(first.get("msg", "Invalid request.")), param=param))
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RefundRuleError, on_rule_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)

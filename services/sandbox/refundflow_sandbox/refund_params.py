@@ -1,0 +1,131 @@
+"""Stripe-style parameter parsing for the refund endpoints (bracketed form keys, integer strings).
+
+Errors raised here are validation failures: Stripe stores no idempotent result for them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from refundflow_sandbox.refunds import REFUND_REASONS, RefundRequest
+from refundflow_sandbox.stripe_errors import ApiError, invalid_request
+
+_METADATA_KEY = re.compile(r"^metadata\[(?P<key>[^\[\]]+)\]$")
+_CREATE_PARAMS = frozenset({"payment_intent", "amount", "currency", "reason"})
+_LIST_PARAMS = frozenset({"payment_intent", "charge", "limit", "starting_after", "ending_before"})
+# Stripe's metadata limits.
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY_LENGTH = 40
+MAX_METADATA_VALUE_LENGTH = 500
+
+
+@dataclass(frozen=True)
+class ListRefundsQuery:
+    payment_intent: str | None = None
+    charge: str | None = None
+    limit: int = 10
+    starting_after: str | None = None
+    ending_before: str | None = None
+
+
+def parse_create_refund(items: Iterable[tuple[str, str]]) -> RefundRequest:
+    """``POST /v1/refunds`` form fields to a RefundRequest; the last of repeated fields wins."""
+    fields: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    for name, value in items:
+        match = _METADATA_KEY.match(name)
+        if match:
+            metadata[match["key"]] = value
+        elif name in _CREATE_PARAMS:
+            fields[name] = value
+        else:
+            raise _unknown_parameter(name)
+
+    payment_intent = fields.get("payment_intent", "")
+    if not payment_intent:
+        raise invalid_request(
+            "One of the following params should be provided for this request: payment_intent.",
+            code="parameter_missing",
+            param="payment_intent",
+        )
+    if not payment_intent.startswith("pi_"):
+        raise invalid_request(
+            f"No such payment_intent: '{payment_intent}'", code="resource_missing", param="payment_intent"
+        )
+    return RefundRequest(
+        payment_intent=payment_intent,
+        amount=_positive_int(fields["amount"], "amount") if "amount" in fields else None,
+        currency=_currency(fields["currency"]) if "currency" in fields else None,
+        reason=_reason(fields["reason"]) if "reason" in fields else None,
+        metadata=_metadata(metadata),
+    )
+
+
+def parse_list_refunds(items: Iterable[tuple[str, str]]) -> ListRefundsQuery:
+    fields: dict[str, str] = {}
+    for name, value in items:
+        if name not in _LIST_PARAMS:
+            raise _unknown_parameter(name)
+        fields[name] = value
+    limit = _positive_int(fields["limit"], "limit") if "limit" in fields else 10
+    if limit > 100:
+        raise invalid_request(
+            "This value must be less than or equal to 100.", code="parameter_invalid_integer", param="limit"
+        )
+    return ListRefundsQuery(
+        payment_intent=fields.get("payment_intent") or None,
+        charge=fields.get("charge") or None,
+        limit=limit,
+        starting_after=fields.get("starting_after") or None,
+        ending_before=fields.get("ending_before") or None,
+    )
+
+
+def _positive_int(value: str, param: str) -> int:
+    if not value.isascii() or not value.isdigit():
+        raise invalid_request(f"Invalid integer: {value}", code="parameter_invalid_integer", param=param)
+    number = int(value)
+    if number < 1:
+        raise invalid_request(
+            "This value must be greater than or equal to 1.", code="parameter_invalid_integer", param=param
+        )
+    return number
+
+
+def _currency(value: str) -> str:
+    if len(value) != 3 or not value.isascii() or not value.isalpha():
+        raise invalid_request(f"Invalid currency: {value.lower()}.", param="currency")
+    return value.lower()
+
+
+def _reason(value: str) -> str:
+    if value not in REFUND_REASONS:
+        raise invalid_request("Invalid reason: must be one of " + ", ".join(sorted(REFUND_REASONS)), param="reason")
+    return value
+
+
+def _metadata(raw: dict[str, str]) -> dict[str, str]:
+    # An empty value unsets a key in Stripe; on create that simply means "absent".
+    metadata = {key: value for key, value in raw.items() if value != ""}
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise invalid_request(
+            f"Invalid metadata: metadata cannot have more than {MAX_METADATA_KEYS} keys.", param="metadata"
+        )
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY_LENGTH:
+            raise invalid_request(
+                f"Invalid metadata: keys can be at most {MAX_METADATA_KEY_LENGTH} characters.",
+                param=f"metadata[{key}]",
+            )
+        if len(value) > MAX_METADATA_VALUE_LENGTH:
+            raise invalid_request(
+                f"Invalid metadata: values can be at most {MAX_METADATA_VALUE_LENGTH} characters.",
+                param=f"metadata[{key}]",
+            )
+    return metadata
+
+
+def _unknown_parameter(name: str) -> ApiError:
+    return invalid_request(f"Received unknown parameter: {name}", code="parameter_unknown", param=name)

@@ -1,0 +1,213 @@
+"""The sandbox's refunds: an in-memory ledger and the rules a refund obeys. No HTTP here."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from refundflow_sandbox.scenarios import Behaviour, Scenario
+
+REFUND_REASONS: frozenset[str] = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_id(prefix: str) -> str:
+    """A Stripe-looking object id such as ``re_3kq...``."""
+    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
+
+
+class RefundStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class RefundRuleError(Exception):
+    """A refund the rules refuse. ``code`` and ``param`` are Stripe's error fields."""
+
+    code: str | None = None
+    param: str | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AmountTooLarge(RefundRuleError):
+    code = "amount_too_large"
+    param = "amount"
+
+
+class ChargeAlreadyRefunded(RefundRuleError):
+    code = "charge_already_refunded"
+
+
+class CurrencyMismatch(RefundRuleError):
+    param = "currency"
+
+
+class RefundNotFound(RefundRuleError):
+    code = "resource_missing"
+    param = "id"
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    """What a caller asks for; already validated for shape (see refund_params.py)."""
+
+    payment_intent: str
+    amount: int | None = None
+    currency: str | None = None
+    reason: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NotionalCharge:
+    """The charge behind a payment intent; the sandbox invents one on first use."""
+
+    id: str
+    payment_intent: str
+    amount: int
+    currency: str
+
+
+@dataclass
+class Refund:
+    id: str
+    amount: int
+    currency: str
+    status: RefundStatus
+    payment_intent: str
+    charge: str
+    reason: str | None
+    failure_reason: str | None
+    metadata: dict[str, str]
+    created: int
+    # When a pending refund turns succeeded (unix seconds); None once settled or never pending.
+    settles_at: float | None = None
+
+    @property
+    def holds_funds(self) -> bool:
+        """Pending and succeeded refunds use up the charge; failed ones give the money back."""
+        return self.status is not RefundStatus.FAILED
+
+
+class RefundLedger:
+    """All refunds the sandbox has made, per payment intent, with Stripe's amount rules."""
+
+    def __init__(
+        self,
+        *,
+        charge_amount: int,
+        default_currency: str,
+        pending_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._charge_amount = charge_amount
+        self._default_currency = default_currency.lower()
+        self._pending_seconds = pending_seconds
+        self._clock = clock
+        self._charges: dict[str, NotionalCharge] = {}
+        self._refunds: dict[str, Refund] = {}
+        self._attempts: Counter[str] = Counter()
+
+    def record_attempt(self, payment_intent: str) -> int:
+        """Count one executed create call for the payment intent; returns its 1-based number."""
+        self._attempts[payment_intent] += 1
+        return self._attempts[payment_intent]
+
+    def create(self, request: RefundRequest, scenario: Scenario) -> Refund:
+        """Refund part or all of what is left of the payment intent's charge.
+
+        Without an amount, the whole remainder is refunded. The status follows the scenario:
+        failed (with its failure reason), pending (until ``pending_seconds`` have passed),
+        otherwise succeeded.
+        """
+        charge = self._charge_for(request.payment_intent, request.currency)
+        if request.currency is not None and request.currency.lower() != charge.currency:
+            raise CurrencyMismatch(
+                f"Currency {request.currency.lower()} does not match the charge's currency {charge.currency}."
+            )
+        remaining = charge.amount - self.refunded_amount(request.payment_intent)
+        amount = remaining if request.amount is None else request.amount
+        if remaining <= 0:
+            raise ChargeAlreadyRefunded(f"Charge {charge.id} has already been refunded.")
+        if amount > remaining:
+            raise AmountTooLarge(f"Refund amount ({amount}) is greater than unrefunded amount on charge ({remaining}).")
+
+        now = self._clock()
+        refund = Refund(
+            id=new_id("re_"),
+            amount=amount,
+            currency=charge.currency,
+            status=RefundStatus.SUCCEEDED,
+            payment_intent=request.payment_intent,
+            charge=charge.id,
+            reason=request.reason,
+            failure_reason=None,
+            metadata=dict(request.metadata),
+            created=int(now),
+        )
+        if scenario.behaviour is Behaviour.FAIL:
+            refund.status = RefundStatus.FAILED
+            refund.failure_reason = scenario.failure_reason
+        elif scenario.behaviour is Behaviour.PENDING:
+            refund.status = RefundStatus.PENDING
+            refund.settles_at = now + self._pending_seconds
+        self._refunds[refund.id] = refund
+        return refund
+
+    def refunded_amount(self, payment_intent: str) -> int:
+        return sum(r.amount for r in self._refunds.values() if r.payment_intent == payment_intent and r.holds_funds)
+
+    def get(self, refund_id: str) -> Refund:
+        self.settle_due_refunds()
+        try:
+            return self._refunds[refund_id]
+        except KeyError:
+            raise RefundNotFound(f"No such refund: '{refund_id}'") from None
+
+    def list_refunds(self, *, payment_intent: str | None = None, charge: str | None = None) -> list[Refund]:
+        """Matching refunds, newest first (as Stripe lists them)."""
+        self.settle_due_refunds()
+        found = [
+            r
+            for r in self._refunds.values()
+            if (payment_intent is None or r.payment_intent == payment_intent) and (charge is None or r.charge == charge)
+        ]
+        found.reverse()
+        return found
+
+    def settle_due_refunds(self) -> list[Refund]:
+        """Turn pending refunds whose time has come into succeeded ones; returns those changed.
+
+        Reads call this so a GET shows the transition. This is also the place for the
+        ``refund.updated`` webhook: a periodic task calling it gets each settled refund once.
+        """
+        now = self._clock()
+        settled: list[Refund] = []
+        for refund in self._refunds.values():
+            if refund.settles_at is not None and refund.settles_at <= now:
+                refund.status = RefundStatus.SUCCEEDED
+                refund.settles_at = None
+                settled.append(refund)
+        return settled
+
+    def _charge_for(self, payment_intent: str, currency: str | None) -> NotionalCharge:
+        charge = self._charges.get(payment_intent)
+        if charge is None:
+            charge = NotionalCharge(
+                id=new_id("ch_"),
+                payment_intent=payment_intent,
+                amount=self._charge_amount,
+                currency=(currency or self._default_currency).lower(),
+            )
+            self._charges[payment_intent] = charge
+        return charge

@@ -1,0 +1,102 @@
+"""The HTTP endpoints: thin, Stripe-shaped. Rules live in refunds.py, idempotency in idempotency.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+
+from refundflow_sandbox.auth import api_key_from_authorization
+from refundflow_sandbox.refund_creation import Answer, RefundCreation
+from refundflow_sandbox.refund_params import parse_list_refunds
+from refundflow_sandbox.refunds import RefundLedger, new_id
+from refundflow_sandbox.settings import SandboxSettings
+from refundflow_sandbox.stripe_errors import invalid_request
+from refundflow_sandbox.stripe_objects import list_object, paginate, refund_object
+
+router = APIRouter()
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Everything the endpoints use; one per app (see app.create_app)."""
+
+    settings: SandboxSettings
+    ledger: RefundLedger
+    refund_creation: RefundCreation
+
+
+def _sandbox(request: Request) -> Sandbox:
+    sandbox: Sandbox = request.app.state.sandbox
+    return sandbox
+
+
+def _api_key(authorization: Annotated[str | None, Header()] = None) -> str:
+    return api_key_from_authorization(authorization)
+
+
+SandboxDep = Annotated[Sandbox, Depends(_sandbox)]
+ApiKeyDep = Annotated[str, Depends(_api_key)]
+
+
+@router.post("/v1/refunds")
+async def create_refund(
+    request: Request,
+    sandbox: SandboxDep,
+    api_key: ApiKeyDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Response:
+    form = await request.form()
+    params: list[tuple[str, str]] = []
+    for name, value in form.multi_items():
+        if not isinstance(value, str):
+            raise invalid_request(f"Invalid value for {name}: files are not accepted here.", param=name)
+        params.append((name, value))
+    answer = await sandbox.refund_creation.handle(api_key=api_key, idempotency_key=idempotency_key, params=params)
+    return _stored_answer(answer, idempotency_key)
+
+
+@router.get("/v1/refunds/{refund_id}")
+async def retrieve_refund(refund_id: str, sandbox: SandboxDep, _api_key: ApiKeyDep) -> dict[str, Any]:
+    return refund_object(sandbox.ledger.get(refund_id))
+
+
+@router.get("/v1/refunds")
+async def list_refunds(request: Request, sandbox: SandboxDep, _api_key: ApiKeyDep) -> dict[str, Any]:
+    query = parse_list_refunds(request.query_params.multi_items())
+    refunds = sandbox.ledger.list_refunds(payment_intent=query.payment_intent, charge=query.charge)
+    try:
+        page, has_more = paginate(
+            refunds, limit=query.limit, starting_after=query.starting_after, ending_before=query.ending_before
+        )
+    except KeyError as error:
+        cursor = "starting_after" if query.starting_after else "ending_before"
+        raise invalid_request(f"No such refund: {error}", code="resource_missing", param=cursor) from error
+    return list_object([refund_object(r) for r in page], has_more=has_more, url="/v1/refunds")
+
+
+@router.get("/v1/_sandbox/refunds")
+async def sandbox_refunds(sandbox: SandboxDep, payment_intent: str | None = None) -> dict[str, Any]:
+    """For tests: every refund the provider holds (optionally for one payment intent). No auth."""
+    refunds = sandbox.ledger.list_refunds(payment_intent=payment_intent)
+    return {"count": len(refunds), "data": [refund_object(r) for r in refunds]}
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _stored_answer(answer: Answer, idempotency_key: str | None) -> Response:
+    stored = answer.response
+    headers: dict[str, str] = {}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    if answer.replayed:
+        headers["Idempotent-Replayed"] = "true"
+        headers["Original-Request"] = stored.request_id
+        headers["Request-Id"] = new_id("req_")
+    else:
+        headers["Request-Id"] = stored.request_id
+    return Response(content=stored.body, status_code=stored.status_code, media_type="application/json", headers=headers)

@@ -1,0 +1,38 @@
+"""The sandbox's one settings object, read from SANDBOX_* environment variables."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SandboxSettings(BaseSettings):
+    """Where the sandbox listens and how its test behaviours are timed.
+
+    Every field maps to an environment variable with the ``SANDBOX_`` prefix,
+    e.g. ``pending_seconds`` is ``SANDBOX_PENDING_SECONDS``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SANDBOX_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=12111, ge=0, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    # `pi_pending_...`: seconds until a pending refund reads as succeeded.
+    pending_seconds: float = Field(default=3.0, ge=0)
+    # `pi_timeout_...`: the client timeout the first POST is meant to outlast; it answers after
+    # timeout_seconds + timeout_margin_seconds.
+    timeout_seconds: float = Field(default=5.0, ge=0)
+    timeout_margin_seconds: float = Field(default=1.0, gt=0)
+    # `pi_flaky_...`: how many POSTs for the payment intent answer 500 before it behaves.
+    flaky_failures: int = Field(default=2, ge=0)
+
+    # Every payment intent is a notional charge of this many minor units.
+    charge_amount: int = Field(default=1_000_000, gt=0)
+    default_currency: str = Field(default="usd", min_length=3, max_length=3)
+
+    # Stripe keeps idempotency keys for at least 24 hours.
+    idempotency_ttl_seconds: float = Field(default=24 * 60 * 60, gt=0)

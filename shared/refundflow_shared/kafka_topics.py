@@ -1,0 +1,38 @@
+"""Topic creation: one topic per event type and a dead-letter topic beside each."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from refundflow_shared.events import EventType, dlq_topic, topic_for
+
+log = structlog.get_logger(__name__)
+
+
+def all_topics(prefix: str = "") -> list[str]:
+    topics = [topic_for(t, prefix) for t in EventType]
+    return topics + [dlq_topic(t) for t in topics]
+
+
+async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int) -> None:
+    """Create the topics that do not exist yet (idempotent; services call it on start)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if not missing:
+            return
+        response = await admin.create_topics(
+            [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
+        )
+        for topic, code, *_ in response.topic_errors:
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise RuntimeError(f"could not create topic {topic}: error code {code}")
+        log.info("topics_created", topics=missing, partitions=partitions)
+    finally:
+        await admin.close()

@@ -1,0 +1,72 @@
+"""Money as integer minor units with an ISO 4217 currency. Never floats."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# ISO 4217 minor-unit exponents. Currencies missing here are rejected rather than guessed:
+# a wrong exponent is a refund off by a factor of 10 or 100.
+_ZERO_DECIMAL = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
+_THREE_DECIMAL = "BHD IQD JOD KWD LYD OMR TND"
+_FOUR_DECIMAL = "CLF UYW"
+_TWO_DECIMAL = (
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BRL BSD BTN BWP BYN BZD CAD "
+    "CDF CHF CNY COP CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GTQ GYD "
+    "HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD "
+    "MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON "
+    "RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP TRY TTD TWD "
+    "TZS UAH USD UZS VES WST XCD YER ZAR ZMW ZWG"
+)
+
+CURRENCY_EXPONENTS: dict[str, int] = {
+    **{code: 0 for code in _ZERO_DECIMAL.split()},
+    **{code: 2 for code in _TWO_DECIMAL.split()},
+    **{code: 3 for code in _THREE_DECIMAL.split()},
+    **{code: 4 for code in _FOUR_DECIMAL.split()},
+}
+
+
+class UnknownCurrency(ValueError):
+    """The code is not an ISO 4217 currency we know the exponent of."""
+
+
+def minor_unit_exponent(currency: str) -> int:
+    """How many decimals the currency has: JPY 0, USD 2, KWD 3."""
+    try:
+        return CURRENCY_EXPONENTS[currency]
+    except KeyError:
+        raise UnknownCurrency(f"unknown ISO 4217 currency: {currency!r}") from None
+
+
+def validate_currency(code: str) -> str:
+    code = code.upper()
+    minor_unit_exponent(code)
+    return code
+
+
+Currency = Annotated[str, Field(min_length=3, max_length=3, examples=["EUR"])]
+MinorUnits = Annotated[int, Field(ge=0, strict=True, description="amount in the currency's minor units")]
+
+
+class Money(BaseModel):
+    """An amount in minor units (cents, yen, fils) and its currency."""
+
+    model_config = ConfigDict(frozen=True)
+
+    amount: MinorUnits
+    currency: Currency
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        return validate_currency(value)
+
+    def format(self) -> str:
+        """Plain decimal rendering with the currency code, e.g. ``12.50 EUR``, ``1500 JPY``, ``1.250 KWD``."""
+        exponent = minor_unit_exponent(self.currency)
+        if exponent == 0:
+            return f"{self.amount} {self.currency}"
+        whole, fraction = divmod(self.amount, 10**exponent)
+        return f"{whole}.{fraction:0{exponent}d} {self.currency}"

@@ -1,0 +1,99 @@
+"""What every service runs besides its own logic: migrations, pool, broker, consumer, outbox relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import asyncpg
+import structlog
+from faststream.kafka import KafkaBroker
+
+from refundflow_shared.consumer import EventConsumer
+from refundflow_shared.database import create_pool, is_reachable
+from refundflow_shared.kafka_topics import all_topics, ensure_topics
+from refundflow_shared.migrations_runner import apply_migrations
+from refundflow_shared.outbox import OutboxRelay
+from refundflow_shared.settings import ServiceSettings
+from refundflow_shared.structured_logging import configure_logging
+
+log = structlog.get_logger(__name__)
+
+
+class ServiceRuntime:
+    """Wires one service's backbone. Handlers register on ``consumer`` before ``start()``."""
+
+    def __init__(self, name: str, settings: ServiceSettings, migrations: Path) -> None:
+        self.name = name
+        self.settings = settings
+        self._migrations = migrations
+        self.broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, graceful_timeout=30)
+        self._pool: asyncpg.Pool | None = None
+        self._consumer: EventConsumer | None = None
+        self._relay_task: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "the runtime is not started"
+        return self._pool
+
+    @property
+    def consumer(self) -> EventConsumer:
+        assert self._consumer is not None, "the runtime is not started"
+        return self._consumer
+
+    async def open(self) -> None:
+        """Migrate and connect; after this, handlers can be registered on ``consumer``."""
+        configure_logging(self.name, self.settings.log_level)
+        await apply_migrations(self.settings.database_url, self.name, self._migrations)
+        self._pool = await create_pool(self.settings.database_url, self.name)
+        self._consumer = EventConsumer(self.name, self.broker, self._pool, self.settings)
+
+    async def start(self) -> None:
+        """Create topics, start consuming and relaying."""
+        await ensure_topics(
+            self.settings.kafka_bootstrap_servers,
+            all_topics(self.settings.topic_prefix),
+            self.settings.topic_partitions,
+        )
+        self.consumer.subscribe()
+        await self.broker.start()
+        relay = OutboxRelay(
+            self.pool,
+            self.broker,
+            schema=self.name,
+            topic_prefix=self.settings.topic_prefix,
+            batch_size=self.settings.outbox_batch_size,
+            poll_interval=self.settings.outbox_poll_interval_seconds,
+        )
+        self.run_in_background(relay.run(), "outbox_relay")
+        log.info("service_started", consumes=self.consumer.topics)
+
+    def run_in_background(self, job: object, name: str) -> None:
+        """Run a long-lived job; if it ever dies the error is logged, never lost silently."""
+        assert asyncio.iscoroutine(job)
+        task: asyncio.Task[None] = asyncio.create_task(job, name=name)
+        task.add_done_callback(_log_if_failed)
+        self._background.append(task)
+
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.broker.stop()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def readiness(self) -> dict[str, bool]:
+        database = self._pool is not None and await is_reachable(self._pool)
+        broker = await self.broker.ping(timeout=2)
+        return {"database": database, "broker": broker}
+
+
+def _log_if_failed(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background_job_died", job=task.get_name(), error=repr(task.exception()))

@@ -1,0 +1,71 @@
+"""One structlog setup for every service: JSON, one event per line, context bound via contextvars."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from refundflow_shared.events import Event
+
+# Keys whose values must never reach a log line (card data, secrets, credentials).
+_REDACTED_KEYS = frozenset(
+    {"api_key", "authorization", "password", "secret", "token", "card", "card_number", "cvc", "number"}
+)
+
+
+def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for key in event_dict.keys() & _REDACTED_KEYS:
+        event_dict[key] = "[redacted]"
+    return event_dict
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """Route structlog and stdlib logging to stdout as JSON lines."""
+
+    def add_service(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        event_dict.setdefault("service", service)
+        return event_dict
+
+    processors: list[Any] = [
+        add_service,
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+        structlog.processors.format_exc_info,
+    ]
+    structlog.configure(
+        processors=[*processors, structlog.processors.JSONRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=processors,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def bind_event(event: Event) -> None:
+    """Bind the event's identifiers so every line logged while handling it carries them."""
+    ids = {"event_id": str(event.id), "event_type": event.type.value, "payment_id": event.data.payment_id}
+    refund_id = getattr(event.data, "refund_id", None)
+    if refund_id is not None:
+        ids["refund_id"] = refund_id
+    structlog.contextvars.bind_contextvars(**ids)
+
+
+def unbind_event() -> None:
+    structlog.contextvars.unbind_contextvars("event_id", "event_type", "payment_id", "refund_id")
