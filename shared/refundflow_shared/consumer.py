@@ -48,6 +48,10 @@ _RETRYABLE = (
 _UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError)
 
 
+async def _raw_body(msg: KafkaMessage) -> bytes:
+    return msg.body
+
+
 class EventConsumer:
     """One consumer group for one service; handlers are registered per event data type."""
 
@@ -84,6 +88,7 @@ class EventConsumer:
             group_id=self.name,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
+            decoder=_raw_body,  # we decode (and dead-letter) ourselves; FastStream's JSON decoding would loop
         )(self.on_message)
 
     async def on_message(self, msg: KafkaMessage) -> None:

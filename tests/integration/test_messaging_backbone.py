@@ -1,0 +1,290 @@
+"""The outbox, the inbox and the consumer, proven against a real broker and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+from refundflow_shared.consumer import TransientError
+from refundflow_shared.database import create_pool
+from refundflow_shared.events import Event, dlq_topic, topic_for
+from refundflow_shared.migrations_runner import apply_migrations
+from refundflow_shared.outbox import OutboxRelay, add_event
+from refundflow_shared.service_runtime import ServiceRuntime
+from refundflow_shared.settings import ServiceSettings
+
+from tests.support.kafka_reader import headers_of, read_topic
+from tests.support.probe_service import (
+    PROBE,
+    PROBE_MIGRATIONS,
+    eventually,
+    probe_settings,
+    refund_requested,
+    stage_events,
+    start_probe,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def settings(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> ServiceSettings:
+    return probe_settings(database_url, kafka_bootstrap, topic_prefix)
+
+
+@pytest.fixture
+async def pool(settings: ServiceSettings) -> AsyncIterator[asyncpg.Pool]:
+    await apply_migrations(settings.database_url, PROBE, PROBE_MIGRATIONS)
+    pool = await create_pool(settings.database_url, PROBE)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[ServiceRuntime]]:
+    """Probe services started by a test, stopped after it."""
+    runtimes: list[ServiceRuntime] = []
+    yield runtimes
+    for runtime in runtimes:
+        await runtime.stop()
+
+
+def requested_topic(settings: ServiceSettings) -> str:
+    return topic_for("refund.requested", settings.topic_prefix)
+
+
+async def effects(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    return list(await pool.fetch("SELECT * FROM effects ORDER BY id"))
+
+
+def run_probe_process(mode: str, settings: ServiceSettings, crash_at: str, timeout: float = 90) -> int:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "TOPIC_PREFIX": settings.topic_prefix,
+        "REFUNDFLOW_CRASH_AT": crash_at,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.support.run_probe", mode], env=env, cwd=ROOT, timeout=timeout, check=False
+    )
+    return result.returncode
+
+
+async def test_an_event_is_staged_only_if_its_state_change_commits(pool: asyncpg.Pool) -> None:
+    with pytest.raises(RuntimeError):
+        async with pool.acquire() as conn, conn.transaction():
+            await add_event(conn, refund_requested("pay_rolled_back"), source="test")
+            raise RuntimeError("the state change failed")
+    await stage_events(pool, [refund_requested("pay_committed")])
+
+    keys = [r["partition_key"] for r in await pool.fetch("SELECT partition_key FROM outbox")]
+    assert keys == ["pay_committed"]
+
+
+async def test_each_payment_gets_its_own_gap_free_sequence(pool: asyncpg.Pool) -> None:
+    staged = await stage_events(
+        pool, [refund_requested("pay_a", 1), refund_requested("pay_b", 1), refund_requested("pay_a", 2)]
+    )
+    assert [(e.data.payment_id, e.sequence) for e in staged] == [("pay_a", 1), ("pay_b", 1), ("pay_a", 2)]
+
+
+async def test_relay_publishes_cloudevents_keyed_by_payment_and_marks_them_sent(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    runtime = await start_probe(settings, consume=False)
+    running.append(runtime)
+    [event] = await stage_events(pool, [refund_requested("pay_relay")])
+
+    [record] = await read_topic(settings.kafka_bootstrap_servers, requested_topic(settings), expected=1)
+    headers = headers_of(record)
+    assert record.key == b"pay_relay"
+    assert headers["ce_id"] == str(event.id)
+    assert headers["ce_type"] == "refund.requested"
+    assert headers["ce_specversion"] == "1.0"
+    assert headers["ce_source"] == "refundflow/probe"
+    assert headers["ce_sequence"] == "1"
+    assert json.loads(record.value or b"")["refund_id"] == "ref_pay_relay_1"
+    await eventually(lambda: _all_sent(pool))
+
+
+async def _all_sent(pool: asyncpg.Pool) -> bool:
+    return bool(await pool.fetchval("SELECT count(*) = 0 FROM outbox WHERE sent_at IS NULL"))
+
+
+async def test_relay_is_woken_by_the_commit_not_by_polling(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    slow_poll = settings.model_copy(update={"outbox_poll_interval_seconds": 600.0})
+    running.append(await start_probe(slow_poll, consume=False))
+    await asyncio.sleep(1)  # the relay is now waiting on NOTIFY, with its next poll ten minutes away
+
+    await stage_events(pool, [refund_requested("pay_notified")])
+
+    records = await read_topic(settings.kafka_bootstrap_servers, requested_topic(settings), expected=1, timeout=20)
+    assert len(records) == 1
+
+
+async def test_relay_crash_after_broker_ack_redelivers_but_the_effect_happens_once(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    staged = await stage_events(pool, [refund_requested("pay_crash", n) for n in (1, 2, 3)])
+
+    # The relay publishes, the broker acknowledges, and the process dies before marking rows sent.
+    assert run_probe_process("relay", settings, crash_at="outbox.after_publish") == -9
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 3
+
+    runtime = await start_probe(settings)  # a new relay and a consumer
+    running.append(runtime)
+    await eventually(lambda: _all_sent(pool))
+    records = await read_topic(settings.kafka_bootstrap_servers, requested_topic(settings), expected=6)
+    assert len(records) == 6, "each event is on the topic twice"
+    await eventually(lambda: _count(pool, "SELECT count(*) FROM inbox", 3))
+    await asyncio.sleep(1)  # time for any duplicate effect to show
+
+    rows = await effects(pool)
+    assert sorted(r["event_id"] for r in rows) == sorted(e.id for e in staged)
+
+
+async def _count(pool: asyncpg.Pool, sql: str, expected: int) -> bool:
+    return bool(await pool.fetchval(sql) == expected)
+
+
+async def test_an_event_delivered_twice_has_one_effect(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    running.append(await start_probe(settings))
+    event = Event.wrap(refund_requested("pay_twice"), source="test", sequence=1)
+    await _produce(settings, requested_topic(settings), event.kafka_headers(), event.kafka_value(), key=b"pay_twice")
+    await _produce(settings, requested_topic(settings), event.kafka_headers(), event.kafka_value(), key=b"pay_twice")
+    marker = Event.wrap(refund_requested("pay_twice", 2), source="test", sequence=2)
+    await _produce(settings, requested_topic(settings), marker.kafka_headers(), marker.kafka_value(), key=b"pay_twice")
+
+    await eventually(lambda: _count(pool, "SELECT count(*) FROM effects WHERE sequence = 2", 1))
+    assert [r["event_id"] for r in await effects(pool)] == [event.id, marker.id]
+
+
+async def _produce(
+    settings: ServiceSettings, topic: str, headers: dict[str, str], value: bytes, key: bytes = b"k"
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
+    finally:
+        await producer.stop()
+
+
+async def test_a_poison_message_goes_to_the_dlq_with_its_error_and_the_next_is_handled(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    running.append(await start_probe(settings))
+    topic = requested_topic(settings)
+    good = Event.wrap(refund_requested("pay_poison"), source="test", sequence=1)
+    headers = good.kafka_headers()
+    poison = {
+        "malformed_json": (headers, b"{not json"),
+        "unknown_schema_version": ({**headers, "ce_dataschema": "urn:refundflow:refund.requested:v9"}, b"{}"),
+        "validation_failed": ({**headers, "ce_id": str(uuid.uuid4())}, json.dumps({"amount": -1}).encode()),
+        "unknown_event_type": ({**headers, "ce_type": "refund.teleported"}, good.kafka_value()),
+        "missing_attributes": ({"content-type": "application/json"}, good.kafka_value()),
+    }
+    for bad_headers, value in poison.values():
+        await _produce(settings, topic, bad_headers, value, key=b"pay_poison")
+    await _produce(settings, topic, headers, good.kafka_value(), key=b"pay_poison")
+
+    await eventually(lambda: _count(pool, "SELECT count(*) FROM effects", 1))
+    dead = await read_topic(settings.kafka_bootstrap_servers, dlq_topic(topic), expected=len(poison))
+    reasons = sorted(headers_of(r)["dlq_reason"] for r in dead)
+    assert reasons == sorted(poison)
+    malformed = next(r for r in dead if headers_of(r)["dlq_reason"] == "malformed_json")
+    assert malformed.value == b"{not json"
+    assert headers_of(malformed)["ce_id"] == str(good.id), "the original headers travel with it"
+    assert headers_of(malformed)["dlq_original_topic"] == topic
+    assert headers_of(malformed)["dlq_error"]
+
+
+async def test_a_transient_failure_is_retried_then_handled_once(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    calls: list[uuid.UUID] = []
+
+    async def flaky(event: Event) -> None:
+        calls.append(event.id)
+        if len(calls) <= 2:
+            raise TransientError("the dependency hiccupped")
+
+    running.append(await start_probe(settings, before_effect=flaky))
+    [event] = await stage_events(pool, [refund_requested("pay_flaky")])
+
+    await eventually(lambda: _count(pool, "SELECT count(*) FROM effects", 1))
+    assert calls == [event.id] * 3
+
+
+async def test_a_failure_that_outlives_its_retries_is_dead_lettered_and_the_partition_moves_on(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    async def always_fails_for_the_first(event: Event) -> None:
+        if event.sequence == 1:
+            raise TransientError("still down")
+
+    running.append(await start_probe(settings, before_effect=always_fails_for_the_first))
+    await stage_events(pool, [refund_requested("pay_stuck", 1), refund_requested("pay_stuck", 2)])
+
+    await eventually(lambda: _count(pool, "SELECT count(*) FROM effects WHERE sequence = 2", 1))
+    [dead] = await read_topic(settings.kafka_bootstrap_servers, dlq_topic(requested_topic(settings)), expected=1)
+    assert headers_of(dead)["dlq_reason"] == "retries_exhausted"
+    assert await pool.fetchval("SELECT count(*) FROM inbox") == 1, "the failed event's inbox row rolled back"
+
+
+async def test_the_offset_is_committed_only_after_the_handler_transaction(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    [event] = await stage_events(pool, [refund_requested("pay_offset")])
+    # Publish it, then let a consumer die between its handler and the commit.
+    await OutboxRelay(
+        pool, _broker := await _connected_broker(settings), schema=PROBE, topic_prefix=settings.topic_prefix
+    ).relay_batch()
+    await _broker.stop()
+
+    assert run_probe_process("consume", settings, crash_at="probe.before_commit") == -9
+    assert await effects(pool) == []
+
+    running.append(await start_probe(settings))  # same consumer group: it must get the event again
+    await eventually(lambda: _count(pool, "SELECT count(*) FROM effects", 1))
+    assert [r["event_id"] for r in await effects(pool)] == [event.id]
+
+
+async def _connected_broker(settings: ServiceSettings):  # type: ignore[no-untyped-def]
+    from faststream.kafka import KafkaBroker
+
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None)
+    await broker.connect()
+    return broker
+
+
+async def test_one_payments_events_are_handled_in_order_across_partitions_and_two_instances(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    running.append(await start_probe(settings, instance="a"))
+    running.append(await start_probe(settings, instance="b"))
+    payments = [f"pay_order_{i}" for i in range(12)]
+    # Interleave the payments' events, as concurrent traffic would.
+    await stage_events(pool, [refund_requested(p, n) for n in range(1, 9) for p in payments])
+
+    await eventually(lambda: _count(pool, "SELECT count(*) FROM effects", len(payments) * 8), timeout=90)
+    rows = await effects(pool)
+    for payment in payments:
+        handled = [r["sequence"] for r in rows if r["payment_id"] == payment]
+        assert handled == list(range(1, 9)), f"{payment} handled out of order: {handled}"
+        assert len({r["instance"] for r in rows if r["payment_id"] == payment}) >= 1
+    assert {r["instance"] for r in rows} == {"a", "b"}, "both instances took a share of the partitions"

@@ -1,0 +1,86 @@
+"""A minimal service built from the shared backbone, to test the backbone itself."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+from refundflow_shared.events import Event, RefundRequested
+from refundflow_shared.outbox import add_event
+from refundflow_shared.service_runtime import ServiceRuntime
+from refundflow_shared.settings import ServiceSettings
+
+PROBE_MIGRATIONS = Path(__file__).parent / "probe_migrations"
+PROBE = "probe"
+
+
+def probe_settings(database_url: str, kafka: str, prefix: str, **overrides: object) -> ServiceSettings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "kafka_bootstrap_servers": kafka,
+        "topic_prefix": prefix,
+        "consumer_retry_base_seconds": 0.05,
+        "consumer_retry_max_seconds": 0.5,
+        "outbox_poll_interval_seconds": 0.2,
+        **overrides,
+    }
+    return ServiceSettings.model_validate(values)
+
+
+def refund_requested(payment_id: str, n: int = 1) -> RefundRequested:
+    return RefundRequested(
+        refund_id=f"ref_{payment_id}_{n}",
+        payment_id=payment_id,
+        merchant_id="mer_probe",
+        customer_email="customer@example.com",
+        amount=100 * n,
+        currency="EUR",
+        reason="requested_by_customer",
+    )
+
+
+async def stage_events(pool: asyncpg.Pool, events: list[RefundRequested]) -> list[Event]:
+    """Write events to the probe's outbox, one transaction each (as state changes would)."""
+    staged = []
+    for data in events:
+        async with pool.acquire() as conn, conn.transaction():
+            staged.append(await add_event(conn, data, source="refundflow/probe"))
+    return staged
+
+
+FailHook = Callable[[Event], Awaitable[None]]
+
+
+async def start_probe(
+    settings: ServiceSettings, *, instance: str = "a", before_effect: FailHook | None = None, consume: bool = True
+) -> ServiceRuntime:
+    """A running probe service: consumes refund.requested and records an effect per event."""
+    runtime = ServiceRuntime(PROBE, settings, PROBE_MIGRATIONS)
+    await runtime.open()
+    if consume:
+
+        @runtime.consumer.handles(RefundRequested)
+        async def record_effect(conn: asyncpg.Connection, event: Event, data: RefundRequested) -> None:
+            if before_effect is not None:
+                await before_effect(event)
+            await conn.execute(
+                "INSERT INTO effects (event_id, payment_id, sequence, instance) VALUES ($1, $2, $3, $4)",
+                event.id,
+                data.payment_id,
+                event.sequence,
+                instance,
+            )
+
+    await runtime.start()
+    return runtime
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60.0, interval: float = 0.1) -> None:
+    """Wait until ``check`` holds; fail the test with a clear message when it never does."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
