@@ -24,16 +24,21 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield servers
 
 
-@pytest.fixture
-async def database_url(postgres_url: str) -> AsyncIterator[str]:
-    """A new, empty database for one test."""
+async def create_database(server_url: str) -> str:
+    """A new, empty database on the test server; returns its DSN."""
     name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_url)
+    admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    yield _with_database(postgres_url, name)
+    return _with_database(server_url, name)
+
+
+@pytest.fixture
+async def database_url(postgres_url: str) -> AsyncIterator[str]:
+    """A new, empty database for one test."""
+    yield await create_database(postgres_url)
 
 
 def _with_database(url: str, name: str) -> str:

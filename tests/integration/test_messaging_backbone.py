@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+from faststream.kafka import KafkaBroker
 from refundflow_shared.consumer import TransientError
 from refundflow_shared.database import create_pool
 from refundflow_shared.events import Event, dlq_topic, topic_for
@@ -264,9 +265,7 @@ async def test_the_offset_is_committed_only_after_the_handler_transaction(
     assert [r["event_id"] for r in await effects(pool)] == [event.id]
 
 
-async def _connected_broker(settings: ServiceSettings):  # type: ignore[no-untyped-def]
-    from faststream.kafka import KafkaBroker
-
+async def _connected_broker(settings: ServiceSettings) -> KafkaBroker:
     broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None)
     await broker.connect()
     return broker

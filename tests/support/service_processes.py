@@ -1,0 +1,52 @@
+"""Refundflow's services as separate OS processes, as they run in production."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+
+class ServiceProcess:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log_dir: Path, health_url: str) -> None:
+        self.name = name
+        self.health_url = health_url
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.health_url, timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name} not ready within {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def service_env(**values: str) -> dict[str, str]:
+    """The test's environment for a child, minus anything that would point it elsewhere."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REFUNDFLOW_CRASH_AT",))}
+    return {**env, "LOG_LEVEL": "INFO", **values}

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+from refundflow_intake.domain import (
+    CurrencyMismatch,
+    InvalidTransition,
+    RefundExceedsRefundable,
+    RefundRequest,
+    RefundStatus,
+    check_transition,
+    payment_status,
+)
+
+S = RefundStatus
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [(S.PENDING, S.PROCESSING), (S.PENDING, S.REJECTED), (S.PROCESSING, S.SUCCEEDED), (S.PROCESSING, S.FAILED)],
+)
+def test_the_allowed_transitions_apply(current: RefundStatus, target: RefundStatus) -> None:
+    assert check_transition(current, target) is True
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        (S.PENDING, S.SUCCEEDED),
+        (S.REJECTED, S.PROCESSING),
+        (S.SUCCEEDED, S.FAILED),
+        (S.FAILED, S.PROCESSING),
+        (S.PROCESSING, S.REJECTED),
+    ],
+)
+def test_every_other_transition_is_refused(current: RefundStatus, target: RefundStatus) -> None:
+    with pytest.raises(InvalidTransition):
+        check_transition(current, target)
+
+
+def test_repeating_a_decision_is_a_no_op() -> None:
+    assert check_transition(S.PROCESSING, S.PROCESSING) is False
+
+
+def test_no_amount_means_everything_still_refundable() -> None:
+    assert (
+        RefundRequest(payment_amount=10_000, payment_currency="EUR", held_by_refunds=2_500).decide_amount(None, None)
+        == 7_500
+    )
+
+
+@pytest.mark.parametrize("amount", [7_501, 0])
+def test_a_refund_must_fit_in_what_is_left(amount: int) -> None:
+    with pytest.raises(RefundExceedsRefundable):
+        RefundRequest(payment_amount=10_000, payment_currency="EUR", held_by_refunds=2_500).decide_amount(amount, None)
+
+
+def test_nothing_left_means_no_refund_at_all() -> None:
+    with pytest.raises(RefundExceedsRefundable):
+        RefundRequest(payment_amount=100, payment_currency="EUR", held_by_refunds=100).decide_amount(None, None)
+
+
+def test_the_currency_must_be_the_payments() -> None:
+    with pytest.raises(CurrencyMismatch):
+        RefundRequest(payment_amount=100, payment_currency="JPY", held_by_refunds=0).decide_amount(50, "usd")
+
+
+@pytest.mark.parametrize(("refunded", "status"), [(0, "paid"), (1, "partially_refunded"), (100, "refunded")])
+def test_payment_status_follows_what_was_refunded(refunded: int, status: str) -> None:
+    assert payment_status(100, refunded) == status
