@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faststream.kafka import KafkaBroker
 from refundflow_shared.consumer import TransientError
 from refundflow_shared.database import create_pool
@@ -263,6 +263,47 @@ async def test_the_offset_is_committed_only_after_the_handler_transaction(
     running.append(await start_probe(settings))  # same consumer group: it must get the event again
     await eventually(lambda: _count(pool, "SELECT count(*) FROM effects", 1))
     assert [r["event_id"] for r in await effects(pool)] == [event.id]
+
+
+async def test_no_offset_is_committed_while_the_handler_transaction_is_open(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    handler_entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(event: Event) -> None:
+        handler_entered.set()
+        await release.wait()
+
+    running.append(await start_probe(settings, before_effect=hold))
+    await stage_events(pool, [refund_requested("pay_hold")])
+    await asyncio.wait_for(handler_entered.wait(), timeout=60)
+    await asyncio.sleep(6)  # longer than Kafka clients' 5 s auto-commit interval: an auto-commit would show
+
+    assert await _committed_offsets(settings) == {}, "an offset was committed before the effect"
+    release.set()
+    await eventually(lambda: _count(pool, "SELECT count(*) FROM effects", 1))
+    await eventually(lambda: _has_committed(settings))
+
+
+async def _committed_offsets(settings: ServiceSettings) -> dict[int, int]:
+    """The probe group's committed offsets on refund.requested, asked as a group member would."""
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=PROBE, enable_auto_commit=False
+    )
+    await reader.start()
+    try:
+        topic = requested_topic(settings)
+        await reader.topics()
+        committed = {
+            p: await reader.committed(TopicPartition(topic, p)) for p in reader.partitions_for_topic(topic) or ()
+        }
+    finally:
+        await reader.stop()
+    return {p: offset for p, offset in committed.items() if offset is not None}
+
+
+async def _has_committed(settings: ServiceSettings) -> bool:
+    return sum((await _committed_offsets(settings)).values()) == 1
 
 
 async def _connected_broker(settings: ServiceSettings) -> KafkaBroker:
