@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from refundflow_shared.money import Currency, MinorUnits, validate_currency
+from refundflow_shared.money import Currency, MinorUnits
 
 SPEC_VERSION: Literal["1.0"] = "1.0"
 CONTENT_TYPE = "application/json"
@@ -53,11 +53,6 @@ class EventData(BaseModel):
 class _Priced(EventData):
     amount: MinorUnits
     currency: Currency
-
-    @field_validator("currency")
-    @classmethod
-    def _known_currency(cls, value: str) -> str:
-        return validate_currency(value)
 
 
 class Product(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 # ISO 4217 minor-unit exponents. Currencies missing here are rejected rather than guessed:
 # a wrong exponent is a refund off by a factor of 10 or 100.
@@ -46,7 +46,7 @@ def validate_currency(code: str) -> str:
     return code
 
 
-Currency = Annotated[str, Field(min_length=3, max_length=3, examples=["EUR"])]
+Currency = Annotated[str, Field(min_length=3, max_length=3, examples=["EUR"]), AfterValidator(validate_currency)]
 MinorUnits = Annotated[int, Field(ge=0, strict=True, description="amount in the currency's minor units")]
 
 
@@ -57,11 +57,6 @@ class Money(BaseModel):
 
     amount: MinorUnits
     currency: Currency
-
-    @field_validator("currency")
-    @classmethod
-    def _known_currency(cls, value: str) -> str:
-        return validate_currency(value)
 
     def format(self) -> str:
         """Plain decimal rendering with the currency code, e.g. ``12.50 EUR``, ``1500 JPY``, ``1.250 KWD``."""

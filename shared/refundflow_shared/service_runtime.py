@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import structlog
@@ -87,6 +90,21 @@ class ServiceRuntime:
         await self.broker.stop()
         if self._pool is not None:
             await self._pool.close()
+
+    def lifespan(self, wire: Callable[[ServiceRuntime], None]) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+        """A FastAPI lifespan: migrate and connect, let ``wire`` register handlers and jobs, run, then stop."""
+
+        @asynccontextmanager
+        async def run(_: Any) -> AsyncIterator[None]:
+            await self.open()
+            wire(self)
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        return run
 
     async def readiness(self) -> dict[str, bool]:
         database = self._pool is not None and await is_reachable(self._pool)

@@ -35,7 +35,7 @@ def postgres_server(workdir: Path) -> Iterator[str]:
     if url := os.environ.get("DATABASE_URL"):
         yield url
     elif docker_available():
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         with PostgresContainer("postgres:17", driver=None) as container:
             yield container.get_connection_url()
@@ -54,9 +54,10 @@ def kafka_broker(workdir: Path) -> Iterator[str]:
     if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield servers
     elif docker_available():
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer
 
-        with KafkaContainer("apache/kafka:3.9.1").with_kraft() as container:
+        # testcontainers' Kafka module drives Confluent's packaging of Apache Kafka (KRaft mode here).
+        with KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as container:
             yield container.get_bootstrap_server()
     else:
         broker = LocalKafka(port=free_port(), log_file=workdir / "tansu.log")

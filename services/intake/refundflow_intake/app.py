@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from refundflow_shared.http_health import health_router
+from refundflow_shared.http_service import health_router
 from refundflow_shared.service_runtime import ServiceRuntime
 
 from refundflow_intake import event_handlers
-from refundflow_intake.api.dependencies import Database
 from refundflow_intake.api.errors import install_error_handlers
 from refundflow_intake.api.routes import merchants, payments, refunds
 from refundflow_intake.settings import IntakeSettings
@@ -21,25 +18,14 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def create_app(settings: IntakeSettings) -> FastAPI:
     runtime = ServiceRuntime("intake", settings, MIGRATIONS)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.open()
-        event_handlers.register(runtime.consumer)
-        app.state.database = Database(runtime.pool)
-        await runtime.start()
-        try:
-            yield
-        finally:
-            await runtime.stop()
-
     app = FastAPI(
         title="Refundflow intake",
         version="0.1.0",
         description="Payments, refund requests and the merchant's decisions.",
-        lifespan=lifespan,
+        lifespan=runtime.lifespan(lambda rt: event_handlers.register(rt.consumer)),
     )
     app.state.settings = settings
+    app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(health_router(runtime.readiness))
     for module in (merchants, payments, refunds):

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import structlog
 from refundflow_shared.events import PaymentSucceeded, Product, RefundApproved, RefundRequested
 from refundflow_shared.outbox import add_event
 
@@ -91,6 +92,7 @@ async def request_refund(
 ) -> dict[str, Any]:
     # The payment row lock serialises concurrent requests on one payment: two requests cannot both
     # take the same refundable amount.
+    structlog.contextvars.bind_contextvars(payment_id=payment_id)
     payment = await repository.get_payment(conn, merchant_id, payment_id, lock=True)
     if payment is None:
         raise PaymentNotFound(f"no payment {payment_id}")
@@ -108,6 +110,7 @@ async def request_refund(
         "reason": reason,
         "status": RefundStatus.PENDING.value,
     }
+    structlog.contextvars.bind_contextvars(refund_id=refund["id"])
     await repository.insert_refund(conn, refund)
     await repository.add_timeline_entry(conn, refund["id"], RefundStatus.PENDING, actor, reason)
     await add_event(
@@ -129,9 +132,11 @@ async def request_refund(
 async def approve_refund(
     conn: asyncpg.Connection, merchant_id: str, refund_id: str, *, actor: str, note: str | None
 ) -> dict[str, Any]:
+    structlog.contextvars.bind_contextvars(refund_id=refund_id)
     refund = await repository.get_refund(conn, refund_id, merchant_id=merchant_id, lock=True)
     if refund is None:
         raise RefundNotFound(f"no refund {refund_id}")
+    structlog.contextvars.bind_contextvars(payment_id=refund["payment_id"])
     if not check_transition(RefundStatus(refund["status"]), RefundStatus.PROCESSING):
         return refund
     payment = await repository.get_payment(conn, merchant_id, refund["payment_id"])

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from refundflow_shared.http_health import health_router
+from refundflow_shared.http_service import health_router
 from refundflow_shared.service_runtime import ServiceRuntime
 
 from refundflow_notifier import event_handlers
@@ -19,17 +17,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def create_app(settings: NotifierSettings) -> FastAPI:
     runtime = ServiceRuntime("notifier", settings, MIGRATIONS)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runtime.open()
-        event_handlers.register(runtime.consumer, SmtpMailer(settings), settings)
-        await runtime.start()
-        try:
-            yield
-        finally:
-            await runtime.stop()
-
-    app = FastAPI(title="Refundflow notifier", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Refundflow notifier",
+        version="0.1.0",
+        lifespan=runtime.lifespan(lambda rt: event_handlers.register(rt.consumer, SmtpMailer(settings), settings)),
+    )
     app.include_router(health_router(runtime.readiness))
     return app

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import uvicorn
+from refundflow_shared.http_service import serve
 
 from refundflow_notifier.app import create_app
 from refundflow_notifier.settings import NotifierSettings
 
 
 def main() -> None:
-    settings = NotifierSettings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+    settings = NotifierSettings()  # from the environment
+    serve(create_app(settings), settings)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from refundflow_shared.http_health import health_router
+from refundflow_shared.http_service import health_router
 from refundflow_shared.service_runtime import ServiceRuntime
 
 from refundflow_processor import event_handlers
@@ -25,17 +23,10 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
         settings.stripe_api_key.get_secret_value(), settings.stripe_api_base, settings.stripe_timeout_seconds
     )
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runtime.open()
-        event_handlers.register(runtime.consumer)
-        await runtime.start()
-        runtime.run_in_background(RefundExecutor(runtime.pool, provider, settings).run(), "refund_executor")
-        try:
-            yield
-        finally:
-            await runtime.stop()
+    def wire(rt: ServiceRuntime) -> None:
+        event_handlers.register(rt.consumer)
+        rt.run_in_background(RefundExecutor(rt.pool, provider, settings).run(), "refund_executor")
 
-    app = FastAPI(title="Refundflow processor", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Refundflow processor", version="0.1.0", lifespan=runtime.lifespan(wire))
     app.include_router(health_router(runtime.readiness))
     return app

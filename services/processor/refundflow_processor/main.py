@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import uvicorn
+from refundflow_shared.http_service import serve
 
 from refundflow_processor.app import create_app
 from refundflow_processor.settings import ProcessorSettings
 
 
 def main() -> None:
-    settings = ProcessorSettings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+    settings = ProcessorSettings()  # from the environment
+    serve(create_app(settings), settings)

@@ -33,8 +33,7 @@ class Database:
 
 
 def get_database(request: Request) -> Database:
-    db: Database = request.app.state.database
-    return db
+    return Database(request.app.state.runtime.pool)
 
 
 Db = Annotated[Database, Depends(get_database)]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
 from refundflow_shared.events import Product
-from refundflow_shared.money import Currency, MinorUnits, validate_currency
+from refundflow_shared.money import Currency, MinorUnits
 
 
 class _Body(BaseModel):
@@ -29,11 +29,6 @@ class PaymentCreate(_Body):
     provider_payment_id: str = Field(min_length=1, max_length=255)
     paid_at: datetime
     product: Product
-
-    @field_validator("currency")
-    @classmethod
-    def _known_currency(cls, value: str) -> str:
-        return validate_currency(value)
 
 
 class RefundCreate(_Body):

@@ -1,11 +1,14 @@
-"""Liveness and readiness endpoints, the same on every service."""
+"""What every service's HTTP side shares: liveness and readiness endpoints, and how it is served."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter
+import uvicorn
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
+
+from refundflow_shared.settings import ServiceSettings
 
 
 def health_router(readiness: Callable[[], Awaitable[dict[str, bool]]]) -> APIRouter:
@@ -26,3 +29,8 @@ def health_router(readiness: Callable[[], Awaitable[dict[str, bool]]]) -> APIRou
         )
 
     return router
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run the app in the foreground; uvicorn's own logging goes through our JSON setup."""
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)
