@@ -32,25 +32,37 @@ class EventType(StrEnum):
 
 
 class EventData(BaseModel):
-    """Base of every event payload. Every event concerns exactly one payment."""
+    """Base of every event payload. Every event belongs to one merchant."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_type: ClassVar[EventType]
     schema_version: ClassVar[int] = 1
 
-    payment_id: str
     merchant_id: str
 
     @classmethod
     def dataschema(cls) -> str:
         return f"urn:refundflow:{cls.event_type.value}:v{cls.schema_version}"
 
+    def partition_key(self) -> str:
+        """The Kafka key: events with the same key stay in order. Payment events use the payment id."""
+        return self.merchant_id
+
     def subject(self) -> str:
+        return self.partition_key()
+
+
+class PaymentEventData(EventData):
+    """An event about one payment: keyed, ordered and sequenced by the payment id."""
+
+    payment_id: str
+
+    def partition_key(self) -> str:
         return self.payment_id
 
 
-class _Priced(EventData):
+class _Priced(PaymentEventData):
     amount: MinorUnits
     currency: Currency
 
@@ -72,7 +84,7 @@ class PaymentSucceeded(_Priced):
     product: Product
 
 
-class _RefundEvent(EventData):
+class _RefundEvent(PaymentEventData):
     refund_id: str
     customer_email: str
 
@@ -173,7 +185,7 @@ class Event(BaseModel):
 
     @property
     def partition_key(self) -> str:
-        return self.data.payment_id
+        return self.data.partition_key()
 
     def kafka_headers(self) -> dict[str, str]:
         return {

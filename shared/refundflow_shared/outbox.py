@@ -23,7 +23,7 @@ async def add_event(conn: asyncpg.Connection, data: EventData, *, source: str) -
         "INSERT INTO event_sequences (partition_key, last_sequence) VALUES ($1, 1)"
         " ON CONFLICT (partition_key) DO UPDATE SET last_sequence = event_sequences.last_sequence + 1"
         " RETURNING last_sequence",
-        data.payment_id,
+        data.partition_key(),
     )
     event = Event.wrap(data, source=source, sequence=sequence)
     await conn.execute(

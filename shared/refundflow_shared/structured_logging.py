@@ -60,12 +60,12 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 
 def bind_event(event: Event) -> None:
     """Bind the event's identifiers so every line logged while handling it carries them."""
-    ids = {"event_id": str(event.id), "event_type": event.type.value, "payment_id": event.data.payment_id}
-    refund_id = getattr(event.data, "refund_id", None)
-    if refund_id is not None:
-        ids["refund_id"] = refund_id
+    ids = {"event_id": str(event.id), "event_type": event.type.value, "merchant_id": event.data.merchant_id}
+    for key in ("payment_id", "refund_id"):
+        if (value := getattr(event.data, key, None)) is not None:
+            ids[key] = value
     structlog.contextvars.bind_contextvars(**ids)
 
 
 def unbind_event() -> None:
-    structlog.contextvars.unbind_contextvars("event_id", "event_type", "payment_id", "refund_id")
+    structlog.contextvars.unbind_contextvars("event_id", "event_type", "merchant_id", "payment_id", "refund_id")

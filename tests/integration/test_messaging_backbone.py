@@ -96,7 +96,7 @@ async def test_each_payment_gets_its_own_gap_free_sequence(pool: asyncpg.Pool) -
     staged = await stage_events(
         pool, [refund_requested("pay_a", 1), refund_requested("pay_b", 1), refund_requested("pay_a", 2)]
     )
-    assert [(e.data.payment_id, e.sequence) for e in staged] == [("pay_a", 1), ("pay_b", 1), ("pay_a", 2)]
+    assert [(e.partition_key, e.sequence) for e in staged] == [("pay_a", 1), ("pay_b", 1), ("pay_a", 2)]
 
 
 async def test_relay_publishes_cloudevents_keyed_by_payment_and_marks_them_sent(
