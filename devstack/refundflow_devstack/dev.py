@@ -61,6 +61,10 @@ def main() -> None:
             processes.insert(0, "smtp")
         env.setdefault("STRIPE_API_BASE", SANDBOX_URL)
         env.setdefault("STRIPE_API_KEY", "sk_test_refundflow_local")
+        # The sandbox signs refund.updated webhooks to the processor as Stripe would.
+        env.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_refundflow_local")
+        env.setdefault("SANDBOX_WEBHOOK_SECRET", env["STRIPE_WEBHOOK_SECRET"])
+        env.setdefault("SANDBOX_WEBHOOK_URL", "http://127.0.0.1:8001/v1/provider-webhooks/stripe")
         env["REFUNDFLOW_ADMIN_TOKEN"] = admin_token()
 
         asyncio.run(_prepare(env["DATABASE_URL"], env["KAFKA_BOOTSTRAP_SERVERS"], env.get("TOPIC_PREFIX", "")))

@@ -29,6 +29,16 @@ class EventType(StrEnum):
     REFUND_SUCCEEDED = "refund.succeeded"
     REFUND_FAILED = "refund.failed"
     PAYMENT_REFUNDED = "payment.refunded"
+    SUBSCRIPTION_CANCEL_REQUESTED = "subscription.cancel_requested"
+    SUBSCRIPTION_CANCELED = "subscription.canceled"
+    REFUND_EXTERNAL_DETECTED = "refund.external_detected"
+    PROVIDER_UNAVAILABLE = "provider.unavailable"
+    PAYMENT_DISPUTED = "payment.disputed"
+    SUBSCRIPTION_EXTENSION_GRANTED = "subscription.extension_granted"
+    REFUND_SUBMIT = "refund.submit"
+    REFUND_SUBMIT_REJECTED = "refund.submit_rejected"
+    WEBHOOK_ENDPOINT_CONFIGURED = "webhook_endpoint.configured"
+    NOTIFICATION_SETTINGS_CONFIGURED = "notification_settings.configured"
 
 
 class EventData(BaseModel):
@@ -73,6 +83,17 @@ class Product(BaseModel):
     id: str
     name: str
     kind: Literal["one_time", "subscription"]
+    category: str | None = Field(default=None, description="e.g. digital, service, consumable, customized")
+
+
+class SubscriptionPeriod(BaseModel):
+    """The subscription a payment paid for, and the period it paid for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    current_period_start: datetime
+    current_period_end: datetime
 
 
 class PaymentSucceeded(_Priced):
@@ -82,6 +103,17 @@ class PaymentSucceeded(_Priced):
     provider_payment_id: str
     paid_at: datetime
     product: Product
+    customer_name: str | None = None
+    subscription: SubscriptionPeriod | None = None
+
+
+class PaymentDisputed(PaymentEventData):
+    """The customer disputed the payment (a chargeback): no further refunds may be made on it."""
+
+    event_type = EventType.PAYMENT_DISPUTED
+
+    dispute_id: str | None = None
+    reason: str | None = None
 
 
 class _RefundEvent(PaymentEventData):
@@ -135,6 +167,130 @@ class PaymentRefunded(_Priced):
     remaining_amount: MinorUnits
 
 
+class SubscriptionCancelRequested(PaymentEventData):
+    """Cancel the subscription the payment paid for: now, or at the end of the current period."""
+
+    event_type = EventType.SUBSCRIPTION_CANCEL_REQUESTED
+
+    subscription_id: str
+    at_period_end: bool
+    refund_id: str | None = None
+    requested_by: str
+
+
+class SubscriptionCanceled(PaymentEventData):
+    """The provider canceled the subscription (``at_period_end``: access lasts until ``ends_at``)."""
+
+    event_type = EventType.SUBSCRIPTION_CANCELED
+
+    subscription_id: str
+    at_period_end: bool
+    ends_at: datetime | None = None
+    refund_id: str | None = None
+
+
+class RefundExternalDetected(_Priced):
+    """A refund made outside Refundflow (e.g. in the provider's dashboard), found by the sync job."""
+
+    event_type = EventType.REFUND_EXTERNAL_DETECTED
+
+    provider_refund_id: str
+    provider_payment_id: str
+    status: Literal["succeeded", "pending", "failed"]
+
+
+class ProviderUnavailable(PaymentEventData):
+    """A team alert: the provider could not be reached within the retry budget; the refund failed."""
+
+    event_type = EventType.PROVIDER_UNAVAILABLE
+
+    refund_id: str
+    provider: str
+    attempts: int
+    last_error: str
+
+
+class SubscriptionExtensionGranted(PaymentEventData):
+    """A goodwill extension: the subscription's current period is extended by ``days``."""
+
+    event_type = EventType.SUBSCRIPTION_EXTENSION_GRANTED
+
+    subscription_id: str
+    days: int = Field(gt=0)
+    refund_id: str | None = None
+    granted_by: str
+
+
+class WebhookEndpointConfigured(EventData):
+    """A merchant's webhook endpoint as it now is (full state; ``deleted`` once removed). Keyed by merchant.
+
+    The signing secret travels encrypted (``refundflow_shared.secret_box``, bound to the endpoint id):
+    topics are readable by many, the secret only by the services that hold the key.
+    """
+
+    event_type = EventType.WEBHOOK_ENDPOINT_CONFIGURED
+
+    endpoint_id: str
+    url: str
+    event_types: list[str]
+    enabled: bool
+    deleted: bool = False
+    encrypted_secret: str
+    version: int = Field(ge=1, description="grows with every change; older versions are ignored")
+
+
+class NotificationSettingsConfigured(EventData):
+    """Where a merchant's team alerts go, and how its customer emails present the merchant."""
+
+    event_type = EventType.NOTIFICATION_SETTINGS_CONFIGURED
+
+    team_email: str | None = None
+    slack_webhook_url: str | None = None
+    sender_name: str | None = None
+    reply_to: str | None = None
+    review_target: str | None = None
+    refund_process_time: str | None = None
+
+
+class SubmittedProration(BaseModel):
+    """A share of the payment by days: ``unused_days`` or ``affected_days`` out of ``period_days`` (default:
+    the subscription's current period)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    unused_days: int | None = Field(default=None, gt=0)
+    affected_days: int | None = Field(default=None, gt=0)
+    period_days: int | None = Field(default=None, gt=0)
+
+
+class RefundSubmit(PaymentEventData):
+    """A command from another platform service: ask for a refund as ``POST /v1/refunds`` would.
+
+    ``idempotency_key`` makes a re-sent command create nothing new. ``reason`` is checked by intake, so that a
+    wrong one is answered with ``refund.submit_rejected`` rather than only dead-lettered.
+    """
+
+    event_type = EventType.REFUND_SUBMIT
+
+    idempotency_key: str = Field(min_length=1, max_length=255)
+    reason: str
+    reason_details: str | None = None
+    amount: MinorUnits | None = None
+    currency: Currency | None = None
+    proration: SubmittedProration | None = None
+    submitted_by: str
+
+
+class RefundSubmitRejected(PaymentEventData):
+    """The answer to a ``refund.submit`` that was refused (it is also in ``refund.submit.dlq``)."""
+
+    event_type = EventType.REFUND_SUBMIT_REJECTED
+
+    idempotency_key: str
+    code: str
+    message: str
+
+
 EVENT_DATA_TYPES: dict[str, type[EventData]] = {
     cls.event_type.value: cls
     for cls in (
@@ -145,6 +301,16 @@ EVENT_DATA_TYPES: dict[str, type[EventData]] = {
         RefundSucceeded,
         RefundFailed,
         PaymentRefunded,
+        SubscriptionCancelRequested,
+        SubscriptionCanceled,
+        RefundExternalDetected,
+        ProviderUnavailable,
+        PaymentDisputed,
+        SubscriptionExtensionGranted,
+        RefundSubmit,
+        RefundSubmitRejected,
+        WebhookEndpointConfigured,
+        NotificationSettingsConfigured,
     )
 }
 

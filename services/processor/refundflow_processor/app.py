@@ -1,4 +1,4 @@
-"""The processor's wiring: consumer, refund executor, outbox relay and health endpoints."""
+"""The processor's wiring: consumer, refund executor, sync job, provider webhooks, outbox relay, health."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from refundflow_shared.service_runtime import ServiceRuntime
 
 from refundflow_processor import event_handlers
 from refundflow_processor.payment_provider import PaymentProvider
+from refundflow_processor.provider_webhooks import provider_webhook_router
 from refundflow_processor.refund_executor import RefundExecutor
+from refundflow_processor.refund_sync import RefundSync
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.stripe_provider import StripeProvider
 
@@ -24,9 +26,12 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
     )
 
     def wire(rt: ServiceRuntime) -> None:
-        event_handlers.register(rt.consumer)
+        event_handlers.register(rt.consumer, provider)
         rt.run_in_background(RefundExecutor(rt.pool, provider, settings).run(), "refund_executor")
+        rt.run_in_background(RefundSync(rt.pool, provider, settings).run(), "refund_sync")
 
     app = FastAPI(title="Refundflow processor", version="0.1.0", lifespan=runtime.lifespan(wire))
+    app.state.runtime = runtime
     app.include_router(health_router(runtime.readiness))
+    app.include_router(provider_webhook_router(settings))
     return app

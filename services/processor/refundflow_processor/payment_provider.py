@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal, Protocol
 
 ProviderStatus = Literal["succeeded", "pending", "failed"]
+
+# Stripe's refund failure reasons; anything else a provider says is reported as "unknown".
+FAILURE_REASONS = frozenset(
+    {
+        "lost_or_stolen_card",
+        "expired_or_canceled_card",
+        "charge_for_pending_refund_disputed",
+        "insufficient_funds",
+        "declined",
+        "merchant_request",
+        "unknown",
+    }
+)
+
+
+def normalise_failure_reason(reason: str | None) -> str:
+    return reason if reason in FAILURE_REASONS else "unknown"
 
 
 @dataclass(frozen=True)
@@ -13,7 +31,22 @@ class ProviderRefund:
     id: str
     status: ProviderStatus
     amount: int
+    currency: str = ""
     failure_reason: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def refund_id(self) -> str | None:
+        """Our refund id, when Refundflow made this refund (we always send it as metadata)."""
+        return self.metadata.get("refund_id")
+
+
+@dataclass(frozen=True)
+class ProviderSubscription:
+    id: str
+    status: str
+    cancel_at_period_end: bool
+    ends_at: datetime | None
 
 
 class ProviderRefused(Exception):
@@ -26,16 +59,35 @@ class ProviderRefused(Exception):
 
 
 class ProviderUnavailable(Exception):
-    """No definite answer (network error, timeout, 409, 429, 5xx): the refund may or may not exist."""
+    """No definite answer: the refund may or may not exist.
+
+    ``server_error`` marks a 5xx. Under the same idempotency key the provider replays a stored 5xx
+    forever, so only reconciliation (or a new key, once we know no refund exists) gets past it.
+    """
+
+    def __init__(self, message: str, *, server_error: bool = False) -> None:
+        super().__init__(message)
+        self.server_error = server_error
 
 
 class PaymentProvider(Protocol):
+    name: str
+
     async def create_refund(
         self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
     ) -> ProviderRefund:
         """Refund ``amount`` of a payment; the same idempotency key never refunds twice."""
         ...
 
-    async def find_refund(self, *, payment_ref: str, refund_id: str) -> ProviderRefund | None:
-        """The provider's refund made for ``refund_id`` (by metadata), if one exists."""
+    async def get_refund(self, provider_refund_id: str) -> ProviderRefund: ...
+
+    async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
+        """Every refund the provider holds for the payment, whoever made it."""
         ...
+
+    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription: ...
+
+
+async def find_refund(provider: PaymentProvider, payment_ref: str, refund_id: str) -> ProviderRefund | None:
+    """The provider's refund made for our ``refund_id`` (matched by metadata), if one exists."""
+    return next((r for r in await provider.list_refunds(payment_ref) if r.refund_id == refund_id), None)

@@ -1,12 +1,22 @@
-"""The Stripe adapter, through the official SDK (also talks to our Stripe-compatible sandbox)."""
+"""The Stripe adapter, through the official SDK (it also talks to our Stripe-compatible sandbox)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import stripe
 
-from refundflow_processor.payment_provider import ProviderRefund, ProviderRefused, ProviderStatus, ProviderUnavailable
+from refundflow_processor.payment_provider import (
+    ProviderRefund,
+    ProviderRefused,
+    ProviderStatus,
+    ProviderSubscription,
+    ProviderUnavailable,
+)
+
+T = TypeVar("T")
 
 # Stripe's refund statuses, folded into ours. requires_action waits on the customer: still pending.
 _STATUS: dict[str, ProviderStatus] = {
@@ -19,6 +29,8 @@ _STATUS: dict[str, ProviderStatus] = {
 
 
 class StripeProvider:
+    name = "stripe"
+
     def __init__(self, api_key: str, api_base: str, timeout_seconds: float) -> None:
         # The SDK's own retries are off: ours run from a durable schedule and keep the idempotency key.
         self._client = stripe.StripeClient(
@@ -31,40 +43,80 @@ class StripeProvider:
     async def create_refund(
         self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
     ) -> ProviderRefund:
-        params: Any = {
-            "payment_intent": payment_ref,
-            "amount": amount,
-            "metadata": {"refund_id": refund_id},
-        }
-        try:
-            refund = await self._client.v1.refunds.create_async(
-                params=params, options={"idempotency_key": idempotency_key}
-            )
-        except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
-            raise ProviderUnavailable(repr(exc)) from exc
-        except stripe.StripeError as exc:
-            status = exc.http_status or 0
-            if status == 409 or status >= 500:
-                raise ProviderUnavailable(f"{status}: {exc.user_message or exc}") from exc
-            raise ProviderRefused(exc.code or "provider_refused", str(exc.user_message or exc)) from exc
+        params: Any = {"payment_intent": payment_ref, "amount": amount, "metadata": {"refund_id": refund_id}}
+        refund = await _call(
+            self._client.v1.refunds.create_async(params=params, options={"idempotency_key": idempotency_key})
+        )
         return _to_provider_refund(refund)
 
-    async def find_refund(self, *, payment_ref: str, refund_id: str) -> ProviderRefund | None:
-        try:
-            page = await self._client.v1.refunds.list_async(params={"payment_intent": payment_ref, "limit": 100})
-        except stripe.StripeError as exc:
-            raise ProviderUnavailable(repr(exc)) from exc
+    async def get_refund(self, provider_refund_id: str) -> ProviderRefund:
+        return _to_provider_refund(await _call(self._client.v1.refunds.retrieve_async(provider_refund_id)))
+
+    async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
+        params: Any = {"payment_intent": payment_ref, "limit": 100}
+        page = await _call(self._client.v1.refunds.list_async(params=params))
+        refunds: list[ProviderRefund] = []
         async for refund in page.auto_paging_iter():
-            metadata: Any = refund.metadata or {}
-            if metadata.get("refund_id") == refund_id:
-                return _to_provider_refund(refund)
-        return None
+            refunds.append(_to_provider_refund(refund))
+        return refunds
+
+    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
+        subscriptions = self._client.v1.subscriptions
+        if at_period_end:
+            params: Any = {"cancel_at_period_end": True}
+            answer = await _call(subscriptions.update_async(subscription_id, params=params))
+        else:
+            answer = await _call(subscriptions.cancel_async(subscription_id))
+        subscription: dict[str, Any] = answer.to_dict()
+        # At period end, Stripe sets cancel_at to the period's end; a cancellation now stamps canceled_at.
+        ends = subscription.get("cancel_at") if at_period_end else subscription.get("canceled_at")
+        return ProviderSubscription(
+            id=subscription["id"],
+            status=subscription["status"],
+            cancel_at_period_end=bool(subscription.get("cancel_at_period_end")),
+            ends_at=datetime.fromtimestamp(ends, UTC) if ends else None,
+        )
 
 
-def _to_provider_refund(refund: stripe.Refund) -> ProviderRefund:
+async def _call(request: Awaitable[T]) -> T:
+    """One SDK call, its errors sorted into definite refusals and indeterminate failures."""
+    try:
+        return await request
+    except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+        raise ProviderUnavailable(f"{type(exc).__name__}: {exc.user_message or exc}") from exc
+    except stripe.StripeError as exc:
+        status = exc.http_status or 0
+        if status == 409 or status >= 500:
+            raise ProviderUnavailable(f"HTTP {status}: {exc.user_message or exc}", server_error=status >= 500) from exc
+        raise ProviderRefused(exc.code or f"http_{status}", str(exc.user_message or exc)) from exc
+
+
+def _to_provider_refund(stripe_refund: Any) -> ProviderRefund:
+    refund: dict[str, Any] = stripe_refund.to_dict()
     return ProviderRefund(
-        id=refund.id,
-        status=_STATUS.get(refund.status or "", "pending"),
-        amount=refund.amount,
-        failure_reason=getattr(refund, "failure_reason", None),
+        id=refund["id"],
+        status=_STATUS.get(refund.get("status") or "", "pending"),
+        amount=refund["amount"],
+        currency=(refund.get("currency") or "").upper(),
+        failure_reason=refund.get("failure_reason"),
+        metadata={str(k): str(v) for k, v in (refund.get("metadata") or {}).items()},
     )
+
+
+class InvalidWebhook(Exception):
+    """The payload is not a genuine, fresh Stripe webhook (bad or missing signature, unreadable body)."""
+
+
+# Stripe's events that carry a refund whose status may have changed.
+REFUND_EVENT_TYPES = frozenset({"refund.updated", "refund.failed", "charge.refund.updated"})
+
+
+def refund_from_webhook(payload: bytes, signature: str | None, secret: str) -> ProviderRefund | None:
+    """Verify a webhook with the SDK; the refund it reports, or None for event types we do not act on."""
+    try:
+        event = stripe.Webhook.construct_event(payload, signature or "", secret)
+    except (ValueError, stripe.SignatureVerificationError) as exc:
+        raise InvalidWebhook(str(exc)) from exc
+    if event.type not in REFUND_EVENT_TYPES:
+        return None
+    return _to_provider_refund(event.data.object)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -13,6 +18,8 @@ from refundflow_sandbox.refunds import RefundLedger, RefundRuleError
 from refundflow_sandbox.routes import Sandbox, router
 from refundflow_sandbox.settings import SandboxSettings
 from refundflow_sandbox.stripe_errors import ApiError, from_rule_error, invalid_request
+from refundflow_sandbox.subscriptions import Subscriptions
+from refundflow_sandbox.webhooks import send_refund_updates
 
 
 def create_app(settings: SandboxSettings | None = None) -> FastAPI:
@@ -24,11 +31,26 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
         pending_seconds=settings.pending_seconds,
     )
     idempotency = IdempotencyStore(ttl_seconds=settings.idempotency_ttl_seconds)
-    app = FastAPI(title="Refundflow payment-provider sandbox", docs_url=None, redoc_url=None)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sender = None
+        if settings.webhook_url:
+            sender = asyncio.create_task(send_refund_updates(ledger, settings.webhook_url, settings.webhook_secret))
+        try:
+            yield
+        finally:
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+
+    app = FastAPI(title="Refundflow payment-provider sandbox", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.sandbox = Sandbox(
         settings=settings,
         ledger=ledger,
         refund_creation=RefundCreation(settings=settings, ledger=ledger, idempotency=idempotency),
+        subscriptions=Subscriptions(),
     )
     app.include_router(router)
     _add_error_handlers(app)

@@ -117,6 +117,7 @@ class RefundLedger:
         self._charges: dict[str, NotionalCharge] = {}
         self._refunds: dict[str, Refund] = {}
         self._attempts: Counter[str] = Counter()
+        self._updates: list[Refund] = []
 
     def record_attempt(self, payment_intent: str) -> int:
         """Count one executed create call for the payment intent; returns its 1-based number."""
@@ -198,7 +199,15 @@ class RefundLedger:
                 refund.status = RefundStatus.SUCCEEDED
                 refund.settles_at = None
                 settled.append(refund)
+        self._updates.extend(settled)
         return settled
+
+    def take_updates(self) -> list[Refund]:
+        """Refunds whose status changed since the last call, whoever noticed first (a read or the webhook
+        task): each is handed out once, for one ``refund.updated`` webhook."""
+        self.settle_due_refunds()
+        updates, self._updates = self._updates, []
+        return updates
 
     def _charge_for(self, payment_intent: str, currency: str | None) -> NotionalCharge:
         charge = self._charges.get(payment_intent)

@@ -14,6 +14,7 @@ from refundflow_sandbox.refunds import RefundLedger, new_id
 from refundflow_sandbox.settings import SandboxSettings
 from refundflow_sandbox.stripe_errors import invalid_request
 from refundflow_sandbox.stripe_objects import list_object, paginate, refund_object
+from refundflow_sandbox.subscriptions import Subscriptions
 
 router = APIRouter()
 
@@ -25,6 +26,7 @@ class Sandbox:
     settings: SandboxSettings
     ledger: RefundLedger
     refund_creation: RefundCreation
+    subscriptions: Subscriptions
 
 
 def _sandbox(request: Request) -> Sandbox:
@@ -74,6 +76,34 @@ async def list_refunds(request: Request, sandbox: SandboxDep, _api_key: ApiKeyDe
         cursor = "starting_after" if query.starting_after else "ending_before"
         raise invalid_request(f"No such refund: {error}", code="resource_missing", param=cursor) from error
     return list_object([refund_object(r) for r in page], has_more=has_more, url="/v1/refunds")
+
+
+@router.get("/v1/subscriptions/{subscription_id}")
+async def retrieve_subscription(subscription_id: str, sandbox: SandboxDep, _api_key: ApiKeyDep) -> dict[str, Any]:
+    return sandbox.subscriptions.get(subscription_id).as_stripe_object()
+
+
+@router.post("/v1/subscriptions/{subscription_id}/cancel")
+async def cancel_subscription(subscription_id: str, sandbox: SandboxDep, _api_key: ApiKeyDep) -> dict[str, Any]:
+    """Cancel now (Stripe: DELETE /v1/subscriptions/{id}, or POST .../cancel)."""
+    return sandbox.subscriptions.cancel_now(subscription_id).as_stripe_object()
+
+
+@router.delete("/v1/subscriptions/{subscription_id}")
+async def delete_subscription(subscription_id: str, sandbox: SandboxDep, _api_key: ApiKeyDep) -> dict[str, Any]:
+    return sandbox.subscriptions.cancel_now(subscription_id).as_stripe_object()
+
+
+@router.post("/v1/subscriptions/{subscription_id}")
+async def update_subscription(
+    subscription_id: str, request: Request, sandbox: SandboxDep, _api_key: ApiKeyDep
+) -> dict[str, Any]:
+    """Only ``cancel_at_period_end`` is understood (true/false)."""
+    form = await request.form()
+    value = form.get("cancel_at_period_end")
+    if value not in ("true", "false"):
+        raise invalid_request("cancel_at_period_end must be true or false.", param="cancel_at_period_end")
+    return sandbox.subscriptions.cancel_at_period_end(subscription_id, value == "true").as_stripe_object()
 
 
 @router.get("/v1/_sandbox/refunds")

@@ -34,5 +34,10 @@ class SandboxSettings(BaseSettings):
     charge_amount: int = Field(default=1_000_000, gt=0)
     default_currency: str = Field(default="usd", min_length=3, max_length=3)
 
+    # Where `refund.updated` webhooks go (e.g. the processor's /v1/provider-webhooks/stripe), signed with
+    # webhook_secret as Stripe does; no URL, no webhooks.
+    webhook_url: str | None = None
+    webhook_secret: str = "whsec_refundflow_sandbox"  # noqa: S105 - a test fixture, not a secret
+
     # Stripe keeps idempotency keys for at least 24 hours.
     idempotency_ttl_seconds: float = Field(default=24 * 60 * 60, gt=0)

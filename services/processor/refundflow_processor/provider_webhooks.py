@@ -1,0 +1,44 @@
+"""The payment provider's webhook endpoint: completes refunds that were pending at the provider."""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from refundflow_processor.refund_outcomes import complete_pending
+from refundflow_processor.settings import ProcessorSettings
+from refundflow_processor.stripe_provider import InvalidWebhook, refund_from_webhook
+
+log = structlog.get_logger(__name__)
+
+
+def provider_webhook_router(settings: ProcessorSettings) -> APIRouter:
+    router = APIRouter(tags=["provider webhooks"])
+
+    @router.post("/v1/provider-webhooks/stripe")
+    async def stripe_webhook(request: Request) -> JSONResponse:
+        """Stripe's refund.updated / charge.refund.updated, verified with the endpoint's signing secret."""
+        if settings.stripe_webhook_secret is None:
+            return _error(503, "webhooks_not_configured", "STRIPE_WEBHOOK_SECRET is not set")
+        try:
+            refund = refund_from_webhook(
+                await request.body(),
+                request.headers.get("stripe-signature"),
+                settings.stripe_webhook_secret.get_secret_value(),
+            )
+        except InvalidWebhook as exc:
+            log.warning("provider_webhook_rejected", error=str(exc))
+            return _error(400, "invalid_webhook_signature", "the Stripe-Signature does not verify")
+        if refund is None:
+            return JSONResponse({"received": True, "handled": False})
+        async with request.app.state.runtime.pool.acquire() as conn, conn.transaction():
+            recorded = await complete_pending(conn, refund)
+        log.info("provider_webhook_received", provider_refund_id=refund.id, status=refund.status, recorded=recorded)
+        return JSONResponse({"received": True, "handled": recorded})
+
+    return router
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)

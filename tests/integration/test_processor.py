@@ -1,0 +1,216 @@
+"""The processor executes each approved refund exactly once at the provider (the sandbox, via Stripe's SDK)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import stripe
+from refundflow_shared.events import PaymentSucceeded, Product, SubscriptionCancelRequested
+
+from tests.conftest import create_database
+from tests.support.probe_service import eventually
+from tests.support.processor_harness import (
+    ProcessorUnderTest,
+    approval,
+    payment_intent,
+    running_processor,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def processor(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[ProcessorUnderTest]:
+    """One processor for the module, webhooks on; every test uses its own payments and refunds."""
+    async with running_processor(await create_database(postgres_url), kafka_bootstrap, "tproc.") as running:
+        yield running
+
+
+async def finished(processor: ProcessorUnderTest, refund_id: str, status: str) -> None:
+    async def reached() -> bool:
+        return await processor.refund_status(refund_id) == status
+
+    await eventually(reached, timeout=30)
+
+
+async def test_an_approved_refund_is_made_once_and_reported_with_the_payments_totals(
+    processor: ProcessorUnderTest,
+) -> None:
+    intent = payment_intent()
+    approved = approval(intent, amount=2_500)
+    await processor.publish(approved)
+
+    await finished(processor, approved.refund_id, "succeeded")
+    [made] = await processor.provider_refunds(intent)
+    assert (made["amount"], made["metadata"]) == (2_500, {"refund_id": approved.refund_id})
+    [succeeded] = await processor.events("refund.succeeded", expected=1, about=approved.refund_id)
+    assert succeeded["provider_refund_id"] == made["id"]
+    [totals] = await processor.events("payment.refunded", expected=1, about=approved.refund_id)
+    assert (totals["refunded_amount"], totals["remaining_amount"]) == (2_500, 7_500)
+
+
+async def test_an_approval_delivered_twice_refunds_once(processor: ProcessorUnderTest) -> None:
+    intent = payment_intent()
+    approved = approval(intent)
+    await processor.publish(approved)
+    await processor.publish(approved)  # same refund, a second event (e.g. intake's relay re-sent it)
+
+    await finished(processor, approved.refund_id, "succeeded")
+    assert len(await processor.provider_refunds(intent)) == 1
+    assert await processor.attempts(approved.refund_id) == ["succeeded"]
+
+
+@pytest.mark.parametrize("reason", ["insufficient_funds", "expired_or_canceled_card", "lost_or_stolen_card"])
+async def test_a_refund_the_provider_fails_is_reported_with_its_reason(
+    processor: ProcessorUnderTest, reason: str
+) -> None:
+    approved = approval(payment_intent(f"fail_{reason}_"))
+    await processor.publish(approved)
+
+    await finished(processor, approved.refund_id, "failed")
+    [failed] = await processor.events("refund.failed", expected=1, about=approved.refund_id)
+    assert failed["failure_reason"] == reason
+    assert reason in failed["failure_message"], "the provider's raw answer is kept"
+
+
+async def test_a_pending_refund_finishes_through_the_providers_signed_webhook(processor: ProcessorUnderTest) -> None:
+    # The module's sync job only polls refunds pending for 300 s: within this test, only the webhook can finish it.
+    intent = payment_intent("pending_")
+    approved = approval(intent)
+    await processor.publish(approved)
+
+    async def pending_at_provider() -> bool:
+        return await processor.attempts(approved.refund_id) == ["provider_pending"]
+
+    await eventually(pending_at_provider, timeout=30)
+    assert await processor.refund_status(approved.refund_id) == "processing"
+    await finished(processor, approved.refund_id, "succeeded")
+    assert len(await processor.events("refund.succeeded", expected=1, about=approved.refund_id)) == 1
+
+
+async def test_a_webhook_with_a_forged_signature_is_refused(processor: ProcessorUnderTest) -> None:
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            f"{processor.url}/v1/provider-webhooks/stripe",
+            content=b'{"type": "refund.updated", "data": {"object": {"id": "re_x", "status": "succeeded"}}}',
+            headers={"Stripe-Signature": "t=1,v1=forged"},
+        )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "invalid_webhook_signature"
+
+
+async def test_server_errors_under_one_key_are_reconciled_before_a_new_key_is_used(
+    processor: ProcessorUnderTest,
+) -> None:
+    intent = payment_intent("flaky_")  # the first two keys get a stored 500, the third works
+    approved = approval(intent)
+    await processor.publish(approved)
+
+    await finished(processor, approved.refund_id, "succeeded")
+    assert len(await processor.provider_refunds(intent)) == 1
+    assert await processor.attempts(approved.refund_id) == ["abandoned", "abandoned", "succeeded"]
+
+
+async def test_a_500_after_the_refund_was_made_is_reconciled_not_refunded_twice(processor: ProcessorUnderTest) -> None:
+    intent = payment_intent("error500_after_create_")
+    approved = approval(intent)
+    await processor.publish(approved)
+
+    await finished(processor, approved.refund_id, "succeeded")
+    [made] = await processor.provider_refunds(intent)
+    assert made["metadata"]["refund_id"] == approved.refund_id
+    assert await processor.attempts(approved.refund_id) == ["succeeded"], "adopted under the first key"
+
+
+async def test_a_client_timeout_retries_with_the_same_key_and_refunds_once(processor: ProcessorUnderTest) -> None:
+    intent = payment_intent("timeout_")  # the first answer comes after our client gave up; the refund exists
+    approved = approval(intent)
+    await processor.publish(approved)
+
+    await finished(processor, approved.refund_id, "succeeded")
+    assert len(await processor.provider_refunds(intent)) == 1
+    assert await processor.attempts(approved.refund_id) == ["succeeded"]
+
+
+async def test_a_refund_made_in_the_providers_dashboard_is_detected_once(processor: ProcessorUnderTest) -> None:
+    intent = payment_intent()
+    paid = PaymentSucceeded(
+        payment_id=f"pay_{intent}",
+        merchant_id="mer_test",
+        amount=10_000,
+        currency="EUR",
+        customer_email="ada@example.com",
+        provider_payment_id=intent,
+        paid_at=datetime.now(UTC),
+        product=Product(id="prod", name="Pro", kind="one_time"),
+    )
+    await processor.publish(paid)
+    dashboard = stripe.StripeClient("sk_test_dashboard", base_addresses={"api": processor.sandbox_url})
+    made = await dashboard.v1.refunds.create_async(params={"payment_intent": intent, "amount": 1_200})
+
+    [detected] = await processor.events("refund.external_detected", expected=1, about=made.id)
+    assert (detected["payment_id"], detected["amount"], detected["status"]) == (paid.payment_id, 1_200, "succeeded")
+    await eventually(lambda: _scanned_again(processor, paid.payment_id), timeout=20)
+    assert len(await processor.events("refund.external_detected", expected=2, about=made.id)) == 1
+
+
+async def _scanned_again(processor: ProcessorUnderTest, payment_id: str) -> bool:
+    scanned = await processor.db.fetchval(
+        "SELECT last_synced_at > (SELECT detected_at FROM external_refunds WHERE payment_id = $1) FROM payments"
+        " WHERE payment_id = $1",
+        payment_id,
+    )
+    return bool(scanned)
+
+
+@pytest.mark.parametrize("at_period_end", [False, True])
+async def test_a_subscription_is_canceled_now_or_at_the_period_end(
+    processor: ProcessorUnderTest, at_period_end: bool
+) -> None:
+    subscription_id = f"sub_{payment_intent()}"
+    await processor.publish(
+        SubscriptionCancelRequested(
+            payment_id=f"pay_{subscription_id}",
+            merchant_id="mer_test",
+            subscription_id=subscription_id,
+            at_period_end=at_period_end,
+            requested_by="api_key:key_test",
+        )
+    )
+
+    [canceled] = await processor.events("subscription.canceled", expected=1, about=subscription_id)
+    assert canceled["at_period_end"] is at_period_end and canceled["ends_at"]
+    provider = stripe.StripeClient("sk_test_check", base_addresses={"api": processor.sandbox_url})
+    subscription = (await provider.v1.subscriptions.retrieve_async(subscription_id)).to_dict()
+    assert subscription["status"] == ("active" if at_period_end else "canceled")
+    assert subscription["cancel_at_period_end"] is at_period_end
+
+
+async def test_a_pending_refund_finishes_through_the_sync_job_when_webhooks_are_off(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    async with running_processor(
+        database_url, kafka_bootstrap, topic_prefix, webhooks=False, sync_pending_after_seconds=1.5
+    ) as processor:
+        approved = approval(payment_intent("pending_"))
+        await processor.publish(approved)
+        await finished(processor, approved.refund_id, "succeeded")
+        assert len(await processor.events("refund.succeeded", expected=1, about=approved.refund_id)) == 1
+
+
+async def test_a_provider_down_beyond_the_retry_budget_fails_the_refund_and_alerts_the_team(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider_reachable=False) as processor:
+        approved = approval(payment_intent())
+        await processor.publish(approved)
+
+        await finished(processor, approved.refund_id, "failed")
+        [failed] = await processor.events("refund.failed", expected=1, about=approved.refund_id)
+        assert failed["failure_reason"] == "provider_unavailable"
+        [alert] = await processor.events("provider.unavailable", expected=1, about=approved.refund_id)
+        assert alert["attempts"] == processor.settings.provider_retry_budget
+        assert alert["provider"] == "stripe"

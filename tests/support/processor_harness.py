@@ -1,0 +1,155 @@
+"""A real processor (in-process, on a real port) against a real sandbox, broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaProducer
+from refundflow_processor.app import create_app as create_processor
+from refundflow_processor.settings import ProcessorSettings
+from refundflow_sandbox.app import create_app as create_sandbox
+from refundflow_sandbox.settings import SandboxSettings
+from refundflow_shared.events import Event, EventData, RefundApproved, topic_for
+
+from tests.support.http_servers import serving
+from tests.support.infrastructure import free_port
+from tests.support.kafka_reader import headers_of, read_topic
+
+WEBHOOK_SECRET = "whsec_test_processor"
+
+
+@dataclass
+class ProcessorUnderTest:
+    settings: ProcessorSettings
+    sandbox_url: str
+    url: str
+    db: asyncpg.Pool
+
+    async def publish(self, data: EventData) -> Event:
+        return await publish_event(self.settings.kafka_bootstrap_servers, self.settings.topic_prefix, data)
+
+    async def refund_status(self, refund_id: str) -> str | None:
+        status: str | None = await self.db.fetchval("SELECT status FROM refunds WHERE refund_id = $1", refund_id)
+        return status
+
+    async def attempts(self, refund_id: str) -> list[str]:
+        rows = await self.db.fetch("SELECT state FROM refund_attempts WHERE refund_id = $1 ORDER BY attempt", refund_id)
+        return [r["state"] for r in rows]
+
+    async def provider_refunds(self, payment_intent: str) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(
+                f"{self.sandbox_url}/v1/_sandbox/refunds", params={"payment_intent": payment_intent}
+            )
+        data: list[dict[str, Any]] = answer.json()["data"]
+        return data
+
+    async def events(self, event_type: str, *, expected: int, about: str) -> list[dict[str, Any]]:
+        """Distinct events of a type (by CloudEvents id) whose data mentions ``about``."""
+        records = await read_topic(
+            self.settings.kafka_bootstrap_servers,
+            topic_for(event_type, self.settings.topic_prefix),
+            expected=expected,
+            timeout=20,
+        )
+        seen: dict[str, dict[str, Any]] = {}
+        for record in records:
+            data = json.loads(record.value or b"")
+            if about in data.values():
+                seen[headers_of(record)["ce_id"]] = data
+        return list(seen.values())
+
+
+async def publish_event(kafka: str, prefix: str, data: EventData) -> Event:
+    """Deliver an event to its topic as another service's relay would."""
+    event = Event.wrap(data, source="refundflow/test", sequence=1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, enable_idempotence=False)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic_for(data.event_type, prefix),
+            event.kafka_value(),
+            key=event.partition_key.encode(),
+            headers=[(k, v.encode()) for k, v in event.kafka_headers().items()],
+        )
+    finally:
+        await producer.stop()
+    return event
+
+
+def approval(provider_payment_id: str, amount: int = 2_500, currency: str = "EUR") -> RefundApproved:
+    suffix = uuid.uuid4().hex[:10]
+    return RefundApproved(
+        refund_id=f"ref_{suffix}",
+        payment_id=f"pay_{suffix}",
+        merchant_id="mer_test",
+        customer_email="ada@example.com",
+        amount=amount,
+        currency=currency,
+        provider_payment_id=provider_payment_id,
+        payment_amount=10_000,
+        approved_by="api_key:key_test",
+    )
+
+
+def payment_intent(behaviour: str = "") -> str:
+    return f"pi_{behaviour}{uuid.uuid4().hex[:12]}"
+
+
+@asynccontextmanager
+async def running_processor(
+    database_url: str,
+    kafka: str,
+    prefix: str,
+    *,
+    webhooks: bool = True,
+    provider_reachable: bool = True,
+    **overrides: Any,
+) -> AsyncIterator[ProcessorUnderTest]:
+    processor_port, sandbox_port = free_port(), free_port()
+    webhook_url = f"http://127.0.0.1:{processor_port}/v1/provider-webhooks/stripe" if webhooks else None
+    sandbox_settings = SandboxSettings(
+        port=sandbox_port,
+        pending_seconds=1.0,
+        timeout_seconds=1.0,
+        timeout_margin_seconds=0.5,
+        webhook_url=webhook_url,
+        webhook_secret=WEBHOOK_SECRET,
+    )
+    api_base = f"http://127.0.0.1:{sandbox_port if provider_reachable else free_port()}"
+    settings = ProcessorSettings.model_validate(
+        {
+            "database_url": database_url,
+            "kafka_bootstrap_servers": kafka,
+            "topic_prefix": prefix,
+            "http_port": processor_port,
+            "stripe_api_base": api_base,
+            "stripe_api_key": "sk_test_processor",
+            "stripe_timeout_seconds": 1.0,
+            "stripe_webhook_secret": WEBHOOK_SECRET,
+            "provider_retry_base_seconds": 0.05,
+            "provider_retry_max_seconds": 0.5,
+            "provider_retry_budget": 6,
+            "executor_poll_interval_seconds": 0.2,
+            "sync_interval_seconds": 0.5,
+            "sync_pending_after_seconds": 300,
+            "outbox_poll_interval_seconds": 0.2,
+            **overrides,
+        }
+    )
+    async with (
+        serving(create_sandbox(sandbox_settings), sandbox_port) as sandbox_url,
+        serving(create_processor(settings), processor_port) as url,
+    ):
+        db = await asyncpg.create_pool(database_url, server_settings={"search_path": "processor"})
+        try:
+            yield ProcessorUnderTest(settings, sandbox_url, url, db)
+        finally:
+            await db.close()
