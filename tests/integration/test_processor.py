@@ -214,3 +214,27 @@ async def test_a_provider_down_beyond_the_retry_budget_fails_the_refund_and_aler
         [alert] = await processor.events("provider.unavailable", expected=1, about=approved.refund_id)
         assert alert["attempts"] == processor.settings.provider_retry_budget
         assert alert["provider"] == "stripe"
+
+
+async def test_past_the_keys_lifetime_the_processor_reconciles_instead_of_retrying_the_old_key(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    async with running_processor(
+        database_url,
+        kafka_bootstrap,
+        topic_prefix,
+        provider_key_lifetime_seconds=0.3,
+        provider_server_errors_before_reconcile=100,
+        provider_retry_base_seconds=0.5,
+        provider_retry_max_seconds=1.0,
+    ) as processor:
+        intent = payment_intent("error500_after_create_")  # made, then a 500 that the key would replay forever
+        approved = approval(intent)
+        await processor.publish(approved)
+
+        await finished(processor, approved.refund_id, "succeeded")
+        assert len(await processor.provider_refunds(intent)) == 1
+        calls = await processor.db.fetchval(
+            "SELECT provider_calls FROM refunds WHERE refund_id = $1", approved.refund_id
+        )
+        assert calls == 1, "one failed call, then reconciliation: the expired key was never used again"
