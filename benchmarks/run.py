@@ -17,6 +17,7 @@ from pathlib import Path
 
 import asyncpg
 from faststream.kafka import KafkaBroker
+
 from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.database import create_pool
 from refundflow_shared.events import Event, RefundRequested
@@ -25,7 +26,6 @@ from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.outbox import OutboxRelay, add_event
 from refundflow_shared.settings import ServiceSettings
 from refundflow_shared.structured_logging import configure_logging
-
 from tests.conftest import create_database
 from tests.support.infrastructure import kafka_broker, postgres_server
 

@@ -15,11 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from refundflow_shared.kafka_topics import all_topics, ensure_topics
-
 from refundflow_devstack.local_kafka import LocalKafka
 from refundflow_devstack.local_postgres import LocalPostgres
 from refundflow_devstack.service_migrations import migrate_all
+from refundflow_shared.kafka_topics import all_topics, ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = Path(os.environ.get("REFUNDFLOW_VAR_DIR", ROOT / "var"))

@@ -37,6 +37,7 @@ class EventType(StrEnum):
     SUBSCRIPTION_EXTENSION_GRANTED = "subscription.extension_granted"
     REFUND_SUBMIT = "refund.submit"
     REFUND_SUBMIT_REJECTED = "refund.submit_rejected"
+    REFUND_REVIEW_OVERDUE = "refund.review_overdue"
     WEBHOOK_ENDPOINT_CONFIGURED = "webhook_endpoint.configured"
     NOTIFICATION_SETTINGS_CONFIGURED = "notification_settings.configured"
 
@@ -291,6 +292,19 @@ class RefundSubmitRejected(PaymentEventData):
     message: str
 
 
+class RefundReviewOverdue(_Priced):
+    """A team alert: a refund request waited longer than the merchant's review target (emitted once)."""
+
+    event_type = EventType.REFUND_REVIEW_OVERDUE
+
+    refund_id: str
+    requested_at: datetime
+    review_target_hours: int
+
+    def subject(self) -> str:
+        return self.refund_id
+
+
 EVENT_DATA_TYPES: dict[str, type[EventData]] = {
     cls.event_type.value: cls
     for cls in (
@@ -309,6 +323,7 @@ EVENT_DATA_TYPES: dict[str, type[EventData]] = {
         SubscriptionExtensionGranted,
         RefundSubmit,
         RefundSubmitRejected,
+        RefundReviewOverdue,
         WebhookEndpointConfigured,
         NotificationSettingsConfigured,
     )

@@ -9,10 +9,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+
 from refundflow_sandbox.app import create_app as create_sandbox
 from refundflow_sandbox.settings import SandboxSettings
 from refundflow_shared.events import topic_for
-
 from tests.support.http_servers import serving
 from tests.support.infrastructure import free_port
 from tests.support.kafka_reader import headers_of, read_topic

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faststream.kafka import KafkaBroker
+
 from refundflow_shared.consumer import TransientError
 from refundflow_shared.database import create_pool
 from refundflow_shared.events import Event, dlq_topic, topic_for
@@ -22,7 +23,6 @@ from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.outbox import OutboxRelay, add_event
 from refundflow_shared.service_runtime import ServiceRuntime
 from refundflow_shared.settings import ServiceSettings
-
 from tests.support.kafka_reader import headers_of, read_topic
 from tests.support.probe_service import (
     PROBE,

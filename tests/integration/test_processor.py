@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import stripe
-from refundflow_shared.events import PaymentSucceeded, Product, SubscriptionCancelRequested
 
+from refundflow_shared.events import PaymentSucceeded, Product, SubscriptionCancelRequested
 from tests.conftest import create_database
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import (

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import stripe
 import uvicorn
+
 from refundflow_sandbox.app import create_app
 from refundflow_sandbox.scenarios import FAILURE_REASONS
 from refundflow_sandbox.settings import SandboxSettings

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
+
 from refundflow_shared.events import Event, RefundRequested
 from refundflow_shared.outbox import add_event
 from refundflow_shared.service_runtime import ServiceRuntime

@@ -12,12 +12,12 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
+
 from refundflow_processor.app import create_app as create_processor
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_sandbox.app import create_app as create_sandbox
 from refundflow_sandbox.settings import SandboxSettings
 from refundflow_shared.events import Event, EventData, RefundApproved, topic_for
-
 from tests.support.http_servers import serving
 from tests.support.infrastructure import free_port
 from tests.support.kafka_reader import headers_of, read_topic

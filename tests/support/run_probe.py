@@ -10,10 +10,10 @@ import asyncio
 import sys
 
 from faststream.kafka import KafkaBroker
+
 from refundflow_shared.database import create_pool
 from refundflow_shared.outbox import OutboxRelay
 from refundflow_shared.settings import ServiceSettings
-
 from tests.support.probe_service import PROBE, start_probe
 
 

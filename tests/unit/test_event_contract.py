@@ -4,6 +4,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+
 from refundflow_shared.events import (
     EVENT_DATA_TYPES,
     Event,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+
 from refundflow_shared.money import Money, UnknownCurrency, minor_unit_exponent
 
 

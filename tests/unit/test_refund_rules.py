@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from refundflow_intake.domain import (
     CurrencyMismatch,
     InvalidTransition,

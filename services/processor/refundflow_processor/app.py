@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from refundflow_shared.http_service import health_router
-from refundflow_shared.service_runtime import ServiceRuntime
 
 from refundflow_processor import event_handlers
 from refundflow_processor.payment_provider import PaymentProvider
@@ -15,6 +13,8 @@ from refundflow_processor.refund_executor import RefundExecutor
 from refundflow_processor.refund_sync import RefundSync
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.stripe_provider import StripeProvider
+from refundflow_shared.http_service import health_router
+from refundflow_shared.service_runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

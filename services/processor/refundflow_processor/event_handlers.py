@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 import structlog
+
+from refundflow_processor import repository
+from refundflow_processor.payment_provider import PaymentProvider, ProviderUnavailable
+from refundflow_processor.refund_outcomes import SOURCE
 from refundflow_shared.consumer import EventConsumer, TransientError
 from refundflow_shared.events import (
     Event,
@@ -13,10 +17,6 @@ from refundflow_shared.events import (
     SubscriptionCancelRequested,
 )
 from refundflow_shared.outbox import add_event
-
-from refundflow_processor import repository
-from refundflow_processor.payment_provider import PaymentProvider, ProviderUnavailable
-from refundflow_processor.refund_outcomes import SOURCE
 
 log = structlog.get_logger(__name__)
 

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from refundflow_shared.http_service import serve
-
 from refundflow_processor.app import create_app
 from refundflow_processor.settings import ProcessorSettings
+from refundflow_shared.http_service import serve
 
 
 def main() -> None:

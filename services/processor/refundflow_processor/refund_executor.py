@@ -25,8 +25,6 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
-from refundflow_shared.crash_points import crash_point
-from refundflow_shared.wakeup_loop import run_on_notify
 
 from refundflow_processor import repository
 from refundflow_processor.payment_provider import PaymentProvider, ProviderRefused, ProviderUnavailable, find_refund
@@ -38,6 +36,8 @@ from refundflow_processor.refund_outcomes import (
     record_provider_unavailable,
 )
 from refundflow_processor.settings import ProcessorSettings
+from refundflow_shared.crash_points import crash_point
+from refundflow_shared.wakeup_loop import run_on_notify
 
 log = structlog.get_logger(__name__)
 

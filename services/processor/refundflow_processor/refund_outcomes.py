@@ -10,11 +10,11 @@ from typing import Any
 
 import asyncpg
 import structlog
-from refundflow_shared.events import PaymentRefunded, ProviderUnavailable, RefundFailed, RefundSucceeded
-from refundflow_shared.outbox import add_event
 
 from refundflow_processor import repository
 from refundflow_processor.payment_provider import ProviderRefund, normalise_failure_reason
+from refundflow_shared.events import PaymentRefunded, ProviderUnavailable, RefundFailed, RefundSucceeded
+from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
 

@@ -11,14 +11,14 @@ import asyncio
 
 import asyncpg
 import structlog
-from refundflow_shared.events import RefundExternalDetected
-from refundflow_shared.outbox import add_event
-from refundflow_shared.wakeup_loop import RECOVERABLE
 
 from refundflow_processor import repository
 from refundflow_processor.payment_provider import PaymentProvider, ProviderRefund, ProviderUnavailable
 from refundflow_processor.refund_outcomes import SOURCE, complete_pending
 from refundflow_processor.settings import ProcessorSettings
+from refundflow_shared.events import RefundExternalDetected
+from refundflow_shared.outbox import add_event
+from refundflow_shared.wakeup_loop import RECOVERABLE
 
 log = structlog.get_logger(__name__)
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+
 from refundflow_shared.events import PaymentSucceeded, RefundApproved
 
 ATTEMPTS_CHANNEL = "processor_refund_attempts"
