@@ -13,25 +13,27 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from refundflow_devstack.local_kafka import LocalKafka
 from refundflow_devstack.local_postgres import LocalPostgres
 from refundflow_devstack.service_migrations import migrate_all
 from refundflow_shared.kafka_topics import all_topics, ensure_topics
+from refundflow_shared.secret_box import generate_key
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = Path(os.environ.get("REFUNDFLOW_VAR_DIR", ROOT / "var"))
 SANDBOX_URL = "http://127.0.0.1:12111"
 
 
-def admin_token() -> str:
-    """The admin token from the environment, else one generated once and kept under var/."""
-    if token := os.environ.get("REFUNDFLOW_ADMIN_TOKEN"):
-        return token
-    path = VAR / "admin-token"
+def kept_secret(env_var: str, file_name: str, generate: Callable[[], str]) -> str:
+    """A secret from the environment, else one generated once and kept under var/ (stable across restarts)."""
+    if value := os.environ.get(env_var):
+        return value
+    path = VAR / file_name
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(24))
+        path.write_text(generate())
         path.chmod(0o600)
     return path.read_text().strip()
 
@@ -64,7 +66,9 @@ def main() -> None:
         env.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_refundflow_local")
         env.setdefault("SANDBOX_WEBHOOK_SECRET", env["STRIPE_WEBHOOK_SECRET"])
         env.setdefault("SANDBOX_WEBHOOK_URL", "http://127.0.0.1:8001/v1/provider-webhooks/stripe")
-        env["REFUNDFLOW_ADMIN_TOKEN"] = admin_token()
+        env["REFUNDFLOW_ADMIN_TOKEN"] = kept_secret("REFUNDFLOW_ADMIN_TOKEN", "admin-token", _token)
+        # Intake and the notifier share it: it seals merchants' webhook signing secrets.
+        env["WEBHOOK_SECRET_KEY"] = kept_secret("WEBHOOK_SECRET_KEY", "webhook-secret-key", generate_key)
 
         asyncio.run(_prepare(env["DATABASE_URL"], env["KAFKA_BOOTSTRAP_SERVERS"], env.get("TOPIC_PREFIX", "")))
         _print_banner(env, "smtp" in processes)
@@ -79,6 +83,10 @@ def main() -> None:
     finally:
         for part in reversed(stack):
             part.stop()
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(24)
 
 
 async def _prepare(dsn: str, bootstrap: str, prefix: str) -> None:

@@ -11,7 +11,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -328,6 +328,19 @@ EVENT_DATA_TYPES: dict[str, type[EventData]] = {
         NotificationSettingsConfigured,
     )
 }
+
+
+# The events merchants may subscribe their webhook endpoints to: intake offers them, the notifier sends them.
+WebhookEventType = Literal[
+    "refund.requested",
+    "refund.approved",
+    "refund.rejected",
+    "refund.succeeded",
+    "refund.failed",
+    "payment.refunded",
+    "subscription.canceled",
+]
+WEBHOOK_EVENT_TYPES: tuple[str, ...] = get_args(WebhookEventType)
 
 
 def topic_for(event_type: EventType | str, prefix: str = "") -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,3 +26,6 @@ class ServiceSettings(BaseSettings):
     consumer_retry_max_seconds: float = 10.0
 
     topic_partitions: int = 6
+
+    # Encrypts webhook signing secrets in events and at rest (intake and notifier): 32 bytes, base64.
+    webhook_secret_key: SecretStr | None = None

@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+
 from refundflow_intake.app import create_app
 from refundflow_intake.settings import IntakeSettings
-
 from tests.conftest import create_database
 
 ADMIN_TOKEN = "test-admin-token"
@@ -97,7 +97,7 @@ async def test_a_malformed_body_is_a_422_in_the_same_shape_and_writes_nothing(
     merchant = await new_merchant(client)
     payment = await new_payment(client, merchant)
     before = await written(db)
-    float_amount = json.dumps({"payment_id": payment["id"], "amount": 10.5, "reason": "x"})
+    float_amount = json.dumps({"payment_id": payment["id"], "amount": 10.5, "reason": "requested_by_customer"})
     for body in ('{"payment_id": ', float_amount):
         response = await client.post(
             "/v1/refunds", headers={**merchant, "content-type": "application/json"}, content=body
@@ -141,12 +141,18 @@ async def test_api_keys_are_stored_only_as_hashes(client: httpx.AsyncClient, db:
 async def test_another_merchants_payment_and_refund_do_not_exist_for_you(client: httpx.AsyncClient) -> None:
     owner, stranger = await new_merchant(client), await new_merchant(client)
     payment = await new_payment(client, owner)
-    refund = (await client.post("/v1/refunds", headers=owner, json={"payment_id": payment["id"], "reason": "x"})).json()
+    refund = (
+        await client.post(
+            "/v1/refunds", headers=owner, json={"payment_id": payment["id"], "reason": "requested_by_customer"}
+        )
+    ).json()
 
     assert (await client.get(f"/v1/payments/{payment['id']}", headers=stranger)).status_code == 404
     assert (await client.get(f"/v1/refunds/{refund['id']}", headers=stranger)).status_code == 404
     assert (await client.post(f"/v1/refunds/{refund['id']}/approve", headers=stranger)).status_code == 404
-    response = await client.post("/v1/refunds", headers=stranger, json={"payment_id": payment["id"], "reason": "x"})
+    response = await client.post(
+        "/v1/refunds", headers=stranger, json={"payment_id": payment["id"], "reason": "requested_by_customer"}
+    )
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "payment_not_found"
 
@@ -156,7 +162,9 @@ async def test_a_refund_defaults_to_all_that_is_refundable_and_stages_refund_req
 ) -> None:
     merchant = await new_merchant(client)
     payment = await new_payment(client, merchant, amount=4_999)
-    response = await client.post("/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "x"})
+    response = await client.post(
+        "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "requested_by_customer"}
+    )
 
     assert response.status_code == 201
     refund = response.json()
@@ -172,13 +180,17 @@ async def test_a_partial_refund_cannot_exceed_what_is_left(client: httpx.AsyncCl
     merchant = await new_merchant(client)
     payment = await new_payment(client, merchant, amount=1_000)
     first = await client.post(
-        "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "x", "amount": 600}
+        "/v1/refunds",
+        headers=merchant,
+        json={"payment_id": payment["id"], "reason": "requested_by_customer", "amount": 600},
     )
     assert first.status_code == 201
     before = await written(db)
 
     second = await client.post(
-        "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "x", "amount": 401}
+        "/v1/refunds",
+        headers=merchant,
+        json={"payment_id": payment["id"], "reason": "requested_by_customer", "amount": 401},
     )
     assert second.status_code == 422
     assert second.json()["error"]["code"] == "refund_exceeds_refundable"
@@ -189,7 +201,9 @@ async def test_the_refund_currency_must_match_the_payment(client: httpx.AsyncCli
     merchant = await new_merchant(client)
     payment = await new_payment(client, merchant, currency="JPY", amount=1500)
     response = await client.post(
-        "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "x", "currency": "USD"}
+        "/v1/refunds",
+        headers=merchant,
+        json={"payment_id": payment["id"], "reason": "requested_by_customer", "currency": "USD"},
     )
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "currency_mismatch"
@@ -198,7 +212,7 @@ async def test_the_refund_currency_must_match_the_payment(client: httpx.AsyncCli
 async def test_parallel_refund_requests_never_exceed_the_payment(client: httpx.AsyncClient) -> None:
     merchant = await new_merchant(client)
     payment = await new_payment(client, merchant, amount=10_000)
-    body = {"payment_id": payment["id"], "reason": "x", "amount": 3_000}
+    body = {"payment_id": payment["id"], "reason": "requested_by_customer", "amount": 3_000}
 
     responses = await asyncio.gather(*(client.post("/v1/refunds", headers=merchant, json=body) for _ in range(10)))
 
@@ -215,7 +229,9 @@ async def test_approving_moves_to_processing_once_and_repeating_it_changes_nothi
     merchant = await new_merchant(client)
     payment = await new_payment(client, merchant)
     refund = (
-        await client.post("/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "x"})
+        await client.post(
+            "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "requested_by_customer"}
+        )
     ).json()
 
     first = await client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"note": "ok"})

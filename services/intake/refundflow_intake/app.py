@@ -2,32 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
+
+from refundflow_intake import event_handlers, review_deadlines
+from refundflow_intake.api.errors import install_error_handlers
+from refundflow_intake.api.routes import (
+    api_keys,
+    balance,
+    contract,
+    insights,
+    merchants,
+    payments,
+    portal,
+    refund_policy,
+    refunds,
+    webhook_endpoints,
+)
+from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.http_service import health_router
 from refundflow_shared.service_runtime import ServiceRuntime
-
-from refundflow_intake import event_handlers
-from refundflow_intake.api.errors import install_error_handlers
-from refundflow_intake.api.routes import merchants, payments, refunds
-from refundflow_intake.settings import IntakeSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def create_app(settings: IntakeSettings) -> FastAPI:
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _wire(runtime: ServiceRuntime, settings: IntakeSettings, clock: Callable[[], datetime]) -> None:
+    event_handlers.register(runtime, clock)
+    interval = settings.review_check_interval_seconds
+    runtime.run_in_background(review_deadlines.watch(runtime.pool, clock, interval=interval), "review_deadlines")
+
+
+def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc_now) -> FastAPI:
     runtime = ServiceRuntime("intake", settings, MIGRATIONS)
     app = FastAPI(
         title="Refundflow intake",
         version="0.1.0",
         description="Payments, refund requests and the merchant's decisions.",
-        lifespan=runtime.lifespan(lambda rt: event_handlers.register(rt.consumer)),
+        lifespan=runtime.lifespan(lambda rt: _wire(rt, settings, clock)),
     )
     app.state.settings = settings
     app.state.runtime = runtime
+    app.state.clock = clock
     install_error_handlers(app)
     app.include_router(health_router(runtime.readiness))
-    for module in (merchants, payments, refunds):
+    for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal, insights, contract):
         app.include_router(module.router)
+    app.include_router(webhook_endpoints.router)
     return app

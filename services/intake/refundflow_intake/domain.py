@@ -65,6 +65,79 @@ class DuplicatePayment(DomainError):
     code = "payment_already_registered"
 
 
+class MerchantNotFound(NotFound):
+    code = "merchant_not_found"
+
+
+class PolicyOverrideNotFound(NotFound):
+    code = "policy_override_not_found"
+
+
+class ApiKeyNotFound(NotFound):
+    code = "api_key_not_found"
+
+
+class PaymentIsDisputed(DomainError):
+    code = "payment_disputed"
+
+
+class OpenRequestExists(DomainError):
+    code = "open_request_exists"
+
+
+class ReasonDetailsRequired(DomainError):
+    code = "reason_details_required"
+
+
+class InvalidPeriod(DomainError):
+    code = "invalid_period"
+
+
+class InvalidCursor(DomainError):
+    code = "invalid_cursor"
+
+
+class IdempotencyKeyReused(DomainError):
+    code = "idempotency_key_reused"
+
+
+class InvalidProration(DomainError):
+    code = "invalid_proration"
+
+
+class ApprovalExceedsRequest(DomainError):
+    code = "approval_exceeds_request"
+
+
+class NotASubscription(DomainError):
+    code = "not_a_subscription"
+
+
+class RefundReason(StrEnum):
+    PRODUCT_NOT_AS_DESCRIBED = "product_not_as_described"
+    TECHNICAL_ISSUE = "technical_issue"
+    SERVICE_DISRUPTION = "service_disruption"
+    DUPLICATE = "duplicate"
+    FRAUDULENT = "fraudulent"
+    UNEXPECTED_RENEWAL = "unexpected_renewal"
+    REQUESTED_BY_CUSTOMER = "requested_by_customer"
+    OTHER = "other"
+
+
+class Channel(StrEnum):
+    """Where a request came from. Customer channels may hold only one open request per payment."""
+
+    API = "api"
+    PORTAL = "portal"
+    COMMAND = "command"
+
+
+class SubscriptionAction(StrEnum):
+    REFUND_AND_CANCEL = "refund_and_cancel"
+    REFUND_ONLY = "refund_only"
+    CANCEL_ONLY = "cancel_only"
+
+
 def refundable_amount(payment_amount: int, held_by_refunds: int) -> int:
     """What can still be asked for: the payment minus every pending, processing or succeeded refund."""
     return max(payment_amount - held_by_refunds, 0)

@@ -1,16 +1,42 @@
-"""What intake does with other services' events."""
+"""What intake does with other services' events and commands."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 import asyncpg
-from refundflow_shared.consumer import EventConsumer
-from refundflow_shared.events import Event, RefundFailed, RefundSucceeded
 
 from refundflow_intake.domain import RefundStatus
-from refundflow_intake.refund_desk import record_refund_outcome
+from refundflow_intake.external_refunds import record_external_refund
+from refundflow_intake.refund_commands import submit_refund
+from refundflow_intake.refund_decisions import record_refund_outcome
+from refundflow_intake.refund_desk import consume_payment_disputed, consume_payment_succeeded
+from refundflow_shared.events import (
+    Event,
+    PaymentDisputed,
+    PaymentSucceeded,
+    RefundExternalDetected,
+    RefundFailed,
+    RefundSubmit,
+    RefundSucceeded,
+    dlq_topic,
+    topic_for,
+)
+from refundflow_shared.service_runtime import ServiceRuntime
 
 
-def register(consumer: EventConsumer) -> None:
+def register(runtime: ServiceRuntime, clock: Callable[[], datetime]) -> None:
+    consumer = runtime.consumer
+
+    @consumer.handles(PaymentSucceeded)
+    async def payment_succeeded(conn: asyncpg.Connection, event: Event, data: PaymentSucceeded) -> None:
+        await consume_payment_succeeded(conn, data)
+
+    @consumer.handles(PaymentDisputed)
+    async def payment_disputed(conn: asyncpg.Connection, event: Event, data: PaymentDisputed) -> None:
+        await consume_payment_disputed(conn, data)
+
     @consumer.handles(RefundSucceeded)
     async def refund_succeeded(conn: asyncpg.Connection, event: Event, data: RefundSucceeded) -> None:
         await record_refund_outcome(conn, data.refund_id, RefundStatus.SUCCEEDED, actor=event.source)
@@ -19,4 +45,29 @@ def register(consumer: EventConsumer) -> None:
     async def refund_failed(conn: asyncpg.Connection, event: Event, data: RefundFailed) -> None:
         await record_refund_outcome(
             conn, data.refund_id, RefundStatus.FAILED, actor=event.source, failure_reason=data.failure_reason
+        )
+
+    @consumer.handles(RefundExternalDetected)
+    async def external_refund_detected(conn: asyncpg.Connection, event: Event, data: RefundExternalDetected) -> None:
+        await record_external_refund(conn, data)
+
+    @consumer.handles(RefundSubmit)
+    async def refund_submit(conn: asyncpg.Connection, event: Event, data: RefundSubmit) -> None:
+        rejected = await submit_refund(conn, event, data, now=clock())
+        if rejected is None:
+            return
+        # The refusal is answered (refund.submit_rejected, in this transaction) and parked with its reason.
+        # Should this transaction not commit, the redelivery parks it again: the DLQ is at-least-once too.
+        topic = topic_for(RefundSubmit.event_type, runtime.settings.topic_prefix)
+        await runtime.broker.publish(
+            event.kafka_value(),
+            dlq_topic(topic),
+            key=event.partition_key.encode(),
+            headers={
+                **event.kafka_headers(),
+                "dlq_reason": rejected.code,
+                "dlq_error": rejected.message[:4000],
+                "dlq_consumer": consumer.name,
+                "dlq_original_topic": topic,
+            },
         )

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from refundflow_shared.http_service import serve
-
 from refundflow_intake.app import create_app
 from refundflow_intake.settings import IntakeSettings
+from refundflow_shared.http_service import serve
 
 
 def main() -> None:

@@ -1,72 +1,109 @@
-"""What the notifier does with refund events: one email per event and recipient."""
+"""What the notifier does with events: queue the customer's email, the team's alerts and the merchant's webhooks.
+
+Every handler only writes rows, in the inbox transaction: a redelivered event queues nothing twice, and a
+slow mail server or webhook endpoint never holds up consumption. The workers send.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
-import structlog
-from refundflow_shared.consumer import EventConsumer
-from refundflow_shared.events import Event, RefundSucceeded
-from refundflow_shared.money import Money
 
-from refundflow_notifier.email_messages import EmailContent, build_email
+from refundflow_notifier import message_queue, webhook_store
+from refundflow_notifier.notification_rules import (
+    ALERT_ONLY_EVENT_TYPES,
+    customer_email,
+    team_alerts,
+)
 from refundflow_notifier.settings import NotifierSettings
-from refundflow_notifier.smtp_mailer import RecipientRejected, SmtpMailer
+from refundflow_shared.consumer import EventConsumer
+from refundflow_shared.events import (
+    EVENT_DATA_TYPES,
+    WEBHOOK_EVENT_TYPES,
+    Event,
+    EventData,
+    NotificationSettingsConfigured,
+    RefundFailed,
+    RefundSucceeded,
+    WebhookEndpointConfigured,
+)
 
-log = structlog.get_logger(__name__)
+
+async def notify(conn: asyncpg.Connection, settings: NotifierSettings, event: Event, data: EventData) -> None:
+    prefs = await message_queue.merchant_preferences(conn, settings, data.merchant_id)
+    previous = await _record_outcome(conn, data)
+    refund_id = getattr(data, "refund_id", None)
+    content = customer_email(data, prefs, previous)
+    if content is not None:
+        await message_queue.queue_email(
+            conn,
+            settings,
+            prefs,
+            event_id=event.id,
+            merchant_id=data.merchant_id,
+            recipient=getattr(data, "customer_email", ""),
+            content=content,
+            refund_id=refund_id,
+        )
+    for alert in team_alerts(data):
+        await message_queue.queue_team_alert(
+            conn, settings, prefs, event_id=event.id, merchant_id=data.merchant_id, alert=alert
+        )
+    if event.type.value in WEBHOOK_EVENT_TYPES:
+        await webhook_store.queue_event(conn, event)
 
 
-async def send_once(
-    conn: asyncpg.Connection,
-    mailer: SmtpMailer,
-    settings: NotifierSettings,
-    event: Event,
-    recipient: str,
-    content: EmailContent,
-    refund_id: str | None,
-) -> None:
-    """Record, then send, in the inbox transaction: a failure to send rolls the record back for a retry.
-
-    The one window left is a crash after the SMTP server accepted the message and before this commits:
-    the message is sent again on redelivery, with the same Message-ID.
-    """
-    message = build_email(event, content, sender=settings.mail_from, recipient=recipient)
-    inserted = await conn.execute(
-        "INSERT INTO emails (event_id, recipient, kind, message_id, status, refund_id)"
-        " VALUES ($1, $2, $3, $4, 'sent', $5) ON CONFLICT DO NOTHING",
-        event.id,
-        recipient,
-        content.kind,
-        message["Message-ID"],
-        refund_id,
+async def _record_outcome(conn: asyncpg.Connection, data: EventData) -> str | None:
+    """The refund's earlier outcome, if any, then remember this one (to notice a reversal)."""
+    if not isinstance(data, RefundSucceeded | RefundFailed):
+        return None
+    outcome = "succeeded" if isinstance(data, RefundSucceeded) else "failed"
+    previous: str | None = await conn.fetchval(
+        "SELECT outcome FROM refund_outcomes WHERE refund_id = $1 FOR UPDATE", data.refund_id
     )
-    if inserted != "INSERT 0 1":
-        return
-    try:
-        await mailer.send(message)
-    except RecipientRejected as exc:
-        log.error("email_rejected", kind=content.kind, error=str(exc))
-        await conn.execute(
-            "UPDATE emails SET status = 'rejected', error = $3 WHERE event_id = $1 AND recipient = $2",
-            event.id,
-            recipient,
-            str(exc),
-        )
-        return
-    log.info("email_sent", kind=content.kind, message_id=message["Message-ID"])
+    await conn.execute(
+        "INSERT INTO refund_outcomes (refund_id, outcome) VALUES ($1, $2)"
+        " ON CONFLICT (refund_id) DO UPDATE SET outcome = EXCLUDED.outcome",
+        data.refund_id,
+        outcome,
+    )
+    return previous
 
 
-def register(consumer: EventConsumer, mailer: SmtpMailer, settings: NotifierSettings) -> None:
-    @consumer.handles(RefundSucceeded)
-    async def refund_succeeded(conn: asyncpg.Connection, event: Event, data: RefundSucceeded) -> None:
-        amount = Money(amount=data.amount, currency=data.currency).format()
-        content = EmailContent(
-            kind="refund_succeeded",
-            subject=f"Your refund of {amount} is on its way",
-            context={
-                "amount": amount,
-                "refund_id": data.refund_id,
-                "payment_id": data.payment_id,
-                "process_time": settings.refund_process_time,
-            },
-        )
-        await send_once(conn, mailer, settings, event, data.customer_email, content, data.refund_id)
+async def save_settings(conn: asyncpg.Connection, data: NotificationSettingsConfigured) -> None:
+    await conn.execute(
+        "INSERT INTO merchant_settings (merchant_id, team_email, slack_webhook_url, sender_name, reply_to,"
+        " review_target, refund_process_time) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (merchant_id) DO UPDATE SET team_email = EXCLUDED.team_email,"
+        " slack_webhook_url = EXCLUDED.slack_webhook_url, sender_name = EXCLUDED.sender_name,"
+        " reply_to = EXCLUDED.reply_to, review_target = EXCLUDED.review_target,"
+        " refund_process_time = EXCLUDED.refund_process_time, updated_at = now()",
+        data.merchant_id,
+        data.team_email,
+        data.slack_webhook_url,
+        data.sender_name,
+        data.reply_to,
+        data.review_target,
+        data.refund_process_time,
+    )
+
+
+def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
+    for event_type in (*WEBHOOK_EVENT_TYPES, *ALERT_ONLY_EVENT_TYPES):
+        consumer.handles(EVENT_DATA_TYPES[event_type])(_notifier_for(settings))
+
+    @consumer.handles(WebhookEndpointConfigured)
+    async def endpoint_configured(conn: asyncpg.Connection, event: Event, data: WebhookEndpointConfigured) -> None:
+        await webhook_store.apply_endpoint(conn, data)
+
+    @consumer.handles(NotificationSettingsConfigured)
+    async def settings_configured(conn: asyncpg.Connection, event: Event, data: NotificationSettingsConfigured) -> None:
+        await save_settings(conn, data)
+
+
+def _notifier_for(settings: NotifierSettings) -> Any:
+    async def handle(conn: asyncpg.Connection, event: Event, data: EventData) -> None:
+        await notify(conn, settings, event, data)
+
+    return handle

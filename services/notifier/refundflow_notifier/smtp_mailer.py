@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-from email.message import EmailMessage
+from email.utils import parseaddr
 
 import aiosmtplib
-from refundflow_shared.consumer import TransientError
 
 from refundflow_notifier.settings import NotifierSettings
+from refundflow_shared.consumer import TransientError
 
 
 class RecipientRejected(Exception):
-    """The server refused the recipient for good (5xx): retrying will not deliver it."""
+    """The server refused the message for good (5xx): retrying will not deliver it."""
 
 
 class SmtpMailer:
     def __init__(self, settings: NotifierSettings) -> None:
         self._settings = settings
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: bytes, recipient: str) -> None:
+        """Hand one rendered message to the server; returns once the server accepted it (250 after DATA)."""
         s = self._settings
         try:
             await aiosmtplib.send(
                 message,
+                sender=parseaddr(s.mail_from)[1],
+                recipients=[recipient],
                 hostname=s.smtp_host,
                 port=s.smtp_port,
                 username=s.smtp_username,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 import asyncpg
@@ -74,3 +75,12 @@ async def current_caller(db: Db, credentials: Credentials) -> Caller:
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
+
+
+def current_time(request: Request) -> datetime:
+    """Now, from the app's clock (tests inject one to move time without waiting)."""
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
+Now = Annotated[datetime, Depends(current_time)]

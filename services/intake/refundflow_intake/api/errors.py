@@ -4,20 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from refundflow_intake.domain import (
+    ApprovalExceedsRequest,
     CurrencyMismatch,
     DomainError,
     DuplicatePayment,
+    IdempotencyKeyReused,
+    InvalidCursor,
+    InvalidPeriod,
+    InvalidProration,
     InvalidTransition,
+    NotASubscription,
     NotFound,
+    OpenRequestExists,
+    PaymentIsDisputed,
+    ReasonDetailsRequired,
     RefundExceedsRefundable,
 )
+from refundflow_intake.portal_tokens import InvalidPortalToken
+from refundflow_intake.rate_limit import RateLimited
 
 log = structlog.get_logger(__name__)
 
@@ -25,11 +38,53 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (NotFound, 404),
     (InvalidTransition, 409),
     (DuplicatePayment, 409),
+    (PaymentIsDisputed, 409),
+    (OpenRequestExists, 409),
+    (IdempotencyKeyReused, 409),
     (RefundExceedsRefundable, 422),
     (CurrencyMismatch, 422),
+    (ReasonDetailsRequired, 422),
+    (InvalidProration, 422),
+    (NotASubscription, 422),
+    (ApprovalExceedsRequest, 422),
+    (InvalidCursor, 400),
+    (InvalidPeriod, 400),
+    (InvalidPortalToken, 401),
+    (RateLimited, 429),
 ]
 
 _CODE_BY_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable: clients branch on it")
+    message: str
+    param: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def status_of(error: type[DomainError]) -> int:
+    return next((s for cls, s in _STATUS_BY_ERROR if issubclass(error, cls)), 400)
+
+
+def documented(*errors: type[DomainError], authenticated: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` listing every error code an endpoint can answer, grouped by status."""
+    codes: dict[int, list[str]] = {422: ["invalid_request"]}
+    if authenticated:
+        codes[401] = ["unauthorized"]
+    for error in errors:
+        codes.setdefault(status_of(error), []).append(error.code)
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": "error codes: " + ", ".join(f"`{c}`" for c in found),
+            "content": {"application/json": {"example": error_body(found[0], "what went wrong, in words")}},
+        }
+        for status, found in sorted(codes.items())
+    }
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -47,8 +102,8 @@ class ApiError(Exception):
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        status = next((s for cls, s in _STATUS_BY_ERROR if isinstance(exc, cls)), 400)
-        return JSONResponse(error_body(exc.code, exc.message), status_code=status)
+        headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, RateLimited) else None
+        return JSONResponse(error_body(exc.code, exc.message), status_code=status_of(type(exc)), headers=headers)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -63,6 +118,15 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
+    @app.exception_handler(asyncpg.CharacterNotInRepertoireError)
+    @app.exception_handler(asyncpg.UntranslatableCharacterError)
+    async def unstorable_text(_: Request, exc: asyncpg.PostgresError) -> JSONResponse:
+        # A NUL byte (or the like) in a path, query or body string: PostgreSQL text cannot hold it.
+        return JSONResponse(
+            error_body("invalid_request", "text parameters must not contain NUL or unencodable characters"),
+            status_code=422,
+        )
+
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", error=repr(exc))
@@ -70,5 +134,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8, say): a malformed request
+            return JSONResponse(error_body("invalid_request", str(exc.detail)), status_code=422)
         code = _CODE_BY_STATUS.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)

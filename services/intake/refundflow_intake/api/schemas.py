@@ -3,72 +3,248 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
-from refundflow_shared.events import Product
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+from refundflow_intake.api import examples as ex
+from refundflow_intake.domain import RefundReason, SubscriptionAction
+from refundflow_intake.refund_policy import RefundPolicy, RefundPolicyOverride
+from refundflow_shared.events import Product, SubscriptionPeriod
 from refundflow_shared.money import Currency, MinorUnits
 
 
-class _Body(BaseModel):
+class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class MerchantCreate(_Body):
+class MerchantCreate(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Acme Software"}]})
+
     name: str = Field(min_length=1, max_length=200)
 
 
 class MerchantCreated(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples({"id": "mer_7a01", "api_key": "rfk_Yk3v..."}))
+
     id: str
     api_key: str = Field(description="shown once; store it, Refundflow keeps only a hash")
 
 
-class PaymentCreate(_Body):
+class ApiKeyCreate(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "billing backend"}]})
+
+    name: str | None = Field(default=None, max_length=200, examples=["billing backend"])
+
+
+class ApiKeyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.API_KEY))
+
+    id: str
+    name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    model_config = ConfigDict(json_schema_extra=ex.examples({**ex.API_KEY, "api_key": "rfk_Yk3v..."}))
+
+    api_key: str = Field(description="shown once; store it, Refundflow keeps only a hash")
+
+
+class ApiKeyList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples({"data": [ex.API_KEY]}))
+
+    data: list[ApiKeyOut]
+
+
+class PaymentCreate(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_email": "ada@example.com",
+                    "customer_name": "Ada Lovelace",
+                    "amount": 2900,
+                    "currency": "EUR",
+                    "provider_payment_id": "pi_3PqX",
+                    "paid_at": "2026-11-20T10:00:00Z",
+                    "product": {"id": "prod_pro", "name": "Pro plan", "kind": "subscription", "category": "service"},
+                    "subscription": {
+                        "id": "sub_1",
+                        "current_period_start": "2026-11-20T10:00:00Z",
+                        "current_period_end": "2026-12-18T10:00:00Z",
+                    },
+                }
+            ]
+        },
+    )
+
     customer_email: EmailStr
+    customer_name: str | None = Field(default=None, max_length=200)
     amount: MinorUnits = Field(gt=0)
     currency: Currency
     provider_payment_id: str = Field(min_length=1, max_length=255)
     paid_at: datetime
     product: Product
+    subscription: SubscriptionPeriod | None = Field(
+        default=None, description="required when product.kind is subscription, absent otherwise"
+    )
+
+    @model_validator(mode="after")
+    def _subscription_matches_product(self) -> Self:
+        if (self.product.kind == "subscription") != (self.subscription is not None):
+            raise ValueError("subscription is required for, and only for, a subscription product")
+        if self.subscription and self.subscription.current_period_end <= self.subscription.current_period_start:
+            raise ValueError("subscription.current_period_end must be after current_period_start")
+        return self
 
 
-class RefundCreate(_Body):
-    payment_id: str
-    reason: str = Field(min_length=1, max_length=500)
+class ProrationIn(Body):
+    """A share of the payment: ``unused_days`` left in the period, or ``affected_days`` of downtime, out of
+    ``period_days`` (default: the subscription's current period). Rounded half up to a minor unit."""
+
+    unused_days: int | None = Field(default=None, gt=0, le=3660)
+    affected_days: int | None = Field(default=None, gt=0, le=3660)
+    period_days: int | None = Field(default=None, gt=0, le=3660)
+
+    @model_validator(mode="after")
+    def _one_kind_of_days(self) -> Self:
+        if (self.unused_days is None) == (self.affected_days is None):
+            raise ValueError("give exactly one of unused_days and affected_days")
+        return self
+
+    @property
+    def days(self) -> int:
+        days = self.unused_days if self.unused_days is not None else self.affected_days
+        assert days is not None
+        return days
+
+
+class RefundCreate(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"payment_id": "pay_1", "reason": "service_disruption", "proration": {"affected_days": 7}},
+                {"payment_id": "pay_1", "reason": "duplicate", "amount": 1000},
+            ]
+        },
+    )
+
+    payment_id: str = Field(max_length=100)
+    reason: RefundReason
+    reason_details: str | None = Field(default=None, max_length=2000, description="free text; required for other")
     amount: MinorUnits | None = Field(default=None, gt=0, description="defaults to all that is refundable")
+    proration: ProrationIn | None = Field(default=None, description="instead of amount")
     currency: Currency | None = None
 
 
-class Decision(_Body):
+class RefundQuoteRequest(Body):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"payment_id": "pay_1", "proration": {"unused_days": 14}}]}
+    )
+
+    payment_id: str = Field(max_length=100)
+    reason: RefundReason = RefundReason.REQUESTED_BY_CUSTOMER
+    amount: MinorUnits | None = Field(default=None, gt=0)
+    proration: ProrationIn | None = None
+    currency: Currency | None = None
+
+
+class RefundQuote(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.QUOTE))
+
+    amount: int = Field(description="what the refund would be, in minor units")
+    currency: str
+    refundable_amount: int
+    flags: list[str]
+    approvals_required: int
+    auto_approved: bool = Field(description="whether the policy would approve it without a person")
+
+
+class Approval(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"subscription_action": "refund_only", "extend_days": 7, "note": "Sorry for the outage"}]
+        },
+    )
+
+    amount: MinorUnits | None = Field(default=None, gt=0, description="approve less than asked")
+    subscription_action: SubscriptionAction | None = Field(
+        default=None, description="subscriptions only; default refund_and_cancel"
+    )
+    extend_days: int | None = Field(default=None, gt=0, le=365, description="goodwill extension, subscriptions only")
     note: str | None = Field(default=None, max_length=2000)
+
+
+class Rejection(Body):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"note": "The licence key was already activated."}]}
+    )
+
+    note: str | None = Field(default=None, max_length=2000, description="told to the customer")
+
+
+class SubscriptionCancel(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"at_period_end": True}]})
+
+    at_period_end: bool = Field(default=True, description="true: the customer keeps access until the period ends")
 
 
 class TimelineEntry(BaseModel):
     status: str
+    action: str
     actor: str
     note: str | None
     at: datetime
 
 
 class RefundSummary(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.REFUND_SUMMARY))
+
     id: str
     payment_id: str
     amount: int
+    requested_amount: int | None
     currency: str
     reason: str
+    reason_details: str | None
+    channel: str
+    flags: list[str]
     status: str
     failure_reason: str | None
+    subscription_action: str | None
+    extend_days: int | None
+    decision_note: str | None
+    decided_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
 
 class RefundOut(RefundSummary):
-    timeline: list[TimelineEntry] = []
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.REFUND))
+
+    approvals: list[str] = Field(default=[], description="who approved so far")
+    timeline: list[TimelineEntry] = Field(default=[], description="every decision and status change")
+
+
+class RefundList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples({"data": [ex.REFUND_SUMMARY], "has_more": False}))
+
+    data: list[RefundSummary]
+    has_more: bool
 
 
 class PaymentOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.PAYMENT))
+
     id: str
-    status: str
+    status: str = Field(description="paid | partially_refunded | refunded")
     customer_email: str
+    customer_name: str | None
     amount: int
     currency: str
     refunded_amount: int
@@ -76,5 +252,48 @@ class PaymentOut(BaseModel):
     provider_payment_id: str
     paid_at: datetime
     product: Product
+    subscription: SubscriptionPeriod | None
+    disputed: bool
     created_at: datetime
     refunds: list[RefundSummary] = []
+
+
+class PaymentList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra=ex.examples({"data": [{**ex.PAYMENT, "refunds": []}], "has_more": True})
+    )
+
+    data: list[PaymentOut] = Field(description="newest first; refunds are listed on GET /v1/payments/{id}")
+    has_more: bool
+
+
+class RefundPolicyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.POLICY))
+
+    policy: RefundPolicy
+    product_overrides: dict[str, RefundPolicyOverride]
+
+
+class PublicRefundPolicy(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.PUBLIC_POLICY))
+
+    merchant_id: str
+    product_id: str | None
+    refund_window_days: int
+    excluded_categories: list[str]
+    accepted_reasons: list[str]
+    process_time: str
+    text: str = Field(description="the policy in plain words, for checkout and product pages")
+
+
+class BalanceLine(BaseModel):
+    currency: str
+    paid: int
+    refunded: int
+    available: int
+
+
+class Balance(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.BALANCE))
+
+    data: list[BalanceLine]

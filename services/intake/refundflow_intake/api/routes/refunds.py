@@ -1,51 +1,179 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+import dataclasses
+from typing import Annotated
 
-from refundflow_intake import refund_desk, repository
-from refundflow_intake.api.dependencies import CurrentCaller, Db
-from refundflow_intake.api.schemas import Decision, RefundCreate, RefundOut, TimelineEntry
-from refundflow_intake.domain import RefundNotFound
+from fastapi import APIRouter, Header, Query, Response
+
+from refundflow_intake import idempotency, listing_queries, refund_decisions, refund_desk, repository
+from refundflow_intake.api.dependencies import CurrentCaller, Db, Now
+from refundflow_intake.api.errors import documented
+from refundflow_intake.api.routes.payments import Limit, StartingAfter
+from refundflow_intake.api.schemas import (
+    Approval,
+    ProrationIn,
+    RefundCreate,
+    RefundList,
+    RefundOut,
+    RefundQuote,
+    RefundQuoteRequest,
+    RefundSummary,
+    Rejection,
+    TimelineEntry,
+)
+from refundflow_intake.domain import (
+    ApprovalExceedsRequest,
+    CurrencyMismatch,
+    IdempotencyKeyReused,
+    InvalidCursor,
+    InvalidProration,
+    InvalidTransition,
+    NotASubscription,
+    PaymentIsDisputed,
+    PaymentNotFound,
+    ReasonDetailsRequired,
+    RefundExceedsRefundable,
+    RefundNotFound,
+    RefundStatus,
+)
 
 router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
 
+_REQUEST_ERRORS = (
+    PaymentNotFound,
+    PaymentIsDisputed,
+    RefundExceedsRefundable,
+    CurrencyMismatch,
+    InvalidProration,
+    ReasonDetailsRequired,
+)
 
-async def _refund_out(db: Db, merchant_id: str, refund_id: str) -> RefundOut:
+
+async def refund_out(db: Db, merchant_id: str, refund_id: str) -> RefundOut:
     async with db.transaction() as conn:
         refund = await repository.get_refund(conn, refund_id, merchant_id=merchant_id)
         if refund is None:
             raise RefundNotFound(f"no refund {refund_id}")
         timeline = await repository.refund_timeline(conn, refund_id)
-    return RefundOut(**refund, timeline=[TimelineEntry(**t) for t in timeline])
+        approvals = await repository.approvers_of(conn, refund_id)
+    return RefundOut(**refund, approvals=approvals, timeline=[TimelineEntry(**t) for t in timeline])
 
 
-@router.post("", status_code=201)
-async def request_refund(body: RefundCreate, caller: CurrentCaller, db: Db) -> RefundOut:
-    """Ask for a refund of a payment; it waits, pending, for the merchant's decision."""
+def _proration(body: ProrationIn | None) -> refund_desk.Proration | None:
+    return refund_desk.Proration(days=body.days, period_days=body.period_days) if body else None
+
+
+@router.post("", status_code=201, responses=documented(*_REQUEST_ERRORS, IdempotencyKeyReused))
+async def request_refund(
+    body: RefundCreate,
+    caller: CurrentCaller,
+    db: Db,
+    now: Now,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(min_length=1, max_length=255, description="a retry with the same key returns the first result"),
+    ] = None,
+) -> RefundOut:
+    """Ask for a refund of a payment: it waits, pending, for your decision (or your policy approves it)."""
     async with db.transaction() as conn:
-        refund = await refund_desk.request_refund(
+        if idempotency_key is not None:
+            request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
+            earlier = await idempotency.claim(conn, caller.merchant_id, idempotency_key, request_hash)
+            if earlier is not None:
+                response.headers["Idempotent-Replayed"] = "true"
+                refund_id = earlier
+        if idempotency_key is None or earlier is None:
+            refund = await refund_desk.request_refund(
+                conn,
+                caller.merchant_id,
+                payment_id=body.payment_id,
+                reason=body.reason,
+                reason_details=body.reason_details,
+                amount=body.amount,
+                proration=_proration(body.proration),
+                currency=body.currency,
+                actor=caller.actor,
+                now=now,
+            )
+            refund_id = refund["id"]
+            if idempotency_key is not None:
+                await idempotency.remember(conn, caller.merchant_id, idempotency_key, refund_id)
+    return await refund_out(db, caller.merchant_id, refund_id)
+
+
+@router.post("/quote", responses=documented(*_REQUEST_ERRORS))
+async def quote_refund(body: RefundQuoteRequest, caller: CurrentCaller, db: Db, now: Now) -> RefundQuote:
+    """What a refund request would come to (amount, flags, approvals), without creating anything."""
+    async with db.transaction() as conn:
+        quote = await refund_desk.quote_refund(
             conn,
             caller.merchant_id,
             payment_id=body.payment_id,
             reason=body.reason,
             amount=body.amount,
+            proration=_proration(body.proration),
             currency=body.currency,
-            actor=caller.actor,
+            now=now,
         )
-    return await _refund_out(db, caller.merchant_id, refund["id"])
+    return RefundQuote(**dataclasses.asdict(quote))
 
 
-@router.get("/{refund_id}")
-async def get_refund(refund_id: str, caller: CurrentCaller, db: Db) -> RefundOut:
-    """The refund with its timeline: every status change, who made it and why."""
-    return await _refund_out(db, caller.merchant_id, refund_id)
-
-
-@router.post("/{refund_id}/approve")
-async def approve_refund(refund_id: str, caller: CurrentCaller, db: Db, body: Decision | None = None) -> RefundOut:
-    """Approve a pending refund: it moves to processing and goes to the payment provider."""
+@router.get("", responses=documented(InvalidCursor))
+async def list_refunds(
+    caller: CurrentCaller,
+    db: Db,
+    status: RefundStatus | None = None,
+    payment_id: str | None = Query(default=None, max_length=100),
+    limit: Limit = 10,
+    starting_after: StartingAfter = None,
+) -> RefundList:
+    """Your refunds, newest first."""
     async with db.transaction() as conn:
-        await refund_desk.approve_refund(
+        rows, has_more = await listing_queries.list_refunds(
+            conn,
+            caller.merchant_id,
+            limit=limit,
+            starting_after=starting_after,
+            status=status.value if status else None,
+            payment_id=payment_id,
+        )
+    return RefundList(data=[RefundSummary(**r) for r in rows], has_more=has_more)
+
+
+@router.get("/{refund_id}", responses=documented(RefundNotFound))
+async def get_refund(refund_id: str, caller: CurrentCaller, db: Db) -> RefundOut:
+    """The refund with its timeline: every decision and status change, who made it, why and when."""
+    return await refund_out(db, caller.merchant_id, refund_id)
+
+
+@router.post(
+    "/{refund_id}/approve",
+    responses=documented(RefundNotFound, InvalidTransition, ApprovalExceedsRequest, NotASubscription),
+)
+async def approve_refund(refund_id: str, caller: CurrentCaller, db: Db, body: Approval | None = None) -> RefundOut:
+    """Approve a pending refund: it moves to processing and goes to the payment provider. Above your policy's
+    second-approval amount it stays pending until a second, different API key approves too."""
+    body = body or Approval()
+    async with db.transaction() as conn:
+        await refund_decisions.approve_refund(
+            conn,
+            caller.merchant_id,
+            refund_id,
+            actor=caller.actor,
+            note=body.note,
+            amount=body.amount,
+            subscription_action=body.subscription_action,
+            extend_days=body.extend_days,
+        )
+    return await refund_out(db, caller.merchant_id, refund_id)
+
+
+@router.post("/{refund_id}/reject", responses=documented(RefundNotFound, InvalidTransition))
+async def reject_refund(refund_id: str, caller: CurrentCaller, db: Db, body: Rejection | None = None) -> RefundOut:
+    """Reject a pending refund; the note is told to the customer (``refund.rejected``)."""
+    async with db.transaction() as conn:
+        await refund_decisions.reject_refund(
             conn, caller.merchant_id, refund_id, actor=caller.actor, note=body.note if body else None
         )
-    return await _refund_out(db, caller.merchant_id, refund_id)
+    return await refund_out(db, caller.merchant_id, refund_id)

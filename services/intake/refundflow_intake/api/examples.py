@@ -1,0 +1,152 @@
+"""Example bodies for the OpenAPI document: one consistent story (a 29.00 EUR subscription, a week of downtime)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_AT = "2026-11-20T10:00:00Z"
+_LATER = "2026-11-21T09:30:00Z"
+
+API_KEY = {"id": "key_5f1c", "name": "billing backend", "created_at": _AT, "revoked_at": None}
+TIMELINE = [
+    {
+        "status": "pending",
+        "action": "requested",
+        "actor": "customer:ada@example.com",
+        "note": "service_disruption",
+        "at": _AT,
+    },
+    {
+        "status": "processing",
+        "action": "approved",
+        "actor": "api_key:key_5f1c",
+        "note": "Sorry for the outage",
+        "at": _LATER,
+    },
+]
+REFUND_SUMMARY: dict[str, Any] = {
+    "id": "ref_9b2e",
+    "payment_id": "pay_41d0",
+    "amount": 725,
+    "requested_amount": 725,
+    "currency": "EUR",
+    "reason": "service_disruption",
+    "reason_details": "The API was down for a week",
+    "channel": "portal",
+    "flags": [],
+    "status": "processing",
+    "failure_reason": None,
+    "subscription_action": "refund_only",
+    "extend_days": 7,
+    "decision_note": "Sorry for the outage",
+    "decided_at": _LATER,
+    "created_at": _AT,
+    "updated_at": _LATER,
+}
+REFUND = {**REFUND_SUMMARY, "approvals": ["api_key:key_5f1c"], "timeline": TIMELINE}
+PAYMENT: dict[str, Any] = {
+    "id": "pay_41d0",
+    "status": "partially_refunded",
+    "customer_email": "ada@example.com",
+    "customer_name": "Ada Lovelace",
+    "amount": 2900,
+    "currency": "EUR",
+    "refunded_amount": 725,
+    "refundable_amount": 2175,
+    "provider_payment_id": "pi_3PqX",
+    "paid_at": _AT,
+    "product": {"id": "prod_pro", "name": "Pro plan", "kind": "subscription", "category": "service"},
+    "subscription": {"id": "sub_1", "current_period_start": _AT, "current_period_end": "2026-12-18T10:00:00Z"},
+    "disputed": False,
+    "created_at": _AT,
+    "refunds": [{**REFUND_SUMMARY, "status": "succeeded"}],
+}
+QUOTE = {
+    "amount": 725,
+    "currency": "EUR",
+    "refundable_amount": 2900,
+    "flags": [],
+    "approvals_required": 1,
+    "auto_approved": False,
+}
+PUBLIC_POLICY = {
+    "merchant_id": "mer_7a01",
+    "product_id": None,
+    "refund_window_days": 14,
+    "excluded_categories": ["consumable", "customized"],
+    "accepted_reasons": ["technical_issue", "service_disruption", "duplicate"],
+    "process_time": "5–10 business days",
+    "text": "You can ask for a refund within 14 days of your purchase. Not refundable: consumable, customized"
+    " products. Approved refunds reach you in 5–10 business days.",
+}
+POLICY = {
+    "policy": {
+        "refund_window_days": 14,
+        "excluded_categories": ["consumable", "customized"],
+        "accepted_reasons": ["technical_issue", "service_disruption", "duplicate"],
+        "process_time": "5–10 business days",
+        "review_target_hours": 48,
+        "auto_approve": {"max_amount": {"amount": 2000, "currency": "EUR"}, "reasons": ["duplicate"]},
+        "second_approval_above": {"amount": 50000, "currency": "EUR"},
+    },
+    "product_overrides": {
+        "prod_course": {
+            "refund_window_days": 30,
+            "excluded_categories": None,
+            "accepted_reasons": None,
+            "process_time": None,
+            "review_target_hours": None,
+            "auto_approve": None,
+            "second_approval_above": None,
+        }
+    },
+}
+BALANCE = {"data": [{"currency": "EUR", "paid": 2900, "refunded": 725, "available": 2175}]}
+PORTAL_TOKEN = {"token": "pt_eyJtIjoi...Q.dBjftJeZ4CVP", "payment_id": "pay_41d0", "expires_at": "2026-11-27T10:00:00Z"}
+PORTAL_REQUEST = {
+    "id": "ref_9b2e",
+    "status": "pending",
+    "amount": 725,
+    "currency": "EUR",
+    "reason": "service_disruption",
+    "message": "The API was down for a week",
+    "note": None,
+    "process_time": "5–10 business days",
+    "created_at": _AT,
+    "updated_at": _AT,
+}
+INSIGHTS = {
+    "from": "2026-11-01T00:00:00Z",
+    "to": "2026-12-01T00:00:00Z",
+    "by_reason": [
+        {
+            "reason": "service_disruption",
+            "currency": "EUR",
+            "requests": 3,
+            "amount": 2175,
+            "refunded": 2,
+            "refunded_amount": 1450,
+        }
+    ],
+    "by_product": [
+        {
+            "product_id": "prod_pro",
+            "product_name": "Pro plan",
+            "currency": "EUR",
+            "payments": 40,
+            "paid_amount": 116000,
+            "refunded_payments": 2,
+            "refunded_amount": 1450,
+            "refund_rate": 0.0125,
+            "requests": 3,
+        }
+    ],
+    "decisions": {"count": 3, "median_seconds_to_decision": 5400, "p90_seconds_to_decision": 30600},
+    "pending_over_24h": 1,
+    "pending_over_48h": 0,
+}
+
+
+def examples(*bodies: Any) -> dict[str, Any]:
+    """``json_schema_extra`` for a model: its examples."""
+    return {"examples": list(bodies)}

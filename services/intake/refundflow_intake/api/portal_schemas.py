@@ -1,0 +1,56 @@
+"""The customer portal's request and response bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from refundflow_intake.api import examples as ex
+from refundflow_intake.api.schemas import Body
+from refundflow_intake.domain import RefundReason
+from refundflow_shared.money import MinorUnits
+
+
+class PortalTokenCreate(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"expires_in_hours": 72}]})
+
+    expires_in_hours: int | None = Field(default=None, ge=1, le=24 * 90, description="default 168 (7 days)")
+
+
+class PortalToken(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.PORTAL_TOKEN))
+
+    token: str = Field(description="give it to the customer; it opens the portal for this payment only")
+    payment_id: str
+    expires_at: datetime
+
+
+class PortalRefundRequestCreate(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"reason": "technical_issue", "message": "The export crashes", "amount": 1500}]
+        },
+    )
+
+    reason: RefundReason
+    message: str | None = Field(default=None, max_length=2000, description="in the customer's words")
+    amount: MinorUnits | None = Field(default=None, gt=0, description="defaults to all that is refundable")
+
+
+class PortalRefundRequest(BaseModel):
+    """What the customer sees of their request."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.PORTAL_REQUEST))
+
+    id: str
+    status: str
+    amount: int
+    currency: str
+    reason: str
+    message: str | None
+    note: str | None = Field(description="the merchant's note, once decided")
+    process_time: str = Field(description="how long an approved refund takes to arrive")
+    created_at: datetime
+    updated_at: datetime

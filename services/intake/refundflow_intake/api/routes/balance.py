@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from refundflow_intake import ledger
+from refundflow_intake.api.dependencies import CurrentCaller, Db
+from refundflow_intake.api.errors import documented
+from refundflow_intake.api.schemas import Balance, BalanceLine
+
+router = APIRouter(prefix="/v1/balance", tags=["balance"])
+
+
+@router.get("", responses=documented())
+async def get_balance(caller: CurrentCaller, db: Db) -> Balance:
+    """Per currency: payments received, refunds that succeeded, and what is left."""
+    async with db.transaction() as conn:
+        lines = await ledger.balance(conn, caller.merchant_id)
+    return Balance(data=[BalanceLine(**line) for line in lines])

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from refundflow_intake import insights
+from refundflow_intake.api.dependencies import CurrentCaller, Db, Now
+from refundflow_intake.api.errors import documented
+from refundflow_intake.api.insight_schemas import RefundInsights
+from refundflow_intake.domain import InvalidPeriod
+
+router = APIRouter(prefix="/v1/insights", tags=["insights"])
+
+
+@router.get("/refunds", responses=documented(InvalidPeriod))
+async def refund_insights(
+    caller: CurrentCaller,
+    db: Db,
+    now: Now,
+    start: Annotated[datetime | None, Query(alias="from", description="default: 30 days ago")] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="default: now")] = None,
+) -> RefundInsights:
+    """Counts and amounts by reason and product, refund rate per product, time to decision, and the backlog."""
+    end = end or now
+    start = start or end - timedelta(days=30)
+    if start.tzinfo is None or end.tzinfo is None or start >= end:
+        raise InvalidPeriod("from and to must be timestamps with a time zone, from before to")
+    async with db.transaction() as conn:
+        found = await insights.refund_insights(conn, caller.merchant_id, start, end, now)
+    return RefundInsights.model_validate({"from": start, "to": end, **found})

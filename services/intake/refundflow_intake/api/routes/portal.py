@@ -1,0 +1,133 @@
+"""The customer portal: a signed, expiring token per payment lets the customer ask for a refund and follow it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from refundflow_intake import portal_tokens, rate_limit, refund_desk, repository
+from refundflow_intake import refund_policy_repository as policies
+from refundflow_intake.api.dependencies import Credentials, CurrentCaller, Db, Now
+from refundflow_intake.api.errors import documented
+from refundflow_intake.api.portal_schemas import (
+    PortalRefundRequest,
+    PortalRefundRequestCreate,
+    PortalToken,
+    PortalTokenCreate,
+)
+from refundflow_intake.domain import (
+    Channel,
+    OpenRequestExists,
+    PaymentIsDisputed,
+    PaymentNotFound,
+    ReasonDetailsRequired,
+    RefundExceedsRefundable,
+    RefundNotFound,
+)
+from refundflow_intake.portal_tokens import InvalidPortalToken, PortalGrant, PortalTokenExpired
+from refundflow_intake.rate_limit import RateLimited
+from refundflow_intake.settings import IntakeSettings
+
+router = APIRouter(tags=["portal"])
+
+
+def _settings(request: Request) -> IntakeSettings:
+    settings: IntakeSettings = request.app.state.settings
+    return settings
+
+
+async def portal_grant(request: Request, credentials: Credentials, now: Now) -> PortalGrant:
+    """The payment the customer's portal token opens."""
+    if credentials is None:
+        raise InvalidPortalToken("a portal token is required: 'Authorization: Bearer pt_...'")
+    return portal_tokens.verify(_settings(request).portal_secret(), credentials.credentials, now)
+
+
+Grant = Annotated[PortalGrant, Depends(portal_grant)]
+
+
+@router.post("/v1/payments/{payment_id}/portal-token", status_code=201, responses=documented(PaymentNotFound))
+async def create_portal_token(
+    payment_id: str, caller: CurrentCaller, db: Db, now: Now, request: Request, body: PortalTokenCreate | None = None
+) -> PortalToken:
+    """A token for the customer of this payment: with it they can ask for a refund and follow it."""
+    async with db.transaction() as conn:
+        if await repository.get_payment(conn, caller.merchant_id, payment_id) is None:
+            raise PaymentNotFound(f"no payment {payment_id}")
+    settings = _settings(request)
+    hours = body.expires_in_hours if body and body.expires_in_hours else settings.portal_token_ttl_hours
+    grant = PortalGrant(merchant_id=caller.merchant_id, payment_id=payment_id, expires_at=now + timedelta(hours=hours))
+    expires_at = grant.expires_at.replace(microsecond=0)
+    token = portal_tokens.issue(settings.portal_secret(), grant)
+    return PortalToken(token=token, payment_id=payment_id, expires_at=expires_at)
+
+
+async def _customer_view(db: Db, grant: PortalGrant, refund_id: str) -> PortalRefundRequest:
+    async with db.transaction() as conn:
+        refund = await repository.get_refund(conn, refund_id, merchant_id=grant.merchant_id)
+        if refund is None or refund["payment_id"] != grant.payment_id:
+            raise RefundNotFound(f"no refund request {refund_id}")
+        payment = await repository.get_payment(conn, grant.merchant_id, grant.payment_id)
+        assert payment is not None
+        policy = await policies.effective_policy(conn, grant.merchant_id, payment["product_id"])
+    return _view(refund, policy.process_time)
+
+
+def _view(refund: dict[str, Any], process_time: str) -> PortalRefundRequest:
+    return PortalRefundRequest(
+        **refund, message=refund["reason_details"], note=refund["decision_note"], process_time=process_time
+    )
+
+
+_PORTAL_ERRORS = (
+    InvalidPortalToken,
+    PortalTokenExpired,
+    RateLimited,
+    PaymentNotFound,
+    PaymentIsDisputed,
+    OpenRequestExists,
+    RefundExceedsRefundable,
+    ReasonDetailsRequired,
+)
+
+
+@router.post("/v1/portal/refund-requests", status_code=201, responses=documented(*_PORTAL_ERRORS))
+async def submit_refund_request(
+    body: PortalRefundRequestCreate, grant: Grant, db: Db, now: Now, request: Request
+) -> PortalRefundRequest:
+    """The customer asks for a refund of the payment the token opens; the merchant decides."""
+    await rate_limit.take(
+        db.pool,
+        f"portal:{grant.payment_id}",
+        limit=_settings(request).portal_submissions_per_hour,
+        window=timedelta(hours=1),
+        now=now,
+    )
+    async with db.transaction() as conn:
+        payment = await repository.get_payment(conn, grant.merchant_id, grant.payment_id)
+        if payment is None:
+            raise PaymentNotFound(f"no payment {grant.payment_id}")
+        refund = await refund_desk.request_refund(
+            conn,
+            grant.merchant_id,
+            payment_id=grant.payment_id,
+            reason=body.reason,
+            reason_details=body.message,
+            amount=body.amount,
+            currency=None,
+            actor=f"customer:{payment['customer_email']}",
+            now=now,
+            channel=Channel.PORTAL,
+        )
+    return await _customer_view(db, grant, refund["id"])
+
+
+@router.get(
+    "/v1/portal/refund-requests/{refund_id}",
+    responses=documented(InvalidPortalToken, PortalTokenExpired, RefundNotFound),
+)
+async def track_refund_request(refund_id: str, grant: Grant, db: Db) -> PortalRefundRequest:
+    """Where the customer's request stands."""
+    return await _customer_view(db, grant, refund_id)

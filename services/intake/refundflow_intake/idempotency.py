@@ -1,0 +1,45 @@
+"""``Idempotency-Key`` on refund creation: a retried request returns the first result, never a second refund."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import asyncpg
+
+from refundflow_intake.domain import IdempotencyKeyReused
+
+
+def fingerprint(body: dict[str, Any]) -> bytes:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
+
+
+async def claim(conn: asyncpg.Connection, merchant_id: str, key: str, request_hash: bytes) -> str | None:
+    """None when this request is the key's first (go ahead); else the refund id the first one created.
+
+    The insert waits on a concurrent first request with the same key until it commits or rolls back, so two
+    racing retries cannot both create a refund. A first request that failed left nothing behind: its retry runs.
+    """
+    claimed = await conn.fetchval(
+        "INSERT INTO idempotency_keys (merchant_id, key, request_hash) VALUES ($1, $2, $3)"
+        " ON CONFLICT (merchant_id, key) DO NOTHING RETURNING key",
+        merchant_id,
+        key,
+        request_hash,
+    )
+    if claimed is not None:
+        return None
+    earlier = await conn.fetchrow(
+        "SELECT request_hash, refund_id FROM idempotency_keys WHERE merchant_id = $1 AND key = $2", merchant_id, key
+    )
+    if bytes(earlier["request_hash"]) != request_hash:
+        raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was already used with a different request body")
+    refund_id: str = earlier["refund_id"]
+    return refund_id
+
+
+async def remember(conn: asyncpg.Connection, merchant_id: str, key: str, refund_id: str) -> None:
+    await conn.execute(
+        "UPDATE idempotency_keys SET refund_id = $3 WHERE merchant_id = $1 AND key = $2", merchant_id, key, refund_id
+    )

@@ -1,0 +1,88 @@
+"""The merchant's lists, newest first, with cursor pagination (``limit``, ``starting_after``, ``has_more``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from refundflow_intake.domain import HOLDING_STATUSES, InvalidCursor
+
+Row = dict[str, Any]
+
+_PAYMENT_STATUS_SQL = {
+    "paid": "p.refunded_amount = 0",
+    "partially_refunded": "p.refunded_amount > 0 AND p.refunded_amount < p.amount",
+    "refunded": "p.refunded_amount >= p.amount",
+}
+_OPEN_REQUEST_SQL = "EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending')"
+
+
+@dataclass
+class _Query:
+    """A WHERE clause built from filters, with numbered parameters."""
+
+    args: list[Any] = field(default_factory=list)
+    conditions: list[str] = field(default_factory=list)
+
+    def param(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+
+async def _page(
+    conn: asyncpg.Connection, select: str, alias: str, table: str, query: _Query, limit: int, after: str | None
+) -> tuple[list[Row], bool]:
+    if after is not None:
+        cursor = await conn.fetchrow(
+            f"SELECT created_at, id FROM {table} WHERE id = $1 AND merchant_id = $2", after, query.args[0]
+        )
+        if cursor is None:
+            raise InvalidCursor(f"starting_after {after!r} is not one of your {table}")
+        c_at, c_id = query.param(cursor["created_at"]), query.param(cursor["id"])
+        query.conditions.append(f"({alias}.created_at, {alias}.id) < ({c_at}, {c_id})")
+    sql = (
+        f"{select} WHERE {' AND '.join(query.conditions)}"
+        f" ORDER BY {alias}.created_at DESC, {alias}.id DESC LIMIT {query.param(limit + 1)}"
+    )
+    rows = [dict(r) for r in await conn.fetch(sql, *query.args)]
+    return rows[:limit], len(rows) > limit
+
+
+async def list_payments(
+    conn: asyncpg.Connection,
+    merchant_id: str,
+    *,
+    limit: int,
+    starting_after: str | None,
+    status: str | None = None,
+    has_open_refund_request: bool | None = None,
+) -> tuple[list[Row], bool]:
+    query = _Query()
+    query.conditions.append(f"p.merchant_id = {query.param(merchant_id)}")
+    if status is not None:
+        query.conditions.append(_PAYMENT_STATUS_SQL[status])
+    if has_open_refund_request is not None:
+        query.conditions.append(_OPEN_REQUEST_SQL if has_open_refund_request else f"NOT {_OPEN_REQUEST_SQL}")
+    holding = query.param([s.value for s in HOLDING_STATUSES])
+    select = f"SELECT p.*, held_by_refunds(p.id, {holding}::text[]) AS held_by_refunds FROM payments p"
+    return await _page(conn, select, "p", "payments", query, limit, starting_after)
+
+
+async def list_refunds(
+    conn: asyncpg.Connection,
+    merchant_id: str,
+    *,
+    limit: int,
+    starting_after: str | None,
+    status: str | None = None,
+    payment_id: str | None = None,
+) -> tuple[list[Row], bool]:
+    query = _Query()
+    query.conditions.append(f"r.merchant_id = {query.param(merchant_id)}")
+    if status is not None:
+        query.conditions.append(f"r.status = {query.param(status)}")
+    if payment_id is not None:
+        query.conditions.append(f"r.payment_id = {query.param(payment_id)}")
+    return await _page(conn, "SELECT r.* FROM refunds r", "r", "refunds", query, limit, starting_after)

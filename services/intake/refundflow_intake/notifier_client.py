@@ -1,0 +1,62 @@
+"""Intake's line to the notifier's internal API: the webhook delivery log and replays live there.
+
+The notifier owns deliveries and attempts; intake answers merchants from it instead of keeping a copy, so the
+log is never stale. Calls carry a token derived from WEBHOOK_SECRET_KEY, which only the two services hold.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import httpx
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from refundflow_shared.secret_box import derived_token
+
+INTERNAL_API_PURPOSE = "refundflow notifier internal api"  # the notifier derives the same token
+
+
+class NotifierLinkSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    notifier_url: str = "http://127.0.0.1:8002"
+    notifier_timeout_seconds: float = 5.0
+
+
+class NotifierUnavailable(Exception):
+    """The notifier did not answer, or answered with an error of its own."""
+
+
+class NotifierClient:
+    def __init__(self, base_url: str, secret_key: str, timeout: float) -> None:
+        self._base_url, self._timeout = base_url.rstrip("/"), timeout
+        self._headers = {"Authorization": f"Bearer {derived_token(secret_key, INTERNAL_API_PURPOSE)}"}
+
+    async def delivery_log(self, merchant_id: str, endpoint_id: str, limit: int) -> dict[str, Any] | None:
+        """The endpoint's delivery state and latest deliveries; None when the notifier does not know it yet."""
+        path = f"/internal/v1/merchants/{merchant_id}/webhook-endpoints/{endpoint_id}/deliveries"
+        return await self._call("GET", path, params={"limit": limit})
+
+    async def replay(
+        self, merchant_id: str, endpoint_id: str, *, delivery_id: int | None = None, since: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """How many deliveries were scheduled; None when the endpoint or delivery is unknown to the notifier."""
+        body: dict[str, Any] = {"delivery_id": delivery_id} if delivery_id is not None else {}
+        if since is not None:
+            body["since"] = since.isoformat()
+        path = f"/internal/v1/merchants/{merchant_id}/webhook-endpoints/{endpoint_id}/replays"
+        return await self._call("POST", path, json=body)
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
+        try:
+            async with httpx.AsyncClient(base_url=self._base_url, timeout=self._timeout) as client:
+                response = await client.request(method, path, headers=self._headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise NotifierUnavailable(f"the notifier did not answer: {exc}") from exc
+        if response.status_code == 404:
+            return None
+        if response.is_error:
+            raise NotifierUnavailable(f"the notifier answered {response.status_code}")
+        result: dict[str, Any] = response.json()
+        return result

@@ -1,0 +1,38 @@
+"""A sliding-window limit kept in PostgreSQL, so that every intake replica counts the same attempts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from refundflow_intake.domain import DomainError
+
+
+class RateLimited(DomainError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+async def take(pool: asyncpg.Pool, bucket: str, *, limit: int, window: timedelta, now: datetime) -> None:
+    """Count one attempt in ``bucket``; raise RateLimited when more than ``limit`` fall in ``window``.
+
+    Runs in its own committed transaction: a refused or failed attempt still counts.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", bucket)
+        oldest: datetime | None = await conn.fetchval(
+            "SELECT min(at) FROM (SELECT at FROM rate_limit_attempts WHERE bucket = $1 AND at > $2"
+            " ORDER BY at DESC LIMIT $3) recent HAVING count(*) >= $3",
+            bucket,
+            now - window,
+            limit,
+        )
+        if oldest is not None:
+            retry_after = max(int((oldest + window - now).total_seconds()) + 1, 1)
+            raise RateLimited(f"too many attempts: try again in {retry_after} seconds", retry_after)
+        await conn.execute("INSERT INTO rate_limit_attempts (bucket, at) VALUES ($1, $2)", bucket, now)
+        await conn.execute("DELETE FROM rate_limit_attempts WHERE bucket = $1 AND at <= $2", bucket, now - window)

@@ -1,0 +1,101 @@
+"""The merchant's refund policy and what it says about one request: flags and approvals. No I/O here."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from refundflow_intake.domain import RefundReason
+from refundflow_shared.money import Money
+
+DEFAULT_EXCLUDED_CATEGORIES = ["consumable", "customized"]
+
+# Soft rules: the request is still accepted (pending), the merchant sees why it may not qualify.
+FLAG_OUTSIDE_WINDOW = "outside_refund_window"
+FLAG_EXCLUDED_CATEGORY = "excluded_category"
+FLAG_REASON_NOT_ACCEPTED = "reason_not_accepted"
+
+
+class AutoApproveRule(BaseModel):
+    """Approve without a person when the amount is at most ``max_amount``, within the window, with no flags
+    and a reason in ``reasons``. A threshold in another currency than the refund's never auto-approves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_amount: Money
+    reasons: list[RefundReason] = Field(min_length=1)
+
+
+class RefundPolicyFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refund_window_days: int = Field(default=14, ge=7, le=30, description="days after payment a refund is due")
+    excluded_categories: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDED_CATEGORIES))
+    accepted_reasons: list[RefundReason] = Field(default_factory=lambda: list(RefundReason))
+    process_time: str = Field(default="5–10 business days", min_length=1, max_length=100)
+    review_target_hours: int = Field(default=48, ge=1, le=720, description="pending longer than this is overdue")
+    auto_approve: AutoApproveRule | None = None
+    second_approval_above: Money | None = Field(
+        default=None,
+        description="refunds above this need two different approvers; in another currency, always two",
+    )
+
+
+class RefundPolicy(RefundPolicyFields):
+    """A complete policy: the merchant's, or the merchant's with a product's override applied."""
+
+    def with_override(self, override: dict[str, Any]) -> RefundPolicy:
+        return RefundPolicy.model_validate({**self.model_dump(), **override})
+
+    def flags(self, *, paid_at: datetime, now: datetime, category: str | None, reason: RefundReason) -> list[str]:
+        flags = []
+        if now - paid_at > timedelta(days=self.refund_window_days):
+            flags.append(FLAG_OUTSIDE_WINDOW)
+        if category is not None and category in self.excluded_categories:
+            flags.append(FLAG_EXCLUDED_CATEGORY)
+        if reason not in self.accepted_reasons:
+            flags.append(FLAG_REASON_NOT_ACCEPTED)
+        return flags
+
+    def auto_approves(self, *, amount: int, currency: str, flags: list[str], reason: RefundReason) -> bool:
+        rule = self.auto_approve
+        if rule is None or flags or reason not in rule.reasons or self.approvals_required(amount, currency) > 1:
+            return False
+        return rule.max_amount.currency == currency and amount <= rule.max_amount.amount
+
+    def approvals_required(self, amount: int, currency: str) -> int:
+        limit = self.second_approval_above
+        if limit is None:
+            return 1
+        return 2 if limit.currency != currency or amount > limit.amount else 1
+
+    def plain_text(self) -> str:
+        """The policy in a few sentences, for checkout and product pages."""
+        text = f"You can ask for a refund within {self.refund_window_days} days of your purchase."
+        if self.excluded_categories:
+            text += f" Not refundable: {', '.join(self.excluded_categories)} products."
+        return text + f" Approved refunds reach you in {self.process_time}."
+
+
+class RefundPolicyOverride(BaseModel):
+    """A product's exceptions to the merchant's policy: only the fields given replace the merchant's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    refund_window_days: int | None = Field(default=None, ge=7, le=30)
+    excluded_categories: list[str] | None = None
+    accepted_reasons: list[RefundReason] | None = None
+    process_time: str | None = Field(default=None, min_length=1, max_length=100)
+    review_target_hours: int | None = Field(default=None, ge=1, le=720)
+    auto_approve: AutoApproveRule | None = None
+    second_approval_above: Money | None = None
+
+    def fields_set(self) -> dict[str, Any]:
+        given = self.model_dump(mode="json", exclude_unset=True)
+        # An explicit null turns an approval rule off; elsewhere it means "as the merchant's".
+        return {k: v for k, v in given.items() if v is not None or k in _NULLABLE}
+
+
+_NULLABLE = ("auto_approve", "second_approval_above")

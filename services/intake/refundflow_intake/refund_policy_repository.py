@@ -1,0 +1,63 @@
+"""SQL for refund policies: the merchant's (product_id '') and per-product overrides, as JSON documents."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from refundflow_intake.refund_policy import RefundPolicy
+
+MERCHANT_WIDE = ""
+
+
+async def _document(conn: asyncpg.Connection, merchant_id: str, product_id: str) -> dict[str, Any] | None:
+    raw = await conn.fetchval(
+        "SELECT policy FROM refund_policies WHERE merchant_id = $1 AND product_id = $2", merchant_id, product_id
+    )
+    return dict(json.loads(raw)) if raw is not None else None
+
+
+async def merchant_policy(conn: asyncpg.Connection, merchant_id: str) -> RefundPolicy:
+    """The merchant's policy; the defaults until the merchant sets one."""
+    return RefundPolicy.model_validate(await _document(conn, merchant_id, MERCHANT_WIDE) or {})
+
+
+async def product_override(conn: asyncpg.Connection, merchant_id: str, product_id: str) -> dict[str, Any] | None:
+    return await _document(conn, merchant_id, product_id) if product_id != MERCHANT_WIDE else None
+
+
+async def effective_policy(conn: asyncpg.Connection, merchant_id: str, product_id: str | None) -> RefundPolicy:
+    """What applies to one product: the merchant's policy with the product's override on top."""
+    policy = await merchant_policy(conn, merchant_id)
+    override = await product_override(conn, merchant_id, product_id) if product_id else None
+    return policy.with_override(override) if override else policy
+
+
+async def save(conn: asyncpg.Connection, merchant_id: str, product_id: str, document: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO refund_policies (merchant_id, product_id, policy) VALUES ($1, $2, $3::jsonb)"
+        " ON CONFLICT (merchant_id, product_id) DO UPDATE SET policy = excluded.policy, updated_at = now()",
+        merchant_id,
+        product_id,
+        json.dumps(document),
+    )
+
+
+async def delete_override(conn: asyncpg.Connection, merchant_id: str, product_id: str) -> bool:
+    status = await conn.execute(
+        "DELETE FROM refund_policies WHERE merchant_id = $1 AND product_id = $2 AND product_id <> ''",
+        merchant_id,
+        product_id,
+    )
+    return bool(status == "DELETE 1")
+
+
+async def overrides(conn: asyncpg.Connection, merchant_id: str) -> dict[str, dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT product_id, policy FROM refund_policies WHERE merchant_id = $1 AND product_id <> ''"
+        " ORDER BY product_id",
+        merchant_id,
+    )
+    return {r["product_id"]: dict(json.loads(r["policy"])) for r in rows}

@@ -1,0 +1,78 @@
+"""The notifier's internal HTTP API: intake serves merchants the delivery log and replays through it.
+
+Not for the public: every call carries a bearer token derived from WEBHOOK_SECRET_KEY, which only intake and
+the notifier hold.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from refundflow_notifier import webhook_store
+from refundflow_notifier.settings import NotifierSettings
+from refundflow_shared.secret_box import derived_token
+from refundflow_shared.service_runtime import ServiceRuntime
+
+INTERNAL_API_PURPOSE = "refundflow notifier internal api"
+_bearer = HTTPBearer(auto_error=False)
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    delivery_id: int | None = None
+    since: datetime | None = None
+
+    @model_validator(mode="after")
+    def one_of(self) -> ReplayRequest:
+        if (self.delivery_id is None) == (self.since is None):
+            raise ValueError("give either delivery_id or since")
+        return self
+
+
+def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIRouter:
+    async def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+        key = settings.webhook_secret_key
+        if key is None:
+            raise HTTPException(503, "WEBHOOK_SECRET_KEY is not set")
+        expected = derived_token(key.get_secret_value(), INTERNAL_API_PURPOSE)
+        if credentials is None or not hmac.compare_digest(credentials.credentials, expected):
+            raise HTTPException(401, "internal API token required")
+
+    router = APIRouter(prefix="/internal/v1", tags=["internal"], dependencies=[Depends(authorized)])
+
+    async def endpoint_of(conn: Any, endpoint_id: str, merchant_id: str) -> dict[str, Any]:
+        endpoint = await webhook_store.get_endpoint(conn, endpoint_id, merchant_id)
+        if endpoint is None:
+            raise HTTPException(404, f"no webhook endpoint {endpoint_id}")
+        return endpoint
+
+    @router.get("/merchants/{merchant_id}/webhook-endpoints/{endpoint_id}/deliveries")
+    async def deliveries(
+        merchant_id: str, endpoint_id: str, request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    ) -> dict[str, Any]:
+        """The endpoint's delivery state and its latest deliveries, each with every attempt."""
+        async with runtime.pool.acquire() as conn:
+            endpoint = await endpoint_of(conn, endpoint_id, merchant_id)
+            log = await webhook_store.delivery_log(conn, endpoint_id, limit)
+        return {"endpoint": endpoint, "deliveries": log}
+
+    @router.post("/merchants/{merchant_id}/webhook-endpoints/{endpoint_id}/replays", status_code=202)
+    async def replay(merchant_id: str, endpoint_id: str, body: ReplayRequest) -> dict[str, int]:
+        """Deliver one delivery's event again, or every subscribed event since a time."""
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            await endpoint_of(conn, endpoint_id, merchant_id)
+            if body.delivery_id is not None:
+                if await webhook_store.replay_delivery(conn, endpoint_id, body.delivery_id) is None:
+                    raise HTTPException(404, f"no delivery {body.delivery_id} for this endpoint")
+                return {"scheduled": 1}
+            assert body.since is not None
+            return {"scheduled": await webhook_store.replay_since(conn, endpoint_id, body.since)}
+
+    return router

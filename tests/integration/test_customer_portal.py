@@ -1,0 +1,122 @@
+"""The customer portal: signed expiring tokens, customer requests, one open request, rate limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from tests.support.intake_harness import Headers, IntakeUnderTest, running_intake
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap) as running:
+        yield running
+
+
+async def portal_for(intake: IntakeUnderTest, merchant: Headers, payment_id: str, **body: Any) -> Headers:
+    response = await intake.client.post(f"/v1/payments/{payment_id}/portal-token", headers=merchant, json=body)
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+async def test_a_customer_asks_for_a_refund_and_follows_it_to_the_merchants_decision(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    customer = await portal_for(intake, merchant, payment["id"])
+
+    submitted = await intake.client.post(
+        "/v1/portal/refund-requests",
+        headers=customer,
+        json={"reason": "product_not_as_described", "message": "It has no export", "amount": 4_000},
+    )
+    assert submitted.status_code == 201, submitted.text
+    request = submitted.json()
+    assert (request["status"], request["amount"], request["message"]) == ("pending", 4_000, "It has no export")
+    assert request["process_time"] == "5–10 business days"
+
+    merchant_view = (await intake.client.get(f"/v1/refunds/{request['id']}", headers=merchant)).json()
+    assert merchant_view["channel"] == "portal"
+    assert merchant_view["timeline"][0]["actor"] == "customer:ada@example.com"
+    await intake.client.post(f"/v1/refunds/{request['id']}/reject", headers=merchant, json={"note": "Export is in Pro"})
+
+    tracked = (await intake.client.get(f"/v1/portal/refund-requests/{request['id']}", headers=customer)).json()
+    assert (tracked["status"], tracked["note"]) == ("rejected", "Export is in Pro")
+
+
+async def test_a_customer_holds_at_most_one_open_request_per_payment(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    customer = await portal_for(intake, merchant, payment["id"])
+    body = {"reason": "requested_by_customer", "amount": 1_000}
+    assert (await intake.client.post("/v1/portal/refund-requests", headers=customer, json=body)).status_code == 201
+    before = await intake.written()
+
+    second = await intake.client.post("/v1/portal/refund-requests", headers=customer, json=body)
+
+    assert second.status_code == 409
+    assert second.json()["error"]["code"] == "open_request_exists"
+    assert await intake.written() == before
+
+
+async def test_a_token_opens_only_its_own_payment(intake: IntakeUnderTest) -> None:
+    merchant, stranger = await intake.merchant(), await intake.merchant()
+    payment, other_payment = await intake.payment(merchant), await intake.payment(merchant)
+    customer = await portal_for(intake, merchant, payment["id"])
+    other_refund = await intake.refund(merchant, other_payment["id"], amount=100)
+
+    tracked = await intake.client.get(f"/v1/portal/refund-requests/{other_refund['id']}", headers=customer)
+    assert tracked.status_code == 404 and tracked.json()["error"]["code"] == "refund_not_found"
+    token_for_foreign_payment = await intake.client.post(f"/v1/payments/{payment['id']}/portal-token", headers=stranger)
+    assert token_for_foreign_payment.status_code == 404
+    # A portal token is not an API key, and an API key is not a portal token.
+    assert (await intake.client.get("/v1/payments", headers=customer)).status_code == 401
+    as_key = await intake.client.post("/v1/portal/refund-requests", headers=merchant, json={"reason": "duplicate"})
+    assert as_key.status_code == 401 and as_key.json()["error"]["code"] == "invalid_portal_token"
+
+
+async def test_a_tampered_or_expired_token_is_refused(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    customer = await portal_for(intake, merchant, payment["id"], expires_in_hours=1)
+    token = customer["Authorization"].removeprefix("Bearer ")
+    payload, signature = token.split(".")
+    tampered = {"Authorization": f"Bearer {payload[:-2]}xx.{signature}"}
+    body = {"reason": "duplicate"}
+
+    answer = await intake.client.post("/v1/portal/refund-requests", headers=tampered, json=body)
+    assert answer.status_code == 401 and answer.json()["error"]["code"] == "invalid_portal_token"
+
+    intake.clock.advance(timedelta(hours=1, seconds=1))
+    try:
+        expired = await intake.client.post("/v1/portal/refund-requests", headers=customer, json=body)
+    finally:
+        intake.clock.advance(-timedelta(hours=1, seconds=1))
+    assert expired.status_code == 401 and expired.json()["error"]["code"] == "portal_token_expired"
+
+
+async def test_portal_submissions_are_rate_limited_per_payment(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    customer = await portal_for(intake, merchant, payment["id"])
+    body = {"reason": "duplicate", "amount": 1}
+    answers = [
+        (await intake.client.post("/v1/portal/refund-requests", headers=customer, json=body)).status_code
+        for _ in range(7)
+    ]
+    assert answers == [201, 409, 409, 409, 409, 429, 429]
+    limited = await intake.client.post("/v1/portal/refund-requests", headers=customer, json=body)
+    assert limited.json()["error"]["code"] == "rate_limited"
+    assert 0 < int(limited.headers["Retry-After"]) <= 3600
+
+    intake.clock.advance(timedelta(hours=1, seconds=1))
+    try:
+        later = await intake.client.post("/v1/portal/refund-requests", headers=customer, json=body)
+    finally:
+        intake.clock.advance(-timedelta(hours=1, seconds=1))
+    assert later.status_code == 409  # counted again: the window moved on

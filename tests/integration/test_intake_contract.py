@@ -1,0 +1,128 @@
+"""The published contracts: OpenAPI (every error code, examples, error shape) and AsyncAPI, both served."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from refundflow_intake import portal_tokens, rate_limit, refund_commands
+from refundflow_intake.domain import DomainError
+from refundflow_shared.events import topic_for
+from tests.support.intake_harness import IntakeUnderTest, running_intake
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+PUBLIC = {"/healthz", "/readyz", "/asyncapi.json", "/v1/public/merchants/{merchant_id}/refund-policy"}
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def openapi(intake: IntakeUnderTest) -> dict[str, Any]:
+    response = await intake.client.get("/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def _all_subclasses(cls: type[DomainError]) -> set[type[DomainError]]:
+    found = set()
+    for sub in cls.__subclasses__():
+        found |= {sub, *_all_subclasses(sub)}
+    return found
+
+
+def _operations(openapi: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, method, operation)
+        for path, methods in openapi["paths"].items()
+        for method, operation in methods.items()
+        if path.startswith("/v1/") and not path.startswith("/v1/webhook") and "notification" not in path
+    ]
+
+
+async def test_every_domain_error_code_is_listed_in_the_openapi(openapi: dict[str, Any]) -> None:
+    assert refund_commands and portal_tokens and rate_limit  # their errors are DomainErrors too
+    listed = "\n".join(
+        response.get("description", "")
+        for _, _, operation in _operations(openapi)
+        for response in operation["responses"].values()
+    )
+    mine = {e for e in _all_subclasses(DomainError) if "webhook" not in e.code}  # webhooks: documented by their issue
+    codes = {e.code for e in mine} - {"not_found", "invalid_reason"}  # the base class; a command-only code
+    missing = {code for code in codes if f"`{code}`" not in listed}
+    assert missing == set()
+
+
+async def test_every_operation_documents_its_errors_in_one_shape_with_an_example(openapi: dict[str, Any]) -> None:
+    for path, method, operation in _operations(openapi):
+        errors = {status: r for status, r in operation["responses"].items() if status.startswith("4")}
+        assert "422" in errors, (method, path)
+        if path not in PUBLIC:
+            assert "401" in errors, (method, path)
+        for response in errors.values():
+            content = response["content"]["application/json"]
+            assert content["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
+            assert set(content["example"]["error"]) >= {"code", "message"}, (method, path)
+        assert operation.get("description") or operation.get("summary"), (method, path)
+
+
+async def test_request_bodies_carry_examples(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    for path, method, operation in _operations(openapi):
+        body = operation.get("requestBody")
+        if body is None:
+            continue
+        ref = body["content"]["application/json"]["schema"]
+        name = (ref.get("$ref") or ref["anyOf"][0]["$ref"]).rsplit("/", 1)[-1]
+        if name.startswith("RefundPolicy"):
+            continue  # every field has a default: the schema is its own example
+        assert schemas[name].get("examples"), (method, path, name)
+
+
+async def test_list_endpoints_use_cursor_pagination(openapi: dict[str, Any]) -> None:
+    for path in ("/v1/payments", "/v1/refunds"):
+        names = {p["name"] for p in openapi["paths"][path]["get"]["parameters"]}
+        assert {"limit", "starting_after"} <= names
+    assert "has_more" in openapi["components"]["schemas"]["PaymentList"]["properties"]
+    assert "has_more" in openapi["components"]["schemas"]["RefundList"]["properties"]
+
+
+async def test_the_asyncapi_document_lists_every_topic_intake_reads_and_writes(intake: IntakeUnderTest) -> None:
+    response = await intake.client.get("/asyncapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["asyncapi"].startswith("3.")
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    prefix = intake.settings.topic_prefix
+    expected = {
+        "payment.succeeded",
+        "payment.disputed",
+        "refund.succeeded",
+        "refund.failed",
+        "refund.submit",
+        "refund.requested",
+        "refund.approved",
+        "refund.rejected",
+        "subscription.cancel_requested",
+        "subscription.extension_granted",
+        "refund.submit_rejected",
+        "refund.review_overdue",
+    }
+    assert addresses == {topic_for(t, prefix) for t in expected}
+    submit = document["components"]["schemas"]["RefundSubmit"]
+    assert {"payment_id", "merchant_id", "idempotency_key", "reason", "amount"} <= submit["properties"].keys()
+
+
+async def test_every_operation_shows_an_example_of_its_success_body(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    for path, method, operation in _operations(openapi):
+        [success] = [r for status, r in operation["responses"].items() if status.startswith("2")]
+        schema = success["content"]["application/json"]["schema"]
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        assert schemas[name].get("examples"), (method, path, name)

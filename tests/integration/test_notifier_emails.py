@@ -1,0 +1,238 @@
+"""Customer emails and team alerts through a real SMTP server and a real HTTP receiver, each sent once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+
+import asyncpg
+import pytest
+
+from refundflow_shared.events import RefundApproved, RefundFailed, RefundRejected, RefundRequested, RefundSucceeded
+from tests.conftest import create_database
+from tests.support.notifier_harness import EventFeed, configure_team, notifier_settings, running_notifier
+from tests.support.notifier_receivers import (
+    DEFERRING_DOMAIN,
+    REJECTING_DOMAIN,
+    CapturingSmtpHandler,
+    HttpReceiver,
+    http_receiver,
+    smtp_server,
+)
+from tests.support.probe_service import eventually
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+class World:
+    def __init__(self, feed: EventFeed, pool: asyncpg.Pool, mail: CapturingSmtpHandler, http: HttpReceiver) -> None:
+        self.feed, self.pool, self.mail, self.http = feed, pool, mail, http
+
+
+@pytest.fixture(scope="module")
+async def world(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[World]:
+    with smtp_server() as (mail, smtp_port):
+        async with http_receiver() as http:
+            settings = notifier_settings(await create_database(postgres_url), kafka_bootstrap, smtp_port)
+            async with running_notifier(settings) as (feed, pool):
+                yield World(feed, pool, mail, http)
+
+
+def ids() -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:10]
+    return {"merchant_id": f"mer_{suffix}", "payment_id": f"pay_{suffix}", "refund_id": f"ref_{suffix}"}
+
+
+def customer() -> str:
+    return f"ada.{uuid.uuid4().hex[:8]}@example.com"
+
+
+async def mails_to(world: World, recipient: str, count: int = 1) -> list[EmailMessage]:
+    async def arrived() -> bool:
+        return len(world.mail.to(recipient)) >= count
+
+    await eventually(arrived, timeout=60)
+    return world.mail.to(recipient)
+
+
+def text_of(message: EmailMessage) -> str:
+    part = message.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def html_of(message: EmailMessage) -> str:
+    part = message.get_body(("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"),
+    [(1500, "JPY", "¥1,500"), (123456, "EUR", "€1,234.56"), (12345, "KWD", "KWD 12.345")],
+)
+async def test_a_succeeded_refund_confirms_the_amount_in_the_currencys_format(
+    world: World, amount: int, currency: str, shown: str
+) -> None:
+    to = customer()
+    await world.feed.publish(
+        RefundSucceeded(**ids(), customer_email=to, amount=amount, currency=currency, provider_refund_id="re_1")
+    )
+
+    [message] = await mails_to(world, to)
+    assert message["Subject"] == f"Your refund of {shown} is on its way"
+    assert shown in text_of(message) and shown in html_of(message)
+    assert "original payment method" in text_of(message)
+    assert "5–10 business days" in text_of(message)
+    assert message["Message-ID"].endswith("@refundflow>")
+    assert message["Date"]
+    assert message["Auto-Submitted"] == "auto-generated"
+
+
+async def test_a_request_is_acknowledged_with_what_happens_next_from_the_merchant(world: World) -> None:
+    to, refund = customer(), ids()
+    await configure_team(world.feed, world.pool, refund["merchant_id"])
+    await world.feed.publish(
+        RefundRequested(**refund, customer_email=to, amount=4999, currency="EUR", reason="requested_by_customer")
+    )
+
+    [message] = await mails_to(world, to)
+    assert message["Subject"] == "We received your refund request for €49.99"
+    assert "within 2 business days" in text_of(message)
+    [sender] = message["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == ("Acme Software", "refunds@refundflow.test")
+    assert message["Reply-To"] == "support@acme.example"
+
+
+async def test_a_rejection_carries_the_merchants_note(world: World) -> None:
+    to = customer()
+    await world.feed.publish(
+        RefundRejected(**ids(), customer_email=to, note="The licence was used for 200 days & <more>.")
+    )
+
+    [message] = await mails_to(world, to)
+    assert message["Subject"] == "About your refund request"
+    assert "The licence was used for 200 days & <more>." in text_of(message)
+    assert "200 days &amp; &lt;more&gt;." in html_of(message), "the note is escaped in HTML"
+
+
+async def test_a_failure_tells_the_customer_the_merchant_follows_up_without_provider_internals(world: World) -> None:
+    to = customer()
+    await world.feed.publish(
+        RefundFailed(
+            **ids(),
+            customer_email=to,
+            amount=1000,
+            currency="USD",
+            failure_reason="insufficient_funds",
+            failure_message="Stripe: balance_insufficient",
+        )
+    )
+
+    [message] = await mails_to(world, to)
+    assert message["Subject"] == "A problem with your refund of $10.00"
+    assert "will follow up" in text_of(message)
+    assert "insufficient" not in message.as_string() and "Stripe" not in message.as_string()
+
+
+async def test_a_success_that_later_fails_sends_a_follow_up(world: World) -> None:
+    to, refund = customer(), ids()
+    common = {**refund, "customer_email": to, "amount": 2500, "currency": "GBP"}
+    await world.feed.publish(RefundSucceeded(**common, provider_refund_id="re_2"))
+    await mails_to(world, to, 1)
+    await world.feed.publish(RefundFailed(**common, failure_reason="provider_reversed"))
+
+    first, follow_up = await mails_to(world, to, 2)
+    assert first["Subject"] == "Your refund of £25.00 is on its way"
+    assert follow_up["Subject"] == "Update on your refund of £25.00"
+    assert "told you earlier" in text_of(follow_up)
+
+
+async def test_a_duplicate_event_sends_no_second_email_or_alert(world: World) -> None:
+    to, refund = customer(), ids()
+    await configure_team(world.feed, world.pool, refund["merchant_id"], slack=world.http.url(refund["merchant_id"]))
+    event = await world.feed.publish(
+        RefundRequested(**refund, customer_email=to, amount=100, currency="EUR", reason="duplicate_test")
+    )
+    await world.feed.redeliver(event)
+    marker = customer()
+    await world.feed.publish(
+        RefundSucceeded(**ids(), customer_email=marker, amount=1, currency="EUR", provider_refund_id="re_m")
+    )
+
+    await mails_to(world, to)
+    await mails_to(world, marker)
+    await asyncio.sleep(1)  # time for a duplicate to show
+    assert len(world.mail.to(to)) == 1
+    assert len(world.http.received[refund["merchant_id"]]) == 1, "one Slack alert"
+
+
+async def test_team_alerts_reach_slack_and_the_team_email(world: World) -> None:
+    refund = ids()
+    team = f"team.{uuid.uuid4().hex[:8]}@acme.example"
+    slack = refund["merchant_id"]
+    await configure_team(world.feed, world.pool, refund["merchant_id"], slack=world.http.url(slack), team_email=team)
+    common = {**refund, "customer_email": customer(), "amount": 4999, "currency": "EUR"}
+    await world.feed.publish(RefundRequested(**common, reason="requested_by_customer"))
+    await world.feed.publish(
+        RefundApproved(**common, provider_payment_id="pi_1", payment_amount=4999, approved_by="api_key:key_1")
+    )
+    await world.feed.publish(RefundFailed(**common, failure_reason="provider_unavailable"))
+
+    # Each event type has its own topic: the alerts may arrive in any order.
+    alerts = {m["Subject"]: m for m in await mails_to(world, team, 3)}
+    assert sorted(alerts) == [
+        "[Refundflow] New refund request to review: €49.99",
+        "[Refundflow] Refund approved: €49.99",
+        "[Refundflow] Refund failed: €49.99",
+    ]
+    assert "provider_unavailable" in text_of(alerts["[Refundflow] Refund failed: €49.99"]), "the team sees why"
+    await eventually(lambda: _count(world.http, slack, 3))
+    texts = {json.loads(r.body)["text"].split("\n")[0]: json.loads(r.body)["text"] for r in world.http.received[slack]}
+    assert sorted(texts) == ["New refund request to review: €49.99", "Refund approved: €49.99", "Refund failed: €49.99"]
+    assert "approved by: api_key:key_1" in texts["Refund approved: €49.99"]
+
+
+async def _count(http: HttpReceiver, name: str, expected: int) -> bool:
+    return len(http.received[name]) >= expected
+
+
+@pytest.mark.parametrize("bad_address", ["not-an-address", f"nobody@{REJECTING_DOMAIN}"])
+async def test_an_undeliverable_address_is_recorded_and_alerted_and_others_still_go_out(
+    world: World, bad_address: str
+) -> None:
+    refund = ids()
+    slack = refund["merchant_id"]
+    await configure_team(world.feed, world.pool, refund["merchant_id"], slack=world.http.url(slack))
+    await world.feed.publish(
+        RefundSucceeded(**refund, customer_email=bad_address, amount=700, currency="EUR", provider_refund_id="re_x")
+    )
+    good = customer()
+    await world.feed.publish(
+        RefundSucceeded(**ids(), customer_email=good, amount=700, currency="EUR", provider_refund_id="re_y")
+    )
+
+    await mails_to(world, good)
+    await eventually(lambda: _count(world.http, slack, 1))
+    alert = json.loads(world.http.received[slack][0].body)["text"]
+    assert alert.startswith("A customer email could not be delivered")
+    assert bad_address in alert
+    row = await world.pool.fetchrow(
+        "SELECT status, error FROM messages WHERE recipient = $1 AND kind = 'refund_succeeded'", bad_address
+    )
+    assert row is not None and row["status"] == "rejected" and row["error"]
+
+
+async def test_a_deferred_email_is_retried_and_delivered_once(world: World) -> None:
+    to = f"ada.{uuid.uuid4().hex[:8]}@{DEFERRING_DOMAIN}"
+    await world.feed.publish(
+        RefundSucceeded(**ids(), customer_email=to, amount=100, currency="EUR", provider_refund_id="re_d")
+    )
+
+    assert len(await mails_to(world, to)) == 1
+    assert to in world.mail.deferred, "the first attempt was answered 451"
+    row = await world.pool.fetchrow("SELECT status, attempts FROM messages WHERE recipient = $1", to)
+    assert row is not None and (row["status"], row["attempts"]) == ("sent", 2)

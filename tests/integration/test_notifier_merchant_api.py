@@ -1,0 +1,284 @@
+"""The merchant configures webhooks and team channels through intake's API; the notifier acts on them.
+
+Intake and the notifier run in-process on one database and broker; a real HTTP receiver verifies what arrives
+with the secret intake showed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from standardwebhooks.webhooks import Webhook
+
+from refundflow_intake.app import create_app as create_intake
+from refundflow_intake.notifier_client import NotifierLinkSettings
+from refundflow_intake.settings import IntakeSettings
+from refundflow_notifier.app import create_app as create_notifier
+from refundflow_shared.events import RefundSucceeded, topic_for
+from tests.conftest import create_database
+from tests.support.infrastructure import free_port
+from tests.support.kafka_reader import read_topic
+from tests.support.notifier_harness import TEST_SECRET_KEY, EventFeed, notifier_settings
+from tests.support.notifier_receivers import HttpReceiver, Received, http_receiver, smtp_server
+from tests.support.probe_service import eventually
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+ADMIN_TOKEN = "test-admin-token"
+
+
+class World:
+    def __init__(
+        self,
+        api: httpx.AsyncClient,
+        notifier_db: asyncpg.Pool,
+        feed: EventFeed,
+        http: HttpReceiver,
+        kafka: str,
+        prefix: str,
+    ) -> None:
+        self.api, self.notifier_db, self.feed, self.http = api, notifier_db, feed, http
+        self.intake: Any = None
+        self.kafka, self.prefix = kafka, prefix
+
+
+@pytest.fixture(scope="module")
+async def world(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[World]:
+    from aiokafka import AIOKafkaProducer
+
+    database_url = await create_database(postgres_url)
+    with smtp_server() as (_, smtp_port):
+        async with http_receiver() as http:
+            settings = notifier_settings(database_url, kafka_bootstrap, smtp_port)
+            port = free_port()
+            notifier = uvicorn.Server(
+                uvicorn.Config(create_notifier(settings), host="127.0.0.1", port=port, log_config=None)
+            )
+            serving = asyncio.create_task(notifier.serve())
+            await eventually(lambda: _started(notifier), timeout=60)
+            intake = create_intake(
+                IntakeSettings(
+                    database_url=database_url,
+                    kafka_bootstrap_servers=kafka_bootstrap,
+                    topic_prefix=settings.topic_prefix,
+                    refundflow_admin_token=ADMIN_TOKEN,
+                    webhook_secret_key=TEST_SECRET_KEY,
+                )
+            )
+            intake.state.notifier_link = NotifierLinkSettings(notifier_url=f"http://127.0.0.1:{port}")
+            producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=False)
+            await producer.start()
+            pool = await asyncpg.create_pool(database_url, server_settings={"search_path": "notifier"})
+            assert pool is not None
+            try:
+                async with (
+                    intake.router.lifespan_context(intake),
+                    httpx.AsyncClient(transport=httpx.ASGITransport(app=intake), base_url="http://intake") as api,
+                ):
+                    world = World(
+                        api,
+                        pool,
+                        EventFeed(producer, settings.topic_prefix),
+                        http,
+                        kafka_bootstrap,
+                        settings.topic_prefix,
+                    )
+                    world.intake = intake
+                    yield world
+            finally:
+                await pool.close()
+                await producer.stop()
+                notifier.should_exit = True
+                await serving
+
+
+async def _started(server: uvicorn.Server) -> bool:
+    return bool(server.started)
+
+
+async def new_merchant(world: World) -> tuple[str, dict[str, str]]:
+    response = await world.api.post(
+        "/v1/merchants", json={"name": "Acme"}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return body["id"], {"Authorization": f"Bearer {body['api_key']}"}
+
+
+def succeeded(merchant_id: str) -> RefundSucceeded:
+    suffix = uuid.uuid4().hex[:10]
+    return RefundSucceeded(
+        merchant_id=merchant_id,
+        payment_id=f"pay_{suffix}",
+        refund_id=f"ref_{suffix}",
+        customer_email="ada@example.com",
+        amount=4999,
+        currency="EUR",
+        provider_refund_id=f"re_{suffix}",
+    )
+
+
+async def received(world: World, name: str, count: int) -> list[Received]:
+    async def enough() -> bool:
+        return len(world.http.received[name]) >= count
+
+    await eventually(enough, timeout=60)
+    return world.http.received[name]
+
+
+async def endpoint_known(world: World, endpoint_id: str, **expected: Any) -> None:
+    async def matches() -> bool:
+        row = await world.notifier_db.fetchrow("SELECT * FROM webhook_endpoints WHERE id = $1", endpoint_id)
+        return row is not None and all(row[k] == v for k, v in expected.items())
+
+    await eventually(matches, timeout=60)
+
+
+async def test_a_merchants_endpoint_receives_webhooks_signed_with_the_secret_shown_once(world: World) -> None:
+    merchant_id, auth = await new_merchant(world)
+    name = uuid.uuid4().hex
+    created = await world.api.post(
+        "/v1/webhook-endpoints", headers=auth, json={"url": world.http.url(name), "events": ["refund.succeeded"]}
+    )
+    assert created.status_code == 201, created.text
+    endpoint = created.json()
+    assert endpoint["secret"].startswith("whsec_")
+    assert endpoint["events"] == ["refund.succeeded"] and endpoint["enabled"] is True
+    listed = (await world.api.get("/v1/webhook-endpoints", headers=auth)).json()["data"]
+    assert [e["id"] for e in listed] == [endpoint["id"]] and "secret" not in listed[0]
+
+    records = await read_topic(world.kafka, topic_for("webhook_endpoint.configured", world.prefix), expected=1)
+    [announced] = [r.value or b"" for r in records if endpoint["id"].encode() in (r.value or b"")]
+    assert json.loads(announced)["encrypted_secret"].startswith("v1.")
+    assert endpoint["secret"].removeprefix("whsec_") not in announced.decode(), "the secret never travels in clear"
+
+    await endpoint_known(world, endpoint["id"])
+    event = await world.feed.publish(succeeded(merchant_id))
+    [delivery] = await received(world, name, 1)
+    payload = Webhook(endpoint["secret"]).verify(delivery.body, delivery.headers)
+    assert payload["id"] == str(event.id) and payload["type"] == "refund.succeeded"
+
+
+async def test_the_delivery_log_shows_attempts_and_a_delivery_or_a_period_can_be_replayed(world: World) -> None:
+    merchant_id, auth = await new_merchant(world)
+    name = uuid.uuid4().hex
+    world.http.scripts[name] = [500, 200]
+    endpoint = (
+        await world.api.post(
+            "/v1/webhook-endpoints", headers=auth, json={"url": world.http.url(name), "events": ["refund.succeeded"]}
+        )
+    ).json()
+    await endpoint_known(world, endpoint["id"])
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    await world.feed.publish(succeeded(merchant_id))
+    await world.feed.publish(succeeded(merchant_id))  # another payment: either may reach the endpoint first
+    await received(world, name, 3)
+
+    async def settled() -> bool:
+        log = (await world.api.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=auth)).json()
+        return len(log["deliveries"]) == 2 and all(d["status"] == "succeeded" for d in log["deliveries"])
+
+    await eventually(settled)
+    log = (await world.api.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=auth)).json()
+    assert log["endpoint"]["enabled"] is True
+    logs = sorted(([a["status_code"] for a in d["attempt_log"]] for d in log["deliveries"]), key=len)
+    assert logs == [[200], [500, 200]], "the endpoint's first answer was a 500, retried"
+    first = next(d for d in log["deliveries"] if len(d["attempt_log"]) == 2)
+    assert all(a["latency_ms"] >= 0 for a in first["attempt_log"])
+
+    replay = await world.api.post(
+        f"/v1/webhook-endpoints/{endpoint['id']}/deliveries/{first['id']}/replay", headers=auth
+    )
+    assert replay.status_code == 202 and replay.json() == {"scheduled": 1}
+    again = await received(world, name, 4)
+    assert again[-1].headers["webhook-id"] == first["event_id"], "a replay carries the event's webhook-id"
+
+    since = await world.api.post(
+        f"/v1/webhook-endpoints/{endpoint['id']}/replay", headers=auth, json={"since": before.isoformat()}
+    )
+    assert since.status_code == 202 and since.json() == {"scheduled": 2}
+    await received(world, name, 6)
+
+    unknown = await world.api.post(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries/999999/replay", headers=auth)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "webhook_delivery_not_found"
+
+
+async def test_an_endpoint_can_be_disabled_changed_and_deleted(world: World) -> None:
+    _, auth = await new_merchant(world)
+    name = uuid.uuid4().hex
+    endpoint = (
+        await world.api.post(
+            "/v1/webhook-endpoints", headers=auth, json={"url": world.http.url(name), "events": ["refund.succeeded"]}
+        )
+    ).json()
+    patched = await world.api.patch(
+        f"/v1/webhook-endpoints/{endpoint['id']}", headers=auth, json={"enabled": False, "events": ["refund.failed"]}
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["enabled"] is False and patched.json()["events"] == ["refund.failed"]
+    await endpoint_known(world, endpoint["id"], enabled=False, version=2)
+
+    deleted = await world.api.delete(f"/v1/webhook-endpoints/{endpoint['id']}", headers=auth)
+    assert deleted.status_code == 204
+    await endpoint_known(world, endpoint["id"], deleted=True)
+    gone = await world.api.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=auth)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "webhook_endpoint_not_found"
+
+    _, other = await new_merchant(world)
+    assert (await world.api.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=other)).status_code == 404
+
+
+async def test_bad_endpoint_bodies_are_refused_and_nothing_is_written(world: World) -> None:
+    _, auth = await new_merchant(world)
+    for body in (
+        {"url": "not a url", "events": ["refund.succeeded"]},
+        {"url": "https://example.com/hook", "events": ["refund.teleported"]},
+        {"url": "https://example.com/hook", "events": []},
+    ):
+        response = await world.api.post("/v1/webhook-endpoints", headers=auth, json=body)
+        assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+    assert (await world.api.get("/v1/webhook-endpoints", headers=auth)).json()["data"] == []
+
+
+async def test_team_channels_are_set_with_put_and_reach_the_notifier(world: World) -> None:
+    merchant_id, auth = await new_merchant(world)
+    slack = uuid.uuid4().hex
+    body = {"team_email": "team@acme.example", "slack_webhook_url": world.http.url(slack)}
+    response = await world.api.put("/v1/notification-settings", headers=auth, json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["team_email"] == "team@acme.example"
+    assert (await world.api.get("/v1/notification-settings", headers=auth)).json()["slack_webhook_url"] == body[
+        "slack_webhook_url"
+    ]
+
+    async def stored() -> bool:
+        row = await world.notifier_db.fetchrow("SELECT * FROM merchant_settings WHERE merchant_id = $1", merchant_id)
+        return row is not None and row["team_email"] == "team@acme.example"
+
+    await eventually(stored, timeout=60)
+    bad = await world.api.put("/v1/notification-settings", headers=auth, json={"team_email": "nope"})
+    assert bad.status_code == 422
+    assert json.loads(bad.text)["error"]["code"] == "invalid_request"
+
+
+async def test_without_a_secret_key_webhooks_are_refused_with_503_and_nothing_is_written(world: World) -> None:
+    _, auth = await new_merchant(world)
+    configured = world.intake.state.settings
+    world.intake.state.settings = configured.model_copy(update={"webhook_secret_key": None})
+    try:
+        response = await world.api.post(
+            "/v1/webhook-endpoints", headers=auth, json={"url": "https://example.com/h", "events": ["refund.failed"]}
+        )
+    finally:
+        world.intake.state.settings = configured
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "webhook_signing_unavailable"
+    assert (await world.api.get("/v1/webhook-endpoints", headers=auth)).json()["data"] == []

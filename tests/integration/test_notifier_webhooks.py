@@ -1,0 +1,204 @@
+"""Merchant webhooks through a real HTTP receiver: signed, retried on schedule, disabled when gone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from refundflow_notifier.webhook_signing import new_signing_secret
+from refundflow_shared.events import PaymentRefunded, RefundRequested, RefundSucceeded
+from tests.conftest import create_database
+from tests.support.notifier_harness import (
+    EventFeed,
+    configure_endpoint,
+    configure_team,
+    notifier_settings,
+    running_notifier,
+)
+from tests.support.notifier_receivers import HttpReceiver, Received, http_receiver, smtp_server
+from tests.support.probe_service import eventually
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+class World:
+    def __init__(self, feed: EventFeed, pool: asyncpg.Pool, http: HttpReceiver) -> None:
+        self.feed, self.pool, self.http = feed, pool, http
+
+
+@pytest.fixture(scope="module")
+async def world(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[World]:
+    with smtp_server() as (_, smtp_port):
+        async with http_receiver() as http:
+            settings = notifier_settings(await create_database(postgres_url), kafka_bootstrap, smtp_port)
+            async with running_notifier(settings) as (feed, pool):
+                yield World(feed, pool, http)
+
+
+def merchant() -> str:
+    return f"mer_{uuid.uuid4().hex[:10]}"
+
+
+def succeeded(merchant_id: str, amount: int = 4999) -> RefundSucceeded:
+    suffix = uuid.uuid4().hex[:10]
+    return RefundSucceeded(
+        merchant_id=merchant_id,
+        payment_id=f"pay_{suffix}",
+        refund_id=f"ref_{suffix}",
+        customer_email="ada@example.com",
+        amount=amount,
+        currency="EUR",
+        provider_refund_id=f"re_{suffix}",
+    )
+
+
+async def received(world: World, name: str, count: int, timeout: float = 60) -> list[Received]:
+    async def enough() -> bool:
+        return len(world.http.received[name]) >= count
+
+    await eventually(enough, timeout=timeout)
+    return world.http.received[name]
+
+
+async def test_a_subscribed_event_arrives_signed_with_its_sequence_and_a_stable_id(world: World) -> None:
+    m, name, secret = merchant(), uuid.uuid4().hex, new_signing_secret()
+    await configure_endpoint(
+        world.feed, world.pool, m, world.http.url(name), ["refund.succeeded", "payment.refunded"], secret=secret
+    )
+    event = await world.feed.publish(succeeded(m))
+    await world.feed.publish(
+        RefundRequested(
+            merchant_id=m,
+            payment_id="pay_x",
+            refund_id="ref_x",
+            customer_email="ada@example.com",
+            amount=1,
+            currency="EUR",
+            reason="not subscribed",
+        )
+    )
+    refunded = await world.feed.publish(
+        PaymentRefunded(
+            merchant_id=m,
+            payment_id="pay_y",
+            refund_id="ref_y",
+            amount=4999,
+            currency="EUR",
+            refunded_amount=4999,
+            remaining_amount=0,
+        )
+    )
+
+    deliveries = await received(world, name, 2)
+    await asyncio.sleep(0.5)
+    assert len(deliveries) == 2, "refund.requested was not subscribed to"
+    payloads = {}
+    for delivery in deliveries:
+        payload = Webhook(secret).verify(delivery.body, delivery.headers)
+        assert delivery.headers["webhook-id"] == payload["id"]
+        payloads[payload["type"]] = payload
+    assert payloads["refund.succeeded"]["id"] == str(event.id)
+    assert payloads["refund.succeeded"]["sequence"] == event.sequence
+    assert payloads["refund.succeeded"]["data"]["amount"] == 4999
+    assert payloads["payment.refunded"]["id"] == str(refunded.id)
+
+
+async def test_500s_and_a_timeout_are_retried_until_the_endpoint_answers(world: World) -> None:
+    m, name, secret = merchant(), uuid.uuid4().hex, new_signing_secret()
+    world.http.scripts[name] = [500, (1.5, 200), 503, 204]  # the second answer is later than the 1 s timeout
+    endpoint = await configure_endpoint(
+        world.feed, world.pool, m, world.http.url(name), ["refund.succeeded"], secret=secret
+    )
+    event = await world.feed.publish(succeeded(m))
+
+    attempts = await received(world, name, 4)
+    assert {a.headers["webhook-id"] for a in attempts} == {str(event.id)}, "one webhook-id for every attempt"
+    for attempt in attempts:
+        Webhook(secret).verify(attempt.body, attempt.headers)
+
+    async def settled() -> bool:
+        status = await world.pool.fetchval("SELECT status FROM webhook_deliveries WHERE endpoint_id = $1", endpoint)
+        return bool(status == "succeeded")
+
+    await eventually(settled)
+    log = await world.pool.fetch(
+        "SELECT a.attempt, a.status_code, a.error FROM webhook_attempts a"
+        " JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = $1 ORDER BY a.attempt",
+        endpoint,
+    )
+    assert [(r["attempt"], r["status_code"], r["error"]) for r in log] == [
+        (1, 500, None),
+        (2, None, "timeout"),
+        (3, 503, None),
+        (4, 204, None),
+    ]
+
+
+async def test_410_disables_the_endpoint_and_alerts_the_team(world: World) -> None:
+    m, name, slack = merchant(), uuid.uuid4().hex, uuid.uuid4().hex
+    world.http.scripts[name] = [410]
+    await configure_team(world.feed, world.pool, m, slack=world.http.url(slack))
+    endpoint = await configure_endpoint(
+        world.feed, world.pool, m, world.http.url(name), ["refund.succeeded"], secret=new_signing_secret()
+    )
+    await world.feed.publish(succeeded(m))
+
+    [alert] = await received(world, slack, 1)
+    assert json.loads(alert.body)["text"].startswith("Webhook endpoint disabled")
+    row = await world.pool.fetchrow("SELECT enabled, disabled_reason FROM webhook_endpoints WHERE id = $1", endpoint)
+    assert row is not None and not row["enabled"] and "410" in row["disabled_reason"]
+
+    await world.feed.publish(succeeded(m))
+    await asyncio.sleep(1.5)
+    assert len(world.http.received[name]) == 1, "nothing more goes to a disabled endpoint"
+
+
+async def test_an_endpoint_failing_for_n_events_in_a_row_is_disabled(world: World) -> None:
+    m, name, slack = merchant(), uuid.uuid4().hex, uuid.uuid4().hex
+    world.http.scripts[name] = [500]
+    await configure_team(world.feed, world.pool, m, slack=world.http.url(slack))
+    endpoint = await configure_endpoint(
+        world.feed, world.pool, m, world.http.url(name), ["refund.succeeded"], secret=new_signing_secret()
+    )
+    await world.feed.publish(succeeded(m))
+    await world.feed.publish(succeeded(m))
+
+    [alert] = await received(world, slack, 1)
+    assert "2 events in a row" in json.loads(alert.body)["text"]
+    assert len(world.http.received[name]) == 8, "four attempts for each of the two events"
+    assert not await world.pool.fetchval("SELECT enabled FROM webhook_endpoints WHERE id = $1", endpoint)
+
+
+async def test_a_slow_endpoint_does_not_hold_up_another(world: World) -> None:
+    m, slow, fast = merchant(), uuid.uuid4().hex, uuid.uuid4().hex
+    world.http.scripts[slow] = [(0.9, 200)]
+    for name in (slow, fast):
+        await configure_endpoint(
+            world.feed, world.pool, m, world.http.url(name), ["refund.succeeded"], secret=new_signing_secret()
+        )
+    for _ in range(3):
+        await world.feed.publish(succeeded(m))
+
+    fast_ones = await received(world, fast, 3)
+    slow_ones = await received(world, slow, 3)
+    assert fast_ones[-1].arrived < slow_ones[1].answered, "the fast endpoint got all three before the slow one got two"
+
+
+async def test_a_duplicate_event_is_delivered_once(world: World) -> None:
+    m, name = merchant(), uuid.uuid4().hex
+    await configure_endpoint(
+        world.feed, world.pool, m, world.http.url(name), ["refund.succeeded"], secret=new_signing_secret()
+    )
+    event = await world.feed.publish(succeeded(m))
+    await world.feed.redeliver(event)
+    marker = await world.feed.publish(succeeded(m))
+
+    deliveries = await received(world, name, 2)
+    await asyncio.sleep(1)
+    assert sorted(d.headers["webhook-id"] for d in deliveries) == sorted([str(event.id), str(marker.id)])

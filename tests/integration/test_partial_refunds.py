@@ -1,0 +1,124 @@
+"""Idempotent refund creation, partial refunds by amount or proration, and quotes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.support.intake_harness import IntakeUnderTest, running_intake
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap) as running:
+        yield running
+
+
+async def test_a_retried_post_with_the_same_idempotency_key_returns_the_first_refund(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    body = {"payment_id": payment["id"], "reason": "duplicate", "amount": 1_000}
+    headers = {**merchant, "Idempotency-Key": "order-42-refund"}
+
+    first, *retries = await asyncio.gather(
+        *(intake.client.post("/v1/refunds", headers=headers, json=body) for _ in range(5))
+    )
+
+    assert {r.status_code for r in (first, *retries)} == {201}
+    assert {r.json()["id"] for r in retries} == {first.json()["id"]}
+    assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in (first, *retries)) == 4
+    refunds = (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()["refunds"]
+    assert len(refunds) == 1
+    assert len(await intake.staged("refund.requested", payment["id"])) == 1
+
+
+async def test_the_same_idempotency_key_with_another_body_is_a_409(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    headers = {**merchant, "Idempotency-Key": "k1"}
+    body = {"payment_id": payment["id"], "reason": "duplicate", "amount": 1_000}
+    assert (await intake.client.post("/v1/refunds", headers=headers, json=body)).status_code == 201
+    before = await intake.written()
+
+    other = await intake.client.post("/v1/refunds", headers=headers, json={**body, "amount": 2_000})
+
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert await intake.written() == before
+
+
+async def test_a_key_is_the_merchants_own_and_a_refused_first_try_can_be_retried(intake: IntakeUnderTest) -> None:
+    merchant, other_merchant = await intake.merchant(), await intake.merchant()
+    payment = await intake.payment(merchant, amount=1_000)
+    too_much = {"payment_id": payment["id"], "reason": "duplicate", "amount": 5_000}
+    refused = await intake.client.post("/v1/refunds", headers={**merchant, "Idempotency-Key": "same"}, json=too_much)
+    assert refused.status_code == 422
+    fixed = {**too_much, "amount": 500}
+    assert (
+        await intake.client.post("/v1/refunds", headers={**merchant, "Idempotency-Key": "same"}, json=fixed)
+    ).status_code == 201
+    theirs = await intake.payment(other_merchant)
+    response = await intake.client.post(
+        "/v1/refunds", headers={**other_merchant, "Idempotency-Key": "same"}, json={**fixed, "payment_id": theirs["id"]}
+    )
+    assert response.status_code == 201
+
+
+async def test_one_week_of_downtime_in_a_28_day_month_refunds_a_quarter(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant, period_days=28, amount=2_000)
+    refund = await intake.refund(merchant, payment["id"], reason="service_disruption", proration={"affected_days": 7})
+    assert refund["amount"] == 500
+
+
+async def test_unused_days_of_a_given_period_length_for_a_one_time_payment(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=1_000, currency="JPY")
+    refund = await intake.refund(merchant, payment["id"], proration={"unused_days": 7, "period_days": 30})
+    assert (refund["amount"], refund["currency"]) == (233, "JPY")
+
+
+@pytest.mark.parametrize(
+    ("proration", "code"),
+    [
+        ({"affected_days": 7}, "invalid_proration"),  # no subscription period, none given
+        ({"affected_days": 31, "period_days": 30}, "invalid_proration"),
+        ({"affected_days": 3, "unused_days": 3}, "invalid_request"),
+    ],
+)
+async def test_a_proration_that_cannot_be_computed_is_refused(
+    intake: IntakeUnderTest, proration: dict[str, int], code: str
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    before = await intake.written()
+    response = await intake.client.post(
+        "/v1/refunds",
+        headers=merchant,
+        json={"payment_id": payment["id"], "reason": "service_disruption", "proration": proration},
+    )
+    assert response.status_code == 422 and response.json()["error"]["code"] == code
+    assert await intake.written() == before
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount", "expected"), [("JPY", 999, 250), ("EUR", 999, 250), ("KWD", 12_345, 3_086)]
+)
+async def test_a_quote_computes_the_amount_across_currencies_and_creates_nothing(
+    intake: IntakeUnderTest, currency: str, amount: int, expected: int
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant, period_days=28, amount=amount, currency=currency)
+    before = await intake.written()
+    response = await intake.client.post(
+        "/v1/refunds/quote", headers=merchant, json={"payment_id": payment["id"], "proration": {"affected_days": 7}}
+    )
+    assert response.status_code == 200, response.text
+    quote = response.json()
+    assert (quote["amount"], quote["currency"], quote["refundable_amount"]) == (expected, currency, amount)
+    assert (quote["flags"], quote["approvals_required"], quote["auto_approved"]) == ([], 1, False)
+    assert await intake.written() == before

@@ -1,0 +1,191 @@
+"""Payments from billing's events (once per payment id), refund outcomes, and the merchant's balance."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from refundflow_shared.events import (
+    PaymentSucceeded,
+    Product,
+    RefundExternalDetected,
+    RefundFailed,
+    RefundSucceeded,
+    SubscriptionPeriod,
+    dlq_topic,
+    topic_for,
+)
+from tests.support.intake_harness import IntakeUnderTest, running_intake
+from tests.support.kafka_reader import headers_of, read_topic
+from tests.support.probe_service import eventually
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap) as running:
+        yield running
+
+
+def billing_payment(merchant_id: str) -> PaymentSucceeded:
+    return PaymentSucceeded(
+        payment_id=f"pay_billing_{uuid.uuid4().hex}",
+        merchant_id=merchant_id,
+        customer_email="grace@example.com",
+        customer_name="Grace Hopper",
+        amount=1_500,
+        currency="JPY",
+        provider_payment_id=f"pi_{uuid.uuid4().hex}",
+        paid_at=datetime(2026, 11, 1, tzinfo=UTC),
+        product=Product(id="prod_m", name="Monthly", kind="subscription", category="service"),
+        subscription=SubscriptionPeriod(
+            id="sub_1",
+            current_period_start=datetime(2026, 11, 1, tzinfo=UTC),
+            current_period_end=datetime(2026, 12, 1, tzinfo=UTC),
+        ),
+    )
+
+
+async def test_a_payment_from_billing_is_registered_once_however_often_it_arrives(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    data = billing_payment(await intake.merchant_id(merchant))
+    await intake.publish(data)
+    await intake.publish(data)  # the same payment again, as a new event: still one payment
+
+    async def registered() -> bool:
+        return (await intake.client.get(f"/v1/payments/{data.payment_id}", headers=merchant)).status_code == 200
+
+    await eventually(registered, timeout=30)
+    await eventually(
+        lambda: _count(intake, "SELECT count(*) FROM intake.inbox WHERE consumer = 'intake'", at_least=2), timeout=30
+    )
+    payment = (await intake.client.get(f"/v1/payments/{data.payment_id}", headers=merchant)).json()
+    assert (payment["customer_name"], payment["amount"], payment["currency"]) == ("Grace Hopper", 1_500, "JPY")
+    assert payment["subscription"]["id"] == "sub_1"
+    assert payment["product"]["category"] == "service"
+    listed = (await intake.client.get("/v1/payments", headers=merchant)).json()["data"]
+    assert [p["id"] for p in listed] == [data.payment_id]
+    balance = (await intake.client.get("/v1/balance", headers=merchant)).json()["data"]
+    assert balance == [{"currency": "JPY", "paid": 1_500, "refunded": 0, "available": 1_500}]
+
+
+async def _count(intake: IntakeUnderTest, sql: str, *, at_least: int) -> bool:
+    return int(await intake.db.fetchval(sql)) >= at_least
+
+
+async def test_a_succeeded_refund_finishes_the_refund_the_payment_and_the_balance(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=4_999)
+    refund = await intake.refund(merchant, payment["id"], amount=1_000)
+    await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+    succeeded = RefundSucceeded(
+        refund_id=refund["id"],
+        payment_id=payment["id"],
+        merchant_id=await intake.merchant_id(merchant),
+        customer_email="ada@example.com",
+        amount=1_000,
+        currency="EUR",
+        provider_refund_id="re_1",
+    )
+    await intake.publish(succeeded, source="refundflow/processor")
+    await intake.publish(succeeded, source="refundflow/processor")  # redelivered as a new event: still once
+
+    async def finished() -> bool:
+        body = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+        return bool(body["status"] == "succeeded")
+
+    await eventually(finished, timeout=30)
+    paid = (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()
+    assert (paid["status"], paid["refunded_amount"], paid["refundable_amount"]) == ("partially_refunded", 1_000, 3_999)
+    balance = (await intake.client.get("/v1/balance", headers=merchant)).json()["data"]
+    assert balance == [{"currency": "EUR", "paid": 4_999, "refunded": 1_000, "available": 3_999}]
+    timeline = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()["timeline"]
+    assert [(t["status"], t["actor"]) for t in timeline][-1] == ("succeeded", "refundflow/processor")
+
+
+async def test_a_failed_refund_frees_the_amount_and_leaves_the_balance(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=2_000)
+    refund = await intake.refund(merchant, payment["id"])
+    await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+    await intake.publish(
+        RefundFailed(
+            refund_id=refund["id"],
+            payment_id=payment["id"],
+            merchant_id=await intake.merchant_id(merchant),
+            customer_email="ada@example.com",
+            amount=2_000,
+            currency="EUR",
+            failure_reason="insufficient_funds",
+        ),
+        source="refundflow/processor",
+    )
+
+    async def failed() -> bool:
+        body = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+        return bool(body["status"] == "failed")
+
+    await eventually(failed, timeout=30)
+    paid = (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()
+    assert (paid["status"], paid["refundable_amount"]) == ("paid", 2_000)
+    balance = (await intake.client.get("/v1/balance", headers=merchant)).json()["data"]
+    assert balance[0]["available"] == 2_000
+
+
+async def test_a_payment_for_an_unknown_merchant_is_dead_lettered(intake: IntakeUnderTest) -> None:
+    sent = await intake.publish(billing_payment("mer_nobody"))
+    dlq = dlq_topic(topic_for("payment.succeeded", intake.settings.topic_prefix))
+    records = await read_topic(intake.settings.kafka_bootstrap_servers, dlq, expected=1, timeout=30)
+    [parked] = [headers_of(r) for r in records if headers_of(r)["ce_id"] == str(sent.id)]
+    assert parked["dlq_reason"] == "handler_error" and "mer_nobody" in parked["dlq_error"]
+    assert await intake.db.fetchval("SELECT count(*) FROM payments WHERE merchant_id = 'mer_nobody'") == 0
+
+
+async def test_a_refund_made_outside_refundflow_uses_up_the_payment_and_the_balance_once(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=10_000, currency="EUR")
+    detected = RefundExternalDetected(
+        payment_id=payment["id"],
+        merchant_id=await intake.merchant_id(merchant),
+        amount=4_000,
+        currency="EUR",
+        provider_refund_id=f"re_dashboard_{uuid.uuid4().hex[:8]}",
+        provider_payment_id=payment["provider_payment_id"],
+        status="succeeded",
+    )
+    await intake.publish(detected)
+    await intake.publish(detected)  # detected again (or redelivered): counted once
+
+    async def recorded() -> bool:
+        shown = (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()
+        return bool(shown["refundable_amount"] == 6_000)
+
+    await eventually(recorded, timeout=30)
+    await eventually(
+        lambda: _count(
+            intake, "SELECT count(*) FROM intake.inbox WHERE event_type = 'refund.external_detected'", at_least=2
+        ),
+        timeout=30,
+    )
+    shown = (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()
+    assert (shown["status"], shown["refunded_amount"], shown["refundable_amount"]) == (
+        "partially_refunded",
+        4_000,
+        6_000,
+    )
+    listed = (await intake.client.get("/v1/payments", headers=merchant)).json()["data"]
+    assert listed[0]["refundable_amount"] == 6_000
+    too_much = await intake.client.post(
+        "/v1/refunds",
+        headers=merchant,
+        json={"payment_id": payment["id"], "reason": "requested_by_customer", "amount": 6_001},
+    )
+    assert too_much.json()["error"]["code"] == "refund_exceeds_refundable"
+    balance = (await intake.client.get("/v1/balance", headers=merchant)).json()["data"]
+    assert balance == [{"currency": "EUR", "paid": 10_000, "refunded": 4_000, "available": 6_000}]

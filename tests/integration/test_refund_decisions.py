@@ -1,0 +1,140 @@
+"""Refund requests and the merchant's decisions: reasons, hard rules, rejection, transitions, the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from refundflow_shared.events import PaymentDisputed
+from tests.support.intake_harness import IntakeUnderTest, running_intake
+from tests.support.probe_service import eventually
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap) as running:
+        yield running
+
+
+async def test_reasons_are_structured_and_other_needs_words(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    before = await intake.written()
+    for body, code in (
+        ({"reason": "because"}, "invalid_request"),
+        ({"reason": "other"}, "reason_details_required"),
+    ):
+        response = await intake.client.post("/v1/refunds", headers=merchant, json={"payment_id": payment["id"], **body})
+        assert response.status_code == 422 and response.json()["error"]["code"] == code
+    assert await intake.written() == before
+    refund = await intake.refund(merchant, payment["id"], reason="other", reason_details="Bought the wrong plan")
+    assert (refund["reason"], refund["reason_details"]) == ("other", "Bought the wrong plan")
+
+
+async def test_a_disputed_payment_refuses_refunds_with_a_clear_code(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    await intake.publish(
+        PaymentDisputed(
+            payment_id=payment["id"], merchant_id=await intake.merchant_id(merchant), dispute_id="dp_1", reason="fraud"
+        )
+    )
+
+    async def disputed() -> bool:
+        return bool((await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()["disputed"])
+
+    await eventually(disputed, timeout=30)
+    before = await intake.written()
+    response = await intake.client.post(
+        "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "fraudulent"}
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "payment_disputed"
+    assert await intake.written() == before
+
+
+async def test_twenty_parallel_partial_requests_never_exceed_the_captured_amount(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=10_000)
+    body = {"payment_id": payment["id"], "reason": "service_disruption", "amount": 700}
+
+    responses = await asyncio.gather(
+        *(intake.client.post("/v1/refunds", headers=merchant, json=body) for _ in range(20))
+    )
+
+    assert sorted(r.status_code for r in responses) == [201] * 14 + [422] * 6
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 422} == {"refund_exceeds_refundable"}
+    after = (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()
+    assert sum(r["amount"] for r in after["refunds"]) == 9_800 <= payment["amount"]
+    assert after["refundable_amount"] == 200
+
+
+async def test_rejecting_with_a_note_tells_the_customer_and_is_final(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    refund = await intake.refund(merchant, payment["id"])
+
+    rejected = await intake.client.post(
+        f"/v1/refunds/{refund['id']}/reject", headers=merchant, json={"note": "The licence was already used."}
+    )
+    again = await intake.client.post(f"/v1/refunds/{refund['id']}/reject", headers=merchant)
+    approve = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+
+    assert rejected.status_code == again.status_code == 200
+    assert rejected.json()["status"] == "rejected"
+    assert rejected.json()["decision_note"] == "The licence was already used."
+    assert approve.status_code == 409
+    assert approve.json()["error"]["code"] == "invalid_status_transition"
+    events = await intake.staged("refund.rejected", payment["id"])
+    assert [(e["refund_id"], e["note"]) for e in events] == [(refund["id"], "The licence was already used.")]
+    # A rejected request no longer holds the money.
+    assert (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()["refundable_amount"] == (
+        payment["amount"]
+    )
+
+
+async def test_an_approved_refund_cannot_be_rejected(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    refund = await intake.refund(merchant, payment["id"])
+    await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+    response = await intake.client.post(f"/v1/refunds/{refund['id']}/reject", headers=merchant)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "invalid_status_transition"
+
+
+async def test_the_merchant_may_approve_less_than_asked_but_never_more(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    refund = await intake.refund(merchant, payment["id"], amount=4_000)
+    more = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"amount": 4_001})
+    assert more.status_code == 422 and more.json()["error"]["code"] == "approval_exceeds_request"
+
+    less = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"amount": 2_500})
+    assert (less.json()["status"], less.json()["amount"], less.json()["requested_amount"]) == (
+        "processing",
+        2_500,
+        4_000,
+    )
+    assert [e["amount"] for e in await intake.staged("refund.approved", payment["id"])] == [2_500]
+    paid = (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()
+    assert paid["refundable_amount"] == 7_500
+
+
+async def test_the_timeline_says_who_did_what_why_and_when(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    refund = await intake.refund(merchant, payment["id"], reason="technical_issue", reason_details="Crashes on start")
+    await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"note": "Known bug"})
+
+    timeline = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()["timeline"]
+    key_id = (await intake.client.get("/v1/api-keys", headers=merchant)).json()["data"][0]["id"]
+    assert [(t["action"], t["status"], t["actor"], t["note"]) for t in timeline] == [
+        ("requested", "pending", f"api_key:{key_id}", "technical_issue: Crashes on start"),
+        ("approved", "processing", f"api_key:{key_id}", "Known bug"),
+    ]
+    assert timeline[0]["at"] <= timeline[1]["at"]

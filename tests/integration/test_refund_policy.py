@@ -1,0 +1,119 @@
+"""The merchant's refund policy, product overrides, the public policy, and the soft-rule flags it raises."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from tests.support.intake_harness import IntakeUnderTest, running_intake
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap) as running:
+        yield running
+
+
+async def test_a_new_merchant_has_the_default_policy(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    policy = (await intake.client.get("/v1/refund-policy", headers=merchant)).json()["policy"]
+    assert policy["refund_window_days"] == 14
+    assert policy["excluded_categories"] == ["consumable", "customized"]
+    assert policy["process_time"] == "5–10 business days"
+    assert policy["review_target_hours"] == 48
+    assert len(policy["accepted_reasons"]) == 8
+
+
+@pytest.mark.parametrize("days", [6, 31])
+async def test_the_refund_window_is_between_7_and_30_days(intake: IntakeUnderTest, days: int) -> None:
+    merchant = await intake.merchant()
+    response = await intake.client.put("/v1/refund-policy", headers=merchant, json={"refund_window_days": days})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+async def test_a_product_override_changes_only_what_it_sets(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    await intake.client.put("/v1/refund-policy", headers=merchant, json={"refund_window_days": 7})
+    response = await intake.client.put(
+        "/v1/refund-policy/products/prod_course", headers=merchant, json={"refund_window_days": 30}
+    )
+    assert response.json()["product_overrides"] == {
+        "prod_course": {
+            "refund_window_days": 30,
+            "excluded_categories": None,
+            "accepted_reasons": None,
+            "process_time": None,
+            "review_target_hours": None,
+            "auto_approve": None,
+            "second_approval_above": None,
+        }
+    }
+    merchant_id = await intake.merchant_id(merchant)
+    public = f"/v1/public/merchants/{merchant_id}/refund-policy"
+    assert (await intake.client.get(public)).json()["refund_window_days"] == 7
+    course = (await intake.client.get(public, params={"product_id": "prod_course"})).json()
+    assert course["refund_window_days"] == 30
+    assert course["excluded_categories"] == ["consumable", "customized"]
+
+    deleted = await intake.client.delete("/v1/refund-policy/products/prod_course", headers=merchant)
+    assert deleted.json()["product_overrides"] == {}
+    assert (await intake.client.get(public, params={"product_id": "prod_course"})).json()["refund_window_days"] == 7
+
+
+async def test_the_public_policy_needs_no_key_reads_plainly_and_keeps_approval_rules_private(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    await intake.client.put(
+        "/v1/refund-policy",
+        headers=merchant,
+        json={
+            "refund_window_days": 30,
+            "excluded_categories": ["consumable"],
+            "process_time": "3 business days",
+            "second_approval_above": {"amount": 50_000, "currency": "EUR"},
+        },
+    )
+    merchant_id = await intake.merchant_id(merchant)
+    response = await intake.client.get(f"/v1/public/merchants/{merchant_id}/refund-policy")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["text"] == (
+        "You can ask for a refund within 30 days of your purchase. Not refundable: consumable products."
+        " Approved refunds reach you in 3 business days."
+    )
+    assert "second_approval_above" not in body and "auto_approve" not in body
+    unknown = await intake.client.get("/v1/public/merchants/mer_nobody/refund-policy")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "merchant_not_found"
+
+
+async def test_a_request_outside_the_window_for_an_excluded_category_is_flagged_but_still_pending(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(
+        merchant,
+        paid_at=(intake.clock() - timedelta(days=20)).isoformat(),
+        product={"id": "prod_gems", "name": "Gems", "kind": "one_time", "category": "consumable"},
+    )
+    refund = await intake.refund(merchant, payment["id"], reason="duplicate")
+    assert refund["status"] == "pending"
+    assert refund["flags"] == ["outside_refund_window", "excluded_category"]
+
+
+async def test_a_reason_the_policy_does_not_accept_is_flagged(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    await intake.client.put("/v1/refund-policy", headers=merchant, json={"accepted_reasons": ["technical_issue"]})
+    payment = await intake.payment(merchant)
+    assert (await intake.refund(merchant, payment["id"], reason="duplicate"))["flags"] == ["reason_not_accepted"]
+
+
+async def test_a_request_within_the_policy_has_no_flags(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    assert (await intake.refund(merchant, payment["id"]))["flags"] == []

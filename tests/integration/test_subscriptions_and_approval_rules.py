@@ -1,0 +1,153 @@
+"""Subscription actions on approval, goodwill extensions, auto-approval and the second approver."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from tests.support.intake_harness import IntakeUnderTest, running_intake
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap) as running:
+        yield running
+
+
+async def test_approving_a_subscription_refund_cancels_it_now_by_default(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    refund = await intake.refund(merchant, payment["id"], reason="unexpected_renewal")
+
+    approved = (await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)).json()
+
+    assert (approved["status"], approved["subscription_action"]) == ("processing", "refund_and_cancel")
+    cancels = await intake.staged("subscription.cancel_requested", payment["id"])
+    assert [(c["subscription_id"], c["at_period_end"], c["refund_id"]) for c in cancels] == [
+        (payment["subscription"]["id"], False, refund["id"])
+    ]
+
+
+async def test_refund_only_keeps_the_subscription(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    refund = await intake.refund(merchant, payment["id"])
+    response = await intake.client.post(
+        f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"subscription_action": "refund_only"}
+    )
+    assert response.json()["status"] == "processing"
+    assert await intake.staged("subscription.cancel_requested", payment["id"]) == []
+    assert len(await intake.staged("refund.approved", payment["id"])) == 1
+
+
+async def test_cancel_only_moves_no_money_and_ends_the_subscription_at_the_period_end(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    refund = await intake.refund(merchant, payment["id"])
+    response = await intake.client.post(
+        f"/v1/refunds/{refund['id']}/approve",
+        headers=merchant,
+        json={"subscription_action": "cancel_only", "note": "You keep access until the period ends."},
+    )
+    body = response.json()
+    assert (body["status"], body["subscription_action"]) == ("rejected", "cancel_only")
+    assert body["timeline"][-1]["action"] == "cancel_only"
+    assert await intake.staged("refund.approved", payment["id"]) == []
+    assert [e["note"] for e in await intake.staged("refund.rejected", payment["id"])] == [
+        "You keep access until the period ends."
+    ]
+    assert [c["at_period_end"] for c in await intake.staged("subscription.cancel_requested", payment["id"])] == [True]
+
+
+async def test_a_subscription_can_be_cancelled_without_any_refund(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    response = await intake.client.post(f"/v1/payments/{payment['id']}/subscription/cancel", headers=merchant)
+    assert response.status_code == 202
+    cancels = await intake.staged("subscription.cancel_requested", payment["id"])
+    assert [(c["at_period_end"], c["refund_id"]) for c in cancels] == [(True, None)]
+
+    one_time = await intake.payment(merchant)
+    refused = await intake.client.post(f"/v1/payments/{one_time['id']}/subscription/cancel", headers=merchant)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "not_a_subscription"
+
+
+async def test_subscription_actions_on_a_one_time_payment_are_refused(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    refund = await intake.refund(merchant, payment["id"])
+    for body in ({"subscription_action": "refund_only"}, {"extend_days": 7}):
+        response = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json=body)
+        assert response.status_code == 422 and response.json()["error"]["code"] == "not_a_subscription"
+    assert (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()["status"] == "pending"
+
+
+async def test_a_week_of_downtime_is_a_quarter_back_and_a_week_of_goodwill(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant, period_days=28, amount=2_900)
+    refund = await intake.refund(merchant, payment["id"], reason="service_disruption", proration={"affected_days": 7})
+    assert refund["amount"] == 725
+
+    response = await intake.client.post(
+        f"/v1/refunds/{refund['id']}/approve",
+        headers=merchant,
+        json={"subscription_action": "refund_only", "extend_days": 7, "note": "Sorry for the outage"},
+    )
+    assert response.json()["extend_days"] == 7
+    granted = await intake.staged("subscription.extension_granted", payment["id"])
+    assert [(g["subscription_id"], g["days"], g["refund_id"]) for g in granted] == [
+        (payment["subscription"]["id"], 7, refund["id"])
+    ]
+
+
+async def test_the_policy_auto_approves_small_clean_requests_only(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    await intake.client.put(
+        "/v1/refund-policy",
+        headers=merchant,
+        json={"auto_approve": {"max_amount": {"amount": 2_000, "currency": "EUR"}, "reasons": ["duplicate"]}},
+    )
+    small = await intake.payment(merchant, amount=1_500)
+    refund = await intake.refund(merchant, small["id"], reason="duplicate")
+    assert refund["status"] == "processing"
+    assert [(t["action"], t["actor"]) for t in refund["timeline"]][-1] == ("approved", "policy:auto_approve")
+    assert [e["approved_by"] for e in await intake.staged("refund.approved", small["id"])] == ["policy:auto_approve"]
+
+    late = await intake.payment(merchant, amount=1_500, paid_at=(intake.clock() - timedelta(days=30)).isoformat())
+    assert (await intake.refund(merchant, late["id"], reason="duplicate"))["status"] == "pending"
+    big = await intake.payment(merchant, amount=5_000)
+    assert (await intake.refund(merchant, big["id"], reason="duplicate"))["status"] == "pending"
+    other_reason = await intake.payment(merchant, amount=1_500)
+    assert (await intake.refund(merchant, other_reason["id"], reason="technical_issue"))["status"] == "pending"
+
+
+async def test_above_the_threshold_two_different_keys_must_approve(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    colleague = await intake.second_key(merchant)
+    await intake.client.put(
+        "/v1/refund-policy", headers=merchant, json={"second_approval_above": {"amount": 5_000, "currency": "EUR"}}
+    )
+    payment = await intake.payment(merchant, amount=8_000)
+    refund = await intake.refund(merchant, payment["id"])
+
+    first = (await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)).json()
+    same_key_again = (await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)).json()
+    assert first["status"] == same_key_again["status"] == "pending"
+    assert len(same_key_again["approvals"]) == 1
+    assert [t["action"] for t in same_key_again["timeline"]] == ["requested", "approval_1_of_2"]
+    assert await intake.staged("refund.approved", payment["id"]) == []
+
+    second = (await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=colleague)).json()
+    assert second["status"] == "processing"
+    assert len(set(second["approvals"])) == 2
+    approved = await intake.staged("refund.approved", payment["id"])
+    assert [e["approved_by"] for e in approved] == [second["approvals"][1]]
+
+    below = await intake.payment(merchant, amount=5_000)
+    small = await intake.refund(merchant, below["id"])
+    one_key = await intake.client.post(f"/v1/refunds/{small['id']}/approve", headers=merchant)
+    assert one_key.json()["status"] == "processing"

@@ -1,0 +1,135 @@
+"""The notifier in-process on the real broker and PostgreSQL, and helpers to feed it events."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from refundflow_notifier.app import create_app
+from refundflow_notifier.settings import NotifierSettings
+from refundflow_shared.events import (
+    Event,
+    EventData,
+    NotificationSettingsConfigured,
+    WebhookEndpointConfigured,
+    topic_for,
+)
+from refundflow_shared.secret_box import SecretBox, generate_key
+from tests.support.probe_service import eventually
+
+TEST_SECRET_KEY = generate_key()
+
+
+def notifier_settings(database_url: str, kafka: str, smtp_port: int, **overrides: Any) -> NotifierSettings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "kafka_bootstrap_servers": kafka,
+        "topic_prefix": f"t{uuid.uuid4().hex[:10]}.",
+        "smtp_port": smtp_port,
+        "smtp_timeout_seconds": 2.0,
+        "mail_from": "Refundflow <refunds@refundflow.test>",
+        "webhook_secret_key": TEST_SECRET_KEY,
+        "consumer_retry_base_seconds": 0.05,
+        "outbox_poll_interval_seconds": 0.2,
+        "message_poll_interval_seconds": 0.1,
+        "message_retry_schedule_seconds": [0, 0.2, 0.2],
+        "webhook_poll_interval_seconds": 0.1,
+        "webhook_retry_schedule_seconds": [0, 0.2, 0.2, 0.3],
+        "webhook_timeout_seconds": 1.0,
+        "webhook_disable_after_failed_events": 2,
+        **overrides,
+    }
+    return NotifierSettings.model_validate(values)
+
+
+class EventFeed:
+    """Publishes events as the other services' relays would: CloudEvents in Kafka binary mode."""
+
+    def __init__(self, producer: AIOKafkaProducer, prefix: str) -> None:
+        self._producer, self._prefix = producer, prefix
+        self._sequences: dict[str, int] = {}
+
+    async def publish(self, data: EventData) -> Event:
+        key = data.partition_key()
+        self._sequences[key] = self._sequences.get(key, 0) + 1
+        event = Event.wrap(data, source="refundflow/test", sequence=self._sequences[key])
+        await self.redeliver(event)
+        return event
+
+    async def redeliver(self, event: Event) -> None:
+        await self._producer.send_and_wait(
+            topic_for(event.type, self._prefix),
+            event.kafka_value(),
+            key=event.partition_key.encode(),
+            headers=[(k, v.encode()) for k, v in event.kafka_headers().items()],
+        )
+
+
+@asynccontextmanager
+async def running_notifier(settings: NotifierSettings) -> AsyncIterator[tuple[EventFeed, asyncpg.Pool]]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
+        await producer.start()
+        pool = await asyncpg.create_pool(settings.database_url, server_settings={"search_path": "notifier"})
+        assert pool is not None
+        try:
+            yield EventFeed(producer, settings.topic_prefix), pool
+        finally:
+            await pool.close()
+            await producer.stop()
+
+
+async def configure_team(
+    feed: EventFeed, pool: asyncpg.Pool, merchant_id: str, *, slack: str | None = None, team_email: str | None = None
+) -> None:
+    await feed.publish(
+        NotificationSettingsConfigured(
+            merchant_id=merchant_id,
+            team_email=team_email,
+            slack_webhook_url=slack,
+            sender_name="Acme Software",
+            reply_to="support@acme.example",
+        )
+    )
+
+    async def stored() -> bool:
+        return bool(await pool.fetchval("SELECT count(*) FROM merchant_settings WHERE merchant_id = $1", merchant_id))
+
+    await eventually(stored, timeout=60)
+
+
+async def configure_endpoint(
+    feed: EventFeed,
+    pool: asyncpg.Pool,
+    merchant_id: str,
+    url: str,
+    events: list[str],
+    *,
+    secret: str,
+    enabled: bool = True,
+    version: int = 1,
+) -> str:
+    endpoint_id = f"we_{uuid.uuid4().hex[:12]}"
+    await feed.publish(
+        WebhookEndpointConfigured(
+            merchant_id=merchant_id,
+            endpoint_id=endpoint_id,
+            url=url,
+            event_types=events,
+            enabled=enabled,
+            encrypted_secret=SecretBox(TEST_SECRET_KEY).seal(secret, context=endpoint_id),
+            version=version,
+        )
+    )
+
+    async def stored() -> bool:
+        return bool(await pool.fetchval("SELECT count(*) FROM webhook_endpoints WHERE id = $1", endpoint_id))
+
+    await eventually(stored, timeout=60)
+    return endpoint_id

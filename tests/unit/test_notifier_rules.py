@@ -1,0 +1,122 @@
+"""The notifier's pure rules: amounts as customers read them, the retry schedule, signatures, secrets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from refundflow_notifier.amount_format import format_amount
+from refundflow_notifier.email_messages import InvalidAddress, check_address
+from refundflow_notifier.notification_rules import (
+    ALERT_ONLY_EVENT_TYPES,
+    MerchantPreferences,
+    customer_email,
+    team_alerts,
+)
+from refundflow_notifier.retry_schedule import disables_endpoint, is_success, next_delay
+from refundflow_notifier.settings import DEFAULT_WEBHOOK_SCHEDULE
+from refundflow_notifier.webhook_signing import new_signing_secret, signed_headers
+from refundflow_shared.events import (
+    EVENT_DATA_TYPES,
+    WEBHOOK_EVENT_TYPES,
+    RefundFailed,
+    RefundReviewOverdue,
+    RefundSucceeded,
+)
+from refundflow_shared.secret_box import SecretBox, SecretBoxError, generate_key
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"),
+    [
+        (4999, "EUR", "€49.99"),
+        (123456789, "USD", "$1,234,567.89"),
+        (5, "GBP", "£0.05"),
+        (1500, "JPY", "¥1,500"),
+        (1250, "KWD", "KWD 1.250"),
+        (1000001, "BHD", "BHD 1,000.001"),
+        (12345, "CHF", "CHF 123.45"),
+        (0, "KRW", "₩0"),
+    ],
+)
+def test_amounts_show_the_currencys_decimals_and_grouped_thousands(amount: int, currency: str, shown: str) -> None:
+    assert format_amount(amount, currency) == shown
+
+
+def test_the_webhook_schedule_starts_at_once_then_backs_off_and_ends() -> None:
+    schedule = DEFAULT_WEBHOOK_SCHEDULE
+    assert next_delay(schedule, 0) == 0
+    assert [next_delay(schedule, n) for n in range(1, 8)] == [5, 300, 1800, 7200, 18000, 36000, 36000]
+    assert next_delay(schedule, 8) is None, "eight attempts, then the delivery has failed"
+
+
+def test_only_2xx_succeeds_and_only_410_disables() -> None:
+    assert is_success(200) and is_success(204) and not is_success(301) and not is_success(500)
+    assert disables_endpoint(410) and not disables_endpoint(404) and not disables_endpoint(500)
+
+
+def test_signatures_verify_with_the_standard_webhooks_library() -> None:
+    secret = new_signing_secret()
+    assert secret.startswith("whsec_")
+    payload = '{"id":"evt_1","sequence":3}'
+    headers = signed_headers(secret, "evt_1", datetime.now(UTC), payload)
+    assert Webhook(secret).verify(payload, headers) == {"id": "evt_1", "sequence": 3}
+    with pytest.raises(Exception, match="signature"):
+        Webhook(new_signing_secret()).verify(payload, headers)
+
+
+def test_a_sealed_secret_opens_only_with_the_key_and_for_its_endpoint() -> None:
+    box = SecretBox(generate_key())
+    sealed = box.seal("whsec_abc", context="we_1")
+    assert "whsec_abc" not in sealed
+    assert box.open(sealed, context="we_1") == "whsec_abc"
+    with pytest.raises(SecretBoxError):
+        box.open(sealed, context="we_2")
+    with pytest.raises(SecretBoxError):
+        SecretBox(generate_key()).open(sealed, context="we_1")
+
+
+def test_addresses_no_server_would_take_are_refused_before_sending() -> None:
+    assert check_address("ada@example.com") == "ada@example.com"
+    for bad in ("", "ada", "ada@", "@example.com", "ada@localhost", "ada lovelace@example.com"):
+        with pytest.raises(InvalidAddress):
+            check_address(bad)
+
+
+def _prefs() -> MerchantPreferences:
+    return MerchantPreferences(review_target="within 2 business days", refund_process_time="5–10 business days")
+
+
+def test_a_failure_after_a_reported_success_sends_a_follow_up_not_the_plain_failure() -> None:
+    common = {"merchant_id": "m", "payment_id": "p", "refund_id": "r", "customer_email": "a@example.com"}
+    failed = RefundFailed(**common, amount=100, currency="EUR", failure_reason="provider_declined")
+    plain = customer_email(failed, _prefs(), previous_outcome=None)
+    follow_up = customer_email(failed, _prefs(), previous_outcome="succeeded")
+    assert plain is not None and plain.kind == "refund_failed"
+    assert follow_up is not None and follow_up.kind == "refund_reversed"
+    succeeded = customer_email(
+        RefundSucceeded(**common, amount=100, currency="EUR", provider_refund_id="re_1"), _prefs(), None
+    )
+    assert succeeded is not None and "€1.00" in succeeded.subject
+    assert "provider_declined" not in str(plain.context), "no provider internals in customer emails"
+
+
+def test_an_overdue_review_alerts_the_team_with_the_target() -> None:
+    overdue = RefundReviewOverdue(
+        merchant_id="m",
+        payment_id="p",
+        refund_id="r",
+        amount=1500,
+        currency="JPY",
+        requested_at=datetime(2026, 11, 20, 10, 0, tzinfo=UTC),
+        review_target_hours=48,
+    )
+    [alert] = team_alerts(overdue)
+    assert alert.title == "Refund review overdue: ¥1,500"
+    assert "review target: 48 hours" in alert.text()
+
+
+def test_every_event_the_notifier_speaks_about_is_in_the_contract() -> None:
+    assert set(WEBHOOK_EVENT_TYPES) | set(ALERT_ONLY_EVENT_TYPES) <= set(EVENT_DATA_TYPES)

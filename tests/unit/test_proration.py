@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from refundflow_intake.domain import InvalidProration
+from refundflow_intake.proration import period_days, prorate
+
+
+def test_one_week_of_downtime_in_a_28_day_month_is_a_quarter() -> None:
+    assert prorate(4_000, 7, 28) == 1_000
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount", "days", "of_days", "expected"),
+    [
+        # JPY, no decimals: 1000 yen × 7/30 = 233.33… → 233 yen; 999 × 1/2 = 499.5 → 500 (half up).
+        ("JPY", 1_000, 7, 30, 233),
+        ("JPY", 999, 1, 2, 500),
+        # EUR, 2 decimals: 9.99 € × 7/30 = 2.331 € → 2.33 €; 0.05 € × 1/2 = 0.025 € → 0.03 €.
+        ("EUR", 999, 7, 30, 233),
+        ("EUR", 5, 1, 2, 3),
+        # KWD, 3 decimals: 10.000 KWD × 1/3 = 3.3333 → 3.333; 12.345 KWD × 2/3 = 8.230 KWD.
+        ("KWD", 10_000, 1, 3, 3_333),
+        ("KWD", 12_345, 2, 3, 8_230),
+    ],
+)
+def test_the_share_rounds_half_up_to_a_whole_minor_unit(
+    currency: str, amount: int, days: int, of_days: int, expected: int
+) -> None:
+    assert prorate(amount, days, of_days) == expected
+
+
+def test_the_whole_period_is_the_whole_amount_and_never_more() -> None:
+    assert prorate(12_345, 31, 31) == 12_345
+    with pytest.raises(InvalidProration):
+        prorate(12_345, 32, 31)
+    with pytest.raises(InvalidProration):
+        prorate(12_345, 0, 31)
+
+
+def test_a_period_counts_started_days() -> None:
+    start = datetime(2026, 2, 1, tzinfo=UTC)
+    assert period_days(start, datetime(2026, 3, 1, tzinfo=UTC)) == 28
+    assert period_days(start, datetime(2026, 3, 1, 1, tzinfo=UTC)) == 29

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from refundflow_intake.domain import RefundReason
+from refundflow_intake.refund_policy import RefundPolicy, RefundPolicyOverride
+from refundflow_shared.money import Money
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+R = RefundReason
+
+
+def test_the_window_is_counted_from_the_payment() -> None:
+    policy = RefundPolicy(refund_window_days=14)
+    inside = policy.flags(paid_at=NOW - timedelta(days=14), now=NOW, category=None, reason=R.DUPLICATE)
+    outside = policy.flags(paid_at=NOW - timedelta(days=14, seconds=1), now=NOW, category=None, reason=R.DUPLICATE)
+    assert (inside, outside) == ([], ["outside_refund_window"])
+
+
+def test_auto_approval_needs_the_amount_the_reason_and_no_flags() -> None:
+    policy = RefundPolicy(auto_approve={"max_amount": Money(amount=2_000, currency="EUR"), "reasons": [R.DUPLICATE]})
+    assert policy.auto_approves(amount=2_000, currency="EUR", flags=[], reason=R.DUPLICATE)
+    assert not policy.auto_approves(amount=2_001, currency="EUR", flags=[], reason=R.DUPLICATE)
+    assert not policy.auto_approves(amount=100, currency="EUR", flags=[], reason=R.OTHER)
+    assert not policy.auto_approves(amount=100, currency="EUR", flags=["excluded_category"], reason=R.DUPLICATE)
+    assert not policy.auto_approves(amount=100, currency="USD", flags=[], reason=R.DUPLICATE)
+
+
+def test_a_second_approver_is_needed_above_the_amount_and_in_other_currencies() -> None:
+    policy = RefundPolicy(second_approval_above=Money(amount=10_000, currency="EUR"))
+    assert policy.approvals_required(10_000, "EUR") == 1
+    assert policy.approvals_required(10_001, "EUR") == 2
+    assert policy.approvals_required(1, "USD") == 2
+    assert RefundPolicy().approvals_required(10**9, "EUR") == 1
+
+
+def test_an_override_replaces_only_the_fields_it_sets_and_null_turns_a_rule_off() -> None:
+    merchant = RefundPolicy(refund_window_days=7, second_approval_above=Money(amount=1, currency="EUR"))
+    override = RefundPolicyOverride.model_validate({"refund_window_days": 30, "second_approval_above": None})
+    effective = merchant.with_override(override.fields_set())
+    assert (effective.refund_window_days, effective.second_approval_above) == (30, None)
+    assert effective.excluded_categories == ["consumable", "customized"]
