@@ -146,15 +146,36 @@ class EventConsumer:
         return float(min(self._settings.consumer_retry_max_seconds, base)) * random.uniform(0.5, 1.0)
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], code: str, error: str) -> None:
-        """Park the original message with why it failed; raising here leaves the offset uncommitted."""
         headers = {k: v.decode("utf-8", errors="replace") for k, v in (record.headers or ())}
-        headers |= {
+        await self.dead_letter(
+            record.topic,
+            record.key,
+            record.value or b"",
+            headers,
+            code,
+            error,
+            position={"dlq_original_partition": str(record.partition), "dlq_original_offset": str(record.offset)},
+        )
+
+    async def dead_letter(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: dict[str, str],
+        code: str,
+        error: str,
+        *,
+        position: dict[str, str] | None = None,
+    ) -> None:
+        """Park a message on ``<topic>.dlq`` with why it failed; raising here leaves the offset uncommitted."""
+        headers = {
+            **headers,
             "dlq_reason": code,
             "dlq_error": error[:4000],
             "dlq_consumer": self.name,
-            "dlq_original_topic": record.topic,
-            "dlq_original_partition": str(record.partition),
-            "dlq_original_offset": str(record.offset),
+            "dlq_original_topic": topic,
+            **(position or {}),
             "dlq_failed_at": datetime.now(UTC).isoformat(),
         }
-        await self._broker.publish(record.value or b"", dlq_topic(record.topic), key=record.key, headers=headers)
+        await self._broker.publish(value, dlq_topic(topic), key=key, headers=headers)

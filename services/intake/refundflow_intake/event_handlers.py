@@ -20,7 +20,6 @@ from refundflow_shared.events import (
     RefundFailed,
     RefundSubmit,
     RefundSucceeded,
-    dlq_topic,
     topic_for,
 )
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -58,16 +57,11 @@ def register(runtime: ServiceRuntime, clock: Callable[[], datetime]) -> None:
             return
         # The refusal is answered (refund.submit_rejected, in this transaction) and parked with its reason.
         # Should this transaction not commit, the redelivery parks it again: the DLQ is at-least-once too.
-        topic = topic_for(RefundSubmit.event_type, runtime.settings.topic_prefix)
-        await runtime.broker.publish(
+        await consumer.dead_letter(
+            topic_for(RefundSubmit.event_type, runtime.settings.topic_prefix),
+            event.partition_key.encode(),
             event.kafka_value(),
-            dlq_topic(topic),
-            key=event.partition_key.encode(),
-            headers={
-                **event.kafka_headers(),
-                "dlq_reason": rejected.code,
-                "dlq_error": rejected.message[:4000],
-                "dlq_consumer": consumer.name,
-                "dlq_original_topic": topic,
-            },
+            event.kafka_headers(),
+            rejected.code,
+            rejected.message,
         )
