@@ -138,7 +138,8 @@ async def _setup(
         "MESSAGE_POLL_INTERVAL_SECONDS": "0.2",
         "CONSUMER_RETRY_BASE_SECONDS": "0.05",
         "WEBHOOK_SECRET_KEY": TEST_SECRET_KEY,
-        "WEBHOOK_TIMEOUT_SECONDS": "1",  # the lease of a claimed delivery is 2x this plus 5 s
+        # Generous for a loaded CI machine: a receiver answering after the timeout is retried, legitimately twice.
+        "WEBHOOK_TIMEOUT_SECONDS": "3",  # the lease of a claimed delivery is 2x this plus 5 s
         "WEBHOOK_POLL_INTERVAL_SECONDS": "0.2",
     }
     recipients = [f"customer{n}.{uuid.uuid4().hex[:6]}@example.com" for n in range(3)]

@@ -111,7 +111,7 @@ async def test_a_subscribed_event_arrives_signed_with_its_sequence_and_a_stable_
 
 async def test_500s_and_a_timeout_are_retried_until_the_endpoint_answers(world: World) -> None:
     m, name, secret = merchant(), uuid.uuid4().hex, new_signing_secret()
-    world.http.scripts[name] = [500, (1.5, 200), 503, 204]  # the second answer is later than the 1 s timeout
+    world.http.scripts[name] = [500, (3.0, 200), 503, 204]  # the second answer is later than the 2 s timeout
     endpoint = await configure_endpoint(
         world.feed, world.pool, m, world.http.url(name), ["refund.succeeded"], secret=secret
     )

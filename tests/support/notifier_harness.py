@@ -40,7 +40,7 @@ def notifier_settings(database_url: str, kafka: str, smtp_port: int, **overrides
         "message_retry_schedule_seconds": [0, 0.2, 0.2],
         "webhook_poll_interval_seconds": 0.1,
         "webhook_retry_schedule_seconds": [0, 0.2, 0.2, 0.3],
-        "webhook_timeout_seconds": 1.0,
+        "webhook_timeout_seconds": 2.0,  # room for a loaded machine; the slow answers in tests take 3 s
         "webhook_disable_after_failed_events": 2,
         **overrides,
     }
