@@ -11,7 +11,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -19,6 +19,14 @@ from refundflow_shared.money import Currency, MinorUnits
 
 SPEC_VERSION: Literal["1.0"] = "1.0"
 CONTENT_TYPE = "application/json"
+
+# Every string in the contract is bounded, so that no event can outgrow the broker's message size.
+Id = Annotated[str, Field(min_length=1, max_length=255)]
+Code = Annotated[str, Field(min_length=1, max_length=100)]
+Name = Annotated[str, Field(max_length=200)]
+Note = Annotated[str, Field(max_length=2000)]
+EmailAddress = Annotated[str, Field(max_length=320)]
+Url = Annotated[str, Field(max_length=2048)]
 
 
 class EventType(StrEnum):
@@ -38,6 +46,8 @@ class EventType(StrEnum):
     REFUND_SUBMIT = "refund.submit"
     REFUND_SUBMIT_REJECTED = "refund.submit_rejected"
     REFUND_REVIEW_OVERDUE = "refund.review_overdue"
+    REFUND_REVERSED = "refund.reversed"
+    TEAM_ALERT_RAISED = "team_alert.raised"
     WEBHOOK_ENDPOINT_CONFIGURED = "webhook_endpoint.configured"
     NOTIFICATION_SETTINGS_CONFIGURED = "notification_settings.configured"
 
@@ -50,7 +60,7 @@ class EventData(BaseModel):
     event_type: ClassVar[EventType]
     schema_version: ClassVar[int] = 1
 
-    merchant_id: str
+    merchant_id: Id
 
     @classmethod
     def dataschema(cls) -> str:
@@ -67,7 +77,7 @@ class EventData(BaseModel):
 class PaymentEventData(EventData):
     """An event about one payment: keyed, ordered and sequenced by the payment id."""
 
-    payment_id: str
+    payment_id: Id
 
     def partition_key(self) -> str:
         return self.payment_id
@@ -81,10 +91,10 @@ class _Priced(PaymentEventData):
 class Product(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str
-    name: str
+    id: Id
+    name: Annotated[str, Field(min_length=1, max_length=200)]
     kind: Literal["one_time", "subscription"]
-    category: str | None = Field(default=None, description="e.g. digital, service, consumable, customized")
+    category: Code | None = Field(default=None, description="e.g. digital, service, consumable, customized")
 
 
 class SubscriptionPeriod(BaseModel):
@@ -92,7 +102,7 @@ class SubscriptionPeriod(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str
+    id: Id
     current_period_start: datetime
     current_period_end: datetime
 
@@ -100,11 +110,11 @@ class SubscriptionPeriod(BaseModel):
 class PaymentSucceeded(_Priced):
     event_type = EventType.PAYMENT_SUCCEEDED
 
-    customer_email: str
-    provider_payment_id: str
+    customer_email: EmailAddress
+    provider_payment_id: Id
     paid_at: datetime
     product: Product
-    customer_name: str | None = None
+    customer_name: Name | None = None
     subscription: SubscriptionPeriod | None = None
 
 
@@ -113,13 +123,13 @@ class PaymentDisputed(PaymentEventData):
 
     event_type = EventType.PAYMENT_DISPUTED
 
-    dispute_id: str | None = None
-    reason: str | None = None
+    dispute_id: Id | None = None
+    reason: Name | None = None
 
 
 class _RefundEvent(PaymentEventData):
-    refund_id: str
-    customer_email: str
+    refund_id: Id
+    customer_email: EmailAddress
 
     def subject(self) -> str:
         return self.refund_id
@@ -128,34 +138,45 @@ class _RefundEvent(PaymentEventData):
 class RefundRequested(_Priced, _RefundEvent):
     event_type = EventType.REFUND_REQUESTED
 
-    reason: str
+    reason: Code
 
 
 class RefundApproved(_Priced, _RefundEvent):
     event_type = EventType.REFUND_APPROVED
 
-    provider_payment_id: str
+    provider_payment_id: Id
     payment_amount: MinorUnits
-    approved_by: str
+    approved_by: Name
 
 
 class RefundRejected(_RefundEvent):
     event_type = EventType.REFUND_REJECTED
 
-    note: str | None = None
+    note: Note | None = None
 
 
 class RefundSucceeded(_Priced, _RefundEvent):
     event_type = EventType.REFUND_SUCCEEDED
 
-    provider_refund_id: str
+    provider_refund_id: Id
 
 
 class RefundFailed(_Priced, _RefundEvent):
     event_type = EventType.REFUND_FAILED
 
-    failure_reason: str
-    failure_message: str | None = None
+    failure_reason: Code
+    failure_message: Note | None = None
+
+
+class RefundReversed(_Priced, _RefundEvent):
+    """A refund the provider had reported succeeded failed afterwards (a closed card, say): the money did not
+    reach the customer after all. Intake restores the refundable amount and the balance."""
+
+    event_type = EventType.REFUND_REVERSED
+
+    provider_refund_id: Id
+    failure_reason: Code
+    failure_message: Note | None = None
 
 
 class PaymentRefunded(_Priced):
@@ -163,7 +184,7 @@ class PaymentRefunded(_Priced):
 
     event_type = EventType.PAYMENT_REFUNDED
 
-    refund_id: str
+    refund_id: Id
     refunded_amount: MinorUnits
     remaining_amount: MinorUnits
 
@@ -173,10 +194,10 @@ class SubscriptionCancelRequested(PaymentEventData):
 
     event_type = EventType.SUBSCRIPTION_CANCEL_REQUESTED
 
-    subscription_id: str
+    subscription_id: Id
     at_period_end: bool
-    refund_id: str | None = None
-    requested_by: str
+    refund_id: Id | None = None
+    requested_by: Name
 
 
 class SubscriptionCanceled(PaymentEventData):
@@ -184,10 +205,10 @@ class SubscriptionCanceled(PaymentEventData):
 
     event_type = EventType.SUBSCRIPTION_CANCELED
 
-    subscription_id: str
+    subscription_id: Id
     at_period_end: bool
     ends_at: datetime | None = None
-    refund_id: str | None = None
+    refund_id: Id | None = None
 
 
 class RefundExternalDetected(_Priced):
@@ -195,8 +216,8 @@ class RefundExternalDetected(_Priced):
 
     event_type = EventType.REFUND_EXTERNAL_DETECTED
 
-    provider_refund_id: str
-    provider_payment_id: str
+    provider_refund_id: Id
+    provider_payment_id: Id
     status: Literal["succeeded", "pending", "failed"]
 
 
@@ -205,10 +226,10 @@ class ProviderUnavailable(PaymentEventData):
 
     event_type = EventType.PROVIDER_UNAVAILABLE
 
-    refund_id: str
-    provider: str
-    attempts: int
-    last_error: str
+    refund_id: Id
+    provider: Code
+    attempts: int = Field(ge=0, le=1_000_000)
+    last_error: Note
 
 
 class SubscriptionExtensionGranted(PaymentEventData):
@@ -216,10 +237,10 @@ class SubscriptionExtensionGranted(PaymentEventData):
 
     event_type = EventType.SUBSCRIPTION_EXTENSION_GRANTED
 
-    subscription_id: str
-    days: int = Field(gt=0)
-    refund_id: str | None = None
-    granted_by: str
+    subscription_id: Id
+    days: int = Field(gt=0, le=365)
+    refund_id: Id | None = None
+    granted_by: Name
 
 
 class WebhookEndpointConfigured(EventData):
@@ -231,26 +252,28 @@ class WebhookEndpointConfigured(EventData):
 
     event_type = EventType.WEBHOOK_ENDPOINT_CONFIGURED
 
-    endpoint_id: str
-    url: str
-    event_types: list[str]
+    endpoint_id: Id
+    url: Url
+    event_types: list[Code] = Field(max_length=32)
     enabled: bool
     deleted: bool = False
-    encrypted_secret: str
-    version: int = Field(ge=1, description="grows with every change; older versions are ignored")
+    encrypted_secret: Annotated[str, Field(max_length=1000)]
+    version: int = Field(ge=1, le=2**31 - 1, description="grows with every change; older versions are ignored")
 
 
 class NotificationSettingsConfigured(EventData):
-    """Where a merchant's team alerts go, and how its customer emails present the merchant."""
+    """Where a merchant's team alerts go, and how its customer emails present the merchant.
+
+    The Slack webhook URL is a credential: it travels sealed (``secret_box``, bound to the merchant id)."""
 
     event_type = EventType.NOTIFICATION_SETTINGS_CONFIGURED
 
-    team_email: str | None = None
-    slack_webhook_url: str | None = None
-    sender_name: str | None = None
-    reply_to: str | None = None
-    review_target: str | None = None
-    refund_process_time: str | None = None
+    team_email: EmailAddress | None = None
+    sealed_slack_webhook_url: Annotated[str, Field(max_length=4000)] | None = None
+    sender_name: Name | None = None
+    reply_to: EmailAddress | None = None
+    review_target: Name | None = None
+    refund_process_time: Name | None = None
 
 
 class SubmittedProration(BaseModel):
@@ -259,9 +282,9 @@ class SubmittedProration(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    unused_days: int | None = Field(default=None, gt=0)
-    affected_days: int | None = Field(default=None, gt=0)
-    period_days: int | None = Field(default=None, gt=0)
+    unused_days: int | None = Field(default=None, gt=0, le=3660)
+    affected_days: int | None = Field(default=None, gt=0, le=3660)
+    period_days: int | None = Field(default=None, gt=0, le=3660)
 
 
 class RefundSubmit(PaymentEventData):
@@ -274,12 +297,12 @@ class RefundSubmit(PaymentEventData):
     event_type = EventType.REFUND_SUBMIT
 
     idempotency_key: str = Field(min_length=1, max_length=255)
-    reason: str
-    reason_details: str | None = None
+    reason: Code
+    reason_details: Note | None = None
     amount: MinorUnits | None = None
     currency: Currency | None = None
     proration: SubmittedProration | None = None
-    submitted_by: str
+    submitted_by: Name
 
 
 class RefundSubmitRejected(PaymentEventData):
@@ -287,9 +310,9 @@ class RefundSubmitRejected(PaymentEventData):
 
     event_type = EventType.REFUND_SUBMIT_REJECTED
 
-    idempotency_key: str
-    code: str
-    message: str
+    idempotency_key: Id
+    code: Code
+    message: Note
 
 
 class RefundReviewOverdue(_Priced):
@@ -297,12 +320,28 @@ class RefundReviewOverdue(_Priced):
 
     event_type = EventType.REFUND_REVIEW_OVERDUE
 
-    refund_id: str
+    refund_id: Id
     requested_at: datetime
-    review_target_hours: int
+    review_target_hours: int = Field(ge=1, le=100_000)
 
     def subject(self) -> str:
         return self.refund_id
+
+
+class TeamAlertRaised(EventData):
+    """Something needs a person on the merchant's team: a refund that cannot finish on its own, a fault in the
+    configuration, an event that could not be handled. The notifier sends it to the team's channels."""
+
+    event_type = EventType.TEAM_ALERT_RAISED
+
+    kind: Code
+    title: Name
+    details: dict[Code, Note] = Field(default_factory=dict, max_length=20)
+    payment_id: Id | None = None
+    refund_id: Id | None = None
+
+    def partition_key(self) -> str:
+        return self.payment_id or self.merchant_id
 
 
 EVENT_DATA_TYPES: dict[str, type[EventData]] = {
@@ -324,6 +363,8 @@ EVENT_DATA_TYPES: dict[str, type[EventData]] = {
         RefundSubmit,
         RefundSubmitRejected,
         RefundReviewOverdue,
+        RefundReversed,
+        TeamAlertRaised,
         WebhookEndpointConfigured,
         NotificationSettingsConfigured,
     )
@@ -337,6 +378,7 @@ WebhookEventType = Literal[
     "refund.rejected",
     "refund.succeeded",
     "refund.failed",
+    "refund.reversed",
     "payment.refunded",
     "subscription.canceled",
 ]
@@ -357,13 +399,13 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
-    source: str
+    source: Name
     type: EventType
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    subject: str
+    subject: Id
     specversion: Literal["1.0"] = SPEC_VERSION
-    dataschema: str
-    sequence: int = Field(ge=1, description="per payment and source, gap-free, starting at 1")
+    dataschema: Name
+    sequence: int = Field(ge=1, le=2**63 - 1, description="per payment and source, gap-free, starting at 1")
     data: EventData
 
     @classmethod

@@ -47,7 +47,12 @@ def validate_currency(code: str) -> str:
 
 
 Currency = Annotated[str, Field(min_length=3, max_length=3, examples=["EUR"]), AfterValidator(validate_currency)]
-MinorUnits = Annotated[int, Field(ge=0, strict=True, description="amount in the currency's minor units")]
+# A trillion minor units (ten billion EUR, a trillion JPY) is past any one payment; the cap keeps every sum of
+# amounts far inside PostgreSQL's bigint, so no total can overflow.
+MAX_MINOR_UNITS = 10**12
+MinorUnits = Annotated[
+    int, Field(ge=0, le=MAX_MINOR_UNITS, strict=True, description="amount in the currency's minor units")
+]
 
 
 class Money(BaseModel):

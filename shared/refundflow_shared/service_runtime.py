@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from refundflow_shared.database import create_pool, is_reachable
 from refundflow_shared.kafka_topics import all_topics, ensure_topics
 from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.outbox import OutboxRelay
+from refundflow_shared.retention import RetentionRule, run_retention
 from refundflow_shared.settings import ServiceSettings
 from refundflow_shared.structured_logging import configure_logging
 
@@ -36,6 +38,12 @@ class ServiceRuntime:
         self._consumer: EventConsumer | None = None
         self._relay_task: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
+        days = timedelta(days=1)
+        # What the backbone keeps; services append their own rules before start().
+        self.retention_rules: list[RetentionRule] = [
+            RetentionRule("outbox", "sent_at", settings.outbox_retention_days * days, "sent_at IS NOT NULL"),
+            RetentionRule("inbox", "handled_at", settings.inbox_retention_days * days),
+        ]
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -72,6 +80,8 @@ class ServiceRuntime:
             poll_interval=self.settings.outbox_poll_interval_seconds,
         )
         self.run_in_background(relay.run(), "outbox_relay")
+        retention = run_retention(self.pool, self.retention_rules, interval=self.settings.retention_interval_seconds)
+        self.run_in_background(retention, "retention")
         log.info("service_started", consumes=self.consumer.topics)
 
     def run_in_background(self, job: object, name: str) -> None:

@@ -29,3 +29,12 @@ class ServiceSettings(BaseSettings):
 
     # Encrypts webhook signing secrets in events and at rest (intake and notifier): 32 bytes, base64.
     webhook_secret_key: SecretStr | None = None
+
+    # Outbound URLs (webhooks, Slack) may reach loopback and private networks only when this is true: local
+    # runs and tests set it, production must not (see refundflow_shared.outbound_urls).
+    refundflow_allow_private_webhook_urls: bool = False
+
+    # Retention: what is pruned, and after how long (the inbox must outlive any redelivery window).
+    retention_interval_seconds: float = Field(default=300.0, gt=0)
+    outbox_retention_days: float = Field(default=7.0, gt=0)
+    inbox_retention_days: float = Field(default=30.0, gt=0)

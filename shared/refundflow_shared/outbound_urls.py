@@ -1,0 +1,73 @@
+"""Where Refundflow may send a merchant's webhooks and alerts: public addresses only.
+
+A URL is checked when it is saved (syntax and what its host resolves to) and again at every connection (the
+notifier resolves, checks every address and connects to a checked one, so a DNS answer that changes between
+the two cannot point a delivery at our own network). ``REFUNDFLOW_ALLOW_PRIVATE_WEBHOOK_URLS=true`` lifts the
+address rule for local runs and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+MAX_URL_LENGTH = 2048
+
+
+class UrlNotAllowed(ValueError):
+    """The URL is not one we may call: bad syntax, or a host that is (or resolves to) a non-public address."""
+
+    code = "url_not_allowed"
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def is_public_address(address: IPAddress) -> bool:
+    """True for globally routable unicast addresses; loopback, private, link-local, CGNAT, multicast, reserved
+    and the IPv4 addresses hidden in IPv6 (mapped, 6to4, Teredo) are not."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if embedded is not None:
+            return is_public_address(embedded)
+    return address.is_global and not address.is_multicast
+
+
+def parse_url(url: str) -> tuple[str, int]:
+    """(host, port) of an http(s) URL; raises UrlNotAllowed for anything else."""
+    if len(url) > MAX_URL_LENGTH:
+        raise UrlNotAllowed(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UrlNotAllowed(f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UrlNotAllowed("the URL must be http(s)://host/...")
+    if parts.username is not None or parts.password is not None:
+        raise UrlNotAllowed("the URL must not carry credentials")
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+async def resolve_public(host: str, port: int, *, allow_private: bool) -> list[IPAddress]:
+    """Every address ``host`` resolves to, all of them checked; raises UrlNotAllowed if any is not public."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UrlNotAllowed(f"the host {host!r} does not resolve") from exc
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    if not addresses:
+        raise UrlNotAllowed(f"the host {host!r} does not resolve")
+    if not allow_private:
+        refused = [a for a in addresses if not is_public_address(a)]
+        if refused:
+            raise UrlNotAllowed(f"the host {host!r} resolves to a non-public address ({refused[0]})")
+    return addresses
+
+
+async def check_url(url: str, *, allow_private: bool) -> None:
+    """Refuse, when it is saved, a URL we would never call."""
+    host, port = parse_url(url)
+    await resolve_public(host, port, allow_private=allow_private)
