@@ -199,3 +199,45 @@ async def test_text_postgresql_cannot_store_is_a_422_whether_in_the_path_the_que
     assert [r.status_code for r in answers] == [422] * len(answers)
     assert {r.json()["error"]["code"] for r in answers} == {"invalid_request"}
     assert await intake.written() == before
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({"to": "0001-01-02T00:00:00Z"}, 400, "invalid_period"),  # 30 days before it is before year 1
+        ({"from": "9999-12-31T00:00:00Z"}, 400, "invalid_period"),
+        ({"from": "0001-01-01T00:00:00+14:00"}, 422, "invalid_request"),  # before year 1 in UTC
+    ],
+)
+async def test_insight_periods_at_the_edge_of_the_calendar_are_refused_not_a_500(
+    intake: IntakeUnderTest, params: dict[str, str], status: int, code: str
+) -> None:
+    merchant = await intake.merchant()
+    response = await intake.client.get("/v1/insights/refunds", headers=merchant, params=params)
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+
+
+@pytest.mark.parametrize("at", ["9999-12-31T23:00:00-14:00", "0001-01-01T00:00:00+14:00"])
+async def test_a_timestamp_past_the_calendar_in_utc_is_a_422(intake: IntakeUnderTest, at: str) -> None:
+    merchant = await intake.merchant()
+    payments_before = await intake.db.fetchval("SELECT count(*) FROM payments")
+    body = {
+        "merchant_id": await intake.merchant_id(merchant),
+        "customer_email": "ada@example.com",
+        "amount": 1_000,
+        "currency": "EUR",
+        "provider_payment_id": f"pi_{uuid.uuid4().hex}",
+        "paid_at": at,
+        "product": {"id": "prod_pro", "name": "Pro", "kind": "one_time"},
+    }
+    subscription = {
+        **body,
+        "provider_payment_id": f"pi_{uuid.uuid4().hex}",
+        "paid_at": "2026-11-20T10:00:00Z",
+        "product": {"id": "prod_m", "name": "Monthly", "kind": "subscription"},
+        "subscription": {"id": "sub_1", "current_period_start": "2026-11-20T10:00:00Z", "current_period_end": at},
+    }
+    for sent in (body, subscription):
+        response = await intake.client.post("/v1/payments", headers=ADMIN, json=sent)
+        assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+    assert await intake.db.fetchval("SELECT count(*) FROM payments") == payments_before
