@@ -25,13 +25,16 @@ Stack = base.Stack
 
 def merchant_api(stack: Stack) -> tuple[httpx.Client, dict[str, str]]:
     api = httpx.Client(base_url=stack.intake_url, timeout=10)
-    created = api.post("/v1/merchants", json={"name": "Acme"}, headers={"Authorization": f"Bearer {base.ADMIN_TOKEN}"})
+    created = api.post("/v1/merchants", json={"name": "Acme"}, headers=base.ADMIN)
+    base.MERCHANT_IDS[created.json()["api_key"]] = created.json()["id"]
     return api, {"Authorization": f"Bearer {created.json()['api_key']}"}
 
 
 def register(api: httpx.Client, auth: dict[str, str], **fields: Any) -> dict[str, Any]:
+    """The platform registers a payment of the merchant's."""
     paid_at = datetime.now(UTC) - timedelta(days=3)
     body = {
+        "merchant_id": base.MERCHANT_IDS[auth["Authorization"].removeprefix("Bearer ")],
         "customer_email": "ada@example.com",
         "customer_name": "Ada",
         "amount": 4_999,
@@ -41,7 +44,7 @@ def register(api: httpx.Client, auth: dict[str, str], **fields: Any) -> dict[str
         "product": {"id": "prod_ebook", "name": "E-book", "kind": "one_time", "category": "digital"},
         **fields,
     }
-    response = api.post("/v1/payments", headers=auth, json=body)
+    response = api.post("/v1/payments", headers=base.ADMIN, json=body)
     assert response.status_code == 201, response.text
     payment: dict[str, Any] = response.json()
     return payment
@@ -101,7 +104,7 @@ def test_a_digital_product_within_the_window_is_refunded_in_full_with_a_confirma
     paid = api.get(f"/v1/payments/{payment['id']}", headers=auth).json()
     assert (paid["status"], paid["refundable_amount"]) == ("refunded", 0)
     assert api.get("/v1/balance", headers=auth).json()["data"] == [
-        {"currency": "EUR", "paid": 4_999, "refunded": 4_999, "available": 0}
+        {"currency": "EUR", "paid": 4_999, "refunded": 4_999, "held": 0, "available": 0}
     ]
     confirmation = mail_mentioning(stack, refund.json()["id"])
     assert confirmation["To"] == "ada@example.com"

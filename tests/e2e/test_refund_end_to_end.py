@@ -24,6 +24,8 @@ from tests.support.service_processes import ServiceProcess, service_env
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
 ADMIN_TOKEN = "e2e-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+MERCHANT_IDS: dict[str, str] = {}  # API key -> merchant id
 
 
 class Stack:
@@ -80,13 +82,14 @@ def wait_for(check: Callable[[], T], timeout: float = 60.0) -> T:
 
 def test_an_approved_refund_succeeds_at_the_provider_once_and_the_customer_gets_an_email(stack: Stack) -> None:
     api = httpx.Client(base_url=stack.intake_url, timeout=10)
-    merchant = api.post("/v1/merchants", json={"name": "Acme"}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    merchant = api.post("/v1/merchants", json={"name": "Acme"}, headers=ADMIN)
     auth = {"Authorization": f"Bearer {merchant.json()['api_key']}"}
     provider_payment_id = f"pi_e2e_{uuid.uuid4().hex[:12]}"
     payment = api.post(
         "/v1/payments",
-        headers=auth,
+        headers=ADMIN,  # payments come from the platform
         json={
+            "merchant_id": merchant.json()["id"],
             "customer_email": "ada@example.com",
             "amount": 4999,
             "currency": "EUR",

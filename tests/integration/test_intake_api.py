@@ -17,7 +17,9 @@ from refundflow_intake.settings import IntakeSettings
 from tests.conftest import create_database
 
 ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+MERCHANT_IDS: dict[str, str] = {}  # Authorization header -> merchant id
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +51,10 @@ def db(intake: tuple[httpx.AsyncClient, asyncpg.Pool]) -> asyncpg.Pool:
 
 
 async def new_merchant(client: httpx.AsyncClient) -> dict[str, str]:
-    response = await client.post("/v1/merchants", json={"name": "Acme"}, headers=_auth(ADMIN_TOKEN))
+    response = await client.post("/v1/merchants", json={"name": "Acme"}, headers=ADMIN)
     assert response.status_code == 201, response.text
     body: dict[str, str] = response.json()
+    MERCHANT_IDS[f"Bearer {body['api_key']}"] = body["id"]
     return {"Authorization": f"Bearer {body['api_key']}"}
 
 
@@ -64,8 +67,9 @@ async def new_payment(
 ) -> dict[str, Any]:
     response = await client.post(
         "/v1/payments",
-        headers=merchant,
+        headers=ADMIN,  # payments come from the platform
         json={
+            "merchant_id": MERCHANT_IDS[merchant["Authorization"]],
             "customer_email": "ada@example.com",
             "amount": amount,
             "currency": currency,
@@ -110,6 +114,7 @@ async def test_a_malformed_body_is_a_422_in_the_same_shape_and_writes_nothing(
 async def test_money_must_be_integer_minor_units_in_a_known_currency(client: httpx.AsyncClient) -> None:
     merchant = await new_merchant(client)
     base = {
+        "merchant_id": MERCHANT_IDS[merchant["Authorization"]],
         "customer_email": "a@example.com",
         "provider_payment_id": "pi_x",
         "paid_at": "2026-11-20T10:00:00Z",
@@ -117,7 +122,7 @@ async def test_money_must_be_integer_minor_units_in_a_known_currency(client: htt
     }
     for amount, currency in ((49.99, "EUR"), ("4999", "EUR"), (100, "XYZ")):
         response = await client.post(
-            "/v1/payments", headers=merchant, json={**base, "amount": amount, "currency": currency}
+            "/v1/payments", headers=ADMIN, json={**base, "amount": amount, "currency": currency}
         )
         assert response.status_code == 422, (amount, currency, response.text)
 
@@ -246,10 +251,11 @@ async def test_approving_moves_to_processing_once_and_repeating_it_changes_nothi
     assert approved == 1
 
 
-async def test_registering_the_same_provider_payment_twice_is_a_409(client: httpx.AsyncClient) -> None:
+async def test_registering_the_same_provider_payment_with_other_details_is_a_409(client: httpx.AsyncClient) -> None:
     merchant = await new_merchant(client)
     payment = await new_payment(client, merchant)
     body = {
+        "merchant_id": MERCHANT_IDS[merchant["Authorization"]],
         "customer_email": "a@example.com",
         "amount": 100,
         "currency": "EUR",
@@ -257,7 +263,7 @@ async def test_registering_the_same_provider_payment_twice_is_a_409(client: http
         "paid_at": "2026-11-20T10:00:00Z",
         "product": {"id": "p", "name": "P", "kind": "one_time"},
     }
-    response = await client.post("/v1/payments", headers=merchant, json=body)
+    response = await client.post("/v1/payments", headers=ADMIN, json=body)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "payment_already_registered"
 

@@ -51,12 +51,14 @@ def target(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, kafka_bo
     try:
         intake.wait_ready()
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        key = httpx.post(f"{url}/v1/merchants", json={"name": "Fuzz"}, headers=admin).json()["api_key"]
+        merchant = httpx.post(f"{url}/v1/merchants", json={"name": "Fuzz"}, headers=admin).json()
+        key = merchant["api_key"]
         auth = {"Authorization": f"Bearer {key}"}
         payment = httpx.post(
             f"{url}/v1/payments",
-            headers=auth,
+            headers=admin,
             json={
+                "merchant_id": merchant["id"],
                 "customer_email": "fuzz@example.com",
                 "amount": 10_000,
                 "currency": "EUR",
@@ -72,9 +74,9 @@ def target(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, kafka_bo
         intake.stop()
 
 
-def _credentials(target: FuzzTarget, path: str) -> dict[str, str]:
-    if path == "/v1/merchants":
-        return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+def _credentials(target: FuzzTarget, method: str, path: str) -> dict[str, str]:
+    if path.startswith("/v1/merchants") or (method.upper() == "POST" and path == "/v1/payments"):
+        return {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # the platform's calls
     if path.startswith("/v1/portal/"):
         return {"Authorization": f"Bearer {target.portal_token}"}
     return {"Authorization": f"Bearer {target.merchant_key}"}
@@ -95,7 +97,7 @@ def test_no_generated_request_gets_a_server_error_or_breaks_the_contract(target:
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def call(case: Any) -> None:
-            headers = {**(case.headers or {}), **_credentials(target, case.path)}
+            headers = {**(case.headers or {}), **_credentials(target, case.method, case.path)}
             case.call_and_validate(
                 base_url=target.url,
                 headers=headers,

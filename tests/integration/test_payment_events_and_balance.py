@@ -70,7 +70,7 @@ async def test_a_payment_from_billing_is_registered_once_however_often_it_arrive
     listed = (await intake.client.get("/v1/payments", headers=merchant)).json()["data"]
     assert [p["id"] for p in listed] == [data.payment_id]
     balance = (await intake.client.get("/v1/balance", headers=merchant)).json()["data"]
-    assert balance == [{"currency": "JPY", "paid": 1_500, "refunded": 0, "available": 1_500}]
+    assert balance == [{"currency": "JPY", "paid": 1_500, "refunded": 0, "held": 0, "available": 1_500}]
 
 
 async def _count(intake: IntakeUnderTest, sql: str, *, at_least: int) -> bool:
@@ -102,7 +102,7 @@ async def test_a_succeeded_refund_finishes_the_refund_the_payment_and_the_balanc
     paid = (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()
     assert (paid["status"], paid["refunded_amount"], paid["refundable_amount"]) == ("partially_refunded", 1_000, 3_999)
     balance = (await intake.client.get("/v1/balance", headers=merchant)).json()["data"]
-    assert balance == [{"currency": "EUR", "paid": 4_999, "refunded": 1_000, "available": 3_999}]
+    assert balance == [{"currency": "EUR", "paid": 4_999, "refunded": 1_000, "held": 0, "available": 3_999}]
     timeline = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()["timeline"]
     assert [(t["status"], t["actor"]) for t in timeline][-1] == ("succeeded", "refundflow/processor")
 
@@ -188,4 +188,4 @@ async def test_a_refund_made_outside_refundflow_uses_up_the_payment_and_the_bala
     )
     assert too_much.json()["error"]["code"] == "refund_exceeds_refundable"
     balance = (await intake.client.get("/v1/balance", headers=merchant)).json()["data"]
-    assert balance == [{"currency": "EUR", "paid": 10_000, "refunded": 4_000, "available": 6_000}]
+    assert balance == [{"currency": "EUR", "paid": 10_000, "refunded": 4_000, "held": 0, "available": 6_000}]

@@ -13,13 +13,16 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
 
 from refundflow_intake.app import create_app
 from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.events import Event, EventData, topic_for
+from refundflow_shared.secret_box import generate_key
 from tests.conftest import create_database
 
 ADMIN_TOKEN = "test-admin-token"
+ADMIN: dict[str, str] = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 Headers = dict[str, str]
 
 
@@ -42,21 +45,25 @@ class IntakeUnderTest:
     db: asyncpg.Pool
     settings: IntakeSettings
     clock: MovableClock
+    app: FastAPI
+    merchant_ids: dict[str, str] = field(default_factory=dict)
 
     async def merchant(self) -> Headers:
         """A new merchant; returns the Authorization header of its first key."""
-        response = await self.client.post(
-            "/v1/merchants", json={"name": "Acme"}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        )
+        response = await self.client.post("/v1/merchants", json={"name": "Acme"}, headers=ADMIN)
         assert response.status_code == 201, response.text
-        return {"Authorization": f"Bearer {response.json()['api_key']}"}
+        created = response.json()
+        self.merchant_ids[created["api_key"]] = created["id"]
+        return {"Authorization": f"Bearer {created['api_key']}"}
 
     async def merchant_id(self, merchant: Headers) -> str:
         key = merchant["Authorization"].removeprefix("Bearer ")
-        keys = (await self.client.get("/v1/api-keys", headers=merchant)).json()["data"]
-        assert keys, key
-        merchant_id: str = await self.db.fetchval("SELECT merchant_id FROM api_keys WHERE id = $1", keys[0]["id"])
-        return merchant_id
+        if key not in self.merchant_ids:
+            keys = (await self.client.get("/v1/api-keys", headers=merchant)).json()["data"]
+            assert keys, key
+            owner = await self.db.fetchval("SELECT merchant_id FROM api_keys WHERE id = $1", keys[0]["id"])
+            self.merchant_ids[key] = owner
+        return self.merchant_ids[key]
 
     async def second_key(self, merchant: Headers, name: str = "second") -> Headers:
         response = await self.client.post("/v1/api-keys", headers=merchant, json={"name": name})
@@ -64,7 +71,9 @@ class IntakeUnderTest:
         return {"Authorization": f"Bearer {response.json()['api_key']}"}
 
     async def payment(self, merchant: Headers, **overrides: Any) -> dict[str, Any]:
+        """A captured payment of the merchant's, registered by the platform (admin token)."""
         body: dict[str, Any] = {
+            "merchant_id": await self.merchant_id(merchant),
             "customer_email": "ada@example.com",
             "customer_name": "Ada Lovelace",
             "amount": 10_000,
@@ -74,7 +83,7 @@ class IntakeUnderTest:
             "product": {"id": "prod_pro", "name": "Pro plan", "kind": "one_time", "category": "digital"},
             **overrides,
         }
-        response = await self.client.post("/v1/payments", headers=merchant, json=body)
+        response = await self.client.post("/v1/payments", headers=ADMIN, json=body)
         assert response.status_code == 201, response.text
         payment: dict[str, Any] = response.json()
         return payment
@@ -136,17 +145,21 @@ class IntakeUnderTest:
 
 
 @asynccontextmanager
-async def running_intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
-    settings = IntakeSettings(
-        database_url=await create_database(postgres_url),
-        kafka_bootstrap_servers=kafka_bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
-        refundflow_admin_token=ADMIN_TOKEN,
-        outbox_poll_interval_seconds=0.2,
-        consumer_retry_base_seconds=0.05,
-        consumer_retry_max_seconds=0.5,
-        review_check_interval_seconds=0.2,
-    )
+async def running_intake(postgres_url: str, kafka_bootstrap: str, **overrides: Any) -> AsyncIterator[IntakeUnderTest]:
+    """``overrides`` replace settings, e.g. ``refundflow_allow_private_webhook_urls=False`` for URL rules."""
+    values: dict[str, Any] = {
+        "database_url": await create_database(postgres_url),
+        "kafka_bootstrap_servers": kafka_bootstrap,
+        "topic_prefix": f"t{uuid.uuid4().hex[:10]}.",
+        "refundflow_admin_token": ADMIN_TOKEN,
+        "outbox_poll_interval_seconds": 0.2,
+        "consumer_retry_base_seconds": 0.05,
+        "consumer_retry_max_seconds": 0.5,
+        "review_check_interval_seconds": 0.2,
+        "webhook_secret_key": generate_key(),
+        "refundflow_allow_private_webhook_urls": True,  # test receivers listen on 127.0.0.1
+    }
+    settings = IntakeSettings(**{**values, **overrides})
     clock = MovableClock()
     app = create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
@@ -154,6 +167,6 @@ async def running_intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterat
         async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
             pool = await asyncpg.create_pool(settings.database_url, server_settings={"search_path": "intake"})
             try:
-                yield IntakeUnderTest(client=client, db=pool, settings=settings, clock=clock)
+                yield IntakeUnderTest(client=client, db=pool, settings=settings, clock=clock, app=app)
             finally:
                 await pool.close()

@@ -17,7 +17,13 @@ S = RefundStatus
 
 @pytest.mark.parametrize(
     ("current", "target"),
-    [(S.PENDING, S.PROCESSING), (S.PENDING, S.REJECTED), (S.PROCESSING, S.SUCCEEDED), (S.PROCESSING, S.FAILED)],
+    [
+        (S.PENDING, S.PROCESSING),
+        (S.PENDING, S.REJECTED),
+        (S.PROCESSING, S.SUCCEEDED),
+        (S.PROCESSING, S.FAILED),
+        (S.SUCCEEDED, S.REVERSED),
+    ],
 )
 def test_the_allowed_transitions_apply(current: RefundStatus, target: RefundStatus) -> None:
     assert check_transition(current, target) is True
@@ -31,6 +37,9 @@ def test_the_allowed_transitions_apply(current: RefundStatus, target: RefundStat
         (S.SUCCEEDED, S.FAILED),
         (S.FAILED, S.PROCESSING),
         (S.PROCESSING, S.REJECTED),
+        (S.PROCESSING, S.REVERSED),
+        (S.REVERSED, S.SUCCEEDED),
+        (S.FAILED, S.REVERSED),
     ],
 )
 def test_every_other_transition_is_refused(current: RefundStatus, target: RefundStatus) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from refundflow_intake import event_handlers, review_deadlines
+from refundflow_intake import event_handlers, notification_settings, review_deadlines
 from refundflow_intake.api.errors import install_error_handlers
 from refundflow_intake.api.routes import (
     api_keys,
@@ -22,8 +23,10 @@ from refundflow_intake.api.routes import (
     refunds,
     webhook_endpoints,
 )
+from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.http_service import health_router
+from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -41,15 +44,28 @@ def _wire(runtime: ServiceRuntime, settings: IntakeSettings, clock: Callable[[],
 
 def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc_now) -> FastAPI:
     runtime = ServiceRuntime("intake", settings, MIGRATIONS)
+    run = runtime.lifespan(lambda rt: _wire(rt, settings, clock))
+    key = settings.webhook_secret_key
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with run(app):
+            # Slack URLs saved in clear before they were sealed: sealed once, before the first request.
+            await notification_settings.seal_clear_slack_urls(
+                runtime.pool, SecretBox(key.get_secret_value()) if key else None
+            )
+            yield
+
     app = FastAPI(
         title="Refundflow intake",
         version="0.1.0",
         description="Payments, refund requests and the merchant's decisions.",
-        lifespan=runtime.lifespan(lambda rt: _wire(rt, settings, clock)),
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.clock = clock
+    app.state.public_policy_cache = PublicPolicyCache(timedelta(seconds=settings.public_policy_max_age_seconds))
     install_error_handlers(app)
     app.include_router(health_router(runtime.readiness))
     for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal, insights, contract):

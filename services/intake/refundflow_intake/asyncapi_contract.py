@@ -14,18 +14,22 @@ from faststream.specification import AsyncAPI
 
 from refundflow_shared.events import (
     EventData,
+    NotificationSettingsConfigured,
     PaymentDisputed,
     PaymentSucceeded,
     RefundApproved,
+    RefundExternalDetected,
     RefundFailed,
     RefundRejected,
     RefundRequested,
+    RefundReversed,
     RefundReviewOverdue,
     RefundSubmit,
     RefundSubmitRejected,
     RefundSucceeded,
     SubscriptionCancelRequested,
     SubscriptionExtensionGranted,
+    WebhookEndpointConfigured,
     topic_for,
 )
 
@@ -33,11 +37,13 @@ CONSUMES: dict[type[EventData], str] = {
     PaymentSucceeded: "a captured payment from platform billing (and intake's own); registered once per payment id",
     PaymentDisputed: "a dispute: refunds on the payment are blocked from then on",
     RefundSucceeded: "the provider refunded: the refund succeeds, the payment and the balance follow",
-    RefundFailed: "the provider refused: the refund fails and its amount is refundable again",
+    RefundFailed: "the provider refused: the refund fails, its hold is released, its amount refundable again",
+    RefundReversed: "a succeeded refund failed afterwards: the refund is reversed, payment and balance restored",
+    RefundExternalDetected: "a refund made outside Refundflow, reported again as it moves (pending, succeeded, failed)",
     RefundSubmit: "a refund request command from another platform service; refused ones are answered and DLQ'd",
 }
 PUBLISHES: dict[type[EventData], str] = {
-    PaymentSucceeded: "a payment registered with POST /v1/payments",
+    PaymentSucceeded: "a payment the platform registered with POST /v1/payments",
     RefundRequested: "a new refund request, pending the merchant's decision",
     RefundApproved: "approved (by the merchant, two approvers, or the policy): the processor refunds it",
     RefundRejected: "rejected, with the merchant's note to the customer",
@@ -45,6 +51,8 @@ PUBLISHES: dict[type[EventData], str] = {
     SubscriptionExtensionGranted: "extend the subscription's current period by some days (goodwill)",
     RefundSubmitRejected: "why a refund.submit command was refused",
     RefundReviewOverdue: "a request pending longer than the merchant's review target (once)",
+    WebhookEndpointConfigured: "a merchant's webhook endpoint as it now is (its signing secret sealed)",
+    NotificationSettingsConfigured: "a merchant's team channels and email presentation (the Slack URL sealed)",
 }
 
 

@@ -12,15 +12,18 @@ class RefundStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REJECTED = "rejected"
+    REVERSED = "reversed"
 
 
-# pending -> processing -> succeeded | failed, or pending -> rejected. Nothing else.
+# pending -> processing -> succeeded | failed, or pending -> rejected; a succeeded refund the provider later
+# failed (a closed card, say) becomes reversed. Nothing else.
 ALLOWED_TRANSITIONS: dict[RefundStatus, frozenset[RefundStatus]] = {
     RefundStatus.PENDING: frozenset({RefundStatus.PROCESSING, RefundStatus.REJECTED}),
     RefundStatus.PROCESSING: frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED}),
-    RefundStatus.SUCCEEDED: frozenset(),
+    RefundStatus.SUCCEEDED: frozenset({RefundStatus.REVERSED}),
     RefundStatus.FAILED: frozenset(),
     RefundStatus.REJECTED: frozenset(),
+    RefundStatus.REVERSED: frozenset(),
 }
 
 # Refunds that hold part of the payment: what they ask for can no longer be asked for again.
@@ -62,7 +65,32 @@ class InvalidTransition(DomainError):
 
 
 class DuplicatePayment(DomainError):
+    """The merchant's provider payment is already registered, with other details."""
+
     code = "payment_already_registered"
+
+
+class ProviderPaymentTaken(DomainError):
+    """Another merchant registered this provider payment: it is theirs to refund."""
+
+    code = "provider_payment_already_registered"
+
+
+class ProviderPaymentConflict(DomainError):
+    """Registered before provider payments were unique, by more than one merchant: no money moves on it until
+    the platform settles whose it is."""
+
+    code = "provider_payment_conflict"
+
+
+class PlatformOnly(DomainError):
+    """A platform call (admin token) made with a merchant's API key."""
+
+    code = "platform_only"
+
+
+class LastApiKey(DomainError):
+    code = "last_api_key"
 
 
 class MerchantNotFound(NotFound):
@@ -111,6 +139,12 @@ class ApprovalExceedsRequest(DomainError):
 
 class NotASubscription(DomainError):
     code = "not_a_subscription"
+
+
+class OutboundUrlNotAllowed(DomainError):
+    """A webhook or Slack URL we would never call: not http(s), or not a public address."""
+
+    code = "url_not_allowed"
 
 
 class RefundReason(StrEnum):
@@ -166,6 +200,31 @@ class RefundRequest:
                 f"{amount} exceeds the refundable amount of {left} {self.payment_currency} minor units"
             )
         return amount
+
+
+@dataclass(frozen=True)
+class ExternalRefundChange:
+    """What a provider's report about a refund made outside Refundflow moves: each at most once."""
+
+    hold: bool  # pending: the amount can no longer be asked for, and is held in the balance
+    release: bool  # no longer pending: the hold goes
+    debit: bool  # succeeded: refunded for good
+    credit_back: bool  # succeeded, then failed: the refunded amount comes back
+
+
+_EXTERNAL_REFUND_CHANGES: dict[tuple[str | None, str], ExternalRefundChange] = {
+    (None, "pending"): ExternalRefundChange(hold=True, release=False, debit=False, credit_back=False),
+    (None, "succeeded"): ExternalRefundChange(hold=False, release=False, debit=True, credit_back=False),
+    (None, "failed"): ExternalRefundChange(hold=False, release=False, debit=False, credit_back=False),
+    ("pending", "succeeded"): ExternalRefundChange(hold=False, release=True, debit=True, credit_back=False),
+    ("pending", "failed"): ExternalRefundChange(hold=False, release=True, debit=False, credit_back=False),
+    ("succeeded", "failed"): ExternalRefundChange(hold=False, release=False, debit=False, credit_back=True),
+}
+
+
+def external_refund_change(before: str | None, reported: str) -> ExternalRefundChange | None:
+    """The change a report makes (``before`` None: first seen); None for a repeat or a report going backwards."""
+    return _EXTERNAL_REFUND_CHANGES.get((before, reported))
 
 
 def check_transition(current: RefundStatus, target: RefundStatus) -> bool:

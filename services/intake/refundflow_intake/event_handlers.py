@@ -9,15 +9,16 @@ import asyncpg
 
 from refundflow_intake.domain import RefundStatus
 from refundflow_intake.external_refunds import record_external_refund
-from refundflow_intake.refund_commands import submit_refund
-from refundflow_intake.refund_decisions import record_refund_outcome
-from refundflow_intake.refund_desk import consume_payment_disputed, consume_payment_succeeded
+from refundflow_intake.payments import consume_payment_disputed, consume_payment_succeeded
+from refundflow_intake.refund_commands import Tries, submit_refund
+from refundflow_intake.refund_outcomes import record_refund_outcome, record_reversal
 from refundflow_shared.events import (
     Event,
     PaymentDisputed,
     PaymentSucceeded,
     RefundExternalDetected,
     RefundFailed,
+    RefundReversed,
     RefundSubmit,
     RefundSucceeded,
     topic_for,
@@ -38,21 +39,34 @@ def register(runtime: ServiceRuntime, clock: Callable[[], datetime]) -> None:
 
     @consumer.handles(RefundSucceeded)
     async def refund_succeeded(conn: asyncpg.Connection, event: Event, data: RefundSucceeded) -> None:
-        await record_refund_outcome(conn, data.refund_id, RefundStatus.SUCCEEDED, actor=event.source)
+        await record_refund_outcome(conn, data.refund_id, data.merchant_id, RefundStatus.SUCCEEDED, actor=event.source)
 
     @consumer.handles(RefundFailed)
     async def refund_failed(conn: asyncpg.Connection, event: Event, data: RefundFailed) -> None:
         await record_refund_outcome(
-            conn, data.refund_id, RefundStatus.FAILED, actor=event.source, failure_reason=data.failure_reason
+            conn,
+            data.refund_id,
+            data.merchant_id,
+            RefundStatus.FAILED,
+            actor=event.source,
+            failure_reason=data.failure_reason,
         )
+
+    @consumer.handles(RefundReversed)
+    async def refund_reversed(conn: asyncpg.Connection, event: Event, data: RefundReversed) -> None:
+        await record_reversal(conn, data, actor=event.source)
 
     @consumer.handles(RefundExternalDetected)
     async def external_refund_detected(conn: asyncpg.Connection, event: Event, data: RefundExternalDetected) -> None:
         await record_external_refund(conn, data)
 
+    tries = Tries(last=runtime.settings.consumer_retry_attempts)
+
     @consumer.handles(RefundSubmit)
     async def refund_submit(conn: asyncpg.Connection, event: Event, data: RefundSubmit) -> None:
-        rejected = await submit_refund(conn, event, data, now=clock())
+        last_try = tries.count(str(event.id))
+        rejected = await submit_refund(conn, event, data, now=clock(), last_try=last_try)
+        tries.forget(str(event.id))
         if rejected is None:
             return
         # The refusal is answered (refund.submit_rejected, in this transaction) and parked with its reason.

@@ -1,8 +1,11 @@
-"""The merchant's balance, an append-only ledger in intake: payments credit it, succeeded refunds debit it.
+"""The merchant's balance, an append-only ledger in intake.
 
 Intake owns it because intake already holds both sides, each in the transaction that learns of it: the payment
-(registered here, or consumed from ``payment.succeeded``) and the refund outcome (consumed from
-``refund.succeeded``). A unique (kind, source) pair makes each entry happen once, whatever is redelivered.
+(registered here, or consumed from ``payment.succeeded``) and every refund's fate (approved here; succeeded,
+failed, reversed or found outside Refundflow, consumed from the processor). Payments credit it; an approved
+refund holds its amount until the provider answers, then the hold is released and, on success, the refund is
+debited for good; a reversal credits it back. A unique (kind, source) pair makes each entry happen once,
+whatever is redelivered.
 """
 
 from __future__ import annotations
@@ -11,46 +14,52 @@ from typing import Any
 
 import asyncpg
 
+Row = dict[str, Any]
 
-async def credit_payment(conn: asyncpg.Connection, payment: dict[str, Any]) -> None:
-    await _add(conn, payment["merchant_id"], payment["currency"], payment["amount"], "payment", payment["id"])
-
-
-async def debit_refund(conn: asyncpg.Connection, refund: dict[str, Any]) -> None:
-    await _add(conn, refund["merchant_id"], refund["currency"], -refund["amount"], "refund", refund["id"])
-
-
-async def debit_external_refund(conn: asyncpg.Connection, refund: dict[str, Any]) -> None:
-    await _add(
-        conn,
-        refund["merchant_id"],
-        refund["currency"],
-        -refund["amount"],
-        "external_refund",
-        refund["provider_refund_id"],
-    )
+# kind -> sign of the entry. Sources: a payment id, our refund id, or the provider's refund id (external_*).
+_SIGN = {
+    "payment": 1,
+    "refund_hold": -1,
+    "refund_release": 1,
+    "refund": -1,
+    "refund_reversal": 1,
+    "external_refund_hold": -1,
+    "external_refund_release": 1,
+    "external_refund": -1,
+    "external_refund_reversal": 1,
+}
+_REFUNDED = ("refund", "refund_reversal", "external_refund", "external_refund_reversal")
+_HELD = ("refund_hold", "refund_release", "external_refund_hold", "external_refund_release")
 
 
-async def _add(conn: asyncpg.Connection, merchant_id: str, currency: str, amount: int, kind: str, source: str) -> None:
+async def credit_payment(conn: asyncpg.Connection, payment: Row) -> None:
+    await record(conn, "payment", payment["id"], payment)
+
+
+async def record(conn: asyncpg.Connection, kind: str, source_id: str, money: Row) -> None:
+    """One entry of ``kind`` for ``source_id``, of ``money``'s merchant, amount and currency; once only."""
     await conn.execute(
         "INSERT INTO balance_entries (merchant_id, currency, amount, kind, source_id) VALUES ($1, $2, $3, $4, $5)"
         " ON CONFLICT (kind, source_id) DO NOTHING",
-        merchant_id,
-        currency,
-        amount,
+        money["merchant_id"],
+        money["currency"],
+        _SIGN[kind] * money["amount"],
         kind,
-        source,
+        source_id,
     )
 
 
-async def balance(conn: asyncpg.Connection, merchant_id: str) -> list[dict[str, Any]]:
-    """Per currency: what was paid, what was refunded, and what is left."""
+async def balance(conn: asyncpg.Connection, merchant_id: str) -> list[Row]:
+    """Per currency: paid, refunded for good, held by refunds awaiting the provider, and what is available."""
     rows = await conn.fetch(
         "SELECT currency,"
         " coalesce(sum(amount) FILTER (WHERE kind = 'payment'), 0)::bigint AS paid,"
-        " coalesce(-sum(amount) FILTER (WHERE kind IN ('refund', 'external_refund')), 0)::bigint AS refunded,"
+        " coalesce(-sum(amount) FILTER (WHERE kind = ANY($2::text[])), 0)::bigint AS refunded,"
+        " coalesce(-sum(amount) FILTER (WHERE kind = ANY($3::text[])), 0)::bigint AS held,"
         " sum(amount)::bigint AS available"
         " FROM balance_entries WHERE merchant_id = $1 GROUP BY currency ORDER BY currency",
         merchant_id,
+        list(_REFUNDED),
+        list(_HELD),
     )
     return [dict(r) for r in rows]

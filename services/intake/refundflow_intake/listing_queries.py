@@ -66,7 +66,10 @@ async def list_payments(
     if has_open_refund_request is not None:
         query.conditions.append(_OPEN_REQUEST_SQL if has_open_refund_request else f"NOT {_OPEN_REQUEST_SQL}")
     holding = query.param([s.value for s in HOLDING_STATUSES])
-    select = f"SELECT p.*, held_by_refunds(p.id, {holding}::text[]) AS held_by_refunds FROM payments p"
+    select = (
+        f"SELECT p.*, held_by_refunds(p.id, {holding}::text[]) AS held_by_refunds,"
+        " EXISTS (SELECT 1 FROM payment_disputes d WHERE d.payment_id = p.id) AS disputed FROM payments p"
+    )
     return await _page(conn, select, "p", "payments", query, limit, starting_after)
 
 

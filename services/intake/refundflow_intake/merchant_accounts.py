@@ -1,42 +1,92 @@
-"""Merchants and their API keys. A key is shown once and stored only as a hash."""
+"""Merchants and their API keys, with their SQL. A key is shown once and stored only as a hash."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
 from typing import Any
 
 import asyncpg
 
-from refundflow_intake import repository
-from refundflow_intake.domain import ApiKeyNotFound
+from refundflow_intake.domain import ApiKeyNotFound, LastApiKey, MerchantNotFound
+
+Row = dict[str, Any]
+_KEY_COLUMNS = "id, name, created_at, revoked_at"
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def _new_secret() -> str:
-    return f"rfk_{secrets.token_urlsafe(32)}"
+def hash_api_key(api_key: str) -> bytes:
+    # API keys are long random secrets: a fast hash is enough (no dictionary to guess from).
+    return hashlib.sha256(api_key.encode()).digest()
+
+
+async def merchant_exists(conn: asyncpg.Connection, merchant_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM merchants WHERE id = $1)", merchant_id))
+
+
+async def lock_merchant(conn: asyncpg.Connection, merchant_id: str) -> None:
+    """Serialise changes to what a merchant may have a limited number of (live keys, endpoints)."""
+    if await conn.fetchval("SELECT id FROM merchants WHERE id = $1 FOR UPDATE", merchant_id) is None:
+        raise MerchantNotFound(f"no merchant {merchant_id}")
 
 
 async def create_merchant(conn: asyncpg.Connection, name: str) -> tuple[str, str]:
     """A new merchant and its first API key; the key is returned once and stored only as a hash."""
     merchant_id = new_id("mer")
-    await repository.insert_merchant(conn, merchant_id, name)
+    await conn.execute("INSERT INTO merchants (id, name) VALUES ($1, $2)", merchant_id, name)
     key = await create_api_key(conn, merchant_id, name="default")
     return merchant_id, key["api_key"]
 
 
-async def create_api_key(conn: asyncpg.Connection, merchant_id: str, *, name: str | None) -> dict[str, Any]:
+async def create_api_key(conn: asyncpg.Connection, merchant_id: str, *, name: str | None) -> Row:
     """Another key for the merchant (one per integration or person, so each can be revoked alone)."""
-    secret = _new_secret()
-    key = await repository.insert_api_key(conn, new_id("key"), merchant_id, secret, name)
-    return {**key, "api_key": secret}
+    if not await merchant_exists(conn, merchant_id):
+        raise MerchantNotFound(f"no merchant {merchant_id}")
+    secret = f"rfk_{secrets.token_urlsafe(32)}"
+    row = await conn.fetchrow(
+        f"INSERT INTO api_keys (id, merchant_id, key_hash, name) VALUES ($1, $2, $3, $4) RETURNING {_KEY_COLUMNS}",
+        new_id("key"),
+        merchant_id,
+        hash_api_key(secret),
+        name,
+    )
+    return {**dict(row), "api_key": secret}
 
 
-async def revoke_api_key(conn: asyncpg.Connection, merchant_id: str, key_id: str) -> dict[str, Any]:
-    key = await repository.revoke_api_key(conn, merchant_id, key_id)
+async def list_api_keys(conn: asyncpg.Connection, merchant_id: str) -> list[Row]:
+    rows = await conn.fetch(
+        f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE merchant_id = $1 ORDER BY created_at, id", merchant_id
+    )
+    return [dict(r) for r in rows]
+
+
+async def revoke_api_key(conn: asyncpg.Connection, merchant_id: str, key_id: str) -> Row:
+    """Revoke one of the merchant's keys (a no-op when already revoked); never its last live key, which would
+    lock the merchant out."""
+    await lock_merchant(conn, merchant_id)
+    key = await conn.fetchrow(
+        f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1 AND merchant_id = $2", key_id, merchant_id
+    )
     if key is None:
         raise ApiKeyNotFound(f"no API key {key_id}")
-    return key
+    if key["revoked_at"] is not None:
+        return dict(key)
+    live = await conn.fetchval(
+        "SELECT count(*) FROM api_keys WHERE merchant_id = $1 AND revoked_at IS NULL", merchant_id
+    )
+    if live <= 1:
+        raise LastApiKey("this is your last live API key: create another before revoking it")
+    row = await conn.fetchrow(f"UPDATE api_keys SET revoked_at = now() WHERE id = $1 RETURNING {_KEY_COLUMNS}", key_id)
+    return dict(row)
+
+
+async def api_key_owner(conn: asyncpg.Connection, api_key: str) -> tuple[str, str] | None:
+    """(merchant id, key id) of a live key, or None."""
+    row = await conn.fetchrow(
+        "SELECT merchant_id, id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", hash_api_key(api_key)
+    )
+    return (row["merchant_id"], row["id"]) if row else None

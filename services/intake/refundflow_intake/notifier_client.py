@@ -10,11 +10,13 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import structlog
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refundflow_shared.secret_box import derived_token
 
 INTERNAL_API_PURPOSE = "refundflow notifier internal api"  # the notifier derives the same token
+log = structlog.get_logger(__name__)
 
 
 class NotifierLinkSettings(BaseSettings):
@@ -25,7 +27,8 @@ class NotifierLinkSettings(BaseSettings):
 
 
 class NotifierUnavailable(Exception):
-    """The notifier did not answer, or answered with an error of its own."""
+    """The notifier did not answer, or answered with an error of its own. The message is for merchants: it
+    names no host or address (those are logged)."""
 
 
 class NotifierClient:
@@ -53,10 +56,12 @@ class NotifierClient:
             async with httpx.AsyncClient(base_url=self._base_url, timeout=self._timeout) as client:
                 response = await client.request(method, path, headers=self._headers, **kwargs)
         except httpx.HTTPError as exc:
-            raise NotifierUnavailable(f"the notifier did not answer: {exc}") from exc
+            log.warning("notifier_unreachable", path=path, error=repr(exc))
+            raise NotifierUnavailable("the webhook delivery service did not answer: try again shortly") from exc
         if response.status_code == 404:
             return None
         if response.is_error:
-            raise NotifierUnavailable(f"the notifier answered {response.status_code}")
+            log.warning("notifier_refused", path=path, status=response.status_code)
+            raise NotifierUnavailable("the webhook delivery service is unavailable: try again shortly")
         result: dict[str, Any] = response.json()
         return result

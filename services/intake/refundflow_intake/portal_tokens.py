@@ -54,7 +54,8 @@ def issue(secret: bytes, grant: PortalGrant) -> str:
 def verify(secret: bytes, token: str, now: datetime) -> PortalGrant:
     """The grant the token carries; raises when it is not ours, was altered, or has expired."""
     payload, _, signature = token.removeprefix(PREFIX).partition(".")
-    if not token.startswith(PREFIX) or not hmac.compare_digest(signature, _sign(secret, payload)):
+    # Compared as bytes: a token is the caller's text, and compare_digest refuses non-ASCII str.
+    if not token.startswith(PREFIX) or not hmac.compare_digest(signature.encode(), _sign(secret, payload).encode()):
         raise InvalidPortalToken("the portal token is not valid")
     try:
         claims = json.loads(_unb64(payload))

@@ -6,8 +6,17 @@ from datetime import datetime
 
 import asyncpg
 
-from refundflow_intake import idempotency, refund_desk, repository
-from refundflow_intake.domain import Channel, DomainError, InvalidProration, MerchantNotFound, RefundReason
+from refundflow_intake.domain import (
+    Channel,
+    DomainError,
+    InvalidProration,
+    MerchantNotFound,
+    PaymentNotFound,
+    RefundReason,
+)
+from refundflow_intake.merchant_accounts import merchant_exists
+from refundflow_intake.refund_requests import SOURCE, Proration, request_refund_once
+from refundflow_shared.consumer import TransientError
 from refundflow_shared.events import Event, RefundSubmit, RefundSubmitRejected
 from refundflow_shared.outbox import add_event
 
@@ -23,7 +32,7 @@ def _reason(value: str) -> RefundReason:
         raise InvalidReason(f"{value!r} is not a refund reason: one of {', '.join(RefundReason)}") from None
 
 
-def _proration(data: RefundSubmit) -> refund_desk.Proration | None:
+def _proration(data: RefundSubmit) -> Proration | None:
     given = data.proration
     if given is None:
         return None
@@ -31,27 +40,27 @@ def _proration(data: RefundSubmit) -> refund_desk.Proration | None:
         raise InvalidProration("give exactly one of proration.unused_days and proration.affected_days")
     days = given.unused_days if given.unused_days is not None else given.affected_days
     assert days is not None
-    return refund_desk.Proration(days=days, period_days=given.period_days)
+    return Proration(days=days, period_days=given.period_days)
 
 
 async def submit_refund(
-    conn: asyncpg.Connection, event: Event, data: RefundSubmit, *, now: datetime
+    conn: asyncpg.Connection, event: Event, data: RefundSubmit, *, now: datetime, last_try: bool
 ) -> RefundSubmitRejected | None:
     """Create the request (once per idempotency key), or stage ``refund.submit_rejected`` and return it.
 
+    A payment intake does not know yet may still be on its way (billing's ``payment.succeeded`` travels on
+    another topic): until ``last_try`` that is a transient failure, retried, rather than a refusal.
     A refused command leaves nothing behind but its answer: its work runs in a savepoint that is rolled back.
     """
     try:
         async with conn.transaction():
-            if not await repository.merchant_exists(conn, data.merchant_id):
+            if not await merchant_exists(conn, data.merchant_id):
                 raise MerchantNotFound(f"no merchant {data.merchant_id}")
-            key = f"refund.submit:{data.idempotency_key}"
-            request_hash = idempotency.fingerprint(data.model_dump(mode="json"))
-            if await idempotency.claim(conn, data.merchant_id, key, request_hash) is not None:
-                return None  # sent again: the first one's refund stands
-            refund = await refund_desk.request_refund(
+            await request_refund_once(
                 conn,
                 data.merchant_id,
+                f"refund.submit:{data.idempotency_key}",
+                data.model_dump(mode="json"),
                 payment_id=data.payment_id,
                 reason=_reason(data.reason),
                 reason_details=data.reason_details,
@@ -62,15 +71,39 @@ async def submit_refund(
                 now=now,
                 channel=Channel.COMMAND,
             )
-            await idempotency.remember(conn, data.merchant_id, key, refund["id"])
             return None
-    except DomainError as refused:
-        rejected = RefundSubmitRejected(
-            payment_id=data.payment_id,
-            merchant_id=data.merchant_id,
-            idempotency_key=data.idempotency_key,
-            code=refused.code,
-            message=refused.message,
-        )
-        await add_event(conn, rejected, source=refund_desk.SOURCE)
-        return rejected
+    except PaymentNotFound as unknown:
+        if not last_try:
+            raise TransientError(unknown.message) from None
+        refused: DomainError = unknown
+    except DomainError as error:
+        refused = error
+    rejected = RefundSubmitRejected(
+        payment_id=data.payment_id,
+        merchant_id=data.merchant_id,
+        idempotency_key=data.idempotency_key,
+        code=refused.code,
+        message=refused.message,
+    )
+    await add_event(conn, rejected, source=SOURCE)
+    return rejected
+
+
+class Tries:
+    """How often each ``refund.submit`` was tried in this process, so that the consumer's last retry refuses what
+    the earlier ones only postponed. Bounded: the oldest entries go first."""
+
+    def __init__(self, last: int, keep: int = 10_000) -> None:
+        self._last, self._keep = last, keep
+        self._tries: dict[str, int] = {}
+
+    def count(self, event_id: str) -> bool:
+        """Count one more try of ``event_id``; True when it is the last one."""
+        tries = self._tries.pop(event_id, 0) + 1
+        self._tries[event_id] = tries
+        while len(self._tries) > self._keep:
+            del self._tries[next(iter(self._tries))]
+        return tries >= self._last
+
+    def forget(self, event_id: str) -> None:
+        self._tries.pop(event_id, None)

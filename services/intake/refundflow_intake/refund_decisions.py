@@ -1,5 +1,5 @@
-"""The merchant's decisions on a refund request, and the provider's outcome. Each runs in the caller's
-transaction: the status change, its audit entry and its events commit together."""
+"""The merchant's decisions on a refund request. Each runs in the caller's transaction: the status change, its
+audit entry, its ledger entry and its events commit together."""
 
 from __future__ import annotations
 
@@ -10,9 +10,19 @@ import structlog
 
 from refundflow_intake import ledger, repository
 from refundflow_intake import refund_policy_repository as policies
+from refundflow_intake.approval_rules import (
+    ApprovalAsk,
+    ApprovalContext,
+    ApprovalDecision,
+    Approve,
+    AwaitAnotherApprover,
+    CancelOnly,
+    decide_approval,
+)
 from refundflow_intake.domain import (
-    ApprovalExceedsRequest,
+    HOLDING_STATUSES,
     NotASubscription,
+    PaymentNotFound,
     RefundNotFound,
     RefundStatus,
     SubscriptionAction,
@@ -31,13 +41,18 @@ SOURCE = "refundflow/intake"
 Row = dict[str, Any]
 
 
-async def _pending_refund(conn: asyncpg.Connection, merchant_id: str, refund_id: str) -> Row:
+async def locked_refund(conn: asyncpg.Connection, refund_id: str, merchant_id: str | None) -> tuple[Row, Row]:
+    """The refund and its payment, both locked: the payment first, as every writer does, so that approvals,
+    requests and outcomes on one payment take their turns (and never deadlock)."""
     structlog.contextvars.bind_contextvars(refund_id=refund_id)
-    refund = await repository.get_refund(conn, refund_id, merchant_id=merchant_id, lock=True)
-    if refund is None:
+    found = await repository.get_refund(conn, refund_id, merchant_id=merchant_id)
+    if found is None:
         raise RefundNotFound(f"no refund {refund_id}")
-    structlog.contextvars.bind_contextvars(payment_id=refund["payment_id"])
-    return refund
+    structlog.contextvars.bind_contextvars(payment_id=found["payment_id"])
+    payment = await repository.get_payment(conn, found["merchant_id"], found["payment_id"], lock=True)
+    refund = await repository.get_refund(conn, refund_id, lock=True)
+    assert payment is not None and refund is not None, "a refund always has its payment"
+    return refund, payment
 
 
 async def approve_refund(
@@ -50,55 +65,68 @@ async def approve_refund(
     amount: int | None = None,
     subscription_action: SubscriptionAction | None = None,
     extend_days: int | None = None,
-) -> Row:
-    """Approve (possibly less than asked): the refund goes to the provider. Above the policy's second-approval
-    amount the first approval is recorded and a different actor must approve too. ``cancel_only`` moves no
-    money: the request closes as rejected and the subscription ends at the period's end."""
-    refund = await _pending_refund(conn, merchant_id, refund_id)
-    if not check_transition(RefundStatus(refund["status"]), RefundStatus.PROCESSING):
-        return refund
-    payment = await repository.get_payment(conn, merchant_id, refund["payment_id"])
-    assert payment is not None, "a refund always has its payment"
-    is_subscription = payment["subscription_id"] is not None
-    if not is_subscription and (subscription_action is not None or extend_days is not None):
-        raise NotASubscription(f"payment {payment['id']} is not for a subscription")
-    action = subscription_action or (SubscriptionAction.REFUND_AND_CANCEL if is_subscription else None)
-    if action is SubscriptionAction.CANCEL_ONLY:
-        return await _close_as_cancel_only(conn, refund, payment, actor=actor, note=note, extend_days=extend_days)
-    approved = refund["amount"] if amount is None else amount
-    if not 0 < approved <= refund["amount"]:
-        raise ApprovalExceedsRequest(f"approve between 1 and the {refund['amount']} asked for, not {approved}")
-
+) -> None:
+    """Approve (possibly less than asked): the amount is held and the refund goes to the provider. Above the
+    policy's second-approval amount a different actor must approve the same amount too. ``cancel_only`` moves
+    no money: the request closes as rejected and the subscription ends at the period's end."""
+    refund, payment = await locked_refund(conn, refund_id, merchant_id)
+    status = RefundStatus(refund["status"])
+    held = await repository.amount_held_by_refunds(conn, payment["id"])
+    context = ApprovalContext(
+        status=status,
+        requested=refund["amount"],
+        currency=refund["currency"],
+        payment_amount=payment["amount"],
+        held_by_others=held - (refund["amount"] if status in HOLDING_STATUSES else 0),
+        disputed=await repository.is_disputed(conn, payment["id"]),
+        provider_payment_conflict=payment["provider_payment_conflict"],
+        is_subscription=payment["subscription_id"] is not None,
+        approvals=await repository.approvals_of(conn, refund_id),
+    )
     policy = await policies.effective_policy(conn, merchant_id, payment["product_id"])
-    required = policy.approvals_required(approved, refund["currency"])
-    approvers = await repository.approvers_of(conn, refund_id)
-    first_time = actor not in approvers
-    if first_time:
-        await repository.add_approval(conn, refund_id, actor)
-        approvers.append(actor)
-    if len(approvers) < required:
-        if first_time:  # the same actor approving again is a repeat: nothing changes
-            step = f"approval_{len(approvers)}_of_{required}"
-            await repository.add_timeline_entry(conn, refund_id, RefundStatus.PENDING, actor, note, action=step)
-        return refund
+    ask = ApprovalAsk(actor=actor, amount=amount, subscription_action=subscription_action, extend_days=extend_days)
+    await _apply(conn, refund, payment, decide_approval(context, ask, policy), actor=actor, note=note)
 
-    decision = {
+
+async def _apply(
+    conn: asyncpg.Connection, refund: Row, payment: Row, decision: ApprovalDecision, *, actor: str, note: str | None
+) -> None:
+    refund_id = refund["id"]
+    if isinstance(decision, CancelOnly):
+        await _close_as_cancel_only(conn, refund, payment, actor=actor, note=note, extend_days=decision.extend_days)
+        return
+    if not isinstance(decision, AwaitAnotherApprover | Approve):
+        return  # unchanged: a repeat
+    if decision.discarded:
+        await repository.discard_approvals(conn, refund_id, decision.discarded)
+        why = f"earlier approvals were for another amount; approving {decision.amount} starts over"
+        await repository.add_timeline_entry(
+            conn, refund_id, RefundStatus.PENDING, actor, why, action="approval_restarted"
+        )
+    await repository.add_approval(conn, refund_id, actor, decision.amount)
+    if isinstance(decision, AwaitAnotherApprover):
+        await repository.add_timeline_entry(conn, refund_id, RefundStatus.PENDING, actor, note, action=decision.step)
+        return
+
+    action = decision.action
+    decided = {
         "status": RefundStatus.PROCESSING.value,
-        "amount": approved,
+        "amount": decision.amount,
         "subscription_action": action.value if action else None,
-        "extend_days": extend_days,
+        "extend_days": decision.extend_days,
         "note": note,
     }
-    await repository.record_decision(conn, refund_id, decision)
+    await repository.record_decision(conn, refund_id, decided)
     await repository.add_timeline_entry(conn, refund_id, RefundStatus.PROCESSING, actor, note, action="approved")
+    await ledger.record(conn, "refund_hold", refund_id, {**refund, "amount": decision.amount})
     await add_event(
         conn,
         RefundApproved(
             refund_id=refund_id,
             payment_id=payment["id"],
-            merchant_id=merchant_id,
+            merchant_id=payment["merchant_id"],
             customer_email=payment["customer_email"],
-            amount=approved,
+            amount=decision.amount,
             currency=refund["currency"],
             provider_payment_id=payment["provider_payment_id"],
             payment_amount=payment["amount"],
@@ -108,14 +136,13 @@ async def approve_refund(
     )
     if action is SubscriptionAction.REFUND_AND_CANCEL:
         await _request_cancel(conn, payment, refund_id=refund_id, at_period_end=False, actor=actor)
-    if extend_days is not None:
-        await _grant_extension(conn, payment, refund_id=refund_id, days=extend_days, actor=actor)
-    return {**refund, **decision}
+    if decision.extend_days is not None:
+        await _grant_extension(conn, payment, refund_id=refund_id, days=decision.extend_days, actor=actor)
 
 
 async def _close_as_cancel_only(
     conn: asyncpg.Connection, refund: Row, payment: Row, *, actor: str, note: str | None, extend_days: int | None
-) -> Row:
+) -> None:
     decision = {
         "status": RefundStatus.REJECTED.value,
         "amount": refund["amount"],
@@ -129,13 +156,15 @@ async def _close_as_cancel_only(
     await _request_cancel(conn, payment, refund_id=refund["id"], at_period_end=True, actor=actor)
     if extend_days is not None:
         await _grant_extension(conn, payment, refund_id=refund["id"], days=extend_days, actor=actor)
-    return {**refund, **decision}
 
 
 async def cancel_subscription(
-    conn: asyncpg.Connection, merchant_id: str, payment: Row, *, at_period_end: bool, actor: str
+    conn: asyncpg.Connection, merchant_id: str, payment_id: str, *, at_period_end: bool, actor: str
 ) -> None:
     """Cancel without any refund (the customer keeps access until the period ends when ``at_period_end``)."""
+    payment = await repository.get_payment(conn, merchant_id, payment_id)
+    if payment is None:
+        raise PaymentNotFound(f"no payment {payment_id}")
     if payment["subscription_id"] is None:
         raise NotASubscription(f"payment {payment['id']} is not for a subscription")
     await _request_cancel(conn, payment, refund_id=None, at_period_end=at_period_end, actor=actor)
@@ -189,37 +218,12 @@ async def _announce_rejection(conn: asyncpg.Connection, refund: Row, payment: Ro
 
 async def reject_refund(
     conn: asyncpg.Connection, merchant_id: str, refund_id: str, *, actor: str, note: str | None
-) -> Row:
+) -> None:
     """Reject a pending request; ``note`` goes to the customer with ``refund.rejected``."""
-    refund = await _pending_refund(conn, merchant_id, refund_id)
+    refund, payment = await locked_refund(conn, refund_id, merchant_id)
     if not check_transition(RefundStatus(refund["status"]), RefundStatus.REJECTED):
-        return refund
-    payment = await repository.get_payment(conn, merchant_id, refund["payment_id"])
-    assert payment is not None, "a refund always has its payment"
+        return
     decision = {"status": RefundStatus.REJECTED.value, "amount": refund["amount"], "note": note}
     await repository.record_decision(conn, refund_id, decision)
     await repository.add_timeline_entry(conn, refund_id, RefundStatus.REJECTED, actor, note, action="rejected")
     await _announce_rejection(conn, refund, payment, note)
-    return {**refund, **decision}
-
-
-async def record_refund_outcome(
-    conn: asyncpg.Connection,
-    refund_id: str,
-    outcome: RefundStatus,
-    *,
-    actor: str,
-    failure_reason: str | None = None,
-) -> None:
-    """The provider's verdict, reported by the processor: finish the refund, the payment's totals and the
-    merchant's balance."""
-    refund = await repository.get_refund(conn, refund_id, lock=True)
-    if refund is None:
-        raise RefundNotFound(f"no refund {refund_id}")
-    if not check_transition(RefundStatus(refund["status"]), outcome):
-        return
-    await repository.update_refund_status(conn, refund_id, outcome, failure_reason=failure_reason)
-    await repository.add_timeline_entry(conn, refund_id, outcome, actor, failure_reason)
-    if outcome is RefundStatus.SUCCEEDED:
-        await repository.add_to_refunded_amount(conn, refund["payment_id"], refund["amount"])
-        await ledger.debit_refund(conn, refund)

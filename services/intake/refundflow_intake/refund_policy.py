@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,10 @@ FLAG_OUTSIDE_WINDOW = "outside_refund_window"
 FLAG_EXCLUDED_CATEGORY = "excluded_category"
 FLAG_REASON_NOT_ACCEPTED = "reason_not_accepted"
 
+Category = Annotated[str, Field(min_length=1, max_length=100)]
+MAX_CATEGORIES = 50
+MAX_REASONS = 20  # the reasons, with room for repeats
+
 
 class AutoApproveRule(BaseModel):
     """Approve without a person when the amount is at most ``max_amount``, within the window, with no flags
@@ -25,15 +29,17 @@ class AutoApproveRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_amount: Money
-    reasons: list[RefundReason] = Field(min_length=1)
+    reasons: list[RefundReason] = Field(min_length=1, max_length=MAX_REASONS)
 
 
 class RefundPolicyFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     refund_window_days: int = Field(default=14, ge=7, le=30, description="days after payment a refund is due")
-    excluded_categories: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDED_CATEGORIES))
-    accepted_reasons: list[RefundReason] = Field(default_factory=lambda: list(RefundReason))
+    excluded_categories: list[Category] = Field(
+        default_factory=lambda: list(DEFAULT_EXCLUDED_CATEGORIES), max_length=MAX_CATEGORIES
+    )
+    accepted_reasons: list[RefundReason] = Field(default_factory=lambda: list(RefundReason), max_length=MAX_REASONS)
     process_time: str = Field(default="5–10 business days", min_length=1, max_length=100)
     review_target_hours: int = Field(default=48, ge=1, le=720, description="pending longer than this is overdue")
     auto_approve: AutoApproveRule | None = None
@@ -85,8 +91,8 @@ class RefundPolicyOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     refund_window_days: int | None = Field(default=None, ge=7, le=30)
-    excluded_categories: list[str] | None = None
-    accepted_reasons: list[RefundReason] | None = None
+    excluded_categories: list[Category] | None = Field(default=None, max_length=MAX_CATEGORIES)
+    accepted_reasons: list[RefundReason] | None = Field(default=None, max_length=MAX_REASONS)
     process_time: str | None = Field(default=None, min_length=1, max_length=100)
     review_target_hours: int | None = Field(default=None, ge=1, le=720)
     auto_approve: AutoApproveRule | None = None

@@ -1,8 +1,8 @@
-"""SQL for intake's schema. Functions take the caller's connection, so the caller owns the transaction."""
+"""SQL for payments, refunds, their timeline and approvals. Functions take the caller's connection, so the caller
+owns the transaction."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import asyncpg
@@ -10,59 +10,6 @@ import asyncpg
 from refundflow_intake.domain import HOLDING_STATUSES, RefundStatus
 
 Row = dict[str, Any]
-
-
-def hash_api_key(api_key: str) -> bytes:
-    return hashlib.sha256(api_key.encode()).digest()
-
-
-async def insert_merchant(conn: asyncpg.Connection, merchant_id: str, name: str) -> None:
-    await conn.execute("INSERT INTO merchants (id, name) VALUES ($1, $2)", merchant_id, name)
-
-
-async def merchant_exists(conn: asyncpg.Connection, merchant_id: str) -> bool:
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM merchants WHERE id = $1)", merchant_id))
-
-
-async def insert_api_key(
-    conn: asyncpg.Connection, key_id: str, merchant_id: str, api_key: str, name: str | None = None
-) -> Row:
-    row = await conn.fetchrow(
-        "INSERT INTO api_keys (id, merchant_id, key_hash, name) VALUES ($1, $2, $3, $4)"
-        " RETURNING id, name, created_at, revoked_at",
-        key_id,
-        merchant_id,
-        hash_api_key(api_key),
-        name,
-    )
-    return dict(row)
-
-
-async def list_api_keys(conn: asyncpg.Connection, merchant_id: str) -> list[Row]:
-    rows = await conn.fetch(
-        "SELECT id, name, created_at, revoked_at FROM api_keys WHERE merchant_id = $1 ORDER BY created_at, id",
-        merchant_id,
-    )
-    return [dict(r) for r in rows]
-
-
-async def revoke_api_key(conn: asyncpg.Connection, merchant_id: str, key_id: str) -> Row | None:
-    """Revoke the merchant's key (a no-op when already revoked); None when it has no such key."""
-    row = await conn.fetchrow(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 AND merchant_id = $2"
-        " RETURNING id, name, created_at, revoked_at",
-        key_id,
-        merchant_id,
-    )
-    return dict(row) if row else None
-
-
-async def api_key_owner(conn: asyncpg.Connection, api_key: str) -> tuple[str, str] | None:
-    """(merchant id, key id) of a live key, or None."""
-    row = await conn.fetchrow(
-        "SELECT merchant_id, id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", hash_api_key(api_key)
-    )
-    return (row["merchant_id"], row["id"]) if row else None
 
 
 _PAYMENT_COLUMNS = (
@@ -85,13 +32,21 @@ _PAYMENT_COLUMNS = (
 
 
 async def insert_payment(conn: asyncpg.Connection, payment: Row) -> bool:
-    """False when the payment id, or this merchant's provider payment, is already registered."""
+    """False when the payment id, or the provider payment, is already registered."""
     placeholders = ", ".join(f"${i}" for i in range(1, len(_PAYMENT_COLUMNS) + 1))
     status = await conn.execute(
         f"INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) VALUES ({placeholders}) ON CONFLICT DO NOTHING",
         *(payment.get(column) for column in _PAYMENT_COLUMNS),
     )
     return bool(status == "INSERT 0 1")
+
+
+async def payment_of_provider(conn: asyncpg.Connection, provider_payment_id: str) -> Row | None:
+    """The payment that owns a provider payment (earlier conflicting registrations aside), or None."""
+    row = await conn.fetchrow(
+        "SELECT * FROM payments WHERE provider_payment_id = $1 AND NOT provider_payment_conflict", provider_payment_id
+    )
+    return dict(row) if row else None
 
 
 async def get_payment(conn: asyncpg.Connection, merchant_id: str, payment_id: str, *, lock: bool = False) -> Row | None:
@@ -110,22 +65,8 @@ async def amount_held_by_refunds(conn: asyncpg.Connection, payment_id: str) -> i
     return held
 
 
-async def insert_external_refund(conn: asyncpg.Connection, refund: Row) -> bool:
-    """False when this provider refund was already recorded (a redelivery or a second detection)."""
-    status = await conn.execute(
-        "INSERT INTO external_refunds (provider_refund_id, payment_id, merchant_id, amount, currency, status)"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        refund["provider_refund_id"],
-        refund["payment_id"],
-        refund["merchant_id"],
-        refund["amount"],
-        refund["currency"],
-        refund["status"],
-    )
-    return bool(status == "INSERT 0 1")
-
-
 async def add_to_refunded_amount(conn: asyncpg.Connection, payment_id: str, amount: int) -> None:
+    """Add ``amount`` (negative: give back) to what was refunded of the payment."""
     await conn.execute("UPDATE payments SET refunded_amount = refunded_amount + $2 WHERE id = $1", payment_id, amount)
 
 
@@ -165,6 +106,8 @@ _REFUND_COLUMNS = (
     "channel",
     "flags",
     "requested_amount",
+    "review_target_hours",
+    "review_due_at",
 )
 
 
@@ -244,12 +187,25 @@ async def refunds_of_payment(conn: asyncpg.Connection, payment_id: str) -> list[
     return [dict(r) for r in rows]
 
 
-async def add_approval(conn: asyncpg.Connection, refund_id: str, actor: str) -> None:
+async def add_approval(conn: asyncpg.Connection, refund_id: str, actor: str, amount: int) -> None:
     await conn.execute(
-        "INSERT INTO refund_approvals (refund_id, actor) VALUES ($1, $2) ON CONFLICT DO NOTHING", refund_id, actor
+        "INSERT INTO refund_approvals (refund_id, actor, amount) VALUES ($1, $2, $3)"
+        " ON CONFLICT (refund_id, actor) DO UPDATE SET amount = EXCLUDED.amount, approved_at = now()",
+        refund_id,
+        actor,
+        amount,
     )
 
 
-async def approvers_of(conn: asyncpg.Connection, refund_id: str) -> list[str]:
-    rows = await conn.fetch("SELECT actor FROM refund_approvals WHERE refund_id = $1 ORDER BY approved_at", refund_id)
-    return [r["actor"] for r in rows]
+async def discard_approvals(conn: asyncpg.Connection, refund_id: str, actors: tuple[str, ...]) -> None:
+    await conn.execute(
+        "DELETE FROM refund_approvals WHERE refund_id = $1 AND actor = ANY($2::text[])", refund_id, list(actors)
+    )
+
+
+async def approvals_of(conn: asyncpg.Connection, refund_id: str) -> dict[str, int]:
+    """Who approved so far, in order, and the amount each approved."""
+    rows = await conn.fetch(
+        "SELECT actor, amount FROM refund_approvals WHERE refund_id = $1 ORDER BY approved_at, actor", refund_id
+    )
+    return {r["actor"]: r["amount"] for r in rows}

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import asyncpg
 import structlog
 
-from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake import repository
 from refundflow_intake.domain import RefundStatus
 from refundflow_shared.events import RefundReviewOverdue
@@ -20,26 +19,23 @@ log = structlog.get_logger(__name__)
 
 REVIEW_CLOCK = "system:review_clock"
 SOURCE = "refundflow/intake"
-_SHORTEST_TARGET = timedelta(hours=1)  # the policy's minimum: nothing younger can be overdue
 
 
 async def flag_overdue(conn: asyncpg.Connection, now: datetime, *, batch: int = 200) -> int:
-    """Emit ``refund.review_overdue`` for every pending request past its target; returns how many."""
-    candidates = await conn.fetch(
-        "SELECT r.id, r.merchant_id, r.payment_id, r.amount, r.currency, r.created_at, p.product_id"
-        " FROM refunds r JOIN payments p ON p.id = r.payment_id"
-        " WHERE r.status = 'pending' AND r.review_overdue_at IS NULL AND r.created_at <= $1"
-        " ORDER BY r.created_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED",
-        now - _SHORTEST_TARGET,
+    """Emit ``refund.review_overdue`` for up to ``batch`` pending requests past their deadline, the longest
+    overdue first; returns how many. The deadline was fixed when the request was made, so only what is due is
+    read: no merchant's requests can keep another's from being seen."""
+    overdue = await conn.fetch(
+        "SELECT id, merchant_id, payment_id, amount, currency, created_at, review_target_hours FROM refunds"
+        " WHERE status = 'pending' AND review_overdue_at IS NULL AND review_due_at <= $1"
+        " ORDER BY review_due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        now,
         batch,
     )
-    flagged = 0
-    for refund in candidates:
-        policy = await policies.effective_policy(conn, refund["merchant_id"], refund["product_id"])
-        if now - refund["created_at"] < timedelta(hours=policy.review_target_hours):
-            continue
+    for refund in overdue:
+        hours = refund["review_target_hours"]
         await conn.execute("UPDATE refunds SET review_overdue_at = $2 WHERE id = $1", refund["id"], now)
-        note = f"pending longer than the {policy.review_target_hours} h review target"
+        note = f"pending longer than the {hours} h review target"
         await repository.add_timeline_entry(
             conn, refund["id"], RefundStatus.PENDING, REVIEW_CLOCK, note, action="review_overdue"
         )
@@ -52,22 +48,24 @@ async def flag_overdue(conn: asyncpg.Connection, now: datetime, *, batch: int = 
                 amount=refund["amount"],
                 currency=refund["currency"],
                 requested_at=refund["created_at"],
-                review_target_hours=policy.review_target_hours,
+                review_target_hours=hours,
             ),
             source=SOURCE,
         )
-        flagged += 1
-    return flagged
+    return len(overdue)
 
 
-async def watch(pool: asyncpg.Pool, clock: Callable[[], datetime], *, interval: float) -> None:
-    """Check for overdue requests every ``interval`` seconds until cancelled."""
+async def watch(pool: asyncpg.Pool, clock: Callable[[], datetime], *, interval: float, batch: int = 200) -> None:
+    """Check for overdue requests every ``interval`` seconds (at once again while full batches come back) until
+    cancelled."""
     while True:
+        flagged = 0
         try:
             async with pool.acquire() as conn, conn.transaction():
-                flagged = await flag_overdue(conn, clock())
+                flagged = await flag_overdue(conn, clock(), batch=batch)
             if flagged:
                 log.info("refund_reviews_overdue", count=flagged)
         except RECOVERABLE as exc:
             log.warning("review_deadline_check_failed", error=repr(exc))
-        await asyncio.sleep(interval)
+        if flagged < batch:
+            await asyncio.sleep(interval)

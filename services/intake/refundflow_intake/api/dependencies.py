@@ -14,8 +14,9 @@ import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from refundflow_intake import repository
 from refundflow_intake.api.errors import ApiError
+from refundflow_intake.domain import PlatformOnly
+from refundflow_intake.merchant_accounts import api_key_owner
 from refundflow_intake.settings import IntakeSettings
 
 _bearer = HTTPBearer(auto_error=False)
@@ -44,11 +45,25 @@ def _unauthorized() -> ApiError:
     return ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <key>' header is required")
 
 
-async def require_admin(request: Request, credentials: Credentials) -> None:
+def settings_of(request: Request) -> IntakeSettings:
     settings: IntakeSettings = request.app.state.settings
-    expected = settings.refundflow_admin_token.get_secret_value().encode()
-    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), expected):
+    return settings
+
+
+Settings = Annotated[IntakeSettings, Depends(settings_of)]
+
+
+async def require_admin(settings: Settings, db: Db, credentials: Credentials) -> None:
+    """The platform's own calls (admin token). A merchant's API key is told so (403), anything else is a 401."""
+    if credentials is None:
         raise _unauthorized()
+    expected = settings.refundflow_admin_token.get_secret_value().encode()
+    if hmac.compare_digest(credentials.credentials.encode(), expected):
+        return
+    async with db.pool.acquire() as conn:
+        if await api_key_owner(conn, credentials.credentials) is not None:
+            raise PlatformOnly("a platform call: it takes the platform's admin token, not a merchant's API key")
+    raise _unauthorized()
 
 
 @dataclass(frozen=True)
@@ -67,7 +82,7 @@ async def current_caller(db: Db, credentials: Credentials) -> Caller:
     if credentials is None:
         raise _unauthorized()
     async with db.pool.acquire() as conn:
-        owner = await repository.api_key_owner(conn, credentials.credentials)
+        owner = await api_key_owner(conn, credentials.credentials)
     if owner is None:
         raise _unauthorized()
     structlog.contextvars.bind_contextvars(merchant_id=owner[0])

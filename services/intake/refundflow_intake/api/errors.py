@@ -22,15 +22,21 @@ from refundflow_intake.domain import (
     InvalidPeriod,
     InvalidProration,
     InvalidTransition,
+    LastApiKey,
     NotASubscription,
     NotFound,
     OpenRequestExists,
+    OutboundUrlNotAllowed,
     PaymentIsDisputed,
+    PlatformOnly,
+    ProviderPaymentConflict,
+    ProviderPaymentTaken,
     ReasonDetailsRequired,
     RefundExceedsRefundable,
 )
 from refundflow_intake.portal_tokens import InvalidPortalToken
 from refundflow_intake.rate_limit import RateLimited
+from refundflow_intake.webhook_endpoints import ReplayWindowExceeded, TooManyWebhookEndpoints
 
 log = structlog.get_logger(__name__)
 
@@ -38,10 +44,17 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (NotFound, 404),
     (InvalidTransition, 409),
     (DuplicatePayment, 409),
+    (ProviderPaymentTaken, 409),
+    (ProviderPaymentConflict, 409),
     (PaymentIsDisputed, 409),
     (OpenRequestExists, 409),
     (IdempotencyKeyReused, 409),
+    (LastApiKey, 409),
+    (TooManyWebhookEndpoints, 409),
+    (PlatformOnly, 403),
     (RefundExceedsRefundable, 422),
+    (OutboundUrlNotAllowed, 422),
+    (ReplayWindowExceeded, 422),
     (CurrencyMismatch, 422),
     (ReasonDetailsRequired, 422),
     (InvalidProration, 422),
@@ -70,13 +83,18 @@ def status_of(error: type[DomainError]) -> int:
     return next((s for cls, s in _STATUS_BY_ERROR if issubclass(error, cls)), 400)
 
 
-def documented(*errors: type[DomainError], authenticated: bool = True) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` listing every error code an endpoint can answer, grouped by status."""
+def documented(
+    *errors: type[DomainError], authenticated: bool = True, also: dict[int, list[str]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` listing every error code an endpoint can answer, grouped by status (``also``: codes
+    raised as ``ApiError``, e.g. a 503 when a dependency is down)."""
     codes: dict[int, list[str]] = {422: ["invalid_request"]}
     if authenticated:
         codes[401] = ["unauthorized"]
     for error in errors:
         codes.setdefault(status_of(error), []).append(error.code)
+    for status, more in (also or {}).items():
+        codes.setdefault(status, []).extend(more)
     return {
         status: {
             "model": ErrorBody,
@@ -118,12 +136,13 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
-    @app.exception_handler(asyncpg.CharacterNotInRepertoireError)
-    @app.exception_handler(asyncpg.UntranslatableCharacterError)
-    async def unstorable_text(_: Request, exc: asyncpg.PostgresError) -> JSONResponse:
-        # A NUL byte (or the like) in a path, query or body string: PostgreSQL text cannot hold it.
+    @app.exception_handler(asyncpg.DataError)
+    async def unstorable_value(_: Request, exc: asyncpg.DataError) -> JSONResponse:
+        # A value PostgreSQL cannot hold (a NUL byte in text, a number out of range): the input's fault, and the
+        # schemas' bounds should have caught it first. Logged without the value.
+        log.warning("unstorable_value", error=type(exc).__name__)
         return JSONResponse(
-            error_body("invalid_request", "text parameters must not contain NUL or unencodable characters"),
+            error_body("invalid_request", "a value is out of range or holds characters that cannot be stored"),
             status_code=422,
         )
 

@@ -101,7 +101,7 @@ POLICY = {
         }
     },
 }
-BALANCE = {"data": [{"currency": "EUR", "paid": 2900, "refunded": 725, "available": 2175}]}
+BALANCE = {"data": [{"currency": "EUR", "paid": 2900, "refunded": 725, "held": 0, "available": 2175}]}
 PORTAL_TOKEN = {"token": "pt_eyJtIjoi...Q.dBjftJeZ4CVP", "payment_id": "pay_41d0", "expires_at": "2026-11-27T10:00:00Z"}
 PORTAL_REQUEST = {
     "id": "ref_9b2e",

@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from refundflow_intake.api import examples as ex
+from refundflow_intake.api.fields import Note
 from refundflow_intake.api.schemas import Body
 from refundflow_intake.domain import RefundReason
 from refundflow_shared.money import MinorUnits
@@ -35,7 +36,7 @@ class PortalRefundRequestCreate(Body):
     )
 
     reason: RefundReason
-    message: str | None = Field(default=None, max_length=2000, description="in the customer's words")
+    message: Note | None = Field(default=None, description="in the customer's words")
     amount: MinorUnits | None = Field(default=None, gt=0, description="defaults to all that is refundable")
 
 
@@ -50,7 +51,7 @@ class PortalRefundRequest(BaseModel):
     currency: str
     reason: str
     message: str | None
-    note: str | None = Field(description="the merchant's note, once decided")
+    note: str | None = Field(description="the merchant's note to the customer, once rejected")
     process_time: str = Field(description="how long an approved refund takes to arrive")
     created_at: datetime
     updated_at: datetime

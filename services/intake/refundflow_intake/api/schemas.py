@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from refundflow_intake.api import examples as ex
+from refundflow_intake.api.fields import Email, Id, Line, Note, no_control_characters
 from refundflow_intake.domain import RefundReason, SubscriptionAction
 from refundflow_intake.refund_policy import RefundPolicy, RefundPolicyOverride
 from refundflow_shared.events import Product, SubscriptionPeriod
@@ -18,52 +19,15 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class MerchantCreate(Body):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Acme Software"}]})
-
-    name: str = Field(min_length=1, max_length=200)
-
-
-class MerchantCreated(BaseModel):
-    model_config = ConfigDict(json_schema_extra=ex.examples({"id": "mer_7a01", "api_key": "rfk_Yk3v..."}))
-
-    id: str
-    api_key: str = Field(description="shown once; store it, Refundflow keeps only a hash")
-
-
-class ApiKeyCreate(Body):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "billing backend"}]})
-
-    name: str | None = Field(default=None, max_length=200, examples=["billing backend"])
-
-
-class ApiKeyOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra=ex.examples(ex.API_KEY))
-
-    id: str
-    name: str | None
-    created_at: datetime
-    revoked_at: datetime | None
-
-
-class ApiKeyCreated(ApiKeyOut):
-    model_config = ConfigDict(json_schema_extra=ex.examples({**ex.API_KEY, "api_key": "rfk_Yk3v..."}))
-
-    api_key: str = Field(description="shown once; store it, Refundflow keeps only a hash")
-
-
-class ApiKeyList(BaseModel):
-    model_config = ConfigDict(json_schema_extra=ex.examples({"data": [ex.API_KEY]}))
-
-    data: list[ApiKeyOut]
-
-
 class PaymentCreate(Body):
+    """A captured payment, registered by the platform (admin token) for one of its merchants."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
             "examples": [
                 {
+                    "merchant_id": "mer_7a01",
                     "customer_email": "ada@example.com",
                     "customer_name": "Ada Lovelace",
                     "amount": 2900,
@@ -81,16 +45,31 @@ class PaymentCreate(Body):
         },
     )
 
-    customer_email: EmailStr
-    customer_name: str | None = Field(default=None, max_length=200)
+    merchant_id: Id = Field(description="whose payment it is")
+    customer_email: Email
+    customer_name: Line | None = None
     amount: MinorUnits = Field(gt=0)
     currency: Currency
-    provider_payment_id: str = Field(min_length=1, max_length=255)
+    provider_payment_id: Id = Field(description="the provider's payment (e.g. pi_...): one merchant's, once")
     paid_at: datetime
     product: Product
     subscription: SubscriptionPeriod | None = Field(
         default=None, description="required when product.kind is subscription, absent otherwise"
     )
+
+    @field_validator("product")
+    @classmethod
+    def _product_is_plain_text(cls, product: Product) -> Product:
+        for text in (product.id, product.name, product.category or ""):
+            no_control_characters(text)
+        return product
+
+    @field_validator("subscription")
+    @classmethod
+    def _subscription_id_is_plain_text(cls, subscription: SubscriptionPeriod | None) -> SubscriptionPeriod | None:
+        if subscription is not None:
+            no_control_characters(subscription.id)
+        return subscription
 
     @model_validator(mode="after")
     def _subscription_matches_product(self) -> Self:
@@ -133,9 +112,9 @@ class RefundCreate(Body):
         },
     )
 
-    payment_id: str = Field(max_length=100)
+    payment_id: Id
     reason: RefundReason
-    reason_details: str | None = Field(default=None, max_length=2000, description="free text; required for other")
+    reason_details: Note | None = Field(default=None, description="free text; required for other")
     amount: MinorUnits | None = Field(default=None, gt=0, description="defaults to all that is refundable")
     proration: ProrationIn | None = Field(default=None, description="instead of amount")
     currency: Currency | None = None
@@ -146,7 +125,7 @@ class RefundQuoteRequest(Body):
         extra="forbid", json_schema_extra={"examples": [{"payment_id": "pay_1", "proration": {"unused_days": 14}}]}
     )
 
-    payment_id: str = Field(max_length=100)
+    payment_id: Id
     reason: RefundReason = RefundReason.REQUESTED_BY_CUSTOMER
     amount: MinorUnits | None = Field(default=None, gt=0)
     proration: ProrationIn | None = None
@@ -172,12 +151,14 @@ class Approval(Body):
         },
     )
 
-    amount: MinorUnits | None = Field(default=None, gt=0, description="approve less than asked")
+    amount: MinorUnits | None = Field(
+        default=None, gt=0, description="approve less than asked; a second approver must approve the same amount"
+    )
     subscription_action: SubscriptionAction | None = Field(
         default=None, description="subscriptions only; default refund_and_cancel"
     )
     extend_days: int | None = Field(default=None, gt=0, le=365, description="goodwill extension, subscriptions only")
-    note: str | None = Field(default=None, max_length=2000)
+    note: Note | None = Field(default=None, description="for the audit trail; not sent to the customer")
 
 
 class Rejection(Body):
@@ -185,7 +166,7 @@ class Rejection(Body):
         extra="forbid", json_schema_extra={"examples": [{"note": "The licence key was already activated."}]}
     )
 
-    note: str | None = Field(default=None, max_length=2000, description="told to the customer")
+    note: Note | None = Field(default=None, description="told to the customer")
 
 
 class SubscriptionCancel(Body):
@@ -288,9 +269,10 @@ class PublicRefundPolicy(BaseModel):
 
 class BalanceLine(BaseModel):
     currency: str
-    paid: int
-    refunded: int
-    available: int
+    paid: int = Field(description="payments received")
+    refunded: int = Field(description="refunds that reached customers (reversals and external refunds counted)")
+    held: int = Field(description="approved refunds (and pending external ones) awaiting the provider's answer")
+    available: int = Field(description="paid - refunded - held")
 
 
 class Balance(BaseModel):

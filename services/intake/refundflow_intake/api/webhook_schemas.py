@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from refundflow_intake.api.fields import DisplayName, Email, OutboundUrl, ShortLine
 from refundflow_shared.events import WebhookEventType
+
+MAX_EVENT_TYPES = 32  # the event types, with room for repeats (they are merged)
 
 
 class _Body(BaseModel):
@@ -15,13 +18,13 @@ class _Body(BaseModel):
 
 
 class EndpointCreate(_Body):
-    url: AnyHttpUrl
-    events: list[WebhookEventType] = Field(min_length=1)
+    url: OutboundUrl = Field(description="public http(s) only: no loopback, private or link-local addresses")
+    events: list[WebhookEventType] = Field(min_length=1, max_length=MAX_EVENT_TYPES)
 
 
 class EndpointUpdate(_Body):
-    url: AnyHttpUrl | None = None
-    events: list[WebhookEventType] | None = Field(default=None, min_length=1)
+    url: OutboundUrl | None = None
+    events: list[WebhookEventType] | None = Field(default=None, min_length=1, max_length=MAX_EVENT_TYPES)
     enabled: bool | None = Field(default=None, description="true also re-enables an endpoint Refundflow disabled")
 
 
@@ -43,7 +46,9 @@ class EndpointList(BaseModel):
 
 
 class ReplaySince(_Body):
-    since: datetime = Field(description="every subscribed event at or after this time is delivered again")
+    since: AwareDatetime = Field(
+        description="every subscribed event at or after this time is delivered again (30 days back at most)"
+    )
 
 
 class ReplayScheduled(BaseModel):
@@ -83,9 +88,22 @@ class DeliveryLog(BaseModel):
 
 
 class NotificationSettings(_Body):
-    team_email: EmailStr | None = None
-    slack_webhook_url: AnyHttpUrl | None = Field(default=None, description="a Slack-compatible incoming webhook")
-    sender_name: str | None = Field(default=None, max_length=100, description="the From name of customer emails")
-    reply_to: EmailStr | None = Field(default=None, description="where customers' replies go")
-    review_target: str | None = Field(default=None, max_length=100, examples=["within 2 business days"])
-    refund_process_time: str | None = Field(default=None, max_length=100, examples=["5–10 business days"])
+    team_email: Email | None = None
+    slack_webhook_url: OutboundUrl | None = Field(
+        default=None,
+        description="a Slack-compatible incoming webhook; stored sealed and never shown again. Left out, the saved"
+        " one stays; null clears it",
+    )
+    sender_name: DisplayName | None = Field(default=None, description="the From name of customer emails")
+    reply_to: Email | None = Field(default=None, description="where customers' replies go")
+    review_target: ShortLine | None = Field(default=None, examples=["within 2 business days"])
+    refund_process_time: ShortLine | None = Field(default=None, examples=["5–10 business days"])
+
+
+class NotificationSettingsOut(BaseModel):
+    team_email: str | None
+    slack_webhook_url: str | None = Field(description="masked: whether one is set, and its host")
+    sender_name: str | None
+    reply_to: str | None
+    review_target: str | None
+    refund_process_time: str | None

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from refundflow_intake import merchant_accounts, repository
+from refundflow_intake import merchant_accounts
+from refundflow_intake.api.account_schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut
 from refundflow_intake.api.dependencies import CurrentCaller, Db
 from refundflow_intake.api.errors import documented
-from refundflow_intake.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut
-from refundflow_intake.domain import ApiKeyNotFound
+from refundflow_intake.api.fields import PathId
+from refundflow_intake.domain import ApiKeyNotFound, LastApiKey
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
 
@@ -23,13 +24,14 @@ async def create_api_key(caller: CurrentCaller, db: Db, body: ApiKeyCreate | Non
 async def list_api_keys(caller: CurrentCaller, db: Db) -> ApiKeyList:
     """Your API keys (never the keys themselves), revoked ones included."""
     async with db.transaction() as conn:
-        keys = await repository.list_api_keys(conn, caller.merchant_id)
+        keys = await merchant_accounts.list_api_keys(conn, caller.merchant_id)
     return ApiKeyList(data=[ApiKeyOut(**k) for k in keys])
 
 
-@router.delete("/{key_id}", responses=documented(ApiKeyNotFound))
-async def revoke_api_key(key_id: str, caller: CurrentCaller, db: Db) -> ApiKeyOut:
-    """Revoke a key: it stops working at once. Revoking it again changes nothing."""
+@router.delete("/{key_id}", responses=documented(ApiKeyNotFound, LastApiKey))
+async def revoke_api_key(key_id: PathId, caller: CurrentCaller, db: Db) -> ApiKeyOut:
+    """Revoke a key: it stops working at once. Revoking it again changes nothing. Your last live key cannot be
+    revoked: create another first."""
     async with db.transaction() as conn:
         key = await merchant_accounts.revoke_api_key(conn, caller.merchant_id, key_id)
     return ApiKeyOut(**key)

@@ -24,7 +24,10 @@ async def refund_insights(
 ) -> RefundInsights:
     """Counts and amounts by reason and product, refund rate per product, time to decision, and the backlog."""
     end = end or now
-    start = start or end - timedelta(days=30)
+    try:
+        start = start or end - timedelta(days=30)
+    except OverflowError:  # 30 days before ``to`` is before year 1
+        raise InvalidPeriod("to is too early: from would be before year 1") from None
     if start.tzinfo is None or end.tzinfo is None or start >= end:
         raise InvalidPeriod("from and to must be timestamps with a time zone, from before to")
     async with db.transaction() as conn:

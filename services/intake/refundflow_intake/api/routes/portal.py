@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
+import asyncpg
 from fastapi import APIRouter, Depends, Request
 
-from refundflow_intake import portal_tokens, rate_limit, refund_desk, repository
+from refundflow_intake import portal_tokens, rate_limit, refund_requests, repository
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.api.dependencies import Credentials, CurrentCaller, Db, Now
 from refundflow_intake.api.errors import documented
+from refundflow_intake.api.fields import PathId
 from refundflow_intake.api.portal_schemas import (
     PortalRefundRequest,
     PortalRefundRequestCreate,
@@ -22,9 +24,11 @@ from refundflow_intake.domain import (
     OpenRequestExists,
     PaymentIsDisputed,
     PaymentNotFound,
+    ProviderPaymentConflict,
     ReasonDetailsRequired,
     RefundExceedsRefundable,
     RefundNotFound,
+    RefundStatus,
 )
 from refundflow_intake.portal_tokens import InvalidPortalToken, PortalGrant, PortalTokenExpired
 from refundflow_intake.rate_limit import RateLimited
@@ -50,7 +54,7 @@ Grant = Annotated[PortalGrant, Depends(portal_grant)]
 
 @router.post("/v1/payments/{payment_id}/portal-token", status_code=201, responses=documented(PaymentNotFound))
 async def create_portal_token(
-    payment_id: str, caller: CurrentCaller, db: Db, now: Now, request: Request, body: PortalTokenCreate | None = None
+    payment_id: PathId, caller: CurrentCaller, db: Db, now: Now, request: Request, body: PortalTokenCreate | None = None
 ) -> PortalToken:
     """A token for the customer of this payment: with it they can ask for a refund and follow it."""
     async with db.transaction() as conn:
@@ -64,21 +68,20 @@ async def create_portal_token(
     return PortalToken(token=token, payment_id=payment_id, expires_at=expires_at)
 
 
-async def _customer_view(db: Db, grant: PortalGrant, refund_id: str) -> PortalRefundRequest:
-    async with db.transaction() as conn:
-        refund = await repository.get_refund(conn, refund_id, merchant_id=grant.merchant_id)
-        if refund is None or refund["payment_id"] != grant.payment_id:
-            raise RefundNotFound(f"no refund request {refund_id}")
-        payment = await repository.get_payment(conn, grant.merchant_id, grant.payment_id)
-        assert payment is not None
-        policy = await policies.effective_policy(conn, grant.merchant_id, payment["product_id"])
-    return _view(refund, policy.process_time)
+# What the customer sees: the requests made through the portal or for them by a platform service, never the
+# merchant's own (API) refunds; and the merchant's note only when it was written to them, on rejection.
+_CUSTOMER_CHANNELS = (Channel.PORTAL.value, Channel.COMMAND.value)
 
 
-def _view(refund: dict[str, Any], process_time: str) -> PortalRefundRequest:
-    return PortalRefundRequest(
-        **refund, message=refund["reason_details"], note=refund["decision_note"], process_time=process_time
-    )
+async def _customer_view(conn: asyncpg.Connection, grant: PortalGrant, refund_id: str) -> PortalRefundRequest:
+    refund = await repository.get_refund(conn, refund_id, merchant_id=grant.merchant_id)
+    if refund is None or refund["payment_id"] != grant.payment_id or refund["channel"] not in _CUSTOMER_CHANNELS:
+        raise RefundNotFound(f"no refund request {refund_id}")
+    payment = await repository.get_payment(conn, grant.merchant_id, grant.payment_id)
+    assert payment is not None
+    policy = await policies.effective_policy(conn, grant.merchant_id, payment["product_id"])
+    told = refund["decision_note"] if refund["status"] == RefundStatus.REJECTED else None
+    return PortalRefundRequest(**refund, message=refund["reason_details"], note=told, process_time=policy.process_time)
 
 
 _PORTAL_ERRORS = (
@@ -87,6 +90,7 @@ _PORTAL_ERRORS = (
     RateLimited,
     PaymentNotFound,
     PaymentIsDisputed,
+    ProviderPaymentConflict,
     OpenRequestExists,
     RefundExceedsRefundable,
     ReasonDetailsRequired,
@@ -106,10 +110,7 @@ async def submit_refund_request(
         now=now,
     )
     async with db.transaction() as conn:
-        payment = await repository.get_payment(conn, grant.merchant_id, grant.payment_id)
-        if payment is None:
-            raise PaymentNotFound(f"no payment {grant.payment_id}")
-        refund = await refund_desk.request_refund(
+        refund_id = await refund_requests.request_refund(
             conn,
             grant.merchant_id,
             payment_id=grant.payment_id,
@@ -117,17 +118,18 @@ async def submit_refund_request(
             reason_details=body.message,
             amount=body.amount,
             currency=None,
-            actor=f"customer:{payment['customer_email']}",
+            actor=None,  # the payment's customer
             now=now,
             channel=Channel.PORTAL,
         )
-    return await _customer_view(db, grant, refund["id"])
+        return await _customer_view(conn, grant, refund_id)
 
 
 @router.get(
     "/v1/portal/refund-requests/{refund_id}",
     responses=documented(InvalidPortalToken, PortalTokenExpired, RefundNotFound),
 )
-async def track_refund_request(refund_id: str, grant: Grant, db: Db) -> PortalRefundRequest:
+async def track_refund_request(refund_id: PathId, grant: Grant, db: Db) -> PortalRefundRequest:
     """Where the customer's request stands."""
-    return await _customer_view(db, grant, refund_id)
+    async with db.transaction() as conn:
+        return await _customer_view(conn, grant, refund_id)

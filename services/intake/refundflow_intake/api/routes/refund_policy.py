@@ -1,14 +1,18 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from refundflow_intake import refund_policy_repository as policies
-from refundflow_intake import repository
-from refundflow_intake.api.dependencies import CurrentCaller, Db
+from refundflow_intake.api.dependencies import CurrentCaller, Db, Now
 from refundflow_intake.api.errors import documented
+from refundflow_intake.api.fields import MAX_ID, PathId
 from refundflow_intake.api.schemas import PublicRefundPolicy, RefundPolicyOut
 from refundflow_intake.domain import MerchantNotFound, PolicyOverrideNotFound
-from refundflow_intake.refund_policy import RefundPolicy, RefundPolicyFields, RefundPolicyOverride
+from refundflow_intake.merchant_accounts import merchant_exists
+from refundflow_intake.public_policy_cache import CachedAnswer, PublicPolicyCache
+from refundflow_intake.refund_policy import RefundPolicyFields, RefundPolicyOverride
 
 router = APIRouter(tags=["refund policy"])
 
@@ -23,6 +27,11 @@ async def _policy_out(db: Db, merchant_id: str) -> RefundPolicyOut:
     )
 
 
+def _cache(request: Request) -> PublicPolicyCache:
+    cache: PublicPolicyCache = request.app.state.public_policy_cache
+    return cache
+
+
 @router.get("/v1/refund-policy", responses=documented())
 async def get_refund_policy(caller: CurrentCaller, db: Db) -> RefundPolicyOut:
     """Your refund policy (the defaults until you set one) and its per-product overrides."""
@@ -30,47 +39,45 @@ async def get_refund_policy(caller: CurrentCaller, db: Db) -> RefundPolicyOut:
 
 
 @router.put("/v1/refund-policy", responses=documented())
-async def set_refund_policy(body: RefundPolicyFields, caller: CurrentCaller, db: Db) -> RefundPolicyOut:
+async def set_refund_policy(
+    body: RefundPolicyFields, caller: CurrentCaller, db: Db, request: Request
+) -> RefundPolicyOut:
     """Replace your refund policy; fields left out take their defaults."""
     async with db.transaction() as conn:
         await policies.save(conn, caller.merchant_id, policies.MERCHANT_WIDE, body.model_dump(mode="json"))
+    _cache(request).forget(caller.merchant_id)
     return await _policy_out(db, caller.merchant_id)
 
 
 @router.put("/v1/refund-policy/products/{product_id}", responses=documented())
 async def set_product_override(
-    product_id: str, body: RefundPolicyOverride, caller: CurrentCaller, db: Db
+    product_id: PathId, body: RefundPolicyOverride, caller: CurrentCaller, db: Db, request: Request
 ) -> RefundPolicyOut:
     """Set one product's exceptions: the fields given replace your policy's for that product."""
     async with db.transaction() as conn:
         await policies.save(conn, caller.merchant_id, product_id, body.fields_set())
+    _cache(request).forget(caller.merchant_id)
     return await _policy_out(db, caller.merchant_id)
 
 
 @router.delete("/v1/refund-policy/products/{product_id}", responses=documented(PolicyOverrideNotFound))
-async def delete_product_override(product_id: str, caller: CurrentCaller, db: Db) -> RefundPolicyOut:
+async def delete_product_override(
+    product_id: PathId, caller: CurrentCaller, db: Db, request: Request
+) -> RefundPolicyOut:
     """Remove a product's override: your policy applies to it again."""
     async with db.transaction() as conn:
         if not await policies.delete_override(conn, caller.merchant_id, product_id):
             raise PolicyOverrideNotFound(f"no override for product {product_id}")
+    _cache(request).forget(caller.merchant_id)
     return await _policy_out(db, caller.merchant_id)
 
 
-@router.get(
-    "/v1/public/merchants/{merchant_id}/refund-policy",
-    tags=["public"],
-    responses=documented(MerchantNotFound, authenticated=False),
-)
-async def public_refund_policy(
-    merchant_id: str, db: Db, product_id: str | None = Query(default=None, max_length=200)
-) -> PublicRefundPolicy:
-    """The policy customers see at checkout and on product pages (no authentication; approval rules stay
-    private)."""
+async def _public_answer(db: Db, merchant_id: str, product_id: str | None) -> bytes | None:
     async with db.transaction() as conn:
-        if not await repository.merchant_exists(conn, merchant_id):
-            raise MerchantNotFound(f"no merchant {merchant_id}")
-        policy: RefundPolicy = await policies.effective_policy(conn, merchant_id, product_id)
-    return PublicRefundPolicy(
+        if not await merchant_exists(conn, merchant_id):
+            return None
+        policy = await policies.effective_policy(conn, merchant_id, product_id)
+    public = PublicRefundPolicy(
         merchant_id=merchant_id,
         product_id=product_id,
         refund_window_days=policy.refund_window_days,
@@ -79,3 +86,37 @@ async def public_refund_policy(
         process_time=policy.process_time,
         text=policy.plain_text(),
     )
+    return public.model_dump_json().encode()
+
+
+_NOT_MODIFIED: dict[int | str, dict[str, Any]] = {304: {"description": "not modified since the ETag given"}}
+
+
+@router.get(
+    "/v1/public/merchants/{merchant_id}/refund-policy",
+    tags=["public"],
+    response_model=PublicRefundPolicy,
+    responses=documented(MerchantNotFound, authenticated=False) | _NOT_MODIFIED,
+)
+async def public_refund_policy(
+    merchant_id: PathId,
+    db: Db,
+    now: Now,
+    request: Request,
+    product_id: str | None = Query(default=None, max_length=MAX_ID),
+    if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
+) -> Response:
+    """The policy customers see at checkout and on product pages (no authentication; approval rules stay
+    private). Cacheable: ``Cache-Control: public, max-age`` and an ``ETag`` (``If-None-Match`` answers 304)."""
+    cache = _cache(request)
+    answer: CachedAnswer | None = cache.get(merchant_id, product_id, now)
+    if answer is None:
+        answer = cache.put(merchant_id, product_id, await _public_answer(db, merchant_id, product_id), now)
+    if answer.body is None:
+        raise MerchantNotFound(f"no merchant {merchant_id}")
+    headers = {"ETag": answer.etag, "Cache-Control": f"public, max-age={int(cache.max_age.total_seconds())}"}
+    if if_none_match is not None and answer.etag in (
+        tag.strip().removeprefix("W/") for tag in if_none_match.split(",")
+    ):
+        return Response(status_code=304, headers=headers)
+    return Response(answer.body, media_type="application/json", headers=headers)

@@ -5,9 +5,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from refundflow_intake import idempotency, listing_queries, refund_decisions, refund_desk, repository
+from refundflow_intake import listing_queries, refund_decisions, refund_requests
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now
 from refundflow_intake.api.errors import documented
+from refundflow_intake.api.fields import MAX_ID, PathId
 from refundflow_intake.api.routes.payments import Limit, StartingAfter
 from refundflow_intake.api.schemas import (
     Approval,
@@ -19,8 +20,8 @@ from refundflow_intake.api.schemas import (
     RefundQuoteRequest,
     RefundSummary,
     Rejection,
-    TimelineEntry,
 )
+from refundflow_intake.api.views import refund_view
 from refundflow_intake.domain import (
     ApprovalExceedsRequest,
     CurrencyMismatch,
@@ -31,6 +32,7 @@ from refundflow_intake.domain import (
     NotASubscription,
     PaymentIsDisputed,
     PaymentNotFound,
+    ProviderPaymentConflict,
     ReasonDetailsRequired,
     RefundExceedsRefundable,
     RefundNotFound,
@@ -42,6 +44,7 @@ router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
 _REQUEST_ERRORS = (
     PaymentNotFound,
     PaymentIsDisputed,
+    ProviderPaymentConflict,
     RefundExceedsRefundable,
     CurrencyMismatch,
     InvalidProration,
@@ -49,18 +52,8 @@ _REQUEST_ERRORS = (
 )
 
 
-async def refund_out(db: Db, merchant_id: str, refund_id: str) -> RefundOut:
-    async with db.transaction() as conn:
-        refund = await repository.get_refund(conn, refund_id, merchant_id=merchant_id)
-        if refund is None:
-            raise RefundNotFound(f"no refund {refund_id}")
-        timeline = await repository.refund_timeline(conn, refund_id)
-        approvals = await repository.approvers_of(conn, refund_id)
-    return RefundOut(**refund, approvals=approvals, timeline=[TimelineEntry(**t) for t in timeline])
-
-
-def _proration(body: ProrationIn | None) -> refund_desk.Proration | None:
-    return refund_desk.Proration(days=body.days, period_days=body.period_days) if body else None
+def _proration(body: ProrationIn | None) -> refund_requests.Proration | None:
+    return refund_requests.Proration(days=body.days, period_days=body.period_days) if body else None
 
 
 @router.post("", status_code=201, responses=documented(*_REQUEST_ERRORS, IdempotencyKeyReused))
@@ -77,36 +70,30 @@ async def request_refund(
 ) -> RefundOut:
     """Ask for a refund of a payment: it waits, pending, for your decision (or your policy approves it)."""
     async with db.transaction() as conn:
-        if idempotency_key is not None:
-            request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
-            earlier = await idempotency.claim(conn, caller.merchant_id, idempotency_key, request_hash)
-            if earlier is not None:
-                response.headers["Idempotent-Replayed"] = "true"
-                refund_id = earlier
-        if idempotency_key is None or earlier is None:
-            refund = await refund_desk.request_refund(
-                conn,
-                caller.merchant_id,
-                payment_id=body.payment_id,
-                reason=body.reason,
-                reason_details=body.reason_details,
-                amount=body.amount,
-                proration=_proration(body.proration),
-                currency=body.currency,
-                actor=caller.actor,
-                now=now,
-            )
-            refund_id = refund["id"]
-            if idempotency_key is not None:
-                await idempotency.remember(conn, caller.merchant_id, idempotency_key, refund_id)
-    return await refund_out(db, caller.merchant_id, refund_id)
+        refund_id, replayed = await refund_requests.request_refund_once(
+            conn,
+            caller.merchant_id,
+            idempotency_key,
+            body.model_dump(mode="json"),
+            payment_id=body.payment_id,
+            reason=body.reason,
+            reason_details=body.reason_details,
+            amount=body.amount,
+            proration=_proration(body.proration),
+            currency=body.currency,
+            actor=caller.actor,
+            now=now,
+        )
+        if replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return await refund_view(conn, caller.merchant_id, refund_id)
 
 
 @router.post("/quote", responses=documented(*_REQUEST_ERRORS))
 async def quote_refund(body: RefundQuoteRequest, caller: CurrentCaller, db: Db, now: Now) -> RefundQuote:
     """What a refund request would come to (amount, flags, approvals), without creating anything."""
     async with db.transaction() as conn:
-        quote = await refund_desk.quote_refund(
+        quote = await refund_requests.quote_refund(
             conn,
             caller.merchant_id,
             payment_id=body.payment_id,
@@ -124,7 +111,7 @@ async def list_refunds(
     caller: CurrentCaller,
     db: Db,
     status: RefundStatus | None = None,
-    payment_id: str | None = Query(default=None, max_length=100),
+    payment_id: str | None = Query(default=None, max_length=MAX_ID),
     limit: Limit = 10,
     starting_after: StartingAfter = None,
 ) -> RefundList:
@@ -142,18 +129,29 @@ async def list_refunds(
 
 
 @router.get("/{refund_id}", responses=documented(RefundNotFound))
-async def get_refund(refund_id: str, caller: CurrentCaller, db: Db) -> RefundOut:
+async def get_refund(refund_id: PathId, caller: CurrentCaller, db: Db) -> RefundOut:
     """The refund with its timeline: every decision and status change, who made it, why and when."""
-    return await refund_out(db, caller.merchant_id, refund_id)
+    async with db.transaction() as conn:
+        return await refund_view(conn, caller.merchant_id, refund_id)
 
 
-@router.post(
-    "/{refund_id}/approve",
-    responses=documented(RefundNotFound, InvalidTransition, ApprovalExceedsRequest, NotASubscription),
+_APPROVAL_ERRORS = (
+    RefundNotFound,
+    InvalidTransition,
+    ApprovalExceedsRequest,
+    NotASubscription,
+    PaymentIsDisputed,
+    ProviderPaymentConflict,
+    RefundExceedsRefundable,
 )
-async def approve_refund(refund_id: str, caller: CurrentCaller, db: Db, body: Approval | None = None) -> RefundOut:
-    """Approve a pending refund: it moves to processing and goes to the payment provider. Above your policy's
-    second-approval amount it stays pending until a second, different API key approves too."""
+
+
+@router.post("/{refund_id}/approve", responses=documented(*_APPROVAL_ERRORS))
+async def approve_refund(refund_id: PathId, caller: CurrentCaller, db: Db, body: Approval | None = None) -> RefundOut:
+    """Approve a pending refund: its amount is held in your balance and it goes to the payment provider. Checked
+    again now: the payment must not be disputed, and the amount must fit what is still refundable. Above your
+    policy's second-approval amount it stays pending until a second, different API key approves the same
+    amount; an approval of another amount starts the approvals over."""
     body = body or Approval()
     async with db.transaction() as conn:
         await refund_decisions.approve_refund(
@@ -166,14 +164,14 @@ async def approve_refund(refund_id: str, caller: CurrentCaller, db: Db, body: Ap
             subscription_action=body.subscription_action,
             extend_days=body.extend_days,
         )
-    return await refund_out(db, caller.merchant_id, refund_id)
+        return await refund_view(conn, caller.merchant_id, refund_id)
 
 
 @router.post("/{refund_id}/reject", responses=documented(RefundNotFound, InvalidTransition))
-async def reject_refund(refund_id: str, caller: CurrentCaller, db: Db, body: Rejection | None = None) -> RefundOut:
+async def reject_refund(refund_id: PathId, caller: CurrentCaller, db: Db, body: Rejection | None = None) -> RefundOut:
     """Reject a pending refund; the note is told to the customer (``refund.rejected``)."""
     async with db.transaction() as conn:
         await refund_decisions.reject_refund(
             conn, caller.merchant_id, refund_id, actor=caller.actor, note=body.note if body else None
         )
-    return await refund_out(db, caller.merchant_id, refund_id)
+        return await refund_view(conn, caller.merchant_id, refund_id)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from refundflow_intake import merchant_notifications as notifications
-from refundflow_intake.api.dependencies import CurrentCaller, Db
-from refundflow_intake.api.errors import ApiError, ErrorBody, documented
+from refundflow_intake import notification_settings, rate_limit
+from refundflow_intake import webhook_endpoints as endpoints
+from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, Settings
+from refundflow_intake.api.errors import ApiError, documented
+from refundflow_intake.api.fields import PathId
 from refundflow_intake.api.webhook_schemas import (
     DeliveryLog,
     EndpointCreate,
@@ -17,54 +20,80 @@ from refundflow_intake.api.webhook_schemas import (
     EndpointOut,
     EndpointUpdate,
     NotificationSettings,
+    NotificationSettingsOut,
     ReplayScheduled,
     ReplaySince,
 )
-from refundflow_intake.merchant_notifications import WebhookDeliveryNotFound, WebhookEndpointNotFound
+from refundflow_intake.domain import OutboundUrlNotAllowed
 from refundflow_intake.notifier_client import NotifierClient, NotifierLinkSettings, NotifierUnavailable
+from refundflow_intake.rate_limit import RateLimited
+from refundflow_intake.webhook_endpoints import (
+    ReplayWindowExceeded,
+    TooManyWebhookEndpoints,
+    WebhookDeliveryNotFound,
+    WebhookEndpointNotFound,
+)
 from refundflow_shared.secret_box import SecretBox
 
 router = APIRouter(tags=["webhooks"])
+
+_SIGNING_UNAVAILABLE = "webhook_signing_unavailable"
+_NOTIFIER_UNAVAILABLE = "notifier_unavailable"
 
 
 def _out(row: dict[str, Any]) -> EndpointOut:
     return EndpointOut(**{k: v for k, v in row.items() if k in EndpointOut.model_fields}, events=row["event_types"])
 
 
-def secret_box(request: Request) -> SecretBox:
-    key = request.app.state.settings.webhook_secret_key
-    if key is None:
-        raise ApiError(
-            503, "webhook_signing_unavailable", "webhooks need WEBHOOK_SECRET_KEY set on intake and notifier"
-        )
-    return SecretBox(key.get_secret_value())
+def optional_secret_box(settings: Settings) -> SecretBox | None:
+    key = settings.webhook_secret_key
+    return SecretBox(key.get_secret_value()) if key is not None else None
 
 
-def notifier_client(request: Request, box: Annotated[SecretBox, Depends(secret_box)]) -> NotifierClient:
+def secret_box(box: Annotated[SecretBox | None, Depends(optional_secret_box)]) -> SecretBox:
+    if box is None:
+        raise ApiError(503, _SIGNING_UNAVAILABLE, "webhooks need WEBHOOK_SECRET_KEY set on intake and notifier")
+    return box
+
+
+def notifier_client(
+    request: Request, settings: Settings, box: Annotated[SecretBox, Depends(secret_box)]
+) -> NotifierClient:
     link: NotifierLinkSettings = getattr(request.app.state, "notifier_link", None) or NotifierLinkSettings()
-    key = request.app.state.settings.webhook_secret_key.get_secret_value()
-    return NotifierClient(link.notifier_url, key, link.notifier_timeout_seconds)
+    assert settings.webhook_secret_key is not None
+    return NotifierClient(
+        link.notifier_url, settings.webhook_secret_key.get_secret_value(), link.notifier_timeout_seconds
+    )
 
 
 Box = Annotated[SecretBox, Depends(secret_box)]
-_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {"model": ErrorBody, "description": "error codes: `webhook_signing_unavailable`, `notifier_unavailable`"}
-}
+MaybeBox = Annotated[SecretBox | None, Depends(optional_secret_box)]
 Notifier = Annotated[NotifierClient, Depends(notifier_client)]
+_NEEDS_KEY = {503: [_SIGNING_UNAVAILABLE]}
+_NEEDS_NOTIFIER = {503: [_SIGNING_UNAVAILABLE, _NOTIFIER_UNAVAILABLE]}
 
 
-@router.post("/v1/webhook-endpoints", status_code=201, responses=documented() | _UNAVAILABLE)
-async def create_endpoint(body: EndpointCreate, caller: CurrentCaller, db: Db, box: Box) -> EndpointCreated:
-    """A new endpoint for your systems; the signing secret is in this answer only."""
-    secret = notifications.new_signing_secret()
+@router.post(
+    "/v1/webhook-endpoints",
+    status_code=201,
+    responses=documented(OutboundUrlNotAllowed, TooManyWebhookEndpoints, also=_NEEDS_KEY),
+)
+async def create_endpoint(
+    body: EndpointCreate, caller: CurrentCaller, db: Db, box: Box, settings: Settings
+) -> EndpointCreated:
+    """A new endpoint for your systems; the signing secret is in this answer only. The URL must be a public
+    http(s) address; you may have a limited number of endpoints."""
+    url = await endpoints.checked_url(str(body.url), allow_private=settings.refundflow_allow_private_webhook_urls)
+    secret = endpoints.new_signing_secret()
     async with db.transaction() as conn:
-        row = await notifications.create_endpoint(
+        row = await endpoints.create_endpoint(
             conn,
             box,
             caller.merchant_id,
-            url=str(body.url),
+            url=url,
             event_types=list(dict.fromkeys(body.events)),
             secret=secret,
+            max_endpoints=settings.webhook_endpoints_per_merchant,
         )
     return EndpointCreated(**_out(row).model_dump(), secret=secret)
 
@@ -72,60 +101,83 @@ async def create_endpoint(body: EndpointCreate, caller: CurrentCaller, db: Db, b
 @router.get("/v1/webhook-endpoints", responses=documented())
 async def list_endpoints(caller: CurrentCaller, db: Db) -> EndpointList:
     async with db.transaction() as conn:
-        rows = await notifications.list_endpoints(conn, caller.merchant_id)
+        rows = await endpoints.list_endpoints(conn, caller.merchant_id)
     return EndpointList(data=[_out(r) for r in rows])
 
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}", responses=documented(WebhookEndpointNotFound))
-async def get_endpoint(endpoint_id: str, caller: CurrentCaller, db: Db) -> EndpointOut:
+async def get_endpoint(endpoint_id: PathId, caller: CurrentCaller, db: Db) -> EndpointOut:
     async with db.transaction() as conn:
-        return _out(await notifications.get_endpoint(conn, caller.merchant_id, endpoint_id))
+        return _out(await endpoints.get_endpoint(conn, caller.merchant_id, endpoint_id))
 
 
-@router.patch("/v1/webhook-endpoints/{endpoint_id}", responses=documented(WebhookEndpointNotFound))
-async def update_endpoint(endpoint_id: str, body: EndpointUpdate, caller: CurrentCaller, db: Db) -> EndpointOut:
+@router.patch(
+    "/v1/webhook-endpoints/{endpoint_id}", responses=documented(WebhookEndpointNotFound, OutboundUrlNotAllowed)
+)
+async def update_endpoint(
+    endpoint_id: PathId, body: EndpointUpdate, caller: CurrentCaller, db: Db, settings: Settings
+) -> EndpointOut:
     """Change the url, the events or the enabled flag; the secret stays."""
+    allow_private = settings.refundflow_allow_private_webhook_urls
     changes = {
-        "url": str(body.url) if body.url else None,
+        "url": await endpoints.checked_url(str(body.url), allow_private=allow_private) if body.url else None,
         "event_types": list(dict.fromkeys(body.events)) if body.events else None,
         "enabled": body.enabled,
     }
     async with db.transaction() as conn:
-        return _out(await notifications.update_endpoint(conn, caller.merchant_id, endpoint_id, changes))
+        return _out(await endpoints.update_endpoint(conn, caller.merchant_id, endpoint_id, changes))
 
 
 @router.delete("/v1/webhook-endpoints/{endpoint_id}", status_code=204, responses=documented(WebhookEndpointNotFound))
-async def delete_endpoint(endpoint_id: str, caller: CurrentCaller, db: Db) -> Response:
+async def delete_endpoint(endpoint_id: PathId, caller: CurrentCaller, db: Db) -> Response:
     async with db.transaction() as conn:
-        await notifications.delete_endpoint(conn, caller.merchant_id, endpoint_id)
+        await endpoints.delete_endpoint(conn, caller.merchant_id, endpoint_id)
     return Response(status_code=204)
 
 
 @router.get(
-    "/v1/webhook-endpoints/{endpoint_id}/deliveries", responses=documented(WebhookEndpointNotFound) | _UNAVAILABLE
+    "/v1/webhook-endpoints/{endpoint_id}/deliveries",
+    responses=documented(WebhookEndpointNotFound, also=_NEEDS_NOTIFIER),
 )
 async def delivery_log(
-    endpoint_id: str, caller: CurrentCaller, db: Db, notifier: Notifier, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    endpoint_id: PathId,
+    caller: CurrentCaller,
+    db: Db,
+    notifier: Notifier,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> DeliveryLog:
     """The endpoint's delivery state and its latest deliveries, newest first, each attempt with its status code
     and latency."""
     async with db.transaction() as conn:
-        await notifications.get_endpoint(conn, caller.merchant_id, endpoint_id)
+        await endpoints.get_endpoint(conn, caller.merchant_id, endpoint_id)
     log = await _ask(notifier.delivery_log(caller.merchant_id, endpoint_id, limit))
     return DeliveryLog.model_validate(log or {"endpoint": None, "deliveries": []})
+
+
+async def _replay_allowed(db: Db, settings: Settings, merchant_id: str, endpoint_id: str, now: datetime) -> None:
+    async with db.transaction() as conn:
+        await endpoints.get_endpoint(conn, merchant_id, endpoint_id)
+    # Replays fan out to every delivery they cover: a few per hour per merchant, across replicas.
+    limit = settings.webhook_replays_per_hour
+    await rate_limit.take(db.pool, f"webhook_replays:{merchant_id}", limit=limit, window=timedelta(hours=1), now=now)
 
 
 @router.post(
     "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/replay",
     status_code=202,
-    responses=documented(WebhookEndpointNotFound, WebhookDeliveryNotFound) | _UNAVAILABLE,
+    responses=documented(WebhookEndpointNotFound, WebhookDeliveryNotFound, RateLimited, also=_NEEDS_NOTIFIER),
 )
 async def replay_delivery(
-    endpoint_id: str, delivery_id: int, caller: CurrentCaller, db: Db, notifier: Notifier
+    endpoint_id: PathId,
+    delivery_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    caller: CurrentCaller,
+    db: Db,
+    notifier: Notifier,
+    settings: Settings,
+    now: Now,
 ) -> ReplayScheduled:
-    """Deliver that delivery's event again (same webhook-id, fresh signature)."""
-    async with db.transaction() as conn:
-        await notifications.get_endpoint(conn, caller.merchant_id, endpoint_id)
+    """Deliver that delivery's event again (same webhook-id, fresh signature). Replays are rate-limited."""
+    await _replay_allowed(db, settings, caller.merchant_id, endpoint_id, now)
     result = await _ask(notifier.replay(caller.merchant_id, endpoint_id, delivery_id=delivery_id))
     if result is None:
         raise WebhookDeliveryNotFound(f"no delivery {delivery_id} for webhook endpoint {endpoint_id}")
@@ -135,14 +187,21 @@ async def replay_delivery(
 @router.post(
     "/v1/webhook-endpoints/{endpoint_id}/replay",
     status_code=202,
-    responses=documented(WebhookEndpointNotFound) | _UNAVAILABLE,
+    responses=documented(WebhookEndpointNotFound, ReplayWindowExceeded, RateLimited, also=_NEEDS_NOTIFIER),
 )
 async def replay_since(
-    endpoint_id: str, body: ReplaySince, caller: CurrentCaller, db: Db, notifier: Notifier
+    endpoint_id: PathId,
+    body: ReplaySince,
+    caller: CurrentCaller,
+    db: Db,
+    notifier: Notifier,
+    settings: Settings,
+    now: Now,
 ) -> ReplayScheduled:
-    """Deliver again every event the endpoint subscribes to since a time (e.g. after an outage)."""
-    async with db.transaction() as conn:
-        await notifications.get_endpoint(conn, caller.merchant_id, endpoint_id)
+    """Deliver again every event the endpoint subscribes to since a time (e.g. after an outage), at most
+    ``WEBHOOK_REPLAY_MAX_DAYS`` (30) days back. Replays are rate-limited."""
+    endpoints.check_replay_since(body.since, now=now, max_days=settings.webhook_replay_max_days)
+    await _replay_allowed(db, settings, caller.merchant_id, endpoint_id, now)
     result = await _ask(notifier.replay(caller.merchant_id, endpoint_id, since=body.since))
     return ReplayScheduled(**(result or {"scheduled": 0}))
 
@@ -151,22 +210,39 @@ async def _ask(call: Any) -> dict[str, Any] | None:
     try:
         result: dict[str, Any] | None = await call
     except NotifierUnavailable as exc:
-        raise ApiError(503, "notifier_unavailable", str(exc)) from exc
+        raise ApiError(503, _NOTIFIER_UNAVAILABLE, str(exc)) from exc
     return result
 
 
-@router.put("/v1/notification-settings", responses=documented())
-async def put_notification_settings(body: NotificationSettings, caller: CurrentCaller, db: Db) -> NotificationSettings:
+def _settings_out(row: dict[str, Any], box: SecretBox | None, merchant_id: str) -> NotificationSettingsOut:
+    return NotificationSettingsOut(
+        **{name: row[name] for name in notification_settings.FIELDS},
+        slack_webhook_url=notification_settings.masked_url(box, merchant_id, row["sealed_slack_webhook_url"]),
+    )
+
+
+@router.put("/v1/notification-settings", responses=documented(OutboundUrlNotAllowed, also=_NEEDS_KEY))
+async def put_notification_settings(
+    body: NotificationSettings, caller: CurrentCaller, db: Db, box: MaybeBox, settings: Settings
+) -> NotificationSettingsOut:
     """Where team alerts go (a team email and/or a Slack-compatible webhook) and how customer emails present you.
-    Replaces all settings: a field left out is cleared."""
-    values = {k: str(v) if v is not None else None for k, v in body.model_dump().items()}
+    Replaces all settings: a field left out is cleared, except the Slack URL, which is stored sealed and never
+    shown again: left out it stays, null clears it."""
+    slack: str | object | None = notification_settings.KEEP
+    if "slack_webhook_url" in body.model_fields_set:
+        slack = str(body.slack_webhook_url) if body.slack_webhook_url is not None else None
+    if isinstance(slack, str):
+        if box is None:
+            raise ApiError(503, _SIGNING_UNAVAILABLE, "a Slack URL is stored sealed: set WEBHOOK_SECRET_KEY")
+        await endpoints.checked_url(slack, allow_private=settings.refundflow_allow_private_webhook_urls)
+    values = {name: getattr(body, name) for name in notification_settings.FIELDS}
     async with db.transaction() as conn:
-        row = await notifications.save_settings(conn, caller.merchant_id, values)
-    return NotificationSettings.model_validate({k: row[k] for k in NotificationSettings.model_fields})
+        row = await notification_settings.save_settings(conn, box, caller.merchant_id, values, slack)
+    return _settings_out(row, box, caller.merchant_id)
 
 
 @router.get("/v1/notification-settings", responses=documented())
-async def get_notification_settings(caller: CurrentCaller, db: Db) -> NotificationSettings:
+async def get_notification_settings(caller: CurrentCaller, db: Db, box: MaybeBox) -> NotificationSettingsOut:
     async with db.transaction() as conn:
-        row = await notifications.get_settings(conn, caller.merchant_id)
-    return NotificationSettings.model_validate({k: row[k] for k in NotificationSettings.model_fields})
+        row = await notification_settings.get_settings(conn, caller.merchant_id)
+    return _settings_out(row, box, caller.merchant_id)

@@ -1,8 +1,10 @@
-"""Merchants' webhook endpoints and team channels: stored here, announced to the notifier as events.
+"""Merchants' webhook endpoints: stored here, announced to the notifier as events.
 
 Each change writes the row and a full-state event in one transaction (outbox), so the notifier always ends
 up with what the merchant last saw answered, even if it was down at the time. The endpoint's signing secret
 is generated here, returned once, and travels only encrypted (``SecretBox``, bound to the endpoint id).
+A URL must be one we may call (public, http(s)); a merchant has a bounded number of endpoints, and replays
+reach back a bounded time.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from refundflow_intake.domain import NotFound
-from refundflow_shared.events import NotificationSettingsConfigured, WebhookEndpointConfigured
+from refundflow_intake.domain import DomainError, NotFound, OutboundUrlNotAllowed
+from refundflow_intake.merchant_accounts import lock_merchant
+from refundflow_shared.events import WebhookEndpointConfigured
+from refundflow_shared.outbound_urls import UrlNotAllowed, check_url
 from refundflow_shared.outbox import add_event
 from refundflow_shared.secret_box import SecretBox
 
@@ -23,9 +28,6 @@ SOURCE = "refundflow/intake"
 Row = dict[str, Any]
 
 _ENDPOINT_COLUMNS = "id, url, event_types, enabled, created_at, updated_at"
-_SETTINGS_FIELDS = (
-    "team_email", "slack_webhook_url", "sender_name", "reply_to", "review_target", "refund_process_time"
-)  # fmt: skip
 
 
 class WebhookEndpointNotFound(NotFound):
@@ -36,9 +38,45 @@ class WebhookDeliveryNotFound(NotFound):
     code = "webhook_delivery_not_found"
 
 
+class TooManyWebhookEndpoints(DomainError):
+    code = "too_many_webhook_endpoints"
+
+
+class ReplayWindowExceeded(DomainError):
+    code = "replay_window_exceeded"
+
+
+async def checked_url(url: str, *, allow_private: bool) -> str:
+    """The URL, when it is one we may call (see ``refundflow_shared.outbound_urls``). Resolves DNS: call it
+    before opening a transaction."""
+    try:
+        await check_url(url, allow_private=allow_private)
+    except UrlNotAllowed as exc:
+        raise OutboundUrlNotAllowed(str(exc)) from None
+    return url
+
+
+def check_replay_since(since: datetime, *, now: datetime, max_days: int) -> None:
+    if since < now - timedelta(days=max_days):
+        raise ReplayWindowExceeded(f"replays reach back {max_days} days at most")
+
+
 async def create_endpoint(
-    conn: asyncpg.Connection, box: SecretBox, merchant_id: str, *, url: str, event_types: list[str], secret: str
+    conn: asyncpg.Connection,
+    box: SecretBox,
+    merchant_id: str,
+    *,
+    url: str,
+    event_types: list[str],
+    secret: str,
+    max_endpoints: int,
 ) -> Row:
+    await lock_merchant(conn, merchant_id)  # two creations at once cannot both take the last place
+    live = await conn.fetchval(
+        "SELECT count(*) FROM webhook_endpoints WHERE merchant_id = $1 AND deleted_at IS NULL", merchant_id
+    )
+    if live >= max_endpoints:
+        raise TooManyWebhookEndpoints(f"a merchant has at most {max_endpoints} webhook endpoints: delete one first")
     endpoint_id = f"we_{uuid.uuid4().hex}"
     row = await conn.fetchrow(
         "INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, encrypted_secret)"
@@ -121,32 +159,6 @@ async def _announce_endpoint(conn: asyncpg.Connection, merchant_id: str, row: Ro
         ),
         source=SOURCE,
     )
-
-
-async def save_settings(conn: asyncpg.Connection, merchant_id: str, settings: Row) -> Row:
-    """Replace the merchant's notification settings (PUT semantics) and tell the notifier."""
-    values = [settings.get(name) for name in _SETTINGS_FIELDS]
-    row = await conn.fetchrow(
-        f"INSERT INTO notification_settings (merchant_id, {', '.join(_SETTINGS_FIELDS)})"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        " ON CONFLICT (merchant_id) DO UPDATE SET "
-        + ", ".join(f"{name} = EXCLUDED.{name}" for name in _SETTINGS_FIELDS)
-        + ", updated_at = now() RETURNING *",
-        merchant_id,
-        *values,
-    )
-    assert row is not None
-    await add_event(
-        conn,
-        NotificationSettingsConfigured(merchant_id=merchant_id, **dict(zip(_SETTINGS_FIELDS, values, strict=True))),
-        source=SOURCE,
-    )
-    return dict(row)
-
-
-async def get_settings(conn: asyncpg.Connection, merchant_id: str) -> Row:
-    row = await conn.fetchrow("SELECT * FROM notification_settings WHERE merchant_id = $1", merchant_id)
-    return dict(row) if row else {name: None for name in _SETTINGS_FIELDS}
 
 
 def new_signing_secret() -> str:

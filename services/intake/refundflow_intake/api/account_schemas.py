@@ -1,0 +1,51 @@
+"""Request and response bodies of merchants and their API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from refundflow_intake.api import examples as ex
+from refundflow_intake.api.fields import Line
+from refundflow_intake.api.schemas import Body
+
+
+class MerchantCreate(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Acme Software"}]})
+
+    name: Line = Field(min_length=1)
+
+
+class MerchantCreated(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples({"id": "mer_7a01", "api_key": "rfk_Yk3v..."}))
+
+    id: str
+    api_key: str = Field(description="shown once; store it, Refundflow keeps only a hash")
+
+
+class ApiKeyCreate(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "billing backend"}]})
+
+    name: Line | None = Field(default=None, examples=["billing backend"])
+
+
+class ApiKeyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.API_KEY))
+
+    id: str
+    name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    model_config = ConfigDict(json_schema_extra=ex.examples({**ex.API_KEY, "api_key": "rfk_Yk3v..."}))
+
+    api_key: str = Field(description="shown once; store it, Refundflow keeps only a hash")
+
+
+class ApiKeyList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples({"data": [ex.API_KEY]}))
+
+    data: list[ApiKeyOut]

@@ -1,0 +1,62 @@
+"""Reads that answer the API: a payment or a refund as the merchant sees it, in the caller's transaction (a route
+that just changed one answers from the same transaction, without a second round trip)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from refundflow_intake import repository
+from refundflow_intake.api.schemas import PaymentOut, RefundOut, RefundSummary, TimelineEntry
+from refundflow_intake.domain import PaymentNotFound, RefundNotFound, payment_status, refundable_amount
+from refundflow_shared.events import Product, SubscriptionPeriod
+
+
+def payment_out(
+    payment: dict[str, Any], held_by_refunds: int, refunds: list[dict[str, Any]], *, disputed: bool
+) -> PaymentOut:
+    subscription = (
+        SubscriptionPeriod(
+            id=payment["subscription_id"],
+            current_period_start=payment["subscription_period_start"],
+            current_period_end=payment["subscription_period_end"],
+        )
+        if payment["subscription_id"]
+        else None
+    )
+    return PaymentOut(
+        **payment,
+        status=payment_status(payment["amount"], payment["refunded_amount"]),
+        refundable_amount=refundable_amount(payment["amount"], held_by_refunds),
+        product=Product(
+            id=payment["product_id"],
+            name=payment["product_name"],
+            kind=payment["product_kind"],
+            category=payment["product_category"],
+        ),
+        subscription=subscription,
+        disputed=disputed,
+        refunds=[RefundSummary(**r) for r in refunds],
+    )
+
+
+async def payment_view(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> PaymentOut:
+    """The payment with its status, what is left to refund, and its refunds."""
+    payment = await repository.get_payment(conn, merchant_id, payment_id)
+    if payment is None:
+        raise PaymentNotFound(f"no payment {payment_id}")
+    held = await repository.amount_held_by_refunds(conn, payment_id)
+    refunds = await repository.refunds_of_payment(conn, payment_id)
+    disputed = await repository.is_disputed(conn, payment_id)
+    return payment_out(payment, held, refunds, disputed=disputed)
+
+
+async def refund_view(conn: asyncpg.Connection, merchant_id: str, refund_id: str) -> RefundOut:
+    """The refund with who approved it so far and its audit timeline."""
+    refund = await repository.get_refund(conn, refund_id, merchant_id=merchant_id)
+    if refund is None:
+        raise RefundNotFound(f"no refund {refund_id}")
+    timeline = await repository.refund_timeline(conn, refund_id)
+    approvals = await repository.approvals_of(conn, refund_id)
+    return RefundOut(**refund, approvals=list(approvals), timeline=[TimelineEntry(**t) for t in timeline])

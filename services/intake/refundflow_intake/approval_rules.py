@@ -1,0 +1,115 @@
+"""What one approval of a refund request decides, as a pure function of what was loaded. No I/O here.
+
+``refund_decisions.approve_refund`` loads the refund, its payment, the policy and the approvals so far (under
+the payment's row lock), calls ``decide_approval`` and applies the decision's writes and events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from refundflow_intake.domain import (
+    ApprovalExceedsRequest,
+    NotASubscription,
+    PaymentIsDisputed,
+    ProviderPaymentConflict,
+    RefundExceedsRefundable,
+    RefundStatus,
+    SubscriptionAction,
+    check_transition,
+    refundable_amount,
+)
+from refundflow_intake.refund_policy import RefundPolicy
+
+
+@dataclass(frozen=True)
+class ApprovalContext:
+    """The refund and its payment as they are now, under the payment's row lock."""
+
+    status: RefundStatus
+    requested: int  # what the request asks for
+    currency: str
+    payment_amount: int
+    held_by_others: int  # held by every other refund of the payment, ours and external
+    disputed: bool
+    provider_payment_conflict: bool
+    is_subscription: bool
+    approvals: Mapping[str, int]  # who approved so far, and the amount each approved
+
+
+@dataclass(frozen=True)
+class ApprovalAsk:
+    actor: str
+    amount: int | None = None  # None: all that was asked for
+    subscription_action: SubscriptionAction | None = None
+    extend_days: int | None = None
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A repeat: approving again what is already approved (or already on its way)."""
+
+
+@dataclass(frozen=True)
+class CancelOnly:
+    """No money moves: the request closes as rejected and the subscription ends at the period's end."""
+
+    extend_days: int | None
+
+
+@dataclass(frozen=True)
+class AwaitAnotherApprover:
+    """This approval is recorded; another approver must approve the same amount."""
+
+    amount: int
+    step: str  # e.g. approval_1_of_2, for the timeline
+    discarded: tuple[str, ...]  # earlier approvers of another amount: their approvals no longer count
+
+
+@dataclass(frozen=True)
+class Approve:
+    """Enough approvers agree: the refund goes to the provider."""
+
+    amount: int
+    action: SubscriptionAction | None
+    extend_days: int | None
+    discarded: tuple[str, ...]
+
+
+ApprovalDecision = Unchanged | CancelOnly | AwaitAnotherApprover | Approve
+
+
+def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPolicy) -> ApprovalDecision:
+    """Raises a DomainError when a hard rule says no (dispute, amount, transition)."""
+    if not check_transition(context.status, RefundStatus.PROCESSING):
+        return Unchanged()
+    if not context.is_subscription and (ask.subscription_action is not None or ask.extend_days is not None):
+        raise NotASubscription("the payment is not for a subscription")
+    action = ask.subscription_action or (SubscriptionAction.REFUND_AND_CANCEL if context.is_subscription else None)
+    if action is SubscriptionAction.CANCEL_ONLY:
+        return CancelOnly(extend_days=ask.extend_days)  # moves no money, so a dispute does not stop it
+    if context.disputed:
+        raise PaymentIsDisputed("the payment is disputed: refunds are blocked")
+    if context.provider_payment_conflict:
+        raise ProviderPaymentConflict("another merchant registered this provider payment too: refunds are blocked")
+    amount = context.requested if ask.amount is None else ask.amount
+    if not 0 < amount <= context.requested:
+        raise ApprovalExceedsRequest(f"approve between 1 and the {context.requested} asked for, not {amount}")
+    left = refundable_amount(context.payment_amount, context.held_by_others)
+    if amount > left:
+        raise RefundExceedsRefundable(
+            f"{amount} exceeds the refundable amount of {left} {context.currency} minor units"
+        )
+
+    # Approvals count only for the amount they approved: another amount starts the approval over.
+    discarded = tuple(actor for actor, approved in context.approvals.items() if approved != amount)
+    agreeing = [actor for actor, approved in context.approvals.items() if approved == amount]
+    first_time = ask.actor not in agreeing
+    approvers = len(agreeing) + first_time
+    required = policy.approvals_required(amount, context.currency)
+    if approvers >= required:
+        return Approve(amount=amount, action=action, extend_days=ask.extend_days, discarded=discarded)
+    if not first_time and not discarded:
+        return Unchanged()
+    return AwaitAnotherApprover(amount=amount, step=f"approval_{approvers}_of_{required}", discarded=discarded)

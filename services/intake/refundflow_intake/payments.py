@@ -1,0 +1,132 @@
+"""Payments: registered by the platform (``POST /v1/payments``, or billing's ``payment.succeeded``), once each, and
+disputes. A provider payment belongs to one merchant: nobody else can register it, or be refunded through it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from refundflow_intake import ledger, repository
+from refundflow_intake.domain import DuplicatePayment, MerchantNotFound, ProviderPaymentTaken
+from refundflow_intake.merchant_accounts import merchant_exists, new_id
+from refundflow_shared.events import PaymentDisputed, PaymentSucceeded, Product, SubscriptionPeriod
+from refundflow_shared.outbox import add_event
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "refundflow/intake"
+Row = dict[str, Any]
+# What makes two registrations "the same payment": the money and what it paid for.
+_IDENTITY = ("customer_email", "amount", "currency", "paid_at", "product_id", "product_kind", "subscription_id")
+
+
+class UnknownMerchant(ValueError):
+    """An event for a merchant intake does not know: it can never be handled (dead-lettered)."""
+
+
+class ForeignPayment(ValueError):
+    """An event claiming a payment, or a provider payment, that belongs to another merchant (dead-lettered)."""
+
+
+def payment_row(data: PaymentSucceeded) -> Row:
+    subscription = data.subscription
+    return {
+        "id": data.payment_id,
+        "merchant_id": data.merchant_id,
+        "customer_email": data.customer_email,
+        "customer_name": data.customer_name,
+        "amount": data.amount,
+        "currency": data.currency,
+        "provider_payment_id": data.provider_payment_id,
+        "paid_at": data.paid_at,
+        "product_id": data.product.id,
+        "product_name": data.product.name,
+        "product_kind": data.product.kind,
+        "product_category": data.product.category,
+        "subscription_id": subscription.id if subscription else None,
+        "subscription_period_start": subscription.current_period_start if subscription else None,
+        "subscription_period_end": subscription.current_period_end if subscription else None,
+    }
+
+
+async def register_payment(
+    conn: asyncpg.Connection,
+    merchant_id: str,
+    *,
+    customer_email: str,
+    customer_name: str | None,
+    amount: int,
+    currency: str,
+    provider_payment_id: str,
+    paid_at: datetime,
+    product: Product,
+    subscription: SubscriptionPeriod | None,
+) -> tuple[str, bool]:
+    """The platform registers a captured payment, published as ``payment.succeeded``: (payment id, created).
+
+    The same registration again answers the payment already registered (created False); another merchant's
+    provider payment, or this one's with other details, is refused.
+    """
+    if not await merchant_exists(conn, merchant_id):
+        raise MerchantNotFound(f"no merchant {merchant_id}")
+    data = PaymentSucceeded(
+        payment_id=new_id("pay"),
+        merchant_id=merchant_id,
+        customer_email=customer_email,
+        customer_name=customer_name,
+        amount=amount,
+        currency=currency,
+        provider_payment_id=provider_payment_id,
+        paid_at=paid_at,
+        product=product,
+        subscription=subscription,
+    )
+    payment = payment_row(data)
+    if await repository.insert_payment(conn, payment):
+        await ledger.credit_payment(conn, payment)
+        await add_event(conn, data, source=SOURCE)
+        return payment["id"], True
+    owner = await repository.payment_of_provider(conn, provider_payment_id)
+    assert owner is not None, "the insert conflicted on the provider payment, which is registered"
+    if owner["merchant_id"] != merchant_id:
+        raise ProviderPaymentTaken(f"provider payment {provider_payment_id} is registered to another merchant")
+    if any(owner[field] != payment[field] for field in _IDENTITY):
+        raise DuplicatePayment(f"provider payment {provider_payment_id} is already registered with other details")
+    return owner["id"], False
+
+
+async def consume_payment_succeeded(conn: asyncpg.Connection, data: PaymentSucceeded) -> bool:
+    """A payment published by billing (or by intake itself): registered once, by its payment id."""
+    if not await merchant_exists(conn, data.merchant_id):
+        raise UnknownMerchant(f"no merchant {data.merchant_id}")
+    payment = payment_row(data)
+    if await repository.insert_payment(conn, payment):
+        await ledger.credit_payment(conn, payment)
+        return True
+    owner = await repository.payment_of_provider(conn, data.provider_payment_id)
+    if owner is not None and owner["merchant_id"] != data.merchant_id:
+        raise ForeignPayment(
+            f"payment {data.payment_id}: provider payment {data.provider_payment_id} is registered to another merchant"
+        )
+    same_id = await repository.get_payment(conn, data.merchant_id, data.payment_id)
+    if owner is None and same_id is None:
+        raise ForeignPayment(f"payment {data.payment_id} is registered to another merchant")
+    # Intake's own payment coming back, a redelivery, or the merchant's provider payment under another id.
+    log.info("payment_already_registered", provider_payment_id=data.provider_payment_id)
+    return False
+
+
+async def consume_payment_disputed(conn: asyncpg.Connection, data: PaymentDisputed) -> None:
+    """From now on no refund may be made on this payment: the dispute settles the money."""
+    await repository.record_dispute(
+        conn,
+        {
+            "payment_id": data.payment_id,
+            "merchant_id": data.merchant_id,
+            "dispute_id": data.dispute_id,
+            "reason": data.reason,
+        },
+    )

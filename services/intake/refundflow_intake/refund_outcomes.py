@@ -1,0 +1,55 @@
+"""The provider's verdicts on our refunds, reported by the processor: succeeded, failed, and reversed (failed after
+it had succeeded). Each finishes the refund, the payment's totals and the merchant's balance in the consumer's
+transaction, once."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from refundflow_intake import ledger, repository
+from refundflow_intake.domain import RefundStatus, check_transition
+from refundflow_intake.refund_decisions import locked_refund
+from refundflow_shared.consumer import TransientError
+from refundflow_shared.events import RefundReversed
+
+
+async def record_refund_outcome(
+    conn: asyncpg.Connection,
+    refund_id: str,
+    merchant_id: str,
+    outcome: RefundStatus,
+    *,
+    actor: str,
+    failure_reason: str | None = None,
+) -> None:
+    """Succeeded: the hold becomes a refund for good. Failed: the hold is released, the amount refundable again."""
+    refund, _ = await locked_refund(conn, refund_id, merchant_id)
+    if not check_transition(RefundStatus(refund["status"]), outcome):
+        return
+    await repository.update_refund_status(conn, refund_id, outcome, failure_reason=failure_reason)
+    await repository.add_timeline_entry(conn, refund_id, outcome, actor, failure_reason)
+    await ledger.record(conn, "refund_release", refund_id, refund)
+    if outcome is RefundStatus.SUCCEEDED:
+        await repository.add_to_refunded_amount(conn, refund["payment_id"], refund["amount"])
+        await ledger.record(conn, "refund", refund_id, refund)
+
+
+async def record_reversal(conn: asyncpg.Connection, data: RefundReversed, *, actor: str) -> None:
+    """The money did not reach the customer after all: the payment's refunded amount and the balance come back,
+    and the timeline says why."""
+    refund, _ = await locked_refund(conn, data.refund_id, data.merchant_id)
+    status = RefundStatus(refund["status"])
+    if status is RefundStatus.PROCESSING:
+        # refund.succeeded travels on another topic and may not be handled yet: try again in a moment.
+        raise TransientError(f"refund {data.refund_id} is reversed before its success was recorded")
+    if not check_transition(status, RefundStatus.REVERSED):
+        return
+    await repository.update_refund_status(
+        conn, data.refund_id, RefundStatus.REVERSED, failure_reason=data.failure_reason
+    )
+    why = f"the provider failed the refund after it had succeeded: {data.failure_reason}"
+    if data.failure_message:
+        why += f" ({data.failure_message})"
+    await repository.add_timeline_entry(conn, data.refund_id, RefundStatus.REVERSED, actor, why, action="reversed")
+    await repository.add_to_refunded_amount(conn, refund["payment_id"], -refund["amount"])
+    await ledger.record(conn, "refund_reversal", data.refund_id, refund)

@@ -1,0 +1,222 @@
+"""Approval re-checks the payment under its lock and holds the money; outcomes, reversals and external refunds move
+the ledger exactly once each, whatever is redelivered."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import pytest
+
+from refundflow_shared.events import (
+    Event,
+    PaymentDisputed,
+    RefundExternalDetected,
+    RefundFailed,
+    RefundReversed,
+    RefundSucceeded,
+    dlq_topic,
+    topic_for,
+)
+from tests.support.intake_harness import Headers, IntakeUnderTest, running_intake
+from tests.support.kafka_reader import headers_of, read_topic
+from tests.support.probe_service import eventually
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+PROCESSOR = "refundflow/processor"
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap) as running:
+        yield running
+
+
+async def handled(intake: IntakeUnderTest, *events: Event) -> None:
+    """Wait until intake's inbox recorded every one of ``events``."""
+    ids = [e.id for e in events]
+
+    async def all_handled() -> bool:
+        count = await intake.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = ANY($1::uuid[])", ids)
+        return bool(count == len(ids))
+
+    await eventually(all_handled, timeout=30)
+
+
+async def balance(intake: IntakeUnderTest, merchant: Headers) -> dict[str, int]:
+    [line] = (await intake.client.get("/v1/balance", headers=merchant)).json()["data"]
+    return {k: v for k, v in line.items() if k != "currency"}
+
+
+async def shown(intake: IntakeUnderTest, merchant: Headers, path: str) -> dict[str, Any]:
+    body: dict[str, Any] = (await intake.client.get(path, headers=merchant)).json()
+    return body
+
+
+async def approved(intake: IntakeUnderTest, merchant: Headers, payment_id: str, amount: int) -> dict[str, Any]:
+    refund = await intake.refund(merchant, payment_id, amount=amount)
+    response = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+    assert response.json()["status"] == "processing", response.text
+    return refund
+
+
+def outcome(
+    kind: type[RefundSucceeded] | type[RefundFailed] | type[RefundReversed], refund: dict[str, Any], merchant_id: str
+) -> Any:
+    common: dict[str, Any] = {
+        "refund_id": refund["id"],
+        "payment_id": refund["payment_id"],
+        "merchant_id": merchant_id,
+        "customer_email": "ada@example.com",
+        "amount": refund["amount"],
+        "currency": refund["currency"],
+    }
+    if kind is RefundSucceeded:
+        return RefundSucceeded(**common, provider_refund_id=f"re_{refund['id']}")
+    if kind is RefundFailed:
+        return RefundFailed(**common, failure_reason="insufficient_funds")
+    return RefundReversed(**common, provider_refund_id=f"re_{refund['id']}", failure_reason="expired_or_canceled_card")
+
+
+async def test_a_request_on_a_payment_disputed_since_cannot_be_approved(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    refund = await intake.refund(merchant, payment["id"])
+    dispute = PaymentDisputed(
+        payment_id=payment["id"], merchant_id=await intake.merchant_id(merchant), dispute_id="dp_1"
+    )
+    await handled(intake, await intake.publish(dispute))
+
+    response = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+
+    assert response.status_code == 409 and response.json()["error"]["code"] == "payment_disputed"
+    assert await intake.staged("refund.approved", payment["id"]) == []
+    assert (await shown(intake, merchant, f"/v1/refunds/{refund['id']}"))["status"] == "pending"
+
+
+async def test_approval_cannot_take_what_an_external_refund_used_up_meanwhile(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=10_000)
+    refund = await intake.refund(merchant, payment["id"], amount=6_000)
+    external = RefundExternalDetected(
+        payment_id=payment["id"],
+        merchant_id=await intake.merchant_id(merchant),
+        amount=5_000,
+        currency="EUR",
+        provider_refund_id=f"re_dash_{uuid.uuid4().hex[:8]}",
+        provider_payment_id=payment["provider_payment_id"],
+        status="succeeded",
+    )
+    await handled(intake, await intake.publish(external))
+
+    too_much = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+    assert too_much.status_code == 422 and too_much.json()["error"]["code"] == "refund_exceeds_refundable"
+    what_is_left = await intake.client.post(
+        f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"amount": 5_000}
+    )
+    assert what_is_left.json()["status"] == "processing", what_is_left.text
+    assert [e["amount"] for e in await intake.staged("refund.approved", payment["id"])] == [5_000]
+
+
+async def test_approval_holds_the_amount_success_makes_it_final_and_failure_releases_it(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    payment = await intake.payment(merchant, amount=10_000)
+    assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 0, "held": 0, "available": 10_000}
+    first = await approved(intake, merchant, payment["id"], 3_000)
+    second = await approved(intake, merchant, payment["id"], 2_000)
+    assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 0, "held": 5_000, "available": 5_000}
+
+    success, failure = outcome(RefundSucceeded, first, merchant_id), outcome(RefundFailed, second, merchant_id)
+    events = [await intake.publish(e, source=PROCESSOR) for e in (success, failure, success, failure)]
+    await handled(intake, *events)
+
+    assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 3_000, "held": 0, "available": 7_000}
+    paid = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
+    assert (paid["refunded_amount"], paid["refundable_amount"]) == (3_000, 7_000)
+
+
+async def test_a_reversed_refund_gives_back_the_payment_and_the_balance_once(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    payment = await intake.payment(merchant, amount=10_000)
+    refund = await approved(intake, merchant, payment["id"], 4_000)
+    await handled(intake, await intake.publish(outcome(RefundSucceeded, refund, merchant_id), source=PROCESSOR))
+    assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 4_000, "held": 0, "available": 6_000}
+
+    reversal = outcome(RefundReversed, refund, merchant_id)
+    await handled(intake, *[await intake.publish(reversal, source=PROCESSOR) for _ in range(2)])
+
+    body = await shown(intake, merchant, f"/v1/refunds/{refund['id']}")
+    assert body["status"] == "reversed"
+    [entry] = [t for t in body["timeline"] if t["action"] == "reversed"]
+    assert (entry["status"], entry["actor"]) == ("reversed", PROCESSOR)
+    assert "expired_or_canceled_card" in entry["note"]
+    assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 0, "held": 0, "available": 10_000}
+    paid = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
+    assert (paid["status"], paid["refunded_amount"], paid["refundable_amount"]) == ("paid", 0, 10_000)
+    listed = await shown(intake, merchant, "/v1/refunds?status=reversed")
+    assert [r["id"] for r in listed["data"]] == [refund["id"]]
+
+
+async def test_a_reversal_of_a_refund_that_never_succeeded_is_dead_lettered(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    refund = await intake.refund(merchant, payment["id"], amount=1_000)
+    sent = await intake.publish(outcome(RefundReversed, refund, await intake.merchant_id(merchant)), source=PROCESSOR)
+
+    dlq = dlq_topic(topic_for("refund.reversed", intake.settings.topic_prefix))
+    records = await read_topic(intake.settings.kafka_bootstrap_servers, dlq, expected=1, timeout=30)
+    [parked] = [headers_of(r) for r in records if headers_of(r)["ce_id"] == str(sent.id)]
+    assert "pending" in parked["dlq_error"]
+    assert (await shown(intake, merchant, f"/v1/refunds/{refund['id']}"))["status"] == "pending"
+
+
+async def test_an_external_refund_follows_the_provider_from_pending_to_succeeded_to_failed_once_each(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    payment = await intake.payment(merchant, amount=10_000)
+
+    def detected(status: Literal["pending", "succeeded", "failed"], provider_refund_id: str, amount: int) -> Any:
+        return RefundExternalDetected(
+            payment_id=payment["id"],
+            merchant_id=merchant_id,
+            amount=amount,
+            currency="EUR",
+            provider_refund_id=provider_refund_id,
+            provider_payment_id=payment["provider_payment_id"],
+            status=status,
+        )
+
+    async def after(*events: Any) -> tuple[dict[str, int], tuple[int, int]]:
+        await handled(intake, *[await intake.publish(e) for e in events])
+        paid = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
+        return await balance(intake, merchant), (paid["refunded_amount"], paid["refundable_amount"])
+
+    first, second = f"re_dash_{uuid.uuid4().hex[:8]}", f"re_dash_{uuid.uuid4().hex[:8]}"
+    assert await after(detected("pending", first, 2_000), detected("pending", first, 2_000)) == (
+        {"paid": 10_000, "refunded": 0, "held": 2_000, "available": 8_000},
+        (0, 8_000),
+    )
+    assert await after(detected("succeeded", first, 2_000), detected("succeeded", first, 2_000)) == (
+        {"paid": 10_000, "refunded": 2_000, "held": 0, "available": 8_000},
+        (2_000, 8_000),
+    )
+    assert await after(detected("pending", second, 1_000), detected("failed", second, 1_000)) == (
+        {"paid": 10_000, "refunded": 2_000, "held": 0, "available": 8_000},
+        (2_000, 8_000),
+    )
+    assert await after(detected("failed", first, 2_000), detected("failed", first, 2_000)) == (
+        {"paid": 10_000, "refunded": 0, "held": 0, "available": 10_000},
+        (0, 10_000),
+    )
+    # A report that goes backwards (failed, then pending or succeeded again) changes nothing.
+    assert await after(detected("succeeded", first, 2_000), detected("pending", second, 1_000)) == (
+        {"paid": 10_000, "refunded": 0, "held": 0, "available": 10_000},
+        (0, 10_000),
+    )

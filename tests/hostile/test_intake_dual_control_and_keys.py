@@ -1,0 +1,81 @@
+"""Dual control binds approvals to an amount; a key cannot lock its merchant out; the platform can recover access."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap) as running:
+        yield running
+
+
+async def test_a_second_approver_must_approve_the_same_amount_or_the_approval_starts_over(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    colleague = await intake.second_key(merchant)
+    policy = {"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
+    await intake.client.put("/v1/refund-policy", headers=merchant, json=policy)
+    payment = await intake.payment(merchant, amount=9_000)
+    refund = await intake.refund(merchant, payment["id"], amount=5_000)
+    approve = f"/v1/refunds/{refund['id']}/approve"
+
+    first = (await intake.client.post(approve, headers=merchant, json={"amount": 2_000})).json()
+    assert (first["status"], first["approvals"]) == ("pending", [first["approvals"][0]])
+    other_amount = (await intake.client.post(approve, headers=colleague)).json()  # the full 5000
+    assert other_amount["status"] == "pending"
+    assert len(other_amount["approvals"]) == 1 and other_amount["approvals"] != first["approvals"]
+    assert [t["action"] for t in other_amount["timeline"]] == [
+        "requested",
+        "approval_1_of_2",
+        "approval_restarted",
+        "approval_1_of_2",
+    ]
+    assert await intake.staged("refund.approved", payment["id"]) == []
+
+    agreed = (await intake.client.post(approve, headers=merchant, json={"amount": 5_000})).json()
+    assert (agreed["status"], agreed["amount"]) == ("processing", 5_000)
+    assert [e["amount"] for e in await intake.staged("refund.approved", payment["id"])] == [5_000]
+
+
+async def test_a_key_cannot_revoke_the_last_live_key_of_its_merchant(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    [own] = (await intake.client.get("/v1/api-keys", headers=merchant)).json()["data"]
+
+    alone = await intake.client.delete(f"/v1/api-keys/{own['id']}", headers=merchant)
+    assert alone.status_code == 409 and alone.json()["error"]["code"] == "last_api_key"
+
+    colleague = await intake.second_key(merchant)
+    assert (await intake.client.delete(f"/v1/api-keys/{own['id']}", headers=colleague)).status_code == 200
+    keys = (await intake.client.get("/v1/api-keys", headers=colleague)).json()["data"]
+    [live] = [k for k in keys if k["revoked_at"] is None]
+    last = await intake.client.delete(f"/v1/api-keys/{live['id']}", headers=colleague)
+    assert last.status_code == 409 and last.json()["error"]["code"] == "last_api_key"
+    assert (await intake.client.get("/v1/api-keys", headers=colleague)).status_code == 200
+
+
+async def test_the_platform_issues_a_new_key_to_a_merchant_that_lost_its_keys(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    await intake.db.execute("UPDATE api_keys SET revoked_at = now() WHERE merchant_id = $1", merchant_id)
+    assert (await intake.client.get("/v1/api-keys", headers=merchant)).status_code == 401
+
+    as_merchant = await intake.client.post(f"/v1/merchants/{merchant_id}/api-keys", headers=merchant, json={})
+    assert as_merchant.status_code == 401
+    issued = await intake.client.post(
+        f"/v1/merchants/{merchant_id}/api-keys", headers=ADMIN, json={"name": "recovered by support"}
+    )
+    assert issued.status_code == 201, issued.text
+    recovered = {"Authorization": f"Bearer {issued.json()['api_key']}"}
+    keys = (await intake.client.get("/v1/api-keys", headers=recovered)).json()["data"]
+    assert [k["name"] for k in keys if k["revoked_at"] is None] == ["recovered by support"]
+    unknown = await intake.client.post("/v1/merchants/mer_nobody/api-keys", headers=ADMIN, json={})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "merchant_not_found"

@@ -1,0 +1,176 @@
+"""Where merchants may point our outbound calls, how many, how often; and the Slack URL kept sealed.
+
+This module's intake runs with ``REFUNDFLOW_ALLOW_PRIVATE_WEBHOOK_URLS`` off, as production does. Public URLs
+are IP literals: they pass the check without any DNS, and nothing here ever calls them.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from refundflow_intake.notifier_client import NotifierLinkSettings
+from refundflow_shared.secret_box import SecretBox
+from tests.support.infrastructure import free_port
+from tests.support.intake_harness import Headers, IntakeUnderTest, running_intake
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+PUBLIC_URL = "https://1.1.1.1/hooks/refunds"
+SLACK_URL = "https://1.1.1.1/services/T0001/B0001/s3cr3tT0k3n"
+REPLAYS_PER_HOUR = 3
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(
+        postgres_url,
+        kafka_bootstrap,
+        refundflow_allow_private_webhook_urls=False,
+        webhook_endpoints_per_merchant=16,
+        webhook_replays_per_hour=REPLAYS_PER_HOUR,
+    ) as running:
+        # A notifier that is not there: calls to it fail at once, as when it is down.
+        running.app.state.notifier_link = NotifierLinkSettings(notifier_url=f"http://127.0.0.1:{free_port()}")
+        yield running
+
+
+def a_name_for_loopback() -> str:
+    """A host name (not an address, not ``localhost``) that this machine resolves to 127.0.0.1."""
+    hosts = Path("/etc/hosts").read_text().splitlines() if Path("/etc/hosts").exists() else []
+    names = [n for line in hosts if line.split()[:1] == ["127.0.0.1"] for n in line.split()[1:] if n != "localhost"]
+    for name in [*names, socket.gethostname()]:
+        try:
+            if socket.gethostbyname(name) == "127.0.0.1":
+                return name
+        except OSError:
+            continue
+    pytest.skip("no host name resolves to 127.0.0.1 on this machine")
+
+
+REFUSED = [
+    "http://127.0.0.1:8002/internal/v1/merchants",
+    "http://10.0.0.7/hook",
+    "http://192.168.1.1/hook",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://224.0.0.1/hook",
+    "http://240.0.0.1/hook",
+    "http://0x7f000001/hook",
+    "http://[::1]:5432/",
+    "http://localhost:8000/v1/payments",
+    "http://LOCALHOST./hook",
+    "ftp://1.1.1.1/file",
+    "https://user:password@1.1.1.1/hook",
+]
+
+
+async def test_webhook_and_slack_urls_must_be_public(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    endpoint = await intake.client.post(
+        "/v1/webhook-endpoints", headers=merchant, json={"url": PUBLIC_URL, "events": ["refund.succeeded"]}
+    )
+    assert endpoint.status_code == 201, endpoint.text
+    before = await intake.db.fetchval("SELECT count(*) FROM outbox")
+
+    for url in [*REFUSED, f"http://{a_name_for_loopback()}:8002/"]:
+        created = await intake.client.post(
+            "/v1/webhook-endpoints", headers=merchant, json={"url": url, "events": ["refund.succeeded"]}
+        )
+        updated = await intake.client.patch(
+            f"/v1/webhook-endpoints/{endpoint.json()['id']}", headers=merchant, json={"url": url}
+        )
+        slack = await intake.client.put("/v1/notification-settings", headers=merchant, json={"slack_webhook_url": url})
+        for answer in (created, updated, slack):
+            assert answer.status_code == 422, (url, answer.text)
+            assert answer.json()["error"]["code"] in ("url_not_allowed", "invalid_request"), (url, answer.text)
+        assert created.json()["error"]["code"] == "url_not_allowed" or url.startswith("ftp"), url
+
+    assert await intake.db.fetchval("SELECT count(*) FROM outbox") == before
+    kept = (await intake.client.get(f"/v1/webhook-endpoints/{endpoint.json()['id']}", headers=merchant)).json()
+    assert kept["url"] == PUBLIC_URL
+
+
+async def test_a_merchant_has_at_most_16_webhook_endpoints(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    body = {"url": PUBLIC_URL, "events": ["refund.succeeded"]}
+    created = [await intake.client.post("/v1/webhook-endpoints", headers=merchant, json=body) for _ in range(16)]
+    assert [r.status_code for r in created] == [201] * 16
+
+    seventeenth = await intake.client.post("/v1/webhook-endpoints", headers=merchant, json=body)
+    assert seventeenth.status_code == 409
+    assert seventeenth.json()["error"]["code"] == "too_many_webhook_endpoints"
+    await intake.client.delete(f"/v1/webhook-endpoints/{created[0].json()['id']}", headers=merchant)
+    assert (await intake.client.post("/v1/webhook-endpoints", headers=merchant, json=body)).status_code == 201
+
+
+async def test_replays_reach_back_30_days_at_most_and_are_rate_limited(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    endpoint = (
+        await intake.client.post(
+            "/v1/webhook-endpoints", headers=merchant, json={"url": PUBLIC_URL, "events": ["refund.succeeded"]}
+        )
+    ).json()
+    replay = f"/v1/webhook-endpoints/{endpoint['id']}/replay"
+
+    too_old = (intake.clock() - timedelta(days=30, minutes=1)).isoformat()
+    refused = await intake.client.post(replay, headers=merchant, json={"since": too_old})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "replay_window_exceeded"
+
+    recent = {"since": (intake.clock() - timedelta(days=29)).isoformat()}
+    answers = [await intake.client.post(replay, headers=merchant, json=recent) for _ in range(REPLAYS_PER_HOUR)]
+    # The notifier is down here: each allowed replay is a 503, which names no internal host.
+    assert [a.status_code for a in answers] == [503] * REPLAYS_PER_HOUR
+    assert {a.json()["error"]["code"] for a in answers} == {"notifier_unavailable"}
+    assert all("127.0.0.1" not in a.text and "Errno" not in a.text for a in answers)
+    one = await intake.client.post(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries/1/replay", headers=merchant)
+    assert one.status_code == 429 and one.json()["error"]["code"] == "rate_limited"
+    assert 0 < int(one.headers["Retry-After"]) <= 3600
+    other_merchant = await intake.merchant()
+    theirs = (
+        await intake.client.post(
+            "/v1/webhook-endpoints", headers=other_merchant, json={"url": PUBLIC_URL, "events": ["refund.failed"]}
+        )
+    ).json()
+    not_limited = await intake.client.post(
+        f"/v1/webhook-endpoints/{theirs['id']}/replay", headers=other_merchant, json=recent
+    )
+    assert not_limited.status_code == 503  # another merchant's budget is its own
+
+
+async def test_the_slack_url_is_sealed_on_the_topic_and_at_rest_and_never_shown_again(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant: Headers = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    saved = await intake.client.put(
+        "/v1/notification-settings",
+        headers=merchant,
+        json={"slack_webhook_url": SLACK_URL, "sender_name": "Acme Support"},
+    )
+    assert saved.status_code == 200, saved.text
+    shown = (await intake.client.get("/v1/notification-settings", headers=merchant)).json()
+    assert shown["slack_webhook_url"] is not None and "s3cr3tT0k3n" not in json.dumps(shown)
+    assert "s3cr3tT0k3n" not in saved.text
+
+    [event] = await intake.staged("notification_settings.configured", merchant_id)
+    assert "s3cr3tT0k3n" not in json.dumps(event) and "slack_webhook_url" not in event
+    key = intake.settings.webhook_secret_key
+    assert key is not None
+    assert SecretBox(key.get_secret_value()).open(event["sealed_slack_webhook_url"], merchant_id) == SLACK_URL
+    stored = await intake.db.fetchval(
+        "SELECT row_to_json(s)::text FROM notification_settings s WHERE merchant_id = $1", merchant_id
+    )
+    assert "s3cr3tT0k3n" not in stored
+
+    # Left out, the saved URL stays (it cannot be read back to send it again); null clears it.
+    await intake.client.put("/v1/notification-settings", headers=merchant, json={"sender_name": "Acme"})
+    kept = await intake.staged("notification_settings.configured", merchant_id)
+    assert SecretBox(key.get_secret_value()).open(kept[-1]["sealed_slack_webhook_url"], merchant_id) == SLACK_URL
+    await intake.client.put("/v1/notification-settings", headers=merchant, json={"slack_webhook_url": None})
+    cleared = await intake.staged("notification_settings.configured", merchant_id)
+    assert cleared[-1]["sealed_slack_webhook_url"] is None
+    assert (await intake.client.get("/v1/notification-settings", headers=merchant)).json()["slack_webhook_url"] is None

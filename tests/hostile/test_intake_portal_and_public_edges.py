@@ -1,0 +1,149 @@
+"""The edges strangers reach: portal tokens, what the portal shows, the public policy, commands that come early."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from refundflow_intake.refund_commands import submit_refund
+from refundflow_shared.consumer import TransientError
+from refundflow_shared.events import Event, RefundSubmit
+from tests.support.intake_harness import ADMIN, Headers, IntakeUnderTest, running_intake
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap, public_policy_max_age_seconds=60) as running:
+        yield running
+
+
+async def portal_for(intake: IntakeUnderTest, merchant: Headers, payment_id: str) -> Headers:
+    response = await intake.client.post(f"/v1/payments/{payment_id}/portal-token", headers=merchant)
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+async def test_a_bearer_that_is_not_ascii_is_a_401_not_a_500(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    token = (await portal_for(intake, merchant, payment["id"]))["Authorization"].removeprefix("Bearer ")
+    for value in (f"Bearer {token[:-1]}".encode() + "é".encode(), b"Bearer pt_a.\xc3\xa9", b"Bearer \xff\xfe"):
+        headers = {b"Authorization": value}
+        portal = await intake.client.post("/v1/portal/refund-requests", headers=headers, json={"reason": "duplicate"})
+        merchant_api = await intake.client.get("/v1/payments", headers=headers)
+        admin_api = await intake.client.post("/v1/merchants", headers=headers, json={"name": "x"})
+        assert (portal.status_code, merchant_api.status_code, admin_api.status_code) == (401, 401, 401), value
+
+
+async def test_the_portal_shows_only_the_customers_own_requests_and_only_the_note_meant_for_them(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    customer = await portal_for(intake, merchant, payment["id"])
+    internal = await intake.refund(
+        merchant, payment["id"], amount=100, reason="fraudulent", reason_details="suspected fraud ring"
+    )
+    hidden = await intake.client.get(f"/v1/portal/refund-requests/{internal['id']}", headers=customer)
+    assert hidden.status_code == 404 and "fraud" not in hidden.text
+
+    asked = await intake.client.post(
+        "/v1/portal/refund-requests", headers=customer, json={"reason": "technical_issue", "amount": 1_000}
+    )
+    assert asked.status_code == 201, asked.text
+    await intake.client.post(
+        f"/v1/refunds/{asked.json()['id']}/approve", headers=merchant, json={"note": "VIP, do not argue"}
+    )
+    tracked = (await intake.client.get(f"/v1/portal/refund-requests/{asked.json()['id']}", headers=customer)).json()
+    assert (tracked["status"], tracked["note"]) == ("processing", None)
+
+    again = await intake.client.post(
+        "/v1/portal/refund-requests", headers=customer, json={"reason": "duplicate", "amount": 500}
+    )
+    await intake.client.post(
+        f"/v1/refunds/{again.json()['id']}/reject", headers=merchant, json={"note": "Charged only once."}
+    )
+    rejected = (await intake.client.get(f"/v1/portal/refund-requests/{again.json()['id']}", headers=customer)).json()
+    assert (rejected["status"], rejected["note"]) == ("rejected", "Charged only once.")
+
+
+async def test_the_public_policy_is_cached_with_an_etag_and_not_read_on_every_call(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    public = f"/v1/public/merchants/{merchant_id}/refund-policy"
+    first = await intake.client.get(public)
+    assert first.status_code == 200
+    assert first.headers["Cache-Control"] == "public, max-age=60"
+    etag = first.headers["ETag"]
+
+    # Changed behind the API's back: within max-age the answer comes from memory, not the database.
+    await intake.db.execute(
+        "INSERT INTO refund_policies (merchant_id, product_id, policy) VALUES ($1, '', '{\"refund_window_days\": 30}')",
+        merchant_id,
+    )
+    cached = await intake.client.get(public)
+    assert (cached.json()["refund_window_days"], cached.headers["ETag"]) == (14, etag)
+    not_modified = await intake.client.get(public, headers={"If-None-Match": etag})
+    assert not_modified.status_code == 304 and not_modified.content == b""
+
+    intake.clock.advance(timedelta(seconds=61))
+    try:
+        fresh = await intake.client.get(public)
+    finally:
+        intake.clock.advance(-timedelta(seconds=61))
+    assert fresh.json()["refund_window_days"] == 30 and fresh.headers["ETag"] != etag
+
+    # The merchant's own change through the API shows at once.
+    await intake.client.put("/v1/refund-policy", headers=merchant, json={"refund_window_days": 21})
+    assert (await intake.client.get(public)).json()["refund_window_days"] == 21
+    unknown = await intake.client.get("/v1/public/merchants/mer_nobody/refund-policy")
+    assert unknown.status_code == 404
+
+
+async def test_a_command_for_a_payment_not_seen_yet_is_retried_before_it_is_refused(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    payment_id = f"pay_billing_{uuid.uuid4().hex}"
+    command = RefundSubmit(
+        payment_id=payment_id,
+        merchant_id=merchant_id,
+        idempotency_key="ticket-early",
+        reason="duplicate",
+        amount=500,
+        submitted_by="support-desk",
+    )
+    event = Event.wrap(command, source="refundflow/support-desk", sequence=1)
+
+    async with intake.db.acquire() as conn, conn.transaction():
+        with pytest.raises(TransientError):
+            await submit_refund(conn, event, command, now=intake.clock(), last_try=False)
+    # Meanwhile billing's payment.succeeded arrives (here: the platform registers it).
+    body = {
+        "merchant_id": merchant_id,
+        "customer_email": "ada@example.com",
+        "amount": 4_000,
+        "currency": "EUR",
+        "provider_payment_id": f"pi_{uuid.uuid4().hex}",
+        "paid_at": intake.clock().isoformat(),
+        "product": {"id": "prod_pro", "name": "Pro", "kind": "one_time"},
+    }
+    registered = (await intake.client.post("/v1/payments", headers=ADMIN, json=body)).json()
+    command = command.model_copy(update={"payment_id": registered["id"]})
+    async with intake.db.acquire() as conn, conn.transaction():
+        with pytest.raises(TransientError):
+            await submit_refund(
+                conn, event, command.model_copy(update={"payment_id": "pay_never"}), now=intake.clock(), last_try=False
+            )
+        assert await submit_refund(conn, event, command, now=intake.clock(), last_try=False) is None
+    refunds = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
+    assert [(r["payment_id"], r["amount"], r["channel"]) for r in refunds] == [(registered["id"], 500, "command")]
+
+    async with intake.db.acquire() as conn, conn.transaction():
+        never = command.model_copy(update={"payment_id": "pay_never", "idempotency_key": "ticket-late"})
+        refused = await submit_refund(conn, event, never, now=intake.clock(), last_try=True)
+    assert refused is not None and refused.code == "payment_not_found"

@@ -1,0 +1,152 @@
+"""The approval decision and the external-refund ledger moves, as pure functions: no database, no broker."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from refundflow_intake.approval_rules import (
+    ApprovalAsk,
+    ApprovalContext,
+    Approve,
+    AwaitAnotherApprover,
+    CancelOnly,
+    Unchanged,
+    decide_approval,
+)
+from refundflow_intake.domain import (
+    ApprovalExceedsRequest,
+    ExternalRefundChange,
+    InvalidTransition,
+    NotASubscription,
+    PaymentIsDisputed,
+    ProviderPaymentConflict,
+    RefundExceedsRefundable,
+    RefundStatus,
+    SubscriptionAction,
+    external_refund_change,
+)
+from refundflow_intake.refund_policy import RefundPolicy
+from refundflow_shared.money import Money
+
+PENDING = ApprovalContext(
+    status=RefundStatus.PENDING,
+    requested=5_000,
+    currency="EUR",
+    payment_amount=10_000,
+    held_by_others=0,
+    disputed=False,
+    provider_payment_conflict=False,
+    is_subscription=False,
+    approvals={},
+)
+ONE_APPROVER = RefundPolicy()
+TWO_APPROVERS = RefundPolicy(second_approval_above=Money(amount=1_000, currency="EUR"))
+
+
+def test_one_approval_is_enough_below_the_threshold() -> None:
+    decision = decide_approval(PENDING, ApprovalAsk(actor="api_key:a"), ONE_APPROVER)
+    assert decision == Approve(amount=5_000, action=None, extend_days=None, discarded=())
+
+
+def test_above_the_threshold_the_first_approval_waits_for_a_second_approver() -> None:
+    decision = decide_approval(PENDING, ApprovalAsk(actor="api_key:a"), TWO_APPROVERS)
+    assert decision == AwaitAnotherApprover(amount=5_000, step="approval_1_of_2", discarded=())
+
+
+def test_the_same_approver_again_for_the_same_amount_changes_nothing() -> None:
+    context = replace(PENDING, approvals={"api_key:a": 5_000})
+    assert decide_approval(context, ApprovalAsk(actor="api_key:a"), TWO_APPROVERS) == Unchanged()
+
+
+def test_a_second_approver_of_the_same_amount_approves() -> None:
+    context = replace(PENDING, approvals={"api_key:a": 4_000})
+    decision = decide_approval(context, ApprovalAsk(actor="api_key:b", amount=4_000), TWO_APPROVERS)
+    assert decision == Approve(amount=4_000, action=None, extend_days=None, discarded=())
+
+
+def test_a_second_approver_of_another_amount_restarts_the_approval() -> None:
+    context = replace(PENDING, approvals={"api_key:a": 4_000})
+    decision = decide_approval(context, ApprovalAsk(actor="api_key:b"), TWO_APPROVERS)
+    assert decision == AwaitAnotherApprover(amount=5_000, step="approval_1_of_2", discarded=("api_key:a",))
+
+
+def test_the_first_approver_changing_the_amount_restarts_with_themself() -> None:
+    context = replace(PENDING, approvals={"api_key:a": 4_000})
+    decision = decide_approval(context, ApprovalAsk(actor="api_key:a", amount=3_000), TWO_APPROVERS)
+    assert decision == AwaitAnotherApprover(amount=3_000, step="approval_1_of_2", discarded=("api_key:a",))
+
+
+def test_a_disputed_payment_is_never_refunded_but_a_cancel_only_still_closes() -> None:
+    disputed = replace(PENDING, disputed=True, is_subscription=True)
+    with pytest.raises(PaymentIsDisputed):
+        decide_approval(disputed, ApprovalAsk(actor="api_key:a"), ONE_APPROVER)
+    cancel = ApprovalAsk(actor="api_key:a", subscription_action=SubscriptionAction.CANCEL_ONLY, extend_days=3)
+    assert decide_approval(disputed, cancel, ONE_APPROVER) == CancelOnly(extend_days=3)
+
+
+def test_a_provider_payment_in_doubt_is_never_refunded() -> None:
+    with pytest.raises(ProviderPaymentConflict):
+        decide_approval(replace(PENDING, provider_payment_conflict=True), ApprovalAsk(actor="a"), ONE_APPROVER)
+
+
+def test_approval_fits_what_is_left_besides_this_refunds_own_hold() -> None:
+    context = replace(PENDING, held_by_others=6_000)  # an external refund took 6000 of 10000 meanwhile
+    with pytest.raises(RefundExceedsRefundable):
+        decide_approval(context, ApprovalAsk(actor="a"), ONE_APPROVER)
+    assert isinstance(decide_approval(context, ApprovalAsk(actor="a", amount=4_000), ONE_APPROVER), Approve)
+
+
+@pytest.mark.parametrize("amount", [0, 5_001])
+def test_approval_is_between_one_and_the_amount_asked(amount: int) -> None:
+    with pytest.raises(ApprovalExceedsRequest):
+        decide_approval(PENDING, ApprovalAsk(actor="a", amount=amount), ONE_APPROVER)
+
+
+def test_subscription_choices_on_a_one_time_payment_are_refused() -> None:
+    with pytest.raises(NotASubscription):
+        decide_approval(PENDING, ApprovalAsk(actor="a", extend_days=7), ONE_APPROVER)
+
+
+def test_a_subscription_refund_cancels_it_unless_told_otherwise() -> None:
+    subscription = replace(PENDING, is_subscription=True)
+    decision = decide_approval(subscription, ApprovalAsk(actor="a"), ONE_APPROVER)
+    assert isinstance(decision, Approve) and decision.action is SubscriptionAction.REFUND_AND_CANCEL
+
+
+def test_approving_again_once_processing_changes_nothing_and_a_closed_refund_refuses() -> None:
+    assert decide_approval(replace(PENDING, status=RefundStatus.PROCESSING), ApprovalAsk("a"), ONE_APPROVER) == (
+        Unchanged()
+    )
+    with pytest.raises(InvalidTransition):
+        decide_approval(replace(PENDING, status=RefundStatus.REJECTED), ApprovalAsk("a"), ONE_APPROVER)
+
+
+NONE = ExternalRefundChange(hold=False, release=False, debit=False, credit_back=False)
+
+
+@pytest.mark.parametrize(
+    ("before", "reported", "change"),
+    [
+        (None, "pending", replace(NONE, hold=True)),
+        (None, "succeeded", replace(NONE, debit=True)),
+        (None, "failed", NONE),
+        ("pending", "succeeded", replace(NONE, release=True, debit=True)),
+        ("pending", "failed", replace(NONE, release=True)),
+        ("succeeded", "failed", replace(NONE, credit_back=True)),
+    ],
+)
+def test_each_external_refund_transition_moves_the_ledger_once(
+    before: str | None, reported: str, change: ExternalRefundChange
+) -> None:
+    assert external_refund_change(before, reported) == change
+
+
+@pytest.mark.parametrize(
+    ("before", "reported"),
+    [("pending", "pending"), ("succeeded", "succeeded"), ("succeeded", "pending"), ("failed", "succeeded"),
+     ("failed", "pending"), ("failed", "failed")],
+)  # fmt: skip
+def test_repeats_and_backward_reports_move_nothing(before: str, reported: str) -> None:
+    assert external_refund_change(before, reported) is None
