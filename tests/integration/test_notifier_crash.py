@@ -134,13 +134,15 @@ async def _setup(
         "TOPIC_PREFIX": prefix,
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_port),
-        "SMTP_TIMEOUT_SECONDS": "1",  # the lease of a claimed message is 3x this plus 5 s
+        "SMTP_TIMEOUT_SECONDS": "1",
         "MESSAGE_POLL_INTERVAL_SECONDS": "0.2",
         "CONSUMER_RETRY_BASE_SECONDS": "0.05",
         "WEBHOOK_SECRET_KEY": TEST_SECRET_KEY,
         # Generous for a loaded CI machine: a receiver answering after the timeout is retried, legitimately twice.
-        "WEBHOOK_TIMEOUT_SECONDS": "3",  # the lease of a claimed delivery is 2x this plus 5 s
+        "WEBHOOK_TIMEOUT_SECONDS": "3",
+        "LEASE_MARGIN_SECONDS": "2",  # a lease is the call's deadline plus this: a crashed claim is retried soon
         "WEBHOOK_POLL_INTERVAL_SECONDS": "0.2",
+        "REFUNDFLOW_ALLOW_PRIVATE_WEBHOOK_URLS": "true",  # the receiver is on 127.0.0.1
     }
     recipients = [f"customer{n}.{uuid.uuid4().hex[:6]}@example.com" for n in range(3)]
     return mail, recipients, env, EventFeed(producer, prefix)
