@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -212,6 +213,9 @@ async def test_a_notifier_killed_mid_delivery_sends_each_webhook_once_or_again_u
     for delivery in http.received["hooks"]:
         Webhook(secret).verify(delivery.body, delivery.headers)
     if duplicates_allowed:
-        assert len(ids) <= len(events) + 1, "only the delivery in the window went twice, with the same webhook-id"
+        # Every delivery in flight at the crash (several per endpoint) had been answered and not recorded:
+        # each of those goes again, once, under its own webhook-id, so the receiver can drop the copy.
+        assert set(ids) == {str(e.id) for e in events}
+        assert max(Counter(ids).values()) <= 2, "a delivery in the window went at most twice, with the same id"
     else:
         assert sorted(ids) == sorted(str(e.id) for e in events), "each webhook exactly once"
