@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -134,13 +135,15 @@ async def _setup(
         "TOPIC_PREFIX": prefix,
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_port),
-        "SMTP_TIMEOUT_SECONDS": "1",  # the lease of a claimed message is 3x this plus 5 s
+        "SMTP_TIMEOUT_SECONDS": "1",
         "MESSAGE_POLL_INTERVAL_SECONDS": "0.2",
         "CONSUMER_RETRY_BASE_SECONDS": "0.05",
         "WEBHOOK_SECRET_KEY": TEST_SECRET_KEY,
         # Generous for a loaded CI machine: a receiver answering after the timeout is retried, legitimately twice.
-        "WEBHOOK_TIMEOUT_SECONDS": "3",  # the lease of a claimed delivery is 2x this plus 5 s
+        "WEBHOOK_TIMEOUT_SECONDS": "3",
+        "LEASE_MARGIN_SECONDS": "2",  # a lease is the call's deadline plus this: a crashed claim is retried soon
         "WEBHOOK_POLL_INTERVAL_SECONDS": "0.2",
+        "REFUNDFLOW_ALLOW_PRIVATE_WEBHOOK_URLS": "true",  # the receiver is on 127.0.0.1
     }
     recipients = [f"customer{n}.{uuid.uuid4().hex[:6]}@example.com" for n in range(3)]
     return mail, recipients, env, EventFeed(producer, prefix)
@@ -210,6 +213,9 @@ async def test_a_notifier_killed_mid_delivery_sends_each_webhook_once_or_again_u
     for delivery in http.received["hooks"]:
         Webhook(secret).verify(delivery.body, delivery.headers)
     if duplicates_allowed:
-        assert len(ids) <= len(events) + 1, "only the delivery in the window went twice, with the same webhook-id"
+        # Every delivery in flight at the crash (several per endpoint) had been answered and not recorded:
+        # each of those goes again, once, under its own webhook-id, so the receiver can drop the copy.
+        assert set(ids) == {str(e.id) for e in events}
+        assert max(Counter(ids).values()) <= 2, "a delivery in the window went at most twice, with the same id"
     else:
         assert sorted(ids) == sorted(str(e.id) for e in events), "each webhook exactly once"

@@ -11,7 +11,15 @@ from email.message import EmailMessage
 import asyncpg
 import pytest
 
-from refundflow_shared.events import RefundApproved, RefundFailed, RefundRejected, RefundRequested, RefundSucceeded
+from refundflow_shared.events import (
+    RefundApproved,
+    RefundFailed,
+    RefundRejected,
+    RefundRequested,
+    RefundReversed,
+    RefundSucceeded,
+    TeamAlertRaised,
+)
 from tests.conftest import create_database
 from tests.support.notifier_harness import EventFeed, configure_team, notifier_settings, running_notifier
 from tests.support.notifier_receivers import (
@@ -103,7 +111,7 @@ async def test_a_request_is_acknowledged_with_what_happens_next_from_the_merchan
     assert message["Subject"] == "We received your refund request for €49.99"
     assert "within 2 business days" in text_of(message)
     [sender] = message["From"].addresses
-    assert (sender.display_name, sender.addr_spec) == ("Acme Software", "refunds@refundflow.test")
+    assert (sender.display_name, sender.addr_spec) == ("Acme Software via Refundflow", "refunds@refundflow.test")
     assert message["Reply-To"] == "support@acme.example"
 
 
@@ -138,17 +146,27 @@ async def test_a_failure_tells_the_customer_the_merchant_follows_up_without_prov
     assert "insufficient" not in message.as_string() and "Stripe" not in message.as_string()
 
 
-async def test_a_success_that_later_fails_sends_a_follow_up(world: World) -> None:
+async def test_a_reversed_refund_tells_the_customer_why_and_what_happens_next(world: World) -> None:
     to, refund = customer(), ids()
-    common = {**refund, "customer_email": to, "amount": 2500, "currency": "GBP"}
-    await world.feed.publish(RefundSucceeded(**common, provider_refund_id="re_2"))
+    team = f"team.{uuid.uuid4().hex[:8]}@acme.example"
+    await configure_team(world.feed, world.pool, refund["merchant_id"], team_email=team)
+    common = {**refund, "customer_email": to, "amount": 2500, "currency": "GBP", "provider_refund_id": "re_2"}
+    await world.feed.publish(RefundSucceeded(**common))
     await mails_to(world, to, 1)
-    await world.feed.publish(RefundFailed(**common, failure_reason="provider_reversed"))
+    await world.feed.publish(
+        RefundReversed(**common, failure_reason="expired_or_canceled_card", failure_message="card_expired at bank")
+    )
 
     first, follow_up = await mails_to(world, to, 2)
     assert first["Subject"] == "Your refund of £25.00 is on its way"
-    assert follow_up["Subject"] == "Update on your refund of £25.00"
-    assert "told you earlier" in text_of(follow_up)
+    assert follow_up["Subject"] == "Your refund of £25.00 could not be completed"
+    text = text_of(follow_up)
+    assert "the card it was sent to has expired or been cancelled" in text
+    assert "What happens next" in text and "will contact you" in text
+    assert "card_expired at bank" not in follow_up.as_string(), "the provider's own words stay with the team"
+    [alert] = await mails_to(world, team)
+    assert alert["Subject"] == "[Refundflow] Refund reversed: £25.00"
+    assert "the customer was not refunded" in text_of(alert) and "card_expired at bank" in text_of(alert)
 
 
 async def test_a_duplicate_event_sends_no_second_email_or_alert(world: World) -> None:
@@ -236,3 +254,30 @@ async def test_a_deferred_email_is_retried_and_delivered_once(world: World) -> N
     assert to in world.mail.deferred, "the first attempt was answered 451"
     row = await world.pool.fetchrow("SELECT status, attempts FROM messages WHERE recipient = $1", to)
     assert row is not None and (row["status"], row["attempts"]) == ("sent", 2)
+
+
+async def test_a_raised_team_alert_reaches_slack_and_the_team_email_with_its_details(world: World) -> None:
+    merchant_id = ids()["merchant_id"]
+    team, slack = f"team.{uuid.uuid4().hex[:8]}@acme.example", uuid.uuid4().hex
+    await configure_team(world.feed, world.pool, merchant_id, slack=world.http.url(slack), team_email=team)
+    await world.feed.publish(
+        TeamAlertRaised(
+            merchant_id=merchant_id,
+            kind="refund_needs_attention",
+            title="Refund ref_7 cannot finish on its own",
+            details={"why": "the provider refused the key <twice>", "what to do": "refund it by hand"},
+            refund_id="ref_7",
+        )
+    )
+
+    [alert] = await mails_to(world, team)
+    assert alert["Subject"] == "[Refundflow] Refund ref_7 cannot finish on its own"
+    assert "what to do: refund it by hand" in text_of(alert) and "refund: ref_7" in text_of(alert)
+    assert "&lt;twice&gt;" in html_of(alert)
+    await eventually(lambda: _count(world.http, slack, 1))
+    assert json.loads(world.http.received[slack][0].body)["text"].splitlines() == [
+        "Refund ref_7 cannot finish on its own",
+        "• refund: ref_7",
+        "• why: the provider refused the key &lt;twice&gt;",
+        "• what to do: refund it by hand",
+    ]

@@ -24,6 +24,7 @@ from refundflow_intake.notifier_client import NotifierLinkSettings
 from refundflow_intake.settings import IntakeSettings
 from refundflow_notifier.app import create_app as create_notifier
 from refundflow_shared.events import RefundSucceeded, topic_for
+from refundflow_shared.secret_box import SecretBox
 from tests.conftest import create_database
 from tests.support.infrastructure import free_port
 from tests.support.kafka_reader import read_topic
@@ -264,6 +265,11 @@ async def test_team_channels_are_set_with_put_and_reach_the_notifier(world: Worl
         return row is not None and row["team_email"] == "team@acme.example"
 
     await eventually(stored, timeout=60)
+    sealed = await world.notifier_db.fetchval(
+        "SELECT sealed_slack_webhook_url FROM merchant_settings WHERE merchant_id = $1", merchant_id
+    )
+    assert slack not in sealed, "the Slack URL, a credential, rests sealed"
+    assert SecretBox(TEST_SECRET_KEY).open(sealed, context=merchant_id) == body["slack_webhook_url"]
     bad = await world.api.put("/v1/notification-settings", headers=auth, json={"team_email": "nope"})
     assert bad.status_code == 422
     assert json.loads(bad.text)["error"]["code"] == "invalid_request"

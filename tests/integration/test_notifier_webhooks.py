@@ -14,6 +14,7 @@ from standardwebhooks.webhooks import Webhook
 from refundflow_notifier.webhook_signing import new_signing_secret
 from refundflow_shared.events import PaymentRefunded, RefundRequested, RefundSucceeded
 from tests.conftest import create_database
+from tests.support.infrastructure import free_port
 from tests.support.notifier_harness import (
     EventFeed,
     configure_endpoint,
@@ -133,9 +134,9 @@ async def test_500s_and_a_timeout_are_retried_until_the_endpoint_answers(world: 
         endpoint,
     )
     assert [(r["attempt"], r["status_code"], r["error"]) for r in log] == [
-        (1, 500, None),
+        (1, 500, "http_500"),
         (2, None, "timeout"),
-        (3, 503, None),
+        (3, 503, "http_503"),
         (4, 204, None),
     ]
 
@@ -187,7 +188,14 @@ async def test_a_slow_endpoint_does_not_hold_up_another(world: World) -> None:
 
     fast_ones = await received(world, fast, 3)
     slow_ones = await received(world, slow, 3)
-    assert fast_ones[-1].arrived < slow_ones[1].answered, "the fast endpoint got all three before the slow one got two"
+
+    async def all_answered() -> bool:
+        return all(r.answered for r in slow_ones)
+
+    await eventually(all_answered)
+    first_answer = min(r.answered for r in slow_ones)
+    assert fast_ones[-1].arrived < first_answer, "the fast endpoint got all three before the slow one answered one"
+    assert max(r.arrived for r in slow_ones) < first_answer, "the slow endpoint's three were in flight together"
 
 
 async def test_a_duplicate_event_is_delivered_once(world: World) -> None:
@@ -202,3 +210,33 @@ async def test_a_duplicate_event_is_delivered_once(world: World) -> None:
     deliveries = await received(world, name, 2)
     await asyncio.sleep(1)
     assert sorted(d.headers["webhook-id"] for d in deliveries) == sorted([str(event.id), str(marker.id)])
+
+
+async def test_a_failed_call_is_logged_as_a_coarse_category_never_a_socket_error(world: World) -> None:
+    m, secret = merchant(), new_signing_secret()
+    closed_port = free_port()  # nothing listens there
+    refused = await configure_endpoint(
+        world.feed, world.pool, m, f"http://127.0.0.1:{closed_port}/hook", ["refund.succeeded"], secret=secret
+    )
+    not_tls = await configure_endpoint(  # TLS spoken to a plain HTTP server
+        world.feed, world.pool, m, f"https://127.0.0.1:{world.http.port}/hook", ["refund.succeeded"], secret=secret
+    )
+    bad_secret = await configure_endpoint(  # no whsec_ key: nothing can be signed with it
+        world.feed, world.pool, m, world.http.url(uuid.uuid4().hex), ["refund.succeeded"], secret="whsec_x"
+    )
+    endpoints = [refused, not_tls, bad_secret]
+    await world.feed.publish(succeeded(m))
+
+    async def first_attempts() -> dict[str, str]:
+        rows = await world.pool.fetch(
+            "SELECT d.endpoint_id, a.error FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id"
+            " WHERE d.endpoint_id = ANY($1) AND a.attempt = 1",
+            endpoints,
+        )
+        return {r["endpoint_id"]: r["error"] for r in rows}
+
+    async def all_tried() -> bool:
+        return len(await first_attempts()) == len(endpoints)
+
+    await eventually(all_tried)
+    assert await first_attempts() == {refused: "connection_failed", not_tls: "tls_error", bad_secret: "signing_failed"}

@@ -1,13 +1,17 @@
-"""Serve an ASGI app on a real 127.0.0.1 port inside the test's own event loop."""
+"""Real HTTP servers inside the test's own event loop: an ASGI app on a 127.0.0.1 port, and a raw hostile one."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+
+from tests.support.infrastructure import free_port
 
 
 @asynccontextmanager
@@ -25,3 +29,108 @@ async def serving(app: Any, port: int) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@dataclass
+class HostileHttpServer:
+    """A raw HTTP/1.1 server on real sockets, answering every POST the way ``behaviour`` says:
+
+    ``drip``: 200, then one byte a second for as long as the client listens; ``flood``: 200, then
+    ``flood_bytes`` as fast as the client reads; ``ok``: an empty 200. It counts every connection it accepts
+    (a refused call must not even connect), the bytes it managed to send, and the most requests that were open
+    at once: in all, per path, and per delivery (path and ``webhook-id``).
+    """
+
+    behaviour: str = "ok"
+    flood_bytes: int = 0
+    port: int = 0
+    connections: int = 0
+    bytes_sent: int = 0
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    # Requests open now, and the most open at once: "*" for all, per path, and per "<path> <webhook-id>".
+    open_now: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    most_open: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    handlers: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}/{path}"
+
+    def open_total(self) -> int:
+        return self.open_now["*"]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        try:
+            while True:  # keep-alive: one request after another on this connection
+                head = await reader.readuntil(b"\r\n\r\n")
+                request_line, *lines = head.decode("latin-1").split("\r\n")
+                headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines if h)}
+                await reader.readexactly(int(headers.get("content-length", "0")))
+                path = request_line.split(" ")[1].lstrip("/")
+                self.requests.append((path, headers))
+                keys = {"*", path, f"{path} {headers.get('webhook-id', '')}"}
+                for key in keys:
+                    self.open_now[key] += 1
+                    self.most_open[key] = max(self.most_open[key], self.open_now[key])
+                try:
+                    await self._answer(reader, writer)
+                finally:
+                    for key in keys:
+                        self.open_now[key] -= 1
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # the client went away: that is what a capped or timed-out call does
+        finally:
+            self.handlers.discard(task)
+            writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.behaviour == "ok":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+        if self.behaviour == "drip":
+            while True:
+                writer.write(b"1\r\nx\r\n")
+                await writer.drain()
+                self.bytes_sent += 1
+                try:
+                    if await asyncio.wait_for(reader.read(1), timeout=1.0) == b"":
+                        raise ConnectionResetError("the client closed the connection")
+                except TimeoutError:
+                    continue
+        chunk = b"x" * 65536
+        for _ in range(self.flood_bytes // len(chunk)):
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()  # backpressure: this waits while the client does not read
+            self.bytes_sent += len(chunk)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+
+@asynccontextmanager
+async def hostile_http_server(
+    behaviour: str = "ok", *, flood_bytes: int = 0, hosts: tuple[str, ...] = ("127.0.0.1",)
+) -> AsyncIterator[HostileHttpServer]:
+    """Listen on one free port on every host in ``hosts`` (e.g. 127.0.0.1 and ::1)."""
+    server = HostileHttpServer(behaviour, flood_bytes)
+    for _ in range(20):
+        server.port = free_port()
+        try:
+            listening = await asyncio.start_server(server._serve, host=list(hosts), port=server.port)
+            break
+        except OSError:
+            continue  # the port was free on 127.0.0.1 but not on another host: pick another
+    else:
+        raise RuntimeError("no port free on every host")
+    try:
+        yield server
+    finally:
+        listening.close()
+        for handler in list(server.handlers):  # a dripping answer never ends on its own
+            handler.cancel()
+        await asyncio.gather(*server.handlers, return_exceptions=True)
+        await listening.wait_closed()

@@ -42,6 +42,7 @@ def notifier_settings(database_url: str, kafka: str, smtp_port: int, **overrides
         "webhook_retry_schedule_seconds": [0, 0.2, 0.2, 0.3],
         "webhook_timeout_seconds": 2.0,  # room for a loaded machine; the slow answers in tests take 3 s
         "webhook_disable_after_failed_events": 2,
+        "refundflow_allow_private_webhook_urls": True,  # the receivers are on 127.0.0.1
         **overrides,
     }
     return NotifierSettings.model_validate(values)
@@ -85,16 +86,28 @@ async def running_notifier(settings: NotifierSettings) -> AsyncIterator[tuple[Ev
             await producer.stop()
 
 
+def seal_slack_url(url: str, merchant_id: str) -> str:
+    """As intake sends it: sealed with the shared key, bound to the merchant."""
+    return SecretBox(TEST_SECRET_KEY).seal(url, context=merchant_id)
+
+
 async def configure_team(
-    feed: EventFeed, pool: asyncpg.Pool, merchant_id: str, *, slack: str | None = None, team_email: str | None = None
+    feed: EventFeed,
+    pool: asyncpg.Pool,
+    merchant_id: str,
+    *,
+    slack: str | None = None,
+    team_email: str | None = None,
+    sender_name: str | None = "Acme Software",
+    reply_to: str | None = "support@acme.example",
 ) -> None:
     await feed.publish(
         NotificationSettingsConfigured(
             merchant_id=merchant_id,
             team_email=team_email,
-            slack_webhook_url=slack,
-            sender_name="Acme Software",
-            reply_to="support@acme.example",
+            sealed_slack_webhook_url=seal_slack_url(slack, merchant_id) if slack else None,
+            sender_name=sender_name,
+            reply_to=reply_to,
         )
     )
 

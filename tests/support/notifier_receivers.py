@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import ssl
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,7 @@ from typing import Any
 
 import uvicorn
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,17 +25,22 @@ from starlette.routing import Route
 from tests.support.infrastructure import free_port
 from tests.support.probe_service import eventually
 
+SMTP_USER, SMTP_PASSWORD = "refundflow", "relay-password"
 REJECTING_DOMAIN = "rejected.example"
 DEFERRING_DOMAIN = "deferred.example"  # answered 451 (try again later) the first time
 
 
 class CapturingSmtpHandler:
     """Keeps every accepted message; refuses recipients at ``rejected.example`` with a 550, and defers each
-    recipient at ``deferred.example`` once with a 451."""
+    recipient at ``deferred.example`` once with a 451. Notes, per message, whether it came over TLS and on
+    which connection, and every AUTH attempt with whether the connection was encrypted at that moment."""
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.deferred: list[str] = []
+        self.over_tls: list[bool] = []
+        self.connections: set[int] = set()
+        self.auth_attempts: list[tuple[str, bool]] = []  # (user, encrypted)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -53,17 +59,31 @@ class CapturingSmtpHandler:
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         self.messages.append(parsed)
+        self.over_tls.append(session.ssl is not None)
+        self.connections.add(id(session))
         return "250 Message accepted for delivery"
+
+    def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        self.auth_attempts.append((data.login.decode(), session.ssl is not None))
+        return AuthResult(success=(data.login, data.password) == (SMTP_USER.encode(), SMTP_PASSWORD.encode()))
 
     def to(self, recipient: str) -> list[EmailMessage]:
         return [m for m in self.messages if m["To"] == recipient]
 
 
 @contextmanager
-def smtp_server() -> Iterator[tuple[CapturingSmtpHandler, int]]:
+def smtp_server(
+    *, starttls: ssl.SSLContext | None = None, with_auth: bool = False, port: int | None = None
+) -> Iterator[tuple[CapturingSmtpHandler, int]]:
+    """An SMTP server on 127.0.0.1; ``starttls`` offers STARTTLS with that context; ``with_auth`` offers AUTH
+    even on an unencrypted connection (as a careless relay would), accepting SMTP_USER / SMTP_PASSWORD."""
     handler = CapturingSmtpHandler()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    port = port or free_port()
+    options: dict[str, Any] = {"tls_context": starttls}
+    if with_auth:
+        options |= {"authenticator": handler.authenticate, "auth_require_tls": False}
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
         yield handler, port

@@ -1,29 +1,34 @@
-"""The notifier's pure rules: amounts as customers read them, the retry schedule, signatures, secrets."""
+"""The notifier's pure rules: amounts, the retry schedule, signatures, secrets, alerts and email headers."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from refundflow_notifier.amount_format import format_amount
-from refundflow_notifier.email_messages import InvalidAddress, check_address
+from refundflow_notifier.email_messages import InvalidAddress, build_email, check_address, header_text
 from refundflow_notifier.notification_rules import (
     ALERT_ONLY_EVENT_TYPES,
+    EmailContent,
     MerchantPreferences,
+    TeamAlert,
     customer_email,
     team_alerts,
 )
 from refundflow_notifier.retry_schedule import disables_endpoint, is_success, next_delay
-from refundflow_notifier.settings import DEFAULT_WEBHOOK_SCHEDULE
+from refundflow_notifier.settings import DEFAULT_WEBHOOK_SCHEDULE, NotifierSettings
 from refundflow_notifier.webhook_signing import new_signing_secret, signed_headers
 from refundflow_shared.events import (
     EVENT_DATA_TYPES,
     WEBHOOK_EVENT_TYPES,
     RefundFailed,
+    RefundReversed,
     RefundReviewOverdue,
     RefundSucceeded,
+    TeamAlertRaised,
 )
 from refundflow_shared.secret_box import SecretBox, SecretBoxError, generate_key
 
@@ -80,7 +85,16 @@ def test_a_sealed_secret_opens_only_with_the_key_and_for_its_endpoint() -> None:
 
 def test_addresses_no_server_would_take_are_refused_before_sending() -> None:
     assert check_address("ada@example.com") == "ada@example.com"
-    for bad in ("", "ada", "ada@", "@example.com", "ada@localhost", "ada lovelace@example.com"):
+    for bad in (
+        "",
+        "ada",
+        "ada@",
+        "@example.com",
+        "ada@localhost",
+        "ada lovelace@example.com",
+        "ada@exämple.com",
+        "ada@example.com\r\nBcc: eve@example.com",
+    ):
         with pytest.raises(InvalidAddress):
             check_address(bad)
 
@@ -89,18 +103,24 @@ def _prefs() -> MerchantPreferences:
     return MerchantPreferences(review_target="within 2 business days", refund_process_time="5–10 business days")
 
 
-def test_a_failure_after_a_reported_success_sends_a_follow_up_not_the_plain_failure() -> None:
+def test_a_failure_and_a_reversal_each_get_their_own_email_without_provider_internals() -> None:
     common = {"merchant_id": "m", "payment_id": "p", "refund_id": "r", "customer_email": "a@example.com"}
     failed = RefundFailed(**common, amount=100, currency="EUR", failure_reason="provider_declined")
-    plain = customer_email(failed, _prefs(), previous_outcome=None)
-    follow_up = customer_email(failed, _prefs(), previous_outcome="succeeded")
+    plain = customer_email(failed, _prefs())
     assert plain is not None and plain.kind == "refund_failed"
+    assert "provider_declined" not in str(plain.context), "no provider internals in customer emails"
+    reversed_ = RefundReversed(
+        **common, amount=100, currency="EUR", provider_refund_id="re_1", failure_reason="insufficient_funds"
+    )
+    follow_up = customer_email(reversed_, _prefs())
     assert follow_up is not None and follow_up.kind == "refund_reversed"
+    assert follow_up.context["why"] == "the payment provider could not complete it", (
+        "the merchant's balance is not the customer's business"
+    )
     succeeded = customer_email(
-        RefundSucceeded(**common, amount=100, currency="EUR", provider_refund_id="re_1"), _prefs(), None
+        RefundSucceeded(**common, amount=100, currency="EUR", provider_refund_id="re_1"), _prefs()
     )
     assert succeeded is not None and "€1.00" in succeeded.subject
-    assert "provider_declined" not in str(plain.context), "no provider internals in customer emails"
 
 
 def test_an_overdue_review_alerts_the_team_with_the_target() -> None:
@@ -115,8 +135,60 @@ def test_an_overdue_review_alerts_the_team_with_the_target() -> None:
     )
     [alert] = team_alerts(overdue)
     assert alert.title == "Refund review overdue: ¥1,500"
-    assert "review target: 48 hours" in alert.text()
+    assert "review target: 48 hours" in alert.slack_text()
 
 
 def test_every_event_the_notifier_speaks_about_is_in_the_contract() -> None:
     assert set(WEBHOOK_EVENT_TYPES) | set(ALERT_ONLY_EVENT_TYPES) <= set(EVENT_DATA_TYPES)
+
+
+def test_a_raised_team_alert_is_rendered_with_its_refund_payment_and_details() -> None:
+    raised = TeamAlertRaised(
+        merchant_id="m",
+        kind="refund_stuck",
+        title="A refund needs a person",
+        details={"why": "the provider keeps answering 500", "since": "2026-11-20"},
+        refund_id="ref_1",
+    )
+    [alert] = team_alerts(raised)
+    assert (alert.kind, alert.title) == ("refund_stuck", "A refund needs a person")
+    assert alert.slack_text().splitlines() == [
+        "A refund needs a person",
+        "• refund: ref_1",
+        "• why: the provider keeps answering 500",
+        "• since: 2026-11-20",
+    ]
+
+
+def test_slack_text_cannot_mention_the_channel_or_smuggle_a_link() -> None:
+    alert = TeamAlert("k", "Hello <!channel>", {"note": "<https://evil.example|your bank> & more"})
+    text = alert.slack_text()
+    assert "<" not in text and ">" not in text
+    assert "&lt;!channel&gt;" in text and "&amp; more" in text
+
+
+def test_merchant_set_header_values_cannot_break_or_spoof_a_header() -> None:
+    prefs = MerchantPreferences(
+        review_target="soon",
+        refund_process_time="soon",
+        sender_name="Bank\r\nBcc: victim@example.com\u202e Security",
+        reply_to="attacker@evil.example\r\nX-Injected: 1",
+    )
+    content = EmailContent("refund_rejected", "About\r\nyour refund", {"refund_id": "r", "note": None})
+    message = build_email(
+        uuid.uuid4(), content, mail_from="Refundflow <refunds@rf.example>", prefs=prefs, recipient="a@example.com"
+    )
+    raw = message.as_string()
+    assert "\nBcc:" not in raw and "X-Injected" not in raw and "\u202e" not in raw
+    assert message["From"].addresses[0].display_name == "Bank Bcc: victim@example.com Security via Refundflow"
+    assert message["From"].addresses[0].addr_spec == "refunds@rf.example", "always our own address"
+    assert message["Reply-To"] is None, "an unusable Reply-To is left out, the email still goes"
+    assert message["Subject"] == "About your refund"
+    assert header_text("A\x00B\tC  D") == "AB C D"
+
+
+def test_credentials_with_tls_off_are_a_configuration_error() -> None:
+    with pytest.raises(ValueError, match="clear text"):
+        NotifierSettings(smtp_tls="none", smtp_username="refundflow")
+    assert NotifierSettings(smtp_tls="none").smtp_tls == "none", "a local sink needs neither"
+    assert NotifierSettings().smtp_tls == "opportunistic"

@@ -1,33 +1,64 @@
-"""The notifier's wiring: consumer, the message and webhook workers, the internal API and health endpoints."""
+"""The notifier's wiring: consumer, the message and webhook workers, retention, the internal API and health."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
-import httpx
 from fastapi import FastAPI
 
-from refundflow_notifier import event_handlers
+from refundflow_notifier import event_handlers, merchant_settings
 from refundflow_notifier.internal_api import internal_router
 from refundflow_notifier.message_worker import MessageWorker
+from refundflow_notifier.outbound_http import outbound_client
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.smtp_mailer import SmtpMailer
 from refundflow_notifier.webhook_worker import WebhookWorker
 from refundflow_shared.http_service import health_router
+from refundflow_shared.retention import RetentionRule
+from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def retention_rules(settings: NotifierSettings) -> list[RetentionRule]:
+    """Finished messages (their content is wiped when they finish) and the webhook log go after their time;
+    pending work is never touched. A delivery takes its attempts with it; an event goes once no delivery
+    refers to it."""
+    messages = timedelta(days=settings.message_retention_days)
+    webhooks = timedelta(days=settings.webhook_retention_days)
+    return [
+        RetentionRule("messages", "finished_at", messages, "status <> 'pending'"),
+        RetentionRule("webhook_deliveries", "finished_at", webhooks, "status <> 'pending'"),
+        RetentionRule(
+            "webhook_events",
+            "occurred_at",
+            webhooks,
+            "NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = webhook_events.event_id)",
+        ),
+    ]
+
+
 async def run_workers(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
     """Send queued messages and deliver queued webhooks until cancelled."""
-    # Redirects are not followed: a webhook goes where the merchant said, and nowhere else.
-    limits = httpx.Limits(max_connections=settings.webhook_max_in_flight + settings.message_concurrency)
-    async with httpx.AsyncClient(follow_redirects=False, limits=limits) as http, asyncio.TaskGroup() as workers:
-        messages = MessageWorker(runtime.pool, settings, SmtpMailer(settings), http)
-        workers.create_task(messages.dispatcher().run(), name="message_worker")
-        workers.create_task(WebhookWorker(runtime.pool, settings, http).dispatcher().run(), name="webhook_worker")
+    key = settings.webhook_secret_key
+    box = SecretBox(key.get_secret_value()) if key else None
+    await merchant_settings.seal_legacy_slack_urls(runtime.pool, box)
+    mailer = SmtpMailer(settings)
+    http = outbound_client(
+        allow_private=settings.refundflow_allow_private_webhook_urls,
+        max_connections=settings.webhook_max_in_flight + settings.message_concurrency,
+    )
+    try:
+        async with http, asyncio.TaskGroup() as workers:
+            messages = MessageWorker(runtime.pool, settings, mailer, http, box)
+            workers.create_task(messages.dispatcher().run(), name="message_worker")
+            webhooks = WebhookWorker(runtime.pool, settings, http, box)
+            workers.create_task(webhooks.dispatcher().run(), name="webhook_worker")
+    finally:
+        await mailer.close()
 
 
 def create_app(settings: NotifierSettings) -> FastAPI:
@@ -35,6 +66,7 @@ def create_app(settings: NotifierSettings) -> FastAPI:
 
     def wire(rt: ServiceRuntime) -> None:
         event_handlers.register(rt.consumer, settings)
+        rt.retention_rules.extend(retention_rules(settings))
         rt.run_in_background(run_workers(rt, settings), "notifier_workers")
 
     app = FastAPI(title="Refundflow notifier", version="0.1.0", lifespan=runtime.lifespan(wire))

@@ -1,8 +1,13 @@
-"""Emails: rendered from templates, plain text and HTML, with the headers mail systems expect."""
+"""Emails: rendered from templates, plain text and HTML, with the headers mail systems expect.
+
+Merchant-set values (the sender name, the Reply-To address) and event text (an alert's title) never break a
+header: control characters are dropped, and a value that is still unusable is left out, never fatal.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 import uuid
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -19,6 +24,8 @@ _templates = Environment(
     undefined=StrictUndefined,
     keep_trailing_newline=True,
 )
+_MAX_DISPLAY_NAME = 100
+PLATFORM_NAME = "Refundflow"
 
 
 class InvalidAddress(ValueError):
@@ -27,36 +34,68 @@ class InvalidAddress(ValueError):
 
 def message_id(event_id: uuid.UUID, kind: str, recipient: str) -> str:
     """Stable per event, kind and recipient: a resend after a crash carries the same id, so mailers can dedupe."""
-    digest = hashlib.sha256(f"{kind}/{recipient.lower()}".encode()).hexdigest()[:16]
-    return f"<{event_id}.{digest}@refundflow>"
+    return f"<{event_id}.{recipient_hash(f'{kind}/{recipient}')}@refundflow>"
+
+
+def recipient_hash(recipient: str) -> str:
+    """What logs show instead of an address: enough to correlate, nothing to read."""
+    return hashlib.sha256(recipient.lower().encode()).hexdigest()[:16]
 
 
 def check_address(recipient: str) -> str:
-    """The bare address, or InvalidAddress."""
+    """The bare address, or InvalidAddress. ASCII only: we do not ask servers for SMTPUTF8."""
     _, address = parseaddr(recipient)
     local, at, domain = address.rpartition("@")
-    if not at or not local or "." not in domain or any(c.isspace() for c in address) or address != recipient.strip():
-        raise InvalidAddress(f"not an email address: {recipient!r}")
+    if (
+        not at
+        or not local
+        or "." not in domain
+        or not address.isascii()
+        or any(c.isspace() or unicodedata.category(c)[0] == "C" for c in address)
+        or address != recipient.strip()
+    ):
+        raise InvalidAddress("not a deliverable email address")
     return address
 
 
+def header_text(value: str, limit: int = 200) -> str:
+    """``value`` as one header line: control and format characters (CR, LF, bidi overrides...) dropped,
+    runs of whitespace collapsed, at most ``limit`` characters."""
+    kept = "".join(" " if c.isspace() else c for c in value if c.isspace() or unicodedata.category(c)[0] != "C")
+    return " ".join(kept.split())[:limit]
+
+
 def sender(mail_from: str, prefs: MerchantPreferences) -> str:
-    """Our address (it passes SPF/DKIM), shown under the merchant's name when it has one."""
+    """Our address (it passes SPF/DKIM), under the merchant's name "via Refundflow" when it has one: the
+    merchant chooses how it is called, never that the mail seems to come from someone else."""
     display, address = parseaddr(mail_from)
-    name = prefs.sender_name or display
     username, _, domain = address.partition("@")
-    return str(Address(display_name=name, username=username, domain=domain)) if name else address
+    platform = header_text(display) or PLATFORM_NAME
+    merchant = header_text(prefs.sender_name or "", _MAX_DISPLAY_NAME)
+    name = f"{merchant} via {platform}" if merchant else platform
+    return str(Address(display_name=name, username=username, domain=domain))
+
+
+def reply_to(prefs: MerchantPreferences) -> str | None:
+    """The merchant's Reply-To, if it is a usable address."""
+    if not prefs.reply_to:
+        return None
+    try:
+        return check_address(prefs.reply_to)
+    except InvalidAddress:
+        return None
 
 
 def build_email(
     event_id: uuid.UUID, content: EmailContent, *, mail_from: str, prefs: MerchantPreferences, recipient: str
 ) -> EmailMessage:
+    """The message for ``recipient``, an address ``check_address`` accepted."""
     message = EmailMessage()
     message["From"] = sender(mail_from, prefs)
     message["To"] = recipient
-    if prefs.reply_to:
-        message["Reply-To"] = prefs.reply_to
-    message["Subject"] = content.subject
+    if answer_to := reply_to(prefs):
+        message["Reply-To"] = answer_to
+    message["Subject"] = header_text(content.subject, 250)
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = message_id(event_id, content.kind, recipient)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to a notification

@@ -6,15 +6,19 @@ slow mail server or webhook endpoint never holds up consumption. The workers sen
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import structlog
 
-from refundflow_notifier import message_queue, webhook_store
+from refundflow_notifier import merchant_settings, message_queue, webhook_store
 from refundflow_notifier.notification_rules import (
     ALERT_ONLY_EVENT_TYPES,
     customer_email,
     team_alerts,
+    too_many_endpoints_alert,
 )
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_shared.consumer import EventConsumer
@@ -24,17 +28,15 @@ from refundflow_shared.events import (
     Event,
     EventData,
     NotificationSettingsConfigured,
-    RefundFailed,
-    RefundSucceeded,
     WebhookEndpointConfigured,
 )
 
+log = structlog.get_logger(__name__)
+
 
 async def notify(conn: asyncpg.Connection, settings: NotifierSettings, event: Event, data: EventData) -> None:
-    prefs = await message_queue.merchant_preferences(conn, settings, data.merchant_id)
-    previous = await _record_outcome(conn, data)
-    refund_id = getattr(data, "refund_id", None)
-    content = customer_email(data, prefs, previous)
+    prefs = await merchant_settings.preferences(conn, settings, data.merchant_id)
+    content = customer_email(data, prefs)
     if content is not None:
         await message_queue.queue_email(
             conn,
@@ -44,49 +46,32 @@ async def notify(conn: asyncpg.Connection, settings: NotifierSettings, event: Ev
             merchant_id=data.merchant_id,
             recipient=getattr(data, "customer_email", ""),
             content=content,
-            refund_id=refund_id,
+            refund_id=getattr(data, "refund_id", None),
         )
-    for alert in team_alerts(data):
-        await message_queue.queue_team_alert(
-            conn, settings, prefs, event_id=event.id, merchant_id=data.merchant_id, alert=alert
-        )
+    alerts = team_alerts(data)
     if event.type.value in WEBHOOK_EVENT_TYPES:
-        await webhook_store.queue_event(conn, event)
+        cap = settings.webhook_max_endpoints_per_event
+        _, subscribed = await webhook_store.queue_event(conn, event, cap)
+        if subscribed > cap:  # intake allows no more: a bug, or an event that did not come from intake
+            log.error("webhook_fanout_capped", merchant_id=data.merchant_id, cap=cap)
+            alerts.append(too_many_endpoints_alert(cap))
+    for alert in alerts:
+        await message_queue.queue_team_alert(
+            conn,
+            settings,
+            prefs,
+            event_id=_alert_event_id(event, alert.kind),
+            merchant_id=data.merchant_id,
+            alert=alert,
+        )
 
 
-async def _record_outcome(conn: asyncpg.Connection, data: EventData) -> str | None:
-    """The refund's earlier outcome, if any, then remember this one (to notice a reversal)."""
-    if not isinstance(data, RefundSucceeded | RefundFailed):
-        return None
-    outcome = "succeeded" if isinstance(data, RefundSucceeded) else "failed"
-    previous: str | None = await conn.fetchval(
-        "SELECT outcome FROM refund_outcomes WHERE refund_id = $1 FOR UPDATE", data.refund_id
-    )
-    await conn.execute(
-        "INSERT INTO refund_outcomes (refund_id, outcome) VALUES ($1, $2)"
-        " ON CONFLICT (refund_id) DO UPDATE SET outcome = EXCLUDED.outcome",
-        data.refund_id,
-        outcome,
-    )
-    return previous
-
-
-async def save_settings(conn: asyncpg.Connection, data: NotificationSettingsConfigured) -> None:
-    await conn.execute(
-        "INSERT INTO merchant_settings (merchant_id, team_email, slack_webhook_url, sender_name, reply_to,"
-        " review_target, refund_process_time) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        " ON CONFLICT (merchant_id) DO UPDATE SET team_email = EXCLUDED.team_email,"
-        " slack_webhook_url = EXCLUDED.slack_webhook_url, sender_name = EXCLUDED.sender_name,"
-        " reply_to = EXCLUDED.reply_to, review_target = EXCLUDED.review_target,"
-        " refund_process_time = EXCLUDED.refund_process_time, updated_at = now()",
-        data.merchant_id,
-        data.team_email,
-        data.slack_webhook_url,
-        data.sender_name,
-        data.reply_to,
-        data.review_target,
-        data.refund_process_time,
-    )
+def _alert_event_id(event: Event, kind: str) -> uuid.UUID:
+    """The event's own id; a fan-out alert's id is one per merchant and day, so the team hears it once a day."""
+    if kind != "too_many_webhook_endpoints":
+        return event.id
+    day = datetime.now(UTC).date().isoformat()
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"refundflow:{event.data.merchant_id}:{kind}:{day}")
 
 
 def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
@@ -99,7 +84,7 @@ def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
 
     @consumer.handles(NotificationSettingsConfigured)
     async def settings_configured(conn: asyncpg.Connection, event: Event, data: NotificationSettingsConfigured) -> None:
-        await save_settings(conn, data)
+        await merchant_settings.save(conn, data)
 
 
 def _notifier_for(settings: NotifierSettings) -> Any:

@@ -7,14 +7,14 @@ the notifier hold.
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from refundflow_notifier import webhook_store
+from refundflow_notifier import delivery_log
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_shared.secret_box import derived_token
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -42,13 +42,14 @@ def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIR
         if key is None:
             raise HTTPException(503, "WEBHOOK_SECRET_KEY is not set")
         expected = derived_token(key.get_secret_value(), INTERNAL_API_PURPOSE)
-        if credentials is None or not hmac.compare_digest(credentials.credentials, expected):
+        # Bytes, not str: compare_digest raises on a non-ASCII str, which would be a 500 instead of a 401.
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
             raise HTTPException(401, "internal API token required")
 
     router = APIRouter(prefix="/internal/v1", tags=["internal"], dependencies=[Depends(authorized)])
 
     async def endpoint_of(conn: Any, endpoint_id: str, merchant_id: str) -> dict[str, Any]:
-        endpoint = await webhook_store.get_endpoint(conn, endpoint_id, merchant_id)
+        endpoint = await delivery_log.get_endpoint(conn, endpoint_id, merchant_id)
         if endpoint is None:
             raise HTTPException(404, f"no webhook endpoint {endpoint_id}")
         return endpoint
@@ -60,19 +61,22 @@ def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIR
         """The endpoint's delivery state and its latest deliveries, each with every attempt."""
         async with runtime.pool.acquire() as conn:
             endpoint = await endpoint_of(conn, endpoint_id, merchant_id)
-            log = await webhook_store.delivery_log(conn, endpoint_id, limit)
-        return {"endpoint": endpoint, "deliveries": log}
+            deliveries = await delivery_log.delivery_log(conn, endpoint_id, limit)
+        return {"endpoint": endpoint, "deliveries": deliveries}
 
     @router.post("/merchants/{merchant_id}/webhook-endpoints/{endpoint_id}/replays", status_code=202)
     async def replay(merchant_id: str, endpoint_id: str, body: ReplayRequest) -> dict[str, int]:
-        """Deliver one delivery's event again, or every subscribed event since a time."""
+        """Deliver one delivery's event again, or every subscribed event since a time (at most the retention
+        period back). Nothing is scheduled for a disabled endpoint."""
         async with runtime.pool.acquire() as conn, conn.transaction():
             await endpoint_of(conn, endpoint_id, merchant_id)
             if body.delivery_id is not None:
-                if await webhook_store.replay_delivery(conn, endpoint_id, body.delivery_id) is None:
+                scheduled = await delivery_log.replay_delivery(conn, endpoint_id, body.delivery_id)
+                if scheduled is None:
                     raise HTTPException(404, f"no delivery {body.delivery_id} for this endpoint")
-                return {"scheduled": 1}
-            assert body.since is not None
-            return {"scheduled": await webhook_store.replay_since(conn, endpoint_id, body.since)}
+                return {"scheduled": scheduled}
+        assert body.since is not None
+        reach = timedelta(days=settings.webhook_retention_days)
+        return {"scheduled": await delivery_log.replay_since(runtime.pool, endpoint_id, body.since, reach=reach)}
 
     return router

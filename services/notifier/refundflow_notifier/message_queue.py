@@ -1,7 +1,8 @@
 """The outgoing-message queue (customer emails, team emails, Slack alerts) in PostgreSQL.
 
 Rows are written in the caller's transaction (the consumer's inbox transaction, or a worker's), so a message
-is queued exactly once with the fact it announces; the message worker sends it afterwards.
+is queued exactly once with the fact it announces; the message worker sends it afterwards. A Slack message
+names no URL: the merchant's sealed Slack URL is opened when it is sent.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from refundflow_notifier.email_messages import InvalidAddress, build_email, check_address
+from refundflow_notifier.email_messages import InvalidAddress, build_email, check_address, recipient_hash
 from refundflow_notifier.notification_rules import (
     EmailContent,
     MerchantPreferences,
@@ -24,19 +25,7 @@ from refundflow_notifier.settings import NotifierSettings
 
 log = structlog.get_logger(__name__)
 
-
-async def merchant_preferences(
-    conn: asyncpg.Connection, settings: NotifierSettings, merchant_id: str
-) -> MerchantPreferences:
-    row = await conn.fetchrow("SELECT * FROM merchant_settings WHERE merchant_id = $1", merchant_id)
-    return MerchantPreferences(
-        review_target=(row and row["review_target"]) or settings.review_target,
-        refund_process_time=(row and row["refund_process_time"]) or settings.refund_process_time,
-        sender_name=row and row["sender_name"],
-        reply_to=row and row["reply_to"],
-        team_email=row and row["team_email"],
-        slack_webhook_url=row and row["slack_webhook_url"],
-    )
+SLACK_RECIPIENT = "slack"  # the merchant's Slack channel, wherever its (sealed) URL points
 
 
 async def queue_email(
@@ -61,12 +50,12 @@ async def queue_email(
             "email",
             content.kind,
             recipient,
-            b"",
+            None,
             refund_id,
             status="rejected",
             error=str(exc),
         )
-        log.error("email_rejected", kind=content.kind, error=str(exc))
+        log.error("email_rejected", kind=content.kind, recipient=recipient_hash(recipient), error=str(exc))
         if content.kind != "team_alert":  # never alert about an alert: that could loop
             alert = undeliverable_email_alert(recipient, content.kind, str(exc))
             await queue_team_alert(conn, settings, prefs, event_id=uuid.uuid4(), merchant_id=merchant_id, alert=alert)
@@ -95,9 +84,9 @@ async def queue_team_alert(
     alert: TeamAlert,
 ) -> None:
     """To the merchant's Slack-compatible webhook and/or team email, whichever it configured."""
-    if prefs.slack_webhook_url:
-        body = json.dumps({"text": alert.text()}).encode()
-        await _insert(conn, event_id, merchant_id, "slack", alert.kind, prefs.slack_webhook_url, body, None)
+    if prefs.has_slack:
+        body = json.dumps({"text": alert.slack_text()}).encode()
+        await _insert(conn, event_id, merchant_id, "slack", alert.kind, SLACK_RECIPIENT, body, None)
     if prefs.team_email:
         content = EmailContent(
             "team_alert", f"[Refundflow] {alert.title}", {"title": alert.title, "details": alert.details}
@@ -111,7 +100,7 @@ async def queue_team_alert(
             recipient=prefs.team_email,
             content=content,
         )
-    if not (prefs.slack_webhook_url or prefs.team_email):
+    if not (prefs.has_slack or prefs.team_email):
         log.info("team_alert_unrouted", kind=alert.kind, merchant_id=merchant_id)
 
 
@@ -122,7 +111,7 @@ async def _insert(
     channel: str,
     kind: str,
     recipient: str,
-    body: bytes,
+    body: bytes | None,
     refund_id: str | None,
     *,
     message_id: str | None = None,
@@ -131,7 +120,8 @@ async def _insert(
 ) -> None:
     await conn.execute(
         "INSERT INTO messages (dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body,"
-        " refund_id, status, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " refund_id, status, error, finished_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, CASE WHEN $10 <> 'pending' THEN now() END)"
         " ON CONFLICT (dedupe_key) DO NOTHING",
         f"{event_id}/{kind}/{recipient}",
         event_id,
@@ -147,26 +137,57 @@ async def _insert(
     )
 
 
+# Due messages, fairly: each merchant's earliest, up to its free slots (its cap minus those in flight, leased
+# here or by another notifier), each merchant's first before anyone's second; so one merchant's slow Slack or
+# bulk of emails cannot take every slot. Merchants with pending messages are found by a loose index scan (one
+# probe each), so a claim costs no more for one merchant's large backlog. The advisory lock makes the caps
+# hold across notifiers.
 _CLAIM = """
+WITH RECURSIVE merchants_with_work(merchant_id) AS (
+    (SELECT merchant_id FROM messages WHERE status = 'pending' ORDER BY merchant_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.merchant_id FROM messages m
+            WHERE m.status = 'pending' AND m.merchant_id > w.merchant_id ORDER BY m.merchant_id LIMIT 1)
+    FROM merchants_with_work w WHERE w.merchant_id IS NOT NULL
+), candidates AS (
+    SELECT c.id, c.next_attempt_at, c.slot
+    FROM merchants_with_work w CROSS JOIN LATERAL (
+        SELECT m.id, m.next_attempt_at, row_number() OVER (ORDER BY m.next_attempt_at, m.id) AS slot
+        FROM messages m
+        WHERE m.merchant_id = w.merchant_id AND m.status = 'pending' AND m.next_attempt_at <= now()
+          AND (m.locked_until IS NULL OR m.locked_until <= now()) AND m.id <> ALL($3::bigint[])
+        ORDER BY m.next_attempt_at, m.id
+        LIMIT greatest(0, $4 - (
+            SELECT count(*) FROM messages f
+            WHERE f.merchant_id = w.merchant_id AND f.status = 'pending'
+              AND f.locked_until IS NOT NULL AND f.locked_until > now()
+        ))
+    ) c
+), picked AS (
+    SELECT id FROM candidates ORDER BY slot, next_attempt_at, id LIMIT $1
+)
 UPDATE messages m SET locked_until = now() + make_interval(secs => $2), attempts = m.attempts + 1
-FROM (
-    SELECT id FROM messages
-    WHERE status = 'pending' AND next_attempt_at <= now() AND (locked_until IS NULL OR locked_until < now())
-    ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED
-) due
-WHERE m.id = due.id
-RETURNING m.id, m.event_id, m.merchant_id, m.channel, m.kind, m.recipient, m.body, m.attempts
+FROM picked
+WHERE m.id = picked.id
+RETURNING m.id, m.event_id, m.merchant_id, m.channel, m.kind, m.recipient, m.body, m.attempts,
+    (SELECT s.sealed_slack_webhook_url FROM merchant_settings s
+     WHERE s.merchant_id = m.merchant_id AND m.channel = 'slack') AS sealed_slack_webhook_url
 """
 
 
-async def claim_due(pool: asyncpg.Pool, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
-    """Lease due messages: a crashed sender's lease runs out and the message is sent again."""
-    return [dict(r) for r in await pool.fetch(_CLAIM, limit, lease_seconds)]
+async def claim_due(
+    pool: asyncpg.Pool, limit: int, busy: list[int], *, lease_seconds: float, per_merchant: int
+) -> list[dict[str, Any]]:
+    """Lease due messages (none of ``busy``): a crashed sender's lease runs out and the message is sent again."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('notifier.message_claim'))")
+        return [dict(r) for r in await conn.fetch(_CLAIM, limit, lease_seconds, busy, per_merchant)]
 
 
 async def finish(conn: asyncpg.Connection, message_id: int, status: str, error: str | None = None) -> None:
+    """The message is done: keep the record, wipe the rendered content (personal data, no longer needed)."""
     await conn.execute(
-        "UPDATE messages SET status = $2, error = $3, locked_until = NULL,"
+        "UPDATE messages SET status = $2, error = $3, locked_until = NULL, body = NULL, finished_at = now(),"
         " sent_at = CASE WHEN $2 = 'sent' THEN now() END WHERE id = $1",
         message_id,
         status,

@@ -13,12 +13,23 @@ from refundflow_shared.events import (
     RefundFailed,
     RefundRejected,
     RefundRequested,
+    RefundReversed,
     RefundReviewOverdue,
     RefundSucceeded,
+    TeamAlertRaised,
 )
 
 # Events that only alert the team.
-ALERT_ONLY_EVENT_TYPES = ("refund.review_overdue", "provider.unavailable")
+ALERT_ONLY_EVENT_TYPES = ("refund.review_overdue", "provider.unavailable", "team_alert.raised")
+
+# Why a refund that had succeeded did not reach the customer after all, in their words (Stripe's reasons).
+# Anything else, or anything about the merchant's own account, reads as the provider's failure.
+_REVERSAL_REASONS = {
+    "expired_or_canceled_card": "the card it was sent to has expired or been cancelled",
+    "lost_or_stolen_card": "the card it was sent to was reported lost or stolen",
+    "declined": "your bank declined it",
+}
+_REVERSAL_REASON_OTHERWISE = "the payment provider could not complete it"
 
 
 @dataclass(frozen=True)
@@ -30,7 +41,7 @@ class MerchantPreferences:
     sender_name: str | None = None
     reply_to: str | None = None
     team_email: str | None = None
-    slack_webhook_url: str | None = None
+    has_slack: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,12 +57,14 @@ class TeamAlert:
     title: str
     details: dict[str, str]
 
-    def text(self) -> str:
-        return self.title + "".join(f"\n• {key}: {value}" for key, value in self.details.items())
+    def slack_text(self) -> str:
+        """Plain lines, with Slack's control characters escaped: no mention or link can be smuggled in."""
+        lines = [self.title, *(f"• {key}: {value}" for key, value in self.details.items())]
+        return "\n".join(lines).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def customer_email(data: EventData, prefs: MerchantPreferences, previous_outcome: str | None) -> EmailContent | None:
-    """The email the customer gets for this event, if any. ``previous_outcome``: the refund's earlier verdict."""
+def customer_email(data: EventData, prefs: MerchantPreferences) -> EmailContent | None:
+    """The email the customer gets for this event, if any."""
     if isinstance(data, RefundRequested):
         amount = format_amount(data.amount, data.currency)
         return EmailContent(
@@ -78,9 +91,15 @@ def customer_email(data: EventData, prefs: MerchantPreferences, previous_outcome
     if isinstance(data, RefundFailed):
         amount = format_amount(data.amount, data.currency)
         context = {"amount": amount, "refund_id": data.refund_id}
-        if previous_outcome == "succeeded":  # we told them it was on its way: say plainly that it is not
-            return EmailContent("refund_reversed", f"Update on your refund of {amount}", context)
         return EmailContent("refund_failed", f"A problem with your refund of {amount}", context)
+    if isinstance(data, RefundReversed):  # we told them it was on its way: say plainly that it is not
+        amount = format_amount(data.amount, data.currency)
+        why = _REVERSAL_REASONS.get(data.failure_reason, _REVERSAL_REASON_OTHERWISE)
+        return EmailContent(
+            "refund_reversed",
+            f"Your refund of {amount} could not be completed",
+            {"amount": amount, "refund_id": data.refund_id, "why": why},
+        )
     return None
 
 
@@ -113,6 +132,19 @@ def team_alerts(data: EventData) -> list[TeamAlert]:
                 {"refund": data.refund_id, "payment": data.payment_id, "last error": data.last_error},
             )
         ]
+    if isinstance(data, RefundReversed):
+        details = {
+            "refund": data.refund_id,
+            "payment": data.payment_id,
+            "what it means": "the provider had reported it succeeded, but the customer was not refunded",
+            "reason": data.failure_reason,
+        }
+        if data.failure_message:
+            details["provider's message"] = data.failure_message
+        return [TeamAlert("refund_reversed", f"Refund reversed: {format_amount(data.amount, data.currency)}", details)]
+    if isinstance(data, TeamAlertRaised):
+        about = {name: value for name, value in (("refund", data.refund_id), ("payment", data.payment_id)) if value}
+        return [TeamAlert(data.kind, data.title, {**about, **data.details})]
     if isinstance(data, RefundReviewOverdue):
         return [
             TeamAlert(
@@ -140,4 +172,12 @@ def undeliverable_email_alert(recipient: str, kind: str, error: str) -> TeamAler
         "email_undeliverable",
         "A customer email could not be delivered",
         {"to": recipient, "email": kind, "error": error},
+    )
+
+
+def too_many_endpoints_alert(cap: int) -> TeamAlert:
+    return TeamAlert(
+        "too_many_webhook_endpoints",
+        "Some webhook endpoints were skipped",
+        {"why": f"more endpoints subscribe to an event than the {cap} a merchant may have; {cap} received it"},
     )

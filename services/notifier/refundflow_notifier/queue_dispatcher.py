@@ -22,7 +22,9 @@ class QueueDispatcher:
     """Claims up to ``max_in_flight`` leased rows and works each in its own task.
 
     Woken by NOTIFY when rows are queued or released, polling as a fallback (and for retries that become due).
-    A task that dies leaves its row leased: the lease runs out and the row is claimed again.
+    ``claim(limit, busy_ids)`` must skip ``busy_ids``, the rows this process is still working on, so that a row
+    is never worked twice at once here even if its lease ran out. A task that dies leaves its row leased: the
+    lease runs out and the row is claimed again (by this process or another).
     """
 
     def __init__(
@@ -30,7 +32,7 @@ class QueueDispatcher:
         pool: asyncpg.Pool,
         *,
         channel: str,
-        claim: Callable[[int], Awaitable[list[Row]]],
+        claim: Callable[[int, list[int]], Awaitable[list[Row]]],
         work: Callable[[Row], Coroutine[Any, Any, None]],
         max_in_flight: int,
         poll_interval: float,
@@ -38,7 +40,7 @@ class QueueDispatcher:
     ) -> None:
         self._pool, self._channel, self._claim, self._work = pool, channel, claim, work
         self._max_in_flight, self._poll_interval, self._name = max_in_flight, poll_interval, name
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], int] = {}  # task -> the id of the row it works on
 
     async def run(self) -> None:
         try:
@@ -50,7 +52,7 @@ class QueueDispatcher:
             # lease), within a grace period; then cancel what is left.
             if self._in_flight:
                 await asyncio.wait(self._in_flight, timeout=_SHUTDOWN_GRACE_SECONDS)
-            for task in self._in_flight:
+            for task in list(self._in_flight):
                 task.cancel()
             for task in list(self._in_flight):
                 with contextlib.suppress(asyncio.CancelledError):
@@ -60,14 +62,14 @@ class QueueDispatcher:
         free = self._max_in_flight - len(self._in_flight)
         if free <= 0:
             return False  # a finishing task releases its row, and that NOTIFY wakes us
-        rows = await self._claim(free)
+        rows = await self._claim(free, list(self._in_flight.values()))
         for row in rows:
             task = asyncio.create_task(self._work(row), name=f"{self._name}:{row['id']}")
-            self._in_flight.add(task)
+            self._in_flight[task] = row["id"]
             task.add_done_callback(self._done)
         return len(rows) == free
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("queued_work_failed", job=task.get_name(), error=repr(task.exception()))

@@ -1,50 +1,108 @@
-"""Sends email over SMTP (aiosmtplib)."""
+"""Sends email over SMTP (aiosmtplib): STARTTLS as configured, credentials only over TLS, connections reused."""
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+import time
 from email.utils import parseaddr
 
 import aiosmtplib
+import structlog
 
 from refundflow_notifier.settings import NotifierSettings
-from refundflow_shared.consumer import TransientError
+
+log = structlog.get_logger(__name__)
+
+# SMTP_TLS -> aiosmtplib's start_tls: True requires STARTTLS, None upgrades when offered, False never does.
+_START_TLS = {"required": True, "opportunistic": None, "none": False}
 
 
-class RecipientRejected(Exception):
-    """The server refused the message for good (5xx): retrying will not deliver it."""
+class MailNotSent(Exception):
+    """The server did not take the message. ``permanent``: retrying will not help (a 5xx). ``summary`` is safe
+    to log (a code, never the server's text, which may quote the address); ``str()`` has the details."""
+
+    def __init__(self, detail: str, *, summary: str, permanent: bool = False) -> None:
+        super().__init__(detail)
+        self.summary, self.permanent = summary, permanent
 
 
 class SmtpMailer:
+    """Sends one message at a time per connection, keeping idle connections for the next message."""
+
     def __init__(self, settings: NotifierSettings) -> None:
         self._settings = settings
+        self._sender = parseaddr(settings.mail_from)[1]
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []  # connection, when it went idle
+        self._tls_context = ssl.create_default_context(cafile=settings.smtp_tls_ca_file)
 
     async def send(self, message: bytes, recipient: str) -> None:
         """Hand one rendered message to the server; returns once the server accepted it (250 after DATA)."""
-        s = self._settings
         try:
-            await aiosmtplib.send(
-                message,
-                sender=parseaddr(s.mail_from)[1],
-                recipients=[recipient],
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                username=s.smtp_username,
-                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-                start_tls=s.smtp_starttls,
-                timeout=s.smtp_timeout_seconds,
-            )
+            async with asyncio.timeout(self._settings.smtp_timeout_seconds):
+                smtp = await self._connection()
+                try:
+                    await smtp.sendmail(self._sender, [recipient], message)
+                except BaseException:
+                    smtp.close()  # its state is unknown: never reuse it
+                    raise
+                self._idle.append((smtp, time.monotonic()))
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            if all(400 <= r.code < 500 for r in exc.recipients):
-                raise TransientError(f"recipient deferred: {exc}") from exc
-            raise RecipientRejected(str(exc)) from exc
+            [refused, *_] = exc.recipients
+            raise _answered(refused.code, f"recipient refused: {refused.message}") from exc
         except aiosmtplib.SMTPResponseException as exc:
-            if 400 <= exc.code < 500:
-                raise TransientError(f"SMTP {exc.code}: {exc.message}") from exc
-            raise RecipientRejected(f"SMTP {exc.code}: {exc.message}") from exc
-        except (
-            aiosmtplib.SMTPConnectError,
-            aiosmtplib.SMTPServerDisconnected,
-            aiosmtplib.SMTPTimeoutError,
-            OSError,
-        ) as exc:
-            raise TransientError(f"SMTP server unreachable: {exc}") from exc
+            raise _answered(exc.code, exc.message) from exc
+        except TimeoutError as exc:
+            raise MailNotSent("the SMTP server did not finish in time", summary="smtp_timeout") from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise MailNotSent(f"{type(exc).__name__}: {exc}", summary="smtp_unavailable") from exc
+
+    async def close(self) -> None:
+        """Drop the idle connections (on shutdown)."""
+        idle, self._idle = self._idle, []
+        for smtp, _ in idle:
+            smtp.close()
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        """An idle connection that still answers, else a new one."""
+        while self._idle:
+            smtp, since = self._idle.pop()
+            if time.monotonic() - since > self._settings.smtp_idle_seconds or not smtp.is_connected:
+                smtp.close()
+                continue
+            try:
+                await smtp.noop()  # the server may have dropped it: find out before sending anything
+            except BaseException as exc:
+                smtp.close()
+                if not isinstance(exc, aiosmtplib.SMTPException | OSError):
+                    raise
+                continue
+            return smtp
+        return await self._connect()
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self._settings
+        smtp = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            timeout=s.smtp_timeout_seconds,
+            start_tls=_START_TLS[s.smtp_tls],
+            tls_context=self._tls_context,
+        )
+        try:
+            await smtp.connect()
+            if s.smtp_username:
+                if smtp.get_transport_info("sslcontext") is None and not s.smtp_allow_plaintext_auth:
+                    log.error("smtp_auth_refused", why="the server did not offer STARTTLS", tls=s.smtp_tls)
+                    raise aiosmtplib.SMTPException("refusing to send credentials over an unencrypted connection")
+                password = s.smtp_password.get_secret_value() if s.smtp_password else ""
+                await smtp.login(s.smtp_username, password)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+
+def _answered(code: int, text: str) -> MailNotSent:
+    """A 4xx is worth another try later; a 5xx is final."""
+    return MailNotSent(f"SMTP {code}: {text}", summary=f"smtp_{code}", permanent=code >= 500)

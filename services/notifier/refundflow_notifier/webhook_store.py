@@ -14,8 +14,9 @@ Row = dict[str, Any]
 
 
 async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigured) -> None:
-    """Take the endpoint's new state unless a newer one is already here; re-enabling clears the failure count."""
-    await conn.execute(
+    """Take the endpoint's new state unless a newer one is already here; re-enabling clears the failure count.
+    Disabling or deleting it cancels what was still to be delivered (a re-enabled endpoint starts afresh)."""
+    row = await conn.fetchrow(
         """
         INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, enabled, deleted, encrypted_secret, version)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -26,6 +27,7 @@ async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigur
             disabled_reason = CASE WHEN EXCLUDED.enabled THEN NULL ELSE webhook_endpoints.disabled_reason END,
             updated_at = now()
         WHERE webhook_endpoints.version < EXCLUDED.version AND webhook_endpoints.merchant_id = EXCLUDED.merchant_id
+        RETURNING enabled AND NOT deleted AS active
         """,
         data.endpoint_id,
         data.merchant_id,
@@ -36,10 +38,13 @@ async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigur
         data.encrypted_secret,
         data.version,
     )
+    if row is not None and not row["active"]:
+        await _cancel_pending(conn, data.endpoint_id)
 
 
-async def queue_event(conn: asyncpg.Connection, event: Event) -> int:
-    """Keep the event as it will be signed, and queue one delivery per subscribed, enabled endpoint."""
+async def queue_event(conn: asyncpg.Connection, event: Event, max_endpoints: int) -> tuple[int, int]:
+    """Keep the event as it will be signed, and queue one delivery per subscribed, enabled endpoint, for at
+    most ``max_endpoints`` of them. Returns (deliveries queued, endpoints subscribed)."""
     await conn.execute(
         "INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload)"
         " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -49,32 +54,57 @@ async def queue_event(conn: asyncpg.Connection, event: Event) -> int:
         event.time,
         json.dumps(event.to_json(), separators=(",", ":")),
     )
-    status = await conn.execute(
-        "INSERT INTO webhook_deliveries (endpoint_id, event_id)"
-        " SELECT id, $1 FROM webhook_endpoints"
-        " WHERE merchant_id = $2 AND enabled AND NOT deleted AND $3 = ANY(event_types)"
-        " ON CONFLICT (endpoint_id, event_id) WHERE NOT replay DO NOTHING",
-        event.id,
+    subscribed = await conn.fetch(
+        "SELECT id FROM webhook_endpoints WHERE merchant_id = $1 AND enabled AND NOT deleted AND $2 = ANY(event_types)"
+        " ORDER BY id LIMIT $3",
         event.data.merchant_id,
         event.type.value,
+        max_endpoints + 1,  # one more tells that there were too many
     )
-    return int(status.split()[-1])
+    status = await conn.execute(
+        "INSERT INTO webhook_deliveries (endpoint_id, merchant_id, event_id)"
+        " SELECT unnest($1::text[]), $2, $3"
+        " ON CONFLICT (endpoint_id, event_id) WHERE NOT replay DO NOTHING",
+        [r["id"] for r in subscribed[:max_endpoints]],
+        event.data.merchant_id,
+        event.id,
+    )
+    return int(status.split()[-1]), len(subscribed)
 
 
-# One endpoint, one delivery in flight: a slow endpoint holds only its own slot. The advisory lock makes
-# "not busy" hold across several notifier instances claiming at once.
+# Due deliveries, fairly: each endpoint's earliest, up to its free slots (its cap minus those in flight, leased
+# here or by another notifier); then each merchant's first before anyone's second, up to the merchant's free
+# slots. So a slow endpoint holds only its own slots, and the cost of a claim does not grow with one endpoint's
+# backlog: the endpoints with pending work are found by a loose index scan (one probe each), and each endpoint
+# is read only as far as its free slots. The advisory lock makes the caps hold across notifiers.
 _CLAIM = """
-WITH due AS (
-    SELECT DISTINCT ON (d.endpoint_id) d.id
-    FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-    WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND e.enabled AND NOT e.deleted
-      AND NOT EXISTS (
-          SELECT 1 FROM webhook_deliveries busy
-          WHERE busy.endpoint_id = d.endpoint_id AND busy.status = 'pending' AND busy.locked_until > now()
-      )
-    ORDER BY d.endpoint_id, d.next_attempt_at, d.id
+WITH RECURSIVE endpoints_with_work(endpoint_id) AS (
+    (SELECT endpoint_id FROM webhook_deliveries WHERE status = 'pending' ORDER BY endpoint_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.endpoint_id FROM webhook_deliveries d
+            WHERE d.status = 'pending' AND d.endpoint_id > w.endpoint_id ORDER BY d.endpoint_id LIMIT 1)
+    FROM endpoints_with_work w WHERE w.endpoint_id IS NOT NULL
+), in_flight AS (
+    SELECT endpoint_id, merchant_id FROM webhook_deliveries
+    WHERE status = 'pending' AND locked_until IS NOT NULL AND locked_until > now()
+), candidates AS (
+    SELECT c.id, c.next_attempt_at, e.merchant_id
+    FROM endpoints_with_work w
+    JOIN webhook_endpoints e ON e.id = w.endpoint_id AND e.enabled AND NOT e.deleted
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at FROM webhook_deliveries d
+        WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+          AND (d.locked_until IS NULL OR d.locked_until <= now()) AND d.id <> ALL($3::bigint[])
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT greatest(0, $4 - (SELECT count(*) FROM in_flight f WHERE f.endpoint_id = e.id))
+    ) c
+), ranked AS (
+    SELECT id, next_attempt_at,
+           row_number() OVER (PARTITION BY merchant_id ORDER BY next_attempt_at, id)
+               + (SELECT count(*) FROM in_flight f WHERE f.merchant_id = candidates.merchant_id) AS merchant_slot
+    FROM candidates
 ), picked AS (
-    SELECT id FROM due ORDER BY id LIMIT $1
+    SELECT id FROM ranked WHERE merchant_slot <= $5 ORDER BY merchant_slot, next_attempt_at, id LIMIT $1
 )
 UPDATE webhook_deliveries d SET locked_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
 FROM picked, webhook_endpoints e, webhook_events ev
@@ -83,10 +113,14 @@ RETURNING d.id, d.endpoint_id, d.event_id, d.attempts, e.merchant_id, e.url, e.e
 """
 
 
-async def claim_due(pool: asyncpg.Pool, limit: int, lease_seconds: float) -> list[Row]:
+async def claim_due(
+    pool: asyncpg.Pool, limit: int, busy: list[int], *, lease_seconds: float, per_endpoint: int, per_merchant: int
+) -> list[Row]:
+    """Lease due deliveries (none of ``busy``): a crashed worker's lease runs out and the delivery is retried."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('notifier.webhook_claim'))")
-        return [dict(r) for r in await conn.fetch(_CLAIM, limit, lease_seconds)]
+        rows = await conn.fetch(_CLAIM, limit, lease_seconds, busy, per_endpoint, per_merchant)
+        return [dict(r) for r in rows]
 
 
 async def record_attempt(
@@ -145,68 +179,24 @@ async def endpoint_failed_event(conn: asyncpg.Connection, endpoint_id: str) -> i
 
 
 async def disable_endpoint(conn: asyncpg.Connection, endpoint_id: str, reason: str) -> bool:
-    """False when it was already disabled (so the team is told once)."""
+    """Disable it and cancel what it still had to receive. False when it was already disabled (so the team is
+    told once)."""
     status = await conn.execute(
         "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, updated_at = now()"
         " WHERE id = $1 AND enabled",
         endpoint_id,
         reason,
     )
-    return bool(status == "UPDATE 1")
+    if status != "UPDATE 1":
+        return False
+    await _cancel_pending(conn, endpoint_id)
+    return True
 
 
-async def get_endpoint(conn: asyncpg.Connection, endpoint_id: str, merchant_id: str) -> Row | None:
-    row = await conn.fetchrow(
-        "SELECT id, merchant_id, url, event_types, enabled, deleted, consecutive_failures, disabled_reason"
-        " FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2",
-        endpoint_id,
-        merchant_id,
-    )
-    return dict(row) if row else None
-
-
-async def delivery_log(conn: asyncpg.Connection, endpoint_id: str, limit: int) -> list[Row]:
-    """The endpoint's latest deliveries, newest first, each with its attempts."""
-    rows = await conn.fetch(
-        """
-        SELECT d.id, d.event_id, ev.event_type, d.replay, d.status, d.attempts, d.next_attempt_at, d.created_at,
-               d.finished_at,
-               coalesce(
-                   (SELECT json_agg(json_build_object(
-                        'attempt', a.attempt, 'attempted_at', a.attempted_at, 'status_code', a.status_code,
-                        'latency_ms', a.latency_ms, 'error', a.error) ORDER BY a.attempt)
-                    FROM webhook_attempts a WHERE a.delivery_id = d.id),
-                   '[]'
-               ) AS attempt_log
-        FROM webhook_deliveries d JOIN webhook_events ev ON ev.event_id = d.event_id
-        WHERE d.endpoint_id = $1 ORDER BY d.id DESC LIMIT $2
-        """,
-        endpoint_id,
-        limit,
-    )
-    return [{**dict(r), "attempt_log": json.loads(r["attempt_log"])} for r in rows]
-
-
-async def replay_delivery(conn: asyncpg.Connection, endpoint_id: str, delivery_id: int) -> int | None:
-    """A new delivery of the same event (same webhook-id); None when the delivery is not this endpoint's."""
-    new_id: int | None = await conn.fetchval(
-        "INSERT INTO webhook_deliveries (endpoint_id, event_id, replay)"
-        " SELECT endpoint_id, event_id, true FROM webhook_deliveries WHERE id = $1 AND endpoint_id = $2"
-        " RETURNING id",
-        delivery_id,
+async def _cancel_pending(conn: asyncpg.Connection, endpoint_id: str) -> None:
+    """A delivery in flight still records how its call went (succeeded or failed), but is never retried."""
+    await conn.execute(
+        "UPDATE webhook_deliveries SET status = 'cancelled', finished_at = now()"
+        " WHERE endpoint_id = $1 AND status = 'pending'",
         endpoint_id,
     )
-    return new_id
-
-
-async def replay_since(conn: asyncpg.Connection, endpoint_id: str, since: datetime) -> int:
-    """A new delivery of every event the endpoint subscribes to that happened at or after ``since``."""
-    status = await conn.execute(
-        "INSERT INTO webhook_deliveries (endpoint_id, event_id, replay)"
-        " SELECT e.id, ev.event_id, true FROM webhook_endpoints e"
-        " JOIN webhook_events ev ON ev.merchant_id = e.merchant_id AND ev.event_type = ANY(e.event_types)"
-        " WHERE e.id = $1 AND ev.occurred_at >= $2 ORDER BY ev.occurred_at, ev.event_id",
-        endpoint_id,
-        since,
-    )
-    return int(status.split()[-1])

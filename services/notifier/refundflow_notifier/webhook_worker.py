@@ -1,7 +1,9 @@
 """Delivers queued webhooks over HTTP, signed; retries on the durable schedule, disables dead endpoints.
 
 At least once: a crash after the receiver answered and before the attempt is recorded sends the delivery
-again when its lease runs out, with the same ``webhook-id`` so receivers can drop the duplicate.
+again when its lease runs out, with the same ``webhook-id`` so receivers can drop the duplicate. Up to
+``webhook_max_in_flight_per_endpoint`` deliveries go to one endpoint at once, so they may arrive out of order:
+receivers order by the payload's ``sequence`` (per payment) and ``time``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncpg
 import httpx
 import structlog
 
-from refundflow_notifier import message_queue, webhook_store
+from refundflow_notifier import merchant_settings, message_queue, outbound_http, webhook_store
 from refundflow_notifier.notification_rules import endpoint_disabled_alert
 from refundflow_notifier.queue_dispatcher import QueueDispatcher, Row
 from refundflow_notifier.retry_schedule import disables_endpoint, is_success, next_delay
@@ -25,63 +27,84 @@ from refundflow_shared.secret_box import SecretBox, SecretBoxError
 
 log = structlog.get_logger(__name__)
 
+SIGNING_FAILED = "signing_failed"  # the endpoint's secret does not open with our key, or is no whsec_ key
+
 
 class WebhookWorker:
-    def __init__(self, pool: asyncpg.Pool, settings: NotifierSettings, http: httpx.AsyncClient) -> None:
-        self._pool, self._settings, self._http = pool, settings, http
-        key = settings.webhook_secret_key
-        self._box = SecretBox(key.get_secret_value()) if key else None
-        self._lease = settings.webhook_timeout_seconds * 2 + 5  # then a crashed attempt is retried
+    def __init__(
+        self, pool: asyncpg.Pool, settings: NotifierSettings, http: httpx.AsyncClient, box: SecretBox | None
+    ) -> None:
+        self._pool, self._settings, self._http, self._box = pool, settings, http, box
+        self._lease = settings.webhook_timeout_seconds + settings.lease_margin_seconds  # outlives the call
 
     def dispatcher(self) -> QueueDispatcher:
+        s = self._settings
         return QueueDispatcher(
             self._pool,
             channel="notifier_webhook_deliveries",
-            claim=lambda limit: webhook_store.claim_due(self._pool, limit, self._lease),
+            claim=lambda limit, busy: webhook_store.claim_due(
+                self._pool,
+                limit,
+                busy,
+                lease_seconds=self._lease,
+                per_endpoint=s.webhook_max_in_flight_per_endpoint,
+                per_merchant=s.webhook_max_in_flight_per_merchant,
+            ),
             work=self.deliver,
-            max_in_flight=self._settings.webhook_max_in_flight,
-            poll_interval=self._settings.webhook_poll_interval_seconds,
+            max_in_flight=s.webhook_max_in_flight,
+            poll_interval=s.webhook_poll_interval_seconds,
             name="webhook_worker",
         )
 
     async def deliver(self, row: Row) -> None:
-        log_ = log.bind(delivery=row["id"], endpoint=row["endpoint_id"], event_id=str(row["event_id"]))
         attempted_at = datetime.now(UTC)
         started = time.monotonic()
-        status_code: int | None = None
-        error: str | None = None
-        try:
-            secret = self._secret(row)
-            headers = signed_headers(secret, str(row["event_id"]), attempted_at, row["payload"])
-            response = await self._http.post(
-                row["url"],
-                content=row["payload"].encode(),
-                headers=headers,
-                timeout=self._settings.webhook_timeout_seconds,
-            )
-            status_code = response.status_code
-        except httpx.TimeoutException:
-            error = "timeout"
-        except (httpx.HTTPError, SecretBoxError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        status_code, error = await self._call(row, attempted_at)
         latency_ms = int((time.monotonic() - started) * 1000)
         crash_point("notifier.webhook_answered")
         async with self._pool.acquire() as conn, conn.transaction():
             await webhook_store.record_attempt(
                 conn, row["id"], row["attempts"], attempted_at, status_code, latency_ms, error
             )
-            await self._settle(conn, row, status_code, error)
-        log_.info(
-            "webhook_attempted", attempt=row["attempts"], status_code=status_code, latency_ms=latency_ms, error=error
+            await self._settle(conn, row, succeeded=error is None, status_code=status_code)
+        log.info(
+            "webhook_attempted",
+            delivery=row["id"],
+            endpoint=row["endpoint_id"],
+            event_id=str(row["event_id"]),
+            attempt=row["attempts"],
+            status_code=status_code,
+            latency_ms=latency_ms,
+            error=error,
         )
+
+    async def _call(self, row: Row, attempted_at: datetime) -> tuple[int | None, str | None]:
+        """(status code, error): the error is None for a 2xx, else a coarse category."""
+        payload: str = row["payload"]
+        try:
+            headers = signed_headers(self._secret(row), str(row["event_id"]), attempted_at, payload)
+        except ValueError:  # SecretBoxError, or a secret that is not a whsec_ key
+            return None, SIGNING_FAILED
+        try:
+            status = await outbound_http.post(
+                self._http,
+                row["url"],
+                payload.encode(),
+                headers,
+                deadline=self._settings.webhook_timeout_seconds,
+                max_response_bytes=self._settings.webhook_max_response_bytes,
+            )
+        except outbound_http.CallFailed as exc:
+            return None, exc.category
+        return status, None if is_success(status) else outbound_http.http_status_error(status)
 
     def _secret(self, row: Row) -> str:
         if self._box is None:
             raise SecretBoxError("WEBHOOK_SECRET_KEY is not set: cannot sign")
         return self._box.open(row["encrypted_secret"], context=row["endpoint_id"])
 
-    async def _settle(self, conn: asyncpg.Connection, row: Row, status_code: int | None, error: str | None) -> None:
-        if status_code is not None and is_success(status_code):
+    async def _settle(self, conn: asyncpg.Connection, row: Row, *, succeeded: bool, status_code: int | None) -> None:
+        if succeeded:
             await webhook_store.finish_delivery(conn, row["id"], "succeeded")
             await webhook_store.endpoint_succeeded(conn, row["endpoint_id"])
             return
@@ -102,7 +125,7 @@ class WebhookWorker:
         if not await webhook_store.disable_endpoint(conn, row["endpoint_id"], reason):
             return
         log.warning("webhook_endpoint_disabled", endpoint=row["endpoint_id"], reason=reason)
-        prefs = await message_queue.merchant_preferences(conn, self._settings, row["merchant_id"])
+        prefs = await merchant_settings.preferences(conn, self._settings, row["merchant_id"])
         alert = endpoint_disabled_alert(row["endpoint_id"], row["url"], reason)
         await message_queue.queue_team_alert(
             conn, self._settings, prefs, event_id=uuid.uuid4(), merchant_id=row["merchant_id"], alert=alert

@@ -1,0 +1,111 @@
+"""What merchants see of their webhooks (through intake): the delivery log, and replays.
+
+A replay is a new delivery of an event already sent (same ``webhook-id``). Replays reach back at most the
+retention period, go in batches (short transactions), and never queue an event twice for one endpoint while an
+earlier replay of it is still pending, so repeating a request does not multiply the traffic.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+Row = dict[str, Any]
+REPLAY_BATCH = 1000
+
+
+async def get_endpoint(conn: asyncpg.Connection, endpoint_id: str, merchant_id: str) -> Row | None:
+    row = await conn.fetchrow(
+        "SELECT id, merchant_id, url, event_types, enabled, deleted, consecutive_failures, disabled_reason"
+        " FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2",
+        endpoint_id,
+        merchant_id,
+    )
+    return dict(row) if row else None
+
+
+async def delivery_log(conn: asyncpg.Connection, endpoint_id: str, limit: int) -> list[Row]:
+    """The endpoint's latest deliveries, newest first, each with its attempts."""
+    rows = await conn.fetch(
+        """
+        SELECT d.id, d.event_id, ev.event_type, d.replay, d.status, d.attempts, d.next_attempt_at, d.created_at,
+               d.finished_at,
+               coalesce(
+                   (SELECT json_agg(json_build_object(
+                        'attempt', a.attempt, 'attempted_at', a.attempted_at, 'status_code', a.status_code,
+                        'latency_ms', a.latency_ms, 'error', a.error) ORDER BY a.attempt)
+                    FROM webhook_attempts a WHERE a.delivery_id = d.id),
+                   '[]'
+               ) AS attempt_log
+        FROM webhook_deliveries d JOIN webhook_events ev ON ev.event_id = d.event_id
+        WHERE d.endpoint_id = $1 ORDER BY d.id DESC LIMIT $2
+        """,
+        endpoint_id,
+        limit,
+    )
+    return [{**dict(r), "attempt_log": json.loads(r["attempt_log"])} for r in rows]
+
+
+async def replay_delivery(conn: asyncpg.Connection, endpoint_id: str, delivery_id: int) -> int | None:
+    """Deliveries scheduled (0 while the endpoint is disabled); None when the delivery is not this endpoint's."""
+    row = await conn.fetchrow(
+        "SELECT d.event_id, e.merchant_id, e.enabled AND NOT e.deleted AS active FROM webhook_deliveries d"
+        " JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = $1 AND d.endpoint_id = $2",
+        delivery_id,
+        endpoint_id,
+    )
+    if row is None:
+        return None
+    if not row["active"]:
+        return 0
+    await conn.execute(
+        "INSERT INTO webhook_deliveries (endpoint_id, merchant_id, event_id, replay) VALUES ($1, $2, $3, true)",
+        endpoint_id,
+        row["merchant_id"],
+        row["event_id"],
+    )
+    return 1
+
+
+_REPLAY_BATCH = """
+WITH batch AS (
+    SELECT ev.event_id, ev.occurred_at, e.merchant_id
+    FROM webhook_endpoints e
+    JOIN webhook_events ev ON ev.merchant_id = e.merchant_id AND ev.event_type = ANY(e.event_types)
+    WHERE e.id = $1 AND e.enabled AND NOT e.deleted
+      AND ev.occurred_at >= greatest($2, now() - $4::interval)
+      AND ($3::uuid IS NULL OR (ev.occurred_at, ev.event_id) > ($2, $3::uuid))
+    ORDER BY ev.occurred_at, ev.event_id LIMIT $5
+), queued AS (
+    INSERT INTO webhook_deliveries (endpoint_id, merchant_id, event_id, replay)
+    SELECT $1, b.merchant_id, b.event_id, true FROM batch b
+    WHERE NOT EXISTS (
+        SELECT 1 FROM webhook_deliveries d
+        WHERE d.endpoint_id = $1 AND d.event_id = b.event_id AND d.replay AND d.status = 'pending'
+    )
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM queued) AS queued, last.occurred_at, last.event_id
+FROM (SELECT 1) one LEFT JOIN LATERAL (
+    SELECT occurred_at, event_id FROM batch ORDER BY occurred_at DESC, event_id DESC LIMIT 1
+) last ON true
+"""
+
+
+async def replay_since(
+    pool: asyncpg.Pool, endpoint_id: str, since: datetime, *, reach: timedelta, batch: int = REPLAY_BATCH
+) -> int:
+    """A new delivery of every event the endpoint subscribes to that happened at or after ``since`` (but no
+    further back than ``reach``), ``batch`` events per transaction. Returns how many were scheduled."""
+    scheduled, after = 0, None
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(_REPLAY_BATCH, endpoint_id, since, after, reach, batch)
+        assert row is not None
+        scheduled += int(row["queued"])
+        if row["event_id"] is None:
+            return scheduled
+        since, after = row["occurred_at"], row["event_id"]

@@ -1,0 +1,72 @@
+"""SQL for merchants' notification settings: team channels and how customer emails present the merchant.
+
+The Slack webhook URL is a credential: it arrives sealed (``SecretBox``, bound to the merchant id), rests
+sealed, and is opened only by the message worker, to send.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import structlog
+
+from refundflow_notifier.notification_rules import MerchantPreferences
+from refundflow_notifier.settings import NotifierSettings
+from refundflow_shared.events import NotificationSettingsConfigured
+from refundflow_shared.secret_box import SecretBox
+
+log = structlog.get_logger(__name__)
+
+
+async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured) -> None:
+    await conn.execute(
+        "INSERT INTO merchant_settings (merchant_id, team_email, sealed_slack_webhook_url, sender_name, reply_to,"
+        " review_target, refund_process_time) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (merchant_id) DO UPDATE SET team_email = EXCLUDED.team_email,"
+        " sealed_slack_webhook_url = EXCLUDED.sealed_slack_webhook_url, legacy_slack_webhook_url = NULL,"
+        " sender_name = EXCLUDED.sender_name, reply_to = EXCLUDED.reply_to,"
+        " review_target = EXCLUDED.review_target, refund_process_time = EXCLUDED.refund_process_time,"
+        " updated_at = now()",
+        data.merchant_id,
+        data.team_email,
+        data.sealed_slack_webhook_url,
+        data.sender_name,
+        data.reply_to,
+        data.review_target,
+        data.refund_process_time,
+    )
+
+
+async def preferences(conn: asyncpg.Connection, settings: NotifierSettings, merchant_id: str) -> MerchantPreferences:
+    """The merchant's settings with the notifier's defaults filled in."""
+    row = await conn.fetchrow("SELECT * FROM merchant_settings WHERE merchant_id = $1", merchant_id)
+    return MerchantPreferences(
+        review_target=(row and row["review_target"]) or settings.review_target,
+        refund_process_time=(row and row["refund_process_time"]) or settings.refund_process_time,
+        sender_name=row and row["sender_name"],
+        reply_to=row and row["reply_to"],
+        team_email=row and row["team_email"],
+        has_slack=bool(row and row["sealed_slack_webhook_url"]),
+    )
+
+
+async def seal_legacy_slack_urls(pool: asyncpg.Pool, box: SecretBox | None) -> int:
+    """Seal Slack URLs stored in clear before they travelled sealed (migration 0003); returns how many."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT merchant_id, legacy_slack_webhook_url FROM merchant_settings"
+            " WHERE legacy_slack_webhook_url IS NOT NULL FOR UPDATE"
+        )
+        if rows and box is None:
+            log.warning("slack_urls_left_unsealed", merchants=len(rows), why="WEBHOOK_SECRET_KEY is not set")
+            return 0
+        for row in rows:
+            assert box is not None
+            await conn.execute(
+                "UPDATE merchant_settings SET sealed_slack_webhook_url = $2, legacy_slack_webhook_url = NULL"
+                " WHERE merchant_id = $1",
+                row["merchant_id"],
+                box.seal(row["legacy_slack_webhook_url"], context=row["merchant_id"]),
+            )
+    if rows:
+        log.info("slack_urls_sealed", merchants=len(rows))
+    return len(rows)

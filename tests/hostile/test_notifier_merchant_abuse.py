@@ -1,0 +1,254 @@
+"""What a merchant's own configuration can do to the notifier, and what the notifier keeps and for how long.
+
+A sender name with line breaks loses nothing; more endpoints than allowed are cut, not fanned out; replays
+reach back only the retention period, in batches, and never pile up; a disabled endpoint's backlog is cancelled
+rather than re-sent; and retention prunes finished work while keeping everything still live.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from refundflow_notifier.delivery_log import replay_since
+from refundflow_notifier.webhook_signing import new_signing_secret
+from refundflow_shared.events import RefundRejected, RefundRequested, WebhookEndpointConfigured
+from refundflow_shared.secret_box import SecretBox
+from tests.conftest import create_database
+from tests.support.notifier_harness import (
+    TEST_SECRET_KEY,
+    EventFeed,
+    configure_endpoint,
+    configure_team,
+    notifier_settings,
+    running_notifier,
+)
+from tests.support.notifier_receivers import CapturingSmtpHandler, HttpReceiver, http_receiver, smtp_server
+from tests.support.probe_service import eventually
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+CAP = 2
+
+
+class World:
+    def __init__(self, feed: EventFeed, pool: asyncpg.Pool, mail: CapturingSmtpHandler, http: HttpReceiver) -> None:
+        self.feed, self.pool, self.mail, self.http = feed, pool, mail, http
+
+    async def endpoint(self, merchant_id: str, name: str, status: int = 200) -> str:
+        self.http.scripts[name] = [status]
+        return await configure_endpoint(
+            self.feed, self.pool, merchant_id, self.http.url(name), ["refund.requested"], secret=new_signing_secret()
+        )
+
+    async def attempted(self, endpoint_id: str, deliveries: int) -> None:
+        async def done() -> bool:
+            count = await self.pool.fetchval(
+                "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND attempts > 0"
+                " AND (status <> 'pending' OR locked_until IS NULL)",
+                endpoint_id,
+            )
+            return bool(count >= deliveries)
+
+        await eventually(done)
+
+
+@pytest.fixture(scope="module")
+async def world(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[World]:
+    with smtp_server() as (mail, smtp_port):
+        async with http_receiver() as http:
+            settings = notifier_settings(
+                await create_database(postgres_url),
+                kafka_bootstrap,
+                smtp_port,
+                webhook_max_endpoints_per_event=CAP,
+                webhook_retry_schedule_seconds=[0, 3600],  # a failed first attempt stays pending for an hour
+                retention_interval_seconds=0.2,
+            )
+            async with running_notifier(settings) as (feed, pool):
+                yield World(feed, pool, mail, http)
+
+
+def merchant() -> str:
+    return f"mer_{uuid.uuid4().hex[:10]}"
+
+
+def requested(merchant_id: str, customer: str = "ada@example.com") -> RefundRequested:
+    suffix = uuid.uuid4().hex[:10]
+    return RefundRequested(
+        merchant_id=merchant_id,
+        payment_id=f"pay_{suffix}",
+        refund_id=f"ref_{suffix}",
+        customer_email=customer,
+        amount=4999,
+        currency="EUR",
+        reason="requested_by_customer",
+    )
+
+
+async def test_a_sender_name_with_line_breaks_loses_no_email_and_no_webhook(world: World) -> None:
+    m, hook, to = merchant(), uuid.uuid4().hex, f"ada.{uuid.uuid4().hex[:8]}@example.com"
+    await configure_team(
+        world.feed,
+        world.pool,
+        m,
+        sender_name="Acme\r\nBcc: everyone@victim.example",
+        reply_to="support@acme.example\r\nX-Injected: yes",
+    )
+    await world.endpoint(m, hook)
+    await world.feed.publish(requested(m, to))
+
+    async def both_out() -> bool:
+        return bool(world.mail.to(to)) and bool(world.http.received[hook])
+
+    await eventually(both_out)
+    [email] = world.mail.to(to)
+    assert email["From"].addresses[0].display_name == "Acme Bcc: everyone@victim.example via Refundflow"
+    assert email["Bcc"] is None and email["X-Injected"] is None and email["Reply-To"] is None
+
+
+async def test_more_endpoints_than_allowed_are_cut_and_the_team_is_told_once(world: World) -> None:
+    m, slack = merchant(), uuid.uuid4().hex
+    await configure_team(world.feed, world.pool, m, slack=world.http.url(slack))
+    endpoints = [await world.endpoint(m, uuid.uuid4().hex) for _ in range(CAP + 1)]
+    events = [await world.feed.publish(requested(m)) for _ in range(2)]
+
+    async def both_queued() -> bool:
+        count = await world.pool.fetchval(
+            "SELECT count(DISTINCT event_id) FROM webhook_deliveries WHERE endpoint_id = ANY($1)", endpoints
+        )
+        return bool(count == len(events))
+
+    await eventually(both_queued)
+    per_event = await world.pool.fetch(
+        "SELECT count(*) AS n FROM webhook_deliveries WHERE endpoint_id = ANY($1) GROUP BY event_id", endpoints
+    )
+    assert [r["n"] for r in per_event] == [CAP, CAP]
+
+    async def alerted() -> bool:
+        return any("skipped" in json.loads(r.body)["text"] for r in world.http.received[slack])
+
+    await eventually(alerted)
+    skipped = [r for r in world.http.received[slack] if "skipped" in json.loads(r.body)["text"]]
+    assert len(skipped) == 1, "once a day, not once per event"
+
+
+async def test_disabling_an_endpoint_cancels_its_backlog_and_reenabling_does_not_resend_it(world: World) -> None:
+    m, hook = merchant(), uuid.uuid4().hex
+    endpoint = await world.endpoint(m, hook, status=500)
+    for _ in range(2):
+        await world.feed.publish(requested(m))
+    await world.attempted(endpoint, 2)  # each failed once and waits an hour for its retry
+
+    await reconfigure(world, m, endpoint, world.http.url(hook), enabled=False, version=2)
+
+    async def cancelled() -> bool:
+        statuses = await world.pool.fetch("SELECT status FROM webhook_deliveries WHERE endpoint_id = $1", endpoint)
+        return [r["status"] for r in statuses] == ["cancelled", "cancelled"]
+
+    await eventually(cancelled)
+    world.http.scripts[hook] = [200]
+    await reconfigure(world, m, endpoint, world.http.url(hook), enabled=True, version=3)
+    marker = await world.feed.publish(requested(m))
+
+    async def marker_arrived() -> bool:
+        return any(r.headers["webhook-id"] == str(marker.id) for r in world.http.received[hook])
+
+    await eventually(marker_arrived)
+    assert len(world.http.received[hook]) == 3, "two first attempts, then only the new event"
+
+
+async def test_a_replay_reaches_back_only_the_retention_period_and_repeating_it_adds_nothing(world: World) -> None:
+    m = merchant()
+    endpoint = await world.endpoint(m, uuid.uuid4().hex, status=500)
+    events = [await world.feed.publish(requested(m)) for _ in range(5)]
+    await world.attempted(endpoint, len(events))
+    await world.pool.execute(
+        "UPDATE webhook_events SET occurred_at = now() - interval '40 days' WHERE event_id = ANY($1)",
+        [e.id for e in events[:2]],
+    )
+    since = datetime(1970, 1, 1, tzinfo=UTC)
+
+    assert await replay_since(world.pool, endpoint, since, reach=timedelta(days=30), batch=2) == 3
+    assert await replay_since(world.pool, endpoint, since, reach=timedelta(days=30), batch=2) == 0, "still pending"
+    replayed = await world.pool.fetch(
+        "SELECT event_id FROM webhook_deliveries WHERE endpoint_id = $1 AND replay", endpoint
+    )
+    assert sorted(r["event_id"] for r in replayed) == sorted(e.id for e in events[2:])
+
+
+async def test_retention_prunes_finished_work_and_keeps_what_is_still_live(world: World) -> None:
+    m, to = merchant(), f"ada.{uuid.uuid4().hex[:8]}@example.com"
+    delivered, failing = await world.endpoint(m, uuid.uuid4().hex), await world.endpoint(m, uuid.uuid4().hex, 500)
+    await world.feed.publish(requested(m, to))
+    unsubscribed = await world.feed.publish(  # no endpoint wants it: kept for replays, then pruned
+        RefundRejected(merchant_id=m, payment_id="pay_r", refund_id="ref_r", customer_email=to, note="no")
+    )
+    await world.attempted(delivered, 1)
+    await world.attempted(failing, 1)
+    await eventually(lambda: _sent(world, m, 2))
+    bodies = await world.pool.fetch("SELECT body FROM messages WHERE merchant_id = $1", m)
+    assert [r["body"] for r in bodies] == [None, None], "an email's content is wiped once it is sent"
+
+    await world.pool.execute(
+        "UPDATE webhook_deliveries SET finished_at = now() - interval '31 days' WHERE endpoint_id = $1", delivered
+    )
+    await world.pool.execute(
+        "UPDATE webhook_events SET occurred_at = now() - interval '31 days' WHERE merchant_id = $1", m
+    )
+    await world.pool.execute("UPDATE messages SET finished_at = now() - interval '8 days' WHERE merchant_id = $1", m)
+
+    async def pruned() -> bool:
+        left = await world.pool.fetchrow(
+            "SELECT (SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1) AS deliveries,"
+            " (SELECT count(*) FROM webhook_events WHERE event_id = $2) AS unsubscribed,"
+            " (SELECT count(*) FROM messages WHERE merchant_id = $3) AS messages",
+            delivered,
+            unsubscribed.id,
+            m,
+        )
+        assert left is not None
+        return (left["deliveries"], left["unsubscribed"], left["messages"]) == (0, 0, 0)
+
+    await eventually(pruned)
+    kept = await world.pool.fetchrow(
+        "SELECT d.status, (SELECT count(*) FROM webhook_attempts a WHERE a.delivery_id = d.id) AS attempts,"
+        " (SELECT count(*) FROM webhook_events ev WHERE ev.event_id = d.event_id) AS event"
+        " FROM webhook_deliveries d WHERE d.endpoint_id = $1",
+        failing,
+    )
+    assert kept is not None and (kept["status"], kept["attempts"], kept["event"]) == ("pending", 1, 1)
+
+
+async def _sent(world: World, merchant_id: str, count: int) -> bool:
+    sent = await world.pool.fetchval(
+        "SELECT count(*) FROM messages WHERE merchant_id = $1 AND status = 'sent'", merchant_id
+    )
+    return bool(sent == count)
+
+
+async def reconfigure(
+    world: World, merchant_id: str, endpoint_id: str, url: str, *, enabled: bool, version: int
+) -> None:
+    await world.feed.publish(
+        WebhookEndpointConfigured(
+            merchant_id=merchant_id,
+            endpoint_id=endpoint_id,
+            url=url,
+            event_types=["refund.requested"],
+            enabled=enabled,
+            encrypted_secret=SecretBox(TEST_SECRET_KEY).seal(new_signing_secret(), context=endpoint_id),
+            version=version,
+        )
+    )
+
+    async def applied() -> bool:
+        return bool(
+            await world.pool.fetchval("SELECT version = $2 FROM webhook_endpoints WHERE id = $1", endpoint_id, version)
+        )
+
+    await eventually(applied)

@@ -1,0 +1,136 @@
+"""Email transport: STARTTLS whenever the relay offers it (and required when configured), credentials never
+in clear text, certificates checked, one connection for many messages.
+
+The relay is a real SMTP server (aiosmtpd) that offers STARTTLS with a certificate made here and, carelessly,
+AUTH even before encryption: a client that sent credentials in clear would be seen doing it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from refundflow_notifier.settings import NotifierSettings
+from refundflow_notifier.smtp_mailer import MailNotSent, SmtpMailer
+from tests.support.notifier_receivers import SMTP_PASSWORD, SMTP_USER, smtp_server
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+def relay_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, str]:
+    """A self-signed certificate for 127.0.0.1: the relay's TLS context, and the file a client may trust."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smtp relay for tests")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory = tmp_path_factory.mktemp("relay-tls")
+    cert_file, key_file = directory / "relay.pem", directory / "relay.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, str(cert_file)
+
+
+def mailer(port: int, **settings: Any) -> SmtpMailer:
+    return SmtpMailer(NotifierSettings(smtp_host="127.0.0.1", smtp_port=port, smtp_timeout_seconds=5, **settings))
+
+
+def message(to: str) -> bytes:
+    email = EmailMessage()
+    email["From"], email["To"], email["Subject"] = "refunds@refundflow.test", to, "hello"
+    email.set_content("hello")
+    return email.as_bytes()
+
+
+@pytest.fixture
+def tls_relay(relay_certificate: tuple[ssl.SSLContext, str]) -> Iterator[tuple[Any, int]]:
+    with smtp_server(starttls=relay_certificate[0], with_auth=True) as relay:
+        yield relay
+
+
+@pytest.fixture
+def plain_relay() -> Iterator[tuple[Any, int]]:
+    with smtp_server(with_auth=True) as relay:
+        yield relay
+
+
+async def test_credentials_and_mail_go_only_after_starttls_by_default(
+    tls_relay: tuple[Any, int], relay_certificate: tuple[ssl.SSLContext, str]
+) -> None:
+    relay, port = tls_relay
+    smtp = mailer(port, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD, smtp_tls_ca_file=relay_certificate[1])
+    for n in range(3):
+        await smtp.send(message(f"ada{n}@example.com"), f"ada{n}@example.com")
+    await smtp.close()
+
+    assert relay.auth_attempts == [(SMTP_USER, True)], "one login, over TLS"
+    assert relay.over_tls == [True, True, True]
+    assert len(relay.connections) == 1, "one connection carried the three messages"
+
+
+async def test_required_tls_refuses_a_relay_without_starttls_and_sends_nothing(plain_relay: tuple[Any, int]) -> None:
+    relay, port = plain_relay
+    smtp = mailer(port, smtp_tls="required", smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD)
+
+    with pytest.raises(MailNotSent) as refused:
+        await smtp.send(message("ada@example.com"), "ada@example.com")
+    assert not refused.value.permanent, "a relay's configuration can change: retried on the schedule"
+    assert relay.auth_attempts == [] and relay.messages == []
+
+
+async def test_credentials_are_never_sent_in_clear_unless_explicitly_allowed(plain_relay: tuple[Any, int]) -> None:
+    relay, port = plain_relay
+    careful = mailer(port, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD)  # opportunistic TLS
+    with pytest.raises(MailNotSent):
+        await careful.send(message("ada@example.com"), "ada@example.com")
+    assert relay.auth_attempts == [] and relay.messages == []
+
+    allowed = mailer(port, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD, smtp_allow_plaintext_auth=True)
+    await allowed.send(message("ada@example.com"), "ada@example.com")
+    await allowed.close()
+    assert relay.auth_attempts == [(SMTP_USER, False)] and relay.over_tls == [False]
+
+
+async def test_a_relay_certificate_nobody_vouches_for_is_refused(tls_relay: tuple[Any, int]) -> None:
+    relay, port = tls_relay
+    smtp = mailer(port, smtp_tls="required", smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD)
+
+    with pytest.raises(MailNotSent):
+        await smtp.send(message("ada@example.com"), "ada@example.com")
+    assert relay.auth_attempts == [] and relay.messages == []
+
+
+async def test_a_connection_the_relay_dropped_is_replaced_without_losing_the_message() -> None:
+    with smtp_server() as (first_relay, port):
+        smtp = mailer(port)
+        await smtp.send(message("first@example.com"), "first@example.com")
+    with smtp_server(port=port) as (second_relay, _):  # a restarted relay: the idle connection is dead
+        await smtp.send(message("second@example.com"), "second@example.com")
+        await smtp.close()
+    assert [m["To"] for m in first_relay.messages] == ["first@example.com"]
+    assert [m["To"] for m in second_relay.messages] == ["second@example.com"]

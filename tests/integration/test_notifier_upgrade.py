@@ -1,0 +1,56 @@
+"""Upgrading a notifier database from before the hardening: Slack URLs stored in clear end up sealed."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from refundflow_notifier.app import MIGRATIONS
+from refundflow_notifier.merchant_settings import seal_legacy_slack_urls
+from refundflow_shared.migrations_runner import apply_migrations
+from refundflow_shared.secret_box import SecretBox, generate_key
+from tests.conftest import create_database
+
+SLACK_URL = "https://hooks.slack.com/services/T000/B000/secret-token"
+
+
+async def test_slack_urls_stored_in_clear_are_sealed_and_no_message_names_one(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    dsn = await create_database(postgres_url)
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for name in ("0001_emails.sql", "0002_notifications.sql"):
+        shutil.copy(MIGRATIONS / name, before / name)
+    await apply_migrations(dsn, "notifier", before)
+    pool = await asyncpg.create_pool(dsn, server_settings={"search_path": "notifier"})
+    assert pool is not None
+    try:
+        event_id = uuid.uuid4()
+        await pool.execute(
+            "INSERT INTO merchant_settings (merchant_id, slack_webhook_url) VALUES ('mer_1', $1)", SLACK_URL
+        )
+        await pool.execute(
+            "INSERT INTO messages (dedupe_key, event_id, merchant_id, channel, kind, recipient, body)"
+            " VALUES ($1, $2, 'mer_1', 'slack', 'refund_to_review', $3, '{}')",
+            f"{event_id}/refund_to_review/{SLACK_URL}",
+            event_id,
+            SLACK_URL,
+        )
+
+        await apply_migrations(dsn, "notifier", MIGRATIONS)
+        box = SecretBox(generate_key())
+        assert await seal_legacy_slack_urls(pool, box) == 1
+        assert await seal_legacy_slack_urls(pool, box) == 0, "once"
+
+        row = await pool.fetchrow("SELECT * FROM merchant_settings WHERE merchant_id = 'mer_1'")
+        assert row is not None and row["legacy_slack_webhook_url"] is None
+        assert box.open(row["sealed_slack_webhook_url"], context="mer_1") == SLACK_URL
+        message = await pool.fetchrow("SELECT recipient, dedupe_key FROM messages")
+        assert message is not None
+        assert (message["recipient"], message["dedupe_key"]) == ("slack", f"{event_id}/refund_to_review/slack")
+    finally:
+        await pool.close()
