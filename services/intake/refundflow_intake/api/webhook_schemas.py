@@ -68,7 +68,7 @@ class Delivery(BaseModel):
     event_id: str
     event_type: str
     replay: bool
-    status: Literal["pending", "succeeded", "failed"]
+    status: Literal["pending", "succeeded", "failed", "cancelled"]
     attempts: int
     next_attempt_at: datetime
     created_at: datetime
