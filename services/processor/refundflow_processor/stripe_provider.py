@@ -9,12 +9,14 @@ from typing import Any, TypeVar
 import stripe
 
 from refundflow_processor.payment_provider import (
+    ProviderAuthFailed,
     ProviderRefund,
     ProviderRefused,
     ProviderStatus,
     ProviderSubscription,
     ProviderUnavailable,
 )
+from refundflow_shared.money import MAX_MINOR_UNITS
 
 T = TypeVar("T")
 
@@ -43,7 +45,13 @@ class StripeProvider:
     async def create_refund(
         self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
     ) -> ProviderRefund:
-        params: Any = {"payment_intent": payment_ref, "amount": amount, "metadata": {"refund_id": refund_id}}
+        # The currency too: the provider then refuses to refund a charge made in another currency.
+        params: Any = {
+            "payment_intent": payment_ref,
+            "amount": amount,
+            "currency": currency.lower(),
+            "metadata": {"refund_id": refund_id},
+        }
         refund = await _call(
             self._client.v1.refunds.create_async(params=params, options={"idempotency_key": idempotency_key})
         )
@@ -84,6 +92,9 @@ async def _call(request: Awaitable[T]) -> T:
         return await request
     except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
         raise ProviderUnavailable(f"{type(exc).__name__}: {exc.user_message or exc}") from exc
+    except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+        code = exc.code or getattr(exc.error, "code", None) or type(exc).__name__
+        raise ProviderAuthFailed(f"HTTP {exc.http_status}: {code}") from exc
     except stripe.StripeError as exc:
         status = exc.http_status or 0
         if status == 409 or status >= 500:
@@ -92,14 +103,21 @@ async def _call(request: Awaitable[T]) -> T:
 
 
 def _to_provider_refund(stripe_refund: Any) -> ProviderRefund:
+    """The provider's refund object, read as hostile input: anything malformed is no answer at all."""
     refund: dict[str, Any] = stripe_refund.to_dict()
+    refund_id, amount, currency, metadata = (refund.get(k) for k in ("id", "amount", "currency", "metadata"))
+    if not (isinstance(refund_id, str) and 0 < len(refund_id) <= 255):
+        raise ProviderUnavailable("malformed answer: the refund has no usable id")
+    if not (isinstance(amount, int) and not isinstance(amount, bool) and 0 <= amount <= MAX_MINOR_UNITS):
+        raise ProviderUnavailable(f"malformed answer: refund {refund_id} has no usable amount")
+    reason = refund.get("failure_reason")
     return ProviderRefund(
-        id=refund["id"],
-        status=_STATUS.get(refund.get("status") or "", "pending"),
-        amount=refund["amount"],
-        currency=(refund.get("currency") or "").upper(),
-        failure_reason=refund.get("failure_reason"),
-        metadata={str(k): str(v) for k, v in (refund.get("metadata") or {}).items()},
+        id=refund_id,
+        status=_STATUS.get(str(refund.get("status") or ""), "pending"),
+        amount=amount,
+        currency=currency.upper() if isinstance(currency, str) else "",
+        failure_reason=reason if isinstance(reason, str) else None,
+        metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
     )
 
 
