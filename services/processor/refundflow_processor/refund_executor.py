@@ -27,6 +27,7 @@ from refundflow_processor.attempts import (
     Reconciled,
     ReconcileFailed,
     Refused,
+    Step,
     next_step,
 )
 from refundflow_processor.lease_dispatcher import LeaseDispatcher
@@ -89,7 +90,7 @@ class RefundExecutor:
             structlog.contextvars.unbind_contextvars("refund_id", "payment_id")
         crash_point("processor.after_outcome_recorded")
 
-    async def _ask(self, attempt: Attempt, question: object) -> ProviderAnswer:
+    async def _ask(self, attempt: Attempt, question: Step) -> ProviderAnswer:
         """Ask the provider one question, within the call deadline (the lease outlives it)."""
         refund = attempt.refund
         try:

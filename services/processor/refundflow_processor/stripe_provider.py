@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -62,11 +63,9 @@ class StripeProvider:
 
     async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
         params: Any = {"payment_intent": payment_ref, "limit": 100}
-        page = await _call(self._client.v1.refunds.list_async(params=params))
-        refunds: list[ProviderRefund] = []
-        async for refund in page.auto_paging_iter():
-            refunds.append(_to_provider_refund(refund))
-        return refunds
+        with _classified_errors():  # every page's request, not only the first
+            page = await self._client.v1.refunds.list_async(params=params)
+            return [_to_provider_refund(refund) async for refund in page.auto_paging_iter()]
 
     async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
         subscriptions = self._client.v1.subscriptions
@@ -78,18 +77,26 @@ class StripeProvider:
         subscription: dict[str, Any] = answer.to_dict()
         # At period end, Stripe sets cancel_at to the period's end; a cancellation now stamps canceled_at.
         ends = subscription.get("cancel_at") if at_period_end else subscription.get("canceled_at")
+        if not isinstance(subscription.get("id"), str) or not isinstance(ends, int | None):
+            raise ProviderUnavailable(f"malformed answer for subscription {subscription_id}")
         return ProviderSubscription(
             id=subscription["id"],
-            status=subscription["status"],
+            status=str(subscription.get("status")),
             cancel_at_period_end=bool(subscription.get("cancel_at_period_end")),
             ends_at=datetime.fromtimestamp(ends, UTC) if ends else None,
         )
 
 
 async def _call(request: Awaitable[T]) -> T:
-    """One SDK call, its errors sorted into definite refusals and indeterminate failures."""
-    try:
+    with _classified_errors():
         return await request
+
+
+@contextmanager
+def _classified_errors() -> Iterator[None]:
+    """The SDK's errors sorted: definite refusals, refused credentials, and failures without an answer."""
+    try:
+        yield
     except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
         raise ProviderUnavailable(f"{type(exc).__name__}: {exc.user_message or exc}") from exc
     except (stripe.AuthenticationError, stripe.PermissionError) as exc:
