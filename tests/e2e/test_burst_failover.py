@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from refundflow_devstack.smtp_sink import start_smtp_sink
 from refundflow_shared.events import Event, PaymentSucceeded, Product, topic_for
 from tests.conftest import create_database
-from tests.support.infrastructure import free_port
+from tests.support.infrastructure import free_port, kafka_broker
 from tests.support.service_processes import ServiceProcess, service_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -73,7 +73,16 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
 
 
 @pytest.fixture
-def stack(postgres_url: str, kafka_bootstrap: str, tmp_path: Path) -> Iterator[tuple[Stack, Path, str, str]]:
+def stack(postgres_url: str, tmp_path: Path) -> Iterator[tuple[Stack, Path, str, str, str]]:
+    # A broker of its own: consumer groups are named by service, and an embedded Tansu may leave a group that
+    # lost members to SIGKILL rebalancing for minutes, which would stall the next tests' processors.
+    with kafka_broker(tmp_path / "kafka") as kafka_bootstrap:
+        yield from _running_stack(postgres_url, kafka_bootstrap, tmp_path)
+
+
+def _running_stack(
+    postgres_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> Iterator[tuple[Stack, Path, str, str, str]]:
     mail_dir, smtp_port = tmp_path / "mail", free_port()
     smtp = start_smtp_sink(mail_dir, port=smtp_port)
     database_url = asyncio.run(create_database(postgres_url))
@@ -111,16 +120,16 @@ def stack(postgres_url: str, kafka_bootstrap: str, tmp_path: Path) -> Iterator[t
             stack.start(name, "notifier", free_port())
         for process in list(stack.processes.values()):
             process.wait_ready()
-        yield stack, mail_dir, database_url, prefix
+        yield stack, mail_dir, database_url, prefix, kafka_bootstrap
     finally:
         stack.stop()
         smtp.stop()
 
 
 def test_a_burst_of_refunds_survives_killing_a_processor_and_a_notifier(
-    stack: tuple[Stack, Path, str, str], kafka_bootstrap: str
+    stack: tuple[Stack, Path, str, str, str],
 ) -> None:
-    services, mail_dir, database_url, prefix = stack
+    services, mail_dir, database_url, prefix, kafka_bootstrap = stack
     api = httpx.Client(base_url=f"http://127.0.0.1:{services.ports['intake']}", timeout=30)
     merchant = api.post("/v1/merchants", json={"name": "Burst"}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     auth = {"Authorization": f"Bearer {merchant.json()['api_key']}"}
