@@ -60,7 +60,8 @@ def main() -> None:
         if "SMTP_HOST" not in env:
             env |= {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "1025", "SMTP_SINK_DIR": str(VAR / "mail")}
             processes.insert(0, "smtp")
-        env.setdefault("STRIPE_API_BASE", SANDBOX_URL)
+        if "STRIPE_API_BASE" not in env:  # the local sandbox, over http: say so explicitly
+            env |= {"STRIPE_API_BASE": SANDBOX_URL, "STRIPE_SANDBOX": "true"}
         env.setdefault("STRIPE_API_KEY", "sk_test_refundflow_local")
         # The sandbox signs refund.updated webhooks to the processor as Stripe would.
         env.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_refundflow_local")

@@ -43,6 +43,9 @@ async def test_a_processor_killed_mid_refund_refunds_exactly_once_after_restart(
         STRIPE_API_KEY="sk_test_crash",
         EXECUTOR_POLL_INTERVAL_SECONDS="0.2",
         OUTBOX_POLL_INTERVAL_SECONDS="0.2",
+        # A killed executor's attempts are leased for the call deadline plus the margin: keep that short here.
+        PROVIDER_CALL_DEADLINE_SECONDS="2",
+        EXECUTOR_LEASE_MARGIN_SECONDS="1",
     )
     health = f"http://127.0.0.1:{processor_port}/readyz"
     intent = payment_intent()

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import stripe
 
+from refundflow_sandbox.app import create_app as create_sandbox
+from refundflow_sandbox.settings import SandboxSettings
 from refundflow_shared.events import PaymentSucceeded, Product, SubscriptionCancelRequested
 from tests.conftest import create_database
+from tests.support.http_servers import serving
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import (
     ProcessorUnderTest,
@@ -201,19 +205,30 @@ async def test_a_pending_refund_finishes_through_the_sync_job_when_webhooks_are_
         assert len(await processor.events("refund.succeeded", expected=1, about=approved.refund_id)) == 1
 
 
-async def test_a_provider_down_beyond_the_retry_budget_fails_the_refund_and_alerts_the_team(
+async def test_a_provider_down_beyond_the_retry_budget_fails_the_refund_only_once_it_proves_no_refund_exists(
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider_reachable=False) as processor:
         approved = approval(payment_intent())
         await processor.publish(approved)
 
-        await finished(processor, approved.refund_id, "failed")
+        # Unreachable even to reconcile: nobody can say whether a refund exists, so nothing is failed.
+        [alert] = await processor.events("team_alert.raised", expected=1, about=approved.refund_id)
+        assert alert["kind"] == "refund_outcome_unknown"
+        assert await processor.attempts(approved.refund_id) == ["unknown"]
+        assert await processor.refund_status(approved.refund_id) == "processing"
+
+        # The provider comes back and proves it holds no refund: only now does the refund fail.
+        port = urlsplit(processor.settings.stripe_api_base).port
+        assert port is not None
+        async with serving(create_sandbox(SandboxSettings(port=port)), port):
+            await finished(processor, approved.refund_id, "failed")
         [failed] = await processor.events("refund.failed", expected=1, about=approved.refund_id)
         assert failed["failure_reason"] == "provider_unavailable"
         [alert] = await processor.events("provider.unavailable", expected=1, about=approved.refund_id)
         assert alert["attempts"] == processor.settings.provider_retry_budget
         assert alert["provider"] == "stripe"
+        assert len(await processor.events("team_alert.raised", expected=2, about=approved.refund_id)) == 1
 
 
 async def test_past_the_keys_lifetime_the_processor_reconciles_instead_of_retrying_the_old_key(

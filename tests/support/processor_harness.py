@@ -14,6 +14,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from refundflow_processor.app import create_app as create_processor
+from refundflow_processor.payment_provider import PaymentProvider
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_sandbox.app import create_app as create_sandbox
 from refundflow_sandbox.settings import SandboxSettings
@@ -42,6 +43,20 @@ class ProcessorUnderTest:
     async def attempts(self, refund_id: str) -> list[str]:
         rows = await self.db.fetch("SELECT state FROM refund_attempts WHERE refund_id = $1 ORDER BY attempt", refund_id)
         return [r["state"] for r in rows]
+
+    async def staged(self, event_type: str, *, about: str) -> list[dict[str, Any]]:
+        """Events the processor committed to its outbox whose data mentions ``about``: exact, and no wait."""
+        rows = await self.db.fetch("SELECT payload FROM outbox WHERE event_type = $1 ORDER BY id", event_type)
+        found = [json.loads(bytes(r["payload"])) for r in rows]
+        return [data for data in found if about in data.values()]
+
+    async def sandbox(self, method: str, path: str, **params: str) -> dict[str, Any]:
+        """Call the sandbox's test controls (``/v1/_sandbox/...``)."""
+        async with httpx.AsyncClient() as client:
+            answer = await client.request(method, f"{self.sandbox_url}/v1/_sandbox/{path}", params=params)
+        answer.raise_for_status()
+        body: dict[str, Any] = answer.json()
+        return body
 
     async def provider_refunds(self, payment_intent: str) -> list[dict[str, Any]]:
         async with httpx.AsyncClient() as client:
@@ -111,17 +126,23 @@ async def running_processor(
     *,
     webhooks: bool = True,
     provider_reachable: bool = True,
+    provider: PaymentProvider | None = None,
+    sandbox: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[ProcessorUnderTest]:
     processor_port, sandbox_port = free_port(), free_port()
     webhook_url = f"http://127.0.0.1:{processor_port}/v1/provider-webhooks/stripe" if webhooks else None
-    sandbox_settings = SandboxSettings(
-        port=sandbox_port,
-        pending_seconds=1.0,
-        timeout_seconds=1.0,
-        timeout_margin_seconds=0.5,
-        webhook_url=webhook_url,
-        webhook_secret=WEBHOOK_SECRET,
+    sandbox_settings = SandboxSettings.model_validate(
+        {
+            "port": sandbox_port,
+            "pending_seconds": 1.0,
+            "timeout_seconds": 1.0,
+            "timeout_margin_seconds": 0.5,
+            "webhook_url": webhook_url,
+            "webhook_secret": WEBHOOK_SECRET,
+            "default_currency": "eur",  # the test payments' currency: refunds made elsewhere are in it too
+            **(sandbox or {}),
+        }
     )
     api_base = f"http://127.0.0.1:{sandbox_port if provider_reachable else free_port()}"
     settings = ProcessorSettings.model_validate(
@@ -132,7 +153,12 @@ async def running_processor(
             "http_port": processor_port,
             "stripe_api_base": api_base,
             "stripe_api_key": "sk_test_processor",
+            "stripe_sandbox": True,
             "stripe_timeout_seconds": 1.0,
+            "provider_call_deadline_seconds": 2.0,
+            "executor_lease_margin_seconds": 1.0,
+            "provider_auth_pause_seconds": 0.2,
+            "provider_auth_pause_max_seconds": 1.0,
             "stripe_webhook_secret": WEBHOOK_SECRET,
             "provider_retry_base_seconds": 0.05,
             "provider_retry_max_seconds": 0.5,
@@ -146,7 +172,7 @@ async def running_processor(
     )
     async with (
         serving(create_sandbox(sandbox_settings), sandbox_port) as sandbox_url,
-        serving(create_processor(settings), processor_port) as url,
+        serving(create_processor(settings, provider), processor_port) as url,
     ):
         db = await asyncpg.create_pool(database_url, server_settings={"search_path": "processor"})
         try:

@@ -49,4 +49,5 @@ class ServiceProcess:
 def service_env(**values: str) -> dict[str, str]:
     """The test's environment for a child, minus anything that would point it elsewhere."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REFUNDFLOW_CRASH_AT",))}
-    return {**env, "LOG_LEVEL": "INFO", **values}
+    # Every test stack talks to the local sandbox over http, which the processor refuses unless told.
+    return {**env, "LOG_LEVEL": "INFO", "STRIPE_SANDBOX": "true", **values}

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from refundflow_processor.payment_provider import FAILURE_REASONS, ProviderRefund, normalise_failure_reason
-from refundflow_processor.repository import idempotency_key
+from refundflow_processor.records import idempotency_key
 
 
 @pytest.mark.parametrize("reason", sorted(FAILURE_REASONS))

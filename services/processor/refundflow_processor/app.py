@@ -1,4 +1,4 @@
-"""The processor's wiring: consumer, refund executor, sync job, provider webhooks, outbox relay, health."""
+"""The processor's wiring: consumer, refund executor, subscription cancels, sync job, provider webhooks, health."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from fastapi import FastAPI
 
 from refundflow_processor import event_handlers
 from refundflow_processor.payment_provider import PaymentProvider
+from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.provider_webhooks import provider_webhook_router
 from refundflow_processor.refund_executor import RefundExecutor
 from refundflow_processor.refund_sync import RefundSync
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.stripe_provider import StripeProvider
+from refundflow_processor.subscription_cancels import SubscriptionCancelExecutor
 from refundflow_shared.http_service import health_router
 from refundflow_shared.service_runtime import ServiceRuntime
 
@@ -24,11 +26,14 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
     provider = provider or StripeProvider(
         settings.stripe_api_key.get_secret_value(), settings.stripe_api_base, settings.stripe_timeout_seconds
     )
+    # One per process: a refused key pauses every kind of provider call here.
+    pause = ProviderPause(settings.provider_auth_pause_seconds, settings.provider_auth_pause_max_seconds)
 
     def wire(rt: ServiceRuntime) -> None:
-        event_handlers.register(rt.consumer, provider)
-        rt.run_in_background(RefundExecutor(rt.pool, provider, settings).run(), "refund_executor")
-        rt.run_in_background(RefundSync(rt.pool, provider, settings).run(), "refund_sync")
+        event_handlers.register(rt.consumer)
+        rt.run_in_background(RefundExecutor(rt.pool, provider, settings, pause).run(), "refund_executor")
+        rt.run_in_background(SubscriptionCancelExecutor(rt.pool, provider, settings, pause).run(), "cancels")
+        rt.run_in_background(RefundSync(rt.pool, provider, settings, pause).run(), "refund_sync")
 
     app = FastAPI(title="Refundflow processor", version="0.1.0", lifespan=runtime.lifespan(wire))
     app.state.runtime = runtime

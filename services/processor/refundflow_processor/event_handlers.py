@@ -1,53 +1,42 @@
-"""What the processor does with other services' events."""
+"""What the processor does with other services' events: record, in the inbox transaction; never call out."""
 
 from __future__ import annotations
 
 import asyncpg
 import structlog
 
-from refundflow_processor import repository
-from refundflow_processor.payment_provider import PaymentProvider, ProviderUnavailable
-from refundflow_processor.refund_outcomes import SOURCE
-from refundflow_shared.consumer import EventConsumer, TransientError
-from refundflow_shared.events import (
-    Event,
-    PaymentSucceeded,
-    RefundApproved,
-    SubscriptionCanceled,
-    SubscriptionCancelRequested,
-)
-from refundflow_shared.outbox import add_event
+from refundflow_processor import payment_repository, subscription_cancel_repository
+from refundflow_processor.payment_repository import PaymentClaim
+from refundflow_processor.records import Payment, SubscriptionCancel
+from refundflow_processor.refund_acceptance import accept_approved_refund
+from refundflow_shared.consumer import EventConsumer
+from refundflow_shared.events import Event, PaymentSucceeded, RefundApproved, SubscriptionCancelRequested
 
 log = structlog.get_logger(__name__)
 
 
-def register(consumer: EventConsumer, provider: PaymentProvider) -> None:
+def register(consumer: EventConsumer) -> None:
     @consumer.handles(PaymentSucceeded)
     async def payment_succeeded(conn: asyncpg.Connection, event: Event, data: PaymentSucceeded) -> None:
-        await repository.remember_paid(conn, data)
+        payment = Payment(data.payment_id, data.merchant_id, data.provider_payment_id, data.amount, data.currency)
+        if await payment_repository.remember_payment(conn, payment, trusted=True) is PaymentClaim.CONFLICT:
+            # Another payment holds this provider payment (or this payment id names another one): refunds of
+            # this payment will be refused, and refunds found on the provider payment stay with its first owner.
+            log.error("payment_claims_a_taken_provider_payment", provider_payment_id=data.provider_payment_id)
 
     @consumer.handles(RefundApproved)
     async def refund_approved(conn: asyncpg.Connection, event: Event, data: RefundApproved) -> None:
-        if await repository.accept_refund(conn, data):
-            log.info("refund_scheduled")
+        await accept_approved_refund(conn, data)
 
     @consumer.handles(SubscriptionCancelRequested)
     async def cancel_subscription(conn: asyncpg.Connection, event: Event, data: SubscriptionCancelRequested) -> None:
-        # Cancelling is idempotent at the provider, so a redelivery after a crash here repeats it harmlessly.
-        try:
-            subscription = await provider.cancel_subscription(data.subscription_id, at_period_end=data.at_period_end)
-        except ProviderUnavailable as exc:
-            raise TransientError(str(exc)) from exc
-        await add_event(
-            conn,
-            SubscriptionCanceled(
-                payment_id=data.payment_id,
-                merchant_id=data.merchant_id,
-                subscription_id=subscription.id,
-                at_period_end=data.at_period_end,
-                ends_at=subscription.ends_at,
-                refund_id=data.refund_id,
-            ),
-            source=SOURCE,
+        cancel = SubscriptionCancel(
+            cancel_id=str(event.id),
+            payment_id=data.payment_id,
+            merchant_id=data.merchant_id,
+            subscription_id=data.subscription_id,
+            at_period_end=data.at_period_end,
+            refund_id=data.refund_id,
         )
-        log.info("subscription_canceled", subscription_id=subscription.id, at_period_end=data.at_period_end)
+        await subscription_cancel_repository.request_cancel(conn, cancel)
+        log.info("subscription_cancel_requested", subscription_id=data.subscription_id)

@@ -58,6 +58,13 @@ class ProviderRefused(Exception):
         self.message = message
 
 
+class ProviderAuthFailed(Exception):
+    """The provider refused our credentials (401, 403, a revoked or invalid key): a configuration fault.
+
+    Nothing about any refund is known from it; calls pause until the key works again, and no refund fails.
+    """
+
+
 class ProviderUnavailable(Exception):
     """No definite answer: the refund may or may not exist.
 
@@ -79,13 +86,17 @@ class PaymentProvider(Protocol):
         """Refund ``amount`` of a payment; the same idempotency key never refunds twice."""
         ...
 
-    async def get_refund(self, provider_refund_id: str) -> ProviderRefund: ...
+    async def get_refund(self, provider_refund_id: str) -> ProviderRefund:
+        """The refund as the provider holds it now."""
+        ...
 
     async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
         """Every refund the provider holds for the payment, whoever made it."""
         ...
 
-    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription: ...
+    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
+        """Cancel now or at the period's end; repeating it is harmless."""
+        ...
 
 
 async def find_refund(provider: PaymentProvider, payment_ref: str, refund_id: str) -> ProviderRefund | None:

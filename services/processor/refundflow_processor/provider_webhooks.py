@@ -1,4 +1,4 @@
-"""The payment provider's webhook endpoint: completes refunds that were pending at the provider."""
+"""The payment provider's webhook endpoint: pending refunds' verdicts, reversals, external refunds' changes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from refundflow_processor.refund_outcomes import complete_pending
+from refundflow_processor.attempts import AttemptPolicy
+from refundflow_processor.provider_updates import apply_provider_update
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.stripe_provider import InvalidWebhook, refund_from_webhook
 
@@ -15,10 +16,11 @@ log = structlog.get_logger(__name__)
 
 def provider_webhook_router(settings: ProcessorSettings) -> APIRouter:
     router = APIRouter(tags=["provider webhooks"])
+    policy = AttemptPolicy.from_settings(settings)
 
     @router.post("/v1/provider-webhooks/stripe")
     async def stripe_webhook(request: Request) -> JSONResponse:
-        """Stripe's refund.updated / charge.refund.updated, verified with the endpoint's signing secret."""
+        """Stripe's refund.updated / refund.failed / charge.refund.updated, verified with the endpoint's secret."""
         if settings.stripe_webhook_secret is None:
             return _error(503, "webhooks_not_configured", "STRIPE_WEBHOOK_SECRET is not set")
         try:
@@ -33,7 +35,7 @@ def provider_webhook_router(settings: ProcessorSettings) -> APIRouter:
         if refund is None:
             return JSONResponse({"received": True, "handled": False})
         async with request.app.state.runtime.pool.acquire() as conn, conn.transaction():
-            recorded = await complete_pending(conn, refund)
+            recorded = await apply_provider_update(conn, refund, policy=policy, provider="stripe")
         log.info("provider_webhook_received", provider_refund_id=refund.id, status=refund.status, recorded=recorded)
         return JSONResponse({"received": True, "handled": recorded})
 

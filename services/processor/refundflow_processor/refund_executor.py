@@ -1,159 +1,157 @@
-"""Executes scheduled refund attempts at the provider, exactly once per refund.
+"""Executes refund attempts: a small interpreter of ``attempts.next_step`` on a lease-based dispatcher.
 
-The attempt row (with its idempotency key) is committed before the provider is called. The executor
-locks it, calls the provider with that key, and records the answer in the same transaction, with the
-events it causes. A crash anywhere leaves the attempt scheduled: it is retried with the SAME key, and
-the provider answers with the refund it already made.
-
-| provider's answer                  | what happens                                                       |
-|------------------------------------|--------------------------------------------------------------------|
-| refund succeeded / failed          | recorded, refund.succeeded + payment.refunded / refund.failed      |
-| refund pending                     | attempt provider_pending; webhook or sync job finishes it          |
-| 4xx refusal                        | refund.failed (provider_refused) with the provider's message       |
-| network error, timeout, 409, 429   | same key again later (exponential backoff with jitter)             |
-| 5xx (replayed for the same key)    | same key again; after N in a row reconcile: adopt our refund if it |
-|                                    | exists, else abandon the key and schedule attempt n + 1            |
-| key older than its lifetime        | reconcile before calling again                                     |
-| retry budget spent                 | reconcile; if no refund: refund.failed provider_unavailable + alert|
+Per attempt, one turn: claim it (short transaction, lease), ask the provider one question with no
+transaction or lock held (call with the attempt's key, or reconcile), then record the answer's step in a
+second short transaction that holds only if our lease still does. The key was committed before the first
+call, so a repeated call (a crash, an expired lease) is replayed by the provider, never executed twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 import structlog
 
 from refundflow_processor import repository
-from refundflow_processor.payment_provider import PaymentProvider, ProviderRefused, ProviderUnavailable, find_refund
-from refundflow_processor.refund_outcomes import (
-    PROVIDER_REFUSED,
-    Attempt,
-    record_failure,
-    record_provider_refund,
-    record_provider_unavailable,
+from refundflow_processor.attempts import (
+    Answered,
+    AttemptPolicy,
+    AuthFailed,
+    CallProvider,
+    NoAnswer,
+    PauseCalls,
+    ProviderAnswer,
+    Reconcile,
+    Reconciled,
+    ReconcileFailed,
+    Refused,
+    Step,
+    next_step,
 )
+from refundflow_processor.lease_dispatcher import LeaseDispatcher
+from refundflow_processor.payment_provider import (
+    PaymentProvider,
+    ProviderAuthFailed,
+    ProviderRefused,
+    ProviderUnavailable,
+    find_refund,
+)
+from refundflow_processor.provider_pause import ProviderPause
+from refundflow_processor.records import Attempt
+from refundflow_processor.refund_outcomes import apply_step
 from refundflow_processor.settings import ProcessorSettings
+from refundflow_processor.team_alerts import end_auth_episode, raise_auth_alert_once
 from refundflow_shared.crash_points import crash_point
-from refundflow_shared.wakeup_loop import run_on_notify
 
 log = structlog.get_logger(__name__)
 
 
 class RefundExecutor:
-    def __init__(self, pool: asyncpg.Pool, provider: PaymentProvider, settings: ProcessorSettings) -> None:
-        self._pool = pool
-        self._provider = provider
-        self._settings = settings
-
-    async def run(self) -> None:
-        await run_on_notify(
-            self._pool,
-            repository.ATTEMPTS_CHANNEL,
-            self.execute_next,
-            poll_interval=self._settings.executor_poll_interval_seconds,
+    def __init__(
+        self, pool: asyncpg.Pool, provider: PaymentProvider, settings: ProcessorSettings, pause: ProviderPause
+    ) -> None:
+        self._pool, self._provider, self._settings, self._pause = pool, provider, settings, pause
+        self._policy = AttemptPolicy.from_settings(settings)
+        self.dispatcher = LeaseDispatcher(
+            pool,
+            channel=repository.ATTEMPTS_CHANNEL,
+            claim=self._claim,
+            work=self.execute,
+            max_in_flight=settings.executor_max_in_flight,
+            poll_interval=settings.executor_poll_interval_seconds,
+            pause=pause,
             name="refund_executor",
         )
 
-    async def execute_next(self) -> bool:
-        """Execute one due attempt; False when none is due."""
-        failed: Attempt | None = None
-        async with self._pool.acquire() as conn, conn.transaction():
-            attempt = await repository.claim_due_attempt(conn)
-            if attempt is None:
-                return False
-            structlog.contextvars.bind_contextvars(refund_id=attempt["refund_id"], payment_id=attempt["payment_id"])
-            try:
-                async with conn.transaction():  # a savepoint: a failure undoes only this attempt's writes
-                    await self._execute(conn, attempt)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one refund's bug must not stop every other refund
-                log.exception("refund_attempt_crashed")
-                failed = attempt
-            finally:
-                structlog.contextvars.unbind_contextvars("refund_id", "payment_id")
-            if failed is not None:
-                # The same key, later: whatever the provider did is replayed, so nothing is done twice.
-                await self._retry_later(conn, failed, "internal error, see logs", server_error=False)
+    async def run(self) -> None:
+        await self.dispatcher.run()
+
+    async def _claim(self, limit: int) -> list[Attempt]:
+        async with self._pool.acquire() as conn:
+            return await repository.claim_due_attempts(conn, limit, self._settings.executor_lease_seconds)
+
+    async def execute(self, attempt: Attempt) -> None:
+        """One turn of one leased attempt."""
+        structlog.contextvars.bind_contextvars(refund_id=attempt.refund.refund_id, payment_id=attempt.refund.payment_id)
+        try:
+            question = next_step(attempt, None, now=datetime.now(UTC), policy=self._policy)
+            crash_point("processor.before_provider_call")
+            answer = await self._ask(attempt, question)
+            crash_point("processor.after_provider_answered")
+            await self._record(attempt, answer)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one refund's bug must not stop the others; its lease brings it back, same key
+            log.exception("refund_attempt_crashed")
+            await self._give_back(attempt)
+        finally:
+            structlog.contextvars.unbind_contextvars("refund_id", "payment_id")
         crash_point("processor.after_outcome_recorded")
-        return True
 
-    async def _execute(self, conn: asyncpg.Connection, attempt: Attempt) -> None:
-        crash_point("processor.before_provider_call")
-        key_age = datetime.now(UTC) - attempt["attempt_created_at"]
-        if attempt["tries"] and key_age.total_seconds() > self._settings.provider_key_lifetime_seconds:
-            log.info("idempotency_key_expired_reconciling", key_age_seconds=int(key_age.total_seconds()))
-            await self._reconcile_or_new_key(conn, attempt, "the idempotency key outlived its lifetime")
-            return
+    async def _ask(self, attempt: Attempt, question: Step) -> ProviderAnswer:
+        """Ask the provider one question, within the call deadline (the lease outlives it)."""
+        refund = attempt.refund
         try:
-            result = await self._provider.create_refund(
-                payment_ref=attempt["provider_payment_id"],
-                amount=attempt["amount"],
-                currency=attempt["currency"],
-                idempotency_key=attempt["idempotency_key"],
-                refund_id=attempt["refund_id"],
-            )
+            async with asyncio.timeout(self._settings.provider_call_deadline_seconds):
+                if isinstance(question, Reconcile):
+                    log.info("reconciling", why=question.why)
+                    try:
+                        return Reconciled(
+                            await find_refund(self._provider, refund.provider_payment_id, refund.refund_id)
+                        )
+                    except (ProviderUnavailable, ProviderRefused) as exc:
+                        return ReconcileFailed(str(exc))
+                assert isinstance(question, CallProvider)
+                return Answered(
+                    await self._provider.create_refund(
+                        payment_ref=refund.provider_payment_id,
+                        amount=refund.amount,
+                        currency=refund.currency,
+                        idempotency_key=attempt.idempotency_key,
+                        refund_id=refund.refund_id,
+                    )
+                )
+        except TimeoutError:
+            error = f"no answer within {self._settings.provider_call_deadline_seconds} s"
+            return ReconcileFailed(error) if isinstance(question, Reconcile) else NoAnswer(error)
+        except ProviderAuthFailed as exc:
+            return AuthFailed(str(exc))
         except ProviderRefused as exc:
-            log.warning("provider_refused_refund", code=exc.code)
-            await record_failure(conn, attempt, PROVIDER_REFUSED, str(exc), provider_refund_id=None)
-            return
+            return Refused(exc.code, exc.message)
         except ProviderUnavailable as exc:
-            await self._after_no_answer(conn, attempt, exc)
+            return NoAnswer(str(exc), server_error=exc.server_error)
+
+    async def _record(self, attempt: Attempt, answer: ProviderAnswer) -> None:
+        step = next_step(attempt, answer, now=datetime.now(UTC), policy=self._policy)
+        if isinstance(step, PauseCalls):
+            await self._pause_calls(attempt, step.error)
             return
-        crash_point("processor.after_provider_answered")
-        await record_provider_refund(conn, attempt, result)
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await repository.lock_leased_attempt(conn, attempt)
+            if current is None:
+                log.warning("attempt_lease_lost", step=type(step).__name__)
+                return
+            await apply_step(conn, current, step, provider=self._provider.name)
+            if not isinstance(answer, NoAnswer | ReconcileFailed) and self._pause.clear():
+                await end_auth_episode(conn)
+                log.info("provider_auth_recovered")
 
-    async def _after_no_answer(self, conn: asyncpg.Connection, attempt: Attempt, exc: ProviderUnavailable) -> None:
-        calls = await repository.count_provider_call(conn, attempt["refund_id"])
-        error = str(exc)
-        if calls >= self._settings.provider_retry_budget:
-            await self._give_up(conn, attempt, error)
-        elif (
-            exc.server_error and attempt["server_errors"] + 1 >= self._settings.provider_server_errors_before_reconcile
-        ):
-            await self._reconcile_or_new_key(conn, attempt, error)
-        else:
-            await self._retry_later(conn, attempt, error, server_error=exc.server_error)
+    async def _pause_calls(self, attempt: Attempt, error: str) -> None:
+        pause = self._pause.trip()
+        log.error("provider_auth_failed", error=error, calls_paused_for=pause)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await repository.lock_leased_attempt(conn, attempt) is None:
+                return
+            await repository.record_paused(conn, attempt, pause, error)
+            await raise_auth_alert_once(conn, attempt.refund.merchant_id, error)
 
-    async def _retry_later(self, conn: asyncpg.Connection, attempt: Attempt, error: str, *, server_error: bool) -> None:
-        delay = self._backoff(attempt["tries"] + 1)
-        log.warning("provider_unavailable_retrying", tries=attempt["tries"] + 1, retry_in=round(delay, 3), error=error)
-        next_try = datetime.now(UTC) + timedelta(seconds=delay)
-        await repository.reschedule_attempt(conn, attempt, next_try, error, server_error=server_error)
-
-    async def _reconcile_or_new_key(self, conn: asyncpg.Connection, attempt: Attempt, error: str) -> None:
-        """Adopt our refund if the provider has it; only when it provably does not, move to a new key."""
+    async def _give_back(self, attempt: Attempt) -> None:
         try:
-            found = await find_refund(self._provider, attempt["provider_payment_id"], attempt["refund_id"])
-        except ProviderUnavailable as exc:
-            await self._retry_later(conn, attempt, f"{error}; reconciliation failed: {exc}", server_error=False)
-            return
-        if found is not None:
-            log.info("provider_refund_reconciled", provider_refund_id=found.id)
-            await record_provider_refund(conn, attempt, found)
-            return
-        log.warning("idempotency_key_abandoned", attempt=attempt["attempt"], error=error)
-        await repository.set_attempt_state(conn, attempt, "abandoned", error=error)
-        next_try = datetime.now(UTC) + timedelta(seconds=self._backoff(1))
-        await repository.schedule_attempt(conn, attempt["refund_id"], attempt["attempt"] + 1, next_try)
-
-    async def _give_up(self, conn: asyncpg.Connection, attempt: Attempt, error: str) -> None:
-        # The refund may exist despite the errors: look before declaring it failed.
-        try:
-            found = await find_refund(self._provider, attempt["provider_payment_id"], attempt["refund_id"])
-        except ProviderUnavailable as exc:
-            found, error = None, f"{error}; reconciliation failed: {exc}"
-        if found is not None:
-            log.info("provider_refund_reconciled", provider_refund_id=found.id)
-            await record_provider_refund(conn, attempt, found)
-            return
-        log.error("provider_retries_exhausted", calls=attempt["provider_calls"] + 1, error=error)
-        await record_provider_unavailable(conn, attempt, self._provider.name, error)
-
-    def _backoff(self, tries: int) -> float:
-        s = self._settings
-        capped = min(s.provider_retry_max_seconds, s.provider_retry_base_seconds * 2 ** (tries - 1))
-        return float(capped) * random.uniform(0.5, 1.0)
+            async with self._pool.acquire() as conn, conn.transaction():
+                if await repository.lock_leased_attempt(conn, attempt) is not None:
+                    delay = self._policy.backoff(attempt.tries + 1)
+                    await repository.release_attempt(conn, attempt, delay, "internal error, see logs")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("attempt_release_failed", error=repr(exc))  # the lease runs out instead

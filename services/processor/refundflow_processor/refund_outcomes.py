@@ -1,70 +1,99 @@
-"""Recording what the provider said about a refund, with the events it causes, in the caller's transaction.
+"""Writing a step's outcome, with the events it causes, in the caller's transaction (attempt already locked).
 
-Used by the executor (the provider's answer), the provider's webhook and the sync job: whichever reports a
-pending refund's outcome first records it; the others find the attempt no longer pending and do nothing.
+The executor, the provider's webhook and the sync job all come here: whichever reports an outcome first
+records it; the others find the attempt moved on, and ``next_step`` tells them to do nothing.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import asyncpg
 import structlog
 
 from refundflow_processor import repository
+from refundflow_processor.attempts import (
+    PROVIDER_UNAVAILABLE,
+    AttemptState,
+    AwaitProvider,
+    Fail,
+    GiveUp,
+    Ignore,
+    NewKey,
+    RetryAt,
+    Reverse,
+    Step,
+    Succeed,
+    Unknown,
+)
 from refundflow_processor.payment_provider import ProviderRefund, normalise_failure_reason
-from refundflow_shared.events import PaymentRefunded, ProviderUnavailable, RefundFailed, RefundSucceeded
+from refundflow_processor.records import Attempt, Refund, RefundStatus
+from refundflow_processor.team_alerts import SOURCE, raise_alert
+from refundflow_shared.events import (
+    PaymentRefunded,
+    ProviderUnavailable,
+    RefundFailed,
+    RefundReversed,
+    RefundSucceeded,
+)
 from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
 
-SOURCE = "refundflow/processor"
-PROVIDER_UNAVAILABLE = "provider_unavailable"
-PROVIDER_REFUSED = "provider_refused"
 
-Attempt = dict[str, Any]
-
-
-async def record_provider_refund(conn: asyncpg.Connection, attempt: Attempt, result: ProviderRefund) -> None:
-    if result.status == "pending":
-        log.info("provider_refund_pending", provider_refund_id=result.id)
-        await repository.set_attempt_state(conn, attempt, "provider_pending", provider_refund_id=result.id)
-    elif result.status == "failed":
-        await record_failure(
-            conn,
-            attempt,
-            normalise_failure_reason(result.failure_reason),
-            f"provider: {result.failure_reason}",
-            provider_refund_id=result.id,
-        )
-    else:
-        await _record_success(conn, attempt, result)
+def jittered(delay_seconds: float) -> float:
+    """Spread retries so that many attempts failing together do not come back together."""
+    return delay_seconds * random.uniform(0.5, 1.0)
 
 
-async def complete_pending(conn: asyncpg.Connection, result: ProviderRefund) -> bool:
-    """A pending provider refund changed (webhook or sync job); True if this call recorded the outcome."""
-    attempt = await repository.lock_pending_attempt(conn, result.id)
-    if attempt is None or result.status == "pending":
-        return False
-    structlog.contextvars.bind_contextvars(refund_id=attempt["refund_id"], payment_id=attempt["payment_id"])
-    await record_provider_refund(conn, attempt, result)
-    return True
+async def apply_step(conn: asyncpg.Connection, attempt: Attempt, step: Step, *, provider: str) -> None:
+    """Record what ``step`` decided about ``attempt``. The executor runs CallProvider, Reconcile, PauseCalls."""
+    match step:
+        case Succeed(refund):
+            await _record_success(conn, attempt, refund)
+        case AwaitProvider(refund):
+            log.info("provider_refund_pending", provider_refund_id=refund.id)
+            await repository.record_attempt_state(
+                conn, attempt, AttemptState.PROVIDER_PENDING, provider_refund_id=refund.id
+            )
+        case Fail(reason, message, provider_refund_id):
+            await record_failure(conn, attempt, reason, message, provider_refund_id=provider_refund_id)
+        case GiveUp(error):
+            await _record_provider_unavailable(conn, attempt, provider, error)
+        case RetryAt(delay, error, server_error):
+            log.warning("provider_no_answer_retrying", tries=attempt.tries + 1, error=error)
+            await repository.record_no_answer(conn, attempt, jittered(delay), error, server_error=server_error)
+        case NewKey(delay, error):
+            log.warning("idempotency_key_abandoned", attempt=attempt.number, error=error)
+            await repository.record_attempt_state(conn, attempt, AttemptState.ABANDONED, error=error)
+            await repository.schedule_attempt(conn, attempt.refund.refund_id, attempt.number + 1, jittered(delay))
+        case Unknown(delay, error, alert):
+            await _record_unknown(conn, attempt, jittered(delay), error, alert)
+        case Reverse(refund):
+            await _record_reversal(conn, attempt.refund, refund)
+        case Ignore(why):
+            log.info("provider_update_ignored", why=why)
+        case _:
+            raise AssertionError(f"{step!r} is not an outcome")
 
 
 async def _record_success(conn: asyncpg.Connection, attempt: Attempt, result: ProviderRefund) -> None:
-    await repository.set_attempt_state(conn, attempt, "succeeded", provider_refund_id=result.id)
-    await repository.finish_refund(conn, attempt["refund_id"], "succeeded", provider_refund_id=result.id)
-    refunded = await repository.refunded_total(conn, attempt["payment_id"])
-    common = _refund_fields(attempt)
+    refund = attempt.refund
+    await repository.record_attempt_state(conn, attempt, AttemptState.SUCCEEDED, provider_refund_id=result.id)
+    await repository.finish_refund(conn, refund.refund_id, RefundStatus.SUCCEEDED, provider_refund_id=result.id)
+    refunded = await repository.refunded_total(conn, refund.payment_id)
     await add_event(
         conn,
-        RefundSucceeded(**common, customer_email=attempt["customer_email"], provider_refund_id=result.id),
+        RefundSucceeded(**_refund_fields(refund), customer_email=refund.customer_email, provider_refund_id=result.id),
         source=SOURCE,
     )
     await add_event(
         conn,
         PaymentRefunded(
-            **common, refunded_amount=refunded, remaining_amount=max(attempt["payment_amount"] - refunded, 0)
+            **_refund_fields(refund),
+            refunded_amount=refunded,
+            remaining_amount=max(refund.payment_amount - refunded, 0),
         ),
         source=SOURCE,
     )
@@ -75,52 +104,96 @@ async def record_failure(
     conn: asyncpg.Connection, attempt: Attempt, reason: str, message: str | None, *, provider_refund_id: str | None
 ) -> None:
     """A definite failure: the refund is failed and the customer's money did not move."""
-    await repository.set_attempt_state(conn, attempt, "failed", provider_refund_id=provider_refund_id, error=message)
+    await repository.record_attempt_state(
+        conn, attempt, AttemptState.FAILED, provider_refund_id=provider_refund_id, error=message
+    )
     await repository.finish_refund(
         conn,
-        attempt["refund_id"],
-        "failed",
+        attempt.refund.refund_id,
+        RefundStatus.FAILED,
         provider_refund_id=provider_refund_id,
         failure_reason=reason,
         failure_message=message,
     )
+    await publish_failure(conn, attempt.refund, reason, message)
+
+
+async def publish_failure(conn: asyncpg.Connection, refund: Refund, reason: str, message: str | None) -> None:
     await add_event(
         conn,
         RefundFailed(
-            **_refund_fields(attempt),
-            customer_email=attempt["customer_email"],
+            **_refund_fields(refund),
+            customer_email=refund.customer_email,
             failure_reason=reason,
-            failure_message=message,
+            failure_message=message[:2000] if message else None,
         ),
         source=SOURCE,
     )
     log.warning("refund_failed", failure_reason=reason)
 
 
-async def record_provider_unavailable(
-    conn: asyncpg.Connection, attempt: Attempt, provider: str, last_error: str
-) -> None:
-    """Out of retry budget and no refund at the provider: fail it, and alert the merchant's team."""
-    await record_failure(conn, attempt, PROVIDER_UNAVAILABLE, last_error, provider_refund_id=None)
+async def _record_provider_unavailable(conn: asyncpg.Connection, attempt: Attempt, provider: str, error: str) -> None:
+    """Out of budget, and the provider proved to hold no refund of ours: fail it, and alert the team."""
+    log.error("provider_retries_exhausted", calls=attempt.refund.provider_calls, error=error)
+    await record_failure(conn, attempt, PROVIDER_UNAVAILABLE, error, provider_refund_id=None)
     await add_event(
         conn,
         ProviderUnavailable(
-            payment_id=attempt["payment_id"],
-            merchant_id=attempt["merchant_id"],
-            refund_id=attempt["refund_id"],
+            payment_id=attempt.refund.payment_id,
+            merchant_id=attempt.refund.merchant_id,
+            refund_id=attempt.refund.refund_id,
             provider=provider,
-            attempts=attempt["provider_calls"] + 1,
-            last_error=last_error[:500],
+            attempts=attempt.refund.provider_calls,
+            last_error=error[:2000],
         ),
         source=SOURCE,
     )
 
 
-def _refund_fields(attempt: Attempt) -> dict[str, Any]:
+async def _record_unknown(conn: asyncpg.Connection, attempt: Attempt, delay: float, error: str, alert: str) -> None:
+    refund = attempt.refund
+    log.error("refund_outcome_unknown", error=error, alert=alert, reconcile_in=round(delay, 3))
+    await repository.record_unknown(conn, attempt, delay, error)
+    if await repository.note_outcome_unknown_alert(conn, refund.refund_id):
+        await raise_alert(
+            conn,
+            merchant_id=refund.merchant_id,
+            kind=alert,
+            title="A refund's outcome at the payment provider is unknown; it stays processing",
+            details={
+                "error": error,
+                "effect": "no new refund is made; the provider is asked again until it answers",
+                "idempotency_key": attempt.idempotency_key,
+            },
+            payment_id=refund.payment_id,
+            refund_id=refund.refund_id,
+        )
+
+
+async def _record_reversal(conn: asyncpg.Connection, refund: Refund, result: ProviderRefund) -> None:
+    reason = normalise_failure_reason(result.failure_reason)
+    message = f"provider: the refund failed after it had succeeded ({result.failure_reason})"
+    if not await repository.reverse_refund(conn, refund.refund_id, reason, message):
+        return
+    await add_event(
+        conn,
+        RefundReversed(
+            **_refund_fields(refund),
+            customer_email=refund.customer_email,
+            provider_refund_id=result.id,
+            failure_reason=reason,
+            failure_message=message,
+        ),
+        source=SOURCE,
+    )
+    log.error("refund_reversed", provider_refund_id=result.id, failure_reason=reason)
+
+
+def _refund_fields(refund: Refund) -> dict[str, Any]:
     return {
-        "payment_id": attempt["payment_id"],
-        "merchant_id": attempt["merchant_id"],
-        "refund_id": attempt["refund_id"],
-        "amount": attempt["amount"],
-        "currency": attempt["currency"],
+        "payment_id": refund.payment_id,
+        "merchant_id": refund.merchant_id,
+        "refund_id": refund.refund_id,
+        "amount": refund.amount,
+        "currency": refund.currency,
     }

@@ -1,102 +1,139 @@
-"""The sync job: asks the provider about what we cannot otherwise learn.
+"""The sync job: asks the provider about what we cannot otherwise learn, and never dies doing so.
 
-- Refunds pending at the provider longer than a threshold are polled (the webhook's fallback).
-- Payments are scanned for refunds made outside Refundflow (e.g. in the provider's dashboard), each
-  reported once as refund.external_detected so that the refundable amount stays true.
+- Refunds pending at the provider longer than a threshold are polled (the webhook's fallback), ours and
+  external ones, until final.
+- Payments are scanned for refunds made outside Refundflow and for our refunds that failed after they had
+  succeeded (reversals). One payment's error is logged and the payment flagged (retried with backoff); the
+  others carry on. A refused key pauses the job with the executor.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import asyncpg
 import structlog
 
-from refundflow_processor import repository
-from refundflow_processor.payment_provider import PaymentProvider, ProviderRefund, ProviderUnavailable
-from refundflow_processor.refund_outcomes import SOURCE, complete_pending
+from refundflow_processor import payment_repository, repository
+from refundflow_processor.attempts import AttemptPolicy
+from refundflow_processor.external_refunds import record_external
+from refundflow_processor.payment_provider import (
+    PaymentProvider,
+    ProviderAuthFailed,
+    ProviderRefund,
+    ProviderRefused,
+    ProviderUnavailable,
+)
+from refundflow_processor.provider_pause import ProviderPause
+from refundflow_processor.provider_updates import apply_provider_update
+from refundflow_processor.records import Payment, RefundStatus
 from refundflow_processor.settings import ProcessorSettings
-from refundflow_shared.events import RefundExternalDetected
-from refundflow_shared.outbox import add_event
-from refundflow_shared.wakeup_loop import RECOVERABLE
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+_POLL_LIMIT = 100
 
 
 class RefundSync:
-    def __init__(self, pool: asyncpg.Pool, provider: PaymentProvider, settings: ProcessorSettings) -> None:
-        self._pool = pool
-        self._provider = provider
-        self._settings = settings
+    def __init__(
+        self, pool: asyncpg.Pool, provider: PaymentProvider, settings: ProcessorSettings, pause: ProviderPause
+    ) -> None:
+        self._pool, self._provider, self._settings, self._pause = pool, provider, settings, pause
+        self._policy = AttemptPolicy.from_settings(settings)
 
     async def run(self) -> None:
         while True:
             try:
                 await self.sync_once()
-            except (*RECOVERABLE, ProviderUnavailable) as exc:
-                log.warning("refund_sync_failed", error=repr(exc))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the job must outlive anything one run meets; the next run tries again
+                log.exception("refund_sync_failed")
             await asyncio.sleep(self._settings.sync_interval_seconds)
 
     async def sync_once(self) -> None:
-        await self.poll_pending_refunds()
-        await self.scan_for_external_refunds()
+        if self._pause.remaining() > 0:
+            return
+        try:
+            await self.poll_pending_refunds()
+            await self.scan_payments()
+        except ProviderAuthFailed as exc:
+            log.error("provider_auth_failed", error=str(exc), calls_paused_for=self._pause.trip())
 
     async def poll_pending_refunds(self) -> int:
-        """Finish refunds the provider has decided on; returns how many were recorded."""
+        """Ask about refunds pending for long (ours, then external ones); returns how many changed."""
+        after = self._settings.sync_pending_after_seconds
         async with self._pool.acquire() as conn:
-            stale = await repository.stale_pending_refund_ids(conn, self._settings.sync_pending_after_seconds, 100)
+            ours = await repository.stale_pending_refund_ids(conn, after, _POLL_LIMIT)
+            external = await payment_repository.pending_external_refund_ids(conn, after, _POLL_LIMIT)
         recorded = 0
-        for provider_refund_id in stale:
-            refund = await self._provider.get_refund(provider_refund_id)
-            async with self._pool.acquire() as conn, conn.transaction():
-                recorded += await complete_pending(conn, refund)
+        for provider_refund_id, touch in [
+            *((i, repository.touch_pending_attempt) for i in ours),
+            *((i, payment_repository.touch_external_refund) for i in external),
+        ]:
+            try:
+                reported = await self._call(self._provider.get_refund(provider_refund_id))
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await touch(conn, provider_refund_id)
+                    recorded += await apply_provider_update(
+                        conn, reported, policy=self._policy, provider=self._provider.name
+                    )
+            except ProviderAuthFailed:
+                raise
+            except Exception:  # one refund's trouble is logged; the others are still asked about
+                log.exception("pending_refund_poll_failed", provider_refund_id=provider_refund_id)
         return recorded
 
-    async def scan_for_external_refunds(self) -> int:
-        async with self._pool.acquire() as conn, conn.transaction():
-            payments = await repository.payments_to_sync(conn, self._settings.sync_payments_per_run)
-        detected = 0
+    async def scan_payments(self) -> int:
+        """Scan a batch of payments at the provider; returns how many events the scan published."""
+        lease = self._settings.executor_lease_seconds
+        async with self._pool.acquire() as conn:
+            payments = await payment_repository.claim_payments_to_sync(
+                conn, self._settings.sync_payments_per_run, lease
+            )
+        published = 0
         for payment in payments:
-            at_provider = await self._provider.list_refunds(payment["provider_payment_id"])
-            async with self._pool.acquire() as conn, conn.transaction():
-                detected += await self._record_external(conn, payment, at_provider)
-        return detected
+            try:
+                at_provider = await self._call(self._provider.list_refunds(payment.provider_payment_id))
+                async with self._pool.acquire() as conn, conn.transaction():
+                    published += await self._record_scan(conn, payment, at_provider)
+                    await payment_repository.record_payment_synced(conn, payment.payment_id)
+            except ProviderAuthFailed:
+                raise
+            except Exception as exc:  # flag it and carry on: one payment never stops the others
+                if isinstance(exc, ProviderRefused | ProviderUnavailable | TimeoutError):
+                    log.warning("payment_sync_failed", payment_id=payment.payment_id, error=str(exc) or repr(exc))
+                else:
+                    log.exception("payment_sync_failed", payment_id=payment.payment_id)
+                async with self._pool.acquire() as conn:
+                    await payment_repository.record_payment_sync_failed(
+                        conn,
+                        payment.payment_id,
+                        f"{type(exc).__name__}: {exc}",
+                        base_seconds=self._settings.sync_interval_seconds,
+                        max_seconds=self._settings.sync_error_retry_max_seconds,
+                    )
+        return published
 
-    async def _record_external(
-        self, conn: asyncpg.Connection, payment: dict[str, object], at_provider: list[ProviderRefund]
-    ) -> int:
-        payment_id = str(payment["payment_id"])
-        known = await repository.known_provider_refund_ids(conn, payment_id)
-        ours = await conn.fetch("SELECT refund_id, status FROM refunds WHERE payment_id = $1", payment_id)
-        our_status = {r["refund_id"]: r["status"] for r in ours}
-        detected = 0
-        for refund in at_provider:
-            if refund.id in known:
-                continue
-            if refund.refund_id in our_status and not (
-                our_status[refund.refund_id] == "failed" and refund.status == "succeeded"
+    async def _record_scan(self, conn: asyncpg.Connection, payment: Payment, at_provider: list[ProviderRefund]) -> int:
+        ours = await repository.refund_statuses(conn, payment.payment_id)
+        made_by_our_attempts = await payment_repository.known_provider_refund_ids(conn, payment.payment_id)
+        published = 0
+        for reported in at_provider:
+            if reported.id in made_by_our_attempts:
+                published += await apply_provider_update(
+                    conn, reported, policy=self._policy, provider=self._provider.name
+                )
+            elif reported.refund_id in ours and not (
+                ours[reported.refund_id] is RefundStatus.FAILED and reported.status == "succeeded"
             ):
-                continue  # ours, and being (or already) recorded by the executor
-            if not await repository.record_external_refund(conn, refund.id, payment_id, refund.amount, refund.status):
-                continue
-            log.warning(
-                "external_refund_detected",
-                payment_id=payment_id,
-                provider_refund_id=refund.id,
-                ours=refund.refund_id is not None,
-            )
-            await add_event(
-                conn,
-                RefundExternalDetected(
-                    payment_id=payment_id,
-                    merchant_id=str(payment["merchant_id"]),
-                    amount=refund.amount,
-                    currency=str(payment["currency"]),
-                    provider_refund_id=refund.id,
-                    provider_payment_id=str(payment["provider_payment_id"]),
-                    status=refund.status,
-                ),
-                source=SOURCE,
-            )
-            detected += 1
-        return detected
+                continue  # ours, being (or about to be) recorded by the executor
+            else:
+                published += await record_external(conn, payment, reported)
+        return published
+
+    async def _call(self, request: Awaitable[T]) -> T:
+        async with asyncio.timeout(self._settings.provider_call_deadline_seconds):
+            return await request

@@ -1,119 +1,275 @@
-"""SQL for the processor's schema; functions take the caller's connection (and transaction)."""
+"""Refunds and their attempts in PostgreSQL: every write is a named function; all take the caller's connection.
+
+A write to a claimed attempt releases its lease; the executor only writes to an attempt it locked with
+``lock_leased_attempt`` (its lease still valid), the webhook and the sync job only through
+``lock_attempt_of_provider_refund``.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 import asyncpg
 
-from refundflow_shared.events import PaymentSucceeded, RefundApproved
+from refundflow_processor.attempts import AttemptState
+from refundflow_processor.records import Attempt, Refund, RefundStatus, idempotency_key
 
 ATTEMPTS_CHANNEL = "processor_refund_attempts"
-Row = dict[str, Any]
 
-# What the executor and the outcome recorder need of an attempt and its refund.
-_ATTEMPT_COLUMNS = (
-    "a.refund_id, a.attempt, a.idempotency_key, a.tries, a.server_errors, a.state, a.created_at AS attempt_created_at,"
-    " r.payment_id, r.merchant_id, r.customer_email, r.amount, r.currency, r.provider_payment_id,"
-    " r.payment_amount, r.provider_calls"
+_REFUND_COLUMNS = (
+    "r.refund_id, r.payment_id, r.merchant_id, r.customer_email, r.amount, r.currency, r.provider_payment_id,"
+    " r.payment_amount, r.status, r.provider_calls"
 )
+_ATTEMPT_COLUMNS = (
+    f"{_REFUND_COLUMNS}, a.attempt, a.idempotency_key, a.state, a.tries, a.server_errors,"
+    " a.created_at AS key_created_at, a.provider_refund_id AS attempt_provider_refund_id, a.lease_id, a.last_error"
+)
+_RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
 
 
-def idempotency_key(refund_id: str, attempt: int) -> str:
-    return f"refund_{refund_id}_{attempt}"
-
-
-async def remember_payment(
-    conn: asyncpg.Connection,
-    *,
-    payment_id: str,
-    merchant_id: str,
-    provider_payment_id: str,
-    amount: int,
-    currency: str,
-) -> None:
-    await conn.execute(
-        "INSERT INTO payments (payment_id, merchant_id, provider_payment_id, amount, currency)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (payment_id) DO NOTHING",
-        payment_id,
-        merchant_id,
-        provider_payment_id,
-        amount,
-        currency,
+def _refund(row: asyncpg.Record) -> Refund:
+    return Refund(
+        refund_id=row["refund_id"],
+        payment_id=row["payment_id"],
+        merchant_id=row["merchant_id"],
+        customer_email=row["customer_email"],
+        amount=row["amount"],
+        currency=row["currency"],
+        provider_payment_id=row["provider_payment_id"],
+        payment_amount=row["payment_amount"],
+        status=RefundStatus(row["status"]),
+        provider_calls=row["provider_calls"],
     )
 
 
-async def remember_paid(conn: asyncpg.Connection, data: PaymentSucceeded) -> None:
-    await remember_payment(
-        conn,
-        payment_id=data.payment_id,
-        merchant_id=data.merchant_id,
-        provider_payment_id=data.provider_payment_id,
-        amount=data.amount,
-        currency=data.currency,
+def _attempt(row: asyncpg.Record) -> Attempt:
+    return Attempt(
+        refund=_refund(row),
+        number=row["attempt"],
+        idempotency_key=row["idempotency_key"],
+        state=AttemptState(row["state"]),
+        tries=row["tries"],
+        server_errors=row["server_errors"],
+        key_created_at=row["key_created_at"],
+        provider_refund_id=row["attempt_provider_refund_id"],
+        lease_id=row["lease_id"],
+        last_error=row["last_error"],
     )
 
 
-async def accept_refund(conn: asyncpg.Connection, data: RefundApproved) -> bool:
-    """Record an approved refund and schedule its first attempt; False if it was already known."""
-    await remember_payment(
-        conn,
-        payment_id=data.payment_id,
-        merchant_id=data.merchant_id,
-        provider_payment_id=data.provider_payment_id,
-        amount=data.payment_amount,
-        currency=data.currency,
-    )
+async def insert_refund(
+    conn: asyncpg.Connection, refund: Refund, *, failure_reason: str | None = None, failure_message: str | None = None
+) -> bool:
+    """Record a refund we were asked to execute; False if it was already known (a redelivered approval)."""
     status = await conn.execute(
         "INSERT INTO refunds (refund_id, payment_id, merchant_id, customer_email, amount, currency,"
-        " provider_payment_id, payment_amount, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'processing')"
-        " ON CONFLICT (refund_id) DO NOTHING",
-        data.refund_id,
-        data.payment_id,
-        data.merchant_id,
-        data.customer_email,
-        data.amount,
-        data.currency,
-        data.provider_payment_id,
-        data.payment_amount,
+        " provider_payment_id, payment_amount, status, failure_reason, failure_message)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (refund_id) DO NOTHING",
+        refund.refund_id,
+        refund.payment_id,
+        refund.merchant_id,
+        refund.customer_email,
+        refund.amount,
+        refund.currency,
+        refund.provider_payment_id,
+        refund.payment_amount,
+        refund.status.value,
+        failure_reason,
+        failure_message,
     )
-    if status != "INSERT 0 1":
-        return False
-    await schedule_attempt(conn, data.refund_id, 1)
-    return True
+    return bool(status == "INSERT 0 1")
 
 
-async def schedule_attempt(conn: asyncpg.Connection, refund_id: str, attempt: int, at: datetime | None = None) -> None:
+async def schedule_attempt(conn: asyncpg.Connection, refund_id: str, number: int, delay_seconds: float = 0) -> None:
+    """Commit attempt ``number`` and its key: from here on, a crash is recovered by calling with this key."""
     await conn.execute(
         "INSERT INTO refund_attempts (refund_id, attempt, idempotency_key, state, next_try_at)"
-        " VALUES ($1, $2, $3, 'scheduled', coalesce($4, now()))",
+        " VALUES ($1, $2, $3, 'scheduled', now() + make_interval(secs => $4))",
         refund_id,
-        attempt,
-        idempotency_key(refund_id, attempt),
-        at,
+        number,
+        idempotency_key(refund_id, number),
+        delay_seconds,
     )
     await conn.execute("SELECT pg_notify($1, '')", ATTEMPTS_CHANNEL)  # delivered when this commits
 
 
-async def claim_due_attempt(conn: asyncpg.Connection) -> Row | None:
-    """Lock the next due attempt; SKIP LOCKED lets several executors share the work."""
-    row = await conn.fetchrow(
-        f"SELECT {_ATTEMPT_COLUMNS} FROM refund_attempts a JOIN refunds r ON r.refund_id = a.refund_id"
-        " WHERE a.state = 'scheduled' AND a.next_try_at <= now()"
-        " ORDER BY a.next_try_at LIMIT 1 FOR UPDATE OF a SKIP LOCKED"
+async def claim_due_attempts(conn: asyncpg.Connection, limit: int, lease_seconds: float) -> list[Attempt]:
+    """Lease up to ``limit`` due attempts (scheduled, or unknown and due for reconciliation).
+
+    SKIP LOCKED and the lease let several executors share the work; an attempt whose lease ran out (its
+    executor died) is due again, and its stored key makes the repeated call safe.
+    """
+    rows = await conn.fetch(
+        "UPDATE refund_attempts a SET locked_until = now() + make_interval(secs => $2), lease_id = gen_random_uuid()"
+        " FROM (SELECT refund_id, attempt FROM refund_attempts"
+        "       WHERE state IN ('scheduled', 'unknown') AND next_try_at <= now() AND locked_until < now()"
+        "       ORDER BY next_try_at LIMIT $1 FOR UPDATE SKIP LOCKED) due, refunds r"
+        " WHERE a.refund_id = due.refund_id AND a.attempt = due.attempt AND r.refund_id = a.refund_id"
+        f" RETURNING {_ATTEMPT_COLUMNS}",
+        limit,
+        lease_seconds,
     )
-    return dict(row) if row else None
+    return [_attempt(row) for row in rows]
 
 
-async def lock_pending_attempt(conn: asyncpg.Connection, provider_refund_id: str) -> Row | None:
-    """The attempt waiting on this provider refund, locked; None if it is not (or no longer) pending."""
+async def lock_leased_attempt(conn: asyncpg.Connection, attempt: Attempt) -> Attempt | None:
+    """The attempt, locked, if our lease on it still holds; None if another executor took it over."""
     row = await conn.fetchrow(
         f"SELECT {_ATTEMPT_COLUMNS} FROM refund_attempts a JOIN refunds r ON r.refund_id = a.refund_id"
-        " WHERE a.provider_refund_id = $1 AND a.state = 'provider_pending' FOR UPDATE OF a",
+        " WHERE a.refund_id = $1 AND a.attempt = $2 AND a.lease_id = $3 FOR UPDATE OF a, r",
+        attempt.refund.refund_id,
+        attempt.number,
+        attempt.lease_id,
+    )
+    return _attempt(row) if row else None
+
+
+async def lock_attempt_of_provider_refund(conn: asyncpg.Connection, provider_refund_id: str) -> Attempt | None:
+    """The attempt that made this provider refund, locked with its refund; None if it is not ours."""
+    row = await conn.fetchrow(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM refund_attempts a JOIN refunds r ON r.refund_id = a.refund_id"
+        " WHERE a.provider_refund_id = $1 FOR UPDATE OF a, r",
         provider_refund_id,
     )
-    return dict(row) if row else None
+    return _attempt(row) if row else None
+
+
+async def record_no_answer(
+    conn: asyncpg.Connection, attempt: Attempt, delay_seconds: float, error: str, *, server_error: bool
+) -> None:
+    """A call without a definite answer: it counts against the budget; the same key again later."""
+    await conn.execute(
+        "UPDATE refund_attempts SET tries = tries + 1, next_try_at = now() + make_interval(secs => $3),"
+        " last_error = $4, server_errors = CASE WHEN $5 THEN server_errors + 1 ELSE 0 END, "
+        f"{_RELEASE} WHERE refund_id = $1 AND attempt = $2",
+        attempt.refund.refund_id,
+        attempt.number,
+        delay_seconds,
+        error,
+        server_error,
+    )
+    await conn.execute(
+        "UPDATE refunds SET provider_calls = provider_calls + 1 WHERE refund_id = $1", attempt.refund.refund_id
+    )
+
+
+async def record_unknown(conn: asyncpg.Connection, attempt: Attempt, delay_seconds: float, error: str) -> None:
+    """The provider may hold a refund and we could not look: reconcile again later, never call."""
+    await conn.execute(
+        "UPDATE refund_attempts SET state = 'unknown', tries = tries + 1, last_error = $4,"
+        f" next_try_at = now() + make_interval(secs => $3), {_RELEASE} WHERE refund_id = $1 AND attempt = $2",
+        attempt.refund.refund_id,
+        attempt.number,
+        delay_seconds,
+        error,
+    )
+
+
+async def record_paused(conn: asyncpg.Connection, attempt: Attempt, delay_seconds: float, error: str) -> None:
+    """Calls are paused (a configuration fault): nothing was learnt, nothing is counted; due after the pause."""
+    await conn.execute(
+        f"UPDATE refund_attempts SET next_try_at = now() + make_interval(secs => $3), last_error = $4, {_RELEASE}"
+        " WHERE refund_id = $1 AND attempt = $2",
+        attempt.refund.refund_id,
+        attempt.number,
+        delay_seconds,
+        error,
+    )
+
+
+async def release_attempt(conn: asyncpg.Connection, attempt: Attempt, delay_seconds: float, error: str) -> None:
+    """Give the attempt back after an internal error: the same key later (whatever happened is replayed)."""
+    await record_paused(conn, attempt, delay_seconds, error)
+
+
+async def record_attempt_state(
+    conn: asyncpg.Connection,
+    attempt: Attempt,
+    state: AttemptState,
+    *,
+    provider_refund_id: str | None = None,
+    error: str | None = None,
+) -> None:
+    """The attempt reached ``state`` (pending at the provider, succeeded, failed or abandoned)."""
+    await conn.execute(
+        "UPDATE refund_attempts SET state = $3, provider_refund_id = coalesce($4, provider_refund_id),"
+        f" last_error = coalesce($5, last_error), tries = tries + 1, {_RELEASE}"
+        " WHERE refund_id = $1 AND attempt = $2",
+        attempt.refund.refund_id,
+        attempt.number,
+        state.value,
+        provider_refund_id,
+        error,
+    )
+
+
+async def finish_refund(
+    conn: asyncpg.Connection,
+    refund_id: str,
+    status: RefundStatus,
+    *,
+    provider_refund_id: str | None,
+    failure_reason: str | None = None,
+    failure_message: str | None = None,
+) -> None:
+    await conn.execute(
+        "UPDATE refunds SET status = $2, provider_refund_id = $3, failure_reason = $4, failure_message = $5,"
+        " updated_at = now() WHERE refund_id = $1",
+        refund_id,
+        status.value,
+        provider_refund_id,
+        failure_reason,
+        failure_message,
+    )
+
+
+async def reverse_refund(conn: asyncpg.Connection, refund_id: str, reason: str, message: str) -> bool:
+    """A succeeded refund failed at the provider afterwards; True the first time only."""
+    status = await conn.execute(
+        "UPDATE refunds SET status = 'reversed', failure_reason = $2, failure_message = $3, updated_at = now()"
+        " WHERE refund_id = $1 AND status = 'succeeded'",
+        refund_id,
+        reason,
+        message,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def note_outcome_unknown_alert(conn: asyncpg.Connection, refund_id: str) -> bool:
+    """True the first time for a refund: the team hears once that its outcome is unknown."""
+    status = await conn.execute(
+        "UPDATE refunds SET outcome_unknown_alerted_at = now() WHERE refund_id = $1"
+        " AND outcome_unknown_alerted_at IS NULL",
+        refund_id,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def refunded_total(conn: asyncpg.Connection, payment_id: str) -> int:
+    """What has reached the customer: our succeeded refunds plus attributed succeeded refunds made elsewhere."""
+    total: int = await conn.fetchval(
+        "SELECT (SELECT coalesce(sum(amount), 0) FROM refunds WHERE payment_id = $1 AND status = 'succeeded')"
+        " + (SELECT coalesce(sum(amount), 0) FROM external_refunds"
+        "    WHERE payment_id = $1 AND status = 'succeeded' AND attributed)",
+        payment_id,
+    )
+    return int(total)
+
+
+async def held_total(conn: asyncpg.Connection, payment_id: str) -> int:
+    """What the payment's refunds use up or may still use up: ours in flight or succeeded, external ones
+    pending or succeeded. The cap on a new refund."""
+    total: int = await conn.fetchval(
+        "SELECT (SELECT coalesce(sum(amount), 0) FROM refunds"
+        "        WHERE payment_id = $1 AND status IN ('processing', 'succeeded'))"
+        " + (SELECT coalesce(sum(amount), 0) FROM external_refunds"
+        "    WHERE payment_id = $1 AND status IN ('pending', 'succeeded') AND attributed)",
+        payment_id,
+    )
+    return int(total)
+
+
+async def refund_statuses(conn: asyncpg.Connection, payment_id: str) -> dict[str, RefundStatus]:
+    rows = await conn.fetch("SELECT refund_id, status FROM refunds WHERE payment_id = $1", payment_id)
+    return {r["refund_id"]: RefundStatus(r["status"]) for r in rows}
 
 
 async def stale_pending_refund_ids(conn: asyncpg.Connection, older_than_seconds: float, limit: int) -> list[str]:
@@ -126,108 +282,9 @@ async def stale_pending_refund_ids(conn: asyncpg.Connection, older_than_seconds:
     return [r["provider_refund_id"] for r in rows]
 
 
-async def count_provider_call(conn: asyncpg.Connection, refund_id: str) -> int:
-    calls: int = await conn.fetchval(
-        "UPDATE refunds SET provider_calls = provider_calls + 1 WHERE refund_id = $1 RETURNING provider_calls",
-        refund_id,
-    )
-    return calls
-
-
-async def reschedule_attempt(
-    conn: asyncpg.Connection, attempt: Row, next_try_at: datetime, error: str, *, server_error: bool
-) -> None:
+async def touch_pending_attempt(conn: asyncpg.Connection, provider_refund_id: str) -> None:
+    """The sync job asked about a pending refund: ask again only after the threshold."""
     await conn.execute(
-        "UPDATE refund_attempts SET tries = tries + 1, next_try_at = $3, last_error = $4, updated_at = now(),"
-        " server_errors = CASE WHEN $5 THEN server_errors + 1 ELSE 0 END WHERE refund_id = $1 AND attempt = $2",
-        attempt["refund_id"],
-        attempt["attempt"],
-        next_try_at,
-        error,
-        server_error,
-    )
-
-
-async def set_attempt_state(
-    conn: asyncpg.Connection,
-    attempt: Row,
-    state: str,
-    *,
-    provider_refund_id: str | None = None,
-    error: str | None = None,
-) -> None:
-    await conn.execute(
-        "UPDATE refund_attempts SET state = $3, provider_refund_id = coalesce($4, provider_refund_id),"
-        " last_error = coalesce($5, last_error), tries = tries + 1, updated_at = now()"
-        " WHERE refund_id = $1 AND attempt = $2",
-        attempt["refund_id"],
-        attempt["attempt"],
-        state,
+        "UPDATE refund_attempts SET updated_at = now() WHERE provider_refund_id = $1 AND state = 'provider_pending'",
         provider_refund_id,
-        error,
     )
-
-
-async def finish_refund(
-    conn: asyncpg.Connection,
-    refund_id: str,
-    status: str,
-    *,
-    provider_refund_id: str | None,
-    failure_reason: str | None = None,
-    failure_message: str | None = None,
-) -> None:
-    await conn.execute(
-        "UPDATE refunds SET status = $2, provider_refund_id = $3, failure_reason = $4, failure_message = $5,"
-        " updated_at = now() WHERE refund_id = $1",
-        refund_id,
-        status,
-        provider_refund_id,
-        failure_reason,
-        failure_message,
-    )
-
-
-async def refunded_total(conn: asyncpg.Connection, payment_id: str) -> int:
-    """What has reached the customer: our succeeded refunds plus succeeded refunds made elsewhere."""
-    total: int = await conn.fetchval(
-        "SELECT (SELECT coalesce(sum(amount), 0) FROM refunds WHERE payment_id = $1 AND status = 'succeeded')"
-        " + (SELECT coalesce(sum(amount), 0) FROM external_refunds WHERE payment_id = $1 AND status = 'succeeded')",
-        payment_id,
-    )
-    return int(total)
-
-
-async def payments_to_sync(conn: asyncpg.Connection, limit: int) -> list[Row]:
-    """The least recently scanned payments, marked scanned now (the caller's transaction holds them)."""
-    rows = await conn.fetch(
-        "UPDATE payments SET last_synced_at = now() WHERE payment_id IN ("
-        " SELECT payment_id FROM payments ORDER BY last_synced_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
-        " RETURNING payment_id, merchant_id, provider_payment_id, amount, currency",
-        limit,
-    )
-    return [dict(r) for r in rows]
-
-
-async def known_provider_refund_ids(conn: asyncpg.Connection, payment_id: str) -> set[str]:
-    rows = await conn.fetch(
-        "SELECT a.provider_refund_id FROM refund_attempts a JOIN refunds r ON r.refund_id = a.refund_id"
-        " WHERE r.payment_id = $1 AND a.provider_refund_id IS NOT NULL"
-        " UNION SELECT provider_refund_id FROM external_refunds WHERE payment_id = $1",
-        payment_id,
-    )
-    return {r[0] for r in rows}
-
-
-async def record_external_refund(
-    conn: asyncpg.Connection, provider_refund_id: str, payment_id: str, amount: int, status: str
-) -> bool:
-    result = await conn.execute(
-        "INSERT INTO external_refunds (provider_refund_id, payment_id, amount, status) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT DO NOTHING",
-        provider_refund_id,
-        payment_id,
-        amount,
-        status,
-    )
-    return bool(result == "INSERT 0 1")

@@ -1,31 +1,72 @@
 from __future__ import annotations
 
-from pydantic import SecretStr
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, model_validator
 
 from refundflow_shared.settings import ServiceSettings
+
+STRIPE_API = "https://api.stripe.com"
 
 
 class ProcessorSettings(ServiceSettings):
     http_port: int = 8001
-    stripe_api_key: SecretStr = SecretStr("sk_test_refundflow_local")
-    stripe_api_base: str = "http://127.0.0.1:12111"
-    stripe_timeout_seconds: float = 10.0
+    # Required: there is no safe default for a key that moves money.
+    stripe_api_key: SecretStr
+    stripe_api_base: str = STRIPE_API
+    # The provider is the local sandbox: only then may the base be plain http (dev stack, tests, compose).
+    stripe_sandbox: bool = False
+    # The SDK's per-phase HTTP timeout (connect, read, ...).
+    stripe_timeout_seconds: float = Field(default=10.0, gt=0)
     # Secret of the provider's webhook endpoint (Stripe's whsec_...); webhooks are refused without it.
     stripe_webhook_secret: SecretStr | None = None
 
-    # Transient provider failures retry from a durable schedule: base * 2^n (with jitter), capped, until the
-    # budget of provider calls per refund is spent; then the refund fails with provider_unavailable.
-    provider_retry_budget: int = 8
-    provider_retry_base_seconds: float = 1.0
-    provider_retry_max_seconds: float = 300.0
+    # Every provider call (paging included) ends within this total deadline; a lease outlives it by the margin,
+    # so no other instance ever takes over work whose call may still be running.
+    provider_call_deadline_seconds: float = Field(default=20.0, gt=0)
+    executor_lease_margin_seconds: float = Field(default=10.0, gt=0)
+    executor_max_in_flight: int = Field(default=32, ge=1, le=1000)
+    executor_poll_interval_seconds: float = Field(default=1.0, gt=0)
+
+    # Calls without a definite answer retry from a durable schedule: base * 2^n (with jitter), capped, until the
+    # budget of such calls per refund is spent; then reconciliation decides (never a guess).
+    provider_retry_budget: int = Field(default=8, ge=1)
+    provider_retry_base_seconds: float = Field(default=1.0, gt=0)
+    provider_retry_max_seconds: float = Field(default=300.0, gt=0)
     # Consecutive 5xx answers under one key before we reconcile (and, if no refund exists, take a new key).
-    provider_server_errors_before_reconcile: int = 2
-    # Stripe keeps idempotency keys for 24 h; past that, a retry must reconcile first.
-    provider_key_lifetime_seconds: float = 24 * 3600
-    executor_poll_interval_seconds: float = 1.0
+    provider_server_errors_before_reconcile: int = Field(default=2, ge=1)
+    # Stripe keeps idempotency keys for 24 h; past that, we reconcile before any call with the key.
+    provider_key_lifetime_seconds: float = Field(default=24 * 3600, gt=0)
+    # The provider refused our credentials (401/403): calls pause for base * 2^n seconds, capped.
+    provider_auth_pause_seconds: float = Field(default=5.0, gt=0)
+    provider_auth_pause_max_seconds: float = Field(default=300.0, gt=0)
 
     # The sync job: refunds pending at the provider longer than this are polled; payments are scanned for
     # refunds made outside Refundflow, a batch per run, least recently scanned first.
-    sync_interval_seconds: float = 60.0
-    sync_pending_after_seconds: float = 300.0
-    sync_payments_per_run: int = 100
+    sync_interval_seconds: float = Field(default=60.0, gt=0)
+    sync_pending_after_seconds: float = Field(default=300.0, ge=0)
+    sync_payments_per_run: int = Field(default=100, ge=1)
+    # A payment whose scan failed is retried after sync_interval * 2^failures, at most this long.
+    sync_error_retry_max_seconds: float = Field(default=3600.0, gt=0)
+
+    @property
+    def executor_lease_seconds(self) -> float:
+        return self.provider_call_deadline_seconds + self.executor_lease_margin_seconds
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_provider_settings(self) -> ProcessorSettings:
+        base = urlsplit(self.stripe_api_base)
+        if self.stripe_api_key.get_secret_value().startswith(("sk_live_", "rk_live_")) and (
+            self.stripe_api_base.rstrip("/") != STRIPE_API
+        ):
+            raise ValueError(
+                f"a live Stripe key may only be sent to {STRIPE_API}, not to STRIPE_API_BASE={base.netloc}"
+            )
+        if base.scheme != "https" and not self.stripe_sandbox:
+            raise ValueError(
+                f"STRIPE_API_BASE must be https ({self.stripe_api_base!r}); set STRIPE_SANDBOX=true to talk to the"
+                " local sandbox over http"
+            )
+        if base.scheme not in ("http", "https") or not base.netloc:
+            raise ValueError(f"STRIPE_API_BASE is not a URL: {self.stripe_api_base!r}")
+        return self

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import stripe
 
 from refundflow_processor.payment_provider import (
+    ProviderAuthFailed,
     ProviderRefund,
     ProviderRefused,
     ProviderStatus,
     ProviderSubscription,
     ProviderUnavailable,
 )
+from refundflow_shared.money import MAX_MINOR_UNITS
 
 T = TypeVar("T")
 
@@ -43,7 +46,13 @@ class StripeProvider:
     async def create_refund(
         self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
     ) -> ProviderRefund:
-        params: Any = {"payment_intent": payment_ref, "amount": amount, "metadata": {"refund_id": refund_id}}
+        # The currency too: the provider then refuses to refund a charge made in another currency.
+        params: Any = {
+            "payment_intent": payment_ref,
+            "amount": amount,
+            "currency": currency.lower(),
+            "metadata": {"refund_id": refund_id},
+        }
         refund = await _call(
             self._client.v1.refunds.create_async(params=params, options={"idempotency_key": idempotency_key})
         )
@@ -54,11 +63,9 @@ class StripeProvider:
 
     async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
         params: Any = {"payment_intent": payment_ref, "limit": 100}
-        page = await _call(self._client.v1.refunds.list_async(params=params))
-        refunds: list[ProviderRefund] = []
-        async for refund in page.auto_paging_iter():
-            refunds.append(_to_provider_refund(refund))
-        return refunds
+        with _classified_errors():  # every page's request, not only the first
+            page = await self._client.v1.refunds.list_async(params=params)
+            return [_to_provider_refund(refund) async for refund in page.auto_paging_iter()]
 
     async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
         subscriptions = self._client.v1.subscriptions
@@ -70,20 +77,31 @@ class StripeProvider:
         subscription: dict[str, Any] = answer.to_dict()
         # At period end, Stripe sets cancel_at to the period's end; a cancellation now stamps canceled_at.
         ends = subscription.get("cancel_at") if at_period_end else subscription.get("canceled_at")
+        if not isinstance(subscription.get("id"), str) or not isinstance(ends, int | None):
+            raise ProviderUnavailable(f"malformed answer for subscription {subscription_id}")
         return ProviderSubscription(
             id=subscription["id"],
-            status=subscription["status"],
+            status=str(subscription.get("status")),
             cancel_at_period_end=bool(subscription.get("cancel_at_period_end")),
             ends_at=datetime.fromtimestamp(ends, UTC) if ends else None,
         )
 
 
 async def _call(request: Awaitable[T]) -> T:
-    """One SDK call, its errors sorted into definite refusals and indeterminate failures."""
-    try:
+    with _classified_errors():
         return await request
+
+
+@contextmanager
+def _classified_errors() -> Iterator[None]:
+    """The SDK's errors sorted: definite refusals, refused credentials, and failures without an answer."""
+    try:
+        yield
     except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
         raise ProviderUnavailable(f"{type(exc).__name__}: {exc.user_message or exc}") from exc
+    except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+        code = exc.code or getattr(exc.error, "code", None) or type(exc).__name__
+        raise ProviderAuthFailed(f"HTTP {exc.http_status}: {code}") from exc
     except stripe.StripeError as exc:
         status = exc.http_status or 0
         if status == 409 or status >= 500:
@@ -92,14 +110,21 @@ async def _call(request: Awaitable[T]) -> T:
 
 
 def _to_provider_refund(stripe_refund: Any) -> ProviderRefund:
+    """The provider's refund object, read as hostile input: anything malformed is no answer at all."""
     refund: dict[str, Any] = stripe_refund.to_dict()
+    refund_id, amount, currency, metadata = (refund.get(k) for k in ("id", "amount", "currency", "metadata"))
+    if not (isinstance(refund_id, str) and 0 < len(refund_id) <= 255):
+        raise ProviderUnavailable("malformed answer: the refund has no usable id")
+    if not (isinstance(amount, int) and not isinstance(amount, bool) and 0 <= amount <= MAX_MINOR_UNITS):
+        raise ProviderUnavailable(f"malformed answer: refund {refund_id} has no usable amount")
+    reason = refund.get("failure_reason")
     return ProviderRefund(
-        id=refund["id"],
-        status=_STATUS.get(refund.get("status") or "", "pending"),
-        amount=refund["amount"],
-        currency=(refund.get("currency") or "").upper(),
-        failure_reason=refund.get("failure_reason"),
-        metadata={str(k): str(v) for k, v in (refund.get("metadata") or {}).items()},
+        id=refund_id,
+        status=_STATUS.get(str(refund.get("status") or ""), "pending"),
+        amount=amount,
+        currency=currency.upper() if isinstance(currency, str) else "",
+        failure_reason=reason if isinstance(reason, str) else None,
+        metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
     )
 
 

@@ -7,15 +7,18 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import RequestResponseEndpoint
 
+from refundflow_sandbox.api_keys import ApiKeys
 from refundflow_sandbox.idempotency import IdempotencyStore
 from refundflow_sandbox.refund_creation import RefundCreation
 from refundflow_sandbox.refunds import RefundLedger, RefundRuleError
 from refundflow_sandbox.routes import Sandbox, router
+from refundflow_sandbox.sandbox_controls import control_router
 from refundflow_sandbox.settings import SandboxSettings
 from refundflow_sandbox.stripe_errors import ApiError, from_rule_error, invalid_request
 from refundflow_sandbox.subscriptions import Subscriptions
@@ -29,6 +32,7 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
         charge_amount=settings.charge_amount,
         default_currency=settings.default_currency,
         pending_seconds=settings.pending_seconds,
+        late_failure_seconds=settings.late_failure_seconds,
     )
     idempotency = IdempotencyStore(ttl_seconds=settings.idempotency_ttl_seconds)
 
@@ -50,11 +54,27 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
         settings=settings,
         ledger=ledger,
         refund_creation=RefundCreation(settings=settings, ledger=ledger, idempotency=idempotency),
-        subscriptions=Subscriptions(),
+        subscriptions=Subscriptions(flaky_failures=settings.flaky_failures),
+        api_keys=ApiKeys(key.strip() for key in settings.revoked_api_keys.split(",")),
     )
     app.include_router(router)
+    app.include_router(control_router)
     _add_error_handlers(app)
+    if settings.latency_ms:
+        _add_latency(app, settings.latency_ms / 1000)
     return app
+
+
+def _add_latency(app: FastAPI, seconds: float) -> None:
+    """Every provider call is answered ``seconds`` late, as a distant provider would (throughput work)."""
+
+    @app.middleware("http")
+    async def provider_latency(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        path = request.url.path
+        if path.startswith("/v1/") and not path.startswith("/v1/_sandbox/"):
+            await asyncio.sleep(seconds)
+        return response
 
 
 def _add_error_handlers(app: FastAPI) -> None:

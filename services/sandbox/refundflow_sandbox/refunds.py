@@ -57,6 +57,15 @@ class RefundNotFound(RefundRuleError):
     param = "id"
 
 
+class PaymentIntentMissing(RefundRuleError):
+    code = "resource_missing"
+    param = "payment_intent"
+
+
+class RefundNotChangeable(RefundRuleError):
+    code = "refund_not_changeable"
+
+
 @dataclass(frozen=True)
 class RefundRequest:
     """What a caller asks for; already validated for shape (see refund_params.py)."""
@@ -92,11 +101,19 @@ class Refund:
     created: int
     # When a pending refund turns succeeded (unix seconds); None once settled or never pending.
     settles_at: float | None = None
+    # When a succeeded refund fails after all (unix seconds); None unless its scenario says so.
+    fails_at: float | None = None
 
     @property
     def holds_funds(self) -> bool:
         """Pending and succeeded refunds use up the charge; failed ones give the money back."""
         return self.status is not RefundStatus.FAILED
+
+
+@dataclass(frozen=True)
+class Update:
+    refund: Refund
+    event_types: tuple[str, ...]
 
 
 class RefundLedger:
@@ -108,16 +125,18 @@ class RefundLedger:
         charge_amount: int,
         default_currency: str,
         pending_seconds: float,
+        late_failure_seconds: float = 3.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._charge_amount = charge_amount
         self._default_currency = default_currency.lower()
         self._pending_seconds = pending_seconds
+        self._late_failure_seconds = late_failure_seconds
         self._clock = clock
         self._charges: dict[str, NotionalCharge] = {}
         self._refunds: dict[str, Refund] = {}
         self._attempts: Counter[str] = Counter()
-        self._updates: list[Refund] = []
+        self._updates: list[Update] = []
 
     def record_attempt(self, payment_intent: str) -> int:
         """Count one executed create call for the payment intent; returns its 1-based number."""
@@ -131,6 +150,8 @@ class RefundLedger:
         failed (with its failure reason), pending (until ``pending_seconds`` have passed),
         otherwise succeeded.
         """
+        if scenario.behaviour is Behaviour.MISSING:
+            raise PaymentIntentMissing(f"No such payment_intent: '{request.payment_intent}'")
         charge = self._charge_for(request.payment_intent, request.currency)
         if request.currency is not None and request.currency.lower() != charge.currency:
             raise CurrencyMismatch(
@@ -162,6 +183,8 @@ class RefundLedger:
         elif scenario.behaviour is Behaviour.PENDING:
             refund.status = RefundStatus.PENDING
             refund.settles_at = now + self._pending_seconds
+        elif scenario.behaviour is Behaviour.LATE_FAILURE:
+            refund.fails_at = now + self._late_failure_seconds
         self._refunds[refund.id] = refund
         return refund
 
@@ -187,24 +210,40 @@ class RefundLedger:
         return found
 
     def settle_due_refunds(self) -> list[Refund]:
-        """Turn pending refunds whose time has come into succeeded ones; returns those changed.
-
-        Reads call this so a GET shows the transition. This is also the place for the
-        ``refund.updated`` webhook: a periodic task calling it gets each settled refund once.
-        """
+        """Turn pending refunds whose time has come into succeeded ones, and late failures into failed ones;
+        returns those changed. Reads call this so a GET shows the transition."""
         now = self._clock()
-        settled: list[Refund] = []
+        changed: list[Refund] = []
         for refund in self._refunds.values():
             if refund.settles_at is not None and refund.settles_at <= now:
-                refund.status = RefundStatus.SUCCEEDED
-                refund.settles_at = None
-                settled.append(refund)
-        self._updates.extend(settled)
-        return settled
+                changed.append(self.settle(refund.id))
+            elif refund.fails_at is not None and refund.fails_at <= now:
+                changed.append(self.fail(refund.id, "expired_or_canceled_card"))
+        return changed
 
-    def take_updates(self) -> list[Refund]:
+    def settle(self, refund_id: str) -> Refund:
+        """A pending refund succeeds now (Stripe sends ``refund.updated``)."""
+        refund = self._refunds.get(refund_id)
+        if refund is None or refund.status is not RefundStatus.PENDING:
+            raise RefundNotChangeable(f"Refund {refund_id} is not pending.")
+        refund.status, refund.settles_at = RefundStatus.SUCCEEDED, None
+        self._updates.append(Update(refund, ("refund.updated",)))
+        return refund
+
+    def fail(self, refund_id: str, failure_reason: str) -> Refund:
+        """A pending or succeeded refund fails now, its money back on the charge (Stripe sends ``refund.failed``
+        and ``charge.refund.updated``)."""
+        refund = self._refunds.get(refund_id)
+        if refund is None or refund.status is RefundStatus.FAILED:
+            raise RefundNotChangeable(f"Refund {refund_id} cannot fail: it is not pending or succeeded.")
+        refund.status, refund.failure_reason = RefundStatus.FAILED, failure_reason
+        refund.settles_at = refund.fails_at = None
+        self._updates.append(Update(refund, ("refund.failed", "charge.refund.updated")))
+        return refund
+
+    def take_updates(self) -> list[Update]:
         """Refunds whose status changed since the last call, whoever noticed first (a read or the webhook
-        task): each is handed out once, for one ``refund.updated`` webhook."""
+        task): each change is handed out once, with the webhook event types Stripe sends for it."""
         self.settle_due_refunds()
         updates, self._updates = self._updates, []
         return updates

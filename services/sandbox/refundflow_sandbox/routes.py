@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 
+from refundflow_sandbox.api_keys import ApiKeys, KeyRevoked
 from refundflow_sandbox.auth import api_key_from_authorization
 from refundflow_sandbox.refund_creation import Answer, RefundCreation
 from refundflow_sandbox.refund_params import parse_list_refunds
-from refundflow_sandbox.refunds import RefundLedger, new_id
+from refundflow_sandbox.refunds import PaymentIntentMissing, RefundLedger, new_id
+from refundflow_sandbox.scenarios import Behaviour, scenario_for
 from refundflow_sandbox.settings import SandboxSettings
-from refundflow_sandbox.stripe_errors import invalid_request
+from refundflow_sandbox.stripe_errors import expired_api_key, internal_error, invalid_request, subscription_missing
 from refundflow_sandbox.stripe_objects import list_object, paginate, refund_object
-from refundflow_sandbox.subscriptions import Subscriptions
+from refundflow_sandbox.subscriptions import SimulatedFailure, Subscription, SubscriptionNotFound, Subscriptions
 
 router = APIRouter()
 
@@ -27,6 +30,7 @@ class Sandbox:
     ledger: RefundLedger
     refund_creation: RefundCreation
     subscriptions: Subscriptions
+    api_keys: ApiKeys
 
 
 def _sandbox(request: Request) -> Sandbox:
@@ -34,8 +38,13 @@ def _sandbox(request: Request) -> Sandbox:
     return sandbox
 
 
-def _api_key(authorization: Annotated[str | None, Header()] = None) -> str:
-    return api_key_from_authorization(authorization)
+def _api_key(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    api_key = api_key_from_authorization(authorization)
+    try:
+        _sandbox(request).api_keys.check(api_key)
+    except KeyRevoked:
+        raise expired_api_key(api_key) from None
+    return api_key
 
 
 SandboxDep = Annotated[Sandbox, Depends(_sandbox)]
@@ -67,6 +76,8 @@ async def retrieve_refund(refund_id: str, sandbox: SandboxDep, _api_key: ApiKeyD
 @router.get("/v1/refunds")
 async def list_refunds(request: Request, sandbox: SandboxDep, _api_key: ApiKeyDep) -> dict[str, Any]:
     query = parse_list_refunds(request.query_params.multi_items())
+    if query.payment_intent and scenario_for(query.payment_intent).behaviour is Behaviour.MISSING:
+        raise PaymentIntentMissing(f"No such payment_intent: '{query.payment_intent}'")
     refunds = sandbox.ledger.list_refunds(payment_intent=query.payment_intent, charge=query.charge)
     try:
         page, has_more = paginate(
@@ -78,20 +89,29 @@ async def list_refunds(request: Request, sandbox: SandboxDep, _api_key: ApiKeyDe
     return list_object([refund_object(r) for r in page], has_more=has_more, url="/v1/refunds")
 
 
+def _subscription_answer(subscription_id: str, act: Callable[[str], Subscription]) -> dict[str, Any]:
+    try:
+        return act(subscription_id).as_stripe_object()
+    except SubscriptionNotFound:
+        raise subscription_missing(subscription_id) from None
+    except SimulatedFailure:
+        raise internal_error() from None
+
+
 @router.get("/v1/subscriptions/{subscription_id}")
 async def retrieve_subscription(subscription_id: str, sandbox: SandboxDep, _api_key: ApiKeyDep) -> dict[str, Any]:
-    return sandbox.subscriptions.get(subscription_id).as_stripe_object()
+    return _subscription_answer(subscription_id, sandbox.subscriptions.get)
 
 
 @router.post("/v1/subscriptions/{subscription_id}/cancel")
 async def cancel_subscription(subscription_id: str, sandbox: SandboxDep, _api_key: ApiKeyDep) -> dict[str, Any]:
     """Cancel now (Stripe: DELETE /v1/subscriptions/{id}, or POST .../cancel)."""
-    return sandbox.subscriptions.cancel_now(subscription_id).as_stripe_object()
+    return _subscription_answer(subscription_id, sandbox.subscriptions.cancel_now)
 
 
 @router.delete("/v1/subscriptions/{subscription_id}")
 async def delete_subscription(subscription_id: str, sandbox: SandboxDep, _api_key: ApiKeyDep) -> dict[str, Any]:
-    return sandbox.subscriptions.cancel_now(subscription_id).as_stripe_object()
+    return _subscription_answer(subscription_id, sandbox.subscriptions.cancel_now)
 
 
 @router.post("/v1/subscriptions/{subscription_id}")
@@ -103,14 +123,8 @@ async def update_subscription(
     value = form.get("cancel_at_period_end")
     if value not in ("true", "false"):
         raise invalid_request("cancel_at_period_end must be true or false.", param="cancel_at_period_end")
-    return sandbox.subscriptions.cancel_at_period_end(subscription_id, value == "true").as_stripe_object()
-
-
-@router.get("/v1/_sandbox/refunds")
-async def sandbox_refunds(sandbox: SandboxDep, payment_intent: str | None = None) -> dict[str, Any]:
-    """For tests: every refund the provider holds (optionally for one payment intent). No auth."""
-    refunds = sandbox.ledger.list_refunds(payment_intent=payment_intent)
-    return {"count": len(refunds), "data": [refund_object(r) for r in refunds]}
+    cancel = value == "true"
+    return _subscription_answer(subscription_id, lambda s: sandbox.subscriptions.cancel_at_period_end(s, cancel))
 
 
 @router.get("/healthz")

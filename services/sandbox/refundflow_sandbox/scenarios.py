@@ -25,6 +25,8 @@ class Behaviour(StrEnum):
     FLAKY = "flaky"
     TIMEOUT = "timeout"
     ERROR500_AFTER_CREATE = "error500_after_create"
+    LATE_FAILURE = "late_failure"
+    MISSING = "missing"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ _PREFIXES: tuple[tuple[str, Behaviour], ...] = (
     ("pi_flaky_", Behaviour.FLAKY),
     ("pi_timeout_", Behaviour.TIMEOUT),
     ("pi_error500_after_create_", Behaviour.ERROR500_AFTER_CREATE),
+    ("pi_late_failure_", Behaviour.LATE_FAILURE),
+    ("pi_missing_", Behaviour.MISSING),
 )
 
 
@@ -61,3 +65,12 @@ def scenario_for(payment_intent: str) -> Scenario:
         if payment_intent.startswith(prefix):
             return Scenario(behaviour)
     return _SUCCEED
+
+
+def subscription_behaviour(subscription_id: str) -> Behaviour:
+    """``sub_missing_...`` does not exist (404), ``sub_flaky_...`` answers 500 at first; others behave."""
+    if subscription_id.startswith("sub_missing_"):
+        return Behaviour.MISSING
+    if subscription_id.startswith("sub_flaky_"):
+        return Behaviour.FLAKY
+    return Behaviour.SUCCEED

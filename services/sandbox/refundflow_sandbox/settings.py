@@ -41,3 +41,11 @@ class SandboxSettings(BaseSettings):
 
     # Stripe keeps idempotency keys for at least 24 hours.
     idempotency_ttl_seconds: float = Field(default=24 * 60 * 60, gt=0)
+
+    # `pi_late_failure_...`: seconds until a succeeded refund fails (Stripe's test card 4000000000005126).
+    late_failure_seconds: float = Field(default=3.0, ge=0)
+    # API keys answered 401 `api_key_expired` (comma-separated), as Stripe answers a rolled key; more can be
+    # revoked (and restored) at run time through /v1/_sandbox/api_keys/{key}/revoke.
+    revoked_api_keys: str = ""
+    # Every provider call (/v1/..., not /v1/_sandbox/...) is answered after this many milliseconds.
+    latency_ms: int = Field(default=0, ge=0, le=600_000)

@@ -94,3 +94,14 @@ def invalid_api_key(api_key: str) -> ApiError:
         "invalid_request_error",
         f"Invalid API Key provided: {shown} (the sandbox accepts any key starting with sk_test_)",
     )
+
+
+def expired_api_key(api_key: str) -> ApiError:
+    shown = f"{api_key[:8]}***{api_key[-4:]}" if len(api_key) > 12 else "***"
+    return ApiError(401, "invalid_request_error", f"Expired API Key provided: {shown}", code="api_key_expired")
+
+
+def subscription_missing(subscription_id: str) -> ApiError:
+    return ApiError(
+        404, "invalid_request_error", f"No such subscription: '{subscription_id}'", code="resource_missing", param="id"
+    )

@@ -1,4 +1,4 @@
-"""Signed ``refund.updated`` webhooks, as Stripe sends them, for refunds that leave ``pending``."""
+"""Signed refund webhooks, as Stripe sends them, for refunds whose status changed (settled or failed)."""
 
 from __future__ import annotations
 
@@ -24,19 +24,20 @@ def stripe_signature(payload: bytes, secret: str, timestamp: int) -> str:
 
 
 async def send_refund_updates(ledger: RefundLedger, url: str, secret: str, interval: float = 0.5) -> None:
-    """Forever: post a webhook for each refund whose status changed; a few tries each, then give up loudly."""
+    """Forever: post the webhooks of each refund whose status changed; a few tries each, then give up loudly."""
     async with httpx.AsyncClient(timeout=5) as client:
         while True:
-            for refund in ledger.take_updates():
-                event = {
-                    "id": new_id("evt_"),
-                    "object": "event",
-                    "type": "refund.updated",
-                    "created": int(time.time()),
-                    "livemode": False,
-                    "data": {"object": refund_object(refund)},
-                }
-                await _deliver(client, url, secret, json.dumps(event).encode(), refund.id)
+            for update in ledger.take_updates():
+                for event_type in update.event_types:
+                    event = {
+                        "id": new_id("evt_"),
+                        "object": "event",
+                        "type": event_type,
+                        "created": int(time.time()),
+                        "livemode": False,
+                        "data": {"object": refund_object(update.refund)},
+                    }
+                    await _deliver(client, url, secret, json.dumps(event).encode(), update.refund.id)
             await asyncio.sleep(interval)
 
 

@@ -32,12 +32,7 @@ CREATE TABLE refunds (
 CREATE INDEX refunds_by_payment ON refunds (payment_id);
 
 -- One row per idempotency key. It is committed BEFORE the provider is called with that key, so a crash
--- is always recovered by calling again with the same key. States:
---   scheduled         due at next_try_at (first call, or a retry after an indeterminate answer)
---   provider_pending  the provider holds a pending refund; its webhook or the sync job finishes it
---   succeeded/failed  the provider's definite verdict (recorded with the refund's events)
---   abandoned         the key only ever got server errors and reconciliation proved no refund exists:
---                     the next attempt (n + 1, a new key) is safe
+-- is always recovered by calling again with the same key. The states: refundflow_processor/attempts.py.
 CREATE TABLE refund_attempts (
     refund_id          text        NOT NULL REFERENCES refunds (refund_id),
     attempt            int         NOT NULL CHECK (attempt >= 1),

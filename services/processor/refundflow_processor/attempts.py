@@ -1,0 +1,242 @@
+"""The life of a refund attempt (one idempotency key) as a pure state machine: no I/O, no clock, no dice.
+
+``next_step(attempt, answer, now=..., policy=...)`` says what to do given what the provider said (``None``:
+nothing asked yet in this turn). The executor, the webhook and the sync job interpret the step;
+``tests/unit/test_attempt_steps.py`` is the table of every case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from refundflow_processor.payment_provider import ProviderRefund, normalise_failure_reason
+
+if TYPE_CHECKING:
+    from refundflow_processor.records import Attempt
+    from refundflow_processor.settings import ProcessorSettings
+
+PROVIDER_REFUSED = "provider_refused"
+PROVIDER_UNAVAILABLE = "provider_unavailable"
+
+
+class AttemptState(StrEnum):
+    SCHEDULED = "scheduled"  # due at next_try_at: call the provider with the key
+    PROVIDER_PENDING = "provider_pending"  # the provider holds a pending refund; webhook or sync job finishes it
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABANDONED = "abandoned"  # reconciliation proved the key made no refund: attempt n + 1 has a new key
+    UNKNOWN = "unknown"  # the provider may hold a refund and reconciliation could not run yet: reconcile only
+
+
+@dataclass(frozen=True)
+class AttemptPolicy:
+    retry_budget: int
+    server_errors_before_reconcile: int
+    key_lifetime: timedelta
+    retry_base_seconds: float
+    retry_max_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: ProcessorSettings) -> AttemptPolicy:
+        return cls(
+            retry_budget=settings.provider_retry_budget,
+            server_errors_before_reconcile=settings.provider_server_errors_before_reconcile,
+            key_lifetime=timedelta(seconds=settings.provider_key_lifetime_seconds),
+            retry_base_seconds=settings.provider_retry_base_seconds,
+            retry_max_seconds=settings.provider_retry_max_seconds,
+        )
+
+    def backoff(self, tries: int) -> float:
+        """The delay before turn ``tries + 1``: exponential, capped; the interpreter adds jitter."""
+        return float(min(self.retry_max_seconds, self.retry_base_seconds * 2 ** max(tries - 1, 0)))
+
+
+# What the provider said (the input).
+@dataclass(frozen=True)
+class Answered:
+    refund: ProviderRefund
+
+
+@dataclass(frozen=True)
+class Refused:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NoAnswer:
+    error: str
+    server_error: bool = False
+
+
+@dataclass(frozen=True)
+class AuthFailed:
+    error: str
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    found: ProviderRefund | None
+
+
+@dataclass(frozen=True)
+class ReconcileFailed:
+    error: str
+
+
+@dataclass(frozen=True)
+class Updated:
+    """The provider reported a refund's status on its own (webhook, or the sync job asking)."""
+
+    refund: ProviderRefund
+
+
+ProviderAnswer = Answered | Refused | NoAnswer | AuthFailed | Reconciled | ReconcileFailed | Updated
+
+
+# What to do (the output).
+@dataclass(frozen=True)
+class CallProvider:
+    pass
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    why: str
+
+
+@dataclass(frozen=True)
+class Succeed:
+    refund: ProviderRefund
+
+
+@dataclass(frozen=True)
+class AwaitProvider:
+    refund: ProviderRefund
+
+
+@dataclass(frozen=True)
+class Fail:
+    reason: str
+    message: str
+    provider_refund_id: str | None = None
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """Out of budget, and reconciliation proved no refund exists: fail (provider_unavailable) and alert."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class RetryAt:
+    delay_seconds: float
+    error: str
+    server_error: bool = False
+
+
+@dataclass(frozen=True)
+class NewKey:
+    delay_seconds: float
+    error: str
+
+
+@dataclass(frozen=True)
+class Unknown:
+    delay_seconds: float
+    error: str
+    alert: str = "refund_outcome_unknown"
+
+
+@dataclass(frozen=True)
+class PauseCalls:
+    error: str
+
+
+@dataclass(frozen=True)
+class Reverse:
+    refund: ProviderRefund
+
+
+@dataclass(frozen=True)
+class Ignore:
+    why: str
+
+
+Step = (
+    CallProvider
+    | Reconcile
+    | Succeed
+    | AwaitProvider
+    | Fail
+    | GiveUp
+    | RetryAt
+    | NewKey
+    | Unknown
+    | PauseCalls
+    | Reverse
+    | Ignore
+)
+
+
+def next_step(attempt: Attempt, answer: ProviderAnswer | None, *, now: datetime, policy: AttemptPolicy) -> Step:
+    """What to do next with ``attempt``, given the provider's ``answer`` to the last question asked."""
+    key_expired = now - attempt.key_created_at > policy.key_lifetime
+    budget_spent = attempt.refund.provider_calls >= policy.retry_budget
+    backoff = policy.backoff(attempt.tries + 1)
+    match answer:
+        case None if attempt.state is AttemptState.UNKNOWN:
+            return Reconcile("the outcome is unknown")
+        case None if key_expired:
+            return Reconcile("the idempotency key outlived its lifetime")
+        case None if budget_spent:
+            return Reconcile("the retry budget is spent")
+        case None if attempt.server_errors >= policy.server_errors_before_reconcile:
+            return Reconcile("the key replays a server error")
+        case None:
+            return CallProvider()
+        case Answered(refund) | Reconciled(found=ProviderRefund() as refund):
+            return _verdict(attempt, refund, backoff)
+        case Refused(code, message):
+            return Fail(PROVIDER_REFUSED, f"{code}: {message}")
+        case AuthFailed(error):
+            return PauseCalls(error)
+        case NoAnswer(error, server_error):
+            return RetryAt(backoff, error, server_error)
+        case Reconciled(found=None) if budget_spent:
+            return GiveUp(attempt.last_error or "no answer within the retry budget")
+        case Reconciled(found=None):
+            return NewKey(policy.backoff(1), f"key {attempt.idempotency_key} made no refund")
+        case ReconcileFailed(error):
+            return Unknown(backoff, f"reconciliation failed: {error}")
+        case Updated(refund) if attempt.state is AttemptState.PROVIDER_PENDING and refund.status != "pending":
+            return _verdict(attempt, refund, backoff)
+        case Updated(refund) if (
+            attempt.state is AttemptState.SUCCEEDED
+            and attempt.refund.status == "succeeded"
+            and refund.status == "failed"
+        ):
+            return Reverse(refund)
+        case Updated(refund):
+            return Ignore(f"nothing to do for a {refund.status} refund on a {attempt.state} attempt")
+    raise AssertionError(f"unhandled answer {answer!r}")  # pragma: no cover - the match is exhaustive
+
+
+def _verdict(attempt: Attempt, refund: ProviderRefund, backoff: float) -> Step:
+    """The provider's refund for our key: believed only when it is the refund we asked for."""
+    if (refund.amount, refund.currency) != (attempt.refund.amount, attempt.refund.currency):
+        return Unknown(
+            backoff,
+            f"the provider's refund {refund.id} is {refund.amount} {refund.currency or '?'},"
+            f" ours is {attempt.refund.amount} {attempt.refund.currency}",
+            alert="provider_answer_mismatch",
+        )
+    if refund.status == "failed":
+        return Fail(normalise_failure_reason(refund.failure_reason), f"provider: {refund.failure_reason}", refund.id)
+    if refund.status == "pending":
+        return AwaitProvider(refund)
+    return Succeed(refund)

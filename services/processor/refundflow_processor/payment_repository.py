@@ -1,0 +1,176 @@
+"""Payments, the sync job's bookkeeping and refunds made elsewhere, in PostgreSQL: named writes, caller's conn."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import asyncpg
+
+from refundflow_processor.records import ExternalRefund, Payment
+
+_PAYMENT_COLUMNS = "payment_id, merchant_id, provider_payment_id, amount, currency"
+_EXTERNAL_COLUMNS = "provider_refund_id, payment_id, amount, currency, status, attributed"
+
+
+class PaymentClaim(StrEnum):
+    NEW = "new"
+    KNOWN = "known"  # the same payment again (a redelivery, or payment.succeeded after an approval)
+    CONFLICT = "conflict"  # the payment id, or the provider payment, is already another payment's
+
+
+def _payment(row: asyncpg.Record) -> Payment:
+    return Payment(
+        payment_id=row["payment_id"],
+        merchant_id=row["merchant_id"],
+        provider_payment_id=row["provider_payment_id"],
+        amount=row["amount"],
+        currency=row["currency"],
+    )
+
+
+def _external(row: asyncpg.Record) -> ExternalRefund:
+    return ExternalRefund(
+        provider_refund_id=row["provider_refund_id"],
+        payment_id=row["payment_id"],
+        amount=row["amount"],
+        currency=row["currency"] or "",
+        status=row["status"],
+        attributed=row["attributed"],
+    )
+
+
+async def lock_payment(conn: asyncpg.Connection, payment_id: str) -> Payment | None:
+    """The payment, locked: its refunds are capped under this lock."""
+    row = await conn.fetchrow(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = $1 FOR UPDATE", payment_id)
+    return _payment(row) if row else None
+
+
+async def remember_payment(conn: asyncpg.Connection, payment: Payment, *, trusted: bool) -> PaymentClaim:
+    """Learn a payment. ``trusted``: from payment.succeeded, whose amount and currency replace what an earlier
+    approval said. A provider payment belongs to one payment only: a second claim on it is a CONFLICT."""
+    known = await lock_payment(conn, payment.payment_id)
+    if known is not None:
+        if known.provider_payment_id != payment.provider_payment_id:
+            return PaymentClaim.CONFLICT
+        if trusted:
+            await conn.execute(
+                "UPDATE payments SET amount = $2, currency = $3, trusted = true WHERE payment_id = $1 AND NOT trusted",
+                payment.payment_id,
+                payment.amount,
+                payment.currency,
+            )
+        return PaymentClaim.KNOWN
+    try:
+        async with conn.transaction():  # a savepoint: a conflict leaves the caller's transaction usable
+            await conn.execute(
+                "INSERT INTO payments (payment_id, merchant_id, provider_payment_id, amount, currency, trusted)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                payment.payment_id,
+                payment.merchant_id,
+                payment.provider_payment_id,
+                payment.amount,
+                payment.currency,
+                trusted,
+            )
+    except asyncpg.UniqueViolationError:
+        return PaymentClaim.CONFLICT
+    return PaymentClaim.NEW
+
+
+async def payments_with_provider_id(conn: asyncpg.Connection, provider_payment_id: str) -> list[Payment]:
+    rows = await conn.fetch(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE provider_payment_id = $1", provider_payment_id
+    )
+    return [_payment(r) for r in rows]
+
+
+async def claim_payments_to_sync(conn: asyncpg.Connection, limit: int, lease_seconds: float) -> list[Payment]:
+    """Lease the least recently scanned payments that are due; each is marked scanned only once it was."""
+    rows = await conn.fetch(
+        "UPDATE payments p SET sync_locked_until = now() + make_interval(secs => $2)"
+        " FROM (SELECT payment_id FROM payments WHERE sync_retry_at <= now() AND sync_locked_until < now()"
+        "       ORDER BY last_synced_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+        " WHERE p.payment_id = due.payment_id"
+        " RETURNING p.payment_id, p.merchant_id, p.provider_payment_id, p.amount, p.currency",
+        limit,
+        lease_seconds,
+    )
+    return [_payment(r) for r in rows]
+
+
+async def record_payment_synced(conn: asyncpg.Connection, payment_id: str) -> None:
+    await conn.execute(
+        "UPDATE payments SET last_synced_at = now(), sync_locked_until = '-infinity', sync_failures = 0,"
+        " sync_error = NULL, sync_retry_at = '-infinity' WHERE payment_id = $1",
+        payment_id,
+    )
+
+
+async def record_payment_sync_failed(
+    conn: asyncpg.Connection, payment_id: str, error: str, *, base_seconds: float, max_seconds: float
+) -> None:
+    """The scan of this payment failed: flag it, and try it again after a growing pause."""
+    await conn.execute(
+        "UPDATE payments SET sync_failures = sync_failures + 1, sync_error = $2, sync_locked_until = '-infinity',"
+        " sync_retry_at = now() + make_interval(secs => least($4, $3 * 2 ^ sync_failures)) WHERE payment_id = $1",
+        payment_id,
+        error[:1000],
+        base_seconds,
+        max_seconds,
+    )
+
+
+async def lock_external_refund(conn: asyncpg.Connection, provider_refund_id: str) -> ExternalRefund | None:
+    row = await conn.fetchrow(
+        f"SELECT {_EXTERNAL_COLUMNS} FROM external_refunds WHERE provider_refund_id = $1 FOR UPDATE",
+        provider_refund_id,
+    )
+    return _external(row) if row else None
+
+
+async def insert_external_refund(conn: asyncpg.Connection, refund: ExternalRefund) -> bool:
+    status = await conn.execute(
+        "INSERT INTO external_refunds (provider_refund_id, payment_id, amount, currency, status, attributed)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        refund.provider_refund_id,
+        refund.payment_id,
+        refund.amount,
+        refund.currency,
+        refund.status,
+        refund.attributed,
+    )
+    return bool(status == "INSERT 0 1")
+
+
+async def record_external_refund_status(conn: asyncpg.Connection, provider_refund_id: str, status: str) -> None:
+    await conn.execute(
+        "UPDATE external_refunds SET status = $2, updated_at = now() WHERE provider_refund_id = $1",
+        provider_refund_id,
+        status,
+    )
+
+
+async def pending_external_refund_ids(conn: asyncpg.Connection, older_than_seconds: float, limit: int) -> list[str]:
+    """Attributed external refunds still pending: asked about again until final."""
+    rows = await conn.fetch(
+        "SELECT provider_refund_id FROM external_refunds WHERE status = 'pending' AND attributed"
+        " AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT $2",
+        older_than_seconds,
+        limit,
+    )
+    return [r["provider_refund_id"] for r in rows]
+
+
+async def touch_external_refund(conn: asyncpg.Connection, provider_refund_id: str) -> None:
+    await conn.execute(
+        "UPDATE external_refunds SET updated_at = now() WHERE provider_refund_id = $1", provider_refund_id
+    )
+
+
+async def known_provider_refund_ids(conn: asyncpg.Connection, payment_id: str) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT a.provider_refund_id FROM refund_attempts a JOIN refunds r ON r.refund_id = a.refund_id"
+        " WHERE r.payment_id = $1 AND a.provider_refund_id IS NOT NULL",
+        payment_id,
+    )
+    return {r[0] for r in rows}

@@ -1,0 +1,89 @@
+"""The processor's records, as the repository reads and writes them: typed, frozen, no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from refundflow_processor.attempts import AttemptState
+
+
+class RefundStatus(StrEnum):
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    # The provider failed a refund after it had succeeded: the money did not reach the customer after all.
+    REVERSED = "reversed"
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A payment the processor knows of: from payment.succeeded (trusted), else from the first approval."""
+
+    payment_id: str
+    merchant_id: str
+    provider_payment_id: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class Refund:
+    refund_id: str
+    payment_id: str
+    merchant_id: str
+    customer_email: str
+    amount: int
+    currency: str
+    provider_payment_id: str
+    payment_amount: int
+    status: RefundStatus = RefundStatus.PROCESSING
+    # Provider calls that got no definite answer, over all of the refund's attempts (the retry budget).
+    provider_calls: int = 0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One idempotency key of a refund, with the refund it belongs to."""
+
+    refund: Refund
+    number: int
+    idempotency_key: str
+    state: AttemptState
+    tries: int
+    server_errors: int
+    key_created_at: datetime
+    provider_refund_id: str | None = None
+    # Set while an executor holds the attempt; its writes must present it.
+    lease_id: uuid.UUID | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ExternalRefund:
+    """A refund found at the provider that Refundflow did not make (or that we had given up on)."""
+
+    provider_refund_id: str
+    payment_id: str
+    amount: int
+    currency: str
+    status: str
+    attributed: bool
+
+
+@dataclass(frozen=True)
+class SubscriptionCancel:
+    cancel_id: str
+    payment_id: str
+    merchant_id: str
+    subscription_id: str
+    at_period_end: bool
+    refund_id: str | None
+    tries: int = 0
+    lease_id: uuid.UUID | None = None
+
+
+def idempotency_key(refund_id: str, attempt: int) -> str:
+    return f"refund_{refund_id}_{attempt}"

@@ -1,0 +1,86 @@
+"""Subscription cancel requests in PostgreSQL: named writes on the caller's connection."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from refundflow_processor.records import SubscriptionCancel
+
+CANCELS_CHANNEL = "processor_subscription_cancels"
+_COLUMNS = "cancel_id, payment_id, merchant_id, subscription_id, at_period_end, refund_id, tries, lease_id"
+_RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
+
+
+def _cancel(row: asyncpg.Record) -> SubscriptionCancel:
+    return SubscriptionCancel(**dict(row))
+
+
+async def request_cancel(conn: asyncpg.Connection, cancel: SubscriptionCancel) -> None:
+    """Record a cancel request, due at once (the inbox makes a redelivered request a no-op upstream)."""
+    await conn.execute(
+        "INSERT INTO subscription_cancels (cancel_id, payment_id, merchant_id, subscription_id, at_period_end,"
+        " refund_id, state) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled') ON CONFLICT DO NOTHING",
+        cancel.cancel_id,
+        cancel.payment_id,
+        cancel.merchant_id,
+        cancel.subscription_id,
+        cancel.at_period_end,
+        cancel.refund_id,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", CANCELS_CHANNEL)
+
+
+async def claim_due_cancels(conn: asyncpg.Connection, limit: int, lease_seconds: float) -> list[SubscriptionCancel]:
+    rows = await conn.fetch(
+        "UPDATE subscription_cancels c SET locked_until = now() + make_interval(secs => $2),"
+        " lease_id = gen_random_uuid()"
+        " FROM (SELECT cancel_id FROM subscription_cancels"
+        "       WHERE state = 'scheduled' AND next_try_at <= now() AND locked_until < now()"
+        "       ORDER BY next_try_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+        f" WHERE c.cancel_id = due.cancel_id RETURNING {', '.join('c.' + c for c in _COLUMNS.split(', '))}",
+        limit,
+        lease_seconds,
+    )
+    return [_cancel(r) for r in rows]
+
+
+async def lock_leased_cancel(conn: asyncpg.Connection, cancel: SubscriptionCancel) -> bool:
+    """True if our lease on the request still holds (it is then locked until the transaction ends)."""
+    found = await conn.fetchval(
+        "SELECT 1 FROM subscription_cancels WHERE cancel_id = $1 AND lease_id = $2 FOR UPDATE",
+        cancel.cancel_id,
+        cancel.lease_id,
+    )
+    return found is not None
+
+
+async def record_cancel_state(
+    conn: asyncpg.Connection, cancel: SubscriptionCancel, state: str, *, error: str | None = None
+) -> None:
+    await conn.execute(
+        f"UPDATE subscription_cancels SET state = $2, last_error = coalesce($3, last_error), {_RELEASE}"
+        " WHERE cancel_id = $1",
+        cancel.cancel_id,
+        state,
+        error,
+    )
+
+
+async def record_cancel_retry(conn: asyncpg.Connection, cancel: SubscriptionCancel, delay: float, error: str) -> None:
+    await conn.execute(
+        "UPDATE subscription_cancels SET tries = tries + 1, last_error = $3,"
+        f" next_try_at = now() + make_interval(secs => $2), {_RELEASE} WHERE cancel_id = $1",
+        cancel.cancel_id,
+        delay,
+        error,
+    )
+
+
+async def record_cancel_paused(conn: asyncpg.Connection, cancel: SubscriptionCancel, delay: float, error: str) -> None:
+    await conn.execute(
+        f"UPDATE subscription_cancels SET last_error = $3, next_try_at = now() + make_interval(secs => $2), {_RELEASE}"
+        " WHERE cancel_id = $1",
+        cancel.cancel_id,
+        delay,
+        error,
+    )

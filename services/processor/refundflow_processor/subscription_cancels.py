@@ -1,0 +1,150 @@
+"""Subscription cancels, as durable as refunds: the consumer records a request; the dispatcher executes it.
+
+Cancelling is idempotent at the provider, so a repeated call (a crash, an expired lease) is harmless. A
+definite refusal (4xx) alerts the merchant's team; anything else is retried with backoff, for as long as it
+takes: a customer who was refunded must stop being billed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from refundflow_processor import subscription_cancel_repository as cancels
+from refundflow_processor.attempts import AttemptPolicy
+from refundflow_processor.lease_dispatcher import LeaseDispatcher
+from refundflow_processor.payment_provider import (
+    PaymentProvider,
+    ProviderAuthFailed,
+    ProviderRefused,
+    ProviderSubscription,
+    ProviderUnavailable,
+)
+from refundflow_processor.provider_pause import ProviderPause
+from refundflow_processor.records import SubscriptionCancel
+from refundflow_processor.refund_outcomes import jittered
+from refundflow_processor.settings import ProcessorSettings
+from refundflow_processor.team_alerts import SOURCE, end_auth_episode, raise_alert, raise_auth_alert_once
+from refundflow_shared.events import SubscriptionCanceled
+from refundflow_shared.outbox import add_event
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Canceled:
+    subscription: ProviderSubscription
+
+
+@dataclass(frozen=True)
+class CancelRefused:
+    message: str
+
+
+@dataclass(frozen=True)
+class CancelRetry:
+    error: str
+
+
+@dataclass(frozen=True)
+class CancelAuthFailed:
+    error: str
+
+
+CancelAnswer = Canceled | CancelRefused | CancelRetry | CancelAuthFailed
+
+
+class SubscriptionCancelExecutor:
+    def __init__(
+        self, pool: asyncpg.Pool, provider: PaymentProvider, settings: ProcessorSettings, pause: ProviderPause
+    ) -> None:
+        self._pool, self._provider, self._settings, self._pause = pool, provider, settings, pause
+        self._policy = AttemptPolicy.from_settings(settings)
+        self.dispatcher = LeaseDispatcher(
+            pool,
+            channel=cancels.CANCELS_CHANNEL,
+            claim=self._claim,
+            work=self.execute,
+            max_in_flight=settings.executor_max_in_flight,
+            poll_interval=settings.executor_poll_interval_seconds,
+            pause=pause,
+            name="subscription_cancels",
+        )
+
+    async def run(self) -> None:
+        await self.dispatcher.run()
+
+    async def _claim(self, limit: int) -> list[SubscriptionCancel]:
+        async with self._pool.acquire() as conn:
+            return await cancels.claim_due_cancels(conn, limit, self._settings.executor_lease_seconds)
+
+    async def execute(self, cancel: SubscriptionCancel) -> None:
+        structlog.contextvars.bind_contextvars(payment_id=cancel.payment_id, subscription_id=cancel.subscription_id)
+        try:
+            answer = await self._ask(cancel)
+            async with self._pool.acquire() as conn, conn.transaction():
+                if await cancels.lock_leased_cancel(conn, cancel):
+                    await self._record(conn, cancel, answer)
+                else:
+                    log.warning("cancel_lease_lost")
+        finally:
+            structlog.contextvars.unbind_contextvars("payment_id", "subscription_id")
+
+    async def _ask(self, cancel: SubscriptionCancel) -> CancelAnswer:
+        try:
+            async with asyncio.timeout(self._settings.provider_call_deadline_seconds):
+                return Canceled(
+                    await self._provider.cancel_subscription(cancel.subscription_id, at_period_end=cancel.at_period_end)
+                )
+        except TimeoutError:
+            return CancelRetry(f"no answer within {self._settings.provider_call_deadline_seconds} s")
+        except ProviderAuthFailed as exc:
+            return CancelAuthFailed(str(exc))
+        except ProviderRefused as exc:
+            return CancelRefused(str(exc))
+        except ProviderUnavailable as exc:
+            return CancelRetry(str(exc))
+
+    async def _record(self, conn: asyncpg.Connection, cancel: SubscriptionCancel, answer: CancelAnswer) -> None:
+        match answer:
+            case Canceled(subscription):
+                await cancels.record_cancel_state(conn, cancel, "succeeded")
+                await add_event(
+                    conn,
+                    SubscriptionCanceled(
+                        payment_id=cancel.payment_id,
+                        merchant_id=cancel.merchant_id,
+                        subscription_id=subscription.id,
+                        at_period_end=cancel.at_period_end,
+                        ends_at=subscription.ends_at,
+                        refund_id=cancel.refund_id,
+                    ),
+                    source=SOURCE,
+                )
+                log.info("subscription_canceled", at_period_end=cancel.at_period_end)
+            case CancelRefused(message):
+                log.error("subscription_cancel_refused", error=message)
+                await cancels.record_cancel_state(conn, cancel, "failed", error=message)
+                await raise_alert(
+                    conn,
+                    merchant_id=cancel.merchant_id,
+                    kind="subscription_cancel_failed",
+                    title="A subscription could not be canceled: the customer may still be billed",
+                    details={"subscription_id": cancel.subscription_id, "error": message},
+                    payment_id=cancel.payment_id,
+                    refund_id=cancel.refund_id,
+                )
+            case CancelRetry(error):
+                delay = jittered(self._policy.backoff(cancel.tries + 1))
+                log.warning("subscription_cancel_retrying", tries=cancel.tries + 1, error=error)
+                await cancels.record_cancel_retry(conn, cancel, delay, error)
+            case CancelAuthFailed(error):
+                pause = self._pause.trip()
+                log.error("provider_auth_failed", error=error, calls_paused_for=pause)
+                await cancels.record_cancel_paused(conn, cancel, pause, error)
+                await raise_auth_alert_once(conn, cancel.merchant_id, error)
+        if isinstance(answer, Canceled | CancelRefused) and self._pause.clear():
+            await end_auth_episode(conn)

@@ -1,0 +1,68 @@
+"""Team alerts the processor raises (``team_alert.raised``), staged in the caller's transaction.
+
+Kinds: ``refund_outcome_unknown``, ``provider_answer_mismatch``, ``provider_auth_failed``,
+``subscription_cancel_failed``, ``external_refund_unattributed``, and the refusals of an approval
+(``provider_payment_mismatch``, ``currency_mismatch``, ``exceeds_refundable``).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import structlog
+
+from refundflow_shared.events import TeamAlertRaised
+from refundflow_shared.outbox import add_event
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "refundflow/processor"
+
+
+async def raise_alert(
+    conn: asyncpg.Connection,
+    *,
+    merchant_id: str,
+    kind: str,
+    title: str,
+    details: dict[str, str],
+    payment_id: str | None = None,
+    refund_id: str | None = None,
+) -> None:
+    await add_event(
+        conn,
+        TeamAlertRaised(
+            merchant_id=merchant_id,
+            kind=kind,
+            title=title[:200],
+            details={key: value[:2000] for key, value in details.items()},
+            payment_id=payment_id,
+            refund_id=refund_id,
+        ),
+        source=SOURCE,
+    )
+    log.warning("team_alert_raised", kind=kind, merchant_id=merchant_id)
+
+
+async def raise_auth_alert_once(conn: asyncpg.Connection, merchant_id: str, error: str) -> bool:
+    """Tell the merchant's team, once per episode, that its refunds wait on the provider's credentials."""
+    status = await conn.execute(
+        "INSERT INTO provider_auth_alerts (merchant_id) VALUES ($1) ON CONFLICT DO NOTHING", merchant_id
+    )
+    if status != "INSERT 0 1":
+        return False
+    await raise_alert(
+        conn,
+        merchant_id=merchant_id,
+        kind="provider_auth_failed",
+        title="Refunds are waiting: the payment provider refuses the platform's API key",
+        details={
+            "error": error,
+            "effect": "refunds stay processing and are executed once the key works again; none fails",
+        },
+    )
+    return True
+
+
+async def end_auth_episode(conn: asyncpg.Connection) -> None:
+    """The key works again: the next refusal is a new episode, alerted anew."""
+    await conn.execute("DELETE FROM provider_auth_alerts")

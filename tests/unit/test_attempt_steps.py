@@ -1,0 +1,232 @@
+"""The attempt lifecycle, as one table: what the processor does next, given an attempt and the provider's answer."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from refundflow_processor.attempts import (
+    Answered,
+    AttemptPolicy,
+    AttemptState,
+    AuthFailed,
+    AwaitProvider,
+    CallProvider,
+    Fail,
+    GiveUp,
+    Ignore,
+    NewKey,
+    NoAnswer,
+    PauseCalls,
+    ProviderAnswer,
+    Reconcile,
+    Reconciled,
+    ReconcileFailed,
+    Refused,
+    RetryAt,
+    Reverse,
+    Step,
+    Succeed,
+    Unknown,
+    Updated,
+    next_step,
+)
+from refundflow_processor.payment_provider import ProviderRefund
+from refundflow_processor.records import Attempt, Refund, RefundStatus
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+POLICY = AttemptPolicy(
+    retry_budget=8,
+    server_errors_before_reconcile=2,
+    key_lifetime=timedelta(hours=24),
+    retry_base_seconds=1.0,
+    retry_max_seconds=300.0,
+)
+REFUND = Refund("ref_1", "pay_1", "mer_1", "ada@example.com", 2_500, "EUR", "pi_1", 10_000)
+ATTEMPT = Attempt(REFUND, 1, "refund_ref_1_1", AttemptState.SCHEDULED, 0, 0, NOW - timedelta(seconds=5))
+
+
+def attempt(
+    state: AttemptState = AttemptState.SCHEDULED,
+    *,
+    tries: int = 0,
+    server_errors: int = 0,
+    provider_calls: int = 0,
+    key_age: timedelta = timedelta(seconds=5),
+    refund_status: RefundStatus = RefundStatus.PROCESSING,
+) -> Attempt:
+    refund = replace(REFUND, provider_calls=provider_calls, status=refund_status)
+    return replace(
+        ATTEMPT,
+        refund=refund,
+        state=state,
+        tries=tries,
+        server_errors=server_errors,
+        key_created_at=NOW - key_age,
+        last_error="HTTP 503: down",
+    )
+
+
+def refund(
+    status: str = "succeeded", amount: int = 2_500, currency: str = "EUR", reason: str | None = None
+) -> ProviderRefund:
+    return ProviderRefund("re_1", status, amount, currency, reason, {"refund_id": "ref_1"})  # type: ignore[arg-type]
+
+
+PENDING, SUCCEEDED = AttemptState.PROVIDER_PENDING, AttemptState.SUCCEEDED
+EXPIRED = timedelta(hours=25)
+
+TABLE = [
+    # Before any question: call with the key, unless something says reconcile first.
+    pytest.param(attempt(), None, CallProvider(), id="a due attempt calls the provider with its key"),
+    pytest.param(
+        attempt(key_age=EXPIRED),
+        None,
+        Reconcile("the idempotency key outlived its lifetime"),
+        id="a key past its lifetime is reconciled before any call, even untried",
+    ),
+    pytest.param(
+        attempt(tries=3, key_age=EXPIRED),
+        None,
+        Reconcile("the idempotency key outlived its lifetime"),
+        id="a retried key past its lifetime is reconciled",
+    ),
+    pytest.param(
+        attempt(AttemptState.UNKNOWN),
+        None,
+        Reconcile("the outcome is unknown"),
+        id="an unknown outcome is only reconciled",
+    ),
+    pytest.param(
+        attempt(provider_calls=8), None, Reconcile("the retry budget is spent"), id="a spent budget reconciles"
+    ),
+    pytest.param(
+        attempt(server_errors=2),
+        None,
+        Reconcile("the key replays a server error"),
+        id="N server errors in a row under one key reconcile",
+    ),
+    # The provider answered with a refund.
+    pytest.param(attempt(), Answered(refund()), Succeed(refund()), id="a succeeded refund is recorded"),
+    pytest.param(attempt(), Answered(refund("pending")), AwaitProvider(refund("pending")), id="a pending refund waits"),
+    pytest.param(
+        attempt(),
+        Answered(refund("failed", reason="insufficient_funds")),
+        Fail("insufficient_funds", "provider: insufficient_funds", "re_1"),
+        id="a failed refund fails with Stripe's reason",
+    ),
+    pytest.param(
+        attempt(),
+        Answered(refund("failed", reason="card_melted")),
+        Fail("unknown", "provider: card_melted", "re_1"),
+        id="a failure reason Stripe does not define is unknown",
+    ),
+    pytest.param(
+        attempt(),
+        Answered(refund(amount=25_000)),
+        Unknown(1.0, "the provider's refund re_1 is 25000 EUR, ours is 2500 EUR", alert="provider_answer_mismatch"),
+        id="a refund of another amount is not believed",
+    ),
+    pytest.param(
+        attempt(),
+        Answered(refund(currency="JPY")),
+        Unknown(1.0, "the provider's refund re_1 is 2500 JPY, ours is 2500 EUR", alert="provider_answer_mismatch"),
+        id="a refund in another currency is not believed",
+    ),
+    # No refund in the answer.
+    pytest.param(
+        attempt(),
+        Refused("charge_disputed", "disputed"),
+        Fail("provider_refused", "charge_disputed: disputed"),
+        id="a 4xx refusal fails the refund",
+    ),
+    pytest.param(attempt(), AuthFailed("HTTP 401"), PauseCalls("HTTP 401"), id="a refused API key pauses calls"),
+    pytest.param(attempt(), NoAnswer("timeout"), RetryAt(1.0, "timeout"), id="no answer: the same key later"),
+    pytest.param(
+        attempt(tries=2, server_errors=1),
+        NoAnswer("HTTP 500", server_error=True),
+        RetryAt(4.0, "HTTP 500", server_error=True),
+        id="a 5xx: the same key later, backing off",
+    ),
+    pytest.param(attempt(tries=20), NoAnswer("409"), RetryAt(300.0, "409"), id="the backoff is capped"),
+    # Reconciliation's verdict.
+    pytest.param(attempt(), Reconciled(refund()), Succeed(refund()), id="reconciliation adopts our refund"),
+    pytest.param(
+        attempt(), Reconciled(refund("pending")), AwaitProvider(refund("pending")), id="reconciliation finds it pending"
+    ),
+    pytest.param(
+        attempt(server_errors=2),
+        Reconciled(None),
+        NewKey(1.0, "key refund_ref_1_1 made no refund"),
+        id="no refund under a key that replays 5xx: a new key",
+    ),
+    pytest.param(
+        attempt(key_age=EXPIRED),
+        Reconciled(None),
+        NewKey(1.0, "key refund_ref_1_1 made no refund"),
+        id="no refund under an expired key: a new key",
+    ),
+    pytest.param(
+        attempt(provider_calls=8),
+        Reconciled(None),
+        GiveUp("HTTP 503: down"),
+        id="no refund and no budget left: the refund fails, provider unavailable",
+    ),
+    pytest.param(
+        attempt(provider_calls=8, tries=8),
+        ReconcileFailed("timeout"),
+        Unknown(256.0, "reconciliation failed: timeout"),
+        id="reconciliation impossible: unknown, never failed",
+    ),
+    pytest.param(
+        attempt(AttemptState.UNKNOWN),
+        ReconcileFailed("timeout"),
+        Unknown(1.0, "reconciliation failed: timeout"),
+        id="still impossible: stays unknown",
+    ),
+    # What the provider reports on its own (webhook, sync job).
+    pytest.param(attempt(PENDING), Updated(refund()), Succeed(refund()), id="a pending refund settles"),
+    pytest.param(
+        attempt(PENDING),
+        Updated(refund("failed", reason="declined")),
+        Fail("declined", "provider: declined", "re_1"),
+        id="a pending refund fails",
+    ),
+    pytest.param(
+        attempt(PENDING),
+        Updated(refund("pending")),
+        Ignore("nothing to do for a pending refund on a provider_pending attempt"),
+        id="still pending",
+    ),
+    pytest.param(
+        attempt(SUCCEEDED, refund_status=RefundStatus.SUCCEEDED),
+        Updated(refund("failed", reason="expired_or_canceled_card")),
+        Reverse(refund("failed", reason="expired_or_canceled_card")),
+        id="a succeeded refund that fails afterwards is reversed",
+    ),
+    pytest.param(
+        attempt(SUCCEEDED, refund_status=RefundStatus.REVERSED),
+        Updated(refund("failed")),
+        Ignore("nothing to do for a failed refund on a succeeded attempt"),
+        id="a reversal reported twice is reversed once",
+    ),
+    pytest.param(
+        attempt(SUCCEEDED, refund_status=RefundStatus.SUCCEEDED),
+        Updated(refund()),
+        Ignore("nothing to do for a succeeded refund on a succeeded attempt"),
+        id="a repeated success changes nothing",
+    ),
+    pytest.param(
+        attempt(),
+        Updated(refund()),
+        Ignore("nothing to do for a succeeded refund on a scheduled attempt"),
+        id="a report for an attempt the executor holds is left to it",
+    ),
+]
+
+
+@pytest.mark.parametrize(("facts", "answer", "expected"), TABLE)
+def test_the_next_step_of_an_attempt(facts: Attempt, answer: ProviderAnswer | None, expected: Step) -> None:
+    assert next_step(facts, answer, now=NOW, policy=POLICY) == expected
