@@ -29,7 +29,7 @@ class ServiceSettings(BaseSettings):
 
     # The largest event (value plus headers): the outbox refuses bigger ones when they are written (so a request
     # gets a 422), consumers dead-letter them. Below the 1 MiB aiokafka and Kafka's brokers take by default.
-    event_max_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=4096, le=1024 * 1024 - 16 * 1024)
+    event_max_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024, le=1024 * 1024 - 16 * 1024)
 
     # Consumers: transient failures retry in place with exponential backoff, then go to the DLQ.
     consumer_retry_attempts: int = 5
