@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from refundflow_shared.events import EventType, dlq_topic, topic_for
+from refundflow_shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
@@ -49,3 +50,15 @@ async def ensure_topics(
         log.info("topics_created", topics=missing, partitions=partitions, replication_factor=replication_factor)
     finally:
         await admin.close()
+
+
+async def ensure_service_topics(settings: ServiceSettings) -> None:
+    """Every topic and its dead-letter topic, laid out as the settings say (partitions, replicas, retention)."""
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        all_topics(settings.topic_prefix),
+        settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
+        min_insync_replicas=settings.topic_min_insync_replicas,
+        retention_ms=int(settings.topic_retention_days * 86_400_000),
+    )

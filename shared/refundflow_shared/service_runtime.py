@@ -16,7 +16,7 @@ from faststream.kafka import KafkaBroker
 from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.database import create_pool, is_reachable
 from refundflow_shared.http_service import Readiness
-from refundflow_shared.kafka_topics import all_topics, ensure_topics
+from refundflow_shared.kafka_topics import ensure_service_topics
 from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.outbox import OutboxRelay, limit_event_size
 from refundflow_shared.retention import RetentionRule, run_retention
@@ -66,14 +66,7 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         """Create topics, start consuming and relaying."""
-        await ensure_topics(
-            self.settings.kafka_bootstrap_servers,
-            all_topics(self.settings.topic_prefix),
-            self.settings.topic_partitions,
-            replication_factor=self.settings.topic_replication_factor,
-            min_insync_replicas=self.settings.topic_min_insync_replicas,
-            retention_ms=int(self.settings.topic_retention_days * 86_400_000),
-        )
+        await ensure_service_topics(self.settings)
         self.consumer.subscribe()
         await self.broker.start()
         relay = OutboxRelay(
