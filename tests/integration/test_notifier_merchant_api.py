@@ -27,7 +27,7 @@ from refundflow_shared.events import RefundSucceeded, topic_for
 from tests.conftest import create_database
 from tests.support.infrastructure import free_port
 from tests.support.kafka_reader import read_topic
-from tests.support.notifier_harness import TEST_SECRET_KEY, EventFeed, notifier_settings
+from tests.support.notifier_harness import TEST_INTERNAL_TOKEN, TEST_SECRET_KEY, EventFeed, notifier_settings
 from tests.support.notifier_receivers import HttpReceiver, Received, http_receiver, smtp_server
 from tests.support.probe_service import eventually
 
@@ -71,6 +71,7 @@ async def world(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[World]
                     topic_prefix=settings.topic_prefix,
                     refundflow_admin_token=ADMIN_TOKEN,
                     webhook_secret_key=TEST_SECRET_KEY,
+                    refundflow_internal_token=TEST_INTERNAL_TOKEN,
                 )
             )
             intake.state.notifier_link = NotifierLinkSettings(notifier_url=f"http://127.0.0.1:{port}")

@@ -142,6 +142,7 @@ async def running_intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterat
         kafka_bootstrap_servers=kafka_bootstrap,
         topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
         refundflow_admin_token=ADMIN_TOKEN,
+        refundflow_allow_private_webhook_urls=True,  # test receivers listen on 127.0.0.1
         outbox_poll_interval_seconds=0.2,
         consumer_retry_base_seconds=0.05,
         consumer_retry_max_seconds=0.5,

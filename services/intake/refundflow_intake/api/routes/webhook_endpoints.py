@@ -42,8 +42,8 @@ def secret_box(request: Request) -> SecretBox:
 
 def notifier_client(request: Request, box: Annotated[SecretBox, Depends(secret_box)]) -> NotifierClient:
     link: NotifierLinkSettings = getattr(request.app.state, "notifier_link", None) or NotifierLinkSettings()
-    key = request.app.state.settings.webhook_secret_key.get_secret_value()
-    return NotifierClient(link.notifier_url, key, link.notifier_timeout_seconds)
+    token = request.app.state.settings.refundflow_internal_token
+    return NotifierClient(link.notifier_url, token, link.notifier_timeout_seconds)
 
 
 Box = Annotated[SecretBox, Depends(secret_box)]
