@@ -23,6 +23,7 @@ from refundflow_intake.api.routes import (
     webhook_endpoints,
 )
 from refundflow_intake.settings import IntakeSettings
+from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_service import health_router
 from refundflow_shared.service_runtime import ServiceRuntime
 
@@ -51,6 +52,7 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     app.state.runtime = runtime
     app.state.clock = clock
     install_error_handlers(app)
+    limit_request_bodies(app, settings)
     app.include_router(health_router(runtime.readiness))
     for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal, insights, contract):
         app.include_router(module.router)
