@@ -92,13 +92,18 @@ class EventConsumer:
     def topics(self) -> list[str]:
         return list(self._handlers)
 
+    @property
+    def group_id(self) -> str:
+        """Prefixed like the topics: deployments sharing a cluster must not share (and rebalance) a group."""
+        return f"{self._settings.topic_prefix}{self.name}"
+
     def subscribe(self) -> None:
         """Attach to the broker; call before the broker starts."""
         if not self._handlers:
             return
         self._broker.subscriber(
             *self.topics,
-            group_id=self.name,
+            group_id=self.group_id,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
             parser=_parse_any_headers,
