@@ -14,7 +14,7 @@ from refundflow_shared.transient_faults import broker_is_unavailable, database_i
 log = structlog.get_logger(__name__)
 
 # The database went away or refused a statement: wait and reconnect rather than die.
-RECOVERABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+RECOVERABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 def is_recoverable(exc: BaseException) -> bool:
