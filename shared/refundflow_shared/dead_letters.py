@@ -67,10 +67,17 @@ class DeadLetterOffice:
             **(position or {}),
             "dlq_failed_at": datetime.now(UTC).isoformat(),
         }
+        # The original plus our headers may be over the broker's limit: then keep the reason and say what was
+        # dropped, the value first, then the original headers too.
+        too_large = (MessageSizeTooLargeError, RecordTooLargeError)
         try:
             await self._broker.publish(value, dlq_topic(topic), key=key, headers={**headers, **reason})
-        except (MessageSizeTooLargeError, RecordTooLargeError):
-            # The original plus our headers is over the broker's limit: keep the reason, say what was dropped.
+            return
+        except too_large:
+            dropped = {"dlq_dropped": f"the original value ({len(value)} bytes): too large to carry"}
+        try:
+            await self._broker.publish(b"", dlq_topic(topic), key=key, headers={**headers, **reason, **dropped})
+        except too_large:
             dropped = {"dlq_dropped": f"the original value ({len(value)} bytes) and headers: too large to carry"}
             await self._broker.publish(b"", dlq_topic(topic), key=key, headers={**reason, **dropped})
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from refundflow_shared.events import Event, dlq_topic, topic_for
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -156,3 +157,15 @@ async def test_a_dead_letter_names_the_invalid_fields_but_never_their_values(pro
     assert "amount" in error
     assert "Ada" not in error
     assert "ada@example.com" not in error
+
+
+async def test_a_record_too_large_to_carry_to_the_dlq_is_parked_without_its_body(probe: Probe) -> None:
+    headers, _ = good_envelope()
+    # 100 bytes under what a producer takes (1 MiB): room for the record, not for the dead-letter headers.
+    framing = DefaultRecordBatchBuilder.estimate_size_in_bytes(b"pay_12345678", b"", [*headers, (TAG, b"x" * 18)])
+    almost_a_mebibyte = b"x" * (1024 * 1024 - 100 - framing)
+    dead = await fire(probe, {"too-large-to-carry": (headers, almost_a_mebibyte)})
+
+    assert dead["too-large-to-carry"]["dlq_reason"] == "event_too_large"
+    assert "too large to carry" in dead["too-large-to-carry"]["dlq_dropped"]
+    assert probe.dead.records[b"too-large-to-carry"][0].value in (b"", None)

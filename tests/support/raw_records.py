@@ -48,7 +48,9 @@ class DeadLetters:
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024
+        )
         await consumer.start()
         await consumer.topics()
         partitions = [
@@ -77,6 +79,8 @@ class DeadLetters:
         wanted = set(keys)
         deadline = asyncio.get_running_loop().time() + timeout
         while not wanted <= self.records.keys():
+            if self._task is not None and self._task.done():
+                self._task.result()  # the reader died: show why
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"not dead-lettered within {timeout}s: {sorted(wanted - self.records.keys())}")
             await asyncio.sleep(0.05)
