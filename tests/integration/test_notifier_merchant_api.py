@@ -158,7 +158,7 @@ async def test_a_merchants_endpoint_receives_webhooks_signed_with_the_secret_sho
 
     records = await read_topic(world.kafka, topic_for("webhook_endpoint.configured", world.prefix), expected=1)
     [announced] = [r.value or b"" for r in records if endpoint["id"].encode() in (r.value or b"")]
-    assert json.loads(announced)["encrypted_secret"].startswith("v1.")
+    assert json.loads(announced)["encrypted_secret"].startswith("v2.")
     assert endpoint["secret"].removeprefix("whsec_") not in announced.decode(), "the secret never travels in clear"
 
     await endpoint_known(world, endpoint["id"])
