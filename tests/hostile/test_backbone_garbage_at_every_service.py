@@ -7,6 +7,7 @@ in its ``.dlq`` with a reason from that service, and a good event written behind
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -121,6 +122,7 @@ async def stack(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[Stack]
     database_url = await create_database(postgres_url)
     prefixes = {name: f"t{uuid.uuid4().hex[:10]}." for name in TARGETS}
     async with AsyncExitStack() as running:
+        lifespans = []
         for name, prefix in prefixes.items():
             common = {
                 "database_url": database_url,
@@ -131,7 +133,15 @@ async def stack(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[Stack]
                 "consumer_retry_max_seconds": 0.5,
             }
             app = app_of(name, service_settings(name, common))
-            await running.enter_async_context(app.router.lifespan_context(app))
+            lifespans.append(app.router.lifespan_context(app))
+        # Started together: each waits for its consumer group to form.
+        started = await asyncio.gather(*(lifespan.__aenter__() for lifespan in lifespans), return_exceptions=True)
+        for lifespan, outcome in zip(lifespans, started, strict=True):
+            if not isinstance(outcome, BaseException):
+                running.push_async_exit(lifespan)
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
         watched = [
             dlq_topic(topic_for(t, prefixes[name]))
             for name, target in TARGETS.items()
