@@ -19,8 +19,9 @@ from pathlib import Path
 from refundflow_devstack.local_kafka import LocalKafka
 from refundflow_devstack.local_postgres import LocalPostgres
 from refundflow_devstack.service_migrations import migrate_all
-from refundflow_shared.kafka_topics import all_topics, ensure_topics
+from refundflow_shared.kafka_topics import ensure_service_topics
 from refundflow_shared.secret_box import generate_key
+from refundflow_shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = Path(os.environ.get("REFUNDFLOW_VAR_DIR", ROOT / "var"))
@@ -68,8 +69,13 @@ def main() -> None:
         env.setdefault("SANDBOX_WEBHOOK_SECRET", env["STRIPE_WEBHOOK_SECRET"])
         env.setdefault("SANDBOX_WEBHOOK_URL", "http://127.0.0.1:8001/v1/provider-webhooks/stripe")
         env["REFUNDFLOW_ADMIN_TOKEN"] = kept_secret("REFUNDFLOW_ADMIN_TOKEN", "admin-token", _token)
-        # Intake and the notifier share it: it seals merchants' webhook signing secrets.
+        # Intake and the notifier share it: it seals merchants' webhook signing secrets and Slack URLs.
+        # (WEBHOOK_SECRET_KEYS, a key ring, takes precedence when set.)
         env["WEBHOOK_SECRET_KEY"] = kept_secret("WEBHOOK_SECRET_KEY", "webhook-secret-key", generate_key)
+        # Intake shows it to the notifier's internal API (delivery logs, replays); a secret of its own.
+        env["REFUNDFLOW_INTERNAL_TOKEN"] = kept_secret("REFUNDFLOW_INTERNAL_TOKEN", "internal-token", _token)
+        # Locally, webhooks and Slack alerts may go to loopback and private addresses (never in production).
+        env.setdefault("REFUNDFLOW_ALLOW_PRIVATE_WEBHOOK_URLS", "true")
 
         asyncio.run(_prepare(env["DATABASE_URL"], env["KAFKA_BOOTSTRAP_SERVERS"], env.get("TOPIC_PREFIX", "")))
         _print_banner(env, "smtp" in processes)
@@ -93,7 +99,7 @@ def _token() -> str:
 async def _prepare(dsn: str, bootstrap: str, prefix: str) -> None:
     for line in await migrate_all(dsn):
         print(f"migrated {line}")
-    await ensure_topics(bootstrap, all_topics(prefix), partitions=6)
+    await ensure_service_topics(ServiceSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix))
 
 
 def _print_banner(env: dict[str, str], local_smtp: bool) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -51,6 +53,15 @@ class LocalKafka:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open and nothing answers, as in a long GC pause."""
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGSTOP)  # its own session: the group is the broker
+
+    def resume(self) -> None:
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGCONT)
 
     def _wait_listening(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout

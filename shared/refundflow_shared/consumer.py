@@ -4,15 +4,19 @@ Per message: decode the CloudEvent (never handleable -> ``<topic>.dlq``), then i
 transaction claim the event in the inbox and run the handler; the Kafka offset is committed only after
 that transaction committed (FastStream's NACK_ON_ERROR policy, auto-commit off). A redelivered event
 finds its inbox row and is skipped.
+
+No message can stop the consumer: whatever it holds, it is handled, or parked on the dead-letter topic with a
+reason and the next one is read. Only the infrastructure is waited for: a database that is away or overloaded
+(``transient_faults``), or a broker that does not take the dead letter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import structlog
@@ -22,34 +26,41 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 
 from refundflow_shared import inbox
 from refundflow_shared.crash_points import crash_point
-from refundflow_shared.events import Event, EventData, InvalidEvent, decode_event, dlq_topic, topic_for
+from refundflow_shared.dead_letters import DeadLetterOffice, describe_failure, leaves_a_refund_unfinished
+from refundflow_shared.event_decoding import InvalidEvent, decode_event, printable_headers, read_headers
+from refundflow_shared.events import Event, EventData, EventType, topic_for
 from refundflow_shared.settings import ServiceSettings
 from refundflow_shared.structured_logging import bind_event, unbind_event
+from refundflow_shared.transient_faults import DatabaseUnavailable, database_is_unavailable
 
 log = structlog.get_logger(__name__)
 
 D = TypeVar("D", bound=EventData)
 Handler = Callable[[asyncpg.Connection, Event, Any], Awaitable[None]]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 class TransientError(Exception):
     """Raised by a handler for a failure worth retrying (a dependency hiccup, not a bad event)."""
 
 
-# Worth a few retries: the same event may well succeed in a moment.
-_RETRYABLE = (
-    TransientError,
-    TimeoutError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.LockNotAvailableError,
-)
-# The database itself is gone: no event could be handled, so wait for it rather than dead-letter them all.
-_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError)
+# Worth a few retries, then the dead-letter topic: the same event may well succeed in a moment.
+_RETRYABLE = (TransientError, TimeoutError)
 
 
 async def _raw_body(msg: KafkaMessage) -> bytes:
     return msg.body
+
+
+async def _parse_any_headers(record: Record, parse: Callable[[Record], Awaitable[KafkaMessage]]) -> KafkaMessage:
+    """FastStream's parser decodes every header as UTF-8 and fails, before our code runs, on one without a value
+    or not UTF-8; the message is then skipped silently. Hand it printable headers; ``on_message`` reads the raw
+    ones and dead-letters the message."""
+    printable = copy.copy(record)
+    printable.headers = [(k, v.encode()) for k, v in printable_headers(record.headers).items()]
+    message = await parse(printable)
+    message.raw_message = record
+    return message
 
 
 class EventConsumer:
@@ -60,7 +71,8 @@ class EventConsumer:
         self._broker = broker
         self._pool = pool
         self._settings = settings
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[str, tuple[EventType, Handler]] = {}
+        self._dead_letters = DeadLetterOffice(name, broker, pool, retry_max_seconds=settings.consumer_retry_max_seconds)
 
     def handles(
         self, data_type: type[D]
@@ -70,7 +82,8 @@ class EventConsumer:
         def register(
             handler: Callable[[asyncpg.Connection, Event, D], Awaitable[None]],
         ) -> Callable[..., Awaitable[None]]:
-            self._handlers[topic_for(data_type.event_type, self._settings.topic_prefix)] = handler
+            topic = topic_for(data_type.event_type, self._settings.topic_prefix)
+            self._handlers[topic] = (data_type.event_type, handler)
             return handler
 
         return register
@@ -79,28 +92,38 @@ class EventConsumer:
     def topics(self) -> list[str]:
         return list(self._handlers)
 
+    @property
+    def group_id(self) -> str:
+        """Prefixed like the topics: deployments sharing a cluster must not share (and rebalance) a group."""
+        return f"{self._settings.topic_prefix}{self.name}"
+
     def subscribe(self) -> None:
         """Attach to the broker; call before the broker starts."""
         if not self._handlers:
             return
         self._broker.subscriber(
             *self.topics,
-            group_id=self.name,
+            group_id=self.group_id,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
+            parser=_parse_any_headers,
             decoder=_raw_body,  # we decode (and dead-letter) ourselves; FastStream's JSON decoding would loop
         )(self.on_message)
 
     async def on_message(self, msg: KafkaMessage) -> None:
-        record: ConsumerRecord[bytes, bytes] = msg.raw_message
-        headers = {k: v.decode("utf-8", errors="replace") for k, v in (record.headers or ())}
+        record: Record = msg.raw_message
         try:
-            event = decode_event(headers, record.value)
-        except InvalidEvent as exc:
-            log.warning(
-                "event_dead_lettered", topic=record.topic, offset=record.offset, reason=exc.code, error=exc.message
+            event = decode_event(
+                read_headers(record.headers),
+                record.value,
+                expected_type=self._handlers[record.topic][0],
+                max_bytes=self._settings.event_max_bytes,
             )
-            await self._dead_letter(record, exc.code, exc.message)
+        except InvalidEvent as exc:
+            await self._give_up(record, exc.code, exc.message)
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever else reading it raised, it is this message's fault
+            await self._give_up(record, "undecodable", type(exc).__name__)
             return
         bind_event(event)
         try:
@@ -108,54 +131,80 @@ class EventConsumer:
         finally:
             unbind_event()
 
-    async def _handle_with_retries(self, record: ConsumerRecord[bytes, bytes], event: Event) -> None:
+    async def _handle_with_retries(self, record: Record, event: Event) -> None:
         attempt = 0
         while True:
             attempt += 1
             try:
                 await self._handle_once(record.topic, event)
                 return
-            except _RETRYABLE as exc:
-                if attempt >= self._settings.consumer_retry_attempts:
-                    log.error("event_retries_exhausted", attempts=attempt, error=repr(exc))
-                    await self._dead_letter(record, "retries_exhausted", repr(exc))
+            except Exception as exc:  # noqa: BLE001 - every failure is sorted below: wait, retry or dead-letter
+                if database_is_unavailable(exc):
+                    # No event could be handled meanwhile: wait for the database, never dead-letter for it.
+                    delay = self._backoff(attempt)
+                    log.warning("database_unavailable", attempt=attempt, retry_in=round(delay, 3), error=repr(exc))
+                elif isinstance(exc, _RETRYABLE) and attempt < self._settings.consumer_retry_attempts:
+                    delay = self._backoff(attempt)
+                    log.warning("event_retrying", attempt=attempt, retry_in=round(delay, 3), error=repr(exc))
+                else:
+                    code = "retries_exhausted" if isinstance(exc, _RETRYABLE) else "handler_error"
+                    await self._give_up(record, code, describe_failure(exc), event=event, exc=exc)
                     return
-                delay = self._backoff(attempt)
-                log.warning("event_retrying", attempt=attempt, retry_in=round(delay, 3), error=repr(exc))
-            except _UNAVAILABLE as exc:
-                delay = self._backoff(attempt)
-                log.warning("database_unavailable", attempt=attempt, retry_in=round(delay, 3), error=repr(exc))
-            except Exception as exc:
-                log.exception("event_handler_failed")
-                await self._dead_letter(record, "handler_error", f"{type(exc).__name__}: {exc}")
-                return
             await asyncio.sleep(delay)
 
     async def _handle_once(self, topic: str, event: Event) -> None:
-        handler = self._handlers[topic]
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await inbox.claim(conn, self.name, event):
-                log.info("event_duplicate_skipped")
-                return
-            await handler(conn, event, event.data)
-            crash_point(f"{self.name}.before_commit")
+        handler = self._handlers[topic][1]
+        try:
+            conn = await self._pool.acquire()
+        except Exception as exc:
+            raise DatabaseUnavailable(repr(exc)) from exc
+        try:
+            async with conn.transaction():
+                if not await inbox.claim(conn, self.name, event):
+                    log.info("event_duplicate_skipped")
+                    return
+                await handler(conn, event, event.data)
+                crash_point(f"{self.name}.before_commit")
+        except Exception as exc:
+            if conn.is_closed() or database_is_unavailable(exc):
+                conn.terminate()  # never hand a connection the server may have killed back to the pool
+                raise DatabaseUnavailable(repr(exc)) from exc
+            raise
+        finally:
+            await self._pool.release(conn)
         log.info("event_handled")
 
     def _backoff(self, attempt: int) -> float:
-        base: float = self._settings.consumer_retry_base_seconds * 2 ** (attempt - 1)
+        base: float = self._settings.consumer_retry_base_seconds * 2 ** min(attempt - 1, 30)
         return float(min(self._settings.consumer_retry_max_seconds, base)) * random.uniform(0.5, 1.0)
 
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], code: str, error: str) -> None:
-        headers = {k: v.decode("utf-8", errors="replace") for k, v in (record.headers or ())}
-        await self.dead_letter(
+    async def _give_up(
+        self, record: Record, code: str, error: str, *, event: Event | None = None, exc: Exception | None = None
+    ) -> None:
+        """Park the message on its dead-letter topic and move on; alert the team if a refund is left unfinished."""
+        log.error(
+            "event_dead_lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=code,
+            error=error,
+            exc_info=exc if code == "handler_error" else None,
+        )
+        await self._dead_letters.publish_until_taken(
             record.topic,
             record.key,
             record.value or b"",
-            headers,
+            printable_headers(record.headers),
             code,
             error,
             position={"dlq_original_partition": str(record.partition), "dlq_original_offset": str(record.offset)},
         )
+        if event is not None and leaves_a_refund_unfinished(event):
+            try:
+                await self._dead_letters.alert_team(event, record.topic, code)
+            except Exception:  # the dead letter is parked and logged; a bug in the alert must not stop consumption
+                log.exception("dead_letter_alert_failed", topic=record.topic)
 
     async def dead_letter(
         self,
@@ -169,13 +218,4 @@ class EventConsumer:
         position: dict[str, str] | None = None,
     ) -> None:
         """Park a message on ``<topic>.dlq`` with why it failed; raising here leaves the offset uncommitted."""
-        headers = {
-            **headers,
-            "dlq_reason": code,
-            "dlq_error": error[:4000],
-            "dlq_consumer": self.name,
-            "dlq_original_topic": topic,
-            **(position or {}),
-            "dlq_failed_at": datetime.now(UTC).isoformat(),
-        }
-        await self._broker.publish(value, dlq_topic(topic), key=key, headers=headers)
+        await self._dead_letters.publish(topic, key, value, headers, code, error, position=position)

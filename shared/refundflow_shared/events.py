@@ -7,13 +7,12 @@ The envelope is CloudEvents 1.0 in Kafka binary mode: attributes as ``ce_*`` hea
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from refundflow_shared.money import Currency, MinorUnits
 
@@ -443,45 +442,3 @@ class Event(BaseModel):
     def to_json(self) -> dict[str, Any]:
         """Structured-mode rendering (attributes and data in one object), e.g. for webhooks."""
         return {**self.model_dump(mode="json", exclude={"data"}), "data": self.data.model_dump(mode="json")}
-
-
-class InvalidEvent(ValueError):
-    """A message that can never be handled: it belongs in the dead-letter topic, with this reason."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-def decode_event(headers: dict[str, str], value: bytes | None) -> Event:
-    """Read a CloudEvent in Kafka binary mode; raise InvalidEvent for anything not handleable."""
-    missing = [h for h in ("ce_specversion", "ce_id", "ce_type", "ce_source", "ce_sequence") if h not in headers]
-    if missing:
-        raise InvalidEvent("missing_attributes", f"missing CloudEvents headers: {', '.join(missing)}")
-    if headers["ce_specversion"] != SPEC_VERSION:
-        raise InvalidEvent("unsupported_specversion", f"specversion {headers['ce_specversion']!r}")
-    data_cls = EVENT_DATA_TYPES.get(headers["ce_type"])
-    if data_cls is None:
-        raise InvalidEvent("unknown_event_type", f"no schema for type {headers['ce_type']!r}")
-    dataschema = headers.get("ce_dataschema", data_cls.dataschema())
-    if dataschema != data_cls.dataschema():
-        raise InvalidEvent("unknown_schema_version", f"{dataschema!r}, this consumer reads {data_cls.dataschema()!r}")
-    try:
-        payload = json.loads(value or b"")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidEvent("malformed_json", str(exc)) from None
-    try:
-        data = data_cls.model_validate(payload)
-        return Event(
-            id=uuid.UUID(headers["ce_id"]),
-            source=headers["ce_source"],
-            type=EventType(headers["ce_type"]),
-            time=datetime.fromisoformat(headers["ce_time"]) if "ce_time" in headers else datetime.now(UTC),
-            subject=headers.get("ce_subject", data.subject()),
-            dataschema=dataschema,
-            sequence=int(headers["ce_sequence"]),
-            data=data,
-        )
-    except (ValidationError, ValueError) as exc:
-        raise InvalidEvent("validation_failed", str(exc)) from None

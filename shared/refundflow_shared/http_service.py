@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
@@ -11,7 +12,19 @@ from fastapi.responses import JSONResponse
 from refundflow_shared.settings import ServiceSettings
 
 
-def health_router(readiness: Callable[[], Awaitable[dict[str, bool]]]) -> APIRouter:
+@dataclass(frozen=True)
+class Readiness:
+    """What /readyz checked (each true or false), and which background jobs died."""
+
+    checks: dict[str, bool]
+    dead_jobs: list[str] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return all(self.checks.values())
+
+
+def health_router(readiness: Callable[[], Awaitable[Readiness]]) -> APIRouter:
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz")
@@ -21,16 +34,31 @@ def health_router(readiness: Callable[[], Awaitable[dict[str, bool]]]) -> APIRou
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        """The database and the broker are reachable."""
-        checks = await readiness()
-        ready = all(checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
-        )
+        """The database and the broker are reachable, and every background job is running."""
+        state = await readiness()
+        body: dict[str, object] = {"status": "ready" if state.ready else "unavailable", "checks": state.checks}
+        if state.dead_jobs:
+            body["dead_jobs"] = state.dead_jobs
+        return JSONResponse(body, status_code=200 if state.ready else 503)
 
     return router
 
 
+def server_config(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
+    """uvicorn with limits: idle keep-alive connections close, connections past the limit get 503, request heads
+    are bounded (h11). Bodies are bounded by ``http_limits`` in the app."""
+    return uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        http="h11",
+        timeout_keep_alive=settings.http_keep_alive_seconds,
+        limit_concurrency=settings.http_max_concurrency,
+        h11_max_incomplete_event_size=settings.http_max_header_bytes,
+    )
+
+
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run the app in the foreground; uvicorn's own logging goes through our JSON setup."""
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)
+    uvicorn.Server(server_config(app, settings)).run()

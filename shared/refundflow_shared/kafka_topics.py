@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from refundflow_shared.events import EventType, dlq_topic, topic_for
+from refundflow_shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
@@ -18,8 +19,19 @@ def all_topics(prefix: str = "") -> list[str]:
     return topics + [dlq_topic(t) for t in topics]
 
 
-async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int) -> None:
-    """Create the topics that do not exist yet (idempotent; services call it on start)."""
+async def ensure_topics(
+    bootstrap_servers: str,
+    topics: Iterable[str],
+    partitions: int,
+    *,
+    replication_factor: int = 1,
+    min_insync_replicas: int = 1,
+    retention_ms: int | None = None,
+) -> None:
+    """Create the topics that do not exist yet (idempotent; services call it on start).
+
+    Existing topics are left as they are: in production they are created (and changed) by the operator.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
@@ -27,12 +39,26 @@ async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partition
         missing = [t for t in topics if t not in existing]
         if not missing:
             return
-        response = await admin.create_topics(
-            [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
-        )
+        configs = {"min.insync.replicas": str(min_insync_replicas)}
+        if retention_ms is not None:
+            configs["retention.ms"] = str(retention_ms)
+        layout = {"num_partitions": partitions, "replication_factor": replication_factor, "topic_configs": configs}
+        response = await admin.create_topics([NewTopic(name=t, **layout) for t in missing])
         for topic, code, *_ in response.topic_errors:
             if code not in (0, TopicAlreadyExistsError.errno):
                 raise RuntimeError(f"could not create topic {topic}: error code {code}")
-        log.info("topics_created", topics=missing, partitions=partitions)
+        log.info("topics_created", topics=missing, partitions=partitions, replication_factor=replication_factor)
     finally:
         await admin.close()
+
+
+async def ensure_service_topics(settings: ServiceSettings) -> None:
+    """Every topic and its dead-letter topic, laid out as the settings say (partitions, replicas, retention)."""
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        all_topics(settings.topic_prefix),
+        settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
+        min_insync_replicas=settings.topic_min_insync_replicas,
+        retention_ms=int(settings.topic_retention_days * 86_400_000),
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
@@ -16,9 +15,10 @@ from faststream.kafka import KafkaBroker
 
 from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.database import create_pool, is_reachable
-from refundflow_shared.kafka_topics import all_topics, ensure_topics
+from refundflow_shared.http_service import Readiness
+from refundflow_shared.kafka_topics import ensure_service_topics
 from refundflow_shared.migrations_runner import apply_migrations
-from refundflow_shared.outbox import OutboxRelay
+from refundflow_shared.outbox import OutboxRelay, limit_event_size
 from refundflow_shared.retention import RetentionRule, run_retention
 from refundflow_shared.settings import ServiceSettings
 from refundflow_shared.structured_logging import configure_logging
@@ -33,7 +33,8 @@ class ServiceRuntime:
         self.name = name
         self.settings = settings
         self._migrations = migrations
-        self.broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, graceful_timeout=30)
+        # acks="all": the outbox marks a row sent only once every in-sync replica has it.
+        self.broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, graceful_timeout=30, acks="all")
         self._pool: asyncpg.Pool | None = None
         self._consumer: EventConsumer | None = None
         self._relay_task: asyncio.Task[None] | None = None
@@ -58,17 +59,14 @@ class ServiceRuntime:
     async def open(self) -> None:
         """Migrate and connect; after this, handlers can be registered on ``consumer``."""
         configure_logging(self.name, self.settings.log_level)
+        limit_event_size(self.settings.event_max_bytes)
         await apply_migrations(self.settings.database_url, self.name, self._migrations)
         self._pool = await create_pool(self.settings.database_url, self.name)
         self._consumer = EventConsumer(self.name, self.broker, self._pool, self.settings)
 
     async def start(self) -> None:
         """Create topics, start consuming and relaying."""
-        await ensure_topics(
-            self.settings.kafka_bootstrap_servers,
-            all_topics(self.settings.topic_prefix),
-            self.settings.topic_partitions,
-        )
+        await ensure_service_topics(self.settings)
         self.consumer.subscribe()
         await self.broker.start()
         relay = OutboxRelay(
@@ -78,6 +76,7 @@ class ServiceRuntime:
             topic_prefix=self.settings.topic_prefix,
             batch_size=self.settings.outbox_batch_size,
             poll_interval=self.settings.outbox_poll_interval_seconds,
+            park_after_attempts=self.settings.outbox_park_after_attempts,
         )
         self.run_in_background(relay.run(), "outbox_relay")
         retention = run_retention(self.pool, self.retention_rules, interval=self.settings.retention_interval_seconds)
@@ -85,7 +84,7 @@ class ServiceRuntime:
         log.info("service_started", consumes=self.consumer.topics)
 
     def run_in_background(self, job: object, name: str) -> None:
-        """Run a long-lived job; if it ever dies the error is logged, never lost silently."""
+        """Run a long-lived job; if it ever dies the error is logged and readiness fails, never lost silently."""
         assert asyncio.iscoroutine(job)
         task: asyncio.Task[None] = asyncio.create_task(job, name=name)
         task.add_done_callback(_log_if_failed)
@@ -94,9 +93,8 @@ class ServiceRuntime:
     async def stop(self) -> None:
         for task in self._background:
             task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A job that died was logged when it did (and failed readiness): stopping must not raise its error again.
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.broker.stop()
         if self._pool is not None:
             await self._pool.close()
@@ -116,10 +114,16 @@ class ServiceRuntime:
 
         return run
 
-    async def readiness(self) -> dict[str, bool]:
+    @property
+    def dead_jobs(self) -> list[str]:
+        """Background jobs that ended: they run until the service stops, so any that ended has died."""
+        return [task.get_name() for task in self._background if task.done()]
+
+    async def readiness(self) -> Readiness:
         database = self._pool is not None and await is_reachable(self._pool)
         broker = await self.broker.ping(timeout=2)
-        return {"database": database, "broker": broker}
+        dead = self.dead_jobs
+        return Readiness({"database": database, "broker": broker, "jobs": not dead}, dead_jobs=dead)
 
 
 def _log_if_failed(task: asyncio.Task[None]) -> None:

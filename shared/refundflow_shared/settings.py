@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from refundflow_shared.event_decoding import DEFAULT_MAX_EVENT_BYTES
 
 
 class ServiceSettings(BaseSettings):
@@ -19,6 +23,13 @@ class ServiceSettings(BaseSettings):
     # Outbox relay
     outbox_batch_size: int = 500
     outbox_poll_interval_seconds: float = 1.0
+    # A row the broker refuses (not one it did not answer) is parked after this many attempts: an operator
+    # retries it; the team is alerted; the rows behind it, of its key too, keep flowing.
+    outbox_park_after_attempts: int = Field(default=5, ge=1)
+
+    # The largest event (value plus headers): the outbox refuses bigger ones when they are written (so a request
+    # gets a 422), consumers dead-letter them. Below the 1 MiB aiokafka and Kafka's brokers take by default.
+    event_max_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024, le=1024 * 1024 - 16 * 1024)
 
     # Consumers: transient failures retry in place with exponential backoff, then go to the DLQ.
     consumer_retry_attempts: int = 5
@@ -26,9 +37,21 @@ class ServiceSettings(BaseSettings):
     consumer_retry_max_seconds: float = 10.0
 
     topic_partitions: int = 6
+    # Durability: producers wait for every in-sync replica (acks=all), and a write needs this many of them.
+    # 1 for a single local broker; production clusters use 3 and 2 (see the README).
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
+    # How long topics keep records: also the longest a record can be delivered again (a consumer group whose
+    # offsets expired starts from the oldest record), so the inbox must remember handled events for longer.
+    topic_retention_days: float = Field(default=7.0, gt=0)
 
-    # Encrypts webhook signing secrets in events and at rest (intake and notifier): 32 bytes, base64.
+    # Encrypts webhook signing secrets and Slack URLs in events and at rest (intake and notifier).
+    # WEBHOOK_SECRET_KEYS is a key ring, "kid:base64,kid:base64" (the first seals; all open);
+    # WEBHOOK_SECRET_KEY, one base64 key, is still read (it is the ring "k0:<key>"). See secret_box.
     webhook_secret_key: SecretStr | None = None
+    webhook_secret_keys: SecretStr | None = None
+    # The bearer token intake shows the notifier's internal API (delivery logs, replays); its own secret.
+    refundflow_internal_token: SecretStr | None = None
 
     # Outbound URLs (webhooks, Slack) may reach loopback and private networks only when this is true: local
     # runs and tests set it, production must not (see refundflow_shared.outbound_urls).
@@ -38,3 +61,21 @@ class ServiceSettings(BaseSettings):
     retention_interval_seconds: float = Field(default=300.0, gt=0)
     outbox_retention_days: float = Field(default=7.0, gt=0)
     inbox_retention_days: float = Field(default=30.0, gt=0)
+
+    # HTTP: bodies over the cap are refused with 413 before they are read or authenticated; uvicorn closes idle
+    # keep-alive connections, answers 503 past the concurrency limit and refuses oversized request heads.
+    http_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    http_keep_alive_seconds: int = Field(default=5, ge=1)
+    http_max_concurrency: int = Field(default=1000, ge=1)
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError("TOPIC_MIN_INSYNC_REPLICAS cannot exceed TOPIC_REPLICATION_FACTOR")
+        if self.inbox_retention_days <= self.topic_retention_days:
+            raise ValueError("INBOX_RETENTION_DAYS must exceed TOPIC_RETENTION_DAYS: a record can be redelivered")
+        if self.webhook_secret_keys is not None:
+            # The ring wins; every SecretBox(settings.webhook_secret_key...) then opens and seals with it.
+            self.webhook_secret_key = self.webhook_secret_keys
+        return self

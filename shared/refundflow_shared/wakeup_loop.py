@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 import structlog
-from aiokafka.errors import KafkaError
+
+from refundflow_shared.transient_faults import broker_is_unavailable, database_is_unavailable
 
 log = structlog.get_logger(__name__)
 
-# A failure here is a dependency that went away; wait and reconnect rather than die.
-RECOVERABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError)
+# The database went away or refused a statement: wait and reconnect rather than die.
+RECOVERABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
+def is_recoverable(exc: BaseException) -> bool:
+    """A dependency that went away. Anything else (a broker refusing a record for good, a bug) ends the job:
+    retrying it could only loop, and a dead job shows on /readyz."""
+    return isinstance(exc, RECOVERABLE) or database_is_unavailable(exc) or broker_is_unavailable(exc)
 
 
 async def run_on_notify(
@@ -43,7 +51,9 @@ async def run_on_notify(
                         await asyncio.wait_for(wake.wait(), timeout=poll_interval)
                     except TimeoutError:
                         pass  # the polling fallback: a missed NOTIFY costs at most one interval
-        except RECOVERABLE as exc:
+        except Exception as exc:
+            if not is_recoverable(exc):
+                raise
             log.warning("background_job_retrying", job=name, error=repr(exc), retry_in=backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
@@ -55,8 +65,15 @@ async def run_on_notify(
 async def _release(
     pool: asyncpg.Pool, listener: asyncpg.Connection, channel: str, callback: Callable[..., None]
 ) -> None:
+    # When the server closed the connection, asyncpg has already discarded it (or does so when a reset fails):
+    # either way the loop takes another.
     try:
         await listener.remove_listener(channel, callback)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        await pool.release(listener)
+    except Exception as exc:
+        if not is_recoverable(exc):
+            raise
         log.warning("listener_release_failed", channel=channel, error=repr(exc))
-    await pool.release(listener)
+        with contextlib.suppress(asyncpg.InterfaceError):  # raised when asyncpg released it already
+            listener.terminate()
+            await pool.release(listener)

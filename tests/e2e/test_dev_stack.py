@@ -61,6 +61,8 @@ def test_the_dev_stack_starts_serves_the_readme_walkthrough_and_stops_cleanly(re
             assert time.monotonic() < deadline, "the dev stack was not ready within 120 s"
             time.sleep(0.5)
         print(f"dev stack ready in {time.monotonic() - started:.1f}s")
+        for secret in ("admin-token", "webhook-secret-key", "internal-token"):
+            assert (tmp_path / "var" / secret).stat().st_mode & 0o777 == 0o600, f"var/{secret} is kept, owner-only"
 
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", walkthrough_script(repo_root / "README.md")],

@@ -272,4 +272,4 @@ async def test_health_endpoints_report_the_database_and_broker(client: httpx.Asy
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": True, "broker": True}
+    assert ready.json()["checks"] == {"database": True, "broker": True, "jobs": True}

@@ -288,7 +288,9 @@ async def test_no_offset_is_committed_while_the_handler_transaction_is_open(
 async def _committed_offsets(settings: ServiceSettings) -> dict[int, int]:
     """The probe group's committed offsets on refund.requested, asked as a group member would."""
     reader = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=PROBE, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"{settings.topic_prefix}{PROBE}",
+        enable_auto_commit=False,
     )
     await reader.start()
     try:

@@ -28,7 +28,7 @@ from refundflow_shared.secret_box import SecretBox
 from tests.conftest import create_database
 from tests.support.infrastructure import free_port
 from tests.support.kafka_reader import read_topic
-from tests.support.notifier_harness import TEST_SECRET_KEY, EventFeed, notifier_settings
+from tests.support.notifier_harness import TEST_INTERNAL_TOKEN, TEST_SECRET_KEY, EventFeed, notifier_settings
 from tests.support.notifier_receivers import HttpReceiver, Received, http_receiver, smtp_server
 from tests.support.probe_service import eventually
 
@@ -73,6 +73,7 @@ async def world(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[World]
                     refundflow_admin_token=ADMIN_TOKEN,
                     webhook_secret_key=TEST_SECRET_KEY,
                     refundflow_allow_private_webhook_urls=True,  # the receivers listen on 127.0.0.1
+                    refundflow_internal_token=TEST_INTERNAL_TOKEN,
                 )
             )
             intake.state.notifier_link = NotifierLinkSettings(notifier_url=f"http://127.0.0.1:{port}")
@@ -159,7 +160,7 @@ async def test_a_merchants_endpoint_receives_webhooks_signed_with_the_secret_sho
 
     records = await read_topic(world.kafka, topic_for("webhook_endpoint.configured", world.prefix), expected=1)
     [announced] = [r.value or b"" for r in records if endpoint["id"].encode() in (r.value or b"")]
-    assert json.loads(announced)["encrypted_secret"].startswith("v1.")
+    assert json.loads(announced)["encrypted_secret"].startswith("v2.")
     assert endpoint["secret"].removeprefix("whsec_") not in announced.decode(), "the secret never travels in clear"
 
     await endpoint_known(world, endpoint["id"])

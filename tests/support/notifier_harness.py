@@ -23,6 +23,7 @@ from refundflow_shared.secret_box import SecretBox, generate_key
 from tests.support.probe_service import eventually
 
 TEST_SECRET_KEY = generate_key()
+TEST_INTERNAL_TOKEN = "test-internal-token"  # intake's token for the notifier's internal API
 
 
 def notifier_settings(database_url: str, kafka: str, smtp_port: int, **overrides: Any) -> NotifierSettings:
@@ -34,6 +35,8 @@ def notifier_settings(database_url: str, kafka: str, smtp_port: int, **overrides
         "smtp_timeout_seconds": 2.0,
         "mail_from": "Refundflow <refunds@refundflow.test>",
         "webhook_secret_key": TEST_SECRET_KEY,
+        "refundflow_internal_token": TEST_INTERNAL_TOKEN,
+        "refundflow_allow_private_webhook_urls": True,  # the test receivers listen on 127.0.0.1
         "consumer_retry_base_seconds": 0.05,
         "outbox_poll_interval_seconds": 0.2,
         "message_poll_interval_seconds": 0.1,
@@ -42,7 +45,6 @@ def notifier_settings(database_url: str, kafka: str, smtp_port: int, **overrides
         "webhook_retry_schedule_seconds": [0, 0.2, 0.2, 0.3],
         "webhook_timeout_seconds": 2.0,  # room for a loaded machine; the slow answers in tests take 3 s
         "webhook_disable_after_failed_events": 2,
-        "refundflow_allow_private_webhook_urls": True,  # the receivers are on 127.0.0.1
         **overrides,
     }
     return NotifierSettings.model_validate(values)

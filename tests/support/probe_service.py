@@ -55,9 +55,15 @@ FailHook = Callable[[Event], Awaitable[None]]
 
 
 async def start_probe(
-    settings: ServiceSettings, *, instance: str = "a", before_effect: FailHook | None = None, consume: bool = True
+    settings: ServiceSettings,
+    *,
+    instance: str = "a",
+    before_effect: FailHook | None = None,
+    consume: bool = True,
+    effect_seconds: float = 0.0,
 ) -> ServiceRuntime:
-    """A running probe service: consumes refund.requested and records an effect per event."""
+    """A running probe service: consumes refund.requested and records an effect per event (the effect takes
+    ``effect_seconds`` of database time, for tests that need the transaction open for a while)."""
     runtime = ServiceRuntime(PROBE, settings, PROBE_MIGRATIONS)
     await runtime.open()
     if consume:
@@ -66,6 +72,8 @@ async def start_probe(
         async def record_effect(conn: asyncpg.Connection, event: Event, data: RefundRequested) -> None:
             if before_effect is not None:
                 await before_effect(event)
+            if effect_seconds:
+                await conn.execute("SELECT pg_sleep($1)", effect_seconds)
             await conn.execute(
                 "INSERT INTO effects (event_id, payment_id, sequence, instance) VALUES ($1, $2, $3, $4)",
                 event.id,

@@ -66,6 +66,24 @@ def strip_default(value: str) -> str:
     return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", value)
 
 
+class MissingVariable(Exception):
+    """Compose refuses to start: a `${VAR:?message}` variable is unset or empty."""
+
+
+def interpolate(value: str, given: dict[str, str]) -> str:
+    """What compose makes of `value` when only `given` is set: `${VAR}`, `${VAR:-default}`, `${VAR:?error}`."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, operator, argument = match.group(1), match.group(2) or "", match.group(3) or ""
+        if given.get(name):
+            return given[name]
+        if operator == ":?":
+            raise MissingVariable(name)
+        return argument if operator == ":-" else ""
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-|:\?)?([^}]*)\}", substitute, value)
+
+
 def published_ports(service: dict[str, Any]) -> list[tuple[str | None, str, str]]:
     """(host_ip, host_port, container_port) for each published port."""
     result: list[tuple[str | None, str, str]] = []
@@ -234,8 +252,9 @@ def test_postgres_keeps_its_data_in_a_named_volume_at_the_pg17_data_directory(
 def test_app_service_database_url_points_at_the_postgres_service_and_its_database(
     services: Services, name: str
 ) -> None:
+    given = {"POSTGRES_PASSWORD": "a-password-from-dot-env"}
     env = env_of(services[name])
-    url = urlsplit(strip_default(env["DATABASE_URL"]))
+    url = urlsplit(interpolate(env["DATABASE_URL"], given))
     postgres = env_of(services["postgres"])
     assert url.scheme in {"postgresql", "postgres"}
     assert url.hostname in services
@@ -243,7 +262,7 @@ def test_app_service_database_url_points_at_the_postgres_service_and_its_databas
     assert (url.port or 5432) == 5432
     assert url.path.lstrip("/") == postgres["POSTGRES_DB"]
     assert url.username == postgres["POSTGRES_USER"]
-    assert url.password == postgres["POSTGRES_PASSWORD"]
+    assert url.password == interpolate(postgres["POSTGRES_PASSWORD"], given) == "a-password-from-dot-env"
 
 
 @pytest.mark.parametrize("name", sorted(APP_SERVICES))
@@ -278,8 +297,66 @@ def test_sandbox_listens_on_all_interfaces_on_its_stripe_mock_port(services: Ser
 
 def test_intake_gets_an_admin_token(services: Services) -> None:
     token = env_of(services["intake"])["REFUNDFLOW_ADMIN_TOKEN"]
-    assert token.startswith("${REFUNDFLOW_ADMIN_TOKEN"), "the token must be overridable from the environment"
-    assert strip_default(token) or ":?" in token
+    assert interpolate(token, {"REFUNDFLOW_ADMIN_TOKEN": "t0ken"}) == "t0ken"
+
+
+# Every secret, and where it is read. None has a default: compose refuses to start until each is set.
+SECRETS = {
+    ("postgres", "POSTGRES_PASSWORD"): "POSTGRES_PASSWORD",
+    ("intake", "DATABASE_URL"): "POSTGRES_PASSWORD",
+    ("processor", "DATABASE_URL"): "POSTGRES_PASSWORD",
+    ("notifier", "DATABASE_URL"): "POSTGRES_PASSWORD",
+    ("intake", "REFUNDFLOW_ADMIN_TOKEN"): "REFUNDFLOW_ADMIN_TOKEN",
+    ("intake", "WEBHOOK_SECRET_KEYS"): "WEBHOOK_SECRET_KEYS",
+    ("notifier", "WEBHOOK_SECRET_KEYS"): "WEBHOOK_SECRET_KEYS",
+    ("intake", "REFUNDFLOW_INTERNAL_TOKEN"): "REFUNDFLOW_INTERNAL_TOKEN",
+    ("notifier", "REFUNDFLOW_INTERNAL_TOKEN"): "REFUNDFLOW_INTERNAL_TOKEN",
+    ("processor", "STRIPE_WEBHOOK_SECRET"): "STRIPE_WEBHOOK_SECRET",
+    ("sandbox", "SANDBOX_WEBHOOK_SECRET"): "STRIPE_WEBHOOK_SECRET",
+}
+
+
+@pytest.mark.parametrize(
+    ("place", "variable"), [pytest.param(p, v, id=f"{p[0]}-{p[1]}") for p, v in sorted(SECRETS.items())]
+)
+def test_no_secret_has_a_default_compose_refuses_to_start_without_it(
+    services: Services, place: tuple[str, str], variable: str
+) -> None:
+    service, key = place
+    value = env_of(services[service])[key]
+    assert f"${{{variable}:?" in value, f"{service}: {key} must be ${{{variable}:?...}}"
+    with pytest.raises(MissingVariable, match=variable):
+        interpolate(value, {})
+    assert interpolate(value, {variable: "s3cret"}), "it is read from the environment or .env"
+
+
+def test_no_known_default_secret_is_left_in_the_file() -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    for leaked in ("cmVmdW5kZmxvdy1kZXYtb25seS13ZWJob29rLWtleSE=", "dev-admin-token-change-me", "whsec_refundflow"):
+        assert leaked not in text
+    assert "POSTGRES_PASSWORD: refundflow" not in text
+    assert "refundflow:refundflow@" not in text
+
+
+def test_only_intake_and_the_notifier_hold_the_sealing_keys_and_the_internal_token(services: Services) -> None:
+    holders = {
+        name
+        for name, service in services.items()
+        if {"WEBHOOK_SECRET_KEYS", "WEBHOOK_SECRET_KEY", "REFUNDFLOW_INTERNAL_TOKEN"} & env_of(service).keys()
+    }
+    assert holders == {"intake", "notifier"}
+
+
+@pytest.mark.parametrize("name", sorted(APP_SERVICES))
+def test_app_service_sends_webhooks_only_to_public_addresses(services: Services, name: str) -> None:
+    assert "REFUNDFLOW_ALLOW_PRIVATE_WEBHOOK_URLS" not in env_of(services[name])
+
+
+@pytest.mark.parametrize("name", sorted(APP_SERVICES))
+def test_app_service_topics_fit_the_single_broker(services: Services, name: str) -> None:
+    env = env_of(services[name])
+    assert env["TOPIC_REPLICATION_FACTOR"] == "1"
+    assert env["TOPIC_MIN_INSYNC_REPLICAS"] == "1"
 
 
 def test_processor_talks_to_the_sandbox_with_a_test_mode_key(services: Services) -> None:

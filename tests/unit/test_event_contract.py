@@ -5,14 +5,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from refundflow_shared.event_decoding import InvalidEvent, decode_event
 from refundflow_shared.events import (
     EVENT_DATA_TYPES,
     Event,
     EventType,
-    InvalidEvent,
     PaymentRefunded,
     RefundRequested,
-    decode_event,
     dlq_topic,
     topic_for,
 )
@@ -60,7 +59,7 @@ def test_topics_are_named_as_the_event_type_with_a_dead_letter_topic_beside() ->
         ({"ce_specversion": "0.3"}, None, "unsupported_specversion"),
         ({}, b"[1, 2", "malformed_json"),
         ({}, b'{"refund_id": "r"}', "validation_failed"),
-        ({"ce_sequence": "first"}, None, "validation_failed"),
+        ({"ce_sequence": "first"}, None, "invalid_attributes"),
     ],
 )
 def test_what_can_never_be_handled_is_named(change_headers: dict[str, str], value: bytes | None, code: str) -> None:

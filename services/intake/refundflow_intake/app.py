@@ -25,6 +25,7 @@ from refundflow_intake.api.routes import (
 )
 from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.settings import IntakeSettings
+from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_service import health_router
 from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -67,6 +68,7 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     app.state.clock = clock
     app.state.public_policy_cache = PublicPolicyCache(timedelta(seconds=settings.public_policy_max_age_seconds))
     install_error_handlers(app)
+    limit_request_bodies(app, settings)
     app.include_router(health_router(runtime.readiness))
     for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal, insights, contract):
         app.include_router(module.router)

@@ -1,7 +1,7 @@
 """Intake's line to the notifier's internal API: the webhook delivery log and replays live there.
 
 The notifier owns deliveries and attempts; intake answers merchants from it instead of keeping a copy, so the
-log is never stale. Calls carry a token derived from WEBHOOK_SECRET_KEY, which only the two services hold.
+log is never stale. Calls carry REFUNDFLOW_INTERNAL_TOKEN, which only the two services hold.
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from typing import Any
 
 import httpx
 import structlog
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from refundflow_shared.secret_box import derived_token
-
-INTERNAL_API_PURPOSE = "refundflow notifier internal api"  # the notifier derives the same token
 log = structlog.get_logger(__name__)
 
 
@@ -32,9 +30,9 @@ class NotifierUnavailable(Exception):
 
 
 class NotifierClient:
-    def __init__(self, base_url: str, secret_key: str, timeout: float) -> None:
+    def __init__(self, base_url: str, token: SecretStr | None, timeout: float) -> None:
         self._base_url, self._timeout = base_url.rstrip("/"), timeout
-        self._headers = {"Authorization": f"Bearer {derived_token(secret_key, INTERNAL_API_PURPOSE)}"}
+        self._token = token
 
     async def delivery_log(self, merchant_id: str, endpoint_id: str, limit: int) -> dict[str, Any] | None:
         """The endpoint's delivery state and latest deliveries; None when the notifier does not know it yet."""
@@ -52,9 +50,12 @@ class NotifierClient:
         return await self._call("POST", path, json=body)
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
+        if self._token is None:
+            raise NotifierUnavailable("REFUNDFLOW_INTERNAL_TOKEN is not set on intake")
+        headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
         try:
             async with httpx.AsyncClient(base_url=self._base_url, timeout=self._timeout) as client:
-                response = await client.request(method, path, headers=self._headers, **kwargs)
+                response = await client.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             log.warning("notifier_unreachable", path=path, error=repr(exc))
             raise NotifierUnavailable("the webhook delivery service did not answer: try again shortly") from exc

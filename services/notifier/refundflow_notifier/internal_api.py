@@ -1,7 +1,7 @@
 """The notifier's internal HTTP API: intake serves merchants the delivery log and replays through it.
 
-Not for the public: every call carries a bearer token derived from WEBHOOK_SECRET_KEY, which only intake and
-the notifier hold.
+Not for the public: every call carries REFUNDFLOW_INTERNAL_TOKEN as a bearer token; only intake and the notifier
+hold it (it is not derived from any other secret).
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from refundflow_notifier import delivery_log
 from refundflow_notifier.settings import NotifierSettings
-from refundflow_shared.secret_box import derived_token
 from refundflow_shared.service_runtime import ServiceRuntime
 
-INTERNAL_API_PURPOSE = "refundflow notifier internal api"
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -38,12 +36,12 @@ class ReplayRequest(BaseModel):
 
 def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIRouter:
     async def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-        key = settings.webhook_secret_key
-        if key is None:
-            raise HTTPException(503, "WEBHOOK_SECRET_KEY is not set")
-        expected = derived_token(key.get_secret_value(), INTERNAL_API_PURPOSE)
-        # Bytes, not str: compare_digest raises on a non-ASCII str, which would be a 500 instead of a 401.
-        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+        token = settings.refundflow_internal_token
+        if token is None:
+            raise HTTPException(503, "REFUNDFLOW_INTERNAL_TOKEN is not set")
+        # Compared as bytes: compare_digest refuses non-ASCII str (a 500 where a 401 is due).
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not hmac.compare_digest(given, token.get_secret_value().encode()):
             raise HTTPException(401, "internal API token required")
 
     router = APIRouter(prefix="/internal/v1", tags=["internal"], dependencies=[Depends(authorized)])

@@ -15,6 +15,7 @@ from refundflow_processor.refund_sync import RefundSync
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.stripe_provider import StripeProvider
 from refundflow_processor.subscription_cancels import SubscriptionCancelExecutor
+from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_service import health_router
 from refundflow_shared.service_runtime import ServiceRuntime
 
@@ -37,6 +38,7 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
 
     app = FastAPI(title="Refundflow processor", version="0.1.0", lifespan=runtime.lifespan(wire))
     app.state.runtime = runtime
+    limit_request_bodies(app, settings)
     app.include_router(health_router(runtime.readiness))
     app.include_router(provider_webhook_router(settings))
     return app

@@ -37,6 +37,7 @@ from refundflow_intake.domain import (
 from refundflow_intake.portal_tokens import InvalidPortalToken
 from refundflow_intake.rate_limit import RateLimited
 from refundflow_intake.webhook_endpoints import ReplayWindowExceeded, TooManyWebhookEndpoints
+from refundflow_shared.outbox import EventTooLarge
 
 log = structlog.get_logger(__name__)
 
@@ -127,6 +128,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(EventTooLarge)
+    async def event_too_large(_: Request, exc: EventTooLarge) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -60,10 +60,7 @@ def notifier_client(
     request: Request, settings: Settings, box: Annotated[SecretBox, Depends(secret_box)]
 ) -> NotifierClient:
     link: NotifierLinkSettings = getattr(request.app.state, "notifier_link", None) or NotifierLinkSettings()
-    assert settings.webhook_secret_key is not None
-    return NotifierClient(
-        link.notifier_url, settings.webhook_secret_key.get_secret_value(), link.notifier_timeout_seconds
-    )
+    return NotifierClient(link.notifier_url, settings.refundflow_internal_token, link.notifier_timeout_seconds)
 
 
 Box = Annotated[SecretBox, Depends(secret_box)]

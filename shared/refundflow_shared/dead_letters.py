@@ -1,0 +1,136 @@
+"""Parking what can never be handled on ``<topic>.dlq``, and telling the merchant's team when a refund is left
+unfinished by it.
+
+The dead-letter record carries the original body and headers plus why it failed (``dlq_reason``, a stable code,
+and ``dlq_error``, which names fields and problems, never customers' data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
+from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
+
+from refundflow_shared.event_decoding import validation_summary
+from refundflow_shared.events import Event, EventType, TeamAlertRaised, dlq_topic
+from refundflow_shared.outbox import add_event
+from refundflow_shared.transient_faults import database_is_unavailable
+
+log = structlog.get_logger(__name__)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A handler's failure for the dead-letter record: its type and message, or for a validation error only
+    where and why (the input may be a customer's data)."""
+    if isinstance(exc, ValidationError):
+        return f"ValidationError: {validation_summary(exc)}"
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+def leaves_a_refund_unfinished(event: Event) -> bool:
+    """An event about one refund (approved, succeeded, failed, a cancel that goes with it...) that was not
+    handled: someone must look. A team alert itself is not alerted about again, or a broken alert would loop."""
+    return event.type != EventType.TEAM_ALERT_RAISED and isinstance(getattr(event.data, "refund_id", None), str)
+
+
+class DeadLetterOffice:
+    """Dead-letters for one consumer: publishes to ``<topic>.dlq`` and stages the team alerts."""
+
+    def __init__(self, consumer: str, broker: KafkaBroker, pool: asyncpg.Pool, *, retry_max_seconds: float) -> None:
+        self._consumer = consumer
+        self._broker = broker
+        self._pool = pool
+        self._retry_max_seconds = retry_max_seconds
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: dict[str, str],
+        code: str,
+        error: str,
+        *,
+        position: dict[str, str] | None = None,
+    ) -> None:
+        """Park a message on ``<topic>.dlq`` with why it failed; raises when the broker did not take it."""
+        reason = {
+            "dlq_reason": code,
+            "dlq_error": error[:4000],
+            "dlq_consumer": self._consumer,
+            "dlq_original_topic": topic,
+            **(position or {}),
+            "dlq_failed_at": datetime.now(UTC).isoformat(),
+        }
+        # The original plus our headers may be over the broker's limit: then keep the reason and say what was
+        # dropped, the value first, then the original headers too.
+        too_large = (MessageSizeTooLargeError, RecordTooLargeError)
+        try:
+            await self._broker.publish(value, dlq_topic(topic), key=key, headers={**headers, **reason})
+            return
+        except too_large:
+            dropped = {"dlq_dropped": f"the original value ({len(value)} bytes): too large to carry"}
+        try:
+            await self._broker.publish(b"", dlq_topic(topic), key=key, headers={**headers, **reason, **dropped})
+        except too_large:
+            dropped = {"dlq_dropped": f"the original value ({len(value)} bytes) and headers: too large to carry"}
+            await self._broker.publish(b"", dlq_topic(topic), key=key, headers={**reason, **dropped})
+
+    async def publish_until_taken(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: dict[str, str],
+        code: str,
+        error: str,
+        *,
+        position: dict[str, str] | None = None,
+    ) -> None:
+        """Publish, waiting out a broker that does not answer: skipping the message instead would lose it."""
+        attempt = 0
+        while True:
+            try:
+                await self.publish(topic, key, value, headers, code, error, position=position)
+                return
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the message must not be skipped
+                attempt += 1
+                delay = min(self._retry_max_seconds, 0.1 * 2 ** min(attempt, 10))
+                log.error("dead_letter_failed", topic=topic, reason=code, error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+
+    async def alert_team(self, event: Event, topic: str, code: str) -> None:
+        """Stage a ``TeamAlertRaised`` for a dead-lettered refund event, in its own transaction (no PII in it)."""
+        data = event.data
+        alert = TeamAlertRaised(
+            merchant_id=data.merchant_id,
+            kind="event_dead_lettered",
+            title="An event about this refund could not be handled; the refund may be unfinished",
+            details={
+                "topic": topic,
+                "reason": code,
+                "event_type": event.type.value,
+                "event_id": str(event.id),
+                "consumer": self._consumer,
+            },
+            payment_id=getattr(data, "payment_id", None),
+            refund_id=getattr(data, "refund_id", None),
+        )
+        attempt = 0
+        while True:
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await add_event(conn, alert, source=f"refundflow/{self._consumer}")
+                return
+            except Exception as exc:
+                if not database_is_unavailable(exc):
+                    raise
+                attempt += 1
+                delay = min(self._retry_max_seconds, 0.1 * 2 ** min(attempt, 10))
+                log.warning("database_unavailable", attempt=attempt, retry_in=delay, error=repr(exc))
+                await asyncio.sleep(delay)

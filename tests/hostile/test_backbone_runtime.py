@@ -1,0 +1,90 @@
+"""What the runtime promises beyond the happy path: durable publishing (review finding 10) and a readiness that
+fails when a background job died (25.8)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from refundflow_shared.events import topic_for
+from refundflow_shared.http_service import health_router
+from refundflow_shared.service_runtime import ServiceRuntime
+from refundflow_shared.settings import ServiceSettings
+from tests.conftest import create_database
+from tests.support.probe_service import eventually, probe_settings, start_probe
+
+
+@pytest.fixture(scope="module")
+async def runtime(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[ServiceRuntime]:
+    settings = probe_settings(
+        await create_database(postgres_url), kafka_bootstrap, f"t{uuid.uuid4().hex[:10]}.", topic_retention_days=3
+    )
+    runtime = await start_probe(settings, consume=False)
+    yield runtime
+    await runtime.stop()
+
+
+async def test_the_producer_waits_for_every_in_sync_replica(runtime: ServiceRuntime) -> None:
+    producer = runtime.broker.config.producer._producer.producer  # type: ignore[attr-defined]
+    assert producer._sender._acks == -1, "acks=all"
+
+
+async def test_topics_get_their_replication_min_in_sync_replicas_and_retention_from_settings(
+    runtime: ServiceRuntime,
+) -> None:
+    topic = topic_for("refund.approved", runtime.settings.topic_prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=runtime.settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    replicas = {len(p["replicas"]) for p in described["partitions"]}
+    assert replicas == {runtime.settings.topic_replication_factor}
+    configs = {name: value for name, value, *_ in response.resources[0][4]}
+    assert configs["min.insync.replicas"] == str(runtime.settings.topic_min_insync_replicas)
+    assert configs["retention.ms"] == str(3 * 86_400_000)
+
+
+def test_durability_settings_default_to_one_local_broker_and_must_be_consistent() -> None:
+    assert (ServiceSettings().topic_replication_factor, ServiceSettings().topic_min_insync_replicas) == (1, 1)
+    assert ServiceSettings(topic_replication_factor=3, topic_min_insync_replicas=2)
+    with pytest.raises(ValidationError, match="TOPIC_MIN_INSYNC_REPLICAS"):
+        ServiceSettings(topic_replication_factor=1, topic_min_insync_replicas=2)
+
+
+async def test_readyz_fails_and_names_the_job_when_a_background_job_dies(runtime: ServiceRuntime) -> None:
+    app = FastAPI()
+    app.include_router(health_router(runtime.readiness))
+    died = asyncio.Event()
+
+    async def executor() -> None:
+        await died.wait()
+        raise RuntimeError("the provider answered something unheard of")
+
+    runtime.run_in_background(executor(), "refund_executor")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://probe") as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"database": True, "broker": True, "jobs": True}
+
+        died.set()
+        await eventually(lambda: _has_dead_jobs(runtime))
+        unready = await client.get("/readyz")
+
+    assert unready.status_code == 503
+    assert unready.json()["checks"]["jobs"] is False
+    assert unready.json()["dead_jobs"] == ["refund_executor"]
+
+
+async def _has_dead_jobs(runtime: ServiceRuntime) -> bool:
+    return bool(runtime.dead_jobs)
