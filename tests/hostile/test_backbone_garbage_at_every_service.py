@@ -105,7 +105,13 @@ def service_settings(name: str, common: dict[str, Any]) -> Any:
     if name == "intake":
         return IntakeSettings(**common, refundflow_admin_token="garbage-admin-token")
     if name == "processor":
-        return ProcessorSettings(**common, sync_interval_seconds=3600)
+        return ProcessorSettings(
+            **common,
+            sync_interval_seconds=3600,
+            stripe_api_key="sk_test_garbage",
+            stripe_api_base="http://127.0.0.1:9",  # never called: garbage reaches no provider
+            stripe_sandbox=True,
+        )
     return NotifierSettings(**common)
 
 

@@ -146,7 +146,11 @@ def test_a_body_within_the_cap_goes_on_to_authentication(intake_process: Service
 def apps() -> dict[str, FastAPI]:
     return {
         "intake": create_intake(IntakeSettings(refundflow_admin_token="t")),
-        "processor": create_processor(ProcessorSettings()),
+        "processor": create_processor(
+            ProcessorSettings(
+                stripe_api_key="sk_test_limits", stripe_api_base="http://127.0.0.1:9", stripe_sandbox=True
+            )
+        ),
         "notifier": create_notifier(NotifierSettings()),
     }
 

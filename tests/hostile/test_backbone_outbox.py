@@ -91,8 +91,8 @@ async def test_intake_answers_422_event_too_large_and_writes_nothing(postgres_ur
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as api,
         ):
             merchant = await api.post("/v1/merchants", json={"name": "Acme"}, headers=ADMIN)
-            key = {"Authorization": f"Bearer {merchant.json()['api_key']}"}
             payment = {
+                "merchant_id": merchant.json()["id"],
                 "customer_email": "ada@example.com",
                 "customer_name": "A" * 200,
                 "amount": 1000,
@@ -101,7 +101,7 @@ async def test_intake_answers_422_event_too_large_and_writes_nothing(postgres_ur
                 "paid_at": "2026-01-01T00:00:00Z",
                 "product": {"id": "p" * 255, "name": "n" * 200, "kind": "one_time", "category": "c" * 100},
             }
-            response = await api.post("/v1/payments", json=payment, headers=key)
+            response = await api.post("/v1/payments", json=payment, headers=ADMIN)
 
             assert response.status_code == 422, response.text
             assert response.json()["error"]["code"] == "event_too_large"
