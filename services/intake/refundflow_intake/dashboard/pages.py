@@ -11,8 +11,10 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from refundflow_intake.api.errors import ApiError
 from refundflow_intake.dashboard.money_text import format_amount, major_units
 from refundflow_intake.dashboard_sessions import SignedIn
+from refundflow_intake.domain import DomainError
 from refundflow_intake.roles import Permission, allows
 from refundflow_shared.money import minor_unit_exponent
 
@@ -96,11 +98,15 @@ def render(
     *,
     section: str | None = None,
     status_code: int = 200,
-    error: str | None = None,
+    error: str | DomainError | ApiError | None = None,
     notice: str | None = None,
     **context: Any,
 ) -> HTMLResponse:
-    """A page in the dashboard's frame. ``error`` and ``notice`` show at the top, in words."""
+    """A page in the dashboard's frame. ``error`` and ``notice`` show at the top, in words; a domain error also
+    shows its code, the same as the API's."""
+    error_code = error.code if isinstance(error, DomainError | ApiError) else None
+    if isinstance(error, DomainError | ApiError):
+        error = error.message
     can = {p.value: bool(user and allows(user.role, p)) for p in Permission}
     html = _env.get_template(template).render(
         user=user,
@@ -109,6 +115,7 @@ def render(
         sidebar=SIDEBAR,
         section=section,
         error=error,
+        error_code=error_code,
         notice=notice or NOTICES.get(request.query_params.get("done", "")),
         path=request.url.path,
         **context,

@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.api.dependencies import Db
-from refundflow_intake.api.errors import status_of
+from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
 from refundflow_intake.dashboard.pages import render, see_other
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/dashboard/refund-policy", include_in_schema=False)
 
 
 async def _page(
-    request: Request, db: Db, user: SignedIn, *, error: str | None = None, status: int = 200
+    request: Request, db: Db, user: SignedIn, *, error: str | DomainError | ApiError | None = None, status: int = 200
 ) -> HTMLResponse:
     async with db.transaction() as conn:
         policy = await policies.merchant_policy(conn, user.merchant_id)
@@ -69,7 +69,7 @@ async def save_policy(request: Request, user: FormUser, db: Db) -> Response:
         async with db.transaction() as conn:
             await policies.save(conn, user.merchant_id, policies.MERCHANT_WIDE, fields.model_dump(mode="json"))
     except DomainError as exc:
-        return await _page(request, db, user, error=exc.message, status=status_of(type(exc)))
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
     _forget_public_copy(request, user.merchant_id)
     return see_other("/dashboard/refund-policy?done=saved")
 
@@ -82,7 +82,7 @@ async def save_override(request: Request, user: FormUser, db: Db) -> Response:
         async with db.transaction() as conn:
             await policies.save(conn, user.merchant_id, product_id, override.fields_set())
     except DomainError as exc:
-        return await _page(request, db, user, error=exc.message, status=status_of(type(exc)))
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
     _forget_public_copy(request, user.merchant_id)
     return see_other("/dashboard/refund-policy?done=saved")
 
@@ -96,6 +96,6 @@ async def delete_override(request: Request, user: FormUser, db: Db) -> Response:
             if not await policies.delete_override(conn, user.merchant_id, product_id):
                 raise PolicyOverrideNotFound(f"no override for product {product_id}")
     except DomainError as exc:
-        return await _page(request, db, user, error=exc.message, status=status_of(type(exc)))
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
     _forget_public_copy(request, user.merchant_id)
     return see_other("/dashboard/refund-policy?done=removed")

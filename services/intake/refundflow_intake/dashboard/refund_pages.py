@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from refundflow_intake import actors, refund_decisions, repository
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.api.dependencies import Db, Now
-from refundflow_intake.api.errors import status_of
+from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.api.fields import PathId
 from refundflow_intake.api.views import payment_view, refund_view
 from refundflow_intake.dashboard import queries
@@ -46,7 +46,7 @@ async def _page(
     refund_id: str,
     now: datetime,
     *,
-    error: str | None = None,
+    error: str | DomainError | ApiError | None = None,
     status_code: int = 200,
     form: dict[str, str] | None = None,
 ) -> HTMLResponse:
@@ -191,6 +191,4 @@ async def _refused(
 ) -> HTMLResponse:
     """The page again, with the rule's words and what was typed; the status is the API's for that code."""
     async with db.transaction() as conn:
-        return await _page(
-            request, conn, user, refund_id, now, error=exc.message, status_code=status_of(type(exc)), form=form
-        )
+        return await _page(request, conn, user, refund_id, now, error=exc, status_code=status_of(type(exc)), form=form)

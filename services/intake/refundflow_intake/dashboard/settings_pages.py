@@ -34,7 +34,7 @@ async def _page(
     user: SignedIn,
     box: SecretBox | None,
     *,
-    error: str | None = None,
+    error: str | DomainError | ApiError | None = None,
     status: int = 200,
     **extra: Any,
 ) -> HTMLResponse:
@@ -99,7 +99,7 @@ async def save_notifications(
         return await _page(request, db, user, box, error=f"Check the {where}: it is not valid.", status=422)
     except (DomainError, ApiError) as exc:
         code = status_of(type(exc)) if isinstance(exc, DomainError) else exc.status
-        return await _page(request, db, user, box, error=exc.message, status=code)
+        return await _page(request, db, user, box, error=exc, status=code)
     return see_other("/dashboard/settings?done=saved")
 
 
@@ -121,5 +121,5 @@ async def revoke_key(request: Request, key_id: PathId, user: FormUser, db: Db, b
         async with db.transaction() as conn:
             await merchant_accounts.revoke_api_key(conn, user.merchant_id, key_id)
     except DomainError as exc:
-        return await _page(request, db, user, box, error=exc.message, status=status_of(type(exc)))
+        return await _page(request, db, user, box, error=exc, status=status_of(type(exc)))
     return see_other("/dashboard/settings?done=removed")

@@ -11,7 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from refundflow_intake import actors, team_members
 from refundflow_intake.api.dependencies import Db, Links, Now
-from refundflow_intake.api.errors import status_of
+from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.api.fields import Email, PathId
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
@@ -25,7 +25,13 @@ _EMAIL = TypeAdapter(Email)
 
 
 async def _page(
-    request: Request, db: Db, user: SignedIn, *, error: str | None = None, status: int = 200, **extra: Any
+    request: Request,
+    db: Db,
+    user: SignedIn,
+    *,
+    error: str | DomainError | ApiError | None = None,
+    status: int = 200,
+    **extra: Any,
 ) -> HTMLResponse:
     async with db.transaction() as conn:
         members = await team_members.list_members(conn, user.merchant_id)
@@ -70,7 +76,7 @@ async def invite(
     except ValidationError:
         return await _page(request, db, user, error="That is not an email address.", status=422)
     except DomainError as exc:
-        return await _page(request, db, user, error=exc.message, status=status_of(type(exc)))
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
     return await _page(request, db, user, invite_url=url, invited=member)
 
 
@@ -84,7 +90,7 @@ async def resend(request: Request, member_id: PathId, user: FormUser, db: Db, li
             )
             member = await team_members.get_member(conn, user.merchant_id, member_id)
     except DomainError as exc:
-        return await _page(request, db, user, error=exc.message, status=status_of(type(exc)))
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
     return await _page(request, db, user, invite_url=url, invited=member)
 
 
@@ -97,7 +103,7 @@ async def change_role(
         async with db.transaction() as conn:
             await team_members.change_role(conn, user.merchant_id, member_id, role)
     except DomainError as exc:
-        return await _page(request, db, user, error=exc.message, status=status_of(type(exc)))
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
     return see_other("/dashboard/team?done=role_changed")
 
 
@@ -108,5 +114,5 @@ async def remove(request: Request, member_id: PathId, user: FormUser, db: Db, no
         async with db.transaction() as conn:
             await team_members.remove(conn, user.merchant_id, member_id, now=now)
     except DomainError as exc:
-        return await _page(request, db, user, error=exc.message, status=status_of(type(exc)))
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
     return see_other("/dashboard/team?done=removed")

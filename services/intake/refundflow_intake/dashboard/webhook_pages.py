@@ -30,7 +30,13 @@ MaybeBox = Annotated[SecretBox | None, Depends(optional_secret_box)]
 
 
 async def _list_page(
-    request: Request, db: Db, user: SignedIn, *, error: str | None = None, status: int = 200, **extra: Any
+    request: Request,
+    db: Db,
+    user: SignedIn,
+    *,
+    error: str | DomainError | ApiError | None = None,
+    status: int = 200,
+    **extra: Any,
 ) -> HTMLResponse:
     async with db.transaction() as conn:
         rows = await endpoints.list_endpoints(conn, user.merchant_id)
@@ -87,7 +93,7 @@ async def add_endpoint(
         )
     except (DomainError, ApiError) as exc:
         code = status_of(type(exc)) if isinstance(exc, DomainError) else exc.status
-        return await _list_page(request, db, user, error=exc.message, status=code, form=form)
+        return await _list_page(request, db, user, error=exc, status=code, form=form)
     return await _list_page(request, db, user, created=row, secret=secret)
 
 
