@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from tests.browser.conftest import DESKTOP
 from tests.browser.people import accept_invite, assert_accessible, invite, open_refund_from_payments, status_badge
 from tests.browser.stack import Stack, wait_for
 
@@ -101,7 +102,7 @@ def test_a_viewer_reads_but_cannot_decide(stack: Stack, page: Page, browser: Bro
     merchant = _owner(stack, page)
     refund = stack.request_refund(merchant, stack.payment(merchant))
     viewer_link = invite(page, stack.url, f"viewer-{uuid.uuid4().hex[:6]}@acme.example", "viewer")
-    viewer = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    viewer = browser.new_context(viewport=DESKTOP).new_page()
     accept_invite(viewer, viewer_link)
     viewer.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
     expect(viewer.get_by_text("deciding it takes the approver or owner role")).to_be_visible()
@@ -121,7 +122,7 @@ def test_two_people_must_approve_above_the_threshold_and_an_api_key_cannot_be_th
     merchant = _owner(stack, page)
     page.goto(f"{stack.url}/dashboard/refund-policy")
     page.get_by_label("Two people must approve refunds above").check()
-    page.get_by_label("Amount", exact=True).fill("10.00")
+    page.get_by_label("Above (amount)").fill("10.00")
     page.get_by_role("button", name="Save policy").click()
     expect(page.get_by_role("status").filter(has_text="Saved.")).to_be_visible()
     refund = stack.request_refund(merchant, stack.payment(merchant))
@@ -137,7 +138,7 @@ def test_two_people_must_approve_above_the_threshold_and_an_api_key_cannot_be_th
     assert by_key.status_code == 409 and by_key.json()["error"]["code"] == "second_approval_needs_a_person"
 
     approver_link = invite(page, stack.url, f"approver-{uuid.uuid4().hex[:6]}@acme.example", "approver")
-    approver = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    approver = browser.new_context(viewport=DESKTOP).new_page()
     accept_invite(approver, approver_link, name="Arno Approver")
     approver.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
     approver.get_by_role("button", name="Approve refund").click()

@@ -43,8 +43,9 @@ async def insights_page(
         pending = await queries.pending_count(conn, user.merchant_id)
     weekly = [Point(w["week"].strftime("%d %b"), w["refunded"], format_amount(w["refunded"], shown)) for w in weeks]
     rates = [
-        Point(w["week"].strftime("%d %b"), _rate(w["refunded"], w["paid"]), f"{_rate(w['refunded'], w['paid']):.1f} %")
+        Point(w["week"].strftime("%d %b"), rate, f"{rate:.1f} %")
         for w in weeks
+        for rate in [_rate(w["paid_refunded"], w["paid"])]
     ]
     reasons = [r for r in found["by_reason"] if r["currency"].strip() == shown]
     by_reason = [Point(r["reason"].replace("_", " "), r["amount"], format_amount(r["amount"], shown)) for r in reasons]
@@ -62,10 +63,10 @@ async def insights_page(
         found=found,
         reasons=reasons,
         products=products,
-        weekly_chart=columns(f"Refunded per week, {shown}", weekly),
-        rate_chart=columns("Refund rate per week", rates),
-        reason_chart=bars(f"Refund requests by reason, {shown}", by_reason),
-        product_chart=bars("Refund rate by product", by_product),
+        weekly_chart=columns(f"Refunded per week, {shown}", weekly, width=560),
+        rate_chart=columns("Refund rate per week", rates, width=560),
+        reason_chart=bars(f"Refund requests by reason, {shown}", by_reason, width=520),
+        product_chart=bars("Refund rate by product", by_product, width=520),
         weekly=weekly,
         rates=rates,
         pending_badge=pending,
