@@ -43,7 +43,7 @@ def columns(title: str, points: list[Point], *, width: int = 640, height: int = 
     top_value = max((p.value for p in points), default=0) or 1
     slot = (width - 2 * left) / max(len(points), 1)
     parts = [f'<line x1="{left}" y1="{height - bottom}" x2="{width - left}" y2="{height - bottom}" stroke="{_AXIS}"/>']
-    every = max(1, len(points) // 8)  # at most ~8 labels, so they never overlap
+    every = max(1, -(-len(points) // 7))  # at most 7 labels, so they never overlap
     for i, point in enumerate(points):
         h = plot_h * point.value / top_value
         x = left + i * slot + slot * 0.18
