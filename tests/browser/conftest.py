@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from playwright.sync_api import ViewportSize
+from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
 
 from tests.browser.stack import Stack, running_stack
 
@@ -31,16 +30,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Chromium for one module. Not pytest-playwright's session-wide browser: Playwright's sync API keeps an event
+    loop running in this thread while it lives, and the asyncio tests that follow need the thread back."""
     if not CHROMIUM.exists():
         pytest.fail("Chromium is not installed: run `make browser` (apt-get install chromium)")
-    return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "headless": True, "args": CHROMIUM_ARGS}
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
 
 
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
-    return {**browser_context_args, "viewport": DESKTOP, "locale": "en-GB", "timezone_id": "UTC"}
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser profile (no cookies) for each test, at desktop width."""
+    context = browser.new_context(viewport=DESKTOP, locale="en-GB", timezone_id="UTC")
+    yield context.new_page()
+    context.close()
 
 
 @pytest.fixture(scope="module")
