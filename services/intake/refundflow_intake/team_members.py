@@ -250,6 +250,13 @@ async def _live_member(conn: asyncpg.Connection, user_id: str) -> Row:
     return dict(row)
 
 
+async def get_any_member(conn: asyncpg.Connection, user_id: str) -> Row:
+    """A live member of any merchant, with the merchant's name (for the pages a one-time link opens)."""
+    member = await _live_member(conn, user_id)
+    member["merchant_name"] = await conn.fetchval("SELECT name FROM merchants WHERE id = $1", member["merchant_id"])
+    return member
+
+
 async def list_members(conn: asyncpg.Connection, merchant_id: str) -> list[Row]:
     rows = await conn.fetch(
         f"SELECT {_MEMBER_COLUMNS} FROM merchant_users WHERE merchant_id = $1 AND removed_at IS NULL"

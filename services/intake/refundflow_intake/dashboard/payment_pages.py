@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -18,11 +18,11 @@ router = APIRouter(prefix="/dashboard", include_in_schema=False)
 Page = Annotated[int, Query(ge=1, le=10_000)]
 
 
-def status_of(payment: dict[str, object]) -> str:
+def status_of(payment: dict[str, Any]) -> str:
     """paid, partially_refunded, refunded, or disputed (a dispute outranks the rest: no refund can be made)."""
     if payment["disputed"]:
         return "disputed"
-    return payment_status(int(str(payment["amount"])), int(str(payment["refunded_amount"])))
+    return payment_status(payment["amount"], payment["refunded_amount"])
 
 
 @router.get("/payments")

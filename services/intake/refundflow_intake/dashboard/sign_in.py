@@ -202,10 +202,7 @@ async def _link_page(
             user_id = await usable_link_owner(conn, token, purpose, now=now)
         except LinkNotUsable as exc:
             return render(request, "link_not_usable.html", None, message=exc.message, status_code=410)
-        member = await conn.fetchrow(
-            "SELECT m.email, c.name FROM merchant_users m JOIN merchants c ON c.id = m.merchant_id WHERE m.id = $1",
-            user_id,
-        )
+        member = await team_members.get_any_member(conn, user_id)
     response = Response()
     csrf = auth.pre_session(request, response, settings)
     page = render(
@@ -215,7 +212,7 @@ async def _link_page(
         csrf_token=csrf,
         invite=purpose is LinkPurpose.INVITE,
         email=member["email"],
-        merchant_name=member["name"],
+        merchant_name=member["merchant_name"],
         error=error,
         status_code=422 if error else 200,
     )
