@@ -53,9 +53,14 @@ def is_dashboard(request: Request) -> bool:
     return request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/")
 
 
+def wants_json(request: Request) -> bool:
+    """The page's own scripts (they send the CSRF header, or poll a status) read JSON; people read pages."""
+    return auth.CSRF_HEADER in request.headers or request.url.path.endswith("/status")
+
+
 def error_page(request: Request, status: int, code: str, message: str) -> Response:
-    """An error of the dashboard's, as a page (or JSON for its fetch endpoints), with the API's code."""
-    if request.headers.get("accept", "").startswith("application/json") or request.url.path.endswith("/status"):
+    """An error of the dashboard's, as a page (or JSON for its scripts), with the API's code."""
+    if wants_json(request):
         return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
     user = getattr(request.state, "dashboard_user", None)
     heading = _HEADINGS.get(status, "Something went wrong")
@@ -84,9 +89,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(auth.SignInRequired)
     async def sign_in_first(request: Request, _: auth.SignInRequired) -> Response:
-        if request.url.path.endswith("/status") or request.method != "GET":
+        if wants_json(request):
             return JSONResponse({"error": {"code": "unauthorized", "message": "sign in first"}}, status_code=401)
-        return RedirectResponse(auth.login_url(request.url.path), status_code=303)
+        back_to = request.url.path if request.method == "GET" else "/dashboard/payments"
+        return RedirectResponse(auth.login_url(back_to), status_code=303)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
