@@ -1,7 +1,7 @@
 # Refundflow. `make dev` runs the whole system locally; `make test` runs every test.
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.venv-bootstrap/bin/uv")
 
-.PHONY: dev test test-unit lint format migrate bench install clean
+.PHONY: dev test test-unit test-browser lint format migrate bench install clean browser screenshots
 
 # uv itself comes from PyPI when it is not on the machine: Python 3.11+ and make are all a user needs.
 $(CURDIR)/.venv-bootstrap/bin/uv:
@@ -13,8 +13,20 @@ install: $(if $(shell command -v uv 2>/dev/null),,$(CURDIR)/.venv-bootstrap/bin/
 dev: install
 	$(UV) run --frozen refundflow-dev
 
-test: install
+test: install browser
 	$(UV) run --frozen pytest
+
+# The browser tests drive Debian's Chromium (never a downloaded browser build): installed when missing.
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium)
+
+test-browser: install browser
+	$(UV) run --frozen pytest tests/browser -m browser
+
+# A PNG of every dashboard page, desktop width, under var/screenshots/ (the browser tests' own helpers).
+screenshots: install browser
+	$(UV) run --frozen python -m tests.browser.screenshots var/screenshots
 
 test-unit: install
 	$(UV) run --frozen pytest tests/unit

@@ -13,9 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
+from refundflow_devstack.demo_data import banner, demo_account
 from refundflow_devstack.local_kafka import LocalKafka
 from refundflow_devstack.local_postgres import LocalPostgres
 from refundflow_devstack.service_migrations import migrate_all
@@ -26,6 +30,7 @@ from refundflow_shared.settings import ServiceSettings
 ROOT = Path(__file__).resolve().parents[2]
 VAR = Path(os.environ.get("REFUNDFLOW_VAR_DIR", ROOT / "var"))
 SANDBOX_URL = "http://127.0.0.1:12111"
+INTAKE_URL = "http://127.0.0.1:8000"
 
 
 def kept_secret(env_var: str, file_name: str, generate: Callable[[], str]) -> str:
@@ -77,10 +82,15 @@ def main() -> None:
         # Locally, webhooks and Slack alerts may go to loopback and private addresses (never in production).
         env.setdefault("REFUNDFLOW_ALLOW_PRIVATE_WEBHOOK_URLS", "true")
 
+        # The dashboard is served over plain http on 127.0.0.1 here: its cookies cannot be Secure-only.
+        env.setdefault("DASHBOARD_COOKIE_SECURE", "false")
+        env.setdefault("DASHBOARD_PUBLIC_URL", INTAKE_URL)
+
         asyncio.run(_prepare(env["DATABASE_URL"], env["KAFKA_BOOTSTRAP_SERVERS"], env.get("TOPIC_PREFIX", "")))
         _print_banner(env, "smtp" in processes)
         honcho = shutil.which("honcho") or "honcho"
         runner = subprocess.Popen([honcho, "-f", str(ROOT / "Procfile"), "start", *processes], env=env, cwd=ROOT)
+        threading.Thread(target=_demo, args=(env["REFUNDFLOW_ADMIN_TOKEN"],), daemon=True).start()
         try:
             sys.exit(runner.wait())
         except KeyboardInterrupt:
@@ -90,6 +100,17 @@ def main() -> None:
     finally:
         for part in reversed(stack):
             part.stop()
+
+
+def _demo(admin_token: str) -> None:
+    """Once intake answers: the demo merchant (created on the first start) and how to sign in."""
+    try:
+        account = demo_account(INTAKE_URL, admin_token, VAR)
+    except httpx.HTTPError as exc:
+        print(f"\nThe demo merchant could not be created: {exc}", flush=True)
+        return
+    if account is not None:
+        print(banner(account, INTAKE_URL), flush=True)
 
 
 def _token() -> str:

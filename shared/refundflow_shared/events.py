@@ -49,6 +49,8 @@ class EventType(StrEnum):
     TEAM_ALERT_RAISED = "team_alert.raised"
     WEBHOOK_ENDPOINT_CONFIGURED = "webhook_endpoint.configured"
     NOTIFICATION_SETTINGS_CONFIGURED = "notification_settings.configured"
+    TEAM_MEMBER_INVITED = "team_member.invited"
+    PASSWORD_RESET_REQUESTED = "password_reset.requested"  # noqa: S105 - an event type
 
 
 class EventData(BaseModel):
@@ -343,6 +345,34 @@ class TeamAlertRaised(EventData):
         return self.payment_id or self.merchant_id
 
 
+class _AccountLink(EventData):
+    """A one-time link for a person on a merchant's team, to be emailed to them.
+
+    The link is a credential (whoever holds it sets the account's password): it travels sealed
+    (``secret_box``, bound to the user id), and only intake and the notifier can open it."""
+
+    user_id: Id
+    email: EmailAddress
+    sealed_url: Annotated[str, Field(max_length=4000)]
+    expires_at: datetime
+
+
+class TeamMemberInvited(_AccountLink):
+    """Someone was invited to a merchant's dashboard; the notifier emails them the invite link."""
+
+    event_type = EventType.TEAM_MEMBER_INVITED
+
+    merchant_name: Name
+    role: Code
+    invited_by: Name | None = None
+
+
+class PasswordResetRequested(_AccountLink):
+    """A person asked to reset their dashboard password; the notifier emails them the link."""
+
+    event_type = EventType.PASSWORD_RESET_REQUESTED
+
+
 EVENT_DATA_TYPES: dict[str, type[EventData]] = {
     cls.event_type.value: cls
     for cls in (
@@ -366,6 +396,8 @@ EVENT_DATA_TYPES: dict[str, type[EventData]] = {
         TeamAlertRaised,
         WebhookEndpointConfigured,
         NotificationSettingsConfigured,
+        TeamMemberInvited,
+        PasswordResetRequested,
     )
 }
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,6 +31,18 @@ DEV_PORTS = {
 def _in_use(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _eventually(read: Callable[[], str], timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if found := read():
+                return found
+        except FileNotFoundError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"not there within {timeout}s")
 
 
 def _ready(url: str) -> bool:
@@ -77,6 +91,15 @@ def test_the_dev_stack_starts_serves_the_readme_walkthrough_and_stops_cleanly(re
         assert result.returncode == 0, result.stdout + result.stderr
         assert '"status":"succeeded"' in result.stdout
         assert list((tmp_path / "var" / "mail").glob("*.eml")), "the confirmation email is in var/mail/"
+
+        # The demo merchant of the first start: its owner's invite link is printed and opens the dashboard.
+        demo = json.loads(_eventually(lambda: (tmp_path / "var" / "demo-merchant.json").read_text()))
+        assert demo["invite_url"] in _eventually(
+            lambda: (
+                (tmp_path / "dev.log").read_text() if "/dashboard/invite/" in (tmp_path / "dev.log").read_text() else ""
+            )
+        )
+        assert httpx.get(demo["invite_url"], timeout=5).status_code == 200
     finally:
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         dev.wait(timeout=60)

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.support.dashboard_people import merchant_with_owner
 from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -20,8 +21,11 @@ async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[Intak
 async def test_a_second_approver_must_approve_the_same_amount_or_the_approval_starts_over(
     intake: IntakeUnderTest,
 ) -> None:
-    merchant = await intake.merchant()
-    colleague = await intake.second_key(merchant)
+    merchant, owner = await merchant_with_owner(intake)
+    issued = await intake.client.post(
+        f"/v1/merchants/{await intake.merchant_id(merchant)}/api-keys", headers=ADMIN, json={"name": "colleague"}
+    )
+    colleague = {"Authorization": f"Bearer {issued.json()['api_key']}"}
     policy = {"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
     await intake.client.put("/v1/refund-policy", headers=merchant, json=policy)
     payment = await intake.payment(merchant, amount=9_000)
@@ -41,7 +45,9 @@ async def test_a_second_approver_must_approve_the_same_amount_or_the_approval_st
     ]
     assert await intake.staged("refund.approved", payment["id"]) == []
 
-    agreed = (await intake.client.post(approve, headers=merchant, json={"amount": 5_000})).json()
+    page = f"/dashboard/refunds/{refund['id']}"
+    await owner.post_form(page, f"{page}/approve", {"amount": "50.00"})  # a person agrees with the 5000
+    agreed = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
     assert (agreed["status"], agreed["amount"]) == ("processing", 5_000)
     assert [e["amount"] for e in await intake.staged("refund.approved", payment["id"])] == [5_000]
 
@@ -79,3 +85,17 @@ async def test_the_platform_issues_a_new_key_to_a_merchant_that_lost_its_keys(in
     assert [k["name"] for k in keys if k["revoked_at"] is None] == ["recovered by support"]
     unknown = await intake.client.post("/v1/merchants/mer_nobody/api-keys", headers=ADMIN, json={})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "merchant_not_found"
+
+
+async def test_once_a_merchant_has_an_owner_a_key_can_neither_mint_nor_revoke_keys(intake: IntakeUnderTest) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    minted = await intake.client.post("/v1/api-keys", headers=merchant, json={"name": "twin"})
+    assert minted.status_code == 403 and minted.json()["error"]["code"] == "api_keys_managed_by_owners"
+    [own] = (await intake.client.get("/v1/api-keys", headers=merchant)).json()["data"]  # reading still works
+    revoked = await intake.client.delete(f"/v1/api-keys/{own['id']}", headers=merchant)
+    assert revoked.status_code == 403 and revoked.json()["error"]["code"] == "api_keys_managed_by_owners"
+
+    created = await owner.post_form("/dashboard/settings", "/dashboard/settings/api-keys", {"name": "billing"})
+    assert created.status_code == 200 and 'id="new-api-key">rfk_' in created.text
+    names = [k["name"] for k in (await intake.client.get("/v1/api-keys", headers=merchant)).json()["data"]]
+    assert names == ["default", "billing"]

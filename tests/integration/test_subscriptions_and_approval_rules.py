@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.support.intake_harness import IntakeUnderTest, running_intake
+from tests.support.dashboard_people import merchant_with_owner
+from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -125,9 +126,13 @@ async def test_the_policy_auto_approves_small_clean_requests_only(intake: Intake
     assert (await intake.refund(merchant, other_reason["id"], reason="technical_issue"))["status"] == "pending"
 
 
-async def test_above_the_threshold_two_different_keys_must_approve(intake: IntakeUnderTest) -> None:
-    merchant = await intake.merchant()
-    colleague = await intake.second_key(merchant)
+async def test_above_the_threshold_two_people_must_approve_and_a_key_cannot_be_the_second(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    merchant_id = await intake.merchant_id(merchant)
+    issued = await intake.client.post(f"/v1/merchants/{merchant_id}/api-keys", headers=ADMIN, json={"name": "two"})
+    colleague = {"Authorization": f"Bearer {issued.json()['api_key']}"}
     await intake.client.put(
         "/v1/refund-policy", headers=merchant, json={"second_approval_above": {"amount": 5_000, "currency": "EUR"}}
     )
@@ -141,11 +146,20 @@ async def test_above_the_threshold_two_different_keys_must_approve(intake: Intak
     assert [t["action"] for t in same_key_again["timeline"]] == ["requested", "approval_1_of_2"]
     assert await intake.staged("refund.approved", payment["id"]) == []
 
-    second = (await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=colleague)).json()
+    by_key = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=colleague)
+    assert by_key.status_code == 409 and by_key.json()["error"]["code"] == "second_approval_needs_a_person"
+    assert await intake.staged("refund.approved", payment["id"]) == []
+
+    page = f"/dashboard/refunds/{refund['id']}"
+    by_person = await owner.post_form(page, f"{page}/approve", {"amount": "80.00", "note": "checked the invoice"})
+    assert by_person.status_code == 303 and by_person.headers["location"].endswith("done=approved")
+    second = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
     assert second["status"] == "processing"
-    assert len(set(second["approvals"])) == 2
+    assert len(set(second["approvals"])) == 2 and second["approvals"][1].startswith("user:usr_")
     approved = await intake.staged("refund.approved", payment["id"])
     assert [e["approved_by"] for e in approved] == [second["approvals"][1]]
+    names = [t["actor_name"] for t in second["timeline"]]
+    assert names[1] == "API key default" and names[2] == f"Olive Owner <{owner.email}>"
 
     below = await intake.payment(merchant, amount=5_000)
     small = await intake.refund(merchant, below["id"])

@@ -158,6 +158,7 @@ async def running_intake(postgres_url: str, kafka_bootstrap: str, **overrides: A
         "review_check_interval_seconds": 0.2,
         "webhook_secret_key": generate_key(),
         "refundflow_allow_private_webhook_urls": True,  # test receivers listen on 127.0.0.1
+        "dashboard_cookie_secure": False,  # the test client talks plain http
     }
     settings = IntakeSettings(**{**values, **overrides})
     clock = MovableClock()

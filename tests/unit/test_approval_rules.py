@@ -24,6 +24,7 @@ from refundflow_intake.domain import (
     ProviderPaymentConflict,
     RefundExceedsRefundable,
     RefundStatus,
+    SecondApprovalNeedsAPerson,
     SubscriptionAction,
     external_refund_change,
 )
@@ -62,8 +63,18 @@ def test_the_same_approver_again_for_the_same_amount_changes_nothing() -> None:
 
 def test_a_second_approver_of_the_same_amount_approves() -> None:
     context = replace(PENDING, approvals={"api_key:a": 4_000})
-    decision = decide_approval(context, ApprovalAsk(actor="api_key:b", amount=4_000), TWO_APPROVERS)
+    decision = decide_approval(context, ApprovalAsk(actor="user:b", by_person=True, amount=4_000), TWO_APPROVERS)
     assert decision == Approve(amount=4_000, action=None, extend_days=None, discarded=())
+
+
+def test_an_api_key_cannot_give_the_approval_that_completes_a_two_person_rule() -> None:
+    by_person = replace(PENDING, approvals={"user:a": 4_000})
+    with pytest.raises(SecondApprovalNeedsAPerson):
+        decide_approval(by_person, ApprovalAsk(actor="api_key:b", amount=4_000), TWO_APPROVERS)
+    first = decide_approval(PENDING, ApprovalAsk(actor="api_key:b", amount=4_000), TWO_APPROVERS)
+    assert first == AwaitAnotherApprover(amount=4_000, step="approval_1_of_2", discarded=())
+    alone = decide_approval(PENDING, ApprovalAsk(actor="api_key:b"), ONE_APPROVER)
+    assert isinstance(alone, Approve)  # one approval: a key is enough, as before
 
 
 def test_a_second_approver_of_another_amount_restarts_the_approval() -> None:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from refundflow_intake import event_handlers, notification_settings, review_deadlines
 from refundflow_intake.api.errors import install_error_handlers
@@ -23,14 +23,22 @@ from refundflow_intake.api.routes import (
     refunds,
     webhook_endpoints,
 )
+from refundflow_intake.dashboard import wiring as dashboard
 from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_service import health_router
+from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Ended sessions, spent links and old rate-limit attempts (every limit's window is an hour or less) go.
+DASHBOARD_RETENTION = [
+    RetentionRule("dashboard_sessions", "expires_at", timedelta(0)),
+    RetentionRule("one_time_links", "expires_at", timedelta(days=7)),
+    RetentionRule("rate_limit_attempts", "at", timedelta(days=1)),
+]
 
 
 def _utc_now() -> datetime:
@@ -39,6 +47,7 @@ def _utc_now() -> datetime:
 
 def _wire(runtime: ServiceRuntime, settings: IntakeSettings, clock: Callable[[], datetime]) -> None:
     event_handlers.register(runtime, clock)
+    runtime.retention_rules.extend(DASHBOARD_RETENTION)
     interval = settings.review_check_interval_seconds
     runtime.run_in_background(review_deadlines.watch(runtime.pool, clock, interval=interval), "review_deadlines")
 
@@ -67,10 +76,15 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     app.state.runtime = runtime
     app.state.clock = clock
     app.state.public_policy_cache = PublicPolicyCache(timedelta(seconds=settings.public_policy_max_age_seconds))
-    install_error_handlers(app)
+    install_error_handlers(app, pages=_dashboard_errors)
     limit_request_bodies(app, settings)
     app.include_router(health_router(runtime.readiness))
     for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal, insights, contract):
         app.include_router(module.router)
     app.include_router(webhook_endpoints.router)
+    dashboard.install(app)
     return app
+
+
+def _dashboard_errors(request: Request, status: int, code: str, message: str) -> Response | None:
+    return dashboard.error_page(request, status, code, message) if dashboard.is_dashboard(request) else None

@@ -16,6 +16,7 @@ from refundflow_intake.domain import (
     ProviderPaymentConflict,
     RefundExceedsRefundable,
     RefundStatus,
+    SecondApprovalNeedsAPerson,
     SubscriptionAction,
     check_transition,
     refundable_amount,
@@ -41,6 +42,7 @@ class ApprovalContext:
 @dataclass(frozen=True)
 class ApprovalAsk:
     actor: str
+    by_person: bool = False  # a person signed in to the dashboard, not an API key or a rule
     amount: int | None = None  # None: all that was asked for
     subscription_action: SubscriptionAction | None = None
     extend_days: int | None = None
@@ -109,6 +111,11 @@ def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPo
     approvers = len(agreeing) + first_time
     required = policy.approvals_required(amount, context.currency)
     if approvers >= required:
+        if required > 1 and not ask.by_person:  # approvals count people: a key cannot be the second one
+            raise SecondApprovalNeedsAPerson(
+                f"this refund needs {required} approvers: the approval that completes it must come from a person"
+                " signed in to the dashboard, not an API key"
+            )
         return Approve(amount=amount, action=action, extend_days=ask.extend_days, discarded=discarded)
     if not first_time and not discarded:
         return Unchanged()

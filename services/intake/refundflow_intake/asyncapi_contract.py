@@ -15,6 +15,7 @@ from faststream.specification import AsyncAPI
 from refundflow_shared.events import (
     EventData,
     NotificationSettingsConfigured,
+    PasswordResetRequested,
     PaymentDisputed,
     PaymentSucceeded,
     RefundApproved,
@@ -29,6 +30,7 @@ from refundflow_shared.events import (
     RefundSucceeded,
     SubscriptionCancelRequested,
     SubscriptionExtensionGranted,
+    TeamMemberInvited,
     WebhookEndpointConfigured,
     topic_for,
 )
@@ -53,6 +55,8 @@ PUBLISHES: dict[type[EventData], str] = {
     RefundReviewOverdue: "a request pending longer than the merchant's review target (once)",
     WebhookEndpointConfigured: "a merchant's webhook endpoint as it now is (its signing secret sealed)",
     NotificationSettingsConfigured: "a merchant's team channels and email presentation (the Slack URL sealed)",
+    TeamMemberInvited: "someone was invited to the merchant's dashboard (the one-time link sealed)",
+    PasswordResetRequested: "a person asked to reset their dashboard password (the one-time link sealed)",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
 
 class RefundStatus(StrEnum):
@@ -34,6 +35,7 @@ class DomainError(Exception):
     """A rule said no. ``code`` is stable: clients branch on it."""
 
     code = "domain_error"
+    in_api: ClassVar[bool] = True  # False: only the dashboard raises it, so the API documents no such code
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -139,6 +141,19 @@ class ApprovalExceedsRequest(DomainError):
 
 class NotASubscription(DomainError):
     code = "not_a_subscription"
+
+
+class SecondApprovalNeedsAPerson(DomainError):
+    """Approvals count people: an API key may give a first approval, never the one that completes a rule
+    asking for two approvers."""
+
+    code = "second_approval_needs_a_person"
+
+
+class ApiKeysManagedByOwners(DomainError):
+    """The merchant has owners: its API keys are created and revoked by them, in the dashboard."""
+
+    code = "api_keys_managed_by_owners"
 
 
 class OutboundUrlNotAllowed(DomainError):

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from refundflow_intake.domain import ApiKeyNotFound, LastApiKey, MerchantNotFound
+from refundflow_intake.domain import ApiKeyNotFound, ApiKeysManagedByOwners, LastApiKey, MerchantNotFound
 
 Row = dict[str, Any]
 _KEY_COLUMNS = "id, name, created_at, revoked_at"
@@ -82,6 +82,17 @@ async def revoke_api_key(conn: asyncpg.Connection, merchant_id: str, key_id: str
         raise LastApiKey("this is your last live API key: create another before revoking it")
     row = await conn.fetchrow(f"UPDATE api_keys SET revoked_at = now() WHERE id = $1 RETURNING {_KEY_COLUMNS}", key_id)
     return dict(row)
+
+
+async def check_keys_managed_by_keys(conn: asyncpg.Connection, merchant_id: str) -> None:
+    """A merchant without people manages its keys with its keys (as before the dashboard); once it has an owner,
+    only owners do, so a leaked key cannot mint itself a twin or lock the team out."""
+    has_owner = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM merchant_users WHERE merchant_id = $1 AND role = 'owner' AND removed_at IS NULL)",
+        merchant_id,
+    )
+    if has_owner:
+        raise ApiKeysManagedByOwners("your API keys are managed by your owners in the dashboard (Settings)")
 
 
 async def api_key_owner(conn: asyncpg.Connection, api_key: str) -> tuple[str, str] | None:

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from refundflow_intake import ledger, repository
+from refundflow_intake import actors, ledger, repository
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.approval_rules import (
     ApprovalAsk,
@@ -84,7 +84,13 @@ async def approve_refund(
         approvals=await repository.approvals_of(conn, refund_id),
     )
     policy = await policies.effective_policy(conn, merchant_id, payment["product_id"])
-    ask = ApprovalAsk(actor=actor, amount=amount, subscription_action=subscription_action, extend_days=extend_days)
+    ask = ApprovalAsk(
+        actor=actor,
+        by_person=actors.is_person(actor),
+        amount=amount,
+        subscription_action=subscription_action,
+        extend_days=extend_days,
+    )
     await _apply(conn, refund, payment, decide_approval(context, ask, policy), actor=actor, note=note)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from refundflow_intake import idempotency, refund_decisions, repository
+from refundflow_intake import actors, idempotency, refund_decisions, repository
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.domain import (
     Channel,
@@ -33,7 +33,7 @@ from refundflow_shared.events import RefundRequested
 from refundflow_shared.outbox import add_event
 
 SOURCE = "refundflow/intake"
-AUTO_APPROVER = "policy:auto_approve"
+AUTO_APPROVER = actors.AUTO_APPROVER
 
 Row = dict[str, Any]
 
@@ -172,7 +172,7 @@ async def request_refund(
         },
     )
     why = reason.value + (f": {reason_details}" if reason_details else "")
-    actor = actor or f"customer:{payment['customer_email']}"
+    actor = actor or actors.customer(payment["customer_email"])
     await repository.add_timeline_entry(conn, refund_id, RefundStatus.PENDING, actor, why, action="requested")
     await add_event(
         conn,

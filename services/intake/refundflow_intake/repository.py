@@ -174,9 +174,15 @@ async def add_timeline_entry(
 
 
 async def refund_timeline(conn: asyncpg.Connection, refund_id: str) -> list[Row]:
+    """Every entry, oldest first, with ``actor_name``: the person's name and email, or the API key's name."""
     rows = await conn.fetch(
-        "SELECT status, coalesce(action, status) AS action, actor, note, at FROM refund_timeline"
-        " WHERE refund_id = $1 ORDER BY id",
+        "SELECT t.status, coalesce(t.action, t.status) AS action, t.actor, t.note, t.at,"
+        " CASE WHEN u.id IS NOT NULL THEN coalesce(u.display_name || ' <' || u.email || '>', u.email)"
+        "      WHEN k.id IS NOT NULL THEN 'API key ' || coalesce(k.name, k.id) END AS actor_name"
+        " FROM refund_timeline t"
+        " LEFT JOIN merchant_users u ON t.actor LIKE 'user:%' AND u.id = substr(t.actor, 6)"
+        " LEFT JOIN api_keys k ON t.actor LIKE 'api_key:%' AND k.id = substr(t.actor, 9)"
+        " WHERE t.refund_id = $1 ORDER BY t.id",
         refund_id,
     )
     return [dict(r) for r in rows]

@@ -24,6 +24,23 @@ class IntakeSettings(ServiceSettings):
         default=60, ge=0, le=86_400, description="how long the public policy may be cached, here and by clients"
     )
 
+    # The dashboard (people, sessions, one-time links).
+    dashboard_public_url: str = Field(
+        default="http://127.0.0.1:8000", max_length=500, description="where invite and reset links point"
+    )
+    dashboard_cookie_secure: bool = Field(
+        default=True, description="Secure session cookies; only a local run over plain http sets it false"
+    )
+    dashboard_session_hours: int = Field(default=12, ge=1, le=24 * 30, description="a session's whole life")
+    login_attempts_per_account: int = Field(default=10, ge=1, description="per 15 minutes, across all replicas")
+    login_attempts_per_ip: int = Field(default=50, ge=1, description="per 15 minutes, across all replicas")
+    password_resets_per_hour: int = Field(default=5, ge=1, description="per address and per client address")
+
+    def dashboard_secret(self) -> bytes:
+        """Signs the CSRF token of forms shown before sign-in (derived from the admin token)."""
+        admin = self.refundflow_admin_token.get_secret_value().encode()
+        return hmac.new(admin, b"refundflow dashboard forms", hashlib.sha256).digest()
+
     def portal_secret(self) -> bytes:
         if self.refundflow_portal_secret is not None:
             return self.refundflow_portal_secret.get_secret_value().encode()

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from refundflow_intake import rate_limit
 from refundflow_intake.domain import DomainError, NotFound, OutboundUrlNotAllowed
 from refundflow_intake.merchant_accounts import lock_merchant
 from refundflow_shared.events import WebhookEndpointConfigured
@@ -90,6 +91,43 @@ async def create_endpoint(
     assert row is not None
     await _announce_endpoint(conn, merchant_id, dict(row))
     return dict(row)
+
+
+async def add_endpoint(
+    pool: asyncpg.Pool,
+    box: SecretBox,
+    merchant_id: str,
+    *,
+    url: str,
+    event_types: list[str],
+    max_endpoints: int,
+    allow_private: bool,
+) -> tuple[Row, str]:
+    """The whole of adding an endpoint, for the API and the dashboard alike: the URL checked (DNS, before any
+    transaction), a new signing secret, the row and its event. Returns the endpoint and the secret (shown once)."""
+    await checked_url(url, allow_private=allow_private)
+    secret = new_signing_secret()
+    async with pool.acquire() as conn, conn.transaction():
+        row = await create_endpoint(
+            conn,
+            box,
+            merchant_id,
+            url=url,
+            event_types=list(dict.fromkeys(event_types)),
+            secret=secret,
+            max_endpoints=max_endpoints,
+        )
+    return row, secret
+
+
+async def replay_allowed(
+    pool: asyncpg.Pool, merchant_id: str, endpoint_id: str, *, per_hour: int, now: datetime
+) -> None:
+    """The endpoint is the merchant's, and a replay fits the merchant's hourly allowance: replays fan out to
+    every delivery they cover, so a few per hour per merchant, across replicas."""
+    async with pool.acquire() as conn:
+        await get_endpoint(conn, merchant_id, endpoint_id)
+    await rate_limit.take(pool, f"webhook_replays:{merchant_id}", limit=per_hour, window=timedelta(hours=1), now=now)
 
 
 async def update_endpoint(conn: asyncpg.Connection, merchant_id: str, endpoint_id: str, changes: Row) -> Row:

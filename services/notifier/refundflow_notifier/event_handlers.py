@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from refundflow_notifier import merchant_settings, message_queue, webhook_store
+from refundflow_notifier import account_emails, merchant_settings, message_queue, webhook_store
 from refundflow_notifier.notification_rules import (
     ALERT_ONLY_EVENT_TYPES,
     customer_email,
@@ -28,8 +28,11 @@ from refundflow_shared.events import (
     Event,
     EventData,
     NotificationSettingsConfigured,
+    PasswordResetRequested,
+    TeamMemberInvited,
     WebhookEndpointConfigured,
 )
+from refundflow_shared.secret_box import SecretBox
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +88,17 @@ def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
     @consumer.handles(NotificationSettingsConfigured)
     async def settings_configured(conn: asyncpg.Connection, event: Event, data: NotificationSettingsConfigured) -> None:
         await merchant_settings.save(conn, data)
+
+    key = settings.webhook_secret_key
+    box = SecretBox(key.get_secret_value()) if key else None
+
+    @consumer.handles(TeamMemberInvited)
+    async def member_invited(conn: asyncpg.Connection, event: Event, data: TeamMemberInvited) -> None:
+        await account_emails.queue_account_email(conn, settings, box, event, data)
+
+    @consumer.handles(PasswordResetRequested)
+    async def reset_requested(conn: asyncpg.Connection, event: Event, data: PasswordResetRequested) -> None:
+        await account_emails.queue_account_email(conn, settings, box, event, data)
 
 
 def _notifier_for(settings: NotifierSettings) -> Any:

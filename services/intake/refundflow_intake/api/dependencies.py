@@ -14,10 +14,13 @@ import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from refundflow_intake import actors
 from refundflow_intake.api.errors import ApiError
 from refundflow_intake.domain import PlatformOnly
 from refundflow_intake.merchant_accounts import api_key_owner
 from refundflow_intake.settings import IntakeSettings
+from refundflow_intake.team_members import AccountLinks
+from refundflow_shared.secret_box import SecretBox
 
 _bearer = HTTPBearer(auto_error=False)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
@@ -74,7 +77,7 @@ class Caller:
     @property
     def actor(self) -> str:
         """How the audit trail names who acted."""
-        return f"api_key:{self.key_id}"
+        return actors.api_key(self.key_id)
 
 
 async def current_caller(db: Db, credentials: Credentials) -> Caller:
@@ -99,3 +102,12 @@ def current_time(request: Request) -> datetime:
 
 
 Now = Annotated[datetime, Depends(current_time)]
+
+
+def account_links(settings: Settings) -> AccountLinks:
+    """Where invite and reset links point, and the box that seals them for the notifier."""
+    key = settings.webhook_secret_key
+    return AccountLinks(settings.dashboard_public_url, SecretBox(key.get_secret_value()) if key else None)
+
+
+Links = Annotated[AccountLinks, Depends(account_links)]

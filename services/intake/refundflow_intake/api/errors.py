@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from refundflow_intake.dashboard.money_text import InvalidAmount
+from refundflow_intake.dashboard.policy_form import InvalidPolicyForm
+from refundflow_intake.dashboard_sessions import CsrfRejected
 from refundflow_intake.domain import (
+    ApiKeysManagedByOwners,
     ApprovalExceedsRequest,
     CurrencyMismatch,
     DomainError,
@@ -33,9 +38,14 @@ from refundflow_intake.domain import (
     ProviderPaymentTaken,
     ReasonDetailsRequired,
     RefundExceedsRefundable,
+    SecondApprovalNeedsAPerson,
 )
+from refundflow_intake.one_time_links import LinkNotUsable
+from refundflow_intake.passwords import WeakPassword
 from refundflow_intake.portal_tokens import InvalidPortalToken
 from refundflow_intake.rate_limit import RateLimited
+from refundflow_intake.roles import NotAllowedForRole
+from refundflow_intake.team_members import EmailAlreadyRegistered, LastOwner
 from refundflow_intake.webhook_endpoints import ReplayWindowExceeded, TooManyWebhookEndpoints
 from refundflow_shared.outbox import EventTooLarge
 
@@ -53,6 +63,16 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (LastApiKey, 409),
     (TooManyWebhookEndpoints, 409),
     (PlatformOnly, 403),
+    (CsrfRejected, 403),
+    (InvalidAmount, 422),
+    (InvalidPolicyForm, 422),
+    (ApiKeysManagedByOwners, 403),
+    (NotAllowedForRole, 403),
+    (SecondApprovalNeedsAPerson, 409),
+    (EmailAlreadyRegistered, 409),
+    (LastOwner, 409),
+    (LinkNotUsable, 410),
+    (WeakPassword, 422),
     (RefundExceedsRefundable, 422),
     (OutboundUrlNotAllowed, 422),
     (ReplayWindowExceeded, 422),
@@ -118,14 +138,25 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def install_error_handlers(app: FastAPI) -> None:
+# The dashboard's pages answer errors as pages: (request, status, code, message) -> a page, or None for the API.
+PageErrors = Callable[[Request, int, str, str], Response | None]
+
+
+def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> None:
+    def page(request: Request, status: int, code: str, message: str) -> Response | None:
+        return pages(request, status, code, message) if pages else None
+
     @app.exception_handler(DomainError)
-    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
+    async def domain_error(request: Request, exc: DomainError) -> Response:
+        if answer := page(request, status_of(type(exc)), exc.code, exc.message):
+            return answer
         headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, RateLimited) else None
         return JSONResponse(error_body(exc.code, exc.message), status_code=status_of(type(exc)), headers=headers)
 
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        if answer := page(request, exc.status, exc.code, exc.message):
+            return answer
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
 
@@ -134,7 +165,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(exc.code, exc.message), status_code=422)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if answer := page(request, 422, "invalid_request", "Some of what you entered is not valid: check it."):
+            return answer
         details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse(
             error_body("invalid_request", "the request body or parameters are invalid", details=details),
@@ -152,13 +185,17 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled_error", error=repr(exc))
+        if answer := page(request, 500, "internal_error", "Something went wrong on our side. Please try again."):
+            return answer
         return JSONResponse(error_body("internal_error", "something went wrong on our side"), status_code=500)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = _CODE_BY_STATUS.get(exc.status_code, "http_error")
+        if answer := page(request, exc.status_code, code, str(exc.detail)):
+            return answer
         if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8, say): a malformed request
             return JSONResponse(error_body("invalid_request", str(exc.detail)), status_code=422)
-        code = _CODE_BY_STATUS.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)

@@ -178,7 +178,8 @@ class SubscriptionCancel(Body):
 class TimelineEntry(BaseModel):
     status: str
     action: str
-    actor: str
+    actor: str = Field(description="user:<id> (a person), api_key:<id>, customer:<email>, policy:..., or a service")
+    actor_name: str | None = Field(default=None, description="the person's name and email, or the API key's name")
     note: str | None
     at: datetime
 

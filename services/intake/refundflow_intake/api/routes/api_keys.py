@@ -7,15 +7,17 @@ from refundflow_intake.api.account_schemas import ApiKeyCreate, ApiKeyCreated, A
 from refundflow_intake.api.dependencies import CurrentCaller, Db
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import PathId
-from refundflow_intake.domain import ApiKeyNotFound, LastApiKey
+from refundflow_intake.domain import ApiKeyNotFound, ApiKeysManagedByOwners, LastApiKey
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
 
 
-@router.post("", status_code=201, responses=documented())
+@router.post("", status_code=201, responses=documented(ApiKeysManagedByOwners))
 async def create_api_key(caller: CurrentCaller, db: Db, body: ApiKeyCreate | None = None) -> ApiKeyCreated:
-    """Another API key for your account; the key is shown once."""
+    """Another API key for your account; the key is shown once. Once your merchant has an owner (a person in the
+    dashboard), keys are created and revoked by owners there: a key cannot mint or revoke keys (403)."""
     async with db.transaction() as conn:
+        await merchant_accounts.check_keys_managed_by_keys(conn, caller.merchant_id)
         key = await merchant_accounts.create_api_key(conn, caller.merchant_id, name=body.name if body else None)
     return ApiKeyCreated(**key)
 
@@ -28,10 +30,11 @@ async def list_api_keys(caller: CurrentCaller, db: Db) -> ApiKeyList:
     return ApiKeyList(data=[ApiKeyOut(**k) for k in keys])
 
 
-@router.delete("/{key_id}", responses=documented(ApiKeyNotFound, LastApiKey))
+@router.delete("/{key_id}", responses=documented(ApiKeyNotFound, LastApiKey, ApiKeysManagedByOwners))
 async def revoke_api_key(key_id: PathId, caller: CurrentCaller, db: Db) -> ApiKeyOut:
     """Revoke a key: it stops working at once. Revoking it again changes nothing. Your last live key cannot be
-    revoked: create another first."""
+    revoked: create another first. Once your merchant has an owner, only owners revoke keys, in the dashboard."""
     async with db.transaction() as conn:
+        await merchant_accounts.check_keys_managed_by_keys(conn, caller.merchant_id)
         key = await merchant_accounts.revoke_api_key(conn, caller.merchant_id, key_id)
     return ApiKeyOut(**key)

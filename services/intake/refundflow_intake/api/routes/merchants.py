@@ -4,22 +4,31 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from refundflow_intake import merchant_accounts
+from refundflow_intake import merchant_accounts, team_members
 from refundflow_intake.api.account_schemas import ApiKeyCreate, ApiKeyCreated, MerchantCreate, MerchantCreated
-from refundflow_intake.api.dependencies import Db, require_admin
+from refundflow_intake.api.dependencies import Db, Links, Now, require_admin
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import PathId
 from refundflow_intake.domain import MerchantNotFound, PlatformOnly
+from refundflow_intake.roles import Role
+from refundflow_intake.team_members import EmailAlreadyRegistered
 
 router = APIRouter(prefix="/v1/merchants", tags=["merchants"], dependencies=[Depends(require_admin)])
 
 
-@router.post("", status_code=201, responses=documented(PlatformOnly))
-async def create_merchant(body: MerchantCreate, db: Db) -> MerchantCreated:
-    """Create a merchant and its first API key (platform admin token)."""
+@router.post("", status_code=201, responses=documented(PlatformOnly, EmailAlreadyRegistered))
+async def create_merchant(body: MerchantCreate, db: Db, links: Links, now: Now) -> MerchantCreated:
+    """Create a merchant and its first API key (platform admin token). With ``owner_email``, its first owner is
+    invited too: ``owner_invite_url`` is a one-time link, valid 72 h, that sets their password (it is also
+    emailed to them). The owner then manages the team and the API keys in the dashboard."""
     async with db.transaction() as conn:
         merchant_id, api_key = await merchant_accounts.create_merchant(conn, body.name)
-    return MerchantCreated(id=merchant_id, api_key=api_key)
+        invite_url = None
+        if body.owner_email is not None:
+            _, invite_url = await team_members.invite(
+                conn, links, merchant_id, email=body.owner_email, role=Role.OWNER, invited_by=None, now=now
+            )
+    return MerchantCreated(id=merchant_id, api_key=api_key, owner_invite_url=invite_url)
 
 
 @router.post("/{merchant_id}/api-keys", status_code=201, responses=documented(PlatformOnly, MerchantNotFound))

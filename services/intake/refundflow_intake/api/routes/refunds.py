@@ -37,6 +37,7 @@ from refundflow_intake.domain import (
     RefundExceedsRefundable,
     RefundNotFound,
     RefundStatus,
+    SecondApprovalNeedsAPerson,
 )
 
 router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
@@ -143,6 +144,7 @@ _APPROVAL_ERRORS = (
     PaymentIsDisputed,
     ProviderPaymentConflict,
     RefundExceedsRefundable,
+    SecondApprovalNeedsAPerson,
 )
 
 
@@ -150,8 +152,9 @@ _APPROVAL_ERRORS = (
 async def approve_refund(refund_id: PathId, caller: CurrentCaller, db: Db, body: Approval | None = None) -> RefundOut:
     """Approve a pending refund: its amount is held in your balance and it goes to the payment provider. Checked
     again now: the payment must not be disputed, and the amount must fit what is still refundable. Above your
-    policy's second-approval amount it stays pending until a second, different API key approves the same
-    amount; an approval of another amount starts the approvals over."""
+    policy's second-approval amount it needs two approvers of the same amount, and approvals count people: an
+    API key may give the first approval, but the one that completes it must come from a person signed in to the
+    dashboard (409 ``second_approval_needs_a_person``). An approval of another amount starts them over."""
     body = body or Approval()
     async with db.transaction() as conn:
         await refund_decisions.approve_refund(

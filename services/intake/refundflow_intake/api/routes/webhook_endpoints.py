@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from refundflow_intake import notification_settings, rate_limit
+from refundflow_intake import notification_settings
 from refundflow_intake import webhook_endpoints as endpoints
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, Settings
 from refundflow_intake.api.errors import ApiError, documented
@@ -80,18 +80,15 @@ async def create_endpoint(
 ) -> EndpointCreated:
     """A new endpoint for your systems; the signing secret is in this answer only. The URL must be a public
     http(s) address; you may have a limited number of endpoints."""
-    url = await endpoints.checked_url(str(body.url), allow_private=settings.refundflow_allow_private_webhook_urls)
-    secret = endpoints.new_signing_secret()
-    async with db.transaction() as conn:
-        row = await endpoints.create_endpoint(
-            conn,
-            box,
-            caller.merchant_id,
-            url=url,
-            event_types=list(dict.fromkeys(body.events)),
-            secret=secret,
-            max_endpoints=settings.webhook_endpoints_per_merchant,
-        )
+    row, secret = await endpoints.add_endpoint(
+        db.pool,
+        box,
+        caller.merchant_id,
+        url=str(body.url),
+        event_types=list(body.events),
+        max_endpoints=settings.webhook_endpoints_per_merchant,
+        allow_private=settings.refundflow_allow_private_webhook_urls,
+    )
     return EndpointCreated(**_out(row).model_dump(), secret=secret)
 
 
@@ -152,11 +149,8 @@ async def delivery_log(
 
 
 async def _replay_allowed(db: Db, settings: Settings, merchant_id: str, endpoint_id: str, now: datetime) -> None:
-    async with db.transaction() as conn:
-        await endpoints.get_endpoint(conn, merchant_id, endpoint_id)
-    # Replays fan out to every delivery they cover: a few per hour per merchant, across replicas.
-    limit = settings.webhook_replays_per_hour
-    await rate_limit.take(db.pool, f"webhook_replays:{merchant_id}", limit=limit, window=timedelta(hours=1), now=now)
+    per_hour = settings.webhook_replays_per_hour
+    await endpoints.replay_allowed(db.pool, merchant_id, endpoint_id, per_hour=per_hour, now=now)
 
 
 @router.post(
@@ -228,14 +222,28 @@ async def put_notification_settings(
     slack: str | object | None = notification_settings.KEEP
     if "slack_webhook_url" in body.model_fields_set:
         slack = str(body.slack_webhook_url) if body.slack_webhook_url is not None else None
+    row = await configure_notifications(
+        db,
+        box,
+        settings,
+        caller.merchant_id,
+        {name: getattr(body, name) for name in notification_settings.FIELDS},
+        slack,
+    )
+    return _settings_out(row, box, caller.merchant_id)
+
+
+async def configure_notifications(
+    db: Db, box: SecretBox | None, settings: Settings, merchant_id: str, values: dict[str, Any], slack: object
+) -> dict[str, Any]:
+    """Save the settings (the API's and the dashboard's way alike): a new Slack URL must be one we may call, and
+    is stored sealed, so it needs the key."""
     if isinstance(slack, str):
         if box is None:
             raise ApiError(503, _SIGNING_UNAVAILABLE, "a Slack URL is stored sealed: set WEBHOOK_SECRET_KEY")
         await endpoints.checked_url(slack, allow_private=settings.refundflow_allow_private_webhook_urls)
-    values = {name: getattr(body, name) for name in notification_settings.FIELDS}
     async with db.transaction() as conn:
-        row = await notification_settings.save_settings(conn, box, caller.merchant_id, values, slack)
-    return _settings_out(row, box, caller.merchant_id)
+        return await notification_settings.save_settings(conn, box, merchant_id, values, slack)
 
 
 @router.get("/v1/notification-settings", responses=documented())

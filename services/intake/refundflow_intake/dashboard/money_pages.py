@@ -1,0 +1,22 @@
+"""Balance: per currency, what is available, held by refunds awaiting the provider, and refunded."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from refundflow_intake import ledger
+from refundflow_intake.api.dependencies import Db
+from refundflow_intake.dashboard import queries
+from refundflow_intake.dashboard.auth import CurrentUser
+from refundflow_intake.dashboard.pages import render
+
+router = APIRouter(prefix="/dashboard", include_in_schema=False)
+
+
+@router.get("/balance")
+async def balance(request: Request, user: CurrentUser, db: Db) -> HTMLResponse:
+    async with db.transaction() as conn:
+        lines = await ledger.balance(conn, user.merchant_id)
+        pending = await queries.pending_count(conn, user.merchant_id)
+    return render(request, "balance.html", user, section="balance", lines=lines, pending_badge=pending)

@@ -1,0 +1,51 @@
+"""Amounts as a merchant reads and types them: the currency's own decimals. No I/O here.
+
+Formatting matches the notifier's customer emails (``refundflow_notifier.amount_format``); parsing turns what a
+person typed ("49.99", "1,500") into minor units exactly, with no float on the way.
+"""
+
+from __future__ import annotations
+
+import re
+
+from refundflow_intake.domain import DomainError
+from refundflow_shared.money import minor_unit_exponent
+
+_SYMBOLS = {"EUR": "€", "GBP": "£", "JPY": "¥", "USD": "$", "INR": "₹", "KRW": "₩"}
+_TYPED = re.compile(r"^\s*(\d{1,13})(?:[.,](\d+))?\s*$")
+
+
+class InvalidAmount(DomainError):
+    code = "invalid_amount"
+    in_api = False
+
+
+def format_amount(amount: int, currency: str) -> str:
+    """``(123456, "EUR") -> "€1,234.56"``, ``(1500, "JPY") -> "¥1,500"``, ``(-250, "USD") -> "-$2.50"``."""
+    exponent = minor_unit_exponent(currency)
+    whole, fraction = divmod(abs(amount), 10**exponent)
+    number = f"{whole:,}" + (f".{fraction:0{exponent}d}" if exponent else "")
+    symbol = _SYMBOLS.get(currency)
+    text = f"{symbol}{number}" if symbol else f"{currency} {number}"
+    return f"-{text}" if amount < 0 else text
+
+
+def major_units(amount: int, currency: str) -> str:
+    """The amount as typed in a form: ``(4999, "EUR") -> "49.99"``."""
+    exponent = minor_unit_exponent(currency)
+    whole, fraction = divmod(amount, 10**exponent)
+    return f"{whole}" + (f".{fraction:0{exponent}d}" if exponent else "")
+
+
+def parse_amount(typed: str, currency: str) -> int:
+    """What a person typed, in minor units: "49.99" EUR -> 4999, "1500" JPY -> 1500. More decimals than the
+    currency has is refused, never rounded."""
+    exponent = minor_unit_exponent(currency)
+    match = _TYPED.match(typed.replace("\u00a0", "").replace(" ", "") if typed else "")
+    if match is None:
+        raise InvalidAmount(f"'{typed[:30]}' is not an amount: type it like 49.99")
+    whole, fraction = match.group(1), match.group(2) or ""
+    if len(fraction) > exponent:
+        raise InvalidAmount(f"{currency} has {exponent} decimals: '{typed[:30]}' has more")
+    minor: int = int(whole) * 10**exponent + int(fraction.ljust(exponent, "0") or "0")
+    return minor

@@ -1,0 +1,82 @@
+"""The refund policy editor's form, read into the same models the API validates. No I/O here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.datastructures import FormData
+
+from refundflow_intake.dashboard.money_text import parse_amount
+from refundflow_intake.domain import DomainError
+from refundflow_intake.refund_policy import RefundPolicy, RefundPolicyFields, RefundPolicyOverride
+from refundflow_shared.money import UnknownCurrency
+
+
+class InvalidPolicyForm(DomainError):
+    code = "invalid_request"
+    in_api = False
+
+
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip()[:2000] if isinstance(value, str) else ""
+
+
+def _categories(typed: str) -> list[str]:
+    return list(dict.fromkeys(c.strip() for c in typed.split(",") if c.strip()))
+
+
+def _money(form: FormData, prefix: str) -> dict[str, Any] | None:
+    if not form.get(f"{prefix}_enabled"):
+        return None
+    currency = _text(form, f"{prefix}_currency").upper()
+    try:
+        return {"amount": parse_amount(_text(form, f"{prefix}_amount"), currency), "currency": currency}
+    except UnknownCurrency:
+        raise InvalidPolicyForm(f"'{currency[:5]}' is not a currency code (e.g. EUR)") from None
+
+
+def _validated(model: type[Any], values: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = " ".join(str(part) for part in first["loc"]).replace("_", " ")
+        raise InvalidPolicyForm(f"{where}: {first['msg']}") from None
+
+
+def policy_from_form(form: FormData) -> RefundPolicyFields:
+    auto = _money(form, "auto_approve")
+    values: dict[str, Any] = {
+        "refund_window_days": _text(form, "refund_window_days") or None,
+        "excluded_categories": _categories(_text(form, "excluded_categories")),
+        "accepted_reasons": form.getlist("accepted_reasons"),
+        "process_time": _text(form, "process_time"),
+        "review_target_hours": _text(form, "review_target_hours") or None,
+        "auto_approve": {"max_amount": auto, "reasons": form.getlist("auto_approve_reasons")} if auto else None,
+        "second_approval_above": _money(form, "second_approval"),
+    }
+    fields: RefundPolicyFields = _validated(RefundPolicyFields, {k: v for k, v in values.items() if v is not None})
+    return fields
+
+
+def preview_text(form: FormData) -> str:
+    return RefundPolicy.model_validate(policy_from_form(form).model_dump()).plain_text()
+
+
+def override_from_form(form: FormData) -> tuple[str, RefundPolicyOverride]:
+    product_id = _text(form, "product_id")
+    if not product_id or len(product_id) > 255:
+        raise InvalidPolicyForm("give the product id the override is for")
+    values: dict[str, Any] = {}
+    if window := _text(form, "refund_window_days"):
+        values["refund_window_days"] = window
+    if categories := _text(form, "excluded_categories"):
+        values["excluded_categories"] = _categories(categories)
+    if process_time := _text(form, "process_time"):
+        values["process_time"] = process_time
+    if not values:
+        raise InvalidPolicyForm("an override changes at least one thing: the window, the categories or the time")
+    override: RefundPolicyOverride = _validated(RefundPolicyOverride, values)
+    return product_id, override

@@ -1,0 +1,101 @@
+"""The refund policy editor: the merchant's policy, per-product overrides, and a live preview of the public text.
+Saved through the same repository and models as ``PUT /v1/refund-policy``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from refundflow_intake import refund_policy_repository as policies
+from refundflow_intake.api.dependencies import Db
+from refundflow_intake.api.errors import ApiError, status_of
+from refundflow_intake.dashboard import queries
+from refundflow_intake.dashboard.auth import CurrentUser, FormUser
+from refundflow_intake.dashboard.pages import render, see_other
+from refundflow_intake.dashboard.policy_form import override_from_form, policy_from_form, preview_text
+from refundflow_intake.dashboard_sessions import SignedIn
+from refundflow_intake.domain import DomainError, PolicyOverrideNotFound, RefundReason
+from refundflow_intake.public_policy_cache import PublicPolicyCache
+from refundflow_intake.roles import Permission, require
+
+router = APIRouter(prefix="/dashboard/refund-policy", include_in_schema=False)
+
+
+async def _page(
+    request: Request, db: Db, user: SignedIn, *, error: str | DomainError | ApiError | None = None, status: int = 200
+) -> HTMLResponse:
+    async with db.transaction() as conn:
+        policy = await policies.merchant_policy(conn, user.merchant_id)
+        overrides = await policies.overrides(conn, user.merchant_id)
+        pending = await queries.pending_count(conn, user.merchant_id)
+    return render(
+        request,
+        "policy.html",
+        user,
+        section="policy",
+        policy=policy,
+        overrides=overrides,
+        reasons=[r.value for r in RefundReason],
+        public_text=policy.plain_text(),
+        error=error,
+        status_code=status,
+        pending_badge=pending,
+    )
+
+
+def _forget_public_copy(request: Request, merchant_id: str) -> None:
+    cache: PublicPolicyCache = request.app.state.public_policy_cache
+    cache.forget(merchant_id)
+
+
+@router.get("")
+async def policy_page(request: Request, user: CurrentUser, db: Db) -> HTMLResponse:
+    return await _page(request, db, user)
+
+
+@router.post("/preview")
+async def preview(request: Request, user: FormUser) -> JSONResponse:
+    try:
+        return JSONResponse({"text": preview_text(await request.form())})
+    except DomainError as exc:
+        return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=422)
+
+
+@router.post("")
+async def save_policy(request: Request, user: FormUser, db: Db) -> Response:
+    try:
+        require(user.role, Permission.MANAGE_POLICY)
+        fields = policy_from_form(await request.form())
+        async with db.transaction() as conn:
+            await policies.save(conn, user.merchant_id, policies.MERCHANT_WIDE, fields.model_dump(mode="json"))
+    except DomainError as exc:
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
+    _forget_public_copy(request, user.merchant_id)
+    return see_other("/dashboard/refund-policy?done=saved")
+
+
+@router.post("/overrides")
+async def save_override(request: Request, user: FormUser, db: Db) -> Response:
+    try:
+        require(user.role, Permission.MANAGE_POLICY)
+        product_id, override = override_from_form(await request.form())
+        async with db.transaction() as conn:
+            await policies.save(conn, user.merchant_id, product_id, override.fields_set())
+    except DomainError as exc:
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
+    _forget_public_copy(request, user.merchant_id)
+    return see_other("/dashboard/refund-policy?done=saved")
+
+
+@router.post("/overrides/delete")
+async def delete_override(request: Request, user: FormUser, db: Db) -> Response:
+    product_id = str((await request.form()).get("product_id", ""))[:255]
+    try:
+        require(user.role, Permission.MANAGE_POLICY)
+        async with db.transaction() as conn:
+            if not await policies.delete_override(conn, user.merchant_id, product_id):
+                raise PolicyOverrideNotFound(f"no override for product {product_id}")
+    except DomainError as exc:
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
+    _forget_public_copy(request, user.merchant_id)
+    return see_other("/dashboard/refund-policy?done=removed")

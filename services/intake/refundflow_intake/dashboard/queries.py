@@ -1,0 +1,101 @@
+"""What the dashboard's lists read: payments with their open requests, the review queue, and the weekly series
+the insights charts draw. Reads only; every one is scoped to the signed-in person's merchant."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from refundflow_intake.domain import HOLDING_STATUSES
+
+Row = dict[str, Any]
+PAGE_SIZE = 20
+
+
+async def payments_page(
+    conn: asyncpg.Connection, merchant_id: str, *, page: int, with_requests: bool, search: str | None
+) -> tuple[list[Row], bool]:
+    """Newest first; ``search`` matches a payment id or a customer email (its start, any case)."""
+    conditions, args = ["p.merchant_id = $1"], [merchant_id, [s.value for s in HOLDING_STATUSES]]
+    if with_requests:
+        conditions.append("EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending')")
+    if search:
+        args.append(search.strip())
+        args.append(search.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        conditions.append(f"(p.id = ${len(args) - 1} OR lower(p.customer_email) LIKE ${len(args)})")
+    rows = await conn.fetch(
+        "SELECT p.*, held_by_refunds(p.id, $2::text[]) AS held_by_refunds,"
+        " EXISTS (SELECT 1 FROM payment_disputes d WHERE d.payment_id = p.id) AS disputed,"
+        " (SELECT count(*) FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending') AS open_requests,"
+        " (SELECT r.id FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending'"
+        "   ORDER BY r.created_at LIMIT 1) AS open_request_id"
+        f" FROM payments p WHERE {' AND '.join(conditions)}"
+        f" ORDER BY p.paid_at DESC, p.id DESC LIMIT {PAGE_SIZE + 1} OFFSET {max(page - 1, 0) * PAGE_SIZE}",
+        *args,
+    )
+    return [dict(r) for r in rows[:PAGE_SIZE]], len(rows) > PAGE_SIZE
+
+
+async def review_queue(
+    conn: asyncpg.Connection, merchant_id: str, *, page: int, status: str | None, reason: str | None
+) -> tuple[list[Row], bool]:
+    """Pending first, then oldest first: the requests waiting longest are at the top."""
+    conditions, args = ["r.merchant_id = $1"], [merchant_id]
+    for column, value in (("status", status), ("reason", reason)):
+        if value:
+            args.append(value)
+            conditions.append(f"r.{column} = ${len(args)}")
+    rows = await conn.fetch(
+        "SELECT r.*, p.customer_email, p.customer_name, p.product_name FROM refunds r"
+        " JOIN payments p ON p.id = r.payment_id"
+        f" WHERE {' AND '.join(conditions)}"
+        " ORDER BY (r.status = 'pending') DESC, CASE WHEN r.status = 'pending' THEN r.created_at END ASC,"
+        f" r.created_at DESC, r.id LIMIT {PAGE_SIZE + 1} OFFSET {max(page - 1, 0) * PAGE_SIZE}",
+        *args,
+    )
+    return [dict(r) for r in rows[:PAGE_SIZE]], len(rows) > PAGE_SIZE
+
+
+async def pending_count(conn: asyncpg.Connection, merchant_id: str) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM refunds WHERE merchant_id = $1 AND status = 'pending'", merchant_id
+    )
+    return count
+
+
+async def weekly_series(
+    conn: asyncpg.Connection, merchant_id: str, currency: str, start: datetime, end: datetime
+) -> list[Row]:
+    """Per week (Monday start): paid and how much of it was refunded since (by when it was paid), and refunded
+    (approved) by when it was asked for."""
+    rows = await conn.fetch(
+        "WITH weeks AS (SELECT generate_series(date_trunc('week', $3::timestamptz), $4::timestamptz,"
+        " interval '1 week') AS week),"
+        " paid AS (SELECT date_trunc('week', paid_at) AS week, sum(amount)::bigint AS amount,"
+        "  sum(refunded_amount)::bigint AS refunded FROM payments"
+        "  WHERE merchant_id = $1 AND currency = $2 AND paid_at >= $3 AND paid_at < $4 GROUP BY 1),"
+        " refunded AS (SELECT date_trunc('week', created_at) AS week,"
+        "  coalesce(sum(amount) FILTER (WHERE status IN ('succeeded', 'processing')), 0)::bigint AS amount,"
+        "  count(*) AS requests FROM refunds"
+        "  WHERE merchant_id = $1 AND currency = $2 AND created_at >= $3 AND created_at < $4 GROUP BY 1)"
+        " SELECT w.week, coalesce(p.amount, 0)::bigint AS paid, coalesce(p.refunded, 0)::bigint AS paid_refunded,"
+        " coalesce(r.amount, 0)::bigint AS refunded,"
+        " coalesce(r.requests, 0) AS requests FROM weeks w"
+        " LEFT JOIN paid p ON p.week = w.week LEFT JOIN refunded r ON r.week = w.week ORDER BY w.week",
+        merchant_id,
+        currency,
+        start,
+        end,
+    )
+    return [dict(r) for r in rows]
+
+
+async def currencies(conn: asyncpg.Connection, merchant_id: str) -> list[str]:
+    """The merchant's currencies, the most used first."""
+    rows = await conn.fetch(
+        "SELECT currency FROM payments WHERE merchant_id = $1 GROUP BY currency ORDER BY count(*) DESC, currency",
+        merchant_id,
+    )
+    return [r["currency"].strip() for r in rows]

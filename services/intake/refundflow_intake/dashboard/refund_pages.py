@@ -1,0 +1,194 @@
+"""One refund request: what was asked and why, its flags in the policy's words, the timeline, and the decision
+(approve, with the proration calculator and the subscription choices, or reject with a note). Decisions call
+the same use cases as the API (``refund_decisions``), as the signed-in person."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from refundflow_intake import actors, refund_decisions, repository
+from refundflow_intake import refund_policy_repository as policies
+from refundflow_intake.api.dependencies import Db, Now
+from refundflow_intake.api.errors import ApiError, status_of
+from refundflow_intake.api.fields import PathId
+from refundflow_intake.api.views import payment_view, refund_view
+from refundflow_intake.dashboard import queries
+from refundflow_intake.dashboard.auth import CurrentUser, FormUser
+from refundflow_intake.dashboard.money_text import parse_amount
+from refundflow_intake.dashboard.pages import STATUS_LABELS, render, render_fragment, see_other
+from refundflow_intake.dashboard.refund_words import action_words, actor_words, flag_explanations
+from refundflow_intake.dashboard_sessions import SignedIn
+from refundflow_intake.domain import DomainError, InvalidProration, SubscriptionAction
+from refundflow_intake.proration import period_days, prorate
+from refundflow_intake.roles import Permission, require
+
+router = APIRouter(prefix="/dashboard/refunds", include_in_schema=False)
+Note = Annotated[str, Form(max_length=2000)]
+_FINAL = {"succeeded", "failed", "rejected", "reversed"}
+
+
+def _timeline(refund: Any) -> list[dict[str, Any]]:
+    return [
+        {"what": action_words(t.action), "who": actor_words(t.actor, t.actor_name), "note": t.note, "at": t.at}
+        for t in refund.timeline
+    ]
+
+
+async def _page(
+    request: Request,
+    conn: asyncpg.Connection,
+    user: SignedIn,
+    refund_id: str,
+    now: datetime,
+    *,
+    error: str | DomainError | ApiError | None = None,
+    status_code: int = 200,
+    form: dict[str, str] | None = None,
+) -> HTMLResponse:
+    refund = await refund_view(conn, user.merchant_id, refund_id)  # another merchant's: refund_not_found, a 404
+    payment = await payment_view(conn, user.merchant_id, refund.payment_id)
+    policy = await policies.effective_policy(conn, user.merchant_id, payment.product.id)
+    row = await repository.get_refund(conn, refund_id, merchant_id=user.merchant_id)
+    subscription = payment.subscription
+    period = period_days(subscription.current_period_start, subscription.current_period_end) if subscription else None
+    flags = flag_explanations(
+        refund.flags,
+        policy,
+        paid_at=payment.paid_at,
+        requested_at=refund.created_at,
+        category=payment.product.category,
+        reason=refund.reason,
+    )
+    return render(
+        request,
+        "refund.html",
+        user,
+        section="refunds",
+        refund=refund,
+        payment=payment,
+        flags=flags,
+        timeline=_timeline(refund),
+        period_days=period,
+        overdue=refund.status == "pending"
+        and row is not None
+        and row["review_due_at"] is not None
+        and row["review_due_at"] <= now,
+        form=form or {},
+        pending_badge=await queries.pending_count(conn, user.merchant_id),
+        approvals_needed=policy.approvals_required(refund.amount, refund.currency),
+        error=error,
+        status_code=status_code,
+        now=now,
+    )
+
+
+@router.get("/{refund_id}")
+async def refund_page(request: Request, refund_id: PathId, user: CurrentUser, db: Db, now: Now) -> HTMLResponse:
+    async with db.transaction() as conn:
+        return await _page(request, conn, user, refund_id, now)
+
+
+@router.get("/{refund_id}/status")
+async def refund_status(refund_id: PathId, user: CurrentUser, db: Db) -> JSONResponse:
+    """What the refund page polls while the refund is processing: its status and timeline, no reload."""
+    async with db.transaction() as conn:
+        refund = await refund_view(conn, user.merchant_id, refund_id)
+    return JSONResponse(
+        {
+            "status": refund.status,
+            "label": STATUS_LABELS.get(refund.status, refund.status),
+            "final": refund.status in _FINAL,
+            "timeline_html": render_fragment("_timeline.html", timeline=_timeline(refund)),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.post("/{refund_id}/prorate")
+async def prorate_preview(
+    refund_id: PathId,
+    user: FormUser,
+    db: Db,
+    days: Annotated[int, Form(ge=1, le=3660)],
+    period: Annotated[int, Form(ge=1, le=3660)],
+) -> JSONResponse:
+    """The proration calculator's answer: the payment's amount × days / period, by ``proration.prorate``."""
+    async with db.transaction() as conn:
+        refund = await refund_view(conn, user.merchant_id, refund_id)
+        payment = await repository.get_payment(conn, user.merchant_id, refund.payment_id)
+    assert payment is not None
+    try:
+        amount = prorate(payment["amount"], days, period)
+    except InvalidProration as exc:
+        return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=422)
+    return JSONResponse({"amount": min(amount, refund.amount), "prorated": amount, "currency": refund.currency})
+
+
+@router.post("/{refund_id}/approve")
+async def approve(
+    request: Request,
+    refund_id: PathId,
+    user: FormUser,
+    db: Db,
+    now: Now,
+    amount: Annotated[str, Form(max_length=40)] = "",
+    subscription_action: Annotated[str, Form(max_length=40)] = "",
+    extend_days: Annotated[str, Form(max_length=10)] = "",
+    note: Note = "",
+) -> Response:
+    form = {"amount": amount, "subscription_action": subscription_action, "extend_days": extend_days, "note": note}
+    try:
+        require(user.role, Permission.DECIDE_REFUNDS)
+        async with db.transaction() as conn:
+            refund = await refund_view(conn, user.merchant_id, refund_id)
+            await refund_decisions.approve_refund(
+                conn,
+                user.merchant_id,
+                refund_id,
+                actor=actors.person(user.user_id),
+                note=note.strip() or None,
+                amount=parse_amount(amount, refund.currency) if amount.strip() else None,
+                subscription_action=SubscriptionAction(subscription_action) if subscription_action else None,
+                extend_days=_days(extend_days),
+            )
+            after = await repository.get_refund(conn, refund_id, merchant_id=user.merchant_id)
+    except DomainError as exc:
+        return await _refused(request, db, user, refund_id, now, exc, form)
+    assert after is not None
+    done = {"processing": "approved", "rejected": "cancel_only"}.get(after["status"], "approval_recorded")
+    return see_other(f"/dashboard/refunds/{refund_id}?done={done}")
+
+
+@router.post("/{refund_id}/reject")
+async def reject(request: Request, refund_id: PathId, user: FormUser, db: Db, now: Now, note: Note = "") -> Response:
+    try:
+        require(user.role, Permission.DECIDE_REFUNDS)
+        async with db.transaction() as conn:
+            await refund_decisions.reject_refund(
+                conn, user.merchant_id, refund_id, actor=actors.person(user.user_id), note=note.strip() or None
+            )
+    except DomainError as exc:
+        return await _refused(request, db, user, refund_id, now, exc, {"reject_note": note})
+    return see_other(f"/dashboard/refunds/{refund_id}?done=rejected")
+
+
+def _days(typed: str) -> int | None:
+    typed = typed.strip()
+    if not typed:
+        return None
+    if not typed.isdigit() or not 0 < int(typed) <= 365:
+        raise InvalidProration("extend by 1 to 365 days")
+    return int(typed)
+
+
+async def _refused(
+    request: Request, db: Db, user: SignedIn, refund_id: str, now: datetime, exc: DomainError, form: dict[str, str]
+) -> HTMLResponse:
+    """The page again, with the rule's words and what was typed; the status is the API's for that code."""
+    async with db.transaction() as conn:
+        return await _page(request, conn, user, refund_id, now, error=exc, status_code=status_of(type(exc)), form=form)

@@ -1,0 +1,76 @@
+"""The refund page's words: why a request is flagged (in the policy's own terms) and what each timeline entry
+means. Pure: no I/O here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from refundflow_intake import actors
+from refundflow_intake.refund_policy import (
+    FLAG_EXCLUDED_CATEGORY,
+    FLAG_OUTSIDE_WINDOW,
+    FLAG_REASON_NOT_ACCEPTED,
+    RefundPolicy,
+)
+
+_ACTIONS = {
+    "requested": "Requested",
+    "approved": "Approved",
+    "rejected": "Rejected",
+    "cancel_only": "Closed: subscription cancelled, no refund",
+    "approval_restarted": "Approvals restarted",
+    "succeeded": "Refunded at the provider",
+    "failed": "Failed at the provider",
+    "reversed": "Reversed by the provider",
+    "review_overdue": "Review overdue",
+}
+
+
+def flag_explanations(
+    flags: list[str],
+    policy: RefundPolicy,
+    *,
+    paid_at: datetime,
+    requested_at: datetime,
+    category: str | None,
+    reason: str,
+) -> list[tuple[str, str]]:
+    """(title, the policy's words) for each flag on the request."""
+    days = (requested_at - paid_at).days
+    words = {
+        FLAG_OUTSIDE_WINDOW: (
+            "Outside the refund window",
+            f"Your policy: refunds within {policy.refund_window_days} days of purchase. "
+            f"This was asked {days} days after the payment.",
+        ),
+        FLAG_EXCLUDED_CATEGORY: (
+            "Excluded category",
+            f"Your policy does not refund {', '.join(policy.excluded_categories)} products; "
+            f"this product is {category or 'uncategorised'}.",
+        ),
+        FLAG_REASON_NOT_ACCEPTED: (
+            "Reason not accepted",
+            f"Your policy does not list '{reason.replace('_', ' ')}' among the accepted reasons.",
+        ),
+    }
+    return [words.get(flag, (flag.replace("_", " ").capitalize(), "")) for flag in flags]
+
+
+def action_words(action: str) -> str:
+    if action.startswith("approval_") and "_of_" in action:
+        given, _, needed = action.removeprefix("approval_").partition("_of_")
+        return f"Approved ({given} of {needed} approvers)"
+    return _ACTIONS.get(action, action.replace("_", " ").capitalize())
+
+
+def actor_words(actor: str, actor_name: str | None) -> str:
+    """Who acted, as a person reads it: a name and email, a key's name, the customer, or a rule."""
+    if actor_name:
+        return actor_name
+    if actor == actors.AUTO_APPROVER:
+        return "Your auto-approval rule"
+    if actor.startswith(actors.CUSTOMER):
+        return f"The customer ({actor.removeprefix(actors.CUSTOMER)})"
+    if actor.startswith("refundflow/"):
+        return "Refundflow (" + actor.removeprefix("refundflow/") + ")"
+    return actor

@@ -1,0 +1,125 @@
+"""Settings: where team alerts go and how customer emails present the merchant, and the API keys machines use
+(created and revoked by owners here; each key is shown once)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+
+from refundflow_intake import merchant_accounts, notification_settings
+from refundflow_intake.api.dependencies import Db, Settings
+from refundflow_intake.api.errors import ApiError, status_of
+from refundflow_intake.api.fields import PathId
+from refundflow_intake.api.routes.webhook_endpoints import configure_notifications, optional_secret_box
+from refundflow_intake.api.webhook_schemas import NotificationSettings
+from refundflow_intake.dashboard import queries
+from refundflow_intake.dashboard.auth import CurrentUser, FormUser
+from refundflow_intake.dashboard.pages import render, see_other
+from refundflow_intake.dashboard_sessions import SignedIn
+from refundflow_intake.domain import DomainError
+from refundflow_intake.roles import Permission, require
+from refundflow_shared.secret_box import SecretBox
+
+router = APIRouter(prefix="/dashboard/settings", include_in_schema=False)
+MaybeBox = Annotated[SecretBox | None, Depends(optional_secret_box)]
+Text = Annotated[str, Form(max_length=2048)]
+
+
+async def _page(
+    request: Request,
+    db: Db,
+    user: SignedIn,
+    box: SecretBox | None,
+    *,
+    error: str | DomainError | ApiError | None = None,
+    status: int = 200,
+    **extra: Any,
+) -> HTMLResponse:
+    async with db.transaction() as conn:
+        saved = await notification_settings.get_settings(conn, user.merchant_id)
+        keys = await merchant_accounts.list_api_keys(conn, user.merchant_id)
+        pending = await queries.pending_count(conn, user.merchant_id)
+    slack = notification_settings.masked_url(box, user.merchant_id, saved.get("sealed_slack_webhook_url"))
+    return render(
+        request,
+        "settings.html",
+        user,
+        section="settings",
+        saved=saved,
+        slack=slack,
+        keys=keys,
+        error=error,
+        status_code=status,
+        pending_badge=pending,
+        **{"new_key": None} | extra,
+    )
+
+
+@router.get("")
+async def settings_page(request: Request, user: CurrentUser, db: Db, box: MaybeBox) -> HTMLResponse:
+    return await _page(request, db, user, box)
+
+
+@router.post("/notifications")
+async def save_notifications(
+    request: Request,
+    user: FormUser,
+    db: Db,
+    box: MaybeBox,
+    settings: Settings,
+    team_email: Text = "",
+    sender_name: Text = "",
+    reply_to: Text = "",
+    review_target: Text = "",
+    refund_process_time: Text = "",
+    slack_webhook_url: Text = "",
+    clear_slack: bool = Form(False),
+) -> Response:
+    """A Slack URL left empty keeps the saved one (it is never shown again); "remove" clears it."""
+    typed = {
+        "team_email": team_email,
+        "sender_name": sender_name,
+        "reply_to": reply_to,
+        "review_target": review_target,
+        "refund_process_time": refund_process_time,
+    }
+    try:
+        require(user.role, Permission.MANAGE_SETTINGS)
+        body = NotificationSettings.model_validate({k: v.strip() or None for k, v in typed.items()})
+        slack: object = None if clear_slack else (slack_webhook_url.strip() or notification_settings.KEEP)
+        if isinstance(slack, str):
+            NotificationSettings.model_validate({"slack_webhook_url": slack})
+        values = {name: getattr(body, name) for name in notification_settings.FIELDS}
+        await configure_notifications(db, box, settings, user.merchant_id, values, slack)
+    except ValidationError as exc:
+        where = str(exc.errors()[0]["loc"][0]).replace("_", " ")
+        return await _page(request, db, user, box, error=f"Check the {where}: it is not valid.", status=422)
+    except (DomainError, ApiError) as exc:
+        code = status_of(type(exc)) if isinstance(exc, DomainError) else exc.status
+        return await _page(request, db, user, box, error=exc, status=code)
+    return see_other("/dashboard/settings?done=saved")
+
+
+@router.post("/api-keys")
+async def create_key(
+    request: Request, user: FormUser, db: Db, box: MaybeBox, name: Annotated[str, Form(max_length=200)] = ""
+) -> HTMLResponse:
+    """The key is on this answer only."""
+    require(user.role, Permission.MANAGE_API_KEYS)
+    async with db.transaction() as conn:
+        key = await merchant_accounts.create_api_key(conn, user.merchant_id, name=name.strip() or None)
+    return await _page(request, db, user, box, new_key=key)
+
+
+@router.post("/api-keys/{key_id}/revoke")
+async def revoke_key(request: Request, key_id: PathId, user: FormUser, db: Db, box: MaybeBox) -> Response:
+    try:
+        require(user.role, Permission.MANAGE_API_KEYS)
+        async with db.transaction() as conn:
+            await merchant_accounts.revoke_api_key(conn, user.merchant_id, key_id)
+    except DomainError as exc:
+        return await _page(request, db, user, box, error=exc, status=status_of(type(exc)))
+    return see_other("/dashboard/settings?done=removed")

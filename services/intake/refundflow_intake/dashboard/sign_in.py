@@ -1,0 +1,220 @@
+"""Signing in and out, accepting an invite, and resetting a password: the pages a person sees before (or
+instead of) the dashboard itself. Each rotates the session: a new id at every sign-in, never the browser's."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import HTMLResponse
+
+from refundflow_intake import dashboard_sessions, rate_limit, team_members
+from refundflow_intake.api.dependencies import Db, Links, Now, Settings
+from refundflow_intake.dashboard import auth
+from refundflow_intake.dashboard.auth import MaybeUser, PreSessionChecked
+from refundflow_intake.dashboard.pages import render, see_other
+from refundflow_intake.domain import DomainError
+from refundflow_intake.one_time_links import LinkNotUsable, LinkPurpose, usable_link_owner
+
+router = APIRouter(prefix="/dashboard", include_in_schema=False)
+Email = Annotated[str, Form(max_length=320)]
+Password = Annotated[str, Form(max_length=1024)]
+_WINDOW = timedelta(minutes=15)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _account_bucket(email: str) -> str:
+    # The address is hashed: the rate-limit table holds no email addresses.
+    return "login:account:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+
+
+async def _signed_in_response(db: Db, settings: Settings, user_id: str, *, now: datetime, to: str) -> Response:
+    async with db.transaction() as conn:
+        session_id = await dashboard_sessions.start(
+            conn, user_id, now=now, lasts=timedelta(hours=settings.dashboard_session_hours)
+        )
+    response = see_other(to)
+    auth.set_session_cookie(response, settings, session_id)
+    return response
+
+
+async def _end_current_session(request: Request, db: Db) -> None:
+    if old := request.cookies.get(auth.SESSION_COOKIE):
+        async with db.transaction() as conn:
+            await dashboard_sessions.end(conn, old)
+
+
+@router.get("/")
+async def home(user: MaybeUser) -> Response:
+    return see_other("/dashboard/payments" if user else "/dashboard/login")
+
+
+@router.get("/login")
+async def login_page(request: Request, settings: Settings, user: MaybeUser, next: str | None = None) -> Response:
+    if user is not None:
+        return see_other(auth.safe_next(next))
+    response = Response()
+    token = auth.pre_session(request, response, settings)
+    page = render(request, "login.html", None, csrf_token=token, next=auth.safe_next(next), email="")
+    page.raw_headers.extend(h for h in response.raw_headers if h[0] == b"set-cookie")
+    return page
+
+
+@router.post("/login", dependencies=[PreSessionChecked])
+async def login(
+    request: Request, db: Db, settings: Settings, now: Now, email: Email, password: Password, next: str = Form("")
+) -> Response:
+    """Throttled per account and per client address (in PostgreSQL, so every replica counts the same)."""
+    target = auth.safe_next(next)
+    try:
+        limit = settings.login_attempts_per_account
+        await rate_limit.take(db.pool, _account_bucket(email), limit=limit, window=_WINDOW, now=now)
+        limit = settings.login_attempts_per_ip
+        await rate_limit.take(db.pool, f"login:ip:{_client(request)}", limit=limit, window=_WINDOW, now=now)
+    except rate_limit.RateLimited as exc:
+        return _login_again(request, settings, email, target, exc.message, 429)
+    async with db.transaction() as conn:
+        member = await team_members.authenticate(conn, email, password)
+    if member is None:
+        return _login_again(request, settings, email, target, "That email and password do not match an account.", 401)
+    await _end_current_session(request, db)
+    return await _signed_in_response(db, settings, member["id"], now=now, to=target)
+
+
+def _login_again(
+    request: Request, settings: Settings, email: str, target: str, message: str, status: int
+) -> HTMLResponse:
+    response = Response()
+    token = auth.pre_session(request, response, settings)
+    page = render(
+        request, "login.html", None, csrf_token=token, next=target, email=email, error=message, status_code=status
+    )
+    page.raw_headers.extend(h for h in response.raw_headers if h[0] == b"set-cookie")
+    return page
+
+
+@router.post("/logout")
+async def logout(request: Request, db: Db, settings: Settings, user: auth.FormUser) -> Response:
+    await _end_current_session(request, db)
+    response = see_other("/dashboard/login?done=signed_out")
+    auth.clear_session_cookie(response, settings)
+    return response
+
+
+@router.get("/invite/{token}")
+async def invite_page(request: Request, token: str, db: Db, settings: Settings, now: Now) -> Response:
+    return await _link_page(request, token, db, settings, now, LinkPurpose.INVITE)
+
+
+@router.post("/invite/{token}", dependencies=[PreSessionChecked])
+async def accept_invite(
+    request: Request,
+    token: str,
+    db: Db,
+    settings: Settings,
+    now: Now,
+    password: Password,
+    password_again: Password,
+    display_name: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    if password != password_again:
+        return await _link_page(request, token, db, settings, now, LinkPurpose.INVITE, "The two passwords differ.")
+    try:
+        async with db.transaction() as conn:
+            member = await team_members.accept_invite(
+                conn, token, password=password, display_name=display_name.strip() or None, now=now
+            )
+    except DomainError as exc:
+        return await _link_page(request, token, db, settings, now, LinkPurpose.INVITE, exc.message)
+    await _end_current_session(request, db)
+    return await _signed_in_response(db, settings, member["id"], now=now, to="/dashboard/payments?done=password_set")
+
+
+@router.get("/forgot-password")
+async def forgot_password_page(request: Request, settings: Settings) -> Response:
+    response = Response()
+    token = auth.pre_session(request, response, settings)
+    page = render(request, "forgot_password.html", None, csrf_token=token)
+    page.raw_headers.extend(h for h in response.raw_headers if h[0] == b"set-cookie")
+    return page
+
+
+@router.post("/forgot-password", dependencies=[PreSessionChecked])
+async def forgot_password(
+    request: Request, db: Db, settings: Settings, links: Links, now: Now, email: Email
+) -> Response:
+    """The same answer whether or not the address has an account; throttled per address and client."""
+    limit, hour = settings.password_resets_per_hour, timedelta(hours=1)
+    try:
+        await rate_limit.take(db.pool, "reset:" + _account_bucket(email), limit=limit, window=hour, now=now)
+        await rate_limit.take(db.pool, f"reset:ip:{_client(request)}", limit=limit * 4, window=hour, now=now)
+    except rate_limit.RateLimited:
+        return see_other("/dashboard/login?done=reset_sent")  # say nothing more: no probing
+    async with db.transaction() as conn:
+        await team_members.request_password_reset(conn, links, email.strip(), now=now)
+    return see_other("/dashboard/login?done=reset_sent")
+
+
+@router.get("/reset-password/{token}")
+async def reset_page(request: Request, token: str, db: Db, settings: Settings, now: Now) -> Response:
+    return await _link_page(request, token, db, settings, now, LinkPurpose.PASSWORD_RESET)
+
+
+@router.post("/reset-password/{token}", dependencies=[PreSessionChecked])
+async def reset_password(
+    request: Request,
+    token: str,
+    db: Db,
+    settings: Settings,
+    now: Now,
+    password: Password,
+    password_again: Password,
+) -> Response:
+    purpose = LinkPurpose.PASSWORD_RESET
+    if password != password_again:
+        return await _link_page(request, token, db, settings, now, purpose, "The two passwords differ.")
+    try:
+        async with db.transaction() as conn:
+            member = await team_members.reset_password(conn, token, password=password, now=now)
+    except DomainError as exc:
+        return await _link_page(request, token, db, settings, now, purpose, exc.message)
+    await _end_current_session(request, db)
+    return await _signed_in_response(db, settings, member["id"], now=now, to="/dashboard/payments?done=password_set")
+
+
+async def _link_page(
+    request: Request,
+    token: str,
+    db: Db,
+    settings: Settings,
+    now: Now,
+    purpose: LinkPurpose,
+    error: str | None = None,
+) -> Response:
+    """The set-a-password page of a one-time link, or a 410 page when the link cannot be used."""
+    async with db.transaction() as conn:
+        try:
+            user_id = await usable_link_owner(conn, token, purpose, now=now)
+        except LinkNotUsable as exc:
+            return render(request, "link_not_usable.html", None, message=exc.message, status_code=410)
+        member = await team_members.get_any_member(conn, user_id)
+    response = Response()
+    csrf = auth.pre_session(request, response, settings)
+    page = render(
+        request,
+        "set_password.html",
+        None,
+        csrf_token=csrf,
+        invite=purpose is LinkPurpose.INVITE,
+        email=member["email"],
+        merchant_name=member["merchant_name"],
+        error=error,
+        status_code=422 if error else 200,
+    )
+    page.raw_headers.extend(h for h in response.raw_headers if h[0] == b"set-cookie")
+    return page

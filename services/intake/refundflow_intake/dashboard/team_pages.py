@@ -1,0 +1,118 @@
+"""Team: who can sign in, with which role; owners invite (the link is emailed and shown once), change roles
+and remove people."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import TypeAdapter, ValidationError
+
+from refundflow_intake import actors, team_members
+from refundflow_intake.api.dependencies import Db, Links, Now
+from refundflow_intake.api.errors import ApiError, status_of
+from refundflow_intake.api.fields import Email, PathId
+from refundflow_intake.dashboard import queries
+from refundflow_intake.dashboard.auth import CurrentUser, FormUser
+from refundflow_intake.dashboard.pages import render, see_other
+from refundflow_intake.dashboard_sessions import SignedIn
+from refundflow_intake.domain import DomainError
+from refundflow_intake.roles import Permission, Role, require
+
+router = APIRouter(prefix="/dashboard/team", include_in_schema=False)
+_EMAIL = TypeAdapter(Email)
+
+
+async def _page(
+    request: Request,
+    db: Db,
+    user: SignedIn,
+    *,
+    error: str | DomainError | ApiError | None = None,
+    status: int = 200,
+    **extra: Any,
+) -> HTMLResponse:
+    async with db.transaction() as conn:
+        members = await team_members.list_members(conn, user.merchant_id)
+        pending = await queries.pending_count(conn, user.merchant_id)
+    return render(
+        request,
+        "team.html",
+        user,
+        section="team",
+        members=members,
+        roles=[r.value for r in Role],
+        error=error,
+        status_code=status,
+        pending_badge=pending,
+        **{"invite_url": None, "invited": None} | extra,
+    )
+
+
+@router.get("")
+async def team(request: Request, user: CurrentUser, db: Db) -> HTMLResponse:
+    return await _page(request, db, user)
+
+
+@router.post("/invite")
+async def invite(
+    request: Request,
+    user: FormUser,
+    db: Db,
+    links: Links,
+    now: Now,
+    email: Annotated[str, Form(max_length=320)],
+    role: Annotated[Role, Form()],
+) -> HTMLResponse:
+    """The invite link is on this answer only (and in the email the notifier sends)."""
+    try:
+        require(user.role, Permission.MANAGE_TEAM)
+        address = _EMAIL.validate_python(email.strip())
+        async with db.transaction() as conn:
+            member, url = await team_members.invite(
+                conn, links, user.merchant_id, email=address, role=role, invited_by=actors.person(user.user_id), now=now
+            )
+    except ValidationError:
+        return await _page(request, db, user, error="That is not an email address.", status=422)
+    except DomainError as exc:
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
+    return await _page(request, db, user, invite_url=url, invited=member)
+
+
+@router.post("/{member_id}/resend")
+async def resend(request: Request, member_id: PathId, user: FormUser, db: Db, links: Links, now: Now) -> HTMLResponse:
+    try:
+        require(user.role, Permission.MANAGE_TEAM)
+        async with db.transaction() as conn:
+            url = await team_members.resend_invite(
+                conn, links, user.merchant_id, member_id, by=actors.person(user.user_id), now=now
+            )
+            member = await team_members.get_member(conn, user.merchant_id, member_id)
+    except DomainError as exc:
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
+    return await _page(request, db, user, invite_url=url, invited=member)
+
+
+@router.post("/{member_id}/role")
+async def change_role(
+    request: Request, member_id: PathId, user: FormUser, db: Db, role: Annotated[Role, Form()]
+) -> Response:
+    try:
+        require(user.role, Permission.MANAGE_TEAM)
+        async with db.transaction() as conn:
+            await team_members.change_role(conn, user.merchant_id, member_id, role)
+    except DomainError as exc:
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
+    return see_other("/dashboard/team?done=role_changed")
+
+
+@router.post("/{member_id}/remove")
+async def remove(request: Request, member_id: PathId, user: FormUser, db: Db, now: Now) -> Response:
+    try:
+        require(user.role, Permission.MANAGE_TEAM)
+        async with db.transaction() as conn:
+            await team_members.remove(conn, user.merchant_id, member_id, now=now)
+    except DomainError as exc:
+        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
+    return see_other("/dashboard/team?done=removed")

@@ -1,0 +1,151 @@
+"""Webhooks: the merchant's endpoints (the signing secret shown once, on creation), each one's delivery log from
+the notifier, and replays. The same use cases as ``/v1/webhook-endpoints``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+
+from refundflow_intake import webhook_endpoints as endpoints
+from refundflow_intake.api.dependencies import Db, Now, Settings
+from refundflow_intake.api.errors import ApiError, status_of
+from refundflow_intake.api.fields import PathId
+from refundflow_intake.api.routes.webhook_endpoints import Notifier, optional_secret_box
+from refundflow_intake.api.webhook_schemas import DeliveryLog, EndpointCreate
+from refundflow_intake.dashboard import queries
+from refundflow_intake.dashboard.auth import CurrentUser, FormUser
+from refundflow_intake.dashboard.pages import render, see_other
+from refundflow_intake.dashboard_sessions import SignedIn
+from refundflow_intake.domain import DomainError
+from refundflow_intake.notifier_client import NotifierUnavailable
+from refundflow_intake.roles import Permission, require
+from refundflow_shared.events import WEBHOOK_EVENT_TYPES
+from refundflow_shared.secret_box import SecretBox
+
+router = APIRouter(prefix="/dashboard/webhooks", include_in_schema=False)
+MaybeBox = Annotated[SecretBox | None, Depends(optional_secret_box)]
+
+
+async def _list_page(
+    request: Request,
+    db: Db,
+    user: SignedIn,
+    *,
+    error: str | DomainError | ApiError | None = None,
+    status: int = 200,
+    **extra: Any,
+) -> HTMLResponse:
+    async with db.transaction() as conn:
+        rows = await endpoints.list_endpoints(conn, user.merchant_id)
+        pending = await queries.pending_count(conn, user.merchant_id)
+    return render(
+        request,
+        "webhooks.html",
+        user,
+        section="webhooks",
+        endpoints=rows,
+        event_types=WEBHOOK_EVENT_TYPES,
+        error=error,
+        status_code=status,
+        pending_badge=pending,
+        **{"created": None, "secret": None, "form": {}} | extra,
+    )
+
+
+@router.get("")
+async def webhooks(request: Request, user: CurrentUser, db: Db) -> HTMLResponse:
+    return await _list_page(request, db, user)
+
+
+@router.post("")
+async def add_endpoint(
+    request: Request,
+    user: FormUser,
+    db: Db,
+    settings: Settings,
+    box: MaybeBox,
+    url: Annotated[str, Form(max_length=2048)],
+    events: Annotated[list[str], Form()],
+) -> HTMLResponse:
+    """The secret is on this answer only: the page is rendered here, not redirected to."""
+    form = {"url": url, "events": events}
+    try:
+        require(user.role, Permission.MANAGE_WEBHOOKS)
+        if box is None:
+            raise ApiError(503, "webhook_signing_unavailable", "webhooks need WEBHOOK_SECRET_KEY set")
+        try:
+            body = EndpointCreate.model_validate({"url": url.strip(), "events": events})
+        except ValidationError:
+            return await _list_page(
+                request, db, user, error="Give an http(s) URL and at least one event.", status=422, form=form
+            )
+        row, secret = await endpoints.add_endpoint(
+            db.pool,
+            box,
+            user.merchant_id,
+            url=str(body.url),
+            event_types=list(body.events),
+            max_endpoints=settings.webhook_endpoints_per_merchant,
+            allow_private=settings.refundflow_allow_private_webhook_urls,
+        )
+    except (DomainError, ApiError) as exc:
+        code = status_of(type(exc)) if isinstance(exc, DomainError) else exc.status
+        return await _list_page(request, db, user, error=exc, status=code, form=form)
+    return await _list_page(request, db, user, created=row, secret=secret)
+
+
+@router.post("/{endpoint_id}/enabled")
+async def set_enabled(endpoint_id: PathId, user: FormUser, db: Db, enabled: Annotated[bool, Form()]) -> Response:
+    require(user.role, Permission.MANAGE_WEBHOOKS)
+    async with db.transaction() as conn:
+        await endpoints.update_endpoint(conn, user.merchant_id, endpoint_id, {"enabled": enabled})
+    return see_other(f"/dashboard/webhooks/{endpoint_id}?done=saved")
+
+
+@router.post("/{endpoint_id}/delete")
+async def delete(endpoint_id: PathId, user: FormUser, db: Db) -> Response:
+    require(user.role, Permission.MANAGE_WEBHOOKS)
+    async with db.transaction() as conn:
+        await endpoints.delete_endpoint(conn, user.merchant_id, endpoint_id)
+    return see_other("/dashboard/webhooks?done=removed")
+
+
+@router.get("/{endpoint_id}")
+async def endpoint_page(
+    request: Request, endpoint_id: PathId, user: CurrentUser, db: Db, notifier: Notifier
+) -> HTMLResponse:
+    async with db.transaction() as conn:
+        endpoint = await endpoints.get_endpoint(conn, user.merchant_id, endpoint_id)
+        pending = await queries.pending_count(conn, user.merchant_id)
+    try:
+        log = await notifier.delivery_log(user.merchant_id, endpoint_id, 50)
+        unavailable = None
+    except NotifierUnavailable as exc:
+        log, unavailable = None, str(exc)
+    return render(
+        request,
+        "webhook.html",
+        user,
+        section="webhooks",
+        endpoint=endpoint,
+        log=DeliveryLog.model_validate(log or {"endpoint": None, "deliveries": []}),
+        unavailable=unavailable,
+        pending_badge=pending,
+    )
+
+
+@router.post("/{endpoint_id}/deliveries/{delivery_id}/replay")
+async def replay(
+    endpoint_id: PathId, delivery_id: int, user: FormUser, db: Db, settings: Settings, notifier: Notifier, now: Now
+) -> Response:
+    require(user.role, Permission.MANAGE_WEBHOOKS)
+    per_hour = settings.webhook_replays_per_hour
+    await endpoints.replay_allowed(db.pool, user.merchant_id, endpoint_id, per_hour=per_hour, now=now)
+    try:
+        await notifier.replay(user.merchant_id, endpoint_id, delivery_id=delivery_id)
+    except NotifierUnavailable as exc:
+        raise ApiError(503, "notifier_unavailable", str(exc)) from exc
+    return see_other(f"/dashboard/webhooks/{endpoint_id}?done=replayed")

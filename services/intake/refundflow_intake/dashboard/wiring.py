@@ -1,0 +1,105 @@
+"""The dashboard in the intake app: its routes, its static files, its error pages and its security headers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+
+from refundflow_intake.dashboard import (
+    auth,
+    insight_pages,
+    money_pages,
+    payment_pages,
+    policy_pages,
+    refund_pages,
+    refund_queue_pages,
+    settings_pages,
+    sign_in,
+    team_pages,
+    webhook_pages,
+)
+from refundflow_intake.dashboard.pages import render
+
+STATIC = Path(__file__).parent / "static"
+PREFIX = "/dashboard"
+_HEADINGS = {
+    401: "Please sign in",
+    403: "Not allowed",
+    404: "Page not found",
+    409: "That cannot be done now",
+    410: "No longer available",
+    422: "Please check what you entered",
+    429: "Too many attempts",
+}
+# Scripts and styles come from intake only; no page may be framed; forms post to intake only.
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
+    " frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+)
+_HEADERS = {
+    "Content-Security-Policy": _CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # one-time links live in URLs: never leak them to another site
+}
+
+
+def is_dashboard(request: Request) -> bool:
+    return request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/")
+
+
+def wants_json(request: Request) -> bool:
+    """The page's own scripts (they send the CSRF header, or poll a status) read JSON; people read pages."""
+    return auth.CSRF_HEADER in request.headers or request.url.path.endswith("/status")
+
+
+def error_page(request: Request, status: int, code: str, message: str) -> Response:
+    """An error of the dashboard's, as a page (or JSON for its scripts), with the API's code."""
+    if wants_json(request):
+        return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+    user = getattr(request.state, "dashboard_user", None)
+    heading = _HEADINGS.get(status, "Something went wrong")
+    if status == 404:
+        message = "There is nothing here, or it belongs to another account."
+    return render(
+        request, "error.html", user, heading=heading, message=message, code=code, status_code=status, section=None
+    )
+
+
+def install(app: FastAPI) -> None:
+    for module in (
+        sign_in,
+        payment_pages,
+        refund_queue_pages,
+        refund_pages,
+        money_pages,
+        insight_pages,
+        policy_pages,
+        webhook_pages,
+        team_pages,
+        settings_pages,
+    ):
+        app.include_router(module.router)
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="dashboard-static")
+
+    @app.exception_handler(auth.SignInRequired)
+    async def sign_in_first(request: Request, _: auth.SignInRequired) -> Response:
+        if wants_json(request):
+            return JSONResponse({"error": {"code": "unauthorized", "message": "sign in first"}}, status_code=401)
+        back_to = request.url.path if request.method == "GET" else "/dashboard/payments"
+        return RedirectResponse(auth.login_url(back_to), status_code=303)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        if is_dashboard(request):
+            for name, value in _HEADERS.items():
+                response.headers.setdefault(name, value)
+            if not request.url.path.startswith(f"{PREFIX}/static/"):
+                response.headers["Cache-Control"] = "no-store"
+        return response

@@ -1,0 +1,289 @@
+"""A merchant's team: people with a role, invited by a one-time link (72 h) that sets their password.
+
+Each use case runs in the caller's transaction: the change and the event that emails the person commit
+together. The link travels to the notifier sealed (``SecretBox``, bound to the user id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+
+from refundflow_intake import actors, dashboard_sessions, passwords
+from refundflow_intake.domain import DomainError, NotFound
+from refundflow_intake.merchant_accounts import lock_merchant, new_id
+from refundflow_intake.one_time_links import LinkPurpose, create_link, revoke_links, use_link
+from refundflow_intake.roles import Role
+from refundflow_shared.events import PasswordResetRequested, TeamMemberInvited
+from refundflow_shared.outbox import add_event
+from refundflow_shared.secret_box import SecretBox
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "refundflow/intake"
+INVITE_VALID_FOR = timedelta(hours=72)
+RESET_VALID_FOR = timedelta(hours=1)
+Row = dict[str, Any]
+_MEMBER_COLUMNS = "id, merchant_id, email, display_name, role, created_at, activated_at, removed_at"
+
+
+class EmailAlreadyRegistered(DomainError):
+    code = "email_already_registered"
+
+
+class MemberNotFound(NotFound):
+    code = "member_not_found"
+    in_api = False
+
+
+class LastOwner(DomainError):
+    code = "last_owner"
+    in_api = False
+
+
+@dataclass(frozen=True)
+class AccountLinks:
+    """Where links point (the dashboard's public address) and the box that seals them for the notifier."""
+
+    base_url: str
+    box: SecretBox | None
+
+    def url(self, purpose: LinkPurpose, token: str) -> str:
+        path = "invite" if purpose is LinkPurpose.INVITE else "reset-password"
+        return f"{self.base_url.rstrip('/')}/dashboard/{path}/{token}"
+
+    def sealed(self, url: str, user_id: str) -> str | None:
+        return self.box.seal(url, context=user_id) if self.box else None
+
+
+async def invite(
+    conn: asyncpg.Connection,
+    links: AccountLinks,
+    merchant_id: str,
+    *,
+    email: str,
+    role: Role,
+    invited_by: str | None,
+    now: datetime,
+) -> tuple[Row, str]:
+    """A new member, invited: (the member, the invite URL, shown once). The notifier emails the URL."""
+    await lock_merchant(conn, merchant_id)
+    if await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM merchant_users WHERE lower(email) = lower($1) AND removed_at IS NULL)", email
+    ):
+        raise EmailAlreadyRegistered("this address already has a Refundflow dashboard account")
+    member = await conn.fetchrow(
+        "INSERT INTO merchant_users (id, merchant_id, email, role, invited_by, created_at)"
+        f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_MEMBER_COLUMNS}",
+        new_id("usr"),
+        merchant_id,
+        email,
+        role.value,
+        invited_by,
+        now,
+    )
+    assert member is not None
+    url = await _send_invite(conn, links, dict(member), invited_by=invited_by, now=now)
+    return dict(member), url
+
+
+async def resend_invite(
+    conn: asyncpg.Connection, links: AccountLinks, merchant_id: str, member_id: str, *, by: str, now: datetime
+) -> str:
+    """A fresh invite link for someone who has not joined yet; earlier links stop working."""
+    member = await get_member(conn, merchant_id, member_id)
+    if member["activated_at"] is not None:
+        raise EmailAlreadyRegistered("this person already joined: they can reset their password instead")
+    return await _send_invite(conn, links, member, invited_by=by, now=now)
+
+
+async def _send_invite(
+    conn: asyncpg.Connection, links: AccountLinks, member: Row, *, invited_by: str | None, now: datetime
+) -> str:
+    token, expires_at = await create_link(conn, LinkPurpose.INVITE, member["id"], now=now, valid_for=INVITE_VALID_FOR)
+    url = links.url(LinkPurpose.INVITE, token)
+    sealed = links.sealed(url, member["id"])
+    if sealed is None:
+        log.warning("invite_not_emailed", why="WEBHOOK_SECRET_KEY is not set", user_id=member["id"])
+        return url
+    merchant_name = await conn.fetchval("SELECT name FROM merchants WHERE id = $1", member["merchant_id"])
+    inviter = await display_of(conn, invited_by) if invited_by else None
+    event = TeamMemberInvited(
+        merchant_id=member["merchant_id"],
+        user_id=member["id"],
+        email=member["email"],
+        sealed_url=sealed,
+        expires_at=expires_at,
+        merchant_name=merchant_name[:200],
+        role=member["role"],
+        invited_by=inviter,
+    )
+    await add_event(conn, event, source=SOURCE)
+    return url
+
+
+async def accept_invite(
+    conn: asyncpg.Connection, token: str, *, password: str, display_name: str | None, now: datetime
+) -> Row:
+    """Use the invite once: set the password (and name); the member is active from now on."""
+    user_id = await use_link(conn, token, LinkPurpose.INVITE, now=now)
+    member = await _live_member(conn, user_id)
+    passwords.check_acceptable(password, email=member["email"])
+    row = await conn.fetchrow(
+        "UPDATE merchant_users SET password_hash = $2, display_name = coalesce($3, display_name),"
+        f" activated_at = coalesce(activated_at, $4) WHERE id = $1 RETURNING {_MEMBER_COLUMNS}",
+        user_id,
+        passwords.hash_password(password),
+        display_name or None,
+        now,
+    )
+    return dict(row)
+
+
+async def request_password_reset(conn: asyncpg.Connection, links: AccountLinks, email: str, *, now: datetime) -> None:
+    """Email a reset link to an active account with this address; nothing (and no sign of it) otherwise."""
+    member = await conn.fetchrow(
+        f"SELECT {_MEMBER_COLUMNS} FROM merchant_users WHERE lower(email) = lower($1) AND removed_at IS NULL"
+        " AND activated_at IS NOT NULL",
+        email,
+    )
+    if member is None:
+        return
+    token, expires_at = await create_link(
+        conn, LinkPurpose.PASSWORD_RESET, member["id"], now=now, valid_for=RESET_VALID_FOR
+    )
+    sealed = links.sealed(links.url(LinkPurpose.PASSWORD_RESET, token), member["id"])
+    if sealed is None:
+        log.warning("password_reset_not_emailed", why="WEBHOOK_SECRET_KEY is not set", user_id=member["id"])
+        return
+    event = PasswordResetRequested(
+        merchant_id=member["merchant_id"],
+        user_id=member["id"],
+        email=member["email"],
+        sealed_url=sealed,
+        expires_at=expires_at,
+    )
+    await add_event(conn, event, source=SOURCE)
+
+
+async def reset_password(conn: asyncpg.Connection, token: str, *, password: str, now: datetime) -> Row:
+    """Use the reset link once: a new password, and every session of the account ends."""
+    user_id = await use_link(conn, token, LinkPurpose.PASSWORD_RESET, now=now)
+    member = await _live_member(conn, user_id)
+    passwords.check_acceptable(password, email=member["email"])
+    await conn.execute(
+        "UPDATE merchant_users SET password_hash = $2 WHERE id = $1", user_id, passwords.hash_password(password)
+    )
+    await dashboard_sessions.end_all(conn, user_id)
+    return member
+
+
+async def authenticate(conn: asyncpg.Connection, email: str, password: str) -> Row | None:
+    """The active member with this email and password, or None (as slow either way)."""
+    row = await conn.fetchrow(
+        f"SELECT {_MEMBER_COLUMNS}, password_hash FROM merchant_users WHERE lower(email) = lower($1)"
+        " AND removed_at IS NULL AND password_hash IS NOT NULL",
+        email[:320],
+    )
+    stored = row["password_hash"] if row else None
+    if not passwords.verify(stored, password) or row is None or stored is None:
+        return None
+    if passwords.needs_rehash(stored):
+        await conn.execute(
+            "UPDATE merchant_users SET password_hash = $2 WHERE id = $1", row["id"], passwords.hash_password(password)
+        )
+    return {k: v for k, v in dict(row).items() if k != "password_hash"}
+
+
+async def change_role(conn: asyncpg.Connection, merchant_id: str, member_id: str, role: Role) -> Row:
+    await lock_merchant(conn, merchant_id)  # two owners demoting each other cannot leave none
+    member = await get_member(conn, merchant_id, member_id)
+    if member["role"] == Role.OWNER and role is not Role.OWNER:
+        await _keep_an_owner(conn, merchant_id)
+    row = await conn.fetchrow(
+        f"UPDATE merchant_users SET role = $2 WHERE id = $1 RETURNING {_MEMBER_COLUMNS}", member_id, role.value
+    )
+    return dict(row)
+
+
+async def remove(conn: asyncpg.Connection, merchant_id: str, member_id: str, *, now: datetime) -> None:
+    """The member loses access at once (sessions end, links stop working); the audit trail keeps their name."""
+    await lock_merchant(conn, merchant_id)
+    member = await get_member(conn, merchant_id, member_id)
+    if member["role"] == Role.OWNER:
+        await _keep_an_owner(conn, merchant_id)
+    await conn.execute("UPDATE merchant_users SET removed_at = $2 WHERE id = $1", member_id, now)
+    await dashboard_sessions.end_all(conn, member_id)
+    await revoke_links(conn, member_id, now=now)
+
+
+async def _keep_an_owner(conn: asyncpg.Connection, merchant_id: str) -> None:
+    owners = await conn.fetchval(
+        "SELECT count(*) FROM merchant_users WHERE merchant_id = $1 AND role = 'owner' AND removed_at IS NULL",
+        merchant_id,
+    )
+    if owners <= 1:
+        raise LastOwner("a merchant keeps at least one owner: make someone else owner first")
+
+
+async def get_member(conn: asyncpg.Connection, merchant_id: str, member_id: str) -> Row:
+    row = await conn.fetchrow(
+        f"SELECT {_MEMBER_COLUMNS} FROM merchant_users WHERE id = $1 AND merchant_id = $2 AND removed_at IS NULL",
+        member_id,
+        merchant_id,
+    )
+    if row is None:
+        raise MemberNotFound(f"no team member {member_id}")
+    return dict(row)
+
+
+async def _live_member(conn: asyncpg.Connection, user_id: str) -> Row:
+    row = await conn.fetchrow(
+        f"SELECT {_MEMBER_COLUMNS} FROM merchant_users WHERE id = $1 AND removed_at IS NULL", user_id
+    )
+    if row is None:
+        raise MemberNotFound("this account was removed")
+    return dict(row)
+
+
+async def get_any_member(conn: asyncpg.Connection, user_id: str) -> Row:
+    """A live member of any merchant, with the merchant's name (for the pages a one-time link opens)."""
+    member = await _live_member(conn, user_id)
+    member["merchant_name"] = await conn.fetchval("SELECT name FROM merchants WHERE id = $1", member["merchant_id"])
+    return member
+
+
+async def list_members(conn: asyncpg.Connection, merchant_id: str) -> list[Row]:
+    rows = await conn.fetch(
+        f"SELECT {_MEMBER_COLUMNS} FROM merchant_users WHERE merchant_id = $1 AND removed_at IS NULL"
+        " ORDER BY created_at, id",
+        merchant_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def has_owner(conn: asyncpg.Connection, merchant_id: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM merchant_users WHERE merchant_id = $1 AND role = 'owner'"
+            " AND removed_at IS NULL)",
+            merchant_id,
+        )
+    )
+
+
+async def display_of(conn: asyncpg.Connection, actor: str | None) -> str | None:
+    """A person's name as the audit trail shows it: their display name and email, or their email."""
+    if actor is None or not actors.is_person(actor):
+        return actor
+    row = await conn.fetchrow(
+        "SELECT email, display_name FROM merchant_users WHERE id = $1", actor.removeprefix(actors.PERSON)
+    )
+    if row is None:
+        return actor
+    name = f"{row['display_name']} <{row['email']}>" if row["display_name"] else row["email"]
+    return str(name)[:200]

@@ -1,0 +1,154 @@
+"""The whole system for the browser tests and `make screenshots`: intake, processor, notifier and the provider
+sandbox as processes, an SMTP sink writing .eml files, on a real broker and PostgreSQL. Started once per module."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from refundflow_devstack.smtp_sink import start_smtp_sink
+from refundflow_shared.secret_box import generate_key
+from tests.support.infrastructure import free_port
+from tests.support.service_processes import ServiceProcess, service_env
+
+T = TypeVar("T")
+ADMIN_TOKEN = "browser-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+PASSWORD = "correct horse battery staple"
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 60.0, what: str = "the condition") -> T:
+    """Poll until ``check`` answers something truthy; no fixed sleeps anywhere else."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+class Stack:
+    def __init__(self, intake_url: str, mail_dir: Path) -> None:
+        self.url, self.mail_dir = intake_url, mail_dir
+        self.api = httpx.Client(base_url=intake_url, timeout=20)
+
+    def merchant(self, name: str = "Acme Software", owner_email: str | None = None) -> dict[str, Any]:
+        """A merchant with its first owner invited: id, api_key, owner_invite_url, owner_email, auth."""
+        owner_email = owner_email or f"owner-{uuid.uuid4().hex[:8]}@acme.example"
+        created = self.api.post("/v1/merchants", json={"name": name, "owner_email": owner_email}, headers=ADMIN)
+        assert created.status_code == 201, created.text
+        body: dict[str, Any] = created.json()
+        return {**body, "owner_email": owner_email, "auth": {"Authorization": f"Bearer {body['api_key']}"}}
+
+    def payment(self, merchant: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """A payment the platform registers for the merchant."""
+        body = {
+            "merchant_id": merchant["id"],
+            "customer_email": f"ada.{uuid.uuid4().hex[:6]}@example.com",
+            "customer_name": "Ada Lovelace",
+            "amount": 4_999,
+            "currency": "EUR",
+            "provider_payment_id": f"pi_browser_{uuid.uuid4().hex[:12]}",
+            "paid_at": (datetime.now(UTC) - timedelta(days=3)).isoformat(),
+            "product": {"id": "prod_ebook", "name": "Design e-book", "kind": "one_time", "category": "digital"},
+            **fields,
+        }
+        answer = self.api.post("/v1/payments", headers=ADMIN, json=body)
+        assert answer.status_code == 201, answer.text
+        payment: dict[str, Any] = answer.json()
+        return payment
+
+    def subscription_payment(self, merchant: dict[str, Any], *, days: int = 30, **fields: Any) -> dict[str, Any]:
+        start = datetime.now(UTC) - timedelta(days=10)
+        return self.payment(
+            merchant,
+            amount=3_000,
+            paid_at=start.isoformat(),
+            product={"id": "prod_pro", "name": "Pro plan (monthly)", "kind": "subscription", "category": "service"},
+            subscription={
+                "id": f"sub_{uuid.uuid4().hex[:10]}",
+                "current_period_start": start.isoformat(),
+                "current_period_end": (start + timedelta(days=days)).isoformat(),
+            },
+            **fields,
+        )
+
+    def request_refund(self, merchant: dict[str, Any], payment: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        body = {"payment_id": payment["id"], "reason": "requested_by_customer", **fields}
+        answer = self.api.post("/v1/refunds", headers=merchant["auth"], json=body)
+        assert answer.status_code == 201, answer.text
+        refund: dict[str, Any] = answer.json()
+        return refund
+
+    def refund(self, merchant: dict[str, Any], refund_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.api.get(f"/v1/refunds/{refund_id}", headers=merchant["auth"]).json()
+        return found
+
+    def mails_to(self, recipient: str) -> list[EmailMessage]:
+        found = []
+        for path in sorted(self.mail_dir.glob("*.eml")):
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            if isinstance(message, EmailMessage) and message["To"] == recipient:
+                found.append(message)
+        return found
+
+
+def _in_own_thread(call: Callable[[], T]) -> T:
+    """Playwright's sync API runs an event loop in this thread: asyncio work goes to a thread of its own."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(call).result()
+
+
+@contextmanager
+def running_stack(workdir: Path, postgres_url: str, kafka_bootstrap: str) -> Iterator[Stack]:
+    from tests.conftest import create_database
+
+    mail_dir = workdir / "mail"
+    smtp_port = free_port()
+    smtp = start_smtp_sink(mail_dir, port=smtp_port)
+    ports = {name: free_port() for name in ("sandbox", "intake", "processor", "notifier")}
+    intake_url = f"http://127.0.0.1:{ports['intake']}"
+    common = {
+        "DATABASE_URL": _in_own_thread(lambda: asyncio.run(create_database(postgres_url))),
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}.",
+        "REFUNDFLOW_ADMIN_TOKEN": ADMIN_TOKEN,
+        "WEBHOOK_SECRET_KEY": generate_key(),
+        "REFUNDFLOW_ALLOW_PRIVATE_WEBHOOK_URLS": "true",
+        "DASHBOARD_COOKIE_SECURE": "false",  # plain http on 127.0.0.1
+        "DASHBOARD_PUBLIC_URL": intake_url,
+        "STRIPE_API_BASE": f"http://127.0.0.1:{ports['sandbox']}",
+        "STRIPE_API_KEY": "sk_test_browser",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_port),
+        "SMTP_TLS": "none",
+        "SANDBOX_PORT": str(ports["sandbox"]),
+        "NOTIFIER_URL": f"http://127.0.0.1:{ports['notifier']}",
+        "OUTBOX_POLL_INTERVAL_SECONDS": "0.3",
+        "MESSAGE_POLL_INTERVAL_SECONDS": "0.3",
+    }
+    processes = []
+    try:
+        for name, port in ports.items():
+            health = f"http://127.0.0.1:{port}/" + ("healthz" if name == "sandbox" else "readyz")
+            env = service_env(**common, HTTP_PORT=str(port))
+            processes.append(ServiceProcess(name, [f"refundflow-{name}"], env, workdir, health))
+        for process in processes:
+            process.wait_ready(timeout=120)
+        yield Stack(intake_url, mail_dir)
+    finally:
+        for process in processes:
+            process.stop()
+        smtp.stop()

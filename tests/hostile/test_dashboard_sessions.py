@@ -1,0 +1,115 @@
+"""The dashboard's doors: CSRF on every form, no session fixation, one-time links used once, login throttling."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from refundflow_intake.dashboard.auth import SESSION_COOKIE
+from tests.support.dashboard_people import PASSWORD, accept_invite, browser, csrf_of, merchant_with_owner, sign_in
+from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(
+        postgres_url, kafka_bootstrap, dashboard_cookie_secure=False, login_attempts_per_account=3
+    ) as running:
+        yield running
+
+
+async def test_a_form_without_the_sessions_csrf_token_is_refused_and_changes_nothing(intake: IntakeUnderTest) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    payment = await intake.payment(merchant)
+    refund = await intake.refund(merchant, payment["id"])
+    approve = f"/dashboard/refunds/{refund['id']}/approve"
+
+    missing = await owner.browser.post(approve, data={"note": "no token"})
+    wrong = await owner.browser.post(approve, data={"csrf_token": "x" * 43, "note": "forged"})
+    _, other_owner = await merchant_with_owner(intake)
+    page = await other_owner.page("/dashboard/payments")
+    anothers = await owner.browser.post(approve, data={"csrf_token": csrf_of(page.text)})  # valid, but not theirs
+
+    for answer in (missing, wrong, anothers):
+        assert answer.status_code == 403, answer.text[:300]
+        assert "csrf_token_invalid" in answer.text
+    after = await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)
+    assert after.json()["status"] == "pending"
+    assert [t["action"] for t in after.json()["timeline"]] == ["requested"]
+
+    signed_out = browser(intake)  # the sign-in form is protected too (login CSRF)
+    forged_login = await signed_out.post("/dashboard/login", data={"email": owner.email, "password": PASSWORD})
+    assert forged_login.status_code == 403 and SESSION_COOKIE not in forged_login.cookies
+
+
+async def test_signing_in_never_keeps_a_session_id_the_browser_brought(intake: IntakeUnderTest) -> None:
+    _, owner = await merchant_with_owner(intake)
+    planted = "attacker-chosen-session-id-0123456789"
+    victim = browser(intake)
+    victim.cookies.set(SESSION_COOKIE, planted, domain="intake", path="/dashboard")
+    page = await victim.get("/dashboard/login")
+    signed = await victim.post(
+        "/dashboard/login", data={"csrf_token": csrf_of(page.text), "email": owner.email, "password": PASSWORD}
+    )
+    assert signed.status_code == 303
+    issued = signed.cookies[SESSION_COOKIE]
+    assert issued != planted
+    cookie = signed.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
+
+    attacker = browser(intake)
+    attacker.cookies.set(SESSION_COOKIE, planted, domain="intake", path="/dashboard")
+    assert (await attacker.get("/dashboard/payments")).status_code == 303  # to the sign-in page
+    first = owner.browser.cookies[SESSION_COOKIE]
+    again = await sign_in(intake, owner.email)
+    assert again.cookies[SESSION_COOKIE] not in (first, issued)
+
+
+async def test_an_invite_link_works_once_so_a_stolen_copy_is_refused(intake: IntakeUnderTest) -> None:
+    created = await intake.client.post(
+        "/v1/merchants", json={"name": "Acme", "owner_email": "first-owner@acme.example"}, headers=ADMIN
+    )
+    link = created.json()["owner_invite_url"]
+    assert re.fullmatch(r"http://127\.0\.0\.1:8000/dashboard/invite/[\w-]{40,}", link)
+    await accept_invite(intake, link, "first-owner@acme.example")
+
+    thief = browser(intake)
+    path = "/" + link.split("/", 3)[3]
+    page = await thief.get(path)
+    assert page.status_code == 410 and "cannot be used" in page.text
+    login = await thief.get("/dashboard/login")
+    stolen = "thief's password!"
+    reuse = await thief.post(
+        path, data={"csrf_token": csrf_of(login.text), "password": stolen, "password_again": stolen}
+    )
+    assert reuse.status_code == 410 and SESSION_COOKIE not in reuse.cookies
+    assert (await sign_in(intake, "first-owner@acme.example", stolen)).status_code == 401
+    assert (await sign_in(intake, "first-owner@acme.example")).status_code == 303
+
+
+async def test_an_invite_expires_after_72_hours(intake: IntakeUnderTest) -> None:
+    created = await intake.client.post(
+        "/v1/merchants", json={"name": "Acme", "owner_email": "late-owner@acme.example"}, headers=ADMIN
+    )
+    path = "/" + created.json()["owner_invite_url"].split("/", 3)[3]
+    intake.clock.advance(timedelta(hours=72, minutes=1))
+    try:
+        assert (await browser(intake).get(path)).status_code == 410
+    finally:
+        intake.clock.advance(-timedelta(hours=72, minutes=1))
+
+
+async def test_sign_in_is_throttled_per_account_even_with_the_right_password(intake: IntakeUnderTest) -> None:
+    _, owner = await merchant_with_owner(intake)
+    wrong = [await sign_in(intake, owner.email, "not the password") for _ in range(3)]
+    assert [w.status_code for w in wrong] == [401, 401, 401]
+    throttled = await sign_in(intake, owner.email)  # the 4th attempt within 15 minutes, this time right
+    assert throttled.status_code == 429 and "try again in" in throttled.text
+    assert SESSION_COOKIE not in throttled.cookies
+    other = await sign_in(intake, "someone-else@acme.example", "whatever they type")
+    assert other.status_code == 401  # another account is not throttled by this one

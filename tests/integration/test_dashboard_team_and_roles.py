@@ -1,0 +1,104 @@
+"""Team accounts through the dashboard's forms: roles enforced by the server, removal and resets take effect at
+once, the last owner stays, and a reset says nothing about whether an address has an account."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+
+from refundflow_intake.dashboard.auth import SESSION_COOKIE
+from refundflow_shared.secret_box import SecretBox
+from tests.support.dashboard_people import browser, csrf_of, invite, merchant_with_owner, sign_in
+from tests.support.intake_harness import IntakeUnderTest, running_intake
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap) as running:
+        yield running
+
+
+async def test_roles_are_enforced_by_the_server_whatever_the_page_shows(intake: IntakeUnderTest) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    viewer = await invite(intake, owner, "viewer")
+    approver = await invite(intake, owner, "approver")
+    refund = await intake.refund(merchant, (await intake.payment(merchant))["id"])
+    page = f"/dashboard/refunds/{refund['id']}"
+
+    owner_only = {
+        "/dashboard/refund-policy": {"refund_window_days": "20", "process_time": "3 days"},
+        "/dashboard/team/invite": {"email": "x@acme.example", "role": "owner"},
+        "/dashboard/settings/api-keys": {"name": "mine"},
+        "/dashboard/settings/notifications": {"team_email": "team@acme.example"},
+        "/dashboard/webhooks": {"url": "https://example.com/hook", "events": "refund.succeeded"},
+    }
+    for person in (viewer, approver):
+        for action, form in owner_only.items():
+            answer = await person.post_form("/dashboard/payments", action, form)
+            assert answer.status_code == 403 and "not_allowed_for_role" in answer.text, (person.email, action)
+    refused = await viewer.post_form(page, f"{page}/reject", {"note": "no"})
+    assert refused.status_code == 403 and "not_allowed_for_role" in refused.text
+    assert "Approve refund" not in (await viewer.page(page)).text
+
+    decided = await approver.post_form(page, f"{page}/reject", {"note": "Already used."})
+    assert decided.status_code == 303
+    after = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    assert (after["status"], after["decision_note"]) == ("rejected", "Already used.")
+    assert after["timeline"][-1]["actor_name"] == approver.email
+    policy = (await intake.client.get("/v1/refund-policy", headers=merchant)).json()["policy"]
+    assert policy["refund_window_days"] == 14  # nobody but an owner changed it
+
+
+async def test_a_removed_member_loses_access_at_once_and_the_last_owner_cannot_go(intake: IntakeUnderTest) -> None:
+    _, owner = await merchant_with_owner(intake)
+    approver = await invite(intake, owner, "approver")
+    team = await owner.page("/dashboard/team")
+    [owner_id] = re.findall(r'action="/dashboard/team/(usr_\w+)/remove"', team.text)[:1]
+    approver_id = re.findall(r'action="/dashboard/team/(usr_\w+)/remove"', team.text)[1]
+
+    alone = await owner.post_form("/dashboard/team", f"/dashboard/team/{owner_id}/remove", {})
+    assert alone.status_code == 409 and "last_owner" in alone.text
+    demoted = await owner.post_form("/dashboard/team", f"/dashboard/team/{owner_id}/role", {"role": "viewer"})
+    assert demoted.status_code == 409 and "last_owner" in demoted.text
+
+    assert (await approver.page("/dashboard/payments")).status_code == 200
+    removed = await owner.post_form("/dashboard/team", f"/dashboard/team/{approver_id}/remove", {})
+    assert removed.status_code == 303
+    assert (await approver.page("/dashboard/payments")).status_code == 303  # signed out, to the sign-in page
+    assert (await sign_in(intake, approver.email)).status_code == 401
+
+
+async def test_a_password_reset_sets_a_new_password_once_and_signs_out_every_browser(intake: IntakeUnderTest) -> None:
+    _, owner = await merchant_with_owner(intake)
+    other_browser = await sign_in(intake, owner.email)
+    assert other_browser.status_code == 303
+    stranger = browser(intake)
+    for address in (owner.email, "nobody-here@acme.example"):
+        page = await stranger.get("/dashboard/forgot-password")
+        asked = await stranger.post(
+            "/dashboard/forgot-password", data={"csrf_token": csrf_of(page.text), "email": address}
+        )
+        assert asked.status_code == 303 and asked.headers["location"] == "/dashboard/login?done=reset_sent"
+
+    [event] = await intake.db.fetch(
+        "SELECT payload FROM outbox WHERE event_type = 'password_reset.requested' ORDER BY id DESC LIMIT 1"
+    )
+    payload = json.loads(bytes(event["payload"]))
+    assert payload["email"] == owner.email and "reset-password" not in str(payload)  # the link travels sealed
+    key = intake.settings.webhook_secret_key
+    assert key is not None
+    link = SecretBox(key.get_secret_value()).open(payload["sealed_url"], context=payload["user_id"])
+    path = "/" + link.split("/", 3)[3]
+
+    page = await stranger.get(path)
+    new = "a brand new passphrase"
+    done = await stranger.post(path, data={"csrf_token": csrf_of(page.text), "password": new, "password_again": new})
+    assert done.status_code == 303 and SESSION_COOKIE in done.cookies
+    assert (await owner.page("/dashboard/payments")).status_code == 303  # the old session ended
+    assert (await stranger.get(path)).status_code == 410  # used once
+    assert (await sign_in(intake, owner.email, new)).status_code == 303

@@ -1,0 +1,85 @@
+"""People in the dashboard, driven over HTTP (no browser): invite, accept, sign in, post forms with the CSRF
+token of the page they came from. For integration and security tests against an in-process intake."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tests.support.intake_harness import ADMIN, IntakeUnderTest
+
+PASSWORD = "correct horse battery staple"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    found = _CSRF.search(html)
+    assert found, "the page has a form with a CSRF token"
+    return found.group(1)
+
+
+@dataclass
+class Person:
+    email: str
+    browser: httpx.AsyncClient  # keeps this person's cookies
+
+    async def page(self, path: str) -> httpx.Response:
+        return await self.browser.get(path)
+
+    async def post_form(self, page_path: str, action: str, data: dict[str, Any]) -> httpx.Response:
+        """Open ``page_path`` as a person would, then post its form to ``action`` with the page's CSRF token."""
+        page = await self.browser.get(page_path)
+        assert page.status_code == 200, page.text[:500]
+        return await self.browser.post(action, data={"csrf_token": csrf_of(page.text), **data})
+
+
+def browser(intake: IntakeUnderTest) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=intake.app), base_url="http://intake")
+
+
+async def accept_invite(intake: IntakeUnderTest, invite_url: str, email: str, *, name: str = "") -> Person:
+    person = Person(email=email, browser=browser(intake))
+    path = invite_url.split("://", 1)[1].split("/", 1)[1]
+    page = await person.browser.get(f"/{path}")
+    assert page.status_code == 200, page.text[:500]
+    accepted = await person.browser.post(
+        f"/{path}",
+        data={"csrf_token": csrf_of(page.text), "password": PASSWORD, "password_again": PASSWORD, "display_name": name},
+    )
+    assert accepted.status_code == 303, accepted.text[:500]
+    return person
+
+
+async def merchant_with_owner(intake: IntakeUnderTest) -> tuple[dict[str, str], Person]:
+    """A merchant created by the platform with an owner; the owner accepted the invite and is signed in.
+    Returns the merchant's API key header and the owner."""
+    email = f"owner-{uuid.uuid4().hex[:8]}@acme.example"
+    created = await intake.client.post("/v1/merchants", json={"name": "Acme", "owner_email": email}, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    intake.merchant_ids[body["api_key"]] = body["id"]
+    owner = await accept_invite(intake, body["owner_invite_url"], email, name="Olive Owner")
+    return {"Authorization": f"Bearer {body['api_key']}"}, owner
+
+
+async def invite(intake: IntakeUnderTest, owner: Person, role: str) -> Person:
+    """The owner invites someone with ``role`` on the Team page; they accept."""
+    email = f"{role}-{uuid.uuid4().hex[:8]}@acme.example"
+    answer = await owner.post_form("/dashboard/team", "/dashboard/team/invite", {"email": email, "role": role})
+    assert answer.status_code == 200, answer.text[:500]
+    found = re.search(r'<code id="invite-url">([^<]+)</code>', answer.text)
+    assert found, "the invite link is shown once on the page"
+    return await accept_invite(intake, found.group(1), email)
+
+
+async def sign_in(intake: IntakeUnderTest, email: str, password: str = PASSWORD) -> httpx.Response:
+    """A fresh browser signs in; the answer (303 with the session cookie, or the page again) is returned."""
+    client = browser(intake)
+    page = await client.get("/dashboard/login")
+    return await client.post(
+        "/dashboard/login", data={"csrf_token": csrf_of(page.text), "email": email, "password": password}
+    )
