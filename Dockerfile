@@ -26,7 +26,7 @@ ENV UV_COMPILE_BYTECODE=1 \
 WORKDIR /app
 
 # 1) Dependencies only. Every workspace member's pyproject.toml must be present
-#    for uv to discover the workspace (members = ["shared", "services/*", "devstack"]),
+#    for uv to discover the workspace (members = ["shared", "services/*", "devstack", "cli"]),
 #    but none of their sources are, so this layer stays cached until a manifest or
 #    uv.lock changes. --no-install-workspace skips the members themselves.
 COPY pyproject.toml uv.lock ./
@@ -36,6 +36,7 @@ COPY services/processor/pyproject.toml services/processor/pyproject.toml
 COPY services/notifier/pyproject.toml services/notifier/pyproject.toml
 COPY services/sandbox/pyproject.toml services/sandbox/pyproject.toml
 COPY devstack/pyproject.toml devstack/pyproject.toml
+COPY cli/pyproject.toml cli/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package refundflow-${SERVICE} --no-install-workspace --no-editable
 
