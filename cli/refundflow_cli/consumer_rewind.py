@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from refundflow_cli.broker_offsets import (
+    GroupState,
     committed_offsets,
     consumer_groups,
     describe_group,
@@ -130,7 +131,7 @@ async def rewind(
             after = await committed_offsets(admin, group, list(offsets))
             if after != offsets:
                 raise Refused(f"the broker did not keep the new offsets of {group}: nothing is certain, look again")
-    return _report(out, group, target, moves, dry_run, prefix)
+    return _report(out, group, target, moves, dry_run, prefix, state)
 
 
 def _candidate_topics(group: str, prefix: str, chosen: list[str]) -> list[str]:
@@ -189,7 +190,9 @@ def _active_message(group: str, why: str) -> str:
     return f"consumer group {group} is active: {why}. Stop every instance of the service, then rewind again."
 
 
-def _report(out: Output, group: str, target: Target, moves: list[Move], dry_run: bool, prefix: str) -> ExitCode:
+def _report(
+    out: Output, group: str, target: Target, moves: list[Move], dry_run: bool, prefix: str, state: GroupState
+) -> ExitCode:
     rows: list[dict[str, Any]] = [
         {
             "topic": short_name(m.topic, prefix),
@@ -202,7 +205,10 @@ def _report(out: Output, group: str, target: Target, moves: list[Move], dry_run:
     ]
     to = target.moment.isoformat() if target.moment is not None else target.offset
     if out.json_mode:
-        out.document({"group": group, "to": to, "dry_run": dry_run, "rewound": [] if dry_run else rows, "plan": rows})
+        members = {"state": state.state, "members": state.members}
+        out.document(
+            {"group": group, "to": to, "dry_run": dry_run, "rewound": [] if dry_run else rows, "plan": rows} | members
+        )
         return ExitCode.OK
     title = f"{'Would rewind' if dry_run else 'Rewound'} {group} to {to}"
     out.table(
@@ -213,4 +219,6 @@ def _report(out: Output, group: str, target: Target, moves: list[Move], dry_run:
     )
     if rows and not dry_run:
         out.note("Start the service: it reads those records again; its inbox skips what it already handled.")
+    if rows and dry_run and state.has_members:
+        out.note(f"The broker lists {state.members} member(s): stop every instance first (then --confirm-stopped).")
     return ExitCode.OK

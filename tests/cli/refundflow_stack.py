@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -33,6 +36,7 @@ from tests.support.notifier_receivers import CapturingSmtpHandler, HttpReceiver,
 from tests.support.probe_service import eventually
 
 ADMIN = {"Authorization": "Bearer cli-test-admin-token"}
+REFUNDFLOW = str(Path(sys.executable).parent / "refundflow")  # the console script, as installed
 WEBHOOK_SECRET = "whsec_cli_tests"
 
 
@@ -72,6 +76,18 @@ class RefundflowStack:
         """`refundflow ARGS`, pointed at this stack through the environment as the services are."""
         env = cli_env(self.database_url, self.kafka, self.prefix)
         return CliResult(*await self.worker.invoke(list(args), env))
+
+    async def run_refundflow(self, *args: str) -> CliResult:
+        """The installed console script in a process of its own (several may run at once)."""
+        process = await asyncio.create_subprocess_exec(
+            REFUNDFLOW, *args, env=self.env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+        assert process.returncode is not None
+        return CliResult(process.returncode, stdout.decode(), stderr.decode())
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **cli_env(self.database_url, self.kafka, self.prefix)}
 
     async def start_notifier(self) -> None:
         assert self._notifier is None

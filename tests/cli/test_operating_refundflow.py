@@ -4,6 +4,9 @@ read from a topic whatever they hold, and a stopped consumer rewound and rebuilt
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,7 +16,7 @@ import pytest
 
 from refundflow_shared.events import Event, SubscriptionExtensionGranted, TeamAlertRaised, topic_for
 from refundflow_shared.outbox import add_event
-from tests.cli.refundflow_stack import RefundflowStack, refundflow_stack
+from tests.cli.refundflow_stack import REFUNDFLOW, RefundflowStack, refundflow_stack
 from tests.support.probe_service import eventually
 from tests.support.raw_records import RawRecord, produce, raw_headers
 
@@ -158,9 +161,15 @@ async def test_a_poison_message_is_listed_then_replayed_once_after_its_cause_is_
     on_topic = await stack.cli("tail", "refund.approved", "--key", payment["id"], "--from-beginning", "--json")
     assert len(on_topic.json_lines()) == 1, "a dry run publishes nothing"
 
-    replayed = await stack.cli("dlq", "replay", "refund.approved", "--all", "--json")
-    assert replayed.exit_code == 0, replayed.stderr
-    assert replayed.json()["counts"] == {"replayed": 1}
+    # Two operators replay at once: the message is published once.
+    replays = await asyncio.gather(
+        *(stack.run_refundflow("dlq", "replay", "refund.approved", "--all", "--json") for _ in range(2))
+    )
+    assert [r.exit_code for r in replays] == [0, 0], [r.stderr for r in replays]
+    assert sorted(json.dumps(r.json()["counts"]) for r in replays) == [
+        json.dumps({"already_replayed": 1}),
+        json.dumps({"replayed": 1}),
+    ]
     await stack.wait_for_status(refund_id, "succeeded")
 
     again = await stack.cli("dlq", "replay", "refund.approved", "--all", "--json")
@@ -266,6 +275,36 @@ async def test_tail_reads_every_record_and_says_why_one_cannot_be_decoded(stack:
     assert "ada@example.com" not in readable.stdout
     missing = await stack.cli("tail", "no.such.topic")
     assert missing.exit_code == 4
+
+
+async def test_tail_follows_new_records_until_interrupted(stack: RefundflowStack) -> None:
+    merchant_id, auth = await stack.merchant()
+    payment = await stack.payment(merchant_id)
+
+    async def request(amount: int) -> str:
+        body = {"payment_id": payment["id"], "reason": "requested_by_customer", "amount": amount}
+        response = await stack.api.post("/v1/refunds", headers=auth, json=body)
+        assert response.status_code == 201, response.text
+        refund_id: str = response.json()["id"]
+        return refund_id
+
+    first = await request(1000)
+    follow = await asyncio.create_subprocess_exec(
+        *(REFUNDFLOW, "tail", "refund.requested", "--key", payment["id"], "--follow", "--json"),
+        env=stack.env(),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert follow.stdout is not None
+    try:
+        shown = json.loads(await asyncio.wait_for(follow.stdout.readline(), timeout=60))
+        assert shown["event"]["data"]["refund_id"] == first
+        second = await request(2000)
+        later = json.loads(await asyncio.wait_for(follow.stdout.readline(), timeout=60))
+        assert later["event"]["data"]["refund_id"] == second
+    finally:
+        follow.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(follow.wait(), timeout=30)
+    assert code == 0, "Ctrl-C ends --follow cleanly"
 
 
 async def notifier_lag(stack: RefundflowStack) -> int:
