@@ -34,7 +34,7 @@ test-unit: install
 lint: install
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy shared services devstack tests
+	$(UV) run --frozen mypy shared services devstack cli tests
 
 format: install
 	$(UV) run --frozen ruff format .

@@ -13,9 +13,10 @@ MESSAGING_MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_KEY = 7_201_755_101  # one advisory lock for all schemas: services may start at once
 
 
-async def apply_migrations(dsn: str, schema: str, service_migrations: Path) -> list[str]:
-    """Bring ``schema`` up to date: the backbone's tables, then the service's own. Returns what ran."""
-    files = [("messaging", p) for p in sorted(MESSAGING_MIGRATIONS.glob("*.sql"))]
+async def apply_migrations(dsn: str, schema: str, service_migrations: Path, *, backbone: bool = True) -> list[str]:
+    """Bring ``schema`` up to date: the backbone's tables (unless ``backbone`` is false: a schema without outbox
+    or inbox, such as the command line's), then the service's own. Returns what ran."""
+    files = [("messaging", p) for p in sorted(MESSAGING_MIGRATIONS.glob("*.sql"))] if backbone else []
     files += [("service", p) for p in sorted(service_migrations.glob("*.sql"))]
     conn = await asyncpg.connect(dsn)
     applied: list[str] = []

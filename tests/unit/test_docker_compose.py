@@ -1,11 +1,11 @@
-"""The container stack (docker-compose.yml and services/*/Dockerfile) holds together.
+"""The container stack (docker-compose.yml and the one parametrised Dockerfile) holds together.
 
 There is no Docker engine where these tests run, so they read the files and check
 the structure that decides whether `docker compose up --build` can work: the
-services exist, each image builds from a real Dockerfile, every connection string
-names a service of the stack on a port it listens on, start-up waits on health,
-nothing is published beyond the loopback interface, and each image starts the
-console script its package declares.
+services exist, each image builds from the Dockerfile with its SERVICE and PORT,
+every connection string names a service of the stack on a port it listens on,
+start-up waits on health, nothing is published beyond the loopback interface, and
+each image starts the console script its package declares.
 """
 
 from __future__ import annotations
@@ -124,6 +124,28 @@ def dockerfile_path(service: dict[str, Any]) -> Path:
     return context / str(build.get("dockerfile", "Dockerfile"))
 
 
+def build_args(service: dict[str, Any]) -> dict[str, str]:
+    args = service["build"].get("args") or {}
+    if isinstance(args, list):
+        return dict(item.split("=", 1) for item in args)
+    return {str(key): str(value) for key, value in args.items()}
+
+
+def image_instructions(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """The Dockerfile's instructions as Docker builds them for this service: its build args substituted."""
+    args = build_args(service)
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return args.get(name, match.group(0))
+
+    pattern = r"\$\{([A-Z_][A-Z0-9_]*)\}|\$([A-Z_][A-Z0-9_]*)"
+    return [
+        (keyword, re.sub(pattern, substitute, rest))
+        for keyword, rest in dockerfile_instructions(dockerfile_path(service))
+    ]
+
+
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, with line continuations joined and comments dropped."""
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("#")]
@@ -163,15 +185,26 @@ def test_the_stack_has_kafka_postgres_mailpit_and_the_four_refundflow_services(s
 
 
 @pytest.mark.parametrize("name", sorted(BUILT_SERVICES))
-def test_each_refundflow_service_is_built_from_its_own_dockerfile_with_the_repo_as_context(
+def test_each_refundflow_service_is_built_from_the_one_dockerfile_with_its_service_and_port(
     services: Services, name: str
 ) -> None:
     service = services[name]
     assert "build" in service, f"{name} is not built from source"
     assert (ROOT / service["build"].get("context", ".")).resolve() == ROOT, "context must be the workspace root"
     path = dockerfile_path(service)
-    assert path == ROOT / "services" / name / "Dockerfile"
+    assert path == ROOT / "Dockerfile"
     assert path.is_file(), f"{path} does not exist"
+    port = HTTP_PORTS.get(name, SANDBOX_PORT)
+    assert build_args(service) == {"SERVICE": name, "PORT": str(port)}
+
+
+def test_there_is_one_dockerfile_whose_service_and_port_must_be_given() -> None:
+    assert not list(ROOT.glob("services/*/Dockerfile")), "one parametrised Dockerfile, not one per service"
+    instructions = dockerfile_instructions(ROOT / "Dockerfile")
+    declared = [args for keyword, args in instructions if keyword == "ARG"]
+    assert "SERVICE" in declared and "PORT" in declared, "ARG SERVICE and ARG PORT, without defaults"
+    checks = " ".join(args for keyword, args in instructions if keyword == "RUN")
+    assert 'test -n "$SERVICE"' in checks and 'test -n "$PORT"' in checks, "a build without them fails at once"
 
 
 @pytest.mark.parametrize("name", sorted(INFRA_SERVICES | BUILT_SERVICES))
@@ -459,20 +492,25 @@ def test_the_compose_file_says_how_to_start_it_and_where_to_look(compose: Compos
 def test_dockerfile_cmd_runs_the_console_script_its_package_declares(services: Services, name: str) -> None:
     project = tomllib.loads((member_dir(name) / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     scripts = project["scripts"]
-    cmd = [
-        args
-        for keyword, args in final_stage(dockerfile_instructions(dockerfile_path(services[name])))
-        if keyword == "CMD"
-    ]
+    instructions = image_instructions(services[name])
+    cmd = [args for keyword, args in final_stage(instructions) if keyword == "CMD"]
     assert cmd, f"{name}'s Dockerfile has no CMD in its final stage"
     argv = yaml.safe_load(cmd[-1]) if cmd[-1].startswith("[") else shlex.split(cmd[-1])
-    assert argv[0] in scripts, f"CMD {argv} does not run one of {sorted(scripts)}"
-    assert argv[0] == f"refundflow-{name}"
+    # The CMD is one name for every image, a link the build makes to the service's own console script.
+    links = [
+        shlex.split(args.split("&&")[-1])
+        for keyword, args in instructions
+        if keyword == "RUN" and "ln -s" in args and args.split()[-1].endswith(f"/{argv[0]}")
+    ]
+    assert links, f"nothing links {argv[0]} to a console script"
+    target = links[-1][-2]
+    assert target in scripts, f"CMD {argv} runs {target}, not one of {sorted(scripts)}"
+    assert target == f"refundflow-{name}"
 
 
 @pytest.mark.parametrize("name", sorted(BUILT_SERVICES))
 def test_dockerfile_uses_python_311_slim_and_uv_from_its_official_image(services: Services, name: str) -> None:
-    instructions = dockerfile_instructions(dockerfile_path(services[name]))
+    instructions = image_instructions(services[name])
     bases = [args.split()[0] for keyword, args in instructions if keyword == "FROM"]
     assert bases and all(base == "python:3.11-slim" for base in bases)
     copies_uv = [args for keyword, args in instructions if keyword == "COPY" and "--from=ghcr.io/astral-sh/uv" in args]
@@ -483,7 +521,7 @@ def test_dockerfile_uses_python_311_slim_and_uv_from_its_official_image(services
 def test_dockerfile_syncs_only_its_package_from_the_frozen_lock_without_dev_dependencies(
     services: Services, name: str
 ) -> None:
-    instructions = dockerfile_instructions(dockerfile_path(services[name]))
+    instructions = image_instructions(services[name])
     env = " ".join(args for keyword, args in instructions if keyword == "ENV")
     assert "UV_COMPILE_BYTECODE=1" in env
     assert "UV_LINK_MODE=copy" in env
@@ -501,7 +539,7 @@ def test_dockerfile_syncs_only_its_package_from_the_frozen_lock_without_dev_depe
 
 @pytest.mark.parametrize("name", sorted(BUILT_SERVICES))
 def test_dockerfile_dependency_layer_sees_every_workspace_manifest_but_no_source(services: Services, name: str) -> None:
-    instructions = dockerfile_instructions(dockerfile_path(services[name]))
+    instructions = image_instructions(services[name])
     first_sync = next(i for i, (keyword, args) in enumerate(instructions) if keyword == "RUN" and "uv sync" in args)
     copied_before = [
         source
@@ -535,7 +573,7 @@ def test_dockerfile_copies_only_paths_that_exist_and_are_not_dockerignored(servi
                 verdict = not negate
         return verdict
 
-    instructions = dockerfile_instructions(dockerfile_path(services[name]))
+    instructions = image_instructions(services[name])
     for keyword, args in instructions:
         if keyword != "COPY" or "--from" in args:
             continue
@@ -546,7 +584,7 @@ def test_dockerfile_copies_only_paths_that_exist_and_are_not_dockerignored(servi
 
 @pytest.mark.parametrize("name", sorted(BUILT_SERVICES))
 def test_dockerfile_runs_the_service_as_a_non_root_user(services: Services, name: str) -> None:
-    stage = final_stage(dockerfile_instructions(dockerfile_path(services[name])))
+    stage = final_stage(image_instructions(services[name]))
     users = [args for keyword, args in stage if keyword == "USER"]
     assert users, f"{name} runs as root"
     assert users[-1].split(":")[0] not in {"root", "0"}
@@ -554,12 +592,16 @@ def test_dockerfile_runs_the_service_as_a_non_root_user(services: Services, name
 
 @pytest.mark.parametrize("name", sorted(BUILT_SERVICES))
 def test_dockerfile_includes_only_the_workspace_members_the_service_depends_on(services: Services, name: str) -> None:
-    instructions = dockerfile_instructions(dockerfile_path(services[name]))
+    instructions = image_instructions(services[name])
     sources = " ".join(args for keyword, args in instructions if keyword == "COPY")
     assert f"services/{name}/refundflow_{name} " in sources + " "
+    others = BUILT_SERVICES - {name}
+    assert not any(f"services/{other}/refundflow_{other}" in sources for other in others)
     assert "devstack/refundflow_devstack" not in sources
-    needs_shared = name != "sandbox"
-    assert ("shared/refundflow_shared" in sources) is needs_shared
+    assert "cli/refundflow_cli" not in sources
+    # shared's sources are in every build context; uv installs them only where the package depends on them.
+    dependencies = tomllib.loads((member_dir(name) / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert ("refundflow-shared" in dependencies["dependencies"]) is (name != "sandbox")
 
 
 def test_dockerignore_keeps_local_state_caches_git_and_tests_out_of_the_build_context() -> None:

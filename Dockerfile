@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
-# Refundflow sandbox: a Stripe-compatible payment-provider sandbox
-# Build from the repository root (the uv workspace), e.g.
-#   docker build -f services/sandbox/Dockerfile .
-# or through docker-compose.yml (`docker compose up --build`).
+# Every Refundflow image: one Dockerfile, built from the repository root (the uv workspace) for one service.
+#   docker build --build-arg SERVICE=intake --build-arg PORT=8000 -t refundflow-intake .
+# SERVICE is a member under services/ (intake, processor, notifier, sandbox); PORT is the port it listens on.
+# docker-compose.yml builds all four (`docker compose up --build`).
 #
 # Follows uv's Docker guide (https://docs.astral.sh/uv/guides/integration/docker/):
 # uv copied from its distroless image, third-party dependencies synced in their own
@@ -10,6 +10,9 @@
 # stage needs only the virtual environment.
 
 FROM python:3.11-slim AS builder
+
+ARG SERVICE
+RUN test -n "$SERVICE" || { echo "build with --build-arg SERVICE=intake|processor|notifier|sandbox" >&2; exit 1; }
 
 # Pin uv to the version that wrote uv.lock.
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /uvx /bin/
@@ -23,7 +26,7 @@ ENV UV_COMPILE_BYTECODE=1 \
 WORKDIR /app
 
 # 1) Dependencies only. Every workspace member's pyproject.toml must be present
-#    for uv to discover the workspace (members = ["shared", "services/*", "devstack"]),
+#    for uv to discover the workspace (members = ["shared", "services/*", "devstack", "cli"]),
 #    but none of their sources are, so this layer stays cached until a manifest or
 #    uv.lock changes. --no-install-workspace skips the members themselves.
 COPY pyproject.toml uv.lock ./
@@ -33,16 +36,29 @@ COPY services/processor/pyproject.toml services/processor/pyproject.toml
 COPY services/notifier/pyproject.toml services/notifier/pyproject.toml
 COPY services/sandbox/pyproject.toml services/sandbox/pyproject.toml
 COPY devstack/pyproject.toml devstack/pyproject.toml
+COPY cli/pyproject.toml cli/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --package refundflow-sandbox --no-install-workspace --no-editable
+    uv sync --frozen --no-dev --package refundflow-${SERVICE} --no-install-workspace --no-editable
 
-# 2) The sources this service needs, then the members themselves.
-COPY services/sandbox/refundflow_sandbox services/sandbox/refundflow_sandbox
+# 2) The sources, then the members themselves: the service's package and what it depends on
+#    (shared for the three services; the sandbox needs nothing of Refundflow's, and uv installs no more).
+COPY shared/refundflow_shared shared/refundflow_shared
+COPY services/${SERVICE}/refundflow_${SERVICE} services/${SERVICE}/refundflow_${SERVICE}
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --package refundflow-sandbox --no-editable
+    uv sync --frozen --no-dev --package refundflow-${SERVICE} --no-editable
+
+# One name for the entry point of every image: the console script the service's package declares.
+RUN test -x /app/.venv/bin/refundflow-${SERVICE} \
+    && ln -s refundflow-${SERVICE} /app/.venv/bin/refundflow-service
 
 
 FROM python:3.11-slim
+
+ARG SERVICE
+ARG PORT
+RUN test -n "$PORT" || { echo "build with --build-arg PORT=<the port the service listens on>" >&2; exit 1; }
+
+LABEL org.opencontainers.image.title="refundflow-${SERVICE}"
 
 RUN groupadd --system --gid 10001 refundflow \
     && useradd --system --uid 10001 --gid refundflow --no-create-home \
@@ -50,13 +66,16 @@ RUN groupadd --system --gid 10001 refundflow \
 
 COPY --from=builder --chown=refundflow:refundflow /app/.venv /app/.venv
 
+# The services read HTTP_HOST/HTTP_PORT, the sandbox SANDBOX_HOST/SANDBOX_PORT; each ignores the other pair.
 ENV PATH="/app/.venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
+    HTTP_HOST=0.0.0.0 \
+    HTTP_PORT=${PORT} \
     SANDBOX_HOST=0.0.0.0 \
-    SANDBOX_PORT=12111
+    SANDBOX_PORT=${PORT}
 
 WORKDIR /app
 USER refundflow
-EXPOSE 12111
+EXPOSE ${PORT}
 
-CMD ["refundflow-sandbox"]
+CMD ["refundflow-service"]

@@ -1,0 +1,3 @@
+from refundflow_cli.main import main
+
+main()

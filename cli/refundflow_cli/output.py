@@ -1,0 +1,124 @@
+"""What a command prints: Rich tables for people, one JSON document (or JSON lines) for scripts, and one line on
+stderr for an error. Customers' email addresses are masked and sealed secrets never shown, in either form."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from refundflow_cli.outcomes import OperatorError
+
+_EMAIL = re.compile(r"([A-Za-z0-9_%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+_SEALED_KEYS = ("sealed_", "encrypted_", "secret", "signing_")
+
+
+def mask_emails(text: str) -> str:
+    """``ada@example.com`` -> ``a***@example.com``: enough to tell customers apart, not to write to them."""
+    return _EMAIL.sub(r"\1***@\2", text)
+
+
+def redacted(value: Any, key: str = "") -> Any:
+    """JSON-like data with emails masked and sealed values replaced (an operator never needs them)."""
+    if key.lower().startswith(_SEALED_KEYS) or "secret" in key.lower():
+        return "(sealed)" if value else value
+    if isinstance(value, str):
+        return mask_emails(value)
+    if isinstance(value, Mapping):
+        return {k: redacted(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redacted(v) for v in value]
+    return value
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def as_json(data: Any) -> str:
+    return json.dumps(data, default=jsonable, ensure_ascii=False)
+
+
+def age(seconds: float | None) -> str:
+    """A short human duration: 45s, 12m 5s, 3h 2m, 4d 1h."""
+    if seconds is None:
+        return "-"
+    whole = int(max(seconds, 0))
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def when(value: datetime | None, timespec: str = "seconds") -> str:
+    return value.isoformat(timespec=timespec) if value is not None else "-"
+
+
+class Output:
+    """Where one command writes. In JSON mode stdout holds only JSON; notes go to stderr."""
+
+    def __init__(self, json_mode: bool) -> None:
+        self.json_mode = json_mode
+        self.console = Console(file=sys.stdout, highlight=False, soft_wrap=False)
+        self._errors = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+    def document(self, data: Any) -> None:
+        """The command's whole answer, as one JSON document."""
+        sys.stdout.write(as_json(redacted(data)) + "\n")
+        sys.stdout.flush()
+
+    def json_line(self, data: Any) -> None:
+        sys.stdout.write(as_json(redacted(data)) + "\n")
+        sys.stdout.flush()
+
+    def line(self, text: str, style: str | None = None) -> None:
+        self.console.print(Text(mask_emails(text), style=style or ""), soft_wrap=True)
+
+    def note(self, text: str) -> None:
+        """Something the operator should read that is not the answer itself (stderr, so JSON stays clean)."""
+        self._errors.print(Text(text, style="dim"))
+
+    def table(
+        self, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "(none)"
+    ) -> None:
+        rows = list(rows)
+        if not rows:
+            self.line(f"{title}: {empty}", style="dim")
+            return
+        table = Table(title=title, title_justify="left", title_style="bold", show_lines=False)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(Text(mask_emails("-" if cell is None else str(cell))) for cell in row))
+        self.console.print(table)
+
+    def error(self, error: OperatorError) -> None:
+        if self.json_mode:
+            sys.stdout.write(as_json({"error": {"code": error.code, "message": error.message}}) + "\n")
+            sys.stdout.flush()
+        self._errors.print(Text(f"refundflow: {error.message}", style="bold red"), soft_wrap=True)

@@ -1,0 +1,218 @@
+"""The command line's rules, without any server: names, durations, masking, rewind plans, dead-letter identity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any, cast
+
+import asyncpg
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+from faststream.kafka import KafkaBroker
+
+from refundflow_cli.consumer_rewind import Move, Target, plan
+from refundflow_cli.dead_letters import REPLAY_HEADER, DeadLetter, group_by_message, replay_problem
+from refundflow_cli.durations import parse_duration, parse_time
+from refundflow_cli.outcomes import NotFound, UsageProblem
+from refundflow_cli.output import age, mask_emails, redacted
+from refundflow_cli.records import describe, one_line
+from refundflow_cli.topic_names import CONSUMES, event_type_of, full_topic, resolve_group
+from refundflow_intake import event_handlers as intake_handlers
+from refundflow_notifier import event_handlers as notifier_handlers
+from refundflow_notifier.settings import NotifierSettings
+from refundflow_processor import event_handlers as processor_handlers
+from refundflow_shared.consumer import EventConsumer
+from refundflow_shared.events import Event, EventType, RefundRequested
+from refundflow_shared.settings import ServiceSettings
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def test_the_lag_table_knows_exactly_the_topics_each_service_consumes() -> None:
+    settings = ServiceSettings()
+
+    def consumer(name: str) -> EventConsumer:
+        return EventConsumer(name, KafkaBroker("unused:9092"), cast(asyncpg.Pool, None), settings)
+
+    intake, processor, notifier = consumer("intake"), consumer("processor"), consumer("notifier")
+    intake_handlers.register(cast(Any, SimpleNamespace(consumer=intake, settings=settings)), lambda: NOW)
+    processor_handlers.register(processor)
+    notifier_handlers.register(notifier, NotifierSettings())
+    for registered in (intake, processor, notifier):
+        assert {EventType(t) for t in registered.topics} == CONSUMES[registered.name], registered.name
+
+
+def test_operators_name_topics_and_groups_with_or_without_the_prefix() -> None:
+    assert full_topic("refund.approved", "t1.") == "t1.refund.approved"
+    assert full_topic("t1.refund.approved.dlq", "t1.") == "t1.refund.approved.dlq"
+    assert event_type_of("refund.approved.dlq", "") is EventType.REFUND_APPROVED
+    with pytest.raises(NotFound, match=r"no topic 'refund\.aproved'"):
+        event_type_of("refund.aproved", "t1.")
+    assert resolve_group("notifier", "t1.") == "t1.notifier"
+    assert resolve_group("t1.notifier", "t1.") == "t1.notifier"
+    assert resolve_group("platform-billing", "t1.") == "platform-billing"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("2h", 7200), ("1.5d", 129_600), ("0s", 0)])
+def test_durations_read_as_operators_write_them(text: str, seconds: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["15", "5x", "-1m", "", "1h30m"])
+def test_a_duration_that_is_not_one_is_a_usage_problem(text: str) -> None:
+    with pytest.raises(UsageProblem):
+        parse_duration(text)
+
+
+def test_a_point_in_time_is_rfc_3339_with_an_offset_or_a_duration_ago() -> None:
+    assert parse_time("2026-11-20T10:00:00Z") == datetime(2026, 11, 20, 10, tzinfo=UTC)
+    assert parse_time("2h", now=NOW) == NOW - timedelta(hours=2)
+    with pytest.raises(UsageProblem, match="no UTC offset"):
+        parse_time("2026-11-20T10:00:00")
+    with pytest.raises(UsageProblem):
+        parse_time("yesterday")
+
+
+def test_rewind_targets_read_offsets_times_and_earliest() -> None:
+    assert Target.parse("earliest") == Target(offset=0)
+    assert Target.parse("42") == Target(offset=42)
+    assert Target.parse("2026-11-20T10:00:00+01:00").moment == datetime(2026, 11, 20, 9, tzinfo=UTC)
+
+
+def test_a_rewind_never_moves_a_group_forward_nor_before_what_a_partition_still_holds() -> None:
+    a, b, c, d = (TopicPartition("t", p) for p in range(4))
+    moves = plan(
+        committed={a: 10, b: 3, c: None, d: 8},
+        beginnings={a: 0, b: 0, c: 0, d: 5},
+        targets={a: 4, b: 7, c: 0, d: 0},
+    )
+    assert [(m.partition, m.new, m.rereads) for m in moves] == [(0, 4, 6), (1, 3, 0), (2, None, 0), (3, 5, 3)]
+    assert Move("t", 0, committed=None, target=0).rereads == 0
+
+
+def test_customers_emails_are_masked_and_sealed_values_never_shown() -> None:
+    assert mask_emails("to ada@example.com and Bob <bob.smith+x@mail.example.org>") == (
+        "to a***@example.com and Bob <b***@mail.example.org>"
+    )
+    data = {
+        "customer_email": "ada@example.com",
+        "sealed_slack_webhook_url": "v2.k1.abc",
+        "encrypted_secret": "v2.k1.def",
+        "nested": [{"reply_to": "support@acme.example"}],
+        "amount": 100,
+    }
+    assert redacted(data) == {
+        "customer_email": "a***@example.com",
+        "sealed_slack_webhook_url": "(sealed)",
+        "encrypted_secret": "(sealed)",
+        "nested": [{"reply_to": "s***@acme.example"}],
+        "amount": 100,
+    }
+    assert [age(s) for s in (5, 125, 7260, 90_000, None)] == ["5s", "2m 5s", "2h 1m", "1d 1h", "-"]
+
+
+def record(
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]],
+    *,
+    topic: str = "t.refund.requested",
+    offset: int = 7,
+) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic=topic,
+        partition=2,
+        offset=offset,
+        timestamp=int(NOW.timestamp() * 1000),
+        timestamp_type=0,
+        key=b"pay_1",
+        value=value,
+        checksum=None,
+        serialized_key_size=5,
+        serialized_value_size=len(value or b""),
+        headers=list(headers),
+    )
+
+
+def requested() -> Event:
+    data = RefundRequested(
+        refund_id="ref_1",
+        payment_id="pay_1",
+        merchant_id="mer_1",
+        customer_email="ada@example.com",
+        amount=2500,
+        currency="EUR",
+        reason="requested_by_customer",
+    )
+    return Event.wrap(data, source="refundflow/intake", sequence=3)
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "reason"),
+    [
+        (b"\xff", [], "missing_attributes"),
+        (b"{}", [("ce_id", None)], "malformed_headers"),
+        (b"{}", [("ce_id", b"\xff")], "malformed_headers"),
+        (b"[" * 100_000, [(k, v.encode()) for k, v in requested().kafka_headers().items()], "malformed_json"),
+    ],
+)
+def test_a_record_that_holds_no_event_is_described_with_the_reason(
+    value: bytes, headers: list[tuple[str, bytes | None]], reason: str
+) -> None:
+    found = describe(record(value, headers), "refund.requested")
+    assert found["undecodable"]["reason"] == reason
+    assert f"UNDECODABLE {reason}" in one_line(found)
+
+
+def test_a_dead_lettered_event_reads_as_its_event_and_why_it_was_parked() -> None:
+    event = requested()
+    headers = [(k, v.encode()) for k, v in event.kafka_headers().items()] + [
+        ("dlq_reason", b"handler_error"),
+        ("dlq_consumer", b"notifier"),
+        ("dlq_original_topic", b"t.refund.requested"),
+        ("dlq_original_partition", b"2"),
+        ("dlq_original_offset", b"6"),
+    ]
+    found = describe(record(event.kafka_value(), headers, topic="t.refund.requested.dlq"), "refund.requested.dlq")
+    assert found["event"]["id"] == str(event.id)
+    assert found["event"]["data"]["customer_email"] == "ada@example.com", "masked when printed, not when read"
+    line = one_line(found)
+    assert "a***@example.com" in line and "ada@example.com" not in line
+    assert "dead-lettered by notifier: handler_error from t.refund.requested[2]@6" in line
+
+
+def letter(offset: int, **headers: str) -> DeadLetter:
+    return DeadLetter("t.refund.approved.dlq", 0, offset, NOW, b"pay_1", b"{}", headers)
+
+
+def test_dead_letters_of_one_message_are_replayed_as_one() -> None:
+    event_id = "0b6f2c7e-52a5-4bd2-9a8a-6a2f1d1d5c1e"
+    by_processor = letter(1, ce_id=event_id, dlq_consumer="processor")
+    by_notifier = letter(2, ce_id=event_id.upper(), dlq_consumer="notifier")
+    without_id = letter(3, dlq_original_topic="t.refund.approved", dlq_original_partition="4", dlq_original_offset="9")
+    same_place = letter(4, dlq_original_topic="t.refund.approved", dlq_original_partition="4", dlq_original_offset="9")
+    nowhere = letter(5)
+    groups = group_by_message([by_processor, without_id, by_notifier, same_place, nowhere])
+    assert [[x.offset for x in g] for g in groups] == [[1, 2], [3, 4], [5]]
+
+
+def test_a_replay_carries_the_original_headers_and_where_it_came_from_but_no_dlq_header() -> None:
+    replay = letter(8, ce_id="x", ce_type="refund.approved", dlq_reason="handler_error", refundflow_replayed_from="old")
+    assert replay.replay_headers() == [
+        ("ce_id", b"x"),
+        ("ce_type", b"refund.approved"),
+        (REPLAY_HEADER, b"t.refund.approved.dlq/0/8"),
+    ]
+
+
+def test_a_dead_letter_is_not_replayed_when_its_value_was_dropped_it_names_another_topic_or_is_too_old() -> None:
+    memory = timedelta(days=30)
+    assert replay_problem(letter(1), "t.refund.approved", now=NOW, inbox_memory=memory) is None
+    dropped = letter(1, dlq_dropped="the original value (2000000 bytes): too large to carry")
+    assert "nothing to replay" in str(replay_problem(dropped, "t.refund.approved", now=NOW, inbox_memory=memory))
+    elsewhere = letter(1, dlq_original_topic="t.refund.succeeded")
+    assert "another original topic" in str(replay_problem(elsewhere, "t.refund.approved", now=NOW, inbox_memory=memory))
+    old = letter(1, dlq_failed_at=(NOW - timedelta(days=31)).isoformat())
+    later = NOW + timedelta(days=31)
+    assert "INBOX_RETENTION_DAYS" in str(replay_problem(old, "t.refund.approved", now=later, inbox_memory=memory))

@@ -1,0 +1,89 @@
+"""`refundflow` as installed (the console script), when what it needs is not there: one line, a documented exit
+code, never a traceback, and a JSON error with --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.infrastructure import free_port
+
+REFUNDFLOW = str(Path(sys.executable).parent / "refundflow")
+
+
+def refundflow(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    unreachable = {
+        "DATABASE_URL": f"postgresql://operator:s3cret-password@127.0.0.1:{free_port()}/refundflow",
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+    }
+    return subprocess.run(
+        [REFUNDFLOW, *args], env={**os.environ, **unreachable, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_console_script_is_installed_and_documents_its_exit_codes() -> None:
+    shown = refundflow("--help", COLUMNS="200")
+    assert shown.returncode == 0
+    for command in ("topics", "tail", "refund", "dlq", "outbox", "stuck", "consumer"):
+        assert command in shown.stdout
+    assert "3 the broker or the database cannot be reached" in " ".join(shown.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["topics"], "broker"),
+        (["tail", "refund.approved"], "broker"),
+        (["consumer", "rewind", "notifier", "--to", "earliest"], "broker"),
+        (["refund", "ref_1"], "database"),
+        (["stuck"], "database"),
+        (["outbox"], "database"),
+        (["dlq", "list"], "database"),
+        (["dlq", "replay", "refund.approved", "--all"], "database"),
+    ],
+)
+def test_an_unreachable_broker_or_database_ends_the_command_with_exit_code_3_and_one_line(
+    args: list[str], what: str
+) -> None:
+    result = refundflow(*args)
+    assert result.returncode == 3, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"refundflow: cannot reach the {what} at 127.0.0.1:")
+    assert "Traceback" not in result.stderr and "s3cret-password" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_with_json_the_error_is_a_json_document_on_stdout() -> None:
+    result = refundflow("stuck", "--json")
+    assert result.returncode == 3
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "unreachable"
+    assert "cannot reach the database" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["stuck", "--older-than", "soon"],
+        ["dlq", "replay", "refund.approved"],
+        ["dlq", "replay", "refund.approved", "--all", "--event-id", "not-a-uuid"],
+        ["consumer", "rewind", "notifier", "--to", "2026-11-20T10:00:00"],
+        ["tail"],
+        ["no-such-command"],
+    ],
+)
+def test_a_wrong_invocation_is_exit_code_2_before_anything_is_reached(args: list[str]) -> None:
+    result = refundflow(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+
+
+def test_settings_that_cannot_be_read_are_a_usage_problem_without_their_values() -> None:
+    result = refundflow("stuck", TOPIC_PARTITIONS="many", DATABASE_URL="postgresql://u:hidden-pw@h:5432/db")
+    assert result.returncode == 2
+    assert "topic_partitions" in result.stderr and "hidden-pw" not in result.stderr
