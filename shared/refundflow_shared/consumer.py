@@ -1,13 +1,16 @@
 """Idempotent, ordered event consumption with retries and a dead-letter topic, for every service.
 
-Per message: decode the CloudEvent (never handleable -> ``<topic>.dlq``), then in ONE PostgreSQL
-transaction claim the event in the inbox and run the handler; the Kafka offset is committed only after
-that transaction committed (FastStream's NACK_ON_ERROR policy, auto-commit off). A redelivered event
-finds its inbox row and is skipped.
+The consumer reads batches (all the service's topics, one FastStream batch subscriber). Per batch: decode each
+CloudEvent (never handleable -> ``<topic>.dlq``), then in ONE PostgreSQL transaction claim the events in the inbox
+(one insert) and run each handler in a savepoint of its own, in the order read, so each key's events keep their
+order. The Kafka offsets are committed once, after that transaction committed (FastStream's NACK_ON_ERROR policy,
+auto-commit off). A redelivered event finds its inbox row and is skipped.
 
-No message can stop the consumer: whatever it holds, it is handled, or parked on the dead-letter topic with a
-reason and the next one is read. Only the infrastructure is waited for: a database that is away or overloaded
-(``transient_faults``), or a broker that does not take the dead letter.
+An event whose handler fails does not take the batch with it: the events before it commit, the failing one is
+retried on its own (in place, with backoff, then dead-lettered, exactly as a batch of one would be), then the rest
+of the batch follows. No message can stop the consumer: whatever it holds, it is handled, or parked on the
+dead-letter topic with a reason and the next one is read. Only the infrastructure is waited for: a database that
+is away or overloaded (``transient_faults``), or a broker that does not take the dead letter.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from refundflow_shared.dead_letters import DeadLetterOffice, describe_failure, l
 from refundflow_shared.event_decoding import InvalidEvent, decode_event, printable_headers, read_headers
 from refundflow_shared.events import Event, EventData, EventType, topic_for
 from refundflow_shared.settings import ServiceSettings
-from refundflow_shared.structured_logging import bind_event, unbind_event
+from refundflow_shared.structured_logging import bound
 from refundflow_shared.transient_faults import DatabaseUnavailable, database_is_unavailable
 
 log = structlog.get_logger(__name__)
@@ -48,18 +51,23 @@ class TransientError(Exception):
 _RETRYABLE = (TransientError, TimeoutError)
 
 
-async def _raw_body(msg: KafkaMessage) -> bytes:
+async def _raw_body(msg: KafkaMessage) -> Any:
     return msg.body
 
 
-async def _parse_any_headers(record: Record, parse: Callable[[Record], Awaitable[KafkaMessage]]) -> KafkaMessage:
+async def _parse_any_headers(
+    records: tuple[Record, ...], parse: Callable[[tuple[Record, ...]], Awaitable[KafkaMessage]]
+) -> KafkaMessage:
     """FastStream's parser decodes every header as UTF-8 and fails, before our code runs, on one without a value
-    or not UTF-8; the message is then skipped silently. Hand it printable headers; ``on_message`` reads the raw
-    ones and dead-letters the message."""
-    printable = copy.copy(record)
-    printable.headers = [(k, v.encode()) for k, v in printable_headers(record.headers).items()]
-    message = await parse(printable)
-    message.raw_message = record
+    or not UTF-8; the batch is then skipped silently. Hand it printable headers; ``on_batch`` reads the raw ones
+    and dead-letters such a message."""
+    printable = []
+    for record in records:
+        copied = copy.copy(record)
+        copied.headers = [(k, v.encode()) for k, v in printable_headers(record.headers).items()]
+        printable.append(copied)
+    message = await parse(tuple(printable))
+    message.raw_message = records
     return message
 
 
@@ -106,14 +114,46 @@ class EventConsumer:
             group_id=self.group_id,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
+            batch=True,
+            max_records=self._settings.consumer_batch_max_records,
+            batch_timeout_ms=self._settings.consumer_batch_timeout_ms,
             parser=_parse_any_headers,
             decoder=_raw_body,  # we decode (and dead-letter) ourselves; FastStream's JSON decoding would loop
-        )(self.on_message)
+        )(self.on_batch)
 
-    async def on_message(self, msg: KafkaMessage) -> None:
-        record: Record = msg.raw_message
+    async def on_batch(self, msg: KafkaMessage) -> None:
+        """Handle one polled batch; FastStream commits the offsets when this returns."""
+        events: list[tuple[Record, Event]] = []
+        for record in msg.raw_message:
+            event = await self._decode_or_give_up(record)
+            if event is not None:
+                events.append((record, event))
+        start = attempt = 0
+        while start < len(events):
+            try:
+                handled, failure = await self._handle_together(events[start:])
+            except DatabaseUnavailable as exc:  # nothing committed: the whole rest again, once the database is back
+                attempt += 1
+                delay = self._backoff(attempt)
+                log.warning("database_unavailable", attempt=attempt, retry_in=round(delay, 3), error=repr(exc))
+                await asyncio.sleep(delay)
+                continue
+            except Exception:
+                log.exception("batch_failed_handling_one_by_one")
+                for record, event in events[start:]:
+                    with bound(event):
+                        await self._handle_with_retries(record, event)
+                return
+            attempt, start = 0, start + handled
+            if failure is not None:  # the events before it are committed; it is retried alone, then the rest
+                record, event = events[start]
+                with bound(event):
+                    await self._handle_with_retries(record, event, failure)
+                start += 1
+
+    async def _decode_or_give_up(self, record: Record) -> Event | None:
         try:
-            event = decode_event(
+            return decode_event(
                 read_headers(record.headers),
                 record.value,
                 expected_type=self._handlers[record.topic][0],
@@ -121,43 +161,86 @@ class EventConsumer:
             )
         except InvalidEvent as exc:
             await self._give_up(record, exc.code, exc.message)
-            return
         except Exception as exc:  # noqa: BLE001 - whatever else reading it raised, it is this message's fault
             await self._give_up(record, "undecodable", type(exc).__name__)
-            return
-        bind_event(event)
-        try:
-            await self._handle_with_retries(record, event)
-        finally:
-            unbind_event()
+        return None
 
-    async def _handle_with_retries(self, record: Record, event: Event) -> None:
+    async def _handle_together(self, events: list[tuple[Record, Event]]) -> tuple[int, Exception | None]:
+        """Handle ``events`` in one transaction, each in a savepoint: (how many were committed, the failure of the
+        next one, if one failed). Raises DatabaseUnavailable when nothing could be committed."""
+        conn = await self._connection()
+        handled: list[Event] = []
+        failure: Exception | None = None
+        try:
+            async with conn.transaction():
+                # Claimed here and not handled yet (the same event twice in a batch: the second is a duplicate).
+                pending = await inbox.claim_many(conn, self.name, [event for _, event in events])
+                for record, event in events:
+                    if event.id not in pending:
+                        with bound(event):
+                            log.info("event_duplicate_skipped")
+                        handled.append(event)
+                        continue
+                    try:
+                        with bound(event):
+                            async with conn.transaction():  # a savepoint: a failure undoes this event only
+                                await self._handlers[record.topic][1](conn, event, event.data)
+                    except Exception as exc:
+                        if conn.is_closed():
+                            raise
+                        failure = exc
+                        # Neither it nor those after it are handled yet: the inbox rows claimed for them go.
+                        await inbox.release(conn, self.name, [e.id for _, e in events if e.id in pending])
+                        break
+                    pending.discard(event.id)
+                    handled.append(event)
+                crash_point(f"{self.name}.before_commit")
+        except Exception as exc:
+            if conn.is_closed() or database_is_unavailable(exc):
+                conn.terminate()  # never hand a connection the server may have killed back to the pool
+                raise DatabaseUnavailable(repr(exc)) from exc
+            raise
+        finally:
+            await self._pool.release(conn)
+        for event in handled:
+            with bound(event):
+                log.info("event_handled")
+        return len(handled), failure
+
+    async def _connection(self) -> asyncpg.Connection:
+        try:
+            return await self._pool.acquire()
+        except Exception as exc:
+            raise DatabaseUnavailable(repr(exc)) from exc
+
+    async def _handle_with_retries(self, record: Record, event: Event, failure: Exception | None = None) -> None:
+        """Handle one event alone until it is handled or dead-lettered; ``failure``: how its first try failed."""
         attempt = 0
         while True:
             attempt += 1
-            try:
-                await self._handle_once(record.topic, event)
-                return
-            except Exception as exc:  # noqa: BLE001 - every failure is sorted below: wait, retry or dead-letter
-                if database_is_unavailable(exc):
-                    # No event could be handled meanwhile: wait for the database, never dead-letter for it.
-                    delay = self._backoff(attempt)
-                    log.warning("database_unavailable", attempt=attempt, retry_in=round(delay, 3), error=repr(exc))
-                elif isinstance(exc, _RETRYABLE) and attempt < self._settings.consumer_retry_attempts:
-                    delay = self._backoff(attempt)
-                    log.warning("event_retrying", attempt=attempt, retry_in=round(delay, 3), error=repr(exc))
-                else:
-                    code = "retries_exhausted" if isinstance(exc, _RETRYABLE) else "handler_error"
-                    await self._give_up(record, code, describe_failure(exc), event=event, exc=exc)
+            if failure is None:
+                try:
+                    await self._handle_once(record.topic, event)
                     return
+                except Exception as exc:  # noqa: BLE001 - every failure is sorted below: wait, retry or dead-letter
+                    failure = exc
+            if database_is_unavailable(failure):
+                # No event could be handled meanwhile: wait for the database, never dead-letter for it.
+                delay = self._backoff(attempt)
+                log.warning("database_unavailable", attempt=attempt, retry_in=round(delay, 3), error=repr(failure))
+            elif isinstance(failure, _RETRYABLE) and attempt < self._settings.consumer_retry_attempts:
+                delay = self._backoff(attempt)
+                log.warning("event_retrying", attempt=attempt, retry_in=round(delay, 3), error=repr(failure))
+            else:
+                code = "retries_exhausted" if isinstance(failure, _RETRYABLE) else "handler_error"
+                await self._give_up(record, code, describe_failure(failure), event=event, exc=failure)
+                return
+            failure = None
             await asyncio.sleep(delay)
 
     async def _handle_once(self, topic: str, event: Event) -> None:
         handler = self._handlers[topic][1]
-        try:
-            conn = await self._pool.acquire()
-        except Exception as exc:
-            raise DatabaseUnavailable(repr(exc)) from exc
+        conn = await self._connection()
         try:
             async with conn.transaction():
                 if not await inbox.claim(conn, self.name, event):
