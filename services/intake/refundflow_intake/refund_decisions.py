@@ -71,14 +71,14 @@ async def approve_refund(
     no money: the request closes as rejected and the subscription ends at the period's end."""
     refund, payment = await locked_refund(conn, refund_id, merchant_id)
     status = RefundStatus(refund["status"])
-    held = await repository.amount_held_by_refunds(conn, payment["id"])
+    held, disputed = await repository.held_and_disputed(conn, payment["id"])
     context = ApprovalContext(
         status=status,
         requested=refund["amount"],
         currency=refund["currency"],
         payment_amount=payment["amount"],
         held_by_others=held - (refund["amount"] if status in HOLDING_STATUSES else 0),
-        disputed=await repository.is_disputed(conn, payment["id"]),
+        disputed=disputed,
         provider_payment_conflict=payment["provider_payment_conflict"],
         is_subscription=payment["subscription_id"] is not None,
         approvals=await repository.approvals_of(conn, refund_id),
