@@ -2,14 +2,18 @@
 
 The consumer reads batches (all the service's topics, one FastStream batch subscriber). Per batch: decode each
 CloudEvent (never handleable -> ``<topic>.dlq``), then in ONE PostgreSQL transaction claim the events in the inbox
-(one insert) and run each handler in a savepoint of its own, in the order read, so each key's events keep their
-order. The Kafka offsets are committed once, after that transaction committed (FastStream's NACK_ON_ERROR policy,
-auto-commit off). A redelivered event finds its inbox row and is skipped.
+(one insert) and run each handler, in the order read, so each key's events keep their order. The Kafka offsets are
+committed once, after that transaction committed (FastStream's NACK_ON_ERROR policy, auto-commit off). A
+redelivered event finds its inbox row and is skipped.
 
-An event whose handler fails does not take the batch with it: the events before it commit, the failing one is
-retried on its own (in place, with backoff, then dead-lettered, exactly as a batch of one would be), then the rest
-of the batch follows. No message can stop the consumer: whatever it holds, it is handled, or parked on the
-dead-letter topic with a reason and the next one is read. Only the infrastructure is waited for: a database that
+An event whose handler fails does not take the batch with it: the transaction is rolled back, the events before it
+are handled again together and committed, the failing one is retried on its own (in place, with backoff, then
+dead-lettered, exactly as a batch of one would be), then the rest of the batch follows. (A handler's writes are
+undone by the rollback, so running it again has no effect twice; what a handler publishes itself, a refused
+command's dead letter, is at-least-once anyway. A savepoint per event would cost two round trips each, always.)
+
+No message can stop the consumer: whatever it holds, it is handled, or parked on the dead-letter topic with a
+reason and the next one is read. Only the infrastructure is waited for: a database that
 is away or overloaded (``transient_faults``), or a broker that does not take the dead letter.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar
 
@@ -45,6 +50,10 @@ Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 class TransientError(Exception):
     """Raised by a handler for a failure worth retrying (a dependency hiccup, not a bad event)."""
+
+
+class _RollBack(Exception):
+    """A handler failed: undo the batch's transaction."""
 
 
 # Worth a few retries, then the dead-letter topic: the same event may well succeed in a moment.
@@ -128,11 +137,11 @@ class EventConsumer:
             event = await self._decode_or_give_up(record)
             if event is not None:
                 events.append((record, event))
-        start = attempt = 0
+        start, end, attempt = 0, len(events), 0
         while start < len(events):
             try:
-                handled, failure = await self._handle_together(events[start:])
-            except DatabaseUnavailable as exc:  # nothing committed: the whole rest again, once the database is back
+                failed = await self._handle_together(events[start:end])
+            except DatabaseUnavailable as exc:  # nothing committed: the same again, once the database is back
                 attempt += 1
                 delay = self._backoff(attempt)
                 log.warning("database_unavailable", attempt=attempt, retry_in=round(delay, 3), error=repr(exc))
@@ -144,12 +153,16 @@ class EventConsumer:
                     with bound(event):
                         await self._handle_with_retries(record, event)
                 return
-            attempt, start = 0, start + handled
-            if failure is not None:  # the events before it are committed; it is retried alone, then the rest
+            attempt = 0
+            if failed is None:  # all of them committed
+                start, end = end, len(events)
+            elif failed[0] > 0:  # rolled back: first the ones before the failing event, together
+                end = start + failed[0]
+            else:  # the first one failed: alone, as a batch of one would be (its try counts), then the rest
                 record, event = events[start]
                 with bound(event):
-                    await self._handle_with_retries(record, event, failure)
-                start += 1
+                    await self._handle_with_retries(record, event, failed[1])
+                start, end = start + 1, len(events)
 
     async def _decode_or_give_up(self, record: Record) -> Event | None:
         try:
@@ -165,36 +178,29 @@ class EventConsumer:
             await self._give_up(record, "undecodable", type(exc).__name__)
         return None
 
-    async def _handle_together(self, events: list[tuple[Record, Event]]) -> tuple[int, Exception | None]:
-        """Handle ``events`` in one transaction, each in a savepoint: (how many were committed, the failure of the
-        next one, if one failed). Raises DatabaseUnavailable when nothing could be committed."""
+    async def _handle_together(self, events: list[tuple[Record, Event]]) -> tuple[int, Exception] | None:
+        """Handle ``events`` in one transaction: None when it committed; else it was rolled back, and this is where
+        and how it failed (index, exception). Raises DatabaseUnavailable when the database is away."""
         conn = await self._connection()
-        handled: list[Event] = []
-        failure: Exception | None = None
+        failed: tuple[int, Exception] | None = None
+        duplicates: set[uuid.UUID] = set()
         try:
             async with conn.transaction():
-                # Claimed here and not handled yet (the same event twice in a batch: the second is a duplicate).
-                pending = await inbox.claim_many(conn, self.name, [event for _, event in events])
-                for record, event in events:
-                    if event.id not in pending:
-                        with bound(event):
-                            log.info("event_duplicate_skipped")
-                        handled.append(event)
+                fresh = await inbox.claim_many(conn, self.name, [event for _, event in events])
+                for index, (record, event) in enumerate(events):
+                    if event.id not in fresh:  # handled before (or earlier in this batch): skip it
+                        duplicates.add(event.id)
                         continue
+                    fresh.discard(event.id)
                     try:
                         with bound(event):
-                            async with conn.transaction():  # a savepoint: a failure undoes this event only
-                                await self._handlers[record.topic][1](conn, event, event.data)
+                            await self._handlers[record.topic][1](conn, event, event.data)
                     except Exception as exc:
-                        if conn.is_closed():
-                            raise
-                        failure = exc
-                        # Neither it nor those after it are handled yet: the inbox rows claimed for them go.
-                        await inbox.release(conn, self.name, [e.id for _, e in events if e.id in pending])
-                        break
-                    pending.discard(event.id)
-                    handled.append(event)
+                        failed = (index, exc)
+                        raise _RollBack from exc
                 crash_point(f"{self.name}.before_commit")
+        except _RollBack:
+            pass  # rolled back: the caller retries what came before the failure, then the failing one alone
         except Exception as exc:
             if conn.is_closed() or database_is_unavailable(exc):
                 conn.terminate()  # never hand a connection the server may have killed back to the pool
@@ -202,10 +208,11 @@ class EventConsumer:
             raise
         finally:
             await self._pool.release(conn)
-        for event in handled:
-            with bound(event):
-                log.info("event_handled")
-        return len(handled), failure
+        if failed is None:
+            for _, event in events:
+                with bound(event):
+                    log.info("event_duplicate_skipped" if event.id in duplicates else "event_handled")
+        return failed
 
     async def _connection(self) -> asyncpg.Connection:
         try:

@@ -33,11 +33,3 @@ async def claim_many(conn: asyncpg.Connection, consumer: str, events: Sequence[E
         [event.type.value for event in events],
     )
     return {row["event_id"] for row in rows}
-
-
-async def release(conn: asyncpg.Connection, consumer: str, event_ids: Sequence[uuid.UUID]) -> None:
-    """Take back claims made in this transaction for events that were not handled after all."""
-    assert conn.is_in_transaction(), "only claims of the transaction itself may be taken back"
-    await conn.execute(
-        "DELETE FROM inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[])", consumer, list(event_ids)
-    )
