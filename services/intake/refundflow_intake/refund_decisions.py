@@ -45,13 +45,12 @@ async def locked_refund(conn: asyncpg.Connection, refund_id: str, merchant_id: s
     """The refund and its payment, both locked: the payment first, as every writer does, so that approvals,
     requests and outcomes on one payment take their turns (and never deadlock)."""
     structlog.contextvars.bind_contextvars(refund_id=refund_id)
-    found = await repository.get_refund(conn, refund_id, merchant_id=merchant_id)
-    if found is None:
+    payment = await repository.lock_payment_of_refund(conn, refund_id, merchant_id)
+    if payment is None:
         raise RefundNotFound(f"no refund {refund_id}")
-    structlog.contextvars.bind_contextvars(payment_id=found["payment_id"])
-    payment = await repository.get_payment(conn, found["merchant_id"], found["payment_id"], lock=True)
+    structlog.contextvars.bind_contextvars(payment_id=payment["id"])
     refund = await repository.get_refund(conn, refund_id, lock=True)
-    assert payment is not None and refund is not None, "a refund always has its payment"
+    assert refund is not None, "a refund is never deleted"
     return refund, payment
 
 

@@ -63,6 +63,18 @@ async def get_payment(conn: asyncpg.Connection, merchant_id: str, payment_id: st
     return dict(row) if row else None
 
 
+async def lock_payment_of_refund(conn: asyncpg.Connection, refund_id: str, merchant_id: str | None) -> Row | None:
+    """The payment of a refund (with ``merchant_id``, only if the refund is that merchant's), locked; None if there
+    is no such refund."""
+    row = await conn.fetchrow(
+        "SELECT * FROM payments WHERE id = (SELECT payment_id FROM refunds"
+        " WHERE id = $1 AND ($2::text IS NULL OR merchant_id = $2)) FOR UPDATE",
+        refund_id,
+        merchant_id,
+    )
+    return dict(row) if row else None
+
+
 async def held_and_disputed(conn: asyncpg.Connection, payment_id: str) -> tuple[int, bool]:
     """What the payment's refunds hold, and whether it is disputed (one round trip for the hot paths)."""
     row = await conn.fetchrow(

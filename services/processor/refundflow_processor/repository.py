@@ -12,7 +12,7 @@ import asyncpg
 from refundflow_processor.attempts import AttemptState
 from refundflow_processor.records import Attempt, Refund, RefundStatus, idempotency_key
 
-ATTEMPTS_CHANNEL = "processor_refund_attempts"
+ATTEMPTS_CHANNEL = "processor_refund_attempts"  # notified by a trigger when an attempt is scheduled
 
 _REFUND_COLUMNS = (
     "r.refund_id, r.payment_id, r.merchant_id, r.customer_email, r.amount, r.currency, r.provider_payment_id,"
@@ -88,7 +88,6 @@ async def schedule_attempt(conn: asyncpg.Connection, refund_id: str, number: int
         idempotency_key(refund_id, number),
         delay_seconds,
     )
-    await conn.execute("SELECT pg_notify($1, '')", ATTEMPTS_CHANNEL)  # delivered when this commits
 
 
 async def claim_due_attempts(
