@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from contextlib import ExitStack
@@ -68,10 +69,10 @@ class Stack:
         # Topics of the run's own: a shared broker (tests, or one from the environment) keeps others' records.
         self.prefix = f"bench{uuid.uuid4().hex[:8]}."
         asyncio.run(self._prepare())
-        self._spawn("smtp", ["refundflow-smtp-sink"], SMTP_SINK_DIR=str(self.mail_dir))
+        self._spawn("smtp", [_script("refundflow-smtp-sink")], SMTP_SINK_DIR=str(self.mail_dir))
         self.start_sandbox()
         for name in SERVICES:
-            self._spawn(name, [f"refundflow-{name}"])
+            self._spawn(name, [_script(f"refundflow-{name}")])
         for name in (*SERVICES, "sandbox"):
             self.wait_ready(name)
 
@@ -110,18 +111,18 @@ class Stack:
         self.watched.add(name, process.pid)
 
     def start_service(self, name: str) -> None:
-        self._spawn(name, [f"refundflow-{name}"])
+        self._spawn(name, [_script(f"refundflow-{name}")])
         self.wait_ready(name)
 
     def start_sandbox(self, latency_ms: int = 0) -> None:
-        self._spawn("sandbox", ["refundflow-sandbox"], SANDBOX_LATENCY_MS=str(latency_ms))
+        self._spawn("sandbox", [_script("refundflow-sandbox")], SANDBOX_LATENCY_MS=str(latency_ms))
 
     def restart(self, name: str, **env: str) -> None:
         self.stop_process(name)
         if name == "sandbox":
             self.start_sandbox(int(env.get("SANDBOX_LATENCY_MS", "0")))
         else:
-            self._spawn(name, [f"refundflow-{name}"], **env)
+            self._spawn(name, [_script(f"refundflow-{name}")], **env)
         self.wait_ready(name)
 
     def stop_process(self, name: str) -> None:
@@ -158,6 +159,11 @@ class Stack:
     async def _prepare(self) -> None:
         await migrate_all(self.database_url)
         await ensure_service_topics(ServiceSettings(kafka_bootstrap_servers=self.bootstrap, topic_prefix=self.prefix))
+
+
+def _script(name: str) -> str:
+    """The workspace's own entry point, beside this Python: never another install found on PATH."""
+    return str(Path(sys.executable).parent / name)
 
 
 async def _fresh_database(server_url: str) -> str:
