@@ -42,7 +42,7 @@ class ServiceSettings(BaseSettings):
     # Consumers read batches: up to this many records, all handled in one transaction with one offset commit;
     # an idle consumer polls again after the timeout (the most an event waits to be read, when idle).
     consumer_batch_max_records: int = Field(default=500, ge=1, le=10_000)
-    consumer_batch_timeout_ms: int = Field(default=50, ge=1, le=10_000)
+    consumer_batch_timeout_ms: int = Field(default=20, ge=1, le=10_000)
 
     topic_partitions: int = 6
     # Durability: producers wait for every in-sync replica (acks=all), and a write needs this many of them.
