@@ -1,10 +1,10 @@
 """Idempotent, ordered event consumption with retries and a dead-letter topic, for every service.
 
 The consumer reads batches (all the service's topics, one FastStream batch subscriber). Per batch: decode each
-CloudEvent (never handleable -> ``<topic>.dlq``), then in ONE PostgreSQL transaction claim the events in the inbox
-(one insert) and run each handler, in the order read, so each key's events keep their order. The Kafka offsets are
-committed once, after that transaction committed (FastStream's NACK_ON_ERROR policy, auto-commit off). A
-redelivered event finds its inbox row and is skipped.
+CloudEvent (never handleable -> ``<topic>.dlq``); then per partition number, side by side, in ONE PostgreSQL
+transaction claim the events in the inbox (one insert) and run each handler, in the order read, so each key's
+events keep their order. The Kafka offsets are committed once, after those transactions committed (FastStream's
+NACK_ON_ERROR policy, auto-commit off). A redelivered event finds its inbox row and is skipped.
 
 An event whose handler fails does not take the batch with it: the transaction is rolled back, the events before it
 are handled again together and committed, the failing one is retried on its own (in place, with backoff, then
@@ -132,11 +132,18 @@ class EventConsumer:
 
     async def on_batch(self, msg: KafkaMessage) -> None:
         """Handle one polled batch; FastStream commits the offsets when this returns."""
-        events: list[tuple[Record, Event]] = []
+        # One ordered lane per partition number, side by side, each in its own transactions: every partition's
+        # records stay in one lane, in order, and a key lands at the same number on every topic (one partitioner,
+        # one partition count), so no two lanes ever hold the same payment's (or merchant's) events.
+        lanes: dict[int, list[tuple[Record, Event]]] = {}
         for record in msg.raw_message:
             event = await self._decode_or_give_up(record)
             if event is not None:
-                events.append((record, event))
+                lanes.setdefault(record.partition, []).append((record, event))
+        await asyncio.gather(*(self._handle_in_order(lane) for lane in lanes.values()))
+
+    async def _handle_in_order(self, events: list[tuple[Record, Event]]) -> None:
+        """Handle ``events`` in order: together in one transaction when they can be, each failure retried alone."""
         start, end, attempt = 0, len(events), 0
         while start < len(events):
             try:
