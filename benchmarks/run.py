@@ -1,122 +1,225 @@
-"""`make bench`: throughput of the messaging backbone on the real broker and PostgreSQL.
+"""`make bench`: complete refund lifecycles through the whole stack on this machine, in one run.
 
-Measures, for N refund.requested events: staging (one transaction per event, as state changes do),
-relaying (outbox -> broker, batched), and consuming (inbox row + commit per event, one consumer).
-Uses KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL when set, else starts the embedded broker and PostgreSQL.
+Phases (each reported): a closed-loop burst for throughput and CPU per lifecycle; an open loop at 50 lifecycles/s
+for latency; a slow provider (every call answered 200 ms late) with a backlog of approvals for one processor and a
+receiver answering 200 ms late for one endpoint; then pgbench and a raw broker client on the same PostgreSQL and
+broker, for scale. Every refund is checked once everything is done: one provider refund, one email of each kind,
+one webhook, succeeded in intake, no dead letter.
+
+BENCH_QUICK=1 runs a few hundred refunds (the test suite proves the bench works with it); BENCH_OUT sets where the
+JSON and PNG go (default var/bench/).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import asyncpg
-from faststream.kafka import KafkaBroker
+from benchmarks import capacity, figures, outcomes
+from benchmarks.http_wire import HttpClient
+from benchmarks.lifecycles import Calls, Driver, Lifecycle, Merchant, Receiver
+from benchmarks.process_stats import Profiler, cpu_delta
+from benchmarks.report import write_report
+from benchmarks.stack import Stack
+from tests.support.infrastructure import free_port
 
-from refundflow_shared.consumer import EventConsumer
-from refundflow_shared.database import create_pool
-from refundflow_shared.events import Event, RefundRequested
-from refundflow_shared.kafka_topics import all_topics, ensure_topics
-from refundflow_shared.migrations_runner import apply_migrations
-from refundflow_shared.outbox import OutboxRelay, add_event
-from refundflow_shared.settings import ServiceSettings
-from refundflow_shared.structured_logging import configure_logging
-from tests.conftest import create_database
-from tests.support.infrastructure import kafka_broker, postgres_server
-
-SCHEMA = "bench"
-EVENTS = int(os.environ.get("BENCH_EVENTS", "5000"))
-
-
-def event(i: int) -> RefundRequested:
-    return RefundRequested(
-        refund_id=f"ref_{i}",
-        payment_id=f"pay_{i % 500}",
-        merchant_id="mer_bench",
-        customer_email="c@example.com",
-        amount=100,
-        currency="EUR",
-        reason="duplicate",
-    )
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+SIZES = {
+    "merchants": 4,
+    "warmup": 20 if QUICK else 100,
+    "throughput": 200 if QUICK else 3000,
+    "concurrency": int(os.environ.get("BENCH_CONCURRENCY", "32")),
+    "open_rate": 50,
+    "open_count": 100 if QUICK else 1000,
+    "slow": 100 if QUICK else 1000,
+    "slow_provider_ms": 200,
+    "pgbench_seconds": 3 if QUICK else 10,
+    "broker_records": 5_000 if QUICK else 50_000,
+}
+TIMEOUT = 300.0 if QUICK else 900.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
-async def stage(pool: asyncpg.Pool, count: int, concurrency: int = 8) -> float:
-    async def worker(ids: range) -> None:
-        for i in ids:
-            async with pool.acquire() as conn, conn.transaction():
-                await add_event(conn, event(i), source="refundflow/bench")
+class Bench:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.receiver = Receiver()
+        self.driver = Driver(HttpClient("127.0.0.1", stack.ports["intake"]), stack.admin_token)
+        self.lives: list[Lifecycle] = []
+        self.provider: Counter[str] = Counter()
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(range(w, count, concurrency)) for w in range(concurrency)))
-    return time.perf_counter() - started
+    async def setup(self) -> tuple[list[Merchant], Merchant]:
+        await self.receiver.start(free_port())
+        hooks = f"http://127.0.0.1:{self.receiver.port}"
+        merchants = [await self.driver.merchant(f"Bench {i}", f"{hooks}/fast/{i}") for i in range(SIZES["merchants"])]
+        slow = await self.driver.merchant("Bench slow receiver", f"{hooks}/slow/0")
+        # Endpoints reach the notifier as events keyed by merchant: wait, or early refunds would have none.
+        known = "SELECT count(*) FROM notifier.webhook_endpoints"
+        await outcomes.wait_until_async(lambda: self._count(known, len(merchants) + 1), 60, "endpoints at the notifier")
+        return merchants, slow
+
+    async def _count(self, sql: str, expected: int) -> bool:
+        rows = await outcomes.fetch(self.stack.database_url, sql)
+        return int(rows[0][0]) >= expected
+
+    async def complete(self, lives: list[Lifecycle]) -> None:
+        """Wait until every lifecycle so far has its webhook and both customer emails are at the sink."""
+        self.lives += lives
+        mails = 2 * len(self.lives)
+        await outcomes.wait_until(
+            lambda: (
+                all(life.refund_id in self.receiver.arrivals for life in lives)
+                and outcomes.mail_count(self.stack.mail_dir) >= mails
+            ),
+            TIMEOUT,
+            "every webhook and email",
+        )
+
+    async def measured(self, name: str, run: Any) -> tuple[list[Lifecycle], dict[str, Any]]:
+        """Run a phase; its lifecycles and what it cost (CPU by process, transactions, broker records)."""
+        watched, db, stack = self.stack.watched, self.stack.database_url, self.stack
+        cpu, tx = watched.cpu(), await outcomes.transactions(db)
+        records = await outcomes.records(stack.bootstrap, stack.prefix)
+        started = time.time()
+        self.driver.calls = Calls()
+        lives = await run
+        await self.complete(lives)
+        seconds = time.time() - started
+        cpu_spent = cpu_delta(cpu, watched.cpu())
+        await asyncio.sleep(1.0)  # PostgreSQL publishes its statistics at most once a second
+        tx_spent = await outcomes.transactions(db) - tx
+        records_spent = await outcomes.records(stack.bootstrap, stack.prefix) - records
+        n = len(lives)
+        return lives, {
+            "phase": name,
+            "lifecycles": n,
+            "started": started,
+            "seconds": round(seconds, 2),
+            "cpu_ms_per_lifecycle": figures.cpu_per_lifecycle(cpu_spent, n),
+            "postgres_tx_per_lifecycle": round(tx_spent / n, 1),
+            "postgres_tx_per_s": round(tx_spent / seconds, 1),
+            "broker_records_per_lifecycle": round(records_spent / n, 2),
+            "broker_records_per_s": round(records_spent / seconds, 1),
+            "http": figures.http_figures(self.driver.calls),
+        }
+
+    async def run(self) -> dict[str, Any]:
+        merchants, slow_merchant = await self.setup()
+        sampler = asyncio.create_task(self._sample_rss())
+        await self.complete(await self.driver.closed_loop(merchants, SIZES["warmup"], SIZES["concurrency"]))
+        profiler = Profiler(self.stack, Path(os.environ.get("BENCH_OUT", ROOT / "var" / "bench")))
+        burst, throughput = await self.measured(
+            "throughput", self.driver.closed_loop(merchants, SIZES["throughput"], SIZES["concurrency"])
+        )
+        profiler.stop()
+        steady, open_loop = await self.measured(
+            "open_loop", self.driver.open_loop(merchants, SIZES["open_rate"], SIZES["open_count"])
+        )
+        slow = await self.slow_phase(slow_merchant)
+        sampler.cancel()
+        rss = {name: round(peak / 2**20, 1) for name, peak in self.stack.watched.peak_rss.items()}
+        tps = await capacity.pgbench_tps(self.stack.database_url, SIZES["pgbench_seconds"])
+        produce, consume = await capacity.broker_rates(self.stack.bootstrap, self.stack.prefix, SIZES["broker_records"])
+        return await self.analyse(burst, throughput, steady, open_loop, slow, rss, tps, produce, consume)
+
+    async def slow_phase(self, merchant: Merchant) -> dict[str, Any]:
+        """A backlog of approvals for one processor facing a provider 200 ms away, and for one endpoint whose
+        receiver answers in 200 ms: how fast each drains."""
+        self.provider += await asyncio.to_thread(outcomes.provider_refunds, self.stack.url("sandbox"))
+        await asyncio.to_thread(self.stack.stop_process, "processor")
+        await asyncio.to_thread(self.stack.restart, "sandbox", SANDBOX_LATENCY_MS=str(SIZES["slow_provider_ms"]))
+        lives = await self.driver.closed_loop([merchant], SIZES["slow"], SIZES["concurrency"])
+        await asyncio.to_thread(self.stack.start_service, "processor")
+        await self.complete(lives)
+        self.provider += await asyncio.to_thread(outcomes.provider_refunds, self.stack.url("sandbox"))
+        ids = [life.refund_id for life in lives]
+        executed = await outcomes.processor_succeeded_at(self.stack.database_url, ids)
+        delivered = sorted(min(t for t, _ in self.receiver.arrivals[i]) for i in ids)
+        return {
+            "refunds": len(lives),
+            "provider_latency_ms": SIZES["slow_provider_ms"],
+            "receiver_latency_ms": 200,
+            "processor_refunds_per_s": _rate(executed),
+            "endpoint_webhooks_per_s": _rate(delivered),
+        }
+
+    async def analyse(self, burst: list[Lifecycle], throughput: dict[str, Any], steady: list[Lifecycle],
+                      open_loop: dict[str, Any], slow: dict[str, Any], rss: dict[str, float], tps: float | None,
+                      produce: float, consume: float) -> dict[str, Any]:  # fmt: skip
+        db = self.stack.database_url
+        ids = [life.refund_id for life in self.lives]
+        succeeded_at = await outcomes.intake_succeeded_at(db, ids)
+        sent = outcomes.emails(self.stack.mail_dir)
+        kinds = await outcomes.email_kinds(db, (message_id for message_id, _ in sent))
+        by_refund: dict[str, Counter[str]] = defaultdict(Counter)
+        emailed_at: dict[str, float] = {}
+        for message_id, written in sent:
+            refund_id, kind = kinds.get(message_id, ("", "unknown"))
+            by_refund[refund_id][kind] += 1
+            if kind == "refund_succeeded":
+                emailed_at[refund_id] = min(written, emailed_at.get(refund_id, written))
+        for phase, lives in ((throughput, burst), (open_loop, steady)):
+            done = figures.completed_at(lives, self.receiver, emailed_at)
+            first = min(life.started for life in lives)
+            phase["lifecycles_per_s"] = round(len(done) / (done[-1] - first), 1) if done else 0.0
+            phase["latency_ms"] = figures.latencies(lives, succeeded_at, self.receiver)
+            phase["completed_per_second"] = figures.per_second(done, first)
+        dead = await outcomes.dead_letters(self.stack.bootstrap, self.stack.prefix)
+        counts = figures.count_checks(ids, self.provider, by_refund, self.receiver, set(succeeded_at), dead)
+        return {
+            "started_at": self.started_at,
+            "mode": "quick" if QUICK else "full",
+            "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
+            "external": self.stack.external,
+            "sizes": SIZES,
+            "throughput": throughput,
+            "open_loop": open_loop,
+            "slow": slow,
+            "rss_mb": rss,
+            "capacity": {
+                "pgbench_tps": tps,
+                "broker_produce_per_s": round(produce),
+                "broker_consume_per_s": round(consume),
+            },
+            "counts": counts,
+        }
+
+    async def _sample_rss(self) -> None:
+        while True:
+            self.stack.watched.sample_rss()
+            await asyncio.sleep(0.5)
 
 
-async def relay(pool: asyncpg.Pool, broker: KafkaBroker, prefix: str) -> float:
-    relay = OutboxRelay(pool, broker, schema=SCHEMA, topic_prefix=prefix, batch_size=500)
-    started = time.perf_counter()
-    while await relay.relay_batch():
-        pass
-    return time.perf_counter() - started
-
-
-async def consume(pool: asyncpg.Pool, settings: ServiceSettings, count: int) -> float:
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None)
-    consumer = EventConsumer(SCHEMA, broker, pool, settings)
-
-    @consumer.handles(RefundRequested)
-    async def no_effect(conn: asyncpg.Connection, event: Event, data: RefundRequested) -> None:
-        return None  # the inbox row and the commit are the cost being measured
-
-    consumer.subscribe()
-    await broker.start()
-    try:
-        while not await pool.fetchval("SELECT count(*) FROM inbox"):
-            await asyncio.sleep(0.01)
-        started = time.perf_counter()
-        while await pool.fetchval("SELECT count(*) FROM inbox") < count:
-            await asyncio.sleep(0.05)
-        return time.perf_counter() - started
-    finally:
-        await broker.stop()
-
-
-async def measure(database_url: str, bootstrap: str) -> None:
-    prefix = f"bench{int(time.time())}."
-    settings = ServiceSettings(
-        database_url=database_url, kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, log_level="WARNING"
-    )
-    configure_logging("bench", "WARNING")
-    await apply_migrations(database_url, SCHEMA, Path("/nonexistent"))
-    await ensure_topics(bootstrap, all_topics(prefix), partitions=6)
-    pool = await create_pool(database_url, SCHEMA, max_size=10)
-    broker = KafkaBroker(bootstrap, logger=None)
-    await broker.connect()
-    try:
-        rows = [
-            ("stage (1 tx per event, 8 writers)", EVENTS, await stage(pool, EVENTS)),
-            ("relay (outbox -> broker, batches of 500)", EVENTS, await relay(pool, broker, prefix)),
-            ("consume (inbox + commit per event, 1 consumer)", EVENTS, await consume(pool, settings, EVENTS)),
-        ]
-    finally:
-        await broker.stop()
-        await pool.close()
-    print(f"\n{'step':<50}{'events':>8}{'seconds':>10}{'events/s':>11}")
-    for name, count, seconds in rows:
-        print(f"{name:<50}{count:>8}{seconds:>10.2f}{count / seconds:>11.0f}")
+def _rate(times: list[float]) -> float:
+    return round((len(times) - 1) / (times[-1] - times[0]), 1) if len(times) > 1 else 0.0
 
 
 def main() -> None:
-    with ExitStack() as stack, tempfile.TemporaryDirectory() as workdir:
-        server = stack.enter_context(postgres_server(Path(workdir)))
-        bootstrap = stack.enter_context(kafka_broker(Path(workdir)))
-        database_url = asyncio.run(create_database(server))
-        asyncio.run(measure(database_url, bootstrap))
+    out = Path(os.environ.get("BENCH_OUT", ROOT / "var" / "bench"))
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="refundflow-bench-"))  # the stack's data and logs
+    stack = Stack(workdir)
+    try:
+        stack.start()
+        result = asyncio.run(Bench(stack).run())
+    finally:
+        stack.stop()
+        if os.environ.get("BENCH_KEEP") != "1":
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"the stack's data and logs: {workdir}")
+    write_report(result, out)
+    sys.exit(0 if result["counts"]["ok"] else 1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,13 +1,20 @@
 """Idempotent, ordered event consumption with retries and a dead-letter topic, for every service.
 
-Per message: decode the CloudEvent (never handleable -> ``<topic>.dlq``), then in ONE PostgreSQL
-transaction claim the event in the inbox and run the handler; the Kafka offset is committed only after
-that transaction committed (FastStream's NACK_ON_ERROR policy, auto-commit off). A redelivered event
-finds its inbox row and is skipped.
+The consumer reads batches (all the service's topics, one FastStream batch subscriber). Per batch: decode each
+CloudEvent (never handleable -> ``<topic>.dlq``); then per partition number, side by side, in ONE PostgreSQL
+transaction claim the events in the inbox (one insert) and run each handler, in the order read, so each key's
+events keep their order. The Kafka offsets are committed once, after those transactions committed (FastStream's
+NACK_ON_ERROR policy, auto-commit off). A redelivered event finds its inbox row and is skipped.
+
+An event whose handler fails does not take the batch with it: the transaction is rolled back, the events before it
+are handled again together and committed, the failing one is retried on its own (in place, with backoff, then
+dead-lettered, exactly as a batch of one would be), then the rest of the batch follows. (A handler's writes are
+undone by the rollback, so running it again has no effect twice; what a handler publishes itself, a refused
+command's dead letter, is at-least-once anyway. A savepoint per event would cost two round trips each, always.)
 
 No message can stop the consumer: whatever it holds, it is handled, or parked on the dead-letter topic with a
-reason and the next one is read. Only the infrastructure is waited for: a database that is away or overloaded
-(``transient_faults``), or a broker that does not take the dead letter.
+reason and the next one is read. Only the infrastructure is waited for: a database that
+is away or overloaded (``transient_faults``), or a broker that does not take the dead letter.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar
 
@@ -30,7 +38,7 @@ from refundflow_shared.dead_letters import DeadLetterOffice, describe_failure, l
 from refundflow_shared.event_decoding import InvalidEvent, decode_event, printable_headers, read_headers
 from refundflow_shared.events import Event, EventData, EventType, topic_for
 from refundflow_shared.settings import ServiceSettings
-from refundflow_shared.structured_logging import bind_event, unbind_event
+from refundflow_shared.structured_logging import bound
 from refundflow_shared.transient_faults import DatabaseUnavailable, database_is_unavailable
 
 log = structlog.get_logger(__name__)
@@ -44,22 +52,31 @@ class TransientError(Exception):
     """Raised by a handler for a failure worth retrying (a dependency hiccup, not a bad event)."""
 
 
+class _RollBack(Exception):
+    """A handler failed: undo the batch's transaction."""
+
+
 # Worth a few retries, then the dead-letter topic: the same event may well succeed in a moment.
 _RETRYABLE = (TransientError, TimeoutError)
 
 
-async def _raw_body(msg: KafkaMessage) -> bytes:
+async def _raw_body(msg: KafkaMessage) -> Any:
     return msg.body
 
 
-async def _parse_any_headers(record: Record, parse: Callable[[Record], Awaitable[KafkaMessage]]) -> KafkaMessage:
+async def _parse_any_headers(
+    records: tuple[Record, ...], parse: Callable[[tuple[Record, ...]], Awaitable[KafkaMessage]]
+) -> KafkaMessage:
     """FastStream's parser decodes every header as UTF-8 and fails, before our code runs, on one without a value
-    or not UTF-8; the message is then skipped silently. Hand it printable headers; ``on_message`` reads the raw
-    ones and dead-letters the message."""
-    printable = copy.copy(record)
-    printable.headers = [(k, v.encode()) for k, v in printable_headers(record.headers).items()]
-    message = await parse(printable)
-    message.raw_message = record
+    or not UTF-8; the batch is then skipped silently. Hand it printable headers; ``on_batch`` reads the raw ones
+    and dead-letters such a message."""
+    printable = []
+    for record in records:
+        copied = copy.copy(record)
+        copied.headers = [(k, v.encode()) for k, v in printable_headers(record.headers).items()]
+        printable.append(copied)
+    message = await parse(tuple(printable))
+    message.raw_message = records
     return message
 
 
@@ -106,14 +123,57 @@ class EventConsumer:
             group_id=self.group_id,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
+            batch=True,
+            max_records=self._settings.consumer_batch_max_records,
+            batch_timeout_ms=self._settings.consumer_batch_timeout_ms,
             parser=_parse_any_headers,
             decoder=_raw_body,  # we decode (and dead-letter) ourselves; FastStream's JSON decoding would loop
-        )(self.on_message)
+        )(self.on_batch)
 
-    async def on_message(self, msg: KafkaMessage) -> None:
-        record: Record = msg.raw_message
+    async def on_batch(self, msg: KafkaMessage) -> None:
+        """Handle one polled batch; FastStream commits the offsets when this returns."""
+        # One ordered lane per partition number, side by side, each in its own transactions: every partition's
+        # records stay in one lane, in order, and a key lands at the same number on every topic (one partitioner,
+        # one partition count), so no two lanes ever hold the same payment's (or merchant's) events.
+        lanes: dict[int, list[tuple[Record, Event]]] = {}
+        for record in msg.raw_message:
+            event = await self._decode_or_give_up(record)
+            if event is not None:
+                lanes.setdefault(record.partition, []).append((record, event))
+        await asyncio.gather(*(self._handle_in_order(lane) for lane in lanes.values()))
+
+    async def _handle_in_order(self, events: list[tuple[Record, Event]]) -> None:
+        """Handle ``events`` in order: together in one transaction when they can be, each failure retried alone."""
+        start, end, attempt = 0, len(events), 0
+        while start < len(events):
+            try:
+                failed = await self._handle_together(events[start:end])
+            except DatabaseUnavailable as exc:  # nothing committed: the same again, once the database is back
+                attempt += 1
+                delay = self._backoff(attempt)
+                log.warning("database_unavailable", attempt=attempt, retry_in=round(delay, 3), error=repr(exc))
+                await asyncio.sleep(delay)
+                continue
+            except Exception:
+                log.exception("batch_failed_handling_one_by_one")
+                for record, event in events[start:]:
+                    with bound(event):
+                        await self._handle_with_retries(record, event)
+                return
+            attempt = 0
+            if failed is None:  # all of them committed
+                start, end = end, len(events)
+            elif failed[0] > 0:  # rolled back: first the ones before the failing event, together
+                end = start + failed[0]
+            else:  # the first one failed: alone, as a batch of one would be (its try counts), then the rest
+                record, event = events[start]
+                with bound(event):
+                    await self._handle_with_retries(record, event, failed[1])
+                start, end = start + 1, len(events)
+
+    async def _decode_or_give_up(self, record: Record) -> Event | None:
         try:
-            event = decode_event(
+            return decode_event(
                 read_headers(record.headers),
                 record.value,
                 expected_type=self._handlers[record.topic][0],
@@ -121,43 +181,80 @@ class EventConsumer:
             )
         except InvalidEvent as exc:
             await self._give_up(record, exc.code, exc.message)
-            return
         except Exception as exc:  # noqa: BLE001 - whatever else reading it raised, it is this message's fault
             await self._give_up(record, "undecodable", type(exc).__name__)
-            return
-        bind_event(event)
-        try:
-            await self._handle_with_retries(record, event)
-        finally:
-            unbind_event()
+        return None
 
-    async def _handle_with_retries(self, record: Record, event: Event) -> None:
+    async def _handle_together(self, events: list[tuple[Record, Event]]) -> tuple[int, Exception] | None:
+        """Handle ``events`` in one transaction: None when it committed; else it was rolled back, and this is where
+        and how it failed (index, exception). Raises DatabaseUnavailable when the database is away."""
+        conn = await self._connection()
+        failed: tuple[int, Exception] | None = None
+        duplicates: set[uuid.UUID] = set()
+        try:
+            async with conn.transaction():
+                fresh = await inbox.claim_many(conn, self.name, [event for _, event in events])
+                for index, (record, event) in enumerate(events):
+                    if event.id not in fresh:  # handled before (or earlier in this batch): skip it
+                        duplicates.add(event.id)
+                        continue
+                    fresh.discard(event.id)
+                    try:
+                        with bound(event):
+                            await self._handlers[record.topic][1](conn, event, event.data)
+                    except Exception as exc:
+                        failed = (index, exc)
+                        raise _RollBack from exc
+                crash_point(f"{self.name}.before_commit")
+        except _RollBack:
+            pass  # rolled back: the caller retries what came before the failure, then the failing one alone
+        except Exception as exc:
+            if conn.is_closed() or database_is_unavailable(exc):
+                conn.terminate()  # never hand a connection the server may have killed back to the pool
+                raise DatabaseUnavailable(repr(exc)) from exc
+            raise
+        finally:
+            await self._pool.release(conn)
+        if failed is None:
+            for _, event in events:
+                with bound(event):
+                    log.info("event_duplicate_skipped" if event.id in duplicates else "event_handled")
+        return failed
+
+    async def _connection(self) -> asyncpg.Connection:
+        try:
+            return await self._pool.acquire()
+        except Exception as exc:
+            raise DatabaseUnavailable(repr(exc)) from exc
+
+    async def _handle_with_retries(self, record: Record, event: Event, failure: Exception | None = None) -> None:
+        """Handle one event alone until it is handled or dead-lettered; ``failure``: how its first try failed."""
         attempt = 0
         while True:
             attempt += 1
-            try:
-                await self._handle_once(record.topic, event)
-                return
-            except Exception as exc:  # noqa: BLE001 - every failure is sorted below: wait, retry or dead-letter
-                if database_is_unavailable(exc):
-                    # No event could be handled meanwhile: wait for the database, never dead-letter for it.
-                    delay = self._backoff(attempt)
-                    log.warning("database_unavailable", attempt=attempt, retry_in=round(delay, 3), error=repr(exc))
-                elif isinstance(exc, _RETRYABLE) and attempt < self._settings.consumer_retry_attempts:
-                    delay = self._backoff(attempt)
-                    log.warning("event_retrying", attempt=attempt, retry_in=round(delay, 3), error=repr(exc))
-                else:
-                    code = "retries_exhausted" if isinstance(exc, _RETRYABLE) else "handler_error"
-                    await self._give_up(record, code, describe_failure(exc), event=event, exc=exc)
+            if failure is None:
+                try:
+                    await self._handle_once(record.topic, event)
                     return
+                except Exception as exc:  # noqa: BLE001 - every failure is sorted below: wait, retry or dead-letter
+                    failure = exc
+            if database_is_unavailable(failure):
+                # No event could be handled meanwhile: wait for the database, never dead-letter for it.
+                delay = self._backoff(attempt)
+                log.warning("database_unavailable", attempt=attempt, retry_in=round(delay, 3), error=repr(failure))
+            elif isinstance(failure, _RETRYABLE) and attempt < self._settings.consumer_retry_attempts:
+                delay = self._backoff(attempt)
+                log.warning("event_retrying", attempt=attempt, retry_in=round(delay, 3), error=repr(failure))
+            else:
+                code = "retries_exhausted" if isinstance(failure, _RETRYABLE) else "handler_error"
+                await self._give_up(record, code, describe_failure(failure), event=event, exc=failure)
+                return
+            failure = None
             await asyncio.sleep(delay)
 
     async def _handle_once(self, topic: str, event: Event) -> None:
         handler = self._handlers[topic][1]
-        try:
-            conn = await self._pool.acquire()
-        except Exception as exc:
-            raise DatabaseUnavailable(repr(exc)) from exc
+        conn = await self._connection()
         try:
             async with conn.transaction():
                 if not await inbox.claim(conn, self.name, event):

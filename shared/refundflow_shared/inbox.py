@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+
 import asyncpg
 
 from refundflow_shared.events import Event
@@ -17,3 +20,16 @@ async def claim(conn: asyncpg.Connection, consumer: str, event: Event) -> bool:
         event.type.value,
     )
     return bool(status == "INSERT 0 1")
+
+
+async def claim_many(conn: asyncpg.Connection, consumer: str, events: Sequence[Event]) -> set[uuid.UUID]:
+    """Record that ``consumer`` handles ``events`` (one statement); the ids it had not handled before."""
+    assert conn.is_in_transaction(), "the inbox rows must commit with the handlers' effects"
+    rows = await conn.fetch(
+        "INSERT INTO inbox (consumer, event_id, event_type) SELECT $1, id, type FROM unnest($2::uuid[], $3::text[])"
+        " AS e(id, type) ON CONFLICT DO NOTHING RETURNING event_id",
+        consumer,
+        [event.id for event in events],
+        [event.type.value for event in events],
+    )
+    return {row["event_id"] for row in rows}

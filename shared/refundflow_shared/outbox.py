@@ -54,25 +54,24 @@ async def add_event(conn: asyncpg.Connection, data: EventData, *, source: str) -
     assert conn.is_in_transaction(), "outbox rows must be written in the state change's transaction"
     # Weighed with the longest sequence number, so nothing is written (no gap in the sequence) when it is refused.
     draft = Event.wrap(data, source=source, sequence=_LONGEST_SEQUENCE)
-    value = draft.kafka_value()
-    if (size := event_size(draft.kafka_headers(), value)) > _max_event_bytes:
+    value, headers = draft.kafka_value(), draft.kafka_headers()
+    if (size := event_size(headers, value)) > _max_event_bytes:
         raise EventTooLarge(data.event_type.value, size, _max_event_bytes)
-    sequence = await conn.fetchval(
-        "INSERT INTO event_sequences (partition_key, last_sequence) VALUES ($1, 1)"
-        " ON CONFLICT (partition_key) DO UPDATE SET last_sequence = event_sequences.last_sequence + 1"
-        " RETURNING last_sequence",
-        data.partition_key(),
-    )
-    event = draft.model_copy(update={"sequence": sequence})
-    await conn.execute(
-        "INSERT INTO outbox (event_id, event_type, partition_key, headers, payload) VALUES ($1, $2, $3, $4, $5)",
-        event.id,
-        event.type.value,
-        event.partition_key,
-        json.dumps(event.kafka_headers()),
-        value,
-    )
-    return event
+    # The key's next sequence number and the row, in one round trip: the draft's headers get the real number.
+    sequence = await conn.fetchval(_STAGE, draft.id, draft.type.value, draft.partition_key, json.dumps(headers), value)
+    return draft.model_copy(update={"sequence": sequence})
+
+
+_STAGE = """
+WITH next AS (
+    INSERT INTO event_sequences (partition_key, last_sequence) VALUES ($3, 1)
+    ON CONFLICT (partition_key) DO UPDATE SET last_sequence = event_sequences.last_sequence + 1
+    RETURNING last_sequence
+)
+INSERT INTO outbox (event_id, event_type, partition_key, headers, payload)
+SELECT $1, $2, $3, jsonb_set($4::jsonb, '{ce_sequence}', to_jsonb(last_sequence::text)), $5 FROM next
+RETURNING (headers ->> 'ce_sequence')::bigint
+"""
 
 
 async def retry_parked(conn: asyncpg.Connection, event_ids: Sequence[uuid.UUID]) -> int:

@@ -61,7 +61,7 @@ class ServiceRuntime:
         configure_logging(self.name, self.settings.log_level)
         limit_event_size(self.settings.event_max_bytes)
         await apply_migrations(self.settings.database_url, self.name, self._migrations)
-        self._pool = await create_pool(self.settings.database_url, self.name)
+        self._pool = await create_pool(self.settings.database_url, self.name, max_size=self.settings.database_pool_size)
         self._consumer = EventConsumer(self.name, self.broker, self._pool, self.settings)
 
     async def start(self) -> None:

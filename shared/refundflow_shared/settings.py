@@ -20,6 +20,10 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
+    # Connections to PostgreSQL: HTTP requests, the consumer, the relay and every worker's claims and records share
+    # them; a task waits for one when all are taken.
+    database_pool_size: int = Field(default=20, ge=2, le=500)
+
     # Outbox relay
     outbox_batch_size: int = 500
     outbox_poll_interval_seconds: float = 1.0
@@ -35,6 +39,10 @@ class ServiceSettings(BaseSettings):
     consumer_retry_attempts: int = 5
     consumer_retry_base_seconds: float = 0.2
     consumer_retry_max_seconds: float = 10.0
+    # Consumers read batches: up to this many records, all handled in one transaction with one offset commit;
+    # an idle consumer polls again after the timeout (the most an event waits to be read, when idle).
+    consumer_batch_max_records: int = Field(default=500, ge=1, le=10_000)
+    consumer_batch_timeout_ms: int = Field(default=20, ge=1, le=10_000)
 
     topic_partitions: int = 6
     # Durability: producers wait for every in-sync replica (acks=all), and a write needs this many of them.

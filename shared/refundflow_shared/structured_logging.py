@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import structlog
 
 from refundflow_shared.events import Event
@@ -23,7 +26,7 @@ def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
-    """Route structlog and stdlib logging to stdout as JSON lines."""
+    """Route structlog and stdlib logging to stdout as JSON lines (rendered by orjson: logging is on the hot path)."""
 
     def add_service(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         event_dict.setdefault("service", service)
@@ -38,9 +41,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         structlog.processors.format_exc_info,
     ]
     structlog.configure(
-        processors=[*processors, structlog.processors.JSONRenderer()],
+        processors=[*processors, structlog.processors.JSONRenderer(serializer=_json_bytes)],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stdout)
@@ -49,13 +52,24 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             foreign_pre_chain=processors,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.JSONRenderer(),
+                structlog.processors.JSONRenderer(serializer=_json_text),
             ],
         )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # One line per outbound call is noise (and a URL may be a credential): the SDKs' request logs stay off.
+    for chatty in ("httpx", "stripe"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
+
+
+def _json_bytes(event_dict: dict[str, Any], **_: Any) -> bytes:
+    return orjson.dumps(event_dict, default=repr)
+
+
+def _json_text(event_dict: dict[str, Any], **_: Any) -> str:
+    return orjson.dumps(event_dict, default=repr).decode()
 
 
 def bind_event(event: Event) -> None:
@@ -69,3 +83,13 @@ def bind_event(event: Event) -> None:
 
 def unbind_event() -> None:
     structlog.contextvars.unbind_contextvars("event_id", "event_type", "merchant_id", "payment_id", "refund_id")
+
+
+@contextmanager
+def bound(event: Event) -> Iterator[None]:
+    """The event's identifiers on every line logged within."""
+    bind_event(event)
+    try:
+        yield
+    finally:
+        unbind_event()

@@ -215,3 +215,33 @@ async def test_an_undecodable_record_alerts_nobody_since_no_merchant_is_known(fr
     [dead] = await fresh.dead_letters("pay_garbage")
     assert dead["dlq_reason"] == "missing_attributes"
     assert await fresh.pool.fetchval(alerts) == before
+
+
+async def test_a_bug_in_the_middle_of_a_batch_parks_only_that_event_and_the_rest_are_handled_once_in_order(
+    fresh: Probe,
+) -> None:
+    async def buggy(event: Event) -> None:
+        if getattr(event.data, "payment_id", None) == "pay_batch" and event.sequence == 4:
+            raise ValueError("a bug")
+
+    fresh.before_effect = buggy
+    # Staged in one go and relayed together, so the consumer reads them as one batch (or a few).
+    staged = await stage_events(fresh.pool, [refund_requested("pay_batch", n) for n in range(1, 9)])
+    await eventually(lambda: _has_effects(fresh, "pay_batch", 7))
+    await asyncio.sleep(0.5)  # time for a duplicate effect to show
+
+    rows = await fresh.effects("pay_batch")
+    assert [r["sequence"] for r in rows] == [1, 2, 3, 5, 6, 7, 8], "each once, in order, without the bad one"
+    [dead] = await fresh.dead_letters("pay_batch")
+    assert dead["dlq_reason"] == "handler_error" and dead["ce_id"] == str(staged[3].id)
+
+
+async def test_the_same_event_twice_in_one_batch_is_handled_once(fresh: Probe) -> None:
+    event = Event.wrap(refund_requested("pay_twice"), source="refundflow/test", sequence=1)
+    copy = RawRecord(fresh.topic, b"pay_twice", raw_headers(event), event.kafka_value())
+    await produce(fresh.settings.kafka_bootstrap_servers, [copy, copy])
+    await eventually(lambda: _has_effects(fresh, "pay_twice", 1))
+    await asyncio.sleep(0.5)  # time for a duplicate effect to show
+
+    assert len(await fresh.effects("pay_twice")) == 1
+    assert await fresh.dead_letters("pay_twice") == []

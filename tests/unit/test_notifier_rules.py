@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import uuid
 from datetime import UTC, datetime
+from email.message import EmailMessage
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -175,11 +178,13 @@ def test_merchant_set_header_values_cannot_break_or_spoof_a_header() -> None:
         reply_to="attacker@evil.example\r\nX-Injected: 1",
     )
     content = EmailContent("refund_rejected", "About\r\nyour refund", {"refund_id": "r", "note": None})
-    message = build_email(
+    built = build_email(
         uuid.uuid4(), content, mail_from="Refundflow <refunds@rf.example>", prefs=prefs, recipient="a@example.com"
     )
-    raw = message.as_string()
+    raw = built.as_string()
     assert "\nBcc:" not in raw and "X-Injected" not in raw and "\u202e" not in raw
+    message = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)  # as a mail client reads it
+    assert isinstance(message, EmailMessage)
     assert message["From"].addresses[0].display_name == "Bank Bcc: victim@example.com Security via Refundflow"
     assert message["From"].addresses[0].addr_spec == "refunds@rf.example", "always our own address"
     assert message["Reply-To"] is None, "an unusable Reply-To is left out, the email still goes"

@@ -64,8 +64,8 @@ async def register_payment(
     paid_at: datetime,
     product: Product,
     subscription: SubscriptionPeriod | None,
-) -> tuple[str, bool]:
-    """The platform registers a captured payment, published as ``payment.succeeded``: (payment id, created).
+) -> tuple[Row, bool]:
+    """The platform registers a captured payment, published as ``payment.succeeded``: (the payment, created).
 
     The same registration again answers the payment already registered (created False); another merchant's
     provider payment, or this one's with other details, is refused.
@@ -85,21 +85,24 @@ async def register_payment(
         subscription=subscription,
     )
     payment = payment_row(data)
-    if await repository.insert_payment(conn, payment):
+    if stored := await repository.insert_payment(conn, payment):
         await ledger.credit_payment(conn, payment)
         await add_event(conn, data, source=SOURCE)
-        return payment["id"], True
+        return stored, True
     owner = await repository.payment_of_provider(conn, provider_payment_id)
     assert owner is not None, "the insert conflicted on the provider payment, which is registered"
     if owner["merchant_id"] != merchant_id:
         raise ProviderPaymentTaken(f"provider payment {provider_payment_id} is registered to another merchant")
     if any(owner[field] != payment[field] for field in _IDENTITY):
         raise DuplicatePayment(f"provider payment {provider_payment_id} is already registered with other details")
-    return owner["id"], False
+    return owner, False
 
 
 async def consume_payment_succeeded(conn: asyncpg.Connection, data: PaymentSucceeded) -> bool:
     """A payment published by billing (or by intake itself): registered once, by its payment id."""
+    if await repository.payment_identity(conn, data.payment_id) == (data.merchant_id, data.provider_payment_id):
+        # Intake's own payment coming back (each registration is), or a redelivery: one query, nothing to do.
+        return False
     if not await merchant_exists(conn, data.merchant_id):
         raise UnknownMerchant(f"no merchant {data.merchant_id}")
     payment = payment_row(data)

@@ -45,13 +45,12 @@ async def locked_refund(conn: asyncpg.Connection, refund_id: str, merchant_id: s
     """The refund and its payment, both locked: the payment first, as every writer does, so that approvals,
     requests and outcomes on one payment take their turns (and never deadlock)."""
     structlog.contextvars.bind_contextvars(refund_id=refund_id)
-    found = await repository.get_refund(conn, refund_id, merchant_id=merchant_id)
-    if found is None:
+    payment = await repository.lock_payment_of_refund(conn, refund_id, merchant_id)
+    if payment is None:
         raise RefundNotFound(f"no refund {refund_id}")
-    structlog.contextvars.bind_contextvars(payment_id=found["payment_id"])
-    payment = await repository.get_payment(conn, found["merchant_id"], found["payment_id"], lock=True)
+    structlog.contextvars.bind_contextvars(payment_id=payment["id"])
     refund = await repository.get_refund(conn, refund_id, lock=True)
-    assert payment is not None and refund is not None, "a refund always has its payment"
+    assert refund is not None, "a refund is never deleted"
     return refund, payment
 
 
@@ -71,14 +70,14 @@ async def approve_refund(
     no money: the request closes as rejected and the subscription ends at the period's end."""
     refund, payment = await locked_refund(conn, refund_id, merchant_id)
     status = RefundStatus(refund["status"])
-    held = await repository.amount_held_by_refunds(conn, payment["id"])
+    held, disputed = await repository.held_and_disputed(conn, payment["id"])
     context = ApprovalContext(
         status=status,
         requested=refund["amount"],
         currency=refund["currency"],
         payment_amount=payment["amount"],
         held_by_others=held - (refund["amount"] if status in HOLDING_STATUSES else 0),
-        disputed=await repository.is_disputed(conn, payment["id"]),
+        disputed=disputed,
         provider_payment_conflict=payment["provider_payment_conflict"],
         is_subscription=payment["subscription_id"] is not None,
         approvals=await repository.approvals_of(conn, refund_id),

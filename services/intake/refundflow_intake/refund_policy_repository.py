@@ -29,9 +29,15 @@ async def product_override(conn: asyncpg.Connection, merchant_id: str, product_i
 
 
 async def effective_policy(conn: asyncpg.Connection, merchant_id: str, product_id: str | None) -> RefundPolicy:
-    """What applies to one product: the merchant's policy with the product's override on top."""
-    policy = await merchant_policy(conn, merchant_id)
-    override = await product_override(conn, merchant_id, product_id) if product_id else None
+    """What applies to one product: the merchant's policy with the product's override on top (one query)."""
+    rows = await conn.fetch(
+        "SELECT product_id, policy FROM refund_policies WHERE merchant_id = $1 AND product_id = ANY($2::text[])",
+        merchant_id,
+        [MERCHANT_WIDE, product_id or MERCHANT_WIDE],
+    )
+    documents = {r["product_id"]: dict(json.loads(r["policy"])) for r in rows}
+    policy = RefundPolicy.model_validate(documents.get(MERCHANT_WIDE) or {})
+    override = documents.get(product_id) if product_id and product_id != MERCHANT_WIDE else None
     return policy.with_override(override) if override else policy
 
 

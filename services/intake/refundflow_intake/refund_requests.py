@@ -81,11 +81,11 @@ async def _evaluate(
     now: datetime,
 ) -> tuple[Quote, RefundPolicy]:
     """The hard rules (raise) and the soft ones (flags), for a request or a quote."""
-    if await repository.is_disputed(conn, payment["id"]):
+    held, disputed = await repository.held_and_disputed(conn, payment["id"])
+    if disputed:
         raise PaymentIsDisputed(f"payment {payment['id']} is disputed: refunds are blocked")
     if payment["provider_payment_conflict"]:
         raise ProviderPaymentConflict(f"payment {payment['id']}: its provider payment is another merchant's too")
-    held = await repository.amount_held_by_refunds(conn, payment["id"])
     rule = RefundRequest(payment_amount=payment["amount"], payment_currency=payment["currency"], held_by_refunds=held)
     decided = rule.decide_amount(_requested_amount(payment, amount, proration), currency)
     policy = await policies.effective_policy(conn, payment["merchant_id"], payment["product_id"])

@@ -31,14 +31,21 @@ _PAYMENT_COLUMNS = (
 )
 
 
-async def insert_payment(conn: asyncpg.Connection, payment: Row) -> bool:
-    """False when the payment id, or the provider payment, is already registered."""
+async def insert_payment(conn: asyncpg.Connection, payment: Row) -> Row | None:
+    """The payment as stored; None when the payment id, or the provider payment, is already registered."""
     placeholders = ", ".join(f"${i}" for i in range(1, len(_PAYMENT_COLUMNS) + 1))
-    status = await conn.execute(
-        f"INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) VALUES ({placeholders}) ON CONFLICT DO NOTHING",
+    row = await conn.fetchrow(
+        f"INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"
+        " RETURNING *",
         *(payment.get(column) for column in _PAYMENT_COLUMNS),
     )
-    return bool(status == "INSERT 0 1")
+    return dict(row) if row else None
+
+
+async def payment_identity(conn: asyncpg.Connection, payment_id: str) -> tuple[str, str] | None:
+    """(merchant id, provider payment id) of a registered payment, or None."""
+    row = await conn.fetchrow("SELECT merchant_id, provider_payment_id FROM payments WHERE id = $1", payment_id)
+    return (row["merchant_id"], row["provider_payment_id"]) if row else None
 
 
 async def payment_of_provider(conn: asyncpg.Connection, provider_payment_id: str) -> Row | None:
@@ -54,6 +61,29 @@ async def get_payment(conn: asyncpg.Connection, merchant_id: str, payment_id: st
     sql = "SELECT * FROM payments WHERE id = $1 AND merchant_id = $2" + (" FOR UPDATE" if lock else "")
     row = await conn.fetchrow(sql, payment_id, merchant_id)
     return dict(row) if row else None
+
+
+async def lock_payment_of_refund(conn: asyncpg.Connection, refund_id: str, merchant_id: str | None) -> Row | None:
+    """The payment of a refund (with ``merchant_id``, only if the refund is that merchant's), locked; None if there
+    is no such refund."""
+    row = await conn.fetchrow(
+        "SELECT * FROM payments WHERE id = (SELECT payment_id FROM refunds"
+        " WHERE id = $1 AND ($2::text IS NULL OR merchant_id = $2)) FOR UPDATE",
+        refund_id,
+        merchant_id,
+    )
+    return dict(row) if row else None
+
+
+async def held_and_disputed(conn: asyncpg.Connection, payment_id: str) -> tuple[int, bool]:
+    """What the payment's refunds hold, and whether it is disputed (one round trip for the hot paths)."""
+    row = await conn.fetchrow(
+        "SELECT held_by_refunds($1, $2::text[]) AS held,"
+        " EXISTS (SELECT 1 FROM payment_disputes WHERE payment_id = $1) AS disputed",
+        payment_id,
+        [s.value for s in HOLDING_STATUSES],
+    )
+    return int(row["held"]), bool(row["disputed"])
 
 
 async def amount_held_by_refunds(conn: asyncpg.Connection, payment_id: str) -> int:
@@ -171,6 +201,27 @@ async def add_timeline_entry(
         note,
         action or status.value,
     )
+
+
+_TIMELINE = "SELECT (status, coalesce(action, status), actor, note, at) FROM refund_timeline"
+_APPROVERS = "SELECT actor FROM refund_approvals WHERE refund_id = r.id ORDER BY approved_at, actor"
+
+
+async def refund_with_history(conn: asyncpg.Connection, refund_id: str, merchant_id: str) -> Row | None:
+    """The merchant's refund with its timeline (oldest first) and who approved it so far, in one round trip."""
+    row = await conn.fetchrow(
+        f"SELECT r.*, ARRAY({_TIMELINE} WHERE refund_id = r.id ORDER BY id) AS timeline,"
+        f" ARRAY({_APPROVERS}) AS approvers"
+        " FROM refunds r WHERE r.id = $1 AND r.merchant_id = $2",
+        refund_id,
+        merchant_id,
+    )
+    if row is None:
+        return None
+    found = dict(row)
+    keys = ("status", "action", "actor", "note", "at")
+    found["timeline"] = [dict(zip(keys, entry, strict=True)) for entry in found["timeline"]]
+    return found
 
 
 async def refund_timeline(conn: asyncpg.Connection, refund_id: str) -> list[Row]:

@@ -8,6 +8,7 @@ window in which a message goes out twice; it then carries the same Message-ID, s
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import asyncpg
 import httpx
@@ -16,14 +17,16 @@ import structlog
 from refundflow_notifier import merchant_settings, message_queue, outbound_http
 from refundflow_notifier.email_messages import recipient_hash
 from refundflow_notifier.notification_rules import undeliverable_email_alert
-from refundflow_notifier.queue_dispatcher import QueueDispatcher, Row
 from refundflow_notifier.retry_schedule import is_success, next_delay
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.smtp_mailer import MailNotSent, SmtpMailer
 from refundflow_shared.crash_points import crash_point
+from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.secret_box import SecretBox, SecretBoxError
 
 log = structlog.get_logger(__name__)
+
+Row = dict[str, Any]
 
 
 class NotSent(Exception):
@@ -48,8 +51,8 @@ class MessageWorker:
         deadline = max(settings.smtp_timeout_seconds, settings.webhook_timeout_seconds)
         self._lease = deadline + settings.lease_margin_seconds  # outlives any send
 
-    def dispatcher(self) -> QueueDispatcher:
-        return QueueDispatcher(
+    def dispatcher(self) -> LeaseDispatcher[Row, int]:
+        return LeaseDispatcher(
             self._pool,
             channel="notifier_messages",
             claim=lambda limit, busy: message_queue.claim_due(
@@ -59,6 +62,7 @@ class MessageWorker:
                 lease_seconds=self._lease,
                 per_merchant=self._settings.message_max_in_flight_per_merchant,
             ),
+            key=lambda row: int(row["id"]),
             work=self.send,
             max_in_flight=self._settings.message_concurrency,
             poll_interval=self._settings.message_poll_interval_seconds,

@@ -31,8 +31,8 @@ class NotifierSettings(ServiceSettings):
 
     # Customer emails, team emails and Slack alerts: transient failures retry on this schedule.
     message_retry_schedule_seconds: list[float] = Field(default=[0.0, 5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0])
-    message_concurrency: int = Field(default=16, ge=1)
-    message_max_in_flight_per_merchant: int = Field(default=2, ge=1)
+    message_concurrency: int = Field(default=32, ge=1)
+    message_max_in_flight_per_merchant: int = Field(default=8, ge=1)
     message_poll_interval_seconds: float = 1.0
     message_retention_days: float = Field(default=7.0, gt=0, description="a finished message's record")
 
@@ -45,8 +45,9 @@ class NotifierSettings(ServiceSettings):
     # Merchant webhooks
     webhook_retry_schedule_seconds: list[float] = Field(default=DEFAULT_WEBHOOK_SCHEDULE)
     webhook_max_in_flight: int = Field(default=64, ge=1)
-    webhook_max_in_flight_per_merchant: int = Field(default=16, ge=1)
-    webhook_max_in_flight_per_endpoint: int = Field(default=8, ge=1)
+    # A receiver answering in 200 ms takes 16 / 0.2 s = 80 deliveries a second from one endpoint's 16 slots.
+    webhook_max_in_flight_per_merchant: int = Field(default=32, ge=1)
+    webhook_max_in_flight_per_endpoint: int = Field(default=16, ge=1)
     webhook_max_endpoints_per_event: int = Field(default=16, ge=1)
     webhook_disable_after_failed_events: int = 5
     webhook_poll_interval_seconds: float = 1.0

@@ -43,33 +43,37 @@ async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigur
 
 
 async def queue_event(conn: asyncpg.Connection, event: Event, max_endpoints: int) -> tuple[int, int]:
-    """Keep the event as it will be signed, and queue one delivery per subscribed, enabled endpoint, for at
-    most ``max_endpoints`` of them. Returns (deliveries queued, endpoints subscribed)."""
-    await conn.execute(
-        "INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    """Keep the event as it will be signed (for replays too), and queue one delivery per subscribed, enabled
+    endpoint, for at most ``max_endpoints`` of them. Returns (deliveries queued, endpoints subscribed)."""
+    row = await conn.fetchrow(
+        _QUEUE_EVENT,
         event.id,
         event.data.merchant_id,
         event.type.value,
         event.time,
         json.dumps(event.to_json(), separators=(",", ":")),
+        max_endpoints,
     )
-    subscribed = await conn.fetch(
-        "SELECT id FROM webhook_endpoints WHERE merchant_id = $1 AND enabled AND NOT deleted AND $2 = ANY(event_types)"
-        " ORDER BY id LIMIT $3",
-        event.data.merchant_id,
-        event.type.value,
-        max_endpoints + 1,  # one more tells that there were too many
-    )
-    status = await conn.execute(
-        "INSERT INTO webhook_deliveries (endpoint_id, merchant_id, event_id)"
-        " SELECT unnest($1::text[]), $2, $3"
-        " ON CONFLICT (endpoint_id, event_id) WHERE NOT replay DO NOTHING",
-        [r["id"] for r in subscribed[:max_endpoints]],
-        event.data.merchant_id,
-        event.id,
-    )
-    return int(status.split()[-1]), len(subscribed)
+    return int(row["queued"]), int(row["subscribed"])
+
+
+# One round trip: the event, the endpoints subscribed to it (one more than the cap tells there were too many), and
+# their deliveries.
+_QUEUE_EVENT = """
+WITH stored AS (
+    INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload)
+    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
+), subscribed AS (
+    SELECT id FROM webhook_endpoints WHERE merchant_id = $2 AND enabled AND NOT deleted AND $3 = ANY(event_types)
+    ORDER BY id LIMIT $6 + 1
+), queued AS (
+    INSERT INTO webhook_deliveries (endpoint_id, merchant_id, event_id)
+    SELECT id, $2, $1 FROM subscribed ORDER BY id LIMIT $6
+    ON CONFLICT (endpoint_id, event_id) WHERE NOT replay DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM queued) AS queued, (SELECT count(*) FROM subscribed) AS subscribed
+"""
 
 
 # Due deliveries, fairly: each endpoint's earliest, up to its free slots (its cap minus those in flight, leased

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import httpx
@@ -18,14 +19,16 @@ import structlog
 
 from refundflow_notifier import merchant_settings, message_queue, outbound_http, webhook_store
 from refundflow_notifier.notification_rules import endpoint_disabled_alert
-from refundflow_notifier.queue_dispatcher import QueueDispatcher, Row
 from refundflow_notifier.retry_schedule import disables_endpoint, is_success, next_delay
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.webhook_signing import signed_headers
 from refundflow_shared.crash_points import crash_point
+from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.secret_box import SecretBox, SecretBoxError
 
 log = structlog.get_logger(__name__)
+
+Row = dict[str, Any]
 
 SIGNING_FAILED = "signing_failed"  # the endpoint's secret does not open with our key, or is no whsec_ key
 
@@ -37,9 +40,9 @@ class WebhookWorker:
         self._pool, self._settings, self._http, self._box = pool, settings, http, box
         self._lease = settings.webhook_timeout_seconds + settings.lease_margin_seconds  # outlives the call
 
-    def dispatcher(self) -> QueueDispatcher:
+    def dispatcher(self) -> LeaseDispatcher[Row, int]:
         s = self._settings
-        return QueueDispatcher(
+        return LeaseDispatcher(
             self._pool,
             channel="notifier_webhook_deliveries",
             claim=lambda limit, busy: webhook_store.claim_due(
@@ -50,6 +53,7 @@ class WebhookWorker:
                 per_endpoint=s.webhook_max_in_flight_per_endpoint,
                 per_merchant=s.webhook_max_in_flight_per_merchant,
             ),
+            key=lambda row: int(row["id"]),
             work=self.deliver,
             max_in_flight=s.webhook_max_in_flight,
             poll_interval=s.webhook_poll_interval_seconds,

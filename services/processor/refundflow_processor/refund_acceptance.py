@@ -63,9 +63,13 @@ async def accept_approved_refund(conn: asyncpg.Connection, data: RefundApproved)
         provider_payment_id=data.provider_payment_id,
         payment_amount=data.payment_amount,
     )
-    claimed = Payment(data.payment_id, data.merchant_id, data.provider_payment_id, data.payment_amount, data.currency)
-    await payment_repository.remember_payment(conn, claimed, trusted=False)
     payment = await payment_repository.lock_payment(conn, data.payment_id)  # the cap holds under this lock
+    if payment is None:  # the approval came before payment.succeeded: learn the payment from it (untrusted)
+        claimed = Payment(
+            data.payment_id, data.merchant_id, data.provider_payment_id, data.payment_amount, data.currency
+        )
+        await payment_repository.remember_payment(conn, claimed, trusted=False)
+        payment = await payment_repository.lock_payment(conn, data.payment_id)
     refusal = approval_refusal(payment, refund, await repository.held_total(conn, data.payment_id))
     if refusal is None:
         if not await repository.insert_refund(conn, refund):

@@ -30,7 +30,6 @@ from refundflow_processor.attempts import (
     Step,
     next_step,
 )
-from refundflow_processor.lease_dispatcher import LeaseDispatcher
 from refundflow_processor.payment_provider import (
     PaymentProvider,
     ProviderAuthFailed,
@@ -44,6 +43,7 @@ from refundflow_processor.refund_outcomes import apply_step
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.team_alerts import end_auth_episode, raise_auth_alert_once
 from refundflow_shared.crash_points import crash_point
+from refundflow_shared.lease_dispatcher import LeaseDispatcher
 
 log = structlog.get_logger(__name__)
 
@@ -54,23 +54,24 @@ class RefundExecutor:
     ) -> None:
         self._pool, self._provider, self._settings, self._pause = pool, provider, settings, pause
         self._policy = AttemptPolicy.from_settings(settings)
-        self.dispatcher = LeaseDispatcher(
+        self.dispatcher: LeaseDispatcher[Attempt, str] = LeaseDispatcher(
             pool,
             channel=repository.ATTEMPTS_CHANNEL,
             claim=self._claim,
+            key=lambda attempt: attempt.refund.refund_id,
             work=self.execute,
             max_in_flight=settings.executor_max_in_flight,
             poll_interval=settings.executor_poll_interval_seconds,
-            pause=pause,
+            paused=pause.remaining,
             name="refund_executor",
         )
 
     async def run(self) -> None:
         await self.dispatcher.run()
 
-    async def _claim(self, limit: int) -> list[Attempt]:
+    async def _claim(self, limit: int, busy: list[str]) -> list[Attempt]:
         async with self._pool.acquire() as conn:
-            return await repository.claim_due_attempts(conn, limit, self._settings.executor_lease_seconds)
+            return await repository.claim_due_attempts(conn, limit, self._settings.executor_lease_seconds, busy)
 
     async def execute(self, attempt: Attempt) -> None:
         """One turn of one leased attempt."""

@@ -12,7 +12,7 @@ import asyncpg
 from refundflow_processor.attempts import AttemptState
 from refundflow_processor.records import Attempt, Refund, RefundStatus, idempotency_key
 
-ATTEMPTS_CHANNEL = "processor_refund_attempts"
+ATTEMPTS_CHANNEL = "processor_refund_attempts"  # notified by a trigger when an attempt is scheduled
 
 _REFUND_COLUMNS = (
     "r.refund_id, r.payment_id, r.merchant_id, r.customer_email, r.amount, r.currency, r.provider_payment_id,"
@@ -88,11 +88,13 @@ async def schedule_attempt(conn: asyncpg.Connection, refund_id: str, number: int
         idempotency_key(refund_id, number),
         delay_seconds,
     )
-    await conn.execute("SELECT pg_notify($1, '')", ATTEMPTS_CHANNEL)  # delivered when this commits
 
 
-async def claim_due_attempts(conn: asyncpg.Connection, limit: int, lease_seconds: float) -> list[Attempt]:
-    """Lease up to ``limit`` due attempts (scheduled, or unknown and due for reconciliation).
+async def claim_due_attempts(
+    conn: asyncpg.Connection, limit: int, lease_seconds: float, busy: list[str]
+) -> list[Attempt]:
+    """Lease up to ``limit`` due attempts (scheduled, or unknown and due for reconciliation), none of the refunds
+    in ``busy`` (still worked on here, even if their lease ran out).
 
     SKIP LOCKED and the lease let several executors share the work; an attempt whose lease ran out (its
     executor died) is due again, and its stored key makes the repeated call safe.
@@ -101,11 +103,13 @@ async def claim_due_attempts(conn: asyncpg.Connection, limit: int, lease_seconds
         "UPDATE refund_attempts a SET locked_until = now() + make_interval(secs => $2), lease_id = gen_random_uuid()"
         " FROM (SELECT refund_id, attempt FROM refund_attempts"
         "       WHERE state IN ('scheduled', 'unknown') AND next_try_at <= now() AND locked_until < now()"
+        "         AND refund_id <> ALL($3::text[])"
         "       ORDER BY next_try_at LIMIT $1 FOR UPDATE SKIP LOCKED) due, refunds r"
         " WHERE a.refund_id = due.refund_id AND a.attempt = due.attempt AND r.refund_id = a.refund_id"
         f" RETURNING {_ATTEMPT_COLUMNS}",
         limit,
         lease_seconds,
+        busy,
     )
     return [_attempt(row) for row in rows]
 

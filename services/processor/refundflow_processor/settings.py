@@ -25,7 +25,7 @@ class ProcessorSettings(ServiceSettings):
     # so no other instance ever takes over work whose call may still be running.
     provider_call_deadline_seconds: float = Field(default=20.0, gt=0)
     executor_lease_margin_seconds: float = Field(default=10.0, gt=0)
-    executor_max_in_flight: int = Field(default=32, ge=1, le=1000)
+    executor_max_in_flight: int = Field(default=64, ge=1, le=1000)
     executor_poll_interval_seconds: float = Field(default=1.0, gt=0)
 
     # Calls without a definite answer retry from a durable schedule: base * 2^n (with jitter), capped, until the

@@ -30,16 +30,21 @@ async def request_cancel(conn: asyncpg.Connection, cancel: SubscriptionCancel) -
     await conn.execute("SELECT pg_notify($1, '')", CANCELS_CHANNEL)
 
 
-async def claim_due_cancels(conn: asyncpg.Connection, limit: int, lease_seconds: float) -> list[SubscriptionCancel]:
+async def claim_due_cancels(
+    conn: asyncpg.Connection, limit: int, lease_seconds: float, busy: list[str]
+) -> list[SubscriptionCancel]:
+    """Lease up to ``limit`` due cancels, none of ``busy`` (still worked on here, even if their lease ran out)."""
     rows = await conn.fetch(
         "UPDATE subscription_cancels c SET locked_until = now() + make_interval(secs => $2),"
         " lease_id = gen_random_uuid()"
         " FROM (SELECT cancel_id FROM subscription_cancels"
         "       WHERE state = 'scheduled' AND next_try_at <= now() AND locked_until < now()"
+        "         AND cancel_id <> ALL($3::text[])"
         "       ORDER BY next_try_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
         f" WHERE c.cancel_id = due.cancel_id RETURNING {', '.join('c.' + c for c in _COLUMNS.split(', '))}",
         limit,
         lease_seconds,
+        busy,
     )
     return [_cancel(r) for r in rows]
 

@@ -15,7 +15,6 @@ import structlog
 
 from refundflow_processor import subscription_cancel_repository as cancels
 from refundflow_processor.attempts import AttemptPolicy
-from refundflow_processor.lease_dispatcher import LeaseDispatcher
 from refundflow_processor.payment_provider import (
     PaymentProvider,
     ProviderAuthFailed,
@@ -29,6 +28,7 @@ from refundflow_processor.refund_outcomes import jittered
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.team_alerts import SOURCE, end_auth_episode, raise_alert, raise_auth_alert_once
 from refundflow_shared.events import SubscriptionCanceled
+from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
@@ -63,23 +63,24 @@ class SubscriptionCancelExecutor:
     ) -> None:
         self._pool, self._provider, self._settings, self._pause = pool, provider, settings, pause
         self._policy = AttemptPolicy.from_settings(settings)
-        self.dispatcher = LeaseDispatcher(
+        self.dispatcher: LeaseDispatcher[SubscriptionCancel, str] = LeaseDispatcher(
             pool,
             channel=cancels.CANCELS_CHANNEL,
             claim=self._claim,
+            key=lambda cancel: cancel.cancel_id,
             work=self.execute,
             max_in_flight=settings.executor_max_in_flight,
             poll_interval=settings.executor_poll_interval_seconds,
-            pause=pause,
+            paused=pause.remaining,
             name="subscription_cancels",
         )
 
     async def run(self) -> None:
         await self.dispatcher.run()
 
-    async def _claim(self, limit: int) -> list[SubscriptionCancel]:
+    async def _claim(self, limit: int, busy: list[str]) -> list[SubscriptionCancel]:
         async with self._pool.acquire() as conn:
-            return await cancels.claim_due_cancels(conn, limit, self._settings.executor_lease_seconds)
+            return await cancels.claim_due_cancels(conn, limit, self._settings.executor_lease_seconds, busy)
 
     async def execute(self, cancel: SubscriptionCancel) -> None:
         structlog.contextvars.bind_contextvars(payment_id=cancel.payment_id, subscription_id=cancel.subscription_id)

@@ -33,15 +33,15 @@ class Sandbox:
     api_keys: ApiKeys
 
 
-def _sandbox(request: Request) -> Sandbox:
+async def _sandbox(request: Request) -> Sandbox:  # a coroutine: a plain function would run in a thread
     sandbox: Sandbox = request.app.state.sandbox
     return sandbox
 
 
-def _api_key(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+async def _api_key(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     api_key = api_key_from_authorization(authorization)
     try:
-        _sandbox(request).api_keys.check(api_key)
+        (await _sandbox(request)).api_keys.check(api_key)
     except KeyRevoked:
         raise expired_api_key(api_key) from None
     return api_key

@@ -46,17 +46,15 @@ async def payment_view(conn: asyncpg.Connection, merchant_id: str, payment_id: s
     payment = await repository.get_payment(conn, merchant_id, payment_id)
     if payment is None:
         raise PaymentNotFound(f"no payment {payment_id}")
-    held = await repository.amount_held_by_refunds(conn, payment_id)
+    held, disputed = await repository.held_and_disputed(conn, payment_id)
     refunds = await repository.refunds_of_payment(conn, payment_id)
-    disputed = await repository.is_disputed(conn, payment_id)
     return payment_out(payment, held, refunds, disputed=disputed)
 
 
 async def refund_view(conn: asyncpg.Connection, merchant_id: str, refund_id: str) -> RefundOut:
     """The refund with who approved it so far and its audit timeline."""
-    refund = await repository.get_refund(conn, refund_id, merchant_id=merchant_id)
+    refund = await repository.refund_with_history(conn, refund_id, merchant_id)
     if refund is None:
         raise RefundNotFound(f"no refund {refund_id}")
-    timeline = await repository.refund_timeline(conn, refund_id)
-    approvals = await repository.approvals_of(conn, refund_id)
-    return RefundOut(**refund, approvals=list(approvals), timeline=[TimelineEntry(**t) for t in timeline])
+    timeline, approvers = [TimelineEntry(**t) for t in refund.pop("timeline")], refund.pop("approvers")
+    return RefundOut(**refund, approvals=approvers, timeline=timeline)

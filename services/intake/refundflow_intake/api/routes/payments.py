@@ -42,7 +42,7 @@ async def register_payment(body: PaymentCreate, db: Db, response: Response) -> P
     be refunded; published as ``payment.succeeded``. A provider payment belongs to one merchant: registering it
     again answers the payment already registered (200); another merchant's is refused."""
     async with db.transaction() as conn:
-        payment_id, created = await payments.register_payment(
+        payment, created = await payments.register_payment(
             conn,
             body.merchant_id,
             **body.model_dump(exclude={"merchant_id", "product", "subscription"}),
@@ -50,7 +50,9 @@ async def register_payment(body: PaymentCreate, db: Db, response: Response) -> P
             subscription=body.subscription,
         )
         response.status_code = 201 if created else 200
-        return await payment_view(conn, body.merchant_id, payment_id)
+        if created:  # nothing can be refunded, held or disputed yet: the stored row is the whole answer
+            return payment_out(payment, 0, [], disputed=False)
+        return await payment_view(conn, body.merchant_id, payment["id"])
 
 
 @router.get("", responses=documented(InvalidCursor))

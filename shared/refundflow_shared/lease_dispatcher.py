@@ -1,7 +1,9 @@
-"""Runs leased work from PostgreSQL with bounded concurrency: claim in a short transaction, work with no
-transaction or lock held, record in another short transaction guarded by the lease.
+"""Runs leased work from PostgreSQL with bounded concurrency: claim a batch in a short transaction (each row leased),
+work each item in its own task with no transaction or lock held, record in another short transaction.
 
-Woken by NOTIFY when work is scheduled, polling as a fallback (and for retries that become due). Work that
+Woken by NOTIFY when work is queued (or released), polling as a fallback (and for retries that become due), and
+by its own work finishing when it was full. ``claim(limit, busy)`` must skip ``busy``, the keys of what this
+process is still working on, so that nothing is worked twice at once here even if its lease ran out. Work that
 dies leaves its row leased: the lease runs out and the row is claimed again, by this or another instance.
 """
 
@@ -9,37 +11,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
 import asyncpg
 import structlog
 
-from refundflow_processor.provider_pause import ProviderPause
 from refundflow_shared.wakeup_loop import run_on_notify
 
 log = structlog.get_logger(__name__)
 
 J = TypeVar("J")
+K = TypeVar("K", bound=Hashable)
 _SHUTDOWN_GRACE_SECONDS = 5.0
 
 
-class LeaseDispatcher(Generic[J]):
+def never_paused() -> float:
+    return 0.0
+
+
+class LeaseDispatcher(Generic[J, K]):
     def __init__(
         self,
         pool: asyncpg.Pool,
         *,
         channel: str,
-        claim: Callable[[int], Awaitable[list[J]]],
+        claim: Callable[[int, list[K]], Awaitable[list[J]]],
+        key: Callable[[J], K],
         work: Callable[[J], Coroutine[Any, Any, None]],
         max_in_flight: int,
         poll_interval: float,
-        pause: ProviderPause,
         name: str,
+        paused: Callable[[], float] = never_paused,
     ) -> None:
-        self._pool, self._channel, self._claim, self._work = pool, channel, claim, work
-        self._max_in_flight, self._poll_interval, self._pause, self._name = max_in_flight, poll_interval, pause, name
-        self._in_flight: set[asyncio.Task[None]] = set()
+        """``paused()``: seconds for which nothing may be claimed (0: go ahead)."""
+        self._pool, self._channel, self._claim, self._key, self._work = pool, channel, claim, key, work
+        self._max_in_flight, self._poll_interval, self._name = max_in_flight, poll_interval, name
+        self._paused = paused
+        self._in_flight: dict[asyncio.Task[None], K] = {}  # task -> the key of what it works on
 
     async def run(self) -> None:
         try:
@@ -47,11 +56,11 @@ class LeaseDispatcher(Generic[J]):
                 self._pool, self._channel, self.dispatch, poll_interval=self._poll_interval, name=self._name
             )
         finally:
-            # On shutdown, let calls in flight finish within a grace period; what is cut off is leased and
-            # runs again after its lease, with the same idempotency key.
+            # On shutdown, let work in flight finish within a grace period (a call cut off now runs again after
+            # its lease, with the same idempotency key or message id); then cancel what is left.
             if self._in_flight:
                 await asyncio.wait(self._in_flight, timeout=_SHUTDOWN_GRACE_SECONDS)
-            for task in self._in_flight:
+            for task in list(self._in_flight):
                 task.cancel()
             for task in list(self._in_flight):
                 with contextlib.suppress(asyncio.CancelledError):
@@ -59,17 +68,17 @@ class LeaseDispatcher(Generic[J]):
 
     async def dispatch(self) -> bool:
         """Claim what fits and start it; True when more may be waiting (call again at once)."""
-        if (paused := self._pause.remaining()) > 0:
+        if (paused := self._paused()) > 0:
             await asyncio.sleep(min(paused, self._poll_interval))
             return True
         free = self._max_in_flight - len(self._in_flight)
         if free <= 0:
             await asyncio.wait(self._in_flight, timeout=self._poll_interval, return_when=asyncio.FIRST_COMPLETED)
             return True
-        jobs = await self._claim(free)
+        jobs = await self._claim(free, list(self._in_flight.values()))
         for job in jobs:
             task: asyncio.Task[None] = asyncio.create_task(self._work(job), name=self._name)
-            self._in_flight.add(task)
+            self._in_flight[task] = self._key(job)
             task.add_done_callback(self._done)
         return len(jobs) == free
 
@@ -79,6 +88,6 @@ class LeaseDispatcher(Generic[J]):
             await asyncio.wait(self._in_flight)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("leased_work_failed", job=task.get_name(), error=repr(task.exception()))

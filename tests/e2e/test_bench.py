@@ -1,0 +1,57 @@
+"""`make bench` in its short mode (BENCH_QUICK=1): it runs the whole stack, reports every figure, and its count
+checks hold. No timing is asserted: the figures are for people and the README, not for the suite."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
+PERCENTILES = {"p50", "p90", "p99", "max"}
+
+
+def test_the_quick_bench_drives_every_lifecycle_to_the_end_and_reports_each_figure(
+    postgres_url: str, kafka_bootstrap: str, repo_root: Path, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "BENCH_QUICK": "1",
+        "BENCH_OUT": str(tmp_path),
+        "DATABASE_URL": postgres_url,  # a database of its own on the test server
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,  # topics of its own on the test broker
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run"], cwd=repo_root, env=env, capture_output=True, text=True, timeout=840
+    )
+
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    [report] = tmp_path.glob("*.json")
+    assert report.with_suffix(".png").stat().st_size > 10_000, "the chart is drawn beside the JSON"
+    result = json.loads(report.read_text())
+    sizes = result["sizes"]
+    expected = sizes["warmup"] + sizes["throughput"] + sizes["open_count"] + sizes["slow"]
+    assert result["counts"] == {"refunds": expected, "dead_letters": 0, "problems": {}, "ok": True}, (
+        "one provider refund, one email of each kind and one webhook per refund, all succeeded, no dead letter"
+    )
+    assert result["external"] == ["postgres", "broker"], "taken from the environment, as make dev would"
+    for phase, count in (("throughput", sizes["throughput"]), ("open_loop", sizes["open_count"])):
+        figures = result[phase]
+        assert figures["lifecycles"] == count
+        assert figures["lifecycles_per_s"] > 0 and sum(figures["completed_per_second"]) == count
+        for latency in figures["latency_ms"].values():
+            assert set(latency) == PERCENTILES and all(v is not None and v > 0 for v in latency.values())
+        cpu = figures["cpu_ms_per_lifecycle"]
+        assert {"intake", "processor", "notifier", "sandbox", "smtp", "total"} <= set(cpu)
+        assert cpu["total"] == pytest.approx(sum(v for k, v in cpu.items() if k != "total"), abs=0.1)
+        assert set(figures["http"]) == {"POST /v1/payments", "POST /v1/refunds", "POST /v1/refunds/{id}/approve"}
+        assert all(http["count"] == count for http in figures["http"].values())
+    assert result["slow"]["refunds"] == sizes["slow"]
+    assert result["slow"]["processor_refunds_per_s"] > 0 and result["slow"]["endpoint_webhooks_per_s"] > 0
+    assert {"intake", "processor", "notifier"} <= set(result["rss_mb"])
+    assert result["capacity"]["pgbench_tps"] > 0 and result["capacity"]["broker_produce_per_s"] > 0
+    assert "lifecycles/s, closed loop" in run.stdout, "the table is printed"
