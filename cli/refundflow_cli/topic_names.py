@@ -41,6 +41,8 @@ CONSUMES: dict[str, frozenset[EventType]] = {
             EventType.TEAM_ALERT_RAISED,
             EventType.WEBHOOK_ENDPOINT_CONFIGURED,
             EventType.NOTIFICATION_SETTINGS_CONFIGURED,
+            EventType.TEAM_MEMBER_INVITED,
+            EventType.PASSWORD_RESET_REQUESTED,
         }
     ),
 }

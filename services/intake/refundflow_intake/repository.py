@@ -203,14 +203,22 @@ async def add_timeline_entry(
     )
 
 
-_TIMELINE = "SELECT (status, coalesce(action, status), actor, note, at) FROM refund_timeline"
+# Each entry with ``actor_name``: the person's name and email, or the API key's name.
+_TIMELINE = (
+    "SELECT (t.status, coalesce(t.action, t.status), t.actor, t.note, t.at,"
+    " CASE WHEN u.id IS NOT NULL THEN coalesce(u.display_name || ' <' || u.email || '>', u.email)"
+    "      WHEN k.id IS NOT NULL THEN 'API key ' || coalesce(k.name, k.id) END)"
+    " FROM refund_timeline t"
+    " LEFT JOIN merchant_users u ON t.actor LIKE 'user:%' AND u.id = substr(t.actor, 6)"
+    " LEFT JOIN api_keys k ON t.actor LIKE 'api_key:%' AND k.id = substr(t.actor, 9)"
+)
 _APPROVERS = "SELECT actor FROM refund_approvals WHERE refund_id = r.id ORDER BY approved_at, actor"
 
 
 async def refund_with_history(conn: asyncpg.Connection, refund_id: str, merchant_id: str) -> Row | None:
     """The merchant's refund with its timeline (oldest first) and who approved it so far, in one round trip."""
     row = await conn.fetchrow(
-        f"SELECT r.*, ARRAY({_TIMELINE} WHERE refund_id = r.id ORDER BY id) AS timeline,"
+        f"SELECT r.*, ARRAY({_TIMELINE} WHERE t.refund_id = r.id ORDER BY t.id) AS timeline,"
         f" ARRAY({_APPROVERS}) AS approvers"
         " FROM refunds r WHERE r.id = $1 AND r.merchant_id = $2",
         refund_id,
@@ -219,24 +227,9 @@ async def refund_with_history(conn: asyncpg.Connection, refund_id: str, merchant
     if row is None:
         return None
     found = dict(row)
-    keys = ("status", "action", "actor", "note", "at")
+    keys = ("status", "action", "actor", "note", "at", "actor_name")
     found["timeline"] = [dict(zip(keys, entry, strict=True)) for entry in found["timeline"]]
     return found
-
-
-async def refund_timeline(conn: asyncpg.Connection, refund_id: str) -> list[Row]:
-    """Every entry, oldest first, with ``actor_name``: the person's name and email, or the API key's name."""
-    rows = await conn.fetch(
-        "SELECT t.status, coalesce(t.action, t.status) AS action, t.actor, t.note, t.at,"
-        " CASE WHEN u.id IS NOT NULL THEN coalesce(u.display_name || ' <' || u.email || '>', u.email)"
-        "      WHEN k.id IS NOT NULL THEN 'API key ' || coalesce(k.name, k.id) END AS actor_name"
-        " FROM refund_timeline t"
-        " LEFT JOIN merchant_users u ON t.actor LIKE 'user:%' AND u.id = substr(t.actor, 6)"
-        " LEFT JOIN api_keys k ON t.actor LIKE 'api_key:%' AND k.id = substr(t.actor, 9)"
-        " WHERE t.refund_id = $1 ORDER BY t.id",
-        refund_id,
-    )
-    return [dict(r) for r in rows]
 
 
 async def refunds_of_payment(conn: asyncpg.Connection, payment_id: str) -> list[Row]:
