@@ -42,6 +42,7 @@ class EventType(StrEnum):
     PROVIDER_UNAVAILABLE = "provider.unavailable"
     PAYMENT_DISPUTED = "payment.disputed"
     SUBSCRIPTION_EXTENSION_GRANTED = "subscription.extension_granted"
+    SUBSCRIPTION_EXTENDED = "subscription.extended"
     REFUND_SUBMIT = "refund.submit"
     REFUND_SUBMIT_REJECTED = "refund.submit_rejected"
     REFUND_REVIEW_OVERDUE = "refund.review_overdue"
@@ -128,6 +129,27 @@ class PaymentDisputed(PaymentEventData):
     reason: Name | None = None
 
 
+class PortalLink(BaseModel):
+    """The customer's link to the portal page of one payment, and until when it works.
+
+    The link is a credential (whoever holds it may ask for refunds of the payment): it travels sealed
+    (``secret_box``, bound to the payment id), and only intake and the notifier can open it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sealed_url: Annotated[str, Field(max_length=4000)]
+    expires_at: datetime
+
+
+class _ToCustomer(BaseModel):
+    """What intake tells the notifier so that the customer's emails name the merchant and carry the link to the
+    portal page (absent when the merchant switched its portal off). The notifier remembers the latest of each per
+    payment, for the emails of events that come from other services."""
+
+    merchant_name: Name | None = None
+    portal_link: PortalLink | None = None
+
+
 class _RefundEvent(PaymentEventData):
     refund_id: Id
     customer_email: EmailAddress
@@ -136,24 +158,30 @@ class _RefundEvent(PaymentEventData):
         return self.refund_id
 
 
-class RefundRequested(_Priced, _RefundEvent):
+class RefundRequested(_Priced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_REQUESTED
 
     reason: Code
+    channel: Code | None = Field(default=None, description="api, portal (the customer) or command (refund.submit)")
+    auto_approved: bool = Field(default=False, description="the merchant's rules approved it as it was made")
 
 
-class RefundApproved(_Priced, _RefundEvent):
+class RefundApproved(_Priced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_APPROVED
 
     provider_payment_id: Id
     payment_amount: MinorUnits
     approved_by: Name
+    requested_amount: MinorUnits | None = Field(default=None, description="what was asked for, when more")
+    note_to_customer: Note | None = None
+    process_time: Name | None = Field(default=None, description="the refund policy's: how long the money takes")
 
 
-class RefundRejected(_RefundEvent):
+class RefundRejected(_RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_REJECTED
 
     note: Note | None = None
+    cancel_only: bool = Field(default=False, description="no refund, the subscription ends at the period's end")
 
 
 class RefundSucceeded(_Priced, _RefundEvent):
@@ -190,7 +218,7 @@ class PaymentRefunded(_Priced):
     remaining_amount: MinorUnits
 
 
-class SubscriptionCancelRequested(PaymentEventData):
+class SubscriptionCancelRequested(PaymentEventData, _ToCustomer):
     """Cancel the subscription the payment paid for: now, or at the end of the current period."""
 
     event_type = EventType.SUBSCRIPTION_CANCEL_REQUESTED
@@ -199,6 +227,8 @@ class SubscriptionCancelRequested(PaymentEventData):
     at_period_end: bool
     refund_id: Id | None = None
     requested_by: Name
+    customer_email: EmailAddress | None = None
+    note_to_customer: Note | None = None
 
 
 class SubscriptionCanceled(PaymentEventData):
@@ -233,8 +263,9 @@ class ProviderUnavailable(PaymentEventData):
     last_error: Note
 
 
-class SubscriptionExtensionGranted(PaymentEventData):
-    """A goodwill extension: the subscription's current period is extended by ``days``."""
+class SubscriptionExtensionGranted(PaymentEventData, _ToCustomer):
+    """A goodwill extension: the subscription's current period is extended by ``days`` (the processor moves it
+    at the provider, then publishes ``subscription.extended``)."""
 
     event_type = EventType.SUBSCRIPTION_EXTENSION_GRANTED
 
@@ -242,6 +273,19 @@ class SubscriptionExtensionGranted(PaymentEventData):
     days: int = Field(gt=0, le=365)
     refund_id: Id | None = None
     granted_by: Name
+    customer_email: EmailAddress | None = None
+
+
+class SubscriptionExtended(PaymentEventData):
+    """The provider moved the subscription's period end by ``days``: the customer is billed next at
+    ``current_period_end``."""
+
+    event_type = EventType.SUBSCRIPTION_EXTENDED
+
+    subscription_id: Id
+    days: int = Field(gt=0, le=365)
+    current_period_end: datetime
+    refund_id: Id | None = None
 
 
 class WebhookEndpointConfigured(EventData):
@@ -389,6 +433,7 @@ EVENT_DATA_TYPES: dict[str, type[EventData]] = {
         ProviderUnavailable,
         PaymentDisputed,
         SubscriptionExtensionGranted,
+        SubscriptionExtended,
         RefundSubmit,
         RefundSubmitRejected,
         RefundReviewOverdue,
@@ -412,6 +457,7 @@ WebhookEventType = Literal[
     "refund.reversed",
     "payment.refunded",
     "subscription.canceled",
+    "subscription.extended",
 ]
 WEBHOOK_EVENT_TYPES: tuple[str, ...] = get_args(WebhookEventType)
 

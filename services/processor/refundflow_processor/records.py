@@ -85,5 +85,27 @@ class SubscriptionCancel:
     lease_id: uuid.UUID | None = None
 
 
+@dataclass(frozen=True)
+class SubscriptionExtension:
+    """A goodwill extension to execute at the provider. ``until`` (the new period end) is fixed from the provider's
+    period end before the first change, so that repeating the change never moves it further."""
+
+    extension_id: str
+    payment_id: str
+    merchant_id: str
+    subscription_id: str
+    days: int
+    refund_id: str | None
+    until: datetime | None = None
+    tries: int = 0
+    lease_id: uuid.UUID | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        # One key per try: Stripe replays a stored 5xx for a key forever, and the change (an absolute ``until``)
+        # is harmless to repeat, so a later try needs no reconciliation, only a new key.
+        return f"extend_{self.extension_id}_{self.tries}"
+
+
 def idempotency_key(refund_id: str, attempt: int) -> str:
     return f"refund_{refund_id}_{attempt}"
