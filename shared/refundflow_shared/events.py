@@ -142,9 +142,10 @@ class PortalLink(BaseModel):
 
 
 class _ToCustomer(BaseModel):
-    """What intake tells the notifier so that the customer's emails name the merchant and carry the link to the
-    portal page (absent when the merchant switched its portal off). The notifier remembers the latest of each per
-    payment, for the emails of events that come from other services."""
+    """What the customer's email about the event needs: the merchant's name and the link to the portal page
+    (absent when the merchant switched its portal off). Intake sets them; the processor carries those of the
+    decision onto the outcomes it publishes (events of one payment may reach the notifier in any order across
+    topics, so each carries its own); the notifier also keeps the freshest link per payment."""
 
     merchant_name: Name | None = None
     portal_link: PortalLink | None = None
@@ -184,20 +185,21 @@ class RefundRejected(_RefundEvent, _ToCustomer):
     cancel_only: bool = Field(default=False, description="no refund, the subscription ends at the period's end")
 
 
-class RefundSucceeded(_Priced, _RefundEvent):
+class RefundSucceeded(_Priced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_SUCCEEDED
 
     provider_refund_id: Id
+    process_time: Name | None = Field(default=None, description="the refund policy's, as the approval said it")
 
 
-class RefundFailed(_Priced, _RefundEvent):
+class RefundFailed(_Priced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_FAILED
 
     failure_reason: Code
     failure_message: Note | None = None
 
 
-class RefundReversed(_Priced, _RefundEvent):
+class RefundReversed(_Priced, _RefundEvent, _ToCustomer):
     """A refund the provider had reported succeeded failed afterwards (a closed card, say): the money did not
     reach the customer after all. Intake restores the refundable amount and the balance."""
 
@@ -206,6 +208,22 @@ class RefundReversed(_Priced, _RefundEvent):
     provider_refund_id: Id
     failure_reason: Code
     failure_message: Note | None = None
+
+
+# What the processor carries from a decision (refund.approved, subscription.cancel_requested or
+# subscription.extension_granted) onto the outcome it publishes, for the customer's email: opaque to it.
+CUSTOMER_FIELDS = ("customer_email", "merchant_name", "portal_link", "process_time", "note_to_customer")
+
+
+def customer_fields(data: EventData, *, besides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of ``data`` the outcome's email needs (but ``besides``), as JSON, for the processor to keep."""
+    wanted = set(CUSTOMER_FIELDS) & set(type(data).model_fields) - set(besides)
+    return data.model_dump(mode="json", include=wanted, exclude_none=True)
+
+
+def carry(kept: dict[str, Any], to: type[EventData]) -> dict[str, Any]:
+    """The kept fields that the outcome event ``to`` has."""
+    return {name: value for name, value in kept.items() if name in to.model_fields}
 
 
 class PaymentRefunded(_Priced):
@@ -231,7 +249,7 @@ class SubscriptionCancelRequested(PaymentEventData, _ToCustomer):
     note_to_customer: Note | None = None
 
 
-class SubscriptionCanceled(PaymentEventData):
+class SubscriptionCanceled(PaymentEventData, _ToCustomer):
     """The provider canceled the subscription (``at_period_end``: access lasts until ``ends_at``)."""
 
     event_type = EventType.SUBSCRIPTION_CANCELED
@@ -240,6 +258,8 @@ class SubscriptionCanceled(PaymentEventData):
     at_period_end: bool
     ends_at: datetime | None = None
     refund_id: Id | None = None
+    customer_email: EmailAddress | None = None
+    note_to_customer: Note | None = None
 
 
 class RefundExternalDetected(_Priced):
@@ -276,7 +296,7 @@ class SubscriptionExtensionGranted(PaymentEventData, _ToCustomer):
     customer_email: EmailAddress | None = None
 
 
-class SubscriptionExtended(PaymentEventData):
+class SubscriptionExtended(PaymentEventData, _ToCustomer):
     """The provider moved the subscription's period end by ``days``: the customer is billed next at
     ``current_period_end``."""
 
@@ -286,6 +306,7 @@ class SubscriptionExtended(PaymentEventData):
     days: int = Field(gt=0, le=365)
     current_period_end: datetime
     refund_id: Id | None = None
+    customer_email: EmailAddress | None = None
 
 
 class WebhookEndpointConfigured(EventData):

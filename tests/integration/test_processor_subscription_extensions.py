@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import stripe
 
-from refundflow_shared.events import SubscriptionCancelRequested, SubscriptionExtensionGranted
+from refundflow_shared.events import PortalLink, SubscriptionCancelRequested, SubscriptionExtensionGranted
 from tests.conftest import create_database
 from tests.support.probe_service import eventually
-from tests.support.processor_harness import ProcessorUnderTest, running_processor
+from tests.support.processor_harness import ProcessorUnderTest, approval, payment_intent, running_processor
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -131,3 +131,35 @@ async def test_an_extension_the_provider_refuses_alerts_the_merchants_team(
     assert alert["kind"] == "subscription_extension_failed"
     assert alert["details"]["subscription_id"] == subscription_id
     assert await processor.staged("subscription.extended", about=subscription_id) == []
+
+
+async def test_every_outcome_carries_what_the_customers_email_needs_from_the_decision(
+    processor: ProcessorUnderTest,
+) -> None:
+    """Events of one payment reach the notifier in any order across topics: each outcome carries its own words."""
+    link = PortalLink(sealed_url="v2.k0.sealed-for-the-notifier", expires_at=datetime(2026, 12, 3, tzinfo=UTC))
+    told = {"merchant_name": "Acme Software", "portal_link": link}
+    approved = approval(payment_intent()).model_copy(update={**told, "process_time": "3 business days"})
+    subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
+    cancel = SubscriptionCancelRequested(
+        payment_id=f"pay_{uuid.uuid4().hex[:10]}",
+        merchant_id="mer_extend",
+        subscription_id=subscription_id,
+        at_period_end=True,
+        refund_id="ref_cancel_only",
+        requested_by="user:usr_1",
+        customer_email="grace@example.com",
+        note_to_customer="It will not renew.",
+        **told,
+    )
+    extend = grant(f"sub_{uuid.uuid4().hex[:12]}", 3).model_copy(update={**told, "customer_email": "ada@example.com"})
+    for event in (approved, cancel, extend):
+        await processor.publish(event)
+
+    [refunded] = await processor.events("refund.succeeded", expected=1, about=approved.refund_id)
+    assert (refunded["merchant_name"], refunded["process_time"]) == ("Acme Software", "3 business days")
+    assert refunded["portal_link"]["sealed_url"] == link.sealed_url
+    [cancelled] = await processor.events("subscription.canceled", expected=1, about=subscription_id)
+    assert (cancelled["customer_email"], cancelled["note_to_customer"]) == ("grace@example.com", "It will not renew.")
+    [more] = await extended(processor, extend.subscription_id)
+    assert (more["customer_email"], more["portal_link"]["sealed_url"]) == ("ada@example.com", link.sealed_url)

@@ -16,6 +16,7 @@ from refundflow_shared.events import (
     RefundApproved,
     SubscriptionCancelRequested,
     SubscriptionExtensionGranted,
+    customer_fields,
 )
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,7 @@ def register(consumer: EventConsumer) -> None:
             subscription_id=data.subscription_id,
             at_period_end=data.at_period_end,
             refund_id=data.refund_id,
+            to_customer=customer_fields(data),
         )
         await subscription_cancel_repository.request_cancel(conn, cancel)
         log.info("subscription_cancel_requested", subscription_id=data.subscription_id)
@@ -56,6 +58,7 @@ def register(consumer: EventConsumer) -> None:
             subscription_id=data.subscription_id,
             days=data.days,
             refund_id=data.refund_id,
+            to_customer=customer_fields(data),
         )
         await subscription_extension_repository.request_extension(conn, extension)
         log.info("subscription_extension_granted", subscription_id=data.subscription_id, days=data.days)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from refundflow_processor.attempts import AttemptState
 
@@ -42,6 +43,8 @@ class Refund:
     status: RefundStatus = RefundStatus.PROCESSING
     # Provider calls that got no definite answer, over all of the refund's attempts (the retry budget).
     provider_calls: int = 0
+    # What the customer's email about the outcome needs, from the approval (``events.customer_fields``).
+    to_customer: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class SubscriptionCancel:
     refund_id: str | None
     tries: int = 0
     lease_id: uuid.UUID | None = None
+    to_customer: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class SubscriptionExtension:
     until: datetime | None = None
     tries: int = 0
     lease_id: uuid.UUID | None = None
+    to_customer: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def idempotency_key(self) -> str:

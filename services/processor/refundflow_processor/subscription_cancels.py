@@ -20,7 +20,7 @@ from refundflow_processor.records import SubscriptionCancel
 from refundflow_processor.refund_outcomes import jittered
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.team_alerts import SOURCE, end_auth_episode, raise_alert, raise_auth_alert_once
-from refundflow_shared.events import SubscriptionCanceled
+from refundflow_shared.events import SubscriptionCanceled, carry
 from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
@@ -76,6 +76,7 @@ class SubscriptionCancelExecutor:
                 await add_event(
                     conn,
                     SubscriptionCanceled(
+                        **carry(cancel.to_customer, SubscriptionCanceled),
                         payment_id=cancel.payment_id,
                         merchant_id=cancel.merchant_id,
                         subscription_id=subscription.id,

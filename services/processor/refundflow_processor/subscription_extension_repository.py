@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import asyncpg
@@ -9,7 +10,17 @@ import asyncpg
 from refundflow_processor.records import SubscriptionExtension
 
 EXTENSIONS_CHANNEL = "processor_subscription_extensions"
-_COLUMNS = ("extension_id", "payment_id", "merchant_id", "subscription_id", "days", "refund_id", "until", "tries")
+_COLUMNS = (
+    "extension_id",
+    "payment_id",
+    "merchant_id",
+    "subscription_id",
+    "days",
+    "refund_id",
+    "until",
+    "tries",
+    "to_customer",
+)
 _RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
 
 
@@ -17,13 +28,15 @@ async def request_extension(conn: asyncpg.Connection, extension: SubscriptionExt
     """Record an extension, due at once (the inbox makes a redelivered grant a no-op upstream)."""
     await conn.execute(
         "INSERT INTO subscription_extensions (extension_id, payment_id, merchant_id, subscription_id, days,"
-        " refund_id, state) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled') ON CONFLICT DO NOTHING",
+        " refund_id, state, to_customer) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7::jsonb)"
+        " ON CONFLICT DO NOTHING",
         extension.extension_id,
         extension.payment_id,
         extension.merchant_id,
         extension.subscription_id,
         extension.days,
         extension.refund_id,
+        json.dumps(extension.to_customer),
     )
     await conn.execute("SELECT pg_notify($1, '')", EXTENSIONS_CHANNEL)
 
@@ -45,7 +58,7 @@ async def claim_due_extensions(
         limit,
         lease_seconds,
     )
-    return [SubscriptionExtension(**dict(r)) for r in rows]
+    return [SubscriptionExtension(**{**dict(r), "to_customer": json.loads(r["to_customer"])}) for r in rows]
 
 
 async def lock_leased_extension(conn: asyncpg.Connection, extension: SubscriptionExtension) -> bool:

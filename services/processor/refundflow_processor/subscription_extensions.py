@@ -26,7 +26,7 @@ from refundflow_processor.records import SubscriptionExtension
 from refundflow_processor.refund_outcomes import jittered
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.team_alerts import SOURCE, end_auth_episode, raise_alert, raise_auth_alert_once
-from refundflow_shared.events import SubscriptionExtended
+from refundflow_shared.events import SubscriptionExtended, carry
 from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
@@ -88,6 +88,7 @@ class SubscriptionExtensionExecutor:
                 await add_event(
                     conn,
                     SubscriptionExtended(
+                        **carry(extension.to_customer, SubscriptionExtended),
                         payment_id=extension.payment_id,
                         merchant_id=extension.merchant_id,
                         subscription_id=extension.subscription_id,
