@@ -108,6 +108,7 @@ _REFUND_COLUMNS = (
     "requested_amount",
     "review_target_hours",
     "review_due_at",
+    "cancel_subscription",
 )
 
 
@@ -141,16 +142,18 @@ async def update_refund_status(
 
 
 async def record_decision(conn: asyncpg.Connection, refund_id: str, decision: Row) -> None:
-    """The merchant's decision: status, the amount approved, what happens to the subscription, the note."""
+    """The merchant's decision: status, the amount approved, what happens to the subscription, the team's note and
+    the note told to the customer."""
     await conn.execute(
         "UPDATE refunds SET status = $2, amount = $3, subscription_action = $4, extend_days = $5,"
-        " decision_note = $6, decided_at = now(), updated_at = now() WHERE id = $1",
+        " decision_note = $6, customer_note = $7, decided_at = now(), updated_at = now() WHERE id = $1",
         refund_id,
         decision["status"],
         decision["amount"],
         decision.get("subscription_action"),
         decision.get("extend_days"),
         decision.get("note"),
+        decision.get("customer_note"),
     )
 
 
