@@ -23,6 +23,8 @@ _templates = Environment(
     autoescape=select_autoescape(["html", "html.j2"]),  # our HTML templates end in .html.j2
     undefined=StrictUndefined,
     keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
 )
 _MAX_DISPLAY_NAME = 100
 PLATFORM_NAME = "Refundflow"
@@ -99,6 +101,14 @@ def build_email(
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = message_id(event_id, content.kind, recipient)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to a notification
-    message.set_content(_templates.get_template(f"{content.kind}.txt.j2").render(content.context))
-    message.add_alternative(_templates.get_template(f"{content.kind}.html.j2").render(content.context), subtype="html")
+    text, html = render(content)
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
     return message
+
+
+def render(content: EmailContent) -> tuple[str, str]:
+    """The email's plain text and HTML, from its audience's templates (``<audience>/<kind>.txt.j2``, ``.html.j2``)."""
+    name = f"{content.audience}/{content.kind}"
+    text = _templates.get_template(f"{name}.txt.j2").render(content.context)
+    return text, _templates.get_template(f"{name}.html.j2").render(content.context)
