@@ -24,7 +24,7 @@ browser:
 test-browser: install browser
 	$(UV) run --frozen pytest tests/browser -m browser
 
-# A PNG of every dashboard page, desktop width, under var/screenshots/ (the browser tests' own helpers).
+# A PNG of every dashboard and customer page, desktop width, under var/screenshots/ (the browser tests' helpers).
 screenshots: install browser
 	$(UV) run --frozen python -m tests.browser.screenshots var/screenshots
 

@@ -21,10 +21,17 @@ CONSUMES: dict[str, frozenset[EventType]] = {
             EventType.REFUND_REVERSED,
             EventType.REFUND_EXTERNAL_DETECTED,
             EventType.REFUND_SUBMIT,
+            EventType.SUBSCRIPTION_CANCELED,
+            EventType.SUBSCRIPTION_EXTENDED,
         }
     ),
     "processor": frozenset(
-        {EventType.PAYMENT_SUCCEEDED, EventType.REFUND_APPROVED, EventType.SUBSCRIPTION_CANCEL_REQUESTED}
+        {
+            EventType.PAYMENT_SUCCEEDED,
+            EventType.REFUND_APPROVED,
+            EventType.SUBSCRIPTION_CANCEL_REQUESTED,
+            EventType.SUBSCRIPTION_EXTENSION_GRANTED,
+        }
     ),
     "notifier": frozenset(
         {
@@ -43,6 +50,9 @@ CONSUMES: dict[str, frozenset[EventType]] = {
             EventType.NOTIFICATION_SETTINGS_CONFIGURED,
             EventType.TEAM_MEMBER_INVITED,
             EventType.PASSWORD_RESET_REQUESTED,
+            EventType.SUBSCRIPTION_CANCEL_REQUESTED,
+            EventType.SUBSCRIPTION_EXTENSION_GRANTED,
+            EventType.SUBSCRIPTION_EXTENDED,
         }
     ),
 }

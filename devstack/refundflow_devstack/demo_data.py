@@ -34,6 +34,7 @@ class DemoAccount:
     merchant_id: str
     owner_email: str
     invite_url: str
+    portal_url: str | None = None  # a demo customer's link to the customer portal (older records have none)
 
 
 def wait_until_ready(api: httpx.Client, timeout: float = 180.0) -> bool:
@@ -108,7 +109,15 @@ def _create(api: httpx.Client, admin: dict[str, str]) -> DemoAccount:
     for index, reason, asked in [*_REQUESTS, (len(payments) - 1, "unexpected_renewal", None)]:
         body = {"payment_id": payments[index]["id"], "reason": reason} | ({"amount": asked} if asked else {})
         api.post("/v1/refunds", headers=key, json=body).raise_for_status()
-    return DemoAccount(merchant_id=merchant["id"], owner_email=OWNER_EMAIL, invite_url=merchant["owner_invite_url"])
+    # Edsger's link, as the merchant would put it in a receipt: the portal page of a payment with no request yet.
+    link = api.post(f"/v1/payments/{payments[4]['id']}/portal-token", headers=key, json={"expires_in_hours": 2160})
+    link.raise_for_status()
+    return DemoAccount(
+        merchant_id=merchant["id"],
+        owner_email=OWNER_EMAIL,
+        invite_url=merchant["owner_invite_url"],
+        portal_url=link.json()["url"],
+    )
 
 
 def banner(account: DemoAccount, api_url: str) -> str:
@@ -117,4 +126,4 @@ def banner(account: DemoAccount, api_url: str) -> str:
         f"{api_url}/dashboard/  (demo merchant 'Acme Software', with payments and pending refund requests)\n"
         f"  first time: set the owner's password at {account.invite_url}\n"
         f"  (one use, valid 72 h from the first start); then sign in as {account.owner_email}\n"
-    )
+    ) + (f"Customer portal (a demo customer's link, 90 days): {account.portal_url}\n" if account.portal_url else "")

@@ -42,6 +42,7 @@ class EventType(StrEnum):
     PROVIDER_UNAVAILABLE = "provider.unavailable"
     PAYMENT_DISPUTED = "payment.disputed"
     SUBSCRIPTION_EXTENSION_GRANTED = "subscription.extension_granted"
+    SUBSCRIPTION_EXTENDED = "subscription.extended"
     REFUND_SUBMIT = "refund.submit"
     REFUND_SUBMIT_REJECTED = "refund.submit_rejected"
     REFUND_REVIEW_OVERDUE = "refund.review_overdue"
@@ -128,6 +129,28 @@ class PaymentDisputed(PaymentEventData):
     reason: Name | None = None
 
 
+class PortalLink(BaseModel):
+    """The customer's link to the portal page of one payment, and until when it works.
+
+    The link is a credential (whoever holds it may ask for refunds of the payment): it travels sealed
+    (``secret_box``, bound to the payment id), and only intake and the notifier can open it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sealed_url: Annotated[str, Field(max_length=4000)]
+    expires_at: datetime
+
+
+class _ToCustomer(BaseModel):
+    """What the customer's email about the event needs: the merchant's name and the link to the portal page
+    (absent when the merchant switched its portal off). Intake sets them; the processor carries those of the
+    decision onto the outcomes it publishes (events of one payment may reach the notifier in any order across
+    topics, so each carries its own); the notifier also keeps the freshest link per payment."""
+
+    merchant_name: Name | None = None
+    portal_link: PortalLink | None = None
+
+
 class _RefundEvent(PaymentEventData):
     refund_id: Id
     customer_email: EmailAddress
@@ -136,40 +159,47 @@ class _RefundEvent(PaymentEventData):
         return self.refund_id
 
 
-class RefundRequested(_Priced, _RefundEvent):
+class RefundRequested(_Priced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_REQUESTED
 
     reason: Code
+    channel: Code | None = Field(default=None, description="api, portal (the customer) or command (refund.submit)")
+    auto_approved: bool = Field(default=False, description="the merchant's rules approved it as it was made")
 
 
-class RefundApproved(_Priced, _RefundEvent):
+class RefundApproved(_Priced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_APPROVED
 
     provider_payment_id: Id
     payment_amount: MinorUnits
     approved_by: Name
+    requested_amount: MinorUnits | None = Field(default=None, description="what was asked for, when more")
+    note_to_customer: Note | None = None
+    process_time: Name | None = Field(default=None, description="the refund policy's: how long the money takes")
 
 
-class RefundRejected(_RefundEvent):
+class RefundRejected(_RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_REJECTED
 
     note: Note | None = None
+    cancel_only: bool = Field(default=False, description="no refund, the subscription ends at the period's end")
 
 
-class RefundSucceeded(_Priced, _RefundEvent):
+class RefundSucceeded(_Priced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_SUCCEEDED
 
     provider_refund_id: Id
+    process_time: Name | None = Field(default=None, description="the refund policy's, as the approval said it")
 
 
-class RefundFailed(_Priced, _RefundEvent):
+class RefundFailed(_Priced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_FAILED
 
     failure_reason: Code
     failure_message: Note | None = None
 
 
-class RefundReversed(_Priced, _RefundEvent):
+class RefundReversed(_Priced, _RefundEvent, _ToCustomer):
     """A refund the provider had reported succeeded failed afterwards (a closed card, say): the money did not
     reach the customer after all. Intake restores the refundable amount and the balance."""
 
@@ -178,6 +208,22 @@ class RefundReversed(_Priced, _RefundEvent):
     provider_refund_id: Id
     failure_reason: Code
     failure_message: Note | None = None
+
+
+# What the processor carries from a decision (refund.approved, subscription.cancel_requested or
+# subscription.extension_granted) onto the outcome it publishes, for the customer's email: opaque to it.
+CUSTOMER_FIELDS = ("customer_email", "merchant_name", "portal_link", "process_time", "note_to_customer")
+
+
+def customer_fields(data: EventData, *, besides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of ``data`` the outcome's email needs (but ``besides``), as JSON, for the processor to keep."""
+    wanted = set(CUSTOMER_FIELDS) & set(type(data).model_fields) - set(besides)
+    return data.model_dump(mode="json", include=wanted, exclude_none=True)
+
+
+def carry(kept: dict[str, Any], to: type[EventData]) -> dict[str, Any]:
+    """The kept fields that the outcome event ``to`` has."""
+    return {name: value for name, value in kept.items() if name in to.model_fields}
 
 
 class PaymentRefunded(_Priced):
@@ -190,7 +236,7 @@ class PaymentRefunded(_Priced):
     remaining_amount: MinorUnits
 
 
-class SubscriptionCancelRequested(PaymentEventData):
+class SubscriptionCancelRequested(PaymentEventData, _ToCustomer):
     """Cancel the subscription the payment paid for: now, or at the end of the current period."""
 
     event_type = EventType.SUBSCRIPTION_CANCEL_REQUESTED
@@ -199,9 +245,11 @@ class SubscriptionCancelRequested(PaymentEventData):
     at_period_end: bool
     refund_id: Id | None = None
     requested_by: Name
+    customer_email: EmailAddress | None = None
+    note_to_customer: Note | None = None
 
 
-class SubscriptionCanceled(PaymentEventData):
+class SubscriptionCanceled(PaymentEventData, _ToCustomer):
     """The provider canceled the subscription (``at_period_end``: access lasts until ``ends_at``)."""
 
     event_type = EventType.SUBSCRIPTION_CANCELED
@@ -210,6 +258,8 @@ class SubscriptionCanceled(PaymentEventData):
     at_period_end: bool
     ends_at: datetime | None = None
     refund_id: Id | None = None
+    customer_email: EmailAddress | None = None
+    note_to_customer: Note | None = None
 
 
 class RefundExternalDetected(_Priced):
@@ -233,8 +283,9 @@ class ProviderUnavailable(PaymentEventData):
     last_error: Note
 
 
-class SubscriptionExtensionGranted(PaymentEventData):
-    """A goodwill extension: the subscription's current period is extended by ``days``."""
+class SubscriptionExtensionGranted(PaymentEventData, _ToCustomer):
+    """A goodwill extension: the subscription's current period is extended by ``days`` (the processor moves it
+    at the provider, then publishes ``subscription.extended``)."""
 
     event_type = EventType.SUBSCRIPTION_EXTENSION_GRANTED
 
@@ -242,6 +293,20 @@ class SubscriptionExtensionGranted(PaymentEventData):
     days: int = Field(gt=0, le=365)
     refund_id: Id | None = None
     granted_by: Name
+    customer_email: EmailAddress | None = None
+
+
+class SubscriptionExtended(PaymentEventData, _ToCustomer):
+    """The provider moved the subscription's period end by ``days``: the customer is billed next at
+    ``current_period_end``."""
+
+    event_type = EventType.SUBSCRIPTION_EXTENDED
+
+    subscription_id: Id
+    days: int = Field(gt=0, le=365)
+    current_period_end: datetime
+    refund_id: Id | None = None
+    customer_email: EmailAddress | None = None
 
 
 class WebhookEndpointConfigured(EventData):
@@ -389,6 +454,7 @@ EVENT_DATA_TYPES: dict[str, type[EventData]] = {
         ProviderUnavailable,
         PaymentDisputed,
         SubscriptionExtensionGranted,
+        SubscriptionExtended,
         RefundSubmit,
         RefundSubmitRejected,
         RefundReviewOverdue,
@@ -412,6 +478,7 @@ WebhookEventType = Literal[
     "refund.reversed",
     "payment.refunded",
     "subscription.canceled",
+    "subscription.extended",
 ]
 WEBHOOK_EVENT_TYPES: tuple[str, ...] = get_args(WebhookEventType)
 

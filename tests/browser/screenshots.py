@@ -1,4 +1,5 @@
-"""`make screenshots`: a PNG of every dashboard page at desktop width, under the folder given (var/screenshots/).
+"""`make screenshots`: a PNG of every dashboard page, and of every customer page (the portal and the hosted
+policy), at desktop width, under the folder given (var/screenshots/).
 
 Starts what the browser tests start (the embedded broker and PostgreSQL unless KAFKA_BOOTSTRAP_SERVERS /
 DATABASE_URL are set, then the services as processes) and walks the same tour in Debian's Chromium.
@@ -13,6 +14,7 @@ from pathlib import Path
 from playwright.sync_api import Page, sync_playwright
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, DESKTOP
+from tests.browser.customer_tour import walk_customer_pages
 from tests.browser.stack import running_stack
 from tests.browser.tour import walk_every_page
 from tests.support.infrastructure import kafka_broker, postgres_server
@@ -40,6 +42,8 @@ def main() -> None:
                 print(f"wrote {path}", flush=True)
 
             walk_every_page(stack, page, browser, shoot)
+            customer = browser.new_context(viewport=DESKTOP, locale="en-GB", timezone_id="UTC").new_page()
+            walk_customer_pages(stack, customer, browser, shoot)
             browser.close()
 
 

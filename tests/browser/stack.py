@@ -27,6 +27,7 @@ T = TypeVar("T")
 ADMIN_TOKEN = "browser-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PASSWORD = "correct horse battery staple"
+WEBHOOK_SECRET = "whsec_browser_stack"
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 60.0, what: str = "the condition") -> T:
@@ -40,9 +41,10 @@ def wait_for(check: Callable[[], T | None], timeout: float = 60.0, what: str = "
 
 
 class Stack:
-    def __init__(self, intake_url: str, mail_dir: Path) -> None:
+    def __init__(self, intake_url: str, mail_dir: Path, sandbox_url: str) -> None:
         self.url, self.mail_dir = intake_url, mail_dir
         self.api = httpx.Client(base_url=intake_url, timeout=20)
+        self.sandbox = httpx.Client(base_url=sandbox_url, timeout=20, auth=("sk_test_browser", ""))
 
     def merchant(self, name: str = "Acme Software", owner_email: str | None = None) -> dict[str, Any]:
         """A merchant with its first owner invited: id, api_key, owner_invite_url, owner_email, auth."""
@@ -70,17 +72,22 @@ class Stack:
         payment: dict[str, Any] = answer.json()
         return payment
 
-    def subscription_payment(self, merchant: dict[str, Any], *, days: int = 30, **fields: Any) -> dict[str, Any]:
-        start = datetime.now(UTC) - timedelta(days=10)
+    def subscription_payment(self, merchant: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """A payment for a monthly subscription, with the period the provider holds (the sandbox's: 30 days from
+        its first sight of it), as billing would report it."""
+        subscription_id = f"sub_{uuid.uuid4().hex[:10]}"
+        held = self.sandbox.get(f"/v1/subscriptions/{subscription_id}").json()
+        start = datetime.fromtimestamp(held["current_period_start"], UTC)
+        end = datetime.fromtimestamp(held["current_period_end"], UTC)
         return self.payment(
             merchant,
             amount=3_000,
             paid_at=start.isoformat(),
             product={"id": "prod_pro", "name": "Pro plan (monthly)", "kind": "subscription", "category": "service"},
             subscription={
-                "id": f"sub_{uuid.uuid4().hex[:10]}",
+                "id": subscription_id,
                 "current_period_start": start.isoformat(),
-                "current_period_end": (start + timedelta(days=days)).isoformat(),
+                "current_period_end": end.isoformat(),
             },
             **fields,
         )
@@ -95,6 +102,11 @@ class Stack:
     def refund(self, merchant: dict[str, Any], refund_id: str) -> dict[str, Any]:
         found: dict[str, Any] = self.api.get(f"/v1/refunds/{refund_id}", headers=merchant["auth"]).json()
         return found
+
+    def payment_refunds(self, merchant: dict[str, Any], payment: dict[str, Any]) -> list[dict[str, Any]]:
+        answer = self.api.get("/v1/refunds", headers=merchant["auth"], params={"payment_id": payment["id"]})
+        refunds: list[dict[str, Any]] = answer.json()["data"]
+        return refunds
 
     def mails_to(self, recipient: str) -> list[EmailMessage]:
         found = []
@@ -136,6 +148,12 @@ def running_stack(workdir: Path, postgres_url: str, kafka_bootstrap: str) -> Ite
         "SMTP_TLS": "none",
         "SANDBOX_PORT": str(ports["sandbox"]),
         "NOTIFIER_URL": f"http://127.0.0.1:{ports['notifier']}",
+        "REFUNDFLOW_INTERNAL_TOKEN": "browser-internal-token",  # the dashboard's delivery logs and email previews
+        # The provider tells the processor of refunds that fail late (reversals), as Stripe's webhooks do.
+        "SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{ports['processor']}/v1/provider-webhooks/stripe",
+        "SANDBOX_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "SANDBOX_LATE_FAILURE_SECONDS": "2",
         "OUTBOX_POLL_INTERVAL_SECONDS": "0.3",
         "MESSAGE_POLL_INTERVAL_SECONDS": "0.3",
     }
@@ -147,7 +165,7 @@ def running_stack(workdir: Path, postgres_url: str, kafka_bootstrap: str) -> Ite
             processes.append(ServiceProcess(name, [f"refundflow-{name}"], env, workdir, health))
         for process in processes:
             process.wait_ready(timeout=120)
-        yield Stack(intake_url, mail_dir)
+        yield Stack(intake_url, mail_dir, f"http://127.0.0.1:{ports['sandbox']}")
     finally:
         for process in processes:
             process.stop()

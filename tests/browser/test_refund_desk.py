@@ -70,20 +70,23 @@ def test_a_subscription_refund_cancels_the_subscription_by_default(stack: Stack,
     refund = stack.request_refund(merchant, payment, reason="unexpected_renewal")
     page.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
     expect(page.get_by_role("radio", name=re.compile("^Refund and cancel"))).to_be_checked()
-    page.get_by_label("Extend the period by (days)").fill("3")
+    page.get_by_label(re.compile("^Extend the period by")).fill("3")  # a period that ends now cannot be extended
+    page.get_by_role("button", name="Approve refund").click()
+    expect(page.get_by_role("alert")).to_contain_text("extension_conflicts_with_cancel")
+    page.get_by_label(re.compile("^Extend the period by")).fill("")
     page.get_by_role("button", name="Approve refund").click()
     expect(status_badge(page)).to_have_text("Succeeded", timeout=60_000)
     decided = stack.refund(merchant, refund["id"])
     assert (decided["subscription_action"], decided["extend_days"], decided["amount"]) == (
         "refund_and_cancel",
-        3,
+        None,
         3_000,
     )
 
 
 def test_a_partial_refund_through_the_proration_calculator(stack: Stack, page: Page) -> None:
     merchant = _owner(stack, page)
-    payment = stack.subscription_payment(merchant, days=30)  # 30.00 EUR for 30 days
+    payment = stack.subscription_payment(merchant)  # 30.00 EUR for 30 days
     refund = stack.request_refund(merchant, payment, reason="service_disruption")
     page.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
     expect(page.get_by_label("Out of a period of (days)")).to_have_value("30")

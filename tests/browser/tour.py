@@ -53,7 +53,7 @@ def business(stack: Stack, merchant: dict[str, Any]) -> dict[str, Any]:
         )
     for i in range(3):
         name, email = _CUSTOMERS[(i + 3) % len(_CUSTOMERS)]
-        paid.append(stack.subscription_payment(merchant, customer_name=name, customer_email=email, days=30))
+        paid.append(stack.subscription_payment(merchant, customer_name=name, customer_email=email))
     reasons = ["product_not_as_described", "technical_issue", "duplicate", "requested_by_customer"]
     decided = [stack.request_refund(merchant, paid[i], reason=reasons[i % 4]) for i in (1, 4, 6, 9)]
     for refund in decided[:3]:

@@ -37,7 +37,8 @@ def test_the_lag_table_knows_exactly_the_topics_each_service_consumes() -> None:
         return EventConsumer(name, KafkaBroker("unused:9092"), cast(asyncpg.Pool, None), settings)
 
     intake, processor, notifier = consumer("intake"), consumer("processor"), consumer("notifier")
-    intake_handlers.register(cast(Any, SimpleNamespace(consumer=intake, settings=settings)), lambda: NOW)
+    runtime = cast(Any, SimpleNamespace(consumer=intake, settings=settings))
+    intake_handlers.register(runtime, lambda: NOW, cast(Any, None))
     processor_handlers.register(processor)
     notifier_handlers.register(notifier, NotifierSettings())
     for registered in (intake, processor, notifier):

@@ -100,6 +100,10 @@ def test_the_dev_stack_starts_serves_the_readme_walkthrough_and_stops_cleanly(re
             )
         )
         assert httpx.get(demo["invite_url"], timeout=5).status_code == 200
+        # And a demo customer's link to the customer portal.
+        portal = httpx.get(demo["portal_url"], timeout=5)
+        assert portal.status_code == 200 and "Your purchase from Acme Software" in portal.text
+        assert demo["portal_url"] in (tmp_path / "dev.log").read_text()
     finally:
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         dev.wait(timeout=60)

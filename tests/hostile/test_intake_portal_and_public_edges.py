@@ -121,7 +121,7 @@ async def test_a_command_for_a_payment_not_seen_yet_is_retried_before_it_is_refu
 
     async with intake.db.acquire() as conn, conn.transaction():
         with pytest.raises(TransientError):
-            await submit_refund(conn, event, command, now=intake.clock(), last_try=False)
+            await submit_refund(conn, event, command, now=intake.clock(), last_try=False, links=intake.links)
     # Meanwhile billing's payment.succeeded arrives (here: the platform registers it).
     body = {
         "merchant_id": merchant_id,
@@ -137,13 +137,18 @@ async def test_a_command_for_a_payment_not_seen_yet_is_retried_before_it_is_refu
     async with intake.db.acquire() as conn, conn.transaction():
         with pytest.raises(TransientError):
             await submit_refund(
-                conn, event, command.model_copy(update={"payment_id": "pay_never"}), now=intake.clock(), last_try=False
+                conn,
+                event,
+                command.model_copy(update={"payment_id": "pay_never"}),
+                now=intake.clock(),
+                last_try=False,
+                links=intake.links,
             )
-        assert await submit_refund(conn, event, command, now=intake.clock(), last_try=False) is None
+        assert await submit_refund(conn, event, command, now=intake.clock(), last_try=False, links=intake.links) is None
     refunds = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
     assert [(r["payment_id"], r["amount"], r["channel"]) for r in refunds] == [(registered["id"], 500, "command")]
 
     async with intake.db.acquire() as conn, conn.transaction():
         never = command.model_copy(update={"payment_id": "pay_never", "idempotency_key": "ticket-late"})
-        refused = await submit_refund(conn, event, never, now=intake.clock(), last_try=True)
+        refused = await submit_refund(conn, event, never, now=intake.clock(), last_try=True, links=intake.links)
     assert refused is not None and refused.code == "payment_not_found"

@@ -8,6 +8,7 @@ which every refund is made but its answer never comes back, and listing refunds 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 import pytest
 
@@ -57,6 +58,14 @@ class BrownOutProvider:
         return list(self.by_key.values())
 
     async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
+        raise ProviderUnavailable("read timeout")
+
+    async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
+        raise ProviderUnavailable("read timeout")
+
+    async def extend_subscription(
+        self, subscription_id: str, *, until: datetime, idempotency_key: str
+    ) -> ProviderSubscription:
         raise ProviderUnavailable("read timeout")
 
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from refundflow_intake import portal_tokens, rate_limit, refund_commands
+from refundflow_intake import rate_limit, refund_commands
 from refundflow_intake.domain import DomainError
+from refundflow_intake.portal import tokens as portal_tokens
 from refundflow_shared.events import topic_for
 from tests.support.intake_harness import IntakeUnderTest, running_intake
 
@@ -112,6 +113,8 @@ async def test_the_asyncapi_document_lists_every_topic_intake_reads_and_writes(i
         "refund.rejected",
         "subscription.cancel_requested",
         "subscription.extension_granted",
+        "subscription.canceled",
+        "subscription.extended",
         "refund.submit_rejected",
         "refund.review_overdue",
         "refund.reversed",

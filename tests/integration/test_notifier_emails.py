@@ -85,12 +85,21 @@ def html_of(message: EmailMessage) -> str:
 async def test_a_succeeded_refund_confirms_the_amount_in_the_currencys_format(
     world: World, amount: int, currency: str, shown: str
 ) -> None:
-    to = customer()
+    to, refund = customer(), ids()
+    priced = {**refund, "customer_email": to, "amount": amount, "currency": currency}
     await world.feed.publish(
-        RefundSucceeded(**ids(), customer_email=to, amount=amount, currency=currency, provider_refund_id="re_1")
+        RefundApproved(
+            **priced,
+            provider_payment_id="pi_1",
+            payment_amount=amount,
+            approved_by="u",
+            process_time="5–10 business days",
+        )
     )
+    await mails_to(world, to)  # the approval: it carries the policy's process time, which the notifier keeps
+    await world.feed.publish(RefundSucceeded(**priced, provider_refund_id="re_1"))
 
-    [message] = await mails_to(world, to)
+    _, message = await mails_to(world, to, 2)
     assert message["Subject"] == f"Your refund of {shown} is on its way"
     assert shown in text_of(message) and shown in html_of(message)
     assert "original payment method" in text_of(message)
@@ -104,7 +113,9 @@ async def test_a_request_is_acknowledged_with_what_happens_next_from_the_merchan
     to, refund = customer(), ids()
     await configure_team(world.feed, world.pool, refund["merchant_id"])
     await world.feed.publish(
-        RefundRequested(**refund, customer_email=to, amount=4999, currency="EUR", reason="requested_by_customer")
+        RefundRequested(
+            **refund, customer_email=to, amount=4999, currency="EUR", reason="requested_by_customer", channel="portal"
+        )
     )
 
     [message] = await mails_to(world, to)
@@ -173,7 +184,9 @@ async def test_a_duplicate_event_sends_no_second_email_or_alert(world: World) ->
     to, refund = customer(), ids()
     await configure_team(world.feed, world.pool, refund["merchant_id"], slack=world.http.url(refund["merchant_id"]))
     event = await world.feed.publish(
-        RefundRequested(**refund, customer_email=to, amount=100, currency="EUR", reason="duplicate_test")
+        RefundRequested(
+            **refund, customer_email=to, amount=100, currency="EUR", reason="duplicate_test", channel="portal"
+        )
     )
     await world.feed.redeliver(event)
     marker = customer()

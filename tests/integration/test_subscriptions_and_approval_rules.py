@@ -52,16 +52,52 @@ async def test_cancel_only_moves_no_money_and_ends_the_subscription_at_the_perio
     response = await intake.client.post(
         f"/v1/refunds/{refund['id']}/approve",
         headers=merchant,
-        json={"subscription_action": "cancel_only", "note": "You keep access until the period ends."},
+        json={
+            "subscription_action": "cancel_only",
+            "note": "Long-time customer, used it all month",
+            "note_to_customer": "You keep access until the period ends.",
+        },
     )
     body = response.json()
     assert (body["status"], body["subscription_action"]) == ("rejected", "cancel_only")
+    assert (body["decision_note"], body["customer_note"]) == (
+        "Long-time customer, used it all month",
+        "You keep access until the period ends.",
+    )
     assert body["timeline"][-1]["action"] == "cancel_only"
     assert await intake.staged("refund.approved", payment["id"]) == []
-    assert [e["note"] for e in await intake.staged("refund.rejected", payment["id"])] == [
-        "You keep access until the period ends."
+    # The team's note stays with the team: the customer hears the cancellation, with the note meant for them.
+    assert [(e["note"], e["cancel_only"]) for e in await intake.staged("refund.rejected", payment["id"])] == [
+        ("You keep access until the period ends.", True)
     ]
-    assert [c["at_period_end"] for c in await intake.staged("subscription.cancel_requested", payment["id"])] == [True]
+    cancels = await intake.staged("subscription.cancel_requested", payment["id"])
+    assert [(c["at_period_end"], c["note_to_customer"], c["customer_email"]) for c in cancels] == [
+        (True, "You keep access until the period ends.", payment["customer_email"])
+    ]
+
+
+async def test_an_extension_goes_with_refund_only_or_cancel_only_never_with_a_cancel_now(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    refund = await intake.refund(merchant, payment["id"], amount=1_000)
+    refused = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"extend_days": 7})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "extension_conflicts_with_cancel"
+
+    approved = await intake.client.post(
+        f"/v1/refunds/{refund['id']}/approve",
+        headers=merchant,
+        json={"subscription_action": "refund_only", "extend_days": 7},
+    )
+    assert approved.json()["status"] == "processing"
+    [granted] = await intake.staged("subscription.extension_granted", payment["id"])
+    assert (granted["days"], granted["refund_id"], granted["customer_email"]) == (
+        7,
+        refund["id"],
+        payment["customer_email"],
+    )
+    assert await intake.staged("subscription.cancel_requested", payment["id"]) == []
 
 
 async def test_a_subscription_can_be_cancelled_without_any_refund(intake: IntakeUnderTest) -> None:

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from refundflow_intake.app import create_app
+from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.events import Event, EventData, topic_for
 from refundflow_shared.secret_box import generate_key
@@ -47,6 +48,12 @@ class IntakeUnderTest:
     clock: MovableClock
     app: FastAPI
     merchant_ids: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def links(self) -> CustomerLinks:
+        """What mints the customers' portal links, as the app does."""
+        links: CustomerLinks = self.app.state.customer_links
+        return links
 
     async def merchant(self) -> Headers:
         """A new merchant; returns the Authorization header of its first key."""

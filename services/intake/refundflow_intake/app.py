@@ -18,12 +18,14 @@ from refundflow_intake.api.routes import (
     insights,
     merchants,
     payments,
-    portal,
     refund_policy,
     refunds,
     webhook_endpoints,
 )
+from refundflow_intake.api.routes import portal as portal_api
 from refundflow_intake.dashboard import wiring as dashboard
+from refundflow_intake.portal import wiring as portal
+from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.http_limits import limit_request_bodies
@@ -45,8 +47,10 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _wire(runtime: ServiceRuntime, settings: IntakeSettings, clock: Callable[[], datetime]) -> None:
-    event_handlers.register(runtime, clock)
+def _wire(
+    runtime: ServiceRuntime, settings: IntakeSettings, clock: Callable[[], datetime], links: CustomerLinks
+) -> None:
+    event_handlers.register(runtime, clock, links)
     runtime.retention_rules.extend(DASHBOARD_RETENTION)
     interval = settings.review_check_interval_seconds
     runtime.run_in_background(review_deadlines.watch(runtime.pool, clock, interval=interval), "review_deadlines")
@@ -54,7 +58,8 @@ def _wire(runtime: ServiceRuntime, settings: IntakeSettings, clock: Callable[[],
 
 def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc_now) -> FastAPI:
     runtime = ServiceRuntime("intake", settings, MIGRATIONS)
-    run = runtime.lifespan(lambda rt: _wire(rt, settings, clock))
+    links = CustomerLinks.from_settings(settings, clock)
+    run = runtime.lifespan(lambda rt: _wire(rt, settings, clock, links))
     key = settings.webhook_secret_key
 
     @asynccontextmanager
@@ -75,16 +80,21 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.clock = clock
+    app.state.customer_links = links
     app.state.public_policy_cache = PublicPolicyCache(timedelta(seconds=settings.public_policy_max_age_seconds))
     install_error_handlers(app, pages=_dashboard_errors)
     limit_request_bodies(app, settings)
     app.include_router(health_router(runtime.readiness))
-    for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal, insights, contract):
+    for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights, contract):
         app.include_router(module.router)
     app.include_router(webhook_endpoints.router)
     dashboard.install(app)
+    portal.install(app)
     return app
 
 
 def _dashboard_errors(request: Request, status: int, code: str, message: str) -> Response | None:
-    return dashboard.error_page(request, status, code, message) if dashboard.is_dashboard(request) else None
+    """People read pages: the dashboard's and the customer's errors are pages, the API's are JSON."""
+    if dashboard.is_dashboard(request):
+        return dashboard.error_page(request, status, code, message)
+    return portal.error_page(request, status)

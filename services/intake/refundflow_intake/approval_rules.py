@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from refundflow_intake.domain import (
     ApprovalExceedsRequest,
+    ExtensionConflictsWithCancel,
     NotASubscription,
     PaymentIsDisputed,
     ProviderPaymentConflict,
@@ -37,6 +38,7 @@ class ApprovalContext:
     provider_payment_conflict: bool
     is_subscription: bool
     approvals: Mapping[str, int]  # who approved so far, and the amount each approved
+    customer_keeps_subscription: bool = False  # the customer asked (in the portal) to keep their subscription
 
 
 @dataclass(frozen=True)
@@ -82,13 +84,26 @@ class Approve:
 ApprovalDecision = Unchanged | CancelOnly | AwaitAnotherApprover | Approve
 
 
+def _default_action(context: ApprovalContext) -> SubscriptionAction | None:
+    """A subscription refund cancels the subscription, unless its customer asked to keep it."""
+    if not context.is_subscription:
+        return None
+    return (
+        SubscriptionAction.REFUND_ONLY if context.customer_keeps_subscription else SubscriptionAction.REFUND_AND_CANCEL
+    )
+
+
 def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPolicy) -> ApprovalDecision:
     """Raises a DomainError when a hard rule says no (dispute, amount, transition)."""
     if not check_transition(context.status, RefundStatus.PROCESSING):
         return Unchanged()
     if not context.is_subscription and (ask.subscription_action is not None or ask.extend_days is not None):
         raise NotASubscription("the payment is not for a subscription")
-    action = ask.subscription_action or (SubscriptionAction.REFUND_AND_CANCEL if context.is_subscription else None)
+    action = ask.subscription_action or _default_action(context)
+    if action is SubscriptionAction.REFUND_AND_CANCEL and ask.extend_days is not None:
+        raise ExtensionConflictsWithCancel(
+            "a subscription cancelled now has no period to extend: choose refund_only or cancel_only to extend it"
+        )
     if action is SubscriptionAction.CANCEL_ONLY:
         return CancelOnly(extend_days=ask.extend_days)  # moves no money, so a dispute does not stop it
     if context.disputed:

@@ -143,6 +143,18 @@ class NotASubscription(DomainError):
     code = "not_a_subscription"
 
 
+class ExtensionConflictsWithCancel(DomainError):
+    """A goodwill extension of a subscription that is cancelled now: there would be no period to extend."""
+
+    code = "extension_conflicts_with_cancel"
+
+
+class PortalDisabled(DomainError):
+    """The merchant switched its customer portal off: no links, no requests through it."""
+
+    code = "portal_disabled"
+
+
 class SecondApprovalNeedsAPerson(DomainError):
     """Approvals count people: an API key may give a first approval, never the one that completes a rule
     asking for two approvers."""

@@ -10,8 +10,10 @@ import asyncpg
 from refundflow_intake.domain import RefundStatus
 from refundflow_intake.external_refunds import record_external_refund
 from refundflow_intake.payments import consume_payment_disputed, consume_payment_succeeded
+from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.refund_commands import Tries, submit_refund
 from refundflow_intake.refund_outcomes import record_refund_outcome, record_reversal
+from refundflow_intake.subscription_outcomes import record_canceled, record_extended
 from refundflow_shared.events import (
     Event,
     PaymentDisputed,
@@ -21,12 +23,14 @@ from refundflow_shared.events import (
     RefundReversed,
     RefundSubmit,
     RefundSucceeded,
+    SubscriptionCanceled,
+    SubscriptionExtended,
     topic_for,
 )
 from refundflow_shared.service_runtime import ServiceRuntime
 
 
-def register(runtime: ServiceRuntime, clock: Callable[[], datetime]) -> None:
+def register(runtime: ServiceRuntime, clock: Callable[[], datetime], links: CustomerLinks) -> None:
     consumer = runtime.consumer
 
     @consumer.handles(PaymentSucceeded)
@@ -60,12 +64,20 @@ def register(runtime: ServiceRuntime, clock: Callable[[], datetime]) -> None:
     async def external_refund_detected(conn: asyncpg.Connection, event: Event, data: RefundExternalDetected) -> None:
         await record_external_refund(conn, data)
 
+    @consumer.handles(SubscriptionCanceled)
+    async def subscription_canceled(conn: asyncpg.Connection, event: Event, data: SubscriptionCanceled) -> None:
+        await record_canceled(conn, data, actor=event.source)
+
+    @consumer.handles(SubscriptionExtended)
+    async def subscription_extended(conn: asyncpg.Connection, event: Event, data: SubscriptionExtended) -> None:
+        await record_extended(conn, data, actor=event.source)
+
     tries = Tries(last=runtime.settings.consumer_retry_attempts)
 
     @consumer.handles(RefundSubmit)
     async def refund_submit(conn: asyncpg.Connection, event: Event, data: RefundSubmit) -> None:
         last_try = tries.count(str(event.id))
-        rejected = await submit_refund(conn, event, data, now=clock(), last_try=last_try)
+        rejected = await submit_refund(conn, event, data, now=clock(), last_try=last_try, links=links)
         tries.forget(str(event.id))
         if rejected is None:
             return

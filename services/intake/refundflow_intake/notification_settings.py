@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
 
 SOURCE = "refundflow/intake"
 Row = dict[str, Any]
-FIELDS = ("team_email", "sender_name", "reply_to", "review_target", "refund_process_time")
+FIELDS = ("team_email", "sender_name", "reply_to", "review_target")
 KEEP = object()  # the Slack URL was not given: the saved one stays
 
 
@@ -35,9 +35,10 @@ async def save_settings(
         sealed: str | None = box.seal(slack_url, context=merchant_id)
     else:
         sealed = None if slack_url is None else await _sealed_url(conn, merchant_id)
+    placeholders = ", ".join(f"${i}" for i in range(2, len(FIELDS) + 3))
     row = await conn.fetchrow(
         f"INSERT INTO notification_settings (merchant_id, {', '.join(FIELDS)}, sealed_slack_webhook_url,"
-        " slack_webhook_url) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"
+        f" slack_webhook_url) VALUES ($1, {placeholders}, NULL)"
         " ON CONFLICT (merchant_id) DO UPDATE SET "
         + ", ".join(f"{name} = EXCLUDED.{name}" for name in (*FIELDS, "sealed_slack_webhook_url", "slack_webhook_url"))
         + ", updated_at = now() RETURNING *",

@@ -1,4 +1,5 @@
-"""Intake's line to the notifier's internal API: the webhook delivery log and replays live there.
+"""Intake's line to the notifier's internal API: the webhook delivery log, replays and the customer emails'
+previews live there.
 
 The notifier owns deliveries and attempts; intake answers merchants from it instead of keeping a copy, so the
 log is never stale. Calls carry REFUNDFLOW_INTERNAL_TOKEN, which only the two services hold.
@@ -49,6 +50,16 @@ class NotifierClient:
         path = f"/internal/v1/merchants/{merchant_id}/webhook-endpoints/{endpoint_id}/replays"
         return await self._call("POST", path, json=body)
 
+    async def email_previews(
+        self, merchant_id: str, *, merchant_name: str, process_time: str, portal_url: str
+    ) -> list[dict[str, str]]:
+        """Every customer email as the merchant's customers get it (kind, subject, text, html), rendered by the
+        notifier's own templates from sample events."""
+        body = {"merchant_name": merchant_name, "process_time": process_time, "portal_url": portal_url}
+        answer = await self._call("POST", f"/internal/v1/merchants/{merchant_id}/email-previews", json=body)
+        previews: list[dict[str, str]] = (answer or {}).get("previews", [])
+        return previews
+
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
         if self._token is None:
             raise NotifierUnavailable("REFUNDFLOW_INTERNAL_TOKEN is not set on intake")
@@ -58,11 +69,11 @@ class NotifierClient:
                 response = await client.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             log.warning("notifier_unreachable", path=path, error=repr(exc))
-            raise NotifierUnavailable("the webhook delivery service did not answer: try again shortly") from exc
+            raise NotifierUnavailable("the notification service did not answer: try again shortly") from exc
         if response.status_code == 404:
             return None
         if response.is_error:
             log.warning("notifier_refused", path=path, status=response.status_code)
-            raise NotifierUnavailable("the webhook delivery service is unavailable: try again shortly")
+            raise NotifierUnavailable("the notification service is unavailable: try again shortly")
         result: dict[str, Any] = response.json()
         return result

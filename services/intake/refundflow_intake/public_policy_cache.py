@@ -20,23 +20,31 @@ def etag_of(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
+def still_fresh(etag: str, if_none_match: str | None) -> bool:
+    """Whether the client's copy (``If-None-Match``) is this answer: a 304 then."""
+    return if_none_match is not None and etag in (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
+
+
 class PublicPolicyCache:
-    """Answers per (merchant, product), each for ``max_age``; the least recently stored go first past
-    ``max_entries``. Per process: replicas may each hold their copy for up to ``max_age``, as clients may."""
+    """Answers per (merchant, product, form: the JSON, or a page), each for ``max_age``; the least recently stored
+    go first past ``max_entries``. Per process: replicas may each hold their copy for up to ``max_age``, as
+    clients may."""
 
     def __init__(self, max_age: timedelta, max_entries: int = 10_000) -> None:
         self.max_age, self._max_entries = max_age, max_entries
-        self._answers: OrderedDict[tuple[str, str | None], CachedAnswer] = OrderedDict()
+        self._answers: OrderedDict[tuple[str, str | None, str], CachedAnswer] = OrderedDict()
 
-    def get(self, merchant_id: str, product_id: str | None, now: datetime) -> CachedAnswer | None:
-        answer = self._answers.get((merchant_id, product_id))
+    def get(self, merchant_id: str, product_id: str | None, now: datetime, form: str = "json") -> CachedAnswer | None:
+        answer = self._answers.get((merchant_id, product_id, form))
         if answer is None or now - answer.stored_at >= self.max_age:
             return None
         return answer
 
-    def put(self, merchant_id: str, product_id: str | None, body: bytes | None, now: datetime) -> CachedAnswer:
+    def put(
+        self, merchant_id: str, product_id: str | None, body: bytes | None, now: datetime, form: str = "json"
+    ) -> CachedAnswer:
         answer = CachedAnswer(body=body, etag=etag_of(body or b""), stored_at=now)
-        key = (merchant_id, product_id)
+        key = (merchant_id, product_id, form)
         self._answers.pop(key, None)
         self._answers[key] = answer
         while len(self._answers) > self._max_entries:

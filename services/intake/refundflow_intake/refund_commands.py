@@ -15,6 +15,7 @@ from refundflow_intake.domain import (
     RefundReason,
 )
 from refundflow_intake.merchant_accounts import merchant_exists
+from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.refund_requests import SOURCE, Proration, request_refund_once
 from refundflow_shared.consumer import TransientError
 from refundflow_shared.events import Event, RefundSubmit, RefundSubmitRejected
@@ -44,7 +45,7 @@ def _proration(data: RefundSubmit) -> Proration | None:
 
 
 async def submit_refund(
-    conn: asyncpg.Connection, event: Event, data: RefundSubmit, *, now: datetime, last_try: bool
+    conn: asyncpg.Connection, event: Event, data: RefundSubmit, *, now: datetime, last_try: bool, links: CustomerLinks
 ) -> RefundSubmitRejected | None:
     """Create the request (once per idempotency key), or stage ``refund.submit_rejected`` and return it.
 
@@ -69,6 +70,7 @@ async def submit_refund(
                 currency=data.currency,
                 actor=f"service:{data.submitted_by or event.source}",
                 now=now,
+                links=links,
                 channel=Channel.COMMAND,
             )
             return None

@@ -3,12 +3,13 @@ audit entry, its ledger entry and its events commit together."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import structlog
 
-from refundflow_intake import actors, ledger, repository
+from refundflow_intake import actors, ledger, repository, subscription_requests
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.approval_rules import (
     ApprovalAsk,
@@ -21,19 +22,14 @@ from refundflow_intake.approval_rules import (
 )
 from refundflow_intake.domain import (
     HOLDING_STATUSES,
-    NotASubscription,
-    PaymentNotFound,
     RefundNotFound,
     RefundStatus,
     SubscriptionAction,
     check_transition,
 )
-from refundflow_shared.events import (
-    RefundApproved,
-    RefundRejected,
-    SubscriptionCancelRequested,
-    SubscriptionExtensionGranted,
-)
+from refundflow_intake.portal.links import CustomerLinks, to_customer
+from refundflow_intake.refund_policy import RefundPolicy
+from refundflow_shared.events import RefundApproved, RefundRejected
 from refundflow_shared.outbox import add_event
 
 SOURCE = "refundflow/intake"
@@ -60,14 +56,17 @@ async def approve_refund(
     refund_id: str,
     *,
     actor: str,
+    links: CustomerLinks,
     note: str | None = None,
+    note_to_customer: str | None = None,
     amount: int | None = None,
     subscription_action: SubscriptionAction | None = None,
     extend_days: int | None = None,
 ) -> None:
     """Approve (possibly less than asked): the amount is held and the refund goes to the provider. Above the
     policy's second-approval amount a different actor must approve the same amount too. ``cancel_only`` moves
-    no money: the request closes as rejected and the subscription ends at the period's end."""
+    no money: the request closes as rejected and the subscription ends at the period's end. ``note`` stays with
+    the team; ``note_to_customer`` is told to the customer (say why, when approving less than asked)."""
     refund, payment = await locked_refund(conn, refund_id, merchant_id)
     status = RefundStatus(refund["status"])
     held, disputed = await repository.held_and_disputed(conn, payment["id"])
@@ -81,6 +80,7 @@ async def approve_refund(
         provider_payment_conflict=payment["provider_payment_conflict"],
         is_subscription=payment["subscription_id"] is not None,
         approvals=await repository.approvals_of(conn, refund_id),
+        customer_keeps_subscription=refund["cancel_subscription"] is False,
     )
     policy = await policies.effective_policy(conn, merchant_id, payment["product_id"])
     ask = ApprovalAsk(
@@ -90,15 +90,27 @@ async def approve_refund(
         subscription_action=subscription_action,
         extend_days=extend_days,
     )
-    await _apply(conn, refund, payment, decide_approval(context, ask, policy), actor=actor, note=note)
+    decision = decide_approval(context, ask, policy)
+    told = _Told(note=note, to_customer=note_to_customer, links=links, policy=policy)
+    await _apply(conn, refund, payment, decision, actor=actor, told=told)
+
+
+@dataclass(frozen=True)
+class _Told:
+    """What a decision says: to the team (``note``), to the customer, and how the customer's emails are made."""
+
+    note: str | None
+    to_customer: str | None
+    links: CustomerLinks
+    policy: RefundPolicy
 
 
 async def _apply(
-    conn: asyncpg.Connection, refund: Row, payment: Row, decision: ApprovalDecision, *, actor: str, note: str | None
+    conn: asyncpg.Connection, refund: Row, payment: Row, decision: ApprovalDecision, *, actor: str, told: _Told
 ) -> None:
     refund_id = refund["id"]
     if isinstance(decision, CancelOnly):
-        await _close_as_cancel_only(conn, refund, payment, actor=actor, note=note, extend_days=decision.extend_days)
+        await _close_as_cancel_only(conn, refund, payment, actor=actor, told=told, extend_days=decision.extend_days)
         return
     if not isinstance(decision, AwaitAnotherApprover | Approve):
         return  # unchanged: a repeat
@@ -110,7 +122,9 @@ async def _apply(
         )
     await repository.add_approval(conn, refund_id, actor, decision.amount)
     if isinstance(decision, AwaitAnotherApprover):
-        await repository.add_timeline_entry(conn, refund_id, RefundStatus.PENDING, actor, note, action=decision.step)
+        await repository.add_timeline_entry(
+            conn, refund_id, RefundStatus.PENDING, actor, told.note, action=decision.step
+        )
         return
 
     action = decision.action
@@ -119,11 +133,13 @@ async def _apply(
         "amount": decision.amount,
         "subscription_action": action.value if action else None,
         "extend_days": decision.extend_days,
-        "note": note,
+        "note": told.note,
+        "customer_note": told.to_customer,
     }
     await repository.record_decision(conn, refund_id, decided)
-    await repository.add_timeline_entry(conn, refund_id, RefundStatus.PROCESSING, actor, note, action="approved")
+    await repository.add_timeline_entry(conn, refund_id, RefundStatus.PROCESSING, actor, told.note, action="approved")
     await ledger.record(conn, "refund_hold", refund_id, {**refund, "amount": decision.amount})
+    customer = await to_customer(conn, told.links, payment)
     await add_event(
         conn,
         RefundApproved(
@@ -136,78 +152,58 @@ async def _apply(
             provider_payment_id=payment["provider_payment_id"],
             payment_amount=payment["amount"],
             approved_by=actor,
+            requested_amount=refund["amount"] if refund["amount"] > decision.amount else None,
+            note_to_customer=told.to_customer,
+            process_time=told.policy.process_time,
+            **customer,
         ),
         source=SOURCE,
     )
     if action is SubscriptionAction.REFUND_AND_CANCEL:
-        await _request_cancel(conn, payment, refund_id=refund_id, at_period_end=False, actor=actor)
+        await subscription_requests.request_cancel(
+            conn, payment, customer, refund_id=refund_id, at_period_end=False, actor=actor, note_to_customer=None
+        )
     if decision.extend_days is not None:
-        await _grant_extension(conn, payment, refund_id=refund_id, days=decision.extend_days, actor=actor)
+        await subscription_requests.grant_extension(
+            conn, payment, customer, refund_id=refund_id, days=decision.extend_days, actor=actor
+        )
 
 
 async def _close_as_cancel_only(
-    conn: asyncpg.Connection, refund: Row, payment: Row, *, actor: str, note: str | None, extend_days: int | None
+    conn: asyncpg.Connection, refund: Row, payment: Row, *, actor: str, told: _Told, extend_days: int | None
 ) -> None:
     decision = {
         "status": RefundStatus.REJECTED.value,
         "amount": refund["amount"],
         "subscription_action": SubscriptionAction.CANCEL_ONLY.value,
         "extend_days": extend_days,
-        "note": note,
+        "note": told.note,
+        "customer_note": told.to_customer,
     }
     await repository.record_decision(conn, refund["id"], decision)
-    await repository.add_timeline_entry(conn, refund["id"], RefundStatus.REJECTED, actor, note, action="cancel_only")
-    await _announce_rejection(conn, refund, payment, note)
-    await _request_cancel(conn, payment, refund_id=refund["id"], at_period_end=True, actor=actor)
+    await repository.add_timeline_entry(
+        conn, refund["id"], RefundStatus.REJECTED, actor, told.note, action="cancel_only"
+    )
+    customer = await to_customer(conn, told.links, payment)
+    await _announce_rejection(conn, refund, payment, customer, told.to_customer, cancel_only=True)
+    await subscription_requests.request_cancel(
+        conn,
+        payment,
+        customer,
+        refund_id=refund["id"],
+        at_period_end=True,
+        actor=actor,
+        note_to_customer=told.to_customer,
+    )
     if extend_days is not None:
-        await _grant_extension(conn, payment, refund_id=refund["id"], days=extend_days, actor=actor)
+        await subscription_requests.grant_extension(
+            conn, payment, customer, refund_id=refund["id"], days=extend_days, actor=actor
+        )
 
 
-async def cancel_subscription(
-    conn: asyncpg.Connection, merchant_id: str, payment_id: str, *, at_period_end: bool, actor: str
+async def _announce_rejection(
+    conn: asyncpg.Connection, refund: Row, payment: Row, customer: Row, note: str | None, *, cancel_only: bool
 ) -> None:
-    """Cancel without any refund (the customer keeps access until the period ends when ``at_period_end``)."""
-    payment = await repository.get_payment(conn, merchant_id, payment_id)
-    if payment is None:
-        raise PaymentNotFound(f"no payment {payment_id}")
-    if payment["subscription_id"] is None:
-        raise NotASubscription(f"payment {payment['id']} is not for a subscription")
-    await _request_cancel(conn, payment, refund_id=None, at_period_end=at_period_end, actor=actor)
-
-
-async def _request_cancel(
-    conn: asyncpg.Connection, payment: Row, *, refund_id: str | None, at_period_end: bool, actor: str
-) -> None:
-    await add_event(
-        conn,
-        SubscriptionCancelRequested(
-            payment_id=payment["id"],
-            merchant_id=payment["merchant_id"],
-            subscription_id=payment["subscription_id"],
-            at_period_end=at_period_end,
-            refund_id=refund_id,
-            requested_by=actor,
-        ),
-        source=SOURCE,
-    )
-
-
-async def _grant_extension(conn: asyncpg.Connection, payment: Row, *, refund_id: str, days: int, actor: str) -> None:
-    await add_event(
-        conn,
-        SubscriptionExtensionGranted(
-            payment_id=payment["id"],
-            merchant_id=payment["merchant_id"],
-            subscription_id=payment["subscription_id"],
-            days=days,
-            refund_id=refund_id,
-            granted_by=actor,
-        ),
-        source=SOURCE,
-    )
-
-
-async def _announce_rejection(conn: asyncpg.Connection, refund: Row, payment: Row, note: str | None) -> None:
     await add_event(
         conn,
         RefundRejected(
@@ -216,19 +212,28 @@ async def _announce_rejection(conn: asyncpg.Connection, refund: Row, payment: Ro
             merchant_id=payment["merchant_id"],
             customer_email=payment["customer_email"],
             note=note,
+            cancel_only=cancel_only,
+            **customer,
         ),
         source=SOURCE,
     )
 
 
 async def reject_refund(
-    conn: asyncpg.Connection, merchant_id: str, refund_id: str, *, actor: str, note: str | None
+    conn: asyncpg.Connection,
+    merchant_id: str,
+    refund_id: str,
+    *,
+    actor: str,
+    note: str | None,
+    links: CustomerLinks,
 ) -> None:
     """Reject a pending request; ``note`` goes to the customer with ``refund.rejected``."""
     refund, payment = await locked_refund(conn, refund_id, merchant_id)
     if not check_transition(RefundStatus(refund["status"]), RefundStatus.REJECTED):
         return
-    decision = {"status": RefundStatus.REJECTED.value, "amount": refund["amount"], "note": note}
+    decision = {"status": RefundStatus.REJECTED.value, "amount": refund["amount"], "note": note, "customer_note": note}
     await repository.record_decision(conn, refund_id, decision)
     await repository.add_timeline_entry(conn, refund_id, RefundStatus.REJECTED, actor, note, action="rejected")
-    await _announce_rejection(conn, refund, payment, note)
+    customer = await to_customer(conn, links, payment)
+    await _announce_rejection(conn, refund, payment, customer, note, cancel_only=False)

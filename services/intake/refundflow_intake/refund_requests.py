@@ -27,6 +27,7 @@ from refundflow_intake.domain import (
     refundable_amount,
 )
 from refundflow_intake.merchant_accounts import new_id
+from refundflow_intake.portal.links import CustomerLinks, to_customer
 from refundflow_intake.proration import period_days, prorate
 from refundflow_intake.refund_policy import RefundPolicy
 from refundflow_shared.events import RefundRequested
@@ -132,12 +133,15 @@ async def request_refund(
     currency: str | None,
     actor: str | None,
     now: datetime,
+    links: CustomerLinks,
     reason_details: str | None = None,
     proration: Proration | None = None,
     channel: Channel = Channel.API,
+    cancel_subscription: bool | None = None,
 ) -> str:
     """A new pending request, flagged by the soft rules; approved at once when the policy auto-approves it.
-    Returns its id. ``actor`` None: the payment's customer (the portal)."""
+    Returns its id. ``actor`` None: the payment's customer (the portal). ``cancel_subscription``: the customer's
+    wish for their subscription (portal), None when not asked."""
     # The payment row lock serialises concurrent requests on one payment: two requests cannot both
     # take the same refundable amount, nor both be the customer's one open request.
     structlog.contextvars.bind_contextvars(payment_id=payment_id)
@@ -169,6 +173,7 @@ async def request_refund(
             "flags": quote.flags,
             "review_target_hours": policy.review_target_hours,
             "review_due_at": now + timedelta(hours=policy.review_target_hours),
+            "cancel_subscription": cancel_subscription if payment["subscription_id"] else None,
         },
     )
     why = reason.value + (f": {reason_details}" if reason_details else "")
@@ -184,19 +189,27 @@ async def request_refund(
             amount=quote.amount,
             currency=payment["currency"],
             reason=reason.value,
+            channel=channel.value,
+            auto_approved=quote.auto_approved,
+            **await to_customer(conn, links, payment),
         ),
         source=SOURCE,
     )
     if quote.auto_approved:
-        # The rule authorises money back, not ending a subscription: that stays a person's decision.
-        keep = SubscriptionAction.REFUND_ONLY if payment["subscription_id"] else None
+        # The rule authorises money back, not ending a subscription: that stays a person's decision, or the
+        # customer's own when they asked for it.
+        action = None
+        if payment["subscription_id"]:
+            cancel = cancel_subscription and channel is not Channel.API
+            action = SubscriptionAction.REFUND_AND_CANCEL if cancel else SubscriptionAction.REFUND_ONLY
         await refund_decisions.approve_refund(
             conn,
             merchant_id,
             refund_id,
             actor=AUTO_APPROVER,
+            links=links,
             note="within the auto-approval rule",
-            subscription_action=keep,
+            subscription_action=action,
         )
     return refund_id
 

@@ -138,6 +138,7 @@ _REFUND_COLUMNS = (
     "requested_amount",
     "review_target_hours",
     "review_due_at",
+    "cancel_subscription",
 )
 
 
@@ -171,16 +172,18 @@ async def update_refund_status(
 
 
 async def record_decision(conn: asyncpg.Connection, refund_id: str, decision: Row) -> None:
-    """The merchant's decision: status, the amount approved, what happens to the subscription, the note."""
+    """The merchant's decision: status, the amount approved, what happens to the subscription, the team's note and
+    the note told to the customer."""
     await conn.execute(
         "UPDATE refunds SET status = $2, amount = $3, subscription_action = $4, extend_days = $5,"
-        " decision_note = $6, decided_at = now(), updated_at = now() WHERE id = $1",
+        " decision_note = $6, customer_note = $7, decided_at = now(), updated_at = now() WHERE id = $1",
         refund_id,
         decision["status"],
         decision["amount"],
         decision.get("subscription_action"),
         decision.get("extend_days"),
         decision.get("note"),
+        decision.get("customer_note"),
     )
 
 
@@ -212,6 +215,7 @@ _TIMELINE = (
     " LEFT JOIN merchant_users u ON t.actor LIKE 'user:%' AND u.id = substr(t.actor, 6)"
     " LEFT JOIN api_keys k ON t.actor LIKE 'api_key:%' AND k.id = substr(t.actor, 9)"
 )
+_TIMELINE_KEYS = ("status", "action", "actor", "note", "at", "actor_name")
 _APPROVERS = "SELECT actor FROM refund_approvals WHERE refund_id = r.id ORDER BY approved_at, actor"
 
 
@@ -227,9 +231,14 @@ async def refund_with_history(conn: asyncpg.Connection, refund_id: str, merchant
     if row is None:
         return None
     found = dict(row)
-    keys = ("status", "action", "actor", "note", "at", "actor_name")
-    found["timeline"] = [dict(zip(keys, entry, strict=True)) for entry in found["timeline"]]
+    found["timeline"] = [dict(zip(_TIMELINE_KEYS, entry, strict=True)) for entry in found["timeline"]]
     return found
+
+
+async def refund_timeline(conn: asyncpg.Connection, refund_id: str) -> list[Row]:
+    """The refund's entries, oldest first, each with ``actor_name``."""
+    entries = await conn.fetchval(f"SELECT ARRAY({_TIMELINE} WHERE t.refund_id = $1 ORDER BY t.id)", refund_id)
+    return [dict(zip(_TIMELINE_KEYS, entry, strict=True)) for entry in entries]
 
 
 async def refunds_of_payment(conn: asyncpg.Connection, payment_id: str) -> list[Row]:

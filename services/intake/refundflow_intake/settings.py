@@ -14,8 +14,16 @@ class IntakeSettings(ServiceSettings):
     refundflow_portal_secret: SecretStr | None = Field(
         default=None, description="signs portal tokens; derived from the admin token when unset"
     )
-    portal_token_ttl_hours: int = Field(default=168, ge=1, le=24 * 90)
+    portal_token_ttl_hours: int = Field(
+        default=168, ge=1, le=24 * 90, description="how long a customer's link works (emails carry a fresh one)"
+    )
     portal_submissions_per_hour: int = Field(default=5, ge=1, description="per payment, across all replicas")
+    portal_submissions_per_ip_per_hour: int = Field(
+        default=30, ge=1, description="portal form posts per client address, across all replicas"
+    )
+    portal_public_url: str | None = Field(
+        default=None, max_length=500, description="where customers' links point; DASHBOARD_PUBLIC_URL when unset"
+    )
     review_check_interval_seconds: float = Field(default=60.0, gt=0, description="how often overdue reviews are sought")
     webhook_endpoints_per_merchant: int = Field(default=16, ge=1, le=1000, description="live endpoints at most")
     webhook_replay_max_days: int = Field(default=30, ge=1, le=365, description="how far back a replay may reach")

@@ -28,9 +28,10 @@ def account_email(data: TeamMemberInvited | PasswordResetRequested, url: str) ->
     expires = data.expires_at.strftime("%d %b %Y, %H:%M UTC")
     if isinstance(data, TeamMemberInvited):
         return EmailContent(
-            "team_invite",
-            f"You are invited to {data.merchant_name}'s refund dashboard",
-            {
+            audience="account",
+            kind="team_invite",
+            subject=f"You are invited to {data.merchant_name}'s refund dashboard",
+            context={
                 "merchant_name": data.merchant_name,
                 "role": _ROLE_WORDS.get(data.role, data.role),
                 "invited_by": data.invited_by,
@@ -38,7 +39,9 @@ def account_email(data: TeamMemberInvited | PasswordResetRequested, url: str) ->
                 "expires": expires,
             },
         )
-    return EmailContent("password_reset", "Reset your Refundflow password", {"url": url, "expires": expires})
+    return EmailContent(
+        "password_reset", "Reset your Refundflow password", {"url": url, "expires": expires}, audience="account"
+    )
 
 
 async def queue_account_email(
@@ -55,9 +58,7 @@ async def queue_account_email(
     except ValueError as exc:
         raise LinkCannotBeOpened(f"the link of user {data.user_id} does not open: {exc}") from None
     # From Refundflow itself, not under the merchant's name: it is about the person's own account.
-    platform = MerchantPreferences(
-        review_target=settings.review_target, refund_process_time=settings.refund_process_time
-    )
+    platform = MerchantPreferences(review_target=settings.review_target)
     await message_queue.queue_email(
         conn,
         settings,

@@ -30,8 +30,10 @@ def retention_rules(settings: NotifierSettings) -> list[RetentionRule]:
     refers to it."""
     messages = timedelta(days=settings.message_retention_days)
     webhooks = timedelta(days=settings.webhook_retention_days)
+    contacts = timedelta(days=settings.customer_contact_retention_days)
     return [
         RetentionRule("messages", "finished_at", messages, "status <> 'pending'"),
+        RetentionRule("customer_contacts", "updated_at", contacts),
         RetentionRule("webhook_deliveries", "finished_at", webhooks, "status <> 'pending'"),
         RetentionRule(
             "webhook_events",

@@ -24,6 +24,8 @@ _templates = Environment(
     autoescape=select_autoescape(["html", "html.j2"]),  # our HTML templates end in .html.j2
     undefined=StrictUndefined,
     keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
 )
 _MAX_DISPLAY_NAME = 100
 PLATFORM_NAME = "Refundflow"
@@ -104,7 +106,14 @@ def build_email(
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = message_id(event_id, content.kind, recipient)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to a notification
-    for subtype in ("plain", "html"):
-        body = _templates.get_template(f"{content.kind}.{'txt' if subtype == 'plain' else 'html'}.j2")
-        message.attach(MIMEText(body.render(content.context), subtype, "utf-8"))
+    text, html = render(content)
+    message.attach(MIMEText(text, "plain", "utf-8"))
+    message.attach(MIMEText(html, "html", "utf-8"))
     return message
+
+
+def render(content: EmailContent) -> tuple[str, str]:
+    """The email's plain text and HTML, from its audience's templates (``<audience>/<kind>.txt.j2``, ``.html.j2``)."""
+    name = f"{content.audience}/{content.kind}"
+    text = _templates.get_template(f"{name}.txt.j2").render(content.context)
+    return text, _templates.get_template(f"{name}.html.j2").render(content.context)

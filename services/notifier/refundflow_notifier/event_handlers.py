@@ -1,4 +1,5 @@
-"""What the notifier does with events: queue the customer's email, the team's alerts and the merchant's webhooks.
+"""What the notifier does with events: queue the customer's email, the team's alerts and the merchant's webhooks
+(and remember what intake says of each payment's customer, for the emails of later events).
 
 Every handler only writes rows, in the inbox transaction: a redelivered event queues nothing twice, and a
 slow mail server or webhook endpoint never holds up consumption. The workers send.
@@ -7,16 +8,18 @@ slow mail server or webhook endpoint never holds up consumption. The workers sen
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import structlog
 
-from refundflow_notifier import account_emails, merchant_settings, message_queue, webhook_store
+from refundflow_notifier import account_emails, customer_contacts, merchant_settings, message_queue, webhook_store
+from refundflow_notifier.customer_emails import customer_email
 from refundflow_notifier.notification_rules import (
     ALERT_ONLY_EVENT_TYPES,
-    customer_email,
+    MerchantPreferences,
     team_alerts,
     too_many_endpoints_alert,
 )
@@ -36,21 +39,15 @@ from refundflow_shared.secret_box import SecretBox
 
 log = structlog.get_logger(__name__)
 
+# Events the notifier reads only for what they say of a payment's customer (the emails of later events use it).
+CONTACT_ONLY_EVENT_TYPES = ("subscription.cancel_requested", "subscription.extension_granted")
 
-async def notify(conn: asyncpg.Connection, settings: NotifierSettings, event: Event, data: EventData) -> None:
+
+async def notify(
+    conn: asyncpg.Connection, settings: NotifierSettings, box: SecretBox | None, event: Event, data: EventData
+) -> None:
     prefs = await merchant_settings.preferences(conn, settings, data.merchant_id)
-    content = customer_email(data, prefs)
-    if content is not None:
-        await message_queue.queue_email(
-            conn,
-            settings,
-            prefs,
-            event_id=event.id,
-            merchant_id=data.merchant_id,
-            recipient=getattr(data, "customer_email", ""),
-            content=content,
-            refund_id=getattr(data, "refund_id", None),
-        )
+    await _email_the_customer(conn, settings, box, prefs, event, data)
     alerts = team_alerts(data)
     if event.type.value in WEBHOOK_EVENT_TYPES:
         cap = settings.webhook_max_endpoints_per_event
@@ -69,6 +66,36 @@ async def notify(conn: asyncpg.Connection, settings: NotifierSettings, event: Ev
         )
 
 
+async def _email_the_customer(
+    conn: asyncpg.Connection,
+    settings: NotifierSettings,
+    box: SecretBox | None,
+    prefs: MerchantPreferences,
+    event: Event,
+    data: EventData,
+) -> None:
+    """Remember what the event says of the payment's customer, then write them its email, if it has one."""
+    payment_id = getattr(data, "payment_id", None)
+    if payment_id is None:
+        return
+    await customer_contacts.remember(conn, data)
+    contact = await customer_contacts.recall(conn, data.merchant_id, payment_id)
+    link = customer_contacts.link_for(contact, box, payment_id, datetime.now(UTC))
+    email = customer_email(data, prefs, contact, link)
+    if email is None:
+        return
+    await message_queue.queue_email(
+        conn,
+        settings,
+        replace(prefs, sender_name=prefs.sender_name or email.content.context["merchant"]),
+        event_id=event.id,
+        merchant_id=data.merchant_id,
+        recipient=email.recipient,
+        content=email.content,
+        refund_id=getattr(data, "refund_id", None),
+    )
+
+
 def _alert_event_id(event: Event, kind: str) -> uuid.UUID:
     """The event's own id; a fan-out alert's id is one per merchant and day, so the team hears it once a day."""
     if kind != "too_many_webhook_endpoints":
@@ -78,8 +105,10 @@ def _alert_event_id(event: Event, kind: str) -> uuid.UUID:
 
 
 def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
-    for event_type in (*WEBHOOK_EVENT_TYPES, *ALERT_ONLY_EVENT_TYPES):
-        consumer.handles(EVENT_DATA_TYPES[event_type])(_notifier_for(settings))
+    key = settings.webhook_secret_key
+    box = SecretBox(key.get_secret_value()) if key else None
+    for event_type in (*WEBHOOK_EVENT_TYPES, *ALERT_ONLY_EVENT_TYPES, *CONTACT_ONLY_EVENT_TYPES):
+        consumer.handles(EVENT_DATA_TYPES[event_type])(_notifier_for(settings, box))
 
     @consumer.handles(WebhookEndpointConfigured)
     async def endpoint_configured(conn: asyncpg.Connection, event: Event, data: WebhookEndpointConfigured) -> None:
@@ -88,9 +117,6 @@ def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
     @consumer.handles(NotificationSettingsConfigured)
     async def settings_configured(conn: asyncpg.Connection, event: Event, data: NotificationSettingsConfigured) -> None:
         await merchant_settings.save(conn, data)
-
-    key = settings.webhook_secret_key
-    box = SecretBox(key.get_secret_value()) if key else None
 
     @consumer.handles(TeamMemberInvited)
     async def member_invited(conn: asyncpg.Connection, event: Event, data: TeamMemberInvited) -> None:
@@ -101,8 +127,8 @@ def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
         await account_emails.queue_account_email(conn, settings, box, event, data)
 
 
-def _notifier_for(settings: NotifierSettings) -> Any:
+def _notifier_for(settings: NotifierSettings, box: SecretBox | None) -> Any:
     async def handle(conn: asyncpg.Connection, event: Event, data: EventData) -> None:
-        await notify(conn, settings, event, data)
+        await notify(conn, settings, box, event, data)
 
     return handle

@@ -1,4 +1,5 @@
-"""The notifier's internal HTTP API: intake serves merchants the delivery log and replays through it.
+"""The notifier's internal HTTP API: intake serves merchants the delivery log, replays and the previews of their
+customers' emails through it.
 
 Not for the public: every call carries REFUNDFLOW_INTERNAL_TOKEN as a bearer token; only intake and the notifier
 hold it (it is not derived from any other secret).
@@ -12,13 +13,24 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from refundflow_notifier import delivery_log
+from refundflow_notifier import delivery_log, merchant_settings
+from refundflow_notifier.email_previews import previews
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_shared.service_runtime import ServiceRuntime
 
 _bearer = HTTPBearer(auto_error=False)
+
+
+class PreviewRequest(BaseModel):
+    """How the merchant's customers see it: its name, its refund policy's process time, its portal's address."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    merchant_name: str = Field(min_length=1, max_length=200)
+    process_time: str = Field(min_length=1, max_length=100)
+    portal_url: str | None = Field(default=None, max_length=2048)
 
 
 class ReplayRequest(BaseModel):
@@ -76,5 +88,16 @@ def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIR
         assert body.since is not None
         reach = timedelta(days=settings.webhook_retention_days)
         return {"scheduled": await delivery_log.replay_since(runtime.pool, endpoint_id, body.since, reach=reach)}
+
+    @router.post("/merchants/{merchant_id}/email-previews")
+    async def email_previews(merchant_id: str, body: PreviewRequest) -> dict[str, Any]:
+        """Every customer email, from sample events, with the merchant's own settings (sender, reply-to, review
+        target) and what intake says of it; rendered by the templates the real emails use."""
+        async with runtime.pool.acquire() as conn:
+            prefs = await merchant_settings.preferences(conn, settings, merchant_id)
+        shown = previews(
+            prefs, merchant_name=body.merchant_name, process_time=body.process_time, portal_url=body.portal_url
+        )
+        return {"previews": shown}
 
     return router

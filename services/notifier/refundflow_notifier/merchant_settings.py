@@ -20,19 +20,17 @@ log = structlog.get_logger(__name__)
 async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured) -> None:
     await conn.execute(
         "INSERT INTO merchant_settings (merchant_id, team_email, sealed_slack_webhook_url, sender_name, reply_to,"
-        " review_target, refund_process_time) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " review_target) VALUES ($1, $2, $3, $4, $5, $6)"
         " ON CONFLICT (merchant_id) DO UPDATE SET team_email = EXCLUDED.team_email,"
         " sealed_slack_webhook_url = EXCLUDED.sealed_slack_webhook_url, legacy_slack_webhook_url = NULL,"
         " sender_name = EXCLUDED.sender_name, reply_to = EXCLUDED.reply_to,"
-        " review_target = EXCLUDED.review_target, refund_process_time = EXCLUDED.refund_process_time,"
-        " updated_at = now()",
+        " review_target = EXCLUDED.review_target, updated_at = now()",
         data.merchant_id,
         data.team_email,
         data.sealed_slack_webhook_url,
         data.sender_name,
         data.reply_to,
         data.review_target,
-        data.refund_process_time,
     )
 
 
@@ -41,7 +39,6 @@ async def preferences(conn: asyncpg.Connection, settings: NotifierSettings, merc
     row = await conn.fetchrow("SELECT * FROM merchant_settings WHERE merchant_id = $1", merchant_id)
     return MerchantPreferences(
         review_target=(row and row["review_target"]) or settings.review_target,
-        refund_process_time=(row and row["refund_process_time"]) or settings.refund_process_time,
         sender_name=row and row["sender_name"],
         reply_to=row and row["reply_to"],
         team_email=row and row["team_email"],

@@ -89,7 +89,10 @@ async def queue_team_alert(
         await _insert(conn, event_id, merchant_id, "slack", alert.kind, SLACK_RECIPIENT, body, None)
     if prefs.team_email:
         content = EmailContent(
-            "team_alert", f"[Refundflow] {alert.title}", {"title": alert.title, "details": alert.details}
+            "team_alert",
+            f"[Refundflow] {alert.title}",
+            {"title": alert.title, "details": alert.details},
+            audience="team",
         )
         await queue_email(
             conn,

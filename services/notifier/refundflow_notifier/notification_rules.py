@@ -1,4 +1,6 @@
-"""What each event tells whom: the customer's email and the team's alerts. Pure: no I/O here."""
+"""What each event tells the merchant's team (alerts), and the shapes of what is sent. Pure: no I/O here.
+
+The customer's emails are in ``customer_emails``."""
 
 from __future__ import annotations
 
@@ -11,25 +13,14 @@ from refundflow_shared.events import (
     ProviderUnavailable,
     RefundApproved,
     RefundFailed,
-    RefundRejected,
     RefundRequested,
     RefundReversed,
     RefundReviewOverdue,
-    RefundSucceeded,
     TeamAlertRaised,
 )
 
 # Events that only alert the team.
 ALERT_ONLY_EVENT_TYPES = ("refund.review_overdue", "provider.unavailable", "team_alert.raised")
-
-# Why a refund that had succeeded did not reach the customer after all, in their words (Stripe's reasons).
-# Anything else, or anything about the merchant's own account, reads as the provider's failure.
-_REVERSAL_REASONS = {
-    "expired_or_canceled_card": "the card it was sent to has expired or been cancelled",
-    "lost_or_stolen_card": "the card it was sent to was reported lost or stolen",
-    "declined": "your bank declined it",
-}
-_REVERSAL_REASON_OTHERWISE = "the payment provider could not complete it"
 
 
 @dataclass(frozen=True)
@@ -37,7 +28,6 @@ class MerchantPreferences:
     """A merchant's notification settings, with the notifier's defaults filled in."""
 
     review_target: str
-    refund_process_time: str
     sender_name: str | None = None
     reply_to: str | None = None
     team_email: str | None = None
@@ -46,9 +36,10 @@ class MerchantPreferences:
 
 @dataclass(frozen=True)
 class EmailContent:
-    kind: str  # names the templates: <kind>.txt.j2 and <kind>.html.j2
+    kind: str  # names the templates: <audience>/<kind>.txt.j2 and <audience>/<kind>.html.j2
     subject: str
     context: dict[str, Any]
+    audience: str = "customer"  # customer, team or account: each has its own templates
 
 
 @dataclass(frozen=True)
@@ -61,46 +52,6 @@ class TeamAlert:
         """Plain lines, with Slack's control characters escaped: no mention or link can be smuggled in."""
         lines = [self.title, *(f"• {key}: {value}" for key, value in self.details.items())]
         return "\n".join(lines).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def customer_email(data: EventData, prefs: MerchantPreferences) -> EmailContent | None:
-    """The email the customer gets for this event, if any."""
-    if isinstance(data, RefundRequested):
-        amount = format_amount(data.amount, data.currency)
-        return EmailContent(
-            "refund_requested",
-            f"We received your refund request for {amount}",
-            {"amount": amount, "refund_id": data.refund_id, "review_target": prefs.review_target},
-        )
-    if isinstance(data, RefundRejected):
-        return EmailContent(
-            "refund_rejected", "About your refund request", {"refund_id": data.refund_id, "note": data.note}
-        )
-    if isinstance(data, RefundSucceeded):
-        amount = format_amount(data.amount, data.currency)
-        return EmailContent(
-            "refund_succeeded",
-            f"Your refund of {amount} is on its way",
-            {
-                "amount": amount,
-                "refund_id": data.refund_id,
-                "payment_id": data.payment_id,
-                "process_time": prefs.refund_process_time,
-            },
-        )
-    if isinstance(data, RefundFailed):
-        amount = format_amount(data.amount, data.currency)
-        context = {"amount": amount, "refund_id": data.refund_id}
-        return EmailContent("refund_failed", f"A problem with your refund of {amount}", context)
-    if isinstance(data, RefundReversed):  # we told them it was on its way: say plainly that it is not
-        amount = format_amount(data.amount, data.currency)
-        why = _REVERSAL_REASONS.get(data.failure_reason, _REVERSAL_REASON_OTHERWISE)
-        return EmailContent(
-            "refund_reversed",
-            f"Your refund of {amount} could not be completed",
-            {"amount": amount, "refund_id": data.refund_id, "why": why},
-        )
-    return None
 
 
 def team_alerts(data: EventData) -> list[TeamAlert]:

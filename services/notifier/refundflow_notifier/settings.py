@@ -26,7 +26,8 @@ class NotifierSettings(ServiceSettings):
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, description="the whole of one message's sending")
     smtp_idle_seconds: float = Field(default=30.0, ge=0, description="an idle connection is reused this long")
     mail_from: str = "Refundflow <refunds@refundflow.localhost>"
-    refund_process_time: str = "5–10 business days"
+    # How soon requests are decided, as the "we received your request" email says it, until a merchant sets its
+    # own. (How long a refund takes to arrive is the merchant's refund policy's, from intake: no setting here.)
     review_target: str = "within 2 business days"
 
     # Customer emails, team emails and Slack alerts: transient failures retry on this schedule.
@@ -35,6 +36,9 @@ class NotifierSettings(ServiceSettings):
     message_max_in_flight_per_merchant: int = Field(default=8, ge=1)
     message_poll_interval_seconds: float = 1.0
     message_retention_days: float = Field(default=7.0, gt=0, description="a finished message's record")
+    customer_contact_retention_days: float = Field(
+        default=180.0, gt=0, description="what intake said of a payment's customer, since it last said it"
+    )
 
     # Outbound HTTP (webhooks and Slack): one deadline for the whole call, a cap on the answer read.
     webhook_timeout_seconds: float = Field(default=15.0, gt=0)

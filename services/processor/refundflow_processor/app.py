@@ -1,4 +1,5 @@
-"""The processor's wiring: consumer, refund executor, subscription cancels, sync job, provider webhooks, health."""
+"""The processor's wiring: consumer, refund executor, subscription cancels and extensions, sync job, provider
+webhooks, health."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from refundflow_processor.refund_sync import RefundSync
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.stripe_provider import StripeProvider
 from refundflow_processor.subscription_cancels import SubscriptionCancelExecutor
+from refundflow_processor.subscription_extensions import SubscriptionExtensionExecutor
 from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_service import health_router
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -34,6 +36,7 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
         event_handlers.register(rt.consumer)
         rt.run_in_background(RefundExecutor(rt.pool, provider, settings, pause).run(), "refund_executor")
         rt.run_in_background(SubscriptionCancelExecutor(rt.pool, provider, settings, pause).run(), "cancels")
+        rt.run_in_background(SubscriptionExtensionExecutor(rt.pool, provider, settings, pause).run(), "extensions")
         rt.run_in_background(RefundSync(rt.pool, provider, settings, pause).run(), "refund_sync")
 
     app = FastAPI(title="Refundflow processor", version="0.1.0", lifespan=runtime.lifespan(wire))

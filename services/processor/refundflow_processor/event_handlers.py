@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
-from refundflow_processor import payment_repository, subscription_cancel_repository
+from refundflow_processor import payment_repository, subscription_cancel_repository, subscription_extension_repository
 from refundflow_processor.payment_repository import PaymentClaim
-from refundflow_processor.records import Payment, SubscriptionCancel
+from refundflow_processor.records import Payment, SubscriptionCancel, SubscriptionExtension
 from refundflow_processor.refund_acceptance import accept_approved_refund
 from refundflow_shared.consumer import EventConsumer
-from refundflow_shared.events import Event, PaymentSucceeded, RefundApproved, SubscriptionCancelRequested
+from refundflow_shared.events import (
+    Event,
+    PaymentSucceeded,
+    RefundApproved,
+    SubscriptionCancelRequested,
+    SubscriptionExtensionGranted,
+    customer_fields,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +44,21 @@ def register(consumer: EventConsumer) -> None:
             subscription_id=data.subscription_id,
             at_period_end=data.at_period_end,
             refund_id=data.refund_id,
+            to_customer=customer_fields(data),
         )
         await subscription_cancel_repository.request_cancel(conn, cancel)
         log.info("subscription_cancel_requested", subscription_id=data.subscription_id)
+
+    @consumer.handles(SubscriptionExtensionGranted)
+    async def extend_subscription(conn: asyncpg.Connection, event: Event, data: SubscriptionExtensionGranted) -> None:
+        extension = SubscriptionExtension(
+            extension_id=str(event.id),
+            payment_id=data.payment_id,
+            merchant_id=data.merchant_id,
+            subscription_id=data.subscription_id,
+            days=data.days,
+            refund_id=data.refund_id,
+            to_customer=customer_fields(data),
+        )
+        await subscription_extension_repository.request_extension(conn, extension)
+        log.info("subscription_extension_granted", subscription_id=data.subscription_id, days=data.days)

@@ -47,6 +47,8 @@ class ProviderSubscription:
     status: str
     cancel_at_period_end: bool
     ends_at: datetime | None
+    # When the customer is billed next (Stripe: the period's end, or the trial's end while trialing).
+    current_period_end: datetime | None = None
 
 
 class ProviderRefused(Exception):
@@ -96,6 +98,17 @@ class PaymentProvider(Protocol):
 
     async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
         """Cancel now or at the period's end; repeating it is harmless."""
+        ...
+
+    async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
+        """The subscription as the provider holds it now."""
+        ...
+
+    async def extend_subscription(
+        self, subscription_id: str, *, until: datetime, idempotency_key: str
+    ) -> ProviderSubscription:
+        """Move the period's end (the next bill) to ``until``, charging nothing for the days added; repeating it
+        with the same ``until`` is harmless."""
         ...
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from refundflow_processor.attempts import AttemptState
 
@@ -42,6 +43,8 @@ class Refund:
     status: RefundStatus = RefundStatus.PROCESSING
     # Provider calls that got no definite answer, over all of the refund's attempts (the retry budget).
     provider_calls: int = 0
+    # What the customer's email about the outcome needs, from the approval (``events.customer_fields``).
+    to_customer: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,30 @@ class SubscriptionCancel:
     refund_id: str | None
     tries: int = 0
     lease_id: uuid.UUID | None = None
+    to_customer: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class SubscriptionExtension:
+    """A goodwill extension to execute at the provider. ``until`` (the new period end) is fixed from the provider's
+    period end before the first change, so that repeating the change never moves it further."""
+
+    extension_id: str
+    payment_id: str
+    merchant_id: str
+    subscription_id: str
+    days: int
+    refund_id: str | None
+    until: datetime | None = None
+    tries: int = 0
+    lease_id: uuid.UUID | None = None
+    to_customer: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def idempotency_key(self) -> str:
+        # One key per try: Stripe replays a stored 5xx for a key forever, and the change (an absolute ``until``)
+        # is harmless to repeat, so a later try needs no reconciliation, only a new key.
+        return f"extend_{self.extension_id}_{self.tries}"
 
 
 def idempotency_key(refund_id: str, attempt: int) -> str:

@@ -16,7 +16,7 @@ from refundflow_processor import payment_repository, repository
 from refundflow_processor.records import Payment, Refund, RefundStatus
 from refundflow_processor.refund_outcomes import publish_failure
 from refundflow_processor.team_alerts import raise_alert
-from refundflow_shared.events import RefundApproved
+from refundflow_shared.events import RefundApproved, customer_fields
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +62,7 @@ async def accept_approved_refund(conn: asyncpg.Connection, data: RefundApproved)
         currency=data.currency,
         provider_payment_id=data.provider_payment_id,
         payment_amount=data.payment_amount,
+        to_customer=customer_fields(data, besides=("customer_email",)),
     )
     payment = await payment_repository.lock_payment(conn, data.payment_id)  # the cap holds under this lock
     if payment is None:  # the approval came before payment.succeeded: learn the payment from it (untrusted)

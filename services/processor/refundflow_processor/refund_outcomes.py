@@ -36,6 +36,7 @@ from refundflow_shared.events import (
     RefundFailed,
     RefundReversed,
     RefundSucceeded,
+    carry,
 )
 from refundflow_shared.outbox import add_event
 
@@ -85,7 +86,12 @@ async def _record_success(conn: asyncpg.Connection, attempt: Attempt, result: Pr
     refunded = await repository.refunded_total(conn, refund.payment_id)
     await add_event(
         conn,
-        RefundSucceeded(**_refund_fields(refund), customer_email=refund.customer_email, provider_refund_id=result.id),
+        RefundSucceeded(
+            **_refund_fields(refund),
+            **carry(refund.to_customer, RefundSucceeded),
+            customer_email=refund.customer_email,
+            provider_refund_id=result.id,
+        ),
         source=SOURCE,
     )
     await add_event(
@@ -123,6 +129,7 @@ async def publish_failure(conn: asyncpg.Connection, refund: Refund, reason: str,
         conn,
         RefundFailed(
             **_refund_fields(refund),
+            **carry(refund.to_customer, RefundFailed),
             customer_email=refund.customer_email,
             failure_reason=reason,
             failure_message=message[:2000] if message else None,
@@ -179,6 +186,7 @@ async def _record_reversal(conn: asyncpg.Connection, refund: Refund, result: Pro
         conn,
         RefundReversed(
             **_refund_fields(refund),
+            **carry(refund.to_customer, RefundReversed),
             customer_email=refund.customer_email,
             provider_refund_id=result.id,
             failure_reason=reason,

@@ -7,6 +7,8 @@ A write to a claimed attempt releases its lease; the executor only writes to an 
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 
 from refundflow_processor.attempts import AttemptState
@@ -16,7 +18,7 @@ ATTEMPTS_CHANNEL = "processor_refund_attempts"  # notified by a trigger when an 
 
 _REFUND_COLUMNS = (
     "r.refund_id, r.payment_id, r.merchant_id, r.customer_email, r.amount, r.currency, r.provider_payment_id,"
-    " r.payment_amount, r.status, r.provider_calls"
+    " r.payment_amount, r.status, r.provider_calls, r.to_customer"
 )
 _ATTEMPT_COLUMNS = (
     f"{_REFUND_COLUMNS}, a.attempt, a.idempotency_key, a.state, a.tries, a.server_errors,"
@@ -37,6 +39,7 @@ def _refund(row: asyncpg.Record) -> Refund:
         payment_amount=row["payment_amount"],
         status=RefundStatus(row["status"]),
         provider_calls=row["provider_calls"],
+        to_customer=json.loads(row["to_customer"]),
     )
 
 
@@ -61,8 +64,8 @@ async def insert_refund(
     """Record a refund we were asked to execute; False if it was already known (a redelivered approval)."""
     status = await conn.execute(
         "INSERT INTO refunds (refund_id, payment_id, merchant_id, customer_email, amount, currency,"
-        " provider_payment_id, payment_amount, status, failure_reason, failure_message)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (refund_id) DO NOTHING",
+        " provider_payment_id, payment_amount, status, failure_reason, failure_message, to_customer)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb) ON CONFLICT (refund_id) DO NOTHING",
         refund.refund_id,
         refund.payment_id,
         refund.merchant_id,
@@ -74,6 +77,7 @@ async def insert_refund(
         refund.status.value,
         failure_reason,
         failure_message,
+        json.dumps(refund.to_customer),
     )
     return bool(status == "INSERT 0 1")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -74,17 +75,55 @@ class StripeProvider:
             answer = await _call(subscriptions.update_async(subscription_id, params=params))
         else:
             answer = await _call(subscriptions.cancel_async(subscription_id))
-        subscription: dict[str, Any] = answer.to_dict()
+        subscription = _to_provider_subscription(answer, subscription_id)
         # At period end, Stripe sets cancel_at to the period's end; a cancellation now stamps canceled_at.
-        ends = subscription.get("cancel_at") if at_period_end else subscription.get("canceled_at")
-        if not isinstance(subscription.get("id"), str) or not isinstance(ends, int | None):
-            raise ProviderUnavailable(f"malformed answer for subscription {subscription_id}")
-        return ProviderSubscription(
-            id=subscription["id"],
-            status=str(subscription.get("status")),
-            cancel_at_period_end=bool(subscription.get("cancel_at_period_end")),
-            ends_at=datetime.fromtimestamp(ends, UTC) if ends else None,
+        ends = answer.to_dict().get("cancel_at" if at_period_end else "canceled_at")
+        return replace(subscription, ends_at=_timestamp(ends, subscription_id))
+
+    async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
+        answer = await _call(self._client.v1.subscriptions.retrieve_async(subscription_id))
+        return _to_provider_subscription(answer, subscription_id)
+
+    async def extend_subscription(
+        self, subscription_id: str, *, until: datetime, idempotency_key: str
+    ) -> ProviderSubscription:
+        # Stripe's way to push the next bill back without charging for the days added: a trial until then, with
+        # no proration (Stripe: "Using a trial to change the billing cycle").
+        params: Any = {"trial_end": int(until.timestamp()), "proration_behavior": "none"}
+        answer = await _call(
+            self._client.v1.subscriptions.update_async(
+                subscription_id, params=params, options={"idempotency_key": idempotency_key}
+            )
         )
+        return _to_provider_subscription(answer, subscription_id)
+
+
+def _timestamp(value: Any, subscription_id: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**40:
+        raise ProviderUnavailable(f"malformed answer for subscription {subscription_id}")
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _to_provider_subscription(stripe_subscription: Any, subscription_id: str) -> ProviderSubscription:
+    """The provider's subscription, read as hostile input. Stripe's newer API versions keep the period on the
+    subscription's items; older ones on the subscription itself: the latest end of either (or of the trial)."""
+    subscription: dict[str, Any] = stripe_subscription.to_dict()
+    if not isinstance(subscription.get("id"), str):
+        raise ProviderUnavailable(f"malformed answer for subscription {subscription_id}")
+    items = subscription.get("items")
+    data = items.get("data") if isinstance(items, dict) else None
+    ends = [subscription.get("current_period_end"), subscription.get("trial_end")]
+    ends += [item.get("current_period_end") for item in data or [] if isinstance(item, dict)]
+    period_ends = [t for t in (_timestamp(value, subscription_id) for value in ends) if t is not None]
+    return ProviderSubscription(
+        id=subscription["id"],
+        status=str(subscription.get("status")),
+        cancel_at_period_end=bool(subscription.get("cancel_at_period_end")),
+        ends_at=_timestamp(subscription.get("cancel_at") or subscription.get("canceled_at"), subscription_id),
+        current_period_end=max(period_ends, default=None),
+    )
 
 
 async def _call(request: Awaitable[T]) -> T:

@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 
 from refundflow_processor.records import SubscriptionCancel
 
 CANCELS_CHANNEL = "processor_subscription_cancels"
-_COLUMNS = "cancel_id, payment_id, merchant_id, subscription_id, at_period_end, refund_id, tries, lease_id"
+_COLUMNS = "cancel_id, payment_id, merchant_id, subscription_id, at_period_end, refund_id, tries, lease_id, to_customer"
 _RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
 
 
 def _cancel(row: asyncpg.Record) -> SubscriptionCancel:
-    return SubscriptionCancel(**dict(row))
+    return SubscriptionCancel(**{**dict(row), "to_customer": json.loads(row["to_customer"])})
 
 
 async def request_cancel(conn: asyncpg.Connection, cancel: SubscriptionCancel) -> None:
     """Record a cancel request, due at once (the inbox makes a redelivered request a no-op upstream)."""
     await conn.execute(
         "INSERT INTO subscription_cancels (cancel_id, payment_id, merchant_id, subscription_id, at_period_end,"
-        " refund_id, state) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled') ON CONFLICT DO NOTHING",
+        " refund_id, state, to_customer) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7::jsonb)"
+        " ON CONFLICT DO NOTHING",
         cancel.cancel_id,
         cancel.payment_id,
         cancel.merchant_id,
         cancel.subscription_id,
         cancel.at_period_end,
         cancel.refund_id,
+        json.dumps(cancel.to_customer),
     )
     await conn.execute("SELECT pg_notify($1, '')", CANCELS_CHANNEL)
 

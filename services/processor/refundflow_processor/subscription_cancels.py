@@ -7,54 +7,26 @@ takes: a customer who was refunded must stop being billed.
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
-
 import asyncpg
 import structlog
 
 from refundflow_processor import subscription_cancel_repository as cancels
 from refundflow_processor.attempts import AttemptPolicy
-from refundflow_processor.payment_provider import (
-    PaymentProvider,
-    ProviderAuthFailed,
-    ProviderRefused,
-    ProviderSubscription,
-    ProviderUnavailable,
-)
+from refundflow_processor.payment_provider import PaymentProvider, ProviderSubscription
+from refundflow_processor.provider_answers import AuthFailed, Done, Refused, Retry, ask
 from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.records import SubscriptionCancel
 from refundflow_processor.refund_outcomes import jittered
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.team_alerts import SOURCE, end_auth_episode, raise_alert, raise_auth_alert_once
-from refundflow_shared.events import SubscriptionCanceled
+from refundflow_shared.events import SubscriptionCanceled, carry
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class Canceled:
-    subscription: ProviderSubscription
-
-
-@dataclass(frozen=True)
-class CancelRefused:
-    message: str
-
-
-@dataclass(frozen=True)
-class CancelRetry:
-    error: str
-
-
-@dataclass(frozen=True)
-class CancelAuthFailed:
-    error: str
-
-
-CancelAnswer = Canceled | CancelRefused | CancelRetry | CancelAuthFailed
+CancelAnswer = Done[ProviderSubscription] | Refused | Retry | AuthFailed
 
 
 class SubscriptionCancelExecutor:
@@ -95,27 +67,17 @@ class SubscriptionCancelExecutor:
             structlog.contextvars.unbind_contextvars("payment_id", "subscription_id")
 
     async def _ask(self, cancel: SubscriptionCancel) -> CancelAnswer:
-        try:
-            async with asyncio.timeout(self._settings.provider_call_deadline_seconds):
-                return Canceled(
-                    await self._provider.cancel_subscription(cancel.subscription_id, at_period_end=cancel.at_period_end)
-                )
-        except TimeoutError:
-            return CancelRetry(f"no answer within {self._settings.provider_call_deadline_seconds} s")
-        except ProviderAuthFailed as exc:
-            return CancelAuthFailed(str(exc))
-        except ProviderRefused as exc:
-            return CancelRefused(str(exc))
-        except ProviderUnavailable as exc:
-            return CancelRetry(str(exc))
+        call = self._provider.cancel_subscription(cancel.subscription_id, at_period_end=cancel.at_period_end)
+        return await ask(call, self._settings.provider_call_deadline_seconds)
 
     async def _record(self, conn: asyncpg.Connection, cancel: SubscriptionCancel, answer: CancelAnswer) -> None:
         match answer:
-            case Canceled(subscription):
+            case Done(subscription):
                 await cancels.record_cancel_state(conn, cancel, "succeeded")
                 await add_event(
                     conn,
                     SubscriptionCanceled(
+                        **carry(cancel.to_customer, SubscriptionCanceled),
                         payment_id=cancel.payment_id,
                         merchant_id=cancel.merchant_id,
                         subscription_id=subscription.id,
@@ -126,7 +88,7 @@ class SubscriptionCancelExecutor:
                     source=SOURCE,
                 )
                 log.info("subscription_canceled", at_period_end=cancel.at_period_end)
-            case CancelRefused(message):
+            case Refused(message):
                 log.error("subscription_cancel_refused", error=message)
                 await cancels.record_cancel_state(conn, cancel, "failed", error=message)
                 await raise_alert(
@@ -138,14 +100,14 @@ class SubscriptionCancelExecutor:
                     payment_id=cancel.payment_id,
                     refund_id=cancel.refund_id,
                 )
-            case CancelRetry(error):
+            case Retry(error):
                 delay = jittered(self._policy.backoff(cancel.tries + 1))
                 log.warning("subscription_cancel_retrying", tries=cancel.tries + 1, error=error)
                 await cancels.record_cancel_retry(conn, cancel, delay, error)
-            case CancelAuthFailed(error):
+            case AuthFailed(error):
                 pause = self._pause.trip()
                 log.error("provider_auth_failed", error=error, calls_paused_for=pause)
                 await cancels.record_cancel_paused(conn, cancel, pause, error)
                 await raise_auth_alert_once(conn, cancel.merchant_id, error)
-        if isinstance(answer, Canceled | CancelRefused) and self._pause.clear():
+        if isinstance(answer, Done | Refused) and self._pause.clear():
             await end_auth_episode(conn)

@@ -1,8 +1,8 @@
 """Team alerts the processor raises (``team_alert.raised``), staged in the caller's transaction.
 
 Kinds: ``refund_outcome_unknown``, ``provider_answer_mismatch``, ``provider_auth_failed``,
-``subscription_cancel_failed``, ``external_refund_unattributed``, and the refusals of an approval
-(``provider_payment_mismatch``, ``currency_mismatch``, ``exceeds_refundable``).
+``subscription_cancel_failed``, ``subscription_extension_failed``, ``external_refund_unattributed``, and the
+refusals of an approval (``provider_payment_mismatch``, ``currency_mismatch``, ``exceeds_refundable``).
 """
 
 from __future__ import annotations

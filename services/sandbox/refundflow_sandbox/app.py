@@ -56,6 +56,7 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
         refund_creation=RefundCreation(settings=settings, ledger=ledger, idempotency=idempotency),
         subscriptions=Subscriptions(flaky_failures=settings.flaky_failures),
         api_keys=ApiKeys(key.strip() for key in settings.revoked_api_keys.split(",")),
+        idempotency=idempotency,
     )
     app.include_router(router)
     app.include_router(control_router)

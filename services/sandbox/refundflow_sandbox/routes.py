@@ -8,8 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 
+from refundflow_sandbox import subscription_updates
 from refundflow_sandbox.api_keys import ApiKeys, KeyRevoked
 from refundflow_sandbox.auth import api_key_from_authorization
+from refundflow_sandbox.idempotency import IdempotencyStore
 from refundflow_sandbox.refund_creation import Answer, RefundCreation
 from refundflow_sandbox.refund_params import parse_list_refunds
 from refundflow_sandbox.refunds import PaymentIntentMissing, RefundLedger, new_id
@@ -31,6 +33,7 @@ class Sandbox:
     refund_creation: RefundCreation
     subscriptions: Subscriptions
     api_keys: ApiKeys
+    idempotency: IdempotencyStore
 
 
 async def _sandbox(request: Request) -> Sandbox:  # a coroutine: a plain function would run in a thread
@@ -116,15 +119,24 @@ async def delete_subscription(subscription_id: str, sandbox: SandboxDep, _api_ke
 
 @router.post("/v1/subscriptions/{subscription_id}")
 async def update_subscription(
-    subscription_id: str, request: Request, sandbox: SandboxDep, _api_key: ApiKeyDep
-) -> dict[str, Any]:
-    """Only ``cancel_at_period_end`` is understood (true/false)."""
+    subscription_id: str,
+    request: Request,
+    sandbox: SandboxDep,
+    api_key: ApiKeyDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Response:
+    """``cancel_at_period_end`` (true/false), or ``trial_end`` with ``proration_behavior`` (moves the period's end)."""
     form = await request.form()
-    value = form.get("cancel_at_period_end")
-    if value not in ("true", "false"):
-        raise invalid_request("cancel_at_period_end must be true or false.", param="cancel_at_period_end")
-    cancel = value == "true"
-    return _subscription_answer(subscription_id, lambda s: sandbox.subscriptions.cancel_at_period_end(s, cancel))
+    params = [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
+    response, replayed = subscription_updates.update_subscription(
+        sandbox.subscriptions,
+        sandbox.idempotency,
+        api_key=api_key,
+        idempotency_key=idempotency_key,
+        subscription_id=subscription_id,
+        params=params,
+    )
+    return _stored_answer(Answer(response, replayed=replayed), idempotency_key)
 
 
 @router.get("/healthz")

@@ -18,6 +18,7 @@ from refundflow_intake import actors
 from refundflow_intake.api.errors import ApiError
 from refundflow_intake.domain import PlatformOnly
 from refundflow_intake.merchant_accounts import api_key_owner
+from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.settings import IntakeSettings
 from refundflow_intake.team_members import AccountLinks
 from refundflow_shared.secret_box import SecretBox
@@ -113,3 +114,12 @@ def account_links(settings: Settings) -> AccountLinks:
 
 
 Links = Annotated[AccountLinks, Depends(account_links)]
+
+
+def customer_links(request: Request) -> CustomerLinks:
+    """Mints the customer's portal links (in the events intake publishes, and for the portal-token call)."""
+    links: CustomerLinks = request.app.state.customer_links
+    return links
+
+
+ToCustomer = Annotated[CustomerLinks, Depends(customer_links)]

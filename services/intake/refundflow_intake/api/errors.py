@@ -22,6 +22,7 @@ from refundflow_intake.domain import (
     CurrencyMismatch,
     DomainError,
     DuplicatePayment,
+    ExtensionConflictsWithCancel,
     IdempotencyKeyReused,
     InvalidCursor,
     InvalidPeriod,
@@ -34,6 +35,7 @@ from refundflow_intake.domain import (
     OutboundUrlNotAllowed,
     PaymentIsDisputed,
     PlatformOnly,
+    PortalDisabled,
     ProviderPaymentConflict,
     ProviderPaymentTaken,
     ReasonDetailsRequired,
@@ -42,7 +44,7 @@ from refundflow_intake.domain import (
 )
 from refundflow_intake.one_time_links import LinkNotUsable
 from refundflow_intake.passwords import WeakPassword
-from refundflow_intake.portal_tokens import InvalidPortalToken
+from refundflow_intake.portal.tokens import InvalidPortalToken
 from refundflow_intake.rate_limit import RateLimited
 from refundflow_intake.roles import NotAllowedForRole
 from refundflow_intake.team_members import EmailAlreadyRegistered, LastOwner
@@ -75,6 +77,8 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (WeakPassword, 422),
     (RefundExceedsRefundable, 422),
     (OutboundUrlNotAllowed, 422),
+    (ExtensionConflictsWithCancel, 422),
+    (PortalDisabled, 409),
     (ReplayWindowExceeded, 422),
     (CurrencyMismatch, 422),
     (ReasonDetailsRequired, 422),

@@ -38,7 +38,9 @@ REFUND_SUMMARY: dict[str, Any] = {
     "failure_reason": None,
     "subscription_action": "refund_only",
     "extend_days": 7,
-    "decision_note": "Sorry for the outage",
+    "decision_note": "Outage on 3 Nov, ticket 1234",
+    "customer_note": "Sorry for the outage: we refunded the days it lasted and added a week.",
+    "cancel_subscription": False,
     "decided_at": _LATER,
     "created_at": _AT,
     "updated_at": _LATER,
@@ -102,7 +104,12 @@ POLICY = {
     },
 }
 BALANCE = {"data": [{"currency": "EUR", "paid": 2900, "refunded": 725, "held": 0, "available": 2175}]}
-PORTAL_TOKEN = {"token": "pt_eyJtIjoi...Q.dBjftJeZ4CVP", "payment_id": "pay_41d0", "expires_at": "2026-11-27T10:00:00Z"}
+PORTAL_TOKEN = {
+    "token": "pt_eyJtIjoi...Q.dBjftJeZ4CVP",
+    "url": "https://refunds.example.com/portal/pt_eyJtIjoi...Q.dBjftJeZ4CVP",
+    "payment_id": "pay_41d0",
+    "expires_at": "2026-11-27T10:00:00Z",
+}
 PORTAL_REQUEST = {
     "id": "ref_9b2e",
     "status": "pending",

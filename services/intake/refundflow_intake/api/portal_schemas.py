@@ -22,7 +22,8 @@ class PortalTokenCreate(Body):
 class PortalToken(BaseModel):
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.PORTAL_TOKEN))
 
-    token: str = Field(description="give it to the customer; it opens the portal for this payment only")
+    token: str = Field(description="the portal's JSON API credential: it opens this payment only")
+    url: str = Field(description="the customer's link: their page in the portal, for this payment only")
     payment_id: str
     expires_at: datetime
 
@@ -38,6 +39,9 @@ class PortalRefundRequestCreate(Body):
     reason: RefundReason
     message: Note | None = Field(default=None, description="in the customer's words")
     amount: MinorUnits | None = Field(default=None, gt=0, description="defaults to all that is refundable")
+    cancel_subscription: bool | None = Field(
+        default=None, description="subscriptions: whether the customer wants it cancelled too (the merchant decides)"
+    )
 
 
 class PortalRefundRequest(BaseModel):
@@ -51,7 +55,7 @@ class PortalRefundRequest(BaseModel):
     currency: str
     reason: str
     message: str | None
-    note: str | None = Field(description="the merchant's note to the customer, once rejected")
+    note: str | None = Field(description="what the merchant's decision told the customer")
     process_time: str = Field(description="how long an approved refund takes to arrive")
     created_at: datetime
     updated_at: datetime

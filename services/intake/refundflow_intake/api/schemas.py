@@ -147,7 +147,14 @@ class Approval(Body):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"subscription_action": "refund_only", "extend_days": 7, "note": "Sorry for the outage"}]
+            "examples": [
+                {
+                    "subscription_action": "refund_only",
+                    "extend_days": 7,
+                    "note": "Outage on 3 Nov, ticket 1234",
+                    "note_to_customer": "Sorry for the outage: we refunded the days it lasted and added a week.",
+                }
+            ]
         },
     )
 
@@ -155,10 +162,19 @@ class Approval(Body):
         default=None, gt=0, description="approve less than asked; a second approver must approve the same amount"
     )
     subscription_action: SubscriptionAction | None = Field(
-        default=None, description="subscriptions only; default refund_and_cancel"
+        default=None,
+        description="subscriptions only; default refund_and_cancel (refund_only when the customer asked to keep it)",
     )
-    extend_days: int | None = Field(default=None, gt=0, le=365, description="goodwill extension, subscriptions only")
+    extend_days: int | None = Field(
+        default=None,
+        gt=0,
+        le=365,
+        description="goodwill extension of the current period, subscriptions only; not with refund_and_cancel",
+    )
     note: Note | None = Field(default=None, description="for the audit trail; not sent to the customer")
+    note_to_customer: Note | None = Field(
+        default=None, description="told to the customer with the approval: say why when approving less than asked"
+    )
 
 
 class Rejection(Body):
@@ -200,7 +216,11 @@ class RefundSummary(BaseModel):
     failure_reason: str | None
     subscription_action: str | None
     extend_days: int | None
-    decision_note: str | None
+    decision_note: str | None = Field(description="the team's note (a rejection's is told to the customer too)")
+    customer_note: str | None = Field(default=None, description="what the decision told the customer")
+    cancel_subscription: bool | None = Field(
+        default=None, description="asked through the portal: whether the customer wants their subscription cancelled"
+    )
     decided_at: datetime | None
     created_at: datetime
     updated_at: datetime

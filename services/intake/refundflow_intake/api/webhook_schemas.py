@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from refundflow_intake.api.fields import DisplayName, Email, OutboundUrl, ShortLine
 from refundflow_shared.events import WebhookEventType
@@ -96,8 +96,19 @@ class NotificationSettings(_Body):
     )
     sender_name: DisplayName | None = Field(default=None, description="the From name of customer emails")
     reply_to: Email | None = Field(default=None, description="where customers' replies go")
-    review_target: ShortLine | None = Field(default=None, examples=["within 2 business days"])
-    refund_process_time: ShortLine | None = Field(default=None, examples=["5–10 business days"])
+    review_target: ShortLine | None = Field(
+        default=None, examples=["within 2 business days"], description="how soon requests are decided, in words"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _process_time_is_the_policys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "refund_process_time" in data:
+            raise ValueError(
+                "refund_process_time is no longer a notification setting: customers are told the refund policy's"
+                " process_time (PUT /v1/refund-policy), everywhere"
+            )
+        return data
 
 
 class NotificationSettingsOut(BaseModel):
@@ -106,4 +117,3 @@ class NotificationSettingsOut(BaseModel):
     sender_name: str | None
     reply_to: str | None
     review_target: str | None
-    refund_process_time: str | None

@@ -71,8 +71,9 @@ def pre_session_token(settings: Settings, pre_session: str) -> str:
     return hmac.new(settings.dashboard_secret(), f"csrf:{pre_session}".encode(), hashlib.sha256).hexdigest()
 
 
-def pre_session(request: Request, response: Response, settings: Settings) -> str:
-    """The CSRF token of a form shown before sign-in; sets the pre-session cookie when there is none."""
+def pre_session(request: Request, response: Response, settings: Settings, *, path: str = COOKIE_PATH) -> str:
+    """The CSRF token of a form shown before sign-in (or with no sign-in at all: the customer portal, under its
+    own ``path``); sets the pre-session cookie when there is none."""
     nonce = request.cookies.get(PRE_SESSION_COOKIE)
     if not nonce or len(nonce) > 100:
         nonce = secrets.token_urlsafe(24)
@@ -80,7 +81,7 @@ def pre_session(request: Request, response: Response, settings: Settings) -> str
             PRE_SESSION_COOKIE,
             nonce,
             max_age=2 * 3600,
-            path=COOKIE_PATH,
+            path=path,
             httponly=True,
             samesite="lax",
             secure=settings.dashboard_cookie_secure,
@@ -88,10 +89,14 @@ def pre_session(request: Request, response: Response, settings: Settings) -> str
     return pre_session_token(settings, nonce)
 
 
-def check_pre_session(request: Request, settings: Settings, csrf: Annotated[str, Form(alias=CSRF_FIELD)] = "") -> None:
+def pre_session_matches(request: Request, settings: Settings, csrf: str) -> bool:
     nonce = request.cookies.get(PRE_SESSION_COOKIE)
     expected = pre_session_token(settings, nonce) if nonce else None
-    if expected is None or not hmac.compare_digest(csrf.encode(), expected.encode()):
+    return expected is not None and hmac.compare_digest(csrf.encode(), expected.encode())
+
+
+def check_pre_session(request: Request, settings: Settings, csrf: Annotated[str, Form(alias=CSRF_FIELD)] = "") -> None:
+    if not pre_session_matches(request, settings, csrf):
         raise CsrfRejected("this form has expired or did not come from this dashboard: reload the page and try again")
 
 

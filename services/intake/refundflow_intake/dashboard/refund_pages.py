@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from refundflow_intake import actors, refund_decisions, repository
 from refundflow_intake import refund_policy_repository as policies
-from refundflow_intake.api.dependencies import Db, Now
+from refundflow_intake.api.dependencies import Db, Now, ToCustomer
 from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.api.fields import PathId
 from refundflow_intake.api.views import payment_view, refund_view
@@ -81,6 +81,7 @@ async def _page(
         form=form or {},
         pending_badge=await queries.pending_count(conn, user.merchant_id),
         approvals_needed=policy.approvals_required(refund.amount, refund.currency),
+        customer_wish=row["cancel_subscription"] if row else None,
         error=error,
         status_code=status_code,
         now=now,
@@ -136,12 +137,20 @@ async def approve(
     user: FormUser,
     db: Db,
     now: Now,
+    links: ToCustomer,
     amount: Annotated[str, Form(max_length=40)] = "",
     subscription_action: Annotated[str, Form(max_length=40)] = "",
     extend_days: Annotated[str, Form(max_length=10)] = "",
     note: Note = "",
+    note_to_customer: Note = "",
 ) -> Response:
-    form = {"amount": amount, "subscription_action": subscription_action, "extend_days": extend_days, "note": note}
+    form = {
+        "amount": amount,
+        "subscription_action": subscription_action,
+        "extend_days": extend_days,
+        "note": note,
+        "note_to_customer": note_to_customer,
+    }
     try:
         require(user.role, Permission.DECIDE_REFUNDS)
         async with db.transaction() as conn:
@@ -151,7 +160,9 @@ async def approve(
                 user.merchant_id,
                 refund_id,
                 actor=actors.person(user.user_id),
+                links=links,
                 note=note.strip() or None,
+                note_to_customer=note_to_customer.strip() or None,
                 amount=parse_amount(amount, refund.currency) if amount.strip() else None,
                 subscription_action=SubscriptionAction(subscription_action) if subscription_action else None,
                 extend_days=_days(extend_days),
@@ -165,12 +176,19 @@ async def approve(
 
 
 @router.post("/{refund_id}/reject")
-async def reject(request: Request, refund_id: PathId, user: FormUser, db: Db, now: Now, note: Note = "") -> Response:
+async def reject(
+    request: Request, refund_id: PathId, user: FormUser, db: Db, now: Now, links: ToCustomer, note: Note = ""
+) -> Response:
     try:
         require(user.role, Permission.DECIDE_REFUNDS)
         async with db.transaction() as conn:
             await refund_decisions.reject_refund(
-                conn, user.merchant_id, refund_id, actor=actors.person(user.user_id), note=note.strip() or None
+                conn,
+                user.merchant_id,
+                refund_id,
+                actor=actors.person(user.user_id),
+                note=note.strip() or None,
+                links=links,
             )
     except DomainError as exc:
         return await _refused(request, db, user, refund_id, now, exc, {"reject_note": note})

@@ -23,6 +23,8 @@ _ACTIONS = {
     "failed": "Failed at the provider",
     "reversed": "Reversed by the provider",
     "review_overdue": "Review overdue",
+    "subscription_canceled": "Subscription cancelled at the provider",
+    "subscription_extended": "Subscription extended at the provider",
 }
 
 

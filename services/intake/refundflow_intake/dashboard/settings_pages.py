@@ -1,5 +1,6 @@
-"""Settings: where team alerts go and how customer emails present the merchant, and the API keys machines use
-(created and revoked by owners here; each key is shown once)."""
+"""Settings: where team alerts go and how customer emails present the merchant, the customer portal (its switch,
+and the refund policy to embed on the merchant's own pages), and the API keys machines use (created and revoked
+by owners here; each key is shown once)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from refundflow_intake.api.routes.webhook_endpoints import configure_notificatio
 from refundflow_intake.api.webhook_schemas import NotificationSettings
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
+from refundflow_intake.dashboard.email_preview_pages import email_previews
 from refundflow_intake.dashboard.pages import render, see_other
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import DomainError
+from refundflow_intake.portal import customer_requests, policy_pages
+from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.roles import Permission, require
 from refundflow_shared.secret_box import SecretBox
 
@@ -34,6 +38,7 @@ async def _page(
     user: SignedIn,
     box: SecretBox | None,
     *,
+    previews: list[dict[str, str]] | None = None,
     error: str | DomainError | ApiError | None = None,
     status: int = 200,
     **extra: Any,
@@ -42,7 +47,10 @@ async def _page(
         saved = await notification_settings.get_settings(conn, user.merchant_id)
         keys = await merchant_accounts.list_api_keys(conn, user.merchant_id)
         pending = await queries.pending_count(conn, user.merchant_id)
+        portal_on = await customer_requests.portal_enabled(conn, user.merchant_id)
     slack = notification_settings.masked_url(box, user.merchant_id, saved.get("sealed_slack_webhook_url"))
+    links: CustomerLinks = request.app.state.customer_links
+    policy_path = f"{policy_pages.PREFIX}/{user.merchant_id}"
     return render(
         request,
         "settings.html",
@@ -51,6 +59,11 @@ async def _page(
         saved=saved,
         slack=slack,
         keys=keys,
+        portal_on=portal_on,
+        previews=previews or [],
+        policy_url=links.public_url + policy_path,
+        embed_path=f"{policy_path}/embed",
+        snippet=policy_pages.embed_snippet(links.public_url, user.merchant_id, user.merchant_name),
         error=error,
         status_code=status,
         pending_badge=pending,
@@ -59,8 +72,9 @@ async def _page(
 
 
 @router.get("")
-async def settings_page(request: Request, user: CurrentUser, db: Db, box: MaybeBox) -> HTMLResponse:
-    return await _page(request, db, user, box)
+async def settings_page(request: Request, user: CurrentUser, db: Db, box: MaybeBox, settings: Settings) -> HTMLResponse:
+    previews = await email_previews(request, db, settings, user)
+    return await _page(request, db, user, box, previews=previews)
 
 
 @router.post("/notifications")
@@ -74,7 +88,6 @@ async def save_notifications(
     sender_name: Text = "",
     reply_to: Text = "",
     review_target: Text = "",
-    refund_process_time: Text = "",
     slack_webhook_url: Text = "",
     clear_slack: bool = Form(False),
 ) -> Response:
@@ -84,7 +97,6 @@ async def save_notifications(
         "sender_name": sender_name,
         "reply_to": reply_to,
         "review_target": review_target,
-        "refund_process_time": refund_process_time,
     }
     try:
         require(user.role, Permission.MANAGE_SETTINGS)
@@ -101,6 +113,20 @@ async def save_notifications(
         code = status_of(type(exc)) if isinstance(exc, DomainError) else exc.status
         return await _page(request, db, user, box, error=exc, status=code)
     return see_other("/dashboard/settings?done=saved")
+
+
+@router.post("/portal")
+async def save_portal(
+    request: Request, user: FormUser, db: Db, box: MaybeBox, enabled: Annotated[str, Form(max_length=10)] = ""
+) -> Response:
+    """Switched off, customers' links and requests answer a page saying so, and emails carry no link."""
+    try:
+        require(user.role, Permission.MANAGE_SETTINGS)
+    except DomainError as exc:
+        return await _page(request, db, user, box, error=exc, status=status_of(type(exc)))
+    async with db.transaction() as conn:
+        await customer_requests.set_portal_enabled(conn, user.merchant_id, enabled == "true")
+    return see_other("/dashboard/settings?done=saved#portal-heading")
 
 
 @router.post("/api-keys")

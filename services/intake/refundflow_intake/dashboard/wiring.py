@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from refundflow_intake.dashboard import (
     auth,
+    email_preview_pages,
     insight_pages,
     money_pages,
     payment_pages,
@@ -83,6 +84,7 @@ def install(app: FastAPI) -> None:
         webhook_pages,
         team_pages,
         settings_pages,
+        email_preview_pages,
     ):
         app.include_router(module.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="dashboard-static")

@@ -4,8 +4,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from refundflow_intake import listing_queries, payments, refund_decisions
-from refundflow_intake.api.dependencies import CurrentCaller, Db, require_admin
+from refundflow_intake import listing_queries, payments, subscription_requests
+from refundflow_intake.api.dependencies import CurrentCaller, Db, ToCustomer, require_admin
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import MAX_ID, PathId
 from refundflow_intake.api.schemas import PaymentCreate, PaymentList, PaymentOut, SubscriptionCancel
@@ -89,11 +89,17 @@ async def get_payment(payment_id: PathId, caller: CurrentCaller, db: Db) -> Paym
     "/{payment_id}/subscription/cancel", status_code=202, responses=documented(PaymentNotFound, NotASubscription)
 )
 async def cancel_subscription(
-    payment_id: PathId, caller: CurrentCaller, db: Db, body: SubscriptionCancel | None = None
+    payment_id: PathId, caller: CurrentCaller, db: Db, links: ToCustomer, body: SubscriptionCancel | None = None
 ) -> PaymentOut:
-    """Cancel the subscription without any refund: publishes ``subscription.cancel_requested``."""
+    """Cancel the subscription without any refund: publishes ``subscription.cancel_requested``; the customer is
+    told once the provider has cancelled it."""
     async with db.transaction() as conn:
-        await refund_decisions.cancel_subscription(
-            conn, caller.merchant_id, payment_id, at_period_end=body.at_period_end if body else True, actor=caller.actor
+        await subscription_requests.cancel_subscription(
+            conn,
+            caller.merchant_id,
+            payment_id,
+            at_period_end=body.at_period_end if body else True,
+            actor=caller.actor,
+            links=links,
         )
         return await payment_view(conn, caller.merchant_id, payment_id)

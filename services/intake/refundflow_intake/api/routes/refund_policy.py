@@ -11,7 +11,7 @@ from refundflow_intake.api.fields import MAX_ID, PathId
 from refundflow_intake.api.schemas import PublicRefundPolicy, RefundPolicyOut
 from refundflow_intake.domain import MerchantNotFound, PolicyOverrideNotFound
 from refundflow_intake.merchant_accounts import merchant_exists
-from refundflow_intake.public_policy_cache import CachedAnswer, PublicPolicyCache
+from refundflow_intake.public_policy_cache import CachedAnswer, PublicPolicyCache, still_fresh
 from refundflow_intake.refund_policy import RefundPolicyFields, RefundPolicyOverride
 
 router = APIRouter(tags=["refund policy"])
@@ -115,8 +115,6 @@ async def public_refund_policy(
     if answer.body is None:
         raise MerchantNotFound(f"no merchant {merchant_id}")
     headers = {"ETag": answer.etag, "Cache-Control": f"public, max-age={int(cache.max_age.total_seconds())}"}
-    if if_none_match is not None and answer.etag in (
-        tag.strip().removeprefix("W/") for tag in if_none_match.split(",")
-    ):
+    if still_fresh(answer.etag, if_none_match):
         return Response(status_code=304, headers=headers)
     return Response(answer.body, media_type="application/json", headers=headers)

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from refundflow_intake import listing_queries, refund_decisions, refund_requests
-from refundflow_intake.api.dependencies import CurrentCaller, Db, Now
+from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, ToCustomer
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import MAX_ID, PathId
 from refundflow_intake.api.routes.payments import Limit, StartingAfter
@@ -25,6 +25,7 @@ from refundflow_intake.api.views import refund_view
 from refundflow_intake.domain import (
     ApprovalExceedsRequest,
     CurrencyMismatch,
+    ExtensionConflictsWithCancel,
     IdempotencyKeyReused,
     InvalidCursor,
     InvalidProration,
@@ -63,6 +64,7 @@ async def request_refund(
     caller: CurrentCaller,
     db: Db,
     now: Now,
+    links: ToCustomer,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -84,6 +86,7 @@ async def request_refund(
             currency=body.currency,
             actor=caller.actor,
             now=now,
+            links=links,
         )
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
@@ -141,6 +144,7 @@ _APPROVAL_ERRORS = (
     InvalidTransition,
     ApprovalExceedsRequest,
     NotASubscription,
+    ExtensionConflictsWithCancel,
     PaymentIsDisputed,
     ProviderPaymentConflict,
     RefundExceedsRefundable,
@@ -149,12 +153,15 @@ _APPROVAL_ERRORS = (
 
 
 @router.post("/{refund_id}/approve", responses=documented(*_APPROVAL_ERRORS))
-async def approve_refund(refund_id: PathId, caller: CurrentCaller, db: Db, body: Approval | None = None) -> RefundOut:
+async def approve_refund(
+    refund_id: PathId, caller: CurrentCaller, db: Db, links: ToCustomer, body: Approval | None = None
+) -> RefundOut:
     """Approve a pending refund: its amount is held in your balance and it goes to the payment provider. Checked
     again now: the payment must not be disputed, and the amount must fit what is still refundable. Above your
     policy's second-approval amount it needs two approvers of the same amount, and approvals count people: an
     API key may give the first approval, but the one that completes it must come from a person signed in to the
-    dashboard (409 ``second_approval_needs_a_person``). An approval of another amount starts them over."""
+    dashboard (409 ``second_approval_needs_a_person``). An approval of another amount starts them over. The
+    customer is told the amount, and ``note_to_customer`` (``note`` stays with your team)."""
     body = body or Approval()
     async with db.transaction() as conn:
         await refund_decisions.approve_refund(
@@ -162,7 +169,9 @@ async def approve_refund(refund_id: PathId, caller: CurrentCaller, db: Db, body:
             caller.merchant_id,
             refund_id,
             actor=caller.actor,
+            links=links,
             note=body.note,
+            note_to_customer=body.note_to_customer,
             amount=body.amount,
             subscription_action=body.subscription_action,
             extend_days=body.extend_days,
@@ -171,10 +180,12 @@ async def approve_refund(refund_id: PathId, caller: CurrentCaller, db: Db, body:
 
 
 @router.post("/{refund_id}/reject", responses=documented(RefundNotFound, InvalidTransition))
-async def reject_refund(refund_id: PathId, caller: CurrentCaller, db: Db, body: Rejection | None = None) -> RefundOut:
+async def reject_refund(
+    refund_id: PathId, caller: CurrentCaller, db: Db, links: ToCustomer, body: Rejection | None = None
+) -> RefundOut:
     """Reject a pending refund; the note is told to the customer (``refund.rejected``)."""
     async with db.transaction() as conn:
         await refund_decisions.reject_refund(
-            conn, caller.merchant_id, refund_id, actor=caller.actor, note=body.note if body else None
+            conn, caller.merchant_id, refund_id, actor=caller.actor, note=body.note if body else None, links=links
         )
         return await refund_view(conn, caller.merchant_id, refund_id)

@@ -1,0 +1,161 @@
+"""What the customer reads: their request's status and timeline, the merchant's policy, in plain words. Pure: no
+I/O here. Never who on the merchant's team acted, never the team's notes: only what a decision told the customer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from refundflow_intake.dashboard.money_text import format_amount
+from refundflow_intake.domain import RefundReason, RefundStatus, SubscriptionAction
+from refundflow_intake.refund_policy import RefundPolicy
+
+Row = dict[str, Any]
+
+REASONS = {
+    RefundReason.PRODUCT_NOT_AS_DESCRIBED: "The product is not as described",
+    RefundReason.TECHNICAL_ISSUE: "It does not work (a technical problem)",
+    RefundReason.SERVICE_DISRUPTION: "The service was down or disrupted",
+    RefundReason.DUPLICATE: "I was charged twice",
+    RefundReason.FRAUDULENT: "I did not make this payment",
+    RefundReason.UNEXPECTED_RENEWAL: "My subscription renewed unexpectedly",
+    RefundReason.REQUESTED_BY_CUSTOMER: "I changed my mind",
+    RefundReason.OTHER: "Something else (tell us below)",
+}
+CANCELLED = "cancelled"  # a cancel-only decision: the refund request is closed, the subscription ends
+
+
+@dataclass(frozen=True)
+class CustomerStatus:
+    key: str  # pending, processing, succeeded, rejected, cancelled, failed, reversed
+    label: str
+    summary: str
+    final: bool
+
+
+@dataclass(frozen=True)
+class Moment:
+    at: datetime
+    text: str
+    note: str | None = None
+
+
+def day(value: datetime) -> str:
+    return f"{value.day} {value.strftime('%B %Y')}"
+
+
+def status_of(refund: Row, *, merchant: str, process_time: str) -> CustomerStatus:
+    amount = format_amount(refund["amount"], refund["currency"])
+    status = RefundStatus(refund["status"])
+    if status is RefundStatus.PENDING:
+        return CustomerStatus(
+            "pending", "Pending", f"{merchant} is reviewing your request. We will email you their decision.", False
+        )
+    if status is RefundStatus.PROCESSING:
+        said = f"{merchant} approved a refund of {amount}: it is on its way to your original payment method."
+        return CustomerStatus("processing", "Processing", said, False)
+    if status is RefundStatus.SUCCEEDED:
+        said = (
+            f"{amount} was refunded to your original payment method. Depending on your bank, it appears on your"
+            f" statement within {process_time}."
+        )
+        return CustomerStatus("succeeded", "Succeeded", said, True)
+    if status is RefundStatus.FAILED:
+        said = f"The refund could not be made. {merchant} has been told and will contact you; you need do nothing."
+        return CustomerStatus("failed", "Failed", said, True)
+    if status is RefundStatus.REVERSED:
+        said = (
+            f"The refund of {amount} did not reach you after all. {merchant} has been told and will contact you to"
+            " refund you another way."
+        )
+        return CustomerStatus("reversed", "Reversed", said, True)
+    if refund["subscription_action"] == SubscriptionAction.CANCEL_ONLY:
+        # Until when: the provider's date, in the timeline once it has cancelled (ours may be out of date).
+        said = (
+            f"No refund was made. {merchant} is cancelling your subscription at the end of its current period:"
+            " you keep access until then and will not be charged again."
+        )
+        return CustomerStatus(CANCELLED, "Subscription cancelled", said, True)
+    return CustomerStatus("rejected", "Rejected", f"{merchant} decided not to refund this request.", True)
+
+
+def timeline(refund: Row, entries: list[Row], *, merchant: str) -> list[Moment]:
+    """The request's story for the customer: the steps they care about; approvals in progress, reviews and who
+    acted are the merchant's business."""
+    currency = refund["currency"]
+    asked = format_amount(refund["requested_amount"] or refund["amount"], currency)
+    granted = format_amount(refund["amount"], currency)
+    told = refund["customer_note"]
+    less = refund["requested_amount"] and refund["requested_amount"] > refund["amount"]
+    words: dict[str, tuple[str, str | None]] = {
+        "requested": (f"You asked for a refund of {asked}", refund["reason_details"]),
+        "approved": (
+            f"{merchant} approved a refund of {granted}" + (f" of the {asked} you asked for" if less else ""),
+            told,
+        ),
+        "rejected": (f"{merchant} decided not to refund this request", told),
+        "cancel_only": (f"{merchant} decided on no refund, and to cancel your subscription at the period's end", told),
+        "succeeded": ("Refunded to your original payment method", None),
+        "failed": (f"The refund could not be made: {merchant} will contact you", None),
+        "reversed": (f"The refund did not reach you after all: {merchant} will contact you", None),
+    }
+    moments = []
+    for entry in entries:
+        action = entry["action"]
+        if action in ("subscription_canceled", "subscription_extended"):
+            moments.append(Moment(entry["at"], entry["note"] or ""))  # our own words, written for both audiences
+        elif action in words:
+            text, note = words[action]
+            moments.append(Moment(entry["at"], text, note))
+    return moments
+
+
+def reason_choices(policy: RefundPolicy) -> list[tuple[str, str]]:
+    """(value, the customer's words), the reasons the policy accepts first."""
+    ordered = sorted(REASONS, key=lambda r: (r not in policy.accepted_reasons, list(REASONS).index(r)))
+    return [(reason.value, REASONS[reason]) for reason in ordered]
+
+
+def policy_points(policy: RefundPolicy, merchant: str) -> list[str]:
+    """The policy in a few plain sentences: window, conditions, exclusions, how long the money takes."""
+    points = [f"You can ask for a refund within {policy.refund_window_days} days of your purchase."]
+    if set(RefundReason) - set(policy.accepted_reasons):
+        accepted = "; ".join(REASONS[r].lower() for r in policy.accepted_reasons if r is not RefundReason.OTHER)
+        points.append(f"{merchant} refunds when: {accepted}." if accepted else f"{merchant} decides case by case.")
+    if policy.excluded_categories:
+        points.append(f"Not refundable: {', '.join(policy.excluded_categories)} products.")
+    points.append(f"Approved refunds reach your original payment method within {policy.process_time}.")
+    points.append(f"Outside these terms you can still ask: {merchant} decides each request.")
+    return points
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    in_window: bool
+    excluded: bool
+    sentences: list[str]  # the window first, then the exclusion, then that the customer may still ask
+
+    @property
+    def inside(self) -> bool:
+        return self.in_window and not self.excluded
+
+
+def eligibility(
+    policy: RefundPolicy, *, paid_at: datetime, now: datetime, category: str | None, merchant: str
+) -> Eligibility:
+    """Whether the payment is inside the policy, and the honest sentences that say so."""
+    deadline = paid_at + timedelta(days=policy.refund_window_days)
+    window = policy.refund_window_days
+    in_window = now <= deadline
+    if in_window:
+        said = [f"You paid on {day(paid_at)}: you are within the {window}-day refund window, until {day(deadline)}."]
+    else:
+        said = [f"You paid on {day(paid_at)}: the {window}-day refund window ended on {day(deadline)}."]
+    excluded = category is not None and category in policy.excluded_categories
+    if excluded:
+        said.append(f"{merchant}'s policy does not normally refund {category} products, like this one.")
+    if not in_window or excluded:
+        said.append(f"You can still ask: {merchant} reads every request and decides.")
+    return Eligibility(in_window, excluded, said)

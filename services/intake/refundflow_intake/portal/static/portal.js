@@ -1,0 +1,36 @@
+// Refundflow customer portal: a request's status, live while it is open (polls a small JSON endpoint; no reload).
+// Every page works without it: reloading shows the same.
+"use strict";
+
+function watchRequest(box) {
+  const live = document.getElementById("live-status");
+  let current = box;
+  let shown = null;
+  let delay = 1500;
+  async function poll() {
+    try {
+      const answer = await fetch(current.dataset.statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (answer.ok) {
+        const state = await answer.json();
+        if (state.html !== shown) {
+          const holder = document.createElement("div");
+          holder.innerHTML = state.html;
+          const next = holder.firstElementChild;
+          const moved = next.dataset.status !== current.dataset.status;
+          current.replaceWith(next);
+          current = next;
+          shown = state.html;
+          if (moved && live) live.textContent = "Your request is now: " + state.label + ".";
+        }
+        if (state.final) return;
+      }
+    } catch (error) { /* the network hiccuped: try again */ }
+    delay = Math.min(delay * 1.3, 8000);
+    setTimeout(poll, delay);
+  }
+  setTimeout(poll, delay);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("article.request[data-final='false']").forEach(watchRequest);
+});

@@ -1,0 +1,40 @@
+"""What the provider did to a subscription because of a refund decision (cancelled it, moved its period end),
+reported by the processor: added to that refund's timeline, in words both the team and the customer read."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from refundflow_intake import repository
+from refundflow_intake.domain import RefundStatus
+from refundflow_shared.events import SubscriptionCanceled, SubscriptionExtended
+
+
+def _day(value: datetime) -> str:
+    return f"{value.day} {value.strftime('%B %Y')}"
+
+
+async def _note_on_refund(
+    conn: asyncpg.Connection, data: SubscriptionCanceled | SubscriptionExtended, action: str, words: str, actor: str
+) -> None:
+    if data.refund_id is None:
+        return  # cancelled without a refund request: nothing to add it to
+    refund = await repository.get_refund(conn, data.refund_id, merchant_id=data.merchant_id)
+    if refund is None or refund["payment_id"] != data.payment_id:
+        return  # not this merchant's request about this payment: nothing of it is recorded
+    await repository.add_timeline_entry(conn, refund["id"], RefundStatus(refund["status"]), actor, words, action=action)
+
+
+async def record_canceled(conn: asyncpg.Connection, data: SubscriptionCanceled, *, actor: str) -> None:
+    if data.at_period_end and data.ends_at is not None:
+        words = f"Subscription cancelled: access lasts until {_day(data.ends_at)}, with no further payments"
+    else:
+        words = "Subscription cancelled: no further payments"
+    await _note_on_refund(conn, data, "subscription_canceled", words, actor)
+
+
+async def record_extended(conn: asyncpg.Connection, data: SubscriptionExtended, *, actor: str) -> None:
+    words = f"Subscription extended by {data.days} days: the next payment is due on {_day(data.current_period_end)}"
+    await _note_on_refund(conn, data, "subscription_extended", words, actor)

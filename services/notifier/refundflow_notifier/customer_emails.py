@@ -1,0 +1,140 @@
+"""What each event tells the customer, and when it tells them nothing. Pure: no I/O here.
+
+One email per event, each true when it is sent:
+- received: only for a request the customer made (the portal, or ``refund.submit`` for them), not for one the
+  merchant made nor one the merchant's rules approved as it was made (the approval says it all);
+- approved: the amount, what was asked when it is less, and the merchant's note to the customer;
+- refunded: with the refund policy's process time, as intake said it at the approval;
+- rejected: with the merchant's note; a cancel-only decision is told by the cancellation instead;
+- failed and reversed: what happens next; cancelled: until when access lasts; extended: by how many days.
+Every one names the merchant and carries the customer's link to the portal page of the payment, when there is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from refundflow_notifier.amount_format import format_amount
+from refundflow_notifier.customer_contacts import Contact, CustomerLink
+from refundflow_notifier.notification_rules import EmailContent, MerchantPreferences
+from refundflow_shared.events import (
+    EventData,
+    RefundApproved,
+    RefundFailed,
+    RefundRejected,
+    RefundRequested,
+    RefundReversed,
+    RefundSucceeded,
+    SubscriptionCanceled,
+    SubscriptionExtended,
+)
+
+CUSTOMER_CHANNELS = ("portal", "command")
+KINDS = (
+    "refund_requested",
+    "refund_approved",
+    "refund_succeeded",
+    "refund_rejected",
+    "refund_failed",
+    "refund_reversed",
+    "subscription_canceled",
+    "subscription_extended",
+)
+
+# Why a refund that had succeeded did not reach the customer after all, in their words (Stripe's reasons).
+# Anything else, or anything about the merchant's own account, reads as the provider's failure.
+_REVERSAL_REASONS = {
+    "expired_or_canceled_card": "the card it was sent to has expired or been cancelled",
+    "lost_or_stolen_card": "the card it was sent to was reported lost or stolen",
+    "declined": "your bank declined it",
+}
+_REVERSAL_REASON_OTHERWISE = "the payment provider could not complete it"
+
+
+@dataclass(frozen=True)
+class CustomerEmail:
+    recipient: str
+    content: EmailContent
+
+
+def day(value: datetime) -> str:
+    return f"{value.day} {value.strftime('%B %Y')}"
+
+
+def merchant_name(data: EventData, contact: Contact, prefs: MerchantPreferences) -> str:
+    return getattr(data, "merchant_name", None) or contact.merchant_name or prefs.sender_name or "The merchant"
+
+
+def customer_email(
+    data: EventData,
+    prefs: MerchantPreferences,
+    contact: Contact,
+    link: CustomerLink,
+) -> CustomerEmail | None:
+    """The email the customer gets for this event, if any: from what the event carries, and from what the notifier
+    heard earlier of the payment's customer (``contact``) for what it does not."""
+    recipient = getattr(data, "customer_email", None) or contact.customer_email
+    said = _words(data, prefs, contact)
+    if recipient is None or said is None:
+        return None
+    kind, subject, context, link_label = said
+    common = {
+        "subject": subject,
+        "merchant": merchant_name(data, contact, prefs),
+        "portal_url": link.url,
+        "link_until": day(link.until) if link.until else None,
+        "link_expired": link.expired,
+        "link_label": link_label,
+        "reference": getattr(data, "refund_id", None),
+    }
+    return CustomerEmail(recipient, EmailContent(kind, subject, {**common, **context}))
+
+
+_Words = tuple[str, str, dict[str, Any], str]
+_FOLLOW = "Follow your request"
+_SEE = "See your purchase and its refunds"
+
+
+def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Words | None:
+    if isinstance(data, RefundRequested):
+        if data.channel not in CUSTOMER_CHANNELS or data.auto_approved:
+            return None  # nothing the customer asked for: nothing to acknowledge
+        amount = format_amount(data.amount, data.currency)
+        subject = f"We received your refund request for {amount}"
+        return "refund_requested", subject, {"amount": amount, "review_target": prefs.review_target}, _FOLLOW
+    if isinstance(data, RefundApproved):
+        amount = format_amount(data.amount, data.currency)
+        requested = format_amount(data.requested_amount, data.currency) if data.requested_amount else None
+        context = {"amount": amount, "requested": requested, "note": data.note_to_customer}
+        return "refund_approved", f"Your refund of {amount} is approved", context, _FOLLOW
+    if isinstance(data, RefundSucceeded):
+        amount = format_amount(data.amount, data.currency)
+        context = {"amount": amount, "process_time": data.process_time or contact.process_time}
+        return "refund_succeeded", f"Your refund of {amount} is on its way", context, _SEE
+    if isinstance(data, RefundRejected):
+        if data.cancel_only:
+            return None  # told by the cancellation, once the provider has made it
+        return "refund_rejected", "About your refund request", {"note": data.note}, _SEE
+    if isinstance(data, RefundFailed):
+        amount = format_amount(data.amount, data.currency)
+        return "refund_failed", f"A problem with your refund of {amount}", {"amount": amount}, _SEE
+    if isinstance(data, RefundReversed):  # we told them it was on its way: say plainly that it is not
+        amount = format_amount(data.amount, data.currency)
+        why = _REVERSAL_REASONS.get(data.failure_reason, _REVERSAL_REASON_OTHERWISE)
+        subject = f"Your refund of {amount} could not be completed"
+        return "refund_reversed", subject, {"amount": amount, "why": why}, _SEE
+    if isinstance(data, SubscriptionCanceled):
+        until = day(data.ends_at) if data.at_period_end and data.ends_at else None
+        # At the period's end because of a request: a cancel-only decision, no money moved.
+        cancelled = {
+            "access_until": until,
+            "no_refund": data.at_period_end and bool(data.refund_id),
+            "note": data.note_to_customer,
+        }
+        return "subscription_canceled", "Your subscription is cancelled", cancelled, _SEE
+    if isinstance(data, SubscriptionExtended):
+        context = {"days": str(data.days), "next_payment": day(data.current_period_end)}
+        return "subscription_extended", f"Your subscription is extended by {data.days} days", context, _SEE
+    return None

@@ -1,0 +1,110 @@
+"""Subscription extensions in PostgreSQL: named writes on the caller's connection."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import asyncpg
+
+from refundflow_processor.records import SubscriptionExtension
+
+EXTENSIONS_CHANNEL = "processor_subscription_extensions"
+_COLUMNS = (
+    "extension_id",
+    "payment_id",
+    "merchant_id",
+    "subscription_id",
+    "days",
+    "refund_id",
+    "until",
+    "tries",
+    "to_customer",
+)
+_RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
+
+
+async def request_extension(conn: asyncpg.Connection, extension: SubscriptionExtension) -> None:
+    """Record an extension, due at once (the inbox makes a redelivered grant a no-op upstream)."""
+    await conn.execute(
+        "INSERT INTO subscription_extensions (extension_id, payment_id, merchant_id, subscription_id, days,"
+        " refund_id, state, to_customer) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7::jsonb)"
+        " ON CONFLICT DO NOTHING",
+        extension.extension_id,
+        extension.payment_id,
+        extension.merchant_id,
+        extension.subscription_id,
+        extension.days,
+        extension.refund_id,
+        json.dumps(extension.to_customer),
+    )
+    await conn.execute("SELECT pg_notify($1, '')", EXTENSIONS_CHANNEL)
+
+
+async def claim_due_extensions(
+    conn: asyncpg.Connection, limit: int, lease_seconds: float, busy: list[str]
+) -> list[SubscriptionExtension]:
+    """Due extensions, one subscription's oldest at a time: each starts from the period end the one before left.
+    None of ``busy`` (still worked on here, even if their lease ran out)."""
+    rows = await conn.fetch(
+        "UPDATE subscription_extensions e SET locked_until = now() + make_interval(secs => $2),"
+        " lease_id = gen_random_uuid()"
+        " FROM (SELECT d.extension_id FROM subscription_extensions d"
+        "       WHERE d.state = 'scheduled' AND d.next_try_at <= now() AND d.locked_until < now()"
+        "         AND NOT EXISTS (SELECT 1 FROM subscription_extensions o WHERE o.state = 'scheduled'"
+        "             AND o.subscription_id = d.subscription_id"
+        "             AND (o.created_at, o.extension_id) < (d.created_at, d.extension_id))"
+        "         AND d.extension_id <> ALL($3::text[])"
+        "       ORDER BY d.next_try_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+        f" WHERE e.extension_id = due.extension_id RETURNING {', '.join('e.' + c for c in _COLUMNS)}, e.lease_id",
+        limit,
+        lease_seconds,
+        busy,
+    )
+    return [SubscriptionExtension(**{**dict(r), "to_customer": json.loads(r["to_customer"])}) for r in rows]
+
+
+async def lock_leased_extension(conn: asyncpg.Connection, extension: SubscriptionExtension) -> bool:
+    """True if our lease still holds (the row is then locked until the transaction ends)."""
+    found = await conn.fetchval(
+        "SELECT 1 FROM subscription_extensions WHERE extension_id = $1 AND lease_id = $2 FOR UPDATE",
+        extension.extension_id,
+        extension.lease_id,
+    )
+    return found is not None
+
+
+async def fix_until(conn: asyncpg.Connection, extension: SubscriptionExtension, until: datetime) -> None:
+    """The new period end is decided: due again at once, for the change itself."""
+    await conn.execute(
+        f"UPDATE subscription_extensions SET until = $2, next_try_at = now(), {_RELEASE} WHERE extension_id = $1",
+        extension.extension_id,
+        until,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", EXTENSIONS_CHANNEL)
+
+
+async def record_extension_state(
+    conn: asyncpg.Connection, extension: SubscriptionExtension, state: str, *, error: str | None = None
+) -> None:
+    await conn.execute(
+        f"UPDATE subscription_extensions SET state = $2, last_error = coalesce($3, last_error), {_RELEASE}"
+        " WHERE extension_id = $1",
+        extension.extension_id,
+        state,
+        error,
+    )
+
+
+async def record_extension_retry(
+    conn: asyncpg.Connection, extension: SubscriptionExtension, delay: float, error: str, *, counted: bool = True
+) -> None:
+    """Due again after ``delay``; ``counted``: the try counts towards the backoff (a pause does not)."""
+    await conn.execute(
+        "UPDATE subscription_extensions SET tries = tries + $4::int, last_error = $3,"
+        f" next_try_at = now() + make_interval(secs => $2), {_RELEASE} WHERE extension_id = $1",
+        extension.extension_id,
+        delay,
+        error,
+        1 if counted else 0,
+    )

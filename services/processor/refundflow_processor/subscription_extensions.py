@@ -1,0 +1,140 @@
+"""Goodwill extensions of a subscription's period, as durable as cancels: the consumer records a grant; the
+dispatcher executes it in two leased steps, each one provider call.
+
+1. Read the subscription and fix the new period end (``until`` = its period end + the days granted), once.
+2. Move the period end there (Stripe: ``trial_end`` with ``proration_behavior=none``). Repeating it with the
+   same ``until`` (a crash, an expired lease) changes nothing more.
+
+Then ``subscription.extended`` tells the customer and the merchant's systems. A definite refusal alerts the
+merchant's team (``subscription_extension_failed``); anything else is retried with backoff.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import asyncpg
+import structlog
+
+from refundflow_processor import subscription_extension_repository as extensions
+from refundflow_processor.attempts import AttemptPolicy
+from refundflow_processor.payment_provider import PaymentProvider, ProviderSubscription
+from refundflow_processor.provider_answers import AuthFailed, Done, Refused, Retry, ask
+from refundflow_processor.provider_pause import ProviderPause
+from refundflow_processor.records import SubscriptionExtension
+from refundflow_processor.refund_outcomes import jittered
+from refundflow_processor.settings import ProcessorSettings
+from refundflow_processor.team_alerts import SOURCE, end_auth_episode, raise_alert, raise_auth_alert_once
+from refundflow_shared.events import SubscriptionExtended, carry
+from refundflow_shared.lease_dispatcher import LeaseDispatcher
+from refundflow_shared.outbox import add_event
+
+log = structlog.get_logger(__name__)
+
+Answer = Done[ProviderSubscription] | Refused | Retry | AuthFailed
+_ENDED = frozenset({"canceled", "incomplete_expired"})
+
+
+class SubscriptionExtensionExecutor:
+    def __init__(
+        self, pool: asyncpg.Pool, provider: PaymentProvider, settings: ProcessorSettings, pause: ProviderPause
+    ) -> None:
+        self._pool, self._provider, self._settings, self._pause = pool, provider, settings, pause
+        self._policy = AttemptPolicy.from_settings(settings)
+        self.dispatcher: LeaseDispatcher[SubscriptionExtension, str] = LeaseDispatcher(
+            pool,
+            channel=extensions.EXTENSIONS_CHANNEL,
+            claim=self._claim,
+            key=lambda extension: extension.extension_id,
+            work=self.execute,
+            max_in_flight=settings.executor_max_in_flight,
+            poll_interval=settings.executor_poll_interval_seconds,
+            paused=pause.remaining,
+            name="subscription_extensions",
+        )
+
+    async def run(self) -> None:
+        await self.dispatcher.run()
+
+    async def _claim(self, limit: int, busy: list[str]) -> list[SubscriptionExtension]:
+        async with self._pool.acquire() as conn:
+            return await extensions.claim_due_extensions(conn, limit, self._settings.executor_lease_seconds, busy)
+
+    async def execute(self, extension: SubscriptionExtension) -> None:
+        ids = {"payment_id": extension.payment_id, "subscription_id": extension.subscription_id}
+        structlog.contextvars.bind_contextvars(**ids)
+        try:
+            deadline = self._settings.provider_call_deadline_seconds
+            if extension.until is None:
+                answer = await ask(self._provider.get_subscription(extension.subscription_id), deadline)
+            else:
+                call = self._provider.extend_subscription(
+                    extension.subscription_id, until=extension.until, idempotency_key=extension.idempotency_key
+                )
+                answer = await ask(call, deadline)
+            async with self._pool.acquire() as conn, conn.transaction():
+                if await extensions.lock_leased_extension(conn, extension):
+                    await self._record(conn, extension, answer)
+                else:
+                    log.warning("extension_lease_lost")
+        finally:
+            structlog.contextvars.unbind_contextvars(*ids)
+
+    async def _record(self, conn: asyncpg.Connection, extension: SubscriptionExtension, answer: Answer) -> None:
+        match answer:
+            case Done(subscription) if extension.until is None:
+                await self._fix_until(conn, extension, subscription)
+            case Done(subscription):
+                await extensions.record_extension_state(conn, extension, "succeeded")
+                await add_event(
+                    conn,
+                    SubscriptionExtended(
+                        **carry(extension.to_customer, SubscriptionExtended),
+                        payment_id=extension.payment_id,
+                        merchant_id=extension.merchant_id,
+                        subscription_id=extension.subscription_id,
+                        days=extension.days,
+                        current_period_end=subscription.current_period_end or extension.until,
+                        refund_id=extension.refund_id,
+                    ),
+                    source=SOURCE,
+                )
+                log.info("subscription_extended", days=extension.days)
+            case Refused(message):
+                await self._refused(conn, extension, message)
+            case Retry(error):
+                delay = jittered(self._policy.backoff(extension.tries + 1))
+                log.warning("subscription_extension_retrying", tries=extension.tries + 1, error=error)
+                await extensions.record_extension_retry(conn, extension, delay, error)
+            case AuthFailed(error):
+                pause = self._pause.trip()
+                log.error("provider_auth_failed", error=error, calls_paused_for=pause)
+                await extensions.record_extension_retry(conn, extension, pause, error, counted=False)
+                await raise_auth_alert_once(conn, extension.merchant_id, error)
+        if isinstance(answer, Done | Refused) and self._pause.clear():
+            await end_auth_episode(conn)
+
+    async def _fix_until(
+        self, conn: asyncpg.Connection, extension: SubscriptionExtension, subscription: ProviderSubscription
+    ) -> None:
+        if subscription.status in _ENDED:
+            await self._refused(conn, extension, f"the subscription is {subscription.status}: there is no period")
+        elif subscription.current_period_end is None:
+            await self._refused(conn, extension, "the provider did not say when the subscription's period ends")
+        else:
+            until = subscription.current_period_end + timedelta(days=extension.days)
+            await extensions.fix_until(conn, extension, until)
+            log.info("subscription_extension_until_fixed", until=until.isoformat())
+
+    async def _refused(self, conn: asyncpg.Connection, extension: SubscriptionExtension, message: str) -> None:
+        log.error("subscription_extension_refused", error=message)
+        await extensions.record_extension_state(conn, extension, "failed", error=message)
+        await raise_alert(
+            conn,
+            merchant_id=extension.merchant_id,
+            kind="subscription_extension_failed",
+            title=f"A goodwill extension of {extension.days} days could not be applied: the customer was not told",
+            details={"subscription_id": extension.subscription_id, "error": message},
+            payment_id=extension.payment_id,
+            refund_id=extension.refund_id,
+        )

@@ -1,0 +1,166 @@
+"""The customer portal in a real browser, against the whole system: the customer opens the link from their email
+(read at the SMTP sink), asks for a refund and watches it move live; rejections, cancellations, links that do not
+work and a portal switched off answer as they should; every customer page passes axe."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.customer_tour import (
+    ask_in_the_portal,
+    email_link,
+    expired_link,
+    here,
+    merchants_first_refund,
+    request_status,
+    switch_portal,
+    walk_customer_pages,
+)
+from tests.browser.people import accept_invite, assert_accessible, serious_violations
+from tests.browser.stack import Stack, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_customer_page_passes_axe_with_no_serious_or_critical_violation(
+    stack: Stack, page: Page, browser: Browser
+) -> None:
+    found: dict[str, list[dict[str, object]]] = {}
+    seen: list[str] = []
+
+    def check(name: str, current: Page) -> None:
+        seen.append(name)
+        if violations := serious_violations(current):
+            found[name] = violations
+
+    walk_customer_pages(stack, page, browser, check)
+    assert len(seen) == 10
+    assert found == {}
+
+
+def test_a_customer_opens_the_link_from_their_email_asks_with_the_keyboard_and_watches_it_succeed_live(
+    stack: Stack, page: Page
+) -> None:
+    merchant = stack.merchant(name="Acme Software")
+    payment = stack.payment(merchant, amount=4_999)
+    page.goto(here(stack, merchants_first_refund(stack, merchant, payment, 999)))
+    expect(page.locator(".window")).to_contain_text("you are within the 14-day refund window")
+
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to main content")).to_be_focused()
+    page.keyboard.press("Enter")
+    page.get_by_label("Why are you asking?").focus()
+    page.keyboard.press("ArrowDown")  # the first reason the policy accepts
+    page.keyboard.press("Tab")
+    page.keyboard.type("It stopped working after the update.")
+    page.keyboard.press("Tab")  # the amount: left empty, everything that is left
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Request a refund")).to_be_focused()
+    page.keyboard.press("Enter")
+
+    expect(page.get_by_role("status").filter(has_text="your request is sent")).to_be_visible()
+    expect(request_status(page)).to_have_text("Pending")
+    expect(page.locator("article.request")).to_contain_text("You asked for a refund of €40.00")
+    page.evaluate("window.stillTheSamePage = true")
+    [asked] = [r for r in stack.payment_refunds(merchant, payment) if r["channel"] == "portal"]
+    assert stack.api.post(f"/v1/refunds/{asked['id']}/approve", headers=merchant["auth"]).is_success
+
+    expect(request_status(page)).to_have_text("Succeeded", timeout=60_000)  # live, by polling: no reload
+    assert page.evaluate("window.stillTheSamePage") is True
+    expect(page.locator("article.request")).to_contain_text("appears on your statement within 5–10 business days")
+    expect(page.locator("#live-status")).to_have_text("Your request is now: Succeeded.")
+    assert_accessible(page)
+
+
+def test_a_rejection_shows_the_merchants_note_and_never_the_teams(stack: Stack, page: Page) -> None:
+    merchant = stack.merchant(name="Acme Software")
+    payment = stack.payment(merchant)
+    page.goto(here(stack, merchants_first_refund(stack, merchant, payment, 500)))
+    ask_in_the_portal(page, "I changed my mind", "I bought the wrong edition.")
+    [asked] = [r for r in stack.payment_refunds(merchant, payment) if r["channel"] == "portal"]
+    note = "Your licence was activated on three devices, so we cannot take it back."
+    assert stack.api.post(f"/v1/refunds/{asked['id']}/reject", headers=merchant["auth"], json={"note": note}).is_success
+
+    expect(request_status(page)).to_have_text("Rejected", timeout=30_000)
+    expect(page.locator("article.request")).to_contain_text(note)
+    expect(page.locator("article.request")).to_contain_text("Acme Software decided not to refund this request")
+    expect(page.get_by_text("api_key")).to_have_count(0)
+
+
+def test_cancel_only_decided_in_the_dashboard_shows_the_cancellation_and_until_when_access_lasts(
+    stack: Stack, page: Page, browser: Browser
+) -> None:
+    merchant = stack.merchant(name="Acme Software")
+    payment = stack.subscription_payment(merchant)
+    page.goto(here(stack, merchants_first_refund(stack, merchant, payment, 300)))
+    ask_in_the_portal(page, "My subscription renewed unexpectedly", cancel=True)
+    [asked] = [r for r in stack.payment_refunds(merchant, payment) if r["channel"] == "portal"]
+
+    owner = browser.new_context().new_page()
+    accept_invite(owner, merchant["owner_invite_url"])
+    owner.goto(f"{stack.url}/dashboard/refunds/{asked['id']}")
+    expect(owner.get_by_text("The customer asked to cancel the subscription.")).to_be_visible()
+    owner.get_by_role("radio", name=re.compile("^Cancel only")).check()
+    owner.get_by_label(re.compile("^Message to the customer")).fill("The month was used; it will not renew.")
+    owner.get_by_role("button", name="Approve refund").click()
+    expect(owner.get_by_role("status").filter(has_text="no money moves")).to_be_visible()
+
+    expect(request_status(page)).to_have_text("Subscription cancelled", timeout=30_000)
+    expect(page.locator("article.request")).to_contain_text("you keep access until then")
+    expect(page.locator("article.request")).to_contain_text("The month was used; it will not renew.")
+    to = payment["customer_email"]
+    link = email_link(stack, to, "Your subscription is cancelled")  # once the provider has cancelled it
+
+    def noted() -> bool:
+        return "subscription_canceled" in [t["action"] for t in stack.refund(merchant, asked["id"])["timeline"]]
+
+    wait_for(noted, what="the provider's cancellation on the request's timeline")
+    page.goto(here(stack, link))
+    expect(page.locator("article.request")).to_contain_text("Subscription cancelled: access lasts until")
+    assert not [m for m in stack.mails_to(to) if "About your refund request" in str(m["Subject"])]
+
+
+def test_an_expired_tampered_or_foreign_link_shows_nothing_private(stack: Stack, page: Page) -> None:
+    merchant, stranger = stack.merchant(name="Acme Software"), stack.merchant(name="Other Shop")
+    payment = stack.payment(merchant, product={"id": "p", "name": "Secret plan", "kind": "one_time"})
+    theirs = stack.request_refund(stranger, stack.payment(stranger))
+    link = here(stack, merchants_first_refund(stack, merchant, payment, 100))
+
+    answers: list[Any] = []
+    answers.append(page.goto(expired_link(stack, merchant["id"], payment["id"])))
+    expect(page.get_by_role("heading", name="This link has expired")).to_be_visible()
+    shown = [page.content()]
+    payload, _, signature = link.rpartition("/")[2].partition(".")
+    answers.append(page.goto(f"{stack.url}/portal/{payload[:-3]}abc.{signature}"))
+    expect(page.get_by_role("heading", name="This link does not work")).to_be_visible()
+    shown.append(page.content())
+    answers.append(page.goto(f"{link}/requests/{theirs['id']}/status"))
+    shown.append(page.content())
+
+    assert [a.status for a in answers] == [410, 404, 404]
+    for html in shown:
+        assert "Secret plan" not in html and "Acme" not in html and theirs["id"] not in html.split("/status")[0]
+        assert "€" not in html
+
+
+def test_the_portal_switched_off_answers_links_and_requests_with_a_clear_page(
+    stack: Stack, page: Page, browser: Browser
+) -> None:
+    merchant = stack.merchant(name="Acme Software")
+    payment = stack.payment(merchant)
+    link = here(stack, merchants_first_refund(stack, merchant, payment, 100))
+    page.goto(link)  # the form, open in the customer's tab
+    switch_portal(stack, browser, merchant["owner_invite_url"], on=False)
+
+    page.get_by_label("Why are you asking?").select_option(label="I changed my mind")
+    page.get_by_role("button", name="Request a refund").click()
+    expect(page.get_by_role("heading", name="Online refund requests are closed")).to_be_visible()
+    page.goto(link)
+    expect(page.get_by_text("Acme Software does not take refund requests online at the moment.")).to_be_visible()
+    expect(page.get_by_role("link", name="Read Acme Software's refund policy")).to_be_visible()
+    assert_accessible(page)
+    assert [r["channel"] for r in stack.payment_refunds(merchant, payment)] == ["api"]

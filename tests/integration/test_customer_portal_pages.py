@@ -1,0 +1,203 @@
+"""The customer portal's pages over HTTP (no browser): the link from the portal-token call opens the payment with
+the policy in plain words, the form asks (CSRF, rate limits, the same rules as the API), the page follows the
+request in the customer's words; foreign, tampered and expired links show nothing; the merchant's switch; the
+hosted policy, cached, and its embeddable version the only page other sites may frame. The browser tests
+(tests/browser/test_customer_portal.py) walk the same from the customer's email; hostile links and forms are in
+tests/hostile/test_intake_portal_pages.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from refundflow_shared.secret_box import SecretBox
+from tests.support.dashboard_people import csrf_of, merchant_with_owner
+from tests.support.intake_harness import IntakeUnderTest, running_intake
+from tests.support.portal_customers import Customer, link_for, text_of
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap, portal_public_url="https://refunds.acme.test") as running:
+        yield running
+
+
+async def test_the_link_opens_the_payment_with_the_policy_in_plain_words_and_says_it_is_within_the_window(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=4_999)
+    link = await link_for(intake, merchant, payment["id"])
+    assert link["url"] == f"https://refunds.acme.test/portal/{link['token']}"
+
+    page = await Customer(intake, link["url"]).open()
+
+    assert page.status_code == 200
+    seen = text_of(page.text)
+    assert "Your purchase from Acme" in seen and "Pro plan" in seen and "€49.99" in seen
+    assert "you are within the 14-day refund window" in seen
+    assert "You can ask for a refund within 14 days of your purchase." in seen
+    assert "Not refundable: consumable, customized products." in seen
+    assert "Approved refunds reach your original payment method within 5–10 business days." in seen
+    assert "Request a refund" in seen and "I changed my mind" in seen
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert (page.headers["cache-control"], page.headers["referrer-policy"]) == ("no-store", "no-referrer")
+
+
+async def test_a_customer_asks_sees_it_pending_then_the_merchants_words_when_it_is_rejected(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+
+    sent = await customer.ask(reason="technical_issue", details="The export crashes", amount="20", subscription="keep")
+
+    assert sent.status_code == 303
+    page = await customer.browser.get(sent.headers["location"])
+    seen = text_of(page.text)
+    assert "Thank you: your request is sent." in seen
+    assert "Refund request for €20.00 Pending" in seen and "Acme is reviewing your request." in seen
+    assert "You asked for a refund of €20.00" in seen and "The export crashes" in seen
+    assert "Request a refund" not in seen, "one open request at a time"
+    [refund] = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
+    merchant_view = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    assert (merchant_view["channel"], merchant_view["cancel_subscription"]) == ("portal", False)
+    status_url = re.search(r'data-status-url="([^"]+)"', page.text)
+    assert status_url is not None
+    assert (await customer.browser.get(status_url.group(1))).json()["status"] == "pending"
+
+    note = "The export is part of the Pro plan; we have switched it on for you."
+    await intake.client.post(f"/v1/refunds/{refund['id']}/reject", headers=merchant, json={"note": note})
+    state = (await customer.browser.get(status_url.group(1))).json()
+    assert (state["status"], state["label"], state["final"]) == ("rejected", "Rejected", True)
+    assert note in state["html"] and "Acme decided not to refund this request" in text_of(state["html"])
+
+
+async def test_only_what_a_decision_told_the_customer_is_shown_never_the_teams_note_or_who_acted(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+    assert (await customer.ask(reason="duplicate", amount="100")).status_code == 303
+    [refund] = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
+    await intake.client.post(
+        f"/v1/refunds/{refund['id']}/approve",
+        headers=merchant,
+        json={"amount": 6_000, "note": "VIP, do not argue", "note_to_customer": "Half of it was a real renewal."},
+    )
+
+    seen = text_of((await customer.open()).text)
+    assert "Acme approved a refund of €60.00 of the €100.00 you asked for" in seen
+    assert "Half of it was a real renewal." in seen
+    assert "VIP" not in seen and "api_key" not in seen and "key_" not in seen, "nothing of who acted or why"
+
+
+async def test_outside_the_window_and_excluded_the_page_says_so_and_the_customer_may_still_ask(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    paid = (intake.clock() - timedelta(days=40)).isoformat()
+    product = {"id": "prod_kit", "name": "Starter kit", "kind": "one_time", "category": "consumable"}
+    payment = await intake.payment(merchant, paid_at=paid, product=product)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+
+    seen = text_of((await customer.open()).text)
+    assert "the 14-day refund window ended on" in seen
+    assert "Acme's policy does not normally refund consumable products, like this one." in seen
+    assert "You can still ask: Acme reads every request and decides." in seen
+
+    assert (await customer.ask(reason="product_not_as_described")).status_code == 303
+    [refund] = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
+    assert set(refund["flags"]) == {"outside_refund_window", "excluded_category"}
+
+
+async def test_the_owner_switches_the_portal_off_and_links_requests_and_emails_answer_accordingly(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    payment = await intake.payment(merchant)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+    page_before = await customer.open()
+
+    saved = await owner.post_form("/dashboard/settings", "/dashboard/settings/portal", {"enabled": "false"})
+    assert saved.status_code == 303
+
+    closed = await customer.open()
+    assert closed.status_code == 200 and "Online refund requests are closed" in closed.text
+    assert "Acme does not take refund requests online at the moment." in text_of(closed.text)
+    posted = await customer.browser.post(
+        f"{customer.path}/requests", data={"csrf_token": csrf_of(page_before.text), "reason": "duplicate"}
+    )
+    assert posted.status_code == 409 and "Online refund requests are closed" in posted.text
+    no_token = await intake.client.post(f"/v1/payments/{payment['id']}/portal-token", headers=merchant)
+    assert no_token.status_code == 409 and no_token.json()["error"]["code"] == "portal_disabled"
+    # The merchant's own request still reaches the customer, by email, without a link.
+    refund = await intake.refund(merchant, payment["id"], amount=100)
+    [requested] = await intake.staged("refund.requested", payment["id"])
+    assert requested["refund_id"] == refund["id"] and requested["portal_link"] is None
+    assert requested["merchant_name"] == "Acme"
+
+    await owner.post_form("/dashboard/settings", "/dashboard/settings/portal", {"enabled": "true"})
+    reopened = text_of((await customer.open()).text)
+    assert "Request a refund" in reopened and "€1.00" not in reopened, "the merchant's own refund is not shown"
+
+
+async def test_customer_facing_events_carry_the_sealed_link_the_merchants_name_and_the_policys_process_time(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    await intake.client.put("/v1/refund-policy", headers=merchant, json={"process_time": "3 business days"})
+    payment = await intake.payment(merchant)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+    assert (await customer.ask(reason="duplicate", amount="80")).status_code == 303
+    [refund] = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
+    await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"amount": 5_000})
+
+    [requested] = await intake.staged("refund.requested", payment["id"])
+    [approved] = await intake.staged("refund.approved", payment["id"])
+    assert (requested["channel"], requested["auto_approved"], requested["merchant_name"]) == ("portal", False, "Acme")
+    assert (approved["requested_amount"], approved["amount"], approved["process_time"]) == (
+        8_000,
+        5_000,
+        "3 business days",
+    )
+    key = intake.settings.webhook_secret_key
+    assert key is not None
+    url = SecretBox(key.get_secret_value()).open(approved["portal_link"]["sealed_url"], context=payment["id"])
+    assert url.startswith("https://refunds.acme.test/portal/pt_")
+    again = await Customer(intake, url).open()
+    assert again.status_code == 200 and "Acme approved a refund of €50.00" in text_of(again.text)
+    assert json.dumps(requested).count("https://") == 0, "the link travels sealed only"
+
+
+async def test_the_hosted_policy_is_cached_and_only_its_embeddable_version_may_be_framed(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+
+    page = await intake.client.get(f"/policy/{merchant_id}")
+    embed = await intake.client.get(f"/policy/{merchant_id}/embed")
+    again = await intake.client.get(f"/policy/{merchant_id}", headers={"If-None-Match": page.headers["etag"]})
+    dashboard = await intake.client.get("/dashboard/login")
+    unknown = await intake.client.get("/policy/mer_nobody")
+
+    assert page.status_code == 200 and "You can ask for a refund within 14 days" in page.text
+    assert page.headers["cache-control"] == "public, max-age=60" and again.status_code == 304
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert embed.status_code == 200 and "Refund policy · Acme" in embed.text
+    assert "frame-ancestors *" in embed.headers["content-security-policy"] and "x-frame-options" not in embed.headers
+    assert dashboard.headers["x-frame-options"] == "DENY"
+    assert unknown.status_code == 404
+
+    await intake.client.put("/v1/refund-policy", headers=merchant, json={"refund_window_days": 30})
+    assert "within 30 days" in (await intake.client.get(f"/policy/{merchant_id}/embed")).text

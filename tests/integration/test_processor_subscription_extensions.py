@@ -1,0 +1,165 @@
+"""Goodwill extensions move the subscription's period end at the provider (Stripe's way: a trial until the new end,
+with no proration), as durably as cancels: retried through provider trouble, alerted when refused, cumulative."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import stripe
+
+from refundflow_shared.events import PortalLink, SubscriptionCancelRequested, SubscriptionExtensionGranted
+from tests.conftest import create_database
+from tests.support.probe_service import eventually
+from tests.support.processor_harness import ProcessorUnderTest, approval, payment_intent, running_processor
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def processor(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[ProcessorUnderTest]:
+    # The provider fails each change of a sub_flaky_ subscription more often than a consumer retries in place.
+    async with running_processor(
+        await create_database(postgres_url), kafka_bootstrap, f"t{uuid.uuid4().hex[:8]}.", sandbox={"flaky_failures": 4}
+    ) as running:
+        yield running
+
+
+def grant(subscription_id: str, days: int, payment_id: str | None = None) -> SubscriptionExtensionGranted:
+    return SubscriptionExtensionGranted(
+        payment_id=payment_id or f"pay_{uuid.uuid4().hex[:10]}",
+        merchant_id="mer_extend",
+        subscription_id=subscription_id,
+        days=days,
+        refund_id=f"ref_{uuid.uuid4().hex[:8]}",
+        granted_by="user:usr_1",
+    )
+
+
+async def provider_subscription(processor: ProcessorUnderTest, subscription_id: str) -> dict[str, Any]:
+    client = stripe.StripeClient("sk_test_check", base_addresses={"api": processor.sandbox_url})
+    subscription: dict[str, Any] = (await client.v1.subscriptions.retrieve_async(subscription_id)).to_dict()
+    return subscription
+
+
+async def extended(processor: ProcessorUnderTest, subscription_id: str, count: int = 1) -> list[dict[str, Any]]:
+    async def published() -> bool:
+        return len(await processor.staged("subscription.extended", about=subscription_id)) >= count
+
+    await eventually(published, timeout=60)
+    return await processor.staged("subscription.extended", about=subscription_id)
+
+
+async def test_an_extension_moves_the_period_end_at_the_provider_and_announces_the_new_end(
+    processor: ProcessorUnderTest,
+) -> None:
+    subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
+    period_end = (await provider_subscription(processor, subscription_id))["items"]["data"][0]["current_period_end"]
+    granted = grant(subscription_id, 7)
+    await processor.publish(granted)
+
+    [announced] = await extended(processor, subscription_id)
+    new_end = datetime.fromtimestamp(period_end, UTC) + timedelta(days=7)
+    assert datetime.fromisoformat(announced["current_period_end"]) == new_end
+    assert (announced["days"], announced["refund_id"], announced["payment_id"]) == (
+        7,
+        granted.refund_id,
+        granted.payment_id,
+    )
+    at_provider = await provider_subscription(processor, subscription_id)
+    assert (at_provider["status"], at_provider["trial_end"]) == ("trialing", int(new_end.timestamp()))
+    assert at_provider["items"]["data"][0]["current_period_end"] == int(new_end.timestamp())
+
+
+async def test_two_extensions_of_one_subscription_add_up(processor: ProcessorUnderTest) -> None:
+    subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
+    period_end = (await provider_subscription(processor, subscription_id))["current_period_end"]
+    await processor.publish(grant(subscription_id, 3))
+    await processor.publish(grant(subscription_id, 4))
+
+    announced = await extended(processor, subscription_id, 2)
+    ends = sorted(datetime.fromisoformat(a["current_period_end"]) for a in announced)
+    start = datetime.fromtimestamp(period_end, UTC)
+    assert [e - start for e in ends] in ([timedelta(days=3), timedelta(days=7)], [timedelta(days=4), timedelta(days=7)])
+    assert (await provider_subscription(processor, subscription_id))["trial_end"] == int(ends[-1].timestamp())
+
+
+async def test_an_extension_the_provider_keeps_failing_is_retried_until_it_is_done(
+    processor: ProcessorUnderTest,
+) -> None:
+    subscription_id = f"sub_flaky_{uuid.uuid4().hex[:12]}"
+    await processor.publish(grant(subscription_id, 5))
+
+    [announced] = await extended(processor, subscription_id)
+    assert announced["days"] == 5
+    tries = await processor.db.fetchval(
+        "SELECT tries FROM subscription_extensions WHERE subscription_id = $1", subscription_id
+    )
+    assert tries == 4, "each 500 was retried from the durable schedule, each time under a new key"
+
+
+@pytest.mark.parametrize("why", ["missing", "canceled"])
+async def test_an_extension_the_provider_refuses_alerts_the_merchants_team(
+    processor: ProcessorUnderTest, why: str
+) -> None:
+    subscription_id = f"sub_{'missing_' if why == 'missing' else ''}{uuid.uuid4().hex[:12]}"
+    payment_id = f"pay_{uuid.uuid4().hex[:10]}"
+    if why == "canceled":
+        cancel = SubscriptionCancelRequested(
+            payment_id=payment_id,
+            merchant_id="mer_extend",
+            subscription_id=subscription_id,
+            at_period_end=False,
+            requested_by="user:usr_1",
+        )
+        await processor.publish(cancel)
+
+        async def canceled() -> bool:
+            return bool(await processor.staged("subscription.canceled", about=subscription_id))
+
+        await eventually(canceled, timeout=30)
+    await processor.publish(grant(subscription_id, 3, payment_id))
+
+    async def alerted() -> bool:
+        return bool(await processor.staged("team_alert.raised", about=payment_id))
+
+    await eventually(alerted, timeout=30)
+    [alert] = await processor.staged("team_alert.raised", about=payment_id)
+    assert alert["kind"] == "subscription_extension_failed"
+    assert alert["details"]["subscription_id"] == subscription_id
+    assert await processor.staged("subscription.extended", about=subscription_id) == []
+
+
+async def test_every_outcome_carries_what_the_customers_email_needs_from_the_decision(
+    processor: ProcessorUnderTest,
+) -> None:
+    """Events of one payment reach the notifier in any order across topics: each outcome carries its own words."""
+    link = PortalLink(sealed_url="v2.k0.sealed-for-the-notifier", expires_at=datetime(2026, 12, 3, tzinfo=UTC))
+    told = {"merchant_name": "Acme Software", "portal_link": link}
+    approved = approval(payment_intent()).model_copy(update={**told, "process_time": "3 business days"})
+    subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
+    cancel = SubscriptionCancelRequested(
+        payment_id=f"pay_{uuid.uuid4().hex[:10]}",
+        merchant_id="mer_extend",
+        subscription_id=subscription_id,
+        at_period_end=True,
+        refund_id="ref_cancel_only",
+        requested_by="user:usr_1",
+        customer_email="grace@example.com",
+        note_to_customer="It will not renew.",
+        **told,
+    )
+    extend = grant(f"sub_{uuid.uuid4().hex[:12]}", 3).model_copy(update={**told, "customer_email": "ada@example.com"})
+    for event in (approved, cancel, extend):
+        await processor.publish(event)
+
+    [refunded] = await processor.events("refund.succeeded", expected=1, about=approved.refund_id)
+    assert (refunded["merchant_name"], refunded["process_time"]) == ("Acme Software", "3 business days")
+    assert refunded["portal_link"]["sealed_url"] == link.sealed_url
+    [cancelled] = await processor.events("subscription.canceled", expected=1, about=subscription_id)
+    assert (cancelled["customer_email"], cancelled["note_to_customer"]) == ("grace@example.com", "It will not renew.")
+    [more] = await extended(processor, extend.subscription_id)
+    assert (more["customer_email"], more["portal_link"]["sealed_url"]) == ("ada@example.com", link.sealed_url)
