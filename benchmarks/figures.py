@@ -77,7 +77,7 @@ def count_checks(
     for refund_id in refund_ids:
         if provider.get(refund_id, 0) != 1:
             note(f"provider_refunds_{provider.get(refund_id, 0)}", refund_id)
-        for kind in ("refund_requested", "refund_succeeded"):
+        for kind in ("refund_approved", "refund_succeeded"):  # the merchant asked: no "received" email
             if (n := emails_by_refund.get(refund_id, Counter()).get(kind, 0)) != 1:
                 note(f"{kind}_emails_{n}", refund_id)
         if (n := len(receiver.arrivals.get(refund_id, []))) != 1:

@@ -126,8 +126,13 @@ class RefundflowStack:
         return payment
 
     async def request_refund(self, auth: dict[str, str], payment_id: str) -> str:
+        """The customer asks, through the link the merchant gave them (so they are told it was received)."""
+        link = await self.api.post(f"/v1/payments/{payment_id}/portal-token", headers=auth)
+        assert link.status_code == 201, link.text
         response = await self.api.post(
-            "/v1/refunds", headers=auth, json={"payment_id": payment_id, "reason": "requested_by_customer"}
+            "/v1/portal/refund-requests",
+            headers={"Authorization": f"Bearer {link.json()['token']}"},
+            json={"reason": "technical_issue", "message": "It crashes on start"},
         )
         assert response.status_code == 201, response.text
         refund_id: str = response.json()["id"]

@@ -87,6 +87,7 @@ def requested(merchant_id: str, customer: str = "ada@example.com") -> RefundRequ
         amount=4999,
         currency="EUR",
         reason="requested_by_customer",
+        channel="portal",  # the customer asked: they are told it was received
     )
 
 
