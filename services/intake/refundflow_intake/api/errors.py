@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import Route
 
 from refundflow_intake.dashboard.money_text import InvalidAmount
 from refundflow_intake.dashboard.policy_form import InvalidPolicyForm
@@ -202,4 +203,18 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
             return answer
         if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8, say): a malformed request
             return JSONResponse(error_body("invalid_request", str(exc.detail)), status_code=422)
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        headers = {"Allow": allowed_methods(request)} if exc.status_code == 405 else exc.headers
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the path answers (RFC 9110's ``Allow``): Starlette's own 405 names only the first route that
+    matched the path, and one path is often several routes (GET and POST /v1/refunds)."""
+    path = request.scope["path"]
+    methods = {
+        method
+        for route in request.app.router.routes
+        if isinstance(route, Route) and route.methods and route.path_regex.fullmatch(path)
+        for method in route.methods
+    }
+    return ", ".join(sorted(methods))

@@ -19,6 +19,7 @@ from refundflow_intake.domain import (
     PlatformOnly,
     ProviderPaymentTaken,
 )
+from refundflow_shared.events import Product, SubscriptionPeriod
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"])
 
@@ -46,8 +47,8 @@ async def register_payment(body: PaymentCreate, db: Db, response: Response) -> P
             conn,
             body.merchant_id,
             **body.model_dump(exclude={"merchant_id", "product", "subscription"}),
-            product=body.product,
-            subscription=body.subscription,
+            product=Product(**body.product.model_dump()),
+            subscription=SubscriptionPeriod(**body.subscription.model_dump()) if body.subscription else None,
         )
         response.status_code = 201 if created else 200
         if created:  # nothing can be refunded, held or disputed yet: the stored row is the whole answer
