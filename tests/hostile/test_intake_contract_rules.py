@@ -120,11 +120,12 @@ async def test_cross_field_rules_are_in_the_document_and_enforced(
         },
     )
     assert subscription_without_one.status_code == 422
-    for body, code in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"reason": "other"}, "reason_details_required"),
         ({"reason": "other", "reason_details": ""}, "reason_details_required"),
         ({"reason": "duplicate", "amount": 100, "proration": {"unused_days": 3}}, "invalid_proration"),
         ({"reason": "duplicate", "proration": {"unused_days": 3, "affected_days": 3}}, "invalid_request"),
-    ]:
+    ]
+    for body, code in cases:
         response = await intake.client.post("/v1/refunds", headers=merchant, json={"payment_id": payment["id"], **body})
         assert (response.status_code, response.json()["error"]["code"]) == (422, code), body

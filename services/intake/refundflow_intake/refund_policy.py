@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 
+from refundflow_intake.api.fields import ONE_LINE
 from refundflow_intake.domain import RefundReason
 from refundflow_intake.json_body import JsonBody
 from refundflow_shared.money import CurrencyCode, Money
@@ -18,7 +19,8 @@ FLAG_OUTSIDE_WINDOW = "outside_refund_window"
 FLAG_EXCLUDED_CATEGORY = "excluded_category"
 FLAG_REASON_NOT_ACCEPTED = "reason_not_accepted"
 
-Category = Annotated[str, Field(min_length=1, max_length=100)]
+# One line each: they are shown in pages and emails, and stored as JSON (which cannot hold a NUL).
+Category = Annotated[str, Field(min_length=1, max_length=100, pattern=ONE_LINE)]
 MAX_CATEGORIES = 50
 MAX_REASONS = 20  # the reasons, with room for repeats
 
@@ -48,7 +50,7 @@ class RefundPolicyFields(JsonBody):
         default_factory=lambda: list(DEFAULT_EXCLUDED_CATEGORIES), max_length=MAX_CATEGORIES
     )
     accepted_reasons: list[RefundReason] = Field(default_factory=lambda: list(RefundReason), max_length=MAX_REASONS)
-    process_time: str = Field(default="5–10 business days", min_length=1, max_length=100)
+    process_time: str = Field(default="5–10 business days", min_length=1, max_length=100, pattern=ONE_LINE)
     review_target_hours: int = Field(
         default=48, ge=1, le=720, strict=True, description="pending longer than this is overdue"
     )
@@ -101,7 +103,7 @@ class RefundPolicyOverride(JsonBody):
     refund_window_days: int | None = Field(default=None, ge=7, le=30, strict=True)
     excluded_categories: list[Category] | None = Field(default=None, max_length=MAX_CATEGORIES)
     accepted_reasons: list[RefundReason] | None = Field(default=None, max_length=MAX_REASONS)
-    process_time: str | None = Field(default=None, min_length=1, max_length=100)
+    process_time: str | None = Field(default=None, min_length=1, max_length=100, pattern=ONE_LINE)
     review_target_hours: int | None = Field(default=None, ge=1, le=720, strict=True)
     auto_approve: AutoApproveRule | None = None
     second_approval_above: Threshold | None = None
