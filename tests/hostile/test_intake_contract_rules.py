@@ -129,3 +129,12 @@ async def test_cross_field_rules_are_in_the_document_and_enforced(
     for body, code in cases:
         response = await intake.client.post("/v1/refunds", headers=merchant, json={"payment_id": payment["id"], **body})
         assert (response.status_code, response.json()["error"]["code"]) == (422, code), body
+
+
+@pytest.mark.parametrize("depth", [900, 5_000])  # under and past what Python's JSON parser nests
+async def test_a_deeply_nested_body_is_a_422_not_a_500(intake: IntakeUnderTest, depth: int) -> None:
+    body = '{"name": "Acme", "extra": ' + "[" * depth + "]" * depth + "}"
+    response = await intake.client.post(
+        "/v1/merchants", headers={**ADMIN, "Content-Type": "application/json"}, content=body
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_request")

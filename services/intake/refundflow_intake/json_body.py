@@ -7,16 +7,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, model_validator
 
 
-def whole_numbers(data: Any) -> Any:
-    """JSON does not tell 1500.0 from 1500, and JSON Schema calls both integers: a whole float becomes the integer.
+def whole_number(value: object) -> object:
+    """JSON does not tell 1500.0 from 1500, and JSON Schema calls both integers: a whole float is the integer.
     Anything else (1500.5, "1500", true) is left for the strict integer fields to refuse."""
-    if isinstance(data, float) and data.is_integer():
-        return int(data)
-    if isinstance(data, dict):
-        return {key: whole_numbers(value) for key, value in data.items()}
-    if isinstance(data, list):
-        return [whole_numbers(value) for value in data]
-    return data
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class JsonBody(BaseModel):
@@ -25,4 +19,5 @@ class JsonBody(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _whole_numbers(cls, data: Any) -> Any:
-        return whole_numbers(data)
+        # This body's own fields only: a nested body reads its own (no recursion into hostile nesting).
+        return {key: whole_number(value) for key, value in data.items()} if isinstance(data, dict) else data

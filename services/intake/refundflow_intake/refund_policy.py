@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from refundflow_intake.api.fields import ONE_LINE
 from refundflow_intake.domain import RefundReason
-from refundflow_intake.json_body import JsonBody
+from refundflow_intake.json_body import JsonBody, whole_number
 from refundflow_shared.money import CurrencyCode, Money
 
 DEFAULT_EXCLUDED_CATEGORIES = ["consumable", "customized"]
@@ -32,6 +32,11 @@ class Threshold(Money):
     model_config = ConfigDict(frozen=True, from_attributes=True)
 
     currency: CurrencyCode
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _whole_amount(cls, value: object) -> object:
+        return whole_number(value)
 
 
 class AutoApproveRule(JsonBody):
