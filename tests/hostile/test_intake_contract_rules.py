@@ -95,6 +95,10 @@ async def test_one_line_text_is_refused_as_its_pattern_says(intake: IntakeUnderT
         response = await intake.client.post("/v1/merchants", headers=ADMIN, json={"name": name})
         assert response.status_code == 422
     assert re.search(pattern, "Acme Software ✓") is not None
+    merchant = await intake.merchant()
+    for path in ["/v1/payments/pay%00x", "/v1/refunds?payment_id=pay%0Ax", "/v1/payments?starting_after=pay%C2%85"]:
+        response = await intake.client.get(path, headers=merchant)
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_request"), path
 
 
 async def test_cross_field_rules_are_in_the_document_and_enforced(

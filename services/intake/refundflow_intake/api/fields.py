@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
-from fastapi import Path
+from fastapi import Path, Query
 from pydantic import AfterValidator, AnyHttpUrl, AwareDatetime, BeforeValidator, EmailStr, Field, UrlConstraints
 
 from refundflow_shared.money import CurrencyCode
@@ -81,4 +81,5 @@ def _rfc3339(value: object) -> object:
 # What OpenAPI's ``format: date-time`` means: not a Unix timestamp, not a date alone, not without a time zone.
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
-PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID)]
+PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID, pattern=ONE_LINE)]
+QueryId = Annotated[str | None, Query(min_length=1, max_length=MAX_ID, pattern=ONE_LINE)]

@@ -3,12 +3,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Response
 
 from refundflow_intake import listing_queries, refund_decisions, refund_requests
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, ToCustomer
 from refundflow_intake.api.errors import documented
-from refundflow_intake.api.fields import MAX_ID, PathId
+from refundflow_intake.api.fields import PathId, QueryId
 from refundflow_intake.api.routes.payments import Limit, StartingAfter
 from refundflow_intake.api.schemas import (
     Approval,
@@ -115,7 +115,7 @@ async def list_refunds(
     caller: CurrentCaller,
     db: Db,
     status: RefundStatus | None = None,
-    payment_id: str | None = Query(default=None, max_length=MAX_ID),
+    payment_id: QueryId = None,
     limit: Limit = 10,
     starting_after: StartingAfter = None,
 ) -> RefundList:
