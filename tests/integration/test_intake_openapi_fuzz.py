@@ -101,10 +101,6 @@ def test_intake_answers_every_generated_request_as_its_openapi_document_says(
             "1",
             "--generation-database",
             "none",
-            "--report",
-            "junit",
-            "--report-dir",
-            str(tmp_path),
         ],
         env=env,
         cwd=tmp_path,  # st keeps a cache of crashes in its working directory
