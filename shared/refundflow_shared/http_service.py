@@ -32,7 +32,7 @@ def health_router(readiness: Callable[[], Awaitable[Readiness]]) -> APIRouter:
         """The process is alive."""
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get("/readyz", responses={503: {"description": "not ready: the same body, status unavailable"}})
     async def readyz() -> JSONResponse:
         """The database and the broker are reachable, and every background job is running."""
         state = await readiness()

@@ -47,6 +47,18 @@ def validate_currency(code: str) -> str:
 
 
 Currency = Annotated[str, Field(min_length=3, max_length=3, examples=["EUR"]), AfterValidator(validate_currency)]
+
+
+def _known_code(code: str) -> str:
+    if code not in CURRENCY_EXPONENTS:
+        raise ValueError("must be an ISO 4217 currency code in capitals, e.g. EUR")
+    return code
+
+
+# Currency as an HTTP API takes it: exactly one of the codes listed (its OpenAPI enum), no case folding.
+CurrencyCode = Annotated[
+    str, Field(examples=["EUR"], json_schema_extra={"enum": sorted(CURRENCY_EXPONENTS)}), AfterValidator(_known_code)
+]
 # A trillion minor units (ten billion EUR, a trillion JPY) is past any one payment; the cap keeps every sum of
 # amounts far inside PostgreSQL's bigint, so no total can overflow.
 MAX_MINOR_UNITS = 10**12

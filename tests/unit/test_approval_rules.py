@@ -17,6 +17,7 @@ from refundflow_intake.approval_rules import (
 )
 from refundflow_intake.domain import (
     ApprovalExceedsRequest,
+    ExtensionConflictsWithCancel,
     ExternalRefundChange,
     InvalidTransition,
     NotASubscription,
@@ -132,6 +133,14 @@ def test_approving_again_once_processing_changes_nothing_and_a_closed_refund_ref
     )
     with pytest.raises(InvalidTransition):
         decide_approval(replace(PENDING, status=RefundStatus.REJECTED), ApprovalAsk("a"), ONE_APPROVER)
+
+
+@pytest.mark.parametrize("status", [RefundStatus.PENDING, RefundStatus.PROCESSING, RefundStatus.REJECTED])
+def test_an_extension_with_refund_and_cancel_is_refused_whatever_the_refunds_state(status: RefundStatus) -> None:
+    # The OpenAPI document says so of the body alone (Approval's anyOf): an approval already given does not hide it.
+    ask = ApprovalAsk("a", subscription_action=SubscriptionAction.REFUND_AND_CANCEL, extend_days=7)
+    with pytest.raises(ExtensionConflictsWithCancel):
+        decide_approval(replace(PENDING, status=status), ask, ONE_APPROVER)
 
 
 NONE = ExternalRefundChange(hold=False, release=False, debit=False, credit_back=False)

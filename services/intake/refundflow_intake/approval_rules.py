@@ -93,17 +93,23 @@ def _default_action(context: ApprovalContext) -> SubscriptionAction | None:
     )
 
 
+def _cancel_conflict() -> ExtensionConflictsWithCancel:
+    return ExtensionConflictsWithCancel(
+        "a subscription cancelled now has no period to extend: choose refund_only or cancel_only to extend it"
+    )
+
+
 def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPolicy) -> ApprovalDecision:
     """Raises a DomainError when a hard rule says no (dispute, amount, transition)."""
+    if ask.subscription_action is SubscriptionAction.REFUND_AND_CANCEL and ask.extend_days is not None:
+        raise _cancel_conflict()  # the ask contradicts itself, whatever the refund's state (as the API documents)
     if not check_transition(context.status, RefundStatus.PROCESSING):
         return Unchanged()
     if not context.is_subscription and (ask.subscription_action is not None or ask.extend_days is not None):
         raise NotASubscription("the payment is not for a subscription")
     action = ask.subscription_action or _default_action(context)
     if action is SubscriptionAction.REFUND_AND_CANCEL and ask.extend_days is not None:
-        raise ExtensionConflictsWithCancel(
-            "a subscription cancelled now has no period to extend: choose refund_only or cancel_only to extend it"
-        )
+        raise _cancel_conflict()
     if action is SubscriptionAction.CANCEL_ONLY:
         return CancelOnly(extend_days=ask.extend_days)  # moves no money, so a dispute does not stop it
     if context.disputed:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
+from refundflow_intake.api.fields import ONE_LINE
 from refundflow_intake.domain import RefundReason
-from refundflow_shared.money import Money
+from refundflow_intake.json_body import JsonBody, whole_number
+from refundflow_shared.money import CurrencyCode, Money
 
 DEFAULT_EXCLUDED_CATEGORIES = ["consumable", "customized"]
 
@@ -17,33 +19,48 @@ FLAG_OUTSIDE_WINDOW = "outside_refund_window"
 FLAG_EXCLUDED_CATEGORY = "excluded_category"
 FLAG_REASON_NOT_ACCEPTED = "reason_not_accepted"
 
-Category = Annotated[str, Field(min_length=1, max_length=100)]
+# One line each: they are shown in pages and emails, and stored as JSON (which cannot hold a NUL).
+Category = Annotated[str, Field(min_length=1, max_length=100, pattern=ONE_LINE)]
 MAX_CATEGORIES = 50
 MAX_REASONS = 20  # the reasons, with room for repeats
 
 
-class AutoApproveRule(BaseModel):
+class Threshold(Money):
+    """An amount the policy compares refunds with; its currency one of the listed codes, as the API takes them.
+    A ``Money`` is taken as one (from its attributes)."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    currency: CurrencyCode
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _whole_amount(cls, value: object) -> object:
+        return whole_number(value)
+
+
+class AutoApproveRule(JsonBody):
     """Approve without a person when the amount is at most ``max_amount``, within the window, with no flags
     and a reason in ``reasons``. A threshold in another currency than the refund's never auto-approves."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    max_amount: Money
+    max_amount: Threshold
     reasons: list[RefundReason] = Field(min_length=1, max_length=MAX_REASONS)
 
 
-class RefundPolicyFields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    refund_window_days: int = Field(default=14, ge=7, le=30, description="days after payment a refund is due")
+class RefundPolicyFields(JsonBody):
+    refund_window_days: int = Field(
+        default=14, ge=7, le=30, strict=True, description="days after payment a refund is due"
+    )
     excluded_categories: list[Category] = Field(
         default_factory=lambda: list(DEFAULT_EXCLUDED_CATEGORIES), max_length=MAX_CATEGORIES
     )
     accepted_reasons: list[RefundReason] = Field(default_factory=lambda: list(RefundReason), max_length=MAX_REASONS)
-    process_time: str = Field(default="5–10 business days", min_length=1, max_length=100)
-    review_target_hours: int = Field(default=48, ge=1, le=720, description="pending longer than this is overdue")
+    process_time: str = Field(default="5–10 business days", min_length=1, max_length=100, pattern=ONE_LINE)
+    review_target_hours: int = Field(
+        default=48, ge=1, le=720, strict=True, description="pending longer than this is overdue"
+    )
     auto_approve: AutoApproveRule | None = None
-    second_approval_above: Money | None = Field(
+    second_approval_above: Threshold | None = Field(
         default=None,
         description="refunds above this need two different approvers; in another currency, always two",
     )
@@ -85,18 +102,16 @@ class RefundPolicy(RefundPolicyFields):
         return text + f" Approved refunds reach you in {self.process_time}."
 
 
-class RefundPolicyOverride(BaseModel):
+class RefundPolicyOverride(JsonBody):
     """A product's exceptions to the merchant's policy: only the fields given replace the merchant's."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    refund_window_days: int | None = Field(default=None, ge=7, le=30)
+    refund_window_days: int | None = Field(default=None, ge=7, le=30, strict=True)
     excluded_categories: list[Category] | None = Field(default=None, max_length=MAX_CATEGORIES)
     accepted_reasons: list[RefundReason] | None = Field(default=None, max_length=MAX_REASONS)
-    process_time: str | None = Field(default=None, min_length=1, max_length=100)
-    review_target_hours: int | None = Field(default=None, ge=1, le=720)
+    process_time: str | None = Field(default=None, min_length=1, max_length=100, pattern=ONE_LINE)
+    review_target_hours: int | None = Field(default=None, ge=1, le=720, strict=True)
     auto_approve: AutoApproveRule | None = None
-    second_approval_above: Money | None = None
+    second_approval_above: Threshold | None = None
 
     def fields_set(self) -> dict[str, Any]:
         given = self.model_dump(mode="json", exclude_unset=True)

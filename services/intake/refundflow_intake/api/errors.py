@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from refundflow_intake.dashboard.money_text import InvalidAmount
 from refundflow_intake.dashboard.policy_form import InvalidPolicyForm
@@ -113,7 +114,8 @@ def documented(
 ) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` listing every error code an endpoint can answer, grouped by status (``also``: codes
     raised as ``ApiError``, e.g. a 503 when a dependency is down)."""
-    codes: dict[int, list[str]] = {422: ["invalid_request"]}
+    # Any request may be refused for its size, before it is read (refundflow_shared.http_limits).
+    codes: dict[int, list[str]] = {413: ["request_too_large"], 422: ["invalid_request"]}
     if authenticated:
         codes[401] = ["unauthorized"]
     for error in errors:
@@ -202,4 +204,19 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
             return answer
         if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8, say): a malformed request
             return JSONResponse(error_body("invalid_request", str(exc.detail)), status_code=422)
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        headers = {"Allow": allowed_methods(request)} if exc.status_code == 405 else exc.headers
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the path answers (RFC 9110's ``Allow``): Starlette's own 405 names only the first route that
+    matched the path, and one path is often several routes (GET and POST /v1/refunds)."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    )

@@ -6,11 +6,16 @@ a CR/LF there would add headers, or make the notifier refuse every email of the 
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import Path
-from pydantic import AfterValidator, AnyHttpUrl, EmailStr, Field, UrlConstraints
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
+from fastapi import Path, Query
+from pydantic import AfterValidator, AnyHttpUrl, AwareDatetime, BeforeValidator, EmailStr, Field, UrlConstraints
+
+from refundflow_shared.money import CurrencyCode
 
 MAX_ID = 255  # as the event contract's ids; far below PostgreSQL's btree row limit
 
@@ -27,13 +32,54 @@ def _display_name(text: str) -> str:
     return no_control_characters(text)
 
 
-Id = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(no_control_characters)]
-Line = Annotated[str, Field(max_length=200), AfterValidator(no_control_characters)]
-ShortLine = Annotated[str, Field(max_length=100), AfterValidator(no_control_characters)]
-DisplayName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_display_name)]
-Note = Annotated[str, Field(max_length=2000)]  # body text of an email or the timeline: line breaks are fine
-Email = Annotated[EmailStr, Field(max_length=320)]
+# The same rules in the OpenAPI document, so a client (or a fuzzer) can tell what is accepted before it sends it.
+_CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029"  # Unicode's Cc, Zl and Zp, as no_control_characters sees them
+ONE_LINE = f"^[^{_CONTROL}]*$"
+_NAME = f'^[^{_CONTROL}<>@"]*$'
+# email-validator refuses the special-use top-level domains (RFC 6761), which JSON Schema's format does not.
+_SPECIAL_USE = "|".join("".join(f"[{c}{c.upper()}]" for c in tld) for tld in SPECIAL_USE_DOMAIN_NAMES)
+_DELIVERABLE = f"^(?!.*[.@](?:{_SPECIAL_USE})$)"
+
+Id = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID, json_schema_extra={"pattern": ONE_LINE}),
+    AfterValidator(no_control_characters),
+]
+Line = Annotated[
+    str, Field(max_length=200, json_schema_extra={"pattern": ONE_LINE}), AfterValidator(no_control_characters)
+]
+ShortLine = Annotated[
+    str, Field(max_length=100, json_schema_extra={"pattern": ONE_LINE}), AfterValidator(no_control_characters)
+]
+DisplayName = Annotated[
+    str, Field(min_length=1, max_length=100, json_schema_extra={"pattern": _NAME}), AfterValidator(_display_name)
+]
+MAX_NOTE = 2000
+Note = Annotated[str, Field(max_length=MAX_NOTE)]  # body text of an email or the timeline: line breaks are fine
+Email = Annotated[EmailStr, Field(max_length=320, json_schema_extra={"pattern": _DELIVERABLE})]
 # Syntax only: whether we may call it (a public address) is checked when it is saved, by the use case.
 OutboundUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048)]
 
-PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID)]
+
+Currency = CurrencyCode
+
+# An integer or a boolean is one in the JSON (no "14", no true for 1, no 0 for false); see json_body for 14.0.
+Count = Annotated[int, Field(strict=True)]
+Flag = Annotated[bool, Field(strict=True)]
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with a time zone, e.g. 2026-11-20T10:00:00Z")
+    return value
+
+
+# What OpenAPI's ``format: date-time`` means: not a Unix timestamp, not a date alone, not without a time zone.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID, pattern=ONE_LINE)]
+QueryId = Annotated[str | None, Query(min_length=1, max_length=MAX_ID, pattern=ONE_LINE)]

@@ -7,8 +7,8 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from refundflow_intake.api import examples as ex
-from refundflow_intake.api.fields import Note
-from refundflow_intake.api.schemas import Body
+from refundflow_intake.api.fields import Count, Flag, Note
+from refundflow_intake.api.schemas import Body, details_required_for_other
 from refundflow_intake.domain import RefundReason
 from refundflow_shared.money import MinorUnits
 
@@ -16,7 +16,7 @@ from refundflow_shared.money import MinorUnits
 class PortalTokenCreate(Body):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"expires_in_hours": 72}]})
 
-    expires_in_hours: int | None = Field(default=None, ge=1, le=24 * 90, description="default 168 (7 days)")
+    expires_in_hours: Count | None = Field(default=None, ge=1, le=24 * 90, description="default 168 (7 days)")
 
 
 class PortalToken(BaseModel):
@@ -32,14 +32,15 @@ class PortalRefundRequestCreate(Body):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"reason": "technical_issue", "message": "The export crashes", "amount": 1500}]
+            "examples": [{"reason": "technical_issue", "message": "The export crashes", "amount": 1500}],
+            **details_required_for_other("message"),
         },
     )
 
     reason: RefundReason
     message: Note | None = Field(default=None, description="in the customer's words")
     amount: MinorUnits | None = Field(default=None, gt=0, description="defaults to all that is refundable")
-    cancel_subscription: bool | None = Field(
+    cancel_subscription: Flag | None = Field(
         default=None, description="subscriptions: whether the customer wants it cancelled too (the merchant decides)"
     )
 

@@ -3,20 +3,53 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Self
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from refundflow_intake.api import examples as ex
-from refundflow_intake.api.fields import Email, Id, Line, Note, no_control_characters
+from refundflow_intake.api.fields import MAX_NOTE, Count, Currency, Email, Flag, Id, Line, Note, ShortLine, Timestamp
 from refundflow_intake.domain import RefundReason, SubscriptionAction
+from refundflow_intake.json_body import JsonBody
 from refundflow_intake.refund_policy import RefundPolicy, RefundPolicyOverride
 from refundflow_shared.events import Product, SubscriptionPeriod
-from refundflow_shared.money import Currency, MinorUnits
+from refundflow_shared.money import MinorUnits
+
+Body = JsonBody
+
+# Cross-field rules, in the document as JSON Schema (``oneOf``/``anyOf``) and enforced by the validators or use cases.
+_NULL_OR_ABSENT: JsonDict = {"type": "null"}  # under ``properties``: the field is absent or null
+AMOUNT_OR_PRORATION: JsonDict = {
+    "anyOf": [{"properties": {field: _NULL_OR_ABSENT}} for field in ("amount", "proration")]
+}
 
 
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def details_required_for_other(details: str) -> JsonDict:
+    """Reason ``other`` needs its free text (``reason_details_required`` when it is missing or empty)."""
+    return {
+        "anyOf": [
+            {"properties": {"reason": {"not": {"const": RefundReason.OTHER.value}}}},
+            {"required": [details], "properties": {details: {"type": "string", "minLength": 1, "maxLength": MAX_NOTE}}},
+        ]
+    }
+
+
+class ProductIn(Body):
+    id: Id
+    name: Line = Field(min_length=1)
+    kind: Literal["one_time", "subscription"]
+    category: ShortLine | None = Field(
+        default=None, min_length=1, description="e.g. digital, service, consumable, customized"
+    )
+
+
+class SubscriptionIn(Body):
+    """The subscription the payment paid for, and the period it paid for (its end after its start)."""
+
+    id: Id
+    current_period_start: Timestamp
+    current_period_end: Timestamp
 
 
 class PaymentCreate(Body):
@@ -41,7 +74,20 @@ class PaymentCreate(Body):
                         "current_period_end": "2026-12-18T10:00:00Z",
                     },
                 }
-            ]
+            ],
+            "oneOf": [
+                {
+                    "properties": {"product": {"properties": {"kind": {"const": "subscription"}}}},
+                    "required": ["subscription"],
+                    "not": {"properties": {"subscription": _NULL_OR_ABSENT}},
+                },
+                {
+                    "properties": {
+                        "product": {"properties": {"kind": {"const": "one_time"}}},
+                        "subscription": _NULL_OR_ABSENT,
+                    }
+                },
+            ],
         },
     )
 
@@ -51,25 +97,11 @@ class PaymentCreate(Body):
     amount: MinorUnits = Field(gt=0)
     currency: Currency
     provider_payment_id: Id = Field(description="the provider's payment (e.g. pi_...): one merchant's, once")
-    paid_at: datetime
-    product: Product
-    subscription: SubscriptionPeriod | None = Field(
-        default=None, description="required when product.kind is subscription, absent otherwise"
+    paid_at: Timestamp
+    product: ProductIn
+    subscription: SubscriptionIn | None = Field(
+        default=None, description="required when product.kind is subscription, absent (or null) otherwise"
     )
-
-    @field_validator("product")
-    @classmethod
-    def _product_is_plain_text(cls, product: Product) -> Product:
-        for text in (product.id, product.name, product.category or ""):
-            no_control_characters(text)
-        return product
-
-    @field_validator("subscription")
-    @classmethod
-    def _subscription_id_is_plain_text(cls, subscription: SubscriptionPeriod | None) -> SubscriptionPeriod | None:
-        if subscription is not None:
-            no_control_characters(subscription.id)
-        return subscription
 
     @model_validator(mode="after")
     def _subscription_matches_product(self) -> Self:
@@ -84,13 +116,24 @@ class ProrationIn(Body):
     """A share of the payment: ``unused_days`` left in the period, or ``affected_days`` of downtime, out of
     ``period_days`` (default: the subscription's current period). Rounded half up to a minor unit."""
 
-    unused_days: int | None = Field(default=None, gt=0, le=3660)
-    affected_days: int | None = Field(default=None, gt=0, le=3660)
-    period_days: int | None = Field(default=None, gt=0, le=3660)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"unused_days": 14}, {"affected_days": 3, "period_days": 30}],
+            "oneOf": [
+                {"required": ["unused_days"], "properties": {"affected_days": _NULL_OR_ABSENT}},
+                {"required": ["affected_days"], "properties": {"unused_days": _NULL_OR_ABSENT}},
+            ],
+        },
+    )
+
+    unused_days: Count | None = Field(default=None, gt=0, le=3660)
+    affected_days: Count | None = Field(default=None, gt=0, le=3660)
+    period_days: Count | None = Field(default=None, gt=0, le=3660)
 
     @model_validator(mode="after")
     def _one_kind_of_days(self) -> Self:
-        if (self.unused_days is None) == (self.affected_days is None):
+        if (self.unused_days is None) == (self.affected_days is None):  # the oneOf above
             raise ValueError("give exactly one of unused_days and affected_days")
         return self
 
@@ -108,7 +151,8 @@ class RefundCreate(Body):
             "examples": [
                 {"payment_id": "pay_1", "reason": "service_disruption", "proration": {"affected_days": 7}},
                 {"payment_id": "pay_1", "reason": "duplicate", "amount": 1000},
-            ]
+            ],
+            "allOf": [AMOUNT_OR_PRORATION, details_required_for_other("reason_details")],
         },
     )
 
@@ -122,7 +166,11 @@ class RefundCreate(Body):
 
 class RefundQuoteRequest(Body):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"payment_id": "pay_1", "proration": {"unused_days": 14}}]}
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"payment_id": "pay_1", "proration": {"unused_days": 14}}],
+            **AMOUNT_OR_PRORATION,
+        },
     )
 
     payment_id: Id
@@ -154,7 +202,12 @@ class Approval(Body):
                     "note": "Outage on 3 Nov, ticket 1234",
                     "note_to_customer": "Sorry for the outage: we refunded the days it lasted and added a week.",
                 }
-            ]
+            ],
+            # A goodwill extension of a subscription the approval cancels is refused (extension_conflicts_with_cancel).
+            "anyOf": [
+                {"properties": {"extend_days": _NULL_OR_ABSENT}},
+                {"properties": {"subscription_action": {"not": {"const": SubscriptionAction.REFUND_AND_CANCEL.value}}}},
+            ],
         },
     )
 
@@ -165,7 +218,7 @@ class Approval(Body):
         default=None,
         description="subscriptions only; default refund_and_cancel (refund_only when the customer asked to keep it)",
     )
-    extend_days: int | None = Field(
+    extend_days: Count | None = Field(
         default=None,
         gt=0,
         le=365,
@@ -188,7 +241,7 @@ class Rejection(Body):
 class SubscriptionCancel(Body):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"at_period_end": True}]})
 
-    at_period_end: bool = Field(default=True, description="true: the customer keeps access until the period ends")
+    at_period_end: Flag = Field(default=True, description="true: the customer keeps access until the period ends")
 
 
 class TimelineEntry(BaseModel):

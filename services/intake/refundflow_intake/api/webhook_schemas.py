@@ -5,27 +5,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from refundflow_intake.api.fields import DisplayName, Email, OutboundUrl, ShortLine
+from refundflow_intake.api.fields import DisplayName, Email, Flag, OutboundUrl, ShortLine, Timestamp
+from refundflow_intake.json_body import JsonBody as Body
 from refundflow_shared.events import WebhookEventType
 
 MAX_EVENT_TYPES = 32  # the event types, with room for repeats (they are merged)
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class EndpointCreate(_Body):
+class EndpointCreate(Body):
     url: OutboundUrl = Field(description="public http(s) only: no loopback, private or link-local addresses")
     events: list[WebhookEventType] = Field(min_length=1, max_length=MAX_EVENT_TYPES)
 
 
-class EndpointUpdate(_Body):
+class EndpointUpdate(Body):
     url: OutboundUrl | None = None
     events: list[WebhookEventType] | None = Field(default=None, min_length=1, max_length=MAX_EVENT_TYPES)
-    enabled: bool | None = Field(default=None, description="true also re-enables an endpoint Refundflow disabled")
+    enabled: Flag | None = Field(default=None, description="true also re-enables an endpoint Refundflow disabled")
 
 
 class EndpointOut(BaseModel):
@@ -45,8 +42,8 @@ class EndpointList(BaseModel):
     data: list[EndpointOut]
 
 
-class ReplaySince(_Body):
-    since: AwareDatetime = Field(
+class ReplaySince(Body):
+    since: Timestamp = Field(
         description="every subscribed event at or after this time is delivered again (30 days back at most)"
     )
 
@@ -87,7 +84,7 @@ class DeliveryLog(BaseModel):
     deliveries: list[Delivery]
 
 
-class NotificationSettings(_Body):
+class NotificationSettings(Body):
     team_email: Email | None = None
     slack_webhook_url: OutboundUrl | None = Field(
         default=None,

@@ -23,6 +23,12 @@ def _text(form: FormData, name: str) -> str:
     return value.strip()[:2000] if isinstance(value, str) else ""
 
 
+def _whole(form: FormData, name: str) -> int | str | None:
+    """A typed number as the integer the policy takes (what is not one is left for the policy to refuse)."""
+    text = _text(form, name)
+    return int(text) if text.isdecimal() else text or None
+
+
 def _categories(typed: str) -> list[str]:
     return list(dict.fromkeys(c.strip() for c in typed.split(",") if c.strip()))
 
@@ -49,11 +55,11 @@ def _validated(model: type[Any], values: dict[str, Any]) -> Any:
 def policy_from_form(form: FormData) -> RefundPolicyFields:
     auto = _money(form, "auto_approve")
     values: dict[str, Any] = {
-        "refund_window_days": _text(form, "refund_window_days") or None,
+        "refund_window_days": _whole(form, "refund_window_days"),
         "excluded_categories": _categories(_text(form, "excluded_categories")),
         "accepted_reasons": form.getlist("accepted_reasons"),
         "process_time": _text(form, "process_time"),
-        "review_target_hours": _text(form, "review_target_hours") or None,
+        "review_target_hours": _whole(form, "review_target_hours"),
         "auto_approve": {"max_amount": auto, "reasons": form.getlist("auto_approve_reasons")} if auto else None,
         "second_approval_above": _money(form, "second_approval"),
     }
@@ -70,7 +76,7 @@ def override_from_form(form: FormData) -> tuple[str, RefundPolicyOverride]:
     if not product_id or len(product_id) > 255:
         raise InvalidPolicyForm("give the product id the override is for")
     values: dict[str, Any] = {}
-    if window := _text(form, "refund_window_days"):
+    if window := _whole(form, "refund_window_days"):
         values["refund_window_days"] = window
     if categories := _text(form, "excluded_categories"):
         values["excluded_categories"] = _categories(categories)

@@ -7,12 +7,18 @@ from refundflow_intake.api.account_schemas import ApiKeyCreate, ApiKeyCreated, A
 from refundflow_intake.api.dependencies import CurrentCaller, Db
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import PathId
+from refundflow_intake.api.links import id_links
 from refundflow_intake.domain import ApiKeyNotFound, ApiKeysManagedByOwners, LastApiKey
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
 
 
-@router.post("", status_code=201, responses=documented(ApiKeysManagedByOwners))
+@router.post(
+    "",
+    status_code=201,
+    responses=documented(ApiKeysManagedByOwners)
+    | id_links(201, "the new key", "key_id", "DELETE /v1/api-keys/{key_id}"),
+)
 async def create_api_key(caller: CurrentCaller, db: Db, body: ApiKeyCreate | None = None) -> ApiKeyCreated:
     """Another API key for your account; the key is shown once. Once your merchant has an owner (a person in the
     dashboard), keys are created and revoked by owners there: a key cannot mint or revoke keys (403)."""

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from refundflow_intake import listing_queries, payments, subscription_requests
 from refundflow_intake.api.dependencies import CurrentCaller, Db, ToCustomer, require_admin
 from refundflow_intake.api.errors import documented
-from refundflow_intake.api.fields import MAX_ID, PathId
+from refundflow_intake.api.fields import MAX_ID, ONE_LINE, PathId
 from refundflow_intake.api.schemas import PaymentCreate, PaymentList, PaymentOut, SubscriptionCancel
 from refundflow_intake.api.views import payment_out, payment_view
 from refundflow_intake.domain import (
@@ -19,12 +19,19 @@ from refundflow_intake.domain import (
     PlatformOnly,
     ProviderPaymentTaken,
 )
+from refundflow_shared.events import Product, SubscriptionPeriod
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"])
 
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
 StartingAfter = Annotated[
-    str | None, Query(max_length=MAX_ID, description="the last id of the previous page; the next page follows it")
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_ID,
+        pattern=ONE_LINE,
+        description="the last id of the previous page; the next page follows it",
+    ),
 ]
 _AGAIN: dict[int | str, dict[str, Any]] = {
     200: {"model": PaymentOut, "description": "the same payment registered again: the payment as first registered"}
@@ -46,8 +53,8 @@ async def register_payment(body: PaymentCreate, db: Db, response: Response) -> P
             conn,
             body.merchant_id,
             **body.model_dump(exclude={"merchant_id", "product", "subscription"}),
-            product=body.product,
-            subscription=body.subscription,
+            product=Product(**body.product.model_dump()),
+            subscription=SubscriptionPeriod(**body.subscription.model_dump()) if body.subscription else None,
         )
         response.status_code = 201 if created else 200
         if created:  # nothing can be refunded, held or disputed yet: the stored row is the whole answer

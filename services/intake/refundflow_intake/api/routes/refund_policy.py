@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now
 from refundflow_intake.api.errors import documented
-from refundflow_intake.api.fields import MAX_ID, PathId
+from refundflow_intake.api.fields import PathId, QueryId
 from refundflow_intake.api.schemas import PublicRefundPolicy, RefundPolicyOut
 from refundflow_intake.domain import MerchantNotFound, PolicyOverrideNotFound
 from refundflow_intake.merchant_accounts import merchant_exists
@@ -103,7 +103,7 @@ async def public_refund_policy(
     db: Db,
     now: Now,
     request: Request,
-    product_id: str | None = Query(default=None, max_length=MAX_ID),
+    product_id: QueryId = None,
     if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> Response:
     """The policy customers see at checkout and on product pages (no authentication; approval rules stay

@@ -3,12 +3,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Response
 
 from refundflow_intake import listing_queries, refund_decisions, refund_requests
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, ToCustomer
 from refundflow_intake.api.errors import documented
-from refundflow_intake.api.fields import MAX_ID, PathId
+from refundflow_intake.api.fields import PathId, QueryId
+from refundflow_intake.api.links import id_links
 from refundflow_intake.api.routes.payments import Limit, StartingAfter
 from refundflow_intake.api.schemas import (
     Approval,
@@ -58,7 +59,17 @@ def _proration(body: ProrationIn | None) -> refund_requests.Proration | None:
     return refund_requests.Proration(days=body.days, period_days=body.period_days) if body else None
 
 
-@router.post("", status_code=201, responses=documented(*_REQUEST_ERRORS, IdempotencyKeyReused))
+_CREATED = id_links(
+    201,
+    "the refund request",
+    "refund_id",
+    "GET /v1/refunds/{refund_id}",
+    "POST /v1/refunds/{refund_id}/approve",
+    "POST /v1/refunds/{refund_id}/reject",
+)
+
+
+@router.post("", status_code=201, responses=documented(*_REQUEST_ERRORS, IdempotencyKeyReused) | _CREATED)
 async def request_refund(
     body: RefundCreate,
     caller: CurrentCaller,
@@ -115,7 +126,7 @@ async def list_refunds(
     caller: CurrentCaller,
     db: Db,
     status: RefundStatus | None = None,
-    payment_id: str | None = Query(default=None, max_length=MAX_ID),
+    payment_id: QueryId = None,
     limit: Limit = 10,
     starting_after: StartingAfter = None,
 ) -> RefundList:

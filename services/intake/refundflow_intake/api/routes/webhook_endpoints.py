@@ -12,6 +12,7 @@ from refundflow_intake import webhook_endpoints as endpoints
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, Settings
 from refundflow_intake.api.errors import ApiError, documented
 from refundflow_intake.api.fields import PathId
+from refundflow_intake.api.links import id_links
 from refundflow_intake.api.webhook_schemas import (
     DeliveryLog,
     EndpointCreate,
@@ -73,7 +74,17 @@ _NEEDS_NOTIFIER = {503: [_SIGNING_UNAVAILABLE, _NOTIFIER_UNAVAILABLE]}
 @router.post(
     "/v1/webhook-endpoints",
     status_code=201,
-    responses=documented(OutboundUrlNotAllowed, TooManyWebhookEndpoints, also=_NEEDS_KEY),
+    responses=documented(OutboundUrlNotAllowed, TooManyWebhookEndpoints, also=_NEEDS_KEY)
+    | id_links(
+        201,
+        "the new endpoint",
+        "endpoint_id",
+        "GET /v1/webhook-endpoints/{endpoint_id}",
+        "PATCH /v1/webhook-endpoints/{endpoint_id}",
+        "DELETE /v1/webhook-endpoints/{endpoint_id}",
+        "GET /v1/webhook-endpoints/{endpoint_id}/deliveries",
+        "POST /v1/webhook-endpoints/{endpoint_id}/replay",
+    ),
 )
 async def create_endpoint(
     body: EndpointCreate, caller: CurrentCaller, db: Db, box: Box, settings: Settings
