@@ -22,13 +22,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
+import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
@@ -37,6 +39,7 @@ from refundflow_shared.crash_points import crash_point
 from refundflow_shared.dead_letters import DeadLetterOffice, describe_failure, leaves_a_refund_unfinished
 from refundflow_shared.event_decoding import InvalidEvent, decode_event, printable_headers, read_headers
 from refundflow_shared.events import Event, EventData, EventType, topic_for
+from refundflow_shared.metrics import EVENTS_HANDLED, HANDLER_SECONDS, counts_on_commit
 from refundflow_shared.settings import ServiceSettings
 from refundflow_shared.structured_logging import bound
 from refundflow_shared.transient_faults import DatabaseUnavailable, database_is_unavailable
@@ -89,6 +92,7 @@ class EventConsumer:
         self._pool = pool
         self._settings = settings
         self._handlers: dict[str, tuple[EventType, Handler]] = {}
+        self._subscriber: Any = None
         self._dead_letters = DeadLetterOffice(name, broker, pool, retry_max_seconds=settings.consumer_retry_max_seconds)
 
     def handles(
@@ -114,11 +118,17 @@ class EventConsumer:
         """Prefixed like the topics: deployments sharing a cluster must not share (and rebalance) a group."""
         return f"{self._settings.topic_prefix}{self.name}"
 
+    @property
+    def kafka_consumer(self) -> AIOKafkaConsumer | None:
+        """The client underneath, once subscribed and started (for the lag gauge)."""
+        consumer: AIOKafkaConsumer | None = getattr(self._subscriber, "consumer", None)
+        return consumer
+
     def subscribe(self) -> None:
         """Attach to the broker; call before the broker starts."""
         if not self._handlers:
             return
-        self._broker.subscriber(
+        self._subscriber = self._broker.subscriber(
             *self.topics,
             group_id=self.group_id,
             ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -128,7 +138,8 @@ class EventConsumer:
             batch_timeout_ms=self._settings.consumer_batch_timeout_ms,
             parser=_parse_any_headers,
             decoder=_raw_body,  # we decode (and dead-letter) ourselves; FastStream's JSON decoding would loop
-        )(self.on_batch)
+        )
+        self._subscriber(self.on_batch)
 
     async def on_batch(self, msg: KafkaMessage) -> None:
         """Handle one polled batch; FastStream commits the offsets when this returns."""
@@ -192,7 +203,7 @@ class EventConsumer:
         failed: tuple[int, Exception] | None = None
         duplicates: set[uuid.UUID] = set()
         try:
-            async with conn.transaction():
+            async with counts_on_commit(), conn.transaction():
                 fresh = await inbox.claim_many(conn, self.name, [event for _, event in events])
                 for index, (record, event) in enumerate(events):
                     if event.id not in fresh:  # handled before (or earlier in this batch): skip it
@@ -201,7 +212,7 @@ class EventConsumer:
                     fresh.discard(event.id)
                     try:
                         with bound(event):
-                            await self._handlers[record.topic][1](conn, event, event.data)
+                            await self._run_handler(record.topic, conn, event)
                     except Exception as exc:
                         failed = (index, exc)
                         raise _RollBack from exc
@@ -216,10 +227,26 @@ class EventConsumer:
         finally:
             await self._pool.release(conn)
         if failed is None:
+            outcomes: Counter[tuple[str, str]] = Counter()
             for _, event in events:
+                duplicate = event.id in duplicates
+                outcomes[(event.type.value, "duplicate" if duplicate else "handled")] += 1
                 with bound(event):
-                    log.info("event_duplicate_skipped" if event.id in duplicates else "event_handled")
+                    log.info("event_duplicate_skipped" if duplicate else "event_handled")
+            for (event_type, outcome), count in outcomes.items():  # one count per type, not per event
+                EVENTS_HANDLED.labels(self.name, event_type, outcome).inc(count)
         return failed
+
+    async def _run_handler(self, topic: str, conn: asyncpg.Connection, event: Event) -> None:
+        """The handler, timed; a try that raised is counted as failed."""
+        started = time.perf_counter()
+        try:
+            await self._handlers[topic][1](conn, event, event.data)
+        except Exception:
+            EVENTS_HANDLED.labels(self.name, event.type.value, "failed").inc()
+            raise
+        finally:
+            HANDLER_SECONDS.labels(self.name, event.type.value).observe(time.perf_counter() - started)
 
     async def _connection(self) -> asyncpg.Connection:
         try:
@@ -253,14 +280,14 @@ class EventConsumer:
             await asyncio.sleep(delay)
 
     async def _handle_once(self, topic: str, event: Event) -> None:
-        handler = self._handlers[topic][1]
         conn = await self._connection()
         try:
-            async with conn.transaction():
+            async with counts_on_commit(), conn.transaction():
                 if not await inbox.claim(conn, self.name, event):
                     log.info("event_duplicate_skipped")
+                    EVENTS_HANDLED.labels(self.name, event.type.value, "duplicate").inc()
                     return
-                await handler(conn, event, event.data)
+                await self._run_handler(topic, conn, event)
                 crash_point(f"{self.name}.before_commit")
         except Exception as exc:
             if conn.is_closed() or database_is_unavailable(exc):
@@ -270,6 +297,7 @@ class EventConsumer:
         finally:
             await self._pool.release(conn)
         log.info("event_handled")
+        EVENTS_HANDLED.labels(self.name, event.type.value, "handled").inc()
 
     def _backoff(self, attempt: int) -> float:
         base: float = self._settings.consumer_retry_base_seconds * 2 ** min(attempt - 1, 30)
@@ -279,6 +307,7 @@ class EventConsumer:
         self, record: Record, code: str, error: str, *, event: Event | None = None, exc: Exception | None = None
     ) -> None:
         """Park the message on its dead-letter topic and move on; alert the team if a refund is left unfinished."""
+        EVENTS_HANDLED.labels(self.name, self._handlers[record.topic][0].value, "dead_lettered").inc()
         log.error(
             "event_dead_lettered",
             topic=record.topic,

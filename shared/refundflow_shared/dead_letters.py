@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from refundflow_shared.event_decoding import validation_summary
 from refundflow_shared.events import Event, EventType, TeamAlertRaised, dlq_topic
+from refundflow_shared.metrics import DLQ_MESSAGES
 from refundflow_shared.outbox import add_event
 from refundflow_shared.transient_faults import database_is_unavailable
 
@@ -70,8 +71,10 @@ class DeadLetterOffice:
         # The original plus our headers may be over the broker's limit: then keep the reason and say what was
         # dropped, the value first, then the original headers too.
         too_large = (MessageSizeTooLargeError, RecordTooLargeError)
+        parked = DLQ_MESSAGES.labels(self._consumer, topic, code)
         try:
             await self._broker.publish(value, dlq_topic(topic), key=key, headers={**headers, **reason})
+            parked.inc()
             return
         except too_large:
             dropped = {"dlq_dropped": f"the original value ({len(value)} bytes): too large to carry"}
@@ -80,6 +83,7 @@ class DeadLetterOffice:
         except too_large:
             dropped = {"dlq_dropped": f"the original value ({len(value)} bytes) and headers: too large to carry"}
             await self._broker.publish(b"", dlq_topic(topic), key=key, headers={**reason, **dropped})
+        parked.inc()
 
     async def publish_until_taken(
         self,

@@ -17,6 +17,7 @@ from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.database import create_pool, is_reachable
 from refundflow_shared.http_service import Readiness
 from refundflow_shared.kafka_topics import ensure_service_topics
+from refundflow_shared.metrics_endpoint import LagGauge, ScrapeHook, observe_outbox
 from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.outbox import OutboxRelay, limit_event_size
 from refundflow_shared.retention import RetentionRule, run_retention
@@ -45,6 +46,9 @@ class ServiceRuntime:
             RetentionRule("outbox", "sent_at", settings.outbox_retention_days * days, "sent_at IS NOT NULL"),
             RetentionRule("inbox", "handled_at", settings.inbox_retention_days * days),
         ]
+        # What /metrics reads at scrape besides the outbox and the lag; services append theirs.
+        self.scrape_hooks: list[ScrapeHook] = []
+        self._lag = LagGauge(name)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -118,6 +122,13 @@ class ServiceRuntime:
     def dead_jobs(self) -> list[str]:
         """Background jobs that ended: they run until the service stops, so any that ended has died."""
         return [task.get_name() for task in self._background if task.done()]
+
+    async def refresh_metrics(self) -> None:
+        """The scrape-time gauges: one outbox query, the consumer's lag (no I/O), then the service's hooks."""
+        await observe_outbox(self.pool, self.name)
+        await self._lag.observe(self._consumer.kafka_consumer if self._consumer is not None else None)
+        for hook in self.scrape_hooks:
+            await hook(self.pool)
 
     async def readiness(self) -> Readiness:
         database = self._pool is not None and await is_reachable(self._pool)

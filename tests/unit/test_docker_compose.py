@@ -24,7 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
-INFRA_SERVICES = {"kafka", "postgres", "mailpit"}
+INFRA_SERVICES = {"kafka", "postgres", "mailpit", "prometheus", "grafana"}
 BUILT_SERVICES = {"sandbox", "intake", "processor", "notifier"}
 # The services that read the database and the broker (the sandbox reads neither).
 APP_SERVICES = {"intake", "processor", "notifier"}

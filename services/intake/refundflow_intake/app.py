@@ -27,9 +27,12 @@ from refundflow_intake.dashboard import wiring as dashboard
 from refundflow_intake.portal import wiring as portal
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.public_policy_cache import PublicPolicyCache
+from refundflow_intake.refund_gauges import observe_processing_refunds
 from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.http_limits import limit_request_bodies
+from refundflow_shared.http_metrics import HttpMetrics
 from refundflow_shared.http_service import health_router
+from refundflow_shared.metrics_endpoint import metrics_router
 from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -52,6 +55,7 @@ def _wire(
 ) -> None:
     event_handlers.register(runtime, clock, links)
     runtime.retention_rules.extend(DASHBOARD_RETENTION)
+    runtime.scrape_hooks.append(observe_processing_refunds)
     interval = settings.review_check_interval_seconds
     runtime.run_in_background(review_deadlines.watch(runtime.pool, clock, interval=interval), "review_deadlines")
 
@@ -85,11 +89,13 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     install_error_handlers(app, pages=_dashboard_errors)
     limit_request_bodies(app, settings)
     app.include_router(health_router(runtime.readiness))
+    app.include_router(metrics_router(runtime.refresh_metrics))
     for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights, contract):
         app.include_router(module.router)
     app.include_router(webhook_endpoints.router)
     dashboard.install(app)
     portal.install(app)
+    app.add_middleware(HttpMetrics)  # added last: outermost, it sees every answer
     return app
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from refundflow_intake.domain import HOLDING_STATUSES, RefundStatus
+from refundflow_shared.metrics import REFUNDS, count_after_commit
 
 Row = dict[str, Any]
 
@@ -148,6 +149,7 @@ async def insert_refund(conn: asyncpg.Connection, refund: Row) -> None:
         f"INSERT INTO refunds ({', '.join(_REFUND_COLUMNS)}) VALUES ({placeholders})",
         *(refund.get(column) for column in _REFUND_COLUMNS),
     )
+    _count_status(refund["status"])
 
 
 async def get_refund(
@@ -169,6 +171,7 @@ async def update_refund_status(
         status.value,
         failure_reason,
     )
+    _count_status(status.value)
 
 
 async def record_decision(conn: asyncpg.Connection, refund_id: str, decision: Row) -> None:
@@ -185,6 +188,12 @@ async def record_decision(conn: asyncpg.Connection, refund_id: str, decision: Ro
         decision.get("note"),
         decision.get("customer_note"),
     )
+    _count_status(decision["status"])
+
+
+def _count_status(status: str) -> None:
+    """Every status a refund enters is written by one of the three functions above: counted once it committed."""
+    count_after_commit(REFUNDS.labels(RefundStatus(status).value).inc)
 
 
 async def add_timeline_entry(

@@ -17,6 +17,7 @@ from refundflow_notifier.smtp_mailer import SmtpMailer
 from refundflow_notifier.webhook_worker import WebhookWorker
 from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_service import health_router
+from refundflow_shared.metrics_endpoint import metrics_router
 from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -74,6 +75,7 @@ def create_app(settings: NotifierSettings) -> FastAPI:
 
     app = FastAPI(title="Refundflow notifier", version="0.1.0", lifespan=runtime.lifespan(wire))
     app.include_router(health_router(runtime.readiness))
+    app.include_router(metrics_router(runtime.refresh_metrics))
     limit_request_bodies(app, settings)
     app.include_router(internal_router(runtime, settings))
     return app

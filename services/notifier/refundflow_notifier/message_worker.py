@@ -22,6 +22,7 @@ from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.smtp_mailer import MailNotSent, SmtpMailer
 from refundflow_shared.crash_points import crash_point
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
+from refundflow_shared.metrics import EMAILS
 from refundflow_shared.secret_box import SecretBox, SecretBoxError
 
 log = structlog.get_logger(__name__)
@@ -84,13 +85,15 @@ class MessageWorker:
             if exc.permanent:
                 log_.error("message_rejected", error=exc.summary)
                 await self._rejected(row, str(exc))
+                _count(row, "rejected")
             else:
-                await self._retry(row, exc, log_)
+                _count(row, await self._retry(row, exc, log_))
             return
         crash_point("notifier.message_sent")
         async with self._pool.acquire() as conn:
             await message_queue.finish(conn, row["id"], "sent")
         log_.info("message_sent")
+        _count(row, "sent")
 
     async def _send_email(self, row: Row) -> None:
         try:
@@ -127,15 +130,17 @@ class MessageWorker:
         except SecretBoxError as exc:
             raise NotSent("slack_url_unreadable", permanent=True) from exc
 
-    async def _retry(self, row: Row, failure: NotSent, log_: structlog.stdlib.BoundLogger) -> None:
+    async def _retry(self, row: Row, failure: NotSent, log_: structlog.stdlib.BoundLogger) -> str:
+        """Try again later, or give up: which it was (retrying or failed)."""
         delay = next_delay(self._settings.message_retry_schedule_seconds, row["attempts"])
         if delay is not None:
             log_.warning("message_retrying", attempt=row["attempts"], retry_in=delay, error=failure.summary)
             async with self._pool.acquire() as conn:
                 await message_queue.retry_later(conn, row["id"], delay, str(failure))
-            return
+            return "retrying"
         log_.error("message_failed", attempts=row["attempts"], error=failure.summary)
         await self._rejected(row, f"gave up after {row['attempts']} attempts: {failure}", status="failed")
+        return "failed"
 
     async def _rejected(self, row: Row, error: str, status: str = "rejected") -> None:
         """Record it and tell the team, in one transaction; other messages are not held up."""
@@ -148,3 +153,9 @@ class MessageWorker:
             await message_queue.queue_team_alert(
                 conn, self._settings, prefs, event_id=uuid.uuid4(), merchant_id=row["merchant_id"], alert=alert
             )
+
+
+def _count(row: Row, outcome: str) -> None:
+    """Emails by kind (a template's name, from the code) and outcome; team channels are not emails."""
+    if row["channel"] == "email":
+        EMAILS.labels(row["kind"], outcome).inc()

@@ -24,6 +24,7 @@ from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.webhook_signing import signed_headers
 from refundflow_shared.crash_points import crash_point
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
+from refundflow_shared.metrics import WEBHOOK_DELIVERIES
 from refundflow_shared.secret_box import SecretBox, SecretBoxError
 
 log = structlog.get_logger(__name__)
@@ -70,7 +71,8 @@ class WebhookWorker:
             await webhook_store.record_attempt(
                 conn, row["id"], row["attempts"], attempted_at, status_code, latency_ms, error
             )
-            await self._settle(conn, row, succeeded=error is None, status_code=status_code)
+            outcome = await self._settle(conn, row, succeeded=error is None, status_code=status_code)
+        WEBHOOK_DELIVERIES.labels(outcome).inc()
         log.info(
             "webhook_attempted",
             delivery=row["id"],
@@ -107,23 +109,25 @@ class WebhookWorker:
             raise SecretBoxError("WEBHOOK_SECRET_KEY is not set: cannot sign")
         return self._box.open(row["encrypted_secret"], context=row["endpoint_id"])
 
-    async def _settle(self, conn: asyncpg.Connection, row: Row, *, succeeded: bool, status_code: int | None) -> None:
+    async def _settle(self, conn: asyncpg.Connection, row: Row, *, succeeded: bool, status_code: int | None) -> str:
+        """Record what the attempt means; the outcome, for the metrics."""
         if succeeded:
             await webhook_store.finish_delivery(conn, row["id"], "succeeded")
             await webhook_store.endpoint_succeeded(conn, row["endpoint_id"])
-            return
+            return "delivered"
         if status_code is not None and disables_endpoint(status_code):
             await webhook_store.finish_delivery(conn, row["id"], "failed")
             await self._disable(conn, row, "the endpoint answered 410 Gone")
-            return
+            return "endpoint_gone"
         delay = next_delay(self._settings.webhook_retry_schedule_seconds, row["attempts"])
         if delay is not None:
             await webhook_store.retry_delivery(conn, row["id"], delay)
-            return
+            return "retrying"
         await webhook_store.finish_delivery(conn, row["id"], "failed")
         failures = await webhook_store.endpoint_failed_event(conn, row["endpoint_id"])
         if failures >= self._settings.webhook_disable_after_failed_events:
             await self._disable(conn, row, f"{failures} events in a row could not be delivered")
+        return "failed"
 
     async def _disable(self, conn: asyncpg.Connection, row: Row, reason: str) -> None:
         if not await webhook_store.disable_endpoint(conn, row["endpoint_id"], reason):

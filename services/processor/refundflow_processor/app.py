@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from refundflow_processor import event_handlers
+from refundflow_processor.metered_provider import MeteredProvider
 from refundflow_processor.payment_provider import PaymentProvider
 from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.provider_webhooks import provider_webhook_router
@@ -19,6 +20,7 @@ from refundflow_processor.subscription_cancels import SubscriptionCancelExecutor
 from refundflow_processor.subscription_extensions import SubscriptionExtensionExecutor
 from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_service import health_router
+from refundflow_shared.metrics_endpoint import metrics_router
 from refundflow_shared.service_runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -26,8 +28,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = None) -> FastAPI:
     runtime = ServiceRuntime("processor", settings, MIGRATIONS)
-    provider = provider or StripeProvider(
-        settings.stripe_api_key.get_secret_value(), settings.stripe_api_base, settings.stripe_timeout_seconds
+    provider = MeteredProvider(
+        provider
+        or StripeProvider(
+            settings.stripe_api_key.get_secret_value(), settings.stripe_api_base, settings.stripe_timeout_seconds
+        )
     )
     # One per process: a refused key pauses every kind of provider call here.
     pause = ProviderPause(settings.provider_auth_pause_seconds, settings.provider_auth_pause_max_seconds)
@@ -43,5 +48,6 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
     app.state.runtime = runtime
     limit_request_bodies(app, settings)
     app.include_router(health_router(runtime.readiness))
+    app.include_router(metrics_router(runtime.refresh_metrics))
     app.include_router(provider_webhook_router(settings))
     return app

@@ -1,0 +1,111 @@
+"""What /metrics tells an operator when the backbone is in trouble: an outbox relay that cannot publish shows as
+an unsent backlog whose age grows (the alert on it fires); a slow handler shows as consumer lag that drains once it
+is through."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+from fastapi import FastAPI
+
+from refundflow_shared.events import Event, topic_for
+from refundflow_shared.metrics_endpoint import metrics_router
+from refundflow_shared.service_runtime import ServiceRuntime
+from tests.conftest import create_database
+from tests.support.metrics_scrape import Scrape, parse
+from tests.support.probe_service import eventually, probe_settings, refund_requested, stage_events, start_probe
+
+
+def _client(runtime: ServiceRuntime) -> httpx.AsyncClient:
+    app = FastAPI()
+    app.include_router(metrics_router(runtime.refresh_metrics))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://probe")
+
+
+async def _scrape(client: httpx.AsyncClient) -> Scrape:
+    response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return parse(response.text)
+
+
+async def test_an_outbox_relay_that_cannot_read_its_table_shows_as_a_growing_unsent_backlog(
+    postgres_url: str, kafka_bootstrap: str
+) -> None:
+    settings = probe_settings(await create_database(postgres_url), kafka_bootstrap, f"t{uuid.uuid4().hex[:10]}.")
+    runtime = await start_probe(settings, consume=False)
+    unsent = ("refundflow_outbox_unsent", frozenset({("service", "probe")}))
+    oldest = ("refundflow_outbox_oldest_unsent_seconds", frozenset({("service", "probe")}))
+    try:
+        async with _client(runtime) as client:
+            assert (await _scrape(client)).samples[unsent] == 0
+            # A column only the relay reads goes (a botched migration): every claim fails; the relay retries (a
+            # database error may pass) and publishes nothing. The backlog and its age are what show it.
+            async with runtime.pool.acquire() as conn:
+                await conn.execute("ALTER TABLE outbox RENAME COLUMN attempts TO attempts_gone")
+            await stage_events(runtime.pool, [refund_requested(f"pay_{n}") for n in range(3)])
+            first = await _scrape(client)
+
+            async def older() -> bool:
+                return (await _scrape(client)).samples[oldest] > first.samples[oldest]
+
+            await eventually(older)
+            later = await _scrape(client)
+    finally:
+        await runtime.stop()
+    assert first.samples[unsent] == later.samples[unsent] == 3
+    assert later.samples[oldest] > first.samples[oldest] > 0
+
+
+async def test_a_slow_handler_shows_as_consumer_lag_per_partition_that_drains_once_it_is_through(
+    postgres_url: str, kafka_bootstrap: str
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    # One record per batch: the handler holding the first keeps the rest waiting, unread.
+    settings = probe_settings(
+        await create_database(postgres_url), kafka_bootstrap, prefix, consumer_batch_max_records=1
+    )
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(_: Event) -> None:
+        held.set()
+        await release.wait()
+
+    runtime = await start_probe(settings, before_effect=slow)
+    topic = topic_for("refund.requested", prefix)
+    handled = {"service": "probe", "event_type": "refund.requested", "outcome": "handled"}
+    try:
+        async with _client(runtime) as client:
+            before = await _scrape(client)
+            # One payment: one key, one partition, in order.
+            await stage_events(runtime.pool, [refund_requested("pay_slow", n) for n in range(1, 6)])
+            await asyncio.wait_for(held.wait(), timeout=60)
+
+            async def lagging() -> bool:
+                return (await _scrape(client)).value("refundflow_consumer_lag", service="probe", topic=topic) >= 3
+
+            await eventually(lagging)
+            during = await _scrape(client)
+            release.set()
+
+            async def drained() -> bool:
+                scraped = await _scrape(client)
+                done = scraped.value("refundflow_events_handled_total", **handled)
+                return done - before.value("refundflow_events_handled_total", **handled) == 5 and (
+                    scraped.value("refundflow_consumer_lag", service="probe", topic=topic) == 0
+                )
+
+            await eventually(drained)
+            after = await _scrape(client)
+    finally:
+        release.set()
+        await runtime.stop()
+    shown = {dict(labels)["partition"] for (name, labels) in during.samples if ("topic", topic) in labels}
+    assert shown and shown <= {str(p) for p in range(settings.topic_partitions)}, shown
+    timed = {"service": "probe", "event_type": "refund.requested"}
+    count = "refundflow_handler_seconds_count"
+    assert after.value(count, **timed) - before.value(count, **timed) == 5
+    assert after.value("refundflow_handler_seconds_sum", **timed) > before.value(
+        "refundflow_handler_seconds_sum", **timed
+    )
