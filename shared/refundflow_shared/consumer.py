@@ -35,6 +35,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from refundflow_shared import inbox
 from refundflow_shared.crash_points import crash_point
 from refundflow_shared.dead_letters import DeadLetterOffice, describe_failure, leaves_a_refund_unfinished
+from refundflow_shared.event_contract import ContractBroken, ServiceContract, contract_of
 from refundflow_shared.event_decoding import InvalidEvent, decode_event, printable_headers, read_headers
 from refundflow_shared.events import Event, EventData, EventType, topic_for
 from refundflow_shared.settings import ServiceSettings
@@ -81,14 +82,24 @@ async def _parse_any_headers(
 
 
 class EventConsumer:
-    """One consumer group for one service; handlers are registered per event data type."""
+    """One consumer group for one service; handlers are registered per event data type, exactly those its
+    contract (``event_contract``) lists: ``subscribe`` refuses to start otherwise."""
 
-    def __init__(self, name: str, broker: KafkaBroker, pool: asyncpg.Pool, settings: ServiceSettings) -> None:
+    def __init__(
+        self,
+        name: str,
+        broker: KafkaBroker,
+        pool: asyncpg.Pool,
+        settings: ServiceSettings,
+        contract: ServiceContract | None = None,
+    ) -> None:
         self.name = name
+        self.contract = contract or contract_of(name)
         self._broker = broker
         self._pool = pool
         self._settings = settings
         self._handlers: dict[str, tuple[EventType, Handler]] = {}
+        self._subscriber: Any = None
         self._dead_letters = DeadLetterOffice(name, broker, pool, retry_max_seconds=settings.consumer_retry_max_seconds)
 
     def handles(
@@ -115,10 +126,12 @@ class EventConsumer:
         return f"{self._settings.topic_prefix}{self.name}"
 
     def subscribe(self) -> None:
-        """Attach to the broker; call before the broker starts."""
+        """Attach to the broker; call before the broker starts. Raises ``ContractBroken`` when the handlers are not
+        exactly what the service's contract says it consumes."""
+        self.contract.check_consumes({event_type for event_type, _ in self._handlers.values()})
         if not self._handlers:
             return
-        self._broker.subscriber(
+        self._subscriber = self._broker.subscriber(
             *self.topics,
             group_id=self.group_id,
             ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -128,7 +141,13 @@ class EventConsumer:
             batch_timeout_ms=self._settings.consumer_batch_timeout_ms,
             parser=_parse_any_headers,
             decoder=_raw_body,  # we decode (and dead-letter) ourselves; FastStream's JSON decoding would loop
-        )(self.on_batch)
+        )
+        self._subscriber(self.on_batch)
+
+    def subscription(self) -> set[str]:
+        """The topics the running Kafka consumer subscribed to, as it told the broker (empty before it started)."""
+        consumer = getattr(self._subscriber, "consumer", None) if self._subscriber is not None else None
+        return set(consumer.subscription()) if consumer is not None else set()
 
     async def on_batch(self, msg: KafkaMessage) -> None:
         """Handle one polled batch; FastStream commits the offsets when this returns."""
@@ -315,4 +334,6 @@ class EventConsumer:
         position: dict[str, str] | None = None,
     ) -> None:
         """Park a message on ``<topic>.dlq`` with why it failed; raising here leaves the offset uncommitted."""
+        if topic not in self._handlers:  # a consumer publishes the dead-letter topics of what it consumes only
+            raise ContractBroken(f"{self.name} does not consume {topic}: it cannot dead-letter its messages")
         await self._dead_letters.publish(topic, key, value, headers, code, error, position=position)

@@ -14,7 +14,6 @@ from refundflow_intake.api.errors import install_error_handlers
 from refundflow_intake.api.routes import (
     api_keys,
     balance,
-    contract,
     insights,
     merchants,
     payments,
@@ -29,7 +28,7 @@ from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.http_limits import limit_request_bodies
-from refundflow_shared.http_service import health_router
+from refundflow_shared.http_service import contract_router, health_router
 from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -85,7 +84,8 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     install_error_handlers(app, pages=_dashboard_errors)
     limit_request_bodies(app, settings)
     app.include_router(health_router(runtime.readiness))
-    for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights, contract):
+    app.include_router(contract_router(runtime.contract, settings.topic_prefix))
+    for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights):
         app.include_router(module.router)
     app.include_router(webhook_endpoints.router)
     dashboard.install(app)

@@ -29,7 +29,8 @@ from refundflow_processor.attempts import (
 )
 from refundflow_processor.payment_provider import ProviderRefund, normalise_failure_reason
 from refundflow_processor.records import Attempt, Refund, RefundStatus
-from refundflow_processor.team_alerts import SOURCE, raise_alert
+from refundflow_processor.team_alerts import raise_alert
+from refundflow_shared.event_contract import PROCESSOR
 from refundflow_shared.events import (
     PaymentRefunded,
     ProviderUnavailable,
@@ -92,7 +93,7 @@ async def _record_success(conn: asyncpg.Connection, attempt: Attempt, result: Pr
             customer_email=refund.customer_email,
             provider_refund_id=result.id,
         ),
-        source=SOURCE,
+        source=PROCESSOR.source,
     )
     await add_event(
         conn,
@@ -101,7 +102,7 @@ async def _record_success(conn: asyncpg.Connection, attempt: Attempt, result: Pr
             refunded_amount=refunded,
             remaining_amount=max(refund.payment_amount - refunded, 0),
         ),
-        source=SOURCE,
+        source=PROCESSOR.source,
     )
     log.info("refund_succeeded", provider_refund_id=result.id)
 
@@ -134,7 +135,7 @@ async def publish_failure(conn: asyncpg.Connection, refund: Refund, reason: str,
             failure_reason=reason,
             failure_message=message[:2000] if message else None,
         ),
-        source=SOURCE,
+        source=PROCESSOR.source,
     )
     log.warning("refund_failed", failure_reason=reason)
 
@@ -153,7 +154,7 @@ async def _record_provider_unavailable(conn: asyncpg.Connection, attempt: Attemp
             attempts=attempt.refund.provider_calls,
             last_error=error[:2000],
         ),
-        source=SOURCE,
+        source=PROCESSOR.source,
     )
 
 
@@ -192,7 +193,7 @@ async def _record_reversal(conn: asyncpg.Connection, refund: Refund, result: Pro
             failure_reason=reason,
             failure_message=message,
         ),
-        source=SOURCE,
+        source=PROCESSOR.source,
     )
     log.error("refund_reversed", provider_refund_id=result.id, failure_reason=reason)
 
