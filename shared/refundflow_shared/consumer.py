@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar
@@ -33,6 +32,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from refundflow_shared import inbox
+from refundflow_shared.backoff import exponential, jittered
 from refundflow_shared.crash_points import crash_point
 from refundflow_shared.dead_letters import DeadLetterOffice, describe_failure, leaves_a_refund_unfinished
 from refundflow_shared.event_contract import ContractBroken, ServiceContract, contract_of
@@ -291,8 +291,10 @@ class EventConsumer:
         log.info("event_handled")
 
     def _backoff(self, attempt: int) -> float:
-        base: float = self._settings.consumer_retry_base_seconds * 2 ** min(attempt - 1, 30)
-        return float(min(self._settings.consumer_retry_max_seconds, base)) * random.uniform(0.5, 1.0)
+        settings = self._settings
+        return jittered(
+            exponential(attempt, base=settings.consumer_retry_base_seconds, cap=settings.consumer_retry_max_seconds)
+        )
 
     async def _give_up(
         self, record: Record, code: str, error: str, *, event: Event | None = None, exc: Exception | None = None

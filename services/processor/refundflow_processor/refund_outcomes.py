@@ -6,7 +6,6 @@ records it; the others find the attempt moved on, and ``next_step`` tells them t
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import asyncpg
@@ -30,6 +29,7 @@ from refundflow_processor.attempts import (
 from refundflow_processor.payment_provider import ProviderRefund, normalise_failure_reason
 from refundflow_processor.records import Attempt, Refund, RefundStatus
 from refundflow_processor.team_alerts import raise_alert
+from refundflow_shared.backoff import jittered
 from refundflow_shared.event_contract import PROCESSOR
 from refundflow_shared.events import (
     PaymentRefunded,
@@ -42,11 +42,6 @@ from refundflow_shared.events import (
 from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
-
-
-def jittered(delay_seconds: float) -> float:
-    """Spread retries so that many attempts failing together do not come back together."""
-    return delay_seconds * random.uniform(0.5, 1.0)
 
 
 async def apply_step(conn: asyncpg.Connection, attempt: Attempt, step: Step, *, provider: str) -> None:

@@ -22,9 +22,9 @@ from refundflow_processor.payment_provider import PaymentProvider, ProviderSubsc
 from refundflow_processor.provider_answers import AuthFailed, Done, Refused, Retry, ask
 from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.records import SubscriptionExtension
-from refundflow_processor.refund_outcomes import jittered
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.team_alerts import end_auth_episode, raise_alert, raise_auth_alert_once
+from refundflow_shared.backoff import jittered
 from refundflow_shared.event_contract import PROCESSOR
 from refundflow_shared.events import SubscriptionExtended, carry
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
