@@ -27,7 +27,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
@@ -125,9 +125,14 @@ class EventConsumer:
         """Prefixed like the topics: deployments sharing a cluster must not share (and rebalance) a group."""
         return f"{self._settings.topic_prefix}{self.name}"
 
+    @property
+    def kafka_consumer(self) -> AIOKafkaConsumer | None:
+        """The client underneath, once subscribed and started (for the lag gauge)."""
+        consumer: AIOKafkaConsumer | None = getattr(self._subscriber, "consumer", None)
+        return consumer
+
     def subscribe(self) -> None:
-        """Attach to the broker; call before the broker starts. Raises ``ContractBroken`` when the handlers are not
-        exactly what the service's contract says it consumes."""
+        """Attach to the broker; call before the broker starts."""
         self.contract.check_consumes({event_type for event_type, _ in self._handlers.values()})
         if not self._handlers:
             return
@@ -143,11 +148,6 @@ class EventConsumer:
             decoder=_raw_body,  # we decode (and dead-letter) ourselves; FastStream's JSON decoding would loop
         )
         self._subscriber(self.on_batch)
-
-    def subscription(self) -> set[str]:
-        """The topics the running Kafka consumer subscribed to, as it told the broker (empty before it started)."""
-        consumer = getattr(self._subscriber, "consumer", None) if self._subscriber is not None else None
-        return set(consumer.subscription()) if consumer is not None else set()
 
     async def on_batch(self, msg: KafkaMessage) -> None:
         """Handle one polled batch; FastStream commits the offsets when this returns."""

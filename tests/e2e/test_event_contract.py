@@ -27,7 +27,9 @@ def subscribed_topics(stack: RefundflowStack, service: str) -> set[str]:
     """What the service's running Kafka consumer subscribed to. (Tansu does not keep its members' subscriptions:
     describe_consumer_groups answers empty metadata, so the consumer is asked instead.)"""
     runtime: ServiceRuntime = stack.apps[service].state.runtime
-    return runtime.consumer.subscription()
+    consumer = runtime.consumer.kafka_consumer
+    assert consumer is not None, f"{service} is not consuming"
+    return set(consumer.subscription())
 
 
 async def served_documents(stack: RefundflowStack) -> dict[str, dict[str, Any]]:
