@@ -73,9 +73,9 @@ def create_app(settings: NotifierSettings) -> FastAPI:
         rt.run_in_background(run_workers(rt, settings), "notifier_workers")
 
     app = FastAPI(title="Refundflow notifier", version="0.1.0", lifespan=runtime.lifespan(wire))
-    app.state.runtime = runtime
     app.include_router(health_router(runtime.readiness))
     app.include_router(contract_router(runtime.contract, settings.topic_prefix))
     limit_request_bodies(app, settings)
     app.include_router(internal_router(runtime, settings))
+    app.state.runtime = runtime
     return app
