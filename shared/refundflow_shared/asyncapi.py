@@ -119,13 +119,13 @@ def cloudevents_headers(event_type: EventType) -> dict[str, Any]:
     return {"type": "object", "required": list(properties), "properties": properties}
 
 
-def dead_letter_headers(event_type: EventType) -> dict[str, Any]:
+def dead_letter_headers() -> dict[str, Any]:
     """The headers of a dead letter: the original's (as they were, when readable) plus why it failed."""
     properties: dict[str, Any] = {
         "dlq_reason": {**_STRING, "description": f"a stable code: {DLQ_REASONS}"},
         "dlq_error": {**_STRING, "maxLength": 4000, "description": "fields and problems, never customers' data"},
         "dlq_consumer": {**_STRING, "description": "the consumer group's service that gave up"},
-        "dlq_original_topic": {**_STRING, "description": f"the topic it was read from ({event_type.value})"},
+        "dlq_original_topic": {**_STRING, "description": "the topic it was read from: the channel's, without .dlq"},
         "dlq_original_partition": {**_STRING, "pattern": "^[0-9]+$"},
         "dlq_original_offset": {**_STRING, "pattern": "^[0-9]+$"},
         "dlq_failed_at": {**_STRING, "format": "date-time"},
@@ -158,7 +158,7 @@ def _dead_letter_message(event_type: EventType, contract: ServiceContract) -> di
         "name": dlq_topic(event_type.value),
         "title": f"{EVENT_DATA_TYPES[event_type].__name__} dead letter",
         "summary": f"a {event_type.value} message {contract.service} parked, with why (replayable)",
-        "headers": dead_letter_headers(event_type),
+        "headers": dead_letter_headers(),
         "payload": {"description": "the original value as it was read (maybe not JSON; empty when dropped)"},
         "bindings": _key(),
     }

@@ -6,6 +6,7 @@ headers every event and every dead letter carries, and the types payloads share.
 
 from __future__ import annotations
 
+import copy
 from html import escape
 from typing import Any
 
@@ -93,8 +94,12 @@ def _headers(document: dict[str, Any]) -> str:
     dead = next((m for m in messages if m["name"].endswith(".dlq")), None)
     parts = ['<section aria-labelledby="headers"><h2 id="headers">Headers</h2>']
     if event is not None:
-        parts.append(_fields_table("CloudEvents headers of every event", event["headers"], "headers-event"))
-        parts.append("<p>ce_type and ce_dataschema name the message's type and its schema version.</p>")
+        headers = copy.deepcopy(event["headers"])
+        # One message's constants: say instead what they hold for every message.
+        headers["properties"]["ce_type"] = {"type": "string", "description": "the event type, as the topic"}
+        dataschema = "the payload's schema version, urn:refundflow:<type>:v<n>"
+        headers["properties"]["ce_dataschema"] = {"type": "string", "description": dataschema}
+        parts.append(_fields_table("CloudEvents headers of every event", headers, "headers-event"))
     if dead is not None:
         parts.append(_fields_table("Headers of every dead letter", dead["headers"], "headers-dead-letter"))
         parts.append("<p>A dead letter also keeps the original message's headers.</p>")
