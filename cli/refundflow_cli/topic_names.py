@@ -4,58 +4,15 @@ group per service, all named with TOPIC_PREFIX in front."""
 from __future__ import annotations
 
 from refundflow_cli.outcomes import NotFound
+from refundflow_shared.event_contract import CONTRACTS
 from refundflow_shared.events import EventType, dlq_topic, topic_for
 
-SERVICES = ("intake", "processor", "notifier")
+SERVICES = tuple(CONTRACTS)
 
-# The event types each service's consumer group reads (its handlers, as registered at start-up; a test compares
-# this with the services' own registrations). Lag is only meaningful for these: Tansu answers offset 0 for a
-# partition a group never committed, so the committed offsets alone cannot tell.
-CONSUMES: dict[str, frozenset[EventType]] = {
-    "intake": frozenset(
-        {
-            EventType.PAYMENT_SUCCEEDED,
-            EventType.PAYMENT_DISPUTED,
-            EventType.REFUND_SUCCEEDED,
-            EventType.REFUND_FAILED,
-            EventType.REFUND_REVERSED,
-            EventType.REFUND_EXTERNAL_DETECTED,
-            EventType.REFUND_SUBMIT,
-            EventType.SUBSCRIPTION_CANCELED,
-            EventType.SUBSCRIPTION_EXTENDED,
-        }
-    ),
-    "processor": frozenset(
-        {
-            EventType.PAYMENT_SUCCEEDED,
-            EventType.REFUND_APPROVED,
-            EventType.SUBSCRIPTION_CANCEL_REQUESTED,
-            EventType.SUBSCRIPTION_EXTENSION_GRANTED,
-        }
-    ),
-    "notifier": frozenset(
-        {
-            EventType.REFUND_REQUESTED,
-            EventType.REFUND_APPROVED,
-            EventType.REFUND_REJECTED,
-            EventType.REFUND_SUCCEEDED,
-            EventType.REFUND_FAILED,
-            EventType.REFUND_REVERSED,
-            EventType.PAYMENT_REFUNDED,
-            EventType.SUBSCRIPTION_CANCELED,
-            EventType.REFUND_REVIEW_OVERDUE,
-            EventType.PROVIDER_UNAVAILABLE,
-            EventType.TEAM_ALERT_RAISED,
-            EventType.WEBHOOK_ENDPOINT_CONFIGURED,
-            EventType.NOTIFICATION_SETTINGS_CONFIGURED,
-            EventType.TEAM_MEMBER_INVITED,
-            EventType.PASSWORD_RESET_REQUESTED,
-            EventType.SUBSCRIPTION_CANCEL_REQUESTED,
-            EventType.SUBSCRIPTION_EXTENSION_GRANTED,
-            EventType.SUBSCRIPTION_EXTENDED,
-        }
-    ),
-}
+# The event types each service's consumer group reads, from the services' contract (their consumers refuse to
+# start with other handlers). Lag is only meaningful for these: Tansu answers offset 0 for a partition a group
+# never committed, so the committed offsets alone cannot tell.
+CONSUMES: dict[str, frozenset[EventType]] = {name: frozenset(c.consumes) for name, c in CONTRACTS.items()}
 
 
 def group_of(service: str, prefix: str) -> str:

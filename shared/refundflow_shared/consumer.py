@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import random
 import time
 import uuid
 from collections import Counter
@@ -35,8 +34,10 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from refundflow_shared import inbox
+from refundflow_shared.backoff import exponential, jittered
 from refundflow_shared.crash_points import crash_point
 from refundflow_shared.dead_letters import DeadLetterOffice, describe_failure, leaves_a_refund_unfinished
+from refundflow_shared.event_contract import ContractBroken, ServiceContract, contract_of
 from refundflow_shared.event_decoding import InvalidEvent, decode_event, printable_headers, read_headers
 from refundflow_shared.events import Event, EventData, EventType, topic_for
 from refundflow_shared.metrics import EVENTS_HANDLED, HANDLER_SECONDS, counts_on_commit
@@ -84,10 +85,19 @@ async def _parse_any_headers(
 
 
 class EventConsumer:
-    """One consumer group for one service; handlers are registered per event data type."""
+    """One consumer group for one service; handlers are registered per event data type, exactly those its
+    contract (``event_contract``) lists: ``subscribe`` refuses to start otherwise."""
 
-    def __init__(self, name: str, broker: KafkaBroker, pool: asyncpg.Pool, settings: ServiceSettings) -> None:
+    def __init__(
+        self,
+        name: str,
+        broker: KafkaBroker,
+        pool: asyncpg.Pool,
+        settings: ServiceSettings,
+        contract: ServiceContract | None = None,
+    ) -> None:
         self.name = name
+        self.contract = contract or contract_of(name)
         self._broker = broker
         self._pool = pool
         self._settings = settings
@@ -126,6 +136,7 @@ class EventConsumer:
 
     def subscribe(self) -> None:
         """Attach to the broker; call before the broker starts."""
+        self.contract.check_consumes({event_type for event_type, _ in self._handlers.values()})
         if not self._handlers:
             return
         self._subscriber = self._broker.subscriber(
@@ -300,8 +311,10 @@ class EventConsumer:
         EVENTS_HANDLED.labels(self.name, event.type.value, "handled").inc()
 
     def _backoff(self, attempt: int) -> float:
-        base: float = self._settings.consumer_retry_base_seconds * 2 ** min(attempt - 1, 30)
-        return float(min(self._settings.consumer_retry_max_seconds, base)) * random.uniform(0.5, 1.0)
+        settings = self._settings
+        return jittered(
+            exponential(attempt, base=settings.consumer_retry_base_seconds, cap=settings.consumer_retry_max_seconds)
+        )
 
     async def _give_up(
         self, record: Record, code: str, error: str, *, event: Event | None = None, exc: Exception | None = None
@@ -344,4 +357,6 @@ class EventConsumer:
         position: dict[str, str] | None = None,
     ) -> None:
         """Park a message on ``<topic>.dlq`` with why it failed; raising here leaves the offset uncommitted."""
+        if topic not in self._handlers:  # a consumer publishes the dead-letter topics of what it consumes only
+            raise ContractBroken(f"{self.name} does not consume {topic}: it cannot dead-letter its messages")
         await self._dead_letters.publish(topic, key, value, headers, code, error, position=position)

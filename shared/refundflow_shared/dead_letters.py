@@ -16,6 +16,7 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
+from refundflow_shared.backoff import exponential
 from refundflow_shared.event_decoding import validation_summary
 from refundflow_shared.events import Event, EventType, TeamAlertRaised, dlq_topic
 from refundflow_shared.metrics import DLQ_MESSAGES
@@ -104,7 +105,7 @@ class DeadLetterOffice:
                 return
             except Exception as exc:  # noqa: BLE001 - whatever it is, the message must not be skipped
                 attempt += 1
-                delay = min(self._retry_max_seconds, 0.1 * 2 ** min(attempt, 10))
+                delay = exponential(attempt + 1, base=0.1, cap=self._retry_max_seconds)
                 log.error("dead_letter_failed", topic=topic, reason=code, error=repr(exc), retry_in=delay)
                 await asyncio.sleep(delay)
 
@@ -135,6 +136,6 @@ class DeadLetterOffice:
                 if not database_is_unavailable(exc):
                     raise
                 attempt += 1
-                delay = min(self._retry_max_seconds, 0.1 * 2 ** min(attempt, 10))
+                delay = exponential(attempt + 1, base=0.1, cap=self._retry_max_seconds)
                 log.warning("database_unavailable", attempt=attempt, retry_in=delay, error=repr(exc))
                 await asyncio.sleep(delay)

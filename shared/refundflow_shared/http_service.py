@@ -1,4 +1,5 @@
-"""What every service's HTTP side shares: liveness and readiness endpoints, and how it is served."""
+"""What every service's HTTP side shares: liveness and readiness endpoints, its event contract (AsyncAPI), and how
+it is served."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from dataclasses import dataclass, field
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
+from refundflow_shared.asyncapi import asyncapi_document
+from refundflow_shared.asyncapi_page import PAGE_HEADERS, render_page
+from refundflow_shared.event_contract import ServiceContract
 from refundflow_shared.settings import ServiceSettings
 
 
@@ -40,6 +44,26 @@ def health_router(readiness: Callable[[], Awaitable[Readiness]]) -> APIRouter:
         if state.dead_jobs:
             body["dead_jobs"] = state.dead_jobs
         return JSONResponse(body, status_code=200 if state.ready else 503)
+
+    return router
+
+
+def contract_router(contract: ServiceContract, topic_prefix: str) -> APIRouter:
+    """``/asyncapi.json`` and the page ``/asyncapi``: the topics the service receives on and sends to, as deployed
+    (the runtime refuses to consume or publish anything else)."""
+    router = APIRouter(tags=["contract"])
+    document = asyncapi_document(contract, topic_prefix)
+    page = render_page(document)
+
+    @router.get("/asyncapi.json")
+    async def asyncapi_json() -> JSONResponse:
+        """The AsyncAPI 3.0 document of the topics this service consumes and publishes, dead-letter topics too."""
+        return JSONResponse(document)
+
+    @router.get("/asyncapi", response_class=HTMLResponse)
+    async def asyncapi_page() -> HTMLResponse:
+        """The same document as a page: channels, messages and their payload fields."""
+        return HTMLResponse(page, headers=PAGE_HEADERS)
 
     return router
 

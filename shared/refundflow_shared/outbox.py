@@ -19,6 +19,7 @@ import structlog
 from pydantic import ValidationError
 
 from refundflow_shared.crash_points import crash_point
+from refundflow_shared.event_contract import check_publishes
 from refundflow_shared.event_decoding import DEFAULT_MAX_EVENT_BYTES, event_size
 from refundflow_shared.events import Event, EventData, EventType, TeamAlertRaised, topic_for
 from refundflow_shared.transient_faults import broker_is_unavailable
@@ -49,8 +50,10 @@ def limit_event_size(max_bytes: int) -> None:
 async def add_event(conn: asyncpg.Connection, data: EventData, *, source: str) -> Event:
     """Stage ``data`` as an event in the caller's transaction; it is published only if that commits.
 
-    Raises ``EventTooLarge`` (before writing anything) when the event could never be published.
+    Raises ``EventTooLarge`` (before writing anything) when the event could never be published, and
+    ``ContractBroken`` when ``source``'s contract does not list the event type (a programming error).
     """
+    check_publishes(source, data.event_type)
     assert conn.is_in_transaction(), "outbox rows must be written in the state change's transaction"
     # Weighed with the longest sequence number, so nothing is written (no gap in the sequence) when it is refused.
     draft = Event.wrap(data, source=source, sequence=_LONGEST_SEQUENCE)

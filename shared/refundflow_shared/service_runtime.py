@@ -15,6 +15,7 @@ from faststream.kafka import KafkaBroker
 
 from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.database import create_pool, is_reachable
+from refundflow_shared.event_contract import ServiceContract, contract_of
 from refundflow_shared.http_service import Readiness
 from refundflow_shared.kafka_topics import ensure_service_topics
 from refundflow_shared.metrics_endpoint import LagGauge, ScrapeHook, observe_outbox
@@ -30,8 +31,11 @@ log = structlog.get_logger(__name__)
 class ServiceRuntime:
     """Wires one service's backbone. Handlers register on ``consumer`` before ``start()``."""
 
-    def __init__(self, name: str, settings: ServiceSettings, migrations: Path) -> None:
+    def __init__(
+        self, name: str, settings: ServiceSettings, migrations: Path, contract: ServiceContract | None = None
+    ) -> None:
         self.name = name
+        self.contract = contract or contract_of(name)  # what it consumes and publishes (the AsyncAPI document's)
         self.settings = settings
         self._migrations = migrations
         # acks="all": the outbox marks a row sent only once every in-sync replica has it.
@@ -66,7 +70,7 @@ class ServiceRuntime:
         limit_event_size(self.settings.event_max_bytes)
         await apply_migrations(self.settings.database_url, self.name, self._migrations)
         self._pool = await create_pool(self.settings.database_url, self.name, max_size=self.settings.database_pool_size)
-        self._consumer = EventConsumer(self.name, self.broker, self._pool, self.settings)
+        self._consumer = EventConsumer(self.name, self.broker, self._pool, self.settings, self.contract)
 
     async def start(self) -> None:
         """Create topics, start consuming and relaying."""

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import structlog
 
+from refundflow_shared.backoff import exponential
 from refundflow_shared.transient_faults import broker_is_unavailable, database_is_unavailable
 
 log = structlog.get_logger(__name__)
@@ -37,13 +38,13 @@ async def run_on_notify(
     def on_notify(*_: object) -> None:
         wake.set()
 
-    backoff = poll_interval
+    failures = 0
     while True:
         listener: asyncpg.Connection | None = None
         try:
             listener = await pool.acquire()
             await listener.add_listener(channel, on_notify)
-            backoff = poll_interval
+            failures = 0
             while True:
                 wake.clear()
                 if not await work():
@@ -54,9 +55,10 @@ async def run_on_notify(
         except Exception as exc:
             if not is_recoverable(exc):
                 raise
+            failures += 1
+            backoff = exponential(failures, base=poll_interval, cap=30.0)
             log.warning("background_job_retrying", job=name, error=repr(exc), retry_in=backoff)
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
         finally:
             if listener is not None:
                 await _release(pool, listener, channel, on_notify)

@@ -71,6 +71,8 @@ class RefundflowStack:
     worker: CliWorker
     _notifier: AsyncExitStack | None = None
     merchants: dict[str, str] = field(default_factory=dict)  # API key -> merchant id
+    processor_url: str = ""
+    apps: dict[str, FastAPI] = field(default_factory=dict)  # the running services' (the notifier's: the latest)
 
     async def cli(self, *args: str) -> CliResult:
         """`refundflow ARGS`, pointed at this stack through the environment as the services are."""
@@ -94,7 +96,7 @@ class RefundflowStack:
         running = AsyncExitStack()
         app = create_notifier(self.notifier_settings)
         await running.enter_async_context(app.router.lifespan_context(app))
-        self._notifier = running
+        self._notifier, self.apps["notifier"] = running, app
 
     async def stop_notifier(self) -> None:
         assert self._notifier is not None
@@ -220,11 +222,13 @@ async def refundflow_stack(postgres_url: str, kafka: str) -> AsyncIterator[Refun
         worker = CliWorker()
         running.callback(worker.close)
         stack = RefundflowStack(database_url, kafka, prefix, api, db, smtp, http, sandbox_url, notifier, worker)
+        stack.processor_url = f"http://127.0.0.1:{processor_port}"
         running.push_async_callback(_stop_notifier_if_running, stack)
         stack._notifier = AsyncExitStack()
-        notifier_app = _lifespan(create_notifier(notifier))
+        stack.apps = {"intake": intake, "processor": create_processor(processor), "notifier": create_notifier(notifier)}
+        notifier_app = _lifespan(stack.apps["notifier"])
         # The three start together: each waits for its consumer group to form.
-        apps = [_lifespan(intake), serving(create_processor(processor), processor_port), notifier_app]
+        apps = [_lifespan(intake), serving(stack.apps["processor"], processor_port), notifier_app]
         started = await asyncio.gather(*(app.__aenter__() for app in apps), return_exceptions=True)
         for app, outcome in zip(apps, started, strict=True):
             if not isinstance(outcome, BaseException):

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
-from typing import Any, cast
 
-import asyncpg
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
-from faststream.kafka import KafkaBroker
 
 from refundflow_cli.consumer_rewind import Move, Target, plan
 from refundflow_cli.dead_letters import REPLAY_HEADER, DeadLetter, group_by_message, replay_problem
@@ -18,31 +14,10 @@ from refundflow_cli.durations import parse_duration, parse_time
 from refundflow_cli.outcomes import NotFound, UsageProblem
 from refundflow_cli.output import age, mask_emails, redacted
 from refundflow_cli.records import describe, one_line
-from refundflow_cli.topic_names import CONSUMES, event_type_of, full_topic, resolve_group
-from refundflow_intake import event_handlers as intake_handlers
-from refundflow_notifier import event_handlers as notifier_handlers
-from refundflow_notifier.settings import NotifierSettings
-from refundflow_processor import event_handlers as processor_handlers
-from refundflow_shared.consumer import EventConsumer
+from refundflow_cli.topic_names import event_type_of, full_topic, resolve_group
 from refundflow_shared.events import Event, EventType, RefundRequested
-from refundflow_shared.settings import ServiceSettings
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-
-
-def test_the_lag_table_knows_exactly_the_topics_each_service_consumes() -> None:
-    settings = ServiceSettings()
-
-    def consumer(name: str) -> EventConsumer:
-        return EventConsumer(name, KafkaBroker("unused:9092"), cast(asyncpg.Pool, None), settings)
-
-    intake, processor, notifier = consumer("intake"), consumer("processor"), consumer("notifier")
-    runtime = cast(Any, SimpleNamespace(consumer=intake, settings=settings))
-    intake_handlers.register(runtime, lambda: NOW, cast(Any, None))
-    processor_handlers.register(processor)
-    notifier_handlers.register(notifier, NotifierSettings())
-    for registered in (intake, processor, notifier):
-        assert {EventType(t) for t in registered.topics} == CONSUMES[registered.name], registered.name
 
 
 def test_operators_name_topics_and_groups_with_or_without_the_prefix() -> None:

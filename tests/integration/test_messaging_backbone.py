@@ -84,7 +84,7 @@ def run_probe_process(mode: str, settings: ServiceSettings, crash_at: str, timeo
 async def test_an_event_is_staged_only_if_its_state_change_commits(pool: asyncpg.Pool) -> None:
     with pytest.raises(RuntimeError):
         async with pool.acquire() as conn, conn.transaction():
-            await add_event(conn, refund_requested("pay_rolled_back"), source="test")
+            await add_event(conn, refund_requested("pay_rolled_back"), source="refundflow/probe")
             raise RuntimeError("the state change failed")
     await stage_events(pool, [refund_requested("pay_committed")])
 
@@ -164,10 +164,10 @@ async def test_an_event_delivered_twice_has_one_effect(
     settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
 ) -> None:
     running.append(await start_probe(settings))
-    event = Event.wrap(refund_requested("pay_twice"), source="test", sequence=1)
+    event = Event.wrap(refund_requested("pay_twice"), source="refundflow/probe", sequence=1)
     await _produce(settings, requested_topic(settings), event.kafka_headers(), event.kafka_value(), key=b"pay_twice")
     await _produce(settings, requested_topic(settings), event.kafka_headers(), event.kafka_value(), key=b"pay_twice")
-    marker = Event.wrap(refund_requested("pay_twice", 2), source="test", sequence=2)
+    marker = Event.wrap(refund_requested("pay_twice", 2), source="refundflow/probe", sequence=2)
     await _produce(settings, requested_topic(settings), marker.kafka_headers(), marker.kafka_value(), key=b"pay_twice")
 
     await eventually(lambda: _count(pool, "SELECT count(*) FROM effects WHERE sequence = 2", 1))
@@ -190,7 +190,7 @@ async def test_a_poison_message_goes_to_the_dlq_with_its_error_and_the_next_is_h
 ) -> None:
     running.append(await start_probe(settings))
     topic = requested_topic(settings)
-    good = Event.wrap(refund_requested("pay_poison"), source="test", sequence=1)
+    good = Event.wrap(refund_requested("pay_poison"), source="refundflow/probe", sequence=1)
     headers = good.kafka_headers()
     poison = {
         "malformed_json": (headers, b"{not json"),

@@ -8,13 +8,23 @@ from pathlib import Path
 
 import asyncpg
 
-from refundflow_shared.events import Event, RefundRequested
+from refundflow_shared.event_contract import ServiceContract, declare
+from refundflow_shared.events import Event, EventType, RefundRequested
 from refundflow_shared.outbox import add_event
 from refundflow_shared.service_runtime import ServiceRuntime
 from refundflow_shared.settings import ServiceSettings
 
 PROBE_MIGRATIONS = Path(__file__).parent / "probe_migrations"
 PROBE = "probe"
+PROBE_CONTRACT = declare(
+    ServiceContract(
+        PROBE,
+        consumes={EventType.REFUND_REQUESTED: "records an effect per event"},
+        publishes={EventType.REFUND_REQUESTED: "what the tests stage", EventType.TEAM_ALERT_RAISED: "the backbone's"},
+    )
+)
+# A probe that only relays (its outbox) and consumes nothing.
+RELAY_ONLY = ServiceContract(PROBE, consumes={}, publishes=PROBE_CONTRACT.publishes)
 
 
 def probe_settings(database_url: str, kafka: str, prefix: str, **overrides: object) -> ServiceSettings:
@@ -47,7 +57,7 @@ async def stage_events(pool: asyncpg.Pool, events: list[RefundRequested]) -> lis
     staged = []
     for data in events:
         async with pool.acquire() as conn, conn.transaction():
-            staged.append(await add_event(conn, data, source="refundflow/probe"))
+            staged.append(await add_event(conn, data, source=PROBE_CONTRACT.source))
     return staged
 
 
@@ -64,7 +74,7 @@ async def start_probe(
 ) -> ServiceRuntime:
     """A running probe service: consumes refund.requested and records an effect per event (the effect takes
     ``effect_seconds`` of database time, for tests that need the transaction open for a while)."""
-    runtime = ServiceRuntime(PROBE, settings, PROBE_MIGRATIONS)
+    runtime = ServiceRuntime(PROBE, settings, PROBE_MIGRATIONS, PROBE_CONTRACT if consume else RELAY_ONLY)
     await runtime.open()
     if consume:
 

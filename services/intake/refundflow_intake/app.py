@@ -14,7 +14,6 @@ from refundflow_intake.api.errors import install_error_handlers
 from refundflow_intake.api.routes import (
     api_keys,
     balance,
-    contract,
     insights,
     merchants,
     payments,
@@ -31,7 +30,7 @@ from refundflow_intake.refund_gauges import observe_processing_refunds
 from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_metrics import HttpMetrics
-from refundflow_shared.http_service import health_router
+from refundflow_shared.http_service import contract_router, health_router
 from refundflow_shared.metrics_endpoint import metrics_router
 from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
@@ -90,7 +89,8 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     limit_request_bodies(app, settings)
     app.include_router(health_router(runtime.readiness))
     app.include_router(metrics_router(runtime.refresh_metrics))
-    for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights, contract):
+    app.include_router(contract_router(runtime.contract, settings.topic_prefix))
+    for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights):
         app.include_router(module.router)
     app.include_router(webhook_endpoints.router)
     dashboard.install(app)

@@ -12,13 +12,13 @@ from urllib.parse import urlsplit
 import asyncpg
 import structlog
 
+from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import NotificationSettingsConfigured
 from refundflow_shared.outbox import add_event
 from refundflow_shared.secret_box import SecretBox
 
 log = structlog.get_logger(__name__)
 
-SOURCE = "refundflow/intake"
 Row = dict[str, Any]
 FIELDS = ("team_email", "sender_name", "reply_to", "review_target")
 KEEP = object()  # the Slack URL was not given: the saved one stays
@@ -52,7 +52,7 @@ async def save_settings(
         NotificationSettingsConfigured(
             merchant_id=merchant_id, sealed_slack_webhook_url=sealed, **dict(zip(FIELDS, values, strict=True))
         ),
-        source=SOURCE,
+        source=INTAKE.source,
     )
     return dict(row)
 

@@ -12,12 +12,12 @@ import structlog
 from refundflow_intake import ledger, repository
 from refundflow_intake.domain import DuplicatePayment, MerchantNotFound, ProviderPaymentTaken
 from refundflow_intake.merchant_accounts import merchant_exists, new_id
+from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import PaymentDisputed, PaymentSucceeded, Product, SubscriptionPeriod
 from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
 
-SOURCE = "refundflow/intake"
 Row = dict[str, Any]
 # What makes two registrations "the same payment": the money and what it paid for.
 _IDENTITY = ("customer_email", "amount", "currency", "paid_at", "product_id", "product_kind", "subscription_id")
@@ -87,7 +87,7 @@ async def register_payment(
     payment = payment_row(data)
     if stored := await repository.insert_payment(conn, payment):
         await ledger.credit_payment(conn, payment)
-        await add_event(conn, data, source=SOURCE)
+        await add_event(conn, data, source=INTAKE.source)
         return stored, True
     owner = await repository.payment_of_provider(conn, provider_payment_id)
     assert owner is not None, "the insert conflicted on the provider payment, which is registered"

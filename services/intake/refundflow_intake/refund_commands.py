@@ -16,8 +16,9 @@ from refundflow_intake.domain import (
 )
 from refundflow_intake.merchant_accounts import merchant_exists
 from refundflow_intake.portal.links import CustomerLinks
-from refundflow_intake.refund_requests import SOURCE, Proration, request_refund_once
+from refundflow_intake.refund_requests import Proration, request_refund_once
 from refundflow_shared.consumer import TransientError
+from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import Event, RefundSubmit, RefundSubmitRejected
 from refundflow_shared.outbox import add_event
 
@@ -87,7 +88,7 @@ async def submit_refund(
         code=refused.code,
         message=refused.message,
     )
-    await add_event(conn, rejected, source=SOURCE)
+    await add_event(conn, rejected, source=INTAKE.source)
     return rejected
 
 

@@ -29,10 +29,9 @@ from refundflow_intake.domain import (
 )
 from refundflow_intake.portal.links import CustomerLinks, to_customer
 from refundflow_intake.refund_policy import RefundPolicy
+from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import RefundApproved, RefundRejected
 from refundflow_shared.outbox import add_event
-
-SOURCE = "refundflow/intake"
 
 Row = dict[str, Any]
 
@@ -157,7 +156,7 @@ async def _apply(
             process_time=told.policy.process_time,
             **customer,
         ),
-        source=SOURCE,
+        source=INTAKE.source,
     )
     if action is SubscriptionAction.REFUND_AND_CANCEL:
         await subscription_requests.request_cancel(
@@ -215,7 +214,7 @@ async def _announce_rejection(
             cancel_only=cancel_only,
             **customer,
         ),
-        source=SOURCE,
+        source=INTAKE.source,
     )
 
 

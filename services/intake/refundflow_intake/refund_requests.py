@@ -30,10 +30,10 @@ from refundflow_intake.merchant_accounts import new_id
 from refundflow_intake.portal.links import CustomerLinks, to_customer
 from refundflow_intake.proration import period_days, prorate
 from refundflow_intake.refund_policy import RefundPolicy
+from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import RefundRequested
 from refundflow_shared.outbox import add_event
 
-SOURCE = "refundflow/intake"
 AUTO_APPROVER = actors.AUTO_APPROVER
 
 Row = dict[str, Any]
@@ -193,7 +193,7 @@ async def request_refund(
             auto_approved=quote.auto_approved,
             **await to_customer(conn, links, payment),
         ),
-        source=SOURCE,
+        source=INTAKE.source,
     )
     if quote.auto_approved:
         # The rule authorises money back, not ending a subscription: that stays a person's decision, or the

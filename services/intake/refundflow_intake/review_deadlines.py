@@ -11,6 +11,7 @@ import structlog
 
 from refundflow_intake import repository
 from refundflow_intake.domain import RefundStatus
+from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import RefundReviewOverdue
 from refundflow_shared.outbox import add_event
 from refundflow_shared.wakeup_loop import RECOVERABLE
@@ -18,7 +19,6 @@ from refundflow_shared.wakeup_loop import RECOVERABLE
 log = structlog.get_logger(__name__)
 
 REVIEW_CLOCK = "system:review_clock"
-SOURCE = "refundflow/intake"
 
 
 async def flag_overdue(conn: asyncpg.Connection, now: datetime, *, batch: int = 200) -> int:
@@ -50,7 +50,7 @@ async def flag_overdue(conn: asyncpg.Connection, now: datetime, *, batch: int = 
                 requested_at=refund["created_at"],
                 review_target_hours=hours,
             ),
-            source=SOURCE,
+            source=INTAKE.source,
         )
     return len(overdue)
 

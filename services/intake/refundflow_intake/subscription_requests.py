@@ -11,10 +11,9 @@ import asyncpg
 from refundflow_intake import repository
 from refundflow_intake.domain import NotASubscription, PaymentNotFound
 from refundflow_intake.portal.links import CustomerLinks, to_customer
+from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import SubscriptionCancelRequested, SubscriptionExtensionGranted
 from refundflow_shared.outbox import add_event
-
-SOURCE = "refundflow/intake"
 
 Row = dict[str, Any]
 
@@ -63,7 +62,7 @@ async def request_cancel(
             note_to_customer=note_to_customer,
             **customer,
         ),
-        source=SOURCE,
+        source=INTAKE.source,
     )
 
 
@@ -82,5 +81,5 @@ async def grant_extension(
             customer_email=payment["customer_email"],
             **customer,
         ),
-        source=SOURCE,
+        source=INTAKE.source,
     )

@@ -18,13 +18,13 @@ from refundflow_intake.domain import DomainError, NotFound
 from refundflow_intake.merchant_accounts import lock_merchant, new_id
 from refundflow_intake.one_time_links import LinkPurpose, create_link, revoke_links, use_link
 from refundflow_intake.roles import Role
+from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import PasswordResetRequested, TeamMemberInvited
 from refundflow_shared.outbox import add_event
 from refundflow_shared.secret_box import SecretBox
 
 log = structlog.get_logger(__name__)
 
-SOURCE = "refundflow/intake"
 INVITE_VALID_FOR = timedelta(hours=72)
 RESET_VALID_FOR = timedelta(hours=1)
 Row = dict[str, Any]
@@ -122,7 +122,7 @@ async def _send_invite(
         role=member["role"],
         invited_by=inviter,
     )
-    await add_event(conn, event, source=SOURCE)
+    await add_event(conn, event, source=INTAKE.source)
     return url
 
 
@@ -167,7 +167,7 @@ async def request_password_reset(conn: asyncpg.Connection, links: AccountLinks, 
         sealed_url=sealed,
         expires_at=expires_at,
     )
-    await add_event(conn, event, source=SOURCE)
+    await add_event(conn, event, source=INTAKE.source)
 
 
 async def reset_password(conn: asyncpg.Connection, token: str, *, password: str, now: datetime) -> Row:

@@ -20,12 +20,12 @@ import asyncpg
 from refundflow_intake import rate_limit
 from refundflow_intake.domain import DomainError, NotFound, OutboundUrlNotAllowed
 from refundflow_intake.merchant_accounts import lock_merchant
+from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import WebhookEndpointConfigured
 from refundflow_shared.outbound_urls import UrlNotAllowed, check_url
 from refundflow_shared.outbox import add_event
 from refundflow_shared.secret_box import SecretBox
 
-SOURCE = "refundflow/intake"
 Row = dict[str, Any]
 
 _ENDPOINT_COLUMNS = "id, url, event_types, enabled, created_at, updated_at"
@@ -195,7 +195,7 @@ async def _announce_endpoint(conn: asyncpg.Connection, merchant_id: str, row: Ro
             encrypted_secret=row["encrypted_secret"],
             version=row["version"],
         ),
-        source=SOURCE,
+        source=INTAKE.source,
     )
 
 

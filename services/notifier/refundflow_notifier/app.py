@@ -16,7 +16,7 @@ from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.smtp_mailer import SmtpMailer
 from refundflow_notifier.webhook_worker import WebhookWorker
 from refundflow_shared.http_limits import limit_request_bodies
-from refundflow_shared.http_service import health_router
+from refundflow_shared.http_service import contract_router, health_router
 from refundflow_shared.metrics_endpoint import metrics_router
 from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
@@ -76,6 +76,8 @@ def create_app(settings: NotifierSettings) -> FastAPI:
     app = FastAPI(title="Refundflow notifier", version="0.1.0", lifespan=runtime.lifespan(wire))
     app.include_router(health_router(runtime.readiness))
     app.include_router(metrics_router(runtime.refresh_metrics))
+    app.include_router(contract_router(runtime.contract, settings.topic_prefix))
     limit_request_bodies(app, settings)
     app.include_router(internal_router(runtime, settings))
+    app.state.runtime = runtime
     return app

@@ -19,7 +19,7 @@ from refundflow_processor.stripe_provider import StripeProvider
 from refundflow_processor.subscription_cancels import SubscriptionCancelExecutor
 from refundflow_processor.subscription_extensions import SubscriptionExtensionExecutor
 from refundflow_shared.http_limits import limit_request_bodies
-from refundflow_shared.http_service import health_router
+from refundflow_shared.http_service import contract_router, health_router
 from refundflow_shared.metrics_endpoint import metrics_router
 from refundflow_shared.service_runtime import ServiceRuntime
 
@@ -49,5 +49,6 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
     limit_request_bodies(app, settings)
     app.include_router(health_router(runtime.readiness))
     app.include_router(metrics_router(runtime.refresh_metrics))
+    app.include_router(contract_router(runtime.contract, settings.topic_prefix))
     app.include_router(provider_webhook_router(settings))
     return app

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from refundflow_processor.payment_provider import ProviderRefund, normalise_failure_reason
+from refundflow_shared.backoff import exponential
 
 if TYPE_CHECKING:
     from refundflow_processor.records import Attempt
@@ -51,7 +52,7 @@ class AttemptPolicy:
 
     def backoff(self, tries: int) -> float:
         """The delay before turn ``tries + 1``: exponential, capped; the interpreter adds jitter."""
-        return float(min(self.retry_max_seconds, self.retry_base_seconds * 2 ** max(tries - 1, 0)))
+        return exponential(tries, base=self.retry_base_seconds, cap=self.retry_max_seconds)
 
 
 # What the provider said (the input).

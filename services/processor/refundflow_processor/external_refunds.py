@@ -13,7 +13,8 @@ import structlog
 from refundflow_processor import payment_repository
 from refundflow_processor.payment_provider import ProviderRefund
 from refundflow_processor.records import ExternalRefund, Payment
-from refundflow_processor.team_alerts import SOURCE, raise_alert
+from refundflow_processor.team_alerts import raise_alert
+from refundflow_shared.event_contract import PROCESSOR
 from refundflow_shared.events import RefundExternalDetected
 from refundflow_shared.outbox import add_event
 
@@ -103,5 +104,5 @@ async def _publish(conn: asyncpg.Connection, payment: Payment, refund: ProviderR
             provider_payment_id=payment.provider_payment_id,
             status=refund.status,
         ),
-        source=SOURCE,
+        source=PROCESSOR.source,
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from refundflow_shared.backoff import exponential
+
 
 class ProviderPause:
     def __init__(self, base_seconds: float, max_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -27,7 +29,7 @@ class ProviderPause:
     def trip(self) -> float:
         """The provider refused our credentials again: pause (longer each time); returns the pause."""
         self._refusals += 1
-        pause = float(min(self._max, self._base * 2 ** (self._refusals - 1)))
+        pause = exponential(self._refusals, base=self._base, cap=self._max)
         self._until = max(self._until, self._clock() + pause)
         return pause
 

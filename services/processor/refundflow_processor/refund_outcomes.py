@@ -6,7 +6,6 @@ records it; the others find the attempt moved on, and ``next_step`` tells them t
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import asyncpg
@@ -29,7 +28,9 @@ from refundflow_processor.attempts import (
 )
 from refundflow_processor.payment_provider import ProviderRefund, normalise_failure_reason
 from refundflow_processor.records import Attempt, Refund, RefundStatus
-from refundflow_processor.team_alerts import SOURCE, raise_alert
+from refundflow_processor.team_alerts import raise_alert
+from refundflow_shared.backoff import jittered
+from refundflow_shared.event_contract import PROCESSOR
 from refundflow_shared.events import (
     PaymentRefunded,
     ProviderUnavailable,
@@ -41,11 +42,6 @@ from refundflow_shared.events import (
 from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
-
-
-def jittered(delay_seconds: float) -> float:
-    """Spread retries so that many attempts failing together do not come back together."""
-    return delay_seconds * random.uniform(0.5, 1.0)
 
 
 async def apply_step(conn: asyncpg.Connection, attempt: Attempt, step: Step, *, provider: str) -> None:
@@ -92,7 +88,7 @@ async def _record_success(conn: asyncpg.Connection, attempt: Attempt, result: Pr
             customer_email=refund.customer_email,
             provider_refund_id=result.id,
         ),
-        source=SOURCE,
+        source=PROCESSOR.source,
     )
     await add_event(
         conn,
@@ -101,7 +97,7 @@ async def _record_success(conn: asyncpg.Connection, attempt: Attempt, result: Pr
             refunded_amount=refunded,
             remaining_amount=max(refund.payment_amount - refunded, 0),
         ),
-        source=SOURCE,
+        source=PROCESSOR.source,
     )
     log.info("refund_succeeded", provider_refund_id=result.id)
 
@@ -134,7 +130,7 @@ async def publish_failure(conn: asyncpg.Connection, refund: Refund, reason: str,
             failure_reason=reason,
             failure_message=message[:2000] if message else None,
         ),
-        source=SOURCE,
+        source=PROCESSOR.source,
     )
     log.warning("refund_failed", failure_reason=reason)
 
@@ -153,7 +149,7 @@ async def _record_provider_unavailable(conn: asyncpg.Connection, attempt: Attemp
             attempts=attempt.refund.provider_calls,
             last_error=error[:2000],
         ),
-        source=SOURCE,
+        source=PROCESSOR.source,
     )
 
 
@@ -192,7 +188,7 @@ async def _record_reversal(conn: asyncpg.Connection, refund: Refund, result: Pro
             failure_reason=reason,
             failure_message=message,
         ),
-        source=SOURCE,
+        source=PROCESSOR.source,
     )
     log.error("refund_reversed", provider_refund_id=result.id, failure_reason=reason)
 

@@ -16,9 +16,10 @@ from refundflow_processor.payment_provider import PaymentProvider, ProviderSubsc
 from refundflow_processor.provider_answers import AuthFailed, Done, Refused, Retry, ask
 from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.records import SubscriptionCancel
-from refundflow_processor.refund_outcomes import jittered
 from refundflow_processor.settings import ProcessorSettings
-from refundflow_processor.team_alerts import SOURCE, end_auth_episode, raise_alert, raise_auth_alert_once
+from refundflow_processor.team_alerts import end_auth_episode, raise_alert, raise_auth_alert_once
+from refundflow_shared.backoff import jittered
+from refundflow_shared.event_contract import PROCESSOR
 from refundflow_shared.events import SubscriptionCanceled, carry
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.outbox import add_event
@@ -85,7 +86,7 @@ class SubscriptionCancelExecutor:
                         ends_at=subscription.ends_at,
                         refund_id=cancel.refund_id,
                     ),
-                    source=SOURCE,
+                    source=PROCESSOR.source,
                 )
                 log.info("subscription_canceled", at_period_end=cancel.at_period_end)
             case Refused(message):

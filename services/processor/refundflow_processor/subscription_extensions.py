@@ -22,9 +22,10 @@ from refundflow_processor.payment_provider import PaymentProvider, ProviderSubsc
 from refundflow_processor.provider_answers import AuthFailed, Done, Refused, Retry, ask
 from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.records import SubscriptionExtension
-from refundflow_processor.refund_outcomes import jittered
 from refundflow_processor.settings import ProcessorSettings
-from refundflow_processor.team_alerts import SOURCE, end_auth_episode, raise_alert, raise_auth_alert_once
+from refundflow_processor.team_alerts import end_auth_episode, raise_alert, raise_auth_alert_once
+from refundflow_shared.backoff import jittered
+from refundflow_shared.event_contract import PROCESSOR
 from refundflow_shared.events import SubscriptionExtended, carry
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.outbox import add_event
@@ -97,7 +98,7 @@ class SubscriptionExtensionExecutor:
                         current_period_end=subscription.current_period_end or extension.until,
                         refund_id=extension.refund_id,
                     ),
-                    source=SOURCE,
+                    source=PROCESSOR.source,
                 )
                 log.info("subscription_extended", days=extension.days)
             case Refused(message):

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
+from refundflow_shared.event_contract import PROCESSOR
 from refundflow_shared.events import TeamAlertRaised
 from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
-
-SOURCE = "refundflow/processor"
 
 
 async def raise_alert(
@@ -38,7 +37,7 @@ async def raise_alert(
             payment_id=payment_id,
             refund_id=refund_id,
         ),
-        source=SOURCE,
+        source=PROCESSOR.source,
     )
     log.warning("team_alert_raised", kind=kind, merchant_id=merchant_id)
 
