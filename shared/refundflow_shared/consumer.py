@@ -24,6 +24,7 @@ import copy
 import random
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -31,8 +32,9 @@ import structlog
 from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
+from opentelemetry.trace import SpanKind
 
-from refundflow_shared import inbox
+from refundflow_shared import inbox, tracing
 from refundflow_shared.crash_points import crash_point
 from refundflow_shared.dead_letters import DeadLetterOffice, describe_failure, leaves_a_refund_unfinished
 from refundflow_shared.event_decoding import InvalidEvent, decode_event, printable_headers, read_headers
@@ -78,6 +80,18 @@ async def _parse_any_headers(
     message = await parse(tuple(printable))
     message.raw_message = records
     return message
+
+
+def _handling(record: Record, event: Event) -> AbstractContextManager[Any]:
+    """The span of handling one event: it continues the trace its ``ce_traceparent`` names (a malformed one starts a
+    new trace), so the events the handler stages continue it too."""
+    return tracing.span(
+        f"handle {event.type.value}",
+        traceparent=tracing.event_traceparent(record.headers),
+        continues=True,
+        kind=SpanKind.CONSUMER,
+        attributes={"messaging.destination.name": record.topic, "cloudevents.event_id": str(event.id)},
+    )
 
 
 class EventConsumer:
@@ -200,7 +214,7 @@ class EventConsumer:
                         continue
                     fresh.discard(event.id)
                     try:
-                        with bound(event):
+                        with bound(event), _handling(record, event):
                             await self._handlers[record.topic][1](conn, event, event.data)
                     except Exception as exc:
                         failed = (index, exc)
@@ -234,7 +248,7 @@ class EventConsumer:
             attempt += 1
             if failure is None:
                 try:
-                    await self._handle_once(record.topic, event)
+                    await self._handle_once(record, event)
                     return
                 except Exception as exc:  # noqa: BLE001 - every failure is sorted below: wait, retry or dead-letter
                     failure = exc
@@ -252,15 +266,16 @@ class EventConsumer:
             failure = None
             await asyncio.sleep(delay)
 
-    async def _handle_once(self, topic: str, event: Event) -> None:
-        handler = self._handlers[topic][1]
+    async def _handle_once(self, record: Record, event: Event) -> None:
+        handler = self._handlers[record.topic][1]
         conn = await self._connection()
         try:
             async with conn.transaction():
                 if not await inbox.claim(conn, self.name, event):
                     log.info("event_duplicate_skipped")
                     return
-                await handler(conn, event, event.data)
+                with _handling(record, event):
+                    await handler(conn, event, event.data)
                 crash_point(f"{self.name}.before_commit")
         except Exception as exc:
             if conn.is_closed() or database_is_unavailable(exc):

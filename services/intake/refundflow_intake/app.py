@@ -30,6 +30,7 @@ from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_service import health_router
+from refundflow_shared.http_tracing import trace_requests
 from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -84,6 +85,7 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     app.state.public_policy_cache = PublicPolicyCache(timedelta(seconds=settings.public_policy_max_age_seconds))
     install_error_handlers(app, pages=_dashboard_errors)
     limit_request_bodies(app, settings)
+    trace_requests(app)  # outermost: the span covers the whole request
     app.include_router(health_router(runtime.readiness))
     for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights, contract):
         app.include_router(module.router)
