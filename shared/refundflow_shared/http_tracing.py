@@ -6,11 +6,15 @@ Named after the route's template, never the path: a path may hold a one-time lin
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refundflow_shared import tracing
 
+# FastAPI's own request spans (on once a tracer provider is set) stay off: they record the path and query (a portal
+# link's token) and make four spans a request. Ours is one span, named by the route. Every app passes this.
+FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False}
 _UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: noise, many times a minute
 
 

@@ -30,7 +30,7 @@ from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_service import health_router
-from refundflow_shared.http_tracing import trace_requests
+from refundflow_shared.http_tracing import FASTAPI_TELEMETRY, trace_requests
 from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -77,6 +77,7 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
         version="0.1.0",
         description="Payments, refund requests and the merchant's decisions.",
         lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY,
     )
     app.state.settings = settings
     app.state.runtime = runtime
@@ -85,13 +86,13 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     app.state.public_policy_cache = PublicPolicyCache(timedelta(seconds=settings.public_policy_max_age_seconds))
     install_error_handlers(app, pages=_dashboard_errors)
     limit_request_bodies(app, settings)
-    trace_requests(app)  # outermost: the span covers the whole request
     app.include_router(health_router(runtime.readiness))
     for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights, contract):
         app.include_router(module.router)
     app.include_router(webhook_endpoints.router)
     dashboard.install(app)
     portal.install(app)
+    trace_requests(app)  # added last, so outermost: the span covers the whole request, and every middleware
     return app
 
 
