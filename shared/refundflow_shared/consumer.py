@@ -302,6 +302,7 @@ class EventConsumer:
             reason=code,
             error=error,
             exc_info=exc if code == "handler_error" else None,
+            trace_id=tracing.trace_id_of(tracing.event_traceparent(record.headers)),  # the trace it was part of
         )
         await self._dead_letters.publish_until_taken(
             record.topic,
