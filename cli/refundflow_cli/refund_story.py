@@ -3,7 +3,8 @@
 Read straight from each service's schema: intake's refund, timeline and approvals; the events each service
 published about it and when each consumer handled them (outbox and inbox); the processor's attempts (idempotency
 keys, the provider's answers, errors); the notifier's messages and webhook deliveries. A schema that does not
-exist yet (its service never started) is reported as missing, not as an error.
+exist yet (its service never started) is reported as missing, not as an error. The trace ids are those each step
+ran in (timeline entries, events, attempts, messages, webhook events): one, unless a step started a new trace.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from refundflow_cli.outcomes import ExitCode, NotFound
 from refundflow_cli.output import Output, when
 from refundflow_cli.settings import CliSettings
 from refundflow_cli.topic_names import SERVICES
+from refundflow_shared.tracing import trace_id_of
 
 Row = dict[str, Any]
 
@@ -31,7 +33,7 @@ SELECT r.id, r.status, r.amount, r.currency, r.reason, r.reason_details, r.chann
 FROM intake.refunds r JOIN intake.payments p ON p.id = r.payment_id WHERE r.id = $1
 """
 _TIMELINE = """
-SELECT status, coalesce(action, status) AS action, actor, note, at FROM intake.refund_timeline
+SELECT status, coalesce(action, status) AS action, actor, note, at, traceparent FROM intake.refund_timeline
 WHERE refund_id = $1 ORDER BY id
 """
 _APPROVALS = "SELECT actor, amount, approved_at FROM intake.refund_approvals WHERE refund_id = $1 ORDER BY approved_at"
@@ -42,7 +44,7 @@ FROM processor.refunds WHERE refund_id = $1
 """
 _ATTEMPTS = """
 SELECT attempt, idempotency_key, state, tries, server_errors, next_try_at, last_error, provider_refund_id,
-       created_at, updated_at
+       created_at, updated_at, traceparent
 FROM processor.refund_attempts WHERE refund_id = $1 ORDER BY attempt
 """
 _CANCELS = """
@@ -50,12 +52,12 @@ SELECT cancel_id, subscription_id, at_period_end, state, tries, last_error, crea
 FROM processor.subscription_cancels WHERE refund_id = $1 ORDER BY created_at
 """
 _MESSAGES = """
-SELECT event_id, channel, kind, recipient, status, attempts, error, created_at, sent_at, finished_at
+SELECT event_id, channel, kind, recipient, status, attempts, error, created_at, sent_at, finished_at, traceparent
 FROM notifier.messages WHERE refund_id = $1 ORDER BY id
 """
 _DELIVERIES = """
 SELECT d.id, d.endpoint_id, d.event_id, ev.event_type, d.replay, d.status, d.attempts, d.created_at, d.finished_at,
-       last.status_code AS last_status_code, last.error AS last_error
+       last.status_code AS last_status_code, last.error AS last_error, ev.traceparent
 FROM notifier.webhook_events ev
 JOIN notifier.webhook_deliveries d ON d.event_id = ev.event_id
 LEFT JOIN LATERAL (
@@ -95,6 +97,7 @@ async def show_refund(settings: CliSettings, out: Output, *, refund_id: str) -> 
     story = _story(refund, timeline, approvals, events, attempts, cancels, messages, deliveries)
     report = {
         "refund_id": refund_id,
+        "trace_ids": _trace_ids(timeline, events, attempts, messages, deliveries),
         "intake": {"refund": refund, "timeline": timeline, "approvals": approvals},
         "processor": {"refund": processor_refund, "attempts": attempts, "subscription_cancels": cancels},
         "notifier": {"messages": messages, "webhook_deliveries": deliveries},
@@ -118,7 +121,8 @@ async def _events(conn: asyncpg.Connection, refund_id: str, payment_id: str, mis
         try:
             # The payment's events (the Kafka key); a payment has few, so reading their payloads is cheap.
             staged = await conn.fetch(
-                f"SELECT event_id, event_type, payload, created_at, sent_at, parked_at FROM {schema}.outbox"
+                f"SELECT event_id, event_type, payload, created_at, sent_at, parked_at,"
+                f" headers ->> 'ce_traceparent' AS traceparent FROM {schema}.outbox"
                 " WHERE partition_key = $1 ORDER BY id",
                 payment_id,
             )
@@ -127,6 +131,7 @@ async def _events(conn: asyncpg.Connection, refund_id: str, payment_id: str, mis
         for row in staged:
             if _refund_of(bytes(row["payload"])) == refund_id:
                 event = {k: row[k] for k in ("event_id", "event_type", "created_at", "sent_at", "parked_at")}
+                event["trace_id"] = trace_id_of(row["traceparent"])
                 events.append(event | {"published_by": schema, "handled_by": {}})
     ids = [e["event_id"] for e in events]
     for consumer in SERVICES:
@@ -143,6 +148,18 @@ async def _events(conn: asyncpg.Connection, refund_id: str, payment_id: str, mis
             if event["event_id"] in at:
                 event["handled_by"][consumer] = at[event["event_id"]]
     return sorted(events, key=lambda e: e["created_at"])
+
+
+def _trace_ids(*steps: list[Row]) -> list[str]:
+    """The trace ids the refund's steps ran in, first seen first (each row's stored traceparent becomes its id)."""
+    seen: dict[str, None] = {}
+    for rows in steps:
+        for row in rows:
+            if "traceparent" in row:
+                row["trace_id"] = trace_id_of(row.pop("traceparent"))
+            if row["trace_id"] is not None:
+                seen.setdefault(row["trace_id"], None)
+    return list(seen)
 
 
 def _refund_of(payload: bytes) -> str | None:
@@ -233,6 +250,8 @@ def _print(out: Output, report: dict[str, Any]) -> None:
                 else ""
             )
         )
+    if report["trace_ids"]:
+        out.line(f"Trace ids: {', '.join(report['trace_ids'])}")
     for schema in report["missing_schemas"]:
         out.note(f"{schema}: no schema yet (the service never started here)")
     out.table(

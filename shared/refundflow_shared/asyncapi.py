@@ -116,7 +116,14 @@ def cloudevents_headers(event_type: EventType) -> dict[str, Any]:
         "ce_partitionkey": {**_STRING, "description": "the Kafka key"},
         "content-type": {**_STRING, "const": CONTENT_TYPE},
     }
-    return {"type": "object", "required": list(properties), "properties": properties}
+    optional = {
+        "ce_traceparent": {
+            **_STRING,
+            "maxLength": 256,
+            "description": "W3C trace context (CloudEvents distributed tracing); an invalid one starts a new trace",
+        }
+    }
+    return {"type": "object", "required": list(properties), "properties": {**properties, **optional}}
 
 
 def dead_letter_headers() -> dict[str, Any]:

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -32,8 +33,9 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
+from opentelemetry.trace import SpanKind
 
-from refundflow_shared import inbox
+from refundflow_shared import inbox, tracing
 from refundflow_shared.backoff import exponential, jittered
 from refundflow_shared.crash_points import crash_point
 from refundflow_shared.dead_letters import DeadLetterOffice, describe_failure, leaves_a_refund_unfinished
@@ -82,6 +84,18 @@ async def _parse_any_headers(
     message = await parse(tuple(printable))
     message.raw_message = records
     return message
+
+
+def _handling(record: Record, event: Event) -> AbstractContextManager[Any]:
+    """The span of handling one event: it continues the trace its ``ce_traceparent`` names (a malformed one starts a
+    new trace), so the events the handler stages continue it too."""
+    return tracing.span(
+        f"handle {event.type.value}",
+        traceparent=tracing.event_traceparent(record.headers),
+        continues=True,
+        kind=SpanKind.CONSUMER,
+        attributes={"messaging.destination.name": record.topic, "cloudevents.event_id": str(event.id)},
+    )
 
 
 class EventConsumer:
@@ -222,7 +236,7 @@ class EventConsumer:
                         continue
                     fresh.discard(event.id)
                     try:
-                        with bound(event):
+                        with bound(event), _handling(record, event):
                             await self._run_handler(record.topic, conn, event)
                     except Exception as exc:
                         failed = (index, exc)
@@ -272,7 +286,7 @@ class EventConsumer:
             attempt += 1
             if failure is None:
                 try:
-                    await self._handle_once(record.topic, event)
+                    await self._handle_once(record, event)
                     return
                 except Exception as exc:  # noqa: BLE001 - every failure is sorted below: wait, retry or dead-letter
                     failure = exc
@@ -290,7 +304,7 @@ class EventConsumer:
             failure = None
             await asyncio.sleep(delay)
 
-    async def _handle_once(self, topic: str, event: Event) -> None:
+    async def _handle_once(self, record: Record, event: Event) -> None:
         conn = await self._connection()
         try:
             async with counts_on_commit(), conn.transaction():
@@ -298,7 +312,8 @@ class EventConsumer:
                     log.info("event_duplicate_skipped")
                     EVENTS_HANDLED.labels(self.name, event.type.value, "duplicate").inc()
                     return
-                await self._run_handler(topic, conn, event)
+                with _handling(record, event):
+                    await self._run_handler(record.topic, conn, event)
                 crash_point(f"{self.name}.before_commit")
         except Exception as exc:
             if conn.is_closed() or database_is_unavailable(exc):
@@ -329,6 +344,7 @@ class EventConsumer:
             reason=code,
             error=error,
             exc_info=exc if code == "handler_error" else None,
+            trace_id=tracing.trace_id_of(tracing.event_traceparent(record.headers)),  # the trace it was part of
         )
         await self._dead_letters.publish_until_taken(
             record.topic,

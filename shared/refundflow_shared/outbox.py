@@ -22,6 +22,7 @@ from refundflow_shared.crash_points import crash_point
 from refundflow_shared.event_contract import check_publishes
 from refundflow_shared.event_decoding import DEFAULT_MAX_EVENT_BYTES, event_size
 from refundflow_shared.events import Event, EventData, EventType, TeamAlertRaised, topic_for
+from refundflow_shared.tracing import EVENT_HEADER, current_traceparent
 from refundflow_shared.transient_faults import broker_is_unavailable
 from refundflow_shared.wakeup_loop import run_on_notify
 
@@ -58,6 +59,8 @@ async def add_event(conn: asyncpg.Connection, data: EventData, *, source: str) -
     # Weighed with the longest sequence number, so nothing is written (no gap in the sequence) when it is refused.
     draft = Event.wrap(data, source=source, sequence=_LONGEST_SEQUENCE)
     value, headers = draft.kafka_value(), draft.kafka_headers()
+    if (traceparent := current_traceparent()) is not None:  # the event continues the trace it was caused in
+        headers[EVENT_HEADER] = traceparent
     if (size := event_size(headers, value)) > _max_event_bytes:
         raise EventTooLarge(data.event_type.value, size, _max_event_bytes)
     # The key's next sequence number and the row, in one round trip: the draft's headers get the real number.

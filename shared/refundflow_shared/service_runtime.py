@@ -24,6 +24,7 @@ from refundflow_shared.outbox import OutboxRelay, limit_event_size
 from refundflow_shared.retention import RetentionRule, run_retention
 from refundflow_shared.settings import ServiceSettings
 from refundflow_shared.structured_logging import configure_logging
+from refundflow_shared.tracing import configure_tracing, flush
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +68,7 @@ class ServiceRuntime:
     async def open(self) -> None:
         """Migrate and connect; after this, handlers can be registered on ``consumer``."""
         configure_logging(self.name, self.settings.log_level)
+        configure_tracing(self.name)
         limit_event_size(self.settings.event_max_bytes)
         await apply_migrations(self.settings.database_url, self.name, self._migrations)
         self._pool = await create_pool(self.settings.database_url, self.name, max_size=self.settings.database_pool_size)
@@ -106,6 +108,7 @@ class ServiceRuntime:
         await self.broker.stop()
         if self._pool is not None:
             await self._pool.close()
+        await asyncio.to_thread(flush)  # the spans still in the exporter's batch
 
     def lifespan(self, wire: Callable[[ServiceRuntime], None]) -> Callable[[Any], AbstractAsyncContextManager[None]]:
         """A FastAPI lifespan: migrate and connect, let ``wire`` register handlers and jobs, run, then stop."""

@@ -12,6 +12,7 @@ import orjson
 import structlog
 
 from refundflow_shared.events import Event
+from refundflow_shared.tracing import add_trace_ids
 
 # Keys whose values must never reach a log line (card data, secrets, credentials).
 _REDACTED_KEYS = frozenset(
@@ -35,6 +36,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     processors: list[Any] = [
         add_service,
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,

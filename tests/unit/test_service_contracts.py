@@ -149,6 +149,8 @@ def test_the_asyncapi_document_carries_cloudevents_headers_payload_schemas_and_d
     approved = document["components"]["messages"]["RefundApproved"]
     assert approved["headers"]["properties"]["ce_type"]["const"] == "refund.approved"
     assert {"ce_id", "ce_source", "ce_sequence", "ce_dataschema"} <= set(approved["headers"]["required"])
+    assert "ce_traceparent" in approved["headers"]["properties"], "the trace travels on every event"
+    assert "ce_traceparent" not in approved["headers"]["required"]
     submit = document["components"]["schemas"]["RefundSubmit"]
     assert {"payment_id", "merchant_id", "idempotency_key", "reason", "amount"} <= submit["properties"].keys()
     dead = document["components"]["messages"]["RefundSubmitDeadLetter"]

@@ -31,6 +31,7 @@ from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_metrics import HttpMetrics
 from refundflow_shared.http_service import contract_router, health_router
+from refundflow_shared.http_tracing import FASTAPI_TELEMETRY, trace_requests
 from refundflow_shared.metrics_endpoint import metrics_router
 from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
@@ -79,6 +80,7 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
         version="0.1.0",
         description="Payments, refund requests and the merchant's decisions.",
         lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY,
     )
     app.state.settings = settings
     app.state.runtime = runtime
@@ -95,7 +97,8 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     app.include_router(webhook_endpoints.router)
     dashboard.install(app)
     portal.install(app)
-    app.add_middleware(HttpMetrics)  # added last: outermost, it sees every answer
+    app.add_middleware(HttpMetrics)
+    trace_requests(app)  # added last, so outermost: the span covers the whole request, and every middleware
     return app
 
 

@@ -9,6 +9,7 @@ import asyncpg
 
 from refundflow_intake.domain import HOLDING_STATUSES, RefundStatus
 from refundflow_shared.metrics import REFUNDS, count_after_commit
+from refundflow_shared.tracing import current_traceparent
 
 Row = dict[str, Any]
 
@@ -206,12 +207,14 @@ async def add_timeline_entry(
     action: str | None = None,
 ) -> None:
     await conn.execute(
-        "INSERT INTO refund_timeline (refund_id, status, actor, note, action) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO refund_timeline (refund_id, status, actor, note, action, traceparent)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
         refund_id,
         status.value,
         actor,
         note,
         action or status.value,
+        current_traceparent(),  # the trace of the request or event that made this step
     )
 
 

@@ -22,6 +22,7 @@ from refundflow_notifier.notification_rules import (
     undeliverable_email_alert,
 )
 from refundflow_notifier.settings import NotifierSettings
+from refundflow_shared.tracing import current_traceparent
 
 log = structlog.get_logger(__name__)
 
@@ -123,8 +124,8 @@ async def _insert(
 ) -> None:
     await conn.execute(
         "INSERT INTO messages (dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body,"
-        " refund_id, status, error, finished_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, CASE WHEN $10 <> 'pending' THEN now() END)"
+        " refund_id, status, error, finished_at, traceparent)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, CASE WHEN $10 <> 'pending' THEN now() END, $12)"
         " ON CONFLICT (dedupe_key) DO NOTHING",
         f"{event_id}/{kind}/{recipient}",
         event_id,
@@ -137,6 +138,7 @@ async def _insert(
         refund_id,
         status,
         error,
+        current_traceparent(),  # the message continues the trace of the event that queued it
     )
 
 
@@ -172,7 +174,7 @@ WITH RECURSIVE merchants_with_work(merchant_id) AS (
 UPDATE messages m SET locked_until = now() + make_interval(secs => $2), attempts = m.attempts + 1
 FROM picked
 WHERE m.id = picked.id
-RETURNING m.id, m.event_id, m.merchant_id, m.channel, m.kind, m.recipient, m.body, m.attempts,
+RETURNING m.id, m.event_id, m.merchant_id, m.channel, m.kind, m.recipient, m.body, m.attempts, m.traceparent,
     (SELECT s.sealed_slack_webhook_url FROM merchant_settings s
      WHERE s.merchant_id = m.merchant_id AND m.channel = 'slack') AS sealed_slack_webhook_url
 """

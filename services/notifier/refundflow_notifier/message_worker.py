@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 import structlog
+from opentelemetry.trace import SpanKind
 
 from refundflow_notifier import merchant_settings, message_queue, outbound_http
 from refundflow_notifier.email_messages import recipient_hash
@@ -20,6 +21,7 @@ from refundflow_notifier.notification_rules import undeliverable_email_alert
 from refundflow_notifier.retry_schedule import is_success, next_delay
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.smtp_mailer import MailNotSent, SmtpMailer
+from refundflow_shared import tracing
 from refundflow_shared.crash_points import crash_point
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.metrics import EMAILS
@@ -71,6 +73,12 @@ class MessageWorker:
         )
 
     async def send(self, row: Row) -> None:
+        """Send one message in a span continuing the trace that queued it (its log lines carry the trace id)."""
+        name = f"{row['channel']} {row['kind']}"
+        with tracing.span(name, traceparent=row.get("traceparent"), continues=True, kind=SpanKind.CLIENT):
+            await self._send(row)
+
+    async def _send(self, row: Row) -> None:
         crash_point("notifier.message_claimed")
         log_ = log.bind(
             message=row["id"], kind=row["kind"], channel=row["channel"], event_id=str(row["event_id"]),

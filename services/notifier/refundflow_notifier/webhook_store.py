@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from refundflow_shared.events import Event, WebhookEndpointConfigured
+from refundflow_shared.tracing import current_traceparent
 
 Row = dict[str, Any]
 
@@ -53,6 +54,7 @@ async def queue_event(conn: asyncpg.Connection, event: Event, max_endpoints: int
         event.time,
         json.dumps(event.to_json(), separators=(",", ":")),
         max_endpoints,
+        current_traceparent(),  # its deliveries (and replays) continue the trace of the event
     )
     return int(row["queued"]), int(row["subscribed"])
 
@@ -61,8 +63,8 @@ async def queue_event(conn: asyncpg.Connection, event: Event, max_endpoints: int
 # their deliveries.
 _QUEUE_EVENT = """
 WITH stored AS (
-    INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload)
-    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
+    INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload, traceparent)
+    VALUES ($1, $2, $3, $4, $5, $7) ON CONFLICT DO NOTHING
 ), subscribed AS (
     SELECT id FROM webhook_endpoints WHERE merchant_id = $2 AND enabled AND NOT deleted AND $3 = ANY(event_types)
     ORDER BY id LIMIT $6 + 1
@@ -113,7 +115,8 @@ WITH RECURSIVE endpoints_with_work(endpoint_id) AS (
 UPDATE webhook_deliveries d SET locked_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
 FROM picked, webhook_endpoints e, webhook_events ev
 WHERE d.id = picked.id AND e.id = d.endpoint_id AND ev.event_id = d.event_id
-RETURNING d.id, d.endpoint_id, d.event_id, d.attempts, e.merchant_id, e.url, e.encrypted_secret, ev.payload
+RETURNING d.id, d.endpoint_id, d.event_id, d.attempts, e.merchant_id, e.url, e.encrypted_secret, ev.payload,
+    ev.traceparent
 """
 
 

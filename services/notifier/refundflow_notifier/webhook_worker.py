@@ -16,12 +16,14 @@ from typing import Any
 import asyncpg
 import httpx
 import structlog
+from opentelemetry.trace import SpanKind
 
 from refundflow_notifier import merchant_settings, message_queue, outbound_http, webhook_store
 from refundflow_notifier.notification_rules import endpoint_disabled_alert
 from refundflow_notifier.retry_schedule import disables_endpoint, is_success, next_delay
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.webhook_signing import signed_headers
+from refundflow_shared import tracing
 from refundflow_shared.crash_points import crash_point
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.metrics import WEBHOOK_DELIVERIES
@@ -62,6 +64,11 @@ class WebhookWorker:
         )
 
     async def deliver(self, row: Row) -> None:
+        """Deliver in a span continuing the event's trace; the receiver gets it as the ``traceparent`` header."""
+        with tracing.span("webhook delivery", traceparent=row.get("traceparent"), continues=True, kind=SpanKind.CLIENT):
+            await self._deliver(row)
+
+    async def _deliver(self, row: Row) -> None:
         attempted_at = datetime.now(UTC)
         started = time.monotonic()
         status_code, error = await self._call(row, attempted_at)
@@ -91,6 +98,8 @@ class WebhookWorker:
             headers = signed_headers(self._secret(row), str(row["event_id"]), attempted_at, payload)
         except ValueError:  # SecretBoxError, or a secret that is not a whsec_ key
             return None, SIGNING_FAILED
+        if (traceparent := tracing.current_traceparent()) is not None:
+            headers = {**headers, tracing.HTTP_HEADER: traceparent}
         try:
             status = await outbound_http.post(
                 self._http,

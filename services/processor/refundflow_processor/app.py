@@ -20,6 +20,7 @@ from refundflow_processor.subscription_cancels import SubscriptionCancelExecutor
 from refundflow_processor.subscription_extensions import SubscriptionExtensionExecutor
 from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_service import contract_router, health_router
+from refundflow_shared.http_tracing import FASTAPI_TELEMETRY
 from refundflow_shared.metrics_endpoint import metrics_router
 from refundflow_shared.service_runtime import ServiceRuntime
 
@@ -44,7 +45,9 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
         rt.run_in_background(SubscriptionExtensionExecutor(rt.pool, provider, settings, pause).run(), "extensions")
         rt.run_in_background(RefundSync(rt.pool, provider, settings, pause).run(), "refund_sync")
 
-    app = FastAPI(title="Refundflow processor", version="0.1.0", lifespan=runtime.lifespan(wire))
+    app = FastAPI(
+        title="Refundflow processor", version="0.1.0", lifespan=runtime.lifespan(wire), telemetry=FASTAPI_TELEMETRY
+    )
     app.state.runtime = runtime
     limit_request_bodies(app, settings)
     app.include_router(health_router(runtime.readiness))

@@ -62,6 +62,7 @@ class Attempt:
     # Set while an executor holds the attempt; its writes must present it.
     lease_id: uuid.UUID | None = None
     last_error: str | None = None
+    traceparent: str | None = None  # the trace the attempt continues (of the approval that scheduled it)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import structlog
+from opentelemetry.trace import SpanKind
 
 from refundflow_processor import repository
 from refundflow_processor.attempts import (
@@ -42,6 +43,7 @@ from refundflow_processor.records import Attempt
 from refundflow_processor.refund_outcomes import apply_step
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.team_alerts import end_auth_episode, raise_auth_alert_once
+from refundflow_shared import tracing
 from refundflow_shared.crash_points import crash_point
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 
@@ -77,11 +79,16 @@ class RefundExecutor:
         """One turn of one leased attempt."""
         structlog.contextvars.bind_contextvars(refund_id=attempt.refund.refund_id, payment_id=attempt.refund.payment_id)
         try:
-            question = next_step(attempt, None, now=datetime.now(UTC), policy=self._policy)
-            crash_point("processor.before_provider_call")
-            answer = await self._ask(attempt, question)
-            crash_point("processor.after_provider_answered")
-            await self._record(attempt, answer)
+            # The turn continues the approval's trace: the provider call and the outcome's events join it.
+            with tracing.span("refund attempt", traceparent=attempt.traceparent, continues=True):
+                question = next_step(attempt, None, now=datetime.now(UTC), policy=self._policy)
+                crash_point("processor.before_provider_call")
+                call = "reconcile" if isinstance(question, Reconcile) else "create_refund"
+                with tracing.span(f"{self._provider.name} {call}", kind=SpanKind.CLIENT) as span:
+                    answer = await self._ask(attempt, question)
+                    span.set_attribute("refundflow.provider_answer", type(answer).__name__)
+                crash_point("processor.after_provider_answered")
+                await self._record(attempt, answer)
         except asyncio.CancelledError:
             raise
         except Exception:  # one refund's bug must not stop the others; its lease brings it back, same key

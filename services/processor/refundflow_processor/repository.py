@@ -13,6 +13,7 @@ import asyncpg
 
 from refundflow_processor.attempts import AttemptState
 from refundflow_processor.records import Attempt, Refund, RefundStatus, idempotency_key
+from refundflow_shared.tracing import current_traceparent
 
 ATTEMPTS_CHANNEL = "processor_refund_attempts"  # notified by a trigger when an attempt is scheduled
 
@@ -22,7 +23,8 @@ _REFUND_COLUMNS = (
 )
 _ATTEMPT_COLUMNS = (
     f"{_REFUND_COLUMNS}, a.attempt, a.idempotency_key, a.state, a.tries, a.server_errors,"
-    " a.created_at AS key_created_at, a.provider_refund_id AS attempt_provider_refund_id, a.lease_id, a.last_error"
+    " a.created_at AS key_created_at, a.provider_refund_id AS attempt_provider_refund_id, a.lease_id, a.last_error,"
+    " a.traceparent"
 )
 _RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
 
@@ -55,6 +57,7 @@ def _attempt(row: asyncpg.Record) -> Attempt:
         provider_refund_id=row["attempt_provider_refund_id"],
         lease_id=row["lease_id"],
         last_error=row["last_error"],
+        traceparent=row["traceparent"],
     )
 
 
@@ -83,14 +86,16 @@ async def insert_refund(
 
 
 async def schedule_attempt(conn: asyncpg.Connection, refund_id: str, number: int, delay_seconds: float = 0) -> None:
-    """Commit attempt ``number`` and its key: from here on, a crash is recovered by calling with this key."""
+    """Commit attempt ``number`` and its key: from here on, a crash is recovered by calling with this key. The
+    attempt continues the current trace."""
     await conn.execute(
-        "INSERT INTO refund_attempts (refund_id, attempt, idempotency_key, state, next_try_at)"
-        " VALUES ($1, $2, $3, 'scheduled', now() + make_interval(secs => $4))",
+        "INSERT INTO refund_attempts (refund_id, attempt, idempotency_key, state, next_try_at, traceparent)"
+        " VALUES ($1, $2, $3, 'scheduled', now() + make_interval(secs => $4), $5)",
         refund_id,
         number,
         idempotency_key(refund_id, number),
         delay_seconds,
+        current_traceparent(),
     )
 
 

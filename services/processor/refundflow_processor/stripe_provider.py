@@ -19,6 +19,7 @@ from refundflow_processor.payment_provider import (
     ProviderUnavailable,
 )
 from refundflow_shared.money import MAX_MINOR_UNITS
+from refundflow_shared.tracing import HTTP_HEADER, current_traceparent
 
 T = TypeVar("T")
 
@@ -54,9 +55,10 @@ class StripeProvider:
             "currency": currency.lower(),
             "metadata": {"refund_id": refund_id},
         }
-        refund = await _call(
-            self._client.v1.refunds.create_async(params=params, options={"idempotency_key": idempotency_key})
-        )
+        options: Any = {"idempotency_key": idempotency_key}
+        if (traceparent := current_traceparent()) is not None:  # Stripe ignores it; our sandbox logs it
+            options["headers"] = {HTTP_HEADER: traceparent}
+        refund = await _call(self._client.v1.refunds.create_async(params=params, options=options))
         return _to_provider_refund(refund)
 
     async def get_refund(self, provider_refund_id: str) -> ProviderRefund:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, Header, Request, Response
 
 from refundflow_sandbox import subscription_updates
@@ -22,6 +23,7 @@ from refundflow_sandbox.stripe_objects import list_object, paginate, refund_obje
 from refundflow_sandbox.subscriptions import SimulatedFailure, Subscription, SubscriptionNotFound, Subscriptions
 
 router = APIRouter()
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,10 @@ async def create_refund(
     sandbox: SandboxDep,
     api_key: ApiKeyDep,
     idempotency_key: Annotated[str | None, Header()] = None,
+    traceparent: Annotated[str | None, Header()] = None,
 ) -> Response:
+    # Stripe would ignore a traceparent; the sandbox logs it, so a refund's trace can be followed into it.
+    log.info("refund_create_received", traceparent=traceparent[:100] if traceparent else None)
     form = await request.form()
     params: list[tuple[str, str]] = []
     for name, value in form.multi_items():
