@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,20 @@ from refundflow_shared.tracing import add_trace_ids
 _REDACTED_KEYS = frozenset(
     {"api_key", "authorization", "password", "secret", "token", "card", "card_number", "cvc", "number"}
 )
+
+
+# Path segments that are credentials: a customer's portal link, a team invite, a password reset.
+_CREDENTIAL_IN_PATH = re.compile(r"(/portal/|/dashboard/invite/|/dashboard/reset-password/)(?!static/)[^/?#\s]+")
+
+
+class _CredentialPathFilter(logging.Filter):
+    """uvicorn's access line shows the route asked for, never the token in it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) > 2 and isinstance(record.args[2], str):
+            path = _CREDENTIAL_IN_PATH.sub(r"\1[redacted]", record.args[2])
+            record.args = (*record.args[:2], path, *record.args[3:])
+        return True
 
 
 def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +76,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _CredentialPathFilter) for f in access.filters):
+        access.addFilter(_CredentialPathFilter())
     # One line per outbound call is noise (and a URL may be a credential): the SDKs' request logs stay off.
     for chatty in ("httpx", "stripe"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
