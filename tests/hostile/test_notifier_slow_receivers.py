@@ -175,8 +175,8 @@ async def test_a_delivery_still_being_worked_here_is_not_claimed_again_even_afte
         [claimed] = await claim_due(pool, 10, [], lease_seconds=0.01, **caps)
         await pool.execute("SELECT pg_sleep(0.05)")  # the lease has run out; the task working on it has not
 
-        assert await claim_due(pool, 10, [claimed["id"]], lease_seconds=60, **caps) == [], "still ours"
+        assert await claim_due(pool, 10, [claimed.id], lease_seconds=60, **caps) == [], "still ours"
         [again] = await claim_due(pool, 10, [], lease_seconds=60, **caps)  # e.g. after this process died
-        assert (again["id"], again["attempts"]) == (claimed["id"], 2)
+        assert (again.id, again.attempts) == (claimed.id, 2)
     finally:
         await pool.close()

@@ -9,30 +9,61 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any
 
 import asyncpg
 
-Row = dict[str, Any]
+from refundflow_notifier.records import DeliveryAttempt, EndpointState, LoggedDelivery
+
 REPLAY_BATCH = 1000
 
+_ENDPOINT_COLUMNS = "id, merchant_id, url, event_types, enabled, deleted, consecutive_failures, disabled_reason"
+_DELIVERY_COLUMNS = (
+    "d.id, d.event_id, ev.event_type, d.replay, d.status, d.attempts, d.next_attempt_at, d.created_at, d.finished_at"
+)
 
-async def get_endpoint(conn: asyncpg.Connection, endpoint_id: str, merchant_id: str) -> Row | None:
+
+def _endpoint(row: asyncpg.Record) -> EndpointState:
+    return EndpointState(
+        id=row["id"],
+        merchant_id=row["merchant_id"],
+        url=row["url"],
+        event_types=row["event_types"],
+        enabled=row["enabled"],
+        deleted=row["deleted"],
+        consecutive_failures=row["consecutive_failures"],
+        disabled_reason=row["disabled_reason"],
+    )
+
+
+def _logged_delivery(row: asyncpg.Record) -> LoggedDelivery:
+    return LoggedDelivery(
+        id=row["id"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        replay=row["replay"],
+        status=row["status"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+        attempt_log=[DeliveryAttempt(**attempt) for attempt in json.loads(row["attempt_log"])],
+    )
+
+
+async def get_endpoint(conn: asyncpg.Connection, endpoint_id: str, merchant_id: str) -> EndpointState | None:
     row = await conn.fetchrow(
-        "SELECT id, merchant_id, url, event_types, enabled, deleted, consecutive_failures, disabled_reason"
-        " FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2",
+        f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2",
         endpoint_id,
         merchant_id,
     )
-    return dict(row) if row else None
+    return _endpoint(row) if row else None
 
 
-async def delivery_log(conn: asyncpg.Connection, endpoint_id: str, limit: int) -> list[Row]:
+async def delivery_log(conn: asyncpg.Connection, endpoint_id: str, limit: int) -> list[LoggedDelivery]:
     """The endpoint's latest deliveries, newest first, each with its attempts."""
     rows = await conn.fetch(
-        """
-        SELECT d.id, d.event_id, ev.event_type, d.replay, d.status, d.attempts, d.next_attempt_at, d.created_at,
-               d.finished_at,
+        f"""
+        SELECT {_DELIVERY_COLUMNS},
                coalesce(
                    (SELECT json_agg(json_build_object(
                         'attempt', a.attempt, 'attempted_at', a.attempted_at, 'status_code', a.status_code,
@@ -46,7 +77,7 @@ async def delivery_log(conn: asyncpg.Connection, endpoint_id: str, limit: int) -
         endpoint_id,
         limit,
     )
-    return [{**dict(r), "attempt_log": json.loads(r["attempt_log"])} for r in rows]
+    return [_logged_delivery(r) for r in rows]
 
 
 async def replay_delivery(conn: asyncpg.Connection, endpoint_id: str, delivery_id: int) -> int | None:

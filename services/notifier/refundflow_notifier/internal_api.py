@@ -7,6 +7,7 @@ hold it (it is not derived from any other secret).
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from refundflow_notifier import delivery_log, merchant_settings
 from refundflow_notifier.email_previews import previews
+from refundflow_notifier.records import EndpointState
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_shared.service_runtime import ServiceRuntime
 
@@ -58,7 +60,7 @@ def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIR
 
     router = APIRouter(prefix="/internal/v1", tags=["internal"], dependencies=[Depends(authorized)])
 
-    async def endpoint_of(conn: Any, endpoint_id: str, merchant_id: str) -> dict[str, Any]:
+    async def endpoint_of(conn: Any, endpoint_id: str, merchant_id: str) -> EndpointState:
         endpoint = await delivery_log.get_endpoint(conn, endpoint_id, merchant_id)
         if endpoint is None:
             raise HTTPException(404, f"no webhook endpoint {endpoint_id}")
@@ -72,7 +74,11 @@ def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIR
         async with runtime.pool.acquire() as conn:
             endpoint = await endpoint_of(conn, endpoint_id, merchant_id)
             deliveries = await delivery_log.delivery_log(conn, endpoint_id, limit)
-        return {"endpoint": endpoint, "deliveries": deliveries}
+        # The records as they are, field for field: the shape intake relays to merchants.
+        return {
+            "endpoint": dataclasses.asdict(endpoint),
+            "deliveries": [dataclasses.asdict(delivery) for delivery in deliveries],
+        }
 
     @router.post("/merchants/{merchant_id}/webhook-endpoints/{endpoint_id}/replays", status_code=202)
     async def replay(merchant_id: str, endpoint_id: str, body: ReplayRequest) -> dict[str, int]:

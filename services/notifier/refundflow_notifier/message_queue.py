@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
 
 import asyncpg
 import structlog
@@ -21,6 +20,7 @@ from refundflow_notifier.notification_rules import (
     TeamAlert,
     undeliverable_email_alert,
 )
+from refundflow_notifier.records import Channel, ClaimedMessage
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_shared.tracing import current_traceparent
 
@@ -48,7 +48,7 @@ async def queue_email(
             conn,
             event_id,
             merchant_id,
-            "email",
+            Channel.EMAIL,
             content.kind,
             recipient,
             None,
@@ -66,7 +66,7 @@ async def queue_email(
         conn,
         event_id,
         merchant_id,
-        "email",
+        Channel.EMAIL,
         content.kind,
         recipient,
         message.as_bytes(),
@@ -87,7 +87,7 @@ async def queue_team_alert(
     """To the merchant's Slack-compatible webhook and/or team email, whichever it configured."""
     if prefs.has_slack:
         body = json.dumps({"text": alert.slack_text()}).encode()
-        await _insert(conn, event_id, merchant_id, "slack", alert.kind, SLACK_RECIPIENT, body, None)
+        await _insert(conn, event_id, merchant_id, Channel.SLACK, alert.kind, SLACK_RECIPIENT, body, None)
     if prefs.team_email:
         content = EmailContent(
             "team_alert",
@@ -112,7 +112,7 @@ async def _insert(
     conn: asyncpg.Connection,
     event_id: uuid.UUID,
     merchant_id: str,
-    channel: str,
+    channel: Channel,
     kind: str,
     recipient: str,
     body: bytes | None,
@@ -142,12 +142,18 @@ async def _insert(
     )
 
 
+# What a claim returns, as ``_claimed`` reads it.
+_CLAIMED_COLUMNS = """
+    m.id, m.event_id, m.merchant_id, m.channel, m.kind, m.recipient, m.body, m.attempts, m.traceparent,
+    (SELECT s.sealed_slack_webhook_url FROM merchant_settings s
+     WHERE s.merchant_id = m.merchant_id AND m.channel = 'slack') AS sealed_slack_webhook_url"""
+
 # Due messages, fairly: each merchant's earliest, up to its free slots (its cap minus those in flight, leased
 # here or by another notifier), each merchant's first before anyone's second; so one merchant's slow Slack or
 # bulk of emails cannot take every slot. Merchants with pending messages are found by a loose index scan (one
 # probe each), so a claim costs no more for one merchant's large backlog. The advisory lock makes the caps
 # hold across notifiers.
-_CLAIM = """
+_CLAIM = f"""
 WITH RECURSIVE merchants_with_work(merchant_id) AS (
     (SELECT merchant_id FROM messages WHERE status = 'pending' ORDER BY merchant_id LIMIT 1)
     UNION ALL
@@ -174,19 +180,32 @@ WITH RECURSIVE merchants_with_work(merchant_id) AS (
 UPDATE messages m SET locked_until = now() + make_interval(secs => $2), attempts = m.attempts + 1
 FROM picked
 WHERE m.id = picked.id
-RETURNING m.id, m.event_id, m.merchant_id, m.channel, m.kind, m.recipient, m.body, m.attempts, m.traceparent,
-    (SELECT s.sealed_slack_webhook_url FROM merchant_settings s
-     WHERE s.merchant_id = m.merchant_id AND m.channel = 'slack') AS sealed_slack_webhook_url
+RETURNING {_CLAIMED_COLUMNS}
 """
+
+
+def _claimed(row: asyncpg.Record) -> ClaimedMessage:
+    return ClaimedMessage(
+        id=row["id"],
+        event_id=row["event_id"],
+        merchant_id=row["merchant_id"],
+        channel=Channel(row["channel"]),
+        kind=row["kind"],
+        recipient=row["recipient"],
+        body=row["body"],
+        attempts=row["attempts"],
+        traceparent=row["traceparent"],
+        sealed_slack_webhook_url=row["sealed_slack_webhook_url"],
+    )
 
 
 async def claim_due(
     pool: asyncpg.Pool, limit: int, busy: list[int], *, lease_seconds: float, per_merchant: int
-) -> list[dict[str, Any]]:
+) -> list[ClaimedMessage]:
     """Lease due messages (none of ``busy``): a crashed sender's lease runs out and the message is sent again."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('notifier.message_claim'))")
-        return [dict(r) for r in await conn.fetch(_CLAIM, limit, lease_seconds, busy, per_merchant)]
+        return [_claimed(r) for r in await conn.fetch(_CLAIM, limit, lease_seconds, busy, per_merchant)]
 
 
 async def finish(conn: asyncpg.Connection, message_id: int, status: str, error: str | None = None) -> None:

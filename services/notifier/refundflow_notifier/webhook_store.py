@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
+from refundflow_notifier.records import ClaimedDelivery
 from refundflow_shared.events import Event, WebhookEndpointConfigured
 from refundflow_shared.tracing import current_traceparent
-
-Row = dict[str, Any]
 
 
 async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigured) -> None:
@@ -78,12 +76,17 @@ SELECT (SELECT count(*) FROM queued) AS queued, (SELECT count(*) FROM subscribed
 """
 
 
+# What a claim returns, as ``_claimed`` reads it.
+_CLAIMED_COLUMNS = (
+    "d.id, d.endpoint_id, d.event_id, d.attempts, e.merchant_id, e.url, e.encrypted_secret, ev.payload, ev.traceparent"
+)
+
 # Due deliveries, fairly: each endpoint's earliest, up to its free slots (its cap minus those in flight, leased
 # here or by another notifier); then each merchant's first before anyone's second, up to the merchant's free
 # slots. So a slow endpoint holds only its own slots, and the cost of a claim does not grow with one endpoint's
 # backlog: the endpoints with pending work are found by a loose index scan (one probe each), and each endpoint
 # is read only as far as its free slots. The advisory lock makes the caps hold across notifiers.
-_CLAIM = """
+_CLAIM = f"""
 WITH RECURSIVE endpoints_with_work(endpoint_id) AS (
     (SELECT endpoint_id FROM webhook_deliveries WHERE status = 'pending' ORDER BY endpoint_id LIMIT 1)
     UNION ALL
@@ -115,19 +118,32 @@ WITH RECURSIVE endpoints_with_work(endpoint_id) AS (
 UPDATE webhook_deliveries d SET locked_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
 FROM picked, webhook_endpoints e, webhook_events ev
 WHERE d.id = picked.id AND e.id = d.endpoint_id AND ev.event_id = d.event_id
-RETURNING d.id, d.endpoint_id, d.event_id, d.attempts, e.merchant_id, e.url, e.encrypted_secret, ev.payload,
-    ev.traceparent
+RETURNING {_CLAIMED_COLUMNS}
 """
+
+
+def _claimed(row: asyncpg.Record) -> ClaimedDelivery:
+    return ClaimedDelivery(
+        id=row["id"],
+        endpoint_id=row["endpoint_id"],
+        event_id=row["event_id"],
+        attempts=row["attempts"],
+        merchant_id=row["merchant_id"],
+        url=row["url"],
+        encrypted_secret=row["encrypted_secret"],
+        payload=row["payload"],
+        traceparent=row["traceparent"],
+    )
 
 
 async def claim_due(
     pool: asyncpg.Pool, limit: int, busy: list[int], *, lease_seconds: float, per_endpoint: int, per_merchant: int
-) -> list[Row]:
+) -> list[ClaimedDelivery]:
     """Lease due deliveries (none of ``busy``): a crashed worker's lease runs out and the delivery is retried."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('notifier.webhook_claim'))")
         rows = await conn.fetch(_CLAIM, limit, lease_seconds, busy, per_endpoint, per_merchant)
-        return [dict(r) for r in rows]
+        return [_claimed(r) for r in rows]
 
 
 async def record_attempt(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import httpx
@@ -20,6 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from refundflow_notifier import merchant_settings, message_queue, outbound_http, webhook_store
 from refundflow_notifier.notification_rules import endpoint_disabled_alert
+from refundflow_notifier.records import ClaimedDelivery
 from refundflow_notifier.retry_schedule import disables_endpoint, is_success, next_delay
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.webhook_signing import signed_headers
@@ -31,8 +31,6 @@ from refundflow_shared.secret_box import SecretBox, SecretBoxError
 
 log = structlog.get_logger(__name__)
 
-Row = dict[str, Any]
-
 SIGNING_FAILED = "signing_failed"  # the endpoint's secret does not open with our key, or is no whsec_ key
 
 
@@ -43,7 +41,7 @@ class WebhookWorker:
         self._pool, self._settings, self._http, self._box = pool, settings, http, box
         self._lease = settings.webhook_timeout_seconds + settings.lease_margin_seconds  # outlives the call
 
-    def dispatcher(self) -> LeaseDispatcher[Row, int]:
+    def dispatcher(self) -> LeaseDispatcher[ClaimedDelivery, int]:
         s = self._settings
         return LeaseDispatcher(
             self._pool,
@@ -56,46 +54,46 @@ class WebhookWorker:
                 per_endpoint=s.webhook_max_in_flight_per_endpoint,
                 per_merchant=s.webhook_max_in_flight_per_merchant,
             ),
-            key=lambda row: int(row["id"]),
+            key=lambda delivery: delivery.id,
             work=self.deliver,
             max_in_flight=s.webhook_max_in_flight,
             poll_interval=s.webhook_poll_interval_seconds,
             name="webhook_worker",
         )
 
-    async def deliver(self, row: Row) -> None:
+    async def deliver(self, delivery: ClaimedDelivery) -> None:
         """Deliver in a span continuing the event's trace; the receiver gets it as the ``traceparent`` header."""
-        with tracing.span("webhook delivery", traceparent=row.get("traceparent"), continues=True, kind=SpanKind.CLIENT):
-            await self._deliver(row)
+        with tracing.span("webhook delivery", traceparent=delivery.traceparent, continues=True, kind=SpanKind.CLIENT):
+            await self._deliver(delivery)
 
-    async def _deliver(self, row: Row) -> None:
+    async def _deliver(self, delivery: ClaimedDelivery) -> None:
         attempted_at = datetime.now(UTC)
         started = time.monotonic()
-        status_code, error = await self._call(row, attempted_at)
+        status_code, error = await self._call(delivery, attempted_at)
         latency_ms = int((time.monotonic() - started) * 1000)
         crash_point("notifier.webhook_answered")
         async with self._pool.acquire() as conn, conn.transaction():
             await webhook_store.record_attempt(
-                conn, row["id"], row["attempts"], attempted_at, status_code, latency_ms, error
+                conn, delivery.id, delivery.attempts, attempted_at, status_code, latency_ms, error
             )
-            outcome = await self._settle(conn, row, succeeded=error is None, status_code=status_code)
+            outcome = await self._settle(conn, delivery, succeeded=error is None, status_code=status_code)
         WEBHOOK_DELIVERIES.labels(outcome).inc()
         log.info(
             "webhook_attempted",
-            delivery=row["id"],
-            endpoint=row["endpoint_id"],
-            event_id=str(row["event_id"]),
-            attempt=row["attempts"],
+            delivery=delivery.id,
+            endpoint=delivery.endpoint_id,
+            event_id=str(delivery.event_id),
+            attempt=delivery.attempts,
             status_code=status_code,
             latency_ms=latency_ms,
             error=error,
         )
 
-    async def _call(self, row: Row, attempted_at: datetime) -> tuple[int | None, str | None]:
+    async def _call(self, delivery: ClaimedDelivery, attempted_at: datetime) -> tuple[int | None, str | None]:
         """(status code, error): the error is None for a 2xx, else a coarse category."""
-        payload: str = row["payload"]
+        payload = delivery.payload
         try:
-            headers = signed_headers(self._secret(row), str(row["event_id"]), attempted_at, payload)
+            headers = signed_headers(self._secret(delivery), str(delivery.event_id), attempted_at, payload)
         except ValueError:  # SecretBoxError, or a secret that is not a whsec_ key
             return None, SIGNING_FAILED
         if (traceparent := tracing.current_traceparent()) is not None:
@@ -103,7 +101,7 @@ class WebhookWorker:
         try:
             status = await outbound_http.post(
                 self._http,
-                row["url"],
+                delivery.url,
                 payload.encode(),
                 headers,
                 deadline=self._settings.webhook_timeout_seconds,
@@ -113,37 +111,39 @@ class WebhookWorker:
             return None, exc.category
         return status, None if is_success(status) else outbound_http.http_status_error(status)
 
-    def _secret(self, row: Row) -> str:
+    def _secret(self, delivery: ClaimedDelivery) -> str:
         if self._box is None:
             raise SecretBoxError("WEBHOOK_SECRET_KEY is not set: cannot sign")
-        return self._box.open(row["encrypted_secret"], context=row["endpoint_id"])
+        return self._box.open(delivery.encrypted_secret, context=delivery.endpoint_id)
 
-    async def _settle(self, conn: asyncpg.Connection, row: Row, *, succeeded: bool, status_code: int | None) -> str:
+    async def _settle(
+        self, conn: asyncpg.Connection, delivery: ClaimedDelivery, *, succeeded: bool, status_code: int | None
+    ) -> str:
         """Record what the attempt means; the outcome, for the metrics."""
         if succeeded:
-            await webhook_store.finish_delivery(conn, row["id"], "succeeded")
-            await webhook_store.endpoint_succeeded(conn, row["endpoint_id"])
+            await webhook_store.finish_delivery(conn, delivery.id, "succeeded")
+            await webhook_store.endpoint_succeeded(conn, delivery.endpoint_id)
             return "delivered"
         if status_code is not None and disables_endpoint(status_code):
-            await webhook_store.finish_delivery(conn, row["id"], "failed")
-            await self._disable(conn, row, "the endpoint answered 410 Gone")
+            await webhook_store.finish_delivery(conn, delivery.id, "failed")
+            await self._disable(conn, delivery, "the endpoint answered 410 Gone")
             return "endpoint_gone"
-        delay = next_delay(self._settings.webhook_retry_schedule_seconds, row["attempts"])
+        delay = next_delay(self._settings.webhook_retry_schedule_seconds, delivery.attempts)
         if delay is not None:
-            await webhook_store.retry_delivery(conn, row["id"], delay)
+            await webhook_store.retry_delivery(conn, delivery.id, delay)
             return "retrying"
-        await webhook_store.finish_delivery(conn, row["id"], "failed")
-        failures = await webhook_store.endpoint_failed_event(conn, row["endpoint_id"])
+        await webhook_store.finish_delivery(conn, delivery.id, "failed")
+        failures = await webhook_store.endpoint_failed_event(conn, delivery.endpoint_id)
         if failures >= self._settings.webhook_disable_after_failed_events:
-            await self._disable(conn, row, f"{failures} events in a row could not be delivered")
+            await self._disable(conn, delivery, f"{failures} events in a row could not be delivered")
         return "failed"
 
-    async def _disable(self, conn: asyncpg.Connection, row: Row, reason: str) -> None:
-        if not await webhook_store.disable_endpoint(conn, row["endpoint_id"], reason):
+    async def _disable(self, conn: asyncpg.Connection, delivery: ClaimedDelivery, reason: str) -> None:
+        if not await webhook_store.disable_endpoint(conn, delivery.endpoint_id, reason):
             return
-        log.warning("webhook_endpoint_disabled", endpoint=row["endpoint_id"], reason=reason)
-        prefs = await merchant_settings.preferences(conn, self._settings, row["merchant_id"])
-        alert = endpoint_disabled_alert(row["endpoint_id"], row["url"], reason)
+        log.warning("webhook_endpoint_disabled", endpoint=delivery.endpoint_id, reason=reason)
+        prefs = await merchant_settings.preferences(conn, self._settings, delivery.merchant_id)
+        alert = endpoint_disabled_alert(delivery.endpoint_id, delivery.url, reason)
         await message_queue.queue_team_alert(
-            conn, self._settings, prefs, event_id=uuid.uuid4(), merchant_id=row["merchant_id"], alert=alert
+            conn, self._settings, prefs, event_id=uuid.uuid4(), merchant_id=delivery.merchant_id, alert=alert
         )
