@@ -164,3 +164,16 @@ def test_the_portal_switched_off_answers_links_and_requests_with_a_clear_page(
     expect(page.get_by_role("link", name="Read Acme Software's refund policy")).to_be_visible()
     assert_accessible(page)
     assert [r["channel"] for r in stack.payment_refunds(merchant, payment)] == ["api"]
+
+
+def test_the_settings_page_previews_every_customer_email_as_text_and_as_html(stack: Stack, page: Page) -> None:
+    merchant = stack.merchant(name="Acme Software")
+    accept_invite(page, merchant["owner_invite_url"])
+    page.goto(f"{stack.url}/dashboard/settings")
+    received = page.locator("details").filter(has_text="We received your refund request")
+    expect(received.locator("pre")).to_contain_text("Acme Software has received your request")
+    html = received.frame_locator("iframe.email-html")
+    expect(html.locator("body")).to_contain_text("Acme Software has received your request")
+    approved = page.locator("details").filter(has_text="is approved")
+    approved.locator("summary").click()
+    expect(approved.frame_locator("iframe.email-html").locator("body")).to_contain_text("approved a refund")
