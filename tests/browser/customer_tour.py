@@ -18,7 +18,8 @@ from refundflow_intake.portal import tokens
 from refundflow_intake.settings import IntakeSettings
 from tests.browser.conftest import DESKTOP
 from tests.browser.people import accept_invite
-from tests.browser.stack import ADMIN_TOKEN, Stack, wait_for
+from tests.browser.stack import ADMIN_TOKEN, Stack
+from tests.support.waiting import wait_for
 
 Visit = Callable[[str, Page], None]
 _LINK = re.compile(r"(https?://\S+/portal/pt_[A-Za-z0-9_.-]+)")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,16 +27,6 @@ ADMIN_TOKEN = "browser-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PASSWORD = "correct horse battery staple"
 WEBHOOK_SECRET = "whsec_browser_stack"
-
-
-def wait_for(check: Callable[[], T | None], timeout: float = 60.0, what: str = "the condition") -> T:
-    """Poll until ``check`` answers something truthy; no fixed sleeps anywhere else."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached within {timeout}s")
 
 
 class Stack:

@@ -21,7 +21,8 @@ from tests.browser.customer_tour import (
     walk_customer_pages,
 )
 from tests.browser.people import accept_invite, assert_accessible, serious_violations
-from tests.browser.stack import Stack, wait_for
+from tests.browser.stack import Stack
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import DESKTOP
 from tests.browser.people import accept_invite, assert_accessible, invite, open_refund_from_payments, status_badge
-from tests.browser.stack import Stack, wait_for
+from tests.browser.stack import Stack
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ from typing import Any
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.people import accept_invite, invite, sign_out
-from tests.browser.stack import Stack, wait_for
+from tests.browser.stack import Stack
+from tests.support.waiting import wait_for
 
 Visit = Callable[[str, Page], None]
 _CUSTOMERS = [

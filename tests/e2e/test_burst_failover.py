@@ -9,12 +9,11 @@ import email.policy
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TypeVar
 
 import asyncpg
 import httpx
@@ -26,9 +25,9 @@ from refundflow_shared.events import Event, PaymentSucceeded, Product, topic_for
 from tests.conftest import create_database
 from tests.support.infrastructure import free_port, kafka_broker
 from tests.support.service_processes import ServiceProcess, service_env
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
-T = TypeVar("T")
 REFUNDS = 200
 KILL_AFTER_SUCCEEDED = 50
 ADMIN_TOKEN = "burst-admin-token"
@@ -60,16 +59,6 @@ class Stack:
     def stop(self) -> None:
         for process in self.processes.values():
             process.stop()
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """The first truthy result of ``check``, polled until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not reached within {timeout}s")
 
 
 @pytest.fixture

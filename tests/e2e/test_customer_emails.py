@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.browser.stack import Stack, running_stack, wait_for
+from tests.browser.stack import Stack, running_stack
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 _LINK = re.compile(r"(https?://\S+/portal/pt_[A-Za-z0-9_.-]+)")

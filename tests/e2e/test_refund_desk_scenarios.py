@@ -17,6 +17,7 @@ import pytest
 from refundflow_shared.events import topic_for
 from tests.e2e import test_refund_end_to_end as base
 from tests.support.kafka_reader import read_topic
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 stack = base.stack  # the same stack of processes, started once for this module
@@ -64,7 +65,7 @@ def subscription(days: int = 28) -> dict[str, Any]:
 
 
 def succeeded(api: httpx.Client, auth: dict[str, str], refund_id: str) -> dict[str, Any]:
-    final: dict[str, Any] = base.wait_for(
+    final: dict[str, Any] = wait_for(
         lambda: (r := api.get(f"/v1/refunds/{refund_id}", headers=auth).json())["status"] == "succeeded" and r
     )
     return final
@@ -88,7 +89,7 @@ def mail_mentioning(stack: Stack, refund_id: str) -> EmailMessage:
                 found.append(message)
         return found
 
-    return base.wait_for(find)[0]
+    return wait_for(find)[0]
 
 
 def test_a_digital_product_within_the_window_is_refunded_in_full_with_a_confirmation(stack: Stack) -> None:

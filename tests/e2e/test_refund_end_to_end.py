@@ -9,11 +9,10 @@ import email.policy
 import http.server
 import json
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -28,9 +27,9 @@ from tests.support.metrics_scrape import alert_rule_metrics, dashboard_metrics, 
 from tests.support.notifier_harness import TEST_SECRET_KEY
 from tests.support.raw_records import RawRecord, produce
 from tests.support.service_processes import ServiceProcess, service_env
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-T = TypeVar("T")
 ADMIN_TOKEN = "e2e-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MERCHANT_IDS: dict[str, str] = {}  # API key -> merchant id
@@ -85,15 +84,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, kafka_boo
         for process in processes:
             process.stop()
         smtp.stop()
-
-
-def wait_for(check: Callable[[], T], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"not reached within {timeout}s")
 
 
 def test_an_approved_refund_succeeds_at_the_provider_once_and_the_customer_gets_an_email(stack: Stack) -> None:

@@ -11,13 +11,12 @@ import json
 import os
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -31,9 +30,9 @@ from tests.cli.refundflow_stack import REFUNDFLOW, cli_env
 from tests.support.infrastructure import free_port
 from tests.support.notifier_harness import TEST_SECRET_KEY
 from tests.support.service_processes import ServiceProcess, service_env
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-T = TypeVar("T")
 ADMIN = {"Authorization": "Bearer tracing-admin-token"}
 SERVICES = ("intake", "processor", "notifier")
 MERCHANT_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -143,15 +142,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, kafka_boo
             process.stop()
         smtp.stop()
         server.shutdown()
-
-
-def wait_for(check: Callable[[], T], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"not reached within {timeout}s")
 
 
 def trace_ids(lines: list[dict[str, Any]], event: str) -> set[str]:
