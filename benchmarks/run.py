@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import capacity, figures, outcomes
+from benchmarks import capacity, figures, outcomes, sql_profile
 from benchmarks.http_wire import HttpClient
 from benchmarks.lifecycles import Calls, Driver, Lifecycle, Merchant, Receiver
 from benchmarks.process_stats import Profiler, cpu_delta
@@ -116,11 +116,14 @@ class Bench:
         merchants, slow_merchant = await self.setup()
         sampler = asyncio.create_task(self._sample_rss())
         await self.complete(await self.driver.closed_loop(merchants, SIZES["warmup"], SIZES["concurrency"]))
-        profiler = Profiler(self.stack, Path(os.environ.get("BENCH_OUT", ROOT / "var" / "bench")))
+        out = Path(os.environ.get("BENCH_OUT", ROOT / "var" / "bench"))
+        await sql_profile.reset(self.stack.database_url)
+        profiler = Profiler(self.stack, out)
         burst, throughput = await self.measured(
             "throughput", self.driver.closed_loop(merchants, SIZES["throughput"], SIZES["concurrency"])
         )
         profiler.stop()
+        await sql_profile.write(self.stack.database_url, len(burst), out / "sql-profile.txt")
         steady, open_loop = await self.measured(
             "open_loop", self.driver.open_loop(merchants, SIZES["open_rate"], SIZES["open_count"])
         )

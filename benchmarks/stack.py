@@ -52,7 +52,8 @@ class Stack:
             self.database_url = asyncio.run(_fresh_database(url))
             self.external.append("postgres")
         else:
-            postgres = LocalPostgres(self.workdir / "postgres", port=free_port())
+            preload = ("pg_stat_statements",) if env.get("BENCH_SQL_PROFILE") == "1" else ()
+            postgres = LocalPostgres(self.workdir / "postgres", port=free_port(), preload=preload)
             self.database_url = postgres.start()
             self._infra.callback(postgres.stop)
             assert postgres._process is not None

@@ -20,10 +20,11 @@ RUN_AS = "embedded_postgres"
 class LocalPostgres:
     """One PostgreSQL server process in the foreground of nobody: start() returns once it accepts queries."""
 
-    def __init__(self, data_dir: Path, port: int, database: str = "refundflow") -> None:
+    def __init__(self, data_dir: Path, port: int, database: str = "refundflow", preload: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.database = database
+        self.preload = preload  # shared_preload_libraries, e.g. pg_stat_statements for a bench's SQL profile
         self._process: subprocess.Popen[bytes] | None = None
         self._user = RUN_AS if os.geteuid() == 0 else None
 
@@ -49,6 +50,7 @@ class LocalPostgres:
                 "fsync=off" if os.environ.get("REFUNDFLOW_PG_FSYNC") == "off" else "fsync=on",
                 "-c",
                 "max_connections=300",
+                *(["-c", f"shared_preload_libraries={','.join(self.preload)}"] if self.preload else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
