@@ -201,3 +201,22 @@ async def test_the_hosted_policy_is_cached_and_only_its_embeddable_version_may_b
 
     await intake.client.put("/v1/refund-policy", headers=merchant, json={"refund_window_days": 30})
     assert "within 30 days" in (await intake.client.get(f"/policy/{merchant_id}/embed")).text
+
+
+async def test_each_family_of_pages_carries_its_security_headers_and_the_api_carries_none(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    sign_in = await intake.client.get("/dashboard/login")
+    dashboard_style = await intake.client.get("/dashboard/static/dashboard.css")
+    portal_style = await intake.client.get("/portal/static/portal.css")
+    api = await intake.client.get("/v1/refund-policy", headers=merchant)
+
+    for response in (sign_in, dashboard_style, portal_style):
+        assert response.status_code == 200
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert (response.headers["x-frame-options"], response.headers["referrer-policy"]) == ("DENY", "no-referrer")
+    assert sign_in.headers["cache-control"] == "no-store"
+    assert "no-store" not in dashboard_style.headers.get("cache-control", "")
+    assert "no-store" not in portal_style.headers.get("cache-control", "")
+    assert api.status_code == 200 and "content-security-policy" not in api.headers

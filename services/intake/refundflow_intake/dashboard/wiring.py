@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -25,6 +24,7 @@ from refundflow_intake.dashboard import (
     webhook_pages,
 )
 from refundflow_intake.dashboard.pages import render
+from refundflow_intake.page_headers import PageHeaderRule, PageHeaders
 
 STATIC = Path(__file__).parent / "static"
 PREFIX = "/dashboard"
@@ -51,7 +51,11 @@ _HEADERS = {
 
 
 def is_dashboard(request: Request) -> bool:
-    return request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/")
+    return _is_dashboard_path(request.url.path)
+
+
+def _is_dashboard_path(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
 
 
 def wants_json(request: Request) -> bool:
@@ -96,12 +100,14 @@ def install(app: FastAPI) -> None:
         back_to = request.url.path if request.method == "GET" else "/dashboard/payments"
         return RedirectResponse(auth.login_url(back_to), status_code=303)
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        if is_dashboard(request):
-            for name, value in _HEADERS.items():
-                response.headers.setdefault(name, value)
-            if not request.url.path.startswith(f"{PREFIX}/static/"):
-                response.headers["Cache-Control"] = "no-store"
-        return response
+    app.add_middleware(PageHeaders, rule_for=_header_rule)
+
+
+_PAGE_RULE = PageHeaderRule(_HEADERS, {"Cache-Control": "no-store"})
+_STATIC_RULE = PageHeaderRule(_HEADERS)
+
+
+def _header_rule(path: str) -> PageHeaderRule | None:
+    if not _is_dashboard_path(path):
+        return None
+    return _STATIC_RULE if path.startswith(f"{PREFIX}/static/") else _PAGE_RULE

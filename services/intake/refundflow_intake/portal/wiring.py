@@ -3,12 +3,11 @@ security headers (strict for the portal; the embeddable policy alone may be fram
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
+from refundflow_intake.page_headers import PageHeaderRule, PageHeaders
 from refundflow_intake.portal import pages, policy_pages
 from refundflow_intake.portal.rendering import FRAMEABLE_HEADERS, HEADERS, STATIC, render
 
@@ -31,15 +30,16 @@ def install(app: FastAPI) -> None:
     app.include_router(policy_pages.router)
     app.mount(f"{pages.PREFIX}/static", StaticFiles(directory=STATIC), name="portal-static")
 
-    @app.middleware("http")
-    async def customer_page_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        path = request.url.path
-        if not _is_customer_page(path):
-            return response
-        frameable = path.startswith(policy_pages.PREFIX + "/") and path.endswith("/embed")
-        for name, value in (FRAMEABLE_HEADERS if frameable else HEADERS).items():
-            response.headers.setdefault(name, value)
-        if path.startswith(pages.PREFIX + "/") and not path.startswith(f"{pages.PREFIX}/static/"):
-            response.headers["Cache-Control"] = "no-store"  # the page holds the customer's link
-        return response
+    app.add_middleware(PageHeaders, rule_for=_header_rule)
+
+
+_NO_STORE = {"Cache-Control": "no-store"}  # a portal page holds the customer's link
+
+
+def _header_rule(path: str) -> PageHeaderRule | None:
+    if not _is_customer_page(path):
+        return None
+    if path.startswith(policy_pages.PREFIX + "/") and path.endswith("/embed"):
+        return PageHeaderRule(FRAMEABLE_HEADERS)
+    portal_page = path.startswith(pages.PREFIX + "/") and not path.startswith(f"{pages.PREFIX}/static/")
+    return PageHeaderRule(HEADERS, _NO_STORE if portal_page else {})
