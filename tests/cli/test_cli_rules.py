@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
+from refundflow_cli.connections import database_address
 from refundflow_cli.consumer_rewind import Move, Target, plan
 from refundflow_cli.dead_letters import REPLAY_HEADER, DeadLetter, group_by_message, replay_problem
 from refundflow_cli.durations import parse_duration, parse_time
@@ -192,3 +193,15 @@ def test_a_dead_letter_is_not_replayed_when_its_value_was_dropped_it_names_anoth
     old = letter(1, dlq_failed_at=(NOW - timedelta(days=31)).isoformat())
     later = NOW + timedelta(days=31)
     assert "INBOX_RETENTION_DAYS" in str(replay_problem(old, "t.refund.approved", now=later, inbox_memory=memory))
+
+
+@pytest.mark.parametrize(
+    ("dsn", "address"),
+    [
+        ("postgresql://ops:secret@db.internal:6432/refundflow", "db.internal:6432/refundflow"),
+        ("postgresql://postgres@/refundflow?host=/srv/pg&port=5433", "/srv/pg:5433/refundflow"),
+        ("postgresql://postgres@localhost/refundflow", "localhost:5432/refundflow"),
+    ],
+)
+def test_the_database_is_named_by_where_it_is_never_by_who_connects(dsn: str, address: str) -> None:
+    assert database_address(dsn) == address
