@@ -1,5 +1,5 @@
-"""With BENCH_SQL_PROFILE=1 (embedded PostgreSQL only), what SQL the burst ran: every statement with its calls and
-executor time per lifecycle, from pg_stat_statements, in ``sql-profile.txt``. A profiling aid, not a figure."""
+"""With BENCH_SQL_PROFILE=1 (embedded PostgreSQL only), what SQL the burst ran: every statement with its calls,
+executor and planning time per lifecycle, from pg_stat_statements, in ``sql-profile.txt``. A profiling aid."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import asyncpg
 ENABLED = os.environ.get("BENCH_SQL_PROFILE") == "1"
 
 _STATEMENTS = """
-SELECT calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g') AS query
+SELECT calls, total_exec_time, total_plan_time, regexp_replace(query, '\\s+', ' ', 'g') AS query
 FROM pg_stat_statements WHERE query NOT ILIKE '%pg_stat_statements%' ORDER BY calls DESC, total_exec_time DESC
 """
 
@@ -38,9 +38,9 @@ async def write(database_url: str, lifecycles: int, path: Path) -> None:
     calls = sum(r["calls"] for r in rows)
     lines = [
         f"{calls / lifecycles:.1f} statements per lifecycle over {lifecycles} lifecycles",
-        "calls/lc  exec ms/lc  query",
+        "calls/lc  exec ms/lc  plan ms/lc  query",
     ]
-    lines += [
-        f"{r['calls'] / lifecycles:8.2f}  {r['total_exec_time'] / lifecycles:9.3f}  {r['query'][:220]}" for r in rows
-    ]
+    for r in rows:
+        calls, executing, planning = (r[k] / lifecycles for k in ("calls", "total_exec_time", "total_plan_time"))
+        lines.append(f"{calls:8.2f}  {executing:9.3f}  {planning:9.3f}  {r['query'][:220]}")
     path.write_text("\n".join(lines) + "\n")

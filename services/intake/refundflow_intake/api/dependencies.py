@@ -107,7 +107,7 @@ async def current_time(request: Request) -> datetime:
 Now = Annotated[datetime, Depends(current_time)]
 
 
-def account_links(settings: Settings) -> AccountLinks:
+async def account_links(settings: Settings) -> AccountLinks:
     """Where invite and reset links point, and the box that seals them for the notifier."""
     key = settings.webhook_secret_key
     return AccountLinks(settings.dashboard_public_url, SecretBox(key.get_secret_value()) if key else None)
@@ -116,7 +116,7 @@ def account_links(settings: Settings) -> AccountLinks:
 Links = Annotated[AccountLinks, Depends(account_links)]
 
 
-def customer_links(request: Request) -> CustomerLinks:
+async def customer_links(request: Request) -> CustomerLinks:
     """Mints the customer's portal links (in the events intake publishes, and for the portal-token call)."""
     links: CustomerLinks = request.app.state.customer_links
     return links

@@ -95,7 +95,9 @@ def pre_session_matches(request: Request, settings: Settings, csrf: str) -> bool
     return expected is not None and hmac.compare_digest(csrf.encode(), expected.encode())
 
 
-def check_pre_session(request: Request, settings: Settings, csrf: Annotated[str, Form(alias=CSRF_FIELD)] = "") -> None:
+async def check_pre_session(
+    request: Request, settings: Settings, csrf: Annotated[str, Form(alias=CSRF_FIELD)] = ""
+) -> None:
     if not pre_session_matches(request, settings, csrf):
         raise CsrfRejected("this form has expired or did not come from this dashboard: reload the page and try again")
 

@@ -46,18 +46,18 @@ def _out(row: dict[str, Any]) -> EndpointOut:
     return EndpointOut(**{k: v for k, v in row.items() if k in EndpointOut.model_fields}, events=row["event_types"])
 
 
-def optional_secret_box(settings: Settings) -> SecretBox | None:
+async def optional_secret_box(settings: Settings) -> SecretBox | None:
     key = settings.webhook_secret_key
     return SecretBox(key.get_secret_value()) if key is not None else None
 
 
-def secret_box(box: Annotated[SecretBox | None, Depends(optional_secret_box)]) -> SecretBox:
+async def secret_box(box: Annotated[SecretBox | None, Depends(optional_secret_box)]) -> SecretBox:
     if box is None:
         raise ApiError(503, _SIGNING_UNAVAILABLE, "webhooks need WEBHOOK_SECRET_KEY set on intake and notifier")
     return box
 
 
-def notifier_client(
+async def notifier_client(
     request: Request, settings: Settings, box: Annotated[SecretBox, Depends(secret_box)]
 ) -> NotifierClient:
     link: NotifierLinkSettings = getattr(request.app.state, "notifier_link", None) or NotifierLinkSettings()
