@@ -38,14 +38,20 @@ async def credit_payment(conn: asyncpg.Connection, payment: Row) -> None:
 
 async def record(conn: asyncpg.Connection, kind: str, source_id: str, money: Row) -> None:
     """One entry of ``kind`` for ``source_id``, of ``money``'s merchant, amount and currency; once only."""
+    await record_entries(conn, [(kind, source_id, money)])
+
+
+async def record_entries(conn: asyncpg.Connection, entries: list[tuple[str, str, Row]]) -> None:
+    """Several entries, as ``record`` makes each, in one round trip."""
     await conn.execute(
-        "INSERT INTO balance_entries (merchant_id, currency, amount, kind, source_id) VALUES ($1, $2, $3, $4, $5)"
+        "INSERT INTO balance_entries (merchant_id, currency, amount, kind, source_id)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[])"
         " ON CONFLICT (kind, source_id) DO NOTHING",
-        money["merchant_id"],
-        money["currency"],
-        _SIGN[kind] * money["amount"],
-        kind,
-        source_id,
+        [money["merchant_id"] for _, _, money in entries],
+        [money["currency"] for _, _, money in entries],
+        [_SIGN[kind] * money["amount"] for kind, _, money in entries],
+        [kind for kind, _, _ in entries],
+        [source_id for _, source_id, _ in entries],
     )
 
 

@@ -68,7 +68,7 @@ async def approve_refund(
     the team; ``note_to_customer`` is told to the customer (say why, when approving less than asked)."""
     refund, payment = await locked_refund(conn, refund_id, merchant_id)
     status = RefundStatus(refund["status"])
-    held, disputed = await repository.held_and_disputed(conn, payment["id"])
+    held, disputed, approvals = await repository.approval_standing(conn, payment["id"], refund_id)
     context = ApprovalContext(
         status=status,
         requested=refund["amount"],
@@ -78,7 +78,7 @@ async def approve_refund(
         disputed=disputed,
         provider_payment_conflict=payment["provider_payment_conflict"],
         is_subscription=payment["subscription_id"] is not None,
-        approvals=await repository.approvals_of(conn, refund_id),
+        approvals=approvals,
         customer_keeps_subscription=refund["cancel_subscription"] is False,
     )
     policy = await policies.effective_policy(conn, merchant_id, payment["product_id"])

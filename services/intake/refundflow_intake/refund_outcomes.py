@@ -28,10 +28,11 @@ async def record_refund_outcome(
         return
     await repository.update_refund_status(conn, refund_id, outcome, failure_reason=failure_reason)
     await repository.add_timeline_entry(conn, refund_id, outcome, actor, failure_reason)
-    await ledger.record(conn, "refund_release", refund_id, refund)
     if outcome is RefundStatus.SUCCEEDED:
         await repository.add_to_refunded_amount(conn, refund["payment_id"], refund["amount"])
-        await ledger.record(conn, "refund", refund_id, refund)
+        await ledger.record_entries(conn, [("refund_release", refund_id, refund), ("refund", refund_id, refund)])
+    else:
+        await ledger.record(conn, "refund_release", refund_id, refund)
 
 
 async def record_reversal(conn: asyncpg.Connection, data: RefundReversed, *, actor: str) -> None:

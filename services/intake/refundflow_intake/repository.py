@@ -274,9 +274,18 @@ async def discard_approvals(conn: asyncpg.Connection, refund_id: str, actors: tu
     )
 
 
-async def approvals_of(conn: asyncpg.Connection, refund_id: str) -> dict[str, int]:
-    """Who approved so far, in order, and the amount each approved."""
-    rows = await conn.fetch(
-        "SELECT actor, amount FROM refund_approvals WHERE refund_id = $1 ORDER BY approved_at, actor", refund_id
+async def approval_standing(
+    conn: asyncpg.Connection, payment_id: str, refund_id: str
+) -> tuple[int, bool, dict[str, int]]:
+    """``held_and_disputed``, and who approved the refund so far, in order, with the amount each approved: one
+    round trip for an approval."""
+    row = await conn.fetchrow(
+        "SELECT held_by_refunds($1, $2::text[]) AS held,"
+        " EXISTS (SELECT 1 FROM payment_disputes WHERE payment_id = $1) AS disputed,"
+        " ARRAY(SELECT actor FROM refund_approvals WHERE refund_id = $3 ORDER BY approved_at, actor) AS actors,"
+        " ARRAY(SELECT amount FROM refund_approvals WHERE refund_id = $3 ORDER BY approved_at, actor) AS amounts",
+        payment_id,
+        [s.value for s in HOLDING_STATUSES],
+        refund_id,
     )
-    return {r["actor"]: r["amount"] for r in rows}
+    return int(row["held"]), bool(row["disputed"]), dict(zip(row["actors"], row["amounts"], strict=True))
