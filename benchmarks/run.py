@@ -34,7 +34,7 @@ from tests.support.infrastructure import free_port
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 SIZES = {
     "merchants": 4,
-    "warmup": 20 if QUICK else 100,
+    "warmup": 100,  # pools full and statements prepared before anything is measured
     "throughput": 200 if QUICK else 3000,
     "concurrency": int(os.environ.get("BENCH_CONCURRENCY", "32")),
     "open_rate": 50,

@@ -3,6 +3,7 @@ it is served."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -85,4 +86,5 @@ def server_config(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run the app in the foreground; uvicorn's own logging goes through our JSON setup."""
+    gc.freeze()  # what is loaded by now lives as long as the process: the collector need not scan it again and again
     uvicorn.Server(server_config(app, settings)).run()
