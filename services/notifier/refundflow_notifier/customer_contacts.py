@@ -45,6 +45,9 @@ FROM_INTAKE = (
 CARRIED = (RefundSucceeded, RefundFailed, RefundReversed, SubscriptionCanceled, SubscriptionExtended)
 
 
+_CONTACT_COLUMNS = "customer_email, merchant_name, sealed_portal_url, portal_url_expires_at, process_time"
+
+
 @dataclass(frozen=True)
 class Contact:
     customer_email: str | None = None
@@ -64,14 +67,14 @@ class CustomerLink:
     expired: bool = False
 
 
-async def remember(conn: asyncpg.Connection, data: EventData) -> None:
+async def remember(conn: asyncpg.Connection, data: EventData, payment_id: str) -> Contact:
     """Keep what a customer-facing event says of the payment's customer: the freshest link (events of one payment
     may arrive out of order across topics), or none when intake now sends none (the merchant switched its portal
-    off), and the rest as last said."""
+    off), and the rest as last said. Returns what is now known of them (the upsert returns it: no second read)."""
     if not isinstance(data, FROM_INTAKE + CARRIED):
-        return
+        return await recall(conn, data.merchant_id, payment_id)
     link, now_says = data.portal_link, isinstance(data, FROM_INTAKE)
-    await conn.execute(
+    row = await conn.fetchrow(
         "INSERT INTO customer_contacts AS c (payment_id, merchant_id, customer_email, merchant_name,"
         " sealed_portal_url, portal_url_expires_at, process_time) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         " ON CONFLICT (payment_id) DO UPDATE SET"
@@ -85,7 +88,8 @@ async def remember(conn: asyncpg.Connection, data: EventData) -> None:
         "   CASE WHEN $8 THEN NULL ELSE c.portal_url_expires_at END"
         "   ELSE greatest(EXCLUDED.portal_url_expires_at, c.portal_url_expires_at) END,"
         " process_time = coalesce(EXCLUDED.process_time, c.process_time), updated_at = now()"
-        " WHERE c.merchant_id = EXCLUDED.merchant_id",
+        " WHERE c.merchant_id = EXCLUDED.merchant_id"
+        f" RETURNING {_CONTACT_COLUMNS}",
         data.payment_id,
         data.merchant_id,
         data.customer_email,
@@ -95,13 +99,13 @@ async def remember(conn: asyncpg.Connection, data: EventData) -> None:
         data.process_time if isinstance(data, RefundApproved | RefundSucceeded) else None,
         now_says,
     )
+    return Contact(**dict(row)) if row else Contact()  # no row: the payment is another merchant's
 
 
 async def recall(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> Contact:
     """What is known of the payment's customer (nothing, when intake never spoke of them)."""
     row = await conn.fetchrow(
-        "SELECT customer_email, merchant_name, sealed_portal_url, portal_url_expires_at, process_time"
-        " FROM customer_contacts WHERE payment_id = $1 AND merchant_id = $2",
+        f"SELECT {_CONTACT_COLUMNS} FROM customer_contacts WHERE payment_id = $1 AND merchant_id = $2",
         payment_id,
         merchant_id,
     )

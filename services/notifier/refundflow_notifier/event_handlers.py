@@ -78,8 +78,7 @@ async def _email_the_customer(
     payment_id = getattr(data, "payment_id", None)
     if payment_id is None:
         return
-    await customer_contacts.remember(conn, data)
-    contact = await customer_contacts.recall(conn, data.merchant_id, payment_id)
+    contact = await customer_contacts.remember(conn, data, payment_id)
     link = customer_contacts.link_for(contact, box, payment_id, datetime.now(UTC))
     email = customer_email(data, prefs, contact, link)
     if email is None:

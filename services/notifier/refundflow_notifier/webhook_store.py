@@ -167,6 +167,27 @@ async def record_attempt(
     )
 
 
+async def record_success(
+    conn: asyncpg.Connection, delivery: ClaimedDelivery, attempted_at: datetime, status_code: int, latency_ms: int
+) -> None:
+    """Record the attempt, finish the delivery and reset the endpoint's failure count: one statement, so atomic
+    without a transaction (one round trip instead of five on the hot path)."""
+    await conn.execute(
+        _RECORD_SUCCESS, delivery.id, delivery.attempts, attempted_at, status_code, latency_ms, delivery.endpoint_id
+    )
+
+
+_RECORD_SUCCESS = """
+WITH attempt AS (
+    INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code, latency_ms, error)
+    VALUES ($1, $2, $3, $4, $5, NULL) ON CONFLICT DO NOTHING
+), delivery AS (
+    UPDATE webhook_deliveries SET status = 'succeeded', locked_until = NULL, finished_at = now() WHERE id = $1
+)
+UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = $6 AND consecutive_failures > 0
+"""
+
+
 async def finish_delivery(conn: asyncpg.Connection, delivery_id: int, status: str) -> None:
     await conn.execute(
         "UPDATE webhook_deliveries SET status = $2, locked_until = NULL, finished_at = now() WHERE id = $1",
@@ -181,13 +202,6 @@ async def retry_delivery(conn: asyncpg.Connection, delivery_id: int, delay_secon
         " WHERE id = $1",
         delivery_id,
         delay_seconds,
-    )
-
-
-async def endpoint_succeeded(conn: asyncpg.Connection, endpoint_id: str) -> None:
-    await conn.execute(
-        "UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = $1 AND consecutive_failures > 0",
-        endpoint_id,
     )
 
 

@@ -72,11 +72,16 @@ class WebhookWorker:
         status_code, error = await self._call(delivery, attempted_at)
         latency_ms = int((time.monotonic() - started) * 1000)
         crash_point("notifier.webhook_answered")
-        async with self._pool.acquire() as conn, conn.transaction():
-            await webhook_store.record_attempt(
-                conn, delivery.id, delivery.attempts, attempted_at, status_code, latency_ms, error
-            )
-            outcome = await self._settle(conn, delivery, succeeded=error is None, status_code=status_code)
+        async with self._pool.acquire() as conn:
+            if error is None and status_code is not None:
+                await webhook_store.record_success(conn, delivery, attempted_at, status_code, latency_ms)
+                outcome = "delivered"
+            else:
+                async with conn.transaction():
+                    await webhook_store.record_attempt(
+                        conn, delivery.id, delivery.attempts, attempted_at, status_code, latency_ms, error
+                    )
+                    outcome = await self._settle_failure(conn, delivery, status_code)
         WEBHOOK_DELIVERIES.labels(outcome).inc()
         log.info(
             "webhook_attempted",
@@ -116,14 +121,10 @@ class WebhookWorker:
             raise SecretBoxError("WEBHOOK_SECRET_KEY is not set: cannot sign")
         return self._box.open(delivery.encrypted_secret, context=delivery.endpoint_id)
 
-    async def _settle(
-        self, conn: asyncpg.Connection, delivery: ClaimedDelivery, *, succeeded: bool, status_code: int | None
+    async def _settle_failure(
+        self, conn: asyncpg.Connection, delivery: ClaimedDelivery, status_code: int | None
     ) -> str:
-        """Record what the attempt means; the outcome, for the metrics."""
-        if succeeded:
-            await webhook_store.finish_delivery(conn, delivery.id, "succeeded")
-            await webhook_store.endpoint_succeeded(conn, delivery.endpoint_id)
-            return "delivered"
+        """Record what a failed attempt means; the outcome, for the metrics."""
         if status_code is not None and disables_endpoint(status_code):
             await webhook_store.finish_delivery(conn, delivery.id, "failed")
             await self._disable(conn, delivery, "the endpoint answered 410 Gone")
