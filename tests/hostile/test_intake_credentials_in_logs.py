@@ -11,7 +11,7 @@ import httpx
 
 from tests.conftest import create_database
 from tests.support.infrastructure import free_port
-from tests.support.service_processes import ServiceProcess, service_env
+from tests.support.service_processes import ServiceProcess, register_payment, service_env
 
 ADMIN_TOKEN = "logs-admin-token"
 
@@ -33,19 +33,9 @@ def test_portal_invite_and_reset_tokens_in_a_url_are_never_logged(
         intake.wait_ready()
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         merchant = httpx.post(f"{url}/v1/merchants", json={"name": "Logs"}, headers=admin).json()
-        payment = httpx.post(
-            f"{url}/v1/payments",
-            headers=admin,
-            json={
-                "merchant_id": merchant["id"],
-                "customer_email": "ada@example.com",
-                "amount": 10_000,
-                "currency": "EUR",
-                "provider_payment_id": f"pi_{uuid.uuid4().hex}",
-                "paid_at": "2026-11-20T10:00:00Z",
-                "product": {"id": "prod_1", "name": "Plan", "kind": "one_time"},
-            },
-        ).json()
+        payment = register_payment(
+            url, admin, merchant["id"], customer_email="ada@example.com", provider_payment_id=f"pi_{uuid.uuid4().hex}"
+        )
         link = httpx.post(
             f"{url}/v1/payments/{payment['id']}/portal-token",
             headers={"Authorization": f"Bearer {merchant['api_key']}"},

@@ -17,7 +17,7 @@ import pytest
 from refundflow_shared.secret_box import generate_key
 from tests.conftest import create_database
 from tests.support.infrastructure import free_port
-from tests.support.service_processes import ServiceProcess, service_env
+from tests.support.service_processes import ServiceProcess, register_payment, service_env
 
 ADMIN_TOKEN = "fuzz-admin-token"
 CONFIG = Path(__file__).with_name("schemathesis.toml")  # who authenticates how, and the few narrow exclusions
@@ -53,19 +53,9 @@ def target(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, kafka_bo
         keys_merchant = httpx.post(f"{url}/v1/merchants", json={"name": "Fuzz keys"}, headers=admin).json()
         key = merchant["api_key"]
         auth = {"Authorization": f"Bearer {key}"}
-        payment = httpx.post(
-            f"{url}/v1/payments",
-            headers=admin,
-            json={
-                "merchant_id": merchant["id"],
-                "customer_email": "fuzz@example.com",
-                "amount": 10_000,
-                "currency": "EUR",
-                "provider_payment_id": "pi_fuzz",
-                "paid_at": "2026-11-20T10:00:00Z",
-                "product": {"id": "prod_1", "name": "Plan", "kind": "one_time"},
-            },
-        ).json()
+        payment = register_payment(
+            url, admin, merchant["id"], customer_email="fuzz@example.com", provider_payment_id="pi_fuzz"
+        )
         token = httpx.post(f"{url}/v1/payments/{payment['id']}/portal-token", headers=auth).json()["token"]
         yield FuzzTarget(url=url, merchant_key=key, keys_merchant_key=keys_merchant["api_key"], portal_token=token)
         assert "Traceback" not in intake.log_path.read_text(errors="replace"), intake.log_tail()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -51,3 +52,24 @@ def service_env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REFUNDFLOW_CRASH_AT",))}
     # Every test stack talks to the local sandbox over http, which the processor refuses unless told.
     return {**env, "LOG_LEVEL": "INFO", "STRIPE_SANDBOX": "true", **values}
+
+
+def register_payment(
+    intake_url: str, admin: dict[str, str], merchant_id: str, *, customer_email: str, provider_payment_id: str
+) -> dict[str, Any]:
+    """A captured one-time payment of the merchant's, registered by the platform on an intake process."""
+    response = httpx.post(
+        f"{intake_url}/v1/payments",
+        headers=admin,
+        json={
+            "merchant_id": merchant_id,
+            "customer_email": customer_email,
+            "amount": 10_000,
+            "currency": "EUR",
+            "provider_payment_id": provider_payment_id,
+            "paid_at": "2026-11-20T10:00:00Z",
+            "product": {"id": "prod_1", "name": "Plan", "kind": "one_time"},
+        },
+    )
+    payment: dict[str, Any] = response.json()
+    return payment
