@@ -67,12 +67,13 @@ class CustomerLink:
     expired: bool = False
 
 
-async def remember(conn: asyncpg.Connection, data: EventData, payment_id: str) -> Contact:
+async def remember(conn: asyncpg.Connection, data: EventData) -> Contact | None:
     """Keep what a customer-facing event says of the payment's customer: the freshest link (events of one payment
     may arrive out of order across topics), or none when intake now sends none (the merchant switched its portal
-    off), and the rest as last said. Returns what is now known of them (the upsert returns it: no second read)."""
+    off), and the rest as last said. Returns what is now known of them (the upsert returns it: no second read), or
+    None when the event says nothing of the customer."""
     if not isinstance(data, FROM_INTAKE + CARRIED):
-        return await recall(conn, data.merchant_id, payment_id)
+        return None
     link, now_says = data.portal_link, isinstance(data, FROM_INTAKE)
     row = await conn.fetchrow(
         "INSERT INTO customer_contacts AS c (payment_id, merchant_id, customer_email, merchant_name,"

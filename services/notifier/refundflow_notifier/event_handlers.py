@@ -78,7 +78,9 @@ async def _email_the_customer(
     payment_id = getattr(data, "payment_id", None)
     if payment_id is None:
         return
-    contact = await customer_contacts.remember(conn, data, payment_id)
+    contact = await customer_contacts.remember(conn, data)
+    if contact is None:  # the event says nothing of the customer: what earlier ones said
+        contact = await customer_contacts.recall(conn, data.merchant_id, payment_id)
     link = customer_contacts.link_for(contact, box, payment_id, datetime.now(UTC))
     email = customer_email(data, prefs, contact, link)
     if email is None:
