@@ -56,6 +56,22 @@ async def test_an_approved_refund_is_made_once_and_reported_with_the_payments_to
     assert (totals["refunded_amount"], totals["remaining_amount"]) == (2_500, 7_500)
 
 
+async def test_a_second_refund_of_a_payment_reports_both_in_the_totals(processor: ProcessorUnderTest) -> None:
+    intent = payment_intent()
+    first = approval(intent, amount=2_500)
+    await processor.publish(first)
+    await finished(processor, first.refund_id, "succeeded")
+    second = approval(intent, amount=1_000).model_copy(
+        update={"payment_id": first.payment_id, "merchant_id": first.merchant_id}
+    )
+    await processor.publish(second)
+
+    await finished(processor, second.refund_id, "succeeded")
+    assert await processor.attempts(second.refund_id) == ["succeeded"]
+    [totals] = await processor.events("payment.refunded", expected=1, about=second.refund_id)
+    assert (totals["refunded_amount"], totals["remaining_amount"]) == (3_500, 6_500)
+
+
 async def test_an_approval_delivered_twice_refunds_once(processor: ProcessorUnderTest) -> None:
     intent = payment_intent()
     approved = approval(intent)

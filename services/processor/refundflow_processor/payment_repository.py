@@ -48,33 +48,30 @@ async def lock_payment(conn: asyncpg.Connection, payment_id: str) -> Payment | N
 async def remember_payment(conn: asyncpg.Connection, payment: Payment, *, trusted: bool) -> PaymentClaim:
     """Learn a payment. ``trusted``: from payment.succeeded, whose amount and currency replace what an earlier
     approval said. A provider payment belongs to one payment only: a second claim on it is a CONFLICT."""
+    # Callers learn payments they do not know yet: the insert first, one round trip (no savepoint) when it is new.
+    inserted = await conn.fetchval(
+        "INSERT INTO payments (payment_id, merchant_id, provider_payment_id, amount, currency, trusted)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
+        payment.payment_id,
+        payment.merchant_id,
+        payment.provider_payment_id,
+        payment.amount,
+        payment.currency,
+        trusted,
+    )
+    if inserted:
+        return PaymentClaim.NEW
     known = await lock_payment(conn, payment.payment_id)
-    if known is not None:
-        if known.provider_payment_id != payment.provider_payment_id:
-            return PaymentClaim.CONFLICT
-        if trusted:
-            await conn.execute(
-                "UPDATE payments SET amount = $2, currency = $3, trusted = true WHERE payment_id = $1 AND NOT trusted",
-                payment.payment_id,
-                payment.amount,
-                payment.currency,
-            )
-        return PaymentClaim.KNOWN
-    try:
-        async with conn.transaction():  # a savepoint: a conflict leaves the caller's transaction usable
-            await conn.execute(
-                "INSERT INTO payments (payment_id, merchant_id, provider_payment_id, amount, currency, trusted)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                payment.payment_id,
-                payment.merchant_id,
-                payment.provider_payment_id,
-                payment.amount,
-                payment.currency,
-                trusted,
-            )
-    except asyncpg.UniqueViolationError:
-        return PaymentClaim.CONFLICT
-    return PaymentClaim.NEW
+    if known is None or known.provider_payment_id != payment.provider_payment_id:
+        return PaymentClaim.CONFLICT  # its provider payment is another payment's, or it names another one
+    if trusted:
+        await conn.execute(
+            "UPDATE payments SET amount = $2, currency = $3, trusted = true WHERE payment_id = $1 AND NOT trusted",
+            payment.payment_id,
+            payment.amount,
+            payment.currency,
+        )
+    return PaymentClaim.KNOWN
 
 
 async def payments_with_provider_id(conn: asyncpg.Connection, provider_payment_id: str) -> list[Payment]:

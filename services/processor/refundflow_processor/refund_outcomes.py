@@ -77,9 +77,7 @@ async def apply_step(conn: asyncpg.Connection, attempt: Attempt, step: Step, *, 
 
 async def _record_success(conn: asyncpg.Connection, attempt: Attempt, result: ProviderRefund) -> None:
     refund = attempt.refund
-    await repository.record_attempt_state(conn, attempt, AttemptState.SUCCEEDED, provider_refund_id=result.id)
-    await repository.finish_refund(conn, refund.refund_id, RefundStatus.SUCCEEDED, provider_refund_id=result.id)
-    refunded = await repository.refunded_total(conn, refund.payment_id)
+    refunded = await repository.record_success(conn, attempt, result.id)
     await add_event(
         conn,
         RefundSucceeded(

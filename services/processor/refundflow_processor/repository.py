@@ -256,13 +256,26 @@ async def note_outcome_unknown_alert(conn: asyncpg.Connection, refund_id: str) -
     return bool(status == "UPDATE 1")
 
 
-async def refunded_total(conn: asyncpg.Connection, payment_id: str) -> int:
-    """What has reached the customer: our succeeded refunds plus attributed succeeded refunds made elsewhere."""
+async def record_success(conn: asyncpg.Connection, attempt: Attempt, provider_refund_id: str) -> int:
+    """The attempt and its refund succeeded (one round trip); what has now reached the customer: our succeeded
+    refunds, this one included, plus attributed succeeded refunds made elsewhere."""
     total: int = await conn.fetchval(
-        "SELECT (SELECT coalesce(sum(amount), 0) FROM refunds WHERE payment_id = $1 AND status = 'succeeded')"
+        "WITH attempt AS ("
+        "  UPDATE refund_attempts SET state = 'succeeded', provider_refund_id = $3, tries = tries + 1,"
+        f" {_RELEASE} WHERE refund_id = $1 AND attempt = $2"
+        "), refund AS ("
+        "  UPDATE refunds SET status = 'succeeded', provider_refund_id = $3, failure_reason = NULL,"
+        "  failure_message = NULL, updated_at = now() WHERE refund_id = $1 RETURNING payment_id, amount"
+        ")"  # the sums read the table as it was before this statement: this refund is counted from its update
+        " SELECT refund.amount"
+        " + (SELECT coalesce(sum(amount), 0) FROM refunds"
+        "    WHERE payment_id = refund.payment_id AND status = 'succeeded' AND refund_id <> $1)"
         " + (SELECT coalesce(sum(amount), 0) FROM external_refunds"
-        "    WHERE payment_id = $1 AND status = 'succeeded' AND attributed)",
-        payment_id,
+        "    WHERE payment_id = refund.payment_id AND status = 'succeeded' AND attributed)"
+        " FROM refund",
+        attempt.refund.refund_id,
+        attempt.number,
+        provider_refund_id,
     )
     return int(total)
 
