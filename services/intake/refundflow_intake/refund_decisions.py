@@ -135,8 +135,7 @@ async def _apply(
         "note": told.note,
         "customer_note": told.to_customer,
     }
-    await repository.record_decision(conn, refund_id, decided)
-    await repository.add_timeline_entry(conn, refund_id, RefundStatus.PROCESSING, actor, told.note, action="approved")
+    await repository.record_decision(conn, refund_id, decided, repository.Audit(actor, told.note, action="approved"))
     await ledger.record(conn, "refund_hold", refund_id, {**refund, "amount": decision.amount})
     customer = await to_customer(conn, told.links, payment)
     await add_event(
@@ -179,9 +178,8 @@ async def _close_as_cancel_only(
         "note": told.note,
         "customer_note": told.to_customer,
     }
-    await repository.record_decision(conn, refund["id"], decision)
-    await repository.add_timeline_entry(
-        conn, refund["id"], RefundStatus.REJECTED, actor, told.note, action="cancel_only"
+    await repository.record_decision(
+        conn, refund["id"], decision, repository.Audit(actor, told.note, action="cancel_only")
     )
     customer = await to_customer(conn, told.links, payment)
     await _announce_rejection(conn, refund, payment, customer, told.to_customer, cancel_only=True)
@@ -232,7 +230,6 @@ async def reject_refund(
     if not check_transition(RefundStatus(refund["status"]), RefundStatus.REJECTED):
         return
     decision = {"status": RefundStatus.REJECTED.value, "amount": refund["amount"], "note": note, "customer_note": note}
-    await repository.record_decision(conn, refund_id, decision)
-    await repository.add_timeline_entry(conn, refund_id, RefundStatus.REJECTED, actor, note, action="rejected")
+    await repository.record_decision(conn, refund_id, decision, repository.Audit(actor, note, action="rejected"))
     customer = await to_customer(conn, links, payment)
     await _announce_rejection(conn, refund, payment, customer, note, cancel_only=False)

@@ -26,8 +26,8 @@ async def record_refund_outcome(
     refund, _ = await locked_refund(conn, refund_id, merchant_id)
     if not check_transition(RefundStatus(refund["status"]), outcome):
         return
-    await repository.update_refund_status(conn, refund_id, outcome, failure_reason=failure_reason)
-    await repository.add_timeline_entry(conn, refund_id, outcome, actor, failure_reason)
+    audit = repository.Audit(actor, failure_reason)
+    await repository.update_refund_status(conn, refund_id, outcome, audit, failure_reason=failure_reason)
     if outcome is RefundStatus.SUCCEEDED:
         await repository.add_to_refunded_amount(conn, refund["payment_id"], refund["amount"])
         await ledger.record_entries(conn, [("refund_release", refund_id, refund), ("refund", refund_id, refund)])
@@ -45,12 +45,12 @@ async def record_reversal(conn: asyncpg.Connection, data: RefundReversed, *, act
         raise TransientError(f"refund {data.refund_id} is reversed before its success was recorded")
     if not check_transition(status, RefundStatus.REVERSED):
         return
-    await repository.update_refund_status(
-        conn, data.refund_id, RefundStatus.REVERSED, failure_reason=data.failure_reason
-    )
     why = f"the provider failed the refund after it had succeeded: {data.failure_reason}"
     if data.failure_message:
         why += f" ({data.failure_message})"
-    await repository.add_timeline_entry(conn, data.refund_id, RefundStatus.REVERSED, actor, why, action="reversed")
+    audit = repository.Audit(actor, why, action="reversed")
+    await repository.update_refund_status(
+        conn, data.refund_id, RefundStatus.REVERSED, audit, failure_reason=data.failure_reason
+    )
     await repository.add_to_refunded_amount(conn, refund["payment_id"], -refund["amount"])
     await ledger.record(conn, "refund_reversal", data.refund_id, refund)

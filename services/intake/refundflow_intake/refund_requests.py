@@ -157,6 +157,8 @@ async def request_refund(
     )
     refund_id = new_id("ref")
     structlog.contextvars.bind_contextvars(refund_id=refund_id)
+    why = reason.value + (f": {reason_details}" if reason_details else "")
+    actor = actor or actors.customer(payment["customer_email"])
     await repository.insert_refund(
         conn,
         {
@@ -175,10 +177,8 @@ async def request_refund(
             "review_due_at": now + timedelta(hours=policy.review_target_hours),
             "cancel_subscription": cancel_subscription if payment["subscription_id"] else None,
         },
+        repository.Audit(actor, why, action="requested"),
     )
-    why = reason.value + (f": {reason_details}" if reason_details else "")
-    actor = actor or actors.customer(payment["customer_email"])
-    await repository.add_timeline_entry(conn, refund_id, RefundStatus.PENDING, actor, why, action="requested")
     await add_event(
         conn,
         RefundRequested(

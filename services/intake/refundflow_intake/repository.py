@@ -3,6 +3,7 @@ owns the transaction."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -12,6 +13,27 @@ from refundflow_shared.metrics import REFUNDS, count_after_commit
 from refundflow_shared.tracing import current_traceparent
 
 Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Audit:
+    """The timeline's entry for a status change, written by the same statement as the change: who made it, what
+    they said, and what it was (the status entered, unless named)."""
+
+    actor: str
+    note: str | None = None
+    action: str | None = None
+
+
+def _audited(sql: str, args: list[Any], refund_id: str, status: str, audit: Audit) -> tuple[str, list[Any]]:
+    """``sql`` (a change of the refund's status) with its timeline entry written in the same statement."""
+    entry = [refund_id, status, audit.actor, audit.note, audit.action or status, current_traceparent()]
+    placeholders = ", ".join(f"${i}" for i in range(len(args) + 1, len(args) + len(entry) + 1))
+    return (
+        "WITH audit AS (INSERT INTO refund_timeline (refund_id, status, actor, note, action, traceparent)"
+        f" VALUES ({placeholders})) {sql}",
+        [*args, *entry],
+    )
 
 
 _PAYMENT_COLUMNS = (
@@ -144,12 +166,16 @@ _REFUND_COLUMNS = (
 )
 
 
-async def insert_refund(conn: asyncpg.Connection, refund: Row) -> None:
+async def insert_refund(conn: asyncpg.Connection, refund: Row, audit: Audit) -> None:
     placeholders = ", ".join(f"${i}" for i in range(1, len(_REFUND_COLUMNS) + 1))
-    await conn.execute(
+    sql, args = _audited(
         f"INSERT INTO refunds ({', '.join(_REFUND_COLUMNS)}) VALUES ({placeholders})",
-        *(refund.get(column) for column in _REFUND_COLUMNS),
+        [refund.get(column) for column in _REFUND_COLUMNS],
+        refund["id"],
+        refund["status"],
+        audit,
     )
+    await conn.execute(sql, *args)
     _count_status(refund["status"])
 
 
@@ -163,32 +189,40 @@ async def get_refund(
 
 
 async def update_refund_status(
-    conn: asyncpg.Connection, refund_id: str, status: RefundStatus, *, failure_reason: str | None = None
+    conn: asyncpg.Connection, refund_id: str, status: RefundStatus, audit: Audit, *, failure_reason: str | None = None
 ) -> None:
-    await conn.execute(
+    sql, args = _audited(
         "UPDATE refunds SET status = $2, failure_reason = coalesce($3, failure_reason), updated_at = now()"
         " WHERE id = $1",
+        [refund_id, status.value, failure_reason],
         refund_id,
         status.value,
-        failure_reason,
+        audit,
     )
+    await conn.execute(sql, *args)
     _count_status(status.value)
 
 
-async def record_decision(conn: asyncpg.Connection, refund_id: str, decision: Row) -> None:
+async def record_decision(conn: asyncpg.Connection, refund_id: str, decision: Row, audit: Audit) -> None:
     """The merchant's decision: status, the amount approved, what happens to the subscription, the team's note and
     the note told to the customer."""
-    await conn.execute(
+    sql, args = _audited(
         "UPDATE refunds SET status = $2, amount = $3, subscription_action = $4, extend_days = $5,"
         " decision_note = $6, customer_note = $7, decided_at = now(), updated_at = now() WHERE id = $1",
+        [
+            refund_id,
+            decision["status"],
+            decision["amount"],
+            decision.get("subscription_action"),
+            decision.get("extend_days"),
+            decision.get("note"),
+            decision.get("customer_note"),
+        ],
         refund_id,
         decision["status"],
-        decision["amount"],
-        decision.get("subscription_action"),
-        decision.get("extend_days"),
-        decision.get("note"),
-        decision.get("customer_note"),
+        audit,
     )
+    await conn.execute(sql, *args)
     _count_status(decision["status"])
 
 
