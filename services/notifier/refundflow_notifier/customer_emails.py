@@ -32,6 +32,18 @@ from refundflow_shared.events import (
 )
 
 CUSTOMER_CHANNELS = ("portal", "command")
+# The events that may bring their customer an email (``customer_email`` says which do, and what it says). A new
+# kind of email needs its event here.
+EMAILED = (
+    RefundRequested,
+    RefundApproved,
+    RefundSucceeded,
+    RefundRejected,
+    RefundFailed,
+    RefundReversed,
+    SubscriptionCanceled,
+    SubscriptionExtended,
+)
 KINDS = (
     "refund_requested",
     "refund_approved",
@@ -75,6 +87,8 @@ def customer_email(
 ) -> CustomerEmail | None:
     """The email the customer gets for this event, if any: from what the event carries, and from what the notifier
     heard earlier of the payment's customer (``contact``) for what it does not."""
+    if not isinstance(data, EMAILED):
+        return None
     recipient = getattr(data, "customer_email", None) or contact.customer_email
     said = _words(data, prefs, contact)
     if recipient is None or said is None:

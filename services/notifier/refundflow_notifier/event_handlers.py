@@ -16,7 +16,7 @@ import asyncpg
 import structlog
 
 from refundflow_notifier import account_emails, customer_contacts, merchant_settings, message_queue, webhook_store
-from refundflow_notifier.customer_emails import customer_email
+from refundflow_notifier.customer_emails import EMAILED, customer_email
 from refundflow_notifier.notification_rules import (
     ALERT_ONLY_EVENT_TYPES,
     MerchantPreferences,
@@ -46,8 +46,6 @@ CONTACT_ONLY_EVENT_TYPES = ("subscription.cancel_requested", "subscription.exten
 async def notify(
     conn: asyncpg.Connection, settings: NotifierSettings, box: SecretBox | None, event: Event, data: EventData
 ) -> None:
-    prefs = await merchant_settings.preferences(conn, settings, data.merchant_id)
-    await _email_the_customer(conn, settings, box, prefs, event, data)
     alerts = team_alerts(data)
     if event.type.value in WEBHOOK_EVENT_TYPES:
         cap = settings.webhook_max_endpoints_per_event
@@ -55,6 +53,14 @@ async def notify(
         if subscribed > cap:  # intake allows no more: a bug, or an event that did not come from intake
             log.error("webhook_fanout_capped", merchant_id=data.merchant_id, cap=cap)
             alerts.append(too_many_endpoints_alert(cap))
+    payment_id: str | None = getattr(data, "payment_id", None)
+    contact = await customer_contacts.remember(conn, data) if payment_id else None
+    emailed_payment = payment_id if isinstance(data, EMAILED) else None  # whose customer may get an email
+    if not alerts and emailed_payment is None:
+        return  # nothing to send (payment.refunded, say): the merchant's settings need not be read
+    prefs = await merchant_settings.preferences(conn, settings, data.merchant_id)
+    if emailed_payment is not None:
+        await _email_the_customer(conn, settings, box, prefs, event, data, emailed_payment, contact)
     for alert in alerts:
         await message_queue.queue_team_alert(
             conn,
@@ -73,12 +79,10 @@ async def _email_the_customer(
     prefs: MerchantPreferences,
     event: Event,
     data: EventData,
+    payment_id: str,
+    contact: customer_contacts.Contact | None,
 ) -> None:
-    """Remember what the event says of the payment's customer, then write them its email, if it has one."""
-    payment_id = getattr(data, "payment_id", None)
-    if payment_id is None:
-        return
-    contact = await customer_contacts.remember(conn, data)
+    """Write the payment's customer the event's email, if it has one."""
     if contact is None:  # the event says nothing of the customer: what earlier ones said
         contact = await customer_contacts.recall(conn, data.merchant_id, payment_id)
     link = customer_contacts.link_for(contact, box, payment_id, datetime.now(UTC))
