@@ -47,6 +47,7 @@ class LeaseDispatcher(Generic[J, K]):
         """``paused()``: seconds for which nothing may be claimed (0: go ahead)."""
         self._pool, self._channel, self._claim, self._key, self._work = pool, channel, claim, key, work
         self._max_in_flight, self._poll_interval, self._name = max_in_flight, poll_interval, name
+        self._refill_at = max(1, max_in_flight // 4)
         self._paused = paused
         self._in_flight: dict[asyncio.Task[None], K] = {}  # task -> the key of what it works on
 
@@ -72,7 +73,9 @@ class LeaseDispatcher(Generic[J, K]):
             await asyncio.sleep(min(paused, self._poll_interval))
             return True
         free = self._max_in_flight - len(self._in_flight)
-        if free <= 0:
+        if free < self._refill_at and self._in_flight:
+            # Nearly full: claim again once a quarter of the slots are free. A claim is a transaction whatever it
+            # returns; claiming each time one item finishes made a backlog cost one claim per item.
             await asyncio.wait(self._in_flight, timeout=self._poll_interval, return_when=asyncio.FIRST_COMPLETED)
             return True
         jobs = await self._claim(free, list(self._in_flight.values()))
