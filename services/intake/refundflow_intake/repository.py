@@ -99,14 +99,15 @@ async def lock_payment_of_refund(conn: asyncpg.Connection, refund_id: str, merch
     return dict(row) if row else None
 
 
+# $1 the payment, $2 the holding statuses.
+_HELD_AND_DISPUTED = (
+    "held_by_refunds($1, $2::text[]) AS held, EXISTS (SELECT 1 FROM payment_disputes WHERE payment_id = $1) AS disputed"
+)
+
+
 async def held_and_disputed(conn: asyncpg.Connection, payment_id: str) -> tuple[int, bool]:
     """What the payment's refunds hold, and whether it is disputed (one round trip for the hot paths)."""
-    row = await conn.fetchrow(
-        "SELECT held_by_refunds($1, $2::text[]) AS held,"
-        " EXISTS (SELECT 1 FROM payment_disputes WHERE payment_id = $1) AS disputed",
-        payment_id,
-        [s.value for s in HOLDING_STATUSES],
-    )
+    row = await conn.fetchrow(f"SELECT {_HELD_AND_DISPUTED}", payment_id, [s.value for s in HOLDING_STATUSES])
     return int(row["held"]), bool(row["disputed"])
 
 
@@ -314,8 +315,7 @@ async def approval_standing(
     """``held_and_disputed``, and who approved the refund so far, in order, with the amount each approved: one
     round trip for an approval."""
     row = await conn.fetchrow(
-        "SELECT held_by_refunds($1, $2::text[]) AS held,"
-        " EXISTS (SELECT 1 FROM payment_disputes WHERE payment_id = $1) AS disputed,"
+        f"SELECT {_HELD_AND_DISPUTED},"
         " ARRAY(SELECT actor FROM refund_approvals WHERE refund_id = $3 ORDER BY approved_at, actor) AS actors,"
         " ARRAY(SELECT amount FROM refund_approvals WHERE refund_id = $3 ORDER BY approved_at, actor) AS amounts",
         payment_id,
