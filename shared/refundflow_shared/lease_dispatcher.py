@@ -73,7 +73,7 @@ class LeaseDispatcher(Generic[J, K]):
             await asyncio.sleep(min(paused, self._poll_interval))
             return True
         free = self._max_in_flight - len(self._in_flight)
-        if free < self._refill_at and self._in_flight:
+        if free < self._refill_at:  # never when nothing is in flight: then all the slots are free
             # Nearly full: claim again once a quarter of the slots are free. A claim is a transaction whatever it
             # returns; claiming each time one item finishes made a backlog cost one claim per item.
             await asyncio.wait(self._in_flight, timeout=self._poll_interval, return_when=asyncio.FIRST_COMPLETED)
