@@ -3,6 +3,8 @@ webhooks, health."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -29,12 +31,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = None) -> FastAPI:
     runtime = ServiceRuntime("processor", settings, MIGRATIONS)
-    provider = MeteredProvider(
-        provider
-        or StripeProvider(
-            settings.stripe_api_key.get_secret_value(), settings.stripe_api_base, settings.stripe_timeout_seconds
-        )
-    )
+    stripe_provider = None
+    if provider is None:
+        key = settings.stripe_api_key.get_secret_value()
+        provider = stripe_provider = StripeProvider(key, settings.stripe_api_base, settings.stripe_timeout_seconds)
+    provider = MeteredProvider(provider)
     # One per process: a refused key pauses every kind of provider call here.
     pause = ProviderPause(settings.provider_auth_pause_seconds, settings.provider_auth_pause_max_seconds)
 
@@ -45,9 +46,18 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
         rt.run_in_background(SubscriptionExtensionExecutor(rt.pool, provider, settings, pause).run(), "extensions")
         rt.run_in_background(RefundSync(rt.pool, provider, settings, pause).run(), "refund_sync")
 
-    app = FastAPI(
-        title="Refundflow processor", version="0.1.0", lifespan=runtime.lifespan(wire), telemetry=FASTAPI_TELEMETRY
-    )
+    run_runtime = runtime.lifespan(wire)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with run_runtime(app):
+                yield
+        finally:  # after the jobs that call the provider have stopped
+            if stripe_provider is not None:
+                await stripe_provider.close()
+
+    app = FastAPI(title="Refundflow processor", version="0.1.0", lifespan=lifespan, telemetry=FASTAPI_TELEMETRY)
     app.state.runtime = runtime
     limit_request_bodies(app, settings)
     app.include_router(health_router(runtime.readiness))

