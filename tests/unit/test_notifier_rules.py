@@ -12,7 +12,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from refundflow_notifier.amount_format import format_amount
-from refundflow_notifier.email_messages import InvalidAddress, build_email, check_address, header_text
+from refundflow_notifier.email_messages import InvalidAddress, build_email, check_address, header_text, render
 from refundflow_notifier.notification_rules import (
     ALERT_ONLY_EVENT_TYPES,
     EmailContent,
@@ -161,6 +161,20 @@ def test_merchant_set_header_values_cannot_break_or_spoof_a_header() -> None:
     assert message["Reply-To"] is None, "an unusable Reply-To is left out, the email still goes"
     assert message["Subject"] == "About your refund"
     assert header_text("A\x00B\tC  D") == "AB C D"
+
+
+def test_an_email_reads_back_as_exactly_its_text_and_its_html() -> None:
+    """Whatever the content holds (here lines that look like MIME boundaries), a mail client finds two parts."""
+    content = EmailContent(
+        "team_alert", "Alert", {"title": "--=_0\n--=_0--", "details": {"note": "=_\r\n.\r\n"}}, audience="team"
+    )
+    prefs = MerchantPreferences(review_target="soon")
+    built = build_email(uuid.uuid4(), content, mail_from="r@rf.example", prefs=prefs, recipient="a@example.com")
+    message = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)
+    assert isinstance(message, EmailMessage) and message.get_content_type() == "multipart/alternative"
+    parts = [(part.get_content_type(), part.get_content()) for part in message.iter_parts()]
+    text, html = render(content)
+    assert parts == [("text/plain", text), ("text/html", html)]
 
 
 def test_credentials_with_tls_off_are_a_configuration_error() -> None:
