@@ -91,6 +91,7 @@ async def test_credentials_and_mail_go_only_after_starttls_by_default(
     assert relay.auth_attempts == [(SMTP_USER, True)], "one login, over TLS"
     assert relay.over_tls == [True, True, True]
     assert len(relay.connections) == 1, "one connection carried the three messages"
+    assert relay.noops == 0, "a reused connection costs no probe before each message"
 
 
 async def test_required_tls_refuses_a_relay_without_starttls_and_sends_nothing(plain_relay: tuple[Any, int]) -> None:

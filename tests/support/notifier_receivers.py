@@ -33,7 +33,7 @@ DEFERRING_DOMAIN = "deferred.example"  # answered 451 (try again later) the firs
 class CapturingSmtpHandler:
     """Keeps every accepted message; refuses recipients at ``rejected.example`` with a 550, and defers each
     recipient at ``deferred.example`` once with a 451. Notes, per message, whether it came over TLS and on
-    which connection, and every AUTH attempt with whether the connection was encrypted at that moment."""
+    which connection, every AUTH attempt with whether the connection was encrypted at that moment, and NOOPs."""
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
@@ -41,6 +41,7 @@ class CapturingSmtpHandler:
         self.over_tls: list[bool] = []
         self.connections: set[int] = set()
         self.auth_attempts: list[tuple[str, bool]] = []  # (user, encrypted)
+        self.noops = 0
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -51,6 +52,10 @@ class CapturingSmtpHandler:
             self.deferred.append(address)
             return "451 4.3.0 try again later"
         envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_NOOP(self, server: SMTP, session: Session, envelope: Envelope, arg: str) -> str:
+        self.noops += 1
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:

@@ -40,13 +40,17 @@ class SmtpMailer:
         """Hand one rendered message to the server; returns once the server accepted it (250 after DATA)."""
         try:
             async with asyncio.timeout(self._settings.smtp_timeout_seconds):
-                smtp = await self._connection()
-                try:
-                    await smtp.sendmail(self._sender, [recipient], message)
-                except BaseException:
-                    smtp.close()  # its state is unknown: never reuse it
-                    raise
-                self._idle.append((smtp, time.monotonic()))
+                smtp = self._idle_connection()
+                if smtp is not None:
+                    try:
+                        await self._send_on(smtp, message, recipient)
+                        return
+                    except aiosmtplib.SMTPServerDisconnected:
+                        # The server dropped it while it was idle: found out here rather than by a probe before
+                        # every message. (Dropped after DATA but before its answer, the message may have arrived:
+                        # a duplicate, which a retry later would make too; it carries our Message-ID.)
+                        log.info("smtp_idle_connection_dropped")
+                await self._send_on(await self._connect(), message, recipient)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             [refused, *_] = exc.recipients
             raise _answered(refused.code, f"recipient refused: {refused.message}") from exc
@@ -63,22 +67,22 @@ class SmtpMailer:
         for smtp, _ in idle:
             smtp.close()
 
-    async def _connection(self) -> aiosmtplib.SMTP:
-        """An idle connection that still answers, else a new one."""
+    async def _send_on(self, smtp: aiosmtplib.SMTP, message: bytes, recipient: str) -> None:
+        try:
+            await smtp.sendmail(self._sender, [recipient], message)
+        except BaseException:
+            smtp.close()  # its state is unknown: never reuse it
+            raise
+        self._idle.append((smtp, time.monotonic()))
+
+    def _idle_connection(self) -> aiosmtplib.SMTP | None:
+        """The most recently used idle connection still open and not idle for too long, if any."""
         while self._idle:
             smtp, since = self._idle.pop()
-            if time.monotonic() - since > self._settings.smtp_idle_seconds or not smtp.is_connected:
-                smtp.close()
-                continue
-            try:
-                await smtp.noop()  # the server may have dropped it: find out before sending anything
-            except BaseException as exc:
-                smtp.close()
-                if not isinstance(exc, aiosmtplib.SMTPException | OSError):
-                    raise
-                continue
-            return smtp
-        return await self._connect()
+            if time.monotonic() - since <= self._settings.smtp_idle_seconds and smtp.is_connected:
+                return smtp
+            smtp.close()
+        return None
 
     async def _connect(self) -> aiosmtplib.SMTP:
         s = self._settings
