@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from refundflow_notifier.outbound_http import outbound_client, post
 from refundflow_notifier.webhook_signing import new_signing_secret
 from refundflow_shared.events import RefundRequested
 from tests.conftest import create_database
@@ -103,3 +104,14 @@ async def test_webhooks_and_slack_alerts_to_loopback_in_any_spelling_are_refused
     assert {(r["status_code"], r["error"]) for r in attempts} == {(None, "url_not_allowed")}, "a coarse error only"
     slack = await world.pool.fetchrow("SELECT status, error FROM messages WHERE merchant_id = $1", merchant_id)
     assert slack is not None and (slack["status"], slack["error"]) == ("rejected", "url_not_allowed")
+
+
+async def test_a_redirect_is_the_answer_and_is_never_followed() -> None:
+    async with (
+        hostile_http_server("ok") as elsewhere,
+        hostile_http_server("redirect", redirect_to=elsewhere.url("internal")) as receiver,
+        outbound_client(allow_private=True, max_connections=2) as http,
+    ):
+        status = await post(http, receiver.url("hook"), b"{}", {}, deadline=10, max_response_bytes=1024)
+    assert status == 307, "the merchant's receiver answered a redirect, and that is what the delivery records"
+    assert (receiver.connections, elsewhere.connections) == (1, 0), "nothing connected where the redirect pointed"

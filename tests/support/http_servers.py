@@ -36,13 +36,14 @@ class HostileHttpServer:
     """A raw HTTP/1.1 server on real sockets, answering every POST the way ``behaviour`` says:
 
     ``drip``: 200, then one byte a second for as long as the client listens; ``flood``: 200, then
-    ``flood_bytes`` as fast as the client reads; ``ok``: an empty 200. It counts every connection it accepts
-    (a refused call must not even connect), the bytes it managed to send, and the most requests that were open
-    at once: in all, per path, and per delivery (path and ``webhook-id``).
+    ``flood_bytes`` as fast as the client reads; ``ok``: an empty 200; ``redirect``: a 307 to ``redirect_to``.
+    It counts every connection it accepts (a refused call must not even connect), the bytes it managed to send,
+    and the most requests that were open at once: in all, per path, and per delivery (path and ``webhook-id``).
     """
 
     behaviour: str = "ok"
     flood_bytes: int = 0
+    redirect_to: str = ""
     port: int = 0
     connections: int = 0
     bytes_sent: int = 0
@@ -91,6 +92,12 @@ class HostileHttpServer:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
             return
+        if self.behaviour == "redirect":
+            writer.write(
+                f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {self.redirect_to}\r\nContent-Length: 0\r\n\r\n".encode()
+            )
+            await writer.drain()
+            return
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
         if self.behaviour == "drip":
             while True:
@@ -113,10 +120,14 @@ class HostileHttpServer:
 
 @asynccontextmanager
 async def hostile_http_server(
-    behaviour: str = "ok", *, flood_bytes: int = 0, hosts: tuple[str, ...] = ("127.0.0.1",)
+    behaviour: str = "ok",
+    *,
+    flood_bytes: int = 0,
+    redirect_to: str = "",
+    hosts: tuple[str, ...] = ("127.0.0.1",),
 ) -> AsyncIterator[HostileHttpServer]:
     """Listen on one free port on every host in ``hosts`` (e.g. 127.0.0.1 and ::1)."""
-    server = HostileHttpServer(behaviour, flood_bytes)
+    server = HostileHttpServer(behaviour, flood_bytes, redirect_to)
     for _ in range(20):
         server.port = free_port()
         try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import uuid
 
+import aiohttp
 import asyncpg
-import httpx
 import structlog
 from opentelemetry.trace import SpanKind
 
@@ -45,7 +45,7 @@ class MessageWorker:
         pool: asyncpg.Pool,
         settings: NotifierSettings,
         mailer: SmtpMailer,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         box: SecretBox | None,
     ) -> None:
         self._pool, self._settings, self._mailer, self._http, self._box = pool, settings, mailer, http, box

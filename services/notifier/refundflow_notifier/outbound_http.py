@@ -9,14 +9,14 @@ that the delivery log cannot be used to map our network.
 from __future__ import annotations
 
 import asyncio
-import logging
+import ipaddress
+import socket
 import ssl
-from collections.abc import Iterable
 
-import httpcore
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
-from refundflow_shared.outbound_urls import UrlNotAllowed, resolve_public
+from refundflow_shared.outbound_urls import UrlNotAllowed, is_public_address, resolve_public
 
 # What a failed call records: never the socket error's text, which names hosts and ports.
 TIMEOUT = "timeout"
@@ -42,73 +42,70 @@ class _ResponseTooLarge(Exception):
     pass
 
 
-class PublicAddressBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, connecting only to addresses ``resolve_public`` checked."""
+class PublicAddressResolver(AbstractResolver):
+    """aiohttp's resolver, answering only addresses ``resolve_public`` checked.
+
+    aiohttp connects to exactly these addresses, while TLS verifies and sends as SNI the URL's host."""
 
     def __init__(self, *, allow_private: bool) -> None:
         self._allow_private = allow_private
-        self._inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         addresses = await resolve_public(host, port, allow_private=self._allow_private)
-        failure: Exception | None = None
-        for address in addresses:  # each one checked; the first that answers wins
-            try:
-                return await self._inner.connect_tcp(
-                    str(address), port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        assert failure is not None, "resolve_public returns at least one address"
-        raise failure
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                proto=0,
+                flags=0,
+            )
+            for address in addresses
+        ]
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise UrlNotAllowed("unix sockets are not a merchant's URL")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        pass  # nothing held: each lookup is the loop's getaddrinfo
 
 
-class PublicAddressTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport (pooling, keep-alive, TLS) on the public-address backend."""
+def _literal_addresses_checked(*, allow_private: bool) -> aiohttp.ClientMiddlewareType:
+    """aiohttp connects to an IP-literal host without asking the resolver: check those here."""
 
-    def __init__(self, *, allow_private: bool, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=PublicAddressBackend(allow_private=allow_private),
-        )
+    async def check(request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+        try:
+            address = ipaddress.ip_address(request.url.raw_host or "")
+        except ValueError:
+            return await handler(request)  # a name: the resolver checks it at every connection
+        if not allow_private and not is_public_address(address):
+            raise UrlNotAllowed("the URL's host is a non-public address")
+        return await handler(request)
+
+    return check
 
 
-def outbound_client(*, allow_private: bool, max_connections: int) -> httpx.AsyncClient:
+def outbound_client(*, allow_private: bool, max_connections: int) -> aiohttp.ClientSession:
     """One client for every outbound call, so connections to the same receiver are reused.
 
-    Redirects are not followed: a call goes where the merchant said, and nowhere else."""
-    # httpx logs every request's URL at INFO; a Slack webhook URL is a credential.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    transport = PublicAddressTransport(
-        allow_private=allow_private, limits=httpx.Limits(max_connections=max_connections)
+    Create it inside the running loop. Redirects are not followed (see ``post``); no cookies are kept, so
+    nothing one receiver sets reaches another call; proxies from the environment are not used."""
+    connector = aiohttp.TCPConnector(
+        limit=max_connections,
+        resolver=PublicAddressResolver(allow_private=allow_private),
+        use_dns_cache=False,  # every new connection resolves and checks again
     )
-    return httpx.AsyncClient(transport=transport, follow_redirects=False)
+    return aiohttp.ClientSession(
+        connector=connector,
+        middlewares=(_literal_addresses_checked(allow_private=allow_private),),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,  # the answer is only counted, never read: the cap is on the bytes received
+        skip_auto_headers=("Accept-Encoding",),
+    )
 
 
 async def post(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     url: str,
     body: bytes,
     headers: dict[str, str],
@@ -118,31 +115,40 @@ async def post(
 ) -> int:
     """POST ``body``; the answer's status once its body (at most ``max_response_bytes``) has been read.
 
-    Everything (resolving, connecting, TLS, sending, reading) happens within ``deadline`` seconds."""
+    Everything (resolving, connecting, TLS, sending, reading) happens within ``deadline`` seconds, and a call
+    goes where the merchant said and nowhere else: redirects are answers, not followed."""
     try:
         async with asyncio.timeout(deadline):
-            async with client.stream("POST", url, content=body, headers=headers, timeout=deadline) as response:
+            async with client.post(
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=deadline),
+            ) as response:
                 received = 0
-                async for chunk in response.aiter_raw():
+                async for chunk in response.content.iter_any():
                     received += len(chunk)
                     if received > max_response_bytes:
+                        response.close()  # drop the connection rather than drain an endless answer
                         raise _ResponseTooLarge
-                return response.status_code
-    except (TimeoutError, httpx.TimeoutException) as exc:
+                return response.status
+    except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
         raise CallFailed(TIMEOUT) from exc
-    except (UrlNotAllowed, httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        raise CallFailed(URL_NOT_ALLOWED) from exc
     except _ResponseTooLarge as exc:
         raise CallFailed(RESPONSE_TOO_LARGE) from exc
-    except (httpx.HTTPError, OSError) as exc:
-        raise CallFailed(TLS_ERROR if _caused_by_tls(exc) else CONNECTION_FAILED) from exc
+    except (UrlNotAllowed, aiohttp.ClientError, OSError) as exc:
+        raise CallFailed(_category(exc)) from exc
 
 
-def _caused_by_tls(exc: BaseException | None) -> bool:
-    for _ in range(10):  # httpx wraps httpcore's error, which wraps the ssl one
+def _category(exc: BaseException | None) -> str:
+    """aiohttp wraps what it met (the resolver's refusal, the ssl error) in its own connection errors."""
+    for _ in range(10):
         if exc is None:
-            return False
-        if isinstance(exc, ssl.SSLError):
-            return True
+            break
+        if isinstance(exc, UrlNotAllowed | aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+            return URL_NOT_ALLOWED
+        if isinstance(exc, ssl.SSLError | aiohttp.ClientSSLError):
+            return TLS_ERROR
         exc = exc.__cause__ or exc.__context__
-    return False
+    return CONNECTION_FAILED

@@ -12,8 +12,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import aiohttp
 import asyncpg
-import httpx
 import structlog
 from opentelemetry.trace import SpanKind
 
@@ -36,7 +36,7 @@ SIGNING_FAILED = "signing_failed"  # the endpoint's secret does not open with ou
 
 class WebhookWorker:
     def __init__(
-        self, pool: asyncpg.Pool, settings: NotifierSettings, http: httpx.AsyncClient, box: SecretBox | None
+        self, pool: asyncpg.Pool, settings: NotifierSettings, http: aiohttp.ClientSession, box: SecretBox | None
     ) -> None:
         self._pool, self._settings, self._http, self._box = pool, settings, http, box
         self._lease = settings.webhook_timeout_seconds + settings.lease_margin_seconds  # outlives the call
