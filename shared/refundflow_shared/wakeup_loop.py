@@ -34,48 +34,120 @@ async def run_on_notify(
 ) -> None:
     """Call ``work`` until cancelled. ``work`` returns True when more may be waiting (call again at once)."""
     wake = asyncio.Event()
-
-    def on_notify(*_: object) -> None:
-        wake.set()
-
+    listener = _listener_for(pool)
     failures = 0
-    while True:
-        listener: asyncpg.Connection | None = None
-        try:
-            listener = await pool.acquire()
-            await listener.add_listener(channel, on_notify)
-            failures = 0
-            while True:
+    try:
+        while True:
+            try:
+                await listener.listen(channel, wake)
                 wake.clear()
                 if not await work():
-                    try:
+                    with contextlib.suppress(TimeoutError):  # the polling fallback: a missed NOTIFY costs one interval
                         await asyncio.wait_for(wake.wait(), timeout=poll_interval)
-                    except TimeoutError:
-                        pass  # the polling fallback: a missed NOTIFY costs at most one interval
-        except Exception as exc:
-            if not is_recoverable(exc):
-                raise
-            failures += 1
-            backoff = exponential(failures, base=poll_interval, cap=30.0)
-            log.warning("background_job_retrying", job=name, error=repr(exc), retry_in=backoff)
-            await asyncio.sleep(backoff)
-        finally:
-            if listener is not None:
-                await _release(pool, listener, channel, on_notify)
+                failures = 0
+            except Exception as exc:
+                if not is_recoverable(exc):
+                    raise
+                failures += 1
+                backoff = exponential(failures, base=poll_interval, cap=30.0)
+                log.warning("background_job_retrying", job=name, error=repr(exc), retry_in=backoff)
+                await asyncio.sleep(backoff)
+    finally:
+        await listener.forget(channel, wake)
 
 
-async def _release(
-    pool: asyncpg.Pool, listener: asyncpg.Connection, channel: str, callback: Callable[..., None]
-) -> None:
-    # When the server closed the connection, asyncpg has already discarded it (or does so when a reset fails):
-    # either way the loop takes another.
-    try:
-        await listener.remove_listener(channel, callback)
-        await pool.release(listener)
-    except Exception as exc:
-        if not is_recoverable(exc):
-            raise
-        log.warning("listener_release_failed", channel=channel, error=repr(exc))
+class _Listener:
+    """The one connection of a pool that LISTENs on every channel the process's jobs wait on.
+
+    One, not one per job: at each commit that notifies, PostgreSQL signals every listening backend of the
+    database, whatever it listens to (measured here: about 13 µs of the server's CPU for each, at each such
+    commit). Lost, it wakes every job, and the next ``listen`` connects again."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._waiting: dict[str, set[asyncio.Event]] = {}  # channel -> the jobs' events
+        self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def listen(self, channel: str, wake: asyncio.Event) -> None:
+        """NOTIFY on ``channel`` sets ``wake`` from now on (connecting again if the connection was lost)."""
+        async with self._lock:
+            _listeners.setdefault(self._pool, self)
+            self._waiting.setdefault(channel, set()).add(wake)
+            if self._conn is not None and _is_lost(self._conn):
+                await self._give_back(self._conn)
+            if self._conn is None:
+                conn = await self._pool.acquire()
+                try:
+                    for name in self._waiting:
+                        await conn.add_listener(name, self._notified)
+                except BaseException:
+                    conn.terminate()  # never back to the pool with some of our LISTENs on it
+                    await self._give_back(conn)
+                    raise
+                conn.add_termination_listener(self._lost)
+                self._conn = conn
+            else:
+                await self._conn.add_listener(channel, self._notified)  # LISTENs once per channel
+
+    async def forget(self, channel: str, wake: asyncio.Event) -> None:
+        """``wake`` is no longer set; a channel no job waits on is unlistened, and a connection no job waits on
+        goes back to the pool."""
+        async with self._lock:
+            waiting = self._waiting.get(channel, set())
+            waiting.discard(wake)
+            if waiting:
+                return
+            self._waiting.pop(channel, None)
+            idle = not self._waiting
+            if idle and _listeners.get(self._pool) is self:
+                del _listeners[self._pool]
+            conn = self._conn
+            if conn is None:
+                return
+            if _is_lost(conn):
+                await self._give_back(conn)
+                return
+            if idle:
+                self._conn = None
+                conn.remove_termination_listener(self._lost)
+            try:
+                await conn.remove_listener(channel, self._notified)  # the pool does not reset connections
+                if idle:
+                    await self._pool.release(conn)
+            except Exception as exc:
+                if not is_recoverable(exc):
+                    raise
+                log.warning("listener_release_failed", channel=channel, error=repr(exc))
+                conn.terminate()  # whoever still waits is woken (``_lost``) and connects again
+                await self._give_back(conn)
+
+    async def _give_back(self, conn: asyncpg.Connection) -> None:
+        """Return a lost (or terminated) connection to the pool, which replaces it."""
+        self._conn = None
         with contextlib.suppress(asyncpg.InterfaceError):  # raised when asyncpg released it already
-            listener.terminate()
-            await pool.release(listener)
+            await self._pool.release(conn)
+
+    def _notified(self, _conn: object, _pid: int, channel: str, _payload: object) -> None:
+        for wake in self._waiting.get(channel, ()):
+            wake.set()
+
+    def _lost(self, _conn: object) -> None:
+        for waiting in self._waiting.values():
+            for wake in waiting:
+                wake.set()
+
+
+def _is_lost(conn: asyncpg.Connection) -> bool:
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:  # the pool took back a connection it saw closed
+        return True
+
+
+# The listener of each pool that has jobs waiting (pools cannot be weakly referenced: removed when idle).
+_listeners: dict[asyncpg.Pool, _Listener] = {}
+
+
+def _listener_for(pool: asyncpg.Pool) -> _Listener:
+    return _listeners.setdefault(pool, _Listener(pool))
