@@ -161,6 +161,7 @@ class EventConsumer:
             batch=True,
             max_records=self._settings.consumer_batch_max_records,
             batch_timeout_ms=self._settings.consumer_batch_timeout_ms,
+            fetch_max_wait_ms=self._settings.consumer_fetch_max_wait_ms,
             parser=_parse_any_headers,
             decoder=_raw_body,  # we decode (and dead-letter) ourselves; FastStream's JSON decoding would loop
         )
