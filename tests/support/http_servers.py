@@ -36,7 +36,8 @@ class HostileHttpServer:
     """A raw HTTP/1.1 server on real sockets, answering every POST the way ``behaviour`` says:
 
     ``drip``: 200, then one byte a second for as long as the client listens; ``flood``: 200, then
-    ``flood_bytes`` as fast as the client reads; ``ok``: an empty 200; ``redirect``: a 307 to ``redirect_to``.
+    ``flood_bytes`` as fast as the client reads; ``ok``: an empty 200; ``redirect``: a 307 to ``redirect_to``;
+    ``cut_short``: a 200 promising 400 bytes, a few of them, then the connection closed.
     It counts every connection it accepts (a refused call must not even connect), the bytes it managed to send,
     and the most requests that were open at once: in all, per path, and per delivery (path and ``webhook-id``).
     """
@@ -98,6 +99,10 @@ class HostileHttpServer:
             )
             await writer.drain()
             return
+        if self.behaviour == "cut_short":
+            writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{"id": "re')
+            await writer.drain()
+            raise ConnectionResetError("the answer is cut short")
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
         if self.behaviour == "drip":
             while True:
