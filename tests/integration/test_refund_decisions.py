@@ -107,6 +107,22 @@ async def test_an_approved_refund_cannot_be_rejected(intake: IntakeUnderTest) ->
     assert response.json()["error"]["code"] == "invalid_status_transition"
 
 
+async def test_a_merchant_being_changed_holds_up_none_of_its_refunds(intake: IntakeUnderTest) -> None:
+    """The payment is read with its merchant's name and portal switch for the customer's events, but only the
+    payment is locked: a change to the merchant's row, still uncommitted, delays no request and no decision."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    async with intake.db.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE merchants SET name = name WHERE id = $1", await intake.merchant_id(merchant))
+        refund = await asyncio.wait_for(intake.refund(merchant, payment["id"]), timeout=10)
+        approve = intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+        approved = await asyncio.wait_for(approve, timeout=10)
+    assert approved.status_code == 200 and approved.json()["status"] == "processing"
+    [requested] = await intake.staged("refund.requested", payment["id"])
+    [told] = await intake.staged("refund.approved", payment["id"])
+    assert (requested["merchant_name"], told["merchant_name"]) == ("Acme", "Acme")
+
+
 async def test_the_merchant_may_approve_less_than_asked_but_never_more(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     payment = await intake.payment(merchant)

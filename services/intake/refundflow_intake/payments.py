@@ -70,8 +70,6 @@ async def register_payment(
     The same registration again answers the payment already registered (created False); another merchant's
     provider payment, or this one's with other details, is refused.
     """
-    if not await merchant_exists(conn, merchant_id):
-        raise MerchantNotFound(f"no merchant {merchant_id}")
     data = PaymentSucceeded(
         payment_id=new_id("pay"),
         merchant_id=merchant_id,
@@ -85,7 +83,11 @@ async def register_payment(
         subscription=subscription,
     )
     payment = payment_row(data)
-    if stored := await repository.insert_payment(conn, payment):
+    try:
+        stored = await repository.insert_payment(conn, payment)
+    except asyncpg.ForeignKeyViolationError as exc:  # its merchant is a payment's only reference: one round trip
+        raise MerchantNotFound(f"no merchant {merchant_id}") from exc
+    if stored:
         await ledger.credit_payment(conn, payment)
         await add_event(conn, data, source=INTAKE.source)
         return stored, True

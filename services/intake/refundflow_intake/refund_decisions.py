@@ -137,7 +137,7 @@ async def _apply(
     }
     await repository.record_decision(conn, refund_id, decided, repository.Audit(actor, told.note, action="approved"))
     await ledger.record(conn, "refund_hold", refund_id, {**refund, "amount": decision.amount})
-    customer = await to_customer(conn, told.links, payment)
+    customer = to_customer(told.links, payment)
     await add_event(
         conn,
         RefundApproved(
@@ -181,7 +181,7 @@ async def _close_as_cancel_only(
     await repository.record_decision(
         conn, refund["id"], decision, repository.Audit(actor, told.note, action="cancel_only")
     )
-    customer = await to_customer(conn, told.links, payment)
+    customer = to_customer(told.links, payment)
     await _announce_rejection(conn, refund, payment, customer, told.to_customer, cancel_only=True)
     await subscription_requests.request_cancel(
         conn,
@@ -231,5 +231,5 @@ async def reject_refund(
         return
     decision = {"status": RefundStatus.REJECTED.value, "amount": refund["amount"], "note": note, "customer_note": note}
     await repository.record_decision(conn, refund_id, decision, repository.Audit(actor, note, action="rejected"))
-    customer = await to_customer(conn, links, payment)
+    customer = to_customer(links, payment)
     await _announce_rejection(conn, refund, payment, customer, note, cancel_only=False)

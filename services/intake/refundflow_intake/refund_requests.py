@@ -191,7 +191,7 @@ async def request_refund(
             reason=reason.value,
             channel=channel.value,
             auto_approved=quote.auto_approved,
-            **await to_customer(conn, links, payment),
+            **to_customer(links, payment),
         ),
         source=INTAKE.source,
     )

@@ -80,19 +80,27 @@ async def payment_of_provider(conn: asyncpg.Connection, provider_payment_id: str
     return dict(row) if row else None
 
 
+# A payment with what customer-facing events say of its merchant (``portal.links.to_customer``): read with the
+# payment, not after it. A lock takes the payment's row only (``FOR UPDATE OF p``), never the merchant's.
+_PAYMENT_AND_MERCHANT = (
+    "SELECT p.*, m.name AS merchant_name, m.portal_enabled FROM payments p JOIN merchants m ON m.id = p.merchant_id"
+)
+
+
 async def get_payment(conn: asyncpg.Connection, merchant_id: str, payment_id: str, *, lock: bool = False) -> Row | None:
-    """The merchant's payment, or None (another merchant's payment does not exist for this one)."""
-    sql = "SELECT * FROM payments WHERE id = $1 AND merchant_id = $2" + (" FOR UPDATE" if lock else "")
+    """The merchant's payment with its merchant's name and portal switch, or None (another merchant's payment does
+    not exist for this one)."""
+    sql = f"{_PAYMENT_AND_MERCHANT} WHERE p.id = $1 AND p.merchant_id = $2" + (" FOR UPDATE OF p" if lock else "")
     row = await conn.fetchrow(sql, payment_id, merchant_id)
     return dict(row) if row else None
 
 
 async def lock_payment_of_refund(conn: asyncpg.Connection, refund_id: str, merchant_id: str | None) -> Row | None:
-    """The payment of a refund (with ``merchant_id``, only if the refund is that merchant's), locked; None if there
-    is no such refund."""
+    """The payment of a refund (with ``merchant_id``, only if the refund is that merchant's), locked, with its
+    merchant's name and portal switch; None if there is no such refund."""
     row = await conn.fetchrow(
-        "SELECT * FROM payments WHERE id = (SELECT payment_id FROM refunds"
-        " WHERE id = $1 AND ($2::text IS NULL OR merchant_id = $2)) FOR UPDATE",
+        f"{_PAYMENT_AND_MERCHANT} WHERE p.id = (SELECT payment_id FROM refunds"
+        " WHERE id = $1 AND ($2::text IS NULL OR merchant_id = $2)) FOR UPDATE OF p",
         refund_id,
         merchant_id,
     )

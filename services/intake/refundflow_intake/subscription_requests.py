@@ -33,7 +33,7 @@ async def cancel_subscription(
         raise PaymentNotFound(f"no payment {payment_id}")
     if payment["subscription_id"] is None:
         raise NotASubscription(f"payment {payment['id']} is not for a subscription")
-    customer = await to_customer(conn, links, payment)
+    customer = to_customer(links, payment)
     await request_cancel(
         conn, payment, customer, refund_id=None, at_period_end=at_period_end, actor=actor, note_to_customer=None
     )

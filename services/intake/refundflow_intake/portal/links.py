@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
-
 from refundflow_intake.portal import tokens
 from refundflow_intake.portal.tokens import PortalGrant
 from refundflow_intake.settings import IntakeSettings
@@ -57,10 +55,8 @@ class CustomerLinks:
         return PortalLink(sealed_url=self.box.seal(url, context=payment_id), expires_at=expires_at)
 
 
-async def to_customer(conn: asyncpg.Connection, links: CustomerLinks, payment: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a customer-facing event about ``payment``: the merchant's name, and the link to the portal
-    page unless the merchant switched its portal off."""
-    merchant = await conn.fetchrow("SELECT name, portal_enabled FROM merchants WHERE id = $1", payment["merchant_id"])
-    assert merchant is not None, "a payment always has its merchant"
-    link = links.sealed(payment["merchant_id"], payment["id"]) if merchant["portal_enabled"] else None
-    return {"merchant_name": merchant["name"], "portal_link": link}
+def to_customer(links: CustomerLinks, payment: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a customer-facing event about ``payment`` (as ``repository`` reads it, with its merchant):
+    the merchant's name, and the link to the portal page unless the merchant switched its portal off."""
+    link = links.sealed(payment["merchant_id"], payment["id"]) if payment["portal_enabled"] else None
+    return {"merchant_name": payment["merchant_name"], "portal_link": link}
