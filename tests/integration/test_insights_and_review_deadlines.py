@@ -50,6 +50,25 @@ async def test_a_request_past_the_review_target_is_reported_once(intake: IntakeU
     )
 
 
+async def test_a_request_no_alert_can_describe_is_marked_and_holds_up_no_other(intake: IntakeUnderTest) -> None:
+    """A row an event cannot carry (here a review target an older release allowed) does not stop the clock:
+    the request is still marked overdue, its timeline says the team was not alerted, and the rest are alerted."""
+    merchant = await intake.merchant()
+    unreadable_payment, payment = await intake.payment(merchant), await intake.payment(merchant)
+    unreadable = await intake.refund(merchant, unreadable_payment["id"])
+    refund = await intake.refund(merchant, payment["id"])
+    await intake.db.execute("UPDATE refunds SET review_target_hours = 0 WHERE id = $1", unreadable["id"])
+
+    async with intake.db.acquire() as conn, conn.transaction():
+        await flag_overdue(conn, intake.clock() + timedelta(hours=10_000))
+
+    assert [e["refund_id"] for e in await intake.staged("refund.review_overdue", payment["id"])] == [refund["id"]]
+    assert await intake.staged("refund.review_overdue", unreadable_payment["id"]) == []
+    timeline = (await intake.client.get(f"/v1/refunds/{unreadable['id']}", headers=merchant)).json()["timeline"]
+    assert timeline[-1]["action"] == "review_overdue" and "not alerted" in timeline[-1]["note"]
+    assert await intake.db.fetchval("SELECT review_overdue_at FROM refunds WHERE id = $1", unreadable["id"])
+
+
 async def test_the_running_service_reports_overdue_requests_on_its_own_clock(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     payment = await intake.payment(merchant)

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import asyncpg
 import structlog
+from pydantic import ValidationError
 
 from refundflow_intake import repository
 from refundflow_intake.domain import RefundStatus
@@ -24,7 +25,7 @@ REVIEW_CLOCK = "system:review_clock"
 async def flag_overdue(conn: asyncpg.Connection, now: datetime, *, batch: int = 200) -> int:
     """Emit ``refund.review_overdue`` for up to ``batch`` pending requests past their deadline, the longest
     overdue first; returns how many. The deadline was fixed when the request was made, so only what is due is
-    read: no merchant's requests can keep another's from being seen."""
+    read: no merchant's requests can keep another's from being seen, nor can a row no alert can describe."""
     overdue = await conn.fetch(
         "SELECT id, merchant_id, payment_id, amount, currency, created_at, review_target_hours FROM refunds"
         " WHERE status = 'pending' AND review_overdue_at IS NULL AND review_due_at <= $1"
@@ -34,25 +35,36 @@ async def flag_overdue(conn: asyncpg.Connection, now: datetime, *, batch: int = 
     )
     for refund in overdue:
         hours = refund["review_target_hours"]
+        alert = _alert_for(refund)
         await conn.execute("UPDATE refunds SET review_overdue_at = $2 WHERE id = $1", refund["id"], now)
         note = f"pending longer than the {hours} h review target"
+        if alert is None:
+            note += "; the team was not alerted: the request's data cannot make an alert (see the logs)"
         await repository.add_timeline_entry(
             conn, refund["id"], RefundStatus.PENDING, REVIEW_CLOCK, note, action="review_overdue"
         )
-        await add_event(
-            conn,
-            RefundReviewOverdue(
-                refund_id=refund["id"],
-                payment_id=refund["payment_id"],
-                merchant_id=refund["merchant_id"],
-                amount=refund["amount"],
-                currency=refund["currency"],
-                requested_at=refund["created_at"],
-                review_target_hours=hours,
-            ),
-            source=INTAKE.source,
-        )
+        if alert is not None:
+            await add_event(conn, alert, source=INTAKE.source)
     return len(overdue)
+
+
+def _alert_for(refund: asyncpg.Record) -> RefundReviewOverdue | None:
+    """The alert for an overdue request; None (logged) when its row cannot make one, e.g. a review target an older
+    release allowed: marked all the same, it must not stop the clock for every other request."""
+    try:
+        return RefundReviewOverdue(
+            refund_id=refund["id"],
+            payment_id=refund["payment_id"],
+            merchant_id=refund["merchant_id"],
+            amount=refund["amount"],
+            currency=refund["currency"],
+            requested_at=refund["created_at"],
+            review_target_hours=refund["review_target_hours"],
+        )
+    except ValidationError as exc:
+        fields = sorted({".".join(map(str, error["loc"])) for error in exc.errors()})
+        log.error("review_overdue_alert_unmade", refund_id=refund["id"], invalid_fields=fields)
+        return None
 
 
 async def watch(pool: asyncpg.Pool, clock: Callable[[], datetime], *, interval: float, batch: int = 200) -> None:
