@@ -1,0 +1,117 @@
+"""The notifier's workers are woken by queued work only: an event no endpoint subscribes to (every event of a
+merchant without webhooks), a delivery or message already queued, or a message kept as refused wakes nobody."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from refundflow_notifier import webhook_store
+from refundflow_notifier.app import MIGRATIONS
+from refundflow_shared.database import create_pool
+from refundflow_shared.events import Event, RefundRequested, RefundSucceeded, WebhookEndpointConfigured
+from refundflow_shared.migrations_runner import apply_migrations
+from tests.conftest import create_database
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+DELIVERIES, MESSAGES = "notifier_webhook_deliveries", "notifier_messages"
+
+
+@pytest.fixture
+async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
+    dsn = await create_database(postgres_url)
+    await apply_migrations(dsn, "notifier", MIGRATIONS)
+    pool = await create_pool(dsn, "notifier", max_size=3)
+    yield pool
+    await pool.close()
+
+
+async def queue(pool: asyncpg.Pool, event: Event) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        queued, _ = await webhook_store.queue_event(conn, event, max_endpoints=10)
+    return queued
+
+
+async def test_only_a_queued_delivery_wakes_the_webhook_workers(pool: asyncpg.Pool) -> None:
+    merchant_id = f"mer_{uuid.uuid4().hex[:10]}"
+    async with pool.acquire() as conn:
+        await webhook_store.apply_endpoint(
+            conn,
+            WebhookEndpointConfigured(
+                merchant_id=merchant_id,
+                endpoint_id=f"we_{uuid.uuid4().hex[:12]}",
+                url="https://merchant.example/hooks",
+                event_types=["refund.succeeded"],
+                enabled=True,
+                encrypted_secret="sealed",
+                version=1,
+            ),
+        )
+    fields = {"merchant_id": merchant_id, "payment_id": "pay_1", "refund_id": "ref_1", "amount": 499, "currency": "EUR"}
+    unsubscribed = Event.wrap(
+        RefundRequested(**fields, customer_email="ada@example.com", reason="duplicate", channel="api"),
+        source="refundflow/intake",
+        sequence=1,
+    )
+    subscribed = Event.wrap(
+        RefundSucceeded(**fields, customer_email="ada@example.com", provider_refund_id="re_1"),
+        source="refundflow/processor",
+        sequence=2,
+    )
+    woken: asyncio.Queue[str] = asyncio.Queue()
+
+    def wake(_: object, __: int, channel: str, ___: str) -> None:
+        woken.put_nowait(channel)
+
+    async with pool.acquire() as listener:
+        await listener.add_listener(DELIVERIES, wake)
+        try:
+            assert await queue(pool, subscribed) == 1
+            await asyncio.wait_for(woken.get(), timeout=10)  # the control: a queued delivery wakes them
+
+            assert await queue(pool, unsubscribed) == 0
+            assert await queue(pool, subscribed) == 0, "queued already: a redelivered event"
+            another = Event.wrap(subscribed.data, source="refundflow/processor", sequence=3)
+            assert await queue(pool, another) == 1
+            # Notifications arrive in commit order: had the two commits that queued nothing notified, theirs
+            # would be here before this one's.
+            await asyncio.wait_for(woken.get(), timeout=10)
+            assert woken.empty()
+        finally:
+            await listener.remove_listener(DELIVERIES, wake)
+
+
+async def test_only_a_message_queued_to_send_wakes_the_message_workers(pool: asyncpg.Pool) -> None:
+    async def insert(dedupe_key: str, status: str) -> None:
+        await pool.execute(
+            "INSERT INTO messages (dedupe_key, event_id, merchant_id, channel, kind, recipient, body, status)"
+            " VALUES ($1, $2, 'mer_1', 'email', 'refund_succeeded', 'ada@example.com', 'email', $3)"
+            " ON CONFLICT (dedupe_key) DO NOTHING",
+            dedupe_key,
+            uuid.uuid4(),
+            status,
+        )
+
+    woken: asyncio.Queue[str] = asyncio.Queue()
+
+    def wake(_: object, __: int, channel: str, ___: str) -> None:
+        woken.put_nowait(channel)
+
+    async with pool.acquire() as listener:
+        await listener.add_listener(MESSAGES, wake)
+        try:
+            await insert("first", "pending")
+            await asyncio.wait_for(woken.get(), timeout=10)  # the control: a message to send wakes them
+
+            await insert("first", "pending")  # queued already
+            await insert("refused", "rejected")  # kept as refused, nothing to send
+            await insert("second", "pending")
+            await asyncio.wait_for(woken.get(), timeout=10)  # in commit order: after any of the two above
+            assert woken.empty()
+        finally:
+            await listener.remove_listener(MESSAGES, wake)
