@@ -85,7 +85,9 @@ async def register_payment(
     payment = payment_row(data)
     try:
         stored = await repository.insert_payment(conn, payment)
-    except asyncpg.ForeignKeyViolationError as exc:  # its merchant is a payment's only reference: one round trip
+    except asyncpg.ForeignKeyViolationError as exc:  # the foreign key says so, in the insert's own round trip
+        if exc.constraint_name != "payments_merchant_id_fkey":
+            raise
         raise MerchantNotFound(f"no merchant {merchant_id}") from exc
     if stored:
         await ledger.credit_payment(conn, payment)
