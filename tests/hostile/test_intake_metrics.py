@@ -4,6 +4,8 @@ background job that died fails /readyz, by name."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from refundflow_shared.event_decoding import DEFAULT_MAX_EVENT_BYTES
 from refundflow_shared.outbox import limit_event_size
 from tests.support.intake_harness import running_intake
@@ -55,14 +57,10 @@ async def test_readyz_answers_503_naming_a_real_background_job_that_died(
 ) -> None:
     async with running_intake(postgres_url, kafka_bootstrap) as intake:
         assert (await intake.client.get("/readyz")).status_code == 200
-        merchant = await intake.merchant()
-        refund = await intake.refund(merchant, (await intake.payment(merchant))["id"])
-        # A row the review-deadline job cannot turn into an event (no such currency), due now: the job raises on
-        # it, which no retry could cure, and ends.
-        await intake.db.execute(
-            "UPDATE refunds SET currency = 'ZZZ', review_due_at = now() - interval '1 hour' WHERE id = $1",
-            refund["id"],
-        )
+        # The review-deadline job's clock breaks (past the year 9999, it cannot say the time): an error no retry
+        # could cure, so the job ends. (A row it cannot make an alert of no longer ends it: see the
+        # review-deadline tests.)
+        intake.clock.advance(timedelta(days=3_000_000))
         runtime = intake.app.state.runtime
 
         async def died() -> bool:
