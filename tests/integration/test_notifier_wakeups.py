@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -29,6 +30,33 @@ async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(dsn, "notifier", max_size=3)
     yield pool
     await pool.close()
+
+
+class Wakeups:
+    """The notifications on one channel, in the order they arrive (their commits' order)."""
+
+    def __init__(self) -> None:
+        self.woken: asyncio.Queue[str] = asyncio.Queue()
+
+    def __call__(self, _: object, __: int, channel: str, ___: str) -> None:
+        self.woken.put_nowait(channel)
+
+    async def next(self) -> None:
+        await asyncio.wait_for(self.woken.get(), timeout=10)
+
+    def none_left(self) -> bool:
+        return self.woken.empty()
+
+
+@asynccontextmanager
+async def listening(pool: asyncpg.Pool, channel: str) -> AsyncIterator[Wakeups]:
+    wakeups = Wakeups()
+    async with pool.acquire() as listener:
+        await listener.add_listener(channel, wakeups)
+        try:
+            yield wakeups
+        finally:
+            await listener.remove_listener(channel, wakeups)
 
 
 async def queue(pool: asyncpg.Pool, event: Event) -> int:
@@ -63,27 +91,17 @@ async def test_only_a_queued_delivery_wakes_the_webhook_workers(pool: asyncpg.Po
         source="refundflow/processor",
         sequence=2,
     )
-    woken: asyncio.Queue[str] = asyncio.Queue()
+    async with listening(pool, DELIVERIES) as wakeups:
+        assert await queue(pool, subscribed) == 1
+        await wakeups.next()  # the control: a queued delivery wakes them
 
-    def wake(_: object, __: int, channel: str, ___: str) -> None:
-        woken.put_nowait(channel)
-
-    async with pool.acquire() as listener:
-        await listener.add_listener(DELIVERIES, wake)
-        try:
-            assert await queue(pool, subscribed) == 1
-            await asyncio.wait_for(woken.get(), timeout=10)  # the control: a queued delivery wakes them
-
-            assert await queue(pool, unsubscribed) == 0
-            assert await queue(pool, subscribed) == 0, "queued already: a redelivered event"
-            another = Event.wrap(subscribed.data, source="refundflow/processor", sequence=3)
-            assert await queue(pool, another) == 1
-            # Notifications arrive in commit order: had the two commits that queued nothing notified, theirs
-            # would be here before this one's.
-            await asyncio.wait_for(woken.get(), timeout=10)
-            assert woken.empty()
-        finally:
-            await listener.remove_listener(DELIVERIES, wake)
+        assert await queue(pool, unsubscribed) == 0
+        assert await queue(pool, subscribed) == 0, "queued already: a redelivered event"
+        another = Event.wrap(subscribed.data, source="refundflow/processor", sequence=3)
+        assert await queue(pool, another) == 1
+        # Had the two commits that queued nothing notified, theirs would have come before this one's.
+        await wakeups.next()
+        assert wakeups.none_left()
 
 
 async def test_only_a_message_queued_to_send_wakes_the_message_workers(pool: asyncpg.Pool) -> None:
@@ -97,21 +115,12 @@ async def test_only_a_message_queued_to_send_wakes_the_message_workers(pool: asy
             status,
         )
 
-    woken: asyncio.Queue[str] = asyncio.Queue()
+    async with listening(pool, MESSAGES) as wakeups:
+        await insert("first", "pending")
+        await wakeups.next()  # the control: a message to send wakes them
 
-    def wake(_: object, __: int, channel: str, ___: str) -> None:
-        woken.put_nowait(channel)
-
-    async with pool.acquire() as listener:
-        await listener.add_listener(MESSAGES, wake)
-        try:
-            await insert("first", "pending")
-            await asyncio.wait_for(woken.get(), timeout=10)  # the control: a message to send wakes them
-
-            await insert("first", "pending")  # queued already
-            await insert("refused", "rejected")  # kept as refused, nothing to send
-            await insert("second", "pending")
-            await asyncio.wait_for(woken.get(), timeout=10)  # in commit order: after any of the two above
-            assert woken.empty()
-        finally:
-            await listener.remove_listener(MESSAGES, wake)
+        await insert("first", "pending")  # queued already
+        await insert("refused", "rejected")  # kept as refused, nothing to send
+        await insert("second", "pending")
+        await wakeups.next()  # in commit order: after any of the two above
+        assert wakeups.none_left()
