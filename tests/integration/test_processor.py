@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -207,6 +209,25 @@ async def test_a_subscription_is_canceled_now_or_at_the_period_end(
     subscription = (await provider.v1.subscriptions.retrieve_async(subscription_id)).to_dict()
     assert subscription["status"] == ("active" if at_period_end else "canceled")
     assert subscription["cancel_at_period_end"] is at_period_end
+
+
+async def test_refunds_answered_together_are_each_recorded_in_their_own_trace(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    # The provider answers every call after 300 ms: the attempts, called together, are answered together and
+    # recorded in shared transactions. Each outcome's event must still continue its own approval's trace.
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, sandbox={"latency_ms": 300}) as processor:
+        traces = {}
+        for _ in range(12):
+            approved = approval(payment_intent())
+            traces[approved.refund_id] = uuid.uuid4().hex
+            await processor.publish(approved, traceparent=f"00-{traces[approved.refund_id]}-{'1' * 16}-01")
+        for refund_id in traces:
+            await finished(processor, refund_id, "succeeded")
+
+        rows = await processor.db.fetch("SELECT headers, payload FROM outbox WHERE event_type = 'refund.succeeded'")
+        recorded = {json.loads(r["payload"])["refund_id"]: json.loads(r["headers"])["ce_traceparent"] for r in rows}
+        assert {refund_id: recorded[refund_id].split("-")[1] for refund_id in traces} == traces
 
 
 async def test_a_pending_refund_finishes_through_the_sync_job_when_webhooks_are_off(

@@ -19,6 +19,7 @@ from refundflow_processor.settings import ProcessorSettings
 from refundflow_sandbox.app import create_app as create_sandbox
 from refundflow_sandbox.settings import SandboxSettings
 from refundflow_shared.events import Event, EventData, RefundApproved, topic_for
+from refundflow_shared.tracing import EVENT_HEADER
 from tests.support.http_servers import serving
 from tests.support.infrastructure import free_port
 from tests.support.kafka_reader import headers_of, read_topic
@@ -33,8 +34,10 @@ class ProcessorUnderTest:
     url: str
     db: asyncpg.Pool
 
-    async def publish(self, data: EventData) -> Event:
-        return await publish_event(self.settings.kafka_bootstrap_servers, self.settings.topic_prefix, data)
+    async def publish(self, data: EventData, *, traceparent: str | None = None) -> Event:
+        return await publish_event(
+            self.settings.kafka_bootstrap_servers, self.settings.topic_prefix, data, traceparent=traceparent
+        )
 
     async def refund_status(self, refund_id: str) -> str | None:
         status: str | None = await self.db.fetchval("SELECT status FROM refunds WHERE refund_id = $1", refund_id)
@@ -82,9 +85,10 @@ class ProcessorUnderTest:
         return list(seen.values())
 
 
-async def publish_event(kafka: str, prefix: str, data: EventData) -> Event:
-    """Deliver an event to its topic as another service's relay would."""
+async def publish_event(kafka: str, prefix: str, data: EventData, *, traceparent: str | None = None) -> Event:
+    """Deliver an event to its topic as another service's relay would (in the trace ``traceparent`` names)."""
     event = Event.wrap(data, source="refundflow/test", sequence=1)
+    headers = event.kafka_headers() | ({EVENT_HEADER: traceparent} if traceparent else {})
     producer = AIOKafkaProducer(bootstrap_servers=kafka, enable_idempotence=False)
     await producer.start()
     try:
@@ -92,7 +96,7 @@ async def publish_event(kafka: str, prefix: str, data: EventData) -> Event:
             topic_for(data.event_type, prefix),
             event.kafka_value(),
             key=event.partition_key.encode(),
-            headers=[(k, v.encode()) for k, v in event.kafka_headers().items()],
+            headers=[(k, v.encode()) for k, v in headers.items()],
         )
     finally:
         await producer.stop()

@@ -208,12 +208,12 @@ async def claim_due(
         return [_claimed(r) for r in await conn.fetch(_CLAIM, limit, lease_seconds, busy, per_merchant)]
 
 
-async def finish(conn: asyncpg.Connection, message_id: int, status: str, error: str | None = None) -> None:
-    """The message is done: keep the record, wipe the rendered content (personal data, no longer needed)."""
+async def finish(conn: asyncpg.Connection, message_ids: list[int], status: str, error: str | None = None) -> None:
+    """The messages are done: keep the record, wipe the rendered content (personal data, no longer needed)."""
     await conn.execute(
         "UPDATE messages SET status = $2, error = $3, locked_until = NULL, body = NULL, finished_at = now(),"
-        " sent_at = CASE WHEN $2 = 'sent' THEN now() END WHERE id = $1",
-        message_id,
+        " sent_at = CASE WHEN $2 = 'sent' THEN now() END WHERE id = ANY($1::bigint[])",
+        message_ids,
         status,
         error,
     )

@@ -1,8 +1,9 @@
 """Sends queued messages: emails over SMTP, team alerts to Slack-compatible webhooks.
 
-Exactly once, as far as SMTP allows: a message is marked sent in the transaction right after the server's
-250 reply to DATA. A crash between that reply and the commit (one round trip to PostgreSQL) is the one
-window in which a message goes out twice; it then carries the same Message-ID, so mail systems can tell.
+Exactly once, as far as SMTP allows: a message is marked sent right after the server's 250 reply to DATA, in
+one statement with the other messages sent meanwhile (``GroupCommit``). A crash between that reply and the commit
+(a round trip to PostgreSQL, or two under load) is the one window in which a message goes out twice; it then
+carries the same Message-ID, so mail systems can tell.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.smtp_mailer import MailNotSent, SmtpMailer
 from refundflow_shared import tracing
 from refundflow_shared.crash_points import crash_point
+from refundflow_shared.group_commit import GroupCommit
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.metrics import EMAILS
 from refundflow_shared.secret_box import SecretBox, SecretBoxError
@@ -51,6 +53,7 @@ class MessageWorker:
         self._pool, self._settings, self._mailer, self._http, self._box = pool, settings, mailer, http, box
         deadline = max(settings.smtp_timeout_seconds, settings.webhook_timeout_seconds)
         self._lease = deadline + settings.lease_margin_seconds  # outlives any send
+        self._sent: GroupCommit[int] = GroupCommit(self._mark_sent)
 
     def dispatcher(self) -> LeaseDispatcher[ClaimedMessage, int]:
         return LeaseDispatcher(
@@ -96,10 +99,13 @@ class MessageWorker:
                 _count(message, await self._retry(message, exc, log_))
             return
         crash_point("notifier.message_sent")
-        async with self._pool.acquire() as conn:
-            await message_queue.finish(conn, message.id, "sent")
+        await self._sent.write(message.id)
         log_.info("message_sent")
         _count(message, "sent")
+
+    async def _mark_sent(self, message_ids: list[int]) -> None:
+        async with self._pool.acquire() as conn:
+            await message_queue.finish(conn, message_ids, "sent")
 
     async def _send_email(self, message: ClaimedMessage) -> None:
         try:
@@ -151,7 +157,7 @@ class MessageWorker:
     async def _rejected(self, message: ClaimedMessage, error: str, status: str = "rejected") -> None:
         """Record it and tell the team, in one transaction; other messages are not held up."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await message_queue.finish(conn, message.id, status, error)
+            await message_queue.finish(conn, [message.id], status, error)
             if message.kind == "team_alert" or message.channel == Channel.SLACK:
                 return  # an alert about an alert could loop; the log and the row carry it
             prefs = await merchant_settings.preferences(conn, self._settings, message.merchant_id)

@@ -49,6 +49,16 @@ class ClaimedDelivery:
 
 
 @dataclass(frozen=True)
+class DeliveredAttempt:
+    """A delivery's attempt the endpoint answered with a 2xx."""
+
+    delivery: ClaimedDelivery
+    attempted_at: datetime
+    status_code: int
+    latency_ms: int
+
+
+@dataclass(frozen=True)
 class EndpointState:
     """A merchant's webhook endpoint as its delivery log shows it."""
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from refundflow_notifier.records import ClaimedDelivery
+from refundflow_notifier.records import ClaimedDelivery, DeliveredAttempt
 from refundflow_shared.events import Event, WebhookEndpointConfigured
 from refundflow_shared.tracing import current_traceparent
 
@@ -167,24 +167,33 @@ async def record_attempt(
     )
 
 
-async def record_success(
-    conn: asyncpg.Connection, delivery: ClaimedDelivery, attempted_at: datetime, status_code: int, latency_ms: int
-) -> None:
-    """Record the attempt, finish the delivery and reset the endpoint's failure count: one statement, so atomic
-    without a transaction (one round trip instead of five on the hot path)."""
+async def record_successes(conn: asyncpg.Connection, delivered: list[DeliveredAttempt]) -> None:
+    """Record the attempts, finish their deliveries and reset their endpoints' failure counts: one statement, so
+    atomic without a transaction (one round trip for them all on the hot path)."""
     await conn.execute(
-        _RECORD_SUCCESS, delivery.id, delivery.attempts, attempted_at, status_code, latency_ms, delivery.endpoint_id
+        _RECORD_SUCCESSES,
+        [d.delivery.id for d in delivered],
+        [d.delivery.attempts for d in delivered],
+        [d.attempted_at for d in delivered],
+        [d.status_code for d in delivered],
+        [d.latency_ms for d in delivered],
+        [d.delivery.endpoint_id for d in delivered],
     )
 
 
-_RECORD_SUCCESS = """
-WITH attempt AS (
+_RECORD_SUCCESSES = """
+WITH delivered AS (
+    SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[])
+        AS d(delivery_id, attempt, attempted_at, status_code, latency_ms, endpoint_id)
+), attempt AS (
     INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code, latency_ms, error)
-    VALUES ($1, $2, $3, $4, $5, NULL) ON CONFLICT DO NOTHING
+    SELECT delivery_id, attempt, attempted_at, status_code, latency_ms, NULL FROM delivered ON CONFLICT DO NOTHING
 ), delivery AS (
-    UPDATE webhook_deliveries SET status = 'succeeded', locked_until = NULL, finished_at = now() WHERE id = $1
+    UPDATE webhook_deliveries SET status = 'succeeded', locked_until = NULL, finished_at = now()
+    WHERE id IN (SELECT delivery_id FROM delivered)
 )
-UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = $6 AND consecutive_failures > 0
+UPDATE webhook_endpoints SET consecutive_failures = 0
+WHERE id IN (SELECT endpoint_id FROM delivered) AND consecutive_failures > 0
 """
 
 

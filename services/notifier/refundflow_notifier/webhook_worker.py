@@ -19,12 +19,13 @@ from opentelemetry.trace import SpanKind
 
 from refundflow_notifier import merchant_settings, message_queue, outbound_http, webhook_store
 from refundflow_notifier.notification_rules import endpoint_disabled_alert
-from refundflow_notifier.records import ClaimedDelivery
+from refundflow_notifier.records import ClaimedDelivery, DeliveredAttempt
 from refundflow_notifier.retry_schedule import disables_endpoint, is_success, next_delay
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.webhook_signing import signed_headers
 from refundflow_shared import tracing
 from refundflow_shared.crash_points import crash_point
+from refundflow_shared.group_commit import GroupCommit
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.metrics import WEBHOOK_DELIVERIES
 from refundflow_shared.secret_box import SecretBox, SecretBoxError
@@ -40,6 +41,7 @@ class WebhookWorker:
     ) -> None:
         self._pool, self._settings, self._http, self._box = pool, settings, http, box
         self._lease = settings.webhook_timeout_seconds + settings.lease_margin_seconds  # outlives the call
+        self._delivered: GroupCommit[DeliveredAttempt] = GroupCommit(self._record_delivered)
 
     def dispatcher(self) -> LeaseDispatcher[ClaimedDelivery, int]:
         s = self._settings
@@ -72,16 +74,15 @@ class WebhookWorker:
         status_code, error = await self._call(delivery, attempted_at)
         latency_ms = int((time.monotonic() - started) * 1000)
         crash_point("notifier.webhook_answered")
-        async with self._pool.acquire() as conn:
-            if error is None and status_code is not None:
-                await webhook_store.record_success(conn, delivery, attempted_at, status_code, latency_ms)
-                outcome = "delivered"
-            else:
-                async with conn.transaction():
-                    await webhook_store.record_attempt(
-                        conn, delivery.id, delivery.attempts, attempted_at, status_code, latency_ms, error
-                    )
-                    outcome = await self._settle_failure(conn, delivery, status_code)
+        if error is None and status_code is not None:
+            await self._delivered.write(DeliveredAttempt(delivery, attempted_at, status_code, latency_ms))
+            outcome = "delivered"
+        else:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await webhook_store.record_attempt(
+                    conn, delivery.id, delivery.attempts, attempted_at, status_code, latency_ms, error
+                )
+                outcome = await self._settle_failure(conn, delivery, status_code)
         WEBHOOK_DELIVERIES.labels(outcome).inc()
         log.info(
             "webhook_attempted",
@@ -93,6 +94,10 @@ class WebhookWorker:
             latency_ms=latency_ms,
             error=error,
         )
+
+    async def _record_delivered(self, delivered: list[DeliveredAttempt]) -> None:
+        async with self._pool.acquire() as conn:
+            await webhook_store.record_successes(conn, delivered)
 
     async def _call(self, delivery: ClaimedDelivery, attempted_at: datetime) -> tuple[int | None, str | None]:
         """(status code, error): the error is None for a 2xx, else a coarse category."""

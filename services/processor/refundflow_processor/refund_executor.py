@@ -2,13 +2,16 @@
 
 Per attempt, one turn: claim it (short transaction, lease), ask the provider one question with no
 transaction or lock held (call with the attempt's key, or reconcile), then record the answer's step in a
-second short transaction that holds only if our lease still does. The key was committed before the first
-call, so a repeated call (a crash, an expired lease) is replayed by the provider, never executed twice.
+second short transaction that holds only if our lease still does (shared with the attempts answered meanwhile:
+``GroupCommit``). The key was committed before the first call, so a repeated call (a crash, an expired lease) is
+replayed by the provider, never executed twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
@@ -45,9 +48,20 @@ from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.team_alerts import end_auth_episode, raise_auth_alert_once
 from refundflow_shared import tracing
 from refundflow_shared.crash_points import crash_point
+from refundflow_shared.group_commit import GroupCommit
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """An answered attempt's step, to record; with the context it was answered in (its trace and log ids)."""
+
+    attempt: Attempt
+    step: Step
+    definite: bool  # the provider answered: its key works
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
 class RefundExecutor:
@@ -56,6 +70,7 @@ class RefundExecutor:
     ) -> None:
         self._pool, self._provider, self._settings, self._pause = pool, provider, settings, pause
         self._policy = AttemptPolicy.from_settings(settings)
+        self._outcomes: GroupCommit[_Outcome] = GroupCommit(self._record_all)
         self.dispatcher: LeaseDispatcher[Attempt, str] = LeaseDispatcher(
             pool,
             channel=repository.ATTEMPTS_CHANNEL,
@@ -136,15 +151,26 @@ class RefundExecutor:
         if isinstance(step, PauseCalls):
             await self._pause_calls(attempt, step.error)
             return
+        await self._outcomes.write(_Outcome(attempt, step, definite=not isinstance(answer, NoAnswer | ReconcileFailed)))
+
+    async def _record_all(self, outcomes: list[_Outcome]) -> None:
+        """Record the outcomes in one transaction, in payment order (the lock order of every such transaction)."""
+        ends_episode = self._pause.in_episode and any(outcome.definite for outcome in outcomes)
         async with self._pool.acquire() as conn, conn.transaction():
-            current = await repository.lock_leased_attempt(conn, attempt)
-            if current is None:
-                log.warning("attempt_lease_lost", step=type(step).__name__)
-                return
-            await apply_step(conn, current, step, provider=self._provider.name)
-            if not isinstance(answer, NoAnswer | ReconcileFailed) and self._pause.clear():
+            for outcome in sorted(outcomes, key=lambda o: (o.attempt.refund.payment_id, o.attempt.refund.refund_id)):
+                # In the attempt's own context: its events continue its trace, its log lines carry its ids.
+                await asyncio.create_task(self._record_one(conn, outcome), context=outcome.context)
+            if ends_episode:
                 await end_auth_episode(conn)
-                log.info("provider_auth_recovered")
+        if ends_episode and self._pause.clear():
+            log.info("provider_auth_recovered")
+
+    async def _record_one(self, conn: asyncpg.Connection, outcome: _Outcome) -> None:
+        current = await repository.lock_leased_attempt(conn, outcome.attempt)
+        if current is None:
+            log.warning("attempt_lease_lost", step=type(outcome.step).__name__)
+            return
+        await apply_step(conn, current, outcome.step, provider=self._provider.name)
 
     async def _pause_calls(self, attempt: Attempt, error: str) -> None:
         pause = self._pause.trip()
