@@ -15,17 +15,16 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from refundflow_notifier.app import MIGRATIONS
 from refundflow_notifier.webhook_signing import new_signing_secret
 from refundflow_notifier.webhook_store import claim_due
 from refundflow_shared.events import RefundRequested
-from refundflow_shared.migrations_runner import apply_migrations
 from tests.conftest import create_database
 from tests.support.http_servers import HostileHttpServer, hostile_http_server
 from tests.support.notifier_harness import (
     EventFeed,
     configure_endpoint,
     configure_team,
+    notifier_database,
     notifier_settings,
     running_notifier,
 )
@@ -158,11 +157,7 @@ async def test_an_endless_answer_is_cut_at_the_cap_without_the_notifier_holding_
 async def test_a_delivery_still_being_worked_here_is_not_claimed_again_even_after_its_lease(
     postgres_url: str,
 ) -> None:
-    dsn = await create_database(postgres_url)
-    await apply_migrations(dsn, "notifier", MIGRATIONS)
-    pool = await asyncpg.create_pool(dsn, server_settings={"search_path": "notifier"})
-    assert pool is not None
-    try:
+    async with notifier_database(postgres_url) as pool:
         await pool.execute(
             "INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, enabled, encrypted_secret, version)"
             " VALUES ('we_1', 'mer_1', 'https://example.com/', '{refund.requested}', true, 'v1.x', 1);"
@@ -178,5 +173,3 @@ async def test_a_delivery_still_being_worked_here_is_not_claimed_again_even_afte
         assert await claim_due(pool, 10, [claimed.id], lease_seconds=60, **caps) == [], "still ours"
         [again] = await claim_due(pool, 10, [], lease_seconds=60, **caps)  # e.g. after this process died
         assert (again.id, again.attempts) == (claimed.id, 2)
-    finally:
-        await pool.close()

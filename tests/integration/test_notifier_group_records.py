@@ -10,10 +10,8 @@ import asyncpg
 import pytest
 
 from refundflow_notifier import message_queue, webhook_store
-from refundflow_notifier.app import MIGRATIONS
 from refundflow_notifier.records import DeliveredAttempt
-from refundflow_shared.migrations_runner import apply_migrations
-from tests.conftest import create_database
+from tests.support.notifier_harness import notifier_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -22,14 +20,8 @@ _CAPS = {"per_endpoint": 8, "per_merchant": 16}
 
 @pytest.fixture
 async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
-    dsn = await create_database(postgres_url)
-    await apply_migrations(dsn, "notifier", MIGRATIONS)
-    pool = await asyncpg.create_pool(dsn, server_settings={"search_path": "notifier"})
-    assert pool is not None
-    try:
+    async with notifier_database(postgres_url) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 async def test_deliveries_answered_together_are_each_finished_with_their_attempt(pool: asyncpg.Pool) -> None:

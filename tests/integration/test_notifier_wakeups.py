@@ -12,11 +12,8 @@ import asyncpg
 import pytest
 
 from refundflow_notifier import webhook_store
-from refundflow_notifier.app import MIGRATIONS
-from refundflow_shared.database import create_pool
 from refundflow_shared.events import Event, RefundRequested, RefundSucceeded, WebhookEndpointConfigured
-from refundflow_shared.migrations_runner import apply_migrations
-from tests.conftest import create_database
+from tests.support.notifier_harness import notifier_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -25,11 +22,8 @@ DELIVERIES, MESSAGES = "notifier_webhook_deliveries", "notifier_messages"
 
 @pytest.fixture
 async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
-    dsn = await create_database(postgres_url)
-    await apply_migrations(dsn, "notifier", MIGRATIONS)
-    pool = await create_pool(dsn, "notifier", max_size=3)
-    yield pool
-    await pool.close()
+    async with notifier_database(postgres_url) as pool:
+        yield pool
 
 
 class Wakeups:

@@ -10,8 +10,9 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from refundflow_notifier.app import create_app
+from refundflow_notifier.app import MIGRATIONS, create_app
 from refundflow_notifier.settings import NotifierSettings
+from refundflow_shared.database import create_pool
 from refundflow_shared.events import (
     Event,
     EventData,
@@ -19,7 +20,9 @@ from refundflow_shared.events import (
     WebhookEndpointConfigured,
     topic_for,
 )
+from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.secret_box import SecretBox, generate_key
+from tests.conftest import create_database
 from tests.support.probe_service import eventually
 
 TEST_SECRET_KEY = generate_key()
@@ -86,6 +89,18 @@ async def running_notifier(settings: NotifierSettings) -> AsyncIterator[tuple[Ev
         finally:
             await pool.close()
             await producer.stop()
+
+
+@asynccontextmanager
+async def notifier_database(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A new database with the notifier's schema, and a pool on it: the notifier's SQL, with no notifier running."""
+    dsn = await create_database(postgres_url)
+    await apply_migrations(dsn, "notifier", MIGRATIONS)
+    pool = await create_pool(dsn, "notifier", max_size=3)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 def seal_slack_url(url: str, merchant_id: str) -> str:
