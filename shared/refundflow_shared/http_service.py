@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from refundflow_shared.asyncapi import asyncapi_document
 from refundflow_shared.asyncapi_page import PAGE_HEADERS, render_page
 from refundflow_shared.event_contract import ServiceContract
+from refundflow_shared.http_protocol import BoundedHttpToolsProtocol
 from refundflow_shared.settings import ServiceSettings
 
 
@@ -71,13 +72,13 @@ def contract_router(contract: ServiceContract, topic_prefix: str) -> APIRouter:
 
 def server_config(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
     """uvicorn with limits: idle keep-alive connections close, connections past the limit get 503, request heads
-    are bounded (h11). Bodies are bounded by ``http_limits`` in the app."""
+    are bounded (``http_protocol``). Bodies are bounded by ``http_limits`` in the app."""
     return uvicorn.Config(
         app,
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,
-        http="h11",
+        http=BoundedHttpToolsProtocol,
         timeout_keep_alive=settings.http_keep_alive_seconds,
         limit_concurrency=settings.http_max_concurrency,
         h11_max_incomplete_event_size=settings.http_max_header_bytes,

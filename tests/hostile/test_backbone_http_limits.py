@@ -23,6 +23,7 @@ from refundflow_notifier.app import create_app as create_notifier
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_processor.app import create_app as create_processor
 from refundflow_processor.settings import ProcessorSettings
+from refundflow_shared.http_protocol import BoundedHttpToolsProtocol
 from refundflow_shared.http_service import server_config
 from refundflow_shared.settings import ServiceSettings
 from tests.conftest import create_database
@@ -137,6 +138,35 @@ def test_a_request_head_that_grows_past_the_header_limit_is_refused(intake_proce
     assert status == 400
 
 
+def test_a_head_within_the_limit_is_served_however_it_is_split_and_the_next_one_is_bounded_again(
+    intake_process: ServiceProcess,
+) -> None:
+    port = port_of(intake_process)
+    # 12 KiB of headers (under the 16 KiB limit), sent in 1 KiB pieces, then a second request on the same
+    # connection: the count starts again with each request.
+    padding = [f"X-Padding-{i}: " + "p" * 1000 for i in range(12)]
+    head = request_head(port, "Content-Length: 2", *padding) + b"{}"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        for request in range(2):
+            for start in range(0, len(head), 1024):
+                conn.sendall(head[start : start + 1024])
+                select.select([], [], [], 0.01)  # separate reads on the server's side
+            status, body = read_response(conn)
+            assert (request, status) == (request, 401), body  # through the parser, to authentication
+        # A body bigger than the limit, and in the same read the first lines of a head that then goes on and on:
+        # the body does not count against that head, the rest does.
+        body = b'"' + b"x" * 20_000 + b'"'
+        big = request_head(port, f"Content-Length: {len(body)}") + body
+        conn.sendall(big + b"\r\n".join(request_head(port).split(b"\r\n")[:2]) + b"\r\n")
+        assert read_response(conn)[0] == 401
+        for _ in range(20):
+            if select.select([conn], [], [], 0.05)[0]:
+                break
+            conn.sendall(b"X-Padding: " + b"p" * 4000 + b"\r\n")
+        status, _ = read_response(conn)
+    assert status == 400
+
+
 def test_a_body_within_the_cap_goes_on_to_authentication(intake_process: ServiceProcess) -> None:
     url = intake_process.health_url.replace("/readyz", "/v1/payments")
     response = httpx.post(url, content=b'{"a": "' + b"x" * (CAP - 100) + b'"}', timeout=30)
@@ -176,5 +206,5 @@ def test_uvicorn_runs_with_the_limits_from_settings() -> None:
     config = server_config(FastAPI(), settings)
     assert config.timeout_keep_alive == 7
     assert config.limit_concurrency == 123
-    assert config.h11_max_incomplete_event_size == 9000
-    assert config.http == "h11"
+    assert config.h11_max_incomplete_event_size == 9000  # the bound on a request's head, h11's or ours
+    assert config.http is BoundedHttpToolsProtocol

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import asyncpg
 import structlog
 
+from refundflow_notifier.merchant_settings import PREFERENCE_COLUMNS
 from refundflow_shared.events import (
     EventData,
     RefundApproved,
@@ -45,7 +46,8 @@ FROM_INTAKE = (
 CARRIED = (RefundSucceeded, RefundFailed, RefundReversed, SubscriptionCanceled, SubscriptionExtended)
 
 
-_CONTACT_COLUMNS = "customer_email, merchant_name, sealed_portal_url, portal_url_expires_at, process_time"
+_CONTACT_FIELDS = ("customer_email", "merchant_name", "sealed_portal_url", "portal_url_expires_at", "process_time")
+_CONTACT_COLUMNS = ", ".join(_CONTACT_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -67,16 +69,19 @@ class CustomerLink:
     expired: bool = False
 
 
-async def remember(conn: asyncpg.Connection, data: EventData) -> Contact | None:
+async def remember(conn: asyncpg.Connection, data: EventData) -> tuple[Contact, asyncpg.Record] | None:
     """Keep what a customer-facing event says of the payment's customer: the freshest link (events of one payment
     may arrive out of order across topics), or none when intake now sends none (the merchant switched its portal
     off), and the rest as last said. Returns what is now known of them (the upsert returns it: no second read), or
-    None when the event says nothing of the customer."""
+    None when the event says nothing of the customer.
+
+    With it comes the merchant's settings row (``merchant_settings.PREFERENCE_COLUMNS``, all None when it set
+    none), read in the same round trip: the event's email and alerts need them."""
     if not isinstance(data, FROM_INTAKE + CARRIED):
         return None
     link, now_says = data.portal_link, isinstance(data, FROM_INTAKE)
     row = await conn.fetchrow(
-        "INSERT INTO customer_contacts AS c (payment_id, merchant_id, customer_email, merchant_name,"
+        "WITH kept AS (INSERT INTO customer_contacts AS c (payment_id, merchant_id, customer_email, merchant_name,"
         " sealed_portal_url, portal_url_expires_at, process_time) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         " ON CONFLICT (payment_id) DO UPDATE SET"
         " customer_email = coalesce(EXCLUDED.customer_email, c.customer_email),"
@@ -90,7 +95,10 @@ async def remember(conn: asyncpg.Connection, data: EventData) -> Contact | None:
         "   ELSE greatest(EXCLUDED.portal_url_expires_at, c.portal_url_expires_at) END,"
         " process_time = coalesce(EXCLUDED.process_time, c.process_time), updated_at = now()"
         " WHERE c.merchant_id = EXCLUDED.merchant_id"
-        f" RETURNING {_CONTACT_COLUMNS}",
+        f" RETURNING {_CONTACT_COLUMNS})"
+        # One row whatever the upsert kept (nothing, when the payment is another merchant's) and the merchant set.
+        " SELECT kept.*, s.* FROM (VALUES (1)) AS one LEFT JOIN kept ON true"
+        f" LEFT JOIN (SELECT {PREFERENCE_COLUMNS} FROM merchant_settings WHERE merchant_id = $2) AS s ON true",
         data.payment_id,
         data.merchant_id,
         data.customer_email,
@@ -100,7 +108,8 @@ async def remember(conn: asyncpg.Connection, data: EventData) -> Contact | None:
         data.process_time if isinstance(data, RefundApproved | RefundSucceeded) else None,
         now_says,
     )
-    return Contact(**dict(row)) if row else Contact()  # no row: the payment is another merchant's
+    assert row is not None, "the outer query always has its one row"
+    return Contact(**{name: row[name] for name in _CONTACT_FIELDS}), row
 
 
 async def recall(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> Contact:

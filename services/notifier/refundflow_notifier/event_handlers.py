@@ -54,11 +54,15 @@ async def notify(
             log.error("webhook_fanout_capped", merchant_id=data.merchant_id, cap=cap)
             alerts.append(too_many_endpoints_alert(cap))
     payment_id: str | None = getattr(data, "payment_id", None)
-    contact = await customer_contacts.remember(conn, data) if payment_id else None
+    remembered = await customer_contacts.remember(conn, data) if payment_id else None
     emailed_payment = payment_id if isinstance(data, EMAILED) else None  # whose customer may get an email
     if not alerts and emailed_payment is None:
         return  # nothing to send (payment.refunded, say): the merchant's settings need not be read
-    prefs = await merchant_settings.preferences(conn, settings, data.merchant_id)
+    contact: customer_contacts.Contact | None = None
+    if remembered is None:
+        prefs = await merchant_settings.preferences(conn, settings, data.merchant_id)
+    else:  # the upsert read the merchant's settings too
+        contact, prefs = remembered[0], merchant_settings.preferences_from(settings, remembered[1])
     if emailed_payment is not None:
         await _email_the_customer(conn, settings, box, prefs, event, data, emailed_payment, contact)
     for alert in alerts:

@@ -34,9 +34,18 @@ async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured) -
     )
 
 
+# What ``preferences_from`` reads of a merchant's row (a join may read them with other things).
+PREFERENCE_COLUMNS = "review_target, sender_name, reply_to, team_email, sealed_slack_webhook_url"
+
+
 async def preferences(conn: asyncpg.Connection, settings: NotifierSettings, merchant_id: str) -> MerchantPreferences:
     """The merchant's settings with the notifier's defaults filled in."""
-    row = await conn.fetchrow("SELECT * FROM merchant_settings WHERE merchant_id = $1", merchant_id)
+    row = await conn.fetchrow(f"SELECT {PREFERENCE_COLUMNS} FROM merchant_settings WHERE merchant_id = $1", merchant_id)
+    return preferences_from(settings, row)
+
+
+def preferences_from(settings: NotifierSettings, row: asyncpg.Record | None) -> MerchantPreferences:
+    """``PREFERENCE_COLUMNS`` of a merchant's row (None, or all None, when it set nothing), defaults filled in."""
     return MerchantPreferences(
         review_target=(row and row["review_target"]) or settings.review_target,
         sender_name=row and row["sender_name"],

@@ -73,9 +73,8 @@ async def accept_approved_refund(conn: asyncpg.Connection, data: RefundApproved)
         payment = await payment_repository.lock_payment(conn, data.payment_id)
     refusal = approval_refusal(payment, refund, await repository.held_total(conn, data.payment_id))
     if refusal is None:
-        if not await repository.insert_refund(conn, refund):
+        if not await repository.insert_refund_and_first_attempt(conn, refund):
             return False
-        await repository.schedule_attempt(conn, refund.refund_id, 1)
         log.info("refund_scheduled")
         return True
     failed = replace(refund, status=RefundStatus.FAILED)

@@ -61,14 +61,16 @@ def _attempt(row: asyncpg.Record) -> Attempt:
     )
 
 
-async def insert_refund(
-    conn: asyncpg.Connection, refund: Refund, *, failure_reason: str | None = None, failure_message: str | None = None
-) -> bool:
-    """Record a refund we were asked to execute; False if it was already known (a redelivered approval)."""
-    status = await conn.execute(
-        "INSERT INTO refunds (refund_id, payment_id, merchant_id, customer_email, amount, currency,"
-        " provider_payment_id, payment_amount, status, failure_reason, failure_message, to_customer)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb) ON CONFLICT (refund_id) DO NOTHING",
+_INSERT_REFUND = (
+    "INSERT INTO refunds (refund_id, payment_id, merchant_id, customer_email, amount, currency,"
+    " provider_payment_id, payment_amount, status, failure_reason, failure_message, to_customer)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb) ON CONFLICT (refund_id) DO NOTHING"
+)
+_INSERT_ATTEMPT = "INSERT INTO refund_attempts (refund_id, attempt, idempotency_key, state, next_try_at, traceparent)"
+
+
+def _refund_values(refund: Refund, failure_reason: str | None, failure_message: str | None) -> tuple[object, ...]:
+    return (
         refund.refund_id,
         refund.payment_id,
         refund.merchant_id,
@@ -82,6 +84,26 @@ async def insert_refund(
         failure_message,
         json.dumps(refund.to_customer),
     )
+
+
+async def insert_refund(
+    conn: asyncpg.Connection, refund: Refund, *, failure_reason: str | None = None, failure_message: str | None = None
+) -> bool:
+    """Record a refund we were asked to execute; False if it was already known (a redelivered approval)."""
+    status = await conn.execute(_INSERT_REFUND, *_refund_values(refund, failure_reason, failure_message))
+    return bool(status == "INSERT 0 1")
+
+
+async def insert_refund_and_first_attempt(conn: asyncpg.Connection, refund: Refund) -> bool:
+    """``insert_refund`` and ``schedule_attempt`` of attempt 1, in one statement: the attempt only with a new
+    refund. False if the refund was already known (a redelivered approval)."""
+    status = await conn.execute(
+        f"WITH accepted AS ({_INSERT_REFUND} RETURNING refund_id)"
+        f" {_INSERT_ATTEMPT} SELECT refund_id, 1, $13, 'scheduled', now(), $14 FROM accepted",
+        *_refund_values(refund, None, None),
+        idempotency_key(refund.refund_id, 1),
+        current_traceparent(),
+    )
     return bool(status == "INSERT 0 1")
 
 
@@ -89,8 +111,7 @@ async def schedule_attempt(conn: asyncpg.Connection, refund_id: str, number: int
     """Commit attempt ``number`` and its key: from here on, a crash is recovered by calling with this key. The
     attempt continues the current trace."""
     await conn.execute(
-        "INSERT INTO refund_attempts (refund_id, attempt, idempotency_key, state, next_try_at, traceparent)"
-        " VALUES ($1, $2, $3, 'scheduled', now() + make_interval(secs => $4), $5)",
+        f"{_INSERT_ATTEMPT} VALUES ($1, $2, $3, 'scheduled', now() + make_interval(secs => $4), $5)",
         refund_id,
         number,
         idempotency_key(refund_id, number),
