@@ -117,3 +117,18 @@ async def test_a_request_within_the_policy_has_no_flags(intake: IntakeUnderTest)
     merchant = await intake.merchant()
     payment = await intake.payment(merchant)
     assert (await intake.refund(merchant, payment["id"]))["flags"] == []
+
+
+async def test_a_request_follows_its_products_override_and_the_merchants_policy_for_other_products(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    await intake.client.put("/v1/refund-policy", headers=merchant, json={"refund_window_days": 7})
+    await intake.client.put("/v1/refund-policy/products/prod_course", headers=merchant, json={"refund_window_days": 30})
+    ten_days_ago = (intake.clock() - timedelta(days=10)).isoformat()
+    flags = {}
+    for product in ("prod_course", "prod_ebook"):
+        details = {"id": product, "name": product, "kind": "one_time", "category": "digital"}
+        payment = await intake.payment(merchant, paid_at=ten_days_ago, product=details)
+        flags[product] = (await intake.refund(merchant, payment["id"]))["flags"]
+    assert flags == {"prod_course": [], "prod_ebook": ["outside_refund_window"]}

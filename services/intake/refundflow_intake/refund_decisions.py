@@ -10,7 +10,6 @@ import asyncpg
 import structlog
 
 from refundflow_intake import actors, ledger, repository, subscription_requests
-from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.approval_rules import (
     ApprovalAsk,
     ApprovalContext,
@@ -68,20 +67,20 @@ async def approve_refund(
     the team; ``note_to_customer`` is told to the customer (say why, when approving less than asked)."""
     refund, payment = await locked_refund(conn, refund_id, merchant_id)
     status = RefundStatus(refund["status"])
-    held, disputed, approvals = await repository.approval_standing(conn, payment["id"], refund_id)
+    standing = await repository.standing(conn, payment, refund_id)
     context = ApprovalContext(
         status=status,
         requested=refund["amount"],
         currency=refund["currency"],
         payment_amount=payment["amount"],
-        held_by_others=held - (refund["amount"] if status in HOLDING_STATUSES else 0),
-        disputed=disputed,
+        held_by_others=standing.held - (refund["amount"] if status in HOLDING_STATUSES else 0),
+        disputed=standing.disputed,
         provider_payment_conflict=payment["provider_payment_conflict"],
         is_subscription=payment["subscription_id"] is not None,
-        approvals=approvals,
+        approvals=standing.approvals,
         customer_keeps_subscription=refund["cancel_subscription"] is False,
     )
-    policy = await policies.effective_policy(conn, merchant_id, payment["product_id"])
+    policy = standing.policy
     ask = ApprovalAsk(
         actor=actor,
         by_person=actors.is_person(actor),
@@ -119,8 +118,8 @@ async def _apply(
         await repository.add_timeline_entry(
             conn, refund_id, RefundStatus.PENDING, actor, why, action="approval_restarted"
         )
-    await repository.add_approval(conn, refund_id, actor, decision.amount)
     if isinstance(decision, AwaitAnotherApprover):
+        await repository.add_approval(conn, refund_id, actor, decision.amount)
         await repository.add_timeline_entry(
             conn, refund_id, RefundStatus.PENDING, actor, told.note, action=decision.step
         )
@@ -135,7 +134,8 @@ async def _apply(
         "note": told.note,
         "customer_note": told.to_customer,
     }
-    await repository.record_decision(conn, refund_id, decided, repository.Audit(actor, told.note, action="approved"))
+    audit = repository.Audit(actor, told.note, action="approved")
+    await repository.record_decision(conn, refund_id, decided, audit, approved=True)
     await ledger.record(conn, "refund_hold", refund_id, {**refund, "amount": decision.amount})
     customer = to_customer(told.links, payment)
     await add_event(

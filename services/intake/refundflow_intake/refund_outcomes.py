@@ -27,9 +27,11 @@ async def record_refund_outcome(
     if not check_transition(RefundStatus(refund["status"]), outcome):
         return
     audit = repository.Audit(actor, failure_reason)
-    await repository.update_refund_status(conn, refund_id, outcome, audit, failure_reason=failure_reason)
-    if outcome is RefundStatus.SUCCEEDED:
-        await repository.add_to_refunded_amount(conn, refund["payment_id"], refund["amount"])
+    succeeded = outcome is RefundStatus.SUCCEEDED
+    await repository.update_refund_status(
+        conn, refund_id, outcome, audit, failure_reason=failure_reason, refunded=refund["amount"] if succeeded else 0
+    )
+    if succeeded:
         await ledger.record_entries(conn, [("refund_release", refund_id, refund), ("refund", refund_id, refund)])
     else:
         await ledger.record(conn, "refund_release", refund_id, refund)
@@ -50,7 +52,11 @@ async def record_reversal(conn: asyncpg.Connection, data: RefundReversed, *, act
         why += f" ({data.failure_message})"
     audit = repository.Audit(actor, why, action="reversed")
     await repository.update_refund_status(
-        conn, data.refund_id, RefundStatus.REVERSED, audit, failure_reason=data.failure_reason
+        conn,
+        data.refund_id,
+        RefundStatus.REVERSED,
+        audit,
+        failure_reason=data.failure_reason,
+        refunded=-refund["amount"],
     )
-    await repository.add_to_refunded_amount(conn, refund["payment_id"], -refund["amount"])
     await ledger.record(conn, "refund_reversal", data.refund_id, refund)

@@ -11,7 +11,6 @@ import asyncpg
 import structlog
 
 from refundflow_intake import actors, idempotency, refund_decisions, repository
-from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.domain import (
     Channel,
     InvalidProration,
@@ -82,14 +81,14 @@ async def _evaluate(
     now: datetime,
 ) -> tuple[Quote, RefundPolicy]:
     """The hard rules (raise) and the soft ones (flags), for a request or a quote."""
-    held, disputed = await repository.held_and_disputed(conn, payment["id"])
-    if disputed:
+    standing = await repository.standing(conn, payment)
+    held, policy = standing.held, standing.policy
+    if standing.disputed:
         raise PaymentIsDisputed(f"payment {payment['id']} is disputed: refunds are blocked")
     if payment["provider_payment_conflict"]:
         raise ProviderPaymentConflict(f"payment {payment['id']}: its provider payment is another merchant's too")
     rule = RefundRequest(payment_amount=payment["amount"], payment_currency=payment["currency"], held_by_refunds=held)
     decided = rule.decide_amount(_requested_amount(payment, amount, proration), currency)
-    policy = await policies.effective_policy(conn, payment["merchant_id"], payment["product_id"])
     flags = policy.flags(paid_at=payment["paid_at"], now=now, category=payment["product_category"], reason=reason)
     quote = Quote(
         amount=decided,

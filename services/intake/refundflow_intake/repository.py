@@ -8,7 +8,9 @@ from typing import Any
 
 import asyncpg
 
+from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.domain import HOLDING_STATUSES, RefundStatus
+from refundflow_intake.refund_policy import RefundPolicy
 from refundflow_shared.metrics import REFUNDS, count_after_commit
 from refundflow_shared.tracing import current_traceparent
 
@@ -25,13 +27,16 @@ class Audit:
     action: str | None = None
 
 
-def _audited(sql: str, args: list[Any], refund_id: str, status: str, audit: Audit) -> tuple[str, list[Any]]:
-    """``sql`` (a change of the refund's status) with its timeline entry written in the same statement."""
+def _audited(
+    sql: str, args: list[Any], refund_id: str, status: str, audit: Audit, *, also: str = ""
+) -> tuple[str, list[Any]]:
+    """``sql`` (a change of the refund's status) with its timeline entry written in the same statement, and the
+    statements ``also`` (more ``name AS (...)``, on ``args``) with them."""
     entry = [refund_id, status, audit.actor, audit.note, audit.action or status, current_traceparent()]
     placeholders = ", ".join(f"${i}" for i in range(len(args) + 1, len(args) + len(entry) + 1))
     return (
         "WITH audit AS (INSERT INTO refund_timeline (refund_id, status, actor, note, action, traceparent)"
-        f" VALUES ({placeholders})) {sql}",
+        f" VALUES ({placeholders})){', ' + also if also else ''} {sql}",
         [*args, *entry],
     )
 
@@ -198,23 +203,44 @@ async def get_refund(
 
 
 async def update_refund_status(
-    conn: asyncpg.Connection, refund_id: str, status: RefundStatus, audit: Audit, *, failure_reason: str | None = None
+    conn: asyncpg.Connection,
+    refund_id: str,
+    status: RefundStatus,
+    audit: Audit,
+    *,
+    failure_reason: str | None = None,
+    refunded: int = 0,
 ) -> None:
+    """The refund's new status; with ``refunded``, what was refunded of its payment moves by that much (negative:
+    given back) in the same statement (``add_to_refunded_amount``)."""
     sql, args = _audited(
         "UPDATE refunds SET status = $2, failure_reason = coalesce($3, failure_reason), updated_at = now()"
         " WHERE id = $1",
-        [refund_id, status.value, failure_reason],
+        [refund_id, status.value, failure_reason, refunded],
         refund_id,
         status.value,
         audit,
+        also="refunded AS (UPDATE payments SET refunded_amount = refunded_amount + $4"
+        " WHERE $4 <> 0 AND id = (SELECT payment_id FROM refunds WHERE id = $1))",
     )
     await conn.execute(sql, *args)
     _count_status(status.value)
 
 
-async def record_decision(conn: asyncpg.Connection, refund_id: str, decision: Row, audit: Audit) -> None:
+def _add_approval(row: str) -> str:
+    """An actor's approval of an amount (``row``: refund id, actor, amount); a new one replaces theirs."""
+    return (
+        f"INSERT INTO refund_approvals (refund_id, actor, amount) {row}"
+        " ON CONFLICT (refund_id, actor) DO UPDATE SET amount = EXCLUDED.amount, approved_at = now()"
+    )
+
+
+async def record_decision(
+    conn: asyncpg.Connection, refund_id: str, decision: Row, audit: Audit, *, approved: bool = False
+) -> None:
     """The merchant's decision: status, the amount approved, what happens to the subscription, the team's note and
-    the note told to the customer."""
+    the note told to the customer. ``approved``: the actor's approval of that amount is added in the same
+    statement (``add_approval``)."""
     sql, args = _audited(
         "UPDATE refunds SET status = $2, amount = $3, subscription_action = $4, extend_days = $5,"
         " decision_note = $6, customer_note = $7, decided_at = now(), updated_at = now() WHERE id = $1",
@@ -226,10 +252,12 @@ async def record_decision(conn: asyncpg.Connection, refund_id: str, decision: Ro
             decision.get("extend_days"),
             decision.get("note"),
             decision.get("customer_note"),
+            audit.actor if approved else None,
         ],
         refund_id,
         decision["status"],
         audit,
+        also=f"approval AS ({_add_approval('SELECT $1, $8::text, $3 WHERE $8 IS NOT NULL')})",
     )
     await conn.execute(sql, *args)
     _count_status(decision["status"])
@@ -302,13 +330,7 @@ async def refunds_of_payment(conn: asyncpg.Connection, payment_id: str) -> list[
 
 
 async def add_approval(conn: asyncpg.Connection, refund_id: str, actor: str, amount: int) -> None:
-    await conn.execute(
-        "INSERT INTO refund_approvals (refund_id, actor, amount) VALUES ($1, $2, $3)"
-        " ON CONFLICT (refund_id, actor) DO UPDATE SET amount = EXCLUDED.amount, approved_at = now()",
-        refund_id,
-        actor,
-        amount,
-    )
+    await conn.execute(_add_approval("VALUES ($1, $2, $3)"), refund_id, actor, amount)
 
 
 async def discard_approvals(conn: asyncpg.Connection, refund_id: str, actors: tuple[str, ...]) -> None:
@@ -317,17 +339,32 @@ async def discard_approvals(conn: asyncpg.Connection, refund_id: str, actors: tu
     )
 
 
-async def approval_standing(
-    conn: asyncpg.Connection, payment_id: str, refund_id: str
-) -> tuple[int, bool, dict[str, int]]:
-    """``held_and_disputed``, and who approved the refund so far, in order, with the amount each approved: one
-    round trip for an approval."""
+@dataclass(frozen=True)
+class Standing:
+    """Where a payment stands when a refund of it is requested or approved."""
+
+    held: int  # what its refunds hold
+    disputed: bool
+    policy: RefundPolicy  # what applies to its product
+    approvals: dict[str, int]  # who approved the refund so far, in order, and the amount each approved
+
+
+async def standing(conn: asyncpg.Connection, payment: Row, refund_id: str | None = None) -> Standing:
+    """``held_and_disputed``, the policy, and the approvals of ``refund_id`` (none without one): one round trip
+    for a request or an approval."""
     row = await conn.fetchrow(
-        f"SELECT {_HELD_AND_DISPUTED},"
-        " ARRAY(SELECT actor FROM refund_approvals WHERE refund_id = $3 ORDER BY approved_at, actor) AS actors,"
-        " ARRAY(SELECT amount FROM refund_approvals WHERE refund_id = $3 ORDER BY approved_at, actor) AS amounts",
-        payment_id,
+        f"SELECT {_HELD_AND_DISPUTED}, {policies.documents_column('$3', '$4')},"
+        " ARRAY(SELECT actor FROM refund_approvals WHERE refund_id = $5 ORDER BY approved_at, actor) AS actors,"
+        " ARRAY(SELECT amount FROM refund_approvals WHERE refund_id = $5 ORDER BY approved_at, actor) AS amounts",
+        payment["id"],
         [s.value for s in HOLDING_STATUSES],
+        payment["merchant_id"],
+        payment["product_id"],
         refund_id,
     )
-    return int(row["held"]), bool(row["disputed"]), dict(zip(row["actors"], row["amounts"], strict=True))
+    return Standing(
+        held=int(row["held"]),
+        disputed=bool(row["disputed"]),
+        policy=policies.policy_from(row["policy_documents"], payment["product_id"]),
+        approvals=dict(zip(row["actors"], row["amounts"], strict=True)),
+    )
