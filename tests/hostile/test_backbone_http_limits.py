@@ -167,6 +167,22 @@ def test_a_head_within_the_limit_is_served_however_it_is_split_and_the_next_one_
     assert status == 400
 
 
+def test_a_control_character_in_a_header_is_refused_by_the_parser(intake_process: ServiceProcess) -> None:
+    # RFC 9110 allows visible characters, spaces, tabs and obs-text in a field value; DEL or NUL make the request
+    # invalid, and it is answered 400 before anything of the app runs (no authentication asked for).
+    port = port_of(intake_process)
+    for junk in (b"\x7f", b"\x00"):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(
+                request_head(port, "Content-Length: 2").replace(
+                    b"Content-Type", b"X-Junk: a" + junk + b"b\r\nContent-Type"
+                )
+                + b"{}"
+            )
+            status, body = read_response(conn)
+        assert (junk, status, body) == (junk, 400, b"Invalid HTTP request received.")
+
+
 def test_a_body_within_the_cap_goes_on_to_authentication(intake_process: ServiceProcess) -> None:
     url = intake_process.health_url.replace("/readyz", "/v1/payments")
     response = httpx.post(url, content=b'{"a": "' + b"x" * (CAP - 100) + b'"}', timeout=30)

@@ -29,9 +29,10 @@ async def product_override(conn: asyncpg.Connection, merchant_id: str, product_i
     return await _document(conn, merchant_id, product_id) if product_id != MERCHANT_WIDE else None
 
 
-# The documents that make a product's policy (the merchant's and the product's override) as one column of a
-# query: the hot paths read them in a round trip they make anyway. ``merchant``, ``product``: its parameters.
 def documents_column(merchant: str, product: str) -> str:
+    """The documents that make a product's policy (the merchant's and the product's override) as one column of a
+    query, ``policy_documents``: the hot paths read them in a round trip they make anyway. ``merchant`` and
+    ``product`` are the query's parameters for them (``$3``)."""
     return (
         f"ARRAY(SELECT (product_id, policy::text) FROM refund_policies WHERE merchant_id = {merchant}"
         f" AND product_id = ANY(ARRAY['{MERCHANT_WIDE}', coalesce({product}::text, '{MERCHANT_WIDE}')]))"
