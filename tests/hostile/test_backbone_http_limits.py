@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -150,7 +151,7 @@ def test_a_head_within_the_limit_is_served_however_it_is_split_and_the_next_one_
         for request in range(2):
             for start in range(0, len(head), 1024):
                 conn.sendall(head[start : start + 1024])
-                select.select([], [], [], 0.01)  # separate reads on the server's side
+                time.sleep(0.01)  # separate reads on the server's side
             status, body = read_response(conn)
             assert (request, status) == (request, 401), body  # through the parser, to authentication
         # A body bigger than the limit, and in the same read the first lines of a head that then goes on and on:
@@ -171,14 +172,9 @@ def test_a_control_character_in_a_header_is_refused_by_the_parser(intake_process
     # RFC 9110 allows visible characters, spaces, tabs and obs-text in a field value; DEL or NUL make the request
     # invalid, and it is answered 400 before anything of the app runs (no authentication asked for).
     port = port_of(intake_process)
-    for junk in (b"\x7f", b"\x00"):
+    for junk in ("\x7f", "\x00"):
         with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-            conn.sendall(
-                request_head(port, "Content-Length: 2").replace(
-                    b"Content-Type", b"X-Junk: a" + junk + b"b\r\nContent-Type"
-                )
-                + b"{}"
-            )
+            conn.sendall(request_head(port, "Content-Length: 2", f"X-Junk: a{junk}b") + b"{}")
             status, body = read_response(conn)
         assert (junk, status, body) == (junk, 400, b"Invalid HTTP request received.")
 
