@@ -9,10 +9,19 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from refundflow_notifier.amount_format import format_amount
-from refundflow_notifier.email_messages import InvalidAddress, build_email, check_address, header_text, render
+from refundflow_notifier.email_messages import (
+    InvalidAddress,
+    build_email,
+    check_address,
+    header_text,
+    message_id,
+    render,
+)
 from refundflow_notifier.notification_rules import (
     ALERT_ONLY_EVENT_TYPES,
     EmailContent,
@@ -152,9 +161,9 @@ def test_merchant_set_header_values_cannot_break_or_spoof_a_header() -> None:
     built = build_email(
         uuid.uuid4(), content, mail_from="Refundflow <refunds@rf.example>", prefs=prefs, recipient="a@example.com"
     )
-    raw = built.as_string()
+    raw = built.data.decode("ascii")
     assert "\nBcc:" not in raw and "X-Injected" not in raw and "\u202e" not in raw
-    message = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)  # as a mail client reads it
+    message = email.message_from_bytes(built.data, policy=email.policy.default)  # as a mail client reads it
     assert isinstance(message, EmailMessage)
     assert message["From"].addresses[0].display_name == "Bank Bcc: victim@example.com Security via Refundflow"
     assert message["From"].addresses[0].addr_spec == "refunds@rf.example", "always our own address"
@@ -170,11 +179,55 @@ def test_an_email_reads_back_as_exactly_its_text_and_its_html() -> None:
     )
     prefs = MerchantPreferences(review_target="soon")
     built = build_email(uuid.uuid4(), content, mail_from="r@rf.example", prefs=prefs, recipient="a@example.com")
-    message = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)
+    message = email.message_from_bytes(built.data, policy=email.policy.default)
     assert isinstance(message, EmailMessage) and message.get_content_type() == "multipart/alternative"
     parts = [(part.get_content_type(), part.get_content()) for part in message.iter_parts()]
     text, html = render(content)
     assert parts == [("text/plain", text), ("text/html", html)]
+
+
+def test_an_email_goes_out_as_ascii_crlf_lines_with_every_header_read_back() -> None:
+    """Written out without the email package: non-ASCII values become RFC 2047 words, a long subject is folded
+    (lines of at most 78 characters), every line ends in CRLF, and a mail client reads back what was meant."""
+    event_id = uuid.uuid4()
+    prefs = MerchantPreferences(review_target="soon", sender_name="Zoë's Café", reply_to="help@zoe.example")
+    subject = "Votre remboursement de 25,00 € est en route, " + "à bientôt " * 30
+    content = EmailContent("team_alert", subject, {"title": "Tëst", "details": {}}, audience="team")
+    built = build_email(
+        event_id, content, mail_from="Refundflow <refunds@rf.example>", prefs=prefs, recipient="a@b.example"
+    )
+    assert built.data.isascii()
+    head, _, _ = built.data.partition(b"\r\n\r\n")
+    assert b"\n" not in built.data.replace(b"\r\n", b"") and b"\r" not in built.data.replace(b"\r\n", b"")
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78
+    message = email.message_from_bytes(built.data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    assert message["Subject"] == header_text(subject, 250)
+    assert message["From"].addresses[0].display_name == "Zoë's Café via Refundflow"
+    assert message["From"].addresses[0].addr_spec == "refunds@rf.example"
+    assert (message["To"], message["Reply-To"]) == ("a@b.example", "help@zoe.example")
+    assert message["Message-ID"] == built.message_id == message_id(event_id, "team_alert", "a@b.example")
+    assert (message["MIME-Version"], message["Auto-Submitted"]) == ("1.0", "auto-generated")
+    assert message["Date"].datetime.tzinfo is not None
+    text, html = render(content)
+    assert [part.get_content() for part in message.iter_parts()] == [text, html]
+
+
+@settings(max_examples=100, deadline=None)
+@given(subject=st.text(min_size=1, max_size=300), sender_name=st.text(max_size=120))
+def test_any_subject_and_sender_name_read_back_as_sent(subject: str, sender_name: str) -> None:
+    """Whatever text a merchant or an event brings, the header lines stay within 78 characters (a sender name is
+    one RFC 2047 word, as before) and a mail client reads back the cleaned-up text."""
+    prefs = MerchantPreferences(review_target="soon", sender_name=sender_name)
+    content = EmailContent("team_alert", subject, {"title": "t", "details": {}}, audience="team")
+    built = build_email(uuid.uuid4(), content, mail_from="r@rf.example", prefs=prefs, recipient="a@b.example")
+    head = built.data.partition(b"\r\n\r\n")[0].split(b"\r\n")
+    assert built.data.isascii()
+    assert all(len(line) <= 78 for line in head if not line.startswith(b"From:"))
+    message = email.message_from_bytes(built.data, policy=email.policy.default)
+    assert message["Subject"] == header_text(subject, 250)
+    merchant = header_text(sender_name, 100)
+    assert message["From"].addresses[0].display_name == (f"{merchant} via Refundflow" if merchant else "Refundflow")
 
 
 def test_credentials_with_tls_off_are_a_configuration_error() -> None:

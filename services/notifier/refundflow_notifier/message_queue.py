@@ -69,9 +69,9 @@ async def queue_email(
         Channel.EMAIL,
         content.kind,
         recipient,
-        message.as_bytes(),
+        message.data,
         refund_id,
-        message_id=message["Message-ID"],
+        message_id=message.message_id,
     )
 
 
