@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import asyncpg
+
+_LOCK_NAME = re.compile(r"[a-z_.]{1,63}")
 
 
 async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
@@ -31,3 +37,19 @@ async def is_reachable(pool: asyncpg.Pool) -> bool:
     except (OSError, asyncpg.PostgresError, TimeoutError):
         return False
     return True
+
+
+@asynccontextmanager
+async def transaction_holding(conn: asyncpg.Connection, lock: str) -> AsyncIterator[None]:
+    """A transaction that begins holding the transaction-level advisory lock named ``lock``, a constant of our code
+    (``notifier.message_claim``): BEGIN and the lock go in one round trip, not two. Committed when the block ends,
+    rolled back when it raises."""
+    if not _LOCK_NAME.fullmatch(lock):  # it is written into the SQL: never anything but a plain name
+        raise ValueError(f"not a lock name: {lock!r}")
+    await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock(hashtext('{lock}'))")
+    try:
+        yield
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")

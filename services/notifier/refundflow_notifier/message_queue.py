@@ -22,6 +22,7 @@ from refundflow_notifier.notification_rules import (
 )
 from refundflow_notifier.records import Channel, ClaimedMessage
 from refundflow_notifier.settings import NotifierSettings
+from refundflow_shared.database import transaction_holding
 from refundflow_shared.tracing import current_traceparent
 
 log = structlog.get_logger(__name__)
@@ -203,8 +204,7 @@ async def claim_due(
     pool: asyncpg.Pool, limit: int, busy: list[int], *, lease_seconds: float, per_merchant: int
 ) -> list[ClaimedMessage]:
     """Lease due messages (none of ``busy``): a crashed sender's lease runs out and the message is sent again."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('notifier.message_claim'))")
+    async with pool.acquire() as conn, transaction_holding(conn, "notifier.message_claim"):
         return [_claimed(r) for r in await conn.fetch(_CLAIM, limit, lease_seconds, busy, per_merchant)]
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from refundflow_notifier.records import ClaimedDelivery, DeliveredAttempt
+from refundflow_shared.database import transaction_holding
 from refundflow_shared.events import Event, WebhookEndpointConfigured
 from refundflow_shared.tracing import current_traceparent
 
@@ -140,8 +141,7 @@ async def claim_due(
     pool: asyncpg.Pool, limit: int, busy: list[int], *, lease_seconds: float, per_endpoint: int, per_merchant: int
 ) -> list[ClaimedDelivery]:
     """Lease due deliveries (none of ``busy``): a crashed worker's lease runs out and the delivery is retried."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('notifier.webhook_claim'))")
+    async with pool.acquire() as conn, transaction_holding(conn, "notifier.webhook_claim"):
         rows = await conn.fetch(_CLAIM, limit, lease_seconds, busy, per_endpoint, per_merchant)
         return [_claimed(r) for r in rows]
 
