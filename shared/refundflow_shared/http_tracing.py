@@ -13,8 +13,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from refundflow_shared import tracing
 
 # FastAPI's own request spans (on once a tracer provider is set) stay off: they record the path and query (a portal
-# link's token) and make four spans a request. Ours is one span, named by the route. Every app passes this.
-FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False}
+# link's token) and make four spans a request. Ours is one span, named by the route. Its metrics and logs too: we
+# export neither, and with all three off it skips looking up three providers for every request. Every app passes
+# this.
+FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 _UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: noise, many times a minute
 
 
