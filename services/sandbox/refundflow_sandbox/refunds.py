@@ -5,8 +5,8 @@ from __future__ import annotations
 import secrets
 import string
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -139,6 +139,10 @@ class RefundLedger:
         self._clock = clock
         self._charges: dict[str, NotionalCharge] = {}
         self._refunds: dict[str, Refund] = {}
+        # Indexes, so that no call scans every refund ever made (a bench makes thousands): each intent's refunds,
+        # in the order made, and the refunds that settle or fail later, until they do.
+        self._by_intent: defaultdict[str, list[Refund]] = defaultdict(list)
+        self._due: dict[str, Refund] = {}
         self._attempts: Counter[str] = Counter()
         self._updates: list[Update] = []
 
@@ -190,10 +194,13 @@ class RefundLedger:
         elif scenario.behaviour is Behaviour.LATE_FAILURE:
             refund.fails_at = now + self._late_failure_seconds
         self._refunds[refund.id] = refund
+        self._by_intent[refund.payment_intent].append(refund)
+        if refund.settles_at is not None or refund.fails_at is not None:
+            self._due[refund.id] = refund
         return refund
 
     def refunded_amount(self, payment_intent: str) -> int:
-        return sum(r.amount for r in self._refunds.values() if r.payment_intent == payment_intent and r.holds_funds)
+        return sum(r.amount for r in self._by_intent.get(payment_intent, ()) if r.holds_funds)
 
     def get(self, refund_id: str) -> Refund:
         self.settle_due_refunds()
@@ -205,11 +212,10 @@ class RefundLedger:
     def list_refunds(self, *, payment_intent: str | None = None, charge: str | None = None) -> list[Refund]:
         """Matching refunds, newest first (as Stripe lists them)."""
         self.settle_due_refunds()
-        found = [
-            r
-            for r in self._refunds.values()
-            if (payment_intent is None or r.payment_intent == payment_intent) and (charge is None or r.charge == charge)
-        ]
+        made: Iterable[Refund] = (
+            self._refunds.values() if payment_intent is None else self._by_intent.get(payment_intent, [])
+        )
+        found = [r for r in made if charge is None or r.charge == charge]
         found.reverse()
         return found
 
@@ -218,7 +224,7 @@ class RefundLedger:
         returns those changed. Reads call this so a GET shows the transition."""
         now = self._clock()
         changed: list[Refund] = []
-        for refund in self._refunds.values():
+        for refund in list(self._due.values()):
             if refund.settles_at is not None and refund.settles_at <= now:
                 changed.append(self.settle(refund.id))
             elif refund.fails_at is not None and refund.fails_at <= now:
@@ -231,6 +237,7 @@ class RefundLedger:
         if refund is None or refund.status is not RefundStatus.PENDING:
             raise RefundNotChangeable(f"Refund {refund_id} is not pending.")
         refund.status, refund.settles_at = RefundStatus.SUCCEEDED, None
+        self._due.pop(refund_id, None)
         self._updates.append(Update(refund, ("refund.updated",)))
         return refund
 
@@ -242,6 +249,7 @@ class RefundLedger:
             raise RefundNotChangeable(f"Refund {refund_id} cannot fail: it is not pending or succeeded.")
         refund.status, refund.failure_reason = RefundStatus.FAILED, failure_reason
         refund.settles_at = refund.fails_at = None
+        self._due.pop(refund_id, None)
         self._updates.append(Update(refund, ("refund.failed", "charge.refund.updated")))
         return refund
 
