@@ -82,8 +82,11 @@ async def test_a_slow_handler_shows_as_consumer_lag_per_partition_that_drains_on
             await stage_events(runtime.pool, [refund_requested("pay_slow", n) for n in range(1, 6)])
             await asyncio.wait_for(held.wait(), timeout=60)
 
+            # The gauge reads the end offset of the consumer's last fetch (no broker round trip on a scrape). If
+            # that fetch brought only some of the five, the rest stay unfetched while the handler holds: so it
+            # shows at least one behind, not always three or more (CI on a slow machine waited 60 s for three).
             async def lagging() -> bool:
-                return (await _scrape(client)).value("refundflow_consumer_lag", service="probe", topic=topic) >= 3
+                return (await _scrape(client)).value("refundflow_consumer_lag", service="probe", topic=topic) >= 1
 
             await eventually(lagging)
             during = await _scrape(client)
