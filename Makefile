@@ -13,8 +13,12 @@ install: $(if $(shell command -v uv 2>/dev/null),,$(CURDIR)/.venv-bootstrap/bin/
 dev: install
 	$(UV) run --frozen refundflow-dev
 
+# Tests run in parallel workers (pytest-xdist), a test module's whole on one worker so that its shared stack starts
+# once. Most of a test's time is waiting on real processes, so workers pay even past the number of cores.
+TEST_WORKERS ?= 3
+
 test: install browser
-	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The browser tests drive Debian's Chromium (never a downloaded browser build): installed when missing.
 browser:

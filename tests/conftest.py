@@ -1,4 +1,5 @@
-"""Shared fixtures: one broker and one PostgreSQL server per test run, a fresh database per test."""
+"""Shared fixtures: one broker and one PostgreSQL server per test process (each xdist worker), a fresh database
+per test."""
 
 from __future__ import annotations
 

@@ -71,6 +71,7 @@ def test_a_ciphertext_is_bound_to_its_context() -> None:
         "k1:not base64!",
         "",
     ],
+    ids=["kid-twice", "not-a-kid", "short-key", "not-base64", "empty"],  # the keys are random: ids stay the same
 )
 def test_a_malformed_key_ring_is_refused(ring: str) -> None:
     with pytest.raises(SecretBoxError):
