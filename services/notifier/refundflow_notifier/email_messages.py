@@ -72,13 +72,13 @@ def header_text(value: str, limit: int = 200) -> str:
     return " ".join(kept.split())[:limit]
 
 
-def sender(mail_from: str, prefs: MerchantPreferences) -> str:
-    """Our address (it passes SPF/DKIM), under the merchant's name "via Refundflow" when it has one: the
-    merchant chooses how it is called, never that the mail seems to come from someone else."""
+def sender(mail_from: str, prefs: MerchantPreferences) -> tuple[str, str]:
+    """The display name and address the email comes from: our address (it passes SPF/DKIM), under the merchant's
+    name "via Refundflow" when it has one. The merchant chooses how it is called, never that the mail seems to
+    come from someone else."""
     platform, address = _platform_sender(mail_from)
     merchant = header_text(prefs.sender_name or "", _MAX_DISPLAY_NAME)
-    name = f"{merchant} via {platform}" if merchant else platform
-    return formataddr((name, address), charset="utf-8")  # a non-ASCII name as RFC 2047 words
+    return (f"{merchant} via {platform}" if merchant else platform), address
 
 
 @functools.lru_cache(maxsize=4)
@@ -121,7 +121,6 @@ def build_email(
     boundary = f"=_{uuid.uuid4().hex}"
     mid = message_id(event_id, content.kind, recipient)
     headers = [
-        ("From", sender(mail_from, prefs)),
         ("To", recipient),
         ("Reply-To", reply_to(prefs)),
         ("Subject", header_text(content.subject, 250)),
@@ -133,6 +132,7 @@ def build_email(
     lines = [
         b"MIME-Version: 1.0\r\n",
         f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'.encode(),
+        _mailbox_line("From", *sender(mail_from, prefs)),
         *(_header_line(name, value) for name, value in headers if value is not None),
         b"\r\n",
         _part("text/plain", text, boundary),
@@ -147,13 +147,28 @@ _CRLF = "\r\n"
 
 
 def _header_line(name: str, value: str) -> bytes:
-    if "\r" in value or "\n" in value:  # the values are sanitised above; never let one start another header
-        raise ValueError(f"the {name} header must be one line")
+    _one_line(name, value)
     if not value.isascii():
         return f"{name}: {_encoded_words(value, _LINE - len(name) - 2)}{_CRLF}".encode()
     if len(name) + 2 + len(value) <= _LINE:
         return f"{name}: {value}{_CRLF}".encode()
     return f"{name}: {Header(value, maxlinelen=_LINE, header_name=name).encode(linesep=_CRLF)}{_CRLF}".encode()
+
+
+def _mailbox_line(name: str, display: str, address: str) -> bytes:
+    """A display name and an address. An ASCII name that folds into lines goes as it is; any other goes as RFC 2047
+    words, one per line, the address after (a word is at most 75 characters, or not every client decodes it)."""
+    _one_line(name, display, address)
+    mailbox = formataddr((display, address))
+    if display.isascii() and max(map(len, mailbox.split())) <= _LINE - len(name) - 2:
+        return _header_line(name, mailbox)
+    return f"{name}: {_encoded_words(display, _LINE - len(name) - 2)}{_CRLF} <{address}>{_CRLF}".encode()
+
+
+def _one_line(name: str, *values: str) -> None:
+    """The values are sanitised before; this is the last guard: none may start another header."""
+    if any("\r" in value or "\n" in value for value in values):
+        raise ValueError(f"the {name} header must be one line")
 
 
 def _encoded_words(text: str, room: int) -> str:
