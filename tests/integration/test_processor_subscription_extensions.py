@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import stripe
 
+from refundflow_processor import subscription_extension_repository as extensions
+from refundflow_processor.records import SubscriptionExtension
 from refundflow_shared.events import PortalLink, SubscriptionCancelRequested, SubscriptionExtensionGranted
 from tests.conftest import create_database
 from tests.support.probe_service import eventually
@@ -85,6 +87,37 @@ async def test_two_extensions_of_one_subscription_add_up(processor: ProcessorUnd
     start = datetime.fromtimestamp(period_end, UTC)
     assert [e - start for e in ends] in ([timedelta(days=3), timedelta(days=7)], [timedelta(days=4), timedelta(days=7)])
     assert (await provider_subscription(processor, subscription_id))["trial_end"] == int(ends[-1].timestamp())
+
+
+async def test_an_extension_seen_late_waits_for_the_one_already_under_way(processor: ProcessorUnderTest) -> None:
+    """Two consumers record two grants of one subscription; the one whose transaction began first may commit last.
+    It then looks older than an extension already halfway (its new period end fixed, the change still failing),
+    and must still wait for it: else it reads the old period end and one grant's days are lost."""
+    subscription_id = f"sub_flaky_{uuid.uuid4().hex[:12]}"  # each change fails a few times first: a long halfway
+    period_end = datetime.fromtimestamp(
+        (await provider_subscription(processor, subscription_id))["current_period_end"], UTC
+    )
+    await processor.publish(grant(subscription_id, 4))
+
+    async def halfway() -> bool:
+        until = await processor.db.fetchval(
+            "SELECT until FROM subscription_extensions WHERE subscription_id = $1 AND state = 'scheduled'",
+            subscription_id,
+        )
+        return until is not None
+
+    await eventually(halfway, timeout=30, interval=0.02)
+    late = SubscriptionExtension(f"ext_{uuid.uuid4().hex}", "pay_late", "mer_extend", subscription_id, 3, None)
+    async with processor.db.acquire() as conn, conn.transaction():
+        await extensions.request_extension(conn, late)
+        await conn.execute(  # as if its transaction had begun before the first grant's
+            "UPDATE subscription_extensions SET created_at = created_at - interval '1 minute' WHERE extension_id = $1",
+            late.extension_id,
+        )
+
+    announced = await extended(processor, subscription_id, 2)
+    ends = sorted(datetime.fromisoformat(a["current_period_end"]) - period_end for a in announced)
+    assert ends == [timedelta(days=4), timedelta(days=7)], "the late one starts from the end the first one left"
 
 
 async def test_an_extension_the_provider_keeps_failing_is_retried_until_it_is_done(

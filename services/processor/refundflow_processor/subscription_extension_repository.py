@@ -44,16 +44,19 @@ async def request_extension(conn: asyncpg.Connection, extension: SubscriptionExt
 async def claim_due_extensions(
     conn: asyncpg.Connection, limit: int, lease_seconds: float, busy: list[str]
 ) -> list[SubscriptionExtension]:
-    """Due extensions, one subscription's oldest at a time: each starts from the period end the one before left.
-    None of ``busy`` (still worked on here, even if their lease ran out)."""
+    """Due extensions, one per subscription at a time: each starts from the period end the one before left.
+    One under way (its new end fixed, or leased) goes on; else the oldest starts. Not the oldest by commit: a grant
+    recorded in a transaction that began earlier can appear after a younger one has started, and must wait for it.
+    None of ``busy`` (still worked on here, even if their lease ran out). The caller serialises claims."""
     rows = await conn.fetch(
         "UPDATE subscription_extensions e SET locked_until = now() + make_interval(secs => $2),"
         " lease_id = gen_random_uuid()"
         " FROM (SELECT d.extension_id FROM subscription_extensions d"
         "       WHERE d.state = 'scheduled' AND d.next_try_at <= now() AND d.locked_until < now()"
-        "         AND NOT EXISTS (SELECT 1 FROM subscription_extensions o WHERE o.state = 'scheduled'"
-        "             AND o.subscription_id = d.subscription_id"
-        "             AND (o.created_at, o.extension_id) < (d.created_at, d.extension_id))"
+        "         AND (d.until IS NOT NULL OR NOT EXISTS (SELECT 1 FROM subscription_extensions o"
+        "             WHERE o.state = 'scheduled' AND o.subscription_id = d.subscription_id"
+        "               AND o.extension_id <> d.extension_id AND (o.until IS NOT NULL OR o.locked_until >= now()"
+        "                 OR (o.created_at, o.extension_id) < (d.created_at, d.extension_id))))"
         "         AND d.extension_id <> ALL($3::text[])"
         "       ORDER BY d.next_try_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
         f" WHERE e.extension_id = due.extension_id RETURNING {', '.join('e.' + c for c in _COLUMNS)}, e.lease_id",

@@ -25,6 +25,7 @@ from refundflow_processor.records import SubscriptionExtension
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.team_alerts import end_auth_episode, raise_alert, raise_auth_alert_once
 from refundflow_shared.backoff import jittered
+from refundflow_shared.database import transaction_holding
 from refundflow_shared.event_contract import PROCESSOR
 from refundflow_shared.events import SubscriptionExtended, carry
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
@@ -58,7 +59,9 @@ class SubscriptionExtensionExecutor:
         await self.dispatcher.run()
 
     async def _claim(self, limit: int, busy: list[str]) -> list[SubscriptionExtension]:
-        async with self._pool.acquire() as conn:
+        # One claim at a time over every instance: each sees the leases the one before took, so two instances never
+        # start two extensions of one subscription together.
+        async with self._pool.acquire() as conn, transaction_holding(conn, "processor.extension_claim"):
             return await extensions.claim_due_extensions(conn, limit, self._settings.executor_lease_seconds, busy)
 
     async def execute(self, extension: SubscriptionExtension) -> None:
