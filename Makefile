@@ -13,7 +13,7 @@ install: $(if $(shell command -v uv 2>/dev/null),,$(CURDIR)/.venv-bootstrap/bin/
 dev: install
 	$(UV) run --frozen refundflow-dev
 
-# Tests run in parallel workers (pytest-xdist), a test module's whole on one worker so that its shared stack starts
+# Tests run in parallel workers (pytest-xdist), each test module whole on one worker, so that its shared stack starts
 # once. Most of a test's time is waiting on real processes, so workers pay even past the number of cores.
 TEST_WORKERS ?= 3
 
