@@ -158,11 +158,13 @@ def _header_line(name: str, value: str) -> bytes:
 def _mailbox_line(name: str, display: str, address: str) -> bytes:
     """A display name and an address. An ASCII name that folds into lines goes as it is; any other goes as RFC 2047
     words, one per line, the address after (a word is at most 75 characters, or not every client decodes it)."""
-    mailbox = formataddr((display, address))
-    if display.isascii() and max(map(len, mailbox.split())) <= _LINE - len(name) - 2:
-        return _header_line(name, mailbox)
+    room = _LINE - len(name) - 2
+    if display.isascii():
+        mailbox = formataddr((display, address))
+        if max(map(len, mailbox.split())) <= room:
+            return _header_line(name, mailbox)
     _one_line(name, display, address)
-    return f"{name}: {_encoded_words(display, _LINE - len(name) - 2)}{_CRLF} <{address}>{_CRLF}".encode()
+    return f"{name}: {_encoded_words(display, room)}{_CRLF} <{address}>{_CRLF}".encode()
 
 
 def _one_line(name: str, *values: str) -> None:
