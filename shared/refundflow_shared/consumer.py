@@ -3,8 +3,9 @@
 The consumer reads batches (all the service's topics, one FastStream batch subscriber). Per batch: decode each
 CloudEvent (never handleable -> ``<topic>.dlq``); then per partition number, side by side, in ONE PostgreSQL
 transaction claim the events in the inbox (one insert) and run each handler, in the order read, so each key's
-events keep their order. The Kafka offsets are committed once, after those transactions committed (FastStream's
-NACK_ON_ERROR policy, auto-commit off). A redelivered event finds its inbox row and is skipped.
+events keep their order (a handler may leave its writes to a ``finish``, run once per transaction, set-based). The
+Kafka offsets are committed once, after those transactions committed (FastStream's NACK_ON_ERROR policy,
+auto-commit off). A redelivered event finds its inbox row and is skipped.
 
 An event whose handler fails does not take the batch with it: the transaction is rolled back, the events before it
 are handled again together and committed, the failing one is retried on its own (in place, with backoff, then
@@ -50,7 +51,8 @@ from refundflow_shared.transient_faults import DatabaseUnavailable, database_is_
 log = structlog.get_logger(__name__)
 
 D = TypeVar("D", bound=EventData)
-Handler = Callable[[asyncpg.Connection, Event, Any], Awaitable[None]]
+Handler = Callable[[asyncpg.Connection, Event, Any], Awaitable[Any]]
+Finish = Callable[[asyncpg.Connection, list[Any]], Awaitable[None]]
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
@@ -86,6 +88,12 @@ async def _parse_any_headers(
     return message
 
 
+async def _finish(conn: asyncpg.Connection, unfinished: dict[Finish, list[Any]]) -> None:
+    """What the handlers left to write, written: each ``finish`` once, with its handlers' results in order."""
+    for finish, results in unfinished.items():
+        await finish(conn, results)
+
+
 def _handling(record: Record, event: Event) -> AbstractContextManager[Any]:
     """The span of handling one event: it continues the trace its ``ce_traceparent`` names (a malformed one starts a
     new trace), so the events the handler stages continue it too."""
@@ -115,20 +123,24 @@ class EventConsumer:
         self._broker = broker
         self._pool = pool
         self._settings = settings
-        self._handlers: dict[str, tuple[EventType, Handler]] = {}
+        self._handlers: dict[str, tuple[EventType, Handler, Finish | None]] = {}
         self._subscriber: Any = None
         self._dead_letters = DeadLetterOffice(name, broker, pool, retry_max_seconds=settings.consumer_retry_max_seconds)
 
     def handles(
-        self, data_type: type[D]
-    ) -> Callable[[Callable[[asyncpg.Connection, Event, D], Awaitable[None]]], Callable[..., Awaitable[None]]]:
-        """Register ``handler(conn, event, data)``; it runs inside the inbox transaction."""
+        self, data_type: type[D], *, finish: Finish | None = None
+    ) -> Callable[[Callable[[asyncpg.Connection, Event, D], Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+        """Register ``handler(conn, event, data)``; it runs inside the inbox transaction.
+
+        With ``finish``, the handler returns what is left to write, and ``finish(conn, results)`` writes it once per
+        transaction, after every handler ran, with the results in the order of the events (a write set-based for a
+        whole batch, not one round trip per event). Should ``finish`` fail, each event is handled again alone."""
 
         def register(
-            handler: Callable[[asyncpg.Connection, Event, D], Awaitable[None]],
-        ) -> Callable[..., Awaitable[None]]:
+            handler: Callable[[asyncpg.Connection, Event, D], Awaitable[Any]],
+        ) -> Callable[..., Awaitable[Any]]:
             topic = topic_for(data_type.event_type, self._settings.topic_prefix)
-            self._handlers[topic] = (data_type.event_type, handler)
+            self._handlers[topic] = (data_type.event_type, handler, finish)
             return handler
 
         return register
@@ -150,7 +162,7 @@ class EventConsumer:
 
     def subscribe(self) -> None:
         """Attach to the broker; call before the broker starts."""
-        self.contract.check_consumes({event_type for event_type, _ in self._handlers.values()})
+        self.contract.check_consumes({event_type for event_type, _, _ in self._handlers.values()})
         if not self._handlers:
             return
         self._subscriber = self._broker.subscriber(
@@ -231,6 +243,7 @@ class EventConsumer:
         try:
             async with counts_on_commit(), conn.transaction():
                 fresh = await inbox.claim_many(conn, self.name, [event for _, event in events])
+                unfinished: dict[Finish, list[Any]] = {}
                 for index, (record, event) in enumerate(events):
                     if event.id not in fresh:  # handled before (or earlier in this batch): skip it
                         duplicates.add(event.id)
@@ -238,10 +251,11 @@ class EventConsumer:
                     fresh.discard(event.id)
                     try:
                         with bound(event), _handling(record, event):
-                            await self._run_handler(record.topic, conn, event)
+                            await self._run_handler(record.topic, conn, event, unfinished)
                     except Exception as exc:
                         failed = (index, exc)
                         raise _RollBack from exc
+                await _finish(conn, unfinished)  # a failure here is no one event's: all are handled again alone
                 crash_point(f"{self.name}.before_commit")
         except _RollBack:
             pass  # rolled back: the caller retries what came before the failure, then the failing one alone
@@ -263,11 +277,17 @@ class EventConsumer:
                 EVENTS_HANDLED.labels(self.name, event_type, outcome).inc(count)
         return failed
 
-    async def _run_handler(self, topic: str, conn: asyncpg.Connection, event: Event) -> None:
-        """The handler, timed; a try that raised is counted as failed."""
+    async def _run_handler(
+        self, topic: str, conn: asyncpg.Connection, event: Event, unfinished: dict[Finish, list[Any]]
+    ) -> None:
+        """The handler, timed; a try that raised is counted as failed. What is left for its ``finish`` to write
+        goes to ``unfinished``."""
+        _, handler, finish = self._handlers[topic]
         started = time.perf_counter()
         try:
-            await self._handlers[topic][1](conn, event, event.data)
+            result = await handler(conn, event, event.data)
+            if finish is not None:
+                unfinished.setdefault(finish, []).append(result)
         except Exception:
             EVENTS_HANDLED.labels(self.name, event.type.value, "failed").inc()
             raise
@@ -313,8 +333,10 @@ class EventConsumer:
                     log.info("event_duplicate_skipped")
                     EVENTS_HANDLED.labels(self.name, event.type.value, "duplicate").inc()
                     return
+                unfinished: dict[Finish, list[Any]] = {}
                 with _handling(record, event):
-                    await self._run_handler(record.topic, conn, event)
+                    await self._run_handler(record.topic, conn, event, unfinished)
+                    await _finish(conn, unfinished)
                 crash_point(f"{self.name}.before_commit")
         except Exception as exc:
             if conn.is_closed() or database_is_unavailable(exc):

@@ -330,3 +330,47 @@ async def test_one_payments_events_are_handled_in_order_across_partitions_and_tw
         assert handled == list(range(1, 9)), f"{payment} handled out of order: {handled}"
         assert len({r["instance"] for r in rows if r["payment_id"] == payment}) >= 1
     assert {r["instance"] for r in rows} == {"a", "b"}, "both instances took a share of the partitions"
+
+
+async def _published(settings: ServiceSettings, pool: asyncpg.Pool, payment_id: str, count: int) -> list[Event]:
+    """``count`` events of one payment on the topic (one partition) before any consumer runs: one poll reads them."""
+    staged = await stage_events(pool, [refund_requested(payment_id, n) for n in range(1, count + 1)])
+    broker = await _connected_broker(settings)
+    try:
+        await OutboxRelay(pool, broker, schema=PROBE, topic_prefix=settings.topic_prefix).relay_batch()
+    finally:
+        await broker.stop()
+    return staged
+
+
+async def test_a_finish_writes_what_a_batchs_handlers_left_once_in_order(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    staged = await _published(settings, pool, "pay_finish", 6)
+    finished: list[list[Event]] = []
+    running.append(await start_probe(settings, finished=finished))
+
+    await eventually(lambda: _count(pool, "SELECT count(*) FROM effects", 6))
+    assert [r["event_id"] for r in await effects(pool)] == [event.id for event in staged]
+    assert [event.id for events in finished for event in events] == [event.id for event in staged]
+    assert len(finished) < len(staged), "each event finished on its own: nothing was written together"
+
+
+async def test_a_finish_that_fails_hands_each_event_alone_and_only_the_bad_one_is_dead_lettered(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    staged = await _published(settings, pool, "pay_bad_finish", 3)
+
+    async def refuse_the_second(events: list[Event]) -> None:
+        if any(event.sequence == 2 for event in events):
+            raise ValueError("the second event's effect cannot be written")
+
+    finished: list[list[Event]] = []
+    running.append(await start_probe(settings, finished=finished, before_finish=refuse_the_second))
+
+    [dead] = await read_topic(settings.kafka_bootstrap_servers, dlq_topic(requested_topic(settings)), expected=1)
+    assert headers_of(dead)["ce_id"] == str(staged[1].id)
+    assert headers_of(dead)["dlq_reason"] == "handler_error"
+    await eventually(lambda: _count(pool, "SELECT count(*) FROM effects", 2))
+    assert [r["event_id"] for r in await effects(pool)] == [staged[0].id, staged[2].id]
+    assert await pool.fetchval("SELECT count(*) FROM inbox") == 2, "the failed event's inbox row rolled back"

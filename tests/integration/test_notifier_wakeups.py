@@ -55,7 +55,7 @@ async def listening(pool: asyncpg.Pool, channel: str) -> AsyncIterator[Wakeups]:
 
 async def queue(pool: asyncpg.Pool, event: Event) -> int:
     async with pool.acquire() as conn, conn.transaction():
-        queued, _ = await webhook_store.queue_event(conn, event, max_endpoints=10)
+        queued, _ = await webhook_store.queue_events(conn, [(event, None)], max_endpoints=10)
     return queued
 
 

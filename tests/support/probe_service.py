@@ -62,6 +62,8 @@ async def stage_events(pool: asyncpg.Pool, events: list[RefundRequested]) -> lis
 
 
 FailHook = Callable[[Event], Awaitable[None]]
+FinishHook = Callable[[list[Event]], Awaitable[None]]
+_EFFECT = "INSERT INTO effects (event_id, payment_id, sequence, instance) VALUES ($1, $2, $3, $4)"
 
 
 async def start_probe(
@@ -71,12 +73,17 @@ async def start_probe(
     before_effect: FailHook | None = None,
     consume: bool = True,
     effect_seconds: float = 0.0,
+    finished: list[list[Event]] | None = None,
+    before_finish: FinishHook | None = None,
 ) -> ServiceRuntime:
     """A running probe service: consumes refund.requested and records an effect per event (the effect takes
-    ``effect_seconds`` of database time, for tests that need the transaction open for a while)."""
+    ``effect_seconds`` of database time, for tests that need the transaction open for a while).
+
+    Given ``finished``, the handler leaves its effect to the consumer's ``finish``, which records the effects of
+    each transaction in one statement, and appends the events it was given to ``finished``."""
     runtime = ServiceRuntime(PROBE, settings, PROBE_MIGRATIONS, PROBE_CONTRACT if consume else RELAY_ONLY)
     await runtime.open()
-    if consume:
+    if consume and finished is None:
 
         @runtime.consumer.handles(RefundRequested)
         async def record_effect(conn: asyncpg.Connection, event: Event, data: RefundRequested) -> None:
@@ -84,13 +91,26 @@ async def start_probe(
                 await before_effect(event)
             if effect_seconds:
                 await conn.execute("SELECT pg_sleep($1)", effect_seconds)
-            await conn.execute(
-                "INSERT INTO effects (event_id, payment_id, sequence, instance) VALUES ($1, $2, $3, $4)",
-                event.id,
-                data.payment_id,
-                event.sequence,
-                instance,
+            await conn.execute(_EFFECT, event.id, data.payment_id, event.sequence, instance)
+
+    elif consume and finished is not None:
+
+        async def record_effects(conn: asyncpg.Connection, events: list[Event]) -> None:
+            if before_finish is not None:
+                await before_finish(events)
+            payments = [event.data.payment_id for event in events if isinstance(event.data, RefundRequested)]
+            await conn.executemany(
+                _EFFECT,
+                [
+                    (event.id, payment, event.sequence, instance)
+                    for event, payment in zip(events, payments, strict=True)
+                ],
             )
+            finished.append(events)
+
+        @runtime.consumer.handles(RefundRequested, finish=record_effects)
+        async def leave_effect(conn: asyncpg.Connection, event: Event, data: RefundRequested) -> Event:
+            return event
 
     await runtime.start()
     return runtime

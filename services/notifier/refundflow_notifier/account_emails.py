@@ -59,8 +59,7 @@ async def queue_account_email(
         raise LinkCannotBeOpened(f"the link of user {data.user_id} does not open: {exc}") from None
     # From Refundflow itself, not under the merchant's name: it is about the person's own account.
     platform = MerchantPreferences(review_target=settings.review_target)
-    await message_queue.queue_email(
-        conn,
+    email = message_queue.email(
         settings,
         platform,
         event_id=event.id,
@@ -68,4 +67,5 @@ async def queue_account_email(
         recipient=data.email,
         content=account_email(data, url),
     )
+    await message_queue.queue(conn, email)
     log.info("account_email_queued", kind=event.type.value, user_id=data.user_id)

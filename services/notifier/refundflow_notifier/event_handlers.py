@@ -2,13 +2,14 @@
 (and remember what intake says of each payment's customer, for the emails of later events).
 
 Every handler only writes rows, in the inbox transaction: a redelivered event queues nothing twice, and a
-slow mail server or webhook endpoint never holds up consumption. The workers send.
+slow mail server or webhook endpoint never holds up consumption. The workers send. A batch's webhooks and messages
+are queued together once its events are handled (``queue_notifications``, the consumer's ``finish``).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ from refundflow_shared.events import (
     WebhookEndpointConfigured,
 )
 from refundflow_shared.secret_box import SecretBox
+from refundflow_shared.tracing import current_traceparent
 
 log = structlog.get_logger(__name__)
 
@@ -43,40 +45,62 @@ log = structlog.get_logger(__name__)
 CONTACT_ONLY_EVENT_TYPES = ("subscription.cancel_requested", "subscription.extension_granted")
 
 
+@dataclass(frozen=True)
+class Notifications:
+    """What one event leaves to queue: its webhook (with the trace it continues) and its messages."""
+
+    webhook: tuple[Event, str | None] | None
+    messages: list[message_queue.QueuedMessage]
+
+
 async def notify(
     conn: asyncpg.Connection, settings: NotifierSettings, box: SecretBox | None, event: Event, data: EventData
-) -> None:
+) -> Notifications:
+    """Remember what the event says of the customer, and say what it leaves to queue (``queue_notifications``)."""
+    webhook = (event, current_traceparent()) if event.type.value in WEBHOOK_EVENT_TYPES else None
     alerts = team_alerts(data)
-    if event.type.value in WEBHOOK_EVENT_TYPES:
-        cap = settings.webhook_max_endpoints_per_event
-        _, subscribed = await webhook_store.queue_event(conn, event, cap)
-        if subscribed > cap:  # intake allows no more: a bug, or an event that did not come from intake
-            log.error("webhook_fanout_capped", merchant_id=data.merchant_id, cap=cap)
-            alerts.append(too_many_endpoints_alert(cap))
     payment_id: str | None = getattr(data, "payment_id", None)
     remembered = await customer_contacts.remember(conn, data) if payment_id else None
     emailed_payment = payment_id if isinstance(data, EMAILED) else None  # whose customer may get an email
     if not alerts and emailed_payment is None:
-        return  # nothing to send (payment.refunded, say): the merchant's settings need not be read
+        return Notifications(webhook, [])  # nothing to send (payment.refunded, say): no settings to read
     contact: customer_contacts.Contact | None = None
     if remembered is None:
         prefs = await merchant_settings.preferences(conn, settings, data.merchant_id)
     else:  # the upsert read the merchant's settings too
         contact, prefs = remembered[0], merchant_settings.preferences_from(settings, remembered[1])
+    messages = []
     if emailed_payment is not None:
-        await _email_the_customer(conn, settings, box, prefs, event, data, emailed_payment, contact)
+        messages += await _email_to_the_customer(conn, settings, box, prefs, event, data, emailed_payment, contact)
     for alert in alerts:
-        await message_queue.queue_team_alert(
-            conn,
-            settings,
-            prefs,
-            event_id=_alert_event_id(event, alert.kind),
-            merchant_id=data.merchant_id,
-            alert=alert,
+        messages += message_queue.team_alert(
+            settings, prefs, event_id=event.id, merchant_id=data.merchant_id, alert=alert
         )
+    return Notifications(webhook, messages)
 
 
-async def _email_the_customer(
+async def queue_notifications(
+    conn: asyncpg.Connection, settings: NotifierSettings, notifications: list[Notifications]
+) -> None:
+    """Queue what a batch of events left to queue: their webhooks in one round trip, their messages in another."""
+    webhooks = {n.webhook[0].id: n.webhook for n in notifications if n.webhook is not None}
+    cap = settings.webhook_max_endpoints_per_event
+    _, over_cap = await webhook_store.queue_events(conn, list(webhooks.values()), cap)
+    messages = [message for n in notifications for message in n.messages]
+    for event_id in over_cap:  # intake allows no more: a bug, or an event that did not come from intake
+        event, traceparent = webhooks[event_id]
+        merchant_id = event.data.merchant_id
+        log.error("webhook_fanout_capped", event_id=str(event_id), merchant_id=merchant_id, cap=cap)
+        prefs = await merchant_settings.preferences(conn, settings, merchant_id)
+        alert = too_many_endpoints_alert(cap)
+        alerts = message_queue.team_alert(
+            settings, prefs, event_id=_alert_event_id(event, alert.kind), merchant_id=merchant_id, alert=alert
+        )
+        messages += [replace(message, traceparent=traceparent) for message in alerts]
+    await message_queue.queue(conn, messages)
+
+
+async def _email_to_the_customer(
     conn: asyncpg.Connection,
     settings: NotifierSettings,
     box: SecretBox | None,
@@ -85,16 +109,15 @@ async def _email_the_customer(
     data: EventData,
     payment_id: str,
     contact: customer_contacts.Contact | None,
-) -> None:
-    """Write the payment's customer the event's email, if it has one."""
+) -> list[message_queue.QueuedMessage]:
+    """The event's email to the payment's customer, if it has one."""
     if contact is None:  # the event says nothing of the customer: what earlier ones said
         contact = await customer_contacts.recall(conn, data.merchant_id, payment_id)
     link = customer_contacts.link_for(contact, box, payment_id, datetime.now(UTC))
     email = customer_email(data, prefs, contact, link)
     if email is None:
-        return
-    await message_queue.queue_email(
-        conn,
+        return []
+    return message_queue.email(
         settings,
         replace(prefs, sender_name=prefs.sender_name or email.content.context["merchant"]),
         event_id=event.id,
@@ -116,8 +139,9 @@ def _alert_event_id(event: Event, kind: str) -> uuid.UUID:
 def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
     key = settings.webhook_secret_key
     box = SecretBox(key.get_secret_value()) if key else None
+    handle, finish = _notifier_for(settings, box)
     for event_type in (*WEBHOOK_EVENT_TYPES, *ALERT_ONLY_EVENT_TYPES, *CONTACT_ONLY_EVENT_TYPES):
-        consumer.handles(EVENT_DATA_TYPES[event_type])(_notifier_for(settings, box))
+        consumer.handles(EVENT_DATA_TYPES[event_type], finish=finish)(handle)
 
     @consumer.handles(WebhookEndpointConfigured)
     async def endpoint_configured(conn: asyncpg.Connection, event: Event, data: WebhookEndpointConfigured) -> None:
@@ -136,8 +160,11 @@ def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
         await account_emails.queue_account_email(conn, settings, box, event, data)
 
 
-def _notifier_for(settings: NotifierSettings, box: SecretBox | None) -> Any:
-    async def handle(conn: asyncpg.Connection, event: Event, data: EventData) -> None:
-        await notify(conn, settings, box, event, data)
+def _notifier_for(settings: NotifierSettings, box: SecretBox | None) -> tuple[Any, Any]:
+    async def handle(conn: asyncpg.Connection, event: Event, data: EventData) -> Notifications:
+        return await notify(conn, settings, box, event, data)
 
-    return handle
+    async def finish(conn: asyncpg.Connection, notifications: list[Notifications]) -> None:
+        await queue_notifications(conn, settings, notifications)
+
+    return handle, finish

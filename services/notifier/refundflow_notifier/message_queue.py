@@ -1,7 +1,8 @@
 """The outgoing-message queue (customer emails, team emails, Slack alerts) in PostgreSQL.
 
-Rows are written in the caller's transaction (the consumer's inbox transaction, or a worker's), so a message
-is queued exactly once with the fact it announces; the message worker sends it afterwards. A Slack message
+Messages are built without I/O (``email``, ``team_alert``) and written by ``queue``, many in one round trip, in the
+caller's transaction (the consumer's inbox transaction, or a worker's), so a message is queued exactly once with
+the fact it announces; the message worker sends it afterwards. A Slack message
 names no URL: the merchant's sealed Slack URL is opened when it is sent.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 import structlog
@@ -30,8 +33,28 @@ log = structlog.get_logger(__name__)
 SLACK_RECIPIENT = "slack"  # the merchant's Slack channel, wherever its (sealed) URL points
 
 
-async def queue_email(
-    conn: asyncpg.Connection,
+@dataclass(frozen=True)
+class QueuedMessage:
+    """One message to queue, as ``queue`` writes it; it continues the trace it was built in."""
+
+    event_id: uuid.UUID
+    merchant_id: str
+    channel: Channel
+    kind: str
+    recipient: str
+    body: bytes | None
+    refund_id: str | None = None
+    message_id: str | None = None
+    status: str = "pending"
+    error: str | None = None
+    traceparent: str | None = field(default_factory=current_traceparent)
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"{self.event_id}/{self.kind}/{self.recipient}"
+
+
+def email(
     settings: NotifierSettings,
     prefs: MerchantPreferences,
     *,
@@ -40,13 +63,13 @@ async def queue_email(
     recipient: str,
     content: EmailContent,
     refund_id: str | None = None,
-) -> None:
-    """Queue one email; an address no server would take is recorded as rejected and alerted instead."""
+) -> list[QueuedMessage]:
+    """One email to queue; for an address no server would take, the email kept as rejected and the team's alert."""
     try:
         check_address(recipient)
     except InvalidAddress as exc:
-        await _insert(
-            conn,
+        log.error("email_rejected", kind=content.kind, recipient=recipient_hash(recipient), error=str(exc))
+        rejected = QueuedMessage(
             event_id,
             merchant_id,
             Channel.EMAIL,
@@ -57,38 +80,39 @@ async def queue_email(
             status="rejected",
             error=str(exc),
         )
-        log.error("email_rejected", kind=content.kind, recipient=recipient_hash(recipient), error=str(exc))
-        if content.kind != "team_alert":  # never alert about an alert: that could loop
-            alert = undeliverable_email_alert(recipient, content.kind, str(exc))
-            await queue_team_alert(conn, settings, prefs, event_id=uuid.uuid4(), merchant_id=merchant_id, alert=alert)
-        return
+        if content.kind == "team_alert":  # never alert about an alert: that could loop
+            return [rejected]
+        alert = undeliverable_email_alert(recipient, content.kind, str(exc))
+        return [rejected, *team_alert(settings, prefs, event_id=uuid.uuid4(), merchant_id=merchant_id, alert=alert)]
     message = build_email(event_id, content, mail_from=settings.mail_from, prefs=prefs, recipient=recipient)
-    await _insert(
-        conn,
-        event_id,
-        merchant_id,
-        Channel.EMAIL,
-        content.kind,
-        recipient,
-        message.data,
-        refund_id,
-        message_id=message.message_id,
-    )
+    return [
+        QueuedMessage(
+            event_id,
+            merchant_id,
+            Channel.EMAIL,
+            content.kind,
+            recipient,
+            message.data,
+            refund_id,
+            message_id=message.message_id,
+        )
+    ]
 
 
-async def queue_team_alert(
-    conn: asyncpg.Connection,
+def team_alert(
     settings: NotifierSettings,
     prefs: MerchantPreferences,
     *,
     event_id: uuid.UUID,
     merchant_id: str,
     alert: TeamAlert,
-) -> None:
-    """To the merchant's Slack-compatible webhook and/or team email, whichever it configured."""
+) -> list[QueuedMessage]:
+    """The messages to queue for an alert: to the merchant's Slack-compatible webhook and/or team email, whichever it
+    configured."""
+    messages = []
     if prefs.has_slack:
         body = json.dumps({"text": alert.slack_text()}).encode()
-        await _insert(conn, event_id, merchant_id, Channel.SLACK, alert.kind, SLACK_RECIPIENT, body, None)
+        messages.append(QueuedMessage(event_id, merchant_id, Channel.SLACK, alert.kind, SLACK_RECIPIENT, body))
     if prefs.team_email:
         content = EmailContent(
             "team_alert",
@@ -96,50 +120,40 @@ async def queue_team_alert(
             {"title": alert.title, "details": alert.details},
             audience="team",
         )
-        await queue_email(
-            conn,
-            settings,
-            prefs,
-            event_id=event_id,
-            merchant_id=merchant_id,
-            recipient=prefs.team_email,
-            content=content,
+        messages += email(
+            settings, prefs, event_id=event_id, merchant_id=merchant_id, recipient=prefs.team_email, content=content
         )
-    if not (prefs.has_slack or prefs.team_email):
+    if not messages:
         log.info("team_alert_unrouted", kind=alert.kind, merchant_id=merchant_id)
+    return messages
 
 
-async def _insert(
-    conn: asyncpg.Connection,
-    event_id: uuid.UUID,
-    merchant_id: str,
-    channel: Channel,
-    kind: str,
-    recipient: str,
-    body: bytes | None,
-    refund_id: str | None,
-    *,
-    message_id: str | None = None,
-    status: str = "pending",
-    error: str | None = None,
-) -> None:
+async def queue(conn: asyncpg.Connection, messages: Sequence[QueuedMessage]) -> None:
+    """Queue ``messages`` in the caller's transaction, in one round trip, in order; one already queued (the same
+    event, kind and recipient) stays as it is."""
+    if not messages:
+        return
     await conn.execute(
         "INSERT INTO messages (dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body,"
         " refund_id, status, error, finished_at, traceparent)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, CASE WHEN $10 <> 'pending' THEN now() END, $12)"
-        " ON CONFLICT (dedupe_key) DO NOTHING",
-        f"{event_id}/{kind}/{recipient}",
-        event_id,
-        merchant_id,
-        channel,
-        kind,
-        recipient,
-        message_id,
-        body,
-        refund_id,
-        status,
-        error,
-        current_traceparent(),  # the message continues the trace of the event that queued it
+        " SELECT dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body, refund_id, status,"
+        " error, CASE WHEN status <> 'pending' THEN now() END, traceparent"
+        " FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
+        " $8::bytea[], $9::text[], $10::text[], $11::text[], $12::text[]) WITH ORDINALITY AS m(dedupe_key, event_id,"
+        " merchant_id, channel, kind, recipient, message_id, body, refund_id, status, error, traceparent, position)"
+        " ORDER BY position ON CONFLICT (dedupe_key) DO NOTHING",
+        [m.dedupe_key for m in messages],
+        [m.event_id for m in messages],
+        [m.merchant_id for m in messages],
+        [m.channel.value for m in messages],
+        [m.kind for m in messages],
+        [m.recipient for m in messages],
+        [m.message_id for m in messages],
+        [m.body for m in messages],
+        [m.refund_id for m in messages],
+        [m.status for m in messages],
+        [m.error for m in messages],
+        [m.traceparent for m in messages],
     )
 
 

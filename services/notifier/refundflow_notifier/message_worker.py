@@ -162,8 +162,11 @@ class MessageWorker:
                 return  # an alert about an alert could loop; the log and the row carry it
             prefs = await merchant_settings.preferences(conn, self._settings, message.merchant_id)
             alert = undeliverable_email_alert(message.recipient, message.kind, error)
-            await message_queue.queue_team_alert(
-                conn, self._settings, prefs, event_id=uuid.uuid4(), merchant_id=message.merchant_id, alert=alert
+            await message_queue.queue(
+                conn,
+                message_queue.team_alert(
+                    self._settings, prefs, event_id=uuid.uuid4(), merchant_id=message.merchant_id, alert=alert
+                ),
             )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -10,7 +12,6 @@ import asyncpg
 from refundflow_notifier.records import ClaimedDelivery, DeliveredAttempt
 from refundflow_shared.database import transaction_holding
 from refundflow_shared.events import Event, WebhookEndpointConfigured
-from refundflow_shared.tracing import current_traceparent
 
 
 async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigured) -> None:
@@ -42,38 +43,52 @@ async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigur
         await _cancel_pending(conn, data.endpoint_id)
 
 
-async def queue_event(conn: asyncpg.Connection, event: Event, max_endpoints: int) -> tuple[int, int]:
-    """Keep the event as it will be signed (for replays too), and queue one delivery per subscribed, enabled
-    endpoint, for at most ``max_endpoints`` of them. Returns (deliveries queued, endpoints subscribed)."""
+async def queue_events(
+    conn: asyncpg.Connection, events: Sequence[tuple[Event, str | None]], max_endpoints: int
+) -> tuple[int, list[uuid.UUID]]:
+    """Keep each event as it will be signed (for replays too) with the trace it continues, and queue one delivery
+    per subscribed, enabled endpoint, for at most ``max_endpoints`` of them, in one round trip. Returns how many
+    deliveries were queued, and the events more endpoints subscribed to than that."""
+    if not events:
+        return 0, []
     row = await conn.fetchrow(
-        _QUEUE_EVENT,
-        event.id,
-        event.data.merchant_id,
-        event.type.value,
-        event.time,
-        json.dumps(event.to_json(), separators=(",", ":")),
+        _QUEUE_EVENTS,
+        [event.id for event, _ in events],
+        [event.data.merchant_id for event, _ in events],
+        [event.type.value for event, _ in events],
+        [event.time for event, _ in events],
+        [json.dumps(event.to_json(), separators=(",", ":")) for event, _ in events],
+        [traceparent for _, traceparent in events],
         max_endpoints,
-        current_traceparent(),  # its deliveries (and replays) continue the trace of the event
     )
-    return int(row["queued"]), int(row["subscribed"])
+    return int(row["queued"]), list(row["over_cap"])
 
 
-# One round trip: the event, the endpoints subscribed to it (one more than the cap tells there were too many), and
-# their deliveries.
-_QUEUE_EVENT = """
-WITH stored AS (
+# The events, the endpoints subscribed to each (one more than the cap tells there were too many), and their
+# deliveries, in the events' order.
+_QUEUE_EVENTS = """
+WITH given AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
+        WITH ORDINALITY AS g(event_id, merchant_id, event_type, occurred_at, payload, traceparent, position)
+), stored AS (
     INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload, traceparent)
-    VALUES ($1, $2, $3, $4, $5, $7) ON CONFLICT DO NOTHING
+    SELECT event_id, merchant_id, event_type, occurred_at, payload, traceparent FROM given ORDER BY position
+    ON CONFLICT DO NOTHING
 ), subscribed AS (
-    SELECT id FROM webhook_endpoints WHERE merchant_id = $2 AND enabled AND NOT deleted AND $3 = ANY(event_types)
-    ORDER BY id LIMIT $6 + 1
+    SELECT g.position, g.event_id, g.merchant_id, e.id, row_number() OVER (PARTITION BY g.position ORDER BY e.id) AS n
+    FROM given g CROSS JOIN LATERAL (
+        SELECT id FROM webhook_endpoints
+        WHERE merchant_id = g.merchant_id AND enabled AND NOT deleted AND g.event_type = ANY(event_types)
+        ORDER BY id LIMIT $7 + 1
+    ) e
 ), queued AS (
     INSERT INTO webhook_deliveries (endpoint_id, merchant_id, event_id)
-    SELECT id, $2, $1 FROM subscribed ORDER BY id LIMIT $6
+    SELECT id, merchant_id, event_id FROM subscribed WHERE n <= $7 ORDER BY position, id
     ON CONFLICT (endpoint_id, event_id) WHERE NOT replay DO NOTHING
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM queued) AS queued, (SELECT count(*) FROM subscribed) AS subscribed
+SELECT (SELECT count(*) FROM queued) AS queued,
+       ARRAY(SELECT event_id FROM subscribed WHERE n > $7 ORDER BY position) AS over_cap
 """
 
 

@@ -150,6 +150,9 @@ class WebhookWorker:
         log.warning("webhook_endpoint_disabled", endpoint=delivery.endpoint_id, reason=reason)
         prefs = await merchant_settings.preferences(conn, self._settings, delivery.merchant_id)
         alert = endpoint_disabled_alert(delivery.endpoint_id, delivery.url, reason)
-        await message_queue.queue_team_alert(
-            conn, self._settings, prefs, event_id=uuid.uuid4(), merchant_id=delivery.merchant_id, alert=alert
+        await message_queue.queue(
+            conn,
+            message_queue.team_alert(
+                self._settings, prefs, event_id=uuid.uuid4(), merchant_id=delivery.merchant_id, alert=alert
+            ),
         )
