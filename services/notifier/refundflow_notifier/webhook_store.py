@@ -65,10 +65,12 @@ async def queue_events(
 
 
 # The events, the endpoints subscribed to each (one more than the cap tells there were too many), and their
-# deliveries, in the events' order.
+# deliveries, in the events' order. Each array is read through a sub-select: given the arrays themselves, the planner
+# counts their elements and plans every call anew (0.4 ms of its CPU each here); this way it keeps one plan.
 _QUEUE_EVENTS = """
 WITH given AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
+    SELECT * FROM unnest((SELECT $1::uuid[]), (SELECT $2::text[]), (SELECT $3::text[]), (SELECT $4::timestamptz[]),
+                         (SELECT $5::text[]), (SELECT $6::text[]))
         WITH ORDINALITY AS g(event_id, merchant_id, event_type, occurred_at, payload, traceparent, position)
 ), stored AS (
     INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload, traceparent)
