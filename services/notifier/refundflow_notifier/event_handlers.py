@@ -94,7 +94,7 @@ async def queue_notifications(
         prefs = await merchant_settings.preferences(conn, settings, merchant_id)
         alert = too_many_endpoints_alert(cap)
         alerts = message_queue.team_alert(
-            settings, prefs, event_id=_alert_event_id(event, alert.kind), merchant_id=merchant_id, alert=alert
+            settings, prefs, event_id=_once_a_day(merchant_id, alert.kind), merchant_id=merchant_id, alert=alert
         )
         messages += [replace(message, traceparent=traceparent) for message in alerts]
     await message_queue.queue(conn, messages)
@@ -128,12 +128,10 @@ async def _email_to_the_customer(
     )
 
 
-def _alert_event_id(event: Event, kind: str) -> uuid.UUID:
-    """The event's own id; a fan-out alert's id is one per merchant and day, so the team hears it once a day."""
-    if kind != "too_many_webhook_endpoints":
-        return event.id
+def _once_a_day(merchant_id: str, kind: str) -> uuid.UUID:
+    """An alert's id, one per merchant and day: the team hears it once a day, however many events raise it."""
     day = datetime.now(UTC).date().isoformat()
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"refundflow:{event.data.merchant_id}:{kind}:{day}")
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"refundflow:{merchant_id}:{kind}:{day}")
 
 
 def register(consumer: EventConsumer, settings: NotifierSettings) -> None:

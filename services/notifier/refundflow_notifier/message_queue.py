@@ -2,8 +2,8 @@
 
 Messages are built without I/O (``email``, ``team_alert``) and written by ``queue``, many in one round trip, in the
 caller's transaction (the consumer's inbox transaction, or a worker's), so a message is queued exactly once with
-the fact it announces; the message worker sends it afterwards. A Slack message
-names no URL: the merchant's sealed Slack URL is opened when it is sent.
+the fact it announces; the message worker sends it afterwards. A Slack message names no URL: the merchant's
+sealed Slack URL is opened when it is sent.
 """
 
 from __future__ import annotations
