@@ -80,7 +80,7 @@ async def start_probe(
     ``effect_seconds`` of database time, for tests that need the transaction open for a while).
 
     Given ``finished``, the handler leaves its effect to the consumer's ``finish``, which records the effects of
-    each transaction in one statement, and appends the events it was given to ``finished``."""
+    each transaction in one call, and appends the events it was given to ``finished``."""
     runtime = ServiceRuntime(PROBE, settings, PROBE_MIGRATIONS, PROBE_CONTRACT if consume else RELAY_ONLY)
     await runtime.open()
     if consume and finished is None:

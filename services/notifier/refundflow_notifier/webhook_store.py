@@ -48,7 +48,7 @@ async def queue_events(
 ) -> tuple[int, list[uuid.UUID]]:
     """Keep each event as it will be signed (for replays too) with the trace it continues, and queue one delivery
     per subscribed, enabled endpoint, for at most ``max_endpoints`` of them, in one round trip. Returns how many
-    deliveries were queued, and the events more endpoints subscribed to than that."""
+    deliveries were queued, and the ids of the events more than ``max_endpoints`` endpoints subscribed to."""
     if not events:
         return 0, []
     row = await conn.fetchrow(
