@@ -95,22 +95,17 @@ async def start_probe(
 
     elif consume and finished is not None:
 
-        async def record_effects(conn: asyncpg.Connection, events: list[Event]) -> None:
+        async def record_effects(conn: asyncpg.Connection, effects: list[tuple[Event, str]]) -> None:
+            events = [event for event, _ in effects]
             if before_finish is not None:
                 await before_finish(events)
-            payments = [event.data.payment_id for event in events if isinstance(event.data, RefundRequested)]
-            await conn.executemany(
-                _EFFECT,
-                [
-                    (event.id, payment, event.sequence, instance)
-                    for event, payment in zip(events, payments, strict=True)
-                ],
-            )
+            rows = [(event.id, payment_id, event.sequence, instance) for event, payment_id in effects]
+            await conn.executemany(_EFFECT, rows)
             finished.append(events)
 
         @runtime.consumer.handles(RefundRequested, finish=record_effects)
-        async def leave_effect(conn: asyncpg.Connection, event: Event, data: RefundRequested) -> Event:
-            return event
+        async def leave_effect(conn: asyncpg.Connection, event: Event, data: RefundRequested) -> tuple[Event, str]:
+            return event, data.payment_id
 
     await runtime.start()
     return runtime

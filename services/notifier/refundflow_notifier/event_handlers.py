@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import structlog
@@ -137,9 +136,15 @@ def _once_a_day(merchant_id: str, kind: str) -> uuid.UUID:
 def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
     key = settings.webhook_secret_key
     box = SecretBox(key.get_secret_value()) if key else None
-    handle, finish = _notifier_for(settings, box)
+
+    async def notify_of(conn: asyncpg.Connection, event: Event, data: EventData) -> Notifications:
+        return await notify(conn, settings, box, event, data)
+
+    async def queue_them(conn: asyncpg.Connection, notifications: list[Notifications]) -> None:
+        await queue_notifications(conn, settings, notifications)
+
     for event_type in (*WEBHOOK_EVENT_TYPES, *ALERT_ONLY_EVENT_TYPES, *CONTACT_ONLY_EVENT_TYPES):
-        consumer.handles(EVENT_DATA_TYPES[event_type], finish=finish)(handle)
+        consumer.handles(EVENT_DATA_TYPES[event_type], finish=queue_them)(notify_of)
 
     @consumer.handles(WebhookEndpointConfigured)
     async def endpoint_configured(conn: asyncpg.Connection, event: Event, data: WebhookEndpointConfigured) -> None:
@@ -156,13 +161,3 @@ def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
     @consumer.handles(PasswordResetRequested)
     async def reset_requested(conn: asyncpg.Connection, event: Event, data: PasswordResetRequested) -> None:
         await account_emails.queue_account_email(conn, settings, box, event, data)
-
-
-def _notifier_for(settings: NotifierSettings, box: SecretBox | None) -> tuple[Any, Any]:
-    async def handle(conn: asyncpg.Connection, event: Event, data: EventData) -> Notifications:
-        return await notify(conn, settings, box, event, data)
-
-    async def finish(conn: asyncpg.Connection, notifications: list[Notifications]) -> None:
-        await queue_notifications(conn, settings, notifications)
-
-    return handle, finish
