@@ -12,6 +12,8 @@ import pytest
 
 from tests.support.infrastructure import kafka_broker, postgres_server
 
+pytest_plugins = ["tests.support.hung_tasks"]  # a timed-out test names the coroutines it hung on
+
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -12,7 +12,7 @@ from refundflow_shared.events import SubscriptionCancelRequested, dlq_topic, top
 from tests.conftest import create_database
 from tests.support.kafka_reader import read_topic
 from tests.support.probe_service import eventually
-from tests.support.processor_harness import ProcessorUnderTest, running_processor
+from tests.support.processor_harness import PATIENT_CLIENT, ProcessorUnderTest, running_processor
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 REFUND_ID = "ref_with_cancel"
@@ -21,8 +21,13 @@ REFUND_ID = "ref_with_cancel"
 @pytest.fixture(scope="module")
 async def processor(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[ProcessorUnderTest]:
     # The provider fails each cancel of a sub_flaky_ subscription more often than a consumer retries in place.
+    # No call here is meant to time out: a slow answer on a loaded machine must not add a try to the count of 500s.
     async with running_processor(
-        await create_database(postgres_url), kafka_bootstrap, "tcancel.", sandbox={"flaky_failures": 8}
+        await create_database(postgres_url),
+        kafka_bootstrap,
+        "tcancel.",
+        sandbox={"flaky_failures": 8},
+        **PATIENT_CLIENT,
     ) as running:
         yield running
 

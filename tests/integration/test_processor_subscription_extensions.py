@@ -16,7 +16,13 @@ from refundflow_processor.records import SubscriptionExtension
 from refundflow_shared.events import PortalLink, SubscriptionCancelRequested, SubscriptionExtensionGranted
 from tests.conftest import create_database
 from tests.support.probe_service import eventually
-from tests.support.processor_harness import ProcessorUnderTest, approval, payment_intent, running_processor
+from tests.support.processor_harness import (
+    PATIENT_CLIENT,
+    ProcessorUnderTest,
+    approval,
+    payment_intent,
+    running_processor,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -24,8 +30,13 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest.fixture(scope="module")
 async def processor(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[ProcessorUnderTest]:
     # The provider fails each change of a sub_flaky_ subscription more often than a consumer retries in place.
+    # No call here is meant to time out: a slow answer on a loaded machine must not add a try to the count of 500s.
     async with running_processor(
-        await create_database(postgres_url), kafka_bootstrap, f"t{uuid.uuid4().hex[:8]}.", sandbox={"flaky_failures": 4}
+        await create_database(postgres_url),
+        kafka_bootstrap,
+        f"t{uuid.uuid4().hex[:8]}.",
+        sandbox={"flaky_failures": 4},
+        **PATIENT_CLIENT,
     ) as running:
         yield running
 
