@@ -42,8 +42,9 @@ async def run_on_notify(
                 await listener.listen(channel, wake)
                 wake.clear()
                 if not await work():
-                    with contextlib.suppress(TimeoutError):  # the polling fallback: a missed NOTIFY costs one interval
-                        await asyncio.wait_for(wake.wait(), timeout=poll_interval)
+                    await wait_until_set(
+                        wake, poll_interval
+                    )  # the polling fallback: a missed NOTIFY costs one interval
                 failures = 0
             except Exception as exc:
                 if not is_recoverable(exc):
@@ -54,6 +55,16 @@ async def run_on_notify(
                 await asyncio.sleep(backoff)
     finally:
         await listener.forget(channel, wake)
+
+
+async def wait_until_set(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` have passed.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it returns instead of raising when a cancel lands just after the event
+    was set, and a job's loop that swallowed its cancel never ends (the service then never stops)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 class _Listener:
