@@ -41,10 +41,8 @@ async def run_on_notify(
             try:
                 await listener.listen(channel, wake)
                 wake.clear()
-                if not await work():
-                    await wait_until_set(
-                        wake, poll_interval
-                    )  # the polling fallback: a missed NOTIFY costs one interval
+                if not await work():  # then poll as a fallback: a missed NOTIFY costs one interval
+                    await wait_until_set(wake, poll_interval)
                 failures = 0
             except Exception as exc:
                 if not is_recoverable(exc):

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest.fixture(scope="module")
 async def processor(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[ProcessorUnderTest]:
     # The provider fails each change of a sub_flaky_ subscription more often than a consumer retries in place.
-    # No call here is meant to time out: a slow answer on a loaded machine must not add a try to the count of 500s.
+    # The tests count the provider's 500s: a slow answer must not count as one more failure.
     async with running_processor(
         await create_database(postgres_url),
         kafka_bootstrap,
