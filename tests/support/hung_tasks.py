@@ -45,8 +45,11 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
 def stacks() -> str:
     """Every task of the running event loop, then every other thread, each with its stack."""
     out = io.StringIO()
-    loop = asyncio._get_running_loop()  # the signal interrupts the loop's own thread, inside its run
-    for task in asyncio.all_tasks(loop) if loop is not None else ():
+    try:
+        tasks = asyncio.all_tasks()  # the signal interrupts the loop's own thread, inside its run
+    except RuntimeError:  # no loop running: a test that is not async
+        tasks = set()
+    for task in tasks:
         frames = traceback.StackSummary.extract((frame, frame.f_lineno) for frame in awaiting(task.get_coro()))
         out.write(f"~~~ task {task.get_name()}, outermost await first\n{''.join(frames.format())}")
     current = threading.get_ident()
