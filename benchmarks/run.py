@@ -29,7 +29,7 @@ from benchmarks import capacity, figures, outcomes, sql_profile
 from benchmarks.http_wire import HttpClient
 from benchmarks.lifecycles import Calls, Driver, Lifecycle, Merchant, Receiver
 from benchmarks.process_stats import Profiler, cpu_delta
-from benchmarks.report import write_report
+from benchmarks.report import TARGET_OPEN_RATE, write_report
 from benchmarks.stack import Stack
 from tests.support.infrastructure import free_port
 
@@ -48,7 +48,7 @@ SIZES = {
     "warmup": 100,  # pools full and statements prepared before anything is measured
     "throughput": 200 if QUICK else 3000,
     "concurrency": count_setting("BENCH_CONCURRENCY", 32),
-    "open_rate": count_setting("BENCH_OPEN_RATE", 50),
+    "open_rate": count_setting("BENCH_OPEN_RATE", TARGET_OPEN_RATE),
     "open_count": 100 if QUICK else 1000,
     "slow": 100 if QUICK else 1000,
     "slow_provider_ms": 200,
