@@ -37,11 +37,11 @@ def table(result: dict[str, Any]) -> str:
         value = _get(result, path)
         shown = "-" if value is None else f"{value:.1f}"
         if path[0] == "open_loop" and rate != TARGET_OPEN_RATE:  # the target says nothing of another rate
-            lines.append(f"{name.format(rate=rate):<46}{shown:>10}{'-':>10}{'-':>8}")
-            continue
-        ratio = (value / target if kind == "min" else target / value) if value else 0.0
-        bound = ">=" if kind == "min" else "<="
-        lines.append(f"{name.format(rate=rate):<46}{shown:>10}{bound + format(target, 'g'):>10}{ratio:>8.2f}")
+            bound, ratio = "-", "-"
+        else:
+            bound = (">=" if kind == "min" else "<=") + format(target, "g")
+            ratio = f"{(value / target if kind == 'min' else target / value) if value else 0.0:.2f}"
+        lines.append(f"{name.format(rate=rate):<46}{shown:>10}{bound:>10}{ratio:>8}")
     for service in SERVICES:
         rss = result["rss_mb"].get(service, 0.0)
         limit = f"<{RSS_LIMIT_MB}"
