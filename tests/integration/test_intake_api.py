@@ -251,6 +251,31 @@ async def test_approving_moves_to_processing_once_and_repeating_it_changes_nothi
     assert approved == 1
 
 
+async def test_parallel_decisions_on_one_refund_make_one_change_one_event_and_one_hold(
+    client: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    merchant = await new_merchant(client)
+    payment = await new_payment(client, merchant, amount=10_000)
+    body = {"payment_id": payment["id"], "reason": "requested_by_customer", "amount": 4_000}
+    refund = (await client.post("/v1/refunds", headers=merchant, json=body)).json()
+
+    # Each decision waits for the one before and must see what it did: the refund is no longer pending.
+    decisions = [client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant) for _ in range(8)]
+    decisions += [client.post(f"/v1/refunds/{refund['id']}/reject", headers=merchant) for _ in range(4)]
+    responses = await asyncio.gather(*decisions)
+
+    final = (await client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    assert [t["status"] for t in final["timeline"]] == ["pending", final["status"]]
+    changed = await db.fetchval(
+        "SELECT count(*) FROM outbox WHERE partition_key = $1 AND event_type IN ('refund.approved', 'refund.rejected')",
+        payment["id"],
+    )
+    assert changed == 1
+    held = await db.fetchval("SELECT count(*) FROM balance_entries WHERE source_id = $1", refund["id"])
+    assert held == (1 if final["status"] == "processing" else 0)
+    assert {r.status_code for r in responses} <= {200, 409}, [r.text for r in responses]
+
+
 async def test_registering_the_same_provider_payment_with_other_details_is_a_409(client: httpx.AsyncClient) -> None:
     merchant = await new_merchant(client)
     payment = await new_payment(client, merchant)

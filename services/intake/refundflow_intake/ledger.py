@@ -10,6 +10,7 @@ whatever is redelivered.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -32,26 +33,34 @@ _REFUNDED = ("refund", "refund_reversal", "external_refund", "external_refund_re
 _HELD = ("refund_hold", "refund_release", "external_refund_hold", "external_refund_release")
 
 
-async def credit_payment(conn: asyncpg.Connection, payment: Row) -> None:
-    await record(conn, "payment", payment["id"], payment)
+Entry = tuple[str, str, Row]  # kind, source id, and the row whose merchant, amount and currency it moves
+
+
+def payment_credit(payment: Row) -> Entry:
+    return ("payment", payment["id"], payment)
 
 
 async def record(conn: asyncpg.Connection, kind: str, source_id: str, money: Row) -> None:
     """One entry of ``kind`` for ``source_id``, of ``money``'s merchant, amount and currency; once only."""
-    await record_entries(conn, [(kind, source_id, money)])
+    insert, args = entries_insert([(kind, source_id, money)], first=1)
+    await conn.execute(insert, *args)
 
 
-async def record_entries(conn: asyncpg.Connection, entries: list[tuple[str, str, Row]]) -> None:
-    """Several entries, as ``record`` makes each, in one round trip."""
-    await conn.execute(
-        "INSERT INTO balance_entries (merchant_id, currency, amount, kind, source_id)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[])"
+def entries_insert(entries: Sequence[Entry], *, first: int, only_if: str | None = None) -> tuple[str, list[Any]]:
+    """The insert of several entries, each once only, and its arguments, numbered from ``$first``: to write them
+    in the statement of the change that makes them (``only_if``: a condition on that statement's other parts)."""
+    n, where = first, f" WHERE {only_if}" if only_if else ""
+    return (
+        "INSERT INTO balance_entries (merchant_id, currency, amount, kind, source_id) SELECT * FROM unnest("
+        f"${n}::text[], ${n + 1}::text[], ${n + 2}::bigint[], ${n + 3}::text[], ${n + 4}::text[]){where}"
         " ON CONFLICT (kind, source_id) DO NOTHING",
-        [money["merchant_id"] for _, _, money in entries],
-        [money["currency"] for _, _, money in entries],
-        [_SIGN[kind] * money["amount"] for kind, _, money in entries],
-        [kind for kind, _, _ in entries],
-        [source_id for _, source_id, _ in entries],
+        [
+            [money["merchant_id"] for _, _, money in entries],
+            [money["currency"] for _, _, money in entries],
+            [_SIGN[kind] * money["amount"] for kind, _, money in entries],
+            [kind for kind, _, _ in entries],
+            [source_id for _, source_id, _ in entries],
+        ],
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from refundflow_intake import ledger, repository
+from refundflow_intake import repository
 from refundflow_intake.domain import DuplicatePayment, MerchantNotFound, ProviderPaymentTaken
 from refundflow_intake.merchant_accounts import merchant_exists, new_id
 from refundflow_shared.event_contract import INTAKE
@@ -90,7 +90,6 @@ async def register_payment(
             raise
         raise MerchantNotFound(f"no merchant {merchant_id}") from exc
     if stored:
-        await ledger.credit_payment(conn, payment)
         await add_event(conn, data, source=INTAKE.source)
         return stored, True
     owner = await repository.payment_of_provider(conn, provider_payment_id)
@@ -111,7 +110,6 @@ async def consume_payment_succeeded(conn: asyncpg.Connection, data: PaymentSucce
         raise UnknownMerchant(f"no merchant {data.merchant_id}")
     payment = payment_row(data)
     if await repository.insert_payment(conn, payment):
-        await ledger.credit_payment(conn, payment)
         return True
     owner = await repository.payment_of_provider(conn, data.provider_payment_id)
     if owner is not None and owner["merchant_id"] != data.merchant_id:

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from refundflow_intake import actors, ledger, repository, subscription_requests
+from refundflow_intake import actors, repository, subscription_requests
 from refundflow_intake.approval_rules import (
     ApprovalAsk,
     ApprovalContext,
@@ -39,12 +39,11 @@ async def locked_refund(conn: asyncpg.Connection, refund_id: str, merchant_id: s
     """The refund and its payment, both locked: the payment first, as every writer does, so that approvals,
     requests and outcomes on one payment take their turns (and never deadlock)."""
     structlog.contextvars.bind_contextvars(refund_id=refund_id)
-    payment = await repository.lock_payment_of_refund(conn, refund_id, merchant_id)
-    if payment is None:
+    locked = await repository.lock_refund_and_payment(conn, refund_id, merchant_id)
+    if locked is None:
         raise RefundNotFound(f"no refund {refund_id}")
+    refund, payment = locked
     structlog.contextvars.bind_contextvars(payment_id=payment["id"])
-    refund = await repository.get_refund(conn, refund_id, lock=True)
-    assert refund is not None, "a refund is never deleted"
     return refund, payment
 
 
@@ -135,8 +134,8 @@ async def _apply(
         "customer_note": told.to_customer,
     }
     audit = repository.Audit(actor, told.note, action="approved")
-    await repository.record_decision(conn, refund_id, decided, audit, approved=True)
-    await ledger.record(conn, "refund_hold", refund_id, {**refund, "amount": decision.amount})
+    hold = ("refund_hold", refund_id, {**refund, "amount": decision.amount})
+    await repository.record_decision(conn, refund_id, decided, audit, approved=True, entries=[hold])
     customer = to_customer(told.links, payment)
     await add_event(
         conn,

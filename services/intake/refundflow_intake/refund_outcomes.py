@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from refundflow_intake import ledger, repository
+from refundflow_intake import repository
 from refundflow_intake.domain import RefundStatus, check_transition
 from refundflow_intake.refund_decisions import locked_refund
 from refundflow_shared.consumer import TransientError
@@ -28,13 +28,17 @@ async def record_refund_outcome(
         return
     audit = repository.Audit(actor, failure_reason)
     succeeded = outcome is RefundStatus.SUCCEEDED
+    # The hold is released; on success the refund is debited for good.
+    entries = [("refund_release", refund_id, refund), *([("refund", refund_id, refund)] if succeeded else [])]
     await repository.update_refund_status(
-        conn, refund_id, outcome, audit, failure_reason=failure_reason, refunded=refund["amount"] if succeeded else 0
+        conn,
+        refund_id,
+        outcome,
+        audit,
+        failure_reason=failure_reason,
+        refunded=refund["amount"] if succeeded else 0,
+        entries=entries,
     )
-    if succeeded:
-        await ledger.record_entries(conn, [("refund_release", refund_id, refund), ("refund", refund_id, refund)])
-    else:
-        await ledger.record(conn, "refund_release", refund_id, refund)
 
 
 async def record_reversal(conn: asyncpg.Connection, data: RefundReversed, *, actor: str) -> None:
@@ -58,5 +62,5 @@ async def record_reversal(conn: asyncpg.Connection, data: RefundReversed, *, act
         audit,
         failure_reason=data.failure_reason,
         refunded=-refund["amount"],
+        entries=[("refund_reversal", data.refund_id, refund)],
     )
-    await ledger.record(conn, "refund_reversal", data.refund_id, refund)

@@ -3,11 +3,13 @@ owns the transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from refundflow_intake import ledger
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.domain import HOLDING_STATUSES, RefundStatus
 from refundflow_intake.refund_policy import RefundPolicy
@@ -28,17 +30,31 @@ class Audit:
 
 
 def _audited(
-    sql: str, args: list[Any], refund_id: str, status: str, audit: Audit, *, also: str = ""
+    sql: str,
+    args: list[Any],
+    refund_id: str,
+    status: str,
+    audit: Audit,
+    *,
+    also: str = "",
+    entries: Sequence[ledger.Entry] = (),
 ) -> tuple[str, list[Any]]:
-    """``sql`` (a change of the refund's status) with its timeline entry written in the same statement, and the
-    statements ``also`` (more ``name AS (...)``, on ``args``) with them."""
+    """``sql`` (a change of the refund's status) with its timeline entry written in the same statement, the
+    statements ``also`` (more ``name AS (...)``, on ``args``) and the balance ``entries`` it makes with them."""
     entry = [refund_id, status, audit.actor, audit.note, audit.action or status, current_traceparent()]
     placeholders = ", ".join(f"${i}" for i in range(len(args) + 1, len(args) + len(entry) + 1))
-    return (
-        "WITH audit AS (INSERT INTO refund_timeline (refund_id, status, actor, note, action, traceparent)"
-        f" VALUES ({placeholders})){', ' + also if also else ''} {sql}",
-        [*args, *entry],
-    )
+    parts = [
+        "audit AS (INSERT INTO refund_timeline (refund_id, status, actor, note, action, traceparent)"
+        f" VALUES ({placeholders}))"
+    ]
+    args = [*args, *entry]
+    if also:
+        parts.append(also)
+    if entries:
+        insert, entry_args = ledger.entries_insert(entries, first=len(args) + 1)
+        parts.append(f"ledger AS ({insert})")
+        args += entry_args
+    return f"WITH {', '.join(parts)} {sql}", args
 
 
 _PAYMENT_COLUMNS = (
@@ -61,12 +77,17 @@ _PAYMENT_COLUMNS = (
 
 
 async def insert_payment(conn: asyncpg.Connection, payment: Row) -> Row | None:
-    """The payment as stored; None when the payment id, or the provider payment, is already registered."""
+    """The payment as stored, credited to its merchant's balance in the same statement; None (and no credit) when
+    the payment id, or the provider payment, is already registered."""
     placeholders = ", ".join(f"${i}" for i in range(1, len(_PAYMENT_COLUMNS) + 1))
+    credit, credit_args = ledger.entries_insert(
+        [ledger.payment_credit(payment)], first=len(_PAYMENT_COLUMNS) + 1, only_if="EXISTS (SELECT FROM stored)"
+    )
     row = await conn.fetchrow(
-        f"INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"
-        " RETURNING *",
+        f"WITH stored AS (INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) VALUES ({placeholders})"
+        f" ON CONFLICT DO NOTHING RETURNING *), credit AS ({credit}) SELECT * FROM stored",
         *(payment.get(column) for column in _PAYMENT_COLUMNS),
+        *credit_args,
     )
     return dict(row) if row else None
 
@@ -100,16 +121,23 @@ async def get_payment(conn: asyncpg.Connection, merchant_id: str, payment_id: st
     return dict(row) if row else None
 
 
-async def lock_payment_of_refund(conn: asyncpg.Connection, refund_id: str, merchant_id: str | None) -> Row | None:
-    """The payment of a refund (with ``merchant_id``, only if the refund is that merchant's), locked, with its
-    merchant's name and portal switch; None if there is no such refund."""
+async def lock_refund_and_payment(
+    conn: asyncpg.Connection, refund_id: str, merchant_id: str | None
+) -> tuple[Row, Row] | None:
+    """A refund and its payment (with its merchant's name and portal switch), both locked in one round trip, the
+    payment first as every writer locks them; with ``merchant_id``, only if the refund is that merchant's. None if
+    there is no such refund. (Both rows are locked, so a wait for either reads both as they are once it ends.)"""
     row = await conn.fetchrow(
-        f"{_PAYMENT_AND_MERCHANT} WHERE p.id = (SELECT payment_id FROM refunds"
-        " WHERE id = $1 AND ($2::text IS NULL OR merchant_id = $2)) FOR UPDATE OF p",
+        "SELECT p.*, m.name AS merchant_name, m.portal_enabled, r AS refund FROM payments p"
+        " JOIN merchants m ON m.id = p.merchant_id JOIN refunds r ON r.payment_id = p.id"
+        " WHERE r.id = $1 AND ($2::text IS NULL OR r.merchant_id = $2) FOR UPDATE OF p, r",
         refund_id,
         merchant_id,
     )
-    return dict(row) if row else None
+    if row is None:
+        return None
+    payment = dict(row)
+    return dict(payment.pop("refund")), payment
 
 
 # $1 the payment, $2 the holding statuses.
@@ -193,12 +221,11 @@ async def insert_refund(conn: asyncpg.Connection, refund: Row, audit: Audit) -> 
     _count_status(refund["status"])
 
 
-async def get_refund(
-    conn: asyncpg.Connection, refund_id: str, *, merchant_id: str | None = None, lock: bool = False
-) -> Row | None:
+async def get_refund(conn: asyncpg.Connection, refund_id: str, *, merchant_id: str | None = None) -> Row | None:
     """A refund by id; with ``merchant_id``, only if it is that merchant's."""
-    sql = "SELECT * FROM refunds WHERE id = $1 AND ($2::text IS NULL OR merchant_id = $2)"
-    row = await conn.fetchrow(sql + (" FOR UPDATE" if lock else ""), refund_id, merchant_id)
+    row = await conn.fetchrow(
+        "SELECT * FROM refunds WHERE id = $1 AND ($2::text IS NULL OR merchant_id = $2)", refund_id, merchant_id
+    )
     return dict(row) if row else None
 
 
@@ -210,9 +237,10 @@ async def update_refund_status(
     *,
     failure_reason: str | None = None,
     refunded: int = 0,
+    entries: Sequence[ledger.Entry] = (),
 ) -> None:
     """The refund's new status; with ``refunded``, what was refunded of its payment moves by that much (negative:
-    given back) in the same statement (``add_to_refunded_amount``)."""
+    given back), and the balance ``entries`` are made, in the same statement."""
     sql, args = _audited(
         "UPDATE refunds SET status = $2, failure_reason = coalesce($3, failure_reason), updated_at = now()"
         " WHERE id = $1",
@@ -222,6 +250,7 @@ async def update_refund_status(
         audit,
         also="refunded AS (UPDATE payments SET refunded_amount = refunded_amount + $4"
         " WHERE $4 <> 0 AND id = (SELECT payment_id FROM refunds WHERE id = $1))",
+        entries=entries,
     )
     await conn.execute(sql, *args)
     _count_status(status.value)
@@ -236,11 +265,17 @@ def _add_approval(row: str) -> str:
 
 
 async def record_decision(
-    conn: asyncpg.Connection, refund_id: str, decision: Row, audit: Audit, *, approved: bool = False
+    conn: asyncpg.Connection,
+    refund_id: str,
+    decision: Row,
+    audit: Audit,
+    *,
+    approved: bool = False,
+    entries: Sequence[ledger.Entry] = (),
 ) -> None:
     """The merchant's decision: status, the amount approved, what happens to the subscription, the team's note and
     the note told to the customer. ``approved``: the actor's approval of that amount is added in the same
-    statement (``add_approval``)."""
+    statement (``add_approval``), as are the balance ``entries`` it makes."""
     sql, args = _audited(
         "UPDATE refunds SET status = $2, amount = $3, subscription_action = $4, extend_days = $5,"
         " decision_note = $6, customer_note = $7, decided_at = now(), updated_at = now() WHERE id = $1",
@@ -258,6 +293,7 @@ async def record_decision(
         decision["status"],
         audit,
         also=f"approval AS ({_add_approval('SELECT $1, $8::text, $3 WHERE $8 IS NOT NULL')})",
+        entries=entries,
     )
     await conn.execute(sql, *args)
     _count_status(decision["status"])
