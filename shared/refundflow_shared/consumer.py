@@ -3,7 +3,8 @@
 The consumer reads batches (all the service's topics, one FastStream batch subscriber). Per batch: decode each
 CloudEvent (never handleable -> ``<topic>.dlq``); then per partition number, side by side, in ONE PostgreSQL
 transaction claim the events in the inbox (one insert) and run each handler, in the order read, so each key's
-events keep their order (a handler may leave its writes to a ``finish``, run once per transaction, set-based). The
+events keep their order (a handler may leave its writes to a ``finish``, run once per transaction, set-based, and
+have a ``prepare`` read or write what it needs for all of them at once, before any of them runs). The
 Kafka offsets are committed once, after those transactions committed (FastStream's NACK_ON_ERROR policy,
 auto-commit off). A redelivered event finds its inbox row and is skipped.
 
@@ -27,7 +28,8 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from typing import Any, TypeAlias, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar, overload
 
 import asyncpg
 import structlog
@@ -51,8 +53,10 @@ from refundflow_shared.transient_faults import DatabaseUnavailable, database_is_
 log = structlog.get_logger(__name__)
 
 D = TypeVar("D", bound=EventData)
-Handler = Callable[[asyncpg.Connection, Event, Any], Awaitable[Any]]
+P = TypeVar("P")
+Handler = Callable[..., Awaitable[Any]]  # (conn, event, data), and what its ``prepare`` returned when it has one
 Finish = Callable[[asyncpg.Connection, list[Any]], Awaitable[None]]
+Prepare = Callable[[asyncpg.Connection, list[Event]], Awaitable[Any]]
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
@@ -94,6 +98,25 @@ async def _finish(conn: asyncpg.Connection, unfinished: dict[Finish, list[Any]])
         await finish(conn, results)
 
 
+@dataclass(frozen=True)
+class _Registration:
+    event_type: EventType
+    handler: Handler
+    finish: Finish | None = None
+    prepare: Prepare | None = None
+
+
+async def _prepare(
+    conn: asyncpg.Connection, registrations: list[_Registration], events: list[Event]
+) -> dict[Prepare, Any]:
+    """Each ``prepare`` once, with the events (in order) about to be handled by the handlers it was registered with."""
+    given: dict[Prepare, list[Event]] = {}
+    for registration, event in zip(registrations, events, strict=True):
+        if registration.prepare is not None:
+            given.setdefault(registration.prepare, []).append(event)
+    return {prepare: await prepare(conn, its_events) for prepare, its_events in given.items()}
+
+
 def _handling(record: Record, event: Event) -> AbstractContextManager[Any]:
     """The span of handling one event: it continues the trace its ``ce_traceparent`` names (a malformed one starts a
     new trace), so the events the handler stages continue it too."""
@@ -123,24 +146,40 @@ class EventConsumer:
         self._broker = broker
         self._pool = pool
         self._settings = settings
-        self._handlers: dict[str, tuple[EventType, Handler, Finish | None]] = {}
+        self._handlers: dict[str, _Registration] = {}
         self._subscriber: Any = None
         self._dead_letters = DeadLetterOffice(name, broker, pool, retry_max_seconds=settings.consumer_retry_max_seconds)
 
+    @overload
     def handles(
         self, data_type: type[D], *, finish: Finish | None = None
-    ) -> Callable[[Callable[[asyncpg.Connection, Event, D], Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    ) -> Callable[[Callable[[asyncpg.Connection, Event, D], Awaitable[Any]]], Handler]: ...
+
+    @overload
+    def handles(
+        self,
+        data_type: type[D],
+        *,
+        finish: Finish | None = None,
+        prepare: Callable[[asyncpg.Connection, list[Event]], Awaitable[P]],
+    ) -> Callable[[Callable[[asyncpg.Connection, Event, D, P], Awaitable[Any]]], Handler]: ...
+
+    def handles(
+        self, data_type: type[D], *, finish: Finish | None = None, prepare: Prepare | None = None
+    ) -> Callable[[Handler], Handler]:
         """Register ``handler(conn, event, data)``; it runs inside the inbox transaction.
 
         With ``finish``, the handler returns what is left to write, and ``finish(conn, results)`` writes it once per
         transaction, after every handler ran, with the results in the order of the events (a write set-based for a
-        whole batch, not one round trip per event). Should ``finish`` fail, each event is handled again alone."""
+        whole batch, not one round trip per event). Should ``finish`` fail, each event is handled again alone.
 
-        def register(
-            handler: Callable[[asyncpg.Connection, Event, D], Awaitable[Any]],
-        ) -> Callable[..., Awaitable[Any]]:
+        With ``prepare``, ``prepare(conn, events)`` runs once per transaction before any handler, with the events its
+        handlers are about to handle (in order), and each handler gets what it returned as a fourth argument (a read
+        or write set-based for the batch). Should it fail, each event is handled again alone."""
+
+        def register(handler: Handler) -> Handler:
             topic = topic_for(data_type.event_type, self._settings.topic_prefix)
-            self._handlers[topic] = (data_type.event_type, handler, finish)
+            self._handlers[topic] = _Registration(data_type.event_type, handler, finish, prepare)
             return handler
 
         return register
@@ -162,7 +201,7 @@ class EventConsumer:
 
     def subscribe(self) -> None:
         """Attach to the broker; call before the broker starts."""
-        self.contract.check_consumes({event_type for event_type, _, _ in self._handlers.values()})
+        self.contract.check_consumes({registration.event_type for registration in self._handlers.values()})
         if not self._handlers:
             return
         self._subscriber = self._broker.subscriber(
@@ -225,7 +264,7 @@ class EventConsumer:
             return decode_event(
                 read_headers(record.headers),
                 record.value,
-                expected_type=self._handlers[record.topic][0],
+                expected_type=self._handlers[record.topic].event_type,
                 max_bytes=self._settings.event_max_bytes,
             )
         except InvalidEvent as exc:
@@ -243,15 +282,21 @@ class EventConsumer:
         try:
             async with counts_on_commit(), conn.transaction():
                 fresh = await inbox.claim_many(conn, self.name, [event for _, event in events])
-                unfinished: dict[Finish, list[Any]] = {}
+                handled = []  # the first of each fresh event (a batch may hold one twice)
                 for index, (record, event) in enumerate(events):
-                    if event.id not in fresh:  # handled before (or earlier in this batch): skip it
+                    if event.id in fresh:
+                        fresh.discard(event.id)
+                        handled.append((index, record, event))
+                    else:  # handled before (or earlier in this batch): skip it
                         duplicates.add(event.id)
-                        continue
-                    fresh.discard(event.id)
+                registrations = [self._handlers[record.topic] for _, record, _ in handled]
+                # A failure in a prepare, as in a finish, is no one event's: all are handled again alone.
+                prepared = await _prepare(conn, registrations, [event for _, _, event in handled])
+                unfinished: dict[Finish, list[Any]] = {}
+                for (index, record, event), registration in zip(handled, registrations, strict=True):
                     try:
                         with bound(event), _handling(record, event):
-                            await self._run_handler(record.topic, conn, event, unfinished)
+                            await self._run_handler(registration, conn, event, unfinished, prepared)
                     except Exception as exc:
                         failed = (index, exc)
                         raise _RollBack from exc
@@ -278,14 +323,22 @@ class EventConsumer:
         return failed
 
     async def _run_handler(
-        self, topic: str, conn: asyncpg.Connection, event: Event, unfinished: dict[Finish, list[Any]]
+        self,
+        registration: _Registration,
+        conn: asyncpg.Connection,
+        event: Event,
+        unfinished: dict[Finish, list[Any]],
+        prepared: dict[Prepare, Any],
     ) -> None:
         """The handler, timed; a try that raised is counted as failed. What is left for its ``finish`` to write
         goes to ``unfinished``."""
-        _, handler, finish = self._handlers[topic]
+        handler, finish, prepare = registration.handler, registration.finish, registration.prepare
         started = time.perf_counter()
         try:
-            result = await handler(conn, event, event.data)
+            if prepare is None:
+                result = await handler(conn, event, event.data)
+            else:
+                result = await handler(conn, event, event.data, prepared[prepare])
             if finish is not None:
                 unfinished.setdefault(finish, []).append(result)
         except Exception:
@@ -333,9 +386,11 @@ class EventConsumer:
                     log.info("event_duplicate_skipped")
                     EVENTS_HANDLED.labels(self.name, event.type.value, "duplicate").inc()
                     return
+                registration = self._handlers[record.topic]
                 unfinished: dict[Finish, list[Any]] = {}
                 with _handling(record, event):
-                    await self._run_handler(record.topic, conn, event, unfinished)
+                    prepared = await _prepare(conn, [registration], [event])
+                    await self._run_handler(registration, conn, event, unfinished, prepared)
                     await _finish(conn, unfinished)
                 crash_point(f"{self.name}.before_commit")
         except Exception as exc:
@@ -358,7 +413,7 @@ class EventConsumer:
         self, record: Record, code: str, error: str, *, event: Event | None = None, exc: Exception | None = None
     ) -> None:
         """Park the message on its dead-letter topic and move on; alert the team if a refund is left unfinished."""
-        EVENTS_HANDLED.labels(self.name, self._handlers[record.topic][0].value, "dead_lettered").inc()
+        EVENTS_HANDLED.labels(self.name, self._handlers[record.topic].event_type.value, "dead_lettered").inc()
         log.error(
             "event_dead_lettered",
             topic=record.topic,

@@ -356,6 +356,27 @@ async def test_a_finish_writes_what_a_batchs_handlers_left_once_in_order(
     assert len(finished) < len(staged), "each event finished on its own: nothing was written together"
 
 
+async def test_a_prepare_runs_once_per_transaction_before_its_events_handlers_and_again_for_a_retry(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    staged = await _published(settings, pool, "pay_prepare", 5)
+
+    async def refuse_the_third(event: Event) -> None:
+        if event.sequence == 3:
+            raise ValueError("the third event cannot be handled")
+
+    prepared: list[list[Event]] = []
+    running.append(await start_probe(settings, prepared=prepared, before_effect=refuse_the_third))
+
+    await eventually(lambda: _count(pool, "SELECT count(*) FROM effects", 4))
+    assert [r["sequence"] for r in await effects(pool)] == [1, 2, 4, 5]
+    sequences = [[event.sequence for event in events] for events in prepared]
+    # All together; rolled back at the third: the first two again together, then the third first of the rest
+    # (it fails there again, and is dead-lettered: not worth a retry), then the rest together.
+    assert sequences == [[1, 2, 3, 4, 5], [1, 2], [3, 4, 5], [4, 5]]
+    assert [event.id for event in prepared[0]] == [event.id for event in staged]
+
+
 async def test_a_finish_that_fails_hands_each_event_alone_and_only_the_bad_one_is_dead_lettered(
     settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -10,7 +11,14 @@ import pytest
 from refundflow_notifier import customer_contacts, merchant_settings
 from refundflow_notifier.customer_contacts import Contact
 from refundflow_notifier.settings import NotifierSettings
-from refundflow_shared.events import NotificationSettingsConfigured, RefundRequested
+from refundflow_shared.events import (
+    Event,
+    EventData,
+    NotificationSettingsConfigured,
+    PortalLink,
+    RefundRequested,
+    RefundSucceeded,
+)
 from tests.support.notifier_harness import notifier_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -66,3 +74,65 @@ async def test_the_contact_comes_with_the_merchants_settings_and_another_merchan
 
         kept = await customer_contacts.recall(conn, "mer_a", "pay_1")
         assert (kept.customer_email, kept.merchant_name) == ("ada@example.com", "mer_a Ltd")
+
+
+class _RolledBack(Exception):
+    pass
+
+
+async def test_a_batch_remembers_the_first_event_of_each_payment_in_one_statement_as_one_by_one_would(
+    pool: asyncpg.Pool,
+) -> None:
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    older = PortalLink(sealed_url="older", expires_at=now + timedelta(days=1))
+    newer = PortalLink(sealed_url="newer", expires_at=now + timedelta(days=7))
+
+    def on(payment_id: str, merchant_id: str, **fields: object) -> RefundRequested:
+        return requested(merchant_id, f"{payment_id}@example.com").model_copy(
+            update={"payment_id": payment_id, **fields}
+        )
+
+    succeeded = RefundSucceeded(
+        refund_id="ref_carried",
+        payment_id="pay_carried",
+        merchant_id="mer_a",
+        customer_email="carried@example.com",
+        amount=500,
+        currency="EUR",
+        provider_refund_id="re_1",
+        process_time="5 to 10 days",
+    )
+    batch: list[EventData] = [
+        on("pay_kept", "mer_a", portal_link=older),  # kept with a newer link: that stays
+        on("pay_new", "mer_a", portal_link=newer),
+        on("pay_kept", "mer_a", portal_link=newer),  # the same payment again: left to its handler
+        on("pay_other", "mer_b"),  # another merchant's payment: nothing kept, nothing told
+        on("pay_off", "mer_a"),  # intake sends no link: the merchant switched its portal off
+        succeeded,  # the processor's outcome carries no link: the kept one stays
+    ]
+    events = [Event.wrap(data, source="test", sequence=n) for n, data in enumerate(batch, start=1)]
+    firsts = [events[0], events[1], events[3], events[4], events[5]]
+    known = ["pay_kept", "pay_other", "pay_off", "pay_carried"]
+
+    async with pool.acquire() as conn:
+        for payment_id in known:
+            await customer_contacts.remember(conn, on(payment_id, "mer_a", portal_link=newer))
+        one_by_one = []
+        try:
+            async with conn.transaction():
+                for event in firsts:
+                    one_by_one.append(await customer_contacts.remember(conn, event.data))
+                raise _RolledBack
+        except _RolledBack:
+            pass
+        async with conn.transaction():
+            remembered = await customer_contacts.remember_first_of_each_payment(conn, events)
+
+    assert list(remembered) == [event.id for event in firsts]
+    assert [(contact, dict(row)) for contact, row in remembered.values()] == [
+        (kept[0], dict(kept[1])) for kept in one_by_one if kept is not None
+    ]
+    contacts = [remembered[event.id][0] for event in firsts]
+    assert [contact.sealed_portal_url for contact in contacts] == ["newer", "newer", None, None, "newer"]
+    assert contacts[2] == Contact(), "another merchant's payment: nothing told"
+    assert contacts[4].process_time == "5 to 10 days"

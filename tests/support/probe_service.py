@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -75,15 +76,34 @@ async def start_probe(
     effect_seconds: float = 0.0,
     finished: list[list[Event]] | None = None,
     before_finish: FinishHook | None = None,
+    prepared: list[list[Event]] | None = None,
 ) -> ServiceRuntime:
     """A running probe service: consumes refund.requested and records an effect per event (the effect takes
     ``effect_seconds`` of database time, for tests that need the transaction open for a while).
 
     Given ``finished``, the handler leaves its effect to the consumer's ``finish``, which records the effects of
-    each transaction in one call, and appends the events it was given to ``finished``."""
+    each transaction in one call, and appends the events it was given to ``finished``. Given ``prepared``, a
+    ``prepare`` appends the events it was given to ``prepared`` and the handler records its effect only if its event
+    was among them."""
     runtime = ServiceRuntime(PROBE, settings, PROBE_MIGRATIONS, PROBE_CONTRACT if consume else RELAY_ONLY)
     await runtime.open()
-    if consume and finished is None:
+    if consume and prepared is not None:
+
+        async def see_events(conn: asyncpg.Connection, events: list[Event]) -> set[uuid.UUID]:
+            prepared.append(events)
+            return {event.id for event in events}
+
+        @runtime.consumer.handles(RefundRequested, prepare=see_events)
+        async def record_prepared_effect(
+            conn: asyncpg.Connection, event: Event, data: RefundRequested, seen: set[uuid.UUID]
+        ) -> None:
+            if event.id not in seen:
+                raise AssertionError("the handler was not given what the prepare of its events returned")
+            if before_effect is not None:
+                await before_effect(event)
+            await conn.execute(_EFFECT, event.id, data.payment_id, event.sequence, instance)
+
+    elif consume and finished is None:
 
         @runtime.consumer.handles(RefundRequested)
         async def record_effect(conn: asyncpg.Connection, event: Event, data: RefundRequested) -> None:

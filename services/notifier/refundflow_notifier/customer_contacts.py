@@ -8,14 +8,18 @@ put in an email, never logged.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeGuard
 
 import asyncpg
 import structlog
 
 from refundflow_notifier.merchant_settings import PREFERENCE_COLUMNS
 from refundflow_shared.events import (
+    Event,
     EventData,
     RefundApproved,
     RefundFailed,
@@ -44,6 +48,18 @@ FROM_INTAKE = (
 )
 # The processor's outcomes carry the decision's words, which may be older than what is kept.
 CARRIED = (RefundSucceeded, RefundFailed, RefundReversed, SubscriptionCanceled, SubscriptionExtended)
+CustomerFacing = (
+    RefundRequested
+    | RefundApproved
+    | RefundRejected
+    | SubscriptionCancelRequested
+    | SubscriptionExtensionGranted
+    | RefundSucceeded
+    | RefundFailed
+    | RefundReversed
+    | SubscriptionCanceled
+    | SubscriptionExtended
+)
 
 
 _CONTACT_FIELDS = ("customer_email", "merchant_name", "sealed_portal_url", "portal_url_expires_at", "process_time")
@@ -69,7 +85,10 @@ class CustomerLink:
     expired: bool = False
 
 
-async def remember(conn: asyncpg.Connection, data: EventData) -> tuple[Contact, asyncpg.Record] | None:
+Remembered = tuple[Contact, asyncpg.Record]  # what is known of the customer, and the merchant's settings row
+
+
+async def remember(conn: asyncpg.Connection, data: EventData) -> Remembered | None:
     """Keep what a customer-facing event says of the payment's customer: the freshest link (events of one payment
     may arrive out of order across topics), or none when intake now sends none (the merchant switched its portal
     off), and the rest as last said. Returns what is now known of them (the upsert returns it: no second read), or
@@ -77,39 +96,81 @@ async def remember(conn: asyncpg.Connection, data: EventData) -> tuple[Contact, 
 
     With it comes the merchant's settings row (``merchant_settings.PREFERENCE_COLUMNS``, all None when it set
     none), read in the same round trip: the event's email and alerts need them."""
-    if not isinstance(data, FROM_INTAKE + CARRIED):
+    if not speaks_of_the_customer(data):
         return None
-    link, now_says = data.portal_link, isinstance(data, FROM_INTAKE)
-    row = await conn.fetchrow(
-        "WITH kept AS (INSERT INTO customer_contacts AS c (payment_id, merchant_id, customer_email, merchant_name,"
-        " sealed_portal_url, portal_url_expires_at, process_time) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        " ON CONFLICT (payment_id) DO UPDATE SET"
-        " customer_email = coalesce(EXCLUDED.customer_email, c.customer_email),"
-        " merchant_name = coalesce(EXCLUDED.merchant_name, c.merchant_name),"
-        " sealed_portal_url = CASE WHEN EXCLUDED.sealed_portal_url IS NULL THEN"
-        "   CASE WHEN $8 THEN NULL ELSE c.sealed_portal_url END"
-        "   WHEN c.portal_url_expires_at IS NULL OR EXCLUDED.portal_url_expires_at > c.portal_url_expires_at"
-        "   THEN EXCLUDED.sealed_portal_url ELSE c.sealed_portal_url END,"
-        " portal_url_expires_at = CASE WHEN EXCLUDED.sealed_portal_url IS NULL THEN"
-        "   CASE WHEN $8 THEN NULL ELSE c.portal_url_expires_at END"
-        "   ELSE greatest(EXCLUDED.portal_url_expires_at, c.portal_url_expires_at) END,"
-        " process_time = coalesce(EXCLUDED.process_time, c.process_time), updated_at = now()"
-        " WHERE c.merchant_id = EXCLUDED.merchant_id"
-        f" RETURNING {_CONTACT_COLUMNS})"
-        # One row whatever the upsert kept (nothing, when the payment is another merchant's) and the merchant set.
-        " SELECT kept.*, s.* FROM (VALUES (1)) AS one LEFT JOIN kept ON true"
-        f" LEFT JOIN (SELECT {PREFERENCE_COLUMNS} FROM merchant_settings WHERE merchant_id = $2) AS s ON true",
-        data.payment_id,
-        data.merchant_id,
-        data.customer_email,
-        data.merchant_name,
-        link.sealed_url if link else None,
-        link.expires_at if link else None,
-        data.process_time if isinstance(data, RefundApproved | RefundSucceeded) else None,
-        now_says,
+    return (await _remember_each_payment(conn, [data]))[0]
+
+
+def speaks_of_the_customer(data: EventData) -> TypeGuard[CustomerFacing]:
+    return isinstance(data, FROM_INTAKE + CARRIED)
+
+
+async def remember_first_of_each_payment(conn: asyncpg.Connection, events: list[Event]) -> dict[uuid.UUID, Remembered]:
+    """``remember`` for a batch's events in one round trip, by event id: the first event of each payment only (one
+    statement cannot change a row twice; a payment's later events are remembered after it, one by one)."""
+    first: dict[str, tuple[uuid.UUID, CustomerFacing]] = {}
+    for event in events:
+        data = event.data
+        if speaks_of_the_customer(data) and data.payment_id not in first:
+            first[data.payment_id] = (event.id, data)
+    if not first:
+        return {}
+    remembered = await _remember_each_payment(conn, [data for _, data in first.values()])
+    return {event_id: kept for (event_id, _), kept in zip(first.values(), remembered, strict=True)}
+
+
+async def _remember_each_payment(conn: asyncpg.Connection, events: Sequence[CustomerFacing]) -> list[Remembered]:
+    """What ``remember`` returns for each event (of different payments), in order, in one round trip."""
+    links = [data.portal_link for data in events]
+    rows = await conn.fetch(
+        _REMEMBER,
+        [data.payment_id for data in events],
+        [data.merchant_id for data in events],
+        [data.customer_email for data in events],
+        [data.merchant_name for data in events],
+        [link.sealed_url if link else None for link in links],
+        [link.expires_at if link else None for link in links],
+        [data.process_time if isinstance(data, RefundApproved | RefundSucceeded) else None for data in events],
+        [isinstance(data, FROM_INTAKE) for data in events],  # intake's events say the portal as it is now
     )
-    assert row is not None, "the outer query always has its one row"
-    return Contact(**{name: row[name] for name in _CONTACT_FIELDS}), row
+    return [(Contact(**{name: row[name] for name in _CONTACT_FIELDS}), row) for row in rows]
+
+
+# Per payment, one row whatever the upsert kept (nothing, when the payment is another merchant's) and the merchant set.
+_REMEMBER = f"""
+WITH given AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
+                         $8::bool[]) WITH ORDINALITY
+        AS g(payment_id, merchant_id, customer_email, merchant_name, sealed_portal_url, portal_url_expires_at,
+             process_time, now_says, n)
+), kept AS (
+    INSERT INTO customer_contacts AS c (payment_id, merchant_id, customer_email, merchant_name, sealed_portal_url,
+                                        portal_url_expires_at, process_time)
+    SELECT payment_id, merchant_id, customer_email, merchant_name, sealed_portal_url, portal_url_expires_at,
+           process_time
+    FROM given ORDER BY payment_id  -- every batch takes the rows in one order: two never wait on each other
+    ON CONFLICT (payment_id) DO UPDATE SET
+        customer_email = coalesce(EXCLUDED.customer_email, c.customer_email),
+        merchant_name = coalesce(EXCLUDED.merchant_name, c.merchant_name),
+        sealed_portal_url = CASE WHEN EXCLUDED.sealed_portal_url IS NULL THEN
+            CASE WHEN (SELECT now_says FROM given WHERE given.payment_id = EXCLUDED.payment_id) THEN NULL
+                 ELSE c.sealed_portal_url END
+            WHEN c.portal_url_expires_at IS NULL OR EXCLUDED.portal_url_expires_at > c.portal_url_expires_at
+            THEN EXCLUDED.sealed_portal_url ELSE c.sealed_portal_url END,
+        portal_url_expires_at = CASE WHEN EXCLUDED.sealed_portal_url IS NULL THEN
+            CASE WHEN (SELECT now_says FROM given WHERE given.payment_id = EXCLUDED.payment_id) THEN NULL
+                 ELSE c.portal_url_expires_at END
+            ELSE greatest(EXCLUDED.portal_url_expires_at, c.portal_url_expires_at) END,
+        process_time = coalesce(EXCLUDED.process_time, c.process_time), updated_at = now()
+    WHERE c.merchant_id = EXCLUDED.merchant_id
+    RETURNING payment_id, {_CONTACT_COLUMNS}
+)
+SELECT {", ".join(f"kept.{name}" for name in _CONTACT_FIELDS)}, s.*
+FROM given g
+LEFT JOIN kept ON kept.payment_id = g.payment_id
+LEFT JOIN LATERAL (SELECT {PREFERENCE_COLUMNS} FROM merchant_settings WHERE merchant_id = g.merchant_id) AS s ON true
+ORDER BY g.n
+"""
 
 
 async def recall(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> Contact:

@@ -2,13 +2,15 @@
 (and remember what intake says of each payment's customer, for the emails of later events).
 
 Every handler only writes rows, in the inbox transaction: a redelivered event queues nothing twice, and a
-slow mail server or webhook endpoint never holds up consumption. The workers send. A batch's webhooks and messages
-are queued together once its events are handled (``queue_notifications``, the consumer's ``finish``).
+slow mail server or webhook endpoint never holds up consumption. The workers send. What a batch's events say of
+their customers is remembered together before they are handled (``remember_first_of_each_payment``, the consumer's
+``prepare``), and their webhooks and messages are queued together after (``queue_notifications``, its ``finish``).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -53,13 +55,19 @@ class Notifications:
 
 
 async def notify(
-    conn: asyncpg.Connection, settings: NotifierSettings, box: SecretBox | None, event: Event, data: EventData
+    conn: asyncpg.Connection,
+    settings: NotifierSettings,
+    box: SecretBox | None,
+    event: Event,
+    data: EventData,
+    contacts: Mapping[uuid.UUID, customer_contacts.Remembered],
 ) -> Notifications:
-    """Remember what the event says of the customer, and say what it leaves to queue (``queue_notifications``)."""
+    """Remember what the event says of the customer (``contacts``: what its batch's first events of each payment
+    said, remembered before the handlers ran), and say what it leaves to queue (``queue_notifications``)."""
     webhook = (event, current_traceparent()) if event.type.value in WEBHOOK_EVENT_TYPES else None
     alerts = team_alerts(data)
     payment_id: str | None = getattr(data, "payment_id", None)
-    remembered = await customer_contacts.remember(conn, data) if payment_id else None
+    remembered = contacts[event.id] if event.id in contacts else await customer_contacts.remember(conn, data)
     emailed_payment = payment_id if isinstance(data, EMAILED) else None  # whose customer may get an email
     if not alerts and emailed_payment is None:
         return Notifications(webhook, [])  # nothing to send (payment.refunded, say): no settings to read
@@ -137,14 +145,21 @@ def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
     key = settings.webhook_secret_key
     box = SecretBox(key.get_secret_value()) if key else None
 
-    async def notify_of(conn: asyncpg.Connection, event: Event, data: EventData) -> Notifications:
-        return await notify(conn, settings, box, event, data)
+    async def notify_of(
+        conn: asyncpg.Connection,
+        event: Event,
+        data: EventData,
+        contacts: dict[uuid.UUID, customer_contacts.Remembered],
+    ) -> Notifications:
+        return await notify(conn, settings, box, event, data, contacts)
 
     async def queue_them(conn: asyncpg.Connection, notifications: list[Notifications]) -> None:
         await queue_notifications(conn, settings, notifications)
 
     for event_type in (*WEBHOOK_EVENT_TYPES, *ALERT_ONLY_EVENT_TYPES, *CONTACT_ONLY_EVENT_TYPES):
-        consumer.handles(EVENT_DATA_TYPES[event_type], finish=queue_them)(notify_of)
+        consumer.handles(
+            EVENT_DATA_TYPES[event_type], finish=queue_them, prepare=customer_contacts.remember_first_of_each_payment
+        )(notify_of)
 
     @consumer.handles(WebhookEndpointConfigured)
     async def endpoint_configured(conn: asyncpg.Connection, event: Event, data: WebhookEndpointConfigured) -> None:
