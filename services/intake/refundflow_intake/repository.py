@@ -107,16 +107,18 @@ async def payment_of_provider(conn: asyncpg.Connection, provider_payment_id: str
 
 
 # A payment with what customer-facing events say of its merchant (``portal.links.to_customer``): read with the
-# payment, not after it. A lock takes the payment's row only (``FOR UPDATE OF p``), never the merchant's.
-_PAYMENT_AND_MERCHANT = (
-    "SELECT p.*, m.name AS merchant_name, m.portal_enabled FROM payments p JOIN merchants m ON m.id = p.merchant_id"
-)
+# payment, not after it. A lock never takes the merchant's row (``FOR UPDATE OF p``).
+_PAYMENT_AND_MERCHANT_COLUMNS = "p.*, m.name AS merchant_name, m.portal_enabled"
+_PAYMENTS_AND_MERCHANTS = "payments p JOIN merchants m ON m.id = p.merchant_id"
 
 
 async def get_payment(conn: asyncpg.Connection, merchant_id: str, payment_id: str, *, lock: bool = False) -> Row | None:
     """The merchant's payment with its merchant's name and portal switch, or None (another merchant's payment does
     not exist for this one)."""
-    sql = f"{_PAYMENT_AND_MERCHANT} WHERE p.id = $1 AND p.merchant_id = $2" + (" FOR UPDATE OF p" if lock else "")
+    sql = (
+        f"SELECT {_PAYMENT_AND_MERCHANT_COLUMNS} FROM {_PAYMENTS_AND_MERCHANTS} WHERE p.id = $1 AND p.merchant_id = $2"
+        + (" FOR UPDATE OF p" if lock else "")
+    )
     row = await conn.fetchrow(sql, payment_id, merchant_id)
     return dict(row) if row else None
 
@@ -128,8 +130,8 @@ async def lock_refund_and_payment(
     payment first as every writer locks them; with ``merchant_id``, only if the refund is that merchant's. None if
     there is no such refund. (Both rows are locked, so a wait for either reads both as they are once it ends.)"""
     row = await conn.fetchrow(
-        "SELECT p.*, m.name AS merchant_name, m.portal_enabled, r AS refund FROM payments p"
-        " JOIN merchants m ON m.id = p.merchant_id JOIN refunds r ON r.payment_id = p.id"
+        f"SELECT {_PAYMENT_AND_MERCHANT_COLUMNS}, r AS refund FROM {_PAYMENTS_AND_MERCHANTS}"
+        " JOIN refunds r ON r.payment_id = p.id"
         " WHERE r.id = $1 AND ($2::text IS NULL OR r.merchant_id = $2) FOR UPDATE OF p, r",
         refund_id,
         merchant_id,

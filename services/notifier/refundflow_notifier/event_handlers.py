@@ -149,7 +149,7 @@ def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
         conn: asyncpg.Connection,
         event: Event,
         data: EventData,
-        contacts: dict[uuid.UUID, customer_contacts.Remembered],
+        contacts: Mapping[uuid.UUID, customer_contacts.Remembered],
     ) -> Notifications:
         return await notify(conn, settings, box, event, data, contacts)
 
