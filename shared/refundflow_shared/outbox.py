@@ -49,35 +49,77 @@ def limit_event_size(max_bytes: int) -> None:
 
 
 async def add_event(conn: asyncpg.Connection, data: EventData, *, source: str) -> Event:
-    """Stage ``data`` as an event in the caller's transaction; it is published only if that commits.
+    """Stage ``data`` as an event in the caller's transaction; it is published only if that commits."""
+    (event,) = await add_events(conn, [data], source=source)
+    return event
 
-    Raises ``EventTooLarge`` (before writing anything) when the event could never be published, and
-    ``ContractBroken`` when ``source``'s contract does not list the event type (a programming error).
-    """
-    check_publishes(source, data.event_type)
+
+async def add_events(conn: asyncpg.Connection, events: Sequence[EventData], *, source: str) -> list[Event]:
+    """Stage ``events``, in this order, in the caller's transaction, in one round trip (see ``events_insert``)."""
+    staging, args, drafts = _staging(events, source=source, first=1)
     assert conn.is_in_transaction(), "outbox rows must be written in the state change's transaction"
-    # Weighed with the longest sequence number, so nothing is written (no gap in the sequence) when it is refused.
-    draft = Event.wrap(data, source=source, sequence=_LONGEST_SEQUENCE)
-    value, headers = draft.kafka_value(), draft.kafka_headers()
-    if (traceparent := current_traceparent()) is not None:  # the event continues the trace it was caused in
-        headers[EVENT_HEADER] = traceparent
-    if (size := event_size(headers, value)) > _max_event_bytes:
-        raise EventTooLarge(data.event_type.value, size, _max_event_bytes)
-    # The key's next sequence number and the row, in one round trip: the draft's headers get the real number.
-    sequence = await conn.fetchval(_STAGE, draft.id, draft.type.value, draft.partition_key, json.dumps(headers), value)
-    return draft.model_copy(update={"sequence": sequence})
+    rows = await conn.fetch(f"WITH {staging} SELECT event_id, sequence FROM staged_events", *args)
+    sequences = {row["event_id"]: row["sequence"] for row in rows}
+    return [draft.model_copy(update={"sequence": sequences[draft.id]}) for draft in drafts]
 
 
-_STAGE = """
-WITH next AS (
-    INSERT INTO event_sequences (partition_key, last_sequence) VALUES ($3, 1)
-    ON CONFLICT (partition_key) DO UPDATE SET last_sequence = event_sequences.last_sequence + 1
-    RETURNING last_sequence
-)
-INSERT INTO outbox (event_id, event_type, partition_key, headers, payload)
-SELECT $1, $2, $3, jsonb_set($4::jsonb, '{ce_sequence}', to_jsonb(last_sequence::text)), $5 FROM next
-RETURNING (headers ->> 'ce_sequence')::bigint
-"""
+def events_insert(
+    events: Sequence[EventData], *, source: str, first: int, only_if: str | None = None
+) -> tuple[str, list[Any]]:
+    """What stages ``events`` in the outbox, with their keys' next sequence numbers: two ``name AS (...)`` for the
+    WITH of the statement of the change that causes them (``only_if``: a condition on its other parts), and their
+    arguments, numbered from ``$first``. The events are published only if that statement's transaction commits.
+
+    Raises ``EventTooLarge`` (before anything is written) when an event could never be published, and
+    ``ContractBroken`` when ``source``'s contract does not list an event's type (a programming error).
+    """
+    staging, args, _ = _staging(events, source=source, first=first, only_if=only_if)
+    return staging, args
+
+
+def _staging(
+    events: Sequence[EventData], *, source: str, first: int, only_if: str | None = None
+) -> tuple[str, list[Any], list[Event]]:
+    drafts, headers, values = [], [], []
+    for data in events:
+        check_publishes(source, data.event_type)
+        # Weighed with the longest sequence number, so nothing is written (no gap in the sequence) when refused.
+        draft = Event.wrap(data, source=source, sequence=_LONGEST_SEQUENCE)
+        value, header = draft.kafka_value(), draft.kafka_headers()
+        if (traceparent := current_traceparent()) is not None:  # the event continues the trace it was caused in
+            header[EVENT_HEADER] = traceparent
+        if (size := event_size(header, value)) > _max_event_bytes:
+            raise EventTooLarge(data.event_type.value, size, _max_event_bytes)
+        drafts.append(draft)
+        headers.append(json.dumps(header))
+        values.append(value)
+    n, where = first, f" WHERE {only_if}" if only_if else ""
+    staging = f"""
+event_keys AS (
+    INSERT INTO event_sequences (partition_key, last_sequence)
+    SELECT key, count(*) FROM unnest(${n + 2}::text[]) AS e(key){where} GROUP BY key ORDER BY key
+    ON CONFLICT (partition_key) DO UPDATE SET last_sequence = event_sequences.last_sequence + EXCLUDED.last_sequence
+    RETURNING partition_key, last_sequence
+),
+staged_events AS (
+    INSERT INTO outbox (event_id, event_type, partition_key, headers, payload)
+    SELECT e.id, e.type, e.key, jsonb_set(e.headers::jsonb, '{{ce_sequence}}', to_jsonb((
+        k.last_sequence - count(*) OVER (PARTITION BY e.key) + row_number() OVER (PARTITION BY e.key ORDER BY e.n)
+    )::text)), e.payload
+    FROM unnest(${n}::uuid[], ${n + 1}::text[], ${n + 2}::text[], ${n + 3}::text[], ${n + 4}::bytea[])
+        WITH ORDINALITY AS e(id, type, key, headers, payload, n)
+    JOIN event_keys k ON k.partition_key = e.key
+    ORDER BY e.n
+    RETURNING event_id, (headers ->> 'ce_sequence')::bigint AS sequence
+)"""
+    args = [
+        [draft.id for draft in drafts],
+        [draft.type.value for draft in drafts],
+        [draft.partition_key for draft in drafts],
+        headers,
+        values,
+    ]
+    return staging, args, drafts
 
 
 async def retry_parked(conn: asyncpg.Connection, event_ids: Sequence[uuid.UUID]) -> int:

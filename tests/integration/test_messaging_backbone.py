@@ -20,12 +20,13 @@ from refundflow_shared.consumer import TransientError
 from refundflow_shared.database import create_pool
 from refundflow_shared.events import Event, dlq_topic, topic_for
 from refundflow_shared.migrations_runner import apply_migrations
-from refundflow_shared.outbox import OutboxRelay, add_event
+from refundflow_shared.outbox import OutboxRelay, add_event, add_events, events_insert
 from refundflow_shared.service_runtime import ServiceRuntime
 from refundflow_shared.settings import ServiceSettings
 from tests.support.kafka_reader import headers_of, read_topic
 from tests.support.probe_service import (
     PROBE,
+    PROBE_CONTRACT,
     PROBE_MIGRATIONS,
     eventually,
     probe_settings,
@@ -97,6 +98,29 @@ async def test_each_payment_gets_its_own_gap_free_sequence(pool: asyncpg.Pool) -
         pool, [refund_requested("pay_a", 1), refund_requested("pay_b", 1), refund_requested("pay_a", 2)]
     )
     assert [(e.partition_key, e.sequence) for e in staged] == [("pay_a", 1), ("pay_b", 1), ("pay_a", 2)]
+
+
+async def test_events_staged_in_one_statement_take_their_keys_next_numbers_in_order(pool: asyncpg.Pool) -> None:
+    await stage_events(pool, [refund_requested("pay_c", 1)])
+    together = [refund_requested("pay_c", 2), refund_requested("pay_d", 1), refund_requested("pay_c", 3)]
+    async with pool.acquire() as conn, conn.transaction():
+        staged = await add_events(conn, together, source=PROBE_CONTRACT.source)
+    assert [(e.partition_key, e.sequence) for e in staged] == [("pay_c", 2), ("pay_d", 1), ("pay_c", 3)]
+    rows = await pool.fetch(
+        "SELECT event_id, headers ->> 'ce_sequence' AS sequence FROM outbox WHERE partition_key IN ('pay_c', 'pay_d')"
+        " ORDER BY id"
+    )  # the relay publishes in id order: the rows are in the order they were given
+    assert [(row["event_id"], row["sequence"]) for row in rows][1:] == [(e.id, str(e.sequence)) for e in staged]
+
+
+async def test_events_staged_with_a_change_that_did_not_happen_are_not_staged_nor_numbered(pool: asyncpg.Pool) -> None:
+    for changed in (False, True):
+        staging, args = events_insert(
+            [refund_requested("pay_e", 1)], source=PROBE_CONTRACT.source, first=2, only_if="$1::bool"
+        )
+        await pool.execute(f"WITH {staging} SELECT", changed, *args)
+    rows = await pool.fetch("SELECT headers ->> 'ce_sequence' AS sequence FROM outbox WHERE partition_key = 'pay_e'")
+    assert [row["sequence"] for row in rows] == ["1"]
 
 
 async def test_relay_publishes_cloudevents_keyed_by_payment_and_marks_them_sent(

@@ -12,9 +12,7 @@ import structlog
 from refundflow_intake import repository
 from refundflow_intake.domain import DuplicatePayment, MerchantNotFound, ProviderPaymentTaken
 from refundflow_intake.merchant_accounts import merchant_exists, new_id
-from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import PaymentDisputed, PaymentSucceeded, Product, SubscriptionPeriod
-from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
 
@@ -84,13 +82,12 @@ async def register_payment(
     )
     payment = payment_row(data)
     try:
-        stored = await repository.insert_payment(conn, payment)
+        stored = await repository.insert_payment(conn, payment, [data])
     except asyncpg.ForeignKeyViolationError as exc:  # the foreign key says so, in the insert's own round trip
         if exc.constraint_name != "payments_merchant_id_fkey":
             raise
         raise MerchantNotFound(f"no merchant {merchant_id}") from exc
     if stored:
-        await add_event(conn, data, source=INTAKE.source)
         return stored, True
     owner = await repository.payment_of_provider(conn, provider_payment_id)
     assert owner is not None, "the insert conflicted on the provider payment, which is registered"

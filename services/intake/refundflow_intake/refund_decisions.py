@@ -28,9 +28,7 @@ from refundflow_intake.domain import (
 )
 from refundflow_intake.portal.links import CustomerLinks, to_customer
 from refundflow_intake.refund_policy import RefundPolicy
-from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import RefundApproved, RefundRejected
-from refundflow_shared.outbox import add_event
 
 Row = dict[str, Any]
 
@@ -135,27 +133,23 @@ async def _apply(
     }
     audit = repository.Audit(actor, told.note, action="approved")
     hold = ("refund_hold", refund_id, {**refund, "amount": decision.amount})
-    await repository.record_decision(conn, refund_id, decided, audit, approved=True, entries=[hold])
     customer = to_customer(told.links, payment)
-    await add_event(
-        conn,
-        RefundApproved(
-            refund_id=refund_id,
-            payment_id=payment["id"],
-            merchant_id=payment["merchant_id"],
-            customer_email=payment["customer_email"],
-            amount=decision.amount,
-            currency=refund["currency"],
-            provider_payment_id=payment["provider_payment_id"],
-            payment_amount=payment["amount"],
-            approved_by=actor,
-            requested_amount=refund["amount"] if refund["amount"] > decision.amount else None,
-            note_to_customer=told.to_customer,
-            process_time=told.policy.process_time,
-            **customer,
-        ),
-        source=INTAKE.source,
+    approved = RefundApproved(
+        refund_id=refund_id,
+        payment_id=payment["id"],
+        merchant_id=payment["merchant_id"],
+        customer_email=payment["customer_email"],
+        amount=decision.amount,
+        currency=refund["currency"],
+        provider_payment_id=payment["provider_payment_id"],
+        payment_amount=payment["amount"],
+        approved_by=actor,
+        requested_amount=refund["amount"] if refund["amount"] > decision.amount else None,
+        note_to_customer=told.to_customer,
+        process_time=told.policy.process_time,
+        **customer,
     )
+    await repository.record_decision(conn, refund_id, decided, audit, approved=True, entries=[hold], events=[approved])
     if action is SubscriptionAction.REFUND_AND_CANCEL:
         await subscription_requests.request_cancel(
             conn, payment, customer, refund_id=refund_id, at_period_end=False, actor=actor, note_to_customer=None
@@ -177,11 +171,14 @@ async def _close_as_cancel_only(
         "note": told.note,
         "customer_note": told.to_customer,
     }
-    await repository.record_decision(
-        conn, refund["id"], decision, repository.Audit(actor, told.note, action="cancel_only")
-    )
     customer = to_customer(told.links, payment)
-    await _announce_rejection(conn, refund, payment, customer, told.to_customer, cancel_only=True)
+    await repository.record_decision(
+        conn,
+        refund["id"],
+        decision,
+        repository.Audit(actor, told.note, action="cancel_only"),
+        events=[_rejection(refund, payment, customer, told.to_customer, cancel_only=True)],
+    )
     await subscription_requests.request_cancel(
         conn,
         payment,
@@ -197,21 +194,15 @@ async def _close_as_cancel_only(
         )
 
 
-async def _announce_rejection(
-    conn: asyncpg.Connection, refund: Row, payment: Row, customer: Row, note: str | None, *, cancel_only: bool
-) -> None:
-    await add_event(
-        conn,
-        RefundRejected(
-            refund_id=refund["id"],
-            payment_id=payment["id"],
-            merchant_id=payment["merchant_id"],
-            customer_email=payment["customer_email"],
-            note=note,
-            cancel_only=cancel_only,
-            **customer,
-        ),
-        source=INTAKE.source,
+def _rejection(refund: Row, payment: Row, customer: Row, note: str | None, *, cancel_only: bool) -> RefundRejected:
+    return RefundRejected(
+        refund_id=refund["id"],
+        payment_id=payment["id"],
+        merchant_id=payment["merchant_id"],
+        customer_email=payment["customer_email"],
+        note=note,
+        cancel_only=cancel_only,
+        **customer,
     )
 
 
@@ -229,6 +220,6 @@ async def reject_refund(
     if not check_transition(RefundStatus(refund["status"]), RefundStatus.REJECTED):
         return
     decision = {"status": RefundStatus.REJECTED.value, "amount": refund["amount"], "note": note, "customer_note": note}
-    await repository.record_decision(conn, refund_id, decision, repository.Audit(actor, note, action="rejected"))
-    customer = to_customer(links, payment)
-    await _announce_rejection(conn, refund, payment, customer, note, cancel_only=False)
+    rejected = _rejection(refund, payment, to_customer(links, payment), note, cancel_only=False)
+    audit = repository.Audit(actor, note, action="rejected")
+    await repository.record_decision(conn, refund_id, decision, audit, events=[rejected])

@@ -29,9 +29,7 @@ from refundflow_intake.merchant_accounts import new_id
 from refundflow_intake.portal.links import CustomerLinks, to_customer
 from refundflow_intake.proration import period_days, prorate
 from refundflow_intake.refund_policy import RefundPolicy
-from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import RefundRequested
-from refundflow_shared.outbox import add_event
 
 AUTO_APPROVER = actors.AUTO_APPROVER
 
@@ -158,6 +156,18 @@ async def request_refund(
     structlog.contextvars.bind_contextvars(refund_id=refund_id)
     why = reason.value + (f": {reason_details}" if reason_details else "")
     actor = actor or actors.customer(payment["customer_email"])
+    requested = RefundRequested(
+        refund_id=refund_id,
+        payment_id=payment_id,
+        merchant_id=merchant_id,
+        customer_email=payment["customer_email"],
+        amount=quote.amount,
+        currency=payment["currency"],
+        reason=reason.value,
+        channel=channel.value,
+        auto_approved=quote.auto_approved,
+        **to_customer(links, payment),
+    )
     await repository.insert_refund(
         conn,
         {
@@ -177,22 +187,7 @@ async def request_refund(
             "cancel_subscription": cancel_subscription if payment["subscription_id"] else None,
         },
         repository.Audit(actor, why, action="requested"),
-    )
-    await add_event(
-        conn,
-        RefundRequested(
-            refund_id=refund_id,
-            payment_id=payment_id,
-            merchant_id=merchant_id,
-            customer_email=payment["customer_email"],
-            amount=quote.amount,
-            currency=payment["currency"],
-            reason=reason.value,
-            channel=channel.value,
-            auto_approved=quote.auto_approved,
-            **to_customer(links, payment),
-        ),
-        source=INTAKE.source,
+        [requested],
     )
     if quote.auto_approved:
         # The rule authorises money back, not ending a subscription: that stays a person's decision, or the

@@ -13,7 +13,10 @@ from refundflow_intake import ledger
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.domain import HOLDING_STATUSES, RefundStatus
 from refundflow_intake.refund_policy import RefundPolicy
+from refundflow_shared.event_contract import INTAKE
+from refundflow_shared.events import EventData
 from refundflow_shared.metrics import REFUNDS, count_after_commit
+from refundflow_shared.outbox import events_insert
 from refundflow_shared.tracing import current_traceparent
 
 Row = dict[str, Any]
@@ -38,9 +41,11 @@ def _audited(
     *,
     also: str = "",
     entries: Sequence[ledger.Entry] = (),
+    events: Sequence[EventData] = (),
 ) -> tuple[str, list[Any]]:
     """``sql`` (a change of the refund's status) with its timeline entry written in the same statement, the
-    statements ``also`` (more ``name AS (...)``, on ``args``) and the balance ``entries`` it makes with them."""
+    statements ``also`` (more ``name AS (...)``, on ``args``), the balance ``entries`` it makes with them, and the
+    ``events`` it causes, staged in the outbox."""
     entry = [refund_id, status, audit.actor, audit.note, audit.action or status, current_traceparent()]
     placeholders = ", ".join(f"${i}" for i in range(len(args) + 1, len(args) + len(entry) + 1))
     parts = [
@@ -54,6 +59,10 @@ def _audited(
         insert, entry_args = ledger.entries_insert(entries, first=len(args) + 1)
         parts.append(f"ledger AS ({insert})")
         args += entry_args
+    if events:
+        staging, event_args = events_insert(events, source=INTAKE.source, first=len(args) + 1)
+        parts.append(staging)
+        args += event_args
     return f"WITH {', '.join(parts)} {sql}", args
 
 
@@ -76,19 +85,24 @@ _PAYMENT_COLUMNS = (
 )
 
 
-async def insert_payment(conn: asyncpg.Connection, payment: Row) -> Row | None:
-    """The payment as stored, credited to its merchant's balance in the same statement; None (and no credit) when
-    the payment id, or the provider payment, is already registered."""
+async def insert_payment(conn: asyncpg.Connection, payment: Row, events: Sequence[EventData] = ()) -> Row | None:
+    """The payment as stored, credited to its merchant's balance and its ``events`` staged in the same statement;
+    None (and no credit, no event) when the payment id, or the provider payment, is already registered."""
     placeholders = ", ".join(f"${i}" for i in range(1, len(_PAYMENT_COLUMNS) + 1))
-    credit, credit_args = ledger.entries_insert(
-        [ledger.payment_credit(payment)], first=len(_PAYMENT_COLUMNS) + 1, only_if="EXISTS (SELECT FROM stored)"
-    )
-    row = await conn.fetchrow(
-        f"WITH stored AS (INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) VALUES ({placeholders})"
-        f" ON CONFLICT DO NOTHING RETURNING *), credit AS ({credit}) SELECT * FROM stored",
-        *(payment.get(column) for column in _PAYMENT_COLUMNS),
-        *credit_args,
-    )
+    stored = "EXISTS (SELECT FROM stored)"
+    args = [payment.get(column) for column in _PAYMENT_COLUMNS]
+    credit, credit_args = ledger.entries_insert([ledger.payment_credit(payment)], first=len(args) + 1, only_if=stored)
+    parts = [
+        f"stored AS (INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) VALUES ({placeholders})"
+        " ON CONFLICT DO NOTHING RETURNING *)",
+        f"credit AS ({credit})",
+    ]
+    args += credit_args
+    if events:
+        staging, event_args = events_insert(events, source=INTAKE.source, first=len(args) + 1, only_if=stored)
+        parts.append(staging)
+        args += event_args
+    row = await conn.fetchrow(f"WITH {', '.join(parts)} SELECT * FROM stored", *args)
     return dict(row) if row else None
 
 
@@ -210,7 +224,8 @@ _REFUND_COLUMNS = (
 )
 
 
-async def insert_refund(conn: asyncpg.Connection, refund: Row, audit: Audit) -> None:
+async def insert_refund(conn: asyncpg.Connection, refund: Row, audit: Audit, events: Sequence[EventData] = ()) -> None:
+    """A new refund, with its timeline entry and the ``events`` it causes, in one statement."""
     placeholders = ", ".join(f"${i}" for i in range(1, len(_REFUND_COLUMNS) + 1))
     sql, args = _audited(
         f"INSERT INTO refunds ({', '.join(_REFUND_COLUMNS)}) VALUES ({placeholders})",
@@ -218,6 +233,7 @@ async def insert_refund(conn: asyncpg.Connection, refund: Row, audit: Audit) -> 
         refund["id"],
         refund["status"],
         audit,
+        events=events,
     )
     await conn.execute(sql, *args)
     _count_status(refund["status"])
@@ -274,10 +290,11 @@ async def record_decision(
     *,
     approved: bool = False,
     entries: Sequence[ledger.Entry] = (),
+    events: Sequence[EventData] = (),
 ) -> None:
     """The merchant's decision: status, the amount approved, what happens to the subscription, the team's note and
     the note told to the customer. ``approved``: the actor's approval of that amount is added in the same
-    statement (``add_approval``), as are the balance ``entries`` it makes."""
+    statement (``add_approval``), as are the balance ``entries`` it makes and the ``events`` it causes."""
     sql, args = _audited(
         "UPDATE refunds SET status = $2, amount = $3, subscription_action = $4, extend_days = $5,"
         " decision_note = $6, customer_note = $7, decided_at = now(), updated_at = now() WHERE id = $1",
@@ -296,6 +313,7 @@ async def record_decision(
         audit,
         also=f"approval AS ({_add_approval('SELECT $1, $8::text, $3 WHERE $8 IS NOT NULL')})",
         entries=entries,
+        events=events,
     )
     await conn.execute(sql, *args)
     _count_status(decision["status"])

@@ -39,7 +39,7 @@ from refundflow_shared.events import (
     RefundSucceeded,
     carry,
 )
-from refundflow_shared.outbox import add_event
+from refundflow_shared.outbox import add_event, add_events
 
 log = structlog.get_logger(__name__)
 
@@ -78,25 +78,16 @@ async def apply_step(conn: asyncpg.Connection, attempt: Attempt, step: Step, *, 
 async def _record_success(conn: asyncpg.Connection, attempt: Attempt, result: ProviderRefund) -> None:
     refund = attempt.refund
     refunded = await repository.record_success(conn, attempt, result.id)
-    await add_event(
-        conn,
-        RefundSucceeded(
-            **_refund_fields(refund),
-            **carry(refund.to_customer, RefundSucceeded),
-            customer_email=refund.customer_email,
-            provider_refund_id=result.id,
-        ),
-        source=PROCESSOR.source,
+    succeeded = RefundSucceeded(
+        **_refund_fields(refund),
+        **carry(refund.to_customer, RefundSucceeded),
+        customer_email=refund.customer_email,
+        provider_refund_id=result.id,
     )
-    await add_event(
-        conn,
-        PaymentRefunded(
-            **_refund_fields(refund),
-            refunded_amount=refunded,
-            remaining_amount=max(refund.payment_amount - refunded, 0),
-        ),
-        source=PROCESSOR.source,
+    payment = PaymentRefunded(
+        **_refund_fields(refund), refunded_amount=refunded, remaining_amount=max(refund.payment_amount - refunded, 0)
     )
+    await add_events(conn, [succeeded, payment], source=PROCESSOR.source)
     log.info("refund_succeeded", provider_refund_id=result.id)
 
 
