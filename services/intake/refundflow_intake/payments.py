@@ -66,7 +66,8 @@ async def register_payment(
     """The platform registers a captured payment, published as ``payment.succeeded``: (the payment, created).
 
     The same registration again answers the payment already registered (created False); another merchant's
-    provider payment, or this one's with other details, is refused.
+    provider payment, or this one's with other details, is refused. The payment, its credit and its event are
+    written by one statement, so the caller needs no transaction: keep it one.
     """
     data = PaymentSucceeded(
         payment_id=new_id("pay"),

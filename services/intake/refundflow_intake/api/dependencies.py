@@ -37,6 +37,13 @@ class Database:
         async with self.pool.acquire() as conn, conn.transaction():
             yield conn
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection in no transaction, two round trips (BEGIN, COMMIT) fewer: for reads, and for a change that
+        one statement makes whole (atomic by itself)."""
+        async with self.pool.acquire() as conn:
+            yield conn
+
 
 # Dependencies are coroutines: FastAPI runs a plain function in a worker thread, a hop that costs more than the
 # dependency itself on every request.
@@ -66,7 +73,7 @@ async def require_admin(settings: Settings, db: Db, credentials: Credentials) ->
     expected = settings.refundflow_admin_token.get_secret_value().encode()
     if hmac.compare_digest(credentials.credentials.encode(), expected):
         return
-    async with db.pool.acquire() as conn:
+    async with db.connection() as conn:
         if await api_key_owner(conn, credentials.credentials) is not None:
             raise PlatformOnly("a platform call: it takes the platform's admin token, not a merchant's API key")
     raise _unauthorized()
@@ -87,7 +94,7 @@ async def current_caller(db: Db, credentials: Credentials) -> Caller:
     """The merchant the API key belongs to; every query is then scoped to it."""
     if credentials is None:
         raise _unauthorized()
-    async with db.pool.acquire() as conn:
+    async with db.connection() as conn:
         owner = await api_key_owner(conn, credentials.credentials)
     if owner is None:
         raise _unauthorized()

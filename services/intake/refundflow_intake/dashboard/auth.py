@@ -36,7 +36,7 @@ async def optional_user(request: Request, db: Db, now: Now) -> SignedIn | None:
     session_id = request.cookies.get(SESSION_COOKIE)
     if not session_id:
         return None
-    async with db.pool.acquire() as conn:
+    async with db.connection() as conn:
         user = await dashboard_sessions.signed_in(conn, session_id, now=now)
     request.state.dashboard_user = user  # error pages show the sidebar to a signed-in person
     return user

@@ -48,7 +48,7 @@ async def register_payment(body: PaymentCreate, db: Db, response: Response) -> P
     """Register a captured payment for one of the platform's merchants (platform admin token), so that it can
     be refunded; published as ``payment.succeeded``. A provider payment belongs to one merchant: registering it
     again answers the payment already registered (200); another merchant's is refused."""
-    async with db.transaction() as conn:
+    async with db.connection() as conn:  # the registration is one statement
         payment, created = await payments.register_payment(
             conn,
             body.merchant_id,
