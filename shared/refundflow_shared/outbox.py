@@ -55,71 +55,82 @@ async def add_event(conn: asyncpg.Connection, data: EventData, *, source: str) -
 
 
 async def add_events(conn: asyncpg.Connection, events: Sequence[EventData], *, source: str) -> list[Event]:
-    """Stage ``events``, in this order, in the caller's transaction, in one round trip (see ``events_insert``)."""
-    staging, args, drafts = _staging(events, source=source, first=1)
+    """Stage ``events`` in the caller's transaction: one round trip per key, each key's events in their order."""
+    drafts = _drafts(events, source)  # all refused before any is staged
+    by_key: dict[str, list[tuple[Event, str, bytes]]] = {}
+    for draft in drafts:
+        by_key.setdefault(draft[0].partition_key, []).append(draft)
     assert conn.is_in_transaction(), "outbox rows must be written in the state change's transaction"
-    rows = await conn.fetch(f"WITH {staging} SELECT event_id, sequence FROM staged_events", *args)
-    sequences = {row["event_id"]: row["sequence"] for row in rows}
-    return [draft.model_copy(update={"sequence": sequences[draft.id]}) for draft in drafts]
+    sequences: dict[uuid.UUID, int] = {}
+    for key in sorted(by_key):  # in one order, as a transaction's row locks should be taken
+        staging, args = _staging(by_key[key], first=1)
+        rows = await conn.fetch(f"WITH {staging} SELECT event_id, sequence FROM staged_events", *args)
+        sequences |= {row["event_id"]: row["sequence"] for row in rows}
+    return [draft.model_copy(update={"sequence": sequences[draft.id]}) for draft, _, _ in drafts]
 
 
 def events_insert(
     events: Sequence[EventData], *, source: str, first: int, only_if: str | None = None
 ) -> tuple[str, list[Any]]:
-    """What stages ``events`` in the outbox, with their keys' next sequence numbers: two ``name AS (...)`` for the
-    WITH of the statement of the change that causes them (``only_if``: a condition on its other parts), and their
-    arguments, numbered from ``$first``. The events are published only if that statement's transaction commits.
+    """What stages ``events``, all of one key, in the outbox, with the key's next sequence numbers: two
+    ``name AS (...)`` for the WITH of the statement of the change that causes them (``only_if``: a condition on its
+    other parts), and their arguments, numbered from ``$first``. They are published only if that statement's
+    transaction commits.
 
     Raises ``EventTooLarge`` (before anything is written) when an event could never be published, and
     ``ContractBroken`` when ``source``'s contract does not list an event's type (a programming error).
     """
-    staging, args, _ = _staging(events, source=source, first=first, only_if=only_if)
-    return staging, args
+    return _staging(_drafts(events, source), first=first, only_if=only_if)
 
 
-def _staging(
-    events: Sequence[EventData], *, source: str, first: int, only_if: str | None = None
-) -> tuple[str, list[Any], list[Event]]:
-    drafts, headers, values = [], [], []
+def _drafts(events: Sequence[EventData], source: str) -> list[tuple[Event, str, bytes]]:
+    """Each event with its headers and value, as they are staged; refused (``EventTooLarge``, ``ContractBroken``)
+    before anything is written."""
+    drafts = []
     for data in events:
         check_publishes(source, data.event_type)
         # Weighed with the longest sequence number, so nothing is written (no gap in the sequence) when refused.
         draft = Event.wrap(data, source=source, sequence=_LONGEST_SEQUENCE)
-        value, header = draft.kafka_value(), draft.kafka_headers()
+        value, headers = draft.kafka_value(), draft.kafka_headers()
         if (traceparent := current_traceparent()) is not None:  # the event continues the trace it was caused in
-            header[EVENT_HEADER] = traceparent
-        if (size := event_size(header, value)) > _max_event_bytes:
+            headers[EVENT_HEADER] = traceparent
+        if (size := event_size(headers, value)) > _max_event_bytes:
             raise EventTooLarge(data.event_type.value, size, _max_event_bytes)
-        drafts.append(draft)
-        headers.append(json.dumps(header))
-        values.append(value)
-    n, where = first, f" WHERE {only_if}" if only_if else ""
+        drafts.append((draft, json.dumps(headers), value))
+    return drafts
+
+
+def _staging(
+    drafts: Sequence[tuple[Event, str, bytes]], *, first: int, only_if: str | None = None
+) -> tuple[str, list[Any]]:
+    # One key: its row in event_sequences moves once, by the number of events, and the events take the numbers up
+    # to its new value in their order (a statement may change a row only once). Rows from VALUES: a set-based form
+    # for several keys (unnest, a count per key, window functions) cost PostgreSQL about 0.15 ms more per event.
+    keys = {draft.partition_key for draft, _, _ in drafts}
+    assert len(keys) == 1, f"one statement stages the events of one key, not of {len(keys)}"
+    (key,) = keys
+    count, where = len(drafts), f" WHERE {only_if}" if only_if else ""
+    rows: list[str] = []
+    args: list[Any] = [key]
+    for n, (draft, headers, value) in enumerate(drafts, start=1):
+        p = first + len(args)
+        rows.append(f"(${p}::uuid, ${p + 1}::text, ${p + 2}::text, ${p + 3}::bytea, {n})")
+        args += [draft.id, draft.type.value, headers, value]
     staging = f"""
 event_keys AS (
-    INSERT INTO event_sequences (partition_key, last_sequence)
-    SELECT key, count(*) FROM unnest(${n + 2}::text[]) AS e(key){where} GROUP BY key ORDER BY key
+    INSERT INTO event_sequences (partition_key, last_sequence) SELECT ${first}::text, {count}{where}
     ON CONFLICT (partition_key) DO UPDATE SET last_sequence = event_sequences.last_sequence + EXCLUDED.last_sequence
-    RETURNING partition_key, last_sequence
+    RETURNING last_sequence
 ),
 staged_events AS (
     INSERT INTO outbox (event_id, event_type, partition_key, headers, payload)
-    SELECT e.id, e.type, e.key, jsonb_set(e.headers::jsonb, '{{ce_sequence}}', to_jsonb((
-        k.last_sequence - count(*) OVER (PARTITION BY e.key) + row_number() OVER (PARTITION BY e.key ORDER BY e.n)
-    )::text)), e.payload
-    FROM unnest(${n}::uuid[], ${n + 1}::text[], ${n + 2}::text[], ${n + 3}::text[], ${n + 4}::bytea[])
-        WITH ORDINALITY AS e(id, type, key, headers, payload, n)
-    JOIN event_keys k ON k.partition_key = e.key
+    SELECT e.id, e.type, ${first},
+        jsonb_set(e.headers::jsonb, '{{ce_sequence}}', to_jsonb((last_sequence - {count} + e.n)::text)), e.payload
+    FROM (VALUES {", ".join(rows)}) AS e(id, type, headers, payload, n), event_keys
     ORDER BY e.n
     RETURNING event_id, (headers ->> 'ce_sequence')::bigint AS sequence
 )"""
-    args = [
-        [draft.id for draft in drafts],
-        [draft.type.value for draft in drafts],
-        [draft.partition_key for draft in drafts],
-        headers,
-        values,
-    ]
-    return staging, args, drafts
+    return staging, args
 
 
 async def retry_parked(conn: asyncpg.Connection, event_ids: Sequence[uuid.UUID]) -> int:

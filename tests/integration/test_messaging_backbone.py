@@ -100,17 +100,18 @@ async def test_each_payment_gets_its_own_gap_free_sequence(pool: asyncpg.Pool) -
     assert [(e.partition_key, e.sequence) for e in staged] == [("pay_a", 1), ("pay_b", 1), ("pay_a", 2)]
 
 
-async def test_events_staged_in_one_statement_take_their_keys_next_numbers_in_order(pool: asyncpg.Pool) -> None:
+async def test_events_staged_together_take_their_keys_next_numbers_in_order(pool: asyncpg.Pool) -> None:
     await stage_events(pool, [refund_requested("pay_c", 1)])
     together = [refund_requested("pay_c", 2), refund_requested("pay_d", 1), refund_requested("pay_c", 3)]
     async with pool.acquire() as conn, conn.transaction():
         staged = await add_events(conn, together, source=PROBE_CONTRACT.source)
     assert [(e.partition_key, e.sequence) for e in staged] == [("pay_c", 2), ("pay_d", 1), ("pay_c", 3)]
     rows = await pool.fetch(
-        "SELECT event_id, headers ->> 'ce_sequence' AS sequence FROM outbox WHERE partition_key IN ('pay_c', 'pay_d')"
-        " ORDER BY id"
-    )  # the relay publishes in id order: the rows are in the order they were given
-    assert [(row["event_id"], row["sequence"]) for row in rows][1:] == [(e.id, str(e.sequence)) for e in staged]
+        "SELECT event_id, headers ->> 'ce_sequence' AS sequence FROM outbox WHERE partition_key = 'pay_c' ORDER BY id"
+    )  # the relay publishes in id order: a key's rows are in the order they were given
+    assert [(row["event_id"], row["sequence"]) for row in rows][1:] == [
+        (e.id, str(e.sequence)) for e in staged if e.partition_key == "pay_c"
+    ]
 
 
 async def test_events_staged_with_a_change_that_did_not_happen_are_not_staged_nor_numbered(pool: asyncpg.Pool) -> None:
