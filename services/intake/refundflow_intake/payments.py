@@ -83,7 +83,7 @@ async def register_payment(
     )
     payment = payment_row(data)
     try:
-        stored = await repository.insert_payment(conn, payment, [data])
+        stored = await repository.insert_payment(conn, payment, events=[data])
     except asyncpg.ForeignKeyViolationError as exc:  # the foreign key says so, in the insert's own round trip
         if exc.constraint_name != "payments_merchant_id_fkey":
             raise

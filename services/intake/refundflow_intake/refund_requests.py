@@ -187,7 +187,7 @@ async def request_refund(
             "cancel_subscription": cancel_subscription if payment["subscription_id"] else None,
         },
         repository.Audit(actor, why, action="requested"),
-        [requested],
+        events=[requested],
     )
     if quote.auto_approved:
         # The rule authorises money back, not ending a subscription: that stays a person's decision, or the

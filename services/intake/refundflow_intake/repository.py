@@ -85,7 +85,7 @@ _PAYMENT_COLUMNS = (
 )
 
 
-async def insert_payment(conn: asyncpg.Connection, payment: Row, events: Sequence[EventData] = ()) -> Row | None:
+async def insert_payment(conn: asyncpg.Connection, payment: Row, *, events: Sequence[EventData] = ()) -> Row | None:
     """The payment as stored, credited to its merchant's balance and its ``events`` staged in the same statement;
     None (and no credit, no event) when the payment id, or the provider payment, is already registered."""
     placeholders = ", ".join(f"${i}" for i in range(1, len(_PAYMENT_COLUMNS) + 1))
@@ -224,7 +224,9 @@ _REFUND_COLUMNS = (
 )
 
 
-async def insert_refund(conn: asyncpg.Connection, refund: Row, audit: Audit, events: Sequence[EventData] = ()) -> None:
+async def insert_refund(
+    conn: asyncpg.Connection, refund: Row, audit: Audit, *, events: Sequence[EventData] = ()
+) -> None:
     """A new refund, with its timeline entry and the ``events`` it causes, in one statement."""
     placeholders = ", ".join(f"${i}" for i in range(1, len(_REFUND_COLUMNS) + 1))
     sql, args = _audited(

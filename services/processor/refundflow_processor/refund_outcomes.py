@@ -84,10 +84,10 @@ async def _record_success(conn: asyncpg.Connection, attempt: Attempt, result: Pr
         customer_email=refund.customer_email,
         provider_refund_id=result.id,
     )
-    payment = PaymentRefunded(
+    payment_refunded = PaymentRefunded(
         **_refund_fields(refund), refunded_amount=refunded, remaining_amount=max(refund.payment_amount - refunded, 0)
     )
-    await add_events(conn, [succeeded, payment], source=PROCESSOR.source)
+    await add_events(conn, [succeeded, payment_refunded], source=PROCESSOR.source)
     log.info("refund_succeeded", provider_refund_id=result.id)
 
 
