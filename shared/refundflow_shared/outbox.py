@@ -12,7 +12,7 @@ import json
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 import structlog
@@ -57,16 +57,16 @@ async def add_event(conn: asyncpg.Connection, data: EventData, *, source: str) -
 async def add_events(conn: asyncpg.Connection, events: Sequence[EventData], *, source: str) -> list[Event]:
     """Stage ``events`` in the caller's transaction: one round trip per key, each key's events in their order."""
     drafts = _drafts(events, source)  # all refused before any is staged
-    by_key: dict[str, list[tuple[Event, str, bytes]]] = {}
+    by_key: dict[str, list[_Draft]] = {}
     for draft in drafts:
-        by_key.setdefault(draft[0].partition_key, []).append(draft)
+        by_key.setdefault(draft.event.partition_key, []).append(draft)
     assert conn.is_in_transaction(), "outbox rows must be written in the state change's transaction"
     sequences: dict[uuid.UUID, int] = {}
     for key in sorted(by_key):  # in one order, as a transaction's row locks should be taken
         staging, args = _staging(by_key[key], first=1)
         rows = await conn.fetch(f"WITH {staging} SELECT event_id, sequence FROM staged_events", *args)
         sequences |= {row["event_id"]: row["sequence"] for row in rows}
-    return [draft.model_copy(update={"sequence": sequences[draft.id]}) for draft, _, _ in drafts]
+    return [draft.event.model_copy(update={"sequence": sequences[draft.event.id]}) for draft in drafts]
 
 
 def events_insert(
@@ -83,7 +83,15 @@ def events_insert(
     return _staging(_drafts(events, source), first=first, only_if=only_if)
 
 
-def _drafts(events: Sequence[EventData], source: str) -> list[tuple[Event, str, bytes]]:
+class _Draft(NamedTuple):
+    """An event as it is staged: its number not yet known, its headers (JSON) and its value."""
+
+    event: Event
+    headers: str
+    value: bytes
+
+
+def _drafts(events: Sequence[EventData], source: str) -> list[_Draft]:
     """Each event with its headers and value, as they are staged; refused (``EventTooLarge``, ``ContractBroken``)
     before anything is written."""
     drafts = []
@@ -96,27 +104,25 @@ def _drafts(events: Sequence[EventData], source: str) -> list[tuple[Event, str, 
             headers[EVENT_HEADER] = traceparent
         if (size := event_size(headers, value)) > _max_event_bytes:
             raise EventTooLarge(data.event_type.value, size, _max_event_bytes)
-        drafts.append((draft, json.dumps(headers), value))
+        drafts.append(_Draft(draft, json.dumps(headers), value))
     return drafts
 
 
-def _staging(
-    drafts: Sequence[tuple[Event, str, bytes]], *, first: int, only_if: str | None = None
-) -> tuple[str, list[Any]]:
+def _staging(drafts: Sequence[_Draft], *, first: int, only_if: str | None = None) -> tuple[str, list[Any]]:
     # One key: its row in event_sequences moves once, by the number of events, and the events take the numbers up
     # to its new value in their order (a statement may change a row only once). Rows from VALUES: a set-based form
     # for several keys (unnest, a count per key, window functions) cost PostgreSQL about 0.15 ms more per event
     # than this one (README, Performance).
-    keys = {draft.partition_key for draft, _, _ in drafts}
+    keys = {draft.event.partition_key for draft in drafts}
     assert len(keys) == 1, f"one statement stages the events of one key, not of {len(keys)}"
     (key,) = keys
     count, where = len(drafts), f" WHERE {only_if}" if only_if else ""
     rows: list[str] = []
     args: list[Any] = [key]
-    for n, (draft, headers, value) in enumerate(drafts, start=1):
+    for n, draft in enumerate(drafts, start=1):
         p = first + len(args)
         rows.append(f"(${p}::uuid, ${p + 1}::text, ${p + 2}::text, ${p + 3}::bytea, {n})")
-        args += [draft.id, draft.type.value, headers, value]
+        args += [draft.event.id, draft.event.type.value, draft.headers, draft.value]
     staging = f"""
 event_keys AS (
     INSERT INTO event_sequences (partition_key, last_sequence) SELECT ${first}::text, {count}{where}

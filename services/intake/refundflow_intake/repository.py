@@ -48,22 +48,34 @@ def _audited(
     ``events`` it causes, staged in the outbox."""
     entry = [refund_id, status, audit.actor, audit.note, audit.action or status, current_traceparent()]
     placeholders = ", ".join(f"${i}" for i in range(len(args) + 1, len(args) + len(entry) + 1))
-    parts = [
+    timeline = (
         "audit AS (INSERT INTO refund_timeline (refund_id, status, actor, note, action, traceparent)"
         f" VALUES ({placeholders}))"
-    ]
-    args = [*args, *entry]
-    if also:
-        parts.append(also)
+    )
+    with_effects, args = _with_effects([timeline, also] if also else [timeline], [*args, *entry], entries, events)
+    return f"{with_effects} {sql}", args
+
+
+def _with_effects(
+    parts: Sequence[str],
+    args: Sequence[Any],
+    entries: Sequence[ledger.Entry],
+    events: Sequence[EventData],
+    *,
+    only_if: str | None = None,
+) -> tuple[str, list[Any]]:
+    """The WITH of a change's statement: its ``parts`` (``name AS (...)``, on ``args``), then the balance ``entries``
+    and the ``events`` the change makes (only if ``only_if``, a condition on the parts), and all their arguments."""
+    parts, args = [*parts], [*args]
     if entries:
-        insert, entry_args = ledger.entries_insert(entries, first=len(args) + 1)
+        insert, entry_args = ledger.entries_insert(entries, first=len(args) + 1, only_if=only_if)
         parts.append(f"ledger AS ({insert})")
         args += entry_args
     if events:
-        staging, event_args = events_insert(events, source=INTAKE.source, first=len(args) + 1)
+        staging, event_args = events_insert(events, source=INTAKE.source, first=len(args) + 1, only_if=only_if)
         parts.append(staging)
         args += event_args
-    return f"WITH {', '.join(parts)} {sql}", args
+    return f"WITH {', '.join(parts)}", args
 
 
 _PAYMENT_COLUMNS = (
@@ -89,20 +101,17 @@ async def insert_payment(conn: asyncpg.Connection, payment: Row, *, events: Sequ
     """The payment as stored, credited to its merchant's balance and its ``events`` staged in the same statement;
     None (and no credit, no event) when the payment id, or the provider payment, is already registered."""
     placeholders = ", ".join(f"${i}" for i in range(1, len(_PAYMENT_COLUMNS) + 1))
-    stored = "EXISTS (SELECT FROM stored)"
-    args = [payment.get(column) for column in _PAYMENT_COLUMNS]
-    credit, credit_args = ledger.entries_insert([ledger.payment_credit(payment)], first=len(args) + 1, only_if=stored)
-    parts = [
-        f"stored AS (INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) VALUES ({placeholders})"
-        " ON CONFLICT DO NOTHING RETURNING *)",
-        f"credit AS ({credit})",
-    ]
-    args += credit_args
-    if events:
-        staging, event_args = events_insert(events, source=INTAKE.source, first=len(args) + 1, only_if=stored)
-        parts.append(staging)
-        args += event_args
-    row = await conn.fetchrow(f"WITH {', '.join(parts)} SELECT * FROM stored", *args)
+    with_effects, args = _with_effects(
+        [
+            f"stored AS (INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) VALUES ({placeholders})"
+            " ON CONFLICT DO NOTHING RETURNING *)"
+        ],
+        [payment.get(column) for column in _PAYMENT_COLUMNS],
+        [ledger.payment_credit(payment)],
+        events,
+        only_if="EXISTS (SELECT FROM stored)",
+    )
+    row = await conn.fetchrow(f"{with_effects} SELECT * FROM stored", *args)
     return dict(row) if row else None
 
 
