@@ -265,8 +265,14 @@ async def test_a_deferred_email_is_retried_and_delivered_once(world: World) -> N
 
     assert len(await mails_to(world, to)) == 1
     assert to in world.mail.deferred, "the first attempt was answered 451"
+    # The message is recorded once the server's answer is back, a moment after the mail reached the server.
+    await eventually(lambda: _settled(world.pool, to))
     row = await world.pool.fetchrow("SELECT status, attempts FROM messages WHERE recipient = $1", to)
     assert row is not None and (row["status"], row["attempts"]) == ("sent", 2)
+
+
+async def _settled(pool: asyncpg.Pool, recipient: str) -> bool:
+    return bool(await pool.fetchval("SELECT status <> 'pending' FROM messages WHERE recipient = $1", recipient))
 
 
 async def test_a_raised_team_alert_reaches_slack_and_the_team_email_with_its_details(world: World) -> None:
