@@ -9,7 +9,7 @@ import asyncpg
 from refundflow_processor.records import ExternalRefund, Payment
 
 _PAYMENT_COLUMNS = "payment_id, merchant_id, provider_payment_id, amount, currency"
-_EXTERNAL_COLUMNS = "provider_refund_id, payment_id, amount, currency, status, attributed"
+_EXTERNAL_COLUMNS = "x.provider_refund_id, x.payment_id, x.amount, x.currency, x.status, x.attributed"
 
 
 class PaymentClaim(StrEnum):
@@ -118,8 +118,10 @@ async def record_payment_sync_failed(
 
 
 async def lock_external_refund(conn: asyncpg.Connection, provider_refund_id: str) -> ExternalRefund | None:
+    """The refund made elsewhere, locked with its payment, the payment first (as a refund's rows are)."""
     row = await conn.fetchrow(
-        f"SELECT {_EXTERNAL_COLUMNS} FROM external_refunds WHERE provider_refund_id = $1 FOR UPDATE",
+        f"SELECT {_EXTERNAL_COLUMNS} FROM external_refunds x JOIN payments p ON p.payment_id = x.payment_id"
+        " WHERE x.provider_refund_id = $1 FOR UPDATE OF p, x",
         provider_refund_id,
     )
     return _external(row) if row else None

@@ -76,10 +76,10 @@ class RefundSync:
             try:
                 reported = await self._call(self._provider.get_refund(provider_refund_id))
                 async with self._pool.acquire() as conn, conn.transaction():
-                    await touch(conn, provider_refund_id)
-                    recorded += await apply_provider_update(
+                    recorded += await apply_provider_update(  # first: it locks the payment before the refund
                         conn, reported, policy=self._policy, provider=self._provider.name
                     )
+                    await touch(conn, provider_refund_id)
             except ProviderAuthFailed:
                 raise
             except Exception:  # one refund's trouble is logged; the others are still asked about

@@ -27,6 +27,14 @@ _ATTEMPT_COLUMNS = (
     " a.traceparent"
 )
 _RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
+# An outcome is written under its payment's lock: the payment's totals it reports count every outcome recorded
+# before it. The payment is locked first (rows are locked in the order of FOR UPDATE OF), as everywhere in the
+# processor, so a statement waiting for it holds none of its refund's rows.
+_LOCK_ATTEMPT = (
+    f"SELECT {_ATTEMPT_COLUMNS} FROM payments p JOIN refunds r ON r.payment_id = p.payment_id"
+    " JOIN refund_attempts a ON a.refund_id = r.refund_id"
+)
+_LOCK_PAYMENT_FIRST = "FOR UPDATE OF p, a, r"
 
 
 def _refund(row: asyncpg.Record) -> Refund:
@@ -145,10 +153,10 @@ async def claim_due_attempts(
 
 
 async def lock_leased_attempt(conn: asyncpg.Connection, attempt: Attempt) -> Attempt | None:
-    """The attempt, locked, if our lease on it still holds; None if another executor took it over."""
+    """The attempt, locked with its refund and payment, if our lease on it still holds; None if another executor
+    took it over."""
     row = await conn.fetchrow(
-        f"SELECT {_ATTEMPT_COLUMNS} FROM refund_attempts a JOIN refunds r ON r.refund_id = a.refund_id"
-        " WHERE a.refund_id = $1 AND a.attempt = $2 AND a.lease_id = $3 FOR UPDATE OF a, r",
+        f"{_LOCK_ATTEMPT} WHERE a.refund_id = $1 AND a.attempt = $2 AND a.lease_id = $3 {_LOCK_PAYMENT_FIRST}",
         attempt.refund.refund_id,
         attempt.number,
         attempt.lease_id,
@@ -157,10 +165,9 @@ async def lock_leased_attempt(conn: asyncpg.Connection, attempt: Attempt) -> Att
 
 
 async def lock_attempt_of_provider_refund(conn: asyncpg.Connection, provider_refund_id: str) -> Attempt | None:
-    """The attempt that made this provider refund, locked with its refund; None if it is not ours."""
+    """The attempt that made this provider refund, locked with its refund and payment; None if it is not ours."""
     row = await conn.fetchrow(
-        f"SELECT {_ATTEMPT_COLUMNS} FROM refund_attempts a JOIN refunds r ON r.refund_id = a.refund_id"
-        " WHERE a.provider_refund_id = $1 FOR UPDATE OF a, r",
+        f"{_LOCK_ATTEMPT} WHERE a.provider_refund_id = $1 {_LOCK_PAYMENT_FIRST}",
         provider_refund_id,
     )
     return _attempt(row) if row else None
@@ -279,7 +286,8 @@ async def note_outcome_unknown_alert(conn: asyncpg.Connection, refund_id: str) -
 
 async def record_success(conn: asyncpg.Connection, attempt: Attempt, provider_refund_id: str) -> int:
     """The attempt and its refund succeeded (one round trip); what has now reached the customer: our succeeded
-    refunds, this one included, plus attributed succeeded refunds made elsewhere."""
+    refunds, this one included, plus attributed succeeded refunds made elsewhere. The caller holds the payment's
+    lock, so the sums see every other outcome of the payment (this statement's snapshot is taken after it)."""
     total: int = await conn.fetchval(
         "WITH attempt AS ("
         "  UPDATE refund_attempts SET state = 'succeeded', provider_refund_id = $3, tries = tries + 1,"
