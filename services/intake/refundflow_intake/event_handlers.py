@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import asyncpg
 
 from refundflow_intake.domain import RefundStatus
 from refundflow_intake.external_refunds import record_external_refund
-from refundflow_intake.payments import consume_payment_disputed, consume_payment_succeeded
+from refundflow_intake.payments import consume_payment_disputed, consume_payment_succeeded, registered_among
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.refund_commands import Tries, submit_refund
 from refundflow_intake.refund_outcomes import record_refund_outcome, record_reversal
@@ -33,9 +33,11 @@ from refundflow_shared.service_runtime import ServiceRuntime
 def register(runtime: ServiceRuntime, clock: Callable[[], datetime], links: CustomerLinks) -> None:
     consumer = runtime.consumer
 
-    @consumer.handles(PaymentSucceeded)
-    async def payment_succeeded(conn: asyncpg.Connection, event: Event, data: PaymentSucceeded) -> None:
-        await consume_payment_succeeded(conn, data)
+    @consumer.handles(PaymentSucceeded, prepare=registered_among)
+    async def payment_succeeded(
+        conn: asyncpg.Connection, event: Event, data: PaymentSucceeded, registered: Mapping[str, tuple[str, str]]
+    ) -> None:
+        await consume_payment_succeeded(conn, data, registered)
 
     @consumer.handles(PaymentDisputed)
     async def payment_disputed(conn: asyncpg.Connection, event: Event, data: PaymentDisputed) -> None:

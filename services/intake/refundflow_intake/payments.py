@@ -3,6 +3,7 @@ disputes. A provider payment belongs to one merchant: nobody else can register i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ import structlog
 from refundflow_intake import repository
 from refundflow_intake.domain import DuplicatePayment, MerchantNotFound, ProviderPaymentTaken
 from refundflow_intake.merchant_accounts import merchant_exists, new_id
-from refundflow_shared.events import PaymentDisputed, PaymentSucceeded, Product, SubscriptionPeriod
+from refundflow_shared.events import Event, PaymentDisputed, PaymentSucceeded, Product, SubscriptionPeriod
 
 log = structlog.get_logger(__name__)
 
@@ -99,11 +100,20 @@ async def register_payment(
     return owner, False
 
 
-async def consume_payment_succeeded(conn: asyncpg.Connection, data: PaymentSucceeded) -> bool:
-    """A payment published by billing (or by intake itself): registered once, by its payment id."""
-    if await repository.payment_identity(conn, data.payment_id) == (data.merchant_id, data.provider_payment_id):
-        # Intake's own payment coming back (each registration is), or a redelivery: one query, nothing to do.
-        return False
+async def registered_among(conn: asyncpg.Connection, events: list[Event]) -> Mapping[str, tuple[str, str]]:
+    """The identities of the batch's payments already registered, read at once: most are intake's own payments
+    coming back (each registration is), which are then handled without another query."""
+    payment_ids = [event.data.payment_id for event in events if isinstance(event.data, PaymentSucceeded)]
+    return await repository.payment_identities(conn, payment_ids)
+
+
+async def consume_payment_succeeded(
+    conn: asyncpg.Connection, data: PaymentSucceeded, registered: Mapping[str, tuple[str, str]]
+) -> bool:
+    """A payment published by billing (or by intake itself): registered once, by its payment id. ``registered``:
+    ``registered_among`` the batch, before it was handled."""
+    if registered.get(data.payment_id) == (data.merchant_id, data.provider_payment_id):
+        return False  # intake's own payment coming back, or a redelivery: nothing to do
     if not await merchant_exists(conn, data.merchant_id):
         raise UnknownMerchant(f"no merchant {data.merchant_id}")
     payment = payment_row(data)

@@ -115,10 +115,12 @@ async def insert_payment(conn: asyncpg.Connection, payment: Row, *, events: Sequ
     return dict(row) if row else None
 
 
-async def payment_identity(conn: asyncpg.Connection, payment_id: str) -> tuple[str, str] | None:
-    """(merchant id, provider payment id) of a registered payment, or None."""
-    row = await conn.fetchrow("SELECT merchant_id, provider_payment_id FROM payments WHERE id = $1", payment_id)
-    return (row["merchant_id"], row["provider_payment_id"]) if row else None
+async def payment_identities(conn: asyncpg.Connection, payment_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """(merchant id, provider payment id) of each of these payments that is registered, by payment id."""
+    rows = await conn.fetch(
+        "SELECT id, merchant_id, provider_payment_id FROM payments WHERE id = ANY($1::text[])", payment_ids
+    )
+    return {row["id"]: (row["merchant_id"], row["provider_payment_id"]) for row in rows}
 
 
 async def payment_of_provider(conn: asyncpg.Connection, provider_payment_id: str) -> Row | None:
