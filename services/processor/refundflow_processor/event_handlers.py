@@ -12,6 +12,7 @@ from refundflow_processor.refund_acceptance import accept_approved_refund
 from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.events import (
     Event,
+    PaymentEventData,
     PaymentSucceeded,
     RefundApproved,
     SubscriptionCancelRequested,
@@ -22,17 +23,24 @@ from refundflow_shared.events import (
 log = structlog.get_logger(__name__)
 
 
+async def lock_the_batchs_payments(conn: asyncpg.Connection, events: list[Event]) -> None:
+    """A batch's handlers lock payments in the order of its events; the executor, writing several outcomes at once,
+    in payment order. Locking the batch's payments first, in that order, keeps the two from waiting for each other."""
+    payment_ids = {event.data.payment_id for event in events if isinstance(event.data, PaymentEventData)}
+    await payment_repository.lock_payments(conn, sorted(payment_ids))
+
+
 def register(consumer: EventConsumer) -> None:
-    @consumer.handles(PaymentSucceeded)
-    async def payment_succeeded(conn: asyncpg.Connection, event: Event, data: PaymentSucceeded) -> None:
+    @consumer.handles(PaymentSucceeded, prepare=lock_the_batchs_payments)
+    async def payment_succeeded(conn: asyncpg.Connection, event: Event, data: PaymentSucceeded, _: None) -> None:
         payment = Payment(data.payment_id, data.merchant_id, data.provider_payment_id, data.amount, data.currency)
         if await payment_repository.remember_payment(conn, payment, trusted=True) is PaymentClaim.CONFLICT:
             # Another payment holds this provider payment (or this payment id names another one): refunds of
             # this payment will be refused, and refunds found on the provider payment stay with its first owner.
             log.error("payment_claims_a_taken_provider_payment", provider_payment_id=data.provider_payment_id)
 
-    @consumer.handles(RefundApproved)
-    async def refund_approved(conn: asyncpg.Connection, event: Event, data: RefundApproved) -> None:
+    @consumer.handles(RefundApproved, prepare=lock_the_batchs_payments)
+    async def refund_approved(conn: asyncpg.Connection, event: Event, data: RefundApproved, _: None) -> None:
         await accept_approved_refund(conn, data)
 
     @consumer.handles(SubscriptionCancelRequested)

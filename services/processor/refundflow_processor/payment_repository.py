@@ -45,6 +45,14 @@ async def lock_payment(conn: asyncpg.Connection, payment_id: str) -> Payment | N
     return _payment(row) if row else None
 
 
+async def lock_payments(conn: asyncpg.Connection, payment_ids: list[str]) -> None:
+    """Lock these payments (those known) at once, in payment id order: the order in which every transaction that
+    locks several takes them, so that no two of them wait for each other."""
+    await conn.execute(
+        "SELECT FROM payments WHERE payment_id = ANY($1::text[]) ORDER BY payment_id FOR UPDATE", payment_ids
+    )
+
+
 async def remember_payment(conn: asyncpg.Connection, payment: Payment, *, trusted: bool) -> PaymentClaim:
     """Learn a payment. ``trusted``: from payment.succeeded, whose amount and currency replace what an earlier
     approval said. A provider payment belongs to one payment only: a second claim on it is a CONFLICT."""
