@@ -120,7 +120,8 @@ async def test_a_batch_locks_its_payments_in_payment_order_before_its_handlers_r
     # The executor writes a group of outcomes locking their payments in payment order. A batch whose events name
     # the same payments in another order must not hold a later one while it waits for an earlier one.
     run = uuid.uuid4().hex[:10]
-    earlier, later = f"pay_order_{run}_1", f"pay_order_{run}_2"
+    # In code point order (the executor's), "B" comes before "a"; in most locales' collations, after.
+    earlier, later = f"pay_order_{run}_B", f"pay_order_{run}_a"
     async with processor.db.acquire() as conn:
         for payment_id in (earlier, later):
             payment = Payment(payment_id, "mer_test", f"pi_{payment_id}", 10_000, "EUR")

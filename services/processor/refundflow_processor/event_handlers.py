@@ -27,7 +27,7 @@ async def lock_the_batchs_payments(conn: asyncpg.Connection, events: list[Event]
     """A batch's handlers lock payments in the order of its events; the executor, writing several outcomes at once,
     in payment order. Locking the batch's payments first, in that order, keeps the two from waiting for each other."""
     payment_ids = {event.data.payment_id for event in events if isinstance(event.data, PaymentEventData)}
-    await payment_repository.lock_payments(conn, sorted(payment_ids))
+    await payment_repository.lock_payments(conn, list(payment_ids))
 
 
 def register(consumer: EventConsumer) -> None:

@@ -47,9 +47,11 @@ async def lock_payment(conn: asyncpg.Connection, payment_id: str) -> Payment | N
 
 async def lock_payments(conn: asyncpg.Connection, payment_ids: list[str]) -> None:
     """Lock these payments (those known) at once, in payment id order: the order in which every transaction that
-    locks several takes them, so that no two of them wait for each other."""
+    locks several takes them, so that no two of them wait for each other. The order is by code point, as Python
+    sorts them (the executor's group of outcomes), whatever the database's collation."""
     await conn.execute(
-        "SELECT FROM payments WHERE payment_id = ANY($1::text[]) ORDER BY payment_id FOR UPDATE", payment_ids
+        'SELECT FROM payments WHERE payment_id = ANY($1::text[]) ORDER BY payment_id COLLATE "C" FOR UPDATE',
+        payment_ids,
     )
 
 
