@@ -8,17 +8,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from refundflow_processor import payment_repository
 from refundflow_processor.attempts import AttemptPolicy
-from refundflow_processor.event_handlers import lock_the_batchs_payments
+from refundflow_processor.event_handlers import lock_the_batchs_payments, remember_paid
 from refundflow_processor.payment_provider import ProviderRefund
 from refundflow_processor.provider_updates import apply_provider_update
 from refundflow_processor.records import Payment
-from refundflow_shared.events import Event
+from refundflow_processor.refund_acceptance import accept_approved_refund
+from refundflow_shared.events import Event, PaymentSucceeded, Product
 from tests.conftest import create_database
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import ProcessorUnderTest, approval, payment_intent, running_processor
@@ -152,3 +154,41 @@ async def test_a_batch_locks_its_payments_in_payment_order_before_its_handlers_r
                 locking.cancel()
         await asyncio.gather(locking, return_exceptions=True)
         await consumer_txn.rollback()
+
+
+async def test_a_payment_changed_earlier_in_a_batch_is_read_again_by_the_batchs_approvals(
+    processor: ProcessorUnderTest,
+) -> None:
+    # An approval that came before its payment taught the processor the payment as it claimed (10,000). Then one
+    # batch holds billing's payment.succeeded (5,000) and a second approval: the latter is capped by billing's word.
+    intent = payment_intent()
+    first = approval(intent, amount=2_500)  # it claims a payment of 10,000
+    second = approval(intent, amount=3_000).model_copy(
+        update={"payment_id": first.payment_id, "merchant_id": first.merchant_id}
+    )
+    paid = PaymentSucceeded(
+        payment_id=first.payment_id,
+        merchant_id=first.merchant_id,
+        customer_email=first.customer_email,
+        amount=5_000,
+        currency=first.currency,
+        provider_payment_id=intent,
+        paid_at=datetime(2026, 11, 1, tzinfo=UTC),
+        product=Product(id="prod_1", name="Plan", kind="one_time"),
+    )
+    batch = [Event.wrap(data, source="t", sequence=1) for data in (paid, second)]
+    async with processor.db.acquire() as conn:
+        txn = conn.transaction()
+        await txn.start()
+        try:  # rolled back at the end: the executor never sees these refunds
+            assert await accept_approved_refund(conn, first, None)
+            locked = await lock_the_batchs_payments(conn, batch)
+            assert locked[first.payment_id].amount == 10_000
+            await remember_paid(conn, paid, locked)
+            assert await accept_approved_refund(conn, second, locked.get(second.payment_id))
+            refused = await conn.fetchrow(
+                "SELECT status, failure_reason FROM refunds WHERE refund_id = $1", second.refund_id
+            )
+        finally:
+            await txn.rollback()
+    assert (refused["status"], refused["failure_reason"]) == ("failed", "exceeds_refundable")

@@ -23,25 +23,36 @@ from refundflow_shared.events import (
 log = structlog.get_logger(__name__)
 
 
-async def lock_the_batchs_payments(conn: asyncpg.Connection, events: list[Event]) -> None:
-    """A batch's handlers lock payments in the order of its events; the executor, writing several outcomes at once,
-    in payment order. Locking the batch's payments first, in that order, keeps the two from waiting for each other."""
+async def lock_the_batchs_payments(conn: asyncpg.Connection, events: list[Event]) -> dict[str, Payment]:
+    """The batch's known payments, locked before its handlers run. They would lock them in the order of the events;
+    the executor, writing several outcomes at once, locks them in payment order: so does this, and the two never
+    wait for each other. A handler that changes one of them drops it (the next reads it again)."""
     payment_ids = {event.data.payment_id for event in events if isinstance(event.data, PaymentEventData)}
-    await payment_repository.lock_payments(conn, list(payment_ids))
+    return await payment_repository.lock_payments(conn, list(payment_ids))
+
+
+async def remember_paid(conn: asyncpg.Connection, data: PaymentSucceeded, locked: dict[str, Payment]) -> None:
+    """Learn the payment from billing's word (its amount and currency replace what an approval claimed)."""
+    locked.pop(data.payment_id, None)  # it may change now: the batch's next events read it again
+    payment = Payment(data.payment_id, data.merchant_id, data.provider_payment_id, data.amount, data.currency)
+    if await payment_repository.remember_payment(conn, payment, trusted=True) is PaymentClaim.CONFLICT:
+        # Another payment holds this provider payment (or this payment id names another one): refunds of
+        # this payment will be refused, and refunds found on the provider payment stay with its first owner.
+        log.error("payment_claims_a_taken_provider_payment", provider_payment_id=data.provider_payment_id)
 
 
 def register(consumer: EventConsumer) -> None:
     @consumer.handles(PaymentSucceeded, prepare=lock_the_batchs_payments)
-    async def payment_succeeded(conn: asyncpg.Connection, event: Event, data: PaymentSucceeded, _: None) -> None:
-        payment = Payment(data.payment_id, data.merchant_id, data.provider_payment_id, data.amount, data.currency)
-        if await payment_repository.remember_payment(conn, payment, trusted=True) is PaymentClaim.CONFLICT:
-            # Another payment holds this provider payment (or this payment id names another one): refunds of
-            # this payment will be refused, and refunds found on the provider payment stay with its first owner.
-            log.error("payment_claims_a_taken_provider_payment", provider_payment_id=data.provider_payment_id)
+    async def payment_succeeded(
+        conn: asyncpg.Connection, event: Event, data: PaymentSucceeded, locked: dict[str, Payment]
+    ) -> None:
+        await remember_paid(conn, data, locked)
 
     @consumer.handles(RefundApproved, prepare=lock_the_batchs_payments)
-    async def refund_approved(conn: asyncpg.Connection, event: Event, data: RefundApproved, _: None) -> None:
-        await accept_approved_refund(conn, data)
+    async def refund_approved(
+        conn: asyncpg.Connection, event: Event, data: RefundApproved, locked: dict[str, Payment]
+    ) -> None:
+        await accept_approved_refund(conn, data, locked.get(data.payment_id))
 
     @consumer.handles(SubscriptionCancelRequested)
     async def cancel_subscription(conn: asyncpg.Connection, event: Event, data: SubscriptionCancelRequested) -> None:

@@ -45,14 +45,16 @@ async def lock_payment(conn: asyncpg.Connection, payment_id: str) -> Payment | N
     return _payment(row) if row else None
 
 
-async def lock_payments(conn: asyncpg.Connection, payment_ids: list[str]) -> None:
-    """Lock these payments (those known) at once, in payment id order: the order in which every transaction that
+async def lock_payments(conn: asyncpg.Connection, payment_ids: list[str]) -> dict[str, Payment]:
+    """These payments (those known), locked at once in payment id order: the order in which every transaction that
     locks several takes them, so that no two of them wait for each other. The order is by code point, as Python
     sorts them (the executor's group of outcomes), whatever the database's collation."""
-    await conn.execute(
-        'SELECT FROM payments WHERE payment_id = ANY($1::text[]) ORDER BY payment_id COLLATE "C" FOR UPDATE',
+    rows = await conn.fetch(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = ANY($1::text[])"
+        ' ORDER BY payment_id COLLATE "C" FOR UPDATE',
         payment_ids,
     )
+    return {row["payment_id"]: _payment(row) for row in rows}
 
 
 async def remember_payment(conn: asyncpg.Connection, payment: Payment, *, trusted: bool) -> PaymentClaim:

@@ -51,8 +51,9 @@ def approval_refusal(payment: Payment | None, refund: Refund, held: int) -> Refu
     return None
 
 
-async def accept_approved_refund(conn: asyncpg.Connection, data: RefundApproved) -> bool:
-    """Record the refund and schedule its first attempt, or fail it at once; False if it was already known."""
+async def accept_approved_refund(conn: asyncpg.Connection, data: RefundApproved, locked: Payment | None) -> bool:
+    """Record the refund and schedule its first attempt, or fail it at once; False if it was already known.
+    ``locked``: the payment, if the caller locked it already."""
     refund = Refund(
         refund_id=data.refund_id,
         payment_id=data.payment_id,
@@ -64,7 +65,7 @@ async def accept_approved_refund(conn: asyncpg.Connection, data: RefundApproved)
         payment_amount=data.payment_amount,
         to_customer=customer_fields(data, besides=("customer_email",)),
     )
-    payment = await payment_repository.lock_payment(conn, data.payment_id)  # the cap holds under this lock
+    payment = locked or await payment_repository.lock_payment(conn, data.payment_id)  # the cap holds under this lock
     if payment is None:  # the approval came before payment.succeeded: learn the payment from it (untrusted)
         claimed = Payment(
             data.payment_id, data.merchant_id, data.provider_payment_id, data.payment_amount, data.currency
