@@ -1,11 +1,13 @@
 """A burst of refunds through the whole stack, with two instances each of the processor and the notifier (consumer
-groups split the partitions, executors share attempts by lease), while one of each is SIGKILLed and restarted."""
+groups split the partitions, executors share attempts by lease), while one of each is SIGKILLed and restarted. Each
+payment is refunded in two parts at once: the totals its ``payment.refunded`` events report count both."""
 
 from __future__ import annotations
 
 import asyncio
 import email
 import email.policy
+import json
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -29,6 +31,7 @@ from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 REFUNDS = 200
+PARTS = (2_000, 2_999)  # each payment (4,999) is refunded in full, in two refunds requested and approved together
 KILL_AFTER_SUCCEEDED = 50
 ADMIN_TOKEN = "burst-admin-token"
 
@@ -122,7 +125,7 @@ def test_a_burst_of_refunds_survives_killing_a_processor_and_a_notifier(
     api = httpx.Client(base_url=f"http://127.0.0.1:{services.ports['intake']}", timeout=30)
     merchant = api.post("/v1/merchants", json={"name": "Burst"}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     auth = {"Authorization": f"Bearer {merchant.json()['api_key']}"}
-    payments = [paid(merchant.json()["id"], n) for n in range(REFUNDS)]
+    payments = [paid(merchant.json()["id"], n) for n in range(REFUNDS // len(PARTS))]
     asyncio.run(publish(kafka_bootstrap, prefix, payments))  # the trusted path: billing's payment.succeeded
 
     def status_of(path: str) -> int:
@@ -134,8 +137,10 @@ def test_a_burst_of_refunds_survives_killing_a_processor_and_a_notifier(
     for payment in payments:
         wait_for(lambda: status_of(f"/v1/payments/{payment.payment_id}") == 200, 60, "paid")  # noqa: B023
 
-    def request_and_approve(payment: PaymentSucceeded) -> str:
-        refund = api.post("/v1/refunds", headers=auth, json={"payment_id": payment.payment_id, "reason": "duplicate"})
+    def request_and_approve(part: tuple[PaymentSucceeded, int]) -> str:
+        payment, amount = part
+        body = {"payment_id": payment.payment_id, "reason": "duplicate", "amount": amount}
+        refund = api.post("/v1/refunds", headers=auth, json=body)
         assert refund.status_code == 201, refund.text
         approved = api.post(f"/v1/refunds/{refund.json()['id']}/approve", headers=auth)
         assert approved.json()["status"] == "processing", approved.text
@@ -143,7 +148,7 @@ def test_a_burst_of_refunds_survives_killing_a_processor_and_a_notifier(
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        approvals = pool.map(request_and_approve, payments)
+        approvals = pool.map(request_and_approve, [(payment, amount) for payment in payments for amount in PARTS])
         # Mid-burst: a processor and a notifier die without warning, and come back.
         wait_for(lambda: succeeded_at_processor(database_url) >= KILL_AFTER_SUCCEEDED, 180, "the burst under way")
         killed_at = succeeded_at_processor(database_url)
@@ -173,6 +178,12 @@ def test_a_burst_of_refunds_survives_killing_a_processor_and_a_notifier(
     )
 
     assert asyncio.run(dead_letters(kafka_bootstrap, prefix)) == {}, "nothing dead-lettered"
+    # Each payment's later payment.refunded counts both parts, whichever processor recorded them and when.
+    reported = refunded_totals(database_url)
+    assert set(reported) == {payment.payment_id for payment in payments}
+    for payment_id, totals in reported.items():
+        earlier, later = sorted(totals)
+        assert earlier in {(part, 4_999 - part) for part in PARTS} and later == (4_999, 0), (payment_id, totals)
 
 
 def paid(merchant_id: str, n: int) -> PaymentSucceeded:
@@ -214,6 +225,24 @@ def succeeded_at_processor(database_url: str) -> int:
             await conn.close()
 
     return asyncio.run(count())
+
+
+def refunded_totals(database_url: str) -> dict[str, list[tuple[int, int]]]:
+    """(refunded, remaining) of each payment.refunded the processors staged, by payment."""
+
+    async def read() -> dict[str, list[tuple[int, int]]]:
+        conn = await asyncpg.connect(database_url, server_settings={"search_path": "processor"})
+        try:
+            rows = await conn.fetch("SELECT payload FROM outbox WHERE event_type = 'payment.refunded'")
+        finally:
+            await conn.close()
+        totals: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for row in rows:
+            data = json.loads(bytes(row["payload"]))
+            totals[data["payment_id"]].append((data["refunded_amount"], data["remaining_amount"]))
+        return dict(totals)
+
+    return asyncio.run(read())
 
 
 def confirmations_by_refund(mail_dir: Path, refund_ids: list[str]) -> dict[str, list[str]] | None:
