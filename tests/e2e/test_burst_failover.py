@@ -216,33 +216,31 @@ async def publish(kafka: str, prefix: str, payments: list[PaymentSucceeded]) -> 
         await producer.stop()
 
 
-def succeeded_at_processor(database_url: str) -> int:
-    async def count() -> int:
+def processor_rows(database_url: str, sql: str) -> list[asyncpg.Record]:
+    """What ``sql`` reads in the processor's schema."""
+
+    async def fetch() -> list[asyncpg.Record]:
         conn = await asyncpg.connect(database_url, server_settings={"search_path": "processor"})
         try:
-            return int(await conn.fetchval("SELECT count(*) FROM refunds WHERE status = 'succeeded'"))
+            return list(await conn.fetch(sql))
         finally:
             await conn.close()
 
-    return asyncio.run(count())
+    return asyncio.run(fetch())
+
+
+def succeeded_at_processor(database_url: str) -> int:
+    [row] = processor_rows(database_url, "SELECT count(*) FROM refunds WHERE status = 'succeeded'")
+    return int(row["count"])
 
 
 def refunded_totals(database_url: str) -> dict[str, list[tuple[int, int]]]:
     """(refunded, remaining) of each payment.refunded the processors staged, by payment."""
-
-    async def read() -> dict[str, list[tuple[int, int]]]:
-        conn = await asyncpg.connect(database_url, server_settings={"search_path": "processor"})
-        try:
-            rows = await conn.fetch("SELECT payload FROM outbox WHERE event_type = 'payment.refunded'")
-        finally:
-            await conn.close()
-        totals: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for row in rows:
-            data = json.loads(bytes(row["payload"]))
-            totals[data["payment_id"]].append((data["refunded_amount"], data["remaining_amount"]))
-        return dict(totals)
-
-    return asyncio.run(read())
+    totals: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for row in processor_rows(database_url, "SELECT payload FROM outbox WHERE event_type = 'payment.refunded'"):
+        data = json.loads(bytes(row["payload"]))
+        totals[data["payment_id"]].append((data["refunded_amount"], data["remaining_amount"]))
+    return dict(totals)
 
 
 def confirmations_by_refund(mail_dir: Path, refund_ids: list[str]) -> dict[str, list[str]] | None:
