@@ -324,6 +324,25 @@ def test_missing_or_non_test_api_key_is_401(sandbox_url: str) -> None:
     assert refused.value.http_status == 401
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ('{"payment_intent": "pi_1", "amount": 5}', "application/json"),
+        ("payment_intent=pi_1&amount=%FF", "application/x-www-form-urlencoded"),
+    ],
+    ids=["json", "not-utf8"],
+)
+def test_a_body_that_is_not_a_readable_form_is_an_invalid_request(
+    sandbox_url: str, body: str, content_type: str
+) -> None:
+    """As Stripe does: its API takes form-encoded parameters only, and nothing is created from anything else."""
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": content_type}
+    answer = httpx.post(f"{sandbox_url}/v1/refunds", content=body, headers=headers)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+    assert provider_refunds(sandbox_url, "pi_1")["count"] == 0
+
+
 def test_health_check_answers_ok(sandbox_url: str) -> None:
     assert httpx.get(f"{sandbox_url}/healthz").json() == {"status": "ok"}
 

@@ -7,11 +7,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.base import RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refundflow_sandbox.api_keys import ApiKeys
 from refundflow_sandbox.idempotency import IdempotencyStore
@@ -62,20 +62,30 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     app.include_router(control_router)
     _add_error_handlers(app)
     if settings.latency_ms:
-        _add_latency(app, settings.latency_ms / 1000)
+        app.add_middleware(ProviderLatency, seconds=settings.latency_ms / 1000)
     return app
 
 
-def _add_latency(app: FastAPI, seconds: float) -> None:
-    """Every provider call is answered ``seconds`` late, as a distant provider would (throughput work)."""
+class ProviderLatency:
+    """Every provider call is answered ``seconds`` late, as a distant provider would (throughput work): the
+    answer is made at once and held back. Plain ASGI: Starlette's ``BaseHTTPMiddleware`` (a task and a stream per
+    request) cost the sandbox more CPU than the call it delayed, and a distant provider's wait costs us none."""
 
-    @app.middleware("http")
-    async def provider_latency(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        path = request.url.path
-        if path.startswith("/v1/") and not path.startswith("/v1/_sandbox/"):
-            await asyncio.sleep(seconds)
-        return response
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self._app, self._seconds = app, seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/") or path.startswith("/v1/_sandbox/"):
+            await self._app(scope, receive, send)
+            return
+
+        async def send_late(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await asyncio.sleep(self._seconds)
+            await send(message)
+
+        await self._app(scope, receive, send_late)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
