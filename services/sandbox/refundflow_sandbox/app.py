@@ -69,7 +69,7 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
 class ProviderLatency:
     """Every provider call is answered ``seconds`` late, as a distant provider would (throughput work): the
     answer is made at once and held back. Plain ASGI: Starlette's ``BaseHTTPMiddleware`` (a task and a stream per
-    request) cost the sandbox more CPU than the call it delayed, and a distant provider's wait costs us none."""
+    request) cost the sandbox more CPU than the route that answered, and a distant provider's wait costs us none."""
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
         self._app, self._seconds = app, seconds

@@ -142,7 +142,7 @@ async def update_subscription(
 
 async def _form_params(request: Request) -> list[tuple[str, str]]:
     """The call's parameters, form-encoded in its body as Stripe takes them (and its SDK sends them). Parsed
-    here, not by Starlette's form parser: that cost more of the sandbox's CPU than the rest of the call."""
+    here, not by Starlette's form parser (python-multipart): that was a tenth to a sixth of the sandbox's CPU."""
     body = await request.body()
     if not body:
         return []
