@@ -41,8 +41,7 @@ def _external(row: asyncpg.Record) -> ExternalRefund:
 
 async def lock_payment(conn: asyncpg.Connection, payment_id: str) -> Payment | None:
     """The payment, locked: its refunds are capped under this lock."""
-    row = await conn.fetchrow(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = $1 FOR UPDATE", payment_id)
-    return _payment(row) if row else None
+    return (await lock_payments(conn, [payment_id])).get(payment_id)
 
 
 async def lock_payments(conn: asyncpg.Connection, payment_ids: list[str]) -> dict[str, Payment]:
