@@ -9,6 +9,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refundflow_shared.event_decoding import DEFAULT_MAX_EVENT_BYTES
 
+# Intake and the processor are on a refund's path (approve, provider, succeeded): their fetches wait at most this,
+# for quicker hops on a broker that holds empty fetches (Tansu; see consumer_fetch_max_wait_ms).
+REFUND_PATH_FETCH_MAX_WAIT_MS = 250
+
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
@@ -44,9 +48,9 @@ class ServiceSettings(BaseSettings):
     consumer_batch_max_records: int = Field(default=500, ge=1, le=10_000)
     consumer_batch_timeout_ms: int = Field(default=20, ge=1, le=10_000)
     # The longest the broker may hold a fetch that finds nothing new. Kafka answers as soon as a record comes;
-    # Tansu (the dev stack's broker) does not: there a hop takes ~120 ms (median) at Kafka's default of 500 and
-    # ~15 ms at 100, but under load the smaller batches and the extra fetches cost ~5 ms of CPU per refund
-    # (measured: 54.7 against 48.2 refunds/s in `make bench`). Lower it for latency on an idle dev stack only.
+    # Tansu (the dev stack's broker) looks again only after half of what is left of the wait, so there a hop takes
+    # ~120 ms (median) at Kafka's default of 500. Waiting less costs CPU under load (smaller batches, more fetches):
+    # worth it on a refund's path only (README, Performance).
     consumer_fetch_max_wait_ms: int = Field(default=500, ge=1, le=10_000)
 
     topic_partitions: int = 6
