@@ -33,7 +33,7 @@ from typing import Any, TypeAlias, TypeVar, overload
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from opentelemetry.trace import SpanKind
@@ -89,7 +89,27 @@ async def _parse_any_headers(
         printable.append(copied)
     message = await parse(tuple(printable))
     message.raw_message = records
+    message.consumer = _BatchCommit(message.consumer, records)
     return message
+
+
+class _BatchCommit:
+    """The consumer as FastStream acks a batch with: it commits the batch's own partitions. aiokafka's ``commit()``
+    sends every assigned partition (54 for intake, over 100 for the notifier), each batch, to a broker that stores
+    each one."""
+
+    def __init__(self, consumer: Any, records: tuple[Record, ...]) -> None:
+        self._consumer = consumer
+        self._offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            self._offsets[tp] = max(self._offsets.get(tp, 0), record.offset + 1)
+
+    async def commit(self) -> None:
+        await self._consumer.commit(self._offsets)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._consumer.seek(partition, offset)
 
 
 async def _finish(conn: asyncpg.Connection, unfinished: dict[Finish, list[Any]]) -> None:

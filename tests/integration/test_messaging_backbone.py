@@ -310,6 +310,18 @@ async def test_no_offset_is_committed_while_the_handler_transaction_is_open(
     await eventually(lambda: _has_committed(settings))
 
 
+async def test_a_batch_commits_the_offsets_of_its_own_partitions_only(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    """aiokafka's ``commit()`` sends every assigned partition, each batch; a batch sends the partitions it read."""
+    running.append(await start_probe(settings))
+    await stage_events(pool, [refund_requested("pay_own_partition")])
+    await eventually(lambda: _count(pool, "SELECT count(*) FROM effects", 1))
+    await eventually(lambda: _has_committed(settings))
+
+    assert list((await _committed_offsets(settings)).values()) == [1], "only the event's partition, past the event"
+
+
 async def _committed_offsets(settings: ServiceSettings) -> dict[int, int]:
     """The probe group's committed offsets on refund.requested, asked as a group member would."""
     reader = AIOKafkaConsumer(
