@@ -76,12 +76,13 @@ async def _raw_body(msg: KafkaMessage) -> Any:
     return msg.body
 
 
-async def _parse_any_headers(
+async def _parse_batch(
     records: tuple[Record, ...], parse: Callable[[tuple[Record, ...]], Awaitable[KafkaMessage]]
 ) -> KafkaMessage:
-    """FastStream's parser decodes every header as UTF-8 and fails, before our code runs, on one without a value
-    or not UTF-8; the batch is then skipped silently. Hand it printable headers; ``on_batch`` reads the raw ones
-    and dead-letters such a message."""
+    """FastStream's message for a batch, with two changes. Its parser decodes every header as UTF-8 and fails, before
+    our code runs, on one without a value or not UTF-8; the batch is then skipped silently. Hand it printable
+    headers; ``on_batch`` reads the raw ones and dead-letters such a message. And its ack commits the batch's own
+    partitions (``_BatchCommit``)."""
     printable = []
     for record in records:
         copied = copy.copy(record)
@@ -233,7 +234,7 @@ class EventConsumer:
             max_records=self._settings.consumer_batch_max_records,
             batch_timeout_ms=self._settings.consumer_batch_timeout_ms,
             fetch_max_wait_ms=self._settings.consumer_fetch_max_wait_ms,
-            parser=_parse_any_headers,
+            parser=_parse_batch,
             decoder=_raw_body,  # we decode (and dead-letter) ourselves; FastStream's JSON decoding would loop
         )
         self._subscriber(self.on_batch)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,6 +12,7 @@ from refundflow_shared.event_decoding import DEFAULT_MAX_EVENT_BYTES
 # Intake and the processor are on a refund's path (approve, provider, succeeded): their fetches wait at most this,
 # for quicker hops on a broker that holds empty fetches (Tansu; see consumer_fetch_max_wait_ms).
 REFUND_PATH_FETCH_MAX_WAIT_MS = 250
+FetchMaxWaitMs = Annotated[int, Field(ge=1, le=10_000)]
 
 
 class ServiceSettings(BaseSettings):
@@ -51,7 +52,7 @@ class ServiceSettings(BaseSettings):
     # Tansu (the dev stack's broker) looks again only after half of what is left of the wait, so there a hop takes
     # ~120 ms (median) at Kafka's default of 500. Waiting less costs CPU under load (smaller batches, more fetches):
     # worth it on a refund's path only (README, Performance).
-    consumer_fetch_max_wait_ms: int = Field(default=500, ge=1, le=10_000)
+    consumer_fetch_max_wait_ms: FetchMaxWaitMs = 500
 
     topic_partitions: int = 6
     # Durability: producers wait for every in-sync replica (acks=all), and a write needs this many of them.

@@ -5,12 +5,12 @@ import hmac
 
 from pydantic import Field, SecretStr
 
-from refundflow_shared.settings import REFUND_PATH_FETCH_MAX_WAIT_MS, ServiceSettings
+from refundflow_shared.settings import REFUND_PATH_FETCH_MAX_WAIT_MS, FetchMaxWaitMs, ServiceSettings
 
 
 class IntakeSettings(ServiceSettings):
     http_port: int = 8000
-    consumer_fetch_max_wait_ms: int = Field(default=REFUND_PATH_FETCH_MAX_WAIT_MS, ge=1, le=10_000)
+    consumer_fetch_max_wait_ms: FetchMaxWaitMs = REFUND_PATH_FETCH_MAX_WAIT_MS
     refundflow_admin_token: SecretStr
     refundflow_portal_secret: SecretStr | None = Field(
         default=None, description="signs portal tokens; derived from the admin token when unset"

@@ -4,14 +4,14 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
-from refundflow_shared.settings import REFUND_PATH_FETCH_MAX_WAIT_MS, ServiceSettings
+from refundflow_shared.settings import REFUND_PATH_FETCH_MAX_WAIT_MS, FetchMaxWaitMs, ServiceSettings
 
 STRIPE_API = "https://api.stripe.com"
 
 
 class ProcessorSettings(ServiceSettings):
     http_port: int = 8001
-    consumer_fetch_max_wait_ms: int = Field(default=REFUND_PATH_FETCH_MAX_WAIT_MS, ge=1, le=10_000)
+    consumer_fetch_max_wait_ms: FetchMaxWaitMs = REFUND_PATH_FETCH_MAX_WAIT_MS
     # Required: there is no safe default for a key that moves money.
     stripe_api_key: SecretStr
     stripe_api_base: str = STRIPE_API
