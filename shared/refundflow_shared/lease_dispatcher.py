@@ -2,9 +2,11 @@
 work each item in its own task with no transaction or lock held, record in another short transaction.
 
 Woken by NOTIFY when work is queued (or released), polling as a fallback (and for retries that become due), and
-by its own work finishing when it was full. ``claim(limit, busy)`` must skip ``busy``, the keys of what this
-process is still working on, so that nothing is worked twice at once here even if its lease ran out. Work that
-dies leaves its row leased: the lease runs out and the row is claimed again, by this or another instance.
+by its own work finishing when it was full. Woken from idle (nothing in flight, no backlog), it may wait
+``gather_seconds`` before it claims, so that work trickling in (one item per transaction that queued it) is claimed
+together: a claim costs a transaction whatever it takes. ``claim(limit, busy)`` must skip ``busy``, the keys of
+what this process is still working on, so that nothing is worked twice at once here even if its lease ran out. Work
+that dies leaves its row leased: the lease runs out and the row is claimed again, by this or another instance.
 """
 
 from __future__ import annotations
@@ -43,13 +45,15 @@ class LeaseDispatcher(Generic[J, K]):
         poll_interval: float,
         name: str,
         paused: Callable[[], float] = never_paused,
+        gather_seconds: float = 0.0,
     ) -> None:
         """``paused()``: seconds for which nothing may be claimed (0: go ahead)."""
         self._pool, self._channel, self._claim, self._key, self._work = pool, channel, claim, key, work
         self._max_in_flight, self._poll_interval, self._name = max_in_flight, poll_interval, name
         self._refill_at = max(1, max_in_flight // 4)
-        self._paused = paused
+        self._paused, self._gather_seconds = paused, gather_seconds
         self._in_flight: dict[asyncio.Task[None], K] = {}  # task -> the key of what it works on
+        self._backlog = False  # the last claim was full: more may be waiting
 
     async def run(self) -> None:
         try:
@@ -78,12 +82,17 @@ class LeaseDispatcher(Generic[J, K]):
             # returns; claiming each time one item finishes made a backlog cost one claim per item.
             await asyncio.wait(self._in_flight, timeout=self._poll_interval, return_when=asyncio.FIRST_COMPLETED)
             return True
+        if not self._backlog and not self._in_flight and self._gather_seconds > 0:
+            # Idle, and no backlog: let a trickle gather. Not with work in flight (a slow endpoint's slots would
+            # wait) nor after a full claim (a backlog is claimed as fast as slots free up).
+            await asyncio.sleep(self._gather_seconds)
         jobs = await self._claim(free, list(self._in_flight.values()))
         for job in jobs:
             task: asyncio.Task[None] = asyncio.create_task(self._work(job), name=self._name)
             self._in_flight[task] = self._key(job)
             task.add_done_callback(self._done)
-        return len(jobs) == free
+        self._backlog = len(jobs) == free
+        return self._backlog
 
     async def drain(self) -> None:
         """Wait for the work in flight (tests and benchmarks)."""

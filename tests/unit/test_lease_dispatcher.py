@@ -1,5 +1,6 @@
 """The lease dispatcher claims in batches: under load, a claim (a transaction, whatever it returns) takes the slots
-that freed up together, not one claim per finished item."""
+that freed up together, not one claim per finished item; woken from idle, it can let a trickle of work gather
+first."""
 
 from __future__ import annotations
 
@@ -38,7 +39,27 @@ class Backlog:
         await asyncio.sleep(0.01)  # the finished tasks end
 
 
-def dispatcher(backlog: Backlog, max_in_flight: int) -> LeaseDispatcher[int, int]:
+class Trickle:
+    """A queue that work arrives in one item at a time; a claim takes what has arrived."""
+
+    def __init__(self) -> None:
+        self.queued: list[int] = []
+        self.claims: list[list[int]] = []
+        self.done = asyncio.Event()  # the jobs run until it is set
+        self.done.set()
+
+    async def claim(self, limit: int, busy: list[int]) -> list[int]:
+        taken, self.queued = self.queued[:limit], self.queued[limit:]
+        self.claims.append(taken)
+        return taken
+
+    async def work(self, job: int) -> None:
+        await self.done.wait()
+
+
+def dispatcher(
+    backlog: Backlog | Trickle, max_in_flight: int, gather_seconds: float = 0.0
+) -> LeaseDispatcher[int, int]:
     return LeaseDispatcher(
         cast(asyncpg.Pool, None),  # only run() listens on the database; dispatch() is driven here
         channel="unused",
@@ -48,6 +69,7 @@ def dispatcher(backlog: Backlog, max_in_flight: int) -> LeaseDispatcher[int, int
         max_in_flight=max_in_flight,
         poll_interval=0.05,
         name="test",
+        gather_seconds=gather_seconds,
     )
 
 
@@ -79,4 +101,55 @@ async def test_a_small_dispatcher_claims_as_soon_as_one_slot_is_free() -> None:
     await jobs.dispatch()
     assert backlog.asked == [2, 1]
     await backlog.finish(2)
+    await jobs.drain()
+
+
+async def test_woken_from_idle_it_lets_work_gather_and_claims_it_together() -> None:
+    trickle = Trickle()
+    jobs = dispatcher(trickle, max_in_flight=8, gather_seconds=0.2)
+    trickle.queued.append(1)  # the wake-up's work; two more items come while the dispatcher waits
+    woken = asyncio.create_task(jobs.dispatch())
+    await asyncio.sleep(0.05)
+    trickle.queued += [2, 3]
+    assert await woken is False
+    assert trickle.claims == [[1, 2, 3]], "one claim for the three"
+    await jobs.drain()
+
+
+async def test_without_a_gathering_wait_it_claims_at_once() -> None:
+    trickle = Trickle()
+    jobs = dispatcher(trickle, max_in_flight=8)
+    trickle.queued.append(1)
+    woken = asyncio.create_task(jobs.dispatch())
+    await asyncio.sleep(0.05)
+    trickle.queued += [2, 3]
+    await woken
+    assert trickle.claims == [[1]]
+    await jobs.drain()
+
+
+async def test_with_work_in_flight_it_claims_at_once() -> None:
+    trickle = Trickle()
+    trickle.done.clear()
+    jobs = dispatcher(trickle, max_in_flight=8, gather_seconds=1.0)
+    trickle.queued.append(1)
+    assert await jobs.dispatch() is False  # idle: it waited, then took the one item, which is still running
+    trickle.queued.append(2)
+    # Slots taken by slow work (a slow endpoint's) are refilled without a wait.
+    assert await asyncio.wait_for(jobs.dispatch(), timeout=0.5) is False
+    assert trickle.claims == [[1], [2]]
+    trickle.done.set()
+    await jobs.drain()
+
+
+async def test_after_a_full_claim_it_claims_again_without_waiting() -> None:
+    backlog = Backlog()
+    jobs = dispatcher(backlog, max_in_flight=4, gather_seconds=1.0)
+    assert await jobs.dispatch() is True  # woken from idle: it waited, then took all four; more may be waiting
+    await asyncio.sleep(0.01)
+    await backlog.finish(4)
+    # A backlog is claimed as fast as slots free up: no gathering wait between its claims.
+    assert await asyncio.wait_for(jobs.dispatch(), timeout=0.5) is True
+    assert backlog.asked == [4, 4]
+    await backlog.finish(4)
     await jobs.drain()

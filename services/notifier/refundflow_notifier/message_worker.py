@@ -71,6 +71,7 @@ class MessageWorker:
             max_in_flight=self._settings.message_concurrency,
             poll_interval=self._settings.message_poll_interval_seconds,
             name="message_worker",
+            gather_seconds=self._settings.delivery_gather_ms / 1000,
         )
 
     async def send(self, message: ClaimedMessage) -> None:

@@ -61,6 +61,7 @@ class WebhookWorker:
             max_in_flight=s.webhook_max_in_flight,
             poll_interval=s.webhook_poll_interval_seconds,
             name="webhook_worker",
+            gather_seconds=s.delivery_gather_ms / 1000,
         )
 
     async def deliver(self, delivery: ClaimedDelivery) -> None:
