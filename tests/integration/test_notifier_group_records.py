@@ -81,35 +81,3 @@ async def test_messages_sent_together_are_each_marked_sent_and_wiped(pool: async
         (ids[1], "sent", True, True, True),
         (ids[2], "pending", False, False, False),  # not one of them: untouched
     ]
-
-
-async def test_a_recipients_messages_about_one_refund_are_sent_one_after_the_other(pool: asyncpg.Pool) -> None:
-    async def queue(key: str, kind: str, refund_id: str, recipient: str = "ada@example.com") -> int:
-        message_id: int = await pool.fetchval(
-            "INSERT INTO messages (dedupe_key, event_id, merchant_id, channel, kind, recipient, body, refund_id)"
-            " VALUES ($1, gen_random_uuid(), 'mer_1', 'email', $2, $3, 'the email', $4) RETURNING id",
-            key,
-            kind,
-            recipient,
-            refund_id,
-        )
-        return message_id
-
-    received = await queue("k1", "refund_requested", "ref_1")
-    approved = await queue("k2", "refund_approved", "ref_1")
-    on_its_way = await queue("k3", "refund_succeeded", "ref_1")
-    other_refund = await queue("k4", "refund_requested", "ref_2")
-    to_the_team = await queue("k5", "refund_requested", "ref_1", recipient="team@example.com")
-
-    async def claim() -> list[int]:
-        claimed = await message_queue.claim_due(pool, 10, [], lease_seconds=60, per_merchant=16)
-        return sorted(m.id for m in claimed)
-
-    # Sent concurrently, "on its way" could reach the customer before "approved": one at a time, in order.
-    assert await claim() == [received, other_refund, to_the_team]
-    async with pool.acquire() as conn:
-        await message_queue.finish(conn, [received], "sent")
-    assert await claim() == [approved]
-    async with pool.acquire() as conn:
-        await message_queue.finish(conn, [approved], "failed", "refused for good")  # finished: no longer holds
-    assert await claim() == [on_its_way]

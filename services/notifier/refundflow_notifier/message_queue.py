@@ -182,10 +182,6 @@ WITH RECURSIVE merchants_with_work(merchant_id) AS (
         FROM messages m
         WHERE m.merchant_id = w.merchant_id AND m.status = 'pending' AND m.next_attempt_at <= now()
           AND (m.locked_until IS NULL OR m.locked_until <= now()) AND m.id <> ALL($3::bigint[])
-          AND NOT EXISTS (  -- one at a time per refund and recipient, in order: "approved" before "on its way"
-              SELECT 1 FROM messages e
-              WHERE e.refund_id = m.refund_id AND e.recipient = m.recipient AND e.status = 'pending' AND e.id < m.id
-          )
         ORDER BY m.next_attempt_at, m.id
         LIMIT greatest(0, $4 - (
             SELECT count(*) FROM messages f
