@@ -11,6 +11,8 @@ from email.message import EmailMessage
 import asyncpg
 import pytest
 
+from refundflow_notifier import message_queue
+from refundflow_notifier.records import Channel
 from refundflow_shared.events import (
     RefundApproved,
     RefundFailed,
@@ -300,3 +302,22 @@ async def test_a_raised_team_alert_reaches_slack_and_the_team_email_with_its_det
         "• why: the provider refused the key &lt;twice&gt;",
         "• what to do: refund it by hand",
     ]
+
+
+async def test_a_customers_emails_about_one_refund_arrive_in_the_refunds_order(world: World) -> None:
+    to, refund = customer(), ids()
+
+    def email(kind: str) -> message_queue.QueuedMessage:
+        body = f"To: {to}\r\nSubject: {kind}\r\n\r\nAbout {refund['refund_id']}.\r\n".encode()
+        return message_queue.QueuedMessage(
+            uuid.uuid4(), refund["merchant_id"], Channel.EMAIL, kind, to, body, refund["refund_id"]
+        )
+
+    # As one consumer batch can queue them (it reads topic by topic): "on its way" first, "received" last.
+    async with world.pool.acquire() as conn, conn.transaction():
+        await message_queue.queue(
+            conn, [email("refund_succeeded"), email("refund_approved"), email("refund_requested")]
+        )
+
+    received = await mails_to(world, to, 3)
+    assert [m["Subject"] for m in received] == ["refund_requested", "refund_approved", "refund_succeeded"]

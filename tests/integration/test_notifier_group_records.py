@@ -3,6 +3,7 @@ as if it had been recorded alone."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -10,7 +11,7 @@ import asyncpg
 import pytest
 
 from refundflow_notifier import message_queue, webhook_store
-from refundflow_notifier.records import DeliveredAttempt
+from refundflow_notifier.records import Channel, DeliveredAttempt
 from tests.support.notifier_harness import notifier_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -81,3 +82,44 @@ async def test_messages_sent_together_are_each_marked_sent_and_wiped(pool: async
         (ids[1], "sent", True, True, True),
         (ids[2], "pending", False, False, False),  # not one of them: untouched
     ]
+
+
+async def test_a_recipients_emails_about_one_refund_are_claimed_one_at_a_time_in_the_refunds_order(
+    pool: asyncpg.Pool,
+) -> None:
+    def email(kind: str, refund_id: str, recipient: str = "ada@example.com") -> message_queue.QueuedMessage:
+        return message_queue.QueuedMessage(
+            uuid.uuid4(), "mer_1", Channel.EMAIL, kind, recipient, b"the email", refund_id
+        )
+
+    # One consumer batch reads topic by topic, so it can queue a refund's emails in any order: here, backwards.
+    batch = [
+        email("refund_succeeded", "ref_1"),
+        email("refund_approved", "ref_1"),
+        email("refund_requested", "ref_1"),
+        email("refund_requested", "ref_2"),
+        email("team_alert", "ref_1", recipient="team@example.com"),
+    ]
+    async with pool.acquire() as conn, conn.transaction():
+        await message_queue.queue(conn, batch)
+
+    async def claim() -> list[str]:
+        claimed = await message_queue.claim_due(pool, 10, [], lease_seconds=60, per_merchant=16)
+        return sorted(f"{m.kind} to {m.recipient}" for m in claimed)
+
+    async def finish(kind: str, status: str) -> None:
+        async with pool.acquire() as conn:
+            message_id = await conn.fetchval("SELECT id FROM messages WHERE kind = $1 AND refund_id = 'ref_1'", kind)
+            await message_queue.finish(conn, [message_id], status)
+
+    # Sent together, "on its way" could reach the customer before "approved": one at a time, in the refund's order.
+    assert await claim() == [
+        "refund_requested to ada@example.com",
+        "refund_requested to ada@example.com",  # another refund's: not held
+        "team_alert to team@example.com",  # another recipient's: not held
+    ]
+    assert await claim() == []  # "approved" waits while "received" is out, however long its send takes
+    await finish("refund_requested", "sent")
+    assert await claim() == ["refund_approved to ada@example.com"]
+    await finish("refund_approved", "failed")  # refused for good: finished, so it holds nothing back
+    assert await claim() == ["refund_succeeded to ada@example.com"]

@@ -44,16 +44,19 @@ EMAILED = (
     SubscriptionCanceled,
     SubscriptionExtended,
 )
-KINDS = (
-    "refund_requested",
-    "refund_approved",
-    "refund_succeeded",
-    "refund_rejected",
-    "refund_failed",
-    "refund_reversed",
-    "subscription_canceled",
-    "subscription_extended",
-)
+# Each kind of email, and where it comes in its refund's life. A customer's emails about one refund go one at a
+# time, in this order (then in the order queued), whatever order their events came in: a consumer batch reads topic
+# by topic, so it can queue "on its way" before "approved" (``message_queue``'s claim holds the later ones back).
+STEP_IN_THE_REFUND = {
+    "refund_requested": 0,
+    "refund_approved": 1,
+    "refund_rejected": 1,
+    "refund_succeeded": 2,
+    "refund_failed": 2,
+    "subscription_canceled": 2,
+    "subscription_extended": 2,
+    "refund_reversed": 3,
+}
 
 # Why a refund that had succeeded did not reach the customer after all, in their words (Stripe's reasons).
 # Anything else, or anything about the merchant's own account, reads as the provider's failure.

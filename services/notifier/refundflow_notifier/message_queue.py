@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
+from refundflow_notifier.customer_emails import STEP_IN_THE_REFUND
 from refundflow_notifier.email_messages import InvalidAddress, build_email, check_address, recipient_hash
 from refundflow_notifier.notification_rules import (
     EmailContent,
@@ -52,6 +53,11 @@ class QueuedMessage:
     @property
     def dedupe_key(self) -> str:
         return f"{self.event_id}/{self.kind}/{self.recipient}"
+
+    @property
+    def refund_step(self) -> int | None:
+        """Where it comes among its recipient's messages about its refund (None: in no such order)."""
+        return STEP_IN_THE_REFUND.get(self.kind) if self.refund_id is not None else None
 
 
 def email(
@@ -135,12 +141,13 @@ async def queue(conn: asyncpg.Connection, messages: Sequence[QueuedMessage]) -> 
         return
     await conn.execute(
         "INSERT INTO messages (dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body,"
-        " refund_id, status, error, finished_at, traceparent)"
-        " SELECT dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body, refund_id, status,"
-        " error, CASE WHEN status <> 'pending' THEN now() END, traceparent"
+        " refund_id, refund_step, status, error, finished_at, traceparent)"
+        " SELECT dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body, refund_id,"
+        " refund_step, status, error, CASE WHEN status <> 'pending' THEN now() END, traceparent"
         " FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-        " $8::bytea[], $9::text[], $10::text[], $11::text[], $12::text[]) WITH ORDINALITY AS m(dedupe_key, event_id,"
-        " merchant_id, channel, kind, recipient, message_id, body, refund_id, status, error, traceparent, position)"
+        " $8::bytea[], $9::text[], $10::smallint[], $11::text[], $12::text[], $13::text[]) WITH ORDINALITY"
+        " AS m(dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body, refund_id, refund_step,"
+        " status, error, traceparent, position)"
         " ORDER BY position ON CONFLICT (dedupe_key) DO NOTHING",
         [m.dedupe_key for m in messages],
         [m.event_id for m in messages],
@@ -151,6 +158,7 @@ async def queue(conn: asyncpg.Connection, messages: Sequence[QueuedMessage]) -> 
         [m.message_id for m in messages],
         [m.body for m in messages],
         [m.refund_id for m in messages],
+        [m.refund_step for m in messages],
         [m.status for m in messages],
         [m.error for m in messages],
         [m.traceparent for m in messages],
@@ -163,11 +171,12 @@ _CLAIMED_COLUMNS = """
     (SELECT s.sealed_slack_webhook_url FROM merchant_settings s
      WHERE s.merchant_id = m.merchant_id AND m.channel = 'slack') AS sealed_slack_webhook_url"""
 
-# Due messages, fairly: each merchant's earliest, up to its free slots (its cap minus those in flight, leased
-# here or by another notifier), each merchant's first before anyone's second; so one merchant's slow Slack or
-# bulk of emails cannot take every slot. Merchants with pending messages are found by a loose index scan (one
-# probe each), so a claim costs no more for one merchant's large backlog. The advisory lock makes the caps
-# hold across notifiers.
+# Due messages, fairly: each merchant's earliest, up to its free slots (its cap minus those in flight, leased here
+# or by another notifier), each merchant's first before anyone's second; so one merchant's slow Slack or bulk of
+# emails cannot take every slot. A message waits while one before it in its refund's order, to the same recipient,
+# is pending (out, or due again later): so "on its way" never overtakes "approved". Merchants with pending messages
+# are found by a loose index scan (one probe each), so a claim costs no more for one merchant's large backlog. The
+# advisory lock makes the caps hold across notifiers.
 _CLAIM = f"""
 WITH RECURSIVE merchants_with_work(merchant_id) AS (
     (SELECT merchant_id FROM messages WHERE status = 'pending' ORDER BY merchant_id LIMIT 1)
@@ -182,6 +191,11 @@ WITH RECURSIVE merchants_with_work(merchant_id) AS (
         FROM messages m
         WHERE m.merchant_id = w.merchant_id AND m.status = 'pending' AND m.next_attempt_at <= now()
           AND (m.locked_until IS NULL OR m.locked_until <= now()) AND m.id <> ALL($3::bigint[])
+          AND NOT EXISTS (
+              SELECT 1 FROM messages e
+              WHERE e.refund_id = m.refund_id AND e.recipient = m.recipient AND e.status = 'pending'
+                AND (e.refund_step, e.id) < (m.refund_step, m.id)
+          )
         ORDER BY m.next_attempt_at, m.id
         LIMIT greatest(0, $4 - (
             SELECT count(*) FROM messages f
