@@ -63,23 +63,28 @@ def cpu_per_lifecycle(cpu_seconds: dict[str, float], lifecycles: int) -> dict[st
 def count_checks(
     refund_ids: list[str],
     provider: Counter[str],
-    emails_by_refund: dict[str, Counter[str]],
+    emails_by_refund: dict[str, list[tuple[float, str]]],
     receiver: Receiver,
     intake_succeeded: set[str],
     dead_letters: int,
 ) -> dict[str, Any]:
-    """Every refund: one provider refund, one email of each kind, one webhook, succeeded in intake; no DLQ record."""
+    """Every refund: one provider refund, one email of each kind (in the refund's order: ``emails_by_refund`` holds
+    when the sink wrote each, and its kind), one webhook, succeeded in intake; no DLQ record."""
     problems: dict[str, list[str]] = {}
 
     def note(kind: str, refund_id: str) -> None:
         problems.setdefault(kind, []).append(refund_id)
 
+    expected = ["refund_approved", "refund_succeeded"]  # the merchant asked: no "received" email
     for refund_id in refund_ids:
         if provider.get(refund_id, 0) != 1:
             note(f"provider_refunds_{provider.get(refund_id, 0)}", refund_id)
-        for kind in ("refund_approved", "refund_succeeded"):  # the merchant asked: no "received" email
-            if (n := emails_by_refund.get(refund_id, Counter()).get(kind, 0)) != 1:
+        emailed = [kind for _, kind in sorted(emails_by_refund.get(refund_id, []))]
+        for kind in expected:
+            if (n := emailed.count(kind)) != 1:
                 note(f"{kind}_emails_{n}", refund_id)
+        if sorted(emailed) == expected and emailed != expected:
+            note("emails_out_of_order", refund_id)
         if (n := len(receiver.arrivals.get(refund_id, []))) != 1:
             note(f"webhooks_{n}", refund_id)
         if refund_id not in intake_succeeded:

@@ -4,7 +4,7 @@ Phases (each reported): a closed-loop burst for throughput and CPU per lifecycle
 (BENCH_OPEN_RATE) for latency; a slow provider (every call answered 200 ms late) with a backlog of approvals for one
 processor and a receiver answering 200 ms late for one endpoint; then pgbench and a raw broker client on the same
 PostgreSQL and broker, for scale. Every refund is checked once everything is done: one provider refund, one email
-of each kind, one webhook, succeeded in intake, no dead letter.
+of each kind (in the refund's order), one webhook, succeeded in intake, no dead letter.
 
 BENCH_QUICK=1 runs a few hundred refunds (the test suite proves the bench works with it); BENCH_OUT sets where the
 JSON and PNG go (default var/bench/). BENCH_CONCURRENCY sets the burst's clients (32) and BENCH_OPEN_RATE the open
@@ -174,11 +174,11 @@ class Bench:
         succeeded_at = await outcomes.intake_succeeded_at(db, ids)
         sent = outcomes.emails(self.stack.mail_dir)
         kinds = await outcomes.email_kinds(db, (message_id for message_id, _ in sent))
-        by_refund: dict[str, Counter[str]] = defaultdict(Counter)
+        by_refund: dict[str, list[tuple[float, str]]] = defaultdict(list)
         emailed_at: dict[str, float] = {}
         for message_id, written in sent:
             refund_id, kind = kinds.get(message_id, ("", "unknown"))
-            by_refund[refund_id][kind] += 1
+            by_refund[refund_id].append((written, kind))
             if kind == "refund_succeeded":
                 emailed_at[refund_id] = min(written, emailed_at.get(refund_id, written))
         for phase, lives in ((throughput, burst), (open_loop, steady)):

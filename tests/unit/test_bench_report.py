@@ -1,12 +1,17 @@
-"""The bench's table: the open loop's latency is held to its targets only at the rate they are set at, and the
-bench's count settings are checked before anything starts."""
+"""The bench's table: the open loop's latency is held to its targets only at the rate they are set at, the
+bench's count settings are checked before anything starts, and its counts find what went missing, twice or out of
+order."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
+import orjson
 import pytest
 
+from benchmarks.figures import count_checks
+from benchmarks.lifecycles import Receiver
 from benchmarks.report import table
 from benchmarks.run import count_setting
 
@@ -81,3 +86,23 @@ def test_a_bench_count_setting_is_read_from_the_environment_or_defaults(monkeypa
     assert count_setting("BENCH_OPEN_RATE", 50) == 12
     monkeypatch.delenv("BENCH_OPEN_RATE")
     assert count_setting("BENCH_OPEN_RATE", 50) == 50
+
+
+def test_the_bench_counts_each_refunds_emails_and_their_order() -> None:
+    receiver = Receiver()
+    for refund_id in ("ref_1", "ref_2", "ref_3"):
+        receiver.handle("/", {"webhook-id": f"msg_{refund_id}"}, orjson.dumps({"data": {"refund_id": refund_id}}))
+    emails = {
+        "ref_1": [(1.0, "refund_approved"), (2.0, "refund_succeeded")],
+        "ref_2": [(2.0, "refund_approved"), (1.0, "refund_succeeded")],  # "on its way" came first
+        "ref_3": [(1.0, "refund_approved"), (2.0, "refund_approved"), (3.0, "refund_succeeded")],
+    }
+    provider = Counter(["ref_1", "ref_2", "ref_3"])
+
+    counts = count_checks(["ref_1", "ref_2", "ref_3"], provider, emails, receiver, {"ref_1", "ref_2", "ref_3"}, 0)
+
+    assert counts["problems"] == {
+        "emails_out_of_order": {"count": 1, "examples": ["ref_2"]},
+        "refund_approved_emails_2": {"count": 1, "examples": ["ref_3"]},
+    }
+    assert not counts["ok"]
