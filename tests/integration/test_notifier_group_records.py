@@ -3,6 +3,7 @@ as if it had been recorded alone."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -123,3 +124,52 @@ async def test_a_recipients_emails_about_one_refund_are_claimed_one_at_a_time_in
     assert await claim() == ["refund_approved to ada@example.com"]
     await finish("refund_approved", "failed")  # refused for good: finished, so it holds nothing back
     assert await claim() == ["refund_succeeded to ada@example.com"]
+
+
+async def test_an_email_that_always_follows_another_waits_for_it_to_be_queued(pool: asyncpg.Pool) -> None:
+    def email(kind: str) -> message_queue.QueuedMessage:
+        return message_queue.QueuedMessage(
+            uuid.uuid4(), "mer_1", Channel.EMAIL, kind, "ada@example.com", b"the email", "ref_1",
+            wait_for_earlier_seconds=0 if kind == "refund_approved" else 60,  # as ``message_queue.email`` says
+        )  # fmt: skip
+
+    async def queue(kind: str) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await message_queue.queue(conn, [email(kind)])
+
+    async def claim() -> list[str]:
+        return [m.kind for m in await message_queue.claim_due(pool, 10, [], lease_seconds=60, per_merchant=16)]
+
+    # "On its way" came in first: the approval's event is in a batch still to come (another topic).
+    await queue("refund_succeeded")
+    assert await claim() == []
+    await queue("refund_approved")  # here it is: "on its way" no longer waits for it to come, only behind it
+    assert await claim() == ["refund_approved"]
+    async with pool.acquire() as conn:
+        await message_queue.finish(
+            conn, [await pool.fetchval("SELECT id FROM messages WHERE kind = 'refund_approved'")], "sent"
+        )
+    assert await claim() == ["refund_succeeded"]
+    async with pool.acquire() as conn:
+        await message_queue.finish(
+            conn, [await pool.fetchval("SELECT id FROM messages WHERE kind = 'refund_succeeded'")], "sent"
+        )
+    await queue("refund_reversed")  # what it follows was sent long ago: it waits for nothing
+    assert await claim() == ["refund_reversed"]
+
+
+async def test_an_email_whose_earlier_one_never_comes_is_sent_after_its_wait(pool: asyncpg.Pool) -> None:
+    # A failure whose approval email was never queued (the customer's address came only later, say).
+    failed = message_queue.QueuedMessage(
+        uuid.uuid4(), "mer_1", Channel.EMAIL, "refund_failed", "ada@example.com", b"the email", "ref_1",
+        wait_for_earlier_seconds=0.5,
+    )  # fmt: skip
+    async with pool.acquire() as conn, conn.transaction():
+        await message_queue.queue(conn, [failed])
+
+    async def claim() -> list[str]:
+        return [m.kind for m in await message_queue.claim_due(pool, 10, [], lease_seconds=60, per_merchant=16)]
+
+    assert await claim() == []
+    await asyncio.sleep(0.6)
+    assert await claim() == ["refund_failed"]

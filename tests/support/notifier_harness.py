@@ -44,6 +44,7 @@ def notifier_settings(database_url: str, kafka: str, smtp_port: int, **overrides
         "outbox_poll_interval_seconds": 0.2,
         "message_poll_interval_seconds": 0.1,
         "message_retry_schedule_seconds": [0, 0.2, 0.2],
+        "email_order_wait_seconds": 3.0,  # "on its way" alone waits this long for its approval email
         "webhook_poll_interval_seconds": 0.1,
         "webhook_retry_schedule_seconds": [0, 0.2, 0.2, 0.3],
         "webhook_timeout_seconds": 2.0,  # room for a loaded machine; the slow answers in tests take 3 s

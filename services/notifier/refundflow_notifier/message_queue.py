@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
-from refundflow_notifier.customer_emails import STEP_IN_THE_REFUND
+from refundflow_notifier.customer_emails import ALWAYS_AFTER_ANOTHER, STEP_IN_THE_REFUND
 from refundflow_notifier.email_messages import InvalidAddress, build_email, check_address, recipient_hash
 from refundflow_notifier.notification_rules import (
     EmailContent,
@@ -49,6 +49,9 @@ class QueuedMessage:
     status: str = "pending"
     error: str | None = None
     traceparent: str | None = field(default_factory=current_traceparent)
+    # Queued while none of the earlier emails of its refund to its recipient is, it is due only this much later
+    # (or once one of them is queued): see ``ALWAYS_AFTER_ANOTHER``.
+    wait_for_earlier_seconds: float = 0.0
 
     @property
     def dedupe_key(self) -> str:
@@ -101,6 +104,7 @@ def email(
             message.data,
             refund_id,
             message_id=message.message_id,
+            wait_for_earlier_seconds=settings.email_order_wait_seconds if content.kind in ALWAYS_AFTER_ANOTHER else 0,
         )
     ]
 
@@ -139,30 +143,47 @@ async def queue(conn: asyncpg.Connection, messages: Sequence[QueuedMessage]) -> 
     event, kind and recipient) stays as it is."""
     if not messages:
         return
-    await conn.execute(
-        "INSERT INTO messages (dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body,"
-        " refund_id, refund_step, status, error, finished_at, traceparent)"
-        " SELECT dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body, refund_id,"
-        " refund_step, status, error, CASE WHEN status <> 'pending' THEN now() END, traceparent"
-        " FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-        " $8::bytea[], $9::text[], $10::smallint[], $11::text[], $12::text[], $13::text[]) WITH ORDINALITY"
-        " AS m(dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body, refund_id, refund_step,"
-        " status, error, traceparent, position)"
-        " ORDER BY position ON CONFLICT (dedupe_key) DO NOTHING",
-        [m.dedupe_key for m in messages],
-        [m.event_id for m in messages],
-        [m.merchant_id for m in messages],
-        [m.channel.value for m in messages],
-        [m.kind for m in messages],
-        [m.recipient for m in messages],
-        [m.message_id for m in messages],
-        [m.body for m in messages],
-        [m.refund_id for m in messages],
-        [m.refund_step for m in messages],
-        [m.status for m in messages],
-        [m.error for m in messages],
-        [m.traceparent for m in messages],
-    )
+    await conn.execute(_QUEUE, *zip(*(_row(m) for m in messages), strict=True))
+
+
+def _row(m: QueuedMessage) -> tuple[object, ...]:
+    return (
+        m.dedupe_key, m.event_id, m.merchant_id, m.channel.value, m.kind, m.recipient, m.message_id, m.body,
+        m.refund_id, m.refund_step, m.status, m.error, m.traceparent, m.wait_for_earlier_seconds,
+    )  # fmt: skip
+
+
+# A message that waits for an earlier one of its refund (``wait_for_earlier_seconds``) is due later when no earlier
+# one is queued, neither before nor in this batch; one queued here makes those waiting for it due now (they then
+# wait behind it, in the claim).
+_QUEUE = """
+WITH given AS (
+    SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+        $8::bytea[], $9::text[], $10::smallint[], $11::text[], $12::text[], $13::text[], $14::float8[])
+        WITH ORDINALITY AS g(dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body,
+        refund_id, refund_step, status, error, traceparent, wait_for_earlier, position)
+), came AS (
+    UPDATE messages w SET next_attempt_at = now()
+    FROM given g
+    WHERE w.refund_id = g.refund_id AND w.recipient = g.recipient AND w.status = 'pending'
+      AND w.refund_step > g.refund_step AND w.attempts = 0 AND w.next_attempt_at > now()
+)
+INSERT INTO messages (dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body, refund_id,
+    refund_step, status, error, finished_at, traceparent, next_attempt_at)
+SELECT dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body, refund_id, refund_step,
+    status, error, CASE WHEN status <> 'pending' THEN now() END, traceparent,
+    CASE WHEN g.wait_for_earlier > 0
+          AND NOT EXISTS (SELECT 1 FROM messages e
+                          WHERE e.refund_id = g.refund_id AND e.recipient = g.recipient
+                            AND e.refund_step < g.refund_step)
+          AND NOT EXISTS (SELECT 1 FROM given e
+                          WHERE e.refund_id = g.refund_id AND e.recipient = g.recipient
+                            AND e.refund_step < g.refund_step)
+         THEN now() + make_interval(secs => g.wait_for_earlier) ELSE now() END
+FROM given g
+ORDER BY position
+ON CONFLICT (dedupe_key) DO NOTHING
+"""
 
 
 # What a claim returns, as ``_claimed`` reads it.

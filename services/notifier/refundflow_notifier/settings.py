@@ -26,6 +26,9 @@ class NotifierSettings(ServiceSettings):
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, description="the whole of one message's sending")
     smtp_idle_seconds: float = Field(default=30.0, ge=0, description="an idle connection is reused this long")
     mail_from: str = "Refundflow <refunds@refundflow.localhost>"
+    # How long an email that always follows another ("on its way" after "approved") waits for that one to be queued,
+    # when its own event came in first; after that it goes alone.
+    email_order_wait_seconds: float = Field(default=30.0, ge=0, le=3600)
     # How soon requests are decided, as the "we received your request" email says it, until a merchant sets its
     # own. (How long a refund takes to arrive is the merchant's refund policy's, from intake: no setting here.)
     review_target: str = "within 2 business days"
