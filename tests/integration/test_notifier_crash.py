@@ -137,6 +137,7 @@ async def _setup(
         "SMTP_PORT": str(smtp_port),
         "SMTP_TIMEOUT_SECONDS": "1",
         "MESSAGE_POLL_INTERVAL_SECONDS": "0.2",
+        "EMAIL_ORDER_WAIT_SECONDS": "0",  # each "on its way" here comes alone: no approval email to wait for
         "CONSUMER_RETRY_BASE_SECONDS": "0.05",
         "WEBHOOK_SECRET_KEY": TEST_SECRET_KEY,
         # Generous for a loaded CI machine: a receiver answering after the timeout is retried, legitimately twice.
