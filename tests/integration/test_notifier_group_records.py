@@ -173,3 +173,30 @@ async def test_an_email_whose_earlier_one_never_comes_is_sent_after_its_wait(poo
     assert await claim() == []
     await asyncio.sleep(0.6)
     assert await claim() == ["refund_failed"]
+
+
+async def test_the_emails_behind_one_that_is_retried_later_are_due_no_sooner(pool: asyncpg.Pool) -> None:
+    def email(kind: str, refund_id: str = "ref_1") -> message_queue.QueuedMessage:
+        return message_queue.QueuedMessage(
+            uuid.uuid4(), "mer_1", Channel.EMAIL, kind, "ada@example.com", b"the email", refund_id
+        )
+
+    async with pool.acquire() as conn, conn.transaction():
+        await message_queue.queue(
+            conn, [email("refund_approved"), email("refund_succeeded"), email("refund_succeeded", "ref_2")]
+        )
+    [approved, _] = sorted(
+        await message_queue.claim_due(pool, 10, [], lease_seconds=60, per_merchant=16), key=lambda m: m.id
+    )
+    async with pool.acquire() as conn:
+        await message_queue.retry_later(conn, approved.id, 300, "SMTP 451: try again later")
+
+    # Behind it, "on its way" is not due before it: a claim passes over it in the index, not row by row.
+    due = await pool.fetch(
+        "SELECT kind, refund_id, next_attempt_at > now() + interval '250 seconds' AS later FROM messages ORDER BY id"
+    )
+    assert [tuple(r) for r in due] == [
+        ("refund_approved", "ref_1", True),
+        ("refund_succeeded", "ref_1", True),
+        ("refund_succeeded", "ref_2", False),  # another refund's: untouched
+    ]
