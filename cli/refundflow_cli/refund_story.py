@@ -52,7 +52,8 @@ SELECT cancel_id, subscription_id, at_period_end, state, tries, last_error, crea
 FROM processor.subscription_cancels WHERE refund_id = $1 ORDER BY created_at
 """
 _MESSAGES = """
-SELECT event_id, channel, kind, recipient, status, attempts, error, created_at, sent_at, finished_at, traceparent
+SELECT event_id, channel, kind, recipient, status, attempts, error, created_at, sent_at, finished_at, traceparent,
+       CASE WHEN status = 'pending' THEN next_attempt_at END AS due_at
 FROM notifier.messages WHERE refund_id = $1 ORDER BY id
 """
 _DELIVERIES = """
@@ -278,7 +279,7 @@ def _print(out: Output, report: dict[str, Any]) -> None:
     )
     out.table(
         "Notifier messages",
-        ["channel", "kind", "to", "status", "attempts", "error", "sent"],
+        ["channel", "kind", "to", "status", "attempts", "error", "sent", "due"],
         [
             [
                 m["channel"],
@@ -288,6 +289,7 @@ def _print(out: Output, report: dict[str, Any]) -> None:
                 m["attempts"],
                 m["error"],
                 when(m["sent_at"] or m["finished_at"]),
+                when(m["due_at"]),  # still to send: when it is next tried (a retry, or waiting for the one before)
             ]
             for m in report["notifier"]["messages"]
         ],

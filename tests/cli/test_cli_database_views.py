@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -147,3 +148,25 @@ async def test_a_deployment_whose_services_never_started_has_nothing_stuck_and_n
     refund = await refundflow(worker, empty, "refund", "ref_nowhere")
     assert refund.exit_code == 4
     assert "no refund ref_nowhere" in refund.stderr
+
+
+async def test_a_refunds_story_says_when_an_email_still_to_send_is_due(
+    migrated: tuple[str, asyncpg.Pool], worker: CliWorker
+) -> None:
+    database_url, db = migrated
+    refund_id = await intake_refund(db, "succeeded")
+    # "On its way", waiting for its approval email (or retrying): pending, no attempt, no error yet.
+    await db.execute(
+        "INSERT INTO notifier.messages (dedupe_key, event_id, merchant_id, channel, kind, recipient, body, refund_id,"
+        " next_attempt_at) VALUES ($1, gen_random_uuid(), 'mer_1', 'email', 'refund_succeeded', 'ada@example.com',"
+        " 'the email', $2, now() + interval '30 seconds')",
+        f"key-{refund_id}",
+        refund_id,
+    )
+
+    story = await refundflow(worker, database_url, "refund", refund_id, "--json")
+    assert story.exit_code == 0, story.stderr
+    [message] = story.json()["notifier"]["messages"]
+    assert message["status"] == "pending" and message["due_at"] is not None
+    readable = await refundflow(worker, database_url, "refund", refund_id)
+    assert datetime.fromisoformat(message["due_at"]).isoformat(timespec="seconds") in readable.stdout
