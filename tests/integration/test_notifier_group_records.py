@@ -85,111 +85,88 @@ async def test_messages_sent_together_are_each_marked_sent_and_wiped(pool: async
     ]
 
 
+def email(
+    kind: str, refund_id: str = "ref_1", *, recipient: str = "ada@example.com", wait: float = 0.0
+) -> message_queue.QueuedMessage:
+    """An email as ``message_queue.email`` leaves it to queue (``wait``: its ``wait_for_earlier_seconds``)."""
+    return message_queue.QueuedMessage(
+        uuid.uuid4(), "mer_1", Channel.EMAIL, kind, recipient, b"the email", refund_id, wait_for_earlier_seconds=wait
+    )
+
+
+async def queue(pool: asyncpg.Pool, *messages: message_queue.QueuedMessage) -> None:
+    """Queued together, as one consumer batch queues them."""
+    async with pool.acquire() as conn, conn.transaction():
+        await message_queue.queue(conn, messages)
+
+
+async def claim(pool: asyncpg.Pool) -> list[str]:
+    """What one claim takes: each message's kind, and its recipient when it is not the customer."""
+    claimed = await message_queue.claim_due(pool, 10, [], lease_seconds=60, per_merchant=16)
+    return sorted(m.kind + ("" if m.recipient == "ada@example.com" else f" to {m.recipient}") for m in claimed)
+
+
+async def finish(pool: asyncpg.Pool, kind: str, status: str = "sent") -> None:
+    """ref_1's email of ``kind`` is done."""
+    async with pool.acquire() as conn:
+        message_id = await conn.fetchval("SELECT id FROM messages WHERE kind = $1 AND refund_id = 'ref_1'", kind)
+        await message_queue.finish(conn, [message_id], status)
+
+
 async def test_a_recipients_emails_about_one_refund_are_claimed_one_at_a_time_in_the_refunds_order(
     pool: asyncpg.Pool,
 ) -> None:
-    def email(kind: str, refund_id: str, recipient: str = "ada@example.com") -> message_queue.QueuedMessage:
-        return message_queue.QueuedMessage(
-            uuid.uuid4(), "mer_1", Channel.EMAIL, kind, recipient, b"the email", refund_id
-        )
-
     # One consumer batch reads topic by topic, so it can queue a refund's emails in any order: here, backwards.
-    batch = [
-        email("refund_succeeded", "ref_1"),
-        email("refund_approved", "ref_1"),
-        email("refund_requested", "ref_1"),
+    await queue(
+        pool,
+        email("refund_succeeded"),
+        email("refund_approved"),
+        email("refund_requested"),
         email("refund_requested", "ref_2"),
-        email("team_alert", "ref_1", recipient="team@example.com"),
-    ]
-    async with pool.acquire() as conn, conn.transaction():
-        await message_queue.queue(conn, batch)
-
-    async def claim() -> list[str]:
-        claimed = await message_queue.claim_due(pool, 10, [], lease_seconds=60, per_merchant=16)
-        return sorted(f"{m.kind} to {m.recipient}" for m in claimed)
-
-    async def finish(kind: str, status: str) -> None:
-        async with pool.acquire() as conn:
-            message_id = await conn.fetchval("SELECT id FROM messages WHERE kind = $1 AND refund_id = 'ref_1'", kind)
-            await message_queue.finish(conn, [message_id], status)
+        email("team_alert", recipient="team@example.com"),
+    )
 
     # Sent together, "on its way" could reach the customer before "approved": one at a time, in the refund's order.
-    assert await claim() == [
-        "refund_requested to ada@example.com",
-        "refund_requested to ada@example.com",  # another refund's: not held
+    assert await claim(pool) == [
+        "refund_requested",
+        "refund_requested",  # another refund's: not held
         "team_alert to team@example.com",  # another recipient's: not held
     ]
-    assert await claim() == []  # "approved" waits while "received" is out, however long its send takes
-    await finish("refund_requested", "sent")
-    assert await claim() == ["refund_approved to ada@example.com"]
-    await finish("refund_approved", "failed")  # refused for good: finished, so it holds nothing back
-    assert await claim() == ["refund_succeeded to ada@example.com"]
+    assert await claim(pool) == []  # "approved" waits while "received" is out, however long its send takes
+    await finish(pool, "refund_requested")
+    assert await claim(pool) == ["refund_approved"]
+    await finish(pool, "refund_approved", "failed")  # refused for good: finished, so it holds nothing back
+    assert await claim(pool) == ["refund_succeeded"]
 
 
 async def test_an_email_that_always_follows_another_waits_for_it_to_be_queued(pool: asyncpg.Pool) -> None:
-    def email(kind: str) -> message_queue.QueuedMessage:
-        return message_queue.QueuedMessage(
-            uuid.uuid4(), "mer_1", Channel.EMAIL, kind, "ada@example.com", b"the email", "ref_1",
-            wait_for_earlier_seconds=0 if kind == "refund_approved" else 60,  # as ``message_queue.email`` says
-        )  # fmt: skip
-
-    async def queue(kind: str) -> None:
-        async with pool.acquire() as conn, conn.transaction():
-            await message_queue.queue(conn, [email(kind)])
-
-    async def claim() -> list[str]:
-        return [m.kind for m in await message_queue.claim_due(pool, 10, [], lease_seconds=60, per_merchant=16)]
-
     # "On its way" came in first: the approval's event is in a batch still to come (another topic).
-    await queue("refund_succeeded")
-    assert await claim() == []
-    await queue("refund_approved")  # here it is: "on its way" no longer waits for it to come, only behind it
-    assert await claim() == ["refund_approved"]
-    async with pool.acquire() as conn:
-        await message_queue.finish(
-            conn, [await pool.fetchval("SELECT id FROM messages WHERE kind = 'refund_approved'")], "sent"
-        )
-    assert await claim() == ["refund_succeeded"]
-    async with pool.acquire() as conn:
-        await message_queue.finish(
-            conn, [await pool.fetchval("SELECT id FROM messages WHERE kind = 'refund_succeeded'")], "sent"
-        )
-    await queue("refund_reversed")  # what it follows was sent long ago: it waits for nothing
-    assert await claim() == ["refund_reversed"]
+    await queue(pool, email("refund_succeeded", wait=60))
+    assert await claim(pool) == []
+    await queue(pool, email("refund_approved"))  # here it is: "on its way" no longer waits for it, only behind it
+    assert await claim(pool) == ["refund_approved"]
+    await finish(pool, "refund_approved")
+    assert await claim(pool) == ["refund_succeeded"]
+    await finish(pool, "refund_succeeded")
+    await queue(pool, email("refund_reversed", wait=60))  # what it follows was sent long ago: it waits for nothing
+    assert await claim(pool) == ["refund_reversed"]
 
 
 async def test_an_email_whose_earlier_one_never_comes_is_sent_after_its_wait(pool: asyncpg.Pool) -> None:
     # A failure whose approval email was never queued (the customer's address came only later, say).
-    failed = message_queue.QueuedMessage(
-        uuid.uuid4(), "mer_1", Channel.EMAIL, "refund_failed", "ada@example.com", b"the email", "ref_1",
-        wait_for_earlier_seconds=0.5,
-    )  # fmt: skip
-    async with pool.acquire() as conn, conn.transaction():
-        await message_queue.queue(conn, [failed])
+    await queue(pool, email("refund_failed", wait=0.5))
 
-    async def claim() -> list[str]:
-        return [m.kind for m in await message_queue.claim_due(pool, 10, [], lease_seconds=60, per_merchant=16)]
-
-    assert await claim() == []
+    assert await claim(pool) == []
     await asyncio.sleep(0.6)
-    assert await claim() == ["refund_failed"]
+    assert await claim(pool) == ["refund_failed"]
 
 
 async def test_the_emails_behind_one_that_is_retried_later_are_due_no_sooner(pool: asyncpg.Pool) -> None:
-    def email(kind: str, refund_id: str = "ref_1") -> message_queue.QueuedMessage:
-        return message_queue.QueuedMessage(
-            uuid.uuid4(), "mer_1", Channel.EMAIL, kind, "ada@example.com", b"the email", refund_id
-        )
-
-    async with pool.acquire() as conn, conn.transaction():
-        await message_queue.queue(
-            conn, [email("refund_approved"), email("refund_succeeded"), email("refund_succeeded", "ref_2")]
-        )
-    [approved, _] = sorted(
-        await message_queue.claim_due(pool, 10, [], lease_seconds=60, per_merchant=16), key=lambda m: m.id
-    )
+    await queue(pool, email("refund_approved"), email("refund_succeeded"), email("refund_succeeded", "ref_2"))
+    assert await claim(pool) == ["refund_approved", "refund_succeeded"]  # ref_2's "on its way" goes too
+    approved = await pool.fetchval("SELECT id FROM messages WHERE kind = 'refund_approved'")
     async with pool.acquire() as conn:
-        await message_queue.retry_later(conn, approved.id, 300, "SMTP 451: try again later")
+        await message_queue.retry_later(conn, approved, 300, "SMTP 451: try again later")
 
     # Behind it, "on its way" is not due before it: a claim passes over it in the index, not row by row.
     due = await pool.fetch(

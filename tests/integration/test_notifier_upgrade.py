@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -20,18 +22,28 @@ from tests.conftest import create_database
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/secret-token"
 
 
-async def test_slack_urls_stored_in_clear_are_sealed_and_no_message_names_one(
-    postgres_url: str, tmp_path: Path
-) -> None:
+@asynccontextmanager
+async def database_before(postgres_url: str, tmp_path: Path, migration: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """A new database with the notifier's migrations up to ``migration`` (not it), and a pool on it."""
     dsn = await create_database(postgres_url)
     before = tmp_path / "migrations"
     before.mkdir()
-    for name in ("0001_emails.sql", "0002_notifications.sql"):
-        shutil.copy(MIGRATIONS / name, before / name)
+    for path in MIGRATIONS.glob("*.sql"):
+        if path.name < migration:
+            shutil.copy(path, before / path.name)
     await apply_migrations(dsn, "notifier", before)
     pool = await asyncpg.create_pool(dsn, server_settings={"search_path": "notifier"})
     assert pool is not None
     try:
+        yield dsn, pool
+    finally:
+        await pool.close()
+
+
+async def test_slack_urls_stored_in_clear_are_sealed_and_no_message_names_one(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    async with database_before(postgres_url, tmp_path, "0003") as (dsn, pool):
         event_id = uuid.uuid4()
         await pool.execute(
             "INSERT INTO merchant_settings (merchant_id, slack_webhook_url) VALUES ('mer_1', $1)", SLACK_URL
@@ -55,23 +67,12 @@ async def test_slack_urls_stored_in_clear_are_sealed_and_no_message_names_one(
         message = await pool.fetchrow("SELECT recipient, dedupe_key FROM messages")
         assert message is not None
         assert (message["recipient"], message["dedupe_key"]) == ("slack", f"{event_id}/refund_to_review/slack")
-    finally:
-        await pool.close()
 
 
 async def test_an_email_sent_before_the_upgrade_still_counts_as_the_one_before_its_refunds_next(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    dsn = await create_database(postgres_url)
-    before = tmp_path / "migrations"
-    before.mkdir()
-    for path in sorted(MIGRATIONS.glob("*.sql")):
-        if path.name < "0800":
-            shutil.copy(path, before / path.name)
-    await apply_migrations(dsn, "notifier", before)
-    pool = await asyncpg.create_pool(dsn, server_settings={"search_path": "notifier"})
-    assert pool is not None
-    try:
+    async with database_before(postgres_url, tmp_path, "0800") as (dsn, pool):
         await pool.execute(
             "INSERT INTO messages (dedupe_key, event_id, merchant_id, channel, kind, recipient, body, refund_id,"
             " status, finished_at) VALUES ('k1', gen_random_uuid(), 'mer_1', 'email', 'refund_approved',"
@@ -88,5 +89,3 @@ async def test_an_email_sent_before_the_upgrade_still_counts_as_the_one_before_i
 
         claimed = await message_queue.claim_due(pool, 10, [], lease_seconds=60, per_merchant=16)
         assert [m.kind for m in claimed] == ["refund_succeeded"], "its approval email went before the upgrade"
-    finally:
-        await pool.close()
