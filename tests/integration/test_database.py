@@ -1,9 +1,12 @@
-"""``transaction_holding``: BEGIN and an advisory lock in one round trip, against a real PostgreSQL."""
+"""The database helpers against a real PostgreSQL: ``transaction_holding`` (BEGIN and an advisory lock in one round
+trip) and intake's ``Database`` (a write's transaction, a read of several statements that agree)."""
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
+from refundflow_intake.api.dependencies import Database
 from refundflow_shared.database import create_pool, transaction_holding
 
 
@@ -36,5 +39,25 @@ async def test_the_lock_is_held_until_the_transaction_ends_which_commits_or_roll
                     pass
             assert not conn.is_in_transaction()
             assert await conn.fetchval("SELECT count(*) FROM kept") == 1, "nothing of the name reached the server"
+    finally:
+        await pool.close()
+
+
+async def test_a_snapshot_reads_one_state_of_the_database_and_writes_nothing(database_url: str) -> None:
+    """A page or a view that reads in several statements (a payment, then its refunds) shows one moment: what
+    commits between its statements is not half in it."""
+    pool = await create_pool(database_url, "public", max_size=2)
+    try:
+        db = Database(pool)
+        async with pool.acquire() as other:
+            await other.execute("CREATE TABLE refunded (amount int)")
+            async with db.snapshot() as conn:
+                assert await conn.fetchval("SELECT count(*) FROM refunded") == 0
+                await other.execute("INSERT INTO refunded VALUES (500)")  # committed between the two reads
+                assert await conn.fetchval("SELECT count(*) FROM refunded") == 0, "the same moment as the first read"
+                with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+                    await conn.execute("INSERT INTO refunded VALUES (1)")
+            async with db.snapshot() as conn:
+                assert await conn.fetchval("SELECT sum(amount) FROM refunded") == 500, "the next one sees it"
     finally:
         await pool.close()

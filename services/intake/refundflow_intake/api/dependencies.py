@@ -38,9 +38,17 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[asyncpg.Connection]:
+        """A read of several statements that must agree (a payment, then its refunds): every statement sees the
+        database as it was at the first one, and none may write. A plain transaction would not do it: at READ
+        COMMITTED each statement sees what committed before it."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            yield conn
+
+    @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A connection in no transaction, two round trips (BEGIN, COMMIT) fewer: for reads, and for a change that
-        one statement makes whole (atomic by itself)."""
+        """A connection in no transaction, two round trips (BEGIN, COMMIT) fewer: for a read of one statement, and
+        for a change that one statement makes whole (atomic by itself)."""
         async with self.pool.acquire() as conn:
             yield conn
 

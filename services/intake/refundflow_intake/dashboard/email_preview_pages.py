@@ -31,7 +31,7 @@ _PREVIEW_HEADERS = {
 
 async def email_previews(request: Request, db: Db, settings: Settings, user: SignedIn) -> list[dict[str, str]]:
     """The previews, or an empty list when the notifier cannot answer now (the page says so)."""
-    async with db.transaction() as conn:
+    async with db.connection() as conn:
         policy = await policies.merchant_policy(conn, user.merchant_id)
     links: CustomerLinks = request.app.state.customer_links
     link: NotifierLinkSettings = getattr(request.app.state, "notifier_link", None) or NotifierLinkSettings()

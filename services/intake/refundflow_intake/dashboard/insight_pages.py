@@ -35,7 +35,7 @@ async def insights_page(
     currency: Currency | None = None,
 ) -> HTMLResponse:
     start = now - timedelta(days=PERIODS[days])
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         found = await insights.refund_insights(conn, user.merchant_id, start, now, now)
         known = await queries.currencies(conn, user.merchant_id)
         shown = currency if currency in known else (known[0] if known else "EUR")

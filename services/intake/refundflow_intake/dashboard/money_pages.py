@@ -16,7 +16,7 @@ router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
 @router.get("/balance")
 async def balance(request: Request, user: CurrentUser, db: Db) -> HTMLResponse:
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         lines = await ledger.balance(conn, user.merchant_id)
         pending = await queries.pending_count(conn, user.merchant_id)
     return render(request, "balance.html", user, section="balance", lines=lines, pending_badge=pending)

@@ -34,7 +34,7 @@ async def payments(
     q: Annotated[str, Query(max_length=320)] = "",
     with_requests: bool = False,
 ) -> HTMLResponse:
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         rows, has_more = await queries.payments_page(
             conn, user.merchant_id, page=page, with_requests=with_requests, search=q or None
         )

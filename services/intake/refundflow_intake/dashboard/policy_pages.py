@@ -24,7 +24,7 @@ router = APIRouter(prefix="/dashboard/refund-policy", include_in_schema=False)
 async def _page(
     request: Request, db: Db, user: SignedIn, *, error: str | DomainError | ApiError | None = None, status: int = 200
 ) -> HTMLResponse:
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         policy = await policies.merchant_policy(conn, user.merchant_id)
         overrides = await policies.overrides(conn, user.merchant_id)
         pending = await queries.pending_count(conn, user.merchant_id)

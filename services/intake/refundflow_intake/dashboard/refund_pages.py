@@ -90,14 +90,14 @@ async def _page(
 
 @router.get("/{refund_id}")
 async def refund_page(request: Request, refund_id: PathId, user: CurrentUser, db: Db, now: Now) -> HTMLResponse:
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         return await _page(request, conn, user, refund_id, now)
 
 
 @router.get("/{refund_id}/status")
 async def refund_status(refund_id: PathId, user: CurrentUser, db: Db) -> JSONResponse:
     """What the refund page polls while the refund is processing: its status and timeline, no reload."""
-    async with db.transaction() as conn:
+    async with db.connection() as conn:
         refund = await refund_view(conn, user.merchant_id, refund_id)
     return JSONResponse(
         {
@@ -119,7 +119,7 @@ async def prorate_preview(
     period: Annotated[int, Form(ge=1, le=3660)],
 ) -> JSONResponse:
     """The proration calculator's answer: the payment's amount × days / period, by ``proration.prorate``."""
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         refund = await refund_view(conn, user.merchant_id, refund_id)
         payment = await repository.get_payment(conn, user.merchant_id, refund.payment_id)
     assert payment is not None
@@ -208,5 +208,5 @@ async def _refused(
     request: Request, db: Db, user: SignedIn, refund_id: str, now: datetime, exc: DomainError, form: dict[str, str]
 ) -> HTMLResponse:
     """The page again, with the rule's words and what was typed; the status is the API's for that code."""
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         return await _page(request, conn, user, refund_id, now, error=exc, status_code=status_of(type(exc)), form=form)

@@ -27,7 +27,7 @@ async def refunds(
     status: RefundStatus | None = None,
     reason: RefundReason | None = None,
 ) -> HTMLResponse:
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         rows, has_more = await queries.review_queue(
             conn,
             user.merchant_id,

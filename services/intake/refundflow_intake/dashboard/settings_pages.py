@@ -43,7 +43,7 @@ async def _page(
     status: int = 200,
     **extra: Any,
 ) -> HTMLResponse:
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         saved = await notification_settings.get_settings(conn, user.merchant_id)
         keys = await merchant_accounts.list_api_keys(conn, user.merchant_id)
         pending = await queries.pending_count(conn, user.merchant_id)

@@ -33,7 +33,7 @@ async def _page(
     status: int = 200,
     **extra: Any,
 ) -> HTMLResponse:
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         members = await team_members.list_members(conn, user.merchant_id)
         pending = await queries.pending_count(conn, user.merchant_id)
     return render(

@@ -38,7 +38,7 @@ async def _list_page(
     status: int = 200,
     **extra: Any,
 ) -> HTMLResponse:
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         rows = await endpoints.list_endpoints(conn, user.merchant_id)
         pending = await queries.pending_count(conn, user.merchant_id)
     return render(
@@ -117,7 +117,7 @@ async def delete(endpoint_id: PathId, user: FormUser, db: Db) -> Response:
 async def endpoint_page(
     request: Request, endpoint_id: PathId, user: CurrentUser, db: Db, notifier: Notifier
 ) -> HTMLResponse:
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         endpoint = await endpoints.get_endpoint(conn, user.merchant_id, endpoint_id)
         pending = await queries.pending_count(conn, user.merchant_id)
     try:

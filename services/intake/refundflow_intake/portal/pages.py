@@ -124,7 +124,7 @@ def _page(
 
 
 async def _open(db: Db, grant: PortalGrant) -> Portal | None:
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         try:
             return await customer_requests.open_portal(conn, grant)
         except PaymentNotFound:

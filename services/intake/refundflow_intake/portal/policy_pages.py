@@ -36,7 +36,7 @@ def embed_snippet(public_url: str, merchant_id: str, merchant_name: str) -> str:
 
 
 async def _body(db: Db, merchant_id: str, product_id: str | None, template: str) -> bytes | None:
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         merchant = await merchant_of(conn, merchant_id)
         if merchant is None:
             return None

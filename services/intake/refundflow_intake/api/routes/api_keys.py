@@ -31,7 +31,7 @@ async def create_api_key(caller: CurrentCaller, db: Db, body: ApiKeyCreate | Non
 @router.get("", responses=documented())
 async def list_api_keys(caller: CurrentCaller, db: Db) -> ApiKeyList:
     """Your API keys (never the keys themselves), revoked ones included."""
-    async with db.transaction() as conn:
+    async with db.connection() as conn:
         keys = await merchant_accounts.list_api_keys(conn, caller.merchant_id)
     return ApiKeyList(data=[ApiKeyOut(**k) for k in keys])
 

@@ -14,6 +14,6 @@ router = APIRouter(prefix="/v1/balance", tags=["balance"])
 async def get_balance(caller: CurrentCaller, db: Db) -> Balance:
     """Per currency: payments received, refunds that reached customers, refunds held while the provider
     answers (approved, or pending outside Refundflow), and what is available."""
-    async with db.transaction() as conn:
+    async with db.connection() as conn:
         lines = await ledger.balance(conn, caller.merchant_id)
     return Balance(data=[BalanceLine(**line) for line in lines])

@@ -31,6 +31,6 @@ async def refund_insights(
         raise InvalidPeriod("to is too early: from would be before year 1") from None
     if start >= end:
         raise InvalidPeriod("from must be before to")
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         found = await insights.refund_insights(conn, caller.merchant_id, start, end, now)
     return RefundInsights.model_validate({"from": start, "to": end, **found})

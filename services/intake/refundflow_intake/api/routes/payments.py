@@ -72,7 +72,7 @@ async def list_payments(
     starting_after: StartingAfter = None,
 ) -> PaymentList:
     """Your payments, newest first."""
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         rows, has_more = await listing_queries.list_payments(
             conn,
             caller.merchant_id,
@@ -88,7 +88,7 @@ async def list_payments(
 @router.get("/{payment_id}", responses=documented(PaymentNotFound))
 async def get_payment(payment_id: PathId, caller: CurrentCaller, db: Db) -> PaymentOut:
     """The payment with its status, what is left to refund, and its refunds."""
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         return await payment_view(conn, caller.merchant_id, payment_id)
 
 

@@ -66,7 +66,7 @@ async def create_portal_token(
 ) -> PortalToken:
     """A link for the customer of this payment (``url``, its page in the portal; ``token`` for the portal's JSON
     API): with it they can ask for a refund and follow it. Customer emails carry a fresh one on their own."""
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         if await repository.get_payment(conn, caller.merchant_id, payment_id) is None:
             raise PaymentNotFound(f"no payment {payment_id}")
         if not await customer_requests.portal_enabled(conn, caller.merchant_id):
@@ -110,7 +110,7 @@ async def submit_refund_request(
     refund_id = await customer_requests.submit_request(
         db, grant, ask, settings=settings, links=links, client=client, now=now
     )
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         return await _customer_view(conn, grant, refund_id)
 
 
@@ -120,5 +120,5 @@ async def submit_refund_request(
 )
 async def track_refund_request(refund_id: PathId, grant: Grant, db: Db) -> PortalRefundRequest:
     """Where the customer's request stands."""
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         return await _customer_view(conn, grant, refund_id)

@@ -18,7 +18,7 @@ router = APIRouter(tags=["refund policy"])
 
 
 async def _policy_out(db: Db, merchant_id: str) -> RefundPolicyOut:
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         policy = await policies.merchant_policy(conn, merchant_id)
         overrides = await policies.overrides(conn, merchant_id)
     return RefundPolicyOut(
@@ -73,7 +73,7 @@ async def delete_product_override(
 
 
 async def _public_answer(db: Db, merchant_id: str, product_id: str | None) -> bytes | None:
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         if not await merchant_exists(conn, merchant_id):
             return None
         policy = await policies.effective_policy(conn, merchant_id, product_id)

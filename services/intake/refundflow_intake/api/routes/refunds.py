@@ -107,7 +107,7 @@ async def request_refund(
 @router.post("/quote", responses=documented(*_REQUEST_ERRORS))
 async def quote_refund(body: RefundQuoteRequest, caller: CurrentCaller, db: Db, now: Now) -> RefundQuote:
     """What a refund request would come to (amount, flags, approvals), without creating anything."""
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         quote = await refund_requests.quote_refund(
             conn,
             caller.merchant_id,
@@ -131,7 +131,7 @@ async def list_refunds(
     starting_after: StartingAfter = None,
 ) -> RefundList:
     """Your refunds, newest first."""
-    async with db.transaction() as conn:
+    async with db.snapshot() as conn:
         rows, has_more = await listing_queries.list_refunds(
             conn,
             caller.merchant_id,
@@ -146,7 +146,7 @@ async def list_refunds(
 @router.get("/{refund_id}", responses=documented(RefundNotFound))
 async def get_refund(refund_id: PathId, caller: CurrentCaller, db: Db) -> RefundOut:
     """The refund with its timeline: every decision and status change, who made it, why and when."""
-    async with db.transaction() as conn:
+    async with db.connection() as conn:
         return await refund_view(conn, caller.merchant_id, refund_id)
 
 

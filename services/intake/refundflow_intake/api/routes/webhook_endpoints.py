@@ -105,14 +105,14 @@ async def create_endpoint(
 
 @router.get("/v1/webhook-endpoints", responses=documented())
 async def list_endpoints(caller: CurrentCaller, db: Db) -> EndpointList:
-    async with db.transaction() as conn:
+    async with db.connection() as conn:
         rows = await endpoints.list_endpoints(conn, caller.merchant_id)
     return EndpointList(data=[_out(r) for r in rows])
 
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}", responses=documented(WebhookEndpointNotFound))
 async def get_endpoint(endpoint_id: PathId, caller: CurrentCaller, db: Db) -> EndpointOut:
-    async with db.transaction() as conn:
+    async with db.connection() as conn:
         return _out(await endpoints.get_endpoint(conn, caller.merchant_id, endpoint_id))
 
 
@@ -259,6 +259,6 @@ async def configure_notifications(
 
 @router.get("/v1/notification-settings", responses=documented())
 async def get_notification_settings(caller: CurrentCaller, db: Db, box: MaybeBox) -> NotificationSettingsOut:
-    async with db.transaction() as conn:
+    async with db.connection() as conn:
         row = await notification_settings.get_settings(conn, caller.merchant_id)
     return _settings_out(row, box, caller.merchant_id)
