@@ -1,4 +1,4 @@
-"""The AsyncAPI document as a page people read: plain server-rendered HTML, no script and no asset from elsewhere.
+"""The AsyncAPI document as a page people read: server-rendered HTML, no script and no asset from elsewhere.
 
 Channels (what the service receives and sends, dead-letter topics apart), each message's payload fields, the
 headers every event and every dead letter carries, and the types payloads share.
@@ -10,11 +10,7 @@ import copy
 from html import escape
 from typing import Any
 
-# The page loads nothing: no script, style or image, from anywhere.
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-}
+from refundflow_shared.reference_html import STYLE_ELEMENT, fields_table
 
 
 def render_page(document: dict[str, Any]) -> str:
@@ -32,7 +28,7 @@ def render_page(document: dict[str, Any]) -> str:
     parts = [
         "<!doctype html>",
         '<html lang="en">',
-        f'<head><meta charset="utf-8"><title>{escape(info["title"])}</title></head>',
+        f'<head><meta charset="utf-8"><title>{escape(info["title"])}</title>{STYLE_ELEMENT}</head>',
         "<body>",
         "<header>",
         f"<h1>{escape(info['title'])}</h1>",
@@ -51,7 +47,7 @@ def render_page(document: dict[str, Any]) -> str:
         _channels("dead-letters", "Dead-letter topics", dead, document),
         _headers(document),
         '<section aria-labelledby="types"><h2 id="types">Shared types</h2>',
-        *(_fields_table(name, schemas[name], f"type-{name}") for name in shared_types),
+        *(fields_table(name, schemas[name], f"type-{name}") for name in shared_types),
         "</section>",
         "</main>",
         "</body>",
@@ -82,7 +78,7 @@ def _channels(anchor: str, title: str, channel_ids: list[str], document: dict[st
             else:
                 schema_name = payload.rsplit("/", 1)[-1]
                 schema = document["components"]["schemas"][schema_name]
-                parts.append(_fields_table(schema_name, schema, None, level=4))
+                parts.append(fields_table(schema_name, schema, None, level=4))
         parts.append("</article>")
     parts.append("</section>")
     return "\n".join(parts)
@@ -99,66 +95,9 @@ def _headers(document: dict[str, Any]) -> str:
         headers["properties"]["ce_type"] = {"type": "string", "description": "the event type, as the topic"}
         dataschema = "the payload's schema version, urn:refundflow:<type>:v<n>"
         headers["properties"]["ce_dataschema"] = {"type": "string", "description": dataschema}
-        parts.append(_fields_table("CloudEvents headers of every event", headers, "headers-event"))
+        parts.append(fields_table("CloudEvents headers of every event", headers, "headers-event"))
     if dead is not None:
-        parts.append(_fields_table("Headers of every dead letter", dead["headers"], "headers-dead-letter"))
+        parts.append(fields_table("Headers of every dead letter", dead["headers"], "headers-dead-letter"))
         parts.append("<p>A dead letter also keeps the original message's headers.</p>")
     parts.append("</section>")
     return "\n".join(parts)
-
-
-def _fields_table(title: str, schema: dict[str, Any], anchor: str | None, level: int = 3) -> str:
-    required = set(schema.get("required", []))
-    rows = [
-        f'<tr><th scope="row">{escape(name)}</th><td>{_type_of(field)}</td>'
-        f"<td>{'yes' if name in required else 'no'}</td><td>{escape(_description(field))}</td></tr>"
-        for name, field in schema.get("properties", {}).items()
-    ]
-    heading_id = f' id="{escape(anchor)}"' if anchor else ""
-    caption = f"Fields of {title}"
-    parts = [f"<h{level}{heading_id}>{escape(title)}</h{level}>"]
-    if schema.get("description"):
-        parts.append(f"<p>{escape(schema['description'])}</p>")
-    parts += [
-        f"<table><caption>{escape(caption)}</caption>",
-        '<thead><tr><th scope="col">Field</th><th scope="col">Type</th><th scope="col">Required</th>'
-        '<th scope="col">Description</th></tr></thead>',
-        "<tbody>",
-        *rows,
-        "</tbody></table>",
-    ]
-    return "\n".join(parts)
-
-
-def _type_of(field: dict[str, Any]) -> str:
-    """A field's JSON Schema type in words: a link for a shared type, ``or`` between alternatives."""
-    if "$ref" in field:
-        name = field["$ref"].rsplit("/", 1)[-1]
-        return f'<a href="#type-{escape(name)}">{escape(name)}</a>'
-    if "anyOf" in field:
-        return " or ".join(_type_of(option) for option in field["anyOf"])
-    if "const" in field:
-        return f"<code>{escape(str(field['const']))}</code>"
-    if "enum" in field:
-        return " | ".join(f"<code>{escape(str(value))}</code>" for value in field["enum"])
-    kind = str(field.get("type", "any"))
-    if kind == "array":
-        return f"list of {_type_of(field.get('items', {}))}"
-    if kind == "object" and isinstance(field.get("additionalProperties"), dict):
-        return f"map to {_type_of(field['additionalProperties'])}"
-    limits = [
-        f"{word} {field[key]}"
-        for key, word in (
-            ("format", "format"),
-            ("maxLength", "at most"),
-            ("minimum", "≥"),
-            ("exclusiveMinimum", ">"),
-            ("maximum", "≤"),
-        )
-        if key in field
-    ]
-    return escape(kind + (f" ({', '.join(limits)})" if limits else ""))
-
-
-def _description(field: dict[str, Any]) -> str:
-    return str(field.get("description", ""))

@@ -8,13 +8,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from refundflow_shared.asyncapi import asyncapi_document
-from refundflow_shared.asyncapi_page import PAGE_HEADERS, render_page
+from refundflow_shared.asyncapi_page import render_page
 from refundflow_shared.event_contract import ServiceContract
 from refundflow_shared.http_protocol import BoundedHttpToolsProtocol
+from refundflow_shared.openapi_page import render_page as render_api_reference
+from refundflow_shared.reference_html import PAGE_HEADERS
 from refundflow_shared.settings import ServiceSettings
 
 
@@ -52,10 +54,13 @@ def health_router(readiness: Callable[[], Awaitable[Readiness]]) -> APIRouter:
 
 def contract_router(contract: ServiceContract, topic_prefix: str) -> APIRouter:
     """``/asyncapi.json`` and the page ``/asyncapi``: the topics the service receives on and sends to, as deployed
-    (the runtime refuses to consume or publish anything else)."""
+    (the runtime refuses to consume or publish anything else). And ``/docs``, the HTTP API (FastAPI's
+    ``/openapi.json``) as a page of ours: the app turns FastAPI's own pages off (``docs_url=None, redoc_url=None``),
+    which load their scripts from CDNs."""
     router = APIRouter(tags=["contract"])
     document = asyncapi_document(contract, topic_prefix)
     page = render_page(document)
+    api_reference: list[str] = []  # rendered at the first request: the app has all its routes by then
 
     @router.get("/asyncapi.json")
     async def asyncapi_json() -> JSONResponse:
@@ -66,6 +71,12 @@ def contract_router(contract: ServiceContract, topic_prefix: str) -> APIRouter:
     async def asyncapi_page() -> HTMLResponse:
         """The same document as a page: channels, messages and their payload fields."""
         return HTMLResponse(page, headers=PAGE_HEADERS)
+
+    @router.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def api_reference_page(request: Request) -> HTMLResponse:
+        if not api_reference:
+            api_reference.append(render_api_reference(request.app.openapi()))
+        return HTMLResponse(api_reference[0], headers=PAGE_HEADERS)
 
     return router
 

@@ -1,11 +1,12 @@
-"""axe-core finds no serious or critical violation on any dashboard page; keyboard users can skip to content."""
+"""axe-core finds no serious or critical violation on any dashboard page, nor on the API reference; keyboard users
+can skip to content."""
 
 from __future__ import annotations
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.people import serious_violations
+from tests.browser.people import assert_accessible, serious_violations
 from tests.browser.stack import Stack
 from tests.browser.tour import walk_every_page
 
@@ -45,3 +46,20 @@ def test_the_keyboard_reaches_the_main_content_first_with_a_visible_focus(stack:
     page.keyboard.press("Enter")
     page.keyboard.press("Tab")  # into the page: the payments search, not the sidebar
     assert page.evaluate("document.activeElement.id") == "q"
+
+
+def test_the_api_reference_loads_nothing_from_elsewhere_and_passes_axe(stack: Stack, page: Page) -> None:
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.goto(f"{stack.url}/docs")
+    expect(page.get_by_role("heading", name="POST /v1/refunds/{refund_id}/approve")).to_be_visible()
+    approve = page.get_by_role("article", name="POST /v1/refunds/{refund_id}/approve")
+    expect(approve.get_by_role("table", name="Responses of POST /v1/refunds/{refund_id}/approve")).to_contain_text(
+        "second_approval_needs_a_person"
+    )
+    approve.get_by_role("link", name="RefundOut").first.click()  # the answer's fields, further down the page
+    expect(page.get_by_role("heading", name="RefundOut", exact=True)).to_be_in_viewport()
+    assert [url for url in asked if not url.startswith(stack.url)] == []
+    table = approve.get_by_role("table").first
+    assert table.evaluate("t => getComputedStyle(t).borderCollapse") == "collapse", "the page's style, allowed by CSP"
+    assert_accessible(page)

@@ -4,6 +4,7 @@ lifecycle (and each consumed topic's dead letters), and together the documents c
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -94,3 +95,32 @@ async def test_each_service_shows_its_contract_as_a_page_that_loads_nothing_from
         answer = await processor.get("/asyncapi")
     assert answer.status_code == 200
     assert f"{stack.prefix}refund.approved.dlq" in answer.text
+
+
+async def test_each_services_api_reference_is_a_page_of_ours_that_loads_nothing_from_elsewhere(
+    stack: RefundflowStack,
+) -> None:
+    """``/docs``: every endpoint with its parameters, body and error codes, server-rendered; no script, style or font
+    from a CDN (a merchant's browser would fetch them from third parties, and offline the page would be blank)."""
+    notifier = httpx.ASGITransport(app=stack.apps["notifier"])
+    async with (
+        httpx.AsyncClient(base_url=stack.processor_url) as processor,
+        httpx.AsyncClient(transport=notifier, base_url="http://notifier") as notifier_client,
+    ):
+        pages = {
+            "intake": await stack.api.get("/docs"),
+            "processor": await processor.get("/docs"),
+            "notifier": await notifier_client.get("/docs"),
+        }
+        redoc = {"intake": await stack.api.get("/redoc"), "processor": await processor.get("/redoc")}
+    for service, response in pages.items():
+        assert response.status_code == 200, service
+        assert response.headers["content-type"].startswith("text/html"), service
+        assert response.headers["content-security-policy"].startswith("default-src 'none'"), service
+        assert not re.search(r"<(script|link|img|iframe|object)\b|\ssrc=", response.text), service
+        assert "style-src 'sha256-" in response.headers["content-security-policy"], "its own style, by its hash"
+    assert {service: r.status_code for service, r in redoc.items()} == {"intake": 404, "processor": 404}
+    intake = pages["intake"].text
+    assert '<h3 id="post-v1-refunds-refund_id-approve">POST /v1/refunds/{refund_id}/approve</h3>' in intake
+    assert "<code>second_approval_needs_a_person</code>" in intake  # each error code the endpoint answers
+    assert '<a href="#type-RefundOut">RefundOut</a>' in intake and '<h3 id="type-RefundOut">RefundOut</h3>' in intake

@@ -81,6 +81,8 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
         description="Payments, refund requests and the merchant's decisions.",
         lifespan=lifespan,
         telemetry=FASTAPI_TELEMETRY,
+        docs_url=None,  # ours is served by contract_router, loading nothing from elsewhere
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.runtime = runtime

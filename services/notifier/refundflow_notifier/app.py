@@ -75,7 +75,12 @@ def create_app(settings: NotifierSettings) -> FastAPI:
         rt.run_in_background(run_workers(rt, settings), "notifier_workers")
 
     app = FastAPI(
-        title="Refundflow notifier", version="0.1.0", lifespan=runtime.lifespan(wire), telemetry=FASTAPI_TELEMETRY
+        title="Refundflow notifier",
+        version="0.1.0",
+        lifespan=runtime.lifespan(wire),
+        telemetry=FASTAPI_TELEMETRY,
+        docs_url=None,  # ours is served by contract_router, loading nothing from elsewhere
+        redoc_url=None,
     )
     app.include_router(health_router(runtime.readiness))
     app.include_router(metrics_router(runtime.refresh_metrics))

@@ -57,7 +57,14 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
             if stripe_provider is not None:
                 await stripe_provider.close()
 
-    app = FastAPI(title="Refundflow processor", version="0.1.0", lifespan=lifespan, telemetry=FASTAPI_TELEMETRY)
+    app = FastAPI(
+        title="Refundflow processor",
+        version="0.1.0",
+        lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY,
+        docs_url=None,  # ours is served by contract_router, loading nothing from elsewhere
+        redoc_url=None,
+    )
     app.state.runtime = runtime
     limit_request_bodies(app, settings)
     app.include_router(health_router(runtime.readiness))
