@@ -33,7 +33,7 @@ def render_page(document: dict[str, Any]) -> str:
         "<body>",
         "<header>",
         f"<h1>{escape(info['title'])}: API reference</h1>",
-        f"<p>{prose(info.get('description', ''))}</p>",
+        *([f"<p>{prose(info['description'])}</p>"] if info.get("description") else []),
         f"<p>OpenAPI {escape(document['openapi'])}, version {escape(info['version'])}: "
         '<a href="openapi.json">the document as JSON</a>.</p>',
         '<nav aria-label="Sections"><ul>',

@@ -14,7 +14,7 @@ STYLE = (
     "body{font:16px/1.5 system-ui,sans-serif;color:#1a1a2e;max-width:72rem;margin:0 auto;padding:1rem 1.5rem}"
     "h1,h2{line-height:1.25}h2{border-bottom:2px solid #d8dbe5;padding-bottom:.25rem;margin-top:2.5rem}"
     "h3{font-family:ui-monospace,monospace;font-size:1.05rem;margin:2rem 0 .5rem}"
-    "article{border-top:1px solid #e4e6ee}"
+    "article+article{border-top:1px solid #e4e6ee}"
     "table{border-collapse:collapse;margin:.75rem 0 1.25rem;width:100%}"
     "caption{text-align:left;font-weight:600;padding:.25rem 0}"
     "th,td{border:1px solid #d8dbe5;padding:.35rem .6rem;text-align:left;vertical-align:top}"
