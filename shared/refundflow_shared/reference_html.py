@@ -68,7 +68,7 @@ def type_of(field: dict[str, Any]) -> str:
         name = field["$ref"].rsplit("/", 1)[-1]
         return f'<a href="#type-{escape(name)}">{escape(name)}</a>'
     for alternatives in ("anyOf", "oneOf", "allOf"):
-        if alternatives in field:  # allOf: pydantic wraps one type with a description so
+        if alternatives in field:  # allOf: how pydantic gives a field of a shared type its own description
             joined = " and " if alternatives == "allOf" else " or "
             return joined.join(type_of(option) for option in field[alternatives])
     if "const" in field:
