@@ -67,10 +67,9 @@ def type_of(field: dict[str, Any]) -> str:
     if "$ref" in field:
         name = field["$ref"].rsplit("/", 1)[-1]
         return f'<a href="#type-{escape(name)}">{escape(name)}</a>'
-    for alternatives in ("anyOf", "oneOf", "allOf"):
-        if alternatives in field:  # allOf: how pydantic gives a field of a shared type its own description
-            joined = " and " if alternatives == "allOf" else " or "
-            return joined.join(type_of(option) for option in field[alternatives])
+    for alternatives in ("anyOf", "oneOf"):
+        if alternatives in field:
+            return " or ".join(type_of(option) for option in field[alternatives])
     if "const" in field:
         return f"<code>{escape(str(field['const']))}</code>"
     if "enum" in field:
