@@ -1,11 +1,13 @@
-"""What every service's HTTP side shares: liveness and readiness endpoints, its event contract (AsyncAPI), and how
-it is served."""
+"""What every service's HTTP side shares: the app itself with its liveness and readiness endpoints, metrics, event
+contract (AsyncAPI) and API reference, and how it is served."""
 
 from __future__ import annotations
 
 import gc
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
@@ -14,10 +16,16 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from refundflow_shared.asyncapi import asyncapi_document
 from refundflow_shared.asyncapi_page import render_page
 from refundflow_shared.event_contract import ServiceContract
+from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_protocol import BoundedHttpToolsProtocol
+from refundflow_shared.http_tracing import FASTAPI_TELEMETRY
+from refundflow_shared.metrics_endpoint import metrics_router
 from refundflow_shared.openapi_page import render_page as render_api_reference
 from refundflow_shared.reference_html import PAGE_HEADERS
 from refundflow_shared.settings import ServiceSettings
+
+if TYPE_CHECKING:  # the runtime imports Readiness from here
+    from refundflow_shared.service_runtime import ServiceRuntime
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,34 @@ class Readiness:
     @property
     def ready(self) -> bool:
         return all(self.checks.values())
+
+
+def service_app(
+    runtime: ServiceRuntime,
+    settings: ServiceSettings,
+    title: str,
+    *,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    description: str = "",
+) -> FastAPI:
+    """A service's app with what every service serves: ``/healthz`` and ``/readyz``, ``/metrics``, its event contract
+    and its API reference (``contract_router``), with request bodies bounded. FastAPI's own ``/docs`` and ``/redoc``
+    are off: they load their scripts from CDNs."""
+    app = FastAPI(
+        title=title,
+        version="0.1.0",
+        description=description,
+        lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    limit_request_bodies(app, settings)
+    app.include_router(health_router(runtime.readiness))
+    app.include_router(metrics_router(runtime.refresh_metrics))
+    app.include_router(contract_router(runtime.contract, settings.topic_prefix))
+    return app
 
 
 def health_router(readiness: Callable[[], Awaitable[Readiness]]) -> APIRouter:
@@ -55,8 +91,7 @@ def health_router(readiness: Callable[[], Awaitable[Readiness]]) -> APIRouter:
 def contract_router(contract: ServiceContract, topic_prefix: str) -> APIRouter:
     """``/asyncapi.json`` and the page ``/asyncapi``: the topics the service receives on and sends to, as deployed
     (the runtime refuses to consume or publish anything else). And ``/docs``, the HTTP API (FastAPI's
-    ``/openapi.json``) as a page of ours: the app turns FastAPI's own pages off (``docs_url=None, redoc_url=None``),
-    which load their scripts from CDNs."""
+    ``/openapi.json``) as a page of ours."""
     router = APIRouter(tags=["contract"])
     document = asyncapi_document(contract, topic_prefix)
     page = render_page(document)

@@ -28,11 +28,9 @@ from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.refund_gauges import observe_processing_refunds
 from refundflow_intake.settings import IntakeSettings
-from refundflow_shared.http_limits import limit_request_bodies
 from refundflow_shared.http_metrics import HttpMetrics
-from refundflow_shared.http_service import contract_router, health_router
-from refundflow_shared.http_tracing import FASTAPI_TELEMETRY, trace_requests
-from refundflow_shared.metrics_endpoint import metrics_router
+from refundflow_shared.http_service import service_app
+from refundflow_shared.http_tracing import trace_requests
 from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -75,25 +73,18 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
             )
             yield
 
-    app = FastAPI(
-        title="Refundflow intake",
-        version="0.1.0",
-        description="Payments, refund requests and the merchant's decisions.",
+    app = service_app(
+        runtime,
+        settings,
+        "Refundflow intake",
         lifespan=lifespan,
-        telemetry=FASTAPI_TELEMETRY,
-        docs_url=None,  # ours is served by contract_router, loading nothing from elsewhere
-        redoc_url=None,
+        description="Payments, refund requests and the merchant's decisions.",
     )
     app.state.settings = settings
-    app.state.runtime = runtime
     app.state.clock = clock
     app.state.customer_links = links
     app.state.public_policy_cache = PublicPolicyCache(timedelta(seconds=settings.public_policy_max_age_seconds))
     install_error_handlers(app, pages=_dashboard_errors)
-    limit_request_bodies(app, settings)
-    app.include_router(health_router(runtime.readiness))
-    app.include_router(metrics_router(runtime.refresh_metrics))
-    app.include_router(contract_router(runtime.contract, settings.topic_prefix))
     for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights):
         app.include_router(module.router)
     app.include_router(webhook_endpoints.router)

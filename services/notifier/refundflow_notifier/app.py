@@ -15,10 +15,7 @@ from refundflow_notifier.outbound_http import outbound_client
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.smtp_mailer import SmtpMailer
 from refundflow_notifier.webhook_worker import WebhookWorker
-from refundflow_shared.http_limits import limit_request_bodies
-from refundflow_shared.http_service import contract_router, health_router
-from refundflow_shared.http_tracing import FASTAPI_TELEMETRY
-from refundflow_shared.metrics_endpoint import metrics_router
+from refundflow_shared.http_service import service_app
 from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -74,18 +71,6 @@ def create_app(settings: NotifierSettings) -> FastAPI:
         rt.retention_rules.extend(retention_rules(settings))
         rt.run_in_background(run_workers(rt, settings), "notifier_workers")
 
-    app = FastAPI(
-        title="Refundflow notifier",
-        version="0.1.0",
-        lifespan=runtime.lifespan(wire),
-        telemetry=FASTAPI_TELEMETRY,
-        docs_url=None,  # ours is served by contract_router, loading nothing from elsewhere
-        redoc_url=None,
-    )
-    app.include_router(health_router(runtime.readiness))
-    app.include_router(metrics_router(runtime.refresh_metrics))
-    app.include_router(contract_router(runtime.contract, settings.topic_prefix))
-    limit_request_bodies(app, settings)
+    app = service_app(runtime, settings, "Refundflow notifier", lifespan=runtime.lifespan(wire))
     app.include_router(internal_router(runtime, settings))
-    app.state.runtime = runtime
     return app

@@ -20,10 +20,7 @@ from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.stripe_provider import StripeProvider
 from refundflow_processor.subscription_cancels import SubscriptionCancelExecutor
 from refundflow_processor.subscription_extensions import SubscriptionExtensionExecutor
-from refundflow_shared.http_limits import limit_request_bodies
-from refundflow_shared.http_service import contract_router, health_router
-from refundflow_shared.http_tracing import FASTAPI_TELEMETRY
-from refundflow_shared.metrics_endpoint import metrics_router
+from refundflow_shared.http_service import service_app
 from refundflow_shared.service_runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -57,18 +54,6 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
             if stripe_provider is not None:
                 await stripe_provider.close()
 
-    app = FastAPI(
-        title="Refundflow processor",
-        version="0.1.0",
-        lifespan=lifespan,
-        telemetry=FASTAPI_TELEMETRY,
-        docs_url=None,  # ours is served by contract_router, loading nothing from elsewhere
-        redoc_url=None,
-    )
-    app.state.runtime = runtime
-    limit_request_bodies(app, settings)
-    app.include_router(health_router(runtime.readiness))
-    app.include_router(metrics_router(runtime.refresh_metrics))
-    app.include_router(contract_router(runtime.contract, settings.topic_prefix))
+    app = service_app(runtime, settings, "Refundflow processor", lifespan=lifespan)
     app.include_router(provider_webhook_router(settings))
     return app
