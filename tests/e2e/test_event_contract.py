@@ -124,3 +124,4 @@ async def test_each_services_api_reference_is_a_page_of_ours_that_loads_nothing_
     assert '<h3 id="post-v1-refunds-refund_id-approve">POST /v1/refunds/{refund_id}/approve</h3>' in intake
     assert "<code>second_approval_needs_a_person</code>" in intake  # each error code the endpoint answers
     assert '<a href="#type-RefundOut">RefundOut</a>' in intake and '<h3 id="type-RefundOut">RefundOut</h3>' in intake
+    assert "Amounts are integers in the currency&#x27;s minor units" in intake  # said once, for every amount

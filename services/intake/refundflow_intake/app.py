@@ -36,6 +36,13 @@ from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+API_DESCRIPTION = (
+    "Payments, refund requests and the merchant's decisions. Amounts are integers in the currency's minor units "
+    "(4999 with EUR is €49.99); currencies are ISO 4217 codes. Calls take `Authorization: Bearer <token>`: the "
+    "merchant's API key; the platform's admin token for platform calls (registering payments, creating merchants, "
+    "recovery keys); a customer's portal token under `/v1/portal`. "
+    'Errors are `{"error": {"code", "message", "param"?}}`; each endpoint lists the codes it may give.'
+)
 # Ended sessions, spent links and old rate-limit attempts (every limit's window is an hour or less) go.
 DASHBOARD_RETENTION = [
     RetentionRule("dashboard_sessions", "expires_at", timedelta(0)),
@@ -78,7 +85,7 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
         settings,
         "Refundflow intake",
         lifespan=lifespan,
-        description="Payments, refund requests and the merchant's decisions.",
+        description=API_DESCRIPTION,
     )
     app.state.settings = settings
     app.state.clock = clock
