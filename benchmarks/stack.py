@@ -28,6 +28,11 @@ from refundflow_shared.settings import ServiceSettings
 from tests.support.infrastructure import free_port
 
 SERVICES = ("intake", "processor", "notifier")
+START_ATTEMPTS = 3
+
+
+class PortTaken(RuntimeError):
+    """A process could not bind the port picked for it: something else took it after it was picked."""
 
 
 class Stack:
@@ -71,12 +76,25 @@ class Stack:
         # Topics of the run's own: a shared broker (tests, or one from the environment) keeps others' records.
         self.prefix = f"bench{uuid.uuid4().hex[:8]}."
         asyncio.run(self._prepare())
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._start_processes()
+                return
+            except PortTaken:  # between free_port() and the bind: every process again, on fresh ports
+                for name in list(self._processes):
+                    self.stop_process(name)
+                if attempt == START_ATTEMPTS:
+                    raise
+                self.ports = {name: free_port() for name in self.ports}
+
+    def _start_processes(self) -> None:
         self._spawn("smtp", [_script("refundflow-smtp-sink")], SMTP_SINK_DIR=str(self.mail_dir))
         self.start_sandbox()
         for name in SERVICES:
             self._spawn(name, [_script(f"refundflow-{name}")])
         for name in (*SERVICES, "sandbox"):
             self.wait_ready(name)
+        self._check_alive("smtp")  # no health endpoint: up by now, or gone
 
     def common_env(self) -> dict[str, str]:
         """What `make dev` gives every process (refundflow_devstack.dev), on this run's ports."""
@@ -140,8 +158,7 @@ class Stack:
         url = f"http://127.0.0.1:{self.ports[name]}/" + ("healthz" if name == "sandbox" else "readyz")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._processes[name].poll() is not None:
-                raise RuntimeError(f"{name} exited; see {self.workdir / (name + '.log')}")
+            self._check_alive(name)
             try:
                 if httpx.get(url, timeout=1).status_code == 200:
                     return
@@ -149,6 +166,14 @@ class Stack:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"{name} was not ready within {timeout} s; see {self.workdir / (name + '.log')}")
+
+    def _check_alive(self, name: str) -> None:
+        """Raises if the process ended, with the end of its log (the run's folder is gone after a failed run)."""
+        if self._processes[name].poll() is None:
+            return
+        tail = "\n".join((self.workdir / f"{name}.log").read_text(errors="replace").splitlines()[-20:])
+        error = PortTaken if "address already in use" in tail.lower() else RuntimeError
+        raise error(f"{name} exited; the end of its log:\n{tail}")
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
+
+from benchmarks.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 PERCENTILES = {"p50", "p90", "p99", "max"}
@@ -55,3 +59,24 @@ def test_the_quick_bench_drives_every_lifecycle_to_the_end_and_reports_each_figu
     assert {"intake", "processor", "notifier"} <= set(result["rss_mb"])
     assert result["capacity"]["pgbench_tps"] > 0 and result["capacity"]["broker_produce_per_s"] > 0
     assert "lifecycles/s, closed loop" in run.stdout, "the table is printed"
+
+
+def test_the_bench_stack_starts_on_other_ports_when_a_port_it_picked_is_taken_meanwhile(
+    postgres_url: str, kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its ports are free when picked, but another process (a parallel test's connection, say) may take one before
+    the service binds it: the bench starts its processes again on fresh ports rather than fail the run."""
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    stack = Stack(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        stack.ports["processor"] = taken.getsockname()[1]
+        try:
+            stack.start()
+            assert stack.ports["processor"] != taken.getsockname()[1]
+            for name in ("intake", "processor", "notifier"):
+                assert httpx.get(f"{stack.url(name)}/readyz", timeout=5).status_code == 200, name
+        finally:
+            stack.stop()
