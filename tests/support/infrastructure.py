@@ -11,12 +11,51 @@ from pathlib import Path
 from refundflow_devstack.local_kafka import LocalKafka
 from refundflow_devstack.local_postgres import LocalPostgres
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 20_000  # above the fixed ports of the dev stack (8000-8002, 12111), which a test starts
+
+
+def port_slice(worker: int, *, workers: int, below: int) -> range:
+    """The ports of one of ``workers`` parallel test workers: its own share of ``_LOWEST_PORT``..``below``."""
+    size = (below - _LOWEST_PORT) // workers
+    start = _LOWEST_PORT + worker * size
+    return range(start, start + size)
+
+
+def _ports_of_this_worker() -> Iterator[int]:
+    """Each port of this worker's slice once, then round again (a port is checked free before it is handed out).
+
+    The slice lies below the kernel's ephemeral range: ``bind(0)`` hands out a port of that range, where any
+    outgoing connection may take it before the process the port is for binds it ("address already in use").
+    """
+    first_ephemeral = int(_EPHEMERAL_RANGE.read_text().split()[0]) if _EPHEMERAL_RANGE.exists() else 0
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if first_ephemeral < _LOWEST_PORT + workers * 1000:  # no room below the range (or not Linux): the kernel's pick
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                yield s.getsockname()[1]
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    ports = port_slice(worker, workers=workers, below=first_ephemeral)
+    offset = os.getpid() % len(ports)  # two runs side by side (the suite and a bench) start apart
+    while True:
+        for i in range(len(ports)):
+            yield ports[(offset + i) % len(ports)]
+
+
+_next_port = _ports_of_this_worker()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 that nothing listens on and that no outgoing connection will take."""
+    while True:
+        port = next(_next_port)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # someone listens there, or it is in TIME_WAIT: the next one
+                continue
+            return port
 
 
 def docker_available() -> bool:
