@@ -65,6 +65,8 @@ MAX_MINOR_UNITS = 10**12
 MinorUnits = Annotated[
     int, Field(ge=0, le=MAX_MINOR_UNITS, strict=True, description="amount in the currency's minor units")
 ]
+# An amount as an answer holds it: described as MinorUnits is, with no bounds to check.
+MinorUnitsOut = Annotated[int, Field(description="amount in the currency's minor units")]
 
 
 class Money(BaseModel):

@@ -25,3 +25,20 @@ def test_every_example_validates_against_its_model(model: type[BaseModel]) -> No
     assert isinstance(examples, list) and examples
     for example in examples:
         model.model_validate(example)
+
+
+# The money a body answers with, besides fields named amount or *_amount.
+MONEY_FIELDS = {"BalanceLine": {"paid", "refunded", "held", "available"}}
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_every_amount_in_a_body_says_it_is_in_minor_units(model: type[BaseModel]) -> None:
+    properties = model.model_json_schema(mode="serialization")["properties"]
+    money = {
+        name
+        for name in properties
+        if name == "amount" or name.endswith("_amount") or name in MONEY_FIELDS.get(model.__name__, ())
+    }
+    undescribed = {name for name in money if "minor units" not in properties[name].get("description", "")}
+
+    assert not undescribed, f"{model.__name__}: {sorted(undescribed)} do not say they are in minor units"

@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from refundflow_intake.api import examples as ex
+from refundflow_shared.money import MinorUnitsOut
 
 
 class ReasonInsight(BaseModel):
@@ -15,7 +16,7 @@ class ReasonInsight(BaseModel):
     requests: int
     amount: int = Field(description="asked for, in minor units")
     refunded: int
-    refunded_amount: int
+    refunded_amount: MinorUnitsOut
 
 
 class ProductInsight(BaseModel):
@@ -23,9 +24,9 @@ class ProductInsight(BaseModel):
     product_name: str
     currency: str
     payments: int
-    paid_amount: int
+    paid_amount: MinorUnitsOut
     refunded_payments: int
-    refunded_amount: int
+    refunded_amount: MinorUnitsOut
     refund_rate: float = Field(description="refunded_amount / paid_amount, of payments made in the period")
     requests: int
 

@@ -10,7 +10,7 @@ from refundflow_intake.api import examples as ex
 from refundflow_intake.api.fields import Count, Flag, Note
 from refundflow_intake.api.schemas import Body, details_required_for_other
 from refundflow_intake.domain import RefundReason
-from refundflow_shared.money import MinorUnits
+from refundflow_shared.money import MinorUnits, MinorUnitsOut
 
 
 class PortalTokenCreate(Body):
@@ -39,7 +39,9 @@ class PortalRefundRequestCreate(Body):
 
     reason: RefundReason
     message: Note | None = Field(default=None, description="in the customer's words")
-    amount: MinorUnits | None = Field(default=None, gt=0, description="defaults to all that is refundable")
+    amount: MinorUnits | None = Field(
+        default=None, gt=0, description="in minor units; defaults to all that is refundable"
+    )
     cancel_subscription: Flag | None = Field(
         default=None, description="subscriptions: whether the customer wants it cancelled too (the merchant decides)"
     )
@@ -52,7 +54,7 @@ class PortalRefundRequest(BaseModel):
 
     id: str
     status: str
-    amount: int
+    amount: MinorUnitsOut
     currency: str
     reason: str
     message: str | None

@@ -14,7 +14,7 @@ from refundflow_intake.domain import RefundReason, SubscriptionAction
 from refundflow_intake.json_body import JsonBody
 from refundflow_intake.refund_policy import RefundPolicy, RefundPolicyOverride
 from refundflow_shared.events import Product, SubscriptionPeriod
-from refundflow_shared.money import MinorUnits
+from refundflow_shared.money import MinorUnits, MinorUnitsOut
 
 Body = JsonBody
 
@@ -159,7 +159,9 @@ class RefundCreate(Body):
     payment_id: Id
     reason: RefundReason
     reason_details: Note | None = Field(default=None, description="free text; required for other")
-    amount: MinorUnits | None = Field(default=None, gt=0, description="defaults to all that is refundable")
+    amount: MinorUnits | None = Field(
+        default=None, gt=0, description="in minor units; defaults to all that is refundable"
+    )
     proration: ProrationIn | None = Field(default=None, description="instead of amount")
     currency: Currency | None = None
 
@@ -175,7 +177,9 @@ class RefundQuoteRequest(Body):
 
     payment_id: Id
     reason: RefundReason = RefundReason.REQUESTED_BY_CUSTOMER
-    amount: MinorUnits | None = Field(default=None, gt=0)
+    amount: MinorUnits | None = Field(
+        default=None, gt=0, description="in minor units; defaults to all that is refundable"
+    )
     proration: ProrationIn | None = None
     currency: Currency | None = None
 
@@ -185,7 +189,7 @@ class RefundQuote(BaseModel):
 
     amount: int = Field(description="what the refund would be, in minor units")
     currency: str
-    refundable_amount: int
+    refundable_amount: MinorUnitsOut
     flags: list[str]
     approvals_required: int
     auto_approved: bool = Field(description="whether the policy would approve it without a person")
@@ -212,7 +216,9 @@ class Approval(Body):
     )
 
     amount: MinorUnits | None = Field(
-        default=None, gt=0, description="approve less than asked; a second approver must approve the same amount"
+        default=None,
+        gt=0,
+        description="in minor units: approve less than asked; a second approver must approve the same amount",
     )
     subscription_action: SubscriptionAction | None = Field(
         default=None,
@@ -258,8 +264,8 @@ class RefundSummary(BaseModel):
 
     id: str
     payment_id: str
-    amount: int
-    requested_amount: int | None
+    amount: MinorUnitsOut
+    requested_amount: int | None = Field(description="what was asked for, in minor units")
     currency: str
     reason: str
     reason_details: str | None
@@ -300,10 +306,10 @@ class PaymentOut(BaseModel):
     status: str = Field(description="paid | partially_refunded | refunded")
     customer_email: str
     customer_name: str | None
-    amount: int
+    amount: MinorUnitsOut
     currency: str
-    refunded_amount: int
-    refundable_amount: int
+    refunded_amount: MinorUnitsOut
+    refundable_amount: MinorUnitsOut
     provider_payment_id: str
     paid_at: datetime
     product: Product
@@ -343,10 +349,14 @@ class PublicRefundPolicy(BaseModel):
 
 class BalanceLine(BaseModel):
     currency: str
-    paid: int = Field(description="payments received")
-    refunded: int = Field(description="refunds that reached customers (reversals and external refunds counted)")
-    held: int = Field(description="approved refunds (and pending external ones) awaiting the provider's answer")
-    available: int = Field(description="paid - refunded - held")
+    paid: int = Field(description="payments received, in minor units")
+    refunded: int = Field(
+        description="refunds that reached customers (reversals and external refunds counted), in minor units"
+    )
+    held: int = Field(
+        description="approved refunds (and pending external ones) awaiting the provider's answer, in minor units"
+    )
+    available: int = Field(description="paid - refunded - held, in minor units")
 
 
 class Balance(BaseModel):
