@@ -31,6 +31,15 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     UNLISTEN *, RESET ALL) costs a round trip on every release: about ten per refund."""
 
 
+@asynccontextmanager
+async def read_snapshot(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A read of several statements that must agree (a payment, then its refunds): every statement sees the
+    database as it was at the first one, and none may write. A plain transaction would not do it: at READ
+    COMMITTED each statement sees what committed before it."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        yield conn
+
+
 async def is_reachable(pool: asyncpg.Pool) -> bool:
     try:
         await pool.fetchval("SELECT 1", timeout=2)

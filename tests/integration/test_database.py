@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from refundflow_intake.api.dependencies import Database
-from refundflow_shared.database import create_pool, transaction_holding
+from refundflow_shared.database import create_pool, read_snapshot, transaction_holding
 
 
 async def test_the_lock_is_held_until_the_transaction_ends_which_commits_or_rolls_back(database_url: str) -> None:
@@ -48,16 +47,15 @@ async def test_a_snapshot_reads_one_state_of_the_database_and_writes_nothing(dat
     commits between its statements is not half in it."""
     pool = await create_pool(database_url, "public", max_size=2)
     try:
-        db = Database(pool)
         async with pool.acquire() as other:
             await other.execute("CREATE TABLE refunded (amount int)")
-            async with db.snapshot() as conn:
+            async with read_snapshot(pool) as conn:
                 assert await conn.fetchval("SELECT count(*) FROM refunded") == 0
                 await other.execute("INSERT INTO refunded VALUES (500)")  # committed between the two reads
                 assert await conn.fetchval("SELECT count(*) FROM refunded") == 0, "the same moment as the first read"
                 with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
                     await conn.execute("INSERT INTO refunded VALUES (1)")
-            async with db.snapshot() as conn:
+            async with read_snapshot(pool) as conn:
                 assert await conn.fetchval("SELECT sum(amount) FROM refunded") == 500, "the next one sees it"
     finally:
         await pool.close()

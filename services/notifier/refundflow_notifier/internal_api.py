@@ -20,6 +20,7 @@ from refundflow_notifier import delivery_log, merchant_settings
 from refundflow_notifier.email_previews import previews
 from refundflow_notifier.records import EndpointState
 from refundflow_notifier.settings import NotifierSettings
+from refundflow_shared.database import read_snapshot
 from refundflow_shared.service_runtime import ServiceRuntime
 
 _bearer = HTTPBearer(auto_error=False)
@@ -70,8 +71,8 @@ def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIR
     async def deliveries(
         merchant_id: str, endpoint_id: str, request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> dict[str, Any]:
-        """The endpoint's delivery state and its latest deliveries, each with every attempt."""
-        async with runtime.pool.acquire() as conn:
+        """The endpoint's delivery state and its latest deliveries, each with every attempt, as of one moment."""
+        async with read_snapshot(runtime.pool) as conn:
             endpoint = await endpoint_of(conn, endpoint_id, merchant_id)
             deliveries = await delivery_log.delivery_log(conn, endpoint_id, limit)
         # The records as they are, field for field: the shape intake relays to merchants.

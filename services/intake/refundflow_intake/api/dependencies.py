@@ -21,6 +21,7 @@ from refundflow_intake.merchant_accounts import api_key_owner
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.settings import IntakeSettings
 from refundflow_intake.team_members import AccountLinks
+from refundflow_shared.database import read_snapshot
 from refundflow_shared.secret_box import SecretBox
 
 _bearer = HTTPBearer(auto_error=False)
@@ -39,10 +40,8 @@ class Database:
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[asyncpg.Connection]:
-        """A read of several statements that must agree (a payment, then its refunds): every statement sees the
-        database as it was at the first one, and none may write. A plain transaction would not do it: at READ
-        COMMITTED each statement sees what committed before it."""
-        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        """A read of several statements that must agree (``read_snapshot``)."""
+        async with read_snapshot(self.pool) as conn:
             yield conn
 
     @asynccontextmanager
