@@ -66,7 +66,7 @@ MinorUnits = Annotated[
     int, Field(ge=0, le=MAX_MINOR_UNITS, strict=True, description="amount in the currency's minor units")
 ]
 # An amount as an answer holds it: described as MinorUnits is, with no bounds to check.
-MinorUnitsOut = Annotated[int, Field(description="amount in the currency's minor units")]
+MinorUnitsOut = Annotated[int, Field(description="in the currency's minor units (cents, yen)")]
 
 
 class Money(BaseModel):
