@@ -1,7 +1,7 @@
 """Amounts as a merchant reads and types them: the currency's own decimals. No I/O here.
 
 Formatting matches the notifier's customer emails (``refundflow_notifier.amount_format``); parsing turns what a
-person typed ("49.99", "1,500") into minor units exactly, with no float on the way.
+person typed ("49.99", "49,99", "1500") into minor units exactly, with no float on the way.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from refundflow_intake.domain import DomainError
 from refundflow_shared.money import minor_unit_exponent
 
 _SYMBOLS = {"EUR": "€", "GBP": "£", "JPY": "¥", "USD": "$", "INR": "₹", "KRW": "₩"}
-_TYPED = re.compile(r"^\s*(\d{1,13})(?:[.,](\d+))?\s*$")
+_TYPED = re.compile(r"^\s*(\d{1,13})(?:([.,])(\d+))?\s*$")
 
 
 class InvalidAmount(DomainError):
@@ -44,7 +44,9 @@ def parse_amount(typed: str, currency: str) -> int:
     match = _TYPED.match(typed.replace("\u00a0", "").replace(" ", "") if typed else "")
     if match is None:
         raise InvalidAmount(f"'{typed[:30]}' is not an amount: type it like 49.99")
-    whole, fraction = match.group(1), match.group(2) or ""
+    whole, separator, fraction = match.group(1), match.group(2), match.group(3) or ""
+    if separator == "," and len(fraction) == 3:  # "1,500": fifteen hundred, or 1.500 in a three-decimal currency
+        raise InvalidAmount(f"'{typed[:30]}' could group thousands: type {whole}{fraction} or {whole}.{fraction}")
     if len(fraction) > exponent:
         raise InvalidAmount(f"{currency} has {exponent} decimals: '{typed[:30]}' has more")
     minor: int = int(whole) * 10**exponent + int(fraction.ljust(exponent, "0") or "0")
