@@ -33,6 +33,12 @@ _STATUS: dict[str, ProviderStatus] = {
     "canceled": "failed",
 }
 
+# Stripe counts a few currencies in other units than ISO 4217, ours (docs.stripe.com/currencies, special cases):
+# its ISK keeps two decimals (100 is one króna), its MGA has none. Stripe's amount = ours * times / per.
+_STRIPE_SCALE = {"ISK": (100, 1), "MGA": (1, 100)}
+# Stripe takes amounts of these three-decimal currencies only in whole tens (its card partners' rule).
+_IN_WHOLE_TENS = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+
 
 class StripeProvider:
     name = "stripe"
@@ -55,7 +61,7 @@ class StripeProvider:
         # The currency too: the provider then refuses to refund a charge made in another currency.
         params: Any = {
             "payment_intent": payment_ref,
-            "amount": amount,
+            "amount": _to_stripe_units(amount, currency),
             "currency": currency.lower(),
             "metadata": {"refund_id": refund_id},
         }
@@ -156,12 +162,33 @@ def _classified_errors() -> Iterator[None]:
         raise ProviderRefused(exc.code or f"http_{status}", str(exc.user_message or exc)) from exc
 
 
+def _to_stripe_units(amount: int, currency: str) -> int:
+    """``amount`` (ISO minor units) as Stripe counts it; refused, never rounded, if Stripe cannot take it exactly."""
+    times, per = _STRIPE_SCALE.get(currency, (1, 1))
+    stripe_amount, rest = divmod(amount * times, per)
+    if rest or (currency in _IN_WHOLE_TENS and amount % 10):
+        raise ProviderRefused(
+            "amount_not_representable", f"Stripe cannot refund {amount} minor units of {currency} exactly"
+        )
+    return stripe_amount
+
+
+def _from_stripe_units(amount: int, currency: str) -> int:
+    """A Stripe amount in ISO minor units. A fraction of a króna (Stripe took them until 2023) is dropped: what
+    a refund made elsewhere is known to have returned is never more than it did."""
+    times, per = _STRIPE_SCALE.get(currency, (1, 1))
+    return amount * per // times
+
+
 def _to_provider_refund(stripe_refund: Any) -> ProviderRefund:
     """The provider's refund object, read as hostile input: anything malformed is no answer at all."""
     refund: dict[str, Any] = stripe_refund.to_dict()
     refund_id, amount, currency, metadata = (refund.get(k) for k in ("id", "amount", "currency", "metadata"))
     if not (isinstance(refund_id, str) and 0 < len(refund_id) <= 255):
         raise ProviderUnavailable("malformed answer: the refund has no usable id")
+    currency = currency.upper() if isinstance(currency, str) else ""
+    if isinstance(amount, int) and not isinstance(amount, bool) and amount >= 0:
+        amount = _from_stripe_units(amount, currency)
     if not (isinstance(amount, int) and not isinstance(amount, bool) and 0 <= amount <= MAX_MINOR_UNITS):
         raise ProviderUnavailable(f"malformed answer: refund {refund_id} has no usable amount")
     reason = refund.get("failure_reason")
@@ -169,7 +196,7 @@ def _to_provider_refund(stripe_refund: Any) -> ProviderRefund:
         id=refund_id,
         status=_STATUS.get(str(refund.get("status") or ""), "pending"),
         amount=amount,
-        currency=currency.upper() if isinstance(currency, str) else "",
+        currency=currency,
         failure_reason=reason if isinstance(reason, str) else None,
         metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
     )
