@@ -35,9 +35,11 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def leaves_a_refund_unfinished(event: Event) -> bool:
-    """An event about one refund (approved, succeeded, failed, a cancel that goes with it...) that was not
-    handled: someone must look. A team alert itself is not alerted about again, or a broken alert would loop."""
-    return event.type != EventType.TEAM_ALERT_RAISED and isinstance(getattr(event.data, "refund_id", None), str)
+    """An event about one refund (approved, succeeded, failed, a cancel that goes with it, one made at the
+    provider outside Refundflow...) that was not handled: someone must look. A team alert itself is not alerted
+    about again, or a broken alert would loop."""
+    about_a_refund = any(isinstance(getattr(event.data, f, None), str) for f in ("refund_id", "provider_refund_id"))
+    return event.type != EventType.TEAM_ALERT_RAISED and about_a_refund
 
 
 class DeadLetterOffice:

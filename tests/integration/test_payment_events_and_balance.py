@@ -189,3 +189,51 @@ async def test_a_refund_made_outside_refundflow_uses_up_the_payment_and_the_bala
     assert too_much.json()["error"]["code"] == "refund_exceeds_refundable"
     balance = (await intake.client.get("/v1/balance", headers=merchant)).json()["data"]
     assert balance == [{"currency": "EUR", "paid": 10_000, "refunded": 4_000, "held": 0, "available": 6_000}]
+
+
+async def test_a_refund_made_outside_refundflow_reported_before_its_payment_is_parked_with_an_alert(
+    intake: IntakeUnderTest,
+) -> None:
+    """Each event type has its topic, so the processor's report of a refund made in the provider's dashboard may
+    reach intake before billing's payment (intake lagging after an outage, say). Retried, then parked, and the
+    team told: until it is recorded, the payment's refundable amount counts money that has left. Replayed once
+    the payment is there, it counts once."""
+    merchant = await intake.merchant()
+    payment = billing_payment(await intake.merchant_id(merchant))
+    sent = await intake.publish(
+        RefundExternalDetected(
+            payment_id=payment.payment_id,
+            merchant_id=payment.merchant_id,
+            amount=500,
+            currency="JPY",
+            provider_refund_id=f"re_dashboard_{uuid.uuid4().hex[:8]}",
+            provider_payment_id=payment.provider_payment_id,
+            status="succeeded",
+        )
+    )
+
+    dlq = dlq_topic(topic_for("refund.external_detected", intake.settings.topic_prefix))
+    records = await read_topic(intake.settings.kafka_bootstrap_servers, dlq, expected=1, timeout=60)
+    [parked] = [headers_of(r) for r in records if headers_of(r)["ce_id"] == str(sent.id)]
+    assert parked["dlq_reason"] == "retries_exhausted" and payment.payment_id in parked["dlq_error"]
+
+    async def alerted() -> bool:
+        return bool(
+            await intake.db.fetchval(
+                "SELECT count(*) FROM outbox WHERE event_type = 'team_alert.raised' AND partition_key = $1",
+                payment.payment_id,
+            )
+        )
+
+    await eventually(alerted, timeout=30)
+
+    await intake.publish(payment)
+    await intake.publish(sent)  # the operator replays the dead letter
+
+    async def recorded() -> bool:
+        answer = await intake.client.get(f"/v1/payments/{payment.payment_id}", headers=merchant)
+        return answer.status_code == 200 and answer.json()["refundable_amount"] == 1_000
+
+    await eventually(recorded, timeout=30)
+    shown = (await intake.client.get(f"/v1/payments/{payment.payment_id}", headers=merchant)).json()
+    assert (shown["status"], shown["refunded_amount"]) == ("partially_refunded", 500)

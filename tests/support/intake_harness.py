@@ -134,14 +134,15 @@ class IntakeUnderTest:
             "SELECT count(*) FROM outbox"
         )
 
-    async def publish(self, data: EventData, *, source: str = "refundflow/test-billing") -> Event:
-        """Deliver an event to intake's topics as another service's relay would."""
-        event = Event.wrap(data, source=source, sequence=1)
+    async def publish(self, data: EventData | Event, *, source: str = "refundflow/test-billing") -> Event:
+        """Deliver an event to intake's topics as another service's relay would (an ``Event``: once more, as an
+        operator's replay of its dead letter does)."""
+        event = data if isinstance(data, Event) else Event.wrap(data, source=source, sequence=1)
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_idempotence=False)
         await producer.start()
         try:
             await producer.send_and_wait(
-                topic_for(data.event_type, self.settings.topic_prefix),
+                topic_for(event.type, self.settings.topic_prefix),
                 event.kafka_value(),
                 key=event.partition_key.encode(),
                 headers=[(k, v.encode()) for k, v in event.kafka_headers().items()],

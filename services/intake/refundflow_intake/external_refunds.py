@@ -7,7 +7,8 @@ import asyncpg
 import structlog
 
 from refundflow_intake import ledger, repository
-from refundflow_intake.domain import PaymentNotFound, external_refund_change
+from refundflow_intake.domain import external_refund_change
+from refundflow_shared.consumer import TransientError
 from refundflow_shared.events import RefundExternalDetected
 
 log = structlog.get_logger(__name__)
@@ -21,7 +22,9 @@ async def record_external_refund(conn: asyncpg.Connection, data: RefundExternalD
     """Apply the provider's latest word on the refund; a repeat or a report going backwards changes nothing."""
     # The payment's lock orders this with requests and approvals on the same payment.
     if await repository.get_payment(conn, data.merchant_id, data.payment_id, lock=True) is None:
-        raise PaymentNotFound(f"no payment {data.payment_id} of merchant {data.merchant_id}")
+        # Billing's payment.succeeded comes on another topic, maybe later: retried, then dead-lettered with a team
+        # alert (without it the payment's refundable amount counts money that has left).
+        raise TransientError(f"no payment {data.payment_id} of merchant {data.merchant_id} yet")
     known = await conn.fetchrow(
         "SELECT payment_id, amount, currency, status FROM external_refunds WHERE provider_refund_id = $1 FOR UPDATE",
         data.provider_refund_id,
