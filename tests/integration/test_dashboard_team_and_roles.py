@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -102,3 +103,25 @@ async def test_a_password_reset_sets_a_new_password_once_and_signs_out_every_bro
     assert (await owner.page("/dashboard/payments")).status_code == 303  # the old session ended
     assert (await stranger.get(path)).status_code == 410  # used once
     assert (await sign_in(intake, owner.email, new)).status_code == 303
+
+
+async def test_an_invited_owner_who_has_not_joined_does_not_count_as_the_owner_that_stays(
+    intake: IntakeUnderTest,
+) -> None:
+    """An invitation may never be accepted (a mistyped address): were it counted, the only owner who can sign in
+    could step down, and nobody would be left to manage the team."""
+    _, owner = await merchant_with_owner(intake)
+    typo = f"typo-{uuid.uuid4().hex[:8]}@acme.example"
+    invited = await owner.post_form("/dashboard/team", "/dashboard/team/invite", {"email": typo, "role": "owner"})
+    assert invited.status_code == 200 and typo in invited.text
+    team = await owner.page("/dashboard/team")
+    owner_id, invited_id = re.findall(r'action="/dashboard/team/(usr_\w+)/remove"', team.text)[:2]
+
+    demoted = await owner.post_form("/dashboard/team", f"/dashboard/team/{owner_id}/role", {"role": "viewer"})
+    assert demoted.status_code == 409 and "last_owner" in demoted.text
+    alone = await owner.post_form("/dashboard/team", f"/dashboard/team/{owner_id}/remove", {})
+    assert alone.status_code == 409 and "last_owner" in alone.text
+
+    withdrawn = await owner.post_form("/dashboard/team", f"/dashboard/team/{invited_id}/remove", {})
+    assert withdrawn.status_code == 303, "the invitation itself can go: the owner who joined stays"
+    assert (await owner.page("/dashboard/team")).status_code == 200

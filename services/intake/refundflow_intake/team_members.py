@@ -203,7 +203,7 @@ async def change_role(conn: asyncpg.Connection, merchant_id: str, member_id: str
     await lock_merchant(conn, merchant_id)  # two owners demoting each other cannot leave none
     member = await get_member(conn, merchant_id, member_id)
     if member["role"] == Role.OWNER and role is not Role.OWNER:
-        await _keep_an_owner(conn, merchant_id)
+        await _keep_an_owner(conn, merchant_id, leaving=member_id)
     row = await conn.fetchrow(
         f"UPDATE merchant_users SET role = $2 WHERE id = $1 RETURNING {_MEMBER_COLUMNS}", member_id, role.value
     )
@@ -215,19 +215,23 @@ async def remove(conn: asyncpg.Connection, merchant_id: str, member_id: str, *, 
     await lock_merchant(conn, merchant_id)
     member = await get_member(conn, merchant_id, member_id)
     if member["role"] == Role.OWNER:
-        await _keep_an_owner(conn, merchant_id)
+        await _keep_an_owner(conn, merchant_id, leaving=member_id)
     await conn.execute("UPDATE merchant_users SET removed_at = $2 WHERE id = $1", member_id, now)
     await dashboard_sessions.end_all(conn, member_id)
     await revoke_links(conn, member_id, now=now)
 
 
-async def _keep_an_owner(conn: asyncpg.Connection, merchant_id: str) -> None:
-    owners = await conn.fetchval(
-        "SELECT count(*) FROM merchant_users WHERE merchant_id = $1 AND role = 'owner' AND removed_at IS NULL",
+async def _keep_an_owner(conn: asyncpg.Connection, merchant_id: str, *, leaving: str) -> None:
+    """Refuse to let ``leaving`` stop being an owner if no other owner has joined: an invited owner may never
+    accept (a mistyped address), and then nobody could manage the team."""
+    others = await conn.fetchval(
+        "SELECT count(*) FROM merchant_users WHERE merchant_id = $1 AND role = 'owner' AND removed_at IS NULL"
+        " AND activated_at IS NOT NULL AND id <> $2",
         merchant_id,
+        leaving,
     )
-    if owners <= 1:
-        raise LastOwner("a merchant keeps at least one owner: make someone else owner first")
+    if others == 0:
+        raise LastOwner("a merchant keeps at least one owner who has joined: make someone else owner first")
 
 
 async def get_member(conn: asyncpg.Connection, merchant_id: str, member_id: str) -> Row:
