@@ -57,9 +57,9 @@ STEP_IN_THE_REFUND = {
     "subscription_extended": 2,
     "refund_reversed": 3,
 }
-# The kinds that always have an email before them (an approval before any outcome, "on its way" before a reversal).
-# Queued while none of their refund's earlier emails is, one waits for it a while (``EMAIL_ORDER_WAIT_SECONDS``):
-# its event can come in first, as the earlier event is on another topic, in a batch still to come.
+# The kinds that always have an email just before them, one step earlier (an approval before any outcome, "on its
+# way" before a reversal). Queued while that one is not, one waits for it a while (``EMAIL_ORDER_WAIT_SECONDS``): its
+# event can come in first, as the earlier event is on another topic, in a batch still to come.
 ALWAYS_AFTER_ANOTHER = frozenset({"refund_succeeded", "refund_failed", "refund_reversed"})
 
 # Why a refund that had succeeded did not reach the customer after all, in their words (Stripe's reasons).

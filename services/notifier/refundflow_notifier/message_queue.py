@@ -49,8 +49,8 @@ class QueuedMessage:
     status: str = "pending"
     error: str | None = None
     traceparent: str | None = field(default_factory=current_traceparent)
-    # Queued while none of the earlier emails of its refund to its recipient is, it is due only this much later
-    # (or once one of them is queued): see ``ALWAYS_AFTER_ANOTHER``.
+    # Queued while the email just before it in its refund's order (to its recipient) is not, it is due only this
+    # much later (or once that one is queued): see ``ALWAYS_AFTER_ANOTHER``.
     wait_for_earlier_seconds: float = 0.0
 
     @property
@@ -153,9 +153,10 @@ def _row(m: QueuedMessage) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-# A message that waits for an earlier one of its refund (``wait_for_earlier_seconds``) is due later when no earlier
-# one is queued, neither before nor in this batch; one queued here makes those waiting for it due now (they then
-# wait behind it, in the claim).
+# A message that waits for the one before it in its refund's order (``wait_for_earlier_seconds``: "approved" before
+# "on its way", which an earlier "we received your request" does not stand in for) is due later when that one is not
+# queued, neither before nor in this batch; one queued here makes those waiting for it due now (they then wait
+# behind it, in the claim).
 _QUEUE = """
 WITH given AS (
     SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
@@ -166,7 +167,7 @@ WITH given AS (
     UPDATE messages w SET next_attempt_at = now()
     FROM given g
     WHERE w.refund_id = g.refund_id AND w.recipient = g.recipient AND w.status = 'pending'
-      AND w.refund_step > g.refund_step AND w.attempts = 0 AND w.next_attempt_at > now()
+      AND w.refund_step = g.refund_step + 1 AND w.attempts = 0 AND w.next_attempt_at > now()
 )
 INSERT INTO messages (dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body, refund_id,
     refund_step, status, error, finished_at, traceparent, next_attempt_at)
@@ -175,10 +176,10 @@ SELECT dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, 
     CASE WHEN g.wait_for_earlier > 0
           AND NOT EXISTS (SELECT 1 FROM messages e
                           WHERE e.refund_id = g.refund_id AND e.recipient = g.recipient
-                            AND e.refund_step < g.refund_step)
+                            AND e.refund_step = g.refund_step - 1)
           AND NOT EXISTS (SELECT 1 FROM given e
                           WHERE e.refund_id = g.refund_id AND e.recipient = g.recipient
-                            AND e.refund_step < g.refund_step)
+                            AND e.refund_step = g.refund_step - 1)
          THEN now() + make_interval(secs => g.wait_for_earlier) ELSE now() END
 FROM given g
 ORDER BY position
