@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 MAX_URL_LENGTH = 2048
@@ -57,6 +59,16 @@ async def resolve_public(host: str, port: int, *, allow_private: bool) -> list[I
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise UrlNotAllowed(f"the host {host!r} does not resolve") from exc
+    return public_addresses(host, infos, allow_private=allow_private)
+
+
+# One entry of getaddrinfo's answer: (family, type, proto, canonical name, (address, port, ...)).
+AddressInfo = tuple[Any, ...]
+
+
+def public_addresses(host: str, infos: Sequence[AddressInfo], *, allow_private: bool) -> list[IPAddress]:
+    """The addresses of ``getaddrinfo``'s answer for ``host``, every one checked; raises UrlNotAllowed if any is not
+    public (or there is none)."""
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     if not addresses:
         raise UrlNotAllowed(f"the host {host!r} does not resolve")

@@ -9,14 +9,17 @@ that the delivery log cannot be used to map our network.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import ssl
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from refundflow_shared.outbound_urls import UrlNotAllowed, is_public_address, resolve_public
+from refundflow_shared.outbound_urls import AddressInfo, UrlNotAllowed, is_public_address, public_addresses
 
 # What a failed call records: never the socket error's text, which names hosts and ports.
 TIMEOUT = "timeout"
@@ -42,18 +45,33 @@ class _ResponseTooLarge(Exception):
     pass
 
 
+Lookup = Callable[..., Sequence[AddressInfo]]
+
+
 class PublicAddressResolver(AbstractResolver):
-    """aiohttp's resolver, answering only addresses ``resolve_public`` checked.
+    """aiohttp's resolver, answering only addresses ``public_addresses`` checked.
 
-    aiohttp connects to exactly these addresses, while TLS verifies and sends as SNI the URL's host."""
+    aiohttp connects to exactly these addresses, while TLS verifies and sends as SNI the URL's host. Lookups run on
+    threads of their own, one per host at a time, shared by every call to it: a lookup cannot be stopped once
+    started, so a host whose name server never answers would otherwise hold a thread per call (the deadline ends
+    the call, not the lookup) until every thread was held and every other merchant's calls, and the SMTP
+    server's lookup, waited behind it."""
 
-    def __init__(self, *, allow_private: bool) -> None:
+    def __init__(self, *, allow_private: bool, threads: int, lookup: Lookup = socket.getaddrinfo) -> None:
         self._allow_private = allow_private
+        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="outbound-lookup")
+        self._lookup = lookup
+        self._in_flight: dict[tuple[str, int], asyncio.Future[Sequence[AddressInfo]]] = {}
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        addresses = await resolve_public(host, port, allow_private=self._allow_private)
+        try:
+            # Shielded: one caller's deadline must not cancel the lookup the others wait for too.
+            infos = await asyncio.shield(self._lookup_of(host, port))
+        except (socket.gaierror, UnicodeError) as exc:
+            raise UrlNotAllowed(f"the host {host!r} does not resolve") from exc
+        addresses = public_addresses(host, infos, allow_private=self._allow_private)
         return [
             ResolveResult(
                 hostname=host,
@@ -66,8 +84,23 @@ class PublicAddressResolver(AbstractResolver):
             for address in addresses
         ]
 
+    def _lookup_of(self, host: str, port: int) -> asyncio.Future[Sequence[AddressInfo]]:
+        """The lookup of ``host`` in flight, or a new one."""
+        key = (host, port)
+        if (lookup := self._in_flight.get(key)) is None:
+            call = functools.partial(self._lookup, host, port, type=socket.SOCK_STREAM)
+            lookup = asyncio.get_running_loop().run_in_executor(self._threads, call)
+            self._in_flight[key] = lookup
+            lookup.add_done_callback(functools.partial(self._done, key))
+        return lookup
+
+    def _done(self, key: tuple[str, int], lookup: asyncio.Future[Sequence[AddressInfo]]) -> None:
+        self._in_flight.pop(key, None)
+        if not lookup.cancelled():
+            lookup.exception()  # read here too: every caller may have given up on it
+
     async def close(self) -> None:
-        pass  # nothing held: each lookup is the loop's getaddrinfo
+        self._threads.shutdown(wait=False, cancel_futures=True)  # a lookup that never returns must not hold us
 
 
 def _literal_addresses_checked(*, allow_private: bool) -> aiohttp.ClientMiddlewareType:
@@ -92,7 +125,8 @@ def outbound_client(*, allow_private: bool, max_connections: int) -> aiohttp.Cli
     nothing one receiver sets reaches another call; proxies from the environment are not used."""
     connector = aiohttp.TCPConnector(
         limit=max_connections,
-        resolver=PublicAddressResolver(allow_private=allow_private),
+        # A lookup thread for each connection there may be: no call's lookup waits for a thread.
+        resolver=PublicAddressResolver(allow_private=allow_private, threads=max_connections),
         use_dns_cache=False,  # every new connection resolves and checks again
     )
     return aiohttp.ClientSession(
