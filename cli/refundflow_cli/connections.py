@@ -23,10 +23,19 @@ CLIENT_ID = "refundflow-cli"
 def database_address(dsn: str) -> str:
     """host:port/database of a DSN, without user or password; the socket's directory for a Unix socket."""
     parts = urlsplit(dsn)
-    query = parse_qs(parts.query)
-    host = parts.hostname or query.get("host", ["localhost"])[0]
-    port = parts.port or query.get("port", ["5432"])[0]
+    # An unencoded /, ? or # in the user or password ends the host part there: the rest, password and all, would
+    # be read as the port, the database or the query, and shown.
+    if "@" in parts.path + parts.query + parts.fragment:
+        raise UsageProblem(_ENCODE)
+    try:
+        port = parts.port or parse_qs(parts.query).get("port", ["5432"])[0]
+    except ValueError:
+        raise UsageProblem(_ENCODE) from None
+    host = parts.hostname or parse_qs(parts.query).get("host", ["localhost"])[0]
     return f"{host}:{port}{parts.path or ''}"
+
+
+_ENCODE = "DATABASE_URL is not a PostgreSQL URL: percent-encode / ? # @ in its user and password (%2F %3F %23 %40)"
 
 
 def _reason(exc: BaseException) -> str:

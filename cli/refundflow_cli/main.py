@@ -28,7 +28,8 @@ from refundflow_shared.event_decoding import validation_summary
 EXIT_CODES = (
     "Exit codes: 0 ok; 1 problems found (stuck refunds, dead letters waiting, parked events, a dead letter that "
     "cannot be replayed); 2 usage (bad arguments or settings); 3 the broker or the database cannot be reached; "
-    "4 not found (refund, topic, group, event); 5 refused as unsafe (rewinding a group that is running)."
+    "4 not found (refund, topic, group, event); 5 refused as unsafe (rewinding a group that is running); "
+    "130 cut short by Ctrl-C (tail --follow ends with 0)."
 )
 
 app = typer.Typer(
@@ -50,7 +51,8 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON (one document; JS
 Operation = Callable[[CliSettings, Output], Coroutine[Any, Any, ExitCode]]
 
 
-def _run(json_mode: bool, operation: Operation) -> None:
+def _run(json_mode: bool, operation: Operation, *, stopped_by_interrupt: bool = False) -> None:
+    """Run one command; ``stopped_by_interrupt``: Ctrl-C is how it ends (``tail --follow``), not a cut short."""
     quiet_libraries()
     out = Output(json_mode)
     try:
@@ -63,8 +65,8 @@ def _run(json_mode: bool, operation: Operation) -> None:
     except OperatorError as exc:
         out.error(exc)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:  # how `tail --follow` ends
-        raise typer.Exit(ExitCode.OK) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(ExitCode.OK if stopped_by_interrupt else ExitCode.INTERRUPTED) from None
     raise typer.Exit(code)
 
 
@@ -89,6 +91,7 @@ def tail(
     _run(
         json,
         lambda s, o: tail_topic(s, o, topic=topic, key=key, from_beginning=from_beginning, follow=follow, lines=lines),
+        stopped_by_interrupt=follow,
     )
 
 

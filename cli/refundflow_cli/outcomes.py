@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     UNREACHABLE = 3  # the broker or the database cannot be reached
     NOT_FOUND = 4  # no such refund, topic, consumer group or dead-lettered event
     REFUSED = 5  # the operation would be unsafe now (e.g. rewinding a consumer group that is running)
+    INTERRUPTED = 130  # Ctrl-C cut the command short (as shells report SIGINT); `tail --follow` ends with 0
 
 
 class OperatorError(Exception):

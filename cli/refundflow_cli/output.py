@@ -18,13 +18,21 @@ from rich.text import Text
 
 from refundflow_cli.outcomes import OperatorError
 
-_EMAIL = re.compile(r"([A-Za-z0-9_%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+_EMAIL = re.compile(r"([\w%+-])[\w.%+-]*@([\w-]+(?:\.[\w-]+)+)")  # \w: any letter, an address may be josé@...
+# What a terminal would obey rather than show (C0 and C1 controls, ESC among them), but for line breaks and tabs.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _SEALED_KEYS = ("sealed_", "encrypted_", "secret", "signing_")
 
 
 def mask_emails(text: str) -> str:
     """``ada@example.com`` -> ``a***@example.com``: enough to tell customers apart, not to write to them."""
     return _EMAIL.sub(r"\1***@\2", text)
+
+
+def shown(text: str) -> str:
+    """``text`` as a terminal may print it: emails masked, and each control character as its escape (``\\x1b``),
+    so that an escape sequence in hostile data (a customer's note, a record's key) is seen, never obeyed."""
+    return _CONTROL.sub(lambda c: f"\\x{ord(c.group()):02x}", mask_emails(text))
 
 
 def redacted(value: Any, key: str = "") -> Any:
@@ -97,11 +105,11 @@ class Output:
         sys.stdout.flush()
 
     def line(self, text: str, style: str | None = None) -> None:
-        self.console.print(Text(mask_emails(text), style=style or ""), soft_wrap=True)
+        self.console.print(Text(shown(text), style=style or ""), soft_wrap=True)
 
     def note(self, text: str) -> None:
         """Something the operator should read that is not the answer itself (stderr, so JSON stays clean)."""
-        self._errors.print(Text(text, style="dim"))
+        self._errors.print(Text(shown(text), style="dim"))
 
     def table(
         self, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "(none)"
@@ -114,11 +122,11 @@ class Output:
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*(Text(mask_emails("-" if cell is None else str(cell))) for cell in row))
+            table.add_row(*(Text(shown("-" if cell is None else str(cell))) for cell in row))
         self.console.print(table)
 
     def error(self, error: OperatorError) -> None:
         if self.json_mode:
             sys.stdout.write(as_json({"error": {"code": error.code, "message": error.message}}) + "\n")
             sys.stdout.flush()
-        self._errors.print(Text(f"refundflow: {error.message}", style="bold red"), soft_wrap=True)
+        self._errors.print(Text(f"refundflow: {shown(error.message)}", style="bold red"), soft_wrap=True)

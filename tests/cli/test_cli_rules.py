@@ -13,7 +13,7 @@ from refundflow_cli.consumer_rewind import Move, Target, plan
 from refundflow_cli.dead_letters import REPLAY_HEADER, DeadLetter, group_by_message, replay_problem
 from refundflow_cli.durations import parse_duration, parse_time
 from refundflow_cli.outcomes import NotFound, UsageProblem
-from refundflow_cli.output import age, mask_emails, redacted
+from refundflow_cli.output import Output, age, mask_emails, redacted
 from refundflow_cli.records import describe, one_line
 from refundflow_cli.topic_names import event_type_of, full_topic, resolve_group
 from refundflow_shared.events import Event, EventType, RefundRequested
@@ -88,6 +88,21 @@ def test_customers_emails_are_masked_and_sealed_values_never_shown() -> None:
         "amount": 100,
     }
     assert [age(s) for s in (5, 125, 7260, 90_000, None)] == ["5s", "2m 5s", "2h 1m", "1d 1h", "-"]
+
+
+def test_addresses_beyond_ascii_are_masked_too() -> None:
+    assert mask_emails("from josé@example.com and зоя@пример.рф") == "from j***@example.com and з***@пример.рф"
+
+
+def test_control_characters_in_what_is_printed_are_shown_never_obeyed(capsys: pytest.CaptureFixture[str]) -> None:
+    """A customer's note or a record's key is hostile: an escape sequence would clear or retitle the operator's
+    terminal. Each control character is printed as its escape."""
+    out = Output(False)
+    out.table("t", ["note"], [["x\x1b[2J\x1b]0;owned\x07 \x9b1m"]])
+    out.line("key \x1b[31mred")
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown
+    assert "\\x1b[2J" in shown and "\\x1b[31mred" in shown
 
 
 def record(

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,3 +90,35 @@ def test_settings_that_cannot_be_read_are_a_usage_problem_without_their_values()
     result = refundflow("stuck", TOPIC_PARTITIONS="many", DATABASE_URL="postgresql://u:hidden-pw@h:5432/db")
     assert result.returncode == 2
     assert "topic_partitions" in result.stderr and "hidden-pw" not in result.stderr
+
+
+@pytest.mark.parametrize("password", ["hunter2/x", "909090/x", "hunter2?x", "hunter2#x"])
+def test_a_password_that_ends_the_host_part_of_the_url_is_a_usage_problem_never_printed(password: str) -> None:
+    """An unencoded /, ? or # ends a URL's host part: the password's first part would be read as the port."""
+    result = refundflow("stuck", DATABASE_URL=f"postgresql://ops:{password}@127.0.0.1:{free_port()}/refundflow")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "percent-encode" in result.stderr
+    shown = result.stdout + result.stderr
+    assert password not in shown and password.split("/")[0].split("?")[0].split("#")[0] not in shown
+    assert "Traceback" not in result.stderr
+
+
+def test_an_interrupted_command_does_not_claim_success() -> None:
+    """Ctrl-C ends `tail --follow` (its way to stop, exit 0); any other command it cuts short exits 130, so that
+    a script (`timeout -s INT ...`) never reads an interrupted replay or search as done."""
+    with socket.socket() as silent:  # accepts the connection and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        command = subprocess.Popen(
+            [REFUNDFLOW, "stuck"],
+            env={**os.environ, "DATABASE_URL": f"postgresql://operator:pw@127.0.0.1:{port}/refundflow"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2)
+        command.send_signal(signal.SIGINT)
+        _, stderr = command.communicate(timeout=30)
+    assert command.returncode == 130, stderr
+    assert "Traceback" not in stderr
