@@ -262,6 +262,11 @@ class SubscriptionCanceled(PaymentEventData, _ToCustomer):
     note_to_customer: Note | None = None
 
 
+# How a refund made outside Refundflow moves as the provider reports it. A report of any other move is older than
+# what is known (a webhook redelivered out of order, a scan listed before the last change): it changes nothing.
+EXTERNAL_REFUND_MOVES = frozenset({("pending", "succeeded"), ("pending", "failed"), ("succeeded", "failed")})
+
+
 class RefundExternalDetected(_Priced):
     """A refund made outside Refundflow (e.g. in the provider's dashboard), found by the sync job."""
 

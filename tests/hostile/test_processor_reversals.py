@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 import pytest
 import stripe
 
+from refundflow_processor.external_refunds import record_external_update
+from refundflow_processor.payment_provider import ProviderRefund
 from refundflow_shared.events import PaymentSucceeded, Product
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import ProcessorUnderTest, approval, payment_intent, running_processor
@@ -111,3 +113,17 @@ async def test_the_sync_job_finds_reversals_and_follows_external_refunds_until_f
             ("pending", 300, paid.payment_id),
             ("failed", 300, paid.payment_id),
         ]
+
+        # A report older than what is recorded (a webhook redelivered out of order, a scan listed before the last
+        # change): nothing moves back, nothing is published, and the failed refund holds none of the payment.
+        for older in ("pending", "succeeded"):
+            async with processor.db.acquire() as conn, conn.transaction():
+                assert not await record_external_update(conn, ProviderRefund(failing.id, older, 300, "EUR"))
+        async with processor.db.acquire() as conn, conn.transaction():
+            assert not await record_external_update(conn, ProviderRefund(settling.id, "pending", 1_200, "EUR"))
+        assert len(await processor.staged("refund.external_detected", about=failing.id)) == 2
+        assert len(await processor.staged("refund.external_detected", about=settling.id)) == 2
+        assert (
+            await processor.db.fetchval("SELECT status FROM external_refunds WHERE provider_refund_id = $1", failing.id)
+            == "failed"
+        )

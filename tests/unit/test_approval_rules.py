@@ -30,6 +30,7 @@ from refundflow_intake.domain import (
     external_refund_change,
 )
 from refundflow_intake.refund_policy import RefundPolicy
+from refundflow_shared.events import EXTERNAL_REFUND_MOVES
 from refundflow_shared.money import Money
 
 PENDING = ApprovalContext(
@@ -170,3 +171,9 @@ def test_each_external_refund_transition_moves_the_ledger_once(
 )  # fmt: skip
 def test_repeats_and_backward_reports_move_nothing(before: str, reported: str) -> None:
     assert external_refund_change(before, reported) is None
+
+
+def test_intake_and_the_processor_follow_an_external_refund_through_the_same_moves() -> None:
+    statuses = ("pending", "succeeded", "failed")
+    moves_in_intake = {(a, b) for a in statuses for b in statuses if external_refund_change(a, b) is not None}
+    assert moves_in_intake == EXTERNAL_REFUND_MOVES

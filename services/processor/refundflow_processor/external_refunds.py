@@ -15,7 +15,7 @@ from refundflow_processor.payment_provider import ProviderRefund
 from refundflow_processor.records import ExternalRefund, Payment
 from refundflow_processor.team_alerts import raise_alert
 from refundflow_shared.event_contract import PROCESSOR
-from refundflow_shared.events import RefundExternalDetected
+from refundflow_shared.events import EXTERNAL_REFUND_MOVES, RefundExternalDetected
 from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
@@ -81,7 +81,7 @@ async def record_external_update(conn: asyncpg.Connection, reported: ProviderRef
 
 
 async def _record_status_change(conn: asyncpg.Connection, known: ExternalRefund, reported: ProviderRefund) -> bool:
-    if not known.attributed or known.status == reported.status:
+    if not known.attributed or (known.status, reported.status) not in EXTERNAL_REFUND_MOVES:
         return False
     payment = await payment_repository.lock_payment(conn, known.payment_id)
     if payment is None:
