@@ -8,11 +8,11 @@ The envelope is CloudEvents 1.0 in Kafka binary mode: attributes as ``ce_*`` hea
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from refundflow_shared.money import Currency, MinorUnits
 
@@ -100,13 +100,33 @@ class Product(BaseModel):
 
 
 class SubscriptionPeriod(BaseModel):
-    """The subscription a payment paid for, and the period it paid for."""
+    """The subscription a payment paid for, and the period it paid for (its end after its start)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Id
-    current_period_start: datetime
-    current_period_end: datetime
+    current_period_start: AwareDatetime
+    current_period_end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ends_after_it_starts(self) -> Self:
+        if self.current_period_end <= self.current_period_start:
+            raise ValueError("current_period_end must be after current_period_start")
+        return self
+
+
+# How far ahead of ours a payment's time may be (billing's clock): more is an error, not skew. A payment dated in
+# the future would open its refund window late and keep it open as long again.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def not_in_the_future(moment: datetime) -> datetime:
+    if moment > datetime.now(UTC) + CLOCK_SKEW:
+        raise ValueError("must not be in the future")
+    return moment
+
+
+PaidAt = Annotated[AwareDatetime, AfterValidator(not_in_the_future)]
 
 
 class PaymentSucceeded(_Priced):
@@ -114,7 +134,7 @@ class PaymentSucceeded(_Priced):
 
     customer_email: EmailAddress
     provider_payment_id: Id
-    paid_at: datetime
+    paid_at: PaidAt
     product: Product
     customer_name: Name | None = None
     subscription: SubscriptionPeriod | None = None

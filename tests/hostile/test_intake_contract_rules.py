@@ -76,6 +76,7 @@ async def test_currencies_timestamps_and_emails_are_refused_as_their_schemas_say
         ("paid_at", "2026-11-20"),  # a date, not a date-time
         ("paid_at", "2026-11-20T10:00:00"),  # no time zone
         ("paid_at", 1_795_000_000),  # a Unix timestamp
+        ("paid_at", "2099-11-20T10:00:00Z"),  # not paid yet: its refund window would open late and stay open
         ("customer_email", "ada@example.test"),  # a special-use domain (RFC 6761)
     ]:
         body = {**good, field: value, "provider_payment_id": f"pi_{uuid.uuid4().hex}"}

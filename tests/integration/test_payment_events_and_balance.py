@@ -237,3 +237,27 @@ async def test_a_refund_made_outside_refundflow_reported_before_its_payment_is_p
     await eventually(recorded, timeout=30)
     shown = (await intake.client.get(f"/v1/payments/{payment.payment_id}", headers=merchant)).json()
     assert (shown["status"], shown["refunded_amount"]) == ("partially_refunded", 500)
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"paid_at": datetime(2099, 11, 1, tzinfo=UTC)},  # not paid yet: its refund window would open late
+        {"paid_at": datetime(2026, 11, 1)},  # no time zone: which moment it is, nobody knows
+        {"subscription": SubscriptionPeriod.model_construct(  # no period at all
+            id="sub_1", current_period_start=datetime(2026, 11, 1, tzinfo=UTC),
+            current_period_end=datetime(2026, 11, 1, tzinfo=UTC))},
+    ],
+    ids=["paid_in_the_future", "naive_time", "empty_period"],
+)  # fmt: skip
+async def test_a_payment_event_the_api_would_refuse_is_dead_lettered_not_registered(
+    intake: IntakeUnderTest, wrong: dict[str, object]
+) -> None:
+    """Billing's event is held to the rules the API holds a platform's call to."""
+    payment = billing_payment(await intake.merchant_id(await intake.merchant()))
+    sent = await intake.publish(payment.model_copy(update=wrong))  # as billing sent it: not checked on the way
+    dlq = dlq_topic(topic_for("payment.succeeded", intake.settings.topic_prefix))
+    records = await read_topic(intake.settings.kafka_bootstrap_servers, dlq, expected=1, timeout=30)
+    [parked] = [headers_of(r) for r in records if headers_of(r)["ce_id"] == str(sent.id)]
+    assert parked["dlq_reason"] == "validation_failed"
+    assert await intake.db.fetchval("SELECT count(*) FROM payments WHERE id = $1", payment.payment_id) == 0

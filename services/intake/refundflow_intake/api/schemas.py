@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
 
 from refundflow_intake.api import examples as ex
@@ -13,7 +13,7 @@ from refundflow_intake.api.fields import MAX_NOTE, Count, Currency, Email, Flag,
 from refundflow_intake.domain import RefundReason, SubscriptionAction
 from refundflow_intake.json_body import JsonBody
 from refundflow_intake.refund_policy import RefundPolicy, RefundPolicyOverride
-from refundflow_shared.events import Product, SubscriptionPeriod
+from refundflow_shared.events import Product, SubscriptionPeriod, not_in_the_future
 from refundflow_shared.money import MinorUnits, MinorUnitsOut
 
 Body = JsonBody
@@ -97,7 +97,9 @@ class PaymentCreate(Body):
     amount: MinorUnits = Field(gt=0)
     currency: Currency
     provider_payment_id: Id = Field(description="the provider's payment (e.g. pi_...): one merchant's, once")
-    paid_at: Timestamp
+    paid_at: Annotated[Timestamp, AfterValidator(not_in_the_future)] = Field(
+        description="when the customer paid: not later than now (a few minutes of clock skew allowed)"
+    )
     product: ProductIn
     subscription: SubscriptionIn | None = Field(
         default=None, description="required when product.kind is subscription, absent (or null) otherwise"
