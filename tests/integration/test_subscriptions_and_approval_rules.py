@@ -141,6 +141,26 @@ async def test_a_week_of_downtime_is_a_quarter_back_and_a_week_of_goodwill(intak
     ]
 
 
+@pytest.mark.parametrize("typed", ["²", "0", "366", "7.5", "-3"])
+async def test_days_of_goodwill_the_form_cannot_take_are_refused_and_nothing_is_decided(
+    intake: IntakeUnderTest, typed: str
+) -> None:
+    """'²' passes str.isdigit() yet int() cannot read it: a clear 422, never a 500."""
+    merchant, owner = await merchant_with_owner(intake)
+    payment = await intake.subscription_payment(merchant)
+    refund = await intake.refund(merchant, payment["id"])
+    page = f"/dashboard/refunds/{refund['id']}"
+
+    answer = await owner.post_form(
+        page, f"{page}/approve", {"subscription_action": "refund_only", "extend_days": typed}
+    )
+
+    assert answer.status_code == 422, answer.text[:300]
+    assert "extend by 1 to 365 days" in answer.text
+    shown = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    assert shown["status"] == "pending"
+
+
 async def test_the_policy_auto_approves_small_clean_requests_only(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     await intake.client.put(

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from refundflow_intake.dashboard.refund_words import flag_explanations
 from refundflow_intake.domain import RefundReason
-from refundflow_intake.refund_policy import RefundPolicy, RefundPolicyOverride
+from refundflow_intake.refund_policy import FLAG_OUTSIDE_WINDOW, RefundPolicy, RefundPolicyOverride
 from refundflow_shared.money import Money
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -40,3 +41,18 @@ def test_an_override_replaces_only_the_fields_it_sets_and_null_turns_a_rule_off(
     effective = merchant.with_override(override.fields_set())
     assert (effective.refund_window_days, effective.second_approval_above) == (30, None)
     assert effective.excluded_categories == ["consumable", "customized"]
+
+
+def test_the_dashboard_never_says_a_request_outside_the_window_came_within_it() -> None:
+    """Five hours past a 14-day window is not "asked 14 days after the payment" (days counted down)."""
+    policy = RefundPolicy(refund_window_days=14)
+    paid_at = NOW - timedelta(days=30)
+
+    def said(after: timedelta) -> str:
+        [(_, words)] = flag_explanations(
+            [FLAG_OUTSIDE_WINDOW], policy, paid_at=paid_at, requested_at=paid_at + after, category=None, reason="x"
+        )
+        return words
+
+    assert "asked more than 14 days after the payment" in said(timedelta(days=14, hours=5))
+    assert "asked 20 days after the payment" in said(timedelta(days=20))

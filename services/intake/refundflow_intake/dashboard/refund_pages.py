@@ -199,7 +199,7 @@ def _days(typed: str) -> int | None:
     typed = typed.strip()
     if not typed:
         return None
-    if not typed.isdigit() or not 0 < int(typed) <= 365:
+    if not typed.isdecimal() or not 0 < int(typed) <= 365:  # isdigit() would let "²" through to int()
         raise InvalidProration("extend by 1 to 365 days")
     return int(typed)
 

@@ -3,7 +3,7 @@ means. Pure: no I/O here."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from refundflow_intake import actors
 from refundflow_intake.refund_policy import (
@@ -38,12 +38,15 @@ def flag_explanations(
     reason: str,
 ) -> list[tuple[str, str]]:
     """(title, the policy's words) for each flag on the request."""
-    days = (requested_at - paid_at).days
+    elapsed = requested_at - paid_at
+    # Whole days, counted down: "more than" when there is a part-day over, or five hours past a 14-day window
+    # would read "asked 14 days after".
+    days = f"{elapsed.days} days" if elapsed == timedelta(days=elapsed.days) else f"more than {elapsed.days} days"
     words = {
         FLAG_OUTSIDE_WINDOW: (
             "Outside the refund window",
             f"Your policy: refunds within {policy.refund_window_days} days of purchase. "
-            f"This was asked {days} days after the payment.",
+            f"This was asked {days} after the payment.",
         ),
         FLAG_EXCLUDED_CATEGORY: (
             "Excluded category",
