@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
+from refundflow_shared.events import SubscriptionCanceled, SubscriptionExtended
 from refundflow_shared.secret_box import SecretBox
 from tests.support.dashboard_people import csrf_of, merchant_with_owner
 from tests.support.intake_harness import IntakeUnderTest, running_intake
 from tests.support.portal_customers import Customer, link_for, text_of
+from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -220,3 +223,39 @@ async def test_each_family_of_pages_carries_its_security_headers_and_the_api_car
     assert "no-store" not in dashboard_style.headers.get("cache-control", "")
     assert "no-store" not in portal_style.headers.get("cache-control", "")
     assert api.status_code == 200 and "content-security-policy" not in api.headers
+
+
+async def test_the_subscription_line_follows_what_the_provider_did_after_an_extension_or_a_cancellation(
+    intake: IntakeUnderTest,
+) -> None:
+    """The page said "Current period until" the paid period's end for ever: after a week of goodwill the next
+    payment is a week later, and after a cancellation there is no next payment at all."""
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    extended = await intake.subscription_payment(merchant)
+    cancelled = await intake.subscription_payment(merchant)
+    period_end = datetime.fromisoformat(extended["subscription"]["current_period_end"])
+    later = period_end + timedelta(days=7)
+
+    await intake.publish(
+        SubscriptionExtended(
+            payment_id=extended["id"], merchant_id=merchant_id, subscription_id=extended["subscription"]["id"],
+            days=7, current_period_end=later,
+        ),
+        source="refundflow/processor",
+    )  # fmt: skip
+    await intake.publish(
+        SubscriptionCanceled(
+            payment_id=cancelled["id"], merchant_id=merchant_id, subscription_id=cancelled["subscription"]["id"],
+            at_period_end=False, ends_at=None,
+        ),
+        source="refundflow/processor",
+    )  # fmt: skip
+
+    async def told(payment: dict[str, Any], words: str) -> bool:
+        page = await Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"]).open()
+        return words in text_of(page.text)
+
+    await eventually(lambda: told(extended, f"Current period until {later.day} {later.strftime('%B %Y')}"), timeout=30)
+    await eventually(lambda: told(cancelled, "Cancelled: no further payments"), timeout=30)
+    assert not await told(cancelled, "Current period until")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -146,6 +147,35 @@ async def get_payment(conn: asyncpg.Connection, merchant_id: str, payment_id: st
     )
     row = await conn.fetchrow(sql, payment_id, merchant_id)
     return dict(row) if row else None
+
+
+async def record_subscription_canceled(
+    conn: asyncpg.Connection, merchant_id: str, payment_id: str, subscription_id: str, access_until: datetime | None
+) -> None:
+    """The subscription the payment paid for is cancelled (``access_until``: the period's end it runs to)."""
+    await conn.execute(
+        "UPDATE payments SET subscription_canceled_at = coalesce(subscription_canceled_at, now()),"
+        " subscription_access_until = $4 WHERE id = $2 AND merchant_id = $1 AND subscription_id = $3",
+        merchant_id,
+        payment_id,
+        subscription_id,
+        access_until,
+    )
+
+
+async def record_subscription_extended(
+    conn: asyncpg.Connection, merchant_id: str, payment_id: str, subscription_id: str, period_end: datetime
+) -> None:
+    """Goodwill days pushed the subscription's period end (its next payment) back to ``period_end``; the latest
+    extension wins, whatever order the reports come in."""
+    await conn.execute(
+        "UPDATE payments SET subscription_period_extended_to = greatest(subscription_period_extended_to, $4)"
+        " WHERE id = $2 AND merchant_id = $1 AND subscription_id = $3",
+        merchant_id,
+        payment_id,
+        subscription_id,
+        period_end,
+    )
 
 
 async def lock_refund_and_payment(

@@ -28,6 +28,10 @@ async def _note_on_refund(
 
 
 async def record_canceled(conn: asyncpg.Connection, data: SubscriptionCanceled, *, actor: str) -> None:
+    access_until = data.ends_at if data.at_period_end else None
+    await repository.record_subscription_canceled(
+        conn, data.merchant_id, data.payment_id, data.subscription_id, access_until
+    )
     if data.at_period_end and data.ends_at is not None:
         words = f"Subscription cancelled: access lasts until {_day(data.ends_at)}, with no further payments"
     else:
@@ -36,5 +40,8 @@ async def record_canceled(conn: asyncpg.Connection, data: SubscriptionCanceled, 
 
 
 async def record_extended(conn: asyncpg.Connection, data: SubscriptionExtended, *, actor: str) -> None:
+    await repository.record_subscription_extended(
+        conn, data.merchant_id, data.payment_id, data.subscription_id, data.current_period_end
+    )
     words = f"Subscription extended by {data.days} days: the next payment is due on {_day(data.current_period_end)}"
     await _note_on_refund(conn, data, "subscription_extended", words, actor)
