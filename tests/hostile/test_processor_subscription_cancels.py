@@ -78,3 +78,27 @@ async def test_a_cancel_the_provider_refuses_alerts_the_merchants_team(processor
     assert alert["details"]["subscription_id"] == requested.subscription_id
     assert await processor.staged("subscription.canceled", about=requested.subscription_id) == []
     await nothing_dead_lettered(processor)
+
+
+async def test_a_cancel_at_period_end_after_a_cancel_now_is_done_not_a_false_alarm(
+    processor: ProcessorUnderTest,
+) -> None:
+    """Two requests on one subscription (a cancel now, then one at the period's end): the provider refuses to
+    schedule the end of a subscription already ended. That is the request done, not "the customer may still be
+    billed"."""
+    now = cancel_request(f"sub_twice_{uuid.uuid4().hex[:12]}")
+    await processor.publish(now)
+
+    async def canceled(count: int) -> bool:
+        return len(await processor.staged("subscription.canceled", about=now.subscription_id)) >= count
+
+    await eventually(lambda: canceled(1), timeout=30)
+    at_period_end = now.model_copy(update={"at_period_end": True, "refund_id": "ref_second_request"})
+    await processor.publish(at_period_end)
+
+    await eventually(lambda: canceled(2), timeout=30)
+    second = (await processor.staged("subscription.canceled", about=now.subscription_id))[1]
+    assert (second["refund_id"], second["at_period_end"]) == ("ref_second_request", False), "it ended already"
+    alerts = await processor.staged("team_alert.raised", about=now.payment_id)
+    assert [a for a in alerts if a["kind"] == "subscription_cancel_failed"] == []
+    await nothing_dead_lettered(processor)

@@ -68,8 +68,16 @@ class SubscriptionCancelExecutor:
             structlog.contextvars.unbind_contextvars("payment_id", "subscription_id")
 
     async def _ask(self, cancel: SubscriptionCancel) -> CancelAnswer:
+        deadline = self._settings.provider_call_deadline_seconds
         call = self._provider.cancel_subscription(cancel.subscription_id, at_period_end=cancel.at_period_end)
-        return await ask(call, self._settings.provider_call_deadline_seconds)
+        answer = await ask(call, deadline)
+        if isinstance(answer, Refused):
+            # A subscription another request already ended cannot be ended again (Stripe refuses to schedule the
+            # end of a canceled one): that is this request done too, not a customer who may still be billed.
+            current = await ask(self._provider.get_subscription(cancel.subscription_id), deadline)
+            if isinstance(current, Done) and current.value.status == "canceled":
+                return current
+        return answer
 
     async def _record(self, conn: asyncpg.Connection, cancel: SubscriptionCancel, answer: CancelAnswer) -> None:
         match answer:
@@ -82,7 +90,8 @@ class SubscriptionCancelExecutor:
                         payment_id=cancel.payment_id,
                         merchant_id=cancel.merchant_id,
                         subscription_id=subscription.id,
-                        at_period_end=cancel.at_period_end,
+                        # At the period's end, unless it has ended already (another request cancelled it now).
+                        at_period_end=cancel.at_period_end and subscription.status != "canceled",
                         ends_at=subscription.ends_at,
                         refund_id=cancel.refund_id,
                     ),
