@@ -9,6 +9,7 @@ import uuid
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client import REGISTRY, generate_latest
 
 from refundflow_shared.events import Event, topic_for
 from refundflow_shared.metrics_endpoint import metrics_router
@@ -72,19 +73,28 @@ async def test_a_slow_handler_shows_as_consumer_lag_per_partition_that_drains_on
         held.set()
         await release.wait()
 
-    runtime = await start_probe(settings, before_effect=slow)
+    # The five are on the broker before the consumer starts, so its first fetch brings them all. The gauge reads
+    # the end offset of the consumer's last fetch (no broker round trip on a scrape): had that fetch brought the
+    # first alone, published before the rest, the gauge would show none behind while the handler holds it (CI).
+    relay = await start_probe(settings, consume=False)
+    try:
+        # One payment: one key, one partition, in order.
+        await stage_events(relay.pool, [refund_requested("pay_slow", n) for n in range(1, 6)])
+
+        async def published() -> bool:
+            return bool(await relay.pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 0)
+
+        await eventually(published)
+    finally:
+        await relay.stop()
     topic = topic_for("refund.requested", prefix)
     handled = {"service": "probe", "event_type": "refund.requested", "outcome": "handled"}
+    before = parse(generate_latest(REGISTRY).decode())
+    runtime = await start_probe(settings, before_effect=slow)
     try:
         async with _client(runtime) as client:
-            before = await _scrape(client)
-            # One payment: one key, one partition, in order.
-            await stage_events(runtime.pool, [refund_requested("pay_slow", n) for n in range(1, 6)])
             await asyncio.wait_for(held.wait(), timeout=60)
 
-            # The gauge reads the end offset of the consumer's last fetch (no broker round trip on a scrape). If
-            # that fetch brought only some of the five, the rest stay unfetched while the handler holds: so it
-            # shows at least one behind, not always three or more (CI on a slow machine waited 60 s for three).
             async def lagging() -> bool:
                 return (await _scrape(client)).value("refundflow_consumer_lag", service="probe", topic=topic) >= 1
 
