@@ -27,12 +27,7 @@ async def replayed(conn: asyncpg.Connection, letters: list[DeadLetter]) -> dict[
     if not letters or not await conn.fetchval("SELECT to_regclass('operations.dlq_replays') IS NOT NULL"):
         return {}
     rows = await conn.fetch(
-        "SELECT r.* FROM operations.dlq_replays r"
-        " JOIN unnest($1::text[], $2::int[], $3::bigint[]) AS d (topic, part, off)"
-        "   ON r.dlq_topic = d.topic AND r.dlq_partition = d.part AND r.dlq_offset = d.off",
-        [letter.dlq_topic for letter in letters],
-        [letter.partition for letter in letters],
-        [letter.offset for letter in letters],
+        f"SELECT r.* FROM operations.dlq_replays r JOIN {_LETTERS} ON {_SAME_LETTER}", *_letter_arrays(letters)
     )
     return {(r["dlq_topic"], r["dlq_partition"], r["dlq_offset"]): r for r in rows}
 
@@ -67,14 +62,28 @@ async def claim(conn: asyncpg.Connection, letters: list[DeadLetter]) -> list[Dea
 async def record_published(conn: asyncpg.Connection, letters: list[DeadLetter], partition: int, offset: int) -> None:
     """Where the replay landed, on every dead letter of the message."""
     await conn.execute(
-        "UPDATE operations.dlq_replays r SET published_partition = $4, published_offset = $5"
-        " FROM unnest($1::text[], $2::int[], $3::bigint[]) AS d (topic, part, off)"
-        " WHERE r.dlq_topic = d.topic AND r.dlq_partition = d.part AND r.dlq_offset = d.off",
+        "UPDATE operations.dlq_replays r SET published_partition = $5, published_offset = $6"
+        f" FROM {_LETTERS} WHERE {_SAME_LETTER}",
+        *_letter_arrays(letters),
+        partition,
+        offset,
+    )
+
+
+# A letter is its position and its event: a topic created again numbers its records from 0 again.
+_LETTERS = "unnest($1::text[], $2::int[], $3::bigint[], $4::text[]) AS d (topic, part, off, event_id)"
+_SAME_LETTER = (
+    "r.dlq_topic = d.topic AND r.dlq_partition = d.part AND r.dlq_offset = d.off"
+    " AND coalesce(r.event_id, '') = coalesce(d.event_id, '')"
+)
+
+
+def _letter_arrays(letters: list[DeadLetter]) -> tuple[list[str], list[int], list[int], list[str | None]]:
+    return (
         [letter.dlq_topic for letter in letters],
         [letter.partition for letter in letters],
         [letter.offset for letter in letters],
-        partition,
-        offset,
+        [letter.event_id for letter in letters],
     )
 
 
