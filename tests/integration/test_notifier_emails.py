@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
+from typing import Any
 
 import asyncpg
 import pytest
@@ -323,6 +324,22 @@ async def test_a_customers_emails_about_one_refund_arrive_in_the_refunds_order(w
     assert [m["Subject"] for m in received] == ["refund_requested", "refund_approved", "refund_succeeded"]
 
 
+async def on_its_way_before_its_approval(world: World, priced: dict[str, Any]) -> None:
+    """The processor's event is handled first ("on its way" queued), the approval's after: it sat on another
+    topic, in a batch still to come."""
+    await world.feed.publish(RefundSucceeded(**priced, provider_refund_id="re_1"))
+
+    async def queued() -> bool:
+        return bool(
+            await world.pool.fetchval(
+                "SELECT count(*) FROM messages WHERE refund_id = $1 AND kind = 'refund_succeeded'", priced["refund_id"]
+            )
+        )
+
+    await eventually(queued, timeout=30)
+    await world.feed.publish(RefundApproved(**priced, provider_payment_id="pi_1", payment_amount=4999, approved_by="u"))
+
+
 async def test_on_its_way_waits_for_the_approval_email_even_after_the_request_was_acknowledged(world: World) -> None:
     """The email "on its way" always follows "approved": one sent before them both ("we received your request")
     does not stand in for the approval it waits for."""
@@ -330,18 +347,7 @@ async def test_on_its_way_waits_for_the_approval_email_even_after_the_request_wa
     priced = {**refund, "customer_email": to, "amount": 4999, "currency": "EUR"}
     await world.feed.publish(RefundRequested(**priced, reason="requested_by_customer", channel="portal"))
     await mails_to(world, to, 1)
-    # The processor's event is handled first: the approval's sits on another topic, in a batch still to come.
-    await world.feed.publish(RefundSucceeded(**priced, provider_refund_id="re_1"))
-
-    async def queued() -> bool:
-        return bool(
-            await world.pool.fetchval(
-                "SELECT count(*) FROM messages WHERE refund_id = $1 AND kind = 'refund_succeeded'", refund["refund_id"]
-            )
-        )
-
-    await eventually(queued, timeout=30)
-    await world.feed.publish(RefundApproved(**priced, provider_payment_id="pi_1", payment_amount=4999, approved_by="u"))
+    await on_its_way_before_its_approval(world, priced)
 
     received = await mails_to(world, to, 3)
     assert [m["Subject"] for m in received] == [
@@ -354,16 +360,7 @@ async def test_on_its_way_waits_for_the_approval_email_even_after_the_request_wa
 async def test_on_its_way_that_came_in_before_its_approval_waits_for_the_approval_email(world: World) -> None:
     to, refund = customer(), ids()
     priced = {**refund, "customer_email": to, "amount": 4999, "currency": "EUR"}
-    # The processor's event is handled first: the approval's sits on another topic, in a batch still to come.
-    await world.feed.publish(RefundSucceeded(**priced, provider_refund_id="re_1"))
-
-    async def queued() -> bool:
-        return bool(
-            await world.pool.fetchval("SELECT count(*) FROM messages WHERE refund_id = $1", refund["refund_id"])
-        )
-
-    await eventually(queued, timeout=30)
-    await world.feed.publish(RefundApproved(**priced, provider_payment_id="pi_1", payment_amount=4999, approved_by="u"))
+    await on_its_way_before_its_approval(world, priced)
 
     received = await mails_to(world, to, 2)
     assert [m["Subject"] for m in received] == [
