@@ -126,6 +126,8 @@ def walk_customer_pages(stack: Stack, page: Page, browser: Browser, visit: Visit
     approve = stack.api.post(f"/v1/refunds/{renewal['id']}/approve", headers=merchant["auth"], json=decision)
     assert approve.is_success, approve.text
     expect(request_status(page)).to_have_text("Subscription cancelled", timeout=60_000)
+    page.reload()  # the live status renews the request only; the payment's subscription line comes with the page
+    expect(page.locator(".purchase-facts")).to_contain_text("Cancelled: access until")
     visit("portal-cancelled", page)
 
     # Alan: a consumable bought six weeks ago: outside the policy, and told honestly that he may still ask.

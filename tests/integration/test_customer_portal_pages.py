@@ -259,3 +259,5 @@ async def test_the_subscription_line_follows_what_the_provider_did_after_an_exte
     await eventually(lambda: told(extended, f"Current period until {later.day} {later.strftime('%B %Y')}"), timeout=30)
     await eventually(lambda: told(cancelled, "Cancelled: no further payments"), timeout=30)
     assert not await told(cancelled, "Current period until")
+    assert not await told(cancelled, "Your subscription"), "no choice to cancel or keep what has ended"
+    assert await told(extended, "Your subscription")

@@ -226,7 +226,8 @@ def _ask(portal: Portal, reason: str, details: str, amount: str, subscription: s
         money = parse_amount(amount, portal.payment["currency"]) if amount.strip() else None
     except InvalidAmount:
         raise _Refused("Enter an amount such as 12.50, or leave it empty to ask for everything.") from None
-    wish = {"cancel": True, "keep": False}.get(subscription) if portal.payment["subscription_id"] else None
+    running = portal.payment["subscription_id"] and not portal.payment["subscription_canceled_at"]
+    wish = {"cancel": True, "keep": False}.get(subscription) if running else None
     return Ask(chosen, details.strip() or None, money, wish)
 
 
