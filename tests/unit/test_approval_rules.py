@@ -128,6 +128,14 @@ def test_a_subscription_refund_cancels_it_unless_told_otherwise() -> None:
     assert isinstance(decision, Approve) and decision.action is SubscriptionAction.REFUND_AND_CANCEL
 
 
+def test_a_refund_of_a_subscription_that_has_ended_only_refunds_unless_told_otherwise() -> None:
+    """Cancelled already (by an earlier request, or billing): cancelling again would only send the customer a second
+    "your subscription is cancelled"."""
+    ended = replace(PENDING, is_subscription=True, subscription_ended=True)
+    decision = decide_approval(ended, ApprovalAsk(actor="a"), ONE_APPROVER)
+    assert isinstance(decision, Approve) and decision.action is SubscriptionAction.REFUND_ONLY
+
+
 def test_approving_again_once_processing_changes_nothing_and_a_closed_refund_refuses() -> None:
     assert decide_approval(replace(PENDING, status=RefundStatus.PROCESSING), ApprovalAsk("a"), ONE_APPROVER) == (
         Unchanged()

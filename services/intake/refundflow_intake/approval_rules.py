@@ -39,6 +39,7 @@ class ApprovalContext:
     is_subscription: bool
     approvals: Mapping[str, int]  # who approved so far, and the amount each approved
     customer_keeps_subscription: bool = False  # the customer asked (in the portal) to keep their subscription
+    subscription_ended: bool = False  # the provider cancelled it already (an earlier request, billing)
 
 
 @dataclass(frozen=True)
@@ -85,12 +86,11 @@ ApprovalDecision = Unchanged | CancelOnly | AwaitAnotherApprover | Approve
 
 
 def _default_action(context: ApprovalContext) -> SubscriptionAction | None:
-    """A subscription refund cancels the subscription, unless its customer asked to keep it."""
+    """A subscription refund cancels the subscription, unless its customer asked to keep it or it has ended."""
     if not context.is_subscription:
         return None
-    return (
-        SubscriptionAction.REFUND_ONLY if context.customer_keeps_subscription else SubscriptionAction.REFUND_AND_CANCEL
-    )
+    keep = context.customer_keeps_subscription or context.subscription_ended
+    return SubscriptionAction.REFUND_ONLY if keep else SubscriptionAction.REFUND_AND_CANCEL
 
 
 def _cancel_conflict() -> ExtensionConflictsWithCancel:
