@@ -1,5 +1,6 @@
-"""The Stripe adapter reads the provider's answers as hostile: an answer cut short, or one that never ends, is no
-answer (``ProviderUnavailable``: the refund is reconciled, never failed), whatever the HTTP client raises."""
+"""The Stripe adapter reads the provider's answers as hostile: an answer cut short, one that never ends, an empty
+200, a proxy's page, or a key that already ran with other parameters is no answer (``ProviderUnavailable``: the
+refund is reconciled, never failed), whatever the HTTP client raises. Only Stripe's definite refusals fail it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.support.http_servers import hostile_http_server
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-@pytest.mark.parametrize("behaviour", ["cut_short", "drip"])
+@pytest.mark.parametrize("behaviour", ["cut_short", "drip", "ok", "html_408", "idempotency_error"])
 async def test_an_answer_that_does_not_arrive_whole_is_no_answer(behaviour: str) -> None:
     async with hostile_http_server(behaviour) as provider_api:
         provider = StripeProvider("sk_test_hostile", f"http://127.0.0.1:{provider_api.port}", timeout_seconds=1.0)

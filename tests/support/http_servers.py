@@ -31,13 +31,34 @@ async def serving(app: Any, port: int) -> AsyncIterator[str]:
         await task
 
 
+def _canned(status: str, content_type: str, body: bytes) -> bytes:
+    return b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+        status.encode(),
+        content_type.encode(),
+        len(body),
+        body,
+    )
+
+
+_CANNED = {
+    "html_408": _canned("408 Request Timeout", "text/html", b"<html><body>Request Timeout</body></html>"),
+    "idempotency_error": _canned(
+        "400 Bad Request",
+        "application/json",
+        b'{"error": {"type": "idempotency_error", "message": "Keys for idempotent requests can only be used with'
+        b' the same parameters they were first used with."}}',
+    ),
+}
+
+
 @dataclass
 class HostileHttpServer:
     """A raw HTTP/1.1 server on real sockets, answering every POST the way ``behaviour`` says:
 
     ``drip``: 200, then one byte a second for as long as the client listens; ``flood``: 200, then
     ``flood_bytes`` as fast as the client reads; ``ok``: an empty 200; ``redirect``: a 307 to ``redirect_to``;
-    ``cut_short``: a 200 promising 400 bytes, a few of them, then the connection closed.
+    ``cut_short``: a 200 promising 400 bytes, a few of them, then the connection closed; ``html_408``: a proxy's
+    408 page; ``idempotency_error``: Stripe's 400 for a key that already ran with other parameters.
     It counts every connection it accepts (a refused call must not even connect), the bytes it managed to send,
     and the most requests that were open at once: in all, per path, and per delivery (path and ``webhook-id``).
     """
@@ -91,6 +112,10 @@ class HostileHttpServer:
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.behaviour == "ok":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            return
+        if self.behaviour in _CANNED:
+            writer.write(_CANNED[self.behaviour])
             await writer.drain()
             return
         if self.behaviour == "redirect":

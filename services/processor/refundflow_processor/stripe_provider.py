@@ -143,6 +143,9 @@ async def _call(request: Awaitable[T]) -> T:
         return await request
 
 
+_REFUSALS = frozenset({400, 402, 404})  # Stripe's statuses for a request it read and turned down
+
+
 @contextmanager
 def _classified_errors() -> Iterator[None]:
     """The SDK's errors sorted: definite refusals, refused credentials, and failures without an answer."""
@@ -157,9 +160,11 @@ def _classified_errors() -> Iterator[None]:
         raise ProviderAuthFailed(f"HTTP {exc.http_status}: {code}") from exc
     except stripe.StripeError as exc:
         status = exc.http_status or 0
-        if status == 409 or status >= 500:
-            raise ProviderUnavailable(f"HTTP {status}: {exc.user_message or exc}", server_error=status >= 500) from exc
-        raise ProviderRefused(exc.code or f"http_{status}", str(exc.user_message or exc)) from exc
+        # Only Stripe's own refusals are definite. An unreadable 2xx, a proxy's page, a 409 or 5xx, or a key that
+        # already ran with other parameters may hide a refund made: the caller reconciles, never fails.
+        if status in _REFUSALS and not isinstance(exc, stripe.IdempotencyError):
+            raise ProviderRefused(exc.code or f"http_{status}", str(exc.user_message or exc)) from exc
+        raise ProviderUnavailable(f"HTTP {status}: {exc.user_message or exc}", server_error=status >= 500) from exc
 
 
 def _to_stripe_units(amount: int, currency: str) -> int:
