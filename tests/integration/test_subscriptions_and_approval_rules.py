@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
+from refundflow_shared.events import SubscriptionCanceled
 from tests.support.dashboard_people import merchant_with_owner
-from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
+from tests.support.intake_harness import ADMIN, Headers, IntakeUnderTest, running_intake
+from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -31,6 +34,76 @@ async def test_approving_a_subscription_refund_cancels_it_now_by_default(intake:
     assert [(c["subscription_id"], c["at_period_end"], c["refund_id"]) for c in cancels] == [
         (payment["subscription"]["id"], False, refund["id"])
     ]
+
+
+async def _provider_cancelled(
+    intake: IntakeUnderTest, merchant: Headers, payment: dict[str, Any], *, at_period_end: bool
+) -> None:
+    """The processor reports the subscription cancelled (now, or at its period's end); intake has recorded it."""
+    ends_at = datetime.fromisoformat(payment["subscription"]["current_period_end"]) if at_period_end else None
+    await intake.publish(
+        SubscriptionCanceled(
+            payment_id=payment["id"], merchant_id=await intake.merchant_id(merchant),
+            subscription_id=payment["subscription"]["id"], at_period_end=at_period_end, ends_at=ends_at,
+        ),
+        source="refundflow/processor",
+    )  # fmt: skip
+    recorded = "SELECT subscription_canceled_at IS NOT NULL FROM payments WHERE id = $1"
+    await eventually(lambda: intake.db.fetchval(recorded, payment["id"]), timeout=30)
+
+
+async def test_a_refund_still_cancels_now_a_subscription_set_to_end_at_its_period_end(
+    intake: IntakeUnderTest,
+) -> None:
+    """A cancel at the period's end leaves the customer access they paid for; refunding that payment in full
+    takes the access too, as the default always did."""
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    await _provider_cancelled(intake, merchant, payment, at_period_end=True)
+    refund = await intake.refund(merchant, payment["id"])
+
+    approved = (await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)).json()
+
+    assert approved["subscription_action"] == "refund_and_cancel"
+    cancels = await intake.staged("subscription.cancel_requested", payment["id"])
+    assert [(c["at_period_end"], c["refund_id"]) for c in cancels] == [(False, refund["id"])]
+
+
+async def test_a_renewal_of_a_subscription_cancelled_already_is_only_refunded(intake: IntakeUnderTest) -> None:
+    """The subscription ended through its second payment's refund: refunding its first payment too must not
+    cancel it again (and tell the customer a second time)."""
+    merchant = await intake.merchant()
+    first = await intake.subscription_payment(merchant)
+    renewal = await intake.payment(merchant, product=first["product"], subscription=first["subscription"])
+    await _provider_cancelled(intake, merchant, renewal, at_period_end=False)
+    refund = await intake.refund(merchant, first["id"])
+
+    approved = (await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)).json()
+
+    assert (approved["status"], approved["subscription_action"]) == ("processing", "refund_only")
+    assert await intake.staged("subscription.cancel_requested", first["id"]) == []
+
+
+async def test_an_auto_approved_request_to_cancel_an_ended_subscription_only_refunds(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    await intake.client.put(
+        "/v1/refund-policy",
+        headers=merchant,
+        json={"auto_approve": {"max_amount": {"amount": 100_000, "currency": "EUR"}, "reasons": ["duplicate"]}},
+    )
+    payment = await intake.subscription_payment(merchant)
+    await _provider_cancelled(intake, merchant, payment, at_period_end=False)
+    token = await intake.client.post(f"/v1/payments/{payment['id']}/portal-token", headers=merchant, json={})
+    customer = {"Authorization": f"Bearer {token.json()['token']}"}
+
+    asked = await intake.client.post(
+        "/v1/portal/refund-requests", headers=customer, json={"reason": "duplicate", "cancel_subscription": True}
+    )
+
+    assert asked.status_code == 201, asked.text
+    assert asked.json()["status"] == "processing"
+    assert len(await intake.staged("refund.approved", payment["id"])) == 1
+    assert await intake.staged("subscription.cancel_requested", payment["id"]) == []
 
 
 async def test_refund_only_keeps_the_subscription(intake: IntakeUnderTest) -> None:

@@ -76,7 +76,7 @@ async def approve_refund(
         is_subscription=payment["subscription_id"] is not None,
         approvals=standing.approvals,
         customer_keeps_subscription=refund["cancel_subscription"] is False,
-        subscription_ended=payment["subscription_canceled_at"] is not None,
+        subscription_ended=payment["subscription_ended"],
     )
     policy = standing.policy
     ask = ApprovalAsk(

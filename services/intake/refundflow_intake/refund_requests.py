@@ -191,11 +191,9 @@ async def request_refund(
     )
     if quote.auto_approved:
         # The rule authorises money back, not ending a subscription: that stays a person's decision, or the
-        # customer's own when they asked for it.
-        action = None
-        if payment["subscription_id"]:
-            cancel = cancel_subscription and channel is not Channel.API
-            action = SubscriptionAction.REFUND_AND_CANCEL if cancel else SubscriptionAction.REFUND_ONLY
+        # customer's own when they asked for it (then the default cancels it, unless it has ended already).
+        cancel = cancel_subscription and channel is not Channel.API
+        action = SubscriptionAction.REFUND_ONLY if payment["subscription_id"] and not cancel else None
         await refund_decisions.approve_refund(
             conn,
             merchant_id,

@@ -134,7 +134,11 @@ async def payment_of_provider(conn: asyncpg.Connection, provider_payment_id: str
 
 # A payment with what customer-facing events say of its merchant (``portal.links.to_customer``): read with the
 # payment, not after it. A lock never takes the merchant's row (``FOR UPDATE OF p``).
-_PAYMENT_AND_MERCHANT_COLUMNS = "p.*, m.name AS merchant_name, m.portal_enabled"
+# A subscription has ended once cancelled now, or at a period's end that has passed.
+_PAYMENT_AND_MERCHANT_COLUMNS = (
+    "p.*, m.name AS merchant_name, m.portal_enabled, p.subscription_canceled_at IS NOT NULL"
+    " AND coalesce(p.subscription_access_until <= now(), true) AS subscription_ended"
+)
 _PAYMENTS_AND_MERCHANTS = "payments p JOIN merchants m ON m.id = p.merchant_id"
 
 
@@ -152,10 +156,12 @@ async def get_payment(conn: asyncpg.Connection, merchant_id: str, payment_id: st
 async def record_subscription_canceled(
     conn: asyncpg.Connection, merchant_id: str, payment_id: str, subscription_id: str, access_until: datetime | None
 ) -> None:
-    """The subscription the payment paid for is cancelled (``access_until``: the period's end it runs to)."""
+    """The subscription the payment paid for is cancelled (``access_until``: the period's end it runs to): for
+    every payment of it, renewals too."""
     await conn.execute(
         "UPDATE payments SET subscription_canceled_at = coalesce(subscription_canceled_at, now()),"
-        " subscription_access_until = $4 WHERE id = $2 AND merchant_id = $1 AND subscription_id = $3",
+        " subscription_access_until = $4 WHERE merchant_id = $1 AND subscription_id = $3"
+        " AND EXISTS (SELECT 1 FROM payments WHERE id = $2 AND merchant_id = $1 AND subscription_id = $3)",
         merchant_id,
         payment_id,
         subscription_id,

@@ -224,7 +224,8 @@ class Approval(Body):
     )
     subscription_action: SubscriptionAction | None = Field(
         default=None,
-        description="subscriptions only; default refund_and_cancel (refund_only when the customer asked to keep it)",
+        description="subscriptions only; default refund_and_cancel (refund_only when the customer asked to keep it,"
+        " or the subscription has ended)",
     )
     extend_days: Count | None = Field(
         default=None,
