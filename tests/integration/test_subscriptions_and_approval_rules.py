@@ -255,6 +255,31 @@ async def test_the_policy_auto_approves_small_clean_requests_only(intake: Intake
     assert (await intake.refund(merchant, other_reason["id"], reason="technical_issue"))["status"] == "pending"
 
 
+async def test_small_requests_add_up_and_the_rule_stops_approving_at_its_limit(intake: IntakeUnderTest) -> None:
+    """The rule lets a small refund go without a person. Five requests of 2,000 on a payment of 10,000 are not
+    five small refunds: once the payment's refunds would pass the rule's limit, a person decides."""
+    merchant = await intake.merchant()
+    await intake.client.put(
+        "/v1/refund-policy",
+        headers=merchant,
+        json={"auto_approve": {"max_amount": {"amount": 2_000, "currency": "EUR"}, "reasons": ["duplicate"]}},
+    )
+    payment = await intake.payment(merchant, amount=10_000)
+    token = await intake.client.post(f"/v1/payments/{payment['id']}/portal-token", headers=merchant, json={})
+    customer = {"Authorization": f"Bearer {token.json()['token']}"}
+
+    async def ask(amount: int) -> str:
+        asked = await intake.client.post(
+            "/v1/portal/refund-requests", headers=customer, json={"reason": "duplicate", "amount": amount}
+        )
+        assert asked.status_code == 201, asked.text
+        status: str = asked.json()["status"]
+        return status
+
+    assert [await ask(1_500), await ask(500), await ask(1)] == ["processing", "processing", "pending"]
+    assert len(await intake.staged("refund.approved", payment["id"])) == 2
+
+
 async def test_above_the_threshold_two_people_must_approve_and_a_key_cannot_be_the_second(
     intake: IntakeUnderTest,
 ) -> None:

@@ -20,11 +20,21 @@ def test_the_window_is_counted_from_the_payment() -> None:
 
 def test_auto_approval_needs_the_amount_the_reason_and_no_flags() -> None:
     policy = RefundPolicy(auto_approve={"max_amount": Money(amount=2_000, currency="EUR"), "reasons": [R.DUPLICATE]})
-    assert policy.auto_approves(amount=2_000, currency="EUR", flags=[], reason=R.DUPLICATE)
-    assert not policy.auto_approves(amount=2_001, currency="EUR", flags=[], reason=R.DUPLICATE)
-    assert not policy.auto_approves(amount=100, currency="EUR", flags=[], reason=R.OTHER)
-    assert not policy.auto_approves(amount=100, currency="EUR", flags=["excluded_category"], reason=R.DUPLICATE)
-    assert not policy.auto_approves(amount=100, currency="USD", flags=[], reason=R.DUPLICATE)
+
+    def approves(
+        amount: int, *, refunded: int = 0, currency: str = "EUR", flags: tuple[str, ...] = (), reason: R = R.DUPLICATE
+    ) -> bool:
+        return policy.auto_approves(
+            amount=amount, refunded=refunded, currency=currency, flags=list(flags), reason=reason
+        )
+
+    assert approves(2_000)
+    assert not approves(2_001)
+    assert not approves(100, reason=R.OTHER)
+    assert not approves(100, flags=("excluded_category",))
+    assert not approves(100, currency="USD")
+    assert approves(500, refunded=1_500), "the payment's refunds come to the limit"
+    assert not approves(501, refunded=1_500), "one minor unit past it: a person decides"
 
 
 def test_a_second_approver_is_needed_above_the_amount_and_in_other_currencies() -> None:

@@ -40,8 +40,9 @@ class Threshold(Money):
 
 
 class AutoApproveRule(JsonBody):
-    """Approve without a person when the amount is at most ``max_amount``, within the window, with no flags
-    and a reason in ``reasons``. A threshold in another currency than the refund's never auto-approves."""
+    """Approve without a person when the payment's refunds, this one with them, come to at most ``max_amount``,
+    within the window, with no flags and a reason in ``reasons``. A threshold in another currency than the
+    refund's never auto-approves."""
 
     max_amount: Threshold
     reasons: list[RefundReason] = Field(min_length=1, max_length=MAX_REASONS)
@@ -82,11 +83,15 @@ class RefundPolicy(RefundPolicyFields):
             flags.append(FLAG_REASON_NOT_ACCEPTED)
         return flags
 
-    def auto_approves(self, *, amount: int, currency: str, flags: list[str], reason: RefundReason) -> bool:
+    def auto_approves(
+        self, *, amount: int, refunded: int, currency: str, flags: list[str], reason: RefundReason
+    ) -> bool:
+        """Whether the rule approves ``amount`` on a payment whose refunds already hold ``refunded``: the rule's
+        limit is on the payment's refunds together, or requests split small would take it all without a person."""
         rule = self.auto_approve
         if rule is None or flags or reason not in rule.reasons or self.approvals_required(amount, currency) > 1:
             return False
-        return rule.max_amount.currency == currency and amount <= rule.max_amount.amount
+        return rule.max_amount.currency == currency and refunded + amount <= rule.max_amount.amount
 
     def approvals_required(self, amount: int, currency: str) -> int:
         limit = self.second_approval_above

@@ -94,7 +94,9 @@ async def _evaluate(
         refundable_amount=refundable_amount(payment["amount"], held),
         flags=flags,
         approvals_required=policy.approvals_required(decided, payment["currency"]),
-        auto_approved=policy.auto_approves(amount=decided, currency=payment["currency"], flags=flags, reason=reason),
+        auto_approved=policy.auto_approves(
+            amount=decided, refunded=held, currency=payment["currency"], flags=flags, reason=reason
+        ),
     )
     return quote, policy
 
