@@ -376,7 +376,7 @@ class EventConsumer:
 
     async def _handle_with_retries(self, record: Record, event: Event, failure: Exception | None = None) -> None:
         """Handle one event alone until it is handled or dead-lettered; ``failure``: how its first try failed."""
-        attempt = 0
+        attempt = transient_failures = 0
         while True:
             attempt += 1
             if failure is None:
@@ -386,11 +386,13 @@ class EventConsumer:
                 except Exception as exc:  # noqa: BLE001 - every failure is sorted below: wait, retry or dead-letter
                     failure = exc
             if database_is_unavailable(failure):
-                # No event could be handled meanwhile: wait for the database, never dead-letter for it.
+                # No event could be handled meanwhile: wait for the database, never dead-letter for it, and spend
+                # none of the event's own retries on it.
                 delay = self._backoff(attempt)
                 log.warning("database_unavailable", attempt=attempt, retry_in=round(delay, 3), error=repr(failure))
-            elif isinstance(failure, _RETRYABLE) and attempt < self._settings.consumer_retry_attempts:
-                delay = self._backoff(attempt)
+            elif isinstance(failure, _RETRYABLE) and transient_failures + 1 < self._settings.consumer_retry_attempts:
+                transient_failures += 1
+                delay = self._backoff(transient_failures)
                 log.warning("event_retrying", attempt=attempt, retry_in=round(delay, 3), error=repr(failure))
             else:
                 code = "retries_exhausted" if isinstance(failure, _RETRYABLE) else "handler_error"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
+from refundflow_shared.consumer import TransientError
 from refundflow_shared.events import Event, dlq_topic, topic_for
 from refundflow_shared.service_runtime import ServiceRuntime
 from refundflow_shared.settings import ServiceSettings
@@ -170,6 +171,26 @@ async def test_a_handler_refused_by_an_overloaded_or_restarting_database_waits_a
 
     assert calls == [event.id] * (len(refusals) + 1), "waited well past the 2 retries of a transient error"
     assert await fresh.dead_letters("pay_overloaded") == []
+
+
+async def test_waiting_out_the_database_spends_none_of_a_transient_errors_retries(fresh: Probe) -> None:
+    """Two transient tries are allowed (the module's setting); the database's refusals in between are waits, not
+    tries: the third call's transient error is the event's first, and it is retried, not dead-lettered."""
+    failures: list[Exception] = [asyncpg.DeadlockDetectedError(), asyncpg.AdminShutdownError(), TransientError()]
+    calls = 0
+
+    async def flaky(event: Event) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= len(failures):
+            raise failures[calls - 1]
+
+    fresh.before_effect = flaky
+    await stage_events(fresh.pool, [refund_requested("pay_waited")])
+    await eventually(lambda: _has_effects(fresh, "pay_waited", 1))
+
+    assert calls == len(failures) + 1
+    assert await fresh.dead_letters("pay_waited") == []
 
 
 async def _has_effects(probe: Probe, payment_prefix: str, expected: int) -> bool:
