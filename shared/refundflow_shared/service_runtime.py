@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
@@ -23,7 +24,7 @@ from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.outbox import OutboxRelay, limit_event_size
 from refundflow_shared.retention import RetentionRule, run_retention
 from refundflow_shared.settings import ServiceSettings
-from refundflow_shared.structured_logging import configure_logging
+from refundflow_shared.structured_logging import BROKER_LOGGER, configure_logging
 from refundflow_shared.tracing import configure_tracing, flush
 
 log = structlog.get_logger(__name__)
@@ -40,7 +41,12 @@ class ServiceRuntime:
         self.settings = settings
         self._migrations = migrations
         # acks="all": the outbox marks a row sent only once every in-sync replica has it.
-        self.broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, graceful_timeout=30, acks="all")
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            logger=logging.getLogger(BROKER_LOGGER),
+            graceful_timeout=30,
+            acks="all",
+        )
         self._pool: asyncpg.Pool | None = None
         self._consumer: EventConsumer | None = None
         self._relay_task: asyncio.Task[None] | None = None

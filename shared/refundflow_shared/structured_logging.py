@@ -15,6 +15,8 @@ import structlog
 from refundflow_shared.events import Event
 from refundflow_shared.tracing import add_trace_ids
 
+BROKER_LOGGER = "refundflow.broker"  # the logger FastStream is given: its own name gets its own handler
+
 # Keys whose values must never reach a log line (card data, secrets, credentials).
 _REDACTED_KEYS = frozenset(
     {"api_key", "authorization", "password", "secret", "token", "card", "card_number", "cvc", "number"}
@@ -84,8 +86,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # One line per outbound call is noise (and a URL may be a credential): the SDKs' request logs stay off.
-    for chatty in ("httpx", "stripe"):
+    # One line per outbound call is noise (and a URL may be a credential): the SDKs' request logs stay off. So do
+    # FastStream's lines per batch; its failures (an offset commit, a fetch) are logged.
+    for chatty in ("httpx", "stripe", BROKER_LOGGER):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
