@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
@@ -99,3 +100,23 @@ async def test_once_a_merchant_has_an_owner_a_key_can_neither_mint_nor_revoke_ke
     assert created.status_code == 200 and 'id="new-api-key">rfk_' in created.text
     names = [k["name"] for k in (await intake.client.get("/v1/api-keys", headers=merchant)).json()["data"]]
     assert names == ["default", "billing"]
+
+
+async def test_an_owner_who_never_joined_leaves_the_keys_managed_by_keys(intake: IntakeUnderTest) -> None:
+    created = await intake.client.post(
+        "/v1/merchants", headers=ADMIN, json={"name": "Acme", "owner_email": "mistyped@acme.example"}
+    )
+    assert created.status_code == 201, created.text
+    merchant = {"Authorization": f"Bearer {created.json()['api_key']}"}
+    lapsed = timedelta(hours=73)  # the invite lapsed: nobody can sign in to the dashboard
+    intake.clock.advance(lapsed)
+    try:
+        minted = await intake.client.post("/v1/api-keys", headers=merchant, json={"name": "replacement"})
+        assert minted.status_code == 201, minted.text
+        replacement = {"Authorization": f"Bearer {minted.json()['api_key']}"}
+        [leaked, _] = (await intake.client.get("/v1/api-keys", headers=replacement)).json()["data"]
+        revoked = await intake.client.delete(f"/v1/api-keys/{leaked['id']}", headers=replacement)
+        assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+        assert (await intake.client.get("/v1/api-keys", headers=merchant)).status_code == 401
+    finally:
+        intake.clock.advance(-lapsed)

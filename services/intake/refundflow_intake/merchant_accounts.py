@@ -85,13 +85,15 @@ async def revoke_api_key(conn: asyncpg.Connection, merchant_id: str, key_id: str
 
 
 async def check_keys_managed_by_keys(conn: asyncpg.Connection, merchant_id: str) -> None:
-    """A merchant without people manages its keys with its keys (as before the dashboard); once it has an owner,
-    only owners do, so a leaked key cannot mint itself a twin or lock the team out."""
-    has_owner = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM merchant_users WHERE merchant_id = $1 AND role = 'owner' AND removed_at IS NULL)",
+    """A merchant without people manages its keys with its keys (as before the dashboard); once an owner has joined,
+    only owners do, so a leaked key cannot mint itself a twin or lock the team out. An owner who was invited but
+    never joined does not count: nobody could sign in to revoke a leaked key."""
+    has_joined_owner = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM merchant_users WHERE merchant_id = $1 AND role = 'owner' AND removed_at IS NULL"
+        " AND activated_at IS NOT NULL)",
         merchant_id,
     )
-    if has_owner:
+    if has_joined_owner:
         raise ApiKeysManagedByOwners("your API keys are managed by your owners in the dashboard (Settings)")
 
 
