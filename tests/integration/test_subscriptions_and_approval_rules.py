@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from refundflow_shared.events import SubscriptionCanceled
-from tests.support.dashboard_people import merchant_with_owner
+from tests.support.dashboard_people import Person, invite, merchant_with_owner
 from tests.support.intake_harness import ADMIN, Headers, IntakeUnderTest, running_intake
 from tests.support.probe_service import eventually
 
@@ -319,3 +319,55 @@ async def test_above_the_threshold_two_people_must_approve_and_a_key_cannot_be_t
     small = await intake.refund(merchant, below["id"])
     one_key = await intake.client.post(f"/v1/refunds/{small['id']}/approve", headers=merchant)
     assert one_key.json()["status"] == "processing"
+
+
+async def _first_approval_then_its_author_loses_the_right(
+    intake: IntakeUnderTest, merchant: Headers, owner: Person, refund_id: str, how: str
+) -> None:
+    """An approver gives the first approval of 80.00, then may no longer decide refunds (``how``)."""
+    page = f"/dashboard/refunds/{refund_id}"
+    if how == "key_revoked":
+        merchant_id = await intake.merchant_id(merchant)
+        issued = (await intake.client.post(f"/v1/merchants/{merchant_id}/api-keys", headers=ADMIN, json={})).json()
+        key = {"Authorization": f"Bearer {issued['api_key']}"}
+        first = await intake.client.post(f"/v1/refunds/{refund_id}/approve", headers=key)
+        assert first.json()["status"] == "pending", first.text
+        revoked = await owner.post_form(
+            "/dashboard/settings", f"/dashboard/settings/api-keys/{issued['id']}/revoke", {}
+        )
+        assert revoked.status_code == 303, revoked.text[:500]
+        return
+    approver = await invite(intake, owner, "approver")
+    first = await approver.post_form(page, f"{page}/approve", {"amount": "80.00"})
+    assert first.headers["location"].endswith("done=approval_recorded")
+    member_id = await intake.db.fetchval("SELECT id FROM merchant_users WHERE email = $1", approver.email)
+    action, form = ("remove", {}) if how == "removed" else ("role", {"role": "viewer"})
+    changed = await owner.post_form("/dashboard/team", f"/dashboard/team/{member_id}/{action}", form)
+    assert changed.status_code == 303, changed.text[:500]
+
+
+@pytest.mark.parametrize("how", ["removed", "demoted_to_viewer", "key_revoked"])
+async def test_an_approval_counts_only_while_its_author_may_still_decide_refunds(
+    intake: IntakeUnderTest, how: str
+) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    await intake.client.put(
+        "/v1/refund-policy", headers=merchant, json={"second_approval_above": {"amount": 5_000, "currency": "EUR"}}
+    )
+    payment = await intake.payment(merchant, amount=8_000)
+    refund = await intake.refund(merchant, payment["id"])
+    await _first_approval_then_its_author_loses_the_right(intake, merchant, owner, refund["id"], how)
+
+    page = f"/dashboard/refunds/{refund['id']}"
+    by_owner = await owner.post_form(page, f"{page}/approve", {"amount": "80.00"})
+    assert by_owner.headers["location"].endswith("done=approval_recorded")
+    after = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    assert after["status"] == "pending"
+    assert len(after["approvals"]) == 1 and after["approvals"][0].startswith("user:usr_")  # the owner's only
+    assert [t["action"] for t in after["timeline"]] == ["requested", "approval_1_of_2", "approval_1_of_2"]
+    assert await intake.staged("refund.approved", payment["id"]) == []
+
+    colleague = await invite(intake, owner, "approver")
+    completed = await colleague.post_form(page, f"{page}/approve", {"amount": "80.00"})
+    assert completed.headers["location"].endswith("done=approved")
+    assert [e["amount"] for e in await intake.staged("refund.approved", payment["id"])] == [8_000]

@@ -37,7 +37,7 @@ class ApprovalContext:
     disputed: bool
     provider_payment_conflict: bool
     is_subscription: bool
-    approvals: Mapping[str, int]  # who approved so far, and the amount each approved
+    approvals: Mapping[str, int]  # who approved so far and may still decide refunds, and the amount each approved
     customer_keeps_subscription: bool = False  # the customer asked (in the portal) to keep their subscription
     subscription_ended: bool = False  # cancelled already, now or at a period end that has passed
 

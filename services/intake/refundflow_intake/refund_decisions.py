@@ -59,9 +59,10 @@ async def approve_refund(
     extend_days: int | None = None,
 ) -> None:
     """Approve (possibly less than asked): the amount is held and the refund goes to the provider. Above the
-    policy's second-approval amount a different actor must approve the same amount too. ``cancel_only`` moves
-    no money: the request closes as rejected and the subscription ends at the period's end. ``note`` stays with
-    the team; ``note_to_customer`` is told to the customer (say why, when approving less than asked)."""
+    policy's second-approval amount a different actor must approve the same amount too; an approval counts only
+    while its author may still decide refunds. ``cancel_only`` moves no money: the request closes as rejected and
+    the subscription ends at the period's end. ``note`` stays with the team; ``note_to_customer`` is told to the
+    customer (say why, when approving less than asked)."""
     refund, payment = await locked_refund(conn, refund_id, merchant_id)
     status = RefundStatus(refund["status"])
     standing = await repository.standing(conn, payment, refund_id)
@@ -87,6 +88,9 @@ async def approve_refund(
         extend_days=extend_days,
     )
     decision = decide_approval(context, ask, policy)
+    if isinstance(decision, AwaitAnotherApprover | Approve) and standing.lapsed:
+        # They counted for nothing: the refund lists only the approvals that count.
+        await repository.discard_approvals(conn, refund_id, standing.lapsed)
     told = _Told(note=note, to_customer=note_to_customer, links=links, policy=policy)
     await _apply(conn, refund, payment, decision, actor=actor, told=told)
 

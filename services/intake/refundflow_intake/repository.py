@@ -14,6 +14,7 @@ from refundflow_intake import ledger
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.domain import HOLDING_STATUSES, RefundStatus
 from refundflow_intake.refund_policy import RefundPolicy
+from refundflow_intake.roles import Permission, roles_with
 from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import EventData
 from refundflow_shared.metrics import REFUNDS, count_after_commit
@@ -451,7 +452,18 @@ class Standing:
     held: int  # what its refunds hold
     disputed: bool
     policy: RefundPolicy  # what applies to its product
-    approvals: dict[str, int]  # who approved the refund so far, in order, and the amount each approved
+    approvals: dict[str, int]  # who approved the refund so far and still counts, in order, and the amount each approved
+    lapsed: tuple[str, ...]  # who approved it but may no longer decide refunds: their approvals count for nothing
+
+
+# An approval counts only while its author may still decide refunds: a member not removed whose role decides
+# them, or a key not revoked. A removed or demoted member's approval, or a revoked key's, has lapsed.
+_STILL_DECIDES = (
+    "EXISTS (SELECT 1 FROM merchant_users u WHERE a.actor LIKE 'user:%' AND u.id = substr(a.actor, 6)"
+    " AND u.removed_at IS NULL AND u.role = ANY($6::text[]))"
+    " OR EXISTS (SELECT 1 FROM api_keys k WHERE a.actor LIKE 'api_key:%' AND k.id = substr(a.actor, 9)"
+    " AND k.revoked_at IS NULL)"
+)
 
 
 async def standing(conn: asyncpg.Connection, payment: Row, refund_id: str | None = None) -> Standing:
@@ -459,17 +471,19 @@ async def standing(conn: asyncpg.Connection, payment: Row, refund_id: str | None
     for a request or an approval."""
     row = await conn.fetchrow(
         f"SELECT {_HELD_AND_DISPUTED}, {policies.documents_column('$3', '$4')},"
-        " ARRAY(SELECT actor FROM refund_approvals WHERE refund_id = $5 ORDER BY approved_at, actor) AS actors,"
-        " ARRAY(SELECT amount FROM refund_approvals WHERE refund_id = $5 ORDER BY approved_at, actor) AS amounts",
+        f" ARRAY(SELECT (a.actor, a.amount, {_STILL_DECIDES}) FROM refund_approvals a WHERE a.refund_id = $5"
+        " ORDER BY a.approved_at, a.actor) AS approvals",
         payment["id"],
         [s.value for s in HOLDING_STATUSES],
         payment["merchant_id"],
         payment["product_id"],
         refund_id,
+        [role.value for role in roles_with(Permission.DECIDE_REFUNDS)],
     )
     return Standing(
         held=int(row["held"]),
         disputed=bool(row["disputed"]),
         policy=policies.policy_from(row["policy_documents"], payment["product_id"]),
-        approvals=dict(zip(row["actors"], row["amounts"], strict=True)),
+        approvals={actor: amount for actor, amount, counts in row["approvals"] if counts},
+        lapsed=tuple(actor for actor, _, counts in row["approvals"] if not counts),
     )

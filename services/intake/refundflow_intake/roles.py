@@ -39,6 +39,10 @@ def allows(role: Role, permission: Permission) -> bool:
     return permission in _GRANTED[role]
 
 
+def roles_with(permission: Permission) -> list[Role]:
+    return [role for role in Role if allows(role, permission)]
+
+
 def require(role: Role, permission: Permission) -> None:
     """Raise unless ``role`` may do it: roles are enforced here, on the server, whatever a page shows."""
     if not allows(role, permission):

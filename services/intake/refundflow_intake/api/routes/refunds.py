@@ -171,8 +171,9 @@ async def approve_refund(
     again now: the payment must not be disputed, and the amount must fit what is still refundable. Above your
     policy's second-approval amount it needs two approvers of the same amount, and approvals count people: an
     API key may give the first approval, but the one that completes it must come from a person signed in to the
-    dashboard (409 ``second_approval_needs_a_person``). An approval of another amount starts them over. The
-    customer is told the amount, and ``note_to_customer`` (``note`` stays with your team)."""
+    dashboard (409 ``second_approval_needs_a_person``). An approval of another amount starts them over, and an
+    approval counts only while its author may still decide refunds (not a removed or demoted member's, nor a
+    revoked key's). The customer is told the amount, and ``note_to_customer`` (``note`` stays with your team)."""
     body = body or Approval()
     async with db.transaction() as conn:
         await refund_decisions.approve_refund(
