@@ -234,6 +234,22 @@ async def test_days_of_goodwill_the_form_cannot_take_are_refused_and_nothing_is_
     assert shown["status"] == "pending"
 
 
+async def test_a_subscription_choice_the_form_does_not_offer_is_refused_and_nothing_is_decided(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    payment = await intake.subscription_payment(merchant)
+    refund = await intake.refund(merchant, payment["id"])
+    page = f"/dashboard/refunds/{refund['id']}"
+
+    answer = await owner.post_form(page, f"{page}/approve", {"subscription_action": "refund_twice"})
+
+    assert answer.status_code == 422, answer.text[:300]
+    assert "invalid_subscription_action" in answer.text and "Approve refund" in answer.text
+    shown = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    assert shown["status"] == "pending"
+
+
 async def test_the_policy_auto_approves_small_clean_requests_only(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     await intake.client.put(

@@ -162,6 +162,13 @@ class SecondApprovalNeedsAPerson(DomainError):
     code = "second_approval_needs_a_person"
 
 
+class InvalidSubscriptionAction(DomainError):
+    """A choice the dashboard's form does not offer (the API's schema refuses it before any use case)."""
+
+    code = "invalid_subscription_action"
+    in_api = False
+
+
 class ApiKeysManagedByOwners(DomainError):
     """The merchant has owners: its API keys are created and revoked by them, in the dashboard."""
 

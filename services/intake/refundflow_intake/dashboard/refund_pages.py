@@ -23,7 +23,7 @@ from refundflow_intake.dashboard.money_text import parse_amount
 from refundflow_intake.dashboard.pages import STATUS_LABELS, render, render_fragment, see_other
 from refundflow_intake.dashboard.refund_words import action_words, actor_words, flag_explanations
 from refundflow_intake.dashboard_sessions import SignedIn
-from refundflow_intake.domain import DomainError, InvalidProration, SubscriptionAction
+from refundflow_intake.domain import DomainError, InvalidProration, InvalidSubscriptionAction, SubscriptionAction
 from refundflow_intake.proration import period_days, prorate
 from refundflow_intake.roles import Permission, require
 
@@ -164,7 +164,7 @@ async def approve(
                 note=note.strip() or None,
                 note_to_customer=note_to_customer.strip() or None,
                 amount=parse_amount(amount, refund.currency) if amount.strip() else None,
-                subscription_action=SubscriptionAction(subscription_action) if subscription_action else None,
+                subscription_action=_subscription_action(subscription_action),
                 extend_days=_days(extend_days),
             )
             after = await repository.get_refund(conn, refund_id, merchant_id=user.merchant_id)
@@ -193,6 +193,15 @@ async def reject(
     except DomainError as exc:
         return await _refused(request, db, user, refund_id, now, exc, {"reject_note": note})
     return see_other(f"/dashboard/refunds/{refund_id}?done=rejected")
+
+
+def _subscription_action(chosen: str) -> SubscriptionAction | None:
+    if not chosen:
+        return None
+    try:
+        return SubscriptionAction(chosen)
+    except ValueError:
+        raise InvalidSubscriptionAction("choose refund and cancel, refund only, or cancel only") from None
 
 
 def _days(typed: str) -> int | None:
