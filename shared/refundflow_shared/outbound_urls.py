@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
+
+log = structlog.get_logger(__name__)
 MAX_URL_LENGTH = 2048
 
 
@@ -75,7 +78,10 @@ def public_addresses(host: str, infos: Sequence[AddressInfo], *, allow_private: 
     if not allow_private:
         refused = [a for a in addresses if not is_public_address(a)]
         if refused:
-            raise UrlNotAllowed(f"the host {host!r} resolves to a non-public address ({refused[0]})")
+            # The address goes to our logs only: the merchant sees the refusal, and a name of ours (postgres,
+            # localhost) must not tell them what our network looks like.
+            log.info("outbound_url_refused", host=host, address=str(refused[0]))
+            raise UrlNotAllowed(f"the host {host!r} resolves to a non-public address")
     return addresses
 
 
