@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from standardwebhooks.webhooks import Webhook
 
 from refundflow_intake.app import create_app as create_intake
@@ -26,6 +27,7 @@ from refundflow_notifier.app import create_app as create_notifier
 from refundflow_shared.events import RefundSucceeded, topic_for
 from refundflow_shared.secret_box import SecretBox
 from tests.conftest import create_database
+from tests.support.dashboard_people import Person, accept_invite
 from tests.support.infrastructure import free_port
 from tests.support.kafka_reader import read_topic
 from tests.support.notifier_harness import TEST_INTERNAL_TOKEN, TEST_SECRET_KEY, EventFeed, notifier_settings
@@ -49,6 +51,12 @@ class World:
         self.api, self.notifier_db, self.feed, self.http = api, notifier_db, feed, http
         self.intake: Any = None
         self.kafka, self.prefix = kafka, prefix
+
+    @property
+    def app(self) -> FastAPI:
+        """The intake, for people in its dashboard."""
+        app: FastAPI = self.intake
+        return app
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +82,7 @@ async def world(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[World]
                     webhook_secret_key=TEST_SECRET_KEY,
                     refundflow_allow_private_webhook_urls=True,  # the receivers listen on 127.0.0.1
                     refundflow_internal_token=TEST_INTERNAL_TOKEN,
+                    dashboard_cookie_secure=False,  # the test client talks plain http
                 )
             )
             intake.state.notifier_link = NotifierLinkSettings(notifier_url=f"http://127.0.0.1:{port}")
@@ -212,6 +221,35 @@ async def test_the_delivery_log_shows_attempts_and_a_delivery_or_a_period_can_be
 
     unknown = await world.api.post(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries/999999/replay", headers=auth)
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "webhook_delivery_not_found"
+
+
+async def owner_signed_in(world: World) -> tuple[dict[str, str], Person]:
+    """A merchant with an owner who accepted the invite and is signed in to the dashboard."""
+    email = f"owner-{uuid.uuid4().hex[:8]}@acme.example"
+    created = await world.api.post(
+        "/v1/merchants",
+        json={"name": "Acme", "owner_email": email},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    return {"Authorization": f"Bearer {body['api_key']}"}, await accept_invite(world, body["owner_invite_url"], email)
+
+
+async def test_the_dashboard_replays_only_a_delivery_the_notifier_has(world: World) -> None:
+    auth, owner = await owner_signed_in(world)
+    body = {"url": world.http.url(uuid.uuid4().hex), "events": ["refund.succeeded"]}
+    endpoint = (await world.api.post("/v1/webhook-endpoints", headers=auth, json=body)).json()
+    await endpoint_known(world, endpoint["id"])
+    page = f"/dashboard/webhooks/{endpoint['id']}"
+
+    unknown = await owner.post_form(page, f"{page}/deliveries/999999/replay", {})
+    assert unknown.status_code == 404 and "webhook_delivery_not_found" in unknown.text, unknown.text[:500]
+    beyond = await owner.post_form(page, f"{page}/deliveries/{2**63}/replay", {})
+    assert beyond.status_code == 422 and "invalid_request" in beyond.text, beyond.text[:500]
+    for none in ("0", "-1"):
+        refused = await owner.post_form(page, f"{page}/deliveries/{none}/replay", {})
+        assert refused.status_code == 422, (none, refused.text[:500])
 
 
 async def test_an_endpoint_can_be_disabled_changed_and_deleted(world: World) -> None:

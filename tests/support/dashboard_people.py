@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
+from fastapi import FastAPI
 
 from tests.support.intake_harness import ADMIN, IntakeUnderTest
 
@@ -37,11 +38,18 @@ class Person:
         return await self.browser.post(action, data={"csrf_token": csrf_of(page.text), **data})
 
 
-def browser(intake: IntakeUnderTest) -> httpx.AsyncClient:
+class ServesTheDashboard(Protocol):
+    """An intake in-process: ``IntakeUnderTest``, or a test's own harness (one with a notifier, say)."""
+
+    @property
+    def app(self) -> FastAPI: ...
+
+
+def browser(intake: ServesTheDashboard) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=intake.app), base_url="http://intake")
 
 
-async def accept_invite(intake: IntakeUnderTest, invite_url: str, email: str, *, name: str = "") -> Person:
+async def accept_invite(intake: ServesTheDashboard, invite_url: str, email: str, *, name: str = "") -> Person:
     person = Person(email=email, browser=browser(intake))
     path = invite_url.split("://", 1)[1].split("/", 1)[1]
     page = await person.browser.get(f"/{path}")

@@ -13,7 +13,7 @@ from refundflow_intake import webhook_endpoints as endpoints
 from refundflow_intake.api.dependencies import Db, Now, Settings
 from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.api.fields import PathId
-from refundflow_intake.api.routes.webhook_endpoints import Notifier, optional_secret_box
+from refundflow_intake.api.routes.webhook_endpoints import DeliveryId, Notifier, optional_secret_box, replay_one
 from refundflow_intake.api.webhook_schemas import DeliveryLog, EndpointCreate
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
@@ -139,13 +139,16 @@ async def endpoint_page(
 
 @router.post("/{endpoint_id}/deliveries/{delivery_id}/replay")
 async def replay(
-    endpoint_id: PathId, delivery_id: int, user: FormUser, db: Db, settings: Settings, notifier: Notifier, now: Now
+    endpoint_id: PathId,
+    delivery_id: DeliveryId,
+    user: FormUser,
+    db: Db,
+    settings: Settings,
+    notifier: Notifier,
+    now: Now,
 ) -> Response:
     require(user.role, Permission.MANAGE_WEBHOOKS)
     per_hour = settings.webhook_replays_per_hour
     await endpoints.replay_allowed(db.pool, user.merchant_id, endpoint_id, per_hour=per_hour, now=now)
-    try:
-        await notifier.replay(user.merchant_id, endpoint_id, delivery_id=delivery_id)
-    except NotifierUnavailable as exc:
-        raise ApiError(503, "notifier_unavailable", str(exc)) from exc
+    await replay_one(notifier, user.merchant_id, endpoint_id, delivery_id)
     return see_other(f"/dashboard/webhooks/{endpoint_id}?done=replayed")

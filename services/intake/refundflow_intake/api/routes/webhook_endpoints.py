@@ -67,6 +67,7 @@ async def notifier_client(
 Box = Annotated[SecretBox, Depends(secret_box)]
 MaybeBox = Annotated[SecretBox | None, Depends(optional_secret_box)]
 Notifier = Annotated[NotifierClient, Depends(notifier_client)]
+DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # the notifier's bigint ids
 _NEEDS_KEY = {503: [_SIGNING_UNAVAILABLE]}
 _NEEDS_NOTIFIER = {503: [_SIGNING_UNAVAILABLE, _NOTIFIER_UNAVAILABLE]}
 
@@ -171,7 +172,7 @@ async def _replay_allowed(db: Db, settings: Settings, merchant_id: str, endpoint
 )
 async def replay_delivery(
     endpoint_id: PathId,
-    delivery_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    delivery_id: DeliveryId,
     caller: CurrentCaller,
     db: Db,
     notifier: Notifier,
@@ -180,10 +181,15 @@ async def replay_delivery(
 ) -> ReplayScheduled:
     """Deliver that delivery's event again (same webhook-id, fresh signature). Replays are rate-limited."""
     await _replay_allowed(db, settings, caller.merchant_id, endpoint_id, now)
-    result = await _ask(notifier.replay(caller.merchant_id, endpoint_id, delivery_id=delivery_id))
+    return ReplayScheduled(**await replay_one(notifier, caller.merchant_id, endpoint_id, delivery_id))
+
+
+async def replay_one(notifier: NotifierClient, merchant_id: str, endpoint_id: str, delivery_id: int) -> dict[str, Any]:
+    """Have the notifier deliver one delivery again; the API and the dashboard answer alike when it has none."""
+    result = await _ask(notifier.replay(merchant_id, endpoint_id, delivery_id=delivery_id))
     if result is None:
         raise WebhookDeliveryNotFound(f"no delivery {delivery_id} for webhook endpoint {endpoint_id}")
-    return ReplayScheduled(**result)
+    return result
 
 
 @router.post(
