@@ -270,16 +270,6 @@ async def list_members(conn: asyncpg.Connection, merchant_id: str) -> list[Row]:
     return [dict(r) for r in rows]
 
 
-async def has_owner(conn: asyncpg.Connection, merchant_id: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM merchant_users WHERE merchant_id = $1 AND role = 'owner'"
-            " AND removed_at IS NULL)",
-            merchant_id,
-        )
-    )
-
-
 async def display_of(conn: asyncpg.Connection, actor: str | None) -> str | None:
     """A person's name as the audit trail shows it: their display name and email, or their email."""
     if actor is None or not actors.is_person(actor):
