@@ -20,7 +20,7 @@ from refundflow_shared.events import (
     topic_for,
 )
 from tests.support.intake_harness import Headers, IntakeUnderTest, running_intake
-from tests.support.kafka_reader import headers_of, read_topic
+from tests.support.kafka_reader import dead_letter_of
 from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -169,8 +169,7 @@ async def test_a_reversal_of_a_refund_that_never_succeeded_is_dead_lettered(inta
     sent = await intake.publish(outcome(RefundReversed, refund, await intake.merchant_id(merchant)), source=PROCESSOR)
 
     dlq = dlq_topic(topic_for("refund.reversed", intake.settings.topic_prefix))
-    records = await read_topic(intake.settings.kafka_bootstrap_servers, dlq, expected=1, timeout=30)
-    [parked] = [headers_of(r) for r in records if headers_of(r)["ce_id"] == str(sent.id)]
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
     assert "pending" in parked["dlq_error"]
     assert (await shown(intake, merchant, f"/v1/refunds/{refund['id']}"))["status"] == "pending"
 

@@ -11,7 +11,7 @@ import pytest
 
 from refundflow_shared.events import PaymentSucceeded, Product, dlq_topic, topic_for
 from tests.support.intake_harness import ADMIN, Headers, IntakeUnderTest, running_intake
-from tests.support.kafka_reader import headers_of, read_topic
+from tests.support.kafka_reader import dead_letter_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -109,8 +109,7 @@ async def test_a_billing_event_claiming_another_merchants_provider_payment_is_de
     sent = await intake.publish(claim)
 
     dlq = dlq_topic(topic_for("payment.succeeded", intake.settings.topic_prefix))
-    records = await read_topic(intake.settings.kafka_bootstrap_servers, dlq, expected=1, timeout=30)
-    [parked] = [headers_of(r) for r in records if headers_of(r)["ce_id"] == str(sent.id)]
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
     assert parked["dlq_reason"] == "handler_error"
     assert "another merchant" in parked["dlq_error"]
     assert await intake.db.fetchval("SELECT count(*) FROM payments WHERE id = $1", claim.payment_id) == 0

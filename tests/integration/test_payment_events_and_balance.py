@@ -19,7 +19,7 @@ from refundflow_shared.events import (
     topic_for,
 )
 from tests.support.intake_harness import IntakeUnderTest, running_intake
-from tests.support.kafka_reader import headers_of, read_topic
+from tests.support.kafka_reader import dead_letter_of
 from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -139,8 +139,7 @@ async def test_a_failed_refund_frees_the_amount_and_leaves_the_balance(intake: I
 async def test_a_payment_for_an_unknown_merchant_is_dead_lettered(intake: IntakeUnderTest) -> None:
     sent = await intake.publish(billing_payment("mer_nobody"))
     dlq = dlq_topic(topic_for("payment.succeeded", intake.settings.topic_prefix))
-    records = await read_topic(intake.settings.kafka_bootstrap_servers, dlq, expected=1, timeout=30)
-    [parked] = [headers_of(r) for r in records if headers_of(r)["ce_id"] == str(sent.id)]
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
     assert parked["dlq_reason"] == "handler_error" and "mer_nobody" in parked["dlq_error"]
     assert await intake.db.fetchval("SELECT count(*) FROM payments WHERE merchant_id = 'mer_nobody'") == 0
 
@@ -191,6 +190,39 @@ async def test_a_refund_made_outside_refundflow_uses_up_the_payment_and_the_bala
     assert balance == [{"currency": "EUR", "paid": 10_000, "refunded": 4_000, "held": 0, "available": 6_000}]
 
 
+@pytest.mark.parametrize("mismatch", ["currency", "provider_payment_id"])
+async def test_a_refund_made_outside_refundflow_that_does_not_match_its_payment_is_parked_and_counts_nothing(
+    intake: IntakeUnderTest, mismatch: str
+) -> None:
+    """A report of 5,000 USD against a payment in EUR (or of another provider payment) is not money that left this
+    payment: it would cut the EUR refundable amount by 5,000 cents and add a USD line to the balance."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=10_000, currency="EUR")
+    wrong = {"currency": "USD"} if mismatch == "currency" else {"provider_payment_id": "pi_someone_elses"}
+    sent = await intake.publish(
+        RefundExternalDetected(
+            **{
+                "payment_id": payment["id"],
+                "merchant_id": await intake.merchant_id(merchant),
+                "amount": 5_000,
+                "currency": "EUR",
+                "provider_refund_id": f"re_dashboard_{uuid.uuid4().hex[:8]}",
+                "provider_payment_id": payment["provider_payment_id"],
+                "status": "succeeded",
+                **wrong,
+            }
+        )
+    )
+
+    dlq = dlq_topic(topic_for("refund.external_detected", intake.settings.topic_prefix))
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=60)
+    assert payment["id"] in parked["dlq_error"] and mismatch in parked["dlq_error"]
+    shown = (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()
+    assert (shown["refunded_amount"], shown["refundable_amount"]) == (0, 10_000)
+    balance = (await intake.client.get("/v1/balance", headers=merchant)).json()["data"]
+    assert balance == [{"currency": "EUR", "paid": 10_000, "refunded": 0, "held": 0, "available": 10_000}]
+
+
 async def test_a_refund_made_outside_refundflow_reported_before_its_payment_is_parked_with_an_alert(
     intake: IntakeUnderTest,
 ) -> None:
@@ -213,8 +245,7 @@ async def test_a_refund_made_outside_refundflow_reported_before_its_payment_is_p
     )
 
     dlq = dlq_topic(topic_for("refund.external_detected", intake.settings.topic_prefix))
-    records = await read_topic(intake.settings.kafka_bootstrap_servers, dlq, expected=1, timeout=60)
-    [parked] = [headers_of(r) for r in records if headers_of(r)["ce_id"] == str(sent.id)]
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=60)
     assert parked["dlq_reason"] == "retries_exhausted" and payment.payment_id in parked["dlq_error"]
 
     async def alerted() -> bool:
@@ -228,7 +259,13 @@ async def test_a_refund_made_outside_refundflow_reported_before_its_payment_is_p
     await eventually(alerted, timeout=30)
 
     await intake.publish(payment)
-    await intake.publish(sent)  # the operator replays the dead letter
+
+    async def registered() -> bool:
+        answer = await intake.client.get(f"/v1/payments/{payment.payment_id}", headers=merchant)
+        return answer.status_code == 200
+
+    await eventually(registered, timeout=30)  # the payment is there (the consumer retries in line, holding the rest)
+    await intake.publish(sent)  # so the operator replays the dead letter
 
     async def recorded() -> bool:
         answer = await intake.client.get(f"/v1/payments/{payment.payment_id}", headers=merchant)
@@ -257,7 +294,6 @@ async def test_a_payment_event_the_api_would_refuse_is_dead_lettered_not_registe
     payment = billing_payment(await intake.merchant_id(await intake.merchant()))
     sent = await intake.publish(payment.model_copy(update=wrong))  # as billing sent it: not checked on the way
     dlq = dlq_topic(topic_for("payment.succeeded", intake.settings.topic_prefix))
-    records = await read_topic(intake.settings.kafka_bootstrap_servers, dlq, expected=1, timeout=30)
-    [parked] = [headers_of(r) for r in records if headers_of(r)["ce_id"] == str(sent.id)]
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
     assert parked["dlq_reason"] == "validation_failed"
     assert await intake.db.fetchval("SELECT count(*) FROM payments WHERE id = $1", payment.payment_id) == 0

@@ -34,3 +34,17 @@ async def read_topic(
 
 def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
     return {k: v.decode() for k, v in (record.headers or ())}
+
+
+async def dead_letter_of(bootstrap: str, topic: str, event_id: object, *, timeout: float = 30.0) -> dict[str, str]:
+    """The headers of the one record of ``event_id`` on ``topic`` (a dead-letter topic), once it is there: other
+    tests of a module may park theirs on the same topic, before it or after."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        records = await read_topic(bootstrap, topic, expected=1, timeout=max(left, 0.1))
+        mine = [headers_of(r) for r in records if headers_of(r).get("ce_id") == str(event_id)]
+        if mine or left <= 0:
+            assert len(mine) == 1, f"{len(mine)} records of {event_id} on {topic}"
+            return mine[0]
+        await asyncio.sleep(0.2)

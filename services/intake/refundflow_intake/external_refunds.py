@@ -15,16 +15,23 @@ log = structlog.get_logger(__name__)
 
 
 class ForeignRefund(ValueError):
-    """A provider refund reported for another payment than the one it was first reported for (dead-lettered)."""
+    """A provider refund that is not this payment's (dead-lettered): reported for another payment than the one it
+    was first reported for, or in another currency, or of another provider payment."""
 
 
 async def record_external_refund(conn: asyncpg.Connection, data: RefundExternalDetected) -> None:
     """Apply the provider's latest word on the refund; a repeat or a report going backwards changes nothing."""
     # The payment's lock orders this with requests and approvals on the same payment.
-    if await repository.get_payment(conn, data.merchant_id, data.payment_id, lock=True) is None:
+    payment = await repository.get_payment(conn, data.merchant_id, data.payment_id, lock=True)
+    if payment is None:
         # Billing's payment.succeeded comes on another topic, maybe later: retried, then dead-lettered with a team
         # alert (without it the payment's refundable amount counts money that has left).
         raise TransientError(f"no payment {data.payment_id} of merchant {data.merchant_id} yet")
+    for field in ("currency", "provider_payment_id"):
+        if getattr(data, field) != payment[field]:
+            raise ForeignRefund(
+                f"provider refund {data.provider_refund_id}: its {field} is not payment {payment['id']}'s"
+            )
     known = await conn.fetchrow(
         "SELECT payment_id, amount, currency, status FROM external_refunds WHERE provider_refund_id = $1 FOR UPDATE",
         data.provider_refund_id,
