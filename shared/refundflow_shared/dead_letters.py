@@ -72,21 +72,22 @@ class DeadLetterOffice:
             "dlq_failed_at": datetime.now(UTC).isoformat(),
         }
         # The original plus our headers may be over the broker's limit: then keep the reason and say what was
-        # dropped, the value first, then the original headers too.
-        too_large = (MessageSizeTooLargeError, RecordTooLargeError)
-        parked = DLQ_MESSAGES.labels(self._consumer, topic, code)
-        try:
-            await self._broker.publish(value, dlq_topic(topic), key=key, headers={**headers, **reason})
-            parked.inc()
-            return
-        except too_large:
-            dropped = {"dlq_dropped": f"the original value ({len(value)} bytes): too large to carry"}
-        try:
-            await self._broker.publish(b"", dlq_topic(topic), key=key, headers={**headers, **reason, **dropped})
-        except too_large:
-            dropped = {"dlq_dropped": f"the original value ({len(value)} bytes) and headers: too large to carry"}
-            await self._broker.publish(b"", dlq_topic(topic), key=key, headers={**reason, **dropped})
-        parked.inc()
+        # dropped, the value first, then the original headers, then the key (a key alone may be near the limit).
+        dropped = f"the original value ({len(value)} bytes)"
+        smaller_and_smaller = [
+            (value, key, {**headers, **reason}),
+            (b"", key, {**headers, **reason, "dlq_dropped": f"{dropped}: too large to carry"}),
+            (b"", key, {**reason, "dlq_dropped": f"{dropped} and headers: too large to carry"}),
+            (b"", None, {**reason, "dlq_dropped": f"{dropped}, headers and key: too large to carry"}),
+        ]
+        for carried, carried_key, carried_headers in smaller_and_smaller:
+            try:
+                await self._broker.publish(carried, dlq_topic(topic), key=carried_key, headers=carried_headers)
+                break
+            except (MessageSizeTooLargeError, RecordTooLargeError):
+                if carried_headers is smaller_and_smaller[-1][2]:
+                    raise  # the reason alone: never too large, it is bounded
+        DLQ_MESSAGES.labels(self._consumer, topic, code).inc()
 
     async def publish_until_taken(
         self,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from refundflow_shared.events import Event, dlq_topic, topic_for
@@ -21,7 +22,7 @@ from refundflow_shared.service_runtime import ServiceRuntime
 from refundflow_shared.settings import ServiceSettings
 from tests.conftest import create_database
 from tests.support.probe_service import eventually, probe_settings, refund_requested, start_probe
-from tests.support.raw_records import TAG, DeadLetters, RawHeaders, RawRecord, produce, raw_headers
+from tests.support.raw_records import TAG, DeadLetters, RawHeaders, RawRecord, dlq_headers, produce, raw_headers
 
 MAX_EVENT_BYTES = 64 * 1024
 
@@ -169,3 +170,32 @@ async def test_a_record_too_large_to_carry_to_the_dlq_is_parked_without_its_body
     assert dead["too-large-to-carry"]["dlq_reason"] == "event_too_large"
     assert "too large to carry" in dead["too-large-to-carry"]["dlq_dropped"]
     assert probe.dead.records[b"too-large-to-carry"][0].value in (b"", None)
+
+
+async def test_a_key_too_large_to_carry_to_the_dlq_is_dropped_and_the_next_event_is_handled(probe: Probe) -> None:
+    """A key of almost a mebibyte fits the record, not the record and the dead-letter headers: parked without it,
+    the partition goes on (waiting for a broker that can never take it stalled the partition for good)."""
+    payment = f"pay_{uuid.uuid4().hex[:8]}"
+    good = Event.wrap(refund_requested(payment), source="refundflow/test", sequence=1)
+    partitions = list(range(probe.settings.topic_partitions))
+    partition = DefaultPartitioner()(payment.encode(), partitions, partitions)  # the good event's: poison first
+    headers: RawHeaders = [(TAG, b"key-too-large-to-carry")]
+    framing = DefaultRecordBatchBuilder.estimate_size_in_bytes(b"", b"", headers)
+    huge_key = b"k" * (1024 * 1024 - 100 - framing)
+    await produce(
+        probe.settings.kafka_bootstrap_servers,
+        [
+            RawRecord(probe.topic, huge_key, headers, None, partition=partition),
+            RawRecord(probe.topic, payment.encode(), raw_headers(good), good.kafka_value()),
+        ],
+    )
+
+    await eventually(lambda: probe.handled(good), timeout=60)
+
+    async def parked() -> bool:
+        letters = [dlq_headers(r) for records in probe.dead.records.values() for r in records]
+        return any(
+            h.get("dlq_original_partition") == str(partition) and "key" in h.get("dlq_dropped", "") for h in letters
+        )
+
+    await eventually(parked, timeout=30)

@@ -21,6 +21,7 @@ class RawRecord:
     key: bytes
     headers: RawHeaders
     value: bytes | None
+    partition: int | None = None  # None: the key's, as every producer picks it
 
 
 def raw_headers(event: Event) -> RawHeaders:
@@ -33,7 +34,9 @@ async def produce(bootstrap: str, records: Iterable[RawRecord]) -> None:
     await producer.start()
     try:
         for record in records:
-            await producer.send_and_wait(record.topic, record.value, key=record.key, headers=record.headers)
+            await producer.send_and_wait(
+                record.topic, record.value, key=record.key, headers=record.headers, partition=record.partition
+            )
     finally:
         await producer.stop()
 
