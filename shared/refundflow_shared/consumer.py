@@ -34,6 +34,7 @@ from typing import Any, TypeAlias, TypeVar, overload
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from opentelemetry.trace import SpanKind
@@ -48,7 +49,7 @@ from refundflow_shared.events import Event, EventData, EventType, topic_for
 from refundflow_shared.metrics import EVENTS_HANDLED, HANDLER_SECONDS, counts_on_commit
 from refundflow_shared.settings import ServiceSettings
 from refundflow_shared.structured_logging import bound
-from refundflow_shared.transient_faults import DatabaseUnavailable, database_is_unavailable
+from refundflow_shared.transient_faults import DatabaseUnavailable, broker_is_unavailable, database_is_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +71,17 @@ class _RollBack(Exception):
 
 # Worth a few retries, then the dead-letter topic: the same event may well succeed in a moment.
 _RETRYABLE = (TransientError, TimeoutError)
+
+
+def _infrastructure_away(failure: Exception) -> str | None:
+    """ "database" or "broker" when ``failure`` is theirs, not the event's: the database away, or a handler's publish
+    (a dead letter it parks) the broker did not answer. A handler's own TimeoutError is the event's: retried a few
+    times only."""
+    if database_is_unavailable(failure):
+        return "database"
+    if isinstance(failure, KafkaError) and broker_is_unavailable(failure):
+        return "broker"
+    return None
 
 
 async def _raw_body(msg: KafkaMessage) -> Any:
@@ -385,11 +397,11 @@ class EventConsumer:
                     return
                 except Exception as exc:  # noqa: BLE001 - every failure is sorted below: wait, retry or dead-letter
                     failure = exc
-            if database_is_unavailable(failure):
-                # No event could be handled meanwhile: wait for the database, never dead-letter for it, and spend
-                # none of the event's own retries on it.
+            if (away := _infrastructure_away(failure)) is not None:
+                # No event could be handled meanwhile: wait for the database (or the broker a handler published
+                # to), never dead-letter for it, and spend none of the event's own retries on it.
                 delay = self._backoff(attempt)
-                log.warning("database_unavailable", attempt=attempt, retry_in=round(delay, 3), error=repr(failure))
+                log.warning(f"{away}_unavailable", attempt=attempt, retry_in=round(delay, 3), error=repr(failure))
             elif isinstance(failure, _RETRYABLE) and transient_failures + 1 < self._settings.consumer_retry_attempts:
                 transient_failures += 1
                 delay = self._backoff(transient_failures)

@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
 from refundflow_shared.events import RefundSubmit, dlq_topic, topic_for
+from refundflow_shared.service_runtime import ServiceRuntime
 from tests.support.intake_harness import IntakeUnderTest, running_intake
-from tests.support.kafka_reader import headers_of, read_topic
+from tests.support.kafka_reader import dead_letter_of, headers_of, read_topic
 from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -81,3 +83,39 @@ async def test_a_refused_command_is_answered_and_parked_with_its_reason(
     parked = [r for r in await read_topic(intake.settings.kafka_bootstrap_servers, dlq, expected=1, timeout=20)]
     mine = [headers_of(r) for r in parked if headers_of(r)["ce_id"] == str(sent.id)]
     assert [(h["dlq_reason"], h["dlq_consumer"]) for h in mine] == [(code, "intake")]
+
+
+async def test_a_refusal_parked_while_the_broker_does_not_answer_is_answered_and_parked_once_it_does(
+    intake: IntakeUnderTest,
+) -> None:
+    """The refusal is parked from within the handler's transaction: a broker that times out then (no in-sync
+    replica for a while, say) is waited out, as the database is. It was handled as a bug: dead-lettered as
+    handler_error, its answer rolled back, the sender never told."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    submit = command(payment, await intake.merchant_id(merchant), reason="bored")
+    runtime: ServiceRuntime = intake.app.state.runtime
+    publish = runtime.broker.publish
+    timeouts = ["no in-sync replica answered"]
+
+    async def publish_timing_out_once(*args: Any, **kwargs: Any) -> Any:
+        if timeouts and str(args[1]).endswith(".dlq"):  # what a broker without its replicas does to a produce
+            raise KafkaTimeoutError(timeouts.pop())
+        return await publish(*args, **kwargs)
+
+    runtime.broker.publish = publish_timing_out_once  # type: ignore[method-assign]
+    try:
+        sent = await intake.publish(submit)
+
+        async def answered() -> bool:
+            return bool(await intake.staged("refund.submit_rejected", submit.payment_id))
+
+        await eventually(answered, timeout=30)
+    finally:
+        runtime.broker.publish = publish  # type: ignore[method-assign]
+    assert not timeouts, "the broker timed out on the refusal's dead letter"
+    [answer] = await intake.staged("refund.submit_rejected", submit.payment_id)
+    assert answer["code"] == "invalid_reason"
+    dlq = dlq_topic(topic_for("refund.submit", intake.settings.topic_prefix))
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
+    assert parked["dlq_reason"] == "invalid_reason"
