@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 
+from refundflow_processor.payment_provider import (
+    ProviderRefund,
+    ProviderRefused,
+    ProviderSubscription,
+    ProviderUnavailable,
+)
 from refundflow_shared.events import SubscriptionCancelRequested, dlq_topic, topic_for
 from tests.conftest import create_database
 from tests.support.kafka_reader import read_topic
@@ -102,3 +109,69 @@ async def test_a_cancel_at_period_end_after_a_cancel_now_is_done_not_a_false_ala
     alerts = await processor.staged("team_alert.raised", about=now.payment_id)
     assert [a for a in alerts if a["kind"] == "subscription_cancel_failed"] == []
     await nothing_dead_lettered(processor)
+
+
+class CanceledInABrownOut:
+    """Stripe after a cancel now that timed out once it was applied: cancelling again is its 404 resource_missing
+    (a canceled subscription is gone for cancels), and the first read of the subscription fails in the same
+    brown-out; later reads show it canceled."""
+
+    name = "stripe"
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.canceled_at = datetime.now(UTC).replace(microsecond=0)
+
+    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
+        raise ProviderRefused("resource_missing", f"No such subscription: '{subscription_id}'")
+
+    async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
+        self.reads += 1
+        if self.reads == 1:
+            raise ProviderUnavailable("HTTP 503: the provider is browning out", server_error=True)
+        return ProviderSubscription(subscription_id, "canceled", False, self.canceled_at)
+
+    async def create_refund(
+        self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
+    ) -> ProviderRefund:
+        raise ProviderUnavailable("not in this test")
+
+    async def get_refund(self, provider_refund_id: str) -> ProviderRefund:
+        raise ProviderUnavailable("not in this test")
+
+    async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
+        return []
+
+    async def extend_subscription(
+        self, subscription_id: str, *, until: datetime, idempotency_key: str
+    ) -> ProviderSubscription:
+        raise ProviderUnavailable("not in this test")
+
+
+async def test_a_refused_cancel_whose_subscription_cannot_be_read_yet_is_retried_not_failed(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """A refusal says nothing final while the read that would explain it got no answer: the cancel is tried again
+    later, and then it is found done (the subscription had ended), with no "customer may still be billed"."""
+    provider = CanceledInABrownOut()
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider=provider) as processor:
+        requested = cancel_request(f"sub_{uuid.uuid4().hex[:12]}")
+        await processor.publish(requested)
+
+        async def state() -> str | None:
+            found: str | None = await processor.db.fetchval(
+                "SELECT state FROM subscription_cancels WHERE subscription_id = $1", requested.subscription_id
+            )
+            return found
+
+        async def finished() -> bool:
+            return await state() in ("succeeded", "failed")
+
+        await eventually(finished, timeout=30)
+        assert await state() == "succeeded"
+        assert provider.reads == 2, "the unanswered read was retried, and answered"
+        [done] = await processor.staged("subscription.canceled", about=requested.subscription_id)
+        assert done["at_period_end"] is False
+        assert datetime.fromisoformat(done["ends_at"]) == provider.canceled_at
+        assert await processor.staged("team_alert.raised", about=requested.payment_id) == []
+        await nothing_dead_lettered(processor)

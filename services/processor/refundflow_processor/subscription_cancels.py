@@ -72,11 +72,17 @@ class SubscriptionCancelExecutor:
         call = self._provider.cancel_subscription(cancel.subscription_id, at_period_end=cancel.at_period_end)
         answer = await ask(call, deadline)
         if isinstance(answer, Refused):
-            # A subscription another request already ended cannot be ended again (Stripe refuses to schedule the
-            # end of a canceled one): that is this request done too, not a customer who may still be billed.
+            # A subscription already ended cannot be ended again (Stripe answers 404 to cancelling a canceled one,
+            # and refuses to schedule its end): that is this request done too, not a customer who may still be
+            # billed. Until the read answers, the refusal says nothing final: retry (or pause) as the read says.
             current = await ask(self._provider.get_subscription(cancel.subscription_id), deadline)
-            if isinstance(current, Done) and current.value.status == "canceled":
-                return current
+            match current:
+                case Done(subscription) if subscription.status == "canceled":
+                    return current
+                case Retry(error):
+                    return Retry(f"{answer.message}; the subscription could not be read: {error}")
+                case AuthFailed():
+                    return current
         return answer
 
     async def _record(self, conn: asyncpg.Connection, cancel: SubscriptionCancel, answer: CancelAnswer) -> None:
