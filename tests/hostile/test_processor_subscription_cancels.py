@@ -111,6 +111,27 @@ async def test_a_cancel_at_period_end_after_a_cancel_now_is_done_not_a_false_ala
     await nothing_dead_lettered(processor)
 
 
+async def test_a_second_cancel_now_of_a_subscription_is_done_not_a_false_alarm(processor: ProcessorUnderTest) -> None:
+    """The provider refuses to cancel a canceled subscription (Stripe's 404, as the sandbox answers): the second
+    request finds it ended, and is done."""
+    first = cancel_request(f"sub_twice_now_{uuid.uuid4().hex[:12]}")
+    await processor.publish(first)
+
+    async def canceled(count: int) -> bool:
+        return len(await processor.staged("subscription.canceled", about=first.subscription_id)) >= count
+
+    await eventually(lambda: canceled(1), timeout=30)
+    await processor.publish(first.model_copy(update={"refund_id": "ref_second_request"}))
+
+    await eventually(lambda: canceled(2), timeout=30)
+    done = await processor.staged("subscription.canceled", about=first.subscription_id)
+    assert [(d["refund_id"], d["at_period_end"]) for d in done] == [(REFUND_ID, False), ("ref_second_request", False)]
+    assert done[1]["ends_at"] == done[0]["ends_at"], "it ended when the first request cancelled it"
+    alerts = await processor.staged("team_alert.raised", about=first.payment_id)
+    assert [a for a in alerts if a["kind"] == "subscription_cancel_failed"] == []
+    await nothing_dead_lettered(processor)
+
+
 class CanceledInABrownOut:
     """Stripe after a cancel now that timed out once it was applied: cancelling again is its 404 resource_missing
     (a canceled subscription is gone for cancels), and the first read of the subscription fails in the same

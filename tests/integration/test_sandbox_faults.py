@@ -153,6 +153,19 @@ async def test_subscriptions_can_be_missing_or_flaky(sandbox: Sandbox) -> None:
     assert (await sandbox.client.v1.subscriptions.cancel_async(flaky)).status == "canceled"
 
 
+async def test_a_canceled_subscription_cannot_be_canceled_again_as_at_stripe(sandbox: Sandbox) -> None:
+    """Stripe answers 404 resource_missing to a cancel of a canceled subscription; reading it still shows it."""
+    subscription_id = f"sub_{uuid.uuid4().hex}"
+    canceled = await sandbox.client.v1.subscriptions.cancel_async(subscription_id)
+    assert canceled.status == "canceled"
+
+    with pytest.raises(stripe.InvalidRequestError) as again:
+        await sandbox.client.v1.subscriptions.cancel_async(subscription_id)
+    assert (again.value.http_status, again.value.code) == (404, "resource_missing")
+    held = await sandbox.client.v1.subscriptions.retrieve_async(subscription_id)
+    assert (held.status, held.canceled_at) == ("canceled", canceled.canceled_at)
+
+
 async def test_every_provider_call_is_answered_after_the_configured_latency() -> None:
     port = free_port()
     async with serving(create_app(SandboxSettings(latency_ms=300)), port) as url:

@@ -53,7 +53,7 @@ class Subscription:
 
 
 class SubscriptionNotFound(Exception):
-    """``sub_missing_...``: Stripe knows no such subscription."""
+    """``sub_missing_...``: Stripe knows no such subscription. Nor, for a cancel, a canceled one."""
 
 
 class SimulatedFailure(Exception):
@@ -91,9 +91,10 @@ class Subscriptions:
 
     def cancel_now(self, subscription_id: str) -> Subscription:
         subscription = self._before_change(subscription_id)
-        if subscription.status != "canceled":
-            subscription.status = "canceled"
-            subscription.canceled_at = int(self._clock())
+        if subscription.status == "canceled":  # Stripe: 404 resource_missing, though it can still be read
+            raise SubscriptionNotFound(subscription_id)
+        subscription.status = "canceled"
+        subscription.canceled_at = int(self._clock())
         return subscription
 
     def cancel_at_period_end(self, subscription_id: str, cancel: bool) -> Subscription:
