@@ -8,6 +8,7 @@ which every refund is made but its answer never comes back, and listing refunds 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import datetime
 
 import pytest
@@ -124,6 +125,60 @@ async def test_a_provider_answer_for_another_amount_is_not_recorded_as_our_refun
         assert await processor.staged("refund.succeeded", about=approved.refund_id) == []
         assert len(await processor.staged("team_alert.raised", about=approved.refund_id)) == 1
         assert provider.create_calls == 1
+
+
+class OneRefundForEveryone(BrownOutProvider):
+    """A hostile (or broken) provider: every refund asked for is answered with the same provider refund, of the
+    amount asked and carrying the asking refund's id; listing a payment's refunds shows it too."""
+
+    def __init__(self) -> None:
+        super().__init__(answers=True)
+        self.recovered.set()
+        self.calls: Counter[str] = Counter()  # create calls, per refund of ours
+        self.answered: dict[str, ProviderRefund] = {}  # per payment intent
+
+    async def create_refund(
+        self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
+    ) -> ProviderRefund:
+        self.calls[refund_id] += 1
+        answer = ProviderRefund("re_shared", "succeeded", amount, currency, None, {"refund_id": refund_id})
+        self.answered[payment_ref] = answer
+        return answer
+
+    async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
+        return [self.answered[payment_ref]] if payment_ref in self.answered else []
+
+
+async def test_a_provider_answer_already_recorded_for_another_refund_is_not_ours(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The answer's refund is already recorded as another refund's: the refund is not recorded as succeeded, the
+    team is told once, and the provider is never called again for it (only asked, while the outcome is unknown)."""
+    provider = OneRefundForEveryone()
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider=provider) as processor:
+        first = approval(payment_intent())
+        await processor.publish(first)
+        await eventually(lambda: _status_is(processor, first.refund_id, "succeeded"), timeout=30)
+        second = approval(payment_intent())  # the same amount and currency
+        await processor.publish(second)
+
+        async def alerted_or_called_again() -> bool:
+            alerts = await processor.staged("team_alert.raised", about=second.refund_id)
+            return bool(alerts) or provider.calls[second.refund_id] > 3
+
+        await eventually(alerted_or_called_again, timeout=30)
+        assert provider.calls[second.refund_id] == 1, "the same key is not called again and again"
+        [alert] = await processor.staged("team_alert.raised", about=second.refund_id)
+        assert alert["kind"] == "provider_answer_mismatch"
+        assert "re_shared" in alert["details"]["error"] and first.refund_id in alert["details"]["error"]
+
+        await reconciled_again(processor, second.refund_id, 3)
+        assert await processor.attempts(second.refund_id) == ["unknown"]
+        assert await processor.refund_status(second.refund_id) == "processing"
+        assert await processor.staged("refund.succeeded", about=second.refund_id) == []
+        assert len(await processor.staged("team_alert.raised", about=second.refund_id)) == 1
+        assert provider.calls == {first.refund_id: 1, second.refund_id: 1}
+        assert await processor.refund_status(first.refund_id) == "succeeded"
 
 
 async def _status_is(processor: ProcessorUnderTest, refund_id: str, status: str) -> bool:

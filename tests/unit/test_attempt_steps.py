@@ -24,6 +24,7 @@ from refundflow_processor.attempts import (
     Reconcile,
     Reconciled,
     ReconcileFailed,
+    RecordedForAnother,
     Refused,
     RetryAt,
     Reverse,
@@ -134,6 +135,14 @@ TABLE = [
         Answered(refund(currency="JPY")),
         Unknown(1.0, "the provider's refund re_1 is 2500 JPY, ours is 2500 EUR", alert="provider_answer_mismatch"),
         id="a refund in another currency is not believed",
+    ),
+    pytest.param(
+        attempt(),
+        RecordedForAnother("re_1", "ref_2"),
+        Unknown(
+            1.0, "the provider's refund re_1 is already recorded for refund ref_2", alert="provider_answer_mismatch"
+        ),
+        id="a refund already recorded for another of our refunds is not believed",
     ),
     # No refund in the answer.
     pytest.param(

@@ -89,13 +89,24 @@ class ReconcileFailed:
 
 
 @dataclass(frozen=True)
+class RecordedForAnother:
+    """The provider's refund for our key is already recorded as another refund's: the provider's answer is not
+    the refund we asked for (its ids are unique, so no two of our refunds can be one refund)."""
+
+    provider_refund_id: str
+    other_refund_id: str
+
+
+@dataclass(frozen=True)
 class Updated:
     """The provider reported a refund's status on its own (webhook, or the sync job asking)."""
 
     refund: ProviderRefund
 
 
-ProviderAnswer = Answered | Refused | NoAnswer | AuthFailed | Reconciled | ReconcileFailed | Updated
+ProviderAnswer = (
+    Answered | Refused | NoAnswer | AuthFailed | Reconciled | ReconcileFailed | RecordedForAnother | Updated
+)
 
 
 # What to do (the output).
@@ -202,6 +213,12 @@ def next_step(attempt: Attempt, answer: ProviderAnswer | None, *, now: datetime,
             return CallProvider()
         case Answered(refund) | Reconciled(found=ProviderRefund() as refund):
             return _verdict(attempt, refund, backoff)
+        case RecordedForAnother(provider_refund_id, other_refund_id):
+            return Unknown(
+                backoff,
+                f"the provider's refund {provider_refund_id} is already recorded for refund {other_refund_id}",
+                alert="provider_answer_mismatch",
+            )
         case Refused(code, message):
             return Fail(PROVIDER_REFUSED, f"{code}: {message}")
         case AuthFailed(error):

@@ -30,6 +30,7 @@ from refundflow_processor.attempts import (
     Reconcile,
     Reconciled,
     ReconcileFailed,
+    RecordedForAnother,
     Refused,
     Step,
     next_step,
@@ -170,7 +171,13 @@ class RefundExecutor:
         if current is None:
             log.warning("attempt_lease_lost", step=type(outcome.step).__name__)
             return
-        await apply_step(conn, current, outcome.step, provider=self._provider.name)
+        try:
+            await apply_step(conn, current, outcome.step, provider=self._provider.name)
+        except repository.ProviderRefundTaken as taken:
+            # Not our refund: believed, the unique index would refuse it at every turn, the key called each time.
+            answer = RecordedForAnother(taken.provider_refund_id, taken.other_refund_id)
+            step = next_step(current, answer, now=datetime.now(UTC), policy=self._policy)
+            await apply_step(conn, current, step, provider=self._provider.name)
 
     async def _pause_calls(self, attempt: Attempt, error: str) -> None:
         pause = self._pause.trip()

@@ -35,6 +35,18 @@ _LOCK_ATTEMPT = (
     " JOIN refund_attempts a ON a.refund_id = r.refund_id"
 )
 _LOCK_PAYMENT_FIRST = "FOR UPDATE OF p, a, r"
+# The refund whose attempt already holds provider refund $3 (the ids are unique), unless it is attempt ($1, $2).
+_HELD_BY_ANOTHER = (
+    "SELECT refund_id FROM refund_attempts WHERE provider_refund_id = $3 AND (refund_id, attempt) <> ($1, $2)"
+)
+
+
+class ProviderRefundTaken(Exception):
+    """The provider refund is already recorded as another refund's; nothing was written."""
+
+    def __init__(self, provider_refund_id: str, other_refund_id: str) -> None:
+        super().__init__(f"the provider's refund {provider_refund_id} is already recorded for {other_refund_id}")
+        self.provider_refund_id, self.other_refund_id = provider_refund_id, other_refund_id
 
 
 def _refund(row: asyncpg.Record) -> Refund:
@@ -229,17 +241,23 @@ async def record_attempt_state(
     provider_refund_id: str | None = None,
     error: str | None = None,
 ) -> None:
-    """The attempt reached ``state`` (pending at the provider, succeeded, failed or abandoned)."""
-    await conn.execute(
-        "UPDATE refund_attempts SET state = $3, provider_refund_id = coalesce($4, provider_refund_id),"
+    """The attempt reached ``state`` (pending at the provider, succeeded, failed or abandoned). Raises
+    ``ProviderRefundTaken``, writing nothing, if ``provider_refund_id`` is another refund's."""
+    other_refund_id = await conn.fetchval(
+        f"WITH other AS ({_HELD_BY_ANOTHER}), attempt AS ("
+        "  UPDATE refund_attempts SET state = $4, provider_refund_id = coalesce($3, provider_refund_id),"
         f" last_error = coalesce($5, last_error), tries = tries + 1, {_RELEASE}"
-        " WHERE refund_id = $1 AND attempt = $2",
+        "  WHERE refund_id = $1 AND attempt = $2 AND NOT EXISTS (SELECT FROM other)"
+        ") SELECT refund_id FROM other",
         attempt.refund.refund_id,
         attempt.number,
-        state.value,
         provider_refund_id,
+        state.value,
         error,
     )
+    if other_refund_id is not None:
+        assert provider_refund_id is not None  # only an id can be another's
+        raise ProviderRefundTaken(provider_refund_id, other_refund_id)
 
 
 async def finish_refund(
@@ -287,26 +305,30 @@ async def note_outcome_unknown_alert(conn: asyncpg.Connection, refund_id: str) -
 async def record_success(conn: asyncpg.Connection, attempt: Attempt, provider_refund_id: str) -> int:
     """The attempt and its refund succeeded (one round trip); what has now reached the customer: our succeeded
     refunds, this one included, plus attributed succeeded refunds made elsewhere. The caller holds the payment's
-    lock, so the sums see every other outcome of the payment (this statement's snapshot is taken after it)."""
-    total: int = await conn.fetchval(
-        "WITH attempt AS ("
+    lock, so the sums see every other outcome of the payment (this statement's snapshot is taken after it).
+    Raises ``ProviderRefundTaken``, writing nothing, if ``provider_refund_id`` is another refund's."""
+    row = await conn.fetchrow(
+        f"WITH other AS ({_HELD_BY_ANOTHER}), attempt AS ("
         "  UPDATE refund_attempts SET state = 'succeeded', provider_refund_id = $3, tries = tries + 1,"
-        f" {_RELEASE} WHERE refund_id = $1 AND attempt = $2"
+        f" {_RELEASE} WHERE refund_id = $1 AND attempt = $2 AND NOT EXISTS (SELECT FROM other)"
         "), refund AS ("
         "  UPDATE refunds SET status = 'succeeded', provider_refund_id = $3, failure_reason = NULL,"
-        "  failure_message = NULL, updated_at = now() WHERE refund_id = $1 RETURNING payment_id, amount"
+        "  failure_message = NULL, updated_at = now() WHERE refund_id = $1 AND NOT EXISTS (SELECT FROM other)"
+        "  RETURNING payment_id, amount"
         ")"  # the sums read the table as it was before this statement: this refund is counted from its update
-        " SELECT refund.amount"
-        " + (SELECT coalesce(sum(amount), 0) FROM refunds"
-        "    WHERE payment_id = refund.payment_id AND status = 'succeeded' AND refund_id <> $1)"
-        " + (SELECT coalesce(sum(amount), 0) FROM external_refunds"
-        "    WHERE payment_id = refund.payment_id AND status = 'succeeded' AND attributed)"
-        " FROM refund",
+        " SELECT (SELECT refund_id FROM other) AS other_refund_id, (SELECT refund.amount"
+        "  + (SELECT coalesce(sum(amount), 0) FROM refunds"
+        "     WHERE payment_id = refund.payment_id AND status = 'succeeded' AND refund_id <> $1)"
+        "  + (SELECT coalesce(sum(amount), 0) FROM external_refunds"
+        "     WHERE payment_id = refund.payment_id AND status = 'succeeded' AND attributed)"
+        "  FROM refund) AS refunded",
         attempt.refund.refund_id,
         attempt.number,
         provider_refund_id,
     )
-    return int(total)
+    if row["other_refund_id"] is not None:
+        raise ProviderRefundTaken(provider_refund_id, row["other_refund_id"])
+    return int(row["refunded"])
 
 
 async def held_total(conn: asyncpg.Connection, payment_id: str) -> int:
