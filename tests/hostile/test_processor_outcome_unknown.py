@@ -127,6 +127,39 @@ async def test_a_provider_answer_for_another_amount_is_not_recorded_as_our_refun
         assert provider.create_calls == 1
 
 
+class AnswersWithARefundItDoesNotList(BrownOutProvider):
+    """Answers each refund asked for with one of another amount, which the payment's refunds, listed, do not show:
+    the answer is not ours, and a refund may still have been made under the key."""
+
+    async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
+        return []
+
+
+async def test_a_key_answered_with_a_refund_that_is_not_ours_is_never_replaced_by_a_new_key(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Listing no refund of ours proves nothing about a key the provider answered with a refund: a new key could
+    refund the customer twice. The refund stays unknown, reconciled only."""
+    provider = AnswersWithARefundItDoesNotList(amount_shift=10_000, answers=True)
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider=provider) as processor:
+        approved = approval(payment_intent())
+        await processor.publish(approved)
+
+        async def reconciled_or_called_again() -> bool:
+            tries = await processor.db.fetchval(
+                "SELECT tries FROM refund_attempts WHERE refund_id = $1 AND attempt = 1", approved.refund_id
+            )
+            return provider.create_calls > 1 or (tries or 0) >= 4
+
+        await eventually(reconciled_or_called_again, timeout=30)
+        assert provider.create_calls == 1, "no new key"
+        assert await processor.attempts(approved.refund_id) == ["unknown"]
+        assert await processor.refund_status(approved.refund_id) == "processing"
+        assert await processor.staged("refund.failed", about=approved.refund_id) == []
+        [alert] = await processor.staged("team_alert.raised", about=approved.refund_id)
+        assert alert["kind"] == "provider_answer_mismatch"
+
+
 class OneRefundForEveryone(BrownOutProvider):
     """A hostile (or broken) provider: every refund asked for is answered with the same provider refund, of the
     amount asked and carrying the asking refund's id; listing a payment's refunds shows it too."""

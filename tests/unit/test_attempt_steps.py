@@ -57,6 +57,7 @@ def attempt(
     provider_calls: int = 0,
     key_age: timedelta = timedelta(seconds=5),
     refund_status: RefundStatus = RefundStatus.PROCESSING,
+    mismatched_refund_id: str | None = None,
 ) -> Attempt:
     refund = replace(REFUND, provider_calls=provider_calls, status=refund_status)
     return replace(
@@ -67,6 +68,7 @@ def attempt(
         server_errors=server_errors,
         key_created_at=NOW - key_age,
         last_error="HTTP 503: down",
+        mismatched_refund_id=mismatched_refund_id,
     )
 
 
@@ -127,20 +129,33 @@ TABLE = [
     pytest.param(
         attempt(),
         Answered(refund(amount=25_000)),
-        Unknown(1.0, "the provider's refund re_1 is 25000 EUR, ours is 2500 EUR", alert="provider_answer_mismatch"),
+        Unknown(
+            1.0,
+            "the provider's refund re_1 is 25000 EUR, ours is 2500 EUR",
+            alert="provider_answer_mismatch",
+            mismatched_refund_id="re_1",
+        ),
         id="a refund of another amount is not believed",
     ),
     pytest.param(
         attempt(),
         Answered(refund(currency="JPY")),
-        Unknown(1.0, "the provider's refund re_1 is 2500 JPY, ours is 2500 EUR", alert="provider_answer_mismatch"),
+        Unknown(
+            1.0,
+            "the provider's refund re_1 is 2500 JPY, ours is 2500 EUR",
+            alert="provider_answer_mismatch",
+            mismatched_refund_id="re_1",
+        ),
         id="a refund in another currency is not believed",
     ),
     pytest.param(
         attempt(),
         RecordedForAnother("re_1", "ref_2"),
         Unknown(
-            1.0, "the provider's refund re_1 is already recorded for refund ref_2", alert="provider_answer_mismatch"
+            1.0,
+            "the provider's refund re_1 is already recorded for refund ref_2",
+            alert="provider_answer_mismatch",
+            mismatched_refund_id="re_1",
         ),
         id="a refund already recorded for another of our refunds is not believed",
     ),
@@ -182,6 +197,18 @@ TABLE = [
         Reconciled(None),
         GiveUp("HTTP 503: down"),
         id="no refund and no budget left: the refund fails, provider unavailable",
+    ),
+    pytest.param(
+        attempt(AttemptState.UNKNOWN, provider_calls=8, key_age=EXPIRED, mismatched_refund_id="re_9"),
+        Reconciled(None),
+        Unknown(
+            1.0,
+            "key refund_ref_1_1 was answered with the provider's refund re_9, not ours, and the provider lists none"
+            " of ours",
+            alert="provider_answer_mismatch",
+            mismatched_refund_id="re_9",
+        ),
+        id="no refund of ours under a key answered with one not ours: still unknown, never a new key nor failed",
     ),
     pytest.param(
         attempt(provider_calls=8, tries=8),

@@ -29,7 +29,9 @@ class AttemptState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ABANDONED = "abandoned"  # reconciliation proved the key made no refund: attempt n + 1 has a new key
-    UNKNOWN = "unknown"  # the provider may hold a refund and reconciliation could not run yet: reconcile only
+    # The provider may hold a refund and reconciliation could not run yet, or it answered with a refund that is not
+    # ours: reconcile only.
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ class Unknown:
     delay_seconds: float
     error: str
     alert: str = "refund_outcome_unknown"
+    mismatched_refund_id: str | None = None  # the refund, not ours, that the provider answered the key with
 
 
 @dataclass(frozen=True)
@@ -214,10 +217,10 @@ def next_step(attempt: Attempt, answer: ProviderAnswer | None, *, now: datetime,
         case Answered(refund) | Reconciled(found=ProviderRefund() as refund):
             return _verdict(attempt, refund, backoff)
         case RecordedForAnother(provider_refund_id, other_refund_id):
-            return Unknown(
+            return _mismatch(
                 backoff,
+                provider_refund_id,
                 f"the provider's refund {provider_refund_id} is already recorded for refund {other_refund_id}",
-                alert="provider_answer_mismatch",
             )
         case Refused(code, message):
             return Fail(PROVIDER_REFUSED, f"{code}: {message}")
@@ -225,6 +228,14 @@ def next_step(attempt: Attempt, answer: ProviderAnswer | None, *, now: datetime,
             return PauseCalls(error)
         case NoAnswer(error, server_error):
             return RetryAt(backoff, error, server_error)
+        case Reconciled(found=None) if attempt.mismatched_refund_id is not None:
+            # The key was answered with a refund: that none of ours is listed does not prove it made none.
+            return _mismatch(
+                backoff,
+                attempt.mismatched_refund_id,
+                f"key {attempt.idempotency_key} was answered with the provider's refund {attempt.mismatched_refund_id},"
+                " not ours, and the provider lists none of ours",
+            )
         case Reconciled(found=None) if budget_spent:
             return GiveUp(attempt.last_error or "no answer within the retry budget")
         case Reconciled(found=None):
@@ -247,14 +258,20 @@ def next_step(attempt: Attempt, answer: ProviderAnswer | None, *, now: datetime,
 def _verdict(attempt: Attempt, refund: ProviderRefund, backoff: float) -> Step:
     """The provider's refund for our key: believed only when it is the refund we asked for."""
     if (refund.amount, refund.currency) != (attempt.refund.amount, attempt.refund.currency):
-        return Unknown(
+        return _mismatch(
             backoff,
+            refund.id,
             f"the provider's refund {refund.id} is {refund.amount} {refund.currency or '?'},"
             f" ours is {attempt.refund.amount} {attempt.refund.currency}",
-            alert="provider_answer_mismatch",
         )
     if refund.status == "failed":
         return Fail(normalise_failure_reason(refund.failure_reason), f"provider: {refund.failure_reason}", refund.id)
     if refund.status == "pending":
         return AwaitProvider(refund)
     return Succeed(refund)
+
+
+def _mismatch(backoff: float, provider_refund_id: str, error: str) -> Unknown:
+    """The provider answered our key with a refund that is not ours: the team is told, and only reconciliation
+    follows, never a new key (the answer says the key may have made a refund)."""
+    return Unknown(backoff, error, alert="provider_answer_mismatch", mismatched_refund_id=provider_refund_id)

@@ -63,6 +63,8 @@ class Attempt:
     lease_id: uuid.UUID | None = None
     last_error: str | None = None
     traceparent: str | None = None  # the trace the attempt continues (of the approval that scheduled it)
+    # The provider answered the key with this refund, and it was not ours: a refund may exist under the key.
+    mismatched_refund_id: str | None = None
 
 
 @dataclass(frozen=True)

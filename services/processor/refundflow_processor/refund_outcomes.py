@@ -65,8 +65,8 @@ async def apply_step(conn: asyncpg.Connection, attempt: Attempt, step: Step, *, 
             log.warning("idempotency_key_abandoned", attempt=attempt.number, error=error)
             await repository.record_attempt_state(conn, attempt, AttemptState.ABANDONED, error=error)
             await repository.schedule_attempt(conn, attempt.refund.refund_id, attempt.number + 1, jittered(delay))
-        case Unknown(delay, error, alert):
-            await _record_unknown(conn, attempt, jittered(delay), error, alert)
+        case Unknown(delay, error, alert, mismatched_refund_id):
+            await _record_unknown(conn, attempt, jittered(delay), error, alert, mismatched_refund_id)
         case Reverse(refund):
             await _record_reversal(conn, attempt.refund, refund)
         case Ignore(why):
@@ -142,10 +142,12 @@ async def _record_provider_unavailable(conn: asyncpg.Connection, attempt: Attemp
     )
 
 
-async def _record_unknown(conn: asyncpg.Connection, attempt: Attempt, delay: float, error: str, alert: str) -> None:
+async def _record_unknown(
+    conn: asyncpg.Connection, attempt: Attempt, delay: float, error: str, alert: str, mismatched_refund_id: str | None
+) -> None:
     refund = attempt.refund
     log.error("refund_outcome_unknown", error=error, alert=alert, reconcile_in=round(delay, 3))
-    await repository.record_unknown(conn, attempt, delay, error)
+    await repository.record_unknown(conn, attempt, delay, error, mismatched_refund_id=mismatched_refund_id)
     if await repository.note_outcome_unknown_alert(conn, refund.refund_id):
         await raise_alert(
             conn,

@@ -24,7 +24,7 @@ _REFUND_COLUMNS = (
 _ATTEMPT_COLUMNS = (
     f"{_REFUND_COLUMNS}, a.attempt, a.idempotency_key, a.state, a.tries, a.server_errors,"
     " a.created_at AS key_created_at, a.provider_refund_id AS attempt_provider_refund_id, a.lease_id, a.last_error,"
-    " a.traceparent"
+    " a.traceparent, a.mismatched_refund_id"
 )
 _RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
 # An outcome is written under its payment's lock: the payment's totals it reports count every outcome recorded
@@ -78,6 +78,7 @@ def _attempt(row: asyncpg.Record) -> Attempt:
         lease_id=row["lease_id"],
         last_error=row["last_error"],
         traceparent=row["traceparent"],
+        mismatched_refund_id=row["mismatched_refund_id"],
     )
 
 
@@ -204,15 +205,25 @@ async def record_no_answer(
     )
 
 
-async def record_unknown(conn: asyncpg.Connection, attempt: Attempt, delay_seconds: float, error: str) -> None:
-    """The provider may hold a refund and we could not look: reconcile again later, never call."""
+async def record_unknown(
+    conn: asyncpg.Connection,
+    attempt: Attempt,
+    delay_seconds: float,
+    error: str,
+    *,
+    mismatched_refund_id: str | None = None,
+) -> None:
+    """The provider may hold a refund and we could not look, or it answered with a refund that is not ours:
+    reconcile again later, never call."""
     await conn.execute(
         "UPDATE refund_attempts SET state = 'unknown', tries = tries + 1, last_error = $4,"
+        " mismatched_refund_id = coalesce($5, mismatched_refund_id),"
         f" next_try_at = now() + make_interval(secs => $3), {_RELEASE} WHERE refund_id = $1 AND attempt = $2",
         attempt.refund.refund_id,
         attempt.number,
         delay_seconds,
         error,
+        mismatched_refund_id,
     )
 
 
