@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -158,6 +160,57 @@ async def test_a_key_answered_with_a_refund_that_is_not_ours_is_never_replaced_b
         assert await processor.staged("refund.failed", about=approved.refund_id) == []
         [alert] = await processor.staged("team_alert.raised", about=approved.refund_id)
         assert alert["kind"] == "provider_answer_mismatch"
+
+
+class AnswersWithAnotherRefund(BrownOutProvider):
+    """Answers each refund asked for, of the amount asked, with a refund whose own fields say it is another:
+    ``other`` replaces them (its payment, or the refund it was made for). Listing our payment shows none."""
+
+    def __init__(self, **other: Any) -> None:
+        super().__init__(answers=True)
+        self._other = other
+
+    async def create_refund(
+        self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
+    ) -> ProviderRefund:
+        made = await super().create_refund(
+            payment_ref=payment_ref,
+            amount=amount,
+            currency=currency,
+            idempotency_key=idempotency_key,
+            refund_id=refund_id,
+        )
+        return replace(made, **self._other)
+
+    async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
+        return []
+
+
+@pytest.mark.parametrize(
+    "other",
+    [{"payment_ref": "pi_of_someone_else"}, {"metadata": {"refund_id": "ref_of_someone_else"}}],
+    ids=["another payment", "another refund"],
+)
+async def test_a_provider_answer_for_another_payment_or_refund_is_not_recorded_as_ours(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str, other: dict[str, Any]
+) -> None:
+    provider = AnswersWithAnotherRefund(**other)
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider=provider) as processor:
+        approved = approval(payment_intent())
+        await processor.publish(approved)
+
+        async def alerted_or_recorded() -> bool:
+            alerts = await processor.staged("team_alert.raised", about=approved.refund_id)
+            return bool(alerts) or await processor.refund_status(approved.refund_id) in ("succeeded", "failed")
+
+        await eventually(alerted_or_recorded, timeout=30)
+        assert await processor.staged("refund.succeeded", about=approved.refund_id) == []
+        [alert] = await processor.staged("team_alert.raised", about=approved.refund_id)
+        assert alert["kind"] == "provider_answer_mismatch"
+        await reconciled_again(processor, approved.refund_id, 3)
+        assert await processor.attempts(approved.refund_id) == ["unknown"]
+        assert await processor.refund_status(approved.refund_id) == "processing"
+        assert provider.create_calls == 1
 
 
 class OneRefundForEveryone(BrownOutProvider):

@@ -34,7 +34,7 @@ from refundflow_processor.attempts import (
     Updated,
     next_step,
 )
-from refundflow_processor.payment_provider import ProviderRefund
+from refundflow_processor.payment_provider import ProviderRefund, ProviderStatus
 from refundflow_processor.records import Attempt, Refund, RefundStatus
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -75,7 +75,8 @@ def attempt(
 def refund(
     status: str = "succeeded", amount: int = 2_500, currency: str = "EUR", reason: str | None = None
 ) -> ProviderRefund:
-    return ProviderRefund("re_1", status, amount, currency, reason, {"refund_id": "ref_1"})  # type: ignore[arg-type]
+    answered: ProviderStatus = status  # type: ignore[assignment]
+    return ProviderRefund("re_1", answered, amount, currency, reason, {"refund_id": "ref_1"}, payment_ref="pi_1")
 
 
 PENDING, SUCCEEDED = AttemptState.PROVIDER_PENDING, AttemptState.SUCCEEDED
@@ -147,6 +148,34 @@ TABLE = [
             mismatched_refund_id="re_1",
         ),
         id="a refund in another currency is not believed",
+    ),
+    pytest.param(
+        attempt(),
+        Answered(replace(refund(), payment_ref="pi_2")),
+        Unknown(
+            1.0,
+            "the provider's refund re_1 is of payment pi_2, ours of pi_1",
+            alert="provider_answer_mismatch",
+            mismatched_refund_id="re_1",
+        ),
+        id="a refund of another payment is not believed",
+    ),
+    pytest.param(
+        attempt(),
+        Answered(replace(refund(), metadata={"refund_id": "ref_2"})),
+        Unknown(
+            1.0,
+            "the provider's refund re_1 was made for refund ref_2",
+            alert="provider_answer_mismatch",
+            mismatched_refund_id="re_1",
+        ),
+        id="a refund made for another of our refunds is not believed",
+    ),
+    pytest.param(
+        attempt(),
+        Answered(replace(refund(), payment_ref=None, metadata={})),
+        Succeed(replace(refund(), payment_ref=None, metadata={})),
+        id="a refund that names neither its payment nor our refund is judged by its amount and currency",
     ),
     pytest.param(
         attempt(),

@@ -256,14 +256,25 @@ def next_step(attempt: Attempt, answer: ProviderAnswer | None, *, now: datetime,
 
 
 def _verdict(attempt: Attempt, refund: ProviderRefund, backoff: float) -> Step:
-    """The provider's refund for our key: believed only when it is the refund we asked for."""
-    if (refund.amount, refund.currency) != (attempt.refund.amount, attempt.refund.currency):
+    """The provider's refund for our key: believed only when it is the refund we asked for (of our payment and made
+    for our refund, where the answer says which)."""
+    ours = attempt.refund
+    if (refund.amount, refund.currency) != (ours.amount, ours.currency):
         return _mismatch(
             backoff,
             refund.id,
             f"the provider's refund {refund.id} is {refund.amount} {refund.currency or '?'},"
-            f" ours is {attempt.refund.amount} {attempt.refund.currency}",
+            f" ours is {ours.amount} {ours.currency}",
         )
+    if refund.payment_ref not in (None, ours.provider_payment_id):
+        return _mismatch(
+            backoff,
+            refund.id,
+            f"the provider's refund {refund.id} is of payment {refund.payment_ref}, ours of {ours.provider_payment_id}",
+        )
+    if refund.refund_id not in (None, ours.refund_id):
+        error = f"the provider's refund {refund.id} was made for refund {refund.refund_id}"
+        return _mismatch(backoff, refund.id, error)
     if refund.status == "failed":
         return Fail(normalise_failure_reason(refund.failure_reason), f"provider: {refund.failure_reason}", refund.id)
     if refund.status == "pending":

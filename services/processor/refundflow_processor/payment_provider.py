@@ -34,6 +34,7 @@ class ProviderRefund:
     currency: str = ""
     failure_reason: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    payment_ref: str | None = None  # the provider payment it refunds (Stripe's payment intent), if the answer says
 
     @property
     def refund_id(self) -> str | None:

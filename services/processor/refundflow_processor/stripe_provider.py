@@ -196,7 +196,7 @@ def _to_provider_refund(stripe_refund: Any) -> ProviderRefund:
         amount = _from_stripe_units(amount, currency)
     if not (isinstance(amount, int) and not isinstance(amount, bool) and 0 <= amount <= MAX_MINOR_UNITS):
         raise ProviderUnavailable(f"malformed answer: refund {refund_id} has no usable amount")
-    reason = refund.get("failure_reason")
+    reason, payment_intent = refund.get("failure_reason"), refund.get("payment_intent")
     return ProviderRefund(
         id=refund_id,
         status=_STATUS.get(str(refund.get("status") or ""), "pending"),
@@ -204,6 +204,7 @@ def _to_provider_refund(stripe_refund: Any) -> ProviderRefund:
         currency=currency,
         failure_reason=reason if isinstance(reason, str) else None,
         metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
+        payment_ref=payment_intent if isinstance(payment_intent, str) else None,
     )
 
 
