@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -14,11 +16,13 @@ import stripe
 
 from refundflow_sandbox.app import create_app as create_sandbox
 from refundflow_sandbox.settings import SandboxSettings
+from refundflow_sandbox.webhooks import stripe_signature
 from refundflow_shared.events import PaymentSucceeded, Product, SubscriptionCancelRequested
 from tests.conftest import create_database
 from tests.support.http_servers import serving
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import (
+    WEBHOOK_SECRET,
     ProcessorUnderTest,
     approval,
     payment_intent,
@@ -122,6 +126,54 @@ async def test_a_webhook_with_a_forged_signature_is_refused(processor: Processor
         )
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == "invalid_webhook_signature"
+
+
+async def deliver_webhook(processor: ProcessorUnderTest, event_type: str, refund: dict[str, Any]) -> httpx.Response:
+    """Deliver a refund's webhook signed as Stripe signs it, with the endpoint's secret."""
+    event = {"id": f"evt_{uuid.uuid4().hex}", "object": "event", "type": event_type, "data": {"object": refund}}
+    payload = json.dumps(event).encode()
+    signature = stripe_signature(payload, WEBHOOK_SECRET, int(time.time()))
+    async with httpx.AsyncClient() as client:
+        return await client.post(
+            f"{processor.url}/v1/provider-webhooks/stripe",
+            content=payload,
+            headers={"Content-Type": "application/json", "Stripe-Signature": signature},
+        )
+
+
+async def test_a_webhook_about_a_refund_still_being_executed_is_to_be_delivered_again(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Stripe delivers a webhook again only if it was not answered 2xx. One about our refund whose attempt has not
+    recorded the provider's refund yet (the call that made it got no answer) is answered 409 until it has; one
+    about a refund that is not ours is answered 200, or Stripe would deliver it for days."""
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider_reachable=False) as processor:
+        intent = payment_intent()
+        approved = approval(intent)
+        await processor.publish(approved)
+
+        async def executing() -> bool:
+            return await processor.attempts(approved.refund_id) in (["scheduled"], ["unknown"])
+
+        await eventually(executing, timeout=30)
+        failed_at_provider = {
+            "id": f"re_{uuid.uuid4().hex[:14]}",
+            "object": "refund",
+            "amount": approved.amount,
+            "currency": approved.currency.lower(),
+            "payment_intent": intent,
+            "status": "failed",
+            "failure_reason": "declined",
+            "metadata": {"refund_id": approved.refund_id},
+        }
+        ours = await deliver_webhook(processor, "refund.failed", failed_at_provider)
+        assert ours.status_code == 409
+        assert ours.json()["error"]["code"] == "refund_in_flight"
+
+        not_ours = {**failed_at_provider, "id": f"re_{uuid.uuid4().hex[:14]}", "metadata": {"refund_id": "ref_other"}}
+        answer = await deliver_webhook(processor, "refund.failed", not_ours)
+        assert (answer.status_code, answer.json()) == (200, {"received": True, "handled": False})
+        assert await processor.refund_status(approved.refund_id) == "processing"
 
 
 async def test_server_errors_under_one_key_are_reconciled_before_a_new_key_is_used(

@@ -16,12 +16,20 @@ from refundflow_processor.refund_outcomes import apply_step
 log = structlog.get_logger(__name__)
 
 
+class RefundInFlight(Exception):
+    """The report is about our refund, whose attempt has not recorded the provider's refund yet (the call that made
+    it got no answer): it can be recorded once the executor has, so it must be reported again."""
+
+
 async def apply_provider_update(
     conn: asyncpg.Connection, reported: ProviderRefund, *, policy: AttemptPolicy, provider: str
 ) -> bool:
-    """Record a pending refund's verdict, a reversal, or an external refund's new status; True if it did."""
+    """Record a pending refund's verdict, a reversal, or an external refund's new status; True if it did. Raises
+    ``RefundInFlight`` for a refund of ours that its attempt has not recorded yet."""
     attempt = await repository.lock_attempt_of_provider_refund(conn, reported.id)
     if attempt is None:
+        if reported.refund_id is not None and await repository.refund_in_flight(conn, reported.refund_id, reported.id):
+            raise RefundInFlight(f"refund {reported.refund_id} has not recorded {reported.id} yet")
         return await record_external_update(conn, reported)
     structlog.contextvars.bind_contextvars(refund_id=attempt.refund.refund_id, payment_id=attempt.refund.payment_id)
     try:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from refundflow_processor.attempts import AttemptPolicy
-from refundflow_processor.provider_updates import apply_provider_update
+from refundflow_processor.provider_updates import RefundInFlight, apply_provider_update
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.stripe_provider import InvalidWebhook, refund_from_webhook
 
@@ -34,8 +34,13 @@ def provider_webhook_router(settings: ProcessorSettings) -> APIRouter:
             return _error(400, "invalid_webhook_signature", "the Stripe-Signature does not verify")
         if refund is None:
             return JSONResponse({"received": True, "handled": False})
-        async with request.app.state.runtime.pool.acquire() as conn, conn.transaction():
-            recorded = await apply_provider_update(conn, refund, policy=policy, provider="stripe")
+        try:
+            async with request.app.state.runtime.pool.acquire() as conn, conn.transaction():
+                recorded = await apply_provider_update(conn, refund, policy=policy, provider="stripe")
+        except RefundInFlight as exc:
+            # Stripe delivers again only what was not answered 2xx: by then the executor has recorded the refund.
+            log.info("provider_webhook_deferred", provider_refund_id=refund.id, status=refund.status, why=str(exc))
+            return _error(409, "refund_in_flight", f"{exc}; deliver the event again later")
         log.info("provider_webhook_received", provider_refund_id=refund.id, status=refund.status, recorded=recorded)
         return JSONResponse({"received": True, "handled": recorded})
 

@@ -186,6 +186,18 @@ async def lock_attempt_of_provider_refund(conn: asyncpg.Connection, provider_ref
     return _attempt(row) if row else None
 
 
+async def refund_in_flight(conn: asyncpg.Connection, refund_id: str, provider_refund_id: str) -> bool:
+    """True if our refund ``refund_id`` is still being executed (an attempt scheduled or unknown: the provider may
+    hold a refund it has not recorded yet), or has recorded ``provider_refund_id`` since the caller looked."""
+    in_flight: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT FROM refund_attempts WHERE refund_id = $1"
+        " AND (state IN ('scheduled', 'unknown') OR provider_refund_id = $2))",
+        refund_id,
+        provider_refund_id,
+    )
+    return in_flight
+
+
 async def record_no_answer(
     conn: asyncpg.Connection, attempt: Attempt, delay_seconds: float, error: str, *, server_error: bool
 ) -> None:
