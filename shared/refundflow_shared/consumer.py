@@ -42,7 +42,7 @@ from opentelemetry.trace import SpanKind
 from refundflow_shared import inbox, tracing
 from refundflow_shared.backoff import exponential, jittered
 from refundflow_shared.crash_points import crash_point
-from refundflow_shared.dead_letters import DeadLetterOffice, describe_failure, leaves_a_refund_unfinished
+from refundflow_shared.dead_letters import DeadLetterOffice, describe_failure, needs_a_person
 from refundflow_shared.event_contract import ContractBroken, ServiceContract, contract_of
 from refundflow_shared.event_decoding import InvalidEvent, decode_event, printable_headers, read_headers
 from refundflow_shared.events import Event, EventData, EventType, topic_for
@@ -468,7 +468,7 @@ class EventConsumer:
             error,
             position={"dlq_original_partition": str(record.partition), "dlq_original_offset": str(record.offset)},
         )
-        if event is not None and leaves_a_refund_unfinished(event):
+        if event is not None and needs_a_person(event):
             try:
                 await self._dead_letters.alert_team(event, record.topic, code)
             except Exception:  # the dead letter is parked and logged; a bug in the alert must not stop consumption

@@ -34,12 +34,13 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:1000]
 
 
-def leaves_a_refund_unfinished(event: Event) -> bool:
+def needs_a_person(event: Event) -> bool:
     """An event about one refund (approved, succeeded, failed, a cancel that goes with it, one made at the
-    provider outside Refundflow...) that was not handled: someone must look. A team alert itself is not alerted
-    about again, or a broken alert would loop."""
+    provider outside Refundflow...), or a dispute (its payment stays refundable), that was not handled: someone
+    must look. A team alert itself is not alerted about again, or a broken alert would loop."""
     about_a_refund = any(isinstance(getattr(event.data, f, None), str) for f in ("refund_id", "provider_refund_id"))
-    return event.type != EventType.TEAM_ALERT_RAISED and about_a_refund
+    about_a_dispute = event.type == EventType.PAYMENT_DISPUTED
+    return event.type != EventType.TEAM_ALERT_RAISED and (about_a_refund or about_a_dispute)
 
 
 class DeadLetterOffice:
@@ -113,12 +114,16 @@ class DeadLetterOffice:
                 await asyncio.sleep(delay)
 
     async def alert_team(self, event: Event, topic: str, code: str) -> None:
-        """Stage a ``TeamAlertRaised`` for a dead-lettered refund event, in its own transaction (no PII in it)."""
+        """Stage a ``TeamAlertRaised`` for a dead-lettered event that ``needs_a_person``, in its own transaction (no
+        PII in it)."""
         data = event.data
+        disputed = event.type == EventType.PAYMENT_DISPUTED
         alert = TeamAlertRaised(
             merchant_id=data.merchant_id,
             kind="event_dead_lettered",
-            title="An event about this refund could not be handled; the refund may be unfinished",
+            title="A dispute of this payment could not be recorded; the payment may still be refunded"
+            if disputed
+            else "An event about this refund could not be handled; the refund may be unfinished",
             details={
                 "topic": topic,
                 "reason": code,

@@ -95,6 +95,36 @@ async def test_a_request_on_a_payment_disputed_since_cannot_be_approved(intake: 
     assert (await shown(intake, merchant, f"/v1/refunds/{refund['id']}"))["status"] == "pending"
 
 
+async def test_a_dispute_of_a_payment_the_merchant_does_not_have_is_parked_with_an_alert_not_recorded(
+    intake: IntakeUnderTest,
+) -> None:
+    """A dispute names the payment and merchant it is about. Naming another merchant's payment, it blocked that
+    merchant's refunds; naming a payment intake never registered (billing's id for a provider payment the platform
+    registered under another), it was stored where nothing reads it, and the disputed payment stayed refundable.
+    Now it is retried (billing's payment may be on its way), then parked, and the team told."""
+    merchant, other = await intake.merchant(), await intake.merchant()
+    others_payment = await intake.payment(other)
+    wrong_merchant = await intake.publish(
+        PaymentDisputed(payment_id=others_payment["id"], merchant_id=await intake.merchant_id(merchant))
+    )
+    never_registered = await intake.publish(
+        PaymentDisputed(payment_id=f"bill_{uuid.uuid4().hex[:8]}", merchant_id=await intake.merchant_id(merchant))
+    )
+
+    dlq = dlq_topic(topic_for("payment.disputed", intake.settings.topic_prefix))
+    for sent in (wrong_merchant, never_registered):
+        parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=60)
+        assert parked["dlq_reason"] == "retries_exhausted"
+
+        async def alerted(payment_id: str = sent.partition_key) -> bool:
+            return bool(await intake.staged("team_alert.raised", payment_id))
+
+        await eventually(alerted, timeout=30)
+    refund = await intake.refund(other, others_payment["id"])
+    approval = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=other)
+    assert approval.json()["status"] == "processing", "another merchant's dispute does not block this payment"
+
+
 async def test_approval_cannot_take_what_an_external_refund_used_up_meanwhile(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     payment = await intake.payment(merchant, amount=10_000)
