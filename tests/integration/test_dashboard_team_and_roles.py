@@ -7,13 +7,14 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
 from refundflow_intake.dashboard.auth import SESSION_COOKIE
 from refundflow_shared.secret_box import SecretBox
 from tests.support.dashboard_people import browser, csrf_of, invite, merchant_with_owner, sign_in
-from tests.support.intake_harness import IntakeUnderTest, running_intake
+from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -125,3 +126,42 @@ async def test_an_invited_owner_who_has_not_joined_does_not_count_as_the_owner_t
     withdrawn = await owner.post_form("/dashboard/team", f"/dashboard/team/{invited_id}/remove", {})
     assert withdrawn.status_code == 303, "the invitation itself can go: the owner who joined stays"
     assert (await owner.page("/dashboard/team")).status_code == 200
+
+
+async def test_an_invitation_nobody_accepted_stops_holding_the_address_once_its_link_lapsed(
+    intake: IntakeUnderTest,
+) -> None:
+    """Any merchant may invite any address: were an invitation never accepted to keep it for ever, one that typed it
+    (or a hostile one) would keep its owner from being invited by their real employer, or made a merchant's owner."""
+    _, owner = await merchant_with_owner(intake)
+    bob, carol = (f"{name}-{uuid.uuid4().hex[:8]}@corp.example" for name in ("bob", "carol"))
+    for address in (bob, carol):
+        invited = await owner.post_form(
+            "/dashboard/team", "/dashboard/team/invite", {"email": address, "role": "viewer"}
+        )
+        assert invited.status_code == 200, invited.text[:500]
+
+    while_open = await intake.client.post("/v1/merchants", json={"name": "Corp", "owner_email": bob}, headers=ADMIN)
+    assert while_open.status_code == 409 and while_open.json()["error"]["code"] == "email_already_registered"
+    assert "account" not in while_open.json()["error"]["message"], "nobody joined: there is no account to claim"
+    joined = await intake.client.post("/v1/merchants", json={"name": "Corp", "owner_email": owner.email}, headers=ADMIN)
+    assert joined.status_code == 409 and "already has a Refundflow dashboard account" in joined.text
+
+    lapsed = timedelta(hours=72, minutes=1)
+    intake.clock.advance(lapsed)
+    try:
+        made_owner = await intake.client.post("/v1/merchants", json={"name": "Corp", "owner_email": bob}, headers=ADMIN)
+        assert made_owner.status_code == 201, made_owner.text
+        _, employer = await merchant_with_owner(intake)  # signed in after the lapse: sessions last hours, not days
+        invited = await employer.post_form(
+            "/dashboard/team", "/dashboard/team/invite", {"email": carol, "role": "viewer"}
+        )
+        assert invited.status_code == 200, invited.text[:500]
+    finally:
+        intake.clock.advance(-lapsed)
+    live = await intake.db.fetch(
+        "SELECT m.name FROM merchant_users u JOIN merchants m ON m.id = u.merchant_id"
+        " WHERE lower(u.email) = ANY($1::text[]) AND u.removed_at IS NULL",
+        [bob, carol],
+    )
+    assert sorted(r["name"] for r in live) == ["Acme", "Corp"], "each address is held by its new invitation only"

@@ -66,6 +66,18 @@ async def usable_link_owner(conn: asyncpg.Connection, token: str, purpose: LinkP
     return user_id
 
 
+async def has_usable_link(conn: asyncpg.Connection, user_id: str, purpose: LinkPurpose, *, now: datetime) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM one_time_links WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL"
+            " AND expires_at > $3)",
+            user_id,
+            purpose.value,
+            now,
+        )
+    )
+
+
 async def use_link(conn: asyncpg.Connection, token: str, purpose: LinkPurpose, *, now: datetime) -> str:
     """Use the link once: the user id it is for. A second use, even at the same moment, is LinkNotUsable."""
     if len(token) > MAX_TOKEN_LENGTH:

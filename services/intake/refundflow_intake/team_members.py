@@ -2,6 +2,9 @@
 
 Each use case runs in the caller's transaction: the change and the event that emails the person commit
 together. The link travels to the notifier sealed (``SecretBox``, bound to the user id).
+
+An address has one live account on the whole platform; an invitation nobody accepted holds it only while its link
+can still be used (a resend renews it).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import structlog
 from refundflow_intake import actors, dashboard_sessions, passwords
 from refundflow_intake.domain import DomainError, NotFound
 from refundflow_intake.merchant_accounts import lock_merchant, new_id
-from refundflow_intake.one_time_links import LinkPurpose, create_link, revoke_links, use_link
+from refundflow_intake.one_time_links import LinkPurpose, create_link, has_usable_link, revoke_links, use_link
 from refundflow_intake.roles import Role
 from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import PasswordResetRequested, TeamMemberInvited
@@ -72,10 +75,8 @@ async def invite(
 ) -> tuple[Row, str]:
     """A new member, invited: (the member, the invite URL, shown once). The notifier emails the URL."""
     await lock_merchant(conn, merchant_id)
-    if await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM merchant_users WHERE lower(email) = lower($1) AND removed_at IS NULL)", email
-    ):
-        raise EmailAlreadyRegistered("this address already has a Refundflow dashboard account")
+    await _release_lapsed_invitation(conn, email, now=now)
+    await _check_address_free(conn, email)
     member = await conn.fetchrow(
         "INSERT INTO merchant_users (id, merchant_id, email, role, invited_by, created_at)"
         f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_MEMBER_COLUMNS}",
@@ -91,11 +92,38 @@ async def invite(
     return dict(member), url
 
 
+async def _release_lapsed_invitation(conn: asyncpg.Connection, email: str, *, now: datetime) -> None:
+    """An invitation nobody accepted stops holding its address once its link lapsed: it leaves its team, so any
+    merchant may invite the address again (else whoever typed it first, or a hostile merchant, would keep it)."""
+    # The row is locked before its links are read: a resend holding it first has committed its new link by then.
+    pending: str | None = await conn.fetchval(
+        "SELECT id FROM merchant_users WHERE lower(email) = lower($1) AND removed_at IS NULL"
+        " AND activated_at IS NULL FOR UPDATE",
+        email,
+    )
+    if pending is None or await has_usable_link(conn, pending, LinkPurpose.INVITE, now=now):
+        return
+    await conn.execute("UPDATE merchant_users SET removed_at = $2 WHERE id = $1", pending, now)
+
+
+async def _check_address_free(conn: asyncpg.Connection, email: str) -> None:
+    """One account per address on the whole platform (the sign-in form asks for an email, not a merchant)."""
+    joined: bool | None = await conn.fetchval(
+        "SELECT activated_at IS NOT NULL FROM merchant_users WHERE lower(email) = lower($1) AND removed_at IS NULL",
+        email,
+    )
+    if joined is None:
+        return
+    if joined:
+        raise EmailAlreadyRegistered("this address already has a Refundflow dashboard account")
+    raise EmailAlreadyRegistered("this address has an open invitation to a Refundflow dashboard")
+
+
 async def resend_invite(
     conn: asyncpg.Connection, links: AccountLinks, merchant_id: str, member_id: str, *, by: str, now: datetime
 ) -> str:
     """A fresh invite link for someone who has not joined yet; earlier links stop working."""
-    member = await get_member(conn, merchant_id, member_id)
+    member = await get_member(conn, merchant_id, member_id, for_update=True)  # not released meanwhile
     if member["activated_at"] is not None:
         raise EmailAlreadyRegistered("this person already joined: they can reset their password instead")
     return await _send_invite(conn, links, member, invited_by=by, now=now)
@@ -135,12 +163,14 @@ async def accept_invite(
     passwords.check_acceptable(password, email=member["email"])
     row = await conn.fetchrow(
         "UPDATE merchant_users SET password_hash = $2, display_name = coalesce($3, display_name),"
-        f" activated_at = coalesce(activated_at, $4) WHERE id = $1 RETURNING {_MEMBER_COLUMNS}",
+        f" activated_at = coalesce(activated_at, $4) WHERE id = $1 AND removed_at IS NULL RETURNING {_MEMBER_COLUMNS}",
         user_id,
         passwords.hash_password(password),
         display_name or None,
         now,
     )
+    if row is None:  # released as its link lapsed, while this acceptance was under way
+        raise MemberNotFound("this account was removed")
     return dict(row)
 
 
@@ -234,9 +264,10 @@ async def _keep_an_owner(conn: asyncpg.Connection, merchant_id: str, *, leaving:
         raise LastOwner("a merchant keeps at least one owner who has joined: make someone else owner first")
 
 
-async def get_member(conn: asyncpg.Connection, merchant_id: str, member_id: str) -> Row:
+async def get_member(conn: asyncpg.Connection, merchant_id: str, member_id: str, *, for_update: bool = False) -> Row:
+    lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(
-        f"SELECT {_MEMBER_COLUMNS} FROM merchant_users WHERE id = $1 AND merchant_id = $2 AND removed_at IS NULL",
+        f"SELECT {_MEMBER_COLUMNS} FROM merchant_users WHERE id = $1 AND merchant_id = $2 AND removed_at IS NULL{lock}",
         member_id,
         merchant_id,
     )
