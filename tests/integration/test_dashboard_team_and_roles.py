@@ -3,6 +3,7 @@ once, the last owner stays, and a reset says nothing about whether an address ha
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -165,3 +166,28 @@ async def test_an_invitation_nobody_accepted_stops_holding_the_address_once_its_
         [bob, carol],
     )
     assert sorted(r["name"] for r in live) == ["Acme", "Corp"], "each address is held by its new invitation only"
+
+
+async def test_one_address_invited_by_two_merchants_at_once_is_one_invitation_and_one_409(
+    intake: IntakeUnderTest,
+) -> None:
+    """Both may find the address free before either has written its invitation: the second to write is told as if it
+    had come second, never a 500."""
+    _, first = await merchant_with_owner(intake)
+    _, second = await merchant_with_owner(intake)
+    for _ in range(5):
+        address = f"wanted-{uuid.uuid4().hex[:8]}@corp.example"
+        form = {"email": address, "role": "viewer"}
+        answers = await asyncio.gather(
+            first.post_form("/dashboard/team", "/dashboard/team/invite", form),
+            second.post_form("/dashboard/team", "/dashboard/team/invite", form),
+            intake.client.post("/v1/merchants", json={"name": "Corp", "owner_email": address}, headers=ADMIN),
+        )
+        assert sorted(a.status_code for a in answers) in ([200, 409, 409], [201, 409, 409]), [
+            a.text[:300] for a in answers
+        ]
+        assert all("email_already_registered" in a.text for a in answers if a.status_code == 409)
+        held = await intake.db.fetchval(
+            "SELECT count(*) FROM merchant_users WHERE lower(email) = $1 AND removed_at IS NULL", address
+        )
+        assert held == 1

@@ -32,6 +32,7 @@ INVITE_VALID_FOR = timedelta(hours=72)
 RESET_VALID_FOR = timedelta(hours=1)
 Row = dict[str, Any]
 _MEMBER_COLUMNS = "id, merchant_id, email, display_name, role, created_at, activated_at, removed_at"
+_ONE_ACCOUNT_PER_ADDRESS = "merchant_users_live_email"  # the unique index (migration 0400)
 
 
 class EmailAlreadyRegistered(DomainError):
@@ -77,19 +78,32 @@ async def invite(
     await lock_merchant(conn, merchant_id)
     await _release_lapsed_invitation(conn, email, now=now)
     await _check_address_free(conn, email)
-    member = await conn.fetchrow(
-        "INSERT INTO merchant_users (id, merchant_id, email, role, invited_by, created_at)"
-        f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_MEMBER_COLUMNS}",
-        new_id("usr"),
-        merchant_id,
-        email,
-        role.value,
-        invited_by,
-        now,
-    )
+    member = await _insert_member(conn, merchant_id, email=email, role=role, invited_by=invited_by, now=now)
+    url = await _send_invite(conn, links, member, invited_by=invited_by, now=now)
+    return member, url
+
+
+async def _insert_member(
+    conn: asyncpg.Connection, merchant_id: str, *, email: str, role: Role, invited_by: str | None, now: datetime
+) -> Row:
+    try:
+        member = await conn.fetchrow(
+            "INSERT INTO merchant_users (id, merchant_id, email, role, invited_by, created_at)"
+            f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_MEMBER_COLUMNS}",
+            new_id("usr"),
+            merchant_id,
+            email,
+            role.value,
+            invited_by,
+            now,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        # Another merchant invited the address at the same moment: both found it free, theirs was written first.
+        if exc.constraint_name != _ONE_ACCOUNT_PER_ADDRESS:
+            raise
+        raise EmailAlreadyRegistered("this address has an open invitation to a Refundflow dashboard") from exc
     assert member is not None
-    url = await _send_invite(conn, links, dict(member), invited_by=invited_by, now=now)
-    return dict(member), url
+    return dict(member)
 
 
 async def _release_lapsed_invitation(conn: asyncpg.Connection, email: str, *, now: datetime) -> None:
