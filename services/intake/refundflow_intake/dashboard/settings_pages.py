@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from refundflow_intake import merchant_accounts, notification_settings
 from refundflow_intake.api.dependencies import Db, Settings
 from refundflow_intake.api.errors import ApiError, status_of
-from refundflow_intake.api.fields import PathId
+from refundflow_intake.api.fields import Line, PathId
 from refundflow_intake.api.routes.webhook_endpoints import configure_notifications, optional_secret_box
 from refundflow_intake.api.webhook_schemas import NotificationSettings
 from refundflow_intake.dashboard import queries
@@ -30,6 +30,7 @@ from refundflow_shared.secret_box import SecretBox
 router = APIRouter(prefix="/dashboard/settings", include_in_schema=False)
 MaybeBox = Annotated[SecretBox | None, Depends(optional_secret_box)]
 Text = Annotated[str, Form(max_length=2048)]
+_KEY_NAME = TypeAdapter(Line)  # as POST /v1/api-keys takes it
 
 
 async def _page(
@@ -135,8 +136,12 @@ async def create_key(
 ) -> HTMLResponse:
     """The key is on this answer only."""
     require(user.role, Permission.MANAGE_API_KEYS)
+    try:
+        key_name = _KEY_NAME.validate_python(name.strip()) or None
+    except ValidationError:
+        return await _page(request, db, user, box, error="A key's name must be one line of text.", status=422)
     async with db.transaction() as conn:
-        key = await merchant_accounts.create_api_key(conn, user.merchant_id, name=name.strip() or None)
+        key = await merchant_accounts.create_api_key(conn, user.merchant_id, name=key_name)
     return await _page(request, db, user, box, new_key=key)
 
 

@@ -9,9 +9,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse
+from pydantic import TypeAdapter, ValidationError
 
 from refundflow_intake import dashboard_sessions, rate_limit, team_members
 from refundflow_intake.api.dependencies import Db, Links, Now, Settings
+from refundflow_intake.api.fields import DisplayName
 from refundflow_intake.dashboard import auth
 from refundflow_intake.dashboard.auth import MaybeUser, PreSessionChecked
 from refundflow_intake.dashboard.pages import render, see_other
@@ -22,6 +24,8 @@ router = APIRouter(prefix="/dashboard", include_in_schema=False)
 Email = Annotated[str, Form(max_length=320)]
 Password = Annotated[str, Form(max_length=1024)]
 _WINDOW = timedelta(minutes=15)
+# The API's rules for a person's name: it is printed in the invitations they send ("<name> invited you").
+_DISPLAY_NAME = TypeAdapter(DisplayName)
 
 
 def _client(request: Request) -> str:
@@ -125,10 +129,13 @@ async def accept_invite(
     if password != password_again:
         return await _link_page(request, token, db, settings, now, LinkPurpose.INVITE, "The two passwords differ.")
     try:
+        name = _DISPLAY_NAME.validate_python(display_name.strip()) if display_name.strip() else None
+    except ValidationError:
+        refused = "Your name must be one line, without <, >, @ or quotes."
+        return await _link_page(request, token, db, settings, now, LinkPurpose.INVITE, refused)
+    try:
         async with db.transaction() as conn:
-            member = await team_members.accept_invite(
-                conn, token, password=password, display_name=display_name.strip() or None, now=now
-            )
+            member = await team_members.accept_invite(conn, token, password=password, display_name=name, now=now)
     except DomainError as exc:
         return await _link_page(request, token, db, settings, now, LinkPurpose.INVITE, exc.message)
     await _end_current_session(request, db)

@@ -1,0 +1,56 @@
+"""What people type into the dashboard's forms is held to the API's rules for the same text, and what cannot be
+stored is a page saying so, never a 500 or the API's JSON."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from refundflow_intake.dashboard.auth import SESSION_COOKIE
+from tests.support.dashboard_people import PASSWORD, accept_invite, browser, csrf_of, merchant_with_owner
+from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap) as running:
+        yield running
+
+
+async def test_a_name_chosen_when_accepting_an_invite_is_one_line_that_does_not_look_like_an_address(
+    intake: IntakeUnderTest,
+) -> None:
+    """The name is printed in every invitation this person sends ("<name> invited you"): with a line break, or a
+    look-alike address, they would write the invited person's email."""
+    email = f"owner-{uuid.uuid4().hex[:8]}@acme.example"
+    created = await intake.client.post("/v1/merchants", json={"name": "Acme", "owner_email": email}, headers=ADMIN)
+    link = created.json()["owner_invite_url"]
+    path = "/" + link.split("/", 3)[3]
+    person = browser(intake)
+    for name in (
+        "Olive\n\nAlso confirm your bank details at https://evil.example",
+        "Olive\x1b[2J",
+        "Olive <ceo@x.example>",
+    ):
+        page = await person.get(path)
+        form = {"csrf_token": csrf_of(page.text), "password": PASSWORD, "password_again": PASSWORD}
+        refused = await person.post(path, data={**form, "display_name": name})
+        assert refused.status_code == 422, (name, refused.text[:300])
+        assert refused.headers["content-type"].startswith("text/html") and SESSION_COOKIE not in refused.cookies
+    member = await intake.db.fetchrow("SELECT display_name, activated_at FROM merchant_users WHERE email = $1", email)
+    assert member is not None and (member["display_name"], member["activated_at"]) == (None, None)
+    await accept_invite(intake, link, email, name="Olive Owner")  # the link was not used up
+
+
+async def test_an_api_key_named_in_the_dashboard_is_one_line_as_in_the_api(intake: IntakeUnderTest) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    refused = await owner.post_form("/dashboard/settings", "/dashboard/settings/api-keys", {"name": "deploy\r\nbot"})
+    assert refused.status_code == 422 and "rfk_" not in refused.text, refused.text[:300]
+    names = await intake.db.fetch(
+        "SELECT name FROM api_keys WHERE merchant_id = $1", await intake.merchant_id(merchant)
+    )
+    assert [r["name"] for r in names] == ["default"]
