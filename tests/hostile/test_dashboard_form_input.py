@@ -54,3 +54,16 @@ async def test_an_api_key_named_in_the_dashboard_is_one_line_as_in_the_api(intak
         "SELECT name FROM api_keys WHERE merchant_id = $1", await intake.merchant_id(merchant)
     )
     assert [r["name"] for r in names] == ["default"]
+
+
+async def test_text_postgresql_cannot_store_is_a_422_page_in_the_dashboard(intake: IntakeUnderTest) -> None:
+    _, owner = await merchant_with_owner(intake)
+    stranger = browser(intake)
+    page = await stranger.get("/dashboard/login")
+    login = await stranger.post(
+        "/dashboard/login", data={"csrf_token": csrf_of(page.text), "email": "a\x00@x.example", "password": "x"}
+    )
+    search = await owner.page("/dashboard/payments?q=%00")
+    for answer in (login, search):
+        assert answer.status_code == 422, answer.text[:300]
+        assert answer.headers["content-type"].startswith("text/html") and "invalid_request" in answer.text

@@ -183,10 +183,12 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
         )
 
     @app.exception_handler(asyncpg.DataError)
-    async def unstorable_value(_: Request, exc: asyncpg.DataError) -> JSONResponse:
+    async def unstorable_value(request: Request, exc: asyncpg.DataError) -> Response:
         # A value PostgreSQL cannot hold (a NUL byte in text, a number out of range): the input's fault, and the
         # schemas' bounds should have caught it first. Logged without the value.
         log.warning("unstorable_value", error=type(exc).__name__)
+        if answer := page(request, 422, "invalid_request", "Some of what you entered cannot be stored: check it."):
+            return answer
         return JSONResponse(
             error_body("invalid_request", "a value is out of range or holds characters that cannot be stored"),
             status_code=422,
