@@ -1,8 +1,10 @@
-"""The dashboard's doors: CSRF on every form, no session fixation, one-time links used once, login throttling."""
+"""The dashboard's doors: CSRF on every form, no session fixation, one-time links used once, login throttling, and
+invitations throttled (each emails an address an owner typed)."""
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -18,7 +20,11 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest.fixture(scope="module")
 async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
     async with running_intake(
-        postgres_url, kafka_bootstrap, dashboard_cookie_secure=False, login_attempts_per_account=3
+        postgres_url,
+        kafka_bootstrap,
+        dashboard_cookie_secure=False,
+        login_attempts_per_account=3,
+        team_invites_per_hour=3,
     ) as running:
         yield running
 
@@ -113,3 +119,30 @@ async def test_sign_in_is_throttled_per_account_even_with_the_right_password(int
     assert SESSION_COOKIE not in throttled.cookies
     other = await sign_in(intake, "someone-else@acme.example", "whatever they type")
     assert other.status_code == 401  # another account is not throttled by this one
+
+
+async def test_invites_and_resends_are_limited_per_merchant_so_an_owner_cannot_mail_anyone_at_will(
+    intake: IntakeUnderTest,
+) -> None:
+    """Each sends an email in Refundflow's name to whatever address an owner typed."""
+    merchant, owner = await merchant_with_owner(intake)
+    merchant_id = await intake.merchant_id(merchant)
+    emailed = len(await intake.staged("team_member.invited", merchant_id))  # the owner's own invitation
+
+    def someone() -> dict[str, str]:
+        return {"email": f"someone-{uuid.uuid4().hex[:8]}@elsewhere.example", "role": "viewer"}
+
+    invited = await owner.post_form("/dashboard/team", "/dashboard/team/invite", someone())
+    assert invited.status_code == 200, invited.text[:300]
+    [member_id] = re.findall(r'action="/dashboard/team/(usr_\w+)/resend"', invited.text)
+    resend = f"/dashboard/team/{member_id}/resend"
+    resends = [await owner.post_form("/dashboard/team", resend, {}) for _ in range(3)]
+    assert [r.status_code for r in resends] == [200, 200, 429]
+    assert "rate_limited" in resends[-1].text and "try again in" in resends[-1].text
+    another = await owner.post_form("/dashboard/team", "/dashboard/team/invite", someone())
+    assert another.status_code == 429 and "invite-url" not in another.text
+    assert len(await intake.staged("team_member.invited", merchant_id)) == emailed + 3
+
+    _, other_owner = await merchant_with_owner(intake)  # another merchant's invitations are its own
+    elsewhere = await other_owner.post_form("/dashboard/team", "/dashboard/team/invite", someone())
+    assert elsewhere.status_code == 200

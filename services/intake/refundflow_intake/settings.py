@@ -44,6 +44,9 @@ class IntakeSettings(ServiceSettings):
     login_attempts_per_account: int = Field(default=10, ge=1, description="per 15 minutes, across all replicas")
     login_attempts_per_ip: int = Field(default=50, ge=1, description="per 15 minutes, across all replicas")
     password_resets_per_hour: int = Field(default=5, ge=1, description="per address and per client address")
+    team_invites_per_hour: int = Field(
+        default=20, ge=1, description="invites and resends per merchant (each is an email), across all replicas"
+    )
 
     def dashboard_secret(self) -> bytes:
         """Signs the CSRF token of forms shown before sign-in (derived from the admin token)."""

@@ -3,14 +3,15 @@ and remove people."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
-from refundflow_intake import actors, team_members
-from refundflow_intake.api.dependencies import Db, Links, Now
+from refundflow_intake import actors, rate_limit, team_members
+from refundflow_intake.api.dependencies import Db, Links, Now, Settings
 from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.api.fields import Email, PathId
 from refundflow_intake.dashboard import queries
@@ -50,6 +51,13 @@ async def _page(
     )
 
 
+async def _count_invite_email(db: Db, settings: Settings, merchant_id: str, now: datetime) -> None:
+    """Invites and resends each email, in Refundflow's name, an address an owner typed: a few an hour per merchant,
+    so a hostile owner cannot mail anyone at will (RateLimited beyond)."""
+    limit, hour = settings.team_invites_per_hour, timedelta(hours=1)
+    await rate_limit.take(db.pool, f"team_invites:{merchant_id}", limit=limit, window=hour, now=now)
+
+
 @router.get("")
 async def team(request: Request, user: CurrentUser, db: Db) -> HTMLResponse:
     return await _page(request, db, user)
@@ -61,6 +69,7 @@ async def invite(
     user: FormUser,
     db: Db,
     links: Links,
+    settings: Settings,
     now: Now,
     email: Annotated[str, Form(max_length=320)],
     role: Annotated[Role, Form()],
@@ -69,6 +78,7 @@ async def invite(
     try:
         require(user.role, Permission.MANAGE_TEAM)
         address = _EMAIL.validate_python(email.strip())
+        await _count_invite_email(db, settings, user.merchant_id, now)
         async with db.transaction() as conn:
             member, url = await team_members.invite(
                 conn, links, user.merchant_id, email=address, role=role, invited_by=actors.person(user.user_id), now=now
@@ -81,9 +91,12 @@ async def invite(
 
 
 @router.post("/{member_id}/resend")
-async def resend(request: Request, member_id: PathId, user: FormUser, db: Db, links: Links, now: Now) -> HTMLResponse:
+async def resend(
+    request: Request, member_id: PathId, user: FormUser, db: Db, links: Links, settings: Settings, now: Now
+) -> HTMLResponse:
     try:
         require(user.role, Permission.MANAGE_TEAM)
+        await _count_invite_email(db, settings, user.merchant_id, now)
         async with db.transaction() as conn:
             url = await team_members.resend_invite(
                 conn, links, user.merchant_id, member_id, by=actors.person(user.user_id), now=now
