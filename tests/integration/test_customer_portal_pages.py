@@ -104,6 +104,22 @@ async def test_only_what_a_decision_told_the_customer_is_shown_never_the_teams_n
     assert "VIP" not in seen and "api_key" not in seen and "key_" not in seen, "nothing of who acted or why"
 
 
+async def test_an_amount_of_nothing_is_asked_for_again_not_called_more_than_refundable(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+
+    refused = await customer.ask(reason="duplicate", amount="0")
+
+    assert refused.status_code == 422
+    seen = text_of(refused.text)
+    assert "Enter an amount such as 12.50, or leave it empty to ask for everything." in seen
+    assert "more than can still be refunded" not in seen
+    assert (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"] == []
+
+
 async def test_outside_the_window_and_excluded_the_page_says_so_and_the_customer_may_still_ask(
     intake: IntakeUnderTest,
 ) -> None:

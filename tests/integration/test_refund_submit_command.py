@@ -57,6 +57,7 @@ async def test_a_command_creates_one_request_however_often_it_is_sent(intake: In
     ("fields", "code"),
     [
         ({"amount": 20_000}, "refund_exceeds_refundable"),
+        ({"amount": 0}, "invalid_amount"),
         ({"reason": "bored"}, "invalid_reason"),
         ({"currency": "USD"}, "currency_mismatch"),
         ({"payment_id": "pay_unknown"}, "payment_not_found"),
@@ -119,3 +120,20 @@ async def test_a_refusal_parked_while_the_broker_does_not_answer_is_answered_and
     dlq = dlq_topic(topic_for("refund.submit", intake.settings.topic_prefix))
     parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
     assert parked["dlq_reason"] == "invalid_reason"
+
+
+async def test_a_proration_that_comes_to_nothing_is_refused_as_one(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=49)
+    # 49 × 1/100 = 0.49 minor units: rounds to 0, which is no refund (not one that exceeds the 49 refundable).
+    proration = {"affected_days": 1, "period_days": 100}
+    submit = command(payment, await intake.merchant_id(merchant), amount=None, proration=proration)
+    await intake.publish(submit)
+
+    async def answered() -> bool:
+        return bool(await intake.staged("refund.submit_rejected", submit.payment_id))
+
+    await eventually(answered, timeout=30)
+    [answer] = await intake.staged("refund.submit_rejected", submit.payment_id)
+    assert answer["code"] == "invalid_proration"
+    assert await intake.db.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", submit.payment_id) == 0

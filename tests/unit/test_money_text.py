@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from refundflow_intake.dashboard.money_text import InvalidAmount, format_amount, parse_amount
+from refundflow_intake.dashboard.money_text import format_amount, parse_amount
+from refundflow_intake.domain import InvalidAmount
 
 
 @pytest.mark.parametrize(

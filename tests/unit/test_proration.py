@@ -40,6 +40,13 @@ def test_the_whole_period_is_the_whole_amount_and_never_more() -> None:
         prorate(12_345, 0, 31)
 
 
+@pytest.mark.parametrize(("amount", "days", "of_days"), [(1, 1, 3), (49, 1, 100)])
+def test_a_share_that_rounds_to_nothing_is_refused(amount: int, days: int, of_days: int) -> None:
+    with pytest.raises(InvalidProration, match="less than one minor unit"):
+        prorate(amount, days, of_days)
+    assert prorate(amount + 1, days, of_days) == 1  # half a minor unit rounds up
+
+
 def test_a_period_counts_started_days() -> None:
     start = datetime(2026, 2, 1, tzinfo=UTC)
     assert period_days(start, datetime(2026, 3, 1, tzinfo=UTC)) == 28

@@ -4,6 +4,7 @@ import pytest
 
 from refundflow_intake.domain import (
     CurrencyMismatch,
+    InvalidAmount,
     InvalidTransition,
     RefundExceedsRefundable,
     RefundRequest,
@@ -58,10 +59,14 @@ def test_no_amount_means_everything_still_refundable() -> None:
     )
 
 
-@pytest.mark.parametrize("amount", [7_501, 0])
-def test_a_refund_must_fit_in_what_is_left(amount: int) -> None:
+def test_a_refund_must_fit_in_what_is_left() -> None:
     with pytest.raises(RefundExceedsRefundable):
-        RefundRequest(payment_amount=10_000, payment_currency="EUR", held_by_refunds=2_500).decide_amount(amount, None)
+        RefundRequest(payment_amount=10_000, payment_currency="EUR", held_by_refunds=2_500).decide_amount(7_501, None)
+
+
+def test_a_refund_of_nothing_is_no_amount_rather_than_too_much() -> None:
+    with pytest.raises(InvalidAmount, match="at least 1"):
+        RefundRequest(payment_amount=10_000, payment_currency="EUR", held_by_refunds=0).decide_amount(0, None)
 
 
 def test_nothing_left_means_no_refund_at_all() -> None:

@@ -35,7 +35,9 @@ class DomainError(Exception):
     """A rule said no. ``code`` is stable: clients branch on it."""
 
     code = "domain_error"
-    in_api: ClassVar[bool] = True  # False: only the dashboard raises it, so the API documents no such code
+    # False: no API answer carries it (a page's or a command's own, or the API's schema refuses first), so the API
+    # documents no such code.
+    in_api: ClassVar[bool] = True
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -56,6 +58,13 @@ class RefundNotFound(NotFound):
 
 class RefundExceedsRefundable(DomainError):
     code = "refund_exceeds_refundable"
+
+
+class InvalidAmount(DomainError):
+    """No amount: typed unreadably in a page, or 0 from a page or a command (the API's schema refuses 0 first)."""
+
+    code = "invalid_amount"
+    in_api = False
 
 
 class CurrencyMismatch(DomainError):
@@ -227,6 +236,8 @@ class RefundRequest:
         """The amount to refund: the request's, or all that is left. Raises when a hard rule says no."""
         if currency is not None and currency.upper() != self.payment_currency:
             raise CurrencyMismatch(f"the payment is in {self.payment_currency}, not {currency.upper()}")
+        if requested is not None and requested <= 0:
+            raise InvalidAmount(f"a refund is of at least 1 minor unit, not {requested}")
         left = refundable_amount(self.payment_amount, self.held_by_refunds)
         amount = left if requested is None else requested
         if amount <= 0 or amount > left:

@@ -3,7 +3,7 @@
 Rounding rule: the exact share ``amount × days / period_days`` is rounded to the nearest minor unit of the
 payment's currency, halves rounding up (in the customer's favour). Every amount is already in minor units
 (yen, cents, fils), so the same integer arithmetic holds for 0-, 2- and 3-decimal currencies; the result is
-never more than the payment.
+never more than the payment, and never nothing: a share under half a minor unit is refused, not a refund of 0.
 """
 
 from __future__ import annotations
@@ -29,4 +29,7 @@ def prorate(amount: int, days: int, of_days: int) -> int:
         raise InvalidProration("the period must be at least one day")
     if not 0 < days <= of_days:
         raise InvalidProration(f"days must be between 1 and the period's {of_days} days, not {days}")
-    return (2 * amount * days + of_days) // (2 * of_days)
+    share = (2 * amount * days + of_days) // (2 * of_days)
+    if share == 0:
+        raise InvalidProration(f"{days} of {of_days} days of {amount} minor units is less than one minor unit")
+    return share

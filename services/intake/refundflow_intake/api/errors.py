@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from refundflow_intake.dashboard.money_text import InvalidAmount
 from refundflow_intake.dashboard.policy_form import InvalidPolicyForm
 from refundflow_intake.dashboard_sessions import CsrfRejected
 from refundflow_intake.domain import (
@@ -25,6 +24,7 @@ from refundflow_intake.domain import (
     DuplicatePayment,
     ExtensionConflictsWithCancel,
     IdempotencyKeyReused,
+    InvalidAmount,
     InvalidCursor,
     InvalidPeriod,
     InvalidProration,

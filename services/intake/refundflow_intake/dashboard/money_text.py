@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import re
 
-from refundflow_intake.domain import DomainError
+from refundflow_intake.domain import InvalidAmount
 from refundflow_shared.money import minor_unit_exponent
 
 _SYMBOLS = {"EUR": "€", "GBP": "£", "JPY": "¥", "USD": "$", "INR": "₹", "KRW": "₩"}
 _TYPED = re.compile(r"^\s*(\d{1,13})(?:([.,])(\d+))?\s*$")
-
-
-class InvalidAmount(DomainError):
-    code = "invalid_amount"
-    in_api = False
 
 
 def format_amount(amount: int, currency: str) -> str:

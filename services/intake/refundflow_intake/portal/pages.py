@@ -14,8 +14,8 @@ from refundflow_intake.api.dependencies import Db, Now, Settings, ToCustomer
 from refundflow_intake.api.errors import status_of
 from refundflow_intake.api.routes.portal import client_address
 from refundflow_intake.dashboard import auth
-from refundflow_intake.dashboard.money_text import InvalidAmount, format_amount, parse_amount
-from refundflow_intake.domain import DomainError, PaymentNotFound, PortalDisabled, RefundReason
+from refundflow_intake.dashboard.money_text import format_amount, parse_amount
+from refundflow_intake.domain import DomainError, InvalidAmount, PaymentNotFound, PortalDisabled, RefundReason
 from refundflow_intake.portal import customer_requests, customer_words, tokens
 from refundflow_intake.portal.customer_requests import Ask, Portal
 from refundflow_intake.portal.rendering import render, render_fragment
@@ -211,6 +211,9 @@ async def request_status(token: Token, refund_id: RefundId, db: Db, now: Now, se
     return JSONResponse({**body, "html": html}, headers={"Cache-Control": "no-store"})
 
 
+_ENTER_AN_AMOUNT = "Enter an amount such as 12.50, or leave it empty to ask for everything."
+
+
 class _Refused(Exception):
     def __init__(self, message: str, status: int = 422) -> None:
         super().__init__(message)
@@ -225,7 +228,7 @@ def _ask(portal: Portal, reason: str, details: str, amount: str, subscription: s
     try:
         money = parse_amount(amount, portal.payment["currency"]) if amount.strip() else None
     except InvalidAmount:
-        raise _Refused("Enter an amount such as 12.50, or leave it empty to ask for everything.") from None
+        raise _Refused(_ENTER_AN_AMOUNT) from None
     running = portal.payment["subscription_id"] and not portal.payment["subscription_canceled_at"]
     wish = {"cancel": True, "keep": False}.get(subscription) if running else None
     return Ask(chosen, details.strip() or None, money, wish)
@@ -237,6 +240,7 @@ def _in_words(exc: DomainError, portal: Portal) -> str:
     words = {
         "open_request_exists": f"You already have a request waiting for {portal.merchant_name}'s decision.",
         "refund_exceeds_refundable": f"That is more than can still be refunded on this payment: at most {left}.",
+        "invalid_amount": _ENTER_AN_AMOUNT,  # 0 typed: read, but no amount
         "reason_details_required": "With “Something else”, please tell us what happened in the details.",
         "payment_disputed": "This payment is disputed with your bank: its refund goes through that dispute.",
         "rate_limited": "Too many attempts in a short time. Please try again in a while.",
