@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -51,3 +51,11 @@ def test_a_period_counts_started_days() -> None:
     start = datetime(2026, 2, 1, tzinfo=UTC)
     assert period_days(start, datetime(2026, 3, 1, tzinfo=UTC)) == 28
     assert period_days(start, datetime(2026, 3, 1, 1, tzinfo=UTC)) == 29
+
+
+def test_a_period_across_a_dst_change_counts_its_calendar_days() -> None:
+    cest, cet = timezone(timedelta(hours=2)), timezone(timedelta(hours=1))
+    # October in Berlin is 31 days and one hour long (the clocks go back): the hour is no started day.
+    assert period_days(datetime(2026, 10, 1, tzinfo=cest), datetime(2026, 11, 1, tzinfo=cet)) == 31
+    assert period_days(datetime(2026, 3, 1, tzinfo=cet), datetime(2026, 4, 1, tzinfo=cest)) == 31  # an hour short
+    assert period_days(datetime(2026, 10, 1, tzinfo=cest), datetime(2026, 11, 1, 1, tzinfo=cet)) == 32

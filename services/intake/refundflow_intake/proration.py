@@ -12,15 +12,17 @@ from datetime import datetime
 
 from refundflow_intake.domain import InvalidProration
 
-SECONDS_PER_DAY = 86_400
-
 
 def period_days(start: datetime, end: datetime) -> int:
-    """Whole days in a subscription period (a partial day counts as a day)."""
-    seconds = int((end - start).total_seconds())
-    if seconds <= 0:
+    """Whole days in a subscription period (a partial day counts as a day), counted on the calendar as each end is
+    given: its own date and time of day in its own offset. So a month across a DST change is its calendar days,
+    not one more for its 25-hour day. (A period read back from PostgreSQL is in UTC: its offsets are not kept.)"""
+    if end <= start:
         raise InvalidProration("the subscription period ends before it starts")
-    return -(-seconds // SECONDS_PER_DAY)
+    days = (end.date() - start.date()).days
+    if end.time() > start.time():  # a started day
+        days += 1
+    return max(days, 1)  # ends in far-apart offsets can be under a day apart on the calendar
 
 
 def prorate(amount: int, days: int, of_days: int) -> int:
