@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
+from refundflow_intake.api.schemas import RefundCreate
+from refundflow_intake.app import MIGRATIONS
+from refundflow_intake.idempotency import fingerprint
 from refundflow_shared.events import RefundSubmit, dlq_topic, topic_for
+from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.service_runtime import ServiceRuntime
+from tests.conftest import create_database
 from tests.support.intake_harness import IntakeUnderTest, running_intake
 from tests.support.kafka_reader import dead_letter_of, headers_of, read_topic
 from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+REJECTED = "refund.submit_rejected"
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +61,110 @@ async def test_a_command_creates_one_request_however_often_it_is_sent(intake: In
     assert [(r["amount"], r["channel"], r["status"]) for r in refunds["data"]] == [(1_000, "command", "pending")]
     refund = (await intake.client.get(f"/v1/refunds/{refunds['data'][0]['id']}", headers=merchant)).json()
     assert refund["timeline"][0]["actor"] == "service:support-desk"
+
+
+async def test_api_idempotency_keys_and_command_keys_never_collide(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    api_first, command_first = await intake.payment(merchant), await intake.payment(merchant)
+
+    async def ask(payment: dict[str, Any], key: str) -> None:
+        body = {"payment_id": payment["id"], "reason": "duplicate", "amount": 500}
+        asked = await intake.client.post("/v1/refunds", headers={**merchant, "Idempotency-Key": key}, json=body)
+        assert asked.status_code == 201, asked.text
+
+    async def submit(payment: dict[str, Any], key: str) -> None:
+        await intake.publish(command(payment, merchant_id, idempotency_key=key, amount=700))
+
+        async def handled() -> bool:
+            made = "SELECT count(*) FROM refunds WHERE payment_id = $1 AND channel = 'command'"
+            return bool(await intake.db.fetchval(made, payment["id"]) or await intake.staged(REJECTED, payment["id"]))
+
+        await eventually(handled, timeout=30)
+
+    # A merchant's key spelled as the platform's command key, and the other way round: each has its own refund.
+    await ask(api_first, "refund.submit:order-42")
+    await submit(api_first, "order-42")
+    await submit(command_first, "order-43")
+    await ask(command_first, "refund.submit:order-43")
+
+    for payment in (api_first, command_first):
+        listed = await intake.client.get("/v1/refunds", headers=merchant, params={"payment_id": payment["id"]})
+        assert sorted((r["amount"], r["channel"]) for r in listed.json()["data"]) == [(500, "api"), (700, "command")]
+        assert await intake.staged(REJECTED, payment["id"]) == []
+
+
+async def test_keys_kept_in_one_namespace_before_are_each_their_channels_after_the_upgrade(
+    postgres_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    dsn = await create_database(postgres_url)
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for path in MIGRATIONS.glob("*.sql"):
+        if path.name < "0620":  # 0620_idempotency_keys_by_channel.sql
+            shutil.copy(path, before / path.name)
+    await apply_migrations(dsn, "intake", before)
+    resent = command({"id": "pay_by_command"}, "mer_1", idempotency_key="order-7", amount=700)
+    api_body = RefundCreate.model_validate({"payment_id": "pay_by_api", "reason": "duplicate", "amount": 500})
+    # (payment, refund, channel, amount, the key as it was kept, what was sent)
+    kept = [
+        ("pay_by_command", "ref_by_command", "command", 700, "refund.submit:order-7", resent.model_dump(mode="json")),
+        ("pay_by_api", "ref_by_api", "api", 500, "refund.submit:order-8", api_body.model_dump(mode="json")),
+    ]
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "intake"})
+    try:
+        await conn.execute("INSERT INTO merchants (id, name) VALUES ('mer_1', 'Acme')")
+        await conn.execute(
+            "INSERT INTO api_keys (id, merchant_id, key_hash) VALUES ('key_1', 'mer_1', $1)",
+            hashlib.sha256(b"rfk_old").digest(),
+        )
+        for payment_id, refund_id, channel, amount, key, request in kept:
+            await conn.execute(
+                "INSERT INTO payments (id, merchant_id, customer_email, amount, currency, provider_payment_id,"
+                " paid_at, product_id, product_name, product_kind)"
+                " VALUES ($1, 'mer_1', 'ada@example.com', 10000, 'EUR', $1, now(), 'p', 'P', 'one_time')",
+                payment_id,
+            )
+            await conn.execute(
+                "INSERT INTO refunds (id, merchant_id, payment_id, amount, requested_amount, currency, reason, status,"
+                " channel) VALUES ($1, 'mer_1', $2, $3, $3, 'EUR', 'duplicate', 'pending', $4)",
+                refund_id,
+                payment_id,
+                amount,
+                channel,
+            )
+            await conn.execute(
+                "INSERT INTO idempotency_keys (merchant_id, key, request_hash, refund_id) VALUES ('mer_1', $1, $2, $3)",
+                key,
+                fingerprint(request),
+                refund_id,
+            )
+    finally:
+        await conn.close()
+
+    async with running_intake(postgres_url, kafka_bootstrap, database_url=dsn) as intake:
+        # The command sent again is its first one's replay; the API's key stays the API's.
+        await intake.publish(resent)
+        await intake.publish(command({"id": "pay_by_api"}, "mer_1", idempotency_key="order-8", amount=300))
+        retried = await intake.client.post(
+            "/v1/refunds",
+            headers={"Authorization": "Bearer rfk_old", "Idempotency-Key": "refund.submit:order-8"},
+            json=api_body.model_dump(mode="json", exclude_none=True),
+        )
+        assert (retried.status_code, retried.json()["id"]) == (201, "ref_by_api"), retried.text
+        assert retried.headers["Idempotent-Replayed"] == "true"
+
+        async def handled_both() -> bool:
+            return bool(await intake.db.fetchval("SELECT count(*) FROM inbox WHERE event_type = 'refund.submit'") == 2)
+
+        await eventually(handled_both, timeout=30)
+        refunds = await intake.db.fetch("SELECT payment_id, amount, channel FROM refunds ORDER BY payment_id, amount")
+        assert [tuple(r) for r in refunds] == [
+            ("pay_by_api", 300, "command"),
+            ("pay_by_api", 500, "api"),
+            ("pay_by_command", 700, "command"),
+        ]
+        assert await intake.db.fetchval("SELECT count(*) FROM outbox WHERE event_type = $1", REJECTED) == 0
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,6 @@
-"""``Idempotency-Key`` on refund creation: a retried request returns the first result, never a second refund."""
+"""``Idempotency-Key`` on refund creation: a retried request returns the first result, never a second refund.
+
+Each channel's keys are its own: a merchant's API key and the platform's ``refund.submit`` key never meet."""
 
 from __future__ import annotations
 
@@ -8,30 +10,36 @@ from typing import Any
 
 import asyncpg
 
-from refundflow_intake.domain import IdempotencyKeyReused
+from refundflow_intake.domain import Channel, IdempotencyKeyReused
 
 
 def fingerprint(body: dict[str, Any]) -> bytes:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
 
 
-async def claim(conn: asyncpg.Connection, merchant_id: str, key: str, request_hash: bytes) -> str | None:
+async def claim(
+    conn: asyncpg.Connection, merchant_id: str, channel: Channel, key: str, request_hash: bytes
+) -> str | None:
     """None when this request is the key's first (go ahead); else the refund id the first one created.
 
     The insert waits on a concurrent first request with the same key until it commits or rolls back, so two
     racing retries cannot both create a refund. A first request that failed left nothing behind: its retry runs.
     """
     claimed = await conn.fetchval(
-        "INSERT INTO idempotency_keys (merchant_id, key, request_hash) VALUES ($1, $2, $3)"
-        " ON CONFLICT (merchant_id, key) DO NOTHING RETURNING key",
+        "INSERT INTO idempotency_keys (merchant_id, channel, key, request_hash) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (merchant_id, channel, key) DO NOTHING RETURNING key",
         merchant_id,
+        channel.value,
         key,
         request_hash,
     )
     if claimed is not None:
         return None
     earlier = await conn.fetchrow(
-        "SELECT request_hash, refund_id FROM idempotency_keys WHERE merchant_id = $1 AND key = $2", merchant_id, key
+        "SELECT request_hash, refund_id FROM idempotency_keys WHERE merchant_id = $1 AND channel = $2 AND key = $3",
+        merchant_id,
+        channel.value,
+        key,
     )
     if bytes(earlier["request_hash"]) != request_hash:
         raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was already used with a different request body")
@@ -39,7 +47,11 @@ async def claim(conn: asyncpg.Connection, merchant_id: str, key: str, request_ha
     return refund_id
 
 
-async def remember(conn: asyncpg.Connection, merchant_id: str, key: str, refund_id: str) -> None:
+async def remember(conn: asyncpg.Connection, merchant_id: str, channel: Channel, key: str, refund_id: str) -> None:
     await conn.execute(
-        "UPDATE idempotency_keys SET refund_id = $3 WHERE merchant_id = $1 AND key = $2", merchant_id, key, refund_id
+        "UPDATE idempotency_keys SET refund_id = $4 WHERE merchant_id = $1 AND channel = $2 AND key = $3",
+        merchant_id,
+        channel.value,
+        key,
+        refund_id,
     )

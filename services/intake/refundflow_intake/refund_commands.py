@@ -61,7 +61,7 @@ async def submit_refund(
             await request_refund_once(
                 conn,
                 data.merchant_id,
-                f"refund.submit:{data.idempotency_key}",
+                data.idempotency_key,
                 data.model_dump(mode="json"),
                 payment_id=data.payment_id,
                 reason=_reason(data.reason),

@@ -209,18 +209,26 @@ async def request_refund(
 
 
 async def request_refund_once(
-    conn: asyncpg.Connection, merchant_id: str, idempotency_key: str | None, request: dict[str, Any], **fields: Any
+    conn: asyncpg.Connection,
+    merchant_id: str,
+    idempotency_key: str | None,
+    request: dict[str, Any],
+    *,
+    channel: Channel = Channel.API,
+    **fields: Any,
 ) -> tuple[str, bool]:
-    """``request_refund(**fields)`` once per idempotency key: (refund id, whether it is the first one's replay).
+    """``request_refund(**fields)`` once per idempotency key of the channel: (refund id, whether it is the first
+    one's replay).
 
     ``request`` is what the caller sent, as JSON: the key's first use fixes it, and reusing the key for another
     request is refused.
     """
     if idempotency_key is not None:
-        earlier = await idempotency.claim(conn, merchant_id, idempotency_key, idempotency.fingerprint(request))
+        request_hash = idempotency.fingerprint(request)
+        earlier = await idempotency.claim(conn, merchant_id, channel, idempotency_key, request_hash)
         if earlier is not None:
             return earlier, True
-    refund_id = await request_refund(conn, merchant_id, **fields)
+    refund_id = await request_refund(conn, merchant_id, channel=channel, **fields)
     if idempotency_key is not None:
-        await idempotency.remember(conn, merchant_id, idempotency_key, refund_id)
+        await idempotency.remember(conn, merchant_id, channel, idempotency_key, refund_id)
     return refund_id, False
