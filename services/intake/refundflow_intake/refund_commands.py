@@ -27,6 +27,25 @@ class InvalidReason(DomainError):
     code = "invalid_reason"
 
 
+class InvalidText(DomainError):
+    """Text PostgreSQL cannot store (a NUL character): refused before the database fails on it, so it is answered."""
+
+    code = "invalid_text"
+    in_api = False  # the API answers such text as invalid_request (api/errors.py)
+
+
+# The command's text that is stored. Its payment id is not among them: it keys the answer too, so a command whose
+# payment id cannot be stored cannot be answered either, only dead-lettered.
+_STORED_TEXT = ("merchant_id", "idempotency_key", "reason_details", "submitted_by")
+
+
+def _check_storable(data: RefundSubmit) -> None:
+    for field in _STORED_TEXT:
+        value = getattr(data, field)
+        if value is not None and "\x00" in value:
+            raise InvalidText(f"{field} holds a NUL character, which cannot be stored")
+
+
 def _reason(value: str) -> RefundReason:
     try:
         return RefundReason(value)
@@ -55,6 +74,7 @@ async def submit_refund(
     A refused command leaves nothing behind but its answer: its work runs in a savepoint that is rolled back.
     """
     try:
+        _check_storable(data)
         async with conn.transaction():
             if not await merchant_exists(conn, data.merchant_id):
                 raise MerchantNotFound(f"no merchant {data.merchant_id}")
