@@ -50,7 +50,7 @@ def test_a_share_that_rounds_to_nothing_is_refused(amount: int, days: int, of_da
 def test_a_period_counts_started_days() -> None:
     start = datetime(2026, 2, 1, tzinfo=UTC)
     assert period_days(start, datetime(2026, 3, 1, tzinfo=UTC)) == 28
-    assert period_days(start, datetime(2026, 3, 1, 1, tzinfo=UTC)) == 29
+    assert period_days(start, datetime(2026, 3, 1, 2, tzinfo=UTC)) == 29
 
 
 def test_a_period_across_a_dst_change_counts_its_calendar_days() -> None:
@@ -59,3 +59,11 @@ def test_a_period_across_a_dst_change_counts_its_calendar_days() -> None:
     assert period_days(datetime(2026, 10, 1, tzinfo=cest), datetime(2026, 11, 1, tzinfo=cet)) == 31
     assert period_days(datetime(2026, 3, 1, tzinfo=cet), datetime(2026, 4, 1, tzinfo=cest)) == 31  # an hour short
     assert period_days(datetime(2026, 10, 1, tzinfo=cest), datetime(2026, 11, 1, 1, tzinfo=cet)) == 32
+
+
+def test_a_period_read_back_in_utc_across_a_dst_change_still_counts_its_calendar_days() -> None:
+    """PostgreSQL gives timestamps back in UTC, offsets gone: the hour a DST change adds or takes is still no day."""
+    cest, cet = timezone(timedelta(hours=2)), timezone(timedelta(hours=1))
+    october = datetime(2026, 10, 1, tzinfo=cest).astimezone(UTC), datetime(2026, 11, 1, tzinfo=cet).astimezone(UTC)
+    march = datetime(2026, 3, 1, tzinfo=cet).astimezone(UTC), datetime(2026, 4, 1, tzinfo=cest).astimezone(UTC)
+    assert (period_days(*october), period_days(*march)) == (31, 31)

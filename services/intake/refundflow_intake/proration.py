@@ -8,21 +8,26 @@ never more than the payment, and never nothing: a share under half a minor unit 
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import datetime, timedelta
 
 from refundflow_intake.domain import InvalidProration
 
+_DAY = timedelta(days=1)
+_DST_SHIFT = timedelta(hours=1)  # what a DST change adds to a day, or takes from it
+
 
 def period_days(start: datetime, end: datetime) -> int:
-    """Whole days in a subscription period (a partial day counts as a day), counted on the calendar as each end is
-    given: its own date and time of day in its own offset. So a month across a DST change is its calendar days,
-    not one more for its 25-hour day. (A period read back from PostgreSQL is in UTC: its offsets are not kept.)"""
+    """Whole days in a subscription period; a started day counts as a day. A period within an hour of whole days
+    is those days: a month across a DST change is its calendar days, not one more for its 25-hour day (or one
+    less for its 23-hour one), whatever offsets its ends are given in (PostgreSQL gives them back in UTC)."""
     if end <= start:
         raise InvalidProration("the subscription period ends before it starts")
-    days = (end.date() - start.date()).days
-    if end.time() > start.time():  # a started day
-        days += 1
-    return max(days, 1)  # ends in far-apart offsets can be under a day apart on the calendar
+    length = end - start
+    whole = round(length / _DAY)
+    if whole >= 1 and abs(length - whole * _DAY) <= _DST_SHIFT:
+        return whole
+    return math.ceil(length / _DAY)
 
 
 def prorate(amount: int, days: int, of_days: int) -> int:
