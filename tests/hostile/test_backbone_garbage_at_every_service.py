@@ -34,6 +34,7 @@ from refundflow_shared.events import (
     EVENT_DATA_TYPES,
     Event,
     EventData,
+    PaymentDisputed,
     PaymentRefunded,
     PaymentSucceeded,
     Product,
@@ -46,6 +47,10 @@ from tests.support.raw_records import TAG, DeadLetters, RawHeaders, RawRecord, p
 
 MAX_EVENT_BYTES = 32 * 1024
 Good = Callable[[str], EventData]
+
+
+def payment_disputed(payment_id: str) -> EventData:
+    return PaymentDisputed(payment_id=payment_id, merchant_id="mer_garbage", dispute_id="dp_1")
 
 
 def payment_succeeded(payment_id: str) -> EventData:
@@ -82,7 +87,7 @@ class Target:
 
 
 TARGETS = {
-    "intake": Target(payment_succeeded, ("payment.disputed", "refund.succeeded", "refund.failed", "refund.submit")),
+    "intake": Target(payment_disputed, ("payment.succeeded", "refund.succeeded", "refund.failed", "refund.submit")),
     "processor": Target(payment_succeeded, ("refund.approved", "subscription.cancel_requested")),
     "notifier": Target(payment_refunded, ("refund.requested", "refund.approved", "webhook_endpoint.configured")),
 }
@@ -154,8 +159,6 @@ async def stack(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[Stack]
         db = await asyncpg.create_pool(database_url)
         assert db is not None
         running.push_async_callback(db.close)
-        # Intake registers a good payment only for a merchant it has.
-        await db.execute("INSERT INTO intake.merchants (id, name) VALUES ('mer_garbage', 'Garbage')")
         yield Stack(prefixes, db, kafka_bootstrap, dead)
 
 

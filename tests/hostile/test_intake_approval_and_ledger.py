@@ -12,6 +12,8 @@ import pytest
 from refundflow_shared.events import (
     Event,
     PaymentDisputed,
+    PaymentSucceeded,
+    Product,
     RefundExternalDetected,
     RefundFailed,
     RefundReversed,
@@ -95,34 +97,49 @@ async def test_a_request_on_a_payment_disputed_since_cannot_be_approved(intake: 
     assert (await shown(intake, merchant, f"/v1/refunds/{refund['id']}"))["status"] == "pending"
 
 
-async def test_a_dispute_of_a_payment_the_merchant_does_not_have_is_parked_with_an_alert_not_recorded(
-    intake: IntakeUnderTest,
-) -> None:
-    """A dispute names the payment and merchant it is about. Naming another merchant's payment, it blocked that
-    merchant's refunds; naming a payment intake never registered (billing's id for a provider payment the platform
-    registered under another), it was stored where nothing reads it, and the disputed payment stayed refundable.
-    Now it is retried (billing's payment may be on its way), then parked, and the team told."""
+async def test_a_dispute_counts_only_for_the_merchant_it_names(intake: IntakeUnderTest) -> None:
+    """A dispute naming another merchant's payment blocked that merchant's refunds, and kept its own merchant's
+    dispute of it from being recorded (one dispute per payment id)."""
     merchant, other = await intake.merchant(), await intake.merchant()
-    others_payment = await intake.payment(other)
-    wrong_merchant = await intake.publish(
-        PaymentDisputed(payment_id=others_payment["id"], merchant_id=await intake.merchant_id(merchant))
+    payment = await intake.payment(other)
+    await handled(
+        intake,
+        await intake.publish(PaymentDisputed(payment_id=payment["id"], merchant_id=await intake.merchant_id(merchant))),
     )
-    never_registered = await intake.publish(
-        PaymentDisputed(payment_id=f"bill_{uuid.uuid4().hex[:8]}", merchant_id=await intake.merchant_id(merchant))
+    asked = await intake.client.post(
+        "/v1/refunds/quote", headers=other, json={"payment_id": payment["id"], "reason": "requested_by_customer"}
     )
+    assert asked.status_code == 200, asked.text
 
-    dlq = dlq_topic(topic_for("payment.disputed", intake.settings.topic_prefix))
-    for sent in (wrong_merchant, never_registered):
-        parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=60)
-        assert parked["dlq_reason"] == "retries_exhausted"
+    await handled(
+        intake,
+        await intake.publish(PaymentDisputed(payment_id=payment["id"], merchant_id=await intake.merchant_id(other))),
+    )
+    refused = await intake.client.post(
+        "/v1/refunds", headers=other, json={"payment_id": payment["id"], "reason": "requested_by_customer"}
+    )
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "payment_disputed"
 
-        async def alerted(payment_id: str = sent.partition_key) -> bool:
-            return bool(await intake.staged("team_alert.raised", payment_id))
 
-        await eventually(alerted, timeout=30)
-    refund = await intake.refund(other, others_payment["id"])
-    approval = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=other)
-    assert approval.json()["status"] == "processing", "another merchant's dispute does not block this payment"
+async def test_a_dispute_read_before_its_payment_still_blocks_its_refunds(intake: IntakeUnderTest) -> None:
+    """Billing's two topics are read side by side: the dispute may come first, and the payment may wait behind it."""
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    payment_id = f"pay_billing_{uuid.uuid4().hex[:8]}"
+    dispute = await intake.publish(PaymentDisputed(payment_id=payment_id, merchant_id=merchant_id, dispute_id="dp_9"))
+    payment = await intake.publish(
+        PaymentSucceeded(
+            payment_id=payment_id, merchant_id=merchant_id, customer_email="grace@example.com", amount=1_500,
+            currency="EUR", provider_payment_id=f"pi_{uuid.uuid4().hex}", paid_at=intake.clock(),
+            product=Product(id="prod_1", name="Plan", kind="one_time"),
+        )
+    )  # fmt: skip
+    await handled(intake, dispute, payment)
+
+    refused = await intake.client.post(
+        "/v1/refunds", headers=merchant, json={"payment_id": payment_id, "reason": "requested_by_customer"}
+    )
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "payment_disputed"
 
 
 async def test_approval_cannot_take_what_an_external_refund_used_up_meanwhile(intake: IntakeUnderTest) -> None:

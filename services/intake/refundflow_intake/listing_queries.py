@@ -68,7 +68,8 @@ async def list_payments(
     holding = query.param([s.value for s in HOLDING_STATUSES])
     select = (
         f"SELECT p.*, held_by_refunds(p.id, {holding}::text[]) AS held_by_refunds,"
-        " EXISTS (SELECT 1 FROM payment_disputes d WHERE d.payment_id = p.id) AS disputed FROM payments p"
+        " EXISTS (SELECT 1 FROM payment_disputes d WHERE d.payment_id = p.id AND d.merchant_id = p.merchant_id)"
+        " AS disputed FROM payments p"
     )
     return await _page(conn, select, "p", "payments", query, limit, starting_after)
 

@@ -13,7 +13,6 @@ import structlog
 from refundflow_intake import repository
 from refundflow_intake.domain import DuplicatePayment, MerchantNotFound, ProviderPaymentTaken
 from refundflow_intake.merchant_accounts import merchant_exists, new_id
-from refundflow_shared.consumer import TransientError
 from refundflow_shared.events import Event, PaymentDisputed, PaymentSucceeded, Product, SubscriptionPeriod
 
 log = structlog.get_logger(__name__)
@@ -134,11 +133,8 @@ async def consume_payment_succeeded(
 
 
 async def consume_payment_disputed(conn: asyncpg.Connection, data: PaymentDisputed) -> None:
-    """From now on no refund may be made on this payment: the dispute settles the money."""
-    if await repository.get_payment(conn, data.merchant_id, data.payment_id) is None:
-        # Billing's payment.succeeded comes on another topic, maybe later: retried, then dead-lettered with a team
-        # alert (until it is recorded, the disputed payment can still be refunded).
-        raise TransientError(f"no payment {data.payment_id} of merchant {data.merchant_id} yet")
+    """From now on no refund may be made on this payment: the dispute settles the money. Recorded even before the
+    payment (billing's payment.succeeded comes on another topic); it counts only for the merchant it names."""
     await repository.record_dispute(
         conn,
         {

@@ -204,10 +204,13 @@ async def lock_refund_and_payment(
     return dict(payment.pop("refund")), payment
 
 
-# $1 the payment, $2 the holding statuses.
-_HELD_AND_DISPUTED = (
-    "held_by_refunds($1, $2::text[]) AS held, EXISTS (SELECT 1 FROM payment_disputes WHERE payment_id = $1) AS disputed"
+# A dispute of payment $1 by its own merchant.
+_DISPUTED = (
+    "EXISTS (SELECT 1 FROM payment_disputes d JOIN payments p ON p.id = d.payment_id AND p.merchant_id = d.merchant_id"
+    " WHERE d.payment_id = $1)"
 )
+# $1 the payment, $2 the holding statuses.
+_HELD_AND_DISPUTED = f"held_by_refunds($1, $2::text[]) AS held, {_DISPUTED} AS disputed"
 
 
 async def held_and_disputed(conn: asyncpg.Connection, payment_id: str) -> tuple[int, bool]:
@@ -233,7 +236,7 @@ async def add_to_refunded_amount(conn: asyncpg.Connection, payment_id: str, amou
 async def record_dispute(conn: asyncpg.Connection, dispute: Row) -> None:
     await conn.execute(
         "INSERT INTO payment_disputes (payment_id, merchant_id, dispute_id, reason) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (payment_id) DO NOTHING",
+        " ON CONFLICT (payment_id, merchant_id) DO NOTHING",
         dispute["payment_id"],
         dispute["merchant_id"],
         dispute["dispute_id"],
@@ -242,7 +245,7 @@ async def record_dispute(conn: asyncpg.Connection, dispute: Row) -> None:
 
 
 async def is_disputed(conn: asyncpg.Connection, payment_id: str) -> bool:
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM payment_disputes WHERE payment_id = $1)", payment_id))
+    return bool(await conn.fetchval(f"SELECT {_DISPUTED}", payment_id))
 
 
 async def has_open_customer_request(conn: asyncpg.Connection, payment_id: str) -> bool:

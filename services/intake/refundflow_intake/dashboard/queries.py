@@ -27,7 +27,8 @@ async def payments_page(
         conditions.append(f"(p.id = ${len(args) - 1} OR lower(p.customer_email) LIKE ${len(args)})")
     rows = await conn.fetch(
         "SELECT p.*, held_by_refunds(p.id, $2::text[]) AS held_by_refunds,"
-        " EXISTS (SELECT 1 FROM payment_disputes d WHERE d.payment_id = p.id) AS disputed,"
+        " EXISTS (SELECT 1 FROM payment_disputes d WHERE d.payment_id = p.id AND d.merchant_id = p.merchant_id)"
+        " AS disputed,"
         " (SELECT count(*) FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending') AS open_requests,"
         " (SELECT r.id FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending'"
         "   ORDER BY r.created_at LIMIT 1) AS open_request_id"
