@@ -13,7 +13,7 @@ from tests.support.http_servers import hostile_http_server
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-@pytest.mark.parametrize("behaviour", ["cut_short", "drip", "ok", "html_408", "idempotency_error"])
+@pytest.mark.parametrize("behaviour", ["cut_short", "drip", "ok", "html_408", "html_404", "idempotency_error"])
 async def test_an_answer_that_does_not_arrive_whole_is_no_answer(behaviour: str) -> None:
     async with hostile_http_server(behaviour) as provider_api:
         provider = StripeProvider("sk_test_hostile", f"http://127.0.0.1:{provider_api.port}", timeout_seconds=1.0)

@@ -42,6 +42,7 @@ def _canned(status: str, content_type: str, body: bytes) -> bytes:
 
 _CANNED = {
     "html_408": _canned("408 Request Timeout", "text/html", b"<html><body>Request Timeout</body></html>"),
+    "html_404": _canned("404 Not Found", "text/html", b"<html><body>No route to upstream</body></html>"),
     "idempotency_error": _canned(
         "400 Bad Request",
         "application/json",
@@ -57,8 +58,8 @@ class HostileHttpServer:
 
     ``drip``: 200, then one byte a second for as long as the client listens; ``flood``: 200, then
     ``flood_bytes`` as fast as the client reads; ``ok``: an empty 200; ``redirect``: a 307 to ``redirect_to``;
-    ``cut_short``: a 200 promising 400 bytes, a few of them, then the connection closed; ``html_408``: a proxy's
-    408 page; ``idempotency_error``: Stripe's 400 for a key that already ran with other parameters.
+    ``cut_short``: a 200 promising 400 bytes, a few of them, then the connection closed; ``html_408`` and
+    ``html_404``: a proxy's pages; ``idempotency_error``: Stripe's 400 for a key that already ran with other parameters.
     It counts every connection it accepts (a refused call must not even connect), the bytes it managed to send,
     and the most requests that were open at once: in all, per path, and per delivery (path and ``webhook-id``).
     """

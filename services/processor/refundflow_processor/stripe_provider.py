@@ -143,9 +143,6 @@ async def _call(request: Awaitable[T]) -> T:
         return await request
 
 
-_REFUSALS = frozenset({400, 402, 404})  # Stripe's statuses for a request it read and turned down
-
-
 @contextmanager
 def _classified_errors() -> Iterator[None]:
     """The SDK's errors sorted: definite refusals, refused credentials, and failures without an answer."""
@@ -158,12 +155,13 @@ def _classified_errors() -> Iterator[None]:
     except (stripe.AuthenticationError, stripe.PermissionError) as exc:
         code = exc.code or getattr(exc.error, "code", None) or type(exc).__name__
         raise ProviderAuthFailed(f"HTTP {exc.http_status}: {code}") from exc
+    except (stripe.InvalidRequestError, stripe.CardError) as exc:
+        # Stripe's own refusals (400, 404, 402, its error body read): definite.
+        raise ProviderRefused(exc.code or f"http_{exc.http_status}", str(exc.user_message or exc)) from exc
     except stripe.StripeError as exc:
+        # Anything else may hide a refund made: an unreadable answer (a proxy's page, whatever its status, or an
+        # empty 2xx), a 409 or 5xx, a key that already ran with other parameters. The caller reconciles, never fails.
         status = exc.http_status or 0
-        # Only Stripe's own refusals are definite. An unreadable 2xx, a proxy's page, a 409 or 5xx, or a key that
-        # already ran with other parameters may hide a refund made: the caller reconciles, never fails.
-        if status in _REFUSALS and not isinstance(exc, stripe.IdempotencyError):
-            raise ProviderRefused(exc.code or f"http_{status}", str(exc.user_message or exc)) from exc
         raise ProviderUnavailable(f"HTTP {status}: {exc.user_message or exc}", server_error=status >= 500) from exc
 
 
