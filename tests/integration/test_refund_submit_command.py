@@ -204,15 +204,20 @@ async def test_a_refused_command_is_answered_and_parked_with_its_reason(
     assert [(h["dlq_reason"], h["dlq_consumer"]) for h in mine] == [(code, "intake")]
 
 
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [({"reason": "bored"}, "invalid_reason"), ({"payment_id": "pay_never_registered"}, "payment_not_found")],
+)
 async def test_a_refusal_parked_while_the_broker_does_not_answer_is_answered_and_parked_once_it_does(
-    intake: IntakeUnderTest,
+    intake: IntakeUnderTest, fields: dict[str, Any], code: str
 ) -> None:
     """The refusal is parked from within the handler's transaction: a broker that times out then (no in-sync
     replica for a while, say) is waited out, as the database is. It was handled as a bug: dead-lettered as
-    handler_error, its answer rolled back, the sender never told."""
+    handler_error, its answer rolled back, the sender never told. An unknown payment is refused on the last try
+    only (it may be on its way): that try, waited out, is still the last."""
     merchant = await intake.merchant()
     payment = await intake.payment(merchant)
-    submit = command(payment, await intake.merchant_id(merchant), reason="bored")
+    submit = command(payment, await intake.merchant_id(merchant), **fields)
     runtime: ServiceRuntime = intake.app.state.runtime
     publish = runtime.broker.publish
     timeouts = ["no in-sync replica answered"]
@@ -234,10 +239,10 @@ async def test_a_refusal_parked_while_the_broker_does_not_answer_is_answered_and
         runtime.broker.publish = publish  # type: ignore[method-assign]
     assert not timeouts, "the broker timed out on the refusal's dead letter"
     [answer] = await intake.staged("refund.submit_rejected", submit.payment_id)
-    assert answer["code"] == "invalid_reason"
+    assert answer["code"] == code
     dlq = dlq_topic(topic_for("refund.submit", intake.settings.topic_prefix))
     parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
-    assert parked["dlq_reason"] == "invalid_reason"
+    assert parked["dlq_reason"] == code
 
 
 async def test_a_proration_that_comes_to_nothing_is_refused_as_one(intake: IntakeUnderTest) -> None:

@@ -80,9 +80,11 @@ def register(runtime: ServiceRuntime, clock: Callable[[], datetime], links: Cust
     async def refund_submit(conn: asyncpg.Connection, event: Event, data: RefundSubmit) -> None:
         last_try = tries.count(str(event.id))
         rejected = await submit_refund(conn, event, data, now=clock(), last_try=last_try, links=links)
-        tries.forget(str(event.id))
         if rejected is None:
+            tries.forget(str(event.id))
             return
+        # Counted on: should parking it or the commit wait out the broker or the database, the next try is the last
+        # one again, not a first that postpones what the last refused.
         # The refusal is answered (refund.submit_rejected, in this transaction) and parked with its reason.
         # Should this transaction not commit, the redelivery parks it again: the DLQ is at-least-once too.
         await consumer.dead_letter(
