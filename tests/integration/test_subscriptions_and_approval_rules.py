@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -81,6 +82,37 @@ async def test_a_renewal_of_a_subscription_cancelled_already_is_only_refunded(in
     approved = (await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)).json()
 
     assert (approved["status"], approved["subscription_action"]) == ("processing", "refund_only")
+    assert await intake.staged("subscription.cancel_requested", first["id"]) == []
+
+
+async def test_a_cancel_at_the_period_end_read_after_a_cancel_now_leaves_the_subscription_ended(
+    intake: IntakeUnderTest,
+) -> None:
+    """Two payments of one subscription are two keys, read in either order: the period's end of a later-read
+    schedule must not bring back what a cancel now ended (a refund would cancel it, and tell the customer, again)."""
+    merchant = await intake.merchant()
+    first = await intake.subscription_payment(merchant)
+    renewal = await intake.payment(merchant, product=first["product"], subscription=first["subscription"])
+    merchant_id, period_end = await intake.merchant_id(merchant), first["subscription"]["current_period_end"]
+    cancels = [
+        SubscriptionCanceled(
+            payment_id=payment["id"], merchant_id=merchant_id, subscription_id=first["subscription"]["id"],
+            at_period_end=at_period_end, ends_at=datetime.fromisoformat(period_end) if at_period_end else None,
+        )
+        for payment, at_period_end in ((renewal, False), (first, True))
+    ]  # fmt: skip
+    for cancel in cancels:  # the cancel now first, the schedule after it
+        sent = await intake.publish(cancel, source="refundflow/processor")
+
+        async def handled(event_id: uuid.UUID = sent.id) -> bool:
+            return bool(await intake.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", event_id))
+
+        await eventually(handled, timeout=30)
+    refund = await intake.refund(merchant, first["id"])
+
+    approved = (await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)).json()
+
+    assert approved["subscription_action"] == "refund_only"
     assert await intake.staged("subscription.cancel_requested", first["id"]) == []
 
 

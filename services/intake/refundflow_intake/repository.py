@@ -158,10 +158,15 @@ async def record_subscription_canceled(
     conn: asyncpg.Connection, merchant_id: str, payment_id: str, subscription_id: str, access_until: datetime | None
 ) -> None:
     """The subscription the payment paid for is cancelled (``access_until``: the period's end it runs to): for
-    every payment of it, renewals too."""
+    every payment of it, renewals too, locked in payment id order as every writer locks payments. Its payments'
+    reports come on their own keys, in any order: a schedule read after a cancel now leaves it ended."""
     await conn.execute(
-        "UPDATE payments SET subscription_canceled_at = coalesce(subscription_canceled_at, now()),"
-        " subscription_access_until = $4 WHERE merchant_id = $1 AND subscription_id = $3"
+        "UPDATE payments p SET subscription_canceled_at = coalesce(p.subscription_canceled_at, now()),"
+        " subscription_access_until = CASE WHEN p.subscription_canceled_at IS NOT NULL"
+        " AND p.subscription_access_until IS NULL THEN NULL ELSE $4::timestamptz END"
+        " FROM (SELECT id FROM payments WHERE merchant_id = $1 AND subscription_id = $3"
+        '       ORDER BY id COLLATE "C" FOR UPDATE) AS mine'
+        " WHERE p.id = mine.id"
         " AND EXISTS (SELECT 1 FROM payments WHERE id = $2 AND merchant_id = $1 AND subscription_id = $3)",
         merchant_id,
         payment_id,
