@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -83,6 +84,24 @@ async def test_a_renewal_of_a_subscription_cancelled_already_is_only_refunded(in
 
     assert (approved["status"], approved["subscription_action"]) == ("processing", "refund_only")
     assert await intake.staged("subscription.cancel_requested", first["id"]) == []
+
+
+async def test_the_dashboard_offers_refund_only_first_when_the_subscription_has_ended(intake: IntakeUnderTest) -> None:
+    """The approve form chose refund-and-cancel for every subscription: approved as shown, a renewal's refund
+    cancelled an ended subscription again and told the customer a second time."""
+    merchant, owner = await merchant_with_owner(intake)
+    first = await intake.subscription_payment(merchant)
+    renewal = await intake.payment(merchant, product=first["product"], subscription=first["subscription"])
+    running = await intake.refund(merchant, first["id"], amount=1_000)
+    page = (await owner.page(f"/dashboard/refunds/{running['id']}")).text
+    assert re.search(r'value="refund_and_cancel" checked', page), "a running subscription: refund and cancel"
+
+    await _provider_cancelled(intake, merchant, renewal, at_period_end=False)
+    page = (await owner.page(f"/dashboard/refunds/{running['id']}")).text
+
+    assert re.search(r'value="refund_only" checked', page)
+    assert not re.search(r'value="refund_and_cancel" checked', page)
+    assert "The subscription has ended" in page
 
 
 async def test_a_cancel_at_the_period_end_read_after_a_cancel_now_leaves_the_subscription_ended(

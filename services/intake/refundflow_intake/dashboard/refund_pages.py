@@ -55,6 +55,7 @@ async def _page(
     policy = await policies.effective_policy(conn, user.merchant_id, payment.product.id)
     row = await repository.get_refund(conn, refund_id, merchant_id=user.merchant_id)
     subscription = payment.subscription
+    payment_row = await repository.get_payment(conn, user.merchant_id, refund.payment_id) if subscription else None
     period = period_days(subscription.current_period_start, subscription.current_period_end) if subscription else None
     flags = flag_explanations(
         refund.flags,
@@ -82,6 +83,7 @@ async def _page(
         pending_badge=await queries.pending_count(conn, user.merchant_id),
         approvals_needed=policy.approvals_required(refund.amount, refund.currency),
         customer_wish=row["cancel_subscription"] if row else None,
+        subscription_ended=bool(payment_row and payment_row["subscription_ended"]),
         error=error,
         status_code=status_code,
         now=now,
