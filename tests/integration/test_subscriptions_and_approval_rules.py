@@ -86,6 +86,25 @@ async def test_a_renewal_of_a_subscription_cancelled_already_is_only_refunded(in
     assert await intake.staged("subscription.cancel_requested", first["id"]) == []
 
 
+async def test_a_second_refund_approved_before_the_cancel_is_done_does_not_cancel_again(
+    intake: IntakeUnderTest,
+) -> None:
+    """The first approval asked the provider to cancel now; until the processor reports it done, a second approval
+    of the same subscription asked again, and the customer heard of the cancellation twice."""
+    merchant = await intake.merchant()
+    first = await intake.subscription_payment(merchant)
+    renewal = await intake.payment(merchant, product=first["product"], subscription=first["subscription"])
+    one, two = await intake.refund(merchant, first["id"], amount=1_000), await intake.refund(merchant, renewal["id"])
+
+    first_approval = (await intake.client.post(f"/v1/refunds/{one['id']}/approve", headers=merchant)).json()
+    second_approval = (await intake.client.post(f"/v1/refunds/{two['id']}/approve", headers=merchant)).json()
+
+    assert first_approval["subscription_action"] == "refund_and_cancel"
+    assert second_approval["subscription_action"] == "refund_only"
+    assert len(await intake.staged("subscription.cancel_requested", first["id"])) == 1
+    assert await intake.staged("subscription.cancel_requested", renewal["id"]) == []
+
+
 async def test_the_dashboard_offers_refund_only_first_when_the_subscription_has_ended(intake: IntakeUnderTest) -> None:
     """The approve form chose refund-and-cancel for every subscription: approved as shown, a renewal's refund
     cancelled an ended subscription again and told the customer a second time."""

@@ -135,10 +135,13 @@ async def payment_of_provider(conn: asyncpg.Connection, provider_payment_id: str
 
 # A payment with what customer-facing events say of its merchant (``portal.links.to_customer``): read with the
 # payment, not after it. A lock never takes the merchant's row (``FOR UPDATE OF p``).
-# A subscription has ended once cancelled now, or at a period's end that has passed.
+# A subscription has ended once cancelled now, or at a period's end that has passed, or once a decision asked the
+# provider to cancel it now (through any payment of it).
 _PAYMENT_AND_MERCHANT_COLUMNS = (
     "p.*, m.name AS merchant_name, m.portal_enabled, p.subscription_canceled_at IS NOT NULL"
-    " AND coalesce(p.subscription_access_until <= now(), true) AS subscription_ended"
+    " AND coalesce(p.subscription_access_until <= now(), true)"
+    " OR EXISTS (SELECT 1 FROM payments q WHERE q.merchant_id = p.merchant_id AND q.subscription_id = p.subscription_id"
+    " AND q.subscription_cancel_requested_at IS NOT NULL) AS subscription_ended"
 )
 _PAYMENTS_AND_MERCHANTS = "payments p JOIN merchants m ON m.id = p.merchant_id"
 
@@ -152,6 +155,15 @@ async def get_payment(conn: asyncpg.Connection, merchant_id: str, payment_id: st
     )
     row = await conn.fetchrow(sql, payment_id, merchant_id)
     return dict(row) if row else None
+
+
+async def record_cancel_requested(conn: asyncpg.Connection, payment_id: str) -> None:
+    """A decision asked the provider to cancel the payment's subscription now (the caller holds its lock)."""
+    await conn.execute(
+        "UPDATE payments SET subscription_cancel_requested_at = coalesce(subscription_cancel_requested_at, now())"
+        " WHERE id = $1",
+        payment_id,
+    )
 
 
 async def record_subscription_canceled(

@@ -49,6 +49,8 @@ async def request_cancel(
     actor: str,
     note_to_customer: str | None,
 ) -> None:
+    if not at_period_end:
+        await repository.record_cancel_requested(conn, payment["id"])
     await add_event(
         conn,
         SubscriptionCancelRequested(
