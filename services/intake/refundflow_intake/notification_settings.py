@@ -34,34 +34,33 @@ async def save_settings(
         assert box is not None, "a Slack URL is sealed: the caller checks for a key"
         sealed: str | None = box.seal(slack_url, context=merchant_id)
     else:
-        sealed = None if slack_url is None else await _sealed_url(conn, merchant_id)
+        sealed = None
+    keep = slack_url is KEEP  # the one saved when this write lands, under its row lock: not one read before
     placeholders = ", ".join(f"${i}" for i in range(2, len(FIELDS) + 3))
     row = await conn.fetchrow(
         f"INSERT INTO notification_settings (merchant_id, {', '.join(FIELDS)}, sealed_slack_webhook_url,"
         f" slack_webhook_url) VALUES ($1, {placeholders}, NULL)"
         " ON CONFLICT (merchant_id) DO UPDATE SET "
-        + ", ".join(f"{name} = EXCLUDED.{name}" for name in (*FIELDS, "sealed_slack_webhook_url", "slack_webhook_url"))
-        + ", updated_at = now() RETURNING *",
+        + ", ".join(f"{name} = EXCLUDED.{name}" for name in (*FIELDS, "slack_webhook_url"))
+        + f", sealed_slack_webhook_url = CASE WHEN ${len(FIELDS) + 3} THEN"
+        " notification_settings.sealed_slack_webhook_url ELSE EXCLUDED.sealed_slack_webhook_url END"
+        ", updated_at = now() RETURNING *",
         merchant_id,
         *values,
         sealed,
+        keep,
     )
     assert row is not None
     await add_event(
         conn,
         NotificationSettingsConfigured(
-            merchant_id=merchant_id, sealed_slack_webhook_url=sealed, **dict(zip(FIELDS, values, strict=True))
+            merchant_id=merchant_id,
+            sealed_slack_webhook_url=row["sealed_slack_webhook_url"],
+            **dict(zip(FIELDS, values, strict=True)),
         ),
         source=INTAKE.source,
     )
     return dict(row)
-
-
-async def _sealed_url(conn: asyncpg.Connection, merchant_id: str) -> str | None:
-    sealed: str | None = await conn.fetchval(
-        "SELECT sealed_slack_webhook_url FROM notification_settings WHERE merchant_id = $1", merchant_id
-    )
-    return sealed
 
 
 async def get_settings(conn: asyncpg.Connection, merchant_id: str) -> Row:
