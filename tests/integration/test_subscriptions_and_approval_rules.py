@@ -38,6 +38,19 @@ async def test_approving_a_subscription_refund_cancels_it_now_by_default(intake:
     ]
 
 
+async def _auto_approve_duplicates_up_to(intake: IntakeUnderTest, merchant: Headers, amount: int) -> None:
+    rule = {"max_amount": {"amount": amount, "currency": "EUR"}, "reasons": ["duplicate"]}
+    saved = await intake.client.put("/v1/refund-policy", headers=merchant, json={"auto_approve": rule})
+    assert saved.status_code == 200, saved.text
+
+
+async def _customer_of(intake: IntakeUnderTest, merchant: Headers, payment_id: str) -> Headers:
+    """The payment's customer, as their portal link makes them."""
+    token = await intake.client.post(f"/v1/payments/{payment_id}/portal-token", headers=merchant, json={})
+    assert token.status_code == 201, token.text
+    return {"Authorization": f"Bearer {token.json()['token']}"}
+
+
 async def _provider_cancelled(
     intake: IntakeUnderTest, merchant: Headers, payment: dict[str, Any], *, at_period_end: bool
 ) -> None:
@@ -156,15 +169,10 @@ async def test_a_cancel_at_the_period_end_read_after_a_cancel_now_leaves_the_sub
 
 async def test_an_auto_approved_request_to_cancel_an_ended_subscription_only_refunds(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
-    await intake.client.put(
-        "/v1/refund-policy",
-        headers=merchant,
-        json={"auto_approve": {"max_amount": {"amount": 100_000, "currency": "EUR"}, "reasons": ["duplicate"]}},
-    )
+    await _auto_approve_duplicates_up_to(intake, merchant, 100_000)
     payment = await intake.subscription_payment(merchant)
     await _provider_cancelled(intake, merchant, payment, at_period_end=False)
-    token = await intake.client.post(f"/v1/payments/{payment['id']}/portal-token", headers=merchant, json={})
-    customer = {"Authorization": f"Bearer {token.json()['token']}"}
+    customer = await _customer_of(intake, merchant, payment["id"])
 
     asked = await intake.client.post(
         "/v1/portal/refund-requests", headers=customer, json={"reason": "duplicate", "cancel_subscription": True}
@@ -322,11 +330,7 @@ async def test_a_subscription_choice_the_form_does_not_offer_is_refused_and_noth
 
 async def test_the_policy_auto_approves_small_clean_requests_only(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
-    await intake.client.put(
-        "/v1/refund-policy",
-        headers=merchant,
-        json={"auto_approve": {"max_amount": {"amount": 2_000, "currency": "EUR"}, "reasons": ["duplicate"]}},
-    )
+    await _auto_approve_duplicates_up_to(intake, merchant, 2_000)
     small = await intake.payment(merchant, amount=1_500)
     refund = await intake.refund(merchant, small["id"], reason="duplicate")
     assert refund["status"] == "processing"
@@ -345,14 +349,9 @@ async def test_small_requests_add_up_and_the_rule_stops_approving_at_its_limit(i
     """The rule lets a small refund go without a person. Five requests of 2,000 on a payment of 10,000 are not
     five small refunds: once the payment's refunds would pass the rule's limit, a person decides."""
     merchant = await intake.merchant()
-    await intake.client.put(
-        "/v1/refund-policy",
-        headers=merchant,
-        json={"auto_approve": {"max_amount": {"amount": 2_000, "currency": "EUR"}, "reasons": ["duplicate"]}},
-    )
+    await _auto_approve_duplicates_up_to(intake, merchant, 2_000)
     payment = await intake.payment(merchant, amount=10_000)
-    token = await intake.client.post(f"/v1/payments/{payment['id']}/portal-token", headers=merchant, json={})
-    customer = {"Authorization": f"Bearer {token.json()['token']}"}
+    customer = await _customer_of(intake, merchant, payment["id"])
 
     async def ask(amount: int) -> str:
         asked = await intake.client.post(
