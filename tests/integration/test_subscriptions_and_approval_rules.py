@@ -442,6 +442,8 @@ async def test_an_approval_counts_only_while_its_author_may_still_decide_refunds
     payment = await intake.payment(merchant, amount=8_000)
     refund = await intake.refund(merchant, payment["id"])
     await _first_approval_then_its_author_loses_the_right(intake, merchant, owner, refund["id"], how)
+    lapsed = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    assert lapsed["approvals"] == [], "a pending refund lists only the approvals that still count"
 
     page = f"/dashboard/refunds/{refund['id']}"
     by_owner = await owner.post_form(page, f"{page}/approve", {"amount": "80.00"})

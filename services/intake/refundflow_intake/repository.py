@@ -425,7 +425,24 @@ _TIMELINE = (
     " LEFT JOIN api_keys k ON t.actor LIKE 'api_key:%' AND k.id = substr(t.actor, 9)"
 )
 _TIMELINE_KEYS = ("status", "action", "actor", "note", "at", "actor_name")
-_APPROVERS = "SELECT actor FROM refund_approvals WHERE refund_id = r.id ORDER BY approved_at, actor"
+
+
+# An approval counts only while its author may still decide refunds: a member not removed whose role decides
+# them, or a key not revoked. A removed or demoted member's approval, or a revoked key's, has lapsed.
+_DECIDING_ROLES = ", ".join(f"'{role.value}'" for role in roles_with(Permission.DECIDE_REFUNDS))  # enum values
+_STILL_DECIDES = (
+    "(EXISTS (SELECT 1 FROM merchant_users u WHERE a.actor LIKE 'user:%' AND u.id = substr(a.actor, 6)"
+    f" AND u.removed_at IS NULL AND u.role IN ({_DECIDING_ROLES}))"
+    " OR EXISTS (SELECT 1 FROM api_keys k WHERE a.actor LIKE 'api_key:%' AND k.id = substr(a.actor, 9)"
+    " AND k.revoked_at IS NULL))"
+)
+
+
+# Who approved so far: of a pending refund, only the approvals that still count.
+_APPROVERS = (
+    f"SELECT a.actor FROM refund_approvals a WHERE a.refund_id = r.id AND (r.status <> 'pending' OR {_STILL_DECIDES})"
+    " ORDER BY a.approved_at, a.actor"
+)
 
 
 async def refund_with_history(conn: asyncpg.Connection, refund_id: str, merchant_id: str) -> Row | None:
@@ -476,16 +493,6 @@ class Standing:
     lapsed: tuple[str, ...]  # who approved it but may no longer decide refunds: their approvals count for nothing
 
 
-# An approval counts only while its author may still decide refunds: a member not removed whose role decides
-# them, or a key not revoked. A removed or demoted member's approval, or a revoked key's, has lapsed.
-_STILL_DECIDES = (
-    "EXISTS (SELECT 1 FROM merchant_users u WHERE a.actor LIKE 'user:%' AND u.id = substr(a.actor, 6)"
-    " AND u.removed_at IS NULL AND u.role = ANY($6::text[]))"
-    " OR EXISTS (SELECT 1 FROM api_keys k WHERE a.actor LIKE 'api_key:%' AND k.id = substr(a.actor, 9)"
-    " AND k.revoked_at IS NULL)"
-)
-
-
 async def standing(conn: asyncpg.Connection, payment: Row, refund_id: str | None = None) -> Standing:
     """``held_and_disputed``, the policy, and the approvals of ``refund_id`` (none without one): one round trip
     for a request or an approval."""
@@ -498,7 +505,6 @@ async def standing(conn: asyncpg.Connection, payment: Row, refund_id: str | None
         payment["merchant_id"],
         payment["product_id"],
         refund_id,
-        [role.value for role in roles_with(Permission.DECIDE_REFUNDS)],
     )
     return Standing(
         held=int(row["held"]),
