@@ -81,13 +81,16 @@ class DeadLetterOffice:
             (b"", key, {**reason, "dlq_dropped": f"{dropped} and headers: too large to carry"}),
             (b"", None, {**reason, "dlq_dropped": f"{dropped}, headers and key: too large to carry"}),
         ]
-        for carried, carried_key, carried_headers in smaller_and_smaller:
+        *larger, smallest = smaller_and_smaller
+        for carried, carried_key, carried_headers in larger:
             try:
                 await self._broker.publish(carried, dlq_topic(topic), key=carried_key, headers=carried_headers)
                 break
             except (MessageSizeTooLargeError, RecordTooLargeError):
-                if carried_headers is smaller_and_smaller[-1][2]:
-                    raise  # the reason alone: never too large, it is bounded
+                continue
+        else:  # the reason alone: never too large, it is bounded
+            carried, carried_key, carried_headers = smallest
+            await self._broker.publish(carried, dlq_topic(topic), key=carried_key, headers=carried_headers)
         DLQ_MESSAGES.labels(self._consumer, topic, code).inc()
 
     async def publish_until_taken(

@@ -39,7 +39,7 @@ class ApprovalContext:
     is_subscription: bool
     approvals: Mapping[str, int]  # who approved so far and may still decide refunds, and the amount each approved
     customer_keeps_subscription: bool = False  # the customer asked (in the portal) to keep their subscription
-    subscription_ended: bool = False  # cancelled already, now or at a period end that has passed
+    subscription_ended: bool = False  # cancelled now (or asked to be), or at a period end that has passed
 
 
 @dataclass(frozen=True)
