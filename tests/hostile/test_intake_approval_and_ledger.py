@@ -142,6 +142,76 @@ async def test_a_dispute_read_before_its_payment_still_blocks_its_refunds(intake
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "payment_disputed"
 
 
+async def refused_as_disputed(intake: IntakeUnderTest, merchant: Headers, payment_id: str) -> bool:
+    asked = await intake.client.post(
+        "/v1/refunds/quote", headers=merchant, json={"payment_id": payment_id, "reason": "requested_by_customer"}
+    )
+    assert asked.status_code in (200, 409), asked.text
+    return asked.status_code == 409 and asked.json()["error"]["code"] == "payment_disputed"
+
+
+async def test_a_dispute_naming_the_provider_payment_blocks_the_payment_registered_under_our_id(
+    intake: IntakeUnderTest,
+) -> None:
+    """Billing names a payment by the provider's id; the platform registered it with intake, which gave it its own:
+    the dispute was recorded under billing's id, which nothing read, and the payment stayed refundable."""
+    merchant, other = await intake.merchant(), await intake.merchant()
+    payment = await intake.payment(merchant)
+    provider_id = payment["provider_payment_id"]
+    # Another merchant's dispute of the same provider payment still counts only for that merchant.
+    await handled(
+        intake,
+        await intake.publish(PaymentDisputed(payment_id=provider_id, merchant_id=await intake.merchant_id(other))),
+    )
+    assert not await refused_as_disputed(intake, merchant, payment["id"])
+
+    dispute = PaymentDisputed(payment_id=provider_id, merchant_id=await intake.merchant_id(merchant), dispute_id="dp_2")
+    await handled(intake, await intake.publish(dispute))
+
+    assert await refused_as_disputed(intake, merchant, payment["id"])
+    assert (await shown(intake, merchant, f"/v1/payments/{payment['id']}"))["disputed"] is True
+    [listed] = [p for p in (await shown(intake, merchant, "/v1/payments"))["data"] if p["id"] == payment["id"]]
+    assert listed["disputed"] is True
+
+
+async def test_a_dispute_naming_the_provider_payment_before_the_payment_still_blocks_it(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    provider_id = f"pi_{uuid.uuid4().hex}"
+    dispute = await intake.publish(PaymentDisputed(payment_id=provider_id, merchant_id=merchant_id))
+    await handled(intake, dispute)
+
+    payment = await intake.payment(merchant, provider_payment_id=provider_id)
+
+    assert await refused_as_disputed(intake, merchant, payment["id"])
+
+
+async def test_a_dispute_whose_id_is_one_payments_id_and_anothers_provider_payment_blocks_both(
+    intake: IntakeUnderTest,
+) -> None:
+    """The event names one id and does not say whose it is: the safe reading blocks every payment of the merchant
+    it could mean (a refund of a disputed payment pays the customer twice; a blocked one waits for a person)."""
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    ambiguous = f"pi_{uuid.uuid4().hex}"
+    by_billing = await intake.publish(
+        PaymentSucceeded(
+            payment_id=ambiguous, merchant_id=merchant_id, customer_email="grace@example.com", amount=1_500,
+            currency="EUR", provider_payment_id=f"pi_{uuid.uuid4().hex}", paid_at=intake.clock(),
+            product=Product(id="prod_1", name="Plan", kind="one_time"),
+        )
+    )  # fmt: skip
+    await handled(intake, by_billing)
+    registered = await intake.payment(merchant, provider_payment_id=ambiguous)
+
+    await handled(intake, await intake.publish(PaymentDisputed(payment_id=ambiguous, merchant_id=merchant_id)))
+
+    assert await refused_as_disputed(intake, merchant, ambiguous)
+    assert await refused_as_disputed(intake, merchant, registered["id"])
+
+
 async def test_approval_cannot_take_what_an_external_refund_used_up_meanwhile(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     payment = await intake.payment(merchant, amount=10_000)

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from refundflow_intake.domain import HOLDING_STATUSES, InvalidCursor
+from refundflow_intake.repository import disputed_sql
 
 Row = dict[str, Any]
 
@@ -68,7 +69,7 @@ async def list_payments(
     holding = query.param([s.value for s in HOLDING_STATUSES])
     select = (
         f"SELECT p.*, held_by_refunds(p.id, {holding}::text[]) AS held_by_refunds,"
-        " EXISTS (SELECT 1 FROM payment_disputes d WHERE d.payment_id = p.id AND d.merchant_id = p.merchant_id)"
+        f" {disputed_sql('p')}"
         " AS disputed FROM payments p"
     )
     return await _page(conn, select, "p", "payments", query, limit, starting_after)

@@ -134,7 +134,8 @@ async def consume_payment_succeeded(
 
 async def consume_payment_disputed(conn: asyncpg.Connection, data: PaymentDisputed) -> None:
     """From now on no refund may be made on this payment: the dispute settles the money. Recorded even before the
-    payment (billing's payment.succeeded comes on another topic); it counts only for the merchant it names."""
+    payment (billing's payment.succeeded comes on another topic), under the id it names (ours or the provider's:
+    ``repository.disputed_sql`` matches both); it counts only for the merchant it names."""
     await repository.record_dispute(
         conn,
         {

@@ -221,11 +221,19 @@ async def lock_refund_and_payment(
     return dict(payment.pop("refund")), payment
 
 
+def disputed_sql(payment: str) -> str:
+    """SQL: whether the payment row ``payment`` (an alias) is disputed by its own merchant. Billing may name the
+    payment by our id or by the provider's, and a dispute names one id without saying which: it counts for each
+    payment of the merchant it could mean (blocking a refund is safe, paying a disputed payment back twice is
+    not). Matched as read, so a dispute recorded before its payment counts once the payment comes."""
+    return (
+        f"EXISTS (SELECT 1 FROM payment_disputes d WHERE d.merchant_id = {payment}.merchant_id"
+        f" AND d.payment_id IN ({payment}.id, {payment}.provider_payment_id))"
+    )
+
+
 # A dispute of payment $1 by its own merchant.
-_DISPUTED = (
-    "EXISTS (SELECT 1 FROM payment_disputes d JOIN payments p ON p.id = d.payment_id AND p.merchant_id = d.merchant_id"
-    " WHERE d.payment_id = $1)"
-)
+_DISPUTED = f"EXISTS (SELECT 1 FROM payments p WHERE p.id = $1 AND {disputed_sql('p')})"
 # $1 the payment, $2 the holding statuses.
 _HELD_AND_DISPUTED = f"held_by_refunds($1, $2::text[]) AS held, {_DISPUTED} AS disputed"
 

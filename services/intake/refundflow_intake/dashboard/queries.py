@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from refundflow_intake.domain import HOLDING_STATUSES
+from refundflow_intake.repository import disputed_sql
 
 Row = dict[str, Any]
 PAGE_SIZE = 20
@@ -27,7 +28,7 @@ async def payments_page(
         conditions.append(f"(p.id = ${len(args) - 1} OR lower(p.customer_email) LIKE ${len(args)})")
     rows = await conn.fetch(
         "SELECT p.*, held_by_refunds(p.id, $2::text[]) AS held_by_refunds,"
-        " EXISTS (SELECT 1 FROM payment_disputes d WHERE d.payment_id = p.id AND d.merchant_id = p.merchant_id)"
+        f" {disputed_sql('p')}"
         " AS disputed,"
         " (SELECT count(*) FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending') AS open_requests,"
         " (SELECT r.id FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending'"
