@@ -18,14 +18,16 @@ from tests.support.intake_harness import running_intake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 FIRST_HARDENING_MIGRATION = "0300"
+FIRST_POLICY_CLEANING_MIGRATION = "0660"
 
 
-async def _database_before_the_hardening(postgres_url: str, tmp_path: Path) -> str:
+async def _database_before(migration: str, postgres_url: str, tmp_path: Path) -> str:
+    """A database migrated up to (without) ``migration``, as one written before it was."""
     dsn = await create_database(postgres_url)
     old = tmp_path / "old-migrations"
     old.mkdir()
     for path in sorted(MIGRATIONS.glob("*.sql")):
-        if path.name < FIRST_HARDENING_MIGRATION:
+        if path.name < migration:
             shutil.copy(path, old / path.name)
     await apply_migrations(dsn, "intake", old)
     return dsn
@@ -91,7 +93,7 @@ async def _old_data(dsn: str) -> None:
 async def test_old_data_is_made_safe_holds_are_backfilled_and_the_slack_url_sealed(
     postgres_url: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    dsn = await _database_before_the_hardening(postgres_url, tmp_path)
+    dsn = await _database_before(FIRST_HARDENING_MIGRATION, postgres_url, tmp_path)
     await _old_data(dsn)
 
     async with running_intake(postgres_url, kafka_bootstrap, database_url=dsn) as intake:
@@ -116,3 +118,64 @@ async def test_old_data_is_made_safe_holds_are_backfilled_and_the_slack_url_seal
         assert "s3cr3t" not in json.dumps({k: str(v) for k, v in dict(row).items()})
         shown = (await intake.client.get("/v1/notification-settings", headers=first)).json()
         assert shown["slack_webhook_url"] is not None and "s3cr3t" not in shown["slack_webhook_url"]
+
+
+# Saved through PUT /v1/refund-policy before the rules tightened: the first rules took any text of 1 to 100
+# characters, any number of categories (of any length, empty too) and reasons, and thresholds of any size.
+OLD_POLICY = {
+    "refund_window_days": 14,
+    "excluded_categories": ["gift\n\x7fcard", "", "\t\x85\u2029", "x" * 150, " kept as it was "],
+    "accepted_reasons": ["duplicate", "other"] * 12,
+    "process_time": "5–10 business days,\r\nsometimes more\t",
+    "review_target_hours": 48,
+    "auto_approve": {"max_amount": {"amount": 10**13, "currency": "EUR"}, "reasons": ["duplicate"] * 21},
+    "second_approval_above": {"amount": 10**15, "currency": "EUR"},
+}
+OLD_OVERRIDE = {"process_time": "\u2028", "excluded_categories": [f"c{i % 60}" for i in range(70)]}
+
+
+async def test_a_policy_saved_under_the_first_rules_is_read_under_todays(
+    postgres_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Reading such a policy failed validation: the merchant's policy API and pages, and every refund, broke."""
+    dsn = await _database_before(FIRST_POLICY_CLEANING_MIGRATION, postgres_url, tmp_path)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "intake"})
+    try:
+        await conn.execute("INSERT INTO merchants (id, name) VALUES ('mer_old', 'Old Shop')")
+        await conn.execute(
+            "INSERT INTO api_keys (id, merchant_id, key_hash) VALUES ('key_old', 'mer_old', $1)",
+            hashlib.sha256(b"rfk_old").digest(),
+        )
+        for product, document in (("", OLD_POLICY), ("prod_old", OLD_OVERRIDE)):
+            await conn.execute(
+                "INSERT INTO refund_policies (merchant_id, product_id, policy) VALUES ('mer_old', $1, $2::jsonb)",
+                product,
+                json.dumps(document),
+            )
+    finally:
+        await conn.close()
+
+    async with running_intake(postgres_url, kafka_bootstrap, database_url=dsn) as intake:
+        merchant = {"Authorization": "Bearer rfk_old"}
+        answer = await intake.client.get("/v1/refund-policy", headers=merchant)
+        assert answer.status_code == 200, answer.text
+        policy, overrides = answer.json()["policy"], answer.json()["product_overrides"]
+        assert policy["process_time"] == "5–10 business days, sometimes more"
+        assert policy["excluded_categories"] == ["gift card", "x" * 100, " kept as it was "]
+        assert policy["accepted_reasons"] == ["duplicate", "other"]
+        assert policy["auto_approve"] == {"max_amount": {"amount": 10**12, "currency": "EUR"}, "reasons": ["duplicate"]}
+        assert policy["second_approval_above"] == {"amount": 10**12, "currency": "EUR"}
+        assert overrides["prod_old"]["process_time"] is None  # the merchant's applies
+        assert overrides["prod_old"]["excluded_categories"] == [f"c{i}" for i in range(50)]
+
+        page = await intake.client.get("/policy/mer_old", params={"product_id": "prod_old"})
+        assert page.status_code == 200 and "5–10 business days, sometimes more" in page.text
+
+        payment = await intake.payment(
+            merchant, product={"id": "prod_old", "name": "Old product", "kind": "one_time", "category": "c3"}
+        )
+        quote = await intake.client.post(
+            "/v1/refunds/quote", headers=merchant, json={"payment_id": payment["id"], "reason": "duplicate"}
+        )
+        assert quote.status_code == 200, quote.text
+        assert quote.json()["flags"] == ["excluded_category"]
