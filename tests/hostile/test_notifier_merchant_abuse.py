@@ -2,11 +2,13 @@
 
 A sender name with line breaks loses nothing; more endpoints than allowed are cut, not fanned out; replays
 reach back only the retention period, in batches, and never pile up; a disabled endpoint's backlog is cancelled
-rather than re-sent; and retention prunes finished work while keeping everything still live.
+rather than re-sent, even an event a batch was queuing for it as it was disabled; and retention prunes finished
+work while keeping everything still live.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -15,9 +17,11 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from refundflow_notifier import webhook_store
 from refundflow_notifier.delivery_log import replay_since
 from refundflow_notifier.webhook_signing import new_signing_secret
-from refundflow_shared.events import RefundRejected, RefundRequested, WebhookEndpointConfigured
+from refundflow_shared.database import transaction_holding
+from refundflow_shared.events import Event, RefundRejected, RefundRequested, WebhookEndpointConfigured
 from refundflow_shared.secret_box import SecretBox
 from tests.conftest import create_database
 from tests.support.notifier_harness import (
@@ -163,6 +167,64 @@ async def test_disabling_an_endpoint_cancels_its_backlog_and_reenabling_does_not
     assert len(world.http.received[hook]) == 3, "two first attempts, then only the new event"
 
 
+@pytest.mark.parametrize("first", ["queued", "disabled"])
+@pytest.mark.parametrize("disabled_by", ["the merchant", "failures"])
+async def test_an_event_queued_while_its_endpoint_is_disabled_is_cancelled_with_the_backlog(
+    world: World, first: str, disabled_by: str
+) -> None:
+    # A batch that read the endpoint as enabled queues its event while the disable commits (or just before): the
+    # disable's cancel must take it too, or it waits for ever and is sent once the endpoint is enabled again.
+    m, hook = merchant(), uuid.uuid4().hex
+    endpoint = await world.endpoint(m, hook)
+    raced = Event.wrap(requested(m), source="refundflow/test", sequence=1)
+
+    async def queue(conn: asyncpg.Connection) -> None:
+        await webhook_store.queue_events(conn, [(raced, None)], CAP)
+
+    async def disable(conn: asyncpg.Connection) -> None:
+        if disabled_by == "failures":
+            assert await webhook_store.disable_endpoint(conn, endpoint, "2 events in a row could not be delivered")
+        else:
+            await webhook_store.apply_endpoint(conn, endpoint_state(m, endpoint, world.http.url(hook), False, 2))
+
+    hold, race = (queue, disable) if first == "queued" else (disable, queue)
+    async with (
+        world.pool.acquire() as claims,
+        world.pool.acquire() as holder,
+        world.pool.acquire() as racer,
+        world.pool.acquire() as onlooker,
+    ):
+        # No worker claims meanwhile: sent before the disable commits, the event would rightly be sent.
+        async with transaction_holding(claims, "notifier.webhook_claim"):
+            async with holder.transaction():
+                await hold(holder)
+
+                async def racing() -> None:
+                    async with racer.transaction():
+                        await race(racer)
+
+                raced_task = asyncio.create_task(racing())
+                pid = racer.get_server_pid()
+
+                async def waiting_or_done() -> bool:
+                    state = await onlooker.fetchval("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid)
+                    return raced_task.done() or state == "Lock"
+
+                await eventually(waiting_or_done, timeout=10)
+            await asyncio.wait_for(raced_task, timeout=10)
+
+    await reconfigure(world, m, endpoint, world.http.url(hook), enabled=True, version=3)
+    marker = await world.feed.publish(requested(m))
+
+    async def marker_arrived() -> bool:
+        return any(r.headers["webhook-id"] == str(marker.id) for r in world.http.received[hook])
+
+    await eventually(marker_arrived)
+    assert [r.headers["webhook-id"] for r in world.http.received[hook]] == [str(marker.id)]
+    left = await world.pool.fetchval("SELECT status FROM webhook_deliveries WHERE event_id = $1", raced.id)
+    assert left in (None, "cancelled"), "nothing of the raced event is left to send"
+
+
 async def test_a_replay_reaches_back_only_the_retention_period_and_repeating_it_adds_nothing(world: World) -> None:
     m = merchant()
     endpoint = await world.endpoint(m, uuid.uuid4().hex, status=500)
@@ -232,20 +294,24 @@ async def _sent(world: World, merchant_id: str, count: int) -> bool:
     return bool(sent == count)
 
 
+def endpoint_state(
+    merchant_id: str, endpoint_id: str, url: str, enabled: bool, version: int
+) -> WebhookEndpointConfigured:
+    return WebhookEndpointConfigured(
+        merchant_id=merchant_id,
+        endpoint_id=endpoint_id,
+        url=url,
+        event_types=["refund.requested"],
+        enabled=enabled,
+        encrypted_secret=SecretBox(TEST_SECRET_KEY).seal(new_signing_secret(), context=endpoint_id),
+        version=version,
+    )
+
+
 async def reconfigure(
     world: World, merchant_id: str, endpoint_id: str, url: str, *, enabled: bool, version: int
 ) -> None:
-    await world.feed.publish(
-        WebhookEndpointConfigured(
-            merchant_id=merchant_id,
-            endpoint_id=endpoint_id,
-            url=url,
-            event_types=["refund.requested"],
-            enabled=enabled,
-            encrypted_secret=SecretBox(TEST_SECRET_KEY).seal(new_signing_secret(), context=endpoint_id),
-            version=version,
-        )
-    )
+    await world.feed.publish(endpoint_state(merchant_id, endpoint_id, url, enabled, version))
 
     async def applied() -> bool:
         return bool(

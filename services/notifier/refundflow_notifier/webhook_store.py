@@ -17,6 +17,8 @@ from refundflow_shared.events import Event, WebhookEndpointConfigured
 async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigured) -> None:
     """Take the endpoint's new state unless a newer one is already here; re-enabling clears the failure count.
     Disabling or deleting it cancels what was still to be delivered (a re-enabled endpoint starts afresh)."""
+    if not data.enabled or data.deleted:
+        await _stop_queuing_to(conn, data.endpoint_id)
     row = await conn.fetchrow(
         """
         INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, enabled, deleted, encrypted_secret, version)
@@ -83,9 +85,17 @@ WITH given AS (
         WHERE merchant_id = g.merchant_id AND enabled AND NOT deleted AND g.event_type = ANY(event_types)
         ORDER BY id LIMIT $7 + 1
     ) e
+), still_enabled AS (
+    -- Read again under the lock a disable waits for (``_stop_queuing_to``): one committed meanwhile is seen, and one
+    -- that comes later cancels what this queued once it commits. KEY SHARE, as the deliveries' foreign key takes
+    -- anyway: the workers' updates of the failure count do not wait for it. Each endpoint once, in id order.
+    SELECT id FROM webhook_endpoints
+    WHERE id IN (SELECT id FROM subscribed WHERE n <= $7) AND enabled AND NOT deleted
+    ORDER BY id FOR KEY SHARE
 ), queued AS (
     INSERT INTO webhook_deliveries (endpoint_id, merchant_id, event_id)
-    SELECT id, merchant_id, event_id FROM subscribed WHERE n <= $7 ORDER BY position, id
+    SELECT s.id, s.merchant_id, s.event_id FROM subscribed s JOIN still_enabled USING (id)
+    WHERE s.n <= $7 ORDER BY s.position, s.id
     ON CONFLICT (endpoint_id, event_id) WHERE NOT replay DO NOTHING
     RETURNING 1
 )
@@ -244,6 +254,7 @@ async def endpoint_failed_event(conn: asyncpg.Connection, endpoint_id: str) -> i
 async def disable_endpoint(conn: asyncpg.Connection, endpoint_id: str, reason: str) -> bool:
     """Disable it and cancel what it still had to receive. False when it was already disabled (so the team is
     told once)."""
+    await _stop_queuing_to(conn, endpoint_id)
     status = await conn.execute(
         "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, updated_at = now()"
         " WHERE id = $1 AND enabled",
@@ -254,6 +265,12 @@ async def disable_endpoint(conn: asyncpg.Connection, endpoint_id: str, reason: s
         return False
     await _cancel_pending(conn, endpoint_id)
     return True
+
+
+async def _stop_queuing_to(conn: asyncpg.Connection, endpoint_id: str) -> None:
+    """Lock the endpoint against the batches queuing deliveries (FOR UPDATE, their FOR KEY SHARE waits for it): one
+    queuing to it now commits first, so the cancel that follows sees what it queued; a later one reads it disabled."""
+    await conn.execute("SELECT FROM webhook_endpoints WHERE id = $1 FOR UPDATE", endpoint_id)
 
 
 async def _cancel_pending(conn: asyncpg.Connection, endpoint_id: str) -> None:
