@@ -1,5 +1,5 @@
 """What people type into the dashboard's forms is held to the API's rules for the same text, and what cannot be
-stored is a page saying so, never a 500 or the API's JSON."""
+stored (or sent on: its event over the broker's limit) is a page saying so, never a 500 or the API's JSON."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from refundflow_intake.dashboard.auth import SESSION_COOKIE
+from refundflow_shared.outbox import limit_event_size
 from tests.support.dashboard_people import PASSWORD, accept_invite, browser, csrf_of, merchant_with_owner
 from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
+from tests.support.portal_customers import Customer, link_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -67,3 +69,30 @@ async def test_text_postgresql_cannot_store_is_a_422_page_in_the_dashboard(intak
     for answer in (login, search):
         assert answer.status_code == 422, answer.text[:300]
         assert answer.headers["content-type"].startswith("text/html") and "invalid_request" in answer.text
+
+
+async def test_a_change_whose_event_is_over_the_brokers_limit_is_a_422_page_on_pages_and_json_in_the_api(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    refund = await intake.refund(merchant, (await intake.payment(merchant))["id"])
+    customer = Customer(intake, (await link_for(intake, merchant, (await intake.payment(merchant))["id"]))["url"])
+    limit_event_size(256)  # this process's limit (EVENT_MAX_BYTES): every refund's event is over it
+    try:
+        approved = await owner.post_form(
+            f"/dashboard/refunds/{refund['id']}", f"/dashboard/refunds/{refund['id']}/approve", {}
+        )
+        asked = await customer.ask(reason="duplicate")
+        by_api = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+    finally:
+        limit_event_size(intake.settings.event_max_bytes)
+
+    for page in (approved, asked):
+        assert page.status_code == 422, page.text[:300]
+        assert page.headers["content-type"].startswith("text/html"), page.text[:300]
+    assert "event_too_large" in approved.text, "the dashboard's error page names the API's code"
+    assert by_api.status_code == 422 and by_api.json()["error"]["code"] == "event_too_large"
+    statuses = await intake.db.fetch(
+        "SELECT status FROM refunds WHERE merchant_id = $1", await intake.merchant_id(merchant)
+    )
+    assert [r["status"] for r in statuses] == ["pending"], "nothing was written"

@@ -169,7 +169,9 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
 
     @app.exception_handler(EventTooLarge)
-    async def event_too_large(_: Request, exc: EventTooLarge) -> JSONResponse:
+    async def event_too_large(request: Request, exc: EventTooLarge) -> Response:
+        if answer := page(request, 422, exc.code, "What you entered is too long to be sent on: shorten it."):
+            return answer
         return JSONResponse(error_body(exc.code, exc.message), status_code=422)
 
     @app.exception_handler(RequestValidationError)
