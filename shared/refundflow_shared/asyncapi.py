@@ -21,7 +21,7 @@ _STRING: dict[str, Any] = {"type": "string"}
 DLQ_REASONS = (
     "malformed_headers, event_too_large, missing_attributes, unsupported_specversion, unknown_event_type, "
     "unexpected_event_type, unknown_schema_version, invalid_attributes, malformed_json, validation_failed, "
-    "undecodable, handler_error, retries_exhausted; on refund.submit.dlq also the refusal's error code"
+    "undecodable, event_id_reused, handler_error, retries_exhausted; on refund.submit.dlq also the refusal's error code"
 )
 
 

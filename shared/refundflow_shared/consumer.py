@@ -6,7 +6,8 @@ transaction claim the events in the inbox (one insert) and run each handler, in 
 events keep their order (a handler may leave its writes to a ``finish``, run once per transaction, set-based, and
 have a ``prepare`` read or write what it needs for all of them at once, before any of them runs). The
 Kafka offsets are committed once, after those transactions committed (FastStream's NACK_ON_ERROR policy,
-auto-commit off). A redelivered event finds its inbox row and is skipped.
+auto-commit off). A redelivered event finds its inbox row and is skipped; one whose id the row holds as another
+type is another event reusing the id, dead-lettered (``event_id_reused``).
 
 An event whose handler fails does not take the batch with it: the transaction is rolled back, the events before it
 are handled again together and committed, the failing one is retried on its own (in place, with backoff, then
@@ -24,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -123,6 +123,12 @@ class _BatchCommit:
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._consumer.seek(partition, offset)
+
+
+def _reused_error(handled_as: str) -> str:
+    """Why an event whose id was handled as another type is dead-lettered: not a redelivery, another event (a
+    producer's bug, or a forged record), which the inbox would otherwise skip as a duplicate without a word."""
+    return f"its event id was handled before as a {handled_as} event"
 
 
 async def _finish(conn: asyncpg.Connection, unfinished: dict[Finish, list[Any]]) -> None:
@@ -311,17 +317,21 @@ class EventConsumer:
         and how it failed (index, exception). Raises DatabaseUnavailable when the database is away."""
         conn = await self._connection()
         failed: tuple[int, Exception] | None = None
-        duplicates: set[uuid.UUID] = set()
+        duplicates: set[int] = set()
+        reused: dict[int, str] = {}  # events whose id was handled as another type: the type
         try:
             async with counts_on_commit(), conn.transaction():
-                fresh = await inbox.claim_many(conn, self.name, [event for _, event in events])
+                claims = await inbox.claim_many(conn, self.name, [event for _, event in events])
+                unclaimed = dict(claims.fresh)
                 handled = []  # the first of each fresh event (a batch may hold one twice)
                 for index, (record, event) in enumerate(events):
-                    if event.id in fresh:
-                        fresh.discard(event.id)
+                    if unclaimed.get(event.id) == event.type.value:
+                        del unclaimed[event.id]
                         handled.append((index, record, event))
+                    elif (handled_as := claims.reused_as(event)) is not None:
+                        reused[index] = handled_as  # dead-lettered once this commits
                     else:  # handled before (or earlier in this batch): skip it
-                        duplicates.add(event.id)
+                        duplicates.add(index)
                 registrations = [self._handlers[record.topic] for _, record, _ in handled]
                 # A failure in a prepare, as in a finish, is no one event's: all are handled again alone.
                 prepared = await _prepare(conn, registrations, [event for _, _, event in handled])
@@ -345,9 +355,15 @@ class EventConsumer:
         finally:
             await self._pool.release(conn)
         if failed is None:
+            for index, handled_as in reused.items():
+                record, event = events[index]
+                with bound(event):
+                    await self._give_up(record, "event_id_reused", _reused_error(handled_as), event=event)
             outcomes: Counter[tuple[str, str]] = Counter()
-            for _, event in events:
-                duplicate = event.id in duplicates
+            for index, (_, event) in enumerate(events):
+                if index in reused:
+                    continue  # counted as dead-lettered
+                duplicate = index in duplicates
                 outcomes[(event.type.value, "duplicate" if duplicate else "handled")] += 1
                 with bound(event):
                     log.info("event_duplicate_skipped" if duplicate else "event_handled")
@@ -417,17 +433,16 @@ class EventConsumer:
         conn = await self._connection()
         try:
             async with counts_on_commit(), conn.transaction():
-                if not await inbox.claim(conn, self.name, event):
-                    log.info("event_duplicate_skipped")
-                    EVENTS_HANDLED.labels(self.name, event.type.value, "duplicate").inc()
-                    return
-                registration = self._handlers[record.topic]
-                unfinished: dict[Finish, list[Any]] = {}
-                with _handling(record, event):
-                    prepared = await _prepare(conn, [registration], [event])
-                    await self._run_handler(registration, conn, event, unfinished, prepared)
-                    await _finish(conn, unfinished)
-                crash_point(f"{self.name}.before_commit")
+                claims = await inbox.claim_many(conn, self.name, [event])
+                fresh, reused_as = event.id in claims.fresh, claims.reused_as(event)
+                if fresh:
+                    registration = self._handlers[record.topic]
+                    unfinished: dict[Finish, list[Any]] = {}
+                    with _handling(record, event):
+                        prepared = await _prepare(conn, [registration], [event])
+                        await self._run_handler(registration, conn, event, unfinished, prepared)
+                        await _finish(conn, unfinished)
+                    crash_point(f"{self.name}.before_commit")
         except Exception as exc:
             if conn.is_closed() or database_is_unavailable(exc):
                 conn.terminate()  # never hand a connection the server may have killed back to the pool
@@ -435,8 +450,14 @@ class EventConsumer:
             raise
         finally:
             await self._pool.release(conn)
-        log.info("event_handled")
-        EVENTS_HANDLED.labels(self.name, event.type.value, "handled").inc()
+        if reused_as is not None:
+            await self._give_up(record, "event_id_reused", _reused_error(reused_as), event=event)
+        elif not fresh:
+            log.info("event_duplicate_skipped")
+            EVENTS_HANDLED.labels(self.name, event.type.value, "duplicate").inc()
+        else:
+            log.info("event_handled")
+            EVENTS_HANDLED.labels(self.name, event.type.value, "handled").inc()
 
     def _backoff(self, attempt: int) -> float:
         settings = self._settings
