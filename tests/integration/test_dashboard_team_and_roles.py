@@ -1,5 +1,6 @@
 """Team accounts through the dashboard's forms: roles enforced by the server, removal and resets take effect at
-once, the last owner stays, and a reset says nothing about whether an address has an account."""
+once (even while the invite is being accepted), the last owner stays, and a reset says nothing about whether an
+address has an account."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import pytest
 
 from refundflow_intake.dashboard.auth import SESSION_COOKIE
 from refundflow_shared.secret_box import SecretBox
-from tests.support.dashboard_people import browser, csrf_of, invite, merchant_with_owner, sign_in
+from tests.support.dashboard_people import PASSWORD, browser, csrf_of, invite, merchant_with_owner, sign_in
 from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
+from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -191,3 +193,43 @@ async def test_one_address_invited_by_two_merchants_at_once_is_one_invitation_an
             "SELECT count(*) FROM merchant_users WHERE lower(email) = $1 AND removed_at IS NULL", address
         )
         assert held == 1
+
+
+async def test_an_invite_accepted_while_its_member_is_removed_is_refused_with_a_page_not_a_deadlock(
+    intake: IntakeUnderTest,
+) -> None:
+    """Accepting used the link, then wrote the member; removing wrote the member, then revoked its links: each waited
+    for the other, and PostgreSQL aborted one of them (a 500). The test holds the member's row so that the removal
+    waits first and the acceptance second, the interleaving that deadlocked."""
+    _, owner = await merchant_with_owner(intake)
+    email = f"leaving-{uuid.uuid4().hex[:8]}@acme.example"
+    invited = await owner.post_form("/dashboard/team", "/dashboard/team/invite", {"email": email, "role": "viewer"})
+    found = re.search(r'<code id="invite-url">[^<]*(/dashboard/invite/[^<]+)</code>', invited.text)
+    assert found, invited.text[:500]
+    invite_path = found.group(1)
+    member_id = await intake.db.fetchval("SELECT id FROM merchant_users WHERE email = $1", email)
+    team = await owner.page("/dashboard/team")
+    invitee = browser(intake)
+    invite_page = await invitee.get(invite_path)
+    form = {"csrf_token": csrf_of(invite_page.text), "password": PASSWORD, "password_again": PASSWORD}
+
+    async def waiting_for_the_member(count: int) -> bool:
+        waiting = await intake.db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return bool(waiting >= count)
+
+    async with intake.db.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT id FROM merchant_users WHERE id = $1 FOR UPDATE", member_id)
+        removing = asyncio.create_task(
+            owner.browser.post(f"/dashboard/team/{member_id}/remove", data={"csrf_token": csrf_of(team.text)})
+        )
+        await eventually(lambda: waiting_for_the_member(1), timeout=30)
+        accepting = asyncio.create_task(invitee.post(invite_path, data=form))
+        await eventually(lambda: waiting_for_the_member(2), timeout=30)
+    removed, accepted = await asyncio.gather(removing, accepting)
+
+    assert removed.status_code == 303 and removed.headers["location"] == "/dashboard/team?done=removed"
+    assert accepted.status_code == 410 and "ask for a new one" in accepted.text, accepted.text[:500]
+    assert SESSION_COOKIE not in accepted.cookies
+    assert (await sign_in(intake, email)).status_code == 401

@@ -19,7 +19,14 @@ import structlog
 from refundflow_intake import actors, dashboard_sessions, passwords
 from refundflow_intake.domain import DomainError, NotFound
 from refundflow_intake.merchant_accounts import lock_merchant, new_id
-from refundflow_intake.one_time_links import LinkPurpose, create_link, has_usable_link, revoke_links, use_link
+from refundflow_intake.one_time_links import (
+    LinkPurpose,
+    create_link,
+    has_usable_link,
+    revoke_links,
+    usable_link_owner,
+    use_link,
+)
 from refundflow_intake.roles import Role
 from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import PasswordResetRequested, TeamMemberInvited
@@ -172,19 +179,31 @@ async def accept_invite(
     conn: asyncpg.Connection, token: str, *, password: str, display_name: str | None, now: datetime
 ) -> Row:
     """Use the invite once: set the password (and name); the member is active from now on."""
-    user_id = await use_link(conn, token, LinkPurpose.INVITE, now=now)
-    member = await _live_member(conn, user_id)
+    member = await _use_link_of_live_member(conn, token, LinkPurpose.INVITE, now=now)
     passwords.check_acceptable(password, email=member["email"])
     row = await conn.fetchrow(
         "UPDATE merchant_users SET password_hash = $2, display_name = coalesce($3, display_name),"
-        f" activated_at = coalesce(activated_at, $4) WHERE id = $1 AND removed_at IS NULL RETURNING {_MEMBER_COLUMNS}",
-        user_id,
+        f" activated_at = coalesce(activated_at, $4) WHERE id = $1 RETURNING {_MEMBER_COLUMNS}",
+        member["id"],
         passwords.hash_password(password),
         display_name or None,
         now,
     )
-    if row is None:  # released as its link lapsed, while this acceptance was under way
+    return dict(row)
+
+
+async def _use_link_of_live_member(conn: asyncpg.Connection, token: str, purpose: LinkPurpose, *, now: datetime) -> Row:
+    """Use a one-time link of a member still on the team, whose row stays locked until the caller commits.
+
+    The member's row is locked before the link, the order removal takes them in (the member, then their links):
+    using the link first deadlocked with a removal under way. A member removed meanwhile is MemberNotFound."""
+    user_id = await usable_link_owner(conn, token, purpose, now=now)
+    row = await conn.fetchrow(
+        f"SELECT {_MEMBER_COLUMNS} FROM merchant_users WHERE id = $1 AND removed_at IS NULL FOR UPDATE", user_id
+    )
+    if row is None:
         raise MemberNotFound("this account was removed")
+    await use_link(conn, token, purpose, now=now)  # LinkNotUsable if a resend or another use came first
     return dict(row)
 
 
@@ -216,13 +235,12 @@ async def request_password_reset(conn: asyncpg.Connection, links: AccountLinks, 
 
 async def reset_password(conn: asyncpg.Connection, token: str, *, password: str, now: datetime) -> Row:
     """Use the reset link once: a new password, and every session of the account ends."""
-    user_id = await use_link(conn, token, LinkPurpose.PASSWORD_RESET, now=now)
-    member = await _live_member(conn, user_id)
+    member = await _use_link_of_live_member(conn, token, LinkPurpose.PASSWORD_RESET, now=now)
     passwords.check_acceptable(password, email=member["email"])
     await conn.execute(
-        "UPDATE merchant_users SET password_hash = $2 WHERE id = $1", user_id, passwords.hash_password(password)
+        "UPDATE merchant_users SET password_hash = $2 WHERE id = $1", member["id"], passwords.hash_password(password)
     )
-    await dashboard_sessions.end_all(conn, user_id)
+    await dashboard_sessions.end_all(conn, member["id"])
     return member
 
 
