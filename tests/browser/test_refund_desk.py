@@ -154,9 +154,12 @@ def test_two_people_must_approve_above_the_threshold_and_an_api_key_cannot_be_th
 def test_another_merchants_refund_is_a_404_page(stack: Stack, page: Page) -> None:
     other = stack.merchant(name="Other Shop")
     theirs = stack.request_refund(other, stack.payment(other))
-    _owner(stack, page)
+    merchant = _owner(stack, page)
+    stack.request_refund(merchant, stack.payment(merchant))
     answer = page.goto(f"{stack.url}/dashboard/refunds/{theirs['id']}")
     assert answer is not None and answer.status == 404
     expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    # The sidebar counts the merchant's own pending requests, as on every other page (not the other shop's).
+    expect(page.get_by_role("link", name="Refunds").get_by_label("1 pending")).to_have_text("1")
     expect(page.get_by_text(theirs["customer_email"] if "customer_email" in theirs else "Ada")).to_have_count(0)
     assert_accessible(page)

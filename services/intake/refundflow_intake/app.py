@@ -102,8 +102,8 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     return app
 
 
-def _dashboard_errors(request: Request, status: int, code: str, message: str) -> Response | None:
+async def _dashboard_errors(request: Request, status: int, code: str, message: str) -> Response | None:
     """People read pages: the dashboard's and the customer's errors are pages, the API's are JSON."""
     if dashboard.is_dashboard(request):
-        return dashboard.error_page(request, status, code, message)
+        return await dashboard.error_page(request, status, code, message)
     return portal.error_page(request, status)

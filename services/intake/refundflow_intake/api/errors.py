@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -147,23 +147,23 @@ class ApiError(Exception):
 
 
 # The dashboard's pages answer errors as pages: (request, status, code, message) -> a page, or None for the API.
-PageErrors = Callable[[Request, int, str, str], Response | None]
+PageErrors = Callable[[Request, int, str, str], Awaitable[Response | None]]
 
 
 def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> None:
-    def page(request: Request, status: int, code: str, message: str) -> Response | None:
-        return pages(request, status, code, message) if pages else None
+    async def page(request: Request, status: int, code: str, message: str) -> Response | None:
+        return await pages(request, status, code, message) if pages else None
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> Response:
-        if answer := page(request, status_of(type(exc)), exc.code, exc.message):
+        if answer := await page(request, status_of(type(exc)), exc.code, exc.message):
             return answer
         headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, RateLimited) else None
         return JSONResponse(error_body(exc.code, exc.message), status_code=status_of(type(exc)), headers=headers)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        if answer := page(request, exc.status, exc.code, exc.message):
+        if answer := await page(request, exc.status, exc.code, exc.message):
             return answer
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
@@ -176,7 +176,7 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        if answer := page(request, 422, "invalid_request", "Some of what you entered is not valid: check it."):
+        if answer := await page(request, 422, "invalid_request", "Some of what you entered is not valid: check it."):
             return answer
         details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse(
@@ -189,7 +189,8 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
         # A value PostgreSQL cannot hold (a NUL byte in text, a number out of range): the input's fault, and the
         # schemas' bounds should have caught it first. Logged without the value.
         log.warning("unstorable_value", error=type(exc).__name__)
-        if answer := page(request, 422, "invalid_request", "Some of what you entered cannot be stored: check it."):
+        said = "Some of what you entered cannot be stored: check it."
+        if answer := await page(request, 422, "invalid_request", said):
             return answer
         return JSONResponse(
             error_body("invalid_request", "a value is out of range or holds characters that cannot be stored"),
@@ -199,14 +200,14 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled_error", error=repr(exc))
-        if answer := page(request, 500, "internal_error", "Something went wrong on our side. Please try again."):
+        if answer := await page(request, 500, "internal_error", "Something went wrong on our side. Please try again."):
             return answer
         return JSONResponse(error_body("internal_error", "something went wrong on our side"), status_code=500)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         code = _CODE_BY_STATUS.get(exc.status_code, "http_error")
-        if answer := page(request, exc.status_code, code, str(exc.detail)):
+        if answer := await page(request, exc.status_code, code, str(exc.detail)):
             return answer
         if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8, say): a malformed request
             return JSONResponse(error_body("invalid_request", str(exc.detail)), status_code=422)

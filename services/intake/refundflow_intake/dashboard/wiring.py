@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
+from refundflow_intake.api.dependencies import get_database
 from refundflow_intake.dashboard import (
     auth,
     email_preview_pages,
@@ -16,6 +17,7 @@ from refundflow_intake.dashboard import (
     money_pages,
     payment_pages,
     policy_pages,
+    queries,
     refund_pages,
     refund_queue_pages,
     settings_pages,
@@ -63,16 +65,29 @@ def wants_json(request: Request) -> bool:
     return auth.CSRF_HEADER in request.headers or request.url.path.endswith("/status")
 
 
-def error_page(request: Request, status: int, code: str, message: str) -> Response:
-    """An error of the dashboard's, as a page (or JSON for its scripts), with the API's code."""
+async def error_page(request: Request, status: int, code: str, message: str) -> Response:
+    """An error of the dashboard's, as a page (or JSON for its scripts), with the API's code; to a signed-in person,
+    in the frame of every page, the sidebar's count of pending requests included."""
     if wants_json(request):
         return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
     user = getattr(request.state, "dashboard_user", None)
+    pending = None
+    if user is not None and status < 500:  # a 5xx may be the database failing: its page asks the database nothing
+        async with (await get_database(request)).connection() as conn:
+            pending = await queries.pending_count(conn, user.merchant_id)
     heading = _HEADINGS.get(status, "Something went wrong")
     if status == 404:
         message = "There is nothing here, or it belongs to another account."
     return render(
-        request, "error.html", user, heading=heading, message=message, code=code, status_code=status, section=None
+        request,
+        "error.html",
+        user,
+        heading=heading,
+        message=message,
+        code=code,
+        status_code=status,
+        section=None,
+        pending_badge=pending,
     )
 
 
