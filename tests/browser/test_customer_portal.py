@@ -66,11 +66,14 @@ def test_a_customer_opens_the_link_from_their_email_asks_with_the_keyboard_and_w
     expect(page.get_by_role("status").filter(has_text="your request is sent")).to_be_visible()
     expect(request_status(page)).to_have_text("Pending")
     expect(page.locator("article.request")).to_contain_text("You asked for a refund of €40.00")
+    refunded_so_far = page.locator("dt:text-is('Refunded so far') + dd")
+    expect(refunded_so_far).to_have_text("€9.99")  # the merchant's own refund
     page.evaluate("window.stillTheSamePage = true")
     [asked] = [r for r in stack.payment_refunds(merchant, payment) if r["channel"] == "portal"]
     assert stack.api.post(f"/v1/refunds/{asked['id']}/approve", headers=merchant["auth"]).is_success
 
     expect(request_status(page)).to_have_text("Succeeded", timeout=60_000)  # live, by polling: no reload
+    expect(refunded_so_far).to_have_text("€49.99")  # the payment's total with it
     assert page.evaluate("window.stillTheSamePage") is True
     expect(page.locator("article.request")).to_contain_text("appears on your statement within 5–10 business days")
     expect(page.locator("#live-status")).to_have_text("Your request is now: Succeeded.")

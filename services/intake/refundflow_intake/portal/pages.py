@@ -196,7 +196,8 @@ async def ask_for_refund(
 
 @router.get("/{token}/requests/{refund_id}/status")
 async def request_status(token: Token, refund_id: RefundId, db: Db, now: Now, settings: Settings) -> JSONResponse:
-    """What the page polls while a request is open: its status and timeline, in the customer's words."""
+    """What the page polls while a request is open: its status and timeline, in the customer's words, and the
+    payment's facts (refunded so far, the subscription), which change with it."""
     try:
         grant = tokens.verify(settings.portal_secret(), token, now)
         portal = await _open(db, grant)
@@ -208,7 +209,8 @@ async def request_status(token: Token, refund_id: RefundId, db: Db, now: Now, se
     state = refund["state"]
     body = {"status": state.key, "label": state.label, "final": state.final}
     html = render_fragment("_request.html", request=refund, merchant_name=portal.merchant_name if portal else "")
-    return JSONResponse({**body, "html": html}, headers={"Cache-Control": "no-store"})
+    payment_html = render_fragment("_payment_facts.html", payment=portal.payment) if portal else ""
+    return JSONResponse({**body, "html": html, "payment_html": payment_html}, headers={"Cache-Control": "no-store"})
 
 
 _ENTER_AN_AMOUNT = "Enter an amount such as 12.50, or leave it empty to ask for everything."

@@ -2,6 +2,15 @@
 // Every page works without it: reloading shows the same.
 "use strict";
 
+// The payment's facts (refunded so far, the subscription) change with its requests: the same read as the card's.
+function showPaymentFacts(html) {
+  const facts = document.getElementById("payment-facts");
+  if (facts && typeof html === "string" && facts.dataset.shown !== html) {
+    facts.innerHTML = html;
+    facts.dataset.shown = html;
+  }
+}
+
 function watchRequest(box) {
   const live = document.getElementById("live-status");
   let current = box;
@@ -22,6 +31,7 @@ function watchRequest(box) {
           shown = state.html;
           if (moved && live) live.textContent = "Your request is now: " + state.label + ".";
         }
+        showPaymentFacts(state.payment_html);
         if (state.final) return;
       }
     } catch (error) { /* the network hiccuped: try again */ }
