@@ -170,7 +170,7 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
 
     @app.exception_handler(EventTooLarge)
     async def event_too_large(request: Request, exc: EventTooLarge) -> Response:
-        if answer := page(request, 422, exc.code, "What you entered is too long to be sent on: shorten it."):
+        if answer := await page(request, 422, exc.code, "What you entered is too long to be sent on: shorten it."):
             return answer
         return JSONResponse(error_body(exc.code, exc.message), status_code=422)
 
