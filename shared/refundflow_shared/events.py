@@ -264,6 +264,11 @@ class SubscriptionCancelRequested(PaymentEventData, _ToCustomer):
     subscription_id: Id
     at_period_end: bool
     refund_id: Id | None = None
+    after_extension: bool = Field(
+        default=False,
+        description="the same decision (refund_id) granted an extension: cancel once it is done, so that the access"
+        " end told is the extended one",
+    )
     requested_by: Name
     customer_email: EmailAddress | None = None
     note_to_customer: Note | None = None

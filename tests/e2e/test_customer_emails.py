@@ -165,6 +165,21 @@ def test_a_rejection_a_failure_and_a_reversal_each_say_what_happened_and_what_ha
     assert "will contact you to refund you another way" in text_of(back[reversal])
 
 
+def test_cancel_only_with_goodwill_days_tells_the_access_end_after_the_extension(stack: Stack) -> None:
+    """The cancel and the extension run apart at the processor: the cancellation's email names the access end, so
+    it must be the one the extension made, not the period's end before it."""
+    merchant = stack.merchant(name="Acme Software")
+    payment = stack.subscription_payment(merchant)
+    asked = customer_asks(stack, merchant, payment, reason="unexpected_renewal", cancel_subscription=True)
+    approve(stack, merchant, asked["id"], subscription_action="cancel_only", extend_days=7)
+
+    cancelled = "Your subscription is cancelled"
+    got = mails(stack, payment["customer_email"], [cancelled, "Your subscription is extended by 7 days"])
+    access_end = datetime.fromisoformat(payment["subscription"]["current_period_end"]) + timedelta(days=7)
+    until = f"You keep access until {access_end.day} {access_end.strftime('%B %Y')},"
+    assert until in text_of(got[cancelled])
+
+
 def test_subscription_decisions_tell_the_cancellation_with_its_access_end_and_the_extension_by_its_days(
     stack: Stack,
 ) -> None:

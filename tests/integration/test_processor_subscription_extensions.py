@@ -41,13 +41,15 @@ async def processor(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[Pr
         yield running
 
 
-def grant(subscription_id: str, days: int, payment_id: str | None = None) -> SubscriptionExtensionGranted:
+def grant(
+    subscription_id: str, days: int, payment_id: str | None = None, refund_id: str | None = None
+) -> SubscriptionExtensionGranted:
     return SubscriptionExtensionGranted(
         payment_id=payment_id or f"pay_{uuid.uuid4().hex[:10]}",
         merchant_id="mer_extend",
         subscription_id=subscription_id,
         days=days,
-        refund_id=f"ref_{uuid.uuid4().hex[:8]}",
+        refund_id=refund_id or f"ref_{uuid.uuid4().hex[:8]}",
         granted_by="user:usr_1",
     )
 
@@ -143,6 +145,40 @@ async def test_an_extension_the_provider_keeps_failing_is_retried_until_it_is_do
         "SELECT tries FROM subscription_extensions WHERE subscription_id = $1", subscription_id
     )
     assert tries == 4, "each 500 was retried from the durable schedule, each time under a new key"
+
+
+async def test_a_cancel_only_with_goodwill_days_tells_the_access_end_the_extension_made(
+    processor: ProcessorUnderTest,
+) -> None:
+    """Cancel only, with days of goodwill: the customer's email names the access end from subscription.canceled, so
+    the cancel waits for the decision's extension, even one the processor hears of after the cancel."""
+    subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
+    period_end = datetime.fromtimestamp(
+        (await provider_subscription(processor, subscription_id))["current_period_end"], UTC
+    )
+    payment_id, refund_id = f"pay_{uuid.uuid4().hex[:10]}", f"ref_{uuid.uuid4().hex[:8]}"
+    cancel = SubscriptionCancelRequested(
+        payment_id=payment_id,
+        merchant_id="mer_extend",
+        subscription_id=subscription_id,
+        at_period_end=True,
+        refund_id=refund_id,
+        after_extension=True,  # as intake asks it, with the grant, in one decision
+        requested_by="user:usr_1",
+    )
+    await processor.publish(cancel)
+
+    async def cancel_recorded() -> bool:
+        found = "SELECT 1 FROM subscription_cancels WHERE subscription_id = $1"
+        return await processor.db.fetchval(found, subscription_id) is not None
+
+    await eventually(cancel_recorded, timeout=30, interval=0.02)
+    await processor.publish(grant(subscription_id, 7, payment_id, refund_id))
+
+    [cancelled] = await processor.events("subscription.canceled", expected=1, about=subscription_id)
+    access_end = period_end + timedelta(days=7)
+    assert datetime.fromisoformat(cancelled["ends_at"]) == access_end, "the access end after the extension"
+    assert (await provider_subscription(processor, subscription_id))["cancel_at"] == int(access_end.timestamp())
 
 
 @pytest.mark.parametrize("why", ["missing", "canceled"])

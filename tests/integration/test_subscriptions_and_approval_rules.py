@@ -225,6 +225,24 @@ async def test_cancel_only_moves_no_money_and_ends_the_subscription_at_the_perio
     assert [(c["at_period_end"], c["note_to_customer"], c["customer_email"]) for c in cancels] == [
         (True, "You keep access until the period ends.", payment["customer_email"])
     ]
+    assert cancels[0]["after_extension"] is False, "no extension to wait for"
+
+
+async def test_cancel_only_with_goodwill_days_cancels_after_the_extension(intake: IntakeUnderTest) -> None:
+    """The customer is told the access end: the processor cancels once the extension has moved it."""
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    refund = await intake.refund(merchant, payment["id"])
+    response = await intake.client.post(
+        f"/v1/refunds/{refund['id']}/approve",
+        headers=merchant,
+        json={"subscription_action": "cancel_only", "extend_days": 7},
+    )
+    assert response.status_code == 200, response.text
+    [granted] = await intake.staged("subscription.extension_granted", payment["id"])
+    [cancel] = await intake.staged("subscription.cancel_requested", payment["id"])
+    assert (cancel["at_period_end"], cancel["after_extension"]) == (True, True)
+    assert cancel["refund_id"] == granted["refund_id"] == refund["id"]
 
 
 async def test_an_extension_goes_with_refund_only_or_cancel_only_never_with_a_cancel_now(

@@ -192,6 +192,7 @@ async def _close_as_cancel_only(
         at_period_end=True,
         actor=actor,
         note_to_customer=told.to_customer,
+        after_extension=extend_days is not None,  # the customer is told the access end the extension makes
     )
     if extend_days is not None:
         await subscription_requests.grant_extension(

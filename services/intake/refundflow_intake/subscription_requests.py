@@ -48,6 +48,7 @@ async def request_cancel(
     at_period_end: bool,
     actor: str,
     note_to_customer: str | None,
+    after_extension: bool = False,
 ) -> None:
     if not at_period_end:
         await repository.record_cancel_requested(conn, payment["id"])
@@ -59,6 +60,7 @@ async def request_cancel(
             subscription_id=payment["subscription_id"],
             at_period_end=at_period_end,
             refund_id=refund_id,
+            after_extension=after_extension,
             requested_by=actor,
             customer_email=payment["customer_email"],
             note_to_customer=note_to_customer,

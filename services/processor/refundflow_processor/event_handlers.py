@@ -64,6 +64,7 @@ def register(consumer: EventConsumer) -> None:
             at_period_end=data.at_period_end,
             refund_id=data.refund_id,
             to_customer=customer_fields(data),
+            after_extension=data.after_extension,
         )
         await subscription_cancel_repository.request_cancel(conn, cancel)
         log.info("subscription_cancel_requested", subscription_id=data.subscription_id)

@@ -90,6 +90,7 @@ class SubscriptionCancel:
     tries: int = 0
     lease_id: uuid.UUID | None = None
     to_customer: dict[str, Any] = field(default_factory=dict, compare=False)
+    after_extension: bool = False  # waits for the extension its decision (refund_id) granted
 
 
 @dataclass(frozen=True)

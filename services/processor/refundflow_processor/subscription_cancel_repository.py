@@ -9,8 +9,14 @@ import asyncpg
 from refundflow_processor.records import SubscriptionCancel
 
 CANCELS_CHANNEL = "processor_subscription_cancels"
-_COLUMNS = "cancel_id, payment_id, merchant_id, subscription_id, at_period_end, refund_id, tries, lease_id, to_customer"
+_COLUMNS = (
+    "cancel_id, payment_id, merchant_id, subscription_id, at_period_end, refund_id, tries, lease_id, to_customer,"
+    " after_extension"
+)
 _RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
+# How long a cancel waits for its decision's extension. Past it (the grant was dead-lettered, or the provider keeps
+# failing the change) it goes on: a customer who must stop being billed matters more than the date they are told.
+EXTENSION_WAIT = "interval '1 hour'"
 
 
 def _cancel(row: asyncpg.Record) -> SubscriptionCancel:
@@ -21,7 +27,7 @@ async def request_cancel(conn: asyncpg.Connection, cancel: SubscriptionCancel) -
     """Record a cancel request, due at once (the inbox makes a redelivered request a no-op upstream)."""
     await conn.execute(
         "INSERT INTO subscription_cancels (cancel_id, payment_id, merchant_id, subscription_id, at_period_end,"
-        " refund_id, state, to_customer) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7::jsonb)"
+        " refund_id, state, to_customer, after_extension) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7::jsonb, $8)"
         " ON CONFLICT DO NOTHING",
         cancel.cancel_id,
         cancel.payment_id,
@@ -30,6 +36,7 @@ async def request_cancel(conn: asyncpg.Connection, cancel: SubscriptionCancel) -
         cancel.at_period_end,
         cancel.refund_id,
         json.dumps(cancel.to_customer),
+        cancel.after_extension,
     )
     await conn.execute("SELECT pg_notify($1, '')", CANCELS_CHANNEL)
 
@@ -37,20 +44,35 @@ async def request_cancel(conn: asyncpg.Connection, cancel: SubscriptionCancel) -
 async def claim_due_cancels(
     conn: asyncpg.Connection, limit: int, lease_seconds: float, busy: list[str]
 ) -> list[SubscriptionCancel]:
-    """Lease up to ``limit`` due cancels, none of ``busy`` (still worked on here, even if their lease ran out)."""
+    """Lease up to ``limit`` due cancels, none of ``busy`` (still worked on here, even if their lease ran out).
+    One ``after_extension`` is due once its decision's extension is done (succeeded or failed), or after
+    ``EXTENSION_WAIT``: the grant is another topic's event, so it may not even be recorded yet."""
     rows = await conn.fetch(
         "UPDATE subscription_cancels c SET locked_until = now() + make_interval(secs => $2),"
         " lease_id = gen_random_uuid()"
-        " FROM (SELECT cancel_id FROM subscription_cancels"
-        "       WHERE state = 'scheduled' AND next_try_at <= now() AND locked_until < now()"
-        "         AND cancel_id <> ALL($3::text[])"
-        "       ORDER BY next_try_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+        " FROM (SELECT d.cancel_id FROM subscription_cancels d"
+        "       WHERE d.state = 'scheduled' AND d.next_try_at <= now() AND d.locked_until < now()"
+        "         AND d.cancel_id <> ALL($3::text[])"
+        f"        AND (NOT d.after_extension OR d.created_at <= now() - {EXTENSION_WAIT}"
+        "           OR EXISTS (SELECT 1 FROM subscription_extensions e"
+        "               WHERE e.refund_id = d.refund_id AND e.state <> 'scheduled'))"
+        "       ORDER BY d.next_try_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
         f" WHERE c.cancel_id = due.cancel_id RETURNING {', '.join('c.' + c for c in _COLUMNS.split(', '))}",
         limit,
         lease_seconds,
         busy,
     )
     return [_cancel(r) for r in rows]
+
+
+async def wake_cancels_after(conn: asyncpg.Connection, refund_id: str | None) -> None:
+    """The extension ``refund_id``'s decision granted is done: wake the dispatcher if a cancel waits for it."""
+    await conn.execute(
+        "SELECT pg_notify($1, '') WHERE EXISTS (SELECT 1 FROM subscription_cancels"
+        " WHERE refund_id = $2 AND after_extension AND state = 'scheduled')",
+        CANCELS_CHANNEL,
+        refund_id,
+    )
 
 
 async def lock_leased_cancel(conn: asyncpg.Connection, cancel: SubscriptionCancel) -> bool:

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+from refundflow_processor import subscription_cancel_repository as cancels
 from refundflow_processor.records import SubscriptionExtension
 
 EXTENSIONS_CHANNEL = "processor_subscription_extensions"
@@ -90,6 +91,7 @@ async def fix_until(conn: asyncpg.Connection, extension: SubscriptionExtension, 
 async def record_extension_state(
     conn: asyncpg.Connection, extension: SubscriptionExtension, state: str, *, error: str | None = None
 ) -> None:
+    """The extension is done (``succeeded`` or ``failed``): a cancel of the same decision may go now."""
     await conn.execute(
         f"UPDATE subscription_extensions SET state = $2, last_error = coalesce($3, last_error), {_RELEASE}"
         " WHERE extension_id = $1",
@@ -97,6 +99,7 @@ async def record_extension_state(
         state,
         error,
     )
+    await cancels.wake_cancels_after(conn, extension.refund_id)
 
 
 async def record_extension_retry(
