@@ -49,6 +49,23 @@ async def test_a_customer_asks_for_a_refund_and_follows_it_to_the_merchants_deci
     assert (tracked["status"], tracked["note"]) == ("rejected", "Export is in Pro")
 
 
+async def test_a_customer_asking_for_an_amount_stripe_cannot_refund_exactly_is_told_so_at_once(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=10_000, currency="KWD")
+    customer = await portal_for(intake, merchant, payment["id"])
+    before = await intake.written()
+
+    refused = await intake.client.post(
+        "/v1/portal/refund-requests", headers=customer, json={"reason": "duplicate", "amount": 3_333}
+    )
+
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "amount_not_representable"
+    assert await intake.written() == before
+
+
 async def test_a_customer_holds_at_most_one_open_request_per_payment(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     payment = await intake.payment(merchant)

@@ -120,6 +120,18 @@ async def test_an_amount_of_nothing_is_asked_for_again_not_called_more_than_refu
     assert (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"] == []
 
 
+async def test_an_amount_stripe_cannot_refund_exactly_is_asked_for_again_in_its_steps(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=10_000, currency="KWD")
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+
+    refused = await customer.ask(reason="duplicate", amount="3.333")
+
+    assert refused.status_code == 422
+    assert "can only be refunded in steps of KWD 0.010" in text_of(refused.text)
+    assert (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"] == []
+
+
 async def test_outside_the_window_and_excluded_the_page_says_so_and_the_customer_may_still_ask(
     intake: IntakeUnderTest,
 ) -> None:

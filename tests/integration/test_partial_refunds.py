@@ -106,7 +106,9 @@ async def test_a_proration_that_cannot_be_computed_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("currency", "amount", "expected"), [("JPY", 999, 250), ("EUR", 999, 250), ("KWD", 12_345, 3_086)]
+    ("currency", "amount", "expected"),
+    # KWD 12.358 × 7/28 = 3.0895, halves up: 3.090, a whole ten of fils as Stripe takes it (see below).
+    [("JPY", 999, 250), ("EUR", 999, 250), ("KWD", 12_358, 3_090)],
 )
 async def test_a_quote_computes_the_amount_across_currencies_and_creates_nothing(
     intake: IntakeUnderTest, currency: str, amount: int, expected: int
@@ -122,3 +124,54 @@ async def test_a_quote_computes_the_amount_across_currencies_and_creates_nothing
     assert (quote["amount"], quote["currency"], quote["refundable_amount"]) == (expected, currency, amount)
     assert (quote["flags"], quote["approvals_required"], quote["auto_approved"]) == ([], 1, False)
     assert await intake.written() == before
+
+
+@pytest.mark.parametrize(
+    ("currency", "paid", "asked"),
+    [
+        ("KWD", 10_000, 3_333),  # 3.333 KWD: Stripe takes three-decimal currencies only in whole tens of fils
+        ("BHD", 10_000, 1),
+        ("JOD", 10_000, 3_335),
+        ("OMR", 10_000, 9_999),
+        ("TND", 10_000, 4_321),
+        ("MGA", 100_000, 50_050),  # MGA 500.50: Stripe counts MGA with no decimals
+        ("KWD", 10_005, None),  # all that is left, 10.005 KWD
+        ("KWD", 12_345, "7 of 28 days"),  # 3.08625 KWD rounds to 3.086: a proration too
+    ],
+)
+async def test_an_amount_stripe_cannot_refund_exactly_is_refused_when_asked_not_after_approval(
+    intake: IntakeUnderTest, currency: str, paid: int, asked: int | str | None
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=paid, currency=currency)
+    body: dict[str, object] = {"payment_id": payment["id"], "reason": "duplicate"}
+    if isinstance(asked, int):
+        body["amount"] = asked
+    elif asked:
+        body["proration"] = {"affected_days": 7, "period_days": 28}
+    before = await intake.written()
+
+    for path in ("/v1/refunds", "/v1/refunds/quote"):
+        refused = await intake.client.post(path, headers=merchant, json=body)
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "amount_not_representable"
+        assert currency in error["message"]
+    assert await intake.written() == before
+
+
+async def test_amounts_stripe_can_take_are_asked_for_and_a_smaller_approval_must_be_one_too(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    kwd = await intake.payment(merchant, amount=10_000, currency="KWD")
+    mga = await intake.payment(merchant, amount=100_000, currency="MGA")
+    assert (await intake.refund(merchant, mga["id"], amount=50_000))["amount"] == 50_000  # MGA 500.00
+    refund = await intake.refund(merchant, kwd["id"], amount=3_330)
+    before = await intake.written()
+
+    refused = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"amount": 3_325})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "amount_not_representable"
+    assert await intake.written() == before
+    approved = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"amount": 3_320})
+    assert (approved.json()["status"], approved.json()["amount"]) == ("processing", 3_320)

@@ -260,3 +260,21 @@ async def test_a_proration_that_comes_to_nothing_is_refused_as_one(intake: Intak
     [answer] = await intake.staged("refund.submit_rejected", submit.payment_id)
     assert answer["code"] == "invalid_proration"
     assert await intake.db.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", submit.payment_id) == 0
+
+
+async def test_an_amount_stripe_cannot_refund_exactly_is_answered_and_parked_as_one(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=10_000, currency="KWD")
+    submit = command(payment, await intake.merchant_id(merchant), amount=3_333, currency="KWD")  # 3.333 KWD
+    sent = await intake.publish(submit)
+
+    async def answered() -> bool:
+        return bool(await intake.staged("refund.submit_rejected", submit.payment_id))
+
+    await eventually(answered, timeout=30)
+    [answer] = await intake.staged("refund.submit_rejected", submit.payment_id)
+    assert answer["code"] == "amount_not_representable" and "KWD" in answer["message"]
+    assert await intake.db.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", submit.payment_id) == 0
+    dlq = dlq_topic(topic_for("refund.submit", intake.settings.topic_prefix))
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
+    assert parked["dlq_reason"] == "amount_not_representable"

@@ -19,6 +19,7 @@ from refundflow_intake.domain import (
     RefundStatus,
     SecondApprovalNeedsAPerson,
     SubscriptionAction,
+    check_provider_can_refund,
     check_transition,
     refundable_amount,
 )
@@ -124,6 +125,7 @@ def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPo
         raise RefundExceedsRefundable(
             f"{amount} exceeds the refundable amount of {left} {context.currency} minor units"
         )
+    check_provider_can_refund(amount, context.currency)  # a smaller amount, too
 
     # Approvals count only for the amount they approved: another amount starts the approval over.
     discarded = tuple(actor for actor, approved in context.approvals.items() if approved != amount)

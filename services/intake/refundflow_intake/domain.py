@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
+from refundflow_shared import stripe_amounts
+
 
 class RefundStatus(StrEnum):
     PENDING = "pending"
@@ -65,6 +67,22 @@ class InvalidAmount(DomainError):
 
     code = "invalid_amount"
     in_api = False
+
+
+class AmountNotRepresentable(DomainError):
+    """The provider cannot refund the amount exactly (Stripe takes KWD only in whole tens of fils, MGA in whole
+    ariary): refused when asked, not failed at the provider after the approval."""
+
+    code = "amount_not_representable"
+
+
+def check_provider_can_refund(amount: int, currency: str) -> None:
+    """Raises ``AmountNotRepresentable`` unless the provider can refund ``amount`` of ``currency`` exactly. The
+    provider is Stripe, the processor's one adapter: its table (``refundflow_shared.stripe_amounts``) decides."""
+    try:
+        stripe_amounts.to_stripe_units(amount, currency)
+    except stripe_amounts.AmountNotRepresentable as exc:
+        raise AmountNotRepresentable(str(exc)) from None
 
 
 class CurrencyMismatch(DomainError):
@@ -244,6 +262,7 @@ class RefundRequest:
             raise RefundExceedsRefundable(
                 f"{amount} exceeds the refundable amount of {left} {self.payment_currency} minor units"
             )
+        check_provider_can_refund(amount, self.payment_currency)
         return amount
 
 

@@ -20,6 +20,7 @@ from refundflow_processor.payment_provider import (
     ProviderUnavailable,
 )
 from refundflow_shared.money import MAX_MINOR_UNITS
+from refundflow_shared.stripe_amounts import AmountNotRepresentable, from_stripe_units, to_stripe_units
 from refundflow_shared.tracing import HTTP_HEADER, current_traceparent
 
 T = TypeVar("T")
@@ -32,12 +33,6 @@ _STATUS: dict[str, ProviderStatus] = {
     "failed": "failed",
     "canceled": "failed",
 }
-
-# Stripe counts a few currencies in other units than ISO 4217, ours (docs.stripe.com/currencies, special cases):
-# its ISK keeps two decimals (100 is one króna), its MGA has none. Stripe's amount = ours * times / per.
-_STRIPE_SCALE = {"ISK": (100, 1), "MGA": (1, 100)}
-# Stripe takes amounts of these three-decimal currencies only in whole tens (its card partners' rule).
-_IN_WHOLE_TENS = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
 
 
 class StripeProvider:
@@ -166,21 +161,12 @@ def _classified_errors() -> Iterator[None]:
 
 
 def _to_stripe_units(amount: int, currency: str) -> int:
-    """``amount`` (ISO minor units) as Stripe counts it; refused, never rounded, if Stripe cannot take it exactly."""
-    times, per = _STRIPE_SCALE.get(currency, (1, 1))
-    stripe_amount, rest = divmod(amount * times, per)
-    if rest or (currency in _IN_WHOLE_TENS and amount % 10):
-        raise ProviderRefused(
-            "amount_not_representable", f"Stripe cannot refund {amount} minor units of {currency} exactly"
-        )
-    return stripe_amount
-
-
-def _from_stripe_units(amount: int, currency: str) -> int:
-    """A Stripe amount in ISO minor units. A fraction of a króna (Stripe took them until 2023) is dropped: what
-    a refund made elsewhere is known to have returned is never more than it did."""
-    times, per = _STRIPE_SCALE.get(currency, (1, 1))
-    return amount * per // times
+    """``amount`` (ISO minor units) as Stripe counts it; refused, never rounded, if Stripe cannot take it exactly
+    (intake refuses such a request, so only an approval made before it did reaches here)."""
+    try:
+        return to_stripe_units(amount, currency)
+    except AmountNotRepresentable as exc:
+        raise ProviderRefused("amount_not_representable", str(exc)) from None
 
 
 def _to_provider_refund(stripe_refund: Any) -> ProviderRefund:
@@ -191,7 +177,7 @@ def _to_provider_refund(stripe_refund: Any) -> ProviderRefund:
         raise ProviderUnavailable("malformed answer: the refund has no usable id")
     currency = currency.upper() if isinstance(currency, str) else ""
     if isinstance(amount, int) and not isinstance(amount, bool) and amount >= 0:
-        amount = _from_stripe_units(amount, currency)
+        amount = from_stripe_units(amount, currency)
     if not (isinstance(amount, int) and not isinstance(amount, bool) and 0 <= amount <= MAX_MINOR_UNITS):
         raise ProviderUnavailable(f"malformed answer: refund {refund_id} has no usable amount")
     reason, payment_intent = refund.get("failure_reason"), refund.get("payment_intent")

@@ -17,6 +17,7 @@ from starlette.routing import Match
 from refundflow_intake.dashboard.policy_form import InvalidPolicyForm
 from refundflow_intake.dashboard_sessions import CsrfRejected
 from refundflow_intake.domain import (
+    AmountNotRepresentable,
     ApiKeysManagedByOwners,
     ApprovalExceedsRequest,
     CurrencyMismatch,
@@ -78,6 +79,7 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (LinkNotUsable, 410),
     (WeakPassword, 422),
     (RefundExceedsRefundable, 422),
+    (AmountNotRepresentable, 422),
     (OutboundUrlNotAllowed, 422),
     (ExtensionConflictsWithCancel, 422),
     (PortalDisabled, 409),

@@ -22,6 +22,7 @@ from refundflow_intake.portal.rendering import render, render_fragment
 from refundflow_intake.portal.tokens import InvalidPortalToken, PortalGrant, PortalTokenExpired
 from refundflow_intake.rate_limit import RateLimited
 from refundflow_intake.settings import IntakeSettings
+from refundflow_shared.stripe_amounts import stripe_step
 
 PREFIX = "/portal"
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -238,11 +239,15 @@ def _ask(portal: Portal, reason: str, details: str, amount: str, subscription: s
 
 def _in_words(exc: DomainError, portal: Portal) -> str:
     """A rule's answer, for the customer."""
-    left = format_amount(portal.refundable, portal.payment["currency"])
+    currency = portal.payment["currency"]
+    left = format_amount(portal.refundable, currency)
+    step = format_amount(stripe_step(currency), currency)
     words = {
         "open_request_exists": f"You already have a request waiting for {portal.merchant_name}'s decision.",
         "refund_exceeds_refundable": f"That is more than can still be refunded on this payment: at most {left}.",
         "invalid_amount": _ENTER_AN_AMOUNT,  # 0 typed: read, but no amount
+        "amount_not_representable": f"{currency} can only be refunded in steps of {step}: please enter such an"
+        " amount, or leave it empty to ask for everything.",
         "reason_details_required": "With “Something else”, please tell us what happened in the details.",
         "payment_disputed": "This payment is disputed with your bank: its refund goes through that dispute.",
         "rate_limited": "Too many attempts in a short time. Please try again in a while.",

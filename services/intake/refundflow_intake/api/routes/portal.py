@@ -20,6 +20,7 @@ from refundflow_intake.api.portal_schemas import (
     PortalTokenCreate,
 )
 from refundflow_intake.domain import (
+    AmountNotRepresentable,
     OpenRequestExists,
     PaymentIsDisputed,
     PaymentNotFound,
@@ -96,6 +97,7 @@ _PORTAL_ERRORS = (
     ProviderPaymentConflict,
     OpenRequestExists,
     RefundExceedsRefundable,
+    AmountNotRepresentable,
     ReasonDetailsRequired,
 )
 

@@ -24,6 +24,7 @@ from refundflow_intake.api.schemas import (
 )
 from refundflow_intake.api.views import refund_view
 from refundflow_intake.domain import (
+    AmountNotRepresentable,
     ApprovalExceedsRequest,
     CurrencyMismatch,
     ExtensionConflictsWithCancel,
@@ -49,6 +50,7 @@ _REQUEST_ERRORS = (
     PaymentIsDisputed,
     ProviderPaymentConflict,
     RefundExceedsRefundable,
+    AmountNotRepresentable,
     CurrencyMismatch,
     InvalidProration,
     ReasonDetailsRequired,
@@ -159,6 +161,7 @@ _APPROVAL_ERRORS = (
     PaymentIsDisputed,
     ProviderPaymentConflict,
     RefundExceedsRefundable,
+    AmountNotRepresentable,
     SecondApprovalNeedsAPerson,
 )
 
