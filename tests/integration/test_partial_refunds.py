@@ -107,8 +107,9 @@ async def test_a_proration_that_cannot_be_computed_is_refused(
 
 @pytest.mark.parametrize(
     ("currency", "amount", "expected"),
-    # KWD 12.358 × 7/28 = 3.0895, halves up: 3.090, a whole ten of fils as Stripe takes it (see below).
-    [("JPY", 999, 250), ("EUR", 999, 250), ("KWD", 12_358, 3_090)],
+    # Rounded half up to what the provider takes (see below): KWD in whole tens of fils, 12.350 × 7/28 = 3.0875 →
+    # 3.090; MGA in whole ariary, 101.00 × 7/28 = 25.25 → 25.00.
+    [("JPY", 999, 250), ("EUR", 999, 250), ("KWD", 12_350, 3_090), ("MGA", 10_100, 2_500)],
 )
 async def test_a_quote_computes_the_amount_across_currencies_and_creates_nothing(
     intake: IntakeUnderTest, currency: str, amount: int, expected: int
@@ -136,19 +137,16 @@ async def test_a_quote_computes_the_amount_across_currencies_and_creates_nothing
         ("TND", 10_000, 4_321),
         ("MGA", 100_000, 50_050),  # MGA 500.50: Stripe counts MGA with no decimals
         ("KWD", 10_005, None),  # all that is left, 10.005 KWD
-        ("KWD", 12_345, "7 of 28 days"),  # 3.08625 KWD rounds to 3.086: a proration too
     ],
 )
 async def test_an_amount_stripe_cannot_refund_exactly_is_refused_when_asked_not_after_approval(
-    intake: IntakeUnderTest, currency: str, paid: int, asked: int | str | None
+    intake: IntakeUnderTest, currency: str, paid: int, asked: int | None
 ) -> None:
     merchant = await intake.merchant()
     payment = await intake.payment(merchant, amount=paid, currency=currency)
     body: dict[str, object] = {"payment_id": payment["id"], "reason": "duplicate"}
-    if isinstance(asked, int):
+    if asked is not None:
         body["amount"] = asked
-    elif asked:
-        body["proration"] = {"affected_days": 7, "period_days": 28}
     before = await intake.written()
 
     for path in ("/v1/refunds", "/v1/refunds/quote"):

@@ -47,6 +47,28 @@ def test_a_share_that_rounds_to_nothing_is_refused(amount: int, days: int, of_da
     assert prorate(amount + 1, days, of_days) == 1  # half a minor unit rounds up
 
 
+@pytest.mark.parametrize(
+    ("amount", "days", "of_days", "step", "expected"),
+    [
+        # KWD at Stripe, whole tens of fils: 12.350 KWD × 7/28 = 3.0875 → 3.090 (half a step up); 1/3 of 10.000 → 3.330.
+        (12_350, 7, 28, 10, 3_090),
+        (10_000, 1, 3, 10, 3_330),
+        # MGA, whole ariary at Stripe (100 of our minor units): 101.00 × 7/28 = 25.25 → 25.00.
+        (10_100, 7, 28, 100, 2_500),
+    ],
+)
+def test_the_share_rounds_half_up_to_a_whole_step_the_provider_takes(
+    amount: int, days: int, of_days: int, step: int, expected: int
+) -> None:
+    assert prorate(amount, days, of_days, step=step) == expected
+
+
+def test_a_share_under_half_a_step_is_refused() -> None:
+    with pytest.raises(InvalidProration, match="less than"):
+        prorate(10_000, 1, 3_000, step=10)  # 3.3 fils: under half of the ten Stripe takes
+    assert prorate(10_000, 1, 2_000, step=10) == 10  # 5 fils, half a step: up
+
+
 def test_a_period_counts_started_days() -> None:
     start = datetime(2026, 2, 1, tzinfo=UTC)
     assert period_days(start, datetime(2026, 3, 1, tzinfo=UTC)) == 28

@@ -76,6 +76,11 @@ class AmountNotRepresentable(DomainError):
     code = "amount_not_representable"
 
 
+def provider_step(currency: str) -> int:
+    """The smallest amount, in ISO minor units, the provider refunds in ``currency``: it takes only whole multiples."""
+    return stripe_amounts.stripe_step(currency)
+
+
 def check_provider_can_refund(amount: int, currency: str) -> None:
     """Raises ``AmountNotRepresentable`` unless the provider can refund ``amount`` of ``currency`` exactly. The
     provider is Stripe, the processor's one adapter: its table (``refundflow_shared.stripe_amounts``) decides."""

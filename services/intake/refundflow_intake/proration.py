@@ -1,9 +1,10 @@
 """Partial refunds computed from days of a period. No I/O here.
 
-Rounding rule: the exact share ``amount × days / period_days`` is rounded to the nearest minor unit of the
-payment's currency, halves rounding up (in the customer's favour). Every amount is already in minor units
-(yen, cents, fils), so the same integer arithmetic holds for 0-, 2- and 3-decimal currencies; the result is
-never more than the payment, and never nothing: a share under half a minor unit is refused, not a refund of 0.
+Rounding rule: the exact share ``amount × days / period_days`` is rounded to the nearest step the provider takes
+in the payment's currency (a minor unit for most; Stripe takes KWD in whole tens of fils, MGA in whole ariary),
+halves rounding up (in the customer's favour). Every amount is already in minor units (yen, cents, fils), so the
+same integer arithmetic holds for 0-, 2- and 3-decimal currencies; the result is never more than the payment, and
+never nothing: a share under half a step is refused, not a refund of 0.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ def period_days(start: datetime, end: datetime) -> int:
     return math.ceil(length / _DAY)
 
 
-def prorate(amount: int, days: int, of_days: int) -> int:
-    """``amount × days / of_days``, rounded half up to a whole minor unit."""
+def prorate(amount: int, days: int, of_days: int, *, step: int = 1) -> int:
+    """``amount × days / of_days``, rounded half up to a whole ``step`` of minor units."""
     if of_days <= 0:
         raise InvalidProration("the period must be at least one day")
     if not 0 < days <= of_days:
         raise InvalidProration(f"days must be between 1 and the period's {of_days} days, not {days}")
-    share = (2 * amount * days + of_days) // (2 * of_days)
+    share = (2 * amount * days + of_days * step) // (2 * of_days * step) * step
     if share == 0:
-        raise InvalidProration(f"{days} of {of_days} days of {amount} minor units is less than one minor unit")
-    return share
+        unit = "one minor unit" if step == 1 else f"the {step} minor units the provider takes at least"
+        raise InvalidProration(f"{days} of {of_days} days of {amount} minor units is less than {unit}")
+    return min(share, amount)  # a payment not in whole steps: its whole period is still the whole payment

@@ -23,6 +23,7 @@ from refundflow_intake.domain import (
     RefundRequest,
     RefundStatus,
     SubscriptionAction,
+    provider_step,
     refundable_amount,
 )
 from refundflow_intake.merchant_accounts import new_id
@@ -65,7 +66,7 @@ def _requested_amount(payment: Row, amount: int | None, proration: Proration | N
         if start is None or end is None:
             raise InvalidProration("the payment has no subscription period: give proration.period_days")
         of_days = period_days(start, end)
-    return prorate(payment["amount"], proration.days, of_days)
+    return prorate(payment["amount"], proration.days, of_days, step=provider_step(payment["currency"]))
 
 
 async def _evaluate(

@@ -23,7 +23,13 @@ from refundflow_intake.dashboard.money_text import parse_amount
 from refundflow_intake.dashboard.pages import STATUS_LABELS, render, render_fragment, see_other
 from refundflow_intake.dashboard.refund_words import action_words, actor_words, flag_explanations
 from refundflow_intake.dashboard_sessions import SignedIn
-from refundflow_intake.domain import DomainError, InvalidProration, InvalidSubscriptionAction, SubscriptionAction
+from refundflow_intake.domain import (
+    DomainError,
+    InvalidProration,
+    InvalidSubscriptionAction,
+    SubscriptionAction,
+    provider_step,
+)
 from refundflow_intake.proration import period_days, prorate
 from refundflow_intake.roles import Permission, require
 
@@ -126,7 +132,7 @@ async def prorate_preview(
         payment = await repository.get_payment(conn, user.merchant_id, refund.payment_id)
     assert payment is not None
     try:
-        amount = prorate(payment["amount"], days, period)
+        amount = prorate(payment["amount"], days, period, step=provider_step(payment["currency"]))
     except InvalidProration as exc:
         return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=422)
     return JSONResponse({"amount": min(amount, refund.amount), "prorated": amount, "currency": refund.currency})
