@@ -181,11 +181,13 @@ async def test_a_payment_changed_earlier_in_a_batch_is_read_again_by_the_batchs_
         txn = conn.transaction()
         await txn.start()
         try:  # rolled back at the end: the executor never sees these refunds
-            assert await accept_approved_refund(conn, first, None)
+            assert await accept_approved_refund(conn, first, None, approved_at=datetime.now(UTC))
             locked = await lock_the_batchs_payments(conn, batch)
             assert locked[first.payment_id].amount == 10_000
             await remember_paid(conn, paid, locked)
-            assert await accept_approved_refund(conn, second, locked.get(second.payment_id))
+            assert await accept_approved_refund(
+                conn, second, locked.get(second.payment_id), approved_at=datetime.now(UTC)
+            )
             refused = await conn.fetchrow(
                 "SELECT status, failure_reason FROM refunds WHERE refund_id = $1", second.refund_id
             )

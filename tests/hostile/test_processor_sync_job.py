@@ -1,5 +1,6 @@
 """The sync job can never die (security review, finding 12): a payment the provider does not know is flagged
-and retried later, and every other payment is still scanned."""
+and retried later, and every other payment is still scanned. What it finds is booked as made outside Refundflow
+only when it is: never our own refund that a database restore made us forget."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ import stripe
 
 from refundflow_shared.events import PaymentSucceeded, Product
 from tests.support.probe_service import eventually
-from tests.support.processor_harness import ProcessorUnderTest, payment_intent, running_processor
+from tests.support.processor_harness import ProcessorUnderTest, approval, payment_intent, running_processor
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def paid(provider_payment_id: str) -> PaymentSucceeded:
+def paid(provider_payment_id: str, payment_id: str | None = None, merchant_id: str = "mer_sync") -> PaymentSucceeded:
     return PaymentSucceeded(
-        payment_id=f"pay_{uuid.uuid4().hex[:10]}",
-        merchant_id="mer_sync",
+        payment_id=payment_id or f"pay_{uuid.uuid4().hex[:10]}",
+        merchant_id=merchant_id,
         amount=10_000,
         currency="EUR",
         customer_email="ada@example.com",
@@ -69,3 +70,57 @@ async def test_a_payment_the_provider_does_not_know_is_flagged_and_the_others_ar
             "SELECT last_synced_at = '-infinity' FROM payments WHERE payment_id = $1", unknown.payment_id
         )
         assert never_synced, "a payment is marked scanned only once it was"
+
+
+async def scanned_since(processor: ProcessorUnderTest, payment_id: str, moment: datetime) -> None:
+    async def scanned() -> bool:
+        return bool(
+            await processor.db.fetchval(
+                "SELECT last_synced_at > $2 FROM payments WHERE payment_id = $1", payment_id, moment
+            )
+        )
+
+    await eventually(scanned, timeout=30)
+
+
+async def test_our_refund_a_restore_forgot_is_not_booked_as_external_while_its_approval_is_read_again(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """After a database restore the scan meets our refund (its metadata names our refund id) before the rewound
+    consumer reads its approval again: it waits for it, alerting once if it stays unknown, and books nothing; the
+    approval read again then adopts it, within the payment's room."""
+    intent = payment_intent()
+    approved = approval(intent, amount=10_000)  # all of the payment: booked as external, it would leave no room
+    async with running_processor(
+        database_url, kafka_bootstrap, topic_prefix, webhooks=False, sync_unrecorded_refund_alert_after_seconds=1
+    ) as processor:
+        await processor.publish(paid(intent, approved.payment_id, approved.merchant_id))
+        event = await processor.publish(approved)
+
+        async def succeeded() -> bool:
+            return await processor.refund_status(approved.refund_id) == "succeeded"
+
+        await eventually(succeeded, timeout=60)
+        [made] = await processor.provider_refunds(intent)
+        await processor.restore_before(event, approved.refund_id)
+        restored_at = await processor.db.fetchval("SELECT now()")
+        await scanned_since(processor, approved.payment_id, restored_at)
+        assert await processor.staged("refund.external_detected", about=made["id"]) == []
+
+        async def alerted() -> bool:
+            return bool(await processor.staged("team_alert.raised", about=approved.refund_id))
+
+        await eventually(alerted, timeout=30)
+        await scanned_since(processor, approved.payment_id, await processor.db.fetchval("SELECT now()"))
+        [alert] = await processor.staged("team_alert.raised", about=approved.refund_id)  # once
+        assert (alert["kind"], alert["details"]["provider_refund_id"]) == ("unrecorded_provider_refund", made["id"])
+
+        await processor.deliver_again(event)
+        await eventually(succeeded, timeout=60)
+        await scanned_since(processor, approved.payment_id, await processor.db.fetchval("SELECT now()"))
+        assert await processor.staged("refund.external_detected", about=made["id"]) == []
+        adopted = await processor.db.fetchval(
+            "SELECT provider_refund_id FROM refunds WHERE refund_id = $1", approved.refund_id
+        )
+        assert adopted == made["id"], "the approval read again adopted the refund made before the restore"
+        assert len(await processor.provider_refunds(intent)) == 1

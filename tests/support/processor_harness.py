@@ -42,6 +42,18 @@ class ProcessorUnderTest:
             self.settings.kafka_bootstrap_servers, self.settings.topic_prefix, data, traceparent=traceparent
         )
 
+    async def deliver_again(self, event: Event) -> None:
+        """Deliver an event already delivered, as it was (its id and time): what a rewound consumer reads."""
+        await send_event(self.settings.kafka_bootstrap_servers, self.settings.topic_prefix, event)
+
+    async def restore_before(self, event: Event, refund_id: str) -> None:
+        """The database as a backup taken before ``event`` (the refund's approval) was handled: the refund, its
+        attempts and the inbox's record of the event are gone."""
+        async with self.db.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM refund_attempts WHERE refund_id = $1", refund_id)
+            await conn.execute("DELETE FROM refunds WHERE refund_id = $1", refund_id)
+            await conn.execute("DELETE FROM inbox WHERE event_id = $1", event.id)
+
     async def refund_status(self, refund_id: str) -> str | None:
         status: str | None = await self.db.fetchval("SELECT status FROM refunds WHERE refund_id = $1", refund_id)
         return status
@@ -91,19 +103,23 @@ class ProcessorUnderTest:
 async def publish_event(kafka: str, prefix: str, data: EventData, *, traceparent: str | None = None) -> Event:
     """Deliver an event to its topic as another service's relay would (in the trace ``traceparent`` names)."""
     event = Event.wrap(data, source="refundflow/test", sequence=1)
+    await send_event(kafka, prefix, event, traceparent=traceparent)
+    return event
+
+
+async def send_event(kafka: str, prefix: str, event: Event, *, traceparent: str | None = None) -> None:
     headers = event.kafka_headers() | ({EVENT_HEADER: traceparent} if traceparent else {})
     producer = AIOKafkaProducer(bootstrap_servers=kafka, enable_idempotence=False)
     await producer.start()
     try:
         await producer.send_and_wait(
-            topic_for(data.event_type, prefix),
+            topic_for(event.type, prefix),
             event.kafka_value(),
             key=event.partition_key.encode(),
             headers=[(k, v.encode()) for k, v in headers.items()],
         )
     finally:
         await producer.stop()
-    return event
 
 
 def approval(provider_payment_id: str, amount: int = 2_500, currency: str = "EUR") -> RefundApproved:

@@ -52,7 +52,7 @@ def register(consumer: EventConsumer) -> None:
     async def refund_approved(
         conn: asyncpg.Connection, event: Event, data: RefundApproved, locked: dict[str, Payment]
     ) -> None:
-        await accept_approved_refund(conn, data, locked.get(data.payment_id))
+        await accept_approved_refund(conn, data, locked.get(data.payment_id), approved_at=event.time)
 
     @consumer.handles(SubscriptionCancelRequested)
     async def cancel_subscription(conn: asyncpg.Connection, event: Event, data: SubscriptionCancelRequested) -> None:

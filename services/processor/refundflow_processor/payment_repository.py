@@ -6,6 +6,7 @@ from enum import StrEnum
 
 import asyncpg
 
+from refundflow_processor.payment_provider import ProviderRefund
 from refundflow_processor.records import ExternalRefund, Payment
 
 _PAYMENT_COLUMNS = "payment_id, merchant_id, provider_payment_id, amount, currency"
@@ -184,3 +185,22 @@ async def known_provider_refund_ids(conn: asyncpg.Connection, payment_id: str) -
         payment_id,
     )
     return {r[0] for r in rows}
+
+
+async def note_unrecorded_refund(
+    conn: asyncpg.Connection, payment: Payment, reported: ProviderRefund, alert_after_seconds: float
+) -> bool:
+    """Remember a provider refund made for a refund id of ours we have no record of; True once, when it has
+    stayed unrecorded for ``alert_after_seconds`` (time to tell the team)."""
+    alert: bool | None = await conn.fetchval(
+        "INSERT INTO unrecorded_provider_refunds (provider_refund_id, payment_id, refund_id) VALUES ($1, $2, $3)"
+        " ON CONFLICT (provider_refund_id) DO UPDATE SET alerted_at = now()"
+        " WHERE unrecorded_provider_refunds.alerted_at IS NULL"
+        "   AND unrecorded_provider_refunds.first_seen_at <= now() - make_interval(secs => $4)"
+        " RETURNING alerted_at IS NOT NULL",
+        reported.id,
+        payment.payment_id,
+        reported.refund_id,
+        alert_after_seconds,
+    )
+    return bool(alert)

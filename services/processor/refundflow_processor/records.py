@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -118,3 +119,11 @@ class SubscriptionExtension:
 
 def idempotency_key(refund_id: str, attempt: int) -> str:
     return f"refund_{refund_id}_{attempt}"
+
+
+_OUR_REFUND_ID = re.compile(r"ref_[0-9a-f]{1,64}")  # intake's ids: ref_ and a uuid's hex
+
+
+def names_our_refund(refund_id: str) -> bool:
+    """True if a provider refund's ``metadata.refund_id`` has the shape of our refund ids."""
+    return _OUR_REFUND_ID.fullmatch(refund_id) is not None

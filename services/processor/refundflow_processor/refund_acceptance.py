@@ -8,6 +8,7 @@ take more than the payment has left.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 import asyncpg
 import structlog
@@ -51,9 +52,11 @@ def approval_refusal(payment: Payment | None, refund: Refund, held: int) -> Refu
     return None
 
 
-async def accept_approved_refund(conn: asyncpg.Connection, data: RefundApproved, locked: Payment | None) -> bool:
+async def accept_approved_refund(
+    conn: asyncpg.Connection, data: RefundApproved, locked: Payment | None, *, approved_at: datetime
+) -> bool:
     """Record the refund and schedule its first attempt, or fail it at once; False if it was already known.
-    ``locked``: the payment, if the caller locked it already."""
+    ``locked``: the payment, if the caller locked it already; ``approved_at``: the approval event's time."""
     refund = Refund(
         refund_id=data.refund_id,
         payment_id=data.payment_id,
@@ -74,7 +77,7 @@ async def accept_approved_refund(conn: asyncpg.Connection, data: RefundApproved,
         payment = await payment_repository.lock_payment(conn, data.payment_id)
     refusal = approval_refusal(payment, refund, await repository.held_total(conn, data.payment_id))
     if refusal is None:
-        if not await repository.insert_refund_and_first_attempt(conn, refund):
+        if not await repository.insert_refund_and_first_attempt(conn, refund, approved_at):
             return False
         log.info("refund_scheduled")
         return True

@@ -3,7 +3,9 @@
 - Refunds pending at the provider longer than a threshold are polled (the webhook's fallback), ours and
   external ones, until final.
 - Payments are scanned for refunds made outside Refundflow and for our refunds that failed after they had
-  succeeded (reversals). One payment's error is logged and the payment flagged (retried with backoff); the
+  succeeded (reversals). A refund made for a refund id of ours we have no record of (after a database restore,
+  until the approval is read again) is not external: it waits, and the team is told if it stays unknown. One
+  payment's error is logged and the payment flagged (retried with backoff); the
   others carry on. A refused key pauses the job with the executor.
 """
 
@@ -28,8 +30,9 @@ from refundflow_processor.payment_provider import (
 )
 from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.provider_updates import apply_provider_update
-from refundflow_processor.records import Payment, RefundStatus
+from refundflow_processor.records import Payment, RefundStatus, names_our_refund
 from refundflow_processor.settings import ProcessorSettings
+from refundflow_processor.team_alerts import raise_alert
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -130,9 +133,39 @@ class RefundSync:
                 ours[reported.refund_id] is RefundStatus.FAILED and reported.status == "succeeded"
             ):
                 continue  # ours, being (or about to be) recorded by the executor
+            elif (
+                reported.refund_id is not None
+                and names_our_refund(reported.refund_id)
+                and not await repository.refund_recorded(conn, reported.refund_id)
+            ):
+                await self._await_approval(conn, payment, reported)
             else:
                 published += await record_external(conn, payment, reported)
         return published
+
+    async def _await_approval(self, conn: asyncpg.Connection, payment: Payment, reported: ProviderRefund) -> None:
+        """A refund made for a refund of ours we have no record of: after a database restore, ours, its approval
+        still to be read again (which adopts it). Booked as external, it would take the payment's room from that
+        approval; so it waits, and the team is told once if it stays unknown."""
+        alert_after = self._settings.sync_unrecorded_refund_alert_after_seconds
+        if not await payment_repository.note_unrecorded_refund(conn, payment, reported, alert_after):
+            return
+        log.error("unrecorded_provider_refund", provider_refund_id=reported.id, refund_id=reported.refund_id)
+        await raise_alert(
+            conn,
+            merchant_id=payment.merchant_id,
+            kind="unrecorded_provider_refund",
+            title="A refund at the provider names a refund of ours the processor has no record of; nothing was booked",
+            details={
+                "provider_refund_id": reported.id,
+                "provider_payment_id": payment.provider_payment_id,
+                "refund": f"{reported.amount} {reported.currency or '?'}",
+                "effect": "not counted against the payment until its approval is read again (after a database"
+                " restore: rewind the processor's consumer); otherwise it was made outside Refundflow",
+            },
+            payment_id=payment.payment_id,
+            refund_id=reported.refund_id,
+        )
 
     async def _call(self, request: Awaitable[T]) -> T:
         async with asyncio.timeout(self._settings.provider_call_deadline_seconds):

@@ -8,6 +8,7 @@ A write to a claimed attempt releases its lease; the executor only writes to an 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import asyncpg
 
@@ -115,15 +116,22 @@ async def insert_refund(
     return bool(status == "INSERT 0 1")
 
 
-async def insert_refund_and_first_attempt(conn: asyncpg.Connection, refund: Refund) -> bool:
+async def insert_refund_and_first_attempt(conn: asyncpg.Connection, refund: Refund, approved_at: datetime) -> bool:
     """``insert_refund`` and ``schedule_attempt`` of attempt 1, in one statement: the attempt only with a new
-    refund. False if the refund was already known (a redelivered approval)."""
+    refund. False if the refund was already known (a redelivered approval).
+
+    Attempt 1's key is dated from the approval (never later than now): an approval read again after a database
+    restore lost its refund may have been called with this key long ago, and a key older than the provider's
+    lifetime is reconciled before any call (a forgotten key would refund the customer again)."""
     status = await conn.execute(
         f"WITH accepted AS ({_INSERT_REFUND} RETURNING refund_id)"
-        f" {_INSERT_ATTEMPT} SELECT refund_id, 1, $13, 'scheduled', now(), $14 FROM accepted",
+        " INSERT INTO refund_attempts"
+        " (refund_id, attempt, idempotency_key, state, next_try_at, traceparent, created_at)"
+        " SELECT refund_id, 1, $13, 'scheduled', now(), $14, least($15::timestamptz, now()) FROM accepted",
         *_refund_values(refund, None, None),
         idempotency_key(refund.refund_id, 1),
         current_traceparent(),
+        approved_at,
     )
     return bool(status == "INSERT 0 1")
 
@@ -365,6 +373,12 @@ async def held_total(conn: asyncpg.Connection, payment_id: str) -> int:
         payment_id,
     )
     return int(total)
+
+
+async def refund_recorded(conn: asyncpg.Connection, refund_id: str) -> bool:
+    """True if we were asked to execute ``refund_id`` (of any payment)."""
+    recorded: bool = await conn.fetchval("SELECT EXISTS (SELECT FROM refunds WHERE refund_id = $1)", refund_id)
+    return recorded
 
 
 async def refund_statuses(conn: asyncpg.Connection, payment_id: str) -> dict[str, RefundStatus]:

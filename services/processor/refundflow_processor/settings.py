@@ -49,6 +49,9 @@ class ProcessorSettings(ServiceSettings):
     sync_payments_per_run: int = Field(default=100, ge=1)
     # A payment whose scan failed is retried after sync_interval * 2^failures, at most this long.
     sync_error_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    # A provider refund made for a refund id of ours we have no record of (after a database restore, until the
+    # approval is read again) is never booked as external; the team is alerted once it stays so this long.
+    sync_unrecorded_refund_alert_after_seconds: float = Field(default=3600.0, ge=0)
 
     @property
     def executor_lease_seconds(self) -> float:
