@@ -124,3 +124,35 @@ async def test_our_refund_a_restore_forgot_is_not_booked_as_external_while_its_a
         )
         assert adopted == made["id"], "the approval read again adopted the refund made before the restore"
         assert len(await processor.provider_refunds(intent)) == 1
+
+
+async def test_a_second_provider_refund_made_for_our_finished_refund_is_booked_and_alerted(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Another refund at the provider carries our refund's id (a retry by hand in Stripe's dashboard, a script):
+    once ours is done, the money it moved left all the same, so it is booked as external (the payment's room and
+    the balance count it) and the team is told it may be a duplicate; a plain one is booked as before."""
+    intent = payment_intent()
+    approved = approval(intent)
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, webhooks=False) as processor:
+        await processor.publish(approved)
+
+        async def succeeded() -> bool:
+            return await processor.refund_status(approved.refund_id) == "succeeded"
+
+        await eventually(succeeded, timeout=60)
+        dashboard = stripe.StripeClient("sk_test_dashboard", base_addresses={"api": processor.sandbox_url})
+        again = await dashboard.v1.refunds.create_async(
+            params={"payment_intent": intent, "amount": 2_500, "metadata": {"refund_id": approved.refund_id}}
+        )
+        plain = await dashboard.v1.refunds.create_async(params={"payment_intent": intent, "amount": 1_000})
+        await detected(processor, plain.id)
+        await detected(processor, again.id)
+        [booked] = await processor.staged("refund.external_detected", about=again.id)
+        assert (booked["amount"], booked["status"], booked["payment_id"]) == (2_500, "succeeded", approved.payment_id)
+
+        await scanned_since(processor, approved.payment_id, await processor.db.fetchval("SELECT now()"))
+        [alert] = await processor.staged("team_alert.raised", about=approved.refund_id)  # once
+        assert (alert["kind"], alert["details"]["provider_refund_id"]) == ("duplicate_refund", again.id)
+        assert await processor.staged("team_alert.raised", about=plain.id) == []
+        assert await processor.refund_status(approved.refund_id) == "succeeded"

@@ -129,10 +129,12 @@ class RefundSync:
                 published += await apply_provider_update(
                     conn, reported, policy=self._policy, provider=self._provider.name
                 )
-            elif reported.refund_id in ours and not (
-                ours[reported.refund_id] is RefundStatus.FAILED and reported.status == "succeeded"
+            elif reported.refund_id in ours and await repository.refund_in_flight(
+                conn, reported.refund_id, reported.id
             ):
                 continue  # ours, being (or about to be) recorded by the executor
+            elif reported.refund_id in ours:
+                published += await self._book_another_for_ours(conn, payment, reported, ours[reported.refund_id])
             elif (
                 reported.refund_id is not None
                 and names_our_refund(reported.refund_id)
@@ -142,6 +144,34 @@ class RefundSync:
             else:
                 published += await record_external(conn, payment, reported)
         return published
+
+    async def _book_another_for_ours(
+        self, conn: asyncpg.Connection, payment: Payment, reported: ProviderRefund, ours: RefundStatus
+    ) -> int:
+        """A refund made for one of our refunds that is not the one its attempts recorded, ours being done: the
+        money it moves leaves all the same, so it is booked as external, and the team is told once (a duplicate,
+        when ours succeeded)."""
+        new = await payment_repository.lock_external_refund(conn, reported.id) is None
+        if not await record_external(conn, payment, reported):
+            return 0
+        if new:
+            log.error("duplicate_refund", provider_refund_id=reported.id, refund_id=reported.refund_id, ours=ours)
+            await raise_alert(
+                conn,
+                merchant_id=payment.merchant_id,
+                kind="duplicate_refund",
+                title="Another refund at the provider was made for one of our refunds; booked as made outside",
+                details={
+                    "provider_refund_id": reported.id,
+                    "provider_payment_id": payment.provider_payment_id,
+                    "refund": f"{reported.amount} {reported.currency or '?'} ({reported.status})",
+                    "ours": ours.value,
+                    "effect": "counted against the payment as a refund made outside Refundflow",
+                },
+                payment_id=payment.payment_id,
+                refund_id=reported.refund_id,
+            )
+        return 1
 
     async def _await_approval(self, conn: asyncpg.Connection, payment: Payment, reported: ProviderRefund) -> None:
         """A refund made for a refund of ours we have no record of: after a database restore, ours, its approval
