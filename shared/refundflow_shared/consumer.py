@@ -16,7 +16,8 @@ undone by the rollback, so running it again has no effect twice; what a handler 
 command's dead letter, is at-least-once anyway. A savepoint per event would cost two round trips each, always.)
 
 No message can stop the consumer: whatever it holds, it is handled, or parked on the dead-letter topic with a
-reason and the next one is read. Only the infrastructure is waited for: a database that
+reason and the next one is read. (A record the Kafka client itself cannot read stops its own partition only, and
+loses nothing: ``undecodable_records``.) Only the infrastructure is waited for: a database that
 is away or overloaded (``transient_faults``), or a broker that does not take the dead letter.
 """
 
@@ -50,6 +51,7 @@ from refundflow_shared.metrics import EVENTS_HANDLED, HANDLER_SECONDS, counts_on
 from refundflow_shared.settings import ServiceSettings
 from refundflow_shared.structured_logging import bound
 from refundflow_shared.transient_faults import DatabaseUnavailable, broker_is_unavailable, database_is_unavailable
+from refundflow_shared.undecodable_records import read_around_undecodable_records
 
 log = structlog.get_logger(__name__)
 
@@ -256,6 +258,7 @@ class EventConsumer:
             decoder=_raw_body,  # we decode (and dead-letter) ourselves; FastStream's JSON decoding would loop
         )
         self._subscriber(self.on_batch)
+        read_around_undecodable_records(self._subscriber)
 
     async def on_batch(self, msg: KafkaMessage) -> None:
         """Handle one polled batch; FastStream commits the offsets when this returns."""

@@ -41,6 +41,11 @@ CONSUMER_LAG = Gauge(
     "Records in a partition not yet fetched by the service's consumer (end offset minus position), at scrape.",
     ["service", "topic", "partition"],
 )
+CONSUMER_UNDECODABLE_PAUSED = Gauge(
+    "refundflow_consumer_undecodable_paused",
+    "1 for each partition the service's consumer paused at a record the Kafka client cannot read, at scrape.",
+    ["service", "topic", "partition"],
+)
 OUTBOX_UNSENT = Gauge(
     "refundflow_outbox_unsent", "Outbox rows waiting to be published (parked rows not included).", ["service"]
 )

@@ -1,5 +1,5 @@
-"""``/metrics`` for every service: the gauges read at scrape (outbox, consumer lag, a service's own), then the
-process's registry in Prometheus' text format."""
+"""``/metrics`` for every service: the gauges read at scrape (outbox, the consumer's lag and paused partitions, a
+service's own), then the process's registry in Prometheus' text format."""
 
 from __future__ import annotations
 
@@ -12,9 +12,15 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
-from refundflow_shared.metrics import CONSUMER_LAG, OUTBOX_OLDEST_UNSENT_SECONDS, OUTBOX_PARKED, OUTBOX_UNSENT
+from refundflow_shared.metrics import (
+    CONSUMER_LAG,
+    CONSUMER_UNDECODABLE_PAUSED,
+    OUTBOX_OLDEST_UNSENT_SECONDS,
+    OUTBOX_PARKED,
+    OUTBOX_UNSENT,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -56,21 +62,27 @@ async def observe_outbox(pool: asyncpg.Pool, service: str) -> None:
     OUTBOX_OLDEST_UNSENT_SECONDS.labels(service).set(row["oldest_seconds"])
 
 
-class LagGauge:
-    """One service's consumer lag per assigned partition; partitions it no longer holds are dropped."""
+class ConsumerGauges:
+    """One service's consumer lag per assigned partition, and the partitions it paused at a record it cannot read
+    (``undecodable_records``: only that pauses one); partitions it no longer holds, or resumed, are dropped."""
 
     def __init__(self, service: str) -> None:
         self._service = service
-        self._shown: set[tuple[str, str]] = set()
+        self._shown: dict[Gauge, set[tuple[str, str]]] = {CONSUMER_LAG: set(), CONSUMER_UNDECODABLE_PAUSED: set()}
 
     async def observe(self, consumer: AIOKafkaConsumer | None) -> None:
         lags = await _lags(consumer) if consumer is not None else {}
-        for topic, partition in self._shown - lags.keys():
+        paused = {(tp.topic, str(tp.partition)): 1 for tp in consumer.paused()} if consumer is not None else {}
+        self._show(CONSUMER_LAG, lags)
+        self._show(CONSUMER_UNDECODABLE_PAUSED, paused)
+
+    def _show(self, gauge: Gauge, values: dict[tuple[str, str], int]) -> None:
+        for topic, partition in self._shown[gauge] - values.keys():
             with contextlib.suppress(KeyError):  # another runtime of this service in the process (tests) took it
-                CONSUMER_LAG.remove(self._service, topic, partition)
-        for (topic, partition), lag in lags.items():
-            CONSUMER_LAG.labels(self._service, topic, partition).set(lag)
-        self._shown = set(lags)
+                gauge.remove(self._service, topic, partition)
+        for (topic, partition), value in values.items():
+            gauge.labels(self._service, topic, partition).set(value)
+        self._shown[gauge] = set(values)
 
 
 async def _lags(consumer: AIOKafkaConsumer) -> dict[tuple[str, str], int]:

@@ -19,7 +19,7 @@ from refundflow_shared.database import create_pool, is_reachable
 from refundflow_shared.event_contract import ServiceContract, contract_of
 from refundflow_shared.http_service import Readiness
 from refundflow_shared.kafka_topics import ensure_service_topics
-from refundflow_shared.metrics_endpoint import LagGauge, ScrapeHook, observe_outbox
+from refundflow_shared.metrics_endpoint import ConsumerGauges, ScrapeHook, observe_outbox
 from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.outbox import OutboxRelay, limit_event_size
 from refundflow_shared.retention import RetentionRule, run_retention
@@ -57,9 +57,9 @@ class ServiceRuntime:
             RetentionRule("outbox", "sent_at", settings.outbox_retention_days * days, "sent_at IS NOT NULL"),
             RetentionRule("inbox", "handled_at", settings.inbox_retention_days * days),
         ]
-        # What /metrics reads at scrape besides the outbox and the lag; services append theirs.
+        # What /metrics reads at scrape besides the outbox and the consumer; services append theirs.
         self.scrape_hooks: list[ScrapeHook] = []
-        self._lag = LagGauge(name)
+        self._consumer_gauges = ConsumerGauges(name)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -137,9 +137,10 @@ class ServiceRuntime:
         return [task.get_name() for task in self._background if task.done()]
 
     async def refresh_metrics(self) -> None:
-        """The scrape-time gauges: one outbox query, the consumer's lag (no I/O), then the service's hooks."""
+        """The scrape-time gauges: one outbox query, the consumer's lag and paused partitions (no I/O), then the
+        service's hooks."""
         await observe_outbox(self.pool, self.name)
-        await self._lag.observe(self._consumer.kafka_consumer if self._consumer is not None else None)
+        await self._consumer_gauges.observe(self._consumer.kafka_consumer if self._consumer is not None else None)
         for hook in self.scrape_hooks:
             await hook(self.pool)
 
