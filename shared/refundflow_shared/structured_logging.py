@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 import orjson
 import structlog
@@ -51,6 +51,13 @@ def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return event_dict
 
 
+@functools.cache
+def _standard_output() -> tuple[BinaryIO, TextIO]:
+    """Standard output as its file descriptor, not as the ``sys.stdout`` of the moment: loggers cache their file at
+    first use, and a ``sys.stdout`` replaced for a while (pytest's capture) is closed once it is put back."""
+    return open(1, "wb", closefd=False), open(1, "w", encoding="utf-8", closefd=False, buffering=1)
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Route structlog and stdlib logging to stdout as JSON lines (rendered by orjson: logging is on the hot path)."""
 
@@ -70,10 +77,10 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     structlog.configure(
         processors=[*processors, structlog.processors.JSONRenderer(serializer=_json_bytes)],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=structlog.BytesLoggerFactory(_standard_output()[0]),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(_standard_output()[1])
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=processors,
