@@ -33,7 +33,10 @@ _REFETCH_WAIT_MS = 10_000
 
 
 def is_unreadable(failure: Exception) -> bool:
-    """A record aiokafka could not read while handing it out: it failed decoding (not a KafkaError) or its CRC."""
+    """A record aiokafka could not read while handing it out: it failed decoding (not a KafkaError) or its CRC. A
+    stopped consumer is not one (its error is no KafkaError either)."""
+    if isinstance(failure, ConsumerStoppedError):
+        return False
     return isinstance(failure, CorruptRecordException) or not isinstance(failure, KafkaError)
 
 
