@@ -9,12 +9,20 @@ import json
 import signal
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from refundflow_shared.events import Event, SubscriptionExtensionGranted, TeamAlertRaised, topic_for
+from refundflow_shared.events import (
+    Event,
+    PaymentSucceeded,
+    Product,
+    RefundSubmit,
+    SubscriptionExtensionGranted,
+    TeamAlertRaised,
+    topic_for,
+)
 from refundflow_shared.outbox import add_event
 from tests.cli.refundflow_stack import REFUNDFLOW, RefundflowStack, refundflow_stack
 from tests.support.probe_service import eventually
@@ -191,6 +199,109 @@ async def test_a_poison_message_is_listed_then_replayed_once_after_its_cause_is_
     assert entry["replayed"]["offset"] == records[1]["offset"]
     after = await stack.cli("stuck", "--older-than", "0s", "--json")
     assert refund_id not in [r["refund_id"] for r in after.json()["processing"]]
+
+
+async def test_a_refused_command_replayed_once_its_cause_is_fixed_makes_its_request(stack: RefundflowStack) -> None:
+    """A refund.submit for a payment intake does not know yet is refused (answered) and parked. Replayed while the
+    payment is still unknown, it is refused again; replayed once billing's payment.succeeded came, it makes its
+    request, once. It was recorded as handled when it was refused, so each replay was skipped as a duplicate while
+    `dlq replay` said replayed, and --all never tried it again."""
+    merchant_id, _ = await stack.merchant()
+    payment_id = f"pay_late_{uuid.uuid4().hex[:8]}"
+    submit = Event.wrap(
+        RefundSubmit(
+            payment_id=payment_id,
+            merchant_id=merchant_id,
+            idempotency_key="support-ticket-9",
+            reason="technical_issue",
+            amount=1_000,
+            submitted_by="support-desk",
+        ),
+        source="refundflow/support-desk",
+        sequence=1,
+    )
+
+    def command_record(command: Event) -> RawRecord:
+        topic = topic_for("refund.submit", stack.prefix)
+        return RawRecord(topic, payment_id.encode(), raw_headers(command), command.kafka_value())
+
+    await produce(stack.kafka, [command_record(submit)])
+
+    async def answers() -> list[str]:
+        staged = "SELECT payload FROM intake.outbox WHERE event_type = 'refund.submit_rejected' AND partition_key = $1"
+        return [
+            json.loads(bytes(row["payload"]))["code"]
+            for row in await stack.db.fetch(staged + " ORDER BY id", payment_id)
+        ]
+
+    async def letters_of_the_command() -> list[dict[str, Any]]:
+        listed = await stack.cli("dlq", "list", "refund.submit", "--json")
+        return [e for e in listed.json()["dead_letters"] if e["event_id"] == str(submit.id)]
+
+    async def parked(count: int) -> None:
+        async def there() -> bool:
+            return len(await letters_of_the_command()) == len(await answers()) == count
+
+        await eventually(there, interval=0.3)
+
+    await parked(1)
+    assert await answers() == ["payment_not_found"]
+
+    still_unknown = await stack.cli("dlq", "replay", "refund.submit", "--event-id", str(submit.id), "--json")
+    assert still_unknown.exit_code == 0, still_unknown.stderr
+    assert still_unknown.json()["counts"] == {"replayed": 1}
+    await parked(2)
+    assert await answers() == ["payment_not_found"] * 2, "refused again, and the sender told again"
+    again = (await letters_of_the_command())[-1]
+    assert (again["reason"], again["replayed"]) == ("payment_not_found", None)
+
+    billing = Event.wrap(
+        PaymentSucceeded(
+            payment_id=payment_id,
+            merchant_id=merchant_id,
+            amount=4_999,
+            currency="EUR",
+            customer_email="ada@example.com",
+            provider_payment_id=f"pi_cli_{uuid.uuid4().hex[:12]}",
+            paid_at=datetime.now(UTC) - timedelta(days=1),
+            product=Product(id="prod_pro", name="Pro plan", kind="one_time"),
+        ),
+        source="refundflow/billing",
+        sequence=1,
+    )
+    topic = topic_for("payment.succeeded", stack.prefix)
+    await produce(stack.kafka, [RawRecord(topic, payment_id.encode(), raw_headers(billing), billing.kafka_value())])
+
+    async def registered() -> bool:
+        return bool(await stack.db.fetchval("SELECT count(*) FROM intake.payments WHERE id = $1", payment_id))
+
+    await eventually(registered)
+    fixed = await stack.cli("dlq", "replay", "refund.submit", "--all", "--json")
+    assert fixed.exit_code == 0, fixed.stderr
+    mine = [r for r in fixed.json()["results"] if r["event_id"] == str(submit.id)]
+    assert sorted(r["outcome"] for r in mine) == ["already_replayed", "replayed"]
+
+    async def requested() -> bool:
+        return bool(await stack.db.fetchval("SELECT count(*) FROM intake.refunds WHERE payment_id = $1", payment_id))
+
+    await eventually(requested)
+    # Delivered once more (a redelivery, or a replay's extra copy), then another command behind it on its partition:
+    # once that one is answered (refused: the first request is open), the first was skipped.
+    behind = Event.wrap(
+        submit.data.model_copy(update={"idempotency_key": "support-ticket-10"}),
+        source="refundflow/support-desk",
+        sequence=2,
+    )
+    await produce(stack.kafka, [command_record(submit), command_record(behind)])
+
+    async def behind_answered() -> bool:
+        return len(await answers()) == 3
+
+    await eventually(behind_answered)
+    assert await answers() == ["payment_not_found", "payment_not_found", "open_request_exists"]
+    refunds = await stack.db.fetch("SELECT amount, channel FROM intake.refunds WHERE payment_id = $1", payment_id)
+    assert [(r["amount"], r["channel"]) for r in refunds] == [(1_000, "command")]
+    assert len(await letters_of_the_command()) == 2
 
 
 async def test_a_parked_outbox_event_is_shown_then_retried_and_sent(stack: RefundflowStack) -> None:

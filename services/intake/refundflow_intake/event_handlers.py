@@ -14,6 +14,7 @@ from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.refund_commands import Tries, submit_refund
 from refundflow_intake.refund_outcomes import record_refund_outcome, record_reversal
 from refundflow_intake.subscription_outcomes import record_canceled, record_extended
+from refundflow_shared import inbox
 from refundflow_shared.events import (
     Event,
     PaymentDisputed,
@@ -95,3 +96,6 @@ def register(runtime: ServiceRuntime, clock: Callable[[], datetime], links: Cust
             rejected.code,
             rejected.message,
         )
+        # Not recorded as handled: replayed once its cause is fixed (`refundflow dlq replay`), it is handled again.
+        # A refusal leaves nothing behind but its answer, so a redelivery meanwhile is refused and answered again.
+        await inbox.forget(conn, consumer.name, event)
