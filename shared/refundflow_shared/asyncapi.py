@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from refundflow_shared.dead_letters import REASONS
 from refundflow_shared.event_contract import ServiceContract
 from refundflow_shared.events import CONTENT_TYPE, EVENT_DATA_TYPES, SPEC_VERSION, EventType, dlq_topic, topic_for
 
@@ -18,11 +19,7 @@ _KAFKA_BINDING = "0.5.0"
 _STRING: dict[str, Any] = {"type": "string"}
 
 # Why a message was dead-lettered: the decoding codes, then the handler's outcomes (and refund.submit's refusals).
-DLQ_REASONS = (
-    "malformed_headers, event_too_large, missing_attributes, unsupported_specversion, unknown_event_type, "
-    "unexpected_event_type, unknown_schema_version, invalid_attributes, malformed_json, validation_failed, "
-    "undecodable, event_id_reused, handler_error, retries_exhausted; on refund.submit.dlq also the refusal's error code"
-)
+DLQ_REASONS = f"{', '.join(REASONS)}; on refund.submit.dlq also the refusal's error code"
 
 
 def asyncapi_document(contract: ServiceContract, prefix: str = "") -> dict[str, Any]:

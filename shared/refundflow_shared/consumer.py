@@ -27,7 +27,7 @@ import asyncio
 import copy
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, overload
@@ -43,7 +43,7 @@ from opentelemetry.trace import SpanKind
 from refundflow_shared import inbox, tracing
 from refundflow_shared.backoff import exponential, jittered
 from refundflow_shared.crash_points import crash_point
-from refundflow_shared.dead_letters import DeadLetterOffice, describe_failure, needs_a_person
+from refundflow_shared.dead_letters import REASONS, DeadLetterOffice, describe_failure, needs_a_person
 from refundflow_shared.event_contract import ContractBroken, ServiceContract, contract_of
 from refundflow_shared.event_decoding import InvalidEvent, decode_event, printable_headers, read_headers
 from refundflow_shared.events import Event, EventData, EventType, topic_for
@@ -188,6 +188,7 @@ class EventConsumer:
         self._pool = pool
         self._settings = settings
         self._handlers: dict[str, _Registration] = {}
+        self._refusals: dict[str, tuple[str, ...]] = {}  # topic -> the codes its handler may park a message with
         self._subscriber: Any = None
         self._dead_letters = DeadLetterOffice(name, broker, pool, retry_max_seconds=settings.consumer_retry_max_seconds)
 
@@ -225,6 +226,11 @@ class EventConsumer:
 
         return register
 
+    def may_refuse(self, data_type: type[EventData], codes: Iterable[str]) -> None:
+        """Say which codes the handler of ``data_type`` may refuse (``dead_letter``) its events with, so that their
+        dead-letter counts are shown at 0 from the start, as every other reason's are."""
+        self._refusals[topic_for(data_type.event_type, self._settings.topic_prefix)] = tuple(codes)
+
     @property
     def topics(self) -> list[str]:
         return list(self._handlers)
@@ -245,6 +251,8 @@ class EventConsumer:
         self.contract.check_consumes({registration.event_type for registration in self._handlers.values()})
         if not self._handlers:
             return
+        for topic in self.topics:
+            self._dead_letters.expect(topic, (*REASONS, *self._refusals.get(topic, ())))
         self._subscriber = self._broker.subscriber(
             *self.topics,
             group_id=self.group_id,

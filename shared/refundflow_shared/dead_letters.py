@@ -8,6 +8,7 @@ and ``dlq_error``, which names fields and problems, never customers' data).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -17,13 +18,17 @@ from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
 from refundflow_shared.backoff import exponential
-from refundflow_shared.event_decoding import validation_summary
+from refundflow_shared.event_decoding import INVALID_EVENT_CODES, validation_summary
 from refundflow_shared.events import Event, EventType, TeamAlertRaised, dlq_topic
 from refundflow_shared.metrics import DLQ_MESSAGES
 from refundflow_shared.outbox import add_event
 from refundflow_shared.transient_faults import database_is_unavailable
 
 log = structlog.get_logger(__name__)
+
+# Why a consumer dead-letters a message it read: it could not be decoded, or its handler failed (a bug, or retries
+# used up). A handler that refuses a command parks it with the refusal's own code besides.
+REASONS = (*INVALID_EVENT_CODES, "undecodable", "event_id_reused", "handler_error", "retries_exhausted")
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -51,6 +56,12 @@ class DeadLetterOffice:
         self._broker = broker
         self._pool = pool
         self._retry_max_seconds = retry_max_seconds
+
+    def expect(self, topic: str, reasons: Iterable[str]) -> None:
+        """Show the count of each reason for ``topic`` at 0 from now on: a series that first appeared at 1 would be
+        no increase, and the alert on dead letters would miss the first."""
+        for reason in reasons:
+            DLQ_MESSAGES.labels(self._consumer, topic, reason)
 
     async def publish(
         self,

@@ -25,6 +25,21 @@ _SEQUENCE = re.compile(r"[1-9][0-9]{0,18}")
 _MAX_MESSAGE = 1000
 
 
+# Every code an InvalidEvent has (tests/unit/test_observability_config.py checks them against this file).
+INVALID_EVENT_CODES = (
+    "malformed_headers",
+    "event_too_large",
+    "missing_attributes",
+    "unsupported_specversion",
+    "unknown_event_type",
+    "unexpected_event_type",
+    "unknown_schema_version",
+    "invalid_attributes",
+    "malformed_json",
+    "validation_failed",
+)
+
+
 class InvalidEvent(ValueError):
     """A message that can never be handled: it belongs in the dead-letter topic, with this reason."""
 

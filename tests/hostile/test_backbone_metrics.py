@@ -1,6 +1,6 @@
 """What /metrics tells an operator when the backbone is in trouble: an outbox relay that cannot publish shows as
 an unsent backlog whose age grows (the alert on it fires); a slow handler shows as consumer lag that drains once it
-is through."""
+is through; the dead-letter series exist at 0 from the start, so the first dead letter is an increase."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import httpx
 from fastapi import FastAPI
 from prometheus_client import REGISTRY, generate_latest
 
+from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import Event, topic_for
 from refundflow_shared.metrics_endpoint import metrics_router
 from refundflow_shared.service_runtime import ServiceRuntime
 from tests.conftest import create_database
+from tests.support.intake_harness import running_intake
 from tests.support.metrics_scrape import Scrape, parse
 from tests.support.probe_service import eventually, probe_settings, refund_requested, stage_events, start_probe
 
@@ -114,7 +116,11 @@ async def test_a_slow_handler_shows_as_consumer_lag_per_partition_that_drains_on
     finally:
         release.set()
         await runtime.stop()
-    shown = {dict(labels)["partition"] for (name, labels) in during.samples if ("topic", topic) in labels}
+    shown = {
+        dict(labels)["partition"]
+        for (name, labels) in during.samples
+        if name == "refundflow_consumer_lag" and ("topic", topic) in labels
+    }
     assert shown and shown <= {str(p) for p in range(settings.topic_partitions)}, shown
     timed = {"service": "probe", "event_type": "refund.requested"}
     count = "refundflow_handler_seconds_count"
@@ -122,3 +128,31 @@ async def test_a_slow_handler_shows_as_consumer_lag_per_partition_that_drains_on
     assert after.value("refundflow_handler_seconds_sum", **timed) > before.value(
         "refundflow_handler_seconds_sum", **timed
     )
+
+
+async def test_every_dead_letter_series_a_service_can_count_is_at_zero_before_its_first_dead_letter(
+    postgres_url: str, kafka_bootstrap: str
+) -> None:
+    """A counter's labelled series appeared at its first dead letter already at 1: increase() over 1, 1, 1 is 0, so
+    the alert on dead letters missed the first of each topic and reason."""
+    async with running_intake(postgres_url, kafka_bootstrap) as intake:
+        response = await intake.client.get("/metrics")
+        assert response.status_code == 200, response.text
+        scraped = parse(response.text)
+    prefix = intake.settings.topic_prefix
+    series = {
+        (dict(labels)["topic"], dict(labels)["reason"]): value
+        for (name, labels), value in scraped.samples.items()
+        if name == "refundflow_dlq_messages_total"
+        and ("service", "intake") in labels
+        and dict(labels)["topic"].startswith(prefix)
+    }
+    consumed = [topic_for(t, prefix) for t in INTAKE.consumes]
+    for topic in consumed:
+        for reason in ("malformed_headers", "validation_failed", "undecodable", "handler_error", "retries_exhausted"):
+            assert series.get((topic, reason)) == 0, (topic, reason)
+    submit = topic_for("refund.submit", prefix)
+    for refusal in ("payment_not_found", "merchant_not_found", "invalid_reason", "invalid_text", "open_request_exists"):
+        assert series.get((submit, refusal)) == 0, refusal
+    assert set(series.values()) == {0}
+    assert {topic for topic, _ in series} == set(consumed)

@@ -5,6 +5,7 @@ e2e tests check the same against the running services' /metrics)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import yaml
 from prometheus_client import REGISTRY, generate_latest
 
 import refundflow_shared.metrics  # noqa: F401 - defines every metric in the process registry
+from refundflow_shared import event_decoding
 from tests.support.metrics_scrape import (
     DASHBOARD_FILE,
     DEPLOY,
@@ -112,3 +114,11 @@ def test_grafana_is_provisioned_from_the_repository_and_has_no_default_password(
     dashboards = Path(ROOT / mounts[provider["options"]["path"]])
     assert (dashboards / DASHBOARD_FILE.name).resolve() == DASHBOARD_FILE.resolve()
     assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
+def test_every_code_a_message_can_be_dead_lettered_for_on_decoding_is_one_whose_count_starts_at_zero() -> None:
+    """The consumers show a dead-letter count at 0 for each of INVALID_EVENT_CODES: a code missing there would
+    appear at 1 with its first dead letter, which the alert's increase() does not see."""
+    source = Path(event_decoding.__file__).read_text(encoding="utf-8")
+    raised = set(re.findall(r'InvalidEvent\(\s*"(\w+)"', source))
+    assert raised and raised == set(event_decoding.INVALID_EVENT_CODES)

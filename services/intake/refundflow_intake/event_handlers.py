@@ -11,7 +11,7 @@ from refundflow_intake.domain import RefundStatus
 from refundflow_intake.external_refunds import record_external_refund
 from refundflow_intake.payments import consume_payment_disputed, consume_payment_succeeded, registered_among
 from refundflow_intake.portal.links import CustomerLinks
-from refundflow_intake.refund_commands import Tries, submit_refund
+from refundflow_intake.refund_commands import Tries, refusal_codes, submit_refund
 from refundflow_intake.refund_outcomes import record_refund_outcome, record_reversal
 from refundflow_intake.subscription_outcomes import record_canceled, record_extended
 from refundflow_shared import inbox
@@ -76,6 +76,7 @@ def register(runtime: ServiceRuntime, clock: Callable[[], datetime], links: Cust
         await record_extended(conn, data, actor=event.source)
 
     tries = Tries(last=runtime.settings.consumer_retry_attempts)
+    consumer.may_refuse(RefundSubmit, refusal_codes())
 
     @consumer.handles(RefundSubmit)
     async def refund_submit(conn: asyncpg.Connection, event: Event, data: RefundSubmit) -> None:

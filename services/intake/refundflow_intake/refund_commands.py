@@ -112,6 +112,17 @@ async def submit_refund(
     return rejected
 
 
+def refusal_codes() -> set[str]:
+    """Every code a refused command may be answered (and parked) with: a rule's, any of intake's."""
+    codes: set[str] = set()
+    errors: list[type[DomainError]] = [DomainError]
+    while errors:
+        error = errors.pop()
+        codes.add(error.code)
+        errors.extend(error.__subclasses__())
+    return codes
+
+
 class Tries:
     """How often each ``refund.submit`` was tried in this process, so that the consumer's last retry refuses what
     the earlier ones only postponed. Bounded: the oldest entries go first."""
