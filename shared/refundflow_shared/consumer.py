@@ -190,6 +190,7 @@ class EventConsumer:
         self._handlers: dict[str, _Registration] = {}
         self._refusals: dict[str, tuple[str, ...]] = {}  # topic -> the codes its handler may park a message with
         self._subscriber: Any = None
+        self._batch_started: float | None = None  # time.monotonic() when the batch in hand was given to us
         self._dead_letters = DeadLetterOffice(name, broker, pool, retry_max_seconds=settings.consumer_retry_max_seconds)
 
     @overload
@@ -268,8 +269,21 @@ class EventConsumer:
         self._subscriber(self.on_batch)
         read_around_undecodable_records(self._subscriber)
 
+    @property
+    def batch_age(self) -> float:
+        """Seconds the batch in hand has been handled for; 0 when there is none."""
+        started = self._batch_started
+        return 0.0 if started is None else time.monotonic() - started
+
     async def on_batch(self, msg: KafkaMessage) -> None:
         """Handle one polled batch; FastStream commits the offsets when this returns."""
+        self._batch_started = time.monotonic()
+        try:
+            await self._handle_batch(msg)
+        finally:
+            self._batch_started = None
+
+    async def _handle_batch(self, msg: KafkaMessage) -> None:
         # One ordered lane per partition number, side by side, each in its own transactions: every partition's
         # records stay in one lane, in order, and a key lands at the same number on every topic (one partitioner,
         # one partition count), so no two lanes ever hold the same payment's (or merchant's) events.

@@ -46,6 +46,12 @@ CONSUMER_UNDECODABLE_PAUSED = Gauge(
     "1 for each partition the service's consumer paused at a record the Kafka client cannot read, at scrape.",
     ["service", "topic", "partition"],
 )
+CONSUMER_BATCH_AGE_SECONDS = Gauge(
+    "refundflow_consumer_batch_age_seconds",
+    "How long the service's consumer has been handling the batch in hand (0 while it waits for records), at scrape. "
+    "A stall shows here, not in the lag: no partition is fetched while a batch of it is held.",
+    ["service"],
+)
 OUTBOX_UNSENT = Gauge(
     "refundflow_outbox_unsent", "Outbox rows waiting to be published (parked rows not included).", ["service"]
 )

@@ -19,6 +19,7 @@ from refundflow_shared.database import create_pool, is_reachable
 from refundflow_shared.event_contract import ServiceContract, contract_of
 from refundflow_shared.http_service import Readiness
 from refundflow_shared.kafka_topics import ensure_service_topics
+from refundflow_shared.metrics import CONSUMER_BATCH_AGE_SECONDS
 from refundflow_shared.metrics_endpoint import ConsumerGauges, ScrapeHook, observe_outbox
 from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.outbox import OutboxRelay, limit_event_size
@@ -137,8 +138,9 @@ class ServiceRuntime:
         return [task.get_name() for task in self._background if task.done()]
 
     async def refresh_metrics(self) -> None:
-        """The scrape-time gauges: one outbox query, the consumer's lag and paused partitions (no I/O), then the
-        service's hooks."""
+        """The scrape-time gauges: the consumer's batch age (first: it must show while the database is away), one
+        outbox query, the consumer's lag and paused partitions (no I/O), then the service's hooks."""
+        CONSUMER_BATCH_AGE_SECONDS.labels(self.name).set(self._consumer.batch_age if self._consumer is not None else 0)
         await observe_outbox(self.pool, self.name)
         await self._consumer_gauges.observe(self._consumer.kafka_consumer if self._consumer is not None else None)
         for hook in self.scrape_hooks:

@@ -130,6 +130,49 @@ async def test_a_slow_handler_shows_as_consumer_lag_per_partition_that_drains_on
     )
 
 
+async def test_a_consumer_stalled_on_a_batch_shows_as_the_batch_age_growing_even_when_the_database_is_away(
+    postgres_url: str, kafka_bootstrap: str
+) -> None:
+    """The lag gauge cannot show a stall: the end offsets come with fetches, and the consumer fetches no more of a
+    partition while a batch of it is held (a database outage waited out, a handler that hangs). The age of the
+    batch in hand does, also when the scrape's own database query fails."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    settings = probe_settings(await create_database(postgres_url), kafka_bootstrap, prefix)
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hang(_: Event) -> None:
+        held.set()
+        await release.wait()
+
+    age = "refundflow_consumer_batch_age_seconds"
+    runtime = await start_probe(settings, before_effect=hang)
+    try:
+        async with _client(runtime) as client:
+            assert (await _scrape(client)).samples[(age, frozenset({("service", "probe")}))] == 0
+            await stage_events(runtime.pool, [refund_requested("pay_stalled")])
+            await asyncio.wait_for(held.wait(), timeout=60)
+            async with runtime.pool.acquire() as conn:  # the scrape's outbox query fails, as in an outage
+                await conn.execute("ALTER TABLE outbox RENAME TO outbox_away")
+            first = (await _scrape(client)).value(age, service="probe")
+
+            async def older() -> bool:
+                return (await _scrape(client)).value(age, service="probe") >= first + 1
+
+            await eventually(older)
+            async with runtime.pool.acquire() as conn:
+                await conn.execute("ALTER TABLE outbox_away RENAME TO outbox")
+            release.set()
+
+            async def idle() -> bool:
+                return (await _scrape(client)).value(age, service="probe") == 0
+
+            await eventually(idle)
+    finally:
+        release.set()
+        await runtime.stop()
+    assert first > 0
+
+
 async def test_every_dead_letter_series_a_service_can_count_is_at_zero_before_its_first_dead_letter(
     postgres_url: str, kafka_bootstrap: str
 ) -> None:

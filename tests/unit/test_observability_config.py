@@ -62,6 +62,7 @@ def test_the_alert_rules_cover_what_must_wake_someone_and_say_what_to_do() -> No
         "refundflow_outbox_oldest_unsent_seconds",
         "refundflow_dlq_messages_total",
         "refundflow_consumer_lag",
+        "refundflow_consumer_batch_age_seconds",
         "refundflow_refunds_processing_oldest_seconds",
         "refundflow_provider_calls_total",
     ):
