@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import yaml
 from prometheus_client import REGISTRY, generate_latest
 
 import refundflow_shared.metrics  # noqa: F401 - defines every metric in the process registry
+from refundflow_cli.main import app as refundflow
 from refundflow_shared import event_decoding
 from tests.support.metrics_scrape import (
     DASHBOARD_FILE,
@@ -123,3 +126,24 @@ def test_every_code_a_message_can_be_dead_lettered_for_on_decoding_is_one_whose_
     source = Path(event_decoding.__file__).read_text(encoding="utf-8")
     raised = set(re.findall(r'InvalidEvent\(\s*"(\w+)"', source))
     assert raised and raised == set(event_decoding.INVALID_EVENT_CODES)
+
+
+def _parse_refundflow(args: list[str]) -> dict[str, Any]:
+    """The options the real `refundflow` parser makes of ``args`` (down to the subcommand), without running it."""
+    command: Any = typer.main.get_command(refundflow)
+    context = command.make_context("refundflow", args)
+    while hasattr(command, "resolve_command"):  # a group: its subcommand parses the rest
+        name, command, rest = command.resolve_command(context, [*context._protected_args, *context.args])
+        context = command.make_context(name, rest, parent=context)
+    params: dict[str, Any] = context.params
+    return params
+
+
+def test_every_refundflow_command_an_alert_tells_the_operator_to_run_is_one_the_command_line_takes() -> None:
+    """An alert told the operator to run `refundflow outbox retry`, which the command line refuses."""
+    texts = [text for rule in alert_rules() for text in rule["annotations"].values()]
+    commands = [shlex.split(found) for text in texts for found in re.findall(r"`refundflow ([^`]*)`", text)]
+    assert len(commands) >= 2
+    for args in commands:
+        _parse_refundflow(args)  # raises a usage error for a command or option it does not have
+    assert _parse_refundflow(["outbox", "--retry-parked"])["retry_parked"] is True
