@@ -19,8 +19,10 @@ from rich.text import Text
 from refundflow_cli.outcomes import OperatorError
 
 _EMAIL = re.compile(r"([\w%+-])[\w.%+-]*@([\w-]+(?:\.[\w-]+)+)")  # \w: any letter, an address may be josé@...
-# What a terminal would obey rather than show (C0 and C1 controls, ESC among them), but for line breaks and tabs.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# What a terminal would obey rather than show (C0 and C1 controls, ESC among them), line breaks and tabs too: a
+# customer's note holding one would print a line of its own, which could read as another record.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _SEALED_KEYS = ("sealed_", "encrypted_", "secret", "signing_")
 
 
@@ -30,9 +32,15 @@ def mask_emails(text: str) -> str:
 
 
 def shown(text: str) -> str:
-    """``text`` as a terminal may print it: emails masked, and each control character as its escape (``\\x1b``),
-    so that an escape sequence in hostile data (a customer's note, a record's key) is seen, never obeyed."""
-    return _CONTROL.sub(lambda c: f"\\x{ord(c.group()):02x}", mask_emails(text))
+    """``text`` as a terminal may print it, on one line: emails masked, and each control character as its escape
+    (``\\x1b``, ``\\n``), so that an escape sequence in hostile data (a customer's note, a record's key) is seen,
+    never obeyed."""
+    return _CONTROL.sub(_escape, mask_emails(text))
+
+
+def _escape(control: re.Match[str]) -> str:
+    char = control.group()
+    return _ESCAPES.get(char) or f"\\x{ord(char):02x}"
 
 
 def redacted(value: Any, key: str = "") -> Any:

@@ -16,7 +16,7 @@ from refundflow_cli.outcomes import NotFound, UsageProblem
 from refundflow_cli.output import Output, age, mask_emails, redacted
 from refundflow_cli.records import describe, one_line
 from refundflow_cli.topic_names import event_type_of, full_topic, resolve_group
-from refundflow_shared.events import Event, EventType, RefundRequested
+from refundflow_shared.events import Event, EventType, RefundRejected, RefundRequested
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -172,6 +172,24 @@ def test_a_dead_lettered_event_reads_as_its_event_and_why_it_was_parked() -> Non
     line = one_line(found)
     assert "a***@example.com" in line and "ada@example.com" not in line
     assert "dead-lettered by notifier: handler_error from t.refund.requested[2]@6" in line
+
+
+def test_a_record_prints_as_one_line_whatever_its_text_holds(capsys: pytest.CaptureFixture[str]) -> None:
+    """A merchant's note to the customer with a line break printed a second line that read as a record of its own:
+    line breaks, carriage returns and tabs are shown as escapes too."""
+    forged = f"ok\n{NOW.isoformat()}\tt.refund.succeeded[2]@8\tkey=pay_1\rrefund.succeeded"
+    rejected = RefundRejected(
+        refund_id="ref_1", payment_id="pay_1", merchant_id="mer_1", customer_email="ada@example.com", note=forged
+    )
+    event = Event.wrap(rejected, source="refundflow/intake", sequence=4)
+    headers = [(k, v.encode()) for k, v in event.kafka_headers().items()]
+    found = describe(record(event.kafka_value(), headers, topic="t.refund.rejected"), "refund.rejected")
+    Output(False).line(one_line(found))
+    Output(False).line("key\tpay_1\nsecond")
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 2 and "\t" not in printed and "\r" not in printed
+    assert "ok\\n2026" in printed and "@8\\tkey=pay_1\\rrefund" in printed
+    assert "key\\tpay_1\\nsecond" in printed
 
 
 def letter(offset: int, **headers: str) -> DeadLetter:
