@@ -69,6 +69,15 @@ class DeadLetter:
             return self.timestamp
 
     @property
+    def event_time(self) -> datetime | None:
+        """When the event happened (``ce_time``), when the record has a readable one with its offset."""
+        try:
+            moment = datetime.fromisoformat(self.headers["ce_time"])
+        except (KeyError, ValueError):
+            return None
+        return moment if moment.tzinfo is not None else None
+
+    @property
     def message(self) -> str:
         """What makes two dead letters the same message: its event id, else its original position."""
         if self.event_id is not None:
@@ -140,7 +149,9 @@ def replay_problem(letter: DeadLetter, original_topic: str, *, now: datetime, in
         return f"nothing to replay: {letter.dlq('dropped')} was dropped when it was dead-lettered"
     if letter.original_topic not in (None, original_topic):
         return f"it names another original topic ({letter.original_topic}), not {original_topic}"
-    if now - min(letter.failed_at, letter.timestamp) > inbox_memory:
+    # Measured from the event itself too: a replay that fails again is dead-lettered again, dated anew.
+    oldest = min(t for t in (letter.failed_at, letter.timestamp, letter.event_time) if t is not None)
+    if now - oldest > inbox_memory:
         # A consumer that handled it may have forgotten it by now: replaying could repeat its effect.
         return "older than the inboxes remember (INBOX_RETENTION_DAYS): a consumer that handled it could again"
     return None

@@ -228,6 +228,19 @@ def test_a_dead_letter_is_not_replayed_when_its_value_was_dropped_it_names_anoth
     assert "INBOX_RETENTION_DAYS" in str(replay_problem(old, "t.refund.approved", now=later, inbox_memory=memory))
 
 
+def test_a_dead_letter_of_an_event_older_than_the_inboxes_remember_is_not_replayed_however_recently_it_failed() -> None:
+    """A replay that fails again is dead-lettered again, dated anew: replayed again and again, the event outlived
+    the inboxes' memory, and a consumer that had handled it could repeat its effect."""
+    memory = timedelta(days=30)
+    event_time = (NOW - timedelta(days=31)).isoformat().replace("+00:00", "Z")
+    again = letter(1, ce_time=event_time, dlq_failed_at=NOW.isoformat())
+    assert "INBOX_RETENTION_DAYS" in str(replay_problem(again, "t.refund.approved", now=NOW, inbox_memory=memory))
+    recent = letter(1, ce_time=(NOW - timedelta(days=29)).isoformat(), dlq_failed_at=NOW.isoformat())
+    assert replay_problem(recent, "t.refund.approved", now=NOW, inbox_memory=memory) is None
+    unreadable = letter(1, ce_time="yesterday", dlq_failed_at=NOW.isoformat())
+    assert replay_problem(unreadable, "t.refund.approved", now=NOW, inbox_memory=memory) is None
+
+
 @pytest.mark.parametrize(
     ("dsn", "address"),
     [
