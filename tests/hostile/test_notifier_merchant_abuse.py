@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from refundflow_notifier import webhook_store
-from refundflow_notifier.delivery_log import replay_since
+from refundflow_notifier.delivery_log import replay_delivery, replay_since
 from refundflow_notifier.webhook_signing import new_signing_secret
 from refundflow_shared.database import transaction_holding
 from refundflow_shared.events import Event, RefundRejected, RefundRequested, WebhookEndpointConfigured
@@ -223,6 +223,73 @@ async def test_an_event_queued_while_its_endpoint_is_disabled_is_cancelled_with_
     assert [r.headers["webhook-id"] for r in world.http.received[hook]] == [str(marker.id)]
     left = await world.pool.fetchval("SELECT status FROM webhook_deliveries WHERE event_id = $1", raced.id)
     assert left in (None, "cancelled"), "nothing of the raced event is left to send"
+
+
+# A replay since a time commits each batch on its own: it is never the transaction held first.
+@pytest.mark.parametrize(
+    ("replay", "first"), [("one delivery", "replayed"), ("one delivery", "disabled"), ("since a time", "disabled")]
+)
+async def test_a_replay_made_while_its_endpoint_is_disabled_is_cancelled_with_the_backlog(
+    world: World, replay: str, first: str
+) -> None:
+    # A replay that read the endpoint as enabled queued its delivery after the disable's cancel had run: it waited
+    # for ever and was sent once the endpoint was enabled again.
+    m, hook = merchant(), uuid.uuid4().hex
+    endpoint = await world.endpoint(m, hook)
+    sent = await world.feed.publish(requested(m))
+    await world.attempted(endpoint, 1)
+    delivery = await world.pool.fetchval("SELECT id FROM webhook_deliveries WHERE event_id = $1", sent.id)
+    since = datetime.now(UTC) - timedelta(hours=1)
+
+    async def replay_it(conn: asyncpg.Connection) -> None:
+        if replay == "one delivery":
+            assert await replay_delivery(conn, endpoint, delivery) in (0, 1)
+        else:
+            await replay_since(world.pool, endpoint, since, reach=timedelta(days=30))
+
+    async def disable(conn: asyncpg.Connection) -> None:
+        await webhook_store.apply_endpoint(conn, endpoint_state(m, endpoint, world.http.url(hook), False, 2))
+
+    hold, race = (replay_it, disable) if first == "replayed" else (disable, replay_it)
+    async with (
+        world.pool.acquire() as claims,
+        world.pool.acquire() as holder,
+        world.pool.acquire() as racer,
+        world.pool.acquire() as onlooker,
+    ):
+        async with transaction_holding(claims, "notifier.webhook_claim"):  # no worker sends it meanwhile
+            async with holder.transaction():
+                await hold(holder)
+
+                async def racing() -> None:
+                    async with racer.transaction():
+                        await race(racer)
+
+                raced_task = asyncio.create_task(racing())
+
+                async def waiting_or_done() -> bool:
+                    if raced_task.done():
+                        return True
+                    # Waiting for the held transaction's row lock (the replay runs on a connection of its own).
+                    waits = await onlooker.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event IN ('transactionid', 'tuple')"
+                        " AND datname = current_database()"
+                    )
+                    return bool(waits)
+
+                await eventually(waiting_or_done, timeout=10)
+            await asyncio.wait_for(raced_task, timeout=10)
+
+    await reconfigure(world, m, endpoint, world.http.url(hook), enabled=True, version=3)
+    marker = await world.feed.publish(requested(m))
+
+    async def marker_arrived() -> bool:
+        return any(r.headers["webhook-id"] == str(marker.id) for r in world.http.received[hook])
+
+    await eventually(marker_arrived)
+    assert [r.headers["webhook-id"] for r in world.http.received[hook]] == [str(sent.id), str(marker.id)]
+    left = await world.pool.fetch("SELECT status FROM webhook_deliveries WHERE event_id = $1 AND replay", sent.id)
+    assert {r["status"] for r in left} <= {"cancelled"}, "nothing of the replay is left to send"
 
 
 async def test_a_replay_reaches_back_only_the_retention_period_and_repeating_it_adds_nothing(world: World) -> None:

@@ -82,9 +82,13 @@ async def delivery_log(conn: asyncpg.Connection, endpoint_id: str, limit: int) -
 
 async def replay_delivery(conn: asyncpg.Connection, endpoint_id: str, delivery_id: int) -> int | None:
     """Deliveries scheduled (0 while the endpoint is disabled); None when the delivery is not this endpoint's."""
+    assert conn.is_in_transaction(), "the endpoint's lock must be held until the delivery is queued"
+    # Under the lock a disable waits for (webhook_store._stop_queuing_to): one committed meanwhile is seen, and one
+    # that comes later cancels this delivery with the rest. KEY SHARE, as the delivery's foreign key takes anyway.
     row = await conn.fetchrow(
         "SELECT d.event_id, e.merchant_id, e.enabled AND NOT e.deleted AS active FROM webhook_deliveries d"
-        " JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = $1 AND d.endpoint_id = $2",
+        " JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = $1 AND d.endpoint_id = $2"
+        " FOR KEY SHARE OF e",
         delivery_id,
         endpoint_id,
     )
@@ -102,12 +106,14 @@ async def replay_delivery(conn: asyncpg.Connection, endpoint_id: str, delivery_i
 
 
 _REPLAY_BATCH = """
-WITH batch AS (
+WITH endpoint AS (
+    -- Under the lock a disable waits for (webhook_store._stop_queuing_to), as replay_delivery reads it.
+    SELECT id, merchant_id, event_types FROM webhook_endpoints WHERE id = $1 AND enabled AND NOT deleted FOR KEY SHARE
+), batch AS (
     SELECT ev.event_id, ev.occurred_at, e.merchant_id
-    FROM webhook_endpoints e
+    FROM endpoint e
     JOIN webhook_events ev ON ev.merchant_id = e.merchant_id AND ev.event_type = ANY(e.event_types)
-    WHERE e.id = $1 AND e.enabled AND NOT e.deleted
-      AND ev.occurred_at >= greatest($2, now() - $4::interval)
+    WHERE ev.occurred_at >= greatest($2, now() - $4::interval)
       AND ($3::uuid IS NULL OR (ev.occurred_at, ev.event_id) > ($2, $3::uuid))
     ORDER BY ev.occurred_at, ev.event_id LIMIT $5
 ), queued AS (
