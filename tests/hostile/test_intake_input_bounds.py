@@ -157,6 +157,8 @@ async def test_over_long_path_and_query_parameters_are_422_not_a_database_error(
         {"sender_name": "Acme\r\nBcc: everyone@example.com"},
         {"sender_name": "Acme\x00"},
         {"sender_name": "support@bank.example"},
+        # an RFC 2047 word: mail clients would decode it into '"PayPal" <service@paypal.com>'
+        {"sender_name": "=?utf-8?b?IlBheVBhbCIgPHNlcnZpY2VAcGF5cGFsLmNvbT4=?="},
         {"reply_to": "a@example.com\r\nBcc: b@example.com"},
         {"review_target": "soon\nX-Header: 1"},
         {"team_email": "team@example.com\n"},

@@ -116,6 +116,23 @@ async def test_a_sender_name_with_line_breaks_loses_no_email_and_no_webhook(worl
     assert email["Bcc"] is None and email["X-Injected"] is None and email["Reply-To"] is None
 
 
+async def test_a_sender_name_saved_as_an_encoded_word_shows_as_typed_not_as_another_sender(world: World) -> None:
+    m, to = merchant(), f"ada.{uuid.uuid4().hex[:8]}@example.com"
+    fake = "=?utf-8?b?IlBheVBhbCIgPHNlcnZpY2VAcGF5cGFsLmNvbT4=?="  # '"PayPal" <service@paypal.com>', encoded
+    await configure_team(world.feed, world.pool, m, sender_name=fake)  # saved before intake refused it
+    await world.feed.publish(requested(m, to))
+
+    async def out() -> bool:
+        return bool(world.mail.to(to))
+
+    await eventually(out)
+    [email] = world.mail.to(to)
+    [sender] = email["From"].addresses
+    assert sender.addr_spec == "refunds@refundflow.test"
+    # the literal text, in our own encoded words (Python's parser keeps a space where they join)
+    assert sender.display_name.replace(" ", "") == f"{fake}viaRefundflow"
+
+
 async def test_more_endpoints_than_allowed_are_cut_and_the_team_is_told_once(world: World) -> None:
     m, slack = merchant(), uuid.uuid4().hex
     await configure_team(world.feed, world.pool, m, slack=world.http.url(slack))

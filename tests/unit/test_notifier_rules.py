@@ -223,6 +223,7 @@ def test_an_email_goes_out_as_ascii_crlf_lines_with_every_header_read_back() -> 
 @example(subject="Refund", sender_name="Acme-International-Holdings-Worldwide-Distribution-Services-Limited")
 @example(subject="Refund", sender_name="Acme, Inc. (the International Holdings, Worldwide Distribution Services)")
 @example(subject="Refund", sender_name='The "Best" Shop \\ Co')
+@example(subject="=?utf-8?b?T2s=?=", sender_name="=?utf-8?b?IlBheVBhbCIgPHNlcnZpY2VAcGF5cGFsLmNvbT4=?=")
 def test_any_subject_and_sender_name_read_back_as_sent(subject: str, sender_name: str) -> None:
     """Whatever text a merchant or an event brings, the header lines stay within 78 characters, no RFC 2047 word
     is longer than its limit of 75, and a mail client reads back the cleaned-up text."""

@@ -148,7 +148,7 @@ _CRLF = "\r\n"
 
 def _header_line(name: str, value: str) -> bytes:
     _one_line(name, value)
-    if not value.isascii():
+    if not value.isascii() or (name == "Subject" and _holds_encoded_word(value)):
         return f"{name}: {_encoded_words(value, _LINE - len(name) - 2)}{_CRLF}".encode()
     if len(name) + 2 + len(value) <= _LINE:
         return f"{name}: {value}{_CRLF}".encode()
@@ -156,15 +156,22 @@ def _header_line(name: str, value: str) -> bytes:
 
 
 def _mailbox_line(name: str, display: str, address: str) -> bytes:
-    """A display name and an address. An ASCII name that folds into lines goes as it is; any other goes as RFC 2047
-    words, one per line, the address after (a word is at most 75 characters, or not every client decodes it)."""
+    """A display name and an address. An ASCII name that folds into lines, and holds no "=?", goes as it is; any
+    other goes as RFC 2047 words, one per line, the address after (a word is at most 75 characters, or not every
+    client decodes it)."""
     room = _LINE - len(name) - 2
-    if display.isascii():
+    if display.isascii() and not _holds_encoded_word(display):
         mailbox = formataddr((display, address))
         if max(map(len, mailbox.split())) <= room:
             return _header_line(name, mailbox)
     _one_line(name, display, address)
     return f"{name}: {_encoded_words(display, room)}{_CRLF} <{address}>{_CRLF}".encode()
+
+
+def _holds_encoded_word(text: str) -> bool:
+    """Whether a client could read an RFC 2047 word in ``text`` and decode it into another name (or address): such
+    text goes as our own encoded words, which decode to it as it is. (Names saved before intake refused "=?".)"""
+    return "=?" in text
 
 
 def _one_line(name: str, *values: str) -> None:

@@ -29,13 +29,15 @@ def no_control_characters(text: str) -> str:
 def _display_name(text: str) -> str:
     if any(c in text for c in '<>@"'):
         raise ValueError("a display name must not look like an address (no <, >, @ or quotes)")
+    if "=?" in text:  # the start of an RFC 2047 word, which mail clients decode into any name and address
+        raise ValueError("a display name must not hold an encoded word (no =?)")
     return no_control_characters(text)
 
 
 # The same rules in the OpenAPI document, so a client (or a fuzzer) can tell what is accepted before it sends it.
 _CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029"  # Unicode's Cc, Zl and Zp, as no_control_characters sees them
 ONE_LINE = f"^[^{_CONTROL}]*$"
-_NAME = f'^[^{_CONTROL}<>@"]*$'
+_NAME = f'^(?!.*=\\?)[^{_CONTROL}<>@"]*$'
 # email-validator refuses the special-use top-level domains (RFC 6761), which JSON Schema's format does not.
 _SPECIAL_USE = "|".join("".join(f"[{c}{c.upper()}]" for c in tld) for tld in SPECIAL_USE_DOMAIN_NAMES)
 _DELIVERABLE = f"^(?!.*[.@](?:{_SPECIAL_USE})$)"
