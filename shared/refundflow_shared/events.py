@@ -179,6 +179,10 @@ class _RefundEvent(PaymentEventData):
         return self.refund_id
 
 
+# Whether the customer asked (and was told their request was received); None in events from before it was said.
+_ASKED_THROUGH = "as refund.requested said it: api (the merchant), portal or command (the customer)"
+
+
 class RefundRequested(_Priced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_REQUESTED
 
@@ -196,6 +200,8 @@ class RefundApproved(_Priced, _RefundEvent, _ToCustomer):
     requested_amount: MinorUnits | None = Field(default=None, description="what was asked for, when more")
     note_to_customer: Note | None = None
     process_time: Name | None = Field(default=None, description="the refund policy's: how long the money takes")
+    channel: Code | None = Field(default=None, description=_ASKED_THROUGH)
+    auto_approved: bool = Field(default=False, description="the merchant's rules approved it as it was made")
 
 
 class RefundRejected(_RefundEvent, _ToCustomer):
@@ -203,6 +209,7 @@ class RefundRejected(_RefundEvent, _ToCustomer):
 
     note: Note | None = None
     cancel_only: bool = Field(default=False, description="no refund, the subscription ends at the period's end")
+    channel: Code | None = Field(default=None, description=_ASKED_THROUGH)
 
 
 class RefundSucceeded(_Priced, _RefundEvent, _ToCustomer):

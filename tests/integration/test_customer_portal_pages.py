@@ -201,6 +201,7 @@ async def test_customer_facing_events_carry_the_sealed_link_the_merchants_name_a
         5_000,
         "3 business days",
     )
+    assert (approved["channel"], approved["auto_approved"]) == ("portal", False), "the customer was told: received"
     key = intake.settings.webhook_secret_key
     assert key is not None
     url = SecretBox(key.get_secret_value()).open(approved["portal_link"]["sealed_url"], context=payment["id"])

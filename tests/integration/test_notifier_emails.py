@@ -367,3 +367,45 @@ async def test_on_its_way_that_came_in_before_its_approval_waits_for_the_approva
         "Your refund of €49.99 is approved",
         "Your refund of €49.99 is on its way",
     ]
+
+
+@pytest.mark.parametrize("decision", ["approved", "rejected"])
+async def test_a_decision_handled_before_its_request_waits_for_the_received_email(world: World, decision: str) -> None:
+    """The customer asked, so "we received your request" comes first, even when the decision's event was handled
+    in an earlier batch (it is on another topic)."""
+    to, refund = customer(), ids()
+    priced = {**refund, "customer_email": to, "amount": 4999, "currency": "EUR"}
+    if decision == "approved":
+        await world.feed.publish(
+            RefundApproved(**priced, provider_payment_id="pi_1", payment_amount=4999, approved_by="u", channel="portal")
+        )
+    else:
+        await world.feed.publish(RefundRejected(**refund, customer_email=to, note="Used up.", channel="portal"))
+
+    async def queued() -> bool:
+        return bool(await world.pool.fetchval("SELECT 1 FROM messages WHERE refund_id = $1", refund["refund_id"]))
+
+    await eventually(queued, timeout=30)
+    await asyncio.sleep(1)  # the worker had its chance to send the decision alone
+    await world.feed.publish(RefundRequested(**priced, reason="requested_by_customer", channel="portal"))
+
+    received = await mails_to(world, to, 2)
+    assert [m["Subject"] for m in received] == [
+        "We received your refund request for €49.99",
+        "Your refund of €49.99 is approved" if decision == "approved" else "About your refund request",
+    ]
+
+
+async def test_a_decision_on_a_request_nobody_was_told_of_goes_at_once(world: World) -> None:
+    """Approved by the merchant's rules as it was made: there is no "received" email to wait for."""
+    to, refund = customer(), ids()
+    priced = {**refund, "customer_email": to, "amount": 4999, "currency": "EUR"}
+    approved = RefundApproved(
+        **priced, provider_payment_id="pi_1", payment_amount=4999, approved_by="u", channel="portal", auto_approved=True
+    )
+    await world.feed.publish(approved)
+
+    [message] = await mails_to(world, to, 1)
+    assert message["Subject"] == "Your refund of €49.99 is approved"
+    due_when_queued = "SELECT next_attempt_at = created_at FROM messages WHERE refund_id = $1"
+    assert await world.pool.fetchval(due_when_queued, refund["refund_id"]), "it was not held back to wait"

@@ -90,7 +90,9 @@ async def test_rejecting_with_a_note_tells_the_customer_and_is_final(intake: Int
     assert approve.status_code == 409
     assert approve.json()["error"]["code"] == "invalid_status_transition"
     events = await intake.staged("refund.rejected", payment["id"])
-    assert [(e["refund_id"], e["note"]) for e in events] == [(refund["id"], "The licence was already used.")]
+    assert [(e["refund_id"], e["note"], e["channel"]) for e in events] == [
+        (refund["id"], "The licence was already used.", "api")
+    ]
     # A rejected request no longer holds the money.
     assert (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()["refundable_amount"] == (
         payment["amount"]

@@ -353,7 +353,12 @@ async def test_the_policy_auto_approves_small_clean_requests_only(intake: Intake
     refund = await intake.refund(merchant, small["id"], reason="duplicate")
     assert refund["status"] == "processing"
     assert [(t["action"], t["actor"]) for t in refund["timeline"]][-1] == ("approved", "policy:auto_approve")
-    assert [e["approved_by"] for e in await intake.staged("refund.approved", small["id"])] == ["policy:auto_approve"]
+    [approved] = await intake.staged("refund.approved", small["id"])
+    assert (approved["approved_by"], approved["channel"], approved["auto_approved"]) == (
+        "policy:auto_approve",
+        "api",
+        True,
+    )
 
     late = await intake.payment(merchant, amount=1_500, paid_at=(intake.clock() - timedelta(days=30)).isoformat())
     assert (await intake.refund(merchant, late["id"], reason="duplicate"))["status"] == "pending"

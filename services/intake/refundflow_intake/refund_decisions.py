@@ -152,6 +152,8 @@ async def _apply(
         requested_amount=refund["amount"] if refund["amount"] > decision.amount else None,
         note_to_customer=told.to_customer,
         process_time=told.policy.process_time,
+        channel=refund["channel"],
+        auto_approved=actor == actors.AUTO_APPROVER,  # as it was made: the customer was told nothing yet
         **customer,
     )
     await repository.record_decision(conn, refund_id, decided, audit, approved=True, entries=[hold], events=[approved])
@@ -208,6 +210,7 @@ def _rejection(refund: Row, payment: Row, customer: Row, note: str | None, *, ca
         customer_email=payment["customer_email"],
         note=note,
         cancel_only=cancel_only,
+        channel=refund["channel"],
         **customer,
     )
 

@@ -57,10 +57,25 @@ STEP_IN_THE_REFUND = {
     "subscription_extended": 2,
     "refund_reversed": 3,
 }
-# The kinds that always have an email just before them, one step earlier (an approval before any outcome, "on its
-# way" before a reversal). Queued while that one is not, one waits for it a while (``EMAIL_ORDER_WAIT_SECONDS``): its
-# event can come in first, as the earlier event is on another topic, in a batch still to come.
-ALWAYS_AFTER_ANOTHER = frozenset({"refund_succeeded", "refund_failed", "refund_reversed"})
+
+
+def follows_another_email(data: EventData) -> bool:
+    """Whether the event's email always has one just before it, one step earlier: an approval before any outcome, "on
+    its way" before a reversal, and "we received your request" before the decision on a request the customer made.
+    Queued while that one is not, it waits for it a while (``EMAIL_ORDER_WAIT_SECONDS``): its event can come in
+    first, as the earlier event is on another topic, in a batch still to come."""
+    if isinstance(data, RefundSucceeded | RefundFailed | RefundReversed):
+        return True
+    if isinstance(data, RefundApproved | RefundRejected):
+        return _received_email_sent(data.channel, auto_approved=isinstance(data, RefundApproved) and data.auto_approved)
+    return False
+
+
+def _received_email_sent(channel: str | None, *, auto_approved: bool) -> bool:
+    """Whether the request was acknowledged ("received"): one the customer made, and not approved as it was made.
+    (An event from before the decisions said the channel says nothing: it waits for none.)"""
+    return channel in CUSTOMER_CHANNELS and not auto_approved
+
 
 # Why a refund that had succeeded did not reach the customer after all, in their words (Stripe's reasons).
 # Anything else, or anything about the merchant's own account, reads as the provider's failure.
@@ -76,6 +91,7 @@ _REVERSAL_REASON_OTHERWISE = "the payment provider could not complete it"
 class CustomerEmail:
     recipient: str
     content: EmailContent
+    follows_another: bool = False  # see ``follows_another_email``
 
 
 def day(value: datetime) -> str:
@@ -110,7 +126,7 @@ def customer_email(
         "link_label": link_label,
         "reference": getattr(data, "refund_id", None),
     }
-    return CustomerEmail(recipient, EmailContent(kind, subject, {**common, **context}))
+    return CustomerEmail(recipient, EmailContent(kind, subject, {**common, **context}), follows_another_email(data))
 
 
 _Words = tuple[str, str, dict[str, Any], str]
@@ -120,7 +136,7 @@ _SEE = "See your purchase and its refunds"
 
 def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Words | None:
     if isinstance(data, RefundRequested):
-        if data.channel not in CUSTOMER_CHANNELS or data.auto_approved:
+        if not _received_email_sent(data.channel, auto_approved=data.auto_approved):
             return None  # nothing the customer asked for: nothing to acknowledge
         amount = format_amount(data.amount, data.currency)
         subject = f"We received your refund request for {amount}"

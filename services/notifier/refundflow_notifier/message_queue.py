@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
-from refundflow_notifier.customer_emails import ALWAYS_AFTER_ANOTHER, STEP_IN_THE_REFUND
+from refundflow_notifier.customer_emails import STEP_IN_THE_REFUND
 from refundflow_notifier.email_messages import InvalidAddress, build_email, check_address, recipient_hash
 from refundflow_notifier.notification_rules import (
     EmailContent,
@@ -50,7 +50,7 @@ class QueuedMessage:
     error: str | None = None
     traceparent: str | None = field(default_factory=current_traceparent)
     # Queued while the email just before it in its refund's order (to its recipient) is not, it is due only this
-    # much later (or once that one is queued): see ``ALWAYS_AFTER_ANOTHER``.
+    # much later (or once that one is queued): see ``customer_emails.follows_another_email``.
     wait_for_earlier_seconds: float = 0.0
 
     @property
@@ -72,8 +72,11 @@ def email(
     recipient: str,
     content: EmailContent,
     refund_id: str | None = None,
+    follows_another: bool = False,
 ) -> list[QueuedMessage]:
-    """One email to queue; for an address no server would take, the email kept as rejected and the team's alert."""
+    """One email to queue; for an address no server would take, the email kept as rejected and the team's alert.
+    ``follows_another``: it waits a while for the email before it in its refund's order, when that one is not queued.
+    """
     try:
         check_address(recipient)
     except InvalidAddress as exc:
@@ -104,7 +107,7 @@ def email(
             message.data,
             refund_id,
             message_id=message.message_id,
-            wait_for_earlier_seconds=settings.email_order_wait_seconds if content.kind in ALWAYS_AFTER_ANOTHER else 0,
+            wait_for_earlier_seconds=settings.email_order_wait_seconds if follows_another else 0,
         )
     ]
 
@@ -153,10 +156,10 @@ def _row(m: QueuedMessage) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-# A message that waits for the one before it in its refund's order (``wait_for_earlier_seconds``: "approved" before
-# "on its way", which an earlier "we received your request" does not stand in for) is due later when that one is not
-# queued, neither before nor in this batch; one queued here makes those waiting for it due now (they then wait
-# behind it, in the claim).
+# A message that waits for the one before it in its refund's order (``wait_for_earlier_seconds``: "received" before
+# "approved", "approved" before "on its way", which an earlier "received" does not stand in for) is due later when
+# that one is not queued, neither before nor in this batch; one queued here makes those waiting for it due now (they
+# then wait behind it, in the claim).
 _QUEUE = """
 WITH given AS (
     SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
