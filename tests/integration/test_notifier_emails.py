@@ -409,3 +409,27 @@ async def test_a_decision_on_a_request_nobody_was_told_of_goes_at_once(world: Wo
     assert message["Subject"] == "Your refund of €49.99 is approved"
     due_when_queued = "SELECT next_attempt_at = created_at FROM messages WHERE refund_id = $1"
     assert await world.pool.fetchval(due_when_queued, refund["refund_id"]), "it was not held back to wait"
+
+
+async def test_an_email_that_waited_for_an_earlier_one_is_dated_when_it_is_sent(world: World) -> None:
+    """Dated as it goes out, not as it was queued: a client sorting by date shows "approved" before "on its way",
+    which was queued first and waited for it."""
+    to, refund = customer(), ids()
+    priced = {**refund, "customer_email": to, "amount": 4999, "currency": "EUR"}
+    await world.feed.publish(RefundSucceeded(**priced, provider_refund_id="re_1"))
+
+    async def queued() -> bool:
+        return bool(await world.pool.fetchval("SELECT 1 FROM messages WHERE refund_id = $1", refund["refund_id"]))
+
+    await eventually(queued, timeout=30)
+    await asyncio.sleep(1.5)  # past a second, within the wait for the approval (3 s)
+    await world.feed.publish(RefundApproved(**priced, provider_payment_id="pi_1", payment_amount=4999, approved_by="u"))
+
+    received = await mails_to(world, to, 2)
+    assert [m["Subject"] for m in received] == [
+        "Your refund of €49.99 is approved",
+        "Your refund of €49.99 is on its way",
+    ]
+    approved, on_its_way = (m["Date"].datetime for m in received)
+    assert approved <= on_its_way
+    assert all(len(m.get_all("Date") or []) == 1 for m in received)

@@ -21,6 +21,7 @@ from refundflow_notifier.email_messages import (
     InvalidAddress,
     build_email,
     check_address,
+    dated,
     header_text,
     message_id,
     render,
@@ -212,7 +213,10 @@ def test_an_email_goes_out_as_ascii_crlf_lines_with_every_header_read_back() -> 
     assert (message["To"], message["Reply-To"]) == ("a@b.example", "help@zoe.example")
     assert message["Message-ID"] == built.message_id == message_id(event_id, "team_alert", "a@b.example")
     assert (message["MIME-Version"], message["Auto-Submitted"]) == ("1.0", "auto-generated")
-    assert message["Date"].datetime.tzinfo is not None
+    assert message["Date"] is None, "dated as it is sent"
+    once = dated(built.data)
+    assert email.message_from_bytes(once, policy=email.policy.default)["Date"].datetime.tzinfo is not None
+    assert dated(once) == once, "one Date, also on a message queued with it"
     text, html = render(content)
     assert [part.get_content() for part in message.iter_parts()] == [text, html]
 

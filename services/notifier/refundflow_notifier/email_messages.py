@@ -111,7 +111,7 @@ def build_email(
     event_id: uuid.UUID, content: EmailContent, *, mail_from: str, prefs: MerchantPreferences, recipient: str
 ) -> WireEmail:
     """The message for ``recipient``, an address ``check_address`` accepted: multipart/alternative, the plain text
-    and the HTML each base64 in UTF-8.
+    and the HTML each base64 in UTF-8. Without its Date: ``dated`` adds it as it is sent.
 
     Written out directly: the ``email`` package's generator folds every header through its ``Header`` class (and
     measures a non-ASCII subject both as quoted-printable and as base64), which took four times what building the
@@ -124,7 +124,6 @@ def build_email(
         ("To", recipient),
         ("Reply-To", reply_to(prefs)),
         ("Subject", header_text(content.subject, 250)),
-        ("Date", formatdate(localtime=False, usegmt=True)),
         ("Message-ID", mid),
         ("Auto-Submitted", "auto-generated"),  # RFC 3834: no auto-replies to a notification
     ]
@@ -140,6 +139,16 @@ def build_email(
         f"--{boundary}--\r\n".encode(),
     ]
     return WireEmail(mid, b"".join(lines))
+
+
+def dated(data: bytes) -> bytes:
+    """The message as it goes out now, with its Date: when it is sent, not when it was queued, so one that waited for
+    an earlier email or was retried for hours is not dated before the ones it follows. One queued with its Date (by
+    a notifier before this one) keeps it: a message has one."""
+    head = data.partition(b"\r\n\r\n")[0]
+    if head.startswith(b"Date: ") or b"\r\nDate: " in head:
+        return data
+    return f"Date: {formatdate(localtime=False, usegmt=True)}{_CRLF}".encode() + data
 
 
 _LINE = 78  # RFC 5322's recommended line length

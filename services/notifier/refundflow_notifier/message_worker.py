@@ -16,7 +16,7 @@ import structlog
 from opentelemetry.trace import SpanKind
 
 from refundflow_notifier import merchant_settings, message_queue, outbound_http
-from refundflow_notifier.email_messages import recipient_hash
+from refundflow_notifier.email_messages import dated, recipient_hash
 from refundflow_notifier.notification_rules import undeliverable_email_alert
 from refundflow_notifier.records import Channel, ClaimedMessage
 from refundflow_notifier.retry_schedule import is_success, next_delay
@@ -110,7 +110,7 @@ class MessageWorker:
 
     async def _send_email(self, message: ClaimedMessage) -> None:
         try:
-            await self._mailer.send(message.body, message.recipient)
+            await self._mailer.send(dated(message.body), message.recipient)
         except MailNotSent as exc:
             raise NotSent(str(exc), permanent=exc.permanent, summary=exc.summary) from exc
 
