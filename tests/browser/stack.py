@@ -88,6 +88,16 @@ class Stack:
         refund: dict[str, Any] = answer.json()
         return refund
 
+    def customer_requests_refund(self, merchant: dict[str, Any], payment: dict[str, Any]) -> dict[str, Any]:
+        """The payment's customer asks, through their portal link (the portal's own API with the link's token)."""
+        link = self.api.post(f"/v1/payments/{payment['id']}/portal-token", headers=merchant["auth"])
+        assert link.status_code == 201, link.text
+        headers = {"Authorization": f"Bearer {link.json()['token']}"}
+        asked = self.api.post("/v1/portal/refund-requests", headers=headers, json={"reason": "requested_by_customer"})
+        assert asked.status_code == 201, asked.text
+        refund: dict[str, Any] = asked.json()
+        return refund
+
     def refund(self, merchant: dict[str, Any], refund_id: str) -> dict[str, Any]:
         found: dict[str, Any] = self.api.get(f"/v1/refunds/{refund_id}", headers=merchant["auth"]).json()
         return found

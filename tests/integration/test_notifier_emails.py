@@ -433,3 +433,43 @@ async def test_an_email_that_waited_for_an_earlier_one_is_dated_when_it_is_sent(
     approved, on_its_way = (m["Date"].datetime for m in received)
     assert approved <= on_its_way
     assert all(len(m.get_all("Date") or []) == 1 for m in received)
+
+
+async def handled(world: World, event_id: uuid.UUID) -> None:
+    async def in_the_inbox() -> bool:
+        return bool(await world.pool.fetchval("SELECT 1 FROM inbox WHERE event_id = $1", event_id))
+
+    await eventually(in_the_inbox, timeout=30)
+
+
+async def test_the_merchants_own_refund_rejected_tells_the_customer_nothing(world: World) -> None:
+    """The merchant made it (the API) and dropped it: the customer asked for nothing, so hears of no decision."""
+    to, refund = customer(), ids()
+    event = await world.feed.publish(RefundRejected(**refund, customer_email=to, note="Entered twice.", channel="api"))
+
+    await handled(world, event.id)
+    await asyncio.sleep(1)  # time for an email to show
+    assert world.mail.to(to) == []
+    assert await world.pool.fetchval("SELECT count(*) FROM messages WHERE refund_id = $1", refund["refund_id"]) == 0
+
+
+async def test_the_merchants_own_refund_approved_for_less_says_nothing_of_what_was_asked(world: World) -> None:
+    to, refund = customer(), ids()
+    priced = {**refund, "customer_email": to, "amount": 2500, "currency": "EUR"}
+    approved = {"provider_payment_id": "pi_1", "payment_amount": 4999, "approved_by": "u", "requested_amount": 4000}
+    await world.feed.publish(RefundApproved(**priced, **approved, channel="api"))
+
+    [message] = await mails_to(world, to)
+    assert message["Subject"] == "Your refund of €25.00 is approved"
+    for said in (text_of(message), html_of(message)):
+        assert "You asked for" not in said and "the difference" not in said and "€40.00" not in said
+
+
+async def test_a_customers_request_approved_for_less_says_what_they_asked_for(world: World) -> None:
+    to, refund = customer(), ids()
+    priced = {**refund, "customer_email": to, "amount": 2500, "currency": "EUR"}
+    approved = {"provider_payment_id": "pi_1", "payment_amount": 4999, "approved_by": "u", "requested_amount": 4000}
+    await world.feed.publish(RefundApproved(**priced, **approved))  # an event from before the channel was said
+
+    [message] = await mails_to(world, to)
+    assert "You asked for €40.00: " in text_of(message) and "You asked for €40.00: " in html_of(message)

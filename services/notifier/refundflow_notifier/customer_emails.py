@@ -3,9 +3,10 @@
 One email per event, each true when it is sent:
 - received: only for a request the customer made (the portal, or ``refund.submit`` for them), not for one the
   merchant made nor one the merchant's rules approved as it was made (the approval says it all);
-- approved: the amount, what was asked when it is less, and the merchant's note to the customer;
+- approved: the amount, what the customer asked for when it is less, and the merchant's note to the customer;
 - refunded: with the refund policy's process time, as intake said it at the approval;
-- rejected: with the merchant's note; a cancel-only decision is told by the cancellation instead;
+- rejected: with the merchant's note, only for a request the customer made (the merchant dropping its own refund
+  refuses the customer nothing); a cancel-only decision is told by the cancellation instead;
 - failed and reversed: what happens next; cancelled: until when access lasts; extended: by how many days.
 Every one names the merchant and carries the customer's link to the portal page of the payment, when there is one.
 """
@@ -69,6 +70,12 @@ def follows_another_email(data: EventData) -> bool:
     if isinstance(data, RefundApproved | RefundRejected):
         return _received_email_sent(data.channel, auto_approved=isinstance(data, RefundApproved) and data.auto_approved)
     return False
+
+
+def _customer_asked(channel: str | None) -> bool:
+    """Whether the refund is one the customer asked for, not the merchant's own (the API). An event from before the
+    decisions said the channel is taken as the customer's, as it was."""
+    return channel is None or channel in CUSTOMER_CHANNELS
 
 
 def _received_email_sent(channel: str | None, *, auto_approved: bool) -> bool:
@@ -143,7 +150,8 @@ def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Wo
         return "refund_requested", subject, {"amount": amount, "review_target": prefs.review_target}, _FOLLOW
     if isinstance(data, RefundApproved):
         amount = format_amount(data.amount, data.currency)
-        requested = format_amount(data.requested_amount, data.currency) if data.requested_amount else None
+        asked = data.requested_amount if _customer_asked(data.channel) else None  # or nothing they asked for
+        requested = format_amount(asked, data.currency) if asked else None
         context = {"amount": amount, "requested": requested, "note": data.note_to_customer}
         return "refund_approved", f"Your refund of {amount} is approved", context, _FOLLOW
     if isinstance(data, RefundSucceeded):
@@ -153,6 +161,8 @@ def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Wo
     if isinstance(data, RefundRejected):
         if data.cancel_only:
             return None  # told by the cancellation, once the provider has made it
+        if not _customer_asked(data.channel):
+            return None  # the merchant's own refund, dropped: the customer asked for nothing to be refused
         return "refund_rejected", "About your refund request", {"note": data.note}, _SEE
     if isinstance(data, RefundFailed):
         amount = format_amount(data.amount, data.currency)
