@@ -62,6 +62,8 @@ async def test_an_expired_tampered_or_foreign_link_shows_nothing_of_any_payment(
     assert expired_post.status_code == 410
     for answer in (tampered, foreign, expired, expired_post):
         assert "Secret plan" not in answer.text and "Acme" not in answer.text and "€" not in answer.text
+    # Naming no merchant, they cannot know whether a reply reaches it (without a reply-to, it reaches the platform).
+    assert all("reply to" not in answer.text.lower() for answer in (tampered, expired))
 
 
 async def test_a_link_too_long_or_of_another_kind_answers_a_page_that_names_nothing(intake: IntakeUnderTest) -> None:

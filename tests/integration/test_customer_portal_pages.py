@@ -165,6 +165,7 @@ async def test_the_owner_switches_the_portal_off_and_links_requests_and_emails_a
     closed = await customer.open()
     assert closed.status_code == 200 and "Online refund requests are closed" in closed.text
     assert "Acme does not take refund requests online at the moment." in text_of(closed.text)
+    assert "Reply to" not in closed.text, "no reply-to set: a reply would reach the platform, not Acme"
     posted = await customer.browser.post(
         f"{customer.path}/requests", data={"csrf_token": csrf_of(page_before.text), "reason": "duplicate"}
     )

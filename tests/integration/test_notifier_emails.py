@@ -473,3 +473,26 @@ async def test_a_customers_request_approved_for_less_says_what_they_asked_for(wo
 
     [message] = await mails_to(world, to)
     assert "You asked for €40.00: " in text_of(message) and "You asked for €40.00: " in html_of(message)
+
+
+async def test_without_a_reply_to_no_email_tells_the_customer_to_reply(world: World) -> None:
+    """A reply would reach the platform's mailbox (MAIL_FROM), not the merchant: the email says to contact them."""
+    to, refund = customer(), ids()
+    await configure_team(world.feed, world.pool, refund["merchant_id"], reply_to=None)
+    await world.feed.publish(RefundRejected(**refund, customer_email=to, note="Used for 200 days."))
+
+    [message] = await mails_to(world, to)
+    assert message["Reply-To"] is None
+    for said in (text_of(message), html_of(message)):
+        assert "reply to this email" not in said.lower()
+        assert "If you have questions, contact Acme Software directly." in said
+
+
+async def test_with_a_reply_to_the_email_asks_for_a_reply(world: World) -> None:
+    to, refund = customer(), ids()
+    await configure_team(world.feed, world.pool, refund["merchant_id"], reply_to="help@acme.example")
+    await world.feed.publish(RefundRejected(**refund, customer_email=to, note="Used for 200 days."))
+
+    [message] = await mails_to(world, to)
+    assert message["Reply-To"] == "help@acme.example"
+    assert "If you have questions, reply to this email." in text_of(message)

@@ -19,6 +19,7 @@ from typing import Any
 
 from refundflow_notifier.amount_format import format_amount
 from refundflow_notifier.customer_contacts import Contact, CustomerLink
+from refundflow_notifier.email_messages import reply_to
 from refundflow_notifier.notification_rules import EmailContent, MerchantPreferences
 from refundflow_shared.events import (
     EventData,
@@ -124,9 +125,12 @@ def customer_email(
     if recipient is None or said is None:
         return None
     kind, subject, context, link_label = said
+    merchant = merchant_name(data, contact, prefs)
     common = {
         "subject": subject,
-        "merchant": merchant_name(data, contact, prefs),
+        "merchant": merchant,
+        # A reply reaches the merchant only through its Reply-To; without one it would reach the platform's mailbox.
+        "ask": "reply to this email" if reply_to(prefs) else f"contact {merchant} directly",
         "portal_url": link.url,
         "link_until": day(link.until) if link.until else None,
         "link_expired": link.expired,

@@ -39,8 +39,8 @@ def _grant(settings: IntakeSettings, token: str, now: datetime) -> PortalGrant |
     except PortalTokenExpired:
         said = [
             "For your security, links to this page work for a limited time, and this one has expired.",
-            "Every email about your purchase carries a fresh link: open the latest one, or reply to it to ask"
-            " the seller for a new link.",
+            "Every email about your purchase carries a fresh link: open the latest one, or ask the seller for a new"
+            " link.",
         ]
         return render("message.html", heading="This link has expired", paragraphs=said, status_code=410)
     except InvalidPortalToken:
@@ -48,12 +48,13 @@ def _grant(settings: IntakeSettings, token: str, now: datetime) -> PortalGrant |
 
 
 def _no_such_link() -> HTMLResponse:
-    said = ["It may have been copied incompletely. Open it again from your email, or reply to that email for help."]
+    said = ["It may have been copied incompletely. Open it again from your email, or ask the seller for help."]
     return render("message.html", heading="This link does not work", paragraphs=said, status_code=404)
 
 
 def _portal_off(portal: Portal, status_code: int = 200) -> HTMLResponse:
-    contact = f" Write to them at {portal.contact}." if portal.contact else " Reply to any email they sent you."
+    # Without their reply-to, a reply to their emails reaches the platform's mailbox, not them.
+    contact = f" Write to them at {portal.contact}." if portal.contact else " Please contact them directly."
     said = [f"{portal.merchant_name} does not take refund requests online at the moment.{contact}"]
     return render(
         "message.html",

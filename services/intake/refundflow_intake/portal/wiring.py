@@ -21,7 +21,7 @@ def error_page(request: Request, status: int) -> Response | None:
     path = request.url.path
     if not _is_customer_page(path) or path.endswith("/status"):
         return None
-    said = ["Open the link again from your email, or reply to that email for help."]
+    said = ["Open the link again from your email, or ask the seller for help."]
     return render("message.html", heading="This page cannot be shown", paragraphs=said, status_code=status)
 
 
