@@ -149,6 +149,11 @@ class PaymentDisputed(PaymentEventData):
     reason: Name | None = None
 
 
+# An email offers no link that stops working this soon after it is sent (it says the link expired instead): links
+# must be minted to live longer (intake's PORTAL_TOKEN_TTL_HOURS).
+LINK_MARGIN = timedelta(hours=1)
+
+
 class PortalLink(BaseModel):
     """The customer's link to the portal page of one payment, and until when it works.
 

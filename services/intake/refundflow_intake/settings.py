@@ -3,8 +3,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
+from refundflow_shared.events import LINK_MARGIN
 from refundflow_shared.settings import REFUND_PATH_FETCH_MAX_WAIT_MS, FetchMaxWaitMs, ServiceSettings
 
 
@@ -47,6 +48,17 @@ class IntakeSettings(ServiceSettings):
     team_invites_per_hour: int = Field(
         default=20, ge=1, description="invites and resends per merchant (each is an email), across all replicas"
     )
+
+    @field_validator("portal_token_ttl_hours")
+    @classmethod
+    def _outlives_the_notifiers_margin(cls, hours: int) -> int:
+        margin = LINK_MARGIN.total_seconds() / 3600
+        if hours <= margin:
+            raise ValueError(
+                f"PORTAL_TOKEN_TTL_HOURS must be more than {margin:g} hour: emails offer no link that stops working"
+                " within that time, so every email would say its link has expired"
+            )
+        return hours
 
     def dashboard_secret(self) -> bytes:
         """Signs the CSRF token of forms shown before sign-in (derived from the admin token)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TypeGuard
 
 import asyncpg
@@ -19,6 +19,7 @@ import structlog
 
 from refundflow_notifier.merchant_settings import PREFERENCE_COLUMNS
 from refundflow_shared.events import (
+    LINK_MARGIN,
     Event,
     EventData,
     RefundApproved,
@@ -36,8 +37,6 @@ from refundflow_shared.secret_box import SecretBox, SecretBoxError
 
 log = structlog.get_logger(__name__)
 
-# A link that would stop working this soon after the email is sent is not offered: the email says it expired.
-LINK_MARGIN = timedelta(hours=1)
 # Intake's events say the portal as it is now: no link there means the merchant switched its portal off.
 FROM_INTAKE = (
     RefundRequested,
