@@ -132,6 +132,20 @@ async def test_an_amount_stripe_cannot_refund_exactly_is_asked_for_again_in_its_
     assert (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"] == []
 
 
+@pytest.mark.parametrize(("currency", "example"), [("JPY", "1500"), ("KWD", "12.500"), ("MGA", "13.00")])
+async def test_an_amount_the_currency_cannot_hold_is_asked_for_again_with_an_example_in_that_currency(
+    intake: IntakeUnderTest, currency: str, example: str
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, currency=currency, amount=50_000)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+
+    refused = await customer.ask(reason="duplicate", amount="12.5055")
+
+    assert refused.status_code == 422
+    assert f"Enter an amount such as {example}, or leave it empty to ask for everything." in text_of(refused.text)
+
+
 async def test_outside_the_window_and_excluded_the_page_says_so_and_the_customer_may_still_ask(
     intake: IntakeUnderTest,
 ) -> None:

@@ -14,7 +14,7 @@ from refundflow_intake.api.dependencies import Db, Now, Settings, ToCustomer
 from refundflow_intake.api.errors import status_of
 from refundflow_intake.api.routes.portal import client_address
 from refundflow_intake.dashboard import auth
-from refundflow_intake.dashboard.money_text import format_amount, parse_amount
+from refundflow_intake.dashboard.money_text import format_amount, major_units, parse_amount
 from refundflow_intake.domain import DomainError, InvalidAmount, PaymentNotFound, PortalDisabled, RefundReason
 from refundflow_intake.portal import customer_requests, customer_words, tokens
 from refundflow_intake.portal.customer_requests import Ask, Portal
@@ -22,6 +22,7 @@ from refundflow_intake.portal.rendering import render, render_fragment
 from refundflow_intake.portal.tokens import InvalidPortalToken, PortalGrant, PortalTokenExpired
 from refundflow_intake.rate_limit import RateLimited
 from refundflow_intake.settings import IntakeSettings
+from refundflow_shared.money import minor_unit_exponent
 from refundflow_shared.stripe_amounts import stripe_step
 
 PREFIX = "/portal"
@@ -215,7 +216,14 @@ async def request_status(token: Token, refund_id: RefundId, db: Db, now: Now, se
     return JSONResponse({**body, "html": html, "payment_html": payment_html}, headers={"Cache-Control": "no-store"})
 
 
-_ENTER_AN_AMOUNT = "Enter an amount such as 12.50, or leave it empty to ask for everything."
+def _enter_an_amount(currency: str) -> str:
+    """Asked again for an amount, with an example as typed in the payment's currency (no decimals in yen) and one
+    the provider can refund (whole ariary: 13.00 MGA)."""
+    exponent = minor_unit_exponent(currency)
+    example = 1500 if exponent == 0 else 125 * 10 ** (exponent - 1)  # 1500 yen, 12.50 €, 12.500 KWD
+    step = stripe_step(currency)
+    shown = major_units(-(-example // step) * step, currency)
+    return f"Enter an amount such as {shown}, or leave it empty to ask for everything."
 
 
 class _Refused(Exception):
@@ -232,7 +240,7 @@ def _ask(portal: Portal, reason: str, details: str, amount: str, subscription: s
     try:
         money = parse_amount(amount, portal.payment["currency"]) if amount.strip() else None
     except InvalidAmount:
-        raise _Refused(_ENTER_AN_AMOUNT) from None
+        raise _Refused(_enter_an_amount(portal.payment["currency"])) from None
     running = portal.payment["subscription_id"] and not portal.payment["subscription_canceled_at"]
     wish = {"cancel": True, "keep": False}.get(subscription) if running else None
     return Ask(chosen, details.strip() or None, money, wish)
@@ -246,7 +254,7 @@ def _in_words(exc: DomainError, portal: Portal) -> str:
     words = {
         "open_request_exists": f"You already have a request waiting for {portal.merchant_name}'s decision.",
         "refund_exceeds_refundable": f"That is more than can still be refunded on this payment: at most {left}.",
-        "invalid_amount": _ENTER_AN_AMOUNT,  # 0 typed: read, but no amount
+        "invalid_amount": _enter_an_amount(portal.payment["currency"]),  # 0 typed: read, but no amount
         "amount_not_representable": f"{currency} can only be refunded in steps of {step}: please enter such an"
         " amount, or leave it empty to ask for everything.",
         "reason_details_required": "With “Something else”, please tell us what happened in the details.",
