@@ -112,6 +112,6 @@ async def test_a_redirect_is_the_answer_and_is_never_followed() -> None:
         hostile_http_server("redirect", redirect_to=elsewhere.url("internal")) as receiver,
         outbound_client(allow_private=True, max_connections=2) as http,
     ):
-        status = await post(http, receiver.url("hook"), b"{}", {}, deadline=10, max_response_bytes=1024)
-    assert status == 307, "the merchant's receiver answered a redirect, and that is what the delivery records"
+        answer = await post(http, receiver.url("hook"), b"{}", {}, deadline=10, max_response_bytes=1024)
+    assert answer.status == 307, "the merchant's receiver answered a redirect, and that is what the delivery records"
     assert (receiver.connections, elsewhere.connections) == (1, 0), "nothing connected where the redirect pointed"

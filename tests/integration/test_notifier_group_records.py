@@ -44,7 +44,7 @@ async def test_deliveries_answered_together_are_each_finished_with_their_attempt
     claimed = await webhook_store.claim_due(pool, 10, [], lease_seconds=60, **_CAPS)
     assert len(claimed) == 3
     at = datetime.now(UTC)
-    delivered = [DeliveredAttempt(d, at, 200 + i, 10 * (i + 1)) for i, d in enumerate(claimed)]
+    delivered = [DeliveredAttempt(d, at, 200 + i, 10 * (i + 1), None) for i, d in enumerate(claimed)]
 
     async with pool.acquire() as conn:
         await webhook_store.record_successes(conn, delivered)

@@ -57,7 +57,7 @@ class HostileHttpServer:
     """A raw HTTP/1.1 server on real sockets, answering every POST the way ``behaviour`` says:
 
     ``drip``: 200, then one byte a second for as long as the client listens; ``flood``: 200, then
-    ``flood_bytes`` as fast as the client reads; ``ok``: an empty 200; ``redirect``: a 307 to ``redirect_to``;
+    ``flood_bytes`` (exactly) as fast as the client reads; ``ok``: an empty 200; ``redirect``: a 307 to ``redirect_to``;
     ``cut_short``: a 200 promising 400 bytes, a few of them, then the connection closed; ``html_408`` and
     ``html_404``: a proxy's pages; ``idempotency_error``: Stripe's 400 for a key that already ran with other parameters.
     It counts every connection it accepts (a refused call must not even connect), the bytes it managed to send,
@@ -142,11 +142,13 @@ class HostileHttpServer:
                     continue
                 if closed:
                     raise ConnectionResetError("the client closed the connection")
-        chunk = b"x" * 65536
-        for _ in range(self.flood_bytes // len(chunk)):
+        left = self.flood_bytes
+        while left > 0:
+            chunk = b"x" * min(left, 65536)
             writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             await writer.drain()  # backpressure: this waits while the client does not read
             self.bytes_sent += len(chunk)
+            left -= len(chunk)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
 

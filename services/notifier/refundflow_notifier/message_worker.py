@@ -117,7 +117,7 @@ class MessageWorker:
     async def _post_slack(self, message: ClaimedMessage) -> None:
         url = self._slack_url(message)
         try:
-            status = await outbound_http.post(
+            answer = await outbound_http.post(
                 self._http,
                 url,
                 message.body,
@@ -127,10 +127,10 @@ class MessageWorker:
             )
         except outbound_http.CallFailed as exc:
             raise NotSent(exc.category, permanent=exc.category == outbound_http.URL_NOT_ALLOWED) from exc
-        if is_success(status):
-            return
-        retryable = status == 429 or status >= 500
-        raise NotSent(outbound_http.http_status_error(status), permanent=not retryable)
+        if is_success(answer.status):
+            return  # Slack took the alert, whatever followed the status: sending it again would post it twice
+        retryable = answer.status == 429 or answer.status >= 500
+        raise NotSent(outbound_http.http_status_error(answer.status), permanent=not retryable)
 
     def _slack_url(self, message: ClaimedMessage) -> str:
         sealed = message.sealed_slack_webhook_url

@@ -15,6 +15,7 @@ import socket
 import ssl
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -26,7 +27,8 @@ TIMEOUT = "timeout"
 CONNECTION_FAILED = "connection_failed"
 TLS_ERROR = "tls_error"
 URL_NOT_ALLOWED = UrlNotAllowed.code
-RESPONSE_TOO_LARGE = "response_too_large"
+# What a 2xx records beside its status when its answer was not read to the end (over the cap, late, cut off).
+RESPONSE_TRUNCATED = "response_truncated"
 
 
 def http_status_error(status_code: int) -> str:
@@ -39,10 +41,6 @@ class CallFailed(Exception):
     def __init__(self, category: str) -> None:
         super().__init__(category)
         self.category = category
-
-
-class _ResponseTooLarge(Exception):
-    pass
 
 
 Lookup = Callable[..., Sequence[AddressInfo]]
@@ -138,6 +136,15 @@ def outbound_client(*, allow_private: bool, max_connections: int) -> aiohttp.Cli
     )
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A receiver's answer: its status, and whether its body was read to the end (it was not when it was over the
+    cap, still coming at the deadline, or cut off: what follows the status does not change it)."""
+
+    status: int
+    complete: bool
+
+
 async def post(
     client: aiohttp.ClientSession,
     url: str,
@@ -146,33 +153,48 @@ async def post(
     *,
     deadline: float,
     max_response_bytes: int,
-) -> int:
-    """POST ``body``; the answer's status once its body (at most ``max_response_bytes``) has been read.
+) -> Answer:
+    """POST ``body``; the answer once its status has come and its body has been read (at most
+    ``max_response_bytes`` of it, within the deadline). No status is a ``CallFailed``.
 
     Everything (resolving, connecting, TLS, sending, reading) happens within ``deadline`` seconds, and a call
     goes where the merchant said and nowhere else: redirects are answers, not followed."""
+    ends = asyncio.get_running_loop().time() + deadline
     try:
-        async with asyncio.timeout(deadline):
-            async with client.post(
+        async with asyncio.timeout_at(ends):
+            response = await client.post(
                 url,
                 data=body,
                 headers=headers,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=deadline),
-            ) as response:
-                received = 0
-                async for chunk in response.content.iter_any():
-                    received += len(chunk)
-                    if received > max_response_bytes:
-                        response.close()  # drop the connection rather than drain an endless answer
-                        raise _ResponseTooLarge
-                return response.status
+            )
     except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
         raise CallFailed(TIMEOUT) from exc
-    except _ResponseTooLarge as exc:
-        raise CallFailed(RESPONSE_TOO_LARGE) from exc
     except (UrlNotAllowed, aiohttp.ClientError, OSError) as exc:
         raise CallFailed(_category(exc)) from exc
+    complete = False
+    try:
+        async with asyncio.timeout_at(ends):
+            complete = await _read_capped(response, max_response_bytes)
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        complete = False  # the status came: a body dripping past the deadline, or cut off, does not undo it
+    finally:
+        if complete:
+            response.release()  # read to the end: the connection can serve the next call
+        else:
+            response.close()  # drop the connection rather than drain the rest of an endless answer
+    return Answer(response.status, complete)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bool:
+    """Read and drop the body; False as soon as it is over ``max_bytes``, never holding more than a chunk."""
+    received = 0
+    async for chunk in response.content.iter_any():
+        received += len(chunk)
+        if received > max_bytes:
+            return False
+    return True
 
 
 def _category(exc: BaseException | None) -> str:

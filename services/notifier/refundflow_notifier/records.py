@@ -56,6 +56,7 @@ class DeliveredAttempt:
     attempted_at: datetime
     status_code: int
     latency_ms: int
+    note: str | None  # response_truncated: the answer's body was not read to the end
 
 
 @dataclass(frozen=True)

@@ -205,16 +205,17 @@ async def record_successes(conn: asyncpg.Connection, delivered: list[DeliveredAt
         [d.status_code for d in delivered],
         [d.latency_ms for d in delivered],
         [d.delivery.endpoint_id for d in delivered],
+        [d.note for d in delivered],
     )
 
 
 _RECORD_SUCCESSES = """
 WITH delivered AS (
-    SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[])
-        AS d(delivery_id, attempt, attempted_at, status_code, latency_ms, endpoint_id)
+    SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[], $7::text[])
+        AS d(delivery_id, attempt, attempted_at, status_code, latency_ms, endpoint_id, note)
 ), attempt AS (
     INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code, latency_ms, error)
-    SELECT delivery_id, attempt, attempted_at, status_code, latency_ms, NULL FROM delivered ON CONFLICT DO NOTHING
+    SELECT delivery_id, attempt, attempted_at, status_code, latency_ms, note FROM delivered ON CONFLICT DO NOTHING
 ), delivery AS (
     UPDATE webhook_deliveries SET status = 'succeeded', locked_until = NULL, finished_at = now()
     WHERE id IN (SELECT delivery_id FROM delivered)

@@ -75,8 +75,8 @@ class WebhookWorker:
         status_code, error = await self._call(delivery, attempted_at)
         latency_ms = int((time.monotonic() - started) * 1000)
         crash_point("notifier.webhook_answered")
-        if error is None and status_code is not None:
-            await self._delivered.write(DeliveredAttempt(delivery, attempted_at, status_code, latency_ms))
+        if status_code is not None and is_success(status_code):
+            await self._delivered.write(DeliveredAttempt(delivery, attempted_at, status_code, latency_ms, error))
             outcome = "delivered"
         else:
             async with self._pool.acquire() as conn, conn.transaction():
@@ -101,7 +101,8 @@ class WebhookWorker:
             await webhook_store.record_successes(conn, delivered)
 
     async def _call(self, delivery: ClaimedDelivery, attempted_at: datetime) -> tuple[int | None, str | None]:
-        """(status code, error): the error is None for a 2xx, else a coarse category."""
+        """(status code, error): the error is a coarse category, or for a 2xx None, or ``response_truncated`` when
+        its answer was not read to the end (the receiver took the event all the same)."""
         payload = delivery.payload
         try:
             headers = signed_headers(self._secret(delivery), str(delivery.event_id), attempted_at, payload)
@@ -110,7 +111,7 @@ class WebhookWorker:
         if (traceparent := tracing.current_traceparent()) is not None:
             headers = {**headers, tracing.HTTP_HEADER: traceparent}
         try:
-            status = await outbound_http.post(
+            answer = await outbound_http.post(
                 self._http,
                 delivery.url,
                 payload.encode(),
@@ -120,7 +121,9 @@ class WebhookWorker:
             )
         except outbound_http.CallFailed as exc:
             return None, exc.category
-        return status, None if is_success(status) else outbound_http.http_status_error(status)
+        if not is_success(answer.status):
+            return answer.status, outbound_http.http_status_error(answer.status)
+        return answer.status, None if answer.complete else outbound_http.RESPONSE_TRUNCATED
 
     def _secret(self, delivery: ClaimedDelivery) -> str:
         if self._box is None:

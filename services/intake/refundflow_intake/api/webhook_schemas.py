@@ -57,7 +57,10 @@ class DeliveryAttempt(BaseModel):
     attempted_at: datetime
     status_code: int | None = Field(description="null when no answer came (timeout, refused connection)")
     latency_ms: int
-    error: str | None
+    error: str | None = Field(
+        description="why the attempt failed, coarsely; on a 2xx, response_truncated when its answer was over the cap"
+        " (64 KiB) or still coming at the deadline (delivered all the same)"
+    )
 
 
 class Delivery(BaseModel):
