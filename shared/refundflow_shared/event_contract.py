@@ -66,6 +66,7 @@ INTAKE = ServiceContract(
             E.REFUND_SUBMIT: "a refund request command from another platform service; refused ones are answered",
             E.SUBSCRIPTION_CANCELED: "the provider cancelled a subscription: noted on the request that asked",
             E.SUBSCRIPTION_EXTENDED: "the provider moved a subscription's period end: noted on the request",
+            E.WEBHOOK_ENDPOINT_DISABLED: "the notifier disabled an endpoint: the merchant sees it disabled, and why",
         }
     ),
     publishes=MappingProxyType(
@@ -138,7 +139,12 @@ NOTIFIER = ServiceContract(
             E.SUBSCRIPTION_EXTENSION_GRANTED: "the customer's contact and portal link, kept for the outcome's email",
         }
     ),
-    publishes=MappingProxyType({E.TEAM_ALERT_RAISED: _BACKBONE_ALERTS}),
+    publishes=MappingProxyType(
+        {
+            E.WEBHOOK_ENDPOINT_DISABLED: "an endpoint that answered 410, or failed N events in a row, is disabled",
+            E.TEAM_ALERT_RAISED: _BACKBONE_ALERTS,
+        }
+    ),
 )
 
 CONTRACTS: Mapping[str, ServiceContract] = MappingProxyType({c.service: c for c in (INTAKE, PROCESSOR, NOTIFIER)})

@@ -49,6 +49,7 @@ class EventType(StrEnum):
     REFUND_REVERSED = "refund.reversed"
     TEAM_ALERT_RAISED = "team_alert.raised"
     WEBHOOK_ENDPOINT_CONFIGURED = "webhook_endpoint.configured"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint.disabled"
     NOTIFICATION_SETTINGS_CONFIGURED = "notification_settings.configured"
     TEAM_MEMBER_INVITED = "team_member.invited"
     PASSWORD_RESET_REQUESTED = "password_reset.requested"  # noqa: S105 - an event type
@@ -369,6 +370,17 @@ class WebhookEndpointConfigured(EventData):
     version: int = Field(ge=1, le=2**31 - 1, description="grows with every change; older versions are ignored")
 
 
+class WebhookEndpointDisabled(EventData):
+    """The notifier stopped delivering to an endpoint (it answered 410, or N events in a row failed). Keyed by
+    merchant. ``version`` is the configuration it disabled: one the merchant has changed since does not take it."""
+
+    event_type = EventType.WEBHOOK_ENDPOINT_DISABLED
+
+    endpoint_id: Id
+    reason: Name
+    version: int = Field(ge=1, le=2**31 - 1)
+
+
 class NotificationSettingsConfigured(EventData):
     """Where a merchant's team alerts go, and how its customer emails present the merchant.
 
@@ -503,6 +515,7 @@ EVENT_DATA_TYPES: dict[str, type[EventData]] = {
         RefundReversed,
         TeamAlertRaised,
         WebhookEndpointConfigured,
+        WebhookEndpointDisabled,
         NotificationSettingsConfigured,
         TeamMemberInvited,
         PasswordResetRequested,

@@ -223,8 +223,9 @@ async def test_the_delivery_log_shows_attempts_and_a_delivery_or_a_period_can_be
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "webhook_delivery_not_found"
 
 
-async def owner_signed_in(world: World) -> tuple[dict[str, str], Person]:
-    """A merchant with an owner who accepted the invite and is signed in to the dashboard."""
+async def owner_signed_in(world: World) -> tuple[str, dict[str, str], Person]:
+    """A merchant (its id, its API key's header) with an owner who accepted the invite and is signed in to the
+    dashboard."""
     email = f"owner-{uuid.uuid4().hex[:8]}@acme.example"
     created = await world.api.post(
         "/v1/merchants",
@@ -233,11 +234,12 @@ async def owner_signed_in(world: World) -> tuple[dict[str, str], Person]:
     )
     assert created.status_code == 201, created.text
     body = created.json()
-    return {"Authorization": f"Bearer {body['api_key']}"}, await accept_invite(world, body["owner_invite_url"], email)
+    auth = {"Authorization": f"Bearer {body['api_key']}"}
+    return body["id"], auth, await accept_invite(world, body["owner_invite_url"], email)
 
 
 async def test_the_dashboard_replays_only_a_delivery_the_notifier_has(world: World) -> None:
-    auth, owner = await owner_signed_in(world)
+    _, auth, owner = await owner_signed_in(world)
     body = {"url": world.http.url(uuid.uuid4().hex), "events": ["refund.succeeded"]}
     endpoint = (await world.api.post("/v1/webhook-endpoints", headers=auth, json=body)).json()
     await endpoint_known(world, endpoint["id"])
@@ -275,6 +277,41 @@ async def test_an_endpoint_can_be_disabled_changed_and_deleted(world: World) -> 
 
     _, other = await new_merchant(world)
     assert (await world.api.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=other)).status_code == 404
+
+
+async def test_an_endpoint_refundflow_disabled_shows_why_in_the_api_and_dashboard_until_it_is_enabled(
+    world: World,
+) -> None:
+    merchant_id, auth, owner = await owner_signed_in(world)
+    name = uuid.uuid4().hex
+    world.http.scripts[name] = [410, 200]
+    body = {"url": world.http.url(name), "events": ["refund.succeeded"]}
+    endpoint = (await world.api.post("/v1/webhook-endpoints", headers=auth, json=body)).json()
+    path = f"/v1/webhook-endpoints/{endpoint['id']}"
+    await endpoint_known(world, endpoint["id"])
+    await world.feed.publish(succeeded(merchant_id))
+
+    async def shown_disabled() -> bool:
+        return (await world.api.get(path, headers=auth)).json()["enabled"] is False
+
+    await eventually(shown_disabled, timeout=60)
+    shown = (await world.api.get(path, headers=auth)).json()
+    assert shown["disabled_reason"] == "the endpoint answered 410 Gone"
+    [listed] = (await world.api.get("/v1/webhook-endpoints", headers=auth)).json()["data"]
+    assert (listed["enabled"], listed["disabled_reason"]) == (False, "the endpoint answered 410 Gone")
+    page = f"/dashboard/webhooks/{endpoint['id']}"
+    for shows_it in (page, "/dashboard/webhooks"):
+        html = (await owner.page(shows_it)).text
+        assert "Disabled by Refundflow: the endpoint answered 410 Gone" in html, shows_it
+    assert "Enable endpoint" in (await owner.page(page)).text
+
+    enabled = await owner.post_form(page, f"{page}/enabled", {"enabled": "true"})
+    assert enabled.status_code == 303, enabled.text[:500]
+    shown = (await world.api.get(path, headers=auth)).json()
+    assert (shown["enabled"], shown["disabled_reason"]) == (True, None)
+    await endpoint_known(world, endpoint["id"], enabled=True, disabled_reason=None)
+    await world.feed.publish(succeeded(merchant_id))
+    await received(world, name, 2)
 
 
 async def test_bad_endpoint_bodies_are_refused_and_nothing_is_written(world: World) -> None:

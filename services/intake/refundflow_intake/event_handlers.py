@@ -14,6 +14,7 @@ from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.refund_commands import Tries, refusal_codes, submit_refund
 from refundflow_intake.refund_outcomes import record_refund_outcome, record_reversal
 from refundflow_intake.subscription_outcomes import record_canceled, record_extended
+from refundflow_intake.webhook_endpoints import record_disabled
 from refundflow_shared import inbox
 from refundflow_shared.events import (
     Event,
@@ -26,6 +27,7 @@ from refundflow_shared.events import (
     RefundSucceeded,
     SubscriptionCanceled,
     SubscriptionExtended,
+    WebhookEndpointDisabled,
     topic_for,
 )
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -74,6 +76,10 @@ def register(runtime: ServiceRuntime, clock: Callable[[], datetime], links: Cust
     @consumer.handles(SubscriptionExtended)
     async def subscription_extended(conn: asyncpg.Connection, event: Event, data: SubscriptionExtended) -> None:
         await record_extended(conn, data, actor=event.source)
+
+    @consumer.handles(WebhookEndpointDisabled)
+    async def webhook_endpoint_disabled(conn: asyncpg.Connection, event: Event, data: WebhookEndpointDisabled) -> None:
+        await record_disabled(conn, data)
 
     tries = Tries(last=runtime.settings.consumer_retry_attempts)
     consumer.may_refuse(RefundSubmit, refusal_codes())

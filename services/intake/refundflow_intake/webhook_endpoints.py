@@ -21,14 +21,14 @@ from refundflow_intake import rate_limit
 from refundflow_intake.domain import DomainError, NotFound, OutboundUrlNotAllowed
 from refundflow_intake.merchant_accounts import lock_merchant
 from refundflow_shared.event_contract import INTAKE
-from refundflow_shared.events import WebhookEndpointConfigured
+from refundflow_shared.events import WebhookEndpointConfigured, WebhookEndpointDisabled
 from refundflow_shared.outbound_urls import UrlNotAllowed, check_url
 from refundflow_shared.outbox import add_event
 from refundflow_shared.secret_box import SecretBox
 
 Row = dict[str, Any]
 
-_ENDPOINT_COLUMNS = "id, url, event_types, enabled, created_at, updated_at"
+_ENDPOINT_COLUMNS = "id, url, event_types, enabled, disabled_reason, created_at, updated_at"
 
 
 class WebhookEndpointNotFound(NotFound):
@@ -131,10 +131,12 @@ async def replay_allowed(
 
 
 async def update_endpoint(conn: asyncpg.Connection, merchant_id: str, endpoint_id: str, changes: Row) -> Row:
-    """Apply the given fields; re-enabling an endpoint the notifier disabled also clears its failure count."""
+    """Apply the given fields; re-enabling an endpoint the notifier disabled also clears its failure count (there)
+    and why it was disabled (here)."""
     row = await conn.fetchrow(
         "UPDATE webhook_endpoints SET url = coalesce($3, url), event_types = coalesce($4, event_types),"
-        " enabled = coalesce($5, enabled), version = version + 1, updated_at = now()"
+        " enabled = coalesce($5, enabled), disabled_reason = CASE WHEN $5 IS NULL THEN disabled_reason END,"
+        " version = version + 1, updated_at = now()"
         " WHERE id = $1 AND merchant_id = $2 AND deleted_at IS NULL"
         f" RETURNING {_ENDPOINT_COLUMNS}, encrypted_secret, version",
         endpoint_id,
@@ -147,6 +149,20 @@ async def update_endpoint(conn: asyncpg.Connection, merchant_id: str, endpoint_i
         raise WebhookEndpointNotFound(f"no webhook endpoint {endpoint_id}")
     await _announce_endpoint(conn, merchant_id, dict(row))
     return dict(row)
+
+
+async def record_disabled(conn: asyncpg.Connection, data: WebhookEndpointDisabled) -> None:
+    """The notifier disabled the endpoint: the merchant sees it disabled, and why. Not when the merchant has
+    changed it since (a newer version): that configuration, enabled, went to the notifier after the one it disabled,
+    and enables it again there. The version stays: the notifier has this state already."""
+    await conn.execute(
+        "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $4, updated_at = now()"
+        " WHERE id = $1 AND merchant_id = $2 AND version = $3 AND enabled AND deleted_at IS NULL",
+        data.endpoint_id,
+        data.merchant_id,
+        data.version,
+        data.reason,
+    )
 
 
 async def delete_endpoint(conn: asyncpg.Connection, merchant_id: str, endpoint_id: str) -> None:

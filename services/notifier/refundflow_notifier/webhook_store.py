@@ -252,20 +252,20 @@ async def endpoint_failed_event(conn: asyncpg.Connection, endpoint_id: str) -> i
     return failures
 
 
-async def disable_endpoint(conn: asyncpg.Connection, endpoint_id: str, reason: str) -> bool:
-    """Disable it and cancel what it still had to receive. False when it was already disabled (so the team is
-    told once)."""
+async def disable_endpoint(conn: asyncpg.Connection, endpoint_id: str, reason: str) -> int | None:
+    """Disable it and cancel what it still had to receive; the configuration version it disabled. None when it was
+    already disabled (so the team and intake are told once)."""
     await _stop_queuing_to(conn, endpoint_id)
-    status = await conn.execute(
+    version: int | None = await conn.fetchval(
         "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, updated_at = now()"
-        " WHERE id = $1 AND enabled",
+        " WHERE id = $1 AND enabled RETURNING version",
         endpoint_id,
         reason,
     )
-    if status != "UPDATE 1":
-        return False
+    if version is None:
+        return None
     await _cancel_pending(conn, endpoint_id)
-    return True
+    return version
 
 
 async def _stop_queuing_to(conn: asyncpg.Connection, endpoint_id: str) -> None:

@@ -25,9 +25,12 @@ from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.webhook_signing import signed_headers
 from refundflow_shared import tracing
 from refundflow_shared.crash_points import crash_point
+from refundflow_shared.event_contract import NOTIFIER
+from refundflow_shared.events import WebhookEndpointDisabled
 from refundflow_shared.group_commit import GroupCommit
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.metrics import WEBHOOK_DELIVERIES
+from refundflow_shared.outbox import add_event
 from refundflow_shared.secret_box import SecretBox, SecretBoxError
 
 log = structlog.get_logger(__name__)
@@ -149,9 +152,15 @@ class WebhookWorker:
         return "failed"
 
     async def _disable(self, conn: asyncpg.Connection, delivery: ClaimedDelivery, reason: str) -> None:
-        if not await webhook_store.disable_endpoint(conn, delivery.endpoint_id, reason):
+        """Disable the endpoint; intake hears of it (so the merchant sees it) and the team is alerted, with it."""
+        version = await webhook_store.disable_endpoint(conn, delivery.endpoint_id, reason)
+        if version is None:
             return
         log.warning("webhook_endpoint_disabled", endpoint=delivery.endpoint_id, reason=reason)
+        disabled = WebhookEndpointDisabled(
+            merchant_id=delivery.merchant_id, endpoint_id=delivery.endpoint_id, reason=reason, version=version
+        )
+        await add_event(conn, disabled, source=NOTIFIER.source)
         prefs = await merchant_settings.preferences(conn, self._settings, delivery.merchant_id)
         alert = endpoint_disabled_alert(delivery.endpoint_id, delivery.url, reason)
         await message_queue.queue(

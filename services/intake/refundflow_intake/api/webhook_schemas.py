@@ -30,6 +30,10 @@ class EndpointOut(BaseModel):
     url: str
     events: list[str]
     enabled: bool
+    disabled_reason: str | None = Field(
+        description="why Refundflow disabled it (it answered 410, or N events in a row failed); null when enabled,"
+        " or disabled by the merchant. Enabling it again (PATCH enabled: true) clears it"
+    )
     created_at: datetime
     updated_at: datetime
 
