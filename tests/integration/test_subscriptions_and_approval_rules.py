@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -280,6 +281,42 @@ async def test_a_subscription_can_be_cancelled_without_any_refund(intake: Intake
     one_time = await intake.payment(merchant)
     refused = await intake.client.post(f"/v1/payments/{one_time['id']}/subscription/cancel", headers=merchant)
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "not_a_subscription"
+
+
+async def test_a_cancel_asked_again_is_answered_as_the_first_and_asked_of_the_provider_once(
+    intake: IntakeUnderTest,
+) -> None:
+    """A retried call or a double click asked again, and the customer heard of the cancellation twice (and the
+    merchant got two webhooks): a cancel already asked for, or for an ended subscription, is answered 202 as the
+    first was and asks nothing; a cancel now after one at the period's end is another request."""
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    renewal = await intake.payment(merchant, product=payment["product"], subscription=payment["subscription"])
+    cancel = f"/v1/payments/{payment['id']}/subscription/cancel"
+
+    twice = await asyncio.gather(*(intake.client.post(cancel, headers=merchant) for _ in range(2)))
+    again = await intake.client.post(f"/v1/payments/{renewal['id']}/subscription/cancel", headers=merchant)
+
+    assert [r.status_code for r in (*twice, again)] == [202, 202, 202]
+    assert twice[0].json() == twice[1].json()
+    staged = "subscription.cancel_requested"
+    assert [c["at_period_end"] for c in await intake.staged(staged, payment["id"])] == [True]
+    assert await intake.staged(staged, renewal["id"]) == [], "the same subscription, through its renewal"
+
+    now = {"at_period_end": False}
+    for _ in range(2):
+        response = await intake.client.post(cancel, headers=merchant, json=now)
+        assert response.status_code == 202, response.text
+    assert [c["at_period_end"] for c in await intake.staged(staged, payment["id"])] == [True, False]
+
+    ended = await intake.subscription_payment(merchant)
+    await _provider_cancelled(intake, merchant, ended, at_period_end=False)
+    for body in ({}, now):
+        response = await intake.client.post(
+            f"/v1/payments/{ended['id']}/subscription/cancel", headers=merchant, json=body
+        )
+        assert response.status_code == 202, response.text
+    assert await intake.staged(staged, ended["id"]) == [], "it has ended: there is nothing to cancel"
 
 
 async def test_subscription_actions_on_a_one_time_payment_are_refused(intake: IntakeUnderTest) -> None:

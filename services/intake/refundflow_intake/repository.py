@@ -157,13 +157,28 @@ async def get_payment(conn: asyncpg.Connection, merchant_id: str, payment_id: st
     return dict(row) if row else None
 
 
-async def record_cancel_requested(conn: asyncpg.Connection, payment_id: str) -> None:
-    """A decision asked the provider to cancel the payment's subscription now (the caller holds its lock)."""
-    await conn.execute(
-        "UPDATE payments SET subscription_cancel_requested_at = coalesce(subscription_cancel_requested_at, now())"
-        " WHERE id = $1",
-        payment_id,
+async def record_cancel_requested(conn: asyncpg.Connection, payment_id: str, *, at_period_end: bool) -> None:
+    """A decision asked the provider to cancel the payment's subscription, now or at its period's end (the caller
+    holds its lock)."""
+    column = "subscription_cancel_at_period_end_requested_at" if at_period_end else "subscription_cancel_requested_at"
+    await conn.execute(f"UPDATE payments SET {column} = coalesce({column}, now()) WHERE id = $1", payment_id)
+
+
+async def cancel_already_asked(conn: asyncpg.Connection, payment: Row, *, at_period_end: bool) -> bool:
+    """Whether cancelling the payment's subscription this way would ask nothing new: it has ended (cancelled now, or
+    asked to be, through any payment of it), or it is cancelled, or asked to be, at its period's end already. Read
+    after the payment's lock, in a statement of its own: a request it waited for is seen."""
+    asked: bool = await conn.fetchval(
+        "SELECT bool_or(subscription_cancel_requested_at IS NOT NULL"
+        " OR subscription_canceled_at IS NOT NULL AND coalesce(subscription_access_until <= now(), true)"
+        " OR $3 AND (subscription_canceled_at IS NOT NULL"
+        "            OR subscription_cancel_at_period_end_requested_at IS NOT NULL))"
+        " FROM payments WHERE merchant_id = $1 AND subscription_id = $2",
+        payment["merchant_id"],
+        payment["subscription_id"],
+        at_period_end,
     )
+    return asked
 
 
 async def record_subscription_canceled(

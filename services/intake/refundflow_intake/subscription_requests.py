@@ -27,12 +27,16 @@ async def cancel_subscription(
     actor: str,
     links: CustomerLinks,
 ) -> None:
-    """Cancel without any refund (the customer keeps access until the period ends when ``at_period_end``)."""
-    payment = await repository.get_payment(conn, merchant_id, payment_id)
+    """Cancel without any refund (the customer keeps access until the period ends when ``at_period_end``). A cancel
+    already asked for, this way or one that asks more, or of an ended subscription, asks nothing again: a retried
+    call or a double click must not cancel (and tell the customer) twice."""
+    payment = await repository.get_payment(conn, merchant_id, payment_id, lock=True)
     if payment is None:
         raise PaymentNotFound(f"no payment {payment_id}")
     if payment["subscription_id"] is None:
         raise NotASubscription(f"payment {payment['id']} is not for a subscription")
+    if await repository.cancel_already_asked(conn, payment, at_period_end=at_period_end):
+        return
     customer = to_customer(links, payment)
     await request_cancel(
         conn, payment, customer, refund_id=None, at_period_end=at_period_end, actor=actor, note_to_customer=None
@@ -50,8 +54,7 @@ async def request_cancel(
     note_to_customer: str | None,
     after_extension: bool = False,
 ) -> None:
-    if not at_period_end:
-        await repository.record_cancel_requested(conn, payment["id"])
+    await repository.record_cancel_requested(conn, payment["id"], at_period_end=at_period_end)
     await add_event(
         conn,
         SubscriptionCancelRequested(

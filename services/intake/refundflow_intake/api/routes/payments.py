@@ -99,7 +99,8 @@ async def cancel_subscription(
     payment_id: PathId, caller: CurrentCaller, db: Db, links: ToCustomer, body: SubscriptionCancel | None = None
 ) -> PaymentOut:
     """Cancel the subscription without any refund: publishes ``subscription.cancel_requested``; the customer is
-    told once the provider has cancelled it."""
+    told once the provider has cancelled it. Asking again (the same way, or less) answers 202 and publishes
+    nothing, nor does a cancel of a subscription that has ended."""
     async with db.transaction() as conn:
         await subscription_requests.cancel_subscription(
             conn,
