@@ -11,8 +11,9 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -149,10 +150,12 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
     """A merchant's webhook endpoint: answers 200 and remembers the event types it received."""
 
     received: ClassVar[list[str]] = []
+    bodies: ClassVar[list[dict[str, Any]]] = []
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length", "0")))
-        self.received.append(str(json.loads(body).get("type")))
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+        self.received.append(str(body.get("type")))
+        self.bodies.append(body)
         self.send_response(200)
         self.end_headers()
 
@@ -260,6 +263,73 @@ def test_metrics_count_one_refunds_journey_across_the_three_services(
     assert after["notifier"].label_values("refundflow_consumer_lag", "topic") >= {
         topic_for("refund.succeeded", stack.prefix)
     }
+
+
+def test_a_refunds_webhooks_are_ordered_by_sequence_within_a_source_and_by_status_across_sources(
+    stack: Stack, webhook_receiver: tuple[str, list[str]]
+) -> None:
+    """What the README tells receivers: ``sequence`` counts one payment's events from one ``source``; across
+    sources (intake decides, the processor executes) the refund's status order and ``time`` tell."""
+    receiver_url, _ = webhook_receiver
+    api = httpx.Client(base_url=stack.intake_url, timeout=10)
+    merchant = api.post("/v1/merchants", json={"name": "Order Ltd"}, headers=ADMIN)
+    auth = {"Authorization": f"Bearer {merchant.json()['api_key']}"}
+    types = ["refund.requested", "refund.approved", "refund.succeeded", "payment.refunded"]
+    configured = {"service": "notifier", "event_type": "webhook_endpoint.configured", "outcome": "handled"}
+
+    def notifier_handled() -> float:
+        return scrape(stack.service_urls["notifier"]).value("refundflow_events_handled_total", **configured)
+
+    handled_before = notifier_handled()
+    endpoint = api.post("/v1/webhook-endpoints", headers=auth, json={"url": receiver_url, "events": types})
+    assert endpoint.status_code == 201, endpoint.text
+    payment = api.post(
+        "/v1/payments",
+        headers=ADMIN,
+        json={
+            "merchant_id": merchant.json()["id"],
+            "customer_email": "lin@example.com",
+            "amount": 1800,
+            "currency": "EUR",
+            "provider_payment_id": f"pi_order_{uuid.uuid4().hex[:12]}",
+            "paid_at": "2026-11-20T10:00:00Z",
+            "product": {"id": "prod_1", "name": "Pro plan", "kind": "one_time"},
+        },
+    ).json()
+    wait_for(lambda: notifier_handled() > handled_before, what="the notifier knowing the endpoint")
+    refund = api.post("/v1/refunds", headers=auth, json={"payment_id": payment["id"], "reason": "duplicate"}).json()
+    assert api.post(f"/v1/refunds/{refund['id']}/approve", headers=auth).status_code == 200
+
+    def lifecycle() -> list[dict[str, Any]] | None:
+        bodies = [b for b in _Receiver.bodies if b["data"]["payment_id"] == payment["id"]]
+        return bodies if len(bodies) == len(types) else None
+
+    bodies = wait_for(lifecycle, what="the refund's four webhooks")
+    by_type = {b["type"]: b for b in bodies}
+    assert set(by_type) == set(types)
+    for body in bodies:  # CloudEvents, structured: the envelope, and the event's data
+        assert set(body) == {"id", "source", "type", "time", "subject", "specversion", "dataschema", "sequence", "data"}
+    # A refund's events are about the refund (subject), each of one payment (data.payment_id): the key they count by.
+    subjects = {t: by_type[t]["subject"] for t in types}
+    assert subjects == {t: payment["id"] if t == "payment.refunded" else refund["id"] for t in types}
+    sources = {t: by_type[t]["source"] for t in types}
+    assert sources == {
+        "refund.requested": "refundflow/intake",
+        "refund.approved": "refundflow/intake",
+        "refund.succeeded": "refundflow/processor",
+        "payment.refunded": "refundflow/processor",
+    }
+    sequence = {t: by_type[t]["sequence"] for t in types}
+    # Within a source, sequence is the order: intake registered the payment (1), then the request, the approval.
+    assert sequence["refund.requested"] < sequence["refund.approved"]
+    assert sequence["refund.succeeded"] < sequence["payment.refunded"]
+    # Across sources it is not: the processor numbers from 1, below intake's numbers for what came before.
+    assert sequence["refund.succeeded"] < sequence["refund.approved"]
+    # Across sources, time follows the refund's status order.
+    times = [
+        datetime.fromisoformat(by_type[t]["time"]) for t in ("refund.requested", "refund.approved", "refund.succeeded")
+    ]
+    assert times == sorted(times)
 
 
 # Email kinds are template names: bounded by the code.

@@ -3,7 +3,8 @@
 At least once: a crash after the receiver answered and before the attempt is recorded sends the delivery
 again when its lease runs out, with the same ``webhook-id`` so receivers can drop the duplicate. Up to
 ``webhook_max_in_flight_per_endpoint`` deliveries go to one endpoint at once, so they may arrive out of order:
-receivers order by the payload's ``sequence`` (per payment) and ``time``.
+receivers order by the payload's ``sequence`` within one payment and ``source`` (each service numbers its own
+events), and across sources by the refund's status order, then ``time``.
 """
 
 from __future__ import annotations
