@@ -2,8 +2,8 @@
 elsewhere, like the AsyncAPI page. FastAPI's own pages load Swagger UI and ReDoc from CDNs: blank on a machine
 with no internet, and every reader's browser would call on third parties.
 
-Endpoints by tag, each with its parameters, body and answers (every error code the endpoint may give), then every
-type the endpoints take or give, linked from where it is used.
+Endpoints by tag, each with its parameters, body and answers (every error code the endpoint may give), the webhooks
+the service sends (their bodies), then every type the endpoints take or give, linked from where it is used.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def render_page(document: dict[str, Any]) -> str:
                 operation = item[method]
                 by_tag.setdefault((operation.get("tags") or ["other"])[0], []).append((method, path, operation))
     schemas = document.get("components", {}).get("schemas", {})
+    webhooks = document.get("webhooks", {})
     parts = [
         "<!doctype html>",
         '<html lang="en">',
@@ -38,11 +39,13 @@ def render_page(document: dict[str, Any]) -> str:
         '<a href="openapi.json">the document as JSON</a>.</p>',
         '<nav aria-label="Sections"><ul>',
         *(f'<li><a href="#tag-{_slug(tag)}">{escape(tag)}</a></li>' for tag in by_tag),
+        *(['<li><a href="#webhooks">Webhooks</a></li>'] if webhooks else []),
         '<li><a href="#types">Types</a></li>',
         "</ul></nav>",
         "</header>",
         "<main>",
         *(_tag_section(tag, operations) for tag, operations in by_tag.items()),
+        *([_webhooks_section(webhooks)] if webhooks else []),
         '<section aria-labelledby="types"><h2 id="types">Types</h2>',
         *(fields_table(name, schema, f"type-{name}") for name, schema in schemas.items()),
         "</section>",
@@ -50,6 +53,22 @@ def render_page(document: dict[str, Any]) -> str:
         "</body>",
         "</html>",
     ]
+    return "\n".join(parts)
+
+
+def _webhooks_section(webhooks: dict[str, Any]) -> str:
+    """What the service sends to its users' endpoints (OpenAPI 3.1 ``webhooks``), one article per event type."""
+    parts = [
+        '<section aria-labelledby="webhooks"><h2 id="webhooks">Webhooks</h2>',
+        "<p>What Refundflow sends to your endpoints: each event type's body.</p>",
+    ]
+    parts += [
+        _operation(method, name, item[method], anchor=f"webhook-{name}")
+        for name, item in webhooks.items()
+        for method in METHODS
+        if method in item
+    ]
+    parts.append("</section>")
     return "\n".join(parts)
 
 
@@ -65,9 +84,9 @@ def _tag_section(tag: str, operations: list[tuple[str, str, dict[str, Any]]]) ->
     return "\n".join(parts)
 
 
-def _operation(method: str, path: str, operation: dict[str, Any]) -> str:
+def _operation(method: str, path: str, operation: dict[str, Any], *, anchor: str = "") -> str:
     name = f"{method.upper()} {path}"
-    anchor = _slug(f"{method} {path}")
+    anchor = anchor or _slug(f"{method} {path}")
     parts = [f'<article aria-labelledby="{anchor}">', f'<h3 id="{anchor}">{escape(name)}</h3>']
     if operation.get("summary"):
         parts.append(f"<p><strong>{prose(operation['summary'])}</strong></p>")

@@ -12,6 +12,7 @@ from refundflow_intake.domain import DomainError
 from refundflow_intake.portal import tokens as portal_tokens
 from refundflow_shared.asyncapi import asyncapi_document
 from refundflow_shared.event_contract import INTAKE
+from refundflow_shared.events import EVENT_DATA_TYPES, WEBHOOK_EVENT_TYPES
 from tests.support.intake_harness import IntakeUnderTest, running_intake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -114,3 +115,25 @@ async def test_every_operation_shows_an_example_of_its_success_body(openapi: dic
             schema = success["content"]["application/json"]["schema"]
             name = schema["$ref"].rsplit("/", 1)[-1]
             assert schemas[name].get("examples"), (method, path, name)
+
+
+async def test_the_openapi_document_lists_every_webhook_with_its_envelope_and_data(
+    intake: IntakeUnderTest, openapi: dict[str, Any]
+) -> None:
+    """What a merchant's endpoint receives (CloudEvents in structured mode) is in the document merchants read."""
+    schemas = openapi["components"]["schemas"]
+    assert set(openapi.get("webhooks", {})) == set(WEBHOOK_EVENT_TYPES)
+    for event_type in WEBHOOK_EVENT_TYPES:
+        operation = openapi["webhooks"][event_type]["post"]
+        assert "webhook-signature" in operation["description"], event_type
+        envelope = schemas[operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/")[-1]]
+        assert set(envelope["required"]) == {
+            "id", "source", "type", "time", "subject", "specversion", "dataschema", "sequence", "data"
+        }  # fmt: skip
+        assert envelope["properties"]["type"]["const"] == event_type
+        data = schemas[envelope["properties"]["data"]["$ref"].rsplit("/")[-1]]
+        fields = EVENT_DATA_TYPES[event_type].model_fields
+        assert set(data["properties"]) == set(fields), event_type
+        assert any(status.startswith("2") for status in operation["responses"]), event_type
+    page = await intake.client.get("/docs")
+    assert all(f'id="webhook-{event_type}"' in page.text for event_type in WEBHOOK_EVENT_TYPES)

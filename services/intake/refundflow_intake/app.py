@@ -22,6 +22,7 @@ from refundflow_intake.api.routes import (
     webhook_endpoints,
 )
 from refundflow_intake.api.routes import portal as portal_api
+from refundflow_intake.api.webhook_payloads import document_webhooks
 from refundflow_intake.dashboard import wiring as dashboard
 from refundflow_intake.portal import wiring as portal
 from refundflow_intake.portal.links import CustomerLinks
@@ -95,6 +96,7 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights):
         app.include_router(module.router)
     app.include_router(webhook_endpoints.router)
+    document_webhooks(app)
     dashboard.install(app)
     portal.install(app)
     app.add_middleware(HttpMetrics)
