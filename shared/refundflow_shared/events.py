@@ -245,7 +245,14 @@ class RefundReversed(_Priced, _RefundEvent, _ToCustomer):
 
 # What the processor carries from a decision (refund.approved, subscription.cancel_requested or
 # subscription.extension_granted) onto the outcome it publishes, for the customer's email: opaque to it.
-CUSTOMER_FIELDS = ("customer_email", "merchant_name", "portal_link", "process_time", "note_to_customer")
+CUSTOMER_FIELDS = (
+    "customer_email",
+    "merchant_name",
+    "portal_link",
+    "process_time",
+    "note_to_customer",
+    "last_period",
+)
 
 
 def customer_fields(data: EventData, *, besides: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -326,6 +333,11 @@ class ProviderUnavailable(PaymentEventData):
     last_error: Note
 
 
+# A cancel-only decision with goodwill days: the extended period is the subscription's last (the customer is told
+# when access ends, not when the next payment is due).
+_LAST_PERIOD = "the same decision cancels the subscription at the period's end: no payment follows the extension"
+
+
 class SubscriptionExtensionGranted(PaymentEventData, _ToCustomer):
     """A goodwill extension: the subscription's current period is extended by ``days`` (the processor moves it
     at the provider, then publishes ``subscription.extended``)."""
@@ -337,6 +349,7 @@ class SubscriptionExtensionGranted(PaymentEventData, _ToCustomer):
     refund_id: Id | None = None
     granted_by: Name
     customer_email: EmailAddress | None = None
+    last_period: bool = Field(False, description=_LAST_PERIOD)
 
 
 class SubscriptionExtended(PaymentEventData, _ToCustomer):
@@ -350,6 +363,7 @@ class SubscriptionExtended(PaymentEventData, _ToCustomer):
     current_period_end: datetime
     refund_id: Id | None = None
     customer_email: EmailAddress | None = None
+    last_period: bool = Field(False, description=_LAST_PERIOD)
 
 
 class WebhookEndpointConfigured(EventData):

@@ -173,11 +173,16 @@ def test_cancel_only_with_goodwill_days_tells_the_access_end_after_the_extension
     asked = customer_asks(stack, merchant, payment, reason="unexpected_renewal", cancel_subscription=True)
     approve(stack, merchant, asked["id"], subscription_action="cancel_only", extend_days=7)
 
-    cancelled = "Your subscription is cancelled"
-    got = mails(stack, payment["customer_email"], [cancelled, "Your subscription is extended by 7 days"])
+    cancelled, extended = "Your subscription is cancelled", "Your subscription is extended by 7 days"
+    got = mails(stack, payment["customer_email"], [cancelled, extended])
     access_end = datetime.fromisoformat(payment["subscription"]["current_period_end"]) + timedelta(days=7)
-    until = f"You keep access until {access_end.day} {access_end.strftime('%B %Y')},"
-    assert until in text_of(got[cancelled])
+    on = f"{access_end.day} {access_end.strftime('%B %Y')}"
+    assert f"You keep access until {on}," in text_of(got[cancelled])
+    # The extension is the last period: no payment follows it.
+    assert "next payment" not in text_of(got[extended])
+    assert f"Your access now lasts until {on}, when your subscription ends with no further payment." in text_of(
+        got[extended]
+    )
 
 
 def test_subscription_decisions_tell_the_cancellation_with_its_access_end_and_the_extension_by_its_days(

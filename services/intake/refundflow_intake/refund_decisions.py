@@ -198,7 +198,7 @@ async def _close_as_cancel_only(
     )
     if extend_days is not None:
         await subscription_requests.grant_extension(
-            conn, payment, customer, refund_id=refund["id"], days=extend_days, actor=actor
+            conn, payment, customer, refund_id=refund["id"], days=extend_days, actor=actor, last_period=True
         )
 
 

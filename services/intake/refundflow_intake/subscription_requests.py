@@ -74,7 +74,14 @@ async def request_cancel(
 
 
 async def grant_extension(
-    conn: asyncpg.Connection, payment: Row, customer: Row, *, refund_id: str, days: int, actor: str
+    conn: asyncpg.Connection,
+    payment: Row,
+    customer: Row,
+    *,
+    refund_id: str,
+    days: int,
+    actor: str,
+    last_period: bool = False,
 ) -> None:
     await add_event(
         conn,
@@ -86,6 +93,7 @@ async def grant_extension(
             refund_id=refund_id,
             granted_by=actor,
             customer_email=payment["customer_email"],
+            last_period=last_period,
             **customer,
         ),
         source=INTAKE.source,
