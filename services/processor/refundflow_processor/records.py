@@ -121,7 +121,7 @@ def idempotency_key(refund_id: str, attempt: int) -> str:
     return f"refund_{refund_id}_{attempt}"
 
 
-_OUR_REFUND_ID = re.compile(r"ref_[0-9a-f]{1,64}")  # intake's ids: ref_ and a uuid's hex
+_OUR_REFUND_ID = re.compile(r"ref_[0-9a-f]{32}")  # intake's ids: ref_ and a uuid's hex (merchant_accounts.new_id)
 
 
 def names_our_refund(refund_id: str) -> bool:
