@@ -181,6 +181,35 @@ async def test_a_cancel_only_with_goodwill_days_tells_the_access_end_the_extensi
     assert (await provider_subscription(processor, subscription_id))["cancel_at"] == int(access_end.timestamp())
 
 
+async def test_a_cancel_whose_extension_never_comes_goes_ahead_within_minutes(processor: ProcessorUnderTest) -> None:
+    """The grant was dead-lettered (or the provider keeps failing it): the cancel waits for it only minutes, not
+    until a renewal could bill the customer it was meant to stop billing."""
+    subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
+    cancel = SubscriptionCancelRequested(
+        payment_id=f"pay_{uuid.uuid4().hex[:10]}",
+        merchant_id="mer_extend",
+        subscription_id=subscription_id,
+        at_period_end=True,
+        refund_id=f"ref_{uuid.uuid4().hex[:8]}",
+        after_extension=True,
+        requested_by="user:usr_1",
+    )
+    await processor.publish(cancel)
+
+    async def waiting() -> bool:
+        found = "SELECT 1 FROM subscription_cancels WHERE subscription_id = $1 AND state = 'scheduled'"
+        return await processor.db.fetchval(found, subscription_id) is not None
+
+    await eventually(waiting, timeout=30, interval=0.02)
+    await processor.db.execute(
+        "UPDATE subscription_cancels SET created_at = created_at - interval '11 minutes' WHERE subscription_id = $1",
+        subscription_id,
+    )
+
+    [cancelled] = await processor.events("subscription.canceled", expected=1, about=subscription_id)
+    assert cancelled["at_period_end"] is True
+
+
 @pytest.mark.parametrize("why", ["missing", "canceled"])
 async def test_an_extension_the_provider_refuses_alerts_the_merchants_team(
     processor: ProcessorUnderTest, why: str

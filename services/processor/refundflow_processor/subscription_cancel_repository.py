@@ -14,9 +14,10 @@ _COLUMNS = (
     " after_extension"
 )
 _RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
-# How long a cancel waits for its decision's extension. Past it (the grant was dead-lettered, or the provider keeps
-# failing the change) it goes on: a customer who must stop being billed matters more than the date they are told.
-EXTENSION_WAIT = "interval '1 hour'"
+# How long a cancel waits for its decision's extension (done in seconds when all is well). Past it (the grant was
+# dead-lettered, or the provider keeps failing the change) it goes on: a customer who must stop being billed matters
+# more than the date they are told, and a renewal may fall within a longer wait.
+EXTENSION_WAIT = "interval '10 minutes'"
 
 
 def _cancel(row: asyncpg.Record) -> SubscriptionCancel:
