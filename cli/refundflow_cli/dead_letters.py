@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer
 
 from refundflow_cli.broker_offsets import existing_partitions, offset_range, partitions_of
 from refundflow_cli.records import DLQ_HEADER_PREFIX, Record, record_time
+from refundflow_shared.dead_letters import REASONS as FAILURE_REASONS
 from refundflow_shared.event_decoding import printable_headers
 
 # Added to a replayed record (the dead letter it came from), so a record that fails again says it was a replay.
@@ -149,6 +150,10 @@ def replay_problem(letter: DeadLetter, original_topic: str, *, now: datetime, in
         return f"nothing to replay: {letter.dlq('dropped')} was dropped when it was dead-lettered"
     if letter.original_topic not in (None, original_topic):
         return f"it names another original topic ({letter.original_topic}), not {original_topic}"
+    if (reason := letter.dlq("reason")) is not None and reason not in FAILURE_REASONS:
+        # Not a failure but a refusal its consumer answered (a refund.submit's refund.submit_rejected): final, and
+        # recorded as handled, so a replay would be skipped. Its sender decides whether to send it again.
+        return f"refused ({reason}) and answered to its sender, who sends it again once the cause is fixed"
     # Measured from the event itself too: a replay that fails again is dead-lettered again, dated anew.
     oldest = min(t for t in (letter.failed_at, letter.timestamp, letter.event_time) if t is not None)
     if now - oldest > inbox_memory:

@@ -49,9 +49,3 @@ async def claim_many(conn: asyncpg.Connection, consumer: str, events: Sequence[E
     fresh = {row["event_id"]: row["event_type"] for row in rows if row["fresh"]}
     handled = {row["event_id"]: row["event_type"] for row in rows if not row["fresh"]}
     return Claims(fresh, handled)
-
-
-async def forget(conn: asyncpg.Connection, consumer: str, event: Event) -> None:
-    """Leave ``event`` unrecorded after all, in the handler's transaction: a redelivery or replay is handled again."""
-    assert conn.is_in_transaction(), "the inbox row must go with the handler's effect"
-    await conn.execute("DELETE FROM inbox WHERE consumer = $1 AND event_id = $2", consumer, event.id)

@@ -201,11 +201,12 @@ async def test_a_poison_message_is_listed_then_replayed_once_after_its_cause_is_
     assert refund_id not in [r["refund_id"] for r in after.json()["processing"]]
 
 
-async def test_a_refused_command_replayed_once_its_cause_is_fixed_makes_its_request(stack: RefundflowStack) -> None:
-    """A refund.submit for a payment intake does not know yet is refused (answered) and parked. Replayed while the
-    payment is still unknown, it is refused again; replayed once billing's payment.succeeded came, it makes its
-    request, once. It was recorded as handled when it was refused, so each replay was skipped as a duplicate while
-    `dlq replay` said replayed, and --all never tried it again."""
+async def test_a_refused_command_is_final_its_replay_is_declined_and_its_sender_sends_it_again(
+    stack: RefundflowStack,
+) -> None:
+    """A refund.submit for a payment intake does not know yet is refused, answered and parked. The refusal is final:
+    the sender was told, and may have acted on it. `dlq replay` declines the letter (it was a silent no-op that said
+    replayed), a redelivery once the payment came is skipped, and the command sent again makes the request."""
     merchant_id, _ = await stack.merchant()
     payment_id = f"pay_late_{uuid.uuid4().hex[:8]}"
     submit = Event.wrap(
@@ -238,22 +239,18 @@ async def test_a_refused_command_replayed_once_its_cause_is_fixed_makes_its_requ
         listed = await stack.cli("dlq", "list", "refund.submit", "--json")
         return [e for e in listed.json()["dead_letters"] if e["event_id"] == str(submit.id)]
 
-    async def parked(count: int) -> None:
-        async def there() -> bool:
-            return len(await letters_of_the_command()) == len(await answers()) == count
+    async def parked() -> bool:
+        return len(await letters_of_the_command()) == len(await answers()) == 1
 
-        await eventually(there, interval=0.3)
-
-    await parked(1)
+    await eventually(parked, interval=0.3)
     assert await answers() == ["payment_not_found"]
 
-    still_unknown = await stack.cli("dlq", "replay", "refund.submit", "--event-id", str(submit.id), "--json")
-    assert still_unknown.exit_code == 0, still_unknown.stderr
-    assert still_unknown.json()["counts"] == {"replayed": 1}
-    await parked(2)
-    assert await answers() == ["payment_not_found"] * 2, "refused again, and the sender told again"
-    again = (await letters_of_the_command())[-1]
-    assert (again["reason"], again["replayed"]) == ("payment_not_found", None)
+    for how in (("--event-id", str(submit.id)), ("--all",)):
+        declined = await stack.cli("dlq", "replay", "refund.submit", *how, "--json")
+        assert declined.exit_code == 1, declined.stderr
+        [mine] = [r for r in declined.json()["results"] if r["event_id"] == str(submit.id)]
+        assert mine["outcome"] == "not_replayable"
+        assert "answered to its sender, who sends it again" in mine["detail"]
 
     billing = Event.wrap(
         PaymentSucceeded(
@@ -276,32 +273,22 @@ async def test_a_refused_command_replayed_once_its_cause_is_fixed_makes_its_requ
         return bool(await stack.db.fetchval("SELECT count(*) FROM intake.payments WHERE id = $1", payment_id))
 
     await eventually(registered)
-    fixed = await stack.cli("dlq", "replay", "refund.submit", "--all", "--json")
-    assert fixed.exit_code == 0, fixed.stderr
-    mine = [r for r in fixed.json()["results"] if r["event_id"] == str(submit.id)]
-    assert sorted(r["outcome"] for r in mine) == ["already_replayed", "replayed"]
+    # Delivered once more (a rebalance, a crash before the offset commit), then the sender's new command behind it.
+    sent_again = Event.wrap(
+        submit.data.model_copy(update={"idempotency_key": "support-ticket-10", "amount": 2_000}),
+        source="refundflow/support-desk",
+        sequence=2,
+    )
+    await produce(stack.kafka, [command_record(submit), command_record(sent_again)])
 
     async def requested() -> bool:
         return bool(await stack.db.fetchval("SELECT count(*) FROM intake.refunds WHERE payment_id = $1", payment_id))
 
     await eventually(requested)
-    # Delivered once more (a redelivery, or a replay's extra copy), then another command behind it on its partition:
-    # once that one is answered (refused: the first request is open), the first was skipped.
-    behind = Event.wrap(
-        submit.data.model_copy(update={"idempotency_key": "support-ticket-10"}),
-        source="refundflow/support-desk",
-        sequence=2,
-    )
-    await produce(stack.kafka, [command_record(submit), command_record(behind)])
-
-    async def behind_answered() -> bool:
-        return len(await answers()) == 3
-
-    await eventually(behind_answered)
-    assert await answers() == ["payment_not_found", "payment_not_found", "open_request_exists"]
     refunds = await stack.db.fetch("SELECT amount, channel FROM intake.refunds WHERE payment_id = $1", payment_id)
-    assert [(r["amount"], r["channel"]) for r in refunds] == [(1_000, "command")]
-    assert len(await letters_of_the_command()) == 2
+    assert [(r["amount"], r["channel"]) for r in refunds] == [(2_000, "command")], "the redelivery stayed refused"
+    assert await answers() == ["payment_not_found"]
+    assert len(await letters_of_the_command()) == 1
 
 
 async def test_a_parked_outbox_event_is_shown_then_retried_and_sent(stack: RefundflowStack) -> None:

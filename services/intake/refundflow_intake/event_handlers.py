@@ -15,7 +15,6 @@ from refundflow_intake.refund_commands import Tries, refusal_codes, submit_refun
 from refundflow_intake.refund_outcomes import record_refund_outcome, record_reversal
 from refundflow_intake.subscription_outcomes import record_canceled, record_extended
 from refundflow_intake.webhook_endpoints import record_disabled
-from refundflow_shared import inbox
 from refundflow_shared.events import (
     Event,
     PaymentDisputed,
@@ -103,6 +102,3 @@ def register(runtime: ServiceRuntime, clock: Callable[[], datetime], links: Cust
             rejected.code,
             rejected.message,
         )
-        # Not recorded as handled: replayed once its cause is fixed (`refundflow dlq replay`), it is handled again.
-        # A refusal leaves nothing behind but its answer, so a redelivery meanwhile is refused and answered again.
-        await inbox.forget(conn, consumer.name, event)
