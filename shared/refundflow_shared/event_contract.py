@@ -66,6 +66,7 @@ INTAKE = ServiceContract(
             E.REFUND_SUBMIT: "a refund request command from another platform service; refused ones are answered",
             E.SUBSCRIPTION_CANCELED: "the provider cancelled a subscription: noted on the request that asked",
             E.SUBSCRIPTION_EXTENDED: "the provider moved a subscription's period end: noted on the request",
+            E.SUBSCRIPTION_CANCEL_FAILED: "the provider refused a cancel: it may be asked again; noted on the request",
             E.WEBHOOK_ENDPOINT_DISABLED: "the notifier disabled an endpoint: the merchant sees it disabled, and why",
         }
     ),
@@ -106,6 +107,7 @@ PROCESSOR = ServiceContract(
             E.REFUND_REVERSED: "a refund the provider had reported succeeded failed afterwards",
             E.PAYMENT_REFUNDED: "money reached the customer; the payment's totals after this refund",
             E.SUBSCRIPTION_CANCELED: "the provider canceled the subscription (now or at the period's end)",
+            E.SUBSCRIPTION_CANCEL_FAILED: "the provider refused to cancel the subscription (the team is alerted too)",
             E.SUBSCRIPTION_EXTENDED: "the provider moved the subscription's period end",
             E.REFUND_EXTERNAL_DETECTED: "a refund made outside Refundflow, found by the sync job",
             E.PROVIDER_UNAVAILABLE: "the provider could not be reached within the retry budget",

@@ -38,6 +38,7 @@ class EventType(StrEnum):
     PAYMENT_REFUNDED = "payment.refunded"
     SUBSCRIPTION_CANCEL_REQUESTED = "subscription.cancel_requested"
     SUBSCRIPTION_CANCELED = "subscription.canceled"
+    SUBSCRIPTION_CANCEL_FAILED = "subscription.cancel_failed"
     REFUND_EXTERNAL_DETECTED = "refund.external_detected"
     PROVIDER_UNAVAILABLE = "provider.unavailable"
     PAYMENT_DISPUTED = "payment.disputed"
@@ -307,6 +308,18 @@ class SubscriptionCanceled(PaymentEventData, _ToCustomer):
     note_to_customer: Note | None = None
 
 
+class SubscriptionCancelFailed(PaymentEventData):
+    """The provider refused to cancel the subscription (the team is alerted: the customer may still be billed).
+    Intake forgets that this cancel was asked, so that asking it again asks the provider again."""
+
+    event_type = EventType.SUBSCRIPTION_CANCEL_FAILED
+
+    subscription_id: Id
+    at_period_end: bool
+    refund_id: Id | None = None
+    reason: Note = Field(description="the provider's refusal, as it said it")
+
+
 # How a refund made outside Refundflow moves as the provider reports it. A report of any other move is older than
 # what is known (a webhook redelivered out of order, a scan listed before the last change): it changes nothing.
 EXTERNAL_REFUND_MOVES = frozenset({("pending", "succeeded"), ("pending", "failed"), ("succeeded", "failed")})
@@ -518,6 +531,7 @@ EVENT_DATA_TYPES: dict[str, type[EventData]] = {
         PaymentRefunded,
         SubscriptionCancelRequested,
         SubscriptionCanceled,
+        SubscriptionCancelFailed,
         RefundExternalDetected,
         ProviderUnavailable,
         PaymentDisputed,

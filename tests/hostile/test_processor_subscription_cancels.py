@@ -87,6 +87,33 @@ async def test_a_cancel_the_provider_refuses_alerts_the_merchants_team(processor
     await nothing_dead_lettered(processor)
 
 
+async def test_a_cancel_the_provider_refuses_is_told_to_intake_to_be_asked_again(
+    processor: ProcessorUnderTest,
+) -> None:
+    """Intake was never told: it counted the cancel as asked, so asking it again asked the provider nothing and
+    the customer went on being billed. The refusal is published with the failed record, in its transaction."""
+    requested = cancel_request(f"sub_missing_{uuid.uuid4().hex[:12]}").model_copy(update={"at_period_end": True})
+    await processor.publish(requested)
+
+    async def told() -> bool:
+        return bool(await processor.staged("subscription.cancel_failed", about=requested.subscription_id))
+
+    await eventually(told, timeout=30)
+    [failed] = await processor.staged("subscription.cancel_failed", about=requested.subscription_id)
+    assert (failed["payment_id"], failed["merchant_id"], failed["refund_id"], failed["at_period_end"]) == (
+        requested.payment_id,
+        requested.merchant_id,
+        REFUND_ID,
+        True,
+    )
+    error = await processor.db.fetchval(
+        "SELECT last_error FROM subscription_cancels WHERE subscription_id = $1", requested.subscription_id
+    )
+    assert failed["reason"] and failed["reason"] == error
+    assert await processor.staged("subscription.canceled", about=requested.subscription_id) == []
+    await nothing_dead_lettered(processor)
+
+
 async def test_a_cancel_at_period_end_after_a_cancel_now_is_done_not_a_false_alarm(
     processor: ProcessorUnderTest,
 ) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from refundflow_shared.events import SubscriptionCanceled
+from refundflow_shared.events import Event, SubscriptionCanceled, SubscriptionCancelFailed
 from tests.support.dashboard_people import Person, invite, merchant_with_owner
 from tests.support.intake_harness import ADMIN, Headers, IntakeUnderTest, running_intake
 from tests.support.probe_service import eventually
@@ -317,6 +317,80 @@ async def test_a_cancel_asked_again_is_answered_as_the_first_and_asked_of_the_pr
         )
         assert response.status_code == 202, response.text
     assert await intake.staged(staged, ended["id"]) == [], "it has ended: there is nothing to cancel"
+
+
+async def _handled(intake: IntakeUnderTest, sent: Event) -> None:
+    async def handled() -> bool:
+        return bool(await intake.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", sent.id))
+
+    await eventually(handled, timeout=30)
+
+
+async def _provider_refused_cancel(
+    intake: IntakeUnderTest,
+    merchant: Headers,
+    payment: dict[str, Any],
+    *,
+    at_period_end: bool,
+    refund_id: str | None = None,
+) -> None:
+    """The processor reports the provider refused to cancel the subscription; intake has handled it."""
+    refused = SubscriptionCancelFailed(
+        payment_id=payment["id"], merchant_id=await intake.merchant_id(merchant),
+        subscription_id=payment["subscription"]["id"], at_period_end=at_period_end, refund_id=refund_id,
+        reason="Refused (resource_missing): No such subscription",
+    )  # fmt: skip
+    await _handled(intake, await intake.publish(refused, source="refundflow/processor"))
+
+
+async def test_a_cancel_the_provider_refused_is_asked_of_it_again(intake: IntakeUnderTest) -> None:
+    """A refused cancel counted as asked for ever: asking it again answered 202 and asked the provider nothing,
+    and the customer went on being billed. A refusal forgets only the cancel it refused."""
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    cancel = f"/v1/payments/{payment['id']}/subscription/cancel"
+    staged = "subscription.cancel_requested"
+
+    async def asked(body: dict[str, Any]) -> list[bool]:
+        response = await intake.client.post(cancel, headers=merchant, json=body)
+        assert response.status_code == 202, response.text
+        return [c["at_period_end"] for c in await intake.staged(staged, payment["id"])]
+
+    assert await asked({}) == [True]
+    await _provider_refused_cancel(intake, merchant, payment, at_period_end=True)
+    assert await asked({}) == [True, True], "asked of the provider again"
+
+    assert await asked({"at_period_end": False}) == [True, True, False]
+    await _provider_refused_cancel(intake, merchant, payment, at_period_end=False)
+    assert await asked({"at_period_end": False}) == [True, True, False, False]
+    assert await asked({}) == [True, True, False, False], "the cancel at the period's end is still asked"
+
+
+async def test_a_refund_whose_cancel_the_provider_refused_says_so_and_the_cancel_can_be_asked_again(
+    intake: IntakeUnderTest,
+) -> None:
+    """A refund-and-cancel decision whose cancel the provider refused: the subscription read as ended for ever,
+    so the cancel could not be asked again; the refund's timeline now says the cancel failed."""
+    merchant, owner = await merchant_with_owner(intake)
+    payment = await intake.subscription_payment(merchant)
+    refund = await intake.refund(merchant, payment["id"])
+    approved = (await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)).json()
+    assert approved["subscription_action"] == "refund_and_cancel"
+
+    await _provider_refused_cancel(intake, merchant, payment, at_period_end=False, refund_id=refund["id"])
+
+    shown = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    failed = shown["timeline"][-1]
+    assert (failed["action"], failed["actor"]) == ("subscription_cancel_failed", "refundflow/processor")
+    assert "No such subscription" in failed["note"]
+    page = (await owner.page(f"/dashboard/refunds/{refund['id']}")).text
+    assert "Subscription cancel refused by the provider" in page
+    response = await intake.client.post(
+        f"/v1/payments/{payment['id']}/subscription/cancel", headers=merchant, json={"at_period_end": False}
+    )
+    assert response.status_code == 202, response.text
+    cancels = await intake.staged("subscription.cancel_requested", payment["id"])
+    assert [(c["at_period_end"], c["refund_id"]) for c in cancels] == [(False, refund["id"]), (False, None)]
 
 
 async def test_subscription_actions_on_a_one_time_payment_are_refused(intake: IntakeUnderTest) -> None:

@@ -13,7 +13,7 @@ from refundflow_intake.payments import consume_payment_disputed, consume_payment
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.refund_commands import Tries, refusal_codes, submit_refund
 from refundflow_intake.refund_outcomes import record_refund_outcome, record_reversal
-from refundflow_intake.subscription_outcomes import record_canceled, record_extended
+from refundflow_intake.subscription_outcomes import record_cancel_failed, record_canceled, record_extended
 from refundflow_intake.webhook_endpoints import record_disabled
 from refundflow_shared.events import (
     Event,
@@ -25,6 +25,7 @@ from refundflow_shared.events import (
     RefundSubmit,
     RefundSucceeded,
     SubscriptionCanceled,
+    SubscriptionCancelFailed,
     SubscriptionExtended,
     WebhookEndpointDisabled,
     topic_for,
@@ -71,6 +72,12 @@ def register(runtime: ServiceRuntime, clock: Callable[[], datetime], links: Cust
     @consumer.handles(SubscriptionCanceled)
     async def subscription_canceled(conn: asyncpg.Connection, event: Event, data: SubscriptionCanceled) -> None:
         await record_canceled(conn, data, actor=event.source)
+
+    @consumer.handles(SubscriptionCancelFailed)
+    async def subscription_cancel_failed(
+        conn: asyncpg.Connection, event: Event, data: SubscriptionCancelFailed
+    ) -> None:
+        await record_cancel_failed(conn, data, actor=event.source)
 
     @consumer.handles(SubscriptionExtended)
     async def subscription_extended(conn: asyncpg.Connection, event: Event, data: SubscriptionExtended) -> None:

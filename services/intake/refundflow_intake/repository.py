@@ -164,6 +164,20 @@ async def record_cancel_requested(conn: asyncpg.Connection, payment_id: str, *, 
     await conn.execute(f"UPDATE payments SET {column} = coalesce({column}, now()) WHERE id = $1", payment_id)
 
 
+async def forget_cancel_requested(
+    conn: asyncpg.Connection, merchant_id: str, payment_id: str, subscription_id: str, *, at_period_end: bool
+) -> None:
+    """The provider refused the cancel asked through the payment (now, or at its period's end): it counts as asked
+    no longer, so that asking it again asks the provider again."""
+    column = "subscription_cancel_at_period_end_requested_at" if at_period_end else "subscription_cancel_requested_at"
+    await conn.execute(
+        f"UPDATE payments SET {column} = NULL WHERE id = $2 AND merchant_id = $1 AND subscription_id = $3",
+        merchant_id,
+        payment_id,
+        subscription_id,
+    )
+
+
 async def cancel_already_asked(conn: asyncpg.Connection, payment: Row, *, at_period_end: bool) -> bool:
     """Whether cancelling the payment's subscription this way would ask nothing new: it has ended (cancelled now, or
     asked to be, through any payment of it), or it is cancelled, or asked to be, at its period's end already. Read

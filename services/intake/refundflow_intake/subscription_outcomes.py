@@ -1,5 +1,6 @@
-"""What the provider did to a subscription because of a refund decision (cancelled it, moved its period end),
-reported by the processor: added to that refund's timeline, in words both the team and the customer read."""
+"""What the provider did to a subscription because of a refund decision (cancelled it, moved its period end, or
+refused to cancel it), reported by the processor: added to that refund's timeline, in words both the team and the
+customer read (the customer sees no refusal: the team settles it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncpg
 
 from refundflow_intake import repository
 from refundflow_intake.domain import RefundStatus
-from refundflow_shared.events import SubscriptionCanceled, SubscriptionExtended
+from refundflow_shared.events import SubscriptionCanceled, SubscriptionCancelFailed, SubscriptionExtended
 
 
 def _day(value: datetime) -> str:
@@ -17,7 +18,11 @@ def _day(value: datetime) -> str:
 
 
 async def _note_on_refund(
-    conn: asyncpg.Connection, data: SubscriptionCanceled | SubscriptionExtended, action: str, words: str, actor: str
+    conn: asyncpg.Connection,
+    data: SubscriptionCanceled | SubscriptionExtended | SubscriptionCancelFailed,
+    action: str,
+    words: str,
+    actor: str,
 ) -> None:
     if data.refund_id is None:
         return  # cancelled without a refund request: nothing to add it to
@@ -37,6 +42,19 @@ async def record_canceled(conn: asyncpg.Connection, data: SubscriptionCanceled, 
     else:
         words = "Subscription cancelled: no further payments"
     await _note_on_refund(conn, data, "subscription_canceled", words, actor)
+
+
+async def record_cancel_failed(conn: asyncpg.Connection, data: SubscriptionCancelFailed, *, actor: str) -> None:
+    """The provider refused the cancel: it no longer counts as asked, so the team can ask it again."""
+    await repository.forget_cancel_requested(
+        conn, data.merchant_id, data.payment_id, data.subscription_id, at_period_end=data.at_period_end
+    )
+    when = "at the period's end" if data.at_period_end else "now"
+    words = (
+        f"Subscription not cancelled ({when}): the provider refused ({data.reason}). The customer may still be"
+        " billed: cancel it again, or at the provider"
+    )
+    await _note_on_refund(conn, data, "subscription_cancel_failed", words, actor)
 
 
 async def record_extended(conn: asyncpg.Connection, data: SubscriptionExtended, *, actor: str) -> None:

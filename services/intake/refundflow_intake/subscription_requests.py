@@ -29,7 +29,8 @@ async def cancel_subscription(
 ) -> None:
     """Cancel without any refund (the customer keeps access until the period ends when ``at_period_end``). A cancel
     already asked for, this way or one that asks more, or of an ended subscription, asks nothing again: a retried
-    call or a double click must not cancel (and tell the customer) twice."""
+    call or a double click must not cancel (and tell the customer) twice. One the provider refused counts as asked
+    no longer (``subscription.cancel_failed``)."""
     payment = await repository.get_payment(conn, merchant_id, payment_id, lock=True)
     if payment is None:
         raise PaymentNotFound(f"no payment {payment_id}")

@@ -1,8 +1,9 @@
 """Subscription cancels, as durable as refunds: the consumer records a request; the dispatcher executes it.
 
 Cancelling is idempotent at the provider, so a repeated call (a crash, an expired lease) is harmless. A
-definite refusal (4xx) alerts the merchant's team; anything else is retried with backoff, for as long as it
-takes: a customer who was refunded must stop being billed.
+definite refusal (4xx) alerts the merchant's team and tells intake (``subscription.cancel_failed``), so that the
+cancel can be asked again; anything else is retried with backoff, for as long as it takes: a customer who was
+refunded must stop being billed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.team_alerts import end_auth_episode, raise_alert, raise_auth_alert_once
 from refundflow_shared.backoff import jittered
 from refundflow_shared.event_contract import PROCESSOR
-from refundflow_shared.events import SubscriptionCanceled, carry
+from refundflow_shared.events import SubscriptionCanceled, SubscriptionCancelFailed, carry
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.outbox import add_event
 
@@ -115,6 +116,19 @@ class SubscriptionCancelExecutor:
                     details={"subscription_id": cancel.subscription_id, "error": message},
                     payment_id=cancel.payment_id,
                     refund_id=cancel.refund_id,
+                )
+                # Intake counts the cancel as asked until it hears: told, it lets the team ask it again.
+                await add_event(
+                    conn,
+                    SubscriptionCancelFailed(
+                        payment_id=cancel.payment_id,
+                        merchant_id=cancel.merchant_id,
+                        subscription_id=cancel.subscription_id,
+                        at_period_end=cancel.at_period_end,
+                        refund_id=cancel.refund_id,
+                        reason=message[:2000],
+                    ),
+                    source=PROCESSOR.source,
                 )
             case Retry(error):
                 delay = jittered(self._policy.backoff(cancel.tries + 1))

@@ -24,6 +24,7 @@ _ACTIONS = {
     "reversed": "Reversed by the provider",
     "review_overdue": "Review overdue",
     "subscription_canceled": "Subscription cancelled at the provider",
+    "subscription_cancel_failed": "Subscription cancel refused by the provider",
     "subscription_extended": "Subscription extended at the provider",
 }
 

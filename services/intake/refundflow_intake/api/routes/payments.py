@@ -100,7 +100,7 @@ async def cancel_subscription(
 ) -> PaymentOut:
     """Cancel the subscription without any refund: publishes ``subscription.cancel_requested``; the customer is
     told once the provider has cancelled it. Asking again (the same way, or less) answers 202 and publishes
-    nothing, nor does a cancel of a subscription that has ended."""
+    nothing, nor does a cancel of a subscription that has ended; a cancel the provider refused is asked again."""
     async with db.transaction() as conn:
         await subscription_requests.cancel_subscription(
             conn,
