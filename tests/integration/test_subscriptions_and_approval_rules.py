@@ -6,7 +6,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -391,6 +391,32 @@ async def test_a_refund_whose_cancel_the_provider_refused_says_so_and_the_cancel
     assert response.status_code == 202, response.text
     cancels = await intake.staged("subscription.cancel_requested", payment["id"])
     assert [(c["at_period_end"], c["refund_id"]) for c in cancels] == [(False, refund["id"]), (False, None)]
+
+
+async def test_a_subscription_renewed_after_a_cancel_at_its_period_end_can_be_cancelled_again(
+    intake: IntakeUnderTest,
+) -> None:
+    """The merchant took a cancel at the period's end back at the provider, and the subscription renewed: the old
+    cancel counted as asked for ever (and, once its period was over, as the subscription's end)."""
+    merchant = await intake.merchant()
+    first = await intake.subscription_payment(merchant, period_days=3)  # its period ends now
+    cancel = await intake.client.post(f"/v1/payments/{first['id']}/subscription/cancel", headers=merchant)
+    assert cancel.status_code == 202, cancel.text
+    await _provider_cancelled(intake, merchant, first, at_period_end=True)
+    period_end = datetime.fromisoformat(first["subscription"]["current_period_end"])
+    renewed = {"id": first["subscription"]["id"], "current_period_start": period_end.isoformat(),
+               "current_period_end": (period_end + timedelta(days=28)).isoformat()}  # fmt: skip
+    renewal = await intake.payment(
+        merchant, product=first["product"], subscription=renewed, paid_at=datetime.now(UTC).isoformat()
+    )
+    staged = "subscription.cancel_requested"
+
+    for body in ({}, {"at_period_end": False}):
+        response = await intake.client.post(
+            f"/v1/payments/{renewal['id']}/subscription/cancel", headers=merchant, json=body
+        )
+        assert response.status_code == 202, response.text
+    assert [c["at_period_end"] for c in await intake.staged(staged, renewal["id"])] == [True, False]
 
 
 async def test_subscription_actions_on_a_one_time_payment_are_refused(intake: IntakeUnderTest) -> None:

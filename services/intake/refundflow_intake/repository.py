@@ -180,14 +180,22 @@ async def forget_cancel_requested(
 
 async def cancel_already_asked(conn: asyncpg.Connection, payment: Row, *, at_period_end: bool) -> bool:
     """Whether cancelling the payment's subscription this way would ask nothing new: it has ended (cancelled now, or
-    asked to be, through any payment of it), or it is cancelled, or asked to be, at its period's end already. Read
-    after the payment's lock, in a statement of its own: a request it waited for is seen."""
+    asked to be, through any payment of it), or it is cancelled, or asked to be, at its period's end already. A
+    cancel at the period's end that a payment of the subscription was paid after counts for nothing: the merchant
+    took it back at the provider, and the subscription went on. Read after the payment's lock, in a statement of
+    its own: a request it waited for is seen."""
     asked: bool = await conn.fetchval(
-        "SELECT bool_or(subscription_cancel_requested_at IS NOT NULL"
-        " OR subscription_canceled_at IS NOT NULL AND coalesce(subscription_access_until <= now(), true)"
-        " OR $3 AND (subscription_canceled_at IS NOT NULL"
-        "            OR subscription_cancel_at_period_end_requested_at IS NOT NULL))"
-        " FROM payments WHERE merchant_id = $1 AND subscription_id = $2",
+        "SELECT coalesce(bool_or(subscription_cancel_requested_at IS NOT NULL"
+        "  OR subscription_canceled_at IS NOT NULL AND subscription_access_until IS NULL"
+        "  OR (subscription_access_until <= now()"
+        "      OR $3 AND (subscription_access_until IS NOT NULL"
+        "                 OR subscription_cancel_at_period_end_requested_at IS NOT NULL))"
+        "     AND NOT EXISTS (SELECT 1 FROM payments later"
+        "                     WHERE later.merchant_id = $1 AND later.subscription_id = $2"
+        "                     AND later.paid_at > greatest(p.subscription_canceled_at,"
+        "                                                  p.subscription_cancel_at_period_end_requested_at))),"
+        " false)"
+        " FROM payments p WHERE merchant_id = $1 AND subscription_id = $2",
         payment["merchant_id"],
         payment["subscription_id"],
         at_period_end,
