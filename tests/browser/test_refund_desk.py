@@ -65,6 +65,23 @@ def test_a_rejection_with_a_note_reaches_the_customer_by_email(stack: Stack, pag
     assert body is not None and note in body.get_content()
 
 
+def test_rejecting_the_merchants_own_refund_offers_no_note_to_the_customer(stack: Stack, page: Page) -> None:
+    merchant = _owner(stack, page)
+    payment = stack.payment(merchant)
+    refund = stack.request_refund(merchant, payment)  # made through the API: its rejection is told to nobody
+    page.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
+    reject = page.locator("form[action$='/reject']")
+    expect(reject.get_by_label("Note to the customer")).to_have_count(0)
+    expect(reject).to_contain_text("The customer is not told")
+    assert_accessible(page)
+    note = f"Duplicate of an earlier refund ({uuid.uuid4().hex[:6]})."
+    reject.get_by_label(re.compile("^Note for your team")).fill(note)
+    page.get_by_role("button", name="Reject request").click()
+    expect(status_badge(page)).to_have_text("Rejected")
+    rejected = stack.refund(merchant, refund["id"])
+    assert (rejected["decision_note"], rejected["customer_note"]) == (note, None)  # kept for the team, told no one
+
+
 def test_a_subscription_refund_cancels_the_subscription_by_default(stack: Stack, page: Page) -> None:
     merchant = _owner(stack, page)
     payment = stack.subscription_payment(merchant)

@@ -232,6 +232,10 @@ class Channel(StrEnum):
     COMMAND = "command"
 
 
+# Requests the customer made: they are told of the decision; the merchant's own (the API) tell the customer nothing.
+CUSTOMER_CHANNELS = (Channel.PORTAL.value, Channel.COMMAND.value)
+
+
 class SubscriptionAction(StrEnum):
     REFUND_AND_CANCEL = "refund_and_cancel"
     REFUND_ONLY = "refund_only"

@@ -20,6 +20,7 @@ from refundflow_intake.approval_rules import (
     decide_approval,
 )
 from refundflow_intake.domain import (
+    CUSTOMER_CHANNELS,
     HOLDING_STATUSES,
     RefundNotFound,
     RefundStatus,
@@ -224,11 +225,14 @@ async def reject_refund(
     note: str | None,
     links: CustomerLinks,
 ) -> None:
-    """Reject a pending request; ``note`` goes to the customer with ``refund.rejected``."""
+    """Reject a pending request; ``note`` goes with ``refund.rejected``, and to the customer when they asked for
+    the refund (the merchant's own, made through the API, is dropped without telling them: the note stays with the
+    team)."""
     refund, payment = await locked_refund(conn, refund_id, merchant_id)
     if not check_transition(RefundStatus(refund["status"]), RefundStatus.REJECTED):
         return
-    decision = {"status": RefundStatus.REJECTED.value, "amount": refund["amount"], "note": note, "customer_note": note}
+    told = note if refund["channel"] in CUSTOMER_CHANNELS else None
+    decision = {"status": RefundStatus.REJECTED.value, "amount": refund["amount"], "note": note, "customer_note": told}
     rejected = _rejection(refund, payment, to_customer(links, payment), note, cancel_only=False)
     audit = repository.Audit(actor, note, action="rejected")
     await repository.record_decision(conn, refund_id, decision, audit, events=[rejected])

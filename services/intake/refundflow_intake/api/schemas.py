@@ -244,7 +244,11 @@ class Rejection(Body):
         extra="forbid", json_schema_extra={"examples": [{"note": "The licence key was already activated."}]}
     )
 
-    note: Note | None = Field(default=None, description="told to the customer")
+    note: Note | None = Field(
+        default=None,
+        description="told to the customer when they asked for the refund (channel portal or command); a refund you"
+        " made through the API is rejected without telling the customer, and the note stays with your team",
+    )
 
 
 class SubscriptionCancel(Body):
@@ -278,7 +282,9 @@ class RefundSummary(BaseModel):
     failure_reason: str | None
     subscription_action: str | None
     extend_days: int | None
-    decision_note: str | None = Field(description="the team's note (a rejection's is told to the customer too)")
+    decision_note: str | None = Field(
+        description="the team's note (a rejection's is told to the customer too, when they asked)"
+    )
     customer_note: str | None = Field(default=None, description="what the decision told the customer")
     cancel_subscription: bool | None = Field(
         default=None, description="asked through the portal: whether the customer wants their subscription cancelled"

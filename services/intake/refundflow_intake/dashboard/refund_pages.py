@@ -24,6 +24,7 @@ from refundflow_intake.dashboard.pages import STATUS_LABELS, render, render_frag
 from refundflow_intake.dashboard.refund_words import action_words, actor_words, flag_explanations
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import (
+    CUSTOMER_CHANNELS,
     DomainError,
     InvalidProration,
     InvalidSubscriptionAction,
@@ -89,6 +90,7 @@ async def _page(
         pending_badge=await queries.pending_count(conn, user.merchant_id),
         approvals_needed=policy.approvals_required(refund.amount, refund.currency),
         customer_wish=row["cancel_subscription"] if row else None,
+        customer_asked=refund.channel in CUSTOMER_CHANNELS,  # only then is a rejection told to the customer
         subscription_ended=bool(payment_row and payment_row["subscription_ended"]),
         error=error,
         status_code=status_code,

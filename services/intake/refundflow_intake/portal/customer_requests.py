@@ -14,6 +14,7 @@ from refundflow_intake import rate_limit, refund_requests, repository
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.api.dependencies import Database
 from refundflow_intake.domain import (
+    CUSTOMER_CHANNELS,
     Channel,
     PaymentNotFound,
     PortalDisabled,
@@ -28,9 +29,8 @@ from refundflow_intake.refund_policy import RefundPolicy
 from refundflow_intake.settings import IntakeSettings
 
 Row = dict[str, Any]
-# The customer sees the requests made through the portal, or for them by a platform service; never the
-# merchant's own (API) refunds.
-CUSTOMER_CHANNELS = (Channel.PORTAL.value, Channel.COMMAND.value)
+# The customer sees the requests made through the portal, or for them by a platform service (CUSTOMER_CHANNELS);
+# never the merchant's own (API) refunds.
 _SHOWN = 5  # the customer's latest requests on the page
 
 

@@ -198,7 +198,8 @@ async def approve_refund(
 async def reject_refund(
     refund_id: PathId, caller: CurrentCaller, db: Db, links: ToCustomer, body: Rejection | None = None
 ) -> RefundOut:
-    """Reject a pending refund; the note is told to the customer (``refund.rejected``)."""
+    """Reject a pending refund (``refund.rejected``); the note is told to the customer when they asked for it, not
+    for a refund made through the API, which tells the customer nothing."""
     async with db.transaction() as conn:
         await refund_decisions.reject_refund(
             conn, caller.merchant_id, refund_id, actor=caller.actor, note=body.note if body else None, links=links
