@@ -15,10 +15,8 @@ from aiokafka import AIOKafkaConsumer
 from refundflow_cli.broker_offsets import existing_partitions, offset_range, partitions_of
 from refundflow_cli.records import DLQ_HEADER_PREFIX, Record, record_time
 from refundflow_shared.dead_letters import REASONS as FAILURE_REASONS
+from refundflow_shared.dead_letters import REPLAY_HEADER
 from refundflow_shared.event_decoding import printable_headers
-
-# Added to a replayed record (the dead letter it came from), so a record that fails again says it was a replay.
-REPLAY_HEADER = "refundflow_replayed_from"
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,9 @@ import asyncio
 import copy
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, overload
 
@@ -43,7 +44,13 @@ from opentelemetry.trace import SpanKind
 from refundflow_shared import inbox, tracing
 from refundflow_shared.backoff import exponential, jittered
 from refundflow_shared.crash_points import crash_point
-from refundflow_shared.dead_letters import REASONS, DeadLetterOffice, describe_failure, needs_a_person
+from refundflow_shared.dead_letters import (
+    REASONS,
+    REPLAY_HEADER,
+    DeadLetterOffice,
+    describe_failure,
+    needs_a_person,
+)
 from refundflow_shared.event_contract import ContractBroken, ServiceContract, contract_of
 from refundflow_shared.event_decoding import InvalidEvent, decode_event, printable_headers, read_headers
 from refundflow_shared.events import Event, EventData, EventType, topic_for
@@ -158,16 +165,26 @@ async def _prepare(
     return {prepare: await prepare(conn, its_events) for prepare, its_events in given.items()}
 
 
-def _handling(record: Record, event: Event) -> AbstractContextManager[Any]:
+# The record whose event a handler is handling (for a dead letter the handler itself parks).
+_record_in_hand: ContextVar[Record | None] = ContextVar("record_in_hand", default=None)
+
+
+@contextmanager
+def _handling(record: Record, event: Event) -> Iterator[None]:
     """The span of handling one event: it continues the trace its ``ce_traceparent`` names (a malformed one starts a
     new trace), so the events the handler stages continue it too."""
-    return tracing.span(
+    with tracing.span(
         f"handle {event.type.value}",
         traceparent=tracing.event_traceparent(record.headers),
         continues=True,
         kind=SpanKind.CONSUMER,
         attributes={"messaging.destination.name": record.topic, "cloudevents.event_id": str(event.id)},
-    )
+    ):
+        in_hand = _record_in_hand.set(record)
+        try:
+            yield
+        finally:
+            _record_in_hand.reset(in_hand)
 
 
 class EventConsumer:
@@ -531,7 +548,13 @@ class EventConsumer:
         *,
         position: dict[str, str] | None = None,
     ) -> None:
-        """Park a message on ``<topic>.dlq`` with why it failed; raising here leaves the offset uncommitted."""
+        """Park a message on ``<topic>.dlq`` with why it failed; raising here leaves the offset uncommitted. Parked
+        by a handler, a replayed record's marker goes with it, as in the dead letter ``_give_up`` makes of the record:
+        a replay that fails again says so."""
         if topic not in self._handlers:  # a consumer publishes the dead-letter topics of what it consumes only
             raise ContractBroken(f"{self.name} does not consume {topic}: it cannot dead-letter its messages")
+        record = _record_in_hand.get()
+        if record is not None and record.topic == topic:
+            replayed_from = printable_headers(record.headers).get(REPLAY_HEADER)
+            headers = headers if replayed_from is None else {**headers, REPLAY_HEADER: replayed_from}
         await self._dead_letters.publish(topic, key, value, headers, code, error, position=position)

@@ -29,6 +29,9 @@ log = structlog.get_logger(__name__)
 # Why a consumer dead-letters a message it read: it could not be decoded, or its handler failed (a bug, or retries
 # used up). A handler that refuses a command parks it with the refusal's own code besides.
 REASONS = (*INVALID_EVENT_CODES, "undecodable", "event_id_reused", "handler_error", "retries_exhausted")
+# Added to a replayed record (the dead letter it came from, by `refundflow dlq replay`), so a record that fails
+# again says it was a replay.
+REPLAY_HEADER = "refundflow_replayed_from"
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -10,12 +10,13 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from refundflow_cli.connections import database_address
 from refundflow_cli.consumer_rewind import Move, Target, plan
-from refundflow_cli.dead_letters import REPLAY_HEADER, DeadLetter, group_by_message, replay_problem
+from refundflow_cli.dead_letters import DeadLetter, group_by_message, replay_problem
 from refundflow_cli.durations import parse_duration, parse_time
 from refundflow_cli.outcomes import NotFound, UsageProblem
 from refundflow_cli.output import Output, age, mask_emails, redacted
 from refundflow_cli.records import describe, one_line
 from refundflow_cli.topic_names import event_type_of, full_topic, resolve_group
+from refundflow_shared.dead_letters import REPLAY_HEADER
 from refundflow_shared.events import Event, EventType, RefundRejected, RefundRequested
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

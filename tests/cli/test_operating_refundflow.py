@@ -21,6 +21,7 @@ from refundflow_shared.events import (
     RefundSubmit,
     SubscriptionExtensionGranted,
     TeamAlertRaised,
+    dlq_topic,
     topic_for,
 )
 from refundflow_shared.outbox import add_event
@@ -289,6 +290,68 @@ async def test_a_refused_command_is_final_its_replay_is_declined_and_its_sender_
     assert [(r["amount"], r["channel"]) for r in refunds] == [(2_000, "command")], "the redelivery stayed refused"
     assert await answers() == ["payment_not_found"]
     assert len(await letters_of_the_command()) == 1
+
+
+REFUSE_REQUESTS = """
+CREATE FUNCTION intake.refuse_requests() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'requests are refused by a faulty release'; END $$;
+CREATE TRIGGER refuse_requests BEFORE INSERT ON intake.refunds
+    FOR EACH ROW EXECUTE FUNCTION intake.refuse_requests();
+"""
+FIX_INTAKE_RELEASE = (
+    "DROP TRIGGER IF EXISTS refuse_requests ON intake.refunds; DROP FUNCTION IF EXISTS intake.refuse_requests()"
+)
+
+
+async def test_a_failed_command_replayed_and_then_refused_is_parked_saying_it_was_a_replay(
+    stack: RefundflowStack,
+) -> None:
+    """A refund.submit that failed (a faulty release) is replayed once that is fixed; meanwhile its sender's other
+    command made the payment's request, so the replay is refused. Its dead letter says which letter it replays, as a
+    replay that fails again does: intake parked the refusal with the event's own headers, without the marker."""
+    merchant_id, _ = await stack.merchant()
+    payment_id = (await stack.payment(merchant_id))["id"]
+    topic = topic_for("refund.submit", stack.prefix)
+
+    def command(key: str) -> Event:
+        submit = RefundSubmit(
+            payment_id=payment_id,
+            merchant_id=merchant_id,
+            idempotency_key=key,
+            reason="technical_issue",
+            amount=1_000,
+            submitted_by="support-desk",
+        )
+        return Event.wrap(submit, source="refundflow/support-desk", sequence=1)
+
+    failing, other = command("support-ticket-11"), command("support-ticket-12")
+    await stack.db.execute(REFUSE_REQUESTS)
+    try:
+        await produce(stack.kafka, [RawRecord(topic, payment_id.encode(), raw_headers(failing), failing.kafka_value())])
+        _, first = await dead_letter_of(stack, "refund.submit", payment_id)
+    finally:
+        await stack.db.execute(FIX_INTAKE_RELEASE)
+    assert (first["event_id"], first["reason"], first["replay_of"]) == (str(failing.id), "handler_error", None)
+    await produce(stack.kafka, [RawRecord(topic, payment_id.encode(), raw_headers(other), other.kafka_value())])
+
+    async def requested() -> bool:
+        return bool(await stack.db.fetchval("SELECT count(*) FROM intake.refunds WHERE payment_id = $1", payment_id))
+
+    await eventually(requested)
+    replayed = await stack.cli("dlq", "replay", "refund.submit", "--event-id", str(failing.id), "--json")
+    assert replayed.exit_code == 0 and replayed.json()["counts"] == {"replayed": 1}, replayed.stderr
+
+    found: list[dict[str, Any]] = []
+
+    async def refused() -> bool:
+        listed = (await stack.cli("dlq", "list", "refund.submit", "--json")).json()["dead_letters"]
+        found[:] = [e for e in listed if e["event_id"] == str(failing.id) and e["reason"] == "open_request_exists"]
+        return bool(found)
+
+    await eventually(refused, interval=0.3)
+    [again] = found
+    parked_on = dlq_topic(topic)
+    assert again["replay_of"] == f"{parked_on}/{first['partition']}/{first['offset']}"
 
 
 async def test_a_parked_outbox_event_is_shown_then_retried_and_sent(stack: RefundflowStack) -> None:
