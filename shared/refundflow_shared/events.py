@@ -421,6 +421,11 @@ class NotificationSettingsConfigured(EventData):
     reply_to: EmailAddress | None = None
     review_target: Name | None = None
     refund_process_time: Name | None = None
+    portal_enabled: bool | None = Field(
+        default=None,
+        description="whether the merchant's customer portal is on: off, customer emails carry no link (not even the"
+        " one an outcome carries from its decision); None from an intake before it said, which changes nothing",
+    )
 
 
 class SubmittedProration(BaseModel):

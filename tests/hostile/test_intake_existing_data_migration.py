@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from refundflow_intake.app import MIGRATIONS
+from refundflow_intake.notification_settings import announce_earlier_portal_switches
 from refundflow_shared.migrations_runner import apply_migrations
 from tests.conftest import create_database
 from tests.support.intake_harness import running_intake
@@ -179,3 +180,24 @@ async def test_a_policy_saved_under_the_first_rules_is_read_under_todays(
         )
         assert quote.status_code == 200, quote.text
         assert quote.json()["flags"] == ["excluded_category"]
+
+
+async def test_a_portal_switched_off_before_the_notifier_heard_of_switches_is_announced_to_it_once(
+    postgres_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The notifier keeps a link an outcome carries unless it knows the portal is off: a merchant that switched it
+    off before intake announced switches is announced at start-up, once, with its settings."""
+    dsn = await _database_before("0710", postgres_url, tmp_path)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "intake"})
+    try:
+        await conn.execute("INSERT INTO merchants (id, name, portal_enabled) VALUES ('mer_off', 'Off', false)")
+        await conn.execute("INSERT INTO merchants (id, name) VALUES ('mer_on', 'On')")
+        await conn.execute("INSERT INTO notification_settings (merchant_id, reply_to) VALUES ('mer_off', 'a@off.test')")
+    finally:
+        await conn.close()
+
+    async with running_intake(postgres_url, kafka_bootstrap, database_url=dsn) as intake:
+        told = await intake.staged("notification_settings.configured", "mer_off")
+        assert [(t["portal_enabled"], t["reply_to"]) for t in told] == [(False, "a@off.test")]
+        assert await intake.staged("notification_settings.configured", "mer_on") == [], "on, as the notifier has it"
+        assert await announce_earlier_portal_switches(intake.db) == 0, "once"

@@ -175,6 +175,11 @@ async def test_the_owner_switches_the_portal_off_and_links_requests_and_emails_a
 
     saved = await owner.post_form("/dashboard/settings", "/dashboard/settings/portal", {"enabled": "false"})
     assert saved.status_code == 303
+    # The notifier is told, with the merchant's settings: emails about outcomes the processor publishes later
+    # carry the decision's link, which it leaves out from now on.
+    merchant_id = await intake.merchant_id(merchant)
+    [told] = await intake.staged("notification_settings.configured", merchant_id)
+    assert (told["portal_enabled"], told["reply_to"]) == (False, None)
 
     closed = await customer.open()
     assert closed.status_code == 200 and "Online refund requests are closed" in closed.text
@@ -193,6 +198,12 @@ async def test_the_owner_switches_the_portal_off_and_links_requests_and_emails_a
     assert requested["merchant_name"] == "Acme"
 
     await owner.post_form("/dashboard/settings", "/dashboard/settings/portal", {"enabled": "true"})
+    assert [
+        told["portal_enabled"] for told in await intake.staged("notification_settings.configured", merchant_id)
+    ] == [
+        False,
+        True,
+    ]
     reopened = text_of((await customer.open()).text)
     assert "Request a refund" in reopened and "€1.00" not in reopened, "the merchant's own refund is not shown"
 

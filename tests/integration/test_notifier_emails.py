@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -15,6 +16,8 @@ import pytest
 from refundflow_notifier import message_queue
 from refundflow_notifier.records import Channel
 from refundflow_shared.events import (
+    NotificationSettingsConfigured,
+    PortalLink,
     RefundApproved,
     RefundFailed,
     RefundRejected,
@@ -23,8 +26,15 @@ from refundflow_shared.events import (
     RefundSucceeded,
     TeamAlertRaised,
 )
+from refundflow_shared.secret_box import SecretBox
 from tests.conftest import create_database
-from tests.support.notifier_harness import EventFeed, configure_team, notifier_settings, running_notifier
+from tests.support.notifier_harness import (
+    TEST_SECRET_KEY,
+    EventFeed,
+    configure_team,
+    notifier_settings,
+    running_notifier,
+)
 from tests.support.notifier_receivers import (
     DEFERRING_DOMAIN,
     REJECTING_DOMAIN,
@@ -496,3 +506,34 @@ async def test_with_a_reply_to_the_email_asks_for_a_reply(world: World) -> None:
     [message] = await mails_to(world, to)
     assert message["Reply-To"] == "help@acme.example"
     assert "If you have questions, reply to this email." in text_of(message)
+
+
+async def test_once_the_portal_is_switched_off_an_outcome_carrying_the_decisions_link_is_emailed_without_it(
+    world: World,
+) -> None:
+    """The customer asked through the portal and the request was approved with their link; the merchant then
+    switched its portal off, and the processor's "on its way" still carries the decision's link: it is left out."""
+    to, refund = customer(), ids()
+    url = f"https://refunds.acme.test/portal/pt_{uuid.uuid4().hex}"
+    sealed = SecretBox(TEST_SECRET_KEY).seal(url, context=refund["payment_id"])
+    link = PortalLink(sealed_url=sealed, expires_at=datetime.now(UTC) + timedelta(days=7))
+    told = {**refund, "customer_email": to, "merchant_name": "Acme", "portal_link": link}
+    priced = {**told, "amount": 2500, "currency": "EUR"}
+    await world.feed.publish(RefundRequested(**priced, reason="duplicate", channel="portal"))
+    approved = {"provider_payment_id": "pi_1", "payment_amount": 4999, "approved_by": "u", "process_time": "5 days"}
+    await world.feed.publish(RefundApproved(**priced, **approved, channel="portal"))
+    before = await mails_to(world, to, count=2)
+    assert all(url in text_of(message) for message in before), "the portal is on: each email carries the link"
+
+    await world.feed.publish(NotificationSettingsConfigured(merchant_id=refund["merchant_id"], portal_enabled=False))
+
+    async def switched_off() -> bool:
+        query = "SELECT portal_enabled FROM merchant_settings WHERE merchant_id = $1"
+        return await world.pool.fetchval(query, refund["merchant_id"]) is False
+
+    await eventually(switched_off, timeout=60)
+    await world.feed.publish(RefundSucceeded(**priced, provider_refund_id="re_1", process_time="5 days"))
+
+    [on_its_way] = [m for m in await mails_to(world, to, count=3) if "on its way" in str(m["Subject"])]
+    for said in (text_of(on_its_way), html_of(on_its_way)):
+        assert "/portal/" not in said

@@ -79,6 +79,8 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
             await notification_settings.seal_clear_slack_urls(
                 runtime.pool, SecretBox(key.get_secret_value()) if key else None
             )
+            # Portals switched off before switches were announced: the notifier told once.
+            await notification_settings.announce_earlier_portal_switches(runtime.pool)
             yield
 
     app = service_app(

@@ -30,6 +30,9 @@ async def save_settings(
     """Replace the merchant's settings (PUT semantics) and tell the notifier. ``slack_url``: a new URL, None to
     clear it, or KEEP (it cannot be read back, so leaving it out keeps it)."""
     values = [settings.get(name) for name in FIELDS]
+    # The merchant's row first, as a portal switch takes it: the two announce one after the other, each with the
+    # other's latest.
+    portal_on = await conn.fetchval("SELECT portal_enabled FROM merchants WHERE id = $1 FOR UPDATE", merchant_id)
     if isinstance(slack_url, str):
         assert box is not None, "a Slack URL is sealed: the caller checks for a key"
         sealed: str | None = box.seal(slack_url, context=merchant_id)
@@ -51,16 +54,43 @@ async def save_settings(
         keep,
     )
     assert row is not None
+    await _announce(conn, merchant_id, dict(row), portal_on=portal_on)
+    return dict(row)
+
+
+async def announce_portal_switch(conn: asyncpg.Connection, merchant_id: str, *, enabled: bool) -> None:
+    """Tell the notifier the merchant switched its portal on or off (with its settings, as every announcement):
+    the outcomes the processor publishes later carry the decision's link, which the notifier must leave out.
+    The caller has updated (so locked) the merchant's row."""
+    await _announce(conn, merchant_id, await get_settings(conn, merchant_id), portal_on=enabled)
+    await conn.execute("UPDATE merchants SET portal_switch_unannounced = false WHERE id = $1", merchant_id)
+
+
+async def announce_earlier_portal_switches(pool: asyncpg.Pool) -> int:
+    """Announce the portals switched off before switches were announced (migration 0710 marks them), once, however
+    many replicas start together (at start-up); returns how many."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT id, portal_enabled FROM merchants WHERE portal_switch_unannounced ORDER BY id FOR UPDATE"
+        )
+        for row in rows:
+            await announce_portal_switch(conn, row["id"], enabled=row["portal_enabled"])
+    if rows:
+        log.info("earlier_portal_switches_announced", merchants=len(rows))
+    return len(rows)
+
+
+async def _announce(conn: asyncpg.Connection, merchant_id: str, settings: Row, *, portal_on: bool | None) -> None:
     await add_event(
         conn,
         NotificationSettingsConfigured(
             merchant_id=merchant_id,
-            sealed_slack_webhook_url=row["sealed_slack_webhook_url"],
-            **dict(zip(FIELDS, values, strict=True)),
+            sealed_slack_webhook_url=settings["sealed_slack_webhook_url"],
+            portal_enabled=portal_on,
+            **{name: settings[name] for name in FIELDS},
         ),
         source=INTAKE.source,
     )
-    return dict(row)
 
 
 async def get_settings(conn: asyncpg.Connection, merchant_id: str) -> Row:
@@ -81,6 +111,11 @@ def masked_url(box: SecretBox | None, merchant_id: str, sealed: str | None) -> s
 async def seal_clear_slack_urls(pool: asyncpg.Pool, box: SecretBox | None) -> int:
     """Seal the Slack URLs saved in clear before they were sealed, and announce them sealed (at start-up)."""
     async with pool.acquire() as conn, conn.transaction():
+        # Their merchants' rows first, as a settings save and a portal switch take them: never each waiting on other.
+        await conn.execute(
+            "SELECT id FROM merchants WHERE id IN (SELECT merchant_id FROM notification_settings"
+            " WHERE slack_webhook_url IS NOT NULL) ORDER BY id FOR UPDATE"
+        )
         rows = await conn.fetch("SELECT * FROM notification_settings WHERE slack_webhook_url IS NOT NULL FOR UPDATE")
         if rows and box is None:
             log.error("slack_urls_not_sealed", count=len(rows), why="WEBHOOK_SECRET_KEY is not set")

@@ -120,7 +120,9 @@ async def _email_to_the_customer(
     """The event's email to the payment's customer, if it has one."""
     if contact is None:  # the event says nothing of the customer: what earlier ones said
         contact = await customer_contacts.recall(conn, data.merchant_id, payment_id)
-    link = customer_contacts.link_for(contact, box, payment_id, datetime.now(UTC))
+    # With the portal off, no link: not even the decision's, which the processor's outcomes still carry.
+    no_link = customer_contacts.CustomerLink()
+    link = customer_contacts.link_for(contact, box, payment_id, datetime.now(UTC)) if prefs.portal_enabled else no_link
     email = customer_email(data, prefs, contact, link)
     if email is None:
         return []

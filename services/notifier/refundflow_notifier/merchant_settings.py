@@ -18,24 +18,27 @@ log = structlog.get_logger(__name__)
 
 
 async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured) -> None:
+    """The settings as announced; a portal switch not said (an intake from before it said) stays as it was."""
     await conn.execute(
         "INSERT INTO merchant_settings (merchant_id, team_email, sealed_slack_webhook_url, sender_name, reply_to,"
-        " review_target) VALUES ($1, $2, $3, $4, $5, $6)"
+        " review_target, portal_enabled) VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, true))"
         " ON CONFLICT (merchant_id) DO UPDATE SET team_email = EXCLUDED.team_email,"
         " sealed_slack_webhook_url = EXCLUDED.sealed_slack_webhook_url, legacy_slack_webhook_url = NULL,"
         " sender_name = EXCLUDED.sender_name, reply_to = EXCLUDED.reply_to,"
-        " review_target = EXCLUDED.review_target, updated_at = now()",
+        " review_target = EXCLUDED.review_target,"
+        " portal_enabled = coalesce($7, merchant_settings.portal_enabled), updated_at = now()",
         data.merchant_id,
         data.team_email,
         data.sealed_slack_webhook_url,
         data.sender_name,
         data.reply_to,
         data.review_target,
+        data.portal_enabled,
     )
 
 
 # What ``preferences_from`` reads of a merchant's row (a join may read them with other things).
-PREFERENCE_COLUMNS = "review_target, sender_name, reply_to, team_email, sealed_slack_webhook_url"
+PREFERENCE_COLUMNS = "review_target, sender_name, reply_to, team_email, sealed_slack_webhook_url, portal_enabled"
 
 
 async def preferences(conn: asyncpg.Connection, settings: NotifierSettings, merchant_id: str) -> MerchantPreferences:
@@ -52,6 +55,7 @@ def preferences_from(settings: NotifierSettings, row: asyncpg.Record | None) -> 
         reply_to=row and row["reply_to"],
         team_email=row and row["team_email"],
         has_slack=bool(row and row["sealed_slack_webhook_url"]),
+        portal_enabled=row is None or row["portal_enabled"] is not False,  # no row: intake never said it is off
     )
 
 

@@ -32,6 +32,7 @@ class MerchantPreferences:
     reply_to: str | None = None
     team_email: str | None = None
     has_slack: bool = False
+    portal_enabled: bool = True  # off: customer emails carry no link to the portal
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from refundflow_intake import rate_limit, refund_requests, repository
+from refundflow_intake import notification_settings, rate_limit, refund_requests, repository
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.api.dependencies import Database
 from refundflow_intake.domain import (
@@ -143,6 +143,7 @@ async def submit_request(
 
 async def set_portal_enabled(conn: asyncpg.Connection, merchant_id: str, enabled: bool) -> None:
     await conn.execute("UPDATE merchants SET portal_enabled = $2 WHERE id = $1", merchant_id, enabled)
+    await notification_settings.announce_portal_switch(conn, merchant_id, enabled=enabled)
 
 
 async def portal_enabled(conn: asyncpg.Connection, merchant_id: str) -> bool:
