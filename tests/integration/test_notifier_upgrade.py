@@ -1,8 +1,9 @@
 """Upgrading a notifier database: Slack URLs stored in clear end up sealed; emails sent before their refunds had an
-order still count in it."""
+order still count in it; endpoints disabled before intake heard of disables are announced to it, once."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import asyncpg
 
 from refundflow_notifier import message_queue
 from refundflow_notifier.app import MIGRATIONS
+from refundflow_notifier.endpoint_disable_announcements import announce_earlier_disables
 from refundflow_notifier.merchant_settings import seal_legacy_slack_urls
 from refundflow_notifier.records import Channel
 from refundflow_shared.migrations_runner import apply_migrations
@@ -89,3 +91,35 @@ async def test_an_email_sent_before_the_upgrade_still_counts_as_the_one_before_i
 
         claimed = await message_queue.claim_due(pool, 10, [], lease_seconds=60, per_merchant=16)
         assert [m.kind for m in claimed] == ["refund_succeeded"], "its approval email went before the upgrade"
+
+
+async def test_endpoints_refundflow_disabled_before_intake_heard_of_disables_are_announced_to_it_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    async with database_before(postgres_url, tmp_path, "0861") as (dsn, pool):
+        endpoints = [  # id, enabled, deleted, disabled_reason, version
+            ("we_gone", False, False, "endpoint_gone", 3),  # Refundflow disabled it: intake still shows it enabled
+            ("we_off", False, False, None, 2),  # the merchant switched it off: intake knows
+            ("we_on", True, False, None, 1),
+            ("we_deleted", False, True, "failing", 4),  # deleted since: nothing to show
+        ]
+        for endpoint_id, enabled, deleted, reason, version in endpoints:
+            await pool.execute(
+                "INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, enabled, deleted, encrypted_secret,"
+                " version, disabled_reason) VALUES ($1, 'mer_1', 'https://hooks.acme.example', '{refund.succeeded}',"
+                " $2, $3, 'sealed', $4, $5)",
+                endpoint_id,
+                enabled,
+                deleted,
+                version,
+                reason,
+            )
+
+        await apply_migrations(dsn, "notifier", MIGRATIONS)
+        assert await announce_earlier_disables(pool) == 1
+        assert await announce_earlier_disables(pool) == 0, "once"
+
+        [staged] = await pool.fetch("SELECT event_type, partition_key, payload FROM outbox")
+        assert (staged["event_type"], staged["partition_key"]) == ("webhook_endpoint.disabled", "mer_1")
+        announced = json.loads(bytes(staged["payload"]))
+        assert announced == {"merchant_id": "mer_1", "endpoint_id": "we_gone", "reason": "endpoint_gone", "version": 3}

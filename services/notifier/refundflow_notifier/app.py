@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from refundflow_notifier import event_handlers, merchant_settings
+from refundflow_notifier import endpoint_disable_announcements, event_handlers, merchant_settings
 from refundflow_notifier.internal_api import internal_router
 from refundflow_notifier.message_worker import MessageWorker
 from refundflow_notifier.outbound_http import outbound_client
@@ -48,6 +48,7 @@ async def run_workers(runtime: ServiceRuntime, settings: NotifierSettings) -> No
     key = settings.webhook_secret_key
     box = SecretBox(key.get_secret_value()) if key else None
     await merchant_settings.seal_legacy_slack_urls(runtime.pool, box)
+    await endpoint_disable_announcements.announce_earlier_disables(runtime.pool)
     mailer = SmtpMailer(settings)
     http = outbound_client(
         allow_private=settings.refundflow_allow_private_webhook_urls,
