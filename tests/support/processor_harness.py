@@ -125,7 +125,7 @@ async def send_event(kafka: str, prefix: str, event: Event, *, traceparent: str 
 def approval(provider_payment_id: str, amount: int = 2_500, currency: str = "EUR") -> RefundApproved:
     suffix = uuid.uuid4().hex[:10]
     return RefundApproved(
-        refund_id=f"ref_{suffix}",
+        refund_id=f"ref_{uuid.uuid4().hex}",  # intake's shape: the sync job tells ours apart by it
         payment_id=f"pay_{suffix}",
         merchant_id="mer_test",
         customer_email="ada@example.com",
