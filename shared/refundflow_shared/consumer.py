@@ -36,6 +36,8 @@ from typing import Any, TypeAlias, TypeVar, overload
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -274,6 +276,11 @@ class EventConsumer:
         self._subscriber = self._broker.subscriber(
             *self.topics,
             group_id=self.group_id,
+            # Range hands every member the same partition numbers of every topic (all topics have one partition
+            # count, see kafka_topics), so a payment's events on all topics reach one instance, one lane (below).
+            # Round robin (FastStream's default) splits them from 4 instances; it stays second only so that an
+            # instance joins a group of older ones during an upgrade (the group uses range once all list it).
+            partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
             batch=True,
@@ -303,7 +310,8 @@ class EventConsumer:
     async def _handle_batch(self, msg: KafkaMessage) -> None:
         # One ordered lane per partition number, side by side, each in its own transactions: every partition's
         # records stay in one lane, in order, and a key lands at the same number on every topic (one partitioner,
-        # one partition count), so no two lanes ever hold the same payment's (or merchant's) events.
+        # one partition count), so no two lanes ever hold the same payment's (or merchant's) events, nor two
+        # instances (the range assignor, in ``subscribe``).
         lanes: dict[int, list[tuple[Record, Event]]] = {}
         for record in msg.raw_message:
             event = await self._decode_or_give_up(record)

@@ -1,4 +1,7 @@
-"""Topic creation: one topic per event type and a dead-letter topic beside each."""
+"""Topic creation: one topic per event type and a dead-letter topic beside each, all with one partition count.
+
+One count matters: a key lands at the same partition number on every topic, and the consumers' range assignor
+gives an instance the same numbers of every topic, so one payment's events all reach one instance's one lane."""
 
 from __future__ import annotations
 

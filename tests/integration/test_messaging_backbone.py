@@ -16,9 +16,19 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faststream.kafka import KafkaBroker
 
-from refundflow_shared.consumer import TransientError
+from refundflow_shared.consumer import EventConsumer, TransientError
 from refundflow_shared.database import create_pool
-from refundflow_shared.events import Event, dlq_topic, topic_for
+from refundflow_shared.event_contract import ServiceContract
+from refundflow_shared.events import (
+    Event,
+    PaymentSucceeded,
+    RefundApproved,
+    RefundRequested,
+    RefundSucceeded,
+    dlq_topic,
+    topic_for,
+)
+from refundflow_shared.kafka_topics import ensure_service_topics
 from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.outbox import OutboxRelay, add_event, add_events, events_insert
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -367,6 +377,47 @@ async def test_one_payments_events_are_handled_in_order_across_partitions_and_tw
         assert handled == list(range(1, 9)), f"{payment} handled out of order: {handled}"
         assert len({r["instance"] for r in rows if r["payment_id"] == payment}) >= 1
     assert {r["instance"] for r in rows} == {"a", "b"}, "both instances took a share of the partitions"
+
+
+async def _joined(consumers: list[EventConsumer], partitions: int) -> bool:
+    """Every instance holds its share and together they hold every partition of every topic (one rebalance done)."""
+    held = [consumer.kafka_consumer.assignment() if consumer.kafka_consumer else set() for consumer in consumers]
+    return all(held) and sum(len(mine) for mine in held) == partitions * len(consumers[0].topics)
+
+
+async def test_four_instances_each_hold_the_same_partition_numbers_of_every_topic(
+    settings: ServiceSettings, pool: asyncpg.Pool
+) -> None:
+    # A payment's events land at one partition number on every topic; one lane per partition number keeps them
+    # apart only if that number of every topic is held by one instance (round robin splits them from 4 instances).
+    consumed = (RefundRequested, RefundApproved, RefundSucceeded, PaymentSucceeded)
+    contract = ServiceContract(PROBE, consumes={data.event_type: "held" for data in consumed}, publishes={})
+    await ensure_service_topics(settings)
+    brokers, consumers = [], []
+    for _ in range(4):
+        broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None)
+        consumer = EventConsumer(PROBE, broker, pool, settings, contract)
+        for data_type in consumed:
+            consumer.handles(data_type)(_no_effect)
+        consumer.subscribe()
+        brokers.append(broker)
+        consumers.append(consumer)
+    try:
+        await asyncio.gather(*(broker.start() for broker in brokers))
+        await eventually(lambda: _joined(consumers, settings.topic_partitions), timeout=90)
+        for consumer in consumers:
+            assert consumer.kafka_consumer is not None
+            numbers: dict[str, set[int]] = {}
+            for tp in consumer.kafka_consumer.assignment():
+                numbers.setdefault(tp.topic, set()).add(tp.partition)
+            assert len(numbers) == len(consumed), f"an instance holds no partition of a topic: {numbers}"
+            assert len({frozenset(held) for held in numbers.values()}) == 1, f"partition numbers split: {numbers}"
+    finally:
+        await asyncio.gather(*(broker.stop() for broker in brokers))
+
+
+async def _no_effect(conn: asyncpg.Connection, event: Event, data: object) -> None:
+    raise AssertionError("nothing is published to these topics in this test")
 
 
 async def _published(settings: ServiceSettings, pool: asyncpg.Pool, payment_id: str, count: int) -> list[Event]:
