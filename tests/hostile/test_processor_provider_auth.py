@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from datetime import datetime
 from functools import partial
 
 import pytest
 
+from refundflow_processor.payment_provider import ProviderAuthFailed, ProviderRefund, ProviderSubscription
+from refundflow_processor.stripe_provider import StripeProvider
+from refundflow_shared.events import SubscriptionCancelRequested
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import (
     PATIENT_CLIENT,
@@ -70,3 +76,117 @@ async def test_refunds_wait_while_the_key_is_refused_and_each_merchant_is_alerte
 
 async def _status_is(processor: ProcessorUnderTest, refund_id: str, status: str) -> bool:
     return await processor.refund_status(refund_id) == status
+
+
+async def test_a_new_process_alerts_a_new_episode_for_a_merchant_alerted_before_it_started(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, **PATIENT_CLIENT) as processor:
+        await processor.sandbox("POST", f"api_keys/{KEY}/revoke")
+        first = approval(payment_intent()).model_copy(update={"merchant_id": "mer_auth_restart"})
+        await processor.publish(first)
+        await eventually(lambda: _alerted(processor, first.merchant_id, 1), timeout=60)
+
+    # A new key is deployed: a new process (and a sandbox whose key works), which was never refused itself.
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, **PATIENT_CLIENT) as processor:
+        second = approval(payment_intent()).model_copy(update={"merchant_id": "mer_auth_restart"})
+        await processor.publish(second)
+        await eventually(partial(_status_is, processor, second.refund_id, "succeeded"), timeout=60)
+
+        await processor.sandbox("POST", f"api_keys/{KEY}/revoke")  # the key is refused again: a new episode
+        third = approval(payment_intent()).model_copy(update={"merchant_id": "mer_auth_restart"})
+        await processor.publish(third)
+        await eventually(lambda: _alerted(processor, third.merchant_id, 2), timeout=60)
+
+
+class SubscriptionsRefused:
+    """A restricted key: refunds work (the sandbox), subscriptions are refused (403, as Stripe answers an rk_ key
+    without the subscriptions permission)."""
+
+    name = "stripe"
+
+    def __init__(self) -> None:
+        self.sandbox: StripeProvider | None = None  # known once the harness started it, before any refund
+
+    async def _refunds(self) -> StripeProvider:
+        assert self.sandbox is not None
+        return self.sandbox
+
+    async def create_refund(
+        self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
+    ) -> ProviderRefund:
+        return await (await self._refunds()).create_refund(
+            payment_ref=payment_ref,
+            amount=amount,
+            currency=currency,
+            idempotency_key=idempotency_key,
+            refund_id=refund_id,
+        )
+
+    async def get_refund(self, provider_refund_id: str) -> ProviderRefund:
+        return await (await self._refunds()).get_refund(provider_refund_id)
+
+    async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
+        return await (await self._refunds()).list_refunds(payment_ref)
+
+    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
+        raise ProviderAuthFailed("HTTP 403: permission_error (the key may not write subscriptions)")
+
+    async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
+        raise ProviderAuthFailed("HTTP 403: permission_error (the key may not read subscriptions)")
+
+    async def extend_subscription(
+        self, subscription_id: str, *, until: datetime, idempotency_key: str
+    ) -> ProviderSubscription:
+        raise ProviderAuthFailed("HTTP 403: permission_error (the key may not write subscriptions)")
+
+
+def cancel_refused_by_the_key(merchant_id: str) -> SubscriptionCancelRequested:
+    return SubscriptionCancelRequested(
+        payment_id=f"pay_{uuid.uuid4().hex[:10]}",
+        merchant_id=merchant_id,
+        subscription_id=f"sub_{uuid.uuid4().hex[:10]}",
+        at_period_end=False,
+        requested_by="api_key:key_test",
+    )
+
+
+async def test_refunds_that_succeed_do_not_end_an_episode_of_refused_subscription_calls(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    provider = SubscriptionsRefused()
+    async with running_processor(
+        database_url, kafka_bootstrap, topic_prefix, provider=provider, **PATIENT_CLIENT
+    ) as processor:
+        provider.sandbox = StripeProvider(KEY, processor.sandbox_url, 15.0)
+        cancel = cancel_refused_by_the_key("mer_auth_subscriptions")
+        await processor.publish(cancel)
+        await eventually(lambda: _alerted(processor, cancel.merchant_id, 1), timeout=30)
+        for _ in range(4):  # another merchant's refunds succeed between the cancel's tries, paused a second each
+            refund = approval(payment_intent())
+            await processor.publish(refund)
+            await eventually(partial(_status_is, processor, refund.refund_id, "succeeded"), timeout=30)
+            await asyncio.sleep(1.0)
+        assert len(await auth_alerts(processor, cancel.merchant_id)) == 1, "one episode, one alert"
+
+
+async def test_refused_subscription_calls_do_not_pause_refunds(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    provider = SubscriptionsRefused()
+    long_pause = {"provider_auth_pause_seconds": 60.0, "provider_auth_pause_max_seconds": 60.0}
+    async with running_processor(
+        database_url, kafka_bootstrap, topic_prefix, provider=provider, **(PATIENT_CLIENT | long_pause)
+    ) as processor:
+        provider.sandbox = StripeProvider(KEY, processor.sandbox_url, 15.0)
+        cancel = cancel_refused_by_the_key("mer_auth_pause")
+        await processor.publish(cancel)
+        await eventually(lambda: _alerted(processor, cancel.merchant_id, 1), timeout=30)
+
+        refund = approval(payment_intent())  # the key may refund: nothing waits for the subscriptions' pause
+        await processor.publish(refund)
+        await eventually(partial(_status_is, processor, refund.refund_id, "succeeded"), timeout=30)
+
+
+async def _alerted(processor: ProcessorUnderTest, merchant_id: str, times: int) -> bool:
+    return len(await auth_alerts(processor, merchant_id)) == times

@@ -33,15 +33,17 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
         key = settings.stripe_api_key.get_secret_value()
         provider = stripe_provider = StripeProvider(key, settings.stripe_api_base, settings.stripe_timeout_seconds)
     provider = MeteredProvider(provider)
-    # One per process: a refused key pauses every kind of provider call here.
-    pause = ProviderPause(settings.provider_auth_pause_seconds, settings.provider_auth_pause_max_seconds)
+    # Per process and kind of call: a key refused subscriptions (a restricted key) may still refund.
+    pause_seconds = settings.provider_auth_pause_seconds, settings.provider_auth_pause_max_seconds
+    refunds, subscriptions = ProviderPause("refunds", *pause_seconds), ProviderPause("subscriptions", *pause_seconds)
 
     def wire(rt: ServiceRuntime) -> None:
         event_handlers.register(rt.consumer)
-        rt.run_in_background(RefundExecutor(rt.pool, provider, settings, pause).run(), "refund_executor")
-        rt.run_in_background(SubscriptionCancelExecutor(rt.pool, provider, settings, pause).run(), "cancels")
-        rt.run_in_background(SubscriptionExtensionExecutor(rt.pool, provider, settings, pause).run(), "extensions")
-        rt.run_in_background(RefundSync(rt.pool, provider, settings, pause).run(), "refund_sync")
+        rt.run_in_background(RefundExecutor(rt.pool, provider, settings, refunds).run(), "refund_executor")
+        rt.run_in_background(SubscriptionCancelExecutor(rt.pool, provider, settings, subscriptions).run(), "cancels")
+        extensions = SubscriptionExtensionExecutor(rt.pool, provider, settings, subscriptions)
+        rt.run_in_background(extensions.run(), "extensions")
+        rt.run_in_background(RefundSync(rt.pool, provider, settings, refunds).run(), "refund_sync")
 
     run_runtime = runtime.lifespan(wire)
 

@@ -1,22 +1,33 @@
 """Pausing provider calls while the provider refuses our credentials (401/403): a fault of configuration.
 
-One per process, shared by the executor, the subscription cancels and the sync job. Each refusal doubles the
-pause (capped); the first definite answer ends the episode.
+One per kind of call per process: refunds (the executor and the sync job) and subscriptions (cancels and
+extensions), since a restricted key may be allowed one and refused the other. Each refusal doubles the pause
+(capped); the first definite answer of the same kind ends that kind's episode.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from refundflow_shared.backoff import exponential
 
+CallKind = Literal["refunds", "subscriptions"]
+
 
 class ProviderPause:
-    def __init__(self, base_seconds: float, max_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, kind: CallKind, base_seconds: float, max_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.kind = kind
         self._base, self._max, self._clock = base_seconds, max_seconds, clock
         self._refusals = 0
         self._until = 0.0
+        # The alerts of an episode are recorded for every instance (provider_auth_alerts); one that began before
+        # this process did (before a restart or a new key, or in an instance since stopped) is still on record
+        # until a definite answer clears it: the first one here does.
+        self._cleared = False
 
     def remaining(self) -> float:
         """Seconds until calls may resume (0: not paused)."""
@@ -24,7 +35,8 @@ class ProviderPause:
 
     @property
     def in_episode(self) -> bool:
-        return self._refusals > 0
+        """Whether an episode's alerts may be on record: a definite answer of this kind must clear them."""
+        return self._refusals > 0 or not self._cleared
 
     def trip(self) -> float:
         """The provider refused our credentials again: pause (longer each time); returns the pause."""
@@ -34,7 +46,8 @@ class ProviderPause:
         return pause
 
     def clear(self) -> bool:
-        """A call got a definite answer: the key works. True if that ended an episode."""
-        ended = self._refusals > 0
-        self._refusals, self._until = 0, 0.0
-        return ended
+        """A call of this kind got a definite answer (its alerts cleared): the key works for it. True if this
+        process had been refused."""
+        recovered = self._refusals > 0
+        self._refusals, self._until, self._cleared = 0, 0.0, True
+        return recovered

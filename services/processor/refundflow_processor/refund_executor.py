@@ -162,7 +162,7 @@ class RefundExecutor:
                 # In the attempt's own context: its events continue its trace, its log lines carry its ids.
                 await asyncio.create_task(self._record_one(conn, outcome), context=outcome.context)
             if ends_episode:
-                await end_auth_episode(conn)
+                await end_auth_episode(conn, self._pause.kind)
         if ends_episode and self._pause.clear():
             log.info("provider_auth_recovered")
 
@@ -186,7 +186,7 @@ class RefundExecutor:
             if await repository.lock_leased_attempt(conn, attempt) is None:
                 return
             await repository.record_paused(conn, attempt, pause, error)
-            await raise_auth_alert_once(conn, attempt.refund.merchant_id, error)
+            await raise_auth_alert_once(conn, self._pause.kind, attempt.refund.merchant_id, error)
 
     async def _give_back(self, attempt: Attempt) -> None:
         try:

@@ -138,6 +138,7 @@ class SubscriptionCancelExecutor:
                 pause = self._pause.trip()
                 log.error("provider_auth_failed", error=error, calls_paused_for=pause)
                 await cancels.record_cancel_paused(conn, cancel, pause, error)
-                await raise_auth_alert_once(conn, cancel.merchant_id, error)
-        if isinstance(answer, Done | Refused) and self._pause.clear():
-            await end_auth_episode(conn)
+                await raise_auth_alert_once(conn, self._pause.kind, cancel.merchant_id, error)
+        if isinstance(answer, Done | Refused) and self._pause.in_episode:
+            await end_auth_episode(conn, self._pause.kind)
+            self._pause.clear()

@@ -114,9 +114,10 @@ class SubscriptionExtensionExecutor:
                 pause = self._pause.trip()
                 log.error("provider_auth_failed", error=error, calls_paused_for=pause)
                 await extensions.record_extension_retry(conn, extension, pause, error, counted=False)
-                await raise_auth_alert_once(conn, extension.merchant_id, error)
-        if isinstance(answer, Done | Refused) and self._pause.clear():
-            await end_auth_episode(conn)
+                await raise_auth_alert_once(conn, self._pause.kind, extension.merchant_id, error)
+        if isinstance(answer, Done | Refused) and self._pause.in_episode:
+            await end_auth_episode(conn, self._pause.kind)
+            self._pause.clear()
 
     async def _fix_until(
         self, conn: asyncpg.Connection, extension: SubscriptionExtension, subscription: ProviderSubscription

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
+from refundflow_processor.provider_pause import CallKind
 from refundflow_shared.event_contract import PROCESSOR
 from refundflow_shared.events import TeamAlertRaised
 from refundflow_shared.outbox import add_event
@@ -43,26 +44,38 @@ async def raise_alert(
     log.warning("team_alert_raised", kind=kind, merchant_id=merchant_id)
 
 
-async def raise_auth_alert_once(conn: asyncpg.Connection, merchant_id: str, error: str) -> bool:
-    """Tell the merchant's team, once per episode, that its refunds wait on the provider's credentials."""
+_WAITING: dict[CallKind, tuple[str, str]] = {
+    "refunds": (
+        "Refunds are waiting: the payment provider refuses the platform's API key",
+        "refunds stay processing and are executed once the key works again; none fails",
+    ),
+    "subscriptions": (
+        "Subscription changes are waiting: the payment provider refuses the platform's API key for subscriptions",
+        "cancels and extensions wait and are made once the key may change subscriptions; the customer may be "
+        "billed meanwhile",
+    ),
+}
+
+
+async def raise_auth_alert_once(conn: asyncpg.Connection, kind: CallKind, merchant_id: str, error: str) -> bool:
+    """Tell the merchant's team, once per episode of ``kind``, that its calls of that kind wait on the provider's
+    credentials."""
     status = await conn.execute(
-        "INSERT INTO provider_auth_alerts (merchant_id) VALUES ($1) ON CONFLICT DO NOTHING", merchant_id
+        "INSERT INTO provider_auth_alerts (kind, merchant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", kind, merchant_id
     )
     if status != "INSERT 0 1":
         return False
+    title, effect = _WAITING[kind]
     await raise_alert(
         conn,
         merchant_id=merchant_id,
         kind="provider_auth_failed",
-        title="Refunds are waiting: the payment provider refuses the platform's API key",
-        details={
-            "error": error,
-            "effect": "refunds stay processing and are executed once the key works again; none fails",
-        },
+        title=title,
+        details={"error": error, "effect": effect},
     )
     return True
 
 
-async def end_auth_episode(conn: asyncpg.Connection) -> None:
-    """The key works again: the next refusal is a new episode, alerted anew."""
-    await conn.execute("DELETE FROM provider_auth_alerts")
+async def end_auth_episode(conn: asyncpg.Connection, kind: CallKind) -> None:
+    """The key works again for ``kind``: its next refusal is a new episode, alerted anew."""
+    await conn.execute("DELETE FROM provider_auth_alerts WHERE kind = $1", kind)
