@@ -3,6 +3,7 @@ as long as it lasts, a definite refusal alerts the team, and nothing goes to a d
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -223,3 +224,50 @@ async def test_a_refused_cancel_whose_subscription_cannot_be_read_yet_is_retried
         assert datetime.fromisoformat(done["ends_at"]) == provider.canceled_at
         assert await processor.staged("team_alert.raised", about=requested.payment_id) == []
         await nothing_dead_lettered(processor)
+
+
+class SlowRefusalThenNoRead(CanceledInABrownOut):
+    """A cancel refused after most of the call deadline, and a read of the subscription that never answers."""
+
+    def __init__(self, refusal_after: float) -> None:
+        super().__init__()
+        self.refusal_after = refusal_after
+        self.calls: list[tuple[float, float]] = []  # (started, ended) of each call, in order
+
+    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
+        started = asyncio.get_running_loop().time()
+        try:
+            await asyncio.sleep(self.refusal_after)
+            raise ProviderRefused("resource_missing", f"No such subscription: '{subscription_id}'")
+        finally:
+            self.calls.append((started, asyncio.get_running_loop().time()))
+
+    async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
+        started = asyncio.get_running_loop().time()
+        try:
+            await asyncio.sleep(3600)
+            raise AssertionError("the deadline cuts the read short")
+        finally:
+            self.calls.append((started, asyncio.get_running_loop().time()))
+
+
+async def test_a_refused_cancel_and_its_read_end_within_the_lease_of_one_call(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The lease outlives one call's deadline: the read after a refusal gets what is left of it, not a deadline of
+    its own, or another instance takes the cancel over while the read still runs."""
+    provider = SlowRefusalThenNoRead(refusal_after=1.5)  # of the harness's 2 s deadline (a 3 s lease)
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider=provider) as processor:
+        assert processor.settings.provider_call_deadline_seconds < 2 * provider.refusal_after
+        requested = cancel_request(f"sub_{uuid.uuid4().hex[:12]}")
+        await processor.publish(requested)
+
+        async def tried() -> bool:
+            tries: int | None = await processor.db.fetchval(
+                "SELECT tries FROM subscription_cancels WHERE subscription_id = $1", requested.subscription_id
+            )
+            return bool(tries)
+
+        await eventually(tried, timeout=30)
+        (cancel_started, _), (_, read_ended) = provider.calls[:2]
+        assert read_ended - cancel_started < processor.settings.executor_lease_seconds, "the lease ran out first"

@@ -22,8 +22,9 @@ class ProcessorSettings(ServiceSettings):
     # Secret of the provider's webhook endpoint (Stripe's whsec_...); webhooks are refused without it.
     stripe_webhook_secret: SecretStr | None = None
 
-    # Every provider call (paging included) ends within this total deadline; a lease outlives it by the margin,
-    # so no other instance ever takes over work whose call may still be running.
+    # Every step's provider calls (paging, and a refused cancel's read of the subscription, included) end within
+    # this one deadline; a lease outlives it by the margin, so no other instance ever takes over work whose call
+    # may still be running.
     provider_call_deadline_seconds: float = Field(default=20.0, gt=0)
     executor_lease_margin_seconds: float = Field(default=10.0, gt=0)
     executor_max_in_flight: int = Field(default=64, ge=1, le=1000)

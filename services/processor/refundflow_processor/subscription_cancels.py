@@ -8,6 +8,8 @@ refunded must stop being billed.
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import structlog
 
@@ -69,14 +71,18 @@ class SubscriptionCancelExecutor:
             structlog.contextvars.unbind_contextvars("payment_id", "subscription_id")
 
     async def _ask(self, cancel: SubscriptionCancel) -> CancelAnswer:
-        deadline = self._settings.provider_call_deadline_seconds
+        # The cancel and the read after a refusal share one deadline: the lease outlives one deadline of calls.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.provider_call_deadline_seconds
         call = self._provider.cancel_subscription(cancel.subscription_id, at_period_end=cancel.at_period_end)
-        answer = await ask(call, deadline)
+        answer = await ask(call, self._settings.provider_call_deadline_seconds)
         if isinstance(answer, Refused):
+            if (left := deadline - loop.time()) <= 0:
+                return Retry(f"{answer.message}; no time was left to read the subscription")
             # A subscription already ended cannot be ended again (Stripe answers 404 to cancelling a canceled one,
             # and refuses to schedule its end): that is this request done too, not a customer who may still be
             # billed. Until the read answers, the refusal says nothing final: retry (or pause) as the read says.
-            current = await ask(self._provider.get_subscription(cancel.subscription_id), deadline)
+            current = await ask(self._provider.get_subscription(cancel.subscription_id), round(left, 3))
             match current:
                 case Done(subscription) if subscription.status == "canceled":
                     return current
