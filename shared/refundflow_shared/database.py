@@ -48,6 +48,13 @@ async def is_reachable(pool: asyncpg.Pool) -> bool:
     return True
 
 
+# Advisory lock classes, the first key of PostgreSQL's two-key form (the second is the hashed name): one class per
+# use, so that names hashed for one use never meet another's, above all a user-chosen name (a rate limit's bucket
+# holds a sign-in email's hash) a claim's lock. The one-key (bigint) form, the migrations', is a space apart again.
+CLAIM_LOCKS = 1
+RATE_LIMIT_LOCKS = 2
+
+
 @asynccontextmanager
 async def transaction_holding(conn: asyncpg.Connection, lock: str) -> AsyncIterator[None]:
     """A transaction that begins holding the transaction-level advisory lock named ``lock``, a constant of our code
@@ -55,7 +62,7 @@ async def transaction_holding(conn: asyncpg.Connection, lock: str) -> AsyncItera
     rolled back when it raises."""
     if not _LOCK_NAME.fullmatch(lock):  # it is written into the SQL: never anything but a plain name
         raise ValueError(f"not a lock name: {lock!r}")
-    await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock(hashtext('{lock}'))")
+    await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCKS}, hashtext('{lock}'))")
     try:
         yield
     except BaseException:

@@ -3,10 +3,17 @@ trip) and intake's ``Database`` (a write's transaction, a read of several statem
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
 import asyncpg
 import pytest
 
-from refundflow_shared.database import create_pool, read_snapshot, transaction_holding
+from refundflow_intake import rate_limit
+from refundflow_intake.app import MIGRATIONS as INTAKE_MIGRATIONS
+from refundflow_shared.database import CLAIM_LOCKS, create_pool, read_snapshot, transaction_holding
+from refundflow_shared.migrations_runner import apply_migrations
+from tests.support.probe_service import eventually
 
 
 async def test_the_lock_is_held_until_the_transaction_ends_which_commits_or_rolls_back(database_url: str) -> None:
@@ -14,7 +21,7 @@ async def test_the_lock_is_held_until_the_transaction_ends_which_commits_or_roll
     try:
         async with pool.acquire() as conn, pool.acquire() as other:
             await conn.execute("CREATE TABLE kept (x int)")
-            lock_is_free = "SELECT pg_try_advisory_xact_lock(hashtext('test.claim'))"  # autocommit: freed at once
+            lock_is_free = f"SELECT pg_try_advisory_xact_lock({CLAIM_LOCKS}, hashtext('test.claim'))"  # freed at once
 
             async with transaction_holding(conn, "test.claim"):
                 assert conn.is_in_transaction()
@@ -59,3 +66,39 @@ async def test_a_snapshot_reads_one_state_of_the_database_and_writes_nothing(dat
                 assert await conn.fetchval("SELECT sum(amount) FROM refunded") == 500, "the next one sees it"
     finally:
         await pool.close()
+
+
+_ADVISORY_LOCKS = (
+    "SELECT classid::bigint, objsubid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database ="
+    " (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+async def test_a_rate_limits_lock_is_in_a_class_of_its_own_apart_from_claims(database_url: str) -> None:
+    """A rate limit's bucket holds what a user typed (a sign-in email's hash): hashed into the claims' key space, a
+    chosen email could take a claim's lock. Each use has its own class (the two-key form), so none ever meets."""
+    await apply_migrations(database_url, "intake", INTAKE_MIGRATIONS)
+    pool = await create_pool(database_url, "intake", max_size=3)
+    try:
+        async with pool.acquire() as conn, pool.acquire() as other:
+            async with transaction_holding(conn, "processor.extension_claim"):
+                [claim] = await other.fetch(_ADVISORY_LOCKS)
+
+            async with other.transaction():  # the rate limit waits at its insert, holding its lock
+                await other.execute("LOCK TABLE rate_limit_attempts IN EXCLUSIVE MODE")
+                now = datetime.now(UTC)
+                taking = asyncio.create_task(
+                    rate_limit.take(pool, "login:account:0a1b2c", limit=5, window=timedelta(minutes=15), now=now)
+                )
+
+                async def locked() -> bool:
+                    return bool(await conn.fetch(_ADVISORY_LOCKS))
+
+                await eventually(locked, timeout=10)
+                [bucket] = await conn.fetch(_ADVISORY_LOCKS)
+            await taking
+    finally:
+        await pool.close()
+
+    assert claim["objsubid"] == bucket["objsubid"] == 2, "both in the two-key form: a class, then the hashed name"
+    assert claim["classid"] != bucket["classid"], "claims and rate limits lock in classes of their own"

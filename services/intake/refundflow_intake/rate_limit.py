@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from refundflow_intake.domain import DomainError
+from refundflow_shared.database import RATE_LIMIT_LOCKS
 
 
 class RateLimited(DomainError):
@@ -23,7 +24,7 @@ async def take(pool: asyncpg.Pool, bucket: str, *, limit: int, window: timedelta
     Runs in its own committed transaction: a refused or failed attempt still counts.
     """
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", bucket)
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", RATE_LIMIT_LOCKS, bucket)
         oldest: datetime | None = await conn.fetchval(
             "SELECT min(at) FROM (SELECT at FROM rate_limit_attempts WHERE bucket = $1 AND at > $2"
             " ORDER BY at DESC LIMIT $3) recent HAVING count(*) >= $3",
