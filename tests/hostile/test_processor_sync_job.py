@@ -4,12 +4,17 @@ only when it is: never our own refund that a database restore made us forget."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import stripe
 
+from refundflow_processor.payment_provider import ProviderRefund, ProviderSubscription, ProviderUnavailable
+from refundflow_processor.provider_pause import ProviderPause
+from refundflow_processor.refund_sync import RefundSync
 from refundflow_shared.events import PaymentSucceeded, Product
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import ProcessorUnderTest, approval, payment_intent, running_processor
@@ -156,3 +161,113 @@ async def test_a_second_provider_refund_made_for_our_finished_refund_is_booked_a
         assert (alert["kind"], alert["details"]["provider_refund_id"]) == ("duplicate_refund", again.id)
         assert await processor.staged("team_alert.raised", about=plain.id) == []
         assert await processor.refund_status(approved.refund_id) == "succeeded"
+
+
+class SlowProvider:
+    """Each list or read takes ``seconds``; it notes how many calls about one payment or refund overlap."""
+
+    name = "stripe"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.in_flight: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+        self.overlapping: set[str] = set()
+
+    async def _slow(self, about: str) -> None:
+        self.calls[about] = self.calls.get(about, 0) + 1
+        self.in_flight[about] = self.in_flight.get(about, 0) + 1
+        if self.in_flight[about] > 1:
+            self.overlapping.add(about)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.in_flight[about] -= 1
+
+    async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
+        await self._slow(payment_ref)
+        return []
+
+    async def get_refund(self, provider_refund_id: str) -> ProviderRefund:
+        await self._slow(provider_refund_id)
+        return ProviderRefund(provider_refund_id, "pending", 1_000, "eur")
+
+    async def create_refund(
+        self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
+    ) -> ProviderRefund:
+        raise ProviderUnavailable("not in this test")
+
+    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
+        raise ProviderUnavailable("not in this test")
+
+    async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
+        raise ProviderUnavailable("not in this test")
+
+    async def extend_subscription(
+        self, subscription_id: str, *, until: datetime, idempotency_key: str
+    ) -> ProviderSubscription:
+        raise ProviderUnavailable("not in this test")
+
+
+def another_instance(processor: ProcessorUnderTest, provider: SlowProvider) -> RefundSync:
+    """The sync job of another processor instance, on the same database."""
+    settings = processor.settings
+    pause = ProviderPause("refunds", settings.provider_auth_pause_seconds, settings.provider_auth_pause_max_seconds)
+    return RefundSync(processor.db, provider, settings, pause)
+
+
+async def registered(processor: ProcessorUnderTest, payments: list[PaymentSucceeded]) -> None:
+    for payment in payments:
+        await processor.publish(payment)
+
+    async def all_there() -> bool:
+        ids = [p.payment_id for p in payments]
+        found: int = await processor.db.fetchval("SELECT count(*) FROM payments WHERE payment_id = ANY($1)", ids)
+        return found == len(ids)
+
+    await eventually(all_there, timeout=30)
+
+
+# The processor's own job runs once, at its start (before any payment): the tests run two instances' jobs.
+ONE_RUN: dict[str, Any] = {"sync_interval_seconds": 3600.0, "sync_payments_per_run": 8}
+
+
+async def test_two_instances_never_scan_one_payment_at_once_however_long_a_run_takes(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    provider = SlowProvider(seconds=0.8)  # 8 payments: 6.4 s in one run, past the 3 s lease of a claim
+    async with running_processor(
+        database_url, kafka_bootstrap, topic_prefix, webhooks=False, provider=provider, **ONE_RUN
+    ) as processor:
+        await registered(processor, [paid(payment_intent()) for _ in range(8)])
+        first, second = another_instance(processor, provider), another_instance(processor, provider)
+
+        async def later() -> int:
+            await asyncio.sleep(processor.settings.executor_lease_seconds + 0.2)
+            return await second.scan_payments()
+
+        await asyncio.gather(first.scan_payments(), later())
+        assert provider.overlapping == set(), "another instance scanned a payment still being scanned"
+
+
+async def test_two_instances_never_poll_one_pending_refund_together(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    provider = SlowProvider(seconds=0.3)
+    async with running_processor(
+        database_url, kafka_bootstrap, topic_prefix, webhooks=False, provider=provider, **ONE_RUN
+    ) as processor:
+        payment = paid(payment_intent())
+        await registered(processor, [payment])
+        pending = [f"re_pending_{n}" for n in range(6)]
+        for provider_refund_id in pending:  # made outside Refundflow, pending for an hour
+            await processor.db.execute(
+                "INSERT INTO external_refunds (provider_refund_id, payment_id, amount, currency, status, updated_at)"
+                " VALUES ($1, $2, 1000, 'EUR', 'pending', now() - interval '1 hour')",
+                provider_refund_id,
+                payment.payment_id,
+            )
+        first, second = another_instance(processor, provider), another_instance(processor, provider)
+
+        await asyncio.gather(first.poll_pending_refunds(), second.poll_pending_refunds())
+        assert provider.calls == dict.fromkeys(pending, 1), "each pending refund asked about once"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 import asyncpg
@@ -93,36 +95,60 @@ async def payments_with_provider_id(conn: asyncpg.Connection, provider_payment_i
     return [_payment(r) for r in rows]
 
 
-async def claim_payments_to_sync(conn: asyncpg.Connection, limit: int, lease_seconds: float) -> list[Payment]:
-    """Lease the least recently scanned payments that are due; each is marked scanned only once it was."""
-    rows = await conn.fetch(
-        "UPDATE payments p SET sync_locked_until = now() + make_interval(secs => $2)"
+@dataclass(frozen=True)
+class SyncLease:
+    """A payment leased for one scan; ``until`` (the lease's end) tells our lease from a later one."""
+
+    payment: Payment
+    until: datetime
+
+
+async def claim_payment_to_sync(conn: asyncpg.Connection, lease_seconds: float, skip: list[str]) -> SyncLease | None:
+    """Lease the least recently scanned payment that is due (none of ``skip``, scanned in this run), for one scan:
+    a lease per payment as it is scanned, so that none waits in a run's tail while its lease runs out."""
+    row = await conn.fetchrow(
+        "UPDATE payments p SET sync_locked_until = now() + make_interval(secs => $1)"
         " FROM (SELECT payment_id FROM payments WHERE sync_retry_at <= now() AND sync_locked_until < now()"
-        "       ORDER BY last_synced_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+        "       AND payment_id <> ALL($2::text[]) ORDER BY last_synced_at LIMIT 1 FOR UPDATE SKIP LOCKED) due"
         " WHERE p.payment_id = due.payment_id"
-        " RETURNING p.payment_id, p.merchant_id, p.provider_payment_id, p.amount, p.currency",
-        limit,
+        " RETURNING p.payment_id, p.merchant_id, p.provider_payment_id, p.amount, p.currency, p.sync_locked_until",
         lease_seconds,
+        skip,
     )
-    return [_payment(r) for r in rows]
+    return None if row is None else SyncLease(_payment(row), row["sync_locked_until"])
 
 
-async def record_payment_synced(conn: asyncpg.Connection, payment_id: str) -> None:
+async def lock_sync_lease(conn: asyncpg.Connection, lease: SyncLease) -> bool:
+    """True if our lease on the payment's scan still holds (the payment is then locked until the transaction
+    ends): else another instance took the scan over, and records it."""
+    found = await conn.fetchval(
+        "SELECT 1 FROM payments WHERE payment_id = $1 AND sync_locked_until = $2 FOR UPDATE",
+        lease.payment.payment_id,
+        lease.until,
+    )
+    return found is not None
+
+
+async def record_payment_synced(conn: asyncpg.Connection, lease: SyncLease) -> None:
     await conn.execute(
         "UPDATE payments SET last_synced_at = now(), sync_locked_until = '-infinity', sync_failures = 0,"
-        " sync_error = NULL, sync_retry_at = '-infinity' WHERE payment_id = $1",
-        payment_id,
+        " sync_error = NULL, sync_retry_at = '-infinity' WHERE payment_id = $1 AND sync_locked_until = $2",
+        lease.payment.payment_id,
+        lease.until,
     )
 
 
 async def record_payment_sync_failed(
-    conn: asyncpg.Connection, payment_id: str, error: str, *, base_seconds: float, max_seconds: float
+    conn: asyncpg.Connection, lease: SyncLease, error: str, *, base_seconds: float, max_seconds: float
 ) -> None:
-    """The scan of this payment failed: flag it, and try it again after a growing pause."""
+    """The scan of this payment failed: flag it, and try it again after a growing pause (if the lease still holds:
+    else the instance that took it over decides)."""
     await conn.execute(
-        "UPDATE payments SET sync_failures = sync_failures + 1, sync_error = $2, sync_locked_until = '-infinity',"
-        " sync_retry_at = now() + make_interval(secs => least($4, $3 * 2 ^ sync_failures)) WHERE payment_id = $1",
-        payment_id,
+        "UPDATE payments SET sync_failures = sync_failures + 1, sync_error = $3, sync_locked_until = '-infinity',"
+        " sync_retry_at = now() + make_interval(secs => least($5, $4 * 2 ^ sync_failures))"
+        " WHERE payment_id = $1 AND sync_locked_until = $2",
+        lease.payment.payment_id,
+        lease.until,
         error[:1000],
         base_seconds,
         max_seconds,
@@ -161,21 +187,18 @@ async def record_external_refund_status(conn: asyncpg.Connection, provider_refun
     )
 
 
-async def pending_external_refund_ids(conn: asyncpg.Connection, older_than_seconds: float, limit: int) -> list[str]:
-    """Attributed external refunds still pending: asked about again until final."""
-    rows = await conn.fetch(
-        "SELECT provider_refund_id FROM external_refunds WHERE status = 'pending' AND attributed"
-        " AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT $2",
+async def claim_pending_external_refund(conn: asyncpg.Connection, older_than_seconds: float) -> str | None:
+    """The attributed external refund pending longest past the threshold (asked about again until final), touched
+    as ``repository.claim_stale_pending_refund`` touches ours."""
+    found: str | None = await conn.fetchval(
+        "UPDATE external_refunds x SET updated_at = now()"
+        " FROM (SELECT provider_refund_id FROM external_refunds WHERE status = 'pending' AND attributed"
+        "       AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT 1"
+        "       FOR UPDATE SKIP LOCKED) due"
+        " WHERE x.provider_refund_id = due.provider_refund_id RETURNING x.provider_refund_id",
         older_than_seconds,
-        limit,
     )
-    return [r["provider_refund_id"] for r in rows]
-
-
-async def touch_external_refund(conn: asyncpg.Connection, provider_refund_id: str) -> None:
-    await conn.execute(
-        "UPDATE external_refunds SET updated_at = now() WHERE provider_refund_id = $1", provider_refund_id
-    )
+    return found
 
 
 async def known_provider_refund_ids(conn: asyncpg.Connection, payment_id: str) -> set[str]:

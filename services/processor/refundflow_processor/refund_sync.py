@@ -66,59 +66,75 @@ class RefundSync:
             log.error("provider_auth_failed", error=str(exc), calls_paused_for=self._pause.trip())
 
     async def poll_pending_refunds(self) -> int:
-        """Ask about refunds pending for long (ours, then external ones); returns how many changed."""
+        """Ask about refunds pending for long (ours, then external ones); returns how many changed. Each is claimed
+        as it is asked about (``FOR UPDATE SKIP LOCKED``, and touched): two instances never ask about one."""
         after = self._settings.sync_pending_after_seconds
-        async with self._pool.acquire() as conn:
-            ours = await repository.stale_pending_refund_ids(conn, after, _POLL_LIMIT)
-            external = await payment_repository.pending_external_refund_ids(conn, after, _POLL_LIMIT)
         recorded = 0
-        for provider_refund_id, touch in [
-            *((i, repository.touch_pending_attempt) for i in ours),
-            *((i, payment_repository.touch_external_refund) for i in external),
-        ]:
-            try:
-                reported = await self._call(self._provider.get_refund(provider_refund_id))
-                async with self._pool.acquire() as conn, conn.transaction():
-                    recorded += await apply_provider_update(  # first: it locks the payment before the refund
-                        conn, reported, policy=self._policy, provider=self._provider.name
-                    )
-                    await touch(conn, provider_refund_id)
-            except ProviderAuthFailed:
-                raise
-            except Exception:  # one refund's trouble is logged; the others are still asked about
-                log.exception("pending_refund_poll_failed", provider_refund_id=provider_refund_id)
+        for claim in (repository.claim_stale_pending_refund, payment_repository.claim_pending_external_refund):
+            for _ in range(_POLL_LIMIT):
+                async with self._pool.acquire() as conn:
+                    provider_refund_id = await claim(conn, after)
+                if provider_refund_id is None:
+                    break
+                recorded += await self._poll(provider_refund_id)
         return recorded
 
+    async def _poll(self, provider_refund_id: str) -> int:
+        try:
+            reported = await self._call(self._provider.get_refund(provider_refund_id))
+            async with self._pool.acquire() as conn, conn.transaction():
+                # First: it locks the payment before the refund.
+                return int(
+                    await apply_provider_update(conn, reported, policy=self._policy, provider=self._provider.name)
+                )
+        except ProviderAuthFailed:
+            raise
+        except Exception:  # one refund's trouble is logged; the others are still asked about
+            log.exception("pending_refund_poll_failed", provider_refund_id=provider_refund_id)
+            return 0
+
     async def scan_payments(self) -> int:
-        """Scan a batch of payments at the provider; returns how many events the scan published."""
-        lease = self._settings.executor_lease_seconds
-        async with self._pool.acquire() as conn:
-            payments = await payment_repository.claim_payments_to_sync(
-                conn, self._settings.sync_payments_per_run, lease
-            )
+        """Scan a batch of payments at the provider, each leased as it is scanned; returns how many events the scan
+        published."""
+        lease_seconds = self._settings.executor_lease_seconds  # outlives the one call a scan makes
+        scanned: list[str] = []
         published = 0
-        for payment in payments:
-            try:
-                at_provider = await self._call(self._provider.list_refunds(payment.provider_payment_id))
-                async with self._pool.acquire() as conn, conn.transaction():
-                    published += await self._record_scan(conn, payment, at_provider)
-                    await payment_repository.record_payment_synced(conn, payment.payment_id)
-            except ProviderAuthFailed:
-                raise
-            except Exception as exc:  # flag it and carry on: one payment never stops the others
-                if isinstance(exc, ProviderRefused | ProviderUnavailable | TimeoutError):
-                    log.warning("payment_sync_failed", payment_id=payment.payment_id, error=str(exc) or repr(exc))
-                else:
-                    log.exception("payment_sync_failed", payment_id=payment.payment_id)
-                async with self._pool.acquire() as conn:
-                    await payment_repository.record_payment_sync_failed(
-                        conn,
-                        payment.payment_id,
-                        f"{type(exc).__name__}: {exc}",
-                        base_seconds=self._settings.sync_interval_seconds,
-                        max_seconds=self._settings.sync_error_retry_max_seconds,
-                    )
+        while len(scanned) < self._settings.sync_payments_per_run:
+            async with self._pool.acquire() as conn:
+                lease = await payment_repository.claim_payment_to_sync(conn, lease_seconds, scanned)
+            if lease is None:
+                break
+            scanned.append(lease.payment.payment_id)
+            published += await self._scan(lease)
         return published
+
+    async def _scan(self, lease: payment_repository.SyncLease) -> int:
+        payment = lease.payment
+        try:
+            at_provider = await self._call(self._provider.list_refunds(payment.provider_payment_id))
+            async with self._pool.acquire() as conn, conn.transaction():
+                if not await payment_repository.lock_sync_lease(conn, lease):
+                    log.warning("payment_sync_lease_lost", payment_id=payment.payment_id)
+                    return 0
+                published = await self._record_scan(conn, payment, at_provider)
+                await payment_repository.record_payment_synced(conn, lease)
+                return published
+        except ProviderAuthFailed:
+            raise
+        except Exception as exc:  # flag it and carry on: one payment never stops the others
+            if isinstance(exc, ProviderRefused | ProviderUnavailable | TimeoutError):
+                log.warning("payment_sync_failed", payment_id=payment.payment_id, error=str(exc) or repr(exc))
+            else:
+                log.exception("payment_sync_failed", payment_id=payment.payment_id)
+            async with self._pool.acquire() as conn:
+                await payment_repository.record_payment_sync_failed(
+                    conn,
+                    lease,
+                    f"{type(exc).__name__}: {exc}",
+                    base_seconds=self._settings.sync_interval_seconds,
+                    max_seconds=self._settings.sync_error_retry_max_seconds,
+                )
+            return 0
 
     async def _record_scan(self, conn: asyncpg.Connection, payment: Payment, at_provider: list[ProviderRefund]) -> int:
         ours = await repository.refund_statuses(conn, payment.payment_id)

@@ -386,19 +386,16 @@ async def refund_statuses(conn: asyncpg.Connection, payment_id: str) -> dict[str
     return {r["refund_id"]: RefundStatus(r["status"]) for r in rows}
 
 
-async def stale_pending_refund_ids(conn: asyncpg.Connection, older_than_seconds: float, limit: int) -> list[str]:
-    rows = await conn.fetch(
-        "SELECT provider_refund_id FROM refund_attempts WHERE state = 'provider_pending'"
-        " AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT $2",
+async def claim_stale_pending_refund(conn: asyncpg.Connection, older_than_seconds: float) -> str | None:
+    """The provider refund id of the attempt pending longest past the threshold, touched so that no instance asks
+    about it again before the threshold has passed once more (an instance that does not answer within it lets
+    another one ask)."""
+    found: str | None = await conn.fetchval(
+        "UPDATE refund_attempts a SET updated_at = now()"
+        " FROM (SELECT refund_id, attempt FROM refund_attempts WHERE state = 'provider_pending'"
+        "       AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT 1"
+        "       FOR UPDATE SKIP LOCKED) due"
+        " WHERE a.refund_id = due.refund_id AND a.attempt = due.attempt RETURNING a.provider_refund_id",
         older_than_seconds,
-        limit,
     )
-    return [r["provider_refund_id"] for r in rows]
-
-
-async def touch_pending_attempt(conn: asyncpg.Connection, provider_refund_id: str) -> None:
-    """The sync job asked about a pending refund: ask again only after the threshold."""
-    await conn.execute(
-        "UPDATE refund_attempts SET updated_at = now() WHERE provider_refund_id = $1 AND state = 'provider_pending'",
-        provider_refund_id,
-    )
+    return found
