@@ -19,6 +19,7 @@ from refundflow_cli.outbox_status import show_outboxes
 from refundflow_cli.outcomes import ExitCode, OperatorError, UsageProblem
 from refundflow_cli.output import Output
 from refundflow_cli.refund_story import show_refund
+from refundflow_cli.sealed_values import show_sealed_values
 from refundflow_cli.settings import CliSettings
 from refundflow_cli.stuck import find_stuck
 from refundflow_cli.tail import tail_topic
@@ -162,6 +163,19 @@ def stuck(
 ) -> None:
     """Refunds processing too long, outcomes unknown at the provider, requests past their review target."""
     _run(json, lambda s, o: find_stuck(s, o, older_than=parse_duration(older_than), limit=limit))
+
+
+@app.command("secret-keys")
+def secret_keys(
+    retiring: Annotated[
+        str | None,
+        typer.Option(help="The key id to be removed: exit 1 while anything intake or the notifier keeps needs it."),
+    ] = None,
+    json: Json = False,
+) -> None:
+    """Which key of WEBHOOK_SECRET_KEYS sealed the webhook signing secrets and Slack URLs intake and the notifier
+    keep: remove an old key once nothing needs it."""
+    _run(json, lambda s, o: show_sealed_values(s, o, retiring=retiring))
 
 
 @consumer_app.command("rewind")

@@ -379,7 +379,7 @@ async def _sent(world: World, merchant_id: str, count: int) -> bool:
 
 
 def endpoint_state(
-    merchant_id: str, endpoint_id: str, url: str, enabled: bool, version: int
+    merchant_id: str, endpoint_id: str, url: str, enabled: bool, version: int, sealed_secret: str | None = None
 ) -> WebhookEndpointConfigured:
     return WebhookEndpointConfigured(
         merchant_id=merchant_id,
@@ -387,7 +387,7 @@ def endpoint_state(
         url=url,
         event_types=["refund.requested"],
         enabled=enabled,
-        encrypted_secret=SecretBox(TEST_SECRET_KEY).seal(new_signing_secret(), context=endpoint_id),
+        encrypted_secret=sealed_secret or SecretBox(TEST_SECRET_KEY).seal(new_signing_secret(), context=endpoint_id),
         version=version,
     )
 
@@ -395,7 +395,9 @@ def endpoint_state(
 async def reconfigure(
     world: World, merchant_id: str, endpoint_id: str, url: str, *, enabled: bool, version: int
 ) -> None:
-    await world.feed.publish(endpoint_state(merchant_id, endpoint_id, url, enabled, version))
+    # As intake sends a change: with the sealed secret it stored (a new one only when rolled or sealed again).
+    sealed = await world.pool.fetchval("SELECT encrypted_secret FROM webhook_endpoints WHERE id = $1", endpoint_id)
+    await world.feed.publish(endpoint_state(merchant_id, endpoint_id, url, enabled, version, sealed))
 
     async def applied() -> bool:
         return bool(

@@ -12,10 +12,19 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from refundflow_notifier.webhook_signing import new_signing_secret
-from refundflow_shared.events import PaymentRefunded, RefundRequested, RefundSucceeded
+from refundflow_shared.events import (
+    PaymentRefunded,
+    RefundRequested,
+    RefundSucceeded,
+    WebhookEndpointConfigured,
+    topic_for,
+)
+from refundflow_shared.secret_box import SecretBox
 from tests.conftest import create_database
 from tests.support.infrastructure import free_port
+from tests.support.kafka_reader import read_topic
 from tests.support.notifier_harness import (
+    TEST_SECRET_KEY,
     EventFeed,
     configure_endpoint,
     configure_team,
@@ -29,8 +38,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 class World:
-    def __init__(self, feed: EventFeed, pool: asyncpg.Pool, http: HttpReceiver) -> None:
+    def __init__(self, feed: EventFeed, pool: asyncpg.Pool, http: HttpReceiver, kafka: str, prefix: str) -> None:
         self.feed, self.pool, self.http = feed, pool, http
+        self.kafka, self.prefix = kafka, prefix
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +49,7 @@ async def world(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[World]
         async with http_receiver() as http:
             settings = notifier_settings(await create_database(postgres_url), kafka_bootstrap, smtp_port)
             async with running_notifier(settings) as (feed, pool):
-                yield World(feed, pool, http)
+                yield World(feed, pool, http, kafka_bootstrap, settings.topic_prefix)
 
 
 def merchant() -> str:
@@ -158,6 +168,50 @@ async def test_410_disables_the_endpoint_and_alerts_the_team(world: World) -> No
     await world.feed.publish(succeeded(m))
     await asyncio.sleep(1.5)
     assert len(world.http.received[name]) == 1, "nothing more goes to a disabled endpoint"
+
+
+async def test_a_secret_sealed_again_does_not_enable_an_endpoint_the_notifier_disabled(world: World) -> None:
+    """Intake re-seals under a new key (or rolls the secret) before it heard of the disable: its configuration, still
+    enabled, changes only the ciphertext. The endpoint stays disabled and intake is told again, for that version; the
+    merchant's own enable (the same ciphertext) enables it."""
+    m, name, secret = merchant(), uuid.uuid4().hex, new_signing_secret()
+    world.http.scripts[name] = [410]
+    endpoint = await configure_endpoint(
+        world.feed, world.pool, m, world.http.url(name), ["refund.succeeded"], secret=secret
+    )
+    await world.feed.publish(succeeded(m))
+
+    async def disabled() -> bool:
+        return await world.pool.fetchval("SELECT enabled FROM webhook_endpoints WHERE id = $1", endpoint) is False
+
+    await eventually(disabled)
+    resealed = SecretBox(TEST_SECRET_KEY).seal(secret, context=endpoint)
+    configured = {"merchant_id": m, "endpoint_id": endpoint, "url": world.http.url(name), "enabled": True}
+    await world.feed.publish(
+        WebhookEndpointConfigured(**configured, event_types=["refund.succeeded"], encrypted_secret=resealed, version=2)
+    )
+
+    async def taken(version: int) -> bool:
+        return bool(
+            await world.pool.fetchval("SELECT version = $2 FROM webhook_endpoints WHERE id = $1", endpoint, version)
+        )
+
+    await eventually(lambda: taken(2))
+    row = await world.pool.fetchrow("SELECT * FROM webhook_endpoints WHERE id = $1", endpoint)
+    assert not row["enabled"] and "410" in row["disabled_reason"] and row["encrypted_secret"] == resealed
+
+    async def intake_told_again() -> bool:
+        told = await read_topic(world.kafka, topic_for("webhook_endpoint.disabled", world.prefix), expected=1)
+        versions = [json.loads(r.value or b"")["version"] for r in told if endpoint.encode() in (r.value or b"")]
+        return versions == [1, 2]  # intake hears the disable again, for the version it sent
+
+    await eventually(intake_told_again)
+
+    await world.feed.publish(
+        WebhookEndpointConfigured(**configured, event_types=["refund.succeeded"], encrypted_secret=resealed, version=3)
+    )
+    await eventually(lambda: taken(3))
+    assert await world.pool.fetchval("SELECT enabled FROM webhook_endpoints WHERE id = $1", endpoint)
 
 
 async def test_an_endpoint_failing_for_n_events_in_a_row_is_disabled(world: World) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 
-from refundflow_intake import event_handlers, notification_settings, review_deadlines
+from refundflow_intake import event_handlers, notification_settings, review_deadlines, secret_resealing
 from refundflow_intake.api.errors import install_error_handlers
 from refundflow_intake.api.routes import (
     api_keys,
@@ -75,12 +75,13 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with run(app):
+            box = SecretBox(key.get_secret_value()) if key else None
             # Slack URLs saved in clear before they were sealed: sealed once, before the first request.
-            await notification_settings.seal_clear_slack_urls(
-                runtime.pool, SecretBox(key.get_secret_value()) if key else None
-            )
+            await notification_settings.seal_clear_slack_urls(runtime.pool, box)
             # Portals switched off before switches were announced: the notifier told once.
             await notification_settings.announce_earlier_portal_switches(runtime.pool)
+            # What an older key of the ring sealed, sealed again under the first: then the older key can go.
+            await secret_resealing.reseal_under_primary_key(runtime.pool, box)
             yield
 
     app = service_app(

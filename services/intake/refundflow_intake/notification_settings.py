@@ -80,6 +80,19 @@ async def announce_earlier_portal_switches(pool: asyncpg.Pool) -> int:
     return len(rows)
 
 
+async def replace_sealed_slack_url(conn: asyncpg.Connection, merchant_id: str, sealed: str) -> None:
+    """The same Slack URL, sealed again (under another key), announced with the rest of the settings as they are.
+    The caller holds the merchant's row, then the settings' (in that order, as a save takes them)."""
+    portal_on = await conn.fetchval("SELECT portal_enabled FROM merchants WHERE id = $1", merchant_id)
+    row = await conn.fetchrow(
+        "UPDATE notification_settings SET sealed_slack_webhook_url = $2 WHERE merchant_id = $1 RETURNING *",
+        merchant_id,
+        sealed,
+    )
+    assert row is not None, "the caller holds the row's lock"
+    await _announce(conn, merchant_id, dict(row), portal_on=portal_on)
+
+
 async def _announce(conn: asyncpg.Connection, merchant_id: str, settings: Row, *, portal_on: bool | None) -> None:
     await add_event(
         conn,

@@ -151,6 +151,22 @@ async def update_endpoint(conn: asyncpg.Connection, merchant_id: str, endpoint_i
     return dict(row)
 
 
+async def replace_sealed_secret(conn: asyncpg.Connection, merchant_id: str, endpoint_id: str, sealed: str) -> None:
+    """The same signing secret, sealed again (under another key), as a new version the notifier takes: its copy of
+    the ciphertext is replaced too. The merchant changed nothing, so ``updated_at`` stays."""
+    row = await conn.fetchrow(
+        "UPDATE webhook_endpoints SET encrypted_secret = $3, version = version + 1"
+        " WHERE id = $1 AND merchant_id = $2 AND deleted_at IS NULL"
+        f" RETURNING {_ENDPOINT_COLUMNS}, encrypted_secret, version",
+        endpoint_id,
+        merchant_id,
+        sealed,
+    )
+    if row is None:
+        raise WebhookEndpointNotFound(f"no webhook endpoint {endpoint_id}")
+    await _announce_endpoint(conn, merchant_id, dict(row))
+
+
 async def record_disabled(conn: asyncpg.Connection, data: WebhookEndpointDisabled) -> None:
     """The notifier disabled the endpoint: the merchant sees it disabled, and why. Not when the merchant has
     changed it since (a newer version): that configuration, enabled, went to the notifier after the one it disabled,

@@ -27,6 +27,7 @@ from refundflow_notifier.notification_rules import (
 )
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_shared.consumer import EventConsumer
+from refundflow_shared.event_contract import NOTIFIER
 from refundflow_shared.events import (
     EVENT_DATA_TYPES,
     WEBHOOK_EVENT_TYPES,
@@ -36,7 +37,9 @@ from refundflow_shared.events import (
     PasswordResetRequested,
     TeamMemberInvited,
     WebhookEndpointConfigured,
+    WebhookEndpointDisabled,
 )
+from refundflow_shared.outbox import add_event
 from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.tracing import current_traceparent
 
@@ -166,7 +169,13 @@ def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
 
     @consumer.handles(WebhookEndpointConfigured)
     async def endpoint_configured(conn: asyncpg.Connection, event: Event, data: WebhookEndpointConfigured) -> None:
-        await webhook_store.apply_endpoint(conn, data)
+        kept_disabled = await webhook_store.apply_endpoint(conn, data)
+        if kept_disabled is not None:
+            version, reason = kept_disabled
+            disabled = WebhookEndpointDisabled(
+                merchant_id=data.merchant_id, endpoint_id=data.endpoint_id, reason=reason, version=version
+            )
+            await add_event(conn, disabled, source=NOTIFIER.source)
 
     @consumer.handles(NotificationSettingsConfigured)
     async def settings_configured(conn: asyncpg.Connection, event: Event, data: NotificationSettingsConfigured) -> None:

@@ -14,24 +14,17 @@ from refundflow_shared.database import transaction_holding
 from refundflow_shared.events import Event, WebhookEndpointConfigured
 
 
-async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigured) -> None:
+async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigured) -> tuple[int, str] | None:
     """Take the endpoint's new state unless a newer one is already here; re-enabling clears the failure count.
-    Disabling or deleting it cancels what was still to be delivered (a re-enabled endpoint starts afresh)."""
+    Disabling or deleting it cancels what was still to be delivered (a re-enabled endpoint starts afresh).
+
+    A version that changes only the sealed secret (re-sealed under a new key, or rolled) is no enable: sent before
+    intake heard that this notifier disabled the endpoint, it still says enabled. Then the endpoint stays disabled,
+    and (version, reason) is returned, for intake to hear the disable again for the version it now has."""
     if not data.enabled or data.deleted:
         await _stop_queuing_to(conn, data.endpoint_id)
     row = await conn.fetchrow(
-        """
-        INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, enabled, deleted, encrypted_secret, version)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        ON CONFLICT (id) DO UPDATE SET
-            url = EXCLUDED.url, event_types = EXCLUDED.event_types, enabled = EXCLUDED.enabled,
-            deleted = EXCLUDED.deleted, encrypted_secret = EXCLUDED.encrypted_secret, version = EXCLUDED.version,
-            consecutive_failures = CASE WHEN EXCLUDED.enabled THEN 0 ELSE webhook_endpoints.consecutive_failures END,
-            disabled_reason = CASE WHEN EXCLUDED.enabled THEN NULL ELSE webhook_endpoints.disabled_reason END,
-            updated_at = now()
-        WHERE webhook_endpoints.version < EXCLUDED.version AND webhook_endpoints.merchant_id = EXCLUDED.merchant_id
-        RETURNING enabled AND NOT deleted AS active
-        """,
+        _APPLY_ENDPOINT,
         data.endpoint_id,
         data.merchant_id,
         data.url,
@@ -41,8 +34,31 @@ async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigur
         data.encrypted_secret,
         data.version,
     )
-    if row is not None and not row["active"]:
+    if row is None:
+        return None
+    if not row["active"]:
         await _cancel_pending(conn, data.endpoint_id)
+    return (row["version"], row["disabled_reason"]) if row["kept_disabled"] else None
+
+
+# This notifier disabled the endpoint, and the new version changes nothing but the ciphertext: it stays disabled.
+_KEEPS_ITS_DISABLE = """(
+    webhook_endpoints.disabled_reason IS NOT NULL AND NOT EXCLUDED.deleted AND webhook_endpoints.url = EXCLUDED.url
+    AND webhook_endpoints.event_types = EXCLUDED.event_types
+    AND webhook_endpoints.encrypted_secret <> EXCLUDED.encrypted_secret)"""
+_ENABLES = f"EXCLUDED.enabled AND NOT {_KEEPS_ITS_DISABLE}"
+_APPLY_ENDPOINT = f"""
+INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, enabled, deleted, encrypted_secret, version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (id) DO UPDATE SET
+    url = EXCLUDED.url, event_types = EXCLUDED.event_types, enabled = {_ENABLES},
+    deleted = EXCLUDED.deleted, encrypted_secret = EXCLUDED.encrypted_secret, version = EXCLUDED.version,
+    consecutive_failures = CASE WHEN {_ENABLES} THEN 0 ELSE webhook_endpoints.consecutive_failures END,
+    disabled_reason = CASE WHEN {_ENABLES} THEN NULL ELSE webhook_endpoints.disabled_reason END,
+    updated_at = now()
+WHERE webhook_endpoints.version < EXCLUDED.version AND webhook_endpoints.merchant_id = EXCLUDED.merchant_id
+RETURNING enabled AND NOT deleted AS active, $5 AND NOT enabled AS kept_disabled, disabled_reason, version
+"""
 
 
 async def queue_events(
