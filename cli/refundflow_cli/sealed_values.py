@@ -15,10 +15,23 @@ from refundflow_cli.settings import CliSettings
 NO_KEY_ID = "(v1, no key id)"  # a v1 ciphertext opens with whichever key sealed it: any may be that one
 
 # (what, table, its sealed column, which rows count): the copies that are opened to sign or to post.
+_OVERLAP = "previous_secret_expires_at > now()"  # a rolled secret's predecessor signs until then
 _SEALED = (
     ("intake webhook endpoint secrets", "intake.webhook_endpoints", "encrypted_secret", "deleted_at IS NULL"),
+    (
+        "intake previous endpoint secrets (rolled)",
+        "intake.webhook_endpoints",
+        "previous_encrypted_secret",
+        f"deleted_at IS NULL AND {_OVERLAP}",
+    ),
     ("intake Slack URLs", "intake.notification_settings", "sealed_slack_webhook_url", "true"),
     ("notifier webhook endpoint secrets", "notifier.webhook_endpoints", "encrypted_secret", "NOT deleted"),
+    (
+        "notifier previous endpoint secrets (rolled)",
+        "notifier.webhook_endpoints",
+        "previous_encrypted_secret",
+        f"NOT deleted AND {_OVERLAP}",
+    ),
     ("notifier Slack URLs", "notifier.merchant_settings", "sealed_slack_webhook_url", "true"),
 )
 

@@ -395,6 +395,10 @@ class WebhookEndpointConfigured(EventData):
     deleted: bool = False
     encrypted_secret: Annotated[str, Field(max_length=1000)]
     version: int = Field(ge=1, le=2**31 - 1, description="grows with every change; older versions are ignored")
+    previous_encrypted_secret: Annotated[str, Field(max_length=1000)] | None = Field(
+        None, description="the secret before the merchant rolled it, sealed: it signs too until the overlap ends"
+    )
+    previous_secret_expires_at: datetime | None = Field(None, description="when the previous secret stops signing")
 
 
 class WebhookEndpointDisabled(EventData):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -115,6 +116,14 @@ async def test_every_operation_shows_an_example_of_its_success_body(openapi: dic
             schema = success["content"]["application/json"]["schema"]
             name = schema["$ref"].rsplit("/", 1)[-1]
             assert schemas[name].get("examples"), (method, path, name)
+
+
+async def test_the_openapi_document_lists_rolling_an_endpoints_signing_secret(openapi: dict[str, Any]) -> None:
+    operation = openapi["paths"]["/v1/webhook-endpoints/{endpoint_id}/secret"]["post"]
+    assert "overlap" in operation["description"]
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert {"secret", "previous_secret_expires_at"} <= set(openapi["components"]["schemas"][schema]["properties"])
+    assert "webhook_endpoint_not_found" in json.dumps(operation["responses"]["404"])
 
 
 async def test_the_openapi_document_lists_every_webhook_with_its_envelope_and_data(

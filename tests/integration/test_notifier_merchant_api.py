@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -312,6 +313,27 @@ async def test_an_endpoint_refundflow_disabled_shows_why_in_the_api_and_dashboar
     await endpoint_known(world, endpoint["id"], enabled=True, disabled_reason=None)
     await world.feed.publish(succeeded(merchant_id))
     await received(world, name, 2)
+
+
+async def test_an_owner_rolls_an_endpoints_signing_secret_in_the_dashboard_and_sees_the_new_one_once(
+    world: World,
+) -> None:
+    _, auth, owner = await owner_signed_in(world)
+    body = {"url": world.http.url(uuid.uuid4().hex), "events": ["refund.succeeded"]}
+    endpoint = (await world.api.post("/v1/webhook-endpoints", headers=auth, json=body)).json()
+    page = f"/dashboard/webhooks/{endpoint['id']}"
+    assert "Roll signing secret" in (await owner.page(page)).text
+
+    rolled = await owner.post_form(page, f"{page}/secret", {})
+    assert rolled.status_code == 200, rolled.text[:500]
+    [secret] = re.findall(r"whsec_[A-Za-z0-9+/=]+", rolled.text)
+    assert secret != endpoint["secret"] and "previous secret also signs until" in rolled.text
+    assert "whsec_" not in (await owner.page(page)).text, "shown once"
+    await endpoint_known(world, endpoint["id"], version=2)
+    sealed = await world.notifier_db.fetchval(
+        "SELECT encrypted_secret FROM webhook_endpoints WHERE id = $1", endpoint["id"]
+    )
+    assert SecretBox(TEST_SECRET_KEY).open(sealed, context=endpoint["id"]) == secret
 
 
 async def test_bad_endpoint_bodies_are_refused_and_nothing_is_written(world: World) -> None:

@@ -1,5 +1,6 @@
-"""Rotating WEBHOOK_SECRET_KEYS: add the new key first, intake re-seals what the old one sealed and tells the
-notifier, `refundflow secret-keys` says when nothing needs the old key any more, and then it is removed.
+"""Rotating secrets. WEBHOOK_SECRET_KEYS: add the new key first, intake re-seals what the old one sealed and tells
+the notifier, `refundflow secret-keys` says when nothing needs the old key any more, and then it is removed. An
+endpoint's signing secret: rolled, the new one signs beside the previous one for an overlap, then alone.
 
 Intake and the notifier run in-process on one database and broker and are restarted with each key ring, as an
 operator would; a real HTTP receiver verifies each webhook with the secret intake showed once.
@@ -11,11 +12,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from refundflow_intake.app import create_app as create_intake
 from refundflow_intake.settings import IntakeSettings
@@ -50,10 +53,14 @@ class World:
     http: HttpReceiver
 
     @asynccontextmanager
-    async def running(self, ring: str) -> AsyncIterator[Stack]:
+    async def running(
+        self, ring: str, *, notifier: dict[str, Any] | None = None, intake: dict[str, Any] | None = None
+    ) -> AsyncIterator[Stack]:
         """Intake and the notifier, started with this key ring (intake last: it re-seals as it starts)."""
-        settings = notifier_settings(self.database_url, self.kafka, self.smtp_port, webhook_secret_keys=ring)
-        intake = create_intake(
+        settings = notifier_settings(
+            self.database_url, self.kafka, self.smtp_port, webhook_secret_keys=ring, **(notifier or {})
+        )
+        app = create_intake(
             IntakeSettings(
                 database_url=self.database_url,
                 kafka_bootstrap_servers=self.kafka,
@@ -61,12 +68,13 @@ class World:
                 refundflow_admin_token=ADMIN_TOKEN,
                 webhook_secret_keys=ring,
                 refundflow_allow_private_webhook_urls=True,  # the receivers listen on 127.0.0.1
+                **(intake or {}),
             )
         )
         async with (
             running_notifier(settings) as (feed, notifier_db),
-            intake.router.lifespan_context(intake),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=intake), base_url="http://intake") as api,
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as api,
         ):
             yield Stack(api, feed, notifier_db)
 
@@ -159,10 +167,27 @@ async def test_the_old_key_is_removed_once_the_command_says_nothing_needs_it(wor
         ).json()
         saved = await stack.api.put("/v1/notification-settings", headers=auth, json={"slack_webhook_url": slack_url})
         assert saved.status_code == 200, saved.text
+        # Another endpoint whose secret was rolled: its previous one signs too, for 24 h, and is sealed again with it.
+        rolled_name = uuid.uuid4().hex
+        rolled = (
+            await stack.api.post(
+                "/v1/webhook-endpoints",
+                headers=auth,
+                json={"url": world.http.url(rolled_name), "events": ["refund.succeeded"]},
+            )
+        ).json()
+        previous = rolled["secret"]
+        rolled["secret"] = (await stack.api.post(f"/v1/webhook-endpoints/{rolled['id']}/secret", headers=auth)).json()[
+            "secret"
+        ]
 
         async def known() -> bool:
             return bool(
-                await stack.notifier_db.fetchval("SELECT count(*) FROM webhook_endpoints WHERE id = $1", endpoint["id"])
+                await stack.notifier_db.fetchval(
+                    "SELECT count(*) = 2 FROM webhook_endpoints WHERE id = ANY($1) AND version = 1 + (id = $2)::int",
+                    [endpoint["id"], rolled["id"]],
+                    rolled["id"],
+                )
             )
 
         await eventually(known, timeout=60)
@@ -177,7 +202,10 @@ async def test_the_old_key_is_removed_once_the_command_says_nothing_needs_it(wor
             slack = await stack.notifier_db.fetchval(
                 "SELECT sealed_slack_webhook_url FROM merchant_settings WHERE merchant_id = $1", merchant_id
             )
-            return secret.startswith("v2.new.") and slack is not None and slack.startswith("v2.new.")
+            rolled_from = await stack.notifier_db.fetchval(
+                "SELECT previous_encrypted_secret FROM webhook_endpoints WHERE id = $1", rolled["id"]
+            )
+            return all(sealed and sealed.startswith("v2.new.") for sealed in (secret, slack, rolled_from))
 
         await eventually(resealed, timeout=60)
         intake_versions = await stack.notifier_db.fetchval(
@@ -191,6 +219,9 @@ async def test_the_old_key_is_removed_once_the_command_says_nothing_needs_it(wor
 
     async with world.running(NEW_RING) as stack:  # the old key removed
         await signed_webhook_arrives(world, stack, merchant_id, name, endpoint["secret"])
+        await signed_webhook_arrives(world, stack, merchant_id, rolled_name, rolled["secret"])
+        last = world.http.received[rolled_name][-1]
+        Webhook(previous).verify(last.body, last.headers)  # still in its overlap
         sealed = await stack.notifier_db.fetchval(
             "SELECT sealed_slack_webhook_url FROM merchant_settings WHERE merchant_id = $1", merchant_id
         )
@@ -199,3 +230,80 @@ async def test_the_old_key_is_removed_once_the_command_says_nothing_needs_it(wor
         assert shown.startswith("http://127.0.0.1/"), "intake opens its own copy with the new key too"
         with pytest.raises(UnknownKeyId):
             SecretBox(OLD_RING).open(sealed, context=merchant_id)
+
+
+OVERLAP_SECONDS = 15.0  # the previous secret signs this long after a roll (24 h unless set)
+RETRY_AFTER_SECONDS = 4.0  # long enough for the roll to reach the notifier between two attempts
+
+
+async def test_a_rolled_secret_signs_beside_the_previous_one_for_the_overlap_then_alone(world: World) -> None:
+    stack_settings: dict[str, dict[str, Any]] = {
+        "notifier": {"webhook_retry_schedule_seconds": [0, RETRY_AFTER_SECONDS]},
+        "intake": {"webhook_secret_overlap_hours": OVERLAP_SECONDS / 3600},
+    }
+    async with world.running(NEW_RING, **stack_settings) as stack:
+        created = await stack.api.post(
+            "/v1/merchants", json={"name": "Acme"}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        merchant_id, auth = created.json()["id"], {"Authorization": f"Bearer {created.json()['api_key']}"}
+        name = uuid.uuid4().hex
+        world.http.scripts[name] = [500, 200]
+        endpoint = (
+            await stack.api.post(
+                "/v1/webhook-endpoints",
+                headers=auth,
+                json={"url": world.http.url(name), "events": ["refund.succeeded"]},
+            )
+        ).json()
+        previous = endpoint["secret"]
+
+        async def known(version: int) -> bool:
+            found = await stack.notifier_db.fetchval(
+                "SELECT version FROM webhook_endpoints WHERE id = $1", endpoint["id"]
+            )
+            return bool(found == version)
+
+        await eventually(lambda: known(1), timeout=60)
+        await stack.feed.publish(succeeded(merchant_id))
+
+        async def attempts(count: int) -> bool:
+            return len(world.http.received[name]) >= count
+
+        await eventually(lambda: attempts(1), timeout=60)  # answered 500: retried later
+        rolled = await stack.api.post(f"/v1/webhook-endpoints/{endpoint['id']}/secret", headers=auth)
+        assert rolled.status_code == 200, rolled.text
+        secret = rolled.json()["secret"]
+        assert secret.startswith("whsec_") and secret != previous
+        overlap_ends = datetime.fromisoformat(rolled.json()["previous_secret_expires_at"])
+        shown = (await stack.api.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=auth)).json()
+        assert (
+            "secret" not in shown and shown["previous_secret_expires_at"] == rolled.json()["previous_secret_expires_at"]
+        )
+        await eventually(lambda: known(2), timeout=60)
+
+        await eventually(lambda: attempts(2), timeout=60)
+        retried = world.http.received[name][1]
+        assert len(retried.headers["webhook-signature"].split(" ")) == 2, "two v1 signatures during the overlap"
+        for either in (previous, secret):
+            Webhook(either).verify(retried.body, retried.headers)
+        delivered = await stack.notifier_db.fetchval(
+            "SELECT status FROM webhook_deliveries WHERE endpoint_id = $1", endpoint["id"]
+        )
+        assert delivered == "succeeded", "the roll cancels nothing that was still to be delivered"
+
+        async def overlap_over() -> bool:
+            return datetime.now(UTC) > overlap_ends
+
+        await eventually(overlap_over, timeout=OVERLAP_SECONDS + 30)
+        await signed_webhook_arrives(world, stack, merchant_id, name, secret)
+        alone = world.http.received[name][-1]
+        assert len(alone.headers["webhook-signature"].split(" ")) == 1
+        with pytest.raises(WebhookVerificationError):
+            Webhook(previous).verify(alone.body, alone.headers)
+
+        other = await stack.api.post(
+            "/v1/merchants", json={"name": "Other"}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        foreign = {"Authorization": f"Bearer {other.json()['api_key']}"}
+        refused = await stack.api.post(f"/v1/webhook-endpoints/{endpoint['id']}/secret", headers=foreign)
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "webhook_endpoint_not_found"

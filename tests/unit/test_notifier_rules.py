@@ -78,8 +78,19 @@ def test_signatures_verify_with_the_standard_webhooks_library() -> None:
     secret = new_signing_secret()
     assert secret.startswith("whsec_")
     payload = '{"id":"evt_1","sequence":3}'
-    headers = signed_headers(secret, "evt_1", datetime.now(UTC), payload)
+    headers = signed_headers([secret], "evt_1", datetime.now(UTC), payload)
     assert Webhook(secret).verify(payload, headers) == {"id": "evt_1", "sequence": 3}
+    with pytest.raises(Exception, match="signature"):
+        Webhook(new_signing_secret()).verify(payload, headers)
+
+
+def test_during_a_rolls_overlap_either_secret_verifies() -> None:
+    new, previous = new_signing_secret(), new_signing_secret()
+    payload = '{"id":"evt_1"}'
+    headers = signed_headers([new, previous], "evt_1", datetime.now(UTC), payload)
+    assert headers["webhook-signature"].count("v1,") == 2
+    for either in (new, previous):
+        assert Webhook(either).verify(payload, headers) == {"id": "evt_1"}
     with pytest.raises(Exception, match="signature"):
         Webhook(new_signing_secret()).verify(payload, headers)
 

@@ -35,21 +35,32 @@ def _primary_prefix(box: SecretBox) -> str:
 
 
 async def _reseal_endpoint_secrets(pool: asyncpg.Pool, box: SecretBox, batch_size: int) -> int:
+    """Each live endpoint's signing secret, and its previous one while it still signs (after a roll)."""
     resealed, after = 0, ""
     while True:
         async with pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                "SELECT id, merchant_id, encrypted_secret FROM webhook_endpoints"
-                " WHERE id > $1 AND deleted_at IS NULL AND NOT starts_with(encrypted_secret, $2)"
+                "SELECT id, merchant_id, encrypted_secret, CASE WHEN previous_secret_expires_at > now()"
+                " THEN previous_encrypted_secret END AS previous FROM webhook_endpoints"
+                " WHERE id > $1 AND deleted_at IS NULL AND (NOT starts_with(encrypted_secret, $2)"
+                " OR (previous_secret_expires_at > now() AND NOT starts_with(previous_encrypted_secret, $2)))"
                 " ORDER BY id LIMIT $3 FOR UPDATE",
                 after,
                 _primary_prefix(box),
                 batch_size,
             )
             for row in rows:
-                sealed = _sealed_again(box, row["encrypted_secret"], context=row["id"], what="webhook_endpoint")
-                if sealed is not None:
-                    await webhook_endpoints.replace_sealed_secret(conn, row["merchant_id"], row["id"], sealed)
+                endpoint_id = row["id"]
+                current = _sealed_again(box, row["encrypted_secret"], context=endpoint_id, what="webhook_endpoint")
+                previous = None
+                if row["previous"] is not None:
+                    previous = _sealed_again(box, row["previous"], context=endpoint_id, what="previous_secret")
+                    if previous is None:
+                        continue  # left as it is, both: the previous one would stop signing before its time
+                if current is not None:
+                    await webhook_endpoints.replace_sealed_secret(
+                        conn, row["merchant_id"], endpoint_id, current, previous
+                    )
                     resealed += 1
         if len(rows) < batch_size:
             return resealed
@@ -90,6 +101,8 @@ async def _reseal_slack_urls(pool: asyncpg.Pool, box: SecretBox, batch_size: int
 
 
 def _sealed_again(box: SecretBox, ciphertext: str, *, context: str, what: str) -> str | None:
+    if ciphertext.startswith(_primary_prefix(box)):
+        return ciphertext  # sealed under the primary key already (the other value of its row was not)
     try:
         return box.seal(box.open(ciphertext, context=context), context=context)
     except SecretBoxError as exc:

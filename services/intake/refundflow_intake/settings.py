@@ -30,6 +30,9 @@ class IntakeSettings(ServiceSettings):
     webhook_endpoints_per_merchant: int = Field(default=16, ge=1, le=1000, description="live endpoints at most")
     webhook_replay_max_days: int = Field(default=30, ge=1, le=365, description="how far back a replay may reach")
     webhook_replays_per_hour: int = Field(default=10, ge=1, description="replay calls per merchant, all replicas")
+    webhook_secret_overlap_hours: float = Field(
+        default=24.0, gt=0, le=720, description="how long a rolled signing secret still signs beside the new one"
+    )
     public_policy_max_age_seconds: int = Field(
         default=60, ge=0, le=86_400, description="how long the public policy may be cached, here and by clients"
     )

@@ -2,7 +2,8 @@
 
 Each change writes the row and a full-state event in one transaction (outbox), so the notifier always ends
 up with what the merchant last saw answered, even if it was down at the time. The endpoint's signing secret
-is generated here, returned once, and travels only encrypted (``SecretBox``, bound to the endpoint id).
+is generated here, returned once (and again when rolled), and travels only encrypted (``SecretBox``, bound to the
+endpoint id).
 A URL must be one we may call (public, http(s)); a merchant has a bounded number of endpoints, and replays
 reach back a bounded time.
 """
@@ -28,7 +29,16 @@ from refundflow_shared.secret_box import SecretBox
 
 Row = dict[str, Any]
 
-_ENDPOINT_COLUMNS = "id, url, event_types, enabled, disabled_reason, created_at, updated_at"
+# What the merchant sees; the previous secret's end only while it still signs.
+_ENDPOINT_COLUMNS = (
+    "id, url, event_types, enabled, disabled_reason, created_at, updated_at,"
+    " CASE WHEN previous_secret_expires_at > now() THEN previous_secret_expires_at END AS previous_secret_expires_at"
+)
+# And what the notifier is told besides: the sealed secrets that sign.
+_ANNOUNCED_COLUMNS = (
+    f"{_ENDPOINT_COLUMNS}, encrypted_secret, version,"
+    " CASE WHEN previous_secret_expires_at > now() THEN previous_encrypted_secret END AS previous_encrypted_secret"
+)
 
 
 class WebhookEndpointNotFound(NotFound):
@@ -81,7 +91,7 @@ async def create_endpoint(
     endpoint_id = f"we_{uuid.uuid4().hex}"
     row = await conn.fetchrow(
         "INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, encrypted_secret)"
-        f" VALUES ($1, $2, $3, $4, $5) RETURNING {_ENDPOINT_COLUMNS}, encrypted_secret, version",
+        f" VALUES ($1, $2, $3, $4, $5) RETURNING {_ANNOUNCED_COLUMNS}",
         endpoint_id,
         merchant_id,
         url,
@@ -138,7 +148,7 @@ async def update_endpoint(conn: asyncpg.Connection, merchant_id: str, endpoint_i
         " enabled = coalesce($5, enabled), disabled_reason = CASE WHEN $5 IS NULL THEN disabled_reason END,"
         " version = version + 1, updated_at = now()"
         " WHERE id = $1 AND merchant_id = $2 AND deleted_at IS NULL"
-        f" RETURNING {_ENDPOINT_COLUMNS}, encrypted_secret, version",
+        f" RETURNING {_ANNOUNCED_COLUMNS}",
         endpoint_id,
         merchant_id,
         changes.get("url"),
@@ -151,20 +161,51 @@ async def update_endpoint(conn: asyncpg.Connection, merchant_id: str, endpoint_i
     return dict(row)
 
 
-async def replace_sealed_secret(conn: asyncpg.Connection, merchant_id: str, endpoint_id: str, sealed: str) -> None:
-    """The same signing secret, sealed again (under another key), as a new version the notifier takes: its copy of
-    the ciphertext is replaced too. The merchant changed nothing, so ``updated_at`` stays."""
+async def replace_sealed_secret(
+    conn: asyncpg.Connection, merchant_id: str, endpoint_id: str, sealed: str, previous_sealed: str | None
+) -> None:
+    """The same signing secrets (and the previous one while it signs; None drops it), sealed again under another
+    key, as a new version the notifier takes: its copy of the ciphertexts is replaced too. The merchant changed
+    nothing, so ``updated_at`` stays."""
     row = await conn.fetchrow(
-        "UPDATE webhook_endpoints SET encrypted_secret = $3, version = version + 1"
+        "UPDATE webhook_endpoints SET encrypted_secret = $3, previous_encrypted_secret = $4,"
+        " previous_secret_expires_at = CASE WHEN $4::text IS NOT NULL THEN previous_secret_expires_at END,"
+        " version = version + 1"
         " WHERE id = $1 AND merchant_id = $2 AND deleted_at IS NULL"
-        f" RETURNING {_ENDPOINT_COLUMNS}, encrypted_secret, version",
+        f" RETURNING {_ANNOUNCED_COLUMNS}",
         endpoint_id,
         merchant_id,
         sealed,
+        previous_sealed,
     )
     if row is None:
         raise WebhookEndpointNotFound(f"no webhook endpoint {endpoint_id}")
     await _announce_endpoint(conn, merchant_id, dict(row))
+
+
+async def roll_secret(
+    pool: asyncpg.Pool, box: SecretBox, merchant_id: str, endpoint_id: str, *, overlap: timedelta
+) -> tuple[Row, str]:
+    """A new signing secret for the endpoint, returned once. The current one becomes the previous one and signs
+    beside it for ``overlap``, so the merchant's receivers can switch without refusing a webhook; a roll within
+    the overlap drops the one before. Nothing queued for the endpoint is cancelled."""
+    secret = new_signing_secret()
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE webhook_endpoints SET previous_encrypted_secret = encrypted_secret,"
+            " previous_secret_expires_at = now() + $4::interval, encrypted_secret = $3, version = version + 1,"
+            " updated_at = now()"
+            " WHERE id = $1 AND merchant_id = $2 AND deleted_at IS NULL"
+            f" RETURNING {_ANNOUNCED_COLUMNS}",
+            endpoint_id,
+            merchant_id,
+            box.seal(secret, context=endpoint_id),
+            overlap,
+        )
+        if row is None:
+            raise WebhookEndpointNotFound(f"no webhook endpoint {endpoint_id}")
+        await _announce_endpoint(conn, merchant_id, dict(row))
+    return dict(row), secret
 
 
 async def record_disabled(conn: asyncpg.Connection, data: WebhookEndpointDisabled) -> None:
@@ -185,7 +226,7 @@ async def delete_endpoint(conn: asyncpg.Connection, merchant_id: str, endpoint_i
     row = await conn.fetchrow(
         "UPDATE webhook_endpoints SET deleted_at = now(), enabled = false, version = version + 1, updated_at = now()"
         " WHERE id = $1 AND merchant_id = $2 AND deleted_at IS NULL"
-        f" RETURNING {_ENDPOINT_COLUMNS}, encrypted_secret, version",
+        f" RETURNING {_ANNOUNCED_COLUMNS}",
         endpoint_id,
         merchant_id,
     )
@@ -226,6 +267,8 @@ async def _announce_endpoint(conn: asyncpg.Connection, merchant_id: str, row: Ro
             deleted=deleted,
             encrypted_secret=row["encrypted_secret"],
             version=row["version"],
+            previous_encrypted_secret=row["previous_encrypted_secret"],
+            previous_secret_expires_at=row["previous_secret_expires_at"],
         ),
         source=INTAKE.source,
     )

@@ -46,6 +46,7 @@ class ClaimedDelivery:
     encrypted_secret: str
     payload: str
     traceparent: str | None
+    previous_encrypted_secret: str | None = None  # a rolled secret's predecessor, while it still signs too
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,13 @@ def new_signing_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
 
-def signed_headers(secret: str, webhook_id: str, timestamp: datetime, payload: str) -> dict[str, str]:
+def signed_headers(secrets: list[str], webhook_id: str, timestamp: datetime, payload: str) -> dict[str, str]:
+    """One ``v1,`` signature per secret, space-separated (the endpoint's, then the one it rolled from while that
+    still signs): a receiver that knows either verifies."""
     return {
         "webhook-id": webhook_id,
         "webhook-timestamp": str(int(timestamp.timestamp())),
-        "webhook-signature": Webhook(secret).sign(webhook_id, timestamp, payload),
+        "webhook-signature": " ".join(Webhook(secret).sign(webhook_id, timestamp, payload) for secret in secrets),
         "content-type": "application/json",
         "user-agent": "Refundflow-Webhooks/1",
     }

@@ -33,6 +33,8 @@ async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigur
         data.deleted,
         data.encrypted_secret,
         data.version,
+        data.previous_encrypted_secret,
+        data.previous_secret_expires_at,
     )
     if row is None:
         return None
@@ -48,11 +50,14 @@ _KEEPS_ITS_DISABLE = """(
     AND webhook_endpoints.encrypted_secret <> EXCLUDED.encrypted_secret)"""
 _ENABLES = f"EXCLUDED.enabled AND NOT {_KEEPS_ITS_DISABLE}"
 _APPLY_ENDPOINT = f"""
-INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, enabled, deleted, encrypted_secret, version)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, enabled, deleted, encrypted_secret, version,
+                               previous_encrypted_secret, previous_secret_expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (id) DO UPDATE SET
     url = EXCLUDED.url, event_types = EXCLUDED.event_types, enabled = {_ENABLES},
     deleted = EXCLUDED.deleted, encrypted_secret = EXCLUDED.encrypted_secret, version = EXCLUDED.version,
+    previous_encrypted_secret = EXCLUDED.previous_encrypted_secret,
+    previous_secret_expires_at = EXCLUDED.previous_secret_expires_at,
     consecutive_failures = CASE WHEN {_ENABLES} THEN 0 ELSE webhook_endpoints.consecutive_failures END,
     disabled_reason = CASE WHEN {_ENABLES} THEN NULL ELSE webhook_endpoints.disabled_reason END,
     updated_at = now()
@@ -122,7 +127,8 @@ SELECT (SELECT count(*) FROM queued) AS queued,
 
 # What a claim returns, as ``_claimed`` reads it.
 _CLAIMED_COLUMNS = (
-    "d.id, d.endpoint_id, d.event_id, d.attempts, e.merchant_id, e.url, e.encrypted_secret, ev.payload, ev.traceparent"
+    "d.id, d.endpoint_id, d.event_id, d.attempts, e.merchant_id, e.url, e.encrypted_secret, ev.payload, ev.traceparent,"
+    " CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_encrypted_secret END AS previous_encrypted_secret"
 )
 
 # Due deliveries, fairly: each endpoint's earliest, up to its free slots (its cap minus those in flight, leased
@@ -175,6 +181,7 @@ def _claimed(row: asyncpg.Record) -> ClaimedDelivery:
         merchant_id=row["merchant_id"],
         url=row["url"],
         encrypted_secret=row["encrypted_secret"],
+        previous_encrypted_secret=row["previous_encrypted_secret"],
         payload=row["payload"],
         traceparent=row["traceparent"],
     )

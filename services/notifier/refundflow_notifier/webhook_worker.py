@@ -109,7 +109,7 @@ class WebhookWorker:
         its answer was not read to the end (the receiver took the event all the same)."""
         payload = delivery.payload
         try:
-            headers = signed_headers(self._secret(delivery), str(delivery.event_id), attempted_at, payload)
+            headers = signed_headers(self._secrets(delivery), str(delivery.event_id), attempted_at, payload)
         except ValueError:  # SecretBoxError, or a secret that is not a whsec_ key
             return None, SIGNING_FAILED
         if (traceparent := tracing.current_traceparent()) is not None:
@@ -129,10 +129,11 @@ class WebhookWorker:
             return answer.status, outbound_http.http_status_error(answer.status)
         return answer.status, None if answer.complete else outbound_http.RESPONSE_TRUNCATED
 
-    def _secret(self, delivery: ClaimedDelivery) -> str:
+    def _secrets(self, delivery: ClaimedDelivery) -> list[str]:
         if self._box is None:
             raise SecretBoxError("WEBHOOK_SECRET_KEY is not set: cannot sign")
-        return self._box.open(delivery.encrypted_secret, context=delivery.endpoint_id)
+        sealed = [delivery.encrypted_secret, delivery.previous_encrypted_secret]
+        return [self._box.open(secret, context=delivery.endpoint_id) for secret in sealed if secret is not None]
 
     async def _settle_failure(
         self, conn: asyncpg.Connection, delivery: ClaimedDelivery, status_code: int | None

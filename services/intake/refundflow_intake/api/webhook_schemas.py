@@ -36,10 +36,20 @@ class EndpointOut(BaseModel):
     )
     created_at: datetime
     updated_at: datetime
+    previous_secret_expires_at: datetime | None = Field(
+        None,
+        description="after a roll, until when webhooks carry a second signature, made with the previous secret;"
+        " null otherwise",
+    )
 
 
 class EndpointCreated(EndpointOut):
     secret: str = Field(description="whsec_...: verifies the webhook-signature header; shown once")
+
+
+class EndpointSecretRolled(EndpointCreated):
+    """The endpoint with its new signing secret (shown once); the previous one still signs until
+    ``previous_secret_expires_at``."""
 
 
 class EndpointList(BaseModel):

@@ -3,6 +3,7 @@ the notifier, and replays. The same use cases as ``/v1/webhook-endpoints``."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -119,9 +120,35 @@ async def endpoint_page(
 ) -> HTMLResponse:
     async with db.snapshot() as conn:
         endpoint = await endpoints.get_endpoint(conn, user.merchant_id, endpoint_id)
+    return await _endpoint_page(request, user, db, notifier, endpoint)
+
+
+@router.post("/{endpoint_id}/secret")
+async def roll_secret(
+    request: Request,
+    endpoint_id: PathId,
+    user: FormUser,
+    db: Db,
+    settings: Settings,
+    box: MaybeBox,
+    notifier: Notifier,
+) -> HTMLResponse:
+    """The new secret is on this answer only: the page is rendered here, not redirected to."""
+    require(user.role, Permission.MANAGE_WEBHOOKS)
+    if box is None:
+        raise ApiError(503, "webhook_signing_unavailable", "webhooks need WEBHOOK_SECRET_KEY set")
+    overlap = timedelta(hours=settings.webhook_secret_overlap_hours)
+    endpoint, secret = await endpoints.roll_secret(db.pool, box, user.merchant_id, endpoint_id, overlap=overlap)
+    return await _endpoint_page(request, user, db, notifier, endpoint, secret=secret)
+
+
+async def _endpoint_page(
+    request: Request, user: SignedIn, db: Db, notifier: Notifier, endpoint: dict[str, Any], secret: str | None = None
+) -> HTMLResponse:
+    async with db.snapshot() as conn:
         pending = await queries.pending_count(conn, user.merchant_id)
     try:
-        log = await notifier.delivery_log(user.merchant_id, endpoint_id, 50)
+        log = await notifier.delivery_log(user.merchant_id, endpoint["id"], 50)
         unavailable = None
     except NotifierUnavailable as exc:
         log, unavailable = None, str(exc)
@@ -131,6 +158,7 @@ async def endpoint_page(
         user,
         section="webhooks",
         endpoint=endpoint,
+        secret=secret,
         log=DeliveryLog.model_validate(log or {"endpoint": None, "deliveries": []}),
         unavailable=unavailable,
         pending_badge=pending,

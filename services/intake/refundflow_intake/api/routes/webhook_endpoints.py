@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -19,6 +19,7 @@ from refundflow_intake.api.webhook_schemas import (
     EndpointCreated,
     EndpointList,
     EndpointOut,
+    EndpointSecretRolled,
     EndpointUpdate,
     NotificationSettings,
     NotificationSettingsOut,
@@ -85,6 +86,7 @@ _NEEDS_NOTIFIER = {503: [_SIGNING_UNAVAILABLE, _NOTIFIER_UNAVAILABLE]}
         "DELETE /v1/webhook-endpoints/{endpoint_id}",
         "GET /v1/webhook-endpoints/{endpoint_id}/deliveries",
         "POST /v1/webhook-endpoints/{endpoint_id}/replay",
+        "POST /v1/webhook-endpoints/{endpoint_id}/secret",
     ),
 )
 async def create_endpoint(
@@ -132,6 +134,23 @@ async def update_endpoint(
     }
     async with db.transaction() as conn:
         return _out(await endpoints.update_endpoint(conn, caller.merchant_id, endpoint_id, changes))
+
+
+@router.post(
+    "/v1/webhook-endpoints/{endpoint_id}/secret", responses=documented(WebhookEndpointNotFound, also=_NEEDS_KEY)
+)
+async def roll_secret(
+    endpoint_id: PathId, caller: CurrentCaller, db: Db, box: Box, settings: Settings
+) -> EndpointSecretRolled:
+    """Roll the endpoint's signing secret (e.g. after a leak): the new one is in this answer only. For an overlap
+    (``WEBHOOK_SECRET_OVERLAP_HOURS``, 24 h, until ``previous_secret_expires_at``) each webhook carries two ``v1,``
+    signatures in ``webhook-signature``, one made with the new secret and one with the previous one, so your
+    receivers verify with either while you switch them; then the new one alone. Nothing still to be delivered is
+    cancelled. Rolling again within the overlap ends the previous secret's."""
+    row, secret = await endpoints.roll_secret(
+        db.pool, box, caller.merchant_id, endpoint_id, overlap=timedelta(hours=settings.webhook_secret_overlap_hours)
+    )
+    return EndpointSecretRolled(**_out(row).model_dump(), secret=secret)
 
 
 @router.delete("/v1/webhook-endpoints/{endpoint_id}", status_code=204, responses=documented(WebhookEndpointNotFound))
