@@ -55,18 +55,13 @@ async def record_external(conn: asyncpg.Connection, scanned: Payment, reported: 
             payments=len(candidates),
             currency=reported.currency,
         )
-        await raise_alert(
+        await alert_about_provider_refund(
             conn,
-            merchant_id=scanned.merchant_id,
+            scanned,
+            reported,
             kind="external_refund_unattributed",
             title="A refund made outside Refundflow cannot be attributed to this payment; nothing was booked",
-            details={
-                "provider_refund_id": reported.id,
-                "provider_payment_id": scanned.provider_payment_id,
-                "refund": f"{reported.amount} {reported.currency or '?'}",
-                "payment": f"{scanned.amount} {scanned.currency}",
-            },
-            payment_id=scanned.payment_id,
+            payment=f"{scanned.amount} {scanned.currency}",
         )
         return False
     log.warning("external_refund_detected", provider_refund_id=reported.id, ours=reported.refund_id is not None)
@@ -105,4 +100,33 @@ async def _publish(conn: asyncpg.Connection, payment: Payment, refund: ProviderR
             status=refund.status,
         ),
         source=PROCESSOR.source,
+    )
+
+
+async def alert_about_provider_refund(
+    conn: asyncpg.Connection,
+    payment: Payment,
+    reported: ProviderRefund,
+    /,
+    *,
+    kind: str,
+    title: str,
+    refund_id: str | None = None,
+    **more: str,
+) -> None:
+    """Tell the payment's team about a refund the provider listed that the sync job could not simply book: which
+    refund, of which provider payment, and ``more``."""
+    await raise_alert(
+        conn,
+        merchant_id=payment.merchant_id,
+        kind=kind,
+        title=title,
+        details={
+            "provider_refund_id": reported.id,
+            "provider_payment_id": payment.provider_payment_id,
+            "refund": f"{reported.amount} {reported.currency or '?'}",
+            **more,
+        },
+        payment_id=payment.payment_id,
+        refund_id=refund_id,
     )

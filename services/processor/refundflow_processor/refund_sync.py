@@ -20,7 +20,7 @@ import structlog
 
 from refundflow_processor import payment_repository, repository
 from refundflow_processor.attempts import AttemptPolicy
-from refundflow_processor.external_refunds import record_external
+from refundflow_processor.external_refunds import alert_about_provider_refund, record_external
 from refundflow_processor.payment_provider import (
     PaymentProvider,
     ProviderAuthFailed,
@@ -32,7 +32,6 @@ from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.provider_updates import apply_provider_update
 from refundflow_processor.records import Payment, RefundStatus, names_our_refund
 from refundflow_processor.settings import ProcessorSettings
-from refundflow_processor.team_alerts import raise_alert
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -172,20 +171,16 @@ class RefundSync:
             return 0
         if new:
             log.error("duplicate_refund", provider_refund_id=reported.id, refund_id=reported.refund_id, ours=ours)
-            await raise_alert(
+            await alert_about_provider_refund(
                 conn,
-                merchant_id=payment.merchant_id,
+                payment,
+                reported,
                 kind="duplicate_refund",
                 title="Another refund at the provider was made for one of our refunds; booked as made outside",
-                details={
-                    "provider_refund_id": reported.id,
-                    "provider_payment_id": payment.provider_payment_id,
-                    "refund": f"{reported.amount} {reported.currency or '?'} ({reported.status})",
-                    "ours": ours.value,
-                    "effect": "counted against the payment as a refund made outside Refundflow",
-                },
-                payment_id=payment.payment_id,
                 refund_id=reported.refund_id,
+                status=reported.status,
+                ours=ours.value,
+                effect="counted against the payment as a refund made outside Refundflow",
             )
         return 1
 
@@ -197,20 +192,15 @@ class RefundSync:
         if not await payment_repository.note_unrecorded_refund(conn, payment, reported, alert_after):
             return
         log.error("unrecorded_provider_refund", provider_refund_id=reported.id, refund_id=reported.refund_id)
-        await raise_alert(
+        await alert_about_provider_refund(
             conn,
-            merchant_id=payment.merchant_id,
+            payment,
+            reported,
             kind="unrecorded_provider_refund",
             title="A refund at the provider names a refund of ours the processor has no record of; nothing was booked",
-            details={
-                "provider_refund_id": reported.id,
-                "provider_payment_id": payment.provider_payment_id,
-                "refund": f"{reported.amount} {reported.currency or '?'}",
-                "effect": "not counted against the payment until its approval is read again (after a database"
-                " restore: rewind the processor's consumer); otherwise it was made outside Refundflow",
-            },
-            payment_id=payment.payment_id,
             refund_id=reported.refund_id,
+            effect="not counted against the payment until its approval is read again (after a database"
+            " restore: rewind the processor's consumer); otherwise it was made outside Refundflow",
         )
 
     async def _call(self, request: Awaitable[T]) -> T:
