@@ -174,14 +174,8 @@ async def test_disabling_an_endpoint_cancels_its_backlog_and_reenabling_does_not
 
     await eventually(cancelled)
     world.http.scripts[hook] = [200]
-    await reconfigure(world, m, endpoint, world.http.url(hook), enabled=True, version=3)
-    marker = await world.feed.publish(requested(m))
-
-    async def marker_arrived() -> bool:
-        return any(r.headers["webhook-id"] == str(marker.id) for r in world.http.received[hook])
-
-    await eventually(marker_arrived)
-    assert len(world.http.received[hook]) == 3, "two first attempts, then only the new event"
+    received, _ = await enabled_again_with_a_marker(world, m, endpoint, hook)
+    assert len(received) == 3, "two first attempts, then only the new event"
 
 
 @pytest.mark.parametrize("first", ["queued", "disabled"])
@@ -230,14 +224,8 @@ async def test_an_event_queued_while_its_endpoint_is_disabled_is_cancelled_with_
                 await eventually(waiting_or_done, timeout=10)
             await asyncio.wait_for(raced_task, timeout=10)
 
-    await reconfigure(world, m, endpoint, world.http.url(hook), enabled=True, version=3)
-    marker = await world.feed.publish(requested(m))
-
-    async def marker_arrived() -> bool:
-        return any(r.headers["webhook-id"] == str(marker.id) for r in world.http.received[hook])
-
-    await eventually(marker_arrived)
-    assert [r.headers["webhook-id"] for r in world.http.received[hook]] == [str(marker.id)]
+    received, marker = await enabled_again_with_a_marker(world, m, endpoint, hook)
+    assert received == [marker]
     left = await world.pool.fetchval("SELECT status FROM webhook_deliveries WHERE event_id = $1", raced.id)
     assert left in (None, "cancelled"), "nothing of the raced event is left to send"
 
@@ -297,14 +285,8 @@ async def test_a_replay_made_while_its_endpoint_is_disabled_is_cancelled_with_th
                 await eventually(waiting_or_done, timeout=10)
             await asyncio.wait_for(raced_task, timeout=10)
 
-    await reconfigure(world, m, endpoint, world.http.url(hook), enabled=True, version=3)
-    marker = await world.feed.publish(requested(m))
-
-    async def marker_arrived() -> bool:
-        return any(r.headers["webhook-id"] == str(marker.id) for r in world.http.received[hook])
-
-    await eventually(marker_arrived)
-    assert [r.headers["webhook-id"] for r in world.http.received[hook]] == [str(sent.id), str(marker.id)]
+    received, marker = await enabled_again_with_a_marker(world, m, endpoint, hook)
+    assert received == [str(sent.id), marker]
     left = await world.pool.fetch("SELECT status FROM webhook_deliveries WHERE event_id = $1 AND replay", sent.id)
     assert {r["status"] for r in left} <= {"cancelled"}, "nothing of the replay is left to send"
 
@@ -390,6 +372,21 @@ def endpoint_state(
         encrypted_secret=sealed_secret or SecretBox(TEST_SECRET_KEY).seal(new_signing_secret(), context=endpoint_id),
         version=version,
     )
+
+
+async def enabled_again_with_a_marker(
+    world: World, merchant_id: str, endpoint_id: str, hook: str
+) -> tuple[list[str], str]:
+    """Enable the endpoint again and send an event behind what came before: the webhook ids its receiver got once
+    that event arrived, and the event's id."""
+    await reconfigure(world, merchant_id, endpoint_id, world.http.url(hook), enabled=True, version=3)
+    marker = await world.feed.publish(requested(merchant_id))
+
+    async def marker_arrived() -> bool:
+        return any(r.headers["webhook-id"] == str(marker.id) for r in world.http.received[hook])
+
+    await eventually(marker_arrived)
+    return [r.headers["webhook-id"] for r in world.http.received[hook]], str(marker.id)
 
 
 async def reconfigure(
