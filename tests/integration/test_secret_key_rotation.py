@@ -111,6 +111,16 @@ def succeeded(merchant_id: str) -> RefundSucceeded:
     )
 
 
+async def endpoint_to(stack: Stack, auth: dict[str, str], url: str) -> dict[str, Any]:
+    """A new endpoint of the merchant ``auth`` names, for refund.succeeded, as the API answers it (its secret once)."""
+    made = await stack.api.post(
+        "/v1/webhook-endpoints", headers=auth, json={"url": url, "events": ["refund.succeeded"]}
+    )
+    assert made.status_code == 201, made.text
+    json: dict[str, Any] = made.json()
+    return json
+
+
 async def signed_webhook_arrives(world: World, stack: Stack, merchant_id: str, name: str, secret: str) -> None:
     before = len(world.http.received[name])
     event = await stack.feed.publish(succeeded(merchant_id))
@@ -158,24 +168,12 @@ async def test_the_old_key_is_removed_once_the_command_says_nothing_needs_it(wor
             "/v1/merchants", json={"name": "Acme"}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         )
         merchant_id, auth = created.json()["id"], {"Authorization": f"Bearer {created.json()['api_key']}"}
-        endpoint = (
-            await stack.api.post(
-                "/v1/webhook-endpoints",
-                headers=auth,
-                json={"url": world.http.url(name), "events": ["refund.succeeded"]},
-            )
-        ).json()
+        endpoint = await endpoint_to(stack, auth, world.http.url(name))
         saved = await stack.api.put("/v1/notification-settings", headers=auth, json={"slack_webhook_url": slack_url})
         assert saved.status_code == 200, saved.text
         # Another endpoint whose secret was rolled: its previous one signs too, for 24 h, and is sealed again with it.
         rolled_name = uuid.uuid4().hex
-        rolled = (
-            await stack.api.post(
-                "/v1/webhook-endpoints",
-                headers=auth,
-                json={"url": world.http.url(rolled_name), "events": ["refund.succeeded"]},
-            )
-        ).json()
+        rolled = await endpoint_to(stack, auth, world.http.url(rolled_name))
         previous = rolled["secret"]
         rolled["secret"] = (await stack.api.post(f"/v1/webhook-endpoints/{rolled['id']}/secret", headers=auth)).json()[
             "secret"
@@ -248,13 +246,7 @@ async def test_a_rolled_secret_signs_beside_the_previous_one_for_the_overlap_the
         merchant_id, auth = created.json()["id"], {"Authorization": f"Bearer {created.json()['api_key']}"}
         name = uuid.uuid4().hex
         world.http.scripts[name] = [500, 200]
-        endpoint = (
-            await stack.api.post(
-                "/v1/webhook-endpoints",
-                headers=auth,
-                json={"url": world.http.url(name), "events": ["refund.succeeded"]},
-            )
-        ).json()
+        endpoint = await endpoint_to(stack, auth, world.http.url(name))
         previous = endpoint["secret"]
 
         async def known(version: int) -> bool:
@@ -286,10 +278,12 @@ async def test_a_rolled_secret_signs_beside_the_previous_one_for_the_overlap_the
         assert len(retried.headers["webhook-signature"].split(" ")) == 2, "two v1 signatures during the overlap"
         for either in (previous, secret):
             Webhook(either).verify(retried.body, retried.headers)
-        delivered = await stack.notifier_db.fetchval(
-            "SELECT status FROM webhook_deliveries WHERE endpoint_id = $1", endpoint["id"]
-        )
-        assert delivered == "succeeded", "the roll cancels nothing that was still to be delivered"
+
+        async def delivered() -> bool:  # recorded once the receiver answered: a moment after it got the call
+            status = "SELECT status FROM webhook_deliveries WHERE endpoint_id = $1"
+            return bool(await stack.notifier_db.fetchval(status, endpoint["id"]) == "succeeded")
+
+        await eventually(delivered, timeout=30)  # the roll cancels nothing that was still to be delivered
 
         async def overlap_over() -> bool:
             return datetime.now(UTC) > overlap_ends
