@@ -94,12 +94,14 @@ HTTP_REQUEST_SECONDS = Histogram(
 # Notifier: emails and webhooks.
 EMAILS = Counter(
     "refundflow_emails",
-    "Emails by kind and outcome: sent, retrying, rejected (permanently refused), failed (retries exhausted).",
+    "Emails by kind and outcome: sent, retrying, rejected (permanently refused), failed (retries exhausted), stale"
+    " (a result ignored: the message was another claim's by then).",
     ["kind", "outcome"],
 )
 WEBHOOK_DELIVERIES = Counter(
     "refundflow_webhook_deliveries",
-    "Webhook delivery attempts by outcome: delivered, retrying, failed (gave up), endpoint_gone (410).",
+    "Webhook delivery attempts by outcome: delivered, retrying, failed (gave up), endpoint_gone (410), stale (a"
+    " failure ignored: the delivery was another claim's by then).",
     ["outcome"],
 )
 

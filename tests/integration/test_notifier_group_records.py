@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from refundflow_notifier import message_queue, webhook_store
-from refundflow_notifier.records import Channel, DeliveredAttempt
+from refundflow_notifier.records import Channel, ClaimedMessage, DeliveredAttempt
 from tests.support.notifier_harness import notifier_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -71,8 +71,9 @@ async def test_messages_sent_together_are_each_marked_sent_and_wiped(pool: async
         )
         for n in range(3)
     ]
+    claimed = await message_queue.claim_due(pool, 10, [], lease_seconds=60, per_merchant=16)
     async with pool.acquire() as conn:
-        await message_queue.finish(conn, ids[:2], "sent")
+        await message_queue.finish(conn, [m for m in claimed if m.id in ids[:2]], "sent")
 
     rows = await pool.fetch(
         "SELECT id, status, body IS NULL AS wiped, sent_at IS NOT NULL AS sent, finished_at IS NOT NULL AS finished"
@@ -106,11 +107,29 @@ async def claim(pool: asyncpg.Pool) -> list[str]:
     return sorted(m.kind + ("" if m.recipient == "ada@example.com" else f" to {m.recipient}") for m in claimed)
 
 
+def claimed_email(row: asyncpg.Record) -> ClaimedMessage:
+    """The claim of an email, as far as recording its end needs: which message, and which of its attempts."""
+    return ClaimedMessage(
+        row["id"],
+        uuid.uuid4(),
+        "mer_1",
+        Channel.EMAIL,
+        row["kind"],
+        "ada@example.com",
+        b"",
+        row["attempts"],
+        None,
+        None,
+    )
+
+
 async def finish(pool: asyncpg.Pool, kind: str, status: str = "sent") -> None:
     """ref_1's email of ``kind`` is done."""
     async with pool.acquire() as conn:
-        message_id = await conn.fetchval("SELECT id FROM messages WHERE kind = $1 AND refund_id = 'ref_1'", kind)
-        await message_queue.finish(conn, [message_id], status)
+        row = await conn.fetchrow(
+            "SELECT id, kind, attempts FROM messages WHERE kind = $1 AND refund_id = 'ref_1'", kind
+        )
+        await message_queue.finish(conn, [claimed_email(row)], status)
 
 
 async def test_a_recipients_emails_about_one_refund_are_claimed_one_at_a_time_in_the_refunds_order(
@@ -164,9 +183,9 @@ async def test_an_email_whose_earlier_one_never_comes_is_sent_after_its_wait(poo
 async def test_the_emails_behind_one_that_is_retried_later_are_due_no_sooner(pool: asyncpg.Pool) -> None:
     await queue(pool, email("refund_approved"), email("refund_succeeded"), email("refund_succeeded", "ref_2"))
     assert await claim(pool) == ["refund_approved", "refund_succeeded"]  # ref_2's "on its way" goes too
-    approved = await pool.fetchval("SELECT id FROM messages WHERE kind = 'refund_approved'")
+    approved = await pool.fetchrow("SELECT id, kind, attempts FROM messages WHERE kind = 'refund_approved'")
     async with pool.acquire() as conn:
-        await message_queue.retry_later(conn, approved, 300, "SMTP 451: try again later")
+        await message_queue.retry_later(conn, claimed_email(approved), 300, "SMTP 451: try again later")
 
     # Behind it, "on its way" is not due before it: a claim passes over it in the index, not row by row.
     due = await pool.fetch(

@@ -261,28 +261,41 @@ async def claim_due(
         return [_claimed(r) for r in await conn.fetch(_CLAIM, limit, lease_seconds, busy, per_merchant)]
 
 
-async def finish(conn: asyncpg.Connection, message_ids: list[int], status: str, error: str | None = None) -> None:
-    """The messages are done: keep the record, wipe the rendered content (personal data, no longer needed)."""
-    await conn.execute(
-        "UPDATE messages SET status = $2, error = $3, locked_until = NULL, body = NULL, finished_at = now(),"
-        " sent_at = CASE WHEN $2 = 'sent' THEN now() END WHERE id = ANY($1::bigint[])",
-        message_ids,
+async def finish(
+    conn: asyncpg.Connection, messages: Sequence[ClaimedMessage], status: str, error: str | None = None
+) -> list[int]:
+    """The messages are done: keep the record, wipe the rendered content (personal data, no longer needed). Returns
+    the ids it finished. A message that went out is sent whichever claim sent it; any other end holds only for the
+    claim the message is still leased to (a worker whose lease ran out cannot undo what the claim after it did)."""
+    rows = await conn.fetch(
+        "UPDATE messages m SET status = $3, error = $4, locked_until = NULL, body = NULL, finished_at = now(),"
+        " sent_at = CASE WHEN $3 = 'sent' THEN now() END"
+        " FROM unnest($1::bigint[], $2::int[]) AS c(id, attempts)"
+        " WHERE m.id = c.id AND m.status = 'pending' AND ($3 = 'sent' OR m.attempts = c.attempts) RETURNING m.id",
+        [m.id for m in messages],
+        [m.attempts for m in messages],
         status,
         error,
     )
+    return [r["id"] for r in rows]
 
 
-async def retry_later(conn: asyncpg.Connection, message_id: int, delay_seconds: float, error: str) -> None:
-    """Try it again later; the messages waiting behind it (its refund's next, to its recipient) are due no sooner, so
-    a claim passes over them in the index instead of row by row (a mail server down for an hour holds many)."""
-    await conn.execute(
+async def retry_later(conn: asyncpg.Connection, message: ClaimedMessage, delay_seconds: float, error: str) -> bool:
+    """Try it again later, unless the message is no longer this claim's (False); the messages waiting behind it (its
+    refund's next, to its recipient) are due no sooner, so a claim passes over them in the index instead of row by
+    row (a mail server down for an hour holds many)."""
+    retried: int = await conn.fetchval(
         "WITH retried AS ("
         " UPDATE messages SET next_attempt_at = now() + make_interval(secs => $2), locked_until = NULL, error = $3"
-        " WHERE id = $1 RETURNING id, refund_id, recipient, refund_step, next_attempt_at)"
+        " WHERE id = $1 AND status = 'pending' AND attempts = $4"
+        " RETURNING id, refund_id, recipient, refund_step, next_attempt_at), behind AS ("
         " UPDATE messages m SET next_attempt_at = r.next_attempt_at FROM retried r"
         " WHERE m.refund_id = r.refund_id AND m.recipient = r.recipient AND m.status = 'pending'"
-        " AND (m.refund_step, m.id) > (r.refund_step, r.id) AND m.next_attempt_at < r.next_attempt_at",
-        message_id,
+        " AND (m.refund_step, m.id) > (r.refund_step, r.id) AND m.next_attempt_at < r.next_attempt_at)"
+        " SELECT count(*) FROM retried",
+        message.id,
         delay_seconds,
         error,
+        message.attempts,
     )
+    return retried > 0

@@ -53,7 +53,7 @@ class MessageWorker:
         self._pool, self._settings, self._mailer, self._http, self._box = pool, settings, mailer, http, box
         deadline = max(settings.smtp_timeout_seconds, settings.webhook_timeout_seconds)
         self._lease = deadline + settings.lease_margin_seconds  # outlives any send
-        self._sent: GroupCommit[int] = GroupCommit(self._mark_sent)
+        self._sent: GroupCommit[ClaimedMessage] = GroupCommit(self._mark_sent)
 
     def dispatcher(self) -> LeaseDispatcher[ClaimedMessage, int]:
         return LeaseDispatcher(
@@ -94,19 +94,18 @@ class MessageWorker:
         except NotSent as exc:
             if exc.permanent:
                 log_.error("message_rejected", error=exc.summary)
-                await self._rejected(message, str(exc))
-                _count(message, "rejected")
+                _count(message, "rejected" if await self._rejected(message, str(exc)) else _stale(message, log_))
             else:
                 _count(message, await self._retry(message, exc, log_))
             return
         crash_point("notifier.message_sent")
-        await self._sent.write(message.id)
+        await self._sent.write(message)
         log_.info("message_sent")
         _count(message, "sent")
 
-    async def _mark_sent(self, message_ids: list[int]) -> None:
+    async def _mark_sent(self, messages: list[ClaimedMessage]) -> None:
         async with self._pool.acquire() as conn:
-            await message_queue.finish(conn, message_ids, "sent")
+            await message_queue.finish(conn, messages, "sent")
 
     async def _send_email(self, message: ClaimedMessage) -> None:
         try:
@@ -149,18 +148,22 @@ class MessageWorker:
         if delay is not None:
             log_.warning("message_retrying", attempt=message.attempts, retry_in=delay, error=failure.summary)
             async with self._pool.acquire() as conn:
-                await message_queue.retry_later(conn, message.id, delay, str(failure))
+                if not await message_queue.retry_later(conn, message, delay, str(failure)):
+                    return _stale(message, log_)
             return "retrying"
         log_.error("message_failed", attempts=message.attempts, error=failure.summary)
-        await self._rejected(message, f"gave up after {message.attempts} attempts: {failure}", status="failed")
+        if not await self._rejected(message, f"gave up after {message.attempts} attempts: {failure}", "failed"):
+            return _stale(message, log_)
         return "failed"
 
-    async def _rejected(self, message: ClaimedMessage, error: str, status: str = "rejected") -> None:
-        """Record it and tell the team, in one transaction; other messages are not held up."""
+    async def _rejected(self, message: ClaimedMessage, error: str, status: str = "rejected") -> bool:
+        """Record it and tell the team, in one transaction; other messages are not held up. False when the message
+        is another claim's by now (this one's lease ran out): nothing recorded, nobody told."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await message_queue.finish(conn, [message.id], status, error)
+            if not await message_queue.finish(conn, [message], status, error):
+                return False
             if message.kind == "team_alert" or message.channel == Channel.SLACK:
-                return  # an alert about an alert could loop; the log and the row carry it
+                return True  # an alert about an alert could loop; the log and the row carry it
             prefs = await merchant_settings.preferences(conn, self._settings, message.merchant_id)
             alert = undeliverable_email_alert(message.recipient, message.kind, error)
             await message_queue.queue(
@@ -169,6 +172,13 @@ class MessageWorker:
                     self._settings, prefs, event_id=uuid.uuid4(), merchant_id=message.merchant_id, alert=alert
                 ),
             )
+        return True
+
+
+def _stale(message: ClaimedMessage, log_: structlog.stdlib.BoundLogger) -> str:
+    """This claim's lease ran out and another claim took the message over: its result is that claim's to record."""
+    log_.warning("message_stale_result_ignored", attempt=message.attempts)
+    return "stale"
 
 
 def _count(message: ClaimedMessage, outcome: str) -> None:

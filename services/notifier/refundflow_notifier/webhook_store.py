@@ -248,21 +248,31 @@ WHERE id IN (SELECT endpoint_id FROM delivered) AND consecutive_failures > 0
 """
 
 
-async def finish_delivery(conn: asyncpg.Connection, delivery_id: int, status: str) -> None:
-    await conn.execute(
-        "UPDATE webhook_deliveries SET status = $2, locked_until = NULL, finished_at = now() WHERE id = $1",
-        delivery_id,
+# A failed attempt's record holds only for the claim the delivery is still leased to (the attempts it counted): a
+# worker whose lease ran out cannot turn the next claim's success into a failure, count it against a healthy
+# endpoint, or free that claim's lease. One in flight when its endpoint was disabled (cancelled) still ends failed.
+async def finish_delivery(conn: asyncpg.Connection, delivery: ClaimedDelivery, status: str) -> bool:
+    """False when the delivery is no longer this claim's: nothing changed."""
+    finished = await conn.fetchval(
+        "UPDATE webhook_deliveries SET status = $2, locked_until = NULL, finished_at = now()"
+        " WHERE id = $1 AND attempts = $3 AND status IN ('pending', 'cancelled') RETURNING id",
+        delivery.id,
         status,
+        delivery.attempts,
     )
+    return finished is not None
 
 
-async def retry_delivery(conn: asyncpg.Connection, delivery_id: int, delay_seconds: float) -> None:
-    await conn.execute(
+async def retry_delivery(conn: asyncpg.Connection, delivery: ClaimedDelivery, delay_seconds: float) -> bool:
+    """False when the delivery is no longer this claim's: nothing changed."""
+    retried = await conn.fetchval(
         "UPDATE webhook_deliveries SET next_attempt_at = now() + make_interval(secs => $2), locked_until = NULL"
-        " WHERE id = $1",
-        delivery_id,
+        " WHERE id = $1 AND attempts = $3 AND status = 'pending' RETURNING id",
+        delivery.id,
         delay_seconds,
+        delivery.attempts,
     )
+    return retried is not None
 
 
 async def endpoint_failed_event(conn: asyncpg.Connection, endpoint_id: str) -> int:

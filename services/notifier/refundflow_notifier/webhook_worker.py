@@ -138,16 +138,20 @@ class WebhookWorker:
     async def _settle_failure(
         self, conn: asyncpg.Connection, delivery: ClaimedDelivery, status_code: int | None
     ) -> str:
-        """Record what a failed attempt means; the outcome, for the metrics."""
+        """Record what a failed attempt means; the outcome, for the metrics (``stale``: the delivery is another
+        claim's by now, this result is ignored)."""
         if status_code is not None and disables_endpoint(status_code):
-            await webhook_store.finish_delivery(conn, delivery.id, "failed")
+            if not await webhook_store.finish_delivery(conn, delivery, "failed"):
+                return _stale(delivery)
             await self._disable(conn, delivery, "the endpoint answered 410 Gone")
             return "endpoint_gone"
         delay = next_delay(self._settings.webhook_retry_schedule_seconds, delivery.attempts)
         if delay is not None:
-            await webhook_store.retry_delivery(conn, delivery.id, delay)
+            if not await webhook_store.retry_delivery(conn, delivery, delay):
+                return _stale(delivery)
             return "retrying"
-        await webhook_store.finish_delivery(conn, delivery.id, "failed")
+        if not await webhook_store.finish_delivery(conn, delivery, "failed"):
+            return _stale(delivery)
         failures = await webhook_store.endpoint_failed_event(conn, delivery.endpoint_id)
         if failures >= self._settings.webhook_disable_after_failed_events:
             await self._disable(conn, delivery, f"{failures} events in a row could not be delivered")
@@ -171,3 +175,9 @@ class WebhookWorker:
                 self._settings, prefs, event_id=uuid.uuid4(), merchant_id=delivery.merchant_id, alert=alert
             ),
         )
+
+
+def _stale(delivery: ClaimedDelivery) -> str:
+    """This claim's lease ran out and another claim took the delivery over: its result is that claim's to record."""
+    log.warning("webhook_stale_result_ignored", delivery=delivery.id, attempt=delivery.attempts)
+    return "stale"
