@@ -25,7 +25,7 @@ log = structlog.get_logger(__name__)
 
 J = TypeVar("J")
 K = TypeVar("K", bound=Hashable)
-_SHUTDOWN_GRACE_SECONDS = 5.0
+_SHUTDOWN_GRACE_SECONDS = 5.0  # for work whose owner sets none
 
 
 def never_paused() -> float:
@@ -46,8 +46,11 @@ class LeaseDispatcher(Generic[J, K]):
         name: str,
         paused: Callable[[], float] = never_paused,
         gather_seconds: float = 0.0,
+        shutdown_grace: float = _SHUTDOWN_GRACE_SECONDS,
     ) -> None:
-        """``paused()``: seconds for which nothing may be claimed (0: go ahead)."""
+        """``paused()``: seconds for which nothing may be claimed (0: go ahead). ``shutdown_grace``: how long work in
+        flight may finish on shutdown; the lease (its deadline plus the time to record it) is the natural one."""
+        self._shutdown_grace = shutdown_grace
         self._pool, self._channel, self._claim, self._key, self._work = pool, channel, claim, key, work
         self._max_in_flight, self._poll_interval, self._name = max_in_flight, poll_interval, name
         self._refill_at = max(1, max_in_flight // 4)
@@ -61,10 +64,10 @@ class LeaseDispatcher(Generic[J, K]):
                 self._pool, self._channel, self.dispatch, poll_interval=self._poll_interval, name=self._name
             )
         finally:
-            # On shutdown, let work in flight finish within a grace period (a call cut off now runs again after
+            # On shutdown, let work in flight finish within the grace period (a call cut off now runs again after
             # its lease, with the same idempotency key or message id); then cancel what is left.
             if self._in_flight:
-                await asyncio.wait(self._in_flight, timeout=_SHUTDOWN_GRACE_SECONDS)
+                await asyncio.wait(self._in_flight, timeout=self._shutdown_grace)
             for task in list(self._in_flight):
                 task.cancel()
             for task in list(self._in_flight):

@@ -7,6 +7,7 @@ it. That message goes out again on restart, with the same Message-ID; the last s
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from collections import Counter
@@ -23,7 +24,7 @@ from refundflow_shared.events import RefundSucceeded
 from tests.conftest import create_database
 from tests.support.infrastructure import free_port
 from tests.support.notifier_harness import TEST_SECRET_KEY, EventFeed, configure_endpoint
-from tests.support.notifier_receivers import CapturingSmtpHandler, http_receiver, smtp_server
+from tests.support.notifier_receivers import CapturingSmtpHandler, HttpReceiver, http_receiver, smtp_server
 from tests.support.probe_service import eventually
 from tests.support.service_processes import ServiceProcess, service_env
 
@@ -220,3 +221,44 @@ async def test_a_notifier_killed_mid_delivery_sends_each_webhook_once_or_again_u
         assert max(Counter(ids).values()) <= 2, "a delivery in the window went at most twice, with the same id"
     else:
         assert sorted(ids) == sorted(str(e.id) for e in events), "each webhook exactly once"
+
+
+async def test_a_notifier_stopped_while_a_receiver_answers_slowly_delivers_once(
+    smtp: tuple[CapturingSmtpHandler, int],
+    producer: AIOKafkaProducer,
+    postgres_url: str,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    # A rolling deploy: SIGTERM while the receiver takes 6 s of its 8 s deadline to answer.
+    _, recipients, env, feed = await _setup(smtp, producer, postgres_url, kafka_bootstrap)
+    env = {**env, "WEBHOOK_TIMEOUT_SECONDS": "8"}
+    async with http_receiver() as http:
+        http.scripts["slow"] = [(6.0, 200)]
+        running = start_notifier(env, tmp_path, "notifier-stopping")
+        pool = await asyncpg.create_pool(env["DATABASE_URL"], server_settings={"search_path": "notifier"})
+        assert pool is not None
+        try:
+            await configure_endpoint(
+                feed, pool, "mer_crash", http.url("slow"), ["refund.succeeded"], secret=new_signing_secret()
+            )
+            event = await feed.publish(_succeeded(recipients[0]))
+            await eventually(lambda: _arrived(http, "slow"), timeout=60)
+            running.process.send_signal(signal.SIGTERM)
+            await died(running)  # uvicorn ends with the signal it caught, once shut down
+            assert [r.headers["webhook-id"] for r in http.received["slow"]] == [str(event.id)]
+            status = await pool.fetchval("SELECT status FROM webhook_deliveries")
+            assert status == "succeeded", "the call in flight was answered and recorded before the notifier stopped"
+
+            restarted = start_notifier(env, tmp_path, "notifier-restarted")
+            try:
+                await asyncio.sleep(12)  # past the lease (8 s + 2 s): a delivery cut off would go again
+            finally:
+                restarted.stop()
+        finally:
+            await pool.close()
+    assert len(http.received["slow"]) == 1, "delivered once across the restart"
+
+
+async def _arrived(http: HttpReceiver, name: str) -> bool:
+    return bool(http.received[name])

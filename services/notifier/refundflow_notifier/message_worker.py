@@ -72,6 +72,7 @@ class MessageWorker:
             poll_interval=self._settings.message_poll_interval_seconds,
             name="message_worker",
             gather_seconds=self._settings.delivery_gather_ms / 1000,
+            shutdown_grace=self._lease,  # a send and its record finish before the deploy goes on
         )
 
     async def send(self, message: ClaimedMessage) -> None:

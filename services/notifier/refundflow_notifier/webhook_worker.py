@@ -66,6 +66,7 @@ class WebhookWorker:
             poll_interval=s.webhook_poll_interval_seconds,
             name="webhook_worker",
             gather_seconds=s.delivery_gather_ms / 1000,
+            shutdown_grace=self._lease,  # a send and its record finish before the deploy goes on
         )
 
     async def deliver(self, delivery: ClaimedDelivery) -> None:
