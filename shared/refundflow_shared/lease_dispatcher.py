@@ -19,11 +19,14 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import structlog
 
+from refundflow_shared.backoff import exponential, jittered
+from refundflow_shared.transient_faults import database_is_unavailable
 from refundflow_shared.wakeup_loop import run_on_notify
 
 log = structlog.get_logger(__name__)
 
 J = TypeVar("J")
+T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 _SHUTDOWN_GRACE_SECONDS = 5.0  # for work whose owner sets none
 
@@ -106,3 +109,20 @@ class LeaseDispatcher(Generic[J, K]):
         self._in_flight.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("leased_work_failed", job=task.get_name(), error=repr(task.exception()))
+
+
+async def recorded(record: Callable[[], Awaitable[T]], *, name: str, retry_base: float, retry_max: float) -> T:
+    """Run ``record``, what leased work did (a send that went out), and run it again while the database is away:
+    left unrecorded, the work would be done again once its lease ran out. Retried well within the lease's margin,
+    the lease holds meanwhile; ``record`` must be safe to run twice (a commit whose answer was lost)."""
+    attempt = 0
+    while True:
+        try:
+            return await record()
+        except Exception as exc:
+            if not database_is_unavailable(exc):
+                raise
+            attempt += 1
+            delay = jittered(exponential(attempt, base=retry_base, cap=retry_max))
+            log.warning("lease_record_retrying", job=name, attempt=attempt, retry_in=delay, error=repr(exc))
+            await asyncio.sleep(delay)

@@ -1,10 +1,12 @@
-"""A notifier's worker whose lease ran out (its call took longer, or its record waited) records nothing that undoes
-what the claim after it did: it never turns a delivered webhook or a sent email into a failed one, counts a healthy
-endpoint's failure, disables it, or frees the lease another instance holds.
+"""A database blip between the SMTP server's 250 (or a receiver's 2xx) and its record sends nothing again: the
+record is retried while the lease holds. And a notifier's worker whose lease ran out (its call took longer, or its
+record waited) records nothing that undoes what the claim after it did: it never turns a delivered webhook or a sent
+email into a failed one, counts a healthy endpoint's failure, disables it, or frees the lease another instance holds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -13,6 +15,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from refundflow_notifier import message_queue, webhook_store
 from refundflow_notifier.message_worker import MessageWorker
@@ -22,6 +25,7 @@ from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.smtp_mailer import SmtpMailer
 from refundflow_notifier.webhook_signing import new_signing_secret
 from refundflow_notifier.webhook_worker import WebhookWorker
+from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.secret_box import SecretBox
 from tests.support.notifier_harness import TEST_SECRET_KEY, notifier_database, notifier_settings
 from tests.support.notifier_receivers import (
@@ -31,8 +35,10 @@ from tests.support.notifier_receivers import (
     http_receiver,
     smtp_server,
 )
+from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+ANSWER_SECONDS = 0.5  # how long the receivers take to accept: time for the test to lock the row first
 CAPS = {"per_endpoint": 8, "per_merchant": 16}
 
 
@@ -50,7 +56,8 @@ async def http() -> AsyncIterator[HttpReceiver]:
 
 @pytest.fixture
 async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
-    async with notifier_database(postgres_url) as pool:
+    # Room for the worker's listener, claim and record besides the test's own connections.
+    async with notifier_database(postgres_url, max_size=8) as pool:
         yield pool
 
 
@@ -61,6 +68,7 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def settings(smtp_port: int, **overrides: Any) -> NotifierSettings:
+    # Leases run out 2.5 s after a claim: a send left unrecorded goes again soon after.
     values = {"lease_margin_seconds": 0.5, "smtp_timeout_seconds": 2.0, "webhook_timeout_seconds": 2.0, **overrides}
     return notifier_settings("postgresql://unused/notifier", "unused:9092", smtp_port, **values)
 
@@ -109,6 +117,89 @@ async def claim_message(pool: asyncpg.Pool, lease_seconds: float) -> ClaimedMess
 async def claim_delivery(pool: asyncpg.Pool, lease_seconds: float) -> ClaimedDelivery:
     [delivery] = await webhook_store.claim_due(pool, 10, [], lease_seconds=lease_seconds, **CAPS)
     return delivery
+
+
+class SlowSmtpHandler(CapturingSmtpHandler):
+    """Answers 250 to DATA only after ``ANSWER_SECONDS``."""
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await asyncio.sleep(ANSWER_SECONDS)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def cut_the_record_off(pool: asyncpg.Pool, table: str, row_id: int) -> None:
+    """Once the row is claimed, hold its lock until the worker's record waits for it, then kill the worker's
+    connection there (as a failover or a restart would): the record fails after the receiver took the send."""
+
+    async def claimed() -> bool:
+        return bool(await pool.fetchval(f"SELECT locked_until IS NOT NULL FROM {table} WHERE id = $1", row_id))
+
+    await eventually(claimed, timeout=10, interval=0.01)
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.execute(f"SELECT FROM {table} WHERE id = $1 FOR UPDATE", row_id)
+        me = holder.get_server_pid()
+
+        async def record_cut_off() -> bool:
+            killed = await pool.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                me,
+            )
+            return bool(killed)
+
+        await eventually(record_cut_off, timeout=10, interval=0.01)
+
+
+async def until(pool: asyncpg.Pool, sql: str, row_id: int, expected: str) -> None:
+    async def reached() -> bool:
+        return bool(await pool.fetchval(sql, row_id) == expected)
+
+    await eventually(reached, timeout=15)
+
+
+async def running(dispatcher: LeaseDispatcher[Any, Any]) -> asyncio.Task[None]:
+    return asyncio.create_task(dispatcher.run())
+
+
+async def stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_email_whose_record_the_database_cut_off_after_the_250_is_sent_once(pool: asyncpg.Pool) -> None:
+    with smtp_server(handler=SlowSmtpHandler()) as (mail, port):
+        mailer = SmtpMailer(settings(port))
+        worker = MessageWorker(pool, settings(port), mailer, None, None)  # type: ignore[arg-type] # email only
+        message_id = await queue_email(pool, "ada@example.com")
+        task = await running(worker.dispatcher())
+        try:
+            await cut_the_record_off(pool, "messages", message_id)
+            await until(pool, "SELECT status FROM messages WHERE id = $1", message_id, "sent")
+            await asyncio.sleep(3.5)  # past the lease: a send left unrecorded would have gone again
+        finally:
+            await stopped(task)
+            await mailer.close()
+    assert len(mail.messages) == 1, "sent once, however the database hiccuped after the 250"
+    attempts = await pool.fetchval("SELECT attempts FROM messages WHERE id = $1", message_id)
+    assert attempts == 1
+
+
+async def test_a_webhook_whose_record_the_database_cut_off_after_the_2xx_is_delivered_once(
+    pool: asyncpg.Pool, http: HttpReceiver, client: aiohttp.ClientSession
+) -> None:
+    http.scripts["blip"] = [(ANSWER_SECONDS, 200)]
+    await queue_delivery(pool, http.url("blip"))
+    delivery_id: int = await pool.fetchval("SELECT id FROM webhook_deliveries")
+    worker = WebhookWorker(pool, settings(1025), client, SecretBox(TEST_SECRET_KEY))
+    task = await running(worker.dispatcher())
+    try:
+        await cut_the_record_off(pool, "webhook_deliveries", delivery_id)
+        await until(pool, "SELECT status FROM webhook_deliveries WHERE id = $1", delivery_id, "succeeded")
+        await asyncio.sleep(3.5)  # past the lease: a delivery left unrecorded would have gone again
+    finally:
+        await stopped(task)
+    assert len(http.received["blip"]) == 1, "delivered once, however the database hiccuped after the 2xx"
+    attempts = await pool.fetch("SELECT attempt, status_code FROM webhook_attempts")
+    assert [tuple(r) for r in attempts] == [(1, 200)]
 
 
 async def test_a_stale_workers_failure_leaves_the_next_claims_delivery_and_its_endpoint_alone(

@@ -93,11 +93,11 @@ async def running_notifier(settings: NotifierSettings) -> AsyncIterator[tuple[Ev
 
 
 @asynccontextmanager
-async def notifier_database(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
+async def notifier_database(postgres_url: str, max_size: int = 3) -> AsyncIterator[asyncpg.Pool]:
     """A new database with the notifier's schema, and a pool on it: the notifier's SQL, with no notifier running."""
     dsn = await create_database(postgres_url)
     await apply_migrations(dsn, "notifier", MIGRATIONS)
-    pool = await create_pool(dsn, "notifier", max_size=3)
+    pool = await create_pool(dsn, "notifier", max_size=max_size)
     try:
         yield pool
     finally:

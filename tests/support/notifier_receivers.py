@@ -79,11 +79,15 @@ class CapturingSmtpHandler:
 
 @contextmanager
 def smtp_server(
-    *, starttls: ssl.SSLContext | None = None, with_auth: bool = False, port: int | None = None
+    *,
+    starttls: ssl.SSLContext | None = None,
+    with_auth: bool = False,
+    port: int | None = None,
+    handler: CapturingSmtpHandler | None = None,
 ) -> Iterator[tuple[CapturingSmtpHandler, int]]:
     """An SMTP server on 127.0.0.1; ``starttls`` offers STARTTLS with that context; ``with_auth`` offers AUTH
     even on an unencrypted connection (as a careless relay would), accepting SMTP_USER / SMTP_PASSWORD."""
-    handler = CapturingSmtpHandler()
+    handler = handler or CapturingSmtpHandler()
     port = port or free_port()
     options: dict[str, Any] = {"tls_context": starttls}
     if with_auth:

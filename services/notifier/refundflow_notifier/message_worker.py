@@ -1,14 +1,16 @@
 """Sends queued messages: emails over SMTP, team alerts to Slack-compatible webhooks.
 
 Exactly once, as far as SMTP allows: a message is marked sent right after the server's 250 reply to DATA, in
-one statement with the other messages sent meanwhile (``GroupCommit``). A crash between that reply and the commit
-(a round trip to PostgreSQL, or two under load) is the one window in which a message goes out twice; it then
-carries the same Message-ID, so mail systems can tell.
+one statement with the other messages sent meanwhile (``GroupCommit``), written again while the database is away. A
+crash between that reply and the commit (a round trip to PostgreSQL, or two under load) is the one window in which
+a message goes out twice; it then carries the same Message-ID, so mail systems can tell.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import aiohttp
 import asyncpg
@@ -25,11 +27,12 @@ from refundflow_notifier.smtp_mailer import MailNotSent, SmtpMailer
 from refundflow_shared import tracing
 from refundflow_shared.crash_points import crash_point
 from refundflow_shared.group_commit import GroupCommit
-from refundflow_shared.lease_dispatcher import LeaseDispatcher
+from refundflow_shared.lease_dispatcher import LeaseDispatcher, recorded
 from refundflow_shared.metrics import EMAILS
 from refundflow_shared.secret_box import SecretBox, SecretBoxError
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 class NotSent(Exception):
@@ -100,7 +103,7 @@ class MessageWorker:
                 _count(message, await self._retry(message, exc, log_))
             return
         crash_point("notifier.message_sent")
-        await self._sent.write(message)
+        await self._recorded(lambda: self._sent.write(message))
         log_.info("message_sent")
         _count(message, "sent")
 
@@ -148,18 +151,34 @@ class MessageWorker:
         delay = next_delay(self._settings.message_retry_schedule_seconds, message.attempts)
         if delay is not None:
             log_.warning("message_retrying", attempt=message.attempts, retry_in=delay, error=failure.summary)
-            async with self._pool.acquire() as conn:
-                if not await message_queue.retry_later(conn, message, delay, str(failure)):
-                    return _stale(message, log_)
+            if not await self._recorded(lambda: self._retry_later(message, delay, str(failure))):
+                return _stale(message, log_)
             return "retrying"
         log_.error("message_failed", attempts=message.attempts, error=failure.summary)
         if not await self._rejected(message, f"gave up after {message.attempts} attempts: {failure}", "failed"):
             return _stale(message, log_)
         return "failed"
 
+    async def _retry_later(self, message: ClaimedMessage, delay: float, error: str) -> bool:
+        async with self._pool.acquire() as conn:
+            return await message_queue.retry_later(conn, message, delay, error)
+
+    async def _recorded(self, record: Callable[[], Awaitable[T]]) -> T:
+        """A record of what a send did, retried while the database is away: a blip never sends a message again."""
+        s = self._settings
+        return await recorded(
+            record,
+            name="message_worker",
+            retry_base=s.consumer_retry_base_seconds,
+            retry_max=s.consumer_retry_max_seconds,
+        )
+
     async def _rejected(self, message: ClaimedMessage, error: str, status: str = "rejected") -> bool:
         """Record it and tell the team, in one transaction; other messages are not held up. False when the message
         is another claim's by now (this one's lease ran out): nothing recorded, nobody told."""
+        return await self._recorded(lambda: self._record_rejected(message, error, status))
+
+    async def _record_rejected(self, message: ClaimedMessage, error: str, status: str) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
             if not await message_queue.finish(conn, [message], status, error):
                 return False

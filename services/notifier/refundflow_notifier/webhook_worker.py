@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import aiohttp
 import asyncpg
@@ -29,12 +31,13 @@ from refundflow_shared.crash_points import crash_point
 from refundflow_shared.event_contract import NOTIFIER
 from refundflow_shared.events import WebhookEndpointDisabled
 from refundflow_shared.group_commit import GroupCommit
-from refundflow_shared.lease_dispatcher import LeaseDispatcher
+from refundflow_shared.lease_dispatcher import LeaseDispatcher, recorded
 from refundflow_shared.metrics import WEBHOOK_DELIVERIES
 from refundflow_shared.outbox import add_event
 from refundflow_shared.secret_box import SecretBox, SecretBoxError
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 SIGNING_FAILED = "signing_failed"  # the endpoint's secret does not open with our key, or is no whsec_ key
 
@@ -81,14 +84,19 @@ class WebhookWorker:
         latency_ms = int((time.monotonic() - started) * 1000)
         crash_point("notifier.webhook_answered")
         if status_code is not None and is_success(status_code):
-            await self._delivered.write(DeliveredAttempt(delivery, attempted_at, status_code, latency_ms, error))
+            attempt = DeliveredAttempt(delivery, attempted_at, status_code, latency_ms, error)
+            await self._recorded(lambda: self._delivered.write(attempt))
             outcome = "delivered"
         else:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await webhook_store.record_attempt(
-                    conn, delivery.id, delivery.attempts, attempted_at, status_code, latency_ms, error
-                )
-                outcome = await self._settle_failure(conn, delivery, status_code)
+
+            async def record_failure() -> str:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await webhook_store.record_attempt(
+                        conn, delivery.id, delivery.attempts, attempted_at, status_code, latency_ms, error
+                    )
+                    return await self._settle_failure(conn, delivery, status_code)
+
+            outcome = await self._recorded(record_failure)
         WEBHOOK_DELIVERIES.labels(outcome).inc()
         log.info(
             "webhook_attempted",
@@ -99,6 +107,16 @@ class WebhookWorker:
             status_code=status_code,
             latency_ms=latency_ms,
             error=error,
+        )
+
+    async def _recorded(self, record: Callable[[], Awaitable[T]]) -> T:
+        """A record of what a call did, retried while the database is away: a blip never delivers a webhook again."""
+        s = self._settings
+        return await recorded(
+            record,
+            name="webhook_worker",
+            retry_base=s.consumer_retry_base_seconds,
+            retry_max=s.consumer_retry_max_seconds,
         )
 
     async def _record_delivered(self, delivered: list[DeliveredAttempt]) -> None:
