@@ -41,7 +41,7 @@ from refundflow_cli.output import Output
 from refundflow_cli.settings import CliSettings
 from refundflow_cli.topic_names import CONSUMES, full_topic, resolve_group, service_of, short_name
 from refundflow_shared.events import topic_for
-from refundflow_shared.kafka_topics import all_topics
+from refundflow_shared.kafka_topics import PARTITION_ASSIGNORS, all_topics
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,7 @@ async def _commit_as_only_member(
         client_id=CLIENT_ID,
         group_id=group,
         enable_auto_commit=False,
+        partition_assignment_strategy=PARTITION_ASSIGNORS,  # the group's own: a broker may refuse a member without it
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
     )

@@ -36,8 +36,6 @@ from typing import Any, TypeAlias, TypeVar, overload
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -56,6 +54,7 @@ from refundflow_shared.dead_letters import (
 from refundflow_shared.event_contract import ContractBroken, ServiceContract, contract_of
 from refundflow_shared.event_decoding import InvalidEvent, decode_event, printable_headers, read_headers
 from refundflow_shared.events import Event, EventData, EventType, topic_for
+from refundflow_shared.kafka_topics import PARTITION_ASSIGNORS
 from refundflow_shared.metrics import EVENTS_HANDLED, HANDLER_SECONDS, counts_on_commit
 from refundflow_shared.settings import ServiceSettings
 from refundflow_shared.structured_logging import bound
@@ -276,11 +275,7 @@ class EventConsumer:
         self._subscriber = self._broker.subscriber(
             *self.topics,
             group_id=self.group_id,
-            # Range hands every member the same partition numbers of every topic (all topics have one partition
-            # count, see kafka_topics), so a payment's events on all topics reach one instance, one lane (below).
-            # Round robin (FastStream's default) splits them from 4 instances; it stays second only so that an
-            # instance joins a group of older ones during an upgrade (the group uses range once all list it).
-            partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
+            partition_assignment_strategy=PARTITION_ASSIGNORS,  # a payment's events on all topics: one lane
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
             batch=True,

@@ -9,12 +9,20 @@ from collections.abc import Iterable
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
 from refundflow_shared.events import EventType, dlq_topic, topic_for
 from refundflow_shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
+
+# How every member of a service's group (and the command line joining one) asks partitions to be shared. Range hands
+# every member the same partition numbers of every topic (all topics have one partition count), so a payment's events
+# on all topics reach one instance. Round robin (FastStream's default) splits them from 4 instances; it stays second
+# only so that an instance joins a group of older ones during an upgrade (the group uses range once all list it).
+PARTITION_ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
 
 
 def all_topics(prefix: str = "") -> list[str]:
