@@ -20,6 +20,7 @@ import asyncpg
 import structlog
 
 from refundflow_shared.backoff import exponential, jittered
+from refundflow_shared.settings import ServiceSettings
 from refundflow_shared.transient_faults import database_is_unavailable
 from refundflow_shared.wakeup_loop import run_on_notify
 
@@ -111,7 +112,7 @@ class LeaseDispatcher(Generic[J, K]):
             log.error("leased_work_failed", job=task.get_name(), error=repr(task.exception()))
 
 
-async def recorded(record: Callable[[], Awaitable[T]], *, name: str, retry_base: float, retry_max: float) -> T:
+async def recorded(record: Callable[[], Awaitable[T]], *, name: str, settings: ServiceSettings) -> T:
     """Run ``record``, what leased work did (a send that went out), and run it again while the database is away:
     left unrecorded, the work would be done again once its lease ran out. Retried well within the lease's margin,
     the lease holds meanwhile; ``record`` must be safe to run twice (a commit whose answer was lost)."""
@@ -123,6 +124,8 @@ async def recorded(record: Callable[[], Awaitable[T]], *, name: str, retry_base:
             if not database_is_unavailable(exc):
                 raise
             attempt += 1
-            delay = jittered(exponential(attempt, base=retry_base, cap=retry_max))
+            delay = jittered(
+                exponential(attempt, base=settings.consumer_retry_base_seconds, cap=settings.consumer_retry_max_seconds)
+            )
             log.warning("lease_record_retrying", job=name, attempt=attempt, retry_in=delay, error=repr(exc))
             await asyncio.sleep(delay)

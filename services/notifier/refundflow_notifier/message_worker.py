@@ -165,13 +165,7 @@ class MessageWorker:
 
     async def _recorded(self, record: Callable[[], Awaitable[T]]) -> T:
         """A record of what a send did, retried while the database is away: a blip never sends a message again."""
-        s = self._settings
-        return await recorded(
-            record,
-            name="message_worker",
-            retry_base=s.consumer_retry_base_seconds,
-            retry_max=s.consumer_retry_max_seconds,
-        )
+        return await recorded(record, name="message_worker", settings=self._settings)
 
     async def _rejected(self, message: ClaimedMessage, error: str, status: str = "rejected") -> bool:
         """Record it and tell the team, in one transaction; other messages are not held up. False when the message

@@ -111,13 +111,7 @@ class WebhookWorker:
 
     async def _recorded(self, record: Callable[[], Awaitable[T]]) -> T:
         """A record of what a call did, retried while the database is away: a blip never delivers a webhook again."""
-        s = self._settings
-        return await recorded(
-            record,
-            name="webhook_worker",
-            retry_base=s.consumer_retry_base_seconds,
-            retry_max=s.consumer_retry_max_seconds,
-        )
+        return await recorded(record, name="webhook_worker", settings=self._settings)
 
     async def _record_delivered(self, delivered: list[DeliveredAttempt]) -> None:
         async with self._pool.acquire() as conn:
