@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +17,7 @@ import stripe
 from refundflow_sandbox.app import create_app as create_sandbox
 from refundflow_sandbox.settings import SandboxSettings
 from refundflow_sandbox.webhooks import stripe_signature
-from refundflow_shared.events import PaymentSucceeded, Product, SubscriptionCancelRequested
+from refundflow_shared.events import Event, PaymentSucceeded, Product, SubscriptionCancelRequested
 from tests.conftest import create_database
 from tests.support.http_servers import serving
 from tests.support.probe_service import eventually
@@ -342,3 +342,29 @@ async def test_past_the_keys_lifetime_the_processor_reconciles_instead_of_retryi
             "SELECT provider_calls FROM refunds WHERE refund_id = $1", approved.refund_id
         )
         assert calls == 1, "one failed call, then reconciliation: the expired key was never used again"
+
+
+async def test_a_new_key_is_dated_from_its_first_possible_use_so_a_retry_later_than_the_lifetime_still_uses_it(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """An approval older than the key's lifetime is reconciled first; the provider holds no refund, so attempt 2
+    takes a new key, due after a backoff longer than that lifetime. A key cannot have been sent before it was due:
+    it is called with, not reconciled as expired again and again (the CI run that stalled on main)."""
+    async with running_processor(
+        database_url,
+        kafka_bootstrap,
+        topic_prefix,
+        provider_key_lifetime_seconds=0.3,
+        provider_retry_base_seconds=0.5,
+        provider_retry_max_seconds=1.0,
+    ) as processor:
+        intent = payment_intent()
+        approved = approval(intent)
+        made_long_ago = Event.wrap(approved, source="refundflow/test", sequence=1).model_copy(
+            update={"time": datetime.now(UTC) - timedelta(hours=1)}
+        )
+        await processor.deliver_again(made_long_ago)
+
+        await finished(processor, approved.refund_id, "succeeded")
+        assert len(await processor.provider_refunds(intent)) == 1
+        assert await processor.attempts(approved.refund_id) == ["abandoned", "succeeded"]

@@ -88,7 +88,6 @@ _INSERT_REFUND = (
     " provider_payment_id, payment_amount, status, failure_reason, failure_message, to_customer)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb) ON CONFLICT (refund_id) DO NOTHING"
 )
-_INSERT_ATTEMPT = "INSERT INTO refund_attempts (refund_id, attempt, idempotency_key, state, next_try_at, traceparent)"
 
 
 def _refund_values(refund: Refund, failure_reason: str | None, failure_message: str | None) -> tuple[object, ...]:
@@ -138,9 +137,13 @@ async def insert_refund_and_first_attempt(conn: asyncpg.Connection, refund: Refu
 
 async def schedule_attempt(conn: asyncpg.Connection, refund_id: str, number: int, delay_seconds: float = 0) -> None:
     """Commit attempt ``number`` and its key: from here on, a crash is recovered by calling with this key. The
-    attempt continues the current trace."""
+    attempt continues the current trace.
+
+    The key is dated from when it falls due: it cannot be sent before, so its lifetime at the provider cannot
+    start earlier (dated from now, a backoff longer than the lifetime would expire every new key unused)."""
     await conn.execute(
-        f"{_INSERT_ATTEMPT} VALUES ($1, $2, $3, 'scheduled', now() + make_interval(secs => $4), $5)",
+        "INSERT INTO refund_attempts (refund_id, attempt, idempotency_key, state, next_try_at, traceparent, created_at)"
+        " SELECT $1, $2, $3, 'scheduled', due, $5, due FROM (SELECT now() + make_interval(secs => $4) AS due) AS d",
         refund_id,
         number,
         idempotency_key(refund_id, number),
