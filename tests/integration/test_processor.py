@@ -327,17 +327,23 @@ async def test_past_the_keys_lifetime_the_processor_reconciles_instead_of_retryi
         database_url,
         kafka_bootstrap,
         topic_prefix,
-        provider_key_lifetime_seconds=0.3,
+        provider_key_lifetime_seconds=1.0,
         provider_server_errors_before_reconcile=100,
-        provider_retry_base_seconds=0.5,
-        provider_retry_max_seconds=1.0,
+        provider_retry_base_seconds=3.0,  # the retry (1.5 to 3 s later) comes after the key's lifetime
+        provider_retry_max_seconds=3.0,
     ) as processor:
         intent = payment_intent("error500_after_create_")  # made, then a 500 that the key would replay forever
         approved = approval(intent)
-        await processor.publish(approved)
+        # Dated ahead (a producer's clock ahead of ours): attempt 1's key is then dated from its row, so the first
+        # call is made however long the approval took to arrive on a loaded machine.
+        ahead = Event.wrap(approved, source="refundflow/test", sequence=1).model_copy(
+            update={"time": datetime.now(UTC) + timedelta(hours=1)}
+        )
+        await processor.deliver_again(ahead)
 
         await finished(processor, approved.refund_id, "succeeded")
         assert len(await processor.provider_refunds(intent)) == 1
+        assert await processor.attempts(approved.refund_id) == ["succeeded"], "attempt 1's key made the refund"
         calls = await processor.db.fetchval(
             "SELECT provider_calls FROM refunds WHERE refund_id = $1", approved.refund_id
         )
@@ -354,9 +360,9 @@ async def test_a_new_key_is_dated_from_its_first_possible_use_so_a_retry_later_t
         database_url,
         kafka_bootstrap,
         topic_prefix,
-        provider_key_lifetime_seconds=0.3,
-        provider_retry_base_seconds=0.5,
-        provider_retry_max_seconds=1.0,
+        provider_key_lifetime_seconds=1.5,
+        provider_retry_base_seconds=4.0,  # attempt 2 falls due 2 to 4 s after attempt 1: later than the lifetime
+        provider_retry_max_seconds=4.0,
     ) as processor:
         intent = payment_intent()
         approved = approval(intent)
