@@ -30,13 +30,30 @@ class UrlNotAllowed(ValueError):
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+# IPv6 addresses that carry an IPv4 address in their low 32 bits, which a translator on the path delivers to:
+# NAT64's well-known prefix (RFC 6052) and SIIT's IPv4-translated addresses (RFC 7915).
+_CARRY_IPV4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::ffff:0:0:0/96"))
+# Global unicast: every IPv6 address allocated for the Internet is in it. Outside it, is_global still says True of
+# some (NAT64 for local use 64:ff9b:1::/48, site-local fec0::/10, IPv4-compatible ::/96) on the Pythons we run.
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, 6to4, Teredo, NAT64, SIIT), if it stands for one."""
+    if any(address in network for network in _CARRY_IPV4):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+
+
 def is_public_address(address: IPAddress) -> bool:
-    """True for globally routable unicast addresses; loopback, private, link-local, CGNAT, multicast, reserved
-    and the IPv4 addresses hidden in IPv6 (mapped, 6to4, Teredo) are not."""
+    """True for globally routable unicast addresses; loopback, private, link-local, CGNAT, multicast, reserved,
+    IPv6 outside global unicast (2000::/3), and IPv4 addresses hidden in IPv6 that are any of those, are not."""
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+        embedded = embedded_ipv4(address)
         if embedded is not None:
             return is_public_address(embedded)
+        if address not in _GLOBAL_UNICAST:
+            return False
     return address.is_global and not address.is_multicast
 
 

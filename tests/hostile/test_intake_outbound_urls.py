@@ -6,6 +6,7 @@ are IP literals: they pass the check without any DNS, and nothing here ever call
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from refundflow_intake.notifier_client import NotifierLinkSettings
+from refundflow_shared.outbound_urls import is_public_address
 from refundflow_shared.secret_box import SecretBox
 from tests.support.infrastructure import free_port
 from tests.support.intake_harness import Headers, IntakeUnderTest, running_intake
@@ -61,11 +63,41 @@ REFUSED = [
     "http://240.0.0.1/hook",
     "http://0x7f000001/hook",
     "http://[::1]:5432/",
+    "http://[64:ff9b::a00:1]/x",  # 10.0.0.1 through NAT64
+    "http://[::ffff:0:a00:1]/x",  # 10.0.0.1 through SIIT
     "http://localhost:8000/v1/payments",
     "http://LOCALHOST./hook",
     "ftp://1.1.1.1/file",
     "https://user:password@1.1.1.1/hook",
 ]
+
+
+# IPv4 addresses carried inside IPv6 ones, which a translator on the path would deliver to, and IPv6 blocks this
+# Python's is_global still calls global.
+NOT_PUBLIC_IPV6 = [
+    "64:ff9b::a00:1",  # NAT64's well-known prefix (RFC 6052) around 10.0.0.1
+    "64:ff9b::7f00:1",  # ... around 127.0.0.1
+    "64:ff9b::a9fe:a9fe",  # ... around 169.254.169.254
+    "64:ff9b:1::a00:1",  # NAT64 for local use (RFC 8215)
+    "64:ff9b:1::101:101",  # ... whatever IPv4 address it carries
+    "::ffff:0:a00:1",  # SIIT's IPv4-translated addresses (::ffff:0:0:0/96) around 10.0.0.1
+    "::ffff:0:7f00:1",
+    "::a00:1",  # IPv4-compatible (::/96), deprecated
+    "fec0::1",  # site-local (fec0::/10), deprecated
+    "fc00::1",  # unique local
+    "fe80::1",  # link-local
+    "2001:db8::1",  # documentation
+    "::ffff:10.0.0.1",  # IPv4-mapped
+    "2002:a00:1::",  # 6to4 around 10.0.0.1
+]
+PUBLIC_IPV6 = ["2606:4700:4700::1111", "64:ff9b::101:101", "::ffff:0:101:101", "::ffff:1.1.1.1"]
+
+
+async def test_ipv4_addresses_inside_ipv6_are_checked_as_ipv4_and_only_global_unicast_ipv6_is_public() -> None:
+    refused = [a for a in NOT_PUBLIC_IPV6 if is_public_address(ipaddress.IPv6Address(a))]
+    assert refused == [], "called public"
+    allowed = [a for a in PUBLIC_IPV6 if not is_public_address(ipaddress.IPv6Address(a))]
+    assert allowed == [], "called non-public"
 
 
 async def test_webhook_and_slack_urls_must_be_public(intake: IntakeUnderTest) -> None:

@@ -59,6 +59,8 @@ async def test_webhooks_and_slack_alerts_to_loopback_in_any_spelling_are_refused
         f"http://127.0.0.1:{port}/plain",
         f"http://0x7f000001:{port}/hex",  # 127.0.0.1 in the notation inet_aton also reads
         f"http://[::1]:{port}/ipv6",
+        f"http://[64:ff9b::7f00:1]:{port}/nat64",  # 127.0.0.1 through a NAT64 translator
+        f"http://[::ffff:0:7f00:1]:{port}/siit",  # 127.0.0.1 through SIIT
         f"http://localhost:{port}/by-name",  # a DNS name that resolves to 127.0.0.1
     ]
     endpoints = [
