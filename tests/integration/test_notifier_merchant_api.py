@@ -224,6 +224,62 @@ async def test_the_delivery_log_shows_attempts_and_a_delivery_or_a_period_can_be
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "webhook_delivery_not_found"
 
 
+# In UTC it is 10000-01-01T13:00: past what Python's datetime (and so the notifier's query) can hold.
+NEVER = "9999-12-31T23:00:00-14:00"
+REPLAYS_PER_HOUR = 10  # intake's default
+
+
+async def test_a_replay_since_a_time_to_come_is_refused_before_it_counts_against_the_hourly_replays(
+    world: World,
+) -> None:
+    _, auth = await new_merchant(world)
+    body = {"url": world.http.url(uuid.uuid4().hex), "events": ["refund.succeeded"]}
+    endpoint = (await world.api.post("/v1/webhook-endpoints", headers=auth, json=body)).json()
+    await endpoint_known(world, endpoint["id"])
+    replay = f"/v1/webhook-endpoints/{endpoint['id']}/replay"
+
+    in_an_hour = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    for since in [NEVER, in_an_hour] * REPLAYS_PER_HOUR:
+        refused = await world.api.post(replay, headers=auth, json={"since": since})
+        assert refused.status_code == 422, (since, refused.text)
+        assert refused.json()["error"]["code"] == "replay_since_in_future", refused.text
+    allowed = await world.api.post(replay, headers=auth, json={"since": datetime.now(UTC).isoformat()})
+    assert allowed.status_code == 202, "the refused replays spent none of the hour's"
+
+
+async def test_the_notifier_refuses_a_since_it_cannot_serve_with_a_4xx_that_intake_passes_on(world: World) -> None:
+    _, auth = await new_merchant(world)
+    body = {"url": world.http.url(uuid.uuid4().hex), "events": ["refund.succeeded"]}
+    endpoint = (await world.api.post("/v1/webhook-endpoints", headers=auth, json=body)).json()
+    await endpoint_known(world, endpoint["id"])
+    link: NotifierLinkSettings = world.intake.state.notifier_link
+    merchant_id = await world.notifier_db.fetchval(
+        "SELECT merchant_id FROM webhook_endpoints WHERE id = $1", endpoint["id"]
+    )
+    async with httpx.AsyncClient(
+        base_url=link.notifier_url, headers={"Authorization": f"Bearer {TEST_INTERNAL_TOKEN}"}
+    ) as notifier:
+        path = f"/internal/v1/merchants/{merchant_id}/webhook-endpoints/{endpoint['id']}/replays"
+        for since in (NEVER, "0001-01-01T00:00:00+14:00", (datetime.now(UTC) + timedelta(hours=1)).isoformat()):
+            answer = await notifier.post(path, json={"since": since})
+            assert answer.status_code == 422, (since, answer.text)
+        beyond = await notifier.post(path, json={"delivery_id": 2**63})
+        assert beyond.status_code == 422, beyond.text
+
+    # Intake's clock a day ahead of the notifier's: a time intake lets through, the notifier refuses.
+    clock = world.intake.state.clock
+    world.intake.state.clock = lambda: clock() + timedelta(days=1)
+    try:
+        since = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        answer = await world.api.post(
+            f"/v1/webhook-endpoints/{endpoint['id']}/replay", headers=auth, json={"since": since}
+        )
+    finally:
+        world.intake.state.clock = clock
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "invalid_request", answer.text
+
+
 async def owner_signed_in(world: World) -> tuple[str, dict[str, str], Person]:
     """A merchant (its id, its API key's header) with an owner who accepted the invite and is signed in to the
     dashboard."""

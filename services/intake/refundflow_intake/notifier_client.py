@@ -30,6 +30,11 @@ class NotifierUnavailable(Exception):
     names no host or address (those are logged)."""
 
 
+class NotifierRefusedRequest(NotifierUnavailable):
+    """The notifier refused what was asked as invalid (a 4xx of its own): the request's fault, not an outage. A
+    page that shows itself without the notifier's part when it is unavailable does so here too."""
+
+
 class NotifierClient:
     def __init__(self, base_url: str, token: SecretStr | None, timeout: float) -> None:
         self._base_url, self._timeout = base_url.rstrip("/"), timeout
@@ -72,6 +77,10 @@ class NotifierClient:
             raise NotifierUnavailable("the notification service did not answer: try again shortly") from exc
         if response.status_code == 404:
             return None
+        # Its 401 or 403 is our token refused: our configuration, an outage to the merchant.
+        if response.is_client_error and response.status_code not in (401, 403):
+            log.warning("notifier_refused_request", path=path, status=response.status_code)
+            raise NotifierRefusedRequest("the notification service refused the request as invalid: check it")
         if response.is_error:
             log.warning("notifier_refused", path=path, status=response.status_code)
             raise NotifierUnavailable("the notification service is unavailable: try again shortly")

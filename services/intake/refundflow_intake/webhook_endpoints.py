@@ -57,6 +57,10 @@ class ReplayWindowExceeded(DomainError):
     code = "replay_window_exceeded"
 
 
+class ReplaySinceInFuture(DomainError):
+    code = "replay_since_in_future"
+
+
 async def checked_url(url: str, *, allow_private: bool) -> str:
     """The URL, when it is one we may call (see ``refundflow_shared.outbound_urls``). Resolves DNS: call it
     before opening a transaction."""
@@ -68,6 +72,10 @@ async def checked_url(url: str, *, allow_private: bool) -> str:
 
 
 def check_replay_since(since: datetime, *, now: datetime, max_days: int) -> None:
+    """A replay reaches from a time within the last ``max_days`` days; checked before it counts against the hour's
+    replays."""
+    if since > now:
+        raise ReplaySinceInFuture("since is later than now: there is nothing to replay after it yet")
     if since < now - timedelta(days=max_days):
         raise ReplayWindowExceeded(f"replays reach back {max_days} days at most")
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from refundflow_notifier import delivery_log, merchant_settings
 from refundflow_notifier.email_previews import previews
@@ -39,8 +39,23 @@ class PreviewRequest(BaseModel):
 class ReplayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    delivery_id: int | None = None
-    since: datetime | None = None
+    delivery_id: int | None = Field(default=None, ge=1, le=2**63 - 1)  # a bigint id
+    since: AwareDatetime | None = None
+
+    @field_validator("since")
+    @classmethod
+    def not_to_come(cls, since: datetime | None) -> datetime | None:
+        """A time UTC can hold and not still to come: past year 9999 in UTC the query could not take it (a 500
+        instead of the caller's 422)."""
+        if since is None:
+            return None
+        try:
+            since.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("since is out of range") from None
+        if since > datetime.now(UTC):
+            raise ValueError("since is later than now")
+        return since
 
     @model_validator(mode="after")
     def one_of(self) -> ReplayRequest:

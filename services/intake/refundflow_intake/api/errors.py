@@ -51,7 +51,7 @@ from refundflow_intake.portal.tokens import InvalidPortalToken
 from refundflow_intake.rate_limit import RateLimited
 from refundflow_intake.roles import NotAllowedForRole
 from refundflow_intake.team_members import EmailAlreadyRegistered, LastOwner
-from refundflow_intake.webhook_endpoints import ReplayWindowExceeded, TooManyWebhookEndpoints
+from refundflow_intake.webhook_endpoints import ReplaySinceInFuture, ReplayWindowExceeded, TooManyWebhookEndpoints
 from refundflow_shared.outbox import EventTooLarge
 
 log = structlog.get_logger(__name__)
@@ -84,6 +84,7 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (ExtensionConflictsWithCancel, 422),
     (PortalDisabled, 409),
     (ReplayWindowExceeded, 422),
+    (ReplaySinceInFuture, 422),
     (CurrencyMismatch, 422),
     (ReasonDetailsRequired, 422),
     (InvalidProration, 422),

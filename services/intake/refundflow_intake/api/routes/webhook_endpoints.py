@@ -27,9 +27,15 @@ from refundflow_intake.api.webhook_schemas import (
     ReplaySince,
 )
 from refundflow_intake.domain import OutboundUrlNotAllowed
-from refundflow_intake.notifier_client import NotifierClient, NotifierLinkSettings, NotifierUnavailable
+from refundflow_intake.notifier_client import (
+    NotifierClient,
+    NotifierLinkSettings,
+    NotifierRefusedRequest,
+    NotifierUnavailable,
+)
 from refundflow_intake.rate_limit import RateLimited
 from refundflow_intake.webhook_endpoints import (
+    ReplaySinceInFuture,
     ReplayWindowExceeded,
     TooManyWebhookEndpoints,
     WebhookDeliveryNotFound,
@@ -214,7 +220,9 @@ async def replay_one(notifier: NotifierClient, merchant_id: str, endpoint_id: st
 @router.post(
     "/v1/webhook-endpoints/{endpoint_id}/replay",
     status_code=202,
-    responses=documented(WebhookEndpointNotFound, ReplayWindowExceeded, RateLimited, also=_NEEDS_NOTIFIER),
+    responses=documented(
+        WebhookEndpointNotFound, ReplayWindowExceeded, ReplaySinceInFuture, RateLimited, also=_NEEDS_NOTIFIER
+    ),
 )
 async def replay_since(
     endpoint_id: PathId,
@@ -226,7 +234,7 @@ async def replay_since(
     now: Now,
 ) -> ReplayScheduled:
     """Deliver again every event the endpoint subscribes to since a time (e.g. after an outage), at most
-    ``WEBHOOK_REPLAY_MAX_DAYS`` (30) days back. Replays are rate-limited."""
+    ``WEBHOOK_REPLAY_MAX_DAYS`` (30) days back and not from a time still to come. Replays are rate-limited."""
     endpoints.check_replay_since(body.since, now=now, max_days=settings.webhook_replay_max_days)
     await _replay_allowed(db, settings, caller.merchant_id, endpoint_id, now)
     result = await _ask(notifier.replay(caller.merchant_id, endpoint_id, since=body.since))
@@ -236,6 +244,8 @@ async def replay_since(
 async def _ask(call: Any) -> dict[str, Any] | None:
     try:
         result: dict[str, Any] | None = await call
+    except NotifierRefusedRequest as exc:  # what was asked, not an outage: trying again would not help
+        raise ApiError(422, "invalid_request", str(exc)) from exc
     except NotifierUnavailable as exc:
         raise ApiError(503, _NOTIFIER_UNAVAILABLE, str(exc)) from exc
     return result
