@@ -78,8 +78,15 @@ async def resolve_public(host: str, port: int, *, allow_private: bool) -> list[I
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise UrlNotAllowed(f"the host {host!r} does not resolve") from exc
+        log.info("outbound_url_unresolved", host=host, error=str(exc))
+        raise not_public(host) from exc
     return public_addresses(host, infos, allow_private=allow_private)
+
+
+def not_public(host: str) -> UrlNotAllowed:
+    """The one refusal of a host, whether it does not resolve or resolves to an address of ours: two answers would
+    let a merchant tell which names exist inside our network (postgres, redis...) from names that exist nowhere."""
+    return UrlNotAllowed(f"the host {host!r} does not resolve to a public address")
 
 
 # One entry of getaddrinfo's answer: (family, type, proto, canonical name, (address, port, ...)).
@@ -91,14 +98,15 @@ def public_addresses(host: str, infos: Sequence[AddressInfo], *, allow_private: 
     public (or there is none)."""
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     if not addresses:
-        raise UrlNotAllowed(f"the host {host!r} does not resolve")
+        log.info("outbound_url_unresolved", host=host, error="no address")
+        raise not_public(host)
     if not allow_private:
         refused = [a for a in addresses if not is_public_address(a)]
         if refused:
             # The address goes to our logs only: the merchant sees the refusal, and a name of ours (postgres,
             # localhost) must not tell them what our network looks like.
             log.info("outbound_url_refused", host=host, address=str(refused[0]))
-            raise UrlNotAllowed(f"the host {host!r} resolves to a non-public address")
+            raise not_public(host)
     return addresses
 
 

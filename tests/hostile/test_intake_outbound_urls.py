@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -128,6 +129,23 @@ async def test_webhook_and_slack_urls_must_be_public(intake: IntakeUnderTest) ->
     assert await intake.db.fetchval("SELECT count(*) FROM outbox") == before
     kept = (await intake.client.get(f"/v1/webhook-endpoints/{endpoint.json()['id']}", headers=merchant)).json()
     assert kept["url"] == PUBLIC_URL
+
+
+async def test_a_name_of_our_network_is_refused_as_a_name_that_does_not_exist_is(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    internal, unknown = a_name_for_loopback(), f"no-such-host-{uuid.uuid4().hex[:8]}.invalid"
+    answers = {}
+    for host in (internal, unknown):
+        answer = await intake.client.post(
+            "/v1/webhook-endpoints", headers=merchant, json={"url": f"http://{host}/x", "events": ["refund.succeeded"]}
+        )
+        assert answer.status_code == 422, answer.text
+        answers[host] = answer.json()["error"]
+    said_of_internal, said_of_unknown = (
+        {**answers[host], "message": answers[host]["message"].replace(host, "HOST")} for host in (internal, unknown)
+    )
+    assert said_of_internal == said_of_unknown, "the answer must not tell which of our names exist"
+    assert said_of_internal["code"] == "url_not_allowed"
 
 
 async def test_a_merchant_has_at_most_16_webhook_endpoints(intake: IntakeUnderTest) -> None:

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from refundflow_shared.outbound_urls import AddressInfo, UrlNotAllowed, is_public_address, public_addresses
+from refundflow_shared.outbound_urls import (
+    AddressInfo,
+    UrlNotAllowed,
+    is_public_address,
+    not_public,
+    public_addresses,
+)
 
 # What a failed call records: never the socket error's text, which names hosts and ports.
 TIMEOUT = "timeout"
@@ -68,7 +74,7 @@ class PublicAddressResolver(AbstractResolver):
             # Shielded: one caller's deadline must not cancel the lookup the others wait for too.
             infos = await asyncio.shield(self._lookup_of(host, port))
         except (socket.gaierror, UnicodeError) as exc:
-            raise UrlNotAllowed(f"the host {host!r} does not resolve") from exc
+            raise not_public(host) from exc
         addresses = public_addresses(host, infos, allow_private=self._allow_private)
         return [
             ResolveResult(
