@@ -1,5 +1,6 @@
 """What people type into the dashboard's forms is held to the API's rules for the same text, and what cannot be
-stored (or sent on: its event over the broker's limit) is a page saying so, never a 500 or the API's JSON."""
+stored (or sent on: its event over the broker's limit), or asked of a list (a page past its depth), is a page
+saying so, never a 500 or the API's JSON."""
 
 from __future__ import annotations
 
@@ -69,6 +70,20 @@ async def test_text_postgresql_cannot_store_is_a_422_page_in_the_dashboard(intak
     for answer in (login, search):
         assert answer.status_code == 422, answer.text[:300]
         assert answer.headers["content-type"].startswith("text/html") and "invalid_request" in answer.text
+
+
+async def test_a_payments_page_past_the_lists_depth_is_a_422_page_that_says_to_search_instead(
+    intake: IntakeUnderTest,
+) -> None:
+    """Every payment on the pages before it is read (its refunds counted): page 10,000 read 200,000 payments."""
+    _, owner = await merchant_with_owner(intake)
+    deepest = await owner.page("/dashboard/payments?page=100")
+    assert deepest.status_code == 200, deepest.text[:300]
+    for page in (101, 10_000, 2**70):
+        refused = await owner.page(f"/dashboard/payments?page={page}&q=ada")
+        assert refused.status_code == 422, (page, refused.text[:300])
+        assert refused.headers["content-type"].startswith("text/html") and "page_too_deep" in refused.text
+        assert "100 pages" in refused.text and "search" in refused.text.lower()
 
 
 async def test_a_change_whose_event_is_over_the_brokers_limit_is_a_422_page_on_pages_and_json_in_the_api(
