@@ -64,12 +64,20 @@ async def ensure_topics(
 
 
 async def ensure_service_topics(settings: ServiceSettings) -> None:
-    """Every topic and its dead-letter topic, laid out as the settings say (partitions, replicas, retention)."""
-    await ensure_topics(
-        settings.kafka_bootstrap_servers,
-        all_topics(settings.topic_prefix),
-        settings.topic_partitions,
-        replication_factor=settings.topic_replication_factor,
-        min_insync_replicas=settings.topic_min_insync_replicas,
-        retention_ms=int(settings.topic_retention_days * 86_400_000),
-    )
+    """Every topic and its dead-letter topic, laid out as the settings say (partitions, replicas, retention).
+
+    A dead-letter topic keeps its records INBOX_RETENTION_DAYS, not TOPIC_RETENTION_DAYS: a dead letter lives only
+    there, and ``dlq replay`` takes one for as long as the inboxes remember what they handled."""
+    topics = [topic_for(t, settings.topic_prefix) for t in EventType]
+    for names, days in (
+        (topics, settings.topic_retention_days),
+        ([dlq_topic(t) for t in topics], settings.inbox_retention_days),
+    ):
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            names,
+            settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+            min_insync_replicas=settings.topic_min_insync_replicas,
+            retention_ms=int(days * 86_400_000),
+        )

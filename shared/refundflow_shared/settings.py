@@ -75,7 +75,8 @@ class ServiceSettings(BaseSettings):
     # runs and tests set it, production must not (see refundflow_shared.outbound_urls).
     refundflow_allow_private_webhook_urls: bool = False
 
-    # Retention: what is pruned, and after how long (the inbox must outlive any redelivery window).
+    # Retention: what is pruned, and after how long (the inbox must outlive any redelivery window). Dead-letter topics
+    # keep records as long as the inbox: a dead letter can be replayed that long (see kafka_topics).
     retention_interval_seconds: float = Field(default=300.0, gt=0)
     outbox_retention_days: float = Field(default=7.0, gt=0)
     inbox_retention_days: float = Field(default=30.0, gt=0)

@@ -14,7 +14,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from refundflow_shared.events import topic_for
+from refundflow_shared.events import dlq_topic, topic_for
 from refundflow_shared.http_service import health_router
 from refundflow_shared.service_runtime import ServiceRuntime
 from refundflow_shared.settings import ServiceSettings
@@ -53,6 +53,19 @@ async def test_topics_get_their_replication_min_in_sync_replicas_and_retention_f
     configs = {name: value for name, value, *_ in response.resources[0][4]}
     assert configs["min.insync.replicas"] == str(runtime.settings.topic_min_insync_replicas)
     assert configs["retention.ms"] == str(3 * 86_400_000)
+
+
+async def test_dead_letter_topics_keep_their_records_as_long_as_the_inboxes_remember(runtime: ServiceRuntime) -> None:
+    # A dead letter lives only on its topic and can be replayed for INBOX_RETENTION_DAYS: the topic keeps it so long.
+    topic = dlq_topic(topic_for("refund.approved", runtime.settings.topic_prefix))
+    admin = AIOKafkaAdminClient(bootstrap_servers=runtime.settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    configs = {name: value for name, value, *_ in response.resources[0][4]}
+    assert configs["retention.ms"] == str(int(runtime.settings.inbox_retention_days * 86_400_000))
 
 
 def test_durability_settings_default_to_one_local_broker_and_must_be_consistent() -> None:
