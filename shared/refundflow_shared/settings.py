@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+import sys
+from typing import Annotated, Literal, Self, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from refundflow_shared.event_decoding import DEFAULT_MAX_EVENT_BYTES
+from refundflow_shared.secret_box import parse_key_ring
 
 # Intake and the processor are on a refund's path (approve, provider, succeeded): their fetches wait at most this,
 # for quicker hops on a broker that holds empty fetches (Tansu; see consumer_fetch_max_wait_ms).
 REFUND_PATH_FETCH_MAX_WAIT_MS = 250
 FetchMaxWaitMs = Annotated[int, Field(ge=1, le=10_000)]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+S = TypeVar("S", bound=BaseSettings)
 
 
 class ServiceSettings(BaseSettings):
@@ -21,7 +26,7 @@ class ServiceSettings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/refundflow"
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = Field(default="", description="prepended to every topic name (tests, shared clusters)")
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"  # in any case: "debug" is DEBUG
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
@@ -88,6 +93,19 @@ class ServiceSettings(BaseSettings):
     http_max_concurrency: int = Field(default=1000, ge=1)
     http_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name_in_any_case(cls, level: object) -> object:
+        return level.upper() if isinstance(level, str) else level
+
+    @field_validator("webhook_secret_key", "webhook_secret_keys")
+    @classmethod
+    def _a_well_formed_key_ring(cls, keys: SecretStr | None) -> SecretStr | None:
+        # Checked here, so a bad ring stops the process with the settings' errors, not at its first seal.
+        if keys is not None:
+            parse_key_ring(keys.get_secret_value())  # its errors name key ids, never a key
+        return keys
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.topic_min_insync_replicas > self.topic_replication_factor:
@@ -98,3 +116,22 @@ class ServiceSettings(BaseSettings):
             # The ring wins; every SecretBox(settings.webhook_secret_key...) then opens and seals with it.
             self.webhook_secret_key = self.webhook_secret_keys
         return self
+
+
+def settings_from_environment(settings_type: type[S], service: str) -> S:
+    """The service's settings from its environment, or the process ends (exit code 1) with one line per problem,
+    naming the variable and never its value: pydantic's own report echoes the input, secrets included."""
+    try:
+        return settings_type()
+    except ValidationError as exc:
+        problems = [_problem(error["loc"], error["msg"]) for error in exc.errors()]
+    except SettingsError as exc:  # a value that is not JSON where a list is expected; the message names the field
+        problems = [str(exc)]
+    sys.exit("\n".join(f"refundflow-{service} refuses to start: {problem}" for problem in problems))
+
+
+def _problem(location: tuple[int | str, ...], message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    if not location:  # a check across variables: its message names them
+        return message
+    return f"{str(location[0]).upper()}: {message}"
