@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import structlog
 from fastapi import FastAPI, Request, Response
 
 from refundflow_intake import event_handlers, notification_settings, review_deadlines, secret_resealing
@@ -28,13 +29,15 @@ from refundflow_intake.portal import wiring as portal
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.refund_gauges import observe_processing_refunds
-from refundflow_intake.settings import IntakeSettings
+from refundflow_intake.settings import IntakeSettings, loopback_public_urls
 from refundflow_shared.http_metrics import HttpMetrics
 from refundflow_shared.http_service import service_app
 from refundflow_shared.http_tracing import trace_requests
 from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
+
+log = structlog.get_logger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 API_DESCRIPTION = (
@@ -75,6 +78,13 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with run(app):
+            if loopback := loopback_public_urls(settings):
+                log.warning(
+                    "public_url_is_loopback",
+                    urls=loopback,
+                    hint="customers' and invitees' links lead to their own machine: set DASHBOARD_PUBLIC_URL"
+                    " (and PORTAL_PUBLIC_URL) to the address they reach intake at",
+                )
             box = SecretBox(key.get_secret_value()) if key else None
             # Slack URLs saved in clear before they were sealed: sealed once, before the first request.
             await notification_settings.seal_clear_slack_urls(runtime.pool, box)

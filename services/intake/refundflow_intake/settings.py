@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from refundflow_shared.events import LINK_MARGIN
 from refundflow_shared.settings import REFUND_PATH_FETCH_MAX_WAIT_MS, FetchMaxWaitMs, ServiceSettings
@@ -38,6 +40,7 @@ class IntakeSettings(ServiceSettings):
     )
 
     # The dashboard (people, sessions, one-time links).
+    # The defaults suit a local run; intake warns at start (public_url_is_loopback) while one points at loopback.
     dashboard_public_url: str = Field(
         default="http://127.0.0.1:8000", max_length=500, description="where invite and reset links point"
     )
@@ -51,6 +54,17 @@ class IntakeSettings(ServiceSettings):
     team_invites_per_hour: int = Field(
         default=20, ge=1, description="invites and resends per merchant (each is an email), across all replicas"
     )
+
+    @field_validator("dashboard_public_url", "portal_public_url")
+    @classmethod
+    def _an_absolute_web_address(cls, url: str | None, info: ValidationInfo) -> str | None:
+        # Every link in an email is built on it: a relative or scheme-less base, or one with a query, breaks them all.
+        if url is not None and not _is_absolute_web_address(url):
+            raise ValueError(
+                f"{str(info.field_name).upper()} must be an absolute http:// or https:// address with a host"
+                " (a path may follow), and no query or fragment"
+            )
+        return url
 
     @field_validator("portal_token_ttl_hours")
     @classmethod
@@ -73,3 +87,30 @@ class IntakeSettings(ServiceSettings):
             return self.refundflow_portal_secret.get_secret_value().encode()
         admin = self.refundflow_admin_token.get_secret_value().encode()
         return hmac.new(admin, b"refundflow portal tokens", hashlib.sha256).digest()
+
+
+def loopback_public_urls(settings: IntakeSettings) -> dict[str, str]:
+    """The public URLs, by variable, that point at the machine that opens them (localhost, 127.0.0.1, ::1): right for
+    a local run, but in production every customer's and invitee's link would lead to their own machine."""
+    urls = {"DASHBOARD_PUBLIC_URL": settings.dashboard_public_url, "PORTAL_PUBLIC_URL": settings.portal_public_url}
+    return {name: url for name, url in urls.items() if url is not None and _is_loopback(url)}
+
+
+def _is_absolute_web_address(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and "?" not in url and "#" not in url
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
