@@ -63,6 +63,17 @@ async def ensure_topics(
         await admin.close()
 
 
+async def partition_counts(bootstrap_servers: str, topics: Iterable[str]) -> dict[str, int]:
+    """How many partitions each of the (existing) topics has."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(sorted(set(topics)))
+    finally:
+        await admin.close()
+    return {topic["topic"]: len(topic["partitions"]) for topic in described}
+
+
 async def ensure_service_topics(settings: ServiceSettings) -> None:
     """Every topic and its dead-letter topic, laid out as the settings say (partitions, replicas, retention).
 

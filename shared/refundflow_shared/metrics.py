@@ -52,6 +52,11 @@ CONSUMER_BATCH_AGE_SECONDS = Gauge(
     "A stall shows here, not in the lag: no partition is fetched while a batch of it is held.",
     ["service"],
 )
+TOPIC_PARTITIONS = Gauge(
+    "refundflow_topic_partitions",
+    "Partitions of each topic the service consumes or publishes, read at start: all must be equal (README, Topics).",
+    ["service", "topic"],
+)
 OUTBOX_UNSENT = Gauge(
     "refundflow_outbox_unsent", "Outbox rows waiting to be published (parked rows not included).", ["service"]
 )

@@ -17,9 +17,10 @@ from faststream.kafka import KafkaBroker
 from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.database import create_pool, is_reachable
 from refundflow_shared.event_contract import ServiceContract, contract_of
+from refundflow_shared.events import topic_for
 from refundflow_shared.http_service import Readiness
-from refundflow_shared.kafka_topics import ensure_service_topics
-from refundflow_shared.metrics import CONSUMER_BATCH_AGE_SECONDS
+from refundflow_shared.kafka_topics import ensure_service_topics, partition_counts
+from refundflow_shared.metrics import CONSUMER_BATCH_AGE_SECONDS, TOPIC_PARTITIONS
 from refundflow_shared.metrics_endpoint import ConsumerGauges, ScrapeHook, observe_outbox
 from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.outbox import OutboxRelay, limit_event_size
@@ -84,6 +85,7 @@ class ServiceRuntime:
     async def start(self) -> None:
         """Create topics, start consuming and relaying."""
         await ensure_service_topics(self.settings)
+        await self._check_partition_counts()
         self.consumer.subscribe()
         await self.broker.start()
         relay = OutboxRelay(
@@ -99,6 +101,18 @@ class ServiceRuntime:
         retention = run_retention(self.pool, self.retention_rules, interval=self.settings.retention_interval_seconds)
         self.run_in_background(retention, "retention")
         log.info("service_started", consumes=self.consumer.topics)
+
+    async def _check_partition_counts(self) -> None:
+        """Show each of the service's topics' partition count; log an error when they differ (a payment's events then
+        reach different instances: lock waits, ordered emails waiting out their fallback). It still starts: a topic an
+        operator grew must not stop every instance; the RefundflowTopicPartitionsDiffer alert asks for equal counts."""
+        prefix = self.settings.topic_prefix
+        topics = [topic_for(t, prefix) for t in (*self.contract.consumes, *self.contract.publishes)]
+        counts = await partition_counts(self.settings.kafka_bootstrap_servers, topics)
+        for topic, count in counts.items():
+            TOPIC_PARTITIONS.labels(self.name, topic).set(count)
+        if len(set(counts.values())) > 1:
+            log.error("topic_partition_counts_differ", partitions=counts, expected=self.settings.topic_partitions)
 
     def run_in_background(self, job: object, name: str) -> None:
         """Run a long-lived job; if it ever dies the error is logged and readiness fails, never lost silently."""

@@ -4,6 +4,7 @@ fails when a background job died (25.8)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,14 +13,16 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from refundflow_shared.events import dlq_topic, topic_for
 from refundflow_shared.http_service import health_router
+from refundflow_shared.kafka_topics import ensure_topics
 from refundflow_shared.service_runtime import ServiceRuntime
 from refundflow_shared.settings import ServiceSettings
 from tests.conftest import create_database
-from tests.support.probe_service import eventually, probe_settings, start_probe
+from tests.support.probe_service import PROBE, eventually, probe_settings, start_probe
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +69,31 @@ async def test_dead_letter_topics_keep_their_records_as_long_as_the_inboxes_reme
         await admin.close()
     configs = {name: value for name, value, *_ in response.resources[0][4]}
     assert configs["retention.ms"] == str(int(runtime.settings.inbox_retention_days * 86_400_000))
+
+
+async def test_topics_of_unequal_partition_counts_are_reported_at_start(
+    postgres_url: str, kafka_bootstrap: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # An operator created refund.requested with 2 partitions; the service would create the rest with 3. A payment's
+    # events then land at different partition numbers, and reach different instances: the service says so.
+    settings = probe_settings(
+        await create_database(postgres_url), kafka_bootstrap, f"t{uuid.uuid4().hex[:10]}.", topic_partitions=3
+    )
+    requested = topic_for("refund.requested", settings.topic_prefix)
+    alerts = topic_for("team_alert.raised", settings.topic_prefix)
+    await ensure_topics(kafka_bootstrap, [requested], partitions=2)
+    runtime = await start_probe(settings)
+    await runtime.stop()
+
+    def shown(topic: str) -> float | None:
+        return REGISTRY.get_sample_value("refundflow_topic_partitions", {"service": PROBE, "topic": topic})
+
+    assert (shown(requested), shown(alerts)) == (2, 3)
+    [error] = [
+        json.loads(line) for line in capfd.readouterr().out.splitlines() if "topic_partition_counts_differ" in line
+    ]
+    assert error["level"] == "error"
+    assert error["partitions"] == {requested: 2, alerts: 3}
 
 
 def test_durability_settings_default_to_one_local_broker_and_must_be_consistent() -> None:
