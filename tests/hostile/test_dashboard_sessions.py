@@ -3,12 +3,15 @@ invitations throttled (each emails an address an owner typed)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+from argon2 import PasswordHasher
 
 from refundflow_intake.dashboard.auth import SESSION_COOKIE
 from tests.support.dashboard_people import PASSWORD, accept_invite, browser, csrf_of, merchant_with_owner, sign_in
@@ -26,6 +29,13 @@ async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[Intak
         login_attempts_per_account=3,
         team_invites_per_hour=3,
     ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def strict_intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    """Two sign-in attempts per client address (per 15 minutes)."""
+    async with running_intake(postgres_url, kafka_bootstrap, login_attempts_per_ip=2) as running:
         yield running
 
 
@@ -146,3 +156,70 @@ async def test_invites_and_resends_are_limited_per_merchant_so_an_owner_cannot_m
     _, other_owner = await merchant_with_owner(intake)  # another merchant's invitations are its own
     elsewhere = await other_owner.post_form("/dashboard/team", "/dashboard/team/invite", someone())
     assert elsewhere.status_code == 200
+
+
+async def test_sign_in_attempts_hash_off_the_event_loop_so_the_api_keeps_answering(intake: IntakeUnderTest) -> None:
+    """Each attempt checks an Argon2id hash (~100 ms of CPU, 64 MiB), an unknown address a dummy one: on the event
+    loop, 20 attempts at once froze every request (and consumer) of the process for seconds."""
+    merchant, _ = await merchant_with_owner(intake)
+    people = [browser(intake, address=f"198.51.100.{n}") for n in range(20)]  # under each address's throttle
+    tokens = [csrf_of((await person.get("/dashboard/login")).text) for person in people]
+    attempts = asyncio.gather(
+        *(
+            person.post(
+                "/dashboard/login",
+                data={
+                    "csrf_token": token,
+                    "email": f"nobody-{uuid.uuid4().hex[:8]}@acme.example",
+                    "password": "x" * 12,
+                },
+            )
+            for person, token in zip(people, tokens, strict=True)
+        )
+    )
+    waits: list[float] = []
+    while not attempts.done():
+        started = time.perf_counter()
+        balance = await intake.client.get("/v1/balance", headers=merchant)
+        waits.append(time.perf_counter() - started)
+        assert balance.status_code == 200
+        await asyncio.sleep(0.02)
+    assert [a.status_code for a in await attempts] == [401] * 20
+    assert len(waits) > 1 and max(waits) < 1.0, waits
+
+
+async def test_sign_in_is_throttled_per_ipv6_64_block_as_one_client(strict_intake: IntakeUnderTest) -> None:
+    """A /64 is what one IPv6 subscriber gets: counted per address, each of its 2**64 addresses had a budget."""
+    same_block = ["2001:db8:7:1::1", "2001:db8:7:1:ffff::2", "2001:db8:7:1::3"]
+    answers = [
+        await sign_in(strict_intake, f"a{n}@acme.example", "wrong password", address=a)
+        for n, a in enumerate(same_block)
+    ]
+    assert [a.status_code for a in answers] == [401, 401, 429]
+    next_block = await sign_in(strict_intake, "b@acme.example", "wrong password", address="2001:db8:7:2::1")
+    assert next_block.status_code == 401
+    mapped = [
+        await sign_in(strict_intake, f"c{n}@acme.example", "wrong password", address=a)
+        for n, a in enumerate(["192.0.2.7", "::ffff:192.0.2.7", "192.0.2.7"])
+    ]
+    assert [a.status_code for a in mapped] == [401, 401, 429]  # an IPv4 address, however it is written
+
+
+async def test_a_password_reset_while_a_sign_in_checks_the_old_password_wins(intake: IntakeUnderTest) -> None:
+    """The hash is checked with no transaction open, so the account can change meanwhile: the sign-in starts a
+    session only if the password checked is still the account's."""
+    _, owner = await merchant_with_owner(intake)
+    async with intake.db.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM merchant_users WHERE email = $1 FOR UPDATE", owner.email)
+        signing_in = asyncio.ensure_future(sign_in(intake, owner.email))  # the old password, still right
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        while not await intake.db.fetchval(waiting):  # the sign-in, done hashing, waits for the row
+            assert not signing_in.done(), signing_in.result().text[:300]
+            await asyncio.sleep(0.02)
+        reset = PasswordHasher().hash("a new password, after a reset")
+        await conn.execute("UPDATE merchant_users SET password_hash = $2 WHERE email = $1", owner.email, reset)
+    answer = await signing_in
+    assert answer.status_code == 401 and SESSION_COOKIE not in answer.cookies
+    assert (await sign_in(intake, owner.email, "a new password, after a reset")).status_code == 303

@@ -45,8 +45,10 @@ class ServesTheDashboard(Protocol):
     def app(self) -> FastAPI: ...
 
 
-def browser(intake: ServesTheDashboard) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=intake.app), base_url="http://intake")
+def browser(intake: ServesTheDashboard, *, address: str = "127.0.0.1") -> httpx.AsyncClient:
+    """A browser of its own (cookies), at the client ``address`` intake sees."""
+    transport = httpx.ASGITransport(app=intake.app, client=(address, 123))
+    return httpx.AsyncClient(transport=transport, base_url="http://intake")
 
 
 async def accept_invite(intake: ServesTheDashboard, invite_url: str, email: str, *, name: str = "") -> Person:
@@ -84,9 +86,11 @@ async def invite(intake: IntakeUnderTest, owner: Person, role: str) -> Person:
     return await accept_invite(intake, found.group(1), email)
 
 
-async def sign_in(intake: IntakeUnderTest, email: str, password: str = PASSWORD) -> httpx.Response:
+async def sign_in(
+    intake: IntakeUnderTest, email: str, password: str = PASSWORD, *, address: str = "127.0.0.1"
+) -> httpx.Response:
     """A fresh browser signs in; the answer (303 with the session cookie, or the page again) is returned."""
-    client = browser(intake)
+    client = browser(intake, address=address)
     page = await client.get("/dashboard/login")
     return await client.post(
         "/dashboard/login", data={"csrf_token": csrf_of(page.text), "email": email, "password": password}

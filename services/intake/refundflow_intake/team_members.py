@@ -1,7 +1,9 @@
 """A merchant's team: people with a role, invited by a one-time link (72 h) that sets their password.
 
 Each use case runs in the caller's transaction: the change and the event that emails the person commit
-together. The link travels to the notifier sealed (``SecretBox``, bound to the user id).
+together. Those that hash a password (~100 ms, off the event loop) take the pool instead: they read, hash with no
+connection held, then write in a short transaction of their own that checks nothing changed meanwhile.
+The link travels to the notifier sealed (``SecretBox``, bound to the user id).
 
 An address has one live account on the whole platform; an invitation nobody accepted holds it only while its link
 can still be used (a resend renews it).
@@ -176,20 +178,33 @@ async def _send_invite(
 
 
 async def accept_invite(
-    conn: asyncpg.Connection, token: str, *, password: str, display_name: str | None, now: datetime
+    pool: asyncpg.Pool, token: str, *, password: str, display_name: str | None, now: datetime
 ) -> Row:
     """Use the invite once: set the password (and name); the member is active from now on."""
-    member = await _use_link_of_live_member(conn, token, LinkPurpose.INVITE, now=now)
-    passwords.check_acceptable(password, email=member["email"])
-    row = await conn.fetchrow(
-        "UPDATE merchant_users SET password_hash = $2, display_name = coalesce($3, display_name),"
-        f" activated_at = coalesce(activated_at, $4) WHERE id = $1 RETURNING {_MEMBER_COLUMNS}",
-        member["id"],
-        passwords.hash_password(password),
-        display_name or None,
-        now,
-    )
+    password_hash = await _new_password_hash(pool, token, LinkPurpose.INVITE, password, now=now)
+    async with pool.acquire() as conn, conn.transaction():
+        member = await _use_link_of_live_member(conn, token, LinkPurpose.INVITE, now=now)
+        row = await conn.fetchrow(
+            "UPDATE merchant_users SET password_hash = $2, display_name = coalesce($3, display_name),"
+            f" activated_at = coalesce(activated_at, $4) WHERE id = $1 RETURNING {_MEMBER_COLUMNS}",
+            member["id"],
+            password_hash,
+            display_name or None,
+            now,
+        )
     return dict(row)
+
+
+async def _new_password_hash(
+    pool: asyncpg.Pool, token: str, purpose: LinkPurpose, password: str, *, now: datetime
+) -> str:
+    """The hash of the new password a one-time link sets, made with no connection held (it takes ~100 ms). The
+    link is checked first, so that a made-up link costs no hash; it is used (once) in the transaction that stores
+    the hash, where a use or a removal that came meanwhile refuses it."""
+    async with pool.acquire() as conn:
+        member = await _live_member(conn, await usable_link_owner(conn, token, purpose, now=now))
+    passwords.check_acceptable(password, email=member["email"])
+    return await passwords.hash_password(password)
 
 
 async def _use_link_of_live_member(conn: asyncpg.Connection, token: str, purpose: LinkPurpose, *, now: datetime) -> Row:
@@ -233,32 +248,59 @@ async def request_password_reset(conn: asyncpg.Connection, links: AccountLinks, 
     await add_event(conn, event, source=INTAKE.source)
 
 
-async def reset_password(conn: asyncpg.Connection, token: str, *, password: str, now: datetime) -> Row:
+async def reset_password(pool: asyncpg.Pool, token: str, *, password: str, now: datetime) -> Row:
     """Use the reset link once: a new password, and every session of the account ends."""
-    member = await _use_link_of_live_member(conn, token, LinkPurpose.PASSWORD_RESET, now=now)
-    passwords.check_acceptable(password, email=member["email"])
-    await conn.execute(
-        "UPDATE merchant_users SET password_hash = $2 WHERE id = $1", member["id"], passwords.hash_password(password)
-    )
-    await dashboard_sessions.end_all(conn, member["id"])
+    password_hash = await _new_password_hash(pool, token, LinkPurpose.PASSWORD_RESET, password, now=now)
+    async with pool.acquire() as conn, conn.transaction():
+        member = await _use_link_of_live_member(conn, token, LinkPurpose.PASSWORD_RESET, now=now)
+        await conn.execute("UPDATE merchant_users SET password_hash = $2 WHERE id = $1", member["id"], password_hash)
+        await dashboard_sessions.end_all(conn, member["id"])
     return member
 
 
-async def authenticate(conn: asyncpg.Connection, email: str, password: str) -> Row | None:
-    """The active member with this email and password, or None (as slow either way)."""
-    row = await conn.fetchrow(
-        f"SELECT {_MEMBER_COLUMNS}, password_hash FROM merchant_users WHERE lower(email) = lower($1)"
-        " AND removed_at IS NULL AND password_hash IS NOT NULL",
-        email[:320],
-    )
-    stored = row["password_hash"] if row else None
-    if not passwords.verify(stored, password) or row is None or stored is None:
-        return None
-    if passwords.needs_rehash(stored):
-        await conn.execute(
-            "UPDATE merchant_users SET password_hash = $2 WHERE id = $1", row["id"], passwords.hash_password(password)
+@dataclass(frozen=True)
+class Verified:
+    """A member whose password matched ``password_hash``, read before the check (no connection held meanwhile)."""
+
+    member: Row
+    password_hash: str
+
+
+async def authenticate(pool: asyncpg.Pool, email: str, password: str) -> Verified | None:
+    """The active member with this email and password, or None (as slow either way). The hash is checked with no
+    connection held; ``still_verified`` then tells whether it is still theirs (a reset may have come meanwhile)."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            f"SELECT {_MEMBER_COLUMNS}, password_hash FROM merchant_users WHERE lower(email) = lower($1)"
+            " AND removed_at IS NULL AND password_hash IS NOT NULL",
+            email[:320],
         )
-    return {k: v for k, v in dict(row).items() if k != "password_hash"}
+    stored = row["password_hash"] if row else None
+    if not await passwords.verify(stored, password) or row is None or stored is None:
+        return None
+    member = {k: v for k, v in dict(row).items() if k != "password_hash"}
+    if passwords.needs_rehash(stored):
+        rehashed = await passwords.hash_password(password)
+        async with pool.acquire() as conn:  # only over the hash checked: a reset meanwhile keeps its own
+            if await conn.fetchval(
+                "UPDATE merchant_users SET password_hash = $3 WHERE id = $1 AND password_hash = $2 RETURNING id",
+                member["id"],
+                stored,
+                rehashed,
+            ):
+                stored = rehashed
+    return Verified(member=member, password_hash=stored)
+
+
+async def still_verified(conn: asyncpg.Connection, verified: Verified) -> bool:
+    """Whether the member is still on the team with the password checked, their row locked until the caller
+    commits: a session started in that transaction cannot outlive a reset or a removal that came meanwhile."""
+    found = await conn.fetchval(
+        "SELECT true FROM merchant_users WHERE id = $1 AND password_hash = $2 AND removed_at IS NULL FOR UPDATE",
+        verified.member["id"],
+        verified.password_hash,
+    )
+    return bool(found)
 
 
 async def change_role(conn: asyncpg.Connection, merchant_id: str, member_id: str, role: Role) -> Row:

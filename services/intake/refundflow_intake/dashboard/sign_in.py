@@ -4,9 +4,11 @@ instead of) the dashboard itself. Each rotates the session: a new id at every si
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from datetime import datetime, timedelta
 from typing import Annotated
 
+from asyncpg import Connection
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import TypeAdapter, ValidationError
@@ -29,7 +31,18 @@ _DISPLAY_NAME = TypeAdapter(DisplayName)
 
 
 def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client's address as throttles count it: an IPv6 client by its /64, the block one subscriber gets (each of
+    its addresses counted alone would give one client 2**64 budgets)."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _account_bucket(email: str) -> str:
@@ -39,9 +52,17 @@ def _account_bucket(email: str) -> str:
 
 async def _signed_in_response(db: Db, settings: Settings, user_id: str, *, now: datetime, to: str) -> Response:
     async with db.transaction() as conn:
-        session_id = await dashboard_sessions.start(
-            conn, user_id, now=now, lasts=timedelta(hours=settings.dashboard_session_hours)
-        )
+        session_id = await _start_session(conn, settings, user_id, now=now)
+    return _with_session(settings, session_id, to=to)
+
+
+async def _start_session(conn: Connection, settings: Settings, user_id: str, *, now: datetime) -> str:
+    return await dashboard_sessions.start(
+        conn, user_id, now=now, lasts=timedelta(hours=settings.dashboard_session_hours)
+    )
+
+
+def _with_session(settings: Settings, session_id: str, *, to: str) -> Response:
     response = see_other(to)
     auth.set_session_cookie(response, settings, session_id)
     return response
@@ -82,12 +103,16 @@ async def login(
         await rate_limit.take(db.pool, f"login:ip:{_client(request)}", limit=limit, window=_WINDOW, now=now)
     except rate_limit.RateLimited as exc:
         return _login_again(request, settings, email, target, exc.message, 429)
-    async with db.transaction() as conn:
-        member = await team_members.authenticate(conn, email, password)
-    if member is None:
-        return _login_again(request, settings, email, target, "That email and password do not match an account.", 401)
+    no_match = "That email and password do not match an account."
+    verified = await team_members.authenticate(db.pool, email, password)  # no connection held while it hashes
+    if verified is None:
+        return _login_again(request, settings, email, target, no_match, 401)
     await _end_current_session(request, db)
-    return await _signed_in_response(db, settings, member["id"], now=now, to=target)
+    async with db.transaction() as conn:
+        if not await team_members.still_verified(conn, verified):  # a reset or a removal came while it hashed
+            return _login_again(request, settings, email, target, no_match, 401)
+        session_id = await _start_session(conn, settings, verified.member["id"], now=now)
+    return _with_session(settings, session_id, to=target)
 
 
 def _login_again(
@@ -134,8 +159,7 @@ async def accept_invite(
         refused = "Your name must be one line, without <, >, @ or quotes."
         return await _link_page(request, token, db, settings, now, LinkPurpose.INVITE, refused)
     try:
-        async with db.transaction() as conn:
-            member = await team_members.accept_invite(conn, token, password=password, display_name=name, now=now)
+        member = await team_members.accept_invite(db.pool, token, password=password, display_name=name, now=now)
     except DomainError as exc:
         return await _link_page(request, token, db, settings, now, LinkPurpose.INVITE, exc.message)
     await _end_current_session(request, db)
@@ -186,8 +210,7 @@ async def reset_password(
     if password != password_again:
         return await _link_page(request, token, db, settings, now, purpose, "The two passwords differ.")
     try:
-        async with db.transaction() as conn:
-            member = await team_members.reset_password(conn, token, password=password, now=now)
+        member = await team_members.reset_password(db.pool, token, password=password, now=now)
     except DomainError as exc:
         return await _link_page(request, token, db, settings, now, purpose, exc.message)
     await _end_current_session(request, db)
