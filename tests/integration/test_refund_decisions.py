@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from refundflow_shared.events import PaymentDisputed
+from tests.support.dashboard_people import csrf_of, invite, merchant_with_owner
 from tests.support.intake_harness import IntakeUnderTest, running_intake
 from tests.support.probe_service import eventually
 
@@ -107,6 +108,88 @@ async def test_an_approved_refund_cannot_be_rejected(intake: IntakeUnderTest) ->
     response = await intake.client.post(f"/v1/refunds/{refund['id']}/reject", headers=merchant)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "invalid_status_transition"
+
+
+async def test_a_decided_refund_refuses_a_decision_that_asks_anything_else_and_repeats_the_same_one(
+    intake: IntakeUnderTest,
+) -> None:
+    """A repeat of the decision answers 200 again (a retry); another amount, note or decision is 409: it was
+    answered 200 as though done, and nothing of it was recorded."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    refund = await intake.refund(merchant, payment["id"], amount=5_000)
+    approve, reject = f"/v1/refunds/{refund['id']}/approve", f"/v1/refunds/{refund['id']}/reject"
+    told = {"note_to_customer": "On its way."}
+    first = await intake.client.post(approve, headers=merchant, json=told)
+    assert first.status_code == 200 and first.json()["status"] == "processing"
+
+    for repeat in (told, {"amount": 5_000, **told}, None):
+        again = await intake.client.post(approve, headers=merchant, json=repeat)
+        assert again.status_code == 200, (repeat, again.text)
+    for other in (
+        {"amount": 2_000, "note_to_customer": "Part of it, as agreed."},
+        {"amount": 2_000, **told},
+        {"note_to_customer": "Something else."},
+        {"note": "checked the invoice", **told},
+    ):
+        refused = await intake.client.post(approve, headers=merchant, json=other)
+        assert refused.status_code == 409, (other, refused.text)
+        assert refused.json()["error"]["code"] == "invalid_status_transition"
+        assert "already approved" in refused.json()["error"]["message"]
+    decided = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    assert (decided["amount"], decided["customer_note"], decided["decision_note"]) == (5_000, "On its way.", None)
+    assert [e["amount"] for e in await intake.staged("refund.approved", payment["id"])] == [5_000]
+
+    other_payment = await intake.payment(merchant)
+    declined = await intake.refund(merchant, other_payment["id"])
+    reject = f"/v1/refunds/{declined['id']}/reject"
+    assert (await intake.client.post(reject, headers=merchant, json={"note": "Used."})).status_code == 200
+    for repeat in ({"note": "Used."}, None):
+        assert (await intake.client.post(reject, headers=merchant, json=repeat)).status_code == 200
+    another_note = await intake.client.post(reject, headers=merchant, json={"note": "Used twice."})
+    assert another_note.status_code == 409
+    assert another_note.json()["error"]["code"] == "invalid_status_transition"
+    assert "already rejected" in another_note.json()["error"]["message"]
+    assert [e["note"] for e in await intake.staged("refund.rejected", other_payment["id"])] == ["Used."]
+
+
+async def test_a_decision_from_a_page_opened_before_anothers_says_the_refund_was_already_decided(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    approver = await invite(intake, owner, "approver")
+    payment = await intake.payment(merchant)
+    refund = await intake.refund(merchant, payment["id"], amount=5_000)
+    page = f"/dashboard/refunds/{refund['id']}"
+    opened_earlier = csrf_of((await approver.page(page)).text)
+
+    approved = await owner.post_form(page, f"{page}/approve", {"amount": "50.00"})
+    assert approved.headers["location"].endswith("done=approved")
+    late = await approver.browser.post(
+        f"{page}/approve",
+        data={"csrf_token": opened_earlier, "amount": "20.00", "note_to_customer": "Part of it, as agreed."},
+    )
+    assert late.status_code == 409, late.text[:500]
+    assert "Already decided: approved for €50.00" in late.text and "Approved. The refund" not in late.text
+    assert "Your decision was not recorded" in late.text
+    late_rejection = await approver.browser.post(f"{page}/reject", data={"csrf_token": opened_earlier, "note": "No."})
+    assert late_rejection.status_code == 409 and "Already decided: approved for €50.00" in late_rejection.text
+    decided = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    assert (decided["amount"], decided["customer_note"]) == (5_000, None)
+    assert [e["amount"] for e in await intake.staged("refund.approved", payment["id"])] == [5_000]
+    same = await approver.post_form(page, f"{page}/approve", {"amount": "50.00"})  # the same decision: a repeat
+    assert same.status_code == 303 and same.headers["location"].endswith("done=approved")
+
+    declined = await intake.refund(merchant, (await intake.payment(merchant))["id"])
+    page = f"/dashboard/refunds/{declined['id']}"
+    opened_earlier = csrf_of((await approver.page(page)).text)
+    rejected = await owner.post_form(page, f"{page}/reject", {"note": "Used."})
+    assert rejected.headers["location"].endswith("done=rejected")
+    late = await approver.browser.post(f"{page}/reject", data={"csrf_token": opened_earlier, "note": "Used twice."})
+    assert late.status_code == 409 and "Already decided: rejected" in late.text
+    assert "Rejected. The customer is told" not in late.text
+    after = (await intake.client.get(f"/v1/refunds/{declined['id']}", headers=merchant)).json()
+    assert after["decision_note"] == "Used."
 
 
 async def test_a_merchant_being_changed_holds_up_none_of_its_refunds(intake: IntakeUnderTest) -> None:

@@ -12,6 +12,7 @@ from refundflow_intake.approval_rules import (
     Approve,
     AwaitAnotherApprover,
     CancelOnly,
+    Decided,
     Unchanged,
     decide_approval,
 )
@@ -142,6 +143,43 @@ def test_approving_again_once_processing_changes_nothing_and_a_closed_refund_ref
     )
     with pytest.raises(InvalidTransition):
         decide_approval(replace(PENDING, status=RefundStatus.REJECTED), ApprovalAsk("a"), ONE_APPROVER)
+
+
+APPROVED = replace(
+    PENDING,
+    status=RefundStatus.PROCESSING,
+    is_subscription=True,
+    decided=Decided(SubscriptionAction.REFUND_ONLY, extend_days=7, note="checked", note_to_customer="On its way."),
+)
+
+
+@pytest.mark.parametrize(
+    "ask",
+    [
+        ApprovalAsk("b"),
+        ApprovalAsk("b", amount=5_000, subscription_action=SubscriptionAction.REFUND_ONLY, extend_days=7),
+        ApprovalAsk("b", note="checked", note_to_customer="On its way."),
+    ],
+)
+def test_an_approval_of_a_refund_approved_that_asks_nothing_else_is_a_repeat(ask: ApprovalAsk) -> None:
+    assert decide_approval(APPROVED, ask, ONE_APPROVER) == Unchanged()
+
+
+@pytest.mark.parametrize(
+    ("ask", "what"),
+    [
+        (ApprovalAsk("b", amount=2_000), "amount"),
+        (ApprovalAsk("b", subscription_action=SubscriptionAction.CANCEL_ONLY), "subscription action"),
+        (ApprovalAsk("b", extend_days=3), "extension"),
+        (ApprovalAsk("b", note="looked again"), "note"),
+        (ApprovalAsk("b", note_to_customer="Half of it."), "note to the customer"),
+    ],
+)
+def test_an_approval_of_a_refund_approved_that_asks_something_else_is_refused_not_dropped(
+    ask: ApprovalAsk, what: str
+) -> None:
+    with pytest.raises(InvalidTransition, match=f"already approved, for 5000 EUR.*another {what} is not recorded"):
+        decide_approval(APPROVED, ask, ONE_APPROVER)
 
 
 @pytest.mark.parametrize("status", [RefundStatus.PENDING, RefundStatus.PROCESSING, RefundStatus.REJECTED])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from refundflow_intake.domain import (
     ApprovalExceedsRequest,
     ExtensionConflictsWithCancel,
+    InvalidTransition,
     NotASubscription,
     PaymentIsDisputed,
     ProviderPaymentConflict,
@@ -41,6 +42,17 @@ class ApprovalContext:
     approvals: Mapping[str, int]  # who approved so far and may still decide refunds, and the amount each approved
     customer_keeps_subscription: bool = False  # the customer asked (in the portal) to keep their subscription
     subscription_ended: bool = False  # cancelled now (or asked to be), or at a period end that has passed
+    decided: Decided | None = None  # once the refund is no longer pending: what its decision recorded
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What the decision that took the refund out of pending recorded (the amount is then ``requested``)."""
+
+    subscription_action: SubscriptionAction | None
+    extend_days: int | None
+    note: str | None
+    note_to_customer: str | None
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,8 @@ class ApprovalAsk:
     amount: int | None = None  # None: all that was asked for
     subscription_action: SubscriptionAction | None = None
     extend_days: int | None = None
+    note: str | None = None
+    note_to_customer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,11 +114,32 @@ def _cancel_conflict() -> ExtensionConflictsWithCancel:
     )
 
 
+def _check_repeats_the_approval(context: ApprovalContext, ask: ApprovalAsk) -> None:
+    """An approval of a refund already approved is a repeat when it asks nothing else (what it leaves out, it does
+    not ask); one asking another amount, action, extension or note is refused: answered as done, it was dropped
+    (someone approving from a page opened before another person decided, say)."""
+    decided = context.decided or Decided(None, None, None, None)
+    asked = {
+        "amount": (ask.amount, context.requested),
+        "subscription action": (ask.subscription_action, decided.subscription_action),
+        "extension": (ask.extend_days, decided.extend_days),
+        "note": (ask.note, decided.note),
+        "note to the customer": (ask.note_to_customer, decided.note_to_customer),
+    }
+    other = [what for what, (wanted, recorded) in asked.items() if wanted is not None and wanted != recorded]
+    if other:
+        raise InvalidTransition(
+            f"this refund was already approved, for {context.requested} {context.currency} minor units: an approval"
+            f" asking another {', '.join(other)} is not recorded"
+        )
+
+
 def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPolicy) -> ApprovalDecision:
     """Raises a DomainError when a hard rule says no (dispute, amount, transition)."""
     if ask.subscription_action is SubscriptionAction.REFUND_AND_CANCEL and ask.extend_days is not None:
         raise _cancel_conflict()  # the ask contradicts itself, whatever the refund's state (as the API documents)
     if not check_transition(context.status, RefundStatus.PROCESSING):
+        _check_repeats_the_approval(context, ask)
         return Unchanged()
     if not context.is_subscription and (ask.subscription_action is not None or ask.extend_days is not None):
         raise NotASubscription("the payment is not for a subscription")

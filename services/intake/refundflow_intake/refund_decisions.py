@@ -17,11 +17,13 @@ from refundflow_intake.approval_rules import (
     Approve,
     AwaitAnotherApprover,
     CancelOnly,
+    Decided,
     decide_approval,
 )
 from refundflow_intake.domain import (
     CUSTOMER_CHANNELS,
     HOLDING_STATUSES,
+    InvalidTransition,
     RefundNotFound,
     RefundStatus,
     SubscriptionAction,
@@ -79,6 +81,7 @@ async def approve_refund(
         approvals=standing.approvals,
         customer_keeps_subscription=refund["cancel_subscription"] is False,
         subscription_ended=payment["subscription_ended"],
+        decided=None if status is RefundStatus.PENDING else _decided(refund),
     )
     policy = standing.policy
     ask = ApprovalAsk(
@@ -87,6 +90,8 @@ async def approve_refund(
         amount=amount,
         subscription_action=subscription_action,
         extend_days=extend_days,
+        note=note,
+        note_to_customer=note_to_customer,
     )
     decision = decide_approval(context, ask, policy)
     if isinstance(decision, AwaitAnotherApprover | Approve) and standing.lapsed:
@@ -94,6 +99,16 @@ async def approve_refund(
         await repository.discard_approvals(conn, refund_id, standing.lapsed)
     told = _Told(note=note, to_customer=note_to_customer, links=links, policy=policy)
     await _apply(conn, refund, payment, decision, actor=actor, told=told)
+
+
+def _decided(refund: Row) -> Decided:
+    action = refund["subscription_action"]
+    return Decided(
+        subscription_action=SubscriptionAction(action) if action else None,
+        extend_days=refund["extend_days"],
+        note=refund["decision_note"],
+        note_to_customer=refund["customer_note"],
+    )
 
 
 @dataclass(frozen=True)
@@ -230,9 +245,19 @@ async def reject_refund(
     team)."""
     refund, payment = await locked_refund(conn, refund_id, merchant_id)
     if not check_transition(RefundStatus(refund["status"]), RefundStatus.REJECTED):
+        _check_repeats_the_rejection(refund, note)
         return
     told = note if refund["channel"] in CUSTOMER_CHANNELS else None
     decision = {"status": RefundStatus.REJECTED.value, "amount": refund["amount"], "note": note, "customer_note": told}
     rejected = _rejection(refund, payment, to_customer(links, payment), note, cancel_only=False)
     audit = repository.Audit(actor, note, action="rejected")
     await repository.record_decision(conn, refund_id, decision, audit, events=[rejected])
+
+
+def _check_repeats_the_rejection(refund: Row, note: str | None) -> None:
+    """A rejection of a refund already rejected is a repeat unless it says another note (dropped, it was answered
+    as done) or the request was closed as cancel only (the customer heard of the cancellation, not a rejection)."""
+    if refund["subscription_action"] == SubscriptionAction.CANCEL_ONLY.value:
+        raise InvalidTransition("this request was already closed as cancel only: it cannot be rejected as well")
+    if note is not None and note != refund["decision_note"]:
+        raise InvalidTransition("this refund was already rejected, with another note: a new note is not recorded")

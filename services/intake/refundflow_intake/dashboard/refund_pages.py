@@ -19,7 +19,7 @@ from refundflow_intake.api.fields import PathId
 from refundflow_intake.api.views import payment_view, refund_view
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
-from refundflow_intake.dashboard.money_text import parse_amount
+from refundflow_intake.dashboard.money_text import format_amount, parse_amount
 from refundflow_intake.dashboard.pages import STATUS_LABELS, render, render_fragment, see_other
 from refundflow_intake.dashboard.refund_words import action_words, actor_words, flag_explanations
 from refundflow_intake.dashboard_sessions import SignedIn
@@ -28,6 +28,7 @@ from refundflow_intake.domain import (
     DomainError,
     InvalidProration,
     InvalidSubscriptionAction,
+    InvalidTransition,
     SubscriptionAction,
     provider_step,
 )
@@ -228,4 +229,21 @@ async def _refused(
 ) -> HTMLResponse:
     """The page again, with the rule's words and what was typed; the status is the API's for that code."""
     async with db.snapshot() as conn:
+        if isinstance(exc, InvalidTransition):
+            exc = await _already_decided(conn, user, refund_id) or exc
         return await _page(request, conn, user, refund_id, now, error=exc, status_code=status_of(type(exc)), form=form)
+
+
+async def _already_decided(conn: asyncpg.Connection, user: SignedIn, refund_id: str) -> InvalidTransition | None:
+    """What was decided, when someone else decided while this person had the page open (None: still pending)."""
+    refund = await repository.get_refund(conn, refund_id, merchant_id=user.merchant_id)
+    if refund is None or refund["status"] == "pending":
+        return None
+    if refund["subscription_action"] == SubscriptionAction.CANCEL_ONLY.value:
+        decided = "closed as cancel only (the subscription ends at the close of its period)"
+    elif refund["status"] == "rejected":
+        decided = "rejected"
+    else:
+        status = str(STATUS_LABELS.get(refund["status"], refund["status"])).lower()
+        decided = f"approved for {format_amount(refund['amount'], refund['currency'])} ({status})"
+    return InvalidTransition(f"Already decided: {decided}. Your decision was not recorded.")

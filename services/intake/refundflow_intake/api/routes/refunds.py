@@ -176,7 +176,9 @@ async def approve_refund(
     API key may give the first approval, but the one that completes it must come from a person signed in to the
     dashboard (409 ``second_approval_needs_a_person``). An approval of another amount starts them over, and an
     approval counts only while its author may still decide refunds (not a removed or demoted member's, nor a
-    revoked key's). The customer is told the amount, and ``note_to_customer`` (``note`` stays with your team)."""
+    revoked key's). The customer is told the amount, and ``note_to_customer`` (``note`` stays with your team).
+    Once approved, the same approval again answers 200 and changes nothing; one asking another amount, action,
+    extension or note is 409 ``invalid_status_transition``."""
     body = body or Approval()
     async with db.transaction() as conn:
         await refund_decisions.approve_refund(
@@ -199,7 +201,8 @@ async def reject_refund(
     refund_id: PathId, caller: CurrentCaller, db: Db, links: ToCustomer, body: Rejection | None = None
 ) -> RefundOut:
     """Reject a pending refund (``refund.rejected``); the note is told to the customer when they asked for it, not
-    for a refund made through the API, which tells the customer nothing."""
+    for a refund made through the API, which tells the customer nothing. Once rejected, a rejection with no note or
+    the same note answers 200 again; one with another note is 409 ``invalid_status_transition``."""
     async with db.transaction() as conn:
         await refund_decisions.reject_refund(
             conn, caller.merchant_id, refund_id, actor=caller.actor, note=body.note if body else None, links=links
