@@ -180,3 +180,54 @@ def test_another_merchants_refund_is_a_404_page(stack: Stack, page: Page) -> Non
     expect(page.get_by_role("link", name="Refunds").get_by_label("1 pending")).to_have_text("1")
     expect(page.get_by_text(theirs["customer_email"] if "customer_email" in theirs else "Ada")).to_have_count(0)
     assert_accessible(page)
+
+
+def test_saving_the_policy_unchanged_keeps_excluded_categories_that_hold_a_comma(stack: Stack, page: Page) -> None:
+    """Categories were one comma-separated line: "food, drink" came back as "food" and "drink", and a request in
+    the excluded category was then approved automatically. One category per line now."""
+    merchant = _owner(stack, page)
+    policy = {
+        "excluded_categories": ["food, drink", "gift cards"],
+        "auto_approve": {"max_amount": {"amount": 2_000, "currency": "EUR"}, "reasons": ["duplicate"]},
+    }
+    assert stack.api.put("/v1/refund-policy", headers=merchant["auth"], json=policy).status_code == 200
+    payment = stack.payment(
+        merchant,
+        amount=1_500,
+        product={"id": "prod_lunch", "name": "Lunch box", "kind": "one_time", "category": "food, drink"},
+    )
+
+    def quote() -> dict[str, Any]:
+        asked = {"payment_id": payment["id"], "reason": "duplicate"}
+        answer = stack.api.post("/v1/refunds/quote", headers=merchant["auth"], json=asked)
+        assert answer.status_code == 200, answer.text
+        quoted: dict[str, Any] = answer.json()
+        return quoted
+
+    before = quote()
+    assert "excluded_category" in before["flags"] and before["auto_approved"] is False
+
+    page.goto(f"{stack.url}/dashboard/refund-policy")
+    categories = page.get_by_label(re.compile("^Excluded product categories"))
+    expect(categories).to_have_value("food, drink\ngift cards")
+    assert_accessible(page)
+    categories.focus()  # typed with the keyboard: Enter starts the next line, it does not submit the form
+    page.keyboard.press("End")
+    page.keyboard.press("Control+End")
+    page.keyboard.press("Enter")
+    page.keyboard.type("tickets, events")
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.get_by_role("status").filter(has_text="Saved.")).to_be_visible()
+
+    saved = stack.api.get("/v1/refund-policy", headers=merchant["auth"]).json()
+    assert saved["policy"]["excluded_categories"] == ["food, drink", "gift cards", "tickets, events"]
+    after = quote()
+    assert "excluded_category" in after["flags"] and after["auto_approved"] is False
+
+    page.get_by_label("Product id").fill("prod_lunch")  # a product's own categories: one per line too
+    page.get_by_label(re.compile("^Excluded categories")).fill("food, drink\nsnacks")
+    page.get_by_role("button", name="Save override").click()
+    expect(page.get_by_role("status").filter(has_text="Saved.")).to_be_visible()
+    overrides = stack.api.get("/v1/refund-policy", headers=merchant["auth"]).json()["product_overrides"]
+    assert overrides["prod_lunch"]["excluded_categories"] == ["food, drink", "snacks"]
+    assert "excluded_category" in quote()["flags"]

@@ -30,7 +30,8 @@ def _whole(form: FormData, name: str) -> int | str | None:
 
 
 def _categories(typed: str) -> list[str]:
-    return list(dict.fromkeys(c.strip() for c in typed.split(",") if c.strip()))
+    # One per line: a category may hold a comma ("food, drink"), never a line break (the API's one-line rule).
+    return list(dict.fromkeys(c.strip() for c in typed.splitlines() if c.strip()))
 
 
 def _money(form: FormData, prefix: str) -> dict[str, Any] | None:
