@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from refundflow_intake.portal import customer_requests
 from refundflow_shared.events import (
     Event,
     PaymentSucceeded,
@@ -352,6 +353,73 @@ async def test_a_failed_command_replayed_and_then_refused_is_parked_saying_it_wa
     [again] = found
     parked_on = dlq_topic(topic)
     assert again["replay_of"] == f"{parked_on}/{first['partition']}/{first['offset']}"
+
+
+# A faulty release: the notifier cannot store any merchant's settings, so every settings event fails in its handler.
+REFUSE_SETTINGS = """
+CREATE FUNCTION notifier.refuse_settings() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'settings are refused by a faulty release'; END $$;
+CREATE TRIGGER refuse_settings BEFORE INSERT OR UPDATE ON notifier.merchant_settings
+    FOR EACH ROW EXECUTE FUNCTION notifier.refuse_settings();
+"""
+FIX_NOTIFIER_RELEASE = (
+    "DROP TRIGGER IF EXISTS refuse_settings ON notifier.merchant_settings;"
+    " DROP FUNCTION IF EXISTS notifier.refuse_settings()"
+)
+
+
+async def test_replaying_old_settings_from_the_dlq_leaves_the_newer_settings_the_notifier_holds(
+    stack: RefundflowStack,
+) -> None:
+    """Settings announced while the notifier refused them wait in the DLQ; the merchant changes them again, and the
+    notifier takes those. Replaying the old letters (as the upgrade runbook says) does not bring the old ones back."""
+    merchant_id, auth = await stack.merchant()
+
+    async def switch_portal(enabled: bool) -> None:
+        async with stack.db.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL search_path TO intake")
+            await customer_requests.set_portal_enabled(conn, merchant_id, enabled)
+
+    async def configure(team_email: str) -> None:
+        response = await stack.api.put("/v1/notification-settings", headers=auth, json={"team_email": team_email})
+        assert response.status_code == 200, response.text
+
+    async def held() -> tuple[str | None, bool] | None:
+        row = await stack.db.fetchrow(
+            "SELECT team_email, portal_enabled FROM notifier.merchant_settings WHERE merchant_id = $1", merchant_id
+        )
+        return (row["team_email"], row["portal_enabled"]) if row else None
+
+    await stack.db.execute(REFUSE_SETTINGS)
+    try:
+        await switch_portal(False)
+        await configure("a@example.com")
+
+        async def both_parked() -> bool:
+            listed = (await stack.cli("dlq", "list", "notification_settings.configured", "--json")).json()
+            return len([e for e in listed["dead_letters"] if e["key"] == merchant_id]) == 2
+
+        await eventually(both_parked, interval=0.3)
+    finally:
+        await stack.db.execute(FIX_NOTIFIER_RELEASE)
+    await switch_portal(True)
+    await configure("b@example.com")
+    await eventually(lambda: _equals(held(), ("b@example.com", True)), interval=0.2)
+
+    replayed = await stack.cli("dlq", "replay", "notification_settings.configured", "--all", "--json")
+    assert replayed.exit_code == 0, replayed.stderr
+    assert replayed.json()["counts"] == {"replayed": 2}
+
+    async def replays_handled() -> bool:
+        handled = await stack.db.fetchval(
+            "SELECT count(DISTINCT i.event_id) FROM notifier.inbox i JOIN intake.outbox o ON o.event_id = i.event_id"
+            " WHERE o.partition_key = $1 AND o.event_type = 'notification_settings.configured'",
+            merchant_id,
+        )
+        return bool(handled == 4)
+
+    await eventually(replays_handled, interval=0.2)
+    assert await held() == ("b@example.com", True), "an older announcement never replaces a newer one"
 
 
 async def test_a_parked_outbox_event_is_shown_then_retried_and_sent(stack: RefundflowStack) -> None:

@@ -54,6 +54,7 @@ async def test_the_contact_comes_with_the_merchants_settings_and_another_merchan
             NotificationSettingsConfigured(
                 merchant_id="mer_b", team_email="team@b.example", sender_name="B Software", reply_to="help@b.example"
             ),
+            sequence=1,
         )
         remembered = await customer_contacts.remember(conn, requested("mer_a", "ada@example.com"))
         assert remembered is not None

@@ -17,16 +17,20 @@ from refundflow_shared.secret_box import SecretBox
 log = structlog.get_logger(__name__)
 
 
-async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured) -> None:
-    """The settings as announced; a portal switch not said (an intake from before it said) stays as it was."""
-    await conn.execute(
+async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured, *, sequence: int) -> None:
+    """The settings as announced, unless a later announcement is already here: intake numbers a merchant's events in
+    the order they commit (``sequence``), and a dead letter replayed late is older than what was handled since. A
+    portal switch not said (an intake from before it said) stays as it was."""
+    status = await conn.execute(
         "INSERT INTO merchant_settings (merchant_id, team_email, sealed_slack_webhook_url, sender_name, reply_to,"
-        " review_target, portal_enabled) VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, true))"
+        " review_target, portal_enabled, announced_sequence) VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, true), $8)"
         " ON CONFLICT (merchant_id) DO UPDATE SET team_email = EXCLUDED.team_email,"
         " sealed_slack_webhook_url = EXCLUDED.sealed_slack_webhook_url, legacy_slack_webhook_url = NULL,"
         " sender_name = EXCLUDED.sender_name, reply_to = EXCLUDED.reply_to,"
         " review_target = EXCLUDED.review_target,"
-        " portal_enabled = coalesce($7, merchant_settings.portal_enabled), updated_at = now()",
+        " portal_enabled = coalesce($7, merchant_settings.portal_enabled),"
+        " announced_sequence = EXCLUDED.announced_sequence, updated_at = now()"
+        " WHERE merchant_settings.announced_sequence < EXCLUDED.announced_sequence",
         data.merchant_id,
         data.team_email,
         data.sealed_slack_webhook_url,
@@ -34,7 +38,10 @@ async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured) -
         data.reply_to,
         data.review_target,
         data.portal_enabled,
+        sequence,
     )
+    if status == "INSERT 0 0":
+        log.info("older_settings_ignored", merchant_id=data.merchant_id, sequence=sequence)
 
 
 # What ``preferences_from`` reads of a merchant's row (a join may read them with other things).
