@@ -1,10 +1,12 @@
 """The database helpers against a real PostgreSQL: ``transaction_holding`` (BEGIN and an advisory lock in one round
-trip) and intake's ``Database`` (a write's transaction, a read of several statements that agree)."""
+trip), intake's ``Database`` (a write's transaction, a read of several statements that agree) and the migrations'
+lock."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -12,8 +14,8 @@ import pytest
 from refundflow_intake import rate_limit
 from refundflow_intake.app import MIGRATIONS as INTAKE_MIGRATIONS
 from refundflow_shared.database import CLAIM_LOCKS, create_pool, read_snapshot, transaction_holding
-from refundflow_shared.migrations_runner import apply_migrations
-from tests.support.probe_service import eventually
+from refundflow_shared.migrations_runner import MIGRATION_LOCK_KEY, apply_migrations
+from tests.support.probe_service import PROBE, PROBE_MIGRATIONS, eventually
 
 
 async def test_the_lock_is_held_until_the_transaction_ends_which_commits_or_rolls_back(database_url: str) -> None:
@@ -102,3 +104,29 @@ async def test_a_rate_limits_lock_is_in_a_class_of_its_own_apart_from_claims(dat
 
     assert claim["objsubid"] == bucket["objsubid"] == 2, "both in the two-key form: a class, then the hashed name"
     assert claim["classid"] != bucket["classid"], "claims and rate limits lock in classes of their own"
+
+
+async def test_an_up_to_date_service_starts_while_another_migrates_and_one_with_a_migration_to_run_waits(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Every schema migrates under one lock. A service restarting while another runs a long migration finds nothing
+    to run and starts at once, without that lock; one with a migration of its own waits for it, then runs it."""
+    await apply_migrations(database_url, PROBE, PROBE_MIGRATIONS)
+    later = tmp_path / "later_migrations"
+    later.mkdir()
+    for path in PROBE_MIGRATIONS.glob("*.sql"):
+        (later / path.name).write_text(path.read_text())
+    (later / "0002_effect_notes.sql").write_text("ALTER TABLE effects ADD COLUMN note text;")
+    other_service = await asyncpg.connect(database_url)
+    try:
+        await other_service.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)  # its long migration
+
+        assert await asyncio.wait_for(apply_migrations(database_url, PROBE, PROBE_MIGRATIONS), timeout=5) == []
+
+        waiting = asyncio.create_task(apply_migrations(database_url, PROBE, later))
+        await asyncio.sleep(1)
+        assert not waiting.done(), "a migration to run waits for the lock"
+        await other_service.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+        assert await asyncio.wait_for(waiting, timeout=10) == ["service/0002_effect_notes.sql"]
+    finally:
+        await other_service.close()
