@@ -53,6 +53,7 @@ async def is_reachable(pool: asyncpg.Pool) -> bool:
 # holds a sign-in email's hash) a claim's lock. The one-key (bigint) form, the migrations', is a space apart again.
 CLAIM_LOCKS = 1
 RATE_LIMIT_LOCKS = 2
+RETENTION_LOCKS = 3
 
 
 @asynccontextmanager

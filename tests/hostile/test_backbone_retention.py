@@ -17,9 +17,9 @@ import asyncpg
 import pytest
 from pydantic import ValidationError
 
-from refundflow_shared.database import create_pool
+from refundflow_shared.database import RETENTION_LOCKS, create_pool
 from refundflow_shared.migrations_runner import apply_migrations
-from refundflow_shared.retention import prune
+from refundflow_shared.retention import deletion, prune, prune_all
 from refundflow_shared.service_runtime import ServiceRuntime
 from refundflow_shared.settings import ServiceSettings
 from tests.conftest import create_database
@@ -75,6 +75,38 @@ async def test_old_rows_are_pruned_fresh_ones_kept_and_parked_or_unsent_ones_nev
     kept = {r["partition_key"] for r in await pool.fetch("SELECT partition_key FROM outbox")}
     assert kept == {"sent_lately", "never_sent", "parked_long_ago"}
     assert {r["consumer"] for r in await pool.fetch("SELECT consumer FROM inbox")} == {"handled_lately"}
+
+
+async def test_retention_finds_the_few_old_rows_by_an_index_not_by_reading_every_row(pool: asyncpg.Pool) -> None:
+    """Each instance looks for old inbox and outbox rows every few minutes and mostly finds none: a month of handled
+    and sent events is read through an index on their age, never whole."""
+    await pool.execute(
+        "INSERT INTO inbox (consumer, event_id, event_type, handled_at) SELECT 'probe', gen_random_uuid(),"
+        " 'refund.requested', now() - n * interval '2 minutes' FROM generate_series(1, 20000) AS n"
+    )
+    await pool.execute(
+        "INSERT INTO outbox (event_id, event_type, partition_key, headers, payload, sent_at)"
+        " SELECT gen_random_uuid(), 'refund.requested', 'pay_' || n % 100, '{}', '\\x00',"
+        " now() - n * interval '30 seconds' FROM generate_series(1, 20000) AS n"
+    )
+    await pool.execute("ANALYZE inbox; ANALYZE outbox")
+
+    for rule in ServiceRuntime(PROBE, ServiceSettings(), PROBE_MIGRATIONS).retention_rules:
+        plan = "\n".join(r[0] for r in await pool.fetch(f"EXPLAIN {deletion(rule)}", rule.keep_for, 1000))
+        assert "Seq Scan" not in plan, plan
+        assert f"Index Scan using {rule.table}_{rule.age_column}" in plan, plan
+
+
+async def test_one_instance_of_a_service_prunes_at_a_time(pool: asyncpg.Pool) -> None:
+    """The others skip their pass: the rows they would look for are those the first one deletes."""
+    await inbox_row(pool, "handled_long_ago", handled_days_ago=31)
+    rules = ServiceRuntime(PROBE, ServiceSettings(), PROBE_MIGRATIONS).retention_rules
+    async with pool.acquire() as other_instance, other_instance.transaction():
+        took = "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))"
+        assert await other_instance.fetchval(took, RETENTION_LOCKS), "its pass"
+        assert await prune_all(pool, rules) is None
+        assert await pool.fetchval("SELECT count(*) FROM inbox") == 1
+    assert await prune_all(pool, rules) == {"outbox": 0, "inbox": 1}
 
 
 def test_the_inbox_outlives_every_redelivery_window() -> None:
