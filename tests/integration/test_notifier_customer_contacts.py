@@ -54,6 +54,7 @@ async def test_the_contact_comes_with_the_merchants_settings_and_another_merchan
             NotificationSettingsConfigured(
                 merchant_id="mer_b", team_email="team@b.example", sender_name="B Software", reply_to="help@b.example"
             ),
+            at=datetime.now(UTC),
             sequence=1,
         )
         remembered = await customer_contacts.remember(conn, requested("mer_a", "ada@example.com"))
@@ -137,3 +138,28 @@ async def test_a_batch_remembers_the_first_event_of_each_payment_in_one_statemen
     assert [contact.sealed_portal_url for contact in contacts] == ["newer", "newer", None, None, "newer"]
     assert contacts[2] == Contact(), "another merchant's payment: nothing told"
     assert contacts[4].process_time == "5 to 10 days"
+
+
+async def test_settings_older_than_those_held_change_nothing_and_newer_ones_do_after_intakes_numbers_restarted(
+    pool: asyncpg.Pool,
+) -> None:
+    """A dead letter replayed late is older than what was handled since: it changes nothing. After intake's
+    database is restored its numbers for the merchant restart from the backup's, but its announcements are still
+    newer than what the notifier holds: they are taken (ordered by time, then by number)."""
+    defaults = NotifierSettings()
+    now = datetime.now(UTC)
+
+    def configured(team_email: str) -> NotificationSettingsConfigured:
+        return NotificationSettingsConfigured(merchant_id="mer_order", team_email=team_email)
+
+    async with pool.acquire() as conn:
+        await merchant_settings.save(conn, configured("new@example.com"), at=now, sequence=50)
+        await merchant_settings.save(conn, configured("replayed@example.com"), at=now - timedelta(hours=1), sequence=40)
+        held = await merchant_settings.preferences(conn, defaults, "mer_order")
+        assert held.team_email == "new@example.com", "a replayed older announcement changed the settings"
+
+        await merchant_settings.save(
+            conn, configured("after-restore@example.com"), at=now + timedelta(hours=1), sequence=3
+        )
+        held = await merchant_settings.preferences(conn, defaults, "mer_order")
+        assert held.team_email == "after-restore@example.com", "intake's announcement after its restore was ignored"

@@ -179,7 +179,7 @@ def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
 
     @consumer.handles(NotificationSettingsConfigured)
     async def settings_configured(conn: asyncpg.Connection, event: Event, data: NotificationSettingsConfigured) -> None:
-        await merchant_settings.save(conn, data, sequence=event.sequence)
+        await merchant_settings.save(conn, data, at=event.time, sequence=event.sequence)
 
     @consumer.handles(TeamMemberInvited)
     async def member_invited(conn: asyncpg.Connection, event: Event, data: TeamMemberInvited) -> None:

@@ -6,6 +6,8 @@ sealed, and is opened only by the message worker, to send.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 import structlog
 
@@ -17,20 +19,23 @@ from refundflow_shared.secret_box import SecretBox
 log = structlog.get_logger(__name__)
 
 
-async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured, *, sequence: int) -> None:
-    """The settings as announced, unless a later announcement is already here: intake numbers a merchant's events in
-    the order they commit (``sequence``), and a dead letter replayed late is older than what was handled since. A
-    portal switch not said (an intake from before it said) stays as it was."""
+async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured, *, at: datetime, sequence: int) -> None:
+    """The settings as announced, unless a later announcement is already here: a dead letter replayed late is older
+    than what was handled since. Later is by the event's time (stamped under the merchant's row lock, so in commit
+    order), then by intake's number for the merchant: the numbers alone restart from a backup's when intake's
+    database is restored. A portal switch not said (an intake from before it said) stays as it was."""
     status = await conn.execute(
         "INSERT INTO merchant_settings (merchant_id, team_email, sealed_slack_webhook_url, sender_name, reply_to,"
-        " review_target, portal_enabled, announced_sequence) VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, true), $8)"
+        " review_target, portal_enabled, announced_at, announced_sequence)"
+        " VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, true), $8, $9)"
         " ON CONFLICT (merchant_id) DO UPDATE SET team_email = EXCLUDED.team_email,"
         " sealed_slack_webhook_url = EXCLUDED.sealed_slack_webhook_url, legacy_slack_webhook_url = NULL,"
         " sender_name = EXCLUDED.sender_name, reply_to = EXCLUDED.reply_to,"
         " review_target = EXCLUDED.review_target,"
         " portal_enabled = coalesce($7, merchant_settings.portal_enabled),"
-        " announced_sequence = EXCLUDED.announced_sequence, updated_at = now()"
-        " WHERE merchant_settings.announced_sequence < EXCLUDED.announced_sequence",
+        " announced_at = EXCLUDED.announced_at, announced_sequence = EXCLUDED.announced_sequence, updated_at = now()"
+        " WHERE (merchant_settings.announced_at, merchant_settings.announced_sequence)"
+        " < (EXCLUDED.announced_at, EXCLUDED.announced_sequence)",
         data.merchant_id,
         data.team_email,
         data.sealed_slack_webhook_url,
@@ -38,6 +43,7 @@ async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured, *
         data.reply_to,
         data.review_target,
         data.portal_enabled,
+        at,
         sequence,
     )
     if status == "INSERT 0 0":
