@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -120,3 +121,47 @@ async def test_an_owner_who_never_joined_leaves_the_keys_managed_by_keys(intake:
         assert (await intake.client.get("/v1/api-keys", headers=merchant)).status_code == 401
     finally:
         intake.clock.advance(-lapsed)
+
+
+async def test_one_approver_cannot_send_more_than_the_threshold_by_splitting_it_into_refunds(
+    intake: IntakeUnderTest,
+) -> None:
+    """The threshold is on what the payment's refunds send together, as auto-approval counts: nine refunds of
+    1000, each approved by one key, sent 9000 without a second person."""
+    merchant, owner = await merchant_with_owner(intake)
+    policy = {"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
+    await intake.client.put("/v1/refund-policy", headers=merchant, json=policy)
+    payment = await intake.payment(merchant, amount=9_000)
+
+    async def approved_by_the_key(refund: dict[str, Any], **body: Any) -> str:
+        done = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json=body)
+        assert done.status_code == 200, done.text
+        status: str = done.json()["status"]
+        return status
+
+    rejected = await intake.refund(merchant, payment["id"], amount=1_000)
+    assert (await intake.client.post(f"/v1/refunds/{rejected['id']}/reject", headers=merchant)).status_code == 200
+    waiting = await intake.refund(merchant, payment["id"], amount=1_000)  # asked, not approved: sends nothing yet
+    first = await intake.refund(merchant, payment["id"], amount=1_000)
+    assert await approved_by_the_key(first) == "processing", "at the threshold, a rejected and a pending one besides"
+
+    second = await intake.refund(merchant, payment["id"], amount=1_000)
+    assert await approved_by_the_key(second) == "pending", "1000 out already: another 1000 needs a second person"
+    ask = {"payment_id": payment["id"], "amount": 500}
+    quote = await intake.client.post("/v1/refunds/quote", headers=merchant, json=ask)
+    assert quote.json()["approvals_required"] == 2
+    waiting_page = await owner.page(f"/dashboard/refunds/{waiting['id']}")
+    assert "This amount needs 2 different people to approve it." in waiting_page.text
+    page = f"/dashboard/refunds/{second['id']}"
+    await owner.post_form(page, f"{page}/approve", {"amount": "10.00"})  # a person agrees with the key's 1000
+    agreed = (await intake.client.get(f"/v1/refunds/{second['id']}", headers=merchant)).json()
+    assert agreed["status"] == "processing"
+    assert [e["amount"] for e in await intake.staged("refund.approved", payment["id"])] == [1_000, 1_000]
+
+    # Approving 1000 of 5000 sends the threshold, and the rest asked again needs a second person.
+    other = await intake.payment(merchant, amount=9_000)
+    assert await approved_by_the_key(await intake.refund(merchant, other["id"], amount=5_000), amount=1_000) == (
+        "processing"
+    )
+    rest = await intake.refund(merchant, other["id"], amount=4_000)
+    assert await approved_by_the_key(rest, amount=1_000) == "pending"

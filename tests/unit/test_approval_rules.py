@@ -40,6 +40,7 @@ PENDING = ApprovalContext(
     currency="EUR",
     payment_amount=10_000,
     held_by_others=0,
+    refunded_by_others=0,
     disputed=False,
     provider_payment_conflict=False,
     is_subscription=False,
@@ -57,6 +58,15 @@ def test_one_approval_is_enough_below_the_threshold() -> None:
 def test_above_the_threshold_the_first_approval_waits_for_a_second_approver() -> None:
     decision = decide_approval(PENDING, ApprovalAsk(actor="api_key:a"), TWO_APPROVERS)
     assert decision == AwaitAnotherApprover(amount=5_000, step="approval_1_of_2", discarded=())
+
+
+def test_what_the_payments_other_refunds_sent_counts_toward_the_threshold() -> None:
+    """1000 of the payment sent already: another 600 needs a second approver, as one refund of 1600 would."""
+    context = replace(PENDING, requested=600, held_by_others=1_000, refunded_by_others=1_000)
+    decision = decide_approval(context, ApprovalAsk(actor="api_key:a"), TWO_APPROVERS)
+    assert decision == AwaitAnotherApprover(amount=600, step="approval_1_of_2", discarded=())
+    asked_only = replace(context, refunded_by_others=0)  # the other refund is pending: nothing sent yet
+    assert isinstance(decide_approval(asked_only, ApprovalAsk(actor="api_key:a"), TWO_APPROVERS), Approve)
 
 
 def test_the_same_approver_again_for_the_same_amount_changes_nothing() -> None:

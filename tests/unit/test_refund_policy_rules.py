@@ -39,10 +39,23 @@ def test_auto_approval_needs_the_amount_the_reason_and_no_flags() -> None:
 
 def test_a_second_approver_is_needed_above_the_amount_and_in_other_currencies() -> None:
     policy = RefundPolicy(second_approval_above=Money(amount=10_000, currency="EUR"))
-    assert policy.approvals_required(10_000, "EUR") == 1
-    assert policy.approvals_required(10_001, "EUR") == 2
-    assert policy.approvals_required(1, "USD") == 2
-    assert RefundPolicy().approvals_required(10**9, "EUR") == 1
+    assert policy.approvals_required(10_000, "EUR", refunded=0) == 1
+    assert policy.approvals_required(10_001, "EUR", refunded=0) == 2
+    assert policy.approvals_required(1, "USD", refunded=0) == 2
+    assert RefundPolicy().approvals_required(10**9, "EUR", refunded=10**9) == 1
+
+
+def test_the_second_approval_threshold_counts_what_the_payments_other_refunds_sent() -> None:
+    """Or one approver sends any sum in refunds each at the threshold."""
+    policy = RefundPolicy(second_approval_above=Money(amount=10_000, currency="EUR"))
+    assert policy.approvals_required(4_000, "EUR", refunded=6_000) == 1
+    assert policy.approvals_required(4_001, "EUR", refunded=6_000) == 2
+    assert policy.approvals_required(1, "EUR", refunded=10_000) == 2
+    both = RefundPolicy(
+        second_approval_above=Money(amount=1_000, currency="EUR"),
+        auto_approve={"max_amount": Money(amount=2_000, currency="EUR"), "reasons": [R.DUPLICATE]},
+    )
+    assert not both.auto_approves(amount=600, refunded=600, currency="EUR", flags=[], reason=R.DUPLICATE)
 
 
 def test_an_override_replaces_only_the_fields_it_sets_and_null_turns_a_rule_off() -> None:

@@ -36,6 +36,7 @@ class ApprovalContext:
     currency: str
     payment_amount: int
     held_by_others: int  # held by every other refund of the payment, ours and external
+    refunded_by_others: int  # sent or on its way by the others (not pending): counted toward the two-person rule
     disputed: bool
     provider_payment_conflict: bool
     is_subscription: bool
@@ -167,7 +168,7 @@ def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPo
     agreeing = [actor for actor, approved in context.approvals.items() if approved == amount]
     first_time = ask.actor not in agreeing
     approvers = len(agreeing) + first_time
-    required = policy.approvals_required(amount, context.currency)
+    required = policy.approvals_required(amount, context.currency, refunded=context.refunded_by_others)
     if approvers >= required:
         if required > 1 and not ask.by_person:  # approvals count people: a key cannot be the second one
             raise SecondApprovalNeedsAPerson(

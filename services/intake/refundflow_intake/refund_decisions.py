@@ -75,6 +75,7 @@ async def approve_refund(
         currency=refund["currency"],
         payment_amount=payment["amount"],
         held_by_others=standing.held - (refund["amount"] if status in HOLDING_STATUSES else 0),
+        refunded_by_others=standing.refunded_by_others,
         disputed=standing.disputed,
         provider_payment_conflict=payment["provider_payment_conflict"],
         is_subscription=payment["subscription_id"] is not None,

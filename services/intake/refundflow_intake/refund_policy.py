@@ -63,7 +63,10 @@ class RefundPolicyFields(JsonBody):
     auto_approve: AutoApproveRule | None = None
     second_approval_above: Threshold | None = Field(
         default=None,
-        description="refunds above this need two different approvers; in another currency, always two",
+        description=(
+            "refunds above this, counted with what the payment's other refunds sent, need two different approvers;"
+            " in another currency, always two"
+        ),
     )
 
 
@@ -89,15 +92,21 @@ class RefundPolicy(RefundPolicyFields):
         """Whether the rule approves ``amount`` on a payment whose refunds already hold ``refunded``: the rule's
         limit is on the payment's refunds together, or requests split small would take it all without a person."""
         rule = self.auto_approve
-        if rule is None or flags or reason not in rule.reasons or self.approvals_required(amount, currency) > 1:
+        # ``refunded`` counts pending refunds too: more than the two-person rule counts, never less.
+        if rule is None or flags or reason not in rule.reasons:
+            return False
+        if self.approvals_required(amount, currency, refunded=refunded) > 1:
             return False
         return rule.max_amount.currency == currency and refunded + amount <= rule.max_amount.amount
 
-    def approvals_required(self, amount: int, currency: str) -> int:
+    def approvals_required(self, amount: int, currency: str, *, refunded: int) -> int:
+        """How many approvers ``amount`` needs on a payment whose other refunds sent or are sending ``refunded``
+        (approved and not failed or reversed, and external ones): the threshold is on them together, or one
+        approver could send the whole payment in refunds each at the threshold."""
         limit = self.second_approval_above
         if limit is None:
             return 1
-        return 2 if limit.currency != currency or amount > limit.amount else 1
+        return 2 if limit.currency != currency or refunded + amount > limit.amount else 1
 
     def plain_text(self) -> str:
         """The policy in a few sentences, for checkout and product pages."""

@@ -94,7 +94,9 @@ async def _evaluate(
         currency=payment["currency"],
         refundable_amount=refundable_amount(payment["amount"], held),
         flags=flags,
-        approvals_required=policy.approvals_required(decided, payment["currency"]),
+        approvals_required=policy.approvals_required(
+            decided, payment["currency"], refunded=standing.refunded_by_others
+        ),
         auto_approved=policy.auto_approves(
             amount=decided, refunded=held, currency=payment["currency"], flags=flags, reason=reason
         ),

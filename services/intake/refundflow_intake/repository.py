@@ -12,7 +12,7 @@ import asyncpg
 
 from refundflow_intake import ledger
 from refundflow_intake import refund_policy_repository as policies
-from refundflow_intake.domain import HOLDING_STATUSES, RefundStatus
+from refundflow_intake.domain import HOLDING_STATUSES, REFUNDING_STATUSES, RefundStatus
 from refundflow_intake.refund_policy import RefundPolicy
 from refundflow_intake.roles import Permission, roles_with
 from refundflow_shared.event_contract import INTAKE
@@ -275,6 +275,23 @@ _DISPUTED = f"EXISTS (SELECT 1 FROM payments p WHERE p.id = $1 AND {disputed_sql
 _HELD_AND_DISPUTED = f"held_by_refunds($1, $2::text[]) AS held, {_DISPUTED} AS disputed"
 
 
+def _refunded_besides(payment: str, refund: str, refunding: str) -> str:
+    """SQL: what the refunds of ``payment`` other than ``refund`` (NULL: none) sent or are sending, external ones
+    included (``held_by_refunds`` with the refunding statuses), parameters named as the statement numbers them."""
+    return (
+        f"held_by_refunds({payment}, {refunding}::text[])"
+        f" - coalesce((SELECT amount FROM refunds WHERE id = {refund} AND status = ANY({refunding}::text[])), 0)"
+    )
+
+
+async def refunded_besides(conn: asyncpg.Connection, payment_id: str, refund_id: str) -> int:
+    """What the payment's other refunds sent or are sending: the two-person rule counts it with this one's."""
+    refunded: int = await conn.fetchval(
+        f"SELECT {_refunded_besides('$1', '$2', '$3')}", payment_id, refund_id, [s.value for s in REFUNDING_STATUSES]
+    )
+    return refunded
+
+
 async def held_and_disputed(conn: asyncpg.Connection, payment_id: str) -> tuple[int, bool]:
     """What the payment's refunds hold, and whether it is disputed (one round trip for the hot paths)."""
     row = await conn.fetchrow(f"SELECT {_HELD_AND_DISPUTED}", payment_id, [s.value for s in HOLDING_STATUSES])
@@ -532,6 +549,7 @@ class Standing:
     """Where a payment stands when a refund of it is requested or approved."""
 
     held: int  # what its refunds hold
+    refunded_by_others: int  # what its refunds other than the one approved sent or are sending (``refunded_besides``)
     disputed: bool
     policy: RefundPolicy  # what applies to its product
     approvals: dict[str, int]  # who approved the refund so far and still counts, in order, and the amount each approved
@@ -539,10 +557,11 @@ class Standing:
 
 
 async def standing(conn: asyncpg.Connection, payment: Row, refund_id: str | None = None) -> Standing:
-    """``held_and_disputed``, the policy, and the approvals of ``refund_id`` (none without one): one round trip
-    for a request or an approval."""
+    """``held_and_disputed``, what the refunds besides ``refund_id`` sent, the policy, and the approvals of
+    ``refund_id`` (none without one): one round trip for a request or an approval."""
     row = await conn.fetchrow(
         f"SELECT {_HELD_AND_DISPUTED}, {policies.documents_column('$3', '$4')},"
+        f" {_refunded_besides('$1', '$5', '$6')} AS refunded_by_others,"
         f" ARRAY(SELECT (a.actor, a.amount, {_STILL_DECIDES}) FROM refund_approvals a WHERE a.refund_id = $5"
         " ORDER BY a.approved_at, a.actor) AS approvals",
         payment["id"],
@@ -550,9 +569,11 @@ async def standing(conn: asyncpg.Connection, payment: Row, refund_id: str | None
         payment["merchant_id"],
         payment["product_id"],
         refund_id,
+        [s.value for s in REFUNDING_STATUSES],
     )
     return Standing(
         held=int(row["held"]),
+        refunded_by_others=int(row["refunded_by_others"]),
         disputed=bool(row["disputed"]),
         policy=policies.policy_from(row["policy_documents"], payment["product_id"]),
         approvals={actor: amount for actor, amount, counts in row["approvals"] if counts},

@@ -89,7 +89,9 @@ async def _page(
         and row["review_due_at"] <= now,
         form=form or {},
         pending_badge=await queries.pending_count(conn, user.merchant_id),
-        approvals_needed=policy.approvals_required(refund.amount, refund.currency),
+        approvals_needed=policy.approvals_required(
+            refund.amount, refund.currency, refunded=await repository.refunded_besides(conn, payment.id, refund_id)
+        ),
         customer_wish=row["cancel_subscription"] if row else None,
         customer_asked=refund.channel in CUSTOMER_CHANNELS,  # only then is a rejection told to the customer
         subscription_ended=bool(payment_row and payment_row["subscription_ended"]),
