@@ -67,7 +67,7 @@ class BrownOutProvider:
         raise ProviderUnavailable("read timeout")
 
     async def extend_subscription(
-        self, subscription_id: str, *, until: datetime, idempotency_key: str
+        self, subscription_id: str, *, until: datetime, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderSubscription:
         raise ProviderUnavailable("read timeout")
 

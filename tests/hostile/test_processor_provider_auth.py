@@ -136,7 +136,7 @@ class SubscriptionsRefused:
         raise ProviderAuthFailed("HTTP 403: permission_error (the key may not read subscriptions)")
 
     async def extend_subscription(
-        self, subscription_id: str, *, until: datetime, idempotency_key: str
+        self, subscription_id: str, *, until: datetime, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderSubscription:
         raise ProviderAuthFailed("HTTP 403: permission_error (the key may not write subscriptions)")
 

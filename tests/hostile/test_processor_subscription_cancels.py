@@ -192,7 +192,7 @@ class CanceledInABrownOut:
         return []
 
     async def extend_subscription(
-        self, subscription_id: str, *, until: datetime, idempotency_key: str
+        self, subscription_id: str, *, until: datetime, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderSubscription:
         raise ProviderUnavailable("not in this test")
 

@@ -204,7 +204,7 @@ class SlowProvider:
         raise ProviderUnavailable("not in this test")
 
     async def extend_subscription(
-        self, subscription_id: str, *, until: datetime, idempotency_key: str
+        self, subscription_id: str, *, until: datetime, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderSubscription:
         raise ProviderUnavailable("not in this test")
 

@@ -13,6 +13,7 @@ import stripe
 
 from refundflow_processor import subscription_extension_repository as extensions
 from refundflow_processor.records import SubscriptionExtension
+from refundflow_processor.subscription_extensions import GRANT_RECORDS_KEPT
 from refundflow_shared.events import PortalLink, SubscriptionCancelRequested, SubscriptionExtensionGranted
 from tests.conftest import create_database
 from tests.support.probe_service import eventually
@@ -22,6 +23,7 @@ from tests.support.processor_harness import (
     approval,
     payment_intent,
     running_processor,
+    send_event,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -102,6 +104,60 @@ async def test_two_extensions_of_one_subscription_add_up(processor: ProcessorUnd
     assert (await provider_subscription(processor, subscription_id))["trial_end"] == int(ends[-1].timestamp())
 
 
+async def test_a_grant_read_again_after_a_restore_extends_the_subscription_once(processor: ProcessorUnderTest) -> None:
+    """A restore of the processor's database to before a grant, then ``consumer rewind``: the grant is read again
+    with no record of it here. The subscription at the provider carries the grant, written in the change itself:
+    it is done, and its days are not added again."""
+    subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
+    period_end = datetime.fromtimestamp(
+        (await provider_subscription(processor, subscription_id))["current_period_end"], UTC
+    )
+    event = await processor.publish(grant(subscription_id, 7))
+    await extended(processor, subscription_id)
+    once = period_end + timedelta(days=7)
+
+    await processor.db.execute("DELETE FROM subscription_extensions WHERE extension_id = $1", str(event.id))
+    await processor.db.execute("DELETE FROM inbox WHERE event_id = $1", event.id)
+    await processor.db.execute(
+        "DELETE FROM outbox WHERE event_type = 'subscription.extended'"
+        " AND convert_from(payload, 'UTF8')::jsonb ->> 'subscription_id' = $1",
+        subscription_id,
+    )
+    await send_event(processor.settings.kafka_bootstrap_servers, processor.settings.topic_prefix, event)
+
+    [announced] = await extended(processor, subscription_id)
+    assert datetime.fromisoformat(announced["current_period_end"]) == once
+    at_provider = await provider_subscription(processor, subscription_id)
+    assert at_provider["trial_end"] == int(once.timestamp())
+    assert at_provider.get("metadata") == {f"rf_ext_{event.id.hex}": str(int(once.timestamp()))}
+    state = await processor.db.fetchval(
+        "SELECT state FROM subscription_extensions WHERE extension_id = $1", str(event.id)
+    )
+    assert state == "succeeded"
+
+
+async def test_the_subscription_keeps_the_latest_grants_records_and_the_merchants_own_metadata(
+    processor: ProcessorUnderTest,
+) -> None:
+    """Stripe keeps at most 50 metadata keys: a long-lived subscription with many grants keeps the records of the
+    latest ones only (what a restore can still read again), and never loses the merchant's keys."""
+    subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
+    client = stripe.StripeClient("sk_test_check", base_addresses={"api": processor.sandbox_url})
+    await client.v1.subscriptions.update_async(subscription_id, params={"metadata": {"crm_id": "c_42"}})
+    before = await provider_subscription(processor, subscription_id)
+    start = datetime.fromtimestamp(before["current_period_end"], UTC)
+    grants = [await processor.publish(grant(subscription_id, 1)) for _ in range(GRANT_RECORDS_KEPT + 2)]
+
+    await extended(processor, subscription_id, len(grants))
+    at_provider = await provider_subscription(processor, subscription_id)
+    assert at_provider["trial_end"] == int((start + timedelta(days=len(grants))).timestamp())
+    kept = {key: value for key, value in at_provider["metadata"].items() if key.startswith("rf_ext_")}
+    latest = sorted(int((start + timedelta(days=n)).timestamp()) for n in range(3, len(grants) + 1))
+    assert sorted(int(value) for value in kept.values()) == latest
+    assert at_provider["metadata"]["crm_id"] == "c_42"
+    assert len(at_provider["metadata"]) == GRANT_RECORDS_KEPT + 1
+
+
 async def test_an_extension_seen_late_waits_for_the_one_already_under_way(processor: ProcessorUnderTest) -> None:
     """Two consumers record two grants of one subscription; the one whose transaction began first may commit last.
     It then looks older than an extension already halfway (its new period end fixed, the change still failing),
@@ -120,7 +176,7 @@ async def test_an_extension_seen_late_waits_for_the_one_already_under_way(proces
         return until is not None
 
     await eventually(halfway, timeout=30, interval=0.02)
-    late = SubscriptionExtension(f"ext_{uuid.uuid4().hex}", "pay_late", "mer_extend", subscription_id, 3, None)
+    late = SubscriptionExtension(str(uuid.uuid4()), "pay_late", "mer_extend", subscription_id, 3, None)
     async with processor.db.acquire() as conn, conn.transaction():
         await extensions.request_extension(conn, late)
         await conn.execute(  # as if its transaction had begun before the first grant's

@@ -361,3 +361,25 @@ def test_settings_come_from_sandbox_env_vars(monkeypatch: pytest.MonkeyPatch) ->
         "127.0.0.1",
         12111,
     )
+
+
+def test_subscription_metadata_merges_as_stripes_does(client: stripe.StripeClient) -> None:
+    """The keys given replace the subscription's, an empty value removes one; at most 50 keys of at most 40
+    characters, values of at most 500; a refused change changes nothing."""
+    subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
+    client.v1.subscriptions.update(subscription_id, params={"metadata": {"a": "1", "b": "2"}})
+    merged = client.v1.subscriptions.update(subscription_id, params={"metadata": {"b": "", "c": "3"}})
+    assert merged.to_dict()["metadata"] == {"a": "1", "c": "3"}
+
+    too_many: Any = {"metadata": {f"k{n}": "v" for n in range(49)}}  # 51 with a and c
+    with pytest.raises(stripe.InvalidRequestError, match="50 keys"):
+        client.v1.subscriptions.update(subscription_id, params=too_many)
+    with pytest.raises(stripe.InvalidRequestError, match="40 characters"):
+        client.v1.subscriptions.update(subscription_id, params={"metadata": {"k" * 41: "v"}})
+    with pytest.raises(stripe.InvalidRequestError, match="500 characters"):
+        client.v1.subscriptions.update(subscription_id, params={"metadata": {"k": "v" * 501}})
+    assert client.v1.subscriptions.retrieve(subscription_id).to_dict()["metadata"] == {"a": "1", "c": "3"}
+
+    with_trial: Any = {"trial_end": int(time.time()) + 86_400, "metadata": {"a": ""}}
+    both = client.v1.subscriptions.update(subscription_id, params=with_trial).to_dict()
+    assert (both["trial_end"], both["metadata"]) == (with_trial["trial_end"], {"c": "3"})

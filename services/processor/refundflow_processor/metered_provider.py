@@ -55,11 +55,11 @@ class MeteredProvider:
             return await self._provider.get_subscription(subscription_id)
 
     async def extend_subscription(
-        self, subscription_id: str, *, until: datetime, idempotency_key: str
+        self, subscription_id: str, *, until: datetime, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderSubscription:
         async with _metered("extend_subscription"):
             return await self._provider.extend_subscription(
-                subscription_id, until=until, idempotency_key=idempotency_key
+                subscription_id, until=until, idempotency_key=idempotency_key, metadata=metadata
             )
 
 

@@ -50,6 +50,7 @@ class ProviderSubscription:
     ends_at: datetime | None
     # When the customer is billed next (Stripe: the period's end, or the trial's end while trialing).
     current_period_end: datetime | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class ProviderRefused(Exception):
@@ -106,10 +107,11 @@ class PaymentProvider(Protocol):
         ...
 
     async def extend_subscription(
-        self, subscription_id: str, *, until: datetime, idempotency_key: str
+        self, subscription_id: str, *, until: datetime, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderSubscription:
-        """Move the period's end (the next bill) to ``until``, charging nothing for the days added; repeating it
-        with the same ``until`` is harmless."""
+        """Move the period's end (the next bill) to ``until``, charging nothing for the days added, and set
+        ``metadata`` on the subscription in the same change (merged into its own; an empty value removes a key);
+        repeating it with the same ``until`` is harmless."""
         ...
 
 

@@ -94,6 +94,9 @@ class SubscriptionCancel:
     after_extension: bool = False  # waits for the extension its decision (refund_id) granted
 
 
+GRANT_KEY_PREFIX = "rf_ext_"
+
+
 @dataclass(frozen=True)
 class SubscriptionExtension:
     """A goodwill extension to execute at the provider. ``until`` (the new period end) is fixed from the provider's
@@ -109,6 +112,13 @@ class SubscriptionExtension:
     tries: int = 0
     lease_id: uuid.UUID | None = None
     to_customer: dict[str, Any] = field(default_factory=dict, compare=False)
+    stale_grant_keys: tuple[str, ...] = ()  # older grants' records the change removes from the subscription
+
+    @property
+    def grant_key(self) -> str:
+        """The subscription's metadata key that records this grant at the provider (Stripe: at most 40 characters,
+        so the event id's hex)."""
+        return f"{GRANT_KEY_PREFIX}{uuid.UUID(self.extension_id).hex}"
 
     @property
     def idempotency_key(self) -> str:

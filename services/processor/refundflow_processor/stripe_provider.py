@@ -92,11 +92,11 @@ class StripeProvider:
         return _to_provider_subscription(answer, subscription_id)
 
     async def extend_subscription(
-        self, subscription_id: str, *, until: datetime, idempotency_key: str
+        self, subscription_id: str, *, until: datetime, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderSubscription:
         # Stripe's way to push the next bill back without charging for the days added: a trial until then, with
         # no proration (Stripe: "Using a trial to change the billing cycle").
-        params: Any = {"trial_end": int(until.timestamp()), "proration_behavior": "none"}
+        params: Any = {"trial_end": int(until.timestamp()), "proration_behavior": "none", "metadata": metadata}
         answer = await _call(
             self._client.v1.subscriptions.update_async(
                 subscription_id, params=params, options={"idempotency_key": idempotency_key}
@@ -124,12 +124,14 @@ def _to_provider_subscription(stripe_subscription: Any, subscription_id: str) ->
     ends = [subscription.get("current_period_end"), subscription.get("trial_end")]
     ends += [item.get("current_period_end") for item in data or [] if isinstance(item, dict)]
     period_ends = [t for t in (_timestamp(value, subscription_id) for value in ends) if t is not None]
+    metadata = subscription.get("metadata")
     return ProviderSubscription(
         id=subscription["id"],
         status=str(subscription.get("status")),
         cancel_at_period_end=bool(subscription.get("cancel_at_period_end")),
         ends_at=_timestamp(subscription.get("cancel_at") or subscription.get("canceled_at"), subscription_id),
         current_period_end=max(period_ends, default=None),
+        metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
     )
 
 

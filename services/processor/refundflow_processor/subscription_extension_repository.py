@@ -21,6 +21,7 @@ _COLUMNS = (
     "until",
     "tries",
     "to_customer",
+    "stale_grant_keys",
 )
 _RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
 
@@ -65,7 +66,12 @@ async def claim_due_extensions(
         lease_seconds,
         busy,
     )
-    return [SubscriptionExtension(**{**dict(r), "to_customer": json.loads(r["to_customer"])}) for r in rows]
+    return [
+        SubscriptionExtension(
+            **{**dict(r), "to_customer": json.loads(r["to_customer"]), "stale_grant_keys": tuple(r["stale_grant_keys"])}
+        )
+        for r in rows
+    ]
 
 
 async def lock_leased_extension(conn: asyncpg.Connection, extension: SubscriptionExtension) -> bool:
@@ -78,12 +84,17 @@ async def lock_leased_extension(conn: asyncpg.Connection, extension: Subscriptio
     return found is not None
 
 
-async def fix_until(conn: asyncpg.Connection, extension: SubscriptionExtension, until: datetime) -> None:
-    """The new period end is decided: due again at once, for the change itself."""
+async def fix_until(
+    conn: asyncpg.Connection, extension: SubscriptionExtension, until: datetime, stale_grant_keys: list[str]
+) -> None:
+    """The new period end, and the older grants' records to remove, are decided: due again at once, for the change
+    itself."""
     await conn.execute(
-        f"UPDATE subscription_extensions SET until = $2, next_try_at = now(), {_RELEASE} WHERE extension_id = $1",
+        "UPDATE subscription_extensions SET until = $2, stale_grant_keys = $3, next_try_at = now(),"
+        f" {_RELEASE} WHERE extension_id = $1",
         extension.extension_id,
         until,
+        stale_grant_keys,
     )
     await conn.execute("SELECT pg_notify($1, '')", EXTENSIONS_CHANNEL)
 

@@ -2,8 +2,13 @@
 dispatcher executes it in two leased steps, each one provider call.
 
 1. Read the subscription and fix the new period end (``until`` = its period end + the days granted), once.
-2. Move the period end there (Stripe: ``trial_end`` with ``proration_behavior=none``). Repeating it with the
-   same ``until`` (a crash, an expired lease) changes nothing more.
+2. Move the period end there (Stripe: ``trial_end`` with ``proration_behavior=none``) and, in the same change,
+   record the grant on the subscription (metadata ``rf_ext_<grant>`` = ``until``). Repeating it with the same
+   ``until`` (a crash, an expired lease) changes nothing more.
+
+A grant read again after a restore of this database (and ``consumer rewind``) finds its record on the subscription
+at step 1: it was made, and is not made again. The subscription keeps the records of its latest
+``GRANT_RECORDS_KEPT`` grants (Stripe keeps 50 metadata keys, some the merchant's): step 2 removes older ones.
 
 Then ``subscription.extended`` tells the customer and the merchant's systems. A definite refusal alerts the
 merchant's team (``subscription_extension_failed``); anything else is retried with backoff.
@@ -11,7 +16,7 @@ merchant's team (``subscription_extension_failed``); anything else is retried wi
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
@@ -21,7 +26,7 @@ from refundflow_processor.attempts import AttemptPolicy
 from refundflow_processor.payment_provider import PaymentProvider, ProviderSubscription
 from refundflow_processor.provider_answers import AuthFailed, Done, Refused, Retry, ask
 from refundflow_processor.provider_pause import ProviderPause
-from refundflow_processor.records import SubscriptionExtension
+from refundflow_processor.records import GRANT_KEY_PREFIX, SubscriptionExtension
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.team_alerts import end_auth_episode, raise_alert, raise_auth_alert_once
 from refundflow_shared.backoff import jittered
@@ -35,6 +40,8 @@ log = structlog.get_logger(__name__)
 
 Answer = Done[ProviderSubscription] | Refused | Retry | AuthFailed
 _ENDED = frozenset({"canceled", "incomplete_expired"})
+# The grants a subscription keeps a record of: a restore reads again the grants since its backup, the latest ones.
+GRANT_RECORDS_KEPT = 10
 
 
 class SubscriptionExtensionExecutor:
@@ -73,7 +80,10 @@ class SubscriptionExtensionExecutor:
                 answer = await ask(self._provider.get_subscription(extension.subscription_id), deadline)
             else:
                 call = self._provider.extend_subscription(
-                    extension.subscription_id, until=extension.until, idempotency_key=extension.idempotency_key
+                    extension.subscription_id,
+                    until=extension.until,
+                    idempotency_key=extension.idempotency_key,
+                    metadata=_grant_records(extension, extension.until),
                 )
                 answer = await ask(call, deadline)
             async with self._pool.acquire() as conn, conn.transaction():
@@ -89,21 +99,7 @@ class SubscriptionExtensionExecutor:
             case Done(subscription) if extension.until is None:
                 await self._fix_until(conn, extension, subscription)
             case Done(subscription):
-                await extensions.record_extension_state(conn, extension, "succeeded")
-                await add_event(
-                    conn,
-                    SubscriptionExtended(
-                        **carry(extension.to_customer, SubscriptionExtended),
-                        payment_id=extension.payment_id,
-                        merchant_id=extension.merchant_id,
-                        subscription_id=extension.subscription_id,
-                        days=extension.days,
-                        current_period_end=subscription.current_period_end or extension.until,
-                        refund_id=extension.refund_id,
-                    ),
-                    source=PROCESSOR.source,
-                )
-                log.info("subscription_extended", days=extension.days)
+                await self._extended(conn, extension, subscription.current_period_end or extension.until)
             case Refused(message):
                 await self._refused(conn, extension, message)
             case Retry(error):
@@ -119,16 +115,44 @@ class SubscriptionExtensionExecutor:
             await end_auth_episode(conn, self._pause.kind)
             self._pause.clear()
 
+    async def _extended(
+        self, conn: asyncpg.Connection, extension: SubscriptionExtension, period_end: datetime | None
+    ) -> None:
+        await extensions.record_extension_state(conn, extension, "succeeded")
+        await add_event(
+            conn,
+            SubscriptionExtended(
+                **carry(extension.to_customer, SubscriptionExtended),
+                payment_id=extension.payment_id,
+                merchant_id=extension.merchant_id,
+                subscription_id=extension.subscription_id,
+                days=extension.days,
+                current_period_end=period_end,
+                refund_id=extension.refund_id,
+            ),
+            source=PROCESSOR.source,
+        )
+        log.info("subscription_extended", days=extension.days)
+
     async def _fix_until(
         self, conn: asyncpg.Connection, extension: SubscriptionExtension, subscription: ProviderSubscription
     ) -> None:
-        if subscription.status in _ENDED:
+        if extension.grant_key in subscription.metadata:
+            # Made already (this database was restored to before it): the days are in the period end the
+            # provider holds. Told again, with the end it made, as the restore may have lost the announcement.
+            log.warning("subscription_extension_already_made", grant_key=extension.grant_key)
+            made_until = _timestamp(subscription.metadata[extension.grant_key]) or subscription.current_period_end
+            if made_until is None:
+                await self._refused(conn, extension, "made already, but nothing says when the period ends")
+            else:
+                await self._extended(conn, extension, made_until)
+        elif subscription.status in _ENDED:
             await self._refused(conn, extension, f"the subscription is {subscription.status}: there is no period")
         elif subscription.current_period_end is None:
             await self._refused(conn, extension, "the provider did not say when the subscription's period ends")
         else:
             until = subscription.current_period_end + timedelta(days=extension.days)
-            await extensions.fix_until(conn, extension, until)
+            await extensions.fix_until(conn, extension, until, _stale_grant_keys(subscription.metadata))
             log.info("subscription_extension_until_fixed", until=until.isoformat())
 
     async def _refused(self, conn: asyncpg.Connection, extension: SubscriptionExtension, message: str) -> None:
@@ -143,3 +167,27 @@ class SubscriptionExtensionExecutor:
             payment_id=extension.payment_id,
             refund_id=extension.refund_id,
         )
+
+
+def _grant_records(extension: SubscriptionExtension, until: datetime) -> dict[str, str]:
+    """The metadata the change sets: this grant's record (its ``until``, a Unix time as ``trial_end``), and an
+    empty value (Stripe: remove the key) for each older record no longer kept."""
+    return {extension.grant_key: str(int(until.timestamp()))} | dict.fromkeys(extension.stale_grant_keys, "")
+
+
+def _stale_grant_keys(metadata: dict[str, str]) -> list[str]:
+    """The subscription's grant records beyond the latest ``GRANT_RECORDS_KEPT`` once this grant's is added: the
+    latest grant has the latest ``until`` (a record whose value is not a time, not ours to read, goes first)."""
+    records = [key for key in metadata if key.startswith(GRANT_KEY_PREFIX)]
+    by_age = sorted(records, key=lambda key: (_timestamp(metadata[key]) or _LONG_AGO, key))
+    return by_age[: max(len(by_age) - (GRANT_RECORDS_KEPT - 1), 0)]
+
+
+_LONG_AGO = datetime.min.replace(tzinfo=UTC)
+
+
+def _timestamp(value: str) -> datetime | None:
+    """A grant record's ``until``, or None when it is not a Unix time."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 12):
+        return None
+    return datetime.fromtimestamp(int(value), UTC)

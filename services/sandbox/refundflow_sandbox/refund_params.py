@@ -5,20 +5,15 @@ Errors raised here are validation failures: Stripe stores no idempotent result f
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from refundflow_sandbox.metadata import MAX_METADATA_KEYS, METADATA_FIELD, checked_metadata, too_many_keys
 from refundflow_sandbox.refunds import REFUND_REASONS, RefundRequest
 from refundflow_sandbox.stripe_errors import ApiError, invalid_request
 
-_METADATA_KEY = re.compile(r"^metadata\[(?P<key>[^\[\]]+)\]$")
 _CREATE_PARAMS = frozenset({"payment_intent", "amount", "currency", "reason"})
 _LIST_PARAMS = frozenset({"payment_intent", "charge", "limit", "starting_after", "ending_before"})
-# Stripe's metadata limits.
-MAX_METADATA_KEYS = 50
-MAX_METADATA_KEY_LENGTH = 40
-MAX_METADATA_VALUE_LENGTH = 500
 
 
 @dataclass(frozen=True)
@@ -35,7 +30,7 @@ def parse_create_refund(items: Iterable[tuple[str, str]]) -> RefundRequest:
     fields: dict[str, str] = {}
     metadata: dict[str, str] = {}
     for name, value in items:
-        match = _METADATA_KEY.match(name)
+        match = METADATA_FIELD.match(name)
         if match:
             metadata[match["key"]] = value
         elif name in _CREATE_PARAMS:
@@ -110,21 +105,8 @@ def _metadata(raw: dict[str, str]) -> dict[str, str]:
     # An empty value unsets a key in Stripe; on create that simply means "absent".
     metadata = {key: value for key, value in raw.items() if value != ""}
     if len(metadata) > MAX_METADATA_KEYS:
-        raise invalid_request(
-            f"Invalid metadata: metadata cannot have more than {MAX_METADATA_KEYS} keys.", param="metadata"
-        )
-    for key, value in metadata.items():
-        if len(key) > MAX_METADATA_KEY_LENGTH:
-            raise invalid_request(
-                f"Invalid metadata: keys can be at most {MAX_METADATA_KEY_LENGTH} characters.",
-                param=f"metadata[{key}]",
-            )
-        if len(value) > MAX_METADATA_VALUE_LENGTH:
-            raise invalid_request(
-                f"Invalid metadata: values can be at most {MAX_METADATA_VALUE_LENGTH} characters.",
-                param=f"metadata[{key}]",
-            )
-    return metadata
+        raise too_many_keys()
+    return checked_metadata(metadata)
 
 
 def _unknown_parameter(name: str) -> ApiError:

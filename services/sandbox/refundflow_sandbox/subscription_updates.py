@@ -1,5 +1,6 @@
 """``POST /v1/subscriptions/{id}`` as Stripe runs it: idempotency first (the answer stored under the key, a 400
-or a 500 included), then the change: ``cancel_at_period_end``, or ``trial_end`` (with ``proration_behavior``)."""
+or a 500 included), then the change, all of it or nothing: ``cancel_at_period_end``, ``trial_end`` (with
+``proration_behavior``), ``metadata[key]`` (merged into the subscription's)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from refundflow_sandbox.idempotency import (
     StoredResponse,
     request_fingerprint,
 )
+from refundflow_sandbox.metadata import METADATA_FIELD, TOO_MANY_KEYS, checked_metadata, merged_metadata
 from refundflow_sandbox.refunds import new_id
 from refundflow_sandbox.stripe_errors import (
     ApiError,
@@ -71,11 +73,16 @@ def update_subscription(
 
 
 def _parse(params: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    given = dict(params)
-    for name in given:
-        if name not in _KNOWN:
+    given: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    for name, value in params:
+        if match := METADATA_FIELD.match(name):
+            metadata[match["key"]] = value
+        elif name in _KNOWN:
+            given[name] = value
+        else:
             raise invalid_request(f"Received unknown parameter: {name[:100]}", param=name[:100])
-    change: dict[str, Any] = {}
+    change: dict[str, Any] = {"metadata": checked_metadata(metadata)} if metadata else {}
     if "cancel_at_period_end" in given:
         if given["cancel_at_period_end"] not in ("true", "false"):
             raise invalid_request("cancel_at_period_end must be true or false.", param="cancel_at_period_end")
@@ -86,7 +93,7 @@ def _parse(params: Sequence[tuple[str, str]]) -> dict[str, Any]:
         change["trial_end"] = int(given["trial_end"])
         change["proration_behavior"] = given.get("proration_behavior")
     if not change:
-        raise invalid_request("Give cancel_at_period_end or trial_end (the sandbox's subscription updates).")
+        raise invalid_request("Give cancel_at_period_end, trial_end or metadata (the sandbox's subscription updates).")
     return change
 
 
@@ -103,11 +110,19 @@ def _answer(subscriptions: Subscriptions, subscription_id: str, change: dict[str
 
 
 def _apply(subscriptions: Subscriptions, subscription_id: str, change: dict[str, Any]) -> Subscription:
+    metadata = None
+    if "metadata" in change:  # checked before anything changes: a refused update changes nothing
+        metadata = merged_metadata(subscriptions.get(subscription_id).metadata, change["metadata"])
+        if metadata is None:
+            raise SubscriptionRefused(TOO_MANY_KEYS, "metadata")
     if "trial_end" in change:
         subscriptions.set_trial_end(subscription_id, change["trial_end"], change["proration_behavior"])
     if "cancel_at_period_end" in change:
         subscriptions.cancel_at_period_end(subscription_id, change["cancel_at_period_end"])
-    return subscriptions.get(subscription_id)
+    subscription = subscriptions.get(subscription_id)
+    if metadata is not None:  # Stripe lets an ended subscription change its metadata
+        subscription.metadata = metadata
+    return subscription
 
 
 def _stored(error: ApiError) -> StoredResponse:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from refundflow_sandbox.scenarios import Behaviour, subscription_behaviour
@@ -28,6 +28,7 @@ class Subscription:
     canceled_at: int | None = None
     trial_start: int | None = None
     trial_end: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def as_stripe_object(self) -> dict[str, Any]:
         # Stripe's current API versions keep the period on the subscription's items; older ones on the
