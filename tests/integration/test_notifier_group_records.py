@@ -3,7 +3,7 @@ as if it had been recorded alone."""
 
 from __future__ import annotations
 
-import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,6 +14,7 @@ import pytest
 from refundflow_notifier import message_queue, webhook_store
 from refundflow_notifier.records import Channel, ClaimedMessage, DeliveredAttempt
 from tests.support.notifier_harness import notifier_database
+from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -172,12 +173,21 @@ async def test_an_email_that_always_follows_another_waits_for_it_to_be_queued(po
 
 
 async def test_an_email_whose_earlier_one_never_comes_is_sent_after_its_wait(pool: asyncpg.Pool) -> None:
-    # A failure whose approval email was never queued (the customer's address came only later, say).
-    await queue(pool, email("refund_failed", wait=0.5))
+    # A failure whose approval email was never queued (the customer's address came only later, say). The wait is
+    # long enough that the first claim comes within it however loaded the machine; then claims until one takes it.
+    queued_at = time.monotonic()
+    await queue(pool, email("refund_failed", wait=3))
 
     assert await claim(pool) == []
-    await asyncio.sleep(0.6)
-    assert await claim(pool) == ["refund_failed"]
+    taken: list[str] = []
+
+    async def claimed() -> bool:
+        taken.extend(await claim(pool))
+        return bool(taken)
+
+    await eventually(claimed, timeout=30)
+    assert taken == ["refund_failed"]
+    assert time.monotonic() - queued_at >= 3, "not before its wait ran out"
 
 
 async def test_the_emails_behind_one_that_is_retried_later_are_due_no_sooner(pool: asyncpg.Pool) -> None:
