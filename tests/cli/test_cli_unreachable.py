@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -117,8 +116,11 @@ def test_an_interrupted_command_does_not_claim_success() -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(2)
-        command.send_signal(signal.SIGINT)
-        _, stderr = command.communicate(timeout=30)
+        # Interrupted once it is connecting (past its imports, however long a loaded machine takes over them).
+        silent.settimeout(30)
+        conn, _ = silent.accept()
+        with conn:
+            command.send_signal(signal.SIGINT)
+            _, stderr = command.communicate(timeout=30)
     assert command.returncode == 130, stderr
     assert "Traceback" not in stderr
