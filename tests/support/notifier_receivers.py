@@ -111,11 +111,11 @@ class Received:
 
 @dataclass
 class HttpReceiver:
-    """POST /<name> answers from the name's script, in order (the last step repeats): a status, or
-    ``(seconds, status)`` to answer late."""
+    """POST /<name> answers from the name's script, in order (the last step repeats): a status,
+    ``(seconds, status)`` to answer late, or ``(gate, status)`` to answer once the test sets the gate."""
 
     port: int = 0
-    scripts: dict[str, list[int | tuple[float, int]]] = field(default_factory=dict)
+    scripts: dict[str, list[int | tuple[float | asyncio.Event, int]]] = field(default_factory=dict)
     received: dict[str, list[Received]] = field(default_factory=lambda: defaultdict(list))
 
     def url(self, name: str) -> str:
@@ -127,8 +127,11 @@ class HttpReceiver:
         self.received[name].append(record)
         script = self.scripts.get(name, [200])
         step = script[min(len(self.received[name]), len(script)) - 1]
-        delay, status = step if isinstance(step, tuple) else (0.0, step)
-        await asyncio.sleep(delay)
+        wait, status = step if isinstance(step, tuple) else (0.0, step)
+        if isinstance(wait, asyncio.Event):
+            await wait.wait()
+        else:
+            await asyncio.sleep(wait)
         record.answered = time.monotonic()
         return Response(status_code=status)
 
