@@ -18,10 +18,12 @@ import uvicorn
 from refundflow_sandbox.app import create_app
 from refundflow_sandbox.scenarios import FAILURE_REASONS
 from refundflow_sandbox.settings import SandboxSettings
+from tests.support.probe_service import eventually
 
 API_KEY = "sk_test_sandbox_tests"
-# Short timings keep the whole file fast; the behaviours are the same as with the defaults.
-SETTINGS = SandboxSettings(pending_seconds=0.5, timeout_seconds=0.5, timeout_margin_seconds=0.5)
+# Timings shorter than the defaults keep the file fast, yet each leaves a test seconds for the calls it makes
+# within them on a loaded machine: the pending refund's reads, the calls while a slow answer is in flight.
+SETTINGS = SandboxSettings(pending_seconds=3.0, timeout_seconds=2.0, timeout_margin_seconds=2.0)
 SLOW_ANSWER_SECONDS = SETTINGS.timeout_seconds + SETTINGS.timeout_margin_seconds
 
 
@@ -202,7 +204,12 @@ async def test_concurrent_request_with_the_same_key_is_refused_with_409(sandbox_
     form = {"payment_intent": pi, "amount": "700"}
     async with httpx.AsyncClient(base_url=sandbox_url, headers=headers, timeout=10) as http:
         first = asyncio.create_task(http.post("/v1/refunds", data=form))
-        await asyncio.sleep(SLOW_ANSWER_SECONDS / 3)
+
+        async def first_in_flight() -> bool:  # its refund is made, its answer held back
+            made = await http.get("/v1/_sandbox/refunds", params={"payment_intent": pi})
+            return bool(made.json()["count"] == 1) and not first.done()
+
+        await eventually(first_in_flight, timeout=SLOW_ANSWER_SECONDS, interval=0.02)
         second = await http.post("/v1/refunds", data=form)
         first_response = await first
         third = await http.post("/v1/refunds", data=form)
