@@ -162,12 +162,16 @@ async def test_relay_is_woken_by_the_commit_not_by_polling(
 ) -> None:
     slow_poll = settings.model_copy(update={"outbox_poll_interval_seconds": 600.0})
     running.append(await start_probe(slow_poll, consume=False))
-    await asyncio.sleep(1)  # the relay is now waiting on NOTIFY, with its next poll ten minutes away
+    # The relay's start-up pass relays whatever is staged before it, NOTIFY or not: the test's event must come
+    # after that pass. A first event, relayed (by that pass or by a NOTIFY), shows the pass is over; from then on
+    # only a NOTIFY wakes the relay before its next poll, ten minutes away.
+    await stage_events(pool, [refund_requested("pay_notified", 1)])
+    await eventually(lambda: _all_sent(pool), timeout=20)
 
-    await stage_events(pool, [refund_requested("pay_notified")])
+    await stage_events(pool, [refund_requested("pay_notified", 2)])
 
-    records = await read_topic(settings.kafka_bootstrap_servers, requested_topic(settings), expected=1, timeout=20)
-    assert len(records) == 1
+    records = await read_topic(settings.kafka_bootstrap_servers, requested_topic(settings), expected=2, timeout=20)
+    assert [headers_of(r)["ce_sequence"] for r in records] == ["1", "2"]
 
 
 async def test_relay_crash_after_broker_ack_redelivers_but_the_effect_happens_once(
@@ -366,6 +370,8 @@ async def test_one_payments_events_are_handled_in_order_across_partitions_and_tw
 ) -> None:
     running.append(await start_probe(settings, instance="a"))
     running.append(await start_probe(settings, instance="b"))
+    # Both in the group before any event: else a handles them all while b is still joining (a loaded machine).
+    await eventually(lambda: _joined([r.consumer for r in running], settings.topic_partitions), timeout=90)
     payments = [f"pay_order_{i}" for i in range(12)]
     # Interleave the payments' events, as concurrent traffic would.
     await stage_events(pool, [refund_requested(p, n) for n in range(1, 9) for p in payments])
