@@ -165,8 +165,15 @@ async def test_410_disables_the_endpoint_and_alerts_the_team(world: World) -> No
     row = await world.pool.fetchrow("SELECT enabled, disabled_reason FROM webhook_endpoints WHERE id = $1", endpoint)
     assert row is not None and not row["enabled"] and "410" in row["disabled_reason"]
 
-    await world.feed.publish(succeeded(m))
-    await asyncio.sleep(1.5)
+    later = await world.feed.publish(succeeded(m))
+
+    async def handled() -> bool:  # its deliveries are queued in the transaction that records it in the inbox
+        return bool(await world.pool.fetchval("SELECT 1 FROM inbox WHERE event_id = $1", later.id))
+
+    await eventually(handled)
+    # Exact, however late a send would come: nothing is queued for the endpoint, so nothing more can go to it.
+    queued = await world.pool.fetchval("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1", endpoint)
+    assert queued == 1, "nothing more is queued for a disabled endpoint"
     assert len(world.http.received[name]) == 1, "nothing more goes to a disabled endpoint"
 
 
