@@ -21,8 +21,10 @@ from refundflow_shared.events import (
     dlq_topic,
     topic_for,
 )
+from tests.support.dashboard_people import merchant_with_owner
 from tests.support.intake_harness import Headers, IntakeUnderTest, running_intake
 from tests.support.kafka_reader import dead_letter_of
+from tests.support.portal_customers import Customer, link_for
 from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -336,3 +338,43 @@ async def test_an_external_refund_follows_the_provider_from_pending_to_succeeded
         {"paid": 10_000, "refunded": 0, "held": 0, "available": 10_000},
         (0, 10_000),
     )
+
+
+async def test_an_external_refund_past_the_payments_amount_is_recorded_as_the_provider_reports_it(
+    intake: IntakeUnderTest,
+) -> None:
+    # The sync scan lists newest first: a new refund can come before an older one's move from succeeded to failed.
+    merchant, owner = await merchant_with_owner(intake)
+    merchant_id = await intake.merchant_id(merchant)
+    payment = await intake.payment(merchant, amount=10_000)
+
+    def detected(status: Literal["pending", "succeeded", "failed"], provider_refund_id: str) -> Any:
+        return RefundExternalDetected(
+            payment_id=payment["id"],
+            merchant_id=merchant_id,
+            amount=10_000,
+            currency="EUR",
+            provider_refund_id=provider_refund_id,
+            provider_payment_id=payment["provider_payment_id"],
+            status=status,
+        )
+
+    older, newer = f"re_dash_{uuid.uuid4().hex[:8]}", f"re_dash_{uuid.uuid4().hex[:8]}"
+    await handled(intake, await intake.publish(detected("succeeded", older)))
+    await handled(
+        intake, await intake.publish(detected("pending", newer)), await intake.publish(detected("succeeded", newer))
+    )
+
+    # Refunded twice over for a while: shown as it is, nothing left to ask for, every page still opens.
+    paid = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
+    assert (paid["status"], paid["refunded_amount"], paid["refundable_amount"]) == ("refunded", 20_000, 0)
+    assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 20_000, "held": 0, "available": -10_000}
+    assert (await owner.page("/dashboard/payments")).status_code == 200
+    assert (await owner.page("/dashboard/balance")).status_code == 200
+    portal = await Customer(intake, f"/portal/{(await link_for(intake, merchant, payment['id']))['token']}").open()
+    assert portal.status_code == 200, portal.text[:300]
+
+    await handled(intake, await intake.publish(detected("failed", older)))
+    paid = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
+    assert (paid["status"], paid["refunded_amount"], paid["refundable_amount"]) == ("refunded", 10_000, 0)
+    assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 10_000, "held": 0, "available": 0}

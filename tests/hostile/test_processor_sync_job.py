@@ -12,9 +12,15 @@ from typing import Any
 import pytest
 import stripe
 
-from refundflow_processor.payment_provider import ProviderRefund, ProviderSubscription, ProviderUnavailable
+from refundflow_processor.payment_provider import (
+    PaymentProvider,
+    ProviderRefund,
+    ProviderSubscription,
+    ProviderUnavailable,
+)
 from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.refund_sync import RefundSync
+from refundflow_processor.stripe_provider import StripeProvider
 from refundflow_shared.events import PaymentSucceeded, Product
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import ProcessorUnderTest, approval, payment_intent, running_processor
@@ -209,7 +215,7 @@ class SlowProvider:
         raise ProviderUnavailable("not in this test")
 
 
-def another_instance(processor: ProcessorUnderTest, provider: SlowProvider) -> RefundSync:
+def another_instance(processor: ProcessorUnderTest, provider: PaymentProvider) -> RefundSync:
     """The sync job of another processor instance, on the same database."""
     settings = processor.settings
     pause = ProviderPause("refunds", settings.provider_auth_pause_seconds, settings.provider_auth_pause_max_seconds)
@@ -271,3 +277,37 @@ async def test_two_instances_never_poll_one_pending_refund_together(
 
         await asyncio.gather(first.poll_pending_refunds(), second.poll_pending_refunds())
         assert provider.calls == dict.fromkeys(pending, 1), "each pending refund asked about once"
+
+
+async def test_a_scan_reports_an_older_refunds_failure_before_a_newer_refund(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The provider lists refunds newest first: reported in that order, a new refund would reach intake before an
+    older one's failure, and the payment would look refunded past its amount meanwhile."""
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, webhooks=False, **ONE_RUN) as processor:
+        payment = paid(payment_intent())
+        await registered(processor, [payment])
+        settings = processor.settings
+        stripe_api = StripeProvider(
+            settings.stripe_api_key.get_secret_value(), settings.stripe_api_base, settings.stripe_timeout_seconds
+        )
+        try:
+            scan = another_instance(processor, stripe_api)
+            dashboard = stripe.StripeClient("sk_test_dashboard", base_addresses={"api": processor.sandbox_url})
+            older = await dashboard.v1.refunds.create_async(
+                params={"payment_intent": payment.provider_payment_id, "amount": 10_000}
+            )
+            await scan.scan_payments()
+            await processor.sandbox("POST", f"refunds/{older.id}/fail")
+            newer = await dashboard.v1.refunds.create_async(
+                params={"payment_intent": payment.provider_payment_id, "amount": 10_000}
+            )
+            await scan.scan_payments()
+
+            reported = [
+                (r["provider_refund_id"], r["status"])
+                for r in await processor.staged("refund.external_detected", about=payment.payment_id)
+            ]
+            assert reported == [(older.id, "succeeded"), (older.id, "failed"), (newer.id, "succeeded")]
+        finally:
+            await stripe_api.close()

@@ -95,7 +95,7 @@ class PaymentProvider(Protocol):
         ...
 
     async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
-        """Every refund the provider holds for the payment, whoever made it."""
+        """Every refund the provider holds for the payment, whoever made it, newest first (as Stripe lists them)."""
         ...
 
     async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:

@@ -139,7 +139,9 @@ class RefundSync:
         ours = await repository.refund_statuses(conn, payment.payment_id)
         made_by_our_attempts = await payment_repository.known_provider_refund_ids(conn, payment.payment_id)
         published = 0
-        for reported in at_provider:
+        # Oldest first: an older refund's failure reaches intake before a newer refund, so the payment never looks
+        # refunded past its amount meanwhile.
+        for reported in reversed(at_provider):
             if reported.id in made_by_our_attempts:
                 published += await apply_provider_update(
                     conn, reported, policy=self._policy, provider=self._provider.name
