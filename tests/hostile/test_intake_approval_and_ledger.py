@@ -281,6 +281,25 @@ async def test_a_reversed_refund_gives_back_the_payment_and_the_balance_once(int
     assert [r["id"] for r in listed["data"]] == [refund["id"]]
 
 
+async def test_a_failure_reported_for_a_refund_that_succeeded_reverses_it(intake: IntakeUnderTest) -> None:
+    # After a processor restore, it adopts its refund, failed since: it cannot know we were told of its success.
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    payment = await intake.payment(merchant, amount=10_000)
+    refund = await approved(intake, merchant, payment["id"], 4_000)
+    await handled(intake, await intake.publish(outcome(RefundSucceeded, refund, merchant_id), source=PROCESSOR))
+
+    failures = [outcome(RefundFailed, refund, merchant_id) for _ in range(2)]  # told again: reversed once
+    await handled(intake, *[await intake.publish(failure, source=PROCESSOR) for failure in failures])
+
+    body = await shown(intake, merchant, f"/v1/refunds/{refund['id']}")
+    assert (body["status"], body["failure_reason"]) == ("reversed", "insufficient_funds")
+    assert [t["action"] for t in body["timeline"]][-1] == "reversed"
+    assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 0, "held": 0, "available": 10_000}
+    paid = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
+    assert (paid["status"], paid["refunded_amount"], paid["refundable_amount"]) == ("paid", 0, 10_000)
+
+
 async def test_a_reversal_of_a_refund_that_never_succeeded_is_dead_lettered(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     payment = await intake.payment(merchant)

@@ -9,6 +9,7 @@ import asyncpg
 from refundflow_intake import repository
 from refundflow_intake.domain import RefundStatus, check_transition
 from refundflow_intake.refund_decisions import locked_refund
+from refundflow_intake.repository import Row
 from refundflow_shared.consumer import TransientError
 from refundflow_shared.events import RefundReversed
 
@@ -22,8 +23,13 @@ async def record_refund_outcome(
     actor: str,
     failure_reason: str | None = None,
 ) -> None:
-    """Succeeded: the hold becomes a refund for good. Failed: the hold is released, the amount refundable again."""
+    """Succeeded: the hold becomes a refund for good. Failed: the hold is released, the amount refundable again; a
+    refund that had succeeded is reversed, once (after a restore, the processor adopts its refund as the provider
+    has it now and cannot know we were told of its success)."""
     refund, _ = await locked_refund(conn, refund_id, merchant_id)
+    if outcome is RefundStatus.FAILED and refund["status"] in (RefundStatus.SUCCEEDED, RefundStatus.REVERSED):
+        await _reverse(conn, refund, failure_reason, None, actor=actor)
+        return
     if not check_transition(RefundStatus(refund["status"]), outcome):
         return
     audit = repository.Audit(actor, failure_reason)
@@ -49,18 +55,24 @@ async def record_reversal(conn: asyncpg.Connection, data: RefundReversed, *, act
     if status is RefundStatus.PROCESSING:
         # refund.succeeded travels on another topic and may not be handled yet: try again in a moment.
         raise TransientError(f"refund {data.refund_id} is reversed before its success was recorded")
-    if not check_transition(status, RefundStatus.REVERSED):
+    await _reverse(conn, refund, data.failure_reason, data.failure_message, actor=actor)
+
+
+async def _reverse(
+    conn: asyncpg.Connection, refund: Row, failure_reason: str | None, failure_message: str | None, *, actor: str
+) -> None:
+    if not check_transition(RefundStatus(refund["status"]), RefundStatus.REVERSED):
         return
-    why = f"the provider failed the refund after it had succeeded: {data.failure_reason}"
-    if data.failure_message:
-        why += f" ({data.failure_message})"
+    why = f"the provider failed the refund after it had succeeded: {failure_reason}"
+    if failure_message:
+        why += f" ({failure_message})"
     audit = repository.Audit(actor, why, action="reversed")
     await repository.update_refund_status(
         conn,
-        data.refund_id,
+        refund["id"],
         RefundStatus.REVERSED,
         audit,
-        failure_reason=data.failure_reason,
+        failure_reason=failure_reason,
         refunded=-refund["amount"],
-        entries=[("refund_reversal", data.refund_id, refund)],
+        entries=[("refund_reversal", refund["id"], refund)],
     )
