@@ -95,6 +95,7 @@ PROCESSOR = ServiceContract(
     consumes=MappingProxyType(
         {
             E.PAYMENT_SUCCEEDED: "the payment's provider id and amount, kept to refund it later",
+            E.PAYMENT_DISPUTED: "a chargeback: an approved refund the provider does not hold yet is not made",
             E.REFUND_APPROVED: "a refund to make at the provider",
             E.SUBSCRIPTION_CANCEL_REQUESTED: "a subscription to cancel at the provider",
             E.SUBSCRIPTION_EXTENSION_GRANTED: "a subscription period to extend at the provider",

@@ -58,6 +58,7 @@ def attempt(
     key_age: timedelta = timedelta(seconds=5),
     refund_status: RefundStatus = RefundStatus.PROCESSING,
     mismatched_refund_id: str | None = None,
+    disputed: bool = False,
 ) -> Attempt:
     refund = replace(REFUND, provider_calls=provider_calls, status=refund_status)
     return replace(
@@ -69,6 +70,7 @@ def attempt(
         key_created_at=NOW - key_age,
         last_error="HTTP 503: down",
         mismatched_refund_id=mismatched_refund_id,
+        disputed=disputed,
     )
 
 
@@ -111,6 +113,12 @@ TABLE = [
         None,
         Reconcile("the key replays a server error"),
         id="N server errors in a row under one key reconcile",
+    ),
+    pytest.param(
+        attempt(disputed=True),
+        None,
+        Reconcile("the payment is disputed"),
+        id="a disputed payment's refund is never called, only looked up (its key may have been used before)",
     ),
     # The provider answered with a refund.
     pytest.param(attempt(), Answered(refund()), Succeed(refund()), id="a succeeded refund is recorded"),
@@ -238,6 +246,30 @@ TABLE = [
             mismatched_refund_id="re_9",
         ),
         id="no refund of ours under a key answered with one not ours: still unknown, never a new key nor failed",
+    ),
+    pytest.param(
+        attempt(disputed=True),
+        Reconciled(None),
+        Fail("payment_disputed", "the payment was disputed before the provider made the refund"),
+        id="a disputed payment's refund the provider does not hold fails, disputed",
+    ),
+    pytest.param(
+        attempt(disputed=True),
+        Reconciled(refund()),
+        Succeed(refund()),
+        id="a disputed payment's refund the provider made is adopted, never failed",
+    ),
+    pytest.param(
+        attempt(AttemptState.UNKNOWN, disputed=True, mismatched_refund_id="re_9"),
+        Reconciled(None),
+        Unknown(
+            1.0,
+            "key refund_ref_1_1 was answered with the provider's refund re_9, not ours, and the provider lists none"
+            " of ours",
+            alert="provider_answer_mismatch",
+            mismatched_refund_id="re_9",
+        ),
+        id="disputed, but a key answered with a refund not ours may still have made one: still unknown",
     ),
     pytest.param(
         attempt(provider_calls=8, tries=8),

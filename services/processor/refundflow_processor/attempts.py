@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 PROVIDER_REFUSED = "provider_refused"
 PROVIDER_UNAVAILABLE = "provider_unavailable"
+PAYMENT_DISPUTED = "payment_disputed"
 
 
 class AttemptState(StrEnum):
@@ -206,6 +207,9 @@ def next_step(attempt: Attempt, answer: ProviderAnswer | None, *, now: datetime,
     match answer:
         case None if attempt.state is AttemptState.UNKNOWN:
             return Reconcile("the outcome is unknown")
+        case None if attempt.disputed:
+            # Never a call: a key used before (a crash, a lost answer, a restore) may have made the refund.
+            return Reconcile("the payment is disputed")
         case None if key_expired:
             return Reconcile("the idempotency key outlived its lifetime")
         case None if budget_spent:
@@ -236,6 +240,8 @@ def next_step(attempt: Attempt, answer: ProviderAnswer | None, *, now: datetime,
                 f"key {attempt.idempotency_key} was answered with the provider's refund {attempt.mismatched_refund_id},"
                 " not ours, and the provider lists none of ours",
             )
+        case Reconciled(found=None) if attempt.disputed:
+            return Fail(PAYMENT_DISPUTED, "the payment was disputed before the provider made the refund")
         case Reconciled(found=None) if budget_spent:
             return GiveUp(attempt.last_error or "no answer within the retry budget")
         case Reconciled(found=None):

@@ -12,6 +12,7 @@ from refundflow_processor.refund_acceptance import accept_approved_refund
 from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.events import (
     Event,
+    PaymentDisputed,
     PaymentEventData,
     PaymentSucceeded,
     RefundApproved,
@@ -47,6 +48,12 @@ def register(consumer: EventConsumer) -> None:
         conn: asyncpg.Connection, event: Event, data: PaymentSucceeded, locked: dict[str, Payment]
     ) -> None:
         await remember_paid(conn, data, locked)
+
+    @consumer.handles(PaymentDisputed)
+    async def payment_disputed(conn: asyncpg.Connection, event: Event, data: PaymentDisputed) -> None:
+        # Read by the executor before each turn: a refund the provider does not hold yet is not made.
+        await payment_repository.record_dispute(conn, data.payment_id, data.merchant_id, data.dispute_id)
+        log.warning("payment_disputed", dispute_id=data.dispute_id)
 
     @consumer.handles(RefundApproved, prepare=lock_the_batchs_payments)
     async def refund_approved(

@@ -88,6 +88,17 @@ async def remember_payment(conn: asyncpg.Connection, payment: Payment, *, truste
     return PaymentClaim.KNOWN
 
 
+async def record_dispute(conn: asyncpg.Connection, payment_id: str, merchant_id: str, dispute_id: str | None) -> None:
+    """A chargeback of the payment named (by our id or the provider's), for the merchant named; the first one counts."""
+    await conn.execute(
+        "INSERT INTO payment_disputes (payment_id, merchant_id, dispute_id) VALUES ($1, $2, $3)"
+        " ON CONFLICT (payment_id, merchant_id) DO NOTHING",
+        payment_id,
+        merchant_id,
+        dispute_id,
+    )
+
+
 async def payments_with_provider_id(conn: asyncpg.Connection, provider_payment_id: str) -> list[Payment]:
     rows = await conn.fetch(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE provider_payment_id = $1", provider_payment_id

@@ -66,6 +66,7 @@ class Attempt:
     traceparent: str | None = None  # the trace the attempt continues (of the approval that scheduled it)
     # The provider answered the key with this refund, and it was not ours: a refund may exist under the key.
     mismatched_refund_id: str | None = None
+    disputed: bool = False  # billing reported a chargeback of the payment: no refund may be made any more
 
 
 @dataclass(frozen=True)

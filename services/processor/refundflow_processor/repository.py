@@ -25,7 +25,10 @@ _REFUND_COLUMNS = (
 _ATTEMPT_COLUMNS = (
     f"{_REFUND_COLUMNS}, a.attempt, a.idempotency_key, a.state, a.tries, a.server_errors,"
     " a.created_at AS key_created_at, a.provider_refund_id AS attempt_provider_refund_id, a.lease_id, a.last_error,"
-    " a.traceparent, a.mismatched_refund_id"
+    " a.traceparent, a.mismatched_refund_id,"
+    # A dispute by the refund's merchant naming its payment by our id or the provider's (as intake matches them).
+    " EXISTS (SELECT FROM payment_disputes d WHERE d.merchant_id = r.merchant_id"
+    "  AND d.payment_id IN (r.payment_id, r.provider_payment_id)) AS disputed"
 )
 _RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
 # An outcome is written under its payment's lock: the payment's totals it reports count every outcome recorded
@@ -80,6 +83,7 @@ def _attempt(row: asyncpg.Record) -> Attempt:
         last_error=row["last_error"],
         traceparent=row["traceparent"],
         mismatched_refund_id=row["mismatched_refund_id"],
+        disputed=row["disputed"],
     )
 
 
