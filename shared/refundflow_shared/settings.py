@@ -17,6 +17,7 @@ from refundflow_shared.secret_box import parse_key_ring
 REFUND_PATH_FETCH_MAX_WAIT_MS = 250
 FetchMaxWaitMs = Annotated[int, Field(ge=1, le=10_000)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -96,14 +97,19 @@ class ServiceSettings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_name_in_any_case(cls, level: object) -> object:
-        return level.upper() if isinstance(level, str) else level
+        # The standard library's other names (WARN, FATAL) worked before the names were checked.
+        if isinstance(level, str):
+            return _LEVEL_ALIASES.get(level.upper(), level.upper())
+        return level
 
     @field_validator("webhook_secret_key", "webhook_secret_keys")
     @classmethod
     def _a_well_formed_key_ring(cls, keys: SecretStr | None) -> SecretStr | None:
-        # Checked here, so a bad ring stops the process with the settings' errors, not at its first seal.
-        if keys is not None:
-            parse_key_ring(keys.get_secret_value())  # its errors name key ids, never a key
+        # Checked here, so a bad ring stops the process with the settings' errors, not at its first seal. Empty is
+        # no key, as it always was (compose files pass ``${WEBHOOK_SECRET_KEY:-}``).
+        if keys is None or not keys.get_secret_value():
+            return None
+        parse_key_ring(keys.get_secret_value())  # its errors name key ids, never a key
         return keys
 
     @model_validator(mode="after")

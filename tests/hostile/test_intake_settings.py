@@ -68,6 +68,11 @@ def test_a_public_url_may_have_a_path_and_a_port() -> None:
     assert loopback_public_urls(configured) == {}
 
 
+def test_an_empty_portal_url_falls_back_to_the_dashboards_as_it_did() -> None:
+    """Compose files pass ``${PORTAL_PUBLIC_URL:-}``: empty meant "the dashboard's address", and still does."""
+    assert settings(portal_public_url="").portal_public_url is None
+
+
 def test_loopback_public_urls_are_named_for_the_start_up_warning() -> None:
     assert loopback_public_urls(settings()) == {"DASHBOARD_PUBLIC_URL": "http://127.0.0.1:8000"}
     local = settings(dashboard_public_url="https://dash.example.com", portal_public_url="http://localhost:8000")

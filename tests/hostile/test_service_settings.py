@@ -73,3 +73,14 @@ def test_a_log_level_is_one_of_the_standard_names_in_any_case() -> None:
     assert ServiceSettings(log_level="Warning").log_level == "WARNING"
     with pytest.raises(ValidationError, match="log_level"):
         ServiceSettings(log_level="verbose")
+
+
+def test_the_standard_librarys_other_names_for_levels_are_still_taken() -> None:
+    """WARN and FATAL worked before the names were checked: a deployment that sets them must still start."""
+    assert ServiceSettings(log_level="warn").log_level == "WARNING"
+    assert ServiceSettings(log_level="FATAL").log_level == "CRITICAL"
+
+
+def test_an_empty_secret_key_means_none_as_it_did() -> None:
+    """Compose files pass ``${WEBHOOK_SECRET_KEY:-}``: empty was no key before the ring was checked, and still is."""
+    assert ServiceSettings(webhook_secret_key="", webhook_secret_keys="").webhook_secret_key is None

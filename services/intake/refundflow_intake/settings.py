@@ -55,6 +55,11 @@ class IntakeSettings(ServiceSettings):
         default=20, ge=1, description="invites and resends per merchant (each is an email), across all replicas"
     )
 
+    @field_validator("portal_public_url", mode="before")
+    @classmethod
+    def _empty_is_the_dashboards(cls, url: object) -> object:
+        return None if url == "" else url  # compose files pass ${PORTAL_PUBLIC_URL:-}: empty meant "not set"
+
     @field_validator("dashboard_public_url", "portal_public_url")
     @classmethod
     def _an_absolute_web_address(cls, url: str | None, info: ValidationInfo) -> str | None:
