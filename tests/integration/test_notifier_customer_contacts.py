@@ -143,23 +143,29 @@ async def test_a_batch_remembers_the_first_event_of_each_payment_in_one_statemen
 async def test_settings_older_than_those_held_change_nothing_and_newer_ones_do_after_intakes_numbers_restarted(
     pool: asyncpg.Pool,
 ) -> None:
-    """A dead letter replayed late is older than what was handled since: it changes nothing. After intake's
-    database is restored its numbers for the merchant restart from the backup's, but its announcements are still
-    newer than what the notifier holds: they are taken (ordered by time, then by number)."""
+    """A dead letter replayed late is older than what was handled since: it changes nothing. Intake numbers a
+    merchant's events in commit order, so the next number wins even from a replica whose clock is behind. After
+    intake's database is restored its numbers restart from the backup's; its announcements, made well after what
+    the notifier holds, are still taken."""
     defaults = NotifierSettings()
     now = datetime.now(UTC)
 
     def configured(team_email: str) -> NotificationSettingsConfigured:
         return NotificationSettingsConfigured(merchant_id="mer_order", team_email=team_email)
 
+    async def held() -> str | None:
+        async with pool.acquire() as conn:
+            return (await merchant_settings.preferences(conn, defaults, "mer_order")).team_email
+
     async with pool.acquire() as conn:
         await merchant_settings.save(conn, configured("new@example.com"), at=now, sequence=50)
         await merchant_settings.save(conn, configured("replayed@example.com"), at=now - timedelta(hours=1), sequence=40)
-        held = await merchant_settings.preferences(conn, defaults, "mer_order")
-        assert held.team_email == "new@example.com", "a replayed older announcement changed the settings"
+    assert await held() == "new@example.com", "a replayed older announcement changed the settings"
 
-        await merchant_settings.save(
-            conn, configured("after-restore@example.com"), at=now + timedelta(hours=1), sequence=3
-        )
-        held = await merchant_settings.preferences(conn, defaults, "mer_order")
-        assert held.team_email == "after-restore@example.com", "intake's announcement after its restore was ignored"
+    async with pool.acquire() as conn:
+        await merchant_settings.save(conn, configured("skewed@example.com"), at=now - timedelta(seconds=2), sequence=51)
+    assert await held() == "skewed@example.com", "the next announcement, from a replica whose clock is behind, was lost"
+
+    async with pool.acquire() as conn:
+        await merchant_settings.save(conn, configured("restored@example.com"), at=now + timedelta(hours=1), sequence=3)
+    assert await held() == "restored@example.com", "intake's announcement after its restore was ignored"
