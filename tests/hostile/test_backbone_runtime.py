@@ -71,6 +71,45 @@ async def test_dead_letter_topics_keep_their_records_as_long_as_the_inboxes_reme
     assert configs["retention.ms"] == str(int(runtime.settings.inbox_retention_days * 86_400_000))
 
 
+async def test_dead_letter_topics_an_older_version_created_are_raised_to_what_the_inboxes_remember_at_start(
+    postgres_url: str, kafka_bootstrap: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # An older version created the dead-letter topics with TOPIC_RETENTION_DAYS (7 days) or without retention.ms (the
+    # broker's default: 7 days on Kafka); an operator made another keep its records forever. The new version's start
+    # raises the first two to INBOX_RETENTION_DAYS, leaves the other, and keeps the topics' other settings.
+    settings = probe_settings(await create_database(postgres_url), kafka_bootstrap, f"t{uuid.uuid4().hex[:10]}.")
+    requested, approved, failed = (
+        dlq_topic(topic_for(t, settings.topic_prefix)) for t in ("refund.requested", "refund.approved", "refund.failed")
+    )
+    week = 7 * 86_400_000
+    await ensure_topics(
+        kafka_bootstrap, [requested], settings.topic_partitions, min_insync_replicas=1, retention_ms=week
+    )
+    await ensure_topics(kafka_bootstrap, [approved], settings.topic_partitions)
+    await ensure_topics(kafka_bootstrap, [failed], settings.topic_partitions, retention_ms=-1)
+    runtime = await start_probe(settings, consume=False)
+    await runtime.stop()
+
+    configs = await _topic_configs(kafka_bootstrap, [requested, approved, failed])
+    inboxes = str(int(settings.inbox_retention_days * 86_400_000))
+    assert [configs[t].get("retention.ms") for t in (requested, approved, failed)] == [inboxes, inboxes, "-1"]
+    assert configs[requested]["min.insync.replicas"] == "1"
+    raised = [
+        json.loads(line) for line in capfd.readouterr().out.splitlines() if "dead_letter_retention_raised" in line
+    ]
+    assert {line["topic"]: line["previous_retention_ms"] for line in raised} == {requested: week, approved: None}
+
+
+async def _topic_configs(bootstrap_servers: str, topics: list[str]) -> dict[str, dict[str, str]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+    finally:
+        await admin.close()
+    return {name: {key: value for key, value, *_ in entries} for _, _, _, name, entries in response.resources}
+
+
 async def test_topics_of_unequal_partition_counts_are_reported_at_start(
     postgres_url: str, kafka_bootstrap: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
