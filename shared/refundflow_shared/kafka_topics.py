@@ -5,6 +5,7 @@ gives an instance the same numbers of every topic, so one payment's events all r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -70,15 +71,41 @@ async def ensure_topics(
         await admin.close()
 
 
-async def partition_counts(bootstrap_servers: str, topics: Iterable[str]) -> dict[str, int]:
-    """How many partitions each of the (existing) topics has."""
+def read_partition_counts(described: Iterable[Mapping[str, Any]]) -> tuple[dict[str, int], list[str]]:
+    """How many partitions each described topic has, and the topics the broker could not describe: an error (unknown
+    topic, no leader yet) or no partitions, as a broker whose metadata is behind answers right after a creation."""
+    counts: dict[str, int] = {}
+    unread: list[str] = []
+    for topic in described:
+        if topic["error_code"] != 0 or not topic["partitions"]:
+            unread.append(topic["topic"])
+        else:
+            counts[topic["topic"]] = len(topic["partitions"])
+    return counts, unread
+
+
+async def partition_counts(
+    bootstrap_servers: str, topics: Iterable[str], *, attempts: int = 5, pause_seconds: float = 0.2
+) -> dict[str, int]:
+    """How many partitions each of the (existing) topics has. A topic the broker cannot describe is asked again
+    ``attempts`` times in all, then left out (and logged): counted as 0, it looked like a partition count differing."""
+    counts: dict[str, int] = {}
+    unread = sorted(set(topics))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
-        described = await admin.describe_topics(sorted(set(topics)))
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(pause_seconds)
+            read, unread = read_partition_counts(await admin.describe_topics(unread))
+            counts |= read
+            if not unread:
+                break
     finally:
         await admin.close()
-    return {topic["topic"]: len(topic["partitions"]) for topic in described}
+    if unread:
+        log.warning("topic_partitions_unread", topics=unread, attempts=attempts)
+    return counts
 
 
 def retentions_below(retentions: Mapping[str, str | None], retention_ms: int) -> dict[str, int | None]:

@@ -105,7 +105,9 @@ class ServiceRuntime:
     async def _check_partition_counts(self) -> None:
         """Show each of the service's topics' partition count; log an error when they differ (a payment's events then
         reach different instances: lock waits, ordered emails waiting out their fallback). It still starts: a topic an
-        operator grew must not stop every instance; the RefundflowTopicPartitionsDiffer alert asks for equal counts."""
+        operator grew must not stop every instance; the RefundflowTopicPartitionsDiffer alert asks for equal counts.
+        A topic the broker could not describe (its metadata behind a creation just made) is neither shown nor compared:
+        as 0, its gauge kept the alert firing until a restart."""
         prefix = self.settings.topic_prefix
         topics = [topic_for(t, prefix) for t in (*self.contract.consumes, *self.contract.publishes)]
         counts = await partition_counts(self.settings.kafka_bootstrap_servers, topics)

@@ -1,11 +1,12 @@
-"""Which dead-letter topics get their retention raised at start, and what a refusal tells the operator."""
+"""Which dead-letter topics get their retention raised at start, what a refusal tells the operator, and which
+topics' partition counts are compared."""
 
 from __future__ import annotations
 
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import LeaderNotAvailableError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 from structlog.testing import capture_logs
 
-from refundflow_shared.kafka_topics import report_retention_raises, retentions_below
+from refundflow_shared.kafka_topics import read_partition_counts, report_retention_raises, retentions_below
 
 WEEK, MONTH = 7 * 86_400_000, 30 * 86_400_000
 
@@ -29,3 +30,21 @@ def test_a_refused_raise_is_a_warning_naming_the_topic_and_what_to_set() -> None
     assert warning["event"] == "dead_letter_retention_not_raised"
     assert (warning["topic"], warning["set"]) == ("b.dlq", f"retention.ms={MONTH}")
     assert warning["error"] == "TopicAuthorizationFailedError"
+
+
+def test_a_topic_the_broker_cannot_describe_yet_is_left_out_not_counted_as_no_partitions() -> None:
+    # Right after its creation, a broker whose metadata is behind answers for a topic with an error and no partitions:
+    # counted as 0, it made the counts differ (and the gauge show 0) until the next start.
+    def partitions(count: int, error: int = 0) -> dict[str, object]:
+        return {"error_code": error, "partitions": [{"error_code": error, "partition": n} for n in range(count)]}
+
+    described = [
+        {"topic": "refund.requested", **partitions(6)},
+        {"topic": "refund.approved", **partitions(0, UnknownTopicOrPartitionError.errno)},
+        {"topic": "refund.failed", **partitions(0, LeaderNotAvailableError.errno)},
+        {"topic": "refund.succeeded", **partitions(0)},
+        {"topic": "team_alert.raised", **partitions(6)},
+    ]
+    counts, unread = read_partition_counts(described)
+    assert counts == {"refund.requested": 6, "team_alert.raised": 6}
+    assert unread == ["refund.approved", "refund.failed", "refund.succeeded"]
