@@ -14,7 +14,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.errors import IncompatibleBrokerVersion, TopicAlreadyExistsError, UnsupportedVersionError, for_code
+from aiokafka.errors import (
+    IncompatibleBrokerVersion,
+    KafkaError,
+    TopicAlreadyExistsError,
+    UnsupportedVersionError,
+    for_code,
+)
 
 from refundflow_shared.events import EventType, dlq_topic, topic_for
 from refundflow_shared.kafka_config_requests import SET, IncrementalAlterConfigsRequest
@@ -143,12 +149,31 @@ async def raise_dead_letter_retentions(bootstrap_servers: str, topics: Iterable[
     An older version created dead-letter topics keeping 7 days, and topics that exist are not created again. The
     raise sets retention.ms alone (an incremental alter: the topic's other settings stay); a broker refusing it
     (ACLs) gets a warning naming the topic and the setting, and the service starts all the same."""
+    topics = sorted(set(topics))
+    try:
+        answers, below = await _raise_retentions(bootstrap_servers, topics, retention_ms)
+    except KafkaError as exc:  # best effort: the service starts, and the operator is told what to set
+        log.warning(
+            "dead_letter_retention_not_raised",
+            topics=topics,
+            error=type(exc).__name__,
+            set=f"retention.ms={retention_ms}",
+        )
+        return
+    for topic in report_retention_raises(answers, retention_ms):
+        log.info(
+            "dead_letter_retention_raised", topic=topic, previous_retention_ms=below[topic], retention_ms=retention_ms
+        )
+
+
+async def _raise_retentions(
+    bootstrap_servers: str, topics: list[str], retention_ms: int
+) -> tuple[list[tuple[str, int, str | None]], dict[str, int | None]]:
+    """The answers to raising the retention of those of ``topics`` keeping less, and what those kept."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
-        [described] = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, t) for t in sorted(set(topics))]
-        )
+        [described] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
         retentions: dict[str, str | None] = {}
         answers = []  # (topic, error code, message): of the topics that could not be read, then of those raised
         for code, message, _, name, entries in described.resources:
@@ -161,10 +186,7 @@ async def raise_dead_letter_retentions(bootstrap_servers: str, topics: Iterable[
             answers += await _set_retentions(admin, list(below), retention_ms)
     finally:
         await admin.close()
-    for topic in report_retention_raises(answers, retention_ms):
-        log.info(
-            "dead_letter_retention_raised", topic=topic, previous_retention_ms=below[topic], retention_ms=retention_ms
-        )
+    return answers, below
 
 
 async def _set_retentions(

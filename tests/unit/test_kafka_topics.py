@@ -6,7 +6,12 @@ from __future__ import annotations
 from aiokafka.errors import LeaderNotAvailableError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 from structlog.testing import capture_logs
 
-from refundflow_shared.kafka_topics import read_partition_counts, report_retention_raises, retentions_below
+from refundflow_shared.kafka_topics import (
+    raise_dead_letter_retentions,
+    read_partition_counts,
+    report_retention_raises,
+    retentions_below,
+)
 
 WEEK, MONTH = 7 * 86_400_000, 30 * 86_400_000
 
@@ -48,3 +53,11 @@ def test_a_topic_the_broker_cannot_describe_yet_is_left_out_not_counted_as_no_pa
     counts, unread = read_partition_counts(described)
     assert counts == {"refund.requested": 6, "team_alert.raised": 6}
     assert unread == ["refund.approved", "refund.failed", "refund.succeeded"]
+
+
+async def test_a_raise_that_cannot_reach_the_broker_is_a_warning_and_the_start_goes_on() -> None:
+    # Best effort: the dead letters' retention is the operator's to set when the service cannot (README, Upgrading).
+    with capture_logs() as logs:
+        await raise_dead_letter_retentions("127.0.0.1:1", ["a.dlq"], MONTH)
+    [warning] = [entry for entry in logs if entry["event"] == "dead_letter_retention_not_raised"]
+    assert (warning["topics"], warning["set"]) == (["a.dlq"], f"retention.ms={MONTH}")
