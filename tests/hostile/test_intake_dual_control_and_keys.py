@@ -54,6 +54,43 @@ async def test_a_second_approver_must_approve_the_same_amount_or_the_approval_st
     assert [e["amount"] for e in await intake.staged("refund.approved", payment["id"])] == [5_000]
 
 
+async def test_the_first_approvers_approval_sent_again_after_a_second_approver_completed_it_is_a_repeat(
+    intake: IntakeUnderTest,
+) -> None:
+    """The first approver's note to the customer went only to the timeline; the decision recorded the completing
+    approver's. Its retry (an ERP after a timeout) is its own approval again: 200, and nothing changes."""
+    merchant, owner = await merchant_with_owner(intake)
+    policy = {"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
+    await intake.client.put("/v1/refund-policy", headers=merchant, json=policy)
+    payment = await intake.payment(merchant, amount=9_000)
+    refund = await intake.refund(merchant, payment["id"], amount=5_000)
+    approve = f"/v1/refunds/{refund['id']}/approve"
+    told = {"note_to_customer": "On its way."}
+
+    first = await intake.client.post(approve, headers=merchant, json=told)
+    assert (first.status_code, first.json()["status"]) == (200, "pending")
+    page = f"/dashboard/refunds/{refund['id']}"
+    await owner.post_form(page, f"{page}/approve", {"amount": "50.00"})  # no notes
+    for repeat in (told, {"amount": 5_000, **told}, None):
+        again = await intake.client.post(approve, headers=merchant, json=repeat)
+        assert again.status_code == 200, (repeat, again.text)
+        assert again.json()["status"] == "processing"
+    other_amount = await intake.client.post(approve, headers=merchant, json={"amount": 2_000, **told})
+    assert other_amount.status_code == 409, other_amount.text
+    assert other_amount.json()["error"]["code"] == "invalid_status_transition"
+
+    issued = await intake.client.post(
+        f"/v1/merchants/{await intake.merchant_id(merchant)}/api-keys", headers=ADMIN, json={"name": "colleague"}
+    )
+    never_approved = {"Authorization": f"Bearer {issued.json()['api_key']}"}
+    asks_another = await intake.client.post(approve, headers=never_approved, json=told)
+    assert asks_another.status_code == 409, asks_another.text
+    assert asks_another.json()["error"]["code"] == "invalid_status_transition"
+    decided = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    assert (decided["amount"], decided["customer_note"]) == (5_000, None)
+    assert [e["amount"] for e in await intake.staged("refund.approved", payment["id"])] == [5_000]
+
+
 async def test_a_key_cannot_revoke_the_last_live_key_of_its_merchant(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     [own] = (await intake.client.get("/v1/api-keys", headers=merchant)).json()["data"]

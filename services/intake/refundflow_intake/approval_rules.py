@@ -54,6 +54,8 @@ class Decided:
     extend_days: int | None
     note: str | None
     note_to_customer: str | None
+    # Who approved the decided amount before another completed the approval: theirs went only to the timeline.
+    earlier_approvers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,12 @@ def _cancel_conflict() -> ExtensionConflictsWithCancel:
 def _check_repeats_the_approval(context: ApprovalContext, ask: ApprovalAsk) -> None:
     """An approval of a refund already approved is a repeat when it asks nothing else (what it leaves out, it does
     not ask); one asking another amount, action, extension or note is refused: answered as done, it was dropped
-    (someone approving from a page opened before another person decided, say)."""
+    (someone approving from a page opened before another person decided, say). An approver who approved the
+    decided amount before another completed it repeats its own approval, whatever else it asks: the decision
+    recorded the completing approver's action and notes, not its."""
     decided = context.decided or Decided(None, None, None, None)
+    if ask.actor in decided.earlier_approvers and ask.amount in (None, context.requested):
+        return
     asked = {
         "amount": (ask.amount, context.requested),
         "subscription action": (ask.subscription_action, decided.subscription_action),

@@ -82,7 +82,7 @@ async def approve_refund(
         approvals=standing.approvals,
         customer_keeps_subscription=refund["cancel_subscription"] is False,
         subscription_ended=payment["subscription_ended"],
-        decided=None if status is RefundStatus.PENDING else _decided(refund),
+        decided=None if status is RefundStatus.PENDING else await _decided(conn, refund),
     )
     policy = standing.policy
     ask = ApprovalAsk(
@@ -102,13 +102,14 @@ async def approve_refund(
     await _apply(conn, refund, payment, decision, actor=actor, told=told)
 
 
-def _decided(refund: Row) -> Decided:
+async def _decided(conn: asyncpg.Connection, refund: Row) -> Decided:
     action = refund["subscription_action"]
     return Decided(
         subscription_action=SubscriptionAction(action) if action else None,
         extend_days=refund["extend_days"],
         note=refund["decision_note"],
         note_to_customer=refund["customer_note"],
+        earlier_approvers=await repository.approvers_before_the_decision(conn, refund),
     )
 
 

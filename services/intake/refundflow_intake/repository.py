@@ -414,6 +414,18 @@ def _add_approval(row: str) -> str:
     )
 
 
+async def approvers_before_the_decision(conn: asyncpg.Connection, refund: Row) -> frozenset[str]:
+    """Who approved the decided ``refund``'s amount before its decision (the one who completed it approved with
+    the decision, at its ``decided_at``)."""
+    rows = await conn.fetch(
+        "SELECT actor FROM refund_approvals WHERE refund_id = $1 AND amount = $2 AND approved_at < $3",
+        refund["id"],
+        refund["amount"],
+        refund["decided_at"],
+    )
+    return frozenset(row["actor"] for row in rows)
+
+
 async def record_decision(
     conn: asyncpg.Connection,
     refund_id: str,
