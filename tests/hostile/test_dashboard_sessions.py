@@ -223,3 +223,23 @@ async def test_a_password_reset_while_a_sign_in_checks_the_old_password_wins(int
     answer = await signing_in
     assert answer.status_code == 401 and SESSION_COOKIE not in answer.cookies
     assert (await sign_in(intake, owner.email, "a new password, after a reset")).status_code == 303
+
+
+async def test_two_sign_ins_at_once_on_a_hash_due_for_a_rehash_both_start_a_session(intake: IntakeUnderTest) -> None:
+    """Both check the old hash and rehash it; one's rehash lands first and the other's then matches nothing: the
+    hash changed, but to one of the same password, so the other is still verified (a reset is not: see above)."""
+    _, owner = await merchant_with_owner(intake)
+    weaker = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
+    await intake.db.execute("UPDATE merchant_users SET password_hash = $2 WHERE email = $1", owner.email, weaker)
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    async with intake.db.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM merchant_users WHERE email = $1 FOR UPDATE", owner.email)
+        signing_in = [asyncio.ensure_future(sign_in(intake, owner.email)) for _ in range(2)]
+        while await intake.db.fetchval(waiting) < 2:  # both checked the old hash; both rehashes wait for the row
+            assert not any(s.done() for s in signing_in), [s.result().text[:300] for s in signing_in if s.done()]
+            await asyncio.sleep(0.02)
+    answers = await asyncio.gather(*signing_in)
+    assert [a.status_code for a in answers] == [303, 303], [a.text[:300] for a in answers]
+    assert all(SESSION_COOKIE in a.cookies for a in answers)
+    stored = await intake.db.fetchval("SELECT password_hash FROM merchant_users WHERE email = $1", owner.email)
+    assert stored != weaker and PasswordHasher().verify(stored, PASSWORD)

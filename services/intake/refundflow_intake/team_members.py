@@ -303,6 +303,19 @@ async def still_verified(conn: asyncpg.Connection, verified: Verified) -> bool:
     return bool(found)
 
 
+async def reverified(pool: asyncpg.Pool, verified: Verified, password: str) -> Verified | None:
+    """When ``still_verified`` found another hash: ``verified`` again, against the hash stored now, if ``password``
+    matches it (another sign-in rehashed the same password meanwhile), else None (a reset or a removal came). The
+    hash is checked with no connection held, as in ``authenticate``."""
+    async with pool.acquire() as conn:
+        stored = await conn.fetchval(
+            "SELECT password_hash FROM merchant_users WHERE id = $1 AND removed_at IS NULL", verified.member["id"]
+        )
+    if stored is None or not await passwords.verify(stored, password):
+        return None
+    return Verified(member=verified.member, password_hash=stored)
+
+
 async def change_role(conn: asyncpg.Connection, merchant_id: str, member_id: str, role: Role) -> Row:
     await lock_merchant(conn, merchant_id)  # two owners demoting each other cannot leave none
     member = await get_member(conn, merchant_id, member_id)

@@ -108,11 +108,31 @@ async def login(
     if verified is None:
         return _login_again(request, settings, email, target, no_match, 401)
     await _end_current_session(request, db)
-    async with db.transaction() as conn:
-        if not await team_members.still_verified(conn, verified):  # a reset or a removal came while it hashed
-            return _login_again(request, settings, email, target, no_match, 401)
-        session_id = await _start_session(conn, settings, verified.member["id"], now=now)
+    session_id = await _session_if_still_verified(db, settings, verified, password, now=now)
+    if session_id is None:  # a reset or a removal came while it hashed
+        return _login_again(request, settings, email, target, no_match, 401)
     return _with_session(settings, session_id, to=target)
+
+
+# Rounds of checking the password again after the hash changed: a rehash changes it once (to the current
+# parameters), so a few rounds are plenty; an account whose hash keeps changing is refused, as after a reset.
+_RECHECKS = 3
+
+
+async def _session_if_still_verified(
+    db: Db, settings: Settings, verified: team_members.Verified, password: str, *, now: datetime
+) -> str | None:
+    """A session if the password checked is still the account's, or None. A hash that changed since is checked
+    again, off the row's lock: another sign-in's rehash of the same password keeps it verified, a reset does not."""
+    for _ in range(_RECHECKS):
+        async with db.transaction() as conn:
+            if await team_members.still_verified(conn, verified):
+                return await _start_session(conn, settings, verified.member["id"], now=now)
+        again = await team_members.reverified(db.pool, verified, password)
+        if again is None:
+            return None
+        verified = again
+    return None
 
 
 def _login_again(
