@@ -158,6 +158,46 @@ async def test_the_subscription_keeps_the_latest_grants_records_and_the_merchant
     assert len(at_provider["metadata"]) == GRANT_RECORDS_KEPT + 1
 
 
+async def test_grant_records_leave_room_for_the_merchants_own_metadata(processor: ProcessorUnderTest) -> None:
+    """Stripe's 50 keys count the merchant's too: with 45 of theirs, the subscription keeps the records of the
+    latest 5 grants, and every grant is made."""
+    subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
+    merchants = {f"crm_field_{n}": "x" for n in range(45)}
+    client = stripe.StripeClient("sk_test_check", base_addresses={"api": processor.sandbox_url})
+    await client.v1.subscriptions.update_async(subscription_id, params={"metadata": merchants})
+    start = datetime.fromtimestamp((await provider_subscription(processor, subscription_id))["current_period_end"], UTC)
+    grants = [await processor.publish(grant(subscription_id, 1)) for _ in range(6)]
+
+    await extended(processor, subscription_id, len(grants))
+    at_provider = await provider_subscription(processor, subscription_id)
+    assert at_provider["trial_end"] == int((start + timedelta(days=len(grants))).timestamp())
+    kept = sorted(int(value) for key, value in at_provider["metadata"].items() if key.startswith("rf_ext_"))
+    assert kept == [int((start + timedelta(days=n)).timestamp()) for n in range(2, len(grants) + 1)]
+    assert {key: value for key, value in at_provider["metadata"].items() if not key.startswith("rf_ext_")} == merchants
+
+
+async def test_a_subscription_with_no_room_for_a_grant_record_is_extended_without_one(
+    processor: ProcessorUnderTest,
+) -> None:
+    """The merchant's own metadata takes all of Stripe's 50 keys: the grant is made all the same, unrecorded there
+    (only this database knows it was made, as before grants were recorded), and the merchant's keys stay as they
+    were."""
+    subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
+    merchants = {f"crm_field_{n}": "x" for n in range(50)}
+    client = stripe.StripeClient("sk_test_check", base_addresses={"api": processor.sandbox_url})
+    await client.v1.subscriptions.update_async(subscription_id, params={"metadata": merchants})
+    start = datetime.fromtimestamp((await provider_subscription(processor, subscription_id))["current_period_end"], UTC)
+    granted = grant(subscription_id, 7)
+    await processor.publish(granted)
+
+    [announced] = await extended(processor, subscription_id)
+    assert datetime.fromisoformat(announced["current_period_end"]) == start + timedelta(days=7)
+    at_provider = await provider_subscription(processor, subscription_id)
+    assert at_provider["trial_end"] == int((start + timedelta(days=7)).timestamp())
+    assert at_provider["metadata"] == merchants
+    assert await processor.staged("team_alert.raised", about=granted.payment_id) == []
+
+
 async def test_an_extension_seen_late_waits_for_the_one_already_under_way(processor: ProcessorUnderTest) -> None:
     """Two consumers record two grants of one subscription; the one whose transaction began first may commit last.
     It then looks older than an extension already halfway (its new period end fixed, the change still failing),

@@ -114,6 +114,7 @@ class SubscriptionExtension:
     lease_id: uuid.UUID | None = None
     to_customer: dict[str, Any] = field(default_factory=dict, compare=False)
     stale_grant_keys: tuple[str, ...] = ()  # older grants' records the change removes from the subscription
+    records_grant: bool = True  # False: the merchant's own metadata leaves no key for this grant's record
 
     @property
     def grant_key(self) -> str:

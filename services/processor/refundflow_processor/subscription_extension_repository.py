@@ -22,6 +22,7 @@ _COLUMNS = (
     "tries",
     "to_customer",
     "stale_grant_keys",
+    "records_grant",
 )
 _RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
 
@@ -85,16 +86,22 @@ async def lock_leased_extension(conn: asyncpg.Connection, extension: Subscriptio
 
 
 async def fix_until(
-    conn: asyncpg.Connection, extension: SubscriptionExtension, until: datetime, stale_grant_keys: list[str]
+    conn: asyncpg.Connection,
+    extension: SubscriptionExtension,
+    until: datetime,
+    stale_grant_keys: list[str],
+    *,
+    records_grant: bool,
 ) -> None:
-    """The new period end, and the older grants' records to remove, are decided: due again at once, for the change
-    itself."""
+    """The new period end, whether the change records the grant, and the older grants' records to remove, are
+    decided: due again at once, for the change itself."""
     await conn.execute(
-        "UPDATE subscription_extensions SET until = $2, stale_grant_keys = $3, next_try_at = now(),"
-        f" {_RELEASE} WHERE extension_id = $1",
+        "UPDATE subscription_extensions SET until = $2, stale_grant_keys = $3, records_grant = $4,"
+        f" next_try_at = now(), {_RELEASE} WHERE extension_id = $1",
         extension.extension_id,
         until,
         stale_grant_keys,
+        records_grant,
     )
     await conn.execute("SELECT pg_notify($1, '')", EXTENSIONS_CHANNEL)
 

@@ -8,7 +8,9 @@ dispatcher executes it in two leased steps, each one provider call.
 
 A grant read again after a restore of this database (and ``consumer rewind``) finds its record on the subscription
 at step 1: it was made, and is not made again. The subscription keeps the records of its latest
-``GRANT_RECORDS_KEPT`` grants (Stripe keeps 50 metadata keys, some the merchant's): step 2 removes older ones.
+``GRANT_RECORDS_KEPT`` grants, fewer when the merchant's own metadata leaves less room (Stripe keeps 50 keys in all):
+step 2 removes older ones. When the merchant's keys leave none, the grant is made unrecorded (logged): only this
+database knows it, and a restore to before it makes it again.
 
 Then ``subscription.extended`` tells the customer and the merchant's systems. A definite refusal alerts the
 merchant's team (``subscription_extension_failed``); anything else is retried with backoff.
@@ -42,6 +44,7 @@ Answer = Done[ProviderSubscription] | Refused | Retry | AuthFailed
 _ENDED = frozenset({"canceled", "incomplete_expired"})
 # The grants a subscription keeps a record of: a restore reads again the grants since its backup, the latest ones.
 GRANT_RECORDS_KEPT = 10
+MAX_METADATA_KEYS = 50  # Stripe's, the merchant's keys included
 
 
 class SubscriptionExtensionExecutor:
@@ -99,6 +102,9 @@ class SubscriptionExtensionExecutor:
             case Done(subscription) if extension.until is None:
                 await self._fix_until(conn, extension, subscription)
             case Done(subscription):
+                if not extension.records_grant:
+                    # Only our row knows it was made: a restore of this database to before it makes it again.
+                    log.warning("subscription_extended_unrecorded", reason="the merchant's metadata takes all keys")
                 await self._extended(conn, extension, subscription.current_period_end or extension.until)
             case Refused(message):
                 await self._refused(conn, extension, message)
@@ -152,8 +158,10 @@ class SubscriptionExtensionExecutor:
             await self._refused(conn, extension, "the provider did not say when the subscription's period ends")
         else:
             until = subscription.current_period_end + timedelta(days=extension.days)
-            await extensions.fix_until(conn, extension, until, _stale_grant_keys(subscription.metadata))
-            log.info("subscription_extension_until_fixed", until=until.isoformat())
+            room = _grant_records_room(subscription.metadata)
+            stale = _stale_grant_keys(subscription.metadata, room)
+            await extensions.fix_until(conn, extension, until, stale, records_grant=room > 0)
+            log.info("subscription_extension_until_fixed", until=until.isoformat(), records_grant=room > 0)
 
     async def _refused(self, conn: asyncpg.Connection, extension: SubscriptionExtension, message: str) -> None:
         log.error("subscription_extension_refused", error=message)
@@ -170,17 +178,25 @@ class SubscriptionExtensionExecutor:
 
 
 def _grant_records(extension: SubscriptionExtension, until: datetime) -> dict[str, str]:
-    """The metadata the change sets: this grant's record (its ``until``, a Unix time as ``trial_end``), and an
-    empty value (Stripe: remove the key) for each older record no longer kept."""
-    return {extension.grant_key: str(int(until.timestamp()))} | dict.fromkeys(extension.stale_grant_keys, "")
+    """The metadata the change sets: this grant's record (its ``until``, a Unix time as ``trial_end``) unless there
+    is no room for it, and an empty value (Stripe: remove the key) for each older record no longer kept."""
+    record = {extension.grant_key: str(int(until.timestamp()))} if extension.records_grant else {}
+    return record | dict.fromkeys(extension.stale_grant_keys, "")
 
 
-def _stale_grant_keys(metadata: dict[str, str]) -> list[str]:
-    """The subscription's grant records beyond the latest ``GRANT_RECORDS_KEPT`` once this grant's is added: the
-    latest grant has the latest ``until`` (a record whose value is not a time, not ours to read, goes first)."""
+def _grant_records_room(metadata: dict[str, str]) -> int:
+    """How many grant records, this grant's included, the subscription can keep: ``GRANT_RECORDS_KEPT``, or fewer
+    when the merchant's own keys leave less of Stripe's ``MAX_METADATA_KEYS`` (0: none, not even this grant's)."""
+    merchants = sum(1 for key in metadata if not key.startswith(GRANT_KEY_PREFIX))
+    return max(min(GRANT_RECORDS_KEPT, MAX_METADATA_KEYS - merchants), 0)
+
+
+def _stale_grant_keys(metadata: dict[str, str], room: int) -> list[str]:
+    """The subscription's grant records beyond the latest ``room - 1``, which this grant's joins: the latest grant
+    has the latest ``until`` (a record whose value is not a time, not ours to read, goes first)."""
     records = [key for key in metadata if key.startswith(GRANT_KEY_PREFIX)]
     by_age = sorted(records, key=lambda key: (_timestamp(metadata[key]) or _LONG_AGO, key))
-    return by_age[: max(len(by_age) - (GRANT_RECORDS_KEPT - 1), 0)]
+    return by_age[: max(len(by_age) - max(room - 1, 0), 0)]
 
 
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)
