@@ -10,6 +10,7 @@ from refundflow_shared.events import Event, PaymentDisputed, RefundApproved
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import (
     PATIENT_CLIENT,
+    STRIPE_KEY,
     ProcessorUnderTest,
     approval,
     payment_intent,
@@ -17,12 +18,11 @@ from tests.support.processor_harness import (
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-KEY = "sk_test_processor"  # the harness's key
 
 
 async def refused_once(processor: ProcessorUnderTest) -> None:
     async def refused() -> bool:
-        return int((await processor.sandbox("GET", f"api_keys/{KEY}"))["refused_requests"]) >= 1
+        return int((await processor.sandbox("GET", f"api_keys/{STRIPE_KEY}"))["refused_requests"]) >= 1
 
     await eventually(refused, timeout=30)
 
@@ -46,12 +46,12 @@ async def test_a_refund_approved_before_a_dispute_is_not_made_after_it(
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     async with running_processor(database_url, kafka_bootstrap, topic_prefix, **PATIENT_CLIENT) as processor:
-        await processor.sandbox("POST", f"api_keys/{KEY}/revoke")  # calls are paused: the refund waits
+        await processor.sandbox("POST", f"api_keys/{STRIPE_KEY}/revoke")  # calls are paused: the refund waits
         approved = approval(payment_intent())
         await processor.publish(approved)
         await refused_once(processor)
         await disputed(processor, approved)
-        await processor.sandbox("POST", f"api_keys/{KEY}/restore")
+        await processor.sandbox("POST", f"api_keys/{STRIPE_KEY}/restore")
 
         async def failed() -> bool:
             return await processor.refund_status(approved.refund_id) == "failed"
@@ -76,10 +76,10 @@ async def test_a_refund_that_may_have_been_made_before_the_dispute_is_looked_up_
             return len(await processor.provider_refunds(approved.provider_payment_id)) == 1
 
         await eventually(made, timeout=30)
-        await processor.sandbox("POST", f"api_keys/{KEY}/revoke")  # before the retry: calls pause
+        await processor.sandbox("POST", f"api_keys/{STRIPE_KEY}/revoke")  # before the retry: calls pause
         await refused_once(processor)
         await disputed(processor, approved)
-        await processor.sandbox("POST", f"api_keys/{KEY}/restore")
+        await processor.sandbox("POST", f"api_keys/{STRIPE_KEY}/restore")
 
         async def succeeded() -> bool:
             return await processor.refund_status(approved.refund_id) == "succeeded"

@@ -15,6 +15,7 @@ from refundflow_shared.events import SubscriptionCancelRequested
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import (
     PATIENT_CLIENT,
+    STRIPE_KEY,
     ProcessorUnderTest,
     approval,
     payment_intent,
@@ -22,7 +23,6 @@ from tests.support.processor_harness import (
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-KEY = "sk_test_processor"  # the harness's key
 
 
 async def auth_alerts(processor: ProcessorUnderTest, merchant_id: str) -> list[dict[str, object]]:
@@ -35,14 +35,14 @@ async def test_refunds_wait_while_the_key_is_refused_and_each_merchant_is_alerte
 ) -> None:
     # The test counts the refund's tries: a call timed out on a loaded machine must not count as one more.
     async with running_processor(database_url, kafka_bootstrap, topic_prefix, **PATIENT_CLIENT) as processor:
-        await processor.sandbox("POST", f"api_keys/{KEY}/revoke")  # the key was rolled at Stripe
+        await processor.sandbox("POST", f"api_keys/{STRIPE_KEY}/revoke")  # the key was rolled at Stripe
         first = approval(payment_intent()).model_copy(update={"merchant_id": "mer_auth_a"})
         second = approval(payment_intent()).model_copy(update={"merchant_id": "mer_auth_b"})
         await processor.publish(first)
         await processor.publish(second)
 
         async def refused_several_times() -> bool:
-            return int((await processor.sandbox("GET", f"api_keys/{KEY}"))["refused_requests"]) >= 6
+            return int((await processor.sandbox("GET", f"api_keys/{STRIPE_KEY}"))["refused_requests"]) >= 6
 
         await eventually(refused_several_times, timeout=60)
         for approved in (first, second):
@@ -55,14 +55,14 @@ async def test_refunds_wait_while_the_key_is_refused_and_each_merchant_is_alerte
         )
         assert tries == 0, "a refused key spends none of the refund's retry budget"
 
-        await processor.sandbox("POST", f"api_keys/{KEY}/restore")  # the new key is deployed
+        await processor.sandbox("POST", f"api_keys/{STRIPE_KEY}/restore")  # the new key is deployed
         for approved in (first, second):
             await eventually(partial(_status_is, processor, approved.refund_id, "succeeded"), timeout=30)
             assert len(await processor.provider_refunds(approved.provider_payment_id)) == 1
             assert len(await auth_alerts(processor, approved.merchant_id)) == 1
 
         # A new episode is alerted anew.
-        await processor.sandbox("POST", f"api_keys/{KEY}/revoke")
+        await processor.sandbox("POST", f"api_keys/{STRIPE_KEY}/revoke")
         third = approval(payment_intent()).model_copy(update={"merchant_id": "mer_auth_a"})
         await processor.publish(third)
 
@@ -70,7 +70,7 @@ async def test_refunds_wait_while_the_key_is_refused_and_each_merchant_is_alerte
             return len(await auth_alerts(processor, third.merchant_id)) == 2
 
         await eventually(alerted_again, timeout=30)
-        await processor.sandbox("POST", f"api_keys/{KEY}/restore")
+        await processor.sandbox("POST", f"api_keys/{STRIPE_KEY}/restore")
         await eventually(lambda: _status_is(processor, third.refund_id, "succeeded"), timeout=30)
 
 
@@ -82,7 +82,7 @@ async def test_a_new_process_alerts_a_new_episode_for_a_merchant_alerted_before_
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     async with running_processor(database_url, kafka_bootstrap, topic_prefix, **PATIENT_CLIENT) as processor:
-        await processor.sandbox("POST", f"api_keys/{KEY}/revoke")
+        await processor.sandbox("POST", f"api_keys/{STRIPE_KEY}/revoke")
         first = approval(payment_intent()).model_copy(update={"merchant_id": "mer_auth_restart"})
         await processor.publish(first)
         await eventually(lambda: _alerted(processor, first.merchant_id, 1), timeout=60)
@@ -93,7 +93,7 @@ async def test_a_new_process_alerts_a_new_episode_for_a_merchant_alerted_before_
         await processor.publish(second)
         await eventually(partial(_status_is, processor, second.refund_id, "succeeded"), timeout=60)
 
-        await processor.sandbox("POST", f"api_keys/{KEY}/revoke")  # the key is refused again: a new episode
+        await processor.sandbox("POST", f"api_keys/{STRIPE_KEY}/revoke")  # the key is refused again: a new episode
         third = approval(payment_intent()).model_copy(update={"merchant_id": "mer_auth_restart"})
         await processor.publish(third)
         await eventually(lambda: _alerted(processor, third.merchant_id, 2), timeout=60)
@@ -158,7 +158,7 @@ async def test_refunds_that_succeed_do_not_end_an_episode_of_refused_subscriptio
     async with running_processor(
         database_url, kafka_bootstrap, topic_prefix, provider=provider, **PATIENT_CLIENT
     ) as processor:
-        provider.sandbox = StripeProvider(KEY, processor.sandbox_url, 15.0)
+        provider.sandbox = StripeProvider(STRIPE_KEY, processor.sandbox_url, 15.0)
         cancel = cancel_refused_by_the_key("mer_auth_subscriptions")
         await processor.publish(cancel)
         await eventually(lambda: _alerted(processor, cancel.merchant_id, 1), timeout=30)
@@ -178,7 +178,7 @@ async def test_refused_subscription_calls_do_not_pause_refunds(
     async with running_processor(
         database_url, kafka_bootstrap, topic_prefix, provider=provider, **(PATIENT_CLIENT | long_pause)
     ) as processor:
-        provider.sandbox = StripeProvider(KEY, processor.sandbox_url, 15.0)
+        provider.sandbox = StripeProvider(STRIPE_KEY, processor.sandbox_url, 15.0)
         cancel = cancel_refused_by_the_key("mer_auth_pause")
         await processor.publish(cancel)
         await eventually(lambda: _alerted(processor, cancel.merchant_id, 1), timeout=30)

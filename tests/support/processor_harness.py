@@ -26,6 +26,7 @@ from tests.support.infrastructure import free_port
 from tests.support.kafka_reader import headers_of, read_topic
 
 WEBHOOK_SECRET = "whsec_test_processor"
+STRIPE_KEY = "sk_test_processor"  # the processor's key at the sandbox
 # The harness gives up on the provider after 1 s, so that tests of timeouts run fast. Where a test counts the
 # provider's failures, it passes these instead: a slow answer on a loaded machine is then not one more failure.
 PATIENT_CLIENT: dict[str, Any] = {"stripe_timeout_seconds": 15.0, "provider_call_deadline_seconds": 20.0}
@@ -183,7 +184,7 @@ async def running_processor(
             "topic_prefix": prefix,
             "http_port": processor_port,
             "stripe_api_base": api_base,
-            "stripe_api_key": "sk_test_processor",
+            "stripe_api_key": STRIPE_KEY,
             "stripe_sandbox": True,
             "stripe_timeout_seconds": 1.0,
             "provider_call_deadline_seconds": 2.0,
