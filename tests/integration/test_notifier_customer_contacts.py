@@ -146,7 +146,7 @@ async def test_settings_older_than_those_held_change_nothing_and_newer_ones_do_a
     """A dead letter replayed late is older than what was handled since: it changes nothing. Intake numbers a
     merchant's events in commit order, so the next number wins even from a replica whose clock is behind. After
     intake's database is restored its numbers restart from the backup's; its announcements, made well after what
-    the notifier holds, are still taken."""
+    the notifier holds, are still taken, and a dead letter from before the restore is still older."""
     defaults = NotifierSettings()
     now = datetime.now(UTC)
 
@@ -169,3 +169,13 @@ async def test_settings_older_than_those_held_change_nothing_and_newer_ones_do_a
     async with pool.acquire() as conn:
         await merchant_settings.save(conn, configured("restored@example.com"), at=now + timedelta(hours=1), sequence=3)
     assert await held() == "restored@example.com", "intake's announcement after its restore was ignored"
+
+    async with pool.acquire() as conn:  # a dead letter from before the restore, its number above the restored ones
+        await merchant_settings.save(conn, configured("stale@example.com"), at=now - timedelta(hours=1), sequence=45)
+    assert await held() == "restored@example.com", "a dead letter from before the restore changed the settings"
+
+    async with pool.acquire() as conn:  # a failover that lost the last commit numbers the next save the same
+        await merchant_settings.save(
+            conn, configured("again@example.com"), at=now + timedelta(hours=1, minutes=2), sequence=3
+        )
+    assert await held() == "again@example.com", "a save numbered as the one held, made after it, was ignored"

@@ -18,16 +18,16 @@ from refundflow_shared.secret_box import SecretBox
 
 log = structlog.get_logger(__name__)
 
-# An announcement this much newer than the one held is taken whatever its number; more than replicas' clocks differ.
-RESTORE_MARGIN = "5 minutes"
+# More than intake replicas' clocks differ: announcements closer in time than this are ordered by their numbers.
+CLOCK_MARGIN = "5 minutes"
 
 
 async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured, *, at: datetime, sequence: int) -> None:
     """The settings as announced, unless a later announcement is already here: a dead letter replayed late is older
-    than what was handled since. Later is by intake's number for the merchant (``sequence``: commit order, whichever
-    replica's clock stamped the event), or by the event's time when it is ``RESTORE_MARGIN`` past the one held: a
-    restore of intake's database restarts its numbers from the backup's. A portal switch not said (an intake from
-    before it said) stays as it was."""
+    than what was handled since. Within ``CLOCK_MARGIN`` of the held one's time, intake's number for the merchant
+    decides (``sequence``: commit order, whichever replica's clock stamped the event; the same number again is a
+    failover's or the same event's); beyond it, the time does: a restore of intake's database restarts its numbers
+    from the backup's. A portal switch not said (an intake from before it said) stays as it was."""
     status = await conn.execute(
         "INSERT INTO merchant_settings (merchant_id, team_email, sealed_slack_webhook_url, sender_name, reply_to,"
         " review_target, portal_enabled, announced_at, announced_sequence)"
@@ -38,8 +38,9 @@ async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured, *
         " review_target = EXCLUDED.review_target,"
         " portal_enabled = coalesce($7, merchant_settings.portal_enabled),"
         " announced_at = EXCLUDED.announced_at, announced_sequence = EXCLUDED.announced_sequence, updated_at = now()"
-        " WHERE merchant_settings.announced_sequence < EXCLUDED.announced_sequence"
-        f" OR merchant_settings.announced_at < EXCLUDED.announced_at - interval '{RESTORE_MARGIN}'",
+        f" WHERE EXCLUDED.announced_at > merchant_settings.announced_at + interval '{CLOCK_MARGIN}'"
+        f" OR (EXCLUDED.announced_at >= merchant_settings.announced_at - interval '{CLOCK_MARGIN}'"
+        " AND EXCLUDED.announced_sequence >= merchant_settings.announced_sequence)",
         data.merchant_id,
         data.team_email,
         data.sealed_slack_webhook_url,
