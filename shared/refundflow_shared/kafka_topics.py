@@ -18,6 +18,7 @@ from aiokafka.errors import (
     IncompatibleBrokerVersion,
     KafkaError,
     TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
     UnsupportedVersionError,
     for_code,
 )
@@ -133,6 +134,9 @@ def report_retention_raises(answers: Iterable[tuple[str, int, str | None]], rete
         if code == 0:
             raised.append(topic)
             continue
+        if code == UnknownTopicOrPartitionError.errno:  # just created, with the retention asked; not described yet
+            log.info("dead_letter_retention_unread", topic=topic)
+            continue
         log.warning(
             "dead_letter_retention_not_raised",
             topic=topic,
@@ -183,20 +187,22 @@ async def _raise_retentions(
                 retentions[name] = {entry[0]: entry[1] for entry in entries}.get("retention.ms")
         below = retentions_below(retentions, retention_ms)
         if below:
-            answers += await _set_retentions(admin, list(below), retention_ms)
+            answers += await set_retentions(admin, list(below), retention_ms)
     finally:
         await admin.close()
     return answers, below
 
 
-async def _set_retentions(
+async def set_retentions(
     admin: AIOKafkaAdminClient, topics: list[str], retention_ms: int
 ) -> list[tuple[str, int, str | None]]:
+    """Each topic's (topic, error code, message) answer to setting its retention.ms alone."""
     resources = [(ConfigResourceType.TOPIC, t, [("retention.ms", SET, str(retention_ms))]) for t in topics]
     try:
         # Any broker takes a topic's config change (aiokafka's alter_configs sends it so too).
         response: Any = await admin._send_request(IncrementalAlterConfigsRequest(resources))
-    except IncompatibleBrokerVersion:  # a broker older than Kafka 2.3
+    # A broker older than Kafka 2.3, or one listing the request without its version 0: aiokafka sends nothing.
+    except (IncompatibleBrokerVersion, NotImplementedError):
         return [(t, UnsupportedVersionError.errno, "no IncrementalAlterConfigs") for t in topics]
     return [(name, code, message) for code, message, _, name in response.responses]
 

@@ -3,7 +3,12 @@ topics' partition counts are compared."""
 
 from __future__ import annotations
 
-from aiokafka.errors import LeaderNotAvailableError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    LeaderNotAvailableError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+    UnsupportedVersionError,
+)
 from structlog.testing import capture_logs
 
 from refundflow_shared.kafka_topics import (
@@ -11,6 +16,7 @@ from refundflow_shared.kafka_topics import (
     read_partition_counts,
     report_retention_raises,
     retentions_below,
+    set_retentions,
 )
 
 WEEK, MONTH = 7 * 86_400_000, 30 * 86_400_000
@@ -61,3 +67,23 @@ async def test_a_raise_that_cannot_reach_the_broker_is_a_warning_and_the_start_g
         await raise_dead_letter_retentions("127.0.0.1:1", ["a.dlq"], MONTH)
     [warning] = [entry for entry in logs if entry["event"] == "dead_letter_retention_not_raised"]
     assert (warning["topics"], warning["set"]) == (["a.dlq"], f"retention.ms={MONTH}")
+
+
+def test_a_topic_just_created_and_not_yet_described_is_no_warning() -> None:
+    # Right after its creation (with the retention asked), a broker whose metadata is behind may not know the topic.
+    with capture_logs() as logs:
+        raised = report_retention_raises([("a.dlq", UnknownTopicOrPartitionError.errno, None)], MONTH)
+    assert raised == []
+    assert [entry["log_level"] for entry in logs] == ["info"]
+
+
+class _BrokerWithoutVersionZero:
+    """A broker listing IncrementalAlterConfigs without version 0: aiokafka raises before sending anything."""
+
+    async def _send_request(self, request: object) -> object:
+        raise NotImplementedError("Support for IncrementalAlterConfigsRequest_v0 has not yet been added")
+
+
+async def test_a_broker_without_the_requests_version_is_an_answer_not_a_crash() -> None:
+    answers = await set_retentions(_BrokerWithoutVersionZero(), ["a.dlq"], MONTH)
+    assert [(topic, code) for topic, code, _ in answers] == [("a.dlq", UnsupportedVersionError.errno)]
