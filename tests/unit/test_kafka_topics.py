@@ -3,13 +3,17 @@ topics' partition counts are compared."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
 from aiokafka.errors import (
     LeaderNotAvailableError,
     TopicAuthorizationFailedError,
     UnknownTopicOrPartitionError,
     UnsupportedVersionError,
 )
-from structlog.testing import capture_logs
 
 from refundflow_shared.kafka_topics import (
     raise_dead_letter_retentions,
@@ -18,8 +22,18 @@ from refundflow_shared.kafka_topics import (
     retentions_below,
     set_retentions,
 )
+from refundflow_shared.structured_logging import configure_logging
 
 WEEK, MONTH = 7 * 86_400_000, 30 * 86_400_000
+
+
+@pytest.fixture
+def logged(capfd: pytest.CaptureFixture[str]) -> Callable[[], list[dict[str, Any]]]:
+    """The lines logged since the test began, as the services log them (JSON on standard output): structlog's own
+    capture misses a module's logger cached by a test before in the same worker."""
+    configure_logging("unit")
+    capfd.readouterr()
+    return lambda: [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
 
 
 def test_only_topics_keeping_records_less_are_raised_and_one_kept_forever_or_longer_never_is() -> None:
@@ -31,13 +45,14 @@ def test_a_topic_without_retention_keeps_the_brokers_default_of_a_week() -> None
     assert retentions_below({"b.dlq": None}, 5 * 86_400_000) == {}
 
 
-def test_a_refused_raise_is_a_warning_naming_the_topic_and_what_to_set() -> None:
+def test_a_refused_raise_is_a_warning_naming_the_topic_and_what_to_set(
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
     answers = [("a.dlq", 0, None), ("b.dlq", TopicAuthorizationFailedError.errno, "denied")]
-    with capture_logs() as logs:
-        raised = report_retention_raises(answers, MONTH)
+    raised = report_retention_raises(answers, MONTH)
     assert raised == ["a.dlq"]
-    [warning] = logs
-    assert warning["log_level"] == "warning"
+    [warning] = logged()
+    assert warning["level"] == "warning"
     assert warning["event"] == "dead_letter_retention_not_raised"
     assert (warning["topic"], warning["set"]) == ("b.dlq", f"retention.ms={MONTH}")
     assert warning["error"] == "TopicAuthorizationFailedError"
@@ -61,20 +76,20 @@ def test_a_topic_the_broker_cannot_describe_yet_is_left_out_not_counted_as_no_pa
     assert unread == ["refund.approved", "refund.failed", "refund.succeeded"]
 
 
-async def test_a_raise_that_cannot_reach_the_broker_is_a_warning_and_the_start_goes_on() -> None:
+async def test_a_raise_that_cannot_reach_the_broker_is_a_warning_and_the_start_goes_on(
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
     # Best effort: the dead letters' retention is the operator's to set when the service cannot (README, Upgrading).
-    with capture_logs() as logs:
-        await raise_dead_letter_retentions("127.0.0.1:1", ["a.dlq"], MONTH)
-    [warning] = [entry for entry in logs if entry["event"] == "dead_letter_retention_not_raised"]
+    await raise_dead_letter_retentions("127.0.0.1:1", ["a.dlq"], MONTH)
+    [warning] = [entry for entry in logged() if entry["event"] == "dead_letter_retention_not_raised"]
     assert (warning["topics"], warning["set"]) == (["a.dlq"], f"retention.ms={MONTH}")
 
 
-def test_a_topic_just_created_and_not_yet_described_is_no_warning() -> None:
+def test_a_topic_just_created_and_not_yet_described_is_no_warning(logged: Callable[[], list[dict[str, Any]]]) -> None:
     # Right after its creation (with the retention asked), a broker whose metadata is behind may not know the topic.
-    with capture_logs() as logs:
-        raised = report_retention_raises([("a.dlq", UnknownTopicOrPartitionError.errno, None)], MONTH)
+    raised = report_retention_raises([("a.dlq", UnknownTopicOrPartitionError.errno, None)], MONTH)
     assert raised == []
-    assert [entry["log_level"] for entry in logs] == ["info"]
+    assert [entry["level"] for entry in logged()] == ["info"]
 
 
 class _BrokerWithoutVersionZero:
