@@ -15,13 +15,13 @@ from aiokafka.errors import (
     UnsupportedVersionError,
 )
 
-from refundflow_shared.kafka_topics import (
+from refundflow_shared.dead_letter_retention import (
     raise_dead_letter_retentions,
-    read_partition_counts,
     report_retention_raises,
     retentions_below,
     set_retentions,
 )
+from refundflow_shared.kafka_topics import read_partition_counts
 from refundflow_shared.structured_logging import configure_logging
 
 WEEK, MONTH = 7 * 86_400_000, 30 * 86_400_000
