@@ -114,16 +114,22 @@ async def test_a_refunds_story_spans_intake_the_processor_and_the_notifier_in_ti
     assert unknown.json()["error"]["code"] == "not_found"
 
 
+def faulty_release(table: str, what: str, *, on: str = "INSERT") -> tuple[str, str]:
+    """A faulty release that cannot write ``table`` (schema-qualified): every handler writing it fails. Returns the SQL
+    that deploys it and the SQL that fixes it."""
+    schema, name = table.split(".")
+    function = f"{schema}.refuse_{name}"
+    deploy = (
+        f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
+        f" BEGIN RAISE EXCEPTION '{what} are refused by a faulty release'; END $$;"
+        f" CREATE TRIGGER refuse_{name} BEFORE {on} ON {table} FOR EACH ROW EXECUTE FUNCTION {function}();"
+    )
+    fix = f"DROP TRIGGER IF EXISTS refuse_{name} ON {table}; DROP FUNCTION IF EXISTS {function}()"
+    return deploy, fix
+
+
 # A faulty release: the processor cannot record any refund, so every refund.approved fails in its handler.
-REFUSE_REFUNDS = """
-CREATE FUNCTION processor.refuse_refunds() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'refunds are refused by a faulty release'; END $$;
-CREATE TRIGGER refuse_refunds BEFORE INSERT ON processor.refunds
-    FOR EACH ROW EXECUTE FUNCTION processor.refuse_refunds();
-"""
-FIX_RELEASE = (
-    "DROP TRIGGER IF EXISTS refuse_refunds ON processor.refunds; DROP FUNCTION IF EXISTS processor.refuse_refunds()"
-)
+REFUSE_REFUNDS, FIX_RELEASE = faulty_release("processor.refunds", "refunds")
 
 
 async def dead_letter_of(stack: RefundflowStack, topic: str, key: str) -> tuple[int, dict[str, Any]]:
@@ -293,15 +299,7 @@ async def test_a_refused_command_is_final_its_replay_is_declined_and_its_sender_
     assert len(await letters_of_the_command()) == 1
 
 
-REFUSE_REQUESTS = """
-CREATE FUNCTION intake.refuse_requests() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'requests are refused by a faulty release'; END $$;
-CREATE TRIGGER refuse_requests BEFORE INSERT ON intake.refunds
-    FOR EACH ROW EXECUTE FUNCTION intake.refuse_requests();
-"""
-FIX_INTAKE_RELEASE = (
-    "DROP TRIGGER IF EXISTS refuse_requests ON intake.refunds; DROP FUNCTION IF EXISTS intake.refuse_requests()"
-)
+REFUSE_REQUESTS, FIX_INTAKE_RELEASE = faulty_release("intake.refunds", "requests")
 
 
 async def test_a_failed_command_replayed_and_then_refused_is_parked_saying_it_was_a_replay(
@@ -356,16 +354,7 @@ async def test_a_failed_command_replayed_and_then_refused_is_parked_saying_it_wa
 
 
 # A faulty release: the notifier cannot store any merchant's settings, so every settings event fails in its handler.
-REFUSE_SETTINGS = """
-CREATE FUNCTION notifier.refuse_settings() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'settings are refused by a faulty release'; END $$;
-CREATE TRIGGER refuse_settings BEFORE INSERT OR UPDATE ON notifier.merchant_settings
-    FOR EACH ROW EXECUTE FUNCTION notifier.refuse_settings();
-"""
-FIX_NOTIFIER_RELEASE = (
-    "DROP TRIGGER IF EXISTS refuse_settings ON notifier.merchant_settings;"
-    " DROP FUNCTION IF EXISTS notifier.refuse_settings()"
-)
+REFUSE_SETTINGS, FIX_NOTIFIER_RELEASE = faulty_release("notifier.merchant_settings", "settings", on="INSERT OR UPDATE")
 
 
 async def test_replaying_old_settings_from_the_dlq_leaves_the_newer_settings_the_notifier_holds(
