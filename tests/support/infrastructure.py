@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,11 +82,30 @@ def postgres_server(workdir: Path) -> Iterator[str]:
             yield container.get_connection_url()
     else:
         os.environ.setdefault("REFUNDFLOW_PG_FSYNC", "off")  # test data is thrown away anyway
-        server = LocalPostgres(workdir / "postgres", port=free_port())
-        try:
-            yield server.start()
-        finally:
-            server.stop()
+        with _server_folder(workdir) as folder:
+            server = LocalPostgres(folder / "postgres", port=free_port())
+            try:
+                yield server.start()
+            finally:
+                server.stop()
+
+
+@contextmanager
+def _server_folder(workdir: Path) -> Iterator[Path]:
+    """Where the embedded server keeps its data.
+
+    As root the server runs as another user, who reaches its folder only while every folder above it lets others
+    through. Every pytest run that starts on the machine makes its temp root (``/tmp/pytest-of-root``) private again,
+    which took a server under it down mid-suite; so as root the data lies in a folder of its own in the system's temp.
+    """
+    if os.geteuid() != 0:
+        yield workdir
+        return
+    folder = Path(tempfile.mkdtemp(prefix="refundflow-test-pg-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
 
 
 @contextmanager

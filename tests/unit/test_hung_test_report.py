@@ -49,7 +49,23 @@ BARE_PYTEST += ["-c", os.devnull, "-o", "asyncio_default_fixture_loop_scope=func
 def test_a_test_hung_in_its_teardown_fails_naming_the_coroutine_it_waits_on(tmp_path: Path, repo_root: Path) -> None:
     (tmp_path / "test_hanging.py").write_text(HANGING)
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", *BARE_PYTEST, "-n", "1", "--timeout", "2", "--rootdir", str(tmp_path), "."],
+        # --basetemp: a run under pytest's own temp root would make that root private again, and so cut off the
+        # embedded PostgreSQL servers (run as another user) that the suite's tests keep there.
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *BARE_PYTEST,
+            "-n",
+            "1",
+            "--timeout",
+            "2",
+            "--rootdir",
+            str(tmp_path),
+            "--basetemp",
+            str(tmp_path / "tmp"),
+            ".",
+        ],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(repo_root), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         capture_output=True,
