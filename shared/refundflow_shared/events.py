@@ -226,6 +226,11 @@ class RefundSucceeded(_Priced, _RefundEvent, _ToCustomer):
     process_time: Name | None = Field(default=None, description="the refund policy's, as the approval said it")
 
 
+# refund.failed reasons that mean the payment is disputed with the customer's bank: the dispute, not the merchant,
+# decides what is paid back (ours, and Stripe's for a refund pending when the dispute came).
+DISPUTED_FAILURE_REASONS = frozenset({"payment_disputed", "charge_for_pending_refund_disputed"})
+
+
 class RefundFailed(_Priced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_FAILED
 

@@ -188,6 +188,36 @@ async def test_a_failure_tells_the_customer_the_merchant_follows_up_without_prov
     assert "insufficient" not in message.as_string() and "Stripe" not in message.as_string()
 
 
+async def test_a_failure_on_a_disputed_payment_tells_the_customer_their_banks_dispute_decides(world: World) -> None:
+    disputed, card = customer(), customer()
+    common = {"amount": 1000, "currency": "USD"}
+    await world.feed.publish(
+        RefundFailed(**ids(), **common, customer_email=disputed, failure_reason="payment_disputed")
+    )
+    await world.feed.publish(
+        RefundFailed(**ids(), **common, customer_email=card, failure_reason="charge_for_pending_refund_disputed")
+    )
+
+    for to in (disputed, card):
+        [message] = await mails_to(world, to)
+        text = text_of(message)
+        assert "this payment is disputed with your bank" in text, text
+        assert "your bank" in text and "the dispute" in text
+        assert "will follow up" not in text, "the merchant cannot refund a disputed payment: nobody will follow up"
+
+
+async def test_a_failure_for_the_customers_card_says_so(world: World) -> None:
+    to = customer()
+    await world.feed.publish(
+        RefundFailed(**ids(), customer_email=to, amount=1000, currency="USD", failure_reason="lost_or_stolen_card")
+    )
+
+    [message] = await mails_to(world, to)
+    text = text_of(message)
+    assert "the card it was sent to was reported lost or stolen" in text, text
+    assert "will follow up" in text
+
+
 async def test_a_reversed_refund_tells_the_customer_why_and_what_happens_next(world: World) -> None:
     to, refund = customer(), ids()
     team = f"team.{uuid.uuid4().hex[:8]}@acme.example"

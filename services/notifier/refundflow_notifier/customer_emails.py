@@ -22,6 +22,7 @@ from refundflow_notifier.customer_contacts import Contact, CustomerLink
 from refundflow_notifier.email_messages import reply_to
 from refundflow_notifier.notification_rules import EmailContent, MerchantPreferences
 from refundflow_shared.events import (
+    DISPUTED_FAILURE_REASONS,
     EventData,
     RefundApproved,
     RefundFailed,
@@ -87,7 +88,9 @@ def _received_email_sent(channel: str | None, *, auto_approved: bool) -> bool:
 
 # Why a refund that had succeeded did not reach the customer after all, in their words (Stripe's reasons).
 # Anything else, or anything about the merchant's own account, reads as the provider's failure.
-_REVERSAL_REASONS = {
+# Why a refund did not reach the customer, in their words: only what is theirs to know (their card, their bank).
+# The merchant's balance and the provider's troubles stay with the team.
+_CUSTOMERS_REASONS = {
     "expired_or_canceled_card": "the card it was sent to has expired or been cancelled",
     "lost_or_stolen_card": "the card it was sent to was reported lost or stolen",
     "declined": "your bank declined it",
@@ -170,10 +173,15 @@ def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Wo
         return "refund_rejected", "About your refund request", {"note": data.note}, _SEE
     if isinstance(data, RefundFailed):
         amount = format_amount(data.amount, data.currency)
-        return "refund_failed", f"A problem with your refund of {amount}", {"amount": amount}, _SEE
+        failed = {
+            "amount": amount,
+            "why": _CUSTOMERS_REASONS.get(data.failure_reason),
+            "disputed": data.failure_reason in DISPUTED_FAILURE_REASONS,
+        }
+        return "refund_failed", f"A problem with your refund of {amount}", failed, _SEE
     if isinstance(data, RefundReversed):  # we told them it was on its way: say plainly that it is not
         amount = format_amount(data.amount, data.currency)
-        why = _REVERSAL_REASONS.get(data.failure_reason, _REVERSAL_REASON_OTHERWISE)
+        why = _CUSTOMERS_REASONS.get(data.failure_reason, _REVERSAL_REASON_OTHERWISE)
         subject = f"Your refund of {amount} could not be completed"
         return "refund_reversed", subject, {"amount": amount, "why": why}, _SEE
     if isinstance(data, SubscriptionCanceled):

@@ -11,6 +11,7 @@ from typing import Any
 from refundflow_intake.dashboard.money_text import format_amount
 from refundflow_intake.domain import RefundReason, RefundStatus, SubscriptionAction
 from refundflow_intake.refund_policy import RefundPolicy
+from refundflow_shared.events import DISPUTED_FAILURE_REASONS
 
 Row = dict[str, Any]
 
@@ -62,6 +63,12 @@ def status_of(refund: Row, *, merchant: str, process_time: str) -> CustomerStatu
             f" statement within {process_time}."
         )
         return CustomerStatus("succeeded", "Succeeded", said, True)
+    if status is RefundStatus.FAILED and refund["failure_reason"] in DISPUTED_FAILURE_REASONS:
+        said = (
+            "The refund was not made: this payment is disputed with your bank, so the dispute decides what is paid"
+            " back to you. Your bank tells you how it ends."
+        )
+        return CustomerStatus("failed", "Failed", said, True)
     if status is RefundStatus.FAILED:
         said = f"The refund could not be made. {merchant} has been told and will contact you; you need do nothing."
         return CustomerStatus("failed", "Failed", said, True)
