@@ -119,6 +119,29 @@ def test_an_extension_says_by_how_many_days_and_when_the_next_payment_is_due() -
     assert "Your next payment is now due on 24 December 2026." in render(extended.content)[0]
 
 
+def test_an_extension_of_one_day_says_one_day() -> None:
+    ids = {k: v for k, v in IDS.items() if k != "customer_email"}
+    extended = email(SubscriptionExtended(**ids, subscription_id="sub_1", days=1, current_period_end=AT))
+    assert extended is not None and extended.content.subject == "Your subscription is extended by 1 day"
+    text, html = render(extended.content)
+    assert "by 1 day," in text and "1 days" not in text and "1 days" not in html
+
+
+def test_a_note_of_several_lines_keeps_its_lines_in_the_html_email() -> None:
+    note = "Thank you for your patience.\nThe outage <lasted> 3 days."
+    common = {**IDS, "currency": "EUR", "provider_payment_id": "pi", "payment_amount": 4_999, "approved_by": "user:u"}
+    ids = {k: v for k, v in IDS.items() if k != "customer_email"}
+    for data in (
+        RefundApproved(**common, amount=2_500, note_to_customer=note),
+        RefundRejected(**IDS, note=note),
+        SubscriptionCanceled(**ids, subscription_id="s", at_period_end=True, ends_at=AT, note_to_customer=note),
+    ):
+        sent = email(data)
+        assert sent is not None
+        html = render(sent.content)[1]
+        assert "Thank you for your patience.<br>\nThe outage &lt;lasted&gt; 3 days." in html, html
+
+
 def test_a_failure_and_a_reversal_say_what_happens_next_without_provider_internals() -> None:
     failed = email(RefundFailed(**IDS, amount=100, currency="EUR", failure_reason="provider_declined"))
     reversed_ = email(

@@ -61,5 +61,12 @@ async def record_extended(conn: asyncpg.Connection, data: SubscriptionExtended, 
     await repository.record_subscription_extended(
         conn, data.merchant_id, data.payment_id, data.subscription_id, data.current_period_end
     )
-    words = f"Subscription extended by {data.days} days: the next payment is due on {_day(data.current_period_end)}"
-    await _note_on_refund(conn, data, "subscription_extended", words, actor)
+    await _note_on_refund(conn, data, "subscription_extended", extension_words(data), actor)
+
+
+def extension_words(data: SubscriptionExtended) -> str:
+    """A cancel-only decision's goodwill days lengthen the last period: no payment follows it."""
+    by, until = f"{data.days} day" if data.days == 1 else f"{data.days} days", _day(data.current_period_end)
+    if data.last_period:
+        return f"Subscription extended by {by}: access lasts until {until}, when the subscription ends"
+    return f"Subscription extended by {by}: the next payment is due on {until}"

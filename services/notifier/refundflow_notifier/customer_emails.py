@@ -195,6 +195,7 @@ def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Wo
         return "subscription_canceled", "Your subscription is cancelled", cancelled, _SEE
     if isinstance(data, SubscriptionExtended):
         # The last period (a cancel-only decision's goodwill days): when access ends, not when payment is due.
-        extended = {"days": str(data.days), "period_end": day(data.current_period_end), "last_period": data.last_period}
-        return "subscription_extended", f"Your subscription is extended by {data.days} days", extended, _SEE
+        by = f"{data.days} day" if data.days == 1 else f"{data.days} days"
+        extended = {"by": by, "period_end": day(data.current_period_end), "last_period": data.last_period}
+        return "subscription_extended", f"Your subscription is extended by {by}", extended, _SEE
     return None

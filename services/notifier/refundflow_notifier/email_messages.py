@@ -17,6 +17,7 @@ from email.utils import formataddr, formatdate, parseaddr
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
 
 from refundflow_notifier.notification_rules import EmailContent, MerchantPreferences
 
@@ -29,6 +30,14 @@ _templates = Environment(
     lstrip_blocks=True,
     auto_reload=False,  # the templates ship with the code: no need to stat them for every email
 )
+
+
+def _with_line_breaks(text: str) -> Markup:
+    """A merchant's note in HTML: escaped, its lines kept (an email client runs them together otherwise)."""
+    return Markup("<br>\n").join(escape(line) for line in text.splitlines())
+
+
+_templates.filters["with_line_breaks"] = _with_line_breaks
 _MAX_DISPLAY_NAME = 100
 PLATFORM_NAME = "Refundflow"
 

@@ -105,7 +105,12 @@ def timeline(refund: Row, entries: list[Row], *, merchant: str) -> list[Moment]:
         "rejected": (f"{merchant} decided not to refund this request", told),
         "cancel_only": (f"{merchant} decided on no refund, and to cancel your subscription at the period's end", told),
         "succeeded": ("Refunded to your original payment method", None),
-        "failed": (f"The refund could not be made: {merchant} will contact you", None),
+        "failed": (
+            "The refund was not made: this payment is disputed with your bank, which settles it"
+            if refund["failure_reason"] in DISPUTED_FAILURE_REASONS
+            else f"The refund could not be made: {merchant} will contact you",
+            None,
+        ),
         "reversed": (f"The refund did not reach you after all: {merchant} will contact you", None),
     }
     moments = []

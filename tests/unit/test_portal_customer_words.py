@@ -1,0 +1,56 @@
+"""What the portal tells a customer: a failed refund's status card and story, and a subscription's goodwill days."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from refundflow_intake.portal.customer_words import status_of, timeline
+from refundflow_intake.subscription_outcomes import extension_words
+from refundflow_shared.events import SubscriptionExtended
+
+AT = datetime(2026, 12, 24, 10, tzinfo=UTC)
+
+
+def failed(reason: str) -> dict[str, object]:
+    return {
+        "amount": 1500,
+        "requested_amount": None,
+        "currency": "JPY",
+        "status": "failed",
+        "failure_reason": reason,
+        "subscription_action": None,
+        "customer_note": None,
+        "reason_details": None,
+    }
+
+
+@pytest.mark.parametrize("reason", ["payment_disputed", "charge_for_pending_refund_disputed"])
+def test_a_refund_stopped_by_a_dispute_points_to_the_bank_not_to_the_merchant(reason: str) -> None:
+    said = status_of(failed(reason), merchant="Acme", process_time="5-10 days").summary
+
+    assert "disputed with your bank" in said and "the dispute decides" in said
+    assert "will contact you" not in said, "nobody will: the merchant cannot refund a disputed payment"
+    [moment] = timeline(failed(reason), [{"action": "failed", "at": AT, "note": None}], merchant="Acme")
+    assert "disputed with your bank" in moment.text and "will contact you" not in moment.text
+
+
+def test_any_other_failure_says_the_merchant_follows_up() -> None:
+    said = status_of(failed("insufficient_funds"), merchant="Acme", process_time="5-10 days").summary
+
+    assert "Acme has been told and will contact you" in said
+    assert "insufficient" not in said
+    [moment] = timeline(failed("insufficient_funds"), [{"action": "failed", "at": AT, "note": None}], merchant="Acme")
+    assert moment.text == "The refund could not be made: Acme will contact you"
+
+
+def test_goodwill_days_are_told_in_the_singular_and_as_access_when_it_is_the_last_period() -> None:
+    ids = {"merchant_id": "m", "payment_id": "p", "subscription_id": "s", "refund_id": "r"}
+    one_day = SubscriptionExtended(**ids, days=1, current_period_end=AT)
+    last = SubscriptionExtended(**ids, days=7, current_period_end=AT, last_period=True)
+
+    assert extension_words(one_day) == "Subscription extended by 1 day: the next payment is due on 24 December 2026"
+    assert extension_words(last) == (
+        "Subscription extended by 7 days: access lasts until 24 December 2026, when the subscription ends"
+    )
