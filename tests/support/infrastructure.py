@@ -82,7 +82,7 @@ def postgres_server(workdir: Path) -> Iterator[str]:
             yield container.get_connection_url()
     else:
         os.environ.setdefault("REFUNDFLOW_PG_FSYNC", "off")  # test data is thrown away anyway
-        with _server_folder(workdir) as folder:
+        with postgres_folder(workdir) as folder:
             server = LocalPostgres(folder / "postgres", port=free_port())
             try:
                 yield server.start()
@@ -91,8 +91,8 @@ def postgres_server(workdir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def _server_folder(workdir: Path) -> Iterator[Path]:
-    """Where the embedded server keeps its data.
+def postgres_folder(workdir: Path) -> Iterator[Path]:
+    """Where an embedded server keeps its data (``workdir`` or a folder of its own).
 
     As root the server runs as another user, who reaches its folder only while every folder above it lets others
     through. Every pytest run that starts on the machine makes its temp root (``/tmp/pytest-of-root``) private again,
