@@ -7,6 +7,7 @@ tests/hostile/test_intake_portal_pages.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from refundflow_shared.events import SubscriptionCanceled, SubscriptionExtended
 from refundflow_shared.secret_box import SecretBox
 from tests.support.dashboard_people import csrf_of, merchant_with_owner
 from tests.support.intake_harness import IntakeUnderTest, running_intake
-from tests.support.portal_customers import Customer, link_for, text_of
+from tests.support.portal_customers import Customer, hidden_fields, link_for, text_of
 from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -102,6 +103,38 @@ async def test_only_what_a_decision_told_the_customer_is_shown_never_the_teams_n
     assert "Acme approved a refund of €60.00 of the €100.00 you asked for" in seen
     assert "Half of it was a real renewal." in seen
     assert "VIP" not in seen and "api_key" not in seen and "key_" not in seen, "nothing of who acted or why"
+
+
+async def test_the_same_form_sent_twice_makes_one_refund_even_when_the_policy_approves_it_at_once(
+    intake: IntakeUnderTest,
+) -> None:
+    """A double click, or the same page sent from two tabs: approved at once, the first no longer holds the payment's
+    one open request, and the second made another refund."""
+    merchant = await intake.merchant()
+    rule = {"max_amount": {"amount": 5000, "currency": "EUR"}, "reasons": ["duplicate"]}
+    assert (await intake.client.put("/v1/refund-policy", headers=merchant, json={"auto_approve": rule})).is_success
+    payment = await intake.payment(merchant, amount=10_000)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+    form = {**hidden_fields((await customer.open()).text), "reason": "duplicate", "amount": "20.00"}
+
+    def send() -> Any:
+        return customer.browser.post(f"{customer.path}/requests", data=form)
+
+    first, second = await asyncio.gather(send(), send())
+    later = await send()  # the same page sent again once the first was answered: back, then send
+
+    assert [a.status_code for a in (first, second, later)] == [303, 303, 303]
+    assert first.headers["location"] == second.headers["location"] == later.headers["location"]
+    refunds = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
+    assert [(r["amount"], r["status"]) for r in refunds] == [(2000, "processing")]
+
+    changed = await customer.browser.post(f"{customer.path}/requests", data={**form, "amount": "30.00"})
+    assert changed.status_code == 409, changed.text[:300]
+    assert "This form was already sent" in text_of(changed.text) and 'value="30.00"' in changed.text
+    another = await customer.ask(reason="duplicate", amount="30.00")  # a new page: a new request, as before
+    assert another.status_code == 303
+    refunds = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
+    assert sorted(r["amount"] for r in refunds) == [2000, 3000]
 
 
 async def test_an_amount_of_nothing_is_asked_for_again_not_called_more_than_refundable(

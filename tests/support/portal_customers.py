@@ -27,7 +27,14 @@ class Customer:
     async def ask(self, **fields: str) -> httpx.Response:
         page = await self.open()
         assert page.status_code == 200, page.text[:300]
-        return await self.browser.post(f"{self.path}/requests", data={"csrf_token": csrf_of(page.text), **fields})
+        return await self.browser.post(f"{self.path}/requests", data={**hidden_fields(page.text), **fields})
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    """The form's hidden inputs, as the page has them (its CSRF token among them)."""
+    found = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
+    assert found.get("csrf_token") == csrf_of(html), "the page has a form with a CSRF token"
+    return found
 
 
 async def link_for(intake: IntakeUnderTest, merchant: Headers, payment_id: str, **body: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ ask for a refund (rate-limited per payment and per client address), follow a req
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -114,8 +114,12 @@ async def submit_request(
     links: CustomerLinks,
     client: str,
     now: datetime,
+    form_key: str | None = None,
 ) -> str:
-    """The customer's request on the payment the link opens; the merchant decides. Returns its id."""
+    """The customer's request on the payment the link opens; the merchant decides. Returns its id.
+
+    ``form_key`` is the single-use key of the page's form: the same form sent again (a double click, two tabs)
+    answers the first request's id, as an API retry with the same Idempotency-Key does."""
     hour = timedelta(hours=1)
     per_ip = settings.portal_submissions_per_ip_per_hour
     await rate_limit.take(db.pool, f"portal:ip:{client}", limit=per_ip, window=hour, now=now)
@@ -125,9 +129,13 @@ async def submit_request(
         merchant = await merchant_of(conn, grant.merchant_id)
         if merchant is not None and not merchant["portal_enabled"]:
             raise PortalDisabled("this merchant does not take refund requests through the portal")
-        return await refund_requests.request_refund(
+        # Scoped to the payment: a key is the page's, never another payment's.
+        key = f"{grant.payment_id}:{form_key}" if form_key else None
+        refund_id, _ = await refund_requests.request_refund_once(
             conn,
             grant.merchant_id,
+            key,
+            asdict(ask),
             payment_id=grant.payment_id,
             reason=ask.reason,
             reason_details=ask.details,
@@ -139,6 +147,7 @@ async def submit_request(
             channel=Channel.PORTAL,
             cancel_subscription=ask.cancel_subscription,
         )
+        return refund_id
 
 
 async def set_portal_enabled(conn: asyncpg.Connection, merchant_id: str, enabled: bool) -> None:

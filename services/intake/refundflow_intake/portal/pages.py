@@ -4,6 +4,7 @@ as it changes. Thin: ``customer_requests`` holds what they do (the same as the p
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -108,6 +109,7 @@ def _page(
         merchant_id=portal.merchant_id,
         token=token,
         csrf_token=csrf,
+        form_key=secrets.token_urlsafe(18),  # each page's form is sent once: see ask_for_refund
         payment=payment,
         requests=_requests(token, portal),
         can_ask=portal.open_request is None and portal.refundable > 0 and not portal.disputed,
@@ -160,6 +162,7 @@ async def ask_for_refund(
     details: Text = "",
     amount: Short = "",
     subscription: Short = "",
+    form_key: Short = "",
 ) -> Response:
     grant = _grant(settings, token, now)
     if isinstance(grant, HTMLResponse):
@@ -173,7 +176,9 @@ async def ask_for_refund(
             raise _Refused("This page was open for too long. Please check your request and send it again.", 403)
         ask = _ask(portal, reason, details, amount, subscription)
         client = client_address(request)
-        await customer_requests.submit_request(db, grant, ask, settings=settings, links=links, client=client, now=now)
+        await customer_requests.submit_request(
+            db, grant, ask, settings=settings, links=links, client=client, now=now, form_key=form_key or None
+        )
     except PortalDisabled:
         return _portal_off(portal, status_code=409)
     except _Refused as refused:
@@ -260,5 +265,8 @@ def _in_words(exc: DomainError, portal: Portal) -> str:
         "reason_details_required": "With “Something else”, please tell us what happened in the details.",
         "payment_disputed": "This payment is disputed with your bank: its refund goes through that dispute.",
         "rate_limited": "Too many attempts in a short time. Please try again in a while.",
+        # The same page's form sent again with other answers (back, changed, sent): the first one stands.
+        "idempotency_key_reused": "This form was already sent, with other answers: your request is on this page."
+        " To ask for something more, check the form and send it again.",
     }
     return words.get(exc.code, f"This request cannot be sent online. Please contact {portal.merchant_name}.")

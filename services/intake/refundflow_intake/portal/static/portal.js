@@ -41,6 +41,26 @@ function watchRequest(box) {
   setTimeout(poll, delay);
 }
 
+// A second click sends nothing: the server answers the same form once anyway (its form_key), this spares the trip.
+function sendOnce(form) {
+  const button = form.querySelector("button[type='submit']");
+  form.addEventListener("submit", (event) => {
+    if (form.dataset.sending === "true") {
+      event.preventDefault();
+      return;
+    }
+    form.dataset.sending = "true";
+    if (button) button.disabled = true;
+  });
+  // Back to this page from the browser's cache: the form may be sent again (the server decides what that means).
+  window.addEventListener("pageshow", (event) => {
+    if (!event.persisted) return;
+    form.dataset.sending = "false";
+    if (button) button.disabled = false;
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("article.request[data-final='false']").forEach(watchRequest);
+  document.querySelectorAll("form[data-send-once]").forEach(sendOnce);
 });
