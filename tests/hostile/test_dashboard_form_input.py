@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -57,6 +58,44 @@ async def test_an_api_key_named_in_the_dashboard_is_one_line_as_in_the_api(intak
         "SELECT name FROM api_keys WHERE merchant_id = $1", await intake.merchant_id(merchant)
     )
     assert [r["name"] for r in names] == ["default"]
+
+
+async def test_a_decisions_notes_with_line_breaks_count_as_the_browser_counts_them_and_too_long_are_kept(
+    intake: IntakeUnderTest,
+) -> None:
+    """A browser counts a line break as one character against the textarea's maxlength but sends two (CRLF)."""
+    merchant, owner = await merchant_with_owner(intake)
+    approved, rejected, too_long = [
+        await intake.refund(merchant, (await intake.payment(merchant))["id"]) for _ in range(3)
+    ]
+    typed = "\r\n".join(["x" * 29] * 66)  # 1979 characters as the browser counts them, 2044 as it sends them
+
+    def decide(refund: dict[str, Any], action: str, form: dict[str, str]) -> Any:
+        page = f"/dashboard/refunds/{refund['id']}"
+        return owner.post_form(page, f"{page}/{action}", form)
+
+    approving = await decide(approved, "approve", {"note": typed, "note_to_customer": typed})
+    rejecting = await decide(rejected, "reject", {"note": typed})
+    assert (approving.status_code, rejecting.status_code) == (303, 303), (approving.text[:300], rejecting.text[:300])
+    notes = await intake.db.fetch(
+        "SELECT note FROM refund_timeline WHERE refund_id = ANY($1::text[]) AND action IN ('approved', 'rejected')"
+        " UNION ALL SELECT customer_note FROM refunds WHERE id = $2",
+        [approved["id"], rejected["id"]],
+        approved["id"],
+    )
+    assert [r["note"] for r in notes] == [typed.replace("\r\n", "\n")] * 3
+
+    long = "y" * 2001
+    for action, form in (
+        ("approve", {"note_to_customer": long}),
+        ("approve", {"note": long}),
+        ("reject", {"note": long}),
+    ):
+        refused = await decide(too_long, action, form)
+        assert refused.status_code == 422, (action, form.keys(), refused.text[:300])
+        assert "is 2001 characters long: please shorten it to 2000 at most." in refused.text, refused.text[:300]
+        assert f">{long}</textarea>" in refused.text, "what they wrote is still there"
+    assert (await intake.db.fetchval("SELECT status FROM refunds WHERE id = $1", too_long["id"])) == "pending"
 
 
 async def test_text_postgresql_cannot_store_is_a_422_page_in_the_dashboard(intake: IntakeUnderTest) -> None:

@@ -137,6 +137,33 @@ async def test_the_same_form_sent_twice_makes_one_refund_even_when_the_policy_ap
     assert sorted(r["amount"] for r in refunds) == [2000, 3000]
 
 
+async def test_details_with_line_breaks_count_as_the_browser_counts_them_and_too_long_are_asked_again_kept(
+    intake: IntakeUnderTest,
+) -> None:
+    """A browser counts a line break as one character against the textarea's maxlength but sends two (CRLF)."""
+    merchant = await intake.merchant()
+    payment, other_payment = await intake.payment(merchant), await intake.payment(merchant)
+    typed = "\r\n".join(["x" * 29] * 66)  # 1979 characters as the browser counts them, 2044 as it sends them
+
+    sent = await Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"]).ask(
+        reason="other", details=typed
+    )
+
+    assert sent.status_code == 303, text_of(sent.text)[:300]
+    stored = await intake.db.fetchval("SELECT reason_details FROM refunds WHERE payment_id = $1", payment["id"])
+    assert stored == typed.replace("\r\n", "\n")
+
+    long = "y" * 2001
+    customer = Customer(intake, (await link_for(intake, merchant, other_payment["id"]))["url"])
+    refused = await customer.ask(reason="other", details=long)
+    assert refused.status_code == 422
+    assert "What happened is 2001 characters long: please shorten it to 2000 at most." in text_of(refused.text)
+    assert f">{long}</textarea>" in refused.text, "what they wrote is still there"
+    absurd = await customer.ask(reason="other", details="z" * 100_000)
+    assert absurd.status_code == 422
+    assert await intake.db.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", other_payment["id"]) == 0
+
+
 async def test_an_amount_of_nothing_is_asked_for_again_not_called_more_than_refundable(
     intake: IntakeUnderTest,
 ) -> None:

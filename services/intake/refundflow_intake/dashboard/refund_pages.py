@@ -22,6 +22,7 @@ from refundflow_intake.dashboard.auth import CurrentUser, FormUser
 from refundflow_intake.dashboard.money_text import format_amount, parse_amount
 from refundflow_intake.dashboard.pages import STATUS_LABELS, render, render_fragment, see_other
 from refundflow_intake.dashboard.refund_words import action_words, actor_words, flag_explanations
+from refundflow_intake.dashboard.typed_text import TypedText, as_typed, too_long
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import (
     CUSTOMER_CHANNELS,
@@ -36,7 +37,6 @@ from refundflow_intake.proration import period_days, prorate
 from refundflow_intake.roles import Permission, require
 
 router = APIRouter(prefix="/dashboard/refunds", include_in_schema=False)
-Note = Annotated[str, Form(max_length=2000)]
 _FINAL = {"succeeded", "failed", "rejected", "reversed"}
 
 
@@ -154,9 +154,10 @@ async def approve(
     amount: Annotated[str, Form(max_length=40)] = "",
     subscription_action: Annotated[str, Form(max_length=40)] = "",
     extend_days: Annotated[str, Form(max_length=10)] = "",
-    note: Note = "",
-    note_to_customer: Note = "",
+    note: TypedText = "",
+    note_to_customer: TypedText = "",
 ) -> Response:
+    note, note_to_customer = as_typed(note), as_typed(note_to_customer)
     form = {
         "amount": amount,
         "subscription_action": subscription_action,
@@ -166,6 +167,8 @@ async def approve(
     }
     try:
         require(user.role, Permission.DECIDE_REFUNDS)
+        if said := too_long("The message to the customer", note_to_customer) or too_long("The note", note):
+            return await _asked_again(request, db, user, refund_id, now, said, form)
         async with db.transaction() as conn:
             refund = await refund_view(conn, user.merchant_id, refund_id)
             await refund_decisions.approve_refund(
@@ -190,10 +193,13 @@ async def approve(
 
 @router.post("/{refund_id}/reject")
 async def reject(
-    request: Request, refund_id: PathId, user: FormUser, db: Db, now: Now, links: ToCustomer, note: Note = ""
+    request: Request, refund_id: PathId, user: FormUser, db: Db, now: Now, links: ToCustomer, note: TypedText = ""
 ) -> Response:
+    note = as_typed(note)
     try:
         require(user.role, Permission.DECIDE_REFUNDS)
+        if said := too_long("The note", note):
+            return await _asked_again(request, db, user, refund_id, now, said, {"reject_note": note})
         async with db.transaction() as conn:
             await refund_decisions.reject_refund(
                 conn,
@@ -234,6 +240,14 @@ async def _refused(
         if isinstance(exc, InvalidTransition):
             exc = await _already_decided(conn, user, refund_id) or exc
         return await _page(request, conn, user, refund_id, now, error=exc, status_code=status_of(type(exc)), form=form)
+
+
+async def _asked_again(
+    request: Request, db: Db, user: SignedIn, refund_id: str, now: datetime, said: str, form: dict[str, str]
+) -> HTMLResponse:
+    """The page again, with what was typed and what to change in it (nothing was decided)."""
+    async with db.snapshot() as conn:
+        return await _page(request, conn, user, refund_id, now, error=said, status_code=422, form=form)
 
 
 async def _already_decided(conn: asyncpg.Connection, user: SignedIn, refund_id: str) -> InvalidTransition | None:

@@ -16,6 +16,7 @@ from refundflow_intake.api.errors import status_of
 from refundflow_intake.api.routes.portal import client_address
 from refundflow_intake.dashboard import auth
 from refundflow_intake.dashboard.money_text import format_amount, major_units, parse_amount
+from refundflow_intake.dashboard.typed_text import TypedText, as_typed, too_long
 from refundflow_intake.domain import DomainError, InvalidAmount, PaymentNotFound, PortalDisabled, RefundReason
 from refundflow_intake.portal import customer_requests, customer_words, tokens
 from refundflow_intake.portal.customer_requests import Ask, Portal
@@ -30,7 +31,6 @@ PREFIX = "/portal"
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 Token = Annotated[str, Path(max_length=2000)]
 RefundId = Annotated[str, Path(max_length=255)]
-Text = Annotated[str, Form(max_length=2000)]
 Short = Annotated[str, Form(max_length=100)]
 
 
@@ -159,7 +159,7 @@ async def ask_for_refund(
     links: ToCustomer,
     csrf_token: Short = "",
     reason: Short = "",
-    details: Text = "",
+    details: TypedText = "",
     amount: Short = "",
     subscription: Short = "",
     form_key: Short = "",
@@ -170,6 +170,7 @@ async def ask_for_refund(
     portal = await _open(db, grant)
     if portal is None:
         return _no_such_link()
+    details = as_typed(details)
     form = {"reason": reason, "details": details, "amount": amount, "subscription": subscription}
     try:
         if not auth.pre_session_matches(request, settings, csrf_token):
@@ -242,6 +243,8 @@ def _ask(portal: Portal, reason: str, details: str, amount: str, subscription: s
         chosen = RefundReason(reason)
     except ValueError:
         raise _Refused("Please choose the reason for your request.") from None
+    if said := too_long("What happened", details):
+        raise _Refused(said)
     try:
         money = parse_amount(amount, portal.payment["currency"]) if amount.strip() else None
     except InvalidAmount:
