@@ -12,7 +12,9 @@ import json
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from html import unescape
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -319,6 +321,35 @@ async def test_the_hosted_policy_is_cached_and_only_its_embeddable_version_may_b
 
     await intake.client.put("/v1/refund-policy", headers=merchant, json={"refund_window_days": 30})
     assert "within 30 days" in (await intake.client.get(f"/policy/{merchant_id}/embed")).text
+
+
+async def test_the_policy_on_its_own_page_is_the_products_from_the_portal_its_closed_page_and_the_embed(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    merchant_id = await intake.merchant_id(merchant)
+    product_id = "pro&plan #1"  # ids are any one line: the links encode it
+    override = f"/v1/refund-policy/products/{quote(product_id, safe='')}"
+    assert (await intake.client.put(override, headers=merchant, json={"refund_window_days": 7})).is_success
+    product = {"id": product_id, "name": "Pro plan", "kind": "one_time", "category": "digital"}
+    payment = await intake.payment(merchant, product=product)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+
+    def link(html: str, words: str) -> str:
+        found = re.search(rf'<a href="([^"]+)"[^>]*>{words}', html)
+        assert found, words
+        return unescape(found.group(1))
+
+    portal = link((await customer.open()).text, "The policy on its own page")
+    embed = await intake.client.get(f"/policy/{merchant_id}/embed", params={"product_id": product_id})
+    full = link(embed.text, "The full policy")
+    switched = await owner.post_form("/dashboard/settings", "/dashboard/settings/portal", {"enabled": "false"})
+    assert switched.status_code == 303
+    closed = link((await customer.open()).text, "Read Acme's refund policy")
+
+    for url in (portal, full, closed):
+        policy = await intake.client.get(url)
+        assert policy.status_code == 200 and "within 7 days" in text_of(policy.text), url
 
 
 async def test_each_family_of_pages_carries_its_security_headers_and_the_api_carries_none(

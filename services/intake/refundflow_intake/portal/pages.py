@@ -20,6 +20,7 @@ from refundflow_intake.dashboard.typed_text import TypedText, as_typed, too_long
 from refundflow_intake.domain import DomainError, InvalidAmount, PaymentNotFound, PortalDisabled, RefundReason
 from refundflow_intake.portal import customer_requests, customer_words, tokens
 from refundflow_intake.portal.customer_requests import Ask, Portal
+from refundflow_intake.portal.policy_pages import policy_path
 from refundflow_intake.portal.rendering import render, render_fragment
 from refundflow_intake.portal.tokens import InvalidPortalToken, PortalGrant, PortalTokenExpired
 from refundflow_intake.rate_limit import RateLimited
@@ -63,7 +64,7 @@ def _portal_off(portal: Portal, status_code: int = 200) -> HTMLResponse:
         merchant_name=portal.merchant_name,
         heading="Online refund requests are closed",
         paragraphs=said,
-        policy_url=f"/policy/{portal.merchant_id}",
+        policy_url=policy_path(portal.merchant_id, portal.payment["product_id"]),
         status_code=status_code,
     )
 
@@ -106,7 +107,7 @@ def _page(
     page = render(
         "portal.html",
         merchant_name=portal.merchant_name,
-        merchant_id=portal.merchant_id,
+        policy_url=policy_path(portal.merchant_id, payment["product_id"]),
         token=token,
         csrf_token=csrf,
         form_key=secrets.token_urlsafe(18),  # each page's form is sent once: see ask_for_refund

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from html import escape
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
@@ -24,6 +24,12 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 MerchantId = Annotated[str, Path(max_length=MAX_ID)]
 ProductId = Annotated[str | None, Query(max_length=MAX_ID)]
 IfNoneMatch = Annotated[str | None, Header(max_length=1000)]
+
+
+def policy_path(merchant_id: str, product_id: str | None = None) -> str:
+    """The policy's own page, the product's when it has one (its override applies): the link every page gives."""
+    query = f"?{urlencode({'product_id': product_id})}" if product_id else ""
+    return f"{PREFIX}/{quote(merchant_id, safe='')}{query}"
 
 
 def embed_snippet(public_url: str, merchant_id: str, merchant_name: str) -> str:
@@ -47,7 +53,7 @@ async def _body(db: Db, merchant_id: str, product_id: str | None, template: str)
         merchant_name=name,
         merchant_id=merchant_id,
         points=customer_words.policy_points(policy, name),
-        policy_url=f"{PREFIX}/{merchant_id}",
+        policy_url=policy_path(merchant_id, product_id),
     )
     return html.encode()
 
