@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.browser.customer_tour import (
     ask_in_the_portal,
@@ -78,6 +78,31 @@ def test_a_customer_opens_the_link_from_their_email_asks_with_the_keyboard_and_w
     expect(page.locator("article.request")).to_contain_text("appears on your statement within 5–10 business days")
     expect(page.locator("#live-status")).to_have_text("Your request is now: Succeeded.")
     assert_accessible(page)
+
+
+def test_a_page_whose_link_stopped_working_stops_asking_for_its_requests_status(stack: Stack, page: Page) -> None:
+    """Once the link expires, the status answers 401 for good: asking again every 8 s for as long as the tab stays
+    open helps no one."""
+    merchant = stack.merchant(name="Acme Software")
+    payment = stack.payment(merchant)
+    polls: list[str] = []
+
+    def expired(route: Route) -> None:  # as intake answers once the link has expired
+        polls.append(route.request.url)
+        body = {"error": {"code": "portal_token_expired", "message": "this link has expired"}}
+        route.fulfill(status=401, json=body)
+
+    page.route("**/requests/*/status", expired)
+    page.goto(here(stack, merchants_first_refund(stack, merchant, payment, 100)))
+    ask_in_the_portal(page, "I changed my mind")
+    for _ in range(100):  # the first poll, 1.5 s after the page loaded (Playwright's calls let the route answer)
+        if polls:
+            break
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(6_000)  # the polls came 1.5 s apart, then slower: three or more in that time
+
+    assert len(polls) == 1
+    expect(page.locator("#live-status")).to_contain_text("no longer updates")
 
 
 def test_a_rejection_shows_the_merchants_note_and_never_the_teams(stack: Stack, page: Page) -> None:

@@ -33,6 +33,10 @@ function watchRequest(box) {
         }
         showPaymentFacts(state.payment_html);
         if (state.final) return;
+      } else if (answer.status >= 400 && answer.status < 500 && answer.status !== 408 && answer.status !== 429) {
+        // The link expired (401) or the request is not this link's (404): asking again changes nothing.
+        if (live) live.textContent = "This page no longer updates by itself: open the latest link from your email.";
+        return;
       }
     } catch (error) { /* the network hiccuped: try again */ }
     delay = Math.min(delay * 1.3, 8000);
