@@ -81,6 +81,30 @@ async def test_a_customer_holds_at_most_one_open_request_per_payment(intake: Int
     assert await intake.written() == before
 
 
+async def test_a_retry_with_the_same_idempotency_key_makes_one_request_even_when_approved_at_once(
+    intake: IntakeUnderTest,
+) -> None:
+    """An approved-at-once request no longer holds the payment's one open request: without the key, a customer's
+    app retrying a timed-out request (or a double tap) made a second refund."""
+    merchant = await intake.merchant()
+    rule = {"max_amount": {"amount": 5_000, "currency": "EUR"}, "reasons": ["duplicate"]}
+    assert (await intake.client.put("/v1/refund-policy", headers=merchant, json={"auto_approve": rule})).is_success
+    payment = await intake.payment(merchant, amount=10_000, currency="EUR")
+    customer = {**await portal_for(intake, merchant, payment["id"]), "Idempotency-Key": "tap-1"}
+    body = {"reason": "duplicate", "amount": 2_000}
+
+    first, again = [await intake.client.post("/v1/portal/refund-requests", headers=customer, json=body) for _ in "12"]
+    other = await intake.client.post(
+        "/v1/portal/refund-requests", headers=customer, json={"reason": "duplicate", "amount": 1_000}
+    )
+
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
+    refunds = (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()["refunds"]
+    assert [r["amount"] for r in refunds] == [2_000]
+
+
 async def test_a_token_opens_only_its_own_payment(intake: IntakeUnderTest) -> None:
     merchant, stranger = await intake.merchant(), await intake.merchant()
     payment, other_payment = await intake.payment(merchant), await intake.payment(merchant)

@@ -115,11 +115,12 @@ async def submit_request(
     client: str,
     now: datetime,
     form_key: str | None = None,
-) -> str:
-    """The customer's request on the payment the link opens; the merchant decides. Returns its id.
+) -> tuple[str, bool]:
+    """The customer's request on the payment the link opens; the merchant decides. Returns its id, and whether it
+    was made before.
 
-    ``form_key`` is the single-use key of the page's form: the same form sent again (a double click, two tabs)
-    answers the first request's id, as an API retry with the same Idempotency-Key does."""
+    ``form_key`` is the single-use key of the page's form, or the Idempotency-Key of the portal API's caller: the
+    same request sent again (a double click, two tabs, a retry) answers the first request's id."""
     hour = timedelta(hours=1)
     per_ip = settings.portal_submissions_per_ip_per_hour
     await rate_limit.take(db.pool, f"portal:ip:{client}", limit=per_ip, window=hour, now=now)
@@ -131,7 +132,7 @@ async def submit_request(
             raise PortalDisabled("this merchant does not take refund requests through the portal")
         # Scoped to the payment: a key is the page's, never another payment's.
         key = f"{grant.payment_id}:{form_key}" if form_key else None
-        refund_id, _ = await refund_requests.request_refund_once(
+        return await refund_requests.request_refund_once(
             conn,
             grant.merchant_id,
             key,
@@ -147,7 +148,6 @@ async def submit_request(
             channel=Channel.PORTAL,
             cancel_subscription=ask.cancel_subscription,
         )
-        return refund_id
 
 
 async def set_portal_enabled(conn: asyncpg.Connection, merchant_id: str, enabled: bool) -> None:

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake import repository
@@ -21,6 +21,7 @@ from refundflow_intake.api.portal_schemas import (
 )
 from refundflow_intake.domain import (
     AmountNotRepresentable,
+    IdempotencyKeyReused,
     OpenRequestExists,
     PaymentIsDisputed,
     PaymentNotFound,
@@ -98,20 +99,33 @@ _PORTAL_ERRORS = (
     OpenRequestExists,
     RefundExceedsRefundable,
     AmountNotRepresentable,
+    IdempotencyKeyReused,
     ReasonDetailsRequired,
 )
 
 
-@router.post("/v1/portal/refund-requests", status_code=201, responses=documented(*_PORTAL_ERRORS))
+@router.post("/v1/portal/refund-requests", status_code=201, responses=documented(*_PORTAL_ERRORS, IdempotencyKeyReused))
 async def submit_refund_request(
-    body: PortalRefundRequestCreate, grant: Grant, db: Db, now: Now, links: ToCustomer, request: Request
+    body: PortalRefundRequestCreate,
+    grant: Grant,
+    db: Db,
+    now: Now,
+    links: ToCustomer,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(min_length=1, max_length=255, description="a retry with the same key returns the first request"),
+    ] = None,
 ) -> PortalRefundRequest:
     """The customer asks for a refund of the payment the token opens; the merchant decides."""
     ask = Ask(body.reason, body.message, body.amount, body.cancel_subscription)
     settings, client = _settings(request), client_address(request)
-    refund_id = await customer_requests.submit_request(
-        db, grant, ask, settings=settings, links=links, client=client, now=now
+    refund_id, replayed = await customer_requests.submit_request(
+        db, grant, ask, settings=settings, links=links, client=client, now=now, form_key=idempotency_key
     )
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     async with db.snapshot() as conn:
         return await _customer_view(conn, grant, refund_id)
 
