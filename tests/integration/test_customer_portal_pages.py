@@ -57,6 +57,30 @@ async def test_the_link_opens_the_payment_with_the_policy_in_plain_words_and_say
     assert (page.headers["cache-control"], page.headers["referrer-policy"]) == ("no-store", "no-referrer")
 
 
+async def test_a_subscriptions_customer_chooses_to_keep_or_cancel_it_nothing_is_chosen_for_them(
+    intake: IntakeUnderTest,
+) -> None:
+    """The "Cancel it too" choice was ticked in advance: a customer asking for a small refund who did not notice it
+    lost their subscription at once, with no person involved when the merchant's rules approved it."""
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+
+    page = await customer.open()
+    radios = re.findall(r'<input type="radio" name="subscription"[^>]*>', page.text)
+    assert len(radios) == 2 and not [r for r in radios if "checked" in r], radios
+    unchosen = await customer.ask(reason="duplicate", amount="5")
+
+    assert unchosen.status_code == 422
+    seen = text_of(unchosen.text)
+    assert "Please choose whether to keep your subscription or cancel it." in seen
+    assert (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"] == []
+    chosen = await customer.ask(reason="duplicate", amount="5", subscription="cancel")
+    assert chosen.status_code == 303
+    [refund] = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
+    assert (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()["cancel_subscription"]
+
+
 async def test_a_customer_asks_sees_it_pending_then_the_merchants_words_when_it_is_rejected(
     intake: IntakeUnderTest,
 ) -> None:

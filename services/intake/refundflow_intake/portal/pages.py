@@ -252,6 +252,8 @@ def _ask(portal: Portal, reason: str, details: str, amount: str, subscription: s
         raise _Refused(_enter_an_amount(portal.payment["currency"])) from None
     running = portal.payment["subscription_id"] and not portal.payment["subscription_canceled_at"]
     wish = {"cancel": True, "keep": False}.get(subscription) if running else None
+    if running and wish is None:  # a choice with consequences: nobody makes it for the customer
+        raise _Refused("Please choose whether to keep your subscription or cancel it.")
     return Ask(chosen, details.strip() or None, money, wish)
 
 
