@@ -188,6 +188,7 @@ class _RefundEvent(PaymentEventData):
 
 # Whether the customer asked (and was told their request was received); None in events from before it was said.
 _ASKED_THROUGH = "as refund.requested said it: api (the merchant), portal or command (the customer)"
+_KEPT = "the customer asked to cancel their subscription too, and this decision leaves it running"
 
 
 class RefundRequested(_Priced, _RefundEvent, _ToCustomer):
@@ -209,6 +210,7 @@ class RefundApproved(_Priced, _RefundEvent, _ToCustomer):
     process_time: Name | None = Field(default=None, description="the refund policy's: how long the money takes")
     channel: Code | None = Field(default=None, description=_ASKED_THROUGH)
     auto_approved: bool = Field(default=False, description="the merchant's rules approved it as it was made")
+    subscription_continues: bool = Field(default=False, description=_KEPT)
 
 
 class RefundRejected(_RefundEvent, _ToCustomer):
@@ -217,6 +219,7 @@ class RefundRejected(_RefundEvent, _ToCustomer):
     note: Note | None = None
     cancel_only: bool = Field(default=False, description="no refund, the subscription ends at the period's end")
     channel: Code | None = Field(default=None, description=_ASKED_THROUGH)
+    subscription_continues: bool = Field(default=False, description=_KEPT)
 
 
 class RefundSucceeded(_Priced, _RefundEvent, _ToCustomer):

@@ -197,6 +197,40 @@ async def test_refund_only_keeps_the_subscription(intake: IntakeUnderTest) -> No
     assert len(await intake.staged("refund.approved", payment["id"])) == 1
 
 
+async def test_a_decision_that_keeps_a_subscription_its_customer_asked_to_cancel_says_so_to_them(
+    intake: IntakeUnderTest,
+) -> None:
+    """The customer who asked to cancel, refunded only or refused, heard nothing of their subscription: they could
+    believe it cancelled, and be billed at its renewal."""
+    merchant = await intake.merchant()
+    asked_cancel = {"reason": "duplicate", "cancel_subscription": True}
+    kept, refused, cancelled, asked_keep = [await intake.subscription_payment(merchant) for _ in range(4)]
+    decisions = [
+        (kept, asked_cancel, "approve", {"subscription_action": "refund_only"}),
+        (refused, asked_cancel, "reject", {"note": "Not a duplicate"}),
+        (cancelled, asked_cancel, "approve", {}),
+        (
+            asked_keep,
+            {"reason": "duplicate", "cancel_subscription": False},
+            "approve",
+            {"subscription_action": "refund_only"},
+        ),
+    ]
+    for payment, ask, decide, body in decisions:
+        customer = await _customer_of(intake, merchant, payment["id"])
+        asked = await intake.client.post("/v1/portal/refund-requests", headers=customer, json=ask)
+        assert asked.status_code == 201, asked.text
+        decided = await intake.client.post(f"/v1/refunds/{asked.json()['id']}/{decide}", headers=merchant, json=body)
+        assert decided.is_success, decided.text
+
+    [kept_told] = await intake.staged("refund.approved", kept["id"])
+    [refused_told] = await intake.staged("refund.rejected", refused["id"])
+    [cancelled_told] = await intake.staged("refund.approved", cancelled["id"])
+    [keep_told] = await intake.staged("refund.approved", asked_keep["id"])
+    assert (kept_told["subscription_continues"], refused_told["subscription_continues"]) == (True, True)
+    assert (cancelled_told["subscription_continues"], keep_told["subscription_continues"]) == (False, False)
+
+
 async def test_cancel_only_moves_no_money_and_ends_the_subscription_at_the_period_end(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     payment = await intake.subscription_payment(merchant)

@@ -142,6 +142,20 @@ def test_a_note_of_several_lines_keeps_its_lines_in_the_html_email() -> None:
         assert "Thank you for your patience.<br>\nThe outage &lt;lasted&gt; 3 days." in html, html
 
 
+def test_a_decision_that_keeps_the_subscription_the_customer_asked_to_cancel_says_it_continues() -> None:
+    common = {**IDS, "currency": "EUR", "provider_payment_id": "pi", "payment_amount": 4_999, "approved_by": "user:u"}
+    for data in (
+        RefundApproved(**common, amount=2_500, channel="portal", subscription_continues=True),
+        RefundRejected(**IDS, note="No", channel="portal", subscription_continues=True),
+    ):
+        sent = email(data)
+        assert sent is not None
+        for part in render(sent.content):
+            assert "You also asked to cancel your subscription: it continues, and renews as usual." in part, part
+    plain = email(RefundApproved(**common, amount=2_500, channel="portal"))
+    assert plain is not None and "your subscription" not in render(plain.content)[0]
+
+
 def test_a_failure_and_a_reversal_say_what_happens_next_without_provider_internals() -> None:
     failed = email(RefundFailed(**IDS, amount=100, currency="EUR", failure_reason="provider_declined"))
     reversed_ = email(

@@ -172,6 +172,7 @@ async def _apply(
         process_time=told.policy.process_time,
         channel=refund["channel"],
         auto_approved=actor == actors.AUTO_APPROVER,  # as it was made: the customer was told nothing yet
+        subscription_continues=_keeps_what_the_customer_would_cancel(refund, payment, action),
         **customer,
     )
     await repository.record_decision(conn, refund_id, decided, audit, approved=True, entries=[hold], events=[approved])
@@ -229,8 +230,17 @@ def _rejection(refund: Row, payment: Row, customer: Row, note: str | None, *, ca
         note=note,
         cancel_only=cancel_only,
         channel=refund["channel"],
+        subscription_continues=not cancel_only and _keeps_what_the_customer_would_cancel(refund, payment, None),
         **customer,
     )
+
+
+def _keeps_what_the_customer_would_cancel(refund: Row, payment: Row, action: SubscriptionAction | None) -> bool:
+    """The customer asked to cancel their subscription too, and the decision leaves it running: they are told, or
+    they could believe it cancelled until it renews."""
+    cancels = action in (SubscriptionAction.REFUND_AND_CANCEL, SubscriptionAction.CANCEL_ONLY)
+    running = payment["subscription_id"] is not None and not payment["subscription_ended"]
+    return refund["cancel_subscription"] is True and running and not cancels
 
 
 async def reject_refund(

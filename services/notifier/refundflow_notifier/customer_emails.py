@@ -159,7 +159,12 @@ def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Wo
         amount = format_amount(data.amount, data.currency)
         asked = data.requested_amount if _customer_asked(data.channel) else None  # or nothing they asked for
         requested = format_amount(asked, data.currency) if asked else None
-        context = {"amount": amount, "requested": requested, "note": data.note_to_customer}
+        context = {
+            "amount": amount,
+            "requested": requested,
+            "note": data.note_to_customer,
+            "subscription_continues": data.subscription_continues,
+        }
         return "refund_approved", f"Your refund of {amount} is approved", context, _FOLLOW
     if isinstance(data, RefundSucceeded):
         amount = format_amount(data.amount, data.currency)
@@ -170,7 +175,8 @@ def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Wo
             return None  # told by the cancellation, once the provider has made it
         if not _customer_asked(data.channel):
             return None  # the merchant's own refund, dropped: the customer asked for nothing to be refused
-        return "refund_rejected", "About your refund request", {"note": data.note}, _SEE
+        rejected = {"note": data.note, "subscription_continues": data.subscription_continues}
+        return "refund_rejected", "About your refund request", rejected, _SEE
     if isinstance(data, RefundFailed):
         amount = format_amount(data.amount, data.currency)
         failed = {
