@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
 
 from refundflow_processor.payment_provider import ProviderAuthFailed, ProviderRefund, ProviderSubscription
 from refundflow_processor.stripe_provider import StripeProvider
-from refundflow_shared.events import SubscriptionCancelRequested
+from refundflow_shared.events import SubscriptionCancelRequested, SubscriptionExtensionGranted
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import (
     PATIENT_CLIENT,
@@ -190,3 +190,70 @@ async def test_refused_subscription_calls_do_not_pause_refunds(
 
 async def _alerted(processor: ProcessorUnderTest, merchant_id: str, times: int) -> bool:
     return len(await auth_alerts(processor, merchant_id)) == times
+
+
+class RenewsWhileTheWriteIsRefused:
+    """A key that may read subscriptions but not write them (restricted, 403 on the change) until the merchant fixes
+    it; meanwhile the period ends and the customer pays the next one."""
+
+    name = "stripe"
+
+    def __init__(self) -> None:
+        self.period_end = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+        self.writes: list[tuple[datetime, str]] = []
+
+    async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
+        return ProviderSubscription(subscription_id, "active", False, None, self.period_end, {})
+
+    async def extend_subscription(
+        self, subscription_id: str, *, until: datetime, idempotency_key: str, metadata: dict[str, str]
+    ) -> ProviderSubscription:
+        self.writes.append((until, idempotency_key))
+        if len(self.writes) == 1:
+            self.period_end += timedelta(days=30)  # renewed, paid
+            raise ProviderAuthFailed("HTTP 403: permission_error (the key may not write subscriptions)")
+        self.period_end = until
+        return ProviderSubscription(subscription_id, "trialing", False, None, until, metadata)
+
+    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
+        raise ProviderAuthFailed("HTTP 403: not in this test")
+
+    async def create_refund(self, **kw: object) -> ProviderRefund:
+        raise ProviderAuthFailed("HTTP 403: not in this test")
+
+    async def get_refund(self, provider_refund_id: str) -> ProviderRefund:
+        raise ProviderAuthFailed("HTTP 403: not in this test")
+
+    async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
+        return []
+
+
+async def test_an_extension_held_up_past_a_renewal_extends_the_period_the_customer_paid(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The new period end was fixed from the period then running; the change waited (refused by the key) while the
+    subscription renewed. It extends the renewed period: moving the end to the old one + the days would take back
+    most of a period the customer paid for."""
+    provider = RenewsWhileTheWriteIsRefused()
+    first_end = provider.period_end
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider=provider) as processor:
+        granted = SubscriptionExtensionGranted(
+            payment_id=f"pay_{uuid.uuid4().hex[:10]}",
+            merchant_id="mer_auth_renewal",
+            subscription_id=f"sub_{uuid.uuid4().hex[:12]}",
+            days=7,
+            refund_id=f"ref_{uuid.uuid4().hex[:8]}",
+            granted_by="user:usr_1",
+        )
+        await processor.publish(granted)
+
+        async def announced() -> bool:
+            return bool(await processor.staged("subscription.extended", about=granted.subscription_id))
+
+        await eventually(announced, timeout=60)
+        [extended] = await processor.staged("subscription.extended", about=granted.subscription_id)
+        renewed_end = first_end + timedelta(days=30)
+        [(refused_until, refused_key), (made_until, made_key)] = provider.writes
+        assert (refused_until, made_until) == (first_end + timedelta(days=7), renewed_end + timedelta(days=7))
+        assert made_key != refused_key, "a change with another body goes under another idempotency key"
+        assert datetime.fromisoformat(extended["current_period_end"]) == renewed_end + timedelta(days=7)

@@ -115,6 +115,7 @@ class SubscriptionExtension:
     to_customer: dict[str, Any] = field(default_factory=dict, compare=False)
     stale_grant_keys: tuple[str, ...] = ()  # older grants' records the change removes from the subscription
     records_grant: bool = True  # False: the merchant's own metadata leaves no key for this grant's record
+    from_period_end: datetime | None = None  # the provider's period end ``until`` was fixed from
 
     @property
     def grant_key(self) -> str:
@@ -125,8 +126,10 @@ class SubscriptionExtension:
     @property
     def idempotency_key(self) -> str:
         # One key per try: Stripe replays a stored 5xx for a key forever, and the change (an absolute ``until``)
-        # is harmless to repeat, so a later try needs no reconciliation, only a new key.
-        return f"extend_{self.extension_id}_{self.tries}"
+        # is harmless to repeat, so a later try needs no reconciliation, only a new key. And one per ``until``: a
+        # renewal moves it between tries that a refused key does not count, and Stripe refuses a key's other body.
+        until = int(self.until.timestamp()) if self.until else 0
+        return f"extend_{self.extension_id}_{self.tries}_{until}"
 
 
 def idempotency_key(refund_id: str, attempt: int) -> str:

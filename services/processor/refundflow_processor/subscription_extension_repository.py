@@ -23,6 +23,7 @@ _COLUMNS = (
     "to_customer",
     "stale_grant_keys",
     "records_grant",
+    "from_period_end",
 )
 _RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
 
@@ -92,16 +93,18 @@ async def fix_until(
     stale_grant_keys: list[str],
     *,
     records_grant: bool,
+    from_period_end: datetime,
 ) -> None:
-    """The new period end, whether the change records the grant, and the older grants' records to remove, are
-    decided: due again at once, for the change itself."""
+    """The new period end (from the period end read, ``from_period_end``), whether the change records the grant,
+    and the older grants' records to remove, are decided: due again at once, for the change itself."""
     await conn.execute(
         "UPDATE subscription_extensions SET until = $2, stale_grant_keys = $3, records_grant = $4,"
-        f" next_try_at = now(), {_RELEASE} WHERE extension_id = $1",
+        f" from_period_end = $5, next_try_at = now(), {_RELEASE} WHERE extension_id = $1",
         extension.extension_id,
         until,
         stale_grant_keys,
         records_grant,
+        from_period_end,
     )
     await conn.execute("SELECT pg_notify($1, '')", EXTENSIONS_CHANNEL)
 

@@ -1,10 +1,13 @@
 """Goodwill extensions of a subscription's period, as durable as cancels: the consumer records a grant; the
-dispatcher executes it in two leased steps, each one provider call.
+dispatcher executes it in two leased steps.
 
 1. Read the subscription and fix the new period end (``until`` = its period end + the days granted), once.
-2. Move the period end there (Stripe: ``trial_end`` with ``proration_behavior=none``) and, in the same change,
-   record the grant on the subscription (metadata ``rf_ext_<grant>`` = ``until``). Repeating it with the same
-   ``until`` (a crash, an expired lease) changes nothing more.
+2. Read it again: still the period end ``until`` was fixed from, and no record of the grant, move the period end to
+   ``until`` (Stripe: ``trial_end`` with ``proration_behavior=none``) and, in the same change, record the grant on
+   the subscription (metadata ``rf_ext_<grant>`` = ``until``). Repeating it with the same ``until`` (a crash, an
+   expired lease) changes nothing more. A period end moved since (a renewal while the change waited: a refused key,
+   an outage) fixes ``until`` again from the new end, as step 1: from the old one, the change would take back most
+   of the period the customer just paid for.
 
 A grant read again after a restore of this database (and ``consumer rewind``) finds its record on the subscription
 at step 1: it was made, and is not made again. The subscription keeps the records of its latest
@@ -79,27 +82,29 @@ class SubscriptionExtensionExecutor:
         structlog.contextvars.bind_contextvars(**ids)
         try:
             deadline = self._settings.provider_call_deadline_seconds
-            if extension.until is None:
-                answer = await ask(self._provider.get_subscription(extension.subscription_id), deadline)
-            else:
+            answer: Answer = await ask(self._provider.get_subscription(extension.subscription_id), deadline)
+            changed = False
+            if isinstance(answer, Done) and extension.until and _change_due(extension, answer.value):
                 call = self._provider.extend_subscription(
                     extension.subscription_id,
                     until=extension.until,
                     idempotency_key=extension.idempotency_key,
                     metadata=_grant_records(extension, extension.until),
                 )
-                answer = await ask(call, deadline)
+                answer, changed = await ask(call, deadline), True
             async with self._pool.acquire() as conn, conn.transaction():
                 if await extensions.lock_leased_extension(conn, extension):
-                    await self._record(conn, extension, answer)
+                    await self._record(conn, extension, answer, changed=changed)
                 else:
                     log.warning("extension_lease_lost")
         finally:
             structlog.contextvars.unbind_contextvars(*ids)
 
-    async def _record(self, conn: asyncpg.Connection, extension: SubscriptionExtension, answer: Answer) -> None:
+    async def _record(
+        self, conn: asyncpg.Connection, extension: SubscriptionExtension, answer: Answer, *, changed: bool
+    ) -> None:
         match answer:
-            case Done(subscription) if extension.until is None:
+            case Done(subscription) if not changed:
                 await self._fix_until(conn, extension, subscription)
             case Done(subscription):
                 if not extension.records_grant:
@@ -143,6 +148,8 @@ class SubscriptionExtensionExecutor:
     async def _fix_until(
         self, conn: asyncpg.Connection, extension: SubscriptionExtension, subscription: ProviderSubscription
     ) -> None:
+        """What a read of the subscription leaves to do when its change is not due: the grant is made, refused, or
+        its new period end is fixed (again, from a period end that moved since the last fix)."""
         if extension.grant_key in subscription.metadata:
             # Made already (this database was restored to before it): the days are in the period end the
             # provider holds. Told again, with the end it made, as the restore may have lost the announcement.
@@ -152,15 +159,27 @@ class SubscriptionExtensionExecutor:
                 await self._refused(conn, extension, "made already, but nothing says when the period ends")
             else:
                 await self._extended(conn, extension, made_until)
+        elif extension.until and subscription.current_period_end == extension.until:
+            # Made unrecorded (no room for a record), its answer lost: the period ends where the change moved it.
+            await self._extended(conn, extension, extension.until)
         elif subscription.status in _ENDED:
             await self._refused(conn, extension, f"the subscription is {subscription.status}: there is no period")
         elif subscription.current_period_end is None:
             await self._refused(conn, extension, "the provider did not say when the subscription's period ends")
         else:
-            until = subscription.current_period_end + timedelta(days=extension.days)
+            period_end = subscription.current_period_end
+            if extension.from_period_end is not None:
+                log.warning(
+                    "subscription_extension_period_end_moved",
+                    fixed_from=extension.from_period_end.isoformat(),
+                    period_end=period_end.isoformat(),
+                )
+            until = period_end + timedelta(days=extension.days)
             room = _grant_records_room(subscription.metadata)
             stale = _stale_grant_keys(subscription.metadata, room)
-            await extensions.fix_until(conn, extension, until, stale, records_grant=room > 0)
+            await extensions.fix_until(
+                conn, extension, until, stale, records_grant=room > 0, from_period_end=period_end
+            )
             log.info("subscription_extension_until_fixed", until=until.isoformat(), records_grant=room > 0)
 
     async def _refused(self, conn: asyncpg.Connection, extension: SubscriptionExtension, message: str) -> None:
@@ -175,6 +194,17 @@ class SubscriptionExtensionExecutor:
             payment_id=extension.payment_id,
             refund_id=extension.refund_id,
         )
+
+
+def _change_due(extension: SubscriptionExtension, subscription: ProviderSubscription) -> bool:
+    """True when the subscription, read just now, is as it was when ``until`` was fixed: running, still ending where
+    it was read then, and without this grant's record (made already)."""
+    return (
+        extension.grant_key not in subscription.metadata
+        and subscription.status not in _ENDED
+        and subscription.current_period_end is not None
+        and subscription.current_period_end == extension.from_period_end
+    )
 
 
 def _grant_records(extension: SubscriptionExtension, until: datetime) -> dict[str, str]:
