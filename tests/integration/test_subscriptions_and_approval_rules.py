@@ -185,6 +185,31 @@ async def test_an_auto_approved_request_to_cancel_an_ended_subscription_only_ref
     assert await intake.staged("subscription.cancel_requested", payment["id"]) == []
 
 
+@pytest.mark.parametrize("action", ["refund_and_cancel", "cancel_only"])
+async def test_a_cancel_decided_for_a_subscription_cancelled_already_asks_no_cancel_again(
+    intake: IntakeUnderTest, action: str
+) -> None:
+    """The merchant chose to cancel a subscription that had ended already: asked again, the processor found it
+    cancelled and announced it again, and the customer got a second "Your subscription is cancelled" email (the
+    merchant a second webhook). The decision is made, the cancel not asked again, and the timeline says why."""
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    await _provider_cancelled(intake, merchant, payment, at_period_end=False)
+    refund = await intake.refund(merchant, payment["id"], amount=1_000)
+
+    response = await intake.client.post(
+        f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"subscription_action": action}
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == ("processing" if action == "refund_and_cancel" else "rejected")
+    assert len(await intake.staged("refund.approved", payment["id"])) == (action == "refund_and_cancel")
+    assert await intake.staged("subscription.cancel_requested", payment["id"]) == []
+    [skipped] = [t for t in body["timeline"] if t["action"] == "subscription_cancel_not_asked"]
+    assert "cancelled already" in skipped["note"]
+
+
 async def test_refund_only_keeps_the_subscription(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     payment = await intake.subscription_payment(merchant)

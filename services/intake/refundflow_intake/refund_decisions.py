@@ -177,8 +177,8 @@ async def _apply(
     )
     await repository.record_decision(conn, refund_id, decided, audit, approved=True, entries=[hold], events=[approved])
     if action is SubscriptionAction.REFUND_AND_CANCEL:
-        await subscription_requests.request_cancel(
-            conn, payment, customer, refund_id=refund_id, at_period_end=False, actor=actor, note_to_customer=None
+        await _ask_cancel(
+            conn, refund, payment, customer, RefundStatus.PROCESSING, actor=actor, at_period_end=False, told=None
         )
     if decision.extend_days is not None:
         await subscription_requests.grant_extension(
@@ -205,20 +205,55 @@ async def _close_as_cancel_only(
         repository.Audit(actor, told.note, action="cancel_only"),
         events=[_rejection(refund, payment, customer, told.to_customer, cancel_only=True)],
     )
-    await subscription_requests.request_cancel(
+    await _ask_cancel(
         conn,
+        refund,
         payment,
         customer,
-        refund_id=refund["id"],
-        at_period_end=True,
+        RefundStatus.REJECTED,
         actor=actor,
-        note_to_customer=told.to_customer,
+        at_period_end=True,
+        told=told.to_customer,
         after_extension=extend_days is not None,  # the customer is told the access end the extension makes
     )
     if extend_days is not None:
         await subscription_requests.grant_extension(
             conn, payment, customer, refund_id=refund["id"], days=extend_days, actor=actor, last_period=True
         )
+
+
+CANCEL_NOT_ASKED = "The subscription was cancelled already, or its cancellation asked already: not asked again"
+
+
+async def _ask_cancel(
+    conn: asyncpg.Connection,
+    refund: Row,
+    payment: Row,
+    customer: Row,
+    status: RefundStatus,
+    *,
+    actor: str,
+    at_period_end: bool,
+    told: str | None,
+    after_extension: bool = False,
+) -> None:
+    """Ask the provider to cancel the subscription as decided, unless that asks nothing new (ended, or cancelled or
+    asked to be this way already): asked again, the customer hears of the cancellation twice. The timeline says so."""
+    if await repository.cancel_already_asked(conn, payment, at_period_end=at_period_end):
+        await repository.add_timeline_entry(
+            conn, refund["id"], status, actor, CANCEL_NOT_ASKED, action="subscription_cancel_not_asked"
+        )
+        return
+    await subscription_requests.request_cancel(
+        conn,
+        payment,
+        customer,
+        refund_id=refund["id"],
+        at_period_end=at_period_end,
+        actor=actor,
+        note_to_customer=told,
+        after_extension=after_extension,
+    )
 
 
 def _rejection(refund: Row, payment: Row, customer: Row, note: str | None, *, cancel_only: bool) -> RefundRejected:

@@ -25,6 +25,7 @@ _ACTIONS = {
     "review_overdue": "Review overdue",
     "subscription_canceled": "Subscription cancelled at the provider",
     "subscription_cancel_failed": "Subscription cancel refused by the provider",
+    "subscription_cancel_not_asked": "Subscription cancel not asked again",
     "subscription_extended": "Subscription extended at the provider",
 }
 
