@@ -271,3 +271,32 @@ async def test_a_refused_cancel_and_its_read_end_within_the_lease_of_one_call(
         await eventually(tried, timeout=30)
         (cancel_started, _), (_, read_ended) = provider.calls[:2]
         assert read_ended - cancel_started < processor.settings.executor_lease_seconds, "the lease ran out first"
+
+
+class ExpiredBeforeItsFirstPayment(CanceledInABrownOut):
+    """A subscription whose first payment never came: Stripe ended it (``incomplete_expired``) and refuses to cancel
+    it; it can bill nothing."""
+
+    async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
+        self.reads += 1
+        return ProviderSubscription(subscription_id, "incomplete_expired", False, self.canceled_at)
+
+
+async def test_a_refused_cancel_of_a_subscription_expired_unpaid_is_done_not_a_false_alarm(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """An expired subscription has ended as a canceled one has (the extensions count both as ended): its refused
+    cancel is done, with no "customer may still be billed" alarm and no cancel_failed."""
+    provider = ExpiredBeforeItsFirstPayment()
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider=provider) as processor:
+        requested = cancel_request(f"sub_{uuid.uuid4().hex[:12]}")
+        await processor.publish(requested)
+
+        async def canceled() -> bool:
+            return bool(await processor.staged("subscription.canceled", about=requested.subscription_id))
+
+        await eventually(canceled, timeout=30)
+        [done] = await processor.staged("subscription.canceled", about=requested.subscription_id)
+        assert done["at_period_end"] is False
+        assert await processor.staged("team_alert.raised", about=requested.payment_id) == []
+        assert await processor.staged("subscription.cancel_failed", about=requested.subscription_id) == []

@@ -53,6 +53,11 @@ class ProviderSubscription:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+# A subscription in one of these has ended: it bills nothing more and has no period to extend (Stripe:
+# ``incomplete_expired``, its first payment never came).
+ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
+
+
 class ProviderRefused(Exception):
     """A definite no (4xx such as a card or request error): no refund exists, retrying will not help."""
 

@@ -15,7 +15,7 @@ import structlog
 
 from refundflow_processor import subscription_cancel_repository as cancels
 from refundflow_processor.attempts import AttemptPolicy
-from refundflow_processor.payment_provider import PaymentProvider, ProviderSubscription
+from refundflow_processor.payment_provider import ENDED_STATUSES, PaymentProvider, ProviderSubscription
 from refundflow_processor.provider_answers import AuthFailed, Done, Refused, Retry, ask
 from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.records import SubscriptionCancel
@@ -84,7 +84,7 @@ class SubscriptionCancelExecutor:
             # billed. Until the read answers, the refusal says nothing final: retry (or pause) as the read says.
             current = await ask(self._provider.get_subscription(cancel.subscription_id), round(left, 3))
             match current:
-                case Done(subscription) if subscription.status == "canceled":
+                case Done(subscription) if subscription.status in ENDED_STATUSES:
                     return current
                 case Retry(error):
                     return Retry(f"{answer.message}; the subscription could not be read: {error}")
@@ -104,7 +104,7 @@ class SubscriptionCancelExecutor:
                         merchant_id=cancel.merchant_id,
                         subscription_id=subscription.id,
                         # At the period's end, unless it has ended already (another request cancelled it now).
-                        at_period_end=cancel.at_period_end and subscription.status != "canceled",
+                        at_period_end=cancel.at_period_end and subscription.status not in ENDED_STATUSES,
                         ends_at=subscription.ends_at,
                         refund_id=cancel.refund_id,
                     ),

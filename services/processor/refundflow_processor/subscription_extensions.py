@@ -28,7 +28,7 @@ import structlog
 
 from refundflow_processor import subscription_extension_repository as extensions
 from refundflow_processor.attempts import AttemptPolicy
-from refundflow_processor.payment_provider import PaymentProvider, ProviderSubscription
+from refundflow_processor.payment_provider import ENDED_STATUSES, PaymentProvider, ProviderSubscription
 from refundflow_processor.provider_answers import AuthFailed, Done, Refused, Retry, ask
 from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.records import GRANT_KEY_PREFIX, SubscriptionExtension
@@ -44,7 +44,6 @@ from refundflow_shared.outbox import add_event
 log = structlog.get_logger(__name__)
 
 Answer = Done[ProviderSubscription] | Refused | Retry | AuthFailed
-_ENDED = frozenset({"canceled", "incomplete_expired"})
 # The grants a subscription keeps a record of: a restore reads again the grants since its backup, the latest ones.
 GRANT_RECORDS_KEPT = 10
 MAX_METADATA_KEYS = 50  # Stripe's, the merchant's keys included
@@ -162,7 +161,7 @@ class SubscriptionExtensionExecutor:
         elif extension.until and subscription.current_period_end == extension.until:
             # Made unrecorded (no room for a record), its answer lost: the period ends where the change moved it.
             await self._extended(conn, extension, extension.until)
-        elif subscription.status in _ENDED:
+        elif subscription.status in ENDED_STATUSES:
             await self._refused(conn, extension, f"the subscription is {subscription.status}: there is no period")
         elif subscription.current_period_end is None:
             await self._refused(conn, extension, "the provider did not say when the subscription's period ends")
@@ -201,7 +200,7 @@ def _change_due(extension: SubscriptionExtension, subscription: ProviderSubscrip
     it was read then, and without this grant's record (made already)."""
     return (
         extension.grant_key not in subscription.metadata
-        and subscription.status not in _ENDED
+        and subscription.status not in ENDED_STATUSES
         and subscription.current_period_end is not None
         and subscription.current_period_end == extension.from_period_end
     )
