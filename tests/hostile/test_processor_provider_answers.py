@@ -1,14 +1,21 @@
 """The Stripe adapter reads the provider's answers as hostile: an answer cut short, one that never ends, an empty
 200, a proxy's page, or a key that already ran with other parameters is no answer (``ProviderUnavailable``: the
-refund is reconciled, never failed), whatever the HTTP client raises. Only Stripe's definite refusals fail it."""
+refund is reconciled, never failed), whatever the HTTP client raises. Only Stripe's definite refusals fail it. So
+is a date past the year 9999; an extension past the last date a program can hold is refused, and alerted."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 import pytest
 
-from refundflow_processor.payment_provider import ProviderUnavailable
+from refundflow_processor.payment_provider import ProviderRefund, ProviderSubscription, ProviderUnavailable
 from refundflow_processor.stripe_provider import StripeProvider
+from refundflow_shared.events import SubscriptionExtensionGranted
 from tests.support.http_servers import hostile_http_server
+from tests.support.probe_service import eventually
+from tests.support.processor_harness import running_processor
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -25,3 +32,72 @@ async def test_an_answer_that_does_not_arrive_whole_is_no_answer(behaviour: str)
         finally:
             await provider.close()
     assert provider_api.requests and provider_api.requests[0][0] == "v1/refunds", "the call reached the provider"
+
+
+@pytest.mark.parametrize("call", ["get", "extend"])
+async def test_a_subscription_answer_with_a_date_past_any_calendar_is_no_answer(call: str) -> None:
+    """A Unix time past the year 9999 is a number, but no date: read, it raised ValueError, which the executors do
+    not expect, and the cancel or extension failed on every lease with no retry counted and no alert."""
+    async with hostile_http_server("far_future_subscription") as provider_api:
+        provider = StripeProvider("sk_test_hostile", f"http://127.0.0.1:{provider_api.port}", timeout_seconds=1.0)
+        try:
+            with pytest.raises(ProviderUnavailable, match="malformed answer for subscription sub_1"):
+                if call == "get":
+                    await provider.get_subscription("sub_1")
+                else:
+                    until = datetime(2027, 1, 1, tzinfo=UTC)
+                    await provider.extend_subscription("sub_1", until=until, idempotency_key="key_1", metadata={})
+        finally:
+            await provider.close()
+
+
+class EndsAtTheEndOfTime:
+    """A provider whose subscription's period ends on the last day a date can hold: a valid date, with no room
+    for any days after it."""
+
+    name = "stripe"
+
+    async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
+        end = datetime(9999, 12, 30, tzinfo=UTC)
+        return ProviderSubscription(subscription_id, "active", False, None, end)
+
+    async def extend_subscription(
+        self, subscription_id: str, *, until: datetime, idempotency_key: str, metadata: dict[str, str]
+    ) -> ProviderSubscription:
+        raise AssertionError("no period end to extend to")
+
+    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
+        raise ProviderUnavailable("not in this test")
+
+    async def create_refund(
+        self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
+    ) -> ProviderRefund:
+        raise ProviderUnavailable("not in this test")
+
+    async def get_refund(self, provider_refund_id: str) -> ProviderRefund:
+        raise ProviderUnavailable("not in this test")
+
+    async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
+        return []
+
+
+async def test_an_extension_past_the_last_date_is_refused_and_alerted_not_failed_on_every_lease(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider=EndsAtTheEndOfTime()) as p:
+        granted = SubscriptionExtensionGranted(
+            payment_id=f"pay_{uuid.uuid4().hex[:10]}",
+            merchant_id="mer_end_of_time",
+            subscription_id=f"sub_{uuid.uuid4().hex[:12]}",
+            days=7,
+            refund_id=f"ref_{uuid.uuid4().hex[:8]}",
+            granted_by="user:usr_1",
+        )
+        await p.publish(granted)
+
+        async def alerted() -> bool:
+            return bool(await p.staged("team_alert.raised", about=granted.payment_id))
+
+        await eventually(alerted, timeout=30)
+        [alert] = await p.staged("team_alert.raised", about=granted.payment_id)
+        assert alert["kind"] == "subscription_extension_failed"

@@ -198,6 +198,25 @@ async def test_a_subscription_with_no_room_for_a_grant_record_is_extended_withou
     assert await processor.staged("team_alert.raised", about=granted.payment_id) == []
 
 
+async def test_a_grant_record_whose_value_is_no_date_is_removed_first_and_the_grant_made(
+    processor: ProcessorUnderTest,
+) -> None:
+    """A record under our prefix whose value is a Unix time past the year 9999 (not ours: no grant ends there) is
+    not a time to order the records by: reading it raised ValueError and the extension failed on every lease."""
+    subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
+    client = stripe.StripeClient("sk_test_check", base_addresses={"api": processor.sandbox_url})
+    junk = {f"rf_ext_junk{n}": "999999999999" for n in range(GRANT_RECORDS_KEPT)}
+    await client.v1.subscriptions.update_async(subscription_id, params={"metadata": junk})
+    start = datetime.fromtimestamp((await provider_subscription(processor, subscription_id))["current_period_end"], UTC)
+    granted = await processor.publish(grant(subscription_id, 2))
+
+    [announced] = await extended(processor, subscription_id)
+    assert datetime.fromisoformat(announced["current_period_end"]) == start + timedelta(days=2)
+    at_provider = await provider_subscription(processor, subscription_id)
+    assert at_provider["metadata"][f"rf_ext_{granted.id.hex}"] == str(int((start + timedelta(days=2)).timestamp()))
+    assert len(at_provider["metadata"]) == GRANT_RECORDS_KEPT, "one junk record made room for the grant's"
+
+
 async def test_an_extension_seen_late_waits_for_the_one_already_under_way(processor: ProcessorUnderTest) -> None:
     """Two consumers record two grants of one subscription; the one whose transaction began first may commit last.
     It then looks older than an extension already halfway (its new period end fixed, the change still failing),

@@ -49,6 +49,12 @@ _CANNED = {
         b'{"error": {"type": "idempotency_error", "message": "Keys for idempotent requests can only be used with'
         b' the same parameters they were first used with."}}',
     ),
+    # A subscription whose period ends in the year 19391: a Unix time, but past any date Python can hold.
+    "far_future_subscription": _canned(
+        "200 OK",
+        "application/json",
+        b'{"id": "sub_1", "object": "subscription", "status": "active", "current_period_end": 549755813888}',
+    ),
 }
 
 
@@ -59,7 +65,8 @@ class HostileHttpServer:
     ``drip``: 200, then one byte a second for as long as the client listens; ``flood``: 200, then
     ``flood_bytes`` (exactly) as fast as the client reads; ``ok``: an empty 200; ``redirect``: a 307 to ``redirect_to``;
     ``cut_short``: a 200 promising 400 bytes, a few of them, then the connection closed; ``html_408`` and
-    ``html_404``: a proxy's pages; ``idempotency_error``: Stripe's 400 for a key that already ran with other parameters.
+    ``html_404``: a proxy's pages; ``idempotency_error``: Stripe's 400 for a key that already ran with other parameters;
+    ``far_future_subscription``: a subscription whose period end no date can hold.
     It counts every connection it accepts (a refused call must not even connect), the bytes it managed to send,
     and the most requests that were open at once: in all, per path, and per delivery (path and ``webhook-id``).
     """

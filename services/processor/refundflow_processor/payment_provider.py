@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 ProviderStatus = Literal["succeeded", "pending", "failed"]
@@ -53,6 +53,8 @@ class ProviderSubscription:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+# The last second a datetime holds (the end of the year 9999): a later Unix time is a number, but no date.
+LATEST_TIMESTAMP = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
 # A subscription in one of these has ended: it bills nothing more and has no period to extend (Stripe:
 # ``incomplete_expired``, its first payment never came).
 ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})

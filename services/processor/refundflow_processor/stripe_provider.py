@@ -12,6 +12,7 @@ import aiohttp
 import stripe
 
 from refundflow_processor.payment_provider import (
+    LATEST_TIMESTAMP,
     ProviderAuthFailed,
     ProviderRefund,
     ProviderRefused,
@@ -108,7 +109,7 @@ class StripeProvider:
 def _timestamp(value: Any, subscription_id: str) -> datetime | None:
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**40:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= LATEST_TIMESTAMP:
         raise ProviderUnavailable(f"malformed answer for subscription {subscription_id}")
     return datetime.fromtimestamp(value, UTC)
 

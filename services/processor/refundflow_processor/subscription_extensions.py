@@ -28,7 +28,12 @@ import structlog
 
 from refundflow_processor import subscription_extension_repository as extensions
 from refundflow_processor.attempts import AttemptPolicy
-from refundflow_processor.payment_provider import ENDED_STATUSES, PaymentProvider, ProviderSubscription
+from refundflow_processor.payment_provider import (
+    ENDED_STATUSES,
+    LATEST_TIMESTAMP,
+    PaymentProvider,
+    ProviderSubscription,
+)
 from refundflow_processor.provider_answers import AuthFailed, Done, Refused, Retry, ask
 from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.records import GRANT_KEY_PREFIX, SubscriptionExtension
@@ -165,6 +170,8 @@ class SubscriptionExtensionExecutor:
             await self._refused(conn, extension, f"the subscription is {subscription.status}: there is no period")
         elif subscription.current_period_end is None:
             await self._refused(conn, extension, "the provider did not say when the subscription's period ends")
+        elif subscription.current_period_end > _LAST_DATE - timedelta(days=extension.days):
+            await self._refused(conn, extension, "the subscription's period ends too late for any date after it")
         else:
             period_end = subscription.current_period_end
             if extension.from_period_end is not None:
@@ -229,10 +236,11 @@ def _stale_grant_keys(metadata: dict[str, str], room: int) -> list[str]:
 
 
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)
+_LAST_DATE = datetime.fromtimestamp(LATEST_TIMESTAMP, UTC)
 
 
 def _timestamp(value: str) -> datetime | None:
-    """A grant record's ``until``, or None when it is not a Unix time."""
-    if not (value.isascii() and value.isdigit() and len(value) <= 12):
+    """A grant record's ``until``, or None when it is not a Unix time a date can hold."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 12 and int(value) <= LATEST_TIMESTAMP):
         return None
     return datetime.fromtimestamp(int(value), UTC)
