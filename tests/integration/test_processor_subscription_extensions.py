@@ -217,6 +217,25 @@ async def test_a_grant_record_whose_value_is_no_date_is_removed_first_and_the_gr
     assert len(at_provider["metadata"]) == GRANT_RECORDS_KEPT, "one junk record made room for the grant's"
 
 
+async def test_an_extension_of_a_subscription_set_to_cancel_at_its_period_end_extends_its_last_period(
+    processor: ProcessorUnderTest,
+) -> None:
+    """The subscription was set to end at its period's end (an API cancel, or a refund-only decision's grant
+    beside one): no payment follows the days added, and the announcement says it is the last period."""
+    subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
+    client = stripe.StripeClient("sk_test_check", base_addresses={"api": processor.sandbox_url})
+    await client.v1.subscriptions.update_async(subscription_id, params={"cancel_at_period_end": True})
+    start = datetime.fromtimestamp((await provider_subscription(processor, subscription_id))["current_period_end"], UTC)
+    await processor.publish(grant(subscription_id, 5))
+
+    [announced] = await extended(processor, subscription_id)
+    assert datetime.fromisoformat(announced["current_period_end"]) == start + timedelta(days=5)
+    assert announced["last_period"] is True
+    assert (await provider_subscription(processor, subscription_id))["cancel_at"] == int(
+        (start + timedelta(days=5)).timestamp()
+    )
+
+
 async def test_an_extension_seen_late_waits_for_the_one_already_under_way(processor: ProcessorUnderTest) -> None:
     """Two consumers record two grants of one subscription; the one whose transaction began first may commit last.
     It then looks older than an extension already halfway (its new period end fixed, the change still failing),

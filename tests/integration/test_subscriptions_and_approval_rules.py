@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from refundflow_shared.events import Event, SubscriptionCanceled, SubscriptionCancelFailed
+from refundflow_shared.events import Event, SubscriptionCanceled, SubscriptionCancelFailed, SubscriptionExtended
 from tests.support.dashboard_people import Person, invite, merchant_with_owner
 from tests.support.intake_harness import ADMIN, Headers, IntakeUnderTest, running_intake
 from tests.support.probe_service import eventually
@@ -208,6 +208,34 @@ async def test_a_cancel_decided_for_a_subscription_cancelled_already_asks_no_can
     assert await intake.staged("subscription.cancel_requested", payment["id"]) == []
     [skipped] = [t for t in body["timeline"] if t["action"] == "subscription_cancel_not_asked"]
     assert "cancelled already" in skipped["note"]
+
+
+async def test_an_extension_of_a_subscription_set_to_end_moves_the_end_of_its_access(intake: IntakeUnderTest) -> None:
+    """Cancelled at its period's end, then extended (refund only with goodwill days): access lasts until the new
+    end, which the timeline says, not a next payment."""
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    await _provider_cancelled(intake, merchant, payment, at_period_end=True)
+    refund = await intake.refund(merchant, payment["id"], amount=1_000)
+    approved = await intake.client.post(
+        f"/v1/refunds/{refund['id']}/approve",
+        headers=merchant,
+        json={"subscription_action": "refund_only", "extend_days": 7},
+    )
+    assert approved.status_code == 200, approved.text
+    new_end = datetime.fromisoformat(payment["subscription"]["current_period_end"]) + timedelta(days=7)
+    extended = SubscriptionExtended(
+        payment_id=payment["id"], merchant_id=await intake.merchant_id(merchant),
+        subscription_id=payment["subscription"]["id"], days=7, current_period_end=new_end,
+        refund_id=refund["id"], last_period=True,  # as the processor read it: set to cancel at its period's end
+    )  # fmt: skip
+    await _handled(intake, await intake.publish(extended, source="refundflow/processor"))
+
+    access = await intake.db.fetchval("SELECT subscription_access_until FROM payments WHERE id = $1", payment["id"])
+    assert access == new_end
+    shown = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    [entry] = [t for t in shown["timeline"] if t["action"] == "subscription_extended"]
+    assert "access lasts until" in entry["note"]
 
 
 async def test_refund_only_keeps_the_subscription(intake: IntakeUnderTest) -> None:

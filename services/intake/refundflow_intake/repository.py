@@ -225,10 +225,27 @@ async def record_subscription_canceled(
 
 
 async def record_subscription_extended(
-    conn: asyncpg.Connection, merchant_id: str, payment_id: str, subscription_id: str, period_end: datetime
+    conn: asyncpg.Connection,
+    merchant_id: str,
+    payment_id: str,
+    subscription_id: str,
+    period_end: datetime,
+    *,
+    last_period: bool,
 ) -> None:
     """Goodwill days pushed the subscription's period end (its next payment) back to ``period_end``; the latest
-    extension wins, whatever order the reports come in."""
+    extension wins, whatever order the reports come in. ``last_period``: it is set to end then (cancelled at its
+    period's end), so its access recorded with that cancel lasts until the new end, for every payment of it."""
+    if last_period:  # every payment of it, locked in payment id order as every writer locks payments
+        await conn.execute(
+            "UPDATE payments p SET subscription_access_until = greatest(p.subscription_access_until, $3)"
+            " FROM (SELECT id FROM payments WHERE merchant_id = $1 AND subscription_id = $2"
+            '       ORDER BY id COLLATE "C" FOR UPDATE) AS mine'
+            " WHERE p.id = mine.id AND p.subscription_access_until IS NOT NULL",
+            merchant_id,
+            subscription_id,
+            period_end,
+        )
     await conn.execute(
         "UPDATE payments SET subscription_period_extended_to = greatest(subscription_period_extended_to, $4)"
         " WHERE id = $2 AND merchant_id = $1 AND subscription_id = $3",

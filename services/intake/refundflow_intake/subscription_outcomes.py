@@ -59,7 +59,12 @@ async def record_cancel_failed(conn: asyncpg.Connection, data: SubscriptionCance
 
 async def record_extended(conn: asyncpg.Connection, data: SubscriptionExtended, *, actor: str) -> None:
     await repository.record_subscription_extended(
-        conn, data.merchant_id, data.payment_id, data.subscription_id, data.current_period_end
+        conn,
+        data.merchant_id,
+        data.payment_id,
+        data.subscription_id,
+        data.current_period_end,
+        last_period=data.last_period,
     )
     await _note_on_refund(conn, data, "subscription_extended", extension_words(data), actor)
 

@@ -114,7 +114,7 @@ class SubscriptionExtensionExecutor:
                 if not extension.records_grant:
                     # Only our row knows it was made: a restore of this database to before it makes it again.
                     log.warning("subscription_extended_unrecorded", reason="the merchant's metadata takes all keys")
-                await self._extended(conn, extension, subscription.current_period_end or extension.until)
+                await self._extended(conn, extension, subscription, subscription.current_period_end or extension.until)
             case Refused(message):
                 await self._refused(conn, extension, message)
             case Retry(error):
@@ -131,13 +131,22 @@ class SubscriptionExtensionExecutor:
             self._pause.clear()
 
     async def _extended(
-        self, conn: asyncpg.Connection, extension: SubscriptionExtension, period_end: datetime | None
+        self,
+        conn: asyncpg.Connection,
+        extension: SubscriptionExtension,
+        subscription: ProviderSubscription,
+        period_end: datetime | None,
     ) -> None:
         await extensions.record_extension_state(conn, extension, "succeeded")
+        told = carry(extension.to_customer, SubscriptionExtended)
+        # The decision's cancel at the period's end, or one the subscription had already (an API cancel, or one
+        # beside a refund-only grant): no payment follows the days added.
+        last_period = bool(told.pop("last_period", False)) or subscription.cancel_at_period_end
         await add_event(
             conn,
             SubscriptionExtended(
-                **carry(extension.to_customer, SubscriptionExtended),
+                **told,
+                last_period=last_period,
                 payment_id=extension.payment_id,
                 merchant_id=extension.merchant_id,
                 subscription_id=extension.subscription_id,
@@ -162,10 +171,10 @@ class SubscriptionExtensionExecutor:
             if made_until is None:
                 await self._refused(conn, extension, "made already, but nothing says when the period ends")
             else:
-                await self._extended(conn, extension, made_until)
+                await self._extended(conn, extension, subscription, made_until)
         elif extension.until and subscription.current_period_end == extension.until:
             # Made unrecorded (no room for a record), its answer lost: the period ends where the change moved it.
-            await self._extended(conn, extension, extension.until)
+            await self._extended(conn, extension, subscription, extension.until)
         elif subscription.status in ENDED_STATUSES:
             await self._refused(conn, extension, f"the subscription is {subscription.status}: there is no period")
         elif subscription.current_period_end is None:
