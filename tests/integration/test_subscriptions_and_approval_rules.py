@@ -480,6 +480,37 @@ async def test_a_refund_whose_cancel_the_provider_refused_says_so_and_the_cancel
     assert [(c["at_period_end"], c["refund_id"]) for c in cancels] == [(False, refund["id"]), (False, None)]
 
 
+async def test_a_cancel_only_whose_cancel_the_provider_refused_does_not_tell_the_customer_it_is_cancelled(
+    intake: IntakeUnderTest,
+) -> None:
+    """The portal said "Subscription cancelled ... will not be charged again" from the decision alone, while the
+    provider had refused the cancel and the customer could be billed: it says the merchant is arranging it."""
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    customer = await _customer_of(intake, merchant, payment["id"])
+    submitted = await intake.client.post(
+        "/v1/portal/refund-requests",
+        headers=customer,
+        json={"reason": "unexpected_renewal", "amount": 1_000, "cancel_subscription": True},
+    )
+    assert submitted.status_code == 201, submitted.text
+    refund = submitted.json()
+    decided = await intake.client.post(
+        f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"subscription_action": "cancel_only"}
+    )
+    assert decided.status_code == 200, decided.text
+    token = customer["Authorization"].removeprefix("Bearer ")
+    status_url = f"/portal/{token}/requests/{refund['id']}/status"
+    assert "will not be charged again" in (await intake.client.get(status_url)).text
+
+    await _provider_refused_cancel(intake, merchant, payment, at_period_end=True, refund_id=refund["id"])
+
+    tracked = (await intake.client.get(status_url)).text
+    assert "will not be charged again" not in tracked
+    assert "Subscription cancelled" not in tracked
+    assert "arranging the cancellation" in tracked
+
+
 async def test_a_subscription_renewed_after_a_cancel_at_its_period_end_can_be_cancelled_again(
     intake: IntakeUnderTest,
 ) -> None:

@@ -78,6 +78,13 @@ def status_of(refund: Row, *, merchant: str, process_time: str) -> CustomerStatu
             " refund you another way."
         )
         return CustomerStatus("reversed", "Reversed", said, True)
+    if refund["subscription_action"] == SubscriptionAction.CANCEL_ONLY and _cancel_refused(refund):
+        # The provider refused it: the team is told to cancel again (the customer sees no refusal, nor a promise).
+        said = (
+            f"No refund was made. {merchant} is arranging the cancellation of your subscription and will contact"
+            " you if anything is needed."
+        )
+        return CustomerStatus(CANCELLED, "Cancellation in progress", said, True)
     if refund["subscription_action"] == SubscriptionAction.CANCEL_ONLY:
         # Until when: the provider's date, in the timeline once it has cancelled (ours may be out of date).
         said = (
@@ -86,6 +93,17 @@ def status_of(refund: Row, *, merchant: str, process_time: str) -> CustomerStatu
         )
         return CustomerStatus(CANCELLED, "Subscription cancelled", said, True)
     return CustomerStatus("rejected", "Rejected", f"{merchant} decided not to refund this request.", True)
+
+
+def _cancel_refused(refund: Row) -> bool:
+    """Whether the provider's last word on the decision's cancel (on the request's timeline, when read with it) is a
+    refusal."""
+    outcomes = [
+        entry["action"]
+        for entry in refund.get("timeline", [])
+        if entry["action"] in ("subscription_canceled", "subscription_cancel_failed")
+    ]
+    return bool(outcomes) and outcomes[-1] == "subscription_cancel_failed"
 
 
 def timeline(refund: Row, entries: list[Row], *, merchant: str) -> list[Moment]:
