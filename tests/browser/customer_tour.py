@@ -117,6 +117,7 @@ def walk_customer_pages(stack: Stack, page: Page, browser: Browser, visit: Visit
     # Grace: a subscription, cancelled at the period's end with no refund.
     grace = stack.subscription_payment(merchant, customer_name="Grace Hopper")
     page.goto(here(stack, merchants_first_refund(stack, merchant, grace, 500)))
+    visit("portal-ask-subscription", page)  # keep it or cancel it: the customer's choice, nothing ticked
     ask_in_the_portal(page, "My subscription renewed unexpectedly", cancel=True)
     [renewal] = [r for r in stack.payment_refunds(merchant, grace) if r["channel"] == "portal"]
     decision = {

@@ -39,7 +39,7 @@ def test_every_customer_page_passes_axe_with_no_serious_or_critical_violation(
             found[name] = violations
 
     walk_customer_pages(stack, page, browser, check)
-    assert len(seen) == 10
+    assert len(seen) == 11
     assert found == {}
 
 
