@@ -218,6 +218,11 @@ class RefundRejected(_RefundEvent, _ToCustomer):
 
     note: Note | None = None
     cancel_only: bool = Field(default=False, description="no refund, the subscription ends at the period's end")
+    cancellation_follows: bool = Field(
+        default=True,
+        description="with cancel_only: subscription.canceled follows (it tells the customer); false when the"
+        " subscription was cancelled, or asked to be, already (this tells them)",
+    )
     channel: Code | None = Field(default=None, description=_ASKED_THROUGH)
     subscription_continues: bool = Field(default=False, description=_KEPT)
 

@@ -105,6 +105,22 @@ async def test_a_retry_with_the_same_idempotency_key_makes_one_request_even_when
     assert [r["amount"] for r in refunds] == [2_000]
 
 
+async def test_retries_with_the_same_idempotency_key_are_answered_beyond_the_rate_limit(
+    intake: IntakeUnderTest,
+) -> None:
+    """A retry is the first request again, not a new attempt: an app retrying a timed-out request was told "too many
+    attempts" though the request existed."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=10_000, currency="EUR")
+    customer = {**await portal_for(intake, merchant, payment["id"]), "Idempotency-Key": "retry-1"}
+    body = {"reason": "duplicate", "amount": 2_000}
+
+    answers = [await intake.client.post("/v1/portal/refund-requests", headers=customer, json=body) for _ in range(8)]
+
+    assert [a.status_code for a in answers] == [201] * 8, [a.text for a in answers if a.status_code != 201]
+    assert len({a.json()["id"] for a in answers}) == 1
+
+
 async def test_a_token_opens_only_its_own_payment(intake: IntakeUnderTest) -> None:
     merchant, stranger = await intake.merchant(), await intake.merchant()
     payment, other_payment = await intake.payment(merchant), await intake.payment(merchant)

@@ -736,3 +736,82 @@ async def test_an_approval_counts_only_while_its_author_may_still_decide_refunds
     completed = await colleague.post_form(page, f"{page}/approve", {"amount": "80.00"})
     assert completed.headers["location"].endswith("done=approved")
     assert [e["amount"] for e in await intake.staged("refund.approved", payment["id"])] == [8_000]
+
+
+async def _asked_to_cancel(intake: IntakeUnderTest, merchant: Headers, payment: dict[str, Any]) -> tuple[str, Headers]:
+    """A portal request that asks to cancel the subscription too: its id, and the customer."""
+    customer = await _customer_of(intake, merchant, payment["id"])
+    asked = await intake.client.post(
+        "/v1/portal/refund-requests",
+        headers=customer,
+        json={"reason": "unexpected_renewal", "amount": 1_000, "cancel_subscription": True},
+    )
+    assert asked.status_code == 201, asked.text
+    return asked.json()["id"], customer
+
+
+async def test_a_cancel_only_decision_for_a_subscription_set_to_end_already_is_told_by_its_rejection(
+    intake: IntakeUnderTest,
+) -> None:
+    """No cancel is asked again, so no subscription.canceled follows: the customer heard nothing of the decision,
+    nor the merchant's note, as the cancel-only rejection waits for the cancellation to tell them."""
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    refund_id, _ = await _asked_to_cancel(intake, merchant, payment)
+    await _provider_cancelled(intake, merchant, payment, at_period_end=True)  # an API cancel at the period's end
+    note = "Cancelled already; no refund per our policy."
+
+    decided = await intake.client.post(
+        f"/v1/refunds/{refund_id}/approve",
+        headers=merchant,
+        json={"subscription_action": "cancel_only", "note_to_customer": note},
+    )
+
+    assert decided.status_code == 200, decided.text
+    assert await intake.staged("subscription.cancel_requested", payment["id"]) == []
+    [rejected] = await intake.staged("refund.rejected", payment["id"])
+    assert (rejected["cancel_only"], rejected["cancellation_follows"], rejected["note"]) == (True, False, note)
+    assert rejected["subscription_continues"] is False
+
+
+async def test_a_subscription_set_to_end_at_its_period_end_is_not_said_to_continue(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    refused, refunded = await intake.subscription_payment(merchant), await intake.subscription_payment(merchant)
+    for payment, decide, body in (
+        (refused, "reject", {"note": "Outside the window"}),
+        (refunded, "approve", {"subscription_action": "refund_only"}),
+    ):
+        refund_id, _ = await _asked_to_cancel(intake, merchant, payment)
+        await _provider_cancelled(intake, merchant, payment, at_period_end=True)
+        decided = await intake.client.post(f"/v1/refunds/{refund_id}/{decide}", headers=merchant, json=body)
+        assert decided.is_success, decided.text
+
+    [rejected] = await intake.staged("refund.rejected", refused["id"])
+    [approved] = await intake.staged("refund.approved", refunded["id"])
+    assert (rejected["subscription_continues"], approved["subscription_continues"]) == (False, False)
+
+
+async def test_a_cancel_only_refused_by_the_provider_then_cancelled_by_the_team_shows_the_customer_cancelled(
+    intake: IntakeUnderTest,
+) -> None:
+    """The team's cancel (the API's, with no refund) reached no request's timeline: the portal said "Cancellation
+    in progress" for ever."""
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    refund_id, customer = await _asked_to_cancel(intake, merchant, payment)
+    decided = await intake.client.post(
+        f"/v1/refunds/{refund_id}/approve", headers=merchant, json={"subscription_action": "cancel_only"}
+    )
+    assert decided.status_code == 200, decided.text
+    await _provider_refused_cancel(intake, merchant, payment, at_period_end=True, refund_id=refund_id)
+    token = customer["Authorization"].removeprefix("Bearer ")
+    status_url = f"/portal/{token}/requests/{refund_id}/status"
+    assert (await intake.client.get(status_url)).json()["label"] == "Cancellation in progress"
+
+    again = await intake.client.post(
+        f"/v1/payments/{payment['id']}/subscription/cancel", headers=merchant, json={"at_period_end": True}
+    )
+    assert again.status_code == 202, again.text
+    await _provider_cancelled(intake, merchant, payment, at_period_end=True)
+
+    assert (await intake.client.get(status_url)).json()["label"] == "Subscription cancelled"

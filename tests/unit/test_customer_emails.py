@@ -91,6 +91,12 @@ def test_a_refund_sent_tells_the_policys_process_time_or_no_number_when_intake_n
 
 def test_a_cancel_only_decision_is_not_mailed_as_a_rejection_but_as_the_cancellation_with_its_note() -> None:
     assert email(RefundRejected(**IDS, note="Used for months", cancel_only=True)) is None
+    # Cancelled, or asked to be, already: no cancellation follows, so the decision itself is told, with its note.
+    no_cancellation = RefundRejected(
+        **IDS, note="Used for months", cancel_only=True, cancellation_follows=False, channel="portal"
+    )
+    told = email(no_cancellation)
+    assert told is not None and "Their note: Used for months" in render(told.content)[0]
     rejection = email(RefundRejected(**IDS, note="Used for months"))
     assert rejection is not None and "Their note: Used for months" in render(rejection.content)[0]
 

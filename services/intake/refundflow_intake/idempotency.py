@@ -47,6 +47,24 @@ async def claim(
     return refund_id
 
 
+async def replayed_refund(
+    conn: asyncpg.Connection, merchant_id: str, channel: Channel, key: str, request_hash: bytes
+) -> str | None:
+    """The refund the key's first request made, when this is that request again; else None (a first request, or
+    another request under the key, which ``claim`` answers). Read only: a retry is answered before anything else is
+    spent on it, the portal's rate limits among them."""
+    earlier = await conn.fetchrow(
+        "SELECT request_hash, refund_id FROM idempotency_keys WHERE merchant_id = $1 AND channel = $2 AND key = $3",
+        merchant_id,
+        channel.value,
+        key,
+    )
+    if earlier is None or bytes(earlier["request_hash"]) != request_hash:
+        return None
+    refund_id: str | None = earlier["refund_id"]
+    return refund_id
+
+
 async def remember(conn: asyncpg.Connection, merchant_id: str, channel: Channel, key: str, refund_id: str) -> None:
     await conn.execute(
         "UPDATE idempotency_keys SET refund_id = $4 WHERE merchant_id = $1 AND channel = $2 AND key = $3",

@@ -172,13 +172,14 @@ async def _apply(
         process_time=told.policy.process_time,
         channel=refund["channel"],
         auto_approved=actor == actors.AUTO_APPROVER,  # as it was made: the customer was told nothing yet
-        subscription_continues=_keeps_what_the_customer_would_cancel(refund, payment, action),
+        subscription_continues=await _keeps_what_the_customer_would_cancel(conn, refund, payment, action),
         **customer,
     )
     await repository.record_decision(conn, refund_id, decided, audit, approved=True, entries=[hold], events=[approved])
     if action is SubscriptionAction.REFUND_AND_CANCEL:
+        new = not await repository.cancel_already_asked(conn, payment, at_period_end=False)
         await _ask_cancel(
-            conn, refund, payment, customer, RefundStatus.PROCESSING, actor=actor, at_period_end=False, told=None
+            conn, refund, payment, customer, RefundStatus.PROCESSING, new, actor=actor, at_period_end=False, told=None
         )
     if decision.extend_days is not None:
         await subscription_requests.grant_extension(
@@ -198,12 +199,11 @@ async def _close_as_cancel_only(
         "customer_note": told.to_customer,
     }
     customer = to_customer(told.links, payment)
+    # Asked only when it asks something new; else no cancellation follows to tell the customer: the rejection does.
+    new = not await repository.cancel_already_asked(conn, payment, at_period_end=True)
+    rejected = _rejection(refund, payment, customer, told.to_customer, cancel_only=True, cancellation_follows=new)
     await repository.record_decision(
-        conn,
-        refund["id"],
-        decision,
-        repository.Audit(actor, told.note, action="cancel_only"),
-        events=[_rejection(refund, payment, customer, told.to_customer, cancel_only=True)],
+        conn, refund["id"], decision, repository.Audit(actor, told.note, action="cancel_only"), events=[rejected]
     )
     await _ask_cancel(
         conn,
@@ -211,6 +211,7 @@ async def _close_as_cancel_only(
         payment,
         customer,
         RefundStatus.REJECTED,
+        new,
         actor=actor,
         at_period_end=True,
         told=told.to_customer,
@@ -231,15 +232,17 @@ async def _ask_cancel(
     payment: Row,
     customer: Row,
     status: RefundStatus,
+    new: bool,
     *,
     actor: str,
     at_period_end: bool,
     told: str | None,
     after_extension: bool = False,
 ) -> None:
-    """Ask the provider to cancel the subscription as decided, unless that asks nothing new (ended, or cancelled or
-    asked to be this way already): asked again, the customer hears of the cancellation twice. The timeline says so."""
-    if await repository.cancel_already_asked(conn, payment, at_period_end=at_period_end):
+    """Ask the provider to cancel the subscription as decided, unless that asks nothing ``new`` (ended, or cancelled
+    or asked to be this way already: ``repository.cancel_already_asked``): asked again, the customer hears of the
+    cancellation twice. The timeline says so."""
+    if not new:
         await repository.add_timeline_entry(
             conn, refund["id"], status, actor, CANCEL_NOT_ASKED, action="subscription_cancel_not_asked"
         )
@@ -256,7 +259,16 @@ async def _ask_cancel(
     )
 
 
-def _rejection(refund: Row, payment: Row, customer: Row, note: str | None, *, cancel_only: bool) -> RefundRejected:
+def _rejection(
+    refund: Row,
+    payment: Row,
+    customer: Row,
+    note: str | None,
+    *,
+    cancel_only: bool,
+    cancellation_follows: bool = True,
+    subscription_continues: bool = False,
+) -> RefundRejected:
     return RefundRejected(
         refund_id=refund["id"],
         payment_id=payment["id"],
@@ -264,18 +276,24 @@ def _rejection(refund: Row, payment: Row, customer: Row, note: str | None, *, ca
         customer_email=payment["customer_email"],
         note=note,
         cancel_only=cancel_only,
+        cancellation_follows=cancellation_follows,
         channel=refund["channel"],
-        subscription_continues=not cancel_only and _keeps_what_the_customer_would_cancel(refund, payment, None),
+        subscription_continues=subscription_continues,
         **customer,
     )
 
 
-def _keeps_what_the_customer_would_cancel(refund: Row, payment: Row, action: SubscriptionAction | None) -> bool:
+async def _keeps_what_the_customer_would_cancel(
+    conn: asyncpg.Connection, refund: Row, payment: Row, action: SubscriptionAction | None
+) -> bool:
     """The customer asked to cancel their subscription too, and the decision leaves it running: they are told, or
-    they could believe it cancelled until it renews."""
-    cancels = action in (SubscriptionAction.REFUND_AND_CANCEL, SubscriptionAction.CANCEL_ONLY)
-    running = payment["subscription_id"] is not None and not payment["subscription_ended"]
-    return refund["cancel_subscription"] is True and running and not cancels
+    they could believe it cancelled until it renews. Not running once anything ends it: a cancel, now or at its
+    period's end, asked or made, through any payment of it."""
+    if refund["cancel_subscription"] is not True or payment["subscription_id"] is None:
+        return False  # asked no such thing (the one read below only for those who did)
+    if action in (SubscriptionAction.REFUND_AND_CANCEL, SubscriptionAction.CANCEL_ONLY):
+        return False
+    return not await repository.cancel_already_asked(conn, payment, at_period_end=True)
 
 
 async def reject_refund(
@@ -296,7 +314,10 @@ async def reject_refund(
         return
     told = note if refund["channel"] in CUSTOMER_CHANNELS else None
     decision = {"status": RefundStatus.REJECTED.value, "amount": refund["amount"], "note": note, "customer_note": told}
-    rejected = _rejection(refund, payment, to_customer(links, payment), note, cancel_only=False)
+    continues = await _keeps_what_the_customer_would_cancel(conn, refund, payment, None)
+    rejected = _rejection(
+        refund, payment, to_customer(links, payment), note, cancel_only=False, subscription_continues=continues
+    )
     audit = repository.Audit(actor, note, action="rejected")
     await repository.record_decision(conn, refund_id, decision, audit, events=[rejected])
 

@@ -171,7 +171,7 @@ def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Wo
         context = {"amount": amount, "process_time": data.process_time or contact.process_time}
         return "refund_succeeded", f"Your refund of {amount} is on its way", context, _SEE
     if isinstance(data, RefundRejected):
-        if data.cancel_only:
+        if data.cancel_only and data.cancellation_follows:
             return None  # told by the cancellation, once the provider has made it
         if not _customer_asked(data.channel):
             return None  # the merchant's own refund, dropped: the customer asked for nothing to be refused

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from refundflow_intake import notification_settings, rate_limit, refund_requests, repository
+from refundflow_intake import idempotency, notification_settings, rate_limit, refund_requests, repository
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake.api.dependencies import Database
 from refundflow_intake.domain import (
@@ -121,6 +121,14 @@ async def submit_request(
 
     ``form_key`` is the single-use key of the page's form, or the Idempotency-Key of the portal API's caller: the
     same request sent again (a double click, two tabs, a retry) answers the first request's id."""
+    # Scoped to the payment, unambiguously (a payment id may hold ":"): a key is the page's, never another payment's.
+    key = f"{len(grant.payment_id)}:{grant.payment_id}:{form_key}" if form_key else None
+    request = asdict(ask)
+    if key is not None:
+        async with db.connection() as conn:
+            fingerprint = idempotency.fingerprint(request)
+            if earlier := await idempotency.replayed_refund(conn, grant.merchant_id, Channel.PORTAL, key, fingerprint):
+                return earlier, True  # the same request again: answered, not counted as another attempt
     hour = timedelta(hours=1)
     per_ip = settings.portal_submissions_per_ip_per_hour
     await rate_limit.take(db.pool, f"portal:ip:{client}", limit=per_ip, window=hour, now=now)
@@ -130,13 +138,11 @@ async def submit_request(
         merchant = await merchant_of(conn, grant.merchant_id)
         if merchant is not None and not merchant["portal_enabled"]:
             raise PortalDisabled("this merchant does not take refund requests through the portal")
-        # Scoped to the payment: a key is the page's, never another payment's.
-        key = f"{grant.payment_id}:{form_key}" if form_key else None
         return await refund_requests.request_refund_once(
             conn,
             grant.merchant_id,
             key,
-            asdict(ask),
+            request,
             payment_id=grant.payment_id,
             reason=ask.reason,
             reason_details=ask.details,

@@ -47,7 +47,9 @@ def day(value: datetime) -> str:
     return f"{value.day} {value.strftime('%B %Y')}"
 
 
-def status_of(refund: Row, *, merchant: str, process_time: str) -> CustomerStatus:
+def status_of(refund: Row, *, merchant: str, process_time: str, subscription_cancelled: bool = False) -> CustomerStatus:
+    """``subscription_cancelled``: the payment's subscription is recorded cancelled (now or at its period's end),
+    whatever asked for it (a cancel the team asked again after the provider refused the decision's own)."""
     amount = format_amount(refund["amount"], refund["currency"])
     status = RefundStatus(refund["status"])
     if status is RefundStatus.PENDING:
@@ -78,7 +80,8 @@ def status_of(refund: Row, *, merchant: str, process_time: str) -> CustomerStatu
             " refund you another way."
         )
         return CustomerStatus("reversed", "Reversed", said, True)
-    if refund["subscription_action"] == SubscriptionAction.CANCEL_ONLY and _cancel_refused(refund):
+    refused = _cancel_refused(refund) and not subscription_cancelled
+    if refund["subscription_action"] == SubscriptionAction.CANCEL_ONLY and refused:
         # The provider refused it: the team is told to cancel again (the customer sees no refusal, nor a promise).
         said = (
             f"No refund was made. {merchant} is arranging the cancellation of your subscription and will contact"

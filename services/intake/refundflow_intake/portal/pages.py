@@ -74,7 +74,10 @@ def _requests(token: str, portal: Portal) -> list[dict[str, Any]]:
         {
             **refund,
             "state": customer_words.status_of(
-                refund, merchant=portal.merchant_name, process_time=portal.policy.process_time
+                refund,
+                merchant=portal.merchant_name,
+                process_time=portal.policy.process_time,
+                subscription_cancelled=portal.payment["subscription_canceled_at"] is not None,
             ),
             "moments": customer_words.timeline(refund, refund["timeline"], merchant=portal.merchant_name),
             "status_url": f"{PREFIX}/{token}/requests/{refund['id']}/status",
