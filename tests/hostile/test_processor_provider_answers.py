@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from refundflow_processor.payment_provider import ProviderRefund, ProviderSubscription, ProviderUnavailable
+from refundflow_processor.payment_provider import ProviderSubscription, ProviderUnavailable
 from refundflow_processor.stripe_provider import StripeProvider
 from refundflow_shared.events import SubscriptionExtensionGranted
 from tests.support.http_servers import hostile_http_server
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import running_processor
+from tests.support.subscription_providers import NoRefundsHere
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -51,7 +52,7 @@ async def test_a_subscription_answer_with_a_date_past_any_calendar_is_no_answer(
             await provider.close()
 
 
-class EndsAtTheEndOfTime:
+class EndsAtTheEndOfTime(NoRefundsHere):
     """A provider whose subscription's period ends on the last day a date can hold: a valid date, with no room
     for any days after it."""
 
@@ -68,17 +69,6 @@ class EndsAtTheEndOfTime:
 
     async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
         raise ProviderUnavailable("not in this test")
-
-    async def create_refund(
-        self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
-    ) -> ProviderRefund:
-        raise ProviderUnavailable("not in this test")
-
-    async def get_refund(self, provider_refund_id: str) -> ProviderRefund:
-        raise ProviderUnavailable("not in this test")
-
-    async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
-        return []
 
 
 async def test_an_extension_past_the_last_date_is_refused_and_alerted_not_failed_on_every_lease(

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 import pytest
 
 from refundflow_processor.payment_provider import (
-    ProviderRefund,
     ProviderRefused,
     ProviderSubscription,
     ProviderUnavailable,
@@ -21,6 +20,7 @@ from tests.conftest import create_database
 from tests.support.kafka_reader import read_topic
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import PATIENT_CLIENT, ProcessorUnderTest, running_processor
+from tests.support.subscription_providers import NoRefundsHere
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 REFUND_ID = "ref_with_cancel"
@@ -160,7 +160,7 @@ async def test_a_second_cancel_now_of_a_subscription_is_done_not_a_false_alarm(p
     await nothing_dead_lettered(processor)
 
 
-class CanceledInABrownOut:
+class CanceledInABrownOut(NoRefundsHere):
     """Stripe after a cancel now that timed out once it was applied: cancelling again is its 404 resource_missing
     (a canceled subscription is gone for cancels), and the first read of the subscription fails in the same
     brown-out; later reads show it canceled."""
@@ -179,17 +179,6 @@ class CanceledInABrownOut:
         if self.reads == 1:
             raise ProviderUnavailable("HTTP 503: the provider is browning out", server_error=True)
         return ProviderSubscription(subscription_id, "canceled", False, self.canceled_at)
-
-    async def create_refund(
-        self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
-    ) -> ProviderRefund:
-        raise ProviderUnavailable("not in this test")
-
-    async def get_refund(self, provider_refund_id: str) -> ProviderRefund:
-        raise ProviderUnavailable("not in this test")
-
-    async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
-        return []
 
     async def extend_subscription(
         self, subscription_id: str, *, until: datetime, idempotency_key: str, metadata: dict[str, str]

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
-from fastapi import Path, Query
+from fastapi import Header, Path, Query
 from pydantic import AfterValidator, AnyHttpUrl, AwareDatetime, BeforeValidator, EmailStr, Field, UrlConstraints
 
 from refundflow_shared.money import CurrencyCode
@@ -85,3 +85,6 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID, pattern=ONE_LINE)]
 QueryId = Annotated[str | None, Query(min_length=1, max_length=MAX_ID, pattern=ONE_LINE)]
+IdempotencyKey = Annotated[
+    str | None, Header(min_length=1, max_length=255, description="a retry with the same key returns the first result")
+]

@@ -6,13 +6,13 @@ from datetime import timedelta
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake import repository
 from refundflow_intake.api.dependencies import Credentials, CurrentCaller, Db, Now, ToCustomer
 from refundflow_intake.api.errors import documented
-from refundflow_intake.api.fields import PathId
+from refundflow_intake.api.fields import IdempotencyKey, PathId
 from refundflow_intake.api.portal_schemas import (
     PortalRefundRequest,
     PortalRefundRequestCreate,
@@ -113,10 +113,7 @@ async def submit_refund_request(
     links: ToCustomer,
     request: Request,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(min_length=1, max_length=255, description="a retry with the same key returns the first request"),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> PortalRefundRequest:
     """The customer asks for a refund of the payment the token opens; the merchant decides."""
     ask = Ask(body.reason, body.message, body.amount, body.cancel_subscription)

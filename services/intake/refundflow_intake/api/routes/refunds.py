@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Response
 
 from refundflow_intake import listing_queries, refund_decisions, refund_requests
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, ToCustomer
 from refundflow_intake.api.errors import documented
-from refundflow_intake.api.fields import PathId, QueryId
+from refundflow_intake.api.fields import IdempotencyKey, PathId, QueryId
 from refundflow_intake.api.links import id_links
 from refundflow_intake.api.routes.payments import Limit, StartingAfter
 from refundflow_intake.api.schemas import (
@@ -79,10 +78,7 @@ async def request_refund(
     now: Now,
     links: ToCustomer,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(min_length=1, max_length=255, description="a retry with the same key returns the first result"),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> RefundOut:
     """Ask for a refund of a payment: it waits, pending, for your decision (or your policy approves it)."""
     async with db.transaction() as conn:
