@@ -138,7 +138,8 @@ def test_nothing_is_said_received_for_a_refund_the_merchant_made_or_its_rules_ap
 def test_a_rejection_a_failure_and_a_reversal_each_say_what_happened_and_what_happens_next(stack: Stack) -> None:
     merchant = stack.merchant(name="Acme Software")
     rejected = stack.payment(merchant)
-    failing = stack.payment(merchant, provider_payment_id=f"pi_fail_declined_{uuid.uuid4().hex[:10]}")
+    # The merchant's balance ran short at the provider: the customer is told no such internals.
+    failing = stack.payment(merchant, provider_payment_id=f"pi_fail_insufficient_funds_{uuid.uuid4().hex[:10]}")
     reversing = stack.payment(merchant, provider_payment_id=f"pi_late_failure_{uuid.uuid4().hex[:10]}")
     request = customer_asks(stack, merchant, rejected, reason="requested_by_customer")
     note = "The licence key was activated on three devices."
@@ -158,7 +159,7 @@ def test_a_rejection_a_failure_and_a_reversal_each_say_what_happened_and_what_ha
     )
     words = text_of(failed["A problem with your refund of €49.99"])
     assert "What happens next: Acme Software has been told and will follow up with you" in words
-    assert "declined" not in words, "no provider internals"
+    assert "insufficient" not in words, "no provider internals"
     reversal = "Your refund of €49.99 could not be completed"
     back = mails(stack, reversing["customer_email"], ["Your refund of €49.99 is on its way", reversal])
     assert "the card it was sent to has expired or been cancelled" in text_of(back[reversal])
