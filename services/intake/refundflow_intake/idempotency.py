@@ -35,12 +35,8 @@ async def claim(
     )
     if claimed is not None:
         return None
-    earlier = await conn.fetchrow(
-        "SELECT request_hash, refund_id FROM idempotency_keys WHERE merchant_id = $1 AND channel = $2 AND key = $3",
-        merchant_id,
-        channel.value,
-        key,
-    )
+    earlier = await _first_use(conn, merchant_id, channel, key)
+    assert earlier is not None  # the insert conflicted with it
     if bytes(earlier["request_hash"]) != request_hash:
         raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was already used with a different request body")
     refund_id: str = earlier["refund_id"]
@@ -53,16 +49,21 @@ async def replayed_refund(
     """The refund the key's first request made, when this is that request again; else None (a first request, or
     another request under the key, which ``claim`` answers). Read only: a retry is answered before anything else is
     spent on it, the portal's rate limits among them."""
-    earlier = await conn.fetchrow(
+    earlier = await _first_use(conn, merchant_id, channel, key)
+    if earlier is None or bytes(earlier["request_hash"]) != request_hash:
+        return None
+    refund_id: str | None = earlier["refund_id"]
+    return refund_id
+
+
+async def _first_use(conn: asyncpg.Connection, merchant_id: str, channel: Channel, key: str) -> asyncpg.Record | None:
+    """What the key's first request fixed: its body's hash, and the refund it made (None until it committed)."""
+    return await conn.fetchrow(
         "SELECT request_hash, refund_id FROM idempotency_keys WHERE merchant_id = $1 AND channel = $2 AND key = $3",
         merchant_id,
         channel.value,
         key,
     )
-    if earlier is None or bytes(earlier["request_hash"]) != request_hash:
-        return None
-    refund_id: str | None = earlier["refund_id"]
-    return refund_id
 
 
 async def remember(conn: asyncpg.Connection, merchant_id: str, channel: Channel, key: str, refund_id: str) -> None:

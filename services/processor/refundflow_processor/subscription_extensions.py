@@ -109,7 +109,7 @@ class SubscriptionExtensionExecutor:
     ) -> None:
         match answer:
             case Done(subscription) if not changed:
-                await self._fix_until(conn, extension, subscription)
+                await self._act_on_read(conn, extension, subscription)
             case Done(subscription):
                 if not extension.records_grant:
                     # Only our row knows it was made: a restore of this database to before it makes it again.
@@ -158,7 +158,7 @@ class SubscriptionExtensionExecutor:
         )
         log.info("subscription_extended", days=extension.days)
 
-    async def _fix_until(
+    async def _act_on_read(
         self, conn: asyncpg.Connection, extension: SubscriptionExtension, subscription: ProviderSubscription
     ) -> None:
         """What a read of the subscription leaves to do when its change is not due: the grant is made, refused, or

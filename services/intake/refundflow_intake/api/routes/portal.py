@@ -104,7 +104,7 @@ _PORTAL_ERRORS = (
 )
 
 
-@router.post("/v1/portal/refund-requests", status_code=201, responses=documented(*_PORTAL_ERRORS, IdempotencyKeyReused))
+@router.post("/v1/portal/refund-requests", status_code=201, responses=documented(*_PORTAL_ERRORS))
 async def submit_refund_request(
     body: PortalRefundRequestCreate,
     grant: Grant,
