@@ -17,6 +17,7 @@ from refundflow_cli.records import DLQ_HEADER_PREFIX, Record, record_time
 from refundflow_shared.dead_letters import REASONS as FAILURE_REASONS
 from refundflow_shared.dead_letters import REPLAY_HEADER
 from refundflow_shared.event_decoding import printable_headers
+from refundflow_shared.settings import ServiceSettings
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,21 @@ async def read_dead_letters(reader: AIOKafkaConsumer, topics: list[str]) -> list
     return letters
 
 
-def replay_problem(letter: DeadLetter, original_topic: str, *, now: datetime, inbox_memory: timedelta) -> str | None:
-    """Why this dead letter must not be replayed, or None when it can be."""
+# Spare time between the replay's last reading and the inboxes forgetting the original: pruning runs late, clocks
+# differ, a record's time is its producer's.
+REPLAY_MARGIN = timedelta(days=1)
+
+
+def replay_window(settings: ServiceSettings) -> timedelta:
+    """How old an event may be and still be replayed: the replay is a new record on its topic, read for
+    TOPIC_RETENTION_DAYS more (by a consumer lagging, stopped or rewound), and the inboxes must still remember the
+    original until then, INBOX_RETENTION_DAYS from it; less a margin."""
+    window = timedelta(days=settings.inbox_retention_days - settings.topic_retention_days) - REPLAY_MARGIN
+    return max(window, timedelta(0))
+
+
+def replay_problem(letter: DeadLetter, original_topic: str, *, now: datetime, window: timedelta) -> str | None:
+    """Why this dead letter must not be replayed, or None when it can be (``window``: ``replay_window``)."""
     if letter.dlq("dropped"):
         return f"nothing to replay: {letter.dlq('dropped')} was dropped when it was dead-lettered"
     if letter.original_topic not in (None, original_topic):
@@ -154,9 +168,12 @@ def replay_problem(letter: DeadLetter, original_topic: str, *, now: datetime, in
         return f"refused ({reason}) and answered to its sender, who sends it again once the cause is fixed"
     # Measured from the event itself too: a replay that fails again is dead-lettered again, dated anew.
     oldest = min(t for t in (letter.failed_at, letter.timestamp, letter.event_time) if t is not None)
-    if now - oldest > inbox_memory:
-        # A consumer that handled it may have forgotten it by now: replaying could repeat its effect.
-        return "older than the inboxes remember (INBOX_RETENTION_DAYS): a consumer that handled it could again"
+    if now - oldest > window:
+        # A consumer that handled it may forget it while the replay can still be read: it could repeat its effect.
+        return (
+            f"older than {_days(window)} (INBOX_RETENTION_DAYS less TOPIC_RETENTION_DAYS and a day): a consumer that"
+            " handled it could handle the replay again once its inbox forgot it"
+        )
     return None
 
 
@@ -166,6 +183,11 @@ def group_by_message(letters: list[DeadLetter]) -> list[list[DeadLetter]]:
     for letter in letters:
         groups.setdefault(letter.message, []).append(letter)
     return list(groups.values())
+
+
+def _days(length: timedelta) -> str:
+    days = length / timedelta(days=1)
+    return f"{days:g} day{'' if days == 1 else 's'}"
 
 
 def _integer(text: str | None) -> int | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from refundflow_cli import replay_ledger
 from refundflow_cli.connections import database, kafka_reader, kafka_writer
-from refundflow_cli.dead_letters import DeadLetter, group_by_message, read_dead_letters, replay_problem
+from refundflow_cli.dead_letters import DeadLetter, group_by_message, read_dead_letters, replay_problem, replay_window
 from refundflow_cli.outcomes import ExitCode, NotFound, UsageProblem
 from refundflow_cli.output import Output, when
 from refundflow_cli.settings import CliSettings
@@ -92,10 +92,10 @@ async def replay_dead_letters(
                 if row := done.get(letter.position):
                     results.append(_result(letter, "already_replayed", f"replayed at {when(row['replayed_at'])}"))
             now = datetime.now(UTC)
-            memory = timedelta(days=settings.inbox_retention_days)
+            window = replay_window(settings)
             for group in group_by_message([letter for letter in letters if letter.position not in done]):
                 chosen = next((letter for letter in group if not letter.dlq("dropped")), group[0])
-                if problem := replay_problem(chosen, original, now=now, inbox_memory=memory):
+                if problem := replay_problem(chosen, original, now=now, window=window):
                     results += [_result(letter, "not_replayable", problem) for letter in group]
                 elif dry_run:
                     results += [

@@ -36,8 +36,8 @@ EXIT_CODES = (
 app = typer.Typer(
     name="refundflow",
     help="Operate Refundflow: topics and lag, records, one refund's story, dead letters, outboxes, stuck refunds, "
-    "consumer rewinds. Reads DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS and TOPIC_PREFIX like the services "
-    "(default: the local stack of `make dev`).",
+    "consumer rewinds. Reads DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, TOPIC_PREFIX, INBOX_RETENTION_DAYS and "
+    "TOPIC_RETENTION_DAYS like the services (default: the local stack of `make dev`).",
     epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,

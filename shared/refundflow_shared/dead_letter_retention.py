@@ -1,6 +1,6 @@
 """Dead-letter topics an older version created keep their records 7 days; this version keeps them as long as the
-inboxes remember (``dlq replay`` takes one that long). At start each service raises those keeping less, setting
-retention.ms alone (an incremental alter: a topic's other settings stay), never lowering one; best effort."""
+inboxes remember (``dlq replay`` takes one for most of that time). At start each service raises those keeping less,
+setting retention.ms alone (an incremental alter: a topic's other settings stay), never lowering one; best effort."""
 
 from __future__ import annotations
 

@@ -109,8 +109,9 @@ async def ensure_service_topics(settings: ServiceSettings) -> None:
     """Every topic and its dead-letter topic, laid out as the settings say (partitions, replicas, retention).
 
     A dead-letter topic keeps its records INBOX_RETENTION_DAYS, not TOPIC_RETENTION_DAYS: a dead letter lives only
-    there, and ``dlq replay`` takes one for as long as the inboxes remember what they handled. Those an older version
-    created keeping less are raised so (never lowered: an operator may keep them longer)."""
+    there, and ``dlq list`` shows it as long as the inboxes remember what they handled (``dlq replay`` takes one
+    while the inboxes outlive its replay on the topic: INBOX_RETENTION_DAYS less TOPIC_RETENTION_DAYS). Those an
+    older version created keeping less are raised so (never lowered: an operator may keep them longer)."""
     topics = [topic_for(t, settings.topic_prefix) for t in EventType]
     dead_letter_topics = [dlq_topic(t) for t in topics]
     for names, days in (

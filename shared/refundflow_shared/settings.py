@@ -82,7 +82,8 @@ class ServiceSettings(BaseSettings):
     refundflow_allow_private_webhook_urls: bool = False
 
     # Retention: what is pruned, and after how long (the inbox must outlive any redelivery window). Dead-letter topics
-    # keep records as long as the inbox: a dead letter can be replayed that long (see kafka_topics).
+    # keep records as long as the inbox; a dead letter can be replayed while the inbox outlives its replay on the
+    # topic: INBOX_RETENTION_DAYS less TOPIC_RETENTION_DAYS (see kafka_topics, and the command line's dlq replay).
     retention_interval_seconds: float = Field(default=300.0, gt=0)
     outbox_retention_days: float = Field(default=7.0, gt=0)
     inbox_retention_days: float = Field(default=30.0, gt=0)

@@ -10,11 +10,12 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from refundflow_cli.connections import database_address
 from refundflow_cli.consumer_rewind import Move, Target, plan
-from refundflow_cli.dead_letters import DeadLetter, group_by_message, replay_problem
+from refundflow_cli.dead_letters import DeadLetter, group_by_message, replay_problem, replay_window
 from refundflow_cli.durations import parse_duration, parse_time
 from refundflow_cli.outcomes import NotFound, UsageProblem
 from refundflow_cli.output import Output, age, mask_emails, redacted
 from refundflow_cli.records import describe, one_line
+from refundflow_cli.settings import CliSettings
 from refundflow_cli.topic_names import event_type_of, full_topic, resolve_group
 from refundflow_shared.dead_letters import REPLAY_HEADER
 from refundflow_shared.events import Event, EventType, RefundRejected, RefundRequested
@@ -217,29 +218,53 @@ def test_a_replay_carries_the_original_headers_and_where_it_came_from_but_no_dlq
     ]
 
 
+# What the command line allows with the services' default retention: INBOX_RETENTION_DAYS 30, TOPIC_RETENTION_DAYS 7.
+WINDOW = replay_window(CliSettings(inbox_retention_days=30, topic_retention_days=7))
+
+
 def test_a_dead_letter_is_not_replayed_when_its_value_was_dropped_it_names_another_topic_or_is_too_old() -> None:
-    memory = timedelta(days=30)
-    assert replay_problem(letter(1), "t.refund.approved", now=NOW, inbox_memory=memory) is None
+    assert replay_problem(letter(1), "t.refund.approved", now=NOW, window=WINDOW) is None
     dropped = letter(1, dlq_dropped="the original value (2000000 bytes): too large to carry")
-    assert "nothing to replay" in str(replay_problem(dropped, "t.refund.approved", now=NOW, inbox_memory=memory))
+    assert "nothing to replay" in str(replay_problem(dropped, "t.refund.approved", now=NOW, window=WINDOW))
     elsewhere = letter(1, dlq_original_topic="t.refund.succeeded")
-    assert "another original topic" in str(replay_problem(elsewhere, "t.refund.approved", now=NOW, inbox_memory=memory))
+    assert "another original topic" in str(replay_problem(elsewhere, "t.refund.approved", now=NOW, window=WINDOW))
     old = letter(1, dlq_failed_at=(NOW - timedelta(days=31)).isoformat())
     later = NOW + timedelta(days=31)
-    assert "INBOX_RETENTION_DAYS" in str(replay_problem(old, "t.refund.approved", now=later, inbox_memory=memory))
+    assert "INBOX_RETENTION_DAYS" in str(replay_problem(old, "t.refund.approved", now=later, window=WINDOW))
 
 
 def test_a_dead_letter_of_an_event_older_than_the_inboxes_remember_is_not_replayed_however_recently_it_failed() -> None:
     """A replay that fails again is dead-lettered again, dated anew: replayed again and again, the event outlived
     the inboxes' memory, and a consumer that had handled it could repeat its effect."""
-    memory = timedelta(days=30)
     event_time = (NOW - timedelta(days=31)).isoformat().replace("+00:00", "Z")
     again = letter(1, ce_time=event_time, dlq_failed_at=NOW.isoformat())
-    assert "INBOX_RETENTION_DAYS" in str(replay_problem(again, "t.refund.approved", now=NOW, inbox_memory=memory))
-    recent = letter(1, ce_time=(NOW - timedelta(days=29)).isoformat(), dlq_failed_at=NOW.isoformat())
-    assert replay_problem(recent, "t.refund.approved", now=NOW, inbox_memory=memory) is None
+    assert "INBOX_RETENTION_DAYS" in str(replay_problem(again, "t.refund.approved", now=NOW, window=WINDOW))
+    recent = letter(1, ce_time=(NOW - timedelta(days=21)).isoformat(), dlq_failed_at=NOW.isoformat())
+    assert replay_problem(recent, "t.refund.approved", now=NOW, window=WINDOW) is None
     unreadable = letter(1, ce_time="yesterday", dlq_failed_at=NOW.isoformat())
-    assert replay_problem(unreadable, "t.refund.approved", now=NOW, inbox_memory=memory) is None
+    assert replay_problem(unreadable, "t.refund.approved", now=NOW, window=WINDOW) is None
+
+
+def test_a_replay_is_refused_once_it_could_outlive_the_inboxes_while_it_stays_on_its_topic() -> None:
+    """The replayed record is new on its topic, read for TOPIC_RETENTION_DAYS more (by a lagging, stopped or rewound
+    consumer), while other consumers' inboxes forget the original INBOX_RETENTION_DAYS after it: a 29-day-old event
+    replayed was handled as new a few days later, a second email and webhook. A replay is allowed only while the
+    inboxes outlive it, with a day to spare."""
+    assert WINDOW == timedelta(days=22)
+    month_old = letter(1, ce_time=(NOW - timedelta(days=29)).isoformat(), dlq_failed_at=NOW.isoformat())
+    problem = str(replay_problem(month_old, "t.refund.approved", now=NOW, window=WINDOW))
+    assert "INBOX_RETENTION_DAYS" in problem and "TOPIC_RETENTION_DAYS" in problem and "22 days" in problem
+    just_past = letter(1, ce_time=(NOW - timedelta(days=22, minutes=1)).isoformat())
+    assert replay_problem(just_past, "t.refund.approved", now=NOW, window=WINDOW) is not None
+    assert (
+        replay_problem(
+            letter(1, ce_time=(NOW - timedelta(days=22)).isoformat()), "t.refund.approved", now=NOW, window=WINDOW
+        )
+        is None
+    )
+    longer_topics = replay_window(CliSettings(inbox_retention_days=30, topic_retention_days=14))
+    assert longer_topics == timedelta(days=15), "read from the services' own settings"
+    assert replay_window(CliSettings(inbox_retention_days=7.5, topic_retention_days=7)) == timedelta(0)
 
 
 @pytest.mark.parametrize(
