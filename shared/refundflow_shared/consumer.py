@@ -87,11 +87,25 @@ def _infrastructure_away(failure: Exception) -> str | None:
     """ "database" or "broker" when ``failure`` is theirs, not the event's: the database away, or a handler's publish
     (a dead letter it parks) the broker did not answer. A handler's own TimeoutError is the event's: retried a few
     times only."""
+    if _handlers_own_timeout(failure):
+        return None
     if database_is_unavailable(failure):
         return "database"
     if isinstance(failure, KafkaError) and broker_is_unavailable(failure):
         return "broker"
     return None
+
+
+def _handlers_own_timeout(failure: Exception) -> bool:
+    """A TimeoutError is an OSError, which ``database_is_unavailable`` takes as a connection that failed; raised on a
+    connection still open (a failed one is closed, or its acquiring is ``DatabaseUnavailable``), it is a deadline
+    of the handler's own: a dependency that did not answer in time."""
+    return isinstance(failure, TimeoutError)
+
+
+def _database_away(conn: asyncpg.Connection, failure: Exception) -> bool:
+    """The transaction on ``conn`` failed for the database's sake, not the events'."""
+    return conn.is_closed() or (not _handlers_own_timeout(failure) and database_is_unavailable(failure))
 
 
 async def _raw_body(msg: KafkaMessage) -> Any:
@@ -393,7 +407,7 @@ class EventConsumer:
         except _RollBack:
             pass  # rolled back: the caller retries what came before the failure, then the failing one alone
         except Exception as exc:
-            if conn.is_closed() or database_is_unavailable(exc):
+            if _database_away(conn, exc):
                 conn.terminate()  # never hand a connection the server may have killed back to the pool
                 raise DatabaseUnavailable(repr(exc)) from exc
             raise
@@ -489,7 +503,7 @@ class EventConsumer:
                         await _finish(conn, unfinished)
                     crash_point(f"{self.name}.before_commit")
         except Exception as exc:
-            if conn.is_closed() or database_is_unavailable(exc):
+            if _database_away(conn, exc):
                 conn.terminate()  # never hand a connection the server may have killed back to the pool
                 raise DatabaseUnavailable(repr(exc)) from exc
             raise

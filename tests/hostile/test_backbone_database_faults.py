@@ -193,6 +193,33 @@ async def test_waiting_out_the_database_spends_none_of_a_transient_errors_retrie
     assert await fresh.dead_letters("pay_waited") == []
 
 
+async def test_a_handlers_own_timeout_is_the_events_retried_a_few_times_then_dead_lettered(fresh: Probe) -> None:
+    """TimeoutError is an OSError, which says the database is away: a handler's own deadline (a dependency that does
+    not answer) was waited for as the database, retried for ever and never dead-lettered, holding up its partition.
+    (Here it would pass on the tenth try: waited for, it is handled, with no dead letter.)"""
+    calls = 0
+
+    async def times_out(event: Event) -> None:
+        nonlocal calls
+        if getattr(event.data, "payment_id", None) == "pay_timeout" and event.sequence == 1:
+            calls += 1
+            if calls < 10:
+                raise TimeoutError("the dependency did not answer in time")
+
+    fresh.before_effect = times_out
+    failing, _ = await stage_events(
+        fresh.pool, [refund_requested("pay_timeout", 1), refund_requested("pay_timeout", 2)]
+    )
+    await eventually(lambda: _has_effects(fresh, "pay_timeout", 1))
+    await asyncio.sleep(0.5)  # time for a late effect to show
+
+    assert [r["sequence"] for r in await fresh.effects("pay_timeout")] == [2]
+    [dead] = await fresh.dead_letters("pay_timeout")
+    assert (dead["dlq_reason"], dead["ce_id"]) == ("retries_exhausted", str(failing.id))
+    assert "TimeoutError" in dead["dlq_error"]
+    assert calls == fresh.settings.consumer_retry_attempts, "the event's own retries, no more"
+
+
 async def _has_effects(probe: Probe, payment_prefix: str, expected: int) -> bool:
     return len(await probe.effects(payment_prefix)) == expected
 
