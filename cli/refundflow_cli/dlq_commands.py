@@ -26,6 +26,7 @@ async def list_dead_letters(settings: CliSettings, out: Output, *, topic: str | 
     async with database(settings) as conn, kafka_reader(settings) as reader:
         letters = await read_dead_letters(reader, names)
         done = await replay_ledger.replayed(conn, letters)
+    final = _final_letters([letter for letter in letters if letter.position not in done], settings)
     entries = []
     for letter in letters:
         entry: dict[str, Any] = letter.summary()
@@ -34,8 +35,10 @@ async def list_dead_letters(settings: CliSettings, out: Output, *, topic: str | 
             entry["replayed"] = {"at": row["replayed_at"], "by": row["replayed_by"], "offset": row["published_offset"]}
         else:
             entry["replayed"] = None
+        entry["final"] = final.get(letter.position)  # never to be replayed: why
         entries.append(entry)
-    waiting = sum(1 for e in entries if e["replayed"] is None)
+    # Only what an operator can still replay waits for one: a final letter stays listed until its topic drops it.
+    waiting = sum(1 for e in entries if e["replayed"] is None and e["final"] is None)
     if out.json_mode:
         out.document({"dead_letters": entries, "waiting": waiting})
     else:
@@ -51,7 +54,7 @@ async def list_dead_letters(settings: CliSettings, out: Output, *, topic: str | 
                     e["error"],
                     f"{e['event_type'] or '?'} {e['event_id'] or '(no id)'}",
                     f"{e['original_topic']}[{e['original_partition']}]@{e['original_offset']}",
-                    when(e["replayed"]["at"]) if e["replayed"] else "no",
+                    _replayed(e),
                 ]
                 for e in entries
             ],
@@ -94,9 +97,11 @@ async def replay_dead_letters(
             now = datetime.now(UTC)
             window = replay_window(settings)
             for group in group_by_message([letter for letter in letters if letter.position not in done]):
-                chosen = next((letter for letter in group if not letter.dlq("dropped")), group[0])
+                chosen = _published_letter(group)
                 if problem := replay_problem(chosen, original, now=now, window=window):
-                    results += [_result(letter, "not_replayable", problem) for letter in group]
+                    # Asked for by its id, a letter not replayed is a problem; among --all, a final one is only told.
+                    outcome = "final" if every else "not_replayable"
+                    results += [_result(letter, outcome, problem) for letter in group]
                 elif dry_run:
                     results += [
                         _result(letter, "would_replay", f"to {short_name(original, prefix)}") for letter in group
@@ -128,6 +133,33 @@ async def _replay_once(
         else _result(letter, "already_replayed", "replayed meanwhile by another run")
         for letter in group
     ]
+
+
+def _published_letter(group: list[DeadLetter]) -> DeadLetter:
+    """The letter of a message a replay publishes: one that kept the value."""
+    return next((letter for letter in group if not letter.dlq("dropped")), group[0])
+
+
+def _final_letters(letters: list[DeadLetter], settings: CliSettings) -> dict[tuple[str, int, int], str]:
+    """Why each of these letters (none replayed) can never be replayed, by position, judged per message as a replay
+    judges it: a refusal answered to its sender, a value dropped, a message too old."""
+    now, window = datetime.now(UTC), replay_window(settings)
+    by_topic: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        by_topic.setdefault(letter.dlq_topic, []).append(letter)
+    final: dict[tuple[str, int, int], str] = {}
+    for topic, on_topic in by_topic.items():  # one message per topic: a reused event id is another message
+        for group in group_by_message(on_topic):
+            original = topic.removesuffix(".dlq")
+            if problem := replay_problem(_published_letter(group), original, now=now, window=window):
+                final.update(dict.fromkeys((letter.position for letter in group), problem))
+    return final
+
+
+def _replayed(entry: dict[str, Any]) -> str:
+    if entry["replayed"]:
+        return when(entry["replayed"]["at"])
+    return f"final: {entry['final']}" if entry["final"] else "no"
 
 
 def _event_id(text: str) -> str:

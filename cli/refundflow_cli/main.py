@@ -27,8 +27,9 @@ from refundflow_cli.topics_view import show_topics
 from refundflow_shared.event_decoding import validation_summary
 
 EXIT_CODES = (
-    "Exit codes: 0 ok; 1 problems found (stuck refunds, dead letters waiting, parked events, a dead letter that "
-    "cannot be replayed); 2 usage (bad arguments or settings); 3 the broker or the database cannot be reached; "
+    "Exit codes: 0 ok; 1 problems found (stuck refunds, dead letters waiting, parked events, a dead letter asked for "
+    "by its event id that cannot be replayed); 2 usage (bad arguments or settings); "
+    "3 the broker or the database cannot be reached; "
     "4 not found (refund, topic, group, event); 5 refused as unsafe (rewinding a group that is running); "
     "130 cut short by Ctrl-C (tail --follow ends with 0)."
 )

@@ -214,7 +214,8 @@ async def test_a_refused_command_is_final_its_replay_is_declined_and_its_sender_
 ) -> None:
     """A refund.submit for a payment intake does not know yet is refused, answered and parked. The refusal is final:
     the sender was told, and may have acted on it. `dlq replay` declines the letter (it was a silent no-op that said
-    replayed), a redelivery once the payment came is skipped, and the command sent again makes the request."""
+    replayed), `dlq list` shows it final and not waiting, a redelivery once the payment came is skipped, and the
+    command sent again makes the request."""
     merchant_id, _ = await stack.merchant()
     payment_id = f"pay_late_{uuid.uuid4().hex[:8]}"
     submit = Event.wrap(
@@ -253,12 +254,24 @@ async def test_a_refused_command_is_final_its_replay_is_declined_and_its_sender_
     await eventually(parked, interval=0.3)
     assert await answers() == ["payment_not_found"]
 
-    for how in (("--event-id", str(submit.id)), ("--all",)):
-        declined = await stack.cli("dlq", "replay", "refund.submit", *how, "--json")
-        assert declined.exit_code == 1, declined.stderr
-        [mine] = [r for r in declined.json()["results"] if r["event_id"] == str(submit.id)]
-        assert mine["outcome"] == "not_replayable"
-        assert "answered to its sender, who sends it again" in mine["detail"]
+    # Final, so no operator has anything to do: `dlq list` exited 1 for as long as the letter was kept (30 days).
+    listed = await stack.cli("dlq", "list", "refund.submit", "--json")
+    [entry] = [e for e in listed.json()["dead_letters"] if e["event_id"] == str(submit.id)]
+    assert (listed.exit_code, listed.json()["waiting"]) == (0, 0), listed.stdout
+    assert entry["replayed"] is None and "answered to its sender" in entry["final"]
+    shown = await stack.cli("dlq", "list", "refund.submit")
+    assert shown.exit_code == 0 and "final: refused" in shown.stdout, shown.stdout
+
+    declined = await stack.cli("dlq", "replay", "refund.submit", "--event-id", str(submit.id), "--json")
+    assert declined.exit_code == 1, declined.stderr
+    [mine] = declined.json()["results"]
+    assert mine["outcome"] == "not_replayable"
+    assert "answered to its sender, who sends it again" in mine["detail"]
+    everything = await stack.cli("dlq", "replay", "refund.submit", "--all", "--json")
+    assert everything.exit_code == 0, everything.stdout
+    [mine] = [r for r in everything.json()["results"] if r["event_id"] == str(submit.id)]
+    assert mine["outcome"] == "final"
+    assert "answered to its sender, who sends it again" in mine["detail"]
 
     billing = Event.wrap(
         PaymentSucceeded(
