@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -36,12 +36,14 @@ from refundflow_cli.broker_offsets import (
 )
 from refundflow_cli.connections import CLIENT_ID, kafka_admin, kafka_reader
 from refundflow_cli.durations import parse_time
-from refundflow_cli.outcomes import ExitCode, NotFound, Refused
+from refundflow_cli.outcomes import ExitCode, NotFound, Refused, UsageProblem
 from refundflow_cli.output import Output
 from refundflow_cli.settings import CliSettings
 from refundflow_cli.topic_names import CONSUMES, full_topic, resolve_group, service_of, short_name
 from refundflow_shared.events import topic_for
 from refundflow_shared.kafka_topics import PARTITION_ASSIGNORS, all_topics
+
+_RECORD_TIMES_START = datetime(1970, 1, 1, tzinfo=UTC)  # Kafka's timestamps count milliseconds from then
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,10 @@ class Target:
             return cls(offset=0)
         if text.strip().isdigit():
             return cls(offset=int(text.strip()))
-        return cls(moment=parse_time(text))
+        moment = parse_time(text)
+        if moment < _RECORD_TIMES_START:
+            raise UsageProblem(f"{text!r} is before 1970, when record times start: 'earliest' is the oldest record")
+        return cls(moment=moment)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from refundflow_cli.dead_letters import DeadLetter, group_by_message, read_dead_
 from refundflow_cli.outcomes import ExitCode, NotFound, UsageProblem
 from refundflow_cli.output import Output, when
 from refundflow_cli.settings import CliSettings
-from refundflow_cli.topic_names import event_type_of, short_name
+from refundflow_cli.topic_names import CONSUMES, event_type_of, short_name
 from refundflow_shared.events import EventType, dlq_topic, topic_for
 
 
@@ -77,7 +77,10 @@ async def replay_dead_letters(
         raise UsageProblem("say which dead letters to replay: --event-id ID or --all (not both)")
     wanted = _event_id(event_id) if event_id is not None else None
     prefix = settings.topic_prefix
-    original = topic_for(event_type_of(topic, prefix), prefix)
+    event_type = event_type_of(topic, prefix)
+    original = topic_for(event_type, prefix)
+    if consumer is not None:
+        _check_reads(consumer, event_type)
     results: list[dict[str, Any]] = []
     async with database(settings) as conn:
         if not dry_run:
@@ -133,6 +136,15 @@ async def _replay_once(
         else _result(letter, "already_replayed", "replayed meanwhile by another run")
         for letter in group
     ]
+
+
+def _check_reads(consumer: str, event_type: EventType) -> None:
+    """A consumer that does not read the topic has no dead letter there: a misspelt name would replay nothing."""
+    readers = ", ".join(sorted(service for service, types in CONSUMES.items() if event_type in types))
+    if consumer not in CONSUMES:
+        raise NotFound(f"no consumer {consumer!r}; the consumers of {event_type.value} are: {readers}")
+    if event_type not in CONSUMES[consumer]:
+        raise NotFound(f"{consumer} does not read {event_type.value}; its consumers are: {readers}")
 
 
 def _published_letter(group: list[DeadLetter]) -> DeadLetter:

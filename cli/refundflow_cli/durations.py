@@ -9,13 +9,18 @@ from refundflow_cli.outcomes import UsageProblem
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
 _UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+# Longer means nothing here, and far longer is past what a date holds (Python's, or PostgreSQL's once subtracted).
+LONGEST = timedelta(days=36_500)
 
 
 def parse_duration(text: str) -> timedelta:
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise UsageProblem(f"{text!r} is not a duration such as 90s, 15m, 2h or 7d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > LONGEST.total_seconds():
+        raise UsageProblem(f"{text!r} is too long a duration: at most {LONGEST.days}d")
+    return timedelta(seconds=seconds)
 
 
 def parse_time(text: str, *, now: datetime | None = None) -> datetime:

@@ -30,7 +30,7 @@ EXIT_CODES = (
     "Exit codes: 0 ok; 1 problems found (stuck refunds, dead letters waiting, parked events, a dead letter asked for "
     "by its event id that cannot be replayed); 2 usage (bad arguments or settings); "
     "3 the broker or the database cannot be reached; "
-    "4 not found (refund, topic, group, event); 5 refused as unsafe (rewinding a group that is running); "
+    "4 not found (refund, topic, group, event, consumer); 5 refused as unsafe (rewinding a group that is running); "
     "130 cut short by Ctrl-C (tail --follow ends with 0)."
 )
 
@@ -117,7 +117,9 @@ def dlq_replay(
     topic: Annotated[str, typer.Argument(help="The topic whose dead letters to replay, e.g. refund.approved.")],
     event_id: Annotated[str | None, typer.Option("--event-id", help="Replay this event's dead letters.")] = None,
     every: Annotated[bool, typer.Option("--all", help="Replay every dead letter not replayed yet.")] = False,
-    consumer: Annotated[str | None, typer.Option(help="Only those this consumer dead-lettered.")] = None,
+    consumer: Annotated[
+        str | None, typer.Option(help="Only those this consumer dead-lettered (intake, processor or notifier).")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be replayed; publish nothing.")] = False,
     json: Json = False,
 ) -> None:

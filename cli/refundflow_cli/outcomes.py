@@ -10,7 +10,7 @@ class ExitCode(IntEnum):
     PROBLEMS_FOUND = 1  # the command worked and found something that needs an operator (stuck refunds, DLQ records)
     USAGE = 2  # bad arguments or settings
     UNREACHABLE = 3  # the broker or the database cannot be reached
-    NOT_FOUND = 4  # no such refund, topic, consumer group or dead-lettered event
+    NOT_FOUND = 4  # no such refund, topic, consumer group, dead-lettered event, or consumer of the topic
     REFUSED = 5  # the operation would be unsafe now (e.g. rewinding a consumer group that is running)
     INTERRUPTED = 130  # Ctrl-C cut the command short (as shells report SIGINT); `tail --follow` ends with 0
 

@@ -45,6 +45,23 @@ def test_a_duration_that_is_not_one_is_a_usage_problem(text: str) -> None:
         parse_duration(text)
 
 
+@pytest.mark.parametrize("text", ["99999999999d", "999999999d", "36501d", "9" * 400 + "s"])
+def test_a_duration_too_long_to_mean_anything_is_a_usage_problem(text: str) -> None:
+    """Past what a date can hold it raised OverflowError (a traceback, exit 1); a shorter one past what PostgreSQL's
+    dates hold failed in the database the same way."""
+    with pytest.raises(UsageProblem, match="at most 36500d"):
+        parse_duration(text)
+    with pytest.raises(UsageProblem, match="at most 36500d"):
+        parse_time(text)
+
+
+@pytest.mark.parametrize("text", ["36500d", "1969-12-31T00:00:00Z", "0001-01-01T00:00:00+00:00"])
+def test_a_rewind_to_before_1970_is_a_usage_problem(text: str) -> None:
+    """Kafka's record times start in 1970: the broker client raised ValueError (a traceback, exit 1)."""
+    with pytest.raises(UsageProblem, match="1970"):
+        Target.parse(text)
+
+
 def test_a_point_in_time_is_rfc_3339_with_an_offset_or_a_duration_ago() -> None:
     assert parse_time("2026-11-20T10:00:00Z") == datetime(2026, 11, 20, 10, tzinfo=UTC)
     assert parse_time("2h", now=NOW) == NOW - timedelta(hours=2)

@@ -75,6 +75,11 @@ def test_with_json_the_error_is_a_json_document_on_stdout() -> None:
         ["dlq", "replay", "refund.approved"],
         ["dlq", "replay", "refund.approved", "--all", "--event-id", "not-a-uuid"],
         ["consumer", "rewind", "notifier", "--to", "2026-11-20T10:00:00"],
+        ["stuck", "--older-than", "99999999999d"],
+        ["stuck", "--older-than", "999999999d"],
+        ["outbox", "--stale-after", "99999999999d"],
+        ["consumer", "rewind", "notifier", "--to", "99999999d"],
+        ["consumer", "rewind", "processor", "--to", "1969-12-31T00:00:00Z"],
         ["tail"],
         ["no-such-command"],
     ],
@@ -83,6 +88,20 @@ def test_a_wrong_invocation_is_exit_code_2_before_anything_is_reached(args: list
     result = refundflow(*args)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("consumer", "why"),
+    [("notfier", "no consumer 'notfier'"), ("intake", "intake does not read refund.approved")],
+)
+def test_replaying_for_a_consumer_that_does_not_read_the_topic_is_not_found_before_anything_is_reached(
+    consumer: str, why: str
+) -> None:
+    """A misspelt --consumer matched no dead letter: "nothing to replay", exit 0, and a script read it as done."""
+    result = refundflow("dlq", "replay", "refund.approved", "--all", "--consumer", consumer)
+    assert result.returncode == 4, (result.stdout, result.stderr)
+    [line] = result.stderr.strip().splitlines()
+    assert why in line and "notifier, processor" in line, line
 
 
 def test_settings_that_cannot_be_read_are_a_usage_problem_without_their_values() -> None:

@@ -174,6 +174,9 @@ async def test_a_poison_message_is_listed_then_replayed_once_after_its_cause_is_
     dry = await stack.cli("dlq", "replay", "refund.approved", "--all", "--dry-run", "--json")
     assert dry.exit_code == 0, dry.stderr
     assert dry.json()["counts"] == {"would_replay": 1}
+    by_processor = ("--consumer", "processor", "--dry-run", "--json")
+    mine = await stack.cli("dlq", "replay", "refund.approved", "--all", *by_processor)
+    assert (mine.exit_code, mine.json()["counts"]) == (0, {"would_replay": 1}), mine.stderr
     on_topic = await stack.cli("tail", "refund.approved", "--key", payment["id"], "--from-beginning", "--json")
     assert len(on_topic.json_lines()) == 1, "a dry run publishes nothing"
 
