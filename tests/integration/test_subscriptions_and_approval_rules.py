@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from refundflow_shared.events import Event, SubscriptionCanceled, SubscriptionCancelFailed, SubscriptionExtended
-from tests.support.dashboard_people import Person, invite, merchant_with_owner
+from tests.support.dashboard_people import Person, csrf_of, invite, merchant_with_owner
 from tests.support.intake_harness import ADMIN, Headers, IntakeUnderTest, running_intake
 from tests.support.probe_service import eventually
 
@@ -331,6 +331,40 @@ async def test_cancel_only_with_goodwill_days_cancels_after_the_extension(intake
     [cancel] = await intake.staged("subscription.cancel_requested", payment["id"])
     assert (cancel["at_period_end"], cancel["after_extension"]) == (True, True)
     assert cancel["refund_id"] == granted["refund_id"] == refund["id"]
+
+
+async def test_a_cancel_only_decision_sent_twice_is_answered_as_the_first_and_made_once(
+    intake: IntakeUnderTest,
+) -> None:
+    """A double click, or the form sent again after going back: the request closed as rejected, so the second was
+    refused as a transition (409, "Your decision was not recorded") while approvals and rejections repeat as 200."""
+    merchant, owner = await merchant_with_owner(intake)
+    payment = await intake.subscription_payment(merchant)
+    by_key = await intake.refund(merchant, payment["id"], amount=1_000)
+    body = {"subscription_action": "cancel_only", "extend_days": 7}
+
+    answers = [
+        await intake.client.post(f"/v1/refunds/{by_key['id']}/approve", headers=merchant, json=body) for _ in "12"
+    ]
+    assert [a.status_code for a in answers] == [200, 200], answers[1].text
+    assert answers[1].json()["status"] == "rejected" and answers[1].json()["subscription_action"] == "cancel_only"
+    another = await intake.client.post(
+        f"/v1/refunds/{by_key['id']}/approve", headers=merchant, json={**body, "extend_days": 3}
+    )
+    assert another.status_code == 409 and another.json()["error"]["code"] == "invalid_status_transition"
+
+    renewal = await intake.payment(merchant, product=payment["product"], subscription=payment["subscription"])
+    by_person = await intake.refund(merchant, renewal["id"])
+    page = f"/dashboard/refunds/{by_person['id']}"
+    form = {"amount": "50.00", "subscription_action": "cancel_only", "note_to_customer": "Access ends then."}
+    opened = csrf_of((await owner.page(page)).text)
+    posted = [await owner.browser.post(f"{page}/approve", data={"csrf_token": opened, **form}) for _ in "12"]
+    assert [p.status_code for p in posted] == [303, 303], posted[1].text[:500]
+    assert all(p.headers["location"].endswith("done=cancel_only") for p in posted)
+    assert len(await intake.staged("refund.rejected", payment["id"])) == 1
+    assert len(await intake.staged("refund.rejected", renewal["id"])) == 1
+    assert len(await intake.staged("subscription.cancel_requested", payment["id"])) == 1
+    assert len(await intake.staged("subscription.extension_granted", payment["id"])) == 1
 
 
 async def test_an_extension_goes_with_refund_only_or_cancel_only_never_with_a_cancel_now(

@@ -192,6 +192,49 @@ def test_an_approval_of_a_refund_approved_that_asks_something_else_is_refused_no
         decide_approval(APPROVED, ask, ONE_APPROVER)
 
 
+CLOSED_AS_CANCEL_ONLY = replace(
+    PENDING,
+    status=RefundStatus.REJECTED,
+    is_subscription=True,
+    decided=Decided(SubscriptionAction.CANCEL_ONLY, extend_days=7, note="loyal", note_to_customer="Access ends."),
+)
+
+
+@pytest.mark.parametrize(
+    "ask",
+    [
+        ApprovalAsk("b", subscription_action=SubscriptionAction.CANCEL_ONLY),
+        ApprovalAsk(
+            "b",
+            subscription_action=SubscriptionAction.CANCEL_ONLY,
+            extend_days=7,
+            note="loyal",
+            note_to_customer="Access ends.",
+        ),
+        # The dashboard's form sends its amount field with every choice: cancel only moves no money, it means nothing.
+        ApprovalAsk("b", amount=2_000, subscription_action=SubscriptionAction.CANCEL_ONLY),
+    ],
+)
+def test_a_cancel_only_asked_again_of_a_request_closed_as_cancel_only_is_a_repeat(ask: ApprovalAsk) -> None:
+    """A double click, or the form sent again after going back: closed as rejected, it was refused as a transition."""
+    assert decide_approval(CLOSED_AS_CANCEL_ONLY, ask, ONE_APPROVER) == Unchanged()
+
+
+@pytest.mark.parametrize(
+    ("ask", "what"),
+    [
+        (ApprovalAsk("b"), "a refund"),  # the default would refund: not what was decided
+        (ApprovalAsk("b", subscription_action=SubscriptionAction.REFUND_ONLY), "a refund"),
+        (ApprovalAsk("b", subscription_action=SubscriptionAction.CANCEL_ONLY, extend_days=3), "extension"),
+        (ApprovalAsk("b", subscription_action=SubscriptionAction.CANCEL_ONLY, note="other"), "note"),
+        (ApprovalAsk("b", subscription_action=SubscriptionAction.CANCEL_ONLY, note_to_customer="Hi"), "customer"),
+    ],
+)
+def test_another_ask_of_a_request_closed_as_cancel_only_is_refused(ask: ApprovalAsk, what: str) -> None:
+    with pytest.raises(InvalidTransition, match=f"already closed as cancel only: .*{what}"):
+        decide_approval(CLOSED_AS_CANCEL_ONLY, ask, ONE_APPROVER)
+
+
 @pytest.mark.parametrize("status", [RefundStatus.PENDING, RefundStatus.PROCESSING, RefundStatus.REJECTED])
 def test_an_extension_with_refund_and_cancel_is_refused_whatever_the_refunds_state(status: RefundStatus) -> None:
     # The OpenAPI document says so of the body alone (Approval's anyOf): an approval already given does not hide it.

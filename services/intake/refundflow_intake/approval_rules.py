@@ -141,10 +141,38 @@ def _check_repeats_the_approval(context: ApprovalContext, ask: ApprovalAsk) -> N
         )
 
 
+def _repeats_the_cancel_only(context: ApprovalContext, ask: ApprovalAsk) -> bool:
+    """A request closed as cancel only is rejected, so no approval of it is a transition; a cancel only asked again
+    (a double click, the form sent again after going back) is a repeat when it asks nothing else, as an approval's
+    is. Its amount means nothing: cancel only moves no money (the dashboard's form sends its amount field anyway)."""
+    decided = context.decided
+    if context.status is not RefundStatus.REJECTED or decided is None:
+        return False
+    if decided.subscription_action is not SubscriptionAction.CANCEL_ONLY:
+        return False  # a rejection: no approval repeats it (the transition refuses it)
+    if ask.subscription_action is not SubscriptionAction.CANCEL_ONLY:
+        raise InvalidTransition(
+            "this request was already closed as cancel only: an approval asking a refund is not recorded"
+        )
+    asked = {
+        "extension": (ask.extend_days, decided.extend_days),
+        "note": (ask.note, decided.note),
+        "note to the customer": (ask.note_to_customer, decided.note_to_customer),
+    }
+    other = [what for what, (wanted, recorded) in asked.items() if wanted is not None and wanted != recorded]
+    if other:
+        raise InvalidTransition(
+            f"this request was already closed as cancel only: one asking another {', '.join(other)} is not recorded"
+        )
+    return True
+
+
 def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPolicy) -> ApprovalDecision:
     """Raises a DomainError when a hard rule says no (dispute, amount, transition)."""
     if ask.subscription_action is SubscriptionAction.REFUND_AND_CANCEL and ask.extend_days is not None:
         raise _cancel_conflict()  # the ask contradicts itself, whatever the refund's state (as the API documents)
+    if _repeats_the_cancel_only(context, ask):
+        return Unchanged()
     if not check_transition(context.status, RefundStatus.PROCESSING):
         _check_repeats_the_approval(context, ask)
         return Unchanged()
