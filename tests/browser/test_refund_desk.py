@@ -150,22 +150,29 @@ def test_two_people_must_approve_above_the_threshold_and_an_api_key_cannot_be_th
 
     page.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
     expect(page.get_by_text("needs 2 different people")).to_be_visible()
+    page.get_by_label(re.compile("^Amount to refund")).fill("30.00")  # less than the 49.99 asked for
     page.get_by_role("button", name="Approve refund").click()
     expect(page.get_by_role("status").filter(has_text="Another person must approve")).to_be_visible()
     page.get_by_role("button", name="Approve refund").click()  # the same person again: still one approver
     expect(status_badge(page)).to_have_text("Pending")
 
-    by_key = stack.api.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant["auth"])
+    agreeing = {"amount": 3_000}  # the key's approval would complete it (another amount would start over)
+    by_key = stack.api.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant["auth"], json=agreeing)
     assert by_key.status_code == 409 and by_key.json()["error"]["code"] == "second_approval_needs_a_person"
 
     approver_link = invite(page, stack.url, f"approver-{uuid.uuid4().hex[:6]}@acme.example", "approver")
     approver = browser.new_context(viewport=DESKTOP).new_page()
     accept_invite(approver, approver_link, name="Arno Approver")
     approver.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
+    # What the first approved, offered as it is: approved as shown, it completes the approval, not restarts it.
+    expect(approver.locator("ul.approvals")).to_have_text(f"Olive Owner <{merchant['owner_email']}>: €30.00")
+    expect(approver.get_by_label(re.compile("^Amount to refund"))).to_have_value("30.00")
+    assert_accessible(approver)
     approver.get_by_role("button", name="Approve refund").click()
     expect(status_badge(approver)).to_have_text("Succeeded", timeout=60_000)
     expect(approver.locator("#timeline")).to_contain_text("Arno Approver")
-    assert len(stack.refund(merchant, refund["id"])["approvals"]) == 2
+    decided = stack.refund(merchant, refund["id"])
+    assert (len(decided["approvals"]), decided["amount"]) == (2, 3_000)
 
 
 def test_another_merchants_refund_is_a_404_page(stack: Stack, page: Page) -> None:

@@ -772,6 +772,59 @@ async def test_an_approval_counts_only_while_its_author_may_still_decide_refunds
     assert [e["amount"] for e in await intake.staged("refund.approved", payment["id"])] == [8_000]
 
 
+def _amount_field(page: str) -> str:
+    found = re.search(r'<input id="amount" name="amount"[^>]* value="([^"]*)"', page)
+    assert found, "the approve form's amount field"
+    return found.group(1)
+
+
+async def test_the_second_approver_sees_what_the_first_approved_and_approves_it_as_shown(
+    intake: IntakeUnderTest,
+) -> None:
+    """The page showed only how many had approved and offered the amount asked for: the second approver, approving
+    as shown, approved another amount, which started the approvals over and left the refund pending."""
+    merchant, owner = await merchant_with_owner(intake)
+    await intake.client.put(
+        "/v1/refund-policy", headers=merchant, json={"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
+    )
+    refund = await intake.refund(merchant, (await intake.payment(merchant, amount=9_000))["id"], amount=5_000)
+    page = f"/dashboard/refunds/{refund['id']}"
+    assert _amount_field((await owner.page(page)).text) == "50.00", "nothing approved yet: the amount asked for"
+    approver = await invite(intake, owner, "approver")
+    first = await approver.post_form(page, f"{page}/approve", {"amount": "30.00"})
+    assert first.headers["location"].endswith("done=approval_recorded")
+
+    shown = (await owner.page(page)).text
+    approvals = re.search(r'<ul class="approvals"[^>]*>(.*?)</ul>', shown, re.S)
+    assert approvals, "the approvals that count are listed"
+    assert approver.email in approvals.group(1) and "€30.00" in approvals.group(1)
+    assert _amount_field(shown) == "30.00"
+    as_shown = await owner.post_form(page, f"{page}/approve", {"amount": _amount_field(shown)})
+
+    assert as_shown.headers["location"].endswith("done=approved")
+    approved = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    assert (approved["status"], approved["amount"]) == ("processing", 3_000)
+
+
+async def test_an_approval_of_another_amount_says_in_money_what_it_starts_over_with(intake: IntakeUnderTest) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    await intake.client.put(
+        "/v1/refund-policy", headers=merchant, json={"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
+    )
+    refund = await intake.refund(merchant, (await intake.payment(merchant, amount=9_000))["id"], amount=5_000)
+    page = f"/dashboard/refunds/{refund['id']}"
+    approver = await invite(intake, owner, "approver")
+    await approver.post_form(page, f"{page}/approve", {"amount": "30.00"})
+
+    restarted = await owner.post_form(page, f"{page}/approve", {"amount": "50.00"})
+
+    assert restarted.headers["location"].endswith("done=approval_recorded")
+    timeline = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()["timeline"]
+    [note] = [t["note"] for t in timeline if t["action"] == "approval_restarted"]
+    assert note == "earlier approvals were for another amount; approving €50.00 starts over"
+    assert "€50.00" in (await owner.page(page)).text
+
+
 async def _asked_to_cancel(intake: IntakeUnderTest, merchant: Headers, payment: dict[str, Any]) -> tuple[str, Headers]:
     """A portal request that asks to cancel the subscription too: its id, and the customer."""
     customer = await _customer_of(intake, merchant, payment["id"])

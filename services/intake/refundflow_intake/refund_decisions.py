@@ -20,6 +20,7 @@ from refundflow_intake.approval_rules import (
     Decided,
     decide_approval,
 )
+from refundflow_intake.dashboard.money_text import format_amount
 from refundflow_intake.domain import (
     CUSTOMER_CHANNELS,
     HOLDING_STATUSES,
@@ -134,7 +135,8 @@ async def _apply(
         return  # unchanged: a repeat
     if decision.discarded:
         await repository.discard_approvals(conn, refund_id, decision.discarded)
-        why = f"earlier approvals were for another amount; approving {decision.amount} starts over"
+        approving = format_amount(decision.amount, refund["currency"])
+        why = f"earlier approvals were for another amount; approving {approving} starts over"
         await repository.add_timeline_entry(
             conn, refund_id, RefundStatus.PENDING, actor, why, action="approval_restarted"
         )

@@ -506,14 +506,24 @@ async def add_timeline_entry(
     )
 
 
-# Each entry with ``actor_name``: the person's name and email, or the API key's name.
+# Who an actor is, as a person reads it: the person's name and email, or the API key's name (with _ACTOR_JOINS).
+_ACTOR_NAME = (
+    "CASE WHEN u.id IS NOT NULL THEN coalesce(u.display_name || ' <' || u.email || '>', u.email)"
+    "     WHEN k.id IS NOT NULL THEN 'API key ' || coalesce(k.name, k.id) END"
+)
+
+
+def _actor_joins(actor: str) -> str:
+    return (
+        f" LEFT JOIN merchant_users u ON {actor} LIKE 'user:%' AND u.id = substr({actor}, 6)"
+        f" LEFT JOIN api_keys k ON {actor} LIKE 'api_key:%' AND k.id = substr({actor}, 9)"
+    )
+
+
+# Each entry with ``actor_name``.
 _TIMELINE = (
-    "SELECT (t.status, coalesce(t.action, t.status), t.actor, t.note, t.at,"
-    " CASE WHEN u.id IS NOT NULL THEN coalesce(u.display_name || ' <' || u.email || '>', u.email)"
-    "      WHEN k.id IS NOT NULL THEN 'API key ' || coalesce(k.name, k.id) END)"
-    " FROM refund_timeline t"
-    " LEFT JOIN merchant_users u ON t.actor LIKE 'user:%' AND u.id = substr(t.actor, 6)"
-    " LEFT JOIN api_keys k ON t.actor LIKE 'api_key:%' AND k.id = substr(t.actor, 9)"
+    f"SELECT (t.status, coalesce(t.action, t.status), t.actor, t.note, t.at, {_ACTOR_NAME})"
+    f" FROM refund_timeline t{_actor_joins('t.actor')}"
 )
 _TIMELINE_KEYS = ("status", "action", "actor", "note", "at", "actor_name")
 
@@ -534,6 +544,17 @@ _APPROVERS = (
     f"SELECT a.actor FROM refund_approvals a WHERE a.refund_id = r.id AND (r.status <> 'pending' OR {_STILL_DECIDES})"
     " ORDER BY a.approved_at, a.actor"
 )
+
+
+async def approvals_that_count(conn: asyncpg.Connection, refund_id: str) -> list[Row]:
+    """Of a pending refund, who approved it so far and still counts, oldest first: each ``actor``, its
+    ``actor_name`` and the ``amount`` it approved (what the next approver must approve too)."""
+    rows = await conn.fetch(
+        f"SELECT a.actor, a.amount, {_ACTOR_NAME} AS actor_name FROM refund_approvals a{_actor_joins('a.actor')}"
+        f" WHERE a.refund_id = $1 AND {_STILL_DECIDES} ORDER BY a.approved_at, a.actor",
+        refund_id,
+    )
+    return [dict(r) for r in rows]
 
 
 async def refund_with_history(conn: asyncpg.Connection, refund_id: str, merchant_id: str) -> Row | None:

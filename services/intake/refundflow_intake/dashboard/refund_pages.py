@@ -92,6 +92,11 @@ async def _page(
         approvals_needed=policy.approvals_required(
             refund.amount, refund.currency, refunded=await repository.refunded_besides(conn, payment.id, refund_id)
         ),
+        # What the next approver must approve too: the amount field offers the last one (they all agree).
+        approvals=[
+            {"who": actor_words(a["actor"], a["actor_name"]), "amount": a["amount"]}
+            for a in (await repository.approvals_that_count(conn, refund_id) if refund.status == "pending" else [])
+        ],
         customer_wish=row["cancel_subscription"] if row else None,
         customer_asked=refund.channel in CUSTOMER_CHANNELS,  # only then is a rejection told to the customer
         subscription_ended=bool(payment_row and payment_row["subscription_ended"]),
