@@ -78,6 +78,7 @@ def test_rejecting_the_merchants_own_refund_offers_no_note_to_the_customer(stack
     reject.get_by_label(re.compile("^Note for your team")).fill(note)
     page.get_by_role("button", name="Reject request").click()
     expect(status_badge(page)).to_have_text("Rejected")
+    expect(page.get_by_role("status").filter(has_text="The customer is not told")).to_be_visible()
     rejected = stack.refund(merchant, refund["id"])
     assert (rejected["decision_note"], rejected["customer_note"]) == (note, None)  # kept for the team, told no one
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -184,12 +185,44 @@ async def test_a_decision_from_a_page_opened_before_anothers_says_the_refund_was
     page = f"/dashboard/refunds/{declined['id']}"
     opened_earlier = csrf_of((await approver.page(page)).text)
     rejected = await owner.post_form(page, f"{page}/reject", {"note": "Used."})
-    assert rejected.headers["location"].endswith("done=rejected")
+    assert rejected.headers["location"].endswith("done=rejected_untold")  # the merchant's own refund
     late = await approver.browser.post(f"{page}/reject", data={"csrf_token": opened_earlier, "note": "Used twice."})
     assert late.status_code == 409 and "Already decided: rejected" in late.text
-    assert "Rejected. The customer is told" not in late.text
+    assert "Rejected. The customer" not in late.text
     after = (await intake.client.get(f"/v1/refunds/{declined['id']}", headers=merchant)).json()
     assert after["decision_note"] == "Used."
+
+
+async def test_the_notice_after_a_rejection_says_what_the_customer_is_told(intake: IntakeUnderTest) -> None:
+    """It said "The customer is told, with your note" for every rejection: of a refund the merchant made through
+    the API (the customer is told nothing), and when no note was given."""
+    merchant, owner = await merchant_with_owner(intake)
+
+    async def customers_request() -> str:
+        payment = await intake.payment(merchant)
+        token = await intake.client.post(f"/v1/payments/{payment['id']}/portal-token", headers=merchant, json={})
+        customer = {"Authorization": f"Bearer {token.json()['token']}"}
+        asked = await intake.client.post("/v1/portal/refund-requests", headers=customer, json={"reason": "duplicate"})
+        assert asked.status_code == 201, asked.text
+        refund_id: str = asked.json()["id"]
+        return refund_id
+
+    async def notice_after_rejecting(refund_id: str, note: str) -> str:
+        page = f"/dashboard/refunds/{refund_id}"
+        rejected = await owner.post_form(page, f"{page}/reject", {"note": note})
+        assert rejected.status_code == 303, rejected.text[:500]
+        shown = re.search(r'role="status"[^>]*>\s*([^<]+?)\s*<', (await owner.page(rejected.headers["location"])).text)
+        assert shown, "a notice"
+        return shown.group(1)
+
+    told_with_note = await notice_after_rejecting(await customers_request(), "Bought twice? One was refunded.")
+    told_without = await notice_after_rejecting(await customers_request(), "")
+    merchants_own = await intake.refund(merchant, (await intake.payment(merchant))["id"])
+    untold = await notice_after_rejecting(merchants_own["id"], "Made by mistake.")
+
+    assert told_with_note == "Rejected. The customer is told, with your note."
+    assert told_without == "Rejected. The customer is told, with no note from you."
+    assert untold == "Rejected. The customer is not told: you made this refund yourself, they asked for nothing."
 
 
 async def test_a_merchant_being_changed_holds_up_none_of_its_refunds(intake: IntakeUnderTest) -> None:

@@ -360,7 +360,8 @@ async def test_a_cancel_only_decision_sent_twice_is_answered_as_the_first_and_ma
     opened = csrf_of((await owner.page(page)).text)
     posted = [await owner.browser.post(f"{page}/approve", data={"csrf_token": opened, **form}) for _ in "12"]
     assert [p.status_code for p in posted] == [303, 303], posted[1].text[:500]
-    assert all(p.headers["location"].endswith("done=cancel_only") for p in posted)
+    # The first decision set the subscription to end: the renewal's asked no cancellation again, and says so.
+    assert all(p.headers["location"].endswith("done=cancel_only_not_asked") for p in posted)
     assert len(await intake.staged("refund.rejected", payment["id"])) == 1
     assert len(await intake.staged("refund.rejected", renewal["id"])) == 1
     assert len(await intake.staged("subscription.cancel_requested", payment["id"])) == 1
@@ -859,6 +860,30 @@ async def test_a_cancel_only_decision_for_a_subscription_set_to_end_already_is_t
     [rejected] = await intake.staged("refund.rejected", payment["id"])
     assert (rejected["cancel_only"], rejected["cancellation_follows"], rejected["note"]) == (True, False, note)
     assert rejected["subscription_continues"] is False
+
+
+async def test_the_notice_after_a_cancel_only_says_whether_a_cancellation_was_asked(intake: IntakeUnderTest) -> None:
+    """It said "The subscription will end at the close of its period" also when nothing was asked: the subscription
+    had ended already, or its cancellation had been asked already."""
+    merchant, owner = await merchant_with_owner(intake)
+    running, cancelling = await intake.subscription_payment(merchant), await intake.subscription_payment(merchant)
+    await _provider_cancelled(intake, merchant, cancelling, at_period_end=True)
+
+    async def notice_after_cancel_only(payment: dict[str, Any]) -> str:
+        page = f"/dashboard/refunds/{(await intake.refund(merchant, payment['id']))['id']}"
+        decided = await owner.post_form(page, f"{page}/approve", {"subscription_action": "cancel_only"})
+        assert decided.status_code == 303, decided.text[:500]
+        shown = re.search(r'role="status"[^>]*>\s*([^<]+?)\s*<', (await owner.page(decided.headers["location"])).text)
+        assert shown, "a notice"
+        return shown.group(1)
+
+    assert await notice_after_cancel_only(running) == (
+        "The subscription will end at the close of its period; no money moves."
+    )
+    assert await notice_after_cancel_only(cancelling) == (
+        "Closed as cancel only; no money moves. The subscription had ended or was set to end already, so no"
+        " cancellation was asked again."
+    )
 
 
 async def test_a_subscription_set_to_end_at_its_period_end_is_not_said_to_continue(intake: IntakeUnderTest) -> None:

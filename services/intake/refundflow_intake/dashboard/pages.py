@@ -50,7 +50,13 @@ NOTICES = {
     "approved": "Approved. The refund is on its way to the payment provider.",
     "approval_recorded": "Your approval is recorded. Another person must approve the same amount.",
     "rejected": "Rejected. The customer is told, with your note.",
+    "rejected_without_note": "Rejected. The customer is told, with no note from you.",
+    "rejected_untold": "Rejected. The customer is not told: you made this refund yourself, they asked for nothing.",
     "cancel_only": "The subscription will end at the close of its period; no money moves.",
+    "cancel_only_not_asked": (
+        "Closed as cancel only; no money moves. The subscription had ended or was set to end already, so no"
+        " cancellation was asked again."
+    ),
     "saved": "Saved.",
     "removed": "Removed.",
     "role_changed": "Role changed. It applies from their next click.",

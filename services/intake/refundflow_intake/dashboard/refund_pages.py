@@ -189,10 +189,9 @@ async def approve(
                 extend_days=_days(extend_days),
             )
             after = await repository.get_refund(conn, refund_id, merchant_id=user.merchant_id)
+            done = await _approval_done(conn, after)
     except DomainError as exc:
         return await _refused(request, db, user, refund_id, now, exc, form)
-    assert after is not None
-    done = {"processing": "approved", "rejected": "cancel_only"}.get(after["status"], "approval_recorded")
     return see_other(f"/dashboard/refunds/{refund_id}?done={done}")
 
 
@@ -214,9 +213,32 @@ async def reject(
                 note=note.strip() or None,
                 links=links,
             )
+            rejected = await repository.get_refund(conn, refund_id, merchant_id=user.merchant_id)
     except DomainError as exc:
         return await _refused(request, db, user, refund_id, now, exc, {"reject_note": note})
-    return see_other(f"/dashboard/refunds/{refund_id}?done=rejected")
+    return see_other(f"/dashboard/refunds/{refund_id}?done={_rejection_done(rejected)}")
+
+
+async def _approval_done(conn: asyncpg.Connection, refund: dict[str, Any] | None) -> str:
+    """The notice after an approval, as the refund now is: a cancel only (closed as rejected) says whether it asked
+    the cancellation, or found the subscription ended or set to end already (``subscription_cancel_not_asked``)."""
+    assert refund is not None
+    if refund["status"] == "processing":
+        return "approved"
+    if refund["status"] != "rejected":
+        return "approval_recorded"
+    timeline = await repository.refund_timeline(conn, refund["id"])
+    not_asked = any(entry["action"] == "subscription_cancel_not_asked" for entry in timeline)
+    return "cancel_only_not_asked" if not_asked else "cancel_only"
+
+
+def _rejection_done(refund: dict[str, Any] | None) -> str:
+    """The notice after a rejection: only a customer's own request is told to them, with the note if one was given
+    (a repeat's notice is the first's: the note recorded)."""
+    assert refund is not None
+    if refund["channel"] not in CUSTOMER_CHANNELS:
+        return "rejected_untold"
+    return "rejected" if refund["decision_note"] else "rejected_without_note"
 
 
 def _subscription_action(chosen: str) -> SubscriptionAction | None:
