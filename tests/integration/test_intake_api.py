@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from refundflow_intake.app import create_app
+from refundflow_intake.domain import RefundStatus
+from refundflow_intake.refund_outcomes import record_refund_outcome
 from refundflow_intake.settings import IntakeSettings
 from tests.conftest import create_database
 
@@ -249,6 +251,31 @@ async def test_approving_moves_to_processing_once_and_repeating_it_changes_nothi
         "SELECT count(*) FROM outbox WHERE partition_key = $1 AND event_type = 'refund.approved'", payment["id"]
     )
     assert approved == 1
+
+
+async def test_approving_again_after_the_refund_succeeded_answers_it_as_it_is(
+    client: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """An ERP retrying its approval after a timeout usually meets the refund already refunded: a repeat, not 409."""
+    merchant = await new_merchant(client)
+    payment = await new_payment(client, merchant)
+    body = {"payment_id": payment["id"], "reason": "requested_by_customer"}
+    refund = (await client.post("/v1/refunds", headers=merchant, json=body)).json()
+    await client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+    async with db.acquire() as conn, conn.transaction():
+        await record_refund_outcome(
+            conn,
+            refund["id"],
+            MERCHANT_IDS[merchant["Authorization"]],
+            RefundStatus.SUCCEEDED,
+            actor="system:processor",
+        )
+
+    again = await client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+    other = await client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"amount": 100})
+
+    assert again.status_code == 200 and again.json()["status"] == "succeeded"
+    assert other.status_code == 409 and other.json()["error"]["code"] == "invalid_status_transition"
 
 
 async def test_parallel_decisions_on_one_refund_make_one_change_one_event_and_one_hold(

@@ -147,10 +147,17 @@ def test_a_refund_of_a_subscription_that_has_ended_only_refunds_unless_told_othe
     assert isinstance(decision, Approve) and decision.action is SubscriptionAction.REFUND_ONLY
 
 
-def test_approving_again_once_processing_changes_nothing_and_a_closed_refund_refuses() -> None:
-    assert decide_approval(replace(PENDING, status=RefundStatus.PROCESSING), ApprovalAsk("a"), ONE_APPROVER) == (
-        Unchanged()
-    )
+@pytest.mark.parametrize(
+    "status", [RefundStatus.PROCESSING, RefundStatus.SUCCEEDED, RefundStatus.FAILED, RefundStatus.REVERSED]
+)
+def test_approving_again_once_approved_changes_nothing_whatever_the_provider_did_since(status: RefundStatus) -> None:
+    """A retry after a timeout meets the refund as the processor left it: processing, or already succeeded."""
+    assert decide_approval(replace(PENDING, status=status), ApprovalAsk("a"), ONE_APPROVER) == Unchanged()
+    with pytest.raises(InvalidTransition, match="another amount"):
+        decide_approval(replace(PENDING, status=status), ApprovalAsk("a", amount=2_000), ONE_APPROVER)
+
+
+def test_approving_a_rejected_refund_refuses() -> None:
     with pytest.raises(InvalidTransition):
         decide_approval(replace(PENDING, status=RefundStatus.REJECTED), ApprovalAsk("a"), ONE_APPROVER)
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from refundflow_intake.domain import (
+    APPROVED_STATUSES,
     ApprovalExceedsRequest,
     ExtensionConflictsWithCancel,
     InvalidTransition,
@@ -173,9 +174,10 @@ def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPo
         raise _cancel_conflict()  # the ask contradicts itself, whatever the refund's state (as the API documents)
     if _repeats_the_cancel_only(context, ask):
         return Unchanged()
-    if not check_transition(context.status, RefundStatus.PROCESSING):
+    if context.status in APPROVED_STATUSES:  # a repeat, whatever the provider did since (a retry meets it refunded)
         _check_repeats_the_approval(context, ask)
         return Unchanged()
+    check_transition(context.status, RefundStatus.PROCESSING)  # a rejected refund: refused
     if not context.is_subscription and (ask.subscription_action is not None or ask.extend_days is not None):
         raise NotASubscription("the payment is not for a subscription")
     action = ask.subscription_action or _default_action(context)

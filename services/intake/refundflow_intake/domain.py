@@ -31,6 +31,8 @@ ALLOWED_TRANSITIONS: dict[RefundStatus, frozenset[RefundStatus]] = {
 
 # Refunds that hold part of the payment: what they ask for can no longer be asked for again.
 HOLDING_STATUSES = (RefundStatus.PENDING, RefundStatus.PROCESSING, RefundStatus.SUCCEEDED)
+# Refunds approved, whatever the provider did since.
+APPROVED_STATUSES = (RefundStatus.PROCESSING, RefundStatus.SUCCEEDED, RefundStatus.FAILED, RefundStatus.REVERSED)
 # Refunds approved and not failed or reversed: the money is on its way to the customer or there.
 REFUNDING_STATUSES = (RefundStatus.PROCESSING, RefundStatus.SUCCEEDED)
 

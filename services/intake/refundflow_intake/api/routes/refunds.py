@@ -173,9 +173,9 @@ async def approve_refund(
     dashboard (409 ``second_approval_needs_a_person``). An approval of another amount starts them over, and an
     approval counts only while its author may still decide refunds (not a removed or demoted member's, nor a
     revoked key's). The customer is told the amount, and ``note_to_customer`` (``note`` stays with your team).
-    Once approved, the same approval again answers 200 and changes nothing, as does a ``cancel_only`` asked again
-    of the request it closed; one asking another amount, action, extension or note is 409
-    ``invalid_status_transition``."""
+    Once approved (whatever the provider did since), the same approval again answers 200 and changes nothing, as
+    does a ``cancel_only`` asked again of the request it closed; one asking another amount, action, extension or
+    note is 409 ``invalid_status_transition``."""
     body = body or Approval()
     async with db.transaction() as conn:
         await refund_decisions.approve_refund(
