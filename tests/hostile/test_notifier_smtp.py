@@ -1,5 +1,5 @@
 """Email transport: STARTTLS whenever the relay offers it (and required when configured), credentials never
-in clear text, certificates checked, one connection for many messages.
+in clear text, certificates checked, one connection for many messages; the relay's own refusals are retried.
 
 The relay is a real SMTP server (aiosmtpd) that offers STARTTLS with a certificate made here and, carelessly,
 AUTH even before encryption: a client that sent credentials in clear would be seen doing it.
@@ -10,19 +10,27 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import ssl
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
 from typing import Any
 
+import asyncpg
 import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from refundflow_notifier import merchant_settings, message_queue
+from refundflow_notifier.message_worker import MessageWorker
+from refundflow_notifier.records import Channel
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.smtp_mailer import MailNotSent, SmtpMailer
-from tests.support.notifier_receivers import SMTP_PASSWORD, SMTP_USER, smtp_server
+from refundflow_shared.events import NotificationSettingsConfigured
+from tests.support.notifier_harness import notifier_database, notifier_settings
+from tests.support.notifier_receivers import SMTP_PASSWORD, SMTP_USER, CapturingSmtpHandler, smtp_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -135,3 +143,60 @@ async def test_a_connection_the_relay_dropped_is_replaced_without_losing_the_mes
         await smtp.close()
     assert [m["To"] for m in first_relay.messages] == ["first@example.com"]
     assert [m["To"] for m in second_relay.messages] == ["second@example.com"]
+
+
+class UnverifiedSenderHandler(CapturingSmtpHandler):
+    """A relay that no longer sends for our address (a provider's "sender not verified")."""
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        return "554 5.7.1 sender address not verified"
+
+
+@pytest.fixture
+async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
+    async with notifier_database(postgres_url) as pool:
+        yield pool
+
+
+@pytest.mark.parametrize(
+    ("handler", "password"),
+    [(CapturingSmtpHandler, "a-rotated-password"), (UnverifiedSenderHandler, SMTP_PASSWORD)],
+    ids=["auth_refused_535", "mail_from_refused_554"],
+)
+async def test_a_relay_refusing_us_leaves_the_customers_email_to_retry_and_blames_no_address(
+    pool: asyncpg.Pool, handler: type[CapturingSmtpHandler], password: str
+) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        team = NotificationSettingsConfigured(merchant_id="mer_1", team_email="team@acme.example")
+        await merchant_settings.save(conn, team, at=datetime.datetime.now(datetime.UTC), sequence=1)
+        email = message_queue.QueuedMessage(
+            uuid.uuid4(), "mer_1", Channel.EMAIL, "refund_approved", "ada@example.com", message("ada@example.com")
+        )
+        await message_queue.queue(conn, [email])
+    with smtp_server(handler=handler(), with_auth=True) as (relay, port):
+        settings = notifier_settings(
+            "postgresql://unused/notifier",
+            "unused:9092",
+            port,
+            smtp_username=SMTP_USER,
+            smtp_password=password,
+            smtp_allow_plaintext_auth=True,
+            message_retry_schedule_seconds=[0, 60],
+        )
+        smtp = SmtpMailer(settings)
+        worker = MessageWorker(pool, settings, smtp, None, None)  # type: ignore[arg-type] # email only
+        [claimed] = await message_queue.claim_due(pool, 10, [], lease_seconds=30, per_merchant=8)
+        try:
+            await worker.send(claimed)
+        finally:
+            await smtp.close()
+
+    assert relay.messages == []
+    row = await pool.fetchrow(
+        "SELECT status, attempts, body IS NOT NULL AS kept, next_attempt_at > now() + interval '30 seconds' AS later"
+        " FROM messages WHERE recipient = 'ada@example.com'"
+    )
+    assert tuple(row) == ("pending", 1, True, True), "the relay's problem, not the address's: retried on the schedule"
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 1, "no team alert blames the customer's address"

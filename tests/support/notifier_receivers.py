@@ -71,7 +71,8 @@ class CapturingSmtpHandler:
     def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
         assert isinstance(data, LoginPassword)
         self.auth_attempts.append((data.login.decode(), session.ssl is not None))
-        return AuthResult(success=(data.login, data.password) == (SMTP_USER.encode(), SMTP_PASSWORD.encode()))
+        success = (data.login, data.password) == (SMTP_USER.encode(), SMTP_PASSWORD.encode())
+        return AuthResult(success=success, handled=False)  # not handled: a refusal is answered 535, as relays do
 
     def to(self, recipient: str) -> list[EmailMessage]:
         return [m for m in self.messages if m["To"] == recipient]

@@ -19,7 +19,8 @@ _START_TLS = {"required": True, "opportunistic": None, "none": False}
 
 
 class MailNotSent(Exception):
-    """The server did not take the message. ``permanent``: retrying will not help (a 5xx). ``summary`` is safe
+    """The server did not take the message. ``permanent``: retrying will not help (a 5xx refusing this message's
+    recipient or content; never one refusing us before the recipient, which a fixed relay takes). ``summary`` is safe
     to log (a code, never the server's text, which may quote the address); ``str()`` has the details."""
 
     def __init__(self, detail: str, *, summary: str, permanent: bool = False) -> None:
@@ -54,8 +55,13 @@ class SmtpMailer:
         except aiosmtplib.SMTPRecipientsRefused as exc:
             [refused, *_] = exc.recipients
             raise _answered(refused.code, f"recipient refused: {refused.message}") from exc
-        except aiosmtplib.SMTPResponseException as exc:
+        except aiosmtplib.SMTPDataError as exc:
             raise _answered(exc.code, exc.message) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            # Refused before any recipient (greeting, EHLO, STARTTLS, AUTH, MAIL FROM): our relay refuses us, whatever
+            # the address; a misconfiguration or an outage to fix, each message retried on the schedule meanwhile.
+            log.error("smtp_relay_refused", code=exc.code, at=type(exc).__name__)
+            raise MailNotSent(f"SMTP {exc.code}: {exc.message}", summary=f"smtp_relay_{exc.code}") from exc
         except TimeoutError as exc:
             raise MailNotSent("the SMTP server did not finish in time", summary="smtp_timeout") from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
@@ -108,5 +114,5 @@ class SmtpMailer:
 
 
 def _answered(code: int, text: str) -> MailNotSent:
-    """A 4xx is worth another try later; a 5xx is final."""
+    """This message's answer (to RCPT or DATA): a 4xx is worth another try later; a 5xx is final."""
     return MailNotSent(f"SMTP {code}: {text}", summary=f"smtp_{code}", permanent=code >= 500)
