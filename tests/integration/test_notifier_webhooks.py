@@ -6,13 +6,19 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from refundflow_notifier import webhook_store
+from refundflow_notifier.delivery_log import replay_since
+from refundflow_notifier.outbound_http import outbound_client
 from refundflow_notifier.webhook_signing import new_signing_secret
+from refundflow_notifier.webhook_worker import WebhookWorker
 from refundflow_shared.events import (
+    Event,
     PaymentRefunded,
     RefundRequested,
     RefundSucceeded,
@@ -28,6 +34,7 @@ from tests.support.notifier_harness import (
     EventFeed,
     configure_endpoint,
     configure_team,
+    notifier_database,
     notifier_settings,
     running_notifier,
 )
@@ -313,3 +320,41 @@ async def test_a_failed_call_is_logged_as_a_coarse_category_never_a_socket_error
 
     await eventually(all_tried)
     assert await first_attempts() == {refused: "connection_failed", not_tls: "tls_error", bad_secret: "signing_failed"}
+
+
+async def test_a_live_event_goes_before_a_replay_queued_ahead_of_it(postgres_url: str, world: World) -> None:
+    """One delivery at a time to the endpoint, so the order it receives them is the order they were claimed."""
+    m, name = merchant(), uuid.uuid4().hex
+    endpoint_id = f"we_{uuid.uuid4().hex[:12]}"
+    sealed = SecretBox(TEST_SECRET_KEY).seal(new_signing_secret(), context=endpoint_id)
+    async with notifier_database(postgres_url, max_size=6) as pool:
+        await pool.execute(
+            "INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, enabled, encrypted_secret, version)"
+            " VALUES ($1, $2, $3, '{refund.succeeded}', true, $4, 1)",
+            endpoint_id,
+            m,
+            world.http.url(name),
+            sealed,
+        )
+        past = [Event.wrap(succeeded(m), source="refundflow/test", sequence=1) for _ in range(5)]
+        async with pool.acquire() as conn:
+            await webhook_store.queue_events(conn, [(event, None) for event in past], max_endpoints=5)
+        await pool.execute("UPDATE webhook_deliveries SET status = 'succeeded', finished_at = now()")  # sent then
+        an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+        assert await replay_since(pool, endpoint_id, an_hour_ago, reach=timedelta(days=1)) == 5
+        live = Event.wrap(succeeded(m), source="refundflow/test", sequence=1)
+        async with pool.acquire() as conn:
+            await webhook_store.queue_events(conn, [(live, None)], max_endpoints=5)
+
+        settings = notifier_settings("postgresql://unused/notifier", "unused:9092", 1025)
+        settings = settings.model_copy(update={"webhook_max_in_flight_per_endpoint": 1})
+        async with outbound_client(allow_private=True, max_connections=4) as client:
+            worker = WebhookWorker(pool, settings, client, SecretBox(TEST_SECRET_KEY))
+            task = asyncio.create_task(worker.dispatcher().run())
+            try:
+                arrived = await received(world, name, 6)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    assert arrived[0].headers["webhook-id"] == str(live.id), "the live event did not wait behind the replay"
+    assert {r.headers["webhook-id"] for r in arrived[1:]} == {str(e.id) for e in past}

@@ -131,7 +131,8 @@ _CLAIMED_COLUMNS = (
     " CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_encrypted_secret END AS previous_encrypted_secret"
 )
 
-# Due deliveries, fairly: each endpoint's earliest, up to its free slots (its cap minus those in flight, leased
+# Due deliveries, fairly: each endpoint's earliest, live ones before replays (a large replay never holds up an event
+# that happens meanwhile), up to its free slots (its cap minus those in flight, leased
 # here or by another notifier); then each merchant's first before anyone's second, up to the merchant's free
 # slots. So a slow endpoint holds only its own slots, and the cost of a claim does not grow with one endpoint's
 # backlog: the endpoints with pending work are found by a loose index scan (one probe each), and each endpoint
@@ -147,23 +148,23 @@ WITH RECURSIVE endpoints_with_work(endpoint_id) AS (
     SELECT endpoint_id, merchant_id FROM webhook_deliveries
     WHERE status = 'pending' AND locked_until IS NOT NULL AND locked_until > now()
 ), candidates AS (
-    SELECT c.id, c.next_attempt_at, e.merchant_id
+    SELECT c.id, c.replay, c.next_attempt_at, e.merchant_id
     FROM endpoints_with_work w
     JOIN webhook_endpoints e ON e.id = w.endpoint_id AND e.enabled AND NOT e.deleted
     CROSS JOIN LATERAL (
-        SELECT d.id, d.next_attempt_at FROM webhook_deliveries d
+        SELECT d.id, d.replay, d.next_attempt_at FROM webhook_deliveries d
         WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_at <= now()
           AND (d.locked_until IS NULL OR d.locked_until <= now()) AND d.id <> ALL($3::bigint[])
-        ORDER BY d.next_attempt_at, d.id
+        ORDER BY d.replay, d.next_attempt_at, d.id
         LIMIT greatest(0, $4 - (SELECT count(*) FROM in_flight f WHERE f.endpoint_id = e.id))
     ) c
 ), ranked AS (
-    SELECT id, next_attempt_at,
-           row_number() OVER (PARTITION BY merchant_id ORDER BY next_attempt_at, id)
+    SELECT id, replay, next_attempt_at,
+           row_number() OVER (PARTITION BY merchant_id ORDER BY replay, next_attempt_at, id)
                + (SELECT count(*) FROM in_flight f WHERE f.merchant_id = candidates.merchant_id) AS merchant_slot
     FROM candidates
 ), picked AS (
-    SELECT id FROM ranked WHERE merchant_slot <= $5 ORDER BY merchant_slot, next_attempt_at, id LIMIT $1
+    SELECT id FROM ranked WHERE merchant_slot <= $5 ORDER BY merchant_slot, replay, next_attempt_at, id LIMIT $1
 )
 UPDATE webhook_deliveries d SET locked_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
 FROM picked, webhook_endpoints e, webhook_events ev
