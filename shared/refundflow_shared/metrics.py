@@ -105,8 +105,9 @@ EMAILS = Counter(
 )
 WEBHOOK_DELIVERIES = Counter(
     "refundflow_webhook_deliveries",
-    "Webhook delivery attempts by outcome: delivered, retrying, failed (gave up), endpoint_gone (410), stale (a"
-    " failure ignored: the delivery was another claim's by then).",
+    "Webhook delivery attempts by outcome: delivered, retrying, failed (gave up), endpoint_gone (410), not_signed"
+    " (no secret of the endpoint opens with the key ring: retried, never the endpoint's failure), stale (a failure"
+    " ignored: the delivery was another claim's by then).",
     ["outcome"],
 )
 

@@ -2,6 +2,8 @@
 record is retried while the lease holds. And a notifier's worker whose lease ran out (its call took longer, or its
 record waited) records nothing that undoes what the claim after it did: it never turns a delivered webhook or a sent
 email into a failed one, counts a healthy endpoint's failure, disables it, or frees the lease another instance holds.
+Nor does a secret the notifier cannot open (sealed under a key missing from its ring): that failure is the
+platform's, so the delivery waits for the key, and a rolled-from secret that does not open leaves the current to sign.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from standardwebhooks.webhooks import Webhook
 
 from refundflow_notifier import message_queue, webhook_store
 from refundflow_notifier.message_worker import MessageWorker
@@ -26,7 +29,7 @@ from refundflow_notifier.smtp_mailer import SmtpMailer
 from refundflow_notifier.webhook_signing import new_signing_secret
 from refundflow_notifier.webhook_worker import WebhookWorker
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
-from refundflow_shared.secret_box import SecretBox
+from refundflow_shared.secret_box import SecretBox, generate_key
 from tests.support.notifier_harness import TEST_SECRET_KEY, notifier_database, notifier_settings
 from tests.support.notifier_receivers import (
     DEFERRING_DOMAIN,
@@ -83,29 +86,43 @@ async def queue_email(pool: asyncpg.Pool, recipient: str) -> int:
     return message_id
 
 
-async def queue_delivery(pool: asyncpg.Pool, url: str) -> str:
-    """An enabled endpoint at ``url`` with one delivery due; the endpoint's id."""
+async def queue_delivery(
+    pool: asyncpg.Pool,
+    url: str,
+    *,
+    secret: str | None = None,
+    box: SecretBox | None = None,
+    previous: tuple[str, SecretBox] | None = None,
+    events: int = 1,
+) -> str:
+    """An enabled endpoint at ``url`` with ``events`` deliveries due; its secret (a new one unless given) sealed by
+    ``box`` (the notifier's key unless given), and a rolled-from secret still signing when ``previous`` is given
+    (the secret, sealed by its box). The endpoint's id."""
     endpoint_id = f"we_{uuid.uuid4().hex[:12]}"
-    sealed = SecretBox(TEST_SECRET_KEY).seal(new_signing_secret(), context=endpoint_id)
-    event_id = uuid.uuid4()
+    sealed = (box or SecretBox(TEST_SECRET_KEY)).seal(secret or new_signing_secret(), context=endpoint_id)
+    sealed_previous = previous[1].seal(previous[0], context=endpoint_id) if previous else None
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            "INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, enabled, encrypted_secret, version)"
-            " VALUES ($1, 'mer_1', $2, '{refund.approved}', true, $3, 1)",
+            "INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, enabled, encrypted_secret, version,"
+            " previous_encrypted_secret, previous_secret_expires_at)"
+            " VALUES ($1, 'mer_1', $2, '{refund.approved}', true, $3, 1, $4, now() + interval '1 day')",
             endpoint_id,
             url,
             sealed,
+            sealed_previous,
         )
-        await conn.execute(
-            "INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload)"
-            " VALUES ($1, 'mer_1', 'refund.approved', now(), '{}')",
-            event_id,
-        )
-        await conn.execute(
-            "INSERT INTO webhook_deliveries (endpoint_id, merchant_id, event_id) VALUES ($1, 'mer_1', $2)",
-            endpoint_id,
-            event_id,
-        )
+        for _ in range(events):
+            event_id = uuid.uuid4()
+            await conn.execute(
+                "INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload)"
+                " VALUES ($1, 'mer_1', 'refund.approved', now(), '{}')",
+                event_id,
+            )
+            await conn.execute(
+                "INSERT INTO webhook_deliveries (endpoint_id, merchant_id, event_id) VALUES ($1, 'mer_1', $2)",
+                endpoint_id,
+                event_id,
+            )
     return endpoint_id
 
 
@@ -288,3 +305,48 @@ async def test_a_stale_workers_rejection_never_overwrites_the_email_another_clai
 
     assert await pool.fetchval("SELECT status FROM messages WHERE id = $1", message_id) == "sent"
     assert await pool.fetchval("SELECT count(*) FROM messages") == 1, "no alert about an email that went"
+
+
+async def test_a_secret_the_notifiers_key_ring_cannot_open_never_counts_against_the_endpoint(
+    pool: asyncpg.Pool, http: HttpReceiver, client: aiohttp.ClientSession
+) -> None:
+    retired_key = SecretBox(f"retired:{generate_key()}")  # removed from the ring before the secret was sealed again
+    endpoint_id = await queue_delivery(pool, http.url("unsignable"), box=retired_key, events=3)
+    # Were these the endpoint's failures, its first attempt would fail each event, and the second disable it.
+    worker = WebhookWorker(
+        pool,
+        settings(1025, webhook_retry_schedule_seconds=[0.0], webhook_disable_after_failed_events=2),
+        client,
+        SecretBox(TEST_SECRET_KEY),
+    )
+
+    for delivery in await webhook_store.claim_due(pool, 10, [], lease_seconds=60, **CAPS):
+        await worker.deliver(delivery)
+
+    assert http.received["unsignable"] == [], "nothing unsigned was sent"
+    endpoint = await pool.fetchrow(
+        "SELECT enabled, consecutive_failures FROM webhook_endpoints WHERE id = $1", endpoint_id
+    )
+    assert tuple(endpoint) == (True, 0), "the endpoint is neither counted as failing nor disabled"
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0, "no webhook_endpoint.disabled is announced"
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 0, "and the merchant's team is not alerted"
+    deliveries = await pool.fetch(
+        "SELECT status, next_attempt_at > now() AS later FROM webhook_deliveries WHERE endpoint_id = $1", endpoint_id
+    )
+    assert [tuple(d) for d in deliveries] == [("pending", True)] * 3, "each waits to be signed once the key is back"
+
+
+async def test_a_rolled_from_secret_that_does_not_open_leaves_the_current_one_to_sign(
+    pool: asyncpg.Pool, http: HttpReceiver, client: aiohttp.ClientSession
+) -> None:
+    current = new_signing_secret()
+    retired_key = SecretBox(f"retired:{generate_key()}")
+    await queue_delivery(pool, http.url("rolled"), secret=current, previous=(new_signing_secret(), retired_key))
+    worker = WebhookWorker(pool, settings(1025), client, SecretBox(TEST_SECRET_KEY))
+
+    [delivery] = await webhook_store.claim_due(pool, 10, [], lease_seconds=60, **CAPS)
+    await worker.deliver(delivery)
+
+    [arrived] = http.received["rolled"]
+    Webhook(current).verify(arrived.body, arrived.headers)  # raises unless signed with the current secret
+    assert await pool.fetchval("SELECT status FROM webhook_deliveries WHERE id = $1", delivery.id) == "succeeded"

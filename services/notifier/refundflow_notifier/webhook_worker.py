@@ -39,7 +39,9 @@ from refundflow_shared.secret_box import SecretBox, SecretBoxError
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-SIGNING_FAILED = "signing_failed"  # the endpoint's secret does not open with our key, or is no whsec_ key
+SIGNING_FAILED = "signing_failed"  # no secret of the endpoint opens with our key ring, or one is no whsec_ key
+# Nothing is sent unsigned: the delivery waits for our fix (a key put back in the ring), tried at most this often.
+SIGNING_RETRY_SECONDS = 60.0
 
 
 class WebhookWorker:
@@ -94,6 +96,8 @@ class WebhookWorker:
                     await webhook_store.record_attempt(
                         conn, delivery.id, delivery.attempts, attempted_at, status_code, latency_ms, error
                     )
+                    if error == SIGNING_FAILED:
+                        return await self._await_signing(conn, delivery)
                     return await self._settle_failure(conn, delivery, status_code)
 
             outcome = await self._recorded(record_failure)
@@ -143,10 +147,32 @@ class WebhookWorker:
         return answer.status, None if answer.complete else outbound_http.RESPONSE_TRUNCATED
 
     def _secrets(self, delivery: ClaimedDelivery) -> list[str]:
+        """The endpoint's secrets that open (the current one, and the one it rolled from while that still signs): a
+        receiver verifies with either, so one that does not open (logged) leaves the other to sign."""
         if self._box is None:
             raise SecretBoxError("WEBHOOK_SECRET_KEY is not set: cannot sign")
-        sealed = [delivery.encrypted_secret, delivery.previous_encrypted_secret]
-        return [self._box.open(secret, context=delivery.endpoint_id) for secret in sealed if secret is not None]
+        opened = []
+        for which, sealed in (("current", delivery.encrypted_secret), ("previous", delivery.previous_encrypted_secret)):
+            if sealed is None:
+                continue
+            try:
+                opened.append(self._box.open(sealed, context=delivery.endpoint_id))
+            except SecretBoxError as exc:
+                log.error("webhook_secret_unreadable", endpoint=delivery.endpoint_id, secret=which, error=str(exc))
+        if not opened:
+            raise SecretBoxError("none of the endpoint's secrets opens with the key ring")
+        return opened
+
+    async def _await_signing(self, conn: asyncpg.Connection, delivery: ClaimedDelivery) -> str:
+        """Nothing was sent, and the cause is ours (a key missing from the ring, WEBHOOK_SECRET_KEYS unset): it never
+        counts against the endpoint, which is neither failing nor disabled. The delivery is tried again later."""
+        log.error("webhook_not_signed", delivery=delivery.id, endpoint=delivery.endpoint_id, attempt=delivery.attempts)
+        schedule = self._settings.webhook_retry_schedule_seconds
+        delay = next_delay(schedule, delivery.attempts)
+        delay = max(max(schedule, default=0.0) if delay is None else delay, SIGNING_RETRY_SECONDS)
+        if not await webhook_store.retry_delivery(conn, delivery, delay):
+            return _stale(delivery)
+        return "not_signed"
 
     async def _settle_failure(
         self, conn: asyncpg.Connection, delivery: ClaimedDelivery, status_code: int | None
