@@ -39,6 +39,7 @@ from refundflow_notifier.webhook_signing import new_signing_secret, signed_heade
 from refundflow_shared.events import (
     EVENT_DATA_TYPES,
     WEBHOOK_EVENT_TYPES,
+    RefundRequested,
     RefundReviewOverdue,
     TeamAlertRaised,
 )
@@ -135,6 +136,21 @@ def test_an_overdue_review_alerts_the_team_with_the_target() -> None:
     [alert] = team_alerts(overdue)
     assert alert.title == "Refund review overdue: ¥1,500"
     assert "review target: 48 hours" in alert.slack_text()
+
+
+def test_a_request_the_merchants_rules_approved_at_once_asks_the_team_for_no_review() -> None:
+    asked = {
+        "merchant_id": "m",
+        "payment_id": "p",
+        "refund_id": "r",
+        "customer_email": "ada@example.com",
+        "amount": 4999,
+        "currency": "EUR",
+        "reason": "requested_by_customer",
+    }
+    [to_review] = team_alerts(RefundRequested(**asked))
+    assert to_review.title == "New refund request to review: €49.99"
+    assert team_alerts(RefundRequested(**asked, auto_approved=True)) == [], "refund.approved tells the team of it"
 
 
 def test_every_event_the_notifier_speaks_about_is_in_the_contract() -> None:

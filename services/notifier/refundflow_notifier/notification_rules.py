@@ -58,6 +58,8 @@ class TeamAlert:
 def team_alerts(data: EventData) -> list[TeamAlert]:
     """What the merchant's team should hear about this event."""
     if isinstance(data, RefundRequested):
+        if data.auto_approved:
+            return []  # nothing to review: its refund.approved tells the team
         return [
             TeamAlert(
                 "refund_to_review",
