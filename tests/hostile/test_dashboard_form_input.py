@@ -150,3 +150,39 @@ async def test_a_change_whose_event_is_over_the_brokers_limit_is_a_422_page_on_p
         "SELECT status FROM refunds WHERE merchant_id = $1", await intake.merchant_id(merchant)
     )
     assert [r["status"] for r in statuses] == ["pending"], "nothing was written"
+
+
+async def test_the_policy_forms_categories_are_kept_whole_up_to_the_apis_limit_and_more_is_a_form_error(
+    intake: IntakeUnderTest,
+) -> None:
+    """The API takes 50 categories of 100 characters, all shown in the textarea: the form cut what was sent at 2000
+    characters, so saving the window dropped the later categories and halved one, without a word."""
+    merchant, owner = await merchant_with_owner(intake)
+    categories = [f"{n:02d}" + "c" * 98 for n in range(50)]
+    put = await intake.client.put("/v1/refund-policy", headers=merchant, json={"excluded_categories": categories})
+    assert put.status_code == 200, put.text
+    page = "/dashboard/refund-policy"
+    shown = (await owner.page(page)).text
+    assert "\n".join(categories) in shown, "the textarea holds them all"
+    form = {"review_target_hours": "48", "process_time": "5 days", "accepted_reasons": ["duplicate"]}
+
+    def policy_form(window: str, typed: list[str]) -> dict[str, Any]:
+        return {**form, "refund_window_days": window, "excluded_categories": "\r\n".join(typed)}  # as browsers send
+
+    saved = await owner.post_form(page, page, policy_form("21", categories))
+    assert saved.status_code == 303, saved.text[:500]
+    policy = (await intake.client.get("/v1/refund-policy", headers=merchant)).json()["policy"]
+    assert (policy["refund_window_days"], policy["excluded_categories"]) == (21, categories)
+
+    for window, typed, says in (
+        ("22", [*categories, "one more"], "at most 50"),
+        ("22", ["x" * 101], "at most 100 characters"),
+        ("22", ["x" * 6000], "at most 100 characters"),
+        ("22", ["x" * 20_000], "is 20000 characters long: at most 10200"),
+        ("", categories, "refund window days"),  # was the default (14) without a word
+    ):
+        refused = await owner.post_form(page, page, policy_form(window, typed))
+        assert refused.status_code == 422 and says in refused.text, (window, len(typed), refused.text[:800])
+        assert 'class="alert alert-error"' in refused.text
+    policy = (await intake.client.get("/v1/refund-policy", headers=merchant)).json()["policy"]
+    assert (policy["refund_window_days"], policy["excluded_categories"]) == (21, categories), "nothing was saved"

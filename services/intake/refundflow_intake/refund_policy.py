@@ -20,7 +20,8 @@ FLAG_EXCLUDED_CATEGORY = "excluded_category"
 FLAG_REASON_NOT_ACCEPTED = "reason_not_accepted"
 
 # One line each: they are shown in pages and emails, and stored as JSON (which cannot hold a NUL).
-Category = Annotated[str, Field(min_length=1, max_length=100, pattern=ONE_LINE)]
+MAX_CATEGORY_LENGTH = 100
+Category = Annotated[str, Field(min_length=1, max_length=MAX_CATEGORY_LENGTH, pattern=ONE_LINE)]
 MAX_CATEGORIES = 50
 MAX_REASONS = 20  # the reasons, with room for repeats
 

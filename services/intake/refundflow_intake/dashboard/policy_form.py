@@ -9,7 +9,13 @@ from starlette.datastructures import FormData
 
 from refundflow_intake.dashboard.money_text import parse_amount
 from refundflow_intake.domain import DomainError
-from refundflow_intake.refund_policy import RefundPolicy, RefundPolicyFields, RefundPolicyOverride
+from refundflow_intake.refund_policy import (
+    MAX_CATEGORIES,
+    MAX_CATEGORY_LENGTH,
+    RefundPolicy,
+    RefundPolicyFields,
+    RefundPolicyOverride,
+)
 from refundflow_shared.money import UnknownCurrency
 
 
@@ -18,9 +24,19 @@ class InvalidPolicyForm(DomainError):
     in_api = False
 
 
+# The longest field the policy holds (its categories, one per line, each line break sent as two: CRLF), with room to
+# spare so that the policy's own rules say what is wrong with a near miss; beyond it, the body is not a person's typing.
+MAX_TYPED = 2 * MAX_CATEGORIES * (MAX_CATEGORY_LENGTH + 2)
+
+
 def _text(form: FormData, name: str) -> str:
+    """What was typed in the field, whole: the policy's own rules refuse what it cannot hold, in words."""
     value = form.get(name)
-    return value.strip()[:2000] if isinstance(value, str) else ""
+    if not isinstance(value, str):
+        return ""
+    if len(value) > MAX_TYPED:
+        raise InvalidPolicyForm(f"{name.replace('_', ' ')} is {len(value)} characters long: at most {MAX_TYPED}")
+    return value.strip()
 
 
 def _whole(form: FormData, name: str) -> int | str | None:
@@ -64,7 +80,8 @@ def policy_from_form(form: FormData) -> RefundPolicyFields:
         "auto_approve": {"max_amount": auto, "reasons": form.getlist("auto_approve_reasons")} if auto else None,
         "second_approval_above": _money(form, "second_approval"),
     }
-    fields: RefundPolicyFields = _validated(RefundPolicyFields, {k: v for k, v in values.items() if v is not None})
+    # Every field is on the page: one left empty is refused, as the API would, never its default put in its place.
+    fields: RefundPolicyFields = _validated(RefundPolicyFields, values)
     return fields
 
 
