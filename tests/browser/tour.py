@@ -84,6 +84,10 @@ def walk_every_page(stack: Stack, page: Page, browser: Browser, visit: Visit) ->
     hook = {"url": "http://127.0.0.1:9/acme/refund-events", "events": ["refund.succeeded", "refund.requested"]}
     assert stack.api.post("/v1/webhook-endpoints", headers=merchant["auth"], json=hook).status_code == 201
     refunds = business(stack, merchant)
+    # A product with rules of its own, one of them off: the policy page's overrides table is walked too.
+    two_people = {"amount": 20_000, "currency": "EUR"}
+    gift = {"refund_window_days": 30, "auto_approve": None, "second_approval_above": two_people}
+    assert stack.api.put("/v1/refund-policy/products/prod_gift", headers=merchant["auth"], json=gift).status_code == 200
     base = f"{stack.url}/dashboard"
 
     for name, path in (

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 
+from tests.support.dashboard_people import merchant_with_owner
 from tests.support.intake_harness import IntakeUnderTest, running_intake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -63,6 +65,47 @@ async def test_a_product_override_changes_only_what_it_sets(intake: IntakeUnderT
     deleted = await intake.client.delete("/v1/refund-policy/products/prod_course", headers=merchant)
     assert deleted.json()["product_overrides"] == {}
     assert (await intake.client.get(public, params={"product_id": "prod_course"})).json()["refund_window_days"] == 7
+
+
+async def test_an_override_saved_in_the_dashboard_keeps_the_rules_its_form_does_not_show_and_lists_them_in_words(
+    intake: IntakeUnderTest,
+) -> None:
+    """The dashboard's override form has the window, the processing time and the categories: saving it replaced the
+    whole override, so a product's approval rules, reasons and review target set through the API were lost."""
+    merchant, owner = await merchant_with_owner(intake)
+    rules = {"second_approval_above": {"amount": 10_000, "currency": "EUR"}}
+    assert (await intake.client.put("/v1/refund-policy", headers=merchant, json=rules)).status_code == 200
+    by_api = {
+        "second_approval_above": {"amount": 5_000, "currency": "EUR"},
+        "auto_approve": None,  # off for this product, whatever the merchant's policy says
+        "accepted_reasons": ["duplicate", "product_not_as_described"],
+        "review_target_hours": 24,
+        "process_time": "3 business days",
+    }
+    put = await intake.client.put("/v1/refund-policy/products/prod_course", headers=merchant, json=by_api)
+    assert put.status_code == 200, put.text
+
+    page = "/dashboard/refund-policy"
+    form = {"product_id": "prod_course", "refund_window_days": "30", "process_time": "", "excluded_categories": ""}
+    saved = await owner.post_form(page, f"{page}/overrides", form)
+    assert saved.status_code == 303, saved.text[:500]
+    stored = await intake.db.fetchval(
+        "SELECT policy FROM refund_policies WHERE merchant_id = $1 AND product_id = 'prod_course'",
+        await intake.merchant_id(merchant),
+    )
+    assert json.loads(stored) == {**by_api, "refund_window_days": 30}, "what the form does not show is kept"
+
+    listed = (await owner.page(page)).text
+    for words in (
+        "Refund window: 30 days",
+        "Processing time: 3 business days",
+        "Accepted reasons: Duplicate, Product not as described",
+        "Review target: 24 hours",
+        "Automatic approval: off",
+        "Two people approve above €50.00",
+    ):
+        assert words in listed, words
+    assert "None" not in listed and "amount, currency" not in listed
 
 
 async def test_the_public_policy_needs_no_key_reads_plainly_and_keeps_approval_rules_private(

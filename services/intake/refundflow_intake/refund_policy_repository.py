@@ -64,6 +64,19 @@ async def save(conn: asyncpg.Connection, merchant_id: str, product_id: str, docu
     )
 
 
+async def change_override(conn: asyncpg.Connection, merchant_id: str, product_id: str, fields: dict[str, Any]) -> None:
+    """Set these fields of a product's override (made if it has none), keeping its others: the dashboard's form
+    shows a few of them, and the rest may have been set through the API."""
+    await conn.execute(
+        "INSERT INTO refund_policies (merchant_id, product_id, policy) VALUES ($1, $2, $3::jsonb)"
+        " ON CONFLICT (merchant_id, product_id) DO UPDATE SET policy = refund_policies.policy || excluded.policy,"
+        " updated_at = now()",
+        merchant_id,
+        product_id,
+        json.dumps(fields),
+    )
+
+
 async def delete_override(conn: asyncpg.Connection, merchant_id: str, product_id: str) -> bool:
     status = await conn.execute(
         "DELETE FROM refund_policies WHERE merchant_id = $1 AND product_id = $2 AND product_id <> ''",

@@ -13,6 +13,7 @@ from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
 from refundflow_intake.dashboard.pages import render, see_other
 from refundflow_intake.dashboard.policy_form import override_from_form, policy_from_form, preview_text
+from refundflow_intake.dashboard.policy_words import override_lines
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import DomainError, PolicyOverrideNotFound, RefundReason
 from refundflow_intake.public_policy_cache import PublicPolicyCache
@@ -34,7 +35,7 @@ async def _page(
         user,
         section="policy",
         policy=policy,
-        overrides=overrides,
+        overrides={product: override_lines(override) for product, override in overrides.items()},
         reasons=[r.value for r in RefundReason],
         public_text=policy.plain_text(),
         error=error,
@@ -80,7 +81,7 @@ async def save_override(request: Request, user: FormUser, db: Db) -> Response:
         require(user.role, Permission.MANAGE_POLICY)
         product_id, override = override_from_form(await request.form())
         async with db.transaction() as conn:
-            await policies.save(conn, user.merchant_id, product_id, override.fields_set())
+            await policies.change_override(conn, user.merchant_id, product_id, override.fields_set())
     except DomainError as exc:
         return await _page(request, db, user, error=exc, status=status_of(type(exc)))
     _forget_public_copy(request, user.merchant_id)
