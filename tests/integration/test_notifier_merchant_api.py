@@ -28,7 +28,7 @@ from refundflow_notifier.app import create_app as create_notifier
 from refundflow_shared.events import RefundSucceeded, topic_for
 from refundflow_shared.secret_box import SecretBox
 from tests.conftest import create_database
-from tests.support.dashboard_people import Person, accept_invite
+from tests.support.dashboard_people import Person, accept_invite, csrf_of
 from tests.support.infrastructure import free_port
 from tests.support.kafka_reader import read_topic
 from tests.support.notifier_harness import TEST_INTERNAL_TOKEN, TEST_SECRET_KEY, EventFeed, notifier_settings
@@ -390,6 +390,71 @@ async def test_an_owner_rolls_an_endpoints_signing_secret_in_the_dashboard_and_s
         "SELECT encrypted_secret FROM webhook_endpoints WHERE id = $1", endpoint["id"]
     )
     assert SecretBox(TEST_SECRET_KEY).open(sealed, context=endpoint["id"]) == secret
+
+
+def _form_key(html: str) -> dict[str, str]:
+    """The single-use key of the page's form (one form on the page has one)."""
+    return dict(re.findall(r'name="(form_key)" value="([^"]+)"', html))
+
+
+def sent_twice(owner: Person, action: str, html: str, data: dict[str, Any]) -> Any:
+    """The form of the page ``html`` sent twice at once, as a double click sends it."""
+    form = {"csrf_token": csrf_of(html), **_form_key(html), **data}
+    return asyncio.gather(owner.browser.post(action, data=form), owner.browser.post(action, data=form))
+
+
+async def test_a_roll_sent_twice_from_one_page_rolls_once_and_the_secret_the_receivers_hold_keeps_signing(
+    world: World,
+) -> None:
+    """A double click (or a reload that sends the form again) rolled twice: the second made the first roll's
+    secret, which nobody had seen, the previous one, so the original stopped signing at once, not in 24 hours."""
+    _, auth, owner = await owner_signed_in(world)
+    body = {"url": world.http.url(uuid.uuid4().hex), "events": ["refund.succeeded"]}
+    endpoint = (await world.api.post("/v1/webhook-endpoints", headers=auth, json=body)).json()
+    page = f"/dashboard/webhooks/{endpoint['id']}"
+    html = (await owner.page(page)).text
+
+    answers = await sent_twice(owner, f"{page}/secret", html, {})
+    again = await owner.browser.post(f"{page}/secret", data={"csrf_token": csrf_of(html), **_form_key(html)})
+    shown = set()
+    for answer in (*answers, again):
+        assert answer.status_code == 200, answer.text[:500]
+        shown.update(re.findall(r"whsec_[A-Za-z0-9+/=]+", answer.text))
+    [secret] = shown  # each answer shows the one new secret
+    assert secret != endpoint["secret"]
+    intake_version = "SELECT version FROM intake.webhook_endpoints WHERE id = $1"
+    assert await world.notifier_db.fetchval(intake_version, endpoint["id"]) == 2, "rolled once"
+    await endpoint_known(world, endpoint["id"], version=2)
+    signing = await world.notifier_db.fetchrow(
+        "SELECT encrypted_secret, previous_encrypted_secret FROM webhook_endpoints WHERE id = $1", endpoint["id"]
+    )
+    box = SecretBox(TEST_SECRET_KEY)
+    assert box.open(signing["encrypted_secret"], context=endpoint["id"]) == secret
+    assert box.open(signing["previous_encrypted_secret"], context=endpoint["id"]) == endpoint["secret"]
+
+    rolled_again = await owner.post_form(page, f"{page}/secret", {})  # the next page's form: a roll of its own
+    assert rolled_again.status_code == 200 and secret not in rolled_again.text
+    assert await world.notifier_db.fetchval(intake_version, endpoint["id"]) == 3
+
+
+async def test_an_endpoint_added_twice_from_one_page_is_added_once_and_both_answers_show_its_secret(
+    world: World,
+) -> None:
+    _, auth, owner = await owner_signed_in(world)
+    html = (await owner.page("/dashboard/webhooks")).text
+    form = {"url": world.http.url(uuid.uuid4().hex), "events": "refund.succeeded"}
+    answers = await sent_twice(owner, "/dashboard/webhooks", html, form)
+    shown = set()
+    for answer in answers:
+        assert answer.status_code == 200, answer.text[:500]
+        shown.update(re.findall(r"whsec_[A-Za-z0-9+/=]+", answer.text))
+    [secret] = shown
+    [added] = (await world.api.get("/v1/webhook-endpoints", headers=auth)).json()["data"]
+    await endpoint_known(world, added["id"], version=1)
+    sealed = await world.notifier_db.fetchval(
+        "SELECT encrypted_secret FROM webhook_endpoints WHERE id = $1", added["id"]
+    )
+    assert SecretBox(TEST_SECRET_KEY).open(sealed, context=added["id"]) == secret
 
 
 async def test_bad_endpoint_bodies_are_refused_and_nothing_is_written(world: World) -> None:

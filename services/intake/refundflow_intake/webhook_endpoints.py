@@ -89,6 +89,7 @@ async def create_endpoint(
     event_types: list[str],
     secret: str,
     max_endpoints: int,
+    form_key: str | None = None,
 ) -> Row:
     await lock_merchant(conn, merchant_id)  # two creations at once cannot both take the last place
     live = await conn.fetchval(
@@ -98,13 +99,14 @@ async def create_endpoint(
         raise TooManyWebhookEndpoints(f"a merchant has at most {max_endpoints} webhook endpoints: delete one first")
     endpoint_id = f"we_{uuid.uuid4().hex}"
     row = await conn.fetchrow(
-        "INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, encrypted_secret)"
-        f" VALUES ($1, $2, $3, $4, $5) RETURNING {_ANNOUNCED_COLUMNS}",
+        "INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, encrypted_secret, secret_form_key)"
+        f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_ANNOUNCED_COLUMNS}",
         endpoint_id,
         merchant_id,
         url,
         event_types,
         box.seal(secret, context=endpoint_id),
+        form_key,
     )
     assert row is not None
     await _announce_endpoint(conn, merchant_id, dict(row))
@@ -120,12 +122,20 @@ async def add_endpoint(
     event_types: list[str],
     max_endpoints: int,
     allow_private: bool,
+    form_key: str | None = None,
 ) -> tuple[Row, str]:
     """The whole of adding an endpoint, for the API and the dashboard alike: the URL checked (DNS, before any
-    transaction), a new signing secret, the row and its event. Returns the endpoint and the secret (shown once)."""
+    transaction), a new signing secret, the row and its event. Returns the endpoint and the secret (shown once).
+
+    ``form_key`` is the single-use key of the dashboard's form: the same form sent again answers the endpoint it
+    added, with its secret, while that is still the secret the form made."""
     await checked_url(url, allow_private=allow_private)
     secret = new_signing_secret()
     async with pool.acquire() as conn, conn.transaction():
+        if form_key is not None:
+            await lock_merchant(conn, merchant_id)  # the same form sent at once waits for the first to commit
+            if earlier := await _secret_made_by(conn, box, merchant_id, form_key):
+                return earlier
         row = await create_endpoint(
             conn,
             box,
@@ -134,8 +144,23 @@ async def add_endpoint(
             event_types=list(dict.fromkeys(event_types)),
             secret=secret,
             max_endpoints=max_endpoints,
+            form_key=form_key,
         )
     return row, secret
+
+
+async def _secret_made_by(
+    conn: asyncpg.Connection, box: SecretBox, merchant_id: str, form_key: str, endpoint_id: str | None = None
+) -> tuple[Row, str] | None:
+    """The endpoint whose current signing secret the dashboard form ``form_key`` made, and that secret."""
+    row = await conn.fetchrow(
+        f"SELECT {_ANNOUNCED_COLUMNS} FROM webhook_endpoints WHERE merchant_id = $1 AND secret_form_key = $2"
+        " AND ($3::text IS NULL OR id = $3) AND deleted_at IS NULL",
+        merchant_id,
+        form_key,
+        endpoint_id,
+    )
+    return (dict(row), box.open(row["encrypted_secret"], context=row["id"])) if row is not None else None
 
 
 async def replay_allowed(
@@ -192,24 +217,39 @@ async def replace_sealed_secret(
 
 
 async def roll_secret(
-    pool: asyncpg.Pool, box: SecretBox, merchant_id: str, endpoint_id: str, *, overlap: timedelta
+    pool: asyncpg.Pool,
+    box: SecretBox,
+    merchant_id: str,
+    endpoint_id: str,
+    *,
+    overlap: timedelta,
+    form_key: str | None = None,
 ) -> tuple[Row, str]:
     """A new signing secret for the endpoint, returned once. The current one becomes the previous one and signs
     beside it for ``overlap``, so the merchant's receivers can switch without refusing a webhook; a roll within
-    the overlap drops the one before. Nothing queued for the endpoint is cancelled."""
+    the overlap drops the one before. Nothing queued for the endpoint is cancelled.
+
+    ``form_key`` is the single-use key of the dashboard's form: the same form sent again (a double click, a
+    reload) rolls nothing and answers the secret the first made, or it would end the original's overlap at once."""
     secret = new_signing_secret()
     async with pool.acquire() as conn, conn.transaction():
+        # A second sending waits on the row for the first, then finds the secret its key made (READ COMMITTED).
         row = await conn.fetchrow(
             "UPDATE webhook_endpoints SET previous_encrypted_secret = encrypted_secret,"
             " previous_secret_expires_at = now() + $4::interval, encrypted_secret = $3, version = version + 1,"
-            " updated_at = now()"
+            " secret_form_key = $5, updated_at = now()"
             " WHERE id = $1 AND merchant_id = $2 AND deleted_at IS NULL"
+            " AND ($5::text IS NULL OR secret_form_key IS DISTINCT FROM $5)"
             f" RETURNING {_ANNOUNCED_COLUMNS}",
             endpoint_id,
             merchant_id,
             box.seal(secret, context=endpoint_id),
             overlap,
+            form_key,
         )
+        if row is None and form_key is not None:
+            if earlier := await _secret_made_by(conn, box, merchant_id, form_key, endpoint_id):
+                return earlier
         if row is None:
             raise WebhookEndpointNotFound(f"no webhook endpoint {endpoint_id}")
         await _announce_endpoint(conn, merchant_id, dict(row))

@@ -3,6 +3,7 @@ the notifier, and replays. The same use cases as ``/v1/webhook-endpoints``."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -28,6 +29,12 @@ from refundflow_shared.secret_box import SecretBox
 
 router = APIRouter(prefix="/dashboard/webhooks", include_in_schema=False)
 MaybeBox = Annotated[SecretBox | None, Depends(optional_secret_box)]
+# The single-use key of a form that makes a signing secret: see webhook_endpoints.roll_secret.
+FormKey = Annotated[str, Form(max_length=100)]
+
+
+def _new_form_key() -> str:
+    return secrets.token_urlsafe(18)
 
 
 async def _list_page(
@@ -52,6 +59,7 @@ async def _list_page(
         error=error,
         status_code=status,
         pending_badge=pending,
+        form_key=_new_form_key(),
         **{"created": None, "secret": None, "form": {}} | extra,
     )
 
@@ -70,8 +78,10 @@ async def add_endpoint(
     box: MaybeBox,
     url: Annotated[str, Form(max_length=2048)],
     events: Annotated[list[str], Form()],
+    form_key: FormKey = "",
 ) -> HTMLResponse:
-    """The secret is on this answer only: the page is rendered here, not redirected to."""
+    """The secret is on this answer only: the page is rendered here, not redirected to. The same form sent again
+    answers the endpoint it added, not another."""
     form = {"url": url, "events": events}
     try:
         require(user.role, Permission.MANAGE_WEBHOOKS)
@@ -91,6 +101,7 @@ async def add_endpoint(
             event_types=list(body.events),
             max_endpoints=settings.webhook_endpoints_per_merchant,
             allow_private=settings.refundflow_allow_private_webhook_urls,
+            form_key=form_key or None,
         )
     except (DomainError, ApiError) as exc:
         code = status_of(type(exc)) if isinstance(exc, DomainError) else exc.status
@@ -132,13 +143,17 @@ async def roll_secret(
     settings: Settings,
     box: MaybeBox,
     notifier: Notifier,
+    form_key: FormKey = "",
 ) -> HTMLResponse:
-    """The new secret is on this answer only: the page is rendered here, not redirected to."""
+    """The new secret is on this answer only: the page is rendered here, not redirected to. The same form sent
+    again rolls nothing and shows the secret the first made."""
     require(user.role, Permission.MANAGE_WEBHOOKS)
     if box is None:
         raise ApiError(503, "webhook_signing_unavailable", "webhooks need WEBHOOK_SECRET_KEY set")
     overlap = timedelta(hours=settings.webhook_secret_overlap_hours)
-    endpoint, secret = await endpoints.roll_secret(db.pool, box, user.merchant_id, endpoint_id, overlap=overlap)
+    endpoint, secret = await endpoints.roll_secret(
+        db.pool, box, user.merchant_id, endpoint_id, overlap=overlap, form_key=form_key or None
+    )
     return await _endpoint_page(request, user, db, notifier, endpoint, secret=secret)
 
 
@@ -159,6 +174,7 @@ async def _endpoint_page(
         section="webhooks",
         endpoint=endpoint,
         secret=secret,
+        form_key=_new_form_key(),
         log=DeliveryLog.model_validate(log or {"endpoint": None, "deliveries": []}),
         unavailable=unavailable,
         pending_badge=pending,
