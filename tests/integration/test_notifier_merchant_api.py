@@ -311,6 +311,50 @@ async def test_the_dashboard_replays_only_a_delivery_the_notifier_has(world: Wor
         assert refused.status_code == 422, (none, refused.text[:500])
 
 
+async def test_a_disabled_endpoint_offers_no_replay_and_a_replay_sent_anyway_says_nothing_was_scheduled(
+    world: World,
+) -> None:
+    """The notifier schedules nothing for a disabled endpoint (its answer: 0), yet the page offered Replay, said
+    "Replay scheduled." and took one of the hour's replays."""
+    merchant_id, auth, owner = await owner_signed_in(world)
+    name = uuid.uuid4().hex
+    body = {"url": world.http.url(name), "events": ["refund.succeeded"]}
+    endpoint = (await world.api.post("/v1/webhook-endpoints", headers=auth, json=body)).json()
+    await endpoint_known(world, endpoint["id"])
+    await world.feed.publish(succeeded(merchant_id))
+    await received(world, name, 1)
+    log = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries"
+    [delivery] = (await world.api.get(log, headers=auth)).json()["deliveries"]
+    page = f"/dashboard/webhooks/{endpoint['id']}"
+    replay = f"{page}/deliveries/{delivery['id']}/replay"
+
+    async def replayed() -> str:
+        answer = await owner.post_form(page, replay, {})
+        assert answer.status_code == 303, answer.text[:500]
+        return str((await owner.page(answer.headers["location"])).text)
+
+    assert "Replay scheduled." in await replayed()
+    await received(world, name, 2)
+
+    # Disabled at the notifier (it gave up on the endpoint) before intake has heard: the notifier's 0 is told.
+    await world.notifier_db.execute("UPDATE webhook_endpoints SET enabled = false WHERE id = $1", endpoint["id"])
+    told = await replayed()
+    assert "Nothing was scheduled" in told and "Replay scheduled." not in told, told
+
+    patched = await world.api.patch(f"/v1/webhook-endpoints/{endpoint['id']}", headers=auth, json={"enabled": False})
+    assert patched.status_code == 200, patched.text
+    shown = (await owner.page(page)).text
+    assert f'action="{replay}"' not in shown, "no Replay button on a disabled endpoint"
+    assert "Replays are off while the endpoint is disabled" in shown
+    for _ in range(REPLAYS_PER_HOUR):  # a page opened before the endpoint was disabled: none takes an hour's replay
+        told = await replayed()
+        assert "Nothing was scheduled" in told and "Replay scheduled." not in told, told
+    replays = await world.notifier_db.fetchval(
+        "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND replay", endpoint["id"]
+    )
+    assert replays == 1
+
+
 async def test_an_endpoint_can_be_disabled_changed_and_deleted(world: World) -> None:
     _, auth = await new_merchant(world)
     name = uuid.uuid4().hex

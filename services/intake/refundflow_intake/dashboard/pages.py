@@ -62,6 +62,7 @@ NOTICES = {
     "role_changed": "Role changed. It applies from their next click.",
     "password_set": "Your password is set. Welcome!",
     "replayed": "Replay scheduled.",
+    "not_replayed": "Nothing was scheduled: the endpoint is disabled, and nothing is sent to it. Enable it first.",
     "signed_out": "You are signed out.",
     "reset_sent": "If an account exists for that address, a link to reset its password is on its way.",
 }

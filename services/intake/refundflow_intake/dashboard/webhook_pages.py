@@ -191,8 +191,15 @@ async def replay(
     notifier: Notifier,
     now: Now,
 ) -> Response:
+    """Nothing is sent to a disabled endpoint: a replay of one (from a page opened before) schedules nothing, and
+    takes none of the hour's replays; the notifier's answer says when it has it disabled."""
     require(user.role, Permission.MANAGE_WEBHOOKS)
+    async with db.snapshot() as conn:
+        endpoint = await endpoints.get_endpoint(conn, user.merchant_id, endpoint_id)
+    if not endpoint["enabled"]:
+        return see_other(f"/dashboard/webhooks/{endpoint_id}?done=not_replayed")
     per_hour = settings.webhook_replays_per_hour
     await endpoints.replay_allowed(db.pool, user.merchant_id, endpoint_id, per_hour=per_hour, now=now)
-    await replay_one(notifier, user.merchant_id, endpoint_id, delivery_id)
-    return see_other(f"/dashboard/webhooks/{endpoint_id}?done=replayed")
+    answer = await replay_one(notifier, user.merchant_id, endpoint_id, delivery_id)
+    done = "replayed" if answer["scheduled"] else "not_replayed"
+    return see_other(f"/dashboard/webhooks/{endpoint_id}?done={done}")
