@@ -5,17 +5,26 @@ is a date past the year 9999; an extension past the last date a program can hold
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import Any
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from refundflow_processor.payment_provider import ProviderSubscription, ProviderUnavailable
 from refundflow_processor.stripe_provider import StripeProvider
 from refundflow_shared.events import SubscriptionExtensionGranted
-from tests.support.http_servers import hostile_http_server
+from tests.support.http_servers import hostile_http_server, serving
+from tests.support.infrastructure import free_port
 from tests.support.probe_service import eventually
-from tests.support.processor_harness import running_processor
+from tests.support.processor_harness import approval, payment_intent, running_processor
 from tests.support.subscription_providers import NoRefundsHere
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -33,6 +42,62 @@ async def test_an_answer_that_does_not_arrive_whole_is_no_answer(behaviour: str)
         finally:
             await provider.close()
     assert provider_api.requests and provider_api.requests[0][0] == "v1/refunds", "the call reached the provider"
+
+
+class GatewayInFrontOfTheProvider:
+    """A load balancer in front of the provider (a real HTTP server): its first ``pages`` refund calls get its own
+    502 page at once, while the provider still works on them (it receives each ``backend_seconds`` later)."""
+
+    def __init__(self, *, pages: int, backend_seconds: float) -> None:
+        self.pages, self.backend_seconds = pages, backend_seconds
+        self.upstream = ""  # the provider's base URL, known once it runs
+        self.late_calls: list[asyncio.Task[Any]] = []
+        self.app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
+
+    async def _handle(self, request: Request) -> Response:
+        forward = self._forward(request, await request.body())
+        if request.method == "POST" and request.url.path == "/v1/refunds" and self.pages > 0:
+            self.pages -= 1
+            self.late_calls.append(asyncio.create_task(self._later(forward)))
+            return Response("<html><body>502 Bad Gateway</body></html>", 502, media_type="text/html")
+        return await forward
+
+    async def _later(self, forward: Awaitable[Response]) -> Response:
+        await asyncio.sleep(self.backend_seconds)
+        return await forward
+
+    async def _forward(self, request: Request, body: bytes) -> Response:
+        sent = {k: v for k, v in request.headers.items() if k not in ("host", "content-length")}
+        url = f"{self.upstream}{request.url.path}?{request.url.query}"
+        async with httpx.AsyncClient() as client:
+            answer = await client.request(request.method, url, headers=sent, content=body)
+        kept = {k: v for k, v in answer.headers.items() if k not in ("content-length", "content-encoding")}
+        return Response(answer.content, answer.status_code, headers=kept)
+
+
+async def test_a_load_balancers_5xx_pages_are_no_answer_and_never_give_up_the_key(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Only Stripe's own 5xx (its api_error, stored for the key) proves the key's request finished: a load balancer's
+    502 page does not, and the provider may make the refund after it. Counted as Stripe's, two such pages had the
+    refund reconciled at once, listed as none before the provider made it, and refunded again under a new key."""
+    gateway, port = GatewayInFrontOfTheProvider(pages=2, backend_seconds=3.0), free_port()
+    async with (
+        serving(gateway.app, port) as gateway_url,
+        running_processor(database_url, kafka_bootstrap, topic_prefix, stripe_api_base=gateway_url) as processor,
+    ):
+        gateway.upstream = processor.sandbox_url
+        intent = payment_intent()
+        approved = approval(intent)
+        await processor.publish(approved)
+
+        async def refunded() -> bool:
+            return await processor.refund_status(approved.refund_id) == "succeeded"
+
+        await eventually(refunded, timeout=30)
+        await asyncio.gather(*gateway.late_calls)  # the provider has now seen every call the gateway answered
+        assert len(await processor.provider_refunds(intent)) == 1
+        assert await processor.attempts(approved.refund_id) == ["succeeded"], "the key was never given up"
 
 
 @pytest.mark.parametrize("call", ["get", "extend"])

@@ -79,8 +79,9 @@ class ProviderAuthFailed(Exception):
 class ProviderUnavailable(Exception):
     """No definite answer: the refund may or may not exist.
 
-    ``server_error`` marks a 5xx. Under the same idempotency key the provider replays a stored 5xx
-    forever, so only reconciliation (or a new key, once we know no refund exists) gets past it.
+    ``server_error`` marks the provider's own 5xx (not an intermediary's page): its request under the key has
+    finished, and the provider replays the stored 5xx forever, so only reconciliation (or a new key, once we know
+    no refund exists) gets past it.
     """
 
     def __init__(self, message: str, *, server_error: bool = False) -> None:

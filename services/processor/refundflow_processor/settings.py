@@ -35,7 +35,7 @@ class ProcessorSettings(ServiceSettings):
     provider_retry_budget: int = Field(default=8, ge=1)
     provider_retry_base_seconds: float = Field(default=1.0, gt=0)
     provider_retry_max_seconds: float = Field(default=300.0, gt=0)
-    # Consecutive 5xx answers under one key before we reconcile (and, if no refund exists, take a new key).
+    # Consecutive 5xx answers of Stripe's own under one key before we reconcile (and, if no refund exists, a new key).
     provider_server_errors_before_reconcile: int = Field(default=2, ge=1)
     # Stripe keeps idempotency keys for 24 h; past that, we reconcile before any call with the key.
     provider_key_lifetime_seconds: float = Field(default=24 * 3600, gt=0)

@@ -159,8 +159,13 @@ def _classified_errors() -> Iterator[None]:
     except stripe.StripeError as exc:
         # Anything else may hide a refund made: an unreadable answer (a proxy's page, whatever its status, or an
         # empty 2xx), a 409 or 5xx, a key that already ran with other parameters. The caller reconciles, never fails.
+        # Only Stripe's own 5xx (its api_error body, stored for the key) says the key's request has finished; a load
+        # balancer's 502/503/504 page does not (Stripe may still be making the refund), so it is no server error.
         status = exc.http_status or 0
-        raise ProviderUnavailable(f"HTTP {status}: {exc.user_message or exc}", server_error=status >= 500) from exc
+        stripes_own = getattr(exc.error, "type", None) == "api_error"
+        raise ProviderUnavailable(
+            f"HTTP {status}: {exc.user_message or exc}", server_error=status >= 500 and stripes_own
+        ) from exc
 
 
 def _to_stripe_units(amount: int, currency: str) -> int:
