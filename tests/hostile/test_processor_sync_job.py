@@ -51,7 +51,15 @@ async def detected(processor: ProcessorUnderTest, provider_refund_id: str) -> No
 async def test_a_payment_the_provider_does_not_know_is_flagged_and_the_others_are_still_scanned(
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
-    async with running_processor(database_url, kafka_bootstrap, topic_prefix, webhooks=False) as processor:
+    # A scan's lease (the call's deadline + margin) ends before the next run, as with the default settings.
+    lease_ends_before_the_next_run: dict[str, Any] = {
+        "sync_interval_seconds": 1.5,
+        "provider_call_deadline_seconds": 1.0,
+        "executor_lease_margin_seconds": 0.1,
+    }
+    async with running_processor(
+        database_url, kafka_bootstrap, topic_prefix, webhooks=False, **lease_ends_before_the_next_run
+    ) as processor:
         unknown = paid(payment_intent("missing_"))  # e.g. a mistyped pi_: Stripe answers resource_missing
         await processor.publish(unknown)
 
@@ -81,6 +89,24 @@ async def test_a_payment_the_provider_does_not_know_is_flagged_and_the_others_ar
             "SELECT last_synced_at = '-infinity' FROM payments WHERE payment_id = $1", unknown.payment_id
         )
         assert never_synced, "a payment is marked scanned only once it was"
+
+        # Flagged for long (a thousand failed scans): its next pause is still a time, and the others still scanned.
+        # The pause doubled past what PostgreSQL's numbers hold (at 1019 failures with the default 60 s interval,
+        # at 1024 whatever the interval), so the failed scan could not be recorded, and the payment, never scanned
+        # and so first in line, stayed due and stopped every run.
+        await processor.db.execute(
+            "UPDATE payments SET sync_failures = 1024, sync_retry_at = '-infinity' WHERE payment_id = $1",
+            unknown.payment_id,
+        )
+        made = await dashboard.v1.refunds.create_async(
+            params={"payment_intent": known.provider_payment_id, "amount": 1_000}
+        )
+        await detected(processor, made.id)
+        retry_later = await processor.db.fetchval(
+            "SELECT sync_failures = 1025 AND sync_retry_at > now() FROM payments WHERE payment_id = $1",
+            unknown.payment_id,
+        )
+        assert retry_later, "the failed scan was recorded, with its pause"
 
 
 async def scanned_since(processor: ProcessorUnderTest, payment_id: str, moment: datetime) -> None:

@@ -108,10 +108,12 @@ async def payments_with_provider_id(conn: asyncpg.Connection, provider_payment_i
 
 @dataclass(frozen=True)
 class SyncLease:
-    """A payment leased for one scan; ``until`` (the lease's end) tells our lease from a later one."""
+    """A payment leased for one scan; ``until`` (the lease's end) tells our lease from a later one; ``failures``:
+    its scans that failed in a row before this one."""
 
     payment: Payment
     until: datetime
+    failures: int
 
 
 async def claim_payment_to_sync(conn: asyncpg.Connection, lease_seconds: float, skip: list[str]) -> SyncLease | None:
@@ -122,11 +124,12 @@ async def claim_payment_to_sync(conn: asyncpg.Connection, lease_seconds: float, 
         " FROM (SELECT payment_id FROM payments WHERE sync_retry_at <= now() AND sync_locked_until < now()"
         "       AND payment_id <> ALL($2::text[]) ORDER BY last_synced_at LIMIT 1 FOR UPDATE SKIP LOCKED) due"
         " WHERE p.payment_id = due.payment_id"
-        " RETURNING p.payment_id, p.merchant_id, p.provider_payment_id, p.amount, p.currency, p.sync_locked_until",
+        " RETURNING p.payment_id, p.merchant_id, p.provider_payment_id, p.amount, p.currency, p.sync_locked_until,"
+        " p.sync_failures",
         lease_seconds,
         skip,
     )
-    return None if row is None else SyncLease(_payment(row), row["sync_locked_until"])
+    return None if row is None else SyncLease(_payment(row), row["sync_locked_until"], row["sync_failures"])
 
 
 async def lock_sync_lease(conn: asyncpg.Connection, lease: SyncLease) -> bool:
@@ -150,19 +153,17 @@ async def record_payment_synced(conn: asyncpg.Connection, lease: SyncLease) -> N
 
 
 async def record_payment_sync_failed(
-    conn: asyncpg.Connection, lease: SyncLease, error: str, *, base_seconds: float, max_seconds: float
+    conn: asyncpg.Connection, lease: SyncLease, error: str, *, retry_after_seconds: float
 ) -> None:
-    """The scan of this payment failed: flag it, and try it again after a growing pause (if the lease still holds:
-    else the instance that took it over decides)."""
+    """The scan of this payment failed: flag it, and try it again after ``retry_after_seconds`` (if the lease still
+    holds: else the instance that took it over decides)."""
     await conn.execute(
         "UPDATE payments SET sync_failures = sync_failures + 1, sync_error = $3, sync_locked_until = '-infinity',"
-        " sync_retry_at = now() + make_interval(secs => least($5, $4 * 2 ^ sync_failures))"
-        " WHERE payment_id = $1 AND sync_locked_until = $2",
+        " sync_retry_at = now() + make_interval(secs => $4) WHERE payment_id = $1 AND sync_locked_until = $2",
         lease.payment.payment_id,
         lease.until,
         error[:1000],
-        base_seconds,
-        max_seconds,
+        retry_after_seconds,
     )
 
 

@@ -32,6 +32,7 @@ from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.provider_updates import apply_provider_update
 from refundflow_processor.records import Payment, RefundStatus, names_our_refund
 from refundflow_processor.settings import ProcessorSettings
+from refundflow_shared.backoff import exponential
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -125,13 +126,15 @@ class RefundSync:
                 log.warning("payment_sync_failed", payment_id=payment.payment_id, error=str(exc) or repr(exc))
             else:
                 log.exception("payment_sync_failed", payment_id=payment.payment_id)
+            # The shared backoff (its doubling bounded): doubled in SQL, it overflowed after ~1,000 failures.
+            retry_after = exponential(
+                lease.failures + 1,
+                base=self._settings.sync_interval_seconds,
+                cap=self._settings.sync_error_retry_max_seconds,
+            )
             async with self._pool.acquire() as conn:
                 await payment_repository.record_payment_sync_failed(
-                    conn,
-                    lease,
-                    f"{type(exc).__name__}: {exc}",
-                    base_seconds=self._settings.sync_interval_seconds,
-                    max_seconds=self._settings.sync_error_retry_max_seconds,
+                    conn, lease, f"{type(exc).__name__}: {exc}", retry_after_seconds=retry_after
                 )
             return 0
 
