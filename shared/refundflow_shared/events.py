@@ -23,7 +23,8 @@ CONTENT_TYPE = "application/json"
 Id = Annotated[str, Field(min_length=1, max_length=255)]
 Code = Annotated[str, Field(min_length=1, max_length=100)]
 Name = Annotated[str, Field(max_length=200)]
-Note = Annotated[str, Field(max_length=2000)]
+NOTE_MAX_LENGTH = 2000  # a free text's bound: a producer quoting text it does not control cuts it to this
+Note = Annotated[str, Field(max_length=NOTE_MAX_LENGTH)]
 EmailAddress = Annotated[str, Field(max_length=320)]
 Url = Annotated[str, Field(max_length=2048)]
 

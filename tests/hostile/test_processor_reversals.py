@@ -13,7 +13,13 @@ from refundflow_processor.external_refunds import record_external_update
 from refundflow_processor.payment_provider import ProviderRefund
 from refundflow_shared.events import PaymentSucceeded, Product
 from tests.support.probe_service import eventually
-from tests.support.processor_harness import ProcessorUnderTest, approval, payment_intent, running_processor
+from tests.support.processor_harness import (
+    ProcessorUnderTest,
+    approval,
+    deliver_webhook,
+    payment_intent,
+    running_processor,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -56,6 +62,30 @@ async def test_a_refund_failing_after_success_is_reversed_once_and_totals_exclud
         [totals] = await processor.staged("payment.refunded", about=second.refund_id)
         assert (totals["refunded_amount"], totals["remaining_amount"]) == (1_000, 9_000)
         assert len(await processor.staged("refund.reversed", about=first.refund_id)) == 1, "two webhooks, one reversal"
+
+
+async def test_a_reversal_with_a_long_failure_reason_from_the_provider_is_recorded(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The provider's failure_reason is its text, of any length: quoted whole in the reversal's message, it made
+    an event past the contract's 2,000 characters, so the webhook was answered 500 forever (and the scan flagged
+    the payment on every run), and intake never learnt the money did not reach the customer."""
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix) as processor:
+        intent = payment_intent()
+        ours = approval(intent)
+        await processor.publish(ours)
+        await status_is(processor, ours.refund_id, "succeeded")
+        [made] = await processor.provider_refunds(intent)
+
+        failed = {**made, "status": "failed", "failure_reason": "card issuer says: " + "x" * 1_972}
+        answer = await deliver_webhook(processor, "refund.failed", failed)
+
+        assert answer.status_code == 200, answer.text
+        assert await processor.refund_status(ours.refund_id) == "reversed"
+        [reversed_] = await processor.staged("refund.reversed", about=ours.refund_id)
+        assert reversed_["failure_reason"] == "unknown"
+        assert reversed_["failure_message"].startswith("provider: the refund failed after it had succeeded (card")
+        assert len(reversed_["failure_message"]) == 2_000
 
 
 async def test_the_sync_job_finds_reversals_and_follows_external_refunds_until_final(

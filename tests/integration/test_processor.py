@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -16,16 +14,15 @@ import stripe
 
 from refundflow_sandbox.app import create_app as create_sandbox
 from refundflow_sandbox.settings import SandboxSettings
-from refundflow_sandbox.webhooks import stripe_signature
 from refundflow_shared.events import Event, PaymentSucceeded, Product, SubscriptionCancelRequested
 from tests.conftest import create_database
 from tests.support.http_servers import serving
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import (
     PATIENT_CLIENT,
-    WEBHOOK_SECRET,
     ProcessorUnderTest,
     approval,
+    deliver_webhook,
     payment_intent,
     running_processor,
 )
@@ -131,19 +128,6 @@ async def test_a_webhook_with_a_forged_signature_is_refused(processor: Processor
         )
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == "invalid_webhook_signature"
-
-
-async def deliver_webhook(processor: ProcessorUnderTest, event_type: str, refund: dict[str, Any]) -> httpx.Response:
-    """Deliver a refund's webhook signed as Stripe signs it, with the endpoint's secret."""
-    event = {"id": f"evt_{uuid.uuid4().hex}", "object": "event", "type": event_type, "data": {"object": refund}}
-    payload = json.dumps(event).encode()
-    signature = stripe_signature(payload, WEBHOOK_SECRET, int(time.time()))
-    async with httpx.AsyncClient() as client:
-        return await client.post(
-            f"{processor.url}/v1/provider-webhooks/stripe",
-            content=payload,
-            headers={"Content-Type": "application/json", "Stripe-Signature": signature},
-        )
 
 
 async def test_a_webhook_about_a_refund_still_being_executed_is_to_be_delivered_again(

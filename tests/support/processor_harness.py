@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from refundflow_processor.payment_provider import PaymentProvider
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_sandbox.app import create_app as create_sandbox
 from refundflow_sandbox.settings import SandboxSettings
+from refundflow_sandbox.webhooks import stripe_signature
 from refundflow_shared.events import Event, EventData, RefundApproved, topic_for
 from refundflow_shared.tracing import EVENT_HEADER
 from tests.support.http_servers import serving
@@ -129,6 +131,19 @@ async def send_event(kafka: str, prefix: str, event: Event, *, traceparent: str 
         )
     finally:
         await producer.stop()
+
+
+async def deliver_webhook(processor: ProcessorUnderTest, event_type: str, refund: dict[str, Any]) -> httpx.Response:
+    """Deliver a refund's webhook signed as Stripe signs it, with the endpoint's secret."""
+    event = {"id": f"evt_{uuid.uuid4().hex}", "object": "event", "type": event_type, "data": {"object": refund}}
+    payload = json.dumps(event).encode()
+    signature = stripe_signature(payload, WEBHOOK_SECRET, int(time.time()))
+    async with httpx.AsyncClient() as client:
+        return await client.post(
+            f"{processor.url}/v1/provider-webhooks/stripe",
+            content=payload,
+            headers={"Content-Type": "application/json", "Stripe-Signature": signature},
+        )
 
 
 def approval(provider_payment_id: str, amount: int = 2_500, currency: str = "EUR") -> RefundApproved:

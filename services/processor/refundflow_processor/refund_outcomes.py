@@ -32,6 +32,7 @@ from refundflow_processor.team_alerts import raise_alert
 from refundflow_shared.backoff import jittered
 from refundflow_shared.event_contract import PROCESSOR
 from refundflow_shared.events import (
+    NOTE_MAX_LENGTH,
     PaymentRefunded,
     ProviderUnavailable,
     RefundFailed,
@@ -117,7 +118,7 @@ async def publish_failure(conn: asyncpg.Connection, refund: Refund, reason: str,
             **carry(refund.to_customer, RefundFailed),
             customer_email=refund.customer_email,
             failure_reason=reason,
-            failure_message=message[:2000] if message else None,
+            failure_message=message[:NOTE_MAX_LENGTH] if message else None,
         ),
         source=PROCESSOR.source,
     )
@@ -136,7 +137,7 @@ async def _record_provider_unavailable(conn: asyncpg.Connection, attempt: Attemp
             refund_id=attempt.refund.refund_id,
             provider=provider,
             attempts=attempt.refund.provider_calls,
-            last_error=error[:2000],
+            last_error=error[:NOTE_MAX_LENGTH],
         ),
         source=PROCESSOR.source,
     )
@@ -166,7 +167,8 @@ async def _record_unknown(
 
 async def _record_reversal(conn: asyncpg.Connection, refund: Refund, result: ProviderRefund) -> None:
     reason = normalise_failure_reason(result.failure_reason)
-    message = f"provider: the refund failed after it had succeeded ({result.failure_reason})"
+    # The provider's text is quoted, so cut to the contract's bound: too long, the reversal could never be recorded.
+    message = f"provider: the refund failed after it had succeeded ({result.failure_reason})"[:NOTE_MAX_LENGTH]
     if not await repository.reverse_refund(conn, refund.refund_id, reason, message):
         return
     await add_event(

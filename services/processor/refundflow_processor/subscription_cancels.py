@@ -23,7 +23,7 @@ from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.team_alerts import end_auth_episode, raise_alert, raise_auth_alert_once
 from refundflow_shared.backoff import jittered
 from refundflow_shared.event_contract import PROCESSOR
-from refundflow_shared.events import SubscriptionCanceled, SubscriptionCancelFailed, carry
+from refundflow_shared.events import NOTE_MAX_LENGTH, SubscriptionCanceled, SubscriptionCancelFailed, carry
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.outbox import add_event
 
@@ -132,7 +132,7 @@ class SubscriptionCancelExecutor:
                         subscription_id=cancel.subscription_id,
                         at_period_end=cancel.at_period_end,
                         refund_id=cancel.refund_id,
-                        reason=message[:2000],
+                        reason=message[:NOTE_MAX_LENGTH],
                     ),
                     source=PROCESSOR.source,
                 )

@@ -13,7 +13,7 @@ import structlog
 
 from refundflow_processor.provider_pause import CallKind
 from refundflow_shared.event_contract import PROCESSOR
-from refundflow_shared.events import TeamAlertRaised
+from refundflow_shared.events import NOTE_MAX_LENGTH, TeamAlertRaised
 from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
@@ -35,7 +35,7 @@ async def raise_alert(
             merchant_id=merchant_id,
             kind=kind,
             title=title[:200],
-            details={key: value[:2000] for key, value in details.items()},
+            details={key: value[:NOTE_MAX_LENGTH] for key, value in details.items()},
             payment_id=payment_id,
             refund_id=refund_id,
         ),
