@@ -73,6 +73,19 @@ async def test_a_payment_from_billing_is_registered_once_however_often_it_arrive
     assert balance == [{"currency": "JPY", "paid": 1_500, "refunded": 0, "held": 0, "available": 1_500}]
 
 
+async def test_a_payment_of_nothing_from_billing_is_acknowledged_not_registered(intake: IntakeUnderTest) -> None:
+    """A free trial's invoice or a 100% coupon is a payment of 0: nothing on it can ever be refunded, so it is not
+    registered; it was dead-lettered (the payments table holds amounts above 0), a legitimate event parked."""
+    free = billing_payment(await intake.merchant_id(await intake.merchant())).model_copy(update={"amount": 0})
+    sent = await intake.publish(free)
+
+    async def handled() -> bool:
+        return bool(await intake.db.fetchval("SELECT count(*) FROM intake.inbox WHERE event_id = $1", sent.id))
+
+    await eventually(handled, timeout=30)
+    assert await intake.db.fetchval("SELECT count(*) FROM payments WHERE id = $1", free.payment_id) == 0
+
+
 async def _count(intake: IntakeUnderTest, sql: str, *, at_least: int) -> bool:
     return int(await intake.db.fetchval(sql)) >= at_least
 

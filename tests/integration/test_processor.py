@@ -224,6 +224,29 @@ async def test_a_refund_made_in_the_providers_dashboard_is_detected_once(process
     assert len(await processor.events("refund.external_detected", expected=2, about=made.id)) == 1
 
 
+async def test_a_payment_of_nothing_is_acknowledged_not_remembered(processor: ProcessorUnderTest) -> None:
+    """A free trial's invoice or a 100% coupon is a payment of 0: nothing on it can be refunded, so there is nothing
+    to scan; it was dead-lettered (the payments table holds amounts above 0), a legitimate event parked."""
+    intent = payment_intent()
+    free = PaymentSucceeded(
+        payment_id=f"pay_{intent}",
+        merchant_id="mer_test",
+        amount=0,
+        currency="EUR",
+        customer_email="ada@example.com",
+        provider_payment_id=intent,
+        paid_at=datetime.now(UTC),
+        product=Product(id="prod", name="Pro", kind="subscription"),
+    )
+    sent = await processor.publish(free)
+
+    async def handled() -> bool:
+        return bool(await processor.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", sent.id))
+
+    await eventually(handled, timeout=30)
+    assert await processor.db.fetchval("SELECT count(*) FROM payments WHERE payment_id = $1", free.payment_id) == 0
+
+
 async def _scanned_again(processor: ProcessorUnderTest, payment_id: str) -> bool:
     scanned = await processor.db.fetchval(
         "SELECT last_synced_at > (SELECT detected_at FROM external_refunds WHERE payment_id = $1) FROM payments"

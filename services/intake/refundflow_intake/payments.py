@@ -112,6 +112,9 @@ async def consume_payment_succeeded(
 ) -> bool:
     """A payment published by billing (or by intake itself): registered once, by its payment id. ``registered``:
     ``registered_among`` the batch, before it was handled."""
+    if data.amount == 0:  # a free trial's invoice, a 100% coupon: nothing on it can be refunded (the API refuses it)
+        log.info("payment_of_nothing_skipped", provider_payment_id=data.provider_payment_id)
+        return False
     if registered.get(data.payment_id) == (data.merchant_id, data.provider_payment_id):
         return False  # intake's own payment coming back, or a redelivery: nothing to do
     if not await merchant_exists(conn, data.merchant_id):

@@ -34,6 +34,9 @@ async def lock_the_batchs_payments(conn: asyncpg.Connection, events: list[Event]
 
 async def remember_paid(conn: asyncpg.Connection, data: PaymentSucceeded, locked: dict[str, Payment]) -> None:
     """Learn the payment from billing's word (its amount and currency replace what an approval claimed)."""
+    if data.amount == 0:  # a free trial's invoice, a 100% coupon: nothing on it can be refunded, or scanned for
+        log.info("payment_of_nothing_skipped", provider_payment_id=data.provider_payment_id)
+        return
     locked.pop(data.payment_id, None)  # it may change now: the batch's next events read it again
     payment = Payment(data.payment_id, data.merchant_id, data.provider_payment_id, data.amount, data.currency)
     if await payment_repository.remember_payment(conn, payment, trusted=True) is PaymentClaim.CONFLICT:
