@@ -1,5 +1,6 @@
 """Secrets (review findings 14 and 23): a key ring that rotates without an outage, sub-keys derived with HKDF, and
-an internal API token of its own, compared so that no input can turn a 401 into a 500."""
+an internal API token of its own, compared so that no input can turn a 401 into a 500; a sealed value the ring
+cannot open is said to be unreadable, not a 500."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ import httpx
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from structlog.testing import capture_logs
 
 from refundflow_notifier.app import create_app as create_notifier
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_shared.secret_box import SecretBox, SecretBoxError, UnknownKeyId, generate_key
 from refundflow_shared.settings import ServiceSettings
+from tests.support.dashboard_people import PASSWORD, browser, csrf_of, merchant_with_owner
+from tests.support.intake_harness import running_intake
 
 OLD, NEW = generate_key(), generate_key()
 SECRET = "whsec_c2VjcmV0IHNpZ25pbmcga2V5"
+UNREADABLE = "unreadable: save it again"  # what a merchant is shown of a Slack URL the ring cannot open
 
 
 def test_a_key_rotates_without_an_outage() -> None:
@@ -119,3 +124,56 @@ async def test_the_internal_api_is_closed_until_its_own_token_is_set() -> None:
             "/internal/v1/merchants/m_1/webhook-endpoints/we_1/deliveries", headers={"Authorization": "Bearer x"}
         )
     assert response.status_code == 503
+
+
+async def test_a_slack_url_the_key_ring_cannot_open_is_shown_as_unreadable_not_a_500(
+    postgres_url: str, kafka_bootstrap: str
+) -> None:
+    """WEBHOOK_SECRET_KEY replaced rather than rotated: the saved Slack URL no longer opens. The merchant's settings
+    still answer, in the API and the dashboard, saying to save the URL again; saving it again makes it readable."""
+    async with running_intake(postgres_url, kafka_bootstrap, webhook_secret_key=OLD) as before:
+        merchant, owner = await merchant_with_owner(before)
+        saved = await before.client.put(
+            "/v1/notification-settings",
+            headers=merchant,
+            json={"slack_webhook_url": "http://127.0.0.1:9/hooks/secret-x"},
+        )
+        assert saved.status_code == 200, saved.text
+    database = before.settings.database_url
+    async with running_intake(postgres_url, kafka_bootstrap, database_url=database, webhook_secret_key=NEW) as after:
+        with capture_logs() as logs:
+            shown = await after.client.get("/v1/notification-settings", headers=merchant)
+            kept = await after.client.put(
+                "/v1/notification-settings", headers=merchant, json={"team_email": "ops@acme.example"}
+            )
+        assert shown.status_code == 200, shown.text
+        assert shown.json()["slack_webhook_url"] == UNREADABLE
+        assert kept.status_code == 200, kept.text
+        assert (kept.json()["team_email"], kept.json()["slack_webhook_url"]) == (
+            "ops@acme.example",
+            UNREADABLE,
+        )
+        unreadable = [line for line in logs if line["event"] == "slack_url_unreadable"]
+        assert unreadable and all(line["log_level"] == "warning" for line in unreadable)
+        assert "secret-x" not in repr(logs)
+
+        dashboard = browser(after)
+        signed_in = await dashboard.post(
+            "/dashboard/login",
+            data={
+                "csrf_token": csrf_of((await dashboard.get("/dashboard/login")).text),
+                "email": owner.email,
+                "password": PASSWORD,
+            },
+        )
+        assert signed_in.status_code == 303, signed_in.text[:500]
+        page = await dashboard.get("/dashboard/settings")
+        assert page.status_code == 200, page.text[:500]
+        assert UNREADABLE in page.text
+
+        again = await after.client.put(
+            "/v1/notification-settings",
+            headers=merchant,
+            json={"slack_webhook_url": "http://127.0.0.1:9/hooks/secret-y"},
+        )
+        assert again.json()["slack_webhook_url"] == "http://127.0.0.1/…"

@@ -15,13 +15,14 @@ import structlog
 from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import NotificationSettingsConfigured
 from refundflow_shared.outbox import add_event
-from refundflow_shared.secret_box import SecretBox
+from refundflow_shared.secret_box import SecretBox, SecretBoxError
 
 log = structlog.get_logger(__name__)
 
 Row = dict[str, Any]
 FIELDS = ("team_email", "sender_name", "reply_to", "review_target")
 KEEP = object()  # the Slack URL was not given: the saved one stays
+UNREADABLE = "unreadable: save it again"  # shown for a saved Slack URL no key of the ring opens
 
 
 async def save_settings(
@@ -112,12 +113,18 @@ async def get_settings(conn: asyncpg.Connection, merchant_id: str) -> Row:
 
 
 def masked_url(box: SecretBox | None, merchant_id: str, sealed: str | None) -> str | None:
-    """What the merchant sees of a saved Slack URL: that it is set, and its host."""
+    """What the merchant sees of a saved Slack URL: that it is set, and its host (or that it must be saved again,
+    when the key that sealed it is gone or was replaced)."""
     if sealed is None:
         return None
     if box is None:
         return "…"
-    parts = urlsplit(box.open(sealed, context=merchant_id))
+    try:
+        url = box.open(sealed, context=merchant_id)
+    except SecretBoxError as exc:
+        log.warning("slack_url_unreadable", merchant_id=merchant_id, error=str(exc))
+        return UNREADABLE
+    parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}/…"
 
 

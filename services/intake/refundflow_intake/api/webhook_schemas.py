@@ -127,7 +127,10 @@ class NotificationSettings(Body):
 
 class NotificationSettingsOut(BaseModel):
     team_email: str | None
-    slack_webhook_url: str | None = Field(description="masked: whether one is set, and its host")
+    slack_webhook_url: str | None = Field(
+        description="masked: whether one is set, and its host; 'unreadable: save it again' when the key that sealed"
+        " it was removed or replaced"
+    )
     sender_name: str | None
     reply_to: str | None
     review_target: str | None
