@@ -179,6 +179,7 @@ async def test_a_dispute_naming_the_provider_payment_blocks_the_payment_register
 async def test_a_dispute_naming_the_provider_payment_before_the_payment_still_blocks_it(
     intake: IntakeUnderTest,
 ) -> None:
+    """The registration's own answer says so too: it said ``disputed: false`` while GET said true."""
     merchant = await intake.merchant()
     merchant_id = await intake.merchant_id(merchant)
     provider_id = f"pi_{uuid.uuid4().hex}"
@@ -187,6 +188,8 @@ async def test_a_dispute_naming_the_provider_payment_before_the_payment_still_bl
 
     payment = await intake.payment(merchant, provider_payment_id=provider_id)
 
+    assert payment["disputed"] is True
+    assert (await shown(intake, merchant, f"/v1/payments/{payment['id']}"))["disputed"] is True
     assert await refused_as_disputed(intake, merchant, payment["id"])
 
 

@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from refundflow_intake import listing_queries, payments, subscription_requests
+from refundflow_intake import listing_queries, payments, repository, subscription_requests
 from refundflow_intake.api.dependencies import CurrentCaller, Db, ToCustomer, require_admin
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import MAX_ID, ONE_LINE, PathId
@@ -57,8 +57,8 @@ async def register_payment(body: PaymentCreate, db: Db, response: Response) -> P
             subscription=SubscriptionPeriod(**body.subscription.model_dump()) if body.subscription else None,
         )
         response.status_code = 201 if created else 200
-        if created:  # nothing can be refunded, held or disputed yet: the stored row is the whole answer
-            return payment_out(payment, 0, [], disputed=False)
+        if created:  # nothing refunded or held yet; a dispute may be, recorded first under the provider's id
+            return payment_out(payment, 0, [], disputed=await repository.is_disputed(conn, payment["id"]))
         return await payment_view(conn, body.merchant_id, payment["id"])
 
 
