@@ -247,6 +247,43 @@ async def test_a_replay_since_a_time_to_come_is_refused_before_it_counts_against
     assert allowed.status_code == 202, "the refused replays spent none of the hour's"
 
 
+async def test_only_replays_that_schedule_something_count_against_the_hourly_replays(world: World) -> None:
+    """An unknown delivery (404) or a period with nothing in it (scheduled: 0) replays nothing, so spends none of
+    the hour's replays: each took one, and 10 of them refused the replays the merchant then needed."""
+    merchant_id, auth = await new_merchant(world)
+    name = uuid.uuid4().hex
+    body = {"url": world.http.url(name), "events": ["refund.succeeded"]}
+    endpoint = (await world.api.post("/v1/webhook-endpoints", headers=auth, json=body)).json()
+    await endpoint_known(world, endpoint["id"])
+    await world.feed.publish(succeeded(merchant_id))
+    await received(world, name, 1)
+    replays = f"/v1/webhook-endpoints/{endpoint['id']}"
+
+    async def delivered() -> bool:
+        log = (await world.api.get(f"{replays}/deliveries", headers=auth)).json()
+        return [d["status"] for d in log["deliveries"]] == ["succeeded"]
+
+    await eventually(delivered)
+    [delivery] = (await world.api.get(f"{replays}/deliveries", headers=auth)).json()["deliveries"]
+    for _ in range(REPLAYS_PER_HOUR + 1):
+        unknown = await world.api.post(f"{replays}/deliveries/999999/replay", headers=auth)
+        assert unknown.status_code == 404, unknown.text
+        nothing = await world.api.post(f"{replays}/replay", headers=auth, json={"since": datetime.now(UTC).isoformat()})
+        assert (nothing.status_code, nothing.json()) == (202, {"scheduled": 0}), nothing.text
+
+    again = f"{replays}/deliveries/{delivery['id']}/replay"
+    replayed = [await world.api.post(again, headers=auth) for _ in range(REPLAYS_PER_HOUR)]
+    assert [(r.status_code, r.json()) for r in replayed] == [(202, {"scheduled": 1})] * REPLAYS_PER_HOUR
+    limited = await world.api.post(again, headers=auth)
+    assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
+    assert 0 < int(limited.headers["Retry-After"]) <= 3600
+    _, other = await new_merchant(world)
+    theirs = (await world.api.post("/v1/webhook-endpoints", headers=other, json=body)).json()
+    since = {"since": datetime.now(UTC).isoformat()}
+    not_limited = await world.api.post(f"/v1/webhook-endpoints/{theirs['id']}/replay", headers=other, json=since)
+    assert not_limited.status_code == 202, "another merchant's hour is its own"
+
+
 async def test_the_notifier_refuses_a_since_it_cannot_serve_with_a_4xx_that_intake_passes_on(world: World) -> None:
     _, auth = await new_merchant(world)
     body = {"url": world.http.url(uuid.uuid4().hex), "events": ["refund.succeeded"]}
@@ -302,8 +339,9 @@ async def test_the_dashboard_replays_only_a_delivery_the_notifier_has(world: Wor
     await endpoint_known(world, endpoint["id"])
     page = f"/dashboard/webhooks/{endpoint['id']}"
 
-    unknown = await owner.post_form(page, f"{page}/deliveries/999999/replay", {})
-    assert unknown.status_code == 404 and "webhook_delivery_not_found" in unknown.text, unknown.text[:500]
+    for _ in range(REPLAYS_PER_HOUR + 1):  # none replays anything, so none counts against the hour's
+        unknown = await owner.post_form(page, f"{page}/deliveries/999999/replay", {})
+        assert unknown.status_code == 404 and "webhook_delivery_not_found" in unknown.text, unknown.text[:500]
     beyond = await owner.post_form(page, f"{page}/deliveries/{2**63}/replay", {})
     assert beyond.status_code == 422 and "invalid_request" in beyond.text, beyond.text[:500]
     for none in ("0", "-1"):

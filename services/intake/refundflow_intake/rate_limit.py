@@ -18,10 +18,11 @@ class RateLimited(DomainError):
         self.retry_after_seconds = retry_after_seconds
 
 
-async def take(pool: asyncpg.Pool, bucket: str, *, limit: int, window: timedelta, now: datetime) -> None:
-    """Count one attempt in ``bucket``; raise RateLimited when more than ``limit`` fall in ``window``.
+async def take(pool: asyncpg.Pool, bucket: str, *, limit: int, window: timedelta, now: datetime) -> int:
+    """Count one attempt in ``bucket``; raise RateLimited when more than ``limit`` fall in ``window``. Returns the
+    attempt's id, for ``give_back``.
 
-    Runs in its own committed transaction: a refused or failed attempt still counts.
+    Runs in its own committed transaction: a refused or failed attempt still counts, unless given back.
     """
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", RATE_LIMIT_LOCKS, bucket)
@@ -35,5 +36,13 @@ async def take(pool: asyncpg.Pool, bucket: str, *, limit: int, window: timedelta
         if oldest is not None:
             retry_after = max(int((oldest + window - now).total_seconds()) + 1, 1)
             raise RateLimited(f"too many attempts: try again in {retry_after} seconds", retry_after)
-        await conn.execute("INSERT INTO rate_limit_attempts (bucket, at) VALUES ($1, $2)", bucket, now)
+        attempt: int = await conn.fetchval(
+            "INSERT INTO rate_limit_attempts (bucket, at) VALUES ($1, $2) RETURNING id", bucket, now
+        )
         await conn.execute("DELETE FROM rate_limit_attempts WHERE bucket = $1 AND at <= $2", bucket, now - window)
+    return attempt
+
+
+async def give_back(pool: asyncpg.Pool, attempt: int) -> None:
+    """Count no more an attempt ``take`` counted (it did nothing that the limit is there to bound)."""
+    await pool.execute("DELETE FROM rate_limit_attempts WHERE id = $1", attempt)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -163,14 +164,31 @@ async def _secret_made_by(
     return (dict(row), box.open(row["encrypted_secret"], context=row["id"])) if row is not None else None
 
 
-async def replay_allowed(
-    pool: asyncpg.Pool, merchant_id: str, endpoint_id: str, *, per_hour: int, now: datetime
-) -> None:
-    """The endpoint is the merchant's, and a replay fits the merchant's hourly allowance: replays fan out to
-    every delivery they cover, so a few per hour per merchant, across replicas."""
+async def counted_replay(
+    pool: asyncpg.Pool,
+    merchant_id: str,
+    endpoint_id: str,
+    replay: Callable[[], Awaitable[Row]],
+    *,
+    per_hour: int,
+    now: datetime,
+) -> Row:
+    """Run ``replay`` (the notifier's answer, ``scheduled``) if the endpoint is the merchant's and a replay fits
+    the merchant's hourly allowance: replays fan out to every delivery they cover, so a few per hour per merchant,
+    across replicas. Only a replay that scheduled something counts: one that failed or scheduled nothing gives
+    its slot back (taken first, so that two at once cannot both pass the last one)."""
     async with pool.acquire() as conn:
         await get_endpoint(conn, merchant_id, endpoint_id)
-    await rate_limit.take(pool, f"webhook_replays:{merchant_id}", limit=per_hour, window=timedelta(hours=1), now=now)
+    bucket = f"webhook_replays:{merchant_id}"
+    attempt = await rate_limit.take(pool, bucket, limit=per_hour, window=timedelta(hours=1), now=now)
+    scheduled = 0
+    try:
+        result = await replay()
+        scheduled = result["scheduled"]
+    finally:
+        if not scheduled:
+            await rate_limit.give_back(pool, attempt)
+    return result
 
 
 async def update_endpoint(conn: asyncpg.Connection, merchant_id: str, endpoint_id: str, changes: Row) -> Row:

@@ -199,7 +199,13 @@ async def replay(
     if not endpoint["enabled"]:
         return see_other(f"/dashboard/webhooks/{endpoint_id}?done=not_replayed")
     per_hour = settings.webhook_replays_per_hour
-    await endpoints.replay_allowed(db.pool, user.merchant_id, endpoint_id, per_hour=per_hour, now=now)
-    answer = await replay_one(notifier, user.merchant_id, endpoint_id, delivery_id)
+    answer = await endpoints.counted_replay(
+        db.pool,
+        user.merchant_id,
+        endpoint_id,
+        lambda: replay_one(notifier, user.merchant_id, endpoint_id, delivery_id),
+        per_hour=per_hour,
+        now=now,
+    )
     done = "replayed" if answer["scheduled"] else "not_replayed"
     return see_other(f"/dashboard/webhooks/{endpoint_id}?done={done}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -77,6 +78,7 @@ Notifier = Annotated[NotifierClient, Depends(notifier_client)]
 DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # the notifier's bigint ids
 _NEEDS_KEY = {503: [_SIGNING_UNAVAILABLE]}
 _NEEDS_NOTIFIER = {503: [_SIGNING_UNAVAILABLE, _NOTIFIER_UNAVAILABLE]}
+Replay = Callable[[], Awaitable[dict[str, Any]]]  # asks the notifier; answers how many deliveries it scheduled
 
 
 @router.post(
@@ -185,9 +187,11 @@ async def delivery_log(
     return DeliveryLog.model_validate(log or {"endpoint": None, "deliveries": []})
 
 
-async def _replay_allowed(db: Db, settings: Settings, merchant_id: str, endpoint_id: str, now: datetime) -> None:
+async def _counted_replay(
+    db: Db, settings: Settings, merchant_id: str, endpoint_id: str, now: datetime, replay: Replay
+) -> dict[str, Any]:
     per_hour = settings.webhook_replays_per_hour
-    await endpoints.replay_allowed(db.pool, merchant_id, endpoint_id, per_hour=per_hour, now=now)
+    return await endpoints.counted_replay(db.pool, merchant_id, endpoint_id, replay, per_hour=per_hour, now=now)
 
 
 @router.post(
@@ -205,8 +209,11 @@ async def replay_delivery(
     now: Now,
 ) -> ReplayScheduled:
     """Deliver that delivery's event again (same webhook-id, fresh signature). Replays are rate-limited."""
-    await _replay_allowed(db, settings, caller.merchant_id, endpoint_id, now)
-    return ReplayScheduled(**await replay_one(notifier, caller.merchant_id, endpoint_id, delivery_id))
+
+    async def replay() -> dict[str, Any]:
+        return await replay_one(notifier, caller.merchant_id, endpoint_id, delivery_id)
+
+    return ReplayScheduled(**await _counted_replay(db, settings, caller.merchant_id, endpoint_id, now, replay))
 
 
 async def replay_one(notifier: NotifierClient, merchant_id: str, endpoint_id: str, delivery_id: int) -> dict[str, Any]:
@@ -236,9 +243,11 @@ async def replay_since(
     """Deliver again every event the endpoint subscribes to since a time (e.g. after an outage), at most
     ``WEBHOOK_REPLAY_MAX_DAYS`` (30) days back and not from a time still to come. Replays are rate-limited."""
     endpoints.check_replay_since(body.since, now=now, max_days=settings.webhook_replay_max_days)
-    await _replay_allowed(db, settings, caller.merchant_id, endpoint_id, now)
-    result = await _ask(notifier.replay(caller.merchant_id, endpoint_id, since=body.since))
-    return ReplayScheduled(**(result or {"scheduled": 0}))
+
+    async def replay() -> dict[str, Any]:
+        return await _ask(notifier.replay(caller.merchant_id, endpoint_id, since=body.since)) or {"scheduled": 0}
+
+    return ReplayScheduled(**await _counted_replay(db, settings, caller.merchant_id, endpoint_id, now, replay))
 
 
 async def _ask(call: Any) -> dict[str, Any] | None:
