@@ -245,6 +245,36 @@ async def test_a_refusal_parked_while_the_broker_does_not_answer_is_answered_and
     assert parked["dlq_reason"] == code
 
 
+async def test_a_key_reused_for_another_command_is_answered_however_long_the_key_looks_when_quoted(
+    intake: IntakeUnderTest,
+) -> None:
+    """A key of 255 characters that print as 10 each (U+E0001, ``\\U000e0001``): the refusal quoted it, so its
+    message was longer than an answer's 2000 characters, and the command was dead-lettered as a handler error
+    with no answer."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    merchant_id = await intake.merchant_id(merchant)
+    key = "\U000e0001" * 255
+    first = await intake.publish(command(payment, merchant_id, idempotency_key=key))
+
+    async def handled() -> bool:
+        return bool(await intake.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", first.id))
+
+    await eventually(handled, timeout=30)
+    sent = await intake.publish(command(payment, merchant_id, idempotency_key=key, amount=2_000))
+
+    async def answered() -> bool:
+        return bool(await intake.staged("refund.submit_rejected", payment["id"]))
+
+    await eventually(answered, timeout=30)
+    [answer] = await intake.staged("refund.submit_rejected", payment["id"])
+    assert (answer["idempotency_key"], answer["code"]) == (key, "idempotency_key_reused")
+    assert 0 < len(answer["message"]) <= 2000
+    dlq = dlq_topic(topic_for("refund.submit", intake.settings.topic_prefix))
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
+    assert parked["dlq_reason"] == "idempotency_key_reused"
+
+
 async def test_a_proration_that_comes_to_nothing_is_refused_as_one(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     payment = await intake.payment(merchant, amount=49)

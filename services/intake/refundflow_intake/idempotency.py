@@ -38,7 +38,8 @@ async def claim(
     earlier = await _first_use(conn, merchant_id, channel, key)
     assert earlier is not None  # the insert conflicted with it
     if bytes(earlier["request_hash"]) != request_hash:
-        raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was already used with a different request body")
+        # The key is not quoted: the caller knows it (a command's answer names it), and quoted it can be 10× longer.
+        raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request body")
     refund_id: str = earlier["refund_id"]
     return refund_id
 

@@ -106,7 +106,7 @@ async def submit_refund(
         merchant_id=data.merchant_id,
         idempotency_key=data.idempotency_key,
         code=refused.code,
-        message=refused.message,
+        message=refused.message[:2000],  # the answer's limit: a refusal always fits its answer
     )
     await add_event(conn, rejected, source=INTAKE.source)
     return rejected
