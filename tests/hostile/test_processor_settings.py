@@ -45,3 +45,21 @@ def test_the_process_refuses_to_start_with_a_clear_error() -> None:
     assert "refundflow-processor refuses to start" in started.stderr
     assert "live Stripe key" in started.stderr
     assert "sk_live_abc" not in started.stderr, "the key itself is never printed"
+
+
+def test_a_refusal_names_the_base_by_scheme_and_host_never_its_credentials() -> None:
+    """STRIPE_API_BASE may hold a proxy's user and password: the refusal, printed at start, shows neither."""
+    for key, base, sandbox in (
+        ("sk_test_abc", "http://user:secretpw@proxy.example:3128/v1", False),  # plain http, no sandbox flag
+        ("sk_live_abc", "https://user:secretpw@proxy.example:3128/v1", False),  # a live key, not to Stripe
+        ("sk_test_abc", "ftp://user:secretpw@proxy.example/", True),  # not a web address at all
+    ):
+        with pytest.raises(ValidationError) as refused:
+            settings(stripe_api_key=key, stripe_api_base=base, stripe_sandbox=sandbox)
+        message = str(refused.value.errors()[0]["msg"])
+        assert "proxy.example" in message, message
+        assert "secretpw" not in message and "user" not in message, message
+    with pytest.raises(ValidationError) as refused:  # no "//": read as scheme "user", nothing of it is shown
+        settings(stripe_api_key="sk_test_abc", stripe_api_base="user:secretpw@proxy.example", stripe_sandbox=True)
+    message = str(refused.value.errors()[0]["msg"])
+    assert "secretpw" not in message and "user" not in message, message

@@ -61,17 +61,24 @@ class ProcessorSettings(ServiceSettings):
     @model_validator(mode="after")
     def _refuse_unsafe_provider_settings(self) -> ProcessorSettings:
         base = urlsplit(self.stripe_api_base)
+        shown = _scheme_and_host(self.stripe_api_base)
         if self.stripe_api_key.get_secret_value().startswith(("sk_live_", "rk_live_")) and (
             self.stripe_api_base.rstrip("/") != STRIPE_API
         ):
-            raise ValueError(
-                f"a live Stripe key may only be sent to {STRIPE_API}, not to STRIPE_API_BASE={base.netloc}"
-            )
+            raise ValueError(f"a live Stripe key may only be sent to {STRIPE_API}, not to STRIPE_API_BASE={shown}")
         if base.scheme != "https" and not self.stripe_sandbox:
             raise ValueError(
-                f"STRIPE_API_BASE must be https ({self.stripe_api_base!r}); set STRIPE_SANDBOX=true to talk to the"
-                " local sandbox over http"
+                f"STRIPE_API_BASE must be https ({shown}); set STRIPE_SANDBOX=true to talk to the local sandbox"
+                " over http"
             )
         if base.scheme not in ("http", "https") or not base.netloc:
-            raise ValueError(f"STRIPE_API_BASE is not a URL: {self.stripe_api_base!r}")
+            raise ValueError(f"STRIPE_API_BASE is not an http(s) URL with a host: {shown}")
         return self
+
+
+def _scheme_and_host(url: str) -> str:
+    """The URL as a refusal may print it: a proxy's user and password (``user:pw@``), a path or a query may be
+    secrets, so only the scheme and the host (with its port) are shown."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}" if parts.netloc else "(no scheme://host)"
