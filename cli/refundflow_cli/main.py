@@ -24,7 +24,7 @@ from refundflow_cli.settings import CliSettings
 from refundflow_cli.stuck import find_stuck
 from refundflow_cli.tail import tail_topic
 from refundflow_cli.topics_view import show_topics
-from refundflow_shared.event_decoding import validation_summary
+from refundflow_shared.settings import settings_problems
 
 EXIT_CODES = (
     "Exit codes: 0 ok; 1 problems found (stuck refunds, dead letters waiting, parked events, a dead letter asked for "
@@ -60,7 +60,7 @@ def _run(json_mode: bool, operation: Operation, *, stopped_by_interrupt: bool = 
     try:
         settings = CliSettings()
     except ValidationError as exc:
-        out.error(UsageProblem(f"the settings are invalid: {validation_summary(exc)}"))
+        out.error(UsageProblem(f"the settings are invalid: {'; '.join(settings_problems(exc))}"))
         raise typer.Exit(ExitCode.USAGE) from None
     try:
         code = asyncio.run(operation(settings, out))

@@ -131,10 +131,16 @@ def settings_from_environment(settings_type: type[S], service: str) -> S:
     try:
         return settings_type()
     except ValidationError as exc:
-        problems = [_problem(error["loc"], error["msg"]) for error in exc.errors()]
+        problems = settings_problems(exc)
     except SettingsError as exc:  # a value that is not JSON where a list is expected; the message names the field
         problems = [str(exc)]
     sys.exit("\n".join(f"refundflow-{service} refuses to start: {problem}" for problem in problems))
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """One line per problem, naming the variable (or, for a check across variables, saying which disagree), never
+    its value: the services print these when they refuse to start, the command line when it refuses to run."""
+    return [_problem(error["loc"], error["msg"]) for error in exc.errors(include_input=False, include_url=False)]
 
 
 def _problem(location: tuple[int | str, ...], message: str) -> str:

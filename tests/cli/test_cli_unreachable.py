@@ -107,7 +107,16 @@ def test_replaying_for_a_consumer_that_does_not_read_the_topic_is_not_found_befo
 def test_settings_that_cannot_be_read_are_a_usage_problem_without_their_values() -> None:
     result = refundflow("stuck", TOPIC_PARTITIONS="many", DATABASE_URL="postgresql://u:hidden-pw@h:5432/db")
     assert result.returncode == 2
-    assert "topic_partitions" in result.stderr and "hidden-pw" not in result.stderr
+    assert "TOPIC_PARTITIONS: Input should be a valid integer" in result.stderr, result.stderr
+    assert "hidden-pw" not in result.stderr and "many" not in result.stderr
+
+
+def test_settings_that_disagree_are_a_usage_problem_saying_why_as_the_services_do() -> None:
+    """A check across variables has no field to name: the command said only "(the payload): value_error"."""
+    result = refundflow("topics", INBOX_RETENTION_DAYS="5")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    [line] = result.stderr.strip().splitlines()
+    assert "INBOX_RETENTION_DAYS must exceed TOPIC_RETENTION_DAYS" in line, line
 
 
 @pytest.mark.parametrize("password", ["hunter2/x", "909090/x", "hunter2?x", "hunter2#x"])
