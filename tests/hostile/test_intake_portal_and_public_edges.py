@@ -11,6 +11,7 @@ import pytest
 from refundflow_intake.refund_commands import submit_refund
 from refundflow_shared.consumer import TransientError
 from refundflow_shared.events import Event, RefundSubmit
+from tests.support.dashboard_people import browser
 from tests.support.intake_harness import ADMIN, Headers, IntakeUnderTest, running_intake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -19,6 +20,13 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest.fixture(scope="module")
 async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
     async with running_intake(postgres_url, kafka_bootstrap, public_policy_max_age_seconds=60) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def strict_intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    """Two portal submissions per client address (per hour)."""
+    async with running_intake(postgres_url, kafka_bootstrap, portal_submissions_per_ip_per_hour=2) as running:
         yield running
 
 
@@ -152,3 +160,22 @@ async def test_a_command_for_a_payment_not_seen_yet_is_retried_before_it_is_refu
         never = command.model_copy(update={"payment_id": "pay_never", "idempotency_key": "ticket-late"})
         refused = await submit_refund(conn, event, never, now=intake.clock(), last_try=True, links=intake.links)
     assert refused is not None and refused.code == "payment_not_found"
+
+
+async def test_portal_submissions_are_limited_per_ipv6_64_block_as_one_client(strict_intake: IntakeUnderTest) -> None:
+    """As sign-in counts them: a /64 is what one IPv6 subscriber gets, and counted per address each of its 2**64
+    addresses had a budget of its own."""
+    merchant = await strict_intake.merchant()
+
+    async def submit_from(address: str) -> int:
+        payment = await strict_intake.payment(merchant)  # a payment each: only the per-address limit is reached
+        customer = await portal_for(strict_intake, merchant, payment["id"])
+        async with browser(strict_intake, address=address) as client:
+            body = {"reason": "duplicate", "amount": 1}
+            return (await client.post("/v1/portal/refund-requests", headers=customer, json=body)).status_code
+
+    same_block = ["2001:db8:9:1::1", "2001:db8:9:1:ffff::2", "2001:db8:9:1::3"]
+    assert [await submit_from(address) for address in same_block] == [201, 201, 429]
+    assert await submit_from("2001:db8:9:2::1") == 201  # the next /64 is another client
+    mapped = ["192.0.2.9", "::ffff:192.0.2.9", "192.0.2.9"]
+    assert [await submit_from(address) for address in mapped] == [201, 201, 429]  # IPv4, however it is written

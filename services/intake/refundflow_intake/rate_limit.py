@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime, timedelta
 
 import asyncpg
+from fastapi import Request
 
 from refundflow_intake.domain import DomainError
 from refundflow_shared.database import RATE_LIMIT_LOCKS
@@ -16,6 +18,22 @@ class RateLimited(DomainError):
     def __init__(self, message: str, retry_after_seconds: int) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+
+
+def client_bucket(request: Request) -> str:
+    """The client's address as every per-address limit counts it (sign-in, resets, the portal's form): an IPv6
+    client by its /64, the block one subscriber gets (each of its addresses counted alone would give one client 2**64
+    budgets), and an IPv4 address however it is written."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 async def take(pool: asyncpg.Pool, bucket: str, *, limit: int, window: timedelta, now: datetime) -> int:

@@ -4,7 +4,6 @@ instead of) the dashboard itself. Each rotates the session: a new id at every si
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -28,21 +27,6 @@ Password = Annotated[str, Form(max_length=1024)]
 _WINDOW = timedelta(minutes=15)
 # The API's rules for a person's name: it is printed in the invitations they send ("<name> invited you").
 _DISPLAY_NAME = TypeAdapter(DisplayName)
-
-
-def _client(request: Request) -> str:
-    """The client's address as throttles count it: an IPv6 client by its /64, the block one subscriber gets (each of
-    its addresses counted alone would give one client 2**64 budgets)."""
-    host = request.client.host if request.client else "unknown"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 def _account_bucket(email: str) -> str:
@@ -99,8 +83,8 @@ async def login(
     try:
         limit = settings.login_attempts_per_account
         await rate_limit.take(db.pool, _account_bucket(email), limit=limit, window=_WINDOW, now=now)
-        limit = settings.login_attempts_per_ip
-        await rate_limit.take(db.pool, f"login:ip:{_client(request)}", limit=limit, window=_WINDOW, now=now)
+        limit, client = settings.login_attempts_per_ip, rate_limit.client_bucket(request)
+        await rate_limit.take(db.pool, f"login:ip:{client}", limit=limit, window=_WINDOW, now=now)
     except rate_limit.RateLimited as exc:
         return _login_again(request, settings, email, target, exc.message, 429)
     no_match = "That email and password do not match an account."
@@ -200,10 +184,10 @@ async def forgot_password(
     request: Request, db: Db, settings: Settings, links: Links, now: Now, email: Email
 ) -> Response:
     """The same answer whether or not the address has an account; throttled per address and client."""
-    limit, hour = settings.password_resets_per_hour, timedelta(hours=1)
+    limit, hour, client = settings.password_resets_per_hour, timedelta(hours=1), rate_limit.client_bucket(request)
     try:
         await rate_limit.take(db.pool, "reset:" + _account_bucket(email), limit=limit, window=hour, now=now)
-        await rate_limit.take(db.pool, f"reset:ip:{_client(request)}", limit=limit * 4, window=hour, now=now)
+        await rate_limit.take(db.pool, f"reset:ip:{client}", limit=limit * 4, window=hour, now=now)
     except rate_limit.RateLimited:
         return see_other("/dashboard/login?done=reset_sent")  # say nothing more: no probing
     async with db.transaction() as conn:

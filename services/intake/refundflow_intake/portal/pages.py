@@ -13,7 +13,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from refundflow_intake.api.dependencies import Db, Now, Settings, ToCustomer
 from refundflow_intake.api.errors import status_of
-from refundflow_intake.api.routes.portal import client_address
 from refundflow_intake.dashboard import auth
 from refundflow_intake.dashboard.money_text import format_amount, major_units, parse_amount
 from refundflow_intake.dashboard.typed_text import TypedText, as_typed, too_long
@@ -23,7 +22,7 @@ from refundflow_intake.portal.customer_requests import Ask, Portal
 from refundflow_intake.portal.policy_pages import policy_path
 from refundflow_intake.portal.rendering import render, render_fragment
 from refundflow_intake.portal.tokens import InvalidPortalToken, PortalGrant, PortalTokenExpired
-from refundflow_intake.rate_limit import RateLimited
+from refundflow_intake.rate_limit import RateLimited, client_bucket
 from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.money import minor_unit_exponent
 from refundflow_shared.stripe_amounts import stripe_step
@@ -180,7 +179,7 @@ async def ask_for_refund(
         if not auth.pre_session_matches(request, settings, csrf_token):
             raise _Refused("This page was open for too long. Please check your request and send it again.", 403)
         ask = _ask(portal, reason, details, amount, subscription)
-        client = client_address(request)
+        client = client_bucket(request)
         await customer_requests.submit_request(
             db, grant, ask, settings=settings, links=links, client=client, now=now, form_key=form_key or None
         )

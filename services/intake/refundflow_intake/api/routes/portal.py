@@ -35,7 +35,7 @@ from refundflow_intake.domain import (
 from refundflow_intake.portal import customer_requests, tokens
 from refundflow_intake.portal.customer_requests import Ask
 from refundflow_intake.portal.tokens import InvalidPortalToken, PortalGrant, PortalTokenExpired
-from refundflow_intake.rate_limit import RateLimited
+from refundflow_intake.rate_limit import RateLimited, client_bucket
 from refundflow_intake.settings import IntakeSettings
 
 router = APIRouter(tags=["portal"])
@@ -44,10 +44,6 @@ router = APIRouter(tags=["portal"])
 def _settings(request: Request) -> IntakeSettings:
     settings: IntakeSettings = request.app.state.settings
     return settings
-
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 async def portal_grant(request: Request, credentials: Credentials, now: Now) -> PortalGrant:
@@ -117,7 +113,7 @@ async def submit_refund_request(
 ) -> PortalRefundRequest:
     """The customer asks for a refund of the payment the token opens; the merchant decides."""
     ask = Ask(body.reason, body.message, body.amount, body.cancel_subscription)
-    settings, client = _settings(request), client_address(request)
+    settings, client = _settings(request), client_bucket(request)
     refund_id, replayed = await customer_requests.submit_request(
         db, grant, ask, settings=settings, links=links, client=client, now=now, form_key=idempotency_key
     )
