@@ -340,6 +340,8 @@ SECRETS = {
     ("processor", "DATABASE_URL"): "POSTGRES_PASSWORD",
     ("notifier", "DATABASE_URL"): "POSTGRES_PASSWORD",
     ("intake", "REFUNDFLOW_ADMIN_TOKEN"): "REFUNDFLOW_ADMIN_TOKEN",
+    # Its own, not derived from the admin token: rotating a leaked admin token must not void every customer's link.
+    ("intake", "REFUNDFLOW_PORTAL_SECRET"): "REFUNDFLOW_PORTAL_SECRET",
     ("intake", "WEBHOOK_SECRET_KEYS"): "WEBHOOK_SECRET_KEYS",
     ("notifier", "WEBHOOK_SECRET_KEYS"): "WEBHOOK_SECRET_KEYS",
     ("intake", "REFUNDFLOW_INTERNAL_TOKEN"): "REFUNDFLOW_INTERNAL_TOKEN",
