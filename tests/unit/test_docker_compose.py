@@ -20,6 +20,13 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
+
+from refundflow_intake.notifier_client import NotifierLinkSettings
+from refundflow_intake.settings import IntakeSettings
+from refundflow_notifier.settings import NotifierSettings
+from refundflow_processor.settings import ProcessorSettings
+from refundflow_sandbox.settings import SandboxSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -32,6 +39,12 @@ Compose = dict[str, Any]
 Services = dict[str, dict[str, Any]]
 
 HTTP_PORTS = {"intake": 8000, "processor": 8001, "notifier": 8002}
+# What each service reads from its environment.
+SETTINGS_OF: dict[str, tuple[type[BaseSettings], ...]] = {
+    "intake": (IntakeSettings, NotifierLinkSettings),
+    "processor": (ProcessorSettings,),
+    "notifier": (NotifierSettings,),
+}
 SANDBOX_PORT = 12111
 
 
@@ -328,6 +341,29 @@ def test_sandbox_listens_on_all_interfaces_on_its_stripe_mock_port(services: Ser
     assert published_ports(services["sandbox"]) == [("127.0.0.1", str(SANDBOX_PORT), str(SANDBOX_PORT))]
 
 
+def test_the_sandbox_is_given_only_settings_it_reads_each_one_it_takes(services: Services) -> None:
+    """The sandbox reads SANDBOX_* only (its log level in lower case): LOG_LEVEL was passed and never read."""
+    env = {key: strip_default(value) for key, value in env_of(services["sandbox"]).items()}
+    fields = {f"SANDBOX_{name.upper()}" for name in SandboxSettings.model_fields}
+    assert set(env) <= fields, set(env) - fields
+    given = {"STRIPE_WEBHOOK_SECRET": "whsec_x"}
+    values = {key.removeprefix("SANDBOX_").lower(): interpolate(value, given) for key, value in env.items()}
+    SandboxSettings.model_validate(values)
+
+
+@pytest.mark.parametrize("name", sorted(APP_SERVICES))
+def test_app_service_is_given_only_settings_it_reads(services: Services, name: str) -> None:
+    env = env_of(services[name])
+    fields = {field.upper() for settings in SETTINGS_OF[name] for field in settings.model_fields}
+    assert set(env) <= fields, set(env) - fields
+
+
+def test_intake_served_over_plain_http_sets_cookies_a_browser_keeps_over_http(services: Services) -> None:
+    """Compose serves http://localhost:8000: a Secure cookie is not kept over http (Safari), so no one signed in."""
+    assert published_ports(services["intake"]) == [("127.0.0.1", "8000", "8000")]
+    assert strip_default(env_of(services["intake"])["DASHBOARD_COOKIE_SECURE"]) == "false"
+
+
 def test_intake_gets_an_admin_token(services: Services) -> None:
     token = env_of(services["intake"])["REFUNDFLOW_ADMIN_TOKEN"]
     assert interpolate(token, {"REFUNDFLOW_ADMIN_TOKEN": "t0ken"}) == "t0ken"
@@ -484,6 +520,7 @@ def test_the_compose_file_says_how_to_start_it_and_where_to_look(compose: Compos
     header = COMPOSE_FILE.read_text(encoding="utf-8").split("\nname:", 1)[0]
     assert "docker compose up --build" in header
     assert "http://localhost:8000/docs" in header
+    assert "Swagger" not in header, "/docs is the project's own page of the API (FastAPI's Swagger UI is off)"
     assert "http://localhost:8025" in header
 
 
