@@ -217,6 +217,47 @@ async def test_a_dispute_whose_id_is_one_payments_id_and_anothers_provider_payme
     assert await refused_as_disputed(intake, merchant, registered["id"])
 
 
+def billings_word_for(payment: dict[str, Any], merchant_id: str, billing_id: str) -> PaymentSucceeded:
+    """Billing's payment.succeeded for a payment the platform registered through the API: its own payment id."""
+    return PaymentSucceeded(
+        payment_id=billing_id, merchant_id=merchant_id, customer_email=payment["customer_email"],
+        customer_name=payment["customer_name"], amount=payment["amount"], currency=payment["currency"],
+        provider_payment_id=payment["provider_payment_id"], paid_at=payment["paid_at"],
+        product=Product.model_validate(payment["product"]),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("dispute_first", [False, True], ids=["payment_then_dispute", "dispute_then_payment"])
+async def test_a_dispute_under_billings_own_id_blocks_the_payment_registered_through_the_api(
+    intake: IntakeUnderTest, dispute_first: bool
+) -> None:
+    """Billing names the payment by its own id, which intake dropped (the provider payment was registered already,
+    under ours): the dispute was recorded under billing's id, which nothing linked to ours, and the payment stayed
+    refundable."""
+    merchant, other = await intake.merchant(), await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    payment = await intake.payment(merchant)
+    pending = await intake.refund(merchant, payment["id"], amount=1_000)
+    billing_id = f"bill_{uuid.uuid4().hex[:8]}"
+    by_billing = billings_word_for(payment, merchant_id, billing_id)
+    dispute = PaymentDisputed(payment_id=billing_id, merchant_id=merchant_id, dispute_id="dp_3")
+    # Another merchant's dispute of billing's id counts only for that merchant.
+    await handled(
+        intake,
+        await intake.publish(PaymentDisputed(payment_id=billing_id, merchant_id=await intake.merchant_id(other))),
+    )
+    first, second = (dispute, by_billing) if dispute_first else (by_billing, dispute)
+    await handled(intake, await intake.publish(first))
+    assert not await refused_as_disputed(intake, merchant, payment["id"])
+
+    await handled(intake, await intake.publish(second))
+
+    assert await refused_as_disputed(intake, merchant, payment["id"])
+    refused = await intake.client.post(f"/v1/refunds/{pending['id']}/approve", headers=merchant)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "payment_disputed", refused.text
+    assert (await shown(intake, merchant, f"/v1/payments/{payment['id']}"))["disputed"] is True
+
+
 async def test_approval_cannot_take_what_an_external_refund_used_up_meanwhile(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     payment = await intake.payment(merchant, amount=10_000)

@@ -130,6 +130,10 @@ async def consume_payment_succeeded(
     same_id = await repository.get_payment(conn, data.merchant_id, data.payment_id)
     if owner is None and same_id is None:
         raise ForeignPayment(f"payment {data.payment_id} is registered to another merchant")
+    if owner is not None and owner["id"] != data.payment_id:
+        # The merchant's provider payment, registered under another id (through the API): billing's disputes will
+        # name it by billing's id, which must find it.
+        await repository.record_payment_alias(conn, data.payment_id, data.merchant_id, data.provider_payment_id)
     # Intake's own payment coming back, a redelivery, or the merchant's provider payment under another id.
     log.info("payment_already_registered", provider_payment_id=data.provider_payment_id)
     return False
@@ -137,8 +141,8 @@ async def consume_payment_succeeded(
 
 async def consume_payment_disputed(conn: asyncpg.Connection, data: PaymentDisputed) -> None:
     """From now on no refund may be made on this payment: the dispute settles the money. Recorded even before the
-    payment (billing's payment.succeeded comes on another topic), under the id it names (ours or the provider's:
-    ``repository.disputed_sql`` matches both); it counts only for the merchant it names."""
+    payment (billing's payment.succeeded comes on another topic), under the id it names (ours, the provider's or
+    billing's own: ``repository.disputed_sql`` matches each); it counts only for the merchant it names."""
     await repository.record_dispute(
         conn,
         {

@@ -277,12 +277,17 @@ async def lock_refund_and_payment(
 
 def disputed_sql(payment: str) -> str:
     """SQL: whether the payment row ``payment`` (an alias) is disputed by its own merchant. Billing may name the
-    payment by our id or by the provider's, and a dispute names one id without saying which: it counts for each
-    payment of the merchant it could mean (blocking a refund is safe, paying a disputed payment back twice is
-    not). Matched as read, so a dispute recorded before its payment counts once the payment comes."""
+    payment by our id, by the provider's, or by its own (``payment_aliases``: billing's id for the provider payment
+    we registered under ours), and a dispute names one id without saying which: it counts for each payment of the
+    merchant it could mean (blocking a refund is safe, paying a disputed payment back twice is not). Matched as
+    read, so a dispute recorded before its payment, or before billing's id for it, counts once that comes."""
+    # One probe of the disputes' key with every id it may go by: it stays one per payment shown, as a join of all
+    # aliases with all disputes (the plan an OR of two EXISTS gets in a listing) would not.
     return (
         f"EXISTS (SELECT 1 FROM payment_disputes d WHERE d.merchant_id = {payment}.merchant_id"
-        f" AND d.payment_id IN ({payment}.id, {payment}.provider_payment_id))"
+        f" AND d.payment_id = ANY(ARRAY[{payment}.id, {payment}.provider_payment_id]"
+        f" || ARRAY(SELECT a.payment_id FROM payment_aliases a WHERE a.merchant_id = {payment}.merchant_id"
+        f" AND a.provider_payment_id = {payment}.provider_payment_id)))"
     )
 
 
@@ -337,6 +342,19 @@ async def record_dispute(conn: asyncpg.Connection, dispute: Row) -> None:
         dispute["merchant_id"],
         dispute["dispute_id"],
         dispute["reason"],
+    )
+
+
+async def record_payment_alias(
+    conn: asyncpg.Connection, payment_id: str, merchant_id: str, provider_payment_id: str
+) -> None:
+    """Billing's id ``payment_id`` for the merchant's provider payment, registered under another id."""
+    await conn.execute(
+        "INSERT INTO payment_aliases (payment_id, merchant_id, provider_payment_id) VALUES ($1, $2, $3)"
+        " ON CONFLICT (payment_id, merchant_id) DO NOTHING",
+        payment_id,
+        merchant_id,
+        provider_payment_id,
     )
 
 

@@ -41,7 +41,10 @@ async def remember_paid(conn: asyncpg.Connection, data: PaymentSucceeded, locked
     payment = Payment(data.payment_id, data.merchant_id, data.provider_payment_id, data.amount, data.currency)
     if await payment_repository.remember_payment(conn, payment, trusted=True) is PaymentClaim.CONFLICT:
         # Another payment holds this provider payment (or this payment id names another one): refunds of
-        # this payment will be refused, and refunds found on the provider payment stay with its first owner.
+        # this payment will be refused, and refunds found on the provider payment stay with its first owner. If
+        # it is the merchant's (billing's id for a payment registered through intake), disputes under this id
+        # still stop its refunds.
+        await payment_repository.record_alias(conn, payment)
         log.error("payment_claims_a_taken_provider_payment", provider_payment_id=data.provider_payment_id)
 
 

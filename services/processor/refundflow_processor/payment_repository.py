@@ -88,8 +88,22 @@ async def remember_payment(conn: asyncpg.Connection, payment: Payment, *, truste
     return PaymentClaim.KNOWN
 
 
+async def record_alias(conn: asyncpg.Connection, payment: Payment) -> None:
+    """Remember ``payment``'s id as another of its provider payment if that is its merchant's under another payment
+    id (billing's id for a payment registered through intake): billing's disputes name the payment so."""
+    await conn.execute(
+        "INSERT INTO payment_aliases (payment_id, merchant_id, provider_payment_id) SELECT $1, $2, $3"
+        " WHERE EXISTS (SELECT FROM payments WHERE provider_payment_id = $3 AND merchant_id = $2 AND payment_id <> $1)"
+        " ON CONFLICT (payment_id, merchant_id) DO NOTHING",
+        payment.payment_id,
+        payment.merchant_id,
+        payment.provider_payment_id,
+    )
+
+
 async def record_dispute(conn: asyncpg.Connection, payment_id: str, merchant_id: str, dispute_id: str | None) -> None:
-    """A chargeback of the payment named (by our id or the provider's), for the merchant named; the first one counts."""
+    """A chargeback of the payment named (by our id, the provider's or billing's alias), for the merchant named; the
+    first one counts."""
     await conn.execute(
         "INSERT INTO payment_disputes (payment_id, merchant_id, dispute_id) VALUES ($1, $2, $3)"
         " ON CONFLICT (payment_id, merchant_id) DO NOTHING",

@@ -1,0 +1,10 @@
+-- Billing's own id for a payment intake registered under another (POST /v1/payments came first): intake drops
+-- billing's payment.succeeded then, but billing's payment.disputed names the payment by that id, and must block it.
+-- Keyed as disputes are (an id counts only for its merchant); read by the merchant's provider payment.
+CREATE TABLE payment_aliases (
+    payment_id          text NOT NULL,
+    merchant_id         text NOT NULL,
+    provider_payment_id text NOT NULL,
+    PRIMARY KEY (payment_id, merchant_id)
+);
+CREATE INDEX payment_aliases_by_provider_payment ON payment_aliases (merchant_id, provider_payment_id);
