@@ -80,14 +80,15 @@ def walk_every_page(stack: Stack, page: Page, browser: Browser, visit: Visit) ->
     merchant = stack.merchant(name="Acme Software", owner_email=f"olive.{uuid.uuid4().hex[:6]}@acme.example")
     page.goto(merchant["owner_invite_url"])
     visit("invite", page)
+    # A product with rules of its own, one of them off: the policy page's overrides table is walked too. The key
+    # sets its approval rules before the owner joins (from then on they are the owners').
+    two_people = {"amount": 20_000, "currency": "EUR"}
+    gift = {"refund_window_days": 30, "auto_approve": None, "second_approval_above": two_people}
+    assert stack.api.put("/v1/refund-policy/products/prod_gift", headers=merchant["auth"], json=gift).status_code == 200
     accept_invite(page, merchant["owner_invite_url"], name="Olive Owner")
     hook = {"url": "http://127.0.0.1:9/acme/refund-events", "events": ["refund.succeeded", "refund.requested"]}
     assert stack.api.post("/v1/webhook-endpoints", headers=merchant["auth"], json=hook).status_code == 201
     refunds = business(stack, merchant)
-    # A product with rules of its own, one of them off: the policy page's overrides table is walked too.
-    two_people = {"amount": 20_000, "currency": "EUR"}
-    gift = {"refund_window_days": 30, "auto_approve": None, "second_approval_above": two_people}
-    assert stack.api.put("/v1/refund-policy/products/prod_gift", headers=merchant["auth"], json=gift).status_code == 200
     base = f"{stack.url}/dashboard"
 
     for name, path in (

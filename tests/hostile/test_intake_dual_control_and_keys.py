@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from tests.support.dashboard_people import merchant_with_owner
+from tests.support.dashboard_people import accept_invite, merchant_with_owner
 from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -23,13 +24,12 @@ async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[Intak
 async def test_a_second_approver_must_approve_the_same_amount_or_the_approval_starts_over(
     intake: IntakeUnderTest,
 ) -> None:
-    merchant, owner = await merchant_with_owner(intake)
+    policy = {"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
+    merchant, owner = await merchant_with_owner(intake, policy=policy)
     issued = await intake.client.post(
         f"/v1/merchants/{await intake.merchant_id(merchant)}/api-keys", headers=ADMIN, json={"name": "colleague"}
     )
     colleague = {"Authorization": f"Bearer {issued.json()['api_key']}"}
-    policy = {"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
-    await intake.client.put("/v1/refund-policy", headers=merchant, json=policy)
     payment = await intake.payment(merchant, amount=9_000)
     refund = await intake.refund(merchant, payment["id"], amount=5_000)
     approve = f"/v1/refunds/{refund['id']}/approve"
@@ -59,9 +59,8 @@ async def test_the_first_approvers_approval_sent_again_after_a_second_approver_c
 ) -> None:
     """The first approver's note to the customer went only to the timeline; the decision recorded the completing
     approver's. Its retry (an ERP after a timeout) is its own approval again: 200, and nothing changes."""
-    merchant, owner = await merchant_with_owner(intake)
     policy = {"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
-    await intake.client.put("/v1/refund-policy", headers=merchant, json=policy)
+    merchant, owner = await merchant_with_owner(intake, policy=policy)
     payment = await intake.payment(merchant, amount=9_000)
     refund = await intake.refund(merchant, payment["id"], amount=5_000)
     approve = f"/v1/refunds/{refund['id']}/approve"
@@ -165,9 +164,8 @@ async def test_one_approver_cannot_send_more_than_the_threshold_by_splitting_it_
 ) -> None:
     """The threshold is on what the payment's refunds send together, as auto-approval counts: nine refunds of
     1000, each approved by one key, sent 9000 without a second person."""
-    merchant, owner = await merchant_with_owner(intake)
     policy = {"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
-    await intake.client.put("/v1/refund-policy", headers=merchant, json=policy)
+    merchant, owner = await merchant_with_owner(intake, policy=policy)
     payment = await intake.payment(merchant, amount=9_000)
 
     async def approved_by_the_key(refund: dict[str, Any], **body: Any) -> str:
@@ -202,3 +200,58 @@ async def test_one_approver_cannot_send_more_than_the_threshold_by_splitting_it_
     )
     rest = await intake.refund(merchant, other["id"], amount=4_000)
     assert await approved_by_the_key(rest, amount=1_000) == "pending"
+
+
+async def test_once_a_merchant_has_an_owner_a_key_cannot_change_the_approval_rules(intake: IntakeUnderTest) -> None:
+    """One key approved, switched the two-person rule off, approved again (the money went out) and put it back."""
+    email = f"owner-{uuid.uuid4().hex[:8]}@acme.example"
+    created = await intake.client.post("/v1/merchants", headers=ADMIN, json={"name": "Acme", "owner_email": email})
+    assert created.status_code == 201, created.text
+    merchant = {"Authorization": f"Bearer {created.json()['api_key']}"}
+    intake.merchant_ids[created.json()["api_key"]] = created.json()["id"]
+    threshold = {"amount": 1_000, "currency": "EUR"}
+    course = "/v1/refund-policy/products/prod_course"
+    book = "/v1/refund-policy/products/prod_book"
+    # Before anyone joined, the key sets the rules (as before the dashboard).
+    assert (
+        await intake.client.put("/v1/refund-policy", headers=merchant, json={"second_approval_above": threshold})
+    ).is_success
+    assert (await intake.client.put(course, headers=merchant, json={"second_approval_above": threshold})).is_success
+    assert (await intake.client.put(book, headers=merchant, json={"refund_window_days": 30})).is_success
+    await accept_invite(intake, created.json()["owner_invite_url"], email)
+
+    payment = await intake.payment(merchant, amount=9_000)
+    refund = await intake.refund(merchant, payment["id"], amount=5_000)
+    approve = f"/v1/refunds/{refund['id']}/approve"
+    assert (await intake.client.post(approve, headers=merchant)).json()["status"] == "pending"
+
+    def refused(response: Any) -> bool:
+        return bool(
+            response.status_code == 403 and response.json()["error"]["code"] == "approval_rules_managed_by_owners"
+        )
+
+    assert refused(await intake.client.put("/v1/refund-policy", headers=merchant, json={}))
+    rule = {"max_amount": {"amount": 9_000, "currency": "EUR"}, "reasons": ["duplicate"]}
+    with_rule = {"second_approval_above": threshold, "auto_approve": rule}
+    assert refused(await intake.client.put("/v1/refund-policy", headers=merchant, json=with_rule))
+    assert refused(await intake.client.put(course, headers=merchant, json={"second_approval_above": None}))
+    assert refused(await intake.client.put(course, headers=merchant, json={"refund_window_days": 21}))
+    assert refused(await intake.client.delete(course, headers=merchant))
+    assert refused(await intake.client.put(book, headers=merchant, json={"auto_approve": rule}))
+    assert refused(await intake.client.put(book, headers=merchant, json={"second_approval_above": None}))
+    policy = (await intake.client.get("/v1/refund-policy", headers=merchant)).json()
+    assert (policy["policy"]["second_approval_above"], policy["policy"]["auto_approve"]) == (threshold, None)
+    assert policy["product_overrides"]["prod_course"]["second_approval_above"] == threshold
+    assert policy["product_overrides"]["prod_book"]["second_approval_above"] is None
+    again = await intake.client.post(approve, headers=merchant)
+    assert again.json()["status"] == "pending" and await intake.staged("refund.approved", payment["id"]) == []
+
+    # The other fields stay the key's to change, the rules left as they are.
+    changed = await intake.client.put(
+        "/v1/refund-policy", headers=merchant, json={**policy["policy"], "refund_window_days": 30}
+    )
+    assert changed.status_code == 200 and changed.json()["policy"]["refund_window_days"] == 30
+    window = {"refund_window_days": 21, "second_approval_above": threshold}
+    assert (await intake.client.put(course, headers=merchant, json=window)).status_code == 200
+    assert (await intake.client.put(book, headers=merchant, json={"refund_window_days": 21})).status_code == 200
+    assert (await intake.client.delete(book, headers=merchant)).status_code == 200

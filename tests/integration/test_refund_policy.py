@@ -72,9 +72,7 @@ async def test_an_override_saved_in_the_dashboard_keeps_the_rules_its_form_does_
 ) -> None:
     """The dashboard's override form has the window, the processing time and the categories: saving it replaced the
     whole override, so a product's approval rules, reasons and review target set through the API were lost."""
-    merchant, owner = await merchant_with_owner(intake)
     rules = {"second_approval_above": {"amount": 10_000, "currency": "EUR"}}
-    assert (await intake.client.put("/v1/refund-policy", headers=merchant, json=rules)).status_code == 200
     by_api = {
         "second_approval_above": {"amount": 5_000, "currency": "EUR"},
         "auto_approve": None,  # off for this product, whatever the merchant's policy says
@@ -82,8 +80,7 @@ async def test_an_override_saved_in_the_dashboard_keeps_the_rules_its_form_does_
         "review_target_hours": 24,
         "process_time": "3 business days",
     }
-    put = await intake.client.put("/v1/refund-policy/products/prod_course", headers=merchant, json=by_api)
-    assert put.status_code == 200, put.text
+    merchant, owner = await merchant_with_owner(intake, policy=rules, overrides={"prod_course": by_api})
 
     page = "/dashboard/refund-policy"
     form = {"product_id": "prod_course", "refund_window_days": "30", "process_time": "", "excluded_categories": ""}

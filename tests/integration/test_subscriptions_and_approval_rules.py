@@ -681,13 +681,12 @@ async def test_small_requests_add_up_and_the_rule_stops_approving_at_its_limit(i
 async def test_above_the_threshold_two_people_must_approve_and_a_key_cannot_be_the_second(
     intake: IntakeUnderTest,
 ) -> None:
-    merchant, owner = await merchant_with_owner(intake)
+    merchant, owner = await merchant_with_owner(
+        intake, policy={"second_approval_above": {"amount": 5_000, "currency": "EUR"}}
+    )
     merchant_id = await intake.merchant_id(merchant)
     issued = await intake.client.post(f"/v1/merchants/{merchant_id}/api-keys", headers=ADMIN, json={"name": "two"})
     colleague = {"Authorization": f"Bearer {issued.json()['api_key']}"}
-    await intake.client.put(
-        "/v1/refund-policy", headers=merchant, json={"second_approval_above": {"amount": 5_000, "currency": "EUR"}}
-    )
     payment = await intake.payment(merchant, amount=8_000)
     refund = await intake.refund(merchant, payment["id"])
 
@@ -748,9 +747,8 @@ async def _first_approval_then_its_author_loses_the_right(
 async def test_an_approval_counts_only_while_its_author_may_still_decide_refunds(
     intake: IntakeUnderTest, how: str
 ) -> None:
-    merchant, owner = await merchant_with_owner(intake)
-    await intake.client.put(
-        "/v1/refund-policy", headers=merchant, json={"second_approval_above": {"amount": 5_000, "currency": "EUR"}}
+    merchant, owner = await merchant_with_owner(
+        intake, policy={"second_approval_above": {"amount": 5_000, "currency": "EUR"}}
     )
     payment = await intake.payment(merchant, amount=8_000)
     refund = await intake.refund(merchant, payment["id"])
@@ -784,9 +782,8 @@ async def test_the_second_approver_sees_what_the_first_approved_and_approves_it_
 ) -> None:
     """The page showed only how many had approved and offered the amount asked for: the second approver, approving
     as shown, approved another amount, which started the approvals over and left the refund pending."""
-    merchant, owner = await merchant_with_owner(intake)
-    await intake.client.put(
-        "/v1/refund-policy", headers=merchant, json={"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
+    merchant, owner = await merchant_with_owner(
+        intake, policy={"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
     )
     refund = await intake.refund(merchant, (await intake.payment(merchant, amount=9_000))["id"], amount=5_000)
     page = f"/dashboard/refunds/{refund['id']}"
@@ -808,9 +805,8 @@ async def test_the_second_approver_sees_what_the_first_approved_and_approves_it_
 
 
 async def test_an_approval_of_another_amount_says_in_money_what_it_starts_over_with(intake: IntakeUnderTest) -> None:
-    merchant, owner = await merchant_with_owner(intake)
-    await intake.client.put(
-        "/v1/refund-policy", headers=merchant, json={"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
+    merchant, owner = await merchant_with_owner(
+        intake, policy={"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
     )
     refund = await intake.refund(merchant, (await intake.payment(merchant, amount=9_000))["id"], amount=5_000)
     page = f"/dashboard/refunds/{refund['id']}"

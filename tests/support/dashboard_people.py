@@ -64,14 +64,24 @@ async def accept_invite(intake: ServesTheDashboard, invite_url: str, email: str,
     return person
 
 
-async def merchant_with_owner(intake: IntakeUnderTest) -> tuple[dict[str, str], Person]:
+async def merchant_with_owner(
+    intake: IntakeUnderTest, *, policy: dict[str, Any] | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> tuple[dict[str, str], Person]:
     """A merchant created by the platform with an owner; the owner accepted the invite and is signed in.
-    Returns the merchant's API key header and the owner."""
+    Returns the merchant's API key header and the owner. ``policy`` and ``overrides`` (by product) are set with the
+    key before the owner joins: from then on, a key cannot change the approval rules."""
     email = f"owner-{uuid.uuid4().hex[:8]}@acme.example"
     created = await intake.client.post("/v1/merchants", json={"name": "Acme", "owner_email": email}, headers=ADMIN)
     assert created.status_code == 201, created.text
     body = created.json()
     intake.merchant_ids[body["api_key"]] = body["id"]
+    key = {"Authorization": f"Bearer {body['api_key']}"}
+    if policy is not None:
+        saved = await intake.client.put("/v1/refund-policy", headers=key, json=policy)
+        assert saved.status_code == 200, saved.text
+    for product_id, override in (overrides or {}).items():
+        saved = await intake.client.put(f"/v1/refund-policy/products/{product_id}", headers=key, json=override)
+        assert saved.status_code == 200, saved.text
     owner = await accept_invite(intake, body["owner_invite_url"], email, name="Olive Owner")
     return {"Authorization": f"Bearer {body['api_key']}"}, owner
 

@@ -211,6 +211,13 @@ class ApiKeysManagedByOwners(DomainError):
     code = "api_keys_managed_by_owners"
 
 
+class ApprovalRulesManagedByOwners(DomainError):
+    """The merchant has owners: its approval rules (the two-person rule, auto-approval) are changed by them, in the
+    dashboard, so that one key cannot switch the two-person rule off and approve alone."""
+
+    code = "approval_rules_managed_by_owners"
+
+
 class OutboundUrlNotAllowed(DomainError):
     """A webhook or Slack URL we would never call: not http(s), or not a public address."""
 

@@ -84,16 +84,23 @@ async def revoke_api_key(conn: asyncpg.Connection, merchant_id: str, key_id: str
     return dict(row)
 
 
+async def has_joined_owner(conn: asyncpg.Connection, merchant_id: str) -> bool:
+    """Whether an owner has joined (accepted the invite) and is still one: from then on, what keys may not be trusted
+    with (the keys themselves, the approval rules) is the owners', in the dashboard. An owner who was invited but
+    never joined does not count: nobody could sign in to do it."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM merchant_users WHERE merchant_id = $1 AND role = 'owner'"
+            " AND removed_at IS NULL AND activated_at IS NOT NULL)",
+            merchant_id,
+        )
+    )
+
+
 async def check_keys_managed_by_keys(conn: asyncpg.Connection, merchant_id: str) -> None:
     """A merchant without people manages its keys with its keys (as before the dashboard); once an owner has joined,
-    only owners do, so a leaked key cannot mint itself a twin or lock the team out. An owner who was invited but
-    never joined does not count: nobody could sign in to revoke a leaked key."""
-    has_joined_owner = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM merchant_users WHERE merchant_id = $1 AND role = 'owner' AND removed_at IS NULL"
-        " AND activated_at IS NOT NULL)",
-        merchant_id,
-    )
-    if has_joined_owner:
+    only owners do, so a leaked key cannot mint itself a twin or lock the team out."""
+    if await has_joined_owner(conn, merchant_id):
         raise ApiKeysManagedByOwners("your API keys are managed by your owners in the dashboard (Settings)")
 
 

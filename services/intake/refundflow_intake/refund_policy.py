@@ -135,3 +135,9 @@ class RefundPolicyOverride(JsonBody):
 
 
 _NULLABLE = ("auto_approve", "second_approval_above")
+APPROVAL_RULES = _NULLABLE  # who may approve what without a second person
+
+
+def approval_rules(document: dict[str, Any] | None) -> dict[str, Any]:
+    """The approval rules a stored policy or override holds (left out of an override: the merchant's apply)."""
+    return {k: document[k] for k in APPROVAL_RULES if document is not None and k in document}

@@ -13,20 +13,27 @@ from refundflow_intake.refund_policy import RefundPolicy
 MERCHANT_WIDE = ""
 
 
-async def _document(conn: asyncpg.Connection, merchant_id: str, product_id: str) -> dict[str, Any] | None:
+async def _document(
+    conn: asyncpg.Connection, merchant_id: str, product_id: str, *, lock: bool = False
+) -> dict[str, Any] | None:
     raw = await conn.fetchval(
-        "SELECT policy FROM refund_policies WHERE merchant_id = $1 AND product_id = $2", merchant_id, product_id
+        "SELECT policy FROM refund_policies WHERE merchant_id = $1 AND product_id = $2"
+        + (" FOR UPDATE" if lock else ""),
+        merchant_id,
+        product_id,
     )
     return dict(json.loads(raw)) if raw is not None else None
 
 
-async def merchant_policy(conn: asyncpg.Connection, merchant_id: str) -> RefundPolicy:
-    """The merchant's policy; the defaults until the merchant sets one."""
-    return RefundPolicy.model_validate(await _document(conn, merchant_id, MERCHANT_WIDE) or {})
+async def merchant_policy(conn: asyncpg.Connection, merchant_id: str, *, lock: bool = False) -> RefundPolicy:
+    """The merchant's policy; the defaults until the merchant sets one (``lock``: until the transaction ends)."""
+    return RefundPolicy.model_validate(await _document(conn, merchant_id, MERCHANT_WIDE, lock=lock) or {})
 
 
-async def product_override(conn: asyncpg.Connection, merchant_id: str, product_id: str) -> dict[str, Any] | None:
-    return await _document(conn, merchant_id, product_id) if product_id != MERCHANT_WIDE else None
+async def product_override(
+    conn: asyncpg.Connection, merchant_id: str, product_id: str, *, lock: bool = False
+) -> dict[str, Any] | None:
+    return await _document(conn, merchant_id, product_id, lock=lock) if product_id != MERCHANT_WIDE else None
 
 
 def documents_column(merchant: str, product: str) -> str:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Header, Request, Response
 
 from refundflow_intake import refund_policy_repository as policies
@@ -9,10 +10,10 @@ from refundflow_intake.api.dependencies import CurrentCaller, Db, Now
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import PathId, QueryId
 from refundflow_intake.api.schemas import PublicRefundPolicy, RefundPolicyOut
-from refundflow_intake.domain import MerchantNotFound, PolicyOverrideNotFound
-from refundflow_intake.merchant_accounts import merchant_exists
+from refundflow_intake.domain import ApprovalRulesManagedByOwners, MerchantNotFound, PolicyOverrideNotFound
+from refundflow_intake.merchant_accounts import has_joined_owner, lock_merchant, merchant_exists
 from refundflow_intake.public_policy_cache import CachedAnswer, PublicPolicyCache, still_fresh
-from refundflow_intake.refund_policy import RefundPolicyFields, RefundPolicyOverride
+from refundflow_intake.refund_policy import RefundPolicyFields, RefundPolicyOverride, approval_rules
 
 router = APIRouter(tags=["refund policy"])
 
@@ -27,6 +28,23 @@ async def _policy_out(db: Db, merchant_id: str) -> RefundPolicyOut:
     )
 
 
+async def _check_approval_rules_kept(
+    conn: asyncpg.Connection, merchant_id: str, stored: dict[str, Any] | None, given: dict[str, Any] | None
+) -> None:
+    """Once an owner has joined, only owners change the approval rules (in the dashboard): with them, one key could
+    switch the two-person rule off, approve alone and put the rule back. A key still writes the other fields."""
+    await lock_merchant(conn, merchant_id)  # an owner leaving meanwhile is seen
+    if approval_rules(stored) != approval_rules(given) and await has_joined_owner(conn, merchant_id):
+        raise ApprovalRulesManagedByOwners(
+            "your approval rules (second_approval_above, auto_approve) are changed by your owners in the dashboard"
+        )
+
+
+def _stored_override(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    # As the API would save it again, so that a rule sent back as it is compares equal.
+    return RefundPolicyOverride.model_validate(document).fields_set() if document is not None else None
+
+
 def _cache(request: Request) -> PublicPolicyCache:
     cache: PublicPolicyCache = request.app.state.public_policy_cache
     return cache
@@ -38,34 +56,49 @@ async def get_refund_policy(caller: CurrentCaller, db: Db) -> RefundPolicyOut:
     return await _policy_out(db, caller.merchant_id)
 
 
-@router.put("/v1/refund-policy", responses=documented())
+@router.put("/v1/refund-policy", responses=documented(ApprovalRulesManagedByOwners))
 async def set_refund_policy(
     body: RefundPolicyFields, caller: CurrentCaller, db: Db, request: Request
 ) -> RefundPolicyOut:
-    """Replace your refund policy; fields left out take their defaults."""
+    """Replace your refund policy; fields left out take their defaults. Once your merchant has an owner, a key
+    changes every field but the approval rules (``second_approval_above``, ``auto_approve``): send them as they
+    are; owners change them in the dashboard (403)."""
+    document = body.model_dump(mode="json")
     async with db.transaction() as conn:
-        await policies.save(conn, caller.merchant_id, policies.MERCHANT_WIDE, body.model_dump(mode="json"))
+        stored = await policies.merchant_policy(conn, caller.merchant_id, lock=True)
+        await _check_approval_rules_kept(conn, caller.merchant_id, stored.model_dump(mode="json"), document)
+        await policies.save(conn, caller.merchant_id, policies.MERCHANT_WIDE, document)
     _cache(request).forget(caller.merchant_id)
     return await _policy_out(db, caller.merchant_id)
 
 
-@router.put("/v1/refund-policy/products/{product_id}", responses=documented())
+@router.put("/v1/refund-policy/products/{product_id}", responses=documented(ApprovalRulesManagedByOwners))
 async def set_product_override(
     product_id: PathId, body: RefundPolicyOverride, caller: CurrentCaller, db: Db, request: Request
 ) -> RefundPolicyOut:
-    """Set one product's exceptions: the fields given replace your policy's for that product."""
+    """Set one product's exceptions: the fields given replace your policy's for that product. Once your merchant
+    has an owner, an override's approval rules are as for your policy: a key keeps them as they are (403)."""
+    document = body.fields_set()
     async with db.transaction() as conn:
-        await policies.save(conn, caller.merchant_id, product_id, body.fields_set())
+        stored = await policies.product_override(conn, caller.merchant_id, product_id, lock=True)
+        await _check_approval_rules_kept(conn, caller.merchant_id, _stored_override(stored), document)
+        await policies.save(conn, caller.merchant_id, product_id, document)
     _cache(request).forget(caller.merchant_id)
     return await _policy_out(db, caller.merchant_id)
 
 
-@router.delete("/v1/refund-policy/products/{product_id}", responses=documented(PolicyOverrideNotFound))
+@router.delete(
+    "/v1/refund-policy/products/{product_id}",
+    responses=documented(PolicyOverrideNotFound, ApprovalRulesManagedByOwners),
+)
 async def delete_product_override(
     product_id: PathId, caller: CurrentCaller, db: Db, request: Request
 ) -> RefundPolicyOut:
-    """Remove a product's override: your policy applies to it again."""
+    """Remove a product's override: your policy applies to it again. Once your merchant has an owner, an override
+    holding an approval rule is removed by owners, in the dashboard (403)."""
     async with db.transaction() as conn:
+        stored = await policies.product_override(conn, caller.merchant_id, product_id, lock=True)
+        await _check_approval_rules_kept(conn, caller.merchant_id, _stored_override(stored), None)
         if not await policies.delete_override(conn, caller.merchant_id, product_id):
             raise PolicyOverrideNotFound(f"no override for product {product_id}")
     _cache(request).forget(caller.merchant_id)
