@@ -15,7 +15,15 @@ import pytest
 
 from refundflow_intake.dashboard.auth import SESSION_COOKIE
 from refundflow_shared.secret_box import SecretBox
-from tests.support.dashboard_people import PASSWORD, browser, csrf_of, invite, merchant_with_owner, sign_in
+from tests.support.dashboard_people import (
+    PASSWORD,
+    accept_invite,
+    browser,
+    csrf_of,
+    invite,
+    merchant_with_owner,
+    sign_in,
+)
 from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
 from tests.support.probe_service import eventually
 
@@ -233,3 +241,44 @@ async def test_an_invite_accepted_while_its_member_is_removed_is_refused_with_a_
     assert accepted.status_code == 410 and "ask for a new one" in accepted.text, accepted.text[:500]
     assert SESSION_COOKIE not in accepted.cookies
     assert (await sign_in(intake, email)).status_code == 401
+
+
+def _invite_url(page: str) -> str:
+    found = re.search(r'<code id="invite-url">([^<]+)</code>', page)
+    assert found, page[:500]
+    return found.group(1)
+
+
+@pytest.mark.parametrize("how", ["removed", "demoted_to_approver"])
+async def test_the_invitations_a_member_sent_end_when_they_can_no_longer_invite(
+    intake: IntakeUnderTest, how: str
+) -> None:
+    """The inviter sees the link: an owner removed (or demoted) kept the invitations they sent, and came back as an
+    owner through an address of their own, with the link they had copied."""
+    _, alice = await merchant_with_owner(intake)
+    mallory = await invite(intake, alice, "owner")
+    spare, colleague, kept = (f"{n}-{uuid.uuid4().hex[:8]}@elsewhere.example" for n in ("spare", "colleague", "kept"))
+    sent = await mallory.post_form("/dashboard/team", "/dashboard/team/invite", {"email": spare, "role": "owner"})
+    mallorys = _invite_url(sent.text)
+    await alice.post_form("/dashboard/team", "/dashboard/team/invite", {"email": colleague, "role": "viewer"})
+    colleague_id = await intake.db.fetchval("SELECT id FROM merchant_users WHERE email = $1", colleague)
+    resent = await mallory.post_form("/dashboard/team", f"/dashboard/team/{colleague_id}/resend", {})
+    resent_by_mallory = _invite_url(resent.text)  # Alice's invitation, its link now the one Mallory saw
+    alices = _invite_url(
+        (await alice.post_form("/dashboard/team", "/dashboard/team/invite", {"email": kept, "role": "viewer"})).text
+    )
+
+    mallory_id = await intake.db.fetchval("SELECT id FROM merchant_users WHERE email = $1", mallory.email)
+    action, form = ("remove", {}) if how == "removed" else ("role", {"role": "approver"})
+    changed = await alice.post_form("/dashboard/team", f"/dashboard/team/{mallory_id}/{action}", form)
+    assert changed.status_code == 303, changed.text[:500]
+
+    for url in (mallorys, resent_by_mallory):
+        opened = await browser(intake).get("/" + url.split("://", 1)[1].split("/", 1)[1])
+        assert opened.status_code == 410, (url, opened.status_code)
+    team = (await alice.page("/dashboard/team")).text
+    assert spare not in team and colleague not in team, "the invitations she sent are gone from the team"
+    assert kept in team
+    await accept_invite(intake, alices, kept)  # Alice's own invitations still hold
+    again = await alice.post_form("/dashboard/team", "/dashboard/team/invite", {"email": spare, "role": "viewer"})
+    assert again.status_code == 200, "the address is free again"

@@ -29,7 +29,7 @@ from refundflow_intake.one_time_links import (
     usable_link_owner,
     use_link,
 )
-from refundflow_intake.roles import Role
+from refundflow_intake.roles import Permission, Role, allows
 from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import PasswordResetRequested, TeamMemberInvited
 from refundflow_shared.outbox import add_event
@@ -145,10 +145,12 @@ async def _check_address_free(conn: asyncpg.Connection, email: str) -> None:
 async def resend_invite(
     conn: asyncpg.Connection, links: AccountLinks, merchant_id: str, member_id: str, *, by: str, now: datetime
 ) -> str:
-    """A fresh invite link for someone who has not joined yet; earlier links stop working."""
+    """A fresh invite link for someone who has not joined yet; earlier links stop working. The invitation is the
+    resender's from now on: they saw its link, so it ends with their right to invite."""
     member = await get_member(conn, merchant_id, member_id, for_update=True)  # not released meanwhile
     if member["activated_at"] is not None:
         raise EmailAlreadyRegistered("this person already joined: they can reset their password instead")
+    await conn.execute("UPDATE merchant_users SET invited_by = $2 WHERE id = $1", member_id, by)
     return await _send_invite(conn, links, member, invited_by=by, now=now)
 
 
@@ -316,7 +318,8 @@ async def reverified(pool: asyncpg.Pool, verified: Verified, password: str) -> V
     return Verified(member=verified.member, password_hash=stored)
 
 
-async def change_role(conn: asyncpg.Connection, merchant_id: str, member_id: str, role: Role) -> Row:
+async def change_role(conn: asyncpg.Connection, merchant_id: str, member_id: str, role: Role, *, now: datetime) -> Row:
+    """A member demoted so that they may no longer invite loses the invitations they sent and nobody accepted."""
     await lock_merchant(conn, merchant_id)  # two owners demoting each other cannot leave none
     member = await get_member(conn, merchant_id, member_id)
     if member["role"] == Role.OWNER and role is not Role.OWNER:
@@ -324,18 +327,42 @@ async def change_role(conn: asyncpg.Connection, merchant_id: str, member_id: str
     row = await conn.fetchrow(
         f"UPDATE merchant_users SET role = $2 WHERE id = $1 RETURNING {_MEMBER_COLUMNS}", member_id, role.value
     )
+    if not allows(role, Permission.MANAGE_TEAM):
+        await _cancel_invitations_sent_by(conn, merchant_id, member_id, now=now)
     return dict(row)
 
 
 async def remove(conn: asyncpg.Connection, merchant_id: str, member_id: str, *, now: datetime) -> None:
-    """The member loses access at once (sessions end, links stop working); the audit trail keeps their name."""
+    """The member loses access at once (sessions end, links stop working), and so do the invitations they sent and
+    nobody accepted; the audit trail keeps their name."""
     await lock_merchant(conn, merchant_id)
     member = await get_member(conn, merchant_id, member_id)
     if member["role"] == Role.OWNER:
         await _keep_an_owner(conn, merchant_id, leaving=member_id)
+    await _leave(conn, member_id, now=now)
+    await _cancel_invitations_sent_by(conn, merchant_id, member_id, now=now)
+
+
+async def _leave(conn: asyncpg.Connection, member_id: str, *, now: datetime) -> None:
     await conn.execute("UPDATE merchant_users SET removed_at = $2 WHERE id = $1", member_id, now)
     await dashboard_sessions.end_all(conn, member_id)
     await revoke_links(conn, member_id, now=now)
+
+
+async def _cancel_invitations_sent_by(
+    conn: asyncpg.Connection, merchant_id: str, member_id: str, *, now: datetime
+) -> None:
+    """The inviter saw each link they sent (the page shows it): one removed or demoted would otherwise come back
+    through an invitation of their own, to an address of theirs. An invitation accepted meanwhile stays (locked
+    first, it is seen as joined): its member is on the team page, for the owners to remove."""
+    pending = await conn.fetch(
+        "SELECT id FROM merchant_users WHERE merchant_id = $1 AND invited_by = $2 AND removed_at IS NULL"
+        " AND activated_at IS NULL ORDER BY id FOR UPDATE",
+        merchant_id,
+        actors.person(member_id),
+    )
+    for invitation in pending:
+        await _leave(conn, invitation["id"], now=now)
 
 
 async def _keep_an_owner(conn: asyncpg.Connection, merchant_id: str, *, leaving: str) -> None:

@@ -109,12 +109,12 @@ async def resend(
 
 @router.post("/{member_id}/role")
 async def change_role(
-    request: Request, member_id: PathId, user: FormUser, db: Db, role: Annotated[Role, Form()]
+    request: Request, member_id: PathId, user: FormUser, db: Db, now: Now, role: Annotated[Role, Form()]
 ) -> Response:
     try:
         require(user.role, Permission.MANAGE_TEAM)
         async with db.transaction() as conn:
-            await team_members.change_role(conn, user.merchant_id, member_id, role)
+            await team_members.change_role(conn, user.merchant_id, member_id, role, now=now)
     except DomainError as exc:
         return await _page(request, db, user, error=exc, status=status_of(type(exc)))
     return see_other("/dashboard/team?done=role_changed")
