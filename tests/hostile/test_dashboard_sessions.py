@@ -243,3 +243,56 @@ async def test_two_sign_ins_at_once_on_a_hash_due_for_a_rehash_both_start_a_sess
     assert all(SESSION_COOKIE in a.cookies for a in answers)
     stored = await intake.db.fetchval("SELECT password_hash FROM merchant_users WHERE email = $1", owner.email)
     assert stored != weaker and PasswordHasher().verify(stored, PASSWORD)
+
+
+DOTTED_CAPITAL_I = "\u0130"  # İ: Python lowercases it to i and a combining dot, PostgreSQL to a plain i
+
+
+async def test_an_address_written_with_a_dotted_capital_i_counts_against_the_same_accounts_budget(
+    intake: IntakeUnderTest,
+) -> None:
+    """The budget was keyed on Python's lowercase and the account found by PostgreSQL's: each İ for an i was a fresh
+    budget that reached the same account, so a guesser had three tries per variant of the address."""
+    email = f"billing-{uuid.uuid4().hex[:8]}@acme.example"
+    created = await intake.client.post("/v1/merchants", json={"name": "Acme", "owner_email": email}, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    await accept_invite(intake, created.json()["owner_invite_url"], email)
+    assert [(await sign_in(intake, email, "not the password")).status_code for _ in range(3)] == [401] * 3
+
+    for variant in (email.replace("i", DOTTED_CAPITAL_I, 1), email.replace("i", DOTTED_CAPITAL_I).upper()):
+        answer = await sign_in(intake, variant)  # the right password: still the spent budget of the account
+        assert answer.status_code == 429 and SESSION_COOKIE not in answer.cookies, (variant, answer.status_code)
+    assert (await sign_in(intake, email)).status_code == 429
+
+
+async def test_an_account_address_is_plain_ascii_so_a_look_alike_cannot_hold_the_real_one(
+    intake: IntakeUnderTest,
+) -> None:
+    """PostgreSQL matches addresses by its lowercase, in which İ is i: a merchant invited the look-alike
+    bİlling@victim.example, accepted it, and the real billing@victim.example could no longer be made an owner."""
+    merchant, owner = await merchant_with_owner(intake)
+    real = f"billing-{uuid.uuid4().hex[:8]}@victim.example"
+    look_alike = real.replace("i", DOTTED_CAPITAL_I, 1)
+    invited = await owner.post_form(
+        "/dashboard/team", "/dashboard/team/invite", {"email": look_alike, "role": "viewer"}
+    )
+    assert invited.status_code == 422 and "plain ASCII" in invited.text, invited.text[:500]
+    as_owner = await intake.client.post(
+        "/v1/merchants", json={"name": "Victim", "owner_email": look_alike}, headers=ADMIN
+    )
+    assert as_owner.status_code == 422 and as_owner.json()["error"]["code"] == "invalid_request"
+    made = await intake.client.post("/v1/merchants", json={"name": "Victim", "owner_email": real}, headers=ADMIN)
+    assert made.status_code == 201, made.text
+
+    fresh = f"ops-{uuid.uuid4().hex[:8]}@acme.example"  # no budget spent: the form says what is wrong
+    refused = await sign_in(intake, "\u00f6" + fresh)
+    assert refused.status_code == 422 and "plain ASCII" in refused.text
+    stranger = browser(intake)
+    page = await stranger.get("/dashboard/forgot-password")
+    asked = await stranger.post(
+        "/dashboard/forgot-password", data={"csrf_token": csrf_of(page.text), "email": "\u00f6" + fresh}
+    )
+    assert asked.status_code == 422 and "plain ASCII" in asked.text
+    # A customer's address is theirs to write: payments take it as the customer gave it.
+    customer = await intake.payment(merchant, customer_email="j\u00fcrgen@b\u00fccher.example")
+    assert customer["customer_email"].startswith("j\u00fcrgen@")

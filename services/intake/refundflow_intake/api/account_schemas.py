@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from refundflow_intake.api import examples as ex
-from refundflow_intake.api.fields import Email, Line
+from refundflow_intake.api.fields import AccountEmail, Line
 from refundflow_intake.api.schemas import Body
 
 
@@ -17,8 +17,9 @@ class MerchantCreate(Body):
     )
 
     name: Line = Field(min_length=1)
-    owner_email: Email | None = Field(
-        default=None, description="invite this person as the merchant's first owner (dashboard sign-in)"
+    owner_email: AccountEmail | None = Field(
+        default=None,
+        description="invite this person as the merchant's first owner (dashboard sign-in); plain ASCII",
     )
 
 

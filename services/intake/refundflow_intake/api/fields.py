@@ -59,6 +59,23 @@ DisplayName = Annotated[
 MAX_NOTE = 2000
 Note = Annotated[str, Field(max_length=MAX_NOTE)]  # body text of an email or the timeline: line breaks are fine
 Email = Annotated[EmailStr, Field(max_length=320, json_schema_extra={"pattern": _DELIVERABLE})]
+ACCOUNT_EMAIL_RULE = "a dashboard account's address is plain ASCII (no accented or other non-ASCII letters)"
+
+
+def plain_ascii(address: str) -> str:
+    if not address.isascii():
+        raise ValueError(ACCOUNT_EMAIL_RULE)
+    return address
+
+
+# An account's address (a team member's, an owner's): PostgreSQL finds accounts by its lowercase, which the database's
+# locale makes (İ is i there, i and a combining dot in Python), so a look-alike address was the same account; in plain
+# ASCII every lowercase agrees. A customer's address stays ``Email``: it is theirs, and only mailed.
+AccountEmail = Annotated[
+    EmailStr,
+    Field(max_length=320, json_schema_extra={"pattern": _DELIVERABLE + "[!-~]*$"}),
+    AfterValidator(plain_ascii),
+]
 # Syntax only: whether we may call it (a public address) is checked when it is saved, by the use case.
 OutboundUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048)]
 

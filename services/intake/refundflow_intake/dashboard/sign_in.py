@@ -14,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from refundflow_intake import dashboard_sessions, rate_limit, team_members
 from refundflow_intake.api.dependencies import Db, Links, Now, Settings
-from refundflow_intake.api.fields import DisplayName
+from refundflow_intake.api.fields import ACCOUNT_EMAIL_RULE, DisplayName
 from refundflow_intake.dashboard import auth
 from refundflow_intake.dashboard.auth import MaybeUser, PreSessionChecked
 from refundflow_intake.dashboard.pages import render, see_other
@@ -29,9 +29,13 @@ _WINDOW = timedelta(minutes=15)
 _DISPLAY_NAME = TypeAdapter(DisplayName)
 
 
-def _account_bucket(email: str) -> str:
+async def _account_bucket(db: Db, email: str) -> str:
+    """The account's throttle, keyed on the address as PostgreSQL lowercases it, as sign-in and reset find the
+    account: Python's lowercase differs (İ is i and a combining dot, i in PostgreSQL), and each spelling of one
+    account's address had a budget of its own."""
+    lowered: str = await db.pool.fetchval("SELECT lower($1::text)", email.strip())
     # The address is hashed: the rate-limit table holds no email addresses.
-    return "login:account:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    return "login:account:" + hashlib.sha256(lowered.encode()).hexdigest()[:32]
 
 
 async def _signed_in_response(db: Db, settings: Settings, user_id: str, *, now: datetime, to: str) -> Response:
@@ -82,11 +86,13 @@ async def login(
     target = auth.safe_next(next)
     try:
         limit = settings.login_attempts_per_account
-        await rate_limit.take(db.pool, _account_bucket(email), limit=limit, window=_WINDOW, now=now)
+        await rate_limit.take(db.pool, await _account_bucket(db, email), limit=limit, window=_WINDOW, now=now)
         limit, client = settings.login_attempts_per_ip, rate_limit.client_bucket(request)
         await rate_limit.take(db.pool, f"login:ip:{client}", limit=limit, window=_WINDOW, now=now)
     except rate_limit.RateLimited as exc:
         return _login_again(request, settings, email, target, exc.message, 429)
+    if not email.isascii():  # an account's address is plain ASCII: say why, rather than that the password is wrong
+        return _login_again(request, settings, email, target, f"That address is refused: {ACCOUNT_EMAIL_RULE}.", 422)
     no_match = "That email and password do not match an account."
     verified = await team_members.authenticate(db.pool, email, password)  # no connection held while it hashes
     if verified is None:
@@ -172,9 +178,15 @@ async def accept_invite(
 
 @router.get("/forgot-password")
 async def forgot_password_page(request: Request, settings: Settings) -> Response:
+    return _forgot_password_form(request, settings)
+
+
+def _forgot_password_form(request: Request, settings: Settings, *, error: str | None = None) -> HTMLResponse:
     response = Response()
     token = auth.pre_session(request, response, settings)
-    page = render(request, "forgot_password.html", None, csrf_token=token)
+    page = render(
+        request, "forgot_password.html", None, csrf_token=token, error=error, status_code=422 if error else 200
+    )
     page.raw_headers.extend(h for h in response.raw_headers if h[0] == b"set-cookie")
     return page
 
@@ -186,10 +198,12 @@ async def forgot_password(
     """The same answer whether or not the address has an account; throttled per address and client."""
     limit, hour, client = settings.password_resets_per_hour, timedelta(hours=1), rate_limit.client_bucket(request)
     try:
-        await rate_limit.take(db.pool, "reset:" + _account_bucket(email), limit=limit, window=hour, now=now)
+        await rate_limit.take(db.pool, "reset:" + await _account_bucket(db, email), limit=limit, window=hour, now=now)
         await rate_limit.take(db.pool, f"reset:ip:{client}", limit=limit * 4, window=hour, now=now)
     except rate_limit.RateLimited:
         return see_other("/dashboard/login?done=reset_sent")  # say nothing more: no probing
+    if not email.isascii():  # an account's address is plain ASCII (saying so tells nothing of any account)
+        return _forgot_password_form(request, settings, error=f"That address is refused: {ACCOUNT_EMAIL_RULE}.")
     async with db.transaction() as conn:
         await team_members.request_password_reset(conn, links, email.strip(), now=now)
     return see_other("/dashboard/login?done=reset_sent")

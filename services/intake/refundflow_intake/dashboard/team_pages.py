@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from refundflow_intake import actors, rate_limit, team_members
 from refundflow_intake.api.dependencies import Db, Links, Now, Settings
 from refundflow_intake.api.errors import ApiError, status_of
-from refundflow_intake.api.fields import Email, PathId
+from refundflow_intake.api.fields import ACCOUNT_EMAIL_RULE, AccountEmail, PathId
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
 from refundflow_intake.dashboard.pages import render, see_other
@@ -22,7 +22,7 @@ from refundflow_intake.domain import DomainError
 from refundflow_intake.roles import Permission, Role, require
 
 router = APIRouter(prefix="/dashboard/team", include_in_schema=False)
-_EMAIL = TypeAdapter(Email)
+_EMAIL = TypeAdapter(AccountEmail)
 
 
 async def _page(
@@ -84,6 +84,8 @@ async def invite(
                 conn, links, user.merchant_id, email=address, role=role, invited_by=actors.person(user.user_id), now=now
             )
     except ValidationError:
+        if not email.isascii():
+            return await _page(request, db, user, error=f"That address is refused: {ACCOUNT_EMAIL_RULE}.", status=422)
         return await _page(request, db, user, error="That is not an email address.", status=422)
     except DomainError as exc:
         return await _page(request, db, user, error=exc, status=status_of(type(exc)))
