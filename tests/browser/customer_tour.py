@@ -55,6 +55,14 @@ def merchants_first_refund(stack: Stack, merchant: dict[str, Any], payment: dict
     return email_link(stack, payment["customer_email"], f"Your refund of {money} is on its way")
 
 
+def portal_link(stack: Stack, merchant: dict[str, Any], payment: dict[str, Any]) -> str:
+    """The payment's link, as the merchant's own pages would send it (the portal-token call)."""
+    minted = stack.api.post(f"/v1/payments/{payment['id']}/portal-token", headers=merchant["auth"])
+    assert minted.status_code == 201, minted.text
+    link: str = minted.json()["url"]
+    return link
+
+
 def ask_in_the_portal(page: Page, reason: str, details: str = "", *, cancel: bool | None = None) -> None:
     page.get_by_label("Why are you asking?").select_option(label=reason)
     if details:

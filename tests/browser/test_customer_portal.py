@@ -16,6 +16,7 @@ from tests.browser.customer_tour import (
     expired_link,
     here,
     merchants_first_refund,
+    portal_link,
     request_status,
     switch_portal,
     walk_customer_pages,
@@ -103,6 +104,36 @@ def test_a_page_whose_link_stopped_working_stops_asking_for_its_requests_status(
 
     assert len(polls) == 1
     expect(page.locator("#live-status")).to_contain_text("no longer updates")
+
+
+def test_a_long_link_in_the_customers_words_or_a_large_amount_keeps_the_page_within_a_phones_width(
+    stack: Stack, page: Page
+) -> None:
+    """A link has no space to break at, nor has "¥1,234,567": on a phone, either made the page wider than the
+    screen, the request's status off to the right."""
+    merchant = stack.merchant(name="Acme Software")
+    shared = (
+        "https://drive.google.com/file/d/1aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789/view?usp=sharing"
+        "&resourcekey=0-AbCdEfGhIjKlMnOpQrStUv"
+    )
+    asked = here(stack, portal_link(stack, merchant, stack.payment(merchant)))
+    page.goto(asked)
+    ask_in_the_portal(page, "Something else (tell us below)", f"The file does not open, see the screenshot: {shared}")
+    large = [
+        here(stack, portal_link(stack, merchant, stack.payment(merchant, amount=1_234_567))),
+        here(stack, portal_link(stack, merchant, stack.payment(merchant, amount=1_234_567, currency="JPY"))),
+    ]
+
+    wider = {}
+    for width in (320, 375):
+        page.set_viewport_size({"width": width, "height": 720})
+        for link in (asked, *large):
+            page.goto(link)
+            if (scrolled := page.evaluate("document.documentElement.scrollWidth")) > width:
+                wider[f"{width}px {page.locator('.amount-big').inner_text()}"] = scrolled
+    assert wider == {}
+    page.goto(asked)
+    expect(request_status(page)).to_be_in_viewport()
 
 
 def test_a_rejection_shows_the_merchants_note_and_never_the_teams(stack: Stack, page: Page) -> None:
