@@ -104,6 +104,29 @@ def test_a_page_whose_link_stopped_working_stops_asking_for_its_requests_status(
 
     assert len(polls) == 1
     expect(page.locator("#live-status")).to_contain_text("no longer updates")
+    stopped = "This page no longer updates by itself: open the latest link from your email."
+    expect(page.locator("article.request .request-summary")).to_contain_text(stopped)  # what everyone sees
+    expect(page.get_by_text("This page updates by itself.")).to_have_count(0)
+    expect(page.locator("article.request .spinner")).to_have_count(0)
+
+
+def test_without_javascript_a_request_in_progress_asks_for_a_reload_instead_of_promising_updates(
+    stack: Stack, browser: Browser
+) -> None:
+    """Nothing updates a page without its script: it said "This page updates by itself", a spinner turning."""
+    merchant = stack.merchant(name="Acme Software")
+    payment = stack.payment(merchant)
+    stack.customer_requests_refund(merchant, payment)
+    context = browser.new_context(java_script_enabled=False, locale="en-GB", timezone_id="UTC")
+    page = context.new_page()
+
+    page.goto(here(stack, portal_link(stack, merchant, payment)))
+
+    expect(request_status(page)).to_have_text("Pending")
+    expect(page.locator("article.request .request-summary")).to_contain_text("Reload this page to see the latest.")
+    expect(page.get_by_text("This page updates by itself.")).not_to_be_visible()
+    expect(page.locator("article.request .spinner")).not_to_be_visible()
+    context.close()
 
 
 def test_a_long_link_in_the_customers_words_or_a_large_amount_keeps_the_page_within_a_phones_width(

@@ -11,6 +11,24 @@ function showPaymentFacts(html) {
   }
 }
 
+// The page as served says "Reload this page to see the latest": with the script running, it updates by itself.
+function sayItUpdates(box) {
+  const updating = box.querySelector(".live");
+  const reload = box.querySelector(".reload-hint");
+  if (updating) updating.hidden = false;
+  if (reload) reload.hidden = true;
+}
+
+// Polling stopped for good: the visible sentence says so, the spinner goes.
+function sayItStopped(box, words) {
+  const updating = box.querySelector(".live");
+  if (!updating) return;
+  const said = document.createElement("span");
+  said.className = "muted small";
+  said.textContent = words;
+  updating.replaceChildren(said);
+}
+
 function watchRequest(box) {
   const live = document.getElementById("live-status");
   let current = box;
@@ -28,6 +46,7 @@ function watchRequest(box) {
           const moved = next.dataset.status !== current.dataset.status;
           current.replaceWith(next);
           current = next;
+          sayItUpdates(current);
           shown = state.html;
           if (moved && live) live.textContent = "Your request is now: " + state.label + ".";
         }
@@ -35,13 +54,16 @@ function watchRequest(box) {
         if (state.final) return;
       } else if (answer.status >= 400 && answer.status < 500 && answer.status !== 408 && answer.status !== 429) {
         // The link expired (401) or the request is not this link's (404): asking again changes nothing.
-        if (live) live.textContent = "This page no longer updates by itself: open the latest link from your email.";
+        const stopped = "This page no longer updates by itself: open the latest link from your email.";
+        sayItStopped(current, stopped);
+        if (live) live.textContent = stopped;
         return;
       }
     } catch (error) { /* the network hiccuped: try again */ }
     delay = Math.min(delay * 1.3, 8000);
     setTimeout(poll, delay);
   }
+  sayItUpdates(box);
   setTimeout(poll, delay);
 }
 
