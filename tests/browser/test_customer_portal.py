@@ -159,6 +159,41 @@ def test_a_long_link_in_the_customers_words_or_a_large_amount_keeps_the_page_wit
     expect(request_status(page)).to_be_in_viewport()
 
 
+def test_on_a_phone_a_mistake_in_the_form_puts_the_customer_on_its_field_and_once_sent_on_the_thank_you(
+    stack: Stack, browser: Browser
+) -> None:
+    """The error was one block at the top, tied to no field, the focus left on the page; once sent, the page
+    scrolled to the requests, past the "Thank you" above them, which, there from the start, was never announced."""
+    merchant = stack.merchant(name="Acme Software")
+    payment = stack.payment(merchant)
+    context = browser.new_context(viewport={"width": 375, "height": 667}, locale="en-GB", timezone_id="UTC")
+    page = context.new_page()
+    page.goto(here(stack, portal_link(stack, merchant, payment)))
+    reason, amount = page.get_by_label("Why are you asking?"), page.get_by_label(re.compile("^Amount"))
+
+    page.get_by_role("button", name="Request a refund").click()
+    expect(reason).to_be_focused()
+    expect(reason).to_have_attribute("aria-invalid", "true")
+    expect(reason).to_have_accessible_description("Please choose the reason for your request.")
+    expect(page.get_by_text("Please choose the reason for your request.")).to_be_in_viewport()
+
+    reason.select_option(label="I changed my mind")
+    amount.fill("0")
+    page.get_by_role("button", name="Request a refund").click()
+    expect(amount).to_be_focused()
+    expect(amount).to_have_accessible_description(re.compile("^Enter an amount such as 12.50"))
+    expect(reason).not_to_have_attribute("aria-invalid", "true")
+    assert_accessible(page)
+
+    amount.fill("")
+    page.get_by_role("button", name="Request a refund").click()
+    sent = page.get_by_role("status").filter(has_text="your request is sent")
+    expect(sent).to_be_focused()  # what a screen reader reads out, where the page lands
+    expect(sent).to_be_in_viewport()
+    expect(page.locator("#your-requests")).to_be_in_viewport()
+    context.close()
+
+
 def test_a_rejection_shows_the_merchants_note_and_never_the_teams(stack: Stack, page: Page) -> None:
     merchant = stack.merchant(name="Acme Software")
     payment = stack.payment(merchant)

@@ -74,6 +74,9 @@ async def test_a_subscriptions_customer_chooses_to_keep_or_cancel_it_nothing_is_
     assert unchosen.status_code == 422
     seen = text_of(unchosen.text)
     assert "Please choose whether to keep your subscription or cancel it." in seen
+    radios = re.findall(r'<input type="radio" name="subscription"[^>]*>', unchosen.text)
+    assert all('aria-invalid="true"' in r and 'aria-describedby="subscription-error"' in r for r in radios)
+    assert "autofocus" in radios[0], "the customer is put on the choice to make"
     assert (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"] == []
     chosen = await customer.ask(reason="duplicate", amount="5", subscription="cancel")
     assert chosen.status_code == 303
@@ -129,6 +132,20 @@ async def test_only_what_a_decision_told_the_customer_is_shown_never_the_teams_n
     assert "Acme approved a refund of €60.00 of the €100.00 you asked for" in seen
     assert "Half of it was a real renewal." in seen
     assert "VIP" not in seen and "api_key" not in seen and "key_" not in seen, "nothing of who acted or why"
+
+
+async def test_the_forms_address_opened_again_leads_to_the_page(intake: IntakeUnderTest) -> None:
+    """A page with an error in the form has the form's address: reloaded or opened again later, it answered 405
+    "This page cannot be shown"."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+    assert (await customer.ask(reason="")).status_code == 422
+
+    again = await customer.browser.get(f"{customer.path}/requests")
+
+    assert (again.status_code, again.headers["location"]) == (303, customer.path)
+    assert "Your purchase from Acme" in text_of((await customer.browser.get(again.headers["location"])).text)
 
 
 async def test_the_same_form_sent_twice_makes_one_refund_even_when_the_policy_approves_it_at_once(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -93,6 +94,7 @@ def _page(
     now: datetime,
     *,
     error: str | None = None,
+    error_field: str | None = None,
     form: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
@@ -124,6 +126,7 @@ def _page(
         reasons=customer_words.reason_choices(portal.policy),
         sent=request.query_params.get("sent") == "1",
         error=error,
+        error_field=error_field,
         form=form or {},
         status_code=status_code,
     )
@@ -187,7 +190,15 @@ async def ask_for_refund(
         return _portal_off(portal, status_code=409)
     except _Refused as refused:
         return _page(
-            request, settings, token, portal, now, error=refused.message, form=form, status_code=refused.status
+            request,
+            settings,
+            token,
+            portal,
+            now,
+            error=refused.message,
+            error_field=refused.field,
+            form=form,
+            status_code=refused.status,
         )
     except DomainError as exc:
         page = _page(
@@ -197,13 +208,21 @@ async def ask_for_refund(
             portal,
             now,
             error=_in_words(exc, portal),
+            error_field=_FIELD_IN_ERROR.get(exc.code),
             form=form,
             status_code=status_of(type(exc)),
         )
         if isinstance(exc, RateLimited):
             page.headers["Retry-After"] = str(exc.retry_after_seconds)
         return page
-    return RedirectResponse(f"{PREFIX}/{token}?sent=1#your-requests", status_code=303)
+    # To the notice itself: the browser shows it, and it takes the focus (a fragment elsewhere would deny it that).
+    return RedirectResponse(f"{PREFIX}/{token}?sent=1#request-sent", status_code=303)
+
+
+@router.get("/{token}/requests")
+async def form_address(token: Token) -> RedirectResponse:
+    """A page answering the form has the form's address: reloaded or opened again, it leads to the page."""
+    return RedirectResponse(f"{PREFIX}/{quote(token, safe='')}", status_code=303)
 
 
 @router.get("/{token}/requests/{refund_id}/status")
@@ -236,27 +255,38 @@ def _enter_an_amount(currency: str) -> str:
 
 
 class _Refused(Exception):
-    def __init__(self, message: str, status: int = 422) -> None:
+    """The form asked again: why, and the field to correct (None: the form as a whole)."""
+
+    def __init__(self, message: str, status: int = 422, field: str | None = None) -> None:
         super().__init__(message)
-        self.message, self.status = message, status
+        self.message, self.status, self.field = message, status, field
 
 
 def _ask(portal: Portal, reason: str, details: str, amount: str, subscription: str) -> Ask:
     try:
         chosen = RefundReason(reason)
     except ValueError:
-        raise _Refused("Please choose the reason for your request.") from None
+        raise _Refused("Please choose the reason for your request.", field="reason") from None
     if said := too_long("What happened", details):
-        raise _Refused(said)
+        raise _Refused(said, field="details")
     try:
         money = parse_amount(amount, portal.payment["currency"]) if amount.strip() else None
     except InvalidAmount:
-        raise _Refused(_enter_an_amount(portal.payment["currency"])) from None
+        raise _Refused(_enter_an_amount(portal.payment["currency"]), field="amount") from None
     running = portal.payment["subscription_id"] and not portal.payment["subscription_canceled_at"]
     wish = {"cancel": True, "keep": False}.get(subscription) if running else None
     if running and wish is None:  # a choice with consequences: nobody makes it for the customer
-        raise _Refused("Please choose whether to keep your subscription or cancel it.")
+        raise _Refused("Please choose whether to keep your subscription or cancel it.", field="subscription")
     return Ask(chosen, details.strip() or None, money, wish)
+
+
+# The field a rule's refusal is about; the others are about the request as a whole.
+_FIELD_IN_ERROR = {
+    "refund_exceeds_refundable": "amount",
+    "invalid_amount": "amount",
+    "amount_not_representable": "amount",
+    "reason_details_required": "details",
+}
 
 
 def _in_words(exc: DomainError, portal: Portal) -> str:
