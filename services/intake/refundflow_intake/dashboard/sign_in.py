@@ -14,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from refundflow_intake import dashboard_sessions, rate_limit, team_members
 from refundflow_intake.api.dependencies import Db, Links, Now, Settings
-from refundflow_intake.api.fields import ACCOUNT_EMAIL_RULE, DisplayName
+from refundflow_intake.api.fields import DisplayName
 from refundflow_intake.dashboard import auth
 from refundflow_intake.dashboard.auth import MaybeUser, PreSessionChecked
 from refundflow_intake.dashboard.pages import render, see_other
@@ -91,8 +91,6 @@ async def login(
         await rate_limit.take(db.pool, f"login:ip:{client}", limit=limit, window=_WINDOW, now=now)
     except rate_limit.RateLimited as exc:
         return _login_again(request, settings, email, target, exc.message, 429)
-    if not email.isascii():  # an account's address is plain ASCII: say why, rather than that the password is wrong
-        return _login_again(request, settings, email, target, f"That address is refused: {ACCOUNT_EMAIL_RULE}.", 422)
     no_match = "That email and password do not match an account."
     verified = await team_members.authenticate(db.pool, email, password)  # no connection held while it hashes
     if verified is None:
@@ -178,15 +176,9 @@ async def accept_invite(
 
 @router.get("/forgot-password")
 async def forgot_password_page(request: Request, settings: Settings) -> Response:
-    return _forgot_password_form(request, settings)
-
-
-def _forgot_password_form(request: Request, settings: Settings, *, error: str | None = None) -> HTMLResponse:
     response = Response()
     token = auth.pre_session(request, response, settings)
-    page = render(
-        request, "forgot_password.html", None, csrf_token=token, error=error, status_code=422 if error else 200
-    )
+    page = render(request, "forgot_password.html", None, csrf_token=token)
     page.raw_headers.extend(h for h in response.raw_headers if h[0] == b"set-cookie")
     return page
 
@@ -202,8 +194,6 @@ async def forgot_password(
         await rate_limit.take(db.pool, f"reset:ip:{client}", limit=limit * 4, window=hour, now=now)
     except rate_limit.RateLimited:
         return see_other("/dashboard/login?done=reset_sent")  # say nothing more: no probing
-    if not email.isascii():  # an account's address is plain ASCII (saying so tells nothing of any account)
-        return _forgot_password_form(request, settings, error=f"That address is refused: {ACCOUNT_EMAIL_RULE}.")
     async with db.transaction() as conn:
         await team_members.request_password_reset(conn, links, email.strip(), now=now)
     return see_other("/dashboard/login?done=reset_sent")
