@@ -1,5 +1,5 @@
 """Links that are credentials (a customer's portal link, a team invite, a password reset) never reach a log line:
-the access log names the route, not the token."""
+the access log names the route, not the token, and a query by its parameters' names only (a search holds an address)."""
 
 from __future__ import annotations
 
@@ -46,12 +46,15 @@ def test_portal_invite_and_reset_tokens_in_a_url_are_never_logged(
         httpx.get(f"{url}/dashboard/invite/{invite}")
         httpx.get(f"{url}/dashboard/reset-password/{reset}?again=1")
         httpx.get(f"{url}/portal/static/portal.js")
+        httpx.get(f"{url}/dashboard/payments?q=ada%40example.com&page=2")  # the payment search is a GET form
     finally:
         intake.stop()
 
     logged = intake.log_path.read_text(errors="replace")
     for secret in (token, token.split(".")[1], invite, reset):
         assert secret not in logged, "a credential in a URL reached the log"
+    assert "ada%40example" not in logged and "ada@example" not in logged, "a searched address reached the log"
     assert "GET /portal/[redacted] HTTP/1.1" in logged, "the access log still shows which page was asked"
-    assert "GET /dashboard/reset-password/[redacted]?again=1" in logged
+    assert "GET /dashboard/reset-password/[redacted]?again=[redacted]" in logged
+    assert "GET /dashboard/payments?q=[redacted]&page=[redacted]" in logged, "the query's parameter names stay"
     assert "GET /portal/static/portal.js" in logged, "only credentials are hidden"
