@@ -18,7 +18,7 @@ starts a new trace, never an error.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -111,7 +111,7 @@ def event_traceparent(headers: Iterable[tuple[str, bytes | None]] | None) -> str
     return None
 
 
-def add_trace_ids(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def add_trace_ids(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: the current span's trace and span ids on every line logged within it."""
     context = trace.get_current_span().get_span_context()
     if context.is_valid:

@@ -11,12 +11,15 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from refundflow_intake.app import create_app
 from refundflow_intake.domain import RefundStatus
 from refundflow_intake.refund_outcomes import record_refund_outcome
 from refundflow_intake.settings import IntakeSettings
+from refundflow_shared.tracing import add_trace_ids
 from tests.conftest import create_database
+from tests.support.intake_harness import running_intake
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -325,3 +328,23 @@ async def test_health_endpoints_report_the_database_and_broker(client: httpx.Asy
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": True, "broker": True, "jobs": True}
+
+
+async def test_an_unexpected_error_is_a_500_in_the_api_shape_logged_once_within_its_trace(
+    postgres_url: str, kafka_bootstrap: str
+) -> None:
+    async def fails_as_a_bug_would(payment_id: str) -> None:
+        raise RuntimeError("a bug")
+
+    async with running_intake(postgres_url, kafka_bootstrap) as intake:
+        intake.app.add_api_route("/v1/test-failures/{payment_id}", fails_as_a_bug_would)
+        with capture_logs(processors=[add_trace_ids]) as logs:
+            # The client raises what the app raised: the error is answered, not raised again for the server to log
+            response = await intake.client.get("/v1/test-failures/pay_1")
+
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal_error", "message": "something went wrong on our side"}}
+    trace_id = response.headers["traceresponse"].split("-")[1]
+    [logged] = [line for line in logs if line["event"] == "unhandled_error"]
+    assert logged["method"] == "GET" and logged["route"] == "/v1/test-failures/{payment_id}"
+    assert logged["trace_id"] == trace_id and logged["exc_info"] is True

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refundflow_intake.dashboard.policy_form import InvalidPolicyForm
 from refundflow_intake.dashboard_sessions import CsrfRejected
@@ -53,6 +54,7 @@ from refundflow_intake.rate_limit import RateLimited
 from refundflow_intake.roles import NotAllowedForRole
 from refundflow_intake.team_members import EmailAlreadyRegistered, LastOwner
 from refundflow_intake.webhook_endpoints import ReplaySinceInFuture, ReplayWindowExceeded, TooManyWebhookEndpoints
+from refundflow_shared.http_metrics import route_template
 from refundflow_shared.outbox import EventTooLarge
 
 log = structlog.get_logger(__name__)
@@ -151,6 +153,35 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+class AnswerUnexpectedErrors:
+    """ASGI middleware inside the request's span and metrics: an error no handler answered is logged once, with its
+    route and trace, and answered 500. (A handler for ``Exception`` runs outside every middleware, after the span
+    ended, and the error is raised again for the server to log a second time.)"""
+
+    def __init__(self, app: ASGIApp, answer: Callable[[Request], Awaitable[Response]]) -> None:
+        self._app, self._answer = app, answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def send_started(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_started)
+        except Exception as exc:
+            log.exception("unhandled_error", error=repr(exc), method=scope["method"], route=route_template(scope))
+            if started:
+                raise  # the answer is under way: only the server can end it, by closing the connection
+            answer = await self._answer(Request(scope, receive))
+            await answer(scope, receive, send)
+
+
 # The dashboard's pages answer errors as pages: (request, status, code, message) -> a page, or None for the API.
 PageErrors = Callable[[Request, int, str, str], Awaitable[Response | None]]
 
@@ -202,12 +233,12 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
             status_code=422,
         )
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled_error", error=repr(exc))
+    async def unexpected(request: Request) -> Response:
         if answer := await page(request, 500, "internal_error", "Something went wrong on our side. Please try again."):
             return answer
         return JSONResponse(error_body("internal_error", "something went wrong on our side"), status_code=500)
+
+    app.add_middleware(AnswerUnexpectedErrors, answer=unexpected)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
