@@ -71,6 +71,12 @@ DLQ_MESSAGES = Counter(
     "Messages parked on a dead-letter topic, by the topic they came from and the reason code.",
     ["service", "topic", "reason"],
 )
+LEASED_WORK_FAILED = Counter(
+    "refundflow_leased_work_failed",
+    "Leased work (a provider call, an email, a webhook delivery) that raised: a bug. Left leased, it is tried again"
+    " each time its lease runs out. Labelled worker, not job: Prometheus's own target label is job.",
+    ["worker"],
+)
 
 # Processor: the payment provider.
 PROVIDER_CALLS = Counter(

@@ -1,6 +1,6 @@
 """The lease dispatcher claims in batches: under load, a claim (a transaction, whatever it returns) takes the slots
 that freed up together, not one claim per finished item; woken from idle, it can let a trickle of work gather
-first."""
+first. Work that raises is logged with what it worked on, and counted."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import cast
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 
@@ -153,3 +155,27 @@ async def test_after_a_full_claim_it_claims_again_without_waiting() -> None:
     assert backlog.asked == [4, 4]
     await backlog.finish(4)
     await jobs.drain()
+
+
+class Crashing(Trickle):
+    """Work that raises, as a bug would: it is tried again every lease, so it must be seen."""
+
+    async def work(self, job: int) -> None:
+        raise RuntimeError(f"a bug working on {job}")
+
+
+async def test_work_that_raises_is_logged_with_its_key_and_traceback_and_counted() -> None:
+    crashing = Crashing()
+    crashing.queued = [41]
+    jobs = dispatcher(crashing, max_in_flight=4)
+    failed = {"worker": "test"}
+    before = REGISTRY.get_sample_value("refundflow_leased_work_failed_total", failed)
+    assert before is not None, "shown at 0 from the start: the alert sees the first failure"
+    with capture_logs() as logs:
+        await jobs.dispatch()
+        await jobs.drain()
+        await asyncio.sleep(0)  # the done callback runs
+    [line] = [line for line in logs if line["event"] == "leased_work_failed"]
+    assert line["log_level"] == "error" and line["job"] == "test" and line["key"] == 41
+    assert isinstance(line["exc_info"], RuntimeError)
+    assert REGISTRY.get_sample_value("refundflow_leased_work_failed_total", failed) == before + 1
