@@ -10,7 +10,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 from aiokafka.errors import KafkaTimeoutError
+from structlog.testing import capture_logs
 
 from refundflow_intake.api.schemas import RefundCreate
 from refundflow_intake.app import MIGRATIONS
@@ -187,14 +189,18 @@ async def test_a_refused_command_is_answered_and_parked_with_its_reason(
     merchant = await intake.merchant()
     payment = await intake.payment(merchant)
     submit = command(payment, await intake.merchant_id(merchant), **fields)
-    sent = await intake.publish(submit)
 
     async def answered() -> bool:
         return bool(await intake.staged("refund.submit_rejected", submit.payment_id))
 
-    await eventually(answered, timeout=30)
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        sent = await intake.publish(submit)
+        await eventually(answered, timeout=30)
     [answer] = await intake.staged("refund.submit_rejected", submit.payment_id)
     assert (answer["idempotency_key"], answer["code"]) == (submit.idempotency_key, code)
+    refused = [line for line in logs if line["event"] == "refund_submit_refused" and line["event_id"] == str(sent.id)]
+    assert refused and all(line["log_level"] == "warning" and line["code"] == code for line in refused)
+    assert refused[0]["merchant_id"] == submit.merchant_id and refused[0]["payment_id"] == submit.payment_id
     assert answer["message"]
     assert await intake.db.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", submit.payment_id) == 0
 

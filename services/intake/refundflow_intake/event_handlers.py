@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import asyncpg
+import structlog
 
 from refundflow_intake.domain import RefundStatus
 from refundflow_intake.external_refunds import record_external_refund
@@ -31,6 +32,8 @@ from refundflow_shared.events import (
     topic_for,
 )
 from refundflow_shared.service_runtime import ServiceRuntime
+
+log = structlog.get_logger(__name__)
 
 
 def register(runtime: ServiceRuntime, clock: Callable[[], datetime], links: CustomerLinks) -> None:
@@ -101,6 +104,8 @@ def register(runtime: ServiceRuntime, clock: Callable[[], datetime], links: Cust
         # one again, not a first that postpones what the last refused.
         # The refusal is answered (refund.submit_rejected, in this transaction) and parked with its reason.
         # Should this transaction not commit, the redelivery parks it again: the DLQ is at-least-once too.
+        # Logged with its code and the bound ids, not its message: that may quote what the sender wrote.
+        log.warning("refund_submit_refused", code=rejected.code, source=event.source)
         await consumer.dead_letter(
             topic_for(RefundSubmit.event_type, runtime.settings.topic_prefix),
             event.partition_key.encode(),
