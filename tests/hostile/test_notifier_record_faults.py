@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from standardwebhooks.webhooks import Webhook
+from structlog.testing import capture_logs
 
 from refundflow_notifier import message_queue, webhook_store
 from refundflow_notifier.message_worker import MessageWorker
@@ -30,6 +31,7 @@ from refundflow_notifier.webhook_signing import new_signing_secret
 from refundflow_notifier.webhook_worker import WebhookWorker
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.secret_box import SecretBox, generate_key
+from refundflow_shared.structured_logging import _redact
 from tests.support.notifier_harness import TEST_SECRET_KEY, notifier_database, notifier_settings
 from tests.support.notifier_receivers import (
     DEFERRING_DOMAIN,
@@ -345,8 +347,11 @@ async def test_a_rolled_from_secret_that_does_not_open_leaves_the_current_one_to
     worker = WebhookWorker(pool, settings(1025), client, SecretBox(TEST_SECRET_KEY))
 
     [delivery] = await webhook_store.claim_due(pool, 10, [], lease_seconds=60, **CAPS)
-    await worker.deliver(delivery)
+    with capture_logs(processors=[_redact]) as logs:  # as the log renders it: redacted where it must be
+        await worker.deliver(delivery)
 
+    [unreadable] = [line for line in logs if line["event"] == "webhook_secret_unreadable"]
+    assert unreadable["which_secret"] == "previous", "the line says which of the endpoint's secrets did not open"
     [arrived] = http.received["rolled"]
     Webhook(current).verify(arrived.body, arrived.headers)  # raises unless signed with the current secret
     assert await pool.fetchval("SELECT status FROM webhook_deliveries WHERE id = $1", delivery.id) == "succeeded"

@@ -158,7 +158,10 @@ class WebhookWorker:
             try:
                 opened.append(self._box.open(sealed, context=delivery.endpoint_id))
             except SecretBoxError as exc:
-                log.error("webhook_secret_unreadable", endpoint=delivery.endpoint_id, secret=which, error=str(exc))
+                # Not secret=: the log redacts every key so named, and the line would not say which one failed.
+                log.error(
+                    "webhook_secret_unreadable", endpoint=delivery.endpoint_id, which_secret=which, error=str(exc)
+                )
         if not opened:
             raise SecretBoxError("none of the endpoint's secrets opens with the key ring")
         return opened
