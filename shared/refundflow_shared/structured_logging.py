@@ -80,8 +80,12 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         _redact,
         structlog.processors.format_exc_info,
     ]
+    # Changed in place, never replaced: a logger keeps the list it was first used with (cache_logger_on_first_use),
+    # so a second setup (in-process tests start several services) and structlog's capture_logs reach every logger.
+    in_use = structlog.get_config()["processors"]
+    in_use[:] = [*processors, structlog.processors.JSONRenderer(serializer=_json_bytes)]
     structlog.configure(
-        processors=[*processors, structlog.processors.JSONRenderer(serializer=_json_bytes)],
+        processors=in_use,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.BytesLoggerFactory(_standard_output()[0]),
         cache_logger_on_first_use=True,
