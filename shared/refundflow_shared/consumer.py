@@ -40,6 +40,7 @@ from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from opentelemetry.trace import SpanKind
+from pydantic import ValidationError
 
 from refundflow_shared import inbox, tracing
 from refundflow_shared.backoff import exponential, jittered
@@ -536,7 +537,8 @@ class EventConsumer:
             offset=record.offset,
             reason=code,
             error=error,
-            exc_info=exc if code == "handler_error" else None,
+            # A validation error's traceback quotes the input (a customer's data): ``error`` says where and why.
+            exc_info=exc if code == "handler_error" and not isinstance(exc, ValidationError) else None,
             trace_id=tracing.trace_id_of(tracing.event_traceparent(record.headers)),  # the trace it was part of
         )
         await self._dead_letters.publish_until_taken(

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faststream.kafka import KafkaBroker
+from pydantic import TypeAdapter
+from structlog.testing import capture_logs
 
 from refundflow_shared.consumer import EventConsumer, TransientError
 from refundflow_shared.database import create_pool
@@ -284,6 +287,24 @@ async def test_a_failure_that_outlives_its_retries_is_dead_lettered_and_the_part
     [dead] = await read_topic(settings.kafka_bootstrap_servers, dlq_topic(requested_topic(settings)), expected=1)
     assert headers_of(dead)["dlq_reason"] == "retries_exhausted"
     assert await pool.fetchval("SELECT count(*) FROM inbox") == 1, "the failed event's inbox row rolled back"
+
+
+async def test_a_handlers_validation_error_is_logged_without_the_input_it_refused(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    async def validates_a_customers_input(event: Event) -> None:
+        typed = "ada@example.com"
+        TypeAdapter(int).validate_python(typed)  # pydantic quotes the input in its message
+
+    running.append(await start_probe(settings, before_effect=validates_a_customers_input))
+    with capture_logs(processors=[structlog.processors.format_exc_info]) as logs:  # tracebacks as the log writes them
+        await stage_events(pool, [refund_requested("pay_invalid")])
+        [dead] = await read_topic(settings.kafka_bootstrap_servers, dlq_topic(requested_topic(settings)), expected=1)
+
+    assert headers_of(dead)["dlq_reason"] == "handler_error"
+    [logged] = [line for line in logs if line["event"] == "event_dead_lettered"]
+    assert logged["error"] == "ValidationError: (the payload): int_parsing", "where and why, not what"
+    assert "ada@example.com" not in repr(logs), "a customer's input reached the log"
 
 
 async def test_the_offset_is_committed_only_after_the_handler_transaction(
