@@ -539,6 +539,34 @@ async def test_an_endpoint_added_twice_from_one_page_is_added_once_and_both_answ
     assert SecretBox(TEST_SECRET_KEY).open(sealed, context=added["id"]) == secret
 
 
+async def test_an_api_key_form_sent_again_creates_no_second_key_and_settings_answers_show_the_email_previews(
+    world: World,
+) -> None:
+    """The answer to Create API key said the notifier had not answered (it had not been asked) and to reload, which
+    sent the form again and made a second live key; a double click made two, the first never shown."""
+    _, auth, owner = await owner_signed_in(world)
+    html = (await owner.page("/dashboard/settings")).text
+    assert 'class="email-preview"' in html, "the notifier answers"
+    answers = await sent_twice(owner, "/dashboard/settings/api-keys", html, {"name": "billing"})
+    reloaded = await owner.browser.post(
+        "/dashboard/settings/api-keys", data={"csrf_token": csrf_of(html), **_form_key(html), "name": "billing"}
+    )
+    shown = []
+    for answer in (*answers, reloaded):
+        assert answer.status_code == 200, answer.text[:500]
+        shown += re.findall(r'id="new-api-key">(rfk_[^<]+)<', answer.text)
+        assert "did not answer" not in answer.text and 'class="email-preview"' in answer.text
+    assert len(shown) == 1, "one key, shown once"
+    repeats = [a for a in (*answers, reloaded) if "new-api-key" not in a.text]
+    assert all("This form already created the API key" in a.text for a in repeats)
+    keys = (await world.api.get("/v1/api-keys", headers=auth)).json()["data"]
+    assert [k["name"] for k in keys] == ["default", "billing"]
+
+    refused = await owner.post_form("/dashboard/settings", "/dashboard/settings/notifications", {"reply_to": "x"})
+    assert refused.status_code == 422 and "Check the reply to" in refused.text
+    assert "did not answer" not in refused.text and 'class="email-preview"' in refused.text
+
+
 async def test_bad_endpoint_bodies_are_refused_and_nothing_is_written(world: World) -> None:
     _, auth = await new_merchant(world)
     for body in (

@@ -42,19 +42,34 @@ async def create_merchant(conn: asyncpg.Connection, name: str) -> tuple[str, str
     return merchant_id, key["api_key"]
 
 
-async def create_api_key(conn: asyncpg.Connection, merchant_id: str, *, name: str | None) -> Row:
-    """Another key for the merchant (one per integration or person, so each can be revoked alone)."""
+async def create_api_key(
+    conn: asyncpg.Connection, merchant_id: str, *, name: str | None, form_key: str | None = None
+) -> Row:
+    """Another key for the merchant (one per integration or person, so each can be revoked alone). ``form_key`` is
+    the single-use key of the dashboard's form that asks for it: see ``api_key_made_by``."""
     if not await merchant_exists(conn, merchant_id):
         raise MerchantNotFound(f"no merchant {merchant_id}")
     secret = f"rfk_{secrets.token_urlsafe(32)}"
     row = await conn.fetchrow(
-        f"INSERT INTO api_keys (id, merchant_id, key_hash, name) VALUES ($1, $2, $3, $4) RETURNING {_KEY_COLUMNS}",
+        "INSERT INTO api_keys (id, merchant_id, key_hash, name, form_key) VALUES ($1, $2, $3, $4, $5)"
+        f" RETURNING {_KEY_COLUMNS}",
         new_id("key"),
         merchant_id,
         hash_api_key(secret),
         name,
+        form_key,
     )
     return {**dict(row), "api_key": secret}
+
+
+async def api_key_made_by(conn: asyncpg.Connection, merchant_id: str, form_key: str) -> Row | None:
+    """The key the dashboard form ``form_key`` already made (sent again by a double click or a reload), without its
+    plaintext, which was on the first answer only: only its hash is kept. Call under ``lock_merchant``, so the same
+    form sent at once waits for the first to commit."""
+    row = await conn.fetchrow(
+        f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE merchant_id = $1 AND form_key = $2", merchant_id, form_key
+    )
+    return dict(row) if row is not None else None
 
 
 async def list_api_keys(conn: asyncpg.Connection, merchant_id: str) -> list[Row]:

@@ -4,6 +4,7 @@ by owners here; each key is shown once)."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -38,8 +39,8 @@ async def _page(
     db: Db,
     user: SignedIn,
     box: SecretBox | None,
+    settings: Settings,
     *,
-    previews: list[dict[str, str]] | None = None,
     error: str | DomainError | ApiError | None = None,
     status: int = 200,
     **extra: Any,
@@ -49,6 +50,8 @@ async def _page(
         keys = await merchant_accounts.list_api_keys(conn, user.merchant_id)
         pending = await queries.pending_count(conn, user.merchant_id)
         portal_on = await customer_requests.portal_enabled(conn, user.merchant_id)
+    # Asked on every answer, a form's too: an empty list says the notifier did not answer, which is then true.
+    previews = await email_previews(request, db, settings, user)
     slack = notification_settings.masked_url(box, user.merchant_id, saved.get("sealed_slack_webhook_url"))
     links: CustomerLinks = request.app.state.customer_links
     policy_path = f"{policy_pages.PREFIX}/{user.merchant_id}"
@@ -61,21 +64,21 @@ async def _page(
         slack=slack,
         keys=keys,
         portal_on=portal_on,
-        previews=previews or [],
+        previews=previews,
         policy_url=links.public_url + policy_path,
         embed_path=f"{policy_path}/embed",
         snippet=policy_pages.embed_snippet(links.public_url, user.merchant_id, user.merchant_name),
         error=error,
         status_code=status,
         pending_badge=pending,
-        **{"new_key": None} | extra,
+        form_key=secrets.token_urlsafe(18),
+        **{"new_key": None, "key_made_before": None} | extra,
     )
 
 
 @router.get("")
 async def settings_page(request: Request, user: CurrentUser, db: Db, box: MaybeBox, settings: Settings) -> HTMLResponse:
-    previews = await email_previews(request, db, settings, user)
-    return await _page(request, db, user, box, previews=previews)
+    return await _page(request, db, user, box, settings)
 
 
 @router.post("/notifications")
@@ -109,22 +112,27 @@ async def save_notifications(
         await configure_notifications(db, box, settings, user.merchant_id, values, slack)
     except ValidationError as exc:
         where = str(exc.errors()[0]["loc"][0]).replace("_", " ")
-        return await _page(request, db, user, box, error=f"Check the {where}: it is not valid.", status=422)
+        return await _page(request, db, user, box, settings, error=f"Check the {where}: it is not valid.", status=422)
     except (DomainError, ApiError) as exc:
         code = status_of(type(exc)) if isinstance(exc, DomainError) else exc.status
-        return await _page(request, db, user, box, error=exc, status=code)
+        return await _page(request, db, user, box, settings, error=exc, status=code)
     return see_other("/dashboard/settings?done=saved")
 
 
 @router.post("/portal")
 async def save_portal(
-    request: Request, user: FormUser, db: Db, box: MaybeBox, enabled: Annotated[str, Form(max_length=10)] = ""
+    request: Request,
+    user: FormUser,
+    db: Db,
+    box: MaybeBox,
+    settings: Settings,
+    enabled: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
     """Switched off, customers' links and requests answer a page saying so, and emails carry no link."""
     try:
         require(user.role, Permission.MANAGE_SETTINGS)
     except DomainError as exc:
-        return await _page(request, db, user, box, error=exc, status=status_of(type(exc)))
+        return await _page(request, db, user, box, settings, error=exc, status=status_of(type(exc)))
     async with db.transaction() as conn:
         await customer_requests.set_portal_enabled(conn, user.merchant_id, enabled == "true")
     return see_other("/dashboard/settings?done=saved#portal-heading")
@@ -132,25 +140,41 @@ async def save_portal(
 
 @router.post("/api-keys")
 async def create_key(
-    request: Request, user: FormUser, db: Db, box: MaybeBox, name: Annotated[str, Form(max_length=200)] = ""
+    request: Request,
+    user: FormUser,
+    db: Db,
+    box: MaybeBox,
+    settings: Settings,
+    name: Annotated[str, Form(max_length=200)] = "",
+    form_key: Annotated[str, Form(max_length=100)] = "",
 ) -> HTMLResponse:
-    """The key is on this answer only."""
+    """The key is on this answer only. The same form sent again (a double click, a reload) creates no other key: its
+    answer names the key the first made, whose plaintext nobody can show again."""
     require(user.role, Permission.MANAGE_API_KEYS)
     try:
         key_name = _KEY_NAME.validate_python(name.strip()) or None
     except ValidationError:
-        return await _page(request, db, user, box, error="A key's name must be one line of text.", status=422)
+        return await _page(request, db, user, box, settings, error="A key's name must be one line of text.", status=422)
     async with db.transaction() as conn:
-        key = await merchant_accounts.create_api_key(conn, user.merchant_id, name=key_name)
-    return await _page(request, db, user, box, new_key=key)
+        await merchant_accounts.lock_merchant(conn, user.merchant_id)  # the same form sent at once waits here
+        earlier = await merchant_accounts.api_key_made_by(conn, user.merchant_id, form_key) if form_key else None
+        if earlier is None:
+            key = await merchant_accounts.create_api_key(
+                conn, user.merchant_id, name=key_name, form_key=form_key or None
+            )
+    if earlier is not None:
+        return await _page(request, db, user, box, settings, key_made_before=earlier)
+    return await _page(request, db, user, box, settings, new_key=key)
 
 
 @router.post("/api-keys/{key_id}/revoke")
-async def revoke_key(request: Request, key_id: PathId, user: FormUser, db: Db, box: MaybeBox) -> Response:
+async def revoke_key(
+    request: Request, key_id: PathId, user: FormUser, db: Db, box: MaybeBox, settings: Settings
+) -> Response:
     try:
         require(user.role, Permission.MANAGE_API_KEYS)
         async with db.transaction() as conn:
             await merchant_accounts.revoke_api_key(conn, user.merchant_id, key_id)
     except DomainError as exc:
-        return await _page(request, db, user, box, error=exc, status=status_of(type(exc)))
+        return await _page(request, db, user, box, settings, error=exc, status=status_of(type(exc)))
     return see_other("/dashboard/settings?done=removed")
