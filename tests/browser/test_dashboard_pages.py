@@ -1,0 +1,40 @@
+"""The dashboard's pages hold together for everyone: long text wraps instead of widening the page, the pages reflow
+at 640 px (1280 px zoomed to 200%), live regions speak only when something changed, and what works only with
+JavaScript is shown only with it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.people import accept_invite
+from tests.browser.stack import Stack
+
+pytestmark = pytest.mark.slow
+LONG_URL = "https://example.com/" + "a" * 150
+
+
+def _owner(stack: Stack, page: Page) -> dict[str, Any]:
+    merchant = stack.merchant()
+    accept_invite(page, merchant["owner_invite_url"], name="Olive Owner")
+    return merchant
+
+
+def _page_width(page: Page) -> int:
+    width: int = page.evaluate("document.documentElement.scrollWidth")
+    return width
+
+
+@pytest.mark.parametrize("width", [1440])
+def test_a_refund_whose_details_hold_a_long_url_fits_the_window(stack: Stack, page: Page, width: int) -> None:
+    """A 150-character URL made the refund page 1782 px wide at 1440 px: the Payment panel and the timeline were
+    cut off."""
+    merchant = _owner(stack, page)
+    payment = stack.payment(merchant, customer_email="alexandra.konstantinopoulou@examplecorp.co.uk")
+    refund = stack.request_refund(merchant, payment, reason="other", reason_details=f"See {LONG_URL} for the error")
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
+    expect(page.get_by_text(LONG_URL, exact=False).first).to_be_visible()
+    assert _page_width(page) <= width
