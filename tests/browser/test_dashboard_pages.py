@@ -38,3 +38,36 @@ def test_a_refund_whose_details_hold_a_long_url_fits_the_window(stack: Stack, pa
     page.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
     expect(page.get_by_text(LONG_URL, exact=False).first).to_be_visible()
     assert _page_width(page) <= width
+
+
+def test_a_processing_refund_leaves_its_live_status_alone_while_the_status_is_unchanged(
+    stack: Stack, page: Page
+) -> None:
+    """Every poll rebuilt the badge inside the polite live region, so screen readers said "Processing" again and
+    again. The page is held at processing: the status answers processing on every poll."""
+    merchant = _owner(stack, page)
+    refund = stack.request_refund(merchant, stack.payment(merchant))
+    url = f"{stack.url}/dashboard/refunds/{refund['id']}"
+    polls: list[str] = []
+
+    def as_processing(route: Any) -> None:
+        answer = route.fetch()
+        body = answer.text().replace('data-status="pending"', 'data-status="processing"')
+        route.fulfill(response=answer, body=body)
+
+    def still_processing(route: Any) -> None:
+        polls.append(route.request.url)
+        timeline = '<ol class="timeline" id="timeline"></ol>'
+        route.fulfill(json={"status": "processing", "label": "Processing", "final": False, "timeline_html": timeline})
+
+    page.route(url, as_processing)
+    page.route(f"{url}/status", still_processing)
+    page.goto(url)
+    page.evaluate(
+        """() => { window.changes = []; new MutationObserver(found => window.changes.push(...found.map(m => m.type)))
+        .observe(document.getElementById('refund-status'), {subtree: true, childList: true, characterData: true,
+        attributes: true, attributeFilter: ['class']}); }"""
+    )
+    page.wait_for_timeout(4_500)
+    assert len(polls) >= 2
+    assert page.evaluate("window.changes") == []

@@ -24,8 +24,11 @@ function watchRefundStatus() {
       const answer = await fetch(box.dataset.statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (answer.ok) {
         const state = await answer.json();
-        badge.innerHTML = '<span class="badge badge-' + state.status + '">' + state.label + "</span>";
-        box.dataset.status = state.status;
+        // The box is a live region: touched only when the status changed, or each poll would be read out again.
+        if (state.status !== box.dataset.status) {
+          badge.innerHTML = '<span class="badge badge-' + state.status + '">' + state.label + "</span>";
+          box.dataset.status = state.status;
+        }
         const timeline = document.getElementById("timeline");
         if (timeline) timeline.outerHTML = state.timeline_html;
         if (state.final) { if (spinner) spinner.remove(); return; }
