@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.people import accept_invite
 from tests.browser.stack import Stack
+from tests.browser.tour import walk_every_page
 
 pytestmark = pytest.mark.slow
 LONG_URL = "https://example.com/" + "a" * 150
@@ -27,7 +28,7 @@ def _page_width(page: Page) -> int:
     return width
 
 
-@pytest.mark.parametrize("width", [1440])
+@pytest.mark.parametrize("width", [1440, 375])
 def test_a_refund_whose_details_hold_a_long_url_fits_the_window(stack: Stack, page: Page, width: int) -> None:
     """A 150-character URL made the refund page 1782 px wide at 1440 px: the Payment panel and the timeline were
     cut off."""
@@ -71,3 +72,20 @@ def test_a_processing_refund_leaves_its_live_status_alone_while_the_status_is_un
     page.wait_for_timeout(4_500)
     assert len(polls) >= 2
     assert page.evaluate("window.changes") == []
+
+
+def test_every_dashboard_page_reflows_at_640_pixels(stack: Stack, page: Page, browser: Browser) -> None:
+    """1280 px zoomed to 200%: the fixed sidebar and tables cut off inside their panels made Payments 1467 px wide,
+    Team 1029, Settings 931. The sidebar goes on top; a wide table scrolls in its own panel."""
+    page.set_viewport_size({"width": 640, "height": 900})
+    too_wide: dict[str, int] = {}
+    seen: list[str] = []
+
+    def check(name: str, current: Page) -> None:
+        seen.append(name)
+        if (width := _page_width(current)) > 640:
+            too_wide[name] = width
+
+    walk_every_page(stack, page, browser, check)
+    assert len(seen) == 17
+    assert too_wide == {}
