@@ -4,6 +4,7 @@ JavaScript is shown only with it."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -89,3 +90,14 @@ def test_every_dashboard_page_reflows_at_640_pixels(stack: Stack, page: Page, br
     walk_every_page(stack, page, browser, check)
     assert len(seen) == 17
     assert too_wide == {}
+
+
+def test_the_policy_preview_is_not_read_aloud_after_every_typing_pause(stack: Stack, page: Page) -> None:
+    """The preview was a polite live region: the whole policy text was read after each pause in typing."""
+    _owner(stack, page)
+    page.goto(f"{stack.url}/dashboard/refund-policy")
+    preview = page.locator("#policy-preview")
+    before = preview.inner_text()
+    page.get_by_label(re.compile("^Refund window")).fill("21")
+    expect(preview).not_to_have_text(before)
+    assert preview.evaluate("e => e.closest('[aria-live]') === null")

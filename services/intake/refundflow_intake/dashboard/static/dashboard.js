@@ -87,7 +87,9 @@ function policyPreview() {
       method: "POST", body: new FormData(form), credentials: "same-origin", headers: { "X-CSRF-Token": csrfToken(form) },
     });
     const data = await answer.json();
-    target.textContent = answer.ok ? data.text : (data.error ? data.error.message : "");
+    // Not a live region: the whole policy read aloud after every pause in typing drowned the typing out.
+    const text = answer.ok ? data.text : (data.error ? data.error.message : "");
+    if (text !== target.textContent) target.textContent = text;
   }
   form.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(refresh, 250); });
 }
