@@ -101,3 +101,47 @@ def test_the_policy_preview_is_not_read_aloud_after_every_typing_pause(stack: St
     page.get_by_label(re.compile("^Refund window")).fill("21")
     expect(preview).not_to_have_text(before)
     assert preview.evaluate("e => e.closest('[aria-live]') === null")
+
+
+def _contrast(first: str, second: str) -> float:
+    def luminance(colour: str) -> float:
+        channels = [int(c) / 255 for c in re.findall(r"\d+", colour)[:3]]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_the_sidebar_says_what_its_count_is_and_its_sign_out_focus_stands_out(stack: Stack, page: Page) -> None:
+    """The count's aria-label, on a plain span, was not read; the Sign out button's focus ring was 2.65:1 on the
+    dark sidebar."""
+    merchant = _owner(stack, page)
+    stack.request_refund(merchant, stack.payment(merchant))
+    page.goto(f"{stack.url}/dashboard/balance")
+    refunds = page.get_by_role("link", name=re.compile("^Refunds"))
+    expect(refunds).to_have_text(re.compile(r"^\s*Refunds\s+1 pending\s*$"))  # in words, not in an aria-label
+    page.locator(".sidebar nav a").last.focus()
+    page.keyboard.press("Tab")
+    sign_out = page.get_by_role("button", name="Sign out")
+    expect(sign_out).to_be_focused()
+    ring = sign_out.evaluate("e => getComputedStyle(e).outlineColor")
+    sidebar = page.locator(".sidebar").evaluate("e => getComputedStyle(e).backgroundColor")
+    assert _contrast(ring, sidebar) >= 3
+
+
+def test_the_proration_calculator_is_offered_only_where_it_works(stack: Stack, page: Page, browser: Browser) -> None:
+    """Without JavaScript, Use prorated amount was shown and did nothing."""
+    merchant = _owner(stack, page)
+    refund = stack.request_refund(merchant, stack.subscription_payment(merchant), reason="service_disruption")
+    url = f"{stack.url}/dashboard/refunds/{refund['id']}"
+    page.goto(url)
+    expect(page.get_by_role("button", name="Use prorated amount")).to_be_visible()
+    without_js = browser.new_context(java_script_enabled=False, storage_state=page.context.storage_state())
+    try:
+        plain = without_js.new_page()
+        plain.goto(url)
+        expect(plain.get_by_role("button", name="Approve refund")).to_be_visible()
+        expect(plain.get_by_role("button", name="Use prorated amount")).to_be_hidden()
+    finally:
+        without_js.close()

@@ -45,6 +45,7 @@ function watchRefundStatus() {
 function prorationCalculator() {
   const calc = document.getElementById("proration");
   if (!calc) return;
+  calc.hidden = false; // hidden without JavaScript, where it could do nothing
   const days = document.getElementById("prorate-days");
   const period = document.getElementById("prorate-period");
   const result = document.getElementById("prorate-result");
