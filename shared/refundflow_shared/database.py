@@ -11,13 +11,37 @@ import asyncpg
 _LOCK_NAME = re.compile(r"[a-z_.]{1,63}")
 
 
-async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A pool whose connections resolve unqualified table names in ``schema`` first."""
+# A session idle inside a transaction longer than this is ended by the server, its locks and row locks freed: an
+# instance that stopped mid-transaction (its host gone, its loop stuck) would hold them until its connection dies.
+# Well above the longest a transaction legitimately waits on its client, a wait for the broker inside it (the relay's
+# for a wave's acknowledgements, a handler's for its dead letter): aiokafka's request timeout, 40 s. Provider calls,
+# emails and webhooks run outside transactions (leases). A transaction that outlasts it anyway is only done again.
+IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 300
+# The server probes a silent peer after 30 s and gives it up after 3 unanswered probes 10 s apart: a vanished host's
+# sessions end within a minute, not the kernel's default 2 h 11 min (TCP only; a Unix socket's peer cannot vanish).
+_TCP_KEEPALIVES = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
+
+
+async def create_pool(
+    dsn: str,
+    schema: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    idle_in_transaction_timeout_seconds: float = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+) -> asyncpg.Pool:
+    """A pool whose connections resolve unqualified table names in ``schema`` first, and whose sessions the server
+    ends when they sit idle inside a transaction or their peer stops answering."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        server_settings={"search_path": schema, "application_name": f"refundflow-{schema}"},
+        server_settings={
+            "search_path": schema,
+            "application_name": f"refundflow-{schema}",
+            "idle_in_transaction_session_timeout": str(round(idle_in_transaction_timeout_seconds * 1000)),
+            **_TCP_KEEPALIVES,
+        },
         reset=_keep_session,
     )
     assert pool is not None

@@ -1,12 +1,13 @@
-"""The database helpers against a real PostgreSQL: ``transaction_holding`` (BEGIN and an advisory lock in one round
-trip), intake's ``Database`` (a write's transaction, a read of several statements that agree) and the migrations'
-lock."""
+"""The database helpers against a real PostgreSQL: the services' pool (what its sessions tell the server),
+``transaction_holding`` (BEGIN and an advisory lock in one round trip), intake's ``Database`` (a write's transaction, a
+read of several statements that agree) and the migrations' lock."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
@@ -16,6 +17,64 @@ from refundflow_intake.app import MIGRATIONS as INTAKE_MIGRATIONS
 from refundflow_shared.database import CLAIM_LOCKS, create_pool, read_snapshot, transaction_holding
 from refundflow_shared.migrations_runner import MIGRATION_LOCK_KEY, apply_migrations
 from tests.support.probe_service import PROBE, PROBE_MIGRATIONS, eventually
+
+
+async def _over_tcp(database_url: str) -> str:
+    """The same database over TCP: the embedded server's DSN is its Unix socket, where TCP keepalives read as 0."""
+    if not parse_qs(urlsplit(database_url).query).get("host", [""])[0].startswith("/"):
+        return database_url
+    conn = await asyncpg.connect(database_url)
+    try:
+        port, name = await conn.fetchrow("SELECT current_setting('port'), current_database()")
+    finally:
+        await conn.close()
+    return f"postgresql://postgres@127.0.0.1:{port}/{name}"
+
+
+async def test_a_service_session_ends_an_idle_transaction_and_probes_a_silent_peer(database_url: str) -> None:
+    """An instance whose host vanishes mid-transaction (power lost, a partition) must not hold its rows and locks
+    until the kernel's default keepalive notices, over two hours later."""
+    pool = await create_pool(await _over_tcp(database_url), "public", max_size=1)
+    try:
+        settings = dict(
+            await pool.fetch(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('idle_in_transaction_session_timeout',"
+                " 'tcp_keepalives_idle', 'tcp_keepalives_interval', 'tcp_keepalives_count')"
+            )
+        )
+    finally:
+        await pool.close()
+    assert settings == {
+        "idle_in_transaction_session_timeout": "300000",  # ms: well above the relay's longest wait for the broker
+        "tcp_keepalives_idle": "30",
+        "tcp_keepalives_interval": "10",
+        "tcp_keepalives_count": "3",
+    }
+
+
+async def test_a_transaction_left_idle_is_ended_by_the_server_and_its_locks_freed(database_url: str) -> None:
+    """A claim's advisory lock and the relay's row locks, held by an instance that stopped answering, are freed once
+    its transaction sat idle past the timeout (5 minutes in the services, 1 s here)."""
+    pool = await create_pool(database_url, "public", max_size=2, idle_in_transaction_timeout_seconds=1)
+    try:
+        async with pool.acquire() as stalled, pool.acquire() as other:
+            await other.execute("CREATE TABLE outbox_rows (id int PRIMARY KEY); INSERT INTO outbox_rows VALUES (1)")
+            lock_is_free = f"SELECT pg_try_advisory_xact_lock({CLAIM_LOCKS}, hashtext('test.claim'))"
+            await stalled.execute(f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCKS}, hashtext('test.claim'))")
+            await stalled.execute("SELECT id FROM outbox_rows FOR UPDATE")  # then its process stops answering
+            stalled_pid = stalled.get_server_pid()
+            assert not await other.fetchval(lock_is_free)
+
+            # Waits for the row until the server ends the stalled session (asyncpg's timeout fails it otherwise).
+            assert await other.fetchval("SELECT id FROM outbox_rows FOR UPDATE", timeout=20) == 1
+
+            async def claim_lock_freed_and_session_gone() -> bool:  # the server frees advisory locks a moment later
+                gone = not await other.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", stalled_pid)
+                return gone and bool(await other.fetchval(lock_is_free))
+
+            await eventually(claim_lock_freed_and_session_gone, timeout=10)
+    finally:
+        await pool.close()
 
 
 async def test_the_lock_is_held_until_the_transaction_ends_which_commits_or_rolls_back(database_url: str) -> None:
