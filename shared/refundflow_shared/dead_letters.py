@@ -51,6 +51,28 @@ def needs_a_person(event: Event) -> bool:
     return event.type != EventType.TEAM_ALERT_RAISED and (about_a_refund or about_a_dispute)
 
 
+def dead_letter_alert(event: Event, topic: str, code: str, consumer: str) -> TeamAlertRaised:
+    """The team's alert for a dead-lettered event that ``needs_a_person`` (no PII in it)."""
+    data = event.data
+    disputed = event.type == EventType.PAYMENT_DISPUTED
+    return TeamAlertRaised(
+        merchant_id=data.merchant_id,
+        kind="event_dead_lettered",
+        title="A dispute of this payment could not be recorded; the payment may still be refunded"
+        if disputed
+        else "An event about this refund could not be handled; the refund may be unfinished",
+        details={
+            "topic": topic,
+            "reason": code,
+            "event_type": event.type.value,
+            "event_id": str(event.id),
+            "consumer": consumer,
+        },
+        payment_id=getattr(data, "payment_id", None),
+        refund_id=getattr(data, "refund_id", None),
+    )
+
+
 class DeadLetterOffice:
     """Dead-letters for one consumer: publishes to ``<topic>.dlq`` and stages the team alerts."""
 
@@ -133,24 +155,7 @@ class DeadLetterOffice:
     async def alert_team(self, event: Event, topic: str, code: str) -> None:
         """Stage a ``TeamAlertRaised`` for a dead-lettered event that ``needs_a_person``, in its own transaction (no
         PII in it)."""
-        data = event.data
-        disputed = event.type == EventType.PAYMENT_DISPUTED
-        alert = TeamAlertRaised(
-            merchant_id=data.merchant_id,
-            kind="event_dead_lettered",
-            title="A dispute of this payment could not be recorded; the payment may still be refunded"
-            if disputed
-            else "An event about this refund could not be handled; the refund may be unfinished",
-            details={
-                "topic": topic,
-                "reason": code,
-                "event_type": event.type.value,
-                "event_id": str(event.id),
-                "consumer": self._consumer,
-            },
-            payment_id=getattr(data, "payment_id", None),
-            refund_id=getattr(data, "refund_id", None),
-        )
+        alert = dead_letter_alert(event, topic, code, self._consumer)
         attempt = 0
         while True:
             try:

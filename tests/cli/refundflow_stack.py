@@ -204,6 +204,7 @@ async def refundflow_stack(postgres_url: str, kafka: str) -> AsyncIterator[Refun
             refundflow_admin_token=ADMIN["Authorization"].removeprefix("Bearer "),
             webhook_secret_key=TEST_SECRET_KEY,
             refundflow_allow_private_webhook_urls=True,  # the receivers listen on 127.0.0.1
+            awaited_event_wait_seconds=3.0,  # a command for a payment that never comes is refused in seconds
         )
     )
     async with AsyncExitStack() as running:

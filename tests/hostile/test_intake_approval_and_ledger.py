@@ -3,6 +3,7 @@ the ledger exactly once each, whatever is redelivered."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -323,6 +324,27 @@ async def test_a_reversed_refund_gives_back_the_payment_and_the_balance_once(int
     assert (paid["status"], paid["refunded_amount"], paid["refundable_amount"]) == ("paid", 0, 10_000)
     listed = await shown(intake, merchant, "/v1/refunds?status=reversed")
     assert [r["id"] for r in listed["data"]] == [refund["id"]]
+
+
+async def test_a_reversal_read_just_before_its_success_still_reverses_the_refund(intake: IntakeUnderTest) -> None:
+    """The processor's refund.reversed and refund.succeeded travel on two topics, one partition number: the reversal
+    may be read first. It waited in its lane for the success, which that wait kept from being read, until it was
+    dead-lettered: the refund stayed succeeded and the balance counted 1,000 refunded that the customer never got."""
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    payment = await intake.payment(merchant, amount=4_999)
+    refund = await approved(intake, merchant, payment["id"], 1_000)
+    reversal = await intake.publish(outcome(RefundReversed, refund, merchant_id), source=PROCESSOR)
+    await asyncio.sleep(0.3)
+    success = await intake.publish(outcome(RefundSucceeded, refund, merchant_id), source=PROCESSOR)
+    await handled(intake, success)
+    await handled(intake, reversal)
+
+    body = await shown(intake, merchant, f"/v1/refunds/{refund['id']}")
+    assert body["status"] == "reversed"
+    assert await balance(intake, merchant) == {"paid": 4_999, "refunded": 0, "held": 0, "available": 4_999}
+    paid = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
+    assert (paid["refunded_amount"], paid["refundable_amount"]) == (0, 4_999)
 
 
 async def test_a_failure_reported_for_a_refund_that_succeeded_reverses_it(intake: IntakeUnderTest) -> None:

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
+from refundflow_intake.awaited_events import Awaits
 from refundflow_intake.refund_commands import submit_refund
-from refundflow_shared.consumer import TransientError
 from refundflow_shared.events import Event, RefundSubmit
 from tests.support.dashboard_people import browser
 from tests.support.intake_harness import ADMIN, Headers, IntakeUnderTest, running_intake
@@ -113,7 +113,7 @@ async def test_the_public_policy_is_cached_with_an_etag_and_not_read_on_every_ca
     assert unknown.status_code == 404
 
 
-async def test_a_command_for_a_payment_not_seen_yet_is_retried_before_it_is_refused(intake: IntakeUnderTest) -> None:
+async def test_a_command_for_a_payment_not_seen_yet_awaits_it_before_it_is_refused(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     merchant_id = await intake.merchant_id(merchant)
     payment_id = f"pay_billing_{uuid.uuid4().hex}"
@@ -128,8 +128,8 @@ async def test_a_command_for_a_payment_not_seen_yet_is_retried_before_it_is_refu
     event = Event.wrap(command, source="refundflow/support-desk", sequence=1)
 
     async with intake.db.acquire() as conn, conn.transaction():
-        with pytest.raises(TransientError):
-            await submit_refund(conn, event, command, now=intake.clock(), last_try=False, links=intake.links)
+        with pytest.raises(Awaits):
+            await submit_refund(conn, event, command, now=intake.clock(), waited=False, links=intake.links)
     # Meanwhile billing's payment.succeeded arrives (here: the platform registers it).
     body = {
         "merchant_id": merchant_id,
@@ -143,22 +143,22 @@ async def test_a_command_for_a_payment_not_seen_yet_is_retried_before_it_is_refu
     registered = (await intake.client.post("/v1/payments", headers=ADMIN, json=body)).json()
     command = command.model_copy(update={"payment_id": registered["id"]})
     async with intake.db.acquire() as conn, conn.transaction():
-        with pytest.raises(TransientError):
+        with pytest.raises(Awaits):
             await submit_refund(
                 conn,
                 event,
                 command.model_copy(update={"payment_id": "pay_never"}),
                 now=intake.clock(),
-                last_try=False,
+                waited=False,
                 links=intake.links,
             )
-        assert await submit_refund(conn, event, command, now=intake.clock(), last_try=False, links=intake.links) is None
+        assert await submit_refund(conn, event, command, now=intake.clock(), waited=False, links=intake.links) is None
     refunds = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
     assert [(r["payment_id"], r["amount"], r["channel"]) for r in refunds] == [(registered["id"], 500, "command")]
 
     async with intake.db.acquire() as conn, conn.transaction():
         never = command.model_copy(update={"payment_id": "pay_never", "idempotency_key": "ticket-late"})
-        refused = await submit_refund(conn, event, never, now=intake.clock(), last_try=True, links=intake.links)
+        refused = await submit_refund(conn, event, never, now=intake.clock(), waited=True, links=intake.links)
     assert refused is not None and refused.code == "payment_not_found"
 
 

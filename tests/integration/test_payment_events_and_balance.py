@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -236,13 +237,43 @@ async def test_a_refund_made_outside_refundflow_that_does_not_match_its_payment_
     assert balance == [{"currency": "EUR", "paid": 10_000, "refunded": 0, "held": 0, "available": 10_000}]
 
 
+async def test_a_refund_made_outside_refundflow_reported_just_ahead_of_its_payment_counts_once_it_comes(
+    intake: IntakeUnderTest,
+) -> None:
+    """The report waited in its lane for billing's payment, which that wait kept from being read: dead-lettered."""
+    merchant = await intake.merchant()
+    payment = billing_payment(await intake.merchant_id(merchant))
+    detected = RefundExternalDetected(
+        payment_id=payment.payment_id,
+        merchant_id=payment.merchant_id,
+        amount=500,
+        currency="JPY",
+        provider_refund_id=f"re_dashboard_{uuid.uuid4().hex[:8]}",
+        provider_payment_id=payment.provider_payment_id,
+        status="succeeded",
+    )
+    sent = await intake.publish(detected)
+    await asyncio.sleep(0.5)
+    await intake.publish(payment)
+
+    async def recorded() -> bool:
+        return bool(await intake.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", sent.id)) and bool(
+            await intake.db.fetchval("SELECT count(*) FROM payments WHERE id = $1", payment.payment_id)
+        )
+
+    await eventually(recorded, timeout=30)
+    shown = (await intake.client.get(f"/v1/payments/{payment.payment_id}", headers=merchant)).json()
+    assert (shown["refunded_amount"], shown["refundable_amount"]) == (500, 1_000)
+    assert await intake.db.fetchval("SELECT count(*) FROM awaiting_events WHERE event_id = $1", sent.id) == 0
+
+
 async def test_a_refund_made_outside_refundflow_reported_before_its_payment_is_parked_with_an_alert(
     intake: IntakeUnderTest,
 ) -> None:
     """Each event type has its topic, so the processor's report of a refund made in the provider's dashboard may
-    reach intake before billing's payment (intake lagging after an outage, say). Retried, then parked, and the
-    team told: until it is recorded, the payment's refundable amount counts money that has left. Replayed once
-    the payment is there, it counts once."""
+    reach intake before billing's payment (intake lagging after an outage, say). Waiting longer than
+    AWAITED_EVENT_WAIT_SECONDS for it, it is dead-lettered and the team told: until it is recorded, the payment's
+    refundable amount counts money that has left. Replayed once the payment is there, it counts once."""
     merchant = await intake.merchant()
     payment = billing_payment(await intake.merchant_id(merchant))
     sent = await intake.publish(
@@ -277,7 +308,7 @@ async def test_a_refund_made_outside_refundflow_reported_before_its_payment_is_p
         answer = await intake.client.get(f"/v1/payments/{payment.payment_id}", headers=merchant)
         return answer.status_code == 200
 
-    await eventually(registered, timeout=30)  # the payment is there (the consumer retries in line, holding the rest)
+    await eventually(registered, timeout=30)
     await intake.publish(sent)  # so the operator replays the dead letter
 
     async def recorded() -> bool:

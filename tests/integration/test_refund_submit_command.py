@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from structlog.testing import capture_logs
 from refundflow_intake.api.schemas import RefundCreate
 from refundflow_intake.app import MIGRATIONS
 from refundflow_intake.idempotency import fingerprint
-from refundflow_shared.events import RefundSubmit, dlq_topic, topic_for
+from refundflow_shared.events import Event, PaymentSucceeded, Product, RefundSubmit, dlq_topic, topic_for
 from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.service_runtime import ServiceRuntime
 from tests.conftest import create_database
@@ -33,6 +36,29 @@ REJECTED = "refund.submit_rejected"
 async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
     async with running_intake(postgres_url, kafka_bootstrap) as running:
         yield running
+
+
+def billing_payment(merchant_id: str) -> PaymentSucceeded:
+    return PaymentSucceeded(
+        payment_id=f"pay_billing_{uuid.uuid4().hex}",
+        merchant_id=merchant_id,
+        customer_email="grace@example.com",
+        customer_name="Grace Hopper",
+        amount=1_500,
+        currency="EUR",
+        provider_payment_id=f"pi_{uuid.uuid4().hex}",
+        paid_at=datetime(2026, 11, 1, tzinfo=UTC),
+        product=Product(id="prod_x", name="Thing", kind="one_time", category="software"),
+    )
+
+
+async def handled(intake: IntakeUnderTest, event: Event) -> None:
+    """Wait until intake's inbox recorded ``event``."""
+
+    async def recorded() -> bool:
+        return bool(await intake.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", event.id))
+
+    await eventually(recorded, timeout=30)
 
 
 def command(payment: dict[str, Any], merchant_id: str, **fields: Any) -> RefundSubmit:
@@ -167,6 +193,46 @@ async def test_keys_kept_in_one_namespace_before_are_each_their_channels_after_t
             ("pay_by_command", 700, "command"),
         ]
         assert await intake.db.fetchval("SELECT count(*) FROM outbox WHERE event_type = $1", REJECTED) == 0
+
+
+async def test_a_command_sent_just_ahead_of_its_payment_makes_its_refund(intake: IntakeUnderTest) -> None:
+    """Billing's payment.succeeded travels on another topic, with the same partition number: a command read first
+    waited in its lane for the payment, which that wait kept from being read, and was refused payment_not_found."""
+    merchant = await intake.merchant()
+    paid = billing_payment(await intake.merchant_id(merchant))
+    submit = command({"id": paid.payment_id}, paid.merchant_id)
+    sent = await intake.publish(submit, source="refundflow/support-desk")
+    await asyncio.sleep(0.5)
+    await intake.publish(paid)
+
+    async def settled() -> bool:
+        made = "SELECT count(*) FROM refunds WHERE payment_id = $1"
+        return bool(await intake.db.fetchval(made, paid.payment_id) or await intake.staged(REJECTED, paid.payment_id))
+
+    await eventually(settled, timeout=30)
+    refunds = await intake.db.fetch("SELECT amount, channel FROM refunds WHERE payment_id = $1", paid.payment_id)
+    assert [tuple(r) for r in refunds] == [(1_000, "command")]
+    assert await intake.staged(REJECTED, paid.payment_id) == []
+    assert await intake.db.fetchval("SELECT count(*) FROM awaiting_events WHERE event_id = $1", sent.id) == 0
+
+
+async def test_a_command_whose_payment_never_comes_is_refused_once_it_has_waited(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    submit = command({"id": f"pay_never_{uuid.uuid4().hex}"}, await intake.merchant_id(merchant))
+    sent = await intake.publish(submit)
+    await handled(intake, sent)
+    assert await intake.staged(REJECTED, submit.payment_id) == []  # waiting for its payment, not refused
+
+    async def answered() -> bool:
+        return bool(await intake.staged(REJECTED, submit.payment_id))
+
+    await eventually(answered, timeout=30)
+    [answer] = await intake.staged(REJECTED, submit.payment_id)
+    assert answer["code"] == "payment_not_found"
+    dlq = dlq_topic(topic_for("refund.submit", intake.settings.topic_prefix))
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
+    assert parked["dlq_reason"] == "payment_not_found"
+    assert await intake.db.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", submit.payment_id) == 0
 
 
 @pytest.mark.parametrize(

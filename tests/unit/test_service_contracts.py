@@ -4,7 +4,7 @@ generated from it cover every topic and resolve."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -14,6 +14,7 @@ from faststream.kafka import KafkaBroker
 
 from refundflow_cli.topic_names import CONSUMES
 from refundflow_intake import event_handlers as intake_handlers
+from refundflow_intake.awaited_events import AwaitingEvents
 from refundflow_notifier import event_handlers as notifier_handlers
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_processor import event_handlers as processor_handlers
@@ -38,7 +39,9 @@ def registered(name: str) -> EventConsumer:
     registering = consumer(name)
     if name == "intake":
         runtime = cast(Any, SimpleNamespace(consumer=registering, settings=ServiceSettings(topic_prefix=PREFIX)))
-        intake_handlers.register(runtime, lambda: datetime.now(UTC), cast(Any, None))
+        clock = lambda: datetime.now(UTC)  # noqa: E731
+        awaiting = AwaitingEvents(registering, PREFIX, timedelta(minutes=5), clock)
+        intake_handlers.register(runtime, clock, cast(Any, None), awaiting)
     elif name == "processor":
         processor_handlers.register(registering)
     else:

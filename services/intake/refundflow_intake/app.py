@@ -24,6 +24,7 @@ from refundflow_intake.api.routes import (
 )
 from refundflow_intake.api.routes import portal as portal_api
 from refundflow_intake.api.webhook_payloads import document_webhooks
+from refundflow_intake.awaited_events import AwaitingEvents
 from refundflow_intake.dashboard import wiring as dashboard
 from refundflow_intake.portal import wiring as portal
 from refundflow_intake.portal.links import CustomerLinks
@@ -62,7 +63,11 @@ def _utc_now() -> datetime:
 def _wire(
     runtime: ServiceRuntime, settings: IntakeSettings, clock: Callable[[], datetime], links: CustomerLinks
 ) -> None:
-    event_handlers.register(runtime, clock, links)
+    wait = settings.awaited_event_wait_seconds
+    awaiting = AwaitingEvents(runtime.consumer, settings.topic_prefix, timedelta(seconds=wait), clock)
+    event_handlers.register(runtime, clock, links, awaiting)
+    # Looked at ten times a wait: an event gets its final answer a tenth of its wait late at most.
+    runtime.run_in_background(awaiting.watch(runtime.pool, interval=wait / 10), "awaited_events")
     runtime.retention_rules.extend(DASHBOARD_RETENTION)
     runtime.scrape_hooks.append(observe_processing_refunds)
     interval = settings.review_check_interval_seconds

@@ -7,8 +7,8 @@ import asyncpg
 import structlog
 
 from refundflow_intake import ledger, repository
+from refundflow_intake.awaited_events import Awaits, payment_registered
 from refundflow_intake.domain import external_refund_change
-from refundflow_shared.consumer import TransientError
 from refundflow_shared.events import RefundExternalDetected
 
 log = structlog.get_logger(__name__)
@@ -24,9 +24,12 @@ async def record_external_refund(conn: asyncpg.Connection, data: RefundExternalD
     # The payment's lock orders this with requests and approvals on the same payment.
     payment = await repository.get_payment(conn, data.merchant_id, data.payment_id, lock=True)
     if payment is None:
-        # Billing's payment.succeeded comes on another topic, maybe later: retried, then dead-lettered with a team
-        # alert (without it the payment's refundable amount counts money that has left).
-        raise TransientError(f"no payment {data.payment_id} of merchant {data.merchant_id} yet")
+        # Billing's payment.succeeded comes on another topic, maybe later: applied once it is registered, else
+        # dead-lettered with a team alert (without it the payment's refundable amount counts money that has left).
+        raise Awaits(
+            payment_registered(data.merchant_id, data.payment_id),
+            f"no payment {data.payment_id} of merchant {data.merchant_id} yet",
+        )
     for field in ("currency", "provider_payment_id"):
         if getattr(data, field) != payment[field]:
             raise ForeignRefund(

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import asyncpg
 
+from refundflow_intake.awaited_events import Awaits, payment_registered
 from refundflow_intake.domain import (
     Channel,
     DomainError,
@@ -17,7 +18,6 @@ from refundflow_intake.domain import (
 from refundflow_intake.merchant_accounts import merchant_exists
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.refund_requests import Proration, request_refund_once
-from refundflow_shared.consumer import TransientError
 from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import Event, RefundSubmit, RefundSubmitRejected
 from refundflow_shared.outbox import add_event
@@ -65,12 +65,12 @@ def _proration(data: RefundSubmit) -> Proration | None:
 
 
 async def submit_refund(
-    conn: asyncpg.Connection, event: Event, data: RefundSubmit, *, now: datetime, last_try: bool, links: CustomerLinks
+    conn: asyncpg.Connection, event: Event, data: RefundSubmit, *, now: datetime, waited: bool, links: CustomerLinks
 ) -> RefundSubmitRejected | None:
     """Create the request (once per idempotency key), or stage ``refund.submit_rejected`` and return it.
 
     A payment intake does not know yet may still be on its way (billing's ``payment.succeeded`` travels on
-    another topic): until ``last_try`` that is a transient failure, retried, rather than a refusal.
+    another topic): until the command has ``waited`` for it, that is no refusal: it ``Awaits`` the payment.
     A refused command leaves nothing behind but its answer: its work runs in a savepoint that is rolled back.
     """
     try:
@@ -96,8 +96,8 @@ async def submit_refund(
             )
             return None
     except PaymentNotFound as unknown:
-        if not last_try:
-            raise TransientError(unknown.message) from None
+        if not waited:
+            raise Awaits(payment_registered(data.merchant_id, data.payment_id), unknown.message) from None
         refused: DomainError = unknown
     except DomainError as error:
         refused = error
@@ -121,23 +121,3 @@ def refusal_codes() -> set[str]:
         codes.add(error.code)
         errors.extend(error.__subclasses__())
     return codes
-
-
-class Tries:
-    """How often each ``refund.submit`` was tried in this process, so that the consumer's last retry refuses what
-    the earlier ones only postponed. Bounded: the oldest entries go first."""
-
-    def __init__(self, last: int, keep: int = 10_000) -> None:
-        self._last, self._keep = last, keep
-        self._tries: dict[str, int] = {}
-
-    def count(self, event_id: str) -> bool:
-        """Count one more try of ``event_id``; True when it is the last one."""
-        tries = self._tries.pop(event_id, 0) + 1
-        self._tries[event_id] = tries
-        while len(self._tries) > self._keep:
-            del self._tries[next(iter(self._tries))]
-        return tries >= self._last
-
-    def forget(self, event_id: str) -> None:
-        self._tries.pop(event_id, None)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncpg
 
 from refundflow_intake import repository
+from refundflow_intake.awaited_events import Awaits, refund_outcome
 from refundflow_intake.domain import RefundStatus, check_transition
 from refundflow_intake.refund_decisions import locked_refund
 from refundflow_intake.repository import Row
-from refundflow_shared.consumer import TransientError
 from refundflow_shared.events import RefundReversed
 
 
@@ -53,8 +53,10 @@ async def record_reversal(conn: asyncpg.Connection, data: RefundReversed, *, act
     refund, _ = await locked_refund(conn, data.refund_id, data.merchant_id)
     status = RefundStatus(refund["status"])
     if status is RefundStatus.PROCESSING:
-        # refund.succeeded travels on another topic and may not be handled yet: try again in a moment.
-        raise TransientError(f"refund {data.refund_id} is reversed before its success was recorded")
+        # refund.succeeded travels on another topic and may not be handled yet: applied once it is.
+        raise Awaits(
+            refund_outcome(data.refund_id), f"refund {data.refund_id} is reversed before its success was recorded"
+        )
     await _reverse(conn, refund, data.failure_reason, data.failure_message, actor=actor)
 
 

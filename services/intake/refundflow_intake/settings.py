@@ -28,6 +28,13 @@ class IntakeSettings(ServiceSettings):
     portal_public_url: str | None = Field(
         default=None, max_length=500, description="where customers' links point; DASHBOARD_PUBLIC_URL when unset"
     )
+    awaited_event_wait_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="how long a refund.submit, reversal or external refund waits for the payment or refund success"
+        " another topic brings before its final answer",
+    )
     review_check_interval_seconds: float = Field(default=60.0, gt=0, description="how often overdue reviews are sought")
     webhook_endpoints_per_merchant: int = Field(default=16, ge=1, le=1000, description="live endpoints at most")
     webhook_replay_max_days: int = Field(default=30, ge=1, le=365, description="how far back a replay may reach")

@@ -1,0 +1,165 @@
+"""Events that must wait for another topic's event: a ``refund.submit`` or an external refund naming a payment not
+registered yet (billing's ``payment.succeeded`` comes on its own topic), a ``refund.reversed`` read before its
+refund's ``refund.succeeded``.
+
+The awaited event has the same key, so the same partition number on its topic: the consumer's lane for it. Retried
+in place, the waiting event held that lane, and the awaited event was never read before the retries ran out. So
+the waiting event is parked instead (handled: in the inbox's transaction) and applied in the transaction that
+records what it awaits, through the same function; one still waiting at its deadline is settled by ``expire`` as
+the consumer settles an event it cannot handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import asyncpg
+import structlog
+
+from refundflow_shared.consumer import EventConsumer
+from refundflow_shared.dead_letters import dead_letter_alert, describe_failure, needs_a_person
+from refundflow_shared.event_contract import INTAKE
+from refundflow_shared.event_decoding import decode_event
+from refundflow_shared.events import Event, EventType, topic_for
+from refundflow_shared.outbox import add_event
+from refundflow_shared.transient_faults import broker_is_unavailable, database_is_unavailable
+from refundflow_shared.wakeup_loop import is_recoverable
+
+log = structlog.get_logger(__name__)
+
+# (conn, event, waited): apply the event, or raise Awaits; ``waited``: its wait is over, give the final answer.
+Apply = Callable[[asyncpg.Connection, Event, bool], Awaitable[None]]
+
+
+class Awaits(Exception):
+    """The event cannot be applied before the event ``key`` names is recorded."""
+
+    def __init__(self, key: str, why: str) -> None:
+        super().__init__(why)
+        self.key = key
+
+
+def payment_registered(merchant_id: str, payment_id: str) -> str:
+    return f"payment:{merchant_id}:{payment_id}"
+
+
+def refund_outcome(refund_id: str) -> str:
+    return f"refund_outcome:{refund_id}"
+
+
+class AwaitingEvents:
+    """The events of the types registered with ``applies``, applied or parked (``handle``), resumed (``resume``)
+    and settled at their deadline (``expire``)."""
+
+    def __init__(
+        self, consumer: EventConsumer, topic_prefix: str, wait: timedelta, clock: Callable[[], datetime]
+    ) -> None:
+        self._consumer = consumer
+        self._topic_prefix = topic_prefix
+        self.wait = wait
+        self._clock = clock
+        self._apply: dict[EventType, Apply] = {}
+
+    def applies(self, event_type: EventType, apply: Apply) -> None:
+        self._apply[event_type] = apply
+
+    async def handle(self, conn: asyncpg.Connection, event: Event) -> None:
+        """Apply ``event``, or park it until what it awaits is recorded (``resume``), or its deadline."""
+        try:
+            await self._apply[event.type](conn, event, False)
+        except Awaits as awaiting:
+            await conn.execute(
+                "INSERT INTO awaiting_events (event_id, event_type, awaits, headers, data, deadline)"
+                " VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6) ON CONFLICT (event_id) DO NOTHING",
+                event.id,
+                event.type.value,
+                awaiting.key,
+                json.dumps(event.kafka_headers()),
+                event.kafka_value().decode(),
+                self._clock() + self.wait,
+            )
+            log.info("event_awaiting", awaits=awaiting.key, why=str(awaiting))
+
+    async def resume(self, conn: asyncpg.Connection, key: str) -> None:
+        """Apply the events parked for ``key`` (just recorded), oldest first, in the caller's transaction. Each in a
+        savepoint: one that fails stays parked, for ``expire`` to settle, and never fails the event it awaited."""
+        parked = await conn.fetch(
+            "SELECT event_id, headers::text, data::text FROM awaiting_events WHERE awaits = $1"
+            " ORDER BY parked_at, event_id FOR UPDATE",
+            key,
+        )
+        for row in parked:
+            event = _parked_event(row)
+            try:
+                async with conn.transaction():
+                    await conn.execute("DELETE FROM awaiting_events WHERE event_id = $1", event.id)
+                    await self.handle(conn, event)
+            except Exception as exc:
+                if _infrastructure_away(exc):
+                    raise
+                log.error("awaiting_event_not_resumed", event_id=str(event.id), awaits=key, error=describe_failure(exc))
+
+    async def expire(self, conn: asyncpg.Connection, *, batch: int = 100) -> int:
+        """Give the events whose deadline passed their final answer (up to ``batch``; returns how many): applied
+        once more as they would be on their last try, or dead-lettered as the consumer does when retries run out."""
+        due = await conn.fetch(
+            "SELECT event_id, headers::text, data::text FROM awaiting_events WHERE deadline <= $1"
+            " ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED",
+            self._clock(),
+            batch,
+        )
+        for row in due:
+            event = _parked_event(row)
+            await conn.execute("DELETE FROM awaiting_events WHERE event_id = $1", event.id)
+            try:
+                async with conn.transaction():
+                    await self._apply[event.type](conn, event, True)
+            except Awaits as awaiting:
+                why = f"{awaiting}, after waiting {self.wait.total_seconds():g} s for it"
+                await self._dead_letter(conn, event, "retries_exhausted", why)
+            except Exception as exc:
+                if _infrastructure_away(exc):
+                    raise
+                await self._dead_letter(conn, event, "handler_error", describe_failure(exc))
+        return len(due)
+
+    async def _dead_letter(self, conn: asyncpg.Connection, event: Event, code: str, error: str) -> None:
+        """As the consumer's own: on ``<topic>.dlq``, with a team alert about a refund, and no longer in the inbox, so
+        that ``dlq replay`` handles it again."""
+        topic = topic_for(event.type, self._topic_prefix)
+        log.error("event_dead_lettered", topic=topic, event_id=str(event.id), reason=code, error=error)
+        await conn.execute("DELETE FROM inbox WHERE consumer = $1 AND event_id = $2", self._consumer.name, event.id)
+        if needs_a_person(event):
+            await add_event(conn, dead_letter_alert(event, topic, code, self._consumer.name), source=INTAKE.source)
+        # Published before the commit: should it fail, the next run dead-letters it again (at least once).
+        await self._consumer.dead_letter(
+            topic, event.partition_key.encode(), event.kafka_value(), event.kafka_headers(), code, error
+        )
+
+    async def watch(self, pool: asyncpg.Pool, *, interval: float, batch: int = 100) -> None:
+        """Settle what is due every ``interval`` seconds (at once again while full batches come back) until
+        cancelled."""
+        while True:
+            settled = 0
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    settled = await self.expire(conn, batch=batch)
+            except Exception as exc:
+                if not is_recoverable(exc):
+                    raise
+                log.warning("awaiting_events_check_failed", error=repr(exc))
+            if settled < batch:
+                await asyncio.sleep(interval)
+
+
+def _parked_event(row: asyncpg.Record) -> Event:
+    headers: dict[str, str] = json.loads(row["headers"])
+    return decode_event(headers, row["data"].encode())
+
+
+def _infrastructure_away(failure: Exception) -> bool:
+    """The database, or the broker a dead letter goes to, did not answer: nothing the event did; waited out."""
+    return database_is_unavailable(failure) or broker_is_unavailable(failure)
