@@ -25,6 +25,7 @@ from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.event_decoding import decode_event
 from refundflow_shared.events import Event, EventType, topic_for
 from refundflow_shared.outbox import add_event
+from refundflow_shared.structured_logging import bound
 from refundflow_shared.transient_faults import broker_is_unavailable, database_is_unavailable
 from refundflow_shared.wakeup_loop import is_recoverable
 
@@ -113,18 +114,22 @@ class AwaitingEvents:
         )
         for row in due:
             event = _parked_event(row)
-            await conn.execute("DELETE FROM awaiting_events WHERE event_id = $1", event.id)
-            try:
-                async with conn.transaction():
-                    await self._apply[event.type](conn, event, True)
-            except Awaits as awaiting:
-                why = f"{awaiting}, after waiting {self.wait.total_seconds():g} s for it"
-                await self._dead_letter(conn, event, "retries_exhausted", why)
-            except Exception as exc:
-                if _infrastructure_away(exc):
-                    raise
-                await self._dead_letter(conn, event, "handler_error", describe_failure(exc))
+            with bound(event):  # its ids on every line, as the consumer's handling has them
+                await self._settle(conn, event)
         return len(due)
+
+    async def _settle(self, conn: asyncpg.Connection, event: Event) -> None:
+        await conn.execute("DELETE FROM awaiting_events WHERE event_id = $1", event.id)
+        try:
+            async with conn.transaction():
+                await self._apply[event.type](conn, event, True)
+        except Awaits as awaiting:
+            why = f"{awaiting}, after waiting {self.wait.total_seconds():g} s for it"
+            await self._dead_letter(conn, event, "retries_exhausted", why)
+        except Exception as exc:
+            if _infrastructure_away(exc):
+                raise
+            await self._dead_letter(conn, event, "handler_error", describe_failure(exc))
 
     async def _dead_letter(self, conn: asyncpg.Connection, event: Event, code: str, error: str) -> None:
         """As the consumer's own: on ``<topic>.dlq``, with a team alert about a refund, and no longer in the inbox, so
