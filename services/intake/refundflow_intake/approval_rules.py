@@ -118,6 +118,19 @@ def _cancel_conflict() -> ExtensionConflictsWithCancel:
     )
 
 
+def _notes_asked(ask: ApprovalAsk, decided: Decided) -> dict[str, tuple[object, object]]:
+    return {
+        "extension": (ask.extend_days, decided.extend_days),
+        "note": (ask.note, decided.note),
+        "note to the customer": (ask.note_to_customer, decided.note_to_customer),
+    }
+
+
+def _asked_otherwise(asked: dict[str, tuple[object, object]]) -> list[str]:
+    """What a repeated decision asks differently from what was recorded (what it leaves out, it does not ask)."""
+    return [what for what, (wanted, recorded) in asked.items() if wanted is not None and wanted != recorded]
+
+
 def _check_repeats_the_approval(context: ApprovalContext, ask: ApprovalAsk) -> None:
     """An approval of a refund already approved is a repeat when it asks nothing else (what it leaves out, it does
     not ask); one asking another amount, action, extension or note is refused: answered as done, it was dropped
@@ -130,12 +143,9 @@ def _check_repeats_the_approval(context: ApprovalContext, ask: ApprovalAsk) -> N
     asked = {
         "amount": (ask.amount, context.requested),
         "subscription action": (ask.subscription_action, decided.subscription_action),
-        "extension": (ask.extend_days, decided.extend_days),
-        "note": (ask.note, decided.note),
-        "note to the customer": (ask.note_to_customer, decided.note_to_customer),
+        **_notes_asked(ask, decided),
     }
-    other = [what for what, (wanted, recorded) in asked.items() if wanted is not None and wanted != recorded]
-    if other:
+    if other := _asked_otherwise(asked):
         raise InvalidTransition(
             f"this refund was already approved, for {context.requested} {context.currency} minor units: an approval"
             f" asking another {', '.join(other)} is not recorded"
@@ -155,13 +165,7 @@ def _repeats_the_cancel_only(context: ApprovalContext, ask: ApprovalAsk) -> bool
         raise InvalidTransition(
             "this request was already closed as cancel only: an approval asking a refund is not recorded"
         )
-    asked = {
-        "extension": (ask.extend_days, decided.extend_days),
-        "note": (ask.note, decided.note),
-        "note to the customer": (ask.note_to_customer, decided.note_to_customer),
-    }
-    other = [what for what, (wanted, recorded) in asked.items() if wanted is not None and wanted != recorded]
-    if other:
+    if other := _asked_otherwise(_notes_asked(ask, decided)):
         raise InvalidTransition(
             f"this request was already closed as cancel only: one asking another {', '.join(other)} is not recorded"
         )
