@@ -6,6 +6,7 @@ are IP literals: they pass the check without any DNS, and nothing here ever call
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import socket
@@ -36,6 +37,7 @@ async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[Intak
         refundflow_allow_private_webhook_urls=False,
         webhook_endpoints_per_merchant=16,
         webhook_replays_per_hour=REPLAYS_PER_HOUR,
+        refundflow_internal_token="internal-token",  # so that a call to the notifier is made
     ) as running:
         # A notifier that is not there: calls to it fail at once, as when it is down.
         running.app.state.notifier_link = NotifierLinkSettings(notifier_url=f"http://127.0.0.1:{free_port()}")
@@ -188,6 +190,37 @@ async def test_replays_reach_back_30_days_at_most_and_one_the_notifier_never_got
     assert [a.status_code for a in answers] == [503] * len(answers)
     assert {a.json()["error"]["code"] for a in answers} == {"notifier_unavailable"}
     assert all("127.0.0.1" not in a.text and "Errno" not in a.text for a in answers)
+
+
+async def test_a_replay_the_notifier_took_but_did_not_answer_in_time_counts_against_the_hour(
+    intake: IntakeUnderTest,
+) -> None:
+    """A notifier that took the request may be replaying still (a month of events, in batches): only a replay it
+    never got, or that it answered as nothing scheduled, gives its slot back, else one merchant retrying a slow
+    replay queued the month again and again."""
+    merchant = await intake.merchant()
+    body = {"url": PUBLIC_URL, "events": ["refund.succeeded"]}
+    endpoint = (await intake.client.post("/v1/webhook-endpoints", headers=merchant, json=body)).json()
+    taken: list[asyncio.StreamReader] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        taken.append(reader)  # reads nothing back: the request is in, the answer never comes
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    down = intake.app.state.notifier_link
+    intake.app.state.notifier_link = NotifierLinkSettings(
+        notifier_url=f"http://127.0.0.1:{port}", notifier_timeout_seconds=0.2
+    )
+    try:
+        since = {"since": (intake.clock() - timedelta(days=29)).isoformat()}
+        replay = f"/v1/webhook-endpoints/{endpoint['id']}/replay"
+        answers = [await intake.client.post(replay, headers=merchant, json=since) for _ in range(REPLAYS_PER_HOUR + 1)]
+    finally:
+        intake.app.state.notifier_link = down
+        server.close()
+    assert [a.status_code for a in answers] == [503] * REPLAYS_PER_HOUR + [429]
+    assert len(taken) == REPLAYS_PER_HOUR
 
 
 async def test_the_slack_url_is_sealed_on_the_topic_and_at_rest_and_never_shown_again(

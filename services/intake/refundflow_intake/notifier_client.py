@@ -30,6 +30,10 @@ class NotifierUnavailable(Exception):
     names no host or address (those are logged)."""
 
 
+class NotifierNotReached(NotifierUnavailable):
+    """The request never reached the notifier (no connection, or no token to send): it did nothing."""
+
+
 class NotifierRefusedRequest(NotifierUnavailable):
     """The notifier refused what was asked as invalid (a 4xx of its own): the request's fault, not an outage. A
     page that shows itself without the notifier's part when it is unavailable does so here too."""
@@ -67,12 +71,15 @@ class NotifierClient:
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
         if self._token is None:
-            raise NotifierUnavailable("REFUNDFLOW_INTERNAL_TOKEN is not set on intake")
+            raise NotifierNotReached("REFUNDFLOW_INTERNAL_TOKEN is not set on intake")
         headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
         try:
             async with httpx.AsyncClient(base_url=self._base_url, timeout=self._timeout) as client:
                 response = await client.request(method, path, headers=headers, **kwargs)
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never sent: the notifier did nothing
+            log.warning("notifier_unreachable", path=path, error=repr(exc))
+            raise NotifierNotReached("the notification service did not answer: try again shortly") from exc
+        except httpx.HTTPError as exc:  # sent, maybe acted on: its answer did not come
             log.warning("notifier_unreachable", path=path, error=repr(exc))
             raise NotifierUnavailable("the notification service did not answer: try again shortly") from exc
         if response.status_code == 404:

@@ -22,6 +22,7 @@ import asyncpg
 from refundflow_intake import rate_limit
 from refundflow_intake.domain import DomainError, NotFound, OutboundUrlNotAllowed
 from refundflow_intake.merchant_accounts import lock_merchant
+from refundflow_intake.notifier_client import NotifierNotReached, NotifierRefusedRequest
 from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import WebhookEndpointConfigured, WebhookEndpointDisabled
 from refundflow_shared.outbound_urls import UrlNotAllowed, check_url
@@ -175,20 +176,33 @@ async def counted_replay(
 ) -> Row:
     """Run ``replay`` (the notifier's answer, ``scheduled``) if the endpoint is the merchant's and a replay fits
     the merchant's hourly allowance: replays fan out to every delivery they cover, so a few per hour per merchant,
-    across replicas. Only a replay that scheduled something counts: one that failed or scheduled nothing gives
-    its slot back (taken first, so that two at once cannot both pass the last one)."""
+    across replicas. Only a replay that may have scheduled something counts: one that scheduled nothing, or failed
+    before the notifier could (``_scheduled_nothing``), gives its slot back (taken first, so that two at once
+    cannot both pass the last one)."""
     async with pool.acquire() as conn:
         await get_endpoint(conn, merchant_id, endpoint_id)
     bucket = f"webhook_replays:{merchant_id}"
     attempt = await rate_limit.take(pool, bucket, limit=per_hour, window=timedelta(hours=1), now=now)
-    scheduled = 0
     try:
         result = await replay()
-        scheduled = result["scheduled"]
-    finally:
-        if not scheduled:
+    except Exception as exc:
+        if _scheduled_nothing(exc):
             await rate_limit.give_back(pool, attempt)
+        raise
+    if not result["scheduled"]:
+        await rate_limit.give_back(pool, attempt)
     return result
+
+
+def _scheduled_nothing(failure: BaseException) -> bool:
+    """The replay failed before the notifier could schedule anything: an unknown delivery, a request it refused or
+    never got. Not its timeout nor its 5xx: it may be replaying still (a month of events, in batches)."""
+    seen: BaseException | None = failure
+    while seen is not None:
+        if isinstance(seen, WebhookDeliveryNotFound | NotifierNotReached | NotifierRefusedRequest):
+            return True
+        seen = seen.__cause__  # the API's answer (ApiError) raised from the client's
+    return False
 
 
 async def update_endpoint(conn: asyncpg.Connection, merchant_id: str, endpoint_id: str, changes: Row) -> Row:
