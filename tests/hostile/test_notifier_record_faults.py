@@ -9,6 +9,7 @@ platform's, so the delivery waits for the key, and a rolled-from secret that doe
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -355,3 +356,33 @@ async def test_a_rolled_from_secret_that_does_not_open_leaves_the_current_one_to
     [arrived] = http.received["rolled"]
     Webhook(current).verify(arrived.body, arrived.headers)  # raises unless signed with the current secret
     assert await pool.fetchval("SELECT status FROM webhook_deliveries WHERE id = $1", delivery.id) == "succeeded"
+
+
+async def test_a_claim_counts_what_is_in_flight_without_reading_an_endpoints_backlog(
+    pool: asyncpg.Pool, http: HttpReceiver
+) -> None:
+    """An endpoint that is down keeps its deliveries in backoff, pending but not due: counting what each endpoint
+    has in flight, the claim read the whole of that backlog, under the lock every claim waits on."""
+    endpoint_id = await queue_delivery(pool, http.url("down"), events=1)  # due now
+    await pool.execute(
+        "INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload)"
+        " SELECT gen_random_uuid(), 'mer_1', 'refund.approved', now(), '{}' FROM generate_series(1, 100000)"
+    )
+    await pool.execute(
+        "INSERT INTO webhook_deliveries (endpoint_id, merchant_id, event_id, next_attempt_at)"
+        " SELECT $1, 'mer_1', event_id, now() + interval '1 hour' FROM webhook_events"
+        " WHERE event_id NOT IN (SELECT event_id FROM webhook_deliveries)",
+        endpoint_id,
+    )
+    async with pool.acquire() as conn:
+        claim = conn.transaction()
+        await claim.start()
+        plan = await conn.fetchval(
+            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {webhook_store._CLAIM}", 10, 60.0, [], 8, 16
+        )
+        claimed = await conn.fetchval("SELECT count(*) FROM webhook_deliveries WHERE locked_until > now()")
+        await claim.rollback()
+    top = json.loads(plan)[0]["Plan"]
+    assert claimed == 1
+    read = top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+    assert read < 100, f"the claim read {read} blocks"
