@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shutil
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -19,7 +20,9 @@ from structlog.testing import capture_logs
 
 from refundflow_intake.api.schemas import RefundCreate
 from refundflow_intake.app import MIGRATIONS
+from refundflow_intake.awaited_events import AwaitingEvents, Awaits, payment_registered
 from refundflow_intake.idempotency import fingerprint
+from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.events import Event, PaymentSucceeded, Product, RefundSubmit, dlq_topic, topic_for
 from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.service_runtime import ServiceRuntime
@@ -380,3 +383,68 @@ async def test_an_amount_stripe_cannot_refund_exactly_is_answered_and_parked_as_
     dlq = dlq_topic(topic_for("refund.submit", intake.settings.topic_prefix))
     parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
     assert parked["dlq_reason"] == "amount_not_representable"
+
+
+async def test_events_parked_together_are_resumed_in_the_order_they_came(intake: IntakeUnderTest) -> None:
+    """A batch parks its events in one transaction, so at one now(): ordered by that and then by their ids, which
+    the sender chose, the second command of a payment could be applied first and take its one open request."""
+    resumed: list[str] = []
+    awaiting = AwaitingEvents(cast(EventConsumer, None), "unused.", timedelta(minutes=5), lambda: datetime.now(UTC))
+    key = payment_registered("mer_unknown", f"pay_{uuid.uuid4().hex}")
+
+    async def apply(conn: asyncpg.Connection, event: Event, waited: bool) -> None:
+        assert isinstance(event.data, RefundSubmit)
+        if not resumed:
+            raise Awaits(key, "not yet")
+        resumed.append(event.data.idempotency_key)
+
+    awaiting.applies(RefundSubmit.event_type, apply)
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    ids = [uuid.UUID("ffffffff-ffff-4fff-bfff-ffffffffffff"), uuid.UUID("00000000-0000-4000-8000-000000000000")]
+    sent = [
+        Event.wrap(command(payment, await intake.merchant_id(merchant), idempotency_key=name), source="t", sequence=1)
+        for name in ("first", "second")
+    ]
+    async with intake.db.acquire() as conn, conn.transaction():
+        for event, event_id in zip(sent, ids, strict=True):
+            await awaiting.handle(conn, event.model_copy(update={"id": event_id}))
+    resumed.append("ready")
+    async with intake.db.acquire() as conn, conn.transaction():
+        await awaiting.resume(conn, key)
+    assert resumed == ["ready", "first", "second"]
+
+
+async def test_a_parked_event_that_no_longer_decodes_fails_neither_its_payment_nor_the_deadline_job(
+    intake: IntakeUnderTest,
+) -> None:
+    """A version that reads an older schema no more (a deploy while events waited) cannot decode what was parked:
+    that failed the payment.succeeded it awaited (dead-lettered, the payment never registered) and, at its deadline,
+    the job that settles what waited, again after every restart."""
+    merchant = await intake.merchant()
+    paid = billing_payment(await intake.merchant_id(merchant))
+    stale = Event.wrap(command({"id": paid.payment_id}, paid.merchant_id), source="refundflow/support-desk", sequence=1)
+    headers = {**stale.kafka_headers(), "ce_dataschema": "urn:refundflow:refund.submit:v99"}
+    await intake.db.execute(
+        "INSERT INTO awaiting_events (event_id, event_type, awaits, headers, data, deadline)"
+        " VALUES ($1, 'refund.submit', $2, $3::jsonb, $4::jsonb, now() + interval '2 seconds')",
+        stale.id,
+        payment_registered(paid.merchant_id, paid.payment_id),
+        json.dumps(headers),
+        stale.kafka_value().decode(),
+    )
+    await handled(intake, await intake.publish(paid))
+    assert await intake.db.fetchval("SELECT count(*) FROM payments WHERE id = $1", paid.payment_id) == 1
+
+    dlq = dlq_topic(topic_for("refund.submit", intake.settings.topic_prefix))
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, stale.id, timeout=30)
+    assert parked["dlq_reason"] == "unknown_schema_version"
+    assert await intake.db.fetchval("SELECT count(*) FROM awaiting_events WHERE event_id = $1", stale.id) == 0
+    # The job lives on: a command whose payment never comes is still refused at its deadline.
+    later = command({"id": f"pay_never_{uuid.uuid4().hex}"}, paid.merchant_id)
+    await intake.publish(later)
+
+    async def answered() -> bool:
+        return bool(await intake.staged(REJECTED, later.payment_id))
+
+    await eventually(answered, timeout=30)

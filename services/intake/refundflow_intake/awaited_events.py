@@ -22,7 +22,7 @@ import structlog
 from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.dead_letters import dead_letter_alert, describe_failure, needs_a_person
 from refundflow_shared.event_contract import INTAKE
-from refundflow_shared.event_decoding import decode_event
+from refundflow_shared.event_decoding import InvalidEvent, decode_event
 from refundflow_shared.events import Event, EventType, topic_for
 from refundflow_shared.outbox import add_event
 from refundflow_shared.structured_logging import bound
@@ -88,38 +88,40 @@ class AwaitingEvents:
         """Apply the events parked for ``key`` (just recorded), oldest first, in the caller's transaction. Each in a
         savepoint: one that fails stays parked, for ``expire`` to settle, and never fails the event it awaited."""
         parked = await conn.fetch(
-            "SELECT event_id, headers::text, data::text FROM awaiting_events WHERE awaits = $1"
-            " ORDER BY parked_at, event_id FOR UPDATE",
-            key,
+            f"SELECT {_PARKED} FROM awaiting_events WHERE awaits = $1 ORDER BY seq FOR UPDATE", key
         )
         for row in parked:
-            event = _parked_event(row)
             try:
                 async with conn.transaction():
-                    await conn.execute("DELETE FROM awaiting_events WHERE event_id = $1", event.id)
-                    await self.handle(conn, event)
+                    await conn.execute("DELETE FROM awaiting_events WHERE event_id = $1", row["event_id"])
+                    await self.handle(conn, _parked_event(row))  # one that no longer decodes stays, too
             except Exception as exc:
                 if _infrastructure_away(exc):
                     raise
-                log.error("awaiting_event_not_resumed", event_id=str(event.id), awaits=key, error=describe_failure(exc))
+                error = describe_failure(exc)
+                log.error("awaiting_event_not_resumed", event_id=str(row["event_id"]), awaits=key, error=error)
 
     async def expire(self, conn: asyncpg.Connection, *, batch: int = 100) -> int:
         """Give the events whose deadline passed their final answer (up to ``batch``; returns how many): applied
         once more as they would be on their last try, or dead-lettered as the consumer does when retries run out."""
         due = await conn.fetch(
-            "SELECT event_id, headers::text, data::text FROM awaiting_events WHERE deadline <= $1"
-            " ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED",
+            f"SELECT {_PARKED} FROM awaiting_events WHERE deadline <= $1"
+            " ORDER BY deadline, seq LIMIT $2 FOR UPDATE SKIP LOCKED",
             self._clock(),
             batch,
         )
         for row in due:
-            event = _parked_event(row)
+            await conn.execute("DELETE FROM awaiting_events WHERE event_id = $1", row["event_id"])
+            try:
+                event = _parked_event(row)
+            except InvalidEvent as exc:  # parked by a version that wrote another schema: kept on its DLQ as it was
+                await self._dead_letter_undecodable(conn, row, exc)
+                continue
             with bound(event):  # its ids on every line, as the consumer's handling has them
                 await self._settle(conn, event)
         return len(due)
 
     async def _settle(self, conn: asyncpg.Connection, event: Event) -> None:
-        await conn.execute("DELETE FROM awaiting_events WHERE event_id = $1", event.id)
         try:
             async with conn.transaction():
                 await self._apply[event.type](conn, event, True)
@@ -144,6 +146,17 @@ class AwaitingEvents:
             topic, event.partition_key.encode(), event.kafka_value(), event.kafka_headers(), code, error
         )
 
+    async def _dead_letter_undecodable(self, conn: asyncpg.Connection, row: asyncpg.Record, exc: InvalidEvent) -> None:
+        """As ``_dead_letter``, its value as it was parked (no team alert: there is no refund to name)."""
+        headers: dict[str, str] = json.loads(row["headers"])
+        topic = topic_for(EventType(row["event_type"]), self._topic_prefix)
+        log.error("event_dead_lettered", topic=topic, event_id=str(row["event_id"]), reason=exc.code, error=exc.message)
+        await conn.execute(
+            "DELETE FROM inbox WHERE consumer = $1 AND event_id = $2", self._consumer.name, row["event_id"]
+        )
+        key = headers.get("ce_partitionkey", "").encode()
+        await self._consumer.dead_letter(topic, key, row["data"].encode(), headers, exc.code, exc.message)
+
     async def watch(self, pool: asyncpg.Pool, *, interval: float, batch: int = 100) -> None:
         """Settle what is due every ``interval`` seconds (at once again while full batches come back) until
         cancelled."""
@@ -160,11 +173,18 @@ class AwaitingEvents:
                 await asyncio.sleep(interval)
 
 
+_PARKED = "event_id, event_type, headers::text, data::text"
+
+
 def _parked_event(row: asyncpg.Record) -> Event:
     headers: dict[str, str] = json.loads(row["headers"])
     return decode_event(headers, row["data"].encode())
 
 
 def _infrastructure_away(failure: Exception) -> bool:
-    """The database, or the broker a dead letter goes to, did not answer: nothing the event did; waited out."""
+    """The database, or the broker a dead letter goes to, did not answer: nothing the event did; waited out. A
+    TimeoutError of the handling's own is the event's, as the consumer takes it (an OSError, it reads as the
+    database's)."""
+    if isinstance(failure, TimeoutError):
+        return False
     return database_is_unavailable(failure) or broker_is_unavailable(failure)

@@ -9,6 +9,7 @@ CREATE TABLE awaiting_events (
     headers    jsonb       NOT NULL, -- the CloudEvent's attributes, as its Kafka headers
     data       jsonb       NOT NULL,
     parked_at  timestamptz NOT NULL DEFAULT now(),
+    seq        bigserial   NOT NULL, -- the order they came in: a batch parks its events at one now()
     deadline   timestamptz NOT NULL
 );
 CREATE INDEX awaiting_events_by_awaits ON awaiting_events (awaits);
