@@ -295,3 +295,15 @@ async def test_an_account_address_is_plain_ascii_so_a_look_alike_cannot_hold_the
     # A customer's address is theirs to write: payments take it as the customer gave it.
     customer = await intake.payment(merchant, customer_email="j\u00fcrgen@b\u00fccher.example")
     assert customer["customer_email"].startswith("j\u00fcrgen@")
+
+
+async def test_an_address_postgresql_cannot_hold_is_refused_as_such_not_a_500(intake: IntakeUnderTest) -> None:
+    """Sign-in and reset read the address with PostgreSQL (the throttle's key too), which holds no NUL character."""
+    refused = await sign_in(intake, "owner\x00@acme.example")
+    assert refused.status_code == 422, refused.text[:300]
+    stranger = browser(intake)
+    page = await stranger.get("/dashboard/forgot-password")
+    asked = await stranger.post(
+        "/dashboard/forgot-password", data={"csrf_token": csrf_of(page.text), "email": "owner\x00@acme.example"}
+    )
+    assert asked.status_code == 422
