@@ -162,6 +162,16 @@ def test_one_approval_is_one_trace_in_every_services_logs_spans_webhook_and_the_
         json={"url": f"{stack.receiver_url}/hook", "events": ["refund.succeeded"]},
     )
     assert endpoint.status_code == 201, endpoint.text
+
+    # The notifier learns of the endpoint from intake's event, on another topic than the refund's: an event it handles
+    # before that has no endpoint to go to.
+    def endpoint_known() -> bool:
+        handled = (
+            line.get("event_type") for line in stack.log_lines("notifier") if line.get("event") == "event_handled"
+        )
+        return "webhook_endpoint.configured" in handled
+
+    wait_for(endpoint_known, what="the notifier knowing the endpoint")
     payment = api.post(
         "/v1/payments",
         headers=ADMIN,
