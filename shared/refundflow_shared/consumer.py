@@ -84,7 +84,7 @@ class _RollBack(Exception):
 _RETRYABLE = (TransientError, TimeoutError)
 
 
-def _infrastructure_away(failure: Exception) -> str | None:
+def infrastructure_away(failure: Exception) -> str | None:
     """ "database" or "broker" when ``failure`` is theirs, not the event's: the database away, or a handler's publish
     (a dead letter it parks) the broker did not answer. A handler's own TimeoutError is the event's: retried a few
     times only."""
@@ -473,7 +473,7 @@ class EventConsumer:
                     return
                 except Exception as exc:  # noqa: BLE001 - every failure is sorted below: wait, retry or dead-letter
                     failure = exc
-            if (away := _infrastructure_away(failure)) is not None:
+            if (away := infrastructure_away(failure)) is not None:
                 # No event could be handled meanwhile: wait for the database (or the broker a handler published
                 # to), never dead-letter for it, and spend none of the event's own retries on it.
                 delay = self._backoff(attempt)

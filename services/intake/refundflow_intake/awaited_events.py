@@ -19,14 +19,13 @@ from datetime import datetime, timedelta
 import asyncpg
 import structlog
 
-from refundflow_shared.consumer import EventConsumer
+from refundflow_shared.consumer import EventConsumer, infrastructure_away
 from refundflow_shared.dead_letters import dead_letter_alert, describe_failure, needs_a_person
 from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.event_decoding import InvalidEvent, decode_event
 from refundflow_shared.events import Event, EventType, topic_for
 from refundflow_shared.outbox import add_event
 from refundflow_shared.structured_logging import bound
-from refundflow_shared.transient_faults import broker_is_unavailable, database_is_unavailable
 from refundflow_shared.wakeup_loop import is_recoverable
 
 log = structlog.get_logger(__name__)
@@ -96,7 +95,7 @@ class AwaitingEvents:
                     await conn.execute("DELETE FROM awaiting_events WHERE event_id = $1", row["event_id"])
                     await self.handle(conn, _parked_event(row))  # one that no longer decodes stays, too
             except Exception as exc:
-                if _infrastructure_away(exc):
+                if infrastructure_away(exc) is not None:  # waited out, as the consumer waits
                     raise
                 error = describe_failure(exc)
                 log.error("awaiting_event_not_resumed", event_id=str(row["event_id"]), awaits=key, error=error)
@@ -129,7 +128,7 @@ class AwaitingEvents:
             why = f"{awaiting}, after waiting {self.wait.total_seconds():g} s for it"
             await self._dead_letter(conn, event, "retries_exhausted", why)
         except Exception as exc:
-            if _infrastructure_away(exc):
+            if infrastructure_away(exc) is not None:  # waited out, as the consumer waits
                 raise
             await self._dead_letter(conn, event, "handler_error", describe_failure(exc))
 
@@ -179,12 +178,3 @@ _PARKED = "event_id, event_type, headers::text, data::text"
 def _parked_event(row: asyncpg.Record) -> Event:
     headers: dict[str, str] = json.loads(row["headers"])
     return decode_event(headers, row["data"].encode())
-
-
-def _infrastructure_away(failure: Exception) -> bool:
-    """The database, or the broker a dead letter goes to, did not answer: nothing the event did; waited out. A
-    TimeoutError of the handling's own is the event's, as the consumer takes it (an OSError, it reads as the
-    database's)."""
-    if isinstance(failure, TimeoutError):
-        return False
-    return database_is_unavailable(failure) or broker_is_unavailable(failure)

@@ -19,7 +19,7 @@ from refundflow_intake.merchant_accounts import merchant_exists
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.refund_requests import Proration, request_refund_once
 from refundflow_shared.event_contract import INTAKE
-from refundflow_shared.events import Event, RefundSubmit, RefundSubmitRejected
+from refundflow_shared.events import NOTE_MAX_LENGTH, Event, RefundSubmit, RefundSubmitRejected
 from refundflow_shared.outbox import add_event
 
 
@@ -106,7 +106,7 @@ async def submit_refund(
         merchant_id=data.merchant_id,
         idempotency_key=data.idempotency_key,
         code=refused.code,
-        message=refused.message[:2000],  # the answer's limit: a refusal always fits its answer
+        message=refused.message[:NOTE_MAX_LENGTH],  # the answer's limit: a refusal always fits its answer
     )
     await add_event(conn, rejected, source=INTAKE.source)
     return rejected
