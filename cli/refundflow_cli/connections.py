@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 
 from refundflow_cli.outcomes import Unreachable, UsageProblem
 from refundflow_cli.settings import CliSettings
+from refundflow_shared.database import session_settings
 from refundflow_shared.transient_faults import broker_is_unavailable, database_is_unavailable
 
 CLIENT_ID = "refundflow-cli"
@@ -52,7 +53,8 @@ async def database(settings: CliSettings) -> AsyncIterator[asyncpg.Connection]:
         conn = await asyncpg.connect(
             settings.database_url,
             timeout=settings.cli_connect_timeout_seconds,
-            server_settings={"application_name": CLIENT_ID},
+            # A CLI left at a prompt inside a transaction, or cut off, must not hold its locks: as a service's.
+            server_settings=session_settings(CLIENT_ID),
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise Unreachable(f"cannot reach the database at {where}: {_reason(exc)}") from None

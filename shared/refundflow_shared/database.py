@@ -22,6 +22,18 @@ IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 300
 _TCP_KEEPALIVES = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
 
 
+def session_settings(
+    application_name: str, *, idle_in_transaction_timeout_seconds: float = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS
+) -> dict[str, str]:
+    """What every session of ours tells the server, a service's pool and the operator's CLI alike: who it is, to end
+    it when it sits idle inside a transaction, and to probe its peer when it falls silent."""
+    return {
+        "application_name": application_name,
+        "idle_in_transaction_session_timeout": str(round(idle_in_transaction_timeout_seconds * 1000)),
+        **_TCP_KEEPALIVES,
+    }
+
+
 async def create_pool(
     dsn: str,
     schema: str,
@@ -38,9 +50,9 @@ async def create_pool(
         max_size=max_size,
         server_settings={
             "search_path": schema,
-            "application_name": f"refundflow-{schema}",
-            "idle_in_transaction_session_timeout": str(round(idle_in_transaction_timeout_seconds * 1000)),
-            **_TCP_KEEPALIVES,
+            **session_settings(
+                f"refundflow-{schema}", idle_in_transaction_timeout_seconds=idle_in_transaction_timeout_seconds
+            ),
         },
         reset=_keep_session,
     )

@@ -12,11 +12,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from refundflow_cli.connections import database
+from refundflow_cli.settings import CliSettings
 from refundflow_devstack.service_migrations import migrate_all
 from tests.cli.cli_worker import CliWorker
 from tests.cli.refundflow_stack import CliResult
 from tests.conftest import create_database
-from tests.support.infrastructure import free_port
+from tests.support.infrastructure import database_over_tcp, free_port
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +172,22 @@ async def test_a_refunds_story_says_when_an_email_still_to_send_is_due(
     assert message["status"] == "pending" and message["due_at"] is not None
     readable = await refundflow(worker, database_url, "refund", refund_id)
     assert datetime.fromisoformat(message["due_at"]).isoformat(timespec="seconds") in readable.stdout
+
+
+async def test_an_operators_session_ends_an_idle_transaction_and_probes_a_silent_peer(database_url: str) -> None:
+    """A CLI left at a prompt inside a transaction, or whose network dropped, must not hold its locks for hours:
+    its session tells the server what a service's does."""
+    settings = CliSettings(database_url=await database_over_tcp(database_url))
+    async with database(settings) as conn:
+        told = dict(
+            await conn.fetch(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('idle_in_transaction_session_timeout',"
+                " 'tcp_keepalives_idle', 'tcp_keepalives_interval', 'tcp_keepalives_count')"
+            )
+        )
+    assert told == {
+        "idle_in_transaction_session_timeout": "300000",
+        "tcp_keepalives_idle": "30",
+        "tcp_keepalives_interval": "10",
+        "tcp_keepalives_count": "3",
+    }

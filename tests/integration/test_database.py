@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
@@ -16,25 +15,14 @@ from refundflow_intake import rate_limit
 from refundflow_intake.app import MIGRATIONS as INTAKE_MIGRATIONS
 from refundflow_shared.database import CLAIM_LOCKS, create_pool, read_snapshot, transaction_holding
 from refundflow_shared.migrations_runner import MIGRATION_LOCK_KEY, apply_migrations
+from tests.support.infrastructure import database_over_tcp
 from tests.support.probe_service import PROBE, PROBE_MIGRATIONS, eventually
-
-
-async def _over_tcp(database_url: str) -> str:
-    """The same database over TCP: the embedded server's DSN is its Unix socket, where TCP keepalives read as 0."""
-    if not parse_qs(urlsplit(database_url).query).get("host", [""])[0].startswith("/"):
-        return database_url
-    conn = await asyncpg.connect(database_url)
-    try:
-        port, name = await conn.fetchrow("SELECT current_setting('port'), current_database()")
-    finally:
-        await conn.close()
-    return f"postgresql://postgres@127.0.0.1:{port}/{name}"
 
 
 async def test_a_service_session_ends_an_idle_transaction_and_probes_a_silent_peer(database_url: str) -> None:
     """An instance whose host vanishes mid-transaction (power lost, a partition) must not hold its rows and locks
     until the kernel's default keepalive notices, over two hours later."""
-    pool = await create_pool(await _over_tcp(database_url), "public", max_size=1)
+    pool = await create_pool(await database_over_tcp(database_url), "public", max_size=1)
     try:
         settings = dict(
             await pool.fetch(

@@ -9,6 +9,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
 
 from refundflow_devstack.local_kafka import LocalKafka
 from refundflow_devstack.local_postgres import LocalPostgres
@@ -125,3 +128,15 @@ def kafka_broker(workdir: Path) -> Iterator[str]:
             yield broker.start()
         finally:
             broker.stop()
+
+
+async def database_over_tcp(database_url: str) -> str:
+    """The same database over TCP: the embedded server's DSN is its Unix socket, where TCP keepalives read as 0."""
+    if not parse_qs(urlsplit(database_url).query).get("host", [""])[0].startswith("/"):
+        return database_url
+    conn = await asyncpg.connect(database_url)
+    try:
+        port, name = await conn.fetchrow("SELECT current_setting('port'), current_database()")
+    finally:
+        await conn.close()
+    return f"postgresql://postgres@127.0.0.1:{port}/{name}"
