@@ -23,6 +23,7 @@ from refundflow_shared.metrics_endpoint import metrics_router
 from refundflow_shared.openapi_page import render_page as render_api_reference
 from refundflow_shared.reference_html import PAGE_HEADERS
 from refundflow_shared.settings import ServiceSettings
+from refundflow_shared.unexpected_errors import AnswerUnexpectedErrors, UnexpectedErrorAnswer, internal_error
 
 if TYPE_CHECKING:  # the runtime imports Readiness from here
     from refundflow_shared.service_runtime import ServiceRuntime
@@ -47,10 +48,12 @@ def service_app(
     *,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     description: str = "",
+    answer_unexpected_error: UnexpectedErrorAnswer = internal_error,
 ) -> FastAPI:
     """A service's app with what every service serves: ``/healthz`` and ``/readyz``, ``/metrics``, its event contract
-    and its API reference (``contract_router``), with request bodies bounded. FastAPI's own ``/docs`` and ``/redoc``
-    are off: they load their scripts from CDNs."""
+    and its API reference (``contract_router``), with request bodies bounded, and an error no handler answered logged
+    and answered by ``answer_unexpected_error`` (the API's 500). FastAPI's own ``/docs`` and ``/redoc`` are off: they
+    load their scripts from CDNs."""
     app = FastAPI(
         title=title,
         version="0.1.0",
@@ -62,6 +65,7 @@ def service_app(
     )
     app.state.runtime = runtime
     limit_request_bodies(app, settings)
+    app.add_middleware(AnswerUnexpectedErrors, answer=answer_unexpected_error)
     app.include_router(health_router(runtime.readiness))
     app.include_router(metrics_router(runtime.refresh_metrics))
     app.include_router(contract_router(runtime.contract, settings.topic_prefix))

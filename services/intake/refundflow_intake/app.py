@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI, Request, Response
 
 from refundflow_intake import event_handlers, notification_settings, review_deadlines, secret_resealing
-from refundflow_intake.api.errors import install_error_handlers
+from refundflow_intake.api.errors import install_error_handlers, unexpected_error_answer
 from refundflow_intake.api.routes import (
     api_keys,
     balance,
@@ -105,6 +105,7 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
         "Refundflow intake",
         lifespan=lifespan,
         description=API_DESCRIPTION,
+        answer_unexpected_error=unexpected_error_answer(_dashboard_errors),
     )
     app.state.settings = settings
     app.state.clock = clock

@@ -1,4 +1,5 @@
-"""Every error leaves the API as ``{"error": {"code", "message"}}``; domain errors map to HTTP here only."""
+"""Every error leaves the API as ``{"error": {"code", "message"}}``; domain errors map to HTTP here only (an
+unexpected error is answered as in every service, ``refundflow_shared.unexpected_errors``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refundflow_intake.dashboard.policy_form import InvalidPolicyForm
 from refundflow_intake.dashboard_sessions import CsrfRejected
@@ -54,8 +54,8 @@ from refundflow_intake.rate_limit import RateLimited
 from refundflow_intake.roles import NotAllowedForRole
 from refundflow_intake.team_members import EmailAlreadyRegistered, LastOwner
 from refundflow_intake.webhook_endpoints import ReplaySinceInFuture, ReplayWindowExceeded, TooManyWebhookEndpoints
-from refundflow_shared.http_metrics import route_template
 from refundflow_shared.outbox import EventTooLarge
+from refundflow_shared.unexpected_errors import UnexpectedErrorAnswer, internal_error
 
 log = structlog.get_logger(__name__)
 
@@ -153,37 +153,18 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class AnswerUnexpectedErrors:
-    """ASGI middleware inside the request's span and metrics: an error no handler answered is logged once, with its
-    route and trace, and answered 500. (A handler for ``Exception`` runs outside every middleware, after the span
-    ended, and the error is raised again for the server to log a second time.)"""
-
-    def __init__(self, app: ASGIApp, answer: Callable[[Request], Awaitable[Response]]) -> None:
-        self._app, self._answer = app, answer
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        started = False
-
-        async def send_started(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self._app(scope, receive, send_started)
-        except Exception as exc:
-            log.exception("unhandled_error", error=repr(exc), method=scope["method"], route=route_template(scope))
-            if started:
-                raise  # the answer is under way: only the server can end it, by closing the connection
-            answer = await self._answer(Request(scope, receive))
-            await answer(scope, receive, send)
-
-
 # The dashboard's pages answer errors as pages: (request, status, code, message) -> a page, or None for the API.
 PageErrors = Callable[[Request, int, str, str], Awaitable[Response | None]]
+
+
+def unexpected_error_answer(pages: PageErrors) -> UnexpectedErrorAnswer:
+    """An unexpected error's answer: a page where people read pages, else the API's 500."""
+
+    async def answer(request: Request) -> Response:
+        said = "Something went wrong on our side. Please try again."
+        return await pages(request, 500, "internal_error", said) or await internal_error(request)
+
+    return answer
 
 
 def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> None:
@@ -232,13 +213,6 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
             error_body("invalid_request", "a value is out of range or holds characters that cannot be stored"),
             status_code=422,
         )
-
-    async def unexpected(request: Request) -> Response:
-        if answer := await page(request, 500, "internal_error", "Something went wrong on our side. Please try again."):
-            return answer
-        return JSONResponse(error_body("internal_error", "something went wrong on our side"), status_code=500)
-
-    app.add_middleware(AnswerUnexpectedErrors, answer=unexpected)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
