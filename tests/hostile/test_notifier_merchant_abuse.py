@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from refundflow_notifier import webhook_store
-from refundflow_notifier.delivery_log import replay_delivery, replay_since
+from refundflow_notifier import webhook_replays, webhook_store
+from refundflow_notifier.delivery_log import replay_delivery
 from refundflow_notifier.webhook_signing import new_signing_secret
 from refundflow_shared.database import transaction_holding
 from refundflow_shared.events import Event, RefundRejected, RefundRequested, WebhookEndpointConfigured
@@ -230,7 +230,8 @@ async def test_an_event_queued_while_its_endpoint_is_disabled_is_cancelled_with_
     assert left in (None, "cancelled"), "nothing of the raced event is left to send"
 
 
-# A replay since a time commits each batch on its own: it is never the transaction held first.
+# A replay since a time recorded first is walked later, by the replay job, which then finds the endpoint disabled
+# and queues nothing (test_notifier_webhook_replays): only its request races the disable.
 @pytest.mark.parametrize(
     ("replay", "first"), [("one delivery", "replayed"), ("one delivery", "disabled"), ("since a time", "disabled")]
 )
@@ -250,7 +251,10 @@ async def test_a_replay_made_while_its_endpoint_is_disabled_is_cancelled_with_th
         if replay == "one delivery":
             assert await replay_delivery(conn, endpoint, delivery) in (0, 1)
         else:
-            await replay_since(world.pool, endpoint, since, reach=timedelta(days=30))
+            assert await webhook_replays.request_replay(conn, endpoint, since, reach=timedelta(days=30)) in (
+                "started",
+                "nothing_to_replay",
+            )
 
     async def disable(conn: asyncpg.Connection) -> None:
         await webhook_store.apply_endpoint(conn, endpoint_state(m, endpoint, world.http.url(hook), False, 2))
@@ -302,12 +306,26 @@ async def test_a_replay_reaches_back_only_the_retention_period_and_repeating_it_
     )
     since = datetime(1970, 1, 1, tzinfo=UTC)
 
-    assert await replay_since(world.pool, endpoint, since, reach=timedelta(days=30), batch=2) == 3
-    assert await replay_since(world.pool, endpoint, since, reach=timedelta(days=30), batch=2) == 0, "still pending"
+    assert await walked_replay(world.pool, endpoint, since) == 3
+    assert await walked_replay(world.pool, endpoint, since) == 0, "still pending"
     replayed = await world.pool.fetch(
         "SELECT event_id FROM webhook_deliveries WHERE endpoint_id = $1 AND replay", endpoint
     )
     assert sorted(r["event_id"] for r in replayed) == sorted(e.id for e in events[2:])
+
+
+async def walked_replay(pool: asyncpg.Pool, endpoint_id: str, since: datetime) -> int:
+    """Ask for a replay since ``since``; once the notifier's replay job has walked it, how many it queued."""
+    async with pool.acquire() as conn, conn.transaction():
+        assert await webhook_replays.request_replay(conn, endpoint_id, since, reach=timedelta(days=30)) == "started"
+    replay_id = await pool.fetchval("SELECT max(id) FROM webhook_replays WHERE endpoint_id = $1", endpoint_id)
+
+    async def walked() -> bool:
+        return await pool.fetchval("SELECT finished_at FROM webhook_replays WHERE id = $1", replay_id) is not None
+
+    await eventually(walked)
+    scheduled: int = await pool.fetchval("SELECT scheduled FROM webhook_replays WHERE id = $1", replay_id)
+    return scheduled
 
 
 async def test_retention_prunes_finished_work_and_keeps_what_is_still_live(world: World) -> None:

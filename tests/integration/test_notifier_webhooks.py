@@ -12,8 +12,7 @@ import asyncpg
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from refundflow_notifier import webhook_store
-from refundflow_notifier.delivery_log import replay_since
+from refundflow_notifier import webhook_replays, webhook_store
 from refundflow_notifier.outbound_http import outbound_client
 from refundflow_notifier.webhook_signing import new_signing_secret
 from refundflow_notifier.webhook_worker import WebhookWorker
@@ -341,7 +340,11 @@ async def test_a_live_event_goes_before_a_replay_queued_ahead_of_it(postgres_url
             await webhook_store.queue_events(conn, [(event, None) for event in past], max_endpoints=5)
         await pool.execute("UPDATE webhook_deliveries SET status = 'succeeded', finished_at = now()")  # sent then
         an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
-        assert await replay_since(pool, endpoint_id, an_hour_ago, reach=timedelta(days=1)) == 5
+        async with pool.acquire() as conn, conn.transaction():
+            assert await webhook_replays.request_replay(conn, endpoint_id, an_hour_ago, reach=timedelta(days=1))
+        replay_id = await pool.fetchval("SELECT id FROM webhook_replays WHERE endpoint_id = $1", endpoint_id)
+        while await webhook_replays.walk_batch(pool, replay_id, batch=2, lease_seconds=30):
+            pass  # the replay job's walk, all of it queued before the live event
         live = Event.wrap(succeeded(m), source="refundflow/test", sequence=1)
         async with pool.acquire() as conn:
             await webhook_store.queue_events(conn, [(live, None)], max_endpoints=5)

@@ -52,7 +52,8 @@ class NotifierClient:
     async def replay(
         self, merchant_id: str, endpoint_id: str, *, delivery_id: int | None = None, since: datetime | None = None
     ) -> dict[str, Any] | None:
-        """How many deliveries were scheduled; None when the endpoint or delivery is unknown to the notifier."""
+        """For one delivery, how many deliveries were scheduled (``scheduled``); for a time, whether the notifier
+        started replaying since then (``replay``). None when the endpoint or delivery is unknown to the notifier."""
         body: dict[str, Any] = {"delivery_id": delivery_id} if delivery_id is not None else {}
         if since is not None:
             body["since"] = since.isoformat()

@@ -174,11 +174,12 @@ async def counted_replay(
     per_hour: int,
     now: datetime,
 ) -> Row:
-    """Run ``replay`` (the notifier's answer, ``scheduled``) if the endpoint is the merchant's and a replay fits
-    the merchant's hourly allowance: replays fan out to every delivery they cover, so a few per hour per merchant,
-    across replicas. Only a replay that may have scheduled something counts: one that scheduled nothing, or failed
-    before the notifier could (``_scheduled_nothing``), gives its slot back (taken first, so that two at once
-    cannot both pass the last one)."""
+    """Run ``replay`` (the notifier's answer: ``scheduled``, or whether a replay since a time ``started``) if the
+    endpoint is the merchant's and a replay fits the merchant's hourly allowance: replays fan out to every delivery
+    they cover, so a few per hour per merchant, across replicas. Only a replay that may send something counts: one
+    that scheduled nothing, joined a replay already running, or failed before the notifier could schedule anything
+    (``_scheduled_nothing``), gives its slot back (taken first, so that two at once cannot both pass the last
+    one)."""
     async with pool.acquire() as conn:
         await get_endpoint(conn, merchant_id, endpoint_id)
     bucket = f"webhook_replays:{merchant_id}"
@@ -189,14 +190,19 @@ async def counted_replay(
         if _scheduled_nothing(exc):
             await rate_limit.give_back(pool, attempt)
         raise
-    if not result["scheduled"]:
+    if not _may_send_something(result):
         await rate_limit.give_back(pool, attempt)
     return result
 
 
+def _may_send_something(answer: Row) -> bool:
+    """The notifier queued a delivery again, or started walking a period."""
+    return bool(answer.get("scheduled")) or answer.get("replay") == "started"
+
+
 def _scheduled_nothing(failure: BaseException) -> bool:
     """The replay failed before the notifier could schedule anything: an unknown delivery, a request it refused or
-    never got. Not its timeout nor its 5xx: it may be replaying still (a month of events, in batches)."""
+    never got. Not its timeout nor its 5xx: it may have scheduled something, or started a replay, before failing."""
     seen: BaseException | None = failure
     while seen is not None:
         if isinstance(seen, WebhookDeliveryNotFound | NotifierNotReached | NotifierRefusedRequest):

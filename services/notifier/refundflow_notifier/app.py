@@ -14,6 +14,7 @@ from refundflow_notifier.message_worker import MessageWorker
 from refundflow_notifier.outbound_http import outbound_client
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.smtp_mailer import SmtpMailer
+from refundflow_notifier.webhook_replays import ReplayWalker
 from refundflow_notifier.webhook_worker import WebhookWorker
 from refundflow_shared.http_service import service_app
 from refundflow_shared.retention import RetentionRule
@@ -24,8 +25,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def retention_rules(settings: NotifierSettings) -> list[RetentionRule]:
-    """Finished messages (their content is wiped when they finish) and the webhook log go after their time;
-    pending work is never touched. A delivery takes its attempts with it; an event goes once no delivery
+    """Finished messages (their content is wiped when they finish), the webhook log and finished replays go after
+    their time; pending work is never touched. A delivery takes its attempts with it; an event goes once no delivery
     refers to it."""
     messages = timedelta(days=settings.message_retention_days)
     webhooks = timedelta(days=settings.webhook_retention_days)
@@ -34,6 +35,7 @@ def retention_rules(settings: NotifierSettings) -> list[RetentionRule]:
         RetentionRule("messages", "finished_at", messages, "status <> 'pending'"),
         RetentionRule("customer_contacts", "updated_at", contacts),
         RetentionRule("webhook_deliveries", "finished_at", webhooks, "status <> 'pending'"),
+        RetentionRule("webhook_replays", "finished_at", webhooks),
         RetentionRule(
             "webhook_events",
             "occurred_at",
@@ -44,7 +46,7 @@ def retention_rules(settings: NotifierSettings) -> list[RetentionRule]:
 
 
 async def run_workers(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
-    """Send queued messages and deliver queued webhooks until cancelled."""
+    """Send queued messages, deliver queued webhooks and walk recorded replays until cancelled."""
     key = settings.webhook_secret_key
     box = SecretBox(key.get_secret_value()) if key else None
     await merchant_settings.seal_legacy_slack_urls(runtime.pool, box)
@@ -60,6 +62,8 @@ async def run_workers(runtime: ServiceRuntime, settings: NotifierSettings) -> No
             workers.create_task(messages.dispatcher().run(), name="message_worker")
             webhooks = WebhookWorker(runtime.pool, settings, http, box)
             workers.create_task(webhooks.dispatcher().run(), name="webhook_worker")
+            replays = ReplayWalker(runtime.pool, settings)
+            workers.create_task(replays.dispatcher().run(), name="webhook_replays")
     finally:
         await mailer.close()
 

@@ -1,20 +1,16 @@
-"""What merchants see of their webhooks (through intake): the delivery log, and replays.
+"""What merchants see of their webhooks (through intake): the delivery log, and the replay of one delivery.
 
-A replay is a new delivery of an event already sent (same ``webhook-id``). Replays reach back at most the
-retention period, go in batches (short transactions), and never queue an event twice for one endpoint while an
-earlier replay of it is still pending, so repeating a request does not multiply the traffic.
+A replay is a new delivery of an event already sent (same ``webhook-id``); replays of every event since a time are
+walked by the replay job (``webhook_replays``).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
 
 import asyncpg
 
 from refundflow_notifier.records import DeliveryAttempt, EndpointState, LoggedDelivery
-
-REPLAY_BATCH = 1000
 
 _ENDPOINT_COLUMNS = "id, merchant_id, url, event_types, enabled, deleted, consecutive_failures, disabled_reason"
 _DELIVERY_COLUMNS = (
@@ -103,46 +99,3 @@ async def replay_delivery(conn: asyncpg.Connection, endpoint_id: str, delivery_i
         row["event_id"],
     )
     return 1
-
-
-_REPLAY_BATCH = """
-WITH endpoint AS (
-    -- Under the lock a disable waits for (webhook_store._stop_queuing_to), as replay_delivery reads it.
-    SELECT id, merchant_id, event_types FROM webhook_endpoints WHERE id = $1 AND enabled AND NOT deleted FOR KEY SHARE
-), batch AS (
-    SELECT ev.event_id, ev.occurred_at, e.merchant_id
-    FROM endpoint e
-    JOIN webhook_events ev ON ev.merchant_id = e.merchant_id AND ev.event_type = ANY(e.event_types)
-    WHERE ev.occurred_at >= greatest($2, now() - $4::interval)
-      AND ($3::uuid IS NULL OR (ev.occurred_at, ev.event_id) > ($2, $3::uuid))
-    ORDER BY ev.occurred_at, ev.event_id LIMIT $5
-), queued AS (
-    INSERT INTO webhook_deliveries (endpoint_id, merchant_id, event_id, replay)
-    SELECT $1, b.merchant_id, b.event_id, true FROM batch b
-    WHERE NOT EXISTS (
-        SELECT 1 FROM webhook_deliveries d
-        WHERE d.endpoint_id = $1 AND d.event_id = b.event_id AND d.replay AND d.status = 'pending'
-    )
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM queued) AS queued, last.occurred_at, last.event_id
-FROM (SELECT 1) one LEFT JOIN LATERAL (
-    SELECT occurred_at, event_id FROM batch ORDER BY occurred_at DESC, event_id DESC LIMIT 1
-) last ON true
-"""
-
-
-async def replay_since(
-    pool: asyncpg.Pool, endpoint_id: str, since: datetime, *, reach: timedelta, batch: int = REPLAY_BATCH
-) -> int:
-    """A new delivery of every event the endpoint subscribes to that happened at or after ``since`` (but no
-    further back than ``reach``), ``batch`` events per transaction. Returns how many were scheduled."""
-    scheduled, after = 0, None
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(_REPLAY_BATCH, endpoint_id, since, after, reach, batch)
-        assert row is not None
-        scheduled += int(row["queued"])
-        if row["event_id"] is None:
-            return scheduled
-        since, after = row["occurred_at"], row["event_id"]

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from refundflow_notifier import delivery_log, merchant_settings
+from refundflow_notifier import delivery_log, merchant_settings, webhook_replays
 from refundflow_notifier.email_previews import previews
 from refundflow_notifier.records import EndpointState
 from refundflow_notifier.settings import NotifierSettings
@@ -97,9 +97,10 @@ def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIR
         }
 
     @router.post("/merchants/{merchant_id}/webhook-endpoints/{endpoint_id}/replays", status_code=202)
-    async def replay(merchant_id: str, endpoint_id: str, body: ReplayRequest) -> dict[str, int]:
-        """Deliver one delivery's event again, or every subscribed event since a time (at most the retention
-        period back). Nothing is scheduled for a disabled endpoint."""
+    async def replay(merchant_id: str, endpoint_id: str, body: ReplayRequest) -> dict[str, int | str]:
+        """Deliver one delivery's event again (``scheduled``: 1, or 0 for a disabled endpoint), or every subscribed
+        event since a time, at most the retention period back (``replay``: ``started``, ``already_running`` or
+        ``nothing_to_replay``): that one is only recorded here, and the replay job walks it."""
         async with runtime.pool.acquire() as conn, conn.transaction():
             await endpoint_of(conn, endpoint_id, merchant_id)
             if body.delivery_id is not None:
@@ -107,9 +108,9 @@ def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIR
                 if scheduled is None:
                     raise HTTPException(404, f"no delivery {body.delivery_id} for this endpoint")
                 return {"scheduled": scheduled}
-        assert body.since is not None
-        reach = timedelta(days=settings.webhook_retention_days)
-        return {"scheduled": await delivery_log.replay_since(runtime.pool, endpoint_id, body.since, reach=reach)}
+            assert body.since is not None
+            reach = timedelta(days=settings.webhook_retention_days)
+            return {"replay": await webhook_replays.request_replay(conn, endpoint_id, body.since, reach=reach)}
 
     @router.post("/merchants/{merchant_id}/email-previews")
     async def email_previews(merchant_id: str, body: PreviewRequest) -> dict[str, Any]:

@@ -63,7 +63,15 @@ class ReplaySince(Body):
 
 
 class ReplayScheduled(BaseModel):
-    scheduled: int
+    scheduled: int = Field(description="deliveries queued: 1, or 0 when the endpoint is disabled")
+
+
+class ReplayStarted(BaseModel):
+    replay: Literal["started", "already_running", "nothing_to_replay"] = Field(
+        description="`started`: the notifier replays the period in the background, live events first, and each"
+        " delivery shows in the delivery log as it is queued; `already_running`: the same replay is under way, and"
+        " this one adds nothing; `nothing_to_replay`: no subscribed event in the period, or the endpoint is disabled"
+    )
 
 
 class DeliveryAttempt(BaseModel):

@@ -26,6 +26,7 @@ from refundflow_intake.api.webhook_schemas import (
     NotificationSettingsOut,
     ReplayScheduled,
     ReplaySince,
+    ReplayStarted,
 )
 from refundflow_intake.domain import OutboundUrlNotAllowed
 from refundflow_intake.notifier_client import (
@@ -78,7 +79,7 @@ Notifier = Annotated[NotifierClient, Depends(notifier_client)]
 DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # the notifier's bigint ids
 _NEEDS_KEY = {503: [_SIGNING_UNAVAILABLE]}
 _NEEDS_NOTIFIER = {503: [_SIGNING_UNAVAILABLE, _NOTIFIER_UNAVAILABLE]}
-Replay = Callable[[], Awaitable[dict[str, Any]]]  # asks the notifier; answers how many deliveries it scheduled
+Replay = Callable[[], Awaitable[dict[str, Any]]]  # asks the notifier; answers what it scheduled or started
 
 
 @router.post(
@@ -239,15 +240,19 @@ async def replay_since(
     notifier: Notifier,
     settings: Settings,
     now: Now,
-) -> ReplayScheduled:
+) -> ReplayStarted:
     """Deliver again every event the endpoint subscribes to since a time (e.g. after an outage), at most
-    ``WEBHOOK_REPLAY_MAX_DAYS`` (30) days back and not from a time still to come. Replays are rate-limited."""
+    ``WEBHOOK_REPLAY_MAX_DAYS`` (30) days back and not from a time still to come. Answered once the replay is
+    started: the notifier queues the period's events in the background (live events still go first), and the
+    delivery log shows them as they are queued. Asked again while it runs, it starts nothing more. Replays are
+    rate-limited."""
     endpoints.check_replay_since(body.since, now=now, max_days=settings.webhook_replay_max_days)
 
     async def replay() -> dict[str, Any]:
-        return await _ask(notifier.replay(caller.merchant_id, endpoint_id, since=body.since)) or {"scheduled": 0}
+        answer = await _ask(notifier.replay(caller.merchant_id, endpoint_id, since=body.since))
+        return answer or {"replay": "nothing_to_replay"}  # an endpoint the notifier does not know yet
 
-    return ReplayScheduled(**await _counted_replay(db, settings, caller.merchant_id, endpoint_id, now, replay))
+    return ReplayStarted(**await _counted_replay(db, settings, caller.merchant_id, endpoint_id, now, replay))
 
 
 async def _ask(call: Any) -> dict[str, Any] | None:
