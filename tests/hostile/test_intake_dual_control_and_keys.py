@@ -57,8 +57,8 @@ async def test_a_second_approver_must_approve_the_same_amount_or_the_approval_st
 async def test_the_first_approvers_approval_sent_again_after_a_second_approver_completed_it_is_a_repeat(
     intake: IntakeUnderTest,
 ) -> None:
-    """The first approver's note to the customer went only to the timeline; the decision recorded the completing
-    approver's. Its retry (an ERP after a timeout) is its own approval again: 200, and nothing changes."""
+    """The completing approver said nothing to the customer, so the decision carries the first approver's message.
+    The first's retry (an ERP after a timeout) is its own approval again: 200, and nothing changes."""
     policy = {"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
     merchant, owner = await merchant_with_owner(intake, policy=policy)
     payment = await intake.payment(merchant, amount=9_000)
@@ -82,11 +82,11 @@ async def test_the_first_approvers_approval_sent_again_after_a_second_approver_c
         f"/v1/merchants/{await intake.merchant_id(merchant)}/api-keys", headers=ADMIN, json={"name": "colleague"}
     )
     never_approved = {"Authorization": f"Bearer {issued.json()['api_key']}"}
-    asks_another = await intake.client.post(approve, headers=never_approved, json=told)
+    asks_another = await intake.client.post(approve, headers=never_approved, json={"note_to_customer": "Other."})
     assert asks_another.status_code == 409, asks_another.text
     assert asks_another.json()["error"]["code"] == "invalid_status_transition"
     decided = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
-    assert (decided["amount"], decided["customer_note"]) == (5_000, None)
+    assert (decided["amount"], decided["customer_note"]) == (5_000, "On its way.")
     assert [e["amount"] for e in await intake.staged("refund.approved", payment["id"])] == [5_000]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -923,3 +924,96 @@ async def test_a_cancel_only_refused_by_the_provider_then_cancelled_by_the_team_
     await _provider_cancelled(intake, merchant, payment, at_period_end=True)
 
     assert (await intake.client.get(status_url)).json()["label"] == "Subscription cancelled"
+
+
+def _approve_form_as_shown(page: str) -> dict[str, str]:
+    """What the approve form sends when its approver changes nothing: its fields as the page fills them."""
+    action = re.search(r'name="subscription_action" value="([a-z_]+)" checked', page)
+    days = re.search(r'<input id="extend_days"[^>]* value="([^"]*)"', page)
+    told = re.search(r'<textarea id="approve-customer-note"[^>]*>([^<]*)</textarea>', page)
+    assert action and days and told, "the approve form's subscription choice, extension and message"
+    return {
+        "amount": _amount_field(page),
+        "subscription_action": action.group(1),
+        "extend_days": days.group(1),
+        "note_to_customer": html.unescape(told.group(1)),
+    }
+
+
+async def test_the_second_approver_completes_the_first_approvers_subscription_choice_as_shown(
+    intake: IntakeUnderTest,
+) -> None:
+    """The first approver's subscription action, extension and message were dropped: the second's form offered
+    refund and cancel, no extension, no message, and approving it as shown cancelled the subscription now."""
+    merchant, owner = await merchant_with_owner(
+        intake, policy={"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
+    )
+    payment = await intake.subscription_payment(merchant)
+    refund = await intake.refund(merchant, payment["id"])
+    page = f"/dashboard/refunds/{refund['id']}"
+    approver = await invite(intake, owner, "approver")
+    chosen = {"subscription_action": "refund_only", "extend_days": "14", "note_to_customer": "Two weeks on us."}
+    first = await approver.post_form(
+        page, f"{page}/approve", {"amount": _amount_field((await owner.page(page)).text), **chosen}
+    )
+    assert first.headers["location"].endswith("done=approval_recorded")
+
+    shown = (await owner.page(page)).text
+    approvals = re.search(r'<ul class="approvals"[^>]*>(.*?)</ul>', shown, re.S)
+    assert approvals and "refund only" in approvals.group(1).lower() and "14 days" in approvals.group(1)
+    assert "Two weeks on us." in approvals.group(1)
+    as_shown = _approve_form_as_shown(shown)
+    assert {k: as_shown[k] for k in chosen} == chosen
+    second = await owner.post_form(page, f"{page}/approve", as_shown)
+
+    assert second.headers["location"].endswith("done=approved")
+    decided = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    assert (decided["status"], decided["subscription_action"], decided["extend_days"], decided["customer_note"]) == (
+        "processing",
+        "refund_only",
+        14,
+        "Two weeks on us.",
+    )
+    assert await intake.staged("subscription.cancel_requested", payment["id"]) == []
+    assert [e["days"] for e in await intake.staged("subscription.extension_granted", payment["id"])] == [14]
+
+
+async def test_a_second_approval_of_another_subscription_choice_starts_the_approvals_over(
+    intake: IntakeUnderTest,
+) -> None:
+    """As another amount does: an approval counts for what it chose, action and extension too. Agreeing on both,
+    the approver who leaves the message out completes the approval with the first approver's."""
+    merchant, owner = await merchant_with_owner(
+        intake, policy={"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
+    )
+    payment = await intake.subscription_payment(merchant)
+    refund = await intake.refund(merchant, payment["id"])
+    approve = f"/v1/refunds/{refund['id']}/approve"
+    chosen = {"subscription_action": "refund_only", "extend_days": 7, "note_to_customer": "A week on us."}
+    first = await intake.client.post(approve, headers=merchant, json=chosen)
+    assert first.json()["status"] == "pending", first.text
+
+    page = f"/dashboard/refunds/{refund['id']}"
+    amount = f"{refund['amount'] / 100:.2f}"
+    for other in ({"subscription_action": "refund_and_cancel"}, {"subscription_action": "refund_only"}):
+        restarted = await owner.post_form(page, f"{page}/approve", {"amount": amount, **other})
+        assert restarted.headers["location"].endswith("done=approval_recorded"), other
+        again = await intake.client.post(approve, headers=merchant, json=chosen)  # the key approves as before
+        assert again.json()["status"] == "pending", again.text
+    timeline = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()["timeline"]
+    assert [t["action"] for t in timeline].count("approval_restarted") == 4
+    assert await intake.staged("refund.approved", payment["id"]) == []
+
+    agreed = await owner.post_form(
+        page, f"{page}/approve", {"amount": amount, "subscription_action": "refund_only", "extend_days": "7"}
+    )
+    assert agreed.headers["location"].endswith("done=approved")
+    decided = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()
+    assert (decided["subscription_action"], decided["extend_days"], decided["customer_note"]) == (
+        "refund_only",
+        7,
+        "A week on us.",
+    )
+    [approved] = await intake.staged("refund.approved", payment["id"])
+    assert approved["note_to_customer"] == "A week on us."
+    assert await intake.staged("subscription.cancel_requested", payment["id"]) == []

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from refundflow_intake.approval_rules import (
+    Approval,
     ApprovalAsk,
     ApprovalContext,
     Approve,
@@ -57,49 +58,94 @@ def test_one_approval_is_enough_below_the_threshold() -> None:
 
 def test_above_the_threshold_the_first_approval_waits_for_a_second_approver() -> None:
     decision = decide_approval(PENDING, ApprovalAsk(actor="api_key:a"), TWO_APPROVERS)
-    assert decision == AwaitAnotherApprover(amount=5_000, step="approval_1_of_2", discarded=())
+    assert decision == AwaitAnotherApprover(approval=Approval(5_000), step="approval_1_of_2", discarded=())
 
 
 def test_what_the_payments_other_refunds_sent_counts_toward_the_threshold() -> None:
     """1000 of the payment sent already: another 600 needs a second approver, as one refund of 1600 would."""
     context = replace(PENDING, requested=600, held_by_others=1_000, refunded_by_others=1_000)
     decision = decide_approval(context, ApprovalAsk(actor="api_key:a"), TWO_APPROVERS)
-    assert decision == AwaitAnotherApprover(amount=600, step="approval_1_of_2", discarded=())
+    assert decision == AwaitAnotherApprover(approval=Approval(600), step="approval_1_of_2", discarded=())
     asked_only = replace(context, refunded_by_others=0)  # the other refund is pending: nothing sent yet
     assert isinstance(decide_approval(asked_only, ApprovalAsk(actor="api_key:a"), TWO_APPROVERS), Approve)
 
 
 def test_the_same_approver_again_for_the_same_amount_changes_nothing() -> None:
-    context = replace(PENDING, approvals={"api_key:a": 5_000})
+    context = replace(PENDING, approvals={"api_key:a": Approval(5_000)})
     assert decide_approval(context, ApprovalAsk(actor="api_key:a"), TWO_APPROVERS) == Unchanged()
 
 
 def test_a_second_approver_of_the_same_amount_approves() -> None:
-    context = replace(PENDING, approvals={"api_key:a": 4_000})
+    context = replace(PENDING, approvals={"api_key:a": Approval(4_000)})
     decision = decide_approval(context, ApprovalAsk(actor="user:b", by_person=True, amount=4_000), TWO_APPROVERS)
     assert decision == Approve(amount=4_000, action=None, extend_days=None, discarded=())
 
 
 def test_an_api_key_cannot_give_the_approval_that_completes_a_two_person_rule() -> None:
-    by_person = replace(PENDING, approvals={"user:a": 4_000})
+    by_person = replace(PENDING, approvals={"user:a": Approval(4_000)})
     with pytest.raises(SecondApprovalNeedsAPerson):
         decide_approval(by_person, ApprovalAsk(actor="api_key:b", amount=4_000), TWO_APPROVERS)
     first = decide_approval(PENDING, ApprovalAsk(actor="api_key:b", amount=4_000), TWO_APPROVERS)
-    assert first == AwaitAnotherApprover(amount=4_000, step="approval_1_of_2", discarded=())
+    assert first == AwaitAnotherApprover(approval=Approval(4_000), step="approval_1_of_2", discarded=())
     alone = decide_approval(PENDING, ApprovalAsk(actor="api_key:b"), ONE_APPROVER)
     assert isinstance(alone, Approve)  # one approval: a key is enough, as before
 
 
 def test_a_second_approver_of_another_amount_restarts_the_approval() -> None:
-    context = replace(PENDING, approvals={"api_key:a": 4_000})
+    context = replace(PENDING, approvals={"api_key:a": Approval(4_000)})
     decision = decide_approval(context, ApprovalAsk(actor="api_key:b"), TWO_APPROVERS)
-    assert decision == AwaitAnotherApprover(amount=5_000, step="approval_1_of_2", discarded=("api_key:a",))
+    assert decision == AwaitAnotherApprover(
+        approval=Approval(5_000), step="approval_1_of_2", discarded=("api_key:a",), other_amount=True
+    )
 
 
 def test_the_first_approver_changing_the_amount_restarts_with_themself() -> None:
-    context = replace(PENDING, approvals={"api_key:a": 4_000})
+    context = replace(PENDING, approvals={"api_key:a": Approval(4_000)})
     decision = decide_approval(context, ApprovalAsk(actor="api_key:a", amount=3_000), TWO_APPROVERS)
-    assert decision == AwaitAnotherApprover(amount=3_000, step="approval_1_of_2", discarded=("api_key:a",))
+    assert decision == AwaitAnotherApprover(
+        approval=Approval(3_000), step="approval_1_of_2", discarded=("api_key:a",), other_amount=True
+    )
+
+
+SUBSCRIPTION = replace(PENDING, is_subscription=True)
+REFUND_ONLY = SubscriptionAction.REFUND_ONLY
+
+
+def test_the_second_approver_of_the_same_choice_decides_what_the_first_chose() -> None:
+    """The first approver's subscription action and extension are what both approved; a second who leaves the
+    message out completes it with the first's."""
+    first = ApprovalAsk(
+        actor="user:a", by_person=True, subscription_action=REFUND_ONLY, extend_days=14, note_to_customer="On us."
+    )
+    waiting = decide_approval(SUBSCRIPTION, first, TWO_APPROVERS)
+    assert waiting == AwaitAnotherApprover(
+        approval=Approval(5_000, REFUND_ONLY, 14, "On us."), step="approval_1_of_2", discarded=()
+    )
+    context = replace(SUBSCRIPTION, approvals={"user:a": Approval(5_000, REFUND_ONLY, 14, "On us.")})
+    second = ApprovalAsk(actor="user:b", by_person=True, subscription_action=REFUND_ONLY, extend_days=14)
+    assert decide_approval(context, second, TWO_APPROVERS) == Approve(
+        amount=5_000, action=REFUND_ONLY, extend_days=14, discarded=(), note_to_customer="On us."
+    )
+    says_otherwise = replace(second, note_to_customer="Sorry.")
+    assert decide_approval(context, says_otherwise, TWO_APPROVERS) == Approve(
+        amount=5_000, action=REFUND_ONLY, extend_days=14, discarded=(), note_to_customer="Sorry."
+    )
+
+
+@pytest.mark.parametrize(
+    "ask",
+    [
+        ApprovalAsk(actor="user:b", by_person=True),  # the default: refund and cancel
+        ApprovalAsk(actor="user:b", by_person=True, subscription_action=REFUND_ONLY),
+        ApprovalAsk(actor="user:b", by_person=True, subscription_action=REFUND_ONLY, extend_days=7),
+    ],
+)
+def test_another_subscription_choice_starts_the_approval_over_as_another_amount_does(ask: ApprovalAsk) -> None:
+    context = replace(SUBSCRIPTION, approvals={"user:a": Approval(5_000, REFUND_ONLY, 14, "On us.")})
+    decision = decide_approval(context, ask, TWO_APPROVERS)
+    assert isinstance(decision, AwaitAnotherApprover)
+    assert (decision.discarded, decision.other_amount, decision.step) == (("user:a",), False, "approval_1_of_2")
+    assert decision.approval.subscription_action is (ask.subscription_action or SubscriptionAction.REFUND_AND_CANCEL)
 
 
 def test_a_disputed_payment_is_never_refunded_but_a_cancel_only_still_closes() -> None:

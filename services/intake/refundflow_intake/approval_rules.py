@@ -29,6 +29,22 @@ from refundflow_intake.refund_policy import RefundPolicy
 
 
 @dataclass(frozen=True)
+class Approval:
+    """What one approver of a pending refund approved, and told the customer: the next approver must approve the
+    same amount, subscription action and extension for the two to count together."""
+
+    amount: int
+    subscription_action: SubscriptionAction | None = None  # as decided: the default made explicit
+    extend_days: int | None = None
+    note_to_customer: str | None = None
+
+    def agrees_with(self, other: Approval) -> bool:
+        """Approves the same: the message to the customer is not a choice approvers must agree on."""
+        chosen = (self.amount, self.subscription_action, self.extend_days)
+        return chosen == (other.amount, other.subscription_action, other.extend_days)
+
+
+@dataclass(frozen=True)
 class ApprovalContext:
     """The refund and its payment as they are now, under the payment's row lock."""
 
@@ -41,7 +57,7 @@ class ApprovalContext:
     disputed: bool
     provider_payment_conflict: bool
     is_subscription: bool
-    approvals: Mapping[str, int]  # who approved so far and may still decide refunds, and the amount each approved
+    approvals: Mapping[str, Approval]  # who approved so far and may still decide refunds, and what each approved
     customer_keeps_subscription: bool = False  # the customer asked (in the portal) to keep their subscription
     subscription_ended: bool = False  # cancelled now (or asked to be), or at a period end that has passed
     decided: Decided | None = None  # once the refund is no longer pending: what its decision recorded
@@ -84,11 +100,12 @@ class CancelOnly:
 
 @dataclass(frozen=True)
 class AwaitAnotherApprover:
-    """This approval is recorded; another approver must approve the same amount."""
+    """This approval is recorded; another approver must approve the same (amount, subscription action, extension)."""
 
-    amount: int
+    approval: Approval
     step: str  # e.g. approval_1_of_2, for the timeline
-    discarded: tuple[str, ...]  # earlier approvers of another amount: their approvals no longer count
+    discarded: tuple[str, ...]  # earlier approvers of something else: their approvals no longer count
+    other_amount: bool = False  # what the discarded approved differs in amount (else in the subscription choice)
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,9 @@ class Approve:
     action: SubscriptionAction | None
     extend_days: int | None
     discarded: tuple[str, ...]
+    other_amount: bool = False
+    # The completing approver's message, else the latest agreeing approver's: said once, it is not dropped.
+    note_to_customer: str | None = None
 
 
 ApprovalDecision = Unchanged | CancelOnly | AwaitAnotherApprover | Approve
@@ -203,9 +223,11 @@ def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPo
         )
     check_provider_can_refund(amount, context.currency)  # a smaller amount, too
 
-    # Approvals count only for the amount they approved: another amount starts the approval over.
-    discarded = tuple(actor for actor, approved in context.approvals.items() if approved != amount)
-    agreeing = [actor for actor, approved in context.approvals.items() if approved == amount]
+    # Approvals count only for what they approved: another amount, action or extension starts the approval over.
+    approval = Approval(amount, action, ask.extend_days, ask.note_to_customer)
+    discarded = tuple(actor for actor, earlier in context.approvals.items() if not earlier.agrees_with(approval))
+    other_amount = any(context.approvals[actor].amount != amount for actor in discarded)
+    agreeing = [actor for actor in context.approvals if actor not in discarded]
     first_time = ask.actor not in agreeing
     approvers = len(agreeing) + first_time
     required = policy.approvals_required(amount, context.currency, refunded=context.refunded_by_others)
@@ -215,7 +237,17 @@ def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPo
                 f"this refund needs {required} approvers: the approval that completes it must come from a person"
                 " signed in to the dashboard, not an API key"
             )
-        return Approve(amount=amount, action=action, extend_days=ask.extend_days, discarded=discarded)
-    if not first_time and not discarded:
+        told = [ask.note_to_customer, *(context.approvals[actor].note_to_customer for actor in reversed(agreeing))]
+        return Approve(
+            amount=amount,
+            action=action,
+            extend_days=ask.extend_days,
+            discarded=discarded,
+            other_amount=other_amount,
+            note_to_customer=next((note for note in told if note is not None), None),
+        )
+    if not first_time and not discarded and context.approvals[ask.actor] == approval:
         return Unchanged()
-    return AwaitAnotherApprover(amount=amount, step=f"approval_{approvers}_of_{required}", discarded=discarded)
+    return AwaitAnotherApprover(
+        approval=approval, step=f"approval_{approvers}_of_{required}", discarded=discarded, other_amount=other_amount
+    )

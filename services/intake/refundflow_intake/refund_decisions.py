@@ -20,6 +20,7 @@ from refundflow_intake.approval_rules import (
     Decided,
     decide_approval,
 )
+from refundflow_intake.dashboard import refund_words
 from refundflow_intake.dashboard.money_text import format_amount
 from refundflow_intake.domain import (
     CUSTOMER_CHANNELS,
@@ -63,10 +64,10 @@ async def approve_refund(
     extend_days: int | None = None,
 ) -> None:
     """Approve (possibly less than asked): the amount is held and the refund goes to the provider. Above the
-    policy's second-approval amount a different actor must approve the same amount too; an approval counts only
-    while its author may still decide refunds. ``cancel_only`` moves no money: the request closes as rejected and
-    the subscription ends at the period's end. ``note`` stays with the team; ``note_to_customer`` is told to the
-    customer (say why, when approving less than asked)."""
+    policy's second-approval amount a different actor must approve the same amount, subscription action and
+    extension too; an approval counts only while its author may still decide refunds. ``cancel_only`` moves no
+    money: the request closes as rejected and the subscription ends at the period's end. ``note`` stays with the
+    team; ``note_to_customer`` is told to the customer (say why, when approving less than asked)."""
     refund, payment = await locked_refund(conn, refund_id, merchant_id)
     status = RefundStatus(refund["status"])
     standing = await repository.standing(conn, payment, refund_id)
@@ -135,13 +136,11 @@ async def _apply(
         return  # unchanged: a repeat
     if decision.discarded:
         await repository.discard_approvals(conn, refund_id, decision.discarded)
-        approving = format_amount(decision.amount, refund["currency"])
-        why = f"earlier approvals were for another amount; approving {approving} starts over"
         await repository.add_timeline_entry(
-            conn, refund_id, RefundStatus.PENDING, actor, why, action="approval_restarted"
+            conn, refund_id, RefundStatus.PENDING, actor, _restarted(decision, refund), action="approval_restarted"
         )
     if isinstance(decision, AwaitAnotherApprover):
-        await repository.add_approval(conn, refund_id, actor, decision.amount)
+        await repository.add_approval(conn, refund_id, actor, decision.approval)
         await repository.add_timeline_entry(
             conn, refund_id, RefundStatus.PENDING, actor, told.note, action=decision.step
         )
@@ -154,7 +153,7 @@ async def _apply(
         "subscription_action": action.value if action else None,
         "extend_days": decision.extend_days,
         "note": told.note,
-        "customer_note": told.to_customer,
+        "customer_note": decision.note_to_customer,
     }
     audit = repository.Audit(actor, told.note, action="approved")
     hold = ("refund_hold", refund_id, {**refund, "amount": decision.amount})
@@ -170,7 +169,7 @@ async def _apply(
         payment_amount=payment["amount"],
         approved_by=actor,
         requested_amount=refund["amount"] if refund["amount"] > decision.amount else None,
-        note_to_customer=told.to_customer,
+        note_to_customer=decision.note_to_customer,
         process_time=told.policy.process_time,
         channel=refund["channel"],
         auto_approved=actor == actors.AUTO_APPROVER,  # as it was made: the customer was told nothing yet
@@ -187,6 +186,23 @@ async def _apply(
         await subscription_requests.grant_extension(
             conn, payment, customer, refund_id=refund_id, days=decision.extend_days, actor=actor
         )
+
+
+def _restarted(decision: AwaitAnotherApprover | Approve, refund: Row) -> str:
+    """The timeline's words for approvals discarded: what the new one approves, which they did not."""
+    if isinstance(decision, Approve):
+        amount, action, days = decision.amount, decision.action, decision.extend_days
+    else:
+        amount, action, days = (
+            decision.approval.amount,
+            decision.approval.subscription_action,
+            decision.approval.extend_days,
+        )
+    approving = format_amount(amount, refund["currency"])
+    if decision.other_amount:
+        return f"earlier approvals were for another amount; approving {approving} starts over"
+    chose = refund_words.subscription_choice(action.value if action else None, days) or "no extension"
+    return f"earlier approvals chose otherwise for the subscription; approving {approving}, {chose}, starts over"
 
 
 async def _close_as_cancel_only(

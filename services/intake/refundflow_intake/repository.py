@@ -12,7 +12,8 @@ import asyncpg
 
 from refundflow_intake import ledger
 from refundflow_intake import refund_policy_repository as policies
-from refundflow_intake.domain import HOLDING_STATUSES, REFUNDING_STATUSES, RefundStatus
+from refundflow_intake.approval_rules import Approval
+from refundflow_intake.domain import HOLDING_STATUSES, REFUNDING_STATUSES, RefundStatus, SubscriptionAction
 from refundflow_intake.refund_policy import RefundPolicy
 from refundflow_intake.roles import Permission, roles_with
 from refundflow_shared.event_contract import INTAKE
@@ -442,10 +443,13 @@ async def update_refund_status(
 
 
 def _add_approval(row: str) -> str:
-    """An actor's approval of an amount (``row``: refund id, actor, amount); a new one replaces theirs."""
+    """An actor's approval (``row``: refund id, actor, amount, subscription action, extension days, message to the
+    customer); a new one replaces theirs."""
     return (
-        f"INSERT INTO refund_approvals (refund_id, actor, amount) {row}"
-        " ON CONFLICT (refund_id, actor) DO UPDATE SET amount = EXCLUDED.amount, approved_at = now()"
+        "INSERT INTO refund_approvals (refund_id, actor, amount, subscription_action, extend_days, customer_note)"
+        f" {row} ON CONFLICT (refund_id, actor) DO UPDATE SET amount = EXCLUDED.amount,"
+        " subscription_action = EXCLUDED.subscription_action, extend_days = EXCLUDED.extend_days,"
+        " customer_note = EXCLUDED.customer_note, approved_at = now()"
     )
 
 
@@ -473,7 +477,8 @@ async def record_decision(
 ) -> None:
     """The merchant's decision: status, the amount approved, what happens to the subscription, the team's note and
     the note told to the customer. ``approved``: the actor's approval of that amount is added in the same
-    statement (``add_approval``), as are the balance ``entries`` it makes and the ``events`` it causes."""
+    statement (``add_approval``), with what the decision chose, as are the balance ``entries`` it makes and the
+    ``events`` it causes."""
     sql, args = _audited(
         "UPDATE refunds SET status = $2, amount = $3, subscription_action = $4, extend_days = $5,"
         " decision_note = $6, customer_note = $7, decided_at = now(), updated_at = now() WHERE id = $1",
@@ -490,7 +495,7 @@ async def record_decision(
         refund_id,
         decision["status"],
         audit,
-        also=f"approval AS ({_add_approval('SELECT $1, $8::text, $3 WHERE $8 IS NOT NULL')})",
+        also=f"approval AS ({_add_approval('SELECT $1, $8::text, $3, $4, $5, $7 WHERE $8 IS NOT NULL')})",
         entries=entries,
         events=events,
     )
@@ -566,9 +571,11 @@ _APPROVERS = (
 
 async def approvals_that_count(conn: asyncpg.Connection, refund_id: str) -> list[Row]:
     """Of a pending refund, who approved it so far and still counts, oldest first: each ``actor``, its
-    ``actor_name`` and the ``amount`` it approved (what the next approver must approve too)."""
+    ``actor_name``, the ``amount``, ``subscription_action`` and ``extend_days`` it approved (what the next approver
+    must approve too) and the ``customer_note`` it would tell the customer."""
     rows = await conn.fetch(
-        f"SELECT a.actor, a.amount, {_ACTOR_NAME} AS actor_name FROM refund_approvals a{_actor_joins('a.actor')}"
+        "SELECT a.actor, a.amount, a.subscription_action, a.extend_days, a.customer_note,"
+        f" {_ACTOR_NAME} AS actor_name FROM refund_approvals a{_actor_joins('a.actor')}"
         f" WHERE a.refund_id = $1 AND {_STILL_DECIDES} ORDER BY a.approved_at, a.actor",
         refund_id,
     )
@@ -602,8 +609,17 @@ async def refunds_of_payment(conn: asyncpg.Connection, payment_id: str) -> list[
     return [dict(r) for r in rows]
 
 
-async def add_approval(conn: asyncpg.Connection, refund_id: str, actor: str, amount: int) -> None:
-    await conn.execute(_add_approval("VALUES ($1, $2, $3)"), refund_id, actor, amount)
+async def add_approval(conn: asyncpg.Connection, refund_id: str, actor: str, approval: Approval) -> None:
+    action = approval.subscription_action
+    await conn.execute(
+        _add_approval("VALUES ($1, $2, $3, $4, $5, $6)"),
+        refund_id,
+        actor,
+        approval.amount,
+        action.value if action else None,
+        approval.extend_days,
+        approval.note_to_customer,
+    )
 
 
 async def discard_approvals(conn: asyncpg.Connection, refund_id: str, actors: tuple[str, ...]) -> None:
@@ -620,7 +636,7 @@ class Standing:
     refunded_by_others: int  # what its refunds other than the one approved sent or are sending (``refunded_besides``)
     disputed: bool
     policy: RefundPolicy  # what applies to its product
-    approvals: dict[str, int]  # who approved the refund so far and still counts, in order, and the amount each approved
+    approvals: dict[str, Approval]  # who approved the refund so far and still counts, in order, and what each approved
     lapsed: tuple[str, ...]  # who approved it but may no longer decide refunds: their approvals count for nothing
 
 
@@ -630,7 +646,8 @@ async def standing(conn: asyncpg.Connection, payment: Row, refund_id: str | None
     row = await conn.fetchrow(
         f"SELECT {_HELD_AND_DISPUTED}, {policies.documents_column('$3', '$4')},"
         f" {_refunded_besides('$1', '$5', '$6')} AS refunded_by_others,"
-        f" ARRAY(SELECT (a.actor, a.amount, {_STILL_DECIDES}) FROM refund_approvals a WHERE a.refund_id = $5"
+        " ARRAY(SELECT (a.actor, a.amount, a.subscription_action, a.extend_days, a.customer_note,"
+        f" {_STILL_DECIDES}) FROM refund_approvals a WHERE a.refund_id = $5"
         " ORDER BY a.approved_at, a.actor) AS approvals",
         payment["id"],
         [s.value for s in HOLDING_STATUSES],
@@ -644,6 +661,10 @@ async def standing(conn: asyncpg.Connection, payment: Row, refund_id: str | None
         refunded_by_others=int(row["refunded_by_others"]),
         disputed=bool(row["disputed"]),
         policy=policies.policy_from(row["policy_documents"], payment["product_id"]),
-        approvals={actor: amount for actor, amount, counts in row["approvals"] if counts},
-        lapsed=tuple(actor for actor, _, counts in row["approvals"] if not counts),
+        approvals={
+            actor: Approval(amount, SubscriptionAction(action) if action else None, days, told)
+            for actor, amount, action, days, told, counts in row["approvals"]
+            if counts
+        },
+        lapsed=tuple(actor for actor, *_, counts in row["approvals"] if not counts),
     )

@@ -220,7 +220,10 @@ class Approval(Body):
     amount: MinorUnits | None = Field(
         default=None,
         gt=0,
-        description="in minor units: approve less than asked; a second approver must approve the same amount",
+        description=(
+            "in minor units: approve less than asked; a second approver must approve the same amount (and"
+            " subscription action and extension)"
+        ),
     )
     subscription_action: SubscriptionAction | None = Field(
         default=None,

@@ -48,7 +48,9 @@ STATUS_LABELS = {
 # What a form that succeeded says on the page it leads to (``?done=<key>``): fixed words, nothing from the URL.
 NOTICES = {
     "approved": "Approved. The refund is on its way to the payment provider.",
-    "approval_recorded": "Your approval is recorded. Another person must approve the same amount.",
+    "approval_recorded": (
+        "Your approval is recorded. Another person must approve the same amount and subscription choice."
+    ),
     "rejected": "Rejected. The customer is told, with your note.",
     "rejected_without_note": "Rejected. The customer is told, with no note from you.",
     "rejected_untold": "Rejected. The customer is not told: you made this refund yourself, they asked for nothing.",

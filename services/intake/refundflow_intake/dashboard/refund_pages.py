@@ -21,7 +21,12 @@ from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
 from refundflow_intake.dashboard.money_text import format_amount, parse_amount
 from refundflow_intake.dashboard.pages import STATUS_LABELS, render, render_fragment, see_other
-from refundflow_intake.dashboard.refund_words import action_words, actor_words, flag_explanations
+from refundflow_intake.dashboard.refund_words import (
+    action_words,
+    actor_words,
+    flag_explanations,
+    subscription_choice,
+)
 from refundflow_intake.dashboard.typed_text import TypedText, as_typed, too_long
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import (
@@ -92,9 +97,16 @@ async def _page(
         approvals_needed=policy.approvals_required(
             refund.amount, refund.currency, refunded=await repository.refunded_besides(conn, payment.id, refund_id)
         ),
-        # What the next approver must approve too: the amount field offers the last one (they all agree).
+        # What the next approver must approve too: the form offers the last one's choices (they all agree).
         approvals=[
-            {"who": actor_words(a["actor"], a["actor_name"]), "amount": a["amount"]}
+            {
+                "who": actor_words(a["actor"], a["actor_name"]),
+                "amount": a["amount"],
+                "subscription_action": a["subscription_action"],
+                "extend_days": a["extend_days"],
+                "choice": subscription_choice(a["subscription_action"], a["extend_days"]),
+                "note_to_customer": a["customer_note"],
+            }
             for a in (await repository.approvals_that_count(conn, refund_id) if refund.status == "pending" else [])
         ],
         customer_wish=row["cancel_subscription"] if row else None,

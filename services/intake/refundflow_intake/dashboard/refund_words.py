@@ -30,6 +30,20 @@ _ACTIONS = {
 }
 
 
+_SUBSCRIPTION_ACTIONS = {
+    "refund_and_cancel": "refund and cancel the subscription",
+    "refund_only": "refund only",
+}
+
+
+def subscription_choice(action: str | None, extend_days: int | None) -> str:
+    """An approval's subscription choice in words ("refund only, 14 days more"); "" when there is none."""
+    words = [_SUBSCRIPTION_ACTIONS.get(action, action)] if action else []
+    if extend_days is not None:
+        words.append(f"{extend_days} days more" if extend_days != 1 else "1 day more")
+    return ", ".join(words)
+
+
 def flag_explanations(
     flags: list[str],
     policy: RefundPolicy,

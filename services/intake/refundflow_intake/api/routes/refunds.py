@@ -168,14 +168,15 @@ async def approve_refund(
 ) -> RefundOut:
     """Approve a pending refund: its amount is held in your balance and it goes to the payment provider. Checked
     again now: the payment must not be disputed, and the amount must fit what is still refundable. Above your
-    policy's second-approval amount it needs two approvers of the same amount, and approvals count people: an
-    API key may give the first approval, but the one that completes it must come from a person signed in to the
-    dashboard (409 ``second_approval_needs_a_person``). An approval of another amount starts them over, and an
-    approval counts only while its author may still decide refunds (not a removed or demoted member's, nor a
-    revoked key's). The customer is told the amount, and ``note_to_customer`` (``note`` stays with your team).
-    Once approved (whatever the provider did since), the same approval again answers 200 and changes nothing, as
-    does a ``cancel_only`` asked again of the request it closed; one asking another amount, action, extension or
-    note is 409 ``invalid_status_transition``."""
+    policy's second-approval amount it needs two approvers of the same amount, subscription action and extension,
+    and approvals count people: an API key may give the first approval, but the one that completes it must come
+    from a person signed in to the dashboard (409 ``second_approval_needs_a_person``). An approval of another
+    amount, action or extension starts them over, and an approval counts only while its author may still decide
+    refunds (not a removed or demoted member's, nor a revoked key's). The customer is told the amount, and
+    ``note_to_customer`` (the completing approver's, else the latest agreeing approver's; ``note`` stays with your
+    team). Once approved (whatever the provider did since), the same approval again answers 200 and changes
+    nothing, as does a ``cancel_only`` asked again of the request it closed; one asking another amount, action,
+    extension or note is 409 ``invalid_status_transition``."""
     body = body or Approval()
     async with db.transaction() as conn:
         await refund_decisions.approve_refund(
