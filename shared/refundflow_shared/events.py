@@ -267,6 +267,7 @@ CUSTOMER_FIELDS = (
     "process_time",
     "note_to_customer",
     "last_period",
+    "no_refund",
 )
 
 
@@ -291,6 +292,13 @@ class PaymentRefunded(_Priced):
     remaining_amount: MinorUnits
 
 
+_NO_REFUND = "a cancel-only decision: no money moved, and the customer hears it with the cancellation"
+_ALREADY_ENDED = (
+    "the provider had ended the subscription before this cancel was asked (it could not be cancelled again):"
+    " ends_at is when it ended, if known"
+)
+
+
 class SubscriptionCancelRequested(PaymentEventData, _ToCustomer):
     """Cancel the subscription the payment paid for: now, or at the end of the current period."""
 
@@ -307,6 +315,7 @@ class SubscriptionCancelRequested(PaymentEventData, _ToCustomer):
     requested_by: Name
     customer_email: EmailAddress | None = None
     note_to_customer: Note | None = None
+    no_refund: bool = Field(False, description=_NO_REFUND)
 
 
 class SubscriptionCanceled(PaymentEventData, _ToCustomer):
@@ -320,6 +329,8 @@ class SubscriptionCanceled(PaymentEventData, _ToCustomer):
     refund_id: Id | None = None
     customer_email: EmailAddress | None = None
     note_to_customer: Note | None = None
+    no_refund: bool = Field(False, description=_NO_REFUND + " (carried from subscription.cancel_requested)")
+    already_ended: bool = Field(False, description=_ALREADY_ENDED)
 
 
 class SubscriptionCancelFailed(PaymentEventData):

@@ -139,6 +139,28 @@ async def test_a_cancel_at_period_end_after_a_cancel_now_is_done_not_a_false_ala
     await nothing_dead_lettered(processor)
 
 
+async def test_a_cancel_only_of_a_subscription_already_ended_says_so_and_that_no_refund_was_made(
+    processor: ProcessorUnderTest,
+) -> None:
+    """The cancellation is the customer's only email of a cancel-only decision: it carries the decision's no refund,
+    and says the subscription had ended (when), not that it was cancelled now."""
+    now = cancel_request(f"sub_ended_{uuid.uuid4().hex[:12]}")
+    await processor.publish(now)
+
+    async def canceled(count: int) -> bool:
+        return len(await processor.staged("subscription.canceled", about=now.subscription_id)) >= count
+
+    await eventually(lambda: canceled(1), timeout=30)
+    cancel_only = now.model_copy(update={"at_period_end": True, "refund_id": "ref_cancel_only", "no_refund": True})
+    await processor.publish(cancel_only)
+
+    await eventually(lambda: canceled(2), timeout=30)
+    first, second = await processor.staged("subscription.canceled", about=now.subscription_id)
+    assert (first["no_refund"], first["already_ended"]) == (False, False)
+    assert (second["at_period_end"], second["no_refund"], second["already_ended"]) == (False, True, True)
+    assert second["ends_at"] == first["ends_at"], "it ended when the first request cancelled it"
+
+
 async def test_a_second_cancel_now_of_a_subscription_is_done_not_a_false_alarm(processor: ProcessorUnderTest) -> None:
     """The provider refuses to cancel a canceled subscription (Stripe's 404, as the sandbox answers): the second
     request finds it ended, and is done."""

@@ -1017,3 +1017,43 @@ async def test_a_second_approval_of_another_subscription_choice_starts_the_appro
     [approved] = await intake.staged("refund.approved", payment["id"])
     assert approved["note_to_customer"] == "A week on us."
     assert await intake.staged("subscription.cancel_requested", payment["id"]) == []
+
+
+async def test_a_cancel_only_of_a_subscription_the_provider_had_ended_tells_no_refund_and_when_it_ended(
+    intake: IntakeUnderTest,
+) -> None:
+    """The cancellation carries the decision's no refund (the customer hears no rejection), and the provider's
+    answer that the subscription had ended already: the request's timeline and the portal say so, with its end,
+    not that it was cancelled now nor that access lasts "until then"."""
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    refund_id, customer = await _asked_to_cancel(intake, merchant, payment)
+    decided = await intake.client.post(
+        f"/v1/refunds/{refund_id}/approve", headers=merchant, json={"subscription_action": "cancel_only"}
+    )
+    assert decided.status_code == 200, decided.text
+    [rejected] = await intake.staged("refund.rejected", payment["id"])
+    assert (rejected["cancel_only"], rejected["cancellation_follows"]) == (True, True)
+    [asked] = await intake.staged("subscription.cancel_requested", payment["id"])
+    assert (asked["at_period_end"], asked["no_refund"]) == (True, True)
+
+    ended_on = datetime(2026, 10, 1, tzinfo=UTC)
+    await intake.publish(
+        SubscriptionCanceled(
+            payment_id=payment["id"], merchant_id=await intake.merchant_id(merchant), refund_id=refund_id,
+            subscription_id=payment["subscription"]["id"], at_period_end=False, ends_at=ended_on,
+            no_refund=True, already_ended=True,
+        ),
+        source="refundflow/processor",
+    )  # fmt: skip
+    recorded = "SELECT subscription_canceled_at IS NOT NULL FROM payments WHERE id = $1"
+    await eventually(lambda: intake.db.fetchval(recorded, payment["id"]), timeout=30)
+
+    timeline = (await intake.client.get(f"/v1/refunds/{refund_id}", headers=merchant)).json()["timeline"]
+    [said] = [t["note"] for t in timeline if t["action"] == "subscription_canceled"]
+    assert said == "The subscription had already ended on 1 October 2026: no further payments"
+    token = customer["Authorization"].removeprefix("Bearer ")
+    tracked = (await intake.client.get(f"/portal/{token}/requests/{refund_id}/status")).json()
+    assert tracked["label"] == "Subscription ended"
+    assert "No refund was made" in tracked["html"] and "had already ended" in tracked["html"]
+    assert "keep access until then" not in tracked["html"]

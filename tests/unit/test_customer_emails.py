@@ -118,6 +118,26 @@ def test_a_cancel_only_decision_is_not_mailed_as_a_rejection_but_as_the_cancella
     assert email(at_end, Contact()) is None, "no address known: no email"
 
 
+def test_a_cancel_only_on_a_subscription_that_had_ended_says_no_refund_and_when_it_ended() -> None:
+    """The provider had ended it already (dunning, say): the cancellation comes at_period_end False. The email said
+    it was cancelled "as of today" and never that no refund was made (the rejection waits for this email)."""
+    rejection = RefundRejected(**IDS, note="We don't refund renewals", cancel_only=True, cancellation_follows=True)
+    assert email(rejection) is None, "told by the cancellation"
+    ids = {k: v for k, v in IDS.items() if k != "customer_email"}
+    ended = SubscriptionCanceled(
+        **ids, subscription_id="sub_1", at_period_end=False, ends_at=AT, no_refund=True, already_ended=True
+    )
+    cancelled = email(ended)
+    assert cancelled is not None
+    for said in render(cancelled.content):
+        assert "No refund was made" in said and "as of today" not in said and "keep access" not in said
+    assert "had already ended on 24 December 2026: you will not be charged again" in render(cancelled.content)[0]
+    assert "had already ended on <strong>24 December 2026</strong>" in render(cancelled.content)[1]
+    unknown_end = ended.model_copy(update={"ends_at": None})
+    text = render(email(unknown_end).content)[0]  # type: ignore[union-attr]
+    assert "had already ended: you will not be charged again" in text and "No refund was made" in text
+
+
 def test_an_extension_says_by_how_many_days_and_when_the_next_payment_is_due() -> None:
     ids = {k: v for k, v in IDS.items() if k != "customer_email"}
     extended = email(SubscriptionExtended(**ids, subscription_id="sub_1", days=7, current_period_end=AT))

@@ -54,3 +54,19 @@ def test_goodwill_days_are_told_in_the_singular_and_as_access_when_it_is_the_las
     assert extension_words(last) == (
         "Subscription extended by 7 days: access lasts until 24 December 2026, when the subscription ends"
     )
+
+
+def test_a_cancel_only_says_what_was_recorded_of_the_subscription() -> None:
+    """It said "you keep access until then" whatever the provider did: also when the subscription had ended."""
+    closed = {"status": "rejected", "amount": 1_000, "currency": "EUR", "subscription_action": "cancel_only"}
+    asked = status_of(closed, merchant="Acme", process_time="5-10 days")
+    assert "you keep access until then" in asked.summary
+    scheduled = status_of(
+        closed, merchant="Acme", process_time="5-10 days", access_until=datetime(2026, 12, 1, tzinfo=UTC)
+    )
+    assert "you keep access until 1 December 2026" in scheduled.summary
+    ended = status_of(closed, merchant="Acme", process_time="5-10 days", subscription_ended=True)
+    assert (ended.label, ended.summary) == (
+        "Subscription ended",
+        "No refund was made. Your subscription has ended: you will not be charged again.",
+    )

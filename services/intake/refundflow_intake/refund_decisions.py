@@ -234,6 +234,7 @@ async def _close_as_cancel_only(
         at_period_end=True,
         told=told.to_customer,
         after_extension=extend_days is not None,  # the customer is told the access end the extension makes
+        no_refund=True,
     )
     if extend_days is not None:
         await subscription_requests.grant_extension(
@@ -256,6 +257,7 @@ async def _ask_cancel(
     at_period_end: bool,
     told: str | None,
     after_extension: bool = False,
+    no_refund: bool = False,
 ) -> None:
     """Ask the provider to cancel the subscription as decided, unless that asks nothing ``new`` (ended, or cancelled
     or asked to be this way already: ``repository.cancel_already_asked``): asked again, the customer hears of the
@@ -274,6 +276,7 @@ async def _ask_cancel(
         actor=actor,
         note_to_customer=told,
         after_extension=after_extension,
+        no_refund=no_refund,
     )
 
 

@@ -37,7 +37,10 @@ async def record_canceled(conn: asyncpg.Connection, data: SubscriptionCanceled, 
     await repository.record_subscription_canceled(
         conn, data.merchant_id, data.payment_id, data.subscription_id, access_until
     )
-    if data.at_period_end and data.ends_at is not None:
+    if data.already_ended:  # the provider had ended it before the decision's cancel: not cancelled now
+        on = f" on {_day(data.ends_at)}" if data.ends_at is not None else ""
+        words = f"The subscription had already ended{on}: no further payments"
+    elif data.at_period_end and data.ends_at is not None:
         words = f"Subscription cancelled: access lasts until {_day(data.ends_at)}, with no further payments"
     else:
         words = "Subscription cancelled: no further payments"

@@ -54,7 +54,10 @@ async def request_cancel(
     actor: str,
     note_to_customer: str | None,
     after_extension: bool = False,
+    no_refund: bool = False,
 ) -> None:
+    """Ask the provider to cancel the payment's subscription. ``no_refund``: a cancel-only decision, which the
+    customer hears of with the cancellation (its rejection is not mailed)."""
     await repository.record_cancel_requested(conn, payment["id"], at_period_end=at_period_end)
     await add_event(
         conn,
@@ -68,6 +71,7 @@ async def request_cancel(
             requested_by=actor,
             customer_email=payment["customer_email"],
             note_to_customer=note_to_customer,
+            no_refund=no_refund,
             **customer,
         ),
         source=INTAKE.source,

@@ -192,10 +192,14 @@ def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Wo
         return "refund_reversed", subject, {"amount": amount, "why": why}, _SEE
     if isinstance(data, SubscriptionCanceled):
         until = day(data.ends_at) if data.at_period_end and data.ends_at else None
-        # At the period's end because of a request: a cancel-only decision, no money moved.
+        ended_on = day(data.ends_at) if data.already_ended and data.ends_at else None
         cancelled = {
             "access_until": until,
-            "no_refund": data.at_period_end and bool(data.refund_id),
+            "already_ended": data.already_ended,
+            "ended_on": ended_on,
+            # A cancel-only decision, whose rejection is not mailed. A cancel asked before the flag was carried:
+            # at the period's end because of a request, as such decisions were the only ones asking that.
+            "no_refund": data.no_refund or (data.at_period_end and bool(data.refund_id)),
             "note": data.note_to_customer,
         }
         return "subscription_canceled", "Your subscription is cancelled", cancelled, _SEE

@@ -9,6 +9,7 @@ refunded must stop being billed.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import asyncpg
 import structlog
@@ -30,7 +31,14 @@ from refundflow_shared.outbox import add_event
 log = structlog.get_logger(__name__)
 
 
-CancelAnswer = Done[ProviderSubscription] | Refused | Retry | AuthFailed
+@dataclass(frozen=True)
+class AlreadyEnded:
+    """The provider refused the cancel because the subscription had ended before it (as read after the refusal)."""
+
+    subscription: ProviderSubscription
+
+
+CancelAnswer = Done[ProviderSubscription] | AlreadyEnded | Refused | Retry | AuthFailed
 
 
 class SubscriptionCancelExecutor:
@@ -85,32 +93,43 @@ class SubscriptionCancelExecutor:
             current = await ask(self._provider.get_subscription(cancel.subscription_id), round(left, 3))
             match current:
                 case Done(subscription) if subscription.status in ENDED_STATUSES:
-                    return current
+                    return AlreadyEnded(subscription)
                 case Retry(error):
                     return Retry(f"{answer.message}; the subscription could not be read: {error}")
                 case AuthFailed():
                     return current
         return answer
 
+    async def _record_canceled(
+        self, conn: asyncpg.Connection, cancel: SubscriptionCancel, subscription: ProviderSubscription, *, before: bool
+    ) -> None:
+        """Done. ``before``: the subscription had ended before this request (the customer is told so, and when)."""
+        await cancels.record_cancel_state(conn, cancel, "succeeded")
+        await add_event(
+            conn,
+            SubscriptionCanceled(
+                **carry(cancel.to_customer, SubscriptionCanceled),
+                payment_id=cancel.payment_id,
+                merchant_id=cancel.merchant_id,
+                subscription_id=subscription.id,
+                # At the period's end, unless it has ended already (another request cancelled it now).
+                at_period_end=cancel.at_period_end and subscription.status not in ENDED_STATUSES,
+                ends_at=subscription.ends_at,
+                refund_id=cancel.refund_id,
+                already_ended=before,
+            ),
+            source=PROCESSOR.source,
+        )
+        log.info("subscription_canceled", at_period_end=cancel.at_period_end, already_ended=before)
+
     async def _record(self, conn: asyncpg.Connection, cancel: SubscriptionCancel, answer: CancelAnswer) -> None:
         match answer:
             case Done(subscription):
-                await cancels.record_cancel_state(conn, cancel, "succeeded")
-                await add_event(
-                    conn,
-                    SubscriptionCanceled(
-                        **carry(cancel.to_customer, SubscriptionCanceled),
-                        payment_id=cancel.payment_id,
-                        merchant_id=cancel.merchant_id,
-                        subscription_id=subscription.id,
-                        # At the period's end, unless it has ended already (another request cancelled it now).
-                        at_period_end=cancel.at_period_end and subscription.status not in ENDED_STATUSES,
-                        ends_at=subscription.ends_at,
-                        refund_id=cancel.refund_id,
-                    ),
-                    source=PROCESSOR.source,
-                )
-                log.info("subscription_canceled", at_period_end=cancel.at_period_end)
+                # Scheduling the end of a subscription that has ended: it had ended before this request.
+                ended = subscription.status in ENDED_STATUSES
+                await self._record_canceled(conn, cancel, subscription, before=cancel.at_period_end and ended)
+            case AlreadyEnded(subscription):
+                await self._record_canceled(conn, cancel, subscription, before=True)
             case Refused(message):
                 log.error("subscription_cancel_refused", error=message)
                 await cancels.record_cancel_state(conn, cancel, "failed", error=message)

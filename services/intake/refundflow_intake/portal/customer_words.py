@@ -47,9 +47,19 @@ def day(value: datetime) -> str:
     return f"{value.day} {value.strftime('%B %Y')}"
 
 
-def status_of(refund: Row, *, merchant: str, process_time: str, subscription_cancelled: bool = False) -> CustomerStatus:
+def status_of(
+    refund: Row,
+    *,
+    merchant: str,
+    process_time: str,
+    subscription_cancelled: bool = False,
+    subscription_ended: bool = False,
+    access_until: datetime | None = None,
+) -> CustomerStatus:
     """``subscription_cancelled``: the payment's subscription is recorded cancelled (now or at its period's end),
-    whatever asked for it (a cancel the team asked again after the provider refused the decision's own)."""
+    whatever asked for it (a cancel the team asked again after the provider refused the decision's own);
+    ``subscription_ended``: recorded as over (cancelled now, or ended before, or its last period past);
+    ``access_until``: the period's end a cancel at it recorded."""
     amount = format_amount(refund["amount"], refund["currency"])
     status = RefundStatus(refund["status"])
     if status is RefundStatus.PENDING:
@@ -88,11 +98,16 @@ def status_of(refund: Row, *, merchant: str, process_time: str, subscription_can
             " you if anything is needed."
         )
         return CustomerStatus(CANCELLED, "Cancellation in progress", said, True)
+    if refund["subscription_action"] == SubscriptionAction.CANCEL_ONLY and subscription_ended:
+        # As recorded: the provider may have ended it before the decision (its date is in the timeline).
+        said = "No refund was made. Your subscription has ended: you will not be charged again."
+        return CustomerStatus(CANCELLED, "Subscription ended", said, True)
     if refund["subscription_action"] == SubscriptionAction.CANCEL_ONLY:
-        # Until when: the provider's date, in the timeline once it has cancelled (ours may be out of date).
+        # Until when: the provider's date once it has cancelled (the decision's period end may be out of date).
+        until = f"until {day(access_until)}" if access_until else "until then"
         said = (
             f"No refund was made. {merchant} is cancelling your subscription at the end of its current period:"
-            " you keep access until then and will not be charged again."
+            f" you keep access {until} and will not be charged again."
         )
         return CustomerStatus(CANCELLED, "Subscription cancelled", said, True)
     return CustomerStatus("rejected", "Rejected", f"{merchant} decided not to refund this request.", True)

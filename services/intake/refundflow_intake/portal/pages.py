@@ -78,6 +78,8 @@ def _requests(token: str, portal: Portal) -> list[dict[str, Any]]:
                 merchant=portal.merchant_name,
                 process_time=portal.policy.process_time,
                 subscription_cancelled=portal.payment["subscription_canceled_at"] is not None,
+                subscription_ended=portal.payment["subscription_ended"],
+                access_until=portal.payment["subscription_access_until"],
             ),
             "moments": customer_words.timeline(refund, refund["timeline"], merchant=portal.merchant_name),
             "status_url": f"{PREFIX}/{token}/requests/{refund['id']}/status",
