@@ -90,6 +90,7 @@ async def is_reachable(pool: asyncpg.Pool) -> bool:
 CLAIM_LOCKS = 1
 RATE_LIMIT_LOCKS = 2
 RETENTION_LOCKS = 3
+SUBSCRIPTION_LOCKS = 4  # intake: one subscription's cancels, asked through any of its payments
 
 
 @asynccontextmanager

@@ -1057,3 +1057,31 @@ async def test_a_cancel_only_of_a_subscription_the_provider_had_ended_tells_no_r
     assert tracked["label"] == "Subscription ended"
     assert "No refund was made" in tracked["html"] and "had already ended" in tracked["html"]
     assert "keep access until then" not in tracked["html"]
+
+
+@pytest.mark.parametrize("how", ["cancel", "approve"])
+async def test_two_cancels_at_once_through_two_payments_of_one_subscription_ask_the_provider_once(
+    intake: IntakeUnderTest, how: str
+) -> None:
+    """Each request locked only its own payment, then read whether a cancel was asked through any payment of the
+    subscription: two at once, through the first payment and a renewal, both read none and both asked (the
+    customer was told of the cancellation twice)."""
+    merchant = await intake.merchant()
+    for _ in range(5):  # each round a new subscription: the two requests meet at the read every time
+        first = await intake.subscription_payment(merchant)
+        renewal = await intake.payment(merchant, product=first["product"], subscription=first["subscription"])
+        if how == "cancel":
+            answers = await asyncio.gather(
+                *(
+                    intake.client.post(f"/v1/payments/{p['id']}/subscription/cancel", headers=merchant, json={})
+                    for p in (first, renewal)
+                )
+            )
+        else:
+            refunds = [await intake.refund(merchant, p["id"]) for p in (first, renewal)]
+            answers = await asyncio.gather(
+                *(intake.client.post(f"/v1/refunds/{r['id']}/approve", headers=merchant) for r in refunds)
+            )
+        assert all(a.status_code in (200, 202) for a in answers), [a.text for a in answers]
+        asked = [c for p in (first, renewal) for c in await intake.staged("subscription.cancel_requested", p["id"])]
+        assert len(asked) == 1, asked

@@ -16,6 +16,7 @@ from refundflow_intake.approval_rules import Approval
 from refundflow_intake.domain import HOLDING_STATUSES, REFUNDING_STATUSES, RefundStatus, SubscriptionAction
 from refundflow_intake.refund_policy import RefundPolicy
 from refundflow_intake.roles import Permission, roles_with
+from refundflow_shared.database import SUBSCRIPTION_LOCKS
 from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.events import EventData
 from refundflow_shared.metrics import REFUNDS, count_after_commit
@@ -183,8 +184,19 @@ async def cancel_already_asked(conn: asyncpg.Connection, payment: Row, *, at_per
     """Whether cancelling the payment's subscription this way would ask nothing new: it has ended (cancelled now, or
     asked to be, through any payment of it), or it is cancelled, or asked to be, at its period's end already. A
     cancel at the period's end that a payment of the subscription was paid after counts for nothing: the merchant
-    took it back at the provider, and the subscription went on. Read after the payment's lock, in a statement of
-    its own: a request it waited for is seen."""
+    took it back at the provider, and the subscription went on.
+
+    Takes the subscription's lock first, held to the end of the caller's transaction, which asks the cancel when
+    this says none was: the caller locked only its payment, so two requests through two payments of one
+    subscription (its first and a renewal) both read none asked, and both asked. Read after the lock, in a
+    statement of its own: a request it waited for is seen."""
+    # The lock's name is the subscription's, a stable hash of merchant and subscription ids (a collision only
+    # makes two subscriptions take turns).
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        SUBSCRIPTION_LOCKS,
+        f"{payment['merchant_id']}:{payment['subscription_id']}",
+    )
     asked: bool = await conn.fetchval(
         "SELECT coalesce(bool_or(subscription_cancel_requested_at IS NOT NULL"
         "  OR subscription_canceled_at IS NOT NULL AND subscription_access_until IS NULL"
