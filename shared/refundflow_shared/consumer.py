@@ -297,6 +297,8 @@ class EventConsumer:
             max_records=self._settings.consumer_batch_max_records,
             batch_timeout_ms=self._settings.consumer_batch_timeout_ms,
             fetch_max_wait_ms=self._settings.consumer_fetch_max_wait_ms,
+            session_timeout_ms=self._settings.consumer_session_timeout_ms,
+            heartbeat_interval_ms=self._settings.consumer_session_timeout_ms // 3,  # Kafka's advice: a third at most
             parser=_parse_batch,
             decoder=_raw_body,  # we decode (and dead-letter) ourselves; FastStream's JSON decoding would loop
         )

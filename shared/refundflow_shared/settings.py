@@ -59,6 +59,9 @@ class ServiceSettings(BaseSettings):
     # ~120 ms (median) at Kafka's default of 500. Waiting less costs CPU under load (smaller batches, more fetches):
     # worth it on a refund's path only (README, Performance).
     consumer_fetch_max_wait_ms: FetchMaxWaitMs = 500
+    # A consumer the broker does not hear from for this long leaves its group (its partitions go to the others).
+    # Joining a group takes half of it on Tansu, so every start waits that long: the tests use 3000.
+    consumer_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
 
     topic_partitions: int = 6
     # Durability: producers wait for every in-sync replica (acks=all), and a write needs this many of them.

@@ -16,6 +16,9 @@ import asyncpg
 from refundflow_devstack.local_kafka import LocalKafka
 from refundflow_devstack.local_postgres import LocalPostgres
 
+# Services under test leave a consumer group this long after going quiet. Joining takes half of it on Tansu, so
+# production's 10 s made every start wait 5 s; 3 s still leaves room for a loaded machine's heartbeats.
+CONSUMER_SESSION_TIMEOUT_MS = 3_000
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LOWEST_PORT = 20_000  # above the fixed ports of the dev stack (8000-8002, 12111), which a test starts
 

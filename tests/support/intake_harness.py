@@ -21,6 +21,7 @@ from refundflow_intake.settings import IntakeSettings
 from refundflow_shared.events import Event, EventData, topic_for
 from refundflow_shared.secret_box import generate_key
 from tests.conftest import create_database
+from tests.support.infrastructure import CONSUMER_SESSION_TIMEOUT_MS
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN: dict[str, str] = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -163,6 +164,7 @@ async def running_intake(postgres_url: str, kafka_bootstrap: str, **overrides: A
         "outbox_poll_interval_seconds": 0.2,
         "consumer_retry_base_seconds": 0.05,
         "consumer_retry_max_seconds": 0.5,
+        "consumer_session_timeout_ms": CONSUMER_SESSION_TIMEOUT_MS,
         "review_check_interval_seconds": 0.2,
         "awaited_event_wait_seconds": 3.0,  # a payment or success it waits for comes within a second
         "webhook_secret_key": generate_key(),

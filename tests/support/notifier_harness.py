@@ -23,6 +23,7 @@ from refundflow_shared.events import (
 from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.secret_box import SecretBox, generate_key
 from tests.conftest import create_database
+from tests.support.infrastructure import CONSUMER_SESSION_TIMEOUT_MS
 from tests.support.probe_service import eventually
 
 TEST_SECRET_KEY = generate_key()
@@ -41,6 +42,7 @@ def notifier_settings(database_url: str, kafka: str, smtp_port: int, **overrides
         "refundflow_internal_token": TEST_INTERNAL_TOKEN,
         "refundflow_allow_private_webhook_urls": True,  # the test receivers listen on 127.0.0.1
         "consumer_retry_base_seconds": 0.05,
+        "consumer_session_timeout_ms": CONSUMER_SESSION_TIMEOUT_MS,
         "outbox_poll_interval_seconds": 0.2,
         "message_poll_interval_seconds": 0.1,
         "message_retry_schedule_seconds": [0, 0.2, 0.2],

@@ -14,6 +14,7 @@ from refundflow_shared.events import Event, EventType, RefundRequested
 from refundflow_shared.outbox import add_event
 from refundflow_shared.service_runtime import ServiceRuntime
 from refundflow_shared.settings import ServiceSettings
+from tests.support.infrastructure import CONSUMER_SESSION_TIMEOUT_MS
 
 PROBE_MIGRATIONS = Path(__file__).parent / "probe_migrations"
 PROBE = "probe"
@@ -36,6 +37,7 @@ def probe_settings(database_url: str, kafka: str, prefix: str, **overrides: obje
         "consumer_retry_base_seconds": 0.05,
         "consumer_retry_max_seconds": 0.5,
         "outbox_poll_interval_seconds": 0.2,
+        "consumer_session_timeout_ms": CONSUMER_SESSION_TIMEOUT_MS,
         **overrides,
     }
     return ServiceSettings.model_validate(values)

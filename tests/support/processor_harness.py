@@ -24,7 +24,7 @@ from refundflow_sandbox.webhooks import stripe_signature
 from refundflow_shared.events import Event, EventData, RefundApproved, topic_for
 from refundflow_shared.tracing import EVENT_HEADER
 from tests.support.http_servers import serving
-from tests.support.infrastructure import free_port
+from tests.support.infrastructure import CONSUMER_SESSION_TIMEOUT_MS, free_port
 from tests.support.kafka_reader import headers_of, read_topic
 
 WEBHOOK_SECRET = "whsec_test_processor"
@@ -214,6 +214,7 @@ async def running_processor(
             "sync_interval_seconds": 0.5,
             "sync_pending_after_seconds": 300,
             "outbox_poll_interval_seconds": 0.2,
+            "consumer_session_timeout_ms": CONSUMER_SESSION_TIMEOUT_MS,
             **overrides,
         }
     )

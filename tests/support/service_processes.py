@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.infrastructure import CONSUMER_SESSION_TIMEOUT_MS
+
 
 class ServiceProcess:
     def __init__(self, name: str, command: list[str], env: dict[str, str], log_dir: Path, health_url: str) -> None:
@@ -51,7 +53,13 @@ def service_env(**values: str) -> dict[str, str]:
     """The test's environment for a child, minus anything that would point it elsewhere."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REFUNDFLOW_CRASH_AT",))}
     # Every test stack talks to the local sandbox over http, which the processor refuses unless told.
-    return {**env, "LOG_LEVEL": "INFO", "STRIPE_SANDBOX": "true", **values}
+    return {
+        **env,
+        "LOG_LEVEL": "INFO",
+        "STRIPE_SANDBOX": "true",
+        "CONSUMER_SESSION_TIMEOUT_MS": str(CONSUMER_SESSION_TIMEOUT_MS),
+        **values,
+    }
 
 
 def register_payment(
