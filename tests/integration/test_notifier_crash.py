@@ -45,14 +45,20 @@ async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
     await producer.stop()
 
 
-def start_notifier(env: dict[str, str], log_dir: Path, name: str, crash_at: str = "") -> ServiceProcess:
+async def start_notifier(env: dict[str, str], log_dir: Path, name: str, crash_at: str = "") -> ServiceProcess:
+    """Started and ready. Waited for in a thread: the tests' webhook receiver answers on this loop meanwhile."""
     port = free_port()
     values = {**env, "HTTP_PORT": str(port), **({"REFUNDFLOW_CRASH_AT": crash_at} if crash_at else {})}
     process = ServiceProcess(
         name, ["refundflow-notifier"], service_env(**values), log_dir, f"http://127.0.0.1:{port}/readyz"
     )
-    process.wait_ready()
+    await asyncio.to_thread(process.wait_ready)
     return process
+
+
+async def stopped(process: ServiceProcess) -> None:
+    """SIGTERM, and wait for the exit in a thread: a notifier stopping finishes its sends to the loop's receiver."""
+    await asyncio.to_thread(process.stop)
 
 
 async def died(process: ServiceProcess, timeout: float = 60) -> int:
@@ -81,18 +87,18 @@ async def test_a_notifier_killed_mid_batch_sends_each_email_once_after_restart(
 ) -> None:
     mail, recipients, env, feed = await _setup(smtp, producer, postgres_url, kafka_bootstrap)
 
-    crashing = start_notifier(env, tmp_path, "notifier-crashing", crash_at)
+    crashing = await start_notifier(env, tmp_path, "notifier-crashing", crash_at)
     for to in recipients:
         await feed.publish(_succeeded(to))
     assert await died(crashing) == -9
     assert mail.messages == [], "nothing was sent before the crash"
 
-    restarted = start_notifier(env, tmp_path, "notifier-restarted")
+    restarted = await start_notifier(env, tmp_path, "notifier-restarted")
     try:
         await eventually(lambda: _all_arrived(mail, recipients), timeout=90)
         await asyncio.sleep(1.5)  # time for a duplicate to show
     finally:
-        restarted.stop()
+        await stopped(restarted)
     assert sorted(m["To"] for m in mail.messages) == sorted(recipients), "each email exactly once"
 
 
@@ -105,19 +111,19 @@ async def test_a_crash_after_the_server_accepted_resends_only_with_the_same_mess
 ) -> None:
     mail, recipients, env, feed = await _setup(smtp, producer, postgres_url, kafka_bootstrap)
 
-    crashing = start_notifier(env, tmp_path, "notifier-crashing", "notifier.message_sent")
+    crashing = await start_notifier(env, tmp_path, "notifier-crashing", "notifier.message_sent")
     for to in recipients:
         await feed.publish(_succeeded(to))
     assert await died(crashing) == -9
     accepted_before_crash = len(mail.messages)
     assert accepted_before_crash >= 1
 
-    restarted = start_notifier(env, tmp_path, "notifier-restarted")
+    restarted = await start_notifier(env, tmp_path, "notifier-restarted")
     try:
         await eventually(lambda: _all_arrived(mail, recipients), timeout=90)
         await asyncio.sleep(1.5)
     finally:
-        restarted.stop()
+        await stopped(restarted)
     for to in recipients:
         copies = mail.to(to)
         assert 1 <= len(copies) <= 2
@@ -187,18 +193,18 @@ async def test_a_notifier_killed_mid_delivery_sends_each_webhook_once_or_again_u
     _, recipients, env, feed = await _setup(smtp, producer, postgres_url, kafka_bootstrap)
     secret = new_signing_secret()
     async with http_receiver() as http:
-        first = start_notifier(env, tmp_path, "notifier-configuring")
+        first = await start_notifier(env, tmp_path, "notifier-configuring")
         pool = await asyncpg.create_pool(env["DATABASE_URL"], server_settings={"search_path": "notifier"})
         assert pool is not None
         try:
             await configure_endpoint(feed, pool, "mer_crash", http.url("hooks"), ["refund.succeeded"], secret=secret)
-            first.stop()
+            await stopped(first)
 
-            crashing = start_notifier(env, tmp_path, "notifier-crashing", crash_at)
+            crashing = await start_notifier(env, tmp_path, "notifier-crashing", crash_at)
             events = [await feed.publish(_succeeded(to)) for to in recipients]
             assert await died(crashing) == -9
 
-            restarted = start_notifier(env, tmp_path, "notifier-restarted")
+            restarted = await start_notifier(env, tmp_path, "notifier-restarted")
             try:
 
                 async def all_recorded_delivered() -> bool:
@@ -210,8 +216,10 @@ async def test_a_notifier_killed_mid_delivery_sends_each_webhook_once_or_again_u
                     return bool(succeeded == len(events) and unfinished == 0)
 
                 await eventually(all_recorded_delivered, timeout=90)
+                # The receiver answers at once: a timeout would be the test's loop blocked, and a spurious copy.
+                assert await pool.fetchval("SELECT count(*) FROM webhook_attempts WHERE error = 'timeout'") == 0
             finally:
-                restarted.stop()
+                await stopped(restarted)
         finally:
             await pool.close()
 
@@ -242,7 +250,7 @@ async def test_a_notifier_stopped_while_a_receiver_answers_slowly_delivers_once(
     env = {**env, "WEBHOOK_TIMEOUT_SECONDS": "8"}
     async with http_receiver() as http:
         http.scripts["slow"] = [(6.0, 200)]
-        running = start_notifier(env, tmp_path, "notifier-stopping")
+        running = await start_notifier(env, tmp_path, "notifier-stopping")
         pool = await asyncpg.create_pool(env["DATABASE_URL"], server_settings={"search_path": "notifier"})
         assert pool is not None
         try:
@@ -257,15 +265,24 @@ async def test_a_notifier_stopped_while_a_receiver_answers_slowly_delivers_once(
             status = await pool.fetchval("SELECT status FROM webhook_deliveries")
             assert status == "succeeded", "the call in flight was answered and recorded before the notifier stopped"
 
-            restarted = start_notifier(env, tmp_path, "notifier-restarted")
+            restarted = await start_notifier(env, tmp_path, "notifier-restarted")
             try:
-                await asyncio.sleep(12)  # past the lease (8 s + 2 s): a delivery cut off would go again
+                # The delivery is recorded succeeded, so no lease can run out on it: once the restarted worker has
+                # claimed (the next webhook arrives), a resend of the first would show within a second.
+                later = await feed.publish(_succeeded(recipients[1]))
+                await eventually(lambda: _arrived_times(http, "slow", 2), timeout=60)
+                await asyncio.sleep(1)
             finally:
-                restarted.stop()
+                await stopped(restarted)
         finally:
             await pool.close()
-    assert len(http.received["slow"]) == 1, "delivered once across the restart"
+    ids = [r.headers["webhook-id"] for r in http.received["slow"]]
+    assert ids == [str(event.id), str(later.id)], "delivered once across the restart"
 
 
 async def _arrived(http: HttpReceiver, name: str) -> bool:
     return bool(http.received[name])
+
+
+async def _arrived_times(http: HttpReceiver, name: str, count: int) -> bool:
+    return len(http.received[name]) >= count
