@@ -221,7 +221,7 @@ async def test_a_refund_made_in_the_providers_dashboard_is_detected_once(process
     [detected] = await processor.events("refund.external_detected", expected=1, about=made.id)
     assert (detected["payment_id"], detected["amount"], detected["status"]) == (paid.payment_id, 1_200, "succeeded")
     await eventually(lambda: _scanned_again(processor, paid.payment_id), timeout=20)
-    assert len(await processor.events("refund.external_detected", expected=2, about=made.id)) == 1
+    assert len(await processor.staged("refund.external_detected", about=made.id)) == 1, "detected once"
 
 
 async def test_a_payment_of_nothing_is_acknowledged_not_remembered(processor: ProcessorUnderTest) -> None:
@@ -333,7 +333,7 @@ async def test_a_provider_down_beyond_the_retry_budget_fails_the_refund_only_onc
         [alert] = await processor.events("provider.unavailable", expected=1, about=approved.refund_id)
         assert alert["attempts"] == processor.settings.provider_retry_budget
         assert alert["provider"] == "stripe"
-        assert len(await processor.events("team_alert.raised", expected=2, about=approved.refund_id)) == 1
+        assert len(await processor.staged("team_alert.raised", about=approved.refund_id)) == 1, "alerted once"
 
 
 async def test_past_the_keys_lifetime_the_processor_reconciles_instead_of_retrying_the_old_key(
