@@ -6,10 +6,11 @@ processor and a receiver answering 200 ms late for one endpoint; then pgbench an
 PostgreSQL and broker, for scale. Every refund is checked once everything is done: one provider refund, one email
 of each kind (in the refund's order), one webhook, succeeded in intake, no dead letter.
 
-BENCH_QUICK=1 runs a few hundred refunds (the test suite proves the bench works with it); BENCH_OUT sets where the
-JSON and PNG go (default var/bench/). BENCH_CONCURRENCY sets the burst's clients (32) and BENCH_OPEN_RATE the open
-loop's lifecycles per second (50, the rate the latency targets are set at): a machine that cannot carry 50/s
-measures its queue there, not the stack's latency.
+BENCH_QUICK=1 runs a few hundred refunds; BENCH_SIZES ("throughput=20,slow=10") replaces any of SIZES (the test
+suite proves the bench works with a few dozen refunds); BENCH_OUT sets where the JSON and PNG go (default var/bench/).
+BENCH_CONCURRENCY sets the burst's clients (32) and BENCH_OPEN_RATE the open loop's lifecycles per second (50, the
+rate the latency targets are set at): a machine that cannot carry 50/s measures its queue there, not the stack's
+latency.
 """
 
 from __future__ import annotations
@@ -55,6 +56,20 @@ SIZES = {
     "pgbench_seconds": 3 if QUICK else 10,
     "broker_records": 5_000 if QUICK else 50_000,
 }
+
+
+def size_overrides(given: str) -> dict[str, int]:
+    """BENCH_SIZES, "name=count,...": sizes of SIZES to replace (the suite runs the bench small to prove its shape)."""
+    overrides: dict[str, int] = {}
+    for item in filter(None, given.split(",")):
+        name, _, count = item.partition("=")
+        if name not in SIZES or not count.isdigit() or int(count) < 1:
+            sys.exit(f"BENCH_SIZES takes name=count of {sorted(SIZES)}, a count above zero, not {item!r}")
+        overrides[name] = int(count)
+    return overrides
+
+
+SIZES |= size_overrides(os.environ.get("BENCH_SIZES", ""))
 TIMEOUT = 300.0 if QUICK else 900.0
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,6 @@
-"""`make bench` in its short mode (BENCH_QUICK=1): it runs the whole stack, reports every figure, and its count
-checks hold. No timing is asserted: the figures are for people and the README, not for the suite."""
+"""`make bench` in its short mode (BENCH_QUICK=1), made smaller still (BENCH_SIZES): it runs the whole stack,
+reports every figure, and its count checks hold. No timing is asserted: the figures are for people and the README,
+not for the suite."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from benchmarks.stack import Stack
+from tests.support.infrastructure import CONSUMER_SESSION_TIMEOUT_MS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 PERCENTILES = {"p50", "p90", "p99", "max"}
@@ -25,6 +27,9 @@ def test_the_quick_bench_drives_every_lifecycle_to_the_end_and_reports_each_figu
     env = {
         **os.environ,
         "BENCH_QUICK": "1",
+        # The shape of the run and of its report, not its figures: a few dozen refunds, a second of pgbench.
+        "BENCH_SIZES": "merchants=2,warmup=5,throughput=20,open_count=10,slow=10,pgbench_seconds=1,broker_records=200",
+        "CONSUMER_SESSION_TIMEOUT_MS": str(CONSUMER_SESSION_TIMEOUT_MS),  # each service joins its group sooner
         "BENCH_OUT": str(tmp_path),
         "DATABASE_URL": postgres_url,  # a database of its own on the test server
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,  # topics of its own on the test broker
@@ -68,6 +73,7 @@ def test_the_bench_stack_starts_on_other_ports_when_a_port_it_picked_is_taken_me
     the service binds it: the bench starts its processes again on fresh ports rather than fail the run."""
     monkeypatch.setenv("DATABASE_URL", postgres_url)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("CONSUMER_SESSION_TIMEOUT_MS", str(CONSUMER_SESSION_TIMEOUT_MS))
     stack = Stack(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
