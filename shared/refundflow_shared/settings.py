@@ -60,7 +60,7 @@ class ServiceSettings(BaseSettings):
     # worth it on a refund's path only (README, Performance).
     consumer_fetch_max_wait_ms: FetchMaxWaitMs = 500
     # A consumer the broker does not hear from for this long leaves its group (its partitions go to the others).
-    # Joining a group takes half of it on Tansu, so every start waits that long: the tests use 3000.
+    # Joining a group on Tansu takes about as long, so every start waits that long: the tests use 3000.
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
 
     topic_partitions: int = 6
