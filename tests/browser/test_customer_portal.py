@@ -243,6 +243,28 @@ def test_cancel_only_decided_in_the_dashboard_shows_the_cancellation_and_until_w
     assert not [m for m in stack.mails_to(to) if "About your refund request" in str(m["Subject"])]
 
 
+def test_a_wish_to_cancel_that_the_decision_leaves_out_is_on_the_page_with_the_subscription_going_on(
+    stack: Stack, page: Page
+) -> None:
+    """The customer chose "Cancel it too" and the merchant refunded only: the page showed the refund alone, never the
+    wish, never that the subscription goes on and renews (only the email said so)."""
+    merchant = stack.merchant(name="Acme Software")
+    payment = stack.subscription_payment(merchant)
+    page.goto(here(stack, portal_link(stack, merchant, payment)))
+    ask_in_the_portal(page, "It does not work (a technical problem)", cancel=True)
+    request = page.locator("article.request")
+    expect(request).to_contain_text("You asked for a refund of €30.00 and to cancel your subscription")
+    expect(request).not_to_contain_text("it continues")  # nothing is decided yet
+    [asked] = [r for r in stack.payment_refunds(merchant, payment) if r["channel"] == "portal"]
+    keep = {"subscription_action": "refund_only"}
+    assert stack.api.post(f"/v1/refunds/{asked['id']}/approve", headers=merchant["auth"], json=keep).is_success
+
+    expect(request_status(page)).to_have_text(re.compile("Processing|Succeeded"), timeout=30_000)
+    continues = "You also asked to cancel your subscription: it continues, and renews as usual."
+    expect(request.locator(".request-summary")).to_contain_text(continues)
+    expect(request).to_contain_text("To cancel it, contact Acme Software.")
+
+
 def test_an_expired_tampered_or_foreign_link_shows_nothing_private(stack: Stack, page: Page) -> None:
     merchant, stranger = stack.merchant(name="Acme Software"), stack.merchant(name="Other Shop")
     payment = stack.payment(merchant, product={"id": "p", "name": "Secret plan", "kind": "one_time"})

@@ -114,6 +114,48 @@ async def test_a_customer_asks_sees_it_pending_then_the_merchants_words_when_it_
     assert note in state["html"] and "Acme decided not to refund this request" in text_of(state["html"])
 
 
+async def test_a_rejection_of_a_customer_who_asked_to_cancel_too_says_the_subscription_goes_on_as_the_email_does(
+    intake: IntakeUnderTest,
+) -> None:
+    """The page said only "decided not to refund": the customer who chose "Cancel it too" could believe it
+    cancelled until it renewed."""
+    merchant = await intake.merchant()
+    payment = await intake.subscription_payment(merchant)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+    assert (await customer.ask(reason="duplicate", amount="5", subscription="cancel")).status_code == 303
+    [refund] = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
+    page = await customer.open()
+    assert "You asked for a refund of €5.00 and to cancel your subscription" in text_of(page.text)
+    status_url = re.search(r'data-status-url="([^"]+)"', page.text)
+    assert status_url is not None
+
+    await intake.client.post(f"/v1/refunds/{refund['id']}/reject", headers=merchant, json={})
+
+    [rejected] = await intake.staged("refund.rejected", payment["id"])
+    assert rejected["subscription_continues"] is True
+    seen = text_of((await customer.browser.get(status_url.group(1))).json()["html"])
+    assert "Acme decided not to refund this request." in seen
+    assert "You also asked to cancel your subscription: it continues, and renews as usual." in seen
+    assert "You asked for a refund of €5.00 and to cancel your subscription" in seen
+
+
+async def test_a_customer_who_keeps_the_subscription_or_whose_wish_is_carried_out_reads_no_such_line(
+    intake: IntakeUnderTest,
+) -> None:
+    for wish, action in (("keep", "refund_only"), ("cancel", "refund_and_cancel")):
+        merchant = await intake.merchant()
+        payment = await intake.subscription_payment(merchant)
+        customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+        assert (await customer.ask(reason="duplicate", amount="5", subscription=wish)).status_code == 303
+        [refund] = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
+        approve = {"subscription_action": action}
+        await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json=approve)
+        seen = text_of((await customer.open()).text)
+        assert "Acme approved a refund of €5.00" in seen
+        assert ("and to cancel your subscription" in seen) == (wish == "cancel")
+        assert "it continues" not in seen
+
+
 async def test_only_what_a_decision_told_the_customer_is_shown_never_the_teams_note_or_who_acted(
     intake: IntakeUnderTest,
 ) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from refundflow_intake.portal.customer_words import status_of, timeline
+from refundflow_intake.portal.customer_words import cancel_wish_left, status_of, timeline
 from refundflow_intake.subscription_outcomes import extension_words
 from refundflow_shared.events import SubscriptionExtended
 
@@ -21,6 +21,7 @@ def failed(reason: str) -> dict[str, object]:
         "status": "failed",
         "failure_reason": reason,
         "subscription_action": None,
+        "cancel_subscription": None,
         "customer_note": None,
         "reason_details": None,
     }
@@ -43,6 +44,21 @@ def test_any_other_failure_says_the_merchant_follows_up() -> None:
     assert "insufficient" not in said
     [moment] = timeline(failed("insufficient_funds"), [{"action": "failed", "at": AT, "note": None}], merchant="Acme")
     assert moment.text == "The refund could not be made: Acme will contact you"
+
+
+def test_a_wish_to_cancel_is_said_left_out_only_once_decided_without_a_cancel_and_while_the_subscription_runs() -> None:
+    wished = {**failed("insufficient_funds"), "cancel_subscription": True}
+    left = "You also asked to cancel your subscription: it continues, and renews as usual. To cancel it, contact Acme."
+
+    for status in ("processing", "succeeded", "failed", "reversed", "rejected"):
+        assert cancel_wish_left({**wished, "status": status}, merchant="Acme", subscription_runs=True) == left
+    assert cancel_wish_left({**wished, "status": "pending"}, merchant="Acme", subscription_runs=True) is None
+    assert cancel_wish_left(wished, merchant="Acme", subscription_runs=False) is None, "ended or cancelled already"
+    for action in ("refund_and_cancel", "cancel_only"):
+        decided = {**wished, "subscription_action": action}
+        assert cancel_wish_left(decided, merchant="Acme", subscription_runs=True) is None
+    kept = {**wished, "cancel_subscription": False}
+    assert cancel_wish_left(kept, merchant="Acme", subscription_runs=True) is None
 
 
 def test_goodwill_days_are_told_in_the_singular_and_as_access_when_it_is_the_last_period() -> None:

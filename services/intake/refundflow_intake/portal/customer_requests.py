@@ -46,6 +46,7 @@ class Portal:
     policy: RefundPolicy
     refundable: int
     disputed: bool
+    subscription_runs: bool  # nothing ends the payment's subscription: no cancel, made or asked, now or at its end
     requests: list[Row]  # the customer's, newest first, each with its ``timeline``
 
     @property
@@ -85,6 +86,8 @@ async def open_portal(conn: asyncpg.Connection, grant: PortalGrant) -> Portal:
         policy=await policies.effective_policy(conn, grant.merchant_id, payment["product_id"]),
         refundable=refundable_amount(payment["amount"], await repository.amount_held_by_refunds(conn, payment["id"])),
         disputed=await repository.is_disputed(conn, payment["id"]),
+        subscription_runs=payment["subscription_id"] is not None
+        and not await repository.cancel_already_asked(conn, payment, at_period_end=True),
         requests=requests,
     )
 

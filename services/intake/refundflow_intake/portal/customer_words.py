@@ -113,6 +113,19 @@ def status_of(
     return CustomerStatus("rejected", "Rejected", f"{merchant} decided not to refund this request.", True)
 
 
+def cancel_wish_left(refund: Row, *, merchant: str, subscription_runs: bool) -> str | None:
+    """What the refund's emails say when the customer asked to cancel their subscription too and the decision left
+    it running: said while it still runs, or they could believe it cancelled until it renews."""
+    decided = refund["status"] != RefundStatus.PENDING
+    cancels = refund["subscription_action"] in (SubscriptionAction.REFUND_AND_CANCEL, SubscriptionAction.CANCEL_ONLY)
+    if refund["cancel_subscription"] is not True or not decided or cancels or not subscription_runs:
+        return None
+    return (
+        "You also asked to cancel your subscription: it continues, and renews as usual. To cancel it, contact"
+        f" {merchant}."
+    )
+
+
 def _cancel_refused(refund: Row) -> bool:
     """Whether the provider's last word on the decision's cancel (on the request's timeline, when read with it) is a
     refusal."""
@@ -132,8 +145,12 @@ def timeline(refund: Row, entries: list[Row], *, merchant: str) -> list[Moment]:
     granted = format_amount(refund["amount"], currency)
     told = refund["customer_note"]
     less = refund["requested_amount"] and refund["requested_amount"] > refund["amount"]
+    wished_cancel = refund["cancel_subscription"] is True
     words: dict[str, tuple[str, str | None]] = {
-        "requested": (f"You asked for a refund of {asked}", refund["reason_details"]),
+        "requested": (
+            f"You asked for a refund of {asked}" + (" and to cancel your subscription" if wished_cancel else ""),
+            refund["reason_details"],
+        ),
         "approved": (
             f"{merchant} approved a refund of {granted}" + (f" of the {asked} you asked for" if less else ""),
             told,

@@ -81,6 +81,9 @@ def _requests(token: str, portal: Portal) -> list[dict[str, Any]]:
                 subscription_ended=portal.payment["subscription_ended"],
                 access_until=portal.payment["subscription_access_until"],
             ),
+            "cancel_wish_left": customer_words.cancel_wish_left(
+                refund, merchant=portal.merchant_name, subscription_runs=portal.subscription_runs
+            ),
             "moments": customer_words.timeline(refund, refund["timeline"], merchant=portal.merchant_name),
             "status_url": f"{PREFIX}/{token}/requests/{refund['id']}/status",
         }
