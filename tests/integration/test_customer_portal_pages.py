@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from html import unescape
@@ -490,3 +491,53 @@ async def test_the_subscription_line_follows_what_the_provider_did_after_an_exte
     assert not await told(cancelled, "Current period until")
     assert not await told(cancelled, "Your subscription"), "no choice to cancel or keep what has ended"
     assert await told(extended, "Your subscription")
+
+
+async def test_an_earlier_invoices_page_shows_the_subscriptions_latest_period_not_its_own_past_one(
+    intake: IntakeUnderTest,
+) -> None:
+    """January's invoice, opened in March, said "Current period until" February's first day, a date gone by: the
+    subscription had renewed since, and runs to its latest payment's period end (or the goodwill beyond it)."""
+    merchant = await intake.merchant()
+    subscription = f"sub_{uuid.uuid4().hex[:12]}"
+    product = {"id": "prod_monthly", "name": "Monthly plan", "kind": "subscription", "category": "service"}
+    now = intake.clock()
+    periods = [(now - timedelta(days=40), now - timedelta(days=10)), (now - timedelta(days=10), now + timedelta(20))]
+    first, renewal = [
+        await intake.payment(
+            merchant,
+            paid_at=start.isoformat(),
+            product=product,
+            subscription={
+                "id": subscription,
+                "current_period_start": start.isoformat(),
+                "current_period_end": end.isoformat(),
+            },
+        )
+        for start, end in periods
+    ]
+    customer = Customer(intake, (await link_for(intake, merchant, first["id"]))["url"])
+
+    latest = periods[1][1]
+    seen = text_of((await customer.open()).text)
+    assert f"Current period until {latest.day} {latest.strftime('%B %Y')}" in seen
+    assert "Keep it It renews as usual" in seen, "the choice is about the subscription as it runs now"
+    assert (await customer.ask(reason="duplicate", amount="5", subscription="keep")).status_code == 303
+    status_url = re.search(r'data-status-url="([^"]+)"', (await customer.open()).text)
+    assert status_url is not None
+    facts = text_of((await customer.browser.get(status_url.group(1))).json()["payment_html"])
+    assert facts == f"Subscription Current period until {latest.day} {latest.strftime('%B %Y')}"
+
+    goodwill = latest + timedelta(days=7)
+    await intake.publish(
+        SubscriptionExtended(
+            payment_id=renewal["id"], merchant_id=await intake.merchant_id(merchant), subscription_id=subscription,
+            days=7, current_period_end=goodwill,
+        ),
+        source="refundflow/processor",
+    )  # fmt: skip
+
+    async def told(words: str) -> bool:
+        return words in text_of((await customer.open()).text)
+
+    await eventually(lambda: told(f"Current period until {goodwill.day} {goodwill.strftime('%B %Y')}"), timeout=30)

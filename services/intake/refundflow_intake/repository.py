@@ -375,6 +375,18 @@ async def is_disputed(conn: asyncpg.Connection, payment_id: str) -> bool:
     return bool(await conn.fetchval(f"SELECT {_DISPUTED}", payment_id))
 
 
+async def subscription_period_end(conn: asyncpg.Connection, merchant_id: str, subscription_id: str) -> datetime | None:
+    """The subscription's latest period's end, goodwill days included: its latest payment's (an earlier one's is
+    gone by once it has renewed), or an extension of any of its payments beyond it."""
+    end: datetime | None = await conn.fetchval(
+        "SELECT max(coalesce(subscription_period_extended_to, subscription_period_end)) FROM payments"
+        " WHERE merchant_id = $1 AND subscription_id = $2",
+        merchant_id,
+        subscription_id,
+    )
+    return end
+
+
 async def has_open_customer_request(conn: asyncpg.Connection, payment_id: str) -> bool:
     return bool(
         await conn.fetchval(

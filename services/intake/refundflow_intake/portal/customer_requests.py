@@ -69,6 +69,9 @@ async def open_portal(conn: asyncpg.Connection, grant: PortalGrant) -> Portal:
     payment = await repository.get_payment(conn, grant.merchant_id, grant.payment_id)
     if merchant is None or payment is None:
         raise PaymentNotFound("this link opens no payment")
+    if payment["subscription_id"] is not None:  # the page shows the subscription as it runs now
+        latest = await repository.subscription_period_end(conn, grant.merchant_id, payment["subscription_id"])
+        payment = {**payment, "subscription_current_period_end": latest}
     rows = await conn.fetch(
         "SELECT * FROM refunds WHERE payment_id = $1 AND channel = ANY($2::text[])"
         " ORDER BY created_at DESC, id DESC LIMIT $3",
