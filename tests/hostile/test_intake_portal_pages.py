@@ -4,6 +4,7 @@ written, every answer is a page that names nothing."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -37,6 +38,61 @@ async def test_a_form_without_its_pages_token_or_with_bad_input_is_refused_with_
     assert other.status_code == 422 and "please tell us what happened" in other.text
     assert too_much.status_code == 422 and "at most €100.00" in text_of(too_much.text)
     assert await intake.written() == before
+
+
+@pytest.mark.parametrize("typed", ["it broke\x00 badly", "it broke\x07 badly", "it broke\x1b[31m badly"])
+async def test_a_control_character_in_what_happened_is_asked_again_on_its_field_and_uses_no_attempt(
+    intake: IntakeUnderTest, typed: str
+) -> None:
+    """A NUL reached the INSERT after both attempts were counted: "This page cannot be shown", the form lost and
+    an attempt used; the other control characters were stored, no one's typing."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+    attempts = "SELECT count(*) FROM rate_limit_attempts"
+    before = await intake.written(), await intake.db.fetchval(attempts)
+
+    answer = await customer.ask(reason="other", details=typed, amount="10")
+
+    assert answer.status_code == 422
+    textarea = re.search(r'<textarea id="details"[^>]*>', answer.text)
+    assert textarea is not None and 'aria-describedby="details-error"' in textarea.group(0)
+    assert "What happened? holds a character that is not text" in text_of(answer.text)
+    assert "it broke" in answer.text and "badly" in answer.text, "what was typed is kept"
+    assert (await intake.written(), await intake.db.fetchval(attempts)) == before
+
+
+async def test_line_breaks_and_tabs_in_what_happened_are_text(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+
+    assert (await customer.ask(reason="other", details="Step 1:\tlog in\r\nStep 2: it fails")).status_code == 303
+    [refund] = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
+    assert refund["reason_details"] == "Step 1:\tlog in\nStep 2: it fails"
+
+
+@pytest.mark.parametrize("message", ["it broke\x00 badly", "it broke\x07 badly"])
+async def test_a_control_character_in_the_portal_apis_message_is_refused_on_its_field_and_uses_no_attempt(
+    intake: IntakeUnderTest, message: str
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    token = (await link_for(intake, merchant, payment["id"]))["token"]
+    attempts = "SELECT count(*) FROM rate_limit_attempts"
+    before = await intake.written(), await intake.db.fetchval(attempts)
+
+    answer = await intake.client.post(
+        "/v1/portal/refund-requests",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"reason": "other", "message": message},
+    )
+
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert [d["loc"] for d in error["details"]] == [["body", "message"]]
+    assert (await intake.written(), await intake.db.fetchval(attempts)) == before
 
 
 async def test_an_expired_tampered_or_foreign_link_shows_nothing_of_any_payment(intake: IntakeUnderTest) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
@@ -251,6 +252,12 @@ class SubscriptionAction(StrEnum):
     REFUND_AND_CANCEL = "refund_and_cancel"
     REFUND_ONLY = "refund_only"
     CANCEL_ONLY = "cancel_only"
+
+
+def holds_control_characters(text: str) -> bool:
+    """Whether free text (a customer's details, a note) holds a control character other than a line break or a
+    tab: a NUL cannot be stored at all, and the others are no one's typing."""
+    return any(unicodedata.category(c) == "Cc" and c not in "\n\r\t" for c in text)
 
 
 def refundable_amount(payment_amount: int, held_by_refunds: int) -> int:

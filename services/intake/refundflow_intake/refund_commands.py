@@ -14,6 +14,7 @@ from refundflow_intake.domain import (
     MerchantNotFound,
     PaymentNotFound,
     RefundReason,
+    holds_control_characters,
 )
 from refundflow_intake.merchant_accounts import merchant_exists
 from refundflow_intake.portal.links import CustomerLinks
@@ -28,7 +29,8 @@ class InvalidReason(DomainError):
 
 
 class InvalidText(DomainError):
-    """Text PostgreSQL cannot store (a NUL character): refused before the database fails on it, so it is answered."""
+    """Text with a control character (``domain.holds_control_characters``), a NUL among them, which PostgreSQL cannot
+    store: refused before the database fails on it, so it is answered."""
 
     code = "invalid_text"
     in_api = False  # the API answers such text as invalid_request (api/errors.py)
@@ -42,8 +44,8 @@ _STORED_TEXT = ("merchant_id", "idempotency_key", "reason_details", "submitted_b
 def _check_storable(data: RefundSubmit) -> None:
     for field in _STORED_TEXT:
         value = getattr(data, field)
-        if value is not None and "\x00" in value:
-            raise InvalidText(f"{field} holds a NUL character, which cannot be stored")
+        if value is not None and holds_control_characters(value):
+            raise InvalidText(f"{field} holds a control character (a NUL cannot be stored)")
 
 
 def _reason(value: str) -> RefundReason:

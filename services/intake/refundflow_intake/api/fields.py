@@ -15,6 +15,7 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from fastapi import Header, Path, Query
 from pydantic import AfterValidator, AnyHttpUrl, AwareDatetime, BeforeValidator, EmailStr, Field, UrlConstraints
 
+from refundflow_intake.domain import holds_control_characters
 from refundflow_shared.money import CurrencyCode
 
 MAX_ID = 255  # as the event contract's ids; far below PostgreSQL's btree row limit
@@ -58,6 +59,21 @@ DisplayName = Annotated[
 ]
 MAX_NOTE = 2000
 Note = Annotated[str, Field(max_length=MAX_NOTE)]  # body text of an email or the timeline: line breaks are fine
+
+
+def no_control_characters_but_line_breaks(text: str) -> str:
+    if holds_control_characters(text):
+        raise ValueError("must be text: no control characters but line breaks and tabs")
+    return text
+
+
+_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"  # as holds_control_characters sees them
+# A customer's own words, as the portal's page takes them (``domain.holds_control_characters``).
+CustomerText = Annotated[
+    str,
+    Field(max_length=MAX_NOTE, json_schema_extra={"pattern": _TEXT}),
+    AfterValidator(no_control_characters_but_line_breaks),
+]
 Email = Annotated[EmailStr, Field(max_length=320, json_schema_extra={"pattern": _DELIVERABLE})]
 ACCOUNT_EMAIL_RULE = "a dashboard account's address is plain ASCII (no accented or other non-ASCII letters)"
 

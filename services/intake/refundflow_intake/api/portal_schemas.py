@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from refundflow_intake.api import examples as ex
-from refundflow_intake.api.fields import Count, Flag, Note
+from refundflow_intake.api.fields import Count, CustomerText, Flag
 from refundflow_intake.api.schemas import Body, details_required_for_other
 from refundflow_intake.domain import RefundReason
 from refundflow_shared.money import MinorUnits, MinorUnitsOut
@@ -38,7 +38,7 @@ class PortalRefundRequestCreate(Body):
     )
 
     reason: RefundReason
-    message: Note | None = Field(default=None, description="in the customer's words")
+    message: CustomerText | None = Field(default=None, description="in the customer's words")
     amount: MinorUnits | None = Field(
         default=None, gt=0, description="in minor units; defaults to all that is refundable"
     )

@@ -17,7 +17,14 @@ from refundflow_intake.api.errors import status_of
 from refundflow_intake.dashboard import auth
 from refundflow_intake.dashboard.money_text import format_amount, major_units, parse_amount
 from refundflow_intake.dashboard.typed_text import TypedText, as_typed, too_long
-from refundflow_intake.domain import DomainError, InvalidAmount, PaymentNotFound, PortalDisabled, RefundReason
+from refundflow_intake.domain import (
+    DomainError,
+    InvalidAmount,
+    PaymentNotFound,
+    PortalDisabled,
+    RefundReason,
+    holds_control_characters,
+)
 from refundflow_intake.portal import customer_requests, customer_words, tokens
 from refundflow_intake.portal.customer_requests import Ask, Portal
 from refundflow_intake.portal.policy_pages import policy_path
@@ -273,6 +280,9 @@ def _ask(portal: Portal, reason: str, details: str, amount: str, subscription: s
     except ValueError:
         raise _Refused("Please choose the reason for your request.", field="reason") from None
     if said := too_long("What happened", details):
+        raise _Refused(said, field="details")
+    if holds_control_characters(details):  # before any attempt counts: nothing else would refuse it before the INSERT
+        said = "What happened? holds a character that is not text (a control character): please remove it."
         raise _Refused(said, field="details")
     try:
         money = parse_amount(amount, portal.payment["currency"]) if amount.strip() else None
