@@ -49,6 +49,32 @@ async def test_a_customer_asks_for_a_refund_and_follows_it_to_the_merchants_deci
     assert (tracked["status"], tracked["note"]) == ("rejected", "Export is in Pro")
 
 
+async def test_something_else_with_only_spaces_as_its_words_is_refused_by_the_api_as_by_the_page(
+    intake: IntakeUnderTest,
+) -> None:
+    """The page refused "   " with "Something else", the portal API took it: a request the merchant could not read."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    customer = await portal_for(intake, merchant, payment["id"])
+    attempts = "SELECT count(*) FROM rate_limit_attempts"
+    before = await intake.written(), await intake.db.fetchval(attempts)
+
+    blank = await intake.client.post(
+        "/v1/portal/refund-requests", headers=customer, json={"reason": "other", "message": " \n\t "}
+    )
+    merchants = await intake.client.post(
+        "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "other", "reason_details": "  "}
+    )
+
+    assert (blank.status_code, blank.json()["error"]["code"]) == (422, "reason_details_required")
+    assert (merchants.status_code, merchants.json()["error"]["code"]) == (422, "reason_details_required")
+    assert (await intake.written(), await intake.db.fetchval(attempts)) == before, "no attempt used either"
+    said = await intake.client.post(
+        "/v1/portal/refund-requests", headers=customer, json={"reason": "other", "message": "  It broke.\n"}
+    )
+    assert said.status_code == 201 and said.json()["message"] == "It broke."
+
+
 async def test_a_customer_asking_for_an_amount_stripe_cannot_refund_exactly_is_told_so_at_once(
     intake: IntakeUnderTest,
 ) -> None:

@@ -254,6 +254,15 @@ class SubscriptionAction(StrEnum):
     CANCEL_ONLY = "cancel_only"
 
 
+def stated_details(reason: RefundReason, details: str | None) -> str | None:
+    """A request's details as kept: without the spaces around them, None when nothing is left. Reason ``other`` says
+    nothing without them (ReasonDetailsRequired): spaces alone are none."""
+    kept = details.strip() if details else None
+    if reason is RefundReason.OTHER and not kept:
+        raise ReasonDetailsRequired("reason 'other' needs reason_details saying why")
+    return kept or None
+
+
 def holds_control_characters(text: str) -> bool:
     """Whether free text (a customer's details, a note) holds a control character other than a line break or a
     tab: a NUL cannot be stored at all, and the others are no one's typing."""

@@ -18,13 +18,13 @@ from refundflow_intake.domain import (
     PaymentIsDisputed,
     PaymentNotFound,
     ProviderPaymentConflict,
-    ReasonDetailsRequired,
     RefundReason,
     RefundRequest,
     RefundStatus,
     SubscriptionAction,
     provider_step,
     refundable_amount,
+    stated_details,
 )
 from refundflow_intake.merchant_accounts import new_id
 from refundflow_intake.portal.links import CustomerLinks, to_customer
@@ -150,8 +150,7 @@ async def request_refund(
     payment = await repository.get_payment(conn, merchant_id, payment_id, lock=True)
     if payment is None:
         raise PaymentNotFound(f"no payment {payment_id}")
-    if reason is RefundReason.OTHER and not reason_details:
-        raise ReasonDetailsRequired("reason 'other' needs reason_details saying why")
+    reason_details = stated_details(reason, reason_details)
     if channel is not Channel.API and await repository.has_open_customer_request(conn, payment_id):
         raise OpenRequestExists(f"payment {payment_id} already has an open refund request")
     quote, policy = await _evaluate(

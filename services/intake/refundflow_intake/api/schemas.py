@@ -26,11 +26,13 @@ AMOUNT_OR_PRORATION: JsonDict = {
 
 
 def details_required_for_other(details: str) -> JsonDict:
-    """Reason ``other`` needs its free text (``reason_details_required`` when it is missing or empty)."""
+    """Reason ``other`` needs its free text (``reason_details_required`` when it is missing, or spaces alone:
+    ``domain.stated_details``)."""
+    said: JsonDict = {"type": "string", "minLength": 1, "maxLength": MAX_NOTE, "pattern": r"\S"}
     return {
         "anyOf": [
             {"properties": {"reason": {"not": {"const": RefundReason.OTHER.value}}}},
-            {"required": [details], "properties": {details: {"type": "string", "minLength": 1, "maxLength": MAX_NOTE}}},
+            {"required": [details], "properties": {details: said}},
         ]
     }
 

@@ -4,7 +4,7 @@ ask for a refund (rate-limited per payment and per client address), follow a req
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,7 @@ from refundflow_intake.domain import (
     RefundReason,
     RefundStatus,
     refundable_amount,
+    stated_details,
 )
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.portal.tokens import PortalGrant
@@ -127,6 +128,8 @@ async def submit_request(
 
     ``form_key`` is the single-use key of the page's form, or the Idempotency-Key of the portal API's caller: the
     same request sent again (a double click, two tabs, a retry) answers the first request's id."""
+    # Refused before any attempt counts; the same rule as every door's (refund_requests.request_refund).
+    ask = replace(ask, details=stated_details(ask.reason, ask.details))
     # Scoped to the payment, unambiguously (a payment id may hold ":"): a key is the page's, never another payment's.
     key = f"{len(grant.payment_id)}:{grant.payment_id}:{form_key}" if form_key else None
     request = asdict(ask)

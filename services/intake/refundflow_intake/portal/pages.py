@@ -292,7 +292,7 @@ def _ask(portal: Portal, reason: str, details: str, amount: str, subscription: s
     wish = {"cancel": True, "keep": False}.get(subscription) if running else None
     if running and wish is None:  # a choice with consequences: nobody makes it for the customer
         raise _Refused("Please choose whether to keep your subscription or cancel it.", field="subscription")
-    return Ask(chosen, details.strip() or None, money, wish)
+    return Ask(chosen, details, money, wish)
 
 
 # The field a rule's refusal is about; the others are about the request as a whole.
