@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -9,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from refundflow_intake.awaited_events import Awaits
+from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.refund_commands import submit_refund
 from refundflow_shared.events import Event, RefundSubmit
 from tests.support.dashboard_people import browser
@@ -111,6 +113,55 @@ async def test_the_public_policy_is_cached_with_an_etag_and_not_read_on_every_ca
     assert (await intake.client.get(public)).json()["refund_window_days"] == 21
     unknown = await intake.client.get("/v1/public/merchants/mer_nobody/refund-policy")
     assert unknown.status_code == 404
+
+
+async def test_made_up_product_ids_and_unknown_merchants_neither_bypass_nor_flush_the_public_policy_cache(
+    intake: IntakeUnderTest,
+) -> None:
+    """Each ?product_id= was an entry of its own, read from the database, and so was each unknown merchant: anyone
+    could make every call a database read and push the merchants' answers out of memory."""
+    small = PublicPolicyCache(timedelta(seconds=60), max_entries=8)
+    kept, intake.app.state.public_policy_cache = intake.app.state.public_policy_cache, small
+    try:
+        merchant = await intake.merchant()
+        merchant_id = await intake.merchant_id(merchant)
+        override = "/v1/refund-policy/products/prod_course"
+        assert (await intake.client.put(override, headers=merchant, json={"refund_window_days": 7})).is_success
+        public = f"/v1/public/merchants/{merchant_id}/refund-policy"
+        pages = [f"/policy/{merchant_id}", f"/policy/{merchant_id}/embed"]
+
+        async def windows(product_id: str | None) -> list[int]:
+            query = {"product_id": product_id} if product_id else {}
+            json_answer = await intake.client.get(public, params=query)
+            said = [json_answer.json()["refund_window_days"]]
+            for page in pages:
+                text = (await intake.client.get(page, params=query)).text
+                found = re.search(r"within (\d+) days", text)
+                assert found, text[:300]
+                said.append(int(found.group(1)))
+            return said
+
+        assert (await windows(None), await windows("prod_course")) == ([14] * 3, [7] * 3)
+        # Changed behind the API's back: within max-age, every answer below comes from memory.
+        await intake.db.execute(
+            "UPDATE refund_policies SET policy = '{\"refund_window_days\": 30}' WHERE merchant_id = $1", merchant_id
+        )
+        await intake.db.execute(
+            "INSERT INTO refund_policies (merchant_id, product_id, policy) VALUES ($1, '', $2)",
+            merchant_id,
+            '{"refund_window_days": 30}',
+        )
+
+        for n in range(20):
+            assert await windows(f"made_up_{n}") == [14] * 3, "a product without override: the merchant's policy"
+            assert (await intake.client.get(f"/policy/mer_nobody_{n}")).status_code == 404
+            assert (await intake.client.get(f"/v1/public/merchants/mer_nobody_{n}/refund-policy")).status_code == 404
+
+        assert (await windows(None), await windows("prod_course")) == ([14] * 3, [7] * 3), "nothing pushed out"
+        await intake.client.put("/v1/refund-policy", headers=merchant, json={"refund_window_days": 21})
+        assert (await windows("made_up_0"), await windows("prod_course")) == ([21] * 3, [30] * 3)
+    finally:
+        intake.app.state.public_policy_cache = kept
 
 
 async def test_a_command_for_a_payment_not_seen_yet_awaits_it_before_it_is_refused(intake: IntakeUnderTest) -> None:

@@ -36,6 +36,17 @@ async def product_override(
     return await _document(conn, merchant_id, product_id, lock=lock) if product_id != MERCHANT_WIDE else None
 
 
+async def overridden_products(conn: asyncpg.Connection, merchant_id: str) -> frozenset[str] | None:
+    """The merchant's products with an override; None: no such merchant."""
+    products = await conn.fetchval(
+        "SELECT ARRAY(SELECT product_id FROM refund_policies WHERE merchant_id = m.id AND product_id <> $2)"
+        " FROM merchants m WHERE m.id = $1",
+        merchant_id,
+        MERCHANT_WIDE,
+    )
+    return frozenset(products) if products is not None else None
+
+
 def documents_column(merchant: str, product: str) -> str:
     """The documents that make a product's policy (the merchant's and the product's override) as one column of a
     query, ``policy_documents``: the hot paths read them in a round trip they make anyway. ``merchant`` and

@@ -353,7 +353,9 @@ class PublicRefundPolicy(BaseModel):
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.PUBLIC_POLICY))
 
     merchant_id: str
-    product_id: str | None
+    product_id: str | None = Field(
+        description="the product whose override this is; null: the merchant's policy, which is every other product's"
+    )
     refund_window_days: int
     excluded_categories: list[str]
     accepted_reasons: list[str]

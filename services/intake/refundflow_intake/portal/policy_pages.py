@@ -69,11 +69,16 @@ async def _answer(
     form: str,
 ) -> Response:
     cache: PublicPolicyCache = request.app.state.public_policy_cache
-    answer = cache.get(merchant_id, product_id, now, form)
+
+    async def overridden() -> frozenset[str] | None:
+        async with db.snapshot() as conn:
+            return await policies.overridden_products(conn, merchant_id)
+
+    async def body(product: str | None) -> bytes | None:
+        return await _body(db, merchant_id, product, f"{form}.html")
+
+    answer = await cache.answer(merchant_id, product_id, now, form, overridden=overridden, body=body)
     if answer is None:
-        body = await _body(db, merchant_id, product_id, f"{form}.html")
-        answer = cache.put(merchant_id, product_id, body, now, form)
-    if answer.body is None:
         said = ["There is no seller with this address. Check the link, or ask the seller for theirs."]
         return render("message.html", heading="No refund policy here", paragraphs=said, status_code=404)
     headers = {"ETag": answer.etag, "Cache-Control": f"public, max-age={int(cache.max_age.total_seconds())}"}

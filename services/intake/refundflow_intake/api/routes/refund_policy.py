@@ -12,7 +12,7 @@ from refundflow_intake.api.fields import PathId, QueryId
 from refundflow_intake.api.schemas import PublicRefundPolicy, RefundPolicyOut
 from refundflow_intake.domain import ApprovalRulesManagedByOwners, MerchantNotFound, PolicyOverrideNotFound
 from refundflow_intake.merchant_accounts import has_joined_owner, lock_merchant, merchant_exists
-from refundflow_intake.public_policy_cache import CachedAnswer, PublicPolicyCache, still_fresh
+from refundflow_intake.public_policy_cache import PublicPolicyCache, still_fresh
 from refundflow_intake.refund_policy import RefundPolicyFields, RefundPolicyOverride, approval_rules
 
 router = APIRouter(tags=["refund policy"])
@@ -142,10 +142,16 @@ async def public_refund_policy(
     """The policy customers see at checkout and on product pages (no authentication; approval rules stay
     private). Cacheable: ``Cache-Control: public, max-age`` and an ``ETag`` (``If-None-Match`` answers 304)."""
     cache = _cache(request)
-    answer: CachedAnswer | None = cache.get(merchant_id, product_id, now)
+
+    async def overridden() -> frozenset[str] | None:
+        async with db.snapshot() as conn:
+            return await policies.overridden_products(conn, merchant_id)
+
+    async def body(product: str | None) -> bytes | None:
+        return await _public_answer(db, merchant_id, product)
+
+    answer = await cache.answer(merchant_id, product_id, now, "json", overridden=overridden, body=body)
     if answer is None:
-        answer = cache.put(merchant_id, product_id, await _public_answer(db, merchant_id, product_id), now)
-    if answer.body is None:
         raise MerchantNotFound(f"no merchant {merchant_id}")
     headers = {"ETag": answer.etag, "Cache-Control": f"public, max-age={int(cache.max_age.total_seconds())}"}
     if still_fresh(answer.etag, if_none_match):
