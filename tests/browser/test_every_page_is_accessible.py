@@ -25,7 +25,7 @@ def test_every_page_passes_axe_with_no_serious_or_critical_violation(
             found[name] = violations
 
     walk_every_page(stack, page, browser, check)
-    assert len(seen) == 17
+    assert len(seen) == 18
     assert found == {}
 
 

@@ -97,6 +97,7 @@ def walk_every_page(stack: Stack, page: Page, browser: Browser, visit: Visit) ->
         ("refunds", "/refunds"),
         ("refund", f"/refunds/{refunds['pending'][1]['id']}"),
         ("refund-subscription", f"/refunds/{refunds['pending'][2]['id']}"),
+        ("payment-subscription", f"/payments/{refunds['pending'][2]['payment_id']}"),
         ("refund-succeeded", f"/refunds/{refunds['succeeded']['id']}"),
         ("balance", "/balance"),
         ("insights", "/insights"),

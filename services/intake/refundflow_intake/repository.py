@@ -166,6 +166,12 @@ async def record_cancel_requested(conn: asyncpg.Connection, payment_id: str, *, 
     await conn.execute(f"UPDATE payments SET {column} = coalesce({column}, now()) WHERE id = $1", payment_id)
 
 
+async def record_cancel_form_key(conn: asyncpg.Connection, payment_id: str, form_key: str) -> None:
+    """The dashboard form ``form_key`` asked the payment's cancel (the caller holds its lock): sent again, it asks
+    nothing."""
+    await conn.execute("UPDATE payments SET subscription_cancel_form_key = $2 WHERE id = $1", payment_id, form_key)
+
+
 async def forget_cancel_requested(
     conn: asyncpg.Connection, merchant_id: str, payment_id: str, subscription_id: str, *, at_period_end: bool
 ) -> None:

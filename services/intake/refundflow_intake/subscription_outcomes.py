@@ -55,7 +55,7 @@ async def record_cancel_failed(conn: asyncpg.Connection, data: SubscriptionCance
     when = "at the period's end" if data.at_period_end else "now"
     words = (
         f"Subscription not cancelled ({when}): the provider refused ({data.reason}). The customer may still be"
-        " billed: cancel it again, or at the provider"
+        " billed: cancel it again on the payment's page in the dashboard (or through the API), or at the provider"
     )
     await _note_on_refund(conn, data, "subscription_cancel_failed", words, actor)
 

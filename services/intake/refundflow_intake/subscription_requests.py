@@ -26,22 +26,29 @@ async def cancel_subscription(
     at_period_end: bool,
     actor: str,
     links: CustomerLinks,
-) -> None:
+    form_key: str | None = None,
+) -> bool:
     """Cancel without any refund (the customer keeps access until the period ends when ``at_period_end``). A cancel
     already asked for, this way or one that asks more, or of an ended subscription, asks nothing again: a retried
     call or a double click must not cancel (and tell the customer) twice. One the provider refused counts as asked
-    no longer (``subscription.cancel_failed``)."""
+    no longer (``subscription.cancel_failed``). ``form_key``, the dashboard form's single-use key, asks once
+    however often that form is sent. Returns whether the provider is asked."""
     payment = await repository.get_payment(conn, merchant_id, payment_id, lock=True)
     if payment is None:
         raise PaymentNotFound(f"no payment {payment_id}")
     if payment["subscription_id"] is None:
         raise NotASubscription(f"payment {payment['id']} is not for a subscription")
+    if form_key is not None and payment["subscription_cancel_form_key"] == form_key:
+        return False
     if await repository.cancel_already_asked(conn, payment, at_period_end=at_period_end):
-        return
+        return False
     customer = to_customer(links, payment)
     await request_cancel(
         conn, payment, customer, refund_id=None, at_period_end=at_period_end, actor=actor, note_to_customer=None
     )
+    if form_key is not None:
+        await repository.record_cancel_form_key(conn, payment["id"], form_key)
+    return True
 
 
 async def request_cancel(

@@ -59,6 +59,10 @@ NOTICES = {
         "Closed as cancel only; no money moves. The subscription had ended or was set to end already, so no"
         " cancellation was asked again."
     ),
+    "cancel_asked": "Cancellation asked of the provider. The customer is emailed once it is done.",
+    "cancel_not_asked": (
+        "Nothing new was asked: this cancellation was asked already, or the subscription has ended or is set to end."
+    ),
     "saved": "Saved.",
     "removed": "Removed.",
     "role_changed": "Role changed. It applies from their next click.",
