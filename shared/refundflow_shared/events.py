@@ -45,6 +45,7 @@ class EventType(StrEnum):
     PAYMENT_DISPUTED = "payment.disputed"
     SUBSCRIPTION_EXTENSION_GRANTED = "subscription.extension_granted"
     SUBSCRIPTION_EXTENDED = "subscription.extended"
+    SUBSCRIPTION_EXTENSION_FAILED = "subscription.extension_failed"
     REFUND_SUBMIT = "refund.submit"
     REFUND_SUBMIT_REJECTED = "refund.submit_rejected"
     REFUND_REVIEW_OVERDUE = "refund.review_overdue"
@@ -404,6 +405,18 @@ class SubscriptionExtended(PaymentEventData, _ToCustomer):
     last_period: bool = Field(False, description=_LAST_PERIOD)
 
 
+class SubscriptionExtensionFailed(PaymentEventData):
+    """The provider refused a goodwill extension (the team is alerted; the customer was told nothing): the period
+    ends, and the next payment is due, as before."""
+
+    event_type = EventType.SUBSCRIPTION_EXTENSION_FAILED
+
+    subscription_id: Id
+    days: int = Field(gt=0, le=365)
+    refund_id: Id | None = None
+    reason: Note = Field(description="why the provider refused, as it said it")
+
+
 class WebhookEndpointConfigured(EventData):
     """A merchant's webhook endpoint as it now is (full state; ``deleted`` once removed). Keyed by merchant.
 
@@ -571,6 +584,7 @@ EVENT_DATA_TYPES: dict[str, type[EventData]] = {
         PaymentDisputed,
         SubscriptionExtensionGranted,
         SubscriptionExtended,
+        SubscriptionExtensionFailed,
         RefundSubmit,
         RefundSubmitRejected,
         RefundReviewOverdue,
@@ -595,7 +609,9 @@ WebhookEventType = Literal[
     "refund.reversed",
     "payment.refunded",
     "subscription.canceled",
+    "subscription.cancel_failed",
     "subscription.extended",
+    "subscription.extension_failed",
 ]
 WEBHOOK_EVENT_TYPES: tuple[str, ...] = get_args(WebhookEventType)
 

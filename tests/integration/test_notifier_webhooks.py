@@ -21,6 +21,8 @@ from refundflow_shared.events import (
     PaymentRefunded,
     RefundRequested,
     RefundSucceeded,
+    SubscriptionCancelFailed,
+    SubscriptionExtensionFailed,
     WebhookEndpointConfigured,
     topic_for,
 )
@@ -124,6 +126,27 @@ async def test_a_subscribed_event_arrives_signed_with_its_sequence_and_a_stable_
     assert payloads["refund.succeeded"]["sequence"] == event.sequence
     assert payloads["refund.succeeded"]["data"]["amount"] == 4999
     assert payloads["payment.refunded"]["id"] == str(refunded.id)
+
+
+async def test_a_refused_cancel_and_a_refused_extension_reach_the_merchants_systems(world: World) -> None:
+    """Only the team heard of them (an alert): a merchant's systems, which heard of every cancel and extension the
+    provider made, never heard of one it refused."""
+    m, name, secret = merchant(), uuid.uuid4().hex, new_signing_secret()
+    types = ["subscription.cancel_failed", "subscription.extension_failed"]
+    await configure_endpoint(world.feed, world.pool, m, world.http.url(name), types, secret=secret)
+    ids = {"merchant_id": m, "payment_id": f"pay_{uuid.uuid4().hex[:10]}", "subscription_id": "sub_1"}
+    cancel = await world.feed.publish(
+        SubscriptionCancelFailed(**ids, at_period_end=True, reason="No such subscription")
+    )
+    extension = await world.feed.publish(SubscriptionExtensionFailed(**ids, days=7, reason="it is canceled"))
+
+    payloads = {}
+    for delivery in await received(world, name, 2):
+        payload = Webhook(secret).verify(delivery.body, delivery.headers)
+        payloads[payload["type"]] = payload
+    assert payloads["subscription.cancel_failed"]["id"] == str(cancel.id)
+    assert payloads["subscription.extension_failed"]["id"] == str(extension.id)
+    assert payloads["subscription.extension_failed"]["data"]["days"] == 7
 
 
 async def test_500s_and_a_timeout_are_retried_until_the_endpoint_answers(world: World) -> None:

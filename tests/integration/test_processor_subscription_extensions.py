@@ -374,6 +374,10 @@ async def test_an_extension_the_provider_refuses_alerts_the_merchants_team(
     assert alert["kind"] == "subscription_extension_failed"
     assert alert["details"]["subscription_id"] == subscription_id
     assert await processor.staged("subscription.extended", about=subscription_id) == []
+    # Intake hears it too (its timeline, the payment's state) and merchants' webhooks: only the team was told.
+    [failed] = await processor.staged("subscription.extension_failed", about=subscription_id)
+    assert (failed["payment_id"], failed["days"], failed["merchant_id"]) == (payment_id, 3, "mer_extend")
+    assert failed["reason"]
 
 
 async def test_every_outcome_carries_what_the_customers_email_needs_from_the_decision(

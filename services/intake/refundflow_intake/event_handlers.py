@@ -15,7 +15,12 @@ from refundflow_intake.payments import consume_payment_disputed, consume_payment
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.refund_commands import refusal_codes, submit_refund
 from refundflow_intake.refund_outcomes import record_refund_outcome, record_reversal
-from refundflow_intake.subscription_outcomes import record_cancel_failed, record_canceled, record_extended
+from refundflow_intake.subscription_outcomes import (
+    record_cancel_failed,
+    record_canceled,
+    record_extended,
+    record_extension_failed,
+)
 from refundflow_intake.webhook_endpoints import record_disabled
 from refundflow_shared.events import (
     Event,
@@ -29,6 +34,7 @@ from refundflow_shared.events import (
     SubscriptionCanceled,
     SubscriptionCancelFailed,
     SubscriptionExtended,
+    SubscriptionExtensionFailed,
     WebhookEndpointDisabled,
     topic_for,
 )
@@ -128,6 +134,12 @@ def register(
     @consumer.handles(SubscriptionExtended)
     async def subscription_extended(conn: asyncpg.Connection, event: Event, data: SubscriptionExtended) -> None:
         await record_extended(conn, data, actor=event.source)
+
+    @consumer.handles(SubscriptionExtensionFailed)
+    async def subscription_extension_failed(
+        conn: asyncpg.Connection, event: Event, data: SubscriptionExtensionFailed
+    ) -> None:
+        await record_extension_failed(conn, data, actor=event.source)
 
     @consumer.handles(WebhookEndpointDisabled)
     async def webhook_endpoint_disabled(conn: asyncpg.Connection, event: Event, data: WebhookEndpointDisabled) -> None:

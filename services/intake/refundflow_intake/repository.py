@@ -163,7 +163,11 @@ async def record_cancel_requested(conn: asyncpg.Connection, payment_id: str, *, 
     """A decision asked the provider to cancel the payment's subscription, now or at its period's end (the caller
     holds its lock)."""
     column = "subscription_cancel_at_period_end_requested_at" if at_period_end else "subscription_cancel_requested_at"
-    await conn.execute(f"UPDATE payments SET {column} = coalesce({column}, now()) WHERE id = $1", payment_id)
+    await conn.execute(
+        f"UPDATE payments SET {column} = coalesce({column}, now()),"
+        " subscription_cancel_failed_at = NULL, subscription_cancel_failure = NULL WHERE id = $1",
+        payment_id,
+    )
 
 
 async def record_cancel_form_key(conn: asyncpg.Connection, payment_id: str, form_key: str) -> None:
@@ -173,16 +177,55 @@ async def record_cancel_form_key(conn: asyncpg.Connection, payment_id: str, form
 
 
 async def forget_cancel_requested(
-    conn: asyncpg.Connection, merchant_id: str, payment_id: str, subscription_id: str, *, at_period_end: bool
+    conn: asyncpg.Connection,
+    merchant_id: str,
+    payment_id: str,
+    subscription_id: str,
+    *,
+    at_period_end: bool,
+    reason: str,
 ) -> None:
     """The provider refused the cancel asked through the payment (now, or at its period's end): it counts as asked
-    no longer, so that asking it again asks the provider again."""
+    no longer, so that asking it again asks the provider again; the payment shows the refusal until then."""
     column = "subscription_cancel_at_period_end_requested_at" if at_period_end else "subscription_cancel_requested_at"
     await conn.execute(
-        f"UPDATE payments SET {column} = NULL WHERE id = $2 AND merchant_id = $1 AND subscription_id = $3",
+        f"UPDATE payments SET {column} = NULL, subscription_cancel_failed_at = now(), subscription_cancel_failure = $4"
+        " WHERE id = $2 AND merchant_id = $1 AND subscription_id = $3",
         merchant_id,
         payment_id,
         subscription_id,
+        reason,
+    )
+
+
+async def record_extension_granted(conn: asyncpg.Connection, payment_id: str, days: int) -> None:
+    """A decision granted goodwill days: the payment expects them until the provider makes or refuses them."""
+    await conn.execute(
+        "UPDATE payments SET subscription_extension_pending_days = coalesce(subscription_extension_pending_days, 0)"
+        " + $2, subscription_extension_failed_at = NULL, subscription_extension_failure = NULL WHERE id = $1",
+        payment_id,
+        days,
+    )
+
+
+# The days an extension's outcome ($4) settles, no longer expected (a repeated outcome counts down to none, not below).
+_EXTENSION_SETTLED = (
+    "subscription_extension_pending_days = nullif(greatest(subscription_extension_pending_days - $4, 0), 0)"
+)
+
+
+async def record_extension_failed(
+    conn: asyncpg.Connection, merchant_id: str, payment_id: str, subscription_id: str, days: int, reason: str
+) -> None:
+    """The provider refused an extension of ``days``: no longer expected, and the payment shows the refusal."""
+    await conn.execute(
+        f"UPDATE payments SET {_EXTENSION_SETTLED}, subscription_extension_failed_at = now(),"
+        " subscription_extension_failure = $5 WHERE id = $2 AND merchant_id = $1 AND subscription_id = $3",
+        merchant_id,
+        payment_id,
+        subscription_id,
+        days,
+        reason,
     )
 
 
@@ -250,6 +293,7 @@ async def record_subscription_extended(
     subscription_id: str,
     period_end: datetime,
     *,
+    days: int,
     last_period: bool,
 ) -> None:
     """Goodwill days pushed the subscription's period end (its next payment) back to ``period_end``; the latest
@@ -266,11 +310,12 @@ async def record_subscription_extended(
             period_end,
         )
     await conn.execute(
-        "UPDATE payments SET subscription_period_extended_to = greatest(subscription_period_extended_to, $4)"
-        " WHERE id = $2 AND merchant_id = $1 AND subscription_id = $3",
+        f"UPDATE payments SET subscription_period_extended_to = greatest(subscription_period_extended_to, $5),"
+        f" {_EXTENSION_SETTLED} WHERE id = $2 AND merchant_id = $1 AND subscription_id = $3",
         merchant_id,
         payment_id,
         subscription_id,
+        days,
         period_end,
     )
 

@@ -1,6 +1,6 @@
 """What the provider did to a subscription because of a refund decision (cancelled it, moved its period end, or
-refused to cancel it), reported by the processor: added to that refund's timeline, in words both the team and the
-customer read (the customer sees no refusal: the team settles it)."""
+refused to cancel or extend it), reported by the processor: recorded on the payment, and added to that refund's
+timeline, in words both the team and the customer read (the customer sees no refusal: the team settles it)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ import asyncpg
 
 from refundflow_intake import repository
 from refundflow_intake.domain import RefundStatus
-from refundflow_shared.events import SubscriptionCanceled, SubscriptionCancelFailed, SubscriptionExtended
+from refundflow_shared.events import (
+    SubscriptionCanceled,
+    SubscriptionCancelFailed,
+    SubscriptionExtended,
+    SubscriptionExtensionFailed,
+)
 
 
 def _day(value: datetime) -> str:
@@ -19,7 +24,7 @@ def _day(value: datetime) -> str:
 
 async def _note_on_refund(
     conn: asyncpg.Connection,
-    data: SubscriptionCanceled | SubscriptionExtended | SubscriptionCancelFailed,
+    data: SubscriptionCanceled | SubscriptionExtended | SubscriptionCancelFailed | SubscriptionExtensionFailed,
     action: str,
     words: str,
     actor: str,
@@ -50,7 +55,12 @@ async def record_canceled(conn: asyncpg.Connection, data: SubscriptionCanceled, 
 async def record_cancel_failed(conn: asyncpg.Connection, data: SubscriptionCancelFailed, *, actor: str) -> None:
     """The provider refused the cancel: it no longer counts as asked, so the team can ask it again."""
     await repository.forget_cancel_requested(
-        conn, data.merchant_id, data.payment_id, data.subscription_id, at_period_end=data.at_period_end
+        conn,
+        data.merchant_id,
+        data.payment_id,
+        data.subscription_id,
+        at_period_end=data.at_period_end,
+        reason=data.reason,
     )
     when = "at the period's end" if data.at_period_end else "now"
     words = (
@@ -67,9 +77,23 @@ async def record_extended(conn: asyncpg.Connection, data: SubscriptionExtended, 
         data.payment_id,
         data.subscription_id,
         data.current_period_end,
+        days=data.days,
         last_period=data.last_period,
     )
     await _note_on_refund(conn, data, "subscription_extended", extension_words(data), actor)
+
+
+async def record_extension_failed(conn: asyncpg.Connection, data: SubscriptionExtensionFailed, *, actor: str) -> None:
+    """The provider refused the goodwill days: the payment expects them no longer, and the request says so."""
+    await repository.record_extension_failed(
+        conn, data.merchant_id, data.payment_id, data.subscription_id, data.days, data.reason
+    )
+    days = f"{data.days} day" if data.days == 1 else f"{data.days} days"
+    words = (
+        f"Subscription not extended by {days}: the provider refused ({data.reason}). The customer was not told;"
+        " the period ends, and the next payment is due, as before"
+    )
+    await _note_on_refund(conn, data, "subscription_extension_failed", words, actor)
 
 
 def extension_words(data: SubscriptionExtended) -> str:

@@ -95,6 +95,7 @@ async def grant_extension(
     actor: str,
     last_period: bool = False,
 ) -> None:
+    await repository.record_extension_granted(conn, payment["id"], days)
     await add_event(
         conn,
         SubscriptionExtensionGranted(

@@ -16,7 +16,8 @@ step 2 removes older ones. When the merchant's keys leave none, the grant is mad
 database knows it, and a restore to before it makes it again.
 
 Then ``subscription.extended`` tells the customer and the merchant's systems. A definite refusal alerts the
-merchant's team (``subscription_extension_failed``); anything else is retried with backoff.
+merchant's team (``subscription_extension_failed``) and publishes ``subscription.extension_failed`` (intake's
+timeline and payment, merchants' webhooks); anything else is retried with backoff.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from refundflow_processor.team_alerts import end_auth_episode, raise_alert, rais
 from refundflow_shared.backoff import jittered
 from refundflow_shared.database import transaction_holding
 from refundflow_shared.event_contract import PROCESSOR
-from refundflow_shared.events import SubscriptionExtended, carry
+from refundflow_shared.events import NOTE_MAX_LENGTH, SubscriptionExtended, SubscriptionExtensionFailed, carry
 from refundflow_shared.lease_dispatcher import LeaseDispatcher
 from refundflow_shared.outbox import add_event
 
@@ -208,6 +209,19 @@ class SubscriptionExtensionExecutor:
             details={"subscription_id": extension.subscription_id, "error": message},
             payment_id=extension.payment_id,
             refund_id=extension.refund_id,
+        )
+        # Intake shows it on the request and the payment, and merchants' systems hear it: the days did not come.
+        await add_event(
+            conn,
+            SubscriptionExtensionFailed(
+                payment_id=extension.payment_id,
+                merchant_id=extension.merchant_id,
+                subscription_id=extension.subscription_id,
+                days=extension.days,
+                refund_id=extension.refund_id,
+                reason=message[:NOTE_MAX_LENGTH],
+            ),
+            source=PROCESSOR.source,
         )
 
 

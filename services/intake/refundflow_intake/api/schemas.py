@@ -313,6 +313,29 @@ class RefundList(BaseModel):
     has_more: bool
 
 
+class SubscriptionState(BaseModel):
+    """What was asked of the payment's subscription and what the provider did, as intake heard it."""
+
+    cancel_requested_at: datetime | None = Field(
+        description="when a cancel now was asked, until the provider refuses it"
+    )
+    cancel_at_period_end_requested_at: datetime | None = Field(
+        description="when a cancel at the period's end was asked, until the provider refuses it"
+    )
+    cancel_failed_at: datetime | None = Field(description="the provider's latest refusal to cancel, until asked again")
+    cancel_failure: str | None = Field(description="why the provider refused that cancel, as it said it")
+    canceled_at: datetime | None = Field(description="when the provider cancelled the subscription")
+    access_until: datetime | None = Field(description="cancelled at the period's end: when access ends")
+    extended_to: datetime | None = Field(description="the period end the latest goodwill extension moved it to")
+    extension_pending_days: int | None = Field(
+        description="goodwill days granted that the provider has neither made nor refused yet"
+    )
+    extension_failed_at: datetime | None = Field(
+        description="the provider's latest refusal of an extension, until another is granted"
+    )
+    extension_failure: str | None = Field(description="why the provider refused that extension, as it said it")
+
+
 class PaymentOut(BaseModel):
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.PAYMENT))
 
@@ -328,6 +351,7 @@ class PaymentOut(BaseModel):
     paid_at: datetime
     product: Product
     subscription: SubscriptionPeriod | None
+    subscription_state: SubscriptionState | None = Field(description="for a subscription: its cancel and extensions")
     disputed: bool
     created_at: datetime
     refunds: list[RefundSummary] = []

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from refundflow_intake import repository
-from refundflow_intake.api.schemas import PaymentOut, RefundOut, RefundSummary, TimelineEntry
+from refundflow_intake.api.schemas import PaymentOut, RefundOut, RefundSummary, SubscriptionState, TimelineEntry
 from refundflow_intake.domain import PaymentNotFound, RefundNotFound, payment_status, refundable_amount
 from refundflow_shared.events import Product, SubscriptionPeriod
 
@@ -25,6 +25,22 @@ def payment_out(
         if payment["subscription_id"]
         else None
     )
+    state = (
+        SubscriptionState(
+            cancel_requested_at=payment["subscription_cancel_requested_at"],
+            cancel_at_period_end_requested_at=payment["subscription_cancel_at_period_end_requested_at"],
+            cancel_failed_at=payment["subscription_cancel_failed_at"],
+            cancel_failure=payment["subscription_cancel_failure"],
+            canceled_at=payment["subscription_canceled_at"],
+            access_until=payment["subscription_access_until"],
+            extended_to=payment["subscription_period_extended_to"],
+            extension_pending_days=payment["subscription_extension_pending_days"],
+            extension_failed_at=payment["subscription_extension_failed_at"],
+            extension_failure=payment["subscription_extension_failure"],
+        )
+        if payment["subscription_id"]
+        else None
+    )
     return PaymentOut(
         **payment,
         status=payment_status(payment["amount"], payment["refunded_amount"]),
@@ -36,6 +52,7 @@ def payment_out(
             category=payment["product_category"],
         ),
         subscription=subscription,
+        subscription_state=state,
         disputed=disputed,
         refunds=[RefundSummary(**r) for r in refunds],
     )

@@ -137,7 +137,7 @@ async def _payment_page(
         user,
         section="payments",
         payment=payment,
-        subscription_state=row,
+        subscription_ended=row["subscription_ended"],
         form_key=secrets.token_urlsafe(18),
         error=error,
         status_code=status_code,

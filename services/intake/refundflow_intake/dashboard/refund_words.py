@@ -27,6 +27,7 @@ _ACTIONS = {
     "subscription_cancel_failed": "Subscription cancel refused by the provider",
     "subscription_cancel_not_asked": "Subscription cancel not asked again",
     "subscription_extended": "Subscription extended at the provider",
+    "subscription_extension_failed": "Subscription extension refused by the provider",
 }
 
 
