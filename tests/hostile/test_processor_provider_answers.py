@@ -6,6 +6,8 @@ is a date past the year 9999; an extension past the last date a program can hold
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime
@@ -19,7 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from refundflow_processor.payment_provider import ProviderSubscription, ProviderUnavailable
-from refundflow_processor.stripe_provider import StripeProvider
+from refundflow_processor.stripe_provider import StripeProvider, refund_from_webhook
+from refundflow_sandbox.webhooks import stripe_signature
 from refundflow_shared.events import SubscriptionExtensionGranted
 from tests.support.http_servers import hostile_http_server, serving
 from tests.support.infrastructure import free_port
@@ -156,3 +159,47 @@ async def test_an_extension_past_the_last_date_is_refused_and_alerted_not_failed
         await eventually(alerted, timeout=30)
         [alert] = await p.staged("team_alert.raised", about=granted.payment_id)
         assert alert["kind"] == "subscription_extension_failed"
+
+
+def _answering(body: bytes) -> Starlette:
+    """A provider that answers every call 200 with ``body``."""
+
+    async def answer(_: Request) -> Response:
+        return Response(body, 200, media_type="application/json")
+
+    return Starlette(routes=[Route("/{path:path}", answer, methods=["GET", "POST", "DELETE"])])
+
+
+_NOT_AN_OBJECT = [b"null", b"[]", b'"ok"', b"5"]
+_PROVIDER_CALLS = {
+    "create_refund": lambda p: p.create_refund(
+        payment_ref="pi_1", amount=100, currency="EUR", idempotency_key="key_1", refund_id="ref_1"
+    ),
+    "get_refund": lambda p: p.get_refund("re_1"),
+    "list_refunds": lambda p: p.list_refunds("pi_1"),
+    "get_subscription": lambda p: p.get_subscription("sub_1"),
+    "cancel_subscription": lambda p: p.cancel_subscription("sub_1", at_period_end=True),
+}
+
+
+@pytest.mark.parametrize("call", list(_PROVIDER_CALLS))
+@pytest.mark.parametrize("body", [*_NOT_AN_OBJECT, b'{"object": "list", "data": [null, 5], "has_more": false}'])
+async def test_a_2xx_whose_json_is_not_an_object_is_a_malformed_answer(call: str, body: bytes) -> None:
+    """Read as if it were an object, it raised AttributeError: the executor gave the attempt back uncounted, and
+    the refund was asked for again every second, forever. It is no answer, counted against the budget."""
+    port = free_port()
+    async with serving(_answering(body), port) as url:
+        provider = StripeProvider("sk_test_hostile", url, timeout_seconds=5.0)
+        try:
+            with pytest.raises(ProviderUnavailable, match="malformed answer"):
+                await _PROVIDER_CALLS[call](provider)
+        finally:
+            await provider.close()
+
+
+@pytest.mark.parametrize("data", [{"object": None}, {"object": ["re_1"]}, {"object": "re_1"}, None, "x"])
+def test_a_signed_webhook_whose_refund_is_not_an_object_is_a_malformed_answer(data: Any) -> None:
+    payload = json.dumps({"id": "evt_1", "object": "event", "type": "refund.updated", "data": data}).encode()
+    signature = stripe_signature(payload, "whsec_hostile", int(time.time()))
+    with pytest.raises(ProviderUnavailable, match="malformed answer"):
+        refund_from_webhook(payload, signature, "whsec_hostile")

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from refundflow_processor.attempts import AttemptPolicy
+from refundflow_processor.payment_provider import ProviderUnavailable
 from refundflow_processor.provider_updates import RefundInFlight, apply_provider_update
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.stripe_provider import InvalidWebhook, refund_from_webhook
@@ -32,6 +33,9 @@ def provider_webhook_router(settings: ProcessorSettings) -> APIRouter:
         except InvalidWebhook as exc:
             log.warning("provider_webhook_rejected", error=str(exc))
             return _error(400, "invalid_webhook_signature", "the Stripe-Signature does not verify")
+        except ProviderUnavailable as exc:  # signed, but its refund cannot be read: no retry will make it readable
+            log.warning("provider_webhook_malformed", error=str(exc))
+            return _error(400, "malformed_webhook", str(exc))
         if refund is None:
             return JSONResponse({"received": True, "handled": False})
         try:

@@ -72,9 +72,16 @@ class StripeProvider:
 
     async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
         params: Any = {"payment_intent": payment_ref, "limit": 100}
-        with _classified_errors():  # every page's request, not only the first
-            page = await self._client.v1.refunds.list_async(params=params)
-            return [_to_provider_refund(refund) async for refund in page.auto_paging_iter()]
+        refunds: list[ProviderRefund] = []
+        while True:  # paged here, not by the SDK's iterator: each page is read as hostile input too
+            page = _fields(await _call(self._client.v1.refunds.list_async(params=params)), "the list of refunds")
+            data = page.get("data")
+            if not isinstance(data, list):
+                raise ProviderUnavailable("malformed answer: the list of refunds has no data")
+            refunds += [_to_provider_refund(refund) for refund in data]
+            if not data or page.get("has_more") is not True:
+                return refunds
+            params = {**params, "starting_after": refunds[-1].id}
 
     async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
         subscriptions = self._client.v1.subscriptions
@@ -85,7 +92,7 @@ class StripeProvider:
             answer = await _call(subscriptions.cancel_async(subscription_id))
         subscription = _to_provider_subscription(answer, subscription_id)
         # At period end, Stripe sets cancel_at to the period's end; a cancellation now stamps canceled_at.
-        ends = answer.to_dict().get("cancel_at" if at_period_end else "canceled_at")
+        ends = _fields(answer, f"subscription {subscription_id}").get("cancel_at" if at_period_end else "canceled_at")
         return replace(subscription, ends_at=_timestamp(ends, subscription_id))
 
     async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
@@ -117,7 +124,7 @@ def _timestamp(value: Any, subscription_id: str) -> datetime | None:
 def _to_provider_subscription(stripe_subscription: Any, subscription_id: str) -> ProviderSubscription:
     """The provider's subscription, read as hostile input. Stripe's newer API versions keep the period on the
     subscription's items; older ones on the subscription itself: the latest end of either (or of the trial)."""
-    subscription: dict[str, Any] = stripe_subscription.to_dict()
+    subscription = _fields(stripe_subscription, f"subscription {subscription_id}")
     if not isinstance(subscription.get("id"), str):
         raise ProviderUnavailable(f"malformed answer for subscription {subscription_id}")
     items = subscription.get("items")
@@ -177,9 +184,19 @@ def _to_stripe_units(amount: int, currency: str) -> int:
         raise ProviderRefused("amount_not_representable", str(exc)) from None
 
 
+def _fields(answer: Any, what: str) -> dict[str, Any]:
+    """A JSON object of the provider's answer (the SDK's object, or an object within one), as a plain dict; any
+    other JSON value (null, a list, a string) is a malformed answer."""
+    if isinstance(answer, stripe.StripeObject):
+        answer = answer.to_dict()
+    if not isinstance(answer, dict):
+        raise ProviderUnavailable(f"malformed answer: {what} is not an object")
+    return answer
+
+
 def _to_provider_refund(stripe_refund: Any) -> ProviderRefund:
     """The provider's refund object, read as hostile input: anything malformed is no answer at all."""
-    refund: dict[str, Any] = stripe_refund.to_dict()
+    refund = _fields(stripe_refund, "the refund")
     refund_id, amount, currency, metadata = (refund.get(k) for k in ("id", "amount", "currency", "metadata"))
     if not (isinstance(refund_id, str) and 0 < len(refund_id) <= 255):
         raise ProviderUnavailable("malformed answer: the refund has no usable id")
@@ -214,6 +231,7 @@ def refund_from_webhook(payload: bytes, signature: str | None, secret: str) -> P
         event = stripe.Webhook.construct_event(payload, signature or "", secret)
     except (ValueError, stripe.SignatureVerificationError) as exc:
         raise InvalidWebhook(str(exc)) from exc
-    if event.type not in REFUND_EVENT_TYPES:
+    fields = _fields(event, "the event")
+    if fields.get("type") not in REFUND_EVENT_TYPES:
         return None
-    return _to_provider_refund(event.data.object)
+    return _to_provider_refund(_fields(fields.get("data"), "the event's data").get("object"))
