@@ -203,3 +203,36 @@ def test_a_signed_webhook_whose_refund_is_not_an_object_is_a_malformed_answer(da
     signature = stripe_signature(payload, "whsec_hostile", int(time.time()))
     with pytest.raises(ProviderUnavailable, match="malformed answer"):
         refund_from_webhook(payload, signature, "whsec_hostile")
+
+
+async def test_a_rate_limited_refund_waits_out_the_throttle_without_spending_its_budget(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Stripe's 429 says the call was not executed and should come again: counted as no answer, eight of them (the
+    harness's budget is 6) had the refund reconciled, found absent and failed provider_unavailable, the customer
+    told their refund failed. It now waits at least each Retry-After (1 s), spends no budget, and the team hears once
+    that the provider keeps deferring it."""
+    throttled_calls = 8
+    sandbox = {"rate_limited_calls": throttled_calls, "rate_limit_retry_after_seconds": 1}
+    async with running_processor(
+        database_url, kafka_bootstrap, topic_prefix, sandbox=sandbox, provider_not_executed_alert_after_seconds=3.0
+    ) as processor:
+        intent = payment_intent("rate_limited_")
+        approved = approval(intent)
+        started = time.monotonic()
+        await processor.publish(approved)
+
+        async def refunded() -> bool:
+            return await processor.refund_status(approved.refund_id) in ("succeeded", "failed")
+
+        await eventually(refunded, timeout=60)
+        assert await processor.refund_status(approved.refund_id) == "succeeded"
+        assert time.monotonic() - started >= throttled_calls * 1.0, "each Retry-After was waited out"
+        assert len(await processor.provider_refunds(intent)) == 1
+        calls = await processor.db.fetchval(
+            "SELECT provider_calls FROM refunds WHERE refund_id = $1", approved.refund_id
+        )
+        assert calls == 0, "no call was counted against the budget"
+        alerts = await processor.staged("team_alert.raised", about=approved.payment_id)
+        assert [alert["kind"] for alert in alerts] == ["provider_not_executing"]
+        assert not await processor.staged("refund.failed", about=approved.refund_id)

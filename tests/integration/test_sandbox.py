@@ -290,6 +290,26 @@ def test_flaky_intent_answers_500_twice_then_refunds(client: stripe.StripeClient
     assert provider_refunds(sandbox_url, pi)["count"] == 1
 
 
+def test_rate_limited_intent_answers_429_without_executing_then_refunds(
+    client: stripe.StripeClient, sandbox_url: str
+) -> None:
+    pi, same_key = payment_intent("rate_limited_"), key()
+    params: Any = {"payment_intent": pi, "amount": 300}
+    refused = []
+    for _ in range(SETTINGS.rate_limited_calls):
+        with pytest.raises(stripe.RateLimitError) as raised:
+            client.v1.refunds.create(params=params, options={"idempotency_key": same_key})
+        refused.append(raised.value)
+    assert provider_refunds(sandbox_url, pi)["count"] == 0
+    refund = client.v1.refunds.create(params=params, options={"idempotency_key": same_key})
+
+    assert {(e.http_status, e.error and e.error.code) for e in refused} == {(429, "rate_limit")}
+    headers = refused[0].headers or {}
+    assert (headers["Retry-After"], headers["Stripe-Should-Retry"]) == ("1", "true")
+    assert refund.status == "succeeded", "nothing was stored under the key: the same key is executed"
+    assert provider_refunds(sandbox_url, pi)["count"] == 1
+
+
 def test_error500_after_create_makes_the_refund_and_replays_the_500(
     client: stripe.StripeClient, sandbox_url: str
 ) -> None:

@@ -42,6 +42,10 @@ class AttemptPolicy:
     key_lifetime: timedelta
     retry_base_seconds: float
     retry_max_seconds: float
+    # A provider's "not executed, try later" costs no budget: its Retry-After is kept up to this bound, and the team
+    # is told once calls have been so answered this long.
+    retry_after_max_seconds: float = 600.0
+    not_executed_alert_after: timedelta = timedelta(hours=1)
 
     @classmethod
     def from_settings(cls, settings: ProcessorSettings) -> AttemptPolicy:
@@ -51,6 +55,8 @@ class AttemptPolicy:
             key_lifetime=timedelta(seconds=settings.provider_key_lifetime_seconds),
             retry_base_seconds=settings.provider_retry_base_seconds,
             retry_max_seconds=settings.provider_retry_max_seconds,
+            retry_after_max_seconds=settings.provider_retry_after_max_seconds,
+            not_executed_alert_after=timedelta(seconds=settings.provider_not_executed_alert_after_seconds),
         )
 
     def backoff(self, tries: int) -> float:
@@ -74,6 +80,15 @@ class Refused:
 class NoAnswer:
     error: str
     server_error: bool = False
+
+
+@dataclass(frozen=True)
+class NotExecuted:
+    """The provider did not execute the call and asks for it later (rate limited, the key's request still
+    running): nothing happened under the key."""
+
+    error: str
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +123,15 @@ class Updated:
 
 
 ProviderAnswer = (
-    Answered | Refused | NoAnswer | AuthFailed | Reconciled | ReconcileFailed | RecordedForAnother | Updated
+    Answered
+    | Refused
+    | NoAnswer
+    | NotExecuted
+    | AuthFailed
+    | Reconciled
+    | ReconcileFailed
+    | RecordedForAnother
+    | Updated
 )
 
 
@@ -155,6 +178,17 @@ class RetryAt:
 
 
 @dataclass(frozen=True)
+class CallLater:
+    """The same key again, not before ``at_least_seconds`` (the provider's Retry-After), with no call counted;
+    ``alert``: calls have been answered so for long (the team is told once)."""
+
+    delay_seconds: float
+    at_least_seconds: float
+    error: str
+    alert: bool = False
+
+
+@dataclass(frozen=True)
 class NewKey:
     delay_seconds: float
     error: str
@@ -191,6 +225,7 @@ Step = (
     | Fail
     | GiveUp
     | RetryAt
+    | CallLater
     | NewKey
     | Unknown
     | PauseCalls
@@ -232,6 +267,14 @@ def next_step(attempt: Attempt, answer: ProviderAnswer | None, *, now: datetime,
             return PauseCalls(error)
         case NoAnswer(error, server_error):
             return RetryAt(backoff, error, server_error)
+        case NotExecuted(error, retry_after):
+            since = attempt.not_executed_since
+            return CallLater(
+                backoff,
+                min(retry_after or 0.0, policy.retry_after_max_seconds),
+                error,
+                alert=since is not None and now - since >= policy.not_executed_alert_after,
+            )
         case Reconciled(found=None) if attempt.mismatched_refund_id is not None:
             # The key was answered with a refund: that none of ours is listed does not prove it made none.
             return _mismatch(

@@ -11,6 +11,7 @@ from datetime import datetime
 from refundflow_processor.payment_provider import (
     PaymentProvider,
     ProviderAuthFailed,
+    ProviderNotExecuted,
     ProviderRefund,
     ProviderRefused,
     ProviderSubscription,
@@ -74,6 +75,9 @@ async def _metered(operation: str) -> AsyncIterator[None]:
         raise
     except ProviderAuthFailed:
         outcome = "auth_failed"
+        raise
+    except ProviderNotExecuted:
+        outcome = "not_executed"
         raise
     except ProviderUnavailable:
         outcome = "unavailable"

@@ -89,6 +89,16 @@ class ProviderUnavailable(Exception):
         self.server_error = server_error
 
 
+class ProviderNotExecuted(ProviderUnavailable):
+    """The provider did not execute the request and asks for it again later (Stripe: 429 ``rate_limit`` or
+    ``lock_timeout``, 409 ``idempotency_key_in_use``): nothing happened under the key, so it is no failed call.
+    ``retry_after``: the seconds it asked us to wait (``Retry-After``), if it said."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class PaymentProvider(Protocol):
     name: str
 

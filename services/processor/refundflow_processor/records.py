@@ -67,6 +67,8 @@ class Attempt:
     # The provider answered the key with this refund, and it was not ours: a refund may exist under the key.
     mismatched_refund_id: str | None = None
     disputed: bool = False  # billing reported a chargeback of the payment: no refund may be made any more
+    # When the provider first answered the key "not executed, try later" (rate limited), if it did.
+    not_executed_since: datetime | None = None
 
 
 @dataclass(frozen=True)

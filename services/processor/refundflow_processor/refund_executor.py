@@ -25,6 +25,7 @@ from refundflow_processor.attempts import (
     AuthFailed,
     CallProvider,
     NoAnswer,
+    NotExecuted,
     PauseCalls,
     ProviderAnswer,
     Reconcile,
@@ -38,6 +39,7 @@ from refundflow_processor.attempts import (
 from refundflow_processor.payment_provider import (
     PaymentProvider,
     ProviderAuthFailed,
+    ProviderNotExecuted,
     ProviderRefused,
     ProviderUnavailable,
     find_refund,
@@ -144,6 +146,8 @@ class RefundExecutor:
             return AuthFailed(str(exc))
         except ProviderRefused as exc:
             return Refused(exc.code, exc.message)
+        except ProviderNotExecuted as exc:
+            return NotExecuted(str(exc), exc.retry_after)
         except ProviderUnavailable as exc:
             return NoAnswer(str(exc), server_error=exc.server_error)
 
@@ -152,7 +156,9 @@ class RefundExecutor:
         if isinstance(step, PauseCalls):
             await self._pause_calls(attempt, step.error)
             return
-        await self._outcomes.write(_Outcome(attempt, step, definite=not isinstance(answer, NoAnswer | ReconcileFailed)))
+        await self._outcomes.write(
+            _Outcome(attempt, step, definite=not isinstance(answer, NoAnswer | NotExecuted | ReconcileFailed))
+        )
 
     async def _record_all(self, outcomes: list[_Outcome]) -> None:
         """Record the outcomes in one transaction, in payment order (the lock order of every such transaction)."""

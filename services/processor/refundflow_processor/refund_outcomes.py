@@ -16,6 +16,7 @@ from refundflow_processor.attempts import (
     PROVIDER_UNAVAILABLE,
     AttemptState,
     AwaitProvider,
+    CallLater,
     Fail,
     GiveUp,
     Ignore,
@@ -62,6 +63,8 @@ async def apply_step(conn: asyncpg.Connection, attempt: Attempt, step: Step, *, 
         case RetryAt(delay, error, server_error):
             log.warning("provider_no_answer_retrying", tries=attempt.tries + 1, error=error)
             await repository.record_no_answer(conn, attempt, jittered(delay), error, server_error=server_error)
+        case CallLater(delay, at_least, error, alert):
+            await _record_not_executed(conn, attempt, max(jittered(delay), at_least), error, alert=alert)
         case NewKey(delay, error):
             log.warning("idempotency_key_abandoned", attempt=attempt.number, error=error)
             await repository.record_attempt_state(conn, attempt, AttemptState.ABANDONED, error=error)
@@ -141,6 +144,31 @@ async def _record_provider_unavailable(conn: asyncpg.Connection, attempt: Attemp
         ),
         source=PROCESSOR.source,
     )
+
+
+async def _record_not_executed(
+    conn: asyncpg.Connection, attempt: Attempt, delay: float, error: str, *, alert: bool
+) -> None:
+    """The provider deferred the call (rate limited): the same key later, no call counted. A throttle that never
+    ends leaves the refund processing; the team hears of it once."""
+    refund = attempt.refund
+    log.warning("provider_not_executed_retrying", tries=attempt.tries + 1, error=error, retry_in=round(delay, 3))
+    await repository.record_not_executed(conn, attempt, delay, error)
+    if alert and await repository.note_not_executed_alert(conn, refund.refund_id):
+        log.error("provider_not_executing", since=str(attempt.not_executed_since), error=error)
+        await raise_alert(
+            conn,
+            merchant_id=refund.merchant_id,
+            kind="provider_not_executing",
+            title="The payment provider keeps deferring a refund's call (rate limited); it stays processing",
+            details={
+                "error": error,
+                "since": str(attempt.not_executed_since),
+                "effect": "the refund is asked for again, with the same key, as long as the provider defers it",
+            },
+            payment_id=refund.payment_id,
+            refund_id=refund.refund_id,
+        )
 
 
 async def _record_unknown(

@@ -25,7 +25,7 @@ _REFUND_COLUMNS = (
 _ATTEMPT_COLUMNS = (
     f"{_REFUND_COLUMNS}, a.attempt, a.idempotency_key, a.state, a.tries, a.server_errors,"
     " a.created_at AS key_created_at, a.provider_refund_id AS attempt_provider_refund_id, a.lease_id, a.last_error,"
-    " a.traceparent, a.mismatched_refund_id,"
+    " a.traceparent, a.mismatched_refund_id, a.not_executed_since,"
     # A dispute by the refund's merchant naming its payment by our id, the provider's or billing's own (as intake
     # matches them): one probe of the disputes' key with every id, cheap on each claim.
     " EXISTS (SELECT FROM payment_disputes d WHERE d.merchant_id = r.merchant_id"
@@ -87,6 +87,7 @@ def _attempt(row: asyncpg.Record) -> Attempt:
         traceparent=row["traceparent"],
         mismatched_refund_id=row["mismatched_refund_id"],
         disputed=row["disputed"],
+        not_executed_since=row["not_executed_since"],
     )
 
 
@@ -233,6 +234,29 @@ async def record_no_answer(
     await conn.execute(
         "UPDATE refunds SET provider_calls = provider_calls + 1 WHERE refund_id = $1", attempt.refund.refund_id
     )
+
+
+async def record_not_executed(conn: asyncpg.Connection, attempt: Attempt, delay_seconds: float, error: str) -> None:
+    """The provider did not execute the call (rate limited): no call is counted against the budget; the same key
+    again later."""
+    await conn.execute(
+        "UPDATE refund_attempts SET tries = tries + 1, next_try_at = now() + make_interval(secs => $3),"
+        f" last_error = $4, not_executed_since = coalesce(not_executed_since, now()), {_RELEASE}"
+        " WHERE refund_id = $1 AND attempt = $2",
+        attempt.refund.refund_id,
+        attempt.number,
+        delay_seconds,
+        error,
+    )
+
+
+async def note_not_executed_alert(conn: asyncpg.Connection, refund_id: str) -> bool:
+    """True the first time for a refund: the team hears once that the provider keeps deferring its calls."""
+    status = await conn.execute(
+        "UPDATE refunds SET not_executed_alerted_at = now() WHERE refund_id = $1 AND not_executed_alerted_at IS NULL",
+        refund_id,
+    )
+    return bool(status == "UPDATE 1")
 
 
 async def record_unknown(

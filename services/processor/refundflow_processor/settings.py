@@ -35,6 +35,11 @@ class ProcessorSettings(ServiceSettings):
     provider_retry_budget: int = Field(default=8, ge=1)
     provider_retry_base_seconds: float = Field(default=1.0, gt=0)
     provider_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # "Not executed, try later" answers (429, 409 idempotency_key_in_use) count against no budget: the call waits at
+    # least the Retry-After they ask (up to this bound), and the team is alerted once an attempt has been answered
+    # so for this long.
+    provider_retry_after_max_seconds: float = Field(default=600.0, gt=0)
+    provider_not_executed_alert_after_seconds: float = Field(default=3600.0, ge=0)
     # Consecutive 5xx answers of Stripe's own under one key before we reconcile (and, if no refund exists, a new key).
     provider_server_errors_before_reconcile: int = Field(default=2, ge=1)
     # Stripe keeps idempotency keys for 24 h; past that, we reconcile before any call with the key.

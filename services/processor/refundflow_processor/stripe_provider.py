@@ -14,6 +14,7 @@ import stripe
 from refundflow_processor.payment_provider import (
     LATEST_TIMESTAMP,
     ProviderAuthFailed,
+    ProviderNotExecuted,
     ProviderRefund,
     ProviderRefused,
     ProviderStatus,
@@ -150,10 +151,12 @@ async def _call(request: Awaitable[T]) -> T:
 
 @contextmanager
 def _classified_errors() -> Iterator[None]:
-    """The SDK's errors sorted: definite refusals, refused credentials, and failures without an answer."""
+    """The SDK's errors sorted: not executed (try later), definite refusals, refused credentials, and failures
+    without an answer."""
     try:
-        yield
-    except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+        with _not_executed_answers():
+            yield
+    except stripe.APIConnectionError as exc:
         raise ProviderUnavailable(f"{type(exc).__name__}: {exc.user_message or exc}") from exc
     except (aiohttp.ClientError, TimeoutError) as exc:  # the SDK passes on a failure while reading the answer's body
         raise ProviderUnavailable(f"{type(exc).__name__}: the answer did not arrive whole") from exc
@@ -173,6 +176,33 @@ def _classified_errors() -> Iterator[None]:
         raise ProviderUnavailable(
             f"HTTP {status}: {exc.user_message or exc}", server_error=status >= 500 and stripes_own
         ) from exc
+
+
+@contextmanager
+def _not_executed_answers() -> Iterator[None]:
+    """Stripe's answers that it did not execute the request, and that it should be sent again: a rate limit or a
+    lock timeout (429), or the key's first request still running (409 ``idempotency_key_in_use``); unless Stripe
+    says a retry is pointless (``Stripe-Should-Retry: false``)."""
+    try:
+        yield
+    except stripe.StripeError as exc:
+        headers = {name.lower(): value for name, value in (exc.headers or {}).items()}
+        code = exc.code or getattr(exc.error, "code", None)
+        throttled = isinstance(exc, stripe.RateLimitError) or exc.http_status == 429
+        in_use = exc.http_status == 409 and code == "idempotency_key_in_use"
+        if not (throttled or in_use) or headers.get("stripe-should-retry") == "false":
+            raise
+        retry_after = _seconds(headers.get("retry-after"))
+        raise ProviderNotExecuted(f"HTTP {exc.http_status}: {code or 'rate_limit'}", retry_after=retry_after) from exc
+
+
+def _seconds(value: str | None) -> float | None:
+    """A Retry-After of seconds (the form Stripe sends); None for anything else."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < float("inf") else None
 
 
 def _to_stripe_units(amount: int, currency: str) -> int:

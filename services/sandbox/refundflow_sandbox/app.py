@@ -90,7 +90,7 @@ class ProviderLatency:
 
 def _add_error_handlers(app: FastAPI) -> None:
     def answer(error: ApiError) -> JSONResponse:
-        return JSONResponse(status_code=error.status_code, content=error.body())
+        return JSONResponse(status_code=error.status_code, content=error.body(), headers=error.headers)
 
     async def on_api_error(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, ApiError)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from refundflow_sandbox.stripe_errors import (
     key_in_use,
     key_reused,
     key_too_long,
+    rate_limited,
 )
 from refundflow_sandbox.stripe_objects import refund_object
 
@@ -59,9 +61,11 @@ class RefundCreation:
         self._ledger = ledger
         self._idempotency = idempotency
         self._sleep = sleep
+        self._throttled: Counter[str] = Counter()  # rate-limited calls per payment intent
 
     async def handle(self, *, api_key: str, idempotency_key: str | None, params: Sequence[tuple[str, str]]) -> Answer:
         """Answer one create call; raises ApiError for answers that are not stored under the key."""
+        self._throttle(params)
         scope = self._claim_scope(api_key, idempotency_key)
         if scope is not None:
             stored = self._begin(scope, params)
@@ -85,6 +89,17 @@ class RefundCreation:
             if scope is not None:
                 self._idempotency.complete(scope, response)
         return Answer(response)
+
+    def _throttle(self, params: Sequence[tuple[str, str]]) -> None:
+        """``pi_rate_limited_...``: its first calls are refused 429 before anything else, as Stripe's rate limiter
+        refuses a request before its idempotency key is looked at."""
+        payment_intent = dict(params).get("payment_intent", "")
+        if scenario_for(payment_intent).behaviour is not Behaviour.RATE_LIMITED:
+            return
+        self._throttled[payment_intent] += 1
+        if self._throttled[payment_intent] <= self._settings.rate_limited_calls:
+            log.info("refund.rate_limited", payment_intent=payment_intent, call=self._throttled[payment_intent])
+            raise rate_limited(self._settings.rate_limit_retry_after_seconds)
 
     @staticmethod
     def _claim_scope(api_key: str, idempotency_key: str | None) -> IdempotencyScope | None:

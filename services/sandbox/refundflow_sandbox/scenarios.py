@@ -27,6 +27,7 @@ class Behaviour(StrEnum):
     ERROR500_AFTER_CREATE = "error500_after_create"
     LATE_FAILURE = "late_failure"
     MISSING = "missing"
+    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ _PREFIXES: tuple[tuple[str, Behaviour], ...] = (
     ("pi_error500_after_create_", Behaviour.ERROR500_AFTER_CREATE),
     ("pi_late_failure_", Behaviour.LATE_FAILURE),
     ("pi_missing_", Behaviour.MISSING),
+    ("pi_rate_limited_", Behaviour.RATE_LIMITED),
 )
 
 

@@ -19,6 +19,7 @@ class ApiError(Exception):
         *,
         code: str | None = None,
         param: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -26,6 +27,7 @@ class ApiError(Exception):
         self.message = message
         self.code = code
         self.param = param
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.error_type, "message": self.message}
@@ -63,6 +65,17 @@ def key_in_use(error: IdempotencyKeyInUse) -> ApiError:
         "probably means you submitted twice, and the other request is still going through). "
         "Please try again later.",
         code="idempotency_key_in_use",
+    )
+
+
+def rate_limited(retry_after_seconds: int) -> ApiError:
+    # Stripe's 429: the request was not executed, nothing is stored under its key, and it should be sent again.
+    return ApiError(
+        429,
+        "invalid_request_error",
+        "Request rate limit exceeded. You can learn more about rate limits here https://stripe.com/docs/rate-limits.",
+        code="rate_limit",
+        headers={"Retry-After": str(retry_after_seconds), "Stripe-Should-Retry": "true"},
     )
 
 
