@@ -114,3 +114,26 @@ async def test_a_billing_event_claiming_another_merchants_provider_payment_is_de
     assert "another merchant" in parked["dlq_error"]
     assert await intake.db.fetchval("SELECT count(*) FROM payments WHERE id = $1", claim.payment_id) == 0
     assert (await intake.client.get("/v1/payments", headers=other)).json()["data"] == []
+
+
+@pytest.mark.parametrize("provider_payment_id", ["pay_1a2b3c", "in_1a2b3c", "sub_1a2b3c", "1a2b3c", "PI_1a2b3c"])
+async def test_a_provider_payment_id_the_provider_cannot_refund_is_refused(
+    intake: IntakeUnderTest, provider_payment_id: str
+) -> None:
+    """Stripe refunds a payment intent (pi_) or a charge (ch_, py_): any other id was registered, and every refund
+    of it failed at the provider (resource_missing) after the merchant had approved it."""
+    merchant = await intake.merchant()
+    before = await intake.written()
+    body = await registration(intake, merchant, provider_payment_id=f"{provider_payment_id}{uuid.uuid4().hex[:8]}")
+    response = await intake.client.post("/v1/payments", headers=ADMIN, json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "provider_payment_id_unsupported"
+    assert await intake.written() == before
+
+
+@pytest.mark.parametrize("prefix", ["pi_", "ch_", "py_"])
+async def test_a_payment_intent_or_a_charge_is_registered(intake: IntakeUnderTest, prefix: str) -> None:
+    merchant = await intake.merchant()
+    body = await registration(intake, merchant, provider_payment_id=f"{prefix}{uuid.uuid4().hex}")
+    response = await intake.client.post("/v1/payments", headers=ADMIN, json=body)
+    assert response.status_code == 201, response.text

@@ -161,6 +161,17 @@ async def test_an_extension_past_the_last_date_is_refused_and_alerted_not_failed
         assert alert["kind"] == "subscription_extension_failed"
 
 
+class StripeAnswering:
+    """A provider (a real HTTP server) answering every call with one status and JSON body."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status, self.body = status, body
+        self.app = Starlette(routes=[Route("/{path:path}", self._answer, methods=["GET", "POST", "DELETE"])])
+
+    async def _answer(self, _: Request) -> Response:
+        return Response(json.dumps(self.body), self.status, media_type="application/json")
+
+
 def _answering(body: bytes) -> Starlette:
     """A provider that answers every call 200 with ``body``."""
 
@@ -235,4 +246,73 @@ async def test_a_rate_limited_refund_waits_out_the_throttle_without_spending_its
         assert calls == 0, "no call was counted against the budget"
         alerts = await processor.staged("team_alert.raised", about=approved.payment_id)
         assert [alert["kind"] for alert in alerts] == ["provider_not_executing"]
+        assert not await processor.staged("refund.failed", about=approved.refund_id)
+
+
+@pytest.mark.parametrize("prefix", ["ch_", "py_"])
+async def test_a_refund_of_a_charge_names_the_charge_and_succeeds(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str, prefix: str
+) -> None:
+    """Stripe refunds a charge as charge=<id>: named payment_intent=<id>, it answers resource_missing, and every
+    refund of a payment registered by its charge failed provider_refused (and its sync scan failed forever)."""
+    async with running_processor(database_url, kafka_bootstrap, topic_prefix) as processor:
+        charge = f"{prefix}{uuid.uuid4().hex[:12]}"
+        approved = approval(charge)
+        await processor.publish(approved)
+
+        async def finished() -> bool:
+            return await processor.refund_status(approved.refund_id) in ("succeeded", "failed")
+
+        await eventually(finished, timeout=30)
+        assert await processor.refund_status(approved.refund_id) == "succeeded"
+        [made] = await processor.provider_refunds(charge)
+        assert (made["charge"], made["metadata"]["refund_id"]) == (charge, approved.refund_id)
+
+        async def scanned() -> bool:
+            done = await processor.db.fetchval(
+                "SELECT last_synced_at > '-infinity' OR sync_error IS NOT NULL FROM payments WHERE payment_id = $1",
+                approved.payment_id,
+            )
+            return bool(done)
+
+        await eventually(scanned, timeout=30)
+        error = await processor.db.fetchval(
+            "SELECT sync_error FROM payments WHERE payment_id = $1", approved.payment_id
+        )
+        assert error is None, "the sync job lists the charge's refunds"
+        assert not await processor.staged("refund.external_detected", about=approved.payment_id)
+
+
+async def test_a_payment_of_the_other_mode_pauses_calls_as_a_refused_key_does(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Stripe's resource_missing "a similar object exists in live mode, but a test mode key was used" says the key is
+    of the wrong mode: it failed the refund provider_refused, the customer told so, as if the payment had none."""
+    other_mode = StripeAnswering(
+        404,
+        {
+            "error": {
+                "type": "invalid_request_error",
+                "code": "resource_missing",
+                "param": "payment_intent",
+                "message": "No such payment_intent: 'pi_1'; a similar object exists in live mode, but a test mode key"
+                " was used to make this request.",
+            }
+        },
+    )
+    port = free_port()
+    async with (
+        serving(other_mode.app, port) as url,
+        running_processor(database_url, kafka_bootstrap, topic_prefix, stripe_api_base=url) as processor,
+    ):
+        approved = approval(payment_intent()).model_copy(update={"merchant_id": f"mer_{uuid.uuid4().hex[:10]}"})
+        await processor.publish(approved)
+
+        async def alerted() -> bool:
+            return bool(await processor.staged("team_alert.raised", about=approved.merchant_id))
+
+        await eventually(alerted, timeout=30)
+        kinds = {alert["kind"] for alert in await processor.staged("team_alert.raised", about=approved.merchant_id)}
+        assert "provider_auth_failed" in kinds
+        assert await processor.refund_status(approved.refund_id) == "processing"
         assert not await processor.staged("refund.failed", about=approved.refund_id)

@@ -310,6 +310,25 @@ def test_rate_limited_intent_answers_429_without_executing_then_refunds(
     assert provider_refunds(sandbox_url, pi)["count"] == 1
 
 
+@pytest.mark.parametrize("prefix", ["ch_", "py_"])
+def test_a_charge_is_refunded_and_listed_by_its_id(client: stripe.StripeClient, prefix: str) -> None:
+    charge = f"{prefix}{uuid.uuid4().hex[:16]}"
+    refund = client.v1.refunds.create(params={"charge": charge, "amount": 300}, options={"idempotency_key": key()})
+    listed = client.v1.refunds.list(params={"charge": charge})
+
+    assert (refund.charge, refund.payment_intent, refund.status) == (charge, None, "succeeded")
+    assert [r.id for r in listed.data] == [refund.id]
+
+
+@pytest.mark.parametrize("charge", ["ch_1a2b3c", "py_1a2b3c"])
+def test_a_charge_named_as_a_payment_intent_is_resource_missing(client: stripe.StripeClient, charge: str) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as created:
+        client.v1.refunds.create(params={"payment_intent": charge, "amount": 300}, options={"idempotency_key": key()})
+    with pytest.raises(stripe.InvalidRequestError) as listed:
+        client.v1.refunds.list(params={"payment_intent": charge})
+    assert created.value.code == listed.value.code == "resource_missing"
+
+
 def test_error500_after_create_makes_the_refund_and_replays_the_500(
     client: stripe.StripeClient, sandbox_url: str
 ) -> None:

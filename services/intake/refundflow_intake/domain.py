@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
-from refundflow_shared import stripe_amounts
+from refundflow_shared import stripe_amounts, stripe_ids
 
 
 class RefundStatus(StrEnum):
@@ -107,6 +107,21 @@ class DuplicatePayment(DomainError):
     """The merchant's provider payment is already registered, with other details."""
 
     code = "payment_already_registered"
+
+
+class UnsupportedProviderPayment(DomainError):
+    """A provider payment id the provider's refunds cannot name (Stripe refunds a payment intent, pi_..., or a
+    charge, ch_... or py_...): every refund of it would fail at the provider after its approval."""
+
+    code = "provider_payment_id_unsupported"
+
+
+def check_provider_payment_id(provider_payment_id: str) -> None:
+    if not stripe_ids.refundable_at_stripe(provider_payment_id):
+        raise UnsupportedProviderPayment(
+            f"provider_payment_id {provider_payment_id!r} is neither a payment intent (pi_...) nor a charge"
+            " (ch_..., py_...)"
+        )
 
 
 class ProviderPaymentTaken(DomainError):

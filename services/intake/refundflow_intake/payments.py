@@ -11,7 +11,12 @@ import asyncpg
 import structlog
 
 from refundflow_intake import repository
-from refundflow_intake.domain import DuplicatePayment, MerchantNotFound, ProviderPaymentTaken
+from refundflow_intake.domain import (
+    DuplicatePayment,
+    MerchantNotFound,
+    ProviderPaymentTaken,
+    check_provider_payment_id,
+)
 from refundflow_intake.merchant_accounts import merchant_exists, new_id
 from refundflow_shared.events import Event, PaymentDisputed, PaymentSucceeded, Product, SubscriptionPeriod
 
@@ -68,8 +73,10 @@ async def register_payment(
 
     The same registration again answers the payment already registered (created False); another merchant's
     provider payment, or this one's with other details, is refused. The payment, its credit and its event are
-    written by one statement, so the caller needs no transaction: keep it one.
+    written by one statement, so the caller needs no transaction: keep it one. A provider payment id the provider
+    cannot refund is refused (``UnsupportedProviderPayment``).
     """
+    check_provider_payment_id(provider_payment_id)
     data = PaymentSucceeded(
         payment_id=new_id("pay"),
         merchant_id=merchant_id,

@@ -315,11 +315,12 @@ def _verdict(attempt: Attempt, refund: ProviderRefund, backoff: float) -> Step:
             f"the provider's refund {refund.id} is {refund.amount} {refund.currency or '?'},"
             f" ours is {ours.amount} {ours.currency}",
         )
-    if refund.payment_ref not in (None, ours.provider_payment_id):
+    if refund.of_payment(ours.provider_payment_id) is False:
         return _mismatch(
             backoff,
             refund.id,
-            f"the provider's refund {refund.id} is of payment {refund.payment_ref}, ours of {ours.provider_payment_id}",
+            f"the provider's refund {refund.id} is of payment {refund.payment_ref or refund.charge},"
+            f" ours of {ours.provider_payment_id}",
         )
     if refund.refund_id not in (None, ours.refund_id):
         error = f"the provider's refund {refund.id} was made for refund {refund.refund_id}"

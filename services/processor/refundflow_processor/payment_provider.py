@@ -35,11 +35,18 @@ class ProviderRefund:
     failure_reason: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     payment_ref: str | None = None  # the provider payment it refunds (Stripe's payment intent), if the answer says
+    charge: str | None = None  # and its charge (Stripe's ch_... or py_...), if the answer says
 
     @property
     def refund_id(self) -> str | None:
         """Our refund id, when Refundflow made this refund (we always send it as metadata)."""
         return self.metadata.get("refund_id")
+
+    def of_payment(self, provider_payment_id: str) -> bool | None:
+        """Whether this refunds ``provider_payment_id`` (a payment intent's id or a charge's), as far as the answer
+        says; None when it names neither."""
+        named = {ref for ref in (self.payment_ref, self.charge) if ref is not None}
+        return provider_payment_id in named if named else None
 
 
 @dataclass(frozen=True)

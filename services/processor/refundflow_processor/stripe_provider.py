@@ -23,9 +23,13 @@ from refundflow_processor.payment_provider import (
 )
 from refundflow_shared.money import MAX_MINOR_UNITS
 from refundflow_shared.stripe_amounts import AmountNotRepresentable, from_stripe_units, to_stripe_units
+from refundflow_shared.stripe_ids import names_a_charge
 from refundflow_shared.tracing import HTTP_HEADER, current_traceparent
 
 T = TypeVar("T")
+# Stripe's resource_missing for an object of the other mode: "...; a similar object exists in live mode, but a test
+# mode key was used to make this request."
+_OTHER_MODE = "a similar object exists in"
 
 # Stripe's refund statuses, folded into ours. requires_action waits on the customer: still pending.
 _STATUS: dict[str, ProviderStatus] = {
@@ -57,7 +61,7 @@ class StripeProvider:
     ) -> ProviderRefund:
         # The currency too: the provider then refuses to refund a charge made in another currency.
         params: Any = {
-            "payment_intent": payment_ref,
+            **_payment_param(payment_ref),
             "amount": _to_stripe_units(amount, currency),
             "currency": currency.lower(),
             "metadata": {"refund_id": refund_id},
@@ -72,7 +76,7 @@ class StripeProvider:
         return _to_provider_refund(await _call(self._client.v1.refunds.retrieve_async(provider_refund_id)))
 
     async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
-        params: Any = {"payment_intent": payment_ref, "limit": 100}
+        params: Any = {**_payment_param(payment_ref), "limit": 100}
         refunds: list[ProviderRefund] = []
         while True:  # paged here, not by the SDK's iterator: each page is read as hostile input too
             page = _fields(await _call(self._client.v1.refunds.list_async(params=params)), "the list of refunds")
@@ -112,6 +116,13 @@ class StripeProvider:
             )
         )
         return _to_provider_subscription(answer, subscription_id)
+
+
+def _payment_param(payment_ref: str) -> dict[str, str]:
+    """How Stripe is told which payment a refund is of: a charge (``ch_...``, or ``py_...`` for other payment
+    methods) as ``charge``, a payment intent (``pi_...``) as ``payment_intent``; Stripe answers ``resource_missing``
+    to either named as the other."""
+    return {"charge": payment_ref} if names_a_charge(payment_ref) else {"payment_intent": payment_ref}
 
 
 def _timestamp(value: Any, subscription_id: str) -> datetime | None:
@@ -164,6 +175,10 @@ def _classified_errors() -> Iterator[None]:
         code = exc.code or getattr(exc.error, "code", None) or type(exc).__name__
         raise ProviderAuthFailed(f"HTTP {exc.http_status}: {code}") from exc
     except (stripe.InvalidRequestError, stripe.CardError) as exc:
+        if exc.code == "resource_missing" and _OTHER_MODE in str(exc.user_message or exc):
+            # The object exists under the other mode's key (a test key for a live payment, or the reverse): the key
+            # is wrong, not the refund.
+            raise ProviderAuthFailed(f"HTTP {exc.http_status}: resource_missing in this key's mode") from exc
         # Stripe's own refusals (400, 404, 402, its error body read): definite.
         raise ProviderRefused(exc.code or f"http_{exc.http_status}", str(exc.user_message or exc)) from exc
     except stripe.StripeError as exc:
@@ -235,7 +250,7 @@ def _to_provider_refund(stripe_refund: Any) -> ProviderRefund:
         amount = from_stripe_units(amount, currency)
     if not (isinstance(amount, int) and not isinstance(amount, bool) and 0 <= amount <= MAX_MINOR_UNITS):
         raise ProviderUnavailable(f"malformed answer: refund {refund_id} has no usable amount")
-    reason, payment_intent = refund.get("failure_reason"), refund.get("payment_intent")
+    reason, payment_intent, charge = (refund.get(k) for k in ("failure_reason", "payment_intent", "charge"))
     return ProviderRefund(
         id=refund_id,
         status=_STATUS.get(str(refund.get("status") or ""), "pending"),
@@ -244,6 +259,7 @@ def _to_provider_refund(stripe_refund: Any) -> ProviderRefund:
         failure_reason=reason if isinstance(reason, str) else None,
         metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
         payment_ref=payment_intent if isinstance(payment_intent, str) else None,
+        charge=charge if isinstance(charge, str) else None,
     )
 
 

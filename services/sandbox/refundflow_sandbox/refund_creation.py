@@ -82,7 +82,7 @@ class RefundCreation:
             raise
         try:
             if delay > 0:
-                log.info("refund.slow_answer", payment_intent=request.payment_intent, seconds=delay)
+                log.info("refund.slow_answer", payment_intent=request.payment, seconds=delay)
                 await self._sleep(delay)
         finally:
             # Stored even if the caller hung up mid-sleep: the refund exists either way.
@@ -93,12 +93,12 @@ class RefundCreation:
     def _throttle(self, params: Sequence[tuple[str, str]]) -> None:
         """``pi_rate_limited_...``: its first calls are refused 429 before anything else, as Stripe's rate limiter
         refuses a request before its idempotency key is looked at."""
-        payment_intent = dict(params).get("payment_intent", "")
-        if scenario_for(payment_intent).behaviour is not Behaviour.RATE_LIMITED:
+        payment = dict(params).get("payment_intent", "")
+        if scenario_for(payment).behaviour is not Behaviour.RATE_LIMITED:
             return
-        self._throttled[payment_intent] += 1
-        if self._throttled[payment_intent] <= self._settings.rate_limited_calls:
-            log.info("refund.rate_limited", payment_intent=payment_intent, call=self._throttled[payment_intent])
+        self._throttled[payment] += 1
+        if self._throttled[payment] <= self._settings.rate_limited_calls:
+            log.info("refund.rate_limited", payment_intent=payment, call=self._throttled[payment])
             raise rate_limited(self._settings.rate_limit_retry_after_seconds)
 
     @staticmethod
@@ -121,19 +121,19 @@ class RefundCreation:
 
     def _execute(self, request: RefundRequest) -> tuple[StoredResponse, float]:
         """Run the endpoint; returns the response to store and how long to hold it back."""
-        scenario = scenario_for(request.payment_intent)
-        attempt = self._ledger.record_attempt(request.payment_intent)
+        scenario = scenario_for(request.payment)
+        attempt = self._ledger.record_attempt(request.payment)
         delay = 0.0
         if scenario.behaviour is Behaviour.TIMEOUT and attempt == 1:
             delay = self._settings.timeout_seconds + self._settings.timeout_margin_seconds
 
         if scenario.behaviour is Behaviour.FLAKY and attempt <= self._settings.flaky_failures:
-            log.info("refund.simulated_failure", payment_intent=request.payment_intent, attempt=attempt)
+            log.info("refund.simulated_failure", payment_intent=request.payment, attempt=attempt)
             return _error_response(internal_error()), delay
         try:
             refund = self._ledger.create(request, scenario)
         except RefundRuleError as error:
-            log.info("refund.refused", payment_intent=request.payment_intent, code=error.code)
+            log.info("refund.refused", payment_intent=request.payment, code=error.code)
             return _error_response(from_rule_error(error)), delay
         log.info(
             "refund.created",

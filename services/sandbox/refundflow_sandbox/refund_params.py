@@ -12,7 +12,8 @@ from refundflow_sandbox.metadata import MAX_METADATA_KEYS, METADATA_FIELD, check
 from refundflow_sandbox.refunds import REFUND_REASONS, RefundRequest
 from refundflow_sandbox.stripe_errors import ApiError, invalid_request
 
-_CREATE_PARAMS = frozenset({"payment_intent", "amount", "currency", "reason"})
+_CREATE_PARAMS = frozenset({"payment_intent", "charge", "amount", "currency", "reason"})
+_CHARGE_PREFIXES = ("ch_", "py_")  # a card charge, and a payment of another method (Stripe's charge objects)
 _LIST_PARAMS = frozenset({"payment_intent", "charge", "limit", "starting_after", "ending_before"})
 
 
@@ -38,19 +39,16 @@ def parse_create_refund(items: Iterable[tuple[str, str]]) -> RefundRequest:
         else:
             raise _unknown_parameter(name)
 
-    payment_intent = fields.get("payment_intent", "")
-    if not payment_intent:
+    payment_intent, charge = fields.get("payment_intent", ""), fields.get("charge", "")
+    if bool(payment_intent) == bool(charge):
         raise invalid_request(
-            "One of the following params should be provided for this request: payment_intent.",
+            "One of the following params should be provided for this request: payment_intent or charge.",
             code="parameter_missing",
             param="payment_intent",
         )
-    if not payment_intent.startswith("pi_"):
-        raise invalid_request(
-            f"No such payment_intent: '{payment_intent}'", code="resource_missing", param="payment_intent"
-        )
+    _check_payment(payment_intent, charge)
     return RefundRequest(
-        payment_intent=payment_intent,
+        payment=payment_intent or charge,
         amount=_positive_int(fields["amount"], "amount") if "amount" in fields else None,
         currency=_currency(fields["currency"]) if "currency" in fields else None,
         reason=_reason(fields["reason"]) if "reason" in fields else None,
@@ -69,6 +67,7 @@ def parse_list_refunds(items: Iterable[tuple[str, str]]) -> ListRefundsQuery:
         raise invalid_request(
             "This value must be less than or equal to 100.", code="parameter_invalid_integer", param="limit"
         )
+    _check_payment(fields.get("payment_intent", ""), fields.get("charge", ""))
     return ListRefundsQuery(
         payment_intent=fields.get("payment_intent") or None,
         charge=fields.get("charge") or None,
@@ -76,6 +75,16 @@ def parse_list_refunds(items: Iterable[tuple[str, str]]) -> ListRefundsQuery:
         starting_after=fields.get("starting_after") or None,
         ending_before=fields.get("ending_before") or None,
     )
+
+
+def _check_payment(payment_intent: str, charge: str) -> None:
+    """An id of another kind of object names no payment intent (or charge) at Stripe: ``resource_missing``."""
+    if payment_intent and not payment_intent.startswith("pi_"):
+        raise invalid_request(
+            f"No such payment_intent: '{payment_intent}'", code="resource_missing", param="payment_intent"
+        )
+    if charge and not charge.startswith(_CHARGE_PREFIXES):
+        raise invalid_request(f"No such charge: '{charge}'", code="resource_missing", param="charge")
 
 
 def _positive_int(value: str, param: str) -> int:

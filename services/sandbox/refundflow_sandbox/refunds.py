@@ -72,9 +72,10 @@ class RefundNotChangeable(RefundRuleError):
 
 @dataclass(frozen=True)
 class RefundRequest:
-    """What a caller asks for; already validated for shape (see refund_params.py)."""
+    """What a caller asks for; already validated for shape (see refund_params.py). ``payment``: the payment intent
+    (``pi_...``) or the charge (``ch_...``, ``py_...``) it refunds."""
 
-    payment_intent: str
+    payment: str
     amount: int | None = None
     currency: str | None = None
     reason: str | None = None
@@ -83,10 +84,10 @@ class RefundRequest:
 
 @dataclass(frozen=True)
 class NotionalCharge:
-    """The charge behind a payment intent; the sandbox invents one on first use."""
+    """The charge behind a payment intent (invented on first use), or a charge refunded by its own id."""
 
     id: str
-    payment_intent: str
+    payment_intent: str | None
     amount: int
     currency: str
 
@@ -97,7 +98,7 @@ class Refund:
     amount: int
     currency: str
     status: RefundStatus
-    payment_intent: str
+    payment_intent: str | None  # None for a charge made without one (refunded as charge=)
     charge: str
     reason: str | None
     failure_reason: str | None
@@ -146,10 +147,10 @@ class RefundLedger:
         self._attempts: Counter[str] = Counter()
         self._updates: list[Update] = []
 
-    def record_attempt(self, payment_intent: str) -> int:
-        """Count one executed create call for the payment intent; returns its 1-based number."""
-        self._attempts[payment_intent] += 1
-        return self._attempts[payment_intent]
+    def record_attempt(self, payment: str) -> int:
+        """Count one executed create call for the payment; returns its 1-based number."""
+        self._attempts[payment] += 1
+        return self._attempts[payment]
 
     def create(self, request: RefundRequest, scenario: Scenario) -> Refund:
         """Refund part or all of what is left of the payment intent's charge.
@@ -159,13 +160,13 @@ class RefundLedger:
         otherwise succeeded.
         """
         if scenario.behaviour is Behaviour.MISSING:
-            raise PaymentIntentMissing(f"No such payment_intent: '{request.payment_intent}'")
-        charge = self._charge_for(request.payment_intent, request.currency)
+            raise PaymentIntentMissing(f"No such payment_intent: '{request.payment}'")
+        charge = self._charge_for(request.payment, request.currency)
         if request.currency is not None and request.currency.lower() != charge.currency:
             raise CurrencyMismatch(
                 f"Currency {request.currency.lower()} does not match the charge's currency {charge.currency}."
             )
-        remaining = charge.amount - self.refunded_amount(request.payment_intent)
+        remaining = charge.amount - self.refunded_amount(request.payment)
         amount = remaining if request.amount is None else request.amount
         if remaining <= 0:
             raise ChargeAlreadyRefunded(f"Charge {charge.id} has already been refunded.")
@@ -178,7 +179,7 @@ class RefundLedger:
             amount=amount,
             currency=charge.currency,
             status=RefundStatus.SUCCEEDED,
-            payment_intent=request.payment_intent,
+            payment_intent=charge.payment_intent,
             charge=charge.id,
             reason=request.reason,
             failure_reason=None,
@@ -194,7 +195,7 @@ class RefundLedger:
         elif scenario.behaviour is Behaviour.LATE_FAILURE:
             refund.fails_at = now + self._late_failure_seconds
         self._refunds[refund.id] = refund
-        self._by_intent[refund.payment_intent].append(refund)
+        self._by_intent[request.payment].append(refund)
         if refund.settles_at is not None or refund.fails_at is not None:
             self._due[refund.id] = refund
         return refund
@@ -260,14 +261,15 @@ class RefundLedger:
         updates, self._updates = self._updates, []
         return updates
 
-    def _charge_for(self, payment_intent: str, currency: str | None) -> NotionalCharge:
-        charge = self._charges.get(payment_intent)
+    def _charge_for(self, payment: str, currency: str | None) -> NotionalCharge:
+        charge = self._charges.get(payment)
         if charge is None:
+            of_intent = payment.startswith("pi_")
             charge = NotionalCharge(
-                id=new_id("ch_"),
-                payment_intent=payment_intent,
+                id=new_id("ch_") if of_intent else payment,
+                payment_intent=payment if of_intent else None,
                 amount=self._charge_amount,
                 currency=(currency or self._default_currency).lower(),
             )
-            self._charges[payment_intent] = charge
+            self._charges[payment] = charge
         return charge

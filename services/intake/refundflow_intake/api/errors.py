@@ -46,6 +46,7 @@ from refundflow_intake.domain import (
     ReasonDetailsRequired,
     RefundExceedsRefundable,
     SecondApprovalNeedsAPerson,
+    UnsupportedProviderPayment,
 )
 from refundflow_intake.one_time_links import LinkNotUsable
 from refundflow_intake.passwords import WeakPassword
@@ -84,6 +85,7 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (WeakPassword, 422),
     (RefundExceedsRefundable, 422),
     (AmountNotRepresentable, 422),
+    (UnsupportedProviderPayment, 422),
     (OutboundUrlNotAllowed, 422),
     (ExtensionConflictsWithCancel, 422),
     (PortalDisabled, 409),

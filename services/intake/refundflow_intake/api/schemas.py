@@ -98,7 +98,10 @@ class PaymentCreate(Body):
     customer_name: Line | None = None
     amount: MinorUnits = Field(gt=0)
     currency: Currency
-    provider_payment_id: Id = Field(description="the provider's payment (e.g. pi_...): one merchant's, once")
+    provider_payment_id: Id = Field(
+        description="the provider's payment: a payment intent (pi_...) or a charge (ch_..., py_...); one merchant's,"
+        " once"
+    )
     paid_at: Annotated[Timestamp, AfterValidator(not_in_the_future)] = Field(
         description="when the customer paid: not later than now (a few minutes of clock skew allowed)"
     )

@@ -18,6 +18,7 @@ from refundflow_intake.domain import (
     PaymentNotFound,
     PlatformOnly,
     ProviderPaymentTaken,
+    UnsupportedProviderPayment,
 )
 from refundflow_shared.events import Product, SubscriptionPeriod
 
@@ -42,7 +43,10 @@ _AGAIN: dict[int | str, dict[str, Any]] = {
     "",
     status_code=201,
     dependencies=[Depends(require_admin)],
-    responses=documented(PlatformOnly, MerchantNotFound, ProviderPaymentTaken, DuplicatePayment) | _AGAIN,
+    responses=documented(
+        PlatformOnly, MerchantNotFound, ProviderPaymentTaken, DuplicatePayment, UnsupportedProviderPayment
+    )
+    | _AGAIN,
 )
 async def register_payment(body: PaymentCreate, db: Db, response: Response) -> PaymentOut:
     """Register a captured payment for one of the platform's merchants (platform admin token), so that it can
