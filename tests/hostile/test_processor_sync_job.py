@@ -5,12 +5,18 @@ only when it is: never our own refund that a database restore made us forget."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 import stripe
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from refundflow_processor.payment_provider import (
     PaymentProvider,
@@ -22,6 +28,8 @@ from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.refund_sync import RefundSync
 from refundflow_processor.stripe_provider import StripeProvider
 from refundflow_shared.events import PaymentSucceeded, Product
+from tests.support.http_servers import serving
+from tests.support.infrastructure import free_port
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import ProcessorUnderTest, approval, payment_intent, running_processor
 
@@ -337,3 +345,120 @@ async def test_a_scan_reports_an_older_refunds_failure_before_a_newer_refund(
             assert reported == [(older.id, "succeeded"), (older.id, "failed"), (newer.id, "succeeded")]
         finally:
             await stripe_api.close()
+
+
+class AnswersRewritten:
+    """A real HTTP server in front of the sandbox that passes every call on, except that it answers a read of a
+    refund named in ``reads`` with the refund the entry names (read from the sandbox, ``changes`` applied), and adds
+    to a payment's listing in ``listings`` the refunds of the payment the entry names."""
+
+    def __init__(self) -> None:
+        self.upstream = ""
+        self.reads: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.listings: dict[str, str] = {}
+        self.app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
+
+    async def _handle(self, request: Request) -> Response:
+        headers = {k: v for k, v in request.headers.items() if k not in ("host", "content-length")}
+        path, body = request.url.path, await request.body()
+        async with httpx.AsyncClient(base_url=self.upstream, headers=headers) as client:
+            asked = path.removeprefix("/v1/refunds/")
+            if request.method == "GET" and asked in self.reads:
+                other, changes = self.reads[asked]
+                answered = (await client.get(f"/v1/refunds/{other}")).json() | changes
+                return Response(json.dumps(answered), 200, media_type="application/json")
+            answer = await client.request(request.method, f"{path}?{request.url.query}", content=body)
+            listed = request.query_params.get("payment_intent", "")
+            if request.method == "GET" and path == "/v1/refunds" and listed in self.listings:
+                extra = await client.get("/v1/refunds", params={"payment_intent": self.listings[listed]})
+                merged = answer.json()
+                merged["data"] = extra.json()["data"] + merged["data"]
+                return Response(json.dumps(merged), 200, media_type="application/json")
+            return Response(answer.content, answer.status_code, media_type="application/json")
+
+
+async def provider_refund_id_of(processor: ProcessorUnderTest, refund_id: str) -> str:
+    async def recorded() -> str | None:
+        found: str | None = await processor.db.fetchval(
+            "SELECT provider_refund_id FROM refund_attempts WHERE refund_id = $1 AND provider_refund_id IS NOT NULL",
+            refund_id,
+        )
+        return found
+
+    async def is_recorded() -> bool:
+        return await recorded() is not None
+
+    await eventually(is_recorded, timeout=30)
+    found = await recorded()
+    assert found is not None
+    return found
+
+
+async def test_a_poll_answered_with_another_refund_changes_neither(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The poll asked for refund A and recorded the answer under the answer's own id: an answer about B failed B,
+    which had not failed. An answer about another refund than the one asked for is malformed, and changes nothing."""
+    gateway, port = AnswersRewritten(), free_port()
+    async with (
+        serving(gateway.app, port) as gateway_url,
+        running_processor(
+            database_url,
+            kafka_bootstrap,
+            topic_prefix,
+            webhooks=False,
+            stripe_api_base=gateway_url,
+            sandbox={"pending_seconds": 8.0},
+            sync_pending_after_seconds=0,
+        ) as processor,
+    ):
+        gateway.upstream = processor.sandbox_url
+        first, second = approval(payment_intent("pending_")), approval(payment_intent("pending_"))
+        await processor.publish(first)
+        await processor.publish(second)
+        refund_a = await provider_refund_id_of(processor, first.refund_id)
+        refund_b = await provider_refund_id_of(processor, second.refund_id)
+        gateway.reads[refund_a] = (refund_b, {"status": "failed", "failure_reason": "declined"})
+
+        async def second_finished() -> bool:
+            return await processor.refund_status(second.refund_id) != "processing"
+
+        await eventually(second_finished, timeout=40)
+        assert await processor.refund_status(second.refund_id) == "succeeded", "B is what the provider says of B"
+        # A's polls never answer about A (its payment's scan may still find it settled): a failure came from none.
+        assert await processor.refund_status(first.refund_id) != "failed"
+
+
+async def test_a_listing_holding_another_payments_refund_books_none_of_it(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The scan booked every refund listed for a payment against it: one of another payment (the answer's own
+    payment_intent says so) was booked as made outside Refundflow on the scanned payment. It is skipped, and the team
+    told once."""
+    gateway, port = AnswersRewritten(), free_port()
+    async with (
+        serving(gateway.app, port) as gateway_url,
+        running_processor(database_url, kafka_bootstrap, topic_prefix, stripe_api_base=gateway_url) as processor,
+    ):
+        gateway.upstream = processor.sandbox_url
+        scanned, elsewhere = payment_intent(), payment_intent()
+        payment = paid(scanned)
+        await processor.publish(payment)
+        dashboard = stripe.StripeClient("sk_test_dashboard", base_addresses={"api": processor.sandbox_url})
+        foreign = await dashboard.v1.refunds.create_async(params={"payment_intent": elsewhere, "amount": 1_000})
+        gateway.listings[scanned] = elsewhere
+
+        async def scanned_once() -> bool:
+            return bool(
+                await processor.db.fetchval(
+                    "SELECT last_synced_at > '-infinity' FROM payments WHERE payment_id = $1", payment.payment_id
+                )
+            )
+
+        await eventually(scanned_once, timeout=30)
+        await scanned_since(processor, payment.payment_id, await processor.db.fetchval("SELECT now()"))
+        alerts = await processor.staged("team_alert.raised", about=payment.payment_id)
+        assert [(a["kind"], a["details"]["provider_refund_id"]) for a in alerts] == [
+            ("provider_refund_of_another_payment", foreign.id)
+        ], "told once"
+        assert await processor.staged("refund.external_detected", about=foreign.id) == []

@@ -253,3 +253,14 @@ async def note_unrecorded_refund(
         alert_after_seconds,
     )
     return bool(alert)
+
+
+async def note_refund_of_another_payment(conn: asyncpg.Connection, payment: Payment, reported: ProviderRefund) -> bool:
+    """Remember a refund listed for ``payment`` that refunds another payment; True the first time (tell the team)."""
+    status = await conn.execute(
+        "INSERT INTO refunds_listed_for_another_payment (provider_refund_id, payment_id) VALUES ($1, $2)"
+        " ON CONFLICT (provider_refund_id) DO NOTHING",
+        reported.id,
+        payment.payment_id,
+    )
+    return bool(status == "INSERT 0 1")

@@ -82,6 +82,8 @@ class RefundSync:
     async def _poll(self, provider_refund_id: str) -> int:
         try:
             reported = await self._call(self._provider.get_refund(provider_refund_id))
+            if reported.id != provider_refund_id:  # recorded, it would change the refund the answer names
+                raise ProviderUnavailable(f"malformed answer: asked for {provider_refund_id}, answered {reported.id}")
             async with self._pool.acquire() as conn, conn.transaction():
                 # First: it locks the payment before the refund.
                 return int(
@@ -89,6 +91,11 @@ class RefundSync:
                 )
         except ProviderAuthFailed:
             raise
+        except (ProviderRefused, ProviderUnavailable, TimeoutError) as exc:  # one refund's; the others are still asked
+            log.warning(
+                "pending_refund_poll_failed", provider_refund_id=provider_refund_id, error=str(exc) or repr(exc)
+            )
+            return 0
         except Exception:  # one refund's trouble is logged; the others are still asked about
             log.exception("pending_refund_poll_failed", provider_refund_id=provider_refund_id)
             return 0
@@ -145,7 +152,9 @@ class RefundSync:
         # Oldest first: an older refund's failure reaches intake before a newer refund, so the payment never looks
         # refunded past its amount meanwhile.
         for reported in reversed(at_provider):
-            if reported.id in made_by_our_attempts:
+            if reported.of_payment(payment.provider_payment_id) is False:
+                await self._skip_another_payments(conn, payment, reported)
+            elif reported.id in made_by_our_attempts:
                 published += await apply_provider_update(
                     conn, reported, policy=self._policy, provider=self._provider.name
                 )
@@ -188,6 +197,24 @@ class RefundSync:
                 effect="counted against the payment as a refund made outside Refundflow",
             )
         return 1
+
+    async def _skip_another_payments(
+        self, conn: asyncpg.Connection, payment: Payment, reported: ProviderRefund
+    ) -> None:
+        """A refund listed for the payment that, its own answer says, refunds another: booked, it would take the
+        scanned payment's room; the team is told once."""
+        if not await payment_repository.note_refund_of_another_payment(conn, payment, reported):
+            return
+        log.error("provider_refund_of_another_payment", provider_refund_id=reported.id, of=reported.payment_ref)
+        await alert_about_provider_refund(
+            conn,
+            payment,
+            reported,
+            kind="provider_refund_of_another_payment",
+            title="The provider listed a refund of another payment for this payment; nothing was booked",
+            listed_as_of=str(reported.payment_ref or reported.charge),
+            effect="not counted against this payment",
+        )
 
     async def _await_approval(self, conn: asyncpg.Connection, payment: Payment, reported: ProviderRefund) -> None:
         """A refund made for a refund of ours we have no record of: after a database restore, ours, its approval

@@ -2,7 +2,7 @@
 
 Kinds: ``refund_outcome_unknown``, ``provider_answer_mismatch``, ``provider_auth_failed``, ``provider_not_executing``,
 ``subscription_cancel_failed``, ``subscription_extension_failed``, ``external_refund_unattributed``,
-``unrecorded_provider_refund``, ``duplicate_refund``, and the
+``unrecorded_provider_refund``, ``duplicate_refund``, ``provider_refund_of_another_payment``, and the
 refusals of an approval (``provider_payment_mismatch``, ``currency_mismatch``, ``exceeds_refundable``).
 """
 
