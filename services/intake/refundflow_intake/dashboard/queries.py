@@ -43,28 +43,62 @@ async def payments_page(
 async def review_queue(
     conn: asyncpg.Connection, merchant_id: str, *, page: int, status: str | None, reason: str | None
 ) -> tuple[list[Row], bool]:
-    """Pending first, then oldest first: the requests waiting longest are at the top."""
-    conditions, args = ["r.merchant_id = $1"], [merchant_id]
-    for column, value in (("status", status), ("reason", reason)):
-        if value:
-            args.append(value)
-            conditions.append(f"r.{column} = ${len(args)}")
+    """Pending first, oldest first (the requests waiting longest are at the top), then the rest newest first.
+
+    Two reads, each along an index: the pending (few) from ``refunds_pending_by_merchant``, then, once a page
+    reaches past them, the rest from ``refunds_by_merchant``; one sort of both read the merchant's every refund."""
+    want, skip = PAGE_SIZE + 1, max(page - 1, 0) * PAGE_SIZE
+    rows: list[Row] = []
+    if status in (None, "pending"):
+        rows = await _queue_part(conn, merchant_id, "r.status = 'pending'", "r.created_at, r.id", reason, want, skip)
+    if status != "pending" and len(rows) < want:
+        if rows:
+            skip = 0
+        elif skip and status is None:
+            skip = max(skip - await _queue_count(conn, merchant_id, reason), 0)
+        rest = "r.status <> 'pending'" if status is None else "r.status = $3"
+        rows += await _queue_part(
+            conn, merchant_id, rest, "r.created_at DESC, r.id", reason, want - len(rows), skip, status
+        )
+    return rows[:PAGE_SIZE], len(rows) > PAGE_SIZE
+
+
+async def _queue_part(
+    conn: asyncpg.Connection,
+    merchant_id: str,
+    condition: str,
+    order: str,
+    reason: str | None,
+    limit: int,
+    skip: int,
+    status: str | None = None,
+) -> list[Row]:
+    """The queue's refunds matching ``condition`` (``'pending'`` written out, so the partial index applies to
+    every plan of it) and ``reason``, in ``order``."""
+    args: list[Any] = [merchant_id, reason] + ([status] if status is not None else [])
     rows = await conn.fetch(
         "SELECT r.*, p.customer_email, p.customer_name, p.product_name FROM refunds r"
         " JOIN payments p ON p.id = r.payment_id"
-        f" WHERE {' AND '.join(conditions)}"
-        " ORDER BY (r.status = 'pending') DESC, CASE WHEN r.status = 'pending' THEN r.created_at END ASC,"
-        f" r.created_at DESC, r.id LIMIT {PAGE_SIZE + 1} OFFSET {max(page - 1, 0) * PAGE_SIZE}",
+        f" WHERE r.merchant_id = $1 AND {condition} AND ($2::text IS NULL OR r.reason = $2)"
+        f" ORDER BY {order} LIMIT {limit} OFFSET {skip}",
         *args,
     )
-    return [dict(r) for r in rows[:PAGE_SIZE]], len(rows) > PAGE_SIZE
+    return [dict(r) for r in rows]
+
+
+async def _queue_count(conn: asyncpg.Connection, merchant_id: str, reason: str | None) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM refunds r WHERE r.merchant_id = $1 AND r.status = 'pending'"
+        " AND ($2::text IS NULL OR r.reason = $2)",
+        merchant_id,
+        reason,
+    )
+    return count
 
 
 async def pending_count(conn: asyncpg.Connection, merchant_id: str) -> int:
-    count: int = await conn.fetchval(
-        "SELECT count(*) FROM refunds WHERE merchant_id = $1 AND status = 'pending'", merchant_id
-    )
-    return count
+    """The badge on every page: read from the index of the pending alone."""
+    return await _queue_count(conn, merchant_id, None)
 
 
 async def weekly_series(
