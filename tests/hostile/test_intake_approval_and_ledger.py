@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import pytest
 
+from refundflow_intake import ledger
 from refundflow_shared.events import (
     Event,
     PaymentDisputed,
@@ -463,3 +464,81 @@ async def test_an_external_refund_past_the_payments_amount_is_recorded_as_the_pr
     paid = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
     assert (paid["status"], paid["refunded_amount"], paid["refundable_amount"]) == ("refunded", 10_000, 0)
     assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 10_000, "held": 0, "available": 0}
+
+
+async def test_the_balance_totals_stay_the_sum_of_the_entries_whatever_comes_at_once(intake: IntakeUnderTest) -> None:
+    """Payments, holds, successes, failures, reversals and external refunds written side by side, each told twice:
+    the totals the balance reads are what the entries add up to."""
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    payments = await asyncio.gather(*[intake.payment(merchant, amount=10_000) for _ in range(8)])
+    refunds = await asyncio.gather(*[approved(intake, merchant, p["id"], 1_000 + i) for i, p in enumerate(payments)])
+    outcomes: list[Any] = []
+    for i, refund in enumerate(refunds[:6]):
+        outcomes.append(outcome(RefundFailed if i % 3 == 0 else RefundSucceeded, refund, merchant_id))
+    external = [
+        RefundExternalDetected(
+            payment_id=payment["id"],
+            merchant_id=merchant_id,
+            amount=500,
+            currency="EUR",
+            provider_refund_id=f"re_dash_{uuid.uuid4().hex[:8]}",
+            provider_payment_id=payment["provider_payment_id"],
+            status=status,
+        )
+        for payment, status in zip(payments, ("pending", "succeeded", "pending"), strict=False)
+    ]
+    sent = await asyncio.gather(*[intake.publish(e, source=PROCESSOR) for e in [*outcomes, *outcomes]])
+    sent += await asyncio.gather(*[intake.publish(e) for e in [*external, *external]])
+    await handled(intake, *sent)
+    reversals = [outcome(RefundReversed, refunds[1], merchant_id), outcome(RefundFailed, refunds[2], merchant_id)]
+    await handled(intake, *await asyncio.gather(*[intake.publish(e, source=PROCESSOR) for e in reversals * 2]))
+
+    summed = await intake.db.fetchrow(
+        "SELECT sum(amount) FILTER (WHERE kind = 'payment') AS paid,"
+        " -sum(amount) FILTER (WHERE kind IN ('refund', 'refund_reversal', 'external_refund',"
+        "  'external_refund_reversal')) AS refunded,"
+        " -sum(amount) FILTER (WHERE kind IN ('refund_hold', 'refund_release', 'external_refund_hold',"
+        "  'external_refund_release')) AS held,"
+        " sum(amount) AS available FROM balance_entries WHERE merchant_id = $1",
+        merchant_id,
+    )
+    assert await balance(intake, merchant) == dict(summed)
+    # 8 paid; 6 approvals of 1,000 + i decided (2 failed, 4 succeeded, 2 of those reversed), 2 still held; the
+    # external ones: one succeeded, two pending.
+    assert dict(summed) == {
+        "paid": 80_000,
+        "refunded": 1_004 + 1_005 + 500,
+        "held": 1_006 + 1_007 + 500 + 500,
+        "available": 80_000 - (1_004 + 1_005 + 500) - (1_006 + 1_007 + 500 + 500),
+    }
+
+
+async def test_entries_written_side_by_side_add_to_their_totals_once(intake: IntakeUnderTest) -> None:
+    """Writers racing on the same merchant's totals, and on the same entries (a redelivery handled on two
+    connections at once): every entry written counts once, one skipped counts nothing."""
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    money: list[dict[str, Any]] = [
+        {"merchant_id": merchant_id, "currency": c, "amount": 100 + i} for i, c in enumerate(["EUR", "USD"] * 20)
+    ]
+    entries = [("payment", f"pay_race_{i}", m) for i, m in enumerate(money)]
+
+    async def write(batch: list[ledger.Entry]) -> None:
+        async with intake.db.acquire() as conn, conn.transaction():
+            await ledger.record_all(conn, batch)
+            await asyncio.sleep(0.01)  # hold the totals' locks a moment, as a consumer's batch does
+
+    batches = [entries[i::5] for i in range(5)] + [entries[i::4] for i in range(4)]  # overlapping, in one order
+    await asyncio.gather(*[write(batch) for batch in batches])
+
+    totals = await intake.db.fetch(
+        "SELECT currency, paid FROM balance_totals WHERE merchant_id = $1 ORDER BY currency", merchant_id
+    )
+    summed = await intake.db.fetch(
+        "SELECT currency, sum(amount) AS paid FROM balance_entries WHERE merchant_id = $1"
+        " GROUP BY currency ORDER BY currency",
+        merchant_id,
+    )
+    assert [tuple(r) for r in totals] == [tuple(r) for r in summed]
+    assert [r["paid"] for r in totals] == [sum(m["amount"] for m in money[::2]), sum(m["amount"] for m in money[1::2])]

@@ -201,3 +201,39 @@ async def test_a_portal_switched_off_before_the_notifier_heard_of_switches_is_an
         assert [(t["portal_enabled"], t["reply_to"]) for t in told] == [(False, "a@off.test")]
         assert await intake.staged("notification_settings.configured", "mer_on") == [], "on, as the notifier has it"
         assert await announce_earlier_portal_switches(intake.db) == 0, "once"
+
+
+async def test_the_balance_totals_start_as_the_sum_of_the_entries_written_before(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    dsn = await _database_before("0861", postgres_url, tmp_path)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "intake"})
+    try:
+        await conn.execute("INSERT INTO merchants (id, name) VALUES ('mer_a', 'A'), ('mer_b', 'B')")
+        await conn.executemany(
+            "INSERT INTO balance_entries (merchant_id, currency, amount, kind, source_id) VALUES ($1, $2, $3, $4, $5)",
+            [
+                ("mer_a", "EUR", 10_000, "payment", "pay_1"),
+                ("mer_a", "EUR", 5_000, "payment", "pay_2"),
+                ("mer_a", "EUR", -3_000, "refund_hold", "ref_1"),
+                ("mer_a", "EUR", 3_000, "refund_release", "ref_1"),
+                ("mer_a", "EUR", -3_000, "refund", "ref_1"),
+                ("mer_a", "EUR", -1_000, "refund_hold", "ref_2"),
+                ("mer_a", "EUR", -700, "external_refund", "re_x"),
+                ("mer_a", "EUR", 700, "external_refund_reversal", "re_x"),
+                ("mer_a", "EUR", -200, "external_refund_hold", "re_y"),
+                ("mer_a", "USD", 4_000, "payment", "pay_3"),
+                ("mer_b", "EUR", 1_000, "payment", "pay_4"),
+            ],
+        )
+        await apply_migrations(dsn, "intake", MIGRATIONS)
+        totals = await conn.fetch(
+            "SELECT merchant_id, currency, paid, refunded, held FROM balance_totals ORDER BY merchant_id, currency"
+        )
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in totals] == [
+        ("mer_a", "EUR", 15_000, 3_000, 1_200),
+        ("mer_a", "USD", 4_000, 0, 0),
+        ("mer_b", "EUR", 1_000, 0, 0),
+    ]

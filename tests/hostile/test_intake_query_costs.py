@@ -13,7 +13,7 @@ from typing import Any, cast
 import asyncpg
 import pytest
 
-from refundflow_intake import listing_queries
+from refundflow_intake import ledger, listing_queries
 from refundflow_intake.app import MIGRATIONS
 from refundflow_intake.dashboard import queries
 from refundflow_shared.migrations_runner import apply_migrations
@@ -109,10 +109,10 @@ async def long_history(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
         " FROM payments p WHERE substring(p.id FROM 5)::int % 4 = 0"
     )
     await conn.execute("UPDATE refunds SET review_overdue_at = now() WHERE id = 're_pay_1004'")  # two years late
-    await conn.execute(
-        "INSERT INTO balance_entries (merchant_id, currency, amount, kind, source_id)"
-        " SELECT merchant_id, currency, amount, 'payment', id FROM payments"
-        " UNION ALL SELECT merchant_id, currency, -amount, 'refund', id FROM refunds WHERE status = 'succeeded'"
+    payments = await conn.fetch("SELECT id, merchant_id, amount, currency FROM payments")
+    refunds = await conn.fetch("SELECT id, merchant_id, amount, currency FROM refunds WHERE status = 'succeeded'")
+    await ledger.record_all(
+        conn, [ledger.payment_credit(dict(p)) for p in payments] + [("refund", r["id"], dict(r)) for r in refunds]
     )
     for table in ("payments", "refunds", "balance_entries"):
         await conn.execute(f"VACUUM ANALYZE {table}")
@@ -214,3 +214,24 @@ async def test_listing_pending_refunds_reads_only_the_pending(
     )
     assert ([r["id"] for r in rows], more) == (["re_pay_30004", "re_pay_20004", "re_pay_1004"], False)
     assert counting.blocks[0] < 50, counting.blocks
+
+
+async def test_the_balance_reads_the_totals_not_the_ledger(
+    long_history: asyncpg.Connection, counting: CountingBlocks
+) -> None:
+    lines = await ledger.balance(counting.connection, MERCHANT)
+    summed = await long_history.fetchrow(
+        "SELECT sum(amount) FILTER (WHERE kind = 'payment') AS paid, -sum(amount) FILTER (WHERE kind = 'refund')"
+        " AS refunded FROM balance_entries WHERE merchant_id = $1",
+        MERCHANT,
+    )
+    assert lines == [
+        {
+            "currency": "EUR",
+            "paid": summed["paid"],
+            "refunded": summed["refunded"],
+            "held": 0,
+            "available": summed["paid"] - summed["refunded"],
+        }
+    ]
+    assert counting.blocks[0] < 10, counting.blocks

@@ -5,7 +5,8 @@ Intake owns it because intake already holds both sides, each in the transaction 
 failed, reversed or found outside Refundflow, consumed from the processor). Payments credit it; an approved
 refund holds its amount until the provider answers, then the hold is released and, on success, the refund is
 debited for good; a reversal credits it back. A unique (kind, source) pair makes each entry happen once,
-whatever is redelivered.
+whatever is redelivered. The statement that writes entries also adds what it wrote to the merchant's totals per
+currency (``balance_totals``), which the balance reads: summing a long history's entries took every read longer.
 """
 
 from __future__ import annotations
@@ -42,18 +43,36 @@ def payment_credit(payment: Row) -> Entry:
 
 async def record(conn: asyncpg.Connection, kind: str, source_id: str, money: Row) -> None:
     """One entry of ``kind`` for ``source_id``, of ``money``'s merchant, amount and currency; once only."""
-    insert, args = entries_insert([(kind, source_id, money)], first=1)
-    await conn.execute(insert, *args)
+    await record_all(conn, [(kind, source_id, money)])
+
+
+async def record_all(conn: asyncpg.Connection, entries: Sequence[Entry]) -> None:
+    """Each of ``entries`` once only, in one statement."""
+    parts, args = entries_insert(entries, first=1)
+    await conn.execute(f"WITH {parts} SELECT", *args)
+
+
+def _sum_of(kinds: Sequence[str]) -> str:
+    listed = ", ".join(f"'{kind}'" for kind in kinds)
+    return f"coalesce(-sum(amount) FILTER (WHERE kind IN ({listed})), 0)"
 
 
 def entries_insert(entries: Sequence[Entry], *, first: int, only_if: str | None = None) -> tuple[str, list[Any]]:
-    """The insert of several entries, each once only, and its arguments, numbered from ``$first``: to write them
-    in the statement of the change that makes them (``only_if``: a condition on that statement's other parts)."""
+    """The parts of a WITH (``ledger``, ``ledger_totals``) that write several entries, each once only, and add
+    those written to their totals, and their arguments, numbered from ``$first``: to write them in the statement
+    of the change that makes them (``only_if``: a condition on that statement's other parts)."""
     n, where = first, f" WHERE {only_if}" if only_if else ""
+    # Totals in (merchant, currency) order: two statements that add to the same ones lock them in one order.
     return (
-        "INSERT INTO balance_entries (merchant_id, currency, amount, kind, source_id) SELECT * FROM unnest("
+        "ledger AS (INSERT INTO balance_entries (merchant_id, currency, amount, kind, source_id) SELECT * FROM unnest("
         f"${n}::text[], ${n + 1}::text[], ${n + 2}::bigint[], ${n + 3}::text[], ${n + 4}::text[]){where}"
-        " ON CONFLICT (kind, source_id) DO NOTHING",
+        " ON CONFLICT (kind, source_id) DO NOTHING RETURNING merchant_id, currency, amount, kind),"
+        " ledger_totals AS (INSERT INTO balance_totals (merchant_id, currency, paid, refunded, held)"
+        " SELECT merchant_id, currency, coalesce(sum(amount) FILTER (WHERE kind = 'payment'), 0),"
+        f" {_sum_of(_REFUNDED)}, {_sum_of(_HELD)} FROM ledger GROUP BY merchant_id, currency"
+        " ORDER BY merchant_id, currency"
+        " ON CONFLICT (merchant_id, currency) DO UPDATE SET paid = balance_totals.paid + excluded.paid,"
+        " refunded = balance_totals.refunded + excluded.refunded, held = balance_totals.held + excluded.held)",
         [
             [money["merchant_id"] for _, _, money in entries],
             [money["currency"] for _, _, money in entries],
@@ -67,14 +86,8 @@ def entries_insert(entries: Sequence[Entry], *, first: int, only_if: str | None 
 async def balance(conn: asyncpg.Connection, merchant_id: str) -> list[Row]:
     """Per currency: paid, refunded for good, held by refunds awaiting the provider, and what is available."""
     rows = await conn.fetch(
-        "SELECT currency,"
-        " coalesce(sum(amount) FILTER (WHERE kind = 'payment'), 0)::bigint AS paid,"
-        " coalesce(-sum(amount) FILTER (WHERE kind = ANY($2::text[])), 0)::bigint AS refunded,"
-        " coalesce(-sum(amount) FILTER (WHERE kind = ANY($3::text[])), 0)::bigint AS held,"
-        " sum(amount)::bigint AS available"
-        " FROM balance_entries WHERE merchant_id = $1 GROUP BY currency ORDER BY currency",
+        "SELECT currency, paid, refunded, held, paid - refunded - held AS available"
+        " FROM balance_totals WHERE merchant_id = $1 ORDER BY currency",
         merchant_id,
-        list(_REFUNDED),
-        list(_HELD),
     )
     return [dict(r) for r in rows]

@@ -72,8 +72,8 @@ def _with_effects(
     and the ``events`` the change makes (only if ``only_if``, a condition on the parts), and all their arguments."""
     parts, args = [*parts], [*args]
     if entries:
-        insert, entry_args = ledger.entries_insert(entries, first=len(args) + 1, only_if=only_if)
-        parts.append(f"ledger AS ({insert})")
+        ledger_parts, entry_args = ledger.entries_insert(entries, first=len(args) + 1, only_if=only_if)
+        parts.append(ledger_parts)
         args += entry_args
     if events:
         staging, event_args = events_insert(events, source=INTAKE.source, first=len(args) + 1, only_if=only_if)
