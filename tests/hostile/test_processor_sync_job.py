@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import stripe
@@ -18,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from refundflow_processor.app import MIGRATIONS as PROCESSOR_MIGRATIONS
 from refundflow_processor.payment_provider import (
     PaymentProvider,
     ProviderRefund,
@@ -28,6 +32,8 @@ from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.refund_sync import RefundSync
 from refundflow_processor.stripe_provider import StripeProvider
 from refundflow_shared.events import PaymentSucceeded, Product
+from refundflow_shared.migrations_runner import apply_migrations
+from tests.conftest import create_database
 from tests.support.http_servers import serving
 from tests.support.infrastructure import free_port
 from tests.support.probe_service import eventually
@@ -313,6 +319,16 @@ async def test_two_instances_never_poll_one_pending_refund_together(
         assert provider.calls == dict.fromkeys(pending, 1), "each pending refund asked about once"
 
 
+async def time_passes(processor: ProcessorUnderTest, by: timedelta) -> None:
+    """Every time the processor keeps about its payments moves back ``by``, as if that much time had passed."""
+    columns = await processor.db.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'processor'"
+        " AND table_name = 'payments' AND data_type = 'timestamp with time zone'"
+    )
+    moved = ", ".join(f"{c['column_name']} = {c['column_name']} - $1::interval" for c in columns)
+    await processor.db.execute(f"UPDATE payments SET {moved}", by)
+
+
 async def test_a_scan_reports_an_older_refunds_failure_before_a_newer_refund(
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
@@ -336,6 +352,7 @@ async def test_a_scan_reports_an_older_refunds_failure_before_a_newer_refund(
             newer = await dashboard.v1.refunds.create_async(
                 params={"payment_intent": payment.provider_payment_id, "amount": 10_000}
             )
+            await time_passes(processor, timedelta(hours=1))  # its next scan is due
             await scan.scan_payments()
 
             reported = [
@@ -462,3 +479,79 @@ async def test_a_listing_holding_another_payments_refund_books_none_of_it(
             ("provider_refund_of_another_payment", foreign.id)
         ], "told once"
         assert await processor.staged("refund.external_detected", about=foreign.id) == []
+
+
+async def test_recent_payments_are_scanned_often_old_ones_seldom_and_none_past_the_refund_window(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Scanning every payment ever known in turn, a refund made in the provider's dashboard on today's payment
+    waited for the scan of every older one: with a million payments, a week."""
+    provider = SlowProvider(seconds=0)
+    async with running_processor(
+        database_url, kafka_bootstrap, topic_prefix, webhooks=False, provider=provider, **ONE_RUN
+    ) as processor:
+        ages = {"today": timedelta(hours=1), "last_month": timedelta(days=30), "last_year": timedelta(days=400)}
+        payments = {name: paid(payment_intent(f"{name}_")) for name in ages}
+        await registered(processor, list(payments.values()))
+        for name, age in ages.items():
+            await processor.db.execute(
+                "UPDATE payments SET created_at = now() - $2::interval WHERE payment_id = $1",
+                payments[name].payment_id,
+                age,
+            )
+        job = another_instance(processor, provider)
+
+        async def scanned_after(passed: timedelta) -> set[str]:
+            await time_passes(processor, passed)
+            provider.calls.clear()
+            await job.scan_payments()
+            return {name for name, p in payments.items() if p.provider_payment_id in provider.calls}
+
+        # Each is scanned once it is known; the one past the refund window (a year) one last time.
+        assert await scanned_after(timedelta(0)) == set(ages)
+        assert await scanned_after(timedelta(minutes=1)) == set()
+        assert await scanned_after(timedelta(hours=1)) == {"today"}  # the job's interval (an hour here) apart, at least
+        assert await scanned_after(timedelta(days=3)) == {"today"}
+        assert await scanned_after(timedelta(days=5)) == {"today", "last_month"}
+        assert await scanned_after(timedelta(days=400)) == {"today", "last_month"}  # each one last time
+        assert await scanned_after(timedelta(days=400)) == set()
+
+
+async def test_payments_known_before_the_upgrade_are_scheduled_by_their_age(postgres_url: str, tmp_path: Path) -> None:
+    """Never scanned: due now; scanned after their window closed (the default year): never again; the others a
+    quarter of their age after their last scan, at most a week."""
+    dsn = await create_database(postgres_url)
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in PROCESSOR_MIGRATIONS.glob("*.sql"):
+        if path.name < "0840":
+            shutil.copy(path, before / path.name)
+    await apply_migrations(dsn, "processor", before)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "processor"})
+    try:
+        known = [
+            ("never", "now() - interval '1 day'", "'-infinity'"),
+            ("past_window", "now() - interval '400 days'", "now() - interval '1 day'"),
+            ("day_old", "now() - interval '25 hours'", "now() - interval '1 hour'"),
+            ("month_old", "now() - interval '31 days'", "now() - interval '1 day'"),
+        ]
+        for name, created_at, last_synced_at in known:
+            await conn.execute(
+                "INSERT INTO payments (payment_id, merchant_id, provider_payment_id, amount, currency, created_at,"
+                f" last_synced_at) VALUES ($1, 'mer', $1, 100, 'EUR', {created_at}, {last_synced_at})",
+                name,
+            )
+        await apply_migrations(dsn, "processor", PROCESSOR_MIGRATIONS)
+        due = await conn.fetch(
+            "SELECT payment_id, CASE WHEN isfinite(next_sync_at) THEN next_sync_at - last_synced_at END AS after,"
+            " next_sync_at = '-infinity' AS now,"
+            " next_sync_at IS NULL AS never FROM payments"
+        )
+    finally:
+        await conn.close()
+    assert {r["payment_id"]: (r["now"], r["never"], r["after"]) for r in due} == {
+        "never": (True, False, None),
+        "past_window": (None, True, None),
+        "day_old": (False, False, timedelta(hours=6)),
+        "month_old": (False, False, timedelta(days=7)),
+    }

@@ -123,27 +123,35 @@ async def payments_with_provider_id(conn: asyncpg.Connection, provider_payment_i
 @dataclass(frozen=True)
 class SyncLease:
     """A payment leased for one scan; ``until`` (the lease's end) tells our lease from a later one; ``failures``:
-    its scans that failed in a row before this one."""
+    its scans that failed in a row before this one; ``known_since``: when the processor learned of the payment;
+    ``claimed_at``: when the scan began."""
 
     payment: Payment
     until: datetime
     failures: int
+    known_since: datetime
+    claimed_at: datetime
 
 
 async def claim_payment_to_sync(conn: asyncpg.Connection, lease_seconds: float, skip: list[str]) -> SyncLease | None:
-    """Lease the least recently scanned payment that is due (none of ``skip``, scanned in this run), for one scan:
-    a lease per payment as it is scanned, so that none waits in a run's tail while its lease runs out."""
+    """Lease the payment whose scan is due the longest (none of ``skip``, scanned in this run), for one scan: a
+    lease per payment as it is scanned, so that none waits in a run's tail while its lease runs out."""
     row = await conn.fetchrow(
         "UPDATE payments p SET sync_locked_until = now() + make_interval(secs => $1)"
-        " FROM (SELECT payment_id FROM payments WHERE sync_retry_at <= now() AND sync_locked_until < now()"
-        "       AND payment_id <> ALL($2::text[]) ORDER BY last_synced_at LIMIT 1 FOR UPDATE SKIP LOCKED) due"
+        " FROM (SELECT payment_id FROM payments WHERE next_sync_at <= now() AND sync_retry_at <= now()"
+        "       AND sync_locked_until < now() AND payment_id <> ALL($2::text[])"
+        "       ORDER BY next_sync_at LIMIT 1 FOR UPDATE SKIP LOCKED) due"
         " WHERE p.payment_id = due.payment_id"
         " RETURNING p.payment_id, p.merchant_id, p.provider_payment_id, p.amount, p.currency, p.sync_locked_until,"
-        " p.sync_failures",
+        " p.sync_failures, p.created_at, now() AS claimed_at",
         lease_seconds,
         skip,
     )
-    return None if row is None else SyncLease(_payment(row), row["sync_locked_until"], row["sync_failures"])
+    if row is None:
+        return None
+    return SyncLease(
+        _payment(row), row["sync_locked_until"], row["sync_failures"], row["created_at"], row["claimed_at"]
+    )
 
 
 async def lock_sync_lease(conn: asyncpg.Connection, lease: SyncLease) -> bool:
@@ -157,12 +165,15 @@ async def lock_sync_lease(conn: asyncpg.Connection, lease: SyncLease) -> bool:
     return found is not None
 
 
-async def record_payment_synced(conn: asyncpg.Connection, lease: SyncLease) -> None:
+async def record_payment_synced(conn: asyncpg.Connection, lease: SyncLease, next_sync_at: datetime | None) -> None:
+    """The scan is done; the next is due at ``next_sync_at`` (None: never)."""
     await conn.execute(
         "UPDATE payments SET last_synced_at = now(), sync_locked_until = '-infinity', sync_failures = 0,"
-        " sync_error = NULL, sync_retry_at = '-infinity' WHERE payment_id = $1 AND sync_locked_until = $2",
+        " sync_error = NULL, sync_retry_at = '-infinity', next_sync_at = $3"
+        " WHERE payment_id = $1 AND sync_locked_until = $2",
         lease.payment.payment_id,
         lease.until,
+        next_sync_at,
     )
 
 

@@ -3,8 +3,9 @@
 - Refunds pending at the provider longer than a threshold are polled (the webhook's fallback), ours and
   external ones, until final.
 - Payments are scanned for refunds made outside Refundflow and for our refunds that failed after they had
-  succeeded (reversals). A refund made for a refund id of ours we have no record of (after a database restore,
-  until the approval is read again) is not external: it waits, and the team is told if it stays unknown. One
+  succeeded (reversals): recent ones often, old ones seldom, none past the refund window (``sync_schedule``). A
+  refund made for a refund id of ours we have no record of (after a database restore, until the approval is read
+  again) is not external: it waits, and the team is told if it stays unknown. One
   payment's error is logged and the payment flagged (retried with backoff); the
   others carry on. A refused key pauses the job with the executor.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from datetime import timedelta
 from typing import TypeVar
 
 import asyncpg
@@ -32,6 +34,7 @@ from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.provider_updates import apply_provider_update
 from refundflow_processor.records import Payment, RefundStatus, names_our_refund
 from refundflow_processor.settings import ProcessorSettings
+from refundflow_processor.sync_schedule import next_scan_at
 from refundflow_shared.backoff import exponential
 
 log = structlog.get_logger(__name__)
@@ -101,8 +104,8 @@ class RefundSync:
             return 0
 
     async def scan_payments(self) -> int:
-        """Scan a batch of payments at the provider, each leased as it is scanned; returns how many events the scan
-        published."""
+        """Scan a batch of the payments due a scan at the provider, each leased as it is scanned; returns how many
+        events the scan published."""
         lease_seconds = self._settings.executor_lease_seconds  # outlives the one call a scan makes
         scanned: list[str] = []
         published = 0
@@ -124,7 +127,13 @@ class RefundSync:
                     log.warning("payment_sync_lease_lost", payment_id=payment.payment_id)
                     return 0
                 published = await self._record_scan(conn, payment, at_provider)
-                await payment_repository.record_payment_synced(conn, lease)
+                next_scan = next_scan_at(
+                    lease.known_since,
+                    lease.claimed_at,
+                    window=timedelta(days=self._settings.sync_refund_window_days),
+                    shortest_gap=timedelta(seconds=self._settings.sync_interval_seconds),
+                )
+                await payment_repository.record_payment_synced(conn, lease, next_scan)
                 return published
         except ProviderAuthFailed:
             raise

@@ -49,10 +49,14 @@ class ProcessorSettings(ServiceSettings):
     provider_auth_pause_max_seconds: float = Field(default=300.0, gt=0)
 
     # The sync job: refunds pending at the provider longer than this are polled; payments are scanned for
-    # refunds made outside Refundflow, a batch per run, least recently scanned first.
+    # refunds made outside Refundflow, a batch per run, the longest due first: recent ones often, old ones seldom
+    # (sync_schedule), and none once a scan came after their refund window closed.
     sync_interval_seconds: float = Field(default=60.0, gt=0)
     sync_pending_after_seconds: float = Field(default=300.0, ge=0)
     sync_payments_per_run: int = Field(default=100, ge=1)
+    # How long after a payment a refund can still be made at the provider, for the sync job: a payment past it is
+    # scanned no more. Set it to the longest refund window of the payment methods the platform takes.
+    sync_refund_window_days: int = Field(default=365, ge=1)
     # A payment whose scan failed is retried after sync_interval * 2^failures, at most this long.
     sync_error_retry_max_seconds: float = Field(default=3600.0, gt=0)
     # A provider refund made for a refund id of ours we have no record of (after a database restore, until the
