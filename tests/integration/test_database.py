@@ -1,6 +1,7 @@
 """The database helpers against a real PostgreSQL: the services' pool (what its sessions tell the server),
 ``transaction_holding`` (BEGIN and an advisory lock in one round trip), intake's ``Database`` (a write's transaction, a
-read of several statements that agree) and the migrations' lock."""
+read of several statements that agree) and the migrations' lock and checks (a schema a newer build migrated, a
+migration edited since it ran, a table another session holds)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 
 from refundflow_intake import rate_limit
 from refundflow_intake.app import MIGRATIONS as INTAKE_MIGRATIONS
+from refundflow_shared import migrations_runner
 from refundflow_shared.database import CLAIM_LOCKS, create_pool, read_snapshot, transaction_holding
-from refundflow_shared.migrations_runner import MIGRATION_LOCK_KEY, apply_migrations
+from refundflow_shared.migrations_runner import MIGRATION_LOCK_KEY, MigrationsRefused, apply_migrations
 from tests.support.infrastructure import database_over_tcp
 from tests.support.probe_service import PROBE, PROBE_MIGRATIONS, eventually
 
@@ -177,3 +179,89 @@ async def test_an_up_to_date_service_starts_while_another_migrates_and_one_with_
         assert await asyncio.wait_for(waiting, timeout=10) == ["service/0002_effect_notes.sql"]
     finally:
         await other_service.close()
+
+
+def _copy_of_probe_migrations(folder: Path) -> Path:
+    folder.mkdir()
+    for path in PROBE_MIGRATIONS.glob("*.sql"):
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
+async def test_an_older_build_refuses_a_schema_a_newer_one_migrated(database_url: str, tmp_path: Path) -> None:
+    """It started, and wrote what the newer schema no longer takes (a column it dropped, a key it widened)."""
+    newer = _copy_of_probe_migrations(tmp_path / "newer")
+    (newer / "0002_effect_notes.sql").write_text("ALTER TABLE effects ADD COLUMN note text;")
+    await apply_migrations(database_url, PROBE, newer)
+
+    with pytest.raises(MigrationsRefused, match=r"does not have: service/0002_effect_notes\.sql"):
+        await apply_migrations(database_url, PROBE, PROBE_MIGRATIONS)
+
+
+async def test_a_migration_renamed_since_a_database_applied_it_is_known_by_its_old_name(
+    database_url: str, tmp_path: Path
+) -> None:
+    await apply_migrations(database_url, "intake", INTAKE_MIGRATIONS)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO intake.schema_migrations (version)"
+            " VALUES ('service/0695_subscription_cancel_at_period_end_requested.sql')"
+        )
+    finally:
+        await conn.close()
+    other_service = await asyncpg.connect(database_url)
+    try:
+        await other_service.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        # Up to date: it starts at once, without the lock, though the old name has no checksum.
+        assert await asyncio.wait_for(apply_migrations(database_url, "intake", INTAKE_MIGRATIONS), timeout=5) == []
+    finally:
+        await other_service.close()
+
+
+async def test_a_migration_edited_after_it_ran_is_refused_and_named(database_url: str, tmp_path: Path) -> None:
+    """Its change never reached the databases that ran it: they and new ones differ, silently."""
+    migrations = _copy_of_probe_migrations(tmp_path / "migrations")
+    await apply_migrations(database_url, PROBE, migrations)
+    edited = migrations / "0001_effects.sql"
+    edited.write_text(edited.read_text() + "\nALTER TABLE effects ADD COLUMN note text;\n")
+
+    with pytest.raises(MigrationsRefused, match=r"changed since they were applied: service/0001_effects\.sql"):
+        await apply_migrations(database_url, PROBE, migrations)
+
+
+async def test_migrations_applied_before_checksums_were_kept_get_theirs_then_are_checked(
+    database_url: str, tmp_path: Path
+) -> None:
+    migrations = _copy_of_probe_migrations(tmp_path / "migrations")
+    await apply_migrations(database_url, PROBE, migrations)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE probe.schema_migrations SET checksum = NULL")  # as an older runner left them
+        assert await apply_migrations(database_url, PROBE, migrations) == []
+        assert await conn.fetchval("SELECT count(*) FROM probe.schema_migrations WHERE checksum IS NULL") == 0
+    finally:
+        await conn.close()
+    edited = migrations / "0001_effects.sql"
+    edited.write_text(edited.read_text() + "\n-- edited\n")
+    with pytest.raises(MigrationsRefused, match="0001_effects"):
+        await apply_migrations(database_url, PROBE, migrations)
+
+
+async def test_a_migration_waiting_on_a_table_another_session_holds_fails_the_start_and_says_why(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await apply_migrations(database_url, PROBE, PROBE_MIGRATIONS)
+    later = _copy_of_probe_migrations(tmp_path / "later")
+    (later / "0002_effect_notes.sql").write_text("ALTER TABLE effects ADD COLUMN note text;")
+    monkeypatch.setattr(migrations_runner, "MIGRATION_LOCK_TIMEOUT_SECONDS", 1)
+    stray = await asyncpg.connect(database_url)
+    try:
+        await stray.execute("BEGIN; LOCK TABLE probe.effects IN ACCESS SHARE MODE")  # e.g. an operator's psql
+
+        with pytest.raises(MigrationsRefused, match=r"0002_effect_notes\.sql waited 1 s for a table"):
+            await asyncio.wait_for(apply_migrations(database_url, PROBE, later), timeout=20)
+        await stray.execute("ROLLBACK")
+        assert await apply_migrations(database_url, PROBE, later) == ["service/0002_effect_notes.sql"]
+    finally:
+        await stray.close()
