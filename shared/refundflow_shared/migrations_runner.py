@@ -58,7 +58,8 @@ async def apply_migrations(dsn: str, schema: str, service_migrations: Path, *, b
 
 
 def _checksum(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    # Of the text with LF line ends: a checkout that made them CRLF (autocrlf) holds the same migration.
+    return hashlib.sha256(path.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
 
 
 async def _applied(conn: asyncpg.Connection, schema: str) -> dict[str, str | None]:

@@ -230,6 +230,17 @@ async def test_a_migration_edited_after_it_ran_is_refused_and_named(database_url
         await apply_migrations(database_url, PROBE, migrations)
 
 
+async def test_a_checkout_with_other_line_endings_is_the_same_migration(database_url: str, tmp_path: Path) -> None:
+    """A checkout that turned line ends into CRLF (git's autocrlf on Windows) holds the files that ran: its start
+    is not refused as if they had been edited."""
+    migrations = _copy_of_probe_migrations(tmp_path / "migrations")
+    await apply_migrations(database_url, PROBE, migrations)
+    for path in migrations.glob("*.sql"):
+        path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+
+    assert await apply_migrations(database_url, PROBE, migrations) == []
+
+
 async def test_migrations_applied_before_checksums_were_kept_get_theirs_then_are_checked(
     database_url: str, tmp_path: Path
 ) -> None:
