@@ -159,11 +159,14 @@ def _row(m: QueuedMessage) -> tuple[object, ...]:
 # A message that waits for the one before it in its refund's order (``wait_for_earlier_seconds``: "received" before
 # "approved", "approved" before "on its way", which an earlier "received" does not stand in for) is due later when
 # that one is not queued, neither before nor in this batch; one queued here makes those waiting for it due now (they
-# then wait behind it, in the claim).
+# then wait behind it, in the claim). Each array is read through a sub-select, as in ``webhook_store``: given the
+# arrays themselves, the planner counts their elements and plans every call anew (0.4 ms of its CPU each).
 _QUEUE = """
 WITH given AS (
-    SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-        $8::bytea[], $9::text[], $10::smallint[], $11::text[], $12::text[], $13::text[], $14::float8[])
+    SELECT * FROM unnest((SELECT $1::text[]), (SELECT $2::uuid[]), (SELECT $3::text[]), (SELECT $4::text[]),
+        (SELECT $5::text[]), (SELECT $6::text[]), (SELECT $7::text[]), (SELECT $8::bytea[]), (SELECT $9::text[]),
+        (SELECT $10::smallint[]), (SELECT $11::text[]), (SELECT $12::text[]), (SELECT $13::text[]),
+        (SELECT $14::float8[]))
         WITH ORDINALITY AS g(dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body,
         refund_id, refund_step, status, error, traceparent, wait_for_earlier, position)
 ), came AS (
