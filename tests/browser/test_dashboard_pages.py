@@ -88,8 +88,21 @@ def test_every_dashboard_page_reflows_at_640_pixels(stack: Stack, page: Page, br
             too_wide[name] = width
 
     walk_every_page(stack, page, browser, check)
-    assert len(seen) == 17
+    assert len(seen) == 18
     assert too_wide == {}
+
+
+def test_an_endpoint_sent_every_event_keeps_its_delivery_log_link_whole(stack: Stack, page: Page) -> None:
+    """With every event type listed, the events column squeezed the last one until "Delivery log" broke mid-word
+    over three lines ("Deliv / ery / log")."""
+    _owner(stack, page)
+    page.goto(f"{stack.url}/dashboard/webhooks")
+    page.get_by_label("Endpoint URL").fill("http://127.0.0.1:9/refundflow/webhooks")  # the tests allow local endpoints
+    page.get_by_role("button", name="Add endpoint").click()  # every event type is ticked at first
+    page.goto(f"{stack.url}/dashboard/webhooks")
+    link = page.get_by_role("link", name="Delivery log").first
+    expect(link).to_be_visible()
+    assert link.evaluate("e => e.getClientRects().length") == 1  # one box: on one line
 
 
 def test_the_policy_preview_is_not_read_aloud_after_every_typing_pause(stack: Stack, page: Page) -> None:
