@@ -196,7 +196,9 @@ async def test_an_event_queued_while_its_endpoint_is_disabled_is_cancelled_with_
         if disabled_by == "failures":
             assert await webhook_store.disable_endpoint(conn, endpoint, "2 events in a row could not be delivered")
         else:
-            await webhook_store.apply_endpoint(conn, endpoint_state(m, endpoint, world.http.url(hook), False, 2))
+            await webhook_store.apply_endpoint(
+                conn, endpoint_state(m, endpoint, world.http.url(hook), False, 2), datetime.now(UTC)
+            )
 
     hold, race = (queue, disable) if first == "queued" else (disable, queue)
     async with (
@@ -257,7 +259,9 @@ async def test_a_replay_made_while_its_endpoint_is_disabled_is_cancelled_with_th
             )
 
     async def disable(conn: asyncpg.Connection) -> None:
-        await webhook_store.apply_endpoint(conn, endpoint_state(m, endpoint, world.http.url(hook), False, 2))
+        await webhook_store.apply_endpoint(
+            conn, endpoint_state(m, endpoint, world.http.url(hook), False, 2), datetime.now(UTC)
+        )
 
     hold, race = (replay_it, disable) if first == "replayed" else (disable, replay_it)
     async with (

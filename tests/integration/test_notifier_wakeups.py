@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -73,6 +74,7 @@ async def test_only_a_queued_delivery_wakes_the_webhook_workers(pool: asyncpg.Po
                 encrypted_secret="sealed",
                 version=1,
             ),
+            datetime.now(UTC),
         )
     fields = {"merchant_id": merchant_id, "payment_id": "pay_1", "refund_id": "ref_1", "amount": 499, "currency": "EUR"}
     unsubscribed = Event.wrap(

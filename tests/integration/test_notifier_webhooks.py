@@ -384,3 +384,81 @@ async def test_a_live_event_goes_before_a_replay_queued_ahead_of_it(postgres_url
                 await asyncio.gather(task, return_exceptions=True)
     assert arrived[0].headers["webhook-id"] == str(live.id), "the live event did not wait behind the replay"
     assert {r.headers["webhook-id"] for r in arrived[1:]} == {str(e.id) for e in past}
+
+
+async def test_an_event_handled_before_its_endpoints_configuration_is_still_delivered_once(world: World) -> None:
+    # The endpoint's configuration is keyed by merchant, the refund's events by payment: another partition, so the
+    # refund may be handled first, though it happened after the endpoint was configured.
+    m, name, secret = merchant(), uuid.uuid4().hex, new_signing_secret()
+    endpoint_id = f"we_{uuid.uuid4().hex[:12]}"
+    before = await world.feed.publish(succeeded(m))  # happened before the configuration: not the endpoint's
+    configured = Event.wrap(
+        WebhookEndpointConfigured(
+            merchant_id=m,
+            endpoint_id=endpoint_id,
+            url=world.http.url(name),
+            event_types=["refund.succeeded"],
+            enabled=True,
+            encrypted_secret=SecretBox(TEST_SECRET_KEY).seal(secret, context=endpoint_id),
+            version=1,
+        ),
+        source="refundflow/test",
+        sequence=1,
+    )
+    after = await world.feed.publish(succeeded(m))
+    assert before.time < configured.time < after.time
+
+    async def both_stored() -> bool:
+        ids = [before.id, after.id]
+        stored: int = await world.pool.fetchval("SELECT count(*) FROM webhook_events WHERE event_id = ANY($1)", ids)
+        return stored == 2
+
+    await eventually(both_stored, timeout=60)
+    await world.feed.redeliver(configured)
+    deliveries = await received(world, name, 1)
+    await world.feed.redeliver(configured)  # a redelivery queues nothing again
+    await asyncio.sleep(1.5)
+    assert [Webhook(secret).verify(d.body, d.headers)["id"] for d in deliveries] == [str(after.id)]
+    queued = await world.pool.fetchval("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1", endpoint_id)
+    assert queued == 1
+
+
+@pytest.mark.parametrize("first", ["the refund's batch", "the endpoint's configuration"])
+async def test_an_event_and_its_endpoints_configuration_handled_at_once_queue_one_delivery(
+    postgres_url: str, first: str
+) -> None:
+    """Handled at the same time on two partitions, each transaction read the other's rows before that one
+    committed: the event found no endpoint, the endpoint no event, and the webhook was never queued."""
+    m = merchant()
+    endpoint_id = f"we_{uuid.uuid4().hex[:12]}"
+    endpoint = WebhookEndpointConfigured(
+        merchant_id=m,
+        endpoint_id=endpoint_id,
+        url="https://merchant.example/hooks",
+        event_types=["refund.succeeded"],
+        enabled=True,
+        encrypted_secret="sealed",
+        version=1,
+    )
+    configured_at = datetime.now(UTC)
+    refund = Event.wrap(succeeded(m), source="refundflow/test", sequence=1)
+    async with notifier_database(postgres_url) as pool, pool.acquire() as one, pool.acquire() as other:
+
+        async def queue_the_refund(conn: asyncpg.Connection) -> None:
+            await webhook_store.queue_events(conn, [(refund, None)], max_endpoints=16)
+
+        async def configure(conn: asyncpg.Connection) -> None:
+            await webhook_store.apply_endpoint(conn, endpoint, configured_at)
+
+        hold, race = (queue_the_refund, configure) if first == "the refund's batch" else (configure, queue_the_refund)
+        held = one.transaction()
+        await held.start()
+        await hold(one)
+        async with other.transaction():
+            racing = asyncio.create_task(race(other))
+            await asyncio.sleep(0.5)  # it waits for the held transaction
+            await held.commit()
+            await racing
+
+        queued = await pool.fetchval("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1", endpoint_id)
+        assert queued == 1

@@ -169,7 +169,7 @@ def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
 
     @consumer.handles(WebhookEndpointConfigured)
     async def endpoint_configured(conn: asyncpg.Connection, event: Event, data: WebhookEndpointConfigured) -> None:
-        kept_disabled = await webhook_store.apply_endpoint(conn, data)
+        kept_disabled = await webhook_store.apply_endpoint(conn, data, event.time)
         if kept_disabled is not None:
             version, reason = kept_disabled
             disabled = WebhookEndpointDisabled(

@@ -10,17 +10,23 @@ from datetime import datetime
 import asyncpg
 
 from refundflow_notifier.records import ClaimedDelivery, DeliveredAttempt
-from refundflow_shared.database import transaction_holding
+from refundflow_shared.database import MERCHANT_WEBHOOK_LOCKS, transaction_holding
 from refundflow_shared.events import Event, WebhookEndpointConfigured
 
 
-async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigured) -> tuple[int, str] | None:
+async def apply_endpoint(
+    conn: asyncpg.Connection, data: WebhookEndpointConfigured, configured_at: datetime
+) -> tuple[int, str] | None:
     """Take the endpoint's new state unless a newer one is already here; re-enabling clears the failure count.
     Disabling or deleting it cancels what was still to be delivered (a re-enabled endpoint starts afresh).
+    An active endpoint gets the merchant's events it subscribes to that happened since ``configured_at`` (the
+    configuration's time) and were handled before it: they travel on other partitions, in no order with it.
 
     A version that changes only the sealed secret (re-sealed under a new key, or rolled) is no enable: sent before
     intake heard that this notifier disabled the endpoint, it still says enabled. Then the endpoint stays disabled,
     and (version, reason) is returned, for intake to hear the disable again for the version it now has."""
+    # A batch queuing the merchant's events commits first, or reads the endpoint after this commits (``queue_events``).
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", MERCHANT_WEBHOOK_LOCKS, data.merchant_id)
     if not data.enabled or data.deleted:
         await _stop_queuing_to(conn, data.endpoint_id)
     row = await conn.fetchrow(
@@ -38,7 +44,9 @@ async def apply_endpoint(conn: asyncpg.Connection, data: WebhookEndpointConfigur
     )
     if row is None:
         return None
-    if not row["active"]:
+    if row["active"]:
+        await conn.execute(_QUEUE_EVENTS_SINCE, data.endpoint_id, data.merchant_id, data.event_types, configured_at)
+    else:
         await _cancel_pending(conn, data.endpoint_id)
     return (row["version"], row["disabled_reason"]) if row["kept_disabled"] else None
 
@@ -65,6 +73,16 @@ WHERE webhook_endpoints.version < EXCLUDED.version AND webhook_endpoints.merchan
 RETURNING enabled AND NOT deleted AS active, $5 AND NOT enabled AS kept_disabled, disabled_reason, version
 """
 
+# The row is locked by the upsert, as a disable would lock it (``_stop_queuing_to``). An event already queued to the
+# endpoint (a redelivered configuration, or one the endpoint had before it was disabled) is not queued again.
+_QUEUE_EVENTS_SINCE = """
+INSERT INTO webhook_deliveries (endpoint_id, merchant_id, event_id)
+SELECT $1, $2, event_id FROM webhook_events
+WHERE merchant_id = $2 AND occurred_at >= $4 AND event_type = ANY($3::text[])
+ORDER BY occurred_at, event_id
+ON CONFLICT (endpoint_id, event_id) WHERE NOT replay DO NOTHING
+"""
+
 
 async def queue_events(
     conn: asyncpg.Connection, events: Sequence[tuple[Event, str | None]], max_endpoints: int
@@ -74,6 +92,10 @@ async def queue_events(
     deliveries were queued, and the ids of the events more than ``max_endpoints`` endpoints subscribed to."""
     if not events:
         return 0, []
+    # Shares the merchants' locks a configuration takes (``apply_endpoint``), in a statement of its own: one that
+    # committed while this waited is read by the next, and one that waits for this reads its events once it commits.
+    # Else both could read before the other committed: the event finds no endpoint, the endpoint no event.
+    await conn.execute(_SHARE_MERCHANTS, MERCHANT_WEBHOOK_LOCKS, [event.data.merchant_id for event, _ in events])
     row = await conn.fetchrow(
         _QUEUE_EVENTS,
         [event.id for event, _ in events],
@@ -85,6 +107,13 @@ async def queue_events(
         max_endpoints,
     )
     return int(row["queued"]), list(row["over_cap"])
+
+
+# In one order (the hashes'), as every batch takes them.
+_SHARE_MERCHANTS = """
+SELECT pg_advisory_xact_lock_shared($1, h)
+FROM (SELECT DISTINCT hashtext(m) AS h FROM unnest($2::text[]) m ORDER BY h) s
+"""
 
 
 # The events, the endpoints subscribed to each (one more than the cap tells there were too many), and their
