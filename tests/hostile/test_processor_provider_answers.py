@@ -27,7 +27,7 @@ from refundflow_shared.events import SubscriptionExtensionGranted
 from tests.support.http_servers import hostile_http_server, serving
 from tests.support.infrastructure import free_port
 from tests.support.probe_service import eventually
-from tests.support.processor_harness import approval, payment_intent, running_processor
+from tests.support.processor_harness import approval, payment_intent, publish_with_its_payment, running_processor
 from tests.support.subscription_providers import NoRefundsHere
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -151,7 +151,7 @@ async def test_an_extension_past_the_last_date_is_refused_and_alerted_not_failed
             refund_id=f"ref_{uuid.uuid4().hex[:8]}",
             granted_by="user:usr_1",
         )
-        await p.publish(granted)
+        await publish_with_its_payment(p, granted)
 
         async def alerted() -> bool:
             return bool(await p.staged("team_alert.raised", about=granted.payment_id))

@@ -19,6 +19,7 @@ from tests.support.processor_harness import (
     ProcessorUnderTest,
     approval,
     payment_intent,
+    publish_with_its_payment,
     running_processor,
 )
 
@@ -160,7 +161,7 @@ async def test_refunds_that_succeed_do_not_end_an_episode_of_refused_subscriptio
     ) as processor:
         provider.sandbox = StripeProvider(STRIPE_KEY, processor.sandbox_url, 15.0)
         cancel = cancel_refused_by_the_key("mer_auth_subscriptions")
-        await processor.publish(cancel)
+        await publish_with_its_payment(processor, cancel)
         await eventually(lambda: _alerted(processor, cancel.merchant_id, 1), timeout=30)
         for _ in range(4):  # another merchant's refunds succeed between the cancel's tries, paused a second each
             refund = approval(payment_intent())
@@ -180,7 +181,7 @@ async def test_refused_subscription_calls_do_not_pause_refunds(
     ) as processor:
         provider.sandbox = StripeProvider(STRIPE_KEY, processor.sandbox_url, 15.0)
         cancel = cancel_refused_by_the_key("mer_auth_pause")
-        await processor.publish(cancel)
+        await publish_with_its_payment(processor, cancel)
         await eventually(lambda: _alerted(processor, cancel.merchant_id, 1), timeout=30)
 
         refund = approval(payment_intent())  # the key may refund: nothing waits for the subscriptions' pause
@@ -245,7 +246,7 @@ async def test_an_extension_held_up_past_a_renewal_extends_the_period_the_custom
             refund_id=f"ref_{uuid.uuid4().hex[:8]}",
             granted_by="user:usr_1",
         )
-        await processor.publish(granted)
+        await publish_with_its_payment(processor, granted)
 
         async def announced() -> bool:
             return bool(await processor.staged("subscription.extended", about=granted.subscription_id))

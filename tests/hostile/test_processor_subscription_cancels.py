@@ -15,11 +15,18 @@ from refundflow_processor.payment_provider import (
     ProviderSubscription,
     ProviderUnavailable,
 )
-from refundflow_shared.events import SubscriptionCancelRequested, dlq_topic, topic_for
+from refundflow_processor.subscription_ownership import PAYMENT_NEVER_CAME
+from refundflow_shared.events import SubscriptionCancelRequested, SubscriptionExtensionGranted, dlq_topic, topic_for
 from tests.conftest import create_database
 from tests.support.kafka_reader import read_topic
 from tests.support.probe_service import eventually
-from tests.support.processor_harness import PATIENT_CLIENT, ProcessorUnderTest, running_processor
+from tests.support.processor_harness import (
+    PATIENT_CLIENT,
+    ProcessorUnderTest,
+    publish_with_its_payment,
+    running_processor,
+    subscription_paid,
+)
 from tests.support.subscription_providers import NoRefundsHere
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -56,9 +63,116 @@ async def nothing_dead_lettered(processor: ProcessorUnderTest) -> None:
     assert await read_topic(processor.settings.kafka_bootstrap_servers, dlq_topic(topic), expected=0) == []
 
 
+async def cancel_state(processor: ProcessorUnderTest, cancel: SubscriptionCancelRequested) -> str | None:
+    state: str | None = await processor.db.fetchval(
+        "SELECT state FROM subscription_cancels WHERE payment_id = $1 AND subscription_id = $2",
+        cancel.payment_id,
+        cancel.subscription_id,
+    )
+    return state
+
+
+async def refused_before_any_call(processor: ProcessorUnderTest, cancel: SubscriptionCancelRequested) -> str:
+    """The cancel was refused, the team alerted and intake told: the reason told."""
+
+    async def told() -> bool:
+        failed = await processor.staged("subscription.cancel_failed", about=cancel.payment_id)
+        return any(f["subscription_id"] == cancel.subscription_id for f in failed)
+
+    await eventually(told, timeout=30)
+    [failed] = [
+        f
+        for f in await processor.staged("subscription.cancel_failed", about=cancel.payment_id)
+        if f["subscription_id"] == cancel.subscription_id
+    ]
+    alerts = await processor.staged("team_alert.raised", about=cancel.payment_id)
+    assert "subscription_request_mismatch" in [a["kind"] for a in alerts]
+    assert await cancel_state(processor, cancel) == "failed"
+    reason: str = failed["reason"]
+    return reason
+
+
+async def test_a_cancel_or_an_extension_of_a_subscription_not_its_payments_is_refused_before_any_call(
+    processor: ProcessorUnderTest,
+) -> None:
+    """Every cancel and extension a message named was made, whatever its payment and merchant: another merchant's
+    message could end or extend a victim's subscription. Now each must name the subscription billing said its
+    payment is of, for that payment's merchant."""
+    victim = cancel_request(f"sub_victim_{uuid.uuid4().hex[:12]}").model_copy(update={"merchant_id": "mer_victim"})
+    await processor.publish(subscription_paid(victim.merchant_id, victim.payment_id, victim.subscription_id))
+    through_the_victims_payment = victim.model_copy(update={"merchant_id": "mer_attacker"})
+    own_payment = victim.model_copy(
+        update={"merchant_id": "mer_attacker", "payment_id": f"pay_{uuid.uuid4().hex[:10]}"}
+    )
+    await processor.publish(subscription_paid("mer_attacker", own_payment.payment_id, f"sub_{uuid.uuid4().hex[:12]}"))
+    extension = SubscriptionExtensionGranted(
+        payment_id=own_payment.payment_id,
+        merchant_id="mer_attacker",
+        subscription_id=victim.subscription_id,
+        days=30,
+        granted_by="api_key:key_test",
+    )
+    for request in (through_the_victims_payment, own_payment, extension):
+        await processor.publish(request)
+
+    for refused in (through_the_victims_payment, own_payment):
+        reason = await refused_before_any_call(processor, refused)
+        assert reason == (
+            f"subscription {victim.subscription_id} is not the subscription of payment {refused.payment_id}"
+            " of this merchant"
+        )
+
+    async def extension_refused() -> bool:
+        found = await processor.db.fetchval(
+            "SELECT state FROM subscription_extensions WHERE payment_id = $1", own_payment.payment_id
+        )
+        return bool(found == "failed")
+
+    await eventually(extension_refused, timeout=30)
+    assert await processor.staged("subscription.canceled", about=victim.subscription_id) == []
+    assert await processor.staged("subscription.extended", about=victim.subscription_id) == []
+    await nothing_dead_lettered(processor)
+
+
+async def test_a_cancel_read_before_its_payment_waits_for_it(processor: ProcessorUnderTest) -> None:
+    """The cancel and its payment's payment.succeeded travel on different topics: read first, it waits."""
+    requested = cancel_request(f"sub_{uuid.uuid4().hex[:12]}")
+    await processor.publish(requested)
+
+    async def waiting() -> bool:
+        return await cancel_state(processor, requested) == "awaiting_payment"
+
+    await eventually(waiting, timeout=30)
+    await processor.publish(subscription_paid(requested.merchant_id, requested.payment_id, requested.subscription_id))
+
+    async def canceled() -> bool:
+        return bool(await processor.staged("subscription.canceled", about=requested.subscription_id))
+
+    await eventually(canceled, timeout=30)
+    await nothing_dead_lettered(processor)
+
+
+async def test_a_cancel_whose_payment_never_comes_is_refused_after_the_wait(processor: ProcessorUnderTest) -> None:
+    requested = cancel_request(f"sub_{uuid.uuid4().hex[:12]}")
+    await processor.publish(requested)
+
+    async def waiting() -> bool:
+        return await cancel_state(processor, requested) == "awaiting_payment"
+
+    await eventually(waiting, timeout=30)
+    await processor.db.execute(  # as if it had waited 10 minutes
+        "UPDATE subscription_cancels SET created_at = created_at - interval '10 minutes' WHERE payment_id = $1",
+        requested.payment_id,
+    )
+    await processor.db.execute("SELECT pg_notify('processor_subscription_cancels', '')")
+
+    assert await refused_before_any_call(processor, requested) == PAYMENT_NEVER_CAME
+    await nothing_dead_lettered(processor)
+
+
 async def test_a_cancel_the_provider_keeps_failing_is_retried_until_it_is_done(processor: ProcessorUnderTest) -> None:
     requested = cancel_request(f"sub_flaky_{uuid.uuid4().hex[:12]}")
-    await processor.publish(requested)
+    await publish_with_its_payment(processor, requested)
 
     async def canceled() -> bool:
         return bool(await processor.staged("subscription.canceled", about=requested.subscription_id))
@@ -75,7 +189,7 @@ async def test_a_cancel_the_provider_keeps_failing_is_retried_until_it_is_done(p
 
 async def test_a_cancel_the_provider_refuses_alerts_the_merchants_team(processor: ProcessorUnderTest) -> None:
     requested = cancel_request(f"sub_missing_{uuid.uuid4().hex[:12]}")
-    await processor.publish(requested)
+    await publish_with_its_payment(processor, requested)
 
     async def alerted() -> bool:
         return bool(await processor.staged("team_alert.raised", about=requested.payment_id))
@@ -94,7 +208,7 @@ async def test_a_cancel_the_provider_refuses_is_told_to_intake_to_be_asked_again
     """Intake was never told: it counted the cancel as asked, so asking it again asked the provider nothing and
     the customer went on being billed. The refusal is published with the failed record, in its transaction."""
     requested = cancel_request(f"sub_missing_{uuid.uuid4().hex[:12]}").model_copy(update={"at_period_end": True})
-    await processor.publish(requested)
+    await publish_with_its_payment(processor, requested)
 
     async def told() -> bool:
         return bool(await processor.staged("subscription.cancel_failed", about=requested.subscription_id))
@@ -122,7 +236,7 @@ async def test_a_cancel_at_period_end_after_a_cancel_now_is_done_not_a_false_ala
     schedule the end of a subscription already ended. That is the request done, not "the customer may still be
     billed"."""
     now = cancel_request(f"sub_twice_{uuid.uuid4().hex[:12]}")
-    await processor.publish(now)
+    await publish_with_its_payment(processor, now)
 
     async def canceled(count: int) -> bool:
         return len(await processor.staged("subscription.canceled", about=now.subscription_id)) >= count
@@ -165,7 +279,7 @@ async def test_a_second_cancel_now_of_a_subscription_is_done_not_a_false_alarm(p
     """The provider refuses to cancel a canceled subscription (Stripe's 404, as the sandbox answers): the second
     request finds it ended, and is done."""
     first = cancel_request(f"sub_twice_now_{uuid.uuid4().hex[:12]}")
-    await processor.publish(first)
+    await publish_with_its_payment(processor, first)
 
     async def canceled(count: int) -> bool:
         return len(await processor.staged("subscription.canceled", about=first.subscription_id)) >= count
@@ -216,7 +330,7 @@ async def test_a_refused_cancel_whose_subscription_cannot_be_read_yet_is_retried
     provider = CanceledInABrownOut()
     async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider=provider) as processor:
         requested = cancel_request(f"sub_{uuid.uuid4().hex[:12]}")
-        await processor.publish(requested)
+        await publish_with_its_payment(processor, requested)
 
         async def state() -> str | None:
             found: str | None = await processor.db.fetchval(
@@ -271,7 +385,7 @@ async def test_a_refused_cancel_and_its_read_end_within_the_lease_of_one_call(
     async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider=provider) as processor:
         assert processor.settings.provider_call_deadline_seconds < 2 * provider.refusal_after
         requested = cancel_request(f"sub_{uuid.uuid4().hex[:12]}")
-        await processor.publish(requested)
+        await publish_with_its_payment(processor, requested)
 
         async def tried() -> bool:
             tries: int | None = await processor.db.fetchval(
@@ -301,7 +415,7 @@ async def test_a_refused_cancel_of_a_subscription_expired_unpaid_is_done_not_a_f
     provider = ExpiredBeforeItsFirstPayment()
     async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider=provider) as processor:
         requested = cancel_request(f"sub_{uuid.uuid4().hex[:12]}")
-        await processor.publish(requested)
+        await publish_with_its_payment(processor, requested)
 
         async def canceled() -> bool:
             return bool(await processor.staged("subscription.canceled", about=requested.subscription_id))

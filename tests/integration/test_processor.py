@@ -24,6 +24,7 @@ from tests.support.processor_harness import (
     approval,
     deliver_webhook,
     payment_intent,
+    publish_with_its_payment,
     running_processor,
 )
 
@@ -261,14 +262,15 @@ async def test_a_subscription_is_canceled_now_or_at_the_period_end(
     processor: ProcessorUnderTest, at_period_end: bool
 ) -> None:
     subscription_id = f"sub_{payment_intent()}"
-    await processor.publish(
+    await publish_with_its_payment(
+        processor,
         SubscriptionCancelRequested(
             payment_id=f"pay_{subscription_id}",
             merchant_id="mer_test",
             subscription_id=subscription_id,
             at_period_end=at_period_end,
             requested_by="api_key:key_test",
-        )
+        ),
     )
 
     [canceled] = await processor.events("subscription.canceled", expected=1, about=subscription_id)

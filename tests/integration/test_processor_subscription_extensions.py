@@ -22,8 +22,10 @@ from tests.support.processor_harness import (
     ProcessorUnderTest,
     approval,
     payment_intent,
+    publish_with_its_payment,
     running_processor,
     send_event,
+    subscription_paid,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -76,7 +78,7 @@ async def test_an_extension_moves_the_period_end_at_the_provider_and_announces_t
     subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
     period_end = (await provider_subscription(processor, subscription_id))["items"]["data"][0]["current_period_end"]
     granted = grant(subscription_id, 7)
-    await processor.publish(granted)
+    await publish_with_its_payment(processor, granted)
 
     [announced] = await extended(processor, subscription_id)
     new_end = datetime.fromtimestamp(period_end, UTC) + timedelta(days=7)
@@ -94,8 +96,8 @@ async def test_an_extension_moves_the_period_end_at_the_provider_and_announces_t
 async def test_two_extensions_of_one_subscription_add_up(processor: ProcessorUnderTest) -> None:
     subscription_id = f"sub_{uuid.uuid4().hex[:12]}"
     period_end = (await provider_subscription(processor, subscription_id))["current_period_end"]
-    await processor.publish(grant(subscription_id, 3))
-    await processor.publish(grant(subscription_id, 4))
+    await publish_with_its_payment(processor, grant(subscription_id, 3))
+    await publish_with_its_payment(processor, grant(subscription_id, 4))
 
     announced = await extended(processor, subscription_id, 2)
     ends = sorted(datetime.fromisoformat(a["current_period_end"]) for a in announced)
@@ -112,7 +114,7 @@ async def test_a_grant_read_again_after_a_restore_extends_the_subscription_once(
     period_end = datetime.fromtimestamp(
         (await provider_subscription(processor, subscription_id))["current_period_end"], UTC
     )
-    event = await processor.publish(grant(subscription_id, 7))
+    event = await publish_with_its_payment(processor, grant(subscription_id, 7))
     await extended(processor, subscription_id)
     once = period_end + timedelta(days=7)
 
@@ -146,7 +148,9 @@ async def test_the_subscription_keeps_the_latest_grants_records_and_the_merchant
     await client.v1.subscriptions.update_async(subscription_id, params={"metadata": {"crm_id": "c_42"}})
     before = await provider_subscription(processor, subscription_id)
     start = datetime.fromtimestamp(before["current_period_end"], UTC)
-    grants = [await processor.publish(grant(subscription_id, 1)) for _ in range(GRANT_RECORDS_KEPT + 2)]
+    grants = [
+        await publish_with_its_payment(processor, grant(subscription_id, 1)) for _ in range(GRANT_RECORDS_KEPT + 2)
+    ]
 
     await extended(processor, subscription_id, len(grants))
     at_provider = await provider_subscription(processor, subscription_id)
@@ -166,7 +170,7 @@ async def test_grant_records_leave_room_for_the_merchants_own_metadata(processor
     client = stripe.StripeClient("sk_test_check", base_addresses={"api": processor.sandbox_url})
     await client.v1.subscriptions.update_async(subscription_id, params={"metadata": merchants})
     start = datetime.fromtimestamp((await provider_subscription(processor, subscription_id))["current_period_end"], UTC)
-    grants = [await processor.publish(grant(subscription_id, 1)) for _ in range(6)]
+    grants = [await publish_with_its_payment(processor, grant(subscription_id, 1)) for _ in range(6)]
 
     await extended(processor, subscription_id, len(grants))
     at_provider = await provider_subscription(processor, subscription_id)
@@ -188,7 +192,7 @@ async def test_a_subscription_with_no_room_for_a_grant_record_is_extended_withou
     await client.v1.subscriptions.update_async(subscription_id, params={"metadata": merchants})
     start = datetime.fromtimestamp((await provider_subscription(processor, subscription_id))["current_period_end"], UTC)
     granted = grant(subscription_id, 7)
-    await processor.publish(granted)
+    await publish_with_its_payment(processor, granted)
 
     [announced] = await extended(processor, subscription_id)
     assert datetime.fromisoformat(announced["current_period_end"]) == start + timedelta(days=7)
@@ -208,7 +212,7 @@ async def test_a_grant_record_whose_value_is_no_date_is_removed_first_and_the_gr
     junk = {f"rf_ext_junk{n}": "999999999999" for n in range(GRANT_RECORDS_KEPT)}
     await client.v1.subscriptions.update_async(subscription_id, params={"metadata": junk})
     start = datetime.fromtimestamp((await provider_subscription(processor, subscription_id))["current_period_end"], UTC)
-    granted = await processor.publish(grant(subscription_id, 2))
+    granted = await publish_with_its_payment(processor, grant(subscription_id, 2))
 
     [announced] = await extended(processor, subscription_id)
     assert datetime.fromisoformat(announced["current_period_end"]) == start + timedelta(days=2)
@@ -226,7 +230,7 @@ async def test_an_extension_of_a_subscription_set_to_cancel_at_its_period_end_ex
     client = stripe.StripeClient("sk_test_check", base_addresses={"api": processor.sandbox_url})
     await client.v1.subscriptions.update_async(subscription_id, params={"cancel_at_period_end": True})
     start = datetime.fromtimestamp((await provider_subscription(processor, subscription_id))["current_period_end"], UTC)
-    await processor.publish(grant(subscription_id, 5))
+    await publish_with_its_payment(processor, grant(subscription_id, 5))
 
     [announced] = await extended(processor, subscription_id)
     assert datetime.fromisoformat(announced["current_period_end"]) == start + timedelta(days=5)
@@ -244,7 +248,7 @@ async def test_an_extension_seen_late_waits_for_the_one_already_under_way(proces
     period_end = datetime.fromtimestamp(
         (await provider_subscription(processor, subscription_id))["current_period_end"], UTC
     )
-    await processor.publish(grant(subscription_id, 4))
+    await publish_with_its_payment(processor, grant(subscription_id, 4))
 
     async def halfway() -> bool:
         until = await processor.db.fetchval(
@@ -271,7 +275,7 @@ async def test_an_extension_the_provider_keeps_failing_is_retried_until_it_is_do
     processor: ProcessorUnderTest,
 ) -> None:
     subscription_id = f"sub_flaky_{uuid.uuid4().hex[:12]}"
-    await processor.publish(grant(subscription_id, 5))
+    await publish_with_its_payment(processor, grant(subscription_id, 5))
 
     [announced] = await extended(processor, subscription_id)
     assert announced["days"] == 5
@@ -300,7 +304,7 @@ async def test_a_cancel_only_with_goodwill_days_tells_the_access_end_the_extensi
         after_extension=True,  # as intake asks it, with the grant, in one decision
         requested_by="user:usr_1",
     )
-    await processor.publish(cancel)
+    await publish_with_its_payment(processor, cancel)
 
     async def cancel_recorded() -> bool:
         found = "SELECT 1 FROM subscription_cancels WHERE subscription_id = $1"
@@ -328,7 +332,7 @@ async def test_a_cancel_whose_extension_never_comes_goes_ahead_within_minutes(pr
         after_extension=True,
         requested_by="user:usr_1",
     )
-    await processor.publish(cancel)
+    await publish_with_its_payment(processor, cancel)
 
     async def waiting() -> bool:
         found = "SELECT 1 FROM subscription_cancels WHERE subscription_id = $1 AND state = 'scheduled'"
@@ -350,6 +354,7 @@ async def test_an_extension_the_provider_refuses_alerts_the_merchants_team(
 ) -> None:
     subscription_id = f"sub_{'missing_' if why == 'missing' else ''}{uuid.uuid4().hex[:12]}"
     payment_id = f"pay_{uuid.uuid4().hex[:10]}"
+    await processor.publish(subscription_paid("mer_extend", payment_id, subscription_id))
     if why == "canceled":
         cancel = SubscriptionCancelRequested(
             payment_id=payment_id,
@@ -400,8 +405,9 @@ async def test_every_outcome_carries_what_the_customers_email_needs_from_the_dec
         **told,
     )
     extend = grant(f"sub_{uuid.uuid4().hex[:12]}", 3).model_copy(update={**told, "customer_email": "ada@example.com"})
-    for event in (approved, cancel, extend):
-        await processor.publish(event)
+    await processor.publish(approved)
+    for request in (cancel, extend):
+        await publish_with_its_payment(processor, request)
 
     [refunded] = await processor.events("refund.succeeded", expected=1, about=approved.refund_id)
     assert (refunded["merchant_name"], refunded["process_time"]) == ("Acme Software", "3 business days")

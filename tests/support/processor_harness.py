@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,7 +22,17 @@ from refundflow_processor.settings import ProcessorSettings
 from refundflow_sandbox.app import create_app as create_sandbox
 from refundflow_sandbox.settings import SandboxSettings
 from refundflow_sandbox.webhooks import stripe_signature
-from refundflow_shared.events import Event, EventData, RefundApproved, topic_for
+from refundflow_shared.events import (
+    Event,
+    EventData,
+    PaymentSucceeded,
+    Product,
+    RefundApproved,
+    SubscriptionCancelRequested,
+    SubscriptionExtensionGranted,
+    SubscriptionPeriod,
+    topic_for,
+)
 from refundflow_shared.tracing import EVENT_HEADER
 from tests.support.http_servers import serving
 from tests.support.infrastructure import CONSUMER_SESSION_TIMEOUT_MS, free_port
@@ -159,6 +170,35 @@ def approval(provider_payment_id: str, amount: int = 2_500, currency: str = "EUR
         payment_amount=10_000,
         approved_by="api_key:key_test",
     )
+
+
+def subscription_paid(merchant_id: str, payment_id: str, subscription_id: str) -> PaymentSucceeded:
+    """Billing's word that ``payment_id`` is the merchant's payment of ``subscription_id``."""
+    now = datetime.now(UTC)
+    return PaymentSucceeded(
+        payment_id=payment_id,
+        merchant_id=merchant_id,
+        customer_email="ada@example.com",
+        amount=1_000,
+        currency="EUR",
+        provider_payment_id=payment_intent(),
+        paid_at=now - timedelta(days=1),
+        product=Product(id="prod_plan", name="Plan", kind="subscription"),
+        subscription=SubscriptionPeriod(
+            id=subscription_id,
+            current_period_start=now - timedelta(days=1),
+            current_period_end=now + timedelta(days=29),
+        ),
+    )
+
+
+async def publish_with_its_payment(
+    processor: ProcessorUnderTest, request: SubscriptionCancelRequested | SubscriptionExtensionGranted
+) -> Event:
+    """A cancel or an extension, and the payment.succeeded of the payment and subscription it names (as intake
+    sends them: the processor changes only the subscription of the payment named, of its merchant)."""
+    await processor.publish(subscription_paid(request.merchant_id, request.payment_id, request.subscription_id))
+    return await processor.publish(request)
 
 
 def payment_intent(behaviour: str = "") -> str:

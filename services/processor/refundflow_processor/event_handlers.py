@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
-from refundflow_processor import payment_repository, subscription_cancel_repository, subscription_extension_repository
+from refundflow_processor import payment_repository, subscription_requests
 from refundflow_processor.payment_repository import PaymentClaim
-from refundflow_processor.records import Payment, SubscriptionCancel, SubscriptionExtension
+from refundflow_processor.records import PaidSubscription, Payment, SubscriptionCancel, SubscriptionExtension
 from refundflow_processor.refund_acceptance import accept_approved_refund
 from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.events import (
@@ -33,7 +33,11 @@ async def lock_the_batchs_payments(conn: asyncpg.Connection, events: list[Event]
 
 
 async def remember_paid(conn: asyncpg.Connection, data: PaymentSucceeded, locked: dict[str, Payment]) -> None:
-    """Learn the payment from billing's word (its amount and currency replace what an approval claimed)."""
+    """Learn the payment from billing's word (its amount and currency replace what an approval claimed), and its
+    subscription, which the cancels and extensions that name the payment must name."""
+    said = PaidSubscription(data.merchant_id, data.subscription.id if data.subscription else None)
+    paid = await payment_repository.remember_subscription(conn, data.payment_id, said)
+    await subscription_requests.settle_awaiting(conn, data.payment_id, paid)
     if data.amount == 0:  # a free trial's invoice, a 100% coupon: nothing on it can be refunded, or scanned for
         log.info("payment_of_nothing_skipped", provider_payment_id=data.provider_payment_id)
         return
@@ -79,7 +83,7 @@ def register(consumer: EventConsumer) -> None:
             to_customer=customer_fields(data),
             after_extension=data.after_extension,
         )
-        await subscription_cancel_repository.request_cancel(conn, cancel)
+        await subscription_requests.record_cancel(conn, cancel)
         log.info("subscription_cancel_requested", subscription_id=data.subscription_id)
 
     @consumer.handles(SubscriptionExtensionGranted)
@@ -93,5 +97,5 @@ def register(consumer: EventConsumer) -> None:
             refund_id=data.refund_id,
             to_customer=customer_fields(data),
         )
-        await subscription_extension_repository.request_extension(conn, extension)
+        await subscription_requests.record_extension(conn, extension)
         log.info("subscription_extension_granted", subscription_id=data.subscription_id, days=data.days)

@@ -9,7 +9,7 @@ from enum import StrEnum
 import asyncpg
 
 from refundflow_processor.payment_provider import ProviderRefund
-from refundflow_processor.records import ExternalRefund, Payment
+from refundflow_processor.records import ExternalRefund, PaidSubscription, Payment
 
 _PAYMENT_COLUMNS = "payment_id, merchant_id, provider_payment_id, amount, currency"
 _EXTERNAL_COLUMNS = "x.provider_refund_id, x.payment_id, x.amount, x.currency, x.status, x.attributed"
@@ -99,6 +99,29 @@ async def record_alias(conn: asyncpg.Connection, payment: Payment) -> None:
         payment.merchant_id,
         payment.provider_payment_id,
     )
+
+
+async def remember_subscription(conn: asyncpg.Connection, payment_id: str, paid: PaidSubscription) -> PaidSubscription:
+    """What payment.succeeded said of the payment's subscription; the first word holds (as the payment's), and is
+    returned."""
+    row = await conn.fetchrow(
+        "WITH new AS (INSERT INTO payment_subscriptions (payment_id, merchant_id, subscription_id)"
+        "   VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING merchant_id, subscription_id, said)"
+        " SELECT * FROM new UNION ALL SELECT merchant_id, subscription_id, said FROM payment_subscriptions"
+        " WHERE payment_id = $1 AND NOT EXISTS (SELECT FROM new)",
+        payment_id,
+        paid.merchant_id,
+        paid.subscription_id,
+    )
+    return paid if row is None else PaidSubscription(row["merchant_id"], row["subscription_id"], said=row["said"])
+
+
+async def paid_subscription(conn: asyncpg.Connection, payment_id: str) -> PaidSubscription | None:
+    """What payment.succeeded said of the payment's subscription; None before it came."""
+    row = await conn.fetchrow(
+        "SELECT merchant_id, subscription_id, said FROM payment_subscriptions WHERE payment_id = $1", payment_id
+    )
+    return None if row is None else PaidSubscription(row["merchant_id"], row["subscription_id"], said=row["said"])
 
 
 async def record_dispute(conn: asyncpg.Connection, payment_id: str, merchant_id: str, dispute_id: str | None) -> None:

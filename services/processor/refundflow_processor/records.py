@@ -32,6 +32,16 @@ class Payment:
 
 
 @dataclass(frozen=True)
+class PaidSubscription:
+    """Whose payment a payment is, and of which subscription (None: of none), as its payment.succeeded said.
+    ``said`` False: learnt before the processor kept the subscription, which it then cannot tell."""
+
+    merchant_id: str
+    subscription_id: str | None
+    said: bool = True
+
+
+@dataclass(frozen=True)
 class Refund:
     refund_id: str
     payment_id: str

@@ -18,17 +18,21 @@ _RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
 # dead-lettered, or the provider keeps failing the change) it goes on: a customer who must stop being billed matters
 # more than the date they are told, and a renewal may fall within a longer wait.
 EXTENSION_WAIT = "interval '10 minutes'"
+# How long a cancel or an extension naming a payment not heard of waits for its payment.succeeded (another topic's
+# event: seconds behind when all is well) before it is refused.
+PAYMENT_WAIT = "interval '10 minutes'"
 
 
 def _cancel(row: asyncpg.Record) -> SubscriptionCancel:
     return SubscriptionCancel(**{**dict(row), "to_customer": json.loads(row["to_customer"])})
 
 
-async def request_cancel(conn: asyncpg.Connection, cancel: SubscriptionCancel) -> None:
-    """Record a cancel request, due at once (the inbox makes a redelivered request a no-op upstream)."""
+async def request_cancel(conn: asyncpg.Connection, cancel: SubscriptionCancel, *, state: str = "scheduled") -> None:
+    """Record a cancel request, due at once unless it waits for its payment (``awaiting_payment``) or was refused
+    (``failed``) (the inbox makes a redelivered request a no-op upstream)."""
     await conn.execute(
         "INSERT INTO subscription_cancels (cancel_id, payment_id, merchant_id, subscription_id, at_period_end,"
-        " refund_id, state, to_customer, after_extension) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7::jsonb, $8)"
+        " refund_id, state, to_customer, after_extension) VALUES ($1, $2, $3, $4, $5, $6, $9, $7::jsonb, $8)"
         " ON CONFLICT DO NOTHING",
         cancel.cancel_id,
         cancel.payment_id,
@@ -38,8 +42,29 @@ async def request_cancel(conn: asyncpg.Connection, cancel: SubscriptionCancel) -
         cancel.refund_id,
         json.dumps(cancel.to_customer),
         cancel.after_extension,
+        state,
     )
-    await conn.execute("SELECT pg_notify($1, '')", CANCELS_CHANNEL)
+    if state == "scheduled":
+        await conn.execute("SELECT pg_notify($1, '')", CANCELS_CHANNEL)
+
+
+async def take_awaiting_cancels(conn: asyncpg.Connection, payment_id: str) -> list[SubscriptionCancel]:
+    """The cancels waiting for this payment's payment.succeeded, locked."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM subscription_cancels WHERE payment_id = $1 AND state = 'awaiting_payment'"
+        " ORDER BY created_at, cancel_id FOR UPDATE",
+        payment_id,
+    )
+    return [_cancel(r) for r in rows]
+
+
+async def take_cancels_past_payment_wait(conn: asyncpg.Connection) -> list[SubscriptionCancel]:
+    """The cancels that waited ``PAYMENT_WAIT`` for their payment in vain, locked (a few at a time)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM subscription_cancels WHERE state = 'awaiting_payment'"
+        f" AND created_at <= now() - {PAYMENT_WAIT} ORDER BY created_at LIMIT 100 FOR UPDATE SKIP LOCKED"
+    )
+    return [_cancel(r) for r in rows]
 
 
 async def claim_due_cancels(
@@ -84,6 +109,12 @@ async def lock_leased_cancel(conn: asyncpg.Connection, cancel: SubscriptionCance
         cancel.lease_id,
     )
     return found is not None
+
+
+async def schedule_cancel(conn: asyncpg.Connection, cancel: SubscriptionCancel) -> None:
+    """A cancel that waited for its payment is due now."""
+    await record_cancel_state(conn, cancel, "scheduled")
+    await conn.execute("SELECT pg_notify($1, '')", CANCELS_CHANNEL)
 
 
 async def record_cancel_state(

@@ -21,6 +21,7 @@ from refundflow_processor.provider_answers import AuthFailed, Done, Refused, Ret
 from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.records import SubscriptionCancel
 from refundflow_processor.settings import ProcessorSettings
+from refundflow_processor.subscription_ownership import PAYMENT_NEVER_CAME, REFUSAL_ALERT
 from refundflow_processor.team_alerts import end_auth_episode, raise_alert, raise_auth_alert_once
 from refundflow_shared.backoff import jittered
 from refundflow_shared.event_contract import PROCESSOR
@@ -64,6 +65,10 @@ class SubscriptionCancelExecutor:
 
     async def _claim(self, limit: int, busy: list[str]) -> list[SubscriptionCancel]:
         async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                for waited in await cancels.take_cancels_past_payment_wait(conn):
+                    log.error("subscription_cancel_payment_never_came", payment_id=waited.payment_id)
+                    await refuse_cancel(conn, waited, PAYMENT_NEVER_CAME, **REFUSAL_ALERT)
             return await cancels.claim_due_cancels(conn, limit, self._settings.executor_lease_seconds, busy)
 
     async def execute(self, cancel: SubscriptionCancel) -> None:
@@ -132,28 +137,12 @@ class SubscriptionCancelExecutor:
                 await self._record_canceled(conn, cancel, subscription, before=True)
             case Refused(message):
                 log.error("subscription_cancel_refused", error=message)
-                await cancels.record_cancel_state(conn, cancel, "failed", error=message)
-                await raise_alert(
+                await refuse_cancel(
                     conn,
-                    merchant_id=cancel.merchant_id,
+                    cancel,
+                    message,
                     kind="subscription_cancel_failed",
                     title="A subscription could not be canceled: the customer may still be billed",
-                    details={"subscription_id": cancel.subscription_id, "error": message},
-                    payment_id=cancel.payment_id,
-                    refund_id=cancel.refund_id,
-                )
-                # Intake counts the cancel as asked until it hears: told, it lets the team ask it again.
-                await add_event(
-                    conn,
-                    SubscriptionCancelFailed(
-                        payment_id=cancel.payment_id,
-                        merchant_id=cancel.merchant_id,
-                        subscription_id=cancel.subscription_id,
-                        at_period_end=cancel.at_period_end,
-                        refund_id=cancel.refund_id,
-                        reason=message[:NOTE_MAX_LENGTH],
-                    ),
-                    source=PROCESSOR.source,
                 )
             case Retry(error):
                 delay = jittered(self._policy.backoff(cancel.tries + 1))
@@ -167,3 +156,32 @@ class SubscriptionCancelExecutor:
         if isinstance(answer, Done | Refused) and self._pause.in_episode:
             await end_auth_episode(conn, self._pause.kind)
             self._pause.clear()
+
+
+async def refuse_cancel(
+    conn: asyncpg.Connection, cancel: SubscriptionCancel, message: str, *, kind: str, title: str
+) -> None:
+    """Record the cancel failed, alert the merchant's team and tell intake, which then counts the cancel as asked no
+    longer (it may be asked again)."""
+    await cancels.record_cancel_state(conn, cancel, "failed", error=message)
+    await raise_alert(
+        conn,
+        merchant_id=cancel.merchant_id,
+        kind=kind,
+        title=title,
+        details={"subscription_id": cancel.subscription_id, "error": message},
+        payment_id=cancel.payment_id,
+        refund_id=cancel.refund_id,
+    )
+    await add_event(
+        conn,
+        SubscriptionCancelFailed(
+            payment_id=cancel.payment_id,
+            merchant_id=cancel.merchant_id,
+            subscription_id=cancel.subscription_id,
+            at_period_end=cancel.at_period_end,
+            refund_id=cancel.refund_id,
+            reason=message[:NOTE_MAX_LENGTH],
+        ),
+        source=PROCESSOR.source,
+    )

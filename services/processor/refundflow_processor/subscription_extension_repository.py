@@ -28,11 +28,14 @@ _COLUMNS = (
 _RELEASE = "lease_id = NULL, locked_until = '-infinity', updated_at = now()"
 
 
-async def request_extension(conn: asyncpg.Connection, extension: SubscriptionExtension) -> None:
-    """Record an extension, due at once (the inbox makes a redelivered grant a no-op upstream)."""
+async def request_extension(
+    conn: asyncpg.Connection, extension: SubscriptionExtension, *, state: str = "scheduled"
+) -> None:
+    """Record an extension, due at once unless it waits for its payment (``awaiting_payment``) or was refused
+    (``failed``) (the inbox makes a redelivered grant a no-op upstream)."""
     await conn.execute(
         "INSERT INTO subscription_extensions (extension_id, payment_id, merchant_id, subscription_id, days,"
-        " refund_id, state, to_customer) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7::jsonb)"
+        " refund_id, state, to_customer) VALUES ($1, $2, $3, $4, $5, $6, $8, $7::jsonb)"
         " ON CONFLICT DO NOTHING",
         extension.extension_id,
         extension.payment_id,
@@ -41,8 +44,48 @@ async def request_extension(conn: asyncpg.Connection, extension: SubscriptionExt
         extension.days,
         extension.refund_id,
         json.dumps(extension.to_customer),
+        state,
+    )
+    if state == "scheduled":
+        await conn.execute("SELECT pg_notify($1, '')", EXTENSIONS_CHANNEL)
+
+
+async def take_awaiting_extensions(conn: asyncpg.Connection, payment_id: str) -> list[SubscriptionExtension]:
+    """The extensions waiting for this payment's payment.succeeded, locked."""
+    rows = await conn.fetch(
+        f"SELECT {', '.join(_COLUMNS)} FROM subscription_extensions"
+        " WHERE payment_id = $1 AND state = 'awaiting_payment' ORDER BY created_at, extension_id FOR UPDATE",
+        payment_id,
+    )
+    return [_extension(r) for r in rows]
+
+
+async def take_extensions_past_payment_wait(conn: asyncpg.Connection) -> list[SubscriptionExtension]:
+    """The extensions that waited ``PAYMENT_WAIT`` for their payment in vain, locked (a few at a time)."""
+    rows = await conn.fetch(
+        f"SELECT {', '.join(_COLUMNS)} FROM subscription_extensions WHERE state = 'awaiting_payment'"
+        f" AND created_at <= now() - {cancels.PAYMENT_WAIT} ORDER BY created_at LIMIT 100 FOR UPDATE SKIP LOCKED"
+    )
+    return [_extension(r) for r in rows]
+
+
+async def schedule_extension(conn: asyncpg.Connection, extension: SubscriptionExtension) -> None:
+    """An extension that waited for its payment is due now."""
+    await conn.execute(
+        f"UPDATE subscription_extensions SET state = 'scheduled', {_RELEASE} WHERE extension_id = $1",
+        extension.extension_id,
     )
     await conn.execute("SELECT pg_notify($1, '')", EXTENSIONS_CHANNEL)
+
+
+def _extension(row: asyncpg.Record) -> SubscriptionExtension:
+    return SubscriptionExtension(
+        **{
+            **dict(row),
+            "to_customer": json.loads(row["to_customer"]),
+            "stale_grant_keys": tuple(row["stale_grant_keys"]),
+        }
+    )
 
 
 async def claim_due_extensions(
@@ -68,12 +111,7 @@ async def claim_due_extensions(
         lease_seconds,
         busy,
     )
-    return [
-        SubscriptionExtension(
-            **{**dict(r), "to_customer": json.loads(r["to_customer"]), "stale_grant_keys": tuple(r["stale_grant_keys"])}
-        )
-        for r in rows
-    ]
+    return [_extension(r) for r in rows]
 
 
 async def lock_leased_extension(conn: asyncpg.Connection, extension: SubscriptionExtension) -> bool:

@@ -39,6 +39,7 @@ from refundflow_processor.provider_answers import AuthFailed, Done, Refused, Ret
 from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.records import GRANT_KEY_PREFIX, SubscriptionExtension
 from refundflow_processor.settings import ProcessorSettings
+from refundflow_processor.subscription_ownership import PAYMENT_NEVER_CAME, REFUSAL_ALERT
 from refundflow_processor.team_alerts import end_auth_episode, raise_alert, raise_auth_alert_once
 from refundflow_shared.backoff import jittered
 from refundflow_shared.database import transaction_holding
@@ -80,6 +81,9 @@ class SubscriptionExtensionExecutor:
         # One claim at a time over every instance: each sees the leases the one before took, so two instances never
         # start two extensions of one subscription together.
         async with self._pool.acquire() as conn, transaction_holding(conn, "processor.extension_claim"):
+            for waited in await extensions.take_extensions_past_payment_wait(conn):
+                log.error("subscription_extension_payment_never_came", payment_id=waited.payment_id)
+                await refuse_extension(conn, waited, PAYMENT_NEVER_CAME, **REFUSAL_ALERT)
             return await extensions.claim_due_extensions(conn, limit, self._settings.executor_lease_seconds, busy)
 
     async def execute(self, extension: SubscriptionExtension) -> None:
@@ -200,29 +204,37 @@ class SubscriptionExtensionExecutor:
 
     async def _refused(self, conn: asyncpg.Connection, extension: SubscriptionExtension, message: str) -> None:
         log.error("subscription_extension_refused", error=message)
-        await extensions.record_extension_state(conn, extension, "failed", error=message)
-        await raise_alert(
-            conn,
-            merchant_id=extension.merchant_id,
-            kind="subscription_extension_failed",
-            title=f"A goodwill extension of {extension.days} days could not be applied: the customer was not told",
-            details={"subscription_id": extension.subscription_id, "error": message},
+        title = f"A goodwill extension of {extension.days} days could not be applied: the customer was not told"
+        await refuse_extension(conn, extension, message, kind="subscription_extension_failed", title=title)
+
+
+async def refuse_extension(
+    conn: asyncpg.Connection, extension: SubscriptionExtension, message: str, *, kind: str, title: str
+) -> None:
+    """Record the extension failed, alert the merchant's team, and say so to intake and merchants' systems."""
+    await extensions.record_extension_state(conn, extension, "failed", error=message)
+    await raise_alert(
+        conn,
+        merchant_id=extension.merchant_id,
+        kind=kind,
+        title=title,
+        details={"subscription_id": extension.subscription_id, "error": message},
+        payment_id=extension.payment_id,
+        refund_id=extension.refund_id,
+    )
+    # Intake shows it on the request and the payment, and merchants' systems hear it: the days did not come.
+    await add_event(
+        conn,
+        SubscriptionExtensionFailed(
             payment_id=extension.payment_id,
+            merchant_id=extension.merchant_id,
+            subscription_id=extension.subscription_id,
+            days=extension.days,
             refund_id=extension.refund_id,
-        )
-        # Intake shows it on the request and the payment, and merchants' systems hear it: the days did not come.
-        await add_event(
-            conn,
-            SubscriptionExtensionFailed(
-                payment_id=extension.payment_id,
-                merchant_id=extension.merchant_id,
-                subscription_id=extension.subscription_id,
-                days=extension.days,
-                refund_id=extension.refund_id,
-                reason=message[:NOTE_MAX_LENGTH],
-            ),
-            source=PROCESSOR.source,
-        )
+            reason=message[:NOTE_MAX_LENGTH],
+        ),
+        source=PROCESSOR.source,
+    )
 
 
 def _change_due(extension: SubscriptionExtension, subscription: ProviderSubscription) -> bool:
