@@ -219,6 +219,53 @@ async def test_a_command_sent_just_ahead_of_its_payment_makes_its_refund(intake:
     assert await intake.db.fetchval("SELECT count(*) FROM awaiting_events WHERE event_id = $1", sent.id) == 0
 
 
+async def billings_id_for(intake: IntakeUnderTest, merchant: dict[str, str]) -> tuple[dict[str, Any], PaymentSucceeded]:
+    """A payment registered through the API, and billing's payment.succeeded of it under billing's own id."""
+    payment = await intake.payment(merchant)
+    billing = billing_payment(await intake.merchant_id(merchant)).model_copy(
+        update={"provider_payment_id": payment["provider_payment_id"], "amount": payment["amount"]}
+    )
+    return payment, billing
+
+
+async def refunds_made(intake: IntakeUnderTest, payment: dict[str, Any], billing: PaymentSucceeded) -> list[Any]:
+    async def settled() -> bool:
+        made = "SELECT count(*) FROM refunds WHERE payment_id = $1"
+        return bool(await intake.db.fetchval(made, payment["id"]) or await intake.staged(REJECTED, billing.payment_id))
+
+    await eventually(settled, timeout=30)
+    assert await intake.staged(REJECTED, billing.payment_id) == []
+    rows = await intake.db.fetch("SELECT amount, channel FROM refunds WHERE payment_id = $1", payment["id"])
+    return [tuple(r) for r in rows]
+
+
+async def test_a_command_naming_billings_own_id_for_a_payment_makes_its_refund(intake: IntakeUnderTest) -> None:
+    """Billing's id for a payment registered through the API is kept (its disputes name it so), but a command
+    naming it was refused payment_not_found."""
+    payment, billing = await billings_id_for(intake, await intake.merchant())
+    await handled(intake, await intake.publish(billing))
+    await intake.publish(command({"id": billing.payment_id}, billing.merchant_id), source="refundflow/support-desk")
+
+    assert await refunds_made(intake, payment, billing) == [(1_000, "command")]
+
+
+async def test_a_command_naming_billings_id_read_before_billings_payment_makes_its_refund(
+    intake: IntakeUnderTest,
+) -> None:
+    payment, billing = await billings_id_for(intake, await intake.merchant())
+    submit = command({"id": billing.payment_id}, billing.merchant_id)
+    sent = await intake.publish(submit, source="refundflow/support-desk")
+
+    async def parked() -> bool:
+        return bool(await intake.db.fetchval("SELECT count(*) FROM awaiting_events WHERE event_id = $1", sent.id))
+
+    await eventually(parked, timeout=30)
+    await intake.publish(billing)
+
+    assert await refunds_made(intake, payment, billing) == [(1_000, "command")]
+    assert await intake.db.fetchval("SELECT count(*) FROM awaiting_events WHERE event_id = $1", sent.id) == 0
+
+
 async def test_a_command_whose_payment_never_comes_is_refused_once_it_has_waited(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     submit = command({"id": f"pay_never_{uuid.uuid4().hex}"}, await intake.merchant_id(merchant))

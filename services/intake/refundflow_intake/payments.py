@@ -118,7 +118,8 @@ async def consume_payment_succeeded(
     conn: asyncpg.Connection, data: PaymentSucceeded, registered: Mapping[str, tuple[str, str]]
 ) -> bool:
     """A payment published by billing (or by intake itself): registered once, by its payment id. ``registered``:
-    ``registered_among`` the batch, before it was handled."""
+    ``registered_among`` the batch, before it was handled. True when commands naming its payment id may go now
+    (registered, or billing's id for a payment registered under ours)."""
     if data.amount == 0:  # a free trial's invoice, a 100% coupon: nothing on it can be refunded (the API refuses it)
         log.info("payment_of_nothing_skipped", provider_payment_id=data.provider_payment_id)
         return False
@@ -141,7 +142,9 @@ async def consume_payment_succeeded(
         # The merchant's provider payment, registered under another id (through the API): billing's disputes will
         # name it by billing's id, which must find it.
         await repository.record_payment_alias(conn, data.payment_id, data.merchant_id, data.provider_payment_id)
-    # Intake's own payment coming back, a redelivery, or the merchant's provider payment under another id.
+        log.info("payment_already_registered", provider_payment_id=data.provider_payment_id)
+        return True  # commands naming billing's id may go now
+    # Intake's own payment coming back, or a redelivery.
     log.info("payment_already_registered", provider_payment_id=data.provider_payment_id)
     return False
 

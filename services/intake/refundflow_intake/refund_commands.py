@@ -6,6 +6,7 @@ from datetime import datetime
 
 import asyncpg
 
+from refundflow_intake import repository
 from refundflow_intake.awaited_events import Awaits, payment_registered
 from refundflow_intake.domain import (
     Channel,
@@ -80,12 +81,14 @@ async def submit_refund(
         async with conn.transaction():
             if not await merchant_exists(conn, data.merchant_id):
                 raise MerchantNotFound(f"no merchant {data.merchant_id}")
+            # The platform may name a payment registered through the API by billing's own id for it.
+            payment_id = await repository.payment_of_alias(conn, data.merchant_id, data.payment_id) or data.payment_id
             await request_refund_once(
                 conn,
                 data.merchant_id,
                 data.idempotency_key,
                 data.model_dump(mode="json"),
-                payment_id=data.payment_id,
+                payment_id=payment_id,
                 reason=_reason(data.reason),
                 reason_details=data.reason_details,
                 amount=data.amount,

@@ -422,6 +422,18 @@ async def record_payment_alias(
     )
 
 
+async def payment_of_alias(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> str | None:
+    """Our id for the merchant's payment that billing calls ``payment_id`` (``record_payment_alias``), if it does."""
+    found: str | None = await conn.fetchval(
+        "SELECT p.id FROM payment_aliases a JOIN payments p"
+        " ON p.provider_payment_id = a.provider_payment_id AND p.merchant_id = a.merchant_id"
+        " WHERE a.payment_id = $1 AND a.merchant_id = $2",
+        payment_id,
+        merchant_id,
+    )
+    return found
+
+
 async def is_disputed(conn: asyncpg.Connection, payment_id: str) -> bool:
     return bool(await conn.fetchval(f"SELECT {_DISPUTED}", payment_id))
 
