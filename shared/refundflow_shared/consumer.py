@@ -150,10 +150,9 @@ class _BatchCommit:
         self._consumer.seek(partition, offset)
 
 
-def _reused_error(handled_as: str) -> str:
-    """Why an event whose id was handled as another type is dead-lettered: not a redelivery, another event (a
-    producer's bug, or a forged record), which the inbox would otherwise skip as a duplicate without a word."""
-    return f"its event id was handled before as a {handled_as} event"
+def _digest(record: Record, event: Event) -> bytes:
+    """The message's digest, which the inbox keeps with its event id: a reused id is told from a redelivery by it."""
+    return inbox.message_digest(event.source, record.key, record.value)
 
 
 async def _finish(conn: asyncpg.Connection, unfinished: dict[Finish, list[Any]]) -> None:
@@ -380,18 +379,19 @@ class EventConsumer:
         conn = await self._connection()
         failed: tuple[int, Exception] | None = None
         duplicates: set[int] = set()
-        reused: dict[int, str] = {}  # events whose id was handled as another type: the type
+        reused: dict[int, str] = {}  # events whose id was handled as another event: why it is no redelivery
         try:
             async with counts_on_commit(), conn.transaction():
-                claims = await inbox.claim_many(conn, self.name, [event for _, event in events])
-                unclaimed = dict(claims.fresh)
+                digests = [_digest(record, event) for record, event in events]
+                claims = await inbox.claim_many(conn, self.name, [event for _, event in events], digests)
+                unclaimed = set(claims.fresh)
                 handled = []  # the first of each fresh event (a batch may hold one twice)
                 for index, (record, event) in enumerate(events):
-                    if unclaimed.get(event.id) == event.type.value:
-                        del unclaimed[event.id]
+                    if event.id in unclaimed and claims.is_claim_of(event, digests[index]):
+                        unclaimed.remove(event.id)
                         handled.append((index, record, event))
-                    elif (handled_as := claims.reused_as(event)) is not None:
-                        reused[index] = handled_as  # dead-lettered once this commits
+                    elif (why := claims.reuse_of(event, digests[index])) is not None:
+                        reused[index] = why  # dead-lettered once this commits
                     else:  # handled before (or earlier in this batch): skip it
                         duplicates.add(index)
                 registrations = [self._handlers[record.topic] for _, record, _ in handled]
@@ -417,10 +417,10 @@ class EventConsumer:
         finally:
             await self._pool.release(conn)
         if failed is None:
-            for index, handled_as in reused.items():
+            for index, why in reused.items():
                 record, event = events[index]
                 with bound(event):
-                    await self._give_up(record, "event_id_reused", _reused_error(handled_as), event=event)
+                    await self._give_up(record, "event_id_reused", why, event=event)
             outcomes: Counter[tuple[str, str]] = Counter()
             for index, (_, event) in enumerate(events):
                 if index in reused:
@@ -495,8 +495,9 @@ class EventConsumer:
         conn = await self._connection()
         try:
             async with counts_on_commit(), conn.transaction():
-                claims = await inbox.claim_many(conn, self.name, [event])
-                fresh, reused_as = event.id in claims.fresh, claims.reused_as(event)
+                digest = _digest(record, event)
+                claims = await inbox.claim_many(conn, self.name, [event], [digest])
+                fresh, reuse = event.id in claims.fresh, claims.reuse_of(event, digest)
                 if fresh:
                     registration = self._handlers[record.topic]
                     unfinished: dict[Finish, list[Any]] = {}
@@ -512,8 +513,8 @@ class EventConsumer:
             raise
         finally:
             await self._pool.release(conn)
-        if reused_as is not None:
-            await self._give_up(record, "event_id_reused", _reused_error(reused_as), event=event)
+        if reuse is not None:
+            await self._give_up(record, "event_id_reused", reuse, event=event)
         elif not fresh:
             log.info("event_duplicate_skipped")
             EVENTS_HANDLED.labels(self.name, event.type.value, "duplicate").inc()

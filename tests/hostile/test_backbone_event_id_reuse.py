@@ -1,8 +1,9 @@
-"""An event id reused with another event type is dead-lettered (``event_id_reused``), never taken for a duplicate.
+"""An event id reused with another event type, or with another message of its type, is dead-lettered
+(``event_id_reused``), never taken for a duplicate.
 
-The inbox keeps each id with the type it was handled as: a second event of another type under that id is not the
-same event delivered again, so skipping it silently would lose it. The consumer here handles two types, as every
-Refundflow service does; the records are written as a hostile (or buggy) producer would.
+The inbox keeps each id with the type it was handled as and a digest of its message (source, key, value): another
+event under that id is not the same event delivered again, so skipping it silently would lose it. The consumer here
+handles two types, as every Refundflow service does; the records are written as a hostile (or buggy) producer would.
 """
 
 from __future__ import annotations
@@ -196,3 +197,53 @@ async def test_an_event_id_reused_with_another_type_is_dead_lettered_when_events
     assert len(dead) == expected
     assert {d.topic for d in dead} == {dlq_topic(probe.topic(not_applied))}
     assert {dict(d.headers)["dlq_reason"] for d in dead} == {b"event_id_reused"}
+
+
+async def test_an_event_id_reused_with_another_message_of_its_type_is_dead_lettered(probe: Probe) -> None:
+    """The inbox compared only the type: another refund's event under a handled id was skipped as a duplicate."""
+    payment = f"pay_{uuid.uuid4().hex[:8]}"
+    first = requested(payment)
+    await produce(probe.settings.kafka_bootstrap_servers, [record(probe, first)])
+    await eventually(lambda: probe.handled(first), timeout=60)
+
+    other_payment = f"pay_{uuid.uuid4().hex[:8]}"
+    other = requested(other_payment, first.id)  # another payment's refund, under the first one's id and type
+    behind = requested(other_payment, n=2)
+    await produce(probe.settings.kafka_bootstrap_servers, [record(probe, other, "other-body"), record(probe, behind)])
+
+    await eventually(lambda: probe.handled(behind), timeout=60)
+    dead = (await probe.dead.wait_for([b"other-body"], timeout=30))[b"other-body"]
+    assert dead["dlq_reason"] == "event_id_reused"
+    assert "another message" in dead["dlq_error"]
+    assert await probe.effects_of(first.id) == ["refund.requested"]
+
+
+async def test_an_event_id_reused_with_another_message_in_the_same_batch_is_applied_once_and_dead_lettered_once(
+    probe: Probe,
+) -> None:
+    payment = f"pay_{uuid.uuid4().hex[:8]}"
+    event_id = uuid.uuid4()
+    one, other = requested(payment, event_id), requested(payment, event_id, n=3)  # another refund of the payment
+    behind = requested(payment, n=2)
+    records = [record(probe, one), record(probe, other, "batch-body"), record(probe, behind)]
+    await produce(probe.settings.kafka_bootstrap_servers, records)
+
+    await eventually(lambda: probe.handled(behind), timeout=60)
+    dead = (await probe.dead.wait_for([b"batch-body"], timeout=30))[b"batch-body"]
+    assert dead["dlq_reason"] == "event_id_reused"
+    assert await probe.effects_of(event_id) == ["refund.requested"]
+
+
+async def test_an_event_handled_before_digests_were_kept_is_still_taken_for_a_duplicate(probe: Probe) -> None:
+    payment = f"pay_{uuid.uuid4().hex[:8]}"
+    first = requested(payment)
+    await produce(probe.settings.kafka_bootstrap_servers, [record(probe, first)])
+    await eventually(lambda: probe.handled(first), timeout=60)
+    await probe.runtime.pool.execute("UPDATE inbox SET digest = NULL WHERE event_id = $1", first.id)
+
+    other, behind = requested(payment, first.id, n=3), requested(payment, n=2)
+    await produce(probe.settings.kafka_bootstrap_servers, [record(probe, other, "no-digest"), record(probe, behind)])
+
+    await eventually(lambda: probe.handled(behind), timeout=60)
+    await asyncio.sleep(1)  # time for a dead letter, were there one, to arrive
+    assert b"no-digest" not in probe.dead.records, "an inbox row without a digest cannot tell: taken as matching"
