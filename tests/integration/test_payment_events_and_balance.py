@@ -74,6 +74,34 @@ async def test_a_payment_from_billing_is_registered_once_however_often_it_arrive
     assert balance == [{"currency": "JPY", "paid": 1_500, "refunded": 0, "held": 0, "available": 1_500}]
 
 
+@pytest.mark.parametrize(
+    "other",
+    [{"amount": 150_000}, {"currency": "EUR"}, {"provider_payment_id": "pi_other"}],
+    ids=["amount", "currency", "provider payment"],
+)
+async def test_a_payment_from_billing_repeated_with_other_details_is_dead_lettered(
+    intake: IntakeUnderTest, other: dict[str, object]
+) -> None:
+    """It was acknowledged without a word (the first one kept), where the API answers the same 409."""
+    merchant = await intake.merchant()
+    data = billing_payment(await intake.merchant_id(merchant))
+    await intake.publish(data)
+
+    async def registered() -> bool:
+        return (await intake.client.get(f"/v1/payments/{data.payment_id}", headers=merchant)).status_code == 200
+
+    await eventually(registered, timeout=30)
+    if other.get("provider_payment_id"):
+        other = {"provider_payment_id": f"pi_{uuid.uuid4().hex}"}
+    sent = await intake.publish(data.model_copy(update=other))
+
+    dlq = dlq_topic(topic_for("payment.succeeded", intake.settings.topic_prefix))
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
+    assert "DuplicatePayment" in parked["dlq_error"] and data.payment_id in parked["dlq_error"]
+    payment = (await intake.client.get(f"/v1/payments/{data.payment_id}", headers=merchant)).json()
+    assert (payment["amount"], payment["currency"]) == (1_500, "JPY"), "the first one kept"
+
+
 async def test_a_payment_of_nothing_from_billing_is_acknowledged_not_registered(intake: IntakeUnderTest) -> None:
     """A free trial's invoice or a 100% coupon is a payment of 0: nothing on it can ever be refunded, so it is not
     registered; it was dead-lettered (the payments table holds amounts above 0), a legitimate event parked."""

@@ -15,6 +15,7 @@ from refundflow_intake.payments import consume_payment_disputed, consume_payment
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.refund_commands import refusal_codes, submit_refund
 from refundflow_intake.refund_outcomes import record_refund_outcome, record_reversal
+from refundflow_intake.repository import PaymentIdentity
 from refundflow_intake.subscription_outcomes import (
     record_cancel_failed,
     record_canceled,
@@ -51,7 +52,7 @@ def register(
 
     @consumer.handles(PaymentSucceeded, prepare=registered_among)
     async def payment_succeeded(
-        conn: asyncpg.Connection, event: Event, data: PaymentSucceeded, registered: Mapping[str, tuple[str, str]]
+        conn: asyncpg.Connection, event: Event, data: PaymentSucceeded, registered: Mapping[str, PaymentIdentity]
     ) -> None:
         if await consume_payment_succeeded(conn, data, registered):
             await awaiting.resume(conn, payment_registered(data.merchant_id, data.payment_id))

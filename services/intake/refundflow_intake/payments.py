@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import structlog
@@ -18,6 +18,7 @@ from refundflow_intake.domain import (
     check_provider_payment_id,
 )
 from refundflow_intake.merchant_accounts import merchant_exists, new_id
+from refundflow_intake.repository import PaymentIdentity, payment_identity
 from refundflow_shared.events import Event, PaymentDisputed, PaymentSucceeded, Product, SubscriptionPeriod
 
 log = structlog.get_logger(__name__)
@@ -107,7 +108,7 @@ async def register_payment(
     return owner, False
 
 
-async def registered_among(conn: asyncpg.Connection, events: list[Event]) -> Mapping[str, tuple[str, str]]:
+async def registered_among(conn: asyncpg.Connection, events: list[Event]) -> Mapping[str, PaymentIdentity]:
     """The identities of the batch's payments already registered, read at once: most are intake's own payments
     coming back (each registration is), which are then handled without another query."""
     payment_ids = [event.data.payment_id for event in events if isinstance(event.data, PaymentSucceeded)]
@@ -115,7 +116,7 @@ async def registered_among(conn: asyncpg.Connection, events: list[Event]) -> Map
 
 
 async def consume_payment_succeeded(
-    conn: asyncpg.Connection, data: PaymentSucceeded, registered: Mapping[str, tuple[str, str]]
+    conn: asyncpg.Connection, data: PaymentSucceeded, registered: Mapping[str, PaymentIdentity]
 ) -> bool:
     """A payment published by billing (or by intake itself): registered once, by its payment id. ``registered``:
     ``registered_among`` the batch, before it was handled. True when commands naming its payment id may go now
@@ -123,11 +124,14 @@ async def consume_payment_succeeded(
     if data.amount == 0:  # a free trial's invoice, a 100% coupon: nothing on it can be refunded (the API refuses it)
         log.info("payment_of_nothing_skipped", provider_payment_id=data.provider_payment_id)
         return False
-    if registered.get(data.payment_id) == (data.merchant_id, data.provider_payment_id):
+    payment = payment_row(data)
+    said = payment_identity(payment)
+    if (known := registered.get(data.payment_id)) == said:
         return False  # intake's own payment coming back, or a redelivery: nothing to do
+    if known is not None and known.merchant_id == data.merchant_id:
+        _repeated_with_other_details(data)
     if not await merchant_exists(conn, data.merchant_id):
         raise UnknownMerchant(f"no merchant {data.merchant_id}")
-    payment = payment_row(data)
     if await repository.insert_payment(conn, payment):
         return True
     owner = await repository.payment_of_provider(conn, data.provider_payment_id)
@@ -138,6 +142,8 @@ async def consume_payment_succeeded(
     same_id = await repository.get_payment(conn, data.merchant_id, data.payment_id)
     if owner is None and same_id is None:
         raise ForeignPayment(f"payment {data.payment_id} is registered to another merchant")
+    if same_id is not None and payment_identity(same_id) != said:  # registered earlier in this batch
+        _repeated_with_other_details(data)
     if owner is not None and owner["id"] != data.payment_id:
         # The merchant's provider payment, registered under another id (through the API): billing's disputes will
         # name it by billing's id, which must find it.
@@ -147,6 +153,15 @@ async def consume_payment_succeeded(
     # Intake's own payment coming back, or a redelivery.
     log.info("payment_already_registered", provider_payment_id=data.provider_payment_id)
     return False
+
+
+def _repeated_with_other_details(data: PaymentSucceeded) -> NoReturn:
+    """Billing's payment.succeeded again, saying another amount, currency or provider payment than the payment
+    registered: one of the two is wrong, and the first one stays (dead-lettered, as the API answers 409)."""
+    log.warning("payment_repeated_with_other_details", provider_payment_id=data.provider_payment_id)
+    raise DuplicatePayment(
+        f"payment {data.payment_id} is already registered with another amount, currency or provider payment"
+    )
 
 
 async def consume_payment_disputed(conn: asyncpg.Connection, data: PaymentDisputed) -> None:

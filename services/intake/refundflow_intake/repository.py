@@ -3,10 +3,10 @@ owns the transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -119,12 +119,28 @@ async def insert_payment(conn: asyncpg.Connection, payment: Row, *, events: Sequ
     return dict(row) if row else None
 
 
-async def payment_identities(conn: asyncpg.Connection, payment_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """(merchant id, provider payment id) of each of these payments that is registered, by payment id."""
-    rows = await conn.fetch(
-        "SELECT id, merchant_id, provider_payment_id FROM payments WHERE id = ANY($1::text[])", payment_ids
+class PaymentIdentity(NamedTuple):
+    """What a payment.succeeded repeated for a registered payment must say again (the API's 409 otherwise)."""
+
+    merchant_id: str
+    provider_payment_id: str
+    amount: int
+    currency: str
+
+
+def payment_identity(payment: Mapping[str, Any]) -> PaymentIdentity:
+    return PaymentIdentity(
+        payment["merchant_id"], payment["provider_payment_id"], payment["amount"], payment["currency"]
     )
-    return {row["id"]: (row["merchant_id"], row["provider_payment_id"]) for row in rows}
+
+
+async def payment_identities(conn: asyncpg.Connection, payment_ids: list[str]) -> dict[str, PaymentIdentity]:
+    """What identifies each of these payments that is registered, by payment id."""
+    rows = await conn.fetch(
+        "SELECT id, merchant_id, provider_payment_id, amount, currency FROM payments WHERE id = ANY($1::text[])",
+        payment_ids,
+    )
+    return {row["id"]: payment_identity(row) for row in rows}
 
 
 async def payment_of_provider(conn: asyncpg.Connection, provider_payment_id: str) -> Row | None:
