@@ -12,7 +12,15 @@ from pydantic.json_schema import models_json_schema
 
 from refundflow_shared.dead_letters import REASONS
 from refundflow_shared.event_contract import ServiceContract
-from refundflow_shared.events import CONTENT_TYPE, EVENT_DATA_TYPES, SPEC_VERSION, EventType, dlq_topic, topic_for
+from refundflow_shared.events import (
+    CONTENT_TYPE,
+    EVENT_DATA_TYPES,
+    SPEC_VERSION,
+    Event,
+    EventType,
+    dlq_topic,
+    topic_for,
+)
 
 VERSION = "0.1.0"
 _KAFKA_BINDING = "0.5.0"
@@ -98,18 +106,37 @@ def _key() -> dict[str, Any]:
     return {"kafka": {"key": {**_STRING, "description": text}, "bindingVersion": _KAFKA_BINDING}}
 
 
+# The envelope's bounds as the decoder holds them (``Event``): a header past them is dead-lettered.
+_ENVELOPE = Event.model_json_schema()["properties"]
+_SEQUENCE_MAX: int = _ENVELOPE["sequence"]["maximum"]
+
+
+def _bounds(field: str) -> dict[str, int]:
+    """The length bounds of the envelope's ``field``."""
+    return {key: _ENVELOPE[field][key] for key in ("minLength", "maxLength") if key in _ENVELOPE[field]}
+
+
 def cloudevents_headers(event_type: EventType) -> dict[str, Any]:
     """The ``ce_*`` headers of an event of ``event_type`` (CloudEvents binary mode)."""
     data = EVENT_DATA_TYPES[event_type]
     properties: dict[str, Any] = {
         "ce_specversion": {**_STRING, "const": SPEC_VERSION},
         "ce_id": {**_STRING, "format": "uuid", "description": "unique per event: consumers skip repeats by it"},
-        "ce_source": {**_STRING, "description": "the publishing service, refundflow/<service>"},
+        "ce_source": {**_STRING, **_bounds("source"), "description": "the publishing service, refundflow/<service>"},
         "ce_type": {**_STRING, "const": event_type.value},
         "ce_time": {**_STRING, "format": "date-time", "description": "when it happened, with a UTC offset"},
-        "ce_subject": {**_STRING, "description": "what it is about: the refund id, else the partition key"},
+        "ce_subject": {
+            **_STRING,
+            **_bounds("subject"),
+            "description": "what it is about: the refund id, else the partition key",
+        },
         "ce_dataschema": {**_STRING, "const": data.dataschema(), "description": "the payload's schema version"},
-        "ce_sequence": {**_STRING, "pattern": "^[1-9][0-9]*$", "description": "per key and source, gap-free"},
+        "ce_sequence": {
+            **_STRING,
+            "pattern": "^[1-9][0-9]*$",
+            "maxLength": len(str(_SEQUENCE_MAX)),
+            "description": f"per key and source, gap-free, at most {_SEQUENCE_MAX}",
+        },
         "ce_partitionkey": {**_STRING, "description": "the Kafka key"},
         "content-type": {**_STRING, "const": CONTENT_TYPE},
     }

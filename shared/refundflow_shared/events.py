@@ -14,13 +14,16 @@ from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from refundflow_shared.money import Currency, MinorUnits
+from refundflow_shared import money
+from refundflow_shared.money import CURRENCY_EXPONENTS, MinorUnits
 
 SPEC_VERSION: Literal["1.0"] = "1.0"
 CONTENT_TYPE = "application/json"
 
 # Every string in the contract is bounded, so that no event can outgrow the broker's message size.
 Id = Annotated[str, Field(min_length=1, max_length=255)]
+# The contract lists the codes (the AsyncAPI document's enum); the decoder takes them in small letters too.
+Currency = Annotated[money.Currency, Field(json_schema_extra={"enum": sorted(CURRENCY_EXPONENTS)})]
 Code = Annotated[str, Field(min_length=1, max_length=100)]
 Name = Annotated[str, Field(max_length=200)]
 NOTE_MAX_LENGTH = 2000  # a free text's bound: a producer quoting text it does not control cuts it to this

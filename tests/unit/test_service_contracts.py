@@ -161,6 +161,19 @@ def test_the_asyncapi_document_carries_cloudevents_headers_payload_schemas_and_d
     assert document["channels"]["refund.submit.dlq"]["address"] == "t1.refund.submit.dlq"
 
 
+def test_the_asyncapi_document_bounds_headers_and_currencies_as_the_decoder_does() -> None:
+    """The document let through what every consumer dead-letters: a 300-character source, an empty or
+    300-character subject, a sequence past 2^63 - 1, a currency that is no ISO 4217 code."""
+    document = asyncapi_document(INTAKE, PREFIX)
+    headers = document["components"]["messages"]["RefundApproved"]["headers"]["properties"]
+    assert headers["ce_source"]["maxLength"] == 200
+    assert (headers["ce_subject"]["minLength"], headers["ce_subject"]["maxLength"]) == (1, 255)
+    assert headers["ce_sequence"]["maxLength"] == len(str(2**63 - 1))
+    assert str(2**63 - 1) in headers["ce_sequence"]["description"]
+    currency = document["components"]["schemas"]["RefundApproved"]["properties"]["currency"]
+    assert "EUR" in currency["enum"] and "JPY" in currency["enum"] and "XYZ" not in currency["enum"]
+
+
 def test_the_asyncapi_page_lists_channels_and_payload_fields_and_loads_nothing_from_elsewhere() -> None:
     page = render_page(asyncapi_document(PROCESSOR, PREFIX))
     assert '<h3 id="receives-refund.approved">t1.refund.approved</h3>' in page
