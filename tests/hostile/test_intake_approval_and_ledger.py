@@ -527,18 +527,128 @@ async def test_entries_written_side_by_side_add_to_their_totals_once(intake: Int
     async def write(batch: list[ledger.Entry]) -> None:
         async with intake.db.acquire() as conn, conn.transaction():
             await ledger.record_all(conn, batch)
-            await asyncio.sleep(0.01)  # hold the totals' locks a moment, as a consumer's batch does
+            await asyncio.sleep(0.01)  # hold the transaction open a moment, as a consumer's batch does
+
+    async def fold_meanwhile() -> None:
+        for _ in range(20):
+            async with intake.db.acquire() as conn, conn.transaction():
+                await ledger.fold_totals(conn, batch=3)
+            await asyncio.sleep(0.005)
 
     batches = [entries[i::5] for i in range(5)] + [entries[i::4] for i in range(4)]  # overlapping, in one order
-    await asyncio.gather(*[write(batch) for batch in batches])
+    await asyncio.gather(fold_meanwhile(), *[write(batch) for batch in batches])
 
-    totals = await intake.db.fetch(
-        "SELECT currency, paid FROM balance_totals WHERE merchant_id = $1 ORDER BY currency", merchant_id
-    )
     summed = await intake.db.fetch(
         "SELECT currency, sum(amount) AS paid FROM balance_entries WHERE merchant_id = $1"
         " GROUP BY currency ORDER BY currency",
         merchant_id,
     )
-    assert [tuple(r) for r in totals] == [tuple(r) for r in summed]
-    assert [r["paid"] for r in totals] == [sum(m["amount"] for m in money[::2]), sum(m["amount"] for m in money[1::2])]
+    expected = [(r["currency"], r["paid"]) for r in summed]
+    assert [paid for _, paid in expected] == [
+        sum(m["amount"] for m in money[::2]),
+        sum(m["amount"] for m in money[1::2]),
+    ]
+    assert await paid_by_currency(intake, merchant_id) == expected, "the totals and the deltas not folded yet"
+    await fold_everything(intake)
+    totals = await intake.db.fetch(
+        "SELECT currency, paid FROM balance_totals WHERE merchant_id = $1 ORDER BY currency", merchant_id
+    )
+    assert [tuple(r) for r in totals] == expected, "every delta folded, once"
+    assert await paid_by_currency(intake, merchant_id) == expected
+
+
+async def paid_by_currency(intake: IntakeUnderTest, merchant_id: str) -> list[tuple[str, int]]:
+    async with intake.db.acquire() as conn:
+        return [(line["currency"], line["paid"]) for line in await ledger.balance(conn, merchant_id)]
+
+
+async def fold_everything(intake: IntakeUnderTest) -> None:
+    """Fold until no delta is left, the intake's own fold job's included (one it holds is skipped, not waited for)."""
+
+    async def none_left() -> bool:
+        async with intake.db.acquire() as conn:
+            await ledger.fold_totals(conn)
+            return not await conn.fetchval("SELECT count(*) FROM balance_total_deltas")
+
+    await eventually(none_left, timeout=10)
+
+
+async def test_two_transactions_writing_one_merchants_entries_do_not_wait_for_each_other(
+    intake: IntakeUnderTest,
+) -> None:
+    """A consumer's batch holds its transaction open after writing a merchant's entries; another writing entries of
+    the same merchant and currencies meanwhile commits without waiting for it (its lock_timeout refuses any wait)."""
+    merchant_id = await intake.merchant_id(await intake.merchant())
+    run = uuid.uuid4().hex[:8]
+
+    def paid(i: int, currency: str) -> ledger.Entry:
+        return ("payment", f"pay_open_{run}_{i}", {"merchant_id": merchant_id, "currency": currency, "amount": 100})
+
+    async with intake.db.acquire() as conn:
+        await ledger.record_all(conn, [paid(0, "EUR"), paid(1, "USD")])  # the merchant has totals before
+
+    async with intake.db.acquire() as holding, holding.transaction():
+        await ledger.record_all(holding, [paid(2, "EUR"), paid(3, "USD")])
+        async with intake.db.acquire() as other:
+            async with other.transaction():
+                await other.execute("SET LOCAL lock_timeout = '1s'")
+                await ledger.record_all(other, [paid(4, "EUR"), paid(5, "USD")])
+            assert [(line["currency"], line["paid"]) for line in await ledger.balance(other, merchant_id)] == [
+                ("EUR", 200),
+                ("USD", 200),
+            ], "the other's, committed; not the one still open"
+    assert await paid_by_currency(intake, merchant_id) == [("EUR", 300), ("USD", 300)]
+
+    async def folded_by_intakes_job() -> bool:
+        left = await intake.db.fetchval("SELECT count(*) FROM balance_total_deltas WHERE merchant_id = $1", merchant_id)
+        return bool(left == 0)
+
+    await eventually(folded_by_intakes_job, timeout=10)
+    assert await paid_by_currency(intake, merchant_id) == [("EUR", 300), ("USD", 300)]
+
+
+async def test_folds_at_once_move_every_delta_once_and_the_balance_never_counts_one_twice(
+    intake: IntakeUnderTest,
+) -> None:
+    """Two folds side by side, each holding its transaction a moment, while the balance is read over and over: each
+    delta reaches the totals once, and every read (totals and deltas in one snapshot) shows the same balance."""
+    merchant_id = await intake.merchant_id(await intake.merchant())
+    amounts = {"EUR": [100 + i for i in range(0, 60, 2)], "USD": [100 + i for i in range(1, 60, 2)]}
+    async with intake.db.acquire() as conn:
+        for currency, listed in amounts.items():
+            for i, amount in enumerate(listed):
+                money = {"merchant_id": merchant_id, "currency": currency, "amount": amount}
+                await ledger.record(conn, "payment", f"pay_fold_{uuid.uuid4().hex[:8]}_{i}", money)
+    expected = [(currency, sum(listed)) for currency, listed in amounts.items()]
+    folding = True
+    seen: list[list[tuple[str, int]]] = []
+
+    async def fold_slowly() -> None:
+        while True:
+            async with intake.db.acquire() as conn, conn.transaction():
+                moved = await ledger.fold_totals(conn, batch=4)
+                await asyncio.sleep(0.01)  # the other fold runs meanwhile, on other deltas, into the same totals
+            if not moved:
+                return
+
+    async def read_meanwhile() -> None:
+        while folding:
+            seen.append(await paid_by_currency(intake, merchant_id))
+            await asyncio.sleep(0)
+
+    reading = asyncio.create_task(read_meanwhile())
+    try:
+        await asyncio.gather(fold_slowly(), fold_slowly())
+    finally:
+        folding = False
+        await reading
+    assert len(seen) > 5 and all(s == expected for s in seen), [s for s in seen if s != expected]
+
+    await fold_everything(intake)
+    async with intake.db.acquire() as conn:
+        assert await ledger.fold_totals(conn) == 0, "nothing left to fold"
+        totals = await conn.fetch(
+            "SELECT currency, paid FROM balance_totals WHERE merchant_id = $1 ORDER BY currency", merchant_id
+        )
+    assert [tuple(r) for r in totals] == expected
+    assert await paid_by_currency(intake, merchant_id) == expected

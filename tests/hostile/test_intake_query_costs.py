@@ -114,6 +114,7 @@ async def long_history(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
     await ledger.record_all(
         conn, [ledger.payment_credit(dict(p)) for p in payments] + [("refund", r["id"], dict(r)) for r in refunds]
     )
+    await ledger.fold_totals(conn)
     for table in ("payments", "refunds", "balance_entries"):
         await conn.execute(f"VACUUM ANALYZE {table}")
     try:

@@ -166,6 +166,7 @@ async def running_intake(postgres_url: str, kafka_bootstrap: str, **overrides: A
         "consumer_retry_max_seconds": 0.5,
         "consumer_session_timeout_ms": CONSUMER_SESSION_TIMEOUT_MS,
         "review_check_interval_seconds": 0.2,
+        "balance_fold_interval_seconds": 0.2,
         "awaited_event_wait_seconds": 3.0,  # a payment or success it waits for comes within a second
         "webhook_secret_key": generate_key(),
         "refundflow_allow_private_webhook_urls": True,  # test receivers listen on 127.0.0.1

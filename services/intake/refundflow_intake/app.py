@@ -10,7 +10,7 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI, Request, Response
 
-from refundflow_intake import event_handlers, notification_settings, review_deadlines, secret_resealing
+from refundflow_intake import event_handlers, ledger, notification_settings, review_deadlines, secret_resealing
 from refundflow_intake.api.errors import install_error_handlers, unexpected_error_answer
 from refundflow_intake.api.routes import (
     api_keys,
@@ -72,6 +72,8 @@ def _wire(
     runtime.scrape_hooks.append(observe_processing_refunds)
     interval = settings.review_check_interval_seconds
     runtime.run_in_background(review_deadlines.watch(runtime.pool, clock, interval=interval), "review_deadlines")
+    fold_interval = settings.balance_fold_interval_seconds
+    runtime.run_in_background(ledger.watch(runtime.pool, interval=fold_interval), "balance_totals_fold")
 
 
 def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc_now) -> FastAPI:

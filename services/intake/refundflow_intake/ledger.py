@@ -5,16 +5,24 @@ Intake owns it because intake already holds both sides, each in the transaction 
 failed, reversed or found outside Refundflow, consumed from the processor). Payments credit it; an approved
 refund holds its amount until the provider answers, then the hold is released and, on success, the refund is
 debited for good; a reversal credits it back. A unique (kind, source) pair makes each entry happen once,
-whatever is redelivered. The statement that writes entries also adds what it wrote to the merchant's totals per
-currency (``balance_totals``), which the balance reads: summing a long history's entries took every read longer.
+whatever is redelivered. The statement that writes entries also records what it wrote per merchant and currency
+(``balance_total_deltas``, one new row each, so writers never wait for each other), which a job folds into the
+totals (``balance_totals``) every few seconds; the balance reads the totals and the deltas not folded yet:
+summing a long history's entries took every read longer.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import structlog
+
+from refundflow_shared.wakeup_loop import RECOVERABLE
+
+log = structlog.get_logger(__name__)
 
 Row = dict[str, Any]
 
@@ -58,21 +66,17 @@ def _sum_of(kinds: Sequence[str]) -> str:
 
 
 def entries_insert(entries: Sequence[Entry], *, first: int, only_if: str | None = None) -> tuple[str, list[Any]]:
-    """The parts of a WITH (``ledger``, ``ledger_totals``) that write several entries, each once only, and add
-    those written to their totals, and their arguments, numbered from ``$first``: to write them in the statement
-    of the change that makes them (``only_if``: a condition on that statement's other parts)."""
+    """The parts of a WITH (``ledger``, ``ledger_deltas``) that write several entries, each once only, and record
+    what those written add to their totals, and their arguments, numbered from ``$first``: to write them in the
+    statement of the change that makes them (``only_if``: a condition on that statement's other parts)."""
     n, where = first, f" WHERE {only_if}" if only_if else ""
-    # Totals in (merchant, currency) order: two statements that add to the same ones lock them in one order.
     return (
         "ledger AS (INSERT INTO balance_entries (merchant_id, currency, amount, kind, source_id) SELECT * FROM unnest("
         f"${n}::text[], ${n + 1}::text[], ${n + 2}::bigint[], ${n + 3}::text[], ${n + 4}::text[]){where}"
         " ON CONFLICT (kind, source_id) DO NOTHING RETURNING merchant_id, currency, amount, kind),"
-        " ledger_totals AS (INSERT INTO balance_totals (merchant_id, currency, paid, refunded, held)"
+        " ledger_deltas AS (INSERT INTO balance_total_deltas (merchant_id, currency, paid, refunded, held)"
         " SELECT merchant_id, currency, coalesce(sum(amount) FILTER (WHERE kind = 'payment'), 0),"
-        f" {_sum_of(_REFUNDED)}, {_sum_of(_HELD)} FROM ledger GROUP BY merchant_id, currency"
-        " ORDER BY merchant_id, currency"
-        " ON CONFLICT (merchant_id, currency) DO UPDATE SET paid = balance_totals.paid + excluded.paid,"
-        " refunded = balance_totals.refunded + excluded.refunded, held = balance_totals.held + excluded.held)",
+        f" {_sum_of(_REFUNDED)}, {_sum_of(_HELD)} FROM ledger GROUP BY merchant_id, currency)",
         [
             [money["merchant_id"] for _, _, money in entries],
             [money["currency"] for _, _, money in entries],
@@ -85,9 +89,45 @@ def entries_insert(entries: Sequence[Entry], *, first: int, only_if: str | None 
 
 async def balance(conn: asyncpg.Connection, merchant_id: str) -> list[Row]:
     """Per currency: paid, refunded for good, held by refunds awaiting the provider, and what is available."""
+    # One statement, one snapshot: a fold committing meanwhile is seen whole (its deltas in the totals) or not at all.
     rows = await conn.fetch(
-        "SELECT currency, paid, refunded, held, paid - refunded - held AS available"
-        " FROM balance_totals WHERE merchant_id = $1 ORDER BY currency",
+        "SELECT currency, sum(paid)::bigint AS paid, sum(refunded)::bigint AS refunded, sum(held)::bigint AS held,"
+        " sum(paid - refunded - held)::bigint AS available FROM ("
+        " SELECT currency, paid, refunded, held FROM balance_totals WHERE merchant_id = $1"
+        " UNION ALL SELECT currency, paid, refunded, held FROM balance_total_deltas WHERE merchant_id = $1"
+        ") AS parts GROUP BY currency ORDER BY currency",
         merchant_id,
     )
     return [dict(r) for r in rows]
+
+
+async def fold_totals(conn: asyncpg.Connection, *, batch: int = 1000) -> int:
+    """Move the oldest ``batch`` deltas no other fold holds into their totals, in one statement; returns how many."""
+    # Totals in (merchant, currency) order: two folds adding to the same ones lock them in one order.
+    moved: int = await conn.fetchval(
+        "WITH moved AS (DELETE FROM balance_total_deltas WHERE id IN ("
+        " SELECT id FROM balance_total_deltas ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        " RETURNING merchant_id, currency, paid, refunded, held),"
+        " folded AS (INSERT INTO balance_totals (merchant_id, currency, paid, refunded, held)"
+        " SELECT merchant_id, currency, sum(paid), sum(refunded), sum(held) FROM moved"
+        " GROUP BY merchant_id, currency ORDER BY merchant_id, currency"
+        " ON CONFLICT (merchant_id, currency) DO UPDATE SET paid = balance_totals.paid + excluded.paid,"
+        " refunded = balance_totals.refunded + excluded.refunded, held = balance_totals.held + excluded.held)"
+        " SELECT count(*) FROM moved",
+        batch,
+    )
+    return moved
+
+
+async def watch(pool: asyncpg.Pool, *, interval: float, batch: int = 1000) -> None:
+    """Fold the deltas into the totals every ``interval`` seconds (at once again while full batches come back)
+    until cancelled."""
+    while True:
+        moved = 0
+        try:
+            async with pool.acquire() as conn:
+                moved = await fold_totals(conn, batch=batch)
+        except RECOVERABLE as exc:
+            log.warning("balance_totals_fold_failed", error=repr(exc))
+        if moved < batch:
+            await asyncio.sleep(interval)

@@ -36,6 +36,9 @@ class IntakeSettings(ServiceSettings):
         " another topic brings before its final answer",
     )
     review_check_interval_seconds: float = Field(default=60.0, gt=0, description="how often overdue reviews are sought")
+    balance_fold_interval_seconds: float = Field(
+        default=5.0, gt=0, description="how often what ledger writes added is folded into the balance's totals"
+    )
     webhook_endpoints_per_merchant: int = Field(default=16, ge=1, le=1000, description="live endpoints at most")
     webhook_replay_max_days: int = Field(default=30, ge=1, le=365, description="how far back a replay may reach")
     webhook_replays_per_hour: int = Field(default=10, ge=1, description="replay calls per merchant, all replicas")
