@@ -555,3 +555,75 @@ async def test_payments_known_before_the_upgrade_are_scheduled_by_their_age(post
         "day_old": (False, False, timedelta(hours=6)),
         "month_old": (False, False, timedelta(days=7)),
     }
+
+
+# The restore runbook's statement (README, "Rebuilding a consumer after a database restore"), with the default window.
+EVERY_PAYMENT_IN_THE_WINDOW_DUE = (
+    "UPDATE payments SET next_sync_at = now() WHERE created_at > now() - make_interval(days => 365)"
+)
+
+
+async def test_a_month_old_payments_forgotten_refund_is_alerted_after_an_hour_not_a_week(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """A month-old payment is scanned a week apart: the refund a restore forgot was first seen at a scan up to a
+    week after the restore, and alerted a week after that (the runbook promised an hour); a refund of ours just made
+    was looked at a week later too. The runbook now makes every payment due; the first sight of the refund brings
+    the next scan forward to when the alert is due; an approval or its outcome brings it to the job's next run."""
+    intent = payment_intent()
+    approved = approval(intent, amount=10_000)
+    async with running_processor(
+        database_url,
+        kafka_bootstrap,
+        topic_prefix,
+        webhooks=False,
+        sync_unrecorded_refund_alert_after_seconds=3600,
+        **ONE_RUN,
+    ) as processor:
+        await registered(processor, [paid(intent, approved.payment_id, approved.merchant_id)])
+        settings = processor.settings
+        stripe_api = StripeProvider(
+            settings.stripe_api_key.get_secret_value(), settings.stripe_api_base, settings.stripe_timeout_seconds
+        )
+        try:
+            job = another_instance(processor, stripe_api)
+            await time_passes(processor, timedelta(days=30))
+            await job.scan_payments()
+
+            async def next_scan_in() -> timedelta:
+                due: timedelta = await processor.db.fetchval(
+                    "SELECT next_sync_at - now() FROM payments WHERE payment_id = $1", approved.payment_id
+                )
+                return due
+
+            assert await next_scan_in() > timedelta(days=6), "a month-old payment is scanned a week apart"
+
+            event = await processor.publish(approved)
+
+            async def succeeded() -> bool:
+                return await processor.refund_status(approved.refund_id) == "succeeded"
+
+            await eventually(succeeded, timeout=60)
+            assert await next_scan_in() <= timedelta(seconds=settings.sync_interval_seconds), "looked at soon"
+
+            await job.scan_payments()
+            assert await next_scan_in() > timedelta(days=6), "then back to its schedule"
+            await processor.restore_before(event, approved.refund_id)
+            await processor.db.execute(EVERY_PAYMENT_IN_THE_WINDOW_DUE)
+            await job.scan_payments()  # the refund is first seen, unrecorded
+            assert await next_scan_in() <= timedelta(hours=1), "scanned again when the alert is due"
+            assert await processor.staged("team_alert.raised", about=approved.refund_id) == []
+
+            async def an_hour_passes() -> None:
+                await time_passes(processor, timedelta(hours=1, minutes=1))
+                await processor.db.execute(
+                    "UPDATE unrecorded_provider_refunds SET first_seen_at = first_seen_at - interval '61 minutes'"
+                )
+
+            await an_hour_passes()
+            await job.scan_payments()
+            [alert] = await processor.staged("team_alert.raised", about=approved.refund_id)
+            assert alert["kind"] == "unrecorded_provider_refund"
+            assert await next_scan_in() > timedelta(days=6), "alerted, back to its schedule"
+        finally:
+            await stripe_api.close()

@@ -189,14 +189,30 @@ async def lock_sync_lease(conn: asyncpg.Connection, lease: SyncLease) -> bool:
 
 
 async def record_payment_synced(conn: asyncpg.Connection, lease: SyncLease, next_sync_at: datetime | None) -> None:
-    """The scan is done; the next is due at ``next_sync_at`` (None: never)."""
+    """The scan is done; the next is due at ``next_sync_at`` (None: never), or sooner if something asked for a scan
+    since it was claimed (``scan_payment_soon``)."""
     await conn.execute(
         "UPDATE payments SET last_synced_at = now(), sync_locked_until = '-infinity', sync_failures = 0,"
-        " sync_error = NULL, sync_retry_at = '-infinity', next_sync_at = $3"
+        " sync_error = NULL, sync_retry_at = '-infinity',"
+        " next_sync_at = CASE WHEN next_sync_at > $4 THEN least(next_sync_at, $3) ELSE $3 END"
         " WHERE payment_id = $1 AND sync_locked_until = $2",
         lease.payment.payment_id,
         lease.until,
         next_sync_at,
+        lease.claimed_at,
+    )
+
+
+async def scan_payment_soon(conn: asyncpg.Connection, payment_id: str, after_seconds: float = 0.0) -> None:
+    """Have the sync job scan the payment within ``after_seconds`` (at its next run, by default), whatever its
+    schedule says, even past its refund window: a refund of it just changed, or a scan must look again."""
+    await conn.execute(
+        # One due already is the scan under way (or one soon) and is moved: the scan keeps a time set after its claim.
+        "UPDATE payments SET next_sync_at = CASE WHEN next_sync_at > now()"
+        "   THEN least(next_sync_at, now() + make_interval(secs => $2)) ELSE now() + make_interval(secs => $2) END"
+        " WHERE payment_id = $1",
+        payment_id,
+        after_seconds,
     )
 
 
@@ -274,7 +290,8 @@ async def note_unrecorded_refund(
     conn: asyncpg.Connection, payment: Payment, reported: ProviderRefund, alert_after_seconds: float
 ) -> bool:
     """Remember a provider refund made for a refund id of ours we have no record of; True once, when it has
-    stayed unrecorded for ``alert_after_seconds`` (time to tell the team)."""
+    stayed unrecorded for ``alert_after_seconds`` (time to tell the team). Seen first, the payment is scanned again
+    once that time is up, whatever its schedule: only a scan raises the alert."""
     alert: bool | None = await conn.fetchval(
         "INSERT INTO unrecorded_provider_refunds (provider_refund_id, payment_id, refund_id) VALUES ($1, $2, $3)"
         " ON CONFLICT (provider_refund_id) DO UPDATE SET alerted_at = now()"
@@ -286,6 +303,8 @@ async def note_unrecorded_refund(
         reported.refund_id,
         alert_after_seconds,
     )
+    if alert is False:  # inserted: first seen now
+        await scan_payment_soon(conn, payment.payment_id, alert_after_seconds)
     return bool(alert)
 
 

@@ -79,6 +79,7 @@ async def accept_approved_refund(
     if refusal is None:
         if not await repository.insert_refund_and_first_attempt(conn, refund, approved_at):
             return False
+        await payment_repository.scan_payment_soon(conn, data.payment_id)  # what the refund makes is looked at soon
         log.info("refund_scheduled")
         return True
     failed = replace(refund, status=RefundStatus.FAILED)

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from refundflow_processor import repository
+from refundflow_processor import payment_repository, repository
 from refundflow_processor.attempts import (
     PROVIDER_UNAVAILABLE,
     AttemptState,
@@ -48,6 +48,8 @@ log = structlog.get_logger(__name__)
 
 async def apply_step(conn: asyncpg.Connection, attempt: Attempt, step: Step, *, provider: str) -> None:
     """Record what ``step`` decided about ``attempt``. The executor runs CallProvider, Reconcile, PauseCalls."""
+    if not isinstance(step, Ignore):  # the scan looks soon at what the provider now holds (a duplicate, say)
+        await payment_repository.scan_payment_soon(conn, attempt.refund.payment_id)
     match step:
         case Succeed(refund):
             await _record_success(conn, attempt, refund)
