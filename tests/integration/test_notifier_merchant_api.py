@@ -218,7 +218,7 @@ async def test_the_delivery_log_shows_attempts_and_a_delivery_or_a_period_can_be
         f"/v1/webhook-endpoints/{endpoint['id']}/replay", headers=auth, json={"since": before.isoformat()}
     )
     # Answered at once, walked by the notifier's replay job: the period's two events arrive again.
-    assert since.status_code == 202 and since.json() == {"replay": "started"}
+    assert since.status_code == 202 and since.json() == {"replay": "started", "scheduled": 0}
     await received(world, name, 6)
 
     unknown = await world.api.post(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries/999999/replay", headers=auth)
@@ -270,7 +270,8 @@ async def test_only_replays_that_schedule_something_count_against_the_hourly_rep
         unknown = await world.api.post(f"{replays}/deliveries/999999/replay", headers=auth)
         assert unknown.status_code == 404, unknown.text
         nothing = await world.api.post(f"{replays}/replay", headers=auth, json={"since": datetime.now(UTC).isoformat()})
-        assert (nothing.status_code, nothing.json()) == (202, {"replay": "nothing_to_replay"}), nothing.text
+        nothing_answer = {"replay": "nothing_to_replay", "scheduled": 0}
+        assert (nothing.status_code, nothing.json()) == (202, nothing_answer), nothing.text
 
     again = f"{replays}/deliveries/{delivery['id']}/replay"
     replayed = [await world.api.post(again, headers=auth) for _ in range(REPLAYS_PER_HOUR)]
@@ -283,6 +284,42 @@ async def test_only_replays_that_schedule_something_count_against_the_hourly_rep
     since = {"since": datetime.now(UTC).isoformat()}
     not_limited = await world.api.post(f"/v1/webhook-endpoints/{theirs['id']}/replay", headers=other, json=since)
     assert not_limited.status_code == 202, "another merchant's hour is its own"
+
+
+async def test_a_replay_since_a_time_is_answered_by_a_notifier_of_the_previous_release(world: World) -> None:
+    """The previous notifier answers a replay since a time with how many deliveries it queued (``scheduled``): intake
+    upgraded first read it as started (some) or nothing_to_replay (none), where it failed validation and answered 500.
+    Its own answer keeps ``scheduled`` beside ``replay``, so merchant scripts reading it still find it."""
+    _, auth = await new_merchant(world)
+    endpoint = (
+        await world.api.post(
+            "/v1/webhook-endpoints", headers=auth, json={"url": world.http.url("old"), "events": ["refund.succeeded"]}
+        )
+    ).json()
+    answers = [{"scheduled": 3}, {"scheduled": 0}]
+    old_notifier = FastAPI()
+
+    @old_notifier.post("/internal/v1/merchants/{merchant_id}/webhook-endpoints/{endpoint_id}/replays")
+    async def replays(merchant_id: str, endpoint_id: str) -> dict[str, int]:
+        return answers.pop(0)
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(old_notifier, host="127.0.0.1", port=port, log_config=None))
+    serving = asyncio.create_task(server.serve())
+    link = world.intake.state.notifier_link
+    try:
+        await eventually(lambda: _started(server), timeout=30)
+        world.intake.state.notifier_link = NotifierLinkSettings(notifier_url=f"http://127.0.0.1:{port}")
+        since = {"since": datetime.now(UTC).isoformat()}
+        replay = f"/v1/webhook-endpoints/{endpoint['id']}/replay"
+        some = await world.api.post(replay, headers=auth, json=since)
+        none = await world.api.post(replay, headers=auth, json=since)
+    finally:
+        world.intake.state.notifier_link = link
+        server.should_exit = True
+        await serving
+    assert (some.status_code, some.json()) == (202, {"replay": "started", "scheduled": 3}), some.text
+    assert (none.status_code, none.json()) == (202, {"replay": "nothing_to_replay", "scheduled": 0}), none.text
 
 
 async def test_the_notifier_refuses_a_since_it_cannot_serve_with_a_4xx_that_intake_passes_on(world: World) -> None:

@@ -195,6 +195,19 @@ async def counted_replay(
     return result
 
 
+def replay_since_answer(answer: Row | None) -> Row:
+    """The notifier's answer to a replay since a time, as the API gives it. The previous notifier queued the period
+    before answering and said how many (``scheduled``); this one walks it in the background and says whether it
+    ``started`` (with ``scheduled`` 0, the deliveries queued by then). None: an endpoint the notifier does not know
+    yet."""
+    if answer is None:
+        return {"replay": "nothing_to_replay", "scheduled": 0}
+    scheduled = int(answer.get("scheduled", 0))
+    if "replay" in answer:
+        return {"replay": answer["replay"], "scheduled": scheduled}
+    return {"replay": "started" if scheduled else "nothing_to_replay", "scheduled": scheduled}
+
+
 def _may_send_something(answer: Row) -> bool:
     """The notifier queued a delivery again, or started walking a period."""
     return bool(answer.get("scheduled")) or answer.get("replay") == "started"

@@ -100,7 +100,7 @@ def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIR
     async def replay(merchant_id: str, endpoint_id: str, body: ReplayRequest) -> dict[str, int | str]:
         """Deliver one delivery's event again (``scheduled``: 1, or 0 for a disabled endpoint), or every subscribed
         event since a time, at most the retention period back (``replay``: ``started``, ``already_running`` or
-        ``nothing_to_replay``): that one is only recorded here, and the replay job walks it."""
+        ``nothing_to_replay``, and ``scheduled`` 0): that one is only recorded here, and the replay job walks it."""
         async with runtime.pool.acquire() as conn, conn.transaction():
             await endpoint_of(conn, endpoint_id, merchant_id)
             if body.delivery_id is not None:
@@ -110,7 +110,9 @@ def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIR
                 return {"scheduled": scheduled}
             assert body.since is not None
             reach = timedelta(days=settings.webhook_retention_days)
-            return {"replay": await webhook_replays.request_replay(conn, endpoint_id, body.since, reach=reach)}
+            replay = await webhook_replays.request_replay(conn, endpoint_id, body.since, reach=reach)
+            # ``scheduled`` 0 (none queued yet) keeps the previous intake, which reads only it, answering.
+            return {"replay": replay, "scheduled": 0}
 
     @router.post("/merchants/{merchant_id}/email-previews")
     async def email_previews(merchant_id: str, body: PreviewRequest) -> dict[str, Any]:

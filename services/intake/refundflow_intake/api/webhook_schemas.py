@@ -72,6 +72,11 @@ class ReplayStarted(BaseModel):
         " delivery shows in the delivery log as it is queued; `already_running`: the same replay is under way, and"
         " this one adds nothing; `nothing_to_replay`: no subscribed event in the period, or the endpoint is disabled"
     )
+    scheduled: int = Field(
+        description="the deliveries queued by the time of this answer: 0 while the period is walked in the"
+        " background (the delivery log shows them as they are queued), so it does not say how many will be sent."
+        " Kept for readers of this endpoint's earlier answer, which had only this field; read `replay`"
+    )
 
 
 class DeliveryAttempt(BaseModel):

@@ -250,7 +250,7 @@ async def replay_since(
 
     async def replay() -> dict[str, Any]:
         answer = await _ask(notifier.replay(caller.merchant_id, endpoint_id, since=body.since))
-        return answer or {"replay": "nothing_to_replay"}  # an endpoint the notifier does not know yet
+        return endpoints.replay_since_answer(answer)
 
     return ReplayStarted(**await _counted_replay(db, settings, caller.merchant_id, endpoint_id, now, replay))
 
