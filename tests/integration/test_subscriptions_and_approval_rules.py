@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
+from refundflow_intake import refund_decisions
 from refundflow_shared.events import Event, SubscriptionCanceled, SubscriptionCancelFailed, SubscriptionExtended
 from tests.support.dashboard_people import Person, csrf_of, invite, merchant_with_owner
 from tests.support.intake_harness import ADMIN, Headers, IntakeUnderTest, running_intake
@@ -118,6 +120,46 @@ async def test_a_second_refund_approved_before_the_cancel_is_done_does_not_cance
     assert second_approval["subscription_action"] == "refund_only"
     assert len(await intake.staged("subscription.cancel_requested", first["id"])) == 1
     assert await intake.staged("subscription.cancel_requested", renewal["id"]) == []
+
+
+async def test_approvals_on_two_payments_of_a_subscription_take_turns_without_deadlocking(
+    intake: IntakeUnderTest,
+) -> None:
+    """A consumer batch approving refunds on the first payment then the renewal, against a person approving the
+    renewal's: each locked its payment before the subscription, so the batch (first payment, subscription, waiting
+    for the renewal) and the person (renewal, waiting for the subscription) deadlocked, one of them failing."""
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    first = await intake.subscription_payment(merchant)
+    renewal = await intake.payment(merchant, product=first["product"], subscription=first["subscription"])
+    one, two = await intake.refund(merchant, first["id"], amount=1_000), await intake.refund(merchant, renewal["id"])
+
+    async def approve(conn: asyncpg.Connection, refund_id: str) -> None:
+        await refund_decisions.approve_refund(conn, merchant_id, refund_id, actor="test", links=intake.links)
+
+    async with intake.db.acquire() as batch, intake.db.acquire() as person:
+        person_pid = person.get_server_pid()
+        async with batch.transaction():
+            await approve(batch, one["id"])
+
+            async def person_approves() -> None:
+                async with person.transaction():
+                    await approve(person, two["id"])
+
+            waiting = asyncio.create_task(person_approves())
+
+            async def person_waits() -> bool:
+                state = await intake.db.fetchval(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", person_pid
+                )
+                return bool(state == "Lock")
+
+            await eventually(person_waits)
+            await approve(batch, two["id"])
+        outcome = await asyncio.gather(waiting, return_exceptions=True)
+    assert not any(isinstance(o, asyncpg.DeadlockDetectedError) for o in outcome), outcome
+    statuses = await intake.db.fetch("SELECT status FROM refunds WHERE id = ANY($1)", [one["id"], two["id"]])
+    assert {r["status"] for r in statuses} == {"processing"}
 
 
 async def test_the_dashboard_offers_refund_only_first_when_the_subscription_has_ended(intake: IntakeUnderTest) -> None:

@@ -164,9 +164,25 @@ _PAYMENT_AND_MERCHANT_COLUMNS = (
 _PAYMENTS_AND_MERCHANTS = "payments p JOIN merchants m ON m.id = p.merchant_id"
 
 
+async def lock_subscription(conn: asyncpg.Connection, merchant_id: str, subscription_id: str) -> None:
+    """Take the subscription's lock, held to the end of the transaction (taking it again is free). Taken before any
+    of its payments' rows, always: a transaction deciding on two of its payments and one deciding on the second
+    would otherwise each hold a row the other waits for, one of them through the subscription's lock."""
+    # The lock's name is a stable hash of merchant and subscription ids (a collision only makes two take turns).
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))", SUBSCRIPTION_LOCKS, f"{merchant_id}:{subscription_id}"
+    )
+
+
 async def get_payment(conn: asyncpg.Connection, merchant_id: str, payment_id: str, *, lock: bool = False) -> Row | None:
     """The merchant's payment with its merchant's name and portal switch, or None (another merchant's payment does
-    not exist for this one)."""
+    not exist for this one). ``lock``: its row, after its subscription's lock (``lock_subscription``)."""
+    if lock:
+        subscription_id = await conn.fetchval(
+            "SELECT subscription_id FROM payments WHERE id = $1 AND merchant_id = $2", payment_id, merchant_id
+        )
+        if subscription_id is not None:  # a payment's subscription never changes, so it is read before the lock
+            await lock_subscription(conn, merchant_id, subscription_id)
     sql = (
         f"SELECT {_PAYMENT_AND_MERCHANT_COLUMNS} FROM {_PAYMENTS_AND_MERCHANTS} WHERE p.id = $1 AND p.merchant_id = $2"
         + (" FOR UPDATE OF p" if lock else "")
@@ -251,17 +267,11 @@ async def cancel_already_asked(conn: asyncpg.Connection, payment: Row, *, at_per
     cancel at the period's end that a payment of the subscription was paid after counts for nothing: the merchant
     took it back at the provider, and the subscription went on.
 
-    Takes the subscription's lock first, held to the end of the caller's transaction, which asks the cancel when
-    this says none was: the caller locked only its payment, so two requests through two payments of one
+    Holds the subscription's lock to the end of the caller's transaction, which asks the cancel when this says none
+    was (the caller took it already, locking its payment): else two requests through two payments of one
     subscription (its first and a renewal) both read none asked, and both asked. Read after the lock, in a
     statement of its own: a request it waited for is seen."""
-    # The lock's name is the subscription's, a stable hash of merchant and subscription ids (a collision only
-    # makes two subscriptions take turns).
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        SUBSCRIPTION_LOCKS,
-        f"{payment['merchant_id']}:{payment['subscription_id']}",
-    )
+    await lock_subscription(conn, payment["merchant_id"], payment["subscription_id"])
     asked: bool = await conn.fetchval(
         "SELECT coalesce(bool_or(subscription_cancel_requested_at IS NOT NULL"
         "  OR subscription_canceled_at IS NOT NULL AND subscription_access_until IS NULL"
@@ -287,6 +297,7 @@ async def record_subscription_canceled(
     """The subscription the payment paid for is cancelled (``access_until``: the period's end it runs to): for
     every payment of it, renewals too, locked in payment id order as every writer locks payments. Its payments'
     reports come on their own keys, in any order: a schedule read after a cancel now leaves it ended."""
+    await lock_subscription(conn, merchant_id, subscription_id)
     await conn.execute(
         "UPDATE payments p SET subscription_canceled_at = coalesce(p.subscription_canceled_at, now()),"
         " subscription_access_until = CASE WHEN p.subscription_canceled_at IS NOT NULL"
@@ -316,6 +327,7 @@ async def record_subscription_extended(
     extension wins, whatever order the reports come in. ``last_period``: it is set to end then (cancelled at its
     period's end), so its access recorded with that cancel lasts until the new end, for every payment of it."""
     if last_period:  # every payment of it, locked in payment id order as every writer locks payments
+        await lock_subscription(conn, merchant_id, subscription_id)
         await conn.execute(
             "UPDATE payments p SET subscription_access_until = greatest(p.subscription_access_until, $3)"
             " FROM (SELECT id FROM payments WHERE merchant_id = $1 AND subscription_id = $2"
@@ -341,7 +353,16 @@ async def lock_refund_and_payment(
 ) -> tuple[Row, Row] | None:
     """A refund and its payment (with its merchant's name and portal switch), both locked in one round trip, the
     payment first as every writer locks them; with ``merchant_id``, only if the refund is that merchant's. None if
-    there is no such refund. (Both rows are locked, so a wait for either reads both as they are once it ends.)"""
+    there is no such refund. (Both rows are locked, so a wait for either reads both as they are once it ends.) A
+    subscription's payment is locked after its subscription (``lock_subscription``)."""
+    subscription = await conn.fetchrow(
+        "SELECT p.merchant_id, p.subscription_id FROM refunds r JOIN payments p ON p.id = r.payment_id"
+        " WHERE r.id = $1 AND ($2::text IS NULL OR r.merchant_id = $2) AND p.subscription_id IS NOT NULL",
+        refund_id,
+        merchant_id,
+    )
+    if subscription is not None:  # a payment's subscription never changes, so it is read before the lock
+        await lock_subscription(conn, subscription["merchant_id"], subscription["subscription_id"])
     row = await conn.fetchrow(
         f"SELECT {_PAYMENT_AND_MERCHANT_COLUMNS}, r AS refund FROM {_PAYMENTS_AND_MERCHANTS}"
         " JOIN refunds r ON r.payment_id = p.id"
