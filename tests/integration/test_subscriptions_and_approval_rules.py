@@ -865,6 +865,26 @@ async def test_an_approval_of_another_amount_says_in_money_what_it_starts_over_w
     assert "€50.00" in (await owner.page(page)).text
 
 
+async def test_an_approval_from_before_the_upgrade_is_said_to_have_recorded_no_subscription_choice(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant, owner = await merchant_with_owner(
+        intake, policy={"second_approval_above": {"amount": 1_000, "currency": "EUR"}}
+    )
+    refund = await intake.refund(merchant, (await intake.subscription_payment(merchant))["id"])
+    page = f"/dashboard/refunds/{refund['id']}"
+    approver = await invite(intake, owner, "approver")
+    await approver.post_form(page, f"{page}/approve", {"amount": _amount_field((await approver.page(page)).text)})
+    # As intake before its migration 0850 recorded it: the amount only.
+    await intake.db.execute("UPDATE refund_approvals SET subscription_action = NULL WHERE refund_id = $1", refund["id"])
+
+    await owner.post_form(page, f"{page}/approve", {"amount": _amount_field((await owner.page(page)).text)})
+
+    timeline = (await intake.client.get(f"/v1/refunds/{refund['id']}", headers=merchant)).json()["timeline"]
+    [note] = [t["note"] for t in timeline if t["action"] == "approval_restarted"]
+    assert note.startswith("approvals from before the upgrade recorded no subscription choice; approving "), note
+
+
 async def _asked_to_cancel(intake: IntakeUnderTest, merchant: Headers, payment: dict[str, Any]) -> tuple[str, Headers]:
     """A portal request that asks to cancel the subscription too: its id, and the customer."""
     customer = await _customer_of(intake, merchant, payment["id"])

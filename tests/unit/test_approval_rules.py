@@ -148,6 +148,18 @@ def test_another_subscription_choice_starts_the_approval_over_as_another_amount_
     assert decision.approval.subscription_action is (ask.subscription_action or SubscriptionAction.REFUND_AND_CANCEL)
 
 
+def test_an_approval_from_before_subscription_choices_were_recorded_is_said_to_have_recorded_none() -> None:
+    """Approvals given before intake's migration 0850 hold no subscription choice: on a subscription's refund they
+    agree with none, and the approval starts over, said to be for that (not for a choice made otherwise)."""
+    context = replace(SUBSCRIPTION, approvals={"user:a": Approval(5_000)})
+    decision = decide_approval(context, ApprovalAsk(actor="user:b", by_person=True), TWO_APPROVERS)
+    assert isinstance(decision, AwaitAnotherApprover)
+    assert (decision.discarded, decision.other_amount, decision.choice_unrecorded) == (("user:a",), False, True)
+    chose_otherwise = replace(SUBSCRIPTION, approvals={"user:a": Approval(5_000, REFUND_ONLY)})
+    decision = decide_approval(chose_otherwise, ApprovalAsk(actor="user:b", by_person=True), TWO_APPROVERS)
+    assert isinstance(decision, AwaitAnotherApprover) and not decision.choice_unrecorded
+
+
 def test_a_disputed_payment_is_never_refunded_but_a_cancel_only_still_closes() -> None:
     disputed = replace(PENDING, disputed=True, is_subscription=True)
     with pytest.raises(PaymentIsDisputed):

@@ -106,6 +106,7 @@ class AwaitAnotherApprover:
     step: str  # e.g. approval_1_of_2, for the timeline
     discarded: tuple[str, ...]  # earlier approvers of something else: their approvals no longer count
     other_amount: bool = False  # what the discarded approved differs in amount (else in the subscription choice)
+    choice_unrecorded: bool = False  # some discarded approved before subscription choices were recorded
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Approve:
     extend_days: int | None
     discarded: tuple[str, ...]
     other_amount: bool = False
+    choice_unrecorded: bool = False
     # The completing approver's message, else the latest agreeing approver's: said once, it is not dropped.
     note_to_customer: str | None = None
 
@@ -227,6 +229,10 @@ def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPo
     approval = Approval(amount, action, ask.extend_days, ask.note_to_customer)
     discarded = tuple(actor for actor, earlier in context.approvals.items() if not earlier.agrees_with(approval))
     other_amount = any(context.approvals[actor].amount != amount for actor in discarded)
+    # Approvals given before intake's migration 0850 hold no subscription choice: what they chose is unknown.
+    choice_unrecorded = context.is_subscription and any(
+        context.approvals[actor].subscription_action is None for actor in discarded
+    )
     agreeing = [actor for actor in context.approvals if actor not in discarded]
     first_time = ask.actor not in agreeing
     approvers = len(agreeing) + first_time
@@ -244,10 +250,15 @@ def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPo
             extend_days=ask.extend_days,
             discarded=discarded,
             other_amount=other_amount,
+            choice_unrecorded=choice_unrecorded,
             note_to_customer=next((note for note in told if note is not None), None),
         )
     if not first_time and not discarded and context.approvals[ask.actor] == approval:
         return Unchanged()
     return AwaitAnotherApprover(
-        approval=approval, step=f"approval_{approvers}_of_{required}", discarded=discarded, other_amount=other_amount
+        approval=approval,
+        step=f"approval_{approvers}_of_{required}",
+        discarded=discarded,
+        other_amount=other_amount,
+        choice_unrecorded=choice_unrecorded,
     )

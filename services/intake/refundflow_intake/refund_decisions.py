@@ -202,6 +202,9 @@ def _restarted(decision: AwaitAnotherApprover | Approve, refund: Row) -> str:
     if decision.other_amount:
         return f"earlier approvals were for another amount; approving {approving} starts over"
     chose = refund_words.subscription_choice(action.value if action else None, days) or "no extension"
+    if decision.choice_unrecorded:
+        unrecorded = "approvals from before the upgrade recorded no subscription choice"
+        return f"{unrecorded}; approving {approving}, {chose}, starts over"
     return f"earlier approvals chose otherwise for the subscription; approving {approving}, {chose}, starts over"
 
 
