@@ -259,7 +259,7 @@ async def test_a_cancel_only_of_a_subscription_already_ended_says_so_and_that_no
     """The cancellation is the customer's only email of a cancel-only decision: it carries the decision's no refund,
     and says the subscription had ended (when), not that it was cancelled now."""
     now = cancel_request(f"sub_ended_{uuid.uuid4().hex[:12]}")
-    await processor.publish(now)
+    await publish_with_its_payment(processor, now)
 
     async def canceled(count: int) -> bool:
         return len(await processor.staged("subscription.canceled", about=now.subscription_id)) >= count
