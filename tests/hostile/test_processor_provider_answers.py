@@ -20,7 +20,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from refundflow_processor.payment_provider import ProviderSubscription, ProviderUnavailable
+from refundflow_processor.payment_provider import (
+    ProviderNotExecuted,
+    ProviderRefund,
+    ProviderSubscription,
+    ProviderUnavailable,
+)
 from refundflow_processor.stripe_provider import StripeProvider, refund_from_webhook
 from refundflow_sandbox.webhooks import stripe_signature
 from refundflow_shared.events import SubscriptionExtensionGranted
@@ -316,3 +321,55 @@ async def test_a_payment_of_the_other_mode_pauses_calls_as_a_refused_key_does(
         assert "provider_auth_failed" in kinds
         assert await processor.refund_status(approved.refund_id) == "processing"
         assert not await processor.staged("refund.failed", about=approved.refund_id)
+
+
+class ThrottledThenSlow(NoRefundsHere):
+    """Refunds answered, call by call: 429, then three slow timeouts, then 429 again, then made."""
+
+    name = "stripe"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def create_refund(
+        self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
+    ) -> ProviderRefund:
+        self.calls += 1
+        if self.calls in (1, 5):
+            raise ProviderNotExecuted("rate_limit: too many requests")
+        if self.calls in (2, 3, 4):
+            await asyncio.sleep(0.5)
+            raise ProviderUnavailable("read timeout")
+        return ProviderRefund("re_throttled", "succeeded", amount, currency, None, {"refund_id": refund_id})
+
+    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
+        raise ProviderUnavailable("not in this test")
+
+    async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
+        raise ProviderUnavailable("not in this test")
+
+    async def extend_subscription(
+        self, subscription_id: str, *, until: datetime, idempotency_key: str, metadata: dict[str, str]
+    ) -> ProviderSubscription:
+        raise ProviderUnavailable("not in this test")
+
+
+async def test_throttling_broken_by_calls_that_got_no_answer_is_not_told_as_one_long_deferral(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The first 429's time was kept for the attempt's life: one 429, then 1.5 s of ordinary timeouts, then one more
+    429 alerted the team that the provider had kept deferring the refund since the first (its threshold here 1 s)."""
+    provider = ThrottledThenSlow()
+    async with running_processor(
+        database_url, kafka_bootstrap, topic_prefix, provider=provider, provider_not_executed_alert_after_seconds=1.0
+    ) as processor:
+        approved = approval(payment_intent())
+        await processor.publish(approved)
+
+        async def refunded() -> bool:
+            return await processor.refund_status(approved.refund_id) == "succeeded"
+
+        await eventually(refunded, timeout=60)
+        assert provider.calls == 6
+        alerts = await processor.staged("team_alert.raised", about=approved.payment_id)
+        assert [alert["kind"] for alert in alerts if alert["kind"] == "provider_not_executing"] == []

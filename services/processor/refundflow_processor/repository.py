@@ -220,10 +220,12 @@ async def refund_in_flight(conn: asyncpg.Connection, refund_id: str, provider_re
 async def record_no_answer(
     conn: asyncpg.Connection, attempt: Attempt, delay_seconds: float, error: str, *, server_error: bool
 ) -> None:
-    """A call without a definite answer: it counts against the budget; the same key again later."""
+    """A call without a definite answer: it counts against the budget; the same key again later. It ends any run of
+    deferrals (``record_not_executed``): a later one is deferred since then, not since the first."""
     await conn.execute(
         "UPDATE refund_attempts SET tries = tries + 1, next_try_at = now() + make_interval(secs => $3),"
-        " last_error = $4, server_errors = CASE WHEN $5 THEN server_errors + 1 ELSE 0 END, "
+        " last_error = $4, server_errors = CASE WHEN $5 THEN server_errors + 1 ELSE 0 END,"
+        " not_executed_since = NULL, "
         f"{_RELEASE} WHERE refund_id = $1 AND attempt = $2",
         attempt.refund.refund_id,
         attempt.number,
