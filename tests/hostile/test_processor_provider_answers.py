@@ -33,7 +33,7 @@ from tests.support.http_servers import hostile_http_server, serving
 from tests.support.infrastructure import free_port
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import approval, payment_intent, publish_with_its_payment, running_processor
-from tests.support.subscription_providers import NoRefundsHere
+from tests.support.subscription_providers import NoRefundsHere, NoSubscriptionsHere
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -323,7 +323,7 @@ async def test_a_payment_of_the_other_mode_pauses_calls_as_a_refused_key_does(
         assert not await processor.staged("refund.failed", about=approved.refund_id)
 
 
-class ThrottledThenSlow(NoRefundsHere):
+class ThrottledThenSlow(NoRefundsHere, NoSubscriptionsHere):
     """Refunds answered, call by call: 429, then three slow timeouts, then 429 again, then made."""
 
     name = "stripe"
@@ -341,17 +341,6 @@ class ThrottledThenSlow(NoRefundsHere):
             await asyncio.sleep(0.5)
             raise ProviderUnavailable("read timeout")
         return ProviderRefund("re_throttled", "succeeded", amount, currency, None, {"refund_id": refund_id})
-
-    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
-        raise ProviderUnavailable("not in this test")
-
-    async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
-        raise ProviderUnavailable("not in this test")
-
-    async def extend_subscription(
-        self, subscription_id: str, *, until: datetime, idempotency_key: str, metadata: dict[str, str]
-    ) -> ProviderSubscription:
-        raise ProviderUnavailable("not in this test")
 
 
 async def test_throttling_broken_by_calls_that_got_no_answer_is_not_told_as_one_long_deferral(

@@ -25,7 +25,6 @@ from refundflow_processor.app import MIGRATIONS as PROCESSOR_MIGRATIONS
 from refundflow_processor.payment_provider import (
     PaymentProvider,
     ProviderRefund,
-    ProviderSubscription,
     ProviderUnavailable,
 )
 from refundflow_processor.provider_pause import ProviderPause
@@ -38,6 +37,7 @@ from tests.support.http_servers import serving
 from tests.support.infrastructure import free_port
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import ProcessorUnderTest, approval, payment_intent, running_processor
+from tests.support.subscription_providers import NoSubscriptionsHere
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -209,7 +209,7 @@ async def test_a_second_provider_refund_made_for_our_finished_refund_is_booked_a
         assert await processor.refund_status(approved.refund_id) == "succeeded"
 
 
-class SlowProvider:
+class SlowProvider(NoSubscriptionsHere):
     """Each list or read takes ``seconds``; it notes how many calls about one payment or refund overlap."""
 
     name = "stripe"
@@ -241,17 +241,6 @@ class SlowProvider:
     async def create_refund(
         self, *, payment_ref: str, amount: int, currency: str, idempotency_key: str, refund_id: str
     ) -> ProviderRefund:
-        raise ProviderUnavailable("not in this test")
-
-    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool) -> ProviderSubscription:
-        raise ProviderUnavailable("not in this test")
-
-    async def get_subscription(self, subscription_id: str) -> ProviderSubscription:
-        raise ProviderUnavailable("not in this test")
-
-    async def extend_subscription(
-        self, subscription_id: str, *, until: datetime, idempotency_key: str, metadata: dict[str, str]
-    ) -> ProviderSubscription:
         raise ProviderUnavailable("not in this test")
 
 

@@ -25,13 +25,13 @@ from refundflow_intake.app import create_app as create_intake
 from refundflow_intake.notifier_client import NotifierLinkSettings
 from refundflow_intake.settings import IntakeSettings
 from refundflow_notifier.app import create_app as create_notifier
-from refundflow_shared.events import RefundSucceeded, topic_for
+from refundflow_shared.events import topic_for
 from refundflow_shared.secret_box import SecretBox
 from tests.conftest import create_database
 from tests.support.dashboard_people import Person, accept_invite, csrf_of
 from tests.support.infrastructure import free_port
 from tests.support.kafka_reader import read_topic
-from tests.support.notifier_harness import TEST_INTERNAL_TOKEN, TEST_SECRET_KEY, EventFeed, notifier_settings
+from tests.support.notifier_harness import TEST_INTERNAL_TOKEN, TEST_SECRET_KEY, EventFeed, notifier_settings, succeeded
 from tests.support.notifier_receivers import HttpReceiver, Received, http_receiver, smtp_server
 from tests.support.probe_service import eventually
 
@@ -124,19 +124,6 @@ async def new_merchant(world: World) -> tuple[str, dict[str, str]]:
     assert response.status_code == 201, response.text
     body = response.json()
     return body["id"], {"Authorization": f"Bearer {body['api_key']}"}
-
-
-def succeeded(merchant_id: str) -> RefundSucceeded:
-    suffix = uuid.uuid4().hex[:10]
-    return RefundSucceeded(
-        merchant_id=merchant_id,
-        payment_id=f"pay_{suffix}",
-        refund_id=f"ref_{suffix}",
-        customer_email="ada@example.com",
-        amount=4999,
-        currency="EUR",
-        provider_refund_id=f"re_{suffix}",
-    )
 
 
 async def received(world: World, name: str, count: int) -> list[Received]:

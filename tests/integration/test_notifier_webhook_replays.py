@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 
 from refundflow_notifier import webhook_replays, webhook_store
-from refundflow_shared.events import Event, RefundSucceeded
-from tests.support.notifier_harness import notifier_database, notifier_settings
+from refundflow_shared.events import Event
+from tests.support.notifier_harness import notifier_database, notifier_settings, succeeded
 from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -41,19 +41,6 @@ async def endpoint_with_sent_events(pool: asyncpg.Pool, count: int) -> tuple[str
         await webhook_store.queue_events(conn, [(event, None) for event in sent], max_endpoints=5)
     await pool.execute("UPDATE webhook_deliveries SET status = 'succeeded', finished_at = now()")
     return endpoint_id, sent
-
-
-def succeeded(merchant_id: str) -> RefundSucceeded:
-    suffix = uuid.uuid4().hex[:10]
-    return RefundSucceeded(
-        merchant_id=merchant_id,
-        payment_id=f"pay_{suffix}",
-        refund_id=f"ref_{suffix}",
-        customer_email="ada@example.com",
-        amount=4999,
-        currency="EUR",
-        provider_refund_id=f"re_{suffix}",
-    )
 
 
 async def ask(pool: asyncpg.Pool, endpoint_id: str, since: datetime) -> str:

@@ -20,7 +20,6 @@ from refundflow_shared.events import (
     Event,
     PaymentRefunded,
     RefundRequested,
-    RefundSucceeded,
     SubscriptionCancelFailed,
     SubscriptionExtensionFailed,
     WebhookEndpointConfigured,
@@ -38,6 +37,7 @@ from tests.support.notifier_harness import (
     notifier_database,
     notifier_settings,
     running_notifier,
+    succeeded,
 )
 from tests.support.notifier_receivers import HttpReceiver, Received, http_receiver, smtp_server
 from tests.support.probe_service import eventually
@@ -62,19 +62,6 @@ async def world(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[World]
 
 def merchant() -> str:
     return f"mer_{uuid.uuid4().hex[:10]}"
-
-
-def succeeded(merchant_id: str, amount: int = 4999) -> RefundSucceeded:
-    suffix = uuid.uuid4().hex[:10]
-    return RefundSucceeded(
-        merchant_id=merchant_id,
-        payment_id=f"pay_{suffix}",
-        refund_id=f"ref_{suffix}",
-        customer_email="ada@example.com",
-        amount=amount,
-        currency="EUR",
-        provider_refund_id=f"re_{suffix}",
-    )
 
 
 async def received(world: World, name: str, count: int, timeout: float = 60) -> list[Received]:

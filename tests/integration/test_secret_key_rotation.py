@@ -22,13 +22,12 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from refundflow_intake.app import create_app as create_intake
 from refundflow_intake.settings import IntakeSettings
-from refundflow_shared.events import RefundSucceeded
 from refundflow_shared.secret_box import SecretBox, UnknownKeyId, generate_key
 from tests.cli.cli_worker import CliWorker
 from tests.cli.refundflow_stack import CliResult
 from tests.conftest import create_database
 from tests.support.infrastructure import free_port
-from tests.support.notifier_harness import EventFeed, notifier_settings, running_notifier
+from tests.support.notifier_harness import EventFeed, notifier_settings, running_notifier, succeeded
 from tests.support.notifier_receivers import HttpReceiver, http_receiver, smtp_server
 from tests.support.probe_service import eventually
 
@@ -96,19 +95,6 @@ def cli() -> Iterator[CliWorker]:
 async def secret_keys(cli: CliWorker, world: World, *args: str) -> CliResult:
     env = {"DATABASE_URL": world.database_url, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
     return CliResult(*await cli.invoke(["secret-keys", "--json", *args], env))
-
-
-def succeeded(merchant_id: str) -> RefundSucceeded:
-    suffix = uuid.uuid4().hex[:10]
-    return RefundSucceeded(
-        merchant_id=merchant_id,
-        payment_id=f"pay_{suffix}",
-        refund_id=f"ref_{suffix}",
-        customer_email="ada@example.com",
-        amount=4999,
-        currency="EUR",
-        provider_refund_id=f"re_{suffix}",
-    )
 
 
 async def endpoint_to(stack: Stack, auth: dict[str, str], url: str) -> dict[str, Any]:

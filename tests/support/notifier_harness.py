@@ -17,6 +17,7 @@ from refundflow_shared.events import (
     Event,
     EventData,
     NotificationSettingsConfigured,
+    RefundSucceeded,
     WebhookEndpointConfigured,
     topic_for,
 )
@@ -166,3 +167,17 @@ async def configure_endpoint(
 
     await eventually(stored, timeout=60)
     return endpoint_id
+
+
+def succeeded(merchant_id: str, amount: int = 4999) -> RefundSucceeded:
+    """A refund of one of the merchant's payments that succeeded: a new payment and refund each time."""
+    suffix = uuid.uuid4().hex[:10]
+    return RefundSucceeded(
+        merchant_id=merchant_id,
+        payment_id=f"pay_{suffix}",
+        refund_id=f"ref_{suffix}",
+        customer_email="ada@example.com",
+        amount=amount,
+        currency="EUR",
+        provider_refund_id=f"re_{suffix}",
+    )
