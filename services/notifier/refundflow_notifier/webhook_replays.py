@@ -28,11 +28,14 @@ WALKS_AT_ONCE = 2
 
 ReplayAnswer = Literal["started", "already_running", "nothing_to_replay"]
 
-_REQUEST = """
-WITH endpoint AS (
-    -- Under the lock a disable waits for (webhook_store._stop_queuing_to): a disabled endpoint gets no replay.
+# The endpoint ($1), if enabled, under the lock a disable waits for (webhook_store._stop_queuing_to): a disabled
+# endpoint gets no replay, and a walk ends when its endpoint is disabled.
+_ENABLED_ENDPOINT = """endpoint AS (
     SELECT id, merchant_id, event_types FROM webhook_endpoints WHERE id = $1 AND enabled AND NOT deleted FOR KEY SHARE
-), something AS (
+)"""
+
+_REQUEST = f"""
+WITH {_ENABLED_ENDPOINT}, something AS (
     SELECT 1 FROM endpoint e WHERE EXISTS (
         SELECT 1 FROM webhook_events ev
         WHERE ev.merchant_id = e.merchant_id AND ev.event_type = ANY(e.event_types)
@@ -78,11 +81,8 @@ async def claim(pool: asyncpg.Pool, limit: int, busy: list[int], *, lease_second
     return [r["id"] for r in rows]
 
 
-_BATCH = """
-WITH endpoint AS (
-    -- Under the lock a disable waits for (webhook_store._stop_queuing_to), as request_replay reads it.
-    SELECT id, merchant_id, event_types FROM webhook_endpoints WHERE id = $1 AND enabled AND NOT deleted FOR KEY SHARE
-), batch AS (
+_BATCH = f"""
+WITH {_ENABLED_ENDPOINT}, batch AS (
     SELECT ev.event_id, ev.occurred_at, e.merchant_id
     FROM endpoint e
     JOIN webhook_events ev ON ev.merchant_id = e.merchant_id AND ev.event_type = ANY(e.event_types)
