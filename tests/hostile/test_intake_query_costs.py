@@ -26,6 +26,7 @@ PAYMENTS = 40_000
 # is several thousand.
 PAGE_BLOCKS = 600
 FEW_ROWS_BLOCKS = 120  # a page of the three pending requests, or of their payments
+TEN_ROWS_BLOCKS = 250  # a page of ten payments found by a search (the merchant's every payment was about 1,500)
 
 
 class CountingBlocks:
@@ -38,6 +39,7 @@ class CountingBlocks:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self.blocks: list[int] = []
+        self.plans: list[dict[str, Any]] = []  # the last run's, each statement's
         self._plans: list[dict[str, Any]] = []
 
     @property
@@ -68,6 +70,7 @@ class CountingBlocks:
             self._plans.clear()
             answer = await getattr(self.conn, method)(sql, *args)
         [top] = self._plans
+        self.plans.append(top)
         self.blocks.append(top["Shared Hit Blocks"] + top["Shared Read Blocks"])
         return answer
 
@@ -81,6 +84,12 @@ class CountingBlocks:
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         return await self._run("fetchval", sql, args)
+
+
+def indexes_read(plan: dict[str, Any]) -> set[str]:
+    """The indexes a plan (as ``CountingBlocks`` keeps it) reads, in any of its nodes."""
+    here = {plan["Index Name"]} if "Index Name" in plan else set()
+    return here.union(*(indexes_read(child) for child in plan.get("Plans", [])))
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +165,22 @@ async def test_payments_with_open_requests_are_found_from_the_requests(
     )
     assert {r["id"] for r in listed} == {"pay_30004", "pay_20004", "pay_1004"}
     assert counting.blocks[1] < FEW_ROWS_BLOCKS, counting.blocks
+
+
+async def test_a_search_by_customer_email_reads_the_payments_it_finds(
+    long_history: asyncpg.Connection, counting: CountingBlocks
+) -> None:
+    """Ten of the merchant's 36,000 addresses start so: the search walked them all, newest first, looking for 21.
+    The test databases' collation is the server's locale (C.UTF-8 here), in which, as in en_US.UTF-8, only a
+    text_pattern_ops index serves a LIKE prefix."""
+    rows, has_more = await queries.payments_page(
+        counting.connection, MERCHANT, page=1, with_requests=False, search="C1234"
+    )
+    assert [r["id"] for r in rows] == [f"pay_1234{n}" for n in range(9, 0, -1)] + ["pay_1234"]  # pay_12340: other's
+    assert not has_more
+    collation = await long_history.fetchval("SELECT datcollate FROM pg_database WHERE datname = current_database()")
+    assert "payments_by_merchant_email" in indexes_read(counting.plans[0]), (collation, counting.blocks)
+    assert counting.blocks[0] < TEN_ROWS_BLOCKS, counting.blocks
 
 
 async def test_the_pending_badge_counts_only_the_pending(

@@ -24,6 +24,7 @@ async def payments_page(
         conditions.append("EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending')")
     if search:
         args.append(search.strip())
+        # Wildcards escaped: the typed text is the address's start, read from payments_by_merchant_email (0890).
         args.append(search.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
         conditions.append(f"(p.id = ${len(args) - 1} OR lower(p.customer_email) LIKE ${len(args)})")
     rows = await conn.fetch(
