@@ -140,7 +140,10 @@ class PaymentSucceeded(_Priced):
     event_type = EventType.PAYMENT_SUCCEEDED
 
     customer_email: EmailAddress
-    provider_payment_id: Id
+    provider_payment_id: Id = Field(
+        description="a Stripe payment intent (pi_...) or charge (ch_..., py_...), the only payments a refund can name;"
+        " consumers dead-letter another (UnsupportedProviderPayment) unless the amount is 0"
+    )
     paid_at: PaidAt
     product: Product
     customer_name: Name | None = None

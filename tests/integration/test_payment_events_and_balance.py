@@ -102,6 +102,23 @@ async def test_a_payment_from_billing_repeated_with_other_details_is_dead_letter
     assert (payment["amount"], payment["currency"]) == (1_500, "JPY"), "the first one kept"
 
 
+async def test_a_payment_from_billing_whose_provider_payment_no_refund_can_name_is_dead_lettered(
+    intake: IntakeUnderTest,
+) -> None:
+    """An invoice's id, say: it was registered, and every refund of it failed at Stripe after its approval, where
+    the API answers the same registration 422 provider_payment_id_unsupported."""
+    merchant = await intake.merchant()
+    data = billing_payment(await intake.merchant_id(merchant)).model_copy(update={"provider_payment_id": "in_1Qx"})
+    sent = await intake.publish(data)
+
+    dlq = dlq_topic(topic_for("payment.succeeded", intake.settings.topic_prefix))
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
+    assert parked["dlq_reason"] == "handler_error"
+    assert parked["dlq_error"].startswith("UnsupportedProviderPayment: provider_payment_id 'in_1Qx' is neither")
+    assert (await intake.client.get(f"/v1/payments/{data.payment_id}", headers=merchant)).status_code == 404
+    assert await intake.db.fetchval("SELECT count(*) FROM payments WHERE provider_payment_id = 'in_1Qx'") == 0
+
+
 async def test_a_payment_of_nothing_from_billing_is_acknowledged_not_registered(intake: IntakeUnderTest) -> None:
     """A free trial's invoice or a 100% coupon is a payment of 0: nothing on it can ever be refunded, so it is not
     registered; it was dead-lettered (the payments table holds amounts above 0), a legitimate event parked."""

@@ -14,9 +14,17 @@ import stripe
 
 from refundflow_sandbox.app import create_app as create_sandbox
 from refundflow_sandbox.settings import SandboxSettings
-from refundflow_shared.events import Event, PaymentSucceeded, Product, SubscriptionCancelRequested
+from refundflow_shared.events import (
+    Event,
+    PaymentSucceeded,
+    Product,
+    SubscriptionCancelRequested,
+    dlq_topic,
+    topic_for,
+)
 from tests.conftest import create_database
 from tests.support.http_servers import serving
+from tests.support.kafka_reader import dead_letter_of
 from tests.support.probe_service import eventually
 from tests.support.processor_harness import (
     PATIENT_CLIENT,
@@ -26,6 +34,7 @@ from tests.support.processor_harness import (
     payment_intent,
     publish_with_its_payment,
     running_processor,
+    subscription_paid,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -246,6 +255,23 @@ async def test_a_payment_of_nothing_is_acknowledged_not_remembered(processor: Pr
 
     await eventually(handled, timeout=30)
     assert await processor.db.fetchval("SELECT count(*) FROM payments WHERE payment_id = $1", free.payment_id) == 0
+
+
+async def test_a_payment_whose_provider_payment_no_refund_can_name_is_dead_lettered_not_scanned(
+    processor: ProcessorUnderTest,
+) -> None:
+    """An invoice's id, say: it was remembered, and the sync job's every scan of it failed at Stripe."""
+    paid = subscription_paid("mer_test", f"pay_{uuid.uuid4().hex[:12]}", "sub_invoiced")
+    paid = paid.model_copy(update={"provider_payment_id": "in_1Qx"})
+    sent = await processor.publish(paid)
+
+    dlq = dlq_topic(topic_for("payment.succeeded", processor.settings.topic_prefix))
+    parked = await dead_letter_of(processor.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
+    assert parked["dlq_reason"] == "handler_error"
+    assert parked["dlq_error"].startswith("UnsupportedProviderPayment: provider_payment_id 'in_1Qx' is neither")
+    for table in ("payments", "payment_subscriptions"):
+        remembered = await processor.db.fetchval(f"SELECT count(*) FROM {table} WHERE payment_id = $1", paid.payment_id)
+        assert remembered == 0, table
 
 
 async def _scanned_again(processor: ProcessorUnderTest, payment_id: str) -> bool:

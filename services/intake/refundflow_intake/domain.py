@@ -117,11 +117,11 @@ class UnsupportedProviderPayment(DomainError):
 
 
 def check_provider_payment_id(provider_payment_id: str) -> None:
-    if not stripe_ids.refundable_at_stripe(provider_payment_id):
-        raise UnsupportedProviderPayment(
-            f"provider_payment_id {provider_payment_id!r} is neither a payment intent (pi_...) nor a charge"
-            " (ch_..., py_...)"
-        )
+    """The registration's and billing's payment.succeeded's rule, which the processor applies too."""
+    try:
+        stripe_ids.check_refundable_at_stripe(provider_payment_id)
+    except stripe_ids.UnsupportedProviderPayment as exc:
+        raise UnsupportedProviderPayment(str(exc)) from None
 
 
 class ProviderPaymentTaken(DomainError):

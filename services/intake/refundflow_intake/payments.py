@@ -124,6 +124,7 @@ async def consume_payment_succeeded(
     if data.amount == 0:  # a free trial's invoice, a 100% coupon: nothing on it can be refunded (the API refuses it)
         log.info("payment_of_nothing_skipped", provider_payment_id=data.provider_payment_id)
         return False
+    check_provider_payment_id(data.provider_payment_id)  # dead-lettered, as the API answers it 422
     payment = payment_row(data)
     said = payment_identity(payment)
     if (known := registered.get(data.payment_id)) == said:

@@ -20,6 +20,7 @@ from refundflow_shared.events import (
     SubscriptionExtensionGranted,
     customer_fields,
 )
+from refundflow_shared.stripe_ids import check_refundable_at_stripe
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +42,8 @@ async def remember_paid(conn: asyncpg.Connection, data: PaymentSucceeded, locked
     if data.amount == 0:  # a free trial's invoice, a 100% coupon: nothing on it can be refunded, or scanned for
         log.info("payment_of_nothing_skipped", provider_payment_id=data.provider_payment_id)
         return
+    # Dead-lettered, nothing of it kept, as intake does: its every refund and sync scan would fail at Stripe.
+    check_refundable_at_stripe(data.provider_payment_id)
     locked.pop(data.payment_id, None)  # it may change now: the batch's next events read it again
     payment = Payment(data.payment_id, data.merchant_id, data.provider_payment_id, data.amount, data.currency)
     if await payment_repository.remember_payment(conn, payment, trusted=True) is PaymentClaim.CONFLICT:
