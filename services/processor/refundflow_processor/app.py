@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import structlog
 from fastapi import FastAPI
 
 from refundflow_processor import event_handlers
@@ -24,6 +25,8 @@ from refundflow_shared.http_service import service_app
 from refundflow_shared.service_runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+log = structlog.get_logger(__name__)
 
 
 def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = None) -> FastAPI:
@@ -51,6 +54,14 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             async with run_runtime(app):
+                if settings.stripe_webhook_secret is None and not settings.stripe_sandbox:
+                    # Each webhook is then answered 503: a pending refund finishes only when the sync job polls it.
+                    log.warning(
+                        "stripe_webhooks_not_configured",
+                        hint="set STRIPE_WEBHOOK_SECRET to the signing secret of a Stripe webhook endpoint at"
+                        " POST /v1/provider-webhooks/stripe; until then pending refunds wait for the sync job"
+                        " (SYNC_PENDING_AFTER_SECONDS)",
+                    )
                 yield
         finally:  # after the jobs that call the provider have stopped
             if stripe_provider is not None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from refundflow_processor.attempts import AttemptPolicy
 from refundflow_processor.payment_provider import ProviderUnavailable
@@ -14,14 +17,48 @@ from refundflow_processor.stripe_provider import InvalidWebhook, refund_from_web
 
 log = structlog.get_logger(__name__)
 
+# What the route may answer besides 200, by status: the codes an operator reads in Stripe's delivery log.
+_REFUSALS = {
+    400: ("invalid_webhook_signature", "malformed_webhook"),
+    409: ("refund_in_flight",),
+    503: ("webhooks_not_configured",),
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable: what went wrong")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def _documented_refusals() -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` naming every error code the route answers, grouped by status (as intake's API)."""
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": "error codes: " + ", ".join(f"`{code}`" for code in codes),
+            "content": {"application/json": {"example": {"error": {"code": codes[0], "message": "why, in words"}}}},
+        }
+        for status, codes in _REFUSALS.items()
+    }
+
 
 def provider_webhook_router(settings: ProcessorSettings) -> APIRouter:
     router = APIRouter(tags=["provider webhooks"])
     policy = AttemptPolicy.from_settings(settings)
 
-    @router.post("/v1/provider-webhooks/stripe")
+    @router.post("/v1/provider-webhooks/stripe", responses=_documented_refusals())
     async def stripe_webhook(request: Request) -> JSONResponse:
-        """Stripe's refund.updated / refund.failed / charge.refund.updated, verified with the endpoint's secret."""
+        """Stripe's refund.updated / refund.failed / charge.refund.updated, verified with the endpoint's secret
+        (STRIPE_WEBHOOK_SECRET): a Stripe webhook endpoint subscribed to these three event types points here.
+
+        400 `invalid_webhook_signature` (the Stripe-Signature does not verify), 400 `malformed_webhook` (signed, but
+        its refund cannot be read), 409 `refund_in_flight` (our refund whose call is still unanswered: Stripe
+        delivers it again), 503 `webhooks_not_configured` (STRIPE_WEBHOOK_SECRET unset: pending refunds are then
+        finished by the sync job only)."""
         if settings.stripe_webhook_secret is None:
             return _error(503, "webhooks_not_configured", "STRIPE_WEBHOOK_SECRET is not set")
         try:
