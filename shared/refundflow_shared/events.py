@@ -487,6 +487,41 @@ class SubmittedProration(BaseModel):
     period_days: int | None = Field(default=None, gt=0, le=3660)
 
 
+class RefundReason(StrEnum):
+    """Why a refund is asked for: the API's, the portal's and ``refund.submit``'s reasons (intake's one list)."""
+
+    PRODUCT_NOT_AS_DESCRIBED = "product_not_as_described"
+    TECHNICAL_ISSUE = "technical_issue"
+    SERVICE_DISRUPTION = "service_disruption"
+    DUPLICATE = "duplicate"
+    FRAUDULENT = "fraudulent"
+    UNEXPECTED_RENEWAL = "unexpected_renewal"
+    REQUESTED_BY_CUSTOMER = "requested_by_customer"
+    OTHER = "other"
+
+
+# The codes intake answers a refund.submit with in refund.submit_rejected, and what the sender does about each (any
+# refusal is final: a command is never taken up again by itself). intake's tests keep each a code it refuses with.
+FIX_AND_RESEND = "fix the command and send it again"
+REFUND_SUBMIT_REFUSALS: dict[str, str] = {
+    "invalid_reason": FIX_AND_RESEND,
+    "reason_details_required": FIX_AND_RESEND,
+    "invalid_text": FIX_AND_RESEND,
+    "invalid_amount": FIX_AND_RESEND,
+    "invalid_proration": FIX_AND_RESEND,
+    "currency_mismatch": FIX_AND_RESEND,
+    "amount_not_representable": FIX_AND_RESEND,
+    "merchant_not_found": FIX_AND_RESEND,
+    "payment_not_found": FIX_AND_RESEND + " (or once billing's payment.succeeded for it is sent)",
+    "idempotency_key_reused": FIX_AND_RESEND + " under a new idempotency_key (the key named another request)",
+    "refund_exceeds_refundable": "the payment's state: nothing (or less) is left to refund",
+    "open_request_exists": "the payment's state: resend once its open request is decided",
+    "payment_disputed": "the payment's state: refunds are blocked while it is disputed",
+    "provider_payment_conflict": "the payment's state: its provider payment is another merchant's too (the platform's"
+    " to settle)",
+}
+
+
 class RefundSubmit(PaymentEventData):
     """A command from another platform service: ask for a refund as ``POST /v1/refunds`` would.
 
@@ -497,7 +532,11 @@ class RefundSubmit(PaymentEventData):
     event_type = EventType.REFUND_SUBMIT
 
     idempotency_key: str = Field(min_length=1, max_length=255)
-    reason: Code
+    # Any string is read (and refused as invalid_reason by intake, answered); the document lists those it takes.
+    reason: Code = Field(
+        description="one of intake's refund reasons; another is refused, refund.submit_rejected invalid_reason",
+        json_schema_extra={"enum": [reason.value for reason in RefundReason]},
+    )
     reason_details: Note | None = None
     amount: MinorUnits | None = None
     currency: Currency | None = None
@@ -511,7 +550,12 @@ class RefundSubmitRejected(PaymentEventData):
     event_type = EventType.REFUND_SUBMIT_REJECTED
 
     idempotency_key: Id
-    code: Code
+    code: Code = Field(
+        description="why, a stable code: "
+        + "; ".join(f"`{code}`: {what}" for code, what in REFUND_SUBMIT_REFUSALS.items())
+        + "; else another of intake's error codes, as its API answers them",
+        json_schema_extra={"examples": list(REFUND_SUBMIT_REFUSALS)},
+    )
     message: Note
 
 

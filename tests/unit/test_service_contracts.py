@@ -15,6 +15,8 @@ from faststream.kafka import KafkaBroker
 from refundflow_cli.topic_names import CONSUMES
 from refundflow_intake import event_handlers as intake_handlers
 from refundflow_intake.awaited_events import AwaitingEvents
+from refundflow_intake.domain import RefundReason
+from refundflow_intake.refund_commands import refusal_codes
 from refundflow_notifier import event_handlers as notifier_handlers
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_processor import event_handlers as processor_handlers
@@ -22,7 +24,15 @@ from refundflow_shared.asyncapi import asyncapi_document
 from refundflow_shared.asyncapi_page import render_page
 from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.event_contract import CONTRACTS, INTAKE, NOTIFIER, PROCESSOR, ContractBroken
-from refundflow_shared.events import Event, EventType, RefundApproved, TeamAlertRaised, dlq_topic, topic_for
+from refundflow_shared.events import (
+    Event,
+    EventType,
+    RefundApproved,
+    RefundSubmit,
+    TeamAlertRaised,
+    dlq_topic,
+    topic_for,
+)
 from refundflow_shared.outbox import add_event
 from refundflow_shared.settings import ServiceSettings
 
@@ -172,6 +182,31 @@ def test_the_asyncapi_document_bounds_headers_and_currencies_as_the_decoder_does
     assert str(2**63 - 1) in headers["ce_sequence"]["description"]
     currency = document["components"]["schemas"]["RefundApproved"]["properties"]["currency"]
     assert "EUR" in currency["enum"] and "JPY" in currency["enum"] and "XYZ" not in currency["enum"]
+
+
+def test_the_asyncapi_document_lists_the_reasons_a_refund_submit_may_give_and_the_codes_it_is_refused_with() -> None:
+    """It said any string of 1 to 100 characters was a reason, though intake refuses all but its own reasons
+    (invalid_reason), and gave no refusal code at all."""
+    schemas = asyncapi_document(INTAKE, PREFIX)["components"]["schemas"]
+    assert schemas["RefundSubmit"]["properties"]["reason"]["enum"] == [reason.value for reason in RefundReason]
+    code = schemas["RefundSubmitRejected"]["properties"]["code"]
+    listed = set(code["examples"])
+    assert {"invalid_reason", "payment_not_found", "refund_exceeds_refundable", "payment_disputed"} <= listed
+    assert listed <= refusal_codes(), "each is a code intake refuses a command with"
+    assert all(f"`{refusal}`" in code["description"] for refusal in listed)
+    # The message still takes another reason, so that intake can answer it (invalid_reason) rather than park it.
+    assert (
+        RefundSubmit.model_validate(
+            {
+                "payment_id": "pay_1",
+                "merchant_id": "mer_1",
+                "idempotency_key": "k",
+                "reason": "bored",
+                "submitted_by": "b",
+            }
+        ).reason
+        == "bored"
+    )
 
 
 def test_the_asyncapi_page_lists_channels_and_payload_fields_and_loads_nothing_from_elsewhere() -> None:

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from refundflow_shared import stripe_amounts, stripe_ids
+from refundflow_shared.events import RefundReason as RefundReason  # the contract's: refund.submit gives one too
 
 
 class RefundStatus(StrEnum):
@@ -238,17 +239,6 @@ class OutboundUrlNotAllowed(DomainError):
     """A webhook or Slack URL we would never call: not http(s), or not a public address."""
 
     code = "url_not_allowed"
-
-
-class RefundReason(StrEnum):
-    PRODUCT_NOT_AS_DESCRIBED = "product_not_as_described"
-    TECHNICAL_ISSUE = "technical_issue"
-    SERVICE_DISRUPTION = "service_disruption"
-    DUPLICATE = "duplicate"
-    FRAUDULENT = "fraudulent"
-    UNEXPECTED_RENEWAL = "unexpected_renewal"
-    REQUESTED_BY_CUSTOMER = "requested_by_customer"
-    OTHER = "other"
 
 
 class Channel(StrEnum):
