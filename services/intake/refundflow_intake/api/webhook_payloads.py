@@ -23,7 +23,10 @@ DELIVERY = (
     " `<webhook-id>.<webhook-timestamp>.<body>` under the endpoint's `whsec_` secret. Any 2xx answer acknowledges it"
     " (its body is not read past 64 KiB). Deliveries may arrive out of order: `sequence` orders one payment's events"
     " from one `source`; across sources, order by the refund's status (requested, approved or rejected, succeeded or"
-    " failed, reversed), then `time`."
+    " failed, reversed), then `time`. Another answer, or none within 15 s, is tried again: at once, then after 5 s,"
+    " 5 min, 30 min, 2 h, 5 h, 10 h and 10 h; an event whose last try failed has failed. An endpoint that answers"
+    " 410, or fails 5 events in a row (the notifier's `WEBHOOK_DISABLE_AFTER_FAILED_EVENTS`), is disabled"
+    " (`enabled: false`, with its `disabled_reason`) until it is enabled again."
 )
 
 

@@ -31,8 +31,9 @@ class EndpointOut(BaseModel):
     events: list[str]
     enabled: bool
     disabled_reason: str | None = Field(
-        description="why Refundflow disabled it (it answered 410, or N events in a row failed); null when enabled,"
-        " or disabled by the merchant. Enabling it again (PATCH enabled: true) clears it"
+        description="why Refundflow disabled it (it answered 410, or 5 events in a row failed:"
+        " WEBHOOK_DISABLE_AFTER_FAILED_EVENTS); null when enabled, or disabled by the merchant. Enabling it again"
+        " (PATCH enabled: true) clears it"
     )
     created_at: datetime
     updated_at: datetime
@@ -104,7 +105,10 @@ class Delivery(BaseModel):
 
 
 class DeliveryState(BaseModel):
-    enabled: bool = Field(description="false once Refundflow disabled the endpoint (410, or N failed events)")
+    enabled: bool = Field(
+        description="false once Refundflow disabled the endpoint (410, or 5 failed events in a row:"
+        " WEBHOOK_DISABLE_AFTER_FAILED_EVENTS)"
+    )
     disabled_reason: str | None
     consecutive_failures: int
 
