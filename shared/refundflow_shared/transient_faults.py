@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncpg
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, NodeNotReadyError
 
-# SQLSTATE classes of a database that is away or overloaded (PostgreSQL, Appendix A):
-# 08 connection exception, 53 insufficient resources (too many connections, disk full, out of memory),
-# 57 operator intervention (admin/crash shutdown, query canceled, cannot connect now),
-# 40 transaction rollback (serialization failure, deadlock: the same work succeeds when run again).
-_WAIT_CLASSES = frozenset({"08", "53", "57", "40"})
-# A demoted primary refuses writes until the failover completes; a lock wait that timed out is contention.
-_WAIT_STATES = frozenset({"25006", "55P03"})
+# Contention (PostgreSQL, Appendix A): class 40 transaction rollback (serialization failure, deadlock) and 55P03 a
+# lock wait that timed out. The transaction was undone whole, and the same work succeeds when run again.
+_CONTENTION_CLASSES = frozenset({"40"})
+_CONTENTION_STATES = frozenset({"55P03"})
+# SQLSTATE classes of a database that is away or overloaded, besides contention: 08 connection exception,
+# 53 insufficient resources (too many connections, disk full, out of memory), 57 operator intervention
+# (admin/crash shutdown, query canceled, cannot connect now).
+_WAIT_CLASSES = frozenset({"08", "53", "57"}) | _CONTENTION_CLASSES
+# A demoted primary refuses writes until the failover completes.
+_WAIT_STATES = frozenset({"25006"}) | _CONTENTION_STATES
 
 
 class DatabaseUnavailable(Exception):
@@ -35,6 +38,18 @@ def database_is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def database_is_contended(exc: BaseException) -> bool:
+    """True when ``exc`` itself says the transaction met other transactions (a deadlock, a serialization failure, a
+    lock wait that timed out): PostgreSQL undid it whole, and the same work succeeds when run again. Unlike
+    ``database_is_unavailable``, a connection that failed is not contention: a COMMIT it carried may have been kept."""
+    return isinstance(exc, asyncpg.PostgresError) and _sqlstate_in(exc, _CONTENTION_CLASSES, _CONTENTION_STATES)
+
+
+def _sqlstate_in(exc: asyncpg.PostgresError, classes: frozenset[str], states: frozenset[str]) -> bool:
+    state = str(getattr(exc, "sqlstate", "") or "")
+    return state[:2] in classes or state in states
+
+
 def _says_unavailable(exc: BaseException) -> bool:
     # OSError: connection refused or reset. InterfaceError: the connection was closed under us.
     # InternalClientError: the client's protocol state was left mid-operation by a connection the server killed
@@ -42,8 +57,7 @@ def _says_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, DatabaseUnavailable | OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
         return True
     if isinstance(exc, asyncpg.PostgresError):
-        state = str(getattr(exc, "sqlstate", "") or "")
-        return state[:2] in _WAIT_CLASSES or state in _WAIT_STATES
+        return _sqlstate_in(exc, _WAIT_CLASSES, _WAIT_STATES)
     return False
 
 

@@ -17,7 +17,7 @@ from refundflow_shared.consumer import TransientError
 from refundflow_shared.events import Event, dlq_topic, topic_for
 from refundflow_shared.service_runtime import ServiceRuntime
 from refundflow_shared.settings import ServiceSettings
-from refundflow_shared.transient_faults import database_is_unavailable
+from refundflow_shared.transient_faults import database_is_contended, database_is_unavailable
 from tests.conftest import create_database
 from tests.support.kafka_reader import headers_of, read_topic
 from tests.support.probe_service import (
@@ -68,6 +68,29 @@ def test_the_database_being_away_or_overloaded_is_waited_out(error: Exception) -
 )
 def test_a_bug_is_not_mistaken_for_an_unavailable_database(error: Exception) -> None:
     assert not database_is_unavailable(error)
+
+
+@pytest.mark.parametrize(
+    ("error", "contended"),
+    [
+        (asyncpg.SerializationError(), True),  # 40001
+        (asyncpg.DeadlockDetectedError(), True),  # 40P01
+        (asyncpg.LockNotAvailableError(), True),  # 55P03
+        # A connection that failed may have carried a COMMIT that was kept: unavailable, not contention.
+        (asyncpg.ConnectionDoesNotExistError(), False),
+        (asyncpg.AdminShutdownError(), False),
+        (asyncpg.QueryCanceledError(), False),
+        (asyncpg.InterfaceError("connection is closed"), False),
+        (asyncpg.UniqueViolationError(), False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+def test_contention_is_the_part_of_the_unavailable_database_that_was_undone_whole(
+    error: Exception, contended: bool
+) -> None:
+    """What an HTTP request of intake's runs again for: what the consumers wait out, less a connection that failed."""
+    assert database_is_contended(error) is contended
+    assert database_is_unavailable(error) or not contended
 
 
 @dataclass

@@ -28,34 +28,56 @@ _bearer = HTTPBearer(auto_error=False)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
+@dataclass
+class RequestEffects:
+    """Whether something a request did may outlast it (``lasting``): then it is never run again
+    (``api.contention_retries``)."""
+
+    lasting: bool = False
+
+
 class Database:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    """The request's units of work. It notes what may outlast the request: a committed transaction, a change made
+    by one statement, and whatever is done with the pool itself."""
+
+    def __init__(self, pool: asyncpg.Pool, effects: RequestEffects | None = None) -> None:
+        self._pool = pool
+        self._effects = effects or RequestEffects()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool, for use cases that run their own transactions or call out (rate limits, the notifier, sign-in):
+        what they did is not known here, so it counts as lasting."""
+        self._effects.lasting = True
+        return self._pool
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """One transaction: commits when the block ends, rolls back if it raises."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn, conn.transaction():
             yield conn
+        self._effects.lasting = True
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[asyncpg.Connection]:
         """A read of several statements that must agree (``read_snapshot``)."""
-        async with read_snapshot(self.pool) as conn:
+        async with read_snapshot(self._pool) as conn:
             yield conn
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self, *, changes: bool = False) -> AsyncIterator[asyncpg.Connection]:
         """A connection in no transaction, two round trips (BEGIN, COMMIT) fewer: for a read of one statement, and
-        for a change that one statement makes whole (atomic by itself)."""
-        async with self.pool.acquire() as conn:
+        for a change that one statement makes whole (atomic by itself), which says ``changes``."""
+        self._effects.lasting = self._effects.lasting or changes  # its statements each commit on their own
+        async with self._pool.acquire() as conn:
             yield conn
 
 
 # Dependencies are coroutines: FastAPI runs a plain function in a worker thread, a hop that costs more than the
 # dependency itself on every request.
 async def get_database(request: Request) -> Database:
-    return Database(request.app.state.runtime.pool)
+    effects: RequestEffects | None = getattr(request.state, "request_effects", None)
+    return Database(request.app.state.runtime.pool, effects)
 
 
 Db = Annotated[Database, Depends(get_database)]

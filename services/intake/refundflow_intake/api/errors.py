@@ -133,6 +133,8 @@ def documented(
         codes.setdefault(status_of(error), []).append(error.code)
     for status, more in (also or {}).items():
         codes.setdefault(status, []).extend(more)
+    # Any request may meet other transactions' locks on every try (api.contention_retries).
+    codes.setdefault(503, []).append(DatabaseBusy.code)
     return {
         status: {
             "model": ErrorBody,
@@ -150,9 +152,23 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 class ApiError(Exception):
     """An HTTP-level refusal (authentication, for one) with a stable code."""
 
+    retry_after_seconds: int | None = None  # sent as Retry-After when set
+
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+class DatabaseBusy(ApiError):
+    """The request's transaction met other transactions (a deadlock, a serialization failure, a lock wait that timed
+    out) on every try: PostgreSQL undid it, and the same request succeeds in a moment."""
+
+    code = "database_busy"
+    retry_after_seconds = 1
+
+    def __init__(self) -> None:
+        said = "busy with other changes to the same records: please try again in a moment"
+        super().__init__(503, self.code, said)
 
 
 # The dashboard's pages answer errors as pages: (request, status, code, message) -> a page, or None for the API.
@@ -182,9 +198,11 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
+        retry = {"Retry-After": str(exc.retry_after_seconds)} if exc.retry_after_seconds else {}
         if answer := await page(request, exc.status, exc.code, exc.message):
+            answer.headers.update(retry)
             return answer
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else retry
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
 
     @app.exception_handler(EventTooLarge)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
 
 from refundflow_intake import refund_policy_repository as policies
+from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Settings
 from refundflow_intake.api.errors import ApiError
 from refundflow_intake.dashboard.auth import CurrentUser
@@ -19,7 +20,7 @@ from refundflow_intake.notifier_client import NotifierClient, NotifierLinkSettin
 from refundflow_intake.portal.links import PORTAL_PATH, CustomerLinks
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/dashboard/settings/email-previews", include_in_schema=False)
+router = APIRouter(prefix="/dashboard/settings/email-previews", include_in_schema=False, route_class=RetriedRoute)
 Kind = Annotated[str, Path(max_length=60, pattern=r"^[a-z_]+$")]
 # The email's own inline styles, nothing else: no script, no request anywhere, framed by the Settings page only
 # (which frames it sandboxed, too).

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from refundflow_intake import insights
+from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Now
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser
@@ -17,7 +18,7 @@ from refundflow_intake.dashboard.money_text import format_amount
 from refundflow_intake.dashboard.pages import render
 from refundflow_shared.money import Currency
 
-router = APIRouter(prefix="/dashboard", include_in_schema=False)
+router = APIRouter(prefix="/dashboard", include_in_schema=False, route_class=RetriedRoute)
 PERIODS = {"30": 30, "90": 90, "180": 180, "365": 365}
 
 

@@ -6,12 +6,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from refundflow_intake import ledger
+from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser
 from refundflow_intake.dashboard.pages import render
 
-router = APIRouter(prefix="/dashboard", include_in_schema=False)
+router = APIRouter(prefix="/dashboard", include_in_schema=False, route_class=RetriedRoute)
 
 
 @router.get("/balance")

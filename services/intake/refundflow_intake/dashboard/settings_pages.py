@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
 from refundflow_intake import merchant_accounts, notification_settings
+from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Settings
 from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.api.fields import Line, PathId
@@ -28,7 +29,7 @@ from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.roles import Permission, require
 from refundflow_shared.secret_box import SecretBox
 
-router = APIRouter(prefix="/dashboard/settings", include_in_schema=False)
+router = APIRouter(prefix="/dashboard/settings", include_in_schema=False, route_class=RetriedRoute)
 MaybeBox = Annotated[SecretBox | None, Depends(optional_secret_box)]
 Text = Annotated[str, Form(max_length=2048)]
 _KEY_NAME = TypeAdapter(Line)  # as POST /v1/api-keys takes it

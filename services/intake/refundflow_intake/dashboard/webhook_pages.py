@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from refundflow_intake import webhook_endpoints as endpoints
+from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Now, Settings
 from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.api.fields import PathId
@@ -27,7 +28,7 @@ from refundflow_intake.roles import Permission, require
 from refundflow_shared.events import WEBHOOK_EVENT_TYPES
 from refundflow_shared.secret_box import SecretBox
 
-router = APIRouter(prefix="/dashboard/webhooks", include_in_schema=False)
+router = APIRouter(prefix="/dashboard/webhooks", include_in_schema=False, route_class=RetriedRoute)
 MaybeBox = Annotated[SecretBox | None, Depends(optional_secret_box)]
 # The single-use key of a form that makes a signing secret: see webhook_endpoints.roll_secret.
 FormKey = Annotated[str, Form(max_length=100)]

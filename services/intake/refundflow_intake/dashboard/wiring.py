@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
 from refundflow_intake.api.dependencies import get_database
+from refundflow_intake.api.errors import DatabaseBusy
 from refundflow_intake.dashboard import (
     auth,
     email_preview_pages,
@@ -78,6 +79,9 @@ async def error_page(request: Request, status: int, code: str, message: str) -> 
     heading = _HEADINGS.get(status, "Something went wrong")
     if status == 404:
         message = "There is nothing here, or it belongs to another account."
+    if code == DatabaseBusy.code:
+        heading = "Busy right now"
+        message = "Other changes to the same records were being made at that moment: please try again in a moment."
     return render(
         request,
         "error.html",

@@ -12,6 +12,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Now, Settings, ToCustomer
 from refundflow_intake.api.errors import status_of
 from refundflow_intake.dashboard import auth
@@ -36,7 +37,7 @@ from refundflow_shared.money import minor_unit_exponent
 from refundflow_shared.stripe_amounts import stripe_step
 
 PREFIX = "/portal"
-router = APIRouter(prefix=PREFIX, include_in_schema=False)
+router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=RetriedRoute)
 Token = Annotated[str, Path(max_length=2000)]
 RefundId = Annotated[str, Path(max_length=255)]
 Short = Annotated[str, Form(max_length=100)]

@@ -12,6 +12,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from refundflow_intake import refund_policy_repository as policies
+from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Now
 from refundflow_intake.api.fields import MAX_ID
 from refundflow_intake.portal import customer_words
@@ -20,7 +21,7 @@ from refundflow_intake.portal.rendering import render, render_fragment
 from refundflow_intake.public_policy_cache import PublicPolicyCache, still_fresh
 
 PREFIX = "/policy"
-router = APIRouter(prefix=PREFIX, include_in_schema=False)
+router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=RetriedRoute)
 MerchantId = Annotated[str, Path(max_length=MAX_ID)]
 ProductId = Annotated[str | None, Query(max_length=MAX_ID)]
 IfNoneMatch = Annotated[str | None, Header(max_length=1000)]

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 
 from refundflow_intake import merchant_accounts, team_members
 from refundflow_intake.api.account_schemas import ApiKeyCreate, ApiKeyCreated, MerchantCreate, MerchantCreated
+from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Links, Now, require_admin
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import PathId
@@ -13,7 +14,9 @@ from refundflow_intake.domain import MerchantNotFound, PlatformOnly
 from refundflow_intake.roles import Role
 from refundflow_intake.team_members import EmailAlreadyRegistered
 
-router = APIRouter(prefix="/v1/merchants", tags=["merchants"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/v1/merchants", tags=["merchants"], dependencies=[Depends(require_admin)], route_class=RetriedRoute
+)
 
 
 @router.post("", status_code=201, responses=documented(PlatformOnly, EmailAlreadyRegistered))

@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Response
 
 from refundflow_intake import listing_queries, payments, repository, subscription_requests
+from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import CurrentCaller, Db, ToCustomer, require_admin
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import MAX_ID, ONE_LINE, PathId
@@ -22,7 +23,7 @@ from refundflow_intake.domain import (
 )
 from refundflow_shared.events import Product, SubscriptionPeriod
 
-router = APIRouter(prefix="/v1/payments", tags=["payments"])
+router = APIRouter(prefix="/v1/payments", tags=["payments"], route_class=RetriedRoute)
 
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
 StartingAfter = Annotated[
@@ -52,7 +53,7 @@ async def register_payment(body: PaymentCreate, db: Db, response: Response) -> P
     """Register a captured payment for one of the platform's merchants (platform admin token), so that it can
     be refunded; published as ``payment.succeeded``. A provider payment belongs to one merchant: registering it
     again answers the payment already registered (200); another merchant's is refused."""
-    async with db.connection() as conn:  # the registration is one statement
+    async with db.connection(changes=True) as conn:  # the registration is one statement
         payment, created = await payments.register_payment(
             conn,
             body.merchant_id,

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake import repository
+from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Credentials, CurrentCaller, Db, Now, ToCustomer
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import IdempotencyKey, PathId
@@ -38,7 +39,7 @@ from refundflow_intake.portal.tokens import InvalidPortalToken, PortalGrant, Por
 from refundflow_intake.rate_limit import RateLimited, client_bucket
 from refundflow_intake.settings import IntakeSettings
 
-router = APIRouter(tags=["portal"])
+router = APIRouter(tags=["portal"], route_class=RetriedRoute)
 
 
 def _settings(request: Request) -> IntakeSettings:

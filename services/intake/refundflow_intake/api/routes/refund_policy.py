@@ -6,6 +6,7 @@ import asyncpg
 from fastapi import APIRouter, Header, Request, Response
 
 from refundflow_intake import refund_policy_repository as policies
+from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import PathId, QueryId
@@ -15,7 +16,7 @@ from refundflow_intake.merchant_accounts import has_joined_owner, lock_merchant,
 from refundflow_intake.public_policy_cache import PublicPolicyCache, still_fresh
 from refundflow_intake.refund_policy import RefundPolicyFields, RefundPolicyOverride, approval_rules
 
-router = APIRouter(tags=["refund policy"])
+router = APIRouter(tags=["refund policy"], route_class=RetriedRoute)
 
 
 async def _policy_out(db: Db, merchant_id: str) -> RefundPolicyOut:

@@ -5,6 +5,7 @@ import dataclasses
 from fastapi import APIRouter, Response
 
 from refundflow_intake import listing_queries, refund_decisions, refund_requests
+from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, ToCustomer
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import IdempotencyKey, PathId, QueryId
@@ -42,7 +43,7 @@ from refundflow_intake.domain import (
     SecondApprovalNeedsAPerson,
 )
 
-router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
+router = APIRouter(prefix="/v1/refunds", tags=["refunds"], route_class=RetriedRoute)
 
 _REQUEST_ERRORS = (
     PaymentNotFound,

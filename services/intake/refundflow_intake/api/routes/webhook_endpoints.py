@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from refundflow_intake import notification_settings
 from refundflow_intake import webhook_endpoints as endpoints
+from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, Settings
 from refundflow_intake.api.errors import ApiError, documented
 from refundflow_intake.api.fields import PathId
@@ -45,7 +46,7 @@ from refundflow_intake.webhook_endpoints import (
 )
 from refundflow_shared.secret_box import SecretBox
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], route_class=RetriedRoute)
 
 _SIGNING_UNAVAILABLE = "webhook_signing_unavailable"
 _NOTIFIER_UNAVAILABLE = "notifier_unavailable"
