@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -11,6 +12,7 @@ import pytest
 
 from tests.support.dashboard_people import accept_invite, merchant_with_owner
 from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
+from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -255,3 +257,59 @@ async def test_once_a_merchant_has_an_owner_a_key_cannot_change_the_approval_rul
     assert (await intake.client.put(course, headers=merchant, json=window)).status_code == 200
     assert (await intake.client.put(book, headers=merchant, json={"refund_window_days": 21})).status_code == 200
     assert (await intake.client.delete(book, headers=merchant)).status_code == 200
+
+
+async def test_a_key_saving_the_policy_while_the_owner_first_saves_it_keeps_the_owners_two_person_rule(
+    intake: IntakeUnderTest,
+) -> None:
+    """A key's PUT read the policy locking its row, but before the first save there is no row: the owner's first
+    save landed between the key's read (the defaults) and its write, the key's approval rules matched those defaults,
+    and its whole document put the owner's two-person rule back to none without a word."""
+    merchant, owner = await merchant_with_owner(intake)  # no policy saved yet
+    merchant_id = await intake.merchant_id(merchant)
+    owners_rules = {
+        "refund_window_days": "14",
+        "accepted_reasons": ["duplicate", "other"],
+        "process_time": "5-10 business days",
+        "review_target_hours": "48",
+        "second_approval_enabled": "on",
+        "second_approval_amount": "100.00",
+        "second_approval_currency": "EUR",
+    }
+
+    async def lock_waits() -> int:
+        waiting: int = await intake.db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            " AND query LIKE '%FROM merchants WHERE id = $1 FOR UPDATE%'"
+        )
+        return waiting
+
+    async with intake.db.acquire() as pause, pause.transaction():
+        # Holding the merchant's row (as an owner changing the team would) stops the key's PUT where it waits for
+        # the merchant's lock; an insert's foreign key check is not stopped by this lock.
+        await pause.execute("SELECT 1 FROM merchants WHERE id = $1 FOR NO KEY UPDATE", merchant_id)
+        keys_put = asyncio.create_task(
+            intake.client.put("/v1/refund-policy", headers=merchant, json={"refund_window_days": 30})
+        )
+
+        async def key_waits() -> bool:
+            return await lock_waits() == 1
+
+        await eventually(key_waits, timeout=30)
+        owners_save = asyncio.create_task(
+            owner.post_form("/dashboard/refund-policy", "/dashboard/refund-policy", owners_rules)
+        )
+
+        async def owner_saved_or_waits() -> bool:
+            return owners_save.done() or await lock_waits() == 2
+
+        await eventually(owner_saved_or_waits, timeout=30)
+    key_answer, owner_answer = await keys_put, await owners_save
+
+    assert owner_answer.status_code == 303, owner_answer.text[:500]
+    if key_answer.status_code == 403:  # the key came after the owner: its rules (none) differ from the owner's
+        assert key_answer.json()["error"]["code"] == "approval_rules_managed_by_owners"
+    else:  # the key came first, with the defaults the owner then replaced
+        assert key_answer.status_code == 200, key_answer.text
+    policy = (await intake.client.get("/v1/refund-policy", headers=merchant)).json()["policy"]
+    assert policy["second_approval_above"] == {"amount": 10_000, "currency": "EUR"}

@@ -8,32 +8,33 @@ from typing import Any
 
 import asyncpg
 
+from refundflow_intake.merchant_accounts import lock_merchant
 from refundflow_intake.refund_policy import RefundPolicy
 
 MERCHANT_WIDE = ""
 
 
-async def _document(
-    conn: asyncpg.Connection, merchant_id: str, product_id: str, *, lock: bool = False
-) -> dict[str, Any] | None:
+async def lock_policies(conn: asyncpg.Connection, merchant_id: str) -> None:
+    """Take the merchant's lock, held to the end of the transaction: every change to its policy or overrides takes
+    it before reading what it changes. (A row lock would not do: before the first save there is no row, so an
+    owner's first save landed between a key's read of the defaults and its write, which undid it.)"""
+    await lock_merchant(conn, merchant_id)
+
+
+async def _document(conn: asyncpg.Connection, merchant_id: str, product_id: str) -> dict[str, Any] | None:
     raw = await conn.fetchval(
-        "SELECT policy FROM refund_policies WHERE merchant_id = $1 AND product_id = $2"
-        + (" FOR UPDATE" if lock else ""),
-        merchant_id,
-        product_id,
+        "SELECT policy FROM refund_policies WHERE merchant_id = $1 AND product_id = $2", merchant_id, product_id
     )
     return dict(json.loads(raw)) if raw is not None else None
 
 
-async def merchant_policy(conn: asyncpg.Connection, merchant_id: str, *, lock: bool = False) -> RefundPolicy:
-    """The merchant's policy; the defaults until the merchant sets one (``lock``: until the transaction ends)."""
-    return RefundPolicy.model_validate(await _document(conn, merchant_id, MERCHANT_WIDE, lock=lock) or {})
+async def merchant_policy(conn: asyncpg.Connection, merchant_id: str) -> RefundPolicy:
+    """The merchant's policy; the defaults until the merchant sets one."""
+    return RefundPolicy.model_validate(await _document(conn, merchant_id, MERCHANT_WIDE) or {})
 
 
-async def product_override(
-    conn: asyncpg.Connection, merchant_id: str, product_id: str, *, lock: bool = False
-) -> dict[str, Any] | None:
-    return await _document(conn, merchant_id, product_id, lock=lock) if product_id != MERCHANT_WIDE else None
+async def product_override(conn: asyncpg.Connection, merchant_id: str, product_id: str) -> dict[str, Any] | None:
+    return await _document(conn, merchant_id, product_id) if product_id != MERCHANT_WIDE else None
 
 
 async def overridden_products(conn: asyncpg.Connection, merchant_id: str) -> frozenset[str] | None:

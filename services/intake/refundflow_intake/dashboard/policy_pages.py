@@ -69,6 +69,7 @@ async def save_policy(request: Request, user: FormUser, db: Db) -> Response:
         require(user.role, Permission.MANAGE_POLICY)
         fields = policy_from_form(await request.form())
         async with db.transaction() as conn:
+            await policies.lock_policies(conn, user.merchant_id)
             await policies.save(conn, user.merchant_id, policies.MERCHANT_WIDE, fields.model_dump(mode="json"))
     except DomainError as exc:
         return await _page(request, db, user, error=exc, status=status_of(type(exc)))
@@ -82,6 +83,7 @@ async def save_override(request: Request, user: FormUser, db: Db) -> Response:
         require(user.role, Permission.MANAGE_POLICY)
         product_id, override = override_from_form(await request.form())
         async with db.transaction() as conn:
+            await policies.lock_policies(conn, user.merchant_id)
             await policies.change_override(conn, user.merchant_id, product_id, override.fields_set())
     except DomainError as exc:
         return await _page(request, db, user, error=exc, status=status_of(type(exc)))
@@ -95,6 +97,7 @@ async def delete_override(request: Request, user: FormUser, db: Db) -> Response:
     try:
         require(user.role, Permission.MANAGE_POLICY)
         async with db.transaction() as conn:
+            await policies.lock_policies(conn, user.merchant_id)
             if not await policies.delete_override(conn, user.merchant_id, product_id):
                 raise PolicyOverrideNotFound(f"no override for product {product_id}")
     except DomainError as exc:

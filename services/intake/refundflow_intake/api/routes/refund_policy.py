@@ -12,7 +12,7 @@ from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import PathId, QueryId
 from refundflow_intake.api.schemas import PublicRefundPolicy, RefundPolicyOut
 from refundflow_intake.domain import ApprovalRulesManagedByOwners, MerchantNotFound, PolicyOverrideNotFound
-from refundflow_intake.merchant_accounts import has_joined_owner, lock_merchant, merchant_exists
+from refundflow_intake.merchant_accounts import has_joined_owner, merchant_exists
 from refundflow_intake.public_policy_cache import PublicPolicyCache, still_fresh
 from refundflow_intake.refund_policy import RefundPolicyFields, RefundPolicyOverride, approval_rules
 
@@ -33,8 +33,8 @@ async def _check_approval_rules_kept(
     conn: asyncpg.Connection, merchant_id: str, stored: dict[str, Any] | None, given: dict[str, Any] | None
 ) -> None:
     """Once an owner has joined, only owners change the approval rules (in the dashboard): with them, one key could
-    switch the two-person rule off, approve alone and put the rule back. A key still writes the other fields."""
-    await lock_merchant(conn, merchant_id)  # an owner leaving meanwhile is seen
+    switch the two-person rule off, approve alone and put the rule back. A key still writes the other fields.
+    Called under ``policies.lock_policies``, ``stored`` read after it: an owner's save or leaving meanwhile is seen."""
     if approval_rules(stored) != approval_rules(given) and await has_joined_owner(conn, merchant_id):
         raise ApprovalRulesManagedByOwners(
             "your approval rules (second_approval_above, auto_approve) are changed by your owners in the dashboard"
@@ -66,7 +66,8 @@ async def set_refund_policy(
     are; owners change them in the dashboard (403)."""
     document = body.model_dump(mode="json")
     async with db.transaction() as conn:
-        stored = await policies.merchant_policy(conn, caller.merchant_id, lock=True)
+        await policies.lock_policies(conn, caller.merchant_id)
+        stored = await policies.merchant_policy(conn, caller.merchant_id)
         await _check_approval_rules_kept(conn, caller.merchant_id, stored.model_dump(mode="json"), document)
         await policies.save(conn, caller.merchant_id, policies.MERCHANT_WIDE, document)
     _cache(request).forget(caller.merchant_id)
@@ -81,7 +82,8 @@ async def set_product_override(
     has an owner, an override's approval rules are as for your policy: a key keeps them as they are (403)."""
     document = body.fields_set()
     async with db.transaction() as conn:
-        stored = await policies.product_override(conn, caller.merchant_id, product_id, lock=True)
+        await policies.lock_policies(conn, caller.merchant_id)
+        stored = await policies.product_override(conn, caller.merchant_id, product_id)
         await _check_approval_rules_kept(conn, caller.merchant_id, _stored_override(stored), document)
         await policies.save(conn, caller.merchant_id, product_id, document)
     _cache(request).forget(caller.merchant_id)
@@ -98,7 +100,8 @@ async def delete_product_override(
     """Remove a product's override: your policy applies to it again. Once your merchant has an owner, an override
     holding an approval rule is removed by owners, in the dashboard (403)."""
     async with db.transaction() as conn:
-        stored = await policies.product_override(conn, caller.merchant_id, product_id, lock=True)
+        await policies.lock_policies(conn, caller.merchant_id)
+        stored = await policies.product_override(conn, caller.merchant_id, product_id)
         await _check_approval_rules_kept(conn, caller.merchant_id, _stored_override(stored), None)
         if not await policies.delete_override(conn, caller.merchant_id, product_id):
             raise PolicyOverrideNotFound(f"no override for product {product_id}")
