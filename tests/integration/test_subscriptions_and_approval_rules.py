@@ -13,8 +13,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from refundflow_intake import refund_decisions
-from refundflow_shared.events import Event, SubscriptionCanceled, SubscriptionCancelFailed, SubscriptionExtended
+from refundflow_intake import refund_decisions, subscription_outcomes
+from refundflow_shared.events import (
+    Event,
+    SubscriptionCanceled,
+    SubscriptionCancelFailed,
+    SubscriptionExtended,
+    SubscriptionExtensionFailed,
+)
 from tests.support.dashboard_people import Person, csrf_of, invite, merchant_with_owner
 from tests.support.intake_harness import ADMIN, Headers, IntakeUnderTest, running_intake
 from tests.support.probe_service import eventually
@@ -158,6 +164,62 @@ async def test_approvals_on_two_payments_of_a_subscription_take_turns_without_de
             await approve(batch, two["id"])
         outcome = await asyncio.gather(waiting, return_exceptions=True)
     assert not any(isinstance(o, asyncpg.DeadlockDetectedError) for o in outcome), outcome
+    statuses = await intake.db.fetch("SELECT status FROM refunds WHERE id = ANY($1)", [one["id"], two["id"]])
+    assert {r["status"] for r in statuses} == {"processing"}
+
+
+@pytest.mark.parametrize("outcome", ["cancel_failed", "extension_failed", "extended"])
+async def test_a_subscription_outcome_then_an_approval_in_one_batch_take_turns_with_a_person_without_deadlocking(
+    intake: IntakeUnderTest, outcome: str
+) -> None:
+    """A consumer batch recording the provider's outcome on the first payment (a refused cancel or extension, or
+    days added before the last period) locked that payment's row without its subscription's lock; a person
+    approving the first payment's refund took the subscription's lock and waited for that row; the batch then
+    approving the renewal's refund waited for the subscription's lock: a deadlock, one of them failing."""
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    first = await intake.subscription_payment(merchant)
+    renewal = await intake.payment(merchant, product=first["product"], subscription=first["subscription"])
+    one, two = await intake.refund(merchant, first["id"], amount=1_000), await intake.refund(merchant, renewal["id"])
+    about = {"payment_id": first["id"], "merchant_id": merchant_id, "subscription_id": first["subscription"]["id"]}
+
+    async def record_outcome(conn: asyncpg.Connection) -> None:
+        actor = "refundflow/processor"
+        if outcome == "cancel_failed":
+            refused = SubscriptionCancelFailed(**about, at_period_end=False, reason="Refused (card_declined)")
+            await subscription_outcomes.record_cancel_failed(conn, refused, actor=actor)
+        elif outcome == "extension_failed":
+            failed = SubscriptionExtensionFailed(**about, days=7, reason="Refused (card_declined)")
+            await subscription_outcomes.record_extension_failed(conn, failed, actor=actor)
+        else:
+            period_end = datetime.fromisoformat(first["subscription"]["current_period_end"]) + timedelta(days=7)
+            extended = SubscriptionExtended(**about, days=7, current_period_end=period_end)
+            await subscription_outcomes.record_extended(conn, extended, actor=actor)
+
+    async def approve(conn: asyncpg.Connection, refund_id: str) -> None:
+        await refund_decisions.approve_refund(conn, merchant_id, refund_id, actor="test", links=intake.links)
+
+    async with intake.db.acquire() as batch, intake.db.acquire() as person:
+        person_pid = person.get_server_pid()
+        async with batch.transaction():
+            await record_outcome(batch)
+
+            async def person_approves() -> None:
+                async with person.transaction():
+                    await approve(person, one["id"])
+
+            waiting = asyncio.create_task(person_approves())
+
+            async def person_waits() -> bool:
+                state = await intake.db.fetchval(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", person_pid
+                )
+                return bool(state == "Lock")
+
+            await eventually(person_waits)
+            await approve(batch, two["id"])
+        outcome_of_person = await asyncio.gather(waiting, return_exceptions=True)
+    assert not any(isinstance(o, asyncpg.DeadlockDetectedError) for o in outcome_of_person), outcome_of_person
     statuses = await intake.db.fetch("SELECT status FROM refunds WHERE id = ANY($1)", [one["id"], two["id"]])
     assert {r["status"] for r in statuses} == {"processing"}
 

@@ -219,6 +219,7 @@ async def forget_cancel_requested(
 ) -> None:
     """The provider refused the cancel asked through the payment (now, or at its period's end): it counts as asked
     no longer, so that asking it again asks the provider again; the payment shows the refusal until then."""
+    await lock_subscription(conn, merchant_id, subscription_id)
     column = "subscription_cancel_at_period_end_requested_at" if at_period_end else "subscription_cancel_requested_at"
     await conn.execute(
         f"UPDATE payments SET {column} = NULL, subscription_cancel_failed_at = now(), subscription_cancel_failure = $4"
@@ -250,6 +251,7 @@ async def record_extension_failed(
     conn: asyncpg.Connection, merchant_id: str, payment_id: str, subscription_id: str, days: int, reason: str
 ) -> None:
     """The provider refused an extension of ``days``: no longer expected, and the payment shows the refusal."""
+    await lock_subscription(conn, merchant_id, subscription_id)
     await conn.execute(
         f"UPDATE payments SET {_EXTENSION_SETTLED}, subscription_extension_failed_at = now(),"
         " subscription_extension_failure = $5 WHERE id = $2 AND merchant_id = $1 AND subscription_id = $3",
@@ -326,8 +328,8 @@ async def record_subscription_extended(
     """Goodwill days pushed the subscription's period end (its next payment) back to ``period_end``; the latest
     extension wins, whatever order the reports come in. ``last_period``: it is set to end then (cancelled at its
     period's end), so its access recorded with that cancel lasts until the new end, for every payment of it."""
+    await lock_subscription(conn, merchant_id, subscription_id)
     if last_period:  # every payment of it, locked in payment id order as every writer locks payments
-        await lock_subscription(conn, merchant_id, subscription_id)
         await conn.execute(
             "UPDATE payments p SET subscription_access_until = greatest(p.subscription_access_until, $3)"
             " FROM (SELECT id FROM payments WHERE merchant_id = $1 AND subscription_id = $2"
