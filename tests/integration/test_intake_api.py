@@ -132,6 +132,15 @@ async def test_money_must_be_integer_minor_units_in_a_known_currency(client: htt
         assert response.status_code == 422, (amount, currency, response.text)
 
 
+@pytest.mark.parametrize("currency", ["UYU", "XCG", "VED"])
+async def test_a_payment_in_a_currency_iso_lists_is_registered(client: httpx.AsyncClient, currency: str) -> None:
+    """Uruguay's peso, the Caribbean guilder and the digital bolívar were missing from the list: a payment in
+    them was a 422 here, and billing's payment.succeeded in them was dead-lettered."""
+    merchant = await new_merchant(client)
+    payment = await new_payment(client, merchant, amount=150_000, currency=currency)
+    assert (payment["amount"], payment["currency"]) == (150_000, currency)
+
+
 async def test_calls_without_a_valid_key_are_401(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v1/refunds/ref_x")).status_code == 401
     assert (await client.get("/v1/refunds/ref_x", headers=_auth("rfk_wrong"))).status_code == 401

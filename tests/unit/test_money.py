@@ -7,7 +7,19 @@ from refundflow_shared.money import Money, UnknownCurrency, minor_unit_exponent
 
 
 @pytest.mark.parametrize(
-    ("currency", "exponent"), [("JPY", 0), ("KRW", 0), ("EUR", 2), ("USD", 2), ("KWD", 3), ("BHD", 3), ("CLF", 4)]
+    ("currency", "exponent"),
+    [
+        ("JPY", 0),
+        ("KRW", 0),
+        ("EUR", 2),
+        ("USD", 2),
+        ("KWD", 3),
+        ("BHD", 3),
+        ("CLF", 4),
+        ("UYU", 2),  # Uruguayan peso (UYI, its indexed unit, has none; UYW four)
+        ("XCG", 2),  # Caribbean guilder, which replaced ANG in 2025
+        ("VED", 2),  # Venezuela's digital bolívar, beside VES
+    ],
 )
 def test_each_currency_knows_its_minor_unit(currency: str, exponent: int) -> None:
     assert minor_unit_exponent(currency) == exponent
