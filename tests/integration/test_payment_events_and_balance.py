@@ -119,6 +119,30 @@ async def test_a_payment_from_billing_whose_provider_payment_no_refund_can_name_
     assert await intake.db.fetchval("SELECT count(*) FROM payments WHERE provider_payment_id = 'in_1Qx'") == 0
 
 
+@pytest.mark.parametrize(
+    "other", [{"amount": 1_500, "currency": "JPY"}, {"amount": 1_500}, {"currency": "USD"}],
+    ids=["amount and currency", "amount", "currency"],
+)  # fmt: skip
+async def test_billings_payment_of_an_api_registered_provider_payment_with_other_details_is_dead_lettered(
+    intake: IntakeUnderTest, other: dict[str, object]
+) -> None:
+    """Billing's own id for a provider payment registered through the API was linked to it whatever billing said:
+    with EUR 100.00 registered and billing saying JPY 1,500, a refund.submit of 1,500 naming billing's id (no
+    currency) refunded EUR 15.00."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant, amount=10_000, currency="EUR")
+    billing = billing_payment(await intake.merchant_id(merchant)).model_copy(
+        update={"provider_payment_id": payment["provider_payment_id"], "amount": 10_000, "currency": "EUR", **other}
+    )
+    sent = await intake.publish(billing)
+
+    dlq = dlq_topic(topic_for("payment.succeeded", intake.settings.topic_prefix))
+    parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
+    assert "DuplicatePayment" in parked["dlq_error"] and billing.payment_id in parked["dlq_error"]
+    aliases = "SELECT count(*) FROM payment_aliases WHERE payment_id = $1"
+    assert await intake.db.fetchval(aliases, billing.payment_id) == 0, "billing's id is not linked to the payment"
+
+
 async def test_a_payment_of_nothing_from_billing_is_acknowledged_not_registered(intake: IntakeUnderTest) -> None:
     """A free trial's invoice or a 100% coupon is a payment of 0: nothing on it can ever be refunded, so it is not
     registered; it was dead-lettered (the payments table holds amounts above 0), a legitimate event parked."""

@@ -147,7 +147,10 @@ async def consume_payment_succeeded(
         _repeated_with_other_details(data)
     if owner is not None and owner["id"] != data.payment_id:
         # The merchant's provider payment, registered under another id (through the API): billing's disputes will
-        # name it by billing's id, which must find it.
+        # name it by billing's id, which must find it. Only if billing says the same money: a refund asked by
+        # billing's id with no currency is sized in the registered payment's.
+        if payment_identity(owner) != said:
+            _repeated_with_other_details(data)
         await repository.record_payment_alias(conn, data.payment_id, data.merchant_id, data.provider_payment_id)
         log.info("payment_already_registered", provider_payment_id=data.provider_payment_id)
         return True  # commands naming billing's id may go now
@@ -157,11 +160,13 @@ async def consume_payment_succeeded(
 
 
 def _repeated_with_other_details(data: PaymentSucceeded) -> NoReturn:
-    """Billing's payment.succeeded again, saying another amount, currency or provider payment than the payment
-    registered: one of the two is wrong, and the first one stays (dead-lettered, as the API answers 409)."""
+    """Billing's payment.succeeded again, or of a provider payment registered through the API, saying another
+    amount, currency or provider payment than the payment registered: one of the two is wrong, and the first one
+    stays (dead-lettered, as the API answers 409)."""
     log.warning("payment_repeated_with_other_details", provider_payment_id=data.provider_payment_id)
     raise DuplicatePayment(
-        f"payment {data.payment_id} is already registered with another amount, currency or provider payment"
+        f"payment {data.payment_id} (provider payment {data.provider_payment_id}) says another amount, currency or"
+        " provider payment than the one registered"
     )
 
 
