@@ -28,7 +28,7 @@ from refundflow_processor.payment_provider import (
 )
 from refundflow_processor.stripe_provider import StripeProvider, refund_from_webhook
 from refundflow_sandbox.webhooks import stripe_signature
-from refundflow_shared.events import SubscriptionExtensionGranted
+from refundflow_shared.events import PaymentDisputed, SubscriptionExtensionGranted
 from tests.support.http_servers import hostile_http_server, serving
 from tests.support.infrastructure import free_port
 from tests.support.probe_service import eventually
@@ -254,6 +254,53 @@ async def test_a_rate_limited_refund_waits_out_the_throttle_without_spending_its
         assert not await processor.staged("refund.failed", about=approved.refund_id)
 
 
+@pytest.mark.parametrize(("alert_after", "alerts"), [(3600.0, []), (1.5, ["provider_not_executing"])])
+async def test_a_throttled_lookup_of_the_refunds_waits_out_the_throttle_without_calling_the_outcome_unknown(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str, alert_after: float, alerts: list[str]
+) -> None:
+    """A refund of a disputed payment is looked up at the provider before any call; the lookup lists the payment's
+    refunds. Stripe's 429 to that listing was read as a failed lookup: the outcome marked unknown and the team
+    alerted refund_outcome_unknown, the listing asked again after the backoff, not the Retry-After. It now waits at
+    least each Retry-After (1 s), stays as it was, and the team hears only once the throttle outlasts
+    PROVIDER_NOT_EXECUTED_ALERT_AFTER_SECONDS."""
+    throttled_lists = 4
+    sandbox = {"rate_limited_calls": 0, "rate_limited_lists": throttled_lists, "rate_limit_retry_after_seconds": 1}
+    async with running_processor(
+        database_url,
+        kafka_bootstrap,
+        topic_prefix,
+        sandbox=sandbox,
+        provider_not_executed_alert_after_seconds=alert_after,
+        sync_interval_seconds=3600.0,  # the sync job's scans would take the listing's throttled answers
+    ) as processor:
+        approved = approval(payment_intent("rate_limited_"))
+        dispute = PaymentDisputed(
+            payment_id=approved.payment_id, merchant_id=approved.merchant_id, dispute_id="dp_1", reason="fraudulent"
+        )
+        recorded = await processor.publish(dispute)
+
+        async def dispute_read() -> bool:  # before the approval: the topics are read in no order
+            return bool(await processor.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", recorded.id))
+
+        await eventually(dispute_read, timeout=30)
+        started = time.monotonic()
+        await processor.publish(approved)
+
+        async def failed() -> bool:
+            return await processor.refund_status(approved.refund_id) == "failed"
+
+        await eventually(failed, timeout=60)
+        assert time.monotonic() - started >= throttled_lists * 1.0, "each Retry-After was waited out"
+        [told] = await processor.staged("refund.failed", about=approved.refund_id)
+        assert told["failure_reason"] == "payment_disputed"
+        raised = await processor.staged("team_alert.raised", about=approved.payment_id)
+        assert [alert["kind"] for alert in raised] == alerts
+        calls = await processor.db.fetchval(
+            "SELECT provider_calls FROM refunds WHERE refund_id = $1", approved.refund_id
+        )
+        assert calls == 0
+
+
 @pytest.mark.parametrize("prefix", ["ch_", "py_"])
 async def test_a_refund_of_a_charge_names_the_charge_and_succeeds(
     database_url: str, kafka_bootstrap: str, topic_prefix: str, prefix: str
@@ -362,3 +409,56 @@ async def test_throttling_broken_by_calls_that_got_no_answer_is_not_told_as_one_
         assert provider.calls == 6
         alerts = await processor.staged("team_alert.raised", about=approved.payment_id)
         assert [alert["kind"] for alert in alerts if alert["kind"] == "provider_not_executing"] == []
+
+
+class ListingThrottledThenSlow(NoRefundsHere, NoSubscriptionsHere):
+    """Listings of the payment's refunds answered, one by one: 429, then three slow timeouts, then 429 again, then
+    none of ours."""
+
+    name = "stripe"
+
+    def __init__(self) -> None:
+        self.lists = 0
+
+    async def list_refunds(self, payment_ref: str) -> list[ProviderRefund]:
+        self.lists += 1
+        if self.lists in (1, 5):
+            raise ProviderNotExecuted("rate_limit: too many requests")
+        if self.lists in (2, 3, 4):
+            await asyncio.sleep(0.5)
+            raise ProviderUnavailable("read timeout")
+        return []
+
+
+async def test_a_throttled_lookup_broken_by_lookups_that_got_no_answer_is_not_told_as_one_long_deferral(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """As for calls: a lookup that got no answer ends a run of deferrals, so a 429 after 1.5 s of timeouts does not
+    alert that the provider kept deferring the refund since the first (its threshold here 1 s)."""
+    provider = ListingThrottledThenSlow()
+    async with running_processor(
+        database_url,
+        kafka_bootstrap,
+        topic_prefix,
+        provider=provider,
+        provider_not_executed_alert_after_seconds=1.0,
+        sync_interval_seconds=3600.0,  # only the refund's lookups list
+    ) as processor:
+        approved = approval(payment_intent())
+        recorded = await processor.publish(
+            PaymentDisputed(payment_id=approved.payment_id, merchant_id=approved.merchant_id, dispute_id="dp_1")
+        )
+
+        async def dispute_read() -> bool:
+            return bool(await processor.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", recorded.id))
+
+        await eventually(dispute_read, timeout=30)
+        await processor.publish(approved)
+
+        async def failed() -> bool:
+            return await processor.refund_status(approved.refund_id) == "failed"
+
+        await eventually(failed, timeout=60)
+        assert provider.lists == 6
+        alerts = await processor.staged("team_alert.raised", about=approved.payment_id)
+        assert [alert["kind"] for alert in alerts] == ["refund_outcome_unknown"]

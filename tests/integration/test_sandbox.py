@@ -23,7 +23,7 @@ from tests.support.probe_service import eventually
 API_KEY = "sk_test_sandbox_tests"
 # Timings shorter than the defaults keep the file fast, yet each leaves a test seconds for the calls it makes
 # within them on a loaded machine: the pending refund's reads, the calls while a slow answer is in flight.
-SETTINGS = SandboxSettings(pending_seconds=3.0, timeout_seconds=2.0, timeout_margin_seconds=2.0)
+SETTINGS = SandboxSettings(pending_seconds=3.0, timeout_seconds=2.0, timeout_margin_seconds=2.0, rate_limited_lists=2)
 SLOW_ANSWER_SECONDS = SETTINGS.timeout_seconds + SETTINGS.timeout_margin_seconds
 
 
@@ -327,6 +327,23 @@ def test_a_charge_named_as_a_payment_intent_is_resource_missing(client: stripe.S
     with pytest.raises(stripe.InvalidRequestError) as listed:
         client.v1.refunds.list(params={"payment_intent": charge})
     assert created.value.code == listed.value.code == "resource_missing"
+
+
+def test_rate_limited_intent_answers_its_first_listings_429_then_lists(
+    client: stripe.StripeClient, sandbox_url: str
+) -> None:
+    pi = payment_intent("rate_limited_")
+    refused = []
+    for _ in range(SETTINGS.rate_limited_lists):
+        with pytest.raises(stripe.RateLimitError) as raised:
+            client.v1.refunds.list(params={"payment_intent": pi})
+        refused.append(raised.value)
+    listed = client.v1.refunds.list(params={"payment_intent": pi})
+
+    assert {(e.http_status, e.error and e.error.code) for e in refused} == {(429, "rate_limit")}
+    headers = refused[0].headers or {}
+    assert (headers["Retry-After"], headers["Stripe-Should-Retry"]) == ("1", "true")
+    assert listed.data == []
 
 
 def test_error500_after_create_makes_the_refund_and_replays_the_500(

@@ -127,6 +127,8 @@ class RefundExecutor:
                         return Reconciled(
                             await find_refund(self._provider, refund.provider_payment_id, refund.refund_id)
                         )
+                    except ProviderNotExecuted:
+                        raise  # a throttled listing is deferred as a throttled call is (below): nothing was learnt
                     except (ProviderUnavailable, ProviderRefused) as exc:
                         return ReconcileFailed(str(exc))
                 assert isinstance(question, CallProvider)

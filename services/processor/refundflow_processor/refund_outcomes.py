@@ -151,8 +151,8 @@ async def _record_provider_unavailable(conn: asyncpg.Connection, attempt: Attemp
 async def _record_not_executed(
     conn: asyncpg.Connection, attempt: Attempt, delay: float, error: str, *, alert: bool
 ) -> None:
-    """The provider deferred the call (rate limited): the same key later, no call counted. A throttle that never
-    ends leaves the refund processing; the team hears of it once."""
+    """The provider deferred the call, or the listing that looks for the refund (rate limited): the same question
+    later, no call counted. A throttle that never ends leaves the refund processing; the team hears of it once."""
     refund = attempt.refund
     log.warning("provider_not_executed_retrying", tries=attempt.tries + 1, error=error, retry_in=round(delay, 3))
     await repository.record_not_executed(conn, attempt, delay, error)
@@ -166,7 +166,8 @@ async def _record_not_executed(
             details={
                 "error": error,
                 "since": str(attempt.not_executed_since),
-                "effect": "the refund is asked for again, with the same key, as long as the provider defers it",
+                "effect": "the provider is asked again (for the refund, with the same key, or for the payment's"
+                " refunds, to find it) as long as it defers the call",
             },
             payment_id=refund.payment_id,
             refund_id=refund.refund_id,

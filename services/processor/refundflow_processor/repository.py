@@ -270,9 +270,9 @@ async def record_unknown(
     mismatched_refund_id: str | None = None,
 ) -> None:
     """The provider may hold a refund and we could not look, or it answered with a refund that is not ours:
-    reconcile again later, never call."""
+    reconcile again later, never call. It ends any run of deferrals, as ``record_no_answer`` does."""
     await conn.execute(
-        "UPDATE refund_attempts SET state = 'unknown', tries = tries + 1, last_error = $4,"
+        "UPDATE refund_attempts SET state = 'unknown', tries = tries + 1, last_error = $4, not_executed_since = NULL,"
         " mismatched_refund_id = coalesce($5, mismatched_refund_id),"
         f" next_try_at = now() + make_interval(secs => $3), {_RELEASE} WHERE refund_id = $1 AND attempt = $2",
         attempt.refund.refund_id,

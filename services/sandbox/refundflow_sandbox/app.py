@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refundflow_sandbox.api_keys import ApiKeys
 from refundflow_sandbox.idempotency import IdempotencyStore
+from refundflow_sandbox.rate_limits import RateLimits
 from refundflow_sandbox.refund_creation import RefundCreation
 from refundflow_sandbox.refunds import RefundLedger, RefundRuleError
 from refundflow_sandbox.routes import Sandbox, router
@@ -50,10 +51,14 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
                     await sender
 
     app = FastAPI(title="Refundflow payment-provider sandbox", docs_url=None, redoc_url=None, lifespan=lifespan)
+    rate_limits = RateLimits(settings)
     app.state.sandbox = Sandbox(
         settings=settings,
         ledger=ledger,
-        refund_creation=RefundCreation(settings=settings, ledger=ledger, idempotency=idempotency),
+        rate_limits=rate_limits,
+        refund_creation=RefundCreation(
+            settings=settings, ledger=ledger, idempotency=idempotency, rate_limits=rate_limits
+        ),
         subscriptions=Subscriptions(flaky_failures=settings.flaky_failures),
         api_keys=ApiKeys(key.strip() for key in settings.revoked_api_keys.split(",")),
         idempotency=idempotency,

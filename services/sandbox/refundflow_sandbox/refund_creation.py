@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from refundflow_sandbox.idempotency import (
     StoredResponse,
     request_fingerprint,
 )
+from refundflow_sandbox.rate_limits import RateLimits
 from refundflow_sandbox.refund_params import parse_create_refund
 from refundflow_sandbox.refunds import RefundLedger, RefundRequest, RefundRuleError, new_id
 from refundflow_sandbox.scenarios import Behaviour, scenario_for
@@ -31,7 +31,6 @@ from refundflow_sandbox.stripe_errors import (
     key_in_use,
     key_reused,
     key_too_long,
-    rate_limited,
 )
 from refundflow_sandbox.stripe_objects import refund_object
 
@@ -55,17 +54,18 @@ class RefundCreation:
         settings: SandboxSettings,
         ledger: RefundLedger,
         idempotency: IdempotencyStore,
+        rate_limits: RateLimits,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._settings = settings
         self._ledger = ledger
         self._idempotency = idempotency
+        self._rate_limits = rate_limits
         self._sleep = sleep
-        self._throttled: Counter[str] = Counter()  # rate-limited calls per payment intent
 
     async def handle(self, *, api_key: str, idempotency_key: str | None, params: Sequence[tuple[str, str]]) -> Answer:
         """Answer one create call; raises ApiError for answers that are not stored under the key."""
-        self._throttle(params)
+        self._rate_limits.check("create", dict(params).get("payment_intent", ""))
         scope = self._claim_scope(api_key, idempotency_key)
         if scope is not None:
             stored = self._begin(scope, params)
@@ -89,17 +89,6 @@ class RefundCreation:
             if scope is not None:
                 self._idempotency.complete(scope, response)
         return Answer(response)
-
-    def _throttle(self, params: Sequence[tuple[str, str]]) -> None:
-        """``pi_rate_limited_...``: its first calls are refused 429 before anything else, as Stripe's rate limiter
-        refuses a request before its idempotency key is looked at."""
-        payment = dict(params).get("payment_intent", "")
-        if scenario_for(payment).behaviour is not Behaviour.RATE_LIMITED:
-            return
-        self._throttled[payment] += 1
-        if self._throttled[payment] <= self._settings.rate_limited_calls:
-            log.info("refund.rate_limited", payment_intent=payment, call=self._throttled[payment])
-            raise rate_limited(self._settings.rate_limit_retry_after_seconds)
 
     @staticmethod
     def _claim_scope(api_key: str, idempotency_key: str | None) -> IdempotencyScope | None:

@@ -14,6 +14,7 @@ from refundflow_sandbox import subscription_updates
 from refundflow_sandbox.api_keys import ApiKeys, KeyRevoked
 from refundflow_sandbox.auth import api_key_from_authorization
 from refundflow_sandbox.idempotency import IdempotencyStore
+from refundflow_sandbox.rate_limits import RateLimits
 from refundflow_sandbox.refund_creation import Answer, RefundCreation
 from refundflow_sandbox.refund_params import parse_list_refunds
 from refundflow_sandbox.refunds import PaymentIntentMissing, RefundLedger, new_id
@@ -34,6 +35,7 @@ class Sandbox:
 
     settings: SandboxSettings
     ledger: RefundLedger
+    rate_limits: RateLimits
     refund_creation: RefundCreation
     subscriptions: Subscriptions
     api_keys: ApiKeys
@@ -81,6 +83,7 @@ async def retrieve_refund(refund_id: str, sandbox: SandboxDep, _api_key: ApiKeyD
 @router.get("/v1/refunds")
 async def list_refunds(request: Request, sandbox: SandboxDep, _api_key: ApiKeyDep) -> dict[str, Any]:
     query = parse_list_refunds(request.query_params.multi_items())
+    sandbox.rate_limits.check("list", query.payment_intent or "")
     if query.payment_intent and scenario_for(query.payment_intent).behaviour is Behaviour.MISSING:
         raise PaymentIntentMissing(f"No such payment_intent: '{query.payment_intent}'")
     refunds = sandbox.ledger.list_refunds(payment_intent=query.payment_intent, charge=query.charge)

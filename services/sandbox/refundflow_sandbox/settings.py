@@ -30,8 +30,9 @@ class SandboxSettings(BaseSettings):
     # `pi_flaky_...`: how many POSTs for the payment intent answer 500 before it behaves.
     flaky_failures: int = Field(default=2, ge=0)
     # `pi_rate_limited_...`: how many POSTs for the payment intent answer 429 `rate_limit` (not executed, not stored
-    # under their key) before it behaves, and the Retry-After they send.
+    # under their key) before it behaves, how many listings of its refunds do, and the Retry-After they send.
     rate_limited_calls: int = Field(default=3, ge=0)
+    rate_limited_lists: int = Field(default=0, ge=0)
     rate_limit_retry_after_seconds: int = Field(default=1, ge=0)
 
     # Every payment intent is a notional charge of this many minor units.
