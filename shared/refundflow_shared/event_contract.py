@@ -132,7 +132,8 @@ NOTIFIER = ServiceContract(
             E.REFUND_REVERSED: "the customer's email and the team's alert; webhook",
             E.PAYMENT_REFUNDED: "webhook",
             E.SUBSCRIPTION_CANCELED: "the customer's email; webhook",
-            E.SUBSCRIPTION_CANCEL_FAILED: "webhook (the processor alerts the team)",
+            E.SUBSCRIPTION_CANCEL_FAILED: "the customer's email, when the provider refused it; webhook (the processor"
+            " alerts the team)",
             E.SUBSCRIPTION_EXTENDED: "the customer's email; webhook",
             E.SUBSCRIPTION_EXTENSION_FAILED: "webhook (the processor alerts the team)",
             E.REFUND_REVIEW_OVERDUE: "the team's alert",

@@ -340,9 +340,10 @@ class SubscriptionCanceled(PaymentEventData, _ToCustomer):
     already_ended: bool = Field(False, description=_ALREADY_ENDED)
 
 
-class SubscriptionCancelFailed(PaymentEventData):
+class SubscriptionCancelFailed(PaymentEventData, _ToCustomer):
     """The provider refused to cancel the subscription (the team is alerted: the customer may still be billed).
-    Intake forgets that this cancel was asked, so that asking it again asks the provider again."""
+    Intake forgets that this cancel was asked, so that asking it again asks the provider again. What the cancel
+    request said to the customer is carried only when the provider refused it: the customer is told."""
 
     event_type = EventType.SUBSCRIPTION_CANCEL_FAILED
 
@@ -350,6 +351,9 @@ class SubscriptionCancelFailed(PaymentEventData):
     at_period_end: bool
     refund_id: Id | None = None
     reason: Note = Field(description="the provider's refusal, as it said it")
+    customer_email: EmailAddress | None = None
+    note_to_customer: Note | None = None
+    no_refund: bool = Field(False, description=_NO_REFUND + " (carried from subscription.cancel_requested)")
 
 
 # How a refund made outside Refundflow moves as the provider reports it. A report of any other move is older than

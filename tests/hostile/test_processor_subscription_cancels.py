@@ -55,6 +55,9 @@ def cancel_request(subscription_id: str) -> SubscriptionCancelRequested:
         at_period_end=False,
         refund_id=REFUND_ID,
         requested_by="api_key:key_test",
+        customer_email="ada@example.com",
+        merchant_name="Acme Software",
+        note_to_customer="We cannot refund a period already used.",
     )
 
 
@@ -88,6 +91,7 @@ async def refused_before_any_call(processor: ProcessorUnderTest, cancel: Subscri
     alerts = await processor.staged("team_alert.raised", about=cancel.payment_id)
     assert "subscription_request_mismatch" in [a["kind"] for a in alerts]
     assert await cancel_state(processor, cancel) == "failed"
+    assert failed["customer_email"] is None, "the customer is told of the provider's refusals only"
     reason: str = failed["reason"]
     return reason
 
@@ -206,8 +210,11 @@ async def test_a_cancel_the_provider_refuses_is_told_to_intake_to_be_asked_again
     processor: ProcessorUnderTest,
 ) -> None:
     """Intake was never told: it counted the cancel as asked, so asking it again asked the provider nothing and
-    the customer went on being billed. The refusal is published with the failed record, in its transaction."""
-    requested = cancel_request(f"sub_missing_{uuid.uuid4().hex[:12]}").model_copy(update={"at_period_end": True})
+    the customer went on being billed. The refusal is published with the failed record, in its transaction, with
+    what the request said to the customer (the notifier tells them: they heard nothing of the refusal)."""
+    requested = cancel_request(f"sub_missing_{uuid.uuid4().hex[:12]}").model_copy(
+        update={"at_period_end": True, "no_refund": True}
+    )
     await publish_with_its_payment(processor, requested)
 
     async def told() -> bool:
@@ -225,6 +232,13 @@ async def test_a_cancel_the_provider_refuses_is_told_to_intake_to_be_asked_again
         "SELECT last_error FROM subscription_cancels WHERE subscription_id = $1", requested.subscription_id
     )
     assert failed["reason"] and failed["reason"] == error
+    carried = {name: failed[name] for name in ("customer_email", "merchant_name", "note_to_customer", "no_refund")}
+    assert carried == {
+        "customer_email": "ada@example.com",
+        "merchant_name": "Acme Software",
+        "note_to_customer": "We cannot refund a period already used.",
+        "no_refund": True,
+    }, "what the request said to the customer, who is told"
     assert await processor.staged("subscription.canceled", about=requested.subscription_id) == []
     await nothing_dead_lettered(processor)
 

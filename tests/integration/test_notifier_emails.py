@@ -25,6 +25,7 @@ from refundflow_shared.events import (
     RefundRequested,
     RefundReversed,
     RefundSucceeded,
+    SubscriptionCancelFailed,
     TeamAlertRaised,
 )
 from refundflow_shared.secret_box import SecretBox
@@ -361,6 +362,57 @@ async def test_a_raised_team_alert_reaches_slack_and_the_team_email_with_its_det
         "• why: the provider refused the key &lt;twice&gt;",
         "• what to do: refund it by hand",
     ]
+
+
+async def test_a_cancel_the_provider_refused_is_told_to_the_customer_once_and_to_the_team_once(world: World) -> None:
+    """A cancel-only decision on a customer's request: its rejection is not mailed, as the cancellation tells it. The
+    provider refused the cancel: subscription.cancel_failed went to the merchant's webhooks only, the processor's
+    alert to the team, and the customer, who asked, heard nothing at all. They now get one email, the team one
+    alert (the processor's: the event itself raises none)."""
+    to, refund = customer(), ids()
+    team = f"team.{uuid.uuid4().hex[:8]}@acme.example"
+    await configure_team(world.feed, world.pool, refund["merchant_id"], team_email=team)
+    url = f"https://refunds.acme.test/portal/pt_{uuid.uuid4().hex}"
+    sealed = SecretBox(TEST_SECRET_KEY).seal(url, context=refund["payment_id"])
+    refused = await world.feed.publish(
+        SubscriptionCancelFailed(
+            portal_link=PortalLink(sealed_url=sealed, expires_at=datetime.now(UTC) + timedelta(days=7)),
+            **refund,
+            subscription_id="sub_refused",
+            at_period_end=True,
+            reason="No such subscription: 'sub_refused'",
+            customer_email=to,
+            merchant_name="Acme Software",
+            note_to_customer="We cannot refund a period already used.",
+            no_refund=True,
+        )
+    )
+    await world.feed.publish(  # as the processor raises it with the event, in the same transaction
+        TeamAlertRaised(
+            merchant_id=refund["merchant_id"],
+            kind="subscription_cancel_failed",
+            title="A subscription could not be canceled: the customer may still be billed",
+            details={"subscription_id": "sub_refused", "error": "No such subscription: 'sub_refused'"},
+            payment_id=refund["payment_id"],
+            refund_id=refund["refund_id"],
+        )
+    )
+    await world.feed.redeliver(refused)
+
+    [message] = await mails_to(world, to)
+    [alert] = await mails_to(world, team)
+    await asyncio.sleep(1)  # time for a second one to show
+    assert len(world.mail.to(to)) == 1 and len(world.mail.to(team)) == 1
+    assert message["Subject"] == "Your subscription is not cancelled yet"
+    text = " ".join(text_of(message).split())
+    assert "The cancellation of your subscription with Acme Software could not be made yet" in text
+    assert "No refund was made for your request." in text
+    assert "We cannot refund a period already used." in text
+    assert "Acme Software has been told and will arrange it" in text
+    assert "No such subscription" not in message.as_string(), "the provider's words stay with the team"
+    assert "Acme Software has been told" in html_of(message)
+    assert url in text_of(message), "the request's link, carried"
+    assert alert["Subject"] == "[Refundflow] A subscription could not be canceled: the customer may still be billed"
 
 
 async def test_a_customers_emails_about_one_refund_arrive_in_the_refunds_order(world: World) -> None:

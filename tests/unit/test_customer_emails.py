@@ -22,6 +22,7 @@ from refundflow_shared.events import (
     RefundReversed,
     RefundSucceeded,
     SubscriptionCanceled,
+    SubscriptionCancelFailed,
     SubscriptionExtended,
 )
 from refundflow_shared.secret_box import SecretBox, generate_key
@@ -116,6 +117,20 @@ def test_a_cancel_only_decision_is_not_mailed_as_a_rejection_but_as_the_cancella
     now = SubscriptionCanceled(**ids, subscription_id="sub_1", at_period_end=False, ends_at=AT)
     assert "as of today: you will not be charged again" in render(email(now).content)[0]  # type: ignore[union-attr]
     assert email(at_end, Contact()) is None, "no address known: no email"
+
+
+def test_a_refused_cancel_is_told_only_when_the_provider_refused_it() -> None:
+    """The processor carries the request's words to the customer when the provider refused the cancel; one it
+    refused before any call (naming a subscription not of its payment) carries none, and is the team's alone, even
+    where the notifier knows the payment's customer."""
+    ids = {k: v for k, v in IDS.items() if k != "customer_email"}
+    refused = {**ids, "subscription_id": "sub_1", "at_period_end": True, "reason": "No such subscription"}
+    told = email(SubscriptionCancelFailed(**refused, customer_email="ada@example.com", no_refund=True))
+    assert told is not None and told.recipient == "ada@example.com"
+    assert told.content.subject == "Your subscription is not cancelled yet"
+    text = render(told.content)[0]
+    assert "No refund was made for your request." in text and "No such subscription" not in text
+    assert email(SubscriptionCancelFailed(**refused)) is None
 
 
 def test_a_cancel_only_on_a_subscription_that_had_ended_says_no_refund_and_when_it_ended() -> None:

@@ -29,6 +29,7 @@ from refundflow_shared.events import (
     RefundReversed,
     RefundSucceeded,
     SubscriptionCanceled,
+    SubscriptionCancelFailed,
     SubscriptionCancelRequested,
     SubscriptionExtended,
     SubscriptionExtensionGranted,
@@ -46,7 +47,14 @@ FROM_INTAKE = (
     SubscriptionExtensionGranted,
 )
 # The processor's outcomes carry the decision's words, which may be older than what is kept.
-CARRIED = (RefundSucceeded, RefundFailed, RefundReversed, SubscriptionCanceled, SubscriptionExtended)
+CARRIED = (
+    RefundSucceeded,
+    RefundFailed,
+    RefundReversed,
+    SubscriptionCanceled,
+    SubscriptionCancelFailed,
+    SubscriptionExtended,
+)
 CustomerFacing = (
     RefundRequested
     | RefundApproved
@@ -57,6 +65,7 @@ CustomerFacing = (
     | RefundFailed
     | RefundReversed
     | SubscriptionCanceled
+    | SubscriptionCancelFailed
     | SubscriptionExtended
 )
 

@@ -7,7 +7,10 @@ One email per event, each true when it is sent:
 - refunded: with the refund policy's process time, as intake said it at the approval;
 - rejected: with the merchant's note, only for a request the customer made (the merchant dropping its own refund
   refuses the customer nothing); a cancel-only decision is told by the cancellation instead;
-- failed and reversed: what happens next; cancelled: until when access lasts; extended: by how many days.
+- failed and reversed: what happens next; cancelled: until when access lasts; extended: by how many days;
+- a cancel the provider refused: that it is not cancelled yet, and that the merchant was told (the refusal's own
+  words stay with the team), when the event carries the request's words to the customer (the processor's refusal
+  of a cancel naming another subscription does not: nobody asked it for that customer).
 Every one names the merchant and carries the customer's link to the portal page of the payment, when there is one.
 """
 
@@ -31,6 +34,7 @@ from refundflow_shared.events import (
     RefundReversed,
     RefundSucceeded,
     SubscriptionCanceled,
+    SubscriptionCancelFailed,
     SubscriptionExtended,
 )
 
@@ -45,6 +49,7 @@ EMAILED = (
     RefundFailed,
     RefundReversed,
     SubscriptionCanceled,
+    SubscriptionCancelFailed,
     SubscriptionExtended,
 )
 # Each kind of email, and where it comes in its refund's life. A customer's emails about one refund go one at a
@@ -57,6 +62,7 @@ STEP_IN_THE_REFUND = {
     "refund_succeeded": 2,
     "refund_failed": 2,
     "subscription_canceled": 2,
+    "subscription_cancel_failed": 2,
     "subscription_extended": 2,
     "refund_reversed": 3,
 }
@@ -203,6 +209,11 @@ def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Wo
             "note": data.note_to_customer,
         }
         return "subscription_canceled", "Your subscription is cancelled", cancelled, _SEE
+    if isinstance(data, SubscriptionCancelFailed):
+        if data.customer_email is None:
+            return None  # refused before the provider was asked: the team's alone
+        refused = {"no_refund": data.no_refund, "note": data.note_to_customer}
+        return "subscription_cancel_failed", "Your subscription is not cancelled yet", refused, _SEE
     if isinstance(data, SubscriptionExtended):
         # The last period (a cancel-only decision's goodwill days): when access ends, not when payment is due.
         by = f"{data.days} day" if data.days == 1 else f"{data.days} days"

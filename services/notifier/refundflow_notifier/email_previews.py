@@ -19,6 +19,7 @@ from refundflow_shared.events import (
     RefundReversed,
     RefundSucceeded,
     SubscriptionCanceled,
+    SubscriptionCancelFailed,
     SubscriptionExtended,
 )
 
@@ -36,6 +37,7 @@ WHEN = {
     "refund_failed": "When the payment provider could not make a refund",
     "refund_reversed": "When a refund that was sent failed afterwards",
     "subscription_canceled": "When the provider has cancelled a subscription (also for cancel-only decisions)",
+    "subscription_cancel_failed": "When the provider refused to cancel a subscription (your team is alerted too)",
     "subscription_extended": "When the provider has extended a subscription's period",
 }
 
@@ -65,6 +67,16 @@ def _samples(now: datetime) -> list[EventData]:
             ends_at=now + timedelta(days=20),
             refund_id="ref_preview",
             note_to_customer=_CANCEL_NOTE,
+        ),
+        SubscriptionCancelFailed(
+            **_IDS,
+            subscription_id="sub_preview",
+            at_period_end=True,
+            refund_id="ref_preview",
+            reason="the provider's refusal",
+            customer_email="customer@example.com",
+            note_to_customer=_CANCEL_NOTE,
+            no_refund=True,
         ),
         SubscriptionExtended(
             **_IDS,

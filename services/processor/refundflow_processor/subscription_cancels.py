@@ -143,6 +143,7 @@ class SubscriptionCancelExecutor:
                     message,
                     kind="subscription_cancel_failed",
                     title="A subscription could not be canceled: the customer may still be billed",
+                    tell_customer=True,
                 )
             case Retry(error):
                 delay = jittered(self._policy.backoff(cancel.tries + 1))
@@ -159,10 +160,18 @@ class SubscriptionCancelExecutor:
 
 
 async def refuse_cancel(
-    conn: asyncpg.Connection, cancel: SubscriptionCancel, message: str, *, kind: str, title: str
+    conn: asyncpg.Connection,
+    cancel: SubscriptionCancel,
+    message: str,
+    *,
+    kind: str,
+    title: str,
+    tell_customer: bool = False,
 ) -> None:
     """Record the cancel failed, alert the merchant's team and tell intake, which then counts the cancel as asked no
-    longer (it may be asked again)."""
+    longer (it may be asked again). ``tell_customer``: the provider refused it, so the event carries what the
+    request said to the customer, and the notifier tells them; a cancel refused before any call (it named a
+    subscription not of its payment) is the team's alone."""
     await cancels.record_cancel_state(conn, cancel, "failed", error=message)
     await raise_alert(
         conn,
@@ -176,6 +185,7 @@ async def refuse_cancel(
     await add_event(
         conn,
         SubscriptionCancelFailed(
+            **(carry(cancel.to_customer, SubscriptionCancelFailed) if tell_customer else {}),
             payment_id=cancel.payment_id,
             merchant_id=cancel.merchant_id,
             subscription_id=cancel.subscription_id,

@@ -3,10 +3,18 @@ billing's payment.succeeded said. Checked before any call, as a refund's provide
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from refundflow_processor.records import PaidSubscription
 
+
+class AlertWords(TypedDict):
+    kind: str
+    title: str
+
+
 # The team alert of a cancel or an extension refused before any call.
-REFUSAL_ALERT = {
+REFUSAL_ALERT: AlertWords = {
     "kind": "subscription_request_mismatch",
     "title": "A subscription change was refused: it does not name its payment's subscription",
 }
