@@ -91,7 +91,7 @@ CLAIM_LOCKS = 1
 RATE_LIMIT_LOCKS = 2
 RETENTION_LOCKS = 3
 SUBSCRIPTION_LOCKS = 4  # intake: one subscription's cancels, asked through any of its payments
-MERCHANT_WEBHOOK_LOCKS = 5  # notifier: a merchant's endpoint configurations against the batches queuing its events
+MERCHANT_CONFIGURATION_LOCKS = 5  # notifier: a merchant's configurations against the batches handling its events
 
 
 @asynccontextmanager

@@ -21,7 +21,13 @@ from refundflow_notifier import webhook_replays, webhook_store
 from refundflow_notifier.delivery_log import replay_delivery
 from refundflow_notifier.webhook_signing import new_signing_secret
 from refundflow_shared.database import transaction_holding
-from refundflow_shared.events import Event, RefundRejected, RefundRequested, WebhookEndpointConfigured
+from refundflow_shared.events import (
+    Event,
+    RefundRejected,
+    RefundRequested,
+    TeamAlertRaised,
+    WebhookEndpointConfigured,
+)
 from refundflow_shared.secret_box import SecretBox
 from tests.conftest import create_database
 from tests.support.notifier_harness import (
@@ -373,6 +379,34 @@ async def test_retention_prunes_finished_work_and_keeps_what_is_still_live(world
         failing,
     )
     assert kept is not None and (kept["status"], kept["attempts"], kept["event"]) == ("pending", 1, 1)
+
+
+async def test_an_alert_held_for_settings_that_never_come_goes_after_the_hold(world: World) -> None:
+    """No settings heard of: the alert is held for them (they may be on their way, on another partition), then
+    pruned TEAM_ALERT_HOLD_DAYS (7) after it happened, not kept for ever."""
+    old, young = merchant(), merchant()
+    for m in (old, young):
+        await world.feed.publish(TeamAlertRaised(merchant_id=m, kind="refund_needs_attention", title="Held"))
+
+    async def held(merchant_id: str) -> int:
+        count: int = await world.pool.fetchval(
+            "SELECT count(*) FROM held_team_alerts WHERE merchant_id = $1", merchant_id
+        )
+        return count
+
+    async def both_held() -> bool:
+        return (await held(old), await held(young)) == (1, 1)
+
+    await eventually(both_held)
+    await world.pool.execute(
+        "UPDATE held_team_alerts SET occurred_at = now() - interval '7 days 1 minute' WHERE merchant_id = $1", old
+    )
+
+    async def old_pruned() -> bool:
+        return await held(old) == 0
+
+    await eventually(old_pruned)
+    assert await held(young) == 1
 
 
 async def _sent(world: World, merchant_id: str, count: int) -> bool:

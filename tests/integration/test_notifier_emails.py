@@ -14,9 +14,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from refundflow_notifier import message_queue
+from refundflow_notifier import event_handlers, message_queue
 from refundflow_notifier.records import Channel
 from refundflow_shared.events import (
+    Event,
     NotificationSettingsConfigured,
     PortalLink,
     RefundApproved,
@@ -34,6 +35,7 @@ from tests.support.notifier_harness import (
     TEST_SECRET_KEY,
     EventFeed,
     configure_team,
+    notifier_database,
     notifier_settings,
     running_notifier,
 )
@@ -413,6 +415,112 @@ async def test_a_cancel_the_provider_refused_is_told_to_the_customer_once_and_to
     assert "Acme Software has been told" in html_of(message)
     assert url in text_of(message), "the request's link, carried"
     assert alert["Subject"] == "[Refundflow] A subscription could not be canceled: the customer may still be billed"
+
+
+async def test_an_alert_handled_before_the_merchants_settings_reaches_the_team_once_when_they_arrive(
+    world: World,
+) -> None:
+    # The settings are keyed by merchant, a refund's events by payment: another partition, so the refund may be
+    # handled first, though it happened after the settings were saved.
+    merchant_id = ids()["merchant_id"]
+    team = f"team.{uuid.uuid4().hex[:8]}@acme.example"
+    earlier = await world.feed.publish(raised(merchant_id, "before the settings"))  # no channel then: not sent
+    configured = Event.wrap(
+        NotificationSettingsConfigured(merchant_id=merchant_id, team_email=team), source="refundflow/test", sequence=1
+    )
+    first = await world.feed.publish(raised(merchant_id, "first"))
+    assert earlier.time < configured.time < first.time
+    await eventually(lambda: _handled(world.pool, first), timeout=60)
+    await world.feed.redeliver(first)  # the same alert again, before the settings: held once
+
+    await world.feed.redeliver(configured)
+    [alert] = await mails_to(world, team)
+    assert alert["Subject"] == "[Refundflow] first"
+    await world.feed.redeliver(configured)  # sends nothing again
+    await world.feed.redeliver(first)  # nor does the alert again, now the settings are here
+    await world.feed.publish(raised(merchant_id, "marker"))
+
+    arrived = await mails_to(world, team, 2)
+    await asyncio.sleep(1)  # time for a duplicate to show
+    assert sorted(str(m["Subject"]) for m in world.mail.to(team)) == ["[Refundflow] first", "[Refundflow] marker"]
+    assert len(arrived) == 2
+
+
+async def test_a_new_announcement_of_the_same_settings_sends_a_released_alert_no_second_time(world: World) -> None:
+    """Intake announces the settings again (a key rotation seals the Slack URL again): what was held and sent at the
+    first announcement is not sent again."""
+    merchant_id = ids()["merchant_id"]
+    team = f"team.{uuid.uuid4().hex[:8]}@acme.example"
+    configured, again = (
+        Event.wrap(
+            NotificationSettingsConfigured(merchant_id=merchant_id, team_email=team),
+            source="refundflow/test",
+            sequence=sequence,
+        )
+        for sequence in (1, 2)
+    )
+    first = await world.feed.publish(raised(merchant_id, "first"))  # after both
+    await eventually(lambda: _handled(world.pool, first), timeout=60)
+    await world.feed.redeliver(configured)
+    await world.feed.redeliver(again)
+    await world.feed.publish(raised(merchant_id, "marker"))
+
+    await mails_to(world, team, 2)
+    await asyncio.sleep(1)  # time for a duplicate to show
+    assert sorted(str(m["Subject"]) for m in world.mail.to(team)) == ["[Refundflow] first", "[Refundflow] marker"]
+
+
+@pytest.mark.parametrize("first", ["the alert's batch", "the settings"])
+async def test_an_alert_and_its_merchants_settings_handled_at_once_queue_the_alert_once(
+    postgres_url: str, first: str
+) -> None:
+    """Handled at the same time on two partitions, each transaction could read before the other committed: the
+    alert found no settings, the settings no alert held, and the team never heard of it."""
+    merchant_id = ids()["merchant_id"]
+    team = f"team.{uuid.uuid4().hex[:8]}@acme.example"
+    settings = notifier_settings("postgresql://unused/unused", "127.0.0.1:9", 25)
+    configured = Event.wrap(
+        NotificationSettingsConfigured(merchant_id=merchant_id, team_email=team), source="refundflow/test", sequence=1
+    )
+    alert = Event.wrap(raised(merchant_id, "raced"), source="refundflow/test", sequence=1)
+    async with notifier_database(postgres_url) as pool, pool.acquire() as one, pool.acquire() as other:
+
+        async def handle_the_alert(conn: asyncpg.Connection) -> None:
+            notified = await event_handlers.notify(conn, settings, None, alert, alert.data, {})
+            await event_handlers.queue_notifications(conn, settings, [notified])
+
+        async def save_the_settings(conn: asyncpg.Connection) -> None:
+            assert isinstance(configured.data, NotificationSettingsConfigured)
+            await event_handlers.settings_announced(conn, settings, configured, configured.data)
+
+        hold, race = (
+            (handle_the_alert, save_the_settings)
+            if first == "the alert's batch"
+            else (
+                save_the_settings,
+                handle_the_alert,
+            )
+        )
+        held = one.transaction()
+        await held.start()
+        await hold(one)
+        async with other.transaction():
+            racing = asyncio.create_task(race(other))
+            await asyncio.sleep(0.5)  # it waits for the held transaction
+            await held.commit()
+            await racing
+
+        queued = await pool.fetch("SELECT recipient, kind FROM messages WHERE merchant_id = $1", merchant_id)
+        assert [(r["recipient"], r["kind"]) for r in queued] == [(team, "team_alert")]
+        assert await pool.fetchval("SELECT count(*) FROM held_team_alerts WHERE merchant_id = $1", merchant_id) == 0
+
+
+def raised(merchant_id: str, title: str) -> TeamAlertRaised:
+    return TeamAlertRaised(merchant_id=merchant_id, kind="refund_needs_attention", title=title)
+
+
+async def _handled(pool: asyncpg.Pool, event: Event) -> bool:
+    return bool(await pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", event.id))
 
 
 async def test_a_customers_emails_about_one_refund_arrive_in_the_refunds_order(world: World) -> None:

@@ -27,13 +27,14 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def retention_rules(settings: NotifierSettings) -> list[RetentionRule]:
     """Finished messages (their content is wiped when they finish), the webhook log and finished replays go after
     their time; pending work is never touched. A delivery takes its attempts with it; an event goes once no delivery
-    refers to it."""
+    refers to it. A team alert held for settings that never came goes too (logged ``retention_pruned``)."""
     messages = timedelta(days=settings.message_retention_days)
     webhooks = timedelta(days=settings.webhook_retention_days)
     contacts = timedelta(days=settings.customer_contact_retention_days)
     return [
         RetentionRule("messages", "finished_at", messages, "status <> 'pending'"),
         RetentionRule("customer_contacts", "updated_at", contacts),
+        RetentionRule("held_team_alerts", "occurred_at", timedelta(days=settings.team_alert_hold_days)),
         RetentionRule("webhook_deliveries", "finished_at", webhooks, "status <> 'pending'"),
         RetentionRule("webhook_replays", "finished_at", webhooks),
         RetentionRule(

@@ -5,19 +5,28 @@ Every handler only writes rows, in the inbox transaction: a redelivered event qu
 slow mail server or webhook endpoint never holds up consumption. The workers send. What a batch's events say of
 their customers is remembered together before they are handled (``remember_first_of_each_payment``, the consumer's
 ``prepare``), and their webhooks and messages are queued together after (``queue_notifications``, its ``finish``).
+An alert the merchant's settings route nowhere is held for settings that may still come (``held_team_alerts``).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import asyncpg
 import structlog
 
-from refundflow_notifier import account_emails, customer_contacts, merchant_settings, message_queue, webhook_store
+from refundflow_notifier import (
+    account_emails,
+    customer_contacts,
+    held_team_alerts,
+    merchant_locks,
+    merchant_settings,
+    message_queue,
+    webhook_store,
+)
 from refundflow_notifier.customer_emails import EMAILED, customer_email
 from refundflow_notifier.notification_rules import (
     ALERT_ONLY_EVENT_TYPES,
@@ -51,10 +60,12 @@ CONTACT_ONLY_EVENT_TYPES = ("subscription.cancel_requested", "subscription.exten
 
 @dataclass(frozen=True)
 class Notifications:
-    """What one event leaves to queue: its webhook (with the trace it continues) and its messages."""
+    """What one event leaves to queue: its webhook (with the trace it continues), its messages, and the alerts the
+    merchant's settings, as its handler read them, route nowhere."""
 
     webhook: tuple[Event, str | None] | None
     messages: list[message_queue.QueuedMessage]
+    unrouted: list[held_team_alerts.RaisedAlert] = field(default_factory=list)
 
 
 async def notify(
@@ -82,6 +93,9 @@ async def notify(
     messages = []
     if emailed_payment is not None:
         messages += await _email_to_the_customer(conn, settings, box, prefs, event, data, emailed_payment, contact)
+    if not prefs.routes_team_alerts:  # unless settings that do committed since (``queue_notifications``): held
+        raised = [held_team_alerts.RaisedAlert(event.id, data.merchant_id, event.time, alert) for alert in alerts]
+        return Notifications(webhook, messages, raised)
     for alert in alerts:
         messages += message_queue.team_alert(
             settings, prefs, event_id=event.id, merchant_id=data.merchant_id, alert=alert
@@ -92,22 +106,34 @@ async def notify(
 async def queue_notifications(
     conn: asyncpg.Connection, settings: NotifierSettings, notifications: list[Notifications]
 ) -> None:
-    """Queue what a batch of events left to queue: their webhooks in one round trip, their messages in another."""
+    """Queue what a batch of events left to queue: their webhooks in one round trip, their messages in another
+    (with the alerts their settings route by now; the others held)."""
     webhooks = {n.webhook[0].id: n.webhook for n in notifications if n.webhook is not None}
     cap = settings.webhook_max_endpoints_per_event
     _, over_cap = await webhook_store.queue_events(conn, list(webhooks.values()), cap)
     messages = [message for n in notifications for message in n.messages]
+    unrouted = [raised for n in notifications for raised in n.unrouted]
     for event_id in over_cap:  # intake allows no more: a bug, or an event that did not come from intake
         event, traceparent = webhooks[event_id]
         merchant_id = event.data.merchant_id
         log.error("webhook_fanout_capped", event_id=str(event_id), merchant_id=merchant_id, cap=cap)
-        prefs = await merchant_settings.preferences(conn, settings, merchant_id)
         alert = too_many_endpoints_alert(cap)
-        alerts = message_queue.team_alert(
-            settings, prefs, event_id=_once_a_day(merchant_id, alert.kind), merchant_id=merchant_id, alert=alert
-        )
-        messages += [replace(message, traceparent=traceparent) for message in alerts]
+        once_a_day = _once_a_day(merchant_id, alert.kind)
+        unrouted.append(held_team_alerts.RaisedAlert(once_a_day, merchant_id, event.time, alert, traceparent))
+    messages += await held_team_alerts.route_or_hold(conn, settings, unrouted)
     await message_queue.queue(conn, messages)
+
+
+async def settings_announced(
+    conn: asyncpg.Connection, settings: NotifierSettings, event: Event, data: NotificationSettingsConfigured
+) -> None:
+    """Take the merchant's settings as announced, and send the alerts held since then that they route: those
+    alerts' events travel on other partitions and may be handled first (``held_team_alerts``)."""
+    await merchant_locks.configuring(conn, data.merchant_id)
+    if await merchant_settings.save(conn, data, at=event.time, sequence=event.sequence):
+        await message_queue.queue(
+            conn, await held_team_alerts.release(conn, settings, data.merchant_id, since=event.time)
+        )
 
 
 async def _email_to_the_customer(
@@ -179,7 +205,7 @@ def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
 
     @consumer.handles(NotificationSettingsConfigured)
     async def settings_configured(conn: asyncpg.Connection, event: Event, data: NotificationSettingsConfigured) -> None:
-        await merchant_settings.save(conn, data, at=event.time, sequence=event.sequence)
+        await settings_announced(conn, settings, event, data)
 
     @consumer.handles(TeamMemberInvited)
     async def member_invited(conn: asyncpg.Connection, event: Event, data: TeamMemberInvited) -> None:

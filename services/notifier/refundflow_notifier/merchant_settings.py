@@ -22,12 +22,12 @@ log = structlog.get_logger(__name__)
 CLOCK_MARGIN = "5 minutes"
 
 
-async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured, *, at: datetime, sequence: int) -> None:
-    """The settings as announced, unless a later announcement is already here: a dead letter replayed late is older
-    than what was handled since. Within ``CLOCK_MARGIN`` of the held one's time, intake's number for the merchant
-    decides (``sequence``: commit order, whichever replica's clock stamped the event; the same number again is a
-    failover's or the same event's); beyond it, the time does: a restore of intake's database restarts its numbers
-    from the backup's. A portal switch not said (an intake from before it said) stays as it was."""
+async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured, *, at: datetime, sequence: int) -> bool:
+    """The settings as announced (True), unless a later announcement is already here (False): a dead letter replayed
+    late is older than what was handled since. Within ``CLOCK_MARGIN`` of the held one's time, intake's number for the
+    merchant decides (``sequence``: commit order, whichever replica's clock stamped the event; the same number again
+    is a failover's or the same event's); beyond it, the time does: a restore of intake's database restarts its
+    numbers from the backup's. A portal switch not said (an intake from before it said) stays as it was."""
     status = await conn.execute(
         "INSERT INTO merchant_settings (merchant_id, team_email, sealed_slack_webhook_url, sender_name, reply_to,"
         " review_target, portal_enabled, announced_at, announced_sequence)"
@@ -53,6 +53,8 @@ async def save(conn: asyncpg.Connection, data: NotificationSettingsConfigured, *
     )
     if status == "INSERT 0 0":
         log.info("older_settings_ignored", merchant_id=data.merchant_id, sequence=sequence)
+        return False
+    return True
 
 
 # What ``preferences_from`` reads of a merchant's row (a join may read them with other things).

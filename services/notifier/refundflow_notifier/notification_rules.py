@@ -34,6 +34,11 @@ class MerchantPreferences:
     has_slack: bool = False
     portal_enabled: bool = True  # off: customer emails carry no link to the portal
 
+    @property
+    def routes_team_alerts(self) -> bool:
+        """Whether the team has a channel for alerts (a Slack-compatible webhook or a team email)."""
+        return self.has_slack or bool(self.team_email)
+
 
 @dataclass(frozen=True)
 class EmailContent:

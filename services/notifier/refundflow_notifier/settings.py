@@ -42,6 +42,8 @@ class NotifierSettings(ServiceSettings):
     customer_contact_retention_days: float = Field(
         default=180.0, gt=0, description="what intake said of a payment's customer, since it last said it"
     )
+    # A team alert the merchant's settings route nowhere waits this long (from its event's time) for settings that do.
+    team_alert_hold_days: float = Field(default=7.0, gt=0)
 
     # Outbound HTTP (webhooks and Slack): one deadline for the whole call, a cap on the answer read.
     webhook_timeout_seconds: float = Field(default=15.0, gt=0)

@@ -9,8 +9,9 @@ from datetime import datetime
 
 import asyncpg
 
+from refundflow_notifier import merchant_locks
 from refundflow_notifier.records import ClaimedDelivery, DeliveredAttempt
-from refundflow_shared.database import MERCHANT_WEBHOOK_LOCKS, transaction_holding
+from refundflow_shared.database import transaction_holding
 from refundflow_shared.events import Event, WebhookEndpointConfigured
 
 
@@ -26,7 +27,7 @@ async def apply_endpoint(
     intake heard that this notifier disabled the endpoint, it still says enabled. Then the endpoint stays disabled,
     and (version, reason) is returned, for intake to hear the disable again for the version it now has."""
     # A batch queuing the merchant's events commits first, or reads the endpoint after this commits (``queue_events``).
-    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", MERCHANT_WEBHOOK_LOCKS, data.merchant_id)
+    await merchant_locks.configuring(conn, data.merchant_id)
     if not data.enabled or data.deleted:
         await _stop_queuing_to(conn, data.endpoint_id)
     row = await conn.fetchrow(
@@ -92,10 +93,8 @@ async def queue_events(
     deliveries were queued, and the ids of the events more than ``max_endpoints`` endpoints subscribed to."""
     if not events:
         return 0, []
-    # Shares the merchants' locks a configuration takes (``apply_endpoint``), in a statement of its own: one that
-    # committed while this waited is read by the next, and one that waits for this reads its events once it commits.
-    # Else both could read before the other committed: the event finds no endpoint, the endpoint no event.
-    await conn.execute(_SHARE_MERCHANTS, MERCHANT_WEBHOOK_LOCKS, [event.data.merchant_id for event, _ in events])
+    # Shares the merchants' locks a configuration takes (``apply_endpoint``): see ``merchant_locks``.
+    await merchant_locks.handling_events_of(conn, [event.data.merchant_id for event, _ in events])
     row = await conn.fetchrow(
         _QUEUE_EVENTS,
         [event.id for event, _ in events],
@@ -107,13 +106,6 @@ async def queue_events(
         max_endpoints,
     )
     return int(row["queued"]), list(row["over_cap"])
-
-
-# In one order (the hashes'), as every batch takes them.
-_SHARE_MERCHANTS = """
-SELECT pg_advisory_xact_lock_shared($1, h)
-FROM (SELECT DISTINCT hashtext(m) AS h FROM unnest($2::text[]) m ORDER BY h) s
-"""
 
 
 # The events, the endpoints subscribed to each (one more than the cap tells there were too many), and their
