@@ -20,6 +20,7 @@ from refundflow_shared.events import (
     Event,
     NotificationSettingsConfigured,
     PortalLink,
+    ProviderUnavailable,
     RefundApproved,
     RefundFailed,
     RefundRejected,
@@ -470,19 +471,24 @@ async def test_a_new_announcement_of_the_same_settings_sends_a_released_alert_no
     assert sorted(str(m["Subject"]) for m in world.mail.to(team)) == ["[Refundflow] first", "[Refundflow] marker"]
 
 
+@pytest.mark.parametrize("raising", ["team_alert.raised", "refund.requested"])
 @pytest.mark.parametrize("first", ["the alert's batch", "the settings"])
 async def test_an_alert_and_its_merchants_settings_handled_at_once_queue_the_alert_once(
-    postgres_url: str, first: str
+    postgres_url: str, first: str, raising: str
 ) -> None:
     """Handled at the same time on two partitions, each transaction could read before the other committed: the
-    alert found no settings, the settings no alert held, and the team never heard of it."""
-    merchant_id = ids()["merchant_id"]
+    alert found no settings, the settings no alert held (or, for a webhook event's, no event stored), and the team
+    never heard of it."""
+    refund = ids()
+    merchant_id = refund["merchant_id"]
     team = f"team.{uuid.uuid4().hex[:8]}@acme.example"
     settings = notifier_settings("postgresql://unused/unused", "127.0.0.1:9", 25)
     configured = Event.wrap(
         NotificationSettingsConfigured(merchant_id=merchant_id, team_email=team), source="refundflow/test", sequence=1
     )
-    alert = Event.wrap(raised(merchant_id, "raced"), source="refundflow/test", sequence=1)
+    data = raised(merchant_id, "raced") if raising == "team_alert.raised" else to_review(refund)
+    alert = Event.wrap(data, source="refundflow/test", sequence=1)
+    data_to = getattr(data, "customer_email", "")  # the customer's email is not under test
     async with notifier_database(postgres_url) as pool, pool.acquire() as one, pool.acquire() as other:
 
         async def handle_the_alert(conn: asyncpg.Connection) -> None:
@@ -510,17 +516,151 @@ async def test_an_alert_and_its_merchants_settings_handled_at_once_queue_the_ale
             await held.commit()
             await racing
 
-        queued = await pool.fetch("SELECT recipient, kind FROM messages WHERE merchant_id = $1", merchant_id)
+        queued = await pool.fetch(
+            "SELECT recipient, kind FROM messages WHERE merchant_id = $1 AND recipient <> $2", merchant_id, data_to
+        )
         assert [(r["recipient"], r["kind"]) for r in queued] == [(team, "team_alert")]
         assert await pool.fetchval("SELECT count(*) FROM held_team_alerts WHERE merchant_id = $1", merchant_id) == 0
+
+
+async def test_a_refunds_alerts_handled_before_the_merchants_settings_reach_the_team_once_when_they_arrive(
+    world: World,
+) -> None:
+    """A refund's events are kept for the merchant's webhooks (``webhook_events``): their alerts are not held, but
+    made again from them when the settings arrive."""
+    refund = ids()
+    merchant_id = refund["merchant_id"]
+    team = f"team.{uuid.uuid4().hex[:8]}@acme.example"
+    earlier = await world.feed.publish(to_review(ids() | {"merchant_id": merchant_id}))  # no channel then: not sent
+    configured = Event.wrap(
+        NotificationSettingsConfigured(merchant_id=merchant_id, team_email=team), source="refundflow/test", sequence=1
+    )
+    requested = await world.feed.publish(to_review(refund))
+    approved = await world.feed.publish(approval(refund))
+    assert earlier.time < configured.time < requested.time
+    await eventually(lambda: _all_handled(world.pool, earlier, requested, approved), timeout=60)
+    assert await _held(world.pool, merchant_id) == 0
+
+    await world.feed.redeliver(configured)
+    alerts = await mails_to(world, team, 2)
+    assert sorted(str(m["Subject"]) for m in alerts) == [
+        "[Refundflow] New refund request to review: €49.99",
+        "[Refundflow] Refund approved: €49.99",
+    ]
+    assert "approved by: api_key:key_1" in text_of(next(m for m in alerts if "approved" in str(m["Subject"])))
+    await world.feed.redeliver(configured)  # sends nothing again
+    await world.feed.redeliver(approved)  # nor does the event again, now the settings are here
+    await world.feed.publish(raised(merchant_id, "marker"))
+
+    await mails_to(world, team, 3)
+    await asyncio.sleep(1)  # time for a duplicate to show
+    assert len(world.mail.to(team)) == 3
+
+
+async def test_an_alert_only_event_handled_before_the_settings_is_held_until_they_arrive(world: World) -> None:
+    """provider.unavailable is no webhook event: nothing else keeps it, so its alert is held for the settings."""
+    refund = ids()
+    merchant_id = refund["merchant_id"]
+    team = f"team.{uuid.uuid4().hex[:8]}@acme.example"
+    configured = Event.wrap(
+        NotificationSettingsConfigured(merchant_id=merchant_id, team_email=team), source="refundflow/test", sequence=1
+    )
+    unavailable = await world.feed.publish(
+        ProviderUnavailable(
+            merchant_id=merchant_id,
+            payment_id=refund["payment_id"],
+            refund_id=refund["refund_id"],
+            provider="stripe",
+            attempts=5,
+            last_error="timed out",
+        )
+    )
+    await eventually(lambda: _handled(world.pool, unavailable), timeout=60)
+    assert await _held(world.pool, merchant_id) == 1
+
+    await world.feed.redeliver(configured)
+    [alert] = await mails_to(world, team)
+    assert alert["Subject"] == "[Refundflow] Payment provider stripe unavailable after 5 attempts"
+    assert await _held(world.pool, merchant_id) == 0
+
+
+async def test_a_merchant_without_settings_holds_nothing_for_its_refunds_alerts(world: World) -> None:
+    """Most merchants never save settings: their refunds' alerts cost no row (their events are kept for webhooks
+    anyway, and the alerts are made from those if settings come)."""
+    refund = ids()
+    requested = await world.feed.publish(to_review(refund))
+    approved = await world.feed.publish(approval(refund))
+    await eventually(lambda: _all_handled(world.pool, requested, approved), timeout=60)
+
+    assert await _held(world.pool, refund["merchant_id"]) == 0
+    stored = await world.pool.fetchval(
+        "SELECT count(*) FROM webhook_events WHERE merchant_id = $1", refund["merchant_id"]
+    )
+    assert stored == 2
+
+
+async def test_settings_that_replace_settings_naming_a_channel_send_no_alert_again(world: World) -> None:
+    """The alerts were sent to the channel of the settings then in force: newer settings, saved before the refund
+    happened but heard of after it, make none of them again for their channel."""
+    refund = ids()
+    merchant_id = refund["merchant_id"]
+    first_team, second_team = (f"team.{uuid.uuid4().hex[:8]}@acme.example" for _ in range(2))
+    first, second = (
+        Event.wrap(
+            NotificationSettingsConfigured(merchant_id=merchant_id, team_email=team),
+            source="refundflow/test",
+            sequence=sequence,
+        )
+        for sequence, team in ((1, first_team), (2, second_team))
+    )
+    await world.feed.redeliver(first)
+    await eventually(lambda: _handled(world.pool, first), timeout=60)
+    await world.feed.publish(to_review(refund))
+    await mails_to(world, first_team)
+
+    await world.feed.redeliver(second)
+    await eventually(lambda: _handled(world.pool, second), timeout=60)
+    await world.feed.publish(raised(merchant_id, "marker"))
+    [marker] = await mails_to(world, second_team)
+    assert marker["Subject"] == "[Refundflow] marker"
+    await asyncio.sleep(1)  # time for a duplicate to show
+    assert len(world.mail.to(second_team)) == 1 and len(world.mail.to(first_team)) == 1
 
 
 def raised(merchant_id: str, title: str) -> TeamAlertRaised:
     return TeamAlertRaised(merchant_id=merchant_id, kind="refund_needs_attention", title=title)
 
 
+def to_review(refund: dict[str, str]) -> RefundRequested:
+    return RefundRequested(
+        **refund, customer_email=customer(), amount=4999, currency="EUR", reason="requested_by_customer"
+    )
+
+
+def approval(refund: dict[str, str]) -> RefundApproved:
+    return RefundApproved(
+        **refund,
+        customer_email=customer(),
+        amount=4999,
+        currency="EUR",
+        provider_payment_id="pi_1",
+        payment_amount=4999,
+        approved_by="api_key:key_1",
+    )
+
+
+async def _held(pool: asyncpg.Pool, merchant_id: str) -> int:
+    count: int = await pool.fetchval("SELECT count(*) FROM held_team_alerts WHERE merchant_id = $1", merchant_id)
+    return count
+
+
 async def _handled(pool: asyncpg.Pool, event: Event) -> bool:
     return bool(await pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", event.id))
+
+
+async def _all_handled(pool: asyncpg.Pool, *events: Event) -> bool:
+    handled = await pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = ANY($1::uuid[])", [e.id for e in events])
+    return bool(handled == len(events))
 
 
 async def test_a_customers_emails_about_one_refund_arrive_in_the_refunds_order(world: World) -> None:

@@ -5,7 +5,7 @@ Every handler only writes rows, in the inbox transaction: a redelivered event qu
 slow mail server or webhook endpoint never holds up consumption. The workers send. What a batch's events say of
 their customers is remembered together before they are handled (``remember_first_of_each_payment``, the consumer's
 ``prepare``), and their webhooks and messages are queued together after (``queue_notifications``, its ``finish``).
-An alert the merchant's settings route nowhere is held for settings that may still come (``held_team_alerts``).
+An alert the merchant's settings route nowhere waits for settings that may still come (``held_team_alerts``).
 """
 
 from __future__ import annotations
@@ -93,8 +93,12 @@ async def notify(
     messages = []
     if emailed_payment is not None:
         messages += await _email_to_the_customer(conn, settings, box, prefs, event, data, emailed_payment, contact)
-    if not prefs.routes_team_alerts:  # unless settings that do committed since (``queue_notifications``): held
-        raised = [held_team_alerts.RaisedAlert(event.id, data.merchant_id, event.time, alert) for alert in alerts]
+    if not prefs.routes_team_alerts:  # unless settings that do committed since (``queue_notifications``): waits
+        kept = webhook is not None  # in webhook_events, whence settings that come make its alerts again
+        raised = [
+            held_team_alerts.RaisedAlert(event.id, data.merchant_id, event.time, alert, kept_as_webhook_event=kept)
+            for alert in alerts
+        ]
         return Notifications(webhook, messages, raised)
     for alert in alerts:
         messages += message_queue.team_alert(
@@ -107,12 +111,17 @@ async def queue_notifications(
     conn: asyncpg.Connection, settings: NotifierSettings, notifications: list[Notifications]
 ) -> None:
     """Queue what a batch of events left to queue: their webhooks in one round trip, their messages in another
-    (with the alerts their settings route by now; the others held)."""
+    (with the alerts their settings route by now; the others wait, ``held_team_alerts``)."""
     webhooks = {n.webhook[0].id: n.webhook for n in notifications if n.webhook is not None}
-    cap = settings.webhook_max_endpoints_per_event
-    _, over_cap = await webhook_store.queue_events(conn, list(webhooks.values()), cap)
     messages = [message for n in notifications for message in n.messages]
     unrouted = [raised for n in notifications for raised in n.unrouted]
+    cap = settings.webhook_max_endpoints_per_event
+    # The locks of the events' and the unrouted alerts' merchants (``merchant_locks``), taken once, in a statement
+    # before every one they guard: ``queue_events``' (it reads the endpoints, and stores the events a release reads),
+    # then ``route_or_hold``'s read of the settings. A configuration that committed first is then read, and one
+    # waiting for this transaction reads what it wrote. The over-cap alerts' merchants are the events'.
+    unrouted_merchants = [raised.merchant_id for raised in unrouted]
+    _, over_cap = await webhook_store.queue_events(conn, list(webhooks.values()), cap, also_locking=unrouted_merchants)
     for event_id in over_cap:  # intake allows no more: a bug, or an event that did not come from intake
         event, traceparent = webhooks[event_id]
         merchant_id = event.data.merchant_id
@@ -127,10 +136,12 @@ async def queue_notifications(
 async def settings_announced(
     conn: asyncpg.Connection, settings: NotifierSettings, event: Event, data: NotificationSettingsConfigured
 ) -> None:
-    """Take the merchant's settings as announced, and send the alerts held since then that they route: those
-    alerts' events travel on other partitions and may be handled first (``held_team_alerts``)."""
+    """Take the merchant's settings as announced and, where the merchant's settings routed alerts nowhere, send
+    those since then that they route: those alerts' events travel on other partitions and may be handled first
+    (``held_team_alerts``). Settings that routed them already sent them as they were handled."""
     await merchant_locks.configuring(conn, data.merchant_id)
-    if await merchant_settings.save(conn, data, at=event.time, sequence=event.sequence):
+    routed = (await merchant_settings.preferences(conn, settings, data.merchant_id)).routes_team_alerts
+    if await merchant_settings.save(conn, data, at=event.time, sequence=event.sequence) and not routed:
         await message_queue.queue(
             conn, await held_team_alerts.release(conn, settings, data.merchant_id, since=event.time)
         )

@@ -86,15 +86,23 @@ ON CONFLICT (endpoint_id, event_id) WHERE NOT replay DO NOTHING
 
 
 async def queue_events(
-    conn: asyncpg.Connection, events: Sequence[tuple[Event, str | None]], max_endpoints: int
+    conn: asyncpg.Connection,
+    events: Sequence[tuple[Event, str | None]],
+    max_endpoints: int,
+    *,
+    also_locking: Sequence[str] = (),
 ) -> tuple[int, list[uuid.UUID]]:
-    """Keep each event as it will be signed (for replays too) with the trace it continues, and queue one delivery
-    per subscribed, enabled endpoint, for at most ``max_endpoints`` of them, in one round trip. Returns how many
-    deliveries were queued, and the ids of the events more than ``max_endpoints`` endpoints subscribed to."""
+    """Keep each event as it will be signed (for replays too, and a team alert made again from it) with the trace it
+    continues, and queue one delivery per subscribed, enabled endpoint, for at most ``max_endpoints`` of them, in one
+    round trip. Returns how many deliveries were queued, and the ids of the events more than ``max_endpoints``
+    endpoints subscribed to. ``also_locking``: merchants whose configurations the caller reads next (their locks are
+    taken with the events' ones)."""
+    merchant_ids = [event.data.merchant_id for event, _ in events] + list(also_locking)
+    if merchant_ids:
+        # Shares the merchants' locks a configuration takes (``apply_endpoint``): see ``merchant_locks``.
+        await merchant_locks.handling_events_of(conn, merchant_ids)
     if not events:
         return 0, []
-    # Shares the merchants' locks a configuration takes (``apply_endpoint``): see ``merchant_locks``.
-    await merchant_locks.handling_events_of(conn, [event.data.merchant_id for event, _ in events])
     row = await conn.fetchrow(
         _QUEUE_EVENTS,
         [event.id for event, _ in events],

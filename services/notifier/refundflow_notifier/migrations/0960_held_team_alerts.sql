@@ -1,7 +1,8 @@
 -- A team alert its merchant's settings routed nowhere when its event was handled (no settings heard of yet, or none
 -- naming a channel), kept for settings that may still come: they are keyed by merchant, the alert's event by
 -- payment, so they travel on other partitions in no order. Settings naming a channel send, once, those that happened
--- since them (held_team_alerts.py); the rest go TEAM_ALERT_HOLD_DAYS after they happened (retention).
+-- since them (held_team_alerts.py); the rest go TEAM_ALERT_HOLD_DAYS after they happened (retention). Only the
+-- alerts of events webhook_events does not keep: a webhook event's are made again from it.
 CREATE TABLE held_team_alerts (
     event_id    uuid        NOT NULL,
     kind        text        NOT NULL,
