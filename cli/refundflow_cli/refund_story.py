@@ -20,6 +20,7 @@ from refundflow_cli.outcomes import ExitCode, NotFound
 from refundflow_cli.output import Output, when
 from refundflow_cli.settings import CliSettings
 from refundflow_cli.topic_names import SERVICES
+from refundflow_shared.money import format_amount
 from refundflow_shared.tracing import trace_id_of
 
 Row = dict[str, Any]
@@ -188,8 +189,9 @@ def _story(
         note = f" ({entry['note']})" if entry["note"] else ""
         change = entry["status"] if entry["action"] == entry["status"] else f"{entry['action']}: {entry['status']}"
         steps.append((entry["at"], "intake", f"{change} by {entry['actor']}{note}"))
-    for approval in approvals:
-        steps.append((approval["approved_at"], "intake", f"approved {approval['amount']} by {approval['actor']}"))
+    for approval in approvals:  # intake's refund is there: its approvals reference it
+        amount = format_amount(approval["amount"], refund["currency"]) if refund else approval["amount"]
+        steps.append((approval["approved_at"], "intake", f"approved {amount} by {approval['actor']}"))
     for event in events:
         steps.append((event["created_at"], event["published_by"], f"staged {event['event_type']} {event['event_id']}"))
         if event["sent_at"]:
@@ -233,8 +235,9 @@ def _story(
 def _print(out: Output, report: dict[str, Any]) -> None:
     refund = report["intake"]["refund"]
     if refund is not None:
+        amount = format_amount(refund["amount"], refund["currency"])
         out.line(
-            f"Refund {refund['id']}: {refund['status']}, {refund['amount']} {refund['currency']} of payment "
+            f"Refund {refund['id']}: {refund['status']}, {amount} of payment "
             f"{refund['payment_id']} ({refund['provider_payment_id']}), merchant {refund['merchant_id']}, "
             f"reason {refund['reason']}, via {refund['channel']}"
             + (f", failure {refund['failure_reason']}" if refund["failure_reason"] else ""),

@@ -12,6 +12,7 @@ from refundflow_cli.connections import database
 from refundflow_cli.outcomes import ExitCode
 from refundflow_cli.output import Output, age, when
 from refundflow_cli.settings import CliSettings
+from refundflow_shared.money import format_amount
 
 _PROCESSING = """
 SELECT id AS refund_id, payment_id, merchant_id, amount, currency, updated_at AS since,
@@ -67,7 +68,7 @@ async def find_stuck(settings: CliSettings, out: Output, *, older_than: timedelt
                 r["refund_id"],
                 r["payment_id"],
                 r["merchant_id"],
-                f"{r['amount']} {r['currency']}",
+                format_amount(r["amount"], r["currency"]),
                 age(r["seconds"]),
                 _attempt(r["latest_attempt"]),
                 (r["latest_attempt"] or {}).get("last_error"),
@@ -99,7 +100,7 @@ async def find_stuck(settings: CliSettings, out: Output, *, older_than: timedelt
                 r["refund_id"],
                 r["payment_id"],
                 r["merchant_id"],
-                f"{r['amount']} {r['currency']}",
+                format_amount(r["amount"], r["currency"]),
                 when(r["created_at"]),
                 when(r["review_due_at"]),
                 age(r["seconds"]),

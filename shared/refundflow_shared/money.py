@@ -79,9 +79,21 @@ class Money(BaseModel):
     currency: Currency
 
     def format(self) -> str:
-        """Plain decimal rendering with the currency code, e.g. ``12.50 EUR``, ``1500 JPY``, ``1.250 KWD``."""
-        exponent = minor_unit_exponent(self.currency)
-        if exponent == 0:
-            return f"{self.amount} {self.currency}"
-        whole, fraction = divmod(self.amount, 10**exponent)
-        return f"{whole}.{fraction:0{exponent}d} {self.currency}"
+        """As people read it: ``€12.50``, ``¥1,500``, ``KWD 1.250`` (``format_amount``)."""
+        return format_amount(self.amount, self.currency)
+
+
+# Only symbols that are unambiguous to a reader; other currencies show their ISO code (``KWD 1.250``).
+CURRENCY_SYMBOLS = {"EUR": "€", "GBP": "£", "JPY": "¥", "USD": "$", "INR": "₹", "KRW": "₩"}
+
+
+def format_amount(amount: int, currency: str) -> str:
+    """Minor units as people read them, everywhere an amount is shown to someone (pages, emails, alerts, the CLI):
+    the currency's decimals, grouped thousands, its symbol where well known. ``(123456, "EUR") -> "€1,234.56"``,
+    ``(1500, "JPY") -> "¥1,500"``, ``(1250, "KWD") -> "KWD 1.250"``, ``(-250, "USD") -> "-$2.50"``."""
+    exponent = minor_unit_exponent(currency)
+    whole, fraction = divmod(abs(amount), 10**exponent)
+    number = f"{whole:,}" + (f".{fraction:0{exponent}d}" if exponent else "")
+    symbol = CURRENCY_SYMBOLS.get(currency)
+    text = f"{symbol}{number}" if symbol else f"{currency} {number}"
+    return f"-{text}" if amount < 0 else text

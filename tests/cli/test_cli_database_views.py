@@ -117,6 +117,7 @@ async def test_stuck_finds_long_processing_refunds_unknown_outcomes_and_requests
     assert readable.exit_code == 1
     for refund_id in (slow, unknown, overdue):
         assert refund_id in readable.stdout
+    assert "€25.00" in readable.stdout and "2500 EUR" not in readable.stdout, "amounts as people read them"
 
 
 async def test_an_outbox_whose_oldest_event_waits_too_long_is_a_problem(
@@ -172,6 +173,7 @@ async def test_a_refunds_story_says_when_an_email_still_to_send_is_due(
     assert message["status"] == "pending" and message["due_at"] is not None
     readable = await refundflow(worker, database_url, "refund", refund_id)
     assert datetime.fromisoformat(message["due_at"]).isoformat(timespec="seconds") in readable.stdout
+    assert "succeeded, €25.00 of payment" in readable.stdout
 
 
 async def test_an_operators_session_ends_an_idle_transaction_and_probes_a_silent_peer(database_url: str) -> None:

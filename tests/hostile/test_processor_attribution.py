@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import stripe
@@ -53,7 +54,8 @@ def refund_of(payment: PaymentSucceeded, amount: int = 2_500) -> RefundApproved:
     )
 
 
-async def refused(processor: ProcessorUnderTest, approved: RefundApproved, reason: str) -> None:
+async def refused(processor: ProcessorUnderTest, approved: RefundApproved, reason: str) -> dict[str, Any]:
+    """The approval is failed before any call and the team alerted; the alert's details are returned."""
     await processor.publish(approved)
 
     async def failed() -> bool:
@@ -67,6 +69,8 @@ async def refused(processor: ProcessorUnderTest, approved: RefundApproved, reaso
     assert await processor.attempts(approved.refund_id) == [], "the provider was never called"
     made = await processor.provider_refunds(approved.provider_payment_id)
     assert [r for r in made if r["metadata"].get("refund_id") == approved.refund_id] == []
+    details: dict[str, Any] = alert["details"]
+    return details
 
 
 async def test_a_merchant_cannot_refund_another_merchants_provider_payment(processor: ProcessorUnderTest) -> None:
@@ -100,7 +104,8 @@ async def test_an_approval_must_name_the_provider_payment_learnt_for_its_payment
 
 async def test_an_approval_in_another_currency_than_the_payment_is_refused(processor: ProcessorUnderTest) -> None:
     payment = await paid(processor, payment_intent(), "mer_currency")
-    await refused(processor, refund_of(payment).model_copy(update={"currency": "USD"}), "currency_mismatch")
+    details = await refused(processor, refund_of(payment).model_copy(update={"currency": "USD"}), "currency_mismatch")
+    assert details["amount"] == "$25.00", "as people read amounts, not 2500 beside a code"
 
 
 async def test_refunds_of_a_payment_can_never_exceed_what_was_paid(processor: ProcessorUnderTest) -> None:
@@ -112,7 +117,9 @@ async def test_refunds_of_a_payment_can_never_exceed_what_was_paid(processor: Pr
         return await processor.refund_status(first.refund_id) == "succeeded"
 
     await eventually(succeeded, timeout=30)
-    await refused(processor, refund_of(payment, amount=4_001), "exceeds_refundable")
+    details = await refused(processor, refund_of(payment, amount=4_001), "exceeds_refundable")
+    assert details["amount"] == "€40.01"
+    assert details["reason"] == "€40.01 would bring the payment's refunds to €100.01 of €100.00"
     assert len(await processor.provider_refunds(payment.provider_payment_id)) == 1
 
 

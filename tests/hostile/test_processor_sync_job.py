@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from refundflow_notifier.notification_rules import team_alerts
 from refundflow_processor.app import MIGRATIONS as PROCESSOR_MIGRATIONS
 from refundflow_processor.payment_provider import (
     PaymentProvider,
@@ -30,7 +31,7 @@ from refundflow_processor.payment_provider import (
 from refundflow_processor.provider_pause import ProviderPause
 from refundflow_processor.refund_sync import RefundSync
 from refundflow_processor.stripe_provider import StripeProvider
-from refundflow_shared.events import PaymentSucceeded, Product
+from refundflow_shared.events import PaymentSucceeded, Product, TeamAlertRaised
 from refundflow_shared.migrations_runner import apply_migrations
 from tests.conftest import create_database
 from tests.support.http_servers import serving
@@ -205,6 +206,8 @@ async def test_a_second_provider_refund_made_for_our_finished_refund_is_booked_a
         await scanned_since(processor, approved.payment_id, await processor.db.fetchval("SELECT now()"))
         [alert] = await processor.staged("team_alert.raised", about=approved.refund_id)  # once
         assert (alert["kind"], alert["details"]["provider_refund_id"]) == ("duplicate_refund", again.id)
+        [told] = team_alerts(TeamAlertRaised.model_validate(alert))
+        assert "• refund: €25.00\n" in told.slack_text(), "the team reads amounts as they read them everywhere"
         assert await processor.staged("team_alert.raised", about=plain.id) == []
         assert await processor.refund_status(approved.refund_id) == "succeeded"
 

@@ -213,6 +213,7 @@ async def test_a_partial_refund_cannot_exceed_what_is_left(client: httpx.AsyncCl
     )
     assert second.status_code == 422
     assert second.json()["error"]["code"] == "refund_exceeds_refundable"
+    assert second.json()["error"]["message"] == "€4.01 exceeds the refundable amount of €4.00"
     assert await written(db) == before
 
 

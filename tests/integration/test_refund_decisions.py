@@ -247,6 +247,8 @@ async def test_the_merchant_may_approve_less_than_asked_but_never_more(intake: I
     refund = await intake.refund(merchant, payment["id"], amount=4_000)
     more = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"amount": 4_001})
     assert more.status_code == 422 and more.json()["error"]["code"] == "approval_exceeds_request"
+    # Said as people read and type amounts: the dashboard shows it beside a field taking 40.00, not 4000.
+    assert more.json()["error"]["message"] == "approve between €0.01 and the €40.00 asked for, not €40.01"
 
     less = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"amount": 2_500})
     assert (less.json()["status"], less.json()["amount"], less.json()["requested_amount"]) == (

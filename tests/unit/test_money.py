@@ -28,11 +28,11 @@ def test_each_currency_knows_its_minor_unit(currency: str, exponent: int) -> Non
 @pytest.mark.parametrize(
     ("amount", "currency", "shown"),
     [
-        (4999, "EUR", "49.99 EUR"),
-        (5, "USD", "0.05 USD"),
-        (1500, "JPY", "1500 JPY"),
-        (1250, "KWD", "1.250 KWD"),
-        (0, "EUR", "0.00 EUR"),
+        (4999, "EUR", "€49.99"),
+        (5, "USD", "$0.05"),
+        (1500, "JPY", "¥1,500"),
+        (1250, "KWD", "KWD 1.250"),
+        (0, "EUR", "€0.00"),
     ],
 )
 def test_amounts_render_with_the_currencys_decimals(amount: int, currency: str, shown: str) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from refundflow_intake.dashboard.money_text import format_amount, parse_amount
+from refundflow_intake.dashboard.money_text import parse_amount
 from refundflow_intake.domain import InvalidAmount
+from refundflow_shared.money import format_amount
 
 
 @pytest.mark.parametrize(

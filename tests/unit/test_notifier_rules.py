@@ -16,7 +16,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
-from refundflow_notifier.amount_format import format_amount
 from refundflow_notifier.email_messages import (
     InvalidAddress,
     build_email,
@@ -43,6 +42,7 @@ from refundflow_shared.events import (
     RefundReviewOverdue,
     TeamAlertRaised,
 )
+from refundflow_shared.money import format_amount
 from refundflow_shared.secret_box import SecretBox, SecretBoxError, generate_key
 
 

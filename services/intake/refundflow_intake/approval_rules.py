@@ -23,9 +23,11 @@ from refundflow_intake.domain import (
     SubscriptionAction,
     check_provider_can_refund,
     check_transition,
+    refund_exceeds_refundable_message,
     refundable_amount,
 )
 from refundflow_intake.refund_policy import RefundPolicy
+from refundflow_shared.money import format_amount
 
 
 @dataclass(frozen=True)
@@ -217,12 +219,11 @@ def decide_approval(context: ApprovalContext, ask: ApprovalAsk, policy: RefundPo
         raise ProviderPaymentConflict("another merchant registered this provider payment too: refunds are blocked")
     amount = context.requested if ask.amount is None else ask.amount
     if not 0 < amount <= context.requested:
-        raise ApprovalExceedsRequest(f"approve between 1 and the {context.requested} asked for, not {amount}")
+        least, asked, approving = (format_amount(a, context.currency) for a in (1, context.requested, amount))
+        raise ApprovalExceedsRequest(f"approve between {least} and the {asked} asked for, not {approving}")
     left = refundable_amount(context.payment_amount, context.held_by_others)
     if amount > left:
-        raise RefundExceedsRefundable(
-            f"{amount} exceeds the refundable amount of {left} {context.currency} minor units"
-        )
+        raise RefundExceedsRefundable(refund_exceeds_refundable_message(amount, left, context.currency))
     check_provider_can_refund(amount, context.currency)  # a smaller amount, too
 
     # Approvals count only for what they approved: another amount, action or extension starts the approval over.

@@ -9,6 +9,7 @@ from typing import ClassVar
 
 from refundflow_shared import stripe_amounts, stripe_ids
 from refundflow_shared.events import RefundReason as RefundReason  # the contract's: refund.submit gives one too
+from refundflow_shared.money import format_amount
 
 
 class RefundStatus(StrEnum):
@@ -66,6 +67,11 @@ class RefundNotFound(NotFound):
 
 class RefundExceedsRefundable(DomainError):
     code = "refund_exceeds_refundable"
+
+
+def refund_exceeds_refundable_message(amount: int, left: int, currency: str) -> str:
+    """Said to people, who read and type major units: ``€40.01 exceeds the refundable amount of €40.00``."""
+    return f"{format_amount(amount, currency)} exceeds the refundable amount of {format_amount(left, currency)}"
 
 
 class InvalidAmount(DomainError):
@@ -300,9 +306,7 @@ class RefundRequest:
         left = refundable_amount(self.payment_amount, self.held_by_refunds)
         amount = left if requested is None else requested
         if amount <= 0 or amount > left:
-            raise RefundExceedsRefundable(
-                f"{amount} exceeds the refundable amount of {left} {self.payment_currency} minor units"
-            )
+            raise RefundExceedsRefundable(refund_exceeds_refundable_message(amount, left, self.payment_currency))
         check_provider_can_refund(amount, self.payment_currency)
         return amount
 

@@ -21,7 +21,6 @@ from refundflow_intake.approval_rules import (
     decide_approval,
 )
 from refundflow_intake.dashboard import refund_words
-from refundflow_intake.dashboard.money_text import format_amount
 from refundflow_intake.domain import (
     CUSTOMER_CHANNELS,
     HOLDING_STATUSES,
@@ -34,6 +33,7 @@ from refundflow_intake.domain import (
 from refundflow_intake.portal.links import CustomerLinks, to_customer
 from refundflow_intake.refund_policy import RefundPolicy
 from refundflow_shared.events import RefundApproved, RefundRejected
+from refundflow_shared.money import format_amount
 
 Row = dict[str, Any]
 

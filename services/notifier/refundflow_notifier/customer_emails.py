@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from refundflow_notifier.amount_format import format_amount
 from refundflow_notifier.customer_contacts import Contact, CustomerLink
 from refundflow_notifier.email_messages import reply_to
 from refundflow_notifier.notification_rules import EmailContent, MerchantPreferences
@@ -37,6 +36,7 @@ from refundflow_shared.events import (
     SubscriptionCancelFailed,
     SubscriptionExtended,
 )
+from refundflow_shared.money import format_amount
 
 CUSTOMER_CHANNELS = ("portal", "command")
 # The events that may bring their customer an email (``customer_email`` says which do, and what it says). A new

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from refundflow_notifier.amount_format import format_amount
 from refundflow_shared.events import (
     EventData,
     ProviderUnavailable,
@@ -18,6 +17,7 @@ from refundflow_shared.events import (
     RefundReviewOverdue,
     TeamAlertRaised,
 )
+from refundflow_shared.money import format_amount
 
 # Events that only alert the team.
 ALERT_ONLY_EVENT_TYPES = ("refund.review_overdue", "provider.unavailable", "team_alert.raised")

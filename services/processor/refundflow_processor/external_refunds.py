@@ -16,6 +16,7 @@ from refundflow_processor.records import ExternalRefund, Payment
 from refundflow_processor.team_alerts import raise_alert
 from refundflow_shared.event_contract import PROCESSOR
 from refundflow_shared.events import EXTERNAL_REFUND_MOVES, RefundExternalDetected
+from refundflow_shared.money import CURRENCY_EXPONENTS, format_amount
 from refundflow_shared.outbox import add_event
 
 log = structlog.get_logger(__name__)
@@ -61,7 +62,7 @@ async def record_external(conn: asyncpg.Connection, scanned: Payment, reported: 
             reported,
             kind="external_refund_unattributed",
             title="A refund made outside Refundflow cannot be attributed to this payment; nothing was booked",
-            payment=f"{scanned.amount} {scanned.currency}",
+            payment=format_amount(scanned.amount, scanned.currency),
         )
         return False
     log.warning("external_refund_detected", provider_refund_id=reported.id, ours=reported.refund_id is not None)
@@ -124,9 +125,16 @@ async def alert_about_provider_refund(
         details={
             "provider_refund_id": reported.id,
             "provider_payment_id": payment.provider_payment_id,
-            "refund": f"{reported.amount} {reported.currency or '?'}",
+            "refund": _as_read(reported),
             **more,
         },
         payment_id=payment.payment_id,
         refund_id=refund_id,
     )
+
+
+def _as_read(reported: ProviderRefund) -> str:
+    """The provider's refund amount as people read it; in minor units when its currency is not one we know."""
+    if reported.currency in CURRENCY_EXPONENTS:
+        return format_amount(reported.amount, reported.currency)
+    return f"{reported.amount} minor units of {reported.currency or 'a currency the provider did not say'}"

@@ -18,6 +18,7 @@ from refundflow_processor.records import Payment, Refund, RefundStatus
 from refundflow_processor.refund_outcomes import publish_failure
 from refundflow_processor.team_alerts import raise_alert
 from refundflow_shared.events import RefundApproved, customer_fields
+from refundflow_shared.money import format_amount
 
 log = structlog.get_logger(__name__)
 
@@ -45,10 +46,10 @@ def approval_refusal(payment: Payment | None, refund: Refund, held: int) -> Refu
             "currency_mismatch", f"the refund is in {refund.currency}, the payment was in {payment.currency}"
         )
     if held + refund.amount > payment.amount:
-        return Refusal(
-            "exceeds_refundable",
-            f"{refund.amount} would bring the payment's refunds to {held + refund.amount} of {payment.amount}",
+        asked, total, paid = (
+            format_amount(a, refund.currency) for a in (refund.amount, held + refund.amount, payment.amount)
         )
+        return Refusal("exceeds_refundable", f"{asked} would bring the payment's refunds to {total} of {paid}")
     return None
 
 
@@ -92,7 +93,7 @@ async def accept_approved_refund(
         merchant_id=refund.merchant_id,
         kind=refusal.reason,
         title="An approved refund was not executed: it does not match the payment",
-        details={"reason": refusal.message, "amount": str(refund.amount), "currency": refund.currency},
+        details={"reason": refusal.message, "amount": format_amount(refund.amount, refund.currency)},
         payment_id=refund.payment_id,
         refund_id=refund.refund_id,
     )

@@ -14,9 +14,8 @@ from refundflow_intake.api.dependencies import Db, Now
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser
 from refundflow_intake.dashboard.charts import Point, bars, columns
-from refundflow_intake.dashboard.money_text import format_amount
 from refundflow_intake.dashboard.pages import render
-from refundflow_shared.money import Currency
+from refundflow_shared.money import Currency, format_amount
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False, route_class=RetriedRoute)
 PERIODS = {"30": 30, "90": 90, "180": 180, "365": 365}

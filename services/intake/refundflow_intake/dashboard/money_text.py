@@ -1,7 +1,7 @@
 """Amounts as a merchant reads and types them: the currency's own decimals. No I/O here.
 
-Formatting matches the notifier's customer emails (``refundflow_notifier.amount_format``); parsing turns what a
-person typed ("49.99", "49,99", "1500") into minor units exactly, with no float on the way.
+Amounts are shown with ``refundflow_shared.money.format_amount``, as everywhere; parsing turns what a person typed
+("49.99", "49,99", "1500") into minor units exactly, with no float on the way.
 """
 
 from __future__ import annotations
@@ -11,18 +11,7 @@ import re
 from refundflow_intake.domain import InvalidAmount
 from refundflow_shared.money import minor_unit_exponent
 
-_SYMBOLS = {"EUR": "€", "GBP": "£", "JPY": "¥", "USD": "$", "INR": "₹", "KRW": "₩"}
 _TYPED = re.compile(r"^\s*(\d{1,13})(?:([.,])(\d+))?\s*$")
-
-
-def format_amount(amount: int, currency: str) -> str:
-    """``(123456, "EUR") -> "€1,234.56"``, ``(1500, "JPY") -> "¥1,500"``, ``(-250, "USD") -> "-$2.50"``."""
-    exponent = minor_unit_exponent(currency)
-    whole, fraction = divmod(abs(amount), 10**exponent)
-    number = f"{whole:,}" + (f".{fraction:0{exponent}d}" if exponent else "")
-    symbol = _SYMBOLS.get(currency)
-    text = f"{symbol}{number}" if symbol else f"{currency} {number}"
-    return f"-{text}" if amount < 0 else text
 
 
 def major_units(amount: int, currency: str) -> str:

@@ -12,11 +12,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from refundflow_intake.api.errors import ApiError
-from refundflow_intake.dashboard.money_text import format_amount, major_units
+from refundflow_intake.dashboard.money_text import major_units
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import DomainError
 from refundflow_intake.roles import Permission, allows
-from refundflow_shared.money import minor_unit_exponent
+from refundflow_shared.money import format_amount, minor_unit_exponent
 
 TEMPLATES = Path(__file__).parent / "templates"
 

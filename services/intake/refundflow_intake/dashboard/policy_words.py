@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from refundflow_intake.dashboard.money_text import format_amount
+from refundflow_shared.money import format_amount
 
 
 def _money(threshold: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from refundflow_intake.api.fields import PathId
 from refundflow_intake.api.views import payment_view, refund_view
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
-from refundflow_intake.dashboard.money_text import format_amount, parse_amount
+from refundflow_intake.dashboard.money_text import parse_amount
 from refundflow_intake.dashboard.pages import STATUS_LABELS, render, render_fragment, see_other
 from refundflow_intake.dashboard.refund_words import (
     action_words,
@@ -41,6 +41,7 @@ from refundflow_intake.domain import (
 )
 from refundflow_intake.proration import period_days, prorate
 from refundflow_intake.roles import Permission, require
+from refundflow_shared.money import format_amount
 
 router = APIRouter(prefix="/dashboard/refunds", include_in_schema=False, route_class=RetriedRoute)
 _FINAL = {"succeeded", "failed", "rejected", "reversed"}

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from refundflow_intake.dashboard.money_text import format_amount
 from refundflow_intake.domain import RefundReason, RefundStatus, SubscriptionAction
 from refundflow_intake.refund_policy import RefundPolicy
 from refundflow_shared.events import DISPUTED_FAILURE_REASONS
+from refundflow_shared.money import format_amount
 
 Row = dict[str, Any]
 

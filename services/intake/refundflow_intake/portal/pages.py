@@ -16,7 +16,7 @@ from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Now, Settings, ToCustomer
 from refundflow_intake.api.errors import status_of
 from refundflow_intake.dashboard import auth
-from refundflow_intake.dashboard.money_text import format_amount, major_units, parse_amount
+from refundflow_intake.dashboard.money_text import major_units, parse_amount
 from refundflow_intake.dashboard.typed_text import TypedText, as_typed, too_long
 from refundflow_intake.domain import (
     DomainError,
@@ -33,7 +33,7 @@ from refundflow_intake.portal.rendering import render, render_fragment
 from refundflow_intake.portal.tokens import InvalidPortalToken, PortalGrant, PortalTokenExpired
 from refundflow_intake.rate_limit import RateLimited, client_bucket
 from refundflow_intake.settings import IntakeSettings
-from refundflow_shared.money import minor_unit_exponent
+from refundflow_shared.money import format_amount, minor_unit_exponent
 from refundflow_shared.stripe_amounts import stripe_step
 
 PREFIX = "/portal"

@@ -10,8 +10,8 @@ from typing import Any
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from refundflow_intake.dashboard.money_text import format_amount
 from refundflow_intake.portal.customer_words import day
+from refundflow_shared.money import format_amount
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
