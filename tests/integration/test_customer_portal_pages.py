@@ -541,3 +541,20 @@ async def test_an_earlier_invoices_page_shows_the_subscriptions_latest_period_no
         return words in text_of((await customer.open()).text)
 
     await eventually(lambda: told(f"Current period until {goodwill.day} {goodwill.strftime('%B %Y')}"), timeout=30)
+
+
+async def test_an_amount_typed_as_the_page_shows_amounts_is_read(intake: IntakeUnderTest) -> None:
+    """The page shows "$5,000.00"; a customer typing "$1,234.56" was refused, and "1,500" yen was told to type
+    "1.500", which yen refused too."""
+    merchant = await intake.merchant()
+    dollars = await intake.payment(merchant, amount=500_000, currency="USD")
+    customer = Customer(intake, (await link_for(intake, merchant, dollars["id"]))["url"])
+    assert "$5,000.00" in text_of((await customer.open()).text)
+    asked = await customer.ask(reason="duplicate", amount="$1,234.56")
+    assert asked.status_code == 303, text_of(asked.text)[:500]
+    yen = await intake.payment(merchant, amount=5_000, currency="JPY")
+    customer = Customer(intake, (await link_for(intake, merchant, yen["id"]))["url"])
+    asked = await customer.ask(reason="duplicate", amount="1,500")
+    assert asked.status_code == 303, text_of(asked.text)[:500]
+    refunds = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
+    assert sorted((r["amount"], r["currency"]) for r in refunds) == [(1_500, "JPY"), (123_456, "USD")]
