@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.support.dashboard_people import merchant_with_owner
 from tests.support.intake_harness import IntakeUnderTest, running_intake
+from tests.support.portal_customers import text_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -172,3 +174,60 @@ async def test_a_request_follows_its_products_override_and_the_merchants_policy_
         payment = await intake.payment(merchant, paid_at=ten_days_ago, product=details)
         flags[product] = (await intake.refund(merchant, payment["id"]))["flags"]
     assert flags == {"prod_course": [], "prod_ebook": ["outside_refund_window"]}
+
+
+def _field_value(html: str, name: str) -> str:
+    found = re.search(rf'name="{name}"[^>]*value="([^"]*)"', html)
+    assert found is not None, name
+    return found.group(1)
+
+
+async def test_thresholds_are_offered_in_the_merchants_own_currency_and_another_one_is_warned_about(
+    intake: IntakeUnderTest,
+) -> None:
+    """A yen merchant ticking both rules and leaving the currency as the page filled it got EUR thresholds: every
+    yen refund needed two people and none was approved automatically, without a word anywhere."""
+    merchant, owner = await merchant_with_owner(intake)
+    for currency in ("JPY", "JPY", "EUR"):
+        await intake.payment(merchant, amount=50_000, currency=currency)
+    page = "/dashboard/refund-policy"
+    shown = (await owner.page(page)).text
+    assert _field_value(shown, "auto_approve_currency") == "JPY", "the currency most of its payments are in"
+    assert _field_value(shown, "second_approval_currency") == "JPY"
+    form = {
+        "refund_window_days": "14",
+        "process_time": "5 days",
+        "review_target_hours": "48",
+        "accepted_reasons": "duplicate",
+        "auto_approve_enabled": "1",
+        "auto_approve_amount": "3,000",
+        "auto_approve_currency": _field_value(shown, "auto_approve_currency"),
+        "auto_approve_reasons": "duplicate",
+        "second_approval_enabled": "1",
+        "second_approval_amount": "20,000",
+        "second_approval_currency": _field_value(shown, "second_approval_currency"),
+    }
+    assert (await owner.post_form(page, page, form)).status_code == 303
+    policy = (await intake.client.get("/v1/refund-policy", headers=merchant)).json()["policy"]
+    assert policy["auto_approve"]["max_amount"] == {"amount": 3_000, "currency": "JPY"}
+    assert policy["second_approval_above"] == {"amount": 20_000, "currency": "JPY"}
+    assert "none of your payments" not in text_of((await owner.page(page)).text)
+
+    # A threshold in a currency none of its payments use is saved (a merchant may be about to sell in it), and said.
+    saved = await owner.post_form(page, page, {**form, "second_approval_currency": "USD"})
+    assert saved.status_code == 303, saved.text[:500]
+    warned = text_of((await owner.page(page)).text)
+    assert (
+        "The two-person rule is set in USD, and none of your payments are in USD: every refund of a payment in"
+        " another currency needs two people to approve it." in warned
+    )
+    assert "Automatic approval is set in" not in warned
+
+    # The refund page says why a small refund needs two people.
+    payment = await intake.payment(merchant, amount=5_000, currency="JPY")
+    refund = await intake.refund(merchant, payment["id"], amount=100)
+    seen = text_of((await owner.page(f"/dashboard/refunds/{refund['id']}")).text)
+    assert (
+        "This amount needs 2 different people to approve it: the two-person rule is set in USD and this payment is"
+        " in JPY." in seen
+    )

@@ -14,7 +14,7 @@ from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
 from refundflow_intake.dashboard.pages import render, see_other
 from refundflow_intake.dashboard.policy_form import override_from_form, policy_from_form, preview_text
-from refundflow_intake.dashboard.policy_words import override_lines
+from refundflow_intake.dashboard.policy_words import override_lines, threshold_warnings
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import DomainError, PolicyOverrideNotFound, RefundReason
 from refundflow_intake.public_policy_cache import PublicPolicyCache
@@ -30,6 +30,7 @@ async def _page(
         policy = await policies.merchant_policy(conn, user.merchant_id)
         overrides = await policies.overrides(conn, user.merchant_id)
         pending = await queries.pending_count(conn, user.merchant_id)
+        currencies = await queries.currencies(conn, user.merchant_id)
     return render(
         request,
         "policy.html",
@@ -39,6 +40,9 @@ async def _page(
         overrides={product: override_lines(override) for product, override in overrides.items()},
         reasons=[r.value for r in RefundReason],
         public_text=policy.plain_text(),
+        # A new threshold is offered in the currency most payments are in (EUR before the first payment).
+        main_currency=currencies[0] if currencies else "EUR",
+        threshold_warnings=threshold_warnings(policy, currencies),
         error=error,
         status_code=status,
         pending_badge=pending,

@@ -22,6 +22,7 @@ from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
 from refundflow_intake.dashboard.money_text import parse_amount
 from refundflow_intake.dashboard.pages import STATUS_LABELS, render, render_fragment, see_other
+from refundflow_intake.dashboard.policy_words import two_people_because
 from refundflow_intake.dashboard.refund_words import (
     action_words,
     actor_words,
@@ -99,6 +100,7 @@ async def _page(
         approvals_needed=policy.approvals_required(
             refund.amount, refund.currency, refunded=await repository.refunded_besides(conn, payment.id, refund_id)
         ),
+        two_people_because=two_people_because(policy, refund.currency),
         # What the next approver must approve too: the form offers the last one's choices (they all agree).
         approvals=[
             {
