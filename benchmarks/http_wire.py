@@ -41,7 +41,9 @@ class HttpClient:
         reader, writer = await asyncio.open_connection(self._host, self._port)
         return _Connection(reader, writer)
 
-    async def request(self, method: str, path: str, body: object = None, token: str | None = None) -> object:
+    async def request(
+        self, method: str, path: str, body: object = None, token: str | None = None, idempotency_key: str | None = None
+    ) -> object:
         """Send one request; the JSON answer, or HttpError for a status of 400 or more."""
         payload = orjson.dumps(body) if body is not None else b""
         head = f"{method} {path} HTTP/1.1\r\nHost: {self._host}\r\nContent-Length: {len(payload)}\r\n"
@@ -49,6 +51,8 @@ class HttpClient:
             head += "Content-Type: application/json\r\n"
         if token:
             head += f"Authorization: Bearer {token}\r\n"
+        if idempotency_key:
+            head += f"Idempotency-Key: {idempotency_key}\r\n"
         conn = await self._connection()
         try:
             conn.writer.write(head.encode() + b"\r\n" + payload)

@@ -118,7 +118,11 @@ class Driver:
         refund = await self.calls.timed(
             "POST /v1/refunds",
             self.api.request(
-                "POST", "/v1/refunds", {"payment_id": life.payment_id, "reason": "duplicate"}, merchant.api_key
+                "POST",
+                "/v1/refunds",
+                {"payment_id": life.payment_id, "reason": "duplicate"},
+                merchant.api_key,
+                idempotency_key=uuid.uuid4().hex,
             ),
         )
         assert isinstance(refund, dict)

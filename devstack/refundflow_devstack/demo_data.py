@@ -108,7 +108,7 @@ def _create(api: httpx.Client, admin: dict[str, str]) -> DemoAccount:
     payments.append(subscription.json())
     for index, reason, asked in [*_REQUESTS, (len(payments) - 1, "unexpected_renewal", None)]:
         body = {"payment_id": payments[index]["id"], "reason": reason} | ({"amount": asked} if asked else {})
-        api.post("/v1/refunds", headers=key, json=body).raise_for_status()
+        api.post("/v1/refunds", headers={**key, "Idempotency-Key": uuid.uuid4().hex}, json=body).raise_for_status()
     # Edsger's link, as the merchant would put it in a receipt: the portal page of a payment with no request yet.
     link = api.post(f"/v1/payments/{payments[4]['id']}/portal-token", headers=key, json={"expires_in_hours": 2160})
     link.raise_for_status()

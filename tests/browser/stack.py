@@ -83,7 +83,9 @@ class Stack:
 
     def request_refund(self, merchant: dict[str, Any], payment: dict[str, Any], **fields: Any) -> dict[str, Any]:
         body = {"payment_id": payment["id"], "reason": "requested_by_customer", **fields}
-        answer = self.api.post("/v1/refunds", headers=merchant["auth"], json=body)
+        answer = self.api.post(
+            "/v1/refunds", headers={**merchant["auth"], "Idempotency-Key": uuid.uuid4().hex}, json=body
+        )
         assert answer.status_code == 201, answer.text
         refund: dict[str, Any] = answer.json()
         return refund

@@ -517,7 +517,7 @@ async def test_tail_follows_new_records_until_interrupted(stack: RefundflowStack
 
     async def request(amount: int) -> str:
         body = {"payment_id": payment["id"], "reason": "requested_by_customer", "amount": amount}
-        response = await stack.api.post("/v1/refunds", headers=auth, json=body)
+        response = await stack.api.post("/v1/refunds", headers={**auth, "Idempotency-Key": uuid.uuid4().hex}, json=body)
         assert response.status_code == 201, response.text
         refund_id: str = response.json()["id"]
         return refund_id

@@ -140,7 +140,7 @@ def test_a_burst_of_refunds_survives_killing_a_processor_and_a_notifier(
     def request_and_approve(part: tuple[PaymentSucceeded, int]) -> str:
         payment, amount = part
         body = {"payment_id": payment.payment_id, "reason": "duplicate", "amount": amount}
-        refund = api.post("/v1/refunds", headers=auth, json=body)
+        refund = api.post("/v1/refunds", headers={**auth, "Idempotency-Key": uuid.uuid4().hex}, json=body)
         assert refund.status_code == 201, refund.text
         approved = api.post(f"/v1/refunds/{refund.json()['id']}/approve", headers=auth)
         assert approved.json()["status"] == "processing", approved.text

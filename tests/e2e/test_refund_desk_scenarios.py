@@ -95,7 +95,11 @@ def mail_mentioning(stack: Stack, refund_id: str) -> EmailMessage:
 def test_a_digital_product_within_the_window_is_refunded_in_full_with_a_confirmation(stack: Stack) -> None:
     api, auth = merchant_api(stack)
     payment = register(api, auth)
-    refund = api.post("/v1/refunds", headers=auth, json={"payment_id": payment["id"], "reason": "technical_issue"})
+    refund = api.post(
+        "/v1/refunds",
+        headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
+        json={"payment_id": payment["id"], "reason": "technical_issue"},
+    )
     assert (refund.json()["amount"], refund.json()["flags"]) == (4_999, [])
     api.post(f"/v1/refunds/{refund.json()['id']}/approve", headers=auth)
 
@@ -115,7 +119,11 @@ def test_a_digital_product_within_the_window_is_refunded_in_full_with_a_confirma
 def test_a_first_month_subscription_refund_cancels_the_subscription(stack: Stack) -> None:
     api, auth = merchant_api(stack)
     payment = register(api, auth, amount=2_900, **subscription())
-    refund = api.post("/v1/refunds", headers=auth, json={"payment_id": payment["id"], "reason": "unexpected_renewal"})
+    refund = api.post(
+        "/v1/refunds",
+        headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
+        json={"payment_id": payment["id"], "reason": "unexpected_renewal"},
+    )
     approved = api.post(f"/v1/refunds/{refund.json()['id']}/approve", headers=auth)
     assert approved.json()["subscription_action"] == "refund_and_cancel"
 
@@ -134,7 +142,7 @@ def test_a_week_of_downtime_refunds_a_quarter_and_grants_a_week(stack: Stack) ->
     assert quote.json()["amount"] == 500
     refund = api.post(
         "/v1/refunds",
-        headers=auth,
+        headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
         json={"payment_id": payment["id"], "reason": "service_disruption", "proration": {"affected_days": 7}},
     )
     assert refund.json()["amount"] == 500

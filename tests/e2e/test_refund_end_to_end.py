@@ -108,7 +108,9 @@ def test_an_approved_refund_succeeds_at_the_provider_once_and_the_customer_gets_
     assert payment.status_code == 201, payment.text
     assert payment.json()["status"] == "paid"
     refund = api.post(
-        "/v1/refunds", headers=auth, json={"payment_id": payment.json()["id"], "reason": "requested_by_customer"}
+        "/v1/refunds",
+        headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
+        json={"payment_id": payment.json()["id"], "reason": "requested_by_customer"},
     )
     assert refund.status_code == 201, refund.text
     assert refund.json()["status"] == "pending"
@@ -209,7 +211,9 @@ def test_metrics_count_one_refunds_journey_across_the_three_services(
     )
     assert payment.status_code == 201, payment.text
     refund = api.post(
-        "/v1/refunds", headers=auth, json={"payment_id": payment.json()["id"], "reason": "requested_by_customer"}
+        "/v1/refunds",
+        headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
+        json={"payment_id": payment.json()["id"], "reason": "requested_by_customer"},
     )
     assert refund.status_code == 201, refund.text
     refund_id = refund.json()["id"]
@@ -297,7 +301,11 @@ def test_a_refunds_webhooks_are_ordered_by_sequence_within_a_source_and_by_statu
         },
     ).json()
     wait_for(lambda: notifier_handled() > handled_before, what="the notifier knowing the endpoint")
-    refund = api.post("/v1/refunds", headers=auth, json={"payment_id": payment["id"], "reason": "duplicate"}).json()
+    refund = api.post(
+        "/v1/refunds",
+        headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
+        json={"payment_id": payment["id"], "reason": "duplicate"},
+    ).json()
     assert api.post(f"/v1/refunds/{refund['id']}/approve", headers=auth).status_code == 200
 
     def lifecycle() -> list[dict[str, Any]] | None:

@@ -190,7 +190,9 @@ def test_one_approval_is_one_trace_in_every_services_logs_spans_webhook_and_the_
     # get this far: the HTTP parser refuses it, see test_backbone_http_limits.)
     hostile = {**auth, "traceparent": "00-" + "z" * 32 + "-" + "0" * 16 + "-01~" + "x" * 5000}
     refund = api.post(
-        "/v1/refunds", headers=hostile, json={"payment_id": payment.json()["id"], "reason": "requested_by_customer"}
+        "/v1/refunds",
+        headers={**hostile, "Idempotency-Key": uuid.uuid4().hex},
+        json={"payment_id": payment.json()["id"], "reason": "requested_by_customer"},
     )
     assert refund.status_code == 201, refund.text
     refund_id = refund.json()["id"]

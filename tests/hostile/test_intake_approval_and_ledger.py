@@ -120,7 +120,9 @@ async def test_a_dispute_counts_only_for_the_merchant_it_names(intake: IntakeUnd
         await intake.publish(PaymentDisputed(payment_id=payment["id"], merchant_id=await intake.merchant_id(other))),
     )
     refused = await intake.client.post(
-        "/v1/refunds", headers=other, json={"payment_id": payment["id"], "reason": "requested_by_customer"}
+        "/v1/refunds",
+        headers={**other, "Idempotency-Key": uuid.uuid4().hex},
+        json={"payment_id": payment["id"], "reason": "requested_by_customer"},
     )
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "payment_disputed"
 
@@ -141,7 +143,9 @@ async def test_a_dispute_read_before_its_payment_still_blocks_its_refunds(intake
     await handled(intake, dispute, payment)
 
     refused = await intake.client.post(
-        "/v1/refunds", headers=merchant, json={"payment_id": payment_id, "reason": "requested_by_customer"}
+        "/v1/refunds",
+        headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
+        json={"payment_id": payment_id, "reason": "requested_by_customer"},
     )
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "payment_disputed"
 

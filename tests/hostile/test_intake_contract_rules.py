@@ -132,7 +132,11 @@ async def test_cross_field_rules_are_in_the_document_and_enforced(
         ({"reason": "duplicate", "proration": {"unused_days": 3, "affected_days": 3}}, "invalid_request"),
     ]
     for body, code in cases:
-        response = await intake.client.post("/v1/refunds", headers=merchant, json={"payment_id": payment["id"], **body})
+        response = await intake.client.post(
+            "/v1/refunds",
+            headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
+            json={"payment_id": payment["id"], **body},
+        )
         assert (response.status_code, response.json()["error"]["code"]) == (422, code), body
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -102,13 +103,17 @@ async def test_old_data_is_made_safe_holds_are_backfilled_and_the_slack_url_seal
         balance = (await intake.client.get("/v1/balance", headers=first)).json()["data"]
         assert balance == [{"currency": "EUR", "paid": 10_000, "refunded": 0, "held": 3_500, "available": 6_500}]
         asked = await intake.client.post(
-            "/v1/refunds", headers=first, json={"payment_id": "pay_first", "reason": "duplicate", "amount": 6_500}
+            "/v1/refunds",
+            headers={**first, "Idempotency-Key": uuid.uuid4().hex},
+            json={"payment_id": "pay_first", "reason": "duplicate", "amount": 6_500},
         )
         assert asked.status_code == 201, asked.text
 
         # The later registration of the shared provider payment can no longer move money.
         request = await intake.client.post(
-            "/v1/refunds", headers=second, json={"payment_id": "pay_second", "reason": "duplicate"}
+            "/v1/refunds",
+            headers={**second, "Idempotency-Key": uuid.uuid4().hex},
+            json={"payment_id": "pay_second", "reason": "duplicate"},
         )
         approve = await intake.client.post("/v1/refunds/ref_pending/approve", headers=second)
         for answer in (request, approve):

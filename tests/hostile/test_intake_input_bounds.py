@@ -121,7 +121,9 @@ async def test_amounts_past_the_limit_are_422_everywhere(intake: IntakeUnderTest
             },
         ),
         "request": intake.client.post(
-            "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "duplicate", **too_big}
+            "/v1/refunds",
+            headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
+            json={"payment_id": payment["id"], "reason": "duplicate", **too_big},
         ),
         "quote": intake.client.post(
             "/v1/refunds/quote", headers=merchant, json={"payment_id": payment["id"], **too_big}
@@ -203,7 +205,7 @@ async def test_text_postgresql_cannot_store_is_a_422_whether_in_the_path_the_que
         await intake.client.get("/v1/refunds", headers=merchant, params={"payment_id": "pay_\x00"}),
         await intake.client.post(
             "/v1/refunds",
-            headers=merchant,
+            headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
             json={"payment_id": payment["id"], "reason": "other", "reason_details": "\x00"},
         ),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -63,7 +64,9 @@ async def test_something_else_with_only_spaces_as_its_words_is_refused_by_the_ap
         "/v1/portal/refund-requests", headers=customer, json={"reason": "other", "message": " \n\t "}
     )
     merchants = await intake.client.post(
-        "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "other", "reason_details": "  "}
+        "/v1/refunds",
+        headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
+        json={"payment_id": payment["id"], "reason": "other", "reason_details": "  "},
     )
 
     assert (blank.status_code, blank.json()["error"]["code"]) == (422, "reason_details_required")

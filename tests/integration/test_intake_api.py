@@ -109,7 +109,9 @@ async def test_a_malformed_body_is_a_422_in_the_same_shape_and_writes_nothing(
     float_amount = json.dumps({"payment_id": payment["id"], "amount": 10.5, "reason": "requested_by_customer"})
     for body in ('{"payment_id": ', float_amount):
         response = await client.post(
-            "/v1/refunds", headers={**merchant, "content-type": "application/json"}, content=body
+            "/v1/refunds",
+            headers={**merchant, "content-type": "application/json", "Idempotency-Key": uuid.uuid4().hex},
+            content=body,
         )
         assert response.status_code == 422, response.text
         assert response.json()["error"]["code"] == "invalid_request"
@@ -162,7 +164,9 @@ async def test_another_merchants_payment_and_refund_do_not_exist_for_you(client:
     payment = await new_payment(client, owner)
     refund = (
         await client.post(
-            "/v1/refunds", headers=owner, json={"payment_id": payment["id"], "reason": "requested_by_customer"}
+            "/v1/refunds",
+            headers={**owner, "Idempotency-Key": uuid.uuid4().hex},
+            json={"payment_id": payment["id"], "reason": "requested_by_customer"},
         )
     ).json()
 
@@ -170,7 +174,9 @@ async def test_another_merchants_payment_and_refund_do_not_exist_for_you(client:
     assert (await client.get(f"/v1/refunds/{refund['id']}", headers=stranger)).status_code == 404
     assert (await client.post(f"/v1/refunds/{refund['id']}/approve", headers=stranger)).status_code == 404
     response = await client.post(
-        "/v1/refunds", headers=stranger, json={"payment_id": payment["id"], "reason": "requested_by_customer"}
+        "/v1/refunds",
+        headers={**stranger, "Idempotency-Key": uuid.uuid4().hex},
+        json={"payment_id": payment["id"], "reason": "requested_by_customer"},
     )
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "payment_not_found"
@@ -182,7 +188,9 @@ async def test_a_refund_defaults_to_all_that_is_refundable_and_stages_refund_req
     merchant = await new_merchant(client)
     payment = await new_payment(client, merchant, amount=4_999)
     response = await client.post(
-        "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "requested_by_customer"}
+        "/v1/refunds",
+        headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
+        json={"payment_id": payment["id"], "reason": "requested_by_customer"},
     )
 
     assert response.status_code == 201
@@ -195,12 +203,31 @@ async def test_a_refund_defaults_to_all_that_is_refundable_and_stages_refund_req
     assert payment_after["refundable_amount"] == 0
 
 
+async def test_a_refund_request_without_an_idempotency_key_is_refused_so_a_retry_cannot_refund_twice(
+    client: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    merchant = await new_merchant(client)
+    payment = await new_payment(client, merchant)
+    body = {"payment_id": payment["id"], "reason": "requested_by_customer", "amount": 1_000}
+    before = await written(db)
+
+    refused = await client.post("/v1/refunds", headers=merchant, json=body)
+
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "idempotency_key_required"
+    assert await written(db) == before
+    operation = (await client.get("/openapi.json")).json()["paths"]["/v1/refunds"]["post"]
+    header = next(p for p in operation["parameters"] if p["name"].lower() == "idempotency-key")
+    assert header["in"] == "header" and header["required"] is True
+    assert "idempotency_key_required" in json.dumps(operation["responses"]["400"])
+
+
 async def test_a_partial_refund_cannot_exceed_what_is_left(client: httpx.AsyncClient, db: asyncpg.Pool) -> None:
     merchant = await new_merchant(client)
     payment = await new_payment(client, merchant, amount=1_000)
     first = await client.post(
         "/v1/refunds",
-        headers=merchant,
+        headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
         json={"payment_id": payment["id"], "reason": "requested_by_customer", "amount": 600},
     )
     assert first.status_code == 201
@@ -208,7 +235,7 @@ async def test_a_partial_refund_cannot_exceed_what_is_left(client: httpx.AsyncCl
 
     second = await client.post(
         "/v1/refunds",
-        headers=merchant,
+        headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
         json={"payment_id": payment["id"], "reason": "requested_by_customer", "amount": 401},
     )
     assert second.status_code == 422
@@ -222,7 +249,7 @@ async def test_the_refund_currency_must_match_the_payment(client: httpx.AsyncCli
     payment = await new_payment(client, merchant, currency="JPY", amount=1500)
     response = await client.post(
         "/v1/refunds",
-        headers=merchant,
+        headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
         json={"payment_id": payment["id"], "reason": "requested_by_customer", "currency": "USD"},
     )
     assert response.status_code == 422
@@ -234,7 +261,12 @@ async def test_parallel_refund_requests_never_exceed_the_payment(client: httpx.A
     payment = await new_payment(client, merchant, amount=10_000)
     body = {"payment_id": payment["id"], "reason": "requested_by_customer", "amount": 3_000}
 
-    responses = await asyncio.gather(*(client.post("/v1/refunds", headers=merchant, json=body) for _ in range(10)))
+    responses = await asyncio.gather(
+        *(
+            client.post("/v1/refunds", headers={**merchant, "Idempotency-Key": uuid.uuid4().hex}, json=body)
+            for _ in range(10)
+        )
+    )
 
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201] * 3 + [422] * 7
@@ -250,7 +282,9 @@ async def test_approving_moves_to_processing_once_and_repeating_it_changes_nothi
     payment = await new_payment(client, merchant)
     refund = (
         await client.post(
-            "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "requested_by_customer"}
+            "/v1/refunds",
+            headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
+            json={"payment_id": payment["id"], "reason": "requested_by_customer"},
         )
     ).json()
 
@@ -273,7 +307,9 @@ async def test_approving_again_after_the_refund_succeeded_answers_it_as_it_is(
     merchant = await new_merchant(client)
     payment = await new_payment(client, merchant)
     body = {"payment_id": payment["id"], "reason": "requested_by_customer"}
-    refund = (await client.post("/v1/refunds", headers=merchant, json=body)).json()
+    refund = (
+        await client.post("/v1/refunds", headers={**merchant, "Idempotency-Key": uuid.uuid4().hex}, json=body)
+    ).json()
     await client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
     async with db.acquire() as conn, conn.transaction():
         await record_refund_outcome(
@@ -297,7 +333,9 @@ async def test_parallel_decisions_on_one_refund_make_one_change_one_event_and_on
     merchant = await new_merchant(client)
     payment = await new_payment(client, merchant, amount=10_000)
     body = {"payment_id": payment["id"], "reason": "requested_by_customer", "amount": 4_000}
-    refund = (await client.post("/v1/refunds", headers=merchant, json=body)).json()
+    refund = (
+        await client.post("/v1/refunds", headers={**merchant, "Idempotency-Key": uuid.uuid4().hex}, json=body)
+    ).json()
 
     # Each decision waits for the one before and must see what it did: the refund is no longer pending.
     decisions = [client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant) for _ in range(8)]

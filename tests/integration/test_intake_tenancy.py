@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -48,7 +49,9 @@ async def test_another_merchants_resources_are_404_on_every_endpoint(intake: Int
     answers = {
         "get payment": await c.get(f"/v1/payments/{payment['id']}", headers=stranger),
         "cancel subscription": await c.post(f"/v1/payments/{subscription['id']}/subscription/cancel", headers=stranger),
-        "request refund": await c.post("/v1/refunds", headers=stranger, json=request),
+        "request refund": await c.post(
+            "/v1/refunds", headers={**stranger, "Idempotency-Key": uuid.uuid4().hex}, json=request
+        ),
         "quote refund": await c.post("/v1/refunds/quote", headers=stranger, json=request),
         "get refund": await c.get(f"/v1/refunds/{refund['id']}", headers=stranger),
         "approve refund": await c.post(f"/v1/refunds/{refund['id']}/approve", headers=stranger),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -98,7 +99,7 @@ async def test_a_proration_that_cannot_be_computed_is_refused(
     before = await intake.written()
     response = await intake.client.post(
         "/v1/refunds",
-        headers=merchant,
+        headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
         json={"payment_id": payment["id"], "reason": "service_disruption", "proration": proration},
     )
     assert response.status_code == 422 and response.json()["error"]["code"] == code
@@ -150,7 +151,7 @@ async def test_an_amount_stripe_cannot_refund_exactly_is_refused_when_asked_not_
     before = await intake.written()
 
     for path in ("/v1/refunds", "/v1/refunds/quote"):
-        refused = await intake.client.post(path, headers=merchant, json=body)
+        refused = await intake.client.post(path, headers={**merchant, "Idempotency-Key": uuid.uuid4().hex}, json=body)
         assert refused.status_code == 422, refused.text
         error = refused.json()["error"]
         assert error["code"] == "amount_not_representable"

@@ -265,7 +265,7 @@ async def test_a_refund_made_outside_refundflow_uses_up_the_payment_and_the_bala
     assert listed[0]["refundable_amount"] == 6_000
     too_much = await intake.client.post(
         "/v1/refunds",
-        headers=merchant,
+        headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
         json={"payment_id": payment["id"], "reason": "requested_by_customer", "amount": 6_001},
     )
     assert too_much.json()["error"]["code"] == "refund_exceeds_refundable"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -30,7 +31,11 @@ async def test_reasons_are_structured_and_other_needs_words(intake: IntakeUnderT
         ({"reason": "because"}, "invalid_request"),
         ({"reason": "other"}, "reason_details_required"),
     ):
-        response = await intake.client.post("/v1/refunds", headers=merchant, json={"payment_id": payment["id"], **body})
+        response = await intake.client.post(
+            "/v1/refunds",
+            headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
+            json={"payment_id": payment["id"], **body},
+        )
         assert response.status_code == 422 and response.json()["error"]["code"] == code
     assert await intake.written() == before
     refund = await intake.refund(merchant, payment["id"], reason="other", reason_details="Bought the wrong plan")
@@ -52,7 +57,9 @@ async def test_a_disputed_payment_refuses_refunds_with_a_clear_code(intake: Inta
     await eventually(disputed, timeout=30)
     before = await intake.written()
     response = await intake.client.post(
-        "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "fraudulent"}
+        "/v1/refunds",
+        headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
+        json={"payment_id": payment["id"], "reason": "fraudulent"},
     )
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "payment_disputed"
@@ -65,7 +72,10 @@ async def test_twenty_parallel_partial_requests_never_exceed_the_captured_amount
     body = {"payment_id": payment["id"], "reason": "service_disruption", "amount": 700}
 
     responses = await asyncio.gather(
-        *(intake.client.post("/v1/refunds", headers=merchant, json=body) for _ in range(20))
+        *(
+            intake.client.post("/v1/refunds", headers={**merchant, "Idempotency-Key": uuid.uuid4().hex}, json=body)
+            for _ in range(20)
+        )
     )
 
     assert sorted(r.status_code for r in responses) == [201] * 14 + [422] * 6

@@ -114,7 +114,9 @@ class IntakeUnderTest:
 
     async def refund(self, merchant: Headers, payment_id: str, **body: Any) -> dict[str, Any]:
         response = await self.client.post(
-            "/v1/refunds", headers=merchant, json={"payment_id": payment_id, "reason": "requested_by_customer", **body}
+            "/v1/refunds",
+            headers={**merchant, "Idempotency-Key": uuid.uuid4().hex},
+            json={"payment_id": payment_id, "reason": "requested_by_customer", **body},
         )
         assert response.status_code == 201, response.text
         refund: dict[str, Any] = response.json()

@@ -190,6 +190,12 @@ class IdempotencyKeyReused(DomainError):
     code = "idempotency_key_reused"
 
 
+class IdempotencyKeyRequired(DomainError):
+    """A create that moves money is asked once per key: without one, a retried request would make it twice."""
+
+    code = "idempotency_key_required"
+
+
 class InvalidProration(DomainError):
     code = "invalid_proration"
 

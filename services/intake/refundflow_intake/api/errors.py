@@ -26,6 +26,7 @@ from refundflow_intake.domain import (
     DomainError,
     DuplicatePayment,
     ExtensionConflictsWithCancel,
+    IdempotencyKeyRequired,
     IdempotencyKeyReused,
     InvalidAmount,
     InvalidCursor,
@@ -98,6 +99,7 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (NotASubscription, 422),
     (ApprovalExceedsRequest, 422),
     (InvalidCursor, 400),
+    (IdempotencyKeyRequired, 400),
     (InvalidPeriod, 400),
     (InvalidPortalToken, 401),
     (RateLimited, 429),
@@ -216,6 +218,10 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
         if answer := await page(request, 422, "invalid_request", "Some of what you entered is not valid: check it."):
             return answer
         details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        if any(e["type"] == "missing" and e["loc"] == ["header", "idempotency-key"] for e in details):
+            # Its own code: the client must add a key (a new one per request it means, the same on a retry).
+            said = "the Idempotency-Key header is required: a new unique key per request, the same key on its retries"
+            return JSONResponse(error_body(IdempotencyKeyRequired.code, said), status_code=400)
         return JSONResponse(
             error_body("invalid_request", "the request body or parameters are invalid", details=details),
             status_code=422,

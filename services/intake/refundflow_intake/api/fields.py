@@ -118,6 +118,9 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID, pattern=ONE_LINE)]
 QueryId = Annotated[str | None, Query(min_length=1, max_length=MAX_ID, pattern=ONE_LINE)]
-IdempotencyKey = Annotated[
-    str | None, Header(min_length=1, max_length=255, description="a retry with the same key returns the first result")
+_SAME_KEY_SAME_RESULT = "a retry with the same key returns the first result"
+IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=255, description=_SAME_KEY_SAME_RESULT)]
+# Missing, it is answered 400 idempotency_key_required (see the errors' handlers), not 422 invalid_request.
+RequiredIdempotencyKey = Annotated[
+    str, Header(min_length=1, max_length=255, description=f"required: {_SAME_KEY_SAME_RESULT}, never a second one")
 ]

@@ -8,7 +8,7 @@ from refundflow_intake import listing_queries, refund_decisions, refund_requests
 from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, ToCustomer
 from refundflow_intake.api.errors import documented
-from refundflow_intake.api.fields import IdempotencyKey, PathId, QueryId
+from refundflow_intake.api.fields import PathId, QueryId, RequiredIdempotencyKey
 from refundflow_intake.api.links import id_links
 from refundflow_intake.api.routes.payments import Limit, StartingAfter
 from refundflow_intake.api.schemas import (
@@ -28,6 +28,7 @@ from refundflow_intake.domain import (
     ApprovalExceedsRequest,
     CurrencyMismatch,
     ExtensionConflictsWithCancel,
+    IdempotencyKeyRequired,
     IdempotencyKeyReused,
     InvalidCursor,
     InvalidProration,
@@ -71,7 +72,11 @@ _CREATED = id_links(
 )
 
 
-@router.post("", status_code=201, responses=documented(*_REQUEST_ERRORS, IdempotencyKeyReused) | _CREATED)
+@router.post(
+    "",
+    status_code=201,
+    responses=documented(*_REQUEST_ERRORS, IdempotencyKeyRequired, IdempotencyKeyReused) | _CREATED,
+)
 async def request_refund(
     body: RefundCreate,
     caller: CurrentCaller,
@@ -79,9 +84,11 @@ async def request_refund(
     now: Now,
     links: ToCustomer,
     response: Response,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: RequiredIdempotencyKey,
 ) -> RefundOut:
-    """Ask for a refund of a payment: it waits, pending, for your decision (or your policy approves it)."""
+    """Ask for a refund of a payment: it waits, pending, for your decision (or your policy approves it). The
+    ``Idempotency-Key`` header is required (a new one for each refund you mean): a retry with the same key and body
+    answers the first request's refund (``Idempotent-Replayed: true``), never a second refund."""
     async with db.transaction() as conn:
         refund_id, replayed = await refund_requests.request_refund_once(
             conn,
