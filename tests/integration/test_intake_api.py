@@ -159,6 +159,41 @@ async def test_api_keys_are_stored_only_as_hashes(client: httpx.AsyncClient, db:
     assert await db.fetchval("SELECT count(*) FROM api_keys WHERE key_hash = $1", api_key.encode()) == 0
 
 
+async def test_a_retried_merchant_creation_with_its_idempotency_key_answers_the_first_merchant_without_its_secrets(
+    client: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    key = uuid.uuid4().hex
+    name = f"Retry Co {key[:8]}"
+    body = {"name": name, "owner_email": f"owner-{key[:8]}@retry.example.com"}
+    headers = {**ADMIN, "Idempotency-Key": key}
+
+    first = await client.post("/v1/merchants", headers=headers, json=body)
+    retries = await asyncio.gather(*(client.post("/v1/merchants", headers=headers, json=body) for _ in range(3)))
+
+    assert first.status_code == 201, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    created = first.json()
+    assert created["api_key"] and created["api_key_already_shown"] is False and created["owner_invite_url"]
+    for retried in retries:
+        assert retried.status_code == 200, retried.text
+        assert retried.headers["Idempotent-Replayed"] == "true"
+        # Only the key's hash is kept: a replay names the key, and says its secret was in the first answer.
+        assert retried.json() == {
+            "id": created["id"],
+            "api_key": None,
+            "api_key_id": created["api_key_id"],
+            "api_key_already_shown": True,
+            "owner_invite_url": None,
+        }
+    assert await db.fetchval("SELECT count(*) FROM merchants WHERE name = $1", name) == 1
+    first_key = {"Authorization": f"Bearer {created['api_key']}"}
+    assert (await client.get("/v1/refunds", headers=first_key)).status_code == 200
+
+    other = await client.post("/v1/merchants", headers=headers, json={**body, "name": "Another Co"})
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
+    assert await db.fetchval("SELECT count(*) FROM merchants WHERE name = 'Another Co'") == 0
+
+
 async def test_another_merchants_payment_and_refund_do_not_exist_for_you(client: httpx.AsyncClient) -> None:
     owner, stranger = await new_merchant(client), await new_merchant(client)
     payment = await new_payment(client, owner)

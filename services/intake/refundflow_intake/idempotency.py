@@ -1,6 +1,10 @@
-"""``Idempotency-Key`` on refund creation: a retried request returns the first result, never a second refund.
+"""``Idempotency-Key`` on creation: a retried request returns the first result, never a second refund or merchant.
 
-Each channel's keys are its own: a merchant's API key and the platform's ``refund.submit`` key never meet."""
+A key's first request claims it (an insert that waits on a concurrent first request with the same key until that
+one commits or rolls back), then records what it made; a later request with the key and the same body is answered
+what the first made, one with another body is refused. Each channel's refund keys are their own: a merchant's API
+key and the platform's ``refund.submit`` key never meet. The platform's keys for new merchants belong to no merchant
+and are kept apart (``merchant_creation_keys``)."""
 
 from __future__ import annotations
 
@@ -37,11 +41,15 @@ async def claim(
         return None
     earlier = await _first_use(conn, merchant_id, channel, key)
     assert earlier is not None  # the insert conflicted with it
-    if bytes(earlier["request_hash"]) != request_hash:
-        # The key is not quoted: the caller knows it (a command's answer names it), and quoted it can be 10× longer.
-        raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request body")
+    _check_same_request(earlier["request_hash"], request_hash)
     refund_id: str = earlier["refund_id"]
     return refund_id
+
+
+def _check_same_request(first_hash: bytes, request_hash: bytes) -> None:
+    if bytes(first_hash) != request_hash:
+        # The key is not quoted: the caller knows it (a command's answer names it), and quoted it can be 10× longer.
+        raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request body")
 
 
 async def replayed_refund(
@@ -75,3 +83,25 @@ async def remember(conn: asyncpg.Connection, merchant_id: str, channel: Channel,
         key,
         refund_id,
     )
+
+
+async def claim_merchant_creation(conn: asyncpg.Connection, key: str, request_hash: bytes) -> str | None:
+    """``claim`` for the platform's key of a new merchant: None when this request is the key's first (go ahead);
+    else the merchant the first one created."""
+    claimed = await conn.fetchval(
+        "INSERT INTO merchant_creation_keys (key, request_hash) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
+        " RETURNING key",
+        key,
+        request_hash,
+    )
+    if claimed is not None:
+        return None
+    earlier = await conn.fetchrow("SELECT request_hash, merchant_id FROM merchant_creation_keys WHERE key = $1", key)
+    assert earlier is not None  # the insert conflicted with it
+    _check_same_request(earlier["request_hash"], request_hash)
+    merchant_id: str = earlier["merchant_id"]
+    return merchant_id
+
+
+async def remember_merchant_creation(conn: asyncpg.Connection, key: str, merchant_id: str) -> None:
+    await conn.execute("UPDATE merchant_creation_keys SET merchant_id = $2 WHERE key = $1", key, merchant_id)

@@ -34,12 +34,19 @@ async def lock_merchant(conn: asyncpg.Connection, merchant_id: str) -> None:
         raise MerchantNotFound(f"no merchant {merchant_id}")
 
 
-async def create_merchant(conn: asyncpg.Connection, name: str) -> tuple[str, str]:
-    """A new merchant and its first API key; the key is returned once and stored only as a hash."""
+async def create_merchant(conn: asyncpg.Connection, name: str) -> tuple[str, Row]:
+    """A new merchant and its first API key (with ``api_key``, its secret: returned once, stored only as a hash)."""
     merchant_id = new_id("mer")
     await conn.execute("INSERT INTO merchants (id, name) VALUES ($1, $2)", merchant_id, name)
-    key = await create_api_key(conn, merchant_id, name="default")
-    return merchant_id, key["api_key"]
+    return merchant_id, await create_api_key(conn, merchant_id, name="default")
+
+
+async def first_api_key_id(conn: asyncpg.Connection, merchant_id: str) -> str:
+    """The id of the key the merchant was created with (revoked or not)."""
+    key_id: str = await conn.fetchval(
+        "SELECT id FROM api_keys WHERE merchant_id = $1 ORDER BY created_at, id LIMIT 1", merchant_id
+    )
+    return key_id
 
 
 async def create_api_key(

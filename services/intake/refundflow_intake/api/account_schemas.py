@@ -29,13 +29,25 @@ class MerchantCreated(BaseModel):
             {
                 "id": "mer_7a01",
                 "api_key": "rfk_Yk3v...",
+                "api_key_id": "key_3c1d",
+                "api_key_already_shown": False,
                 "owner_invite_url": "https://refunds.example/dashboard/invite/Xb3...",
             }
         )
     )
 
     id: str
-    api_key: str = Field(description="shown once; store it, Refundflow keeps only a hash")
+    api_key: str | None = Field(
+        description="the first API key's secret, shown once: store it, Refundflow keeps only a hash (null on a retry"
+        " answered with the first request's merchant: see api_key_already_shown)"
+    )
+    api_key_id: str = Field(description="the first API key's id")
+    api_key_already_shown: bool = Field(
+        default=False,
+        description="true on a retry with the first request's Idempotency-Key (Idempotent-Replayed: true): the key's"
+        " secret and the owner's invite link were in the first answer only, so api_key and owner_invite_url are null;"
+        " a lost key is replaced with POST /v1/merchants/{id}/api-keys, the owner was emailed the link",
+    )
     owner_invite_url: str | None = Field(
         default=None, description="with owner_email: a one-time link, valid 72 h, that sets the owner's password"
     )
