@@ -152,15 +152,15 @@ async def test_a_name_of_our_network_is_refused_as_a_name_that_does_not_exist_is
 
 async def test_a_merchant_has_at_most_16_webhook_endpoints(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
-    body = {"url": PUBLIC_URL, "events": ["refund.succeeded"]}
-    created = [await intake.client.post("/v1/webhook-endpoints", headers=merchant, json=body) for _ in range(16)]
+    bodies = [{"url": f"{PUBLIC_URL}/{n}", "events": ["refund.succeeded"]} for n in range(17)]
+    created = [await intake.client.post("/v1/webhook-endpoints", headers=merchant, json=b) for b in bodies[:16]]
     assert [r.status_code for r in created] == [201] * 16
 
-    seventeenth = await intake.client.post("/v1/webhook-endpoints", headers=merchant, json=body)
+    seventeenth = await intake.client.post("/v1/webhook-endpoints", headers=merchant, json=bodies[16])
     assert seventeenth.status_code == 409
     assert seventeenth.json()["error"]["code"] == "too_many_webhook_endpoints"
     await intake.client.delete(f"/v1/webhook-endpoints/{created[0].json()['id']}", headers=merchant)
-    assert (await intake.client.post("/v1/webhook-endpoints", headers=merchant, json=body)).status_code == 201
+    assert (await intake.client.post("/v1/webhook-endpoints", headers=merchant, json=bodies[16])).status_code == 201
 
 
 async def test_replays_reach_back_30_days_at_most_and_one_the_notifier_never_got_spends_no_replay(

@@ -1,4 +1,5 @@
-"""``Idempotency-Key`` on creation: a retried request returns the first result, never a second refund or merchant.
+"""``Idempotency-Key`` on creation: a retried request returns the first result, never a second refund, merchant or
+webhook endpoint.
 
 A key's first request claims it (an insert that waits on a concurrent first request with the same key until that
 one commits or rolls back), then records what it made; a later request with the key and the same body is answered
@@ -24,7 +25,8 @@ def fingerprint(body: dict[str, Any]) -> bytes:
 async def claim(
     conn: asyncpg.Connection, merchant_id: str, channel: Channel, key: str, request_hash: bytes
 ) -> str | None:
-    """None when this request is the key's first (go ahead); else the refund id the first one created.
+    """None when this request is the key's first (go ahead); else the id of what the first one created (a refund,
+    or a webhook endpoint: the same body cannot ask for both).
 
     The insert waits on a concurrent first request with the same key until it commits or rolls back, so two
     racing retries cannot both create a refund. A first request that failed left nothing behind: its retry runs.
@@ -42,8 +44,8 @@ async def claim(
     earlier = await _first_use(conn, merchant_id, channel, key)
     assert earlier is not None  # the insert conflicted with it
     _check_same_request(earlier["request_hash"], request_hash)
-    refund_id: str = earlier["refund_id"]
-    return refund_id
+    made_id: str = earlier["made_id"]
+    return made_id
 
 
 def _check_same_request(first_hash: bytes, request_hash: bytes) -> None:
@@ -61,27 +63,39 @@ async def replayed_refund(
     earlier = await _first_use(conn, merchant_id, channel, key)
     if earlier is None or bytes(earlier["request_hash"]) != request_hash:
         return None
-    refund_id: str | None = earlier["refund_id"]
+    refund_id: str | None = earlier["made_id"]
     return refund_id
 
 
 async def _first_use(conn: asyncpg.Connection, merchant_id: str, channel: Channel, key: str) -> asyncpg.Record | None:
-    """What the key's first request fixed: its body's hash, and the refund it made (None until it committed)."""
+    """What the key's first request fixed: its body's hash, and what it made (None until it committed)."""
     return await conn.fetchrow(
-        "SELECT request_hash, refund_id FROM idempotency_keys WHERE merchant_id = $1 AND channel = $2 AND key = $3",
+        "SELECT request_hash, coalesce(refund_id, webhook_endpoint_id) AS made_id FROM idempotency_keys"
+        " WHERE merchant_id = $1 AND channel = $2 AND key = $3",
         merchant_id,
         channel.value,
         key,
     )
 
 
-async def remember(conn: asyncpg.Connection, merchant_id: str, channel: Channel, key: str, refund_id: str) -> None:
+async def remember(
+    conn: asyncpg.Connection,
+    merchant_id: str,
+    channel: Channel,
+    key: str,
+    *,
+    refund_id: str | None = None,
+    webhook_endpoint_id: str | None = None,
+) -> None:
+    """What the key's first request made: a refund or a webhook endpoint."""
     await conn.execute(
-        "UPDATE idempotency_keys SET refund_id = $4 WHERE merchant_id = $1 AND channel = $2 AND key = $3",
+        "UPDATE idempotency_keys SET refund_id = $4, webhook_endpoint_id = $5"
+        " WHERE merchant_id = $1 AND channel = $2 AND key = $3",
         merchant_id,
         channel.value,
         key,
         refund_id,
+        webhook_endpoint_id,
     )
 
 

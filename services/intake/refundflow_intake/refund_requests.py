@@ -232,5 +232,5 @@ async def request_refund_once(
             return earlier, True
     refund_id = await request_refund(conn, merchant_id, channel=channel, **fields)
     if idempotency_key is not None:
-        await idempotency.remember(conn, merchant_id, channel, idempotency_key, refund_id)
+        await idempotency.remember(conn, merchant_id, channel, idempotency_key, refund_id=refund_id)
     return refund_id, False

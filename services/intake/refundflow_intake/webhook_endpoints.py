@@ -19,8 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from refundflow_intake import rate_limit
-from refundflow_intake.domain import DomainError, NotFound, OutboundUrlNotAllowed
+from refundflow_intake import idempotency, rate_limit
+from refundflow_intake.domain import Channel, DomainError, NotFound, OutboundUrlNotAllowed
 from refundflow_intake.merchant_accounts import lock_merchant
 from refundflow_intake.notifier_client import NotifierNotReached, NotifierRefusedRequest
 from refundflow_shared.event_contract import INTAKE
@@ -53,6 +53,12 @@ class WebhookDeliveryNotFound(NotFound):
 
 class TooManyWebhookEndpoints(DomainError):
     code = "too_many_webhook_endpoints"
+
+
+class WebhookEndpointExists(DomainError):
+    """A second enabled endpoint for the same URL and events would deliver every event twice there."""
+
+    code = "endpoint_exists"
 
 
 class ReplayWindowExceeded(DomainError):
@@ -93,7 +99,19 @@ async def create_endpoint(
     max_endpoints: int,
     form_key: str | None = None,
 ) -> Row:
-    await lock_merchant(conn, merchant_id)  # two creations at once cannot both take the last place
+    await lock_merchant(conn, merchant_id)  # two creations at once cannot both take the last place, nor the same one
+    same = await conn.fetchval(
+        "SELECT id FROM webhook_endpoints WHERE merchant_id = $1 AND url = $2 AND event_types @> $3"
+        " AND event_types <@ $3 AND enabled AND deleted_at IS NULL ORDER BY created_at, id LIMIT 1",
+        merchant_id,
+        url,
+        event_types,
+    )
+    if same is not None:
+        raise WebhookEndpointExists(
+            f"the enabled endpoint {same} already receives these events at this URL: change it, or disable or delete it"
+            " first"
+        )
     live = await conn.fetchval(
         "SELECT count(*) FROM webhook_endpoints WHERE merchant_id = $1 AND deleted_at IS NULL", merchant_id
     )
@@ -151,10 +169,62 @@ async def add_endpoint(
     return row, secret
 
 
+async def add_endpoint_once(
+    pool: asyncpg.Pool,
+    box: SecretBox,
+    merchant_id: str,
+    idempotency_key: str | None,
+    request: dict[str, Any],
+    *,
+    url: str,
+    event_types: list[str],
+    max_endpoints: int,
+    allow_private: bool,
+) -> tuple[Row, str | None, bool]:
+    """``add_endpoint`` once per API ``Idempotency-Key``: (the endpoint, its secret, whether it is the first
+    request's replay). ``request`` is what the caller sent, as JSON: the key's first use fixes it.
+
+    A replay answers the endpoint the key made with its secret, kept sealed, while that is still the secret the key
+    made (``secret_form_key``, as the dashboard's forms); None once rolled: the roll's answer showed the new one."""
+    if idempotency_key is None:
+        row, shown = await add_endpoint(
+            pool,
+            box,
+            merchant_id,
+            url=url,
+            event_types=event_types,
+            max_endpoints=max_endpoints,
+            allow_private=allow_private,
+        )
+        return row, shown, False
+    request_hash = idempotency.fingerprint(request)
+    await checked_url(url, allow_private=allow_private)
+    secret = new_signing_secret()
+    async with pool.acquire() as conn, conn.transaction():
+        if earlier := await idempotency.claim(conn, merchant_id, Channel.API, idempotency_key, request_hash):
+            if made := await _secret_made_by(conn, box, merchant_id, idempotency_key, earlier):
+                return (*made, True)
+            # Its secret was rolled since (the roll's answer showed the new one), or it was deleted (404).
+            return await get_endpoint(conn, merchant_id, earlier), None, True
+        row = await create_endpoint(
+            conn,
+            box,
+            merchant_id,
+            url=url,
+            event_types=list(dict.fromkeys(event_types)),
+            secret=secret,
+            max_endpoints=max_endpoints,
+            form_key=idempotency_key,
+        )
+        await idempotency.remember(conn, merchant_id, Channel.API, idempotency_key, webhook_endpoint_id=row["id"])
+    return row, secret, False
+
+
 async def _secret_made_by(
     conn: asyncpg.Connection, box: SecretBox, merchant_id: str, form_key: str, endpoint_id: str | None = None
 ) -> tuple[Row, str] | None:
-    """The endpoint whose current signing secret the dashboard form ``form_key`` made, and that secret."""
+    """The endpoint whose current signing secret the dashboard form ``form_key`` (or the API request with that
+    ``Idempotency-Key``) made, and that secret."""
     row = await conn.fetchrow(
         f"SELECT {_ANNOUNCED_COLUMNS} FROM webhook_endpoints WHERE merchant_id = $1 AND secret_form_key = $2"
         " AND ($3::text IS NULL OR id = $3) AND deleted_at IS NULL",

@@ -55,7 +55,12 @@ from refundflow_intake.portal.tokens import InvalidPortalToken
 from refundflow_intake.rate_limit import RateLimited
 from refundflow_intake.roles import NotAllowedForRole
 from refundflow_intake.team_members import EmailAlreadyRegistered, LastOwner
-from refundflow_intake.webhook_endpoints import ReplaySinceInFuture, ReplayWindowExceeded, TooManyWebhookEndpoints
+from refundflow_intake.webhook_endpoints import (
+    ReplaySinceInFuture,
+    ReplayWindowExceeded,
+    TooManyWebhookEndpoints,
+    WebhookEndpointExists,
+)
 from refundflow_shared.outbox import EventTooLarge
 from refundflow_shared.unexpected_errors import UnexpectedErrorAnswer, internal_error
 
@@ -72,6 +77,7 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (IdempotencyKeyReused, 409),
     (LastApiKey, 409),
     (TooManyWebhookEndpoints, 409),
+    (WebhookEndpointExists, 409),
     (PlatformOnly, 403),
     (CsrfRejected, 403),
     (InvalidAmount, 422),

@@ -45,12 +45,17 @@ class EndpointOut(BaseModel):
 
 
 class EndpointCreated(EndpointOut):
-    secret: str = Field(description="whsec_...: verifies the webhook-signature header; shown once")
+    secret: str | None = Field(
+        description="whsec_...: verifies the webhook-signature header; shown on creation, and again on a retry with"
+        " its Idempotency-Key (Idempotent-Replayed: true) while it is the endpoint's secret: null there once rolled"
+    )
 
 
-class EndpointSecretRolled(EndpointCreated):
+class EndpointSecretRolled(EndpointOut):
     """The endpoint with its new signing secret (shown once); the previous one still signs until
     ``previous_secret_expires_at``."""
+
+    secret: str = Field(description="whsec_...: verifies the webhook-signature header; shown once")
 
 
 class EndpointList(BaseModel):

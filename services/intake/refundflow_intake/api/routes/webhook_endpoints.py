@@ -13,7 +13,7 @@ from refundflow_intake import webhook_endpoints as endpoints
 from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, Settings
 from refundflow_intake.api.errors import ApiError, documented
-from refundflow_intake.api.fields import PathId
+from refundflow_intake.api.fields import IdempotencyKey, PathId
 from refundflow_intake.api.links import id_links
 from refundflow_intake.api.webhook_schemas import (
     DeliveryLog,
@@ -29,7 +29,7 @@ from refundflow_intake.api.webhook_schemas import (
     ReplaySince,
     ReplayStarted,
 )
-from refundflow_intake.domain import OutboundUrlNotAllowed
+from refundflow_intake.domain import IdempotencyKeyReused, OutboundUrlNotAllowed
 from refundflow_intake.notifier_client import (
     NotifierClient,
     NotifierLinkSettings,
@@ -42,6 +42,7 @@ from refundflow_intake.webhook_endpoints import (
     ReplayWindowExceeded,
     TooManyWebhookEndpoints,
     WebhookDeliveryNotFound,
+    WebhookEndpointExists,
     WebhookEndpointNotFound,
 )
 from refundflow_shared.secret_box import SecretBox
@@ -86,7 +87,15 @@ Replay = Callable[[], Awaitable[dict[str, Any]]]  # asks the notifier; answers w
 @router.post(
     "/v1/webhook-endpoints",
     status_code=201,
-    responses=documented(OutboundUrlNotAllowed, TooManyWebhookEndpoints, also=_NEEDS_KEY)
+    responses=documented(
+        OutboundUrlNotAllowed,
+        TooManyWebhookEndpoints,
+        WebhookEndpointExists,
+        IdempotencyKeyReused,
+        WebhookEndpointNotFound,
+        also=_NEEDS_KEY,
+    )
+    | {200: {"model": EndpointCreated, "description": "a retry (same Idempotency-Key and body): the first's endpoint"}}
     | id_links(
         201,
         "the new endpoint",
@@ -100,19 +109,35 @@ Replay = Callable[[], Awaitable[dict[str, Any]]]  # asks the notifier; answers w
     ),
 )
 async def create_endpoint(
-    body: EndpointCreate, caller: CurrentCaller, db: Db, box: Box, settings: Settings
+    body: EndpointCreate,
+    caller: CurrentCaller,
+    db: Db,
+    box: Box,
+    settings: Settings,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> EndpointCreated:
-    """A new endpoint for your systems; the signing secret is in this answer only. The URL must be a public
-    http(s) address; you may have a limited number of endpoints."""
-    row, secret = await endpoints.add_endpoint(
+    """A new endpoint for your systems, with its signing secret. The URL must be a public http(s) address; you may
+    have a limited number of endpoints, and one enabled endpoint for a URL and set of events (another is 409
+    ``endpoint_exists``, naming it).
+
+    Send an ``Idempotency-Key`` to retry safely: the same key and body answer the first request's endpoint (200,
+    ``Idempotent-Replayed: true``) with its secret while it is the endpoint's (null once rolled; 404 once the
+    endpoint is deleted); the key with another body is 409 ``idempotency_key_reused``."""
+    row, secret, replayed = await endpoints.add_endpoint_once(
         db.pool,
         box,
         caller.merchant_id,
+        idempotency_key,
+        body.model_dump(mode="json"),
         url=str(body.url),
         event_types=list(body.events),
         max_endpoints=settings.webhook_endpoints_per_merchant,
         allow_private=settings.refundflow_allow_private_webhook_urls,
     )
+    if replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
     return EndpointCreated(**_out(row).model_dump(), secret=secret)
 
 
