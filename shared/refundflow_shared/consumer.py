@@ -49,9 +49,9 @@ from refundflow_shared.dead_letters import (
     REASONS,
     REPLAY_HEADER,
     DeadLetterOffice,
-    describe_failure,
     needs_a_person,
 )
+from refundflow_shared.error_descriptions import describe_failure
 from refundflow_shared.event_contract import ContractBroken, ServiceContract, contract_of
 from refundflow_shared.event_decoding import InvalidEvent, decode_event, printable_headers, read_headers
 from refundflow_shared.events import Event, EventData, EventType, topic_for

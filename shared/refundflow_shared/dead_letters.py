@@ -15,10 +15,9 @@ import asyncpg
 import structlog
 from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from faststream.kafka import KafkaBroker
-from pydantic import ValidationError
 
 from refundflow_shared.backoff import exponential
-from refundflow_shared.event_decoding import INVALID_EVENT_CODES, validation_summary
+from refundflow_shared.event_decoding import INVALID_EVENT_CODES
 from refundflow_shared.events import Event, EventType, TeamAlertRaised, dlq_topic
 from refundflow_shared.metrics import DLQ_MESSAGES
 from refundflow_shared.outbox import add_event
@@ -32,14 +31,6 @@ REASONS = (*INVALID_EVENT_CODES, "undecodable", "event_id_reused", "handler_erro
 # Added to a replayed record (the dead letter it came from, by `refundflow dlq replay`), so a record that fails
 # again says it was a replay.
 REPLAY_HEADER = "refundflow_replayed_from"
-
-
-def describe_failure(exc: BaseException) -> str:
-    """A handler's failure for the dead-letter record: its type and message, or for a validation error only
-    where and why (the input may be a customer's data)."""
-    if isinstance(exc, ValidationError):
-        return f"ValidationError: {validation_summary(exc)}"
-    return f"{type(exc).__name__}: {exc}"[:1000]
 
 
 def needs_a_person(event: Event) -> bool:

@@ -12,6 +12,7 @@ from typing import Any, BinaryIO, TextIO
 import orjson
 import structlog
 
+from refundflow_shared.error_descriptions import format_exception
 from refundflow_shared.events import Event
 from refundflow_shared.tracing import add_trace_ids
 
@@ -51,6 +52,11 @@ class AccessLog(logging.Logger):
         self._lines.info(str(msg) % args)
 
 
+# A traceback says of each error what describe_failure says: a database error's row, a validation error's input
+# stay out.
+render_exceptions = structlog.processors.ExceptionRenderer(format_exception)
+
+
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in event_dict.keys() & _REDACTED_KEYS:
         event_dict[key] = "[redacted]"
@@ -78,7 +84,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
-        structlog.processors.format_exc_info,
+        render_exceptions,
     ]
     # Changed in place, never replaced: a logger keeps the list it was first used with (cache_logger_on_first_use),
     # so a second setup (in-process tests start several services) and structlog's capture_logs reach every logger.

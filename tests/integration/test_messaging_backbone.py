@@ -36,6 +36,7 @@ from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.outbox import OutboxRelay, add_event, add_events, events_insert
 from refundflow_shared.service_runtime import ServiceRuntime
 from refundflow_shared.settings import ServiceSettings
+from refundflow_shared.structured_logging import render_exceptions
 from tests.support.kafka_reader import headers_of, read_topic
 from tests.support.probe_service import (
     PROBE,
@@ -305,6 +306,30 @@ async def test_a_handlers_validation_error_is_logged_without_the_input_it_refuse
     [logged] = [line for line in logs if line["event"] == "event_dead_lettered"]
     assert logged["error"] == "ValidationError: (the payload): int_parsing", "where and why, not what"
     assert "ada@example.com" not in repr(logs), "a customer's input reached the log"
+
+
+async def test_a_handlers_database_error_is_dead_lettered_and_logged_without_the_row_it_refused(
+    settings: ServiceSettings, pool: asyncpg.Pool, running: list[ServiceRuntime]
+) -> None:
+    async def inserts_a_row_the_database_refuses(event: Event) -> None:
+        customer = "ada@example.com"
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            await conn.execute("CREATE TEMP TABLE refused (email text CONSTRAINT no_email CHECK (email = ''))")
+            await conn.execute("INSERT INTO refused VALUES ($1)", customer)  # DETAIL: Failing row contains (...)
+        finally:
+            await conn.close()
+
+    running.append(await start_probe(settings, before_effect=inserts_a_row_the_database_refuses))
+    with capture_logs(processors=[render_exceptions]) as logs:  # tracebacks as the log writes them
+        await stage_events(pool, [refund_requested("pay_refused_row")])
+        [dead] = await read_topic(settings.kafka_bootstrap_servers, dlq_topic(requested_topic(settings)), expected=1)
+
+    error = 'CheckViolationError: new row for relation "refused" violates check constraint "no_email"'
+    assert headers_of(dead)["dlq_error"] == f"{error} (SQLSTATE 23514, constraint no_email)"
+    [logged] = [line for line in logs if line["event"] == "event_dead_lettered"]
+    assert "inserts_a_row_the_database_refuses" in logged["exception"], "the traceback's frames are kept"
+    assert "ada@example.com" not in repr(logs) + repr(headers_of(dead)), "the refused row reached the log"
 
 
 async def test_the_offset_is_committed_only_after_the_handler_transaction(

@@ -20,7 +20,8 @@ import asyncpg
 import structlog
 
 from refundflow_shared.consumer import EventConsumer, infrastructure_away
-from refundflow_shared.dead_letters import dead_letter_alert, describe_failure, needs_a_person
+from refundflow_shared.dead_letters import dead_letter_alert, needs_a_person
+from refundflow_shared.error_descriptions import describe_failure
 from refundflow_shared.event_contract import INTAKE
 from refundflow_shared.event_decoding import InvalidEvent, decode_event
 from refundflow_shared.events import Event, EventType, topic_for
