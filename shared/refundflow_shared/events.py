@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from refundflow_shared import money
-from refundflow_shared.money import CURRENCY_EXPONENTS, MinorUnits
+from refundflow_shared.money import CURRENCY_EXPONENTS, MinorUnits, RefundMinorUnits
 
 SPEC_VERSION: Literal["1.0"] = "1.0"
 CONTENT_TYPE = "application/json"
@@ -95,6 +95,10 @@ class PaymentEventData(EventData):
 class _Priced(PaymentEventData):
     amount: MinorUnits
     currency: Currency
+
+
+class _RefundPriced(_Priced):
+    amount: RefundMinorUnits  # the databases refuse a refund of 0 too: refused here, it is named validation_failed
 
 
 class Product(BaseModel):
@@ -199,7 +203,7 @@ _ASKED_THROUGH = "as refund.requested said it: api (the merchant), portal or com
 _KEPT = "the customer asked to cancel their subscription too, and this decision leaves it running"
 
 
-class RefundRequested(_Priced, _RefundEvent, _ToCustomer):
+class RefundRequested(_RefundPriced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_REQUESTED
 
     reason: Code
@@ -207,7 +211,7 @@ class RefundRequested(_Priced, _RefundEvent, _ToCustomer):
     auto_approved: bool = Field(default=False, description="the merchant's rules approved it as it was made")
 
 
-class RefundApproved(_Priced, _RefundEvent, _ToCustomer):
+class RefundApproved(_RefundPriced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_APPROVED
 
     provider_payment_id: Id
@@ -235,7 +239,7 @@ class RefundRejected(_RefundEvent, _ToCustomer):
     subscription_continues: bool = Field(default=False, description=_KEPT)
 
 
-class RefundSucceeded(_Priced, _RefundEvent, _ToCustomer):
+class RefundSucceeded(_RefundPriced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_SUCCEEDED
 
     provider_refund_id: Id
@@ -247,14 +251,14 @@ class RefundSucceeded(_Priced, _RefundEvent, _ToCustomer):
 DISPUTED_FAILURE_REASONS = frozenset({"payment_disputed", "charge_for_pending_refund_disputed"})
 
 
-class RefundFailed(_Priced, _RefundEvent, _ToCustomer):
+class RefundFailed(_RefundPriced, _RefundEvent, _ToCustomer):
     event_type = EventType.REFUND_FAILED
 
     failure_reason: Code
     failure_message: Note | None = None
 
 
-class RefundReversed(_Priced, _RefundEvent, _ToCustomer):
+class RefundReversed(_RefundPriced, _RefundEvent, _ToCustomer):
     """A refund the provider had reported succeeded failed afterwards (a closed card, say): the money did not
     reach the customer after all. Intake restores the refundable amount and the balance."""
 
@@ -289,7 +293,7 @@ def carry(kept: dict[str, Any], to: type[EventData]) -> dict[str, Any]:
     return {name: value for name, value in kept.items() if name in to.model_fields}
 
 
-class PaymentRefunded(_Priced):
+class PaymentRefunded(_RefundPriced):
     """A refund of ``amount`` reached the customer; totals are after this refund."""
 
     event_type = EventType.PAYMENT_REFUNDED
@@ -563,7 +567,7 @@ class RefundSubmitRejected(PaymentEventData):
     message: Note
 
 
-class RefundReviewOverdue(_Priced):
+class RefundReviewOverdue(_RefundPriced):
     """A team alert: a refund request waited longer than the merchant's review target (emitted once)."""
 
     event_type = EventType.REFUND_REVIEW_OVERDUE

@@ -66,6 +66,10 @@ MAX_MINOR_UNITS = 10**12
 MinorUnits = Annotated[
     int, Field(ge=0, le=MAX_MINOR_UNITS, strict=True, description="amount in the currency's minor units")
 ]
+# A refund's amount: a payment may be of 0 (a free trial), a refund of nothing is not a refund.
+RefundMinorUnits = Annotated[
+    int, Field(gt=0, le=MAX_MINOR_UNITS, strict=True, description="amount in the currency's minor units, above 0")
+]
 # An amount as an answer holds it: described as MinorUnits is, with no bounds to check.
 MinorUnitsOut = Annotated[int, Field(description="in the currency's minor units (cents, yen)")]
 

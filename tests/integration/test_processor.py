@@ -74,6 +74,19 @@ async def test_an_approved_refund_is_made_once_and_reported_with_the_payments_to
     assert (totals["refunded_amount"], totals["remaining_amount"]) == (2_500, 7_500)
 
 
+async def test_an_approval_of_nothing_is_refused_by_the_events_schema_not_by_the_database(
+    processor: ProcessorUnderTest, kafka_bootstrap: str
+) -> None:
+    # Built without validation: the schema of today refuses it, as an older or a broken producer's would not.
+    approved = approval(payment_intent()).model_copy(update={"amount": 0})
+    event = await processor.publish(approved)
+
+    topic = dlq_topic(topic_for(event.type, processor.settings.topic_prefix))
+    headers = await dead_letter_of(kafka_bootstrap, topic, event.id, timeout=60)
+    assert (headers["dlq_reason"], headers["dlq_error"]) == ("validation_failed", "amount: greater_than")
+    assert await processor.refund_status(approved.refund_id) is None
+
+
 async def test_a_second_refund_of_a_payment_reports_both_in_the_totals(processor: ProcessorUnderTest) -> None:
     intent = payment_intent()
     first = approval(intent, amount=2_500)
