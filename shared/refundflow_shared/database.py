@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -20,6 +22,30 @@ IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 300
 # The server probes a silent peer after 30 s and gives it up after 3 unanswered probes 10 s apart: a vanished host's
 # sessions end within a minute, not the kernel's default 2 h 11 min (TCP only; a Unix socket's peer cannot vanish).
 _TCP_KEEPALIVES = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
+
+
+# What the settings say of a DATABASE_URL that would not read as meant (asyncpg's parser quotes it, password and all).
+NOT_A_POSTGRES_URL = "not a PostgreSQL URL: percent-encode / ? # @ in its user and password (%2F %3F %23 %40)"
+
+
+def is_postgres_url(url: str) -> bool:
+    """Whether ``url`` reads as the PostgreSQL URL it was meant to be: a password's ``/``, ``#`` or ``?`` not
+    percent-encoded ends the address early, leaving the rest of it (``...@host/db``) in the path, query or fragment,
+    or the password as the port."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("postgresql", "postgres") and not parts.fragment and "@" not in parts.path + parts.query
+
+
+async def connect(dsn: str, **options: Any) -> asyncpg.Connection:
+    """``asyncpg.connect``, whose error for a URL it cannot read never quotes the URL."""
+    try:
+        return await asyncpg.connect(dsn, **options)
+    except ValueError as exc:  # asyncpg's parser's (its connection errors are not ValueErrors) quote the URL
+        raise ValueError(f"DATABASE_URL cannot be read ({type(exc).__name__}, not shown: it quotes the URL)") from None
 
 
 def session_settings(

@@ -12,6 +12,8 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from refundflow_shared.database import connect
+
 log = structlog.get_logger(__name__)
 
 MESSAGING_MIGRATIONS = Path(__file__).parent / "migrations"
@@ -40,7 +42,7 @@ async def apply_migrations(dsn: str, schema: str, service_migrations: Path, *, b
     files = {f"messaging/{p.name}": p for p in sorted(MESSAGING_MIGRATIONS.glob("*.sql"))} if backbone else {}
     files |= {f"service/{p.name}": p for p in sorted(service_migrations.glob("*.sql"))}
     checksums = {version: _checksum(path) for version, path in files.items()}
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn)
     try:
         applied = await _applied(conn, schema)
         _check(schema, applied, checksums)

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from refundflow_shared.database import NOT_A_POSTGRES_URL, is_postgres_url
 from refundflow_shared.event_decoding import DEFAULT_MAX_EVENT_BYTES
 from refundflow_shared.secret_box import parse_key_ring
 
@@ -97,6 +98,14 @@ class ServiceSettings(BaseSettings):
     http_keep_alive_seconds: int = Field(default=5, ge=1)
     http_max_concurrency: int = Field(default=1000, ge=1)
     http_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+
+    @field_validator("database_url")
+    @classmethod
+    def _a_postgres_url(cls, url: str) -> str:
+        # Checked here, so the process stops naming the variable: asyncpg's own error quotes the URL, password and all.
+        if not is_postgres_url(url):
+            raise ValueError(NOT_A_POSTGRES_URL)
+        return url
 
     @field_validator("log_level", mode="before")
     @classmethod

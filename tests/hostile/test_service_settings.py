@@ -84,3 +84,16 @@ def test_the_standard_librarys_other_names_for_levels_are_still_taken() -> None:
 def test_an_empty_secret_key_means_none_as_it_did() -> None:
     """Compose files pass ``${WEBHOOK_SECRET_KEY:-}``: empty was no key before the ring was checked, and still is."""
     assert ServiceSettings(webhook_secret_key="", webhook_secret_keys="").webhook_secret_key is None
+
+
+@pytest.mark.parametrize("special", ["/", "#", "?"])
+@pytest.mark.parametrize("service", ["intake", "processor", "notifier"])
+def test_a_database_url_whose_password_is_not_percent_encoded_is_refused_without_printing_it(
+    service: str, special: str
+) -> None:
+    password = f"{SECRET[:10]}{special}{SECRET[10:]}"
+    started = start(service, DATABASE_URL=f"postgresql://refundflow:{password}@127.0.0.1:1/refundflow")
+
+    assert_refused_clearly(started, service, "DATABASE_URL")
+    output = started.stdout + started.stderr
+    assert SECRET[:10] not in output and SECRET[10:] not in output
