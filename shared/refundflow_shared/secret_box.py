@@ -71,8 +71,13 @@ class SecretBox:
     def __init__(self, keys: str) -> None:
         ring = parse_key_ring(keys)
         self.primary_kid = ring[0][0]
+        self._primary = ring[0][1]
         self._by_kid = {kid: AESGCM(_aes_key(key)) for kid, key in ring}
         self._v1 = [AESGCM(key) for _, key in ring]
+
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A key for another use than sealing (a keyed hash), derived from the primary key with HKDF-SHA256."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(self._primary)
 
     def seal(self, plaintext: str, context: str) -> str:
         nonce = os.urandom(12)

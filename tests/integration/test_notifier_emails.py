@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from refundflow_notifier import event_handlers, message_queue
 from refundflow_notifier.records import Channel
@@ -320,6 +322,35 @@ async def test_an_undeliverable_address_is_recorded_and_alerted_and_others_still
         "SELECT status, error FROM messages WHERE recipient = $1 AND kind = 'refund_succeeded'", bad_address
     )
     assert row is not None and row["status"] == "rejected" and row["error"]
+
+
+async def test_the_log_names_a_recipient_by_a_reference_only_this_deployment_can_compute(world: World) -> None:
+    """An unkeyed hash of the address (sha256) would tell whoever holds the log and an address whether it was
+    emailed: the reference is keyed by the deployment's WEBHOOK_SECRET_KEYS, the same on every line."""
+    to = customer().upper()
+    refunds = [ids(), ids()]
+    with capture_logs() as logs:
+        for refund in refunds:
+            await world.feed.publish(
+                RefundSucceeded(**refund, customer_email=to, amount=100, currency="EUR", provider_refund_id="re_l")
+            )
+        await mails_to(world, to, count=2)
+        await world.feed.publish(
+            RefundSucceeded(**ids(), customer_email="not-an-address", amount=1, currency="EUR", provider_refund_id="re")
+        )
+
+        async def rejected_logged() -> bool:
+            return any(line["event"] == "email_rejected" for line in logs)
+
+        await eventually(rejected_logged, timeout=30)
+
+    merchants = {refund["merchant_id"] for refund in refunds}
+    sent = [line["recipient"] for line in logs if line["event"] == "message_sent" and line["merchant_id"] in merchants]
+    [rejected] = [line["recipient"] for line in logs if line["event"] == "email_rejected"]
+    assert len(sent) == 2 and sent[0] == sent[1], "the lines of one recipient correlate"
+    for address, logged in ((to, sent[0]), ("not-an-address", rejected)):
+        assert len(logged) == 16 and logged not in hashlib.sha256(address.lower().encode()).hexdigest()
+    assert to.lower() not in repr(logs).lower()
 
 
 async def test_a_deferred_email_is_retried_and_delivered_once(world: World) -> None:

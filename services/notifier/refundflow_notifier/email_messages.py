@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import hmac
+import os
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 from refundflow_notifier.notification_rules import EmailContent, MerchantPreferences
+from refundflow_shared.secret_box import SecretBox
+from refundflow_shared.settings import ServiceSettings
 
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -48,12 +52,22 @@ class InvalidAddress(ValueError):
 
 def message_id(event_id: uuid.UUID, kind: str, recipient: str) -> str:
     """Stable per event, kind and recipient: a resend after a crash carries the same id, so mailers can dedupe."""
-    return f"<{event_id}.{recipient_hash(f'{kind}/{recipient}')}@refundflow>"
+    digest = hashlib.sha256(f"{kind}/{recipient}".lower().encode()).hexdigest()[:16]
+    return f"<{event_id}.{digest}@refundflow>"
 
 
-def recipient_hash(recipient: str) -> str:
-    """What logs show instead of an address: enough to correlate, nothing to read."""
-    return hashlib.sha256(recipient.lower().encode()).hexdigest()[:16]
+def recipient_reference(recipient: str, settings: ServiceSettings) -> str:
+    """What logs show instead of an address: the same on every line of this deployment, so they correlate, but an
+    HMAC keyed from its WEBHOOK_SECRET_KEYS' primary key, so nobody without the key can tell which address it is (an
+    unkeyed hash of a known address would say). Without a key, keyed by one drawn at start: lines correlate within
+    the process only."""
+    keys = settings.webhook_secret_key.get_secret_value() if settings.webhook_secret_key else None
+    return hmac.new(_reference_key(keys), recipient.lower().encode(), hashlib.sha256).hexdigest()[:16]
+
+
+@functools.cache
+def _reference_key(keys: str | None) -> bytes:
+    return SecretBox(keys).derive_key(b"refundflow notifier log recipient") if keys else os.urandom(32)
 
 
 def check_address(recipient: str) -> str:

@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from refundflow_notifier.customer_emails import STEP_IN_THE_REFUND
-from refundflow_notifier.email_messages import InvalidAddress, build_email, check_address, recipient_hash
+from refundflow_notifier.email_messages import InvalidAddress, build_email, check_address, recipient_reference
 from refundflow_notifier.notification_rules import (
     EmailContent,
     MerchantPreferences,
@@ -80,7 +80,9 @@ def email(
     try:
         check_address(recipient)
     except InvalidAddress as exc:
-        log.error("email_rejected", kind=content.kind, recipient=recipient_hash(recipient), error=str(exc))
+        log.error(
+            "email_rejected", kind=content.kind, recipient=recipient_reference(recipient, settings), error=str(exc)
+        )
         rejected = QueuedMessage(
             event_id,
             merchant_id,

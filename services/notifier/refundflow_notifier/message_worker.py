@@ -18,7 +18,7 @@ import structlog
 from opentelemetry.trace import SpanKind
 
 from refundflow_notifier import merchant_settings, message_queue, outbound_http
-from refundflow_notifier.email_messages import dated, recipient_hash
+from refundflow_notifier.email_messages import dated, recipient_reference
 from refundflow_notifier.notification_rules import undeliverable_email_alert
 from refundflow_notifier.records import Channel, ClaimedMessage
 from refundflow_notifier.retry_schedule import is_success, next_delay
@@ -88,7 +88,7 @@ class MessageWorker:
         crash_point("notifier.message_claimed")
         log_ = log.bind(
             message=message.id, kind=message.kind, channel=message.channel, event_id=str(message.event_id),
-            merchant_id=message.merchant_id, recipient=recipient_hash(message.recipient),
+            merchant_id=message.merchant_id, recipient=recipient_reference(message.recipient, self._settings),
         )  # fmt: skip
         try:
             if message.channel == Channel.EMAIL:
