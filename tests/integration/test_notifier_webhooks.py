@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+import structlog
 from standardwebhooks.webhooks import Webhook
+from structlog.testing import capture_logs
 
 from refundflow_notifier import webhook_replays, webhook_store
 from refundflow_notifier.outbound_http import outbound_client
@@ -299,6 +301,25 @@ async def test_a_duplicate_event_is_delivered_once(world: World) -> None:
     deliveries = await received(world, name, 2)
     await asyncio.sleep(1)
     assert sorted(d.headers["webhook-id"] for d in deliveries) == sorted([str(event.id), str(marker.id)])
+
+
+async def test_a_deliverys_log_lines_name_the_merchant(world: World) -> None:
+    m, name = merchant(), uuid.uuid4().hex
+    world.http.scripts[name] = [410]
+    endpoint = await configure_endpoint(
+        world.feed, world.pool, m, world.http.url(name), ["refund.succeeded"], secret=new_signing_secret()
+    )
+
+    async def disabled() -> bool:
+        return not await world.pool.fetchval("SELECT enabled FROM webhook_endpoints WHERE id = $1", endpoint)
+
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:  # what was bound too
+        await world.feed.publish(succeeded(m))
+        await eventually(disabled)
+
+    lines = [line for line in logs if line.get("endpoint") == endpoint]
+    assert {line["event"] for line in lines} == {"webhook_attempted", "webhook_endpoint_disabled"}
+    assert all(line.get("merchant_id") == m for line in lines), lines
 
 
 async def test_a_failed_call_is_logged_as_a_coarse_category_never_a_socket_error(world: World) -> None:

@@ -75,8 +75,12 @@ class WebhookWorker:
         )
 
     async def deliver(self, delivery: ClaimedDelivery) -> None:
-        """Deliver in a span continuing the event's trace; the receiver gets it as the ``traceparent`` header."""
-        with tracing.span("webhook delivery", traceparent=delivery.traceparent, continues=True, kind=SpanKind.CLIENT):
+        """Deliver in a span continuing the event's trace; the receiver gets it as the ``traceparent`` header. Every
+        line logged meanwhile names the merchant (each delivery runs in its own task, so in its own context)."""
+        with (
+            structlog.contextvars.bound_contextvars(merchant_id=delivery.merchant_id),
+            tracing.span("webhook delivery", traceparent=delivery.traceparent, continues=True, kind=SpanKind.CLIENT),
+        ):
             await self._deliver(delivery)
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
