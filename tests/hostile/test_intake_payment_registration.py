@@ -91,6 +91,56 @@ async def test_registering_the_same_payment_again_answers_the_same_payment(intak
     assert different.status_code == 409 and different.json()["error"]["code"] == "payment_already_registered"
 
 
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"customer_name": "Someone Else"},
+        {"customer_email": "grace@example.com"},
+        {"product": {"id": "prod_monthly", "name": "Renamed plan", "kind": "subscription", "category": "service"}},
+        {"product": {"id": "prod_monthly", "name": "Monthly plan", "kind": "subscription", "category": "physical"}},
+        {"subscription_end": "2027-11-17T10:00:00Z"},
+    ],
+    ids=["customer name", "customer email", "product name", "product category", "subscription period"],
+)
+async def test_registering_a_payment_again_with_other_details_is_refused_and_the_first_kept(
+    intake: IntakeUnderTest, other: dict[str, Any]
+) -> None:
+    """Only the money, the customer's email, the product's id and kind and the subscription's id were compared: a
+    28-day subscription registered again with a year's period answered 200 and kept 28 days, silently."""
+    merchant = await intake.merchant()
+    subscription = {
+        "id": f"sub_{uuid.uuid4().hex[:12]}",
+        "current_period_start": "2026-11-20T10:00:00Z",
+        "current_period_end": "2026-12-18T10:00:00Z",
+    }
+    product = {"id": "prod_monthly", "name": "Monthly plan", "kind": "subscription", "category": "service"}
+    body = await registration(intake, merchant, customer_name="Ada", product=product, subscription=subscription)
+    first = await intake.client.post("/v1/payments", headers=ADMIN, json=body)
+    assert first.status_code == 201, first.text
+    if end := other.pop("subscription_end", None):
+        other = {"subscription": {**subscription, "current_period_end": end}}
+    before = await intake.written()
+
+    again = await intake.client.post("/v1/payments", headers=ADMIN, json={**body, **other})
+
+    assert again.status_code == 409, again.text
+    assert again.json()["error"]["code"] == "payment_already_registered"
+    assert await intake.written() == before
+    shown = (await intake.client.get(f"/v1/payments/{first.json()['id']}", headers=merchant)).json()
+    assert shown == {**first.json(), "refunds": shown["refunds"]}, "the first registration kept"
+
+
+async def test_registering_a_payment_again_with_its_email_in_other_letters_is_the_same_payment(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    body = await registration(intake, merchant)
+    first = await intake.client.post("/v1/payments", headers=ADMIN, json=body)
+    again = await intake.client.post("/v1/payments", headers=ADMIN, json={**body, "customer_email": "Ada@Example.COM"})
+    assert (first.status_code, again.status_code) == (201, 200), again.text
+    assert again.json()["id"] == first.json()["id"] and again.json()["customer_email"] == "ada@example.com"
+
+
 async def test_a_billing_event_claiming_another_merchants_provider_payment_is_dead_lettered(
     intake: IntakeUnderTest,
 ) -> None:

@@ -76,13 +76,22 @@ async def test_a_payment_from_billing_is_registered_once_however_often_it_arrive
 
 @pytest.mark.parametrize(
     "other",
-    [{"amount": 150_000}, {"currency": "EUR"}, {"provider_payment_id": "pi_other"}],
-    ids=["amount", "currency", "provider payment"],
-)
+    [
+        {"amount": 150_000},
+        {"currency": "EUR"},
+        {"provider_payment_id": "pi_other"},
+        {"customer_name": "Someone Else"},
+        {"product": Product(id="prod_m", name="Monthly", kind="subscription", category="physical")},
+        {"subscription": SubscriptionPeriod(id="sub_1", current_period_start=datetime(2026, 11, 1, tzinfo=UTC),
+                                            current_period_end=datetime(2027, 11, 1, tzinfo=UTC))},
+    ],
+    ids=["amount", "currency", "provider payment", "customer name", "product category", "subscription period"],
+)  # fmt: skip
 async def test_a_payment_from_billing_repeated_with_other_details_is_dead_lettered(
     intake: IntakeUnderTest, other: dict[str, object]
 ) -> None:
-    """It was acknowledged without a word (the first one kept), where the API answers the same 409."""
+    """It was acknowledged without a word (the first one kept), where the API answers the same 409: any detail, as
+    the API compares them all (a category decides excluded-category flags, a period proration)."""
     merchant = await intake.merchant()
     data = billing_payment(await intake.merchant_id(merchant))
     await intake.publish(data)
@@ -100,6 +109,7 @@ async def test_a_payment_from_billing_repeated_with_other_details_is_dead_letter
     assert "DuplicatePayment" in parked["dlq_error"] and data.payment_id in parked["dlq_error"]
     payment = (await intake.client.get(f"/v1/payments/{data.payment_id}", headers=merchant)).json()
     assert (payment["amount"], payment["currency"]) == (1_500, "JPY"), "the first one kept"
+    assert (payment["customer_name"], payment["product"]["category"]) == ("Grace Hopper", "service")
 
 
 async def test_a_payment_from_billing_whose_provider_payment_no_refund_can_name_is_dead_lettered(

@@ -18,14 +18,16 @@ from refundflow_intake.domain import (
     check_provider_payment_id,
 )
 from refundflow_intake.merchant_accounts import merchant_exists, new_id
-from refundflow_intake.repository import PaymentIdentity, payment_identity
+from refundflow_intake.repository import PaymentIdentity, payment_differences, payment_identity
 from refundflow_shared.events import Event, PaymentDisputed, PaymentSucceeded, Product, SubscriptionPeriod
 
 log = structlog.get_logger(__name__)
 
 Row = dict[str, Any]
-# What makes two registrations "the same payment": the money and what it paid for.
-_IDENTITY = ("customer_email", "amount", "currency", "paid_at", "product_id", "product_kind", "subscription_id")
+# Billing's id for a provider payment registered through the API under ours is linked to it when billing says the
+# same money: the two describe the customer and product each in its own words, but a refund by billing's id with no
+# currency is sized in the registered payment's.
+_MONEY = {"amount", "currency"}
 
 
 class UnknownMerchant(ValueError):
@@ -103,8 +105,10 @@ async def register_payment(
     assert owner is not None, "the insert conflicted on the provider payment, which is registered"
     if owner["merchant_id"] != merchant_id:
         raise ProviderPaymentTaken(f"provider payment {provider_payment_id} is registered to another merchant")
-    if any(owner[field] != payment[field] for field in _IDENTITY):
-        raise DuplicatePayment(f"provider payment {provider_payment_id} is already registered with other details")
+    if differences := payment_differences(payment_identity(owner), payment_identity(payment)):
+        raise DuplicatePayment(
+            f"provider payment {provider_payment_id} is already registered with another {', '.join(differences)}"
+        )
     return owner, False
 
 
@@ -130,7 +134,7 @@ async def consume_payment_succeeded(
     if (known := registered.get(data.payment_id)) == said:
         return False  # intake's own payment coming back, or a redelivery: nothing to do
     if known is not None and known.merchant_id == data.merchant_id:
-        _repeated_with_other_details(data)
+        _repeated_with_other_details(data, payment_differences(known, said))
     if not await merchant_exists(conn, data.merchant_id):
         raise UnknownMerchant(f"no merchant {data.merchant_id}")
     if await repository.insert_payment(conn, payment):
@@ -143,14 +147,14 @@ async def consume_payment_succeeded(
     same_id = await repository.get_payment(conn, data.merchant_id, data.payment_id)
     if owner is None and same_id is None:
         raise ForeignPayment(f"payment {data.payment_id} is registered to another merchant")
-    if same_id is not None and payment_identity(same_id) != said:  # registered earlier in this batch
-        _repeated_with_other_details(data)
+    if same_id is not None and (differences := payment_differences(payment_identity(same_id), said)):
+        _repeated_with_other_details(data, differences)  # registered earlier in this batch
     if owner is not None and owner["id"] != data.payment_id:
         # The merchant's provider payment, registered under another id (through the API): billing's disputes will
         # name it by billing's id, which must find it. Only if billing says the same money: a refund asked by
         # billing's id with no currency is sized in the registered payment's.
-        if payment_identity(owner) != said:
-            _repeated_with_other_details(data)
+        if money := [field for field in payment_differences(payment_identity(owner), said) if field in _MONEY]:
+            _repeated_with_other_details(data, money)
         await repository.record_payment_alias(conn, data.payment_id, data.merchant_id, data.provider_payment_id)
         log.info("payment_already_registered", provider_payment_id=data.provider_payment_id)
         return True  # commands naming billing's id may go now
@@ -159,14 +163,16 @@ async def consume_payment_succeeded(
     return False
 
 
-def _repeated_with_other_details(data: PaymentSucceeded) -> NoReturn:
-    """Billing's payment.succeeded again, or of a provider payment registered through the API, saying another
-    amount, currency or provider payment than the payment registered: one of the two is wrong, and the first one
-    stays (dead-lettered, as the API answers 409)."""
-    log.warning("payment_repeated_with_other_details", provider_payment_id=data.provider_payment_id)
+def _repeated_with_other_details(data: PaymentSucceeded, differences: list[str]) -> NoReturn:
+    """Billing's payment.succeeded again saying anything else than the payment registered, or of a provider payment
+    registered through the API saying other money: one of the two is wrong, and the first one stays (dead-lettered,
+    as the API answers 409)."""
+    log.warning(
+        "payment_repeated_with_other_details", provider_payment_id=data.provider_payment_id, differences=differences
+    )
     raise DuplicatePayment(
-        f"payment {data.payment_id} (provider payment {data.provider_payment_id}) says another amount, currency or"
-        " provider payment than the one registered"
+        f"payment {data.payment_id} (provider payment {data.provider_payment_id}) says another"
+        f" {', '.join(differences)} than the one registered"
     )
 
 

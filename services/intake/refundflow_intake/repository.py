@@ -120,25 +120,41 @@ async def insert_payment(conn: asyncpg.Connection, payment: Row, *, events: Sequ
 
 
 class PaymentIdentity(NamedTuple):
-    """What a payment.succeeded repeated for a registered payment must say again (the API's 409 otherwise)."""
+    """What a registration says of a payment: a registration repeated (through the API, or billing's
+    payment.succeeded again) must say all of it again, or it is refused (the API's 409, billing's dead-lettered)."""
 
     merchant_id: str
     provider_payment_id: str
+    customer_email: str
+    customer_name: str | None
     amount: int
     currency: str
+    paid_at: datetime
+    product_id: str
+    product_name: str
+    product_kind: str
+    product_category: str | None
+    subscription_id: str | None
+    subscription_period_start: datetime | None
+    subscription_period_end: datetime | None
 
 
 def payment_identity(payment: Mapping[str, Any]) -> PaymentIdentity:
-    return PaymentIdentity(
-        payment["merchant_id"], payment["provider_payment_id"], payment["amount"], payment["currency"]
-    )
+    said = {field: payment[field] for field in PaymentIdentity._fields}
+    # Mail goes to an address whatever its letters' case (the dashboard's search ignores it too).
+    return PaymentIdentity(**{**said, "customer_email": said["customer_email"].lower()})
+
+
+def payment_differences(registered: PaymentIdentity, said: PaymentIdentity) -> list[str]:
+    """The fields a repeated registration says otherwise than the registered payment (none: the same payment)."""
+    pairs = zip(PaymentIdentity._fields, registered, said, strict=True)
+    return [field for field, first, again in pairs if first != again]
 
 
 async def payment_identities(conn: asyncpg.Connection, payment_ids: list[str]) -> dict[str, PaymentIdentity]:
     """What identifies each of these payments that is registered, by payment id."""
     rows = await conn.fetch(
-        "SELECT id, merchant_id, provider_payment_id, amount, currency FROM payments WHERE id = ANY($1::text[])",
-        payment_ids,
+        f"SELECT id, {', '.join(PaymentIdentity._fields)} FROM payments WHERE id = ANY($1::text[])", payment_ids
     )
     return {row["id"]: payment_identity(row) for row in rows}
 
