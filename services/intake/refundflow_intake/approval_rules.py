@@ -172,7 +172,8 @@ def _check_repeats_the_approval(context: ApprovalContext, ask: ApprovalAsk) -> N
     if other := _asked_otherwise(asked):
         raise InvalidTransition(
             f"this refund was already approved, for {context.requested} {context.currency} minor units: an approval"
-            f" asking another {', '.join(other)} is not recorded"
+            f" asking another {', '.join(other)} is not recorded",
+            current_status=context.status,
         )
 
 
@@ -187,11 +188,13 @@ def _repeats_the_cancel_only(context: ApprovalContext, ask: ApprovalAsk) -> bool
         return False  # a rejection: no approval repeats it (the transition refuses it)
     if ask.subscription_action is not SubscriptionAction.CANCEL_ONLY:
         raise InvalidTransition(
-            "this request was already closed as cancel only: an approval asking a refund is not recorded"
+            "this request was already closed as cancel only: an approval asking a refund is not recorded",
+            current_status=context.status,
         )
     if other := _asked_otherwise(_notes_asked(ask, decided)):
         raise InvalidTransition(
-            f"this request was already closed as cancel only: one asking another {', '.join(other)} is not recorded"
+            f"this request was already closed as cancel only: one asking another {', '.join(other)} is not recorded",
+            current_status=context.status,
         )
     return True
 

@@ -51,6 +51,7 @@ class DomainError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.extra: dict[str, str] = {}  # more fields of the API's error body, for clients to read
 
 
 class NotFound(DomainError):
@@ -108,6 +109,11 @@ class CurrencyMismatch(DomainError):
 
 class InvalidTransition(DomainError):
     code = "invalid_status_transition"
+
+    def __init__(self, message: str, *, current_status: RefundStatus) -> None:
+        super().__init__(message)
+        self.current_status = current_status
+        self.extra = {"current_status": current_status.value}
 
 
 class DuplicatePayment(DomainError):
@@ -347,5 +353,5 @@ def check_transition(current: RefundStatus, target: RefundStatus) -> bool:
     if current == target:
         return False
     if target not in ALLOWED_TRANSITIONS[current]:
-        raise InvalidTransition(f"a {current.value} refund cannot become {target.value}")
+        raise InvalidTransition(f"a {current.value} refund cannot become {target.value}", current_status=current)
     return True

@@ -349,7 +349,10 @@ async def reject_refund(
 def _check_repeats_the_rejection(refund: Row, note: str | None) -> None:
     """A rejection of a refund already rejected is a repeat unless it says another note (dropped, it was answered
     as done) or the request was closed as cancel only (the customer heard of the cancellation, not a rejection)."""
+    rejected = RefundStatus.REJECTED
     if refund["subscription_action"] == SubscriptionAction.CANCEL_ONLY.value:
-        raise InvalidTransition("this request was already closed as cancel only: it cannot be rejected as well")
+        said = "this request was already closed as cancel only: it cannot be rejected as well"
+        raise InvalidTransition(said, current_status=rejected)
     if note is not None and note != refund["decision_note"]:
-        raise InvalidTransition("this refund was already rejected, with another note: a new note is not recorded")
+        said = "this refund was already rejected, with another note: a new note is not recorded"
+        raise InvalidTransition(said, current_status=rejected)

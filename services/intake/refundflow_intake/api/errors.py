@@ -3,7 +3,7 @@ unexpected error is answered as in every service, ``refundflow_shared.unexpected
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -46,6 +46,7 @@ from refundflow_intake.domain import (
     ProviderPaymentTaken,
     ReasonDetailsRequired,
     RefundExceedsRefundable,
+    RefundStatus,
     SecondApprovalNeedsAPerson,
     UnsupportedProviderPayment,
 )
@@ -114,10 +115,25 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
 _CODE_BY_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
 
 
+class InvalidField(BaseModel):
+    loc: list[str | int] = Field(description="where: query, path, header or body, then the name and any nesting")
+    msg: str
+    type: str = Field(description="the kind of mistake, e.g. missing, int_parsing, extra_forbidden")
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable: clients branch on it")
     message: str
-    param: str | None = None
+    param: str | None = Field(
+        default=None,
+        description="invalid_request: the first invalid input. A query, path or header parameter by its name"
+        " (`limit`, `idempotency-key`); a body field by its path in the body, dots between its parts and list"
+        " indices as numbers (`amount`, `proration.unused_days`, `events.0`); `body` for the body as a whole",
+    )
+    details: list[InvalidField] | None = Field(default=None, description="invalid_request: every invalid input")
+    current_status: RefundStatus | None = Field(
+        default=None, description="invalid_status_transition: the refund's status now"
+    )
 
 
 class ErrorBody(BaseModel):
@@ -202,7 +218,8 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
         if answer := await page(request, status_of(type(exc)), exc.code, exc.message):
             return answer
         headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, RateLimited) else None
-        return JSONResponse(error_body(exc.code, exc.message), status_code=status_of(type(exc)), headers=headers)
+        body = error_body(exc.code, exc.message, **exc.extra)
+        return JSONResponse(body, status_code=status_of(type(exc)), headers=headers)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
@@ -223,15 +240,16 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         if answer := await page(request, 422, "invalid_request", "Some of what you entered is not valid: check it."):
             return answer
-        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        errors = exc.errors()
+        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
         if any(e["type"] == "missing" and e["loc"] == ["header", "idempotency-key"] for e in details):
             # Its own code: the client must add a key (a new one per request it means, the same on a retry).
             said = "the Idempotency-Key header is required: a new unique key per request, the same key on its retries"
-            return JSONResponse(error_body(IdempotencyKeyRequired.code, said), status_code=400)
-        return JSONResponse(
-            error_body("invalid_request", "the request body or parameters are invalid", details=details),
-            status_code=422,
-        )
+            body = error_body(IdempotencyKeyRequired.code, said, param="Idempotency-Key")
+            return JSONResponse(body, status_code=400)
+        param = param_of(errors[0]["loc"]) if errors else None
+        body = error_body("invalid_request", "the request body or parameters are invalid", param=param, details=details)
+        return JSONResponse(body, status_code=422)
 
     @app.exception_handler(asyncpg.DataError)
     async def unstorable_value(request: Request, exc: asyncpg.DataError) -> Response:
@@ -255,6 +273,13 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
             return JSONResponse(error_body("invalid_request", str(exc.detail)), status_code=422)
         headers = {"Allow": allowed_methods(request)} if exc.status_code == 405 else exc.headers
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
+
+
+def param_of(loc: Sequence[str | int]) -> str:
+    """The input an invalid request's first error names, as ``ErrorDetail.param`` documents it: ("query", "limit")
+    is ``limit``, ("body", "proration", "unused_days") ``proration.unused_days``, ("body",) ``body``."""
+    where, *path = loc
+    return ".".join(str(part) for part in path) if path else str(where)
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")

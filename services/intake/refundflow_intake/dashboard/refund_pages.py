@@ -37,6 +37,7 @@ from refundflow_intake.domain import (
     InvalidProration,
     InvalidSubscriptionAction,
     InvalidTransition,
+    RefundStatus,
     SubscriptionAction,
     provider_step,
 )
@@ -305,4 +306,5 @@ async def _already_decided(conn: asyncpg.Connection, user: SignedIn, refund_id: 
     else:
         status = str(STATUS_LABELS.get(refund["status"], refund["status"])).lower()
         decided = f"approved for {format_amount(refund['amount'], refund['currency'])} ({status})"
-    return InvalidTransition(f"Already decided: {decided}. Your decision was not recorded.")
+    said = f"Already decided: {decided}. Your decision was not recorded."
+    return InvalidTransition(said, current_status=RefundStatus(refund["status"]))

@@ -1,0 +1,54 @@
+"""The API's shape as clients read it: error bodies, query parameters, statuses and HTTP semantics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.support.intake_harness import IntakeUnderTest, running_intake
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap) as running:
+        yield running
+
+
+async def test_an_invalid_request_names_its_first_invalid_input_in_param(intake: IntakeUnderTest) -> None:
+    """``param`` was documented and never set: a client had to read ``details``, which the schema did not name."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+
+    limit = await intake.client.get("/v1/refunds?limit=0", headers=merchant)
+    amount = await intake.client.post(
+        "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "duplicate", "amount": "lots"}
+    )
+    body = await intake.client.post("/v1/refunds", headers=merchant, content=b"[]")
+
+    assert (limit.status_code, limit.json()["error"]["param"]) == (422, "limit")
+    assert limit.json()["error"]["details"][0]["loc"] == ["query", "limit"]
+    assert (amount.status_code, amount.json()["error"]["param"]) == (422, "amount")
+    assert (body.status_code, body.json()["error"]["param"]) == (422, "body")
+
+
+async def test_a_refused_transition_says_the_refunds_status_in_a_field(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    refund = await intake.refund(merchant, payment["id"], amount=1_000)
+    approved = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+    assert approved.status_code == 200, approved.text
+
+    rejected = await intake.client.post(f"/v1/refunds/{refund['id']}/reject", headers=merchant, json={"note": "no"})
+
+    assert rejected.status_code == 409
+    error = rejected.json()["error"]
+    assert (error["code"], error["current_status"]) == ("invalid_status_transition", "processing")
+
+
+async def test_the_error_schema_describes_every_field_an_error_carries(intake: IntakeUnderTest) -> None:
+    schemas = (await intake.client.get("/openapi.json")).json()["components"]["schemas"]
+    fields = schemas["ErrorDetail"]["properties"]
+    assert {"code", "message", "param", "details", "current_status"} <= set(fields)
