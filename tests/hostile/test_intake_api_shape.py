@@ -52,3 +52,36 @@ async def test_the_error_schema_describes_every_field_an_error_carries(intake: I
     schemas = (await intake.client.get("/openapi.json")).json()["components"]["schemas"]
     fields = schemas["ErrorDetail"]["properties"]
     assert {"code", "message", "param", "details", "current_status"} <= set(fields)
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ("/v1/refunds?payment=pay_1", "payment"),
+        ("/v1/refunds?status=pending&status=rejected", "status"),
+        ("/v1/payments?state=paid", "state"),
+        ("/v1/payments?limit=1&limit=2", "limit"),
+        ("/v1/webhook-endpoints?limit=5", "limit"),
+        ("/v1/api-keys?expand=all", "expand"),
+        ("/v1/insights/refunds?since=2026-01-01", "since"),
+        ("/v1/refund-policy?product=prod_pro", "product"),
+    ],
+)
+async def test_a_query_parameter_the_endpoint_does_not_take_or_given_twice_is_refused(
+    intake: IntakeUnderTest, query: str, param: str
+) -> None:
+    """``?payment=`` (for ``payment_id``) was ignored and listed every refund; ``?status=a&status=b`` used the last."""
+    merchant = await intake.merchant()
+    response = await intake.client.get(query, headers=merchant)
+    assert response.status_code == 422, response.text
+    assert (response.json()["error"]["code"], response.json()["error"]["param"]) == ("invalid_request", param)
+
+
+async def test_the_query_parameters_an_endpoint_takes_are_still_taken(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    refund = await intake.refund(merchant, payment["id"], amount=100)
+    listed = await intake.client.get(f"/v1/refunds?payment_id={payment['id']}&status=pending&limit=5", headers=merchant)
+    assert listed.status_code == 200 and [r["id"] for r in listed.json()["data"]] == [refund["id"]]
+    insights = await intake.client.get("/v1/insights/refunds?from=2026-01-01T00:00:00Z", headers=merchant)
+    assert insights.status_code == 200, insights.text

@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 
 from refundflow_intake import event_handlers, ledger, notification_settings, review_deadlines, secret_resealing
 from refundflow_intake.api.errors import install_error_handlers, unexpected_error_answer
+from refundflow_intake.api.query_parameters import declared_query_only
 from refundflow_intake.api.routes import (
     api_keys,
     balance,
@@ -114,9 +115,10 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     app.state.customer_links = links
     app.state.public_policy_cache = PublicPolicyCache(timedelta(seconds=settings.public_policy_max_age_seconds))
     install_error_handlers(app, pages=_dashboard_errors)
+    strict_query = [Depends(declared_query_only)]  # the API's, not the dashboard's pages
     for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights):
-        app.include_router(module.router)
-    app.include_router(webhook_endpoints.router)
+        app.include_router(module.router, dependencies=strict_query)
+    app.include_router(webhook_endpoints.router, dependencies=strict_query)
     document_webhooks(app)
     dashboard.install(app)
     portal.install(app)
