@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,19 @@ async def test_the_query_parameters_an_endpoint_takes_are_still_taken(intake: In
     assert listed.status_code == 200 and [r["id"] for r in listed.json()["data"]] == [refund["id"]]
     insights = await intake.client.get("/v1/insights/refunds?from=2026-01-01T00:00:00Z", headers=merchant)
     assert insights.status_code == 200, insights.text
+
+
+async def test_the_openapi_document_lists_the_statuses_a_refund_and_a_payment_can_have(intake: IntakeUnderTest) -> None:
+    """They were free strings: generated clients had no enums to branch on."""
+    document = (await intake.client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+
+    def values(schema: dict[str, Any]) -> set[str]:
+        if "$ref" in schema:
+            return values(schemas[schema["$ref"].rsplit("/", 1)[1]])
+        return set(schema["enum"])
+
+    refund_statuses = {"pending", "processing", "succeeded", "failed", "rejected", "reversed"}
+    assert values(schemas["RefundSummary"]["properties"]["status"]) == refund_statuses
+    assert values(schemas["TimelineEntry"]["properties"]["status"]) == refund_statuses
+    assert values(schemas["PaymentOut"]["properties"]["status"]) == {"paid", "partially_refunded", "refunded"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from refundflow_shared import stripe_amounts, stripe_ids
 from refundflow_shared.events import RefundReason as RefundReason  # the contract's: refund.submit gives one too
@@ -297,7 +297,10 @@ def refundable_amount(payment_amount: int, held_by_refunds: int) -> int:
     return max(payment_amount - held_by_refunds, 0)
 
 
-def payment_status(amount: int, refunded_amount: int) -> str:
+PaymentStatus = Literal["paid", "partially_refunded", "refunded"]
+
+
+def payment_status(amount: int, refunded_amount: int) -> PaymentStatus:
     if refunded_amount == 0:
         return "paid"
     return "refunded" if refunded_amount >= amount else "partially_refunded"

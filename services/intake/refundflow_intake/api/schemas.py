@@ -10,7 +10,7 @@ from pydantic.config import JsonDict
 
 from refundflow_intake.api import examples as ex
 from refundflow_intake.api.fields import MAX_NOTE, Count, Currency, Email, Flag, Id, Line, Note, ShortLine, Timestamp
-from refundflow_intake.domain import RefundReason, SubscriptionAction
+from refundflow_intake.domain import PaymentStatus, RefundReason, RefundStatus, SubscriptionAction
 from refundflow_intake.json_body import JsonBody
 from refundflow_intake.refund_policy import RefundPolicy, RefundPolicyOverride
 from refundflow_shared.events import Product, SubscriptionPeriod, not_in_the_future
@@ -266,7 +266,7 @@ class SubscriptionCancel(Body):
 
 
 class TimelineEntry(BaseModel):
-    status: str
+    status: RefundStatus = Field(description="the refund's status after this step")
     action: str
     actor: str = Field(description="user:<id> (a person), api_key:<id>, customer:<email>, policy:..., or a service")
     actor_name: str | None = Field(default=None, description="the person's name and email, or the API key's name")
@@ -286,7 +286,7 @@ class RefundSummary(BaseModel):
     reason_details: str | None
     channel: str
     flags: list[str]
-    status: str
+    status: RefundStatus
     failure_reason: str | None
     subscription_action: str | None
     extend_days: int | None
@@ -343,7 +343,7 @@ class PaymentOut(BaseModel):
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.PAYMENT))
 
     id: str
-    status: str = Field(description="paid | partially_refunded | refunded")
+    status: PaymentStatus
     customer_email: str
     customer_name: str | None
     amount: MinorUnitsOut

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
@@ -17,6 +17,7 @@ from refundflow_intake.domain import (
     MerchantNotFound,
     NotASubscription,
     PaymentNotFound,
+    PaymentStatus,
     PlatformOnly,
     ProviderPaymentTaken,
     UnsupportedProviderPayment,
@@ -71,7 +72,7 @@ async def register_payment(body: PaymentCreate, db: Db, response: Response) -> P
 async def list_payments(
     caller: CurrentCaller,
     db: Db,
-    status: Literal["paid", "partially_refunded", "refunded"] | None = None,
+    status: PaymentStatus | None = None,
     has_open_refund_request: bool | None = Query(default=None, description="a pending refund request waits"),
     limit: Limit = 10,
     starting_after: StartingAfter = None,
