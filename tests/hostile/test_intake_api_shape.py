@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.support.intake_harness import IntakeUnderTest, running_intake
+from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -102,3 +104,90 @@ async def test_the_openapi_document_lists_the_statuses_a_refund_and_a_payment_ca
     assert values(schemas["RefundSummary"]["properties"]["status"]) == refund_statuses
     assert values(schemas["TimelineEntry"]["properties"]["status"]) == refund_statuses
     assert values(schemas["PaymentOut"]["properties"]["status"]) == {"paid", "partially_refunded", "refunded"}
+
+
+async def test_a_head_of_a_resource_answers_its_headers_without_a_body(intake: IntakeUnderTest) -> None:
+    """HEAD of every GET resource was 405."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+
+    got = await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)
+    head = await intake.client.head(f"/v1/payments/{payment['id']}", headers=merchant)
+    missing = await intake.client.head("/v1/payments/pay_nobody", headers=merchant)
+
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["content-length"] == got.headers["content-length"]
+    assert missing.status_code == 404
+    refused = await intake.client.delete("/v1/refunds", headers=merchant)
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD, POST"
+
+
+async def test_a_created_resource_is_named_in_location(intake: IntakeUnderTest) -> None:
+    """201 answers carried no Location."""
+    merchant = await intake.merchant()
+    registration = {
+        "merchant_id": await intake.merchant_id(merchant),
+        "customer_email": "ada@example.com",
+        "amount": 10_000,
+        "currency": "EUR",
+        "provider_payment_id": f"pi_{uuid.uuid4().hex}",
+        "paid_at": "2026-11-20T10:00:00Z",
+        "product": {"id": "prod_pro", "name": "Pro plan", "kind": "one_time"},
+    }
+    payment = await intake.client.post("/v1/payments", headers=ADMIN, json=registration)
+    refund = await intake.client.post(
+        "/v1/refunds",
+        headers=merchant,
+        json={"payment_id": payment.json()["id"], "reason": "requested_by_customer", "amount": 100},
+    )
+    endpoint = await intake.client.post(
+        "/v1/webhook-endpoints",
+        headers=merchant,
+        json={"url": "http://127.0.0.1:9/refunds", "events": ["refund.succeeded"]},
+    )
+
+    for created, path in [(payment, "/v1/payments"), (refund, "/v1/refunds"), (endpoint, "/v1/webhook-endpoints")]:
+        assert created.status_code == 201, created.text
+        assert created.headers["location"] == f"{path}/{created.json()['id']}"
+        assert (await intake.client.get(created.headers["location"], headers=merchant)).status_code == 200
+
+
+async def test_a_path_with_a_trailing_slash_is_not_found_not_redirected_to_the_host_it_named(
+    intake: IntakeUnderTest,
+) -> None:
+    """It was a 307 to an absolute http:// URL built from the request's Host."""
+    merchant = await intake.merchant()
+    response = await intake.client.get("/v1/refunds/", headers={**merchant, "host": "refunds.example.com"})
+    assert response.status_code == 404 and "location" not in response.headers
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+async def test_a_json_body_sent_as_another_media_type_is_a_415(intake: IntakeUnderTest, content_type: str) -> None:
+    """It was a 422 saying the body was not a valid dictionary."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    body = json.dumps({"payment_id": payment["id"], "reason": "requested_by_customer", "amount": 100})
+    before = await intake.written()
+
+    response = await intake.client.post("/v1/refunds", headers={**merchant, "content-type": content_type}, content=body)
+
+    assert response.status_code == 415, response.text
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert await intake.written() == before
+    as_json = {**merchant, "content-type": "application/json; charset=utf-8"}
+    assert (await intake.client.post("/v1/refunds", headers=as_json, content=body)).status_code == 201
+    no_body = await intake.client.post(
+        f"/v1/refunds/{(await intake.refund(merchant, payment['id'], amount=50))['id']}/approve",
+        headers={**merchant, "content-type": "text/plain"},
+    )
+    assert no_body.status_code == 200, no_body.text
+
+
+async def test_every_operation_taking_a_body_documents_the_415(intake: IntakeUnderTest) -> None:
+    paths = (await intake.client.get("/openapi.json")).json()["paths"]
+    operations = [operation for methods in paths.values() for operation in methods.values()]
+    with_bodies = [operation for operation in operations if "requestBody" in operation]
+    assert with_bodies and all("415" in operation["responses"] for operation in with_bodies)
+    assert not any("415" in operation["responses"] for operation in operations if "requestBody" not in operation)

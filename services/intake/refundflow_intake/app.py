@@ -11,7 +11,9 @@ import structlog
 from fastapi import Depends, FastAPI, Request, Response
 
 from refundflow_intake import event_handlers, ledger, notification_settings, review_deadlines, secret_resealing
+from refundflow_intake.api.body_media_types import document_json_bodies, json_bodies_only
 from refundflow_intake.api.errors import install_error_handlers, unexpected_error_answer
+from refundflow_intake.api.head_requests import HeadAsGet
 from refundflow_intake.api.query_parameters import declared_query_only
 from refundflow_intake.api.routes import (
     api_keys,
@@ -115,13 +117,17 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     app.state.customer_links = links
     app.state.public_policy_cache = PublicPolicyCache(timedelta(seconds=settings.public_policy_max_age_seconds))
     install_error_handlers(app, pages=_dashboard_errors)
-    strict_query = [Depends(declared_query_only)]  # the API's, not the dashboard's pages
+    strict = [Depends(declared_query_only), Depends(json_bodies_only)]  # the API's, not the dashboard's pages
     for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights):
-        app.include_router(module.router, dependencies=strict_query)
-    app.include_router(webhook_endpoints.router, dependencies=strict_query)
+        app.include_router(module.router, dependencies=strict)
+    app.include_router(webhook_endpoints.router, dependencies=strict)
     document_webhooks(app)
+    document_json_bodies(app)
     dashboard.install(app)
     portal.install(app)
+    # A path with a trailing slash is not found: Starlette redirected it to an absolute URL built from the Host header.
+    app.router.redirect_slashes = False
+    app.add_middleware(HeadAsGet)  # inside the metrics and the trace, which see the HEAD
     app.add_middleware(HttpMetrics)
     trace_requests(app)  # added last, so outermost: the span covers the whole request, and every middleware
     return app

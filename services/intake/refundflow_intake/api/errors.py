@@ -289,8 +289,10 @@ def allowed_methods(request: Request) -> str:
     """Every method the path answers (RFC 9110's ``Allow``): Starlette's own 405 names only the first route that
     matched the path, and one path is often several routes (GET and POST /v1/refunds)."""
     routes = request.app.router.routes
-    return ", ".join(
-        method
-        for method in _METHODS
-        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
-    )
+
+    def matched(method: str) -> bool:
+        return any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+
+    # HEAD is answered as the GET (api.head_requests)
+    allowed = [method for method in _METHODS if matched(method) or (method == "HEAD" and matched("GET"))]
+    return ", ".join(allowed)

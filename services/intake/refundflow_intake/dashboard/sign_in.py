@@ -63,6 +63,7 @@ async def _end_current_session(request: Request, db: Db) -> None:
             await dashboard_sessions.end(conn, old)
 
 
+@router.get("")  # /dashboard as /dashboard/: no trailing slash is added by a redirect
 @router.get("/")
 async def home(user: MaybeUser) -> Response:
     return see_other("/dashboard/payments" if user else "/dashboard/login")

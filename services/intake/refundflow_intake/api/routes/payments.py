@@ -64,6 +64,7 @@ async def register_payment(body: PaymentCreate, db: Db, response: Response) -> P
         )
         response.status_code = 201 if created else 200
         if created:  # nothing refunded or held yet; a dispute may be, recorded first under the provider's id
+            response.headers["Location"] = f"/v1/payments/{payment['id']}"
             return payment_out(payment, 0, [], disputed=await repository.is_disputed(conn, payment["id"]))
         return await payment_view(conn, body.merchant_id, payment["id"])
 

@@ -107,6 +107,7 @@ async def request_refund(
         )
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
+        response.headers["Location"] = f"/v1/refunds/{refund_id}"
         return await refund_view(conn, caller.merchant_id, refund_id)
 
 

@@ -138,6 +138,7 @@ async def create_endpoint(
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/webhook-endpoints/{row['id']}"
     return EndpointCreated(**_out(row).model_dump(), secret=secret)
 
 
