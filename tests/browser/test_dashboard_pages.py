@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.people import accept_invite
+from tests.browser.people import accept_invite, assert_accessible
 from tests.browser.stack import Stack
 from tests.browser.tour import walk_every_page
 
@@ -158,3 +158,63 @@ def test_the_proration_calculator_is_offered_only_where_it_works(stack: Stack, p
         expect(plain.get_by_role("button", name="Use prorated amount")).to_be_hidden()
     finally:
         without_js.close()
+
+
+def _refused_at(page: Page, field_id: str, said: str | re.Pattern[str]) -> None:
+    """The page came back refused: its title says so, the keyboard is on the field, which is marked invalid and
+    described by the refusal's words."""
+    expect(page).to_have_title(re.compile("^Error: "))
+    field = page.locator(f"#{field_id}")
+    expect(field).to_be_focused()
+    expect(field).to_have_attribute("aria-invalid", "true")
+    expect(field).to_have_accessible_description(said)
+    assert_accessible(page)
+
+
+def test_a_refused_amount_is_said_at_the_amount_field_and_the_keyboard_lands_on_it(stack: Stack, page: Page) -> None:
+    """The refusal was one banner above the heading, tied to no field, and the focus on the page's body: a
+    keyboard or screen-reader user heard nothing and had to search for what went wrong."""
+    merchant = _owner(stack, page)
+    refund = stack.request_refund(merchant, stack.payment(merchant))
+    page.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
+    page.get_by_label(re.compile("^Amount to refund")).fill("abc")
+    page.keyboard.press("Enter")
+    _refused_at(page, "amount", re.compile("'abc' is not an amount"))
+    page.get_by_label(re.compile("^Amount to refund")).fill("99999")
+    page.keyboard.press("Enter")
+    _refused_at(page, "amount", re.compile("approve between"))
+
+
+def test_the_other_dashboard_forms_say_a_refusal_at_its_field(stack: Stack, page: Page) -> None:
+    merchant = _owner(stack, page)
+    base = f"{stack.url}/dashboard"
+    no_browser_checks = "document.querySelectorAll('form').forEach(f => f.noValidate = true)"  # the server's answer
+    for path, field_id, typed, said in (
+        ("/team", "invite-email", "bad@@example.com", "That is not an email address."),
+        ("/webhooks", "url", "ftp://example.com/hooks", re.compile("http")),
+        ("/settings", "team_email", "not-an-email", re.compile("team email")),
+    ):
+        page.goto(base + path)
+        page.evaluate(no_browser_checks)
+        page.locator(f"#{field_id}").fill(typed)
+        page.keyboard.press("Enter")
+        _refused_at(page, field_id, said)
+
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("Email").fill(merchant["owner_email"])
+    page.get_by_label("Password").fill("not the password")
+    page.keyboard.press("Enter")
+    _refused_at(page, "password", "That email and password do not match an account.")
+    expect(page.locator("#email")).to_have_attribute("aria-invalid", "true")
+
+
+def test_a_refusal_of_no_field_takes_the_focus_to_its_banner(stack: Stack, page: Page) -> None:
+    merchant = _owner(stack, page)
+    refund = stack.request_refund(merchant, stack.payment(merchant))
+    page.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
+    decided = stack.api.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant["auth"], json={})
+    assert decided.status_code == 200  # by someone else while the page was open
+    page.get_by_role("button", name="Reject request").click()
+    expect(page).to_have_title(re.compile("^Error: "))
+    expect(page.get_by_role("alert")).to_be_focused()
+    expect(page.get_by_role("alert")).to_contain_text("Already decided")

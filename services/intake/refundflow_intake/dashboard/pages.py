@@ -19,6 +19,7 @@ from refundflow_intake.roles import Permission, allows
 from refundflow_shared.money import format_amount, minor_unit_exponent
 
 TEMPLATES = Path(__file__).parent / "templates"
+REFUSALS = Path(__file__).parent.parent / "templates"  # how a refused form is said, as in the customer portal
 
 SIDEBAR = (
     ("payments", "Payments", "/dashboard/payments"),
@@ -87,7 +88,7 @@ def _words(value: str | None) -> str:
 
 
 _env = Environment(
-    loader=FileSystemLoader(TEMPLATES),
+    loader=FileSystemLoader([TEMPLATES, REFUSALS]),
     autoescape=select_autoescape(["html"]),
     undefined=StrictUndefined,
     trim_blocks=True,
@@ -112,11 +113,13 @@ def render(
     section: str | None = None,
     status_code: int = 200,
     error: str | DomainError | ApiError | None = None,
+    error_field: str | None = None,
     notice: str | None = None,
     **context: Any,
 ) -> HTMLResponse:
-    """A page in the dashboard's frame. ``error`` and ``notice`` show at the top, in words; a domain error also
-    shows its code, the same as the API's."""
+    """A page in the dashboard's frame. ``error`` is said in words next to ``error_field`` (the id of the field it
+    is about, which takes the focus), or at the top when it is about none; a domain error also shows its code, the
+    same as the API's. ``notice`` shows at the top."""
     error_code = error.code if isinstance(error, DomainError | ApiError) else None
     if isinstance(error, DomainError | ApiError):
         error = error.message
@@ -129,6 +132,7 @@ def render(
         section=section,
         error=error,
         error_code=error_code,
+        error_field=error_field if error else None,
         notice=notice or NOTICES.get(request.query_params.get("done", "")),
         path=request.url.path,
         **context,

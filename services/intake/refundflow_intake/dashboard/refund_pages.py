@@ -33,10 +33,15 @@ from refundflow_intake.dashboard.typed_text import TypedText, as_typed, too_long
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import (
     CUSTOMER_CHANNELS,
+    AmountNotRepresentable,
+    ApprovalExceedsRequest,
     DomainError,
+    ExtensionConflictsWithCancel,
+    InvalidAmount,
     InvalidProration,
     InvalidSubscriptionAction,
     InvalidTransition,
+    RefundExceedsRefundable,
     RefundStatus,
     SubscriptionAction,
     provider_step,
@@ -47,6 +52,15 @@ from refundflow_shared.money import format_amount
 
 router = APIRouter(prefix="/dashboard/refunds", include_in_schema=False, route_class=RetriedRoute)
 _FINAL = {"succeeded", "failed", "rejected", "reversed"}
+# The approve form's field a refusal is about, by its code: said there, and the focus put there.
+_FIELD_REFUSED = {
+    InvalidAmount.code: "amount",
+    AmountNotRepresentable.code: "amount",
+    ApprovalExceedsRequest.code: "amount",
+    RefundExceedsRefundable.code: "amount",
+    ExtensionConflictsWithCancel.code: "extend_days",
+    InvalidProration.code: "extend_days",  # _days' refusal
+}
 
 
 def _timeline(refund: Any) -> list[dict[str, Any]]:
@@ -64,6 +78,7 @@ async def _page(
     now: datetime,
     *,
     error: str | DomainError | ApiError | None = None,
+    error_field: str | None = None,
     status_code: int = 200,
     form: dict[str, str] | None = None,
 ) -> HTMLResponse:
@@ -118,6 +133,7 @@ async def _page(
         customer_asked=refund.channel in CUSTOMER_CHANNELS,  # only then is a rejection told to the customer
         subscription_ended=bool(payment_row and payment_row["subscription_ended"]),
         error=error,
+        error_field=error_field,
         status_code=status_code,
         now=now,
     )
@@ -283,7 +299,17 @@ async def _refused(
     async with db.snapshot() as conn:
         if isinstance(exc, InvalidTransition):
             exc = await _already_decided(conn, user, refund_id) or exc
-        return await _page(request, conn, user, refund_id, now, error=exc, status_code=status_of(type(exc)), form=form)
+        return await _page(
+            request,
+            conn,
+            user,
+            refund_id,
+            now,
+            error=exc,
+            error_field=_FIELD_REFUSED.get(exc.code),
+            status_code=status_of(type(exc)),
+            form=form,
+        )
 
 
 async def _asked_again(

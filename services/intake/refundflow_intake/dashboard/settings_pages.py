@@ -23,7 +23,7 @@ from refundflow_intake.dashboard.auth import CurrentUser, FormUser
 from refundflow_intake.dashboard.email_preview_pages import email_previews
 from refundflow_intake.dashboard.pages import render, see_other
 from refundflow_intake.dashboard_sessions import SignedIn
-from refundflow_intake.domain import DomainError
+from refundflow_intake.domain import DomainError, OutboundUrlNotAllowed
 from refundflow_intake.portal import customer_requests, policy_pages
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.roles import Permission, require
@@ -43,11 +43,14 @@ async def _page(
     settings: Settings,
     *,
     error: str | DomainError | ApiError | None = None,
+    error_field: str | None = None,
+    typed: dict[str, str] | None = None,
     status: int = 200,
     **extra: Any,
 ) -> HTMLResponse:
+    """``typed``: the notification form as it was sent, shown instead of the saved values when it was refused."""
     async with db.snapshot() as conn:
-        saved = await notification_settings.get_settings(conn, user.merchant_id)
+        saved = await notification_settings.get_settings(conn, user.merchant_id) | (typed or {})
         keys = await merchant_accounts.list_api_keys(conn, user.merchant_id)
         pending = await queries.pending_count(conn, user.merchant_id)
         portal_on = await customer_requests.portal_enabled(conn, user.merchant_id)
@@ -70,6 +73,7 @@ async def _page(
         embed_path=f"{policy_path}/embed",
         snippet=policy_pages.embed_snippet(links.public_url, user.merchant_id, user.merchant_name),
         error=error,
+        error_field=error_field,
         status_code=status,
         pending_badge=pending,
         form_key=secrets.token_urlsafe(18),
@@ -112,11 +116,13 @@ async def save_notifications(
         values = {name: getattr(body, name) for name in notification_settings.FIELDS}
         await configure_notifications(db, box, settings, user.merchant_id, values, slack)
     except ValidationError as exc:
-        where = str(exc.errors()[0]["loc"][0]).replace("_", " ")
-        return await _page(request, db, user, box, settings, error=f"Check the {where}: it is not valid.", status=422)
+        where = str(exc.errors()[0]["loc"][0])  # the form's field of that name, its input's id too
+        said = f"Check the {where.replace('_', ' ')}: it is not valid."
+        return await _page(request, db, user, box, settings, error=said, error_field=where, typed=typed, status=422)
     except (DomainError, ApiError) as exc:
         code = status_of(type(exc)) if isinstance(exc, DomainError) else exc.status
-        return await _page(request, db, user, box, settings, error=exc, status=code)
+        field = "slack_webhook_url" if exc.code == OutboundUrlNotAllowed.code else None
+        return await _page(request, db, user, box, settings, error=exc, error_field=field, typed=typed, status=code)
     return see_other("/dashboard/settings?done=saved")
 
 

@@ -92,7 +92,7 @@ async def login(
         limit, client = settings.login_attempts_per_ip, rate_limit.client_bucket(request)
         await rate_limit.take(db.pool, f"login:ip:{client}", limit=limit, window=_WINDOW, now=now)
     except rate_limit.RateLimited as exc:
-        return _login_again(request, settings, email, target, exc.message, 429)
+        return _login_again(request, settings, email, target, exc.message, 429, about_credentials=False)
     no_match = "That email and password do not match an account."
     verified = await team_members.authenticate(db.pool, email, password)  # no connection held while it hashes
     if verified is None:
@@ -126,12 +126,28 @@ async def _session_if_still_verified(
 
 
 def _login_again(
-    request: Request, settings: Settings, email: str, target: str, message: str, status: int
+    request: Request,
+    settings: Settings,
+    email: str,
+    target: str,
+    message: str,
+    status: int,
+    *,
+    about_credentials: bool = True,
 ) -> HTMLResponse:
     response = Response()
     token = auth.pre_session(request, response, settings)
+    field = "credentials" if about_credentials else None  # said at the email and password fields
     page = render(
-        request, "login.html", None, csrf_token=token, next=target, email=email, error=message, status_code=status
+        request,
+        "login.html",
+        None,
+        csrf_token=token,
+        next=target,
+        email=email,
+        error=message,
+        error_field=field,
+        status_code=status,
     )
     page.raw_headers.extend(h for h in response.raw_headers if h[0] == b"set-cookie")
     return page

@@ -32,6 +32,7 @@ async def _page(
     user: SignedIn,
     *,
     error: str | DomainError | ApiError | None = None,
+    error_field: str | None = None,
     status: int = 200,
     **extra: Any,
 ) -> HTMLResponse:
@@ -46,9 +47,10 @@ async def _page(
         members=members,
         roles=[r.value for r in Role],
         error=error,
+        error_field=error_field,
         status_code=status,
         pending_badge=pending,
-        **{"invite_url": None, "invited": None} | extra,
+        **{"invite_url": None, "invited": None, "typed_email": ""} | extra,
     )
 
 
@@ -85,11 +87,15 @@ async def invite(
                 conn, links, user.merchant_id, email=address, role=role, invited_by=actors.person(user.user_id), now=now
             )
     except ValidationError:
+        said = "That is not an email address."
         if not email.isascii():
-            return await _page(request, db, user, error=f"That address is refused: {ACCOUNT_EMAIL_RULE}.", status=422)
-        return await _page(request, db, user, error="That is not an email address.", status=422)
+            said = f"That address is refused: {ACCOUNT_EMAIL_RULE}."
+        return await _page(request, db, user, error=said, error_field="invite-email", typed_email=email, status=422)
     except DomainError as exc:
-        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
+        field = "invite-email" if isinstance(exc, team_members.EmailAlreadyRegistered) else None
+        return await _page(
+            request, db, user, error=exc, error_field=field, typed_email=email, status=status_of(type(exc))
+        )
     return await _page(request, db, user, invite_url=url, invited=member)
 
 

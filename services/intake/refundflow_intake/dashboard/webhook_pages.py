@@ -22,7 +22,7 @@ from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
 from refundflow_intake.dashboard.pages import render, see_other
 from refundflow_intake.dashboard_sessions import SignedIn
-from refundflow_intake.domain import DomainError
+from refundflow_intake.domain import DomainError, OutboundUrlNotAllowed
 from refundflow_intake.notifier_client import NotifierUnavailable
 from refundflow_intake.roles import Permission, require
 from refundflow_shared.events import WEBHOOK_EVENT_TYPES
@@ -44,6 +44,7 @@ async def _list_page(
     user: SignedIn,
     *,
     error: str | DomainError | ApiError | None = None,
+    error_field: str | None = None,
     status: int = 200,
     **extra: Any,
 ) -> HTMLResponse:
@@ -58,6 +59,7 @@ async def _list_page(
         endpoints=rows,
         event_types=WEBHOOK_EVENT_TYPES,
         error=error,
+        error_field=error_field,
         status_code=status,
         pending_badge=pending,
         form_key=_new_form_key(),
@@ -90,10 +92,13 @@ async def add_endpoint(
             raise ApiError(503, "webhook_signing_unavailable", "webhooks need WEBHOOK_SECRET_KEY set")
         try:
             body = EndpointCreate.model_validate({"url": url.strip(), "events": events})
-        except ValidationError:
-            return await _list_page(
-                request, db, user, error="Give an http(s) URL and at least one event.", status=422, form=form
-            )
+        except ValidationError as exc:
+            field: str | None
+            if any(error["loc"][0] == "url" for error in exc.errors()):
+                said, field = "Give an http(s) URL.", "url"
+            else:
+                said, field = "Choose at least one event.", None  # a group of boxes: said above the form
+            return await _list_page(request, db, user, error=said, error_field=field, status=422, form=form)
         row, secret = await endpoints.add_endpoint(
             db.pool,
             box,
@@ -106,7 +111,8 @@ async def add_endpoint(
         )
     except (DomainError, ApiError) as exc:
         code = status_of(type(exc)) if isinstance(exc, DomainError) else exc.status
-        return await _list_page(request, db, user, error=exc, status=code, form=form)
+        field = "url" if exc.code == OutboundUrlNotAllowed.code else None
+        return await _list_page(request, db, user, error=exc, error_field=field, status=code, form=form)
     return await _list_page(request, db, user, created=row, secret=secret)
 
 

@@ -14,10 +14,11 @@ from refundflow_intake.portal.customer_words import day
 from refundflow_shared.money import format_amount
 
 TEMPLATES = Path(__file__).parent / "templates"
+REFUSALS = Path(__file__).parent.parent / "templates"  # how a refused form is said, as in the dashboard
 STATIC = Path(__file__).parent / "static"
 
 _env = Environment(
-    loader=FileSystemLoader(TEMPLATES),
+    loader=FileSystemLoader([TEMPLATES, REFUSALS]),
     autoescape=select_autoescape(["html"]),
     undefined=StrictUndefined,
     trim_blocks=True,
