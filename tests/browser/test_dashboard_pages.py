@@ -224,3 +224,18 @@ def test_a_refusal_of_no_field_takes_the_focus_to_its_banner(stack: Stack, page:
     expect(page).to_have_title(re.compile("^Error: "))
     expect(page.get_by_role("alert")).to_be_focused()
     expect(page.get_by_role("alert")).to_contain_text("Already decided")
+
+
+def test_a_refund_pages_title_names_who_asked_and_how_much(stack: Stack, page: Page) -> None:
+    """Every €49.99 refund page was titled "Refund €49.99 · Refundflow": tabs, history and a screen reader's list
+    of windows could not tell one customer's from another's."""
+    merchant = _owner(stack, page)
+    payment = stack.payment(merchant, customer_name="Grace Hopper")
+    refund = stack.request_refund(merchant, payment)
+    page.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
+    expect(page).to_have_title("Refund request from Grace Hopper – €49.99 · Refundflow")
+
+    unnamed = stack.payment(merchant, customer_name=None)
+    refund = stack.request_refund(merchant, unnamed)
+    page.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
+    expect(page).to_have_title(f"Refund request from {unnamed['customer_email']} – €49.99 · Refundflow")

@@ -558,3 +558,22 @@ async def test_an_amount_typed_as_the_page_shows_amounts_is_read(intake: IntakeU
     assert asked.status_code == 303, text_of(asked.text)[:500]
     refunds = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
     assert sorted((r["amount"], r["currency"]) for r in refunds) == [(1_500, "JPY"), (123_456, "USD")]
+
+
+async def test_the_page_title_names_the_purchase_and_says_when_the_form_was_refused(intake: IntakeUnderTest) -> None:
+    """Every portal page was titled "Your purchase · Acme": a customer with two tabs open (or their screen reader's
+    list of windows) could not tell which purchase each was, nor that the page came back refusing the form."""
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    customer = Customer(intake, (await link_for(intake, merchant, payment["id"]))["url"])
+
+    assert _title(await customer.open()) == "Your Pro plan purchase · Acme"
+    refused = await customer.ask(reason="duplicate", amount="9999")
+    assert refused.status_code == 422
+    assert _title(refused) == "Error: Your Pro plan purchase · Acme"
+
+
+def _title(page: Any) -> str:
+    found = re.search(r"<title>(.*?)</title>", page.text, re.S)
+    assert found, page.text[:300]
+    return unescape(found.group(1)).strip()
