@@ -5,12 +5,13 @@ JavaScript is shown only with it."""
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.people import accept_invite, assert_accessible
+from tests.browser.people import accept_invite, assert_accessible, invite
 from tests.browser.stack import Stack
 from tests.browser.tour import walk_every_page
 
@@ -239,3 +240,27 @@ def test_a_refund_pages_title_names_who_asked_and_how_much(stack: Stack, page: P
     refund = stack.request_refund(merchant, unnamed)
     page.goto(f"{stack.url}/dashboard/refunds/{refund['id']}")
     expect(page).to_have_title(f"Refund request from {unnamed['customer_email']} – €49.99 · Refundflow")
+
+
+def test_removing_a_team_member_is_asked_first_and_can_be_kept(stack: Stack, page: Page) -> None:
+    """Remove, in the team's table, removed the person at once, one keypress away, with no way back (as Revoke
+    did an API key, Delete a webhook endpoint and Remove a product's override)."""
+    _owner(stack, page)
+    email = f"arno.{uuid.uuid4().hex[:6]}@acme.example"
+    invite(page, stack.url, email, "approver")
+    page.goto(f"{stack.url}/dashboard/team")
+    page.get_by_role("link", name=f"Remove {email}").focus()
+    page.keyboard.press("Enter")
+    question = f"Remove {email} from Acme Software?"
+    expect(page.get_by_role("heading", name=question)).to_be_focused()
+    expect(page).to_have_title(f"{question} · Refundflow")
+    assert_accessible(page)
+
+    page.get_by_role("link", name="Keep").click()
+    expect(page).to_have_url(f"{stack.url}/dashboard/team")
+    expect(page.get_by_role("link", name=f"Remove {email}")).to_be_visible()
+
+    page.get_by_role("link", name=f"Remove {email}").click()
+    page.get_by_role("button", name="Remove").click()
+    expect(page.get_by_role("status")).to_have_text("Removed.")
+    expect(page.get_by_text(email)).to_have_count(0)

@@ -71,8 +71,8 @@ async def test_a_removed_member_loses_access_at_once_and_the_last_owner_cannot_g
     _, owner = await merchant_with_owner(intake)
     approver = await invite(intake, owner, "approver")
     team = await owner.page("/dashboard/team")
-    [owner_id] = re.findall(r'action="/dashboard/team/(usr_\w+)/remove"', team.text)[:1]
-    approver_id = re.findall(r'action="/dashboard/team/(usr_\w+)/remove"', team.text)[1]
+    [owner_id] = re.findall(r'href="/dashboard/team/(usr_\w+)/remove"', team.text)[:1]
+    approver_id = re.findall(r'href="/dashboard/team/(usr_\w+)/remove"', team.text)[1]
 
     alone = await owner.post_form("/dashboard/team", f"/dashboard/team/{owner_id}/remove", {})
     assert alone.status_code == 409 and "last_owner" in alone.text
@@ -127,7 +127,7 @@ async def test_an_invited_owner_who_has_not_joined_does_not_count_as_the_owner_t
     invited = await owner.post_form("/dashboard/team", "/dashboard/team/invite", {"email": typo, "role": "owner"})
     assert invited.status_code == 200 and typo in invited.text
     team = await owner.page("/dashboard/team")
-    owner_id, invited_id = re.findall(r'action="/dashboard/team/(usr_\w+)/remove"', team.text)[:2]
+    owner_id, invited_id = re.findall(r'href="/dashboard/team/(usr_\w+)/remove"', team.text)[:2]
 
     demoted = await owner.post_form("/dashboard/team", f"/dashboard/team/{owner_id}/role", {"role": "viewer"})
     assert demoted.status_code == 409 and "last_owner" in demoted.text

@@ -140,6 +140,36 @@ def render(
     return HTMLResponse(html, status_code=status_code)
 
 
+def confirm_page(
+    request: Request,
+    user: SignedIn,
+    *,
+    section: str,
+    question: str,
+    consequence: str,
+    verb: str,
+    action: str,
+    back: str,
+    pending_badge: int,
+    fields: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """The page asking before what cannot be undone: the table's button leads here (a GET, which changes nothing),
+    and this page's button posts ``fields`` to ``action`` as the table's form did; Keep goes ``back``."""
+    return render(
+        request,
+        "confirm.html",
+        user,
+        section=section,
+        question=question,
+        consequence=consequence,
+        verb=verb,
+        action=action,
+        back=back,
+        fields=fields or {},
+        pending_badge=pending_badge,
+    )
+
+
 def render_fragment(template: str, **context: Any) -> str:
     return _env.get_template(template).render(**context)
 

@@ -12,7 +12,7 @@ from refundflow_intake.api.dependencies import Db
 from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
-from refundflow_intake.dashboard.pages import render, see_other
+from refundflow_intake.dashboard.pages import confirm_page, render, see_other
 from refundflow_intake.dashboard.policy_form import override_from_form, policy_from_form, preview_text
 from refundflow_intake.dashboard.policy_words import override_lines, threshold_warnings
 from refundflow_intake.dashboard_sessions import SignedIn
@@ -93,6 +93,30 @@ async def save_override(request: Request, user: FormUser, db: Db) -> Response:
         return await _page(request, db, user, error=exc, status=status_of(type(exc)))
     _forget_public_copy(request, user.merchant_id)
     return see_other("/dashboard/refund-policy?done=saved")
+
+
+@router.get("/overrides/delete")
+async def confirm_delete_override(request: Request, user: CurrentUser, db: Db, product_id: str = "") -> HTMLResponse:
+    require(user.role, Permission.MANAGE_POLICY)
+    async with db.snapshot() as conn:
+        override = await policies.product_override(conn, user.merchant_id, product_id)
+        pending = await queries.pending_count(conn, user.merchant_id)
+    if override is None:
+        raise PolicyOverrideNotFound(f"no override for product {product_id}")
+    return confirm_page(
+        request,
+        user,
+        section="policy",
+        question=f"Remove the override for product {product_id}?",
+        consequence=(
+            "Its refunds follow your merchant-wide policy from then on. To give it rules of its own, add them again."
+        ),
+        verb="Remove override",
+        action="/dashboard/refund-policy/overrides/delete",
+        back="/dashboard/refund-policy",
+        pending_badge=pending,
+        fields={"product_id": product_id},
+    )
 
 
 @router.post("/overrides/delete")

@@ -21,9 +21,9 @@ from refundflow_intake.api.webhook_schemas import NotificationSettings
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
 from refundflow_intake.dashboard.email_preview_pages import email_previews
-from refundflow_intake.dashboard.pages import render, see_other
+from refundflow_intake.dashboard.pages import confirm_page, render, see_other
 from refundflow_intake.dashboard_sessions import SignedIn
-from refundflow_intake.domain import DomainError, OutboundUrlNotAllowed
+from refundflow_intake.domain import ApiKeyNotFound, DomainError, OutboundUrlNotAllowed
 from refundflow_intake.portal import customer_requests, policy_pages
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.roles import Permission, require
@@ -172,6 +172,31 @@ async def create_key(
     if earlier is not None:
         return await _page(request, db, user, box, settings, key_made_before=earlier)
     return await _page(request, db, user, box, settings, new_key=key)
+
+
+@router.get("/api-keys/{key_id}/revoke")
+async def confirm_revoke(request: Request, key_id: PathId, user: CurrentUser, db: Db) -> HTMLResponse:
+    require(user.role, Permission.MANAGE_API_KEYS)
+    async with db.snapshot() as conn:
+        keys = await merchant_accounts.list_api_keys(conn, user.merchant_id)
+        pending = await queries.pending_count(conn, user.merchant_id)
+    key = next((k for k in keys if k["id"] == key_id), None)
+    if key is None:
+        raise ApiKeyNotFound(f"no API key {key_id}")
+    return confirm_page(
+        request,
+        user,
+        section="settings",
+        question=f"Revoke the API key “{key['name'] or key_id}”?",
+        consequence=(
+            "Every call made with it is refused from then on, and a revoked key cannot be brought back: if something"
+            " still uses it, create a new key and put it there first."
+        ),
+        verb="Revoke key",
+        action=f"/dashboard/settings/api-keys/{key_id}/revoke",
+        back="/dashboard/settings",
+        pending_badge=pending,
+    )
 
 
 @router.post("/api-keys/{key_id}/revoke")

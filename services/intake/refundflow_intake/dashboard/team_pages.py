@@ -17,7 +17,7 @@ from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.api.fields import ACCOUNT_EMAIL_RULE, AccountEmail, PathId
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
-from refundflow_intake.dashboard.pages import render, see_other
+from refundflow_intake.dashboard.pages import confirm_page, render, see_other
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import DomainError
 from refundflow_intake.roles import Permission, Role, require
@@ -127,6 +127,28 @@ async def change_role(
     except DomainError as exc:
         return await _page(request, db, user, error=exc, status=status_of(type(exc)))
     return see_other("/dashboard/team?done=role_changed")
+
+
+@router.get("/{member_id}/remove")
+async def confirm_remove(request: Request, member_id: PathId, user: CurrentUser, db: Db) -> HTMLResponse:
+    require(user.role, Permission.MANAGE_TEAM)
+    async with db.snapshot() as conn:
+        member = await team_members.get_member(conn, user.merchant_id, member_id)
+        pending = await queries.pending_count(conn, user.merchant_id)
+    return confirm_page(
+        request,
+        user,
+        section="team",
+        question=f"Remove {member['email']} from {user.merchant_name}?",
+        consequence=(
+            "They are signed out at once and can no longer open this dashboard; what they did stays in the timelines."
+            " To let them back, invite them again."
+        ),
+        verb="Remove",
+        action=f"/dashboard/team/{member_id}/remove",
+        back="/dashboard/team",
+        pending_badge=pending,
+    )
 
 
 @router.post("/{member_id}/remove")

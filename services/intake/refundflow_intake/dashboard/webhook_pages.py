@@ -20,7 +20,7 @@ from refundflow_intake.api.routes.webhook_endpoints import DeliveryId, Notifier,
 from refundflow_intake.api.webhook_schemas import DeliveryLog, EndpointCreate
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
-from refundflow_intake.dashboard.pages import render, see_other
+from refundflow_intake.dashboard.pages import confirm_page, render, see_other
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import DomainError, OutboundUrlNotAllowed
 from refundflow_intake.notifier_client import NotifierUnavailable
@@ -122,6 +122,28 @@ async def set_enabled(endpoint_id: PathId, user: FormUser, db: Db, enabled: Anno
     async with db.transaction() as conn:
         await endpoints.update_endpoint(conn, user.merchant_id, endpoint_id, {"enabled": enabled})
     return see_other(f"/dashboard/webhooks/{endpoint_id}?done=saved")
+
+
+@router.get("/{endpoint_id}/delete")
+async def confirm_delete(request: Request, endpoint_id: PathId, user: CurrentUser, db: Db) -> HTMLResponse:
+    require(user.role, Permission.MANAGE_WEBHOOKS)
+    async with db.snapshot() as conn:
+        endpoint = await endpoints.get_endpoint(conn, user.merchant_id, endpoint_id)
+        pending = await queries.pending_count(conn, user.merchant_id)
+    return confirm_page(
+        request,
+        user,
+        section="webhooks",
+        question=f"Delete the webhook endpoint {endpoint['url']}?",
+        consequence=(
+            "No more events are sent to it, retries included. To receive them there again, add it anew: it gets a new"
+            " signing secret."
+        ),
+        verb="Delete endpoint",
+        action=f"/dashboard/webhooks/{endpoint_id}/delete",
+        back=f"/dashboard/webhooks/{endpoint_id}",
+        pending_badge=pending,
+    )
 
 
 @router.post("/{endpoint_id}/delete")
