@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 
 from refundflow_cli.outcomes import Unreachable, UsageProblem
 from refundflow_cli.settings import CliSettings
-from refundflow_shared.database import connect, session_settings
+from refundflow_shared.database import connect, database_hosts, session_settings
 from refundflow_shared.transient_faults import broker_is_unavailable, database_is_unavailable
 
 CLIENT_ID = "refundflow-cli"
@@ -25,9 +25,12 @@ def database_address(dsn: str) -> str:
     """host:port/database of a DSN the settings took (is_postgres_url), without user or password; the socket's
     directory for a Unix socket."""
     parts = urlsplit(dsn)
-    port = parts.port or parse_qs(parts.query).get("port", ["5432"])[0]
-    host = parts.hostname or parse_qs(parts.query).get("host", ["localhost"])[0]
-    return f"{host}:{port}{parts.path or ''}"
+    query = parse_qs(parts.query)
+    port = query.get("port", ["5432"])[0]
+    hosts = database_hosts(dsn) or query.get("host", ["localhost"])[:1]
+    # A host without a port of its own (db2 in db1:5432,db2) is reached on the default one.
+    where = ",".join(host if ":" in host.rpartition("]")[2] else f"{host}:{port}" for host in hosts)
+    return f"{where}{parts.path or ''}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -6,7 +6,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
@@ -31,13 +31,34 @@ NOT_A_POSTGRES_URL = "not a PostgreSQL URL: percent-encode / ? # @ in its user a
 def is_postgres_url(url: str) -> bool:
     """Whether ``url`` reads as the PostgreSQL URL it was meant to be: a password's ``/``, ``#`` or ``?`` not
     percent-encoded ends the address early, leaving the rest of it (``...@host/db``) in the path, query or fragment,
-    or the password as the port."""
+    or the password as the port. Several hosts (``db1:5432,db2:5432``) and an ``@`` in a query value are asyncpg's."""
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError when not a number
+        parts = urlsplit(url)  # raises on an unclosed [IPv6 address
+        # What asyncpg reads the query with: a password's rest there (``x@host:5432/db``) is no key=value.
+        parse_qs(parts.query, strict_parsing=True)
     except ValueError:
         return False
-    return parts.scheme in ("postgresql", "postgres") and not parts.fragment and "@" not in parts.path + parts.query
+    return (
+        parts.scheme in ("postgresql", "postgres")
+        and not parts.fragment
+        and "@" not in parts.path
+        and all(_is_host_and_port(host) for host in database_hosts(url) if host)
+    )
+
+
+def database_hosts(url: str) -> list[str]:
+    """The ``host[:port]`` entries of a URL's host part, as asyncpg splits them (none for a Unix socket's URL)."""
+    hosts = urlsplit(url).netloc.rpartition("@")[2]
+    return hosts.split(",") if hosts else []
+
+
+def _is_host_and_port(entry: str) -> bool:
+    if entry.startswith("["):  # an IPv6 address, [::1]:5432
+        _, closed, port = entry.partition("]")
+        port = port.removeprefix(":") if closed else "x"
+    else:
+        port = entry.partition(":")[2]
+    return re.fullmatch(r"[0-9]*", port) is not None
 
 
 async def connect(dsn: str, **options: Any) -> asyncpg.Connection:

@@ -290,6 +290,8 @@ def test_a_replay_is_refused_once_it_could_outlive_the_inboxes_while_it_stays_on
         ("postgresql://ops:secret@db.internal:6432/refundflow", "db.internal:6432/refundflow"),
         ("postgresql://postgres@/refundflow?host=/srv/pg&port=5433", "/srv/pg:5433/refundflow"),
         ("postgresql://postgres@localhost/refundflow", "localhost:5432/refundflow"),
+        ("postgresql://u:p@db1:5432,db2/refundflow?target_session_attrs=read-write", "db1:5432,db2:5432/refundflow"),
+        ("postgresql://ops:secret@[::1]:6432/refundflow", "[::1]:6432/refundflow"),
     ],
 )
 def test_the_database_is_named_by_where_it_is_never_by_who_connects(dsn: str, address: str) -> None:

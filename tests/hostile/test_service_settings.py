@@ -97,3 +97,19 @@ def test_a_database_url_whose_password_is_not_percent_encoded_is_refused_without
     assert_refused_clearly(started, service, "DATABASE_URL")
     output = started.stdout + started.stderr
     assert SECRET[:10] not in output and SECRET[10:] not in output
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:p@db1:5432,db2:5432/refundflow?target_session_attrs=read-write",
+        "postgresql://db1,db2:6432/refundflow",
+        "postgresql://refundflow@[::1]:5432/refundflow",
+        "postgresql://db.internal/refundflow?user=svc@project.iam",
+        "postgresql://postgres@/refundflow?host=/srv/pg&port=5433",
+    ],
+)
+def test_a_database_url_asyncpg_reads_as_meant_is_taken(url: str) -> None:
+    """The check refuses only a password that ends the host part early: several hosts (db1:5432,db2:5432, which
+    asyncpg connects to in turn) or an @ in a query value (user=svc@project.iam) stopped every service."""
+    assert ServiceSettings(database_url=url).database_url == url
