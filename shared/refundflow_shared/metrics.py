@@ -143,12 +143,17 @@ class PendingCounts:
 async def counts_on_commit() -> AsyncIterator[PendingCounts]:
     """Gather the ``count_after_commit`` calls made in this block (and in the tasks it starts), and take them
     when it ends without an error. Enclose the transaction in it: ``async with counts_on_commit(),
-    conn.transaction():`` takes the counts only once the transaction committed."""
+    conn.transaction():`` takes the counts only once the transaction committed. Inside another such block, they
+    are handed to it when this one ends without an error (one attempt of a request run again): an error drops them."""
+    enclosing = _pending.get()
     pending = PendingCounts()
     token = _pending.set(pending.counts)
     try:
         yield pending
     finally:
         _pending.reset(token)
+    if enclosing is not None:
+        enclosing.extend(pending.counts)
+        return
     for count in pending.counts:
         count()

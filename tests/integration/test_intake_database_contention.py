@@ -6,16 +6,23 @@ get a short ``lock_timeout`` or ``deadlock_timeout`` for the test (set on the da
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import structlog
+from fastapi import APIRouter, FastAPI
 from structlog.testing import capture_logs
 
 from refundflow_intake import repository
+from refundflow_intake.api.contention_retries import RetriedRoute
+from refundflow_intake.api.errors import install_error_handlers
+from refundflow_shared.http_metrics import HttpMetrics
+from refundflow_shared.metrics import count_after_commit
 from tests.support.dashboard_people import merchant_with_owner
 from tests.support.intake_harness import Headers, IntakeUnderTest, running_intake
 from tests.support.portal_customers import Customer, link_for, text_of
@@ -137,6 +144,45 @@ async def test_a_cancel_chosen_as_a_deadlocks_victim_is_run_again_and_succeeds(i
     assert [c["at_period_end"] for c in cancels] == [True], "asked once"
     [line] = busy_lines(logs)
     assert (line["event"], line["attempts"], line["sqlstate"]) == ("database_contention_retried", 2, "40P01")
+
+
+async def test_a_request_run_again_counts_only_what_its_committed_attempt_changed(intake: IntakeUnderTest) -> None:
+    """No route of intake waits for a lock after counting a status (each takes its rows first), so a route of the
+    test does, as intake's routes run (RetriedRoute inside HttpMetrics): it counts its change, then waits for a row
+    another session holds until its lock_timeout; run again, it finds the row free. The undone attempt's count was
+    kept and taken with the committed one's: a refund retried once was counted twice."""
+    payment_id = (await intake.payment(await intake.merchant()))["id"]
+    counted: list[int] = []
+    attempts = 0
+
+    async with payment_row_held(intake, payment_id) as other:
+        router = APIRouter(route_class=RetriedRoute)
+
+        @router.post("/counted", status_code=204)
+        async def counted_then_waits_for_the_row() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 2:
+                await other.execute("ROLLBACK; BEGIN")  # the row is free for the attempt run again
+            conn = await asyncpg.connect(intake.settings.database_url, server_settings={"search_path": "intake"})
+            try:
+                async with conn.transaction():
+                    count_after_commit(functools.partial(counted.append, attempts))
+                    await conn.execute("SET LOCAL lock_timeout = '100ms'")
+                    await conn.execute("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE", payment_id)
+            finally:
+                await conn.close()
+
+        app = FastAPI()
+        install_error_handlers(app)
+        app.include_router(router)
+        app.add_middleware(HttpMetrics)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            answer = await client.post("/counted")
+
+    assert answer.status_code == 204, answer.text
+    assert attempts == 2
+    assert counted == [2], "only the attempt that committed is counted"
 
 
 async def test_a_dashboard_form_kept_waiting_answers_a_503_page(intake: IntakeUnderTest) -> None:

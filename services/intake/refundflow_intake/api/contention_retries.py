@@ -23,6 +23,7 @@ from refundflow_intake.api.dependencies import RequestEffects
 from refundflow_intake.api.errors import DatabaseBusy
 from refundflow_shared.backoff import exponential, jittered
 from refundflow_shared.http_metrics import route_template
+from refundflow_shared.metrics import counts_on_commit
 from refundflow_shared.transient_faults import database_is_contended
 
 log = structlog.get_logger(__name__)
@@ -51,7 +52,8 @@ def run_again_on_contention(handle: Handler) -> Handler:
         while True:
             effects = request.state.request_effects = RequestEffects()
             try:
-                response = await handle(request)
+                async with counts_on_commit():  # an attempt undone takes its counts with it
+                    response = await handle(request)
             except asyncpg.PostgresError as exc:
                 if not database_is_contended(exc):
                     raise
