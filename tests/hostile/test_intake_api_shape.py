@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
+from tests.support.metrics_scrape import parse
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -121,6 +122,23 @@ async def test_a_head_of_a_resource_answers_its_headers_without_a_body(intake: I
     assert missing.status_code == 404
     refused = await intake.client.delete("/v1/refunds", headers=merchant)
     assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD, POST"
+
+
+async def test_a_head_is_counted_by_the_route_it_matched(intake: IntakeUnderTest) -> None:
+    """HEAD ran as GET in a copy of the request, where the router named its route: the metrics, reading the
+    original, counted every HEAD as route="unmatched"."""
+    merchant = await intake.merchant()
+
+    async def heads(route: str) -> float:
+        scrape = parse((await intake.client.get("/metrics")).text)
+        return scrape.value("refundflow_http_requests_total", method="HEAD", route=route, status="200")
+
+    before, unmatched = await heads("/v1/refunds"), await heads("unmatched")
+    head = await intake.client.head("/v1/refunds", headers=merchant)
+
+    assert head.status_code == 200
+    assert await heads("/v1/refunds") == before + 1
+    assert await heads("unmatched") == unmatched
 
 
 async def test_a_created_resource_is_named_in_location(intake: IntakeUnderTest) -> None:

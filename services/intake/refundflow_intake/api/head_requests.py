@@ -22,4 +22,11 @@ class HeadAsGet:
                 message = {**message, "body": b""}
             await send(message)
 
-        await self._app({**scope, "method": "GET"}, receive, without_body)
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self._app(as_get, receive, without_body)
+        finally:
+            # The router names the route it matched in the scope it was given: the metrics and the trace, outside,
+            # read it from the HEAD's (its method still HEAD), which labelled every HEAD route="unmatched".
+            if "route" in as_get:
+                scope["route"] = as_get["route"]
