@@ -21,6 +21,11 @@ async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[Intak
         yield running
 
 
+def keyed(headers: dict[str, str], **more: str) -> dict[str, str]:
+    """A refund request's headers: each one its own Idempotency-Key, as POST /v1/refunds requires."""
+    return {**headers, **more, "Idempotency-Key": uuid.uuid4().hex}
+
+
 async def test_an_invalid_request_names_its_first_invalid_input_in_param(intake: IntakeUnderTest) -> None:
     """``param`` was documented and never set: a client had to read ``details``, which the schema did not name."""
     merchant = await intake.merchant()
@@ -28,9 +33,11 @@ async def test_an_invalid_request_names_its_first_invalid_input_in_param(intake:
 
     limit = await intake.client.get("/v1/refunds?limit=0", headers=merchant)
     amount = await intake.client.post(
-        "/v1/refunds", headers=merchant, json={"payment_id": payment["id"], "reason": "duplicate", "amount": "lots"}
+        "/v1/refunds",
+        headers=keyed(merchant),
+        json={"payment_id": payment["id"], "reason": "duplicate", "amount": "lots"},
     )
-    body = await intake.client.post("/v1/refunds", headers=merchant, content=b"[]")
+    body = await intake.client.post("/v1/refunds", headers=keyed(merchant), content=b"[]")
 
     assert (limit.status_code, limit.json()["error"]["param"]) == (422, "limit")
     assert limit.json()["error"]["details"][0]["loc"] == ["query", "limit"]
@@ -156,7 +163,7 @@ async def test_a_created_resource_is_named_in_location(intake: IntakeUnderTest) 
     payment = await intake.client.post("/v1/payments", headers=ADMIN, json=registration)
     refund = await intake.client.post(
         "/v1/refunds",
-        headers=merchant,
+        headers=keyed(merchant),
         json={"payment_id": payment.json()["id"], "reason": "requested_by_customer", "amount": 100},
     )
     endpoint = await intake.client.post(
@@ -189,12 +196,14 @@ async def test_a_json_body_sent_as_another_media_type_is_a_415(intake: IntakeUnd
     body = json.dumps({"payment_id": payment["id"], "reason": "requested_by_customer", "amount": 100})
     before = await intake.written()
 
-    response = await intake.client.post("/v1/refunds", headers={**merchant, "content-type": content_type}, content=body)
+    response = await intake.client.post(
+        "/v1/refunds", headers=keyed(merchant, **{"content-type": content_type}), content=body
+    )
 
     assert response.status_code == 415, response.text
     assert response.json()["error"]["code"] == "unsupported_media_type"
     assert await intake.written() == before
-    as_json = {**merchant, "content-type": "application/json; charset=utf-8"}
+    as_json = keyed(merchant, **{"content-type": "application/json; charset=utf-8"})
     assert (await intake.client.post("/v1/refunds", headers=as_json, content=body)).status_code == 201
     no_body = await intake.client.post(
         f"/v1/refunds/{(await intake.refund(merchant, payment['id'], amount=50))['id']}/approve",
