@@ -101,7 +101,7 @@ async def test_an_undecodable_record_loses_no_record_and_stops_only_its_partitio
     topic = topic_for("refund.requested", settings.topic_prefix)
     await ensure_service_topics(settings)
     # Everything is on the broker before the consumer starts, so one fetch brings it all.
-    others = [good_event(n) for n in range(3 * (PARTITIONS - 1))]
+    others = [good_event(n) for n in range(1, 3 * (PARTITIONS - 1) + 1)]  # amounts from 1: a refund of 0 is invalid
     before_bad, after_bad = good_event(100), good_event(101)
     await produce(
         kafka_bootstrap,
