@@ -153,6 +153,9 @@ async def test_our_refund_a_restore_forgot_is_not_booked_as_external_while_its_a
             return await processor.refund_status(approved.refund_id) == "succeeded"
 
         await eventually(succeeded, timeout=60)
+        # The outcome pulls the payment's scan forward: let that scan end first, or it may read the refund before
+        # the "restore" and its attempts after (a live processor the test rewinds; a real restore stops it first).
+        await scanned_since(processor, approved.payment_id, await processor.db.fetchval("SELECT now()"))
         [made] = await processor.provider_refunds(intent)
         await processor.restore_before(event, approved.refund_id)
         restored_at = await processor.db.fetchval("SELECT now()")
