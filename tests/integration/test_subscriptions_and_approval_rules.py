@@ -6,7 +6,7 @@ import asyncio
 import html
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -143,26 +143,12 @@ async def test_approvals_on_two_payments_of_a_subscription_take_turns_without_de
     async def approve(conn: asyncpg.Connection, refund_id: str) -> None:
         await refund_decisions.approve_refund(conn, merchant_id, refund_id, actor="test", links=intake.links)
 
-    async with intake.db.acquire() as batch, intake.db.acquire() as person:
-        person_pid = person.get_server_pid()
-        async with batch.transaction():
-            await approve(batch, one["id"])
-
-            async def person_approves() -> None:
-                async with person.transaction():
-                    await approve(person, two["id"])
-
-            waiting = asyncio.create_task(person_approves())
-
-            async def person_waits() -> bool:
-                state = await intake.db.fetchval(
-                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", person_pid
-                )
-                return bool(state == "Lock")
-
-            await eventually(person_waits)
-            await approve(batch, two["id"])
-        outcome = await asyncio.gather(waiting, return_exceptions=True)
+    outcome = await batch_and_person(
+        intake,
+        batch_first=lambda batch: approve(batch, one["id"]),
+        person=lambda person: approve(person, two["id"]),
+        batch_then=lambda batch: approve(batch, two["id"]),
+    )
     assert not any(isinstance(o, asyncpg.DeadlockDetectedError) for o in outcome), outcome
     statuses = await intake.db.fetch("SELECT status FROM refunds WHERE id = ANY($1)", [one["id"], two["id"]])
     assert {r["status"] for r in statuses} == {"processing"}
@@ -199,26 +185,12 @@ async def test_a_subscription_outcome_then_an_approval_in_one_batch_take_turns_w
     async def approve(conn: asyncpg.Connection, refund_id: str) -> None:
         await refund_decisions.approve_refund(conn, merchant_id, refund_id, actor="test", links=intake.links)
 
-    async with intake.db.acquire() as batch, intake.db.acquire() as person:
-        person_pid = person.get_server_pid()
-        async with batch.transaction():
-            await record_outcome(batch)
-
-            async def person_approves() -> None:
-                async with person.transaction():
-                    await approve(person, one["id"])
-
-            waiting = asyncio.create_task(person_approves())
-
-            async def person_waits() -> bool:
-                state = await intake.db.fetchval(
-                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", person_pid
-                )
-                return bool(state == "Lock")
-
-            await eventually(person_waits)
-            await approve(batch, two["id"])
-        outcome_of_person = await asyncio.gather(waiting, return_exceptions=True)
+    outcome_of_person = await batch_and_person(
+        intake,
+        batch_first=record_outcome,
+        person=lambda person: approve(person, one["id"]),
+        batch_then=lambda batch: approve(batch, two["id"]),
+    )
     assert not any(isinstance(o, asyncpg.DeadlockDetectedError) for o in outcome_of_person), outcome_of_person
     statuses = await intake.db.fetch("SELECT status FROM refunds WHERE id = ANY($1)", [one["id"], two["id"]])
     assert {r["status"] for r in statuses} == {"processing"}
@@ -1209,3 +1181,34 @@ async def test_two_cancels_at_once_through_two_payments_of_one_subscription_ask_
         assert all(a.status_code in (200, 202) for a in answers), [a.text for a in answers]
         asked = [c for p in (first, renewal) for c in await intake.staged("subscription.cancel_requested", p["id"])]
         assert len(asked) == 1, asked
+
+
+Step = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
+async def batch_and_person(
+    intake: IntakeUnderTest, *, batch_first: Step, person: Step, batch_then: Step
+) -> list[object]:
+    """A consumer batch's transaction runs ``batch_first``; a person's transaction runs ``person`` until it waits for
+    a lock; the batch then runs ``batch_then`` and commits. What the person's transaction came to (None, or its
+    error: a deadlock if the two took their locks in other orders)."""
+    async with intake.db.acquire() as batch_conn, intake.db.acquire() as person_conn:
+        person_pid = person_conn.get_server_pid()
+        async with batch_conn.transaction():
+            await batch_first(batch_conn)
+
+            async def persons_turn() -> None:
+                async with person_conn.transaction():
+                    await person(person_conn)
+
+            waiting = asyncio.create_task(persons_turn())
+
+            async def person_waits() -> bool:
+                state = await intake.db.fetchval(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", person_pid
+                )
+                return bool(state == "Lock")
+
+            await eventually(person_waits)
+            await batch_then(batch_conn)
+        return list(await asyncio.gather(waiting, return_exceptions=True))
