@@ -99,6 +99,7 @@ async def create_endpoint(
     max_endpoints: int,
     form_key: str | None = None,
 ) -> Row:
+    event_types = list(dict.fromkeys(event_types))  # each once, in the order given
     await lock_merchant(conn, merchant_id)  # two creations at once cannot both take the last place, nor the same one
     same = await conn.fetchval(
         "SELECT id FROM webhook_endpoints WHERE merchant_id = $1 AND url = $2 AND event_types @> $3"
@@ -157,15 +158,9 @@ async def add_endpoint(
             if earlier := await _secret_made_by(conn, box, merchant_id, form_key):
                 return earlier
         row = await create_endpoint(
-            conn,
-            box,
-            merchant_id,
-            url=url,
-            event_types=list(dict.fromkeys(event_types)),
-            secret=secret,
-            max_endpoints=max_endpoints,
+            conn, box, merchant_id, url=url, event_types=event_types, secret=secret, max_endpoints=max_endpoints,
             form_key=form_key,
-        )
+        )  # fmt: skip
     return row, secret
 
 
@@ -207,15 +202,9 @@ async def add_endpoint_once(
             # Its secret was rolled since (the roll's answer showed the new one), or it was deleted (404).
             return await get_endpoint(conn, merchant_id, earlier), None, True
         row = await create_endpoint(
-            conn,
-            box,
-            merchant_id,
-            url=url,
-            event_types=list(dict.fromkeys(event_types)),
-            secret=secret,
-            max_endpoints=max_endpoints,
+            conn, box, merchant_id, url=url, event_types=event_types, secret=secret, max_endpoints=max_endpoints,
             form_key=idempotency_key,
-        )
+        )  # fmt: skip
         await idempotency.remember(conn, merchant_id, Channel.API, idempotency_key, webhook_endpoint_id=row["id"])
     return row, secret, False
 
