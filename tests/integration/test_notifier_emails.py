@@ -40,6 +40,7 @@ from tests.support.notifier_harness import (
     configure_team,
     notifier_database,
     notifier_settings,
+    one_waiting_for_the_other,
     running_notifier,
 )
 from tests.support.notifier_receivers import (
@@ -538,14 +539,7 @@ async def test_an_alert_and_its_merchants_settings_handled_at_once_queue_the_ale
                 handle_the_alert,
             )
         )
-        held = one.transaction()
-        await held.start()
-        await hold(one)
-        async with other.transaction():
-            racing = asyncio.create_task(race(other))
-            await asyncio.sleep(0.5)  # it waits for the held transaction
-            await held.commit()
-            await racing
+        await one_waiting_for_the_other(one, other, first=hold, then=race)
 
         queued = await pool.fetch(
             "SELECT recipient, kind FROM messages WHERE merchant_id = $1 AND recipient <> $2", merchant_id, data_to

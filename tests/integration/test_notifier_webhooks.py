@@ -38,6 +38,7 @@ from tests.support.notifier_harness import (
     configure_team,
     notifier_database,
     notifier_settings,
+    one_waiting_for_the_other,
     running_notifier,
     succeeded,
 )
@@ -459,14 +460,7 @@ async def test_an_event_and_its_endpoints_configuration_handled_at_once_queue_on
             await webhook_store.apply_endpoint(conn, endpoint, configured_at)
 
         hold, race = (queue_the_refund, configure) if first == "the refund's batch" else (configure, queue_the_refund)
-        held = one.transaction()
-        await held.start()
-        await hold(one)
-        async with other.transaction():
-            racing = asyncio.create_task(race(other))
-            await asyncio.sleep(0.5)  # it waits for the held transaction
-            await held.commit()
-            await racing
+        await one_waiting_for_the_other(one, other, first=hold, then=race)
 
         queued = await pool.fetchval("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1", endpoint_id)
         assert queued == 1

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -181,3 +182,22 @@ def succeeded(merchant_id: str, amount: int = 4999) -> RefundSucceeded:
         currency="EUR",
         provider_refund_id=f"re_{suffix}",
     )
+
+
+async def one_waiting_for_the_other(
+    one: asyncpg.Connection,
+    other: asyncpg.Connection,
+    *,
+    first: Callable[[asyncpg.Connection], Coroutine[Any, Any, None]],
+    then: Callable[[asyncpg.Connection], Coroutine[Any, Any, None]],
+) -> None:
+    """Two transactions at once: ``one`` runs ``first`` and holds on; ``other`` runs ``then``, which waits for it
+    (a lock), until ``one`` commits; then ``other`` commits too."""
+    held = one.transaction()
+    await held.start()
+    await first(one)
+    async with other.transaction():
+        racing = asyncio.create_task(then(other))
+        await asyncio.sleep(0.5)  # it waits for the held transaction
+        await held.commit()
+        await racing
