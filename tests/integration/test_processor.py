@@ -287,6 +287,57 @@ async def test_a_payment_whose_provider_payment_no_refund_can_name_is_dead_lette
         assert remembered == 0, table
 
 
+@pytest.mark.parametrize(
+    "other", [{"amount": 1_500, "currency": "JPY"}, {"amount": 1_500}, {"currency": "USD"}],
+    ids=["amount and currency", "amount", "currency"],
+)  # fmt: skip
+async def test_billings_payment_of_a_known_provider_payment_with_other_money_is_dead_lettered_not_linked(
+    processor: ProcessorUnderTest, other: dict[str, object]
+) -> None:
+    """Billing's own id for a provider payment the processor knows under intake's id was linked to it whatever money
+    billing said (EUR 100.00 registered, billing saying JPY 1,500), where intake refuses it: the two services then
+    disagreed on which payment billing's id names. It is dead-lettered, as intake does, and not linked."""
+    intent = payment_intent()
+    registered = subscription_paid("mer_test", f"pay_{uuid.uuid4().hex[:12]}", "sub_aliased")
+    registered = registered.model_copy(update={"provider_payment_id": intent, "amount": 10_000, "currency": "EUR"})
+    await _handled(processor, await processor.publish(registered))  # billing's comes after, on another partition
+    billing = registered.model_copy(update={"payment_id": f"bill_{uuid.uuid4().hex[:8]}", **other})
+    sent = await processor.publish(billing)
+
+    dlq = dlq_topic(topic_for("payment.succeeded", processor.settings.topic_prefix))
+    parked = await dead_letter_of(processor.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
+    assert parked["dlq_error"].startswith("DuplicatePayment: ") and billing.payment_id in parked["dlq_error"]
+    aliases = "SELECT count(*) FROM payment_aliases WHERE payment_id = $1"
+    assert await processor.db.fetchval(aliases, billing.payment_id) == 0, "billing's id is not linked to the payment"
+
+
+async def test_billings_payment_of_a_known_provider_payment_with_the_same_money_is_linked(
+    processor: ProcessorUnderTest,
+) -> None:
+    """Billing describes the customer and product in its own words: only the money must agree."""
+    intent = payment_intent()
+    registered = subscription_paid("mer_test", f"pay_{uuid.uuid4().hex[:12]}", "sub_aliased")
+    registered = registered.model_copy(update={"provider_payment_id": intent})
+    await _handled(processor, await processor.publish(registered))  # billing's comes after, on another partition
+    billing = registered.model_copy(
+        update={"payment_id": f"bill_{uuid.uuid4().hex[:8]}", "customer_email": "billing@example.com"}
+    )
+    await processor.publish(billing)
+
+    async def linked() -> bool:
+        aliases = "SELECT count(*) FROM payment_aliases WHERE payment_id = $1 AND provider_payment_id = $2"
+        return bool(await processor.db.fetchval(aliases, billing.payment_id, intent))
+
+    await eventually(linked, timeout=30)
+
+
+async def _handled(processor: ProcessorUnderTest, event: Event) -> None:
+    async def in_inbox() -> bool:
+        return bool(await processor.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", event.id))
+
+    await eventually(in_inbox, timeout=30)
+
+
 async def _scanned_again(processor: ProcessorUnderTest, payment_id: str) -> bool:
     scanned = await processor.db.fetchval(
         "SELECT last_synced_at > (SELECT detected_at FROM external_refunds WHERE payment_id = $1) FROM payments"

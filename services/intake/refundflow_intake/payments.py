@@ -19,15 +19,12 @@ from refundflow_intake.domain import (
 )
 from refundflow_intake.merchant_accounts import merchant_exists, new_id
 from refundflow_intake.repository import PaymentIdentity, payment_differences, payment_identity
+from refundflow_shared.billing_aliases import PaidMoney, alias_money_differences
 from refundflow_shared.events import Event, PaymentDisputed, PaymentSucceeded, Product, SubscriptionPeriod
 
 log = structlog.get_logger(__name__)
 
 Row = dict[str, Any]
-# Billing's id for a provider payment registered through the API under ours is linked to it when billing says the
-# same money: the two describe the customer and product each in its own words, but a refund by billing's id with no
-# currency is sized in the registered payment's.
-_MONEY = {"amount", "currency"}
 
 
 class UnknownMerchant(ValueError):
@@ -151,9 +148,9 @@ async def consume_payment_succeeded(
         _repeated_with_other_details(data, differences)  # registered earlier in this batch
     if owner is not None and owner["id"] != data.payment_id:
         # The merchant's provider payment, registered under another id (through the API): billing's disputes will
-        # name it by billing's id, which must find it. Only if billing says the same money: a refund asked by
-        # billing's id with no currency is sized in the registered payment's.
-        if money := [field for field in payment_differences(payment_identity(owner), said) if field in _MONEY]:
+        # name it by billing's id, which must find it. Only if billing says the same money.
+        registered_money = PaidMoney(owner["amount"], owner["currency"])
+        if money := alias_money_differences(registered_money, PaidMoney(data.amount, data.currency)):
             _repeated_with_other_details(data, money)
         await repository.record_payment_alias(conn, data.payment_id, data.merchant_id, data.provider_payment_id)
         log.info("payment_already_registered", provider_payment_id=data.provider_payment_id)

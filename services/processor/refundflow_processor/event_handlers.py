@@ -9,6 +9,7 @@ from refundflow_processor import payment_repository, subscription_requests
 from refundflow_processor.payment_repository import PaymentClaim
 from refundflow_processor.records import PaidSubscription, Payment, SubscriptionCancel, SubscriptionExtension
 from refundflow_processor.refund_acceptance import accept_approved_refund
+from refundflow_shared.billing_aliases import PaidMoney, alias_money_differences
 from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.events import (
     Event,
@@ -23,6 +24,11 @@ from refundflow_shared.events import (
 from refundflow_shared.stripe_ids import check_refundable_at_stripe
 
 log = structlog.get_logger(__name__)
+
+
+class DuplicatePayment(ValueError):
+    """Billing's payment.succeeded of a provider payment its merchant's other payment holds, saying other money:
+    one of the two is wrong, and billing's id is not linked to it (dead-lettered, as intake does)."""
 
 
 async def lock_the_batchs_payments(conn: asyncpg.Connection, events: list[Event]) -> dict[str, Payment]:
@@ -46,13 +52,25 @@ async def remember_paid(conn: asyncpg.Connection, data: PaymentSucceeded, locked
     check_refundable_at_stripe(data.provider_payment_id)
     locked.pop(data.payment_id, None)  # it may change now: the batch's next events read it again
     payment = Payment(data.payment_id, data.merchant_id, data.provider_payment_id, data.amount, data.currency)
-    if await payment_repository.remember_payment(conn, payment, trusted=True) is PaymentClaim.CONFLICT:
-        # Another payment holds this provider payment (or this payment id names another one): refunds of
-        # this payment will be refused, and refunds found on the provider payment stay with its first owner. If
-        # it is the merchant's (billing's id for a payment registered through intake), disputes under this id
-        # still stop its refunds.
+    if await payment_repository.remember_payment(conn, payment, trusted=True) is not PaymentClaim.CONFLICT:
+        return
+    # Another payment holds this provider payment (or this payment id names another one): refunds of this payment
+    # will be refused, and refunds found on the provider payment stay with its first owner.
+    registered = await payment_repository.merchants_payment_of(conn, payment)
+    if registered is not None:
+        # Billing's id for a payment registered through intake: disputes under it must still stop its refunds.
+        # Linked as intake links it, only when billing says the same money.
+        registered_money = PaidMoney(registered.amount, registered.currency)
+        if money := alias_money_differences(registered_money, PaidMoney(data.amount, data.currency)):
+            log.warning(
+                "payment_repeated_with_other_details", provider_payment_id=data.provider_payment_id, differences=money
+            )
+            raise DuplicatePayment(
+                f"payment {data.payment_id} (provider payment {data.provider_payment_id}) says another"
+                f" {', '.join(money)} than payment {registered.payment_id}, registered with it"
+            )
         await payment_repository.record_alias(conn, payment)
-        log.error("payment_claims_a_taken_provider_payment", provider_payment_id=data.provider_payment_id)
+    log.error("payment_claims_a_taken_provider_payment", provider_payment_id=data.provider_payment_id)
 
 
 def register(consumer: EventConsumer) -> None:

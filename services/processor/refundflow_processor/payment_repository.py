@@ -88,12 +88,24 @@ async def remember_payment(conn: asyncpg.Connection, payment: Payment, *, truste
     return PaymentClaim.KNOWN
 
 
+async def merchants_payment_of(conn: asyncpg.Connection, payment: Payment) -> Payment | None:
+    """The payment holding ``payment``'s provider payment under another payment id, if it is the same merchant's
+    (billing's id for a payment registered through intake names it so), or None."""
+    row = await conn.fetchrow(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE provider_payment_id = $1 AND merchant_id = $2"
+        " AND payment_id <> $3",
+        payment.provider_payment_id,
+        payment.merchant_id,
+        payment.payment_id,
+    )
+    return None if row is None else _payment(row)
+
+
 async def record_alias(conn: asyncpg.Connection, payment: Payment) -> None:
-    """Remember ``payment``'s id as another of its provider payment if that is its merchant's under another payment
-    id (billing's id for a payment registered through intake): billing's disputes name the payment so."""
+    """Remember ``payment``'s id as another of its provider payment, which its merchant's ``merchants_payment_of``
+    holds: billing's disputes name the payment so."""
     await conn.execute(
-        "INSERT INTO payment_aliases (payment_id, merchant_id, provider_payment_id) SELECT $1, $2, $3"
-        " WHERE EXISTS (SELECT FROM payments WHERE provider_payment_id = $3 AND merchant_id = $2 AND payment_id <> $1)"
+        "INSERT INTO payment_aliases (payment_id, merchant_id, provider_payment_id) VALUES ($1, $2, $3)"
         " ON CONFLICT (payment_id, merchant_id) DO NOTHING",
         payment.payment_id,
         payment.merchant_id,
