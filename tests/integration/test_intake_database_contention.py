@@ -19,8 +19,8 @@ from fastapi import APIRouter, FastAPI
 from structlog.testing import capture_logs
 
 from refundflow_intake import repository
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.errors import install_error_handlers
+from refundflow_shared.contention_retries import RetriedRoute
 from refundflow_shared.http_metrics import HttpMetrics
 from refundflow_shared.metrics import count_after_commit
 from tests.support.dashboard_people import merchant_with_owner

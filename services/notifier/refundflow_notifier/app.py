@@ -16,6 +16,7 @@ from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.smtp_mailer import SmtpMailer
 from refundflow_notifier.webhook_replays import ReplayWalker
 from refundflow_notifier.webhook_worker import WebhookWorker
+from refundflow_shared.contention_retries import answer_database_busy_as_json
 from refundflow_shared.http_service import service_app
 from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
@@ -79,4 +80,5 @@ def create_app(settings: NotifierSettings) -> FastAPI:
 
     app = service_app(runtime, settings, "Refundflow notifier", lifespan=runtime.lifespan(wire))
     app.include_router(internal_router(runtime, settings))
+    answer_database_busy_as_json(app)
     return app

@@ -20,6 +20,7 @@ from refundflow_notifier import delivery_log, merchant_settings, webhook_replays
 from refundflow_notifier.email_previews import previews
 from refundflow_notifier.records import EndpointState
 from refundflow_notifier.settings import NotifierSettings
+from refundflow_shared.contention_retries import RetriedRoute
 from refundflow_shared.database import read_snapshot
 from refundflow_shared.service_runtime import ServiceRuntime
 
@@ -74,7 +75,10 @@ def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIR
         if not hmac.compare_digest(given, token.get_secret_value().encode()):
             raise HTTPException(401, "internal API token required")
 
-    router = APIRouter(prefix="/internal/v1", tags=["internal"], dependencies=[Depends(authorized)])
+    # Each route runs one transaction: run again whole after contention, else 503 database_busy.
+    router = APIRouter(
+        prefix="/internal/v1", tags=["internal"], dependencies=[Depends(authorized)], route_class=RetriedRoute
+    )
 
     async def endpoint_of(conn: Any, endpoint_id: str, merchant_id: str) -> EndpointState:
         endpoint = await delivery_log.get_endpoint(conn, endpoint_id, merchant_id)

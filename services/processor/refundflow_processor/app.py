@@ -21,6 +21,7 @@ from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.stripe_provider import StripeProvider
 from refundflow_processor.subscription_cancels import SubscriptionCancelExecutor
 from refundflow_processor.subscription_extensions import SubscriptionExtensionExecutor
+from refundflow_shared.contention_retries import answer_database_busy_as_json
 from refundflow_shared.http_service import service_app
 from refundflow_shared.service_runtime import ServiceRuntime
 
@@ -69,4 +70,5 @@ def create_app(settings: ProcessorSettings, provider: PaymentProvider | None = N
 
     app = service_app(runtime, settings, "Refundflow processor", lifespan=lifespan)
     app.include_router(provider_webhook_router(settings))
+    answer_database_busy_as_json(app)
     return app

@@ -14,6 +14,7 @@ from refundflow_processor.payment_provider import ProviderUnavailable
 from refundflow_processor.provider_updates import RefundInFlight, apply_provider_update
 from refundflow_processor.settings import ProcessorSettings
 from refundflow_processor.stripe_provider import InvalidWebhook, refund_from_webhook
+from refundflow_shared.contention_retries import DatabaseBusy, RetriedRoute
 
 log = structlog.get_logger(__name__)
 
@@ -21,7 +22,7 @@ log = structlog.get_logger(__name__)
 _REFUSALS = {
     400: ("invalid_webhook_signature", "malformed_webhook"),
     409: ("refund_in_flight",),
-    503: ("webhooks_not_configured",),
+    503: ("webhooks_not_configured", DatabaseBusy.code),
 }
 
 
@@ -47,7 +48,8 @@ def _documented_refusals() -> dict[int | str, dict[str, Any]]:
 
 
 def provider_webhook_router(settings: ProcessorSettings) -> APIRouter:
-    router = APIRouter(tags=["provider webhooks"])
+    # One transaction a request: run again whole after contention, else 503 database_busy.
+    router = APIRouter(tags=["provider webhooks"], route_class=RetriedRoute)
     policy = AttemptPolicy.from_settings(settings)
 
     @router.post("/v1/provider-webhooks/stripe", responses=_documented_refusals())
@@ -58,7 +60,8 @@ def provider_webhook_router(settings: ProcessorSettings) -> APIRouter:
         400 `invalid_webhook_signature` (the Stripe-Signature does not verify), 400 `malformed_webhook` (signed, but
         its refund cannot be read), 409 `refund_in_flight` (our refund whose call is still unanswered: Stripe
         delivers it again), 503 `webhooks_not_configured` (STRIPE_WEBHOOK_SECRET unset: pending refunds are then
-        finished by the sync job only)."""
+        finished by the sync job only), 503 `database_busy` (its transaction met others' on every try: Stripe
+        delivers it again)."""
         if settings.stripe_webhook_secret is None:
             return _error(503, "webhooks_not_configured", "STRIPE_WEBHOOK_SECRET is not set")
         try:

@@ -21,19 +21,12 @@ from refundflow_intake.merchant_accounts import api_key_owner
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.settings import IntakeSettings
 from refundflow_intake.team_members import AccountLinks
+from refundflow_shared.contention_retries import RequestEffects
 from refundflow_shared.database import read_snapshot
 from refundflow_shared.secret_box import SecretBox
 
 _bearer = HTTPBearer(auto_error=False)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
-@dataclass
-class RequestEffects:
-    """Whether something a request did may outlast it (``lasting``): then it is never run again
-    (``api.contention_retries``)."""
-
-    lasting: bool = False
 
 
 class Database:

@@ -62,6 +62,7 @@ from refundflow_intake.webhook_endpoints import (
     TooManyWebhookEndpoints,
     WebhookEndpointExists,
 )
+from refundflow_shared.contention_retries import DatabaseBusy
 from refundflow_shared.outbox import EventTooLarge
 from refundflow_shared.unexpected_errors import UnexpectedErrorAnswer, internal_error
 
@@ -157,7 +158,7 @@ def documented(
         codes.setdefault(status_of(error), []).append(error.code)
     for status, more in (also or {}).items():
         codes.setdefault(status, []).extend(more)
-    # Any request may meet other transactions' locks on every try (api.contention_retries).
+    # Any request may meet other transactions' locks on every try (refundflow_shared.contention_retries).
     codes.setdefault(503, []).append(DatabaseBusy.code)
     return {
         status: {
@@ -181,18 +182,6 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-class DatabaseBusy(ApiError):
-    """The request's transaction met other transactions (a deadlock, a serialization failure, a lock wait that timed
-    out) on every try: PostgreSQL undid it, and the same request succeeds in a moment."""
-
-    code = "database_busy"
-    retry_after_seconds = 1
-
-    def __init__(self) -> None:
-        said = "busy with other changes to the same records: please try again in a moment"
-        super().__init__(503, self.code, said)
 
 
 # The dashboard's pages answer errors as pages: (request, status, code, message) -> a page, or None for the API.
@@ -222,7 +211,8 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
         return JSONResponse(body, status_code=status_of(type(exc)), headers=headers)
 
     @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> Response:
+    @app.exception_handler(DatabaseBusy)
+    async def api_error(request: Request, exc: ApiError | DatabaseBusy) -> Response:
         retry = {"Retry-After": str(exc.retry_after_seconds)} if exc.retry_after_seconds else {}
         if answer := await page(request, exc.status, exc.code, exc.message):
             answer.headers.update(retry)

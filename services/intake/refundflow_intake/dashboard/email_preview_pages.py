@@ -11,13 +11,13 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
 
 from refundflow_intake import refund_policy_repository as policies
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Settings
 from refundflow_intake.api.errors import ApiError
 from refundflow_intake.dashboard.auth import CurrentUser
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.notifier_client import NotifierClient, NotifierLinkSettings, NotifierUnavailable
 from refundflow_intake.portal.links import PORTAL_PATH, CustomerLinks
+from refundflow_shared.contention_retries import RetriedRoute
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/dashboard/settings/email-previews", include_in_schema=False, route_class=RetriedRoute)

@@ -9,12 +9,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from refundflow_intake import insights
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Now
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser
 from refundflow_intake.dashboard.charts import Point, bars, columns
 from refundflow_intake.dashboard.pages import render
+from refundflow_shared.contention_retries import RetriedRoute
 from refundflow_shared.money import Currency, format_amount
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False, route_class=RetriedRoute)

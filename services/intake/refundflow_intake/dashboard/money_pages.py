@@ -6,11 +6,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from refundflow_intake import ledger
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser
 from refundflow_intake.dashboard.pages import render
+from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False, route_class=RetriedRoute)
 

@@ -13,7 +13,6 @@ from fastapi.responses import HTMLResponse, Response
 
 from refundflow_intake import actors, repository, subscription_requests
 from refundflow_intake.api import errors
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, ToCustomer
 from refundflow_intake.api.errors import ApiError
 from refundflow_intake.api.fields import PathId
@@ -24,6 +23,7 @@ from refundflow_intake.dashboard.pages import render, see_other
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import DomainError, payment_status
 from refundflow_intake.roles import Permission, require
+from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False, route_class=RetriedRoute)
 # How deep the list goes: every payment on the pages before is read too (its refunds counted), so page 10,000

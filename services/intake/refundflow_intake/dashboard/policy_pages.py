@@ -7,7 +7,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from refundflow_intake import refund_policy_repository as policies
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db
 from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.dashboard import queries
@@ -19,6 +18,7 @@ from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import DomainError, PolicyOverrideNotFound, RefundReason
 from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.roles import Permission, require
+from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(prefix="/dashboard/refund-policy", include_in_schema=False, route_class=RetriedRoute)
 

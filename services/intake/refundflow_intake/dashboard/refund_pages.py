@@ -13,7 +13,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from refundflow_intake import actors, refund_decisions, repository
 from refundflow_intake import refund_policy_repository as policies
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Now, ToCustomer
 from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.api.fields import PathId
@@ -48,6 +47,7 @@ from refundflow_intake.domain import (
 )
 from refundflow_intake.proration import period_days, prorate
 from refundflow_intake.roles import Permission, require
+from refundflow_shared.contention_retries import RetriedRoute
 from refundflow_shared.money import format_amount
 
 router = APIRouter(prefix="/dashboard/refunds", include_in_schema=False, route_class=RetriedRoute)

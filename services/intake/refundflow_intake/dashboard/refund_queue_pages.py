@@ -8,12 +8,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Now
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser
 from refundflow_intake.dashboard.pages import render
 from refundflow_intake.domain import RefundReason, RefundStatus
+from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False, route_class=RetriedRoute)
 

@@ -12,7 +12,6 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
 from refundflow_intake import merchant_accounts, notification_settings
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Settings
 from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.api.fields import Line, PathId
@@ -27,6 +26,7 @@ from refundflow_intake.domain import ApiKeyNotFound, DomainError, OutboundUrlNot
 from refundflow_intake.portal import customer_requests, policy_pages
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.roles import Permission, require
+from refundflow_shared.contention_retries import RetriedRoute
 from refundflow_shared.secret_box import SecretBox
 
 router = APIRouter(prefix="/dashboard/settings", include_in_schema=False, route_class=RetriedRoute)

@@ -13,7 +13,6 @@ from fastapi.responses import HTMLResponse
 from pydantic import TypeAdapter, ValidationError
 
 from refundflow_intake import dashboard_sessions, rate_limit, team_members
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Links, Now, Settings
 from refundflow_intake.api.fields import DisplayName
 from refundflow_intake.dashboard import auth
@@ -21,6 +20,7 @@ from refundflow_intake.dashboard.auth import MaybeUser, PreSessionChecked
 from refundflow_intake.dashboard.pages import render, see_other
 from refundflow_intake.domain import DomainError
 from refundflow_intake.one_time_links import LinkNotUsable, LinkPurpose, usable_link_owner
+from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False, route_class=RetriedRoute)
 Email = Annotated[str, Form(max_length=320)]

@@ -11,7 +11,6 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
 from refundflow_intake import actors, rate_limit, team_members
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Links, Now, Settings
 from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.api.fields import ACCOUNT_EMAIL_RULE, AccountEmail, PathId
@@ -21,6 +20,7 @@ from refundflow_intake.dashboard.pages import confirm_page, render, see_other
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import DomainError
 from refundflow_intake.roles import Permission, Role, require
+from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(prefix="/dashboard/team", include_in_schema=False, route_class=RetriedRoute)
 _EMAIL = TypeAdapter(AccountEmail)

@@ -12,7 +12,6 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from refundflow_intake import webhook_endpoints as endpoints
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Now, Settings
 from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.api.fields import PathId
@@ -25,6 +24,7 @@ from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import DomainError, OutboundUrlNotAllowed
 from refundflow_intake.notifier_client import NotifierUnavailable
 from refundflow_intake.roles import Permission, require
+from refundflow_shared.contention_retries import RetriedRoute
 from refundflow_shared.events import WEBHOOK_EVENT_TYPES
 from refundflow_shared.secret_box import SecretBox
 

@@ -10,7 +10,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
 from refundflow_intake.api.dependencies import get_database
-from refundflow_intake.api.errors import DatabaseBusy
 from refundflow_intake.dashboard import (
     auth,
     email_preview_pages,
@@ -28,6 +27,7 @@ from refundflow_intake.dashboard import (
 )
 from refundflow_intake.dashboard.pages import render
 from refundflow_intake.page_headers import PageHeaderRule, PageHeaders
+from refundflow_shared.contention_retries import DatabaseBusy
 
 STATIC = Path(__file__).parent / "static"
 PREFIX = "/dashboard"

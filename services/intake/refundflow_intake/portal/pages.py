@@ -12,7 +12,6 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Now, Settings, ToCustomer
 from refundflow_intake.api.errors import status_of
 from refundflow_intake.dashboard import auth
@@ -33,6 +32,7 @@ from refundflow_intake.portal.rendering import render, render_fragment
 from refundflow_intake.portal.tokens import InvalidPortalToken, PortalGrant, PortalTokenExpired
 from refundflow_intake.rate_limit import RateLimited, client_bucket
 from refundflow_intake.settings import IntakeSettings
+from refundflow_shared.contention_retries import RetriedRoute
 from refundflow_shared.money import format_amount, minor_unit_exponent
 from refundflow_shared.stripe_amounts import stripe_step
 

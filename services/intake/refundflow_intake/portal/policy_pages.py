@@ -12,13 +12,13 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from refundflow_intake import refund_policy_repository as policies
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Now
 from refundflow_intake.api.fields import MAX_ID
 from refundflow_intake.portal import customer_words
 from refundflow_intake.portal.customer_requests import merchant_of
 from refundflow_intake.portal.rendering import render, render_fragment
 from refundflow_intake.public_policy_cache import PublicPolicyCache, still_fresh
+from refundflow_shared.contention_retries import RetriedRoute
 
 PREFIX = "/policy"
 router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=RetriedRoute)

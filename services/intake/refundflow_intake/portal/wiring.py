@@ -21,7 +21,7 @@ def error_page(request: Request, status: int) -> Response | None:
     path = request.url.path
     if not _is_customer_page(path) or path.endswith("/status"):
         return None
-    if status == 503:  # the database busy with other changes to the same records (api.contention_retries)
+    if status == 503:  # the database busy with other changes to the same records (refundflow_shared.contention_retries)
         said = ["We could not take this in just now: please try again in a moment."]
         return render("message.html", heading="Busy right now", paragraphs=said, status_code=status)
     said = ["Open the link again from your email, or ask the seller for help."]

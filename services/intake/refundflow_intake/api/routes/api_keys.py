@@ -4,12 +4,12 @@ from fastapi import APIRouter
 
 from refundflow_intake import merchant_accounts
 from refundflow_intake.api.account_schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import CurrentCaller, Db
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import PathId
 from refundflow_intake.api.links import id_links
 from refundflow_intake.domain import ApiKeyNotFound, ApiKeysManagedByOwners, LastApiKey
+from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"], route_class=RetriedRoute)
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from refundflow_intake import ledger
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import CurrentCaller, Db
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.schemas import Balance, BalanceLine
+from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(prefix="/v1/balance", tags=["balance"], route_class=RetriedRoute)
 

@@ -6,12 +6,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from refundflow_intake import insights
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import Timestamp
 from refundflow_intake.api.insight_schemas import RefundInsights
 from refundflow_intake.domain import InvalidPeriod
+from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(prefix="/v1/insights", tags=["insights"], route_class=RetriedRoute)
 

@@ -6,13 +6,13 @@ from fastapi import APIRouter, Depends, Response
 
 from refundflow_intake import idempotency, merchant_accounts, team_members
 from refundflow_intake.api.account_schemas import ApiKeyCreate, ApiKeyCreated, MerchantCreate, MerchantCreated
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Db, Links, Now, require_admin
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import IdempotencyKey, PathId
 from refundflow_intake.domain import IdempotencyKeyReused, MerchantNotFound, PlatformOnly
 from refundflow_intake.roles import Role
 from refundflow_intake.team_members import EmailAlreadyRegistered
+from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(
     prefix="/v1/merchants", tags=["merchants"], dependencies=[Depends(require_admin)], route_class=RetriedRoute

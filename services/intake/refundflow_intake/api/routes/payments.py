@@ -5,7 +5,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 
 from refundflow_intake import listing_queries, payments, repository, subscription_requests
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import CurrentCaller, Db, ToCustomer, require_admin
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import MAX_ID, ONE_LINE, PathId
@@ -22,6 +21,7 @@ from refundflow_intake.domain import (
     ProviderPaymentTaken,
     UnsupportedProviderPayment,
 )
+from refundflow_shared.contention_retries import RetriedRoute
 from refundflow_shared.events import Product, SubscriptionPeriod
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"], route_class=RetriedRoute)

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from refundflow_intake import refund_policy_repository as policies
 from refundflow_intake import repository
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import Credentials, CurrentCaller, Db, Now, ToCustomer
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import IdempotencyKey, PathId
@@ -38,6 +37,7 @@ from refundflow_intake.portal.customer_requests import Ask
 from refundflow_intake.portal.tokens import InvalidPortalToken, PortalGrant, PortalTokenExpired
 from refundflow_intake.rate_limit import RateLimited, client_bucket
 from refundflow_intake.settings import IntakeSettings
+from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(tags=["portal"], route_class=RetriedRoute)
 

@@ -6,7 +6,6 @@ import asyncpg
 from fastapi import APIRouter, Header, Request, Response
 
 from refundflow_intake import refund_policy_repository as policies
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import PathId, QueryId
@@ -15,6 +14,7 @@ from refundflow_intake.domain import ApprovalRulesManagedByOwners, MerchantNotFo
 from refundflow_intake.merchant_accounts import has_joined_owner, merchant_exists
 from refundflow_intake.public_policy_cache import PublicPolicyCache, still_fresh
 from refundflow_intake.refund_policy import RefundPolicyFields, RefundPolicyOverride, approval_rules
+from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(tags=["refund policy"], route_class=RetriedRoute)
 

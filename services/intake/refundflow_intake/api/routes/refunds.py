@@ -5,7 +5,6 @@ import dataclasses
 from fastapi import APIRouter, Response
 
 from refundflow_intake import listing_queries, refund_decisions, refund_requests
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, ToCustomer
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import PathId, QueryId, RequiredIdempotencyKey
@@ -43,6 +42,7 @@ from refundflow_intake.domain import (
     RefundStatus,
     SecondApprovalNeedsAPerson,
 )
+from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(prefix="/v1/refunds", tags=["refunds"], route_class=RetriedRoute)
 

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from refundflow_intake import notification_settings
 from refundflow_intake import webhook_endpoints as endpoints
-from refundflow_intake.api.contention_retries import RetriedRoute
 from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, Settings
 from refundflow_intake.api.errors import ApiError, documented
 from refundflow_intake.api.fields import IdempotencyKey, PathId
@@ -45,6 +44,7 @@ from refundflow_intake.webhook_endpoints import (
     WebhookEndpointExists,
     WebhookEndpointNotFound,
 )
+from refundflow_shared.contention_retries import RetriedRoute
 from refundflow_shared.secret_box import SecretBox
 
 router = APIRouter(tags=["webhooks"], route_class=RetriedRoute)

@@ -1,26 +1,27 @@
 """A request whose transaction met other transactions (a deadlock, a serialization failure, a lock wait that timed
 out: ``transient_faults.database_is_contended``, what the consumers retry too) is run again, whole, a few times;
-then, or at once when something it did may outlast it, it is answered 503 ``database_busy``.
+then, or at once when something it did may outlast it, it is answered 503 ``database_busy``. Every service's HTTP
+routes that touch the database are ``RetriedRoute``s.
 
 Run again only when nothing of it was kept: PostgreSQL undid the failed transaction, and the request had committed
-nothing before it nor used the pool itself (``dependencies.RequestEffects``: a rate limit's count, a call to the
-notifier, a use case's own transactions); its reads are only read again. Every route of intake's routers is one of
-these (``RetriedRoute``)."""
+nothing before it (``RequestEffects.lasting``: intake's request database notes a committed transaction, a rate
+limit's count, a call to the notifier; a route of the processor or the notifier runs one transaction, so has
+nothing to note); its reads are only read again."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import structlog
-from fastapi import Request, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from refundflow_intake.api.dependencies import RequestEffects
-from refundflow_intake.api.errors import DatabaseBusy
 from refundflow_shared.backoff import exponential, jittered
 from refundflow_shared.http_metrics import route_template
 from refundflow_shared.metrics import counts_on_commit
@@ -34,6 +35,23 @@ RETRY_WITHIN_SECONDS = 5.0
 _BACKOFF_BASE_SECONDS, _BACKOFF_CAP_SECONDS = 0.05, 0.5
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+@dataclass
+class RequestEffects:
+    """Whether something a request did may outlast it (``lasting``): then it is never run again."""
+
+    lasting: bool = False
+
+
+class DatabaseBusy(Exception):
+    """The request's transaction met other transactions (a deadlock, a serialization failure, a lock wait that timed
+    out) on every try: PostgreSQL undid it, and the same request succeeds in a moment."""
+
+    status = 503
+    code = "database_busy"
+    retry_after_seconds = 1
+    message = "busy with other changes to the same records: please try again in a moment"
 
 
 class RetriedRoute(APIRoute):
@@ -59,7 +77,7 @@ def run_again_on_contention(handle: Handler) -> Handler:
                     raise
                 if effects.lasting or attempt == ATTEMPTS or time.monotonic() - started > RETRY_WITHIN_SECONDS:
                     log.warning("database_busy", **_described(request, exc, attempt))
-                    raise DatabaseBusy() from exc
+                    raise DatabaseBusy(DatabaseBusy.message) from exc
                 met = exc
                 await asyncio.sleep(
                     jittered(exponential(attempt, base=_BACKOFF_BASE_SECONDS, cap=_BACKOFF_CAP_SECONDS))
@@ -71,6 +89,20 @@ def run_again_on_contention(handle: Handler) -> Handler:
             return response
 
     return handle_with_retries
+
+
+def answer_database_busy_as_json(app: FastAPI) -> None:
+    """``DatabaseBusy`` answered as every service's API answers an error, ``{"error": {"code", "message"}}``, with
+    a Retry-After (intake's error handlers answer it themselves, as a page where people read pages)."""
+
+    async def database_busy(request: Request, exc: Exception) -> Response:
+        return JSONResponse(
+            {"error": {"code": DatabaseBusy.code, "message": DatabaseBusy.message}},
+            status_code=DatabaseBusy.status,
+            headers={"Retry-After": str(DatabaseBusy.retry_after_seconds)},
+        )
+
+    app.add_exception_handler(DatabaseBusy, database_busy)
 
 
 def _described(request: Request, exc: asyncpg.PostgresError, attempts: int) -> dict[str, Any]:
