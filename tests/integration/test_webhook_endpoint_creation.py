@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.support.dashboard_people import merchant_with_owner
 from tests.support.intake_harness import IntakeUnderTest, running_intake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -82,3 +83,74 @@ async def test_a_second_enabled_endpoint_for_the_same_url_and_events_is_a_409_na
     assert disabled.status_code == 200
     replacing = await intake.client.post("/v1/webhook-endpoints", headers=merchant, json=body)
     assert replacing.status_code == 201, replacing.text
+
+
+async def test_a_change_that_would_make_an_endpoint_a_second_for_the_same_url_and_events_is_a_409_naming_the_first(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant = await intake.merchant()
+    events = ["refund.succeeded", "refund.failed"]
+    first = await intake.client.post(
+        "/v1/webhook-endpoints", headers=merchant, json={"url": receiver("a"), "events": events}
+    )
+    other_url = await intake.client.post(
+        "/v1/webhook-endpoints", headers=merchant, json={"url": receiver("b"), "events": events}
+    )
+    other_events = await intake.client.post(
+        "/v1/webhook-endpoints", headers=merchant, json={"url": receiver("a"), "events": ["refund.failed"]}
+    )
+    assert {first.status_code, other_url.status_code, other_events.status_code} == {201}, other_events.text
+    first_id, other_url_id, other_events_id = (r.json()["id"] for r in (first, other_url, other_events))
+    before = await intake.written()
+
+    for endpoint_id, change in (
+        (other_url_id, {"url": receiver("a")}),
+        (other_events_id, {"events": ["refund.failed", "refund.succeeded"]}),
+        (other_events_id, {"url": receiver("a"), "events": events, "enabled": True}),
+    ):
+        refused = await intake.client.patch(f"/v1/webhook-endpoints/{endpoint_id}", headers=merchant, json=change)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "endpoint_exists"
+        assert first_id in refused.json()["error"]["message"]
+    assert await intake.written() == before
+
+    # Enabling a disabled twin is a second enabled one too; an endpoint saved as it is is no twin of itself.
+    disabled = await intake.client.patch(
+        f"/v1/webhook-endpoints/{other_url_id}", headers=merchant, json={"url": receiver("a"), "enabled": False}
+    )
+    assert disabled.status_code == 200, disabled.text
+    enabled = await intake.client.patch(
+        f"/v1/webhook-endpoints/{other_url_id}", headers=merchant, json={"enabled": True}
+    )
+    assert enabled.status_code == 409 and enabled.json()["error"]["code"] == "endpoint_exists"
+    same = await intake.client.patch(
+        f"/v1/webhook-endpoints/{first_id}", headers=merchant, json={"url": receiver("a"), "events": events}
+    )
+    assert same.status_code == 200, same.text
+    listed = (await intake.client.get("/v1/webhook-endpoints", headers=merchant)).json()["data"]
+    assert sorted((e["url"], e["enabled"]) for e in listed) == [
+        (receiver("a"), False),
+        (receiver("a"), True),
+        (receiver("a"), True),
+    ]
+
+
+async def test_the_dashboard_refuses_to_enable_a_second_endpoint_for_the_same_url_and_events(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    body = {"url": receiver("dashboard"), "events": ["refund.succeeded"]}
+    first = await intake.client.post("/v1/webhook-endpoints", headers=merchant, json=body)
+    assert first.status_code == 201, first.text
+    await intake.client.patch(f"/v1/webhook-endpoints/{first.json()['id']}", headers=merchant, json={"enabled": False})
+    twin = await intake.client.post("/v1/webhook-endpoints", headers=merchant, json=body)
+    assert twin.status_code == 201, twin.text
+    page = f"/dashboard/webhooks/{first.json()['id']}"
+
+    refused = await owner.post_form(page, f"{page}/enabled", {"enabled": "true"})
+
+    assert refused.status_code == 409, refused.text[:500]
+    assert "endpoint_exists" in refused.text and twin.json()["id"] in refused.text
+    assert 'role="alert"' in refused.text and "<title>Error: " in refused.text
+    endpoint = (await intake.client.get(f"/v1/webhook-endpoints/{first.json()['id']}", headers=merchant)).json()
+    assert endpoint["enabled"] is False

@@ -101,18 +101,7 @@ async def create_endpoint(
 ) -> Row:
     event_types = list(dict.fromkeys(event_types))  # each once, in the order given
     await lock_merchant(conn, merchant_id)  # two creations at once cannot both take the last place, nor the same one
-    same = await conn.fetchval(
-        "SELECT id FROM webhook_endpoints WHERE merchant_id = $1 AND url = $2 AND event_types @> $3"
-        " AND event_types <@ $3 AND enabled AND deleted_at IS NULL ORDER BY created_at, id LIMIT 1",
-        merchant_id,
-        url,
-        event_types,
-    )
-    if same is not None:
-        raise WebhookEndpointExists(
-            f"the enabled endpoint {same} already receives these events at this URL: change it, or disable or delete it"
-            " first"
-        )
+    await _check_not_a_second(conn, merchant_id, url, event_types)
     live = await conn.fetchval(
         "SELECT count(*) FROM webhook_endpoints WHERE merchant_id = $1 AND deleted_at IS NULL", merchant_id
     )
@@ -132,6 +121,28 @@ async def create_endpoint(
     assert row is not None
     await _announce_endpoint(conn, merchant_id, dict(row))
     return dict(row)
+
+
+async def _check_not_a_second(
+    conn: asyncpg.Connection, merchant_id: str, url: str, event_types: list[str], *, endpoint_id: str | None = None
+) -> None:
+    """Raises ``WebhookEndpointExists`` if another enabled endpoint (not ``endpoint_id``) of the merchant receives
+    the same events at ``url``: creating one and changing one to be enabled alike. Called under ``lock_merchant``,
+    so two changes at once cannot both pass."""
+    same = await conn.fetchval(
+        "SELECT id FROM webhook_endpoints WHERE merchant_id = $1 AND url = $2 AND event_types @> $3"
+        " AND event_types <@ $3 AND enabled AND deleted_at IS NULL AND id IS DISTINCT FROM $4"
+        " ORDER BY created_at, id LIMIT 1",
+        merchant_id,
+        url,
+        event_types,
+        endpoint_id,
+    )
+    if same is not None:
+        raise WebhookEndpointExists(
+            f"the enabled endpoint {same} already receives these events at this URL: change it, or disable or delete it"
+            " first"
+        )
 
 
 async def add_endpoint(
@@ -285,7 +296,21 @@ def _scheduled_nothing(failure: BaseException) -> bool:
 
 async def update_endpoint(conn: asyncpg.Connection, merchant_id: str, endpoint_id: str, changes: Row) -> Row:
     """Apply the given fields; re-enabling an endpoint the notifier disabled also clears its failure count (there)
-    and why it was disabled (here)."""
+    and why it was disabled (here). An endpoint left enabled must not be a second for its URL and events (409
+    ``endpoint_exists``, as on creation)."""
+    await lock_merchant(conn, merchant_id)
+    current = await conn.fetchrow(
+        "SELECT url, event_types, enabled FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2"
+        " AND deleted_at IS NULL",
+        endpoint_id,
+        merchant_id,
+    )
+    if current is None:
+        raise WebhookEndpointNotFound(f"no webhook endpoint {endpoint_id}")
+    url = changes.get("url") or current["url"]
+    event_types = changes.get("event_types") or list(current["event_types"])
+    if current["enabled"] if changes.get("enabled") is None else changes["enabled"]:
+        await _check_not_a_second(conn, merchant_id, url, event_types, endpoint_id=endpoint_id)
     row = await conn.fetchrow(
         "UPDATE webhook_endpoints SET url = coalesce($3, url), event_types = coalesce($4, event_types),"
         " enabled = coalesce($5, enabled), disabled_reason = CASE WHEN $5 IS NULL THEN disabled_reason END,"

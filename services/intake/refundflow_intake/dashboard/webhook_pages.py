@@ -117,10 +117,24 @@ async def add_endpoint(
 
 
 @router.post("/{endpoint_id}/enabled")
-async def set_enabled(endpoint_id: PathId, user: FormUser, db: Db, enabled: Annotated[bool, Form()]) -> Response:
+async def set_enabled(
+    request: Request,
+    endpoint_id: PathId,
+    user: FormUser,
+    db: Db,
+    notifier: Notifier,
+    enabled: Annotated[bool, Form()],
+) -> Response:
+    """Enabling a second endpoint for the same URL and events is refused as the API refuses it, on the endpoint's
+    page: the refusal is about the button, no field, so it is said at the top."""
     require(user.role, Permission.MANAGE_WEBHOOKS)
-    async with db.transaction() as conn:
-        await endpoints.update_endpoint(conn, user.merchant_id, endpoint_id, {"enabled": enabled})
+    try:
+        async with db.transaction() as conn:
+            await endpoints.update_endpoint(conn, user.merchant_id, endpoint_id, {"enabled": enabled})
+    except endpoints.WebhookEndpointExists as exc:
+        async with db.snapshot() as conn:
+            endpoint = await endpoints.get_endpoint(conn, user.merchant_id, endpoint_id)
+        return await _endpoint_page(request, user, db, notifier, endpoint, error=exc)
     return see_other(f"/dashboard/webhooks/{endpoint_id}?done=saved")
 
 
@@ -187,7 +201,13 @@ async def roll_secret(
 
 
 async def _endpoint_page(
-    request: Request, user: SignedIn, db: Db, notifier: Notifier, endpoint: dict[str, Any], secret: str | None = None
+    request: Request,
+    user: SignedIn,
+    db: Db,
+    notifier: Notifier,
+    endpoint: dict[str, Any],
+    secret: str | None = None,
+    error: DomainError | None = None,
 ) -> HTMLResponse:
     async with db.snapshot() as conn:
         pending = await queries.pending_count(conn, user.merchant_id)
@@ -207,6 +227,8 @@ async def _endpoint_page(
         log=DeliveryLog.model_validate(log or {"endpoint": None, "deliveries": []}),
         unavailable=unavailable,
         pending_badge=pending,
+        error=error,
+        status_code=status_of(type(error)) if error else 200,
     )
 
 

@@ -156,12 +156,14 @@ async def get_endpoint(endpoint_id: PathId, caller: CurrentCaller, db: Db) -> En
 
 
 @router.patch(
-    "/v1/webhook-endpoints/{endpoint_id}", responses=documented(WebhookEndpointNotFound, OutboundUrlNotAllowed)
+    "/v1/webhook-endpoints/{endpoint_id}",
+    responses=documented(WebhookEndpointNotFound, OutboundUrlNotAllowed, WebhookEndpointExists),
 )
 async def update_endpoint(
     endpoint_id: PathId, body: EndpointUpdate, caller: CurrentCaller, db: Db, settings: Settings
 ) -> EndpointOut:
-    """Change the url, the events or the enabled flag; the secret stays."""
+    """Change the url, the events or the enabled flag; the secret stays. As on creation, an enabled endpoint may not
+    receive the same events at the same URL as another enabled one (409 ``endpoint_exists``, naming it)."""
     allow_private = settings.refundflow_allow_private_webhook_urls
     changes = {
         "url": await endpoints.checked_url(str(body.url), allow_private=allow_private) if body.url else None,
