@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.intake_harness import IntakeUnderTest, running_intake
+from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -35,6 +36,34 @@ async def test_a_retried_post_with_the_same_idempotency_key_returns_the_first_re
     refunds = (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()["refunds"]
     assert len(refunds) == 1
     assert len(await intake.staged("refund.requested", payment["id"])) == 1
+
+
+@pytest.mark.parametrize("blank", [b"", b"   ", b"\t", b"\xa0"])  # \xa0: a no-break space, in Latin-1
+async def test_a_blank_idempotency_key_is_refused_on_every_route_that_takes_one(
+    intake: IntakeUnderTest, blank: bytes
+) -> None:
+    merchant = await intake.merchant()
+    payment = await intake.payment(merchant)
+    token = await intake.client.post(f"/v1/payments/{payment['id']}/portal-token", headers=merchant, json={})
+    customer = {"Authorization": f"Bearer {token.json()['token']}"}
+    asked = {
+        "/v1/refunds": (merchant, {"payment_id": payment["id"], "reason": "duplicate", "amount": 1_000}),
+        "/v1/merchants": (ADMIN, {"name": "Acme"}),
+        "/v1/webhook-endpoints": (merchant, {"url": "http://127.0.0.1:9/hooks/blank", "events": ["refund.failed"]}),
+        "/v1/portal/refund-requests": (customer, {"reason": "duplicate"}),
+    }
+    before = await intake.written()
+
+    for path, (caller, body) in asked.items():
+        headers = [*((name.encode(), value.encode()) for name, value in caller.items()), (b"Idempotency-Key", blank)]
+        refused = await intake.client.post(path, headers=headers, json=body)
+        assert refused.status_code == 400, (path, refused.text)
+        error = refused.json()["error"]
+        assert (error["code"], error["param"]) == ("idempotency_key_blank", "Idempotency-Key"), path
+    assert await intake.written() == before
+    document = (await intake.client.get("/openapi.json")).json()
+    for path in asked:
+        assert "idempotency_key_blank" in json.dumps(document["paths"][path]["post"]["responses"]["400"]), path
 
 
 async def test_the_same_idempotency_key_with_another_body_is_a_409(intake: IntakeUnderTest) -> None:

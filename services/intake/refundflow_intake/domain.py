@@ -202,6 +202,12 @@ class IdempotencyKeyRequired(DomainError):
     code = "idempotency_key_required"
 
 
+class IdempotencyKeyBlank(DomainError):
+    """An empty key, or one of spaces only, names no request: every client sending it would share one."""
+
+    code = "idempotency_key_blank"
+
+
 class InvalidProration(DomainError):
     code = "invalid_proration"
 

@@ -26,6 +26,7 @@ from refundflow_intake.domain import (
     DomainError,
     DuplicatePayment,
     ExtensionConflictsWithCancel,
+    IdempotencyKeyBlank,
     IdempotencyKeyRequired,
     IdempotencyKeyReused,
     InvalidAmount,
@@ -108,11 +109,21 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (ApprovalExceedsRequest, 422),
     (InvalidCursor, 400),
     (IdempotencyKeyRequired, 400),
+    (IdempotencyKeyBlank, 400),
     (InvalidPeriod, 400),
     (InvalidPortalToken, 401),
     (RateLimited, 429),
 ]
 
+_NEW_KEY_PER_REQUEST = "a new unique key per request, the same key on its retries"
+# An Idempotency-Key's refusals by the validation error the header's declaration (api.fields) gives.
+_KEY_REFUSALS = {
+    "missing": (IdempotencyKeyRequired.code, f"the Idempotency-Key header is required: {_NEW_KEY_PER_REQUEST}"),
+    "string_pattern_mismatch": (
+        IdempotencyKeyBlank.code,
+        f"the Idempotency-Key header is blank (empty or only spaces): {_NEW_KEY_PER_REQUEST}",
+    ),
+}
 _CODE_BY_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
 
 
@@ -232,11 +243,11 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
             return answer
         errors = exc.errors()
         details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
-        if any(e["type"] == "missing" and e["loc"] == ["header", "idempotency-key"] for e in details):
-            # Its own code: the client must add a key (a new one per request it means, the same on a retry).
-            said = "the Idempotency-Key header is required: a new unique key per request, the same key on its retries"
-            body = error_body(IdempotencyKeyRequired.code, said, param="Idempotency-Key")
-            return JSONResponse(body, status_code=400)
+        for error in details:
+            if error["loc"] == ["header", "idempotency-key"] and error["type"] in _KEY_REFUSALS:
+                # Its own code: the client must send a key (a new one per request it means, the same on a retry).
+                code, said = _KEY_REFUSALS[error["type"]]
+                return JSONResponse(error_body(code, said, param="Idempotency-Key"), status_code=400)
         param = param_of(errors[0]["loc"]) if errors else None
         body = error_body("invalid_request", "the request body or parameters are invalid", param=param, details=details)
         return JSONResponse(body, status_code=422)

@@ -119,8 +119,11 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID, pattern=ONE_LINE)]
 QueryId = Annotated[str | None, Query(min_length=1, max_length=MAX_ID, pattern=ONE_LINE)]
 _SAME_KEY_SAME_RESULT = "a retry with the same key returns the first result"
-IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=255, description=_SAME_KEY_SAME_RESULT)]
-# Missing, it is answered 400 idempotency_key_required (see the errors' handlers), not 422 invalid_request.
+# A key holds something besides spaces: a blank one (the pattern unmatched) is answered 400 idempotency_key_blank, a
+# missing required one 400 idempotency_key_required (see the errors' handlers), not 422 invalid_request.
+_NOT_BLANK = r"\S"
+IdempotencyKey = Annotated[str | None, Header(max_length=255, pattern=_NOT_BLANK, description=_SAME_KEY_SAME_RESULT)]
 RequiredIdempotencyKey = Annotated[
-    str, Header(min_length=1, max_length=255, description=f"required: {_SAME_KEY_SAME_RESULT}, never a second one")
+    str,
+    Header(max_length=255, pattern=_NOT_BLANK, description=f"required: {_SAME_KEY_SAME_RESULT}, never a second one"),
 ]

@@ -9,7 +9,7 @@ from refundflow_intake.api.account_schemas import ApiKeyCreate, ApiKeyCreated, M
 from refundflow_intake.api.dependencies import Db, Links, Now, require_admin
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import IdempotencyKey, PathId
-from refundflow_intake.domain import IdempotencyKeyReused, MerchantNotFound, PlatformOnly
+from refundflow_intake.domain import IdempotencyKeyBlank, IdempotencyKeyReused, MerchantNotFound, PlatformOnly
 from refundflow_intake.roles import Role
 from refundflow_intake.team_members import EmailAlreadyRegistered
 from refundflow_shared.contention_retries import RetriedRoute
@@ -22,7 +22,7 @@ router = APIRouter(
 @router.post(
     "",
     status_code=201,
-    responses=documented(PlatformOnly, EmailAlreadyRegistered, IdempotencyKeyReused)
+    responses=documented(PlatformOnly, EmailAlreadyRegistered, IdempotencyKeyReused, IdempotencyKeyBlank)
     | {200: {"model": MerchantCreated, "description": "a retry (same Idempotency-Key and body): the first's merchant"}},
 )
 async def create_merchant(

@@ -21,6 +21,7 @@ from refundflow_intake.api.portal_schemas import (
 )
 from refundflow_intake.domain import (
     AmountNotRepresentable,
+    IdempotencyKeyBlank,
     IdempotencyKeyReused,
     OpenRequestExists,
     PaymentIsDisputed,
@@ -97,6 +98,7 @@ _PORTAL_ERRORS = (
     RefundExceedsRefundable,
     AmountNotRepresentable,
     IdempotencyKeyReused,
+    IdempotencyKeyBlank,
     ReasonDetailsRequired,
 )
 

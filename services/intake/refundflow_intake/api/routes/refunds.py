@@ -27,6 +27,7 @@ from refundflow_intake.domain import (
     ApprovalExceedsRequest,
     CurrencyMismatch,
     ExtensionConflictsWithCancel,
+    IdempotencyKeyBlank,
     IdempotencyKeyRequired,
     IdempotencyKeyReused,
     InvalidCursor,
@@ -75,7 +76,8 @@ _CREATED = id_links(
 @router.post(
     "",
     status_code=201,
-    responses=documented(*_REQUEST_ERRORS, IdempotencyKeyRequired, IdempotencyKeyReused) | _CREATED,
+    responses=documented(*_REQUEST_ERRORS, IdempotencyKeyRequired, IdempotencyKeyBlank, IdempotencyKeyReused)
+    | _CREATED,
 )
 async def request_refund(
     body: RefundCreate,

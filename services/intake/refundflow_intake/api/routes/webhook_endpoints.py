@@ -28,7 +28,7 @@ from refundflow_intake.api.webhook_schemas import (
     ReplaySince,
     ReplayStarted,
 )
-from refundflow_intake.domain import IdempotencyKeyReused, OutboundUrlNotAllowed
+from refundflow_intake.domain import IdempotencyKeyBlank, IdempotencyKeyReused, OutboundUrlNotAllowed
 from refundflow_intake.notifier_client import (
     NotifierClient,
     NotifierLinkSettings,
@@ -92,6 +92,7 @@ Replay = Callable[[], Awaitable[dict[str, Any]]]  # asks the notifier; answers w
         TooManyWebhookEndpoints,
         WebhookEndpointExists,
         IdempotencyKeyReused,
+        IdempotencyKeyBlank,
         WebhookEndpointNotFound,
         also=_NEEDS_KEY,
     )
