@@ -115,6 +115,39 @@ async def test_the_public_policy_is_cached_with_an_etag_and_not_read_on_every_ca
     assert unknown.status_code == 404
 
 
+async def test_a_storefronts_cache_buster_on_the_public_policy_is_ignored_while_the_merchant_api_stays_strict(
+    intake: IntakeUnderTest,
+) -> None:
+    """Storefront widgets add ?_=<time> to skip their browser's cache: the public policy answered it 422 once every
+    API route refused a query parameter it does not take, and the widgets showed no policy."""
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    override = "/v1/refund-policy/products/prod_course"
+    assert (await intake.client.put(override, headers=merchant, json={"refund_window_days": 7})).is_success
+    public = f"/v1/public/merchants/{merchant_id}/refund-policy"
+
+    for query in ({}, {"product_id": "prod_course"}):
+        plain = await intake.client.get(public, params=query)
+        busted = await intake.client.get(public, params={**query, "_": "1700000000", "callback": "x"})
+        assert busted.status_code == 200, busted.text
+        assert busted.content == plain.content
+        assert busted.headers["ETag"] == plain.headers["ETag"]
+        assert busted.headers["Cache-Control"] == plain.headers["Cache-Control"] == "public, max-age=60"
+        not_modified = await intake.client.get(
+            public, params={**query, "_": "1700000001"}, headers={"If-None-Match": plain.headers["ETag"]}
+        )
+        assert not_modified.status_code == 304
+        assert not_modified.headers["Cache-Control"] == "public, max-age=60"
+    assert busted.json()["refund_window_days"] == 7
+
+    # What the route does take is still read strictly: two products are not one.
+    twice = await intake.client.get(f"{public}?product_id=prod_course&product_id=other&_=1")
+    assert twice.status_code == 422 and twice.json()["error"]["param"] == "product_id"
+    # The merchant's own API refuses what it does not take, as before.
+    own = await intake.client.get("/v1/refund-policy", headers=merchant, params={"_": "1700000000"})
+    assert own.status_code == 422 and own.json()["error"]["param"] == "_"
+
+
 async def test_made_up_product_ids_and_unknown_merchants_neither_bypass_nor_flush_the_public_policy_cache(
     intake: IntakeUnderTest,
 ) -> None:

@@ -14,7 +14,7 @@ from refundflow_intake import event_handlers, ledger, notification_settings, rev
 from refundflow_intake.api.body_media_types import document_json_bodies, json_bodies_only
 from refundflow_intake.api.errors import install_error_handlers, unexpected_error_answer
 from refundflow_intake.api.head_requests import HeadAsGet
-from refundflow_intake.api.query_parameters import declared_query_only
+from refundflow_intake.api.query_parameters import declared_query_only, unknown_query_ignored
 from refundflow_intake.api.routes import (
     api_keys,
     balance,
@@ -121,6 +121,10 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights):
         app.include_router(module.router, dependencies=strict)
     app.include_router(webhook_endpoints.router, dependencies=strict)
+    # Storefront pages' widgets add a cache-buster (?_=1700000000) to this public read: ignored there.
+    app.include_router(
+        refund_policy.public_router, dependencies=[Depends(unknown_query_ignored), Depends(json_bodies_only)]
+    )
     document_webhooks(app)
     document_json_bodies(app)
     dashboard.install(app)

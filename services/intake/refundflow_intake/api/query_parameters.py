@@ -1,5 +1,7 @@
 """Query strings are read strictly: a name the route does not take, or a one-value parameter given twice, is refused
-(422 invalid_request naming it), rather than ignored: ``?payment=`` for ``payment_id`` listed every refund."""
+(422 invalid_request naming it), rather than ignored: ``?payment=`` for ``payment_id`` listed every refund. The
+public reads storefront pages make are the exception: there a name the route does not take is ignored, as widgets
+add a cache-buster (``?_=1700000000``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,16 @@ from fastapi.routing import APIRoute
 
 async def declared_query_only(request: Request) -> None:
     """A dependency for every API router (``app.include_router``)."""
+    _check_query(request, ignore_unknown=False)
+
+
+async def unknown_query_ignored(request: Request) -> None:
+    """The public reads' dependency instead: a name the route does not take is ignored; a one-value parameter it
+    takes, given twice, is still refused."""
+    _check_query(request, ignore_unknown=True)
+
+
+def _check_query(request: Request, *, ignore_unknown: bool) -> None:
     route: APIRoute = request.scope["route"]
     if (declared_and_many := _QUERY_PARAMETERS.get(route.unique_id)) is None:
         declared_and_many = _QUERY_PARAMETERS[route.unique_id] = _query_parameters(route)
@@ -20,6 +32,8 @@ async def declared_query_only(request: Request) -> None:
     seen: set[str] = set()
     for name, value in request.query_params.multi_items():
         if name not in declared:
+            if ignore_unknown:
+                continue
             _refuse(name, value, "extra_forbidden", "not a parameter of this endpoint")
         if name in seen and name not in many:
             _refuse(name, value, "repeated_parameter", "given more than once: it takes one value")

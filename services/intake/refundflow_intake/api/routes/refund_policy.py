@@ -17,6 +17,8 @@ from refundflow_intake.refund_policy import RefundPolicyFields, RefundPolicyOver
 from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(tags=["refund policy"], route_class=RetriedRoute)
+# Read by merchants' storefront pages, whose widgets add a cache-buster: included without the strict query check.
+public_router = APIRouter(tags=["refund policy", "public"], route_class=RetriedRoute)
 
 
 async def _policy_out(db: Db, merchant_id: str) -> RefundPolicyOut:
@@ -129,9 +131,8 @@ async def _public_answer(db: Db, merchant_id: str, product_id: str | None) -> by
 _NOT_MODIFIED: dict[int | str, dict[str, Any]] = {304: {"description": "not modified since the ETag given"}}
 
 
-@router.get(
+@public_router.get(
     "/v1/public/merchants/{merchant_id}/refund-policy",
-    tags=["public"],
     response_model=PublicRefundPolicy,
     responses=documented(MerchantNotFound, authenticated=False) | _NOT_MODIFIED,
 )
@@ -144,7 +145,8 @@ async def public_refund_policy(
     if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> Response:
     """The policy customers see at checkout and on product pages (no authentication; approval rules stay
-    private). Cacheable: ``Cache-Control: public, max-age`` and an ``ETag`` (``If-None-Match`` answers 304)."""
+    private). Cacheable: ``Cache-Control: public, max-age`` and an ``ETag`` (``If-None-Match`` answers 304). A query
+    parameter it does not take (a cache-buster such as ``?_=1700000000``) is ignored: the answer is the same."""
     cache = _cache(request)
 
     async def overridden() -> frozenset[str] | None:
