@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from refundflow_intake.domain import provider_step
+from refundflow_shared.money import format_amount
 from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -184,7 +186,10 @@ async def test_an_amount_stripe_cannot_refund_exactly_is_refused_when_asked_not_
         assert refused.status_code == 422, refused.text
         error = refused.json()["error"]
         assert error["code"] == "amount_not_representable"
-        assert currency in error["message"]
+        # Said in money, as people read it (KWD 3.333, in steps of KWD 0.010), not in minor units.
+        assert format_amount(asked or paid, currency) in error["message"], error["message"]
+        assert format_amount(provider_step(currency), currency) in error["message"]
+        assert "minor units" not in error["message"]
     assert await intake.written() == before
 
 
@@ -200,6 +205,7 @@ async def test_amounts_stripe_can_take_are_asked_for_and_a_smaller_approval_must
 
     refused = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"amount": 3_325})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "amount_not_representable"
+    assert "KWD 3.325" in refused.json()["error"]["message"] and "KWD 0.010" in refused.json()["error"]["message"]
     assert await intake.written() == before
     approved = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"amount": 3_320})
     assert (approved.json()["status"], approved.json()["amount"]) == ("processing", 3_320)

@@ -284,3 +284,21 @@ async def test_the_timeline_says_who_did_what_why_and_when(intake: IntakeUnderTe
         ("approved", "processing", f"api_key:{key_id}", "Known bug"),
     ]
     assert timeline[0]["at"] <= timeline[1]["at"]
+
+
+async def test_an_approval_the_provider_cannot_take_exactly_is_said_in_money_at_the_amount(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    payment = await intake.payment(merchant, amount=10_000, currency="KWD")
+    refund = await intake.refund(merchant, payment["id"], amount=3_330)
+    page = f"/dashboard/refunds/{refund['id']}"
+
+    refused = await owner.post_form(page, f"{page}/approve", {"amount": "3.325"})
+
+    assert refused.status_code == 422, refused.text[:500]
+    said = re.search(r'<p class="field-error" id="amount-error">(.*?)</p>', refused.text, re.S)
+    assert said is not None, refused.text[:2000]
+    assert "KWD 3.325" in said.group(1) and "KWD 0.010" in said.group(1), said.group(1)
+    assert "3325" not in said.group(1) and "minor units" not in said.group(1)
+    assert "amount_not_representable" in said.group(1)

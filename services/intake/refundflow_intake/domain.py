@@ -96,11 +96,15 @@ def provider_step(currency: str) -> int:
 
 def check_provider_can_refund(amount: int, currency: str) -> None:
     """Raises ``AmountNotRepresentable`` unless the provider can refund ``amount`` of ``currency`` exactly. The
-    provider is Stripe, the processor's one adapter: its table (``refundflow_shared.stripe_amounts``) decides."""
+    provider is Stripe, the processor's one adapter: its table (``refundflow_shared.stripe_amounts``) decides. Said
+    in money, as merchants and their clients' people read and type amounts: ``KWD 1.255``, not 1255 minor units."""
     try:
         stripe_amounts.to_stripe_units(amount, currency)
-    except stripe_amounts.AmountNotRepresentable as exc:
-        raise AmountNotRepresentable(str(exc)) from None
+    except stripe_amounts.AmountNotRepresentable:
+        step = format_amount(provider_step(currency), currency)
+        raise AmountNotRepresentable(
+            f"Stripe takes {currency} only in steps of {step}: {format_amount(amount, currency)} is not one"
+        ) from None
 
 
 class CurrencyMismatch(DomainError):
