@@ -210,10 +210,13 @@ async def test_a_command_for_a_payment_not_seen_yet_awaits_it_before_it_is_refus
         submitted_by="support-desk",
     )
     event = Event.wrap(command, source="refundflow/support-desk", sequence=1)
+    wait = timedelta(seconds=intake.settings.awaited_event_wait_seconds)
 
     async with intake.db.acquire() as conn, conn.transaction():
         with pytest.raises(Awaits):
-            await submit_refund(conn, event, command, now=intake.clock(), waited=False, links=intake.links)
+            await submit_refund(
+                conn, event, command, now=intake.clock(), awaited_wait=wait, waited=False, links=intake.links
+            )
     # Meanwhile billing's payment.succeeded arrives (here: the platform registers it).
     body = {
         "merchant_id": merchant_id,
@@ -233,16 +236,24 @@ async def test_a_command_for_a_payment_not_seen_yet_awaits_it_before_it_is_refus
                 event,
                 command.model_copy(update={"payment_id": "pay_never"}),
                 now=intake.clock(),
+                awaited_wait=wait,
                 waited=False,
                 links=intake.links,
             )
-        assert await submit_refund(conn, event, command, now=intake.clock(), waited=False, links=intake.links) is None
+        assert (
+            await submit_refund(
+                conn, event, command, now=intake.clock(), awaited_wait=wait, waited=False, links=intake.links
+            )
+            is None
+        )
     refunds = (await intake.client.get("/v1/refunds", headers=merchant)).json()["data"]
     assert [(r["payment_id"], r["amount"], r["channel"]) for r in refunds] == [(registered["id"], 500, "command")]
 
     async with intake.db.acquire() as conn, conn.transaction():
         never = command.model_copy(update={"payment_id": "pay_never", "idempotency_key": "ticket-late"})
-        refused = await submit_refund(conn, event, never, now=intake.clock(), waited=True, links=intake.links)
+        refused = await submit_refund(
+            conn, event, never, now=intake.clock(), awaited_wait=wait, waited=True, links=intake.links
+        )
     assert refused is not None and refused.code == "payment_not_found"
 
 

@@ -219,6 +219,36 @@ async def test_a_command_sent_just_ahead_of_its_payment_makes_its_refund(intake:
     assert await intake.db.fetchval("SELECT count(*) FROM awaiting_events WHERE event_id = $1", sent.id) == 0
 
 
+async def test_a_command_asked_in_time_is_judged_when_it_was_sent_not_when_its_payment_came(
+    postgres_url: str, kafka_bootstrap: str
+) -> None:
+    """A command read before its payment waits for billing's payment.succeeded; it was judged against the refund
+    window when the payment came, so one sent 30 s before the window closed and applied a minute later was flagged
+    outside_refund_window and lost its auto-approval, though the customer asked in time."""
+    async with running_intake(postgres_url, kafka_bootstrap, awaited_event_wait_seconds=600.0) as intake:
+        merchant = await intake.merchant()
+        rule = {"max_amount": {"amount": 2_000, "currency": "EUR"}, "reasons": ["technical_issue"]}
+        assert (await intake.client.put("/v1/refund-policy", headers=merchant, json={"auto_approve": rule})).is_success
+        paid = billing_payment(await intake.merchant_id(merchant)).model_copy(
+            update={"paid_at": intake.clock() - timedelta(days=14) + timedelta(seconds=30)}
+        )
+        sent = await intake.publish(command({"id": paid.payment_id}, paid.merchant_id), source="refundflow/support")
+
+        async def parked() -> bool:
+            return bool(await intake.db.fetchval("SELECT count(*) FROM awaiting_events WHERE event_id = $1", sent.id))
+
+        await eventually(parked, timeout=30)
+        intake.clock.advance(timedelta(seconds=60))  # the window closed while it waited
+        await intake.publish(paid)
+
+        async def made() -> bool:
+            return bool(await intake.db.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", paid.payment_id))
+
+        await eventually(made, timeout=30)
+        refund = await intake.db.fetchrow("SELECT status, flags FROM refunds WHERE payment_id = $1", paid.payment_id)
+        assert (refund["status"], refund["flags"]) == ("processing", []), "approved at once"
+
+
 async def billings_id_for(intake: IntakeUnderTest, merchant: dict[str, str]) -> tuple[dict[str, Any], PaymentSucceeded]:
     """A payment registered through the API, and billing's payment.succeeded of it under billing's own id."""
     payment = await intake.payment(merchant)

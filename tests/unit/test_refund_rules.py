@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from refundflow_intake.domain import (
@@ -12,6 +14,8 @@ from refundflow_intake.domain import (
     check_transition,
     payment_status,
 )
+from refundflow_intake.refund_commands import asked_at
+from refundflow_shared.events import CLOCK_SKEW
 
 S = RefundStatus
 
@@ -82,3 +86,21 @@ def test_the_currency_must_be_the_payments() -> None:
 @pytest.mark.parametrize(("refunded", "status"), [(0, "paid"), (1, "partially_refunded"), (100, "refunded")])
 def test_payment_status_follows_what_was_refunded(refunded: int, status: str) -> None:
     assert payment_status(100, refunded) == status
+
+
+RECEIVED = datetime(2026, 11, 30, 12, tzinfo=UTC)
+WAIT = timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(
+    ("sent", "judged"),
+    [
+        (RECEIVED - timedelta(minutes=1), RECEIVED - timedelta(minutes=1)),  # waited for its payment: as sent
+        (RECEIVED + timedelta(hours=1), RECEIVED),  # dated ahead: never judged after it came
+        (RECEIVED - timedelta(days=3), RECEIVED - WAIT - CLOCK_SKEW),  # a replay, or backdated: minutes at most
+    ],
+)
+def test_a_command_is_judged_when_it_was_sent_within_what_intake_may_have_kept_it(
+    sent: datetime, judged: datetime
+) -> None:
+    assert asked_at(sent, RECEIVED, awaited_wait=WAIT) == judged

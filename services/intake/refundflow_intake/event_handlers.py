@@ -88,7 +88,9 @@ def register(
 
     async def apply_submit(conn: asyncpg.Connection, event: Event, waited: bool) -> None:
         assert isinstance(event.data, RefundSubmit)
-        rejected = await submit_refund(conn, event, event.data, now=clock(), waited=waited, links=links)
+        rejected = await submit_refund(
+            conn, event, event.data, now=clock(), awaited_wait=awaiting.wait, waited=waited, links=links
+        )
         if rejected is None:
             return
         # The refusal is answered (refund.submit_rejected, in this transaction) and parked with its reason.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -21,7 +21,7 @@ from refundflow_intake.merchant_accounts import merchant_exists
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.refund_requests import Proration, request_refund_once
 from refundflow_shared.event_contract import INTAKE
-from refundflow_shared.events import NOTE_MAX_LENGTH, Event, RefundSubmit, RefundSubmitRejected
+from refundflow_shared.events import CLOCK_SKEW, NOTE_MAX_LENGTH, Event, RefundSubmit, RefundSubmitRejected
 from refundflow_shared.outbox import add_event
 
 
@@ -67,10 +67,30 @@ def _proration(data: RefundSubmit) -> Proration | None:
     return Proration(days=days, period_days=given.period_days)
 
 
+def asked_at(sent_at: datetime, received_at: datetime, *, awaited_wait: timedelta) -> datetime:
+    """When a command's request is judged against the refund window: when it was sent (its CloudEvents ``time``),
+    not when intake applies it, after waiting for its payment, behind consumer lag or replayed from the DLQ.
+
+    The sender writes that time, so it is trusted within bounds: never after it was received, nor before the
+    longest wait intake gives a command (and clock skew). Backdating gains a publisher minutes at most; a
+    replay days later is judged as of then, less that margin.
+    """
+    earliest = received_at - awaited_wait - CLOCK_SKEW
+    return max(earliest, min(sent_at, received_at))
+
+
 async def submit_refund(
-    conn: asyncpg.Connection, event: Event, data: RefundSubmit, *, now: datetime, waited: bool, links: CustomerLinks
+    conn: asyncpg.Connection,
+    event: Event,
+    data: RefundSubmit,
+    *,
+    now: datetime,
+    awaited_wait: timedelta,
+    waited: bool,
+    links: CustomerLinks,
 ) -> RefundSubmitRejected | None:
-    """Create the request (once per idempotency key), or stage ``refund.submit_rejected`` and return it.
+    """Create the request (once per idempotency key), or stage ``refund.submit_rejected`` and return it. The
+    request is judged as asked when the command was sent (``asked_at``), ``awaited_wait`` the longest it may wait.
 
     A payment intake does not know yet may still be on its way (billing's ``payment.succeeded`` travels on
     another topic): until the command has ``waited`` for it, that is no refusal: it ``Awaits`` the payment.
@@ -96,6 +116,7 @@ async def submit_refund(
                 currency=data.currency,
                 actor=f"service:{data.submitted_by or event.source}",
                 now=now,
+                asked_at=asked_at(event.time, now, awaited_wait=awaited_wait),
                 links=links,
                 channel=Channel.COMMAND,
             )

@@ -140,10 +140,12 @@ async def request_refund(
     proration: Proration | None = None,
     channel: Channel = Channel.API,
     cancel_subscription: bool | None = None,
+    asked_at: datetime | None = None,
 ) -> str:
     """A new pending request, flagged by the soft rules; approved at once when the policy auto-approves it.
     Returns its id. ``actor`` None: the payment's customer (the portal). ``cancel_subscription``: the customer's
-    wish for their subscription (portal), None when not asked."""
+    wish for their subscription (portal), None when not asked. ``asked_at``: when it was asked, if before ``now``
+    (a command that waited): the refund window is judged then."""
     # The payment row lock serialises concurrent requests on one payment: two requests cannot both
     # take the same refundable amount, nor both be the customer's one open request.
     structlog.contextvars.bind_contextvars(payment_id=payment_id)
@@ -154,7 +156,7 @@ async def request_refund(
     if channel is not Channel.API and await repository.has_open_customer_request(conn, payment_id):
         raise OpenRequestExists(f"payment {payment_id} already has an open refund request")
     quote, policy = await _evaluate(
-        conn, payment, reason=reason, amount=amount, proration=proration, currency=currency, now=now
+        conn, payment, reason=reason, amount=amount, proration=proration, currency=currency, now=asked_at or now
     )
     refund_id = new_id("ref")
     structlog.contextvars.bind_contextvars(refund_id=refund_id)
