@@ -148,6 +148,32 @@ async def test_a_request_outside_the_window_for_an_excluded_category_is_flagged_
     assert refund["flags"] == ["outside_refund_window", "excluded_category"]
 
 
+async def test_a_flag_is_explained_by_the_policy_it_was_judged_by_not_the_one_of_today(
+    intake: IntakeUnderTest,
+) -> None:
+    """The refund page read the policy as it is now: widened to 30 days with no category excluded, a request
+    flagged under 14 days said "Your policy: refunds within 30 days of purchase. This was asked 20 days after"."""
+    merchant, owner = await merchant_with_owner(intake)
+    payment = await intake.payment(
+        merchant,
+        paid_at=(intake.clock() - timedelta(days=20)).isoformat(),
+        product={"id": "prod_gems", "name": "Gems", "kind": "one_time", "category": "consumable"},
+    )
+    refund = await intake.refund(merchant, payment["id"], reason="duplicate")
+    assert refund["flags"] == ["outside_refund_window", "excluded_category"]
+    widened = {"refund_window_days": 30, "excluded_categories": []}
+    assert (await intake.client.put("/v1/refund-policy", headers=merchant, json=widened)).is_success
+
+    seen = text_of((await owner.page(f"/dashboard/refunds/{refund['id']}")).text)
+    assert "Your policy: refunds within 14 days of purchase. This was asked more than 20 days after" in seen
+    assert "Your policy does not refund consumable, customized products; this product is consumable." in seen
+
+    # A request made before the terms were kept is explained in today's policy.
+    await intake.db.execute("UPDATE refunds SET judged_by = NULL WHERE id = $1", refund["id"])
+    seen = text_of((await owner.page(f"/dashboard/refunds/{refund['id']}")).text)
+    assert "Your policy: refunds within 30 days of purchase." in seen
+
+
 async def test_a_reason_the_policy_does_not_accept_is_flagged(intake: IntakeUnderTest) -> None:
     merchant = await intake.merchant()
     await intake.client.put("/v1/refund-policy", headers=merchant, json={"accepted_reasons": ["technical_issue"]})

@@ -245,8 +245,13 @@ async def test_a_command_asked_in_time_is_judged_when_it_was_sent_not_when_its_p
             return bool(await intake.db.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", paid.payment_id))
 
         await eventually(made, timeout=30)
-        refund = await intake.db.fetchrow("SELECT status, flags FROM refunds WHERE payment_id = $1", paid.payment_id)
+        refund = await intake.db.fetchrow(
+            "SELECT status, flags, (judged_by->>'asked_at')::timestamptz AS asked_at FROM refunds"
+            " WHERE payment_id = $1",
+            paid.payment_id,
+        )
         assert (refund["status"], refund["flags"]) == ("processing", []), "approved at once"
+        assert refund["asked_at"] == sent.time, "the time it was judged at is kept with it"
 
 
 async def billings_id_for(intake: IntakeUnderTest, merchant: dict[str, str]) -> tuple[dict[str, Any], PaymentSucceeded]:

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from refundflow_intake.dashboard.refund_words import flag_explanations
 from refundflow_intake.domain import RefundReason
 from refundflow_intake.refund_policy import FLAG_OUTSIDE_WINDOW, RefundPolicy, RefundPolicyOverride
+from refundflow_intake.request_terms import RequestTerms
 from refundflow_shared.money import Money
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -72,9 +73,8 @@ def test_the_dashboard_never_says_a_request_outside_the_window_came_within_it() 
     paid_at = NOW - timedelta(days=30)
 
     def said(after: timedelta) -> str:
-        [(_, words)] = flag_explanations(
-            [FLAG_OUTSIDE_WINDOW], policy, paid_at=paid_at, requested_at=paid_at + after, category=None, reason="x"
-        )
+        terms = RequestTerms.of(policy, asked_at=paid_at + after)
+        [(_, words)] = flag_explanations([FLAG_OUTSIDE_WINDOW], terms, paid_at=paid_at, category=None, reason="x")
         return words
 
     assert "asked more than 14 days after the payment" in said(timedelta(days=14, hours=5))

@@ -30,6 +30,7 @@ from refundflow_intake.merchant_accounts import new_id
 from refundflow_intake.portal.links import CustomerLinks, to_customer
 from refundflow_intake.proration import period_days, prorate
 from refundflow_intake.refund_policy import RefundPolicy
+from refundflow_intake.request_terms import RequestTerms
 from refundflow_shared.events import RefundRequested
 
 AUTO_APPROVER = actors.AUTO_APPROVER
@@ -155,8 +156,9 @@ async def request_refund(
     reason_details = stated_details(reason, reason_details)
     if channel is not Channel.API and await repository.has_open_customer_request(conn, payment_id):
         raise OpenRequestExists(f"payment {payment_id} already has an open refund request")
+    asked_at = asked_at or now
     quote, policy = await _evaluate(
-        conn, payment, reason=reason, amount=amount, proration=proration, currency=currency, now=asked_at or now
+        conn, payment, reason=reason, amount=amount, proration=proration, currency=currency, now=asked_at
     )
     refund_id = new_id("ref")
     structlog.contextvars.bind_contextvars(refund_id=refund_id)
@@ -188,6 +190,7 @@ async def request_refund(
             "status": RefundStatus.PENDING.value,
             "channel": channel.value,
             "flags": quote.flags,
+            "judged_by": RequestTerms.of(policy, asked_at=asked_at).model_dump_json(),
             "review_target_hours": policy.review_target_hours,
             "review_due_at": now + timedelta(hours=policy.review_target_hours),
             "cancel_subscription": cancel_subscription if payment["subscription_id"] else None,

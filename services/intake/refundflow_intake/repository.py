@@ -525,6 +525,7 @@ _REFUND_COLUMNS = (
     "reason_details",
     "channel",
     "flags",
+    "judged_by",
     "requested_amount",
     "review_target_hours",
     "review_due_at",

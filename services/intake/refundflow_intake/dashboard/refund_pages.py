@@ -46,6 +46,7 @@ from refundflow_intake.domain import (
     provider_step,
 )
 from refundflow_intake.proration import period_days, prorate
+from refundflow_intake.request_terms import RequestTerms
 from refundflow_intake.roles import Permission, require
 from refundflow_shared.contention_retries import RetriedRoute
 from refundflow_shared.money import format_amount
@@ -89,13 +90,9 @@ async def _page(
     subscription = payment.subscription
     payment_row = await repository.get_payment(conn, user.merchant_id, refund.payment_id) if subscription else None
     period = period_days(subscription.current_period_start, subscription.current_period_end) if subscription else None
+    terms = RequestTerms.kept_or_todays(row["judged_by"] if row else None, policy, created_at=refund.created_at)
     flags = flag_explanations(
-        refund.flags,
-        policy,
-        paid_at=payment.paid_at,
-        requested_at=refund.created_at,
-        category=payment.product.category,
-        reason=refund.reason,
+        refund.flags, terms, paid_at=payment.paid_at, category=payment.product.category, reason=refund.reason
     )
     return render(
         request,

@@ -10,8 +10,8 @@ from refundflow_intake.refund_policy import (
     FLAG_EXCLUDED_CATEGORY,
     FLAG_OUTSIDE_WINDOW,
     FLAG_REASON_NOT_ACCEPTED,
-    RefundPolicy,
 )
+from refundflow_intake.request_terms import RequestTerms
 
 _ACTIONS = {
     "requested": "Requested",
@@ -46,28 +46,22 @@ def subscription_choice(action: str | None, extend_days: int | None) -> str:
 
 
 def flag_explanations(
-    flags: list[str],
-    policy: RefundPolicy,
-    *,
-    paid_at: datetime,
-    requested_at: datetime,
-    category: str | None,
-    reason: str,
+    flags: list[str], terms: RequestTerms, *, paid_at: datetime, category: str | None, reason: str
 ) -> list[tuple[str, str]]:
-    """(title, the policy's words) for each flag on the request."""
-    elapsed = requested_at - paid_at
+    """(title, the policy's words) for each flag on the request, in the ``terms`` it was judged by."""
+    elapsed = terms.asked_at - paid_at
     # Whole days, counted down: "more than" when there is a part-day over, or five hours past a 14-day window
     # would read "asked 14 days after".
     days = f"{elapsed.days} days" if elapsed == timedelta(days=elapsed.days) else f"more than {elapsed.days} days"
     words = {
         FLAG_OUTSIDE_WINDOW: (
             "Outside the refund window",
-            f"Your policy: refunds within {policy.refund_window_days} days of purchase. "
+            f"Your policy: refunds within {terms.refund_window_days} days of purchase. "
             f"This was asked {days} after the payment.",
         ),
         FLAG_EXCLUDED_CATEGORY: (
             "Excluded category",
-            f"Your policy does not refund {', '.join(policy.excluded_categories)} products; "
+            f"Your policy does not refund {', '.join(terms.excluded_categories)} products; "
             f"this product is {category or 'uncategorised'}.",
         ),
         FLAG_REASON_NOT_ACCEPTED: (
