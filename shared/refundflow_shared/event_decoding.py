@@ -12,10 +12,11 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import TypeVar
 
 from pydantic import ValidationError
 
-from refundflow_shared.events import EVENT_DATA_TYPES, SPEC_VERSION, Event, EventType
+from refundflow_shared.events import EVENT_DATA_TYPES, SPEC_VERSION, Event, EventData, EventType
 
 # Below the 1 MiB that aiokafka's producer (max_request_size) and Kafka's brokers (message.max.bytes) accept by
 # default, with room for the record's framing and the dead-letter headers.
@@ -23,6 +24,7 @@ DEFAULT_MAX_EVENT_BYTES = 900 * 1024
 REQUIRED_ATTRIBUTES = ("ce_specversion", "ce_id", "ce_type", "ce_source", "ce_sequence")
 _SEQUENCE = re.compile(r"[1-9][0-9]{0,18}")
 _MAX_MESSAGE = 1000
+D = TypeVar("D", bound=EventData)
 
 
 # Every code an InvalidEvent has (tests/unit/test_observability_config.py checks them against this file).
@@ -107,7 +109,7 @@ def decode_event(
     except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, over 4300 digits, too deep
         raise InvalidEvent("malformed_json", _json_problem(exc)) from None
     try:
-        data = data_cls.model_validate(payload)
+        data = read_event_data(data_cls, payload)
     except ValidationError as exc:
         raise InvalidEvent("validation_failed", validation_summary(exc)) from None
     try:
@@ -123,6 +125,14 @@ def decode_event(
         )
     except ValidationError as exc:
         raise InvalidEvent("invalid_attributes", validation_summary(exc, prefix="ce_")) from None
+
+
+def read_event_data(data_cls: type[D], payload: object) -> D:
+    """An event's data as every consumer reads it, the tolerant reader: a field this version does not know (a newer
+    producer's, in a rolling deploy or after a rollback) is ignored, at any depth; every field it knows is checked as
+    strictly as ever. Producers stay strict: the event models refuse unknown fields, so we never emit one by mistake.
+    """
+    return data_cls.model_validate(payload, extra="ignore")
 
 
 def _attributes(headers: Mapping[str, str]) -> tuple[uuid.UUID, int, datetime | None]:

@@ -36,6 +36,7 @@ from tests.support.processor_harness import (
     running_processor,
     subscription_paid,
 )
+from tests.support.raw_records import RawRecord, produce, raw_headers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -85,6 +86,26 @@ async def test_an_approval_of_nothing_is_refused_by_the_events_schema_not_by_the
     headers = await dead_letter_of(kafka_bootstrap, topic, event.id, timeout=60)
     assert (headers["dlq_reason"], headers["dlq_error"]) == ("validation_failed", "amount: greater_than")
     assert await processor.refund_status(approved.refund_id) is None
+
+
+async def test_an_approval_carrying_fields_of_a_newer_intake_is_made_not_dead_lettered(
+    processor: ProcessorUnderTest, kafka_bootstrap: str
+) -> None:
+    """A newer intake writes fields this processor does not know (a rolling deploy, or the approvals a rewound
+    processor reads again after a rollback, to adopt what the newer one refunded): it reads past them."""
+    intent = payment_intent()
+    approved = approval(intent, amount=2_500)
+    event = Event.wrap(approved, source="refundflow/intake", sequence=1)
+    newer = {**json.loads(event.kafka_value()), "approval_note_format": "markdown"}
+    topic = topic_for(event.type, processor.settings.topic_prefix)
+    await produce(
+        kafka_bootstrap,
+        [RawRecord(topic, event.partition_key.encode(), raw_headers(event), json.dumps(newer).encode())],
+    )
+
+    await finished(processor, approved.refund_id, "succeeded")
+    [made] = await processor.provider_refunds(intent)
+    assert made["amount"] == 2_500
 
 
 async def test_a_second_refund_of_a_payment_reports_both_in_the_totals(processor: ProcessorUnderTest) -> None:

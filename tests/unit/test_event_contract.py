@@ -11,6 +11,8 @@ from refundflow_shared.events import (
     Event,
     EventType,
     PaymentRefunded,
+    PaymentSucceeded,
+    Product,
     RefundRequested,
     dlq_topic,
     topic_for,
@@ -70,11 +72,62 @@ def test_what_can_never_be_handled_is_named(change_headers: dict[str, str], valu
 
 
 def test_payloads_refuse_floats_and_unknown_fields() -> None:
+    """What a producer builds is held strictly: a field the contract does not have is a mistake, never emitted."""
     data = requested().model_dump()
     with pytest.raises(ValueError):
         RefundRequested.model_validate({**data, "amount": 49.99})
     with pytest.raises(ValueError):
         RefundRequested.model_validate({**data, "card_number": "4242424242424242"})
+
+
+def test_a_consumer_reads_past_fields_a_newer_producer_added() -> None:
+    """A newer version writes fields this one does not know (in a rolling deploy, after a rollback): read, not
+    dead-lettered, and the unknown fields are dropped, at the top and inside a nested object alike."""
+    paid = PaymentSucceeded(
+        payment_id="pay_1",
+        merchant_id="mer_1",
+        customer_email="a@example.com",
+        amount=4999,
+        currency="EUR",
+        provider_payment_id="pi_1",
+        paid_at=datetime(2026, 1, 2, tzinfo=UTC),
+        product=Product(id="prod_1", name="Pro plan", kind="one_time"),
+    )
+    event = Event.wrap(paid, source="refundflow/intake", sequence=1)
+    newer = json.loads(event.kafka_value())
+    newer["loyalty_tier"] = "gold"
+    newer["product"]["sku"] = "PRO-1"
+
+    decoded = decode_event(event.kafka_headers(), json.dumps(newer).encode())
+
+    assert decoded.data == paid
+    assert "loyalty_tier" not in decoded.data.model_dump()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"amount": None},  # a known field of the wrong type
+        {"amount": "4999"},
+        {"amount": 0},  # out of the contract's range
+        {"loyalty_tier": "gold", "currency": None},  # an unknown field beside a broken known one
+    ],
+)
+def test_a_consumer_still_refuses_a_known_field_that_is_wrong(change: dict[str, object]) -> None:
+    event = Event.wrap(requested(), source="refundflow/intake", sequence=1)
+    payload = json.loads(event.kafka_value()) | change
+    with pytest.raises(InvalidEvent) as raised:
+        decode_event(event.kafka_headers(), json.dumps(payload).encode())
+    assert raised.value.code == "validation_failed"
+
+
+def test_a_consumer_still_refuses_a_missing_field_beside_unknown_ones() -> None:
+    event = Event.wrap(requested(), source="refundflow/intake", sequence=1)
+    payload = json.loads(event.kafka_value())
+    del payload["refund_id"]
+    with pytest.raises(InvalidEvent) as raised:
+        decode_event(event.kafka_headers(), json.dumps({**payload, "refund_ref": "ref_1"}).encode())
+    assert (raised.value.code, raised.value.message) == ("validation_failed", "refund_id: missing")
 
 
 def test_structured_rendering_carries_the_sequence_for_webhooks() -> None:

@@ -31,6 +31,7 @@ import structlog
 from refundflow_notifier import merchant_settings, message_queue
 from refundflow_notifier.notification_rules import MerchantPreferences, TeamAlert, team_alerts
 from refundflow_notifier.settings import NotifierSettings
+from refundflow_shared.event_decoding import read_event_data
 from refundflow_shared.events import EVENT_DATA_TYPES
 from refundflow_shared.tracing import current_traceparent
 
@@ -139,7 +140,7 @@ def _held_alert(merchant_id: str, row: asyncpg.Record) -> RaisedAlert:
 def _alerts_of_webhook_event(event_type: str, payload: str) -> list[TeamAlert]:
     """The alerts of an event kept as it was signed (``Event.to_json``): its data read back by its schema, as the
     consumer read it, and given to the same rules."""
-    return team_alerts(EVENT_DATA_TYPES[event_type].model_validate(json.loads(payload)["data"]))
+    return team_alerts(read_event_data(EVENT_DATA_TYPES[event_type], json.loads(payload)["data"]))
 
 
 def _messages(
