@@ -513,8 +513,9 @@ async def test_recent_payments_are_scanned_often_old_ones_seldom_and_none_past_t
 
 
 async def test_payments_known_before_the_upgrade_are_scheduled_by_their_age(postgres_url: str, tmp_path: Path) -> None:
-    """Never scanned: due now; scanned after their window closed (the default year): never again; the others a
-    quarter of their age after their last scan, at most a week."""
+    """Never scanned: due now; the others a quarter of their age after their last scan, at most a week. One scanned
+    a year after it was known: due for the sync job to decide under its configured window (migration 0862; 0840 had
+    closed it for good, whatever the window)."""
     dsn = await create_database(postgres_url)
     before = tmp_path / "before"
     before.mkdir()
@@ -546,10 +547,60 @@ async def test_payments_known_before_the_upgrade_are_scheduled_by_their_age(post
         await conn.close()
     assert {r["payment_id"]: (r["now"], r["never"], r["after"]) for r in due} == {
         "never": (True, False, None),
-        "past_window": (None, True, None),
+        "past_window": (True, False, None),
         "day_old": (False, False, timedelta(hours=6)),
         "month_old": (False, False, timedelta(days=7)),
     }
+
+
+async def test_payments_the_upgrade_closed_after_a_year_are_scanned_under_a_longer_configured_window(
+    postgres_url: str, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Migration 0840 closed every payment scanned a year after it was known, whatever SYNC_REFUND_WINDOW_DAYS says:
+    with a window of 540 days, a refund made in the provider's dashboard on a payment 365 to 540 days old was never
+    booked. The first run under the configured window decides each again: a scan for one still in it, a last scan
+    for one whose window closed since its last scan, and none, with no call, for one scanned after it closed."""
+    dsn = await create_database(postgres_url)
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in PROCESSOR_MIGRATIONS.glob("*.sql"):
+        if path.name < "0840":
+            shutil.copy(path, before / path.name)
+    await apply_migrations(dsn, "processor", before)
+    known = {  # days since the processor learned of it, days since its last scan: each past 0840's year
+        "in_the_window": (400, 30),
+        "closed_since_its_last_scan": (600, 230),
+        "scanned_after_it_closed": (700, 100),
+    }
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "processor"})
+    try:
+        for name, (age, last_scan) in known.items():
+            await conn.execute(
+                "INSERT INTO payments (payment_id, merchant_id, provider_payment_id, amount, currency, created_at,"
+                " last_synced_at) VALUES ($1, 'mer', $1, 100, 'EUR', now() - make_interval(days => $2),"
+                " now() - make_interval(days => $3))",
+                name,
+                age,
+                last_scan,
+            )
+    finally:
+        await conn.close()
+    provider = SlowProvider(seconds=0)
+    async with running_processor(
+        dsn, kafka_bootstrap, topic_prefix, webhooks=False, provider=provider, sync_refund_window_days=540, **ONE_RUN
+    ) as processor:
+        await another_instance(processor, provider).scan_payments()
+
+        async def decided() -> bool:
+            rows = await processor.db.fetch("SELECT payment_id, next_sync_at FROM payments")
+            return {r["payment_id"]: r["next_sync_at"] is None for r in rows} == {
+                "in_the_window": False,
+                "closed_since_its_last_scan": True,
+                "scanned_after_it_closed": True,
+            }
+
+        await eventually(decided, timeout=30)
+        assert provider.calls == {"in_the_window": 1, "closed_since_its_last_scan": 1}
 
 
 # The restore runbook's statement (README, "Rebuilding a consumer after a database restore"), with the default window.

@@ -215,6 +215,28 @@ async def record_payment_synced(conn: asyncpg.Connection, lease: SyncLease, next
     )
 
 
+async def payments_to_reschedule(conn: asyncpg.Connection, limit: int) -> list[tuple[str, datetime, datetime]]:
+    """Payments scanned before whose schedule is to be decided again (migration 0862): their id, when the processor
+    learned of them and their last scan, locked."""
+    rows = await conn.fetch(
+        "SELECT payment_id, created_at, last_synced_at FROM payments"
+        " WHERE next_sync_at = '-infinity' AND last_synced_at > '-infinity' AND sync_locked_until < now()"
+        " LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    return [(r["payment_id"], r["created_at"], r["last_synced_at"]) for r in rows]
+
+
+async def reschedule_payments(conn: asyncpg.Connection, next_scans: dict[str, datetime | None]) -> None:
+    """Each payment's next scan (None: never)."""
+    await conn.execute(
+        "UPDATE payments p SET next_sync_at = s.next_sync_at"
+        " FROM unnest($1::text[], $2::timestamptz[]) AS s(payment_id, next_sync_at) WHERE p.payment_id = s.payment_id",
+        list(next_scans),
+        list(next_scans.values()),
+    )
+
+
 async def scan_payment_soon(conn: asyncpg.Connection, payment_id: str, after_seconds: float = 0.0) -> None:
     """Have the sync job scan the payment within ``after_seconds`` (at its next run, by default), whatever its
     schedule says, even past its refund window: a refund of it just changed, or a scan must look again."""

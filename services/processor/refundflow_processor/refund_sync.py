@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import asyncpg
@@ -40,6 +40,7 @@ from refundflow_shared.backoff import exponential
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 _POLL_LIMIT = 100
+_RESCHEDULE_BATCH = 1000  # payments rescheduled in one transaction
 
 
 class RefundSync:
@@ -106,6 +107,7 @@ class RefundSync:
     async def scan_payments(self) -> int:
         """Scan a batch of the payments due a scan at the provider, each leased as it is scanned; returns how many
         events the scan published."""
+        await self.reschedule_made_due()
         lease_seconds = self._settings.executor_lease_seconds  # outlives the one call a scan makes
         scanned: list[str] = []
         published = 0
@@ -118,6 +120,27 @@ class RefundSync:
             published += await self._scan(lease)
         return published
 
+    async def reschedule_made_due(self) -> None:
+        """Schedule again, under the configured window and with no call to the provider, the payments made due for
+        their schedule to decide (migration 0862: 0840 closed them after a year): from their last scan, as that
+        scan would have scheduled them; never again when it came after their window closed."""
+        while True:
+            async with self._pool.acquire() as conn, conn.transaction():
+                found = await payment_repository.payments_to_reschedule(conn, _RESCHEDULE_BATCH)
+                await payment_repository.reschedule_payments(
+                    conn, {payment_id: self._next_scan(known, scanned) for payment_id, known, scanned in found}
+                )
+            if len(found) < _RESCHEDULE_BATCH:
+                return
+
+    def _next_scan(self, known_since: datetime, scanned_at: datetime) -> datetime | None:
+        return next_scan_at(
+            known_since,
+            scanned_at,
+            window=timedelta(days=self._settings.sync_refund_window_days),
+            shortest_gap=timedelta(seconds=self._settings.sync_interval_seconds),
+        )
+
     async def _scan(self, lease: payment_repository.SyncLease) -> int:
         payment = lease.payment
         try:
@@ -127,12 +150,7 @@ class RefundSync:
                     log.warning("payment_sync_lease_lost", payment_id=payment.payment_id)
                     return 0
                 published = await self._record_scan(conn, payment, at_provider)
-                next_scan = next_scan_at(
-                    lease.known_since,
-                    lease.claimed_at,
-                    window=timedelta(days=self._settings.sync_refund_window_days),
-                    shortest_gap=timedelta(seconds=self._settings.sync_interval_seconds),
-                )
+                next_scan = self._next_scan(lease.known_since, lease.claimed_at)
                 await payment_repository.record_payment_synced(conn, lease, next_scan)
                 return published
         except ProviderAuthFailed:
