@@ -46,17 +46,7 @@ async def test_a_product_override_changes_only_what_it_sets(intake: IntakeUnderT
     response = await intake.client.put(
         "/v1/refund-policy/products/prod_course", headers=merchant, json={"refund_window_days": 30}
     )
-    assert response.json()["product_overrides"] == {
-        "prod_course": {
-            "refund_window_days": 30,
-            "excluded_categories": None,
-            "accepted_reasons": None,
-            "process_time": None,
-            "review_target_hours": None,
-            "auto_approve": None,
-            "second_approval_above": None,
-        }
-    }
+    assert response.json()["product_overrides"] == {"prod_course": {"refund_window_days": 30}}, "only what it sets"
     merchant_id = await intake.merchant_id(merchant)
     public = f"/v1/public/merchants/{merchant_id}/refund-policy"
     assert (await intake.client.get(public)).json()["refund_window_days"] == 7
@@ -67,6 +57,47 @@ async def test_a_product_override_changes_only_what_it_sets(intake: IntakeUnderT
     deleted = await intake.client.delete("/v1/refund-policy/products/prod_course", headers=merchant)
     assert deleted.json()["product_overrides"] == {}
     assert (await intake.client.get(public, params={"product_id": "prod_course"})).json()["refund_window_days"] == 7
+
+
+async def test_an_override_read_and_sent_back_keeps_the_merchants_approval_rules(intake: IntakeUnderTest) -> None:
+    """The override was answered with null for every field it does not set, and a null approval rule sent back
+    turns it off: reading an override and saving it with its processing time changed switched the two-person rule
+    and automatic approval off for that product (and was refused 403 once an owner had joined)."""
+    rules = {
+        "second_approval_above": {"amount": 5_000, "currency": "EUR"},
+        "auto_approve": {"max_amount": {"amount": 1_000, "currency": "EUR"}, "reasons": ["duplicate"]},
+    }
+    merchant, _owner = await merchant_with_owner(
+        intake, policy=rules, overrides={"prod_pro": {"refund_window_days": 30}}
+    )
+    payment = await intake.payment(merchant)
+
+    async def approvals_required() -> int:
+        quote = await intake.client.post(
+            "/v1/refunds/quote", headers=merchant, json={"payment_id": payment["id"], "amount": 9_000}
+        )
+        assert quote.status_code == 200, quote.text
+        required: int = quote.json()["approvals_required"]
+        return required
+
+    assert await approvals_required() == 2
+    read = (await intake.client.get("/v1/refund-policy", headers=merchant)).json()["product_overrides"]["prod_pro"]
+    assert read == {"refund_window_days": 30}, "what it does not set is not said (the merchant's rules apply)"
+    sent_back = await intake.client.put(
+        "/v1/refund-policy/products/prod_pro", headers=merchant, json={**read, "process_time": "3 business days"}
+    )
+    assert sent_back.status_code == 200, sent_back.text
+    assert await approvals_required() == 2
+
+    # An override that switches a rule off says so with null, and sending it back keeps it off.
+    off = {"refund_window_days": 30, "auto_approve": None}
+    other = await intake.merchant()
+    await intake.client.put("/v1/refund-policy", headers=other, json=rules)
+    await intake.client.put("/v1/refund-policy/products/prod_pro", headers=other, json=off)
+    read = (await intake.client.get("/v1/refund-policy", headers=other)).json()["product_overrides"]["prod_pro"]
+    assert read == off
+    again = await intake.client.put("/v1/refund-policy/products/prod_pro", headers=other, json=read)
+    assert again.json()["product_overrides"]["prod_pro"] == off
 
 
 async def test_an_override_saved_in_the_dashboard_keeps_the_rules_its_form_does_not_show_and_lists_them_in_words(

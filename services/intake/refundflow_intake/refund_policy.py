@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from refundflow_intake.api.fields import ONE_LINE
 from refundflow_intake.domain import RefundReason
@@ -118,7 +124,9 @@ class RefundPolicy(RefundPolicyFields):
 
 
 class RefundPolicyOverride(JsonBody):
-    """A product's exceptions to the merchant's policy: only the fields given replace the merchant's."""
+    """A product's exceptions to the merchant's policy: only the fields given replace the merchant's. Answered as
+    stored: a field left out follows the merchant's policy, an approval rule given as null is off for the product,
+    so that an override read and sent back changes nothing."""
 
     refund_window_days: int | None = Field(default=None, ge=7, le=30, strict=True)
     excluded_categories: list[Category] | None = Field(default=None, max_length=MAX_CATEGORIES)
@@ -127,6 +135,13 @@ class RefundPolicyOverride(JsonBody):
     review_target_hours: int | None = Field(default=None, ge=1, le=720, strict=True)
     auto_approve: AutoApproveRule | None = None
     second_approval_above: Threshold | None = None
+
+    # No return type: pydantic then documents the answer as the override's fields, not as any object.
+    @model_serializer(mode="wrap")
+    def _only_what_it_sets(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        # Answered with null, a field it leaves to the merchant's policy came back as "off" (an approval rule).
+        dumped: dict[str, Any] = handler(self)
+        return {k: v for k, v in dumped.items() if k in self.model_fields_set}
 
     def fields_set(self) -> dict[str, Any]:
         given = self.model_dump(mode="json", exclude_unset=True)

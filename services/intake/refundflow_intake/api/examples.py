@@ -104,15 +104,8 @@ POLICY = {
         "second_approval_above": {"amount": 50000, "currency": "EUR"},
     },
     "product_overrides": {
-        "prod_course": {
-            "refund_window_days": 30,
-            "excluded_categories": None,
-            "accepted_reasons": None,
-            "process_time": None,
-            "review_target_hours": None,
-            "auto_approve": None,
-            "second_approval_above": None,
-        }
+        # Only what the override sets: null switches an approval rule off for the product.
+        "prod_course": {"refund_window_days": 30, "auto_approve": None}
     },
 }
 BALANCE = {"data": [{"currency": "EUR", "paid": 2900, "refunded": 725, "held": 0, "available": 2175}]}
