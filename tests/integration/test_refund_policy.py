@@ -158,11 +158,41 @@ async def test_the_public_policy_needs_no_key_reads_plainly_and_keeps_approval_r
     body = response.json()
     assert body["text"] == (
         "You can ask for a refund within 30 days of your purchase. Not refundable: consumable products."
-        " Approved refunds reach you in 3 business days."
+        " Approved refunds reach your original payment method within 3 business days."
+        " Outside these terms you can still ask: Acme decides each request."
     )
     assert "second_approval_above" not in body and "auto_approve" not in body
     unknown = await intake.client.get("/v1/public/merchants/mer_nobody/refund-policy")
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "merchant_not_found"
+
+
+async def test_the_dashboards_preview_and_the_public_text_say_what_the_embed_says(intake: IntakeUnderTest) -> None:
+    """The editor's "Public text" and the JSON's text left out the reasons accepted and that the customer may still
+    ask outside the terms, which the hosted page and the embed at checkout say."""
+    policy = {"accepted_reasons": ["duplicate", "technical_issue"], "excluded_categories": ["consumable"]}
+    merchant, owner = await merchant_with_owner(intake, policy=policy)
+    merchant_id = await intake.merchant_id(merchant)
+    embed = (await intake.client.get(f"/policy/{merchant_id}/embed")).text
+    points = [text_of(p) for p in re.findall(r"<li>(.*?)</li>", embed)]
+    said = " ".join(points)
+    assert "Acme refunds when: " in said and "charged twice" in said
+    assert "Outside these terms you can still ask: Acme decides each request." in said
+
+    public = (await intake.client.get(f"/v1/public/merchants/{merchant_id}/refund-policy")).json()
+    assert public["text"] == said
+    page = "/dashboard/refund-policy"
+    shown = re.search(r'<div class="preview" id="policy-preview">(.*?)</div>', (await owner.page(page)).text, re.S)
+    assert shown is not None and text_of(shown.group(1)) == said
+    form = {
+        "refund_window_days": "14",
+        "process_time": "5–10 business days",
+        "review_target_hours": "48",
+        "excluded_categories": "consumable",
+        "accepted_reasons": ["duplicate", "technical_issue"],
+    }
+    preview = await owner.post_form(page, f"{page}/preview", form)
+    assert preview.status_code == 200, preview.text[:500]
+    assert preview.json()["text"] == said
 
 
 async def test_a_request_outside_the_window_for_an_excluded_category_is_flagged_but_still_pending(

@@ -115,13 +115,6 @@ class RefundPolicy(RefundPolicyFields):
             return 1
         return 2 if limit.currency != currency or refunded + amount > limit.amount else 1
 
-    def plain_text(self) -> str:
-        """The policy in a few sentences, for checkout and product pages."""
-        text = f"You can ask for a refund within {self.refund_window_days} days of your purchase."
-        if self.excluded_categories:
-            text += f" Not refundable: {', '.join(self.excluded_categories)} products."
-        return text + f" Approved refunds reach you in {self.process_time}."
-
 
 class RefundPolicyOverride(JsonBody):
     """A product's exceptions to the merchant's policy: only the fields given replace the merchant's. Answered as

@@ -9,6 +9,7 @@ from starlette.datastructures import FormData
 
 from refundflow_intake.dashboard.money_text import parse_amount
 from refundflow_intake.domain import DomainError
+from refundflow_intake.portal.customer_words import policy_text
 from refundflow_intake.refund_policy import (
     MAX_CATEGORIES,
     MAX_CATEGORY_LENGTH,
@@ -85,8 +86,9 @@ def policy_from_form(form: FormData) -> RefundPolicyFields:
     return fields
 
 
-def preview_text(form: FormData) -> str:
-    return RefundPolicy.model_validate(policy_from_form(form).model_dump()).plain_text()
+def preview_text(form: FormData, merchant: str) -> str:
+    """The public text of the policy as typed, as checkout would show it."""
+    return policy_text(RefundPolicy.model_validate(policy_from_form(form).model_dump()), merchant)
 
 
 def override_from_form(form: FormData) -> tuple[str, RefundPolicyOverride]:

@@ -16,6 +16,7 @@ from refundflow_intake.dashboard.policy_form import override_from_form, policy_f
 from refundflow_intake.dashboard.policy_words import override_lines, threshold_warnings
 from refundflow_intake.dashboard_sessions import SignedIn
 from refundflow_intake.domain import DomainError, PolicyOverrideNotFound, RefundReason
+from refundflow_intake.portal.customer_words import policy_text
 from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.roles import Permission, require
 from refundflow_shared.contention_retries import RetriedRoute
@@ -39,7 +40,7 @@ async def _page(
         policy=policy,
         overrides={product: override_lines(override) for product, override in overrides.items()},
         reasons=[r.value for r in RefundReason],
-        public_text=policy.plain_text(),
+        public_text=policy_text(policy, user.merchant_name),
         # A new threshold is offered in the currency most payments are in (EUR before the first payment).
         main_currency=currencies[0] if currencies else "EUR",
         threshold_warnings=threshold_warnings(policy, currencies),
@@ -62,7 +63,7 @@ async def policy_page(request: Request, user: CurrentUser, db: Db) -> HTMLRespon
 @router.post("/preview")
 async def preview(request: Request, user: FormUser) -> JSONResponse:
     try:
-        return JSONResponse({"text": preview_text(await request.form())})
+        return JSONResponse({"text": preview_text(await request.form(), user.merchant_name)})
     except DomainError as exc:
         return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=422)
 

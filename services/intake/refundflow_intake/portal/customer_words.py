@@ -196,6 +196,12 @@ def policy_points(policy: RefundPolicy, merchant: str) -> list[str]:
     return points
 
 
+def policy_text(policy: RefundPolicy, merchant: str) -> str:
+    """The policy as one paragraph: the public JSON's ``text`` and the dashboard's preview say what the hosted page
+    and the embed at checkout list, in the same words."""
+    return " ".join(policy_points(policy, merchant))
+
+
 @dataclass(frozen=True)
 class Eligibility:
     in_window: bool

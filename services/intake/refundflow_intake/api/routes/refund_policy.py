@@ -11,7 +11,9 @@ from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import PathId, QueryId
 from refundflow_intake.api.schemas import PublicRefundPolicy, RefundPolicyOut
 from refundflow_intake.domain import ApprovalRulesManagedByOwners, MerchantNotFound, PolicyOverrideNotFound
-from refundflow_intake.merchant_accounts import has_joined_owner, merchant_exists
+from refundflow_intake.merchant_accounts import has_joined_owner
+from refundflow_intake.portal.customer_requests import merchant_of
+from refundflow_intake.portal.customer_words import policy_text
 from refundflow_intake.public_policy_cache import PublicPolicyCache, still_fresh
 from refundflow_intake.refund_policy import RefundPolicyFields, RefundPolicyOverride, approval_rules
 from refundflow_shared.contention_retries import RetriedRoute
@@ -113,7 +115,8 @@ async def delete_product_override(
 
 async def _public_answer(db: Db, merchant_id: str, product_id: str | None) -> bytes | None:
     async with db.snapshot() as conn:
-        if not await merchant_exists(conn, merchant_id):
+        merchant = await merchant_of(conn, merchant_id)
+        if merchant is None:
             return None
         policy = await policies.effective_policy(conn, merchant_id, product_id)
     public = PublicRefundPolicy(
@@ -123,7 +126,7 @@ async def _public_answer(db: Db, merchant_id: str, product_id: str | None) -> by
         excluded_categories=policy.excluded_categories,
         accepted_reasons=[r.value for r in policy.accepted_reasons],
         process_time=policy.process_time,
-        text=policy.plain_text(),
+        text=policy_text(policy, merchant["name"]),
     )
     return public.model_dump_json().encode()
 
