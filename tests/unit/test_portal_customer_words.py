@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from refundflow_intake.portal.customer_words import cancel_wish_left, status_of, timeline
+from refundflow_intake.domain import RefundReason
+from refundflow_intake.portal.customer_words import cancel_wish_left, eligibility, status_of, timeline
+from refundflow_intake.refund_policy import FLAG_OUTSIDE_WINDOW, RefundPolicy
 from refundflow_intake.subscription_outcomes import extension_words
 from refundflow_shared.events import SubscriptionExtended
 
@@ -85,4 +87,28 @@ def test_a_cancel_only_says_what_was_recorded_of_the_subscription() -> None:
     assert (ended.label, ended.summary) == (
         "Subscription ended",
         "No refund was made. Your subscription has ended: you will not be charged again.",
+    )
+
+
+def test_the_window_the_customer_is_told_ends_when_the_request_is_flagged_outside_it() -> None:
+    """Told "within the 14-day refund window, until 15 November 2026", a customer asking at 11:00 that day (paid at
+    10:00 on 1 November) was flagged outside it, and the page said the window "ended on 15 November"."""
+    policy = RefundPolicy(refund_window_days=14)
+    paid_at = datetime(2026, 11, 1, 10, tzinfo=UTC)
+
+    def told(now: datetime) -> tuple[bool, str, list[str]]:
+        seen = eligibility(policy, paid_at=paid_at, now=now, category=None, merchant="Acme")
+        flags = policy.flags(paid_at=paid_at, now=now, category=None, reason=RefundReason.DUPLICATE)
+        return seen.in_window, seen.sentences[0], flags
+
+    cut_off = datetime(2026, 11, 15, 10, tzinfo=UTC)
+    assert told(cut_off) == (
+        True,
+        "You paid on 1 November 2026: you are within the 14-day refund window, until 15 November 2026, 10:00 UTC.",
+        [],
+    )
+    assert told(cut_off + timedelta(hours=1)) == (
+        False,
+        "You paid on 1 November 2026: the 14-day refund window ended on 15 November 2026, 10:00 UTC.",
+        [FLAG_OUTSIDE_WINDOW],
     )

@@ -83,9 +83,16 @@ class RefundPolicy(RefundPolicyFields):
     def with_override(self, override: dict[str, Any]) -> RefundPolicy:
         return RefundPolicy.model_validate({**self.model_dump(), **override})
 
+    def refund_deadline(self, paid_at: datetime) -> datetime:
+        """The last moment a request is inside the window: the payment's time, to the second, N days on."""
+        return paid_at + timedelta(days=self.refund_window_days)
+
+    def within_window(self, *, paid_at: datetime, now: datetime) -> bool:
+        return now <= self.refund_deadline(paid_at)
+
     def flags(self, *, paid_at: datetime, now: datetime, category: str | None, reason: RefundReason) -> list[str]:
         flags = []
-        if now - paid_at > timedelta(days=self.refund_window_days):
+        if not self.within_window(paid_at=paid_at, now=now):
             flags.append(FLAG_OUTSIDE_WINDOW)
         if category is not None and category in self.excluded_categories:
             flags.append(FLAG_EXCLUDED_CATEGORY)

@@ -5,7 +5,7 @@ I/O here. Never who on the merchant's team acted, never the team's notes: only w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from refundflow_intake.domain import RefundReason, RefundStatus, SubscriptionAction
@@ -45,6 +45,11 @@ class Moment:
 
 def day(value: datetime) -> str:
     return f"{value.day} {value.strftime('%B %Y')}"
+
+
+def when(value: datetime) -> str:
+    """The day and the minute, in UTC: for a moment that matters to the minute (the refund window's end)."""
+    return f"{day(value)}, {value.astimezone(UTC).strftime('%H:%M')} UTC"
 
 
 def status_of(
@@ -217,13 +222,14 @@ def eligibility(
     policy: RefundPolicy, *, paid_at: datetime, now: datetime, category: str | None, merchant: str
 ) -> Eligibility:
     """Whether the payment is inside the policy, and the honest sentences that say so."""
-    deadline = paid_at + timedelta(days=policy.refund_window_days)
+    # To the minute, as the window is counted (``RefundPolicy.flags``): its last day alone read as the whole day.
+    deadline = when(policy.refund_deadline(paid_at))
     window = policy.refund_window_days
-    in_window = now <= deadline
+    in_window = policy.within_window(paid_at=paid_at, now=now)
     if in_window:
-        said = [f"You paid on {day(paid_at)}: you are within the {window}-day refund window, until {day(deadline)}."]
+        said = [f"You paid on {day(paid_at)}: you are within the {window}-day refund window, until {deadline}."]
     else:
-        said = [f"You paid on {day(paid_at)}: the {window}-day refund window ended on {day(deadline)}."]
+        said = [f"You paid on {day(paid_at)}: the {window}-day refund window ended on {deadline}."]
     excluded = category is not None and category in policy.excluded_categories
     if excluded:
         said.append(f"{merchant}'s policy does not normally refund {category} products, like this one.")

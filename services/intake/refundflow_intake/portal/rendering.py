@@ -3,14 +3,13 @@ the filters they share; and the security headers every one of them gets."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from refundflow_intake.portal.customer_words import day
+from refundflow_intake.portal.customer_words import day, when
 from refundflow_shared.money import format_amount
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -26,11 +25,7 @@ _env = Environment(
 )
 
 
-def _when(value: datetime) -> str:
-    return f"{day(value)}, {value.astimezone(UTC).strftime('%H:%M')} UTC"
-
-
-_env.filters |= {"money": format_amount, "day": day, "when": _when}
+_env.filters |= {"money": format_amount, "day": day, "when": when}
 
 # The portal's pages hold a credential in their URL: no other site may frame them, read their address (referrer)
 # or cache them. The embeddable policy replaces frame-ancestors with its own answer.
