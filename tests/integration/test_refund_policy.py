@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -318,3 +319,59 @@ async def test_thresholds_are_offered_in_the_merchants_own_currency_and_another_
         "This amount needs 2 different people to approve it: the two-person rule is set in USD and this payment is"
         " in JPY." in seen
     )
+
+
+async def test_automatic_approval_for_a_reason_the_policy_does_not_accept_is_refused(intake: IntakeUnderTest) -> None:
+    """Such a rule was saved without a word and approved nothing: a reason not accepted is flagged, and a flagged
+    request is never approved automatically."""
+    rule = {"max_amount": {"amount": 1_000, "currency": "EUR"}, "reasons": ["duplicate", "technical_issue"]}
+    merchant = await intake.merchant()
+
+    def refused(response: Any) -> bool:
+        return bool(
+            response.status_code == 422 and response.json()["error"]["code"] == "auto_approve_reason_not_accepted"
+        )
+
+    alone = {"accepted_reasons": ["duplicate"], "auto_approve": rule}
+    answer = await intake.client.put("/v1/refund-policy", headers=merchant, json=alone)
+    assert refused(answer), answer.text
+    assert "technical_issue" in answer.json()["error"]["message"]
+
+    # A product's override, merged with the policy: its own rule, or its own reasons narrowing the policy's rule.
+    assert (await intake.client.put("/v1/refund-policy", headers=merchant, json={"auto_approve": rule})).is_success
+    course = "/v1/refund-policy/products/prod_course"
+    assert refused(await intake.client.put(course, headers=merchant, json={"accepted_reasons": ["duplicate"]}))
+    narrow = {"accepted_reasons": ["duplicate"], "auto_approve": {**rule, "reasons": ["duplicate"]}}
+    assert (await intake.client.put(course, headers=merchant, json=narrow)).is_success
+    # The policy's reasons narrowed under an override's rule (its own reasons left to the policy).
+    book = "/v1/refund-policy/products/prod_book"
+    assert (await intake.client.put(book, headers=merchant, json={"auto_approve": rule})).is_success
+    narrowed = await intake.client.put(
+        "/v1/refund-policy", headers=merchant, json={"accepted_reasons": ["duplicate"], "auto_approve": None}
+    )
+    assert refused(narrowed) and "prod_book" in narrowed.json()["error"]["message"], narrowed.text
+    policy = (await intake.client.get("/v1/refund-policy", headers=merchant)).json()
+    assert policy["policy"]["auto_approve"] == rule and "prod_course" in policy["product_overrides"], "nothing saved"
+
+
+async def test_the_editor_says_at_the_reasons_that_automatic_approval_needs_them_accepted(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    page = "/dashboard/refund-policy"
+    form = {
+        "refund_window_days": "14",
+        "process_time": "5 days",
+        "review_target_hours": "48",
+        "accepted_reasons": "duplicate",
+        "auto_approve_enabled": "1",
+        "auto_approve_amount": "10",
+        "auto_approve_currency": "EUR",
+        "auto_approve_reasons": ["duplicate", "technical_issue"],
+    }
+    answer = await owner.post_form(page, page, form)
+    assert answer.status_code == 422, answer.text[:500]
+    error = re.search(r'<p class="field-error" id="auto_approve_reasons-error">(.*?)</p>', answer.text, re.S)
+    assert error is not None, answer.text
+    assert "technical_issue" in text_of(error.group(1)) and "auto_approve_reason_not_accepted" in error.group(1)
+    assert (await intake.client.get("/v1/refund-policy", headers=merchant)).json()["policy"]["auto_approve"] is None

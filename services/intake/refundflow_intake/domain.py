@@ -263,6 +263,13 @@ class ApprovalRulesManagedByOwners(DomainError):
     code = "approval_rules_managed_by_owners"
 
 
+class AutoApproveReasonNotAccepted(DomainError):
+    """An automatic-approval rule names a reason the policy (a product's: its override on the merchant's) does not
+    accept: a request for it is flagged, and a flagged request is never approved automatically."""
+
+    code = "auto_approve_reason_not_accepted"
+
+
 class OutboundUrlNotAllowed(DomainError):
     """A webhook or Slack URL we would never call: not http(s), or not a public address."""
 

@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from refundflow_intake.api.fields import ONE_LINE
-from refundflow_intake.domain import RefundReason
+from refundflow_intake.domain import AutoApproveReasonNotAccepted, RefundReason
 from refundflow_intake.json_body import JsonBody, whole_number
 from refundflow_shared.money import CurrencyCode, Money
 
@@ -156,3 +156,17 @@ APPROVAL_RULES = _NULLABLE  # who may approve what without a second person
 def approval_rules(document: dict[str, Any] | None) -> dict[str, Any]:
     """The approval rules a stored policy or override holds (left out of an override: the merchant's apply)."""
     return {k: document[k] for k in APPROVAL_RULES if document is not None and k in document}
+
+
+def check_auto_approve_reasons(policy: RefundPolicy, *, product_id: str | None = None) -> None:
+    """Refuse an automatic-approval rule for a reason the policy does not accept: saved, it would approve nothing
+    for that reason (the request is flagged ``reason_not_accepted``, and a flagged request is never auto-approved).
+    ``product_id``: the policy is that product's override on the merchant's."""
+    rule = policy.auto_approve
+    left_out = [r.value for r in rule.reasons if r not in policy.accepted_reasons] if rule else []
+    if left_out:
+        whose = f"product {product_id}'s override on your policy" if product_id else "your policy"
+        raise AutoApproveReasonNotAccepted(
+            f"automatic approval ({whose}) is for reasons its accepted reasons leave out: {', '.join(left_out)};"
+            " a request for one is flagged, and a flagged request is never approved automatically"
+        )

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from refundflow_intake.merchant_accounts import lock_merchant
-from refundflow_intake.refund_policy import RefundPolicy
+from refundflow_intake.refund_policy import RefundPolicy, check_auto_approve_reasons
 
 MERCHANT_WIDE = ""
 
@@ -112,3 +112,16 @@ async def overrides(conn: asyncpg.Connection, merchant_id: str) -> dict[str, dic
         merchant_id,
     )
     return {r["product_id"]: dict(json.loads(r["policy"])) for r in rows}
+
+
+async def check_saved(conn: asyncpg.Connection, merchant_id: str, product_id: str) -> None:
+    """After a save, in its transaction: the policies it changed hold no automatic approval that cannot approve (raise
+    and the save is undone). The merchant's policy changes every product's; an override, its product's."""
+    policy = await merchant_policy(conn, merchant_id)
+    if product_id == MERCHANT_WIDE:
+        check_auto_approve_reasons(policy)
+        changed = await overrides(conn, merchant_id)
+    else:
+        changed = {product_id: await product_override(conn, merchant_id, product_id) or {}}
+    for product, override in changed.items():
+        check_auto_approve_reasons(policy.with_override(override), product_id=product)

@@ -15,7 +15,7 @@ from refundflow_intake.dashboard.pages import confirm_page, render, see_other
 from refundflow_intake.dashboard.policy_form import override_from_form, policy_from_form, preview_text
 from refundflow_intake.dashboard.policy_words import override_lines, threshold_warnings
 from refundflow_intake.dashboard_sessions import SignedIn
-from refundflow_intake.domain import DomainError, PolicyOverrideNotFound, RefundReason
+from refundflow_intake.domain import AutoApproveReasonNotAccepted, DomainError, PolicyOverrideNotFound, RefundReason
 from refundflow_intake.portal.customer_words import policy_text
 from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.roles import Permission, require
@@ -25,7 +25,13 @@ router = APIRouter(prefix="/dashboard/refund-policy", include_in_schema=False, r
 
 
 async def _page(
-    request: Request, db: Db, user: SignedIn, *, error: str | DomainError | ApiError | None = None, status: int = 200
+    request: Request,
+    db: Db,
+    user: SignedIn,
+    *,
+    error: str | DomainError | ApiError | None = None,
+    error_field: str | None = None,
+    status: int = 200,
 ) -> HTMLResponse:
     async with db.snapshot() as conn:
         policy = await policies.merchant_policy(conn, user.merchant_id)
@@ -45,6 +51,7 @@ async def _page(
         main_currency=currencies[0] if currencies else "EUR",
         threshold_warnings=threshold_warnings(policy, currencies),
         error=error,
+        error_field=error_field,
         status_code=status,
         pending_badge=pending,
     )
@@ -76,8 +83,10 @@ async def save_policy(request: Request, user: FormUser, db: Db) -> Response:
         async with db.transaction() as conn:
             await policies.lock_policies(conn, user.merchant_id)
             await policies.save(conn, user.merchant_id, policies.MERCHANT_WIDE, fields.model_dump(mode="json"))
+            await policies.check_saved(conn, user.merchant_id, policies.MERCHANT_WIDE)
     except DomainError as exc:
-        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
+        where = "auto_approve_reasons" if isinstance(exc, AutoApproveReasonNotAccepted) else None
+        return await _page(request, db, user, error=exc, error_field=where, status=status_of(type(exc)))
     _forget_public_copy(request, user.merchant_id)
     return see_other("/dashboard/refund-policy?done=saved")
 
@@ -90,6 +99,7 @@ async def save_override(request: Request, user: FormUser, db: Db) -> Response:
         async with db.transaction() as conn:
             await policies.lock_policies(conn, user.merchant_id)
             await policies.change_override(conn, user.merchant_id, product_id, override.fields_set())
+            await policies.check_saved(conn, user.merchant_id, product_id)
     except DomainError as exc:
         return await _page(request, db, user, error=exc, status=status_of(type(exc)))
     _forget_public_copy(request, user.merchant_id)

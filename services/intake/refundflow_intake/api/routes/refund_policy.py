@@ -10,7 +10,12 @@ from refundflow_intake.api.dependencies import CurrentCaller, Db, Now
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import PathId, QueryId
 from refundflow_intake.api.schemas import PublicRefundPolicy, RefundPolicyOut
-from refundflow_intake.domain import ApprovalRulesManagedByOwners, MerchantNotFound, PolicyOverrideNotFound
+from refundflow_intake.domain import (
+    ApprovalRulesManagedByOwners,
+    AutoApproveReasonNotAccepted,
+    MerchantNotFound,
+    PolicyOverrideNotFound,
+)
 from refundflow_intake.merchant_accounts import has_joined_owner
 from refundflow_intake.portal.customer_requests import merchant_of
 from refundflow_intake.portal.customer_words import policy_text
@@ -61,7 +66,7 @@ async def get_refund_policy(caller: CurrentCaller, db: Db) -> RefundPolicyOut:
     return await _policy_out(db, caller.merchant_id)
 
 
-@router.put("/v1/refund-policy", responses=documented(ApprovalRulesManagedByOwners))
+@router.put("/v1/refund-policy", responses=documented(ApprovalRulesManagedByOwners, AutoApproveReasonNotAccepted))
 async def set_refund_policy(
     body: RefundPolicyFields, caller: CurrentCaller, db: Db, request: Request
 ) -> RefundPolicyOut:
@@ -74,11 +79,15 @@ async def set_refund_policy(
         stored = await policies.merchant_policy(conn, caller.merchant_id)
         await _check_approval_rules_kept(conn, caller.merchant_id, stored.model_dump(mode="json"), document)
         await policies.save(conn, caller.merchant_id, policies.MERCHANT_WIDE, document)
+        await policies.check_saved(conn, caller.merchant_id, policies.MERCHANT_WIDE)
     _cache(request).forget(caller.merchant_id)
     return await _policy_out(db, caller.merchant_id)
 
 
-@router.put("/v1/refund-policy/products/{product_id}", responses=documented(ApprovalRulesManagedByOwners))
+@router.put(
+    "/v1/refund-policy/products/{product_id}",
+    responses=documented(ApprovalRulesManagedByOwners, AutoApproveReasonNotAccepted),
+)
 async def set_product_override(
     product_id: PathId, body: RefundPolicyOverride, caller: CurrentCaller, db: Db, request: Request
 ) -> RefundPolicyOut:
@@ -90,6 +99,7 @@ async def set_product_override(
         stored = await policies.product_override(conn, caller.merchant_id, product_id)
         await _check_approval_rules_kept(conn, caller.merchant_id, _stored_override(stored), document)
         await policies.save(conn, caller.merchant_id, product_id, document)
+        await policies.check_saved(conn, caller.merchant_id, product_id)
     _cache(request).forget(caller.merchant_id)
     return await _policy_out(db, caller.merchant_id)
 
