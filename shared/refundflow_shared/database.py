@@ -81,6 +81,12 @@ def session_settings(
     }
 
 
+def service_application_name(schema: str) -> str:
+    """What every session of a service's pool is called on the server (``pg_stat_activity.application_name``): how
+    the migrations find an instance of the service still running."""
+    return f"refundflow-{schema}"
+
+
 async def create_pool(
     dsn: str,
     schema: str,
@@ -98,7 +104,8 @@ async def create_pool(
         server_settings={
             "search_path": schema,
             **session_settings(
-                f"refundflow-{schema}", idle_in_transaction_timeout_seconds=idle_in_transaction_timeout_seconds
+                service_application_name(schema),
+                idle_in_transaction_timeout_seconds=idle_in_transaction_timeout_seconds,
             ),
         },
         reset=_keep_session,

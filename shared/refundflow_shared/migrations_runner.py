@@ -2,7 +2,9 @@
 
 A schema is checked before anything runs: a build refuses to start on one that holds migrations it does not know
 (a newer build migrated it: this one would write what the newer schema no longer takes), or whose applied files it
-holds changed (the schema is not what the file now says). Each applied file's SHA-256 is kept for this."""
+holds changed (the schema is not what the file now says). Each applied file's SHA-256 is kept for this. A migration
+is refused while an instance of the service is connected: the old version, writing through it, would write what the
+new schema no longer takes or counts."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
-from refundflow_shared.database import connect
+from refundflow_shared.database import connect, service_application_name
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +44,8 @@ async def apply_migrations(dsn: str, schema: str, service_migrations: Path, *, b
     files = {f"messaging/{p.name}": p for p in sorted(MESSAGING_MIGRATIONS.glob("*.sql"))} if backbone else {}
     files |= {f"service/{p.name}": p for p in sorted(service_migrations.glob("*.sql"))}
     checksums = {version: _checksum(path) for version, path in files.items()}
-    conn = await connect(dsn)
+    # Named apart from the service's sessions: instances starting together wait here for each other, not refused.
+    conn = await connect(dsn, server_settings={"application_name": f"{service_application_name(schema)}-migrations"})
     try:
         applied = await _applied(conn, schema)
         _check(schema, applied, checksums)
@@ -116,13 +119,16 @@ async def _apply(conn: asyncpg.Connection, schema: str, files: dict[str, Path], 
         list(checksums),
         list(checksums.values()),
     )
+    pending = [version for version in files if version not in done]
+    if pending:  # nothing to run (a restart, scaling out): an instance running beside this one is no old version
+        await _refuse_while_instances_run(conn, schema, pending[0])
     applied: list[str] = []
-    for version, path in files.items():
-        if version in done:
-            continue
+    for version in pending:
         try:
             async with conn.transaction():
-                await conn.execute(path.read_text())
+                await conn.execute(files[version].read_text())
+                # An old instance that started meanwhile passed its own check (this file was not recorded yet).
+                await _refuse_while_instances_run(conn, schema, version)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)", version, checksums[version]
                 )
@@ -135,3 +141,26 @@ async def _apply(conn: asyncpg.Connection, schema: str, files: dict[str, Path], 
         applied.append(version)
         log.info("migration_applied", schema=schema, version=version)
     return applied
+
+
+async def _refuse_while_instances_run(conn: asyncpg.Connection, schema: str, version: str) -> None:
+    """Refuse to run ``version`` while a session of the service other than the migrations' is connected: an instance
+    of the old version (stopped before the new one migrates, README, Upgrading), or of this one, started beside it."""
+    name = service_application_name(schema)
+    sessions = await conn.fetch(
+        "SELECT pid, coalesce(host(client_addr), 'local socket') AS client FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = $1 AND pid <> pg_backend_pid()",
+        name,
+    )
+    if not sessions:
+        return
+    clients = sorted({s["client"] for s in sessions})
+    log.error(
+        "migrations_refused_instances_running", schema=schema, version=version, sessions=len(sessions), clients=clients
+    )
+    raise MigrationsRefused(
+        f"schema {schema!r}: {len(sessions)} session{'s' if len(sessions) > 1 else ''} of {name!r} connected (from"
+        f" {', '.join(clients)}): an instance of the service is running, and must not while it migrates. Stop every"
+        " instance of the old version (scale it to 0; not a rolling update), then start this one again: nothing of"
+        f" {version} was applied."
+    )

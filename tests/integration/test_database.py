@@ -15,7 +15,7 @@ import pytest
 from refundflow_intake import rate_limit
 from refundflow_intake.app import MIGRATIONS as INTAKE_MIGRATIONS
 from refundflow_shared import migrations_runner
-from refundflow_shared.database import CLAIM_LOCKS, create_pool, read_snapshot, transaction_holding
+from refundflow_shared.database import CLAIM_LOCKS, create_pool, read_snapshot, session_settings, transaction_holding
 from refundflow_shared.migrations_runner import MIGRATION_LOCK_KEY, MigrationsRefused, apply_migrations
 from tests.support.infrastructure import database_over_tcp
 from tests.support.probe_service import PROBE, PROBE_MIGRATIONS, eventually
@@ -276,3 +276,101 @@ async def test_a_migration_waiting_on_a_table_another_session_holds_fails_the_st
         assert await apply_migrations(database_url, PROBE, later) == ["service/0002_effect_notes.sql"]
     finally:
         await stray.close()
+
+
+async def _applied_versions(database_url: str) -> list[str]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return [r["version"] for r in await conn.fetch("SELECT version FROM probe.schema_migrations ORDER BY 1")]
+    finally:
+        await conn.close()
+
+
+async def test_a_migration_is_refused_while_an_old_instance_of_the_service_is_connected(
+    database_url: str, tmp_path: Path
+) -> None:
+    """An old instance writing through a migration writes what the new schema no longer counts (intake's ledger
+    entries without their totals after 0861): the new version refuses to migrate until every old one is stopped.
+    Sessions of other services, the command line's and an operator's are not the old version's."""
+    await apply_migrations(database_url, PROBE, PROBE_MIGRATIONS)
+    later = _copy_of_probe_migrations(tmp_path / "later")
+    (later / "0002_effect_notes.sql").write_text("ALTER TABLE effects ADD COLUMN note text;")
+    old_instance = await create_pool(database_url, PROBE, max_size=2)
+    others = [
+        await create_pool(database_url, "intake", max_size=1),
+        await asyncpg.connect(database_url, server_settings=session_settings("refundflow-cli")),
+        await asyncpg.connect(database_url),  # an operator's psql
+    ]
+    try:
+        with pytest.raises(MigrationsRefused, match=r"1 session of 'refundflow-probe'.*Stop every instance"):
+            await apply_migrations(database_url, PROBE, later)
+        assert "service/0002_effect_notes.sql" not in await _applied_versions(database_url)
+
+        # A restart or another instance with nothing to run starts beside it, as scaling out does.
+        assert await apply_migrations(database_url, PROBE, PROBE_MIGRATIONS) == []
+
+        await old_instance.close()
+        assert await apply_migrations(database_url, PROBE, later) == ["service/0002_effect_notes.sql"]
+    finally:
+        await old_instance.close()  # closing twice does nothing
+        await others[0].close()
+        for conn in others[1:]:
+            await conn.close()
+
+
+async def test_new_instances_starting_together_migrate_once_and_none_refuses_another(
+    database_url: str, tmp_path: Path
+) -> None:
+    """They wait in turn for the schema's lock: the first runs the migrations, the next find nothing to run and
+    start beside it (its pool open by then)."""
+    await apply_migrations(database_url, PROBE, PROBE_MIGRATIONS)
+    later = _copy_of_probe_migrations(tmp_path / "later")
+    (later / "0002_effect_notes.sql").write_text("SELECT pg_sleep(1); ALTER TABLE effects ADD COLUMN note text;")
+    pools: list[asyncpg.Pool] = []
+
+    async def start_instance() -> list[str]:
+        applied = await apply_migrations(database_url, PROBE, later)
+        pools.append(await create_pool(database_url, PROBE, max_size=1))  # as ServiceRuntime.open does next
+        return applied
+
+    try:
+        started = await asyncio.wait_for(asyncio.gather(*(start_instance() for _ in range(3))), timeout=30)
+    finally:
+        for pool in pools:
+            await pool.close()
+    assert sorted(started) == [[], [], ["service/0002_effect_notes.sql"]]
+
+
+async def test_an_old_instance_starting_while_a_migration_runs_undoes_it_and_the_start_is_refused(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The old version's own start-up check read the schema before the migration committed, so it passed."""
+    await apply_migrations(database_url, PROBE, PROBE_MIGRATIONS)
+    later = _copy_of_probe_migrations(tmp_path / "later")
+    (later / "0002_effect_notes.sql").write_text("ALTER TABLE effects ADD COLUMN note text; SELECT pg_sleep(2);")
+    migrating = asyncio.create_task(apply_migrations(database_url, PROBE, later))
+    watcher = await asyncpg.connect(database_url)
+    old_instance: asyncpg.Pool | None = None
+    try:
+
+        async def sleeping() -> bool:
+            return bool(
+                await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' AND pid <> pg_backend_pid()"
+                )
+            )
+
+        await eventually(sleeping, timeout=10)
+        old_instance = await create_pool(database_url, PROBE, max_size=1)
+
+        with pytest.raises(MigrationsRefused, match=r"nothing of service/0002_effect_notes\.sql was applied"):
+            await asyncio.wait_for(migrating, timeout=20)
+        columns = await watcher.fetchval(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'probe' AND column_name = 'note'"
+        )
+        assert columns == 0
+    finally:
+        if old_instance is not None:
+            await old_instance.close()
+        await watcher.close()
+    assert "service/0002_effect_notes.sql" not in await _applied_versions(database_url)
