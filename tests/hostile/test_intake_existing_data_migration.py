@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from refundflow_intake import ledger
 from refundflow_intake.app import MIGRATIONS
 from refundflow_intake.notification_settings import announce_earlier_portal_switches
 from refundflow_shared.migrations_runner import apply_migrations
@@ -242,3 +243,56 @@ async def test_the_balance_totals_start_as_the_sum_of_the_entries_written_before
         ("mer_a", "USD", 4_000, 0, 0),
         ("mer_b", "EUR", 1_000, 0, 0),
     ]
+
+
+async def test_entries_an_old_instance_wrote_after_the_totals_began_are_counted_again_by_the_next_upgrade(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """An instance of the version before 0861 left running through the upgrade wrote its entries alone, without
+    adding them to the totals: they were missing from the balance for good. 0898 sums the ledger again."""
+    dsn = await _database_before("0861", postgres_url, tmp_path)
+    before_repair = tmp_path / "before-repair"
+    before_repair.mkdir()
+    for path in sorted(MIGRATIONS.glob("*.sql")):
+        if path.name < "0898":
+            shutil.copy(path, before_repair / path.name)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "intake"})
+    old_way = "INSERT INTO balance_entries (merchant_id, currency, amount, kind, source_id) VALUES ($1, $2, $3, $4, $5)"
+    try:
+        await conn.execute("INSERT INTO merchants (id, name) VALUES ('mer_a', 'A'), ('mer_b', 'B')")
+        await conn.execute(old_way, "mer_a", "EUR", 10_000, "payment", "pay_1")
+        await apply_migrations(dsn, "intake", before_repair)
+        # The new version's writes: one folded into the totals, one still a delta.
+        await ledger.record(conn, "payment", "pay_2", {"merchant_id": "mer_a", "currency": "EUR", "amount": 5_000})
+        await ledger.fold_totals(conn)
+        await ledger.record(conn, "refund_hold", "ref_1", {"merchant_id": "mer_a", "currency": "EUR", "amount": 2_000})
+        # The old instance's, after 0861 committed.
+        await conn.executemany(
+            old_way,
+            [
+                ("mer_a", "EUR", 4_000, "payment", "pay_3"),
+                ("mer_a", "EUR", -1_000, "refund_hold", "ref_2"),
+                ("mer_a", "EUR", 1_000, "refund_release", "ref_2"),
+                ("mer_a", "EUR", -1_000, "refund", "ref_2"),
+                ("mer_a", "USD", 3_000, "payment", "pay_4"),
+                ("mer_b", "EUR", 700, "payment", "pay_5"),
+            ],
+        )
+        damaged = await ledger.balance(conn, "mer_a")
+        assert damaged[0]["paid"] == 15_000, "the damage: the old instance's payment is not counted"
+
+        await apply_migrations(dsn, "intake", MIGRATIONS)
+        repaired = {m: await ledger.balance(conn, m) for m in ("mer_a", "mer_b")}
+        await ledger.fold_totals(conn)
+        folded = {m: await ledger.balance(conn, m) for m in ("mer_a", "mer_b")}
+    finally:
+        await conn.close()
+    expected = {
+        "mer_a": [
+            {"currency": "EUR", "paid": 19_000, "refunded": 1_000, "held": 2_000, "available": 16_000},
+            {"currency": "USD", "paid": 3_000, "refunded": 0, "held": 0, "available": 3_000},
+        ],
+        "mer_b": [{"currency": "EUR", "paid": 700, "refunded": 0, "held": 0, "available": 700}],
+    }
+    assert repaired == expected
+    assert folded == expected, "the deltas were absorbed, not counted twice"
