@@ -140,12 +140,13 @@ async def is_reachable(pool: asyncpg.Pool) -> bool:
 
 # Advisory lock classes, the first key of PostgreSQL's two-key form (the second is the hashed name): one class per
 # use, so that names hashed for one use never meet another's, above all a user-chosen name (a rate limit's bucket
-# holds a sign-in email's hash) a claim's lock. The one-key (bigint) form, the migrations', is a space apart again.
+# holds a sign-in email's hash) a claim's lock. The one-key (bigint) form, older versions' migration lock, is apart.
 CLAIM_LOCKS = 1
 RATE_LIMIT_LOCKS = 2
 RETENTION_LOCKS = 3
 SUBSCRIPTION_LOCKS = 4  # intake: one subscription's cancels, asked through any of its payments
 MERCHANT_CONFIGURATION_LOCKS = 5  # notifier: a merchant's configurations against the batches handling its events
+MIGRATION_LOCKS = 6  # one per schema (its hashed name): schemas are disjoint, so one's long migration holds no other
 
 
 @asynccontextmanager

@@ -14,12 +14,11 @@ from pathlib import Path
 import asyncpg
 import structlog
 
-from refundflow_shared.database import connect, service_application_name
+from refundflow_shared.database import MIGRATION_LOCKS, connect, service_application_name
 
 log = structlog.get_logger(__name__)
 
 MESSAGING_MIGRATIONS = Path(__file__).parent / "migrations"
-MIGRATION_LOCK_KEY = 7_201_755_101  # one advisory lock for all schemas: services may start at once
 # How long a migration's statement waits for a table another session holds before the start fails: the old version
 # is stopped during an upgrade, so such a wait is a stray session, which a start should name, not wait out.
 MIGRATION_LOCK_TIMEOUT_SECONDS = 30
@@ -39,8 +38,8 @@ async def apply_migrations(dsn: str, schema: str, service_migrations: Path, *, b
     or inbox, such as the command line's), then the service's own. Returns what ran; raises ``MigrationsRefused``
     when the schema holds a migration this build does not know, or one whose file has changed since it ran.
 
-    A schema already up to date starts at once: the lock, shared by every schema, is taken only when something is
-    to run, so a long migration of another service does not hold this one's start-up."""
+    A schema already up to date starts at once: its lock is taken only when something is to run. Each schema has a
+    lock of its own (schemas are disjoint), so a long migration of another service never holds this one's start-up."""
     files = {f"messaging/{p.name}": p for p in sorted(MESSAGING_MIGRATIONS.glob("*.sql"))} if backbone else {}
     files |= {f"service/{p.name}": p for p in sorted(service_migrations.glob("*.sql"))}
     checksums = {version: _checksum(path) for version, path in files.items()}
@@ -51,13 +50,13 @@ async def apply_migrations(dsn: str, schema: str, service_migrations: Path, *, b
         _check(schema, applied, checksums)
         if all(applied.get(version) is not None for version in files):  # each applied, its checksum kept
             return []
-        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", MIGRATION_LOCKS, schema)
         try:
             await conn.execute(f"SET lock_timeout = '{MIGRATION_LOCK_TIMEOUT_SECONDS}s'")  # not the advisory lock's
             return await _apply(conn, schema, files, checksums)
         finally:
             await conn.execute("RESET lock_timeout")
-            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+            await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", MIGRATION_LOCKS, schema)
     finally:
         await conn.close()
 

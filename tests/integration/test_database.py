@@ -15,8 +15,15 @@ import pytest
 from refundflow_intake import rate_limit
 from refundflow_intake.app import MIGRATIONS as INTAKE_MIGRATIONS
 from refundflow_shared import migrations_runner
-from refundflow_shared.database import CLAIM_LOCKS, create_pool, read_snapshot, session_settings, transaction_holding
-from refundflow_shared.migrations_runner import MIGRATION_LOCK_KEY, MigrationsRefused, apply_migrations
+from refundflow_shared.database import (
+    CLAIM_LOCKS,
+    MIGRATION_LOCKS,
+    create_pool,
+    read_snapshot,
+    session_settings,
+    transaction_holding,
+)
+from refundflow_shared.migrations_runner import MigrationsRefused, apply_migrations
 from tests.support.infrastructure import database_over_tcp
 from tests.support.probe_service import PROBE, PROBE_MIGRATIONS, eventually
 
@@ -119,6 +126,7 @@ async def test_a_snapshot_reads_one_state_of_the_database_and_writes_nothing(dat
         await pool.close()
 
 
+_TAKE_MIGRATION_LOCK = "SELECT pg_advisory_lock($1, hashtext($2))"  # a schema's, as the runner takes it
 _ADVISORY_LOCKS = (
     "SELECT classid::bigint, objsubid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database ="
     " (SELECT oid FROM pg_database WHERE datname = current_database())"
@@ -155,30 +163,58 @@ async def test_a_rate_limits_lock_is_in_a_class_of_its_own_apart_from_claims(dat
     assert claim["classid"] != bucket["classid"], "claims and rate limits lock in classes of their own"
 
 
-async def test_an_up_to_date_service_starts_while_another_migrates_and_one_with_a_migration_to_run_waits(
+async def test_an_up_to_date_service_starts_while_its_schema_migrates_and_one_with_a_migration_to_run_waits(
     database_url: str, tmp_path: Path
 ) -> None:
-    """Every schema migrates under one lock. A service restarting while another runs a long migration finds nothing
-    to run and starts at once, without that lock; one with a migration of its own waits for it, then runs it."""
+    """Each schema migrates under a lock of its own. A service restarting while its schema runs a long migration finds
+    nothing to run and starts at once, without that lock; one with a migration of its own waits for it, then runs it."""
     await apply_migrations(database_url, PROBE, PROBE_MIGRATIONS)
     later = tmp_path / "later_migrations"
     later.mkdir()
     for path in PROBE_MIGRATIONS.glob("*.sql"):
         (later / path.name).write_text(path.read_text())
     (later / "0002_effect_notes.sql").write_text("ALTER TABLE effects ADD COLUMN note text;")
-    other_service = await asyncpg.connect(database_url)
+    other_instance = await asyncpg.connect(database_url)
     try:
-        await other_service.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)  # its long migration
+        await other_instance.execute(_TAKE_MIGRATION_LOCK, MIGRATION_LOCKS, PROBE)  # its long migration
 
         assert await asyncio.wait_for(apply_migrations(database_url, PROBE, PROBE_MIGRATIONS), timeout=5) == []
 
         waiting = asyncio.create_task(apply_migrations(database_url, PROBE, later))
         await asyncio.sleep(1)
         assert not waiting.done(), "a migration to run waits for the lock"
-        await other_service.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+        await other_instance.execute("SELECT pg_advisory_unlock($1, hashtext($2))", MIGRATION_LOCKS, PROBE)
         assert await asyncio.wait_for(waiting, timeout=10) == ["service/0002_effect_notes.sql"]
     finally:
-        await other_service.close()
+        await other_instance.close()
+
+
+async def test_a_schema_migrates_while_another_schema_runs_a_long_migration(database_url: str, tmp_path: Path) -> None:
+    """Schemas are disjoint: intake's start does not wait behind the processor's backfill."""
+    slow = tmp_path / "slow_migrations"
+    slow.mkdir()
+    for path in PROBE_MIGRATIONS.glob("*.sql"):
+        (slow / path.name).write_text(path.read_text())
+    (slow / "0002_backfill.sql").write_text("SELECT pg_sleep(5);")
+    backfill = asyncio.create_task(apply_migrations(database_url, "slow_probe", slow))
+    watcher = await asyncpg.connect(database_url)
+    try:
+
+        async def backfilling() -> bool:
+            return bool(
+                await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(5)%'"
+                    " AND pid <> pg_backend_pid()"
+                )
+            )
+
+        await eventually(backfilling, timeout=10)
+        applied = await asyncio.wait_for(apply_migrations(database_url, PROBE, PROBE_MIGRATIONS), timeout=3)
+        assert "service/0001_effects.sql" in applied
+        assert not backfill.done()
+        assert "service/0002_backfill.sql" in await asyncio.wait_for(backfill, timeout=20)
+    finally:
+        await watcher.close()
 
 
 def _copy_of_probe_migrations(folder: Path) -> Path:
@@ -210,13 +246,13 @@ async def test_a_migration_renamed_since_a_database_applied_it_is_known_by_its_o
         )
     finally:
         await conn.close()
-    other_service = await asyncpg.connect(database_url)
+    other_instance = await asyncpg.connect(database_url)
     try:
-        await other_service.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        await other_instance.execute(_TAKE_MIGRATION_LOCK, MIGRATION_LOCKS, "intake")
         # Up to date: it starts at once, without the lock, though the old name has no checksum.
         assert await asyncio.wait_for(apply_migrations(database_url, "intake", INTAKE_MIGRATIONS), timeout=5) == []
     finally:
-        await other_service.close()
+        await other_instance.close()
 
 
 async def test_a_migration_edited_after_it_ran_is_refused_and_named(database_url: str, tmp_path: Path) -> None:
