@@ -42,7 +42,7 @@ async def apply_migrations(dsn: str, schema: str, service_migrations: Path, *, b
     lock of its own (schemas are disjoint), so a long migration of another service never holds this one's start-up."""
     files = {f"messaging/{p.name}": p for p in sorted(MESSAGING_MIGRATIONS.glob("*.sql"))} if backbone else {}
     files |= {f"service/{p.name}": p for p in sorted(service_migrations.glob("*.sql"))}
-    checksums = {version: _checksum(path) for version, path in files.items()}
+    checksums = {version: migration_checksum(path) for version, path in files.items()}
     # Named apart from the service's sessions: instances starting together wait here for each other, not refused.
     conn = await connect(dsn, server_settings={"application_name": f"{service_application_name(schema)}-migrations"})
     try:
@@ -61,7 +61,8 @@ async def apply_migrations(dsn: str, schema: str, service_migrations: Path, *, b
         await conn.close()
 
 
-def _checksum(path: Path) -> str:
+def migration_checksum(path: Path) -> str:
+    """The SHA-256 a migration file is kept and checked by (``schema_migrations.checksum``)."""
     # Of the text with LF line ends: a checkout that made them CRLF (autocrlf) holds the same migration.
     return hashlib.sha256(path.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
 
