@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from refundflow_intake.domain import RefundReason
-from refundflow_intake.portal.customer_words import cancel_wish_left, eligibility, status_of, timeline
+from refundflow_intake.portal.customer_words import cancel_wish_left, eligibility, policy_text, status_of, timeline
 from refundflow_intake.refund_policy import FLAG_OUTSIDE_WINDOW, RefundPolicy
 from refundflow_intake.subscription_outcomes import extension_words
 from refundflow_shared.events import SubscriptionExtended
@@ -111,4 +111,17 @@ def test_the_window_the_customer_is_told_ends_when_the_request_is_flagged_outsid
         False,
         "You paid on 1 November 2026: the 14-day refund window ended on 15 November 2026, 10:00 UTC.",
         [FLAG_OUTSIDE_WINDOW],
+    )
+
+
+def test_the_reasons_a_policy_accepts_are_said_to_the_customer_in_the_second_person() -> None:
+    """The reasons' labels are the customer's own words ("I was charged twice"): lowercased into the policy's
+    sentence they read "Acme refunds when: i was charged twice"."""
+    policy = RefundPolicy.model_validate(
+        {"accepted_reasons": ["duplicate", "fraudulent", "unexpected_renewal", "requested_by_customer"]}
+    )
+    said = policy_text(policy, "Acme")
+    assert (
+        "Acme refunds when: you were charged twice; you did not make the payment;"
+        " your subscription renewed unexpectedly; you changed your mind." in said
     )

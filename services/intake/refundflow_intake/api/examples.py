@@ -91,7 +91,7 @@ PUBLIC_POLICY = {
     "accepted_reasons": ["technical_issue", "service_disruption", "duplicate"],
     "process_time": "5–10 business days",
     "text": "You can ask for a refund within 14 days of your purchase. Acme refunds when: it does not work (a"
-    " technical problem); the service was down or disrupted; i was charged twice. Not refundable: consumable,"
+    " technical problem); the service was down or disrupted; you were charged twice. Not refundable: consumable,"
     " customized products. Approved refunds reach your original payment method within 5–10 business days. Outside"
     " these terms you can still ask: Acme decides each request.",
 }

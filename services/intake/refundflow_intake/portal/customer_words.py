@@ -25,6 +25,16 @@ REASONS = {
     RefundReason.REQUESTED_BY_CUSTOMER: "I changed my mind",
     RefundReason.OTHER: "Something else (tell us below)",
 }
+# The same reasons in the policy's sentence ("Acme refunds when: ..."): the labels above are the customer's own words.
+REASONS_IN_POLICY = {
+    RefundReason.PRODUCT_NOT_AS_DESCRIBED: "the product is not as described",
+    RefundReason.TECHNICAL_ISSUE: "it does not work (a technical problem)",
+    RefundReason.SERVICE_DISRUPTION: "the service was down or disrupted",
+    RefundReason.DUPLICATE: "you were charged twice",
+    RefundReason.FRAUDULENT: "you did not make the payment",
+    RefundReason.UNEXPECTED_RENEWAL: "your subscription renewed unexpectedly",
+    RefundReason.REQUESTED_BY_CUSTOMER: "you changed your mind",
+}
 CANCELLED = "cancelled"  # a cancel-only decision: the refund request is closed, the subscription ends
 
 
@@ -192,7 +202,7 @@ def policy_points(policy: RefundPolicy, merchant: str) -> list[str]:
     """The policy in a few plain sentences: window, conditions, exclusions, how long the money takes."""
     points = [f"You can ask for a refund within {policy.refund_window_days} days of your purchase."]
     if set(RefundReason) - set(policy.accepted_reasons):
-        accepted = "; ".join(REASONS[r].lower() for r in policy.accepted_reasons if r is not RefundReason.OTHER)
+        accepted = "; ".join(REASONS_IN_POLICY[r] for r in policy.accepted_reasons if r is not RefundReason.OTHER)
         points.append(f"{merchant} refunds when: {accepted}." if accepted else f"{merchant} decides case by case.")
     if policy.excluded_categories:
         points.append(f"Not refundable: {', '.join(policy.excluded_categories)} products.")
