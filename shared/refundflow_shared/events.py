@@ -304,6 +304,10 @@ class PaymentRefunded(_RefundPriced):
 
 
 _NO_REFUND = "a cancel-only decision: no money moved, and the customer hears it with the cancellation"
+_AFTER_EXTENSION = (
+    "the same decision (refund_id) granted goodwill days first (carried from subscription.cancel_requested): the"
+    " customer hears of them before the cancellation"
+)
 _ALREADY_ENDED = (
     "the provider had ended the subscription before this cancel was asked (it could not be cancelled again):"
     " ends_at is when it ended, if known"
@@ -342,6 +346,7 @@ class SubscriptionCanceled(PaymentEventData, _ToCustomer):
     note_to_customer: Note | None = None
     no_refund: bool = Field(False, description=_NO_REFUND + " (carried from subscription.cancel_requested)")
     already_ended: bool = Field(False, description=_ALREADY_ENDED)
+    after_extension: bool = Field(False, description=_AFTER_EXTENSION)
 
 
 class SubscriptionCancelFailed(PaymentEventData, _ToCustomer):
@@ -358,6 +363,7 @@ class SubscriptionCancelFailed(PaymentEventData, _ToCustomer):
     customer_email: EmailAddress | None = None
     note_to_customer: Note | None = None
     no_refund: bool = Field(False, description=_NO_REFUND + " (carried from subscription.cancel_requested)")
+    after_extension: bool = Field(False, description=_AFTER_EXTENSION)
 
 
 # How a refund made outside Refundflow moves as the provider reports it. A report of any other move is older than

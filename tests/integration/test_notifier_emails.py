@@ -29,7 +29,9 @@ from refundflow_shared.events import (
     RefundRequested,
     RefundReversed,
     RefundSucceeded,
+    SubscriptionCanceled,
     SubscriptionCancelFailed,
+    SubscriptionExtended,
     TeamAlertRaised,
 )
 from refundflow_shared.secret_box import SecretBox
@@ -807,6 +809,85 @@ async def test_a_decision_handled_before_its_request_waits_for_the_received_emai
         "We received your refund request for €49.99",
         "Your refund of €49.99 is approved" if decision == "approved" else "About your refund request",
     ]
+
+
+async def queued_alone(world: World, refund_id: str) -> None:
+    """Its email is queued, and the worker had its chance to send it alone."""
+
+    async def queued() -> bool:
+        return bool(await world.pool.fetchval("SELECT 1 FROM messages WHERE refund_id = $1", refund_id))
+
+    await eventually(queued, timeout=30)
+    await asyncio.sleep(1)
+
+
+PERIOD_END = datetime(2031, 5, 14, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("outcome", ["canceled", "extended", "cancel_failed"])
+async def test_a_subscription_outcome_of_an_approved_refund_waits_for_the_approval_email(
+    patient_world: World, outcome: str
+) -> None:
+    """The processor's subscription events are on other topics than refund.approved: after a backlog, a batch can
+    read them first. The customer hears of the approval first all the same."""
+    to, refund = customer(), ids()
+    about = {**refund, "subscription_id": "sub_1", "customer_email": to}
+    if outcome == "canceled":
+        first: Any = SubscriptionCanceled(**about, at_period_end=False, ends_at=PERIOD_END)
+        subject = "Your subscription is cancelled"
+    elif outcome == "extended":
+        first = SubscriptionExtended(**about, days=7, current_period_end=PERIOD_END)
+        subject = "Your subscription is extended by 7 days"
+    else:
+        first = SubscriptionCancelFailed(**about, at_period_end=False, reason="Refused")
+        subject = "Your subscription is not cancelled yet"
+    await patient_world.feed.publish(first)
+    await queued_alone(patient_world, refund["refund_id"])
+    priced = {**refund, "customer_email": to, "amount": 4999, "currency": "EUR"}
+    await patient_world.feed.publish(
+        RefundApproved(**priced, provider_payment_id="pi_1", payment_amount=4999, approved_by="u", channel="api")
+    )
+
+    received = await mails_to(patient_world, to, 2)
+    assert [m["Subject"] for m in received] == ["Your refund of €49.99 is approved", subject]
+
+
+async def test_a_cancel_only_decisions_cancellation_waits_for_its_goodwill_days_email(patient_world: World) -> None:
+    """Cancel only, with goodwill days: the cancellation tells the access end the extension made, so the extension's
+    email comes first, even when the cancellation's event was read first."""
+    to, refund = customer(), ids()
+    about = {**refund, "subscription_id": "sub_1", "customer_email": to}
+    await patient_world.feed.publish(
+        SubscriptionCanceled(**about, at_period_end=True, ends_at=PERIOD_END, no_refund=True, after_extension=True)
+    )
+    await queued_alone(patient_world, refund["refund_id"])
+    await patient_world.feed.publish(
+        SubscriptionExtended(**about, days=7, current_period_end=PERIOD_END, last_period=True)
+    )
+
+    received = await mails_to(patient_world, to, 2)
+    assert [m["Subject"] for m in received] == [
+        "Your subscription is extended by 7 days",
+        "Your subscription is cancelled",
+    ]
+
+
+async def test_a_cancel_only_decisions_emails_wait_for_no_approval(world: World) -> None:
+    """Cancel only, no money moved: no approval email will come, so neither the goodwill days nor a cancellation
+    without them waits for one."""
+    to, refund = customer(), ids()
+    about = {**refund, "subscription_id": "sub_1", "customer_email": to}
+    await world.feed.publish(SubscriptionExtended(**about, days=7, current_period_end=PERIOD_END, last_period=True))
+    other = ids()
+    await world.feed.publish(
+        SubscriptionCanceled(
+            **other, subscription_id="sub_2", customer_email=to, at_period_end=True, ends_at=PERIOD_END, no_refund=True
+        )
+    )
+
+    await mails_to(world, to, 2)
+    due_when_queued = "SELECT bool_and(next_attempt_at = created_at) FROM messages WHERE refund_id = ANY($1)"
+    assert await world.pool.fetchval(due_when_queued, [refund["refund_id"], other["refund_id"]])
 
 
 async def test_a_decision_on_a_request_nobody_was_told_of_goes_at_once(world: World) -> None:

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from refundflow_notifier import message_queue, webhook_store
+from refundflow_notifier.customer_emails import STEP_IN_THE_REFUND
 from refundflow_notifier.records import Channel, ClaimedMessage, DeliveredAttempt
 from tests.support.notifier_harness import notifier_database
 from tests.support.probe_service import eventually
@@ -90,10 +91,13 @@ async def test_messages_sent_together_are_each_marked_sent_and_wiped(pool: async
 def email(
     kind: str, refund_id: str = "ref_1", *, recipient: str = "ada@example.com", wait: float = 0.0
 ) -> message_queue.QueuedMessage:
-    """An email as ``message_queue.email`` leaves it to queue (``wait``: its ``wait_for_earlier_seconds``)."""
+    """An email as ``message_queue.email`` leaves it to queue (``wait``: its ``wait_for_earlier_seconds``, for the
+    email one step before it)."""
+    waits_for = STEP_IN_THE_REFUND[kind] - 1 if wait else None
     return message_queue.QueuedMessage(
-        uuid.uuid4(), "mer_1", Channel.EMAIL, kind, recipient, b"the email", refund_id, wait_for_earlier_seconds=wait
-    )
+        uuid.uuid4(), "mer_1", Channel.EMAIL, kind, recipient, b"the email", refund_id,
+        waits_for_step=waits_for, wait_for_earlier_seconds=wait,
+    )  # fmt: skip
 
 
 async def queue(pool: asyncpg.Pool, *messages: message_queue.QueuedMessage) -> None:

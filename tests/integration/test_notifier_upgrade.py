@@ -84,7 +84,7 @@ async def test_an_email_sent_before_the_upgrade_still_counts_as_the_one_before_i
         await apply_migrations(dsn, "notifier", MIGRATIONS)
         on_its_way = message_queue.QueuedMessage(
             uuid.uuid4(), "mer_1", Channel.EMAIL, "refund_succeeded", "ada@example.com", b"the email", "ref_1",
-            wait_for_earlier_seconds=60,
+            waits_for_step=1, wait_for_earlier_seconds=60,
         )  # fmt: skip
         async with pool.acquire() as conn, conn.transaction():
             await message_queue.queue(conn, [on_its_way])

@@ -316,6 +316,7 @@ async def test_a_cancel_only_with_goodwill_days_tells_the_access_end_the_extensi
     [cancelled] = await processor.events("subscription.canceled", expected=1, about=subscription_id)
     access_end = period_end + timedelta(days=7)
     assert datetime.fromisoformat(cancelled["ends_at"]) == access_end, "the access end after the extension"
+    assert cancelled["after_extension"] is True, "the customer hears of the extension first"
     assert (await provider_subscription(processor, subscription_id))["cancel_at"] == int(access_end.timestamp())
 
 

@@ -55,29 +55,51 @@ EMAILED = (
 # Each kind of email, and where it comes in its refund's life. A customer's emails about one refund go one at a
 # time, in this order (then in the order queued), whatever order their events came in: a consumer batch reads topic
 # by topic, so it can queue "on its way" before "approved" (``message_queue``'s claim holds the later ones back).
+# A decision's goodwill days come before its cancellation, which tells the access end they made.
 STEP_IN_THE_REFUND = {
     "refund_requested": 0,
     "refund_approved": 1,
     "refund_rejected": 1,
     "refund_succeeded": 2,
     "refund_failed": 2,
-    "subscription_canceled": 2,
-    "subscription_cancel_failed": 2,
     "subscription_extended": 2,
+    "subscription_canceled": 3,
+    "subscription_cancel_failed": 3,
     "refund_reversed": 3,
 }
 
 
-def follows_another_email(data: EventData) -> bool:
-    """Whether the event's email always has one just before it, one step earlier: an approval before any outcome, "on
-    its way" before a reversal, and "we received your request" before the decision on a request the customer made.
+def step_it_follows(data: EventData) -> int | None:
+    """The step of the email that always comes before the event's (None: none does): an approval before any outcome
+    of a decision that approved money, "on its way" before a reversal, "we received your request" before the
+    decision on a request the customer made, and a cancel-only decision's goodwill days before its cancellation.
     Queued while that one is not, it waits for it a while (``EMAIL_ORDER_WAIT_SECONDS``): its event can come in
     first, as the earlier event is on another topic, in a batch still to come."""
-    if isinstance(data, RefundSucceeded | RefundFailed | RefundReversed):
-        return True
+    approved = STEP_IN_THE_REFUND["refund_approved"]
+    if isinstance(data, RefundSucceeded | RefundFailed):
+        return approved
+    if isinstance(data, RefundReversed):
+        return STEP_IN_THE_REFUND["refund_succeeded"]
     if isinstance(data, RefundApproved | RefundRejected):
-        return _received_email_sent(data.channel, auto_approved=isinstance(data, RefundApproved) and data.auto_approved)
-    return False
+        auto_approved = isinstance(data, RefundApproved) and data.auto_approved
+        acknowledged = _received_email_sent(data.channel, auto_approved=auto_approved)
+        return STEP_IN_THE_REFUND["refund_requested"] if acknowledged else None
+    if getattr(data, "refund_id", None) is None:
+        return None  # asked by no decision on a refund (the dashboard's cancel): first of its kind
+    if isinstance(data, SubscriptionExtended):
+        return None if data.last_period else approved  # the last period: a cancel-only decision's, no approval
+    if isinstance(data, SubscriptionCanceled | SubscriptionCancelFailed):
+        if data.after_extension:
+            return STEP_IN_THE_REFUND["subscription_extended"]
+        return None if _cancel_only(data) else approved
+    return None
+
+
+def _cancel_only(data: SubscriptionCanceled | SubscriptionCancelFailed) -> bool:
+    """A cancel-only decision's cancel: no money moved, so no approval email. One asked before the flag was
+    carried: at the period's end because of a request, as such decisions were the only ones asking that (a refund
+    and cancel ends the subscription now)."""
+    return data.no_refund or (data.at_period_end and bool(data.refund_id))
 
 
 def _customer_asked(channel: str | None) -> bool:
@@ -108,7 +130,7 @@ _REVERSAL_REASON_OTHERWISE = "the payment provider could not complete it"
 class CustomerEmail:
     recipient: str
     content: EmailContent
-    follows_another: bool = False  # see ``follows_another_email``
+    follows_step: int | None = None  # see ``step_it_follows``
 
 
 def day(value: datetime) -> str:
@@ -146,7 +168,7 @@ def customer_email(
         "link_label": link_label,
         "reference": getattr(data, "refund_id", None),
     }
-    return CustomerEmail(recipient, EmailContent(kind, subject, {**common, **context}), follows_another_email(data))
+    return CustomerEmail(recipient, EmailContent(kind, subject, {**common, **context}), step_it_follows(data))
 
 
 _Words = tuple[str, str, dict[str, Any], str]
@@ -205,7 +227,7 @@ def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Wo
             "ended_on": ended_on,
             # A cancel-only decision, whose rejection is not mailed. A cancel asked before the flag was carried:
             # at the period's end because of a request, as such decisions were the only ones asking that.
-            "no_refund": data.no_refund or (data.at_period_end and bool(data.refund_id)),
+            "no_refund": _cancel_only(data),
             "note": data.note_to_customer,
         }
         return "subscription_canceled", "Your subscription is cancelled", cancelled, _SEE

@@ -174,7 +174,7 @@ async def _email_to_the_customer(
         recipient=email.recipient,
         content=email.content,
         refund_id=getattr(data, "refund_id", None),
-        follows_another=email.follows_another,
+        follows_step=email.follows_step,
     )
 
 

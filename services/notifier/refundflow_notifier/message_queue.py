@@ -49,8 +49,10 @@ class QueuedMessage:
     status: str = "pending"
     error: str | None = None
     traceparent: str | None = field(default_factory=current_traceparent)
-    # Queued while the email just before it in its refund's order (to its recipient) is not, it is due only this
-    # much later (or once that one is queued): see ``customer_emails.follows_another_email``.
+    # Queued while the email that comes before it in its refund's order (to its recipient), at step
+    # ``waits_for_step``, is not, it is due only this much later (or once that one is queued): see
+    # ``customer_emails.step_it_follows``.
+    waits_for_step: int | None = None
     wait_for_earlier_seconds: float = 0.0
 
     @property
@@ -72,10 +74,10 @@ def email(
     recipient: str,
     content: EmailContent,
     refund_id: str | None = None,
-    follows_another: bool = False,
+    follows_step: int | None = None,
 ) -> list[QueuedMessage]:
     """One email to queue; for an address no server would take, the email kept as rejected and the team's alert.
-    ``follows_another``: it waits a while for the email before it in its refund's order, when that one is not queued.
+    ``follows_step``: it waits a while for the email at that step of its refund's order, when that one is not queued.
     """
     try:
         check_address(recipient)
@@ -109,7 +111,8 @@ def email(
             message.data,
             refund_id,
             message_id=message.message_id,
-            wait_for_earlier_seconds=settings.email_order_wait_seconds if follows_another else 0,
+            waits_for_step=follows_step,
+            wait_for_earlier_seconds=settings.email_order_wait_seconds if follows_step is not None else 0,
         )
     ]
 
@@ -154,40 +157,40 @@ async def queue(conn: asyncpg.Connection, messages: Sequence[QueuedMessage]) -> 
 def _row(m: QueuedMessage) -> tuple[object, ...]:
     return (
         m.dedupe_key, m.event_id, m.merchant_id, m.channel.value, m.kind, m.recipient, m.message_id, m.body,
-        m.refund_id, m.refund_step, m.status, m.error, m.traceparent, m.wait_for_earlier_seconds,
+        m.refund_id, m.refund_step, m.status, m.error, m.traceparent, m.waits_for_step, m.wait_for_earlier_seconds,
     )  # fmt: skip
 
 
-# A message that waits for the one before it in its refund's order (``wait_for_earlier_seconds``: "received" before
-# "approved", "approved" before "on its way", which an earlier "received" does not stand in for) is due later when
-# that one is not queued, neither before nor in this batch; one queued here makes those waiting for it due now (they
-# then wait behind it, in the claim). Each array is read through a sub-select, as in ``webhook_store``: given the
+# A message that waits for one before it in its refund's order (at ``waits_for_step``: "received" before "approved",
+# "approved" before "on its way", which an earlier "received" does not stand in for) is due later when that one is
+# not queued, neither before nor in this batch; one queued here makes those waiting for its step due now (they then
+# wait behind it, in the claim). Each array is read through a sub-select, as in ``webhook_store``: given the
 # arrays themselves, the planner counts their elements and plans every call anew (0.4 ms of its CPU each).
 _QUEUE = """
 WITH given AS (
     SELECT * FROM unnest((SELECT $1::text[]), (SELECT $2::uuid[]), (SELECT $3::text[]), (SELECT $4::text[]),
         (SELECT $5::text[]), (SELECT $6::text[]), (SELECT $7::text[]), (SELECT $8::bytea[]), (SELECT $9::text[]),
         (SELECT $10::smallint[]), (SELECT $11::text[]), (SELECT $12::text[]), (SELECT $13::text[]),
-        (SELECT $14::float8[]))
+        (SELECT $14::smallint[]), (SELECT $15::float8[]))
         WITH ORDINALITY AS g(dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body,
-        refund_id, refund_step, status, error, traceparent, wait_for_earlier, position)
+        refund_id, refund_step, status, error, traceparent, waits_for_step, wait_for_earlier, position)
 ), came AS (
     UPDATE messages w SET next_attempt_at = now()
     FROM given g
     WHERE w.refund_id = g.refund_id AND w.recipient = g.recipient AND w.status = 'pending'
-      AND w.refund_step = g.refund_step + 1 AND w.attempts = 0 AND w.next_attempt_at > now()
+      AND w.waits_for_step = g.refund_step AND w.attempts = 0 AND w.next_attempt_at > now()
 )
 INSERT INTO messages (dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body, refund_id,
-    refund_step, status, error, finished_at, traceparent, next_attempt_at)
+    refund_step, status, error, finished_at, traceparent, waits_for_step, next_attempt_at)
 SELECT dedupe_key, event_id, merchant_id, channel, kind, recipient, message_id, body, refund_id, refund_step,
-    status, error, CASE WHEN status <> 'pending' THEN now() END, traceparent,
-    CASE WHEN g.wait_for_earlier > 0
+    status, error, CASE WHEN status <> 'pending' THEN now() END, traceparent, waits_for_step,
+    CASE WHEN g.wait_for_earlier > 0 AND g.waits_for_step IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM messages e
                           WHERE e.refund_id = g.refund_id AND e.recipient = g.recipient
-                            AND e.refund_step = g.refund_step - 1)
+                            AND e.refund_step = g.waits_for_step)
           AND NOT EXISTS (SELECT 1 FROM given e
                           WHERE e.refund_id = g.refund_id AND e.recipient = g.recipient
-                            AND e.refund_step = g.refund_step - 1)
+                            AND e.refund_step = g.waits_for_step)
          THEN now() + make_interval(secs => g.wait_for_earlier) ELSE now() END
 FROM given g
 ORDER BY position

@@ -122,6 +122,7 @@ class SubscriptionCancelExecutor:
                 ends_at=subscription.ends_at,
                 refund_id=cancel.refund_id,
                 already_ended=before,
+                after_extension=cancel.after_extension,
             ),
             source=PROCESSOR.source,
         )
@@ -192,6 +193,7 @@ async def refuse_cancel(
             at_period_end=cancel.at_period_end,
             refund_id=cancel.refund_id,
             reason=message[:NOTE_MAX_LENGTH],
+            after_extension=cancel.after_extension,
         ),
         source=PROCESSOR.source,
     )
