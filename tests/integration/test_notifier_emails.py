@@ -1025,3 +1025,17 @@ async def test_once_the_portal_is_switched_off_an_outcome_carrying_the_decisions
     [on_its_way] = [m for m in await mails_to(world, to, count=3) if "on its way" in str(m["Subject"])]
     for said in (text_of(on_its_way), html_of(on_its_way)):
         assert "/portal/" not in said
+
+
+async def test_a_cancel_at_the_period_end_without_its_date_never_says_as_of_today(world: World) -> None:
+    """The provider said no end date: the customer keeps access to the period's end all the same, so the email must
+    not tell them it ended today."""
+    to, refund = customer(), ids()
+    await world.feed.publish(
+        SubscriptionCanceled(**refund, subscription_id="sub_1", customer_email=to, at_period_end=True, no_refund=True)
+    )
+
+    [message] = await mails_to(world, to)
+    for said in (text_of(message), html_of(message)):
+        assert "as of today" not in said
+        assert "You keep access until the end of your current billing period" in said

@@ -223,6 +223,7 @@ def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Wo
         ended_on = day(data.ends_at) if data.already_ended and data.ends_at else None
         cancelled = {
             "access_until": until,
+            "at_period_end": data.at_period_end,  # without the date (the provider said none): still not today
             "already_ended": data.already_ended,
             "ended_on": ended_on,
             # A cancel-only decision, whose rejection is not mailed. A cancel asked before the flag was carried:
