@@ -1039,3 +1039,37 @@ async def test_a_cancel_at_the_period_end_without_its_date_never_says_as_of_toda
     for said in (text_of(message), html_of(message)):
         assert "as of today" not in said
         assert "You keep access until the end of your current billing period" in said
+
+
+async def test_the_plain_text_says_what_the_html_says_in_the_same_paragraphs(world: World) -> None:
+    """The sentence after "Hello," starts with a capital, each paragraph and the link block stand apart, and a
+    cancellation whose access end includes free goodwill days does not call it the period the customer paid for."""
+    to = customer()
+    priced = {"customer_email": to, "amount": 4999, "currency": "EUR"}
+    events: list[Any] = [
+        RefundFailed(**ids(), **priced, failure_reason="provider_error"),
+        RefundFailed(**ids(), **priced, failure_reason="payment_disputed"),
+        RefundReversed(**ids(), **priced, provider_refund_id="re_1", failure_reason="declined"),
+        SubscriptionExtended(
+            **ids(), subscription_id="sub_1", customer_email=to, days=7, current_period_end=PERIOD_END
+        ),
+        SubscriptionCanceled(
+            **ids(), subscription_id="sub_1", customer_email=to, at_period_end=True, ends_at=PERIOD_END,
+            no_refund=True, after_extension=True,
+        ),
+    ]  # fmt: skip
+    for event in events:
+        await world.feed.publish(event)
+
+    received = await mails_to(world, to, len(events))
+    texts = [text_of(m) for m in received]
+    for said in texts:
+        first = said.split("Hello,\n\n", 1)[1]
+        assert first[0].isupper(), first[:40]
+        assert "\n\nReference: " in said, said  # the link block stands apart
+    told = "\n".join(texts)
+    assert "at no cost to you.\n\nYour next payment is now due on 14 May 2031." in told
+    [cancelled] = [m for m in received if m["Subject"] == "Your subscription is cancelled"]
+    for said in (text_of(cancelled), html_of(cancelled)):
+        assert "the period you paid for" not in said
+        assert "the end of your current period" in said

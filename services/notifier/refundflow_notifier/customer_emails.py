@@ -224,6 +224,8 @@ def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Wo
         cancelled = {
             "access_until": until,
             "at_period_end": data.at_period_end,  # without the date (the provider said none): still not today
+            # It includes the decision's goodwill days, free: not all of it is the period the customer paid for.
+            "after_extension": data.after_extension,
             "already_ended": data.already_ended,
             "ended_on": ended_on,
             # A cancel-only decision, whose rejection is not mailed. A cancel asked before the flag was carried:
