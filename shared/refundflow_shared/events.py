@@ -279,6 +279,7 @@ CUSTOMER_FIELDS = (
     "note_to_customer",
     "last_period",
     "no_refund",
+    "channel",
 )
 
 
@@ -331,6 +332,7 @@ class SubscriptionCancelRequested(PaymentEventData, _ToCustomer):
     customer_email: EmailAddress | None = None
     note_to_customer: Note | None = None
     no_refund: bool = Field(False, description=_NO_REFUND)
+    channel: Code | None = Field(default=None, description=_ASKED_THROUGH + " (the decision's refund)")
 
 
 class SubscriptionCanceled(PaymentEventData, _ToCustomer):
@@ -347,6 +349,7 @@ class SubscriptionCanceled(PaymentEventData, _ToCustomer):
     no_refund: bool = Field(False, description=_NO_REFUND + " (carried from subscription.cancel_requested)")
     already_ended: bool = Field(False, description=_ALREADY_ENDED)
     after_extension: bool = Field(False, description=_AFTER_EXTENSION)
+    channel: Code | None = Field(default=None, description=_ASKED_THROUGH + " (the decision's refund)")
 
 
 class SubscriptionCancelFailed(PaymentEventData, _ToCustomer):
@@ -364,6 +367,7 @@ class SubscriptionCancelFailed(PaymentEventData, _ToCustomer):
     note_to_customer: Note | None = None
     no_refund: bool = Field(False, description=_NO_REFUND + " (carried from subscription.cancel_requested)")
     after_extension: bool = Field(False, description=_AFTER_EXTENSION)
+    channel: Code | None = Field(default=None, description=_ASKED_THROUGH + " (the decision's refund)")
 
 
 # How a refund made outside Refundflow moves as the provider reports it. A report of any other move is older than

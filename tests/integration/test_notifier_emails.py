@@ -1073,3 +1073,21 @@ async def test_the_plain_text_says_what_the_html_says_in_the_same_paragraphs(wor
     for said in (text_of(cancelled), html_of(cancelled)):
         assert "the period you paid for" not in said
         assert "the end of your current period" in said
+
+
+@pytest.mark.parametrize("outcome", ["canceled", "cancel_failed"])
+async def test_a_cancel_only_on_the_merchants_own_refund_says_nothing_of_a_refund_request(
+    world: World, outcome: str
+) -> None:
+    """The merchant made the refund (the API) and closed it as cancel only: the customer asked for no refund, so is
+    not told that none was made for their request."""
+    to, refund = customer(), ids()
+    about = {**refund, "subscription_id": "sub_1", "customer_email": to, "at_period_end": True, "no_refund": True}
+    if outcome == "canceled":
+        await world.feed.publish(SubscriptionCanceled(**about, ends_at=PERIOD_END, channel="api"))
+    else:
+        await world.feed.publish(SubscriptionCancelFailed(**about, reason="Refused", channel="api"))
+
+    [message] = await mails_to(world, to)
+    for said in (text_of(message), html_of(message)):
+        assert "No refund was made" not in said

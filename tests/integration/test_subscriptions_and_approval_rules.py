@@ -1132,6 +1132,7 @@ async def test_a_cancel_only_of_a_subscription_the_provider_had_ended_tells_no_r
     assert (rejected["cancel_only"], rejected["cancellation_follows"]) == (True, True)
     [asked] = await intake.staged("subscription.cancel_requested", payment["id"])
     assert (asked["at_period_end"], asked["no_refund"]) == (True, True)
+    assert asked["channel"] == rejected["channel"], "whether the customer asked: told with the cancellation"
 
     ended_on = datetime(2026, 10, 1, tzinfo=UTC)
     await intake.publish(

@@ -280,6 +280,7 @@ async def _ask_cancel(
         note_to_customer=told,
         after_extension=after_extension,
         no_refund=no_refund,
+        channel=refund["channel"],
     )
 
 

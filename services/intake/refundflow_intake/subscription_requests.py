@@ -62,9 +62,11 @@ async def request_cancel(
     note_to_customer: str | None,
     after_extension: bool = False,
     no_refund: bool = False,
+    channel: str | None = None,
 ) -> None:
     """Ask the provider to cancel the payment's subscription. ``no_refund``: a cancel-only decision, which the
-    customer hears of with the cancellation (its rejection is not mailed)."""
+    customer hears of with the cancellation (its rejection is not mailed); ``channel``: the decision's refund's (the
+    customer hears of no refund request they never made)."""
     await repository.record_cancel_requested(conn, payment["id"], at_period_end=at_period_end)
     await add_event(
         conn,
@@ -79,6 +81,7 @@ async def request_cancel(
             customer_email=payment["customer_email"],
             note_to_customer=note_to_customer,
             no_refund=no_refund,
+            channel=channel,
             **customer,
         ),
         source=INTAKE.source,

@@ -230,14 +230,14 @@ def _words(data: EventData, prefs: MerchantPreferences, contact: Contact) -> _Wo
             "ended_on": ended_on,
             # A cancel-only decision, whose rejection is not mailed. A cancel asked before the flag was carried:
             # at the period's end because of a request, as such decisions were the only ones asking that.
-            "no_refund": _cancel_only(data),
+            "no_refund": _cancel_only(data) and _customer_asked(data.channel),  # the API's asked nothing
             "note": data.note_to_customer,
         }
         return "subscription_canceled", "Your subscription is cancelled", cancelled, _SEE
     if isinstance(data, SubscriptionCancelFailed):
         if data.customer_email is None:
             return None  # refused before the provider was asked: the team's alone
-        refused = {"no_refund": data.no_refund, "note": data.note_to_customer}
+        refused = {"no_refund": data.no_refund and _customer_asked(data.channel), "note": data.note_to_customer}
         return "subscription_cancel_failed", "Your subscription is not cancelled yet", refused, _SEE
     if isinstance(data, SubscriptionExtended):
         # The last period (a cancel-only decision's goodwill days): when access ends, not when payment is due.
