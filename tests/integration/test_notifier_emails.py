@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -295,6 +296,34 @@ async def test_team_alerts_reach_slack_and_the_team_email(world: World) -> None:
     texts = {json.loads(r.body)["text"].split("\n")[0]: json.loads(r.body)["text"] for r in world.http.received[slack]}
     assert sorted(texts) == ["New refund request to review: €49.99", "Refund approved: €49.99", "Refund failed: €49.99"]
     assert "approved by: api_key:key_1" in texts["Refund approved: €49.99"]
+
+
+async def test_a_failed_refunds_alert_gives_the_team_the_providers_message_and_what_to_do(world: World) -> None:
+    refund = ids()
+    team, slack = f"team.{uuid.uuid4().hex[:8]}@acme.example", uuid.uuid4().hex
+    await configure_team(world.feed, world.pool, refund["merchant_id"], slack=world.http.url(slack), team_email=team)
+    await world.feed.publish(
+        RefundFailed(
+            **refund,
+            customer_email=customer(),
+            amount=1200,
+            currency="EUR",
+            failure_reason="provider_refused",
+            failure_message="provider: Charge ch_9 has already been refunded.",
+        )
+    )
+
+    [alert] = await mails_to(world, team)
+    assert alert["Subject"] == "[Refundflow] Refund failed: €12.00"
+    next_step = "next step: the customer was told you will follow up: contact them, and refund them again once"
+    for said in (text_of(alert), html.unescape(html_of(alert))):
+        assert "reason: provider_refused" in said
+        assert "provider's message: provider: Charge ch_9 has already been refunded." in said, said
+        assert next_step in said, said
+    await eventually(lambda: _count(world.http, slack, 1))
+    text = json.loads(world.http.received[slack][0].body)["text"]
+    assert "• provider's message: provider: Charge ch_9 has already been refunded." in text
+    assert f"• {next_step}" in text
 
 
 async def _count(http: HttpReceiver, name: str, expected: int) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from refundflow_shared.events import (
+    DISPUTED_FAILURE_REASONS,
     EventData,
     ProviderUnavailable,
     RefundApproved,
@@ -82,6 +83,9 @@ def team_alerts(data: EventData) -> list[TeamAlert]:
         ]
     if isinstance(data, RefundFailed):
         details = {"refund": data.refund_id, "payment": data.payment_id, "reason": data.failure_reason}
+        if data.failure_message:
+            details["provider's message"] = data.failure_message
+        details["next step"] = _after_a_failed_refund(data.failure_reason)
         return [TeamAlert("refund_failed", f"Refund failed: {format_amount(data.amount, data.currency)}", details)]
     if isinstance(data, ProviderUnavailable):
         return [
@@ -118,6 +122,13 @@ def team_alerts(data: EventData) -> list[TeamAlert]:
             )
         ]
     return []
+
+
+def _after_a_failed_refund(reason: str) -> str:
+    """What the team does next, as the customer's email told the customer (it promises a follow-up unless disputed)."""
+    if reason in DISPUTED_FAILURE_REASONS:
+        return "none: the payment is disputed with the customer's bank, and the dispute decides what is paid back"
+    return "the customer was told you will follow up: contact them, and refund them again once the cause is fixed"
 
 
 def endpoint_disabled_alert(endpoint_id: str, url: str, reason: str) -> TeamAlert:
