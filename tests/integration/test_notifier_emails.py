@@ -326,6 +326,28 @@ async def test_a_failed_refunds_alert_gives_the_team_the_providers_message_and_w
     assert f"• {next_step}" in text
 
 
+async def test_a_team_alert_comes_from_refundflow_with_no_reply_to_the_merchants_support_desk(world: World) -> None:
+    """The merchant's sender name and Reply-To are for its customers: a team member's reply must not reach them."""
+    to, refund = customer(), ids()
+    team = f"team.{uuid.uuid4().hex[:8]}@acme.example"
+    await configure_team(
+        world.feed, world.pool, refund["merchant_id"], team_email=team, sender_name="Acme Support",
+        reply_to="help@acme.example",
+    )  # fmt: skip
+    await world.feed.publish(
+        RefundRequested(
+            **refund, customer_email=to, amount=500, currency="EUR", reason="requested_by_customer", channel="portal"
+        )
+    )
+
+    [alert] = await mails_to(world, team)
+    assert alert["From"] == "Refundflow <refunds@refundflow.test>"
+    assert alert["Reply-To"] is None
+    [acknowledged] = await mails_to(world, to)
+    assert acknowledged["From"] == "Acme Support via Refundflow <refunds@refundflow.test>"
+    assert acknowledged["Reply-To"] == "help@acme.example"
+
+
 async def _count(http: HttpReceiver, name: str, expected: int) -> bool:
     return len(http.received[name]) >= expected
 

@@ -138,8 +138,11 @@ def team_alert(
             {"title": alert.title, "details": alert.details},
             audience="team",
         )
+        # From Refundflow itself, with no Reply-To: the merchant's sender name and Reply-To (its support desk) are
+        # for its customers, and a team member's reply to an alert must not reach them.
+        platform = MerchantPreferences(review_target=prefs.review_target)
         messages += email(
-            settings, prefs, event_id=event_id, merchant_id=merchant_id, recipient=prefs.team_email, content=content
+            settings, platform, event_id=event_id, merchant_id=merchant_id, recipient=prefs.team_email, content=content
         )
     if not messages:
         log.info("team_alert_unrouted", kind=alert.kind, merchant_id=merchant_id)
