@@ -145,7 +145,7 @@ async def test_a_succeeded_refund_confirms_the_amount_in_the_currencys_format(
     assert shown in text_of(message) and shown in html_of(message)
     assert "original payment method" in text_of(message)
     assert "5–10 business days" in text_of(message)
-    assert message["Message-ID"].endswith("@refundflow>")
+    assert message["Message-ID"].endswith("@refundflow.test>"), "MAIL_FROM's domain: a fully qualified one"
     assert message["Date"]
     assert message["Auto-Submitted"] == "auto-generated"
 

@@ -238,7 +238,8 @@ def test_an_email_goes_out_as_ascii_crlf_lines_with_every_header_read_back() -> 
     assert message["From"].addresses[0].display_name == "Zoë's Café via Refundflow"
     assert message["From"].addresses[0].addr_spec == "refunds@rf.example"
     assert (message["To"], message["Reply-To"]) == ("a@b.example", "help@zoe.example")
-    assert message["Message-ID"] == built.message_id == message_id(event_id, "team_alert", "a@b.example")
+    mid = message_id(event_id, "team_alert", "a@b.example", "Refundflow <refunds@rf.example>")
+    assert message["Message-ID"] == built.message_id == mid and mid.endswith("@rf.example>")
     assert (message["MIME-Version"], message["Auto-Submitted"]) == ("1.0", "auto-generated")
     assert message["Date"] is None, "dated as it is sent"
     once = dated(built.data)

@@ -50,10 +50,12 @@ class InvalidAddress(ValueError):
     """The recipient is not a deliverable email address: no server would take it."""
 
 
-def message_id(event_id: uuid.UUID, kind: str, recipient: str) -> str:
-    """Stable per event, kind and recipient: a resend after a crash carries the same id, so mailers can dedupe."""
+def message_id(event_id: uuid.UUID, kind: str, recipient: str, mail_from: str) -> str:
+    """Stable per event, kind and recipient: a resend after a crash carries the same id, so mailers can dedupe. Its
+    right-hand side is MAIL_FROM's domain: RFC 5322 wants a fully qualified one, and spam filters score a bare name."""
     digest = hashlib.sha256(f"{kind}/{recipient}".lower().encode()).hexdigest()[:16]
-    return f"<{event_id}.{digest}@refundflow>"
+    _, address = _platform_sender(mail_from)
+    return f"<{event_id}.{digest}@{address.rpartition('@')[2] or PLATFORM_NAME.lower()}>"
 
 
 def recipient_reference(recipient: str, settings: ServiceSettings) -> str:
@@ -142,7 +144,7 @@ def build_email(
     long ASCII one is folded by ``Header``."""
     # Both parts are base64, which never holds "=_": this boundary cannot occur in them.
     boundary = f"=_{uuid.uuid4().hex}"
-    mid = message_id(event_id, content.kind, recipient)
+    mid = message_id(event_id, content.kind, recipient, mail_from)
     headers = [
         ("To", recipient),
         ("Reply-To", reply_to(prefs)),
