@@ -190,6 +190,11 @@ class _ToCustomer(BaseModel):
     portal_link: PortalLink | None = None
 
 
+# Fields only Refundflow's services read, never sent in a merchant's webhook: the portal link is the customer's
+# credential (only intake and the notifier may open it).
+NOT_IN_WEBHOOKS = frozenset({"portal_link"})
+
+
 class _RefundEvent(PaymentEventData):
     refund_id: Id
     customer_email: EmailAddress
@@ -739,6 +744,8 @@ class Event(BaseModel):
     def kafka_value(self) -> bytes:
         return self.data.model_dump_json().encode()
 
-    def to_json(self) -> dict[str, Any]:
-        """Structured-mode rendering (attributes and data in one object), e.g. for webhooks."""
-        return {**self.model_dump(mode="json", exclude={"data"}), "data": self.data.model_dump(mode="json")}
+    def webhook_json(self) -> dict[str, Any]:
+        """The event as a merchant's webhook carries it: structured mode (attributes and data in one object), the
+        data without what is ``NOT_IN_WEBHOOKS``."""
+        data = self.data.model_dump(mode="json", exclude=set(NOT_IN_WEBHOOKS))
+        return {**self.model_dump(mode="json", exclude={"data"}), "data": data}

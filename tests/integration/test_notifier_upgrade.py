@@ -123,3 +123,29 @@ async def test_endpoints_refundflow_disabled_before_intake_heard_of_disables_are
         assert (staged["event_type"], staged["partition_key"]) == ("webhook_endpoint.disabled", "mer_1")
         announced = json.loads(bytes(staged["payload"]))
         assert announced == {"merchant_id": "mer_1", "endpoint_id": "we_gone", "reason": "endpoint_gone", "version": 3}
+
+
+async def test_webhook_events_kept_before_the_upgrade_lose_the_customers_portal_link(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A replay sends the event as it was kept: one kept with the sealed link must no longer carry it."""
+    data = {"merchant_id": "mer_1", "refund_id": "ref_1", "merchant_name": "Acme", "amount": 100}
+    kept = {"type": "refund.succeeded", "sequence": 4}
+    with_link = {**data, "portal_link": {"sealed_url": "v2.k0.sealed", "expires_at": "2030-01-01T00:00:00Z"}}
+    without_link = {**data, "portal_link": None}
+    async with database_before(postgres_url, tmp_path, "0963") as (dsn, pool):
+        for event_data in (with_link, without_link):
+            event_id = uuid.uuid4()
+            await pool.execute(
+                "INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload)"
+                " VALUES ($1, 'mer_1', 'refund.succeeded', now(), $2)",
+                event_id,
+                json.dumps({"id": str(event_id), **kept, "data": event_data}, separators=(",", ":")),
+            )
+
+        await apply_migrations(dsn, "notifier", MIGRATIONS)
+        rows = await pool.fetch("SELECT event_id, payload FROM webhook_events")
+        assert len(rows) == 2
+        for row in rows:
+            payload = json.loads(row["payload"])
+            assert payload == {**kept, "id": str(row["event_id"]), "data": data}, "the rest kept as it was"

@@ -21,6 +21,7 @@ from refundflow_notifier.webhook_worker import WebhookWorker
 from refundflow_shared.events import (
     Event,
     PaymentRefunded,
+    PortalLink,
     RefundRequested,
     SubscriptionCancelFailed,
     SubscriptionExtensionFailed,
@@ -116,6 +117,22 @@ async def test_a_subscribed_event_arrives_signed_with_its_sequence_and_a_stable_
     assert payloads["refund.succeeded"]["sequence"] == event.sequence
     assert payloads["refund.succeeded"]["data"]["amount"] == 4999
     assert payloads["payment.refunded"]["id"] == str(refunded.id)
+
+
+async def test_a_webhook_carries_no_portal_link_the_customers_credential(world: World) -> None:
+    """The sealed link lets whoever holds it ask for refunds of the payment: it is for the customer's email only."""
+    m, name, secret = merchant(), uuid.uuid4().hex, new_signing_secret()
+    await configure_endpoint(world.feed, world.pool, m, world.http.url(name), ["refund.succeeded"], secret=secret)
+    link = PortalLink(sealed_url=f"v2.k0.{uuid.uuid4().hex}", expires_at=datetime.now(UTC) + timedelta(days=30))
+    event = await world.feed.publish(succeeded(m).model_copy(update={"merchant_name": "Acme", "portal_link": link}))
+
+    [delivery] = await received(world, name, 1)
+    payload = Webhook(secret).verify(delivery.body, delivery.headers)
+    assert payload["id"] == str(event.id) and payload["data"]["merchant_name"] == "Acme"
+    assert "portal_link" not in payload["data"]
+    assert link.sealed_url.encode() not in delivery.body
+    stored = await world.pool.fetchval("SELECT payload FROM webhook_events WHERE event_id = $1", event.id)
+    assert link.sealed_url not in stored, "nor is it kept for replays"
 
 
 async def test_a_refused_cancel_and_a_refused_extension_reach_the_merchants_systems(world: World) -> None:

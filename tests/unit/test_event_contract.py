@@ -140,7 +140,7 @@ def test_structured_rendering_carries_the_sequence_for_webhooks() -> None:
         refunded_amount=5,
         remaining_amount=0,
     )
-    rendered = Event.wrap(data, source="s", sequence=3).to_json()
+    rendered = Event.wrap(data, source="s", sequence=3).webhook_json()
     assert rendered["sequence"] == 3
     assert rendered["data"]["remaining_amount"] == 0
     assert datetime.fromisoformat(rendered["time"]).tzinfo == UTC

@@ -138,7 +138,7 @@ def _held_alert(merchant_id: str, row: asyncpg.Record) -> RaisedAlert:
 
 
 def _alerts_of_webhook_event(event_type: str, payload: str) -> list[TeamAlert]:
-    """The alerts of an event kept as it was signed (``Event.to_json``): its data read back by its schema, as the
+    """The alerts of an event kept as it was signed (``Event.webhook_json``): its data read back by its schema, as the
     consumer read it, and given to the same rules."""
     return team_alerts(read_event_data(EVENT_DATA_TYPES[event_type], json.loads(payload)["data"]))
 

@@ -109,7 +109,7 @@ async def queue_events(
         [event.data.merchant_id for event, _ in events],
         [event.type.value for event, _ in events],
         [event.time for event, _ in events],
-        [json.dumps(event.to_json(), separators=(",", ":")) for event, _ in events],
+        [json.dumps(event.webhook_json(), separators=(",", ":")) for event, _ in events],
         [traceparent for _, traceparent in events],
         max_endpoints,
     )

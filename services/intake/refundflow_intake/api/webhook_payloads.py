@@ -15,7 +15,7 @@ from fastapi import FastAPI, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from refundflow_shared.event_contract import CONTRACTS
-from refundflow_shared.events import EVENT_DATA_TYPES, WEBHOOK_EVENT_TYPES, EventData, EventType
+from refundflow_shared.events import EVENT_DATA_TYPES, NOT_IN_WEBHOOKS, WEBHOOK_EVENT_TYPES, EventData, EventType
 
 DELIVERY = (
     "Sent as a POST, signed per Standard Webhooks: the `webhook-id` header is the event's `id` (drop a duplicate),"
@@ -52,8 +52,19 @@ def _envelope(event_type: str, data: type[EventData]) -> type[BaseModel]:
         __base__=_Envelope,
         __doc__=f"The {event_type} webhook's body.",
         type=(Literal[event_type], ...),  # type: ignore[arg-type]  # each envelope names its one type
-        data=(data, ...),
+        data=(_webhook_data(data), ...),
     )
+    return model
+
+
+def _webhook_data(data: type[EventData]) -> type[BaseModel]:
+    """The event's data as a webhook carries it (``Event.webhook_json``): its fields but those ``NOT_IN_WEBHOOKS``."""
+    if not NOT_IN_WEBHOOKS & set(data.model_fields):
+        return data
+    kept: dict[str, Any] = {
+        name: (field.annotation, field) for name, field in data.model_fields.items() if name not in NOT_IN_WEBHOOKS
+    }
+    model: type[BaseModel] = create_model(data.__name__, __config__=data.model_config, __doc__=data.__doc__, **kept)
     return model
 
 
