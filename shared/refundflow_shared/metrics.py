@@ -105,7 +105,8 @@ HTTP_REQUEST_SECONDS = Histogram(
 # Notifier: emails and webhooks.
 EMAILS = Counter(
     "refundflow_emails",
-    "Emails by kind and outcome: sent, retrying, rejected (permanently refused), failed (retries exhausted), stale"
+    "Emails by kind and outcome: sent, retrying, rejected (permanently refused), failed (retries exhausted),"
+    " waiting_for_relay (put back untried: the SMTP relay is away or refuses us), stale"
     " (a result ignored: the message was another claim's by then).",
     ["kind", "outcome"],
 )

@@ -27,8 +27,10 @@ from refundflow_notifier import merchant_settings, message_queue
 from refundflow_notifier.message_worker import MessageWorker
 from refundflow_notifier.records import Channel
 from refundflow_notifier.settings import NotifierSettings
+from refundflow_notifier.smtp_answers import Fault
 from refundflow_notifier.smtp_mailer import MailNotSent, SmtpMailer
 from refundflow_shared.events import NotificationSettingsConfigured
+from tests.support.infrastructure import free_port
 from tests.support.notifier_harness import notifier_database, notifier_settings
 from tests.support.notifier_receivers import SMTP_PASSWORD, SMTP_USER, CapturingSmtpHandler, smtp_server
 
@@ -108,7 +110,7 @@ async def test_required_tls_refuses_a_relay_without_starttls_and_sends_nothing(p
 
     with pytest.raises(MailNotSent) as refused:
         await smtp.send(message("ada@example.com"), "ada@example.com")
-    assert not refused.value.permanent, "a relay's configuration can change: retried on the schedule"
+    assert refused.value.fault is Fault.RELAY, "a relay's configuration can change: waited out, no attempt spent"
     assert relay.auth_attempts == [] and relay.messages == []
 
 
@@ -160,21 +162,45 @@ async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
 
 
+async def queue_customer_emails(pool: asyncpg.Pool, merchant_id: str, recipients: list[str]) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        team = NotificationSettingsConfigured(merchant_id=merchant_id, team_email="team@acme.example")
+        await merchant_settings.save(conn, team, at=datetime.datetime.now(datetime.UTC), sequence=1)
+        emails = [
+            message_queue.QueuedMessage(uuid.uuid4(), merchant_id, Channel.EMAIL, "refund_approved", to, message(to))
+            for to in recipients
+        ]
+        await message_queue.queue(conn, emails)
+
+
+async def send_what_is_due(pool: asyncpg.Pool, worker: MessageWorker) -> None:
+    for claimed in await message_queue.claim_due(pool, 10, [], lease_seconds=30, per_merchant=8):
+        await worker.send(claimed)
+
+
+async def assert_waiting_for_the_relay(pool: asyncpg.Pool, recipients: list[str]) -> None:
+    rows = await pool.fetch(
+        "SELECT recipient, status, attempts, body IS NOT NULL AS kept, next_attempt_at <= now() AS due"
+        " FROM messages ORDER BY id"
+    )
+    assert [tuple(r) for r in rows] == [(to, "pending", 0, True, True) for to in recipients], (
+        "the relay's problem, not the message's: no attempt spent, due as soon as the relay takes mail again"
+    )
+
+
 @pytest.mark.parametrize(
     ("handler", "password"),
-    [(CapturingSmtpHandler, "a-rotated-password"), (UnverifiedSenderHandler, SMTP_PASSWORD)],
+    [
+        (CapturingSmtpHandler, "a-rotated-password"),
+        (UnverifiedSenderHandler, SMTP_PASSWORD),
+    ],
     ids=["auth_refused_535", "mail_from_refused_554"],
 )
-async def test_a_relay_refusing_us_leaves_the_customers_email_to_retry_and_blames_no_address(
+async def test_a_relay_refusing_us_leaves_every_customer_email_waiting_and_blames_no_address(
     pool: asyncpg.Pool, handler: type[CapturingSmtpHandler], password: str
 ) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        team = NotificationSettingsConfigured(merchant_id="mer_1", team_email="team@acme.example")
-        await merchant_settings.save(conn, team, at=datetime.datetime.now(datetime.UTC), sequence=1)
-        email = message_queue.QueuedMessage(
-            uuid.uuid4(), "mer_1", Channel.EMAIL, "refund_approved", "ada@example.com", message("ada@example.com")
-        )
-        await message_queue.queue(conn, [email])
+    recipients = ["ada@example.com", "bob@example.com"]
+    await queue_customer_emails(pool, "mer_1", recipients)
     with smtp_server(handler=handler(), with_auth=True) as (relay, port):
         settings = notifier_settings(
             "postgresql://unused/notifier",
@@ -183,20 +209,34 @@ async def test_a_relay_refusing_us_leaves_the_customers_email_to_retry_and_blame
             smtp_username=SMTP_USER,
             smtp_password=password,
             smtp_allow_plaintext_auth=True,
-            message_retry_schedule_seconds=[0, 60],
+            message_retry_schedule_seconds=[0, 0],
         )
         smtp = SmtpMailer(settings)
         worker = MessageWorker(pool, settings, smtp, None, None)  # type: ignore[arg-type] # email only
-        [claimed] = await message_queue.claim_due(pool, 10, [], lease_seconds=30, per_merchant=8)
         try:
-            await worker.send(claimed)
+            for _ in range(3):  # more tries than the schedule has
+                await send_what_is_due(pool, worker)
         finally:
             await smtp.close()
 
     assert relay.messages == []
-    row = await pool.fetchrow(
-        "SELECT status, attempts, body IS NOT NULL AS kept, next_attempt_at > now() + interval '30 seconds' AS later"
-        " FROM messages WHERE recipient = 'ada@example.com'"
+    await assert_waiting_for_the_relay(pool, recipients)
+    assert worker.relay_pause.remaining() > 0, "the worker waits the relay out"
+
+
+async def test_a_relay_that_is_down_for_longer_than_the_schedule_loses_no_email(pool: asyncpg.Pool) -> None:
+    await queue_customer_emails(pool, "mer_1", ["ada@example.com"])
+    port = free_port()  # nothing listens: the relay is down
+    settings = notifier_settings(
+        "postgresql://unused/notifier", "unused:9092", port, message_retry_schedule_seconds=[0, 0]
     )
-    assert tuple(row) == ("pending", 1, True, True), "the relay's problem, not the address's: retried on the schedule"
-    assert await pool.fetchval("SELECT count(*) FROM messages") == 1, "no team alert blames the customer's address"
+    worker = MessageWorker(pool, settings, SmtpMailer(settings), None, None)  # type: ignore[arg-type] # email only
+    for _ in range(3):
+        await send_what_is_due(pool, worker)
+    await assert_waiting_for_the_relay(pool, ["ada@example.com"])
+
+    with smtp_server(port=port) as (relay, _):  # back up
+        await send_what_is_due(pool, worker)
+    assert [m["To"] for m in relay.messages] == ["ada@example.com"]
+    assert await pool.fetchval("SELECT status FROM messages") == "sent"
+    assert worker.relay_pause.remaining() == 0, "a message the relay took ends the wait"

@@ -310,3 +310,16 @@ async def retry_later(conn: asyncpg.Connection, message: ClaimedMessage, delay_s
         message.attempts,
     )
     return retried > 0
+
+
+async def put_back(conn: asyncpg.Connection, message: ClaimedMessage, error: str) -> bool:
+    """Untried after all: the SMTP relay was away or refused us. Due as it was, the claim's attempt not counted (a
+    relay's outage is no reason to give a message up); False when the message is no longer this claim's."""
+    put_back: str = await conn.execute(
+        "UPDATE messages SET attempts = attempts - 1, locked_until = NULL, error = $2"
+        " WHERE id = $1 AND status = 'pending' AND attempts = $3",
+        message.id,
+        error,
+        message.attempts,
+    )
+    return put_back != "UPDATE 0"

@@ -21,8 +21,10 @@ from refundflow_notifier import merchant_settings, message_queue, outbound_http
 from refundflow_notifier.email_messages import dated, recipient_reference
 from refundflow_notifier.notification_rules import undeliverable_email_alert
 from refundflow_notifier.records import Channel, ClaimedMessage
+from refundflow_notifier.relay_pause import RelayPause
 from refundflow_notifier.retry_schedule import is_success, next_delay
 from refundflow_notifier.settings import NotifierSettings
+from refundflow_notifier.smtp_answers import Fault
 from refundflow_notifier.smtp_mailer import MailNotSent, SmtpMailer
 from refundflow_shared import tracing
 from refundflow_shared.crash_points import crash_point
@@ -36,12 +38,13 @@ T = TypeVar("T")
 
 
 class NotSent(Exception):
-    """This attempt failed; ``permanent``: no later attempt would do better. ``str()`` is what the message's
-    row records (an SMTP server's answer, say); ``summary`` is what logs show (never an address)."""
+    """This attempt failed; ``permanent``: no later attempt would do better; ``relay``: the SMTP relay failed us,
+    not the message (nothing to spend its attempts on). ``str()`` is what the message's row records (an SMTP
+    server's answer, say); ``summary`` is what logs show (never an address)."""
 
-    def __init__(self, error: str, *, permanent: bool, summary: str | None = None) -> None:
+    def __init__(self, error: str, *, permanent: bool, summary: str | None = None, relay: bool = False) -> None:
         super().__init__(error)
-        self.permanent, self.summary = permanent, summary or error
+        self.permanent, self.summary, self.relay = permanent, summary or error, relay
 
 
 class MessageWorker:
@@ -57,6 +60,7 @@ class MessageWorker:
         deadline = max(settings.smtp_timeout_seconds, settings.webhook_timeout_seconds)
         self._lease = deadline + settings.lease_margin_seconds  # outlives any send
         self._sent: GroupCommit[ClaimedMessage] = GroupCommit(self._mark_sent)
+        self.relay_pause = RelayPause()  # one per process: its sends all go through the one relay
 
     def dispatcher(self) -> LeaseDispatcher[ClaimedMessage, int]:
         return LeaseDispatcher(
@@ -74,6 +78,7 @@ class MessageWorker:
             max_in_flight=self._settings.message_concurrency,
             poll_interval=self._settings.message_poll_interval_seconds,
             name="message_worker",
+            paused=self.relay_pause.remaining,  # Slack alerts wait too: the pause is a minute at most
             gather_seconds=self._settings.delivery_gather_ms / 1000,
             shutdown_grace=self._lease,  # a send and its record finish before the deploy goes on
         )
@@ -96,7 +101,9 @@ class MessageWorker:
             else:
                 await self._post_slack(message)
         except NotSent as exc:
-            if exc.permanent:
+            if exc.relay:
+                _count(message, await self._wait_for_relay(message, exc, log_))
+            elif exc.permanent:
                 log_.error("message_rejected", error=exc.summary)
                 _count(message, "rejected" if await self._rejected(message, str(exc)) else _stale(message, log_))
             else:
@@ -105,6 +112,8 @@ class MessageWorker:
         crash_point("notifier.message_sent")
         await self._recorded(lambda: self._sent.write(message))
         log_.info("message_sent")
+        if message.channel == Channel.EMAIL and self.relay_pause.clear():
+            log.info("smtp_relay_recovered")
         _count(message, "sent")
 
     async def _mark_sent(self, messages: list[ClaimedMessage]) -> None:
@@ -115,7 +124,8 @@ class MessageWorker:
         try:
             await self._mailer.send(dated(message.body), message.recipient)
         except MailNotSent as exc:
-            raise NotSent(str(exc), permanent=exc.permanent, summary=exc.summary) from exc
+            permanent, relay = exc.fault is Fault.REJECTED, exc.fault is Fault.RELAY
+            raise NotSent(str(exc), permanent=permanent, summary=exc.summary, relay=relay) from exc
 
     async def _post_slack(self, message: ClaimedMessage) -> None:
         url = self._slack_url(message)
@@ -145,6 +155,22 @@ class MessageWorker:
             return self._box.open(sealed, context=message.merchant_id)
         except SecretBoxError as exc:
             raise NotSent("slack_url_unreadable", permanent=True) from exc
+
+    async def _wait_for_relay(
+        self, message: ClaimedMessage, failure: NotSent, log_: structlog.stdlib.BoundLogger
+    ) -> str:
+        """Pause sending and put the message back untried: an outage of any length gives no message up. Logged once
+        per pause, not per message (an outage fails every message in flight)."""
+        pause = self.relay_pause.trip()
+        if pause is not None:
+            log.error("smtp_relay_unavailable", error=failure.summary, sending_paused_for=pause)
+        if not await self._recorded(lambda: self._put_back(message, str(failure))):
+            return _stale(message, log_)
+        return "waiting_for_relay"
+
+    async def _put_back(self, message: ClaimedMessage, error: str) -> bool:
+        async with self._pool.acquire() as conn:
+            return await message_queue.put_back(conn, message, error)
 
     async def _retry(self, message: ClaimedMessage, failure: NotSent, log_: structlog.stdlib.BoundLogger) -> str:
         """Try again later, or give up: which it was (retrying or failed)."""

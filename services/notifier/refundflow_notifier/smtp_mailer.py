@@ -11,6 +11,7 @@ import aiosmtplib
 import structlog
 
 from refundflow_notifier.settings import NotifierSettings
+from refundflow_notifier.smtp_answers import Fault, Stage, fault_of
 
 log = structlog.get_logger(__name__)
 
@@ -19,13 +20,13 @@ _START_TLS = {"required": True, "opportunistic": None, "none": False}
 
 
 class MailNotSent(Exception):
-    """The server did not take the message. ``permanent``: retrying will not help (a 5xx refusing this message's
-    recipient or content; never one refusing us before the recipient, which a fixed relay takes). ``summary`` is safe
-    to log (a code, never the server's text, which may quote the address); ``str()`` has the details."""
+    """The server did not take the message. ``fault``: the relay's (away, or refusing us whoever the recipient: wait
+    it out), or this message's, for now or for good (``smtp_answers.fault_of``). ``summary`` is safe to log (a
+    code, never the server's text, which may quote the address); ``str()`` has the details."""
 
-    def __init__(self, detail: str, *, summary: str, permanent: bool = False) -> None:
+    def __init__(self, detail: str, *, summary: str, fault: Fault) -> None:
         super().__init__(detail)
-        self.summary, self.permanent = summary, permanent
+        self.summary, self.fault = summary, fault
 
 
 class SmtpMailer:
@@ -39,11 +40,13 @@ class SmtpMailer:
 
     async def send(self, message: bytes, recipient: str) -> None:
         """Hand one rendered message to the server; returns once the server accepted it (250 after DATA)."""
+        stage: Stage = "connection"  # until a connection is ready for our envelope
         try:
             async with asyncio.timeout(self._settings.smtp_timeout_seconds):
                 smtp = self._idle_connection()
                 if smtp is not None:
                     try:
+                        stage = "transaction"
                         await self._send_on(smtp, message, recipient)
                         return
                     except aiosmtplib.SMTPServerDisconnected:
@@ -51,21 +54,27 @@ class SmtpMailer:
                         # every message. (Dropped after DATA but before its answer, the message may have arrived:
                         # a duplicate, which a retry later would make too; it carries our Message-ID.)
                         log.info("smtp_idle_connection_dropped")
-                await self._send_on(await self._connect(), message, recipient)
+                stage = "connection"
+                smtp = await self._connect()
+                stage = "transaction"
+                await self._send_on(smtp, message, recipient)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             [refused, *_] = exc.recipients
-            raise _answered(refused.code, f"recipient refused: {refused.message}") from exc
+            raise _answered("recipient", refused.code, refused.message, "recipient refused: ") from exc
+        except aiosmtplib.SMTPSenderRefused as exc:
+            raise _answered("sender", exc.code, exc.message) from exc
         except aiosmtplib.SMTPDataError as exc:
-            raise _answered(exc.code, exc.message) from exc
+            raise _answered("data", exc.code, exc.message) from exc
         except aiosmtplib.SMTPResponseException as exc:
-            # Refused before any recipient (greeting, EHLO, STARTTLS, AUTH, MAIL FROM): our relay refuses us, whatever
-            # the address; a misconfiguration or an outage to fix, each message retried on the schedule meanwhile.
-            log.error("smtp_relay_refused", code=exc.code, at=type(exc).__name__)
-            raise MailNotSent(f"SMTP {exc.code}: {exc.message}", summary=f"smtp_relay_{exc.code}") from exc
+            # Refused before any recipient (greeting, EHLO, STARTTLS, AUTH): our relay refuses us, whatever the
+            # address; a misconfiguration or an outage to fix.
+            raise _answered("connection", exc.code, exc.message) from exc
         except TimeoutError as exc:
-            raise MailNotSent("the SMTP server did not finish in time", summary="smtp_timeout") from exc
+            fault = fault_of(stage, None)
+            raise MailNotSent("the SMTP server did not finish in time", summary="smtp_timeout", fault=fault) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise MailNotSent(f"{type(exc).__name__}: {exc}", summary="smtp_unavailable") from exc
+            fault = fault_of(stage, None)
+            raise MailNotSent(f"{type(exc).__name__}: {exc}", summary="smtp_unavailable", fault=fault) from exc
 
     async def close(self) -> None:
         """Drop the idle connections (on shutdown)."""
@@ -113,6 +122,7 @@ class SmtpMailer:
         return smtp
 
 
-def _answered(code: int, text: str) -> MailNotSent:
-    """This message's answer (to RCPT or DATA): a 4xx is worth another try later; a 5xx is final."""
-    return MailNotSent(f"SMTP {code}: {text}", summary=f"smtp_{code}", permanent=code >= 500)
+def _answered(stage: Stage, code: int, text: str, context: str = "") -> MailNotSent:
+    fault = fault_of(stage, code, text)
+    summary = f"smtp_relay_{code}" if fault is Fault.RELAY else f"smtp_{code}"
+    return MailNotSent(f"SMTP {code}: {context}{text}", summary=summary, fault=fault)
