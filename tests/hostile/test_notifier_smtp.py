@@ -162,6 +162,15 @@ async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
 
 
+class RelayAccessDeniedHandler(CapturingSmtpHandler):
+    """A relay that takes our envelope but will not relay for us (a lapsed allow-list, an expired relay grant)."""
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        return f"554 5.7.1 <{address}>: Relay access denied"
+
+
 async def queue_customer_emails(pool: asyncpg.Pool, merchant_id: str, recipients: list[str]) -> None:
     async with pool.acquire() as conn, conn.transaction():
         team = NotificationSettingsConfigured(merchant_id=merchant_id, team_email="team@acme.example")
@@ -193,8 +202,9 @@ async def assert_waiting_for_the_relay(pool: asyncpg.Pool, recipients: list[str]
     [
         (CapturingSmtpHandler, "a-rotated-password"),
         (UnverifiedSenderHandler, SMTP_PASSWORD),
+        (RelayAccessDeniedHandler, SMTP_PASSWORD),
     ],
-    ids=["auth_refused_535", "mail_from_refused_554"],
+    ids=["auth_refused_535", "mail_from_refused_554", "rcpt_relay_access_denied_554_5_7_1"],
 )
 async def test_a_relay_refusing_us_leaves_every_customer_email_waiting_and_blames_no_address(
     pool: asyncpg.Pool, handler: type[CapturingSmtpHandler], password: str

@@ -15,6 +15,11 @@ from refundflow_notifier.smtp_answers import Fault, Stage, fault_of
         ("connection", 554, "no SMTP service here", Fault.RELAY),  # the greeting
         ("sender", 554, "5.7.1 sender address not verified", Fault.RELAY),
         ("sender", 451, "4.3.0 try again later", Fault.RELAY),
+        ("recipient", 554, "5.7.1 <ada@example.com>: Relay access denied", Fault.RELAY),
+        ("recipient", 550, "5.7.0 Authentication required", Fault.RELAY),
+        ("recipient", 530, "Authentication required", Fault.RELAY),
+        ("recipient", 421, "4.3.2 Service shutting down", Fault.RELAY),
+        ("data", 421, "closing connection", Fault.RELAY),
         ("recipient", 550, "5.1.1 <ada@example.com>: Recipient address rejected: User unknown", Fault.REJECTED),
         ("recipient", 553, "mailbox name not allowed", Fault.REJECTED),
         ("recipient", 451, "4.7.1 greylisted, try again", Fault.RETRY),

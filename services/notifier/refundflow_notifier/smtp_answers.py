@@ -4,11 +4,16 @@ message's (a 4xx tried again on its schedule, a 5xx final)."""
 from __future__ import annotations
 
 import enum
+import re
 from typing import Literal
 
 # Where the exchange failed: before the relay took our envelope (the connection, greeting, STARTTLS, EHLO, AUTH),
 # at MAIL FROM, at RCPT, at DATA; ``transaction`` is a failure without an answer after we connected.
 Stage = Literal["connection", "sender", "recipient", "data", "transaction"]
+
+# 421: the relay is closing the connection; 530/535 (and 454, a temporary auth failure): it wants other credentials.
+_RELAY_CODES = frozenset({421, 454, 530, 535})
+_ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 class Fault(enum.Enum):
@@ -20,11 +25,15 @@ class Fault(enum.Enum):
 def fault_of(stage: Stage, code: int | None, text: str = "") -> Fault:
     """Whose fault a failure is, from where it happened and the relay's answer (``code`` None: no answer).
 
-    A relay that says no to us before the recipient would say it for every address, so it is never the address's
-    rejection; an answer at RCPT or DATA is this message's.
+    A relay that says no to us (anything before the recipient, a 5.7.x policy or auth refusal at RCPT such as
+    "554 5.7.1 Relay access denied") would say it for every address, so it is never the address's rejection; an
+    answer about the recipient itself ("550 5.1.1 user unknown") or the content at DATA is.
     """
-    if stage in ("connection", "sender"):
+    if stage in ("connection", "sender") or code in _RELAY_CODES:
         return Fault.RELAY
     if code is None:
         return Fault.RETRY
+    enhanced = _ENHANCED.match(text)
+    if stage == "recipient" and enhanced is not None and enhanced.group(1, 2) == ("5", "7"):
+        return Fault.RELAY
     return Fault.REJECTED if code >= 500 else Fault.RETRY
