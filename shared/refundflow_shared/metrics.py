@@ -110,6 +110,11 @@ EMAILS = Counter(
     " (a result ignored: the message was another claim's by then).",
     ["kind", "outcome"],
 )
+MESSAGES_OLDEST_DUE_SECONDS = Gauge(
+    "refundflow_messages_oldest_due_seconds",
+    "How long the message due the longest (email or team alert) has waited to be sent, at scrape: grows while the"
+    " SMTP relay is away or refuses us.",
+)
 WEBHOOK_DELIVERIES = Counter(
     "refundflow_webhook_deliveries",
     "Webhook delivery attempts by outcome: delivered, retrying, failed (gave up), endpoint_gone (410), not_signed"

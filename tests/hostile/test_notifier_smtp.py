@@ -24,12 +24,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from refundflow_notifier import merchant_settings, message_queue
+from refundflow_notifier.message_gauges import observe_due_messages
 from refundflow_notifier.message_worker import MessageWorker
 from refundflow_notifier.records import Channel
 from refundflow_notifier.settings import NotifierSettings
 from refundflow_notifier.smtp_answers import Fault
 from refundflow_notifier.smtp_mailer import MailNotSent, SmtpMailer
 from refundflow_shared.events import NotificationSettingsConfigured
+from refundflow_shared.metrics import MESSAGES_OLDEST_DUE_SECONDS
 from tests.support.infrastructure import free_port
 from tests.support.notifier_harness import notifier_database, notifier_settings
 from tests.support.notifier_receivers import SMTP_PASSWORD, SMTP_USER, CapturingSmtpHandler, smtp_server
@@ -250,3 +252,14 @@ async def test_a_relay_that_is_down_for_longer_than_the_schedule_loses_no_email(
     assert [m["To"] for m in relay.messages] == ["ada@example.com"]
     assert await pool.fetchval("SELECT status FROM messages") == "sent"
     assert worker.relay_pause.remaining() == 0, "a message the relay took ends the wait"
+
+
+async def test_emails_held_up_by_the_relay_show_as_the_age_of_the_oldest_due_message(pool: asyncpg.Pool) -> None:
+    await observe_due_messages(pool)
+    assert MESSAGES_OLDEST_DUE_SECONDS._value.get() == 0, "nothing due: nothing overdue"
+    await queue_customer_emails(pool, "mer_1", ["ada@example.com", "bob@example.com"])
+    await pool.execute("UPDATE messages SET next_attempt_at = now() - interval '10 minutes' WHERE id = 1")
+    await pool.execute("UPDATE messages SET next_attempt_at = now() + interval '1 hour' WHERE id = 2")  # not due yet
+
+    await observe_due_messages(pool)
+    assert 600 <= MESSAGES_OLDEST_DUE_SECONDS._value.get() < 660

@@ -68,6 +68,7 @@ def test_the_alert_rules_cover_what_must_wake_someone_and_say_what_to_do() -> No
         "refundflow_consumer_batch_age_seconds",
         "refundflow_refunds_processing_oldest_seconds",
         "refundflow_provider_calls_total",
+        "refundflow_messages_oldest_due_seconds",
     ):
         assert any(needed in expr for expr in reads.values()), needed
     assert len(reads) == len(rules), "alert names are unique"

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from refundflow_notifier import endpoint_disable_announcements, event_handlers, merchant_settings
 from refundflow_notifier.internal_api import internal_router
+from refundflow_notifier.message_gauges import observe_due_messages
 from refundflow_notifier.message_worker import MessageWorker
 from refundflow_notifier.outbound_http import outbound_client
 from refundflow_notifier.settings import NotifierSettings
@@ -76,6 +77,7 @@ def create_app(settings: NotifierSettings) -> FastAPI:
     def wire(rt: ServiceRuntime) -> None:
         event_handlers.register(rt.consumer, settings)
         rt.retention_rules.extend(retention_rules(settings))
+        rt.scrape_hooks.append(observe_due_messages)
         rt.run_in_background(run_workers(rt, settings), "notifier_workers")
 
     app = service_app(runtime, settings, "Refundflow notifier", lifespan=runtime.lifespan(wire))
