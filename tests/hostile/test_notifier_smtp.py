@@ -263,3 +263,45 @@ async def test_emails_held_up_by_the_relay_show_as_the_age_of_the_oldest_due_mes
 
     await observe_due_messages(pool)
     assert 600 <= MESSAGES_OLDEST_DUE_SECONDS._value.get() < 660
+
+
+class OneAddressDeniedHandler(CapturingSmtpHandler):
+    """A relay whose policy refuses one recipient's address (a blocked domain) with a 5.7.x and takes the others."""
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if address.startswith("blocked@"):
+            return f"554 5.7.1 <{address}>: Recipient address rejected: Access denied"
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+
+async def test_a_relay_refusing_one_address_while_it_takes_the_others_rejects_that_email_and_stalls_none(
+    pool: asyncpg.Pool,
+) -> None:
+    """A 5.7.x at RCPT is waited out as the relay's refusal of us; but once the relay has taken other mail since it
+    refused this address, the refusal is the address's: waited out for ever, it would pause every email each time
+    that one came round."""
+    recipients = ["ada@example.com", "blocked@example.com", "bob@example.com"]
+    await queue_customer_emails(pool, "mer_1", recipients)
+    with smtp_server(handler=OneAddressDeniedHandler()) as (relay, port):
+        settings = notifier_settings(
+            "postgresql://unused/notifier", "unused:9092", port, message_retry_schedule_seconds=[0, 0, 0, 0]
+        )
+        smtp = SmtpMailer(settings)
+        worker = MessageWorker(pool, settings, smtp, None, None)  # type: ignore[arg-type] # email only
+        try:
+            for _ in range(3):
+                await send_what_is_due(pool, worker)
+        finally:
+            await smtp.close()
+
+    customers = sorted(m["To"] for m in relay.messages if m["To"].endswith("@example.com"))
+    assert customers == ["ada@example.com", "bob@example.com"]
+    rows = await pool.fetch("SELECT recipient, status FROM messages WHERE kind = 'refund_approved' ORDER BY id")
+    assert [tuple(r) for r in rows] == [
+        ("ada@example.com", "sent"),
+        ("blocked@example.com", "rejected"),
+        ("bob@example.com", "sent"),
+    ]
+    assert worker.relay_pause.remaining() == 0, "the relay takes mail: nothing waits"

@@ -124,7 +124,14 @@ class MessageWorker:
         try:
             await self._mailer.send(dated(message.body), message.recipient)
         except MailNotSent as exc:
-            permanent, relay = exc.fault is Fault.REJECTED, exc.fault is Fault.RELAY
+            fault = exc.fault
+            if (
+                fault is Fault.RELAY
+                and exc.stage == "recipient"
+                and self.relay_pause.refuses_only_this_address(message.id)
+            ):
+                fault = Fault.REJECTED
+            permanent, relay = fault is Fault.REJECTED, fault is Fault.RELAY
             raise NotSent(str(exc), permanent=permanent, summary=exc.summary, relay=relay) from exc
 
     async def _post_slack(self, message: ClaimedMessage) -> None:

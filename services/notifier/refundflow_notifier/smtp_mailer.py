@@ -24,9 +24,9 @@ class MailNotSent(Exception):
     it out), or this message's, for now or for good (``smtp_answers.fault_of``). ``summary`` is safe to log (a
     code, never the server's text, which may quote the address); ``str()`` has the details."""
 
-    def __init__(self, detail: str, *, summary: str, fault: Fault) -> None:
+    def __init__(self, detail: str, *, summary: str, fault: Fault, stage: Stage = "connection") -> None:
         super().__init__(detail)
-        self.summary, self.fault = summary, fault
+        self.summary, self.fault, self.stage = summary, fault, stage
 
 
 class SmtpMailer:
@@ -125,4 +125,4 @@ class SmtpMailer:
 def _answered(stage: Stage, code: int, text: str, context: str = "") -> MailNotSent:
     fault = fault_of(stage, code, text)
     summary = f"smtp_relay_{code}" if fault is Fault.RELAY else f"smtp_{code}"
-    return MailNotSent(f"SMTP {code}: {context}{text}", summary=summary, fault=fault)
+    return MailNotSent(f"SMTP {code}: {context}{text}", summary=summary, fault=fault, stage=stage)
