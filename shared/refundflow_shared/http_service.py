@@ -31,10 +31,12 @@ if TYPE_CHECKING:  # the runtime imports Readiness from here
 
 @dataclass(frozen=True)
 class Readiness:
-    """What /readyz checked (each true or false), and which background jobs died."""
+    """What /readyz checked (each true or false), which background jobs died, and whether the broker answered its
+    last check (shown, not deciding)."""
 
     checks: dict[str, bool]
     dead_jobs: list[str] = field(default_factory=list)
+    broker_reachable: bool = True
 
     @property
     def ready(self) -> bool:
@@ -82,9 +84,10 @@ def health_router(readiness: Callable[[], Awaitable[Readiness]]) -> APIRouter:
 
     @router.get("/readyz", responses={503: {"description": "not ready: the same body, status unavailable"}})
     async def readyz() -> JSONResponse:
-        """The database and the broker are reachable, and every background job is running."""
+        """The database is reachable and every background job is running; whether the broker is, too, is shown."""
         state = await readiness()
         body: dict[str, object] = {"status": "ready" if state.ready else "unavailable", "checks": state.checks}
+        body["broker_reachable"] = state.broker_reachable
         if state.dead_jobs:
             body["dead_jobs"] = state.dead_jobs
         return JSONResponse(body, status_code=200 if state.ready else 503)

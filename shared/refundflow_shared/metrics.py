@@ -57,6 +57,12 @@ TOPIC_PARTITIONS = Gauge(
     "Partitions of each topic the service consumes or publishes, read at start: all must be equal (README, Topics).",
     ["service", "topic"],
 )
+BROKER_REACHABLE = Gauge(
+    "refundflow_broker_reachable",
+    "1 while the broker answered the service's last check (every 5 s), 0 while it did not. It does not decide "
+    "readiness.",
+    ["service"],
+)
 OUTBOX_UNSENT = Gauge(
     "refundflow_outbox_unsent", "Outbox rows waiting to be published (parked rows not included).", ["service"]
 )

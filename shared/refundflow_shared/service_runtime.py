@@ -14,6 +14,7 @@ import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
 
+from refundflow_shared.broker_watch import BrokerWatch
 from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.database import create_pool, is_reachable
 from refundflow_shared.event_contract import ServiceContract, contract_of
@@ -62,6 +63,7 @@ class ServiceRuntime:
         # What /metrics reads at scrape besides the outbox and the consumer; services append theirs.
         self.scrape_hooks: list[ScrapeHook] = []
         self._consumer_gauges = ConsumerGauges(name)
+        self._broker_watch = BrokerWatch(name, self.broker)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -98,6 +100,7 @@ class ServiceRuntime:
             park_after_attempts=self.settings.outbox_park_after_attempts,
         )
         self.run_in_background(relay.run(), "outbox_relay")
+        self.run_in_background(self._broker_watch.run(), "broker_watch")
         retention = run_retention(self.pool, self.retention_rules, interval=self.settings.retention_interval_seconds)
         self.run_in_background(retention, "retention")
         log.info("service_started", consumes=self.consumer.topics)
@@ -163,10 +166,13 @@ class ServiceRuntime:
             await hook(self.pool)
 
     async def readiness(self) -> Readiness:
+        """Ready while the database answers and every job runs. The broker is shown, as last checked, and does not
+        decide (``broker_watch``): a probe never waits for it."""
         database = self._pool is not None and await is_reachable(self._pool)
-        broker = await self.broker.ping(timeout=2)
         dead = self.dead_jobs
-        return Readiness({"database": database, "broker": broker, "jobs": not dead}, dead_jobs=dead)
+        return Readiness(
+            {"database": database, "jobs": not dead}, dead_jobs=dead, broker_reachable=self._broker_watch.reachable
+        )
 
 
 def _log_if_failed(task: asyncio.Task[None]) -> None:
