@@ -4,7 +4,7 @@ contract (AsyncAPI) and API reference, and how it is served."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -68,24 +68,27 @@ def service_app(
     app.state.runtime = runtime
     limit_request_bodies(app, settings)
     app.add_middleware(AnswerUnexpectedErrors, answer=answer_unexpected_error)
-    app.include_router(health_router(runtime.readiness))
+    app.include_router(health_router(runtime))
     app.include_router(metrics_router(runtime.refresh_metrics))
     app.include_router(contract_router(runtime.contract, settings.topic_prefix))
     return app
 
 
-def health_router(readiness: Callable[[], Awaitable[Readiness]]) -> APIRouter:
+def health_router(runtime: ServiceRuntime) -> APIRouter:
     router = APIRouter(tags=["health"])
 
-    @router.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """The process is alive."""
-        return {"status": "ok"}
+    @router.get("/healthz", responses={503: {"description": "a background job died: restart the process"}})
+    async def healthz() -> JSONResponse:
+        """The process is alive and every background job runs (the liveness probe: it reads nothing else). A job
+        that died is never started again in the process, so the answer is 503 until the process is restarted."""
+        if dead := runtime.dead_jobs:
+            return JSONResponse({"status": "dead", "dead_jobs": dead}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @router.get("/readyz", responses={503: {"description": "not ready: the same body, status unavailable"}})
     async def readyz() -> JSONResponse:
         """The database is reachable and every background job is running; whether the broker is, too, is shown."""
-        state = await readiness()
+        state = await runtime.readiness()
         body: dict[str, object] = {"status": "ready" if state.ready else "unavailable", "checks": state.checks}
         body["broker_reachable"] = state.broker_reachable
         if state.dead_jobs:

@@ -57,6 +57,12 @@ TOPIC_PARTITIONS = Gauge(
     "Partitions of each topic the service consumes or publishes, read at start: all must be equal (README, Topics).",
     ["service", "topic"],
 )
+BACKGROUND_JOB_UP = Gauge(
+    "refundflow_background_job_up",
+    "1 while a background job of the service (outbox_relay, consumer's jobs, notifier_workers, ...) runs, 0 once it"
+    " died: /healthz then fails until the process is restarted. Labelled worker, not job, as leased_work_failed.",
+    ["service", "worker"],
+)
 BROKER_REACHABLE = Gauge(
     "refundflow_broker_reachable",
     "1 while the broker answered the service's last check (every 5 s), 0 while it did not. It does not decide "

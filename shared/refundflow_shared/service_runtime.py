@@ -21,7 +21,7 @@ from refundflow_shared.event_contract import ServiceContract, contract_of
 from refundflow_shared.events import topic_for
 from refundflow_shared.http_service import Readiness
 from refundflow_shared.kafka_topics import ensure_service_topics, partition_counts
-from refundflow_shared.metrics import CONSUMER_BATCH_AGE_SECONDS, TOPIC_PARTITIONS
+from refundflow_shared.metrics import BACKGROUND_JOB_UP, CONSUMER_BATCH_AGE_SECONDS, TOPIC_PARTITIONS
 from refundflow_shared.metrics_endpoint import ConsumerGauges, ScrapeHook, observe_outbox
 from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.outbox import OutboxRelay, limit_event_size
@@ -54,6 +54,7 @@ class ServiceRuntime:
         self._consumer: EventConsumer | None = None
         self._relay_task: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._stopping = False
         days = timedelta(days=1)
         # What the backbone keeps; services append their own rules before start().
         self.retention_rules: list[RetentionRule] = [
@@ -120,13 +121,23 @@ class ServiceRuntime:
             log.error("topic_partition_counts_differ", partitions=counts, expected=self.settings.topic_partitions)
 
     def run_in_background(self, job: object, name: str) -> None:
-        """Run a long-lived job; if it ever dies the error is logged and readiness fails, never lost silently."""
+        """Run a long-lived job; if it ever dies the error is logged, its gauge drops to 0, and readiness and
+        liveness fail (the process is restarted), never lost silently."""
         assert asyncio.iscoroutine(job)
         task: asyncio.Task[None] = asyncio.create_task(job, name=name)
-        task.add_done_callback(_log_if_failed)
+        task.add_done_callback(self._job_ended)
         self._background.append(task)
+        BACKGROUND_JOB_UP.labels(self.name, name).set(1)
+
+    def _job_ended(self, task: asyncio.Task[None]) -> None:
+        if self._stopping:
+            return
+        BACKGROUND_JOB_UP.labels(self.name, task.get_name()).set(0)
+        error = None if task.cancelled() else task.exception()
+        log.error("background_job_died", job=task.get_name(), error=repr(error))
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._background:
             task.cancel()
         # A job that died was logged when it did (and failed readiness): stopping must not raise its error again.
@@ -173,8 +184,3 @@ class ServiceRuntime:
         return Readiness(
             {"database": database, "jobs": not dead}, dead_jobs=dead, broker_reachable=self._broker_watch.reachable
         )
-
-
-def _log_if_failed(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background_job_died", job=task.get_name(), error=repr(task.exception()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 import structlog
@@ -13,6 +14,8 @@ from refundflow_shared.backoff import exponential
 from refundflow_shared.transient_faults import broker_is_unavailable, database_is_unavailable
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # The database went away or refused a statement: wait and reconnect rather than die.
 RECOVERABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
@@ -53,6 +56,22 @@ async def run_on_notify(
                 await asyncio.sleep(backoff)
     finally:
         await listener.forget(channel, wake)
+
+
+async def retry_until_done(work: Callable[[], Awaitable[T]], *, name: str, base: float = 1.0) -> T:
+    """Run ``work`` until it goes through, waiting out a dependency that went away as ``run_on_notify``'s jobs do (for
+    a job's one-off work before its loop, such as a start-up read); anything else is raised."""
+    failures = 0
+    while True:
+        try:
+            return await work()
+        except Exception as exc:
+            if not is_recoverable(exc):
+                raise
+            failures += 1
+            backoff = exponential(failures, base=base, cap=30.0)
+            log.warning("background_job_retrying", job=name, error=repr(exc), retry_in=backoff)
+            await asyncio.sleep(backoff)
 
 
 async def wait_until_set(event: asyncio.Event, seconds: float) -> None:

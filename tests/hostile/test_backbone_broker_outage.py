@@ -48,7 +48,7 @@ async def test_readyz_stays_ready_while_the_broker_is_away_and_says_it_is_away(
     runtime: ServiceRuntime, own_broker: LocalKafka
 ) -> None:
     app = FastAPI()
-    app.include_router(health_router(runtime.readiness))
+    app.include_router(health_router(runtime))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://probe") as client:
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text

@@ -1,5 +1,5 @@
-"""What the runtime promises beyond the happy path: durable publishing (review finding 10) and a readiness that
-fails when a background job died (25.8)."""
+"""What the runtime promises beyond the happy path: durable publishing (review finding 10), and a readiness and a
+liveness that fail when a background job died (25.8), so the process is restarted."""
 
 from __future__ import annotations
 
@@ -142,28 +142,40 @@ def test_durability_settings_default_to_one_local_broker_and_must_be_consistent(
         ServiceSettings(topic_replication_factor=1, topic_min_insync_replicas=2)
 
 
-async def test_readyz_fails_and_names_the_job_when_a_background_job_dies(runtime: ServiceRuntime) -> None:
+async def test_a_background_job_that_dies_fails_readyz_and_healthz_and_shows_down(runtime: ServiceRuntime) -> None:
+    # /healthz is the liveness probe: failing, the orchestrator restarts the process, and the job with it.
     app = FastAPI()
-    app.include_router(health_router(runtime.readiness))
+    app.include_router(health_router(runtime))
     died = asyncio.Event()
 
     async def executor() -> None:
         await died.wait()
         raise RuntimeError("the provider answered something unheard of")
 
+    def up() -> float | None:
+        labels = {"service": PROBE, "worker": "refund_executor"}
+        return REGISTRY.get_sample_value("refundflow_background_job_up", labels)
+
     runtime.run_in_background(executor(), "refund_executor")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://probe") as client:
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"] == {"database": True, "jobs": True}
+        alive = await client.get("/healthz")
+        assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
+        assert up() == 1
 
         died.set()
         await eventually(lambda: _has_dead_jobs(runtime))
         unready = await client.get("/readyz")
+        dead = await client.get("/healthz")
 
     assert unready.status_code == 503
     assert unready.json()["checks"]["jobs"] is False
     assert unready.json()["dead_jobs"] == ["refund_executor"]
+    assert dead.status_code == 503
+    assert dead.json() == {"status": "dead", "dead_jobs": ["refund_executor"]}
+    assert up() == 0
 
 
 async def _has_dead_jobs(runtime: ServiceRuntime) -> bool:

@@ -22,6 +22,7 @@ from refundflow_shared.http_service import service_app
 from refundflow_shared.retention import RetentionRule
 from refundflow_shared.secret_box import SecretBox
 from refundflow_shared.service_runtime import ServiceRuntime
+from refundflow_shared.wakeup_loop import retry_until_done
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -52,8 +53,11 @@ async def run_workers(runtime: ServiceRuntime, settings: NotifierSettings) -> No
     """Send queued messages, deliver queued webhooks and walk recorded replays until cancelled."""
     key = settings.webhook_secret_key
     box = SecretBox(key.get_secret_value()) if key else None
-    await merchant_settings.seal_legacy_slack_urls(runtime.pool, box)
-    await endpoint_disable_announcements.announce_earlier_disables(runtime.pool)
+    # Before any send, as the job's own work: a database away at start is waited out, never the end of delivery.
+    await retry_until_done(lambda: merchant_settings.seal_legacy_slack_urls(runtime.pool, box), name="notifier_workers")
+    await retry_until_done(
+        lambda: endpoint_disable_announcements.announce_earlier_disables(runtime.pool), name="notifier_workers"
+    )
     mailer = SmtpMailer(settings)
     http = outbound_client(
         allow_private=settings.refundflow_allow_private_webhook_urls,
