@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
 from faststream.kafka import KafkaBroker
 
 from refundflow_shared.metrics import BROKER_REACHABLE
+
+log = structlog.get_logger(__name__)
 
 CHECK_EVERY_SECONDS = 5.0
 ANSWER_WITHIN_SECONDS = 2.0
@@ -22,11 +25,20 @@ class BrokerWatch:
         self._broker = broker
         self._every = every
         self.reachable = True  # the service's start needed it
+        self._failed_checks = 0
         BROKER_REACHABLE.labels(service).set(1)
 
     async def run(self) -> None:
-        """Ask the broker every ``every`` seconds until cancelled."""
+        """Ask the broker every ``every`` seconds until cancelled. While it does not answer, this is the service's one
+        line about it per check (the Kafka client's own, dozens a second, are off: ``structured_logging``)."""
         while True:
             await asyncio.sleep(self._every)
-            self.reachable = await self._broker.ping(timeout=ANSWER_WITHIN_SECONDS)
-            BROKER_REACHABLE.labels(self._service).set(1 if self.reachable else 0)
+            reachable = await self._broker.ping(timeout=ANSWER_WITHIN_SECONDS)
+            if not reachable:
+                self._failed_checks += 1
+                log.warning("broker_unavailable", failed_checks=self._failed_checks, next_check_in=self._every)
+            elif not self.reachable:
+                log.info("broker_reachable_again", failed_checks=self._failed_checks)
+                self._failed_checks = 0
+            self.reachable = reachable
+            BROKER_REACHABLE.labels(self._service).set(1 if reachable else 0)

@@ -113,6 +113,10 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # FastStream's lines per batch; its failures (an offset commit, a fetch) are logged.
     for chatty in ("httpx", "stripe", BROKER_LOGGER):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
+    # The Kafka client logs errors while the broker is away, dozens a second per instance ("Unable connect to node",
+    # "Unable to update metadata", "Group Coordinator Request failed"), and retries on its own: the runtime's
+    # broker_watch says it once per check (broker_unavailable), and the outbox relay and the consumer say what waits.
+    logging.getLogger("aiokafka").setLevel(max(logging.CRITICAL, root.level))
 
 
 def _json_bytes(event_dict: dict[str, Any], **_: Any) -> bytes:

@@ -1,11 +1,14 @@
 """The broker goes away (its process stopped) under a running service: the service stays ready, since what it is
-asked over HTTP touches only PostgreSQL and the outbox keeps what it publishes, and says the broker is away.
+asked over HTTP touches only PostgreSQL and the outbox keeps what it publishes, and says the broker is away, in a
+line per check rather than the Kafka client's dozens a second.
 
 The embedded Tansu broker is a child process, so these tests run one of their own rather than stop the shared one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -71,3 +74,18 @@ async def test_readyz_stays_ready_while_the_broker_is_away_and_says_it_is_away(
         "broker_reachable": False,
     }
     assert answered_in < 0.5, "a probe does not wait for the broker"
+
+
+async def test_a_broker_outage_is_logged_once_per_check_not_by_the_kafka_client_many_times_a_second(
+    runtime: ServiceRuntime, own_broker: LocalKafka, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    own_broker.stop()
+    await asyncio.sleep(12)
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+
+    ours = [line for line in lines if line["event"] == "broker_unavailable"]
+    assert 1 <= len(ours) <= 3, "one line per check (every 5 s)"
+    assert ours[0]["level"] == "warning"
+    assert [line["event"] for line in lines if line["level"] in ("error", "critical")] == [], "the client is quiet"
+    assert len(lines) < 20, [line["event"] for line in lines]
