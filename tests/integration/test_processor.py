@@ -423,11 +423,16 @@ async def test_a_pending_refund_finishes_through_the_sync_job_when_webhooks_are_
         assert len(await processor.events("refund.succeeded", expected=1, about=approved.refund_id)) == 1
 
 
-async def test_a_provider_down_beyond_the_retry_budget_fails_the_refund_only_once_it_proves_no_refund_exists(
+async def test_a_provider_outage_beyond_the_retry_budget_is_waited_out_and_the_refund_made_once(
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
+    """An outage of minutes (connection refused) spent the retry budget; once the provider was back, reconciliation
+    found no refund (none could be made) and the refund failed provider_unavailable: the customer was told it
+    failed, the merchant had to approve it again. The budget spent only on calls without an answer now starts over
+    with a new key (the provider proved the old one made none), within PROVIDER_OUTAGE_GIVE_UP_HOURS of approval."""
     async with running_processor(database_url, kafka_bootstrap, topic_prefix, provider_reachable=False) as processor:
-        approved = approval(payment_intent())
+        intent = payment_intent()
+        approved = approval(intent)
         await processor.publish(approved)
 
         # Unreachable even to reconcile: nobody can say whether a refund exists, so nothing is failed.
@@ -436,7 +441,40 @@ async def test_a_provider_down_beyond_the_retry_budget_fails_the_refund_only_onc
         assert await processor.attempts(approved.refund_id) == ["unknown"]
         assert await processor.refund_status(approved.refund_id) == "processing"
 
-        # The provider comes back and proves it holds no refund: only now does the refund fail.
+        # The provider comes back and proves it holds no refund: a new key makes it, once.
+        port = urlsplit(processor.settings.stripe_api_base).port
+        assert port is not None
+        async with serving(create_sandbox(SandboxSettings(port=port)), port) as provider_url:
+            await finished(processor, approved.refund_id, "succeeded")
+            async with httpx.AsyncClient() as client:
+                listed = await client.get(f"{provider_url}/v1/_sandbox/refunds", params={"payment_intent": intent})
+            [made] = listed.json()["data"]
+            assert made["metadata"]["refund_id"] == approved.refund_id
+        assert await processor.attempts(approved.refund_id) == ["abandoned", "succeeded"]
+        assert not await processor.staged("refund.failed", about=approved.refund_id)
+        assert not await processor.staged("provider.unavailable", about=approved.refund_id)
+        alerts = await processor.staged("team_alert.raised", about=approved.refund_id)
+        assert [a["kind"] for a in alerts] == ["refund_outcome_unknown"], "alerted once"
+
+
+async def test_a_provider_down_past_the_outage_window_fails_the_refund_only_once_it_proves_no_refund_exists(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    async with running_processor(
+        database_url,
+        kafka_bootstrap,
+        topic_prefix,
+        provider_reachable=False,
+        provider_outage_give_up_hours=1 / 3600,  # a second after the approval
+    ) as processor:
+        approved = approval(payment_intent())
+        await processor.publish(approved)
+
+        [alert] = await processor.events("team_alert.raised", expected=1, about=approved.refund_id)
+        assert alert["kind"] == "refund_outcome_unknown"
+        assert await processor.refund_status(approved.refund_id) == "processing"
+
+        # The provider comes back and proves it holds no refund, past the window: only now does the refund fail.
         port = urlsplit(processor.settings.stripe_api_base).port
         assert port is not None
         async with serving(create_sandbox(SandboxSettings(port=port)), port):
@@ -447,6 +485,7 @@ async def test_a_provider_down_beyond_the_retry_budget_fails_the_refund_only_onc
         assert alert["attempts"] == processor.settings.provider_retry_budget
         assert alert["provider"] == "stripe"
         assert len(await processor.staged("team_alert.raised", about=approved.refund_id)) == 1, "alerted once"
+        assert await processor.attempts(approved.refund_id) == ["failed"], "never a new key"
 
 
 async def test_past_the_keys_lifetime_the_processor_reconciles_instead_of_retrying_the_old_key(

@@ -30,6 +30,7 @@ from refundflow_processor.attempts import (
     Refused,
     RetryAt,
     Reverse,
+    StartOver,
     Step,
     Succeed,
     Unknown,
@@ -48,7 +49,7 @@ POLICY = AttemptPolicy(
     retry_max_seconds=300.0,
 )
 REFUND = Refund("ref_1", "pay_1", "mer_1", "ada@example.com", 2_500, "EUR", "pi_1", 10_000)
-ATTEMPT = Attempt(REFUND, 1, "refund_ref_1_1", AttemptState.SCHEDULED, 0, 0, NOW - timedelta(seconds=5))
+ATTEMPT = Attempt(REFUND, 1, "refund_ref_1_1", AttemptState.SCHEDULED, 0, 0, NOW - timedelta(seconds=5), NOW)
 
 
 def attempt(
@@ -58,6 +59,7 @@ def attempt(
     server_errors: int = 0,
     provider_calls: int = 0,
     key_age: timedelta = timedelta(seconds=5),
+    approved_age: timedelta = timedelta(minutes=10),
     refund_status: RefundStatus = RefundStatus.PROCESSING,
     mismatched_refund_id: str | None = None,
     disputed: bool = False,
@@ -70,6 +72,7 @@ def attempt(
         tries=tries,
         server_errors=server_errors,
         key_created_at=NOW - key_age,
+        approved_at=NOW - approved_age,
         last_error="HTTP 503: down",
         mismatched_refund_id=mismatched_refund_id,
         disputed=disputed,
@@ -85,6 +88,7 @@ def refund(
 
 PENDING, SUCCEEDED = AttemptState.PROVIDER_PENDING, AttemptState.SUCCEEDED
 EXPIRED = timedelta(hours=25)
+PAST_THE_OUTAGE_WINDOW = timedelta(hours=24, seconds=1)
 
 TABLE = [
     # Before any question: call with the key, unless something says reconcile first.
@@ -215,6 +219,18 @@ TABLE = [
     ),
     pytest.param(attempt(tries=20), NoAnswer("409"), RetryAt(300.0, "409"), id="the backoff is capped"),
     pytest.param(
+        attempt(tries=6, provider_calls=7),
+        NoAnswer("timeout"),
+        RetryAt(300.0, "timeout"),
+        id="the call that spends the budget waits longest before the listing (a late call lands first)",
+    ),
+    pytest.param(
+        attempt(provider_calls=8),
+        Refused("charge_disputed", "disputed"),
+        Fail("provider_refused", "charge_disputed: disputed"),
+        id="a refusal fails the refund, whatever the outage before it",
+    ),
+    pytest.param(
         attempt(provider_calls=7),
         NotExecuted("HTTP 429: rate_limit", retry_after=30.0),
         CallLater(1.0, 30.0, "HTTP 429: rate_limit"),
@@ -252,8 +268,26 @@ TABLE = [
     pytest.param(
         attempt(provider_calls=8),
         Reconciled(None),
+        StartOver(1.0, "key refund_ref_1_1 got no answer within the budget and made no refund"),
+        id="no refund and no budget left within the outage window: a new key, the budget whole again",
+    ),
+    pytest.param(
+        attempt(AttemptState.UNKNOWN, provider_calls=8, approved_age=timedelta(hours=23)),
+        Reconciled(None),
+        StartOver(1.0, "key refund_ref_1_1 got no answer within the budget and made no refund"),
+        id="an outage that outlasted reconciliation, the provider back within the window: a new key",
+    ),
+    pytest.param(
+        attempt(provider_calls=8, approved_age=PAST_THE_OUTAGE_WINDOW),
+        Reconciled(None),
         GiveUp("HTTP 503: down"),
-        id="no refund and no budget left: the refund fails, provider unavailable",
+        id="no refund and no budget left past the outage window: the refund fails, provider unavailable",
+    ),
+    pytest.param(
+        attempt(provider_calls=8, disputed=True),
+        Reconciled(None),
+        Fail("payment_disputed", "the payment was disputed before the provider made the refund"),
+        id="a disputed payment's refund out of budget never starts over",
     ),
     pytest.param(
         attempt(AttemptState.UNKNOWN, provider_calls=8, key_age=EXPIRED, mismatched_refund_id="re_9"),

@@ -46,6 +46,9 @@ class AttemptPolicy:
     # is told once calls have been so answered this long.
     retry_after_max_seconds: float = 600.0
     not_executed_alert_after: timedelta = timedelta(hours=1)
+    # A budget spent on calls without an answer (an outage) starts over with a new key until this long after the
+    # approval; then the refund fails provider_unavailable.
+    outage_give_up_after: timedelta = timedelta(hours=24)
 
     @classmethod
     def from_settings(cls, settings: ProcessorSettings) -> AttemptPolicy:
@@ -57,6 +60,7 @@ class AttemptPolicy:
             retry_max_seconds=settings.provider_retry_max_seconds,
             retry_after_max_seconds=settings.provider_retry_after_max_seconds,
             not_executed_alert_after=timedelta(seconds=settings.provider_not_executed_alert_after_seconds),
+            outage_give_up_after=timedelta(hours=settings.provider_outage_give_up_hours),
         )
 
     def backoff(self, tries: int) -> float:
@@ -165,7 +169,8 @@ class Fail:
 
 @dataclass(frozen=True)
 class GiveUp:
-    """Out of budget, and reconciliation proved no refund exists: fail (provider_unavailable) and alert."""
+    """Out of budget past the outage window, and reconciliation proved no refund exists: fail (provider_unavailable)
+    and alert."""
 
     error: str
 
@@ -190,6 +195,15 @@ class CallLater:
 
 @dataclass(frozen=True)
 class NewKey:
+    delay_seconds: float
+    error: str
+
+
+@dataclass(frozen=True)
+class StartOver:
+    """Out of budget within the outage window, and reconciliation proved no refund exists: a new key, with the
+    budget whole again."""
+
     delay_seconds: float
     error: str
 
@@ -227,6 +241,7 @@ Step = (
     | RetryAt
     | CallLater
     | NewKey
+    | StartOver
     | Unknown
     | PauseCalls
     | Reverse
@@ -238,6 +253,7 @@ def next_step(attempt: Attempt, answer: ProviderAnswer | None, *, now: datetime,
     """What to do next with ``attempt``, given the provider's ``answer`` to the last question asked."""
     key_expired = now - attempt.key_created_at > policy.key_lifetime
     budget_spent = attempt.refund.provider_calls >= policy.retry_budget
+    outage_window_open = now - attempt.approved_at < policy.outage_give_up_after
     backoff = policy.backoff(attempt.tries + 1)
     match answer:
         case None if attempt.state is AttemptState.UNKNOWN:
@@ -265,6 +281,10 @@ def next_step(attempt: Attempt, answer: ProviderAnswer | None, *, now: datetime,
             return Fail(PROVIDER_REFUSED, f"{code}: {message}")
         case AuthFailed(error):
             return PauseCalls(error)
+        case NoAnswer(error, server_error) if attempt.refund.provider_calls + 1 >= policy.retry_budget:
+            # The call that spends the budget waits longest: a call the provider was still working on has landed
+            # before the listing that follows may prove the key made no refund (and a new key be used).
+            return RetryAt(policy.retry_max_seconds, error, server_error)
         case NoAnswer(error, server_error):
             return RetryAt(backoff, error, server_error)
         case NotExecuted(error, retry_after):
@@ -285,6 +305,11 @@ def next_step(attempt: Attempt, answer: ProviderAnswer | None, *, now: datetime,
             )
         case Reconciled(found=None) if attempt.disputed:
             return Fail(PAYMENT_DISPUTED, "the payment was disputed before the provider made the refund")
+        case Reconciled(found=None) if budget_spent and outage_window_open:
+            # Only calls without an answer spend the budget (a refusal fails at once): an outage, not a verdict.
+            return StartOver(
+                policy.backoff(1), f"key {attempt.idempotency_key} got no answer within the budget and made no refund"
+            )
         case Reconciled(found=None) if budget_spent:
             return GiveUp(attempt.last_error or "no answer within the retry budget")
         case Reconciled(found=None):

@@ -69,6 +69,7 @@ class Attempt:
     tries: int
     server_errors: int
     key_created_at: datetime
+    approved_at: datetime  # the approval's time (attempt 1's key is dated from it): the outage window opens here
     provider_refund_id: str | None = None
     # Set while an executor holds the attempt; its writes must present it.
     lease_id: uuid.UUID | None = None

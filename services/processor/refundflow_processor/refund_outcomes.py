@@ -23,6 +23,7 @@ from refundflow_processor.attempts import (
     NewKey,
     RetryAt,
     Reverse,
+    StartOver,
     Step,
     Succeed,
     Unknown,
@@ -70,6 +71,12 @@ async def apply_step(conn: asyncpg.Connection, attempt: Attempt, step: Step, *, 
         case NewKey(delay, error):
             log.warning("idempotency_key_abandoned", attempt=attempt.number, error=error)
             await repository.record_attempt_state(conn, attempt, AttemptState.ABANDONED, error=error)
+            await repository.schedule_attempt(conn, attempt.refund.refund_id, attempt.number + 1, jittered(delay))
+        case StartOver(delay, error):
+            # No alert: an outage's alerts (refund_outcome_unknown) are raised once per refund, not per cycle.
+            log.warning("provider_outage_starting_over", attempt=attempt.number, error=error)
+            await repository.record_attempt_state(conn, attempt, AttemptState.ABANDONED, error=error)
+            await repository.restore_retry_budget(conn, attempt.refund.refund_id)
             await repository.schedule_attempt(conn, attempt.refund.refund_id, attempt.number + 1, jittered(delay))
         case Unknown(delay, error, alert, mismatched_refund_id):
             await _record_unknown(conn, attempt, jittered(delay), error, alert, mismatched_refund_id)
@@ -131,7 +138,8 @@ async def publish_failure(conn: asyncpg.Connection, refund: Refund, reason: str,
 
 
 async def _record_provider_unavailable(conn: asyncpg.Connection, attempt: Attempt, provider: str, error: str) -> None:
-    """Out of budget, and the provider proved to hold no refund of ours: fail it, and alert the team."""
+    """Out of budget past the outage window, and the provider proved to hold no refund of ours: fail it, and alert
+    the team."""
     log.error("provider_retries_exhausted", calls=attempt.refund.provider_calls, error=error)
     await record_failure(conn, attempt, PROVIDER_UNAVAILABLE, error, provider_refund_id=None)
     await add_event(

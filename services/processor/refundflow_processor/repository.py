@@ -24,7 +24,9 @@ _REFUND_COLUMNS = (
 )
 _ATTEMPT_COLUMNS = (
     f"{_REFUND_COLUMNS}, a.attempt, a.idempotency_key, a.state, a.tries, a.server_errors,"
-    " a.created_at AS key_created_at, a.provider_refund_id AS attempt_provider_refund_id, a.lease_id, a.last_error,"
+    " a.created_at AS key_created_at,"
+    " (SELECT f.created_at FROM refund_attempts f WHERE f.refund_id = r.refund_id AND f.attempt = 1) AS approved_at,"
+    " a.provider_refund_id AS attempt_provider_refund_id, a.lease_id, a.last_error,"
     " a.traceparent, a.mismatched_refund_id, a.not_executed_since,"
     # A dispute by the refund's merchant naming its payment by our id, the provider's or billing's own (as intake
     # matches them): one probe of the disputes' key with every id, cheap on each claim.
@@ -81,6 +83,7 @@ def _attempt(row: asyncpg.Record) -> Attempt:
         tries=row["tries"],
         server_errors=row["server_errors"],
         key_created_at=row["key_created_at"],
+        approved_at=row["approved_at"],
         provider_refund_id=row["attempt_provider_refund_id"],
         lease_id=row["lease_id"],
         last_error=row["last_error"],
@@ -236,6 +239,11 @@ async def record_no_answer(
     await conn.execute(
         "UPDATE refunds SET provider_calls = provider_calls + 1 WHERE refund_id = $1", attempt.refund.refund_id
     )
+
+
+async def restore_retry_budget(conn: asyncpg.Connection, refund_id: str) -> None:
+    """The refund's calls start over with a new key (an outage, waited out): the budget is whole again."""
+    await conn.execute("UPDATE refunds SET provider_calls = 0 WHERE refund_id = $1", refund_id)
 
 
 async def record_not_executed(conn: asyncpg.Connection, attempt: Attempt, delay_seconds: float, error: str) -> None:

@@ -35,6 +35,9 @@ class ProcessorSettings(ServiceSettings):
     provider_retry_budget: int = Field(default=8, ge=1)
     provider_retry_base_seconds: float = Field(default=1.0, gt=0)
     provider_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # A budget spent only on calls without an answer (an outage), where the provider then proves it holds no refund
+    # of ours, starts over with a new key; only this long after the approval does the refund fail instead.
+    provider_outage_give_up_hours: float = Field(default=24.0, gt=0)
     # "Not executed, try later" answers (429, 409 idempotency_key_in_use) count against no budget: the call waits at
     # least the Retry-After they ask (up to this bound), and the team is alerted once an attempt has been answered
     # so for this long.
