@@ -18,7 +18,14 @@ from rich.text import Text
 
 from refundflow_cli.outcomes import OperatorError
 
-_EMAIL = re.compile(r"([\w%+-])[\w.%+-]*@([\w-]+(?:\.[\w-]+)+)")  # \w: any letter, an address may be josé@...
+# A local part is masked whole: a dot-atom of RFC 5322's atext (\w: any letter, an address may be josé@...; and
+# ' ! & / = and the rest, which intake accepts), or a quoted string, its quotes escaped (\"...\") inside JSON text.
+_ATEXT = r"[\w!#$%&'*+/=?^`{|}~-]"
+_EMAIL = re.compile(
+    rf"(?:(?P<quote>\\?\")(?P<quoted_first>[^\"\\\s]?)(?:\\.|[^\"\\\n])*?(?P=quote)"
+    rf"|(?<!{_ATEXT})(?P<first>{_ATEXT})(?:{_ATEXT}|\.)*)"  # from a run's start: a long run is read once
+    r"@(?P<domain>[\w-]+(?:\.[\w-]+)+)"
+)
 # What a terminal would obey rather than show (C0 and C1 controls, ESC among them), line breaks and tabs too: a
 # customer's note holding one would print a line of its own, which could read as another record.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -28,7 +35,11 @@ _SEALED_KEYS = ("sealed_", "encrypted_", "secret", "signing_")
 
 def mask_emails(text: str) -> str:
     """``ada@example.com`` -> ``a***@example.com``: enough to tell customers apart, not to write to them."""
-    return _EMAIL.sub(r"\1***@\2", text)
+    return _EMAIL.sub(_masked, text)
+
+
+def _masked(email: re.Match[str]) -> str:
+    return f"{email['first'] or email['quoted_first']}***@{email['domain']}"
 
 
 def shown(text: str) -> str:

@@ -3,6 +3,7 @@ record why it was parked. Reading never fails: whatever the record holds, it bec
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -83,4 +84,7 @@ def _shown(value: Any) -> bool:
 
 def _scalar(value: Any) -> str:
     text = str(value)
-    return text if " " not in text else repr(text)
+    if " " not in text and "@" not in text:
+        return text
+    # In double quotes: repr's ' (and the field's name and =) would read as the start of an address's local part.
+    return json.dumps(text, ensure_ascii=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +14,7 @@ from refundflow_cli.consumer_rewind import Move, Target, plan
 from refundflow_cli.dead_letters import DeadLetter, group_by_message, replay_problem, replay_window
 from refundflow_cli.durations import parse_duration, parse_time
 from refundflow_cli.outcomes import NotFound, UsageProblem
-from refundflow_cli.output import Output, age, mask_emails, redacted
+from refundflow_cli.output import Output, age, mask_emails, redacted, shown
 from refundflow_cli.records import describe, one_line
 from refundflow_cli.settings import CliSettings
 from refundflow_cli.topic_names import event_type_of, full_topic, resolve_group
@@ -111,6 +112,41 @@ def test_customers_emails_are_masked_and_sealed_values_never_shown() -> None:
 
 def test_addresses_beyond_ascii_are_masked_too() -> None:
     assert mask_emails("from josé@example.com and зоя@пример.рф") == "from j***@example.com and з***@пример.рф"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("conor.o'brien@example.com", "c***@example.com"),
+        ("max!mustermann@example.de", "m***@example.de"),
+        ("a&b.smith@example.com", "a***@example.com"),
+        ("sales/emea@example.com", "s***@example.com"),
+        ("jo=ann?{x}|~^`#$*@example.com", "j***@example.com"),
+        ('"john doe"@example.com', "j***@example.com"),
+        ('"john@home \\ \\"x"@example.com', "j***@example.com"),
+        ("Conor (conor.o'brien@example.com) wrote", "Conor (c***@example.com) wrote"),
+        ('to "john doe"@example.com, max!m@example.de', "to j***@example.com, m***@example.de"),
+        (json.dumps({"to": "a&b.smith@example.com"}), '{"to": "a***@example.com"}'),
+        (json.dumps({"to": '"john doe"@example.com', "n": 1}), '{"to": "j***@example.com", "n": 1}'),
+    ],
+)
+def test_the_whole_local_part_is_masked_whatever_characters_it_holds(text: str, masked: str) -> None:
+    """intake takes any RFC 5322 address: ', !, &, / and the like are part of the local part, which is masked whole
+    (its first character kept), quoted or not, alone or inside text or JSON."""
+    assert mask_emails(text) == masked
+    assert shown(text) == masked
+
+
+def test_a_record_shows_its_masked_address_under_its_field_name() -> None:
+    rejected = RefundRejected(
+        refund_id="ref_1", payment_id="pay_1", merchant_id="mer_1", customer_email="conor.o'brien@example.com"
+    )
+    event = Event.wrap(rejected, source="refundflow/intake", sequence=4)
+    headers = [(k, v.encode()) for k, v in event.kafka_headers().items()]
+    found = describe(record(event.kafka_value(), headers, topic="t.refund.rejected"), "refund.rejected")
+    line = one_line(found)
+    assert 'customer_email="c***@example.com"' in line and "brien" not in line
+    assert shown(line) == line, "masking what is already masked changes nothing"
 
 
 def test_control_characters_in_what_is_printed_are_shown_never_obeyed(capsys: pytest.CaptureFixture[str]) -> None:
