@@ -257,7 +257,7 @@ async def test_a_replay_made_while_its_endpoint_is_disabled_is_cancelled_with_th
 
     async def replay_it(conn: asyncpg.Connection) -> None:
         if replay == "one delivery":
-            assert await replay_delivery(conn, endpoint, delivery) in (0, 1)
+            assert await replay_delivery(conn, endpoint, delivery, reach=timedelta(days=30)) in (0, 1)
         else:
             assert await webhook_replays.request_replay(conn, endpoint, since, reach=timedelta(days=30)) in (
                 "started",

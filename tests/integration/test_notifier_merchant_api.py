@@ -642,3 +642,37 @@ async def test_without_a_secret_key_webhooks_are_refused_with_503_and_nothing_is
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "webhook_signing_unavailable"
     assert (await world.api.get("/v1/webhook-endpoints", headers=auth)).json()["data"] == []
+
+
+async def test_a_delivery_whose_event_is_older_than_replays_reach_is_not_replayed(world: World) -> None:
+    """A replay since a time reaches 30 days back, but one delivery's event was replayed whatever its age: each replay
+    a new delivery that kept the event (the customer's address, amounts, notes) from retention another 30 days, and
+    sent it to whatever URL the endpoint has now. Refused as a replay since then is, spending none of the hour's."""
+    merchant_id, auth, owner = await owner_signed_in(world)
+    name = uuid.uuid4().hex
+    body = {"url": world.http.url(name), "events": ["refund.succeeded"]}
+    endpoint = (await world.api.post("/v1/webhook-endpoints", headers=auth, json=body)).json()
+    await endpoint_known(world, endpoint["id"])
+    event = await world.feed.publish(succeeded(merchant_id))
+    await received(world, name, 1)
+    [delivery] = (await world.api.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=auth)).json()[
+        "deliveries"
+    ]
+    aged = "UPDATE webhook_events SET occurred_at = now() - $2::interval WHERE event_id = $1"
+    await world.notifier_db.execute(aged, event.id, timedelta(days=30, minutes=1))
+
+    replay = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries/{delivery['id']}/replay"
+    for _ in range(REPLAYS_PER_HOUR):
+        refused = await world.api.post(replay, headers=auth)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "replay_window_exceeded", refused.text
+    page = f"/dashboard/webhooks/{endpoint['id']}"
+    shown = await owner.post_form(page, f"{page}/deliveries/{delivery['id']}/replay", {})
+    assert shown.status_code == 422 and "replay_window_exceeded" in shown.text, shown.text[:500]
+    replays = "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND replay"
+    assert await world.notifier_db.fetchval(replays, endpoint["id"]) == 0
+
+    await world.notifier_db.execute(aged, event.id, timedelta(days=29))
+    allowed = await world.api.post(replay, headers=auth)
+    assert (allowed.status_code, allowed.json()) == (202, {"scheduled": 1}), "the refusals spent none of the hour's"
+    await received(world, name, 2)

@@ -36,7 +36,12 @@ class NotifierNotReached(NotifierUnavailable):
 
 class NotifierRefusedRequest(NotifierUnavailable):
     """The notifier refused what was asked as invalid (a 4xx of its own): the request's fault, not an outage. A
-    page that shows itself without the notifier's part when it is unavailable does so here too."""
+    page that shows itself without the notifier's part when it is unavailable does so here too. ``code``: the rule
+    it gave, when it named one (``replay_window_exceeded``), its message then for merchants as well."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class NotifierClient:
@@ -88,9 +93,23 @@ class NotifierClient:
         # Its 401 or 403 is our token refused: our configuration, an outage to the merchant.
         if response.is_client_error and response.status_code not in (401, 403):
             log.warning("notifier_refused_request", path=path, status=response.status_code)
+            if rule := _rule_refused(response):
+                raise NotifierRefusedRequest(rule[1], code=rule[0])
             raise NotifierRefusedRequest("the notification service refused the request as invalid: check it")
         if response.is_error:
             log.warning("notifier_refused", path=path, status=response.status_code)
             raise NotifierUnavailable("the notification service is unavailable: try again shortly")
         result: dict[str, Any] = response.json()
         return result
+
+
+def _rule_refused(response: httpx.Response) -> tuple[str, str] | None:
+    """The code and message of a rule the notifier refused the request by (``{"detail": {"code", "message"}}``)."""
+    try:
+        body = response.json()
+    except ValueError:  # not JSON: not the notifier's own answer
+        return None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, dict) and isinstance(detail.get("code"), str) and isinstance(detail.get("message"), str):
+        return detail["code"], detail["message"]
+    return None

@@ -7,6 +7,7 @@ walked by the replay job (``webhook_replays``).
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import asyncpg
 
@@ -76,20 +77,38 @@ async def delivery_log(conn: asyncpg.Connection, endpoint_id: str, limit: int) -
     return [_logged_delivery(r) for r in rows]
 
 
-async def replay_delivery(conn: asyncpg.Connection, endpoint_id: str, delivery_id: int) -> int | None:
-    """Deliveries scheduled (0 while the endpoint is disabled); None when the delivery is not this endpoint's."""
+class ReplayWindowExceeded(Exception):
+    """The delivery's event happened further back than a replay reaches."""
+
+    code = "replay_window_exceeded"
+
+
+async def replay_delivery(
+    conn: asyncpg.Connection, endpoint_id: str, delivery_id: int, *, reach: timedelta
+) -> int | None:
+    """Deliveries scheduled (0 while the endpoint is disabled); None when the delivery is not this endpoint's.
+    Raises ``ReplayWindowExceeded`` when its event happened more than ``reach`` ago, as a replay since a time reaches
+    no further: each replay is a new delivery, which would keep the event (and what it says of a customer) from
+    retention for another period, and send it to whatever URL the endpoint has now."""
     assert conn.is_in_transaction(), "the endpoint's lock must be held until the delivery is queued"
     # Under the lock a disable waits for (webhook_store._stop_queuing_to): one committed meanwhile is seen, and one
     # that comes later cancels this delivery with the rest. KEY SHARE, as the delivery's foreign key takes anyway.
     row = await conn.fetchrow(
-        "SELECT d.event_id, e.merchant_id, e.enabled AND NOT e.deleted AS active FROM webhook_deliveries d"
-        " JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = $1 AND d.endpoint_id = $2"
-        " FOR KEY SHARE OF e",
+        "SELECT d.event_id, e.merchant_id, e.enabled AND NOT e.deleted AS active,"
+        " ev.occurred_at >= now() - $3::interval AS within_reach FROM webhook_deliveries d"
+        " JOIN webhook_endpoints e ON e.id = d.endpoint_id JOIN webhook_events ev ON ev.event_id = d.event_id"
+        " WHERE d.id = $1 AND d.endpoint_id = $2 FOR KEY SHARE OF e",
         delivery_id,
         endpoint_id,
+        reach,
     )
     if row is None:
         return None
+    if not row["within_reach"]:
+        days = f"{reach / timedelta(days=1):g}"
+        raise ReplayWindowExceeded(
+            f"delivery {delivery_id}'s event is older than {days} days: replays reach back {days} days at most"
+        )
     if not row["active"]:
         return 0
     await conn.execute(

@@ -102,18 +102,22 @@ def internal_router(runtime: ServiceRuntime, settings: NotifierSettings) -> APIR
 
     @router.post("/merchants/{merchant_id}/webhook-endpoints/{endpoint_id}/replays", status_code=202)
     async def replay(merchant_id: str, endpoint_id: str, body: ReplayRequest) -> dict[str, int | str]:
-        """Deliver one delivery's event again (``scheduled``: 1, or 0 for a disabled endpoint), or every subscribed
-        event since a time, at most the retention period back (``replay``: ``started``, ``already_running`` or
+        """Deliver one delivery's event again (``scheduled``: 1, or 0 for a disabled endpoint; 422 with the code
+        ``replay_window_exceeded`` for an event older than the retention period), or every subscribed event since a
+        time, at most the retention period back (``replay``: ``started``, ``already_running`` or
         ``nothing_to_replay``, and ``scheduled`` 0): that one is only recorded here, and the replay job walks it."""
         async with runtime.pool.acquire() as conn, conn.transaction():
             await endpoint_of(conn, endpoint_id, merchant_id)
+            reach = timedelta(days=settings.webhook_retention_days)
             if body.delivery_id is not None:
-                scheduled = await delivery_log.replay_delivery(conn, endpoint_id, body.delivery_id)
+                try:
+                    scheduled = await delivery_log.replay_delivery(conn, endpoint_id, body.delivery_id, reach=reach)
+                except delivery_log.ReplayWindowExceeded as exc:
+                    raise HTTPException(422, {"code": exc.code, "message": str(exc)}) from exc
                 if scheduled is None:
                     raise HTTPException(404, f"no delivery {body.delivery_id} for this endpoint")
                 return {"scheduled": scheduled}
             assert body.since is not None
-            reach = timedelta(days=settings.webhook_retention_days)
             replay = await webhook_replays.request_replay(conn, endpoint_id, body.since, reach=reach)
             # ``scheduled`` 0 (none queued yet) keeps the previous intake, which reads only it, answering.
             return {"replay": replay, "scheduled": 0}

@@ -228,7 +228,9 @@ async def _counted_replay(
 @router.post(
     "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/replay",
     status_code=202,
-    responses=documented(WebhookEndpointNotFound, WebhookDeliveryNotFound, RateLimited, also=_NEEDS_NOTIFIER),
+    responses=documented(
+        WebhookEndpointNotFound, WebhookDeliveryNotFound, ReplayWindowExceeded, RateLimited, also=_NEEDS_NOTIFIER
+    ),
 )
 async def replay_delivery(
     endpoint_id: PathId,
@@ -239,7 +241,9 @@ async def replay_delivery(
     settings: Settings,
     now: Now,
 ) -> ReplayScheduled:
-    """Deliver that delivery's event again (same webhook-id, fresh signature). Replays are rate-limited."""
+    """Deliver that delivery's event again (same webhook-id, fresh signature), if it happened within the last
+    30 days, as far back as a replay since a time reaches (422 ``replay_window_exceeded`` else). Replays are
+    rate-limited."""
 
     async def replay() -> dict[str, Any]:
         return await replay_one(notifier, caller.merchant_id, endpoint_id, delivery_id)
@@ -289,6 +293,8 @@ async def _ask(call: Any) -> dict[str, Any] | None:
     try:
         result: dict[str, Any] | None = await call
     except NotifierRefusedRequest as exc:  # what was asked, not an outage: trying again would not help
+        if exc.code == ReplayWindowExceeded.code:  # a delivery's event older than a replay reaches
+            raise ReplayWindowExceeded(str(exc)) from exc
         raise ApiError(422, "invalid_request", str(exc)) from exc
     except NotifierUnavailable as exc:
         raise ApiError(503, _NOTIFIER_UNAVAILABLE, str(exc)) from exc
