@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any, cast
 
 import asyncpg
@@ -124,6 +125,12 @@ async def long_history(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
         conn, [ledger.payment_credit(dict(p)) for p in payments] + [("refund", r["id"], dict(r)) for r in refunds]
     )
     await ledger.fold_totals(conn)
+    # Each entry booked when its payment was paid or its refund asked for, as a long history's would be.
+    await conn.execute(
+        "UPDATE balance_entries e SET created_at = coalesce("
+        " (SELECT p.paid_at FROM payments p WHERE e.kind = 'payment' AND p.id = e.source_id),"
+        " (SELECT r.created_at FROM refunds r WHERE e.kind = 'refund' AND r.id = e.source_id))"
+    )
     for table in ("payments", "refunds", "balance_entries"):
         await conn.execute(f"VACUUM ANALYZE {table}")
     try:
@@ -261,3 +268,41 @@ async def test_the_balance_reads_the_totals_not_the_ledger(
         }
     ]
     assert counting.blocks[0] < 10, counting.blocks
+
+
+async def test_a_days_ledger_entries_are_read_from_that_day_alone(
+    long_history: asyncpg.Connection, counting: CountingBlocks
+) -> None:
+    """Reconciliation asks for one day's entries in one currency, a page at a time, out of four years of them."""
+    day = await long_history.fetchval("SELECT date_trunc('day', now() - interval '700 days')")
+    rows, more = await listing_queries.list_balance_entries(
+        counting.connection,
+        MERCHANT,
+        limit=100,
+        starting_after=None,
+        currency="EUR",
+        start=day,
+        end=day + timedelta(days=1),
+    )
+    expected = await long_history.fetchval(
+        "SELECT count(*) FROM balance_entries WHERE merchant_id = $1 AND created_at >= $2"
+        " AND created_at < $2 + interval '1 day'",
+        MERCHANT,
+        day,
+    )
+    assert (len(rows), more) == (expected, False) and 20 < expected < 100
+    assert all(day <= r["created_at"] < day + timedelta(days=1) for r in rows)
+    assert "balance_entries_by_merchant_time" in indexes_read(counting.plans[0]), counting.plans
+    assert counting.blocks[0] < FEW_ROWS_BLOCKS, counting.blocks
+
+    rows, _ = await listing_queries.list_balance_entries(
+        counting.connection,
+        MERCHANT,
+        limit=100,
+        starting_after=rows[-1]["id"],
+        currency=None,
+        start=None,
+        end=None,
+    )
+    assert len(rows) == 100 and all(r["created_at"] < day for r in rows)
+    assert counting.blocks[-1] < PAGE_BLOCKS, counting.blocks

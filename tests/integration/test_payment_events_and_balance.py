@@ -420,3 +420,96 @@ async def test_a_payment_event_the_api_would_refuse_is_dead_lettered_not_registe
     parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
     assert parked["dlq_reason"] == "validation_failed"
     assert await intake.db.fetchval("SELECT count(*) FROM payments WHERE id = $1", payment.payment_id) == 0
+
+
+async def test_the_ledger_lists_each_money_movement_by_day_and_currency_for_reconciliation(
+    intake: IntakeUnderTest,
+) -> None:
+    """GET /v1/balance/entries: each entry signed as it moves the balance, with our ids, by when it was booked;
+    filtered by currency and period, paged with starting_after, and only ever the caller's own."""
+    merchant, other = await intake.merchant(), await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    await intake.payment(other, amount=7_000)
+    usd = await intake.payment(merchant, amount=3_000, currency="USD")
+    payment = await intake.payment(merchant, amount=10_000)
+    refund = await intake.refund(merchant, payment["id"], amount=1_000)
+    await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+    succeeded = RefundSucceeded(
+        refund_id=refund["id"], payment_id=payment["id"], merchant_id=merchant_id, customer_email="ada@example.com",
+        amount=1_000, currency="EUR", provider_refund_id=f"re_{uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
+    external = RefundExternalDetected(
+        payment_id=payment["id"], merchant_id=merchant_id, amount=500, currency="EUR",
+        provider_refund_id=f"re_dashboard_{uuid.uuid4().hex[:8]}", provider_payment_id=payment["provider_payment_id"],
+        status="succeeded",
+    )  # fmt: skip
+    await intake.publish(succeeded, source="refundflow/processor")
+    await intake.publish(external, source="refundflow/processor")
+
+    async def booked() -> bool:
+        shown = (await intake.client.get(f"/v1/payments/{payment['id']}", headers=merchant)).json()
+        return bool(shown["refunded_amount"] == 1_500)
+
+    await eventually(booked, timeout=30)
+    # Booked on two days: the USD payment yesterday, the rest today.
+    yesterday = datetime(2026, 11, 1, 23, 59, 59, tzinfo=UTC)
+    await intake.db.execute("UPDATE balance_entries SET created_at = $1 WHERE source_id = $2", yesterday, usd["id"])
+    await intake.db.execute(
+        "UPDATE balance_entries SET created_at = $1 WHERE merchant_id = $2 AND source_id <> $3",
+        datetime(2026, 11, 2, 10, tzinfo=UTC),
+        merchant_id,
+        usd["id"],
+    )
+
+    listed = await intake.client.get("/v1/balance/entries", headers=merchant)
+
+    assert listed.status_code == 200, listed.text
+    entries = listed.json()["data"]
+    moved = [
+        (e["kind"], e["amount"], e["currency"], e["payment_id"], e["refund_id"], e["provider_refund_id"])
+        for e in entries
+    ]
+    assert sorted(moved, key=repr) == sorted(
+        [
+            ("payment", 3_000, "USD", usd["id"], None, None),
+            ("payment", 10_000, "EUR", payment["id"], None, None),
+            ("refund_hold", -1_000, "EUR", payment["id"], refund["id"], None),
+            ("refund_release", 1_000, "EUR", payment["id"], refund["id"], None),
+            ("refund", -1_000, "EUR", payment["id"], refund["id"], None),
+            ("external_refund", -500, "EUR", payment["id"], None, external.provider_refund_id),
+        ],
+        key=repr,
+    )
+    assert entries[-1]["kind"] == "payment" and entries[-1]["currency"] == "USD"  # newest first
+    assert entries[-1]["created_at"] == "2026-11-01T23:59:59Z"
+    balance = (await intake.client.get("/v1/balance", headers=merchant)).json()["data"]
+    assert {line["currency"]: line["available"] for line in balance} == {
+        currency: sum(e["amount"] for e in entries if e["currency"] == currency) for currency in ("EUR", "USD")
+    }
+
+    one_day = {"currency": "EUR", "from": "2026-11-02T00:00:00Z", "to": "2026-11-03T00:00:00Z"}
+    day = (await intake.client.get("/v1/balance/entries", headers=merchant, params=one_day)).json()
+    assert len(day["data"]) == 5 and {e["currency"] for e in day["data"]} == {"EUR"}
+    the_day_before = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z"}
+    before = (await intake.client.get("/v1/balance/entries", headers=merchant, params=the_day_before)).json()
+    assert [e["payment_id"] for e in before["data"]] == [usd["id"]]
+
+    pages, after = [], None
+    while True:
+        params: dict[str, str | int] = {**one_day, "limit": 2, **({"starting_after": after} if after else {})}
+        page = (await intake.client.get("/v1/balance/entries", headers=merchant, params=params)).json()
+        pages.append([e["id"] for e in page["data"]])
+        if not page["has_more"]:
+            break
+        after = page["data"][-1]["id"]
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [i for p in pages for i in p] == [e["id"] for e in day["data"]]
+
+    theirs = (await intake.client.get("/v1/balance/entries", headers=other)).json()["data"]
+    assert [(e["kind"], e["amount"]) for e in theirs] == [("payment", 7_000)]
+    foreign = await intake.client.get("/v1/balance/entries", headers=other, params={"starting_after": entries[0]["id"]})
+    assert foreign.status_code == 400 and foreign.json()["error"]["code"] == "invalid_cursor"
+    inverted = await intake.client.get(
+        "/v1/balance/entries", headers=merchant, params={"from": one_day["to"], "to": one_day["from"]}
+    )
+    assert inverted.status_code == 400 and inverted.json()["error"]["code"] == "invalid_period"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -33,14 +34,25 @@ class _Query:
 
 
 async def _page(
-    conn: asyncpg.Connection, select: str, alias: str, table: str, query: _Query, limit: int, after: str | None
+    conn: asyncpg.Connection,
+    select: str,
+    alias: str,
+    table: str,
+    query: _Query,
+    limit: int,
+    after: str | None,
+    after_key: str | int | None = None,
 ) -> tuple[list[Row], bool]:
+    """A page of ``select`` newest first, after the row whose id is ``after`` (as shown; ``after_key`` as stored,
+    when the table keeps it otherwise)."""
     if after is not None:
         cursor = await conn.fetchrow(
-            f"SELECT created_at, id FROM {table} WHERE id = $1 AND merchant_id = $2", after, query.args[0]
+            f"SELECT created_at, id FROM {table} WHERE id = $1 AND merchant_id = $2",
+            after if after_key is None else after_key,
+            query.args[0],
         )
         if cursor is None:
-            raise InvalidCursor(f"starting_after {after!r} is not one of your {table}")
+            raise InvalidCursor(f"starting_after {after!r} is not one of your {table.replace('_', ' ')}")
         c_at, c_id = query.param(cursor["created_at"]), query.param(cursor["id"])
         query.conditions.append(f"({alias}.created_at, {alias}.id) < ({c_at}, {c_id})")
     sql = (
@@ -91,3 +103,47 @@ async def list_refunds(
     if payment_id is not None:
         query.conditions.append(f"r.payment_id = {query.param(payment_id)}")
     return await _page(conn, "SELECT r.* FROM refunds r", "r", "refunds", query, limit, starting_after)
+
+
+# A ledger entry's id as shown: its row's number, named so it reads as no payment's or refund's id.
+ENTRY_ID_PREFIX = "ble_"
+# Our payment and refund behind each entry: a payment's entry is its own; ours name our refund, external ones the
+# provider's refund, whose payment external_refunds keeps.
+_ENTRY_SELECT = (
+    f"SELECT '{ENTRY_ID_PREFIX}' || e.id AS id, e.kind, e.amount, e.currency, e.created_at,"
+    " CASE WHEN e.kind = 'payment' THEN e.source_id WHEN e.kind LIKE 'external%' THEN"
+    " (SELECT x.payment_id FROM external_refunds x WHERE x.provider_refund_id = e.source_id)"
+    " ELSE (SELECT r.payment_id FROM refunds r WHERE r.id = e.source_id) END AS payment_id,"
+    " CASE WHEN e.kind LIKE 'refund%' THEN e.source_id END AS refund_id,"
+    " CASE WHEN e.kind LIKE 'external%' THEN e.source_id END AS provider_refund_id"
+    " FROM balance_entries e"
+)
+
+
+async def list_balance_entries(
+    conn: asyncpg.Connection,
+    merchant_id: str,
+    *,
+    limit: int,
+    starting_after: str | None,
+    currency: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> tuple[list[Row], bool]:
+    """The merchant's ledger entries booked in [start, end), newest first, read along
+    ``balance_entries_by_merchant_time``."""
+    after_key = None
+    if starting_after is not None:
+        number = starting_after.removeprefix(ENTRY_ID_PREFIX)
+        if number == starting_after or not number.isascii() or not number.isdigit() or len(number) > 18:
+            raise InvalidCursor(f"starting_after {starting_after!r} is not one of your balance entries")
+        after_key = int(number)
+    query = _Query()
+    query.conditions.append(f"e.merchant_id = {query.param(merchant_id)}")
+    if currency is not None:
+        query.conditions.append(f"e.currency = {query.param(currency)}")
+    if start is not None:
+        query.conditions.append(f"e.created_at >= {query.param(start)}")
+    if end is not None:
+        query.conditions.append(f"e.created_at < {query.param(end)}")
+    return await _page(conn, _ENTRY_SELECT, "e", "balance_entries", query, limit, starting_after, after_key)

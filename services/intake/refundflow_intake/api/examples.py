@@ -111,6 +111,16 @@ POLICY = {
     },
 }
 BALANCE = {"data": [{"currency": "EUR", "paid": 2900, "refunded": 725, "held": 0, "available": 2175}]}
+BALANCE_ENTRY = {
+    "id": "ble_81734",
+    "kind": "refund",
+    "amount": -725,
+    "currency": "EUR",
+    "payment_id": "pay_41d0",
+    "refund_id": "ref_9b2e",
+    "provider_refund_id": None,
+    "created_at": "2026-11-20T14:03:11Z",
+}
 PORTAL_TOKEN = {
     "token": "pt_eyJtIjoi...Q.dBjftJeZ4CVP",
     "url": "https://refunds.example.com/portal/pt_eyJtIjoi...Q.dBjftJeZ4CVP",

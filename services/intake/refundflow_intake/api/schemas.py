@@ -406,3 +406,40 @@ class Balance(BaseModel):
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.BALANCE))
 
     data: list[BalanceLine]
+
+
+class BalanceEntry(BaseModel):
+    """One movement of the balance, as the ledger booked it."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.BALANCE_ENTRY))
+
+    id: str = Field(description="the entry's id, for starting_after")
+    kind: Literal[
+        "payment",
+        "refund_hold",
+        "refund_release",
+        "refund",
+        "refund_reversal",
+        "external_refund_hold",
+        "external_refund_release",
+        "external_refund",
+        "external_refund_reversal",
+    ] = Field(
+        description="payment: a payment received; refund_hold: an approved refund's amount held until the provider"
+        " answers; refund_release: the hold let go (the refund succeeded, failed or was reversed); refund: a refund"
+        " that reached the customer; refund_reversal: such a refund failed later, its money back; external_*: the"
+        " same for a refund made at the provider outside Refundflow"
+    )
+    amount: int = Field(description="signed minor units: what the entry adds to available (negative: taken out)")
+    currency: str
+    payment_id: str = Field(description="our payment the entry is for")
+    refund_id: str | None = Field(description="our refund, for a refund's entries")
+    provider_refund_id: str | None = Field(description="the provider's refund, for an external refund's entries")
+    created_at: datetime = Field(description="when the ledger booked it")
+
+
+class BalanceEntryList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples({"data": [ex.BALANCE_ENTRY], "has_more": True}))
+
+    data: list[BalanceEntry] = Field(description="newest first")
+    has_more: bool

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from refundflow_intake import ledger
+from fastapi import APIRouter, Query
+
+from refundflow_intake import ledger, listing_queries
 from refundflow_intake.api.dependencies import CurrentCaller, Db
 from refundflow_intake.api.errors import documented
-from refundflow_intake.api.schemas import Balance, BalanceLine
+from refundflow_intake.api.fields import Currency, Timestamp
+from refundflow_intake.api.routes.payments import Limit, StartingAfter
+from refundflow_intake.api.schemas import Balance, BalanceEntry, BalanceEntryList, BalanceLine
+from refundflow_intake.domain import InvalidCursor, InvalidPeriod
 from refundflow_shared.contention_retries import RetriedRoute
 
 router = APIRouter(prefix="/v1/balance", tags=["balance"], route_class=RetriedRoute)
@@ -18,3 +23,32 @@ async def get_balance(caller: CurrentCaller, db: Db) -> Balance:
     async with db.connection() as conn:
         lines = await ledger.balance(conn, caller.merchant_id)
     return Balance(data=[BalanceLine(**line) for line in lines])
+
+
+@router.get("/entries", responses=documented(InvalidCursor, InvalidPeriod))
+async def list_balance_entries(
+    caller: CurrentCaller,
+    db: Db,
+    currency: Currency | None = None,
+    start: Annotated[Timestamp | None, Query(alias="from", description="booked at or after")] = None,
+    end: Annotated[Timestamp | None, Query(alias="to", description="booked before; after from")] = None,
+    limit: Limit = 10,
+    starting_after: StartingAfter = None,
+) -> BalanceEntryList:
+    """Every movement of your balance, newest first, for reconciliation: each payment received, each refund's hold
+    and its release, each refund that reached the customer or was reversed, yours and those made at the provider,
+    signed as it moves ``available``, with the payment and refund it is for and when it was booked. The entries of
+    a currency sum to its balance's ``available``; those of a day (``from``, ``to``) to what that day moved."""
+    if start is not None and end is not None and start >= end:
+        raise InvalidPeriod("from must be before to")
+    async with db.snapshot() as conn:
+        rows, has_more = await listing_queries.list_balance_entries(
+            conn,
+            caller.merchant_id,
+            limit=limit,
+            starting_after=starting_after,
+            currency=currency,
+            start=start,
+            end=end,
+        )
+    return BalanceEntryList(data=[BalanceEntry(**r) for r in rows], has_more=has_more)
