@@ -6,13 +6,18 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
+from refundflow_intake.dashboard import queries
 from refundflow_intake.review_deadlines import flag_overdue
+from refundflow_shared.events import Event, EventData, RefundExternalDetected, RefundReversed, RefundSucceeded
 from tests.support.intake_harness import IntakeUnderTest, running_intake
+from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+PROCESSOR = "refundflow/processor"
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +107,6 @@ async def test_insights_count_by_reason_and_product_and_time_the_decisions(intak
         "UPDATE refunds SET status = 'succeeded', decided_at = created_at + interval '10 minutes' WHERE id = $1",
         first["id"],
     )
-    await intake.db.execute("UPDATE payments SET refunded_amount = 1000 WHERE id = $1", paid[0]["id"])
     await intake.db.execute(
         "UPDATE refunds SET status = 'rejected', decided_at = created_at + interval '30 minutes' WHERE id = $1",
         second["id"],
@@ -114,13 +118,12 @@ async def test_insights_count_by_reason_and_product_and_time_the_decisions(intak
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert [(r["reason"], r["requests"], r["amount"], r["refunded_amount"]) for r in body["by_reason"]] == [
-        ("duplicate", 2, 1_500, 1_000),
-        ("technical_issue", 1, 200, 0),
+    assert [(r["reason"], r["requests"], r["amount"]) for r in body["by_reason"]] == [
+        ("duplicate", 2, 1_500),
+        ("technical_issue", 1, 200),
     ]
     [product] = body["by_product"]
-    assert (product["payments"], product["paid_amount"], product["refunded_amount"]) == (4, 4_000, 1_000)
-    assert (product["refund_rate"], product["requests"]) == (0.25, 3)
+    assert (product["payments"], product["paid_amount"], product["requests"]) == (4, 4_000, 3)
     assert body["decisions"] == {"count": 2, "median_seconds_to_decision": 1_200, "p90_seconds_to_decision": 1_680}
     assert (body["pending_over_24h"], body["pending_over_48h"]) == (0, 0)
 
@@ -131,3 +134,63 @@ async def test_an_inverted_period_is_a_400(intake: IntakeUnderTest) -> None:
     params = {"from": now.isoformat(), "to": (now - timedelta(days=1)).isoformat()}
     response = await intake.client.get("/v1/insights/refunds", headers=merchant, params=params)
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_period"
+
+
+async def test_every_refunded_figure_is_the_money_that_left_as_the_balance_counts_it(intake: IntakeUnderTest) -> None:
+    """Refunds that reached the customer, ours and those made at the provider, less reversals, by when they settled:
+    the insights' refunded (in all, by reason, by product) and the dashboard's weekly series agree with the balance.
+    A refund approved and still at the provider is not refunded, nor one reversed since."""
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    start = intake.clock() - timedelta(days=3)
+    course = {"id": f"prod_{uuid.uuid4().hex[:6]}", "name": "Course", "kind": "one_time", "category": "digital"}
+    paid = [await intake.payment(merchant, amount=2_000, product=course) for _ in range(4)]
+    kept = await intake.refund(merchant, paid[0]["id"], reason="duplicate", amount=1_000)
+    reversed_ = await intake.refund(merchant, paid[1]["id"], reason="duplicate", amount=500)
+    waiting = await intake.refund(merchant, paid[2]["id"], reason="technical_issue", amount=300)
+    for refund in (kept, reversed_, waiting):
+        await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+
+    def outcome(kind: type[RefundSucceeded] | type[RefundReversed], refund: dict[str, Any]) -> EventData:
+        extra = {"failure_reason": "expired_or_canceled_card"} if kind is RefundReversed else {}
+        return kind(
+            refund_id=refund["id"], payment_id=refund["payment_id"], merchant_id=merchant_id,
+            customer_email="ada@example.com", amount=refund["amount"], currency="EUR",
+            provider_refund_id=f"re_{refund['id']}", **extra,
+        )  # fmt: skip
+
+    external = RefundExternalDetected(
+        payment_id=paid[3]["id"], merchant_id=merchant_id, amount=400, currency="EUR",
+        provider_refund_id=f"re_dashboard_{uuid.uuid4().hex[:8]}", provider_payment_id=paid[3]["provider_payment_id"],
+        status="succeeded",
+    )  # fmt: skip
+    sent = [await intake.publish(outcome(RefundSucceeded, r), source=PROCESSOR) for r in (kept, reversed_)]
+    sent.append(await intake.publish(external, source=PROCESSOR))
+
+    async def handled(events: list[Event]) -> bool:
+        count = await intake.db.fetchval(
+            "SELECT count(*) FROM inbox WHERE event_id = ANY($1::uuid[])", [e.id for e in events]
+        )
+        return bool(count == len(events))
+
+    await eventually(lambda: handled(sent), timeout=30)
+    reversal = [await intake.publish(outcome(RefundReversed, reversed_), source=PROCESSOR)]
+    await eventually(lambda: handled(reversal), timeout=30)
+    [line] = (await intake.client.get("/v1/balance", headers=merchant)).json()["data"]
+    assert line["refunded"] == 1_400
+
+    end = intake.clock() + timedelta(minutes=1)
+    params = {"from": start.isoformat(), "to": end.isoformat()}
+    body = (await intake.client.get("/v1/insights/refunds", headers=merchant, params=params)).json()
+
+    assert body["refunded"] == [{"currency": "EUR", "amount": 1_400}]
+    assert [(r["reason"], r["requests"], r["refunded"], r["refunded_amount"]) for r in body["by_reason"]] == [
+        ("duplicate", 2, 1, 1_000),
+        ("technical_issue", 1, 0, 0),
+    ]
+    [product] = body["by_product"]
+    assert (product["paid_amount"], product["refunded_amount"], product["refunded_payments"]) == (8_000, 1_400, 2)
+    assert product["refund_rate"] == 0.175
+    async with intake.db.acquire() as conn:
+        weeks = await queries.weekly_series(conn, merchant_id, "EUR", start, end)
+    assert sum(w["refunded"] for w in weeks) == 1_400

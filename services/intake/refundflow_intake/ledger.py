@@ -38,7 +38,10 @@ _SIGN = {
     "external_refund": -1,
     "external_refund_reversal": 1,
 }
-_REFUNDED = ("refund", "refund_reversal", "external_refund", "external_refund_reversal")
+# What the balance counts as refunded, and so every figure called refunded: money that reached customers, ours
+# and refunds made at the provider, less reversals, each when it settled.
+REFUNDED_KINDS = ("refund", "refund_reversal", "external_refund", "external_refund_reversal")
+REFUNDED_KINDS_SQL = ", ".join(f"'{kind}'" for kind in REFUNDED_KINDS)
 _HELD = ("refund_hold", "refund_release", "external_refund_hold", "external_refund_release")
 
 
@@ -76,7 +79,7 @@ def entries_insert(entries: Sequence[Entry], *, first: int, only_if: str | None 
         " ON CONFLICT (kind, source_id) DO NOTHING RETURNING merchant_id, currency, amount, kind),"
         " ledger_deltas AS (INSERT INTO balance_total_deltas (merchant_id, currency, paid, refunded, held)"
         " SELECT merchant_id, currency, coalesce(sum(amount) FILTER (WHERE kind = 'payment'), 0),"
-        f" {_sum_of(_REFUNDED)}, {_sum_of(_HELD)} FROM ledger GROUP BY merchant_id, currency)",
+        f" {_sum_of(REFUNDED_KINDS)}, {_sum_of(_HELD)} FROM ledger GROUP BY merchant_id, currency)",
         [
             [money["merchant_id"] for _, _, money in entries],
             [money["currency"] for _, _, money in entries],

@@ -142,6 +142,7 @@ PORTAL_REQUEST = {
 INSIGHTS = {
     "from": "2026-11-01T00:00:00Z",
     "to": "2026-12-01T00:00:00Z",
+    "refunded": [{"currency": "EUR", "amount": 1450}],
     "by_reason": [
         {
             "reason": "service_disruption",

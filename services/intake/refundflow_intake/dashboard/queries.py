@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from refundflow_intake import ledger
 from refundflow_intake.domain import HOLDING_STATUSES
 from refundflow_intake.repository import disputed_sql
 
@@ -105,21 +106,19 @@ async def pending_count(conn: asyncpg.Connection, merchant_id: str) -> int:
 async def weekly_series(
     conn: asyncpg.Connection, merchant_id: str, currency: str, start: datetime, end: datetime
 ) -> list[Row]:
-    """Per week (Monday start): paid and how much of it was refunded since (by when it was paid), and refunded
-    (approved) by when it was asked for."""
+    """Per week (Monday start): paid and how much of it was refunded since (by when it was paid), and refunded as
+    the balance counts it (``ledger.REFUNDED_KINDS``), by when it settled."""
     rows = await conn.fetch(
         "WITH weeks AS (SELECT generate_series(date_trunc('week', $3::timestamptz), $4::timestamptz,"
         " interval '1 week') AS week),"
         " paid AS (SELECT date_trunc('week', paid_at) AS week, sum(amount)::bigint AS amount,"
         "  sum(refunded_amount)::bigint AS refunded FROM payments"
         "  WHERE merchant_id = $1 AND currency = $2 AND paid_at >= $3 AND paid_at < $4 GROUP BY 1),"
-        " refunded AS (SELECT date_trunc('week', created_at) AS week,"
-        "  coalesce(sum(amount) FILTER (WHERE status IN ('succeeded', 'processing')), 0)::bigint AS amount,"
-        "  count(*) AS requests FROM refunds"
-        "  WHERE merchant_id = $1 AND currency = $2 AND created_at >= $3 AND created_at < $4 GROUP BY 1)"
+        " refunded AS (SELECT date_trunc('week', created_at) AS week, -sum(amount)::bigint AS amount"
+        "  FROM balance_entries WHERE merchant_id = $1 AND currency = $2"
+        f"  AND kind IN ({ledger.REFUNDED_KINDS_SQL}) AND created_at >= $3 AND created_at < $4 GROUP BY 1)"
         " SELECT w.week, coalesce(p.amount, 0)::bigint AS paid, coalesce(p.refunded, 0)::bigint AS paid_refunded,"
-        " coalesce(r.amount, 0)::bigint AS refunded,"
-        " coalesce(r.requests, 0) AS requests FROM weeks w"
+        " coalesce(r.amount, 0)::bigint AS refunded FROM weeks w"
         " LEFT JOIN paid p ON p.week = w.week LEFT JOIN refunded r ON r.week = w.week ORDER BY w.week",
         merchant_id,
         currency,
