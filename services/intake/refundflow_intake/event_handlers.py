@@ -63,7 +63,14 @@ def register(
 
     @consumer.handles(RefundSucceeded)
     async def refund_succeeded(conn: asyncpg.Connection, event: Event, data: RefundSucceeded) -> None:
-        await record_refund_outcome(conn, data.refund_id, data.merchant_id, RefundStatus.SUCCEEDED, actor=event.source)
+        await record_refund_outcome(
+            conn,
+            data.refund_id,
+            data.merchant_id,
+            RefundStatus.SUCCEEDED,
+            actor=event.source,
+            provider_refund_id=data.provider_refund_id,
+        )
         await awaiting.resume(conn, refund_outcome(data.refund_id))
 
     @consumer.handles(RefundFailed)

@@ -22,13 +22,14 @@ async def record_refund_outcome(
     *,
     actor: str,
     failure_reason: str | None = None,
+    provider_refund_id: str | None = None,
 ) -> None:
-    """Succeeded: the hold becomes a refund for good. Failed: the hold is released, the amount refundable again; a
-    refund that had succeeded is reversed, once (after a restore, the processor adopts its refund as the provider
-    has it now and cannot know we were told of its success)."""
+    """Succeeded (``provider_refund_id``: the provider's id of it): the hold becomes a refund for good. Failed: the
+    hold is released, the amount refundable again; a refund that had succeeded is reversed, once (after a restore,
+    the processor adopts its refund as the provider has it now and cannot know we were told of its success)."""
     refund, _ = await locked_refund(conn, refund_id, merchant_id)
     if outcome is RefundStatus.FAILED and refund["status"] in (RefundStatus.SUCCEEDED, RefundStatus.REVERSED):
-        await _reverse(conn, refund, failure_reason, None, actor=actor)
+        await _reverse(conn, refund, failure_reason, None, None, actor=actor)
         return
     if not check_transition(RefundStatus(refund["status"]), outcome):
         return
@@ -42,6 +43,7 @@ async def record_refund_outcome(
         outcome,
         audit,
         failure_reason=failure_reason,
+        provider_refund_id=provider_refund_id,
         refunded=refund["amount"] if succeeded else 0,
         entries=entries,
     )
@@ -57,11 +59,17 @@ async def record_reversal(conn: asyncpg.Connection, data: RefundReversed, *, act
         raise Awaits(
             refund_outcome(data.refund_id), f"refund {data.refund_id} is reversed before its success was recorded"
         )
-    await _reverse(conn, refund, data.failure_reason, data.failure_message, actor=actor)
+    await _reverse(conn, refund, data.failure_reason, data.failure_message, data.provider_refund_id, actor=actor)
 
 
 async def _reverse(
-    conn: asyncpg.Connection, refund: Row, failure_reason: str | None, failure_message: str | None, *, actor: str
+    conn: asyncpg.Connection,
+    refund: Row,
+    failure_reason: str | None,
+    failure_message: str | None,
+    provider_refund_id: str | None,
+    *,
+    actor: str,
 ) -> None:
     if not check_transition(RefundStatus(refund["status"]), RefundStatus.REVERSED):
         return
@@ -75,6 +83,7 @@ async def _reverse(
         RefundStatus.REVERSED,
         audit,
         failure_reason=failure_reason,
+        provider_refund_id=provider_refund_id,
         refunded=-refund["amount"],
         entries=[("refund_reversal", refund["id"], refund)],
     )

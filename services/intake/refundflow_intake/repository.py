@@ -565,15 +565,17 @@ async def update_refund_status(
     audit: Audit,
     *,
     failure_reason: str | None = None,
+    provider_refund_id: str | None = None,
     refunded: int = 0,
     entries: Sequence[ledger.Entry] = (),
 ) -> None:
-    """The refund's new status; with ``refunded``, what was refunded of its payment moves by that much (negative:
-    given back), and the balance ``entries`` are made, in the same statement."""
+    """The refund's new status (and the provider's id of it, when told); with ``refunded``, what was refunded of its
+    payment moves by that much (negative: given back), and the balance ``entries`` are made, in the same
+    statement."""
     sql, args = _audited(
-        "UPDATE refunds SET status = $2, failure_reason = coalesce($3, failure_reason), updated_at = now()"
-        " WHERE id = $1",
-        [refund_id, status.value, failure_reason, refunded],
+        "UPDATE refunds SET status = $2, failure_reason = coalesce($3, failure_reason),"
+        " provider_refund_id = coalesce($5, provider_refund_id), updated_at = now() WHERE id = $1",
+        [refund_id, status.value, failure_reason, refunded, provider_refund_id],
         refund_id,
         status.value,
         audit,

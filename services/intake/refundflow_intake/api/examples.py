@@ -36,6 +36,7 @@ REFUND_SUMMARY: dict[str, Any] = {
     "flags": [],
     "status": "processing",
     "failure_reason": None,
+    "provider_refund_id": None,
     "subscription_action": "refund_only",
     "extend_days": 7,
     "decision_note": "Outage on 3 Nov, ticket 1234",
@@ -73,7 +74,7 @@ PAYMENT: dict[str, Any] = {
     },
     "disputed": False,
     "created_at": _AT,
-    "refunds": [{**REFUND_SUMMARY, "status": "succeeded"}],
+    "refunds": [{**REFUND_SUMMARY, "status": "succeeded", "provider_refund_id": "re_3PqX"}],
 }
 QUOTE = {
     "amount": 725,

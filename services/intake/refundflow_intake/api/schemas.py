@@ -288,6 +288,9 @@ class RefundSummary(BaseModel):
     flags: list[str]
     status: RefundStatus
     failure_reason: str | None
+    provider_refund_id: str | None = Field(
+        default=None, description="the payment provider's id of this refund (Stripe's re_...), once it reported it"
+    )
     subscription_action: str | None
     extend_days: int | None
     decision_note: str | None = Field(

@@ -1,0 +1,109 @@
+"""Every refund that moved a payment's money can be matched to the provider's: ours carry the provider's refund id,
+refunds made outside Refundflow are listed on their payment, and a refund the provider made that intake no longer
+holds (after a restore of intake's database) is still booked, once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from refundflow_shared.events import Event, RefundFailed, RefundReversed, RefundSucceeded
+from tests.support.dashboard_people import merchant_with_owner
+from tests.support.intake_harness import Headers, IntakeUnderTest, running_intake
+from tests.support.probe_service import eventually
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+PROCESSOR = "refundflow/processor"
+
+
+@pytest.fixture(scope="module")
+async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
+    async with running_intake(postgres_url, kafka_bootstrap) as running:
+        yield running
+
+
+async def handled(intake: IntakeUnderTest, *events: Event) -> None:
+    """Wait until intake's inbox recorded every one of ``events``."""
+    ids = [e.id for e in events]
+
+    async def all_handled() -> bool:
+        count = await intake.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = ANY($1::uuid[])", ids)
+        return bool(count == len(ids))
+
+    await eventually(all_handled, timeout=30)
+
+
+async def shown(intake: IntakeUnderTest, merchant: Headers, path: str) -> dict[str, Any]:
+    response = await intake.client.get(path, headers=merchant)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def approved(intake: IntakeUnderTest, merchant: Headers, payment_id: str, amount: int) -> dict[str, Any]:
+    refund = await intake.refund(merchant, payment_id, amount=amount)
+    response = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
+    assert response.json()["status"] == "processing", response.text
+    return refund
+
+
+def told(refund: dict[str, Any], merchant_id: str, provider_refund_id: str) -> dict[str, Any]:
+    return {
+        "refund_id": refund["id"],
+        "payment_id": refund["payment_id"],
+        "merchant_id": merchant_id,
+        "customer_email": "ada@example.com",
+        "amount": refund["amount"],
+        "currency": refund["currency"],
+        "provider_refund_id": provider_refund_id,
+    }
+
+
+async def test_a_refund_shows_the_provider_refund_it_became_in_the_api_and_on_its_page(
+    intake: IntakeUnderTest,
+) -> None:
+    """refund.succeeded's provider refund id was dropped: nothing matched our refund to Stripe's."""
+    merchant, owner = await merchant_with_owner(intake)
+    merchant_id = await intake.merchant_id(merchant)
+    payment = await intake.payment(merchant, amount=10_000)
+    refund = await approved(intake, merchant, payment["id"], 4_000)
+    provider_refund_id = f"re_{uuid.uuid4().hex[:12]}"
+    assert (await shown(intake, merchant, f"/v1/refunds/{refund['id']}"))["provider_refund_id"] is None
+
+    success = RefundSucceeded(**told(refund, merchant_id, provider_refund_id))
+    await handled(intake, await intake.publish(success, source=PROCESSOR))
+
+    assert (await shown(intake, merchant, f"/v1/refunds/{refund['id']}"))["provider_refund_id"] == provider_refund_id
+    [listed] = (await shown(intake, merchant, f"/v1/refunds?payment_id={payment['id']}"))["data"]
+    assert listed["provider_refund_id"] == provider_refund_id
+    [on_payment] = (await shown(intake, merchant, f"/v1/payments/{payment['id']}"))["refunds"]
+    assert on_payment["provider_refund_id"] == provider_refund_id
+    page = await owner.page(f"/dashboard/refunds/{refund['id']}")
+    assert page.status_code == 200 and f'Provider refund</dt><dd class="mono">{provider_refund_id}' in page.text
+
+    # A failure told afterwards (the processor adopted it, failed since) reverses it and keeps the id.
+    common = {k: v for k, v in told(refund, merchant_id, provider_refund_id).items() if k != "provider_refund_id"}
+    failure = RefundFailed(**common, failure_reason="lost")
+    await handled(intake, await intake.publish(failure, source=PROCESSOR))
+    body = await shown(intake, merchant, f"/v1/refunds/{refund['id']}")
+    assert (body["status"], body["provider_refund_id"]) == ("reversed", provider_refund_id)
+
+
+async def test_a_reversal_records_the_provider_refund_it_names(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    payment = await intake.payment(merchant, amount=10_000)
+    refund = await approved(intake, merchant, payment["id"], 2_500)
+    provider_refund_id = f"re_{uuid.uuid4().hex[:12]}"
+    success = RefundSucceeded(**told(refund, merchant_id, provider_refund_id))
+    reversal = RefundReversed(**told(refund, merchant_id, provider_refund_id), failure_reason="lost_or_stolen_card")
+    await handled(intake, await intake.publish(success, source=PROCESSOR))
+    # The success as intake recorded it before this change: no provider refund id kept.
+    await intake.db.execute("UPDATE refunds SET provider_refund_id = NULL WHERE id = $1", refund["id"])
+    await handled(intake, await intake.publish(reversal, source=PROCESSOR))
+
+    body = await shown(intake, merchant, f"/v1/refunds/{refund['id']}")
+    assert (body["status"], body["provider_refund_id"]) == ("reversed", provider_refund_id)
