@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from refundflow_shared.events import Event, RefundFailed, RefundReversed, RefundSucceeded
+from refundflow_shared.events import Event, RefundExternalDetected, RefundFailed, RefundReversed, RefundSucceeded
 from tests.support.dashboard_people import merchant_with_owner
 from tests.support.intake_harness import Headers, IntakeUnderTest, running_intake
 from tests.support.probe_service import eventually
@@ -107,3 +107,46 @@ async def test_a_reversal_records_the_provider_refund_it_names(intake: IntakeUnd
 
     body = await shown(intake, merchant, f"/v1/refunds/{refund['id']}")
     assert (body["status"], body["provider_refund_id"]) == ("reversed", provider_refund_id)
+
+
+def found_at_the_provider(
+    payment: dict[str, Any], merchant_id: str, provider_refund_id: str, status: str, amount: int
+) -> RefundExternalDetected:
+    return RefundExternalDetected(
+        payment_id=payment["id"],
+        merchant_id=merchant_id,
+        amount=amount,
+        currency=payment["currency"],
+        provider_refund_id=provider_refund_id,
+        provider_payment_id=payment["provider_payment_id"],
+        status=status,
+    )
+
+
+async def test_a_refund_made_outside_refundflow_is_listed_on_its_payment_in_the_api_and_on_its_page(
+    intake: IntakeUnderTest,
+) -> None:
+    """It moved the payment's refunded amount and the balance, but was listed nowhere: '€50 refunded' and no refund."""
+    merchant, owner = await merchant_with_owner(intake)
+    merchant_id = await intake.merchant_id(merchant)
+    payment = await intake.payment(merchant, amount=10_000)
+    made, dropped = f"re_dash_{uuid.uuid4().hex[:8]}", f"re_dash_{uuid.uuid4().hex[:8]}"
+    await handled(
+        intake,
+        await intake.publish(found_at_the_provider(payment, merchant_id, made, "pending", 5_000)),
+        await intake.publish(found_at_the_provider(payment, merchant_id, dropped, "failed", 700)),
+    )
+    await handled(intake, await intake.publish(found_at_the_provider(payment, merchant_id, made, "succeeded", 5_000)))
+
+    body = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
+    assert (body["refunded_amount"], body["refunds"]) == (5_000, [])
+    listed = {e["provider_refund_id"]: e for e in body["external_refunds"]}
+    assert {k: (e["amount"], e["currency"], e["status"]) for k, e in listed.items()} == {
+        made: (5_000, "EUR", "succeeded"),
+        dropped: (700, "EUR", "failed"),
+    }
+    assert all(e["detected_at"] for e in listed.values())
+    page = await owner.page(f"/dashboard/payments/{payment['id']}")
+    assert page.status_code == 200
+    assert "Refunds made at the provider" in page.text
+    assert made in page.text and "€50.00" in page.text and dropped in page.text

@@ -754,6 +754,16 @@ async def refunds_of_payment(conn: asyncpg.Connection, payment_id: str) -> list[
     return [dict(r) for r in rows]
 
 
+async def external_refunds_of_payment(conn: asyncpg.Connection, payment_id: str) -> list[Row]:
+    """The refunds of the payment made outside Refundflow, as the provider last reported them, oldest first."""
+    rows = await conn.fetch(
+        "SELECT provider_refund_id, amount, currency, status, detected_at, updated_at FROM external_refunds"
+        " WHERE payment_id = $1 ORDER BY detected_at, provider_refund_id",
+        payment_id,
+    )
+    return [dict(r) for r in rows]
+
+
 async def add_approval(conn: asyncpg.Connection, refund_id: str, actor: str, approval: Approval) -> None:
     action = approval.subscription_action
     await conn.execute(

@@ -75,6 +75,7 @@ PAYMENT: dict[str, Any] = {
     "disputed": False,
     "created_at": _AT,
     "refunds": [{**REFUND_SUMMARY, "status": "succeeded", "provider_refund_id": "re_3PqX"}],
+    "external_refunds": [],
 }
 QUOTE = {
     "amount": 725,

@@ -342,6 +342,18 @@ class SubscriptionState(BaseModel):
     extension_failure: str | None = Field(description="why the provider refused that extension, as it said it")
 
 
+class ExternalRefund(BaseModel):
+    """A refund of the payment made outside Refundflow (in the provider's dashboard, say), as the processor's sync
+    found it at the provider: counted in the payment's refunded amount and the balance while it has not failed."""
+
+    provider_refund_id: str = Field(description="the payment provider's id of the refund (Stripe's re_...)")
+    amount: MinorUnitsOut
+    currency: str
+    status: Literal["pending", "succeeded", "failed"] = Field(description="as the provider last reported it")
+    detected_at: datetime = Field(description="when intake first heard of it")
+    updated_at: datetime = Field(description="when its status last changed")
+
+
 class PaymentOut(BaseModel):
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.PAYMENT))
 
@@ -361,14 +373,21 @@ class PaymentOut(BaseModel):
     disputed: bool
     created_at: datetime
     refunds: list[RefundSummary] = []
+    external_refunds: list[ExternalRefund] = Field(
+        default=[], description="refunds made outside Refundflow (in the provider's dashboard, say), oldest first"
+    )
 
 
 class PaymentList(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra=ex.examples({"data": [{**ex.PAYMENT, "refunds": []}], "has_more": True})
+        json_schema_extra=ex.examples(
+            {"data": [{**ex.PAYMENT, "refunds": [], "external_refunds": []}], "has_more": True}
+        )
     )
 
-    data: list[PaymentOut] = Field(description="newest first; refunds are listed on GET /v1/payments/{id}")
+    data: list[PaymentOut] = Field(
+        description="newest first; refunds (and external refunds) are listed on GET /v1/payments/{id}"
+    )
     has_more: bool
 
 

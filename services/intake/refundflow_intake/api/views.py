@@ -3,18 +3,31 @@ that just changed one answers from the same transaction, without a second round 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from refundflow_intake import repository
-from refundflow_intake.api.schemas import PaymentOut, RefundOut, RefundSummary, SubscriptionState, TimelineEntry
+from refundflow_intake.api.schemas import (
+    ExternalRefund,
+    PaymentOut,
+    RefundOut,
+    RefundSummary,
+    SubscriptionState,
+    TimelineEntry,
+)
 from refundflow_intake.domain import PaymentNotFound, RefundNotFound, payment_status, refundable_amount
 from refundflow_shared.events import Product, SubscriptionPeriod
 
 
 def payment_out(
-    payment: dict[str, Any], held_by_refunds: int, refunds: list[dict[str, Any]], *, disputed: bool
+    payment: dict[str, Any],
+    held_by_refunds: int,
+    refunds: list[dict[str, Any]],
+    *,
+    disputed: bool,
+    external_refunds: Sequence[dict[str, Any]] = (),
 ) -> PaymentOut:
     subscription = (
         SubscriptionPeriod(
@@ -55,17 +68,19 @@ def payment_out(
         subscription_state=state,
         disputed=disputed,
         refunds=[RefundSummary(**r) for r in refunds],
+        external_refunds=[ExternalRefund(**r) for r in external_refunds],
     )
 
 
 async def payment_view(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> PaymentOut:
-    """The payment with its status, what is left to refund, and its refunds."""
+    """The payment with its status, what is left to refund, its refunds and those made outside Refundflow."""
     payment = await repository.get_payment(conn, merchant_id, payment_id)
     if payment is None:
         raise PaymentNotFound(f"no payment {payment_id}")
     held, disputed = await repository.held_and_disputed(conn, payment_id)
     refunds = await repository.refunds_of_payment(conn, payment_id)
-    return payment_out(payment, held, refunds, disputed=disputed)
+    external = await repository.external_refunds_of_payment(conn, payment_id)
+    return payment_out(payment, held, refunds, disputed=disputed, external_refunds=external)
 
 
 async def refund_view(conn: asyncpg.Connection, merchant_id: str, refund_id: str) -> RefundOut:
