@@ -17,6 +17,7 @@ from refundflow_shared.events import EventType
 
 E = EventType
 _BACKBONE_ALERTS = "an event parked in the outbox, or a refund's event dead-lettered here: the team must look"
+_INTAKE_ALERTS = f"{_BACKBONE_ALERTS}; a refund the provider made that intake holds no record of, booked"
 
 
 class ContractBroken(RuntimeError):
@@ -85,7 +86,7 @@ INTAKE = ServiceContract(
             E.NOTIFICATION_SETTINGS_CONFIGURED: "a merchant's team channels and email presentation (sealed Slack URL)",
             E.TEAM_MEMBER_INVITED: "someone was invited to the merchant's dashboard (the one-time link sealed)",
             E.PASSWORD_RESET_REQUESTED: "a person asked to reset their dashboard password (the link sealed)",
-            E.TEAM_ALERT_RAISED: _BACKBONE_ALERTS,
+            E.TEAM_ALERT_RAISED: _INTAKE_ALERTS,
         }
     ),
 )

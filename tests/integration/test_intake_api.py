@@ -14,9 +14,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from refundflow_intake.app import create_app
-from refundflow_intake.domain import RefundStatus
 from refundflow_intake.refund_outcomes import record_refund_outcome
 from refundflow_intake.settings import IntakeSettings
+from refundflow_shared.events import RefundSucceeded
 from refundflow_shared.tracing import add_trace_ids
 from tests.conftest import create_database
 from tests.support.intake_harness import running_intake
@@ -347,13 +347,16 @@ async def test_approving_again_after_the_refund_succeeded_answers_it_as_it_is(
     ).json()
     await client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
     async with db.acquire() as conn, conn.transaction():
-        await record_refund_outcome(
-            conn,
-            refund["id"],
-            MERCHANT_IDS[merchant["Authorization"]],
-            RefundStatus.SUCCEEDED,
-            actor="system:processor",
+        success = RefundSucceeded(
+            refund_id=refund["id"],
+            payment_id=payment["id"],
+            merchant_id=MERCHANT_IDS[merchant["Authorization"]],
+            customer_email="ada@example.com",
+            amount=refund["amount"],
+            currency=refund["currency"],
+            provider_refund_id=f"re_{refund['id']}",
         )
+        await record_refund_outcome(conn, success, actor="system:processor")
 
     again = await client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
     other = await client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant, json={"amount": 100})

@@ -10,9 +10,18 @@ from typing import Any
 
 import pytest
 
-from refundflow_shared.events import Event, RefundExternalDetected, RefundFailed, RefundReversed, RefundSucceeded
+from refundflow_shared.events import (
+    Event,
+    RefundExternalDetected,
+    RefundFailed,
+    RefundReversed,
+    RefundSucceeded,
+    dlq_topic,
+    topic_for,
+)
 from tests.support.dashboard_people import merchant_with_owner
 from tests.support.intake_harness import Headers, IntakeUnderTest, running_intake
+from tests.support.kafka_reader import dead_letter_of
 from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -150,3 +159,76 @@ async def test_a_refund_made_outside_refundflow_is_listed_on_its_payment_in_the_
     assert page.status_code == 200
     assert "Refunds made at the provider" in page.text
     assert made in page.text and "€50.00" in page.text and dropped in page.text
+
+
+async def balance(intake: IntakeUnderTest, merchant: Headers) -> dict[str, int]:
+    [line] = (await shown(intake, merchant, "/v1/balance"))["data"]
+    return {k: v for k, v in line.items() if k != "currency"}
+
+
+def lost(payment: dict[str, Any], merchant_id: str, amount: int) -> dict[str, Any]:
+    """What the processor says of a refund of ``payment`` that intake does not hold (its database restored)."""
+    refund_id = f"ref_{uuid.uuid4().hex}"
+    refund = {"id": refund_id, "payment_id": payment["id"], "amount": amount, "currency": payment["currency"]}
+    return told(refund, merchant_id, f"re_{uuid.uuid4().hex[:12]}")
+
+
+async def test_a_success_of_a_refund_intake_no_longer_holds_is_booked_once_as_found_at_the_provider(
+    intake: IntakeUnderTest,
+) -> None:
+    """After a restore of intake's database, refund.succeeded of a refund made since was dead-lettered
+    (RefundNotFound), so the balance overstated what is available for good and no replay could help."""
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    payment = await intake.payment(merchant, amount=10_000)
+    success = RefundSucceeded(**lost(payment, merchant_id, 3_000))
+    # Told twice (a redelivery, or the processor telling again): booked once.
+    await handled(intake, *[await intake.publish(success, source=PROCESSOR) for _ in range(2)])
+
+    assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 3_000, "held": 0, "available": 7_000}
+    body = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
+    assert (body["refunded_amount"], body["refundable_amount"]) == (3_000, 7_000)
+    [found] = body["external_refunds"]
+    assert (found["provider_refund_id"], found["status"]) == (success.provider_refund_id, "succeeded")
+    [alert] = await intake.staged("team_alert.raised", payment["id"])
+    assert (alert["kind"], alert["refund_id"]) == ("unrecorded_refund_booked", success.refund_id)
+
+    # The processor's sync reports the same provider refund later: nothing more is booked.
+    detected = found_at_the_provider(payment, merchant_id, success.provider_refund_id, "succeeded", 3_000)
+    await handled(intake, await intake.publish(detected))
+    assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 3_000, "held": 0, "available": 7_000}
+    assert (await shown(intake, merchant, f"/v1/payments/{payment['id']}"))["refunded_amount"] == 3_000
+
+    # Reversed at the provider afterwards: given back, once.
+    same = success.model_dump(include=set(RefundReversed.model_fields) - {"failure_reason"})
+    reversal = RefundReversed(**same, failure_reason="expired_or_canceled_card")
+    await handled(intake, *[await intake.publish(reversal, source=PROCESSOR) for _ in range(2)])
+    assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 0, "held": 0, "available": 10_000}
+    assert (await shown(intake, merchant, f"/v1/payments/{payment['id']}"))["refunded_amount"] == 0
+
+
+async def test_a_failure_of_a_refund_intake_no_longer_holds_is_acknowledged(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    merchant_id = await intake.merchant_id(merchant)
+    payment = await intake.payment(merchant, amount=10_000)
+    common = {k: v for k, v in lost(payment, merchant_id, 2_000).items() if k != "provider_refund_id"}
+    await handled(intake, await intake.publish(RefundFailed(**common, failure_reason="declined"), source=PROCESSOR))
+
+    assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 0, "held": 0, "available": 10_000}
+    body = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
+    assert (body["refunded_amount"], body["external_refunds"]) == (0, [])
+
+
+async def test_an_outcome_naming_an_unknown_payment_or_another_merchants_stays_dead_lettered(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant, other = await intake.merchant(), await intake.merchant()
+    payment = await intake.payment(merchant, amount=10_000)
+    unknown_payment = {**payment, "id": f"pay_{uuid.uuid4().hex}"}
+    dlq = dlq_topic(topic_for("refund.succeeded", intake.settings.topic_prefix))
+    named = [(await intake.merchant_id(merchant), unknown_payment), (await intake.merchant_id(other), payment)]
+    for merchant_id, of in named:
+        sent = await intake.publish(RefundSucceeded(**lost(of, merchant_id, 1_000)), source=PROCESSOR)
+        parked = await dead_letter_of(intake.settings.kafka_bootstrap_servers, dlq, sent.id, timeout=30)
+        assert parked["dlq_error"].startswith("RefundNotFound"), parked["dlq_error"]
+    assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 0, "held": 0, "available": 10_000}

@@ -9,7 +9,6 @@ import asyncpg
 import structlog
 
 from refundflow_intake.awaited_events import AwaitingEvents, payment_registered, refund_outcome
-from refundflow_intake.domain import RefundStatus
 from refundflow_intake.external_refunds import record_external_refund
 from refundflow_intake.payments import consume_payment_disputed, consume_payment_succeeded, registered_among
 from refundflow_intake.portal.links import CustomerLinks
@@ -63,26 +62,12 @@ def register(
 
     @consumer.handles(RefundSucceeded)
     async def refund_succeeded(conn: asyncpg.Connection, event: Event, data: RefundSucceeded) -> None:
-        await record_refund_outcome(
-            conn,
-            data.refund_id,
-            data.merchant_id,
-            RefundStatus.SUCCEEDED,
-            actor=event.source,
-            provider_refund_id=data.provider_refund_id,
-        )
+        await record_refund_outcome(conn, data, actor=event.source)
         await awaiting.resume(conn, refund_outcome(data.refund_id))
 
     @consumer.handles(RefundFailed)
     async def refund_failed(conn: asyncpg.Connection, event: Event, data: RefundFailed) -> None:
-        await record_refund_outcome(
-            conn,
-            data.refund_id,
-            data.merchant_id,
-            RefundStatus.FAILED,
-            actor=event.source,
-            failure_reason=data.failure_reason,
-        )
+        await record_refund_outcome(conn, data, actor=event.source)
         await awaiting.resume(conn, refund_outcome(data.refund_id))  # a reversal read first changes nothing then
 
     async def apply_reversal(conn: asyncpg.Connection, event: Event, waited: bool) -> None:

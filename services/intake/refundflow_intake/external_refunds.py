@@ -19,8 +19,8 @@ class ForeignRefund(ValueError):
     was first reported for, or in another currency, or of another provider payment."""
 
 
-async def record_external_refund(conn: asyncpg.Connection, data: RefundExternalDetected) -> None:
-    """Apply the provider's latest word on the refund; a repeat or a report going backwards changes nothing."""
+async def record_external_refund(conn: asyncpg.Connection, data: RefundExternalDetected) -> bool:
+    """Apply the provider's latest word on the refund; a repeat or a report going backwards changes nothing (False)."""
     # The payment's lock orders this with requests and approvals on the same payment.
     payment = await repository.get_payment(conn, data.merchant_id, data.payment_id, lock=True)
     if payment is None:
@@ -45,7 +45,7 @@ async def record_external_refund(conn: asyncpg.Connection, data: RefundExternalD
     change = external_refund_change(before, data.status)
     if change is None:
         log.info("external_refund_unchanged", provider_refund_id=data.provider_refund_id, status=data.status)
-        return
+        return False
     if known is None:
         await conn.execute(
             "INSERT INTO external_refunds (provider_refund_id, payment_id, merchant_id, amount, currency, status)"
@@ -76,3 +76,4 @@ async def record_external_refund(conn: asyncpg.Connection, data: RefundExternalD
         await repository.add_to_refunded_amount(conn, data.payment_id, -money["amount"])
         await ledger.record(conn, "external_refund_reversal", source, money)
     log.warning("external_refund_recorded", provider_refund_id=source, status=data.status, before=before)
+    return True

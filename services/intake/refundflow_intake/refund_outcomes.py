@@ -8,33 +8,33 @@ import asyncpg
 
 from refundflow_intake import repository
 from refundflow_intake.awaited_events import Awaits, refund_outcome
-from refundflow_intake.domain import RefundStatus, check_transition
+from refundflow_intake.domain import RefundNotFound, RefundStatus, check_transition
 from refundflow_intake.refund_decisions import locked_refund
 from refundflow_intake.repository import Row
-from refundflow_shared.events import RefundReversed
+from refundflow_intake.unrecorded_refunds import record_unrecorded_outcome
+from refundflow_shared.events import RefundFailed, RefundReversed, RefundSucceeded
 
 
-async def record_refund_outcome(
-    conn: asyncpg.Connection,
-    refund_id: str,
-    merchant_id: str,
-    outcome: RefundStatus,
-    *,
-    actor: str,
-    failure_reason: str | None = None,
-    provider_refund_id: str | None = None,
-) -> None:
-    """Succeeded (``provider_refund_id``: the provider's id of it): the hold becomes a refund for good. Failed: the
-    hold is released, the amount refundable again; a refund that had succeeded is reversed, once (after a restore,
-    the processor adopts its refund as the provider has it now and cannot know we were told of its success)."""
-    refund, _ = await locked_refund(conn, refund_id, merchant_id)
+async def record_refund_outcome(conn: asyncpg.Connection, data: RefundSucceeded | RefundFailed, *, actor: str) -> None:
+    """Succeeded: the hold becomes a refund for good, and the provider's id of it is kept. Failed: the hold is
+    released, the amount refundable again; a refund that had succeeded is reversed, once (after a restore of the
+    processor, it adopts its refund as the provider has it now and cannot know we were told of its success). A
+    refund intake does not hold (after a restore of intake) is booked from the event itself."""
+    refund_id = data.refund_id
+    succeeded = isinstance(data, RefundSucceeded)
+    outcome = RefundStatus.SUCCEEDED if succeeded else RefundStatus.FAILED
+    failure_reason = None if isinstance(data, RefundSucceeded) else data.failure_reason
+    try:
+        refund, _ = await locked_refund(conn, refund_id, data.merchant_id)
+    except RefundNotFound:
+        await record_unrecorded_outcome(conn, data)
+        return
     if outcome is RefundStatus.FAILED and refund["status"] in (RefundStatus.SUCCEEDED, RefundStatus.REVERSED):
         await _reverse(conn, refund, failure_reason, None, None, actor=actor)
         return
     if not check_transition(RefundStatus(refund["status"]), outcome):
         return
     audit = repository.Audit(actor, failure_reason)
-    succeeded = outcome is RefundStatus.SUCCEEDED
     # The hold is released; on success the refund is debited for good.
     entries = [("refund_release", refund_id, refund), *([("refund", refund_id, refund)] if succeeded else [])]
     await repository.update_refund_status(
@@ -43,7 +43,7 @@ async def record_refund_outcome(
         outcome,
         audit,
         failure_reason=failure_reason,
-        provider_refund_id=provider_refund_id,
+        provider_refund_id=data.provider_refund_id if isinstance(data, RefundSucceeded) else None,
         refunded=refund["amount"] if succeeded else 0,
         entries=entries,
     )
@@ -52,7 +52,11 @@ async def record_refund_outcome(
 async def record_reversal(conn: asyncpg.Connection, data: RefundReversed, *, actor: str) -> None:
     """The money did not reach the customer after all: the payment's refunded amount and the balance come back,
     and the timeline says why."""
-    refund, _ = await locked_refund(conn, data.refund_id, data.merchant_id)
+    try:
+        refund, _ = await locked_refund(conn, data.refund_id, data.merchant_id)
+    except RefundNotFound:
+        await record_unrecorded_outcome(conn, data)
+        return
     status = RefundStatus(refund["status"])
     if status is RefundStatus.PROCESSING:
         # refund.succeeded travels on another topic and may not be handled yet: applied once it is.
