@@ -172,6 +172,12 @@ class PolicyOverrideNotFound(NotFound):
     code = "policy_override_not_found"
 
 
+class TooManyProductOverrides(DomainError):
+    """Every read and save of the policy answers all of a merchant's overrides: their number is capped."""
+
+    code = "too_many_product_overrides"
+
+
 class ApiKeyNotFound(NotFound):
     code = "api_key_not_found"
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from refundflow_intake.domain import TooManyProductOverrides
 from refundflow_intake.merchant_accounts import lock_merchant
 from refundflow_intake.refund_policy import RefundPolicy, check_auto_approve_reasons
 
@@ -73,6 +74,25 @@ async def effective_policy(conn: asyncpg.Connection, merchant_id: str, product_i
     return policy_from(documents, product_id)
 
 
+async def check_room_for_override(
+    conn: asyncpg.Connection, merchant_id: str, product_id: str, *, max_overrides: int
+) -> None:
+    """Before an override is saved, under ``lock_policies``: a product without one gets one only while the merchant
+    has fewer than ``max_overrides`` (every read and save of the policy answers them all)."""
+    room = await conn.fetchval(
+        "SELECT EXISTS (SELECT FROM refund_policies WHERE merchant_id = $1 AND product_id = $2)"
+        " OR (SELECT count(*) FROM refund_policies WHERE merchant_id = $1 AND product_id <> $3) < $4",
+        merchant_id,
+        product_id,
+        MERCHANT_WIDE,
+        max_overrides,
+    )
+    if not room:
+        raise TooManyProductOverrides(
+            f"a merchant has at most {max_overrides} product overrides: remove one first, or change one it has"
+        )
+
+
 async def save(conn: asyncpg.Connection, merchant_id: str, product_id: str, document: dict[str, Any]) -> None:
     await conn.execute(
         "INSERT INTO refund_policies (merchant_id, product_id, policy) VALUES ($1, $2, $3::jsonb)"
@@ -114,13 +134,27 @@ async def overrides(conn: asyncpg.Connection, merchant_id: str) -> dict[str, dic
     return {r["product_id"]: dict(json.loads(r["policy"])) for r in rows}
 
 
+async def _overrides_judging_auto_approval(conn: asyncpg.Connection, merchant_id: str) -> dict[str, dict[str, Any]]:
+    # Only an override setting one of these can refuse what the merchant's policy allows: the others are read as it.
+    rows = await conn.fetch(
+        "SELECT product_id, (SELECT jsonb_object_agg(key, value) FROM jsonb_each(policy)"
+        "  WHERE key IN ('auto_approve', 'accepted_reasons')) AS judged"
+        " FROM refund_policies WHERE merchant_id = $1 AND product_id <> $2"
+        " AND policy ?| ARRAY['auto_approve', 'accepted_reasons']",
+        merchant_id,
+        MERCHANT_WIDE,
+    )
+    return {r["product_id"]: dict(json.loads(r["judged"])) for r in rows}
+
+
 async def check_saved(conn: asyncpg.Connection, merchant_id: str, product_id: str) -> None:
     """After a save, in its transaction: the policies it changed hold no automatic approval that cannot approve (raise
-    and the save is undone). The merchant's policy changes every product's; an override, its product's."""
+    and the save is undone). The merchant's policy changes every product's (at most the capped number of overrides,
+    each read only for its automatic approval and accepted reasons); an override, its product's."""
     policy = await merchant_policy(conn, merchant_id)
     if product_id == MERCHANT_WIDE:
         check_auto_approve_reasons(policy)
-        changed = await overrides(conn, merchant_id)
+        changed = await _overrides_judging_auto_approval(conn, merchant_id)
     else:
         changed = {product_id: await product_override(conn, merchant_id, product_id) or {}}
     for product, override in changed.items():

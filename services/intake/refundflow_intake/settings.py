@@ -40,6 +40,9 @@ class IntakeSettings(ServiceSettings):
         default=5.0, gt=0, description="how often what ledger writes added is folded into the balance's totals"
     )
     webhook_endpoints_per_merchant: int = Field(default=16, ge=1, le=1000, description="live endpoints at most")
+    product_overrides_per_merchant: int = Field(
+        default=1000, ge=1, le=10_000, description="product overrides at most (each policy answer holds them all)"
+    )
     webhook_replay_max_days: int = Field(default=30, ge=1, le=365, description="how far back a replay may reach")
     webhook_replays_per_hour: int = Field(default=10, ge=1, description="replay calls per merchant, all replicas")
     webhook_secret_overlap_hours: float = Field(

@@ -50,6 +50,7 @@ from refundflow_intake.domain import (
     RefundExceedsRefundable,
     RefundStatus,
     SecondApprovalNeedsAPerson,
+    TooManyProductOverrides,
     UnsupportedProviderPayment,
 )
 from refundflow_intake.one_time_links import LinkNotUsable
@@ -109,6 +110,7 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (NotASubscription, 422),
     (ApprovalExceedsRequest, 422),
     (AutoApproveReasonNotAccepted, 422),
+    (TooManyProductOverrides, 422),
     (InvalidCursor, 400),
     (IdempotencyKeyRequired, 400),
     (IdempotencyKeyBlank, 400),

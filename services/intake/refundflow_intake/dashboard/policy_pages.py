@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from refundflow_intake import refund_policy_repository as policies
-from refundflow_intake.api.dependencies import Db
+from refundflow_intake.api.dependencies import Db, Settings
 from refundflow_intake.api.errors import ApiError, status_of
 from refundflow_intake.dashboard import queries
 from refundflow_intake.dashboard.auth import CurrentUser, FormUser
@@ -15,7 +15,13 @@ from refundflow_intake.dashboard.pages import confirm_page, render, see_other
 from refundflow_intake.dashboard.policy_form import override_from_form, policy_from_form, preview_text
 from refundflow_intake.dashboard.policy_words import override_lines, threshold_warnings
 from refundflow_intake.dashboard_sessions import SignedIn
-from refundflow_intake.domain import AutoApproveReasonNotAccepted, DomainError, PolicyOverrideNotFound, RefundReason
+from refundflow_intake.domain import (
+    AutoApproveReasonNotAccepted,
+    DomainError,
+    PolicyOverrideNotFound,
+    RefundReason,
+    TooManyProductOverrides,
+)
 from refundflow_intake.portal.customer_words import policy_text
 from refundflow_intake.public_policy_cache import PublicPolicyCache
 from refundflow_intake.roles import Permission, require
@@ -92,16 +98,20 @@ async def save_policy(request: Request, user: FormUser, db: Db) -> Response:
 
 
 @router.post("/overrides")
-async def save_override(request: Request, user: FormUser, db: Db) -> Response:
+async def save_override(request: Request, user: FormUser, db: Db, settings: Settings) -> Response:
     try:
         require(user.role, Permission.MANAGE_POLICY)
         product_id, override = override_from_form(await request.form())
         async with db.transaction() as conn:
             await policies.lock_policies(conn, user.merchant_id)
+            await policies.check_room_for_override(
+                conn, user.merchant_id, product_id, max_overrides=settings.product_overrides_per_merchant
+            )
             await policies.change_override(conn, user.merchant_id, product_id, override.fields_set())
             await policies.check_saved(conn, user.merchant_id, product_id)
     except DomainError as exc:
-        return await _page(request, db, user, error=exc, status=status_of(type(exc)))
+        where = "product_id" if isinstance(exc, TooManyProductOverrides) else None
+        return await _page(request, db, user, error=exc, error_field=where, status=status_of(type(exc)))
     _forget_public_copy(request, user.merchant_id)
     return see_other("/dashboard/refund-policy?done=saved")
 

@@ -6,7 +6,7 @@ import asyncpg
 from fastapi import APIRouter, Header, Request, Response
 
 from refundflow_intake import refund_policy_repository as policies
-from refundflow_intake.api.dependencies import CurrentCaller, Db, Now
+from refundflow_intake.api.dependencies import CurrentCaller, Db, Now, Settings
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import PathId, QueryId
 from refundflow_intake.api.schemas import PublicRefundPolicy, RefundPolicyOut
@@ -15,6 +15,7 @@ from refundflow_intake.domain import (
     AutoApproveReasonNotAccepted,
     MerchantNotFound,
     PolicyOverrideNotFound,
+    TooManyProductOverrides,
 )
 from refundflow_intake.merchant_accounts import has_joined_owner
 from refundflow_intake.portal.customer_requests import merchant_of
@@ -86,16 +87,25 @@ async def set_refund_policy(
 
 @router.put(
     "/v1/refund-policy/products/{product_id}",
-    responses=documented(ApprovalRulesManagedByOwners, AutoApproveReasonNotAccepted),
+    responses=documented(ApprovalRulesManagedByOwners, AutoApproveReasonNotAccepted, TooManyProductOverrides),
 )
 async def set_product_override(
-    product_id: PathId, body: RefundPolicyOverride, caller: CurrentCaller, db: Db, request: Request
+    product_id: PathId,
+    body: RefundPolicyOverride,
+    caller: CurrentCaller,
+    db: Db,
+    settings: Settings,
+    request: Request,
 ) -> RefundPolicyOut:
     """Set one product's exceptions: the fields given replace your policy's for that product. Once your merchant
-    has an owner, an override's approval rules are as for your policy: a key keeps them as they are (403)."""
+    has an owner, an override's approval rules are as for your policy: a key keeps them as they are (403). A
+    merchant has a limited number of overrides: a new one past it is 422 ``too_many_product_overrides``."""
     document = body.fields_set()
     async with db.transaction() as conn:
         await policies.lock_policies(conn, caller.merchant_id)
+        await policies.check_room_for_override(
+            conn, caller.merchant_id, product_id, max_overrides=settings.product_overrides_per_merchant
+        )
         stored = await policies.product_override(conn, caller.merchant_id, product_id)
         await _check_approval_rules_kept(conn, caller.merchant_id, _stored_override(stored), document)
         await policies.save(conn, caller.merchant_id, product_id, document)
