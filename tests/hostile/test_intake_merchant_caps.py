@@ -8,15 +8,18 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.dashboard_people import merchant_with_owner
-from tests.support.intake_harness import IntakeUnderTest, running_intake
+from tests.support.intake_harness import ADMIN, IntakeUnderTest, running_intake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 OVERRIDES = 3
+LIVE_KEYS = 3
 
 
 @pytest.fixture(scope="module")
 async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
-    async with running_intake(postgres_url, kafka_bootstrap, product_overrides_per_merchant=OVERRIDES) as running:
+    async with running_intake(
+        postgres_url, kafka_bootstrap, product_overrides_per_merchant=OVERRIDES, api_keys_per_merchant=LIVE_KEYS
+    ) as running:
         yield running
 
 
@@ -65,3 +68,36 @@ async def test_the_dashboard_refuses_an_override_past_the_cap_at_the_product_fie
     assert changed.status_code == 303, changed.text[:500]
     policy = (await intake.client.get("/v1/refund-policy", headers=merchant)).json()
     assert sorted(policy["product_overrides"]) == sorted(overrides)
+
+
+async def test_a_merchant_has_at_most_the_capped_number_of_live_api_keys(intake: IntakeUnderTest) -> None:
+    merchant = await intake.merchant()
+    for n in range(LIVE_KEYS - 1):
+        await intake.second_key(merchant, name=f"key {n}")
+
+    one_more = await intake.client.post("/v1/api-keys", headers=merchant, json={"name": "one more"})
+    assert one_more.status_code == 409, one_more.text
+    assert one_more.json()["error"]["code"] == "too_many_api_keys"
+    keys = (await intake.client.get("/v1/api-keys", headers=merchant)).json()["data"]
+    assert len(keys) == LIVE_KEYS
+
+    # A revoked key leaves room; the platform's recovery key is issued whatever the merchant holds.
+    revoked = await intake.client.delete(f"/v1/api-keys/{keys[-1]['id']}", headers=merchant)
+    assert revoked.status_code == 200, revoked.text
+    assert (await intake.client.post("/v1/api-keys", headers=merchant, json={})).status_code == 201
+    merchant_id = await intake.merchant_id(merchant)
+    recovery = await intake.client.post(f"/v1/merchants/{merchant_id}/api-keys", headers=ADMIN, json={})
+    assert recovery.status_code == 201, recovery.text
+
+
+async def test_the_dashboard_says_when_the_merchant_has_as_many_live_keys_as_it_may(intake: IntakeUnderTest) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    for n in range(LIVE_KEYS - 1):
+        made = await owner.post_form("/dashboard/settings", "/dashboard/settings/api-keys", {"name": f"key {n}"})
+        assert made.status_code == 200 and 'id="new-api-key">rfk_' in made.text, made.text[:500]
+
+    refused = await owner.post_form("/dashboard/settings", "/dashboard/settings/api-keys", {"name": "one more"})
+    assert refused.status_code == 409, refused.text[:500]
+    assert "too_many_api_keys" in refused.text and 'id="new-api-key"' not in refused.text
+    keys = (await intake.client.get("/v1/api-keys", headers=merchant)).json()["data"]
+    assert len(keys) == LIVE_KEYS

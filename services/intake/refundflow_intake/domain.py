@@ -164,6 +164,12 @@ class LastApiKey(DomainError):
     code = "last_api_key"
 
 
+class TooManyApiKeys(DomainError):
+    """A merchant's live keys are capped: every one is listed, and each is one more credential that works."""
+
+    code = "too_many_api_keys"
+
+
 class MerchantNotFound(NotFound):
     code = "merchant_not_found"
 

@@ -9,7 +9,13 @@ from typing import Any
 
 import asyncpg
 
-from refundflow_intake.domain import ApiKeyNotFound, ApiKeysManagedByOwners, LastApiKey, MerchantNotFound
+from refundflow_intake.domain import (
+    ApiKeyNotFound,
+    ApiKeysManagedByOwners,
+    LastApiKey,
+    MerchantNotFound,
+    TooManyApiKeys,
+)
 
 Row = dict[str, Any]
 _KEY_COLUMNS = "id, name, created_at, revoked_at"
@@ -29,7 +35,7 @@ async def merchant_exists(conn: asyncpg.Connection, merchant_id: str) -> bool:
 
 
 async def lock_merchant(conn: asyncpg.Connection, merchant_id: str) -> None:
-    """Serialise changes to what a merchant may have a limited number of (live keys, endpoints)."""
+    """Serialise changes to what a merchant may have a limited number of (live keys, endpoints, policy overrides)."""
     if await conn.fetchval("SELECT id FROM merchants WHERE id = $1 FOR UPDATE", merchant_id) is None:
         raise MerchantNotFound(f"no merchant {merchant_id}")
 
@@ -38,7 +44,7 @@ async def create_merchant(conn: asyncpg.Connection, name: str) -> tuple[str, Row
     """A new merchant and its first API key (with ``api_key``, its secret: returned once, stored only as a hash)."""
     merchant_id = new_id("mer")
     await conn.execute("INSERT INTO merchants (id, name) VALUES ($1, $2)", merchant_id, name)
-    return merchant_id, await create_api_key(conn, merchant_id, name="default")
+    return merchant_id, await create_api_key(conn, merchant_id, name="default", max_live=None)
 
 
 async def first_api_key_id(conn: asyncpg.Connection, merchant_id: str) -> str:
@@ -50,12 +56,18 @@ async def first_api_key_id(conn: asyncpg.Connection, merchant_id: str) -> str:
 
 
 async def create_api_key(
-    conn: asyncpg.Connection, merchant_id: str, *, name: str | None, form_key: str | None = None
+    conn: asyncpg.Connection, merchant_id: str, *, name: str | None, max_live: int | None, form_key: str | None = None
 ) -> Row:
-    """Another key for the merchant (one per integration or person, so each can be revoked alone). ``form_key`` is
-    the single-use key of the dashboard's form that asks for it: see ``api_key_made_by``."""
-    if not await merchant_exists(conn, merchant_id):
-        raise MerchantNotFound(f"no merchant {merchant_id}")
+    """Another key for the merchant (one per integration or person, so each can be revoked alone), while it has fewer
+    than ``max_live`` live keys (None: the platform's, which issues a merchant that lost its keys a new one whatever
+    it holds). ``form_key`` is the single-use key of the dashboard's form that asks for it: see ``api_key_made_by``."""
+    await lock_merchant(conn, merchant_id)  # two creations at once cannot both take the last place
+    if max_live is not None:
+        live = await conn.fetchval(
+            "SELECT count(*) FROM api_keys WHERE merchant_id = $1 AND revoked_at IS NULL", merchant_id
+        )
+        if live >= max_live:
+            raise TooManyApiKeys(f"a merchant has at most {max_live} live API keys: revoke one first")
     secret = f"rfk_{secrets.token_urlsafe(32)}"
     row = await conn.fetchrow(
         "INSERT INTO api_keys (id, merchant_id, key_hash, name, form_key) VALUES ($1, $2, $3, $4, $5)"

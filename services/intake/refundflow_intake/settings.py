@@ -40,6 +40,7 @@ class IntakeSettings(ServiceSettings):
         default=5.0, gt=0, description="how often what ledger writes added is folded into the balance's totals"
     )
     webhook_endpoints_per_merchant: int = Field(default=16, ge=1, le=1000, description="live endpoints at most")
+    api_keys_per_merchant: int = Field(default=50, ge=1, le=1000, description="live (not revoked) API keys at most")
     product_overrides_per_merchant: int = Field(
         default=1000, ge=1, le=10_000, description="product overrides at most (each policy answer holds them all)"
     )

@@ -50,6 +50,7 @@ from refundflow_intake.domain import (
     RefundExceedsRefundable,
     RefundStatus,
     SecondApprovalNeedsAPerson,
+    TooManyApiKeys,
     TooManyProductOverrides,
     UnsupportedProviderPayment,
 )
@@ -81,6 +82,7 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (OpenRequestExists, 409),
     (IdempotencyKeyReused, 409),
     (LastApiKey, 409),
+    (TooManyApiKeys, 409),
     (TooManyWebhookEndpoints, 409),
     (WebhookEndpointExists, 409),
     (PlatformOnly, 403),

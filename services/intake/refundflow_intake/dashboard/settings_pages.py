@@ -22,7 +22,7 @@ from refundflow_intake.dashboard.auth import CurrentUser, FormUser
 from refundflow_intake.dashboard.email_preview_pages import email_previews
 from refundflow_intake.dashboard.pages import confirm_page, render, see_other
 from refundflow_intake.dashboard_sessions import SignedIn
-from refundflow_intake.domain import ApiKeyNotFound, DomainError, OutboundUrlNotAllowed
+from refundflow_intake.domain import ApiKeyNotFound, DomainError, OutboundUrlNotAllowed, TooManyApiKeys
 from refundflow_intake.portal import customer_requests, policy_pages
 from refundflow_intake.portal.links import CustomerLinks
 from refundflow_intake.roles import Permission, require
@@ -162,13 +162,20 @@ async def create_key(
         key_name = _KEY_NAME.validate_python(name.strip()) or None
     except ValidationError:
         return await _page(request, db, user, box, settings, error="A key's name must be one line of text.", status=422)
-    async with db.transaction() as conn:
-        await merchant_accounts.lock_merchant(conn, user.merchant_id)  # the same form sent at once waits here
-        earlier = await merchant_accounts.api_key_made_by(conn, user.merchant_id, form_key) if form_key else None
-        if earlier is None:
-            key = await merchant_accounts.create_api_key(
-                conn, user.merchant_id, name=key_name, form_key=form_key or None
-            )
+    try:
+        async with db.transaction() as conn:
+            await merchant_accounts.lock_merchant(conn, user.merchant_id)  # the same form sent at once waits here
+            earlier = await merchant_accounts.api_key_made_by(conn, user.merchant_id, form_key) if form_key else None
+            if earlier is None:
+                key = await merchant_accounts.create_api_key(
+                    conn,
+                    user.merchant_id,
+                    name=key_name,
+                    max_live=settings.api_keys_per_merchant,
+                    form_key=form_key or None,
+                )
+    except TooManyApiKeys as exc:
+        return await _page(request, db, user, box, settings, error=exc, status=status_of(type(exc)))
     if earlier is not None:
         return await _page(request, db, user, box, settings, key_made_before=earlier)
     return await _page(request, db, user, box, settings, new_key=key)

@@ -65,7 +65,9 @@ async def create_merchant(
 @router.post("/{merchant_id}/api-keys", status_code=201, responses=documented(PlatformOnly, MerchantNotFound))
 async def issue_api_key(merchant_id: PathId, db: Db, body: ApiKeyCreate | None = None) -> ApiKeyCreated:
     """Issue a new API key to an existing merchant (platform admin token): how a merchant that lost or revoked its
-    keys gets back in. The key is shown once."""
+    keys gets back in, however many live keys it holds. The key is shown once."""
     async with db.transaction() as conn:
-        key = await merchant_accounts.create_api_key(conn, merchant_id, name=body.name if body else "recovery")
+        key = await merchant_accounts.create_api_key(
+            conn, merchant_id, name=body.name if body else "recovery", max_live=None
+        )
     return ApiKeyCreated(**key)
