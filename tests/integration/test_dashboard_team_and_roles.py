@@ -17,6 +17,7 @@ from refundflow_intake.dashboard.auth import SESSION_COOKIE
 from refundflow_shared.secret_box import SecretBox
 from tests.support.dashboard_people import (
     PASSWORD,
+    Person,
     accept_invite,
     browser,
     csrf_of,
@@ -137,6 +138,53 @@ async def test_an_invited_owner_who_has_not_joined_does_not_count_as_the_owner_t
     withdrawn = await owner.post_form("/dashboard/team", f"/dashboard/team/{invited_id}/remove", {})
     assert withdrawn.status_code == 303, "the invitation itself can go: the owner who joined stays"
     assert (await owner.page("/dashboard/team")).status_code == 200
+
+
+async def _signed_in_again(intake: IntakeUnderTest, email: str) -> Person:
+    """The person signs in afresh (a session lasts hours; these tests move the clock by days)."""
+    person = Person(email=email, browser=browser(intake))
+    page = await person.browser.get("/dashboard/login")
+    answer = await person.browser.post(
+        "/dashboard/login", data={"csrf_token": csrf_of(page.text), "email": email, "password": PASSWORD}
+    )
+    assert answer.status_code == 303, answer.text[:500]
+    return person
+
+
+async def test_resending_an_invite_never_keeps_the_address_past_the_invitations_seven_days(
+    intake: IntakeUnderTest,
+) -> None:
+    """A resend issues a fresh link: were each to last 72 hours more, a hostile merchant resending every 3 days would
+    keep the address from every other merchant for ever. The invitation ends 7 days after the first invite."""
+    _, mallory = await merchant_with_owner(intake)
+    victim = f"victim-{uuid.uuid4().hex[:8]}@corp.example"
+    invited = await mallory.post_form("/dashboard/team", "/dashboard/team/invite", {"email": victim, "role": "viewer"})
+    assert invited.status_code == 200, invited.text[:500]
+    member_id = await intake.db.fetchval(
+        "SELECT id FROM merchant_users WHERE email = $1 AND removed_at IS NULL", victim
+    )
+    moved = timedelta()
+    try:
+        for hours in (70, 70):  # each resend comes before the link it replaces lapsed
+            intake.clock.advance(timedelta(hours=hours))
+            moved += timedelta(hours=hours)
+            mallory = await _signed_in_again(intake, mallory.email)
+            resent = await mallory.post_form("/dashboard/team", f"/dashboard/team/{member_id}/resend", {})
+            assert resent.status_code == 200 and 'id="invite-url"' in resent.text, resent.text[:500]
+        # Sent at 140 h, the last link stops at the invitation's end, 168 h, not 212 h; the page says so.
+        assert "a resend does not extend it" in resent.text
+
+        intake.clock.advance(timedelta(hours=28, minutes=1))
+        moved += timedelta(hours=28, minutes=1)
+        mallory = await _signed_in_again(intake, mallory.email)
+        too_late = await mallory.post_form("/dashboard/team", f"/dashboard/team/{member_id}/resend", {})
+        assert too_late.status_code == 409 and "invitation_ended" in too_late.text, too_late.text[:500]
+        employer = await intake.client.post(
+            "/v1/merchants", json={"name": "Corp", "owner_email": victim}, headers=ADMIN
+        )
+        assert employer.status_code == 201, employer.text
+    finally:
+        intake.clock.advance(-moved)
 
 
 async def test_an_invitation_nobody_accepted_stops_holding_the_address_once_its_link_lapsed(

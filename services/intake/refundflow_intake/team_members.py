@@ -6,7 +6,7 @@ connection held, then write in a short transaction of their own that checks noth
 The link travels to the notifier sealed (``SecretBox``, bound to the user id).
 
 An address has one live account on the whole platform; an invitation nobody accepted holds it only while its link
-can still be used (a resend renews it).
+can still be used (a resend renews it), and never past INVITATION_LIFE after the first invite.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ from refundflow_shared.secret_box import SecretBox
 log = structlog.get_logger(__name__)
 
 INVITE_VALID_FOR = timedelta(hours=72)
+# An invitation's whole life, resends included: were each resend to add 72 hours, a merchant resending every 3 days
+# would keep the address from every other merchant for ever.
+INVITATION_LIFE = timedelta(days=7)
 RESET_VALID_FOR = timedelta(hours=1)
 Row = dict[str, Any]
 _MEMBER_COLUMNS = "id, merchant_id, email, display_name, role, created_at, activated_at, removed_at"
@@ -46,6 +49,20 @@ _ONE_ACCOUNT_PER_ADDRESS = "merchant_users_live_email"  # the unique index (migr
 
 class EmailAlreadyRegistered(DomainError):
     code = "email_already_registered"
+
+
+class InvitationEnded(DomainError):
+    """The invitation is past its whole life (INVITATION_LIFE from the first invite): no resend renews it."""
+
+    code = "invitation_ended"
+    in_api = False
+
+
+@dataclass(frozen=True)
+class InviteSent:
+    url: str  # shown once
+    expires_at: datetime
+    cut_short: bool  # the link ends with the invitation, before INVITE_VALID_FOR
 
 
 class MemberNotFound(NotFound):
@@ -88,8 +105,8 @@ async def invite(
     await _release_lapsed_invitation(conn, email, now=now)
     await _check_address_free(conn, email)
     member = await _insert_member(conn, merchant_id, email=email, role=role, invited_by=invited_by, now=now)
-    url = await _send_invite(conn, links, member, invited_by=invited_by, now=now)
-    return member, url
+    sent = await _send_invite(conn, links, member, invited_by=invited_by, now=now)
+    return member, sent.url
 
 
 async def _insert_member(
@@ -116,17 +133,21 @@ async def _insert_member(
 
 
 async def _release_lapsed_invitation(conn: asyncpg.Connection, email: str, *, now: datetime) -> None:
-    """An invitation nobody accepted stops holding its address once its link lapsed: it leaves its team, so any
-    merchant may invite the address again (else whoever typed it first, or a hostile merchant, would keep it)."""
+    """An invitation nobody accepted stops holding its address once its link lapsed, or its whole life ended: it
+    leaves its team, so any merchant may invite the address again (else whoever typed it first, or a hostile
+    merchant, would keep it)."""
     # The row is locked before its links are read: a resend holding it first has committed its new link by then.
-    pending: str | None = await conn.fetchval(
-        "SELECT id FROM merchant_users WHERE lower(email) = lower($1) AND removed_at IS NULL"
+    pending = await conn.fetchrow(
+        "SELECT id, created_at FROM merchant_users WHERE lower(email) = lower($1) AND removed_at IS NULL"
         " AND activated_at IS NULL FOR UPDATE",
         email,
     )
-    if pending is None or await has_usable_link(conn, pending, LinkPurpose.INVITE, now=now):
+    if pending is None:
         return
-    await conn.execute("UPDATE merchant_users SET removed_at = $2 WHERE id = $1", pending, now)
+    within_life = now < pending["created_at"] + INVITATION_LIFE
+    if within_life and await has_usable_link(conn, pending["id"], LinkPurpose.INVITE, now=now):
+        return
+    await conn.execute("UPDATE merchant_users SET removed_at = $2 WHERE id = $1", pending["id"], now)
 
 
 async def _check_address_free(conn: asyncpg.Connection, email: str) -> None:
@@ -144,25 +165,34 @@ async def _check_address_free(conn: asyncpg.Connection, email: str) -> None:
 
 async def resend_invite(
     conn: asyncpg.Connection, links: AccountLinks, merchant_id: str, member_id: str, *, by: str, now: datetime
-) -> str:
-    """A fresh invite link for someone who has not joined yet; earlier links stop working. The invitation is the
+) -> InviteSent:
+    """A fresh invite link for someone who has not joined yet; earlier links stop working. It lasts no longer than
+    the invitation (INVITATION_LIFE from the first invite); past that, InvitationEnded. The invitation is the
     resender's from now on: they saw its link, so it ends with their right to invite."""
     member = await get_member(conn, merchant_id, member_id, for_update=True)  # not released meanwhile
     if member["activated_at"] is not None:
         raise EmailAlreadyRegistered("this person already joined: they can reset their password instead")
+    if now >= member["created_at"] + INVITATION_LIFE:
+        raise InvitationEnded(
+            f"this invitation ended {INVITATION_LIFE.days} days after the first invite, and a resend does not"
+            " extend it: remove the person and invite them again"
+        )
     await conn.execute("UPDATE merchant_users SET invited_by = $2 WHERE id = $1", member_id, by)
     return await _send_invite(conn, links, member, invited_by=by, now=now)
 
 
 async def _send_invite(
     conn: asyncpg.Connection, links: AccountLinks, member: Row, *, invited_by: str | None, now: datetime
-) -> str:
-    token, expires_at = await create_link(conn, LinkPurpose.INVITE, member["id"], now=now, valid_for=INVITE_VALID_FOR)
+) -> InviteSent:
+    left = member["created_at"] + INVITATION_LIFE - now
+    valid_for = min(INVITE_VALID_FOR, left)
+    token, expires_at = await create_link(conn, LinkPurpose.INVITE, member["id"], now=now, valid_for=valid_for)
     url = links.url(LinkPurpose.INVITE, token)
+    sent = InviteSent(url=url, expires_at=expires_at, cut_short=valid_for < INVITE_VALID_FOR)
     sealed = links.sealed(url, member["id"])
     if sealed is None:
         log.warning("invite_not_emailed", why="WEBHOOK_SECRET_KEY is not set", user_id=member["id"])
-        return url
+        return sent
     merchant_name = await conn.fetchval("SELECT name FROM merchants WHERE id = $1", member["merchant_id"])
     inviter = await display_of(conn, invited_by) if invited_by else None
     event = TeamMemberInvited(
@@ -176,7 +206,7 @@ async def _send_invite(
         invited_by=inviter,
     )
     await add_event(conn, event, source=INTAKE.source)
-    return url
+    return sent
 
 
 async def accept_invite(

@@ -59,7 +59,7 @@ from refundflow_intake.passwords import WeakPassword
 from refundflow_intake.portal.tokens import InvalidPortalToken
 from refundflow_intake.rate_limit import RateLimited
 from refundflow_intake.roles import NotAllowedForRole
-from refundflow_intake.team_members import EmailAlreadyRegistered, LastOwner
+from refundflow_intake.team_members import EmailAlreadyRegistered, InvitationEnded, LastOwner
 from refundflow_intake.webhook_endpoints import (
     ReplaySinceInFuture,
     ReplayWindowExceeded,
@@ -95,6 +95,7 @@ _STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (SecondApprovalNeedsAPerson, 409),
     (EmailAlreadyRegistered, 409),
     (LastOwner, 409),
+    (InvitationEnded, 409),
     (LinkNotUsable, 410),
     (WeakPassword, 422),
     (RefundExceedsRefundable, 422),

@@ -46,11 +46,12 @@ async def _page(
         section="team",
         members=members,
         roles=[r.value for r in Role],
+        invitation_days=team_members.INVITATION_LIFE.days,
         error=error,
         error_field=error_field,
         status_code=status,
         pending_badge=pending,
-        **{"invite_url": None, "invited": None, "typed_email": ""} | extra,
+        **{"invite_url": None, "invited": None, "resent": None, "typed_email": ""} | extra,
     )
 
 
@@ -107,13 +108,13 @@ async def resend(
         require(user.role, Permission.MANAGE_TEAM)
         await _count_invite_email(db, settings, user.merchant_id, now)
         async with db.transaction() as conn:
-            url = await team_members.resend_invite(
+            sent = await team_members.resend_invite(
                 conn, links, user.merchant_id, member_id, by=actors.person(user.user_id), now=now
             )
             member = await team_members.get_member(conn, user.merchant_id, member_id)
     except DomainError as exc:
         return await _page(request, db, user, error=exc, status=status_of(type(exc)))
-    return await _page(request, db, user, invite_url=url, invited=member)
+    return await _page(request, db, user, invite_url=sent.url, invited=member, resent=sent)
 
 
 @router.post("/{member_id}/role")
