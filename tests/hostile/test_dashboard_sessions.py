@@ -120,15 +120,72 @@ async def test_an_invite_expires_after_72_hours(intake: IntakeUnderTest) -> None
         intake.clock.advance(-timedelta(hours=72, minutes=1))
 
 
-async def test_sign_in_is_throttled_per_account_even_with_the_right_password(intake: IntakeUnderTest) -> None:
+async def test_sign_in_is_throttled_per_account_and_address_even_with_the_right_password(
+    intake: IntakeUnderTest,
+) -> None:
     _, owner = await merchant_with_owner(intake)
     wrong = [await sign_in(intake, owner.email, "not the password") for _ in range(3)]
     assert [w.status_code for w in wrong] == [401, 401, 401]
-    throttled = await sign_in(intake, owner.email)  # the 4th attempt within 15 minutes, this time right
+    throttled = await sign_in(intake, owner.email)  # the 4th attempt within 15 minutes from there, this time right
     assert throttled.status_code == 429 and "try again in" in throttled.text
     assert SESSION_COOKIE not in throttled.cookies
     other = await sign_in(intake, "someone-else@acme.example", "whatever they type")
     assert other.status_code == 401  # another account is not throttled by this one
+    # Someone else's failures from another address do not lock the owner out: the right password still signs in.
+    elsewhere = await sign_in(intake, owner.email, address="198.51.100.7")
+    assert elsewhere.status_code == 303 and SESSION_COOKIE in elsewhere.cookies
+
+
+async def test_an_account_has_a_backstop_of_ten_times_its_limit_from_all_addresses_together(
+    intake: IntakeUnderTest,
+) -> None:
+    """Many addresses guessing one account's password are still bounded: 3 per address, 30 from all of them."""
+    _, owner = await merchant_with_owner(intake)
+    guesses = [
+        await sign_in(intake, owner.email, "not the password", address=f"192.0.2.{n}")
+        for n in range(10)
+        for _ in range(3)
+    ]
+    assert {g.status_code for g in guesses} == {401}
+    refused = await sign_in(intake, owner.email, address="192.0.2.200")
+    assert refused.status_code == 429 and SESSION_COOKIE not in refused.cookies
+
+
+async def test_a_client_refused_by_its_address_limit_spends_no_accounts_budget(
+    strict_intake: IntakeUnderTest,
+) -> None:
+    """One address over its own limit kept counting attempts against any account it named, until the owner's right
+    password was refused too."""
+    _, owner = await merchant_with_owner(strict_intake)
+    attacker = "203.0.113.9"
+    spent = [await sign_in(strict_intake, f"x{n}@nobody.example", "wrong", address=attacker) for n in range(2)]
+    assert [a.status_code for a in spent] == [401, 401]
+    refused = [await sign_in(strict_intake, owner.email, "wrong", address=attacker) for _ in range(12)]
+    assert {a.status_code for a in refused} == {429}
+    owner_signs_in = await sign_in(strict_intake, owner.email, address="198.51.100.77")
+    assert owner_signs_in.status_code == 303 and SESSION_COOKIE in owner_signs_in.cookies
+
+
+async def test_others_asking_for_a_victims_reset_do_not_spend_the_victims_own_resets(
+    strict_intake: IntakeUnderTest,
+) -> None:
+    """A throttled reset answers "sent" and sends nothing: spent from anywhere, the victim could not recover."""
+    merchant, owner = await merchant_with_owner(strict_intake)
+    merchant_id = await strict_intake.merchant_id(merchant)
+
+    async def ask_for_reset(address: str) -> None:
+        person = browser(strict_intake, address=address)
+        page = await person.get("/dashboard/forgot-password")
+        asked = await person.post(
+            "/dashboard/forgot-password", data={"csrf_token": csrf_of(page.text), "email": owner.email}
+        )
+        assert asked.status_code == 303 and asked.headers["location"].endswith("done=reset_sent")
+
+    for _ in range(8):  # past the 5 an hour one address may ask for
+        await ask_for_reset("203.0.113.10")
+    assert len(await strict_intake.staged("password_reset.requested", merchant_id)) == 5
+    await ask_for_reset("198.51.100.78")  # the owner, from their own address
+    assert len(await strict_intake.staged("password_reset.requested", merchant_id)) == 6
 
 
 async def test_invites_and_resends_are_limited_per_merchant_so_an_owner_cannot_mail_anyone_at_will(

@@ -62,9 +62,11 @@ class IntakeSettings(ServiceSettings):
         default=True, description="Secure session cookies; only a local run over plain http sets it false"
     )
     dashboard_session_hours: int = Field(default=12, ge=1, le=24 * 30, description="a session's whole life")
-    login_attempts_per_account: int = Field(default=10, ge=1, description="per 15 minutes, across all replicas")
+    login_attempts_per_account: int = Field(
+        default=10, ge=1, description="per 15 minutes from one client address (ten times that from all), all replicas"
+    )
     login_attempts_per_ip: int = Field(default=50, ge=1, description="per 15 minutes, across all replicas")
-    password_resets_per_hour: int = Field(default=5, ge=1, description="per address and per client address")
+    password_resets_per_hour: int = Field(default=5, ge=1, description="per account from one client address")
     team_invites_per_hour: int = Field(
         default=20, ge=1, description="invites and resends per merchant (each is an email), across all replicas"
     )

@@ -30,6 +30,19 @@ _WINDOW = timedelta(minutes=15)
 _DISPLAY_NAME = TypeAdapter(DisplayName)
 
 
+# An account's attempts from all addresses together may be this many times its limit from one address: a backstop
+# against guesses spread over many addresses, high enough that others' failures do not lock its owner out.
+ALL_ADDRESSES_FACTOR = 10
+
+
+async def _take_in_turn(db: Db, buckets: list[tuple[str, int]], *, window: timedelta, now: datetime) -> None:
+    """Count the attempt in each (bucket, limit) in turn: one refused is counted in none after it, so a client over its
+    own address's limit spends no account's budget, and over an account's limit from its address, not the account's
+    budget from all addresses."""
+    for bucket, limit in buckets:
+        await rate_limit.take(db.pool, bucket, limit=limit, window=window, now=now)
+
+
 async def _account_bucket(db: Db, email: str) -> str:
     """The account's throttle, keyed on the address as PostgreSQL lowercases it, as sign-in and reset find the
     account: Python's lowercase differs (İ is i and a combining dot, i in PostgreSQL), and each spelling of one
@@ -37,6 +50,11 @@ async def _account_bucket(db: Db, email: str) -> str:
     lowered: str = await db.pool.fetchval("SELECT lower($1::text)", email.strip())
     # The address is hashed: the rate-limit table holds no email addresses.
     return "login:account:" + hashlib.sha256(lowered.encode()).hexdigest()[:32]
+
+
+async def _account_from_client_bucket(db: Db, request: Request, email: str) -> str:
+    """The account's throttle for one client address: what others spend elsewhere is not its owner's."""
+    return f"{await _account_bucket(db, email)}:ip:{rate_limit.client_bucket(request)}"
 
 
 async def _signed_in_response(db: Db, settings: Settings, user_id: str, *, now: datetime, to: str) -> Response:
@@ -84,13 +102,21 @@ async def login_page(request: Request, settings: Settings, user: MaybeUser, next
 async def login(
     request: Request, db: Db, settings: Settings, now: Now, email: Email, password: Password, next: str = Form("")
 ) -> Response:
-    """Throttled per account and per client address (in PostgreSQL, so every replica counts the same)."""
+    """Throttled per client address, then per account from that address, then per account from all addresses
+    together (in PostgreSQL, so every replica counts the same)."""
     target = auth.safe_next(next)
     try:
-        limit = settings.login_attempts_per_account
-        await rate_limit.take(db.pool, await _account_bucket(db, email), limit=limit, window=_WINDOW, now=now)
-        limit, client = settings.login_attempts_per_ip, rate_limit.client_bucket(request)
-        await rate_limit.take(db.pool, f"login:ip:{client}", limit=limit, window=_WINDOW, now=now)
+        per_account = settings.login_attempts_per_account
+        await _take_in_turn(
+            db,
+            [
+                (f"login:ip:{rate_limit.client_bucket(request)}", settings.login_attempts_per_ip),
+                (await _account_from_client_bucket(db, request, email), per_account),
+                (await _account_bucket(db, email), per_account * ALL_ADDRESSES_FACTOR),
+            ],
+            window=_WINDOW,
+            now=now,
+        )
     except rate_limit.RateLimited as exc:
         return _login_again(request, settings, email, target, exc.message, 429, about_credentials=False)
     no_match = "That email and password do not match an account."
@@ -206,10 +232,18 @@ async def forgot_password(
     request: Request, db: Db, settings: Settings, links: Links, now: Now, email: Email
 ) -> Response:
     """The same answer whether or not the address has an account; throttled per address and client."""
-    limit, hour, client = settings.password_resets_per_hour, timedelta(hours=1), rate_limit.client_bucket(request)
+    per_account = settings.password_resets_per_hour
     try:
-        await rate_limit.take(db.pool, "reset:" + await _account_bucket(db, email), limit=limit, window=hour, now=now)
-        await rate_limit.take(db.pool, f"reset:ip:{client}", limit=limit * 4, window=hour, now=now)
+        await _take_in_turn(
+            db,
+            [
+                (f"reset:ip:{rate_limit.client_bucket(request)}", per_account * 4),
+                ("reset:" + await _account_from_client_bucket(db, request, email), per_account),
+                ("reset:" + await _account_bucket(db, email), per_account * ALL_ADDRESSES_FACTOR),
+            ],
+            window=timedelta(hours=1),
+            now=now,
+        )
     except rate_limit.RateLimited:
         return see_other("/dashboard/login?done=reset_sent")  # say nothing more: no probing
     async with db.transaction() as conn:
