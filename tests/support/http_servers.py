@@ -187,3 +187,25 @@ async def hostile_http_server(
             handler.cancel()
         await asyncio.gather(*server.handlers, return_exceptions=True)
         await listening.wait_closed()
+
+
+@asynccontextmanager
+async def serving_as_deployed(app: Any, settings: Any) -> AsyncIterator[str]:
+    """Run an app whose lifespan already runs (the harness's) under the uvicorn configuration the service runs with
+    (``server_config``: its limits and trusted proxies), on a free 127.0.0.1 port; yields its base URL."""
+    from refundflow_shared.http_service import server_config
+
+    config = server_config(app, settings)
+    config.host, config.port, config.lifespan = "127.0.0.1", free_port(), "off"
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the server stopped before it started")
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        await task

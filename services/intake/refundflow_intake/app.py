@@ -10,7 +10,14 @@ from pathlib import Path
 import structlog
 from fastapi import Depends, FastAPI, Request, Response
 
-from refundflow_intake import event_handlers, ledger, notification_settings, review_deadlines, secret_resealing
+from refundflow_intake import (
+    event_handlers,
+    ledger,
+    notification_settings,
+    passwords,
+    review_deadlines,
+    secret_resealing,
+)
 from refundflow_intake.api.body_media_types import document_json_bodies, json_bodies_only
 from refundflow_intake.api.errors import install_error_handlers, unexpected_error_answer
 from refundflow_intake.api.head_requests import HeadAsGet
@@ -81,6 +88,7 @@ def _wire(
 
 def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc_now) -> FastAPI:
     runtime = ServiceRuntime("intake", settings, MIGRATIONS)
+    passwords.limit_waiting(settings.password_hashes_waiting_max)
     links = CustomerLinks.from_settings(settings, clock)
     run = runtime.lifespan(lambda rt: _wire(rt, settings, clock, links))
     key = settings.webhook_secret_key

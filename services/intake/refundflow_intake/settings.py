@@ -66,6 +66,11 @@ class IntakeSettings(ServiceSettings):
         default=10, ge=1, description="per 15 minutes from one client address (ten times that from all), all replicas"
     )
     login_attempts_per_ip: int = Field(default=50, ge=1, description="per 15 minutes, across all replicas")
+    password_hashes_waiting_max: int = Field(
+        default=60,
+        ge=1,
+        description="hashes waiting for one of the two hashing threads (~0.1 s each); beyond, sign-ins get 503",
+    )
     password_resets_per_hour: int = Field(default=5, ge=1, description="per account from one client address")
     team_invites_per_hour: int = Field(
         default=20, ge=1, description="invites and resends per merchant (each is an email), across all replicas"

@@ -55,7 +55,7 @@ from refundflow_intake.domain import (
     UnsupportedProviderPayment,
 )
 from refundflow_intake.one_time_links import LinkNotUsable
-from refundflow_intake.passwords import WeakPassword
+from refundflow_intake.passwords import PasswordChecksBusy, WeakPassword
 from refundflow_intake.portal.tokens import InvalidPortalToken
 from refundflow_intake.rate_limit import RateLimited
 from refundflow_intake.roles import NotAllowedForRole
@@ -230,7 +230,8 @@ def install_error_handlers(app: FastAPI, pages: PageErrors | None = None) -> Non
 
     @app.exception_handler(ApiError)
     @app.exception_handler(DatabaseBusy)
-    async def api_error(request: Request, exc: ApiError | DatabaseBusy) -> Response:
+    @app.exception_handler(PasswordChecksBusy)
+    async def api_error(request: Request, exc: ApiError | DatabaseBusy | PasswordChecksBusy) -> Response:
         retry = {"Retry-After": str(exc.retry_after_seconds)} if exc.retry_after_seconds else {}
         if answer := await page(request, exc.status, exc.code, exc.message):
             answer.headers.update(retry)

@@ -27,6 +27,7 @@ from refundflow_intake.dashboard import (
 )
 from refundflow_intake.dashboard.pages import render
 from refundflow_intake.page_headers import PageHeaderRule, PageHeaders
+from refundflow_intake.passwords import PasswordChecksBusy
 from refundflow_shared.contention_retries import DatabaseBusy
 
 STATIC = Path(__file__).parent / "static"
@@ -79,6 +80,8 @@ async def error_page(request: Request, status: int, code: str, message: str) -> 
     heading = _HEADINGS.get(status, "Something went wrong")
     if status == 404:
         message = "There is nothing here, or it belongs to another account."
+    if code == PasswordChecksBusy.code:
+        heading = "Busy right now"
     if code == DatabaseBusy.code:
         heading = "Busy right now"
         message = "Other changes to the same records were being made at that moment: please try again in a moment."
