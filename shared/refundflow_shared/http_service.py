@@ -128,7 +128,8 @@ def contract_router(contract: ServiceContract, topic_prefix: str) -> APIRouter:
 
 def server_config(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
     """uvicorn with limits: idle keep-alive connections close, connections past the limit get 503, request heads
-    are bounded (``http_protocol``). Bodies are bounded by ``http_limits`` in the app."""
+    are bounded (``http_protocol``), X-Forwarded-For is believed only from ``trusted_proxies``. Bodies are bounded
+    by ``http_limits`` in the app."""
     return uvicorn.Config(
         app,
         host=settings.http_host,
@@ -138,6 +139,7 @@ def server_config(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
         timeout_keep_alive=settings.http_keep_alive_seconds,
         limit_concurrency=settings.http_max_concurrency,
         h11_max_incomplete_event_size=settings.http_max_header_bytes,
+        forwarded_allow_ips=settings.trusted_proxies,  # never uvicorn's FORWARDED_ALLOW_IPS: one setting says it
     )
 
 

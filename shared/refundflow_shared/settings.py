@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from typing import Annotated, Literal, Self, TypeVar
 
@@ -98,6 +99,20 @@ class ServiceSettings(BaseSettings):
     http_keep_alive_seconds: int = Field(default=5, ge=1)
     http_max_concurrency: int = Field(default=1000, ge=1)
     http_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    # The proxies whose X-Forwarded-For (and -Proto) uvicorn believes, comma-separated IPs or CIDRs: a request from
+    # one is the forwarded client's, for every per-address limit; from any other peer the header is ignored.
+    trusted_proxies: str = "127.0.0.1,::1"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, value: str) -> str:
+        proxies = [part.strip() for part in value.split(",") if part.strip()]
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy)
+            except ValueError:
+                raise ValueError("comma-separated IP addresses or CIDR networks") from None
+        return ",".join(proxies)
 
     @field_validator("database_url")
     @classmethod

@@ -220,3 +220,11 @@ def test_uvicorn_runs_with_the_limits_from_settings() -> None:
     assert config.limit_concurrency == 123
     assert config.h11_max_incomplete_event_size == 9000  # the bound on a request's head, h11's or ours
     assert config.http is BoundedHttpToolsProtocol
+    assert config.forwarded_allow_ips == "127.0.0.1,::1"  # uvicorn's own default, FORWARDED_ALLOW_IPS, is not read
+
+
+def test_trusted_proxies_are_addresses_or_networks_passed_to_uvicorn() -> None:
+    settings = ServiceSettings(trusted_proxies=" 10.0.0.0/8, 2001:db8::1 ")
+    assert server_config(FastAPI(), settings).forwarded_allow_ips == "10.0.0.0/8,2001:db8::1"
+    with pytest.raises(ValueError, match="CIDR"):
+        ServiceSettings(trusted_proxies="10.0.0.0/8,proxy.internal")
