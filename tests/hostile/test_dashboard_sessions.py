@@ -188,6 +188,24 @@ async def test_others_asking_for_a_victims_reset_do_not_spend_the_victims_own_re
     assert len(await strict_intake.staged("password_reset.requested", merchant_id)) == 6
 
 
+async def test_resets_asked_from_many_addresses_mail_one_account_at_most_twice_its_limit_an_hour(
+    strict_intake: IntakeUnderTest,
+) -> None:
+    """Each reset is an email to the account's owner: at sign-in's ten times the limit from all addresses, ten
+    addresses could mail them 50 an hour."""
+    merchant, owner = await merchant_with_owner(strict_intake)
+    merchant_id = await strict_intake.merchant_id(merchant)
+    for n in range(6):
+        person = browser(strict_intake, address=f"192.0.2.{n + 20}")
+        for _ in range(5):  # each address within its own 5 an hour
+            page = await person.get("/dashboard/forgot-password")
+            asked = await person.post(
+                "/dashboard/forgot-password", data={"csrf_token": csrf_of(page.text), "email": owner.email}
+            )
+            assert asked.status_code == 303
+    assert len(await strict_intake.staged("password_reset.requested", merchant_id)) == 10
+
+
 async def test_invites_and_resends_are_limited_per_merchant_so_an_owner_cannot_mail_anyone_at_will(
     intake: IntakeUnderTest,
 ) -> None:

@@ -33,6 +33,9 @@ _DISPLAY_NAME = TypeAdapter(DisplayName)
 # An account's attempts from all addresses together may be this many times its limit from one address: a backstop
 # against guesses spread over many addresses, high enough that others' failures do not lock its owner out.
 ALL_ADDRESSES_FACTOR = 10
+# A reset is an email to the account's owner: from all addresses together, twice its limit from one, so many addresses
+# cannot mail the owner without end, and one address cannot spend the owner's own.
+RESETS_ALL_ADDRESSES_FACTOR = 2
 
 
 async def _take_in_turn(db: Db, buckets: list[tuple[str, int]], *, window: timedelta, now: datetime) -> None:
@@ -239,7 +242,7 @@ async def forgot_password(
             [
                 (f"reset:ip:{rate_limit.client_bucket(request)}", per_account * 4),
                 ("reset:" + await _account_from_client_bucket(db, request, email), per_account),
-                ("reset:" + await _account_bucket(db, email), per_account * ALL_ADDRESSES_FACTOR),
+                ("reset:" + await _account_bucket(db, email), per_account * RESETS_ALL_ADDRESSES_FACTOR),
             ],
             window=timedelta(hours=1),
             now=now,
