@@ -266,13 +266,14 @@ async def test_emails_held_up_by_the_relay_show_as_the_age_of_the_oldest_due_mes
 
 
 class OneAddressDeniedHandler(CapturingSmtpHandler):
-    """A relay whose policy refuses one recipient's address (a blocked domain) with a 5.7.x and takes the others."""
+    """A relay that will not relay to one recipient's domain (it says "Relay access denied", as it would to us) and
+    takes the others."""
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         if address.startswith("blocked@"):
-            return f"554 5.7.1 <{address}>: Recipient address rejected: Access denied"
+            return f"554 5.7.1 <{address}>: Relay access denied"
         return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
 
 

@@ -20,7 +20,12 @@ from refundflow_notifier.smtp_answers import Fault, Stage, fault_of
         ("recipient", 530, "Authentication required", Fault.RELAY),
         ("recipient", 421, "4.3.2 Service shutting down", Fault.RELAY),
         ("data", 421, "closing connection", Fault.RELAY),
+        ("recipient", 550, "5.7.1 Unable to relay for ada@example.com", Fault.RELAY),
+        ("recipient", 550, "5.7.1 Client was not authenticated", Fault.RELAY),
         ("recipient", 550, "5.1.1 <ada@example.com>: Recipient address rejected: User unknown", Fault.REJECTED),
+        # A 5.7.x that refuses the address, not us: the recipient's policy (a blocked domain, no external senders).
+        ("recipient", 554, "5.7.1 <bob@corp.example>: Recipient address rejected: Access denied", Fault.REJECTED),
+        ("recipient", 550, "5.7.1 user does not accept mail from external senders", Fault.REJECTED),
         ("recipient", 553, "mailbox name not allowed", Fault.REJECTED),
         ("recipient", 451, "4.7.1 greylisted, try again", Fault.RETRY),
         ("recipient", 452, "4.2.2 mailbox full", Fault.RETRY),

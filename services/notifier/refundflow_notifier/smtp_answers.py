@@ -14,6 +14,9 @@ Stage = Literal["connection", "sender", "recipient", "data", "transaction"]
 # 421: the relay is closing the connection; 530/535 (and 454, a temporary auth failure): it wants other credentials.
 _RELAY_CODES = frozenset({421, 454, 530, 535})
 _ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+# A 5.7.x at RCPT refuses us when it says so (relaying, authentication); else the address, by its own policy (a
+# blocked domain, "does not accept mail from external senders"), which waiting out would never cure.
+_ABOUT_US = re.compile(r"relay|authenticat", re.IGNORECASE)
 
 
 class Fault(enum.Enum):
@@ -26,14 +29,16 @@ def fault_of(stage: Stage, code: int | None, text: str = "") -> Fault:
     """Whose fault a failure is, from where it happened and the relay's answer (``code`` None: no answer).
 
     A relay that says no to us (anything before the recipient, a 5.7.x policy or auth refusal at RCPT such as
-    "554 5.7.1 Relay access denied") would say it for every address, so it is never the address's rejection; an
-    answer about the recipient itself ("550 5.1.1 user unknown") or the content at DATA is.
+    "554 5.7.1 Relay access denied", "550 5.7.1 Client was not authenticated") would say it for every address, so it
+    is never the address's rejection; an answer about the recipient itself ("550 5.1.1 user unknown", a 5.7.x
+    policy refusing that address) or the content at DATA is.
     """
     if stage in ("connection", "sender") or code in _RELAY_CODES:
         return Fault.RELAY
     if code is None:
         return Fault.RETRY
     enhanced = _ENHANCED.match(text)
-    if stage == "recipient" and enhanced is not None and enhanced.group(1, 2) == ("5", "7"):
+    policy = enhanced is not None and enhanced.group(1, 2) == ("5", "7")
+    if stage == "recipient" and policy and _ABOUT_US.search(text):
         return Fault.RELAY
     return Fault.REJECTED if code >= 500 else Fault.RETRY
