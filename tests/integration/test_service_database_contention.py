@@ -108,11 +108,12 @@ async def processor(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[Pr
 
 
 async def external_refund(processor: ProcessorUnderTest) -> str:
-    """A refund made at the provider, pending, of a payment the processor knows."""
+    """A refund made at the provider, pending, of a payment the processor knows (and its sync job leaves alone: a
+    scan changing the payment's row would fail the webhook's transaction (40001) where the test means it to wait)."""
     payment_id, provider_refund_id = f"pay_{uuid.uuid4().hex[:12]}", f"re_{uuid.uuid4().hex[:12]}"
     await processor.db.execute(
-        "INSERT INTO payments (payment_id, merchant_id, provider_payment_id, amount, currency, trusted)"
-        " VALUES ($1, 'mer_test', $2, 10000, 'EUR', true)",
+        "INSERT INTO payments (payment_id, merchant_id, provider_payment_id, amount, currency, trusted, next_sync_at)"
+        " VALUES ($1, 'mer_test', $2, 10000, 'EUR', true, NULL)",
         payment_id,
         f"pi_{uuid.uuid4().hex[:12]}",
     )
