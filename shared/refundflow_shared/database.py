@@ -122,11 +122,16 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 @asynccontextmanager
-async def read_snapshot(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+async def read_snapshot(
+    pool: asyncpg.Pool, *, statement_timeout_seconds: float | None = None
+) -> AsyncIterator[asyncpg.Connection]:
     """A read of several statements that must agree (a payment, then its refunds): every statement sees the
     database as it was at the first one, and none may write. A plain transaction would not do it: at READ
-    COMMITTED each statement sees what committed before it."""
+    COMMITTED each statement sees what committed before it. With ``statement_timeout_seconds``, PostgreSQL stops
+    a statement that runs longer (``asyncpg.QueryCanceledError``), for this transaction only."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        if statement_timeout_seconds is not None:
+            await conn.execute(f"SET LOCAL statement_timeout = {max(1, round(statement_timeout_seconds * 1000))}")
         yield conn
 
 

@@ -14,7 +14,7 @@ from typing import Any, cast
 import asyncpg
 import pytest
 
-from refundflow_intake import ledger, listing_queries
+from refundflow_intake import insights, ledger, listing_queries
 from refundflow_intake.app import MIGRATIONS
 from refundflow_intake.dashboard import queries
 from refundflow_shared.migrations_runner import apply_migrations
@@ -306,3 +306,79 @@ async def test_a_days_ledger_entries_are_read_from_that_day_alone(
     )
     assert len(rows) == 100 and all(r["created_at"] < day for r in rows)
     assert counting.blocks[-1] < PAGE_BLOCKS, counting.blocks
+
+
+MANY_PRODUCTS = "mer_many_products"
+PRODUCTS = 400
+# The platform's other merchants: their payments are what a per-product count of requests joined, product by product.
+PLATFORM_PAYMENTS = 40_000
+
+
+@pytest.fixture(scope="module")
+async def many_products(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A merchant selling 400 products, 20,000 payments in the last half year and a refund request on every fourth,
+    among 40,000 payments of other merchants."""
+    dsn = await create_database(postgres_url)
+    await apply_migrations(dsn, "intake", MIGRATIONS)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "intake"})
+    await conn.execute(
+        "INSERT INTO merchants (id, name) VALUES ($1, 'Many products'), ('mer_rest', 'Rest')", MANY_PRODUCTS
+    )
+    await conn.execute(
+        "INSERT INTO payments (id, merchant_id, customer_email, amount, currency, provider_payment_id, paid_at,"
+        " product_id, product_name, product_kind, created_at)"
+        " SELECT 'pay_' || n, CASE WHEN n % 3 = 0 THEN $1 ELSE 'mer_rest' END, 'c' || n || '@example.com', 10000,"
+        " 'EUR', 'pi_' || n, now() - (n * interval '4 minutes'), 'prod_' || n % $3, 'Product ' || n % $3,"
+        " 'one_time', now() - (n * interval '4 minutes')"
+        " FROM generate_series(1, $2) AS n",
+        MANY_PRODUCTS,
+        PLATFORM_PAYMENTS + PLATFORM_PAYMENTS // 2,
+        PRODUCTS,
+    )
+    await conn.execute(
+        "INSERT INTO refunds (id, merchant_id, payment_id, amount, currency, reason, status, created_at)"
+        " SELECT 're_' || p.id, p.merchant_id, p.id, 1000, 'EUR', 'duplicate', 'succeeded',"
+        " p.paid_at + interval '1 hour'"
+        " FROM payments p WHERE substring(p.id FROM 5)::int % 4 = 0"
+    )
+    payments = await conn.fetch("SELECT id, merchant_id, amount, currency FROM payments")
+    refunds = await conn.fetch("SELECT id, merchant_id, amount, currency FROM refunds")
+    await ledger.record_all(
+        conn, [ledger.payment_credit(dict(p)) for p in payments] + [("refund", r["id"], dict(r)) for r in refunds]
+    )
+    for table in ("payments", "refunds", "balance_entries"):
+        await conn.execute(f"VACUUM ANALYZE {table}")
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def test_the_insights_count_each_products_requests_once_not_per_product(
+    many_products: asyncpg.Connection,
+) -> None:
+    """The requests per product were a subquery run once per product and currency, which read every request of the
+    period and its payment each time: 400 products read them 400 times (a merchant with 2,000 products held a
+    connection for a minute). Counted once and joined, they cost what reading those tables once costs."""
+    now = await many_products.fetchval("SELECT now()")
+    end = now + timedelta(days=1)  # the last requests were made an hour after their payments
+    async with CountingBlocks(many_products) as counting:
+        found = await insights.refund_insights(counting.connection, MANY_PRODUCTS, end - timedelta(days=365), end, now)
+    products = found["by_product"]
+    assert len(products) == PRODUCTS
+    asked = await many_products.fetch(
+        "SELECT q.product_id, count(*) AS requests FROM refunds r JOIN payments q ON q.id = r.payment_id"
+        " WHERE r.merchant_id = $1 GROUP BY q.product_id",
+        MANY_PRODUCTS,
+    )
+    requests = {r["product_id"]: r["requests"] for r in asked}
+    assert 0 < len(requests) < PRODUCTS  # some products were never asked to refund: their count is 0
+    assert [p["requests"] for p in products] == [requests.get(p["product_id"], 0) for p in products]
+    # A few blocks per row it joins (an index's path to each), once: per product, it read 8 million.
+    rows = await many_products.fetchval(
+        "SELECT (SELECT count(*) FROM payments WHERE merchant_id = $1)"
+        " + (SELECT count(*) FROM refunds WHERE merchant_id = $1)"
+        " + (SELECT count(*) FROM balance_entries WHERE merchant_id = $1 AND kind <> 'payment')",
+        MANY_PRODUCTS,
+    )
+    assert counting.blocks[2] < 4 * rows, (counting.blocks, rows, json.dumps(counting.plans[2])[:3000])

@@ -136,6 +136,34 @@ async def test_an_inverted_period_is_a_400(intake: IntakeUnderTest) -> None:
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_period"
 
 
+async def test_a_period_longer_than_a_leap_year_is_a_400(intake: IntakeUnderTest) -> None:
+    """A period of years read years of payments and requests while other merchants waited on the database."""
+    merchant = await intake.merchant()
+    now = intake.clock()
+    longest = {"from": (now - timedelta(days=366)).isoformat(), "to": now.isoformat()}
+    assert (await intake.client.get("/v1/insights/refunds", headers=merchant, params=longest)).status_code == 200
+    too_long = {"from": (now - timedelta(days=366, seconds=1)).isoformat(), "to": now.isoformat()}
+    response = await intake.client.get("/v1/insights/refunds", headers=merchant, params=too_long)
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_period")
+    assert "366 days" in response.json()["error"]["message"]
+
+
+async def test_a_read_past_its_statement_timeout_is_a_503_not_a_500(postgres_url: str, kafka_bootstrap: str) -> None:
+    """One heavy read held a pool connection, and the database, for as long as it ran (a minute, seen): a read of
+    the API or the dashboard is now stopped by PostgreSQL after READ_STATEMENT_TIMEOUT_SECONDS, answered 503
+    read_timed_out. The read here waits on a lock the test holds, which counts towards it as running would."""
+    async with running_intake(postgres_url, kafka_bootstrap, read_statement_timeout_seconds=0.5) as intake:
+        merchant = await intake.merchant()
+        async with intake.db.acquire() as conn, conn.transaction():
+            await conn.execute("LOCK TABLE balance_entries IN ACCESS EXCLUSIVE MODE")
+            read = intake.client.get("/v1/insights/refunds", headers=merchant)
+            response = await asyncio.wait_for(read, timeout=10)  # else it waits for the lock as long as it is held
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "read_timed_out"
+        # The pool's connection is whole again, and a read without the lock answers.
+        assert (await intake.client.get("/v1/insights/refunds", headers=merchant)).status_code == 200
+
+
 async def test_every_refunded_figure_is_the_money_that_left_as_the_balance_counts_it(intake: IntakeUnderTest) -> None:
     """Refunds that reached the customer, ours and those made at the provider, less reversals, by when they settled:
     the insights' refunded (in all, by reason, by product) and the dashboard's weekly series agree with the balance.

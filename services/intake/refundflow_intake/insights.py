@@ -8,8 +8,20 @@ from typing import Any
 import asyncpg
 
 from refundflow_intake import ledger
+from refundflow_intake.domain import InvalidPeriod
 
 Row = dict[str, Any]
+# A period's figures read every payment and request in it: a year at most (a leap year's 366 days), so that one
+# merchant's years of history never hold the database for the others.
+LONGEST_PERIOD = timedelta(days=366)
+
+
+def check_period(start: datetime, end: datetime) -> None:
+    """Refuses (``InvalidPeriod``) a period that ends before it starts, or is longer than ``LONGEST_PERIOD``."""
+    if start >= end:
+        raise InvalidPeriod("from must be before to")
+    if end - start > LONGEST_PERIOD:
+        raise InvalidPeriod(f"the period may be at most {LONGEST_PERIOD.days} days: ask for a longer one year by year")
 
 
 async def refund_insights(
@@ -53,14 +65,16 @@ async def refund_insights(
         f"  WHERE e.merchant_id = $1 AND e.kind IN ({ledger.REFUNDED_KINDS_SQL})"
         "  AND e.created_at >= $2 AND e.created_at < $3 GROUP BY q.product_id, e.currency, q.id),"
         " settled AS (SELECT product_id, currency, sum(amount) AS amount, count(*) FILTER (WHERE amount > 0)"
-        "  AS payments FROM per_payment GROUP BY product_id, currency)"
+        "  AS payments FROM per_payment GROUP BY product_id, currency),"
+        # Counted once for all products: a subquery per product read every request of the period each time.
+        " asked AS (SELECT q.product_id, q.currency, count(*) AS requests FROM refunds r"
+        "  JOIN payments q ON q.id = r.payment_id WHERE r.merchant_id = $1 AND r.created_at >= $2"
+        "  AND r.created_at < $3 GROUP BY q.product_id, q.currency)"
         " SELECT p.product_id, max(p.product_name) AS product_name, p.currency, count(*) AS payments,"
         " sum(p.amount)::bigint AS paid_amount, coalesce(max(s.amount), 0)::bigint AS refunded_amount,"
-        " coalesce(max(s.payments), 0) AS refunded_payments,"
-        " (SELECT count(*) FROM refunds r JOIN payments q ON q.id = r.payment_id WHERE r.merchant_id = $1"
-        "   AND q.product_id = p.product_id AND q.currency = p.currency"
-        "   AND r.created_at >= $2 AND r.created_at < $3) AS requests"
+        " coalesce(max(s.payments), 0) AS refunded_payments, coalesce(max(a.requests), 0) AS requests"
         " FROM payments p LEFT JOIN settled s ON s.product_id = p.product_id AND s.currency = p.currency"
+        " LEFT JOIN asked a ON a.product_id = p.product_id AND a.currency = p.currency"
         " WHERE p.merchant_id = $1 AND p.paid_at >= $2 AND p.paid_at < $3"
         " GROUP BY p.product_id, p.currency ORDER BY p.product_id, p.currency",
         merchant_id,

@@ -35,6 +35,12 @@ class IntakeSettings(ServiceSettings):
         description="how long a refund.submit, reversal or external refund waits for the payment or refund success"
         " another topic brings before its final answer",
     )
+    read_statement_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="how long one statement of an API or dashboard read may run before PostgreSQL stops it (503)",
+    )
     review_check_interval_seconds: float = Field(default=60.0, gt=0, description="how often overdue reviews are sought")
     balance_fold_interval_seconds: float = Field(
         default=5.0, gt=0, description="how often what ledger writes added is folded into the balance's totals"

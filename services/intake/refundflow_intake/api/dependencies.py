@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from refundflow_intake import actors
-from refundflow_intake.api.errors import ApiError
+from refundflow_intake.api.errors import READ_TIMED_OUT, ApiError
 from refundflow_intake.domain import PlatformOnly
 from refundflow_intake.merchant_accounts import api_key_owner
 from refundflow_intake.portal.links import CustomerLinks
@@ -25,6 +25,7 @@ from refundflow_shared.contention_retries import RequestEffects
 from refundflow_shared.database import read_snapshot
 from refundflow_shared.secret_box import SecretBox
 
+log = structlog.get_logger(__name__)
 _bearer = HTTPBearer(auto_error=False)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
@@ -33,9 +34,12 @@ class Database:
     """The request's units of work. It notes what may outlast the request: a committed transaction, a change made
     by one statement, and whatever is done with the pool itself."""
 
-    def __init__(self, pool: asyncpg.Pool, effects: RequestEffects | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, effects: RequestEffects | None = None, *, read_timeout_seconds: float | None = None
+    ) -> None:
         self._pool = pool
         self._effects = effects or RequestEffects()
+        self._read_timeout_seconds = read_timeout_seconds
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -53,9 +57,16 @@ class Database:
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[asyncpg.Connection]:
-        """A read of several statements that must agree (``read_snapshot``)."""
-        async with read_snapshot(self._pool) as conn:
-            yield conn
+        """A read of several statements that must agree (``read_snapshot``). A statement that runs past
+        READ_STATEMENT_TIMEOUT_SECONDS is stopped, so that one heavy read cannot hold a connection and the database
+        for long: answered 503 ``read_timed_out``."""
+        try:
+            async with read_snapshot(self._pool, statement_timeout_seconds=self._read_timeout_seconds) as conn:
+                yield conn
+        except asyncpg.QueryCanceledError as exc:  # the timeout, or an operator's pg_cancel_backend
+            log.warning("read_timed_out", timeout_seconds=self._read_timeout_seconds, sqlstate=exc.sqlstate)
+            said = "reading this took too long and was stopped: ask for less (a shorter period), or try again later"
+            raise ApiError(503, READ_TIMED_OUT, said) from exc
 
     @asynccontextmanager
     async def connection(self, *, changes: bool = False) -> AsyncIterator[asyncpg.Connection]:
@@ -70,7 +81,8 @@ class Database:
 # dependency itself on every request.
 async def get_database(request: Request) -> Database:
     effects: RequestEffects | None = getattr(request.state, "request_effects", None)
-    return Database(request.app.state.runtime.pool, effects)
+    timeout: float = request.app.state.settings.read_statement_timeout_seconds
+    return Database(request.app.state.runtime.pool, effects, read_timeout_seconds=timeout)
 
 
 Db = Annotated[Database, Depends(get_database)]

@@ -131,6 +131,8 @@ _KEY_REFUSALS = {
         f"the Idempotency-Key header is blank (empty or only spaces): {_NEW_KEY_PER_REQUEST}",
     ),
 }
+# A read stopped at READ_STATEMENT_TIMEOUT_SECONDS (api.dependencies.Database.snapshot).
+READ_TIMED_OUT = "read_timed_out"
 _CODE_BY_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
 
 
@@ -176,8 +178,9 @@ def documented(
         codes.setdefault(status_of(error), []).append(error.code)
     for status, more in (also or {}).items():
         codes.setdefault(status, []).extend(more)
-    # Any request may meet other transactions' locks on every try (refundflow_shared.contention_retries).
-    codes.setdefault(503, []).append(DatabaseBusy.code)
+    # Any request may meet other transactions' locks on every try (refundflow_shared.contention_retries), and any
+    # read may run past its statement timeout.
+    codes.setdefault(503, []).extend([DatabaseBusy.code, READ_TIMED_OUT])
     return {
         status: {
             "model": ErrorBody,

@@ -35,6 +35,7 @@ async def insights_page(
     currency: Currency | None = None,
 ) -> HTMLResponse:
     start = now - timedelta(days=PERIODS[days])
+    insights.check_period(start, now)  # the periods offered are all within it
     async with db.snapshot() as conn:
         found = await insights.refund_insights(conn, user.merchant_id, start, now, now)
         known = await queries.currencies(conn, user.merchant_id)

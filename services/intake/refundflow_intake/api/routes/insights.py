@@ -22,7 +22,9 @@ async def refund_insights(
     db: Db,
     now: Now,
     start: Annotated[Timestamp | None, Query(alias="from", description="default: 30 days ago")] = None,
-    end: Annotated[Timestamp | None, Query(alias="to", description="default: now; after from")] = None,
+    end: Annotated[
+        Timestamp | None, Query(alias="to", description="default: now; after from, by 366 days at most")
+    ] = None,
 ) -> RefundInsights:
     """Counts and amounts by reason and product, refund rate per product, time to decision, and the backlog."""
     end = end or now
@@ -30,8 +32,7 @@ async def refund_insights(
         start = start or end - timedelta(days=30)
     except OverflowError:  # 30 days before ``to`` is before year 1
         raise InvalidPeriod("to is too early: from would be before year 1") from None
-    if start >= end:
-        raise InvalidPeriod("from must be before to")
+    insights.check_period(start, end)
     async with db.snapshot() as conn:
         found = await insights.refund_insights(conn, caller.merchant_id, start, end, now)
     return RefundInsights.model_validate({"from": start, "to": end, **found})
