@@ -14,7 +14,7 @@ from typing import Any, cast
 import asyncpg
 import pytest
 
-from refundflow_intake import insights, ledger, listing_queries
+from refundflow_intake import insights, ledger, listing_queries, repository
 from refundflow_intake.app import MIGRATIONS
 from refundflow_intake.dashboard import queries
 from refundflow_shared.migrations_runner import apply_migrations
@@ -382,3 +382,24 @@ async def test_the_insights_count_each_products_requests_once_not_per_product(
         MANY_PRODUCTS,
     )
     assert counting.blocks[2] < 4 * rows, (counting.blocks, rows, json.dumps(counting.plans[2])[:3000])
+
+
+async def test_the_disputed_payments_are_read_from_the_merchants_disputes(
+    long_history: asyncpg.Connection, counting: CountingBlocks
+) -> None:
+    """The balance's disputed payments come from the merchant's few disputes, not its 36,000 payments, nor the
+    platform's every dispute."""
+    async with long_history.transaction():
+        await long_history.execute(
+            "INSERT INTO payment_disputes (payment_id, merchant_id) SELECT 'pay_' || n, 'mer_other'"
+            " FROM generate_series(10, 40000, 10) AS n"
+        )
+        await long_history.execute(
+            "INSERT INTO payment_disputes (payment_id, merchant_id) VALUES ('pay_7', $1), ('pi_8', $1)", MERCHANT
+        )
+        await long_history.execute("ANALYZE payment_disputes")
+        disputed = await repository.disputed_per_currency(counting.connection, MERCHANT)
+        await long_history.execute("DELETE FROM payment_disputes")
+    assert disputed == [{"currency": "EUR", "disputed_payments": 2, "disputed": 20_000}]
+    assert "payment_disputes_by_merchant" in indexes_read(counting.plans[0]), counting.plans
+    assert counting.blocks[0] < FEW_ROWS_BLOCKS, counting.blocks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from refundflow_shared.events import (
     dlq_topic,
     topic_for,
 )
+from tests.support.dashboard_people import merchant_with_owner
 from tests.support.intake_harness import IntakeUnderTest, running_intake
 from tests.support.kafka_reader import dead_letter_of
 from tests.support.probe_service import eventually
@@ -513,3 +515,54 @@ async def test_the_ledger_lists_each_money_movement_by_day_and_currency_for_reco
         "/v1/balance/entries", headers=merchant, params={"from": one_day["to"], "to": one_day["from"]}
     )
     assert inverted.status_code == 400 and inverted.json()["error"]["code"] == "invalid_period"
+
+
+async def test_the_balance_shows_what_disputed_payments_amount_to_beside_the_available_it_does_not_lower(
+    intake: IntakeUnderTest,
+) -> None:
+    """A chargeback takes the money back at the provider, and nothing of it reaches the ledger: available still
+    counts it. The balance says, per currency, how many of the merchant's payments are disputed and what they
+    amount to, matching each dispute as a refund's dispute check does: by our payment id, the provider's, or
+    billing's own id for it. Available stays as the ledger has it."""
+    merchant, owner = await merchant_with_owner(intake)
+    merchant_id = await intake.merchant_id(merchant)
+    by_ours = await intake.payment(merchant, amount=1_000)
+    by_provider = await intake.payment(merchant, amount=2_500)
+    by_billing = await intake.payment(merchant, amount=300)
+    in_dollars = await intake.payment(merchant, amount=700, currency="USD")
+    await intake.payment(merchant, amount=400)  # not disputed
+    other = await intake.payment(await intake.merchant(), amount=9_000)
+    billing_id = f"pay_billing_{uuid.uuid4().hex[:8]}"
+    await intake.db.execute(
+        "INSERT INTO intake.payment_aliases (payment_id, merchant_id, provider_payment_id) VALUES ($1, $2, $3)",
+        billing_id,
+        merchant_id,
+        by_billing["provider_payment_id"],
+    )
+    disputes = [
+        (by_ours["id"], merchant_id),
+        (by_ours["provider_payment_id"], merchant_id),  # the same payment twice: counted once
+        (by_provider["provider_payment_id"], merchant_id),
+        (billing_id, merchant_id),
+        (in_dollars["id"], merchant_id),
+        (other["id"], merchant_id),  # another merchant's payment, named by this one: counts for neither
+        (f"pay_unknown_{uuid.uuid4().hex[:8]}", merchant_id),  # before its payment: nothing yet
+    ]
+    await intake.db.executemany(
+        "INSERT INTO intake.payment_disputes (payment_id, merchant_id, reason) VALUES ($1, $2, 'fraudulent')", disputes
+    )
+
+    body = (await intake.client.get("/v1/balance", headers=merchant)).json()
+    assert body["data"] == [
+        {"currency": "EUR", "paid": 4_200, "refunded": 0, "held": 0, "available": 4_200},
+        {"currency": "USD", "paid": 700, "refunded": 0, "held": 0, "available": 700},
+    ]
+    assert body["disputes"] == [
+        {"currency": "EUR", "disputed_payments": 3, "disputed": 3_800},
+        {"currency": "USD", "disputed_payments": 1, "disputed": 700},
+    ]
+    page = await owner.page("/dashboard/balance")
+    assert page.status_code == 200
+    text = " ".join(page.text.split())
+    assert "does not account for disputes" in text
+    assert "3 disputed payments" in text and re.search(r"\b1 disputed payment\b(?!s)", text)

@@ -28,7 +28,7 @@ def test_every_example_validates_against_its_model(model: type[BaseModel]) -> No
 
 
 # The money a body answers with, besides fields named amount or *_amount.
-MONEY_FIELDS = {"BalanceLine": {"paid", "refunded", "held", "available"}}
+MONEY_FIELDS = {"BalanceLine": {"paid", "refunded", "held", "available"}, "BalanceDisputes": {"disputed"}}
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)

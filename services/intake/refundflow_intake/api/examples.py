@@ -112,7 +112,10 @@ POLICY = {
         "prod_course": {"refund_window_days": 30, "auto_approve": None}
     },
 }
-BALANCE = {"data": [{"currency": "EUR", "paid": 2900, "refunded": 725, "held": 0, "available": 2175}]}
+BALANCE = {
+    "data": [{"currency": "EUR", "paid": 2900, "refunded": 725, "held": 0, "available": 2175}],
+    "disputes": [{"currency": "EUR", "disputed_payments": 1, "disputed": 1450}],
+}
 BALANCE_ENTRY = {
     "id": "ble_81734",
     "kind": "refund",

@@ -424,10 +424,26 @@ class BalanceLine(BaseModel):
     available: int = Field(description="paid - refunded - held, in minor units")
 
 
+class BalanceDisputes(BaseModel):
+    currency: str
+    disputed_payments: int = Field(description="the merchant's payments in this currency a dispute names")
+    disputed: int = Field(
+        description="what those payments amount to, in minor units: still counted in available (see disputes)"
+    )
+
+
 class Balance(BaseModel):
+    """The balance is the ledger's, and disputes never reach the ledger: a payment disputed (a chargeback, the money
+    taken back by the provider) still counts in ``available``. ``disputes`` says what they amount to."""
+
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.BALANCE))
 
     data: list[BalanceLine]
+    disputes: list[BalanceDisputes] = Field(
+        description="per currency with any, the merchant's disputed payments (matched by our payment id, the"
+        " provider's or billing's id for it) and their amount; the balance does not account for disputes or"
+        " chargebacks: available is not lowered by them"
+    )
 
 
 class BalanceEntry(BaseModel):

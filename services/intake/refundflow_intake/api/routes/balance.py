@@ -4,12 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from refundflow_intake import ledger, listing_queries
+from refundflow_intake import ledger, listing_queries, repository
 from refundflow_intake.api.dependencies import CurrentCaller, Db
 from refundflow_intake.api.errors import documented
 from refundflow_intake.api.fields import Currency, Timestamp
 from refundflow_intake.api.routes.payments import Limit, StartingAfter
-from refundflow_intake.api.schemas import Balance, BalanceEntry, BalanceEntryList, BalanceLine
+from refundflow_intake.api.schemas import Balance, BalanceDisputes, BalanceEntry, BalanceEntryList, BalanceLine
 from refundflow_intake.domain import InvalidCursor, InvalidPeriod
 from refundflow_shared.contention_retries import RetriedRoute
 
@@ -19,10 +19,13 @@ router = APIRouter(prefix="/v1/balance", tags=["balance"], route_class=RetriedRo
 @router.get("", responses=documented())
 async def get_balance(caller: CurrentCaller, db: Db) -> Balance:
     """Per currency: payments received, refunds that reached customers, refunds held while the provider
-    answers (approved, or pending outside Refundflow), and what is available."""
-    async with db.connection() as conn:
+    answers (approved, or pending outside Refundflow), and what is available; beside it, what disputed payments
+    amount to. The balance does not account for disputes or chargebacks: available still counts a disputed
+    payment's money, which the provider may already have taken back."""
+    async with db.snapshot() as conn:
         lines = await ledger.balance(conn, caller.merchant_id)
-    return Balance(data=[BalanceLine(**line) for line in lines])
+        disputes = await repository.disputed_per_currency(conn, caller.merchant_id)
+    return Balance(data=[BalanceLine(**line) for line in lines], disputes=[BalanceDisputes(**row) for row in disputes])
 
 
 @router.get("/entries", responses=documented(InvalidCursor, InvalidPeriod))
