@@ -86,6 +86,7 @@ INTAKE = ServiceContract(
             E.NOTIFICATION_SETTINGS_CONFIGURED: "a merchant's team channels and email presentation (sealed Slack URL)",
             E.TEAM_MEMBER_INVITED: "someone was invited to the merchant's dashboard (the one-time link sealed)",
             E.PASSWORD_RESET_REQUESTED: "a person asked to reset their dashboard password (the link sealed)",
+            E.CUSTOMER_ERASED: "the merchant erased a customer's personal data: one per payment, no address in it",
             E.TEAM_ALERT_RAISED: _INTAKE_ALERTS,
         }
     ),
@@ -101,6 +102,7 @@ PROCESSOR = ServiceContract(
             E.REFUND_APPROVED: "a refund to make at the provider",
             E.SUBSCRIPTION_CANCEL_REQUESTED: "a subscription to cancel at the provider",
             E.SUBSCRIPTION_EXTENSION_GRANTED: "a subscription period to extend at the provider",
+            E.CUSTOMER_ERASED: "the payment's customer was erased: their address and notes to them are overwritten",
         }
     ),
     publishes=MappingProxyType(
@@ -146,6 +148,7 @@ NOTIFIER = ServiceContract(
             E.PASSWORD_RESET_REQUESTED: "the password reset email",
             E.SUBSCRIPTION_CANCEL_REQUESTED: "the customer's contact and portal link, kept for the outcome's email",
             E.SUBSCRIPTION_EXTENSION_GRANTED: "the customer's contact and portal link, kept for the outcome's email",
+            E.CUSTOMER_ERASED: "the payment's customer was erased: their contact, unsent emails and webhook copies go",
         }
     ),
     publishes=MappingProxyType(

@@ -59,6 +59,7 @@ class EventType(StrEnum):
     NOTIFICATION_SETTINGS_CONFIGURED = "notification_settings.configured"
     TEAM_MEMBER_INVITED = "team_member.invited"
     PASSWORD_RESET_REQUESTED = "password_reset.requested"  # noqa: S105 - an event type
+    CUSTOMER_ERASED = "customer.erased"
 
 
 class EventData(BaseModel):
@@ -446,6 +447,30 @@ class SubscriptionExtensionFailed(PaymentEventData):
     reason: Note = Field(description="why the provider refused, as it said it")
 
 
+class CustomerErased(PaymentEventData):
+    """The merchant erased the personal data of the payment's customer (GDPR Art. 17): every service overwrites its
+    copies for this payment (address, name, the customer's words, notes to them, links) and keeps ids and amounts.
+    One per payment, keyed by it, so it follows the payment's earlier events; it names no address."""
+
+    event_type = EventType.CUSTOMER_ERASED
+
+    erasure_id: Id = Field(description="the erasure (POST /v1/customers/erase) that erased this payment's customer")
+
+
+# What an erasure overwrites in an event kept for a payment (an outbox row, a webhook event): the address becomes ''
+# (some events require one: '' is the address erased, never a real one), the rest is left out.
+ERASED_ADDRESS = ""
+ERASED_FIELDS = ("customer_name", "reason_details", "note", "note_to_customer", "portal_link")
+
+
+def erased_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """An event's JSON data with the customer's personal data erased (ids, amounts and statuses kept)."""
+    kept = {name: value for name, value in payload.items() if name not in ERASED_FIELDS}
+    if "customer_email" in kept:
+        kept["customer_email"] = ERASED_ADDRESS
+    return kept
+
+
 class WebhookEndpointConfigured(EventData):
     """A merchant's webhook endpoint as it now is (full state; ``deleted`` once removed). Keyed by merchant.
 
@@ -658,6 +683,7 @@ EVENT_DATA_TYPES: dict[str, type[EventData]] = {
         SubscriptionExtensionGranted,
         SubscriptionExtended,
         SubscriptionExtensionFailed,
+        CustomerErased,
         RefundSubmit,
         RefundSubmitRejected,
         RefundReviewOverdue,

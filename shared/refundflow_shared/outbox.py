@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from refundflow_shared.crash_points import crash_point
 from refundflow_shared.event_contract import check_publishes
 from refundflow_shared.event_decoding import DEFAULT_MAX_EVENT_BYTES, event_size
-from refundflow_shared.events import Event, EventData, EventType, TeamAlertRaised, topic_for
+from refundflow_shared.events import Event, EventData, EventType, TeamAlertRaised, erased_payload, topic_for
 from refundflow_shared.tracing import EVENT_HEADER, current_traceparent
 from refundflow_shared.transient_faults import broker_is_unavailable
 from refundflow_shared.wakeup_loop import run_on_notify
@@ -46,6 +46,21 @@ def limit_event_size(max_bytes: int) -> None:
     """Set the largest event ``add_event`` accepts in this process (the runtime does, from EVENT_MAX_BYTES)."""
     global _max_event_bytes  # one broker limit per process, like the logging setup
     _max_event_bytes = max_bytes
+
+
+async def erase_customer_from_events(conn: asyncpg.Connection, payment_ids: Sequence[str]) -> int:
+    """Overwrite the customer's personal data (``events.erased_payload``) in every outbox row of these payments,
+    sent, unsent or parked: an unsent one then publishes without it, and none keeps it. Returns the rows changed."""
+    rows = await conn.fetch(
+        "SELECT id, payload FROM outbox WHERE partition_key = ANY($1::text[]) FOR UPDATE", list(payment_ids)
+    )
+    changed = []
+    for row in rows:
+        payload = json.loads(row["payload"])
+        if isinstance(payload, dict) and (erased := erased_payload(payload)) != payload:
+            changed.append((row["id"], json.dumps(erased, separators=(",", ":")).encode()))
+    await conn.executemany("UPDATE outbox SET payload = $2 WHERE id = $1", changed)
+    return len(changed)
 
 
 async def add_event(conn: asyncpg.Connection, data: EventData, *, source: str) -> Event:

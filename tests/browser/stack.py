@@ -30,8 +30,16 @@ WEBHOOK_SECRET = "whsec_browser_stack"
 
 
 class Stack:
-    def __init__(self, intake_url: str, mail_dir: Path, sandbox_url: str) -> None:
-        self.url, self.mail_dir = intake_url, mail_dir
+    def __init__(
+        self,
+        intake_url: str,
+        mail_dir: Path,
+        sandbox_url: str,
+        database_url: str = "",
+        kafka: tuple[str, str] = ("", ""),
+    ) -> None:
+        self.url, self.mail_dir, self.database_url = intake_url, mail_dir, database_url
+        self.kafka_bootstrap, self.topic_prefix = kafka  # for tests that write to the stack's topics themselves
         self.api = httpx.Client(base_url=intake_url, timeout=20)
         self.sandbox = httpx.Client(base_url=sandbox_url, timeout=20, auth=("sk_test_browser", ""))
 
@@ -166,7 +174,13 @@ def running_stack(workdir: Path, postgres_url: str, kafka_bootstrap: str) -> Ite
             processes.append(ServiceProcess(name, [f"refundflow-{name}"], env, workdir, health))
         for process in processes:
             process.wait_ready(timeout=120)
-        yield Stack(intake_url, mail_dir, f"http://127.0.0.1:{ports['sandbox']}")
+        yield Stack(
+            intake_url,
+            mail_dir,
+            f"http://127.0.0.1:{ports['sandbox']}",
+            common["DATABASE_URL"],
+            (kafka_bootstrap, common["TOPIC_PREFIX"]),
+        )
     finally:
         for process in processes:
             process.stop()

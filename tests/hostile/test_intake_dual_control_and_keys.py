@@ -313,3 +313,25 @@ async def test_a_key_saving_the_policy_while_the_owner_first_saves_it_keeps_the_
         assert key_answer.status_code == 200, key_answer.text
     policy = (await intake.client.get("/v1/refund-policy", headers=merchant)).json()["policy"]
     assert policy["second_approval_above"] == {"amount": 10_000, "currency": "EUR"}
+
+
+async def test_a_key_may_erase_a_customer_once_owners_have_joined_and_the_erasure_names_the_key(
+    intake: IntakeUnderTest,
+) -> None:
+    """Unlike the approval rules, an erasure loosens no control over money (ids, amounts and the ledger stay), and a
+    customer's request reaches the merchant's support tooling, which holds a key: a key may erase, and is named."""
+    merchant, _owner = await merchant_with_owner(intake)
+    address = f"grace.{uuid.uuid4().hex[:6]}@example.com"
+    payment = await intake.payment(merchant, customer_email=address)
+
+    answer = await intake.client.post("/v1/customers/erase", headers=merchant, json={"email": address})
+
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["payments_erased"] == 1
+    erased_by = await intake.db.fetchval("SELECT erased_by FROM customer_erasures WHERE id = $1", answer.json()["id"])
+    key_id = await intake.db.fetchval(
+        "SELECT id FROM api_keys WHERE merchant_id = $1", await intake.merchant_id(merchant)
+    )
+    assert erased_by == f"api_key:{key_id}"
+    stored = await intake.db.fetchval("SELECT customer_email FROM payments WHERE id = $1", payment["id"])
+    assert stored == ""

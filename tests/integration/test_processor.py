@@ -15,6 +15,7 @@ import stripe
 from refundflow_sandbox.app import create_app as create_sandbox
 from refundflow_sandbox.settings import SandboxSettings
 from refundflow_shared.events import (
+    CustomerErased,
     Event,
     PaymentSucceeded,
     Product,
@@ -542,3 +543,48 @@ async def test_a_new_key_is_dated_from_its_first_possible_use_so_a_retry_later_t
         await finished(processor, approved.refund_id, "succeeded")
         assert len(await processor.provider_refunds(intent)) == 1
         assert await processor.attempts(approved.refund_id) == ["abandoned", "succeeded"]
+
+
+async def test_an_approval_read_after_its_payments_erasure_keeps_nothing_of_the_customer(
+    processor: ProcessorUnderTest,
+) -> None:
+    """Events of one payment come on several topics: an approval may be read after the payment's customer.erased.
+    Its refund is recorded, and its outcome published, with neither the address nor the note to the customer."""
+    intent = payment_intent()
+    approved = approval(intent).model_copy(update={"note_to_customer": "Sorry Ada, refunded in full."})
+    erased = CustomerErased(merchant_id=approved.merchant_id, payment_id=approved.payment_id, erasure_id="era_test")
+    await _handled(processor, await processor.publish(erased))
+    await processor.publish(approved)
+
+    await finished(processor, approved.refund_id, "succeeded")
+    kept = await processor.db.fetchrow(
+        "SELECT customer_email, to_customer::text AS told FROM refunds WHERE refund_id = $1", approved.refund_id
+    )
+    assert kept is not None and kept["customer_email"] == "" and "Sorry Ada" not in kept["told"]
+    [succeeded] = await processor.events("refund.succeeded", expected=1, about=approved.refund_id)
+    assert succeeded["customer_email"] == "" and not succeeded.get("note_to_customer"), succeeded
+
+
+async def test_a_cancel_read_after_its_payments_erasure_keeps_nothing_of_the_customer(
+    processor: ProcessorUnderTest,
+) -> None:
+    subscription_id = f"sub_{payment_intent()}"
+    cancel = SubscriptionCancelRequested(
+        payment_id=f"pay_{subscription_id}",
+        merchant_id="mer_test",
+        subscription_id=subscription_id,
+        at_period_end=False,
+        requested_by="api_key:key_test",
+        customer_email="ada@example.com",
+        note_to_customer="Sorry Ada, cancelled.",
+    )
+    erased = CustomerErased(merchant_id=cancel.merchant_id, payment_id=cancel.payment_id, erasure_id="era_test")
+    await _handled(processor, await processor.publish(erased))
+    await publish_with_its_payment(processor, cancel)
+
+    [canceled] = await processor.events("subscription.canceled", expected=1, about=subscription_id)
+    assert not canceled.get("customer_email") and not canceled.get("note_to_customer"), canceled
+    told = await processor.db.fetchval(
+        "SELECT to_customer::text FROM subscription_cancels WHERE subscription_id = $1", subscription_id
+    )
+    assert "ada@example.com" not in told and "Sorry Ada" not in told

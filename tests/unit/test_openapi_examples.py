@@ -7,11 +7,11 @@ import inspect
 import pytest
 from pydantic import BaseModel
 
-from refundflow_intake.api import account_schemas, insight_schemas, portal_schemas, schemas
+from refundflow_intake.api import account_schemas, customer_schemas, insight_schemas, portal_schemas, schemas
 
 MODELS = [
     cls
-    for module in (schemas, account_schemas, portal_schemas, insight_schemas)
+    for module in (schemas, account_schemas, portal_schemas, insight_schemas, customer_schemas)
     for _, cls in inspect.getmembers(module, inspect.isclass)
     if issubclass(cls, BaseModel) and cls.__module__ == module.__name__
 ]

@@ -25,6 +25,7 @@ from refundflow_intake.api.query_parameters import declared_query_only, unknown_
 from refundflow_intake.api.routes import (
     api_keys,
     balance,
+    customers,
     insights,
     merchants,
     payments,
@@ -129,6 +130,7 @@ def create_app(settings: IntakeSettings, *, clock: Callable[[], datetime] = _utc
     for module in (merchants, api_keys, payments, refunds, refund_policy, balance, portal_api, insights):
         app.include_router(module.router, dependencies=strict)
     app.include_router(webhook_endpoints.router, dependencies=strict)
+    app.include_router(customers.router, dependencies=strict)
     # Storefront pages' widgets add a cache-buster (?_=1700000000) to this public read: ignored there.
     app.include_router(
         refund_policy.public_router, dependencies=[Depends(unknown_query_ignored), Depends(json_bodies_only)]

@@ -70,7 +70,8 @@ async def replayed_refund(
 async def _first_use(conn: asyncpg.Connection, merchant_id: str, channel: Channel, key: str) -> asyncpg.Record | None:
     """What the key's first request fixed: its body's hash, and what it made (None until it committed)."""
     return await conn.fetchrow(
-        "SELECT request_hash, coalesce(refund_id, webhook_endpoint_id) AS made_id FROM idempotency_keys"
+        "SELECT request_hash, coalesce(refund_id, webhook_endpoint_id, customer_erasure_id) AS made_id"
+        " FROM idempotency_keys"
         " WHERE merchant_id = $1 AND channel = $2 AND key = $3",
         merchant_id,
         channel.value,
@@ -86,16 +87,18 @@ async def remember(
     *,
     refund_id: str | None = None,
     webhook_endpoint_id: str | None = None,
+    customer_erasure_id: str | None = None,
 ) -> None:
-    """What the key's first request made: a refund or a webhook endpoint."""
+    """What the key's first request made: a refund, a webhook endpoint or a customer's erasure."""
     await conn.execute(
-        "UPDATE idempotency_keys SET refund_id = $4, webhook_endpoint_id = $5"
+        "UPDATE idempotency_keys SET refund_id = $4, webhook_endpoint_id = $5, customer_erasure_id = $6"
         " WHERE merchant_id = $1 AND channel = $2 AND key = $3",
         merchant_id,
         channel.value,
         key,
         refund_id,
         webhook_endpoint_id,
+        customer_erasure_id,
     )
 
 

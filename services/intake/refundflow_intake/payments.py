@@ -131,7 +131,9 @@ async def consume_payment_succeeded(
     if (known := registered.get(data.payment_id)) == said:
         return False  # intake's own payment coming back, or a redelivery: nothing to do
     if known is not None and known.merchant_id == data.merchant_id:
-        _repeated_with_other_details(data, payment_differences(known, said))
+        if differences := payment_differences(known, said):
+            _repeated_with_other_details(data, differences)
+        return False  # a replay of an erased payment's registration: its customer stays erased
     if not await merchant_exists(conn, data.merchant_id):
         raise UnknownMerchant(f"no merchant {data.merchant_id}")
     if await repository.insert_payment(conn, payment):

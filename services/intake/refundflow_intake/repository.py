@@ -18,7 +18,7 @@ from refundflow_intake.refund_policy import RefundPolicy
 from refundflow_intake.roles import Permission, roles_with
 from refundflow_shared.database import SUBSCRIPTION_LOCKS
 from refundflow_shared.event_contract import INTAKE
-from refundflow_shared.events import EventData
+from refundflow_shared.events import ERASED_ADDRESS, EventData
 from refundflow_shared.metrics import REFUNDS, count_after_commit
 from refundflow_shared.outbox import events_insert
 from refundflow_shared.tracing import current_traceparent
@@ -145,10 +145,15 @@ def payment_identity(payment: Mapping[str, Any]) -> PaymentIdentity:
     return PaymentIdentity(**{**said, "customer_email": said["customer_email"].lower()})
 
 
+_CUSTOMER_IDENTITY = ("customer_email", "customer_name")
+
+
 def payment_differences(registered: PaymentIdentity, said: PaymentIdentity) -> list[str]:
     """The fields a repeated registration says otherwise than the registered payment (none: the same payment)."""
     pairs = zip(PaymentIdentity._fields, registered, said, strict=True)
-    return [field for field, first, again in pairs if first != again]
+    # An erased payment's customer is no longer known: a replay naming them is the same payment, and restores nothing.
+    erased = registered.customer_email == ERASED_ADDRESS
+    return [field for field, first, again in pairs if first != again and not (erased and field in _CUSTOMER_IDENTITY)]
 
 
 async def payment_identities(conn: asyncpg.Connection, payment_ids: list[str]) -> dict[str, PaymentIdentity]:

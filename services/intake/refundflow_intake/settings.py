@@ -114,6 +114,11 @@ class IntakeSettings(ServiceSettings):
         admin = self.refundflow_admin_token.get_secret_value().encode()
         return hmac.new(admin, b"refundflow dashboard forms", hashlib.sha256).digest()
 
+    def erasure_key(self) -> bytes:
+        """Keys the HMAC that names an erased customer in ``customer_erasures`` (derived from the admin token)."""
+        admin = self.refundflow_admin_token.get_secret_value().encode()
+        return hmac.new(admin, b"refundflow erased customers", hashlib.sha256).digest()
+
     def portal_secret(self) -> bytes:
         if self.refundflow_portal_secret is not None:
             return self.refundflow_portal_secret.get_secret_value().encode()

@@ -81,6 +81,7 @@ class Contact:
     sealed_portal_url: str | None = None
     portal_url_expires_at: datetime | None = None
     process_time: str | None = None
+    erased: bool = False  # the merchant erased the payment's customer: nothing is kept of them, nothing is sent
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ async def _remember_each_payment(conn: asyncpg.Connection, events: Sequence[Cust
         [data.process_time if isinstance(data, RefundApproved | RefundSucceeded) else None for data in events],
         [isinstance(data, FROM_INTAKE) for data in events],  # intake's events say the portal as it is now
     )
-    return [(Contact(**{name: row[name] for name in _CONTACT_FIELDS}), row) for row in rows]
+    return [(Contact(**{name: row[name] for name in _CONTACT_FIELDS}, erased=row["erased"]), row) for row in rows]
 
 
 # Per payment, one row whatever the upsert kept (nothing, when the payment is another merchant's) and the merchant set.
@@ -151,12 +152,15 @@ WITH given AS (
                          $8::bool[]) WITH ORDINALITY
         AS g(payment_id, merchant_id, customer_email, merchant_name, sealed_portal_url, portal_url_expires_at,
              process_time, now_says, n)
+), erased AS (
+    SELECT payment_id FROM erased_payments WHERE payment_id IN (SELECT payment_id FROM given)
 ), kept AS (
     INSERT INTO customer_contacts AS c (payment_id, merchant_id, customer_email, merchant_name, sealed_portal_url,
                                         portal_url_expires_at, process_time)
     SELECT payment_id, merchant_id, customer_email, merchant_name, sealed_portal_url, portal_url_expires_at,
            process_time
-    FROM given ORDER BY payment_id  -- every batch takes the rows in one order: two never wait on each other
+    FROM given WHERE payment_id NOT IN (SELECT payment_id FROM erased)  -- an erased customer is kept no more
+    ORDER BY payment_id  -- every batch takes the rows in one order: two never wait on each other
     ON CONFLICT (payment_id) DO UPDATE SET
         customer_email = coalesce(EXCLUDED.customer_email, c.customer_email),
         merchant_name = coalesce(EXCLUDED.merchant_name, c.merchant_name),
@@ -173,7 +177,8 @@ WITH given AS (
     WHERE c.merchant_id = EXCLUDED.merchant_id
     RETURNING payment_id, {_CONTACT_COLUMNS}
 )
-SELECT {", ".join(f"kept.{name}" for name in _CONTACT_FIELDS)}, s.*
+SELECT {", ".join(f"kept.{name}" for name in _CONTACT_FIELDS)},
+       g.payment_id IN (SELECT payment_id FROM erased) AS erased, s.*
 FROM given g
 LEFT JOIN kept ON kept.payment_id = g.payment_id
 LEFT JOIN LATERAL (SELECT {PREFERENCE_COLUMNS} FROM merchant_settings WHERE merchant_id = g.merchant_id) AS s ON true
@@ -184,11 +189,15 @@ ORDER BY g.n
 async def recall(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> Contact:
     """What is known of the payment's customer (nothing, when intake never spoke of them)."""
     row = await conn.fetchrow(
-        f"SELECT {_CONTACT_COLUMNS} FROM customer_contacts WHERE payment_id = $1 AND merchant_id = $2",
+        f"SELECT {', '.join(f'c.{name}' for name in _CONTACT_FIELDS)},"
+        " EXISTS (SELECT 1 FROM erased_payments WHERE payment_id = $1) AS erased"
+        " FROM (SELECT 1) AS one"
+        " LEFT JOIN customer_contacts c ON c.payment_id = $1 AND c.merchant_id = $2",
         payment_id,
         merchant_id,
     )
-    return Contact(**dict(row)) if row else Contact()
+    assert row is not None  # the one row of the left join
+    return Contact(**dict(row))
 
 
 def link_for(contact: Contact, box: SecretBox | None, payment_id: str, now: datetime) -> CustomerLink:

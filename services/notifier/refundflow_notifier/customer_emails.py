@@ -149,11 +149,11 @@ def customer_email(
 ) -> CustomerEmail | None:
     """The email the customer gets for this event, if any: from what the event carries, and from what the notifier
     heard earlier of the payment's customer (``contact``) for what it does not."""
-    if not isinstance(data, EMAILED):
+    if not isinstance(data, EMAILED) or contact.erased:  # an erased customer is told nothing more
         return None
     recipient = getattr(data, "customer_email", None) or contact.customer_email
     said = _words(data, prefs, contact)
-    if recipient is None or said is None:
+    if not recipient or said is None:  # '' is the address erased (events.ERASED_ADDRESS)
         return None
     kind, subject, context, link_label = said
     merchant = merchant_name(data, contact, prefs)

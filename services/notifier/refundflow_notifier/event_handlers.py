@@ -21,6 +21,7 @@ import structlog
 from refundflow_notifier import (
     account_emails,
     customer_contacts,
+    customer_erasure,
     held_team_alerts,
     merchant_locks,
     merchant_settings,
@@ -40,6 +41,7 @@ from refundflow_shared.event_contract import NOTIFIER
 from refundflow_shared.events import (
     EVENT_DATA_TYPES,
     WEBHOOK_EVENT_TYPES,
+    CustomerErased,
     Event,
     EventData,
     NotificationSettingsConfigured,
@@ -225,3 +227,7 @@ def register(consumer: EventConsumer, settings: NotifierSettings) -> None:
     @consumer.handles(PasswordResetRequested)
     async def reset_requested(conn: asyncpg.Connection, event: Event, data: PasswordResetRequested) -> None:
         await account_emails.queue_account_email(conn, settings, box, event, data)
+
+    @consumer.handles(CustomerErased)
+    async def customer_erased(conn: asyncpg.Connection, event: Event, data: CustomerErased) -> None:
+        await customer_erasure.erase_payment(conn, data.merchant_id, data.payment_id)

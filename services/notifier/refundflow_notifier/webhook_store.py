@@ -10,6 +10,7 @@ from datetime import datetime
 import asyncpg
 
 from refundflow_notifier import merchant_locks
+from refundflow_notifier.customer_erasure import erased_or_kept_webhook_payload
 from refundflow_notifier.records import ClaimedDelivery, DeliveredAttempt
 from refundflow_shared.database import transaction_holding
 from refundflow_shared.events import Event, WebhookEndpointConfigured
@@ -119,14 +120,16 @@ async def queue_events(
 # The events, the endpoints subscribed to each (one more than the cap tells there were too many), and their
 # deliveries, in the events' order. Each array is read through a sub-select: given the arrays themselves, the planner
 # counts their elements and plans every call anew (0.4 ms of its CPU each here); this way it keeps one plan.
-_QUEUE_EVENTS = """
+_QUEUE_EVENTS = f"""
 WITH given AS (
     SELECT * FROM unnest((SELECT $1::uuid[]), (SELECT $2::text[]), (SELECT $3::text[]), (SELECT $4::timestamptz[]),
                          (SELECT $5::text[]), (SELECT $6::text[]))
         WITH ORDINALITY AS g(event_id, merchant_id, event_type, occurred_at, payload, traceparent, position)
 ), stored AS (
     INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload, traceparent)
-    SELECT event_id, merchant_id, event_type, occurred_at, payload, traceparent FROM given ORDER BY position
+    SELECT event_id, merchant_id, event_type, occurred_at,
+           {erased_or_kept_webhook_payload("payload", "payload::jsonb -> 'data' ->> 'payment_id'")}, traceparent
+    FROM given ORDER BY position
     ON CONFLICT DO NOTHING
 ), subscribed AS (
     SELECT g.position, g.event_id, g.merchant_id, e.id, row_number() OVER (PARTITION BY g.position ORDER BY e.id) AS n

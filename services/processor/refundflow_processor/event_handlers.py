@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
-from refundflow_processor import payment_repository, subscription_requests
+from refundflow_processor import customer_erasure, payment_repository, subscription_requests
 from refundflow_processor.payment_repository import PaymentClaim
 from refundflow_processor.records import PaidSubscription, Payment, SubscriptionCancel, SubscriptionExtension
 from refundflow_processor.refund_acceptance import accept_approved_refund
 from refundflow_shared.billing_aliases import PaidMoney, alias_money_differences
 from refundflow_shared.consumer import EventConsumer
 from refundflow_shared.events import (
+    CustomerErased,
     Event,
     PaymentDisputed,
     PaymentEventData,
@@ -120,3 +121,7 @@ def register(consumer: EventConsumer) -> None:
         )
         await subscription_requests.record_extension(conn, extension)
         log.info("subscription_extension_granted", subscription_id=data.subscription_id, days=data.days)
+
+    @consumer.handles(CustomerErased)
+    async def customer_erased(conn: asyncpg.Connection, event: Event, data: CustomerErased) -> None:
+        await customer_erasure.erase_payment(conn, data.merchant_id, data.payment_id)

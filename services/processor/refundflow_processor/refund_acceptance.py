@@ -84,10 +84,13 @@ async def accept_approved_refund(
         log.info("refund_scheduled")
         return True
     failed = replace(refund, status=RefundStatus.FAILED)
-    if not await repository.insert_refund(conn, failed, failure_reason=refusal.reason, failure_message=refusal.message):
+    recorded = await repository.insert_refund(
+        conn, failed, failure_reason=refusal.reason, failure_message=refusal.message
+    )
+    if recorded is None:
         return False
     log.error("refund_refused_before_any_call", reason=refusal.reason, message=refusal.message)
-    await publish_failure(conn, refund, refusal.reason, refusal.message)
+    await publish_failure(conn, recorded, refusal.reason, refusal.message)  # as recorded: none of an erased customer
     await raise_alert(
         conn,
         merchant_id=refund.merchant_id,

@@ -8,11 +8,13 @@ A write to a claimed attempt releases its lease; the executor only writes to an 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
 
 import asyncpg
 
 from refundflow_processor.attempts import AttemptState
+from refundflow_processor.customer_erasure import address_kept, to_customer_kept
 from refundflow_processor.records import Attempt, Refund, RefundStatus, idempotency_key
 from refundflow_shared.tracing import current_traceparent
 
@@ -94,10 +96,12 @@ def _attempt(row: asyncpg.Record) -> Attempt:
     )
 
 
+# An approval read after its payment's erasure is recorded without the customer (``customer_erasure``).
 _INSERT_REFUND = (
     "INSERT INTO refunds (refund_id, payment_id, merchant_id, customer_email, amount, currency,"
     " provider_payment_id, payment_amount, status, failure_reason, failure_message, to_customer)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb) ON CONFLICT (refund_id) DO NOTHING"
+    f" VALUES ($1, $2, $3, {address_kept('$4', '$2')}, $5, $6, $7, $8, $9, $10, $11,"
+    f" {to_customer_kept('$12::jsonb', '$2')}) ON CONFLICT (refund_id) DO NOTHING"
 )
 
 
@@ -120,10 +124,16 @@ def _refund_values(refund: Refund, failure_reason: str | None, failure_message: 
 
 async def insert_refund(
     conn: asyncpg.Connection, refund: Refund, *, failure_reason: str | None = None, failure_message: str | None = None
-) -> bool:
-    """Record a refund we were asked to execute; False if it was already known (a redelivered approval)."""
-    status = await conn.execute(_INSERT_REFUND, *_refund_values(refund, failure_reason, failure_message))
-    return bool(status == "INSERT 0 1")
+) -> Refund | None:
+    """Record a refund we were asked to execute, and return it as recorded (without its customer, if the payment
+    was erased); None if it was already known (a redelivered approval)."""
+    row = await conn.fetchrow(
+        f"{_INSERT_REFUND} RETURNING customer_email, to_customer::text",
+        *_refund_values(refund, failure_reason, failure_message),
+    )
+    if row is None:
+        return None
+    return replace(refund, customer_email=row["customer_email"], to_customer=json.loads(row["to_customer"]))
 
 
 async def insert_refund_and_first_attempt(conn: asyncpg.Connection, refund: Refund, approved_at: datetime) -> bool:

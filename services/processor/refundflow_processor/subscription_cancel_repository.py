@@ -6,6 +6,7 @@ import json
 
 import asyncpg
 
+from refundflow_processor.customer_erasure import to_customer_kept
 from refundflow_processor.records import SubscriptionCancel
 
 CANCELS_CHANNEL = "processor_subscription_cancels"
@@ -32,7 +33,8 @@ async def request_cancel(conn: asyncpg.Connection, cancel: SubscriptionCancel, *
     (``failed``) (the inbox makes a redelivered request a no-op upstream)."""
     await conn.execute(
         "INSERT INTO subscription_cancels (cancel_id, payment_id, merchant_id, subscription_id, at_period_end,"
-        " refund_id, state, to_customer, after_extension) VALUES ($1, $2, $3, $4, $5, $6, $9, $7::jsonb, $8)"
+        " refund_id, state, to_customer, after_extension)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $9, {to_customer_kept('$7::jsonb', '$2')}, $8)"
         " ON CONFLICT DO NOTHING",
         cancel.cancel_id,
         cancel.payment_id,

@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from refundflow_processor import subscription_cancel_repository as cancels
+from refundflow_processor.customer_erasure import to_customer_kept
 from refundflow_processor.records import SubscriptionExtension
 
 EXTENSIONS_CHANNEL = "processor_subscription_extensions"
@@ -35,7 +36,7 @@ async def request_extension(
     (``failed``) (the inbox makes a redelivered grant a no-op upstream)."""
     await conn.execute(
         "INSERT INTO subscription_extensions (extension_id, payment_id, merchant_id, subscription_id, days,"
-        " refund_id, state, to_customer) VALUES ($1, $2, $3, $4, $5, $6, $8, $7::jsonb)"
+        f" refund_id, state, to_customer) VALUES ($1, $2, $3, $4, $5, $6, $8, {to_customer_kept('$7::jsonb', '$2')})"
         " ON CONFLICT DO NOTHING",
         extension.extension_id,
         extension.payment_id,
