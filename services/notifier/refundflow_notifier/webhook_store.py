@@ -113,6 +113,8 @@ async def queue_events(
         [json.dumps(event.webhook_json(), separators=(",", ":")) for event, _ in events],
         [traceparent for _, traceparent in events],
         max_endpoints,
+        # Given apart, so that only an erased payment's payload is read as JSON again (to erase it).
+        [getattr(event.data, "payment_id", None) for event, _ in events],
     )
     return int(row["queued"]), list(row["over_cap"])
 
@@ -123,12 +125,12 @@ async def queue_events(
 _QUEUE_EVENTS = f"""
 WITH given AS (
     SELECT * FROM unnest((SELECT $1::uuid[]), (SELECT $2::text[]), (SELECT $3::text[]), (SELECT $4::timestamptz[]),
-                         (SELECT $5::text[]), (SELECT $6::text[]))
-        WITH ORDINALITY AS g(event_id, merchant_id, event_type, occurred_at, payload, traceparent, position)
+                         (SELECT $5::text[]), (SELECT $6::text[]), (SELECT $8::text[]))
+        WITH ORDINALITY AS g(event_id, merchant_id, event_type, occurred_at, payload, traceparent, payment_id, position)
 ), stored AS (
     INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload, traceparent)
     SELECT event_id, merchant_id, event_type, occurred_at,
-           {erased_or_kept_webhook_payload("payload", "payload::jsonb -> 'data' ->> 'payment_id'")}, traceparent
+           {erased_or_kept_webhook_payload("payload", "payment_id")}, traceparent
     FROM given ORDER BY position
     ON CONFLICT DO NOTHING
 ), subscribed AS (
