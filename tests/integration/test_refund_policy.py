@@ -375,3 +375,101 @@ async def test_the_editor_says_at_the_reasons_that_automatic_approval_needs_them
     assert error is not None, answer.text
     assert "technical_issue" in text_of(error.group(1)) and "auto_approve_reason_not_accepted" in error.group(1)
     assert (await intake.client.get("/v1/refund-policy", headers=merchant)).json()["policy"]["auto_approve"] is None
+
+
+LEGACY_RULE = {"max_amount": {"amount": 1_000, "currency": "EUR"}, "reasons": ["duplicate", "technical_issue"]}
+
+
+async def _store_as_before_the_rule(intake: IntakeUnderTest, merchant_id: str) -> None:
+    """What merchants saved while such combinations were allowed: a policy whose rule is for a reason it does not
+    accept (technical_issue), and an override whose accepted reasons leave out another of it (duplicate)."""
+    await intake.db.execute(
+        "INSERT INTO refund_policies (merchant_id, product_id, policy) VALUES ($1, '', $2::jsonb), ($1, $3, $4::jsonb)",
+        merchant_id,
+        json.dumps({"accepted_reasons": ["duplicate"], "auto_approve": LEGACY_RULE}),
+        "prod_course",
+        json.dumps({"accepted_reasons": ["technical_issue"], "process_time": "3 days"}),
+    )
+
+
+def _refused_naming(response: Any, *words: str) -> bool:
+    error = response.json().get("error") or {}
+    return bool(
+        response.status_code == 422
+        and error.get("code") == "auto_approve_reason_not_accepted"
+        and all(word in error["message"] for word in words)
+    )
+
+
+async def test_a_combination_saved_before_the_rule_is_kept_until_a_save_adds_one(intake: IntakeUnderTest) -> None:
+    """Refusing every save of a merchant holding one broke its integrations on the upgrade, naming a field they did
+    not send: only a save that adds a rule for a reason not accepted is refused."""
+    merchant = await intake.merchant()
+    await _store_as_before_the_rule(intake, await intake.merchant_id(merchant))
+    legacy = {"accepted_reasons": ["duplicate"], "auto_approve": LEGACY_RULE}
+    course = "/v1/refund-policy/products/prod_course"
+
+    window = await intake.client.put("/v1/refund-policy", headers=merchant, json={**legacy, "refund_window_days": 21})
+    assert window.status_code == 200, window.text
+    process_time = await intake.client.put(
+        course, headers=merchant, json={"accepted_reasons": ["technical_issue"], "process_time": "2 days"}
+    )
+    assert process_time.status_code == 200, process_time.text
+    assert process_time.json()["product_overrides"]["prod_course"]["process_time"] == "2 days"
+
+    # New ones: in the policy saved, in a product's override on it, in an override under a changed policy.
+    wider = {**LEGACY_RULE, "reasons": ["duplicate", "technical_issue", "fraudulent"]}
+    policy_rule = await intake.client.put("/v1/refund-policy", headers=merchant, json={**legacy, "auto_approve": wider})
+    assert _refused_naming(policy_rule, "fraudulent"), policy_rule.text
+    book = await intake.client.put(
+        "/v1/refund-policy/products/prod_book", headers=merchant, json={"accepted_reasons": ["fraudulent"]}
+    )
+    assert _refused_naming(book, "prod_book", "duplicate"), book.text
+    narrowed = await intake.client.put(
+        course, headers=merchant, json={"accepted_reasons": ["fraudulent"], "process_time": "2 days"}
+    )
+    assert _refused_naming(narrowed, "prod_course", "technical_issue"), narrowed.text
+    under_course = {"accepted_reasons": ["duplicate", "technical_issue", "fraudulent"], "auto_approve": wider}
+    merchant_wide = await intake.client.put("/v1/refund-policy", headers=merchant, json=under_course)
+    assert _refused_naming(merchant_wide, "prod_course", "fraudulent"), merchant_wide.text
+
+    policy = (await intake.client.get("/v1/refund-policy", headers=merchant)).json()
+    assert policy["policy"]["auto_approve"] == LEGACY_RULE and policy["policy"]["refund_window_days"] == 21
+    assert policy["product_overrides"] == {
+        "prod_course": {"accepted_reasons": ["technical_issue"], "process_time": "2 days"}
+    }, "nothing refused was saved"
+
+
+async def test_the_editor_saves_a_policy_holding_such_a_combination_from_before_the_rule(
+    intake: IntakeUnderTest,
+) -> None:
+    merchant, owner = await merchant_with_owner(intake)
+    await _store_as_before_the_rule(intake, await intake.merchant_id(merchant))
+    page = "/dashboard/refund-policy"
+    form = {
+        "refund_window_days": "21",
+        "process_time": "5 days",
+        "review_target_hours": "48",
+        "accepted_reasons": "duplicate",
+        "auto_approve_enabled": "1",
+        "auto_approve_amount": "10",
+        "auto_approve_currency": "EUR",
+        "auto_approve_reasons": ["duplicate", "technical_issue"],
+    }
+    saved = await owner.post_form(page, page, form)
+    assert saved.status_code == 303, saved.text[:500]
+    override = await owner.post_form(page, f"{page}/overrides", {"product_id": "prod_course", "process_time": "2 days"})
+    assert override.status_code == 303, override.text[:500]
+
+    wider = await owner.post_form(
+        page, page, {**form, "auto_approve_reasons": ["duplicate", "technical_issue", "fraudulent"]}
+    )
+    assert wider.status_code == 422, wider.text[:500]
+    error = re.search(r'<p class="field-error" id="auto_approve_reasons-error">(.*?)</p>', wider.text, re.S)
+    assert error is not None and "fraudulent" in text_of(error.group(1)), wider.text
+    policy = (await intake.client.get("/v1/refund-policy", headers=merchant)).json()
+    assert policy["policy"]["refund_window_days"] == 21 and policy["policy"]["auto_approve"]["reasons"] == [
+        "duplicate",
+        "technical_issue",
+    ]
+    assert policy["product_overrides"]["prod_course"]["process_time"] == "2 days"

@@ -158,15 +158,27 @@ def approval_rules(document: dict[str, Any] | None) -> dict[str, Any]:
     return {k: document[k] for k in APPROVAL_RULES if document is not None and k in document}
 
 
-def check_auto_approve_reasons(policy: RefundPolicy, *, product_id: str | None = None) -> None:
-    """Refuse an automatic-approval rule for a reason the policy does not accept: saved, it would approve nothing
-    for that reason (the request is flagged ``reason_not_accepted``, and a flagged request is never auto-approved).
-    ``product_id``: the policy is that product's override on the merchant's."""
+# The reasons each policy's automatic-approval rule names and its accepted reasons leave out, by product (None: the
+# merchant's policy; a product's, its override on the merchant's).
+ReasonsNotAccepted = dict[str | None, tuple[str, ...]]
+
+
+def auto_approve_reasons_not_accepted(policy: RefundPolicy) -> tuple[str, ...]:
+    """The reasons the policy's automatic-approval rule is for and it does not accept: the rule approves nothing for
+    them (the request is flagged ``reason_not_accepted``, and a flagged request is never auto-approved)."""
     rule = policy.auto_approve
-    left_out = [r.value for r in rule.reasons if r not in policy.accepted_reasons] if rule else []
-    if left_out:
-        whose = f"product {product_id}'s override on your policy" if product_id else "your policy"
-        raise AutoApproveReasonNotAccepted(
-            f"automatic approval ({whose}) is for reasons its accepted reasons leave out: {', '.join(left_out)};"
-            " a request for one is flagged, and a flagged request is never approved automatically"
-        )
+    return tuple(r.value for r in rule.reasons if r not in policy.accepted_reasons) if rule else ()
+
+
+def check_auto_approve_reasons(before: ReasonsNotAccepted, after: ReasonsNotAccepted) -> None:
+    """Refuse a save that adds an automatic-approval rule for a reason its policy does not accept (``before`` and
+    ``after`` the save, from ``auto_approve_reasons_not_accepted``). One stored before such a save was refused is kept
+    until a save adds another: refusing it refused every save of its merchant, whatever the save changed."""
+    for product_id, reasons in after.items():
+        added = [r for r in reasons if r not in before.get(product_id, ())]
+        if added:
+            whose = f"product {product_id}'s override on your policy" if product_id is not None else "your policy"
+            raise AutoApproveReasonNotAccepted(
+                f"automatic approval ({whose}) is for reasons its accepted reasons leave out: {', '.join(added)};"
+                " a request for one is flagged, and a flagged request is never approved automatically"
+            )

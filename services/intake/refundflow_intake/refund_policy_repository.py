@@ -10,7 +10,12 @@ import asyncpg
 
 from refundflow_intake.domain import TooManyProductOverrides
 from refundflow_intake.merchant_accounts import lock_merchant
-from refundflow_intake.refund_policy import RefundPolicy, check_auto_approve_reasons
+from refundflow_intake.refund_policy import (
+    ReasonsNotAccepted,
+    RefundPolicy,
+    auto_approve_reasons_not_accepted,
+    check_auto_approve_reasons,
+)
 
 MERCHANT_WIDE = ""
 
@@ -147,15 +152,26 @@ async def _overrides_judging_auto_approval(conn: asyncpg.Connection, merchant_id
     return {r["product_id"]: dict(json.loads(r["judged"])) for r in rows}
 
 
-async def check_saved(conn: asyncpg.Connection, merchant_id: str, product_id: str) -> None:
-    """After a save, in its transaction: the policies it changed hold no automatic approval that cannot approve (raise
-    and the save is undone). The merchant's policy changes every product's (at most the capped number of overrides,
-    each read only for its automatic approval and accepted reasons); an override, its product's."""
+async def auto_approve_reasons_left_out(
+    conn: asyncpg.Connection, merchant_id: str, product_id: str
+) -> ReasonsNotAccepted:
+    """The reasons automatic approval is for and its policy does not accept, in the policies a save of ``product_id``
+    changes: the merchant's policy changes every product's (at most the capped number of overrides, each read only for
+    its automatic approval and accepted reasons); an override, its product's."""
     policy = await merchant_policy(conn, merchant_id)
     if product_id == MERCHANT_WIDE:
-        check_auto_approve_reasons(policy)
         changed = await _overrides_judging_auto_approval(conn, merchant_id)
+        judged: dict[str | None, RefundPolicy] = {None: policy}
     else:
         changed = {product_id: await product_override(conn, merchant_id, product_id) or {}}
-    for product, override in changed.items():
-        check_auto_approve_reasons(policy.with_override(override), product_id=product)
+        judged = {}
+    judged |= {product: policy.with_override(override) for product, override in changed.items()}
+    return {product: auto_approve_reasons_not_accepted(judged_policy) for product, judged_policy in judged.items()}
+
+
+async def check_saved(
+    conn: asyncpg.Connection, merchant_id: str, product_id: str, *, before: ReasonsNotAccepted
+) -> None:
+    """After a save, in its transaction: it added no automatic approval that cannot approve (raise and the save is
+    undone). ``before``: ``auto_approve_reasons_left_out`` read under ``lock_policies`` before the save wrote."""
+    check_auto_approve_reasons(before, await auto_approve_reasons_left_out(conn, merchant_id, product_id))

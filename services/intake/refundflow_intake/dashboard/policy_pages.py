@@ -88,8 +88,9 @@ async def save_policy(request: Request, user: FormUser, db: Db) -> Response:
         fields = policy_from_form(await request.form())
         async with db.transaction() as conn:
             await policies.lock_policies(conn, user.merchant_id)
+            before = await policies.auto_approve_reasons_left_out(conn, user.merchant_id, policies.MERCHANT_WIDE)
             await policies.save(conn, user.merchant_id, policies.MERCHANT_WIDE, fields.model_dump(mode="json"))
-            await policies.check_saved(conn, user.merchant_id, policies.MERCHANT_WIDE)
+            await policies.check_saved(conn, user.merchant_id, policies.MERCHANT_WIDE, before=before)
     except DomainError as exc:
         where = "auto_approve_reasons" if isinstance(exc, AutoApproveReasonNotAccepted) else None
         return await _page(request, db, user, error=exc, error_field=where, status=status_of(type(exc)))
@@ -107,8 +108,9 @@ async def save_override(request: Request, user: FormUser, db: Db, settings: Sett
             await policies.check_room_for_override(
                 conn, user.merchant_id, product_id, max_overrides=settings.product_overrides_per_merchant
             )
+            before = await policies.auto_approve_reasons_left_out(conn, user.merchant_id, product_id)
             await policies.change_override(conn, user.merchant_id, product_id, override.fields_set())
-            await policies.check_saved(conn, user.merchant_id, product_id)
+            await policies.check_saved(conn, user.merchant_id, product_id, before=before)
     except DomainError as exc:
         where = "product_id" if isinstance(exc, TooManyProductOverrides) else None
         return await _page(request, db, user, error=exc, error_field=where, status=status_of(type(exc)))

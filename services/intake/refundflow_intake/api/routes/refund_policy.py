@@ -79,8 +79,9 @@ async def set_refund_policy(
         await policies.lock_policies(conn, caller.merchant_id)
         stored = await policies.merchant_policy(conn, caller.merchant_id)
         await _check_approval_rules_kept(conn, caller.merchant_id, stored.model_dump(mode="json"), document)
+        before = await policies.auto_approve_reasons_left_out(conn, caller.merchant_id, policies.MERCHANT_WIDE)
         await policies.save(conn, caller.merchant_id, policies.MERCHANT_WIDE, document)
-        await policies.check_saved(conn, caller.merchant_id, policies.MERCHANT_WIDE)
+        await policies.check_saved(conn, caller.merchant_id, policies.MERCHANT_WIDE, before=before)
     _cache(request).forget(caller.merchant_id)
     return await _policy_out(db, caller.merchant_id)
 
@@ -108,8 +109,9 @@ async def set_product_override(
         )
         stored = await policies.product_override(conn, caller.merchant_id, product_id)
         await _check_approval_rules_kept(conn, caller.merchant_id, _stored_override(stored), document)
+        before = await policies.auto_approve_reasons_left_out(conn, caller.merchant_id, product_id)
         await policies.save(conn, caller.merchant_id, product_id, document)
-        await policies.check_saved(conn, caller.merchant_id, product_id)
+        await policies.check_saved(conn, caller.merchant_id, product_id, before=before)
     _cache(request).forget(caller.merchant_id)
     return await _policy_out(db, caller.merchant_id)
 
