@@ -25,7 +25,12 @@ MIGRATION_LOCK_TIMEOUT_SECONDS = 30
 # Files that were renamed or removed after some databases applied them, per schema: known, never run again.
 RETIRED_MIGRATIONS = {
     "intake": frozenset({"service/0695_subscription_cancel_at_period_end_requested.sql"}),  # now 0696
-    "notifier": frozenset({"service/0800_messages_in_order.sql"}),  # reverted; its index is harmless
+    "notifier": frozenset(
+        {
+            "service/0800_messages_in_order.sql",  # reverted; its index is harmless
+            "service/0963_webhook_events_without_portal_links.sql",  # never released; webhook_store._as_sent instead
+        }
+    ),
 }
 
 

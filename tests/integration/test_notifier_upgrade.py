@@ -1,5 +1,6 @@
 """Upgrading a notifier database: Slack URLs stored in clear end up sealed; emails sent before their refunds had an
-order still count in it; endpoints disabled before intake heard of disables are announced to it, once."""
+order still count in it; endpoints disabled before intake heard of disables are announced to it, once; webhook events
+kept with the customer's portal link are sent without it."""
 
 from __future__ import annotations
 
@@ -8,18 +9,25 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+from standardwebhooks.webhooks import Webhook
 
-from refundflow_notifier import message_queue
+from refundflow_notifier import message_queue, webhook_replays, webhook_store
 from refundflow_notifier.app import MIGRATIONS
 from refundflow_notifier.endpoint_disable_announcements import announce_earlier_disables
 from refundflow_notifier.merchant_settings import seal_legacy_slack_urls
+from refundflow_notifier.outbound_http import outbound_client
 from refundflow_notifier.records import Channel
+from refundflow_notifier.webhook_signing import new_signing_secret
+from refundflow_notifier.webhook_worker import WebhookWorker
 from refundflow_shared.migrations_runner import apply_migrations
 from refundflow_shared.secret_box import SecretBox, generate_key
 from tests.conftest import create_database
+from tests.support.notifier_harness import TEST_SECRET_KEY, notifier_database, notifier_settings
+from tests.support.notifier_receivers import http_receiver
 
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/secret-token"
 
@@ -125,27 +133,61 @@ async def test_endpoints_refundflow_disabled_before_intake_heard_of_disables_are
         assert announced == {"merchant_id": "mer_1", "endpoint_id": "we_gone", "reason": "endpoint_gone", "version": 3}
 
 
-async def test_webhook_events_kept_before_the_upgrade_lose_the_customers_portal_link(
-    postgres_url: str, tmp_path: Path
+async def test_webhook_events_kept_before_the_upgrade_are_replayed_without_the_customers_portal_link(
+    postgres_url: str,
 ) -> None:
-    """A replay sends the event as it was kept: one kept with the sealed link must no longer carry it."""
-    data = {"merchant_id": "mer_1", "refund_id": "ref_1", "merchant_name": "Acme", "amount": 100}
-    kept = {"type": "refund.succeeded", "sequence": 4}
-    with_link = {**data, "portal_link": {"sealed_url": "v2.k0.sealed", "expires_at": "2030-01-01T00:00:00Z"}}
-    without_link = {**data, "portal_link": None}
-    async with database_before(postgres_url, tmp_path, "0963") as (dsn, pool):
-        for event_data in (with_link, without_link):
+    """Events kept by an earlier version hold the sealed link in their data: a replay sends each without it, the rest
+    as it was kept, signed over the body sent. One kept since is sent as it is, byte for byte."""
+    merchant_id, endpoint_id, secret = "mer_1", f"we_{uuid.uuid4().hex[:12]}", new_signing_secret()
+    data = {"merchant_id": merchant_id, "refund_id": "ref_1", "merchant_name": "Acme", "amount": 100}
+    link = {"sealed_url": "v2.k0.sealed", "expires_at": "2030-01-01T00:00:00Z"}
+    kept_data = {
+        "with_link": {**data, "portal_link": link},
+        "with_no_link": {**data, "portal_link": None},
+        "kept_since": {**data, "merchant_name": "portal_link"},  # names it, but only in a value
+    }
+    async with http_receiver() as http, notifier_database(postgres_url) as pool:
+        await pool.execute(
+            "INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, enabled, encrypted_secret, version)"
+            " VALUES ($1, $2, $3, '{refund.succeeded}', true, $4, 1)",
+            endpoint_id,
+            merchant_id,
+            http.url(endpoint_id),
+            SecretBox(TEST_SECRET_KEY).seal(secret, context=endpoint_id),
+        )
+        stored = {}
+        for name, event_data in kept_data.items():
             event_id = uuid.uuid4()
+            event = {"id": str(event_id), "type": "refund.succeeded", "sequence": 4, "data": event_data}
+            stored[name] = json.dumps(event, separators=(",", ":"))
             await pool.execute(
                 "INSERT INTO webhook_events (event_id, merchant_id, event_type, occurred_at, payload)"
-                " VALUES ($1, 'mer_1', 'refund.succeeded', now(), $2)",
+                " VALUES ($1, $2, 'refund.succeeded', now() - interval '1 minute', $3)",
                 event_id,
-                json.dumps({"id": str(event_id), **kept, "data": event_data}, separators=(",", ":")),
+                merchant_id,
+                stored[name],
             )
 
-        await apply_migrations(dsn, "notifier", MIGRATIONS)
-        rows = await pool.fetch("SELECT event_id, payload FROM webhook_events")
-        assert len(rows) == 2
-        for row in rows:
-            payload = json.loads(row["payload"])
-            assert payload == {**kept, "id": str(row["event_id"]), "data": data}, "the rest kept as it was"
+        async with pool.acquire() as conn, conn.transaction():
+            since = datetime.now(UTC) - timedelta(hours=1)
+            assert await webhook_replays.request_replay(conn, endpoint_id, since, reach=timedelta(days=30))
+        replay_id = await pool.fetchval("SELECT id FROM webhook_replays")
+        while await webhook_replays.walk_batch(pool, replay_id, batch=10, lease_seconds=30):
+            pass
+        settings = notifier_settings("postgresql://unused/notifier", "unused:9092", 1025)
+        async with outbound_client(allow_private=True, max_connections=4) as client:
+            worker = WebhookWorker(pool, settings, client, SecretBox(TEST_SECRET_KEY))
+            claimed = await webhook_store.claim_due(pool, 10, [], lease_seconds=60, per_endpoint=10, per_merchant=10)
+            for delivery in claimed:
+                await worker.deliver(delivery)
+
+    sent = {}
+    for arrived in http.received[endpoint_id]:
+        payload = Webhook(secret).verify(arrived.body, arrived.headers)
+        sent[payload["id"]] = arrived.body
+    assert sent.keys() == {json.loads(kept)["id"] for kept in stored.values()}
+    for name in ("with_link", "with_no_link"):
+        event = json.loads(stored[name])
+        event["data"] = data  # in its place, as an event kept since would be written
+        assert sent[event["id"]] == json.dumps(event, separators=(",", ":")).encode(), name
+    assert sent[json.loads(stored["kept_since"])["id"]] == stored["kept_since"].encode()

@@ -13,7 +13,7 @@ from refundflow_notifier import merchant_locks
 from refundflow_notifier.customer_erasure import erased_or_kept_webhook_payload
 from refundflow_notifier.records import ClaimedDelivery, DeliveredAttempt
 from refundflow_shared.database import transaction_holding
-from refundflow_shared.events import Event, WebhookEndpointConfigured
+from refundflow_shared.events import NOT_IN_WEBHOOKS, Event, WebhookEndpointConfigured
 
 
 async def apply_endpoint(
@@ -217,9 +217,23 @@ def _claimed(row: asyncpg.Record) -> ClaimedDelivery:
         url=row["url"],
         encrypted_secret=row["encrypted_secret"],
         previous_encrypted_secret=row["previous_encrypted_secret"],
-        payload=row["payload"],
+        payload=_as_sent(row["payload"]),
         traceparent=row["traceparent"],
     )
+
+
+def _as_sent(kept: str) -> str:
+    """The body a kept event is sent with: without what is ``NOT_IN_WEBHOOKS``, which events kept by earlier versions
+    (replayed, or still being retried) hold in their data. Only such an event is read and written again, as
+    ``queue_events`` writes one (the rest as it was); one kept since is sent as it is, at the cost of a substring
+    search."""
+    if not any(f'"{name}"' in kept for name in NOT_IN_WEBHOOKS):
+        return kept
+    event = json.loads(kept)
+    if NOT_IN_WEBHOOKS.isdisjoint(event["data"]):
+        return kept  # the name was only in a value
+    event["data"] = {name: value for name, value in event["data"].items() if name not in NOT_IN_WEBHOOKS}
+    return json.dumps(event, separators=(",", ":"))
 
 
 async def claim_due(
