@@ -12,7 +12,6 @@ import pytest
 
 from refundflow_intake import ledger
 from refundflow_shared.events import (
-    Event,
     PaymentDisputed,
     PaymentSucceeded,
     Product,
@@ -37,17 +36,6 @@ PROCESSOR = "refundflow/processor"
 async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
     async with running_intake(postgres_url, kafka_bootstrap) as running:
         yield running
-
-
-async def handled(intake: IntakeUnderTest, *events: Event) -> None:
-    """Wait until intake's inbox recorded every one of ``events``."""
-    ids = [e.id for e in events]
-
-    async def all_handled() -> bool:
-        count = await intake.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = ANY($1::uuid[])", ids)
-        return bool(count == len(ids))
-
-    await eventually(all_handled, timeout=30)
 
 
 async def balance(intake: IntakeUnderTest, merchant: Headers) -> dict[str, int]:
@@ -92,7 +80,7 @@ async def test_a_request_on_a_payment_disputed_since_cannot_be_approved(intake: 
     dispute = PaymentDisputed(
         payment_id=payment["id"], merchant_id=await intake.merchant_id(merchant), dispute_id="dp_1"
     )
-    await handled(intake, await intake.publish(dispute))
+    await intake.handled(await intake.publish(dispute))
 
     response = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
 
@@ -106,8 +94,7 @@ async def test_a_dispute_counts_only_for_the_merchant_it_names(intake: IntakeUnd
     dispute of it from being recorded (one dispute per payment id)."""
     merchant, other = await intake.merchant(), await intake.merchant()
     payment = await intake.payment(other)
-    await handled(
-        intake,
+    await intake.handled(
         await intake.publish(PaymentDisputed(payment_id=payment["id"], merchant_id=await intake.merchant_id(merchant))),
     )
     asked = await intake.client.post(
@@ -115,8 +102,7 @@ async def test_a_dispute_counts_only_for_the_merchant_it_names(intake: IntakeUnd
     )
     assert asked.status_code == 200, asked.text
 
-    await handled(
-        intake,
+    await intake.handled(
         await intake.publish(PaymentDisputed(payment_id=payment["id"], merchant_id=await intake.merchant_id(other))),
     )
     refused = await intake.client.post(
@@ -140,7 +126,7 @@ async def test_a_dispute_read_before_its_payment_still_blocks_its_refunds(intake
             product=Product(id="prod_1", name="Plan", kind="one_time"),
         )
     )  # fmt: skip
-    await handled(intake, dispute, payment)
+    await intake.handled(dispute, payment)
 
     refused = await intake.client.post(
         "/v1/refunds",
@@ -167,14 +153,13 @@ async def test_a_dispute_naming_the_provider_payment_blocks_the_payment_register
     payment = await intake.payment(merchant)
     provider_id = payment["provider_payment_id"]
     # Another merchant's dispute of the same provider payment still counts only for that merchant.
-    await handled(
-        intake,
+    await intake.handled(
         await intake.publish(PaymentDisputed(payment_id=provider_id, merchant_id=await intake.merchant_id(other))),
     )
     assert not await refused_as_disputed(intake, merchant, payment["id"])
 
     dispute = PaymentDisputed(payment_id=provider_id, merchant_id=await intake.merchant_id(merchant), dispute_id="dp_2")
-    await handled(intake, await intake.publish(dispute))
+    await intake.handled(await intake.publish(dispute))
 
     assert await refused_as_disputed(intake, merchant, payment["id"])
     assert (await shown(intake, merchant, f"/v1/payments/{payment['id']}"))["disputed"] is True
@@ -190,7 +175,7 @@ async def test_a_dispute_naming_the_provider_payment_before_the_payment_still_bl
     merchant_id = await intake.merchant_id(merchant)
     provider_id = f"pi_{uuid.uuid4().hex}"
     dispute = await intake.publish(PaymentDisputed(payment_id=provider_id, merchant_id=merchant_id))
-    await handled(intake, dispute)
+    await intake.handled(dispute)
 
     payment = await intake.payment(merchant, provider_payment_id=provider_id)
 
@@ -214,10 +199,10 @@ async def test_a_dispute_whose_id_is_one_payments_id_and_anothers_provider_payme
             product=Product(id="prod_1", name="Plan", kind="one_time"),
         )
     )  # fmt: skip
-    await handled(intake, by_billing)
+    await intake.handled(by_billing)
     registered = await intake.payment(merchant, provider_payment_id=ambiguous)
 
-    await handled(intake, await intake.publish(PaymentDisputed(payment_id=ambiguous, merchant_id=merchant_id)))
+    await intake.handled(await intake.publish(PaymentDisputed(payment_id=ambiguous, merchant_id=merchant_id)))
 
     assert await refused_as_disputed(intake, merchant, ambiguous)
     assert await refused_as_disputed(intake, merchant, registered["id"])
@@ -248,15 +233,14 @@ async def test_a_dispute_under_billings_own_id_blocks_the_payment_registered_thr
     by_billing = billings_word_for(payment, merchant_id, billing_id)
     dispute = PaymentDisputed(payment_id=billing_id, merchant_id=merchant_id, dispute_id="dp_3")
     # Another merchant's dispute of billing's id counts only for that merchant.
-    await handled(
-        intake,
+    await intake.handled(
         await intake.publish(PaymentDisputed(payment_id=billing_id, merchant_id=await intake.merchant_id(other))),
     )
     first, second = (dispute, by_billing) if dispute_first else (by_billing, dispute)
-    await handled(intake, await intake.publish(first))
+    await intake.handled(await intake.publish(first))
     assert not await refused_as_disputed(intake, merchant, payment["id"])
 
-    await handled(intake, await intake.publish(second))
+    await intake.handled(await intake.publish(second))
 
     assert await refused_as_disputed(intake, merchant, payment["id"])
     refused = await intake.client.post(f"/v1/refunds/{pending['id']}/approve", headers=merchant)
@@ -277,7 +261,7 @@ async def test_approval_cannot_take_what_an_external_refund_used_up_meanwhile(in
         provider_payment_id=payment["provider_payment_id"],
         status="succeeded",
     )
-    await handled(intake, await intake.publish(external))
+    await intake.handled(await intake.publish(external))
 
     too_much = await intake.client.post(f"/v1/refunds/{refund['id']}/approve", headers=merchant)
     assert too_much.status_code == 422 and too_much.json()["error"]["code"] == "refund_exceeds_refundable"
@@ -301,7 +285,7 @@ async def test_approval_holds_the_amount_success_makes_it_final_and_failure_rele
 
     success, failure = outcome(RefundSucceeded, first, merchant_id), outcome(RefundFailed, second, merchant_id)
     events = [await intake.publish(e, source=PROCESSOR) for e in (success, failure, success, failure)]
-    await handled(intake, *events)
+    await intake.handled(*events)
 
     assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 3_000, "held": 0, "available": 7_000}
     paid = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
@@ -313,11 +297,11 @@ async def test_a_reversed_refund_gives_back_the_payment_and_the_balance_once(int
     merchant_id = await intake.merchant_id(merchant)
     payment = await intake.payment(merchant, amount=10_000)
     refund = await approved(intake, merchant, payment["id"], 4_000)
-    await handled(intake, await intake.publish(outcome(RefundSucceeded, refund, merchant_id), source=PROCESSOR))
+    await intake.handled(await intake.publish(outcome(RefundSucceeded, refund, merchant_id), source=PROCESSOR))
     assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 4_000, "held": 0, "available": 6_000}
 
     reversal = outcome(RefundReversed, refund, merchant_id)
-    await handled(intake, *[await intake.publish(reversal, source=PROCESSOR) for _ in range(2)])
+    await intake.handled(*[await intake.publish(reversal, source=PROCESSOR) for _ in range(2)])
 
     body = await shown(intake, merchant, f"/v1/refunds/{refund['id']}")
     assert body["status"] == "reversed"
@@ -342,8 +326,8 @@ async def test_a_reversal_read_just_before_its_success_still_reverses_the_refund
     reversal = await intake.publish(outcome(RefundReversed, refund, merchant_id), source=PROCESSOR)
     await asyncio.sleep(0.3)
     success = await intake.publish(outcome(RefundSucceeded, refund, merchant_id), source=PROCESSOR)
-    await handled(intake, success)
-    await handled(intake, reversal)
+    await intake.handled(success)
+    await intake.handled(reversal)
 
     body = await shown(intake, merchant, f"/v1/refunds/{refund['id']}")
     assert body["status"] == "reversed"
@@ -358,10 +342,10 @@ async def test_a_failure_reported_for_a_refund_that_succeeded_reverses_it(intake
     merchant_id = await intake.merchant_id(merchant)
     payment = await intake.payment(merchant, amount=10_000)
     refund = await approved(intake, merchant, payment["id"], 4_000)
-    await handled(intake, await intake.publish(outcome(RefundSucceeded, refund, merchant_id), source=PROCESSOR))
+    await intake.handled(await intake.publish(outcome(RefundSucceeded, refund, merchant_id), source=PROCESSOR))
 
     failures = [outcome(RefundFailed, refund, merchant_id) for _ in range(2)]  # told again: reversed once
-    await handled(intake, *[await intake.publish(failure, source=PROCESSOR) for failure in failures])
+    await intake.handled(*[await intake.publish(failure, source=PROCESSOR) for failure in failures])
 
     body = await shown(intake, merchant, f"/v1/refunds/{refund['id']}")
     assert (body["status"], body["failure_reason"]) == ("reversed", "insufficient_funds")
@@ -402,7 +386,7 @@ async def test_an_external_refund_follows_the_provider_from_pending_to_succeeded
         )
 
     async def after(*events: Any) -> tuple[dict[str, int], tuple[int, int]]:
-        await handled(intake, *[await intake.publish(e) for e in events])
+        await intake.handled(*[await intake.publish(e) for e in events])
         paid = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
         return await balance(intake, merchant), (paid["refunded_amount"], paid["refundable_amount"])
 
@@ -450,9 +434,9 @@ async def test_an_external_refund_past_the_payments_amount_is_recorded_as_the_pr
         )
 
     older, newer = f"re_dash_{uuid.uuid4().hex[:8]}", f"re_dash_{uuid.uuid4().hex[:8]}"
-    await handled(intake, await intake.publish(detected("succeeded", older)))
-    await handled(
-        intake, await intake.publish(detected("pending", newer)), await intake.publish(detected("succeeded", newer))
+    await intake.handled(await intake.publish(detected("succeeded", older)))
+    await intake.handled(
+        await intake.publish(detected("pending", newer)), await intake.publish(detected("succeeded", newer))
     )
 
     # Refunded twice over for a while: shown as it is, nothing left to ask for, every page still opens.
@@ -464,7 +448,7 @@ async def test_an_external_refund_past_the_payments_amount_is_recorded_as_the_pr
     portal = await Customer(intake, f"/portal/{(await link_for(intake, merchant, payment['id']))['token']}").open()
     assert portal.status_code == 200, portal.text[:300]
 
-    await handled(intake, await intake.publish(detected("failed", older)))
+    await intake.handled(await intake.publish(detected("failed", older)))
     paid = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
     assert (paid["status"], paid["refunded_amount"], paid["refundable_amount"]) == ("refunded", 10_000, 0)
     assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 10_000, "held": 0, "available": 0}
@@ -494,9 +478,9 @@ async def test_the_balance_totals_stay_the_sum_of_the_entries_whatever_comes_at_
     ]
     sent = await asyncio.gather(*[intake.publish(e, source=PROCESSOR) for e in [*outcomes, *outcomes]])
     sent += await asyncio.gather(*[intake.publish(e) for e in [*external, *external]])
-    await handled(intake, *sent)
+    await intake.handled(*sent)
     reversals = [outcome(RefundReversed, refunds[1], merchant_id), outcome(RefundFailed, refunds[2], merchant_id)]
-    await handled(intake, *await asyncio.gather(*[intake.publish(e, source=PROCESSOR) for e in reversals * 2]))
+    await intake.handled(*await asyncio.gather(*[intake.publish(e, source=PROCESSOR) for e in reversals * 2]))
 
     summed = await intake.db.fetchrow(
         "SELECT sum(amount) FILTER (WHERE kind = 'payment') AS paid,"

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from refundflow_shared.events import (
-    Event,
     RefundExternalDetected,
     RefundFailed,
     RefundReversed,
@@ -22,7 +21,6 @@ from refundflow_shared.events import (
 from tests.support.dashboard_people import merchant_with_owner
 from tests.support.intake_harness import Headers, IntakeUnderTest, running_intake
 from tests.support.kafka_reader import dead_letter_of
-from tests.support.probe_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 PROCESSOR = "refundflow/processor"
@@ -32,17 +30,6 @@ PROCESSOR = "refundflow/processor"
 async def intake(postgres_url: str, kafka_bootstrap: str) -> AsyncIterator[IntakeUnderTest]:
     async with running_intake(postgres_url, kafka_bootstrap) as running:
         yield running
-
-
-async def handled(intake: IntakeUnderTest, *events: Event) -> None:
-    """Wait until intake's inbox recorded every one of ``events``."""
-    ids = [e.id for e in events]
-
-    async def all_handled() -> bool:
-        count = await intake.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = ANY($1::uuid[])", ids)
-        return bool(count == len(ids))
-
-    await eventually(all_handled, timeout=30)
 
 
 async def shown(intake: IntakeUnderTest, merchant: Headers, path: str) -> dict[str, Any]:
@@ -83,7 +70,7 @@ async def test_a_refund_shows_the_provider_refund_it_became_in_the_api_and_on_it
     assert (await shown(intake, merchant, f"/v1/refunds/{refund['id']}"))["provider_refund_id"] is None
 
     success = RefundSucceeded(**told(refund, merchant_id, provider_refund_id))
-    await handled(intake, await intake.publish(success, source=PROCESSOR))
+    await intake.handled(await intake.publish(success, source=PROCESSOR))
 
     assert (await shown(intake, merchant, f"/v1/refunds/{refund['id']}"))["provider_refund_id"] == provider_refund_id
     [listed] = (await shown(intake, merchant, f"/v1/refunds?payment_id={payment['id']}"))["data"]
@@ -96,7 +83,7 @@ async def test_a_refund_shows_the_provider_refund_it_became_in_the_api_and_on_it
     # A failure told afterwards (the processor adopted it, failed since) reverses it and keeps the id.
     common = {k: v for k, v in told(refund, merchant_id, provider_refund_id).items() if k != "provider_refund_id"}
     failure = RefundFailed(**common, failure_reason="lost")
-    await handled(intake, await intake.publish(failure, source=PROCESSOR))
+    await intake.handled(await intake.publish(failure, source=PROCESSOR))
     body = await shown(intake, merchant, f"/v1/refunds/{refund['id']}")
     assert (body["status"], body["provider_refund_id"]) == ("reversed", provider_refund_id)
 
@@ -109,10 +96,10 @@ async def test_a_reversal_records_the_provider_refund_it_names(intake: IntakeUnd
     provider_refund_id = f"re_{uuid.uuid4().hex[:12]}"
     success = RefundSucceeded(**told(refund, merchant_id, provider_refund_id))
     reversal = RefundReversed(**told(refund, merchant_id, provider_refund_id), failure_reason="lost_or_stolen_card")
-    await handled(intake, await intake.publish(success, source=PROCESSOR))
+    await intake.handled(await intake.publish(success, source=PROCESSOR))
     # The success as intake recorded it before this change: no provider refund id kept.
     await intake.db.execute("UPDATE refunds SET provider_refund_id = NULL WHERE id = $1", refund["id"])
-    await handled(intake, await intake.publish(reversal, source=PROCESSOR))
+    await intake.handled(await intake.publish(reversal, source=PROCESSOR))
 
     body = await shown(intake, merchant, f"/v1/refunds/{refund['id']}")
     assert (body["status"], body["provider_refund_id"]) == ("reversed", provider_refund_id)
@@ -140,12 +127,11 @@ async def test_a_refund_made_outside_refundflow_is_listed_on_its_payment_in_the_
     merchant_id = await intake.merchant_id(merchant)
     payment = await intake.payment(merchant, amount=10_000)
     made, dropped = f"re_dash_{uuid.uuid4().hex[:8]}", f"re_dash_{uuid.uuid4().hex[:8]}"
-    await handled(
-        intake,
+    await intake.handled(
         await intake.publish(found_at_the_provider(payment, merchant_id, made, "pending", 5_000)),
         await intake.publish(found_at_the_provider(payment, merchant_id, dropped, "failed", 700)),
     )
-    await handled(intake, await intake.publish(found_at_the_provider(payment, merchant_id, made, "succeeded", 5_000)))
+    await intake.handled(await intake.publish(found_at_the_provider(payment, merchant_id, made, "succeeded", 5_000)))
 
     body = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
     assert (body["refunded_amount"], body["refunds"]) == (5_000, [])
@@ -183,7 +169,7 @@ async def test_a_success_of_a_refund_intake_no_longer_holds_is_booked_once_as_fo
     payment = await intake.payment(merchant, amount=10_000)
     success = RefundSucceeded(**lost(payment, merchant_id, 3_000))
     # Told twice (a redelivery, or the processor telling again): booked once.
-    await handled(intake, *[await intake.publish(success, source=PROCESSOR) for _ in range(2)])
+    await intake.handled(*[await intake.publish(success, source=PROCESSOR) for _ in range(2)])
 
     assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 3_000, "held": 0, "available": 7_000}
     body = await shown(intake, merchant, f"/v1/payments/{payment['id']}")
@@ -195,14 +181,14 @@ async def test_a_success_of_a_refund_intake_no_longer_holds_is_booked_once_as_fo
 
     # The processor's sync reports the same provider refund later: nothing more is booked.
     detected = found_at_the_provider(payment, merchant_id, success.provider_refund_id, "succeeded", 3_000)
-    await handled(intake, await intake.publish(detected))
+    await intake.handled(await intake.publish(detected))
     assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 3_000, "held": 0, "available": 7_000}
     assert (await shown(intake, merchant, f"/v1/payments/{payment['id']}"))["refunded_amount"] == 3_000
 
     # Reversed at the provider afterwards: given back, once.
     same = success.model_dump(include=set(RefundReversed.model_fields) - {"failure_reason"})
     reversal = RefundReversed(**same, failure_reason="expired_or_canceled_card")
-    await handled(intake, *[await intake.publish(reversal, source=PROCESSOR) for _ in range(2)])
+    await intake.handled(*[await intake.publish(reversal, source=PROCESSOR) for _ in range(2)])
     assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 0, "held": 0, "available": 10_000}
     assert (await shown(intake, merchant, f"/v1/payments/{payment['id']}"))["refunded_amount"] == 0
 
@@ -212,7 +198,7 @@ async def test_a_failure_of_a_refund_intake_no_longer_holds_is_acknowledged(inta
     merchant_id = await intake.merchant_id(merchant)
     payment = await intake.payment(merchant, amount=10_000)
     common = {k: v for k, v in lost(payment, merchant_id, 2_000).items() if k != "provider_refund_id"}
-    await handled(intake, await intake.publish(RefundFailed(**common, failure_reason="declined"), source=PROCESSOR))
+    await intake.handled(await intake.publish(RefundFailed(**common, failure_reason="declined"), source=PROCESSOR))
 
     assert await balance(intake, merchant) == {"paid": 10_000, "refunded": 0, "held": 0, "available": 10_000}
     body = await shown(intake, merchant, f"/v1/payments/{payment['id']}")

@@ -22,6 +22,7 @@ from refundflow_shared.events import Event, EventData, topic_for
 from refundflow_shared.secret_box import generate_key
 from tests.conftest import create_database
 from tests.support.infrastructure import CONSUMER_SESSION_TIMEOUT_MS
+from tests.support.probe_service import eventually
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN: dict[str, str] = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -153,6 +154,16 @@ class IntakeUnderTest:
         finally:
             await producer.stop()
         return event
+
+    async def handled(self, *events: Event) -> None:
+        """Wait until intake's inbox recorded every one of ``events``."""
+        ids = [e.id for e in events]
+
+        async def all_handled() -> bool:
+            count = await self.db.fetchval("SELECT count(*) FROM inbox WHERE event_id = ANY($1::uuid[])", ids)
+            return bool(count == len(ids))
+
+        await eventually(all_handled, timeout=30)
 
 
 @asynccontextmanager
