@@ -217,6 +217,24 @@ def test_an_email_reads_back_as_exactly_its_text_and_its_html() -> None:
     assert parts == [("text/plain", text), ("text/html", html)]
 
 
+@pytest.mark.parametrize("domain", ["refundflow.example", "notifications.payments-platform.example"])
+def test_a_message_id_stays_on_its_line_as_built(domain: str) -> None:
+    """Folded onto a line of its own (78 characters), a Message-ID reads back with the fold's space before it (even
+    by Python's own parser), so a receiver comparing it to ours, or threading by it, does not find it."""
+    content = EmailContent("team_alert", "Refund failed", {"title": "t", "details": {}}, audience="team")
+    built = build_email(
+        uuid.uuid4(),
+        content,
+        mail_from=f"Refundflow <refunds@{domain}>",
+        prefs=MerchantPreferences(review_target="soon"),
+        recipient="a@b.example",
+    )
+    head, _, _ = built.data.partition(b"\r\n\r\n")
+    [line] = [line for line in head.split(b"\r\n") if line.startswith(b"Message-ID:")]
+    assert line == f"Message-ID: {built.message_id}".encode()
+    assert built.message_id.endswith(f"@{domain}>")
+
+
 def test_an_email_goes_out_as_ascii_crlf_lines_with_every_header_read_back() -> None:
     """Written out without the email package: non-ASCII values become RFC 2047 words, a long subject is folded
     (lines of at most 78 characters), every line ends in CRLF, and a mail client reads back what was meant."""

@@ -177,6 +177,7 @@ def dated(data: bytes) -> bytes:
 
 
 _LINE = 78  # RFC 5322's recommended line length
+_TOKEN_MAX = 900  # a header's one token on one line: within RFC 5322's 998 with its name
 _CRLF = "\r\n"
 
 
@@ -184,7 +185,9 @@ def _header_line(name: str, value: str) -> bytes:
     _one_line(name, value)
     if not value.isascii() or (name == "Subject" and _holds_encoded_word(value)):
         return f"{name}: {_encoded_words(value, _LINE - len(name) - 2)}{_CRLF}".encode()
-    if len(name) + 2 + len(value) <= _LINE:
+    if len(name) + 2 + len(value) <= _LINE or (not any(c.isspace() for c in value) and len(value) <= _TOKEN_MAX):
+        # A single token (a Message-ID) has nowhere to fold: put on a line of its own, it reads back with the fold's
+        # space before it, and receivers comparing or threading by it miss it. RFC 5322 allows lines of 998.
         return f"{name}: {value}{_CRLF}".encode()
     return f"{name}: {Header(value, maxlinelen=_LINE, header_name=name).encode(linesep=_CRLF)}{_CRLF}".encode()
 
