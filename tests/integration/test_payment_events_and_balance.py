@@ -477,7 +477,8 @@ async def test_the_ledger_lists_each_money_movement_by_day_and_currency_for_reco
             ("payment", 10_000, "EUR", payment["id"], None, None),
             ("refund_hold", -1_000, "EUR", payment["id"], refund["id"], None),
             ("refund_release", 1_000, "EUR", payment["id"], refund["id"], None),
-            ("refund", -1_000, "EUR", payment["id"], refund["id"], None),
+            # The money that left names the provider's refund, ours as the provider's own, to match Stripe's.
+            ("refund", -1_000, "EUR", payment["id"], refund["id"], succeeded.provider_refund_id),
             ("external_refund", -500, "EUR", payment["id"], None, external.provider_refund_id),
         ],
         key=repr,

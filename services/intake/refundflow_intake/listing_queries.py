@@ -115,7 +115,8 @@ _ENTRY_SELECT = (
     " (SELECT x.payment_id FROM external_refunds x WHERE x.provider_refund_id = e.source_id)"
     " ELSE (SELECT r.payment_id FROM refunds r WHERE r.id = e.source_id) END AS payment_id,"
     " CASE WHEN e.kind LIKE 'refund%' THEN e.source_id END AS refund_id,"
-    " CASE WHEN e.kind LIKE 'external%' THEN e.source_id END AS provider_refund_id"
+    " CASE WHEN e.kind LIKE 'external%' THEN e.source_id WHEN e.kind IN ('refund', 'refund_reversal') THEN"
+    " (SELECT r.provider_refund_id FROM refunds r WHERE r.id = e.source_id) END AS provider_refund_id"
     " FROM balance_entries e"
 )
 

@@ -472,7 +472,10 @@ class BalanceEntry(BaseModel):
     currency: str
     payment_id: str = Field(description="our payment the entry is for")
     refund_id: str | None = Field(description="our refund, for a refund's entries")
-    provider_refund_id: str | None = Field(description="the provider's refund, for an external refund's entries")
+    provider_refund_id: str | None = Field(
+        description="the provider's refund (Stripe's re_...): an external refund's entries, and a refund's or its"
+        " reversal's once the provider made it"
+    )
     created_at: datetime = Field(description="when the ledger booked it")
 
 
