@@ -51,9 +51,7 @@ async def run_on_notify(
                 if not is_recoverable(exc):
                     raise
                 failures += 1
-                backoff = exponential(failures, base=poll_interval, cap=30.0)
-                log.warning("background_job_retrying", job=name, error=repr(exc), retry_in=backoff)
-                await asyncio.sleep(backoff)
+                await _wait_out(exc, failures, name=name, base=poll_interval)
     finally:
         await listener.forget(channel, wake)
 
@@ -69,9 +67,14 @@ async def retry_until_done(work: Callable[[], Awaitable[T]], *, name: str, base:
             if not is_recoverable(exc):
                 raise
             failures += 1
-            backoff = exponential(failures, base=base, cap=30.0)
-            log.warning("background_job_retrying", job=name, error=repr(exc), retry_in=backoff)
-            await asyncio.sleep(backoff)
+            await _wait_out(exc, failures, name=name, base=base)
+
+
+async def _wait_out(exc: Exception, failures: int, *, name: str, base: float) -> None:
+    """A job's ``failures``-th recoverable failure in a row (a dependency went away): waited out, longer each time."""
+    backoff = exponential(failures, base=base, cap=30.0)
+    log.warning("background_job_retrying", job=name, error=repr(exc), retry_in=backoff)
+    await asyncio.sleep(backoff)
 
 
 async def wait_until_set(event: asyncio.Event, seconds: float) -> None:
